@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmanapi"
+)
+
+type serveConfig struct {
+	listen          string
+	store           string
+	maxPacket       int
+	jobRetries      int
+	logLevel        string
+	shutdownTimeout time.Duration
+	handlePrefix    string
+}
+
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	var cfg serveConfig
+	fs := newFlagSet("serve", "serve [flags]", stderr)
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:4730", "`address` of the Gearman port (binary protocol and text admin commands)")
+	fs.StringVar(&cfg.store, "store", defaultStore, "where background jobs are kept: "+storeHelp)
+	fs.IntVar(&cfg.maxPacket, "max-packet", 64<<20, "largest packet body in `bytes`; a larger packet gets an ERROR and the connection is closed")
+	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop (SIGUSR1 or \"shutdown graceful\") waits for running jobs")
+	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gearwork serve: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", cfg.logLevel)
+	}
+	if cfg.maxPacket <= 0 {
+		return fmt.Errorf("invalid --max-packet %d: must be positive", cfg.maxPacket)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, cfg, level, log)
+}
+
+func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Logger) error {
+	st, err := openStore(ctx, cfg.store, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if st != nil {
+			if err := st.Close(); err != nil {
+				log.Error("serve: closing store", slog.String("error", err.Error()))
+			}
+		}
+	}()
+	prefix := cfg.handlePrefix
+	if prefix == "" {
+		host, _ := os.Hostname()
+		prefix = "H:" + strings.ReplaceAll(host, ":", "_") + ":"
+	}
+	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log}
+	if st != nil {
+		bcfg.Store = st
+	}
+	b := broker.New(bcfg)
+	start := time.Now()
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	defer b.Stop()
+
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
+	}
+	shutdown := make(chan bool, 1)
+	srv := gearmanapi.New(gearmanapi.Config{
+		Broker:    b,
+		MaxPacket: cfg.maxPacket,
+		Version:   version,
+		Verbose:   strings.ToUpper(level.String()),
+		Logger:    log,
+		ShutdownFunc: func(graceful bool) {
+			select {
+			case shutdown <- graceful:
+			default:
+			}
+		},
+	})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ctx, ln) }()
+	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store),
+		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(start)))
+
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+
+	graceful := false
+	select {
+	case <-ctx.Done():
+		log.Info("serve: stopping")
+	case <-usr1:
+		graceful = true
+	case g := <-shutdown:
+		graceful = g
+	case err := <-serveErr:
+		if !errors.Is(err, gearmanapi.ErrServerClosed) {
+			srv.Close()
+			return fmt.Errorf("serving %s: %w", cfg.listen, err)
+		}
+	}
+	if graceful {
+		// Stop accepting and handing out jobs; let running ones finish.
+		log.Info("serve: graceful stop: waiting for running jobs", slog.Duration("timeout", cfg.shutdownTimeout))
+		srv.CloseListeners()
+		idle := b.Drain()
+		select {
+		case <-idle:
+		case <-time.After(cfg.shutdownTimeout):
+			log.Warn("serve: graceful stop timed out; running jobs will run again after restart")
+		case <-ctx.Done():
+		}
+	}
+	// Order: stop accepting and close connections (no new work), then stop
+	// the broker (flushes the committer), then close the store (deferred).
+	srv.Close()
+	b.Stop()
+	log.Info("serve: stopped")
+	return nil
+}

@@ -1,0 +1,117 @@
+package gearman
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxTextLine is the longest admin text line a Reader accepts, newline
+// included.
+const MaxTextLine = 8192
+
+// ErrLineTooLong is returned by Reader.Next when an admin text line exceeds
+// MaxTextLine bytes without a newline.
+var ErrLineTooLong = errors.New("gearman: admin text line too long")
+
+// Frame is one unit read from a connection: a binary packet, or an admin
+// text line when the first byte was not NUL.
+type Frame struct {
+	// Text is set for an admin text line; Line then holds it without the
+	// line ending.
+	Text bool
+	Line []byte
+	// Packet is the binary packet when Text is false. Its Args alias Body.
+	Packet Packet
+	// Body is the freshly allocated packet body; it is never reused by the
+	// Reader, so callers may keep slices of it.
+	Body []byte
+	// ArgsOK is false when the body had fewer arguments than the command
+	// requires (or the command is unknown).
+	ArgsOK bool
+}
+
+// Reader decodes frames from a byte stream. It is not safe for concurrent
+// use.
+type Reader struct {
+	br *bufio.Reader
+	// MaxBody is the largest packet body accepted; 0 means no limit.
+	MaxBody int
+	hdr     [HeaderSize]byte
+	args    [8][]byte
+	line    []byte
+}
+
+// NewReader returns a Reader over r with the given read buffer size.
+func NewReader(r io.Reader, bufSize int) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, bufSize)}
+}
+
+// Buffered returns the number of bytes that can be read without blocking.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// Next reads the next frame. A *HeaderError means the header was rejected
+// (only the header was consumed); the stream cannot be resynchronised and
+// the caller should report the error and close the connection.
+func (r *Reader) Next(f *Frame) error {
+	*f = Frame{}
+	first, err := r.br.Peek(1)
+	if err != nil {
+		return err
+	}
+	if first[0] != 0 {
+		return r.readLine(f)
+	}
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		return noEOF(err)
+	}
+	m, c, size, err := ParseHeader(r.hdr[:], r.MaxBody)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	if size > 0 {
+		body = make([]byte, size)
+		if _, err := io.ReadFull(r.br, body); err != nil {
+			return noEOF(err)
+		}
+	}
+	f.Body = body
+	f.Packet.Magic = m
+	f.Packet.Command = c
+	if !c.Valid() {
+		return nil
+	}
+	f.Packet.Args, f.ArgsOK = SplitArgs(r.args[:0], body, c.NumArgs())
+	return nil
+}
+
+func (r *Reader) readLine(f *Frame) error {
+	r.line = r.line[:0]
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		if len(r.line)+len(chunk) > MaxTextLine {
+			return ErrLineTooLong
+		}
+		r.line = append(r.line, chunk...)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return noEOF(err)
+	}
+	f.Text = true
+	f.Line = bytes.TrimRight(r.line, "\r\n")
+	return nil
+}
+
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("gearman: truncated frame: %w", io.ErrUnexpectedEOF)
+	}
+	return err
+}

@@ -1,0 +1,3 @@
+module github.com/gearwork/gearwork
+
+go 1.26.8

@@ -1,0 +1,340 @@
+// Package broker holds Gearwork's job logic: functions and their priority
+// queues, the unique-id index, sessions of clients and workers, wake-ups and
+// timers. It knows nothing of sockets: front ends translate their wire
+// protocol into calls on a Broker and the broker's Events back into packets.
+//
+// # Concurrency
+//
+// One mutex (Broker.mu) guards all state. Every method takes it briefly;
+// nothing blocks while holding it. Outbox.Send and DoneFunc are called with
+// it held, so they must only queue output.
+//
+// # Durability
+//
+// With a Store, background jobs are written before they are acknowledged:
+// Submit hands the job to the committer goroutine, which writes every job
+// waiting at that moment in one synced batch (group commit) and then calls
+// each submitter's DoneFunc. Foreground jobs live in memory only. A job
+// running at a crash is queued again at restart (at-least-once).
+package broker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Store persists background jobs. Save must be durable when it returns (as
+// the store's sync mode defines) and all methods must be safe for
+// concurrent use. Save replaces a job with the same Seq. Delete of an
+// unknown handle is not an error.
+type Store interface {
+	Save(ctx context.Context, jobs []store.Job) error
+	Delete(ctx context.Context, seqs []uint64) error
+	Load(ctx context.Context, each func(store.Job) error) error
+	Close() error
+}
+
+// Clock tells the time. Tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config configures a Broker. The zero value is usable.
+type Config struct {
+	// HandlePrefix starts every job handle; a handle is the prefix followed
+	// by the job's sequence number. Default "H:gearwork:".
+	HandlePrefix string
+	// JobRetries limits how often a job is taken back from a worker that
+	// disconnected or timed out, as gearmand 1.1's --job-retries: 0 (or
+	// negative) means no limit; N>0 fails the job (WORK_FAIL to its
+	// clients) when it is taken back for the Nth time.
+	JobRetries int
+	// Store makes background jobs durable; nil keeps everything in memory.
+	Store Store
+	// Clock defaults to the system clock.
+	Clock Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// CommitBatch is the most jobs written in one store batch. Default 4096.
+	CommitBatch int
+}
+
+// Broker is the job server's core. Create it with New, call Start before
+// use and Stop when done.
+type Broker struct {
+	cfg    Config
+	clock  Clock
+	log    *slog.Logger
+	store  Store
+	prefix string
+
+	// mu guards everything below it.
+	mu        sync.Mutex
+	functions map[string]*function
+	jobs      map[uint64]*job
+	nextSeq   uint64
+	nextSess  uint64
+	sessions  map[uint64]*Session
+	timers    timerHeap
+	draining  bool
+	stopped   bool
+	idle      chan struct{} // closed when draining and nothing runs
+	running   int
+	// pendingSaves and pendingDeletes wait for the committer.
+	pendingSaves   []*job
+	pendingRetries []store.Job
+	pendingDeletes []uint64
+	storeErr       error
+
+	commitWake chan struct{}
+	timerWake  chan struct{}
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	startOnce  sync.Once
+	stopOnce   sync.Once
+}
+
+// New returns a Broker configured by cfg.
+func New(cfg Config) *Broker {
+	b := &Broker{
+		cfg:        cfg,
+		clock:      cmp.Or[Clock](cfg.Clock, systemClock{}),
+		log:        cmp.Or(cfg.Logger, slog.Default()),
+		store:      cfg.Store,
+		prefix:     cmp.Or(cfg.HandlePrefix, "H:gearwork:"),
+		functions:  make(map[string]*function),
+		jobs:       make(map[uint64]*job),
+		nextSeq:    1,
+		sessions:   make(map[uint64]*Session),
+		commitWake: make(chan struct{}, 1),
+		timerWake:  make(chan struct{}, 1),
+	}
+	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
+	return b
+}
+
+// Start replays the store (if any) and starts the timer and committer
+// goroutines. It returns an error if the store cannot be read.
+func (b *Broker) Start(ctx context.Context) error {
+	var err error
+	b.startOnce.Do(func() {
+		if b.store != nil {
+			if err = b.replay(ctx); err != nil {
+				return
+			}
+		}
+		runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		b.cancel = cancel
+		b.wg.Add(1)
+		go b.timerLoop(runCtx)
+		if b.store != nil {
+			b.wg.Add(1)
+			go b.commitLoop(runCtx)
+		}
+	})
+	return err
+}
+
+// Stop stops the broker's goroutines after writing what the committer still
+// holds. It does not close the store. Safe to call twice or before Start.
+func (b *Broker) Stop() {
+	b.stopOnce.Do(func() {
+		b.mu.Lock()
+		b.stopped = true
+		b.mu.Unlock()
+		if b.cancel != nil {
+			b.cancel()
+		}
+		b.wg.Wait()
+	})
+}
+
+// HandlePrefix returns the prefix of every job handle.
+func (b *Broker) HandlePrefix() string { return b.prefix }
+
+// AppendHandle appends the handle of job seq to dst.
+func (b *Broker) AppendHandle(dst []byte, seq uint64) []byte {
+	dst = append(dst, b.prefix...)
+	return strconv.AppendUint(dst, seq, 10)
+}
+
+// Handle returns the handle of job seq.
+func (b *Broker) Handle(seq uint64) string {
+	return string(b.AppendHandle(nil, seq))
+}
+
+// ParseHandle returns the sequence number in a handle of this broker.
+func (b *Broker) ParseHandle(h []byte) (uint64, bool) {
+	if len(h) <= len(b.prefix) || string(h[:len(b.prefix)]) != b.prefix {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range h[len(b.prefix):] {
+		if c < '0' || c > '9' || n > (1<<63)/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
+// NewSession registers a connection. addr is shown by the "workers" admin
+// command.
+func (b *Broker) NewSession(addr string, out Outbox) *Session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.nextSess++
+	s := &Session{id: b.nextSess, out: out, addr: addr, clientID: "-"}
+	b.sessions[s.id] = s
+	return s
+}
+
+// CloseSession ends a session: jobs it ran go back to their queues (counted
+// as retries), and foreground jobs nobody else waits on are dropped.
+// Idempotent.
+func (b *Broker) CloseSession(s *Session) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	delete(b.sessions, s.id)
+	for len(s.running) > 0 {
+		j := s.running[len(s.running)-1]
+		b.requeueLocked(j, "worker disconnected")
+	}
+	for _, a := range s.abilities {
+		a.fn.workers--
+	}
+	s.abilities = nil
+	for _, j := range s.waiting {
+		x := j.x
+		x.clients = removeSession(x.clients, s)
+		if len(x.clients) == 0 && !j.background {
+			b.abandonLocked(j)
+		}
+	}
+	s.waiting = nil
+}
+
+// abandonLocked drops a foreground job nobody waits for: a queued one is
+// removed, a running one finishes unobserved.
+func (b *Broker) abandonLocked(j *job) {
+	switch j.state {
+	case stateQueued, stateScheduled, statePending:
+		b.removeLocked(j)
+	case stateRunning:
+		j.cancelled = true
+	}
+}
+
+// SetClientID sets the id shown by the "workers" admin command.
+func (b *Broker) SetClientID(s *Session, id string) {
+	b.mu.Lock()
+	s.clientID = id
+	b.mu.Unlock()
+}
+
+// SetExceptions records that the session's client wants WORK_EXCEPTION
+// packets (OPTION_REQ "exceptions").
+func (b *Broker) SetExceptions(s *Session) {
+	b.mu.Lock()
+	s.exceptions = true
+	b.mu.Unlock()
+}
+
+func (b *Broker) function(name string) *function {
+	if f := b.functions[name]; f != nil {
+		return f
+	}
+	f := &function{name: name}
+	b.functions[name] = f
+	return f
+}
+
+// functionBytes finds or creates a function without allocating when it
+// exists.
+func (b *Broker) functionBytes(name []byte) *function {
+	if f := b.functions[string(name)]; f != nil {
+		return f
+	}
+	return b.function(string(name))
+}
+
+// Drain stops handing out jobs (graceful shutdown). The returned channel is
+// closed once no job is running.
+func (b *Broker) Drain() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.idle == nil {
+		b.idle = make(chan struct{})
+		b.draining = true
+		b.checkIdleLocked()
+	}
+	return b.idle
+}
+
+func (b *Broker) checkIdleLocked() {
+	if b.draining && b.running == 0 && b.idle != nil {
+		select {
+		case <-b.idle:
+		default:
+			close(b.idle)
+		}
+	}
+}
+
+// replay loads the store into memory at start.
+func (b *Broker) replay(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	err := b.store.Load(ctx, func(r store.Job) error {
+		if r.Seq >= b.nextSeq {
+			b.nextSeq = r.Seq + 1
+		}
+		if _, dup := b.jobs[r.Seq]; dup {
+			return nil
+		}
+		f := b.function(r.Function)
+		j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
+			priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
+		if r.Reducer != "" || r.RunAt != 0 {
+			x := j.extra()
+			x.reducer = r.Reducer
+			x.runAt = r.RunAt
+		}
+		b.jobs[j.seq] = j
+		f.total++
+		if j.unique != "" {
+			if f.uniques == nil {
+				f.uniques = make(map[string]*job)
+			}
+			f.uniques[j.unique] = j
+		}
+		b.makeRunnableLocked(j, false)
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("broker: replay store: %w", err)
+	}
+	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", n))
+	return nil
+}
+
+// errStopped is returned to submitters when the broker has stopped.
+var errStopped = errors.New("server is shutting down")

@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+func (b *Broker) kickCommitter() {
+	select {
+	case b.commitWake <- struct{}{}:
+	default:
+	}
+}
+
+// commitLoop is the group committer: it writes every job waiting at that
+// moment in one store batch, then makes them runnable and acknowledges
+// them. Deletes of finished jobs ride along without waiting.
+func (b *Broker) commitLoop(ctx context.Context) {
+	defer b.wg.Done()
+	var (
+		saves   []*job
+		records []store.Job
+		deletes []uint64
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			// Final flush so that acknowledged work is not held back.
+			b.commitOnce(context.WithoutCancel(ctx), &saves, &records, &deletes)
+			return
+		case <-b.commitWake:
+		}
+		for b.commitOnce(ctx, &saves, &records, &deletes) {
+		}
+	}
+}
+
+// commitOnce writes one batch. It reports whether more work is waiting.
+func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store.Job, deletes *[]uint64) bool {
+	b.mu.Lock()
+	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
+	*saves = append((*saves)[:0], b.pendingSaves[:n]...)
+	rest := copy(b.pendingSaves, b.pendingSaves[n:])
+	clear(b.pendingSaves[rest:])
+	b.pendingSaves = b.pendingSaves[:rest]
+	*records = (*records)[:0]
+	for _, j := range *saves {
+		if j.state == statePending {
+			*records = append(*records, b.record(j))
+		}
+	}
+	*records = append(*records, b.pendingRetries...)
+	clear(b.pendingRetries)
+	b.pendingRetries = b.pendingRetries[:0]
+	*deletes = append((*deletes)[:0], b.pendingDeletes...)
+	b.pendingDeletes = b.pendingDeletes[:0]
+	more := len(b.pendingSaves) > 0
+	b.mu.Unlock()
+
+	if len(*records) == 0 && len(*deletes) == 0 && len(*saves) == 0 {
+		return more
+	}
+	var err error
+	if len(*deletes) > 0 {
+		if derr := b.store.Delete(ctx, *deletes); derr != nil {
+			err = derr
+		}
+	}
+	if err == nil && len(*records) > 0 {
+		err = b.store.Save(ctx, *records)
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil && b.storeErr == nil {
+		b.storeErr = err
+		b.log.Error("broker: store write failed; refusing background submits until restart",
+			slog.String("error", err.Error()))
+	}
+	for _, j := range *saves {
+		if j.state != statePending {
+			continue // dropped while waiting (e.g. cancelled)
+		}
+		waiters := j.x.waiters
+		j.x.waiters = nil
+		if err != nil {
+			j.state = stateQueued
+			j.fn.queues[j.priority].pushBack(j)
+			j.background = false // nothing to delete from the store
+			b.removeLocked(j)
+			for _, w := range waiters {
+				w(0, false, &StoreError{err})
+			}
+			continue
+		}
+		for i, w := range waiters {
+			w(j.seq, i == 0, nil)
+		}
+		b.makeRunnableLocked(j, true)
+	}
+	clear(*saves)
+	return more
+}

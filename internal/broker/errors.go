@@ -1,0 +1,26 @@
+package broker
+
+import "errors"
+
+var (
+	// ErrQueueFull is returned by Submit when the function's queue is at
+	// its maxqueue limit for the job's priority.
+	ErrQueueFull = errors.New("Job queue is full")
+	// ErrJobNotFound is returned by work updates for a handle the session
+	// does not hold, and by CancelJob for an unknown handle.
+	ErrJobNotFound = errors.New("Job given in work result not found")
+	// ErrStopped is returned by Submit after Stop.
+	ErrStopped = errStopped
+	// ErrFunctionBusy is returned by DropFunction while workers are
+	// registered or jobs are running.
+	ErrFunctionBusy = errors.New("there are still connected workers or executing clients")
+	// ErrFunctionNotFound is returned by DropFunction for an unknown name.
+	ErrFunctionNotFound = errors.New("function not found")
+)
+
+// StoreError wraps a failure of the durable store; the job was not
+// accepted.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return "job not stored: " + e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }

@@ -1,0 +1,64 @@
+package broker
+
+// function is the state of one function name. Guarded by Broker.mu.
+type function struct {
+	name   string
+	queues [numPriorities]jobList
+	// total counts the function's live jobs in every state (gearmand's
+	// job_total: the TOTAL column of "status").
+	total   int
+	running int
+	// workers counts sessions that registered the function.
+	workers int
+	// sleepers are sessions that may be asleep waiting for this function's
+	// jobs; entries whose generation no longer matches are stale.
+	sleepers []sleeper
+	// maxQueue per priority; 0 means unlimited.
+	maxQueue [numPriorities]int
+	// uniques indexes live jobs of this function by unique key.
+	uniques map[string]*job
+}
+
+type sleeper struct {
+	s   *Session
+	gen uint32
+}
+
+func (f *function) queued() int {
+	return f.queues[0].n + f.queues[1].n + f.queues[2].n
+}
+
+// wakeOne sends NOOP to one sleeping worker of f, if any. It reports whether
+// one was woken.
+func (f *function) wakeOne() bool {
+	for len(f.sleepers) > 0 {
+		last := len(f.sleepers) - 1
+		sl := f.sleepers[last]
+		f.sleepers[last] = sleeper{}
+		f.sleepers = f.sleepers[:last]
+		s := sl.s
+		if s.closed || !s.sleeping || s.noopSent || s.sleepGen != sl.gen {
+			continue
+		}
+		s.noopSent = true
+		s.out.Send(Event{Kind: EventNoop})
+		return true
+	}
+	return false
+}
+
+// addSleeper records s as asleep for f, dropping stale entries when the
+// list has grown well beyond the number of workers.
+func (f *function) addSleeper(s *Session) {
+	if len(f.sleepers) > 2*f.workers+8 {
+		kept := f.sleepers[:0]
+		for _, sl := range f.sleepers {
+			if !sl.s.closed && sl.s.sleeping && !sl.s.noopSent && sl.s.sleepGen == sl.gen {
+				kept = append(kept, sl)
+			}
+		}
+		clear(f.sleepers[len(kept):])
+		f.sleepers = kept
+	}
+	f.sleepers = append(f.sleepers, sleeper{s, s.sleepGen})
+}

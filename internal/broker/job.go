@@ -1,0 +1,168 @@
+package broker
+
+// Priority is a Gearman job priority. Lower values run first.
+type Priority uint8
+
+// The three Gearman priorities.
+const (
+	High   Priority = 0
+	Normal Priority = 1
+	Low    Priority = 2
+)
+
+const numPriorities = 3
+
+// String returns "high", "normal" or "low".
+func (p Priority) String() string {
+	switch p {
+	case High:
+		return "high"
+	case Low:
+		return "low"
+	default:
+		return "normal"
+	}
+}
+
+type jobState uint8
+
+const (
+	// statePending: accepted, waiting for the store to make it durable.
+	statePending jobState = iota
+	// stateScheduled: waiting in the timer heap for its run-at time.
+	stateScheduled
+	// stateQueued: in its function's priority queue.
+	stateQueued
+	// stateRunning: held by a worker.
+	stateRunning
+	// stateGone: finished, cancelled or dropped; no longer indexed.
+	stateGone
+)
+
+func (s jobState) String() string {
+	return [...]string{"pending", "scheduled", "queued", "running", "gone"}[s]
+}
+
+// hashedUniquePrefix marks a unique that the broker derived from the payload
+// (the client sent "-"). Real uniques cannot contain NUL, so the two kinds
+// never collide in the index.
+const hashedUniquePrefix = "\x00-"
+
+// job is one job. The hot fields of a queued job are kept small; everything
+// a queued background job does not need lives in the lazily allocated extra.
+// All fields are guarded by Broker.mu.
+type job struct {
+	seq        uint64
+	fn         *function
+	unique     string // index key; "" when none
+	payload    []byte
+	prev, next *job // links in the function's priority queue
+	x          *jobExtra
+	retries    uint32
+	priority   Priority
+	state      jobState
+	background bool
+	// cancelled: a running job whose clients were told it failed (admin
+	// cancel) or which nobody waits for any more; the worker's results are
+	// dropped.
+	cancelled bool
+}
+
+type jobExtra struct {
+	reducer  string
+	runAt    int64 // Unix seconds; 0 = now
+	worker   *Session
+	clients  []*Session
+	num, den uint32
+	timerIdx int   // index in the timer heap; -1 when not in it
+	timerAt  int64 // Unix nanoseconds when the timer fires
+	// waiters are submitters of a pending job, told once it is durable.
+	waiters []DoneFunc
+}
+
+func (j *job) extra() *jobExtra {
+	if j.x == nil {
+		j.x = &jobExtra{timerIdx: -1}
+	}
+	return j.x
+}
+
+// displayUnique returns the unique as clients sent it ("-" for a payload hash).
+func (j *job) displayUnique() string {
+	if len(j.unique) >= len(hashedUniquePrefix) && j.unique[:len(hashedUniquePrefix)] == hashedUniquePrefix {
+		return "-"
+	}
+	return j.unique
+}
+
+func (j *job) reducer() string {
+	if j.x == nil {
+		return ""
+	}
+	return j.x.reducer
+}
+
+func (j *job) runAt() int64 {
+	if j.x == nil {
+		return 0
+	}
+	return j.x.runAt
+}
+
+func (j *job) worker() *Session {
+	if j.x == nil {
+		return nil
+	}
+	return j.x.worker
+}
+
+// jobList is an intrusive doubly linked FIFO of jobs.
+type jobList struct {
+	head, tail *job
+	n          int
+}
+
+func (l *jobList) pushBack(j *job) {
+	j.prev, j.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = j
+	} else {
+		l.head = j
+	}
+	l.tail = j
+	l.n++
+}
+
+func (l *jobList) pushFront(j *job) {
+	j.prev, j.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = j
+	} else {
+		l.tail = j
+	}
+	l.head = j
+	l.n++
+}
+
+func (l *jobList) remove(j *job) {
+	if j.prev != nil {
+		j.prev.next = j.next
+	} else {
+		l.head = j.next
+	}
+	if j.next != nil {
+		j.next.prev = j.prev
+	} else {
+		l.tail = j.prev
+	}
+	j.prev, j.next = nil, nil
+	l.n--
+}
+
+func (l *jobList) popFront() *job {
+	j := l.head
+	if j != nil {
+		l.remove(j)
+	}
+	return j
+}

@@ -1,0 +1,100 @@
+package broker
+
+import "time"
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// Event kinds. EventNoop wakes a sleeping worker; the others are forwarded
+// work updates for a job the session waits on.
+const (
+	EventNoop EventKind = iota + 1
+	EventData
+	EventWarning
+	EventStatus
+	EventComplete
+	EventFail
+	EventException
+)
+
+// Event is something the broker tells a session without being asked.
+type Event struct {
+	Kind EventKind
+	// Seq identifies the job; format it with Broker.AppendHandle.
+	Seq uint64
+	// Data is the payload of data, warning, complete and exception events.
+	// It may be shared by several sessions and must not be modified.
+	Data []byte
+	// Numerator and Denominator are set for EventStatus.
+	Numerator, Denominator uint32
+}
+
+// Outbox receives a session's events. Send is called with the broker's lock
+// held: it must not block and must not call back into the broker.
+type Outbox interface {
+	Send(ev Event)
+}
+
+// Session is the broker's view of one connection: its worker abilities, the
+// jobs it runs and the foreground jobs it waits on. A front end creates one
+// per connection with Broker.NewSession and must call Broker.CloseSession
+// when the connection ends. All fields are guarded by Broker.mu.
+type Session struct {
+	id  uint64
+	out Outbox
+	// Addr and ClientID are shown by the "workers" admin command.
+	addr     string
+	clientID string
+
+	abilities []ability
+	rr        int // round-robin start among abilities
+	sleeping  bool
+	noopSent  bool
+	sleepGen  uint32
+	running   []*job
+	waiting   []*job
+	// exceptions: the client asked for WORK_EXCEPTION packets.
+	exceptions bool
+	closed     bool
+}
+
+type ability struct {
+	fn      *function
+	timeout time.Duration // 0 = none
+}
+
+// ID returns the session's number, unique within the broker.
+func (s *Session) ID() uint64 { return s.id }
+
+func (s *Session) ability(fn *function) (ability, bool) {
+	for _, a := range s.abilities {
+		if a.fn == fn {
+			return a, true
+		}
+	}
+	return ability{}, false
+}
+
+func removeJob(list []*job, j *job) []*job {
+	for i, x := range list {
+		if x == j {
+			last := len(list) - 1
+			list[i] = list[last]
+			list[last] = nil
+			return list[:last]
+		}
+	}
+	return list
+}
+
+func removeSession(list []*Session, s *Session) []*Session {
+	for i, x := range list {
+		if x == s {
+			last := len(list) - 1
+			list[i] = list[last]
+			list[last] = nil
+			return list[:last]
+		}
+	}
+	return list
+}

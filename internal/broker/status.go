@@ -1,0 +1,259 @@
+package broker
+
+import (
+	"sort"
+	"strings"
+)
+
+// JobStatus answers GET_STATUS and GET_STATUS_UNIQUE.
+type JobStatus struct {
+	Seq     uint64
+	Known   bool
+	Running bool
+	// Numerator and Denominator are the last WORK_STATUS of the job.
+	Numerator, Denominator uint32
+	// Waiting counts clients attached to the job.
+	Waiting int
+}
+
+func statusOf(j *job) JobStatus {
+	st := JobStatus{Seq: j.seq, Known: true, Running: j.state == stateRunning}
+	if j.x != nil {
+		st.Numerator, st.Denominator = j.x.num, j.x.den
+		st.Waiting = len(j.x.clients)
+	}
+	return st
+}
+
+// GetStatus reports on the job with the given handle.
+func (b *Broker) GetStatus(handle []byte) JobStatus {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return JobStatus{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if j := b.jobs[seq]; j != nil {
+		return statusOf(j)
+	}
+	return JobStatus{}
+}
+
+// GetStatusUnique reports on a live job with the given unique, of any
+// function (as gearmand's GET_STATUS_UNIQUE, which carries no function).
+func (b *Broker) GetStatusUnique(unique []byte) JobStatus {
+	if len(unique) == 0 {
+		return JobStatus{}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.functions {
+		if j := f.uniques[string(unique)]; j != nil {
+			return statusOf(j)
+		}
+	}
+	return JobStatus{}
+}
+
+// FunctionStatus is one line of the "status" and "prioritystatus" admin
+// commands.
+type FunctionStatus struct {
+	Name string
+	// Total counts the function's jobs in every state (queued, scheduled,
+	// running), as gearmand's TOTAL column.
+	Total   int
+	Running int
+	Workers int
+	// Queued counts runnable jobs per priority (high, normal, low).
+	Queued [numPriorities]int
+	// MaxQueue per priority; 0 means unlimited.
+	MaxQueue [numPriorities]int
+}
+
+// Status lists every known function, sorted by name.
+func (b *Broker) Status() []FunctionStatus {
+	b.mu.Lock()
+	out := make([]FunctionStatus, 0, len(b.functions))
+	for _, f := range b.functions {
+		fs := FunctionStatus{Name: f.name, Total: f.total, Running: f.running, Workers: f.workers, MaxQueue: f.maxQueue}
+		for p := range numPriorities {
+			fs.Queued[p] = f.queues[p].n
+		}
+		out = append(out, fs)
+	}
+	b.mu.Unlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
+	return out
+}
+
+// WorkerInfo is one line of the "workers" admin command.
+type WorkerInfo struct {
+	ID        uint64
+	Addr      string
+	ClientID  string
+	Functions []string
+}
+
+// Workers lists every session (clients too, as gearmand does), by id.
+func (b *Broker) Workers() []WorkerInfo {
+	b.mu.Lock()
+	out := make([]WorkerInfo, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		wi := WorkerInfo{ID: s.id, Addr: s.addr, ClientID: s.clientID}
+		for _, a := range s.abilities {
+			wi.Functions = append(wi.Functions, a.fn.name)
+		}
+		out = append(out, wi)
+	}
+	b.mu.Unlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
+	return out
+}
+
+// JobInfo is one line of the "show jobs" admin command.
+type JobInfo struct {
+	Seq      uint64
+	Function string
+	Unique   string
+	Retries  uint32
+	// Ignored is set for a running job whose result nobody will receive.
+	Ignored bool
+	// Queued is set for a stored background job.
+	Queued   bool
+	State    string
+	Priority Priority
+}
+
+// Jobs lists live jobs in handle order, at most limit of them (0: all).
+func (b *Broker) Jobs(limit int) []JobInfo {
+	b.mu.Lock()
+	out := make([]JobInfo, 0, min(len(b.jobs), max(limit, 1024)))
+	for _, j := range b.jobs {
+		out = append(out, JobInfo{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(),
+			Retries: j.retries, Ignored: j.cancelled, Queued: j.background && b.store != nil,
+			State: j.state.String(), Priority: j.priority})
+	}
+	b.mu.Unlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].Seq < out[k].Seq })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// Uniques lists the uniques of live jobs ("show unique jobs").
+func (b *Broker) Uniques() []string {
+	b.mu.Lock()
+	var out []string
+	for _, f := range b.functions {
+		for _, j := range f.uniques {
+			out = append(out, j.displayUnique())
+		}
+	}
+	b.mu.Unlock()
+	sort.Strings(out)
+	return out
+}
+
+// CancelJob removes a queued or scheduled job, or detaches a running one
+// (its worker's result is dropped); waiting clients receive WORK_FAIL.
+func (b *Broker) CancelJob(handle []byte) error {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return ErrJobNotFound
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[seq]
+	if j == nil || j.cancelled {
+		return ErrJobNotFound
+	}
+	if j.x != nil {
+		for _, c := range j.x.clients {
+			c.out.Send(Event{Kind: EventFail, Seq: seq})
+		}
+	}
+	if j.state == stateRunning {
+		j.cancelled = true
+		for _, c := range j.x.clients {
+			c.waiting = removeJob(c.waiting, j)
+		}
+		j.x.clients = nil
+		if j.unique != "" && j.fn.uniques[j.unique] == j {
+			delete(j.fn.uniques, j.unique)
+		}
+		if j.background && b.store != nil {
+			b.pendingDeletes = append(b.pendingDeletes, j.seq)
+			b.kickCommitter()
+		}
+		j.background = false
+		return nil
+	}
+	b.removeLocked(j)
+	return nil
+}
+
+// SetMaxQueue sets a function's queue limit per priority (0: unlimited),
+// creating the function if needed.
+func (b *Broker) SetMaxQueue(name string, limits [numPriorities]int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.function(name).maxQueue = limits
+}
+
+// CreateFunction makes a function known (it shows in "status").
+func (b *Broker) CreateFunction(name string) {
+	b.mu.Lock()
+	b.function(name)
+	b.mu.Unlock()
+}
+
+// DropFunction forgets a function that has no workers and no running
+// jobs; its queued jobs are dropped, as gearmand does.
+func (b *Broker) DropFunction(name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var f *function
+	for n, x := range b.functions {
+		if strings.EqualFold(n, name) {
+			f = x
+			break
+		}
+	}
+	if f == nil {
+		return ErrFunctionNotFound
+	}
+	if f.workers > 0 || f.running > 0 {
+		return ErrFunctionBusy
+	}
+	for p := range numPriorities {
+		for j := f.queues[p].head; j != nil; j = f.queues[p].head {
+			if j.x != nil {
+				for _, c := range j.x.clients {
+					c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+				}
+			}
+			b.removeLocked(j)
+		}
+	}
+	for _, j := range b.timers {
+		if j.fn == f {
+			defer b.dropIfScheduled(j)
+		}
+	}
+	delete(b.functions, f.name)
+	return nil
+}
+
+func (b *Broker) dropIfScheduled(j *job) {
+	if j.state == stateScheduled {
+		b.removeLocked(j)
+	}
+}
+
+// JobCount returns the number of live jobs.
+func (b *Broker) JobCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.jobs)
+}

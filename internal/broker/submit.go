@@ -1,0 +1,199 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"unsafe"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// SubmitParams describes a job to submit.
+type SubmitParams struct {
+	Function []byte
+	// Unique is the coalescing key; empty means none, "-" means "hash the
+	// payload".
+	Unique []byte
+	// Payload and Unique are kept by the broker (the unique index aliases
+	// Unique's memory): the caller must not modify either afterwards.
+	Payload  []byte
+	Priority Priority
+	// Background jobs are not tied to the submitting session.
+	Background bool
+	// RunAt is a Unix time in seconds at which the job becomes runnable
+	// (SUBMIT_JOB_EPOCH); 0 means now.
+	RunAt   int64
+	Reducer []byte
+}
+
+// DoneFunc receives the outcome of a submit: the job's sequence number, or
+// an error. created is false when the submit attached to an existing job.
+// It is called exactly once, with the broker's lock held, so it must only
+// queue output.
+type DoneFunc func(seq uint64, created bool, err error)
+
+// Submit adds a job, or attaches the session to the live job with the same
+// function and unique. A foreground submitter receives the job's events.
+// done is called before Submit returns unless the job must first be made
+// durable, in which case the committer calls it after the store write.
+func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		done(0, false, ErrStopped)
+		return
+	}
+	if b.storeErr != nil && p.Background {
+		done(0, false, &StoreError{b.storeErr})
+		return
+	}
+	f := b.functionBytes(p.Function)
+	var key string
+	if len(p.Unique) > 0 {
+		key = uniqueKey(p.Unique, p.Payload)
+		if j := f.uniques[key]; j != nil {
+			b.attachLocked(s, j, p.Background, done)
+			return
+		}
+	}
+	if limit := f.maxQueue[p.Priority]; limit > 0 && f.total >= limit {
+		done(0, false, ErrQueueFull)
+		return
+	}
+	j := &job{seq: b.nextSeq, fn: f, payload: p.Payload, priority: p.Priority, background: p.Background}
+	b.nextSeq++
+	if key != "" {
+		j.unique = key
+		if f.uniques == nil {
+			f.uniques = make(map[string]*job)
+		}
+		f.uniques[key] = j
+	}
+	if p.RunAt != 0 || len(p.Reducer) > 0 {
+		x := j.extra()
+		x.runAt = p.RunAt
+		x.reducer = string(p.Reducer)
+	}
+	b.jobs[j.seq] = j
+	f.total++
+	if !p.Background {
+		x := j.extra()
+		x.clients = append(x.clients, s)
+		s.waiting = append(s.waiting, j)
+	}
+	if p.Background && b.store != nil {
+		j.state = statePending
+		x := j.extra()
+		x.waiters = append(x.waiters, done)
+		b.pendingSaves = append(b.pendingSaves, j)
+		if len(b.pendingSaves) == 1 {
+			b.kickCommitter()
+		}
+		return
+	}
+	done(j.seq, true, nil)
+	b.makeRunnableLocked(j, true)
+}
+
+// attachLocked coalesces a submit onto an existing job.
+func (b *Broker) attachLocked(s *Session, j *job, background bool, done DoneFunc) {
+	if !background {
+		x := j.extra()
+		x.clients = append(x.clients, s)
+		s.waiting = append(s.waiting, j)
+		if j.cancelled && j.state == stateRunning {
+			// Someone waits for it again.
+			j.cancelled = false
+		}
+	}
+	if j.state == statePending {
+		x := j.extra()
+		x.waiters = append(x.waiters, done)
+		return
+	}
+	done(j.seq, false, nil)
+}
+
+// uniqueKey returns the index key for a unique. It aliases u's memory: the
+// packet body is never modified after it is read, and the job keeps it
+// alive through its payload.
+func uniqueKey(u, payload []byte) string {
+	if len(u) == 1 && u[0] == '-' {
+		sum := sha256.Sum256(payload)
+		return hashedUniquePrefix + string(sum[:16])
+	}
+	return unsafe.String(&u[0], len(u))
+}
+
+// makeRunnableLocked puts a job that is due into its queue (waking one
+// sleeping worker) or a future one into the timer heap.
+func (b *Broker) makeRunnableLocked(j *job, wake bool) {
+	if at := j.runAt(); at != 0 && at > b.clock.Now().Unix() {
+		j.state = stateScheduled
+		b.addTimerLocked(j, at*1e9)
+		return
+	}
+	j.state = stateQueued
+	j.fn.queues[j.priority].pushBack(j)
+	if wake {
+		j.fn.wakeOne()
+	}
+}
+
+// removeLocked takes a job out of every index. It does not notify anyone.
+func (b *Broker) removeLocked(j *job) {
+	f := j.fn
+	switch j.state {
+	case statePending:
+		// Still waiting for the store: tell the submitters it was accepted
+		// (it is gone again before anyone could run it).
+		waiters := j.x.waiters
+		j.x.waiters = nil
+		for i, w := range waiters {
+			w(j.seq, i == 0, nil)
+		}
+	case stateQueued:
+		f.queues[j.priority].remove(j)
+	case stateScheduled:
+		b.removeTimerLocked(j)
+	case stateRunning:
+		x := j.x
+		b.removeTimerLocked(j)
+		x.worker.running = removeJob(x.worker.running, j)
+		x.worker = nil
+		f.running--
+		b.running--
+		b.checkIdleLocked()
+	}
+	j.state = stateGone
+	if j.unique != "" && f.uniques[j.unique] == j {
+		delete(f.uniques, j.unique)
+	}
+	delete(b.jobs, j.seq)
+	f.total--
+	if j.x != nil {
+		for _, c := range j.x.clients {
+			c.waiting = removeJob(c.waiting, j)
+		}
+		j.x.clients = nil
+	}
+	if j.background && b.store != nil {
+		b.pendingDeletes = append(b.pendingDeletes, j.seq)
+		if len(b.pendingDeletes) == 1 {
+			b.kickCommitter()
+		}
+	}
+}
+
+func (b *Broker) record(j *job) store.Job {
+	return store.Job{
+		Seq:      j.seq,
+		Handle:   b.Handle(j.seq),
+		Function: j.fn.name,
+		Unique:   j.unique,
+		Reducer:  j.reducer(),
+		Payload:  j.payload,
+		Priority: uint8(j.priority),
+		RunAt:    j.runAt(),
+		Retries:  j.retries,
+	}
+}

@@ -1,0 +1,271 @@
+package broker
+
+import (
+	"log/slog"
+	"time"
+)
+
+// CanDo registers the session as a worker for a function. timeout > 0 (from
+// CAN_DO_TIMEOUT) takes back a job the worker holds longer than that.
+func (b *Broker) CanDo(s *Session, name []byte, timeout time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := b.functionBytes(name)
+	for i := range s.abilities {
+		if s.abilities[i].fn == f {
+			s.abilities[i].timeout = timeout
+			return
+		}
+	}
+	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout})
+	f.workers++
+	if s.sleeping && !s.noopSent {
+		f.addSleeper(s)
+		if f.queued() > 0 {
+			f.wakeOne()
+		}
+	}
+}
+
+// CantDo unregisters one function.
+func (b *Broker) CantDo(s *Session, name []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := b.functions[string(name)]
+	if f == nil {
+		return
+	}
+	for i, a := range s.abilities {
+		if a.fn == f {
+			s.abilities = append(s.abilities[:i], s.abilities[i+1:]...)
+			f.workers--
+			return
+		}
+	}
+}
+
+// ResetAbilities unregisters every function.
+func (b *Broker) ResetAbilities(s *Session) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, a := range s.abilities {
+		a.fn.workers--
+	}
+	s.abilities = s.abilities[:0]
+}
+
+// PreSleep marks the worker asleep; it is sent NOOP when a job for one of
+// its functions arrives, or at once if one is already waiting.
+func (b *Broker) PreSleep(s *Session) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s.sleepGen++
+	s.sleeping = true
+	s.noopSent = false
+	if !b.draining {
+		for _, a := range s.abilities {
+			if a.fn.queued() > 0 {
+				s.noopSent = true
+				s.out.Send(Event{Kind: EventNoop})
+				return
+			}
+		}
+	}
+	for _, a := range s.abilities {
+		a.fn.addSleeper(s)
+	}
+}
+
+// Assignment is a job handed to a worker.
+type Assignment struct {
+	Seq      uint64
+	Function string
+	// Unique is the unique as the client sent it ("-" for a payload hash).
+	Unique  string
+	Reducer string
+	Payload []byte
+}
+
+// Grab hands the worker the next job: the highest priority first across all
+// of its functions, round-robin among functions of equal priority. It
+// reports false when there is none (or the server is draining).
+func (b *Broker) Grab(s *Session) (Assignment, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s.sleeping = false
+	s.noopSent = false
+	if b.draining || b.stopped || len(s.abilities) == 0 {
+		return Assignment{}, false
+	}
+	n := len(s.abilities)
+	for p := range numPriorities {
+		for i := range n {
+			k := (s.rr + i) % n
+			a := s.abilities[k]
+			j := a.fn.queues[p].popFront()
+			if j == nil {
+				continue
+			}
+			s.rr = k + 1
+			b.assignLocked(s, j, a.timeout)
+			return Assignment{
+				Seq:      j.seq,
+				Function: j.fn.name,
+				Unique:   j.displayUnique(),
+				Reducer:  j.reducer(),
+				Payload:  j.payload,
+			}, true
+		}
+	}
+	return Assignment{}, false
+}
+
+func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
+	x := j.extra()
+	j.state = stateRunning
+	x.worker = s
+	x.num, x.den = 0, 0
+	s.running = append(s.running, j)
+	j.fn.running++
+	b.running++
+	if timeout > 0 {
+		b.addTimerLocked(j, b.clock.Now().Add(timeout).UnixNano())
+	}
+}
+
+// heldBy returns the job seq if s runs it.
+func (b *Broker) heldBy(s *Session, seq uint64) *job {
+	j := b.jobs[seq]
+	if j == nil || j.state != stateRunning || j.x.worker != s {
+		return nil
+	}
+	return j
+}
+
+func (b *Broker) forwardLocked(j *job, ev Event) {
+	if j.cancelled {
+		return
+	}
+	for _, c := range j.x.clients {
+		if ev.Kind == EventException && !c.exceptions {
+			continue
+		}
+		c.out.Send(ev)
+	}
+}
+
+// WorkStatus records and forwards a WORK_STATUS.
+func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.heldBy(s, seq)
+	if j == nil {
+		return ErrJobNotFound
+	}
+	j.x.num, j.x.den = num, den
+	b.forwardLocked(j, Event{Kind: EventStatus, Seq: seq, Numerator: num, Denominator: den})
+	return nil
+}
+
+// WorkData forwards a WORK_DATA (warning=false) or WORK_WARNING.
+func (b *Broker) WorkData(s *Session, seq uint64, data []byte, warning bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.heldBy(s, seq)
+	if j == nil {
+		return ErrJobNotFound
+	}
+	kind := EventData
+	if warning {
+		kind = EventWarning
+	}
+	b.forwardLocked(j, Event{Kind: kind, Seq: seq, Data: data})
+	return nil
+}
+
+// Outcome is how a worker finished a job.
+type Outcome uint8
+
+// The three final outcomes of a job.
+const (
+	Complete Outcome = iota + 1
+	Fail
+	Exception
+)
+
+// Finish ends a job the session holds, forwarding the result to every
+// waiting client, and forgets the job.
+func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.heldBy(s, seq)
+	if j == nil {
+		return ErrJobNotFound
+	}
+	var kind EventKind
+	switch o {
+	case Complete:
+		kind = EventComplete
+	case Exception:
+		kind = EventException
+		// gearmand sends a WORK_FAIL after the exception to clients that
+		// did not ask for exceptions, so they still learn the outcome.
+	default:
+		kind = EventFail
+	}
+	if !j.cancelled {
+		for _, c := range j.x.clients {
+			switch {
+			case kind == EventException && !c.exceptions:
+				c.out.Send(Event{Kind: EventFail, Seq: seq})
+			default:
+				c.out.Send(Event{Kind: kind, Seq: seq, Data: data})
+			}
+		}
+	}
+	b.removeLocked(j)
+	return nil
+}
+
+// requeueLocked takes a running job back from its worker (disconnect or
+// timeout). It goes to the front of its queue, or fails when it has used up
+// its retries.
+func (b *Broker) requeueLocked(j *job, why string) {
+	x := j.x
+	w := x.worker
+	b.removeTimerLocked(j)
+	w.running = removeJob(w.running, j)
+	x.worker = nil
+	j.fn.running--
+	b.running--
+	b.checkIdleLocked()
+	x.num, x.den = 0, 0
+	j.retries++
+	if j.cancelled || (!j.background && len(x.clients) == 0) {
+		j.state = stateQueued // for removeLocked's bookkeeping
+		j.fn.queues[j.priority].pushFront(j)
+		b.removeLocked(j)
+		return
+	}
+	if limit := b.cfg.JobRetries; limit > 0 && int(j.retries) >= limit {
+		b.log.Warn("broker: dropped job after too many retries",
+			slog.String("handle", b.Handle(j.seq)), slog.String("function", j.fn.name),
+			slog.Int("retries", int(j.retries)), slog.String("reason", why))
+		for _, c := range x.clients {
+			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		}
+		j.state = stateQueued
+		j.fn.queues[j.priority].pushFront(j)
+		b.removeLocked(j)
+		return
+	}
+	b.log.Info("broker: job taken back", slog.String("handle", b.Handle(j.seq)),
+		slog.String("reason", why), slog.Int("retries", int(j.retries)))
+	j.state = stateQueued
+	j.fn.queues[j.priority].pushFront(j)
+	j.fn.wakeOne()
+	if j.background && b.store != nil {
+		b.pendingRetries = append(b.pendingRetries, b.record(j))
+		b.kickCommitter()
+	}
+}

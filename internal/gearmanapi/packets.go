@@ -1,0 +1,228 @@
+package gearmanapi
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+var (
+	zero = []byte("0")
+	one  = []byte("1")
+)
+
+// packet handles one binary request.
+func (c *conn) packet(f *gearman.Frame) {
+	p := &f.Packet
+	if p.Magic != gearman.MagicReq {
+		c.errorPacket("INVALID_MAGIC", "Request magic expected")
+		return
+	}
+	if !p.Command.Valid() {
+		c.errorPacket("INVALID_COMMAND", "Invalid command expected")
+		return
+	}
+	if !f.ArgsOK {
+		c.errorPacket("INVALID_PACKET", p.Command.String()+" needs "+
+			strconv.Itoa(p.Command.NumArgs())+" NUL-separated arguments")
+		return
+	}
+	switch p.Command {
+	case gearman.SubmitJob, gearman.SubmitJobBg, gearman.SubmitJobHigh, gearman.SubmitJobHighBg,
+		gearman.SubmitJobLow, gearman.SubmitJobLowBg, gearman.SubmitJobEpoch,
+		gearman.SubmitReduceJob, gearman.SubmitReduceJobBg:
+		c.submit(p)
+		return
+	}
+	c.waitAcks()
+	b := c.srv.b
+	switch p.Command {
+	case gearman.EchoReq:
+		c.packetOut(gearman.EchoRes, p.Args[0])
+	case gearman.CanDo, gearman.CanDoTimeout:
+		name := trimNUL(p.Args[0])
+		if len(name) > gearman.MaxFunctionSize || len(name) == 0 {
+			c.errorPacket("INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+			return
+		}
+		var timeout time.Duration
+		if p.Command == gearman.CanDoTimeout {
+			ms, err := strconv.ParseInt(string(trimNUL(bytes.TrimSpace(p.Args[1]))), 10, 64)
+			if err != nil || ms < 0 {
+				c.errorPacket("INVALID_PACKET", "CAN_DO_TIMEOUT needs a timeout in milliseconds")
+				return
+			}
+			if ms > 0 {
+				// gearmand clamps the timeout to at least one second.
+				timeout = time.Duration(max(ms, 1000)) * time.Millisecond
+			}
+		}
+		b.CanDo(c.sess, name, timeout)
+	case gearman.CantDo:
+		b.CantDo(c.sess, trimNUL(p.Args[0]))
+	case gearman.ResetAbilities:
+		b.ResetAbilities(c.sess)
+	case gearman.PreSleep:
+		b.PreSleep(c.sess)
+	case gearman.GrabJob, gearman.GrabJobUniq, gearman.GrabJobAll:
+		c.grab(p.Command)
+	case gearman.WorkStatus:
+		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
+		num, _ := parseUint32(p.Args[1])
+		den, _ := parseUint32(p.Args[2])
+		c.workResult(ok, func() error { return b.WorkStatus(c.sess, seq, num, den) })
+	case gearman.WorkData, gearman.WorkWarning:
+		seq, ok := b.ParseHandle(p.Args[0])
+		c.workResult(ok, func() error { return b.WorkData(c.sess, seq, p.Args[1], p.Command == gearman.WorkWarning) })
+	case gearman.WorkComplete:
+		seq, ok := b.ParseHandle(p.Args[0])
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, p.Args[1]) })
+	case gearman.WorkException:
+		seq, ok := b.ParseHandle(p.Args[0])
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, p.Args[1]) })
+	case gearman.WorkFail:
+		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Fail, nil) })
+	case gearman.GetStatus:
+		h := trimNUL(p.Args[0])
+		st := b.GetStatus(h)
+		c.packetOut(gearman.StatusRes, h, flag(st.Known), flag(st.Running),
+			strconv.AppendUint(nil, uint64(st.Numerator), 10),
+			strconv.AppendUint(nil, uint64(st.Denominator), 10))
+	case gearman.GetStatusUnique:
+		u := trimNUL(p.Args[0])
+		st := b.GetStatusUnique(u)
+		c.packetOut(gearman.StatusResUnique, u, flag(st.Known), flag(st.Running),
+			strconv.AppendUint(nil, uint64(st.Numerator), 10),
+			strconv.AppendUint(nil, uint64(st.Denominator), 10),
+			strconv.AppendUint(nil, uint64(st.Waiting), 10))
+	case gearman.OptionReq:
+		opt := trimNUL(p.Args[0])
+		if !bytes.EqualFold(opt, []byte("exceptions")) {
+			c.errorPacket("UNKNOWN_OPTION", "Server does not recognize given option")
+			return
+		}
+		b.SetExceptions(c.sess)
+		c.packetOut(gearman.OptionRes, opt)
+	case gearman.SetClientID:
+		b.SetClientID(c.sess, string(trimNUL(p.Args[0])))
+	case gearman.AllYours:
+		// A worker's promise to use only this server; nothing to do.
+	case gearman.SubmitJobSched:
+		c.errorPacket("NOT_SUPPORTED", "SUBMIT_JOB_SCHED is not supported; use SUBMIT_JOB_EPOCH or a cron schedule")
+	default:
+		c.errorPacket("INVALID_COMMAND", "Command not expected")
+	}
+}
+
+func (c *conn) workResult(handleOK bool, call func() error) {
+	if !handleOK {
+		c.errorPacket("JOB_NOT_FOUND", "Job given in work result not found")
+		return
+	}
+	if err := call(); err != nil {
+		if errors.Is(err, broker.ErrJobNotFound) {
+			c.errorPacket("JOB_NOT_FOUND", "Job given in work result not found")
+			return
+		}
+		c.errorPacket("UNKNOWN_ERROR", err.Error())
+	}
+}
+
+func (c *conn) grab(cmd gearman.Command) {
+	a, ok := c.srv.b.Grab(c.sess)
+	if !ok {
+		c.packetOut(gearman.NoJob)
+		return
+	}
+	h := c.srv.b.AppendHandle(nil, a.Seq)
+	fn := []byte(a.Function)
+	switch {
+	case cmd == gearman.GrabJobAll && a.Reducer != "":
+		c.packetOut(gearman.JobAssignAll, h, fn, []byte(a.Unique), []byte(a.Reducer), a.Payload)
+	case cmd == gearman.GrabJobUniq || cmd == gearman.GrabJobAll:
+		c.packetOut(gearman.JobAssignUniq, h, fn, []byte(a.Unique), a.Payload)
+	default:
+		c.packetOut(gearman.JobAssign, h, fn, a.Payload)
+	}
+}
+
+func (c *conn) submit(p *gearman.Packet) {
+	params := broker.SubmitParams{Function: p.Args[0], Unique: p.Args[1], Priority: broker.Normal}
+	switch p.Command {
+	case gearman.SubmitJobHigh, gearman.SubmitJobHighBg:
+		params.Priority = broker.High
+	case gearman.SubmitJobLow, gearman.SubmitJobLowBg:
+		params.Priority = broker.Low
+	}
+	switch p.Command {
+	case gearman.SubmitJobBg, gearman.SubmitJobHighBg, gearman.SubmitJobLowBg,
+		gearman.SubmitJobEpoch, gearman.SubmitReduceJobBg:
+		params.Background = true
+	}
+	switch p.Command {
+	case gearman.SubmitJobEpoch:
+		at, err := strconv.ParseInt(string(bytes.TrimSpace(p.Args[2])), 10, 64)
+		if err != nil || at < 0 {
+			c.waitAcks()
+			c.errorPacket("INVALID_PACKET", "SUBMIT_JOB_EPOCH needs a Unix time in seconds")
+			return
+		}
+		params.RunAt = at
+		params.Payload = p.Args[3]
+	case gearman.SubmitReduceJob, gearman.SubmitReduceJobBg:
+		params.Reducer = p.Args[2]
+		params.Payload = p.Args[4]
+	default:
+		params.Payload = p.Args[2]
+	}
+	switch {
+	case len(params.Function) == 0 || len(params.Function) > gearman.MaxFunctionSize:
+		c.waitAcks()
+		c.errorPacket("INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+		return
+	case len(params.Unique) > gearman.MaxUniqueSize:
+		c.waitAcks()
+		c.errorPacket("ARGUMENT_TOO_LARGE", "Unique value too large")
+		return
+	}
+	c.mu.Lock()
+	c.acks++
+	c.mu.Unlock()
+	c.srv.b.Submit(c.sess, params, c.done)
+}
+
+func flag(b bool) []byte {
+	if b {
+		return one
+	}
+	return zero
+}
+
+// trimNUL drops trailing NUL bytes that some clients send after a final
+// argument.
+func trimNUL(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// parseUint32 parses a decimal number leniently, like atoi: leading digits
+// count, anything after them is ignored.
+func parseUint32(b []byte) (uint32, bool) {
+	var n uint64
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		n = n*10 + uint64(b[i]-'0')
+		if n > 1<<32-1 {
+			n = 1<<32 - 1
+		}
+		i++
+	}
+	return uint32(n), i > 0
+}

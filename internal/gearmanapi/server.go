@@ -1,0 +1,158 @@
+// Package gearmanapi is Gearwork's Gearman front end: it accepts
+// connections, decodes binary packets and admin text lines, calls the
+// broker, and encodes the broker's answers and events back into packets.
+// No job logic lives here.
+package gearmanapi
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// Config configures a Server.
+type Config struct {
+	Broker *broker.Broker
+	// MaxPacket is the largest packet body accepted; a larger header gets
+	// an ERROR and the connection is closed. Default 64 MiB.
+	MaxPacket int
+	// MaxOutput is how many bytes may wait to be written to one connection
+	// before it is dropped as a slow reader. Default max(4*MaxPacket, 64 MiB).
+	MaxOutput int
+	// Version is answered to the "version" admin command.
+	Version string
+	// Verbose is answered to the "verbose" admin command, e.g. "INFO".
+	Verbose string
+	// ShutdownFunc is called by the "shutdown [graceful]" admin command;
+	// nil disables the command.
+	ShutdownFunc func(graceful bool)
+	Logger       *slog.Logger
+	// ReadBuffer is the per-connection read buffer size. Default 4096.
+	ReadBuffer int
+}
+
+// Server serves the Gearman protocol. Create it with New.
+type Server struct {
+	cfg Config
+	b   *broker.Broker
+	log *slog.Logger
+
+	// mu guards conns and closed.
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	lns    []net.Listener
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// New returns a Server for cfg. It panics if cfg.Broker is nil.
+func New(cfg Config) *Server {
+	if cfg.Broker == nil {
+		panic("gearmanapi: Config.Broker is nil")
+	}
+	cfg.MaxPacket = cmp.Or(cfg.MaxPacket, 64<<20)
+	cfg.MaxOutput = cmp.Or(cfg.MaxOutput, max(4*cfg.MaxPacket, 64<<20))
+	cfg.ReadBuffer = cmp.Or(cfg.ReadBuffer, 4096)
+	cfg.Version = cmp.Or(cfg.Version, "gearwork")
+	cfg.Verbose = cmp.Or(cfg.Verbose, "INFO")
+	return &Server{cfg: cfg, b: cfg.Broker, log: cmp.Or(cfg.Logger, slog.Default()), conns: make(map[*conn]struct{})}
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("gearmanapi: server closed")
+
+// Serve accepts connections on ln until Close is called or ln fails. It
+// backs off when accept fails temporarily (for example when out of file
+// descriptors) instead of spinning.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.WarnContext(ctx, "gearmanapi: accept failed; backing off",
+					slog.String("error", err.Error()), slog.Duration("delay", delay))
+				select {
+				case <-time.After(delay):
+					continue
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return err
+		}
+		delay = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+			_ = tc.SetKeepAlive(true)
+		}
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve(ctx)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// CloseListeners stops accepting new connections; existing ones stay.
+func (s *Server) CloseListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their
+// goroutines to end. Safe to call twice.
+func (s *Server) Close() {
+	s.CloseListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Connections returns the number of open connections.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently: Debian packages only when
+# missing (after apt-get update). Safe to run again.
+set -euo pipefail
+
+packages=(gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl)
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if ((${#missing[@]} > 0)); then
+	echo "deps: installing ${missing[*]}"
+	SUDO=""
+	if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+	$SUDO apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
