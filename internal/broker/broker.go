@@ -130,6 +130,10 @@ func New(cfg Config) *Broker {
 func (b *Broker) Start(ctx context.Context) error {
 	var err error
 	b.startOnce.Do(func() {
+		// Start numbering at the current time in microseconds, so that
+		// handles are not reused after a restart even when the store is
+		// empty or absent; replay raises it past every stored job.
+		b.nextSeq = max(b.nextSeq, uint64(max(b.clock.Now().UnixMicro(), 1)))
 		if b.store != nil {
 			if err = b.replay(ctx); err != nil {
 				return

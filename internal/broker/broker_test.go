@@ -1,0 +1,452 @@
+package broker
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// recorder is an Outbox that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) Send(ev Event) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+}
+
+func (r *recorder) take() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev := r.events
+	r.events = nil
+	return ev
+}
+
+type testBundle struct {
+	b     *Broker
+	clock *fakeClock
+}
+
+func setup(t *testing.T, cfg Config) *testBundle {
+	t.Helper()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	cfg.Clock = clock
+	b := New(cfg)
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	return &testBundle{b: b, clock: clock}
+}
+
+func (tb *testBundle) session() (*Session, *recorder) {
+	r := &recorder{}
+	return tb.b.NewSession("127.0.0.1:1", r), r
+}
+
+type result struct {
+	seq     uint64
+	created bool
+	err     error
+}
+
+func (tb *testBundle) submit(t *testing.T, s *Session, p SubmitParams) result {
+	t.Helper()
+	var res *result
+	tb.b.Submit(s, p, func(seq uint64, created bool, err error) { res = &result{seq, created, err} })
+	require.NotNil(t, res, "submit without a store must answer synchronously")
+	return *res
+}
+
+func bg(fn, unique, payload string, p Priority) SubmitParams {
+	return SubmitParams{Function: []byte(fn), Unique: []byte(unique), Payload: []byte(payload), Priority: p, Background: true}
+}
+
+func fg(fn, unique, payload string) SubmitParams {
+	return SubmitParams{Function: []byte(fn), Unique: []byte(unique), Payload: []byte(payload), Priority: Normal}
+}
+
+func TestPriorityAcrossFunctions(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	// Queued in an order that differs from the expected run order.
+	tb.submit(t, c, bg("a", "", "a-low", Low))
+	tb.submit(t, c, bg("b", "", "b-normal", Normal))
+	tb.submit(t, c, bg("a", "", "a-normal", Normal))
+	tb.submit(t, c, bg("b", "", "b-high", High))
+	tb.submit(t, c, bg("a", "", "a-high", High))
+	tb.submit(t, c, bg("b", "", "b-low", Low))
+
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("a"), 0)
+	tb.b.CanDo(w, []byte("b"), 0)
+	var got []string
+	for {
+		a, ok := tb.b.Grab(w)
+		if !ok {
+			break
+		}
+		got = append(got, string(a.Payload))
+		require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
+	}
+	// Highs first (round-robin between functions), then normals, then lows.
+	require.Equal(t, []string{"a-high", "b-high", "a-normal", "b-normal", "a-low", "b-low"}, got)
+}
+
+func TestFIFOWithinPriority(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	for i := range 100 {
+		tb.submit(t, c, bg("f", "", strconv.Itoa(i), Normal))
+	}
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	for i := range 100 {
+		a, ok := tb.b.Grab(w)
+		require.True(t, ok)
+		require.Equal(t, strconv.Itoa(i), string(a.Payload))
+		require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
+	}
+	require.Equal(t, 0, tb.b.JobCount())
+}
+
+func TestCoalescingForegroundWaitersAllGetResult(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c1, r1 := tb.session()
+	c2, r2 := tb.session()
+	first := tb.submit(t, c1, fg("f", "u1", "x"))
+	second := tb.submit(t, c2, fg("f", "u1", "different payload"))
+	require.True(t, first.created)
+	require.False(t, second.created)
+	require.Equal(t, first.seq, second.seq)
+
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, "x", string(a.Payload))
+	require.Equal(t, "u1", a.Unique)
+	require.NoError(t, tb.b.WorkData(w, a.Seq, []byte("d"), false))
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("done")))
+	_, ok = tb.b.Grab(w)
+	require.False(t, ok, "the coalesced job must run once")
+	for _, r := range []*recorder{r1, r2} {
+		require.Equal(t, []Event{
+			{Kind: EventData, Seq: a.Seq, Data: []byte("d")},
+			{Kind: EventComplete, Seq: a.Seq, Data: []byte("done")},
+		}, r.take())
+	}
+	st := tb.b.GetStatusUnique([]byte("u1"))
+	require.False(t, st.Known, "a finished job is forgotten")
+}
+
+func TestHashedUniqueCoalescesOnPayload(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	a := tb.submit(t, c, bg("f", "-", "same", Normal))
+	b := tb.submit(t, c, bg("f", "-", "same", Normal))
+	d := tb.submit(t, c, bg("f", "-", "other", Normal))
+	require.Equal(t, a.seq, b.seq)
+	require.NotEqual(t, a.seq, d.seq)
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	as, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, "-", as.Unique)
+}
+
+func TestSameUniqueDifferentFunctionsDoNotCoalesce(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	a := tb.submit(t, c, bg("f", "u", "1", Normal))
+	b := tb.submit(t, c, bg("g", "u", "2", Normal))
+	require.NotEqual(t, a.seq, b.seq)
+}
+
+func TestWorkerDisconnectRequeuesToFront(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	first := tb.submit(t, c, bg("f", "", "first", Normal))
+	tb.submit(t, c, bg("f", "", "second", Normal))
+	w1, _ := tb.session()
+	tb.b.CanDo(w1, []byte("f"), 0)
+	a, ok := tb.b.Grab(w1)
+	require.True(t, ok)
+	require.Equal(t, first.seq, a.Seq)
+
+	w2, w2out := tb.session()
+	tb.b.CanDo(w2, []byte("f"), 0)
+	tb.b.PreSleep(w2)
+	require.Equal(t, []Event{{Kind: EventNoop}}, w2out.take(), "work is queued, so PRE_SLEEP is answered at once")
+	tb.b.CloseSession(w1)
+	a2, ok := tb.b.Grab(w2)
+	require.True(t, ok)
+	require.Equal(t, first.seq, a2.Seq, "a job taken back goes to the front")
+	require.Equal(t, uint32(1), tb.b.Jobs(0)[0].Retries)
+}
+
+func TestJobRetriesLimitFailsJob(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{JobRetries: 2})
+	c, cout := tb.session()
+	j := tb.submit(t, c, fg("f", "", "x"))
+	for i := range 2 {
+		w, _ := tb.session()
+		tb.b.CanDo(w, []byte("f"), 0)
+		_, ok := tb.b.Grab(w)
+		require.True(t, ok, "attempt %d", i)
+		tb.b.CloseSession(w)
+	}
+	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, cout.take())
+	require.Equal(t, 0, tb.b.JobCount())
+}
+
+func TestClientDisconnectDropsQueuedForegroundJob(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c1, _ := tb.session()
+	c2, c2out := tb.session()
+	tb.submit(t, c1, fg("f", "", "alone"))
+	shared := tb.submit(t, c1, fg("f", "u", "shared"))
+	tb.submit(t, c2, fg("f", "u", "shared"))
+	tb.b.CloseSession(c1)
+	require.Equal(t, 1, tb.b.JobCount(), "only the job another client waits on stays")
+
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, shared.seq, a.Seq)
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("r")))
+	require.Equal(t, []Event{{Kind: EventComplete, Seq: a.Seq, Data: []byte("r")}}, c2out.take())
+}
+
+func TestClientDisconnectWhileRunningDiscardsResult(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	j := tb.submit(t, c, fg("f", "", "x"))
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	_, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	tb.b.CloseSession(c)
+	require.Equal(t, 1, tb.b.JobCount(), "a running job finishes")
+	require.NoError(t, tb.b.Finish(w, j.seq, Complete, []byte("r")))
+	require.Equal(t, 0, tb.b.JobCount())
+}
+
+func TestWakeOnlyAsManySleepersAsJobs(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	var outs []*recorder
+	for range 5 {
+		w, out := tb.session()
+		tb.b.CanDo(w, []byte("f"), 0)
+		tb.b.PreSleep(w)
+		outs = append(outs, out)
+	}
+	c, _ := tb.session()
+	tb.submit(t, c, bg("f", "", "1", Normal))
+	tb.submit(t, c, bg("f", "", "2", Normal))
+	woken := 0
+	for _, o := range outs {
+		ev := o.take()
+		require.LessOrEqual(t, len(ev), 1)
+		woken += len(ev)
+	}
+	require.Equal(t, 2, woken)
+}
+
+func TestCanDoTimeoutTakesJobBack(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, cout := tb.session()
+	j := tb.submit(t, c, fg("f", "", "x"))
+	w1, _ := tb.session()
+	tb.b.CanDo(w1, []byte("f"), 2*time.Second)
+	_, ok := tb.b.Grab(w1)
+	require.True(t, ok)
+
+	tb.clock.Advance(1999 * time.Millisecond)
+	tb.b.RunTimers()
+	require.Equal(t, []JobStatus{{Seq: j.seq, Known: true, Running: true, Waiting: 1}}, []JobStatus{tb.b.GetStatus([]byte(tb.b.Handle(j.seq)))})
+
+	tb.clock.Advance(time.Millisecond)
+	tb.b.RunTimers()
+	st := tb.b.GetStatus([]byte(tb.b.Handle(j.seq)))
+	require.True(t, st.Known)
+	require.False(t, st.Running, "taken back after the timeout")
+	require.ErrorIs(t, tb.b.Finish(w1, j.seq, Complete, []byte("late")), ErrJobNotFound, "the late result is refused")
+
+	w2, _ := tb.session()
+	tb.b.CanDo(w2, []byte("f"), 0)
+	a, ok := tb.b.Grab(w2)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(w2, a.Seq, Complete, []byte("ok")))
+	require.Equal(t, []Event{{Kind: EventComplete, Seq: j.seq, Data: []byte("ok")}}, cout.take())
+}
+
+func TestEpochJobWaitsForItsTime(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	p := bg("f", "", "later", Normal)
+	p.RunAt = tb.clock.Now().Add(time.Minute).Unix()
+	j := tb.submit(t, c, p)
+	w, wout := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	tb.b.PreSleep(w)
+	_, ok := tb.b.Grab(w)
+	require.False(t, ok)
+	tb.b.PreSleep(w)
+	require.Empty(t, wout.take())
+
+	next := tb.b.RunTimers()
+	require.Equal(t, time.Unix(p.RunAt, 0), next)
+	tb.clock.Advance(time.Minute)
+	tb.b.RunTimers()
+	require.Equal(t, []Event{{Kind: EventNoop}}, wout.take(), "the sleeping worker is woken when the job is due")
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, j.seq, a.Seq)
+}
+
+func TestStatusAndProgress(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	j := tb.submit(t, c, bg("f", "u", "x", Normal))
+	h := []byte(tb.b.Handle(j.seq))
+	require.Equal(t, JobStatus{Seq: j.seq, Known: true}, tb.b.GetStatus(h))
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	_, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, tb.b.WorkStatus(w, j.seq, 3, 10))
+	require.Equal(t, JobStatus{Seq: j.seq, Known: true, Running: true, Numerator: 3, Denominator: 10}, tb.b.GetStatus(h))
+	require.Equal(t, JobStatus{Seq: j.seq, Known: true, Running: true, Numerator: 3, Denominator: 10}, tb.b.GetStatusUnique([]byte("u")))
+	require.Equal(t, []FunctionStatus{{Name: "f", Total: 1, Running: 1, Workers: 1}}, tb.b.Status())
+	require.NoError(t, tb.b.Finish(w, j.seq, Complete, nil))
+	require.Equal(t, JobStatus{}, tb.b.GetStatus(h))
+}
+
+func TestExceptionsOnlyForClientsThatAsked(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	plain, plainOut := tb.session()
+	wants, wantsOut := tb.session()
+	tb.b.SetExceptions(wants)
+	j := tb.submit(t, plain, fg("f", "u", "x"))
+	tb.submit(t, wants, fg("f", "u", "x"))
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	_, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(w, j.seq, Exception, []byte("boom")))
+	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, plainOut.take())
+	require.Equal(t, []Event{{Kind: EventException, Seq: j.seq, Data: []byte("boom")}}, wantsOut.take())
+}
+
+func TestMaxQueue(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	tb.b.SetMaxQueue("f", [3]int{2, 2, 2})
+	require.NoError(t, tb.submit(t, c, bg("f", "", "1", Normal)).err)
+	require.NoError(t, tb.submit(t, c, bg("f", "", "2", Normal)).err)
+	require.ErrorIs(t, tb.submit(t, c, bg("f", "", "3", Normal)).err, ErrQueueFull)
+	require.NoError(t, tb.submit(t, c, bg("g", "", "other function", Normal)).err)
+}
+
+func TestCancelJob(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, cout := tb.session()
+	j := tb.submit(t, c, fg("f", "", "x"))
+	require.NoError(t, tb.b.CancelJob([]byte(tb.b.Handle(j.seq))))
+	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, cout.take())
+	require.Equal(t, 0, tb.b.JobCount())
+	require.ErrorIs(t, tb.b.CancelJob([]byte(tb.b.Handle(j.seq))), ErrJobNotFound)
+}
+
+func TestDropFunction(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	tb.submit(t, c, bg("f", "", "x", Normal))
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionBusy)
+	tb.b.CloseSession(w)
+	require.NoError(t, tb.b.DropFunction("f"))
+	require.Empty(t, tb.b.Status())
+	require.Equal(t, 0, tb.b.JobCount())
+	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionNotFound)
+}
+
+func TestDrainStopsHandingOutJobs(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	tb.submit(t, c, bg("f", "", "1", Normal))
+	tb.submit(t, c, bg("f", "", "2", Normal))
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	idle := tb.b.Drain()
+	_, ok = tb.b.Grab(w)
+	require.False(t, ok)
+	select {
+	case <-idle:
+		t.Fatal("idle while a job runs")
+	default:
+	}
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
+	<-idle
+}
+
+func TestParseHandle(t *testing.T) {
+	t.Parallel()
+	b := New(Config{HandlePrefix: "H:host:"})
+	seq, ok := b.ParseHandle([]byte("H:host:42"))
+	require.True(t, ok)
+	require.Equal(t, uint64(42), seq)
+	for _, bad := range []string{"", "H:host:", "H:other:42", "H:host:4x", "H:host:99999999999999999999999"} {
+		_, ok := b.ParseHandle([]byte(bad))
+		require.False(t, ok, bad)
+	}
+}

@@ -1,0 +1,197 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// mapStore is a minimal Store for broker tests; the real implementations
+// are tested by internal/store/storetest.
+type mapStore struct {
+	mu      sync.Mutex
+	jobs    map[uint64]store.Job
+	saves   int
+	failErr error
+	// gate, when set, blocks Save until closed.
+	gate chan struct{}
+}
+
+func newMapStore() *mapStore { return &mapStore{jobs: map[uint64]store.Job{}} }
+
+func (m *mapStore) Save(_ context.Context, jobs []store.Job) error {
+	if m.gate != nil {
+		<-m.gate
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failErr != nil {
+		return m.failErr
+	}
+	m.saves++
+	for _, j := range jobs {
+		j.Payload = append([]byte(nil), j.Payload...)
+		m.jobs[j.Seq] = j
+	}
+	return nil
+}
+
+func (m *mapStore) Delete(_ context.Context, seqs []uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range seqs {
+		delete(m.jobs, s)
+	}
+	return nil
+}
+
+func (m *mapStore) Load(_ context.Context, each func(store.Job) error) error {
+	m.mu.Lock()
+	var all []store.Job
+	for _, j := range m.jobs {
+		all = append(all, j)
+	}
+	m.mu.Unlock()
+	sort.Slice(all, func(a, b int) bool { return all[a].Seq < all[b].Seq })
+	for _, j := range all {
+		if err := each(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *mapStore) Close() error { return nil }
+
+func (m *mapStore) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.jobs)
+}
+
+func startWithStore(t *testing.T, st Store) *Broker {
+	t.Helper()
+	b := New(Config{Store: st, Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	return b
+}
+
+func submitAndWait(t *testing.T, b *Broker, s *Session, p SubmitParams) result {
+	t.Helper()
+	ch := make(chan result, 1)
+	b.Submit(s, p, func(seq uint64, created bool, err error) { ch <- result{seq, created, err} })
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatal("submit was never answered")
+		return result{}
+	}
+}
+
+func TestDurableSubmitAcknowledgedAfterSave(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	st.gate = make(chan struct{})
+	b := startWithStore(t, st)
+	s := b.NewSession("x", &recorder{})
+	answered := make(chan result, 1)
+	b.Submit(s, bg("f", "", "x", Normal), func(seq uint64, created bool, err error) { answered <- result{seq, created, err} })
+	select {
+	case <-answered:
+		t.Fatal("acknowledged before the store write finished")
+	default:
+	}
+	require.Equal(t, 0, b.Status()[0].Queued[Normal], "not runnable before it is durable")
+	close(st.gate)
+	r := <-answered
+	require.NoError(t, r.err)
+	require.Equal(t, 1, st.len())
+}
+
+func TestDurableReplayKeepsOrderPriorityAndUnique(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	b := startWithStore(t, st)
+	s := b.NewSession("x", &recorder{})
+	a := submitAndWait(t, b, s, bg("f", "ua", "a", Low))
+	bb := submitAndWait(t, b, s, bg("f", "ub", "b", High))
+	c := submitAndWait(t, b, s, bg("f", "", "c", Low))
+	b.Stop()
+
+	b2 := startWithStore(t, st)
+	require.Equal(t, 3, b2.JobCount())
+	s2 := b2.NewSession("y", &recorder{})
+	dup := submitAndWait(t, b2, s2, bg("f", "ua", "again", Normal))
+	require.Equal(t, a.seq, dup.seq, "uniques survive a restart")
+	w := b2.NewSession("w", &recorder{})
+	b2.CanDo(w, []byte("f"), 0)
+	var order []uint64
+	for {
+		as, ok := b2.Grab(w)
+		if !ok {
+			break
+		}
+		order = append(order, as.Seq)
+		require.NoError(t, b2.Finish(w, as.Seq, Complete, nil))
+	}
+	require.Equal(t, []uint64{bb.seq, a.seq, c.seq}, order)
+	b2.Stop()
+	require.Equal(t, 0, st.len(), "finished jobs are deleted")
+	next := submitAndWait(t, startWithStore(t, st), s2, bg("f", "", "new", Normal))
+	require.Greater(t, next.seq, c.seq, "sequence numbers are not reused")
+}
+
+func TestDurableSaveFailureAnswersErrorAndStopsBackgroundSubmits(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	st.failErr = errors.New("disk full")
+	b := startWithStore(t, st)
+	s := b.NewSession("x", &recorder{})
+	r := submitAndWait(t, b, s, bg("f", "", "x", Normal))
+	var se *StoreError
+	require.ErrorAs(t, r.err, &se)
+	require.Equal(t, 0, b.JobCount())
+	st.mu.Lock()
+	st.failErr = nil
+	st.mu.Unlock()
+	r = submitAndWait(t, b, s, bg("f", "", "y", Normal))
+	require.ErrorAs(t, r.err, &se, "no background submit is accepted after a failed write")
+	r = submitAndWait(t, b, s, fg("f", "", "z"))
+	require.NoError(t, r.err, "foreground jobs need no store")
+}
+
+func TestDurableGroupCommit(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	st.gate = make(chan struct{})
+	b := startWithStore(t, st)
+	s := b.NewSession("x", &recorder{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for range 100 {
+		wg.Add(1)
+		b.Submit(s, bg("f", "", "x", Normal), func(uint64, bool, error) {
+			mu.Lock()
+			acked++
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	close(st.gate)
+	wg.Wait()
+	require.Equal(t, 100, acked)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	require.Less(t, st.saves, 100, "submits waiting together share a write")
+	require.LessOrEqual(t, st.saves, 2)
+}
