@@ -78,7 +78,12 @@ func (m *mapStore) len() int {
 
 func startWithStore(t *testing.T, st Store) *Broker {
 	t.Helper()
-	b := New(Config{Store: st, Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+	return startWithStoreAt(t, st, time.Unix(1_700_000_000, 0))
+}
+
+func startWithStoreAt(t *testing.T, st Store, now time.Time) *Broker {
+	t.Helper()
+	b := New(Config{Store: st, Clock: &fakeClock{now: now}})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(b.Stop)
 	return b
@@ -146,7 +151,8 @@ func TestDurableReplayKeepsOrderPriorityAndUnique(t *testing.T) {
 	require.Equal(t, []uint64{bb.seq, a.seq, c.seq}, order)
 	b2.Stop()
 	require.Equal(t, 0, st.len(), "finished jobs are deleted")
-	next := submitAndWait(t, startWithStore(t, st), s2, bg("f", "", "new", Normal))
+	b3 := startWithStoreAt(t, st, time.Unix(1_700_000_001, 0))
+	next := submitAndWait(t, b3, b3.NewSession("z", &recorder{}), bg("f", "", "new", Normal))
 	require.Greater(t, next.seq, c.seq, "sequence numbers are not reused")
 }
 
