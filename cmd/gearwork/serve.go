@@ -109,6 +109,16 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	// SIGHUP reopens log files in gearmand; Gearwork logs to stderr, so
+	// there is nothing to reopen, but the signal must not stop the server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			log.Info("serve: SIGHUP received; logs go to stderr, nothing to reopen")
+		}
+	}()
 
 	graceful := false
 	select {
