@@ -52,6 +52,24 @@ func NewReader(r io.Reader, bufSize int) *Reader {
 // Buffered returns the number of bytes that can be read without blocking.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
+// HasFrame reports whether a whole frame is buffered, so that Next will
+// not block. A server flushes its answers before it would block.
+func (r *Reader) HasFrame() bool {
+	n := r.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := r.br.Peek(n)
+	if b[0] != 0 {
+		return bytes.IndexByte(b, '\n') >= 0
+	}
+	if n < HeaderSize {
+		return false
+	}
+	size := uint64(b[8])<<24 | uint64(b[9])<<16 | uint64(b[10])<<8 | uint64(b[11])
+	return uint64(n) >= HeaderSize+size
+}
+
 // Next reads the next frame. A *HeaderError means the header was rejected
 // (only the header was consumed); the stream cannot be resynchronised and
 // the caller should report the error and close the connection.

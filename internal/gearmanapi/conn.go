@@ -80,7 +80,7 @@ func (c *conn) serve(ctx context.Context) {
 		} else {
 			c.packet(&f)
 		}
-		if c.r.Buffered() == 0 {
+		if !c.r.HasFrame() {
 			if !c.flush() {
 				return
 			}
