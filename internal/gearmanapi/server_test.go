@@ -1,0 +1,273 @@
+package gearmanapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testBundle struct {
+	addr string
+	b    *broker.Broker
+}
+
+func setup(t *testing.T, bcfg broker.Config, cfg Config) *testBundle {
+	t.Helper()
+	bcfg.HandlePrefix = "H:test:"
+	bcfg.Clock = fixedClock{}
+	bcfg.Logger = slog.New(slog.DiscardHandler)
+	b := broker.New(bcfg)
+	require.NoError(t, b.Start(context.Background()))
+	cfg.Broker = b
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	srv := New(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(context.Background(), ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		b.Stop()
+	})
+	return &testBundle{addr: ln.Addr().String(), b: b}
+}
+
+type client struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func (tb *testBundle) dial(t *testing.T) *client {
+	t.Helper()
+	nc, err := net.Dial("tcp", tb.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+	return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (c *client) send(cmd gearman.Command, args ...string) {
+	c.t.Helper()
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
+	require.NoError(c.t, err)
+}
+
+// expect reads one packet and compares its exact bytes.
+func (c *client) expect(cmd gearman.Command, args ...string) {
+	c.t.Helper()
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	want := gearman.AppendPacket(nil, gearman.MagicRes, cmd, bs...)
+	got := make([]byte, gearman.HeaderSize)
+	_, err := io.ReadFull(c.r, got)
+	require.NoError(c.t, err)
+	size := binary.BigEndian.Uint32(got[8:])
+	body := make([]byte, size)
+	_, err = io.ReadFull(c.r, body)
+	require.NoError(c.t, err)
+	require.Equal(c.t, string(want), string(append(got, body...)))
+}
+
+func (c *client) line() string {
+	c.t.Helper()
+	s, err := c.r.ReadString('\n')
+	require.NoError(c.t, err)
+	return s
+}
+
+func TestForegroundRoundTripBytes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{}, Config{})
+	w := tb.dial(t)
+	w.send(gearman.CanDo, "reverse")
+	w.send(gearman.PreSleep)
+	c := tb.dial(t)
+	c.send(gearman.SubmitJob, "reverse", "u1", "hello")
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	w.expect(gearman.Noop)
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.JobAssignUniq, handle(tb, 0), "reverse", "u1", "hello")
+	w.send(gearman.WorkStatus, handle(tb, 0), "1", "2")
+	w.send(gearman.WorkData, handle(tb, 0), "partial")
+	w.send(gearman.WorkComplete, handle(tb, 0), "olleh")
+	c.expect(gearman.WorkStatus, handle(tb, 0), "1", "2")
+	c.expect(gearman.WorkData, handle(tb, 0), "partial")
+	c.expect(gearman.WorkComplete, handle(tb, 0), "olleh")
+	w.send(gearman.GrabJob)
+	w.expect(gearman.NoJob)
+}
+
+// fixedClock makes job handles predictable: numbering starts at the
+// clock's Unix time in microseconds.
+type fixedClock struct{}
+
+func (fixedClock) Now() time.Time { return time.Unix(1000, 0) }
+
+// handle returns the handle of the n-th job (from 0) submitted in a bundle.
+func handle(_ *testBundle, n int) string {
+	return "H:test:" + strconv.Itoa(1_000_000_000+n)
+}
+
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{}, Config{MaxPacket: 1024})
+	c := tb.dial(t)
+	// A response magic from a client.
+	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x")))
+	require.NoError(t, err)
+	c.expect(gearman.Error, "INVALID_MAGIC", "Request magic expected")
+	c.send(gearman.Command(99), "whatever")
+	c.expect(gearman.Error, "INVALID_COMMAND", "Invalid command expected")
+	c.send(gearman.JobCreated, "H:x:1")
+	c.expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
+	c.send(gearman.SubmitJob, "only-a-function")
+	c.expect(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments")
+	c.send(gearman.WorkComplete, "H:test:12345", "x")
+	c.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+	c.send(gearman.OptionReq, "nonsense")
+	c.expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
+	c.send(gearman.SubmitJobBg, "f", "0123456789012345678901234567890123456789012345678901234567890123", "x")
+	c.expect(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large")
+	// The connection still works after all of that.
+	c.send(gearman.EchoReq, "still here")
+	c.expect(gearman.EchoRes, "still here")
+
+	// An oversized header gets an ERROR and the connection is closed
+	// without the body being read.
+	hdr := []byte("\x00REQ\x00\x00\x00\x12\xff\xff\xff\xff")
+	_, err = c.nc.Write(hdr)
+	require.NoError(t, err)
+	c.expect(gearman.Error, "ARGUMENT_TOO_LARGE", "packet body of 4294967295 bytes exceeds the limit of 1024 bytes")
+	_, err = c.r.ReadByte()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func TestAdminText(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{}, Config{Version: "9.9"})
+	w := tb.dial(t)
+	w.send(gearman.SetClientID, "wid")
+	w.send(gearman.CanDo, "f")
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobHighBg, "f", "", "a")
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.send(gearman.SubmitJobLowBg, "g", "u", "b")
+	c.expect(gearman.JobCreated, handle(tb, 1))
+
+	a := tb.dial(t)
+	write := func(s string) {
+		_, err := a.nc.Write([]byte(s))
+		require.NoError(t, err)
+	}
+	write("status\r\n")
+	require.Equal(t, "f\t1\t0\t1\n", a.line())
+	require.Equal(t, "g\t1\t0\t0\n", a.line())
+	require.Equal(t, ".\n", a.line())
+	write("prioritystatus\n")
+	require.Equal(t, "f\t1\t0\t0\t1\n", a.line())
+	require.Equal(t, "g\t0\t0\t1\t0\n", a.line())
+	require.Equal(t, ".\n", a.line())
+	write("show unique jobs\n")
+	require.Equal(t, "u\n", a.line())
+	require.Equal(t, ".\n", a.line())
+	write("show jobs\n")
+	require.Equal(t, handle(tb, 0)+"\t0\t0\t0\n", a.line())
+	require.Equal(t, handle(tb, 1)+"\t0\t0\t0\n", a.line())
+	require.Equal(t, ".\n", a.line())
+	write("maxqueue g 5\n")
+	require.Equal(t, "OK\r\n", a.line())
+	write("show maxqueue g\n")
+	require.Equal(t, "g\t5\t5\t5\n", a.line())
+	require.Equal(t, ".\n", a.line())
+	write("cancel job " + handle(tb, 1) + "\n")
+	require.Equal(t, "OK\r\n", a.line())
+	write("cancel job H:test:1\n")
+	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.line())
+	write("drop function f\n")
+	require.Equal(t, "ERR there are still connected workers or executing clients\r\n", a.line())
+	write("drop function nope\n")
+	require.Equal(t, "ERR function not found\r\n", a.line())
+	write("create function h\n")
+	require.Equal(t, "OK\r\n", a.line())
+	write("version\n")
+	require.Equal(t, "OK 9.9\n", a.line())
+	write("verbose\n")
+	require.Equal(t, "OK INFO\n", a.line())
+	write("bogus\n")
+	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", a.line())
+	write("show nothing\n")
+	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", a.line())
+	write("workers\n")
+	var lines []string
+	for l := a.line(); l != ".\n"; l = a.line() {
+		lines = append(lines, l)
+	}
+	require.Len(t, lines, 3)
+	require.Regexp(t, `^\d+ 127\.0\.0\.1 wid : f\n$`, lines[0])
+}
+
+// slowStore holds every Save until released, to observe answer ordering.
+type slowStore struct {
+	mu      sync.Mutex
+	release chan struct{}
+}
+
+func (s *slowStore) Save(ctx context.Context, _ []store.Job) error {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+	}
+	return nil
+}
+func (s *slowStore) Delete(context.Context, []uint64) error            { return nil }
+func (s *slowStore) Load(context.Context, func(store.Job) error) error { return nil }
+func (s *slowStore) Close() error                                      { return nil }
+
+func TestDurableAnswersKeepRequestOrder(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	tb := setup(t, broker.Config{Store: st}, Config{})
+	c := tb.dial(t)
+	// Pipelined: background submits wait for the store; the echo after
+	// them must not overtake their JOB_CREATED.
+	c.send(gearman.SubmitJobBg, "f", "", "1")
+	c.send(gearman.SubmitJobBg, "f", "", "2")
+	c.send(gearman.EchoReq, "after")
+	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := c.r.ReadByte()
+	var ne net.Error
+	require.ErrorAs(t, err, &ne, "nothing may be answered before the jobs are stored")
+	require.True(t, ne.Timeout())
+	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	close(st.release)
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.expect(gearman.JobCreated, handle(tb, 1))
+	c.expect(gearman.EchoRes, "after")
+}
