@@ -69,6 +69,16 @@ type Config struct {
 	Logger *slog.Logger
 	// CommitBatch is the most jobs written in one store batch. Default 4096.
 	CommitBatch int
+	// DefaultPolicy applies to every function without an entry in
+	// Policies. The zero value keeps gearmand's behaviour (see Policy).
+	DefaultPolicy Policy
+	// Policies are per-function lifecycle policies, by function name.
+	Policies map[string]Policy
+	// Schedules are cron schedules that submit a background job per tick.
+	Schedules []Schedule
+	// RandFunc returns a random number in [0, 1) for backoff jitter.
+	// Default math/rand/v2.Float64.
+	RandFunc func() float64
 }
 
 // Broker is the job server's core. Create it with New, call Start before
@@ -97,6 +107,9 @@ type Broker struct {
 	pendingRetries []store.Job
 	pendingDeletes []uint64
 	storeErr       error
+	// life is the lifecycle state: policies, dead letters, retained
+	// results, function timers and cron schedules.
+	life lifeState
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -122,6 +135,7 @@ func New(cfg Config) *Broker {
 		timerWake:  make(chan struct{}, 1),
 	}
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
+	b.initLife()
 	return b
 }
 
@@ -138,6 +152,9 @@ func (b *Broker) Start(ctx context.Context) error {
 			if err = b.replay(ctx); err != nil {
 				return
 			}
+		}
+		if err = b.startLife(ctx); err != nil {
+			return
 		}
 		runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		b.cancel = cancel
@@ -238,7 +255,7 @@ func (b *Broker) CloseSession(s *Session) {
 // removed, a running one finishes unobserved.
 func (b *Broker) abandonLocked(j *job) {
 	switch j.state {
-	case stateQueued, stateScheduled, statePending:
+	case stateQueued, stateScheduled, statePending, stateBlocked:
 		b.removeLocked(j)
 	case stateRunning:
 		j.cancelled = true
@@ -266,6 +283,7 @@ func (b *Broker) function(name string) *function {
 	}
 	f := &function{name: name}
 	b.functions[name] = f
+	b.applyPolicyLocked(f)
 	return f
 }
 
@@ -313,6 +331,10 @@ func (b *Broker) replay(ctx context.Context) error {
 		if _, dup := b.jobs[r.Seq]; dup {
 			return nil
 		}
+		if b.replayLifeLocked(r) {
+			n++
+			return nil
+		}
 		f := b.function(r.Function)
 		j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
 			priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
@@ -336,6 +358,7 @@ func (b *Broker) replay(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("broker: replay store: %w", err)
 	}
+	b.finishReplayLocked()
 	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", n))
 	return nil
 }

@@ -17,6 +17,11 @@ func (b *Broker) kickCommitter() {
 // commitLoop is the group committer: it writes every job waiting at that
 // moment in one store batch, then makes them runnable and acknowledges
 // them. Deletes of finished jobs ride along without waiting.
+//
+// Within one batch, saves are written before metadata and deletes: a job
+// that was saved (requeued, put in retry-wait) and then finished before the
+// batch ran must end up deleted, and a cron tick is recorded only after the
+// job it submitted is stored (see cron.go).
 func (b *Broker) commitLoop(ctx context.Context) {
 	defer b.wg.Done()
 	var (
@@ -56,20 +61,22 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 	b.pendingRetries = b.pendingRetries[:0]
 	*deletes = append((*deletes)[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
+	meta := b.takePendingMetaLocked()
 	more := len(b.pendingSaves) > 0
 	b.mu.Unlock()
 
-	if len(*records) == 0 && len(*deletes) == 0 && len(*saves) == 0 {
+	if len(*records) == 0 && len(*deletes) == 0 && len(*saves) == 0 && len(meta) == 0 {
 		return more
 	}
 	var err error
-	if len(*deletes) > 0 {
-		if derr := b.store.Delete(ctx, *deletes); derr != nil {
-			err = derr
-		}
-	}
-	if err == nil && len(*records) > 0 {
+	if len(*records) > 0 {
 		err = b.store.Save(ctx, *records)
+	}
+	if err == nil && len(meta) > 0 {
+		err = b.putMeta(ctx, meta)
+	}
+	if err == nil && len(*deletes) > 0 {
+		err = b.store.Delete(ctx, *deletes)
 	}
 
 	b.mu.Lock()

@@ -17,6 +17,9 @@ type function struct {
 	maxQueue [numPriorities]int
 	// uniques indexes live jobs of this function by unique key.
 	uniques map[string]*job
+	// life holds the function's lifecycle policy and state; nil when it
+	// has none, which keeps the hot path free of lifecycle checks.
+	life *fnLife
 }
 
 type sleeper struct {

@@ -37,10 +37,19 @@ const (
 	stateRunning
 	// stateGone: finished, cancelled or dropped; no longer indexed.
 	stateGone
+	// stateRetryWait: failed, waiting in the timer heap for its backoff.
+	stateRetryWait
+	// stateBlocked: runnable but behind the head of its ordering key.
+	stateBlocked
+	// stateDead: out of attempts; kept as a dead letter.
+	stateDead
+	// stateDone: completed; its result is retained.
+	stateDone
 )
 
 func (s jobState) String() string {
-	return [...]string{"pending", "scheduled", "queued", "running", "gone"}[s]
+	return [...]string{"pending", "scheduled", "queued", "running", "gone",
+		"retry-wait", "blocked", "dead", "done"}[s]
 }
 
 // hashedUniquePrefix marks a unique that the broker derived from the payload
@@ -78,6 +87,9 @@ type jobExtra struct {
 	timerAt  int64 // Unix nanoseconds when the timer fires
 	// waiters are submitters of a pending job, told once it is durable.
 	waiters []DoneFunc
+	// life holds lifecycle state (attempts, ordering, results); nil for
+	// jobs of functions without a policy.
+	life *jobLife
 }
 
 func (j *job) extra() *jobExtra {

@@ -199,6 +199,7 @@ func (b *Broker) SetMaxQueue(name string, limits [numPriorities]int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.function(name).maxQueue = limits
+	b.noteMaxQueueLocked(name, limits)
 }
 
 // CreateFunction makes a function known (it shows in "status").
@@ -241,12 +242,13 @@ func (b *Broker) DropFunction(name string) error {
 			defer b.dropIfScheduled(j)
 		}
 	}
+	b.dropFunctionLifeLocked(f)
 	delete(b.functions, f.name)
 	return nil
 }
 
 func (b *Broker) dropIfScheduled(j *job) {
-	if j.state == stateScheduled {
+	if j.state == stateScheduled || j.state == stateRetryWait {
 		b.removeLocked(j)
 	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/sha256"
+	"time"
 	"unsafe"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -23,6 +24,19 @@ type SubmitParams struct {
 	// (SUBMIT_JOB_EPOCH); 0 means now.
 	RunAt   int64
 	Reducer []byte
+	// OrderingKey puts the job in an ordered queue: jobs of the function
+	// sharing the key run one at a time, in order. Empty means the key the
+	// function's policy derives from Unique (usually none).
+	OrderingKey string
+	// Attempts overrides the policy's MaxAttempts for this job when
+	// non-zero (-1: unlimited).
+	Attempts int
+	// Timeout overrides the policy's timeout for this job when non-zero.
+	Timeout time.Duration
+
+	// schedule and tick mark a job submitted by a cron schedule.
+	schedule string
+	tick     int64
 }
 
 // DoneFunc receives the outcome of a submit: the job's sequence number, or
@@ -38,6 +52,10 @@ type DoneFunc func(seq uint64, created bool, err error)
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.submitLocked(s, p, done)
+}
+
+func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if b.stopped {
 		done(0, false, ErrStopped)
 		return
@@ -54,10 +72,15 @@ func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 			b.attachLocked(s, j, p.Background, done)
 			return
 		}
+		if f.life != nil && b.attachDoneLocked(s, f, key, p.Background, done) {
+			return
+		}
 	}
 	if limit := f.maxQueue[p.Priority]; limit > 0 && f.total >= limit {
-		done(0, false, ErrQueueFull)
-		return
+		if f.life == nil || !b.overflowLocked(f, p.Priority) {
+			done(0, false, ErrQueueFull)
+			return
+		}
 	}
 	j := &job{seq: b.nextSeq, fn: f, payload: p.Payload, priority: p.Priority, background: p.Background}
 	b.nextSeq++
@@ -75,6 +98,9 @@ func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	b.jobs[j.seq] = j
 	f.total++
+	if f.life != nil || p.OrderingKey != "" || p.Attempts != 0 || p.Timeout != 0 || p.schedule != "" {
+		b.initJobLifeLocked(j, &p)
+	}
 	if !p.Background {
 		x := j.extra()
 		x.clients = append(x.clients, s)
@@ -132,6 +158,15 @@ func (b *Broker) makeRunnableLocked(j *job, wake bool) {
 		b.addTimerLocked(j, at*1e9)
 		return
 	}
+	b.queueLocked(j, wake)
+}
+
+// queueLocked puts a job at the back of its priority queue (or behind the
+// head of its ordering key) and optionally wakes one sleeping worker.
+func (b *Broker) queueLocked(j *job, wake bool) {
+	if j.x != nil && j.x.life != nil && !b.admitLocked(j) {
+		return
+	}
 	j.state = stateQueued
 	j.fn.queues[j.priority].pushBack(j)
 	if wake {
@@ -139,8 +174,21 @@ func (b *Broker) makeRunnableLocked(j *job, wake bool) {
 	}
 }
 
-// removeLocked takes a job out of every index. It does not notify anyone.
+// removeLocked takes a job out of every index and deletes it from the
+// store. It does not notify anyone.
 func (b *Broker) removeLocked(j *job) {
+	b.unlinkLocked(j)
+	if j.background && b.store != nil {
+		b.pendingDeletes = append(b.pendingDeletes, j.seq)
+		if len(b.pendingDeletes) == 1 {
+			b.kickCommitter()
+		}
+	}
+}
+
+// unlinkLocked takes a job out of every in-memory index, leaving the store
+// alone. It does not notify anyone.
+func (b *Broker) unlinkLocked(j *job) {
 	f := j.fn
 	switch j.state {
 	case statePending:
@@ -153,8 +201,10 @@ func (b *Broker) removeLocked(j *job) {
 		}
 	case stateQueued:
 		f.queues[j.priority].remove(j)
-	case stateScheduled:
+	case stateScheduled, stateRetryWait:
 		b.removeTimerLocked(j)
+	case stateBlocked:
+		b.unblockLocked(j)
 	case stateRunning:
 		x := j.x
 		b.removeTimerLocked(j)
@@ -163,6 +213,9 @@ func (b *Broker) removeLocked(j *job) {
 		f.running--
 		b.running--
 		b.checkIdleLocked()
+		if f.life != nil {
+			b.slotFreedLocked(f)
+		}
 	}
 	j.state = stateGone
 	if j.unique != "" && f.uniques[j.unique] == j {
@@ -175,17 +228,14 @@ func (b *Broker) removeLocked(j *job) {
 			c.waiting = removeJob(c.waiting, j)
 		}
 		j.x.clients = nil
-	}
-	if j.background && b.store != nil {
-		b.pendingDeletes = append(b.pendingDeletes, j.seq)
-		if len(b.pendingDeletes) == 1 {
-			b.kickCommitter()
+		if j.x.life != nil {
+			b.unlinkLifeLocked(j)
 		}
 	}
 }
 
 func (b *Broker) record(j *job) store.Job {
-	return store.Job{
+	r := store.Job{
 		Seq:      j.seq,
 		Handle:   b.Handle(j.seq),
 		Function: j.fn.name,
@@ -196,4 +246,8 @@ func (b *Broker) record(j *job) store.Job {
 		RunAt:    j.runAt(),
 		Retries:  j.retries,
 	}
+	if j.x != nil && j.x.life != nil {
+		b.recordLife(&r, j)
+	}
+	return r
 }

@@ -7,7 +7,8 @@ import (
 )
 
 // timerHeap orders jobs by jobExtra.timerAt: scheduled jobs by run-at time,
-// running jobs by their CAN_DO_TIMEOUT deadline.
+// running jobs by their timeout deadline, jobs waiting to be retried by the
+// end of their backoff, retained results by their expiry.
 type timerHeap []*job
 
 func (h timerHeap) Len() int           { return len(h) }
@@ -64,17 +65,23 @@ func (b *Broker) RunTimers() time.Time {
 		j := heap.Pop(&b.timers).(*job)
 		switch j.state {
 		case stateScheduled:
-			j.state = stateQueued
-			j.fn.queues[j.priority].pushBack(j)
-			j.fn.wakeOne()
+			b.queueLocked(j, true)
 		case stateRunning:
 			b.requeueLocked(j, "worker timeout")
+		case stateRetryWait:
+			b.retryDueLocked(j)
+		case stateDone:
+			b.expireResultLocked(j)
 		}
 	}
-	if len(b.timers) == 0 {
+	next := b.runLifeTimersLocked(now)
+	if len(b.timers) > 0 && (next == 0 || b.timers[0].x.timerAt < next) {
+		next = b.timers[0].x.timerAt
+	}
+	if next == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, b.timers[0].x.timerAt)
+	return time.Unix(0, next)
 }
 
 func (b *Broker) timerLoop(ctx context.Context) {

@@ -21,7 +21,7 @@ func (b *Broker) CanDo(s *Session, name []byte, timeout time.Duration) {
 	f.workers++
 	if s.sleeping && !s.noopSent {
 		f.addSleeper(s)
-		if f.queued() > 0 {
+		if b.hasWorkLocked(f) {
 			f.wakeOne()
 		}
 	}
@@ -64,7 +64,7 @@ func (b *Broker) PreSleep(s *Session) {
 	s.noopSent = false
 	if !b.draining {
 		for _, a := range s.abilities {
-			if a.fn.queued() > 0 {
+			if b.hasWorkLocked(a.fn) {
 				s.noopSent = true
 				s.out.Send(Event{Kind: EventNoop})
 				return
@@ -102,7 +102,12 @@ func (b *Broker) Grab(s *Session) (Assignment, bool) {
 		for i := range n {
 			k := (s.rr + i) % n
 			a := s.abilities[k]
-			j := a.fn.queues[p].popFront()
+			var j *job
+			if a.fn.life == nil {
+				j = a.fn.queues[p].popFront()
+			} else {
+				j = b.popLifeLocked(a.fn, Priority(p))
+			}
 			if j == nil {
 				continue
 			}
@@ -128,6 +133,9 @@ func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
 	s.running = append(s.running, j)
 	j.fn.running++
 	b.running++
+	if x.life != nil || j.fn.life != nil {
+		timeout = b.startAttemptLocked(j, timeout)
+	}
 	if timeout > 0 {
 		b.addTimerLocked(j, b.clock.Now().Add(timeout).UnixNano())
 	}
@@ -223,7 +231,11 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 			}
 		}
 	}
-	b.removeLocked(j)
+	if o == Complete && j.x.life == nil && j.fn.life == nil {
+		b.removeLocked(j)
+		return nil
+	}
+	b.finishLifeLocked(j, o, data)
 	return nil
 }
 
@@ -241,10 +253,16 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	b.checkIdleLocked()
 	x.num, x.den = 0, 0
 	j.retries++
+	if j.fn.life != nil {
+		b.slotFreedLocked(j.fn)
+	}
 	if j.cancelled || (!j.background && len(x.clients) == 0) {
 		j.state = stateQueued // for removeLocked's bookkeeping
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)
+		return
+	}
+	if b.takebackLifeLocked(j, why) {
 		return
 	}
 	if limit := b.cfg.JobRetries; limit > 0 && int(j.retries) >= limit {
@@ -253,6 +271,11 @@ func (b *Broker) requeueLocked(j *job, why string) {
 			slog.Int("retries", int(j.retries)), slog.String("reason", why))
 		for _, c := range x.clients {
 			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		}
+		if j.background {
+			// Kept as a dead letter (gearmand drops it).
+			b.deadLocked(j, b.clock.Now().UnixNano())
+			return
 		}
 		j.state = stateQueued
 		j.fn.queues[j.priority].pushFront(j)

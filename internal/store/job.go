@@ -7,7 +7,9 @@ package store
 
 import "errors"
 
-// Job is the durable record of one background job.
+// Job is the durable record of one background job. Every field is plain
+// data; a store must carry all of them unchanged (a zero field means "not
+// set", so records written before a field existed read back correctly).
 type Job struct {
 	// Seq is the job's sequence number. It is unique per server (per cluster
 	// for a shared store), orders replay, and forms the last part of the
@@ -29,6 +31,93 @@ type Job struct {
 	// Retries counts how often the job was taken back from a worker that
 	// vanished or timed out.
 	Retries uint32
+
+	// State is where the job is in its lifecycle; see the JobState
+	// constants. The zero value is StateQueued.
+	State JobState
+	// Attempts counts the runs that ended (completed, failed, timed out or
+	// lost their worker) and were charged to the job's policy.
+	Attempts uint32
+	// NotBefore is the Unix time in nanoseconds before which a job in
+	// StateRetryWait must not run; 0 otherwise.
+	NotBefore int64
+	// LastError describes the last failed attempt: the WORK_EXCEPTION data,
+	// or "failed", "timeout", "worker vanished".
+	LastError string
+	// History lists the most recent attempts, oldest first (at most
+	// MaxHistory).
+	History []Attempt
+	// Result is the WORK_COMPLETE data of a job in StateDone.
+	Result []byte
+	// FinishedAt is the Unix time in nanoseconds at which a job entered
+	// StateDone or StateDead; 0 otherwise.
+	FinishedAt int64
+	// OrderingKey names the ordered queue of the job: jobs of one function
+	// sharing a key run one at a time in Seq order. Empty means none.
+	OrderingKey string
+	// MaxAttempts overrides the function's policy for this job when
+	// non-zero (-1: unlimited).
+	MaxAttempts int32
+	// Timeout overrides the function's policy timeout for this job when
+	// non-zero, in nanoseconds.
+	Timeout int64
+	// Schedule is the name of the cron schedule that submitted the job, and
+	// Tick the Unix time in seconds of that schedule's tick; empty and 0
+	// for other jobs.
+	Schedule string
+	Tick     int64
+}
+
+// JobState is the lifecycle state of a stored job.
+type JobState uint8
+
+// The states a stored job can be in. Running jobs are stored as queued: a
+// job running at a crash runs again.
+const (
+	// StateQueued: waiting to run (at RunAt when that is set).
+	StateQueued JobState = 0
+	// StateRetryWait: failed, waiting until NotBefore to run again.
+	StateRetryWait JobState = 1
+	// StateDead: out of attempts; kept as a dead letter until retried or
+	// purged.
+	StateDead JobState = 2
+	// StateDone: completed; Result is kept until the retention ends.
+	StateDone JobState = 3
+)
+
+// String returns "queued", "retry-wait", "dead" or "done".
+func (s JobState) String() string {
+	switch s {
+	case StateRetryWait:
+		return "retry-wait"
+	case StateDead:
+		return "dead"
+	case StateDone:
+		return "done"
+	default:
+		return "queued"
+	}
+}
+
+// MaxHistory is the most attempts a Job's History keeps.
+const MaxHistory = 16
+
+// Attempt is one run of a job.
+type Attempt struct {
+	// Start and End are Unix times in nanoseconds.
+	Start, End int64
+	// Outcome is "complete", "failed", "exception", "timeout" or
+	// "worker vanished".
+	Outcome string
+	// Error is the WORK_EXCEPTION data (or empty).
+	Error string
+}
+
+// Meta is one entry of the broker's small durable key-value map (cron
+// ticks, pauses). A nil Value deletes the key.
+type Meta struct {
+	Key   string
+	Value []byte
 }
 
 // ErrClosed is returned by a store's methods after Close.

@@ -1,0 +1,215 @@
+package broker
+
+import (
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// deadLocked keeps a background job that is out of attempts as a dead
+// letter (or drops it when its policy keeps none). The job must be in
+// stateGone, outside every queue and timer. Waiting clients must have been
+// told already.
+func (b *Broker) deadLocked(j *job, now int64) {
+	x := j.extra()
+	if x.life == nil {
+		x.life = &jobLife{attempts: j.retries, lastErr: outcomeVanished}
+	}
+	l := x.life
+	l.finishedAt = now
+	l.notBefore = 0
+	j.state = stateGone
+	b.unlinkLocked(j)
+	if !j.background || b.policyOf(j.fn.name).maxDeadLetters() == 0 {
+		b.log.Warn("broker: dropped failed job", slog.String("handle", b.Handle(j.seq)),
+			slog.String("function", j.fn.name), slog.String("error", l.lastErr))
+		b.deleteStoredLocked(j)
+		return
+	}
+	b.addDeadLocked(j)
+	b.saveLocked(j)
+	b.log.Warn("broker: job moved to dead letters", slog.String("handle", b.Handle(j.seq)),
+		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)),
+		slog.String("error", l.lastErr))
+}
+
+// addDeadLocked indexes a dead letter, purging the function's oldest ones
+// beyond its limit.
+func (b *Broker) addDeadLocked(j *job) {
+	j.state = stateDead
+	b.life.dead[j.seq] = j
+	name := j.fn.name
+	list := b.life.deadLists[name]
+	if list == nil {
+		list = &jobList{}
+		b.life.deadLists[name] = list
+	}
+	list.pushBack(j)
+	limit := b.policyOf(name).maxDeadLetters()
+	for list.n > limit {
+		old := list.popFront()
+		delete(b.life.dead, old.seq)
+		old.state = stateGone
+		b.deleteStoredLocked(old)
+	}
+	if list.n == 0 {
+		delete(b.life.deadLists, name)
+	}
+}
+
+func (b *Broker) removeDeadLocked(j *job) {
+	delete(b.life.dead, j.seq)
+	if list := b.life.deadLists[j.fn.name]; list != nil {
+		list.remove(j)
+		if list.n == 0 {
+			delete(b.life.deadLists, j.fn.name)
+		}
+	}
+	j.state = stateGone
+}
+
+// DeadLetter is a job that ran out of attempts.
+type DeadLetter struct {
+	Seq      uint64
+	Function string
+	// Unique is the unique as the client sent it.
+	Unique   string
+	Priority Priority
+	// Payload must not be modified.
+	Payload  []byte
+	Attempts uint32
+	// LastError is the last WORK_EXCEPTION data, or "failed", "timeout",
+	// "worker vanished".
+	LastError string
+	// History lists the most recent attempts, oldest first.
+	History []store.Attempt
+	DiedAt  time.Time
+}
+
+func deadLetterOf(j *job) DeadLetter {
+	l := j.x.life
+	return DeadLetter{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(), Priority: j.priority,
+		Payload: j.payload, Attempts: l.attempts, LastError: l.lastErr,
+		History: slices.Clone(l.history), DiedAt: time.Unix(0, l.finishedAt)}
+}
+
+// DeadLetters lists the dead letters of a function ("" for all), by
+// function name and then in the order they died.
+func (b *Broker) DeadLetters(function string) []DeadLetter {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []DeadLetter
+	for name, list := range b.life.deadLists {
+		if function != "" && name != function {
+			continue
+		}
+		for j := list.head; j != nil; j = j.next {
+			out = append(out, deadLetterOf(j))
+		}
+	}
+	slices.SortStableFunc(out, func(a, c DeadLetter) int {
+		switch {
+		case a.Function < c.Function:
+			return -1
+		case a.Function > c.Function:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// DeadLetterByHandle returns one dead letter.
+func (b *Broker) DeadLetterByHandle(handle []byte) (DeadLetter, bool) {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return DeadLetter{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.life.dead[seq]
+	if j == nil {
+		return DeadLetter{}, false
+	}
+	return deadLetterOf(j), true
+}
+
+// RetryDeadLetter queues a dead letter again, with the same handle and a
+// fresh count of attempts (its history is kept). It returns ErrJobNotFound
+// for a handle that is not a dead letter. A retried job whose unique is in
+// use by a live job runs without joining that job's coalescing.
+func (b *Broker) RetryDeadLetter(handle []byte) error {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return ErrJobNotFound
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.life.dead[seq]
+	if j == nil {
+		return ErrJobNotFound
+	}
+	b.retryDeadLocked(j)
+	return nil
+}
+
+// RetryDeadLetters queues every dead letter of a function again and
+// returns how many.
+func (b *Broker) RetryDeadLetters(function string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	list := b.life.deadLists[function]
+	if list == nil {
+		return 0
+	}
+	n := 0
+	for j := list.head; j != nil; j = list.head {
+		b.retryDeadLocked(j)
+		n++
+	}
+	return n
+}
+
+func (b *Broker) retryDeadLocked(j *job) {
+	b.removeDeadLocked(j)
+	f := b.function(j.fn.name)
+	j.fn = f
+	l := j.x.life
+	l.attempts = 0
+	l.finishedAt = 0
+	l.startedAt = 0
+	b.jobs[j.seq] = j
+	f.total++
+	if j.unique != "" {
+		if f.uniques == nil {
+			f.uniques = make(map[string]*job)
+		}
+		if f.uniques[j.unique] == nil {
+			f.uniques[j.unique] = j
+		}
+	}
+	b.queueLocked(j, true)
+	b.saveLocked(j)
+	b.log.Info("broker: dead letter queued again", slog.String("handle", b.Handle(j.seq)),
+		slog.String("function", f.name))
+}
+
+// PurgeDeadLetters deletes every dead letter of a function and returns how
+// many.
+func (b *Broker) PurgeDeadLetters(function string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	list := b.life.deadLists[function]
+	if list == nil {
+		return 0
+	}
+	n := 0
+	for j := list.head; j != nil; j = list.head {
+		b.removeDeadLocked(j)
+		b.deleteStoredLocked(j)
+		n++
+	}
+	return n
+}

@@ -1,0 +1,31 @@
+package broker
+
+import "testing"
+
+type discardOutbox struct{}
+
+func (discardOutbox) Send(Event) {}
+
+// BenchmarkHotPathNoPolicy measures Submit → Grab → Finish of a background
+// job of a function without any lifecycle policy, in memory: the path that
+// lifecycle features must not slow down.
+func BenchmarkHotPathNoPolicy(b *testing.B) {
+	br := New(Config{})
+	client := br.NewSession("c", discardOutbox{})
+	worker := br.NewSession("w", discardOutbox{})
+	br.CanDo(worker, []byte("fn"), 0)
+	payload := []byte("payload")
+	fn := []byte("fn")
+	done := func(uint64, bool, error) {}
+	b.ReportAllocs()
+	for b.Loop() {
+		br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
+		a, ok := br.Grab(worker)
+		if !ok {
+			b.Fatal("no job")
+		}
+		if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,621 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// lifeState is the broker's lifecycle state. Guarded by Broker.mu.
+type lifeState struct {
+	// policies are explicit per-function policies; other functions use
+	// defaultPol.
+	policies   map[string]Policy
+	defaultPol Policy
+	rand       func() float64
+	// dead holds dead letters by sequence number; deadLists orders them per
+	// function name, oldest first (linked through job.prev/next).
+	dead      map[uint64]*job
+	deadLists map[string]*jobList
+	// done holds jobs whose result is retained, by sequence number.
+	done      map[uint64]*job
+	timers    lifeTimerHeap
+	schedules []*schedule
+	// meta is the store's optional metadata capability; nil without one.
+	meta        Meta
+	pendingMeta []store.Meta
+	// replayTicks is the last tick per schedule seen in replayed jobs;
+	// replayOrdered are replayed ordered jobs placed after the replay.
+	replayTicks   map[string]int64
+	replayOrdered []*job
+}
+
+// fnLife is the lifecycle state of one function. Guarded by Broker.mu.
+type fnLife struct {
+	pol Policy
+	// paused functions hand out no jobs; pausedUntil (Unix nanoseconds)
+	// ends the pause, 0 means until Resume.
+	paused      bool
+	pausedUntil int64
+	pauseTimer  lifeTimer
+	// tokens is the rate limiter's bucket as of tokensAt (Unix ns).
+	tokens    float64
+	tokensAt  int64
+	rateTimer lifeTimer
+	// lines are the ordered queues by ordering key.
+	lines map[string]*orderLine
+	// done indexes retained results by unique key.
+	done map[string]*job
+}
+
+// jobLife is the lifecycle state of one job. Guarded by Broker.mu.
+type jobLife struct {
+	attempts    uint32
+	maxAttempts int32
+	timeout     time.Duration
+	orderKey    string
+	lastErr     string
+	history     []store.Attempt
+	// startedAt is when the current run started (Unix ns).
+	startedAt int64
+	// queuedAt is when the job last became runnable (Unix ns), for aging.
+	queuedAt int64
+	// notBefore ends the retry wait (Unix ns).
+	notBefore  int64
+	result     []byte
+	finishedAt int64
+	schedule   string
+	tick       int64
+}
+
+func (b *Broker) initLife() {
+	l := &b.life
+	l.policies = make(map[string]Policy, len(b.cfg.Policies))
+	for name, p := range b.cfg.Policies {
+		l.policies[name] = p
+	}
+	l.defaultPol = b.cfg.DefaultPolicy
+	l.rand = b.cfg.RandFunc
+	if l.rand == nil {
+		l.rand = rand.Float64
+	}
+	l.dead = make(map[uint64]*job)
+	l.deadLists = make(map[string]*jobList)
+	l.done = make(map[uint64]*job)
+	l.replayTicks = make(map[string]int64)
+	if m, ok := b.store.(Meta); ok {
+		l.meta = m
+	}
+	for _, s := range b.cfg.Schedules {
+		l.schedules = append(l.schedules, &schedule{cfg: s, timer: lifeTimer{idx: -1}})
+	}
+}
+
+func (b *Broker) nowNanos() int64 { return b.clock.Now().UnixNano() }
+
+// policyOf returns the policy of the function name.
+func (b *Broker) policyOf(name string) Policy {
+	if p, ok := b.life.policies[name]; ok {
+		return p
+	}
+	return b.life.defaultPol
+}
+
+// applyPolicyLocked makes f follow its current policy.
+func (b *Broker) applyPolicyLocked(f *function) {
+	p := b.policyOf(f.name)
+	f.maxQueue = p.MaxQueue
+	rest := p
+	rest.MaxQueue = [numPriorities]int{}
+	if rest.IsZero() && f.life == nil {
+		return
+	}
+	l := b.fnLifeLocked(f)
+	old := l.pol
+	l.pol = p
+	if p.Rate != old.Rate || p.Burst != old.Burst {
+		l.tokens = p.burst()
+		l.tokensAt = b.nowNanos()
+	}
+	b.wakeReadyLocked(f)
+}
+
+func (b *Broker) fnLifeLocked(f *function) *fnLife {
+	if f.life == nil {
+		f.life = &fnLife{pol: b.policyOf(f.name), pauseTimer: lifeTimer{idx: -1}, rateTimer: lifeTimer{idx: -1}}
+		f.life.tokens = f.life.pol.burst()
+		f.life.tokensAt = b.nowNanos()
+	}
+	return f.life
+}
+
+// noteMaxQueueLocked records a "maxqueue" change in the function's policy.
+func (b *Broker) noteMaxQueueLocked(name string, limits [numPriorities]int) {
+	p := b.policyOf(name)
+	p.MaxQueue = limits
+	b.life.policies[name] = p
+	if f := b.functions[name]; f != nil && f.life != nil {
+		f.life.pol.MaxQueue = limits
+	}
+}
+
+// SetPolicy replaces the policy of the function name at once: jobs queued
+// or running keep their attempts and ordering keys, new limits apply to
+// the next job handed out. Runtime changes are not stored; put lasting
+// ones in the config file.
+func (b *Broker) SetPolicy(name string, p Policy) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.life.policies[name] = p
+	if f := b.functions[name]; f != nil {
+		b.applyPolicyLocked(f)
+	}
+}
+
+// ResetPolicy makes the function name follow the default policy again.
+func (b *Broker) ResetPolicy(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.life.policies, name)
+	if f := b.functions[name]; f != nil {
+		b.applyPolicyLocked(f)
+	}
+}
+
+// Policy returns the policy in force for the function name.
+func (b *Broker) Policy(name string) Policy {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.policyOf(name)
+}
+
+// DefaultPolicy returns the policy of functions without their own.
+func (b *Broker) DefaultPolicy() Policy {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.life.defaultPol
+}
+
+// FunctionPolicy is one line of "show policy".
+type FunctionPolicy struct {
+	Name   string
+	Policy Policy
+	// Explicit is false for functions that follow the default policy.
+	Explicit bool
+	// Paused is set while the function hands out no jobs; PausedUntil is
+	// the end of the pause, zero for "until resumed".
+	Paused      bool
+	PausedUntil time.Time
+}
+
+// Policies lists the policy of every known function and of every function
+// with an explicit policy, sorted by name.
+func (b *Broker) Policies() []FunctionPolicy {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := make(map[string]bool)
+	var out []FunctionPolicy
+	add := func(name string) {
+		if seen[name] {
+			return
+		}
+		seen[name] = true
+		_, explicit := b.life.policies[name]
+		fp := FunctionPolicy{Name: name, Policy: b.policyOf(name), Explicit: explicit}
+		if f := b.functions[name]; f != nil && f.life != nil && f.life.paused {
+			fp.Paused = true
+			if f.life.pausedUntil != 0 {
+				fp.PausedUntil = time.Unix(0, f.life.pausedUntil)
+			}
+		}
+		out = append(out, fp)
+	}
+	for name := range b.functions {
+		add(name)
+	}
+	for name := range b.life.policies {
+		add(name)
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
+	return out
+}
+
+// initJobLifeLocked gives a new job its lifecycle state.
+func (b *Broker) initJobLifeLocked(j *job, p *SubmitParams) {
+	l := &jobLife{maxAttempts: int32(max(min(p.Attempts, 1<<31-1), -1)), timeout: p.Timeout,
+		schedule: p.schedule, tick: p.tick}
+	l.orderKey = p.OrderingKey
+	if l.orderKey == "" && j.fn.life != nil {
+		l.orderKey = j.fn.life.pol.orderingKey(p.Unique)
+	}
+	if l.orderKey != "" {
+		b.fnLifeLocked(j.fn)
+	}
+	j.extra().life = l
+}
+
+func (b *Broker) recordLife(r *store.Job, j *job) {
+	l := j.x.life
+	switch j.state {
+	case stateRetryWait:
+		r.State = store.StateRetryWait
+		r.NotBefore = l.notBefore
+	case stateDead:
+		r.State = store.StateDead
+	case stateDone:
+		r.State = store.StateDone
+		r.Result = l.result
+	}
+	r.Attempts = l.attempts
+	r.LastError = l.lastErr
+	r.History = slices.Clone(l.history)
+	r.FinishedAt = l.finishedAt
+	r.OrderingKey = l.orderKey
+	r.MaxAttempts = l.maxAttempts
+	r.Timeout = int64(l.timeout)
+	r.Schedule = l.schedule
+	r.Tick = l.tick
+}
+
+// saveLocked writes a background job's new state through the committer.
+func (b *Broker) saveLocked(j *job) {
+	if !j.background || b.store == nil {
+		return
+	}
+	b.pendingRetries = append(b.pendingRetries, b.record(j))
+	b.kickCommitter()
+}
+
+// deleteStoredLocked deletes a background job from the store.
+func (b *Broker) deleteStoredLocked(j *job) {
+	if !j.background || b.store == nil {
+		return
+	}
+	b.pendingDeletes = append(b.pendingDeletes, j.seq)
+	b.kickCommitter()
+}
+
+// startAttemptLocked notes the start of a run and returns the timeout to
+// apply: the shorter of the worker's CAN_DO_TIMEOUT and the job's or
+// function's policy timeout.
+func (b *Broker) startAttemptLocked(j *job, timeout time.Duration) time.Duration {
+	x := j.x
+	if x.life == nil {
+		x.life = &jobLife{}
+	}
+	l := x.life
+	l.startedAt = b.nowNanos()
+	pt := l.timeout
+	if pt == 0 && j.fn.life != nil {
+		pt = j.fn.life.pol.Timeout
+	}
+	if pt > 0 && (timeout == 0 || pt < timeout) {
+		timeout = pt
+	}
+	return timeout
+}
+
+// endAttemptLocked notes the end of a run in the job's history.
+func (b *Broker) endAttemptLocked(j *job, outcome, errText string, now int64) *jobLife {
+	x := j.extra()
+	if x.life == nil {
+		x.life = &jobLife{attempts: j.retries}
+		if outcome == outcomeVanished || outcome == outcomeTimeout {
+			x.life.attempts-- // this takeback is counted below
+		}
+	}
+	l := x.life
+	l.attempts++
+	if len(l.history) >= store.MaxHistory {
+		copy(l.history, l.history[1:])
+		l.history = l.history[:len(l.history)-1]
+	}
+	l.history = append(l.history, store.Attempt{Start: l.startedAt, End: now, Outcome: outcome, Error: errText})
+	l.startedAt = 0
+	if outcome != outcomeComplete {
+		l.lastErr = outcome
+		if errText != "" {
+			l.lastErr = errText
+		}
+	}
+	return l
+}
+
+// Outcomes of an attempt, as kept in its history.
+const (
+	outcomeComplete  = "complete"
+	outcomeFailed    = "failed"
+	outcomeException = "exception"
+	outcomeTimeout   = "timeout"
+	outcomeVanished  = "worker vanished"
+)
+
+// maxAttemptsOf returns the job's attempt limit: 0 for gearmand's rules.
+func (b *Broker) maxAttemptsOf(j *job) int {
+	if j.x != nil && j.x.life != nil && j.x.life.maxAttempts != 0 {
+		return int(j.x.life.maxAttempts)
+	}
+	if j.fn.life != nil {
+		return j.fn.life.pol.MaxAttempts
+	}
+	return 0
+}
+
+// finishLifeLocked ends a run that a worker finished when lifecycle rules
+// apply: results may be retained, failed background jobs retried or kept
+// as dead letters.
+func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
+	now := b.nowNanos()
+	if o == Complete {
+		b.endAttemptLocked(j, outcomeComplete, "", now)
+		if j.background && !j.cancelled && j.fn.life != nil && j.fn.life.pol.ResultRetention > 0 {
+			b.retainLocked(j, data, now)
+			return
+		}
+		b.removeLocked(j)
+		return
+	}
+	if !j.background || j.cancelled {
+		// Foreground failures are the client's to handle, as in gearmand.
+		b.removeLocked(j)
+		return
+	}
+	outcome, errText := outcomeFailed, ""
+	if o == Exception {
+		outcome, errText = outcomeException, string(data)
+	}
+	b.endAttemptLocked(j, outcome, errText, now)
+	// Attached clients were told of the failure; they are done.
+	for _, c := range j.x.clients {
+		c.waiting = removeJob(c.waiting, j)
+	}
+	j.x.clients = nil
+	b.releaseWorkerLocked(j)
+	b.retryOrDieLocked(j, now)
+}
+
+// releaseWorkerLocked takes a running job from its worker. The job is left
+// in stateGone, outside every queue, until the caller places it.
+func (b *Broker) releaseWorkerLocked(j *job) {
+	x := j.x
+	b.removeTimerLocked(j)
+	x.worker.running = removeJob(x.worker.running, j)
+	x.worker = nil
+	j.fn.running--
+	b.running--
+	b.checkIdleLocked()
+	x.num, x.den = 0, 0
+	j.state = stateGone
+	if j.fn.life != nil {
+		b.slotFreedLocked(j.fn)
+	}
+}
+
+// takebackLifeLocked handles a job taken back from a vanished or silent
+// worker under a policy with MaxAttempts. It reports false to let gearmand's
+// rules (requeue at the front, Config.JobRetries) apply.
+func (b *Broker) takebackLifeLocked(j *job, why string) bool {
+	max := b.maxAttemptsOf(j)
+	if max == 0 && j.x.life == nil {
+		return false
+	}
+	outcome := outcomeVanished
+	if why == "worker timeout" {
+		outcome = outcomeTimeout
+	}
+	now := b.nowNanos()
+	l := b.endAttemptLocked(j, outcome, "", now)
+	if max == 0 {
+		return false
+	}
+	out := max > 0 && int(l.attempts) >= max
+	if !j.background {
+		if !out {
+			return false
+		}
+		for _, c := range j.x.clients {
+			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		}
+		j.state = stateGone
+		b.removeLocked(j)
+		return true
+	}
+	j.state = stateGone
+	if out {
+		for _, c := range j.x.clients {
+			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		}
+	}
+	b.retryOrDieLocked(j, now)
+	return true
+}
+
+// retryOrDieLocked sends a failed background job (released, in stateGone)
+// to retry-wait or to the dead letters.
+func (b *Broker) retryOrDieLocked(j *job, now int64) {
+	max := b.maxAttemptsOf(j)
+	if max < 0 || (max > 0 && int(j.x.life.attempts) < max) {
+		b.retryWaitLocked(j, now)
+		return
+	}
+	b.deadLocked(j, now)
+}
+
+func (b *Broker) retryWaitLocked(j *job, now int64) {
+	l := j.x.life
+	pol := b.policyOf(j.fn.name)
+	if j.fn.life != nil {
+		pol = j.fn.life.pol
+	}
+	d := pol.Backoff.delay(l.attempts, b.life.rand())
+	l.notBefore = now + int64(d)
+	j.state = stateRetryWait
+	b.addTimerLocked(j, l.notBefore)
+	b.saveLocked(j)
+	b.log.Info("broker: job will be retried", slog.String("handle", b.Handle(j.seq)),
+		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)),
+		slog.Duration("backoff", d), slog.String("error", l.lastErr))
+}
+
+// retryDueLocked runs a job whose backoff has ended.
+func (b *Broker) retryDueLocked(j *job) {
+	j.x.life.notBefore = 0
+	b.queueLocked(j, true)
+}
+
+// unlinkLifeLocked releases what a job leaving the live indexes held.
+func (b *Broker) unlinkLifeLocked(j *job) {
+	if j.x.life.orderKey != "" {
+		b.releaseLineLocked(j)
+	}
+}
+
+// dropFunctionLifeLocked forgets the lifecycle state of a dropped
+// function: blocked jobs are dropped with it, retained results expire.
+// Dead letters stay (they are listed by name).
+func (b *Broker) dropFunctionLifeLocked(f *function) {
+	if f.life == nil {
+		return
+	}
+	for _, line := range f.life.lines {
+		for _, j := range slices.Clone(line.waiting) {
+			if j.x != nil {
+				for _, c := range j.x.clients {
+					c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+				}
+			}
+			b.removeLocked(j)
+		}
+	}
+	for _, j := range f.life.done {
+		b.removeTimerLocked(j)
+		b.expireResultLocked(j)
+	}
+	b.removeLifeTimerLocked(&f.life.pauseTimer)
+	b.removeLifeTimerLocked(&f.life.rateTimer)
+}
+
+// replayLifeLocked restores a stored job that carries lifecycle state. It
+// reports false for plain queued jobs, which replay restores itself.
+func (b *Broker) replayLifeLocked(r store.Job) bool {
+	f := b.functions[r.Function]
+	plain := r.State == store.StateQueued && r.Attempts == 0 && r.LastError == "" &&
+		len(r.History) == 0 && r.OrderingKey == "" && r.MaxAttempts == 0 && r.Timeout == 0 &&
+		r.Schedule == "" && (f == nil || f.life == nil) && b.policyOf(r.Function).IsZero()
+	if plain {
+		return false
+	}
+	f = b.function(r.Function)
+	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
+		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
+	x := j.extra()
+	x.reducer = r.Reducer
+	x.runAt = r.RunAt
+	l := &jobLife{attempts: r.Attempts, maxAttempts: r.MaxAttempts, timeout: time.Duration(r.Timeout),
+		orderKey: r.OrderingKey, lastErr: r.LastError, history: r.History, result: r.Result,
+		finishedAt: r.FinishedAt, schedule: r.Schedule, tick: r.Tick}
+	x.life = l
+	if r.Schedule != "" && r.Tick > b.life.replayTicks[r.Schedule] {
+		b.life.replayTicks[r.Schedule] = r.Tick
+	}
+	now := b.nowNanos()
+	switch r.State {
+	case store.StateDead:
+		b.addDeadLocked(j)
+		return true
+	case store.StateDone:
+		ret := b.policyOf(r.Function).ResultRetention
+		if ret <= 0 || r.FinishedAt+int64(ret) <= now {
+			b.deleteStoredLocked(j)
+			return true
+		}
+		b.addResultLocked(j, r.FinishedAt+int64(ret))
+		return true
+	}
+	b.jobs[j.seq] = j
+	f.total++
+	if j.unique != "" {
+		if f.uniques == nil {
+			f.uniques = make(map[string]*job)
+		}
+		f.uniques[j.unique] = j
+	}
+	if l.orderKey != "" {
+		b.fnLifeLocked(f)
+	}
+	if r.State == store.StateRetryWait && r.NotBefore > now {
+		l.notBefore = r.NotBefore
+		j.state = stateRetryWait
+		b.addTimerLocked(j, l.notBefore)
+		if l.orderKey != "" {
+			b.claimLineLocked(j)
+		}
+		return true
+	}
+	if l.orderKey != "" {
+		// Placed once every retry-waiting head has claimed its line.
+		j.state = stateGone
+		b.life.replayOrdered = append(b.life.replayOrdered, j)
+		return true
+	}
+	b.makeRunnableLocked(j, false)
+	return true
+}
+
+func (b *Broker) finishReplayLocked() {
+	for _, j := range b.life.replayOrdered {
+		b.makeRunnableLocked(j, false)
+	}
+	b.life.replayOrdered = nil
+}
+
+// startLife loads stored metadata (pauses, cron ticks) and arms the cron
+// schedules. Start calls it after the replay.
+func (b *Broker) startLife(ctx context.Context) error {
+	ticks := make(map[string]int64)
+	type pause struct {
+		name  string
+		until int64
+	}
+	var pauses []pause
+	if b.life.meta != nil {
+		err := b.life.meta.LoadMeta(ctx, func(m store.Meta) error {
+			switch kind, name, value, ok := parseMeta(m); {
+			case !ok:
+				b.log.Warn("broker: ignoring unknown stored metadata", slog.String("key", m.Key))
+			case kind == metaCron:
+				ticks[name] = value
+			case kind == metaPause:
+				pauses = append(pauses, pause{name, value})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("broker: load metadata: %w", err)
+		}
+	} else if b.store != nil && (len(b.life.schedules) > 0) {
+		b.log.Warn("broker: the store keeps no metadata; cron ticks are recovered from stored jobs only")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.nowNanos()
+	for _, p := range pauses {
+		if p.until != 0 && p.until <= now {
+			b.queueMetaLocked(metaKey(metaPause, p.name), nil)
+			continue
+		}
+		b.pauseLocked(b.function(p.name), p.until, false)
+	}
+	for _, s := range b.life.schedules {
+		last := max(ticks[s.cfg.Name], b.life.replayTicks[s.cfg.Name])
+		b.startScheduleLocked(s, last, now)
+	}
+	b.life.replayTicks = nil
+	return nil
+}

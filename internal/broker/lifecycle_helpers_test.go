@@ -1,0 +1,282 @@
+package broker
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// lcClock is a fake clock that tests move by hand.
+type lcClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newLCClock() *lcClock {
+	return &lcClock{t: time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *lcClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *lcClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// lcOutbox records a session's events.
+type lcOutbox struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (o *lcOutbox) Send(ev Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ev.Data = slices.Clone(ev.Data)
+	o.events = append(o.events, ev)
+}
+
+// take returns and forgets the events so far.
+func (o *lcOutbox) take() []Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ev := o.events
+	o.events = nil
+	return ev
+}
+
+func kinds(evs []Event) []EventKind {
+	out := make([]EventKind, len(evs))
+	for i, e := range evs {
+		out[i] = e.Kind
+	}
+	return out
+}
+
+// lcStore is a map-backed Store with the Meta capability, standing in for
+// the durable stores in restart tests.
+type lcStore struct {
+	mu   sync.Mutex
+	jobs map[uint64]store.Job
+	meta map[string][]byte
+}
+
+var (
+	_ Store = (*lcStore)(nil)
+	_ Meta  = (*lcStore)(nil)
+)
+
+func newLCStore() *lcStore {
+	return &lcStore{jobs: make(map[uint64]store.Job), meta: make(map[string][]byte)}
+}
+
+func (s *lcStore) Save(_ context.Context, jobs []store.Job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range jobs {
+		j.Payload = slices.Clone(j.Payload)
+		j.Result = slices.Clone(j.Result)
+		j.History = slices.Clone(j.History)
+		s.jobs[j.Seq] = j
+	}
+	return nil
+}
+
+func (s *lcStore) Delete(_ context.Context, seqs []uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range seqs {
+		delete(s.jobs, q)
+	}
+	return nil
+}
+
+func (s *lcStore) Load(_ context.Context, each func(store.Job) error) error {
+	s.mu.Lock()
+	all := make([]store.Job, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		all = append(all, j)
+	}
+	s.mu.Unlock()
+	sort.Slice(all, func(i, k int) bool { return all[i].Seq < all[k].Seq })
+	for _, j := range all {
+		if err := each(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *lcStore) Close() error { return nil }
+
+func (s *lcStore) LoadMeta(_ context.Context, each func(store.Meta) error) error {
+	s.mu.Lock()
+	all := make([]store.Meta, 0, len(s.meta))
+	for k, v := range s.meta {
+		all = append(all, store.Meta{Key: k, Value: slices.Clone(v)})
+	}
+	s.mu.Unlock()
+	for _, m := range all {
+		if err := each(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *lcStore) PutMeta(_ context.Context, entries []store.Meta) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range entries {
+		if m.Value == nil {
+			delete(s.meta, m.Key)
+		} else {
+			s.meta[m.Key] = slices.Clone(m.Value)
+		}
+	}
+	return nil
+}
+
+func (s *lcStore) get(seq uint64) (store.Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.jobs[seq]
+	return j, ok
+}
+
+func (s *lcStore) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.jobs)
+}
+
+// lcBundle is one broker under test with a client and a worker session.
+type lcBundle struct {
+	b      *Broker
+	clock  *lcClock
+	store  *lcStore // nil without a store
+	client *Session
+	cout   *lcOutbox
+	worker *Session
+	wout   *lcOutbox
+}
+
+type lcOpts struct {
+	cfg   Config
+	store *lcStore
+	clock *lcClock
+	// functions the worker registers.
+	can []string
+}
+
+// setupLC starts a broker with a fake clock. With a store it is started
+// (replaying the store) and stopped at cleanup; without one no goroutine
+// runs and the test fires timers itself with RunTimers.
+func setupLC(t *testing.T, o lcOpts) *lcBundle {
+	t.Helper()
+	tb := &lcBundle{clock: o.clock, store: o.store}
+	if tb.clock == nil {
+		tb.clock = newLCClock()
+	}
+	cfg := o.cfg
+	cfg.Clock = tb.clock
+	if cfg.RandFunc == nil {
+		cfg.RandFunc = func() float64 { return 0 }
+	}
+	if o.store != nil {
+		cfg.Store = o.store
+	}
+	tb.b = New(cfg)
+	require.NoError(t, tb.b.Start(context.Background()))
+	t.Cleanup(tb.b.Stop)
+	tb.cout, tb.wout = &lcOutbox{}, &lcOutbox{}
+	tb.client = tb.b.NewSession("127.0.0.1:1000", tb.cout)
+	tb.worker = tb.b.NewSession("127.0.0.1:1001", tb.wout)
+	for _, fn := range o.can {
+		tb.b.CanDo(tb.worker, []byte(fn), 0)
+	}
+	return tb
+}
+
+// submit submits a job and waits until it is acknowledged (durable).
+func (tb *lcBundle) submit(t *testing.T, p SubmitParams) uint64 {
+	t.Helper()
+	seq, err := tb.trySubmit(t, p)
+	require.NoError(t, err)
+	return seq
+}
+
+func (tb *lcBundle) trySubmit(t *testing.T, p SubmitParams) (uint64, error) {
+	t.Helper()
+	type res struct {
+		seq uint64
+		err error
+	}
+	ch := make(chan res, 1)
+	tb.b.Submit(tb.client, p, func(seq uint64, _ bool, err error) { ch <- res{seq, err} })
+	select {
+	case r := <-ch:
+		return r.seq, r.err
+	case <-time.After(30 * time.Second):
+		t.Fatal("submit was not acknowledged")
+		return 0, nil
+	}
+}
+
+func bg(fn, unique, payload string) SubmitParams {
+	p := SubmitParams{Function: []byte(fn), Payload: []byte(payload), Priority: Normal, Background: true}
+	if unique != "" {
+		p.Unique = []byte(unique)
+	}
+	return p
+}
+
+// grab grabs a job for the worker and fails the test if there is none.
+func (tb *lcBundle) grab(t *testing.T) Assignment {
+	t.Helper()
+	a, ok := tb.b.Grab(tb.worker)
+	require.True(t, ok, "expected a job to grab")
+	return a
+}
+
+func (tb *lcBundle) noJob(t *testing.T) {
+	t.Helper()
+	a, ok := tb.b.Grab(tb.worker)
+	require.False(t, ok, "expected no job, got %s %q", tb.b.Handle(a.Seq), a.Payload)
+}
+
+// advance moves the clock and fires due timers.
+func (tb *lcBundle) advance(d time.Duration) {
+	tb.clock.Add(d)
+	tb.b.RunTimers()
+}
+
+// restart stops the broker, then starts a new one on the same store and
+// clock.
+func (tb *lcBundle) restart(t *testing.T, o lcOpts) *lcBundle {
+	t.Helper()
+	require.NotNil(t, tb.store)
+	tb.b.Stop()
+	o.store = tb.store
+	o.clock = tb.clock
+	return setupLC(t, o)
+}
+
+func policies(name string, p Policy) map[string]Policy { return map[string]Policy{name: p} }
+
+// noJitter is a backoff without randomness, for exact waits.
+func noJitter(initial time.Duration) Backoff {
+	return Backoff{Initial: initial, Max: time.Hour, Multiplier: 2, Jitter: -1}
+}

@@ -1,0 +1,75 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Meta is an optional capability of a Store, found by type assertion: a
+// small durable key-value map for broker metadata (the last tick of each
+// cron schedule, paused functions). Keys are short ASCII strings such as
+// "cron/<schedule>" and "pause/<function>"; values are small (decimal
+// numbers today). Both methods must be safe for concurrent use with each
+// other and with the Store methods.
+//
+// API is not stable: internal to Gearwork.
+type Meta interface {
+	// LoadMeta calls each for every stored entry (any order). An error from
+	// each stops the load and is returned.
+	LoadMeta(ctx context.Context, each func(store.Meta) error) error
+	// PutMeta writes the entries in order, durably as Save is: an entry
+	// with a nil Value deletes its key (deleting an absent key is not an
+	// error); a later entry for the same key wins. The broker calls it from
+	// its committer after Save and before Delete of the same batch.
+	PutMeta(ctx context.Context, entries []store.Meta) error
+}
+
+const (
+	metaCron  = "cron"
+	metaPause = "pause"
+)
+
+func metaKey(kind, name string) string { return kind + "/" + name }
+
+// parseMeta splits an entry into its kind, name and numeric value.
+func parseMeta(m store.Meta) (kind, name string, value int64, ok bool) {
+	kind, name, ok = strings.Cut(m.Key, "/")
+	if !ok || (kind != metaCron && kind != metaPause) {
+		return "", "", 0, false
+	}
+	v, err := strconv.ParseInt(string(m.Value), 10, 64)
+	if err != nil {
+		return "", "", 0, false
+	}
+	return kind, name, v, true
+}
+
+// queueMetaLocked writes an entry through the committer (nil value
+// deletes it). Without a store, or a store without Meta, it does nothing.
+func (b *Broker) queueMetaLocked(key string, value []byte) {
+	if b.life.meta == nil {
+		return
+	}
+	b.life.pendingMeta = append(b.life.pendingMeta, store.Meta{Key: key, Value: value})
+	b.kickCommitter()
+}
+
+func (b *Broker) takePendingMetaLocked() []store.Meta {
+	if len(b.life.pendingMeta) == 0 {
+		return nil
+	}
+	m := b.life.pendingMeta
+	b.life.pendingMeta = nil
+	return m
+}
+
+func (b *Broker) putMeta(ctx context.Context, entries []store.Meta) error {
+	if err := b.life.meta.PutMeta(ctx, entries); err != nil {
+		return fmt.Errorf("put metadata: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package broker
+
+import (
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// Pause stops handing out jobs of the function name until Resume or, when
+// until is not zero, until that time. Submits are still accepted and jobs
+// wait in their queues; running jobs finish. The pause is stored (when the
+// store keeps metadata) and survives a restart. Pausing a paused function
+// replaces its end time. The function is created if unknown.
+func (b *Broker) Pause(name string, until time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var at int64
+	if !until.IsZero() {
+		at = until.UnixNano()
+	}
+	b.pauseLocked(b.function(name), at, true)
+}
+
+func (b *Broker) pauseLocked(f *function, until int64, persist bool) {
+	l := b.fnLifeLocked(f)
+	l.paused = true
+	l.pausedUntil = until
+	if until != 0 {
+		b.armLifeTimerLocked(&l.pauseTimer, until, func(now int64) {
+			if l.paused && l.pausedUntil != 0 && l.pausedUntil <= now {
+				b.resumeLocked(f)
+			}
+		})
+	} else {
+		b.removeLifeTimerLocked(&l.pauseTimer)
+	}
+	if persist {
+		b.queueMetaLocked(metaKey(metaPause, f.name), strconv.AppendInt(nil, until, 10))
+	}
+	b.log.Info("broker: function paused", slog.String("function", f.name),
+		slog.Time("until", time.Unix(0, until)))
+}
+
+// Resume lets a paused function hand out jobs again and wakes its
+// sleeping workers. It reports false if the function was not paused.
+func (b *Broker) Resume(name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := b.functions[name]
+	if f == nil || f.life == nil || !f.life.paused {
+		return false
+	}
+	b.resumeLocked(f)
+	return true
+}
+
+func (b *Broker) resumeLocked(f *function) {
+	l := f.life
+	l.paused = false
+	l.pausedUntil = 0
+	b.removeLifeTimerLocked(&l.pauseTimer)
+	b.queueMetaLocked(metaKey(metaPause, f.name), nil)
+	b.log.Info("broker: function resumed", slog.String("function", f.name))
+	b.wakeReadyLocked(f)
+}

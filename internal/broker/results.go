@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"time"
+)
+
+// retainLocked keeps a completed background job's result: the job leaves
+// the live indexes (its ordering key lets the next job run) and answers
+// Result and repeated submits of its unique until the retention ends.
+func (b *Broker) retainLocked(j *job, data []byte, now int64) {
+	l := j.x.life
+	l.result = data
+	l.finishedAt = now
+	b.releaseWorkerLocked(j)
+	b.unlinkLocked(j)
+	b.addResultLocked(j, now+int64(j.fn.life.pol.ResultRetention))
+	b.saveLocked(j)
+}
+
+// addResultLocked indexes a done job until expiry (Unix ns).
+func (b *Broker) addResultLocked(j *job, expiry int64) {
+	j.state = stateDone
+	b.life.done[j.seq] = j
+	if j.unique != "" {
+		fl := b.fnLifeLocked(j.fn)
+		if fl.done == nil {
+			fl.done = make(map[string]*job)
+		}
+		fl.done[j.unique] = j
+	}
+	b.addTimerLocked(j, expiry)
+}
+
+// expireResultLocked forgets a retained result.
+func (b *Broker) expireResultLocked(j *job) {
+	delete(b.life.done, j.seq)
+	if fl := j.fn.life; fl != nil && j.unique != "" && fl.done[j.unique] == j {
+		delete(fl.done, j.unique)
+	}
+	j.state = stateGone
+	b.deleteStoredLocked(j)
+}
+
+// attachDoneLocked answers a submit whose unique matches a retained
+// result: the submitter gets the finished job's handle (and a foreground
+// submitter its WORK_COMPLETE) and nothing runs again.
+func (b *Broker) attachDoneLocked(s *Session, f *function, key string, background bool, done DoneFunc) bool {
+	j := f.life.done[key]
+	if j == nil {
+		return false
+	}
+	done(j.seq, false, nil)
+	if !background && s != nil {
+		s.out.Send(Event{Kind: EventComplete, Seq: j.seq, Data: j.x.life.result})
+	}
+	return true
+}
+
+// Result is the retained outcome of a completed background job.
+type Result struct {
+	Seq      uint64
+	Function string
+	// Unique is the unique as the client sent it.
+	Unique string
+	// Data is the WORK_COMPLETE data; it must not be modified.
+	Data       []byte
+	FinishedAt time.Time
+	// Expires is when the result will be forgotten.
+	Expires time.Time
+}
+
+func (b *Broker) resultOf(j *job) Result {
+	return Result{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(), Data: j.x.life.result,
+		FinishedAt: time.Unix(0, j.x.life.finishedAt), Expires: time.Unix(0, j.x.timerAt)}
+}
+
+// Result returns the retained result of the job with the given handle.
+func (b *Broker) Result(handle []byte) (Result, bool) {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return Result{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.life.done[seq]
+	if j == nil {
+		return Result{}, false
+	}
+	return b.resultOf(j), true
+}
+
+// ResultByUnique returns a retained result by unique id. With function ""
+// every function is searched (the first match by name wins).
+func (b *Broker) ResultByUnique(function, unique string) (Result, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var found *job
+	for _, f := range b.functions {
+		if f.life == nil || (function != "" && f.name != function) {
+			continue
+		}
+		if j := f.life.done[unique]; j != nil && (found == nil || f.name < found.fn.name) {
+			found = j
+		}
+	}
+	if found == nil {
+		return Result{}, false
+	}
+	return b.resultOf(found), true
+}

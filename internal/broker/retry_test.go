@@ -1,0 +1,220 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestBackoffDelay(t *testing.T) {
+	t.Parallel()
+	bo := Backoff{Initial: time.Second, Max: 10 * time.Second, Multiplier: 2, Jitter: -1}
+	var got []time.Duration
+	for n := uint32(1); n <= 6; n++ {
+		got = append(got, bo.delay(n, 0.99))
+	}
+	require.Equal(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
+		10 * time.Second, 10 * time.Second}, got)
+
+	// Jitter takes up to its fraction off, never adds: the cap holds.
+	bo.Jitter = 0.5
+	require.Equal(t, 4*time.Second, bo.delay(3, 0))
+	require.Equal(t, 2*time.Second, bo.delay(3, 1))
+	require.Equal(t, 5*time.Second, bo.delay(9, 1))
+
+	// Zero values are the documented defaults: 1s, ×2, 10m cap, 20% jitter.
+	var def Backoff
+	require.Equal(t, time.Second, def.delay(1, 0))
+	require.Equal(t, 800*time.Millisecond, def.delay(1, 1))
+	require.Equal(t, 10*time.Minute, def.delay(40, 0))
+}
+
+// With no policy a background WORK_FAIL is final, as in gearmand: the job
+// is not run again; it is kept as a dead letter.
+func TestDefaultWorkFailIsFinal(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{can: []string{"fn"}})
+	seq := tb.submit(t, bg("fn", "", "p"))
+	a := tb.grab(t)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
+	tb.advance(24 * time.Hour)
+	tb.noJob(t)
+	require.Zero(t, tb.b.JobCount())
+	dl := tb.b.DeadLetters("fn")
+	require.Len(t, dl, 1)
+	require.Equal(t, seq, dl[0].Seq)
+	require.Equal(t, "failed", dl[0].LastError)
+	require.Equal(t, uint32(1), dl[0].Attempts)
+	require.Equal(t, []byte("p"), dl[0].Payload)
+
+	// A foreground failure goes to the client and leaves no dead letter.
+	fg := SubmitParams{Function: []byte("fn"), Payload: []byte("x"), Priority: Normal}
+	fseq := tb.submit(t, fg)
+	a = tb.grab(t)
+	require.Equal(t, fseq, a.Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
+	require.Equal(t, []EventKind{EventFail}, kinds(tb.cout.take()))
+	require.Len(t, tb.b.DeadLetters(""), 1)
+}
+
+// A failing background job waits its backoff in the timer heap, runs
+// again, and after MaxAttempts becomes a dead letter with its history.
+func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 3, Backoff: noJitter(10 * time.Second)}
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
+	seq := tb.submit(t, bg("fn", "u1", "payload"))
+
+	a := tb.grab(t)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
+	require.Equal(t, "retry-wait", tb.b.Jobs(0)[0].State)
+	tb.noJob(t)
+	tb.advance(9 * time.Second)
+	tb.noJob(t)
+	tb.advance(time.Second)
+	a = tb.grab(t)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Exception, []byte("boom")))
+
+	// Second backoff doubles.
+	tb.advance(19 * time.Second)
+	tb.noJob(t)
+	tb.advance(time.Second)
+	a = tb.grab(t)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Exception, []byte("boom again")))
+
+	// Out of attempts: dead, not retried.
+	tb.advance(time.Hour)
+	tb.noJob(t)
+	require.Zero(t, tb.b.JobCount())
+	dl, ok := tb.b.DeadLetterByHandle([]byte(tb.b.Handle(seq)))
+	require.True(t, ok)
+	require.Equal(t, uint32(3), dl.Attempts)
+	require.Equal(t, "boom again", dl.LastError)
+	require.Equal(t, "u1", dl.Unique)
+	require.Len(t, dl.History, 3)
+	require.Equal(t, []string{"failed", "exception", "exception"},
+		[]string{dl.History[0].Outcome, dl.History[1].Outcome, dl.History[2].Outcome})
+	require.Equal(t, "boom", dl.History[1].Error)
+
+	// The unique is free again: a new submit makes a new job.
+	seq2 := tb.submit(t, bg("fn", "u1", "payload"))
+	require.NotEqual(t, seq, seq2)
+}
+
+// A job whose worker stays silent past the policy timeout is taken back;
+// the late WORK_COMPLETE from that worker is refused and resurrects
+// nothing.
+func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 2, Timeout: 5 * time.Second, Backoff: noJitter(time.Second)}
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
+	other := tb.b.NewSession("127.0.0.1:1002", &lcOutbox{})
+	tb.b.CanDo(other, []byte("fn"), 0)
+	seq := tb.submit(t, bg("fn", "", "p"))
+	a := tb.grab(t)
+	tb.advance(4 * time.Second)
+	require.Equal(t, "running", tb.b.Jobs(0)[0].State)
+	tb.advance(time.Second)
+	require.Equal(t, "retry-wait", tb.b.Jobs(0)[0].State)
+
+	// The silent worker finally answers: too late.
+	require.ErrorIs(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("late")), ErrJobNotFound)
+	require.ErrorIs(t, tb.b.WorkStatus(tb.worker, a.Seq, 1, 2), ErrJobNotFound)
+
+	tb.advance(time.Second)
+	a2, ok := tb.b.Grab(other)
+	require.True(t, ok)
+	require.Equal(t, seq, a2.Seq)
+	require.NoError(t, tb.b.Finish(other, seq, Complete, []byte("ok")))
+	require.Zero(t, tb.b.JobCount())
+	// And after it completed, the first worker's answer is still refused.
+	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")), ErrJobNotFound)
+	require.Zero(t, tb.b.JobCount())
+	require.Empty(t, tb.b.DeadLetters(""))
+}
+
+// A worker that vanishes counts as a failed attempt under a policy; the
+// last attempt lost this way leaves a dead letter saying so.
+func TestWorkerVanishedUsesAttempts(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Second)}
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}})
+	seq := tb.submit(t, bg("fn", "", "p"))
+	for range 2 {
+		w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
+		tb.b.CanDo(w, []byte("fn"), 0)
+		a, ok := tb.b.Grab(w)
+		require.True(t, ok)
+		require.Equal(t, seq, a.Seq)
+		tb.b.CloseSession(w)
+		tb.advance(time.Second)
+	}
+	require.Zero(t, tb.b.JobCount())
+	dl := tb.b.DeadLetters("fn")
+	require.Len(t, dl, 1)
+	require.Equal(t, "worker vanished", dl[0].LastError)
+	require.Equal(t, uint32(2), dl[0].Attempts)
+}
+
+// Without a policy a vanished worker's job goes back to the front of the
+// queue at once, as in gearmand; with --job-retries exhausted a background
+// job becomes a dead letter.
+func TestGearmandTakebackRules(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{cfg: Config{JobRetries: 2}})
+	seq := tb.submit(t, bg("fn", "", "p"))
+	for i := range 2 {
+		w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
+		tb.b.CanDo(w, []byte("fn"), 0)
+		a, ok := tb.b.Grab(w)
+		require.True(t, ok, "round %d", i)
+		require.Equal(t, seq, a.Seq)
+		tb.b.CloseSession(w)
+	}
+	require.Zero(t, tb.b.JobCount())
+	dl := tb.b.DeadLetters("fn")
+	require.Len(t, dl, 1)
+	require.Equal(t, "worker vanished", dl[0].LastError)
+	require.Equal(t, uint32(2), dl[0].Attempts)
+}
+
+// A foreground job is never retried after WORK_FAIL, even with a policy.
+func TestForegroundFailNotRetried(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 5, Backoff: noJitter(time.Second)}
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
+	tb.b.SetExceptions(tb.client)
+	seq := tb.submit(t, SubmitParams{Function: []byte("fn"), Payload: []byte("x")})
+	a := tb.grab(t)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Exception, []byte("bad")))
+	evs := tb.cout.take()
+	require.Equal(t, []EventKind{EventException}, kinds(evs))
+	require.Equal(t, seq, evs[0].Seq)
+	tb.advance(time.Minute)
+	tb.noJob(t)
+	require.Zero(t, tb.b.JobCount())
+	require.Empty(t, tb.b.DeadLetters(""))
+}
+
+// Per-job attempts and timeout (HTTP API) override the function's policy.
+func TestPerJobOverrides(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{can: []string{"fn"}})
+	p := bg("fn", "", "p")
+	p.Attempts = 2
+	p.Timeout = 3 * time.Second
+	seq := tb.submit(t, p)
+	tb.grab(t)
+	tb.advance(3 * time.Second) // timed out: attempt 1
+	tb.advance(2 * time.Second) // default backoff is at most 1s
+	a := tb.grab(t)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Fail, nil))
+	dl := tb.b.DeadLetters("fn")
+	require.Len(t, dl, 1)
+	require.Equal(t, uint32(2), dl[0].Attempts)
+	require.Equal(t, "timeout", dl[0].History[0].Outcome)
+}
