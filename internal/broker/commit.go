@@ -32,8 +32,10 @@ func (b *Broker) commitLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			// Final flush so that acknowledged work is not held back.
-			b.commitOnce(context.WithoutCancel(ctx), &saves, &records, &deletes)
+			// Final flush so that acknowledged work is not held back,
+			// including what the last batch's acknowledgements queued.
+			for b.commitOnce(context.WithoutCancel(ctx), &saves, &records, &deletes) || b.hasPendingWrites() {
+			}
 			return
 		case <-b.commitWake:
 		}

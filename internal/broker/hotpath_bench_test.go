@@ -29,3 +29,29 @@ func BenchmarkHotPathNoPolicy(b *testing.B) {
 		}
 	}
 }
+
+// The lifecycle features cost the no-policy hot path no allocation: a
+// background Submit → Grab → Finish allocates the job and its extra
+// record, nothing else.
+func TestHotPathAllocations(t *testing.T) {
+	br := New(Config{})
+	client := br.NewSession("c", discardOutbox{})
+	worker := br.NewSession("w", discardOutbox{})
+	br.CanDo(worker, []byte("fn"), 0)
+	payload := []byte("payload")
+	fn := []byte("fn")
+	done := func(uint64, bool, error) {}
+	allocs := testing.AllocsPerRun(1000, func() {
+		br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
+		a, ok := br.Grab(worker)
+		if !ok {
+			t.Fatal("no job")
+		}
+		if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2 {
+		t.Fatalf("hot path allocates %v times per job, want at most 2", allocs)
+	}
+}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
@@ -181,9 +182,10 @@ type lcOpts struct {
 	can []string
 }
 
-// setupLC starts a broker with a fake clock. With a store it is started
-// (replaying the store) and stopped at cleanup; without one no goroutine
-// runs and the test fires timers itself with RunTimers.
+// setupLC starts a broker with a fake clock (replaying the store, if any)
+// and stops it at cleanup. Tests fire timers themselves with RunTimers
+// after moving the clock; the broker's own timer goroutine, which may fire
+// them too, sleeps by the real clock.
 func setupLC(t *testing.T, o lcOpts) *lcBundle {
 	t.Helper()
 	tb := &lcBundle{clock: o.clock, store: o.store}
@@ -192,6 +194,9 @@ func setupLC(t *testing.T, o lcOpts) *lcBundle {
 	}
 	cfg := o.cfg
 	cfg.Clock = tb.clock
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if cfg.RandFunc == nil {
 		cfg.RandFunc = func() float64 { return 0 }
 	}

@@ -58,6 +58,14 @@ func (b *Broker) queueMetaLocked(key string, value []byte) {
 	b.kickCommitter()
 }
 
+// hasPendingWrites reports whether anything waits for the committer.
+func (b *Broker) hasPendingWrites() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 ||
+		len(b.life.pendingMeta) > 0
+}
+
 func (b *Broker) takePendingMetaLocked() []store.Meta {
 	if len(b.life.pendingMeta) == 0 {
 		return nil

@@ -1,0 +1,190 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Everything the lifecycle keeps survives a restart on the same store:
+// retry-wait jobs with their attempts and backoff, ordered keys blocked
+// behind their head, dead letters with their history, retained results
+// that still answer re-submits, and pauses.
+func TestRestartKeepsLifecycleState(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 3, Backoff: noJitter(10 * time.Second), Ordering: OrderingUniquePrefix,
+		ResultRetention: time.Hour}
+	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn", "dl"}}
+	opts.store = newLCStore()
+	tb := setupLC(t, opts)
+
+	a := tb.submit(t, bg("fn", "k:1", "a"))
+	b := tb.submit(t, bg("fn", "k:2", "b"))
+	r := tb.submit(t, bg("fn", "res", "r"))
+	d := tb.submit(t, bg("dl", "", "d"))
+	outcomes := map[uint64]func() error{
+		a: func() error { return tb.b.Finish(tb.worker, a, Exception, []byte("first try")) },
+		r: func() error { return tb.b.Finish(tb.worker, r, Complete, []byte("kept")) },
+		d: func() error { return tb.b.Finish(tb.worker, d, Exception, []byte("dead")) },
+	}
+	for range 3 {
+		g := tb.grab(t)
+		finish := outcomes[g.Seq]
+		require.NotNil(t, finish, "unexpected job %d", g.Seq)
+		delete(outcomes, g.Seq)
+		require.NoError(t, finish())
+	}
+	tb.noJob(t) // b is blocked behind a
+	tb.b.Pause("paused", time.Time{})
+	tb.b.Pause("later", tb.clock.Now().Add(time.Hour))
+
+	tb.clock.Add(5 * time.Second)
+	tb = tb.restart(t, opts)
+
+	// a waits out the rest of its backoff; b is still behind it.
+	tb.noJob(t)
+	tb.advance(5 * time.Second)
+	require.Equal(t, a, tb.grab(t).Seq)
+	tb.noJob(t)
+	require.NoError(t, tb.b.Finish(tb.worker, a, Complete, []byte("done")))
+	require.Equal(t, b, tb.grab(t).Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, b, Complete, nil))
+
+	// The dead letter kept its error, payload and history.
+	dl, ok := tb.b.DeadLetterByHandle([]byte(tb.b.Handle(d)))
+	require.True(t, ok)
+	require.Equal(t, "dead", dl.LastError)
+	require.Equal(t, []byte("d"), dl.Payload)
+	require.Len(t, dl.History, 1)
+
+	// The retained result still answers, by handle and by re-submit.
+	res, ok := tb.b.Result([]byte(tb.b.Handle(r)))
+	require.True(t, ok)
+	require.Equal(t, []byte("kept"), res.Data)
+	require.Equal(t, r, tb.submit(t, bg("fn", "res", "r")))
+	tb.noJob(t)
+
+	// Pauses survive.
+	fp := tb.b.Policies()
+	paused := map[string]bool{}
+	for _, p := range fp {
+		paused[p.Name] = p.Paused
+	}
+	require.True(t, paused["paused"])
+	require.True(t, paused["later"])
+
+	// A second restart after the retention and the pause end: the result
+	// is gone from memory and store.
+	tb.clock.Add(2 * time.Hour)
+	tb = tb.restart(t, opts)
+	_, ok = tb.b.Result([]byte(tb.b.Handle(r)))
+	require.False(t, ok)
+	for _, p := range tb.b.Policies() {
+		if p.Name == "later" {
+			require.False(t, p.Paused)
+		}
+	}
+	tb.b.Stop()
+	_, stored := tb.store.get(r)
+	require.False(t, stored)
+	_, stored = tb.store.get(d)
+	require.True(t, stored)
+}
+
+// The store records each lifecycle state as a Save, not a Delete.
+func TestLifecycleStatesAreStored(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Minute), ResultRetention: time.Hour}
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()})
+	a := tb.submit(t, bg("fn", "", "a"))
+	tb.grab(t)
+	require.NoError(t, tb.b.Finish(tb.worker, a, Exception, []byte("x")))
+	tb.b.Stop() // flushes the committer
+	rec, ok := tb.store.get(a)
+	require.True(t, ok)
+	require.Equal(t, store.StateRetryWait, rec.State)
+	require.Equal(t, uint32(1), rec.Attempts)
+	require.Equal(t, "x", rec.LastError)
+	require.Equal(t, tb.clock.Now().Add(time.Minute).UnixNano(), rec.NotBefore)
+	require.Len(t, rec.History, 1)
+}
+
+// A cron tick is submitted exactly once even across restarts; ticks
+// missed while the server was down follow the schedule's Missed rule.
+func TestCronExactlyOnceAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		missed Missed
+		want   int
+	}{{MissedAll, 3}, {MissedOne, 1}, {MissedSkip, 0}} {
+		t.Run(string(tc.missed)+"-", func(t *testing.T) {
+			t.Parallel()
+			opts := lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, "min", "fn", tc.missed)}}, store: newLCStore()}
+			tb := setupLC(t, opts)
+			tb.advance(time.Minute) // 10:01: one tick
+			tb.b.Stop()
+			require.Equal(t, 1, tb.store.len())
+
+			// Restart at the same moment: nothing new.
+			tb = tb.restart(t, opts)
+			tb.b.RunTimers()
+			tb.b.Stop()
+			require.Equal(t, 1, tb.store.len())
+
+			// Down for three ticks.
+			tb.clock.Add(3*time.Minute + 10*time.Second)
+			tb = tb.restart(t, opts)
+			tb.b.RunTimers()
+			tb.b.Stop()
+			require.Equal(t, 1+tc.want, tb.store.len())
+
+			// The schedule goes on from there.
+			tb = tb.restart(t, opts)
+			tb.advance(50 * time.Second) // 10:05
+			tb.b.Stop()
+			require.Equal(t, 2+tc.want, tb.store.len())
+		})
+	}
+}
+
+// A crash after the tick's job was stored but before the tick itself was
+// recorded does not submit the tick again: the job carries its tick.
+func TestCronTickRecoveredFromJob(t *testing.T) {
+	t.Parallel()
+	opts := lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, "min", "fn", MissedAll)}}, store: newLCStore()}
+	tb := setupLC(t, opts)
+	tb.advance(time.Minute)
+	tb.b.Stop()
+	require.Equal(t, 1, tb.store.len())
+	tb.store.mu.Lock()
+	require.Contains(t, tb.store.meta, "cron/min")
+	delete(tb.store.meta, "cron/min") // as if the crash came first
+	tb.store.mu.Unlock()
+	tb = tb.restart(t, opts)
+	tb.b.RunTimers()
+	tb.b.Stop()
+	require.Equal(t, 1, tb.store.len())
+}
+
+// A job that was running at a crash runs again after the restart, keeping
+// its ordering position.
+func TestRestartRunningOrderedHead(t *testing.T) {
+	t.Parallel()
+	pol := Policy{Ordering: OrderingUniquePrefix}
+	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()}
+	tb := setupLC(t, opts)
+	a := tb.submit(t, bg("fn", "k:1", "a"))
+	b := tb.submit(t, bg("fn", "k:2", "b"))
+	c := tb.submit(t, bg("fn", "k:3", "c"))
+	require.Equal(t, a, tb.grab(t).Seq)
+	tb = tb.restart(t, opts)
+	require.Equal(t, a, tb.grab(t).Seq)
+	tb.noJob(t)
+	require.NoError(t, tb.b.Finish(tb.worker, a, Complete, nil))
+	require.Equal(t, b, tb.grab(t).Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, b, Complete, nil))
+	require.Equal(t, c, tb.grab(t).Seq)
+}
