@@ -240,7 +240,7 @@ func (tb *lcBundle) trySubmit(t *testing.T, p SubmitParams) (uint64, error) {
 	}
 }
 
-func bg(fn, unique, payload string) SubmitParams {
+func lcBG(fn, unique, payload string) SubmitParams {
 	p := SubmitParams{Function: []byte(fn), Payload: []byte(payload), Priority: Normal, Background: true}
 	if unique != "" {
 		p.Unique = []byte(unique)

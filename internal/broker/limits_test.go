@@ -15,8 +15,8 @@ func TestConcurrencyLimit(t *testing.T) {
 	out2 := &lcOutbox{}
 	w2 := tb.b.NewSession("127.0.0.1:3000", out2)
 	tb.b.CanDo(w2, []byte("fn"), 0)
-	j1 := tb.submit(t, bg("fn", "", "1"))
-	j2 := tb.submit(t, bg("fn", "", "2"))
+	j1 := tb.submit(t, lcBG("fn", "", "1"))
+	j2 := tb.submit(t, lcBG("fn", "", "2"))
 	require.Equal(t, j1, tb.grab(t).Seq)
 	_, ok := tb.b.Grab(w2)
 	require.False(t, ok)
@@ -35,7 +35,7 @@ func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", Policy{Rate: 2, Burst: 3})}, can: []string{"fn"}})
 	for i := range 6 {
-		tb.submit(t, bg("fn", "", string(rune('a'+i))))
+		tb.submit(t, lcBG("fn", "", string(rune('a'+i))))
 	}
 	for range 3 {
 		a := tb.grab(t)
@@ -61,9 +61,9 @@ func TestRateLimit(t *testing.T) {
 func TestMaxQueueReject(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", Policy{MaxQueue: [3]int{2, 2, 2}})}})
-	tb.submit(t, bg("fn", "", "1"))
-	tb.submit(t, bg("fn", "", "2"))
-	_, err := tb.trySubmit(t, bg("fn", "", "3"))
+	tb.submit(t, lcBG("fn", "", "1"))
+	tb.submit(t, lcBG("fn", "", "2"))
+	_, err := tb.trySubmit(t, lcBG("fn", "", "3"))
 	require.ErrorIs(t, err, ErrQueueFull)
 	require.Equal(t, "Job queue is full", err.Error())
 	st := tb.b.Status()
@@ -71,7 +71,7 @@ func TestMaxQueueReject(t *testing.T) {
 	// "maxqueue" changes the policy too, and it reads back.
 	tb.b.SetMaxQueue("fn", [3]int{5, 4, 3})
 	require.Equal(t, [3]int{5, 4, 3}, tb.b.Policy("fn").MaxQueue)
-	tb.submit(t, bg("fn", "", "3"))
+	tb.submit(t, lcBG("fn", "", "3"))
 }
 
 // drop-oldest drops the oldest queued job of the same or a lower priority,
@@ -80,16 +80,16 @@ func TestMaxQueueDropOldest(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxQueue: [3]int{3, 3, 3}, Overflow: OverflowDropOldest}
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
-	n1 := tb.submit(t, bg("fn", "", "n1"))
-	n2 := tb.submit(t, bg("fn", "", "n2"))
+	n1 := tb.submit(t, lcBG("fn", "", "n1"))
+	n2 := tb.submit(t, lcBG("fn", "", "n2"))
 	low := SubmitParams{Function: []byte("fn"), Payload: []byte("l1"), Priority: Low}
 	l1 := tb.submit(t, low) // foreground, so its client hears of the drop
-	hi := bg("fn", "", "h1")
+	hi := lcBG("fn", "", "h1")
 	hi.Priority = High
 	h1 := tb.submit(t, hi)
 	require.Equal(t, []EventKind{EventFail}, kinds(tb.cout.take()))
 	require.NotContains(t, seqs(tb.b.Jobs(0)), l1)
-	n3 := tb.submit(t, bg("fn", "", "n3"))
+	n3 := tb.submit(t, lcBG("fn", "", "n3"))
 	require.Equal(t, []uint64{n2, h1, n3}, seqs(tb.b.Jobs(0)))
 	// A low job cannot push out the normal and high ones.
 	_, err := tb.trySubmit(t, SubmitParams{Function: []byte("fn"), Payload: []byte("l2"), Priority: Low, Background: true})
@@ -109,14 +109,14 @@ func seqs(js []JobInfo) []uint64 {
 func TestPriorityAging(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", Policy{AgeAfter: time.Minute})}, can: []string{"fn"}})
-	low := bg("fn", "", "low")
+	low := lcBG("fn", "", "low")
 	low.Priority = Low
 	l := tb.submit(t, low)
 	tb.clock.Add(30 * time.Second)
-	n := tb.submit(t, bg("fn", "", "normal"))
+	n := tb.submit(t, lcBG("fn", "", "normal"))
 	// Strict while young.
 	require.Equal(t, n, tb.grab(t).Seq)
-	n2 := tb.submit(t, bg("fn", "", "normal2"))
+	n2 := tb.submit(t, lcBG("fn", "", "normal2"))
 	tb.clock.Add(31 * time.Second)
 	// The low job has waited 61s: it counts as normal and is older.
 	require.Equal(t, l, tb.grab(t).Seq)
@@ -126,7 +126,7 @@ func TestPriorityAging(t *testing.T) {
 	tb2 := setupLC(t, lcOpts{can: []string{"fn"}})
 	l = tb2.submit(t, low)
 	tb2.clock.Add(time.Hour)
-	n = tb2.submit(t, bg("fn", "", "normal"))
+	n = tb2.submit(t, lcBG("fn", "", "normal"))
 	require.Equal(t, n, tb2.grab(t).Seq)
 	require.Equal(t, l, tb2.grab(t).Seq)
 }
@@ -135,8 +135,8 @@ func TestPauseAndResume(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{can: []string{"fn", "other"}})
 	tb.b.Pause("fn", time.Time{})
-	j := tb.submit(t, bg("fn", "", "1"))
-	o := tb.submit(t, bg("other", "", "o"))
+	j := tb.submit(t, lcBG("fn", "", "1"))
+	o := tb.submit(t, lcBG("other", "", "o"))
 	require.Equal(t, o, tb.grab(t).Seq)
 	tb.noJob(t)
 	tb.b.PreSleep(tb.worker)
@@ -149,7 +149,7 @@ func TestPauseAndResume(t *testing.T) {
 
 	// Pause until a time: the timer resumes it and wakes the worker.
 	tb.b.Pause("fn", tb.clock.Now().Add(time.Minute))
-	j2 := tb.submit(t, bg("fn", "", "2"))
+	j2 := tb.submit(t, lcBG("fn", "", "2"))
 	tb.noJob(t)
 	tb.b.PreSleep(tb.worker)
 	fp := tb.b.Policies()
@@ -166,8 +166,8 @@ func TestPauseAndResume(t *testing.T) {
 func TestSetPolicyAtRuntime(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{can: []string{"fn"}})
-	tb.submit(t, bg("fn", "", "1"))
-	tb.submit(t, bg("fn", "", "2"))
+	tb.submit(t, lcBG("fn", "", "1"))
+	tb.submit(t, lcBG("fn", "", "2"))
 	var p Policy
 	require.NoError(t, p.Set("concurrency", "1"))
 	tb.b.SetPolicy("fn", p)

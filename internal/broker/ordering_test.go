@@ -16,11 +16,11 @@ func orderedPolicy() Policy {
 func TestOrderedQueue(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", orderedPolicy())}, can: []string{"fn"}})
-	a1 := tb.submit(t, bg("fn", "acct-1:1", "a1"))
-	a2 := tb.submit(t, bg("fn", "acct-1:2", "a2"))
-	b1 := tb.submit(t, bg("fn", "acct-2:1", "b1"))
-	a3 := tb.submit(t, bg("fn", "acct-1:3", "a3"))
-	free := tb.submit(t, bg("fn", "nokey", "free"))
+	a1 := tb.submit(t, lcBG("fn", "acct-1:1", "a1"))
+	a2 := tb.submit(t, lcBG("fn", "acct-1:2", "a2"))
+	b1 := tb.submit(t, lcBG("fn", "acct-2:1", "b1"))
+	a3 := tb.submit(t, lcBG("fn", "acct-1:3", "a3"))
+	free := tb.submit(t, lcBG("fn", "nokey", "free"))
 
 	// Only the heads of each key and the unordered job are runnable.
 	g1 := tb.grab(t)
@@ -35,7 +35,7 @@ func TestOrderedQueue(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, b1, Complete, nil))
 	require.NoError(t, tb.b.Finish(tb.worker, free, Complete, nil))
 	tb.noJob(t)
-	b2 := tb.submit(t, bg("fn", "acct-2:2", "b2"))
+	b2 := tb.submit(t, lcBG("fn", "acct-2:2", "b2"))
 	require.Equal(t, b2, tb.grab(t).Seq)
 	require.NoError(t, tb.b.Finish(tb.worker, b2, Complete, nil))
 
@@ -63,7 +63,7 @@ func TestOrderedQueue(t *testing.T) {
 func TestExplicitOrderingKeyAndCancel(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{can: []string{"fn"}})
-	p := bg("fn", "", "1")
+	p := lcBG("fn", "", "1")
 	p.OrderingKey = "k"
 	j1 := tb.submit(t, p)
 	p.Payload = []byte("2")

@@ -21,10 +21,10 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	opts.store = newLCStore()
 	tb := setupLC(t, opts)
 
-	a := tb.submit(t, bg("fn", "k:1", "a"))
-	b := tb.submit(t, bg("fn", "k:2", "b"))
-	r := tb.submit(t, bg("fn", "res", "r"))
-	d := tb.submit(t, bg("dl", "", "d"))
+	a := tb.submit(t, lcBG("fn", "k:1", "a"))
+	b := tb.submit(t, lcBG("fn", "k:2", "b"))
+	r := tb.submit(t, lcBG("fn", "res", "r"))
+	d := tb.submit(t, lcBG("dl", "", "d"))
 	outcomes := map[uint64]func() error{
 		a: func() error { return tb.b.Finish(tb.worker, a, Exception, []byte("first try")) },
 		r: func() error { return tb.b.Finish(tb.worker, r, Complete, []byte("kept")) },
@@ -64,7 +64,7 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	res, ok := tb.b.Result([]byte(tb.b.Handle(r)))
 	require.True(t, ok)
 	require.Equal(t, []byte("kept"), res.Data)
-	require.Equal(t, r, tb.submit(t, bg("fn", "res", "r")))
+	require.Equal(t, r, tb.submit(t, lcBG("fn", "res", "r")))
 	tb.noJob(t)
 
 	// Pauses survive.
@@ -99,7 +99,7 @@ func TestLifecycleStatesAreStored(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Minute), ResultRetention: time.Hour}
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()})
-	a := tb.submit(t, bg("fn", "", "a"))
+	a := tb.submit(t, lcBG("fn", "", "a"))
 	tb.grab(t)
 	require.NoError(t, tb.b.Finish(tb.worker, a, Exception, []byte("x")))
 	tb.b.Stop() // flushes the committer
@@ -176,9 +176,9 @@ func TestRestartRunningOrderedHead(t *testing.T) {
 	pol := Policy{Ordering: OrderingUniquePrefix}
 	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()}
 	tb := setupLC(t, opts)
-	a := tb.submit(t, bg("fn", "k:1", "a"))
-	b := tb.submit(t, bg("fn", "k:2", "b"))
-	c := tb.submit(t, bg("fn", "k:3", "c"))
+	a := tb.submit(t, lcBG("fn", "k:1", "a"))
+	b := tb.submit(t, lcBG("fn", "k:2", "b"))
+	c := tb.submit(t, lcBG("fn", "k:3", "c"))
 	require.Equal(t, a, tb.grab(t).Seq)
 	tb = tb.restart(t, opts)
 	require.Equal(t, a, tb.grab(t).Seq)

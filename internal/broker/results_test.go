@@ -13,7 +13,7 @@ func TestResultRetention(t *testing.T) {
 	t.Parallel()
 	pol := Policy{ResultRetention: time.Hour}
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
-	seq := tb.submit(t, bg("fn", "order-7", "p"))
+	seq := tb.submit(t, lcBG("fn", "order-7", "p"))
 	a := tb.grab(t)
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("result!")))
 	require.Zero(t, tb.b.JobCount())
@@ -27,7 +27,7 @@ func TestResultRetention(t *testing.T) {
 	require.Equal(t, seq, r.Seq)
 
 	// Background re-submit: same handle, nothing queued.
-	again := tb.submit(t, bg("fn", "order-7", "p"))
+	again := tb.submit(t, lcBG("fn", "order-7", "p"))
 	require.Equal(t, seq, again)
 	tb.noJob(t)
 	// Foreground re-submit: the handle, then the result at once.
@@ -42,7 +42,7 @@ func TestResultRetention(t *testing.T) {
 	tb.advance(time.Hour)
 	_, ok = tb.b.Result([]byte(tb.b.Handle(seq)))
 	require.False(t, ok)
-	seq2 := tb.submit(t, bg("fn", "order-7", "p"))
+	seq2 := tb.submit(t, lcBG("fn", "order-7", "p"))
 	require.NotEqual(t, seq, seq2)
 	require.Equal(t, seq2, tb.grab(t).Seq)
 }
@@ -51,11 +51,11 @@ func TestResultRetention(t *testing.T) {
 func TestNoRetentionByDefault(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{can: []string{"fn"}})
-	seq := tb.submit(t, bg("fn", "u", "p"))
+	seq := tb.submit(t, lcBG("fn", "u", "p"))
 	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Complete, []byte("r")))
 	_, ok := tb.b.Result([]byte(tb.b.Handle(seq)))
 	require.False(t, ok)
-	require.NotEqual(t, seq, tb.submit(t, bg("fn", "u", "p")))
+	require.NotEqual(t, seq, tb.submit(t, lcBG("fn", "u", "p")))
 }
 
 func TestDeadLetterRetryAndPurge(t *testing.T) {
@@ -63,7 +63,7 @@ func TestDeadLetterRetryAndPurge(t *testing.T) {
 	tb := setupLC(t, lcOpts{can: []string{"fn", "other"}})
 	var dead []uint64
 	for _, fn := range []string{"fn", "fn", "fn", "other"} {
-		seq := tb.submit(t, bg(fn, "", fn))
+		seq := tb.submit(t, lcBG(fn, "", fn))
 		a := tb.grab(t)
 		require.Equal(t, seq, a.Seq)
 		require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Exception, []byte("err "+fn)))
@@ -104,14 +104,14 @@ func TestDeadLetterLimit(t *testing.T) {
 	tb.b.SetPolicy("drop", Policy{MaxDeadLetters: -1})
 	var seqs []uint64
 	for i := range 3 {
-		seq := tb.submit(t, bg("fn", "", string(rune('a'+i))))
+		seq := tb.submit(t, lcBG("fn", "", string(rune('a'+i))))
 		require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
 		seqs = append(seqs, seq)
 	}
 	dl := tb.b.DeadLetters("fn")
 	require.Len(t, dl, 2)
 	require.Equal(t, []uint64{seqs[1], seqs[2]}, []uint64{dl[0].Seq, dl[1].Seq})
-	tb.submit(t, bg("drop", "", "x"))
+	tb.submit(t, lcBG("drop", "", "x"))
 	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
 	require.Empty(t, tb.b.DeadLetters("drop"))
 }

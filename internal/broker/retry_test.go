@@ -35,7 +35,7 @@ func TestBackoffDelay(t *testing.T) {
 func TestDefaultWorkFailIsFinal(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{can: []string{"fn"}})
-	seq := tb.submit(t, bg("fn", "", "p"))
+	seq := tb.submit(t, lcBG("fn", "", "p"))
 	a := tb.grab(t)
 	require.Equal(t, seq, a.Seq)
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
@@ -65,7 +65,7 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 3, Backoff: noJitter(10 * time.Second)}
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
-	seq := tb.submit(t, bg("fn", "u1", "payload"))
+	seq := tb.submit(t, lcBG("fn", "u1", "payload"))
 
 	a := tb.grab(t)
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
@@ -100,7 +100,7 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 	require.Equal(t, "boom", dl.History[1].Error)
 
 	// The unique is free again: a new submit makes a new job.
-	seq2 := tb.submit(t, bg("fn", "u1", "payload"))
+	seq2 := tb.submit(t, lcBG("fn", "u1", "payload"))
 	require.NotEqual(t, seq, seq2)
 }
 
@@ -113,7 +113,7 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
 	other := tb.b.NewSession("127.0.0.1:1002", &lcOutbox{})
 	tb.b.CanDo(other, []byte("fn"), 0)
-	seq := tb.submit(t, bg("fn", "", "p"))
+	seq := tb.submit(t, lcBG("fn", "", "p"))
 	a := tb.grab(t)
 	tb.advance(4 * time.Second)
 	require.Equal(t, "running", tb.b.Jobs(0)[0].State)
@@ -142,7 +142,7 @@ func TestWorkerVanishedUsesAttempts(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Second)}
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}})
-	seq := tb.submit(t, bg("fn", "", "p"))
+	seq := tb.submit(t, lcBG("fn", "", "p"))
 	for range 2 {
 		w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
 		tb.b.CanDo(w, []byte("fn"), 0)
@@ -165,7 +165,7 @@ func TestWorkerVanishedUsesAttempts(t *testing.T) {
 func TestGearmandTakebackRules(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{JobRetries: 2}})
-	seq := tb.submit(t, bg("fn", "", "p"))
+	seq := tb.submit(t, lcBG("fn", "", "p"))
 	for i := range 2 {
 		w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
 		tb.b.CanDo(w, []byte("fn"), 0)
@@ -203,7 +203,7 @@ func TestForegroundFailNotRetried(t *testing.T) {
 func TestPerJobOverrides(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{can: []string{"fn"}})
-	p := bg("fn", "", "p")
+	p := lcBG("fn", "", "p")
 	p.Attempts = 2
 	p.Timeout = 3 * time.Second
 	seq := tb.submit(t, p)
