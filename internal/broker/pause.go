@@ -21,6 +21,13 @@ func (b *Broker) Pause(name string, until time.Time) {
 	b.pauseLocked(b.function(name), at, true)
 }
 
+// PauseFor pauses the function name for d by the broker's clock.
+func (b *Broker) PauseFor(name string, d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pauseLocked(b.function(name), b.clock.Now().Add(d).UnixNano(), true)
+}
+
 func (b *Broker) pauseLocked(f *function, until int64, persist bool) {
 	l := b.fnLifeLocked(f)
 	l.paused = true

@@ -73,7 +73,9 @@ func (c *conn) admin(line []byte) bool {
 		}
 		sb.WriteString(".\n")
 	case "show":
-		sb.WriteString(textUnknownShow)
+		if !c.adminLifecycle(cmd, &sb) {
+			sb.WriteString(textUnknownShow)
+		}
 	case "cancel job":
 		if len(cmd.Args) != 1 {
 			sb.WriteString(errArgs("cancel"))
@@ -139,7 +141,9 @@ func (c *conn) admin(line []byte) bool {
 		c.srv.cfg.ShutdownFunc(graceful)
 		return graceful
 	default:
-		sb.WriteString("ERR UNKNOWN_COMMAND Unknown+server+command" + cmd.Name + "\r\n")
+		if !c.adminLifecycle(cmd, &sb) {
+			sb.WriteString("ERR UNKNOWN_COMMAND Unknown+server+command" + cmd.Name + "\r\n")
+		}
 	}
 	c.write([]byte(sb.String()))
 	return true

@@ -1,0 +1,259 @@
+package gearmanapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// lcClock is a clock the lifecycle tests move by hand; after moving it
+// they fire the broker's timers with RunTimers.
+type lcClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *lcClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *lcClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type lcBundle struct {
+	*testBundle
+	clock *lcClock
+	port  string
+}
+
+func setupLifecycle(t *testing.T, bcfg broker.Config) *lcBundle {
+	t.Helper()
+	clock := &lcClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	bcfg.HandlePrefix = "H:test:"
+	bcfg.Clock = clock
+	bcfg.Logger = slog.New(slog.DiscardHandler)
+	bcfg.RandFunc = func() float64 { return 0 }
+	b := broker.New(bcfg)
+	require.NoError(t, b.Start(context.Background()))
+	srv := New(Config{Broker: b, Logger: slog.New(slog.DiscardHandler)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(context.Background(), ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		b.Stop()
+	})
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	require.NoError(t, err)
+	return &lcBundle{testBundle: &testBundle{addr: ln.Addr().String(), b: b}, clock: clock, port: port}
+}
+
+// advance moves the clock and fires due timers.
+func (tb *lcBundle) advance(d time.Duration) {
+	tb.clock.add(d)
+	tb.b.RunTimers()
+}
+
+// read reads one packet and returns its command and arguments.
+func (c *client) read() (gearman.Command, []string) {
+	c.t.Helper()
+	hdr := make([]byte, gearman.HeaderSize)
+	_, err := io.ReadFull(c.r, hdr)
+	require.NoError(c.t, err)
+	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
+	_, err = io.ReadFull(c.r, body)
+	require.NoError(c.t, err)
+	var args []string
+	if len(body) > 0 {
+		args = strings.Split(string(body), "\x00")
+	}
+	return gearman.Command(binary.BigEndian.Uint32(hdr[4:])), args
+}
+
+// admin sends one admin line and returns the answer: one line, or up to
+// and including the "." line for list answers.
+func (c *client) admin(line string, list bool) string {
+	c.t.Helper()
+	_, err := c.nc.Write([]byte(line + "\n"))
+	require.NoError(c.t, err)
+	if !list {
+		return c.line()
+	}
+	var sb strings.Builder
+	for {
+		l := c.line()
+		sb.WriteString(l)
+		if l == ".\n" || strings.HasPrefix(l, "ERR ") {
+			return sb.String()
+		}
+	}
+}
+
+// gearmanCLI runs Debian's gearman client (libgearman) against the server.
+func (tb *lcBundle) gearmanCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin, err := exec.LookPath("gearman")
+	if err != nil {
+		t.Skip("gearman (Debian gearman-tools) is not installed; scripts/deps.sh installs it")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", tb.port}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if err != nil {
+		return out.String(), &exec.ExitError{ProcessState: cmd.ProcessState, Stderr: errOut.Bytes()}
+	}
+	return out.String(), nil
+}
+
+// A background job submitted by libgearman's client fails twice under a
+// retry policy, becomes a dead letter, is retried by an admin command,
+// completes, and its retained result answers a foreground re-submit of the
+// same unique without any worker.
+func TestLifecycleWithGearmanClient(t *testing.T) {
+	t.Parallel()
+	tb := setupLifecycle(t, broker.Config{})
+	adm := tb.dial(t)
+	require.Equal(t, "OK\r\n", adm.admin("policy lcfn max_attempts=2 backoff=1s backoff_jitter=-1 result_retention=1h", false))
+	require.Equal(t, "lcfn\texplicit\tactive\tmax_attempts=2 backoff=1s backoff_max=0s backoff_multiplier=0 "+
+		"backoff_jitter=-1 timeout=0s ordering=off ordering_separator=: concurrency=0 rate=0 burst=0 "+
+		"max_queue=0 overflow=reject result_retention=1h0m0s age_after=0s max_dead_letters=0\n.\n",
+		adm.admin("show policy lcfn", true))
+
+	_, err := tb.gearmanCLI(t, "-b", "-f", "lcfn", "-u", "order-1", "hello")
+	require.NoError(t, err)
+
+	w := tb.dial(t)
+	w.send(gearman.CanDo, "lcfn")
+	w.send(gearman.GrabJobUniq)
+	cmd, args := w.read()
+	require.Equal(t, gearman.JobAssignUniq, cmd)
+	h := args[0]
+	require.Equal(t, []string{h, "lcfn", "order-1", "hello"}, args)
+	w.send(gearman.WorkFail, h)
+
+	// Waiting out its backoff: not handed out, still a known job.
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.NoJob)
+	require.Equal(t, h+"\t0\t0\t0\n.\n", adm.admin("show jobs", true))
+	tb.advance(time.Second)
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.JobAssignUniq, h, "lcfn", "order-1", "hello")
+	w.send(gearman.WorkException, h, "disk full")
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.NoJob)
+
+	died := tb.clock.Now().UTC().Format(time.RFC3339Nano)
+	require.Equal(t, h+"\tlcfn\torder-1\t2\t"+died+"\t\"disk full\"\n.\n", adm.admin("deadletters", true))
+	show := adm.admin("deadletter show "+h, true)
+	require.Contains(t, show, "handle\t"+h+"\nfunction\tlcfn\nunique\t\"order-1\"\npriority\tnormal\nattempts\t2\n")
+	require.Contains(t, show, "error\t\"disk full\"\npayload\t\"hello\"\n")
+	require.Contains(t, show, "\tfailed\t\"\"\n")
+	require.Contains(t, show, "\texception\t\"disk full\"\n.\n")
+
+	require.Equal(t, "OK 1\n", adm.admin("deadletter retry "+h, false))
+	require.Equal(t, "ERR UNKNOWN_JOB\r\n", adm.admin("deadletter retry "+h, false))
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.JobAssignUniq, h, "lcfn", "order-1", "hello")
+	w.send(gearman.WorkComplete, h, "done!")
+	w.send(gearman.GrabJob)
+	w.expect(gearman.NoJob)
+
+	require.Equal(t, "OK 5\n", adm.admin("result "+h, false))
+	require.Equal(t, "done!\n", adm.line())
+	require.Equal(t, "OK 5\n", adm.admin("result unique:order-1", false))
+	require.Equal(t, "done!\n", adm.line())
+	require.Equal(t, "ERR UNKNOWN_JOB\r\n", adm.admin("result unique:nope", false))
+
+	// libgearman's foreground client gets the retained result; nothing runs.
+	out, err := tb.gearmanCLI(t, "-f", "lcfn", "-u", "order-1", "hello")
+	require.NoError(t, err)
+	require.Equal(t, "done!", strings.TrimSpace(out))
+	require.Equal(t, ".\n", adm.admin("show jobs", true))
+	require.Equal(t, ".\n", adm.admin("deadletters", true))
+}
+
+// A worker that stays silent past the policy timeout loses the job; its
+// late WORK_COMPLETE gets ERROR JOB_NOT_FOUND. Bounded queues answer
+// "Job queue is full"; pause holds jobs back and resume wakes the worker.
+func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
+	t.Parallel()
+	tb := setupLifecycle(t, broker.Config{})
+	adm := tb.dial(t)
+	require.Equal(t, "OK\r\n", adm.admin("policy t timeout=5s max_attempts=3 backoff=1s backoff_jitter=-1 max_queue=1", false))
+	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+unknown+key+\"speed\"+(known:+max_attempts,+"+
+		"backoff,+backoff_max,+backoff_multiplier,+backoff_jitter,+timeout,+ordering,+ordering_separator,+"+
+		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters)\r\n",
+		adm.admin("policy t speed=9", false))
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "t", "", "one")
+	cmd, args := c.read()
+	require.Equal(t, gearman.JobCreated, cmd)
+	h := args[0]
+	c.send(gearman.SubmitJobBg, "t", "", "two")
+	c.expect(gearman.Error, "QUEUE_ERROR", "Job queue is full")
+	require.Equal(t, "t\t1\t1\t1\n.\n", adm.admin("show maxqueue t", true))
+
+	w := tb.dial(t)
+	w.send(gearman.CanDo, "t")
+	w.send(gearman.GrabJob)
+	w.expect(gearman.JobAssign, h, "t", "one")
+	tb.advance(5 * time.Second)
+	w.send(gearman.WorkComplete, h, "late")
+	w.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+
+	require.Equal(t, "OK\r\n", adm.admin("pause t", false))
+	require.Contains(t, adm.admin("show policy t", true), "t\texplicit\tpaused\t")
+	tb.advance(time.Second) // the backoff is over, but t is paused
+	w.send(gearman.GrabJob)
+	w.expect(gearman.NoJob)
+	w.send(gearman.PreSleep)
+	require.Equal(t, "OK\r\n", adm.admin("resume t", false))
+	w.expect(gearman.Noop)
+	w.send(gearman.GrabJob)
+	w.expect(gearman.JobAssign, h, "t", "one")
+	w.send(gearman.WorkComplete, h, "on time")
+	w.send(gearman.GrabJob)
+	w.expect(gearman.NoJob)
+
+	require.Equal(t, "OK\r\n", adm.admin("pause t until 30m", false))
+	until := tb.clock.Now().Add(30 * time.Minute).UTC().Format(time.RFC3339Nano)
+	require.Contains(t, adm.admin("show policy t", true), "t\texplicit\tpaused-until="+until+"\t")
+	require.Equal(t, "OK\r\n", adm.admin("pause t until 2030-01-01T00:00:00Z", false))
+	require.Contains(t, adm.admin("show policy t", true), "paused-until=2030-01-01T00:00:00Z\t")
+	require.Equal(t, "ERR INVALID_ARGUMENTS pause+until+needs+an+RFC+3339+time+or+a+positive+duration\r\n",
+		adm.admin("pause t until soon", false))
+	require.Equal(t, "OK\r\n", adm.admin("policy t reset", false))
+	require.Contains(t, adm.admin("show policy t", true), "t\tdefault\tpaused-until=")
+	require.Equal(t, "OK 0\n", adm.admin("deadletter purge t", false))
+	require.Equal(t, ".\n", adm.admin("show schedules", true))
+	require.Equal(t, ".\n", adm.admin("show ordering", true))
+	// gearmand's answers stay as they were.
+	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", adm.admin("show nothing", false))
+	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", adm.admin("bogus", false))
+}
