@@ -25,6 +25,7 @@ type serveConfig struct {
 	logLevel        string
 	shutdownTimeout time.Duration
 	handlePrefix    string
+	configFile      string
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -36,6 +37,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop (SIGUSR1 or \"shutdown graceful\") waits for running jobs")
+	fs.StringVar(&cfg.configFile, "config", "", "YAML `file` with per-function lifecycle policies and cron schedules (docs/lifecycle.md)")
 	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -73,6 +75,9 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		prefix = "H:" + strings.ReplaceAll(host, ":", "_") + ":"
 	}
 	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log}
+	if err := applyConfigFile(&bcfg, cfg.configFile); err != nil {
+		return err
+	}
 	if st != nil {
 		bcfg.Store = st
 	}

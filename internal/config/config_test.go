@@ -1,0 +1,63 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+func TestLoadExample(t *testing.T) {
+	t.Parallel()
+	lc, err := Load("testdata/gearwork.yaml")
+	require.NoError(t, err)
+	require.Equal(t, broker.Policy{MaxDeadLetters: 1000}, lc.DefaultPolicy)
+	require.Equal(t, broker.Policy{MaxAttempts: 5, Backoff: broker.Backoff{Initial: 2 * time.Second, Max: 5 * time.Minute},
+		Timeout: 30 * time.Second, Concurrency: 4, MaxQueue: [3]int{100, 1000, 1000},
+		Overflow: broker.OverflowDropOldest, MaxDeadLetters: 1000}, lc.Policies["resize"])
+	require.Equal(t, broker.Policy{MaxAttempts: -1, Ordering: broker.OrderingUniquePrefix, OrderingSeparator: ":",
+		ResultRetention: 24 * time.Hour, MaxDeadLetters: 1000}, lc.Policies["payments"])
+	require.Equal(t, broker.Policy{Rate: 10, Burst: 20, AgeAfter: time.Minute, MaxDeadLetters: 1000}, lc.Policies["mail"])
+	require.Len(t, lc.Schedules, 2)
+	s := lc.Schedules[0]
+	require.Equal(t, "nightly-report", s.Name)
+	require.Equal(t, "report", s.Function)
+	require.Equal(t, "0 3 * * *", s.Cron.String())
+	require.Equal(t, []byte(`{"kind":"daily"}`), s.Payload)
+	require.Equal(t, broker.Low, s.Priority)
+	require.Equal(t, broker.MissedOne, s.Missed)
+	require.Equal(t, time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC),
+		s.Cron.Next(time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)).UTC())
+	require.Equal(t, broker.MissedAll, lc.Schedules[1].Missed)
+	require.Equal(t, broker.Normal, lc.Schedules[1].Priority)
+}
+
+func TestParseEmpty(t *testing.T) {
+	t.Parallel()
+	lc, err := Parse(nil)
+	require.NoError(t, err)
+	require.True(t, lc.DefaultPolicy.IsZero())
+	require.Empty(t, lc.Policies)
+	require.Empty(t, lc.Schedules)
+}
+
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ yaml, want string }{
+		{"functions:\n  f:\n    max_attempt: 3\n", `line 3: functions.f: invalid policy: unknown key "max_attempt"`},
+		{"functions:\n  f:\n    timeout: soon\n", `line 3: functions.f: invalid policy: timeout="soon"`},
+		{"functions:\n  f: 3\n", "line 2: functions.f: want a mapping of policy keys"},
+		{"function:\n  f: {}\n", "field function not found"},
+		{"schedules:\n  - name: a\n    function: f\n    cron: '* * *'\n", "schedules[0]: cron"},
+		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n  - name: a\n    function: g\n    cron: '@daily'\n", `duplicate name "a"`},
+		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    missed: some\n", `missed "some"`},
+		{"schedules:\n  - name: a/b\n    function: f\n    cron: '@hourly'\n", "must not contain"},
+		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    timezone: Mars/Olympus\n", "timezone"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		require.Error(t, err, tc.yaml)
+		require.Contains(t, err.Error(), tc.want, tc.yaml)
+	}
+}

@@ -1,0 +1,238 @@
+// Package lifecycle tests Gearwork's lifecycle features end to end: a real
+// "gearwork serve --config" process, Debian's gearman client and worker
+// (libgearman), and raw Gearman packets.
+package lifecycle
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+var gearworkBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gearwork-lifecycle-")
+	if err != nil {
+		panic(err)
+	}
+	gearworkBin = filepath.Join(dir, "gearwork")
+	build := exec.Command("go", "build", "-o", gearworkBin, "../../cmd/gearwork")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("building gearwork: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const configYAML = `
+functions:
+  flaky:
+    max_attempts: 2
+    backoff: 10ms
+    backoff_jitter: -1
+    result_retention: 1h
+schedules:
+  - name: heartbeat
+    function: ping
+    cron: "@every 1s"
+    payload: beat
+`
+
+type server struct {
+	addr string
+	port string
+}
+
+// start runs "gearwork serve --config" on a free port and stops it (by its
+// process id) at cleanup.
+func start(t *testing.T) *server {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(configYAML), 0o600))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	var logs bytes.Buffer
+	cmd := exec.Command(gearworkBin, "serve", "--listen", addr, "--config", cfg, "--log-level", "debug")
+	cmd.Stderr = &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := net.Dial("tcp", addr)
+		if err == nil {
+			nc.Close()
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "server did not start listening")
+		time.Sleep(20 * time.Millisecond) // polling for the process to listen
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return &server{addr: addr, port: port}
+}
+
+type conn struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func (s *server) dial(t *testing.T) *conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", s.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+	return &conn{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (c *conn) send(cmd gearman.Command, args ...string) {
+	c.t.Helper()
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
+	require.NoError(c.t, err)
+}
+
+func (c *conn) read() (gearman.Command, []string) {
+	c.t.Helper()
+	hdr := make([]byte, gearman.HeaderSize)
+	_, err := io.ReadFull(c.r, hdr)
+	require.NoError(c.t, err)
+	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
+	_, err = io.ReadFull(c.r, body)
+	require.NoError(c.t, err)
+	var args []string
+	if len(body) > 0 {
+		args = strings.Split(string(body), "\x00")
+	}
+	return gearman.Command(binary.BigEndian.Uint32(hdr[4:])), args
+}
+
+// grabWhenReady grabs a job, sleeping (PRE_SLEEP) until the server sends
+// NOOP when there is none yet.
+func (c *conn) grabWhenReady() []string {
+	c.t.Helper()
+	for {
+		c.send(gearman.GrabJobUniq)
+		cmd, args := c.read()
+		switch cmd {
+		case gearman.JobAssignUniq:
+			return args
+		case gearman.NoJob:
+			c.send(gearman.PreSleep)
+			cmd, _ = c.read()
+			require.Equal(c.t, gearman.Noop, cmd)
+		default:
+			c.t.Fatalf("unexpected %v %q", cmd, args)
+		}
+	}
+}
+
+func (c *conn) admin(line string) []string {
+	c.t.Helper()
+	_, err := c.nc.Write([]byte(line + "\n"))
+	require.NoError(c.t, err)
+	var lines []string
+	for {
+		l, err := c.r.ReadString('\n')
+		require.NoError(c.t, err)
+		if l == ".\n" || strings.HasPrefix(l, "OK") || strings.HasPrefix(l, "ERR") {
+			if l != ".\n" {
+				lines = append(lines, strings.TrimRight(l, "\r\n"))
+			}
+			return lines
+		}
+		lines = append(lines, strings.TrimRight(l, "\n"))
+	}
+}
+
+func gearmanCLI(t *testing.T, s *server, args ...string) string {
+	t.Helper()
+	bin, err := exec.LookPath("gearman")
+	if err != nil {
+		t.Skip("gearman (Debian gearman-tools) is not installed; scripts/deps.sh installs it")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", s.port}, args...)...).CombinedOutput()
+	require.NoError(t, err, "gearman %v: %s", args, out)
+	return string(out)
+}
+
+// The config file's retry policy applies to a job from libgearman's client:
+// it fails twice and becomes a dead letter; retried from the admin port, it
+// completes and its retained result answers a re-submit. The config's cron
+// schedule feeds libgearman's worker.
+func TestServeWithConfig(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	adm := s.dial(t)
+	pol := adm.admin("show policy flaky")
+	require.Len(t, pol, 1)
+	require.Contains(t, pol[0], "flaky\texplicit\tactive\tmax_attempts=2 backoff=10ms ")
+	sched := adm.admin("show schedules")
+	require.Len(t, sched, 1)
+	require.True(t, strings.HasPrefix(sched[0], "heartbeat\tping\t@every 1s\t"), sched[0])
+
+	gearmanCLI(t, s, "-b", "-f", "flaky", "-u", "k1", "data")
+	w := s.dial(t)
+	w.send(gearman.CanDo, "flaky")
+	a := w.grabWhenReady()
+	h := a[0]
+	require.Equal(t, []string{h, "flaky", "k1", "data"}, a)
+	w.send(gearman.WorkFail, h)
+	// The retry comes after its backoff and wakes the sleeping worker.
+	require.Equal(t, []string{h, "flaky", "k1", "data"}, w.grabWhenReady())
+	w.send(gearman.WorkException, h, "still broken")
+	w.send(gearman.EchoReq, "sync")
+	cmd, _ := w.read()
+	require.Equal(t, gearman.EchoRes, cmd)
+
+	dl := adm.admin("deadletters flaky")
+	require.Len(t, dl, 1)
+	require.True(t, strings.HasPrefix(dl[0], h+"\tflaky\tk1\t2\t"), dl[0])
+	require.True(t, strings.HasSuffix(dl[0], "\t\"still broken\""), dl[0])
+	require.Equal(t, []string{"OK 1"}, adm.admin("deadletter retry all flaky"))
+	require.Equal(t, []string{h, "flaky", "k1", "data"}, w.grabWhenReady())
+	w.send(gearman.WorkComplete, h, "fixed")
+	w.send(gearman.EchoReq, "sync")
+	cmd, _ = w.read()
+	require.Equal(t, gearman.EchoRes, cmd)
+
+	require.Equal(t, "fixed", strings.TrimSpace(gearmanCLI(t, s, "-f", "flaky", "-u", "k1", "data")))
+	require.Empty(t, adm.admin("deadletters"))
+
+	// The heartbeat schedule submits a job every second; libgearman's
+	// worker runs one.
+	out := gearmanCLI(t, s, "-w", "-f", "ping", "-c", "1", "--", "cat")
+	require.Empty(t, out)
+	sched = adm.admin("show schedules")
+	require.NotContains(t, sched[0], "\t-\t", "the schedule has a last tick")
+}
