@@ -477,8 +477,9 @@ func (b *Broker) unlinkLifeLocked(j *job) {
 }
 
 // dropFunctionLifeLocked forgets the lifecycle state of a dropped
-// function: blocked jobs are dropped with it, retained results expire.
-// Dead letters stay (they are listed by name).
+// function, before its queues are emptied: blocked jobs are dropped with
+// it, retained results expire. Dead letters stay (they are listed by
+// name).
 func (b *Broker) dropFunctionLifeLocked(f *function) {
 	if f.life == nil {
 		return
@@ -511,7 +512,13 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 	if plain {
 		return false
 	}
-	f = b.function(r.Function)
+	if r.State == store.StateDead && f == nil {
+		// A dead letter does not make its function known ("status");
+		// retrying it does.
+		f = &function{name: r.Function}
+	} else {
+		f = b.function(r.Function)
+	}
 	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
 		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
 	x := j.extra()

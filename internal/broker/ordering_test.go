@@ -89,3 +89,18 @@ func TestOrderingKeyDerivation(t *testing.T) {
 	require.Equal(t, "a", p.orderingKey([]byte("a/b")))
 	require.Equal(t, "", Policy{}.orderingKey([]byte("a:b")))
 }
+
+// Dropping a function drops its blocked ordered jobs too, whatever their
+// priority.
+func TestDropFunctionWithOrderedJobs(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", orderedPolicy())}})
+	tb.submit(t, lcBG("fn", "k:1", "low-head"))
+	hi := lcBG("fn", "k:2", "high-behind")
+	hi.Priority = High
+	tb.submit(t, hi)
+	require.Equal(t, 2, tb.b.JobCount())
+	require.NoError(t, tb.b.DropFunction("fn"))
+	require.Zero(t, tb.b.JobCount())
+	require.Empty(t, tb.b.Orderings(""))
+}

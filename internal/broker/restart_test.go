@@ -188,3 +188,19 @@ func TestRestartRunningOrderedHead(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, b, Complete, nil))
 	require.Equal(t, c, tb.grab(t).Seq)
 }
+
+// Replayed dead letters do not make their function show up in "status".
+func TestReplayedDeadLetterKeepsStatusClean(t *testing.T) {
+	t.Parallel()
+	opts := lcOpts{can: []string{"gone"}, store: newLCStore()}
+	tb := setupLC(t, opts)
+	seq := tb.submit(t, lcBG("gone", "", "p"))
+	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
+	opts.can = nil
+	tb = tb.restart(t, opts)
+	require.Empty(t, tb.b.Status())
+	require.Len(t, tb.b.DeadLetters("gone"), 1)
+	require.NoError(t, tb.b.RetryDeadLetter([]byte(tb.b.Handle(seq))))
+	require.Len(t, tb.b.Status(), 1)
+	require.Equal(t, 1, tb.b.Status()[0].Total)
+}

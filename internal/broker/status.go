@@ -227,6 +227,7 @@ func (b *Broker) DropFunction(name string) error {
 	if f.workers > 0 || f.running > 0 {
 		return ErrFunctionBusy
 	}
+	b.dropFunctionLifeLocked(f)
 	for p := range numPriorities {
 		for j := f.queues[p].head; j != nil; j = f.queues[p].head {
 			if j.x != nil {
@@ -242,7 +243,6 @@ func (b *Broker) DropFunction(name string) error {
 			defer b.dropIfScheduled(j)
 		}
 	}
-	b.dropFunctionLifeLocked(f)
 	delete(b.functions, f.name)
 	return nil
 }

@@ -169,7 +169,7 @@ func (b *Broker) queueLocked(j *job, wake bool) {
 	}
 	j.state = stateQueued
 	j.fn.queues[j.priority].pushBack(j)
-	if wake {
+	if wake && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
 		j.fn.wakeOne()
 	}
 }
