@@ -204,3 +204,71 @@ func TestReplayedDeadLetterKeepsStatusClean(t *testing.T) {
 	require.Len(t, tb.b.Status(), 1)
 	require.Equal(t, 1, tb.b.Status()[0].Total)
 }
+
+func (s *lcStore) clone() *lcStore {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := newLCStore()
+	for k, v := range s.jobs {
+		c.jobs[k] = v
+	}
+	for k, v := range s.meta {
+		c.meta[k] = v
+	}
+	return c
+}
+
+// waitStored polls the store until cond holds for job seq: the committer
+// writes lifecycle transitions asynchronously.
+func waitStored(t *testing.T, s *lcStore, seq uint64, cond func(store.Job, bool) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		j, ok := s.get(seq)
+		if cond(j, ok) {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "store never reached the expected state for job %d", seq)
+		time.Sleep(time.Millisecond) // polling the committer's progress
+	}
+}
+
+// A crash (no final flush: the new broker starts from a copy of what the
+// store holds while the old one still runs) loses no lifecycle state that
+// reached the store: retry-wait, dead letters, retained results and the
+// position of an ordered key.
+func TestCrashKeepsStoredLifecycleState(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Minute), Ordering: OrderingUniquePrefix,
+		ResultRetention: time.Hour}
+	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()}
+	tb := setupLC(t, opts)
+	head := tb.submit(t, lcBG("fn", "k:1", "head"))
+	next := tb.submit(t, lcBG("fn", "k:2", "next"))
+	res := tb.submit(t, lcBG("fn", "r", "res"))
+
+	g := map[uint64]bool{}
+	for range 2 {
+		g[tb.grab(t).Seq] = true
+	}
+	require.Equal(t, map[uint64]bool{head: true, res: true}, g)
+	require.NoError(t, tb.b.Finish(tb.worker, head, Fail, nil))
+	require.NoError(t, tb.b.Finish(tb.worker, res, Complete, []byte("R")))
+	waitStored(t, tb.store, head, func(j store.Job, ok bool) bool { return ok && j.State == store.StateRetryWait })
+	waitStored(t, tb.store, res, func(j store.Job, ok bool) bool { return ok && j.State == store.StateDone })
+
+	crashed := tb.store.clone()
+	opts.store = crashed
+	opts.clock = tb.clock
+	tb2 := setupLC(t, opts)
+	tb2.noJob(t) // head waits for its backoff, next is behind it
+	tb2.advance(time.Minute)
+	require.Equal(t, head, tb2.grab(t).Seq)
+	require.NoError(t, tb2.b.Finish(tb2.worker, head, Fail, nil))
+	_, ok := tb2.b.DeadLetterByHandle([]byte(tb2.b.Handle(head)))
+	require.True(t, ok)
+	require.Equal(t, next, tb2.grab(t).Seq)
+	r, ok := tb2.b.Result([]byte(tb2.b.Handle(res)))
+	require.True(t, ok)
+	require.Equal(t, []byte("R"), r.Data)
+}
