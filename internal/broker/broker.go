@@ -16,6 +16,19 @@
 // waiting at that moment in one synced batch (group commit) and then calls
 // each submitter's DoneFunc. Foreground jobs live in memory only. A job
 // running at a crash is queued again at restart (at-least-once).
+//
+// # Lifecycle
+//
+// Each function may have a Policy (policy.go, state in lifecycle.go):
+// retries with backoff and timeouts (retry.go), dead letters
+// (deadletter.go), ordered queues (ordering.go), concurrency and rate
+// limits, bounded queues and priority aging (limits.go), pauses (pause.go),
+// retained results (results.go) and cron schedules (cron.go). Functions
+// without one keep gearmand's behaviour and take the same code path as
+// before: every lifecycle check on the hot path is a nil test of
+// function.life or jobExtra.life. Lifecycle transitions are written
+// through the committer as Saves; pauses and cron ticks use the optional
+// Meta capability of the store (meta.go).
 package broker
 
 import (

@@ -16,6 +16,9 @@ var (
 	ErrFunctionBusy = errors.New("there are still connected workers or executing clients")
 	// ErrFunctionNotFound is returned by DropFunction for an unknown name.
 	ErrFunctionNotFound = errors.New("function not found")
+	// ErrPolicy is wrapped by the errors of Policy.Set for an unknown key
+	// or a bad value.
+	ErrPolicy = errors.New("invalid policy")
 )
 
 // StoreError wraps a failure of the durable store; the job was not

@@ -3,7 +3,6 @@ package broker
 import (
 	"log/slog"
 	"math"
-	"sort"
 )
 
 // hasWorkLocked reports whether a worker of f could be handed a job now.
@@ -156,8 +155,4 @@ func (b *Broker) overflowLocked(f *function, p Priority) bool {
 		return true
 	}
 	return false
-}
-
-func sortBy[T any](s []T, less func(a, c T) bool) {
-	sort.Slice(s, func(i, k int) bool { return less(s[i], s[k]) })
 }

@@ -1,5 +1,10 @@
 package broker
 
+import (
+	"cmp"
+	"slices"
+)
+
 // orderLine is the ordered queue of one ordering key: head is the one job
 // of the key that may be queued, running or waiting for a retry; waiting
 // jobs (stateBlocked) follow in the order they became runnable.
@@ -129,11 +134,8 @@ func (b *Broker) Orderings(function string) []OrderingInfo {
 			out = append(out, oi)
 		}
 	}
-	sortBy(out, func(a, c OrderingInfo) bool {
-		if a.Function != c.Function {
-			return a.Function < c.Function
-		}
-		return a.Key < c.Key
+	slices.SortFunc(out, func(a, c OrderingInfo) int {
+		return cmp.Or(cmp.Compare(a.Function, c.Function), cmp.Compare(a.Key, c.Key))
 	})
 	return out
 }

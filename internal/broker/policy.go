@@ -189,9 +189,6 @@ var PolicyKeys = []string{
 	"max_queue", "overflow", "result_retention", "age_after", "max_dead_letters",
 }
 
-// ErrPolicy is wrapped by the errors of Policy.Set and Policy.Validate.
-var ErrPolicy = errors.New("invalid policy")
-
 // Set sets the field named by key from its text form: durations as Go
 // durations ("1.5s", "10m"), counts as integers, max_queue as "N" or
 // "H,N,L", ordering as "off" or "unique-prefix", overflow as "reject" or

@@ -1,0 +1,196 @@
+package broker
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// startAttemptLocked notes the start of a run and returns the timeout to
+// apply: the shorter of the worker's CAN_DO_TIMEOUT and the job's or
+// function's policy timeout.
+func (b *Broker) startAttemptLocked(j *job, timeout time.Duration) time.Duration {
+	x := j.x
+	if x.life == nil {
+		x.life = &jobLife{}
+	}
+	l := x.life
+	l.startedAt = b.nowNanos()
+	pt := l.timeout
+	if pt == 0 && j.fn.life != nil {
+		pt = j.fn.life.pol.Timeout
+	}
+	if pt > 0 && (timeout == 0 || pt < timeout) {
+		timeout = pt
+	}
+	return timeout
+}
+
+// endAttemptLocked notes the end of a run in the job's history.
+func (b *Broker) endAttemptLocked(j *job, outcome, errText string, now int64) *jobLife {
+	x := j.extra()
+	if x.life == nil {
+		x.life = &jobLife{attempts: j.retries}
+		if outcome == outcomeVanished || outcome == outcomeTimeout {
+			x.life.attempts-- // this takeback is counted below
+		}
+	}
+	l := x.life
+	l.attempts++
+	if len(l.history) >= store.MaxHistory {
+		copy(l.history, l.history[1:])
+		l.history = l.history[:len(l.history)-1]
+	}
+	l.history = append(l.history, store.Attempt{Start: l.startedAt, End: now, Outcome: outcome, Error: errText})
+	l.startedAt = 0
+	if outcome != outcomeComplete {
+		l.lastErr = outcome
+		if errText != "" {
+			l.lastErr = errText
+		}
+	}
+	return l
+}
+
+// Outcomes of an attempt, as kept in its history.
+const (
+	outcomeComplete  = "complete"
+	outcomeFailed    = "failed"
+	outcomeException = "exception"
+	outcomeTimeout   = "timeout"
+	outcomeVanished  = "worker vanished"
+)
+
+// maxAttemptsOf returns the job's attempt limit: 0 for gearmand's rules.
+func (b *Broker) maxAttemptsOf(j *job) int {
+	if j.x != nil && j.x.life != nil && j.x.life.maxAttempts != 0 {
+		return int(j.x.life.maxAttempts)
+	}
+	if j.fn.life != nil {
+		return j.fn.life.pol.MaxAttempts
+	}
+	return 0
+}
+
+// finishLifeLocked ends a run that a worker finished when lifecycle rules
+// apply: results may be retained, failed background jobs retried or kept
+// as dead letters.
+func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
+	now := b.nowNanos()
+	if o == Complete {
+		b.endAttemptLocked(j, outcomeComplete, "", now)
+		if j.background && !j.cancelled && j.fn.life != nil && j.fn.life.pol.ResultRetention > 0 {
+			b.retainLocked(j, data, now)
+			return
+		}
+		b.removeLocked(j)
+		return
+	}
+	if !j.background || j.cancelled {
+		// Foreground failures are the client's to handle, as in gearmand.
+		b.removeLocked(j)
+		return
+	}
+	outcome, errText := outcomeFailed, ""
+	if o == Exception {
+		outcome, errText = outcomeException, string(data)
+	}
+	b.endAttemptLocked(j, outcome, errText, now)
+	// Attached clients were told of the failure; they are done.
+	for _, c := range j.x.clients {
+		c.waiting = removeJob(c.waiting, j)
+	}
+	j.x.clients = nil
+	b.releaseWorkerLocked(j)
+	b.retryOrDieLocked(j, now)
+}
+
+// releaseWorkerLocked takes a running job from its worker. The job is left
+// in stateGone, outside every queue, until the caller places it.
+func (b *Broker) releaseWorkerLocked(j *job) {
+	x := j.x
+	b.removeTimerLocked(j)
+	x.worker.running = removeJob(x.worker.running, j)
+	x.worker = nil
+	j.fn.running--
+	b.running--
+	b.checkIdleLocked()
+	x.num, x.den = 0, 0
+	j.state = stateGone
+	if j.fn.life != nil {
+		b.slotFreedLocked(j.fn)
+	}
+}
+
+// takebackLifeLocked handles a job taken back from a vanished or silent
+// worker under a policy with MaxAttempts. It reports false to let gearmand's
+// rules (requeue at the front, Config.JobRetries) apply.
+func (b *Broker) takebackLifeLocked(j *job, why string) bool {
+	max := b.maxAttemptsOf(j)
+	if max == 0 && j.x.life == nil {
+		return false
+	}
+	outcome := outcomeVanished
+	if why == "worker timeout" {
+		outcome = outcomeTimeout
+	}
+	now := b.nowNanos()
+	l := b.endAttemptLocked(j, outcome, "", now)
+	if max == 0 {
+		return false
+	}
+	out := max > 0 && int(l.attempts) >= max
+	if !j.background {
+		if !out {
+			return false
+		}
+		for _, c := range j.x.clients {
+			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		}
+		j.state = stateGone
+		b.removeLocked(j)
+		return true
+	}
+	j.state = stateGone
+	if out {
+		for _, c := range j.x.clients {
+			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		}
+	}
+	b.retryOrDieLocked(j, now)
+	return true
+}
+
+// retryOrDieLocked sends a failed background job (released, in stateGone)
+// to retry-wait or to the dead letters.
+func (b *Broker) retryOrDieLocked(j *job, now int64) {
+	max := b.maxAttemptsOf(j)
+	if max < 0 || (max > 0 && int(j.x.life.attempts) < max) {
+		b.retryWaitLocked(j, now)
+		return
+	}
+	b.deadLocked(j, now)
+}
+
+func (b *Broker) retryWaitLocked(j *job, now int64) {
+	l := j.x.life
+	pol := b.policyOf(j.fn.name)
+	if j.fn.life != nil {
+		pol = j.fn.life.pol
+	}
+	d := pol.Backoff.delay(l.attempts, b.life.rand())
+	l.notBefore = now + int64(d)
+	j.state = stateRetryWait
+	b.addTimerLocked(j, l.notBefore)
+	b.saveLocked(j)
+	b.log.Info("broker: job will be retried", slog.String("handle", b.Handle(j.seq)),
+		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)),
+		slog.Duration("backoff", d), slog.String("error", l.lastErr))
+}
+
+// retryDueLocked runs a job whose backoff has ended.
+func (b *Broker) retryDueLocked(j *job) {
+	j.x.life.notBefore = 0
+	b.queueLocked(j, true)
+}
