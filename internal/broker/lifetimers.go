@@ -3,8 +3,8 @@ package broker
 import "container/heap"
 
 // lifeTimer is a function-level timer (end of a pause, next rate-limit
-// token, next cron tick). The zero value is not armed only once idx is -1;
-// create it with idx -1.
+// token, next cron tick). Create it with idx -1 (not armed); a zero
+// lifeTimer would claim to sit at the top of the heap.
 type lifeTimer struct {
 	at   int64 // Unix nanoseconds
 	idx  int   // index in the heap; -1 when not armed

@@ -44,8 +44,12 @@ func (b *Broker) pauseLocked(f *function, until int64, persist bool) {
 	if persist {
 		b.queueMetaLocked(metaKey(metaPause, f.name), strconv.AppendInt(nil, until, 10))
 	}
-	b.log.Info("broker: function paused", slog.String("function", f.name),
-		slog.Time("until", time.Unix(0, until)))
+	if until == 0 {
+		b.log.Info("broker: function paused", slog.String("function", f.name))
+	} else {
+		b.log.Info("broker: function paused", slog.String("function", f.name),
+			slog.Time("until", time.Unix(0, until)))
+	}
 }
 
 // Resume lets a paused function hand out jobs again and wakes its
