@@ -331,8 +331,13 @@ func (w *Worker) detach(c *wconn) {
 	w.grabs -= c.grabs
 	c.grabs = 0
 	c.awake = false
+	cause := ErrConnLost
+	if w.base.Err() != nil {
+		// The worker is stopping; that is why the connection closed.
+		cause = context.Cause(w.base)
+	}
 	for _, cancel := range c.jobs {
-		cancel(ErrConnLost)
+		cancel(cause)
 	}
 	w.dispatchLocked(&fl)
 	w.checkIdleLocked()
