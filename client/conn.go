@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -156,6 +157,10 @@ func (cn *conn) flushLocked() {
 		return
 	}
 	cn.flushing = true
+	// Let other goroutines that are about to send join this write.
+	cn.mu.Unlock()
+	runtime.Gosched()
+	cn.mu.Lock()
 	for len(cn.out) > 0 && cn.err == nil {
 		buf := cn.out
 		cn.out = cn.spare[:0]

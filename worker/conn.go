@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -79,6 +80,10 @@ func (c *wconn) flush() {
 		return
 	}
 	c.flushing = true
+	// Let other jobs that are about to send join this write.
+	c.wmu.Unlock()
+	runtime.Gosched()
+	c.wmu.Lock()
 	for len(c.out) > 0 && !c.dead {
 		buf := c.out
 		c.out = c.spare[:0]
