@@ -216,6 +216,7 @@ esac`
 			default:
 			}
 		}
+		close(logLines)
 		exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
@@ -248,11 +249,13 @@ esac`
 		return e1 == nil && e2 == nil
 	})
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	stopping := false
 	for l := range logLines {
-		if strings.Contains(l, "work: stopping") {
+		if stopping = strings.Contains(l, "work: stopping"); stopping {
 			break
 		}
 	}
+	require.True(t, stopping, "the worker logs that it is stopping")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "release"), nil, 0o644))
 	for i, task := range tasks {
 		res, err := task.Wait(ctx)
