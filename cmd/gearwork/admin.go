@@ -55,15 +55,34 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	servers := fs.String("servers", client.DefaultServer, "comma-separated `host:port` list of job servers")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table: an array of objects (one per row or per server)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a server after this `duration`")
+	graceful := fs.Bool("graceful", false, "with shutdown: let running jobs finish first")
 	usage := fs.Usage
 	fs.Usage = func() {
 		usage()
 		fmt.Fprint(stderr, adminHelp)
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	// Flags may come before or after the command words ("admin status
+	// --json"); words after "--" are never flags.
+	var words []string
+	for rest := args; ; {
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
+			words = append(words, rest...)
+			break
+		}
+		words = append(words, rest[0])
+		rest = rest[1:]
 	}
-	cmd, err := parseAdminArgs(fs.Args())
+	if *graceful {
+		words = append(words, "--graceful")
+	}
+	cmd, err := parseAdminArgs(words)
 	if err != nil {
 		fs.Usage()
 		fmt.Fprintln(stderr, "\ngearwork admin:", err)
@@ -235,7 +254,7 @@ func parseAdminArgs(args []string) (adminCommand, error) {
 		switch {
 		case len(rest) == 0:
 			return single("shutdown"), nil
-		case len(rest) == 1 && (rest[0] == "--graceful" || rest[0] == "-graceful" || rest[0] == "graceful"):
+		case len(rest) == 1 && (rest[0] == "--graceful" || rest[0] == "graceful"):
 			return single("shutdown graceful"), nil
 		}
 		return adminCommand{}, errors.New("shutdown takes only --graceful")

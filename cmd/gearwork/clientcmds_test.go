@@ -284,7 +284,8 @@ func testAdminCommand(t *testing.T, bin string, kind struct {
 	type row = map[string]any
 	jsonRows := func(args ...string) []row {
 		t.Helper()
-		out, errOut, code := gw(t, bin, "", nil, append([]string{"admin", s, "--json"}, args...)...)
+		// Flags may follow the command words.
+		out, errOut, code := gw(t, bin, "", nil, append(append([]string{"admin", s}, args...), "--json")...)
 		require.Equal(t, 0, code, errOut)
 		var rows []row
 		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
