@@ -3,6 +3,7 @@ module github.com/gearwork/gearwork
 go 1.26.8
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/stretchr/testify v1.11.1
 	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v3 v3.0.4

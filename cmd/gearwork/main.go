@@ -54,6 +54,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the job server", runServe},
+		{"submit", "submit a job and print its result", runSubmit},
+		{"work", "run a command for each job of a function", runWork},
+		{"admin", "query and manage a server over the admin protocol", runAdmin},
 		{"version", "print the version", func(_ context.Context, _ []string, _ io.Reader, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "gearwork", version)
 			return nil

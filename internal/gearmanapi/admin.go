@@ -138,6 +138,9 @@ func (c *conn) admin(line []byte) bool {
 		}
 		graceful := len(cmd.Args) > 0 && strings.EqualFold(cmd.Args[0], "graceful")
 		c.write([]byte(textOK))
+		// Write the answer before the stop begins: it closes every
+		// connection, and a queued "OK" would be lost.
+		c.flush()
 		c.srv.cfg.ShutdownFunc(graceful)
 		return graceful
 	default:

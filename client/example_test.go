@@ -1,0 +1,143 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/worker"
+)
+
+// Submit a foreground job and stream its progress while it runs.
+func ExampleClient_Do() {
+	addr, stop := exampleServer() // your server's address, e.g. "127.0.0.1:4730"
+	defer stop()
+	// A worker for the example: it reports progress, streams a chunk of
+	// output, and returns the upper-cased payload.
+	w := exampleWorker(addr, "upper", func(ctx context.Context, j *worker.Job) ([]byte, error) {
+		_ = j.SendStatus(1, 2)
+		_ = j.SendData([]byte("halfway"))
+		_ = j.SendWarning([]byte("this is only an example"))
+		_ = j.SendStatus(2, 2)
+		return bytes.ToUpper(j.Payload), nil
+	})
+	defer w.Stop()
+
+	c, err := client.New(client.Config{Servers: []string{addr}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	result, err := c.Do(ctx, client.Request{
+		Function: "upper",
+		Payload:  []byte("hello, gearman"),
+		Priority: client.PriorityHigh,
+		UpdateFunc: func(u client.Update) {
+			switch u.Kind {
+			case client.UpdateStatus:
+				fmt.Printf("progress %d/%d\n", u.Numerator, u.Denominator)
+			case client.UpdateData:
+				fmt.Printf("data: %s\n", u.Data)
+			case client.UpdateWarning:
+				fmt.Printf("warning: %s\n", u.Data)
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("result: %s\n", result)
+	// Output:
+	// progress 1/2
+	// data: halfway
+	// warning: this is only an example
+	// progress 2/2
+	// result: HELLO, GEARMAN
+}
+
+// Submit a background job, then follow it with status queries until it
+// is done.
+func ExampleClient_SubmitBackground() {
+	addr, stop := exampleServer()
+	defer stop()
+	c, err := client.New(client.Config{Servers: []string{addr}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	job, err := c.SubmitBackground(ctx, client.Request{
+		Function: "send_email",
+		Unique:   "welcome-mail-user-42", // a repeated submit attaches to this job
+		Payload:  []byte(`{"to":"user42@example.com"}`),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	st, err := c.Status(ctx, job)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("known=%v running=%v\n", st.Known, st.Running)
+
+	// A worker comes along and runs it.
+	release := make(chan struct{})
+	w := exampleWorker(addr, "send_email", func(ctx context.Context, j *worker.Job) ([]byte, error) {
+		_ = j.SendStatus(1, 2)
+		<-release
+		return nil, nil
+	})
+	defer w.Stop()
+
+	for st.Numerator == 0 {
+		time.Sleep(10 * time.Millisecond)
+		if st, err = c.StatusUnique(ctx, "welcome-mail-user-42"); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Printf("known=%v running=%v progress=%d/%d waiting=%d\n", st.Known, st.Running, st.Numerator, st.Denominator, st.Waiting)
+	close(release)
+	for st.Known {
+		time.Sleep(10 * time.Millisecond)
+		if st, err = c.Status(ctx, job); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println("done")
+	// Output:
+	// known=true running=false
+	// known=true running=true progress=1/2 waiting=0
+	// done
+}
+
+// exampleServer starts an in-process Gearwork server on a free loopback
+// port, so that the examples run for real.
+func exampleServer() (addr string, stop func()) {
+	srv, err := gearmantest.NewServer("127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return srv.Addr(), srv.Close
+}
+
+// exampleWorker starts a worker serving one function.
+func exampleWorker(addr, name string, f func(context.Context, *worker.Job) ([]byte, error)) *worker.Worker {
+	w, err := worker.New(worker.Config{Servers: []string{addr}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	w.HandleFunc(name, f)
+	if err := w.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	return w
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gearwork/gearwork/client"
+)
+
+// Exit codes of the commands that talk to a job server.
+const (
+	exitJobFailed   = 1   // the worker sent WORK_FAIL
+	exitUsage       = 2   // bad flags or arguments
+	exitException   = 3   // the worker sent WORK_EXCEPTION
+	exitUnreachable = 4   // no server answered: down, connection lost, or --timeout passed
+	exitRefused     = 5   // the server refused the request with an ERROR packet
+	exitInterrupted = 130 // SIGINT or SIGTERM
+)
+
+const submitExits = `
+Exit status:
+  0    the job completed (foreground), or was accepted (background)
+  1    the job failed (WORK_FAIL)
+  2    invalid flags or arguments
+  3    the job threw an exception (WORK_EXCEPTION; its data goes to stderr)
+  4    no server could be reached, the connection was lost, or --timeout passed
+  5    the server refused the job (ERROR packet, e.g. a full queue)
+  130  interrupted
+`
+
+type submitConfig struct {
+	servers    string
+	background bool
+	priority   string
+	unique     string
+	at         string
+	wait       bool
+	poll       time.Duration
+	timeout    time.Duration
+}
+
+func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var cfg submitConfig
+	fs := newFlagSet("submit", "submit [flags] FUNCTION [PAYLOAD | -]", stderr)
+	fs.StringVar(&cfg.servers, "servers", client.DefaultServer, "comma-separated `host:port` list of job servers; a --unique always picks the same one")
+	fs.BoolVar(&cfg.background, "background", false, "submit a background job: print its handle and return once the server accepted it")
+	fs.StringVar(&cfg.priority, "priority", "normal", "job `priority`: high, normal or low")
+	fs.StringVar(&cfg.unique, "unique", "", "unique `id`: a submit matching a live job attaches to it (\"-\": the server hashes the payload)")
+	fs.StringVar(&cfg.at, "at", "", "run the job at this `time`, RFC 3339 or Unix seconds (SUBMIT_JOB_EPOCH; implies --background, normal priority)")
+	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until the server no longer knows it")
+	fs.DurationVar(&cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
+	fs.DurationVar(&cfg.timeout, "timeout", 0, "give up waiting after this `duration` (0: wait as long as it takes)")
+	usage := fs.Usage
+	fs.Usage = func() {
+		usage()
+		fmt.Fprint(stderr, `
+The payload is the second argument; "-" reads it from stdin; none means an
+empty payload. Streamed data (WORK_DATA) and the result go to stdout,
+warnings and progress to stderr.
+`+submitExits)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		fs.Usage()
+		return errUsage
+	}
+	prio, err := client.ParsePriority(cfg.priority)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	req := client.Request{Function: fs.Arg(0), Unique: cfg.unique, Priority: prio}
+	if cfg.at != "" {
+		if req.RunAt, err = parseAt(cfg.at); err != nil {
+			return usageError(stderr, err)
+		}
+		cfg.background = true
+	}
+	if cfg.wait && !cfg.background {
+		return usageError(stderr, errors.New("--wait needs --background (a foreground job is always waited for)"))
+	}
+	switch p := fs.Arg(1); p {
+	case "-":
+		if req.Payload, err = io.ReadAll(stdin); err != nil {
+			return fmt.Errorf("reading the payload from stdin: %w", err)
+		}
+	default:
+		req.Payload = []byte(p)
+	}
+	c, err := client.New(client.Config{
+		Servers: splitServers(cfg.servers),
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	defer c.Close()
+	if cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
+		defer cancel()
+	}
+	if cfg.background {
+		return submitBackground(ctx, c, req, cfg, stdout, stderr)
+	}
+	out := &trackingWriter{w: stdout}
+	req.UpdateFunc = func(u client.Update) {
+		switch u.Kind {
+		case client.UpdateData:
+			_, _ = out.Write(u.Data)
+		case client.UpdateWarning:
+			fmt.Fprintf(stderr, "warning: %s\n", bytes.TrimRight(u.Data, "\n"))
+		case client.UpdateStatus:
+			fmt.Fprintf(stderr, "status: %d/%d\n", u.Numerator, u.Denominator)
+		}
+	}
+	result, err := c.Do(ctx, req)
+	if err != nil {
+		return submitError(ctx, err, stderr)
+	}
+	_, _ = out.Write(result)
+	if out.n > 0 && out.last != '\n' && isTerminal(stdout) {
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+func submitBackground(ctx context.Context, c *client.Client, req client.Request, cfg submitConfig, stdout, stderr io.Writer) error {
+	job, err := c.SubmitBackground(ctx, req)
+	if err != nil {
+		return submitError(ctx, err, stderr)
+	}
+	fmt.Fprintln(stdout, job.Handle)
+	if !cfg.wait {
+		return nil
+	}
+	var last client.Status
+	for first := true; ; first = false {
+		st, err := c.Status(ctx, job)
+		if err != nil {
+			return submitError(ctx, err, stderr)
+		}
+		if !st.Known {
+			fmt.Fprintln(stderr, "status: done")
+			return nil
+		}
+		if first || st != last {
+			state := "queued"
+			if st.Running {
+				state = "running"
+			}
+			fmt.Fprintf(stderr, "status: %s %d/%d\n", state, st.Numerator, st.Denominator)
+			last = st
+		}
+		t := time.NewTimer(cfg.poll)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return submitError(ctx, ctx.Err(), stderr)
+		}
+	}
+}
+
+// submitError turns a client error into an exit code and a message.
+func submitError(ctx context.Context, err error, stderr io.Writer) error {
+	var exc *client.ExceptionError
+	var se *client.ServerError
+	switch {
+	case errors.As(err, &exc):
+		fmt.Fprintf(stderr, "exception: %s\n", exc.Data)
+		return exitError{code: exitException, msg: "job " + exc.Handle + " threw an exception"}
+	case errors.Is(err, client.ErrJobFailed):
+		return exitError{code: exitJobFailed, msg: strings.TrimPrefix(err.Error(), "client: ")}
+	case errors.As(err, &se):
+		return exitError{code: exitRefused, msg: "server refused the job: " + se.Code + ": " + se.Text}
+	case errors.Is(err, context.DeadlineExceeded):
+		return exitError{code: exitUnreachable, msg: "timed out"}
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return exitError{code: exitInterrupted, msg: "interrupted"}
+	default:
+		return exitError{code: exitUnreachable, msg: strings.TrimPrefix(err.Error(), "client: ")}
+	}
+}
+
+// parseAt parses --at: RFC 3339 or Unix seconds.
+func parseAt(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 {
+			return time.Time{}, fmt.Errorf("invalid --at %q: Unix seconds must be positive", s)
+		}
+		return time.Unix(n, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("invalid --at %q: use RFC 3339 (2025-01-02T15:04:05Z) or Unix seconds", s)
+	}
+	return t, nil
+}
+
+// splitServers splits a --servers list, dropping empty entries.
+func splitServers(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// usageError prints err and returns the usage exit code.
+func usageError(stderr io.Writer, err error) error {
+	fmt.Fprintln(stderr, "gearwork:", err)
+	return exitError{code: exitUsage}
+}
+
+// trackingWriter remembers the last byte written, so that a result can be
+// ended with a newline on a terminal.
+type trackingWriter struct {
+	w    io.Writer
+	n    int
+	last byte
+}
+
+func (t *trackingWriter) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		t.n += len(p)
+		t.last = p[len(p)-1]
+	}
+	return t.w.Write(p)
+}
+
+// isTerminal reports whether w is a character device such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
