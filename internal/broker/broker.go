@@ -123,6 +123,11 @@ type Broker struct {
 	// life is the lifecycle state: policies, dead letters, retained
 	// results, function timers and cron schedules.
 	life lifeState
+	// watchers of jobs by seq (observe.go); commitHist and commitJobs
+	// measure the committer (stats.go).
+	watchers   map[uint64][]*Session
+	commitHist Histogram
+	commitJobs uint64
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -246,6 +251,7 @@ func (b *Broker) CloseSession(s *Session) {
 	}
 	s.closed = true
 	delete(b.sessions, s.id)
+	b.unwatchAllLocked(s)
 	for len(s.running) > 0 {
 		j := s.running[len(s.running)-1]
 		b.requeueLocked(j, "worker disconnected")

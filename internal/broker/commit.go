@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -71,6 +72,7 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 		return more
 	}
 	var err error
+	began := time.Now()
 	if len(*records) > 0 {
 		err = b.store.Save(ctx, *records)
 	}
@@ -83,6 +85,7 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.statCommitLocked(time.Since(began), len(*records))
 	if err != nil && b.storeErr == nil {
 		b.storeErr = err
 		b.log.Error("broker: store write failed; refusing background submits until restart",

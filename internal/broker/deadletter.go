@@ -20,6 +20,7 @@ func (b *Broker) deadLocked(j *job, now int64) {
 	l := x.life
 	l.finishedAt = now
 	l.notBefore = 0
+	b.statDeadLocked(j)
 	j.state = stateGone
 	b.unlinkLocked(j)
 	if !j.background || b.policyOf(j.fn.name).maxDeadLetters() == 0 {

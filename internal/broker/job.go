@@ -75,6 +75,11 @@ type job struct {
 	// cancel) or which nobody waits for any more; the worker's results are
 	// dropped.
 	cancelled bool
+	// finished: a worker reported the job's result (stats.go).
+	finished bool
+	// submitted is when the job was accepted, in Unix nanoseconds; 0 for
+	// jobs replayed from the store.
+	submitted int64
 }
 
 type jobExtra struct {
@@ -90,6 +95,8 @@ type jobExtra struct {
 	// life holds lifecycle state (attempts, ordering, results); nil for
 	// jobs of functions without a policy.
 	life *jobLife
+	// started is when the current worker took the job, in Unix nanoseconds.
+	started int64
 }
 
 func (j *job) extra() *jobExtra {

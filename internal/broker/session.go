@@ -15,6 +15,10 @@ const (
 	EventComplete
 	EventFail
 	EventException
+	// EventRetry is sent to watchers only (see Broker.Watch): the job
+	// failed an attempt and will run again; Data is the exception data,
+	// if any.
+	EventRetry
 )
 
 // Event is something the broker tells a session without being asked.
@@ -56,6 +60,8 @@ type Session struct {
 	// exceptions: the client asked for WORK_EXCEPTION packets.
 	exceptions bool
 	closed     bool
+	// watching holds the seqs of jobs the session watches (observe.go).
+	watching map[uint64]struct{}
 }
 
 type ability struct {

@@ -174,6 +174,7 @@ func (b *Broker) CancelJob(handle []byte) error {
 		}
 	}
 	if j.state == stateRunning {
+		b.endWatchLocked(j)
 		j.cancelled = true
 		for _, c := range j.x.clients {
 			c.waiting = removeJob(c.waiting, j)

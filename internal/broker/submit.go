@@ -101,6 +101,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if f.life != nil || p.OrderingKey != "" || p.Attempts != 0 || p.Timeout != 0 || p.schedule != "" {
 		b.initJobLifeLocked(j, &p)
 	}
+	b.statSubmittedLocked(j)
 	if !p.Background {
 		x := j.extra()
 		x.clients = append(x.clients, s)
@@ -218,6 +219,10 @@ func (b *Broker) unlinkLocked(j *job) {
 		}
 	}
 	j.state = stateGone
+	if !j.finished {
+		f.counters.Dropped++
+	}
+	b.endWatchLocked(j)
 	if j.unique != "" && f.uniques[j.unique] == j {
 		delete(f.uniques, j.unique)
 	}

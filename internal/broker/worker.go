@@ -136,6 +136,7 @@ func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
 	if x.life != nil || j.fn.life != nil {
 		timeout = b.startAttemptLocked(j, timeout)
 	}
+	b.statStartedLocked(j)
 	if timeout > 0 {
 		b.addTimerLocked(j, b.clock.Now().Add(timeout).UnixNano())
 	}
@@ -154,6 +155,7 @@ func (b *Broker) forwardLocked(j *job, ev Event) {
 	if j.cancelled {
 		return
 	}
+	b.notifyWatchersLocked(ev)
 	for _, c := range j.x.clients {
 		if ev.Kind == EventException && !c.exceptions {
 			continue
@@ -231,11 +233,13 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 			}
 		}
 	}
-	if o == Complete && j.x.life == nil && j.fn.life == nil {
-		b.removeLocked(j)
-		return nil
-	}
-	b.finishLifeLocked(j, o, data)
+	b.finishObservedLocked(j, o, Event{Kind: kind, Seq: seq, Data: data}, func() {
+		if o == Complete && j.x.life == nil && j.fn.life == nil {
+			b.removeLocked(j)
+			return
+		}
+		b.finishLifeLocked(j, o, data)
+	})
 	return nil
 }
 
@@ -286,6 +290,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 		slog.String("reason", why), slog.Int("retries", int(j.retries)))
 	j.state = stateQueued
 	j.fn.queues[j.priority].pushFront(j)
+	j.fn.counters.Retried++
 	j.fn.wakeOne()
 	if j.background && b.store != nil {
 		b.pendingRetries = append(b.pendingRetries, b.record(j))

@@ -1,0 +1,212 @@
+package broker
+
+import "time"
+
+// This file lets a session observe jobs it did not submit in the foreground:
+// a watcher receives a job's work updates (data, warning, status) and its
+// final event (complete, fail, exception) exactly as a waiting client does,
+// without becoming one — a watched background job stays background, and a
+// watched foreground job is still dropped when its last client leaves (the
+// watchers then receive EventFail).
+
+// JobSnapshot describes a live job at one moment.
+type JobSnapshot struct {
+	Seq      uint64
+	Function string
+	// Unique is the unique as the client sent it ("-" for a payload hash);
+	// empty when the job has none.
+	Unique   string
+	Priority Priority
+	// State is "pending" (waiting to be stored), "scheduled", "queued" or
+	// "running".
+	State      string
+	Background bool
+	// RunAt is the Unix time in seconds at which a scheduled job becomes
+	// runnable; 0 means at once.
+	RunAt int64
+	// Numerator and Denominator are the last WORK_STATUS of a running job.
+	Numerator, Denominator uint32
+	// Retries counts how often the job was taken back from a worker.
+	Retries uint32
+	// Waiting counts clients waiting for the job's result.
+	Waiting int
+	// Cancelled is set for a running job whose result will be dropped.
+	Cancelled bool
+	// Submitted is when the job was accepted (zero for jobs replayed from
+	// the store).
+	Submitted time.Time
+	// Started is when the current worker took a running job.
+	Started time.Time
+}
+
+// Job returns a snapshot of the live job seq, or false if there is none
+// (it never existed, or it finished, was cancelled or dropped). Safe for
+// concurrent use.
+func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[seq]
+	if j == nil || j.state == stateGone {
+		return JobSnapshot{}, false
+	}
+	return b.snapshotLocked(j), true
+}
+
+func (b *Broker) snapshotLocked(j *job) JobSnapshot {
+	snap := JobSnapshot{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(), Priority: j.priority,
+		State: j.state.String(), Background: j.background, Retries: j.retries, Cancelled: j.cancelled,
+		RunAt: j.runAt()}
+	if j.submitted != 0 {
+		snap.Submitted = time.Unix(0, j.submitted)
+	}
+	if x := j.x; x != nil {
+		snap.Numerator, snap.Denominator = x.num, x.den
+		snap.Waiting = len(x.clients)
+		if j.state == stateRunning && x.started != 0 {
+			snap.Started = time.Unix(0, x.started)
+		}
+	}
+	return snap
+}
+
+// Watch makes s receive the work updates and the final event of job seq
+// through its Outbox, and returns the job's snapshot at that moment (so no
+// update is lost between the two). It reports false if the job is not live.
+// Watching a job twice is the same as watching it once. The watch ends by
+// itself after the final event, with Unwatch, or when s is closed.
+func (b *Broker) Watch(s *Session, seq uint64) (JobSnapshot, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[seq]
+	if j == nil || j.state == stateGone || s.closed {
+		return JobSnapshot{}, false
+	}
+	b.watchLocked(s, j)
+	return b.snapshotLocked(j), true
+}
+
+// Unwatch ends s's watch of job seq. Unwatching a job that is not watched
+// is a no-op.
+func (b *Broker) Unwatch(s *Session, seq uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.unwatchLocked(s, seq)
+}
+
+// SubmitWatched is Submit followed by Watch, atomically: s receives every
+// update of the job from its creation (or, when the submit attaches to a
+// live job, from that moment). It is how a front end waits for a
+// background job's result. done is called as for Submit.
+func (b *Broker) SubmitWatched(s *Session, p SubmitParams, done DoneFunc) {
+	// done runs with b.mu held before the job can be handed to a worker
+	// (before makeRunnableLocked, both when the store commits and when
+	// there is none), so the watch is in place before any update.
+	b.Submit(s, p, func(seq uint64, created bool, err error) {
+		if err == nil && !s.closed {
+			if j := b.jobs[seq]; j != nil && j.state != stateGone {
+				b.watchLocked(s, j)
+			}
+		}
+		done(seq, created, err)
+	})
+}
+
+func (b *Broker) watchLocked(s *Session, j *job) {
+	if b.watchers == nil {
+		b.watchers = make(map[uint64][]*Session)
+	}
+	for _, w := range b.watchers[j.seq] {
+		if w == s {
+			return
+		}
+	}
+	b.watchers[j.seq] = append(b.watchers[j.seq], s)
+	if s.watching == nil {
+		s.watching = make(map[uint64]struct{})
+	}
+	s.watching[j.seq] = struct{}{}
+}
+
+func (b *Broker) unwatchLocked(s *Session, seq uint64) {
+	if _, ok := s.watching[seq]; !ok {
+		return
+	}
+	delete(s.watching, seq)
+	ws := removeSession(b.watchers[seq], s)
+	if len(ws) == 0 {
+		delete(b.watchers, seq)
+	} else {
+		b.watchers[seq] = ws
+	}
+}
+
+// unwatchAllLocked ends every watch of a closing session.
+func (b *Broker) unwatchAllLocked(s *Session) {
+	for seq := range s.watching {
+		b.unwatchLocked(s, seq)
+	}
+}
+
+// notifyWatchersLocked sends ev to the watchers of job ev.Seq. A final
+// event (complete, fail, exception) ends their watch.
+func (b *Broker) notifyWatchersLocked(ev Event) {
+	ws := b.watchers[ev.Seq]
+	if len(ws) == 0 {
+		return
+	}
+	final := ev.Kind == EventComplete || ev.Kind == EventFail || ev.Kind == EventException
+	for _, w := range ws {
+		w.out.Send(ev)
+		if final {
+			delete(w.watching, ev.Seq)
+		}
+	}
+	if final {
+		clear(ws)
+		delete(b.watchers, ev.Seq)
+	}
+}
+
+// finishObservedLocked runs end, which takes a job a worker finished out of
+// its worker's hands (done, retained, retrying or dead), and tells the
+// job's watchers: the final event, or EventRetry when the job will run
+// again (their watch then goes on).
+func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
+	cancelled := j.cancelled
+	if !cancelled {
+		j.finished = true
+		b.statFinishedLocked(j, o)
+	}
+	ws := b.watchers[j.seq]
+	delete(b.watchers, j.seq)
+	end()
+	if len(ws) == 0 {
+		return
+	}
+	if b.jobs[j.seq] == j && j.state != stateGone {
+		// Still live: the failed attempt will be retried.
+		j.finished = false
+		j.fn.counters.Retried++
+		b.watchers[j.seq] = ws
+		for _, w := range ws {
+			w.out.Send(Event{Kind: EventRetry, Seq: j.seq, Data: ev.Data})
+		}
+		return
+	}
+	if cancelled {
+		ev = Event{Kind: EventFail, Seq: j.seq}
+	}
+	for _, w := range ws {
+		w.out.Send(ev)
+		delete(w.watching, j.seq)
+	}
+}
+
+// endWatchLocked tells the remaining watchers of a job that is leaving the
+// broker without a result (dropped, cancelled, out of retries) that it
+// failed.
+func (b *Broker) endWatchLocked(j *job) {
+	if len(b.watchers) > 0 {
+		b.notifyWatchersLocked(Event{Kind: EventFail, Seq: j.seq})
+	}
+}

@@ -1,0 +1,182 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// eventKinds returns the kinds of the events r received so far.
+func eventKinds(r *recorder) []EventKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []EventKind
+	for _, ev := range r.events {
+		out = append(out, ev.Kind)
+	}
+	return out
+}
+
+func submitBackground(t *testing.T, b *Broker, s *Session, fn, payload string) uint64 {
+	t.Helper()
+	var got uint64
+	b.Submit(s, SubmitParams{Function: []byte(fn), Payload: []byte(payload), Background: true, Priority: Normal},
+		func(seq uint64, created bool, err error) {
+			require.NoError(t, err)
+			require.True(t, created)
+			got = seq
+		})
+	require.NotZero(t, got)
+	return got
+}
+
+func TestWatchBackgroundJob(t *testing.T) {
+	t.Parallel()
+	b := New(Config{})
+	client := b.NewSession("client", &recorder{})
+	watcher := &recorder{}
+	ws := b.NewSession("watcher", watcher)
+	worker := b.NewSession("worker", &recorder{})
+
+	seq := submitBackground(t, b, client, "resize", "img")
+	snap, ok := b.Watch(ws, seq)
+	require.True(t, ok)
+	require.Equal(t, "queued", snap.State)
+	require.True(t, snap.Background)
+	require.Equal(t, "resize", snap.Function)
+
+	b.CanDo(worker, []byte("resize"), 0)
+	a, ok := b.Grab(worker)
+	require.True(t, ok)
+	require.Equal(t, seq, a.Seq)
+	snap, ok = b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, "running", snap.State)
+
+	require.NoError(t, b.WorkStatus(worker, seq, 1, 2))
+	require.NoError(t, b.WorkData(worker, seq, []byte("half"), false))
+	require.NoError(t, b.WorkData(worker, seq, []byte("careful"), true))
+	snap, _ = b.Job(seq)
+	require.Equal(t, uint32(1), snap.Numerator)
+	require.Equal(t, uint32(2), snap.Denominator)
+	require.NoError(t, b.Finish(worker, seq, Complete, []byte("done")))
+
+	require.Equal(t, []EventKind{EventStatus, EventData, EventWarning, EventComplete}, eventKinds(watcher))
+	require.Equal(t, []byte("done"), watcher.events[3].Data)
+	_, ok = b.Job(seq)
+	require.False(t, ok, "a finished job is no longer live")
+	require.Empty(t, b.watchers, "the final event ends the watch")
+	require.Empty(t, ws.watching)
+}
+
+func TestWatchEndsWithFailWhenJobIsCancelled(t *testing.T) {
+	t.Parallel()
+	for _, running := range []bool{false, true} {
+		b := New(Config{})
+		client := b.NewSession("client", &recorder{})
+		watcher := &recorder{}
+		ws := b.NewSession("watcher", watcher)
+		seq := submitBackground(t, b, client, "f", "x")
+		_, ok := b.Watch(ws, seq)
+		require.True(t, ok)
+		if running {
+			w := b.NewSession("worker", &recorder{})
+			b.CanDo(w, []byte("f"), 0)
+			_, ok := b.Grab(w)
+			require.True(t, ok)
+		}
+		require.NoError(t, b.CancelJob([]byte(b.Handle(seq))))
+		require.Equal(t, []EventKind{EventFail}, eventKinds(watcher), "running=%v", running)
+	}
+}
+
+func TestSubmitWatchedSeesFastWorker(t *testing.T) {
+	t.Parallel()
+	b := New(Config{})
+	worker := b.NewSession("worker", &recorder{})
+	b.CanDo(worker, []byte("f"), 0)
+	watcher := &recorder{}
+	ws := b.NewSession("http", watcher)
+	var seq uint64
+	b.SubmitWatched(ws, SubmitParams{Function: []byte("f"), Payload: []byte("p"), Background: true},
+		func(s uint64, created bool, err error) {
+			require.NoError(t, err)
+			seq = s
+		})
+	a, ok := b.Grab(worker)
+	require.True(t, ok)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, b.Finish(worker, seq, Exception, []byte("boom")))
+	require.Equal(t, []EventKind{EventException}, eventKinds(watcher), "watchers get exceptions without OPTION_REQ")
+}
+
+func TestWatchClosedSessionAndUnknownJob(t *testing.T) {
+	t.Parallel()
+	b := New(Config{})
+	ws := b.NewSession("watcher", &recorder{})
+	_, ok := b.Watch(ws, 42)
+	require.False(t, ok)
+	client := b.NewSession("client", &recorder{})
+	seq := submitBackground(t, b, client, "f", "x")
+	_, ok = b.Watch(ws, seq)
+	require.True(t, ok)
+	b.Unwatch(ws, seq)
+	require.Empty(t, b.watchers)
+	_, ok = b.Watch(ws, seq)
+	require.True(t, ok)
+	b.CloseSession(ws)
+	require.Empty(t, b.watchers, "closing a session ends its watches")
+	_, ok = b.Watch(ws, seq)
+	require.False(t, ok)
+}
+
+func TestStatsCountsAndLatencies(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	b := New(Config{Clock: clock})
+	client := b.NewSession("client", &recorder{})
+	worker := b.NewSession("worker", &recorder{})
+	b.CanDo(worker, []byte("f"), 0)
+
+	ok1 := submitBackground(t, b, client, "f", "1")
+	fail := submitBackground(t, b, client, "f", "2")
+	retried := submitBackground(t, b, client, "f", "3")
+	cancelled := submitBackground(t, b, client, "f", "4")
+	require.NoError(t, b.CancelJob([]byte(b.Handle(cancelled))))
+
+	clock.Advance(2 * time.Second) // waited 2s
+	a, _ := b.Grab(worker)
+	require.Equal(t, ok1, a.Seq)
+	clock.Advance(30 * time.Millisecond) // ran 30ms
+	require.NoError(t, b.Finish(worker, ok1, Complete, nil))
+	a, _ = b.Grab(worker)
+	require.Equal(t, fail, a.Seq)
+	require.NoError(t, b.Finish(worker, fail, Fail, nil))
+	a, _ = b.Grab(worker)
+	require.Equal(t, retried, a.Seq)
+	b.CloseSession(worker) // takes the job back: a retry
+
+	st := b.Stats()
+	require.Len(t, st.Functions, 1)
+	f := st.Functions[0]
+	require.Equal(t, "f", f.Name)
+	require.Equal(t, uint64(4), f.Submitted)
+	require.Equal(t, uint64(1), f.Completed)
+	require.Equal(t, uint64(1), f.Failed)
+	require.Equal(t, uint64(1), f.Retried)
+	require.Equal(t, uint64(1), f.Dropped)
+	require.Equal(t, 1, f.Queued[Normal])
+	require.Equal(t, uint64(3), f.Wait.Count)
+	require.InDelta(t, 6.06, f.Wait.Sum, 1e-9) // 2 + 2.03 + 2.03
+	require.Equal(t, uint64(2), f.Run.Count)
+	// 30ms falls in the (0.025, 0.05] bucket.
+	require.Equal(t, uint64(1), f.Run.Counts[4])
+
+	ready, _ := b.Health()
+	require.True(t, ready)
+	b.Drain()
+	ready, reason := b.Health()
+	require.False(t, ready)
+	require.Contains(t, reason, "draining")
+}

@@ -1,0 +1,162 @@
+package broker
+
+import (
+	"sort"
+	"time"
+)
+
+// This file keeps the counters and latency histograms that metrics front
+// ends read. They are plain integers guarded by Broker.mu and updated where
+// the events happen, so they cost no extra lock on the hot path.
+
+// HistogramBounds are the upper bounds, in seconds, of the buckets of every
+// Histogram the broker keeps. The last bucket is open (+Inf).
+var HistogramBounds = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}
+
+// Histogram counts observations (in seconds) per bucket of HistogramBounds.
+type Histogram struct {
+	// Counts[i] counts observations <= HistogramBounds[i] and greater than
+	// the bound before it; Counts[len(HistogramBounds)] counts the rest.
+	Counts [18]uint64
+	Count  uint64
+	// Sum is the sum of all observations in seconds.
+	Sum float64
+}
+
+func (h *Histogram) observe(d time.Duration) {
+	s := d.Seconds()
+	i := sort.SearchFloat64s(HistogramBounds, s)
+	h.Counts[i]++
+	h.Count++
+	h.Sum += s
+}
+
+// FunctionCounters are a function's totals since the broker started (or
+// since the function was last dropped).
+type FunctionCounters struct {
+	// Submitted counts jobs created (not submits that attached to a live
+	// job).
+	Submitted uint64
+	// Completed, Failed and Exceptions count results reported by workers
+	// (WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION).
+	Completed, Failed, Exceptions uint64
+	// Retried counts jobs taken back from a worker that vanished or timed
+	// out and queued again, and failed attempts that will run again.
+	Retried uint64
+	// Dead counts jobs that ran out of attempts (kept as dead letters, or
+	// dropped when the policy keeps none).
+	Dead uint64
+	// Dropped counts jobs that left without a worker's result: cancelled,
+	// abandoned by their clients, or removed with the function.
+	Dropped uint64
+	// Wait is the time from submit (or run-at) to a worker taking the job;
+	// Run is the time from a worker taking the job to its result.
+	Wait, Run Histogram
+}
+
+// FunctionStats is one function's counters with its current queue state.
+type FunctionStats struct {
+	FunctionStatus
+	FunctionCounters
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	// Functions is sorted by name.
+	Functions []FunctionStats
+	// Sessions counts open sessions (clients and workers of every front
+	// end).
+	Sessions int
+	// Running counts jobs held by workers.
+	Running int
+	// Commit is the latency of store batch writes; empty without a store.
+	Commit Histogram
+	// CommitJobs counts jobs written by the committer.
+	CommitJobs uint64
+}
+
+// Stats returns a snapshot of every function's counters. Safe for
+// concurrent use; it holds the broker's lock for a time proportional to the
+// number of functions.
+func (b *Broker) Stats() Stats {
+	b.mu.Lock()
+	st := Stats{Functions: make([]FunctionStats, 0, len(b.functions)), Sessions: len(b.sessions),
+		Running: b.running, Commit: b.commitHist, CommitJobs: b.commitJobs}
+	for _, f := range b.functions {
+		fs := FunctionStats{FunctionStatus: FunctionStatus{Name: f.name, Total: f.total, Running: f.running,
+			Workers: f.workers, MaxQueue: f.maxQueue}, FunctionCounters: f.counters}
+		for p := range numPriorities {
+			fs.Queued[p] = f.queues[p].n
+		}
+		st.Functions = append(st.Functions, fs)
+	}
+	b.mu.Unlock()
+	sort.Slice(st.Functions, func(i, k int) bool { return st.Functions[i].Name < st.Functions[k].Name })
+	return st
+}
+
+// Health reports whether the broker accepts and hands out work: it is not
+// ready while draining or stopped, or after a store write failed.
+func (b *Broker) Health() (ready bool, reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.stopped:
+		return false, "broker stopped"
+	case b.draining:
+		return false, "draining: no new jobs are handed out"
+	case b.storeErr != nil:
+		return false, "store write failed: " + b.storeErr.Error()
+	}
+	return true, ""
+}
+
+
+// statSubmittedLocked counts a created job and stamps its submit time.
+func (b *Broker) statSubmittedLocked(j *job) {
+	j.submitted = b.nowNanos()
+	j.fn.counters.Submitted++
+}
+
+// statStartedLocked records the wait of a job a worker just took.
+func (b *Broker) statStartedLocked(j *job) {
+	now := b.nowNanos()
+	j.x.started = now
+	from := j.submitted
+	if at := j.runAt() * 1e9; at > from {
+		from = at
+	}
+	if from != 0 && now >= from {
+		j.fn.counters.Wait.observe(time.Duration(now - from))
+	}
+}
+
+// statFinishedLocked counts a worker's result and records the run time.
+func (b *Broker) statFinishedLocked(j *job, o Outcome) {
+	c := &j.fn.counters
+	switch o {
+	case Complete:
+		c.Completed++
+	case Exception:
+		c.Exceptions++
+	default:
+		c.Failed++
+	}
+	if j.x != nil && j.x.started != 0 {
+		if now := b.nowNanos(); now >= j.x.started {
+			c.Run.observe(time.Duration(now - j.x.started))
+		}
+	}
+}
+
+// statDeadLocked counts a job that ran out of attempts.
+func (b *Broker) statDeadLocked(j *job) {
+	j.finished = true
+	j.fn.counters.Dead++
+}
+
+// statCommitLocked records one store batch write.
+func (b *Broker) statCommitLocked(d time.Duration, jobs int) {
+	b.commitHist.observe(d)
+	b.commitJobs += uint64(jobs)
+}
