@@ -26,6 +26,7 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	handlePrefix    string
 	configFile      string
+	http            httpFlags
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -39,6 +40,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop (SIGUSR1 or \"shutdown graceful\") waits for running jobs")
 	fs.StringVar(&cfg.configFile, "config", "", "YAML `file` with per-function lifecycle policies and cron schedules (docs/lifecycle.md)")
 	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
+	cfg.http.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -110,6 +112,11 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	go func() { serveErr <- srv.Serve(ctx, ln) }()
 	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store),
 		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(start)))
+	httpSrv, err := startHTTP(ctx, cfg.http, b, func() map[string]int { return map[string]int{"gearman": srv.Connections()} }, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
 
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
@@ -142,6 +149,8 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if graceful {
 		// Stop accepting and handing out jobs; let running ones finish.
 		log.Info("serve: graceful stop: waiting for running jobs", slog.Duration("timeout", cfg.shutdownTimeout))
+		// The HTTP API keeps serving meanwhile, so that HTTP workers can
+		// report the jobs they hold; it hands out no new ones.
 		srv.CloseListeners()
 		idle := b.Drain()
 		select {
@@ -151,8 +160,11 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		case <-ctx.Done():
 		}
 	}
-	// Order: stop accepting and close connections (no new work), then stop
-	// the broker (flushes the committer), then close the store (deferred).
+	// Order: stop both front ends (HTTP first: its streams and long polls
+	// end, jobs held by HTTP workers go back), closing connections so no new
+	// work arrives; then stop the broker (flushes the committer); then close
+	// the store (deferred).
+	httpSrv.stop(5*time.Second, log)
 	srv.Close()
 	b.Stop()
 	log.Info("serve: stopped")

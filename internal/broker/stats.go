@@ -111,7 +111,6 @@ func (b *Broker) Health() (ready bool, reason string) {
 	return true, ""
 }
 
-
 // statSubmittedLocked counts a created job and stamps its submit time.
 func (b *Broker) statSubmittedLocked(j *job) {
 	j.submitted = b.nowNanos()

@@ -1,0 +1,193 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// functionJSON is a function's queue state and counters.
+type functionJSON struct {
+	Name string `json:"name"`
+	// Queued counts runnable jobs by priority.
+	Queued  map[string]int `json:"queued"`
+	Total   int            `json:"total"`
+	Running int            `json:"running"`
+	Workers int            `json:"workers"`
+	// MaxQueue is the queue limit by priority; 0 means none.
+	MaxQueue   map[string]int `json:"max_queue"`
+	Submitted  uint64         `json:"submitted"`
+	Completed  uint64         `json:"completed"`
+	Failed     uint64         `json:"failed"`
+	Exceptions uint64         `json:"exceptions"`
+	Retried    uint64         `json:"retried"`
+	Dropped    uint64         `json:"dropped"`
+}
+
+func functionsJSON(st broker.Stats) []functionJSON {
+	out := make([]functionJSON, 0, len(st.Functions))
+	for _, f := range st.Functions {
+		out = append(out, functionJSON{Name: f.Name, Total: f.Total, Running: f.Running, Workers: f.Workers,
+			Queued:     map[string]int{"high": f.Queued[broker.High], "normal": f.Queued[broker.Normal], "low": f.Queued[broker.Low]},
+			MaxQueue:   map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
+			Submitted:  f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
+			Retried:    f.Retried, Dropped: f.Dropped})
+	}
+	return out
+}
+
+// handleFunctions serves GET /v1/functions.
+func (s *Server) handleFunctions(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats())})
+	return nil
+}
+
+// workerJSON is one session of any front end.
+type workerJSON struct {
+	ID        uint64   `json:"id"`
+	Addr      string   `json:"addr"`
+	ClientID  string   `json:"client_id"`
+	Functions []string `json:"functions"`
+}
+
+// handleWorkers serves GET /v1/workers: every session that registered at
+// least one function (Gearman workers and polling HTTP workers), or with
+// ?all=true every session.
+func (s *Server) handleWorkers(w http.ResponseWriter, r *http.Request) error {
+	all, _ := strconv.ParseBool(r.URL.Query().Get("all"))
+	out := []workerJSON{}
+	for _, wi := range s.b.Workers() {
+		if len(wi.Functions) == 0 && !all {
+			continue
+		}
+		fns := wi.Functions
+		if fns == nil {
+			fns = []string{}
+		}
+		out = append(out, workerJSON{ID: wi.ID, Addr: wi.Addr, ClientID: wi.ClientID, Functions: fns})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"workers": out})
+	return nil
+}
+
+// handleListDead serves GET /v1/dead-letters?function=&limit=.
+func (s *Server) handleListDead(w http.ResponseWriter, r *http.Request) error {
+	if s.life.DeadLetters == nil {
+		return notImplemented("dead letters")
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return errorf(http.StatusBadRequest, "invalid-option", "limit %q: use 1 to 10000", v)
+		}
+		limit = n
+	}
+	dl, err := s.life.DeadLetters.ListDead(r.Context(), r.URL.Query().Get("function"), limit)
+	if err != nil {
+		return err
+	}
+	type deadJSON struct {
+		DeadLetter
+		Payload     []byte  `json:"payload"`
+		PayloadText *string `json:"payload_text,omitempty"`
+	}
+	out := make([]deadJSON, 0, len(dl))
+	for _, d := range dl {
+		out = append(out, deadJSON{DeadLetter: d, Payload: nonNil(d.Payload), PayloadText: textOf(nonNil(d.Payload))})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
+	return nil
+}
+
+// handleRetryDead serves POST /v1/dead-letters/{handle}/retry.
+func (s *Server) handleRetryDead(w http.ResponseWriter, r *http.Request) error {
+	if s.life.DeadLetters == nil {
+		return notImplemented("dead letters")
+	}
+	handle := r.PathValue("handle")
+	if err := s.life.DeadLetters.RetryDead(r.Context(), handle); err != nil {
+		if errors.Is(err, broker.ErrJobNotFound) {
+			return errorf(http.StatusNotFound, "job-not-found", "no dead job %s", handle)
+		}
+		return err
+	}
+	w.Header().Set("Location", "/v1/jobs/"+handle)
+	writeJSON(w, http.StatusAccepted, jobJSON{Handle: handle, State: "queued"})
+	return nil
+}
+
+// handlePurgeDead serves DELETE /v1/dead-letters/{handle} and
+// DELETE /v1/dead-letters?function=.
+func (s *Server) handlePurgeDead(w http.ResponseWriter, r *http.Request) error {
+	if s.life.DeadLetters == nil {
+		return notImplemented("dead letters")
+	}
+	handle := r.PathValue("handle")
+	n, err := s.life.DeadLetters.PurgeDead(r.Context(), r.URL.Query().Get("function"), handle)
+	if err != nil {
+		return err
+	}
+	if handle != "" && n == 0 {
+		return errorf(http.StatusNotFound, "job-not-found", "no dead job %s", handle)
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+	return nil
+}
+
+// handlePause serves POST /v1/functions/{fn}/pause?until=.
+func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
+	if s.life.Pauser == nil {
+		return notImplemented("pause/resume")
+	}
+	fn := r.PathValue("fn")
+	var until time.Time
+	if v := r.URL.Query().Get("until"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "invalid-option", "until %q: use RFC 3339, such as 2026-01-02T15:04:05Z", v)
+		}
+		until = t
+	}
+	if err := s.life.Pauser.Pause(r.Context(), fn, until); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleResume serves POST /v1/functions/{fn}/resume.
+func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) error {
+	if s.life.Pauser == nil {
+		return notImplemented("pause/resume")
+	}
+	if err := s.life.Pauser.Resume(r.Context(), r.PathValue("fn")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleHealthz serves GET /healthz: the process serves HTTP.
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// handleReadyz serves GET /readyz: 200 while the broker accepts and hands
+// out jobs, 503 while draining or after a store failure.
+func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) error {
+	select {
+	case <-s.stop:
+		return errorf(http.StatusServiceUnavailable, "not-ready", "the HTTP server is shutting down")
+	default:
+	}
+	if ready, why := s.b.Health(); !ready {
+		return errorf(http.StatusServiceUnavailable, "not-ready", "%s", why)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}

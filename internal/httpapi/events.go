@@ -1,0 +1,200 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// longRequest lifts the server's read and write timeouts for a request that
+// legitimately lasts (an event stream, a long poll, a waiting submit): d is
+// how long it may still write, or 0 for no limit. The body has been read by
+// then; the read deadline would otherwise end the request's context.
+func longRequest(w http.ResponseWriter, d time.Duration) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	if d > 0 {
+		_ = rc.SetWriteDeadline(time.Now().Add(d + 30*time.Second))
+	} else {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
+}
+
+// eventData is the JSON in an SSE event's data field.
+type eventData struct {
+	Handle string `json:"handle"`
+	// Numerator and Denominator are set for status events.
+	Numerator   *uint32 `json:"numerator,omitempty"`
+	Denominator *uint32 `json:"denominator,omitempty"`
+	// Data is the payload of data, warning, complete and exception events,
+	// base64; Text repeats it when it is valid UTF-8.
+	Data []byte  `json:"data,omitempty"`
+	Text *string `json:"text,omitempty"`
+	// Job is the job's state when the stream began watching it (state
+	// events).
+	Job *jobJSON `json:"job,omitempty"`
+}
+
+func (s *Server) eventJSON(seq uint64, e feedEvent) eventData {
+	d := eventData{Handle: s.b.Handle(seq)}
+	switch e.kind {
+	case "state":
+		j := s.snapshotJSON(e.snap)
+		if e.snap.Retries == 0 && e.snap.Submitted.IsZero() {
+			// A snapshot made at submit: only the basics are known.
+			j.Retries, j.Waiting = nil, nil
+		}
+		d.Job = &j
+	case "status":
+		n, dn := e.ev.Numerator, e.ev.Denominator
+		d.Numerator, d.Denominator = &n, &dn
+	case "fail":
+	default:
+		d.Data = e.ev.Data
+		if d.Data == nil {
+			d.Data = []byte{}
+		}
+		d.Text = textOf(d.Data)
+	}
+	return d
+}
+
+// handleJobEvents serves GET /v1/jobs/{handle}/events as Server-Sent
+// Events. The stream begins with a "state" event, then relays data,
+// warning and status events, and ends after the final complete, fail or
+// exception event. Each event has an id; a client that reconnects with
+// Last-Event-ID gets every later event still in the job's log.
+func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
+	seq, handle, err := s.handleParam(r)
+	if err != nil {
+		return err
+	}
+	var after uint64
+	if v := cmpOr(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("last-event-id")); v != "" {
+		after, err = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "invalid-event-id", "Last-Event-ID %q is not an event id of this stream", v)
+		}
+	}
+	f, ok := s.hub.feedFor(seq)
+	if !ok {
+		return errorf(http.StatusNotFound, "job-not-found",
+			"no job %s: it never existed, or it finished more than %s ago", handle, s.cfg.ResultRetention)
+	}
+	evs, done, changed := s.hub.read(f, after)
+	if done && len(evs) == 0 {
+		// The client saw the final event: 204 tells EventSource to stop
+		// reconnecting.
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	s.hub.addReader(f, 1)
+	defer s.hub.addReader(f, -1)
+	longRequest(w, 0)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	fmt.Fprintf(w, "retry: 1000\n\n")
+	if len(evs) > 0 && evs[0].id > after+1 {
+		fmt.Fprintf(w, ": %d earlier events are no longer kept\n\n", evs[0].id-after-1)
+	}
+	keep := time.NewTicker(s.cfg.KeepAlive)
+	defer keep.Stop()
+	for {
+		for _, e := range evs {
+			data, _ := json.Marshal(s.eventJSON(seq, e))
+			fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.id, e.kind, data)
+			after = e.id
+		}
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-keep.C:
+			fmt.Fprintf(w, ": keep-alive\n\n")
+		case <-r.Context().Done():
+			return nil
+		case <-s.stop:
+			return nil
+		}
+		evs, done, changed = s.hub.read(f, after)
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// overview is what the dashboard stream sends every OverviewInterval.
+type overview struct {
+	Time      time.Time      `json:"time"`
+	Functions []functionJSON `json:"functions"`
+	Workers   []workerJSON   `json:"workers"`
+	Sessions  int            `json:"sessions"`
+	Running   int            `json:"running"`
+	// Capabilities says which optional routes work (dead letters,
+	// pause/resume).
+	Capabilities map[string]bool `json:"capabilities"`
+}
+
+func (s *Server) overview() overview {
+	st := s.b.Stats()
+	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st), Sessions: st.Sessions, Running: st.Running,
+		Capabilities: map[string]bool{"dead_letters": s.life.DeadLetters != nil, "pause": s.life.Pauser != nil}}
+	ws := s.b.Workers()
+	for _, w := range ws {
+		if len(w.Functions) == 0 {
+			continue
+		}
+		o.Workers = append(o.Workers, workerJSON{ID: w.ID, Addr: w.Addr, ClientID: w.ClientID, Functions: w.Functions})
+		if len(o.Workers) == 200 {
+			break
+		}
+	}
+	if o.Workers == nil {
+		o.Workers = []workerJSON{}
+	}
+	return o
+}
+
+// handleStream serves GET /v1/stream: an "overview" event (functions,
+// counters, workers) every OverviewInterval, for the dashboard.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
+	longRequest(w, 0)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	fmt.Fprintf(w, "retry: 2000\n\n")
+	t := time.NewTicker(s.cfg.OverviewInterval)
+	defer t.Stop()
+	for {
+		data, _ := json.Marshal(s.overview())
+		fmt.Fprintf(w, "event: overview\ndata: %s\n\n", data)
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return nil
+		case <-s.stop:
+			return nil
+		}
+	}
+}

@@ -1,0 +1,522 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// jobJSON is the JSON form of a job.
+type jobJSON struct {
+	Handle   string `json:"handle"`
+	Function string `json:"function,omitempty"`
+	// State is pending, scheduled, queued, running, complete, failed,
+	// exception or (for a submit that joined a live job) attached.
+	State      string        `json:"state"`
+	Created    *bool         `json:"created,omitempty"`
+	Unique     string        `json:"unique,omitempty"`
+	Priority   string        `json:"priority,omitempty"`
+	Background *bool         `json:"background,omitempty"`
+	RunAt      *time.Time    `json:"run_at,omitempty"`
+	Progress   *progressJSON `json:"progress,omitempty"`
+	Retries    *uint32       `json:"retries,omitempty"`
+	Waiting    *int          `json:"waiting_clients,omitempty"`
+	Submitted  *time.Time    `json:"submitted_at,omitempty"`
+	Started    *time.Time    `json:"started_at,omitempty"`
+	Finished   *time.Time    `json:"finished_at,omitempty"`
+	// Result is the worker's result (complete) or exception data, base64;
+	// ResultText repeats it when it is valid UTF-8.
+	Result     []byte  `json:"result,omitempty"`
+	ResultText *string `json:"result_text,omitempty"`
+}
+
+type progressJSON struct {
+	Numerator   uint32 `json:"numerator"`
+	Denominator uint32 `json:"denominator"`
+}
+
+func textOf(b []byte) *string {
+	if b == nil || !utf8.Valid(b) {
+		return nil
+	}
+	s := string(b)
+	return &s
+}
+
+func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
+	bg := snap.Background
+	j := jobJSON{Handle: s.b.Handle(snap.Seq), Function: snap.Function, State: snap.State, Unique: snap.Unique,
+		Priority: snap.Priority.String(), Background: &bg, Retries: &snap.Retries, Waiting: &snap.Waiting}
+	if snap.Cancelled {
+		j.State = "cancelled"
+	}
+	if snap.RunAt != 0 {
+		t := time.Unix(snap.RunAt, 0).UTC()
+		j.RunAt = &t
+	}
+	if snap.State == "running" {
+		j.Progress = &progressJSON{snap.Numerator, snap.Denominator}
+	}
+	if !snap.Submitted.IsZero() {
+		t := snap.Submitted.UTC()
+		j.Submitted = &t
+	}
+	if !snap.Started.IsZero() {
+		t := snap.Started.UTC()
+		j.Started = &t
+	}
+	return j
+}
+
+// finalJSON describes a finished job from its final event.
+func (s *Server) finalJSON(seq uint64, e feedEvent, finished time.Time) jobJSON {
+	j := jobJSON{Handle: s.b.Handle(seq), State: finalState(e.kind)}
+	if !finished.IsZero() {
+		t := finished.UTC()
+		j.Finished = &t
+	}
+	if e.kind != "fail" {
+		j.Result = e.ev.Data
+		if j.Result == nil {
+			j.Result = []byte{}
+		}
+		j.ResultText = textOf(j.Result)
+	}
+	return j
+}
+
+func finalState(kind string) string {
+	switch kind {
+	case "complete":
+		return "complete"
+	case "exception":
+		return "exception"
+	}
+	return "failed"
+}
+
+// submitOptions are a submit's options from query parameters or
+// Gearwork-* headers.
+type submitOptions struct {
+	priority broker.Priority
+	unique   string
+	runAt    int64
+	wait     time.Duration
+}
+
+// option returns a submit option from the query (name) or the header
+// Gearwork-<Name>; the query wins.
+func option(r *http.Request, name string) string {
+	if v := r.URL.Query().Get(name); v != "" {
+		return v
+	}
+	return r.Header.Get("Gearwork-" + name)
+}
+
+func parsePriority(v string) (broker.Priority, error) {
+	switch strings.ToLower(v) {
+	case "", "normal":
+		return broker.Normal, nil
+	case "high":
+		return broker.High, nil
+	case "low":
+		return broker.Low, nil
+	}
+	return 0, errorf(http.StatusBadRequest, "invalid-option", "priority %q: use high, normal or low", v)
+}
+
+// parseRunAt accepts RFC 3339 or Unix seconds.
+func parseRunAt(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+		return n, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "invalid-option", "run-at %q: use RFC 3339 (2026-01-02T15:04:05Z) or Unix seconds", v)
+	}
+	return t.Unix(), nil
+}
+
+func (s *Server) parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, errorf(http.StatusBadRequest, "invalid-option", "wait %q: use a Go duration such as 10s or 500ms", v)
+	}
+	return min(d, s.cfg.MaxWait), nil
+}
+
+// unsupportedOptions are submit options the broker does not offer yet.
+var unsupportedOptions = []string{"attempts", "timeout", "ordering-key"}
+
+func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
+	var o submitOptions
+	var err error
+	if o.priority, err = parsePriority(option(r, "Priority")); err != nil {
+		return o, err
+	}
+	o.unique = option(r, "Unique")
+	if o.runAt, err = parseRunAt(option(r, "Run-At")); err != nil {
+		return o, err
+	}
+	if o.wait, err = s.parseWait(r.URL.Query().Get("wait")); err != nil {
+		return o, err
+	}
+	for _, name := range unsupportedOptions {
+		if option(r, name) != "" || option(r, http.CanonicalHeaderKey(name)) != "" {
+			return o, notImplemented("the per-job option " + name)
+		}
+	}
+	return o, nil
+}
+
+// submitted is the outcome of one submit.
+type submitted struct {
+	seq     uint64
+	created bool
+	feed    *feed
+	err     error
+}
+
+// submit hands a background job to the broker and waits until it is
+// accepted (stored, with a durable store). The job is watched by the hub
+// when there is room, so its events and result can be read later.
+func (s *Server) submit(ctx context.Context, fn string, payload []byte, o submitOptions) submitted {
+	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt}
+	if o.unique != "" {
+		p.Unique = []byte(o.unique)
+	}
+	ch := make(chan submitted, 1)
+	state := "queued"
+	if o.runAt > time.Now().Unix() {
+		state = "scheduled"
+	}
+	if s.hub.hasRoom() {
+		s.b.SubmitWatched(s.hub.sess, p, func(seq uint64, created bool, err error) {
+			out := submitted{seq: seq, created: created, err: err}
+			if err == nil {
+				st := state
+				if !created {
+					st = "attached"
+				}
+				out.feed = s.hub.track(seq, broker.JobSnapshot{Seq: seq, Function: fn, State: st,
+					Priority: o.priority, Background: true, RunAt: o.runAt})
+			}
+			ch <- out
+		})
+	} else {
+		s.b.Submit(s.hub.sess, p, func(seq uint64, created bool, err error) {
+			ch <- submitted{seq: seq, created: created, err: err}
+		})
+	}
+	select {
+	case out := <-ch:
+		return out
+	case <-ctx.Done():
+		// The broker will still answer; the job may be accepted.
+		return submitted{err: errorf(http.StatusServiceUnavailable, "timeout", "the request ended before the job was accepted")}
+	}
+}
+
+func (s *Server) jobLocation(seq uint64) string {
+	return "/v1/jobs/" + url.PathEscape(s.b.Handle(seq))
+}
+
+// handleSubmit serves POST /v1/functions/{fn}/jobs.
+func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
+	fn := r.PathValue("fn")
+	if err := checkFunction(fn); err != nil {
+		return err
+	}
+	o, err := s.parseSubmitOptions(r)
+	if err != nil {
+		return err
+	}
+	payload, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("reading the payload: %w", err)
+	}
+	out := s.submit(r.Context(), fn, payload, o)
+	if out.err != nil {
+		return out.err
+	}
+	w.Header().Set("Location", s.jobLocation(out.seq))
+	created := out.created
+	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: "queued", Created: &created}
+	if snap, ok := s.b.Job(out.seq); ok {
+		res.State = snap.State
+	}
+	if o.wait > 0 && out.feed != nil {
+		longRequest(w, o.wait)
+		if e, finished, ok := s.waitFinal(r.Context(), out.feed, o.wait); ok {
+			fj := s.finalJSON(out.seq, e, finished)
+			fj.Function, fj.Created = fn, &created
+			writeJSON(w, http.StatusOK, fj)
+			return nil
+		}
+		if snap, ok := s.b.Job(out.seq); ok {
+			res.State = snap.State
+		}
+	}
+	writeJSON(w, http.StatusAccepted, res)
+	return nil
+}
+
+// waitFinal waits up to d for a feed's final event.
+func (s *Server) waitFinal(ctx context.Context, f *feed, d time.Duration) (feedEvent, time.Time, bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		_, done, changed := s.hub.read(f, ^uint64(0))
+		if done {
+			e, _ := s.hub.outcome(f)
+			return e, s.hub.finishedAt(f), true
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return feedEvent{}, time.Time{}, false
+		case <-ctx.Done():
+			return feedEvent{}, time.Time{}, false
+		case <-s.stop:
+			return feedEvent{}, time.Time{}, false
+		}
+	}
+}
+
+func checkFunction(fn string) error {
+	if fn == "" || len(fn) > 512 || strings.ContainsAny(fn, "\x00\n\r ") {
+		return errorf(http.StatusBadRequest, "invalid-function",
+			"function name %q: must be 1 to 512 bytes without spaces, NUL or line breaks", fn)
+	}
+	return nil
+}
+
+// batchLine is one line of a batch submit.
+type batchLine struct {
+	Function string `json:"function"`
+	// Payload is text; PayloadBase64 is binary. At most one may be set.
+	Payload       *string `json:"payload,omitempty"`
+	PayloadBase64 []byte  `json:"payload_base64,omitempty"`
+	Priority      string  `json:"priority,omitempty"`
+	Unique        string  `json:"unique,omitempty"`
+	// RunAt is RFC 3339 or Unix seconds.
+	RunAt       json.RawMessage `json:"run_at,omitempty"`
+	Attempts    *int            `json:"attempts,omitempty"`
+	Timeout     string          `json:"timeout,omitempty"`
+	OrderingKey string          `json:"ordering_key,omitempty"`
+}
+
+// batchResult is one line of a batch submit's answer.
+type batchResult struct {
+	Line    int      `json:"line"`
+	Handle  string   `json:"handle,omitempty"`
+	State   string   `json:"state,omitempty"`
+	Created *bool    `json:"created,omitempty"`
+	Error   *problem `json:"error,omitempty"`
+}
+
+// handleBatch serves POST /v1/jobs:batch: NDJSON in, NDJSON out, one
+// result line per input line, in order. A bad line does not stop the
+// others.
+func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), int(s.cfg.MaxBody))
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	started := false
+	line, jobs := 0, 0
+	for sc.Scan() {
+		line++
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
+			continue
+		}
+		jobs++
+		if jobs > s.cfg.MaxBatch {
+			return errorf(http.StatusRequestEntityTooLarge, "batch-too-large", "a batch holds at most %d jobs", s.cfg.MaxBatch)
+		}
+		if !started {
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		res := batchResult{Line: line}
+		if err := s.batchOne(r.Context(), text, &res); err != nil {
+			p := toProblem(err)
+			res.Error = &p
+		}
+		_ = enc.Encode(res)
+	}
+	if err := sc.Err(); err != nil {
+		if !started {
+			if errors.Is(err, bufio.ErrTooLong) {
+				return errorf(http.StatusRequestEntityTooLarge, "body-too-large", "line %d is longer than %d bytes", line+1, s.cfg.MaxBody)
+			}
+			return fmt.Errorf("reading the batch: %w", err)
+		}
+		p := toProblem(fmt.Errorf("reading the batch after line %d: %w", line, err))
+		_ = enc.Encode(batchResult{Line: line + 1, Error: &p})
+		return nil
+	}
+	if !started {
+		return errorf(http.StatusBadRequest, "empty-batch", "the batch has no jobs: send one JSON object a line")
+	}
+	return nil
+}
+
+func (s *Server) batchOne(ctx context.Context, text []byte, res *batchResult) error {
+	var l batchLine
+	if err := decodeStrict(text, &l); err != nil {
+		return err
+	}
+	if err := checkFunction(l.Function); err != nil {
+		return err
+	}
+	if l.Payload != nil && l.PayloadBase64 != nil {
+		return errorf(http.StatusBadRequest, "invalid-job", "set payload or payload_base64, not both")
+	}
+	if l.Attempts != nil {
+		return notImplemented("the per-job option attempts")
+	}
+	if l.Timeout != "" {
+		return notImplemented("the per-job option timeout")
+	}
+	if l.OrderingKey != "" {
+		return notImplemented("the per-job option ordering_key")
+	}
+	var o submitOptions
+	var err error
+	if o.priority, err = parsePriority(l.Priority); err != nil {
+		return err
+	}
+	o.unique = l.Unique
+	if len(l.RunAt) > 0 {
+		var v any
+		_ = json.Unmarshal(l.RunAt, &v)
+		switch x := v.(type) {
+		case string:
+			o.runAt, err = parseRunAt(x)
+		case float64:
+			o.runAt, err = parseRunAt(strconv.FormatInt(int64(x), 10))
+		default:
+			err = errorf(http.StatusBadRequest, "invalid-option", "run_at: use an RFC 3339 string or Unix seconds")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	payload := l.PayloadBase64
+	if l.Payload != nil {
+		payload = []byte(*l.Payload)
+	}
+	if payload == nil {
+		payload = []byte{}
+	}
+	out := s.submit(ctx, l.Function, payload, o)
+	if out.err != nil {
+		return out.err
+	}
+	res.Handle = s.b.Handle(out.seq)
+	res.Created = &out.created
+	res.State = "queued"
+	if o.runAt > time.Now().Unix() {
+		res.State = "scheduled"
+	}
+	if !out.created {
+		res.State = "attached"
+	}
+	return nil
+}
+
+// decodeStrict decodes one JSON value, rejecting unknown fields and
+// trailing data.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, "invalid-json", "%s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "invalid-json", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// handleGetJob serves GET /v1/jobs/{handle}.
+func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
+	seq, handle, err := s.handleParam(r)
+	if err != nil {
+		return err
+	}
+	if snap, ok := s.b.Job(seq); ok {
+		writeJSON(w, http.StatusOK, s.snapshotJSON(snap))
+		return nil
+	}
+	if f, ok := s.hub.remembered(seq); ok {
+		if e, ok := s.hub.outcome(f); ok {
+			writeJSON(w, http.StatusOK, s.finalJSON(seq, e, s.hub.finishedAt(f)))
+			return nil
+		}
+	}
+	if s.life.Results != nil {
+		res, ok, err := s.life.Results.Result(r.Context(), handle)
+		if err != nil {
+			return err
+		}
+		if ok {
+			j := jobJSON{Handle: handle, State: res.State, Result: res.Data, ResultText: textOf(res.Data)}
+			if !res.Finished.IsZero() {
+				t := res.Finished.UTC()
+				j.Finished = &t
+			}
+			writeJSON(w, http.StatusOK, j)
+			return nil
+		}
+	}
+	return errorf(http.StatusNotFound, "job-not-found",
+		"no job %s: it never existed, or it finished more than %s ago, or the server restarted since", handle, s.cfg.ResultRetention)
+}
+
+// handleCancel serves DELETE /v1/jobs/{handle}.
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
+	_, handle, err := s.handleParam(r)
+	if err != nil {
+		return err
+	}
+	if err := s.b.CancelJob([]byte(handle)); err != nil {
+		if errors.Is(err, broker.ErrJobNotFound) {
+			return errorf(http.StatusNotFound, "job-not-found", "no live job %s to cancel", handle)
+		}
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleParam returns the job named by the {handle} path wildcard.
+func (s *Server) handleParam(r *http.Request) (uint64, string, error) {
+	handle := r.PathValue("handle")
+	seq, ok := s.b.ParseHandle([]byte(handle))
+	if !ok {
+		return 0, handle, errorf(http.StatusNotFound, "job-not-found",
+			"%q is not a job handle of this server (handles look like %s42)", handle, s.b.HandlePrefix())
+	}
+	return seq, handle, nil
+}

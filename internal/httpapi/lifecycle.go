@@ -1,0 +1,65 @@
+package httpapi
+
+import (
+	"context"
+	"time"
+)
+
+// Lifecycle is what the dead-letter, pause/resume and retained-result
+// routes need from the broker. Each part is optional: a nil field makes its
+// routes answer 501 Not Implemented with a problem that says so.
+type Lifecycle struct {
+	DeadLetters DeadLetters
+	Pauser      Pauser
+	Results     Results
+}
+
+// DeadLetter is a job that used up its attempts.
+type DeadLetter struct {
+	Handle   string    `json:"handle"`
+	Function string    `json:"function"`
+	Unique   string    `json:"unique,omitempty"`
+	Attempts int       `json:"attempts"`
+	Error    string    `json:"error,omitempty"`
+	DiedAt   time.Time `json:"died_at"`
+	Payload  []byte    `json:"-"`
+}
+
+// DeadLetters lists, retries and purges dead jobs. Implementations must be
+// safe for concurrent use.
+type DeadLetters interface {
+	// ListDead returns up to limit dead jobs of function fn ("" for all),
+	// oldest first.
+	ListDead(ctx context.Context, fn string, limit int) ([]DeadLetter, error)
+	// RetryDead queues the dead job with this handle again. It returns an
+	// error matching broker.ErrJobNotFound when there is no such dead job.
+	RetryDead(ctx context.Context, handle string) error
+	// PurgeDead deletes the dead job with this handle, or every dead job of
+	// fn when handle is empty ("" fn and handle: all). It returns how many
+	// were deleted.
+	PurgeDead(ctx context.Context, fn, handle string) (int, error)
+}
+
+// Pauser stops and restarts handing out a function's jobs; submits are
+// still accepted while paused.
+type Pauser interface {
+	// Pause pauses fn until the given time (zero: until Resume).
+	Pause(ctx context.Context, fn string, until time.Time) error
+	// Resume ends a pause; resuming a running function is not an error.
+	Resume(ctx context.Context, fn string) error
+}
+
+// Result is a finished job's outcome kept by the broker.
+type Result struct {
+	// State is "complete", "failed" or "exception".
+	State    string
+	Data     []byte
+	Finished time.Time
+}
+
+// Results reads results the broker retains after a job finished.
+type Results interface {
+	// Result returns the retained result of the job with this handle, or
+	// false if none is kept.
+	Result(ctx context.Context, handle string) (Result, bool, error)
+}

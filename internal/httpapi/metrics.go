@@ -1,0 +1,130 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// metrics is the server's Prometheus registry: broker counters read at
+// scrape time (no cost on the job path) plus HTTP request counts.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	handler  http.Handler
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gearwork_http_requests_total",
+		Help: "HTTP API requests by route and status code.",
+	}, []string{"route", "code"})
+	m.reg.MustRegister(m.requests,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&brokerCollector{s: s})
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return m
+}
+
+func (m *metrics) request(route string, code int) {
+	if code == 0 {
+		code = http.StatusOK
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}
+
+// handleMetrics serves GET /metrics in the Prometheus text format.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+	s.metrics.handler.ServeHTTP(w, r)
+	return nil
+}
+
+var (
+	fnLabel       = []string{"function"}
+	descSubmitted = prometheus.NewDesc("gearwork_jobs_submitted_total", "Jobs created, by function.", fnLabel, nil)
+	descCompleted = prometheus.NewDesc("gearwork_jobs_completed_total", "Jobs a worker completed (WORK_COMPLETE).", fnLabel, nil)
+	descFailed    = prometheus.NewDesc("gearwork_jobs_failed_total",
+		"Jobs a worker failed, by kind: fail (WORK_FAIL) or exception (WORK_EXCEPTION).", []string{"function", "kind"}, nil)
+	descRetried = prometheus.NewDesc("gearwork_jobs_retried_total",
+		"Jobs taken back from a worker that vanished or whose lease/timeout ran out, and queued again.", fnLabel, nil)
+	descDropped = prometheus.NewDesc("gearwork_jobs_dropped_total",
+		"Jobs that left without a worker's result: cancelled, out of retries, abandoned, or dropped with their function.", fnLabel, nil)
+	descQueued   = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
+	descTotal    = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (queued, scheduled, running), by function.", fnLabel, nil)
+	descRunning  = prometheus.NewDesc("gearwork_jobs_running", "Jobs held by workers, by function.", fnLabel, nil)
+	descWorkers  = prometheus.NewDesc("gearwork_workers", "Workers registered for the function.", fnLabel, nil)
+	descWait     = prometheus.NewDesc("gearwork_job_wait_seconds", "Time from submit (or run-at) to a worker taking the job.", fnLabel, nil)
+	descRun      = prometheus.NewDesc("gearwork_job_run_seconds", "Time from a worker taking the job to its result.", fnLabel, nil)
+	descSessions = prometheus.NewDesc("gearwork_sessions", "Open broker sessions (Gearman connections, HTTP watchers and HTTP workers).", nil, nil)
+	descConns    = prometheus.NewDesc("gearwork_connections", "Open connections by front end.", []string{"frontend"}, nil)
+	descLeases   = prometheus.NewDesc("gearwork_http_worker_leases", "Jobs held by HTTP workers under a lease.", nil, nil)
+	descPolls    = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
+	descCommit   = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
+	descCommitN  = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer.", nil, nil)
+)
+
+// brokerCollector reads the broker's counters at scrape time.
+type brokerCollector struct{ s *Server }
+
+func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descQueued,
+		descTotal, descRunning, descWorkers, descWait, descRun, descSessions, descConns, descLeases, descPolls,
+		descCommit, descCommitN} {
+		ch <- d
+	}
+}
+
+func constHistogram(desc *prometheus.Desc, h broker.Histogram, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(broker.HistogramBounds))
+	var cum uint64
+	for i, le := range broker.HistogramBounds {
+		cum += h.Counts[i]
+		buckets[le] = cum
+	}
+	return prometheus.MustNewConstHistogram(desc, h.Count, h.Sum, buckets, labels...)
+}
+
+func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.b.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	for _, f := range st.Functions {
+		counter(descSubmitted, f.Submitted, f.Name)
+		counter(descCompleted, f.Completed, f.Name)
+		counter(descFailed, f.Failed, f.Name, "fail")
+		counter(descFailed, f.Exceptions, f.Name, "exception")
+		counter(descRetried, f.Retried, f.Name)
+		counter(descDropped, f.Dropped, f.Name)
+		for _, p := range []broker.Priority{broker.High, broker.Normal, broker.Low} {
+			gauge(descQueued, f.Queued[p], f.Name, p.String())
+		}
+		gauge(descTotal, f.Total, f.Name)
+		gauge(descRunning, f.Running, f.Name)
+		gauge(descWorkers, f.Workers, f.Name)
+		ch <- constHistogram(descWait, f.Wait, f.Name)
+		ch <- constHistogram(descRun, f.Run, f.Name)
+	}
+	gauge(descSessions, st.Sessions)
+	held, polls := c.s.leases.count()
+	gauge(descLeases, held)
+	gauge(descPolls, polls)
+	gauge(descConns, int(c.s.conns.Load()), "http")
+	if c.s.cfg.ConnectionsFunc != nil {
+		for name, n := range c.s.cfg.ConnectionsFunc() {
+			gauge(descConns, n, name)
+		}
+	}
+	ch <- constHistogram(descCommit, st.Commit)
+	counter(descCommitN, st.CommitJobs)
+}

@@ -1,0 +1,202 @@
+// Package httpapi is Gearwork's HTTP front end: a JSON API to submit, look
+// up and cancel jobs, Server-Sent Events of a job's progress, long-polling
+// HTTP workers, the dashboard (embedded static files), Prometheus metrics
+// and health checks. Like the Gearman front end it only translates: every
+// job decision is the broker's.
+//
+// # Job events
+//
+// The server watches jobs through one broker session (the hub) and keeps a
+// bounded log of each watched job's events, so that an SSE client can
+// resume with Last-Event-ID and a finished job's result can still be read
+// for a while (Config.ResultRetention). Jobs submitted over HTTP are
+// watched from their creation; other jobs from the first request for their
+// events.
+//
+// # Security
+//
+// With no token configured only loopback clients are served. With tokens,
+// every API request needs "Authorization: Bearer <token>" with the scope
+// the route asks for (read, submit, work or admin; admin implies the
+// others). /healthz, /readyz, /openapi.json and the dashboard's static
+// files need no token.
+//
+// # Shutdown
+//
+// Shutdown stops accepting, ends event streams and long polls, waits for
+// the other requests up to its context's deadline, and then gives back the
+// jobs that HTTP workers still hold. Stop the HTTP server before the broker.
+package httpapi
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// Config configures a Server. Only Broker is required.
+type Config struct {
+	Broker *broker.Broker
+	// Lifecycle provides dead letters, pause/resume and retained results
+	// when the broker offers them; a nil field (or a nil Lifecycle) makes
+	// the matching routes answer 501 Not Implemented.
+	Lifecycle Lifecycle
+	// Tokens are the accepted bearer tokens. Empty: no token is needed, but
+	// only loopback clients may connect.
+	Tokens []Token
+	// CORSOrigins lists the origins allowed to call the API from a browser;
+	// "*" allows any. Empty: no CORS headers.
+	CORSOrigins []string
+	// MaxBody is the largest request body in bytes. Default 16 MiB.
+	MaxBody int64
+	// MaxBatch is the most jobs in one batch submit. Default 10000.
+	MaxBatch int
+	// MaxWait caps ?wait= on submits and long polls. Default 5 minutes.
+	MaxWait time.Duration
+	// DefaultLease is an HTTP worker's lease when the grab names none.
+	// Default 5 minutes. MaxLease caps it; default 24 hours.
+	DefaultLease, MaxLease time.Duration
+	// KeepAlive is the interval of SSE keep-alive comments. Default 15s.
+	KeepAlive time.Duration
+	// EventLog is the most events kept per job for Last-Event-ID resume.
+	// Default 1024; older events are dropped first (the final event is
+	// always kept).
+	EventLog int
+	// MaxFeeds is the most jobs whose events are kept at once. Default
+	// 10000. Past it, finished jobs are forgotten oldest first, and jobs
+	// submitted over HTTP are watched only from their first event request.
+	MaxFeeds int
+	// ResultRetention is how long a finished job's final event (and so its
+	// result) stays readable. Default 5 minutes.
+	ResultRetention time.Duration
+	// OverviewInterval is how often the dashboard stream sends an overview.
+	// Default 1s.
+	OverviewInterval time.Duration
+	// ConnectionsFunc, if set, reports open connections of the other front
+	// ends by name (for metrics), e.g. {"gearman": 3}.
+	ConnectionsFunc func() map[string]int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server serves the HTTP API. Create it with New; Serve on a listener;
+// Shutdown when done.
+type Server struct {
+	cfg     Config
+	b       *broker.Broker
+	life    Lifecycle
+	log     *slog.Logger
+	hub     *hub
+	leases  *leases
+	handler http.Handler
+	routes  []route
+	metrics *metrics
+	srv     *http.Server
+
+	// conns counts open HTTP connections.
+	conns atomic.Int64
+	// stop is closed by Shutdown: streams and long polls end.
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = http.ErrServerClosed
+
+// New returns a Server for cfg. It panics if cfg.Broker is nil.
+func New(cfg Config) *Server {
+	if cfg.Broker == nil {
+		panic("httpapi: Config.Broker is nil")
+	}
+	cfg.MaxBody = cmp.Or(cfg.MaxBody, 16<<20)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 10000)
+	cfg.MaxWait = cmp.Or(cfg.MaxWait, 5*time.Minute)
+	cfg.DefaultLease = cmp.Or(cfg.DefaultLease, 5*time.Minute)
+	cfg.MaxLease = cmp.Or(cfg.MaxLease, 24*time.Hour)
+	cfg.KeepAlive = cmp.Or(cfg.KeepAlive, 15*time.Second)
+	cfg.EventLog = max(cmp.Or(cfg.EventLog, 1024), 2)
+	cfg.MaxFeeds = cmp.Or(cfg.MaxFeeds, 10000)
+	cfg.ResultRetention = cmp.Or(cfg.ResultRetention, 5*time.Minute)
+	cfg.OverviewInterval = cmp.Or(cfg.OverviewInterval, time.Second)
+	s := &Server{cfg: cfg, b: cfg.Broker, life: cfg.Lifecycle, log: cmp.Or(cfg.Logger, slog.Default()),
+		stop: make(chan struct{})}
+	s.hub = newHub(s.b, cfg.EventLog, cfg.MaxFeeds, cfg.ResultRetention)
+	s.leases = newLeases(s.b)
+	s.metrics = newMetrics(s)
+	s.routes = s.routeTable()
+	s.handler = s.buildHandler()
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				s.conns.Add(-1)
+			}
+		},
+	}
+	s.wg.Add(1)
+	go s.janitor()
+	return s
+}
+
+// Handler returns the server's HTTP handler (for tests with httptest).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves HTTP on ln until Shutdown. It returns ErrServerClosed after
+// Shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections, ends event streams and long polls,
+// waits for other requests to finish (until ctx is done, then closes
+// them), gives back jobs that HTTP workers hold and ends the hub session.
+// Safe to call twice, and before Serve.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		err = s.srv.Shutdown(ctx)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			err = s.srv.Close()
+		}
+		s.wg.Wait()
+		s.leases.closeAll()
+		s.hub.close()
+	})
+	return err
+}
+
+// janitor expires HTTP worker leases and forgets old job feeds.
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.leases.expire(now)
+			s.hub.sweep(now)
+		}
+	}
+}
