@@ -119,7 +119,7 @@ type submitOptions struct {
 // option returns a submit option from the query (name) or the header
 // Gearwork-<Name>; the query wins.
 func option(r *http.Request, name string) string {
-	if v := r.URL.Query().Get(name); v != "" {
+	if v := r.URL.Query().Get(strings.ToLower(name)); v != "" {
 		return v
 	}
 	return r.Header.Get("Gearwork-" + name)
@@ -180,7 +180,7 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 		return o, err
 	}
 	for _, name := range unsupportedOptions {
-		if option(r, name) != "" || option(r, http.CanonicalHeaderKey(name)) != "" {
+		if option(r, name) != "" {
 			return o, notImplemented("the per-job option " + name)
 		}
 	}

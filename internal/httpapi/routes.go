@@ -60,6 +60,7 @@ func (s *Server) routeTable() []route {
 
 func (s *Server) buildHandler() http.Handler {
 	mux := http.NewServeMux()
+	s.mux = mux
 	for _, rt := range s.routes {
 		mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}

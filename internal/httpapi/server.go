@@ -97,6 +97,7 @@ type Server struct {
 	hub     *hub
 	leases  *leases
 	handler http.Handler
+	mux     *http.ServeMux
 	routes  []route
 	metrics *metrics
 	srv     *http.Server

@@ -1,0 +1,662 @@
+package httpapi
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type testBundle struct {
+	b   *broker.Broker
+	srv *Server
+	ts  *httptest.Server
+}
+
+func setup(t *testing.T, mod ...func(*Config)) *testBundle {
+	t.Helper()
+	b := broker.New(broker.Config{HandlePrefix: "H:test:"})
+	require.NoError(t, b.Start(context.Background()))
+	cfg := Config{Broker: b, KeepAlive: time.Hour}
+	for _, f := range mod {
+		f(&cfg)
+	}
+	srv := New(cfg)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		require.NoError(t, srv.Shutdown(context.Background()))
+		ts.Close()
+		b.Stop()
+	})
+	return &testBundle{b: b, srv: srv, ts: ts}
+}
+
+func (tb *testBundle) do(t *testing.T, method, path string, body io.Reader, hdr ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, tb.ts.URL+path, body)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := tb.ts.Client().Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func decode[T any](t *testing.T, resp *http.Response) T {
+	t.Helper()
+	var v T
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+	return v
+}
+
+func requireProblem(t *testing.T, resp *http.Response, status int, detailContains string) problem {
+	t.Helper()
+	require.Equal(t, status, resp.StatusCode)
+	require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+	p := decode[problem](t, resp)
+	require.Equal(t, status, p.Status)
+	require.NotEmpty(t, p.Type)
+	require.Contains(t, p.Detail, detailContains)
+	return p
+}
+
+// testWorker is a worker session on the broker, as a Gearman worker
+// connection would be.
+type testWorker struct {
+	b    *broker.Broker
+	sess *broker.Session
+	wake wakeup
+}
+
+func newTestWorker(t *testing.T, b *broker.Broker, fn string) *testWorker {
+	t.Helper()
+	w := &testWorker{b: b, wake: make(wakeup, 1)}
+	w.sess = b.NewSession("test-worker", w.wake)
+	b.CanDo(w.sess, []byte(fn), 0)
+	t.Cleanup(func() { b.CloseSession(w.sess) })
+	return w
+}
+
+// grab waits for a job, for at most 10 seconds.
+func (w *testWorker) grab(t *testing.T) broker.Assignment {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if a, ok := w.b.Grab(w.sess); ok {
+			return a
+		}
+		w.b.PreSleep(w.sess)
+		select {
+		case <-w.wake:
+		case <-deadline:
+			t.Fatal("no job came")
+		}
+	}
+}
+
+func TestSubmitGetAndResult(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	resp := tb.do(t, "POST", "/v1/functions/resize/jobs?priority=high&unique=u1", strings.NewReader("\x00binary\xff"),
+		"Content-Type", "application/octet-stream")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	job := decode[jobJSON](t, resp)
+	require.Equal(t, "H:test:1", job.Handle)
+	require.Equal(t, "queued", job.State)
+	require.True(t, *job.Created)
+	require.Equal(t, "/v1/jobs/H:test:1", resp.Header.Get("Location"))
+
+	got := decode[jobJSON](t, tb.do(t, "GET", resp.Header.Get("Location"), nil))
+	require.Equal(t, "queued", got.State)
+	require.Equal(t, "resize", got.Function)
+	require.Equal(t, "high", got.Priority)
+	require.Equal(t, "u1", got.Unique)
+	require.True(t, *got.Background)
+
+	// The same unique attaches to the live job.
+	again := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/resize/jobs", strings.NewReader("other"), "Gearwork-Unique", "u1"))
+	require.Equal(t, job.Handle, again.Handle)
+	require.False(t, *again.Created)
+
+	w := newTestWorker(t, tb.b, "resize")
+	a := w.grab(t)
+	require.Equal(t, []byte("\x00binary\xff"), a.Payload, "the payload is kept as bytes")
+	got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/H:test:1", nil))
+	require.Equal(t, "running", got.State)
+	require.NoError(t, tb.b.WorkStatus(w.sess, a.Seq, 3, 4))
+	got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/H:test:1", nil))
+	require.Equal(t, progressJSON{3, 4}, *got.Progress)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("small.png")))
+
+	got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/H:test:1", nil))
+	require.Equal(t, "complete", got.State)
+	require.Equal(t, []byte("small.png"), got.Result)
+	require.Equal(t, "small.png", *got.ResultText)
+	require.NotNil(t, got.Finished)
+}
+
+func TestSubmitWaitReturnsResult(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "echo")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a := w.grab(t)
+		_ = tb.b.Finish(w.sess, a.Seq, broker.Complete, append([]byte("echo:"), a.Payload...))
+	}()
+	resp := tb.do(t, "POST", "/v1/functions/echo/jobs?wait=30s", strings.NewReader("hi"))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	job := decode[jobJSON](t, resp)
+	require.Equal(t, "complete", job.State)
+	require.Equal(t, "echo:hi", *job.ResultText)
+	<-done
+}
+
+func TestSubmitWaitWithoutWorkerAnswers202(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	resp := tb.do(t, "POST", "/v1/functions/nobody/jobs?wait=20ms", strings.NewReader("x"))
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, "queued", decode[jobJSON](t, resp).State)
+}
+
+func TestSubmitFailureAndException(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "f")
+	for _, tc := range []struct {
+		outcome broker.Outcome
+		state   string
+	}{{broker.Fail, "failed"}, {broker.Exception, "exception"}} {
+		job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil))
+		a := w.grab(t)
+		require.NoError(t, tb.b.Finish(w.sess, a.Seq, tc.outcome, []byte("why")))
+		got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+url.PathEscape(job.Handle), nil))
+		require.Equal(t, tc.state, got.State)
+	}
+}
+
+func TestScheduledSubmit(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	resp := tb.do(t, "POST", "/v1/functions/later/jobs", nil, "Gearwork-Run-At", at.Format(time.RFC3339))
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	job := decode[jobJSON](t, resp)
+	require.Equal(t, "scheduled", job.State)
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Equal(t, at, *got.RunAt)
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil))
+	resp := tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil)
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Equal(t, "failed", got.State, "a cancelled job's watchers see fail")
+	requireProblem(t, tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil), http.StatusNotFound, "no live job")
+}
+
+func TestBatch(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	body := `{"function":"a","payload":"one"}
+{"function":"a","payload":"two","color":"red"}
+
+{"function":"b","payload_base64":"AAE=","priority":"low","unique":"k"}
+{"function":"b","payload":"x","priority":"urgent"}
+not json
+{"function":"a","attempts":3}
+`
+	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(body), "Content-Type", "application/x-ndjson")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "application/x-ndjson", resp.Header.Get("Content-Type"))
+	var lines []batchResult
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var r batchResult
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r))
+		lines = append(lines, r)
+	}
+	require.Len(t, lines, 6)
+	require.Equal(t, 1, lines[0].Line)
+	require.Equal(t, "queued", lines[0].State)
+	require.NotEmpty(t, lines[0].Handle)
+	require.Equal(t, 2, lines[1].Line)
+	require.Contains(t, lines[1].Error.Detail, `unknown field "color"`)
+	require.Equal(t, 4, lines[2].Line, "blank lines keep their number")
+	require.NotEmpty(t, lines[2].Handle)
+	require.Contains(t, lines[3].Error.Detail, "urgent")
+	require.Equal(t, http.StatusBadRequest, lines[4].Error.Status)
+	require.Equal(t, http.StatusNotImplemented, lines[5].Error.Status)
+
+	w := newTestWorker(t, tb.b, "b")
+	a := w.grab(t)
+	require.Equal(t, []byte{0, 1}, a.Payload)
+
+	requireProblem(t, tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader("\n\n")), http.StatusBadRequest, "no jobs")
+}
+
+// sseEvent is one parsed server-sent event.
+type sseEvent struct {
+	id, event string
+	data      eventData
+}
+
+// readEvents parses an event stream until it ends.
+func readEvents(t *testing.T, body io.Reader) []sseEvent {
+	t.Helper()
+	var out []sseEvent
+	var cur sseEvent
+	sc := bufio.NewScanner(body)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if cur.event != "" {
+				out = append(out, cur)
+			}
+			cur = sseEvent{}
+		case strings.HasPrefix(line, "id: "):
+			cur.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			cur.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			require.NoError(t, json.Unmarshal([]byte(line[6:]), &cur.data))
+		}
+	}
+	return out
+}
+
+func kinds(evs []sseEvent) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.id+":"+e.event)
+	}
+	return out
+}
+
+func TestEventsStreamAndResume(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("p")))
+	w := newTestWorker(t, tb.b, "f")
+	a := w.grab(t)
+	require.NoError(t, tb.b.WorkStatus(w.sess, a.Seq, 1, 3))
+	require.NoError(t, tb.b.WorkData(w.sess, a.Seq, []byte("chunk"), false))
+
+	// A stream open while the job runs sees the rest live.
+	resp := tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	br := bufio.NewReader(resp.Body)
+	// Read up to the data event before the worker goes on.
+	for {
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		if strings.HasPrefix(line, "event: data") {
+			break
+		}
+	}
+	require.NoError(t, tb.b.WorkData(w.sess, a.Seq, []byte("careful"), true))
+	require.NoError(t, tb.b.WorkStatus(w.sess, a.Seq, 2, 3))
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("result")))
+	rest := readEvents(t, br)
+	require.Equal(t, []string{"4:warning", "5:status", "6:complete"}, kinds(rest))
+	require.Equal(t, "result", *rest[2].data.Text)
+	require.Equal(t, uint32(2), *rest[1].data.Numerator)
+
+	// From the start: every event, beginning with the state.
+	all := readEvents(t, tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:status", "3:data", "4:warning", "5:status", "6:complete"}, kinds(all))
+	require.Equal(t, "queued", all[0].data.Job.State)
+	require.Equal(t, "chunk", *all[2].data.Text)
+
+	// Resume after event 3.
+	resumed := readEvents(t, tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil, "Last-Event-ID", "3").Body)
+	require.Equal(t, []string{"4:warning", "5:status", "6:complete"}, kinds(resumed))
+
+	// After the final event there is nothing more: 204 stops EventSource.
+	resp = tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil, "Last-Event-ID", "6")
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+
+	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:999/events", nil), http.StatusNotFound, "H:test:999")
+}
+
+func TestEventsOfGearmanSubmittedJob(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	// A job submitted by another front end (a foreground Gearman client).
+	client := tb.b.NewSession("gearman-client", wakeup(make(chan struct{}, 1)))
+	defer tb.b.CloseSession(client)
+	var seq uint64
+	tb.b.Submit(client, broker.SubmitParams{Function: []byte("g"), Payload: []byte("x")}, func(s uint64, _ bool, err error) {
+		require.NoError(t, err)
+		seq = s
+	})
+	resp := tb.do(t, "GET", "/v1/jobs/"+tb.b.Handle(seq)+"/events", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		if strings.HasPrefix(line, "data: ") {
+			break // the state event is out: the hub watches the job
+		}
+	}
+	w := newTestWorker(t, tb.b, "g")
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Exception, []byte("bad input")))
+	rest := readEvents(t, br)
+	require.Equal(t, []string{"2:exception"}, kinds(rest))
+	require.Equal(t, "bad input", *rest[0].data.Text)
+}
+
+func TestHTTPWorker(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	grabbed := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", tb.ts.URL+"/v1/functions/mail/grab?wait=30s&lease=1m", nil)
+		resp, err := tb.ts.Client().Do(req)
+		if err == nil {
+			grabbed <- resp
+		}
+		close(grabbed)
+	}()
+	// Wait until the poll registered as a worker, then submit.
+	require.Eventually(t, func() bool {
+		for _, f := range tb.b.Status() {
+			if f.Name == "mail" && f.Workers == 1 {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, time.Millisecond)
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/mail/jobs", strings.NewReader("to: a@b")))
+	resp := <-grabbed
+	require.NotNil(t, resp)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	g := decode[grabbedJSON](t, resp)
+	require.Equal(t, job.Handle, g.Handle)
+	require.Equal(t, "to: a@b", *g.PayloadText)
+	require.NotEmpty(t, g.Lease)
+
+	base := "/v1/jobs/" + g.Handle
+	requireProblem(t, tb.do(t, "POST", base+"/status", strings.NewReader(`{"numerator":1,"denominator":2}`)), http.StatusBadRequest, "lease")
+	requireProblem(t, tb.do(t, "POST", base+"/status?lease=nope", strings.NewReader(`{"numerator":1,"denominator":2}`)), http.StatusConflict, "another lease")
+	requireProblem(t, tb.do(t, "POST", base+"/status?lease="+g.Lease, strings.NewReader(`{"numerator":1,"denom":2}`)), http.StatusBadRequest, `unknown field "denom"`)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", base+"/status", strings.NewReader(`{"numerator":1,"denominator":2}`), "Gearwork-Lease", g.Lease).StatusCode)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", base+"/data?lease="+g.Lease+"&warning=true", strings.NewReader("slow smtp")).StatusCode)
+	got := decode[jobJSON](t, tb.do(t, "GET", base, nil))
+	require.Equal(t, "running", got.State)
+	require.Equal(t, progressJSON{1, 2}, *got.Progress)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", base+"/complete?lease="+g.Lease, strings.NewReader("sent")).StatusCode)
+	got = decode[jobJSON](t, tb.do(t, "GET", base, nil))
+	require.Equal(t, "complete", got.State)
+	require.Equal(t, "sent", *got.ResultText)
+	requireProblem(t, tb.do(t, "POST", base+"/complete?lease="+g.Lease, nil), http.StatusConflict, "no HTTP worker holds")
+
+	evs := readEvents(t, tb.do(t, "GET", base+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:status", "3:warning", "4:complete"}, kinds(evs))
+
+	// An empty poll ends with 204.
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/grab?wait=1ms", nil).StatusCode)
+}
+
+func TestHTTPWorkerLeaseExpiryRequeues(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/slow/jobs", strings.NewReader("x")))
+	resp := tb.do(t, "POST", "/v1/functions/slow/grab?wait=10s&lease=1s", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	g := decode[grabbedJSON](t, resp)
+	require.Equal(t, job.Handle, g.Handle)
+	// The lease runs out: the broker takes the job back and queues it.
+	require.Eventually(t, func() bool {
+		got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+		return got.State == "queued" && *got.Retries == 1
+	}, 20*time.Second, 20*time.Millisecond)
+	requireProblem(t, tb.do(t, "POST", "/v1/jobs/"+g.Handle+"/complete?lease="+g.Lease, nil), http.StatusConflict, "")
+	// Another worker gets it.
+	resp = tb.do(t, "POST", "/v1/functions/slow/grab?wait=10s", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	g2 := decode[grabbedJSON](t, resp)
+	require.Equal(t, job.Handle, g2.Handle)
+	require.NotEqual(t, g.Lease, g2.Lease)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/jobs/"+g2.Handle+"/fail?lease="+g2.Lease, strings.NewReader("boom")).StatusCode)
+	require.Equal(t, "exception", decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil)).State)
+}
+
+func TestProblems(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.MaxBody = 16 })
+	requireProblem(t, tb.do(t, "GET", "/v2/nothing", nil), http.StatusNotFound, "no route for GET /v2/nothing")
+	resp := tb.do(t, "PUT", "/v1/functions", nil)
+	requireProblem(t, resp, http.StatusMethodNotAllowed, "PUT is not allowed")
+	require.Contains(t, resp.Header.Get("Allow"), "GET")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader(strings.Repeat("x", 17))),
+		http.StatusRequestEntityTooLarge, "limit of 16 bytes")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?priority=urgent", nil), http.StatusBadRequest, "urgent")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?run-at=tomorrow", nil), http.StatusBadRequest, "RFC 3339")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?wait=forever", nil), http.StatusBadRequest, "duration")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Gearwork-Attempts", "3"), http.StatusNotImplemented, "attempts")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?ordering-key=k", nil), http.StatusNotImplemented, "ordering-key")
+	requireProblem(t, tb.do(t, "GET", "/v1/jobs/nothandle", nil), http.StatusNotFound, "not a job handle")
+	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:77", nil), http.StatusNotFound, "no job H:test:77")
+	requireProblem(t, tb.do(t, "GET", "/v1/dead-letters", nil), http.StatusNotImplemented, "dead letters")
+	requireProblem(t, tb.do(t, "POST", "/v1/dead-letters/H:test:1/retry", nil), http.StatusNotImplemented, "dead letters")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/pause", nil), http.StatusNotImplemented, "pause")
+}
+
+func TestAuthScopes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) {
+		c.Tokens = []Token{NewToken("reader", "r-secret", ScopeRead), NewToken("ci", "s-secret", ScopeSubmit|ScopeRead),
+			NewToken("root", "a-secret", ScopeAdmin)}
+	})
+	requireProblem(t, tb.do(t, "GET", "/v1/functions", nil), http.StatusUnauthorized, "Bearer")
+	requireProblem(t, tb.do(t, "GET", "/v1/functions", nil, "Authorization", "Bearer wrong"), http.StatusUnauthorized, "not valid")
+	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/v1/functions", nil, "Authorization", "Bearer r-secret").StatusCode)
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Authorization", "Bearer r-secret"), http.StatusForbidden, "submit")
+	require.Equal(t, http.StatusAccepted, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Authorization", "Bearer s-secret").StatusCode)
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/grab?wait=1ms", nil, "Authorization", "Bearer s-secret"), http.StatusForbidden, "work")
+	require.Equal(t, http.StatusOK, tb.do(t, "POST", "/v1/functions/f/grab?wait=1ms", nil, "Authorization", "bearer a-secret").StatusCode,
+		"admin implies work")
+	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/healthz", nil).StatusCode, "health needs no token")
+	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/", nil).StatusCode, "the dashboard page needs no token")
+	// EventSource cannot send headers: the token may come as a query
+	// parameter for event streams.
+	resp := tb.do(t, "GET", "/v1/jobs/H:test:1/events?access_token=r-secret", nil, "Accept", "text/event-stream")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+func TestParseTokens(t *testing.T) {
+	t.Parallel()
+	toks, err := ParseTokens(strings.NewReader(`# comment
+ci submit,read s3cret
+
+ops admin sha256:` + strings.Repeat("ab", 32) + "\n"))
+	require.NoError(t, err)
+	require.Len(t, toks, 2)
+	require.Equal(t, NewToken("ci", "s3cret", ScopeSubmit|ScopeRead), toks[0])
+	require.Equal(t, ScopeAdmin, toks[1].Scopes)
+	require.Equal(t, byte(0xab), toks[1].Hash[31])
+	_, err = ParseTokens(strings.NewReader("x root s"))
+	require.ErrorContains(t, err, `unknown scope "root"`)
+	_, err = ParseTokens(strings.NewReader("x read sha256:zz"))
+	require.ErrorContains(t, err, "64 hex digits")
+}
+
+func TestOnlyLoopbackWithoutTokens(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/v1/functions", nil)
+	req.RemoteAddr = "192.0.2.7:5555"
+	tb.srv.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusForbidden, rec.Code)
+	require.Contains(t, rec.Body.String(), "only loopback clients")
+	rec = httptest.NewRecorder()
+	req.RemoteAddr = "[::1]:5555"
+	tb.srv.Handler().ServeHTTP(rec, req)
+	require.Equal(t, http.StatusOK, rec.Code)
+}
+
+func TestCORSAndGzip(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.CORSOrigins = []string{"https://app.example"} })
+	resp := tb.do(t, "OPTIONS", "/v1/functions/f/jobs", nil, "Origin", "https://app.example",
+		"Access-Control-Request-Method", "POST")
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	require.Equal(t, "https://app.example", resp.Header.Get("Access-Control-Allow-Origin"))
+	require.Contains(t, resp.Header.Get("Access-Control-Allow-Headers"), "Gearwork-Priority")
+	resp = tb.do(t, "GET", "/v1/functions", nil, "Origin", "https://evil.example")
+	require.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"))
+
+	// The transport would decompress transparently; ask explicitly.
+	resp = tb.do(t, "GET", "/v1/functions", nil, "Accept-Encoding", "gzip")
+	require.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
+	zr, err := gzip.NewReader(resp.Body)
+	require.NoError(t, err)
+	var v map[string]any
+	require.NoError(t, json.NewDecoder(zr).Decode(&v))
+	require.Contains(t, v, "functions")
+	// Not for event streams.
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil))
+	resp = tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil, "Accept-Encoding", "gzip")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Empty(t, resp.Header.Get("Content-Encoding"))
+}
+
+func TestFunctionsWorkersAndMetrics(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "thumb")
+	tb.b.SetClientID(w.sess, "thumbnailer")
+	for range 3 {
+		tb.do(t, "POST", "/v1/functions/thumb/jobs?priority=low", nil)
+	}
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, nil))
+
+	fns := decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
+	require.Len(t, fns.Functions, 1)
+	f := fns.Functions[0]
+	require.Equal(t, "thumb", f.Name)
+	require.Equal(t, 2, f.Queued["low"])
+	require.Equal(t, 1, f.Workers)
+	require.Equal(t, uint64(3), f.Submitted)
+	require.Equal(t, uint64(1), f.Completed)
+
+	ws := decode[struct{ Workers []workerJSON }](t, tb.do(t, "GET", "/v1/workers", nil))
+	require.Len(t, ws.Workers, 1)
+	require.Equal(t, "thumbnailer", ws.Workers[0].ClientID)
+	require.Equal(t, []string{"thumb"}, ws.Workers[0].Functions)
+
+	resp := tb.do(t, "GET", "/metrics", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	text := string(body)
+	for _, want := range []string{
+		`gearwork_jobs_submitted_total{function="thumb"} 3`,
+		`gearwork_jobs_completed_total{function="thumb"} 1`,
+		`gearwork_queue_depth{function="thumb",priority="low"} 2`,
+		`gearwork_workers{function="thumb"} 1`,
+		`gearwork_job_wait_seconds_count{function="thumb"} 1`,
+		`gearwork_job_run_seconds_count{function="thumb"} 1`,
+		`gearwork_http_requests_total{code="202",route="POST /v1/functions/{fn}/jobs"} 3`,
+		`gearwork_connections{frontend="http"}`,
+		`gearwork_store_commit_seconds_bucket`,
+	} {
+		require.Contains(t, text, want)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/healthz", nil).StatusCode)
+	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/readyz", nil).StatusCode)
+	tb.b.Drain()
+	requireProblem(t, tb.do(t, "GET", "/readyz", nil), http.StatusServiceUnavailable, "draining")
+}
+
+func TestOpenAPIListsExactlyTheRoutes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	resp := tb.do(t, "GET", "/openapi.json", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&doc))
+	require.Equal(t, "3.1.0", doc.OpenAPI)
+
+	inDoc := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			inDoc[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	inRouter := map[string]bool{}
+	for _, rt := range tb.srv.routes {
+		path := strings.ReplaceAll(rt.pattern, "{$}", "")
+		inRouter[rt.method+" "+path] = true
+	}
+	for k := range inRouter {
+		require.True(t, inDoc[k], "route %s is missing from openapi.json", k)
+	}
+	for k := range inDoc {
+		require.True(t, inRouter[k], "openapi.json documents %s, which the router does not serve", k)
+	}
+	// And the router really answers each documented path with the route
+	// it documents.
+	for _, rt := range tb.srv.routes {
+		path := strings.NewReplacer("{fn}", "f", "{handle}", "H:test:1", "{file}", "app.js", "{$}", "").Replace(rt.pattern)
+		req := httptest.NewRequest(rt.method, path, nil)
+		_, pattern := tb.srv.mux.Handler(req)
+		require.Equal(t, rt.method+" "+rt.pattern, pattern)
+	}
+}
+
+func TestDashboardIsEmbedded(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	resp := tb.do(t, "GET", "/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	page, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NotContains(t, string(page), "http://", "no resource from elsewhere")
+	require.NotContains(t, string(page), "https://", "no resource from elsewhere")
+	resp = tb.do(t, "GET", "/assets/app.js", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Content-Type"), "javascript")
+	requireProblem(t, tb.do(t, "GET", "/assets/missing.js", nil), http.StatusNotFound, "missing.js")
+}

@@ -1,0 +1,284 @@
+// Gearwork dashboard: plain JavaScript, no dependencies. It follows the
+// server over Server-Sent Events (/v1/stream for the overview, a job's
+// /events for its progress) and calls the JSON API for actions.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, text, cls) => {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+};
+
+let token = localStorage.getItem("gearwork-token") || "";
+let caps = { dead_letters: false, pause: false };
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token) h["Authorization"] = "Bearer " + token;
+  return h;
+}
+
+function withToken(url) {
+  if (!token) return url;
+  return url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token);
+}
+
+async function api(method, path, body, extraHeaders) {
+  const resp = await fetch(path, { method, body, headers: headers(extraHeaders) });
+  if (resp.status === 204) return null;
+  const ct = resp.headers.get("Content-Type") || "";
+  const data = ct.includes("json") ? await resp.json() : await resp.text();
+  if (!resp.ok) {
+    const msg = (data && data.detail) || (data && data.title) || resp.statusText;
+    throw new Error(msg);
+  }
+  return data;
+}
+
+// ---- overview stream: functions, workers, rates ----
+
+const history = []; // {t, submitted, completed, failed} totals over time
+const maxPoints = 300;
+let overviewSource = null;
+
+function startOverview() {
+  if (overviewSource) overviewSource.close();
+  overviewSource = new EventSource(withToken("/v1/stream"));
+  overviewSource.addEventListener("open", () => setConn(true));
+  overviewSource.addEventListener("error", () => setConn(false));
+  overviewSource.addEventListener("overview", (e) => {
+    setConn(true);
+    render(JSON.parse(e.data));
+  });
+}
+
+function setConn(on) {
+  const c = $("#conn");
+  c.textContent = on ? "live" : "disconnected";
+  c.className = "pill " + (on ? "on" : "off");
+}
+
+const lastTotals = new Map(); // function -> {t, completed}
+
+function render(o) {
+  caps = o.capabilities || caps;
+  const t = new Date(o.time).getTime() / 1000;
+  let sub = 0, comp = 0, fail = 0;
+  const tbody = $("#functions tbody");
+  tbody.replaceChildren();
+  for (const f of o.functions) {
+    sub += f.submitted; comp += f.completed; fail += f.failed + f.exceptions;
+    const prev = lastTotals.get(f.name);
+    let rate = "";
+    if (prev && t > prev.t) rate = ((f.completed - prev.completed) / (t - prev.t)).toFixed(1);
+    lastTotals.set(f.name, { t, completed: f.completed });
+    const tr = el("tr");
+    tr.dataset.function = f.name;
+    for (const v of [f.name, f.queued.high, f.queued.normal, f.queued.low, f.running, f.workers,
+                     f.submitted, f.completed, f.failed + f.exceptions, f.retried, rate]) {
+      tr.append(el("td", v));
+    }
+    const td = el("td");
+    if (caps.pause) {
+      const pause = el("button", "Pause");
+      pause.onclick = () => api("POST", "/v1/functions/" + encodeURIComponent(f.name) + "/pause").catch(alert);
+      const resume = el("button", "Resume");
+      resume.onclick = () => api("POST", "/v1/functions/" + encodeURIComponent(f.name) + "/resume").catch(alert);
+      td.append(pause, resume);
+    }
+    tr.append(td);
+    tbody.append(tr);
+  }
+  $("#no-functions").hidden = o.functions.length > 0;
+  $("#summary").textContent = o.functions.length + " functions, " + o.running + " running, " + o.sessions + " sessions";
+
+  const wbody = $("#workers tbody");
+  wbody.replaceChildren();
+  for (const w of o.workers) {
+    const tr = el("tr");
+    for (const v of [w.id, w.addr, w.client_id, w.functions.join(", ")]) tr.append(el("td", v));
+    wbody.append(tr);
+  }
+
+  history.push({ t, submitted: sub, completed: comp, failed: fail });
+  while (history.length > maxPoints) history.shift();
+  drawChart();
+
+  $("#dead-unavailable").hidden = caps.dead_letters;
+  $("#dead").hidden = !caps.dead_letters;
+  $("#dead-refresh").hidden = !caps.dead_letters;
+  $("#dead-purge-all").hidden = !caps.dead_letters;
+  if (caps.dead_letters && !deadLoaded) { deadLoaded = true; loadDead(); }
+}
+
+// drawChart plots per-second rates from the counter history as polylines.
+function drawChart() {
+  const svg = $("#chart");
+  const W = 600, H = 160, pad = 4;
+  const series = { submitted: [], completed: [], failed: [] };
+  for (let i = 1; i < history.length; i++) {
+    const a = history[i - 1], b = history[i];
+    const dt = b.t - a.t;
+    if (dt <= 0) continue;
+    for (const k of Object.keys(series)) series[k].push({ t: b.t, v: Math.max(0, (b[k] - a[k]) / dt) });
+  }
+  const ns = "http://www.w3.org/2000/svg";
+  svg.replaceChildren();
+  const all = [].concat(series.submitted, series.completed, series.failed);
+  if (all.length === 0) return;
+  const tMax = history[history.length - 1].t, tMin = tMax - maxPoints;
+  const vMax = Math.max(1, ...all.map((p) => p.v));
+  const x = (tt) => pad + ((tt - tMin) / (tMax - tMin)) * (W - 2 * pad);
+  const y = (v) => H - pad - (v / vMax) * (H - 2 * pad);
+  const label = document.createElementNS(ns, "text");
+  label.setAttribute("x", 8); label.setAttribute("y", 14); label.setAttribute("font-size", "11");
+  label.setAttribute("fill", "#6b7580");
+  label.textContent = "max " + vMax.toFixed(1) + "/s";
+  svg.append(label);
+  const colors = { submitted: "#2f6fde", completed: "#1f9d55", failed: "#d0342c" };
+  for (const [k, pts] of Object.entries(series)) {
+    if (pts.length === 0) continue;
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", pts.map((p) => x(p.t).toFixed(1) + "," + y(p.v).toFixed(1)).join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", colors[k]);
+    line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("class", "series-" + k);
+    svg.append(line);
+  }
+}
+
+// ---- submit and follow a job ----
+
+let jobSource = null;
+
+function follow(handle) {
+  if (jobSource) jobSource.close();
+  $("#job").hidden = false;
+  $("#job-handle").textContent = handle;
+  $("#job-function").textContent = "";
+  setJobState("…");
+  $("#job-progress").value = 0;
+  $("#job-progress-text").textContent = "";
+  $("#job-result").textContent = "";
+  $("#job-events").replaceChildren();
+  const src = new EventSource(withToken("/v1/jobs/" + encodeURIComponent(handle) + "/events"));
+  jobSource = src;
+  const log = (kind, text) => $("#job-events").append(el("li", kind + (text ? ": " + text : "")));
+  src.addEventListener("state", (e) => {
+    const d = JSON.parse(e.data);
+    $("#job-function").textContent = d.job.function || "";
+    setJobState(d.job.state);
+    if (d.job.progress) showProgress(d.job.progress.numerator, d.job.progress.denominator);
+    log("state", d.job.state);
+  });
+  src.addEventListener("status", (e) => {
+    const d = JSON.parse(e.data);
+    setJobState("running");
+    showProgress(d.numerator, d.denominator);
+    log("status", d.numerator + "/" + d.denominator);
+  });
+  for (const kind of ["data", "warning"]) {
+    src.addEventListener(kind, (e) => {
+      const d = JSON.parse(e.data);
+      setJobState("running");
+      log(kind, d.text !== undefined ? d.text : "(" + atob(d.data || "").length + " bytes)");
+    });
+  }
+  for (const kind of ["complete", "fail", "exception"]) {
+    src.addEventListener(kind, (e) => {
+      const d = JSON.parse(e.data);
+      setJobState(kind);
+      if (kind === "complete") showProgress(1, 1);
+      $("#job-result").textContent = d.text !== undefined ? d.text : (d.data ? "(binary, base64) " + d.data : "");
+      log(kind, d.text || "");
+      src.close(); // the stream ends after the final event
+    });
+  }
+  src.addEventListener("error", () => {
+    if (src.readyState === EventSource.CLOSED) return;
+    // EventSource reconnects by itself with Last-Event-ID.
+  });
+}
+
+function setJobState(s) {
+  const p = $("#job-state");
+  p.textContent = s;
+  p.className = "pill " + s;
+}
+
+function showProgress(n, d) {
+  const bar = $("#job-progress");
+  bar.max = d > 0 ? d : 1;
+  bar.value = d > 0 ? n : 0;
+  $("#job-progress-text").textContent = d > 0 ? Math.round((100 * n) / d) + "%" : "";
+}
+
+// ---- dead letters ----
+
+let deadLoaded = false;
+
+async function loadDead() {
+  const tbody = $("#dead tbody");
+  try {
+    const data = await api("GET", "/v1/dead-letters?limit=200");
+    tbody.replaceChildren();
+    for (const d of data.dead_letters) {
+      const tr = el("tr");
+      tr.dataset.handle = d.handle;
+      for (const v of [d.handle, d.function, d.attempts, d.error || "", new Date(d.died_at).toLocaleString()]) tr.append(el("td", v));
+      const td = el("td");
+      const retry = el("button", "Retry", "retry");
+      retry.onclick = async () => {
+        try { await api("POST", "/v1/dead-letters/" + encodeURIComponent(d.handle) + "/retry"); follow(d.handle); loadDead(); }
+        catch (err) { alert(err.message); }
+      };
+      const purge = el("button", "Purge", "purge");
+      purge.onclick = async () => {
+        try { await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(d.handle)); loadDead(); }
+        catch (err) { alert(err.message); }
+      };
+      td.append(retry, purge);
+      tr.append(td);
+      tbody.append(tr);
+    }
+  } catch (err) {
+    tbody.replaceChildren(el("tr", err.message));
+  }
+}
+
+// ---- wiring ----
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#token").value = token;
+  $("#token").addEventListener("change", (e) => {
+    token = e.target.value.trim();
+    localStorage.setItem("gearwork-token", token);
+    startOverview();
+  });
+  $("#submit-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("#submit-error").textContent = "";
+    const fn = $("#submit-fn").value.trim();
+    try {
+      const job = await api("POST", "/v1/functions/" + encodeURIComponent(fn) + "/jobs?priority=" + $("#submit-priority").value,
+        $("#submit-payload").value, { "Content-Type": "text/plain" });
+      $("#lookup-handle").value = job.handle;
+      follow(job.handle);
+    } catch (err) {
+      $("#submit-error").textContent = err.message;
+    }
+  });
+  $("#lookup-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const h = $("#lookup-handle").value.trim();
+    if (h) follow(h);
+  });
+  $("#dead-refresh").addEventListener("click", loadDead);
+  $("#dead-purge-all").addEventListener("click", async () => {
+    try { await api("DELETE", "/v1/dead-letters"); loadDead(); } catch (err) { alert(err.message); }
+  });
+  startOverview();
+});
