@@ -31,10 +31,10 @@ func functionsJSON(st broker.Stats) []functionJSON {
 	out := make([]functionJSON, 0, len(st.Functions))
 	for _, f := range st.Functions {
 		out = append(out, functionJSON{Name: f.Name, Total: f.Total, Running: f.Running, Workers: f.Workers,
-			Queued:     map[string]int{"high": f.Queued[broker.High], "normal": f.Queued[broker.Normal], "low": f.Queued[broker.Low]},
-			MaxQueue:   map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
-			Submitted:  f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
-			Retried:    f.Retried, Dropped: f.Dropped})
+			Queued:    map[string]int{"high": f.Queued[broker.High], "normal": f.Queued[broker.Normal], "low": f.Queued[broker.Low]},
+			MaxQueue:  map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
+			Submitted: f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
+			Retried: f.Retried, Dropped: f.Dropped})
 	}
 	return out
 }
