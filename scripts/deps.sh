@@ -3,7 +3,9 @@
 # missing (after apt-get update). Safe to run again.
 set -euo pipefail
 
-packages=(gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl)
+# curl and chromium drive the HTTP API and the dashboard in test/http; wrk
+# measures HTTP submits for BENCHMARKS.md.
+packages=(gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk)
 missing=()
 for p in "${packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
