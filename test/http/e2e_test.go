@@ -1,10 +1,10 @@
 package http_test
 
 import (
-	"bytes"
 	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -41,7 +41,7 @@ func TestHTTPSubmitGearmanWorker(t *testing.T) {
 	ctx := testContext(t)
 	host, port := s.gearmanHostPort()
 	worker := exec.CommandContext(ctx, "gearman", "-h", host, "-p", port, "-w", "-c", "2", "-f", "upper", "--", "tr", "a-z", "A-Z")
-	var wout bytes.Buffer
+	var wout syncBuffer
 	worker.Stdout, worker.Stderr = &wout, &wout
 	require.NoError(t, worker.Start())
 
@@ -53,10 +53,11 @@ func TestHTTPSubmitGearmanWorker(t *testing.T) {
 	// Without wait: 202 and a Location to poll.
 	out := curl(t, ctx, "-i", "-X", "POST", "-H", "Content-Type: text/plain", "--data-binary", "second", s.base+"/v1/functions/upper/jobs")
 	require.Contains(t, out, "HTTP/1.1 202 Accepted")
-	require.Contains(t, out, "Location: /v1/jobs/H:e2e:2")
+	loc := regexp.MustCompile(`Location: (/v1/jobs/H:e2e:\d+)\r\n`).FindStringSubmatch(out)
+	require.NotNil(t, loc, out)
 	require.NoError(t, worker.Wait(), "the worker did its two jobs: %s", wout.String())
 	var got jobJSON
-	curlJSON(t, ctx, &got, s.base+"/v1/jobs/H:e2e:2")
+	curlJSON(t, ctx, &got, s.base+loc[1])
 	require.Equal(t, "complete", got.State)
 	require.Equal(t, "SECOND", *got.ResultText)
 }
@@ -71,7 +72,7 @@ func TestGearmanClientHTTPWorker(t *testing.T) {
 	ctx := testContext(t)
 	host, port := s.gearmanHostPort()
 	client := exec.CommandContext(ctx, "gearman", "-h", host, "-p", port, "-f", "resize", "cat.png")
-	var cout bytes.Buffer
+	var cout syncBuffer
 	client.Stdout, client.Stderr = &cout, &cout
 	require.NoError(t, client.Start())
 
