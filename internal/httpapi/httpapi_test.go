@@ -5,10 +5,12 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -661,4 +663,121 @@ func TestDashboardIsEmbedded(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, resp.Header.Get("Content-Type"), "javascript")
 	requireProblem(t, tb.do(t, "GET", "/assets/missing.js", nil), http.StatusNotFound, "missing.js")
+}
+
+// Many streams open at once on a job that was not watched yet, while its
+// worker reports: each sees a gap-free numbered log that ends with the
+// final event, whoever started the watch.
+func TestConcurrentStreamsOnUnwatchedJob(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	client := tb.b.NewSession("gearman-client", wakeup(make(chan struct{}, 1)))
+	defer tb.b.CloseSession(client)
+	var seq uint64
+	tb.b.Submit(client, broker.SubmitParams{Function: []byte("c"), Payload: []byte("x"), Background: true},
+		func(s uint64, _ bool, err error) { seq = s })
+	w := newTestWorker(t, tb.b, "c")
+	a := w.grab(t)
+	const streams, updates = 8, 50
+	results := make(chan []sseEvent, streams)
+	for range streams {
+		go func() {
+			resp, err := tb.ts.Client().Get(tb.ts.URL + "/v1/jobs/" + tb.b.Handle(seq) + "/events")
+			if err != nil {
+				results <- nil
+				return
+			}
+			defer resp.Body.Close()
+			results <- readEvents(t, resp.Body)
+		}()
+	}
+	// Let a few updates race with the streams' start, then wait until
+	// every stream is open before the job finishes.
+	for i := range updates {
+		require.NoError(t, tb.b.WorkStatus(w.sess, a.Seq, uint32(i+1), updates))
+		if i == 5 {
+			require.Eventually(t, func() bool {
+				f, ok := tb.srv.hub.remembered(seq)
+				if !ok {
+					return false
+				}
+				tb.srv.hub.mu.Lock()
+				defer tb.srv.hub.mu.Unlock()
+				return f.readers == streams
+			}, 20*time.Second, time.Millisecond)
+		}
+	}
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("ok")))
+	for range streams {
+		evs := <-results
+		require.NotEmpty(t, evs)
+		require.Equal(t, "1", evs[0].id)
+		require.Equal(t, "state", evs[0].event)
+		for i, e := range evs {
+			require.Equal(t, strconv.Itoa(i+1), e.id, "ids are gap-free")
+		}
+		last := evs[len(evs)-1]
+		require.Equal(t, "complete", last.event)
+		// The state snapshot plus the status events after it add up.
+		snapNum := uint32(0)
+		if p := evs[0].data.Job.Progress; p != nil {
+			snapNum = p.Numerator
+		}
+		require.Equal(t, updates-int(snapNum), len(evs)-2, "no status event lost or repeated")
+	}
+}
+
+func TestConcurrentWaitingSubmits(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	const jobs, workers = 40, 4
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range workers {
+		w := newTestWorker(t, tb.b, "sq")
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				a, ok := tb.b.Grab(w.sess)
+				if !ok {
+					tb.b.PreSleep(w.sess)
+					select {
+					case <-w.wake:
+						continue
+					case <-stop:
+						return
+					}
+				}
+				_ = tb.b.Finish(w.sess, a.Seq, broker.Complete, append([]byte("r"), a.Payload...))
+			}
+		}()
+	}
+	errs := make(chan error, jobs)
+	for i := range jobs {
+		go func() {
+			resp, err := tb.ts.Client().Post(tb.ts.URL+"/v1/functions/sq/jobs?wait=60s", "text/plain", strings.NewReader(strconv.Itoa(i)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			var j jobJSON
+			if err := json.NewDecoder(resp.Body).Decode(&j); err != nil {
+				errs <- err
+				return
+			}
+			if resp.StatusCode != http.StatusOK || j.ResultText == nil || *j.ResultText != "r"+strconv.Itoa(i) {
+				errs <- fmt.Errorf("job %d: status %d, %+v", i, resp.StatusCode, j)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range jobs {
+		require.NoError(t, <-errs)
+	}
+	close(stop)
+	for range workers {
+		<-done
+	}
 }
