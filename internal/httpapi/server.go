@@ -113,7 +113,9 @@ type Server struct {
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = http.ErrServerClosed
 
-// New returns a Server for cfg. It panics if cfg.Broker is nil.
+// New returns a Server for cfg. It panics if cfg.Broker is nil. It starts
+// a goroutine that expires HTTP worker leases and forgets old job events;
+// Shutdown stops it, so every Server must be shut down.
 func New(cfg Config) *Server {
 	if cfg.Broker == nil {
 		panic("httpapi: Config.Broker is nil")

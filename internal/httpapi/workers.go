@@ -118,14 +118,7 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 	defer t.Stop()
 	for {
 		if a, ok := s.b.Grab(sess); ok {
-			// Stop being a worker: the session now only holds this job.
-			s.b.CantDo(sess, []byte(fn))
-			l := &lease{id: newLeaseID(), seq: a.Seq, sess: sess, expires: time.Now().Add(leaseFor)}
-			s.leases.mu.Lock()
-			s.leases.m[a.Seq] = l
-			s.leases.mu.Unlock()
-			writeJSON(w, http.StatusOK, grabbedJSON{Handle: s.b.Handle(a.Seq), Function: a.Function, Unique: a.Unique,
-				Payload: nonNil(a.Payload), PayloadText: textOf(nonNil(a.Payload)), Lease: l.id, Expires: l.expires.UTC()})
+			s.lease(w, fn, sess, a, leaseFor)
 			return nil
 		}
 		s.b.PreSleep(sess)
@@ -133,28 +126,34 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 		case <-wake:
 			continue
 		case <-t.C:
-		case <-r.Context().Done():
-		case <-s.stop:
-		}
-		// One last try: a job may have come with the timer.
-		if a, ok := s.b.Grab(sess); ok {
-			s.b.CantDo(sess, []byte(fn))
-			l := &lease{id: newLeaseID(), seq: a.Seq, sess: sess, expires: time.Now().Add(leaseFor)}
-			s.leases.mu.Lock()
-			s.leases.m[a.Seq] = l
-			s.leases.mu.Unlock()
-			if r.Context().Err() != nil {
-				s.leases.release(a.Seq, l)
+			// One last try: a job may have come with the timer.
+			if a, ok := s.b.Grab(sess); ok {
+				s.lease(w, fn, sess, a, leaseFor)
 				return nil
 			}
-			writeJSON(w, http.StatusOK, grabbedJSON{Handle: s.b.Handle(a.Seq), Function: a.Function, Unique: a.Unique,
-				Payload: nonNil(a.Payload), PayloadText: textOf(nonNil(a.Payload)), Lease: l.id, Expires: l.expires.UTC()})
+			s.b.CloseSession(sess)
+			w.WriteHeader(http.StatusNoContent)
 			return nil
+		case <-r.Context().Done():
+		case <-s.stop:
 		}
 		s.b.CloseSession(sess)
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
+}
+
+// lease records a grabbed job's lease and answers with the job.
+func (s *Server) lease(w http.ResponseWriter, fn string, sess *broker.Session, a broker.Assignment, d time.Duration) {
+	// Stop being a worker: the session now only holds this job.
+	s.b.CantDo(sess, []byte(fn))
+	l := &lease{id: newLeaseID(), seq: a.Seq, sess: sess, expires: time.Now().Add(d)}
+	s.leases.mu.Lock()
+	s.leases.m[a.Seq] = l
+	s.leases.mu.Unlock()
+	payload := nonNil(a.Payload)
+	writeJSON(w, http.StatusOK, grabbedJSON{Handle: s.b.Handle(a.Seq), Function: a.Function, Unique: a.Unique,
+		Payload: payload, PayloadText: textOf(payload), Lease: l.id, Expires: l.expires.UTC()})
 }
 
 func nonNil(b []byte) []byte {
