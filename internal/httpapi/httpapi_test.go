@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -780,4 +781,45 @@ func TestConcurrentWaitingSubmits(t *testing.T) {
 	for range workers {
 		<-done
 	}
+}
+
+func TestStartStopStress(t *testing.T) {
+	t.Parallel()
+	b := broker.New(broker.Config{})
+	require.NoError(t, b.Start(context.Background()))
+	defer b.Stop()
+	for i := range 20 {
+		srv := New(Config{Broker: b})
+		if i%3 == 0 {
+			// Shutdown before Serve, then Serve refuses.
+			require.NoError(t, srv.Shutdown(context.Background()))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			require.ErrorIs(t, srv.Serve(context.Background(), ln), ErrServerClosed)
+			ln.Close()
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(context.Background(), ln) }()
+		// A long poll and an event stream are open when it stops.
+		polling := make(chan struct{})
+		go func() {
+			defer close(polling)
+			resp, err := http.Post("http://"+ln.Addr().String()+"/v1/functions/s/grab?wait=1m", "", nil)
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+		require.Eventually(t, func() bool {
+			_, polls := srv.leases.count()
+			return polls == 1
+		}, 10*time.Second, time.Millisecond)
+		require.NoError(t, srv.Shutdown(context.Background()))
+		require.NoError(t, srv.Shutdown(context.Background()), "a second Shutdown is a no-op")
+		require.ErrorIs(t, <-served, ErrServerClosed)
+		<-polling
+	}
+	require.Empty(t, b.Workers(), "every session of the HTTP servers is closed")
 }
