@@ -262,6 +262,20 @@ not json
 	requireProblem(t, tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader("\n\n")), http.StatusBadRequest, "no jobs")
 }
 
+func TestBatchLimit(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.MaxBatch = 2 })
+	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(strings.Repeat(`{"function":"f"}`+"\n", 4)))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	require.Len(t, lines, 3, "two results, then the error line")
+	require.Contains(t, lines[2], `"line":3`)
+	require.Contains(t, lines[2], "at most 2 jobs")
+	require.Equal(t, 2, tb.b.JobCount())
+}
+
 // sseEvent is one parsed server-sent event.
 type sseEvent struct {
 	id, event string

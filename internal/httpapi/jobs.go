@@ -351,7 +351,14 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 		}
 		jobs++
 		if jobs > s.cfg.MaxBatch {
-			return errorf(http.StatusRequestEntityTooLarge, "batch-too-large", "a batch holds at most %d jobs", s.cfg.MaxBatch)
+			err := errorf(http.StatusRequestEntityTooLarge, "batch-too-large",
+				"a batch holds at most %d jobs; this line and the rest were not submitted", s.cfg.MaxBatch)
+			if !started {
+				return err
+			}
+			p := toProblem(err)
+			_ = enc.Encode(batchResult{Line: line, Error: &p})
+			return nil
 		}
 		if !started {
 			w.WriteHeader(http.StatusOK)
