@@ -195,10 +195,11 @@ type submitted struct {
 	err     error
 }
 
-// submit hands a background job to the broker and waits until it is
-// accepted (stored, with a durable store). The job is watched by the hub
-// when there is room, so its events and result can be read later.
-func (s *Server) submit(ctx context.Context, fn string, payload []byte, o submitOptions) submitted {
+// startSubmit hands a background job to the broker; the channel gets the
+// outcome once the job is accepted (stored, with a durable store). The job
+// is watched by the hub when there is room, so its events and result can
+// be read later.
+func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan submitted {
 	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt}
 	if o.unique != "" {
 		p.Unique = []byte(o.unique)
@@ -226,6 +227,11 @@ func (s *Server) submit(ctx context.Context, fn string, payload []byte, o submit
 			ch <- submitted{seq: seq, created: created, err: err}
 		})
 	}
+	return ch
+}
+
+// awaitSubmit waits for a submit's outcome.
+func awaitSubmit(ctx context.Context, ch <-chan submitted) submitted {
 	select {
 	case out := <-ch:
 		return out
@@ -253,7 +259,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("reading the payload: %w", err)
 	}
-	out := s.submit(r.Context(), fn, payload, o)
+	out := awaitSubmit(r.Context(), s.startSubmit(fn, payload, o))
 	if out.err != nil {
 		return out.err
 	}
@@ -333,6 +339,17 @@ type batchResult struct {
 	Error   *problem `json:"error,omitempty"`
 }
 
+// batchWindow is how many batch lines may wait for the store at once: their
+// jobs share group commits instead of waiting for one each.
+const batchWindow = 256
+
+// pendingLine is a batch line whose submit may still be waiting.
+type pendingLine struct {
+	res   batchResult
+	ch    <-chan submitted
+	runAt int64
+}
+
 // handleBatch serves POST /v1/jobs:batch: NDJSON in, NDJSON out, one
 // result line per input line, in order. A bad line does not stop the
 // others.
@@ -343,6 +360,31 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 	enc := json.NewEncoder(w)
 	started := false
 	line, jobs := 0, 0
+	var pending []pendingLine
+	flush := func() {
+		for _, p := range pending {
+			if p.ch != nil {
+				out := awaitSubmit(r.Context(), p.ch)
+				if out.err != nil {
+					pr := toProblem(out.err)
+					p.res.Error = &pr
+				} else {
+					p.res.Handle = s.b.Handle(out.seq)
+					p.res.Created = &out.created
+					p.res.State = "queued"
+					if p.runAt > time.Now().Unix() {
+						p.res.State = "scheduled"
+					}
+					if !out.created {
+						p.res.State = "attached"
+					}
+				}
+			}
+			_ = enc.Encode(p.res)
+		}
+		clear(pending)
+		pending = pending[:0]
+	}
 	for sc.Scan() {
 		line++
 		text := bytes.TrimSpace(sc.Bytes())
@@ -356,6 +398,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 			if !started {
 				return err
 			}
+			flush()
 			p := toProblem(err)
 			_ = enc.Encode(batchResult{Line: line, Error: &p})
 			return nil
@@ -364,13 +407,17 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 			w.WriteHeader(http.StatusOK)
 			started = true
 		}
-		res := batchResult{Line: line}
-		if err := s.batchOne(r.Context(), text, &res); err != nil {
+		pl := pendingLine{res: batchResult{Line: line}}
+		if err := s.batchOne(text, &pl); err != nil {
 			p := toProblem(err)
-			res.Error = &p
+			pl.res.Error = &p
 		}
-		_ = enc.Encode(res)
+		pending = append(pending, pl)
+		if len(pending) >= batchWindow {
+			flush()
+		}
 	}
+	flush()
 	if err := sc.Err(); err != nil {
 		if !started {
 			if errors.Is(err, bufio.ErrTooLong) {
@@ -388,7 +435,8 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) batchOne(ctx context.Context, text []byte, res *batchResult) error {
+// batchOne parses one batch line and starts its submit.
+func (s *Server) batchOne(text []byte, pl *pendingLine) error {
 	var l batchLine
 	if err := decodeStrict(text, &l); err != nil {
 		return err
@@ -436,19 +484,8 @@ func (s *Server) batchOne(ctx context.Context, text []byte, res *batchResult) er
 	if payload == nil {
 		payload = []byte{}
 	}
-	out := s.submit(ctx, l.Function, payload, o)
-	if out.err != nil {
-		return out.err
-	}
-	res.Handle = s.b.Handle(out.seq)
-	res.Created = &out.created
-	res.State = "queued"
-	if o.runAt > time.Now().Unix() {
-		res.State = "scheduled"
-	}
-	if !out.created {
-		res.State = "attached"
-	}
+	pl.ch = s.startSubmit(l.Function, payload, o)
+	pl.runAt = o.runAt
 	return nil
 }
 

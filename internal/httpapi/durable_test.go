@@ -1,0 +1,127 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// gatedStore is a durable store whose writes wait for the test.
+type gatedStore struct {
+	mu      sync.Mutex
+	jobs    map[uint64]store.Job
+	entered chan struct{} // gets a value each time Save starts
+	gate    chan struct{} // Save waits until it is closed
+	failErr error
+}
+
+func (g *gatedStore) Save(_ context.Context, jobs []store.Job) error {
+	g.entered <- struct{}{}
+	<-g.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failErr != nil {
+		return g.failErr
+	}
+	for _, j := range jobs {
+		g.jobs[j.Seq] = j
+	}
+	return nil
+}
+
+func (g *gatedStore) Delete(context.Context, []uint64) error            { return nil }
+func (g *gatedStore) Load(context.Context, func(store.Job) error) error { return nil }
+func (g *gatedStore) Close() error                                      { return nil }
+func (g *gatedStore) count() int                                        { g.mu.Lock(); defer g.mu.Unlock(); return len(g.jobs) }
+
+var _ broker.Store = (*gatedStore)(nil)
+
+func TestSubmitAnswersAfterTheStoreWrite(t *testing.T) {
+	t.Parallel()
+	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 16), gate: make(chan struct{})}
+	b := broker.New(broker.Config{Store: st})
+	require.NoError(t, b.Start(context.Background()))
+	srv := New(Config{Broker: b})
+	defer func() {
+		require.NoError(t, srv.Shutdown(context.Background()))
+		b.Stop()
+	}()
+	answered := make(chan int, 1)
+	go func() {
+		req := httptestRequest("POST", "/v1/functions/f/jobs", "x")
+		rec := newRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		answered <- rec.Code
+	}()
+	<-st.entered
+	select {
+	case code := <-answered:
+		t.Fatalf("answered %d while the store write was still in progress", code)
+	default:
+	}
+	close(st.gate)
+	require.Equal(t, http.StatusAccepted, <-answered)
+	require.Equal(t, 1, st.count(), "acknowledged means stored")
+}
+
+func TestSubmitStoreFailureIs503(t *testing.T) {
+	t.Parallel()
+	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 16), gate: make(chan struct{}),
+		failErr: errors.New("disk full")}
+	close(st.gate)
+	b := broker.New(broker.Config{Store: st})
+	require.NoError(t, b.Start(context.Background()))
+	srv := New(Config{Broker: b})
+	defer func() {
+		require.NoError(t, srv.Shutdown(context.Background()))
+		b.Stop()
+	}()
+	rec := newRecorder()
+	srv.Handler().ServeHTTP(rec, httptestRequest("POST", "/v1/functions/f/jobs", "x"))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Contains(t, rec.Body.String(), "disk full")
+	rec = newRecorder()
+	srv.Handler().ServeHTTP(rec, httptestRequest("GET", "/readyz", ""))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Contains(t, rec.Body.String(), "store write failed")
+}
+
+func TestBatchWithDurableStore(t *testing.T) {
+	t.Parallel()
+	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 1024), gate: make(chan struct{})}
+	close(st.gate)
+	b := broker.New(broker.Config{Store: st})
+	require.NoError(t, b.Start(context.Background()))
+	srv := New(Config{Broker: b})
+	defer func() {
+		require.NoError(t, srv.Shutdown(context.Background()))
+		b.Stop()
+	}()
+	const n = 600
+	rec := newRecorder()
+	srv.Handler().ServeHTTP(rec, httptestRequest("POST", "/v1/jobs:batch", strings.Repeat(`{"function":"f","payload":"p"}`+"\n", n)))
+	require.Equal(t, http.StatusOK, rec.Code)
+	lines := strings.Split(strings.TrimSpace(rec.Body.String()), "\n")
+	require.Len(t, lines, n)
+	for _, l := range lines {
+		require.Contains(t, l, `"state":"queued"`)
+	}
+	require.Equal(t, n, st.count())
+}
+
+func httptestRequest(method, path, body string) *http.Request {
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.RemoteAddr = "127.0.0.1:1234"
+	return r
+}
+
+func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
