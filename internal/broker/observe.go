@@ -37,15 +37,37 @@ type JobSnapshot struct {
 	Submitted time.Time
 	// Started is when the current worker took a running job.
 	Started time.Time
+	// Attempts counts finished runs under a lifecycle policy (0 without
+	// one); MaxAttempts is the job's own limit (0: the function's policy,
+	// -1: unlimited). LastError is the last failure ("failed", "timeout",
+	// "worker vanished" or exception data).
+	Attempts    uint32
+	MaxAttempts int
+	LastError   string
+	// OrderingKey is the job's ordered queue, if any.
+	OrderingKey string
+	// RetryAt is when a job in "retry-wait" runs again.
+	RetryAt time.Time
+	// Result is a "done" job's retained WORK_COMPLETE data; Finished is
+	// when a "done" or "dead" job ended.
+	Result   []byte
+	Finished time.Time
 }
 
-// Job returns a snapshot of the live job seq, or false if there is none
-// (it never existed, or it finished, was cancelled or dropped). Safe for
-// concurrent use.
+// Job returns a snapshot of job seq: a live job, a dead letter (state
+// "dead") or a completed job whose result is retained (state "done"). It
+// reports false if there is none (it never existed, or it finished, was
+// cancelled or dropped). Safe for concurrent use.
 func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.jobs[seq]
+	if j == nil {
+		j = b.life.dead[seq]
+	}
+	if j == nil {
+		j = b.life.done[seq]
+	}
 	if j == nil || j.state == stateGone {
 		return JobSnapshot{}, false
 	}
@@ -64,6 +86,18 @@ func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 		snap.Waiting = len(x.clients)
 		if j.state == stateRunning && x.started != 0 {
 			snap.Started = time.Unix(0, x.started)
+		}
+		if l := x.life; l != nil {
+			snap.Attempts, snap.MaxAttempts, snap.LastError, snap.OrderingKey = l.attempts, int(l.maxAttempts), l.lastErr, l.orderKey
+			if j.state == stateRetryWait && l.notBefore != 0 {
+				snap.RetryAt = time.Unix(0, l.notBefore)
+			}
+			if j.state == stateDone {
+				snap.Result = l.result
+			}
+			if (j.state == stateDone || j.state == stateDead) && l.finishedAt != 0 {
+				snap.Finished = time.Unix(0, l.finishedAt)
+			}
 		}
 	}
 	return snap

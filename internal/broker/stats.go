@@ -58,6 +58,12 @@ type FunctionCounters struct {
 type FunctionStats struct {
 	FunctionStatus
 	FunctionCounters
+	// Paused is set while the function hands out no jobs; PausedUntil is
+	// when the pause ends by itself (zero: at Resume).
+	Paused      bool
+	PausedUntil time.Time
+	// DeadLetters counts the function's dead letters.
+	DeadLetters int
 }
 
 // Stats is a snapshot of the broker's counters.
@@ -87,6 +93,15 @@ func (b *Broker) Stats() Stats {
 			Workers: f.workers, MaxQueue: f.maxQueue}, FunctionCounters: f.counters}
 		for p := range numPriorities {
 			fs.Queued[p] = f.queues[p].n
+		}
+		if l := f.life; l != nil && l.paused {
+			fs.Paused = true
+			if l.pausedUntil != 0 {
+				fs.PausedUntil = time.Unix(0, l.pausedUntil)
+			}
+		}
+		if list := b.life.deadLists[f.name]; list != nil {
+			fs.DeadLetters = list.n
 		}
 		st.Functions = append(st.Functions, fs)
 	}

@@ -24,7 +24,12 @@ type functionJSON struct {
 	Failed     uint64         `json:"failed"`
 	Exceptions uint64         `json:"exceptions"`
 	Retried    uint64         `json:"retried"`
+	Dead       uint64         `json:"dead"`
 	Dropped    uint64         `json:"dropped"`
+	// DeadLetters counts the dead letters kept now.
+	DeadLetters int        `json:"dead_letters"`
+	Paused      bool       `json:"paused"`
+	PausedUntil *time.Time `json:"paused_until,omitempty"`
 }
 
 func functionsJSON(st broker.Stats) []functionJSON {
@@ -34,7 +39,11 @@ func functionsJSON(st broker.Stats) []functionJSON {
 			Queued:    map[string]int{"high": f.Queued[broker.High], "normal": f.Queued[broker.Normal], "low": f.Queued[broker.Low]},
 			MaxQueue:  map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
 			Submitted: f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
-			Retried: f.Retried, Dropped: f.Dropped})
+			Retried: f.Retried, Dead: f.Dead, Dropped: f.Dropped, DeadLetters: f.DeadLetters, Paused: f.Paused})
+		if !f.PausedUntil.IsZero() {
+			t := f.PausedUntil.UTC()
+			out[len(out)-1].PausedUntil = &t
+		}
 	}
 	return out
 }

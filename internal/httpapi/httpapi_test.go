@@ -34,7 +34,14 @@ type testBundle struct {
 
 func setup(t *testing.T, mod ...func(*Config)) *testBundle {
 	t.Helper()
-	b := broker.New(broker.Config{HandlePrefix: "H:test:"})
+	return setupBroker(t, broker.Config{}, mod...)
+}
+
+// setupBroker is setup with a broker configuration (policies).
+func setupBroker(t *testing.T, bcfg broker.Config, mod ...func(*Config)) *testBundle {
+	t.Helper()
+	bcfg.HandlePrefix = "H:test:"
+	b := broker.New(bcfg)
 	require.NoError(t, b.Start(context.Background()))
 	cfg := Config{Broker: b, KeepAlive: time.Hour}
 	for _, f := range mod {
@@ -185,17 +192,31 @@ func TestSubmitWaitWithoutWorkerAnswers202(t *testing.T) {
 
 func TestSubmitFailureAndException(t *testing.T) {
 	t.Parallel()
-	tb := setup(t)
-	w := newTestWorker(t, tb.b, "f")
-	for _, tc := range []struct {
-		outcome broker.Outcome
-		state   string
-	}{{broker.Fail, "failed"}, {broker.Exception, "exception"}} {
-		job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil))
-		a := w.grab(t)
-		require.NoError(t, tb.b.Finish(w.sess, a.Seq, tc.outcome, []byte("why")))
-		got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+url.PathEscape(job.Handle), nil))
-		require.Equal(t, tc.state, got.State)
+	// By default a failed background job is kept as a dead letter; with a
+	// policy that keeps none, the HTTP server still remembers how it ended.
+	for _, keep := range []bool{true, false} {
+		var bcfg broker.Config
+		if !keep {
+			bcfg.DefaultPolicy.MaxDeadLetters = -1
+		}
+		tb := setupBroker(t, bcfg)
+		w := newTestWorker(t, tb.b, "f")
+		for _, tc := range []struct {
+			outcome   broker.Outcome
+			state     string
+			lastError string
+		}{{broker.Fail, "failed", "failed"}, {broker.Exception, "exception", "why"}} {
+			job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil))
+			a := w.grab(t)
+			require.NoError(t, tb.b.Finish(w.sess, a.Seq, tc.outcome, []byte("why")))
+			got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+url.PathEscape(job.Handle), nil))
+			if keep {
+				require.Equal(t, "dead", got.State)
+				require.Equal(t, tc.lastError, got.LastError)
+			} else {
+				require.Equal(t, tc.state, got.State)
+			}
+		}
 	}
 }
 
@@ -231,7 +252,7 @@ func TestBatch(t *testing.T) {
 {"function":"b","payload_base64":"AAE=","priority":"low","unique":"k"}
 {"function":"b","payload":"x","priority":"urgent"}
 not json
-{"function":"a","attempts":3}
+{"function":"a","attempts":-5}
 `
 	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(body), "Content-Type", "application/x-ndjson")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -253,7 +274,7 @@ not json
 	require.NotEmpty(t, lines[2].Handle)
 	require.Contains(t, lines[3].Error.Detail, "urgent")
 	require.Equal(t, http.StatusBadRequest, lines[4].Error.Status)
-	require.Equal(t, http.StatusNotImplemented, lines[5].Error.Status)
+	require.Contains(t, lines[5].Error.Detail, "attempts")
 
 	w := newTestWorker(t, tb.b, "b")
 	a := w.grab(t)
@@ -465,7 +486,9 @@ func TestHTTPWorkerLeaseExpiryRequeues(t *testing.T) {
 	require.Equal(t, job.Handle, g2.Handle)
 	require.NotEqual(t, g.Lease, g2.Lease)
 	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/jobs/"+g2.Handle+"/fail?lease="+g2.Lease, strings.NewReader("boom")).StatusCode)
-	require.Equal(t, "exception", decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil)).State)
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Equal(t, "dead", got.State, "out of attempts after an exception")
+	require.Equal(t, "boom", got.LastError)
 }
 
 func TestProblems(t *testing.T) {
@@ -480,13 +503,24 @@ func TestProblems(t *testing.T) {
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?priority=urgent", nil), http.StatusBadRequest, "urgent")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?run-at=tomorrow", nil), http.StatusBadRequest, "RFC 3339")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?wait=forever", nil), http.StatusBadRequest, "duration")
-	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Gearwork-Attempts", "3"), http.StatusNotImplemented, "attempts")
-	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?ordering-key=k", nil), http.StatusNotImplemented, "ordering-key")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Gearwork-Attempts", "many"), http.StatusBadRequest, "attempts")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?timeout=-1s", nil), http.StatusBadRequest, "timeout")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/nothandle", nil), http.StatusNotFound, "not a job handle")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:77", nil), http.StatusNotFound, "no job H:test:77")
+	requireProblem(t, tb.do(t, "POST", "/v1/dead-letters/H:test:1/retry", nil), http.StatusNotFound, "no dead job")
+	requireProblem(t, tb.do(t, "DELETE", "/v1/dead-letters/H:test:1", nil), http.StatusNotFound, "no dead job")
+	requireProblem(t, tb.do(t, "GET", "/v1/dead-letters?limit=0", nil), http.StatusBadRequest, "limit")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/pause?until=soon", nil), http.StatusBadRequest, "RFC 3339")
+}
+
+func TestNotImplementedWithoutLifecycle(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.Lifecycle = Lifecycle{Results: BrokerLifecycle(c.Broker).Results} })
 	requireProblem(t, tb.do(t, "GET", "/v1/dead-letters", nil), http.StatusNotImplemented, "dead letters")
 	requireProblem(t, tb.do(t, "POST", "/v1/dead-letters/H:test:1/retry", nil), http.StatusNotImplemented, "dead letters")
+	requireProblem(t, tb.do(t, "DELETE", "/v1/dead-letters", nil), http.StatusNotImplemented, "dead letters")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/pause", nil), http.StatusNotImplemented, "pause")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/resume", nil), http.StatusNotImplemented, "pause")
 }
 
 func TestAuthScopes(t *testing.T) {
@@ -836,4 +870,133 @@ func TestStartStopStress(t *testing.T) {
 		<-polling
 	}
 	require.Empty(t, b.Workers(), "every session of the HTTP servers is closed")
+}
+
+// A job that runs out of attempts becomes a dead letter: its stream ends
+// with the failure, it is listed, it can be queued again (and then done),
+// and purged.
+func TestDeadLettersRetryAndPurge(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "pay")
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/pay/jobs?attempts=1", strings.NewReader("order-1")))
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Exception, []byte("card declined")))
+
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Equal(t, "dead", got.State)
+	require.Equal(t, "card declined", got.LastError)
+	require.Equal(t, uint32(1), *got.Attempts)
+	evs := readEvents(t, tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:exception"}, kinds(evs))
+
+	list := decode[struct {
+		DeadLetters []struct {
+			DeadLetter
+			PayloadText string `json:"payload_text"`
+		} `json:"dead_letters"`
+	}](t, tb.do(t, "GET", "/v1/dead-letters?function=pay", nil))
+	require.Len(t, list.DeadLetters, 1)
+	d := list.DeadLetters[0]
+	require.Equal(t, job.Handle, d.Handle)
+	require.Equal(t, "card declined", d.Error)
+	require.Equal(t, "order-1", d.PayloadText)
+	require.Equal(t, 1, d.Attempts)
+	fns := decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
+	require.Equal(t, 1, fns.Functions[0].DeadLetters)
+	require.Equal(t, uint64(1), fns.Functions[0].Dead)
+
+	// Retry: queued again with the same handle; its stream starts over.
+	resp := tb.do(t, "POST", "/v1/dead-letters/"+job.Handle+"/retry", nil)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, "queued", decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil)).State)
+	stream := tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil)
+	a = w.grab(t)
+	require.Equal(t, job.Handle, tb.b.Handle(a.Seq))
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("paid")))
+	evs = readEvents(t, stream.Body)
+	require.Equal(t, "complete", evs[len(evs)-1].event)
+	require.Equal(t, "paid", *evs[len(evs)-1].data.Text)
+
+	// Two more dead ones, then purge one and the rest.
+	var handles []string
+	for i := range 2 {
+		j := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/pay/jobs?attempts=1", strings.NewReader(strconv.Itoa(i))))
+		a := w.grab(t)
+		require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Fail, nil))
+		handles = append(handles, j.Handle)
+	}
+	p := decode[map[string]int](t, tb.do(t, "DELETE", "/v1/dead-letters/"+handles[0], nil))
+	require.Equal(t, 1, p["purged"])
+	requireProblem(t, tb.do(t, "DELETE", "/v1/dead-letters/"+handles[0], nil), http.StatusNotFound, "no dead job")
+	p = decode[map[string]int](t, tb.do(t, "DELETE", "/v1/dead-letters", nil))
+	require.Equal(t, 1, p["purged"])
+	list.DeadLetters = nil
+	require.Empty(t, decode[map[string][]DeadLetter](t, tb.do(t, "GET", "/v1/dead-letters", nil))["dead_letters"])
+}
+
+// A failed attempt that will run again is a "retry" event: the stream
+// goes on to the final outcome. Per-job options show on the job.
+func TestRetryEventAndJobOptions(t *testing.T) {
+	t.Parallel()
+	tb := setupBroker(t, broker.Config{DefaultPolicy: broker.Policy{Backoff: broker.Backoff{Initial: time.Millisecond, Max: time.Millisecond}}})
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/flaky/jobs", strings.NewReader("x"),
+		"Gearwork-Attempts", "3", "Gearwork-Timeout", "1m", "Gearwork-Ordering-Key", "acct-7"))
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Equal(t, 3, got.MaxAttempts)
+	require.Equal(t, "acct-7", got.OrderingKey)
+	stream := tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil)
+	w := newTestWorker(t, tb.b, "flaky")
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Exception, []byte("try again")))
+	a = w.grab(t) // after the 1ms backoff
+	require.Equal(t, job.Handle, tb.b.Handle(a.Seq))
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("ok")))
+	evs := readEvents(t, stream.Body)
+	require.Equal(t, []string{"1:state", "2:retry", "3:complete"}, kinds(evs))
+	require.Equal(t, "try again", *evs[1].data.Text)
+	fns := decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
+	require.Equal(t, uint64(1), fns.Functions[0].Retried)
+	require.Equal(t, uint64(1), fns.Functions[0].Completed)
+	require.Equal(t, uint64(1), fns.Functions[0].Exceptions)
+}
+
+func TestPauseAndResume(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/pause", nil).StatusCode)
+	decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/mail/jobs", nil))
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/grab?wait=1ms", nil).StatusCode,
+		"a paused function hands out nothing")
+	fns := decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
+	require.True(t, fns.Functions[0].Paused)
+	require.Nil(t, fns.Functions[0].PausedUntil)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/resume", nil).StatusCode)
+	require.Equal(t, http.StatusOK, tb.do(t, "POST", "/v1/functions/mail/grab?wait=10s", nil).StatusCode)
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/pause?until="+until.Format(time.RFC3339), nil).StatusCode)
+	fns = decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
+	require.Equal(t, until, *fns.Functions[0].PausedUntil)
+	body, err := io.ReadAll(tb.do(t, "GET", "/metrics", nil).Body)
+	require.NoError(t, err)
+	require.Contains(t, string(body), `gearwork_function_paused{function="mail"} 1`)
+}
+
+// With result retention, a completed background job's result stays
+// readable from the broker after the HTTP server forgot its events.
+func TestRetainedResult(t *testing.T) {
+	t.Parallel()
+	tb := setupBroker(t, broker.Config{Policies: map[string]broker.Policy{"render": {ResultRetention: time.Hour}}},
+		func(c *Config) { c.MaxFeeds = 1 })
+	w := newTestWorker(t, tb.b, "render")
+	// The first job's events are forgotten when the second is watched.
+	first := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/render/jobs", strings.NewReader("a")))
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("a.png")))
+	decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/render/jobs", strings.NewReader("b")))
+	_, remembered := tb.srv.hub.remembered(a.Seq)
+	require.False(t, remembered)
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+first.Handle, nil))
+	require.Equal(t, "complete", got.State)
+	require.Equal(t, "a.png", *got.ResultText)
 }

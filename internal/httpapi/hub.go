@@ -90,6 +90,8 @@ func (h *hub) Send(ev broker.Event) {
 		kind, final = "fail", true
 	case broker.EventException:
 		kind, final = "exception", true
+	case broker.EventRetry:
+		kind = "retry"
 	default:
 		return
 	}
@@ -165,6 +167,16 @@ func (h *hub) forgetLocked(f *feed) {
 		f.elem = nil
 	}
 	delete(h.feeds, f.seq)
+}
+
+// restart forgets the finished feed of seq, for a job that lives again (a
+// dead letter queued again): its events start over in a new feed.
+func (h *hub) restart(seq uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f := h.feeds[seq]; f != nil && f.final != nil {
+		h.forgetLocked(f)
+	}
 }
 
 // feedFor returns the feed of job seq, starting to watch the job if it is

@@ -36,6 +36,14 @@ type jobJSON struct {
 	Submitted  *time.Time    `json:"submitted_at,omitempty"`
 	Started    *time.Time    `json:"started_at,omitempty"`
 	Finished   *time.Time    `json:"finished_at,omitempty"`
+	// Attempts counts finished runs under a lifecycle policy; MaxAttempts
+	// is the job's own limit (-1: unlimited), absent when the function's
+	// policy decides.
+	Attempts    *uint32    `json:"attempts,omitempty"`
+	MaxAttempts int        `json:"max_attempts,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	OrderingKey string     `json:"ordering_key,omitempty"`
+	RetryAt     *time.Time `json:"retry_at,omitempty"`
 	// Result is the worker's result (complete) or exception data, base64;
 	// ResultText repeats it when it is valid UTF-8.
 	Result     []byte  `json:"result,omitempty"`
@@ -77,6 +85,25 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 		t := snap.Started.UTC()
 		j.Started = &t
 	}
+	if snap.Attempts > 0 || snap.MaxAttempts != 0 || snap.LastError != "" {
+		j.Attempts = &snap.Attempts
+	}
+	j.MaxAttempts, j.LastError, j.OrderingKey = snap.MaxAttempts, snap.LastError, snap.OrderingKey
+	if !snap.RetryAt.IsZero() {
+		t := snap.RetryAt.UTC()
+		j.RetryAt = &t
+	}
+	if !snap.Finished.IsZero() {
+		t := snap.Finished.UTC()
+		j.Finished = &t
+	}
+	if snap.State == "done" {
+		// A completed job whose result the broker retains.
+		j.State = "complete"
+		j.Result = nonNil(snap.Result)
+		j.ResultText = textOf(j.Result)
+		j.Progress, j.Waiting = nil, nil
+	}
 	return j
 }
 
@@ -110,10 +137,42 @@ func finalState(kind string) string {
 // submitOptions are a submit's options from query parameters or
 // Gearwork-* headers.
 type submitOptions struct {
-	priority broker.Priority
-	unique   string
-	runAt    int64
-	wait     time.Duration
+	priority    broker.Priority
+	unique      string
+	runAt       int64
+	wait        time.Duration
+	attempts    int
+	timeout     time.Duration
+	orderingKey string
+}
+
+func parseAttempts(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < -1 || n > 1_000_000 {
+		return 0, errorf(http.StatusBadRequest, "invalid-option", "attempts %q: use a whole number of runs (1 or more; -1 for unlimited)", v)
+	}
+	return n, nil
+}
+
+func parseTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, errorf(http.StatusBadRequest, "invalid-option", "timeout %q: use a positive Go duration such as 30s or 5m", v)
+	}
+	return d, nil
+}
+
+func checkOrderingKey(k string) error {
+	if len(k) > 512 {
+		return errorf(http.StatusBadRequest, "invalid-option", "ordering key: at most 512 bytes")
+	}
+	return nil
 }
 
 // option returns a submit option from the query (name) or the header
@@ -163,9 +222,6 @@ func (s *Server) parseWait(v string) (time.Duration, error) {
 	return min(d, s.cfg.MaxWait), nil
 }
 
-// unsupportedOptions are submit options the broker does not offer yet.
-var unsupportedOptions = []string{"attempts", "timeout", "ordering-key"}
-
 func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	var o submitOptions
 	var err error
@@ -179,12 +235,14 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	if o.wait, err = s.parseWait(r.URL.Query().Get("wait")); err != nil {
 		return o, err
 	}
-	for _, name := range unsupportedOptions {
-		if option(r, name) != "" {
-			return o, notImplemented("the per-job option " + name)
-		}
+	if o.attempts, err = parseAttempts(option(r, "Attempts")); err != nil {
+		return o, err
 	}
-	return o, nil
+	if o.timeout, err = parseTimeout(option(r, "Timeout")); err != nil {
+		return o, err
+	}
+	o.orderingKey = option(r, "Ordering-Key")
+	return o, checkOrderingKey(o.orderingKey)
 }
 
 // submitted is the outcome of one submit.
@@ -200,7 +258,8 @@ type submitted struct {
 // is watched by the hub when there is room, so its events and result can
 // be read later.
 func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan submitted {
-	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt}
+	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt,
+		Attempts: o.attempts, Timeout: o.timeout, OrderingKey: o.orderingKey}
 	if o.unique != "" {
 		p.Unique = []byte(o.unique)
 	}
@@ -447,17 +506,20 @@ func (s *Server) batchOne(text []byte, pl *pendingLine) error {
 	if l.Payload != nil && l.PayloadBase64 != nil {
 		return errorf(http.StatusBadRequest, "invalid-job", "set payload or payload_base64, not both")
 	}
-	if l.Attempts != nil {
-		return notImplemented("the per-job option attempts")
-	}
-	if l.Timeout != "" {
-		return notImplemented("the per-job option timeout")
-	}
-	if l.OrderingKey != "" {
-		return notImplemented("the per-job option ordering_key")
-	}
 	var o submitOptions
 	var err error
+	if l.Attempts != nil {
+		if o.attempts, err = parseAttempts(strconv.Itoa(*l.Attempts)); err != nil {
+			return err
+		}
+	}
+	if o.timeout, err = parseTimeout(l.Timeout); err != nil {
+		return err
+	}
+	o.orderingKey = l.OrderingKey
+	if err := checkOrderingKey(o.orderingKey); err != nil {
+		return err
+	}
 	if o.priority, err = parsePriority(l.Priority); err != nil {
 		return err
 	}

@@ -2,12 +2,16 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
 )
 
 // Lifecycle is what the dead-letter, pause/resume and retained-result
 // routes need from the broker. Each part is optional: a nil field makes its
-// routes answer 501 Not Implemented with a problem that says so.
+// routes answer 501 Not Implemented with a problem that says so. The zero
+// Lifecycle in Config means the broker's own (BrokerLifecycle).
 type Lifecycle struct {
 	DeadLetters DeadLetters
 	Pauser      Pauser
@@ -19,6 +23,7 @@ type DeadLetter struct {
 	Handle   string    `json:"handle"`
 	Function string    `json:"function"`
 	Unique   string    `json:"unique,omitempty"`
+	Priority string    `json:"priority"`
 	Attempts int       `json:"attempts"`
 	Error    string    `json:"error,omitempty"`
 	DiedAt   time.Time `json:"died_at"`
@@ -62,4 +67,77 @@ type Results interface {
 	// Result returns the retained result of the job with this handle, or
 	// false if none is kept.
 	Result(ctx context.Context, handle string) (Result, bool, error)
+}
+
+// BrokerLifecycle returns the Lifecycle of the broker's own dead letters,
+// pauses and retained results.
+func BrokerLifecycle(b *broker.Broker) Lifecycle {
+	l := brokerLifecycle{b}
+	return Lifecycle{DeadLetters: l, Pauser: l, Results: l}
+}
+
+type brokerLifecycle struct{ b *broker.Broker }
+
+var (
+	_ DeadLetters = brokerLifecycle{}
+	_ Pauser      = brokerLifecycle{}
+	_ Results     = brokerLifecycle{}
+)
+
+func (l brokerLifecycle) ListDead(_ context.Context, fn string, limit int) ([]DeadLetter, error) {
+	dls := l.b.DeadLetters(fn)
+	out := make([]DeadLetter, 0, min(len(dls), limit))
+	for _, d := range dls {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, DeadLetter{Handle: l.b.Handle(d.Seq), Function: d.Function, Unique: d.Unique,
+			Priority: d.Priority.String(), Attempts: int(d.Attempts), Error: d.LastError, DiedAt: d.DiedAt.UTC(),
+			Payload: d.Payload})
+	}
+	return out, nil
+}
+
+func (l brokerLifecycle) RetryDead(_ context.Context, handle string) error {
+	return l.b.RetryDeadLetter([]byte(handle))
+}
+
+func (l brokerLifecycle) PurgeDead(_ context.Context, fn, handle string) (int, error) {
+	if handle != "" {
+		if err := l.b.PurgeDeadLetter([]byte(handle)); err != nil {
+			if errors.Is(err, broker.ErrJobNotFound) {
+				return 0, nil
+			}
+			return 0, err
+		}
+		return 1, nil
+	}
+	if fn != "" {
+		return l.b.PurgeDeadLetters(fn), nil
+	}
+	n := 0
+	for _, f := range l.b.Stats().Functions {
+		if f.DeadLetters > 0 {
+			n += l.b.PurgeDeadLetters(f.Name)
+		}
+	}
+	return n, nil
+}
+
+func (l brokerLifecycle) Pause(_ context.Context, fn string, until time.Time) error {
+	l.b.Pause(fn, until)
+	return nil
+}
+
+func (l brokerLifecycle) Resume(_ context.Context, fn string) error {
+	l.b.Resume(fn)
+	return nil
+}
+
+func (l brokerLifecycle) Result(_ context.Context, handle string) (Result, bool, error) {
+	r, ok := l.b.Result([]byte(handle))
+	if !ok {
+		return Result{}, false, nil
+	}
+	return Result{State: "complete", Data: r.Data, Finished: r.FinishedAt}, true, nil
 }

@@ -55,26 +55,30 @@ var (
 	descRetried = prometheus.NewDesc("gearwork_jobs_retried_total",
 		"Jobs taken back from a worker that vanished or whose lease/timeout ran out, and queued again.", fnLabel, nil)
 	descDropped = prometheus.NewDesc("gearwork_jobs_dropped_total",
-		"Jobs that left without a worker's result: cancelled, out of retries, abandoned, or dropped with their function.", fnLabel, nil)
-	descQueued   = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
-	descTotal    = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (queued, scheduled, running), by function.", fnLabel, nil)
-	descRunning  = prometheus.NewDesc("gearwork_jobs_running", "Jobs held by workers, by function.", fnLabel, nil)
-	descWorkers  = prometheus.NewDesc("gearwork_workers", "Workers registered for the function.", fnLabel, nil)
-	descWait     = prometheus.NewDesc("gearwork_job_wait_seconds", "Time from submit (or run-at) to a worker taking the job.", fnLabel, nil)
-	descRun      = prometheus.NewDesc("gearwork_job_run_seconds", "Time from a worker taking the job to its result.", fnLabel, nil)
-	descSessions = prometheus.NewDesc("gearwork_sessions", "Open broker sessions (Gearman connections, HTTP watchers and HTTP workers).", nil, nil)
-	descConns    = prometheus.NewDesc("gearwork_connections", "Open connections by front end.", []string{"frontend"}, nil)
-	descLeases   = prometheus.NewDesc("gearwork_http_worker_leases", "Jobs held by HTTP workers under a lease.", nil, nil)
-	descPolls    = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
-	descCommit   = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
-	descCommitN  = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer.", nil, nil)
+		"Jobs that left without a worker's result: cancelled, abandoned, or dropped with their function.", fnLabel, nil)
+	descDead        = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts.", fnLabel, nil)
+	descDeadLetters = prometheus.NewDesc("gearwork_dead_letters", "Dead letters kept now.", fnLabel, nil)
+	descPaused      = prometheus.NewDesc("gearwork_function_paused", "1 while the function is paused.", fnLabel, nil)
+	descQueued      = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
+	descTotal       = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (queued, scheduled, running), by function.", fnLabel, nil)
+	descRunning     = prometheus.NewDesc("gearwork_jobs_running", "Jobs held by workers, by function.", fnLabel, nil)
+	descWorkers     = prometheus.NewDesc("gearwork_workers", "Workers registered for the function.", fnLabel, nil)
+	descWait        = prometheus.NewDesc("gearwork_job_wait_seconds", "Time from submit (or run-at) to a worker taking the job.", fnLabel, nil)
+	descRun         = prometheus.NewDesc("gearwork_job_run_seconds", "Time from a worker taking the job to its result.", fnLabel, nil)
+	descSessions    = prometheus.NewDesc("gearwork_sessions", "Open broker sessions (Gearman connections, HTTP watchers and HTTP workers).", nil, nil)
+	descConns       = prometheus.NewDesc("gearwork_connections", "Open connections by front end.", []string{"frontend"}, nil)
+	descLeases      = prometheus.NewDesc("gearwork_http_worker_leases", "Jobs held by HTTP workers under a lease.", nil, nil)
+	descPolls       = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
+	descCommit      = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
+	descCommitN     = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer.", nil, nil)
 )
 
 // brokerCollector reads the broker's counters at scrape time.
 type brokerCollector struct{ s *Server }
 
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descQueued,
+	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descDead,
+		descDeadLetters, descPaused, descQueued,
 		descTotal, descRunning, descWorkers, descWait, descRun, descSessions, descConns, descLeases, descPolls,
 		descCommit, descCommitN} {
 		ch <- d
@@ -106,6 +110,13 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFailed, f.Exceptions, f.Name, "exception")
 		counter(descRetried, f.Retried, f.Name)
 		counter(descDropped, f.Dropped, f.Name)
+		counter(descDead, f.Dead, f.Name)
+		gauge(descDeadLetters, f.DeadLetters, f.Name)
+		paused := 0
+		if f.Paused {
+			paused = 1
+		}
+		gauge(descPaused, paused, f.Name)
 		for _, p := range []broker.Priority{broker.High, broker.Normal, broker.Low} {
 			gauge(descQueued, f.Queued[p], f.Name, p.String())
 		}

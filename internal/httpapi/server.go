@@ -45,9 +45,10 @@ import (
 // Config configures a Server. Only Broker is required.
 type Config struct {
 	Broker *broker.Broker
-	// Lifecycle provides dead letters, pause/resume and retained results
-	// when the broker offers them; a nil field (or a nil Lifecycle) makes
-	// the matching routes answer 501 Not Implemented.
+	// Lifecycle provides dead letters, pause/resume and retained results.
+	// The zero value means the broker's own (BrokerLifecycle); a Lifecycle
+	// with a nil field makes the matching routes answer 501 Not
+	// Implemented.
 	Lifecycle Lifecycle
 	// Tokens are the accepted bearer tokens. Empty: no token is needed, but
 	// only loopback clients may connect.
@@ -130,6 +131,9 @@ func New(cfg Config) *Server {
 	cfg.MaxFeeds = cmp.Or(cfg.MaxFeeds, 10000)
 	cfg.ResultRetention = cmp.Or(cfg.ResultRetention, 5*time.Minute)
 	cfg.OverviewInterval = cmp.Or(cfg.OverviewInterval, time.Second)
+	if cfg.Lifecycle == (Lifecycle{}) {
+		cfg.Lifecycle = BrokerLifecycle(cfg.Broker)
+	}
 	s := &Server{cfg: cfg, b: cfg.Broker, life: cfg.Lifecycle, log: cmp.Or(cfg.Logger, slog.Default()),
 		stop: make(chan struct{})}
 	s.hub = newHub(s.b, cfg.EventLog, cfg.MaxFeeds, cfg.ResultRetention)

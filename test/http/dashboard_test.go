@@ -79,8 +79,9 @@ func httpPost(t *testing.T, u, body string, v any) int {
 }
 
 // The dashboard in a real browser: it goes live over SSE, submits a job,
-// follows its progress as an HTTP worker reports it, shows the result, and
-// lists the function with its counters.
+// follows its progress as an HTTP worker reports it, shows the result,
+// lists the function with its counters, retries a dead letter and pauses
+// and resumes a function.
 func TestDashboardInChromium(t *testing.T) {
 	ctx := browser(t)
 	s := startServer(t)
@@ -119,9 +120,33 @@ func TestDashboardInChromium(t *testing.T) {
 		return r && r.children[7].textContent === '1' && r.children[4].textContent === '0'; })()`)
 	poll(t, ctx, "the chart to draw", `document.querySelectorAll('#chart polyline').length > 0`)
 
-	// Dead letters need the broker's lifecycle support, which this server
-	// does not have yet: the dashboard says so instead of offering buttons.
-	poll(t, ctx, "the dead-letter notice", `!document.querySelector('#dead-unavailable').hidden`)
+	// A job out of attempts shows as a dead letter; Retry queues it again
+	// and the page follows it to its new outcome.
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/flaky/jobs?attempts=1", "order-9", nil))
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/flaky/grab?wait=30s", "", &g))
+	dead := g.Handle
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(dead)+"/fail?lease="+g.Lease, "card declined", nil))
+	row := `#dead tr[data-handle="` + dead + `"]`
+	poll(t, ctx, "the dead letter row", `(() => { const r = document.querySelector(`+jsString(row)+`);
+		return r && r.textContent.includes('card declined'); })()`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(row+" button.retry")))
+	poll(t, ctx, "the retried job to be followed", `document.querySelector('#job-handle').textContent === `+jsString(dead)+
+		` && document.querySelector('#job-state').textContent === 'queued'`)
+	poll(t, ctx, "the dead letter row to go", `document.querySelector(`+jsString(row)+`) === null`)
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/flaky/grab?wait=30s", "", &g))
+	require.Equal(t, dead, g.Handle)
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(dead)+"/complete?lease="+g.Lease, "charged", nil))
+	poll(t, ctx, "the retried job to complete", `document.querySelector('#job-state').textContent === 'complete' &&
+		document.querySelector('#job-result').textContent === 'charged'`)
+
+	// Pause and resume a function from its row.
+	fnRow := `tr[data-function="dash"]`
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(fnRow+" button.pause")))
+	poll(t, ctx, "the function to show paused", `document.querySelector('`+fnRow+` td.paused') !== null`)
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/functions/dash/grab?wait=1ms", "", nil))
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(fnRow+" button.resume")))
+	poll(t, ctx, "the function to run again", `(() => { const r = document.querySelector('`+fnRow+`');
+		return r && r.querySelector('td.paused') === null && r.querySelector('button.pause') !== null; })()`)
 
 	if path := os.Getenv("GEARWORK_SCREENSHOT"); path != "" {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

@@ -65,7 +65,7 @@ const lastTotals = new Map(); // function -> {t, completed}
 function render(o) {
   caps = o.capabilities || caps;
   const t = new Date(o.time).getTime() / 1000;
-  let sub = 0, comp = 0, fail = 0;
+  let sub = 0, comp = 0, fail = 0, deadTotal = 0;
   const tbody = $("#functions tbody");
   tbody.replaceChildren();
   for (const f of o.functions) {
@@ -76,17 +76,19 @@ function render(o) {
     lastTotals.set(f.name, { t, completed: f.completed });
     const tr = el("tr");
     tr.dataset.function = f.name;
+    deadTotal += f.dead_letters || 0;
+    const state = f.paused ? (f.paused_until ? "paused until " + new Date(f.paused_until).toLocaleTimeString() : "paused") : "running";
     for (const v of [f.name, f.queued.high, f.queued.normal, f.queued.low, f.running, f.workers,
-                     f.submitted, f.completed, f.failed + f.exceptions, f.retried, rate]) {
+                     f.submitted, f.completed, f.failed + f.exceptions, f.retried, rate, f.dead_letters || 0]) {
       tr.append(el("td", v));
     }
+    tr.append(el("td", state, f.paused ? "paused" : ""));
     const td = el("td");
     if (caps.pause) {
-      const pause = el("button", "Pause");
-      pause.onclick = () => api("POST", "/v1/functions/" + encodeURIComponent(f.name) + "/pause").catch(alert);
-      const resume = el("button", "Resume");
-      resume.onclick = () => api("POST", "/v1/functions/" + encodeURIComponent(f.name) + "/resume").catch(alert);
-      td.append(pause, resume);
+      const path = "/v1/functions/" + encodeURIComponent(f.name) + (f.paused ? "/resume" : "/pause");
+      const btn = el("button", f.paused ? "Resume" : "Pause", f.paused ? "resume" : "pause");
+      btn.onclick = () => api("POST", path).catch((err) => alert(err.message));
+      td.append(btn);
     }
     tr.append(td);
     tbody.append(tr);
@@ -110,7 +112,7 @@ function render(o) {
   $("#dead").hidden = !caps.dead_letters;
   $("#dead-refresh").hidden = !caps.dead_letters;
   $("#dead-purge-all").hidden = !caps.dead_letters;
-  if (caps.dead_letters && !deadLoaded) { deadLoaded = true; loadDead(); }
+  if (caps.dead_letters && deadTotal !== lastDeadTotal) { lastDeadTotal = deadTotal; loadDead(); }
 }
 
 // drawChart plots per-second rates from the counter history as polylines.
@@ -187,6 +189,11 @@ function follow(handle) {
       log(kind, d.text !== undefined ? d.text : "(" + atob(d.data || "").length + " bytes)");
     });
   }
+  src.addEventListener("retry", (e) => {
+    const d = JSON.parse(e.data);
+    setJobState("retry");
+    log("retry", d.text || "");
+  });
   for (const kind of ["complete", "fail", "exception"]) {
     src.addEventListener(kind, (e) => {
       const d = JSON.parse(e.data);
@@ -218,7 +225,7 @@ function showProgress(n, d) {
 
 // ---- dead letters ----
 
-let deadLoaded = false;
+let lastDeadTotal = -1; // reload the list when the count changes
 
 async function loadDead() {
   const tbody = $("#dead tbody");
