@@ -180,3 +180,52 @@ func TestStatsCountsAndLatencies(t *testing.T) {
 	require.False(t, ready)
 	require.Contains(t, reason, "draining")
 }
+
+// A watched job whose attempt fails but will run again gets EventRetry and
+// stays watched; when it runs out of attempts the watch ends with its
+// final event and it counts as dead.
+func TestWatchRetriesAndDeath(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 2, Backoff: Backoff{Initial: time.Second, Max: time.Second}}})
+	client, _ := tb.session()
+	watcher := &recorder{}
+	ws := tb.b.NewSession("watcher", watcher)
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
+	_, ok := tb.b.Watch(ws, seq)
+	require.True(t, ok)
+
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(worker, a.Seq, Exception, []byte("first")))
+	require.Equal(t, []EventKind{EventRetry}, eventKinds(watcher))
+	require.Equal(t, []byte("first"), watcher.events[0].Data)
+	snap, ok := tb.b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, "retry-wait", snap.State)
+	require.Equal(t, uint32(1), snap.Attempts)
+	require.Equal(t, "first", snap.LastError)
+
+	tb.clock.Advance(time.Second)
+	tb.b.RunTimers()
+	a, ok = tb.b.Grab(worker)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(worker, a.Seq, Exception, []byte("second")))
+	require.Equal(t, []EventKind{EventRetry, EventException}, eventKinds(watcher))
+	require.Empty(t, ws.watching, "the final event ends the watch")
+	snap, ok = tb.b.Job(seq)
+	require.True(t, ok, "a dead letter still has a snapshot")
+	require.Equal(t, "dead", snap.State)
+
+	f := tb.b.Stats().Functions[0]
+	require.Equal(t, uint64(1), f.Retried)
+	require.Equal(t, uint64(1), f.Dead)
+	require.Equal(t, uint64(2), f.Exceptions)
+	require.Equal(t, uint64(0), f.Dropped)
+	require.Equal(t, 1, f.DeadLetters)
+
+	require.NoError(t, tb.b.PurgeDeadLetter([]byte(tb.b.Handle(seq))))
+	require.ErrorIs(t, tb.b.PurgeDeadLetter([]byte(tb.b.Handle(seq))), ErrJobNotFound)
+	require.Equal(t, 0, tb.b.Stats().Functions[0].DeadLetters)
+}
