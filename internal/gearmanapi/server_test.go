@@ -175,6 +175,8 @@ func TestAdminText(t *testing.T) {
 	w := tb.dial(t)
 	w.send(gearman.SetClientID, "wid")
 	w.send(gearman.CanDo, "f")
+	w.send(gearman.EchoReq, "sync")
+	w.expect(gearman.EchoRes, "sync")
 	c := tb.dial(t)
 	c.send(gearman.SubmitJobHighBg, "f", "", "a")
 	c.expect(gearman.JobCreated, handle(tb, 0))
