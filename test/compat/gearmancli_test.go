@@ -1,0 +1,245 @@
+package compat
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+// Tests driving the server with Debian's gearman command-line tool
+// (libgearman): client mode and worker mode (-w).
+
+// gearmanCLI starts the gearman tool against s.
+func gearmanCLI(t *testing.T, s *server, stdin string, args ...string) *proc {
+	t.Helper()
+	bin := need(t, "gearman")
+	var in *strings.Reader
+	if stdin != "" {
+		in = strings.NewReader(stdin)
+	}
+	all := append([]string{"-h", s.host, "-p", s.port}, args...)
+	if in == nil {
+		return startProc(t, nil, bin, all...)
+	}
+	return startProc(t, in, bin, all...)
+}
+
+// waitWorkers polls until fn has n registered workers.
+func waitWorkers(t *testing.T, s *server, fn string, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d workers for %s", n, fn), func() bool {
+		return status(t, s)[fn].Workers == n
+	})
+}
+
+func TestGearmanCLIForeground(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		worker := gearmanCLI(t, s, "", "-w", "-f", "upper", "-c", "3", "--", "tr", "a-z", "A-Z")
+		waitWorkers(t, s, "upper", 1)
+		for _, prio := range [][]string{nil, {"-I"}, {"-L"}} {
+			args := append(append([]string{}, prio...), "-f", "upper")
+			out, err := gearmanCLI(t, s, "hello gearman "+strings.Join(prio, ""), args...).wait(t)
+			require.NoError(t, err)
+			require.Equal(t, "HELLO GEARMAN "+strings.ToUpper(strings.Join(prio, "")), out)
+		}
+		_, err := worker.wait(t)
+		require.NoError(t, err, "the worker exits after -c 3 jobs")
+		waitStatus(t, s, "upper", funcStatus{})
+	})
+}
+
+func TestGearmanCLIBackground(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		out, err := gearmanCLI(t, s, "background payload", "-b", "-f", "bg").wait(t)
+		require.NoError(t, err)
+		require.Empty(t, out, "a background submit prints nothing")
+		waitStatus(t, s, "bg", funcStatus{Total: 1})
+		require.Contains(t, admin(t, s, "prioritystatus"), "bg\t0\t1\t0\t0")
+
+		file := filepath.Join(t.TempDir(), "job")
+		worker := gearmanCLI(t, s, "", "-w", "-f", "bg", "-c", "1", "--", "sh", "-c", `cat > "$0"`, file)
+		_, err = worker.wait(t)
+		require.NoError(t, err)
+		got, err := os.ReadFile(file)
+		require.NoError(t, err)
+		require.Equal(t, "background payload", string(got))
+		waitStatus(t, s, "bg", funcStatus{})
+	})
+}
+
+// TestGearmanCLIPriorityOrder queues HIGH, NORMAL and LOW background jobs of
+// two functions while no worker runs, then starts one worker for both and
+// records the order it receives them.
+func TestGearmanCLIPriorityOrder(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		submits := []struct{ flag, fn, payload string }{
+			{"-L", "pa", "pa-low"},
+			{"", "pb", "pb-normal-1"},
+			{"-I", "pa", "pa-high"},
+			{"-L", "pb", "pb-low"},
+			{"", "pa", "pa-normal"},
+			{"-I", "pb", "pb-high"},
+			{"", "pb", "pb-normal-2"},
+		}
+		for _, sub := range submits {
+			args := []string{"-b", "-f", sub.fn}
+			if sub.flag != "" {
+				args = append([]string{sub.flag}, args...)
+			}
+			_, err := gearmanCLI(t, s, sub.payload, args...).wait(t)
+			require.NoError(t, err)
+		}
+		require.ElementsMatch(t, []string{"pa\t1\t1\t1\t0", "pb\t1\t2\t1\t0"}, admin(t, s, "prioritystatus"))
+
+		file := filepath.Join(t.TempDir(), "order")
+		worker := gearmanCLI(t, s, "", "-w", "-f", "pa", "-f", "pb", "-c", fmt.Sprint(len(submits)),
+			"--", "sh", "-c", `cat >> "$0"; echo >> "$0"`, file)
+		_, err := worker.wait(t)
+		require.NoError(t, err)
+		data, err := os.ReadFile(file)
+		require.NoError(t, err)
+		order := strings.Fields(string(data))
+		t.Logf("%s handed out: %v", s.kind, order)
+		require.Len(t, order, len(submits))
+
+		if s.isGearwork() {
+			// Priority applies across functions: both HIGH jobs first, then
+			// NORMAL, then LOW; FIFO within a function and priority.
+			require.ElementsMatch(t, []string{"pa-high", "pb-high"}, order[0:2])
+			require.ElementsMatch(t, []string{"pa-normal", "pb-normal-1", "pb-normal-2"}, order[2:5])
+			require.Less(t, indexOf(order, "pb-normal-1"), indexOf(order, "pb-normal-2"))
+			require.ElementsMatch(t, []string{"pa-low", "pb-low"}, order[5:7])
+			return
+		}
+		// gearmand 1.1.20 drains one function (in its worker's function
+		// list order) by priority before it looks at the next one.
+		first, second := order[0][:2], order[4][:2]
+		require.NotEqual(t, first, second)
+		byFn := map[string][]string{
+			"pa": {"pa-high", "pa-normal", "pa-low"},
+			"pb": {"pb-high", "pb-normal-1", "pb-normal-2", "pb-low"},
+		}
+		require.Equal(t, append(byFn[first], byFn[second]...), order)
+	})
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestGearmanCLICoalescing: two foreground clients submit the same unique;
+// the job runs once and both clients print its one result.
+func TestGearmanCLICoalescing(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := rawWorker(t, s, "co")
+		c1 := gearmanCLI(t, s, "payload-1", "-f", "co", "-u", "same-key")
+		handle, fn, unique, payload := w.grabWhenReady()
+		require.Equal(t, "co", fn)
+		require.Equal(t, "same-key", unique)
+		require.Equal(t, "payload-1", payload)
+
+		c2 := gearmanCLI(t, s, "payload-2", "-f", "co", "-u", "same-key")
+		probe := dialRaw(t, s)
+		waitFor(t, "the second client to attach", func() bool {
+			probe.send(gearman.GetStatusUnique, "same-key")
+			a := probe.expectCmd(gearman.StatusResUnique)
+			return a[5] == "2"
+		})
+		probe.send(gearman.GetStatusUnique, "same-key")
+		probe.expect(gearman.StatusResUnique, "same-key", "1", "1", "0", "0", "2")
+
+		w.send(gearman.WorkComplete, handle, "the one result")
+		for _, c := range []*proc{c1, c2} {
+			out, err := c.wait(t)
+			require.NoError(t, err)
+			require.Equal(t, "the one result", out)
+		}
+		w.send(gearman.GrabJobUniq)
+		w.expect(gearman.NoJob)
+		waitStatus(t, s, "co", funcStatus{Workers: 1})
+	})
+}
+
+// TestGearmanCLIClientGone: a foreground job whose only client disconnects
+// is dropped while queued; while running, the worker's result is accepted
+// and discarded.
+func TestGearmanCLIClientGone(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := gearmanCLI(t, s, "queued", "-f", "gone")
+		waitStatus(t, s, "gone", funcStatus{Total: 1})
+		c.kill()
+		if s.isGearwork() {
+			// Gearwork drops the queued job at once.
+			waitStatus(t, s, "gone", funcStatus{})
+		} else {
+			// gearmand 1.1.20 marks it ignored and drops it only when a
+			// worker would take it.
+			waitFor(t, "the queued job to be ignored", func() bool {
+				jobs := admin(t, s, "show jobs")
+				return len(jobs) == 1 && strings.Split(jobs[0], "\t")[2] == "1"
+			})
+			require.Equal(t, funcStatus{Total: 1}, status(t, s)["gone"])
+		}
+
+		w := rawWorker(t, s, "gone")
+		if !s.isGearwork() {
+			w.send(gearman.GrabJobUniq)
+			w.expect(gearman.NoJob)
+			waitStatus(t, s, "gone", funcStatus{Workers: 1})
+		}
+		c = gearmanCLI(t, s, "running", "-f", "gone")
+		handle, _, _, payload := w.grabWhenReady()
+		require.Equal(t, "running", payload)
+		waitStatus(t, s, "gone", funcStatus{Total: 1, Running: 1, Workers: 1})
+		c.kill()
+		// Wait until the server has noticed the client is gone: the job
+		// then has no waiting client.
+		waitFor(t, "the job to lose its client", func() bool {
+			for _, line := range admin(t, s, "show jobs") {
+				if strings.HasPrefix(line, handle+"\t") {
+					return strings.Split(line, "\t")[2] == "1"
+				}
+			}
+			return false
+		})
+		w.send(gearman.WorkComplete, handle, "nobody listens")
+		w.send(gearman.EchoReq, "after")
+		w.expect(gearman.EchoRes, "after")
+		waitStatus(t, s, "gone", funcStatus{Workers: 1})
+	})
+}
+
+// TestGearmanCLIZeroBytePayload submits a job without workload and gets an
+// empty result back.
+func TestGearmanCLIZeroBytePayload(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		file := filepath.Join(t.TempDir(), "len")
+		worker := gearmanCLI(t, s, "", "-w", "-f", "empty", "-c", "1", "--", "sh", "-c", `wc -c > "$0"`, file)
+		waitWorkers(t, s, "empty", 1)
+		out, err := gearmanCLI(t, s, "", "-s", "-f", "empty").wait(t)
+		require.NoError(t, err)
+		require.Empty(t, out)
+		_, err = worker.wait(t)
+		require.NoError(t, err)
+		n, err := os.ReadFile(file)
+		require.NoError(t, err)
+		require.Equal(t, "0", strings.TrimSpace(string(n)))
+	})
+}

@@ -1,0 +1,504 @@
+package compat
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// Generous bounds: they only end a test that really hangs.
+const (
+	// waitTimeout bounds every poll of server state.
+	waitTimeout = 60 * time.Second
+	// procTimeout bounds every client process the tests run.
+	procTimeout = 90 * time.Second
+	// ioTimeout bounds every read on a raw connection.
+	ioTimeout = 60 * time.Second
+)
+
+// handlePrefix makes gearwork's job handles predictable: H:compat:1, ...
+const handlePrefix = "H:compat:"
+
+// gearworkBin is the gearwork binary built once by TestMain.
+var gearworkBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "gearwork-compat-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compat:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	gearworkBin = filepath.Join(dir, "gearwork")
+	build := exec.Command("go", "build", "-o", gearworkBin, "github.com/gearwork/gearwork/cmd/gearwork")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "compat: building gearwork:", err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "compat: leaked goroutines:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// need fails the test when a client program is missing, or skips it when
+// GEARWORK_ALLOW_SKIP=1. It returns the program's path.
+func need(t *testing.T, program string) string {
+	t.Helper()
+	path, err := exec.LookPath(program)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
+		t.Skipf("%s is not installed (run scripts/deps.sh); skipped because GEARWORK_ALLOW_SKIP=1", program)
+	}
+	t.Fatalf("%s is not installed: run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)", program)
+	return ""
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// server is a job server under test, running as a child process.
+type server struct {
+	// kind is "gearwork" or "gearmand".
+	kind string
+	addr string
+	host string
+	port string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+func (s *server) isGearwork() bool { return s.kind == "gearwork" }
+
+// pid returns the server's process id.
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+// exited reports whether the server process has ended.
+func (s *server) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the server by its pid: SIGTERM, then SIGKILL if it does not
+// exit within the bound.
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	if s.exited() {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(procTimeout):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		t.Errorf("%s (pid %d) ignored SIGTERM", s.kind, s.pid())
+	}
+}
+
+// waitExit waits for the server to exit on its own.
+func (s *server) waitExit(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(procTimeout):
+		t.Fatalf("%s (pid %d) did not exit", s.kind, s.pid())
+	}
+}
+
+var listeningRE = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
+
+// startGearwork starts "gearwork serve" on a free loopback port with an
+// in-memory store and returns once it accepts connections. The server is
+// stopped when the test ends.
+func startGearwork(t *testing.T, args ...string) *server {
+	t.Helper()
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--store", "memory:",
+		"--handle-prefix", handlePrefix, "--log-level", "info"}, args...)
+	cmd := exec.Command(gearworkBin, args...)
+	pr, pw := io.Pipe()
+	logBuf := &syncBuffer{}
+	cmd.Stdout = logBuf
+	cmd.Stderr = io.MultiWriter(logBuf, pw)
+	require.NoError(t, cmd.Start())
+	s := &server{kind: "gearwork", cmd: cmd, log: logBuf, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+		close(s.done)
+	}()
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sent := false
+		for sc.Scan() {
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				addrc <- m[1]
+				sent = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+		close(addrc)
+	}()
+	t.Cleanup(func() {
+		s.stop(t)
+		if t.Failed() {
+			t.Logf("gearwork log:\n%s", s.log.String())
+		}
+	})
+	select {
+	case addr, ok := <-addrc:
+		if !ok {
+			t.Fatalf("gearwork exited before listening:\n%s", logBuf.String())
+		}
+		s.addr = addr
+	case <-time.After(waitTimeout):
+		t.Fatalf("gearwork did not start listening:\n%s", logBuf.String())
+	}
+	var err error
+	s.host, s.port, err = net.SplitHostPort(s.addr)
+	require.NoError(t, err)
+	waitAccepting(t, s)
+	return s
+}
+
+// startGearmand starts Debian's C gearmand (1.1.20) on a free loopback port.
+func startGearmand(t *testing.T, args ...string) *server {
+	t.Helper()
+	bin := "/usr/sbin/gearmand"
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
+			t.Skipf("%s is not installed; skipped because GEARWORK_ALLOW_SKIP=1", bin)
+		}
+		t.Fatalf("%s is not installed: run scripts/deps.sh", bin)
+	}
+	dir := t.TempDir()
+	for attempt := 0; ; attempt++ {
+		port := freePort(t)
+		all := append([]string{"-p", port, "-L", "127.0.0.1", "--log-file", "none",
+			"--pid-file", filepath.Join(dir, "gearmand.pid"), "-t", "2",
+			"--job-handle-prefix", "H:gearmand"}, args...)
+		cmd := exec.Command(bin, all...)
+		logBuf := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = logBuf, logBuf
+		require.NoError(t, cmd.Start())
+		s := &server{kind: "gearmand", cmd: cmd, log: logBuf, done: make(chan struct{}),
+			host: "127.0.0.1", port: port, addr: net.JoinHostPort("127.0.0.1", port)}
+		go func() {
+			_ = cmd.Wait()
+			close(s.done)
+		}()
+		if waitAcceptingOrExit(s) {
+			t.Cleanup(func() {
+				s.stop(t)
+				if t.Failed() {
+					t.Logf("gearmand output:\n%s", s.log.String())
+				}
+			})
+			return s
+		}
+		// The port was taken between freePort and gearmand's bind.
+		if attempt == 4 {
+			t.Fatalf("gearmand did not start:\n%s", logBuf.String())
+		}
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	require.NoError(t, err)
+	return port
+}
+
+func waitAccepting(t *testing.T, s *server) {
+	t.Helper()
+	if !waitAcceptingOrExit(s) {
+		t.Fatalf("%s at %s does not accept connections:\n%s", s.kind, s.addr, s.log.String())
+	}
+}
+
+// waitAcceptingOrExit polls until the server accepts a connection (true) or
+// exits or the bound passes (false).
+func waitAcceptingOrExit(s *server) bool {
+	deadline := time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		if s.exited() {
+			return false
+		}
+		c, err := net.DialTimeout("tcp", s.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return true
+		}
+		select {
+		case <-s.done:
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+// eachServer runs f as a subtest against gearwork and against gearmand, so
+// that behavioural differences show up side by side. Both subtests run in
+// parallel with their own server.
+func eachServer(t *testing.T, f func(t *testing.T, s *server)) {
+	t.Helper()
+	t.Run("gearwork", func(t *testing.T) {
+		t.Parallel()
+		f(t, startGearwork(t))
+	})
+	t.Run("gearmand", func(t *testing.T) {
+		t.Parallel()
+		f(t, startGearmand(t))
+	})
+}
+
+// waitFor polls cond until it holds; the bound only catches real hangs.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// admin sends one text admin command on a new connection and returns the
+// answer's lines without line endings. List answers are read up to the
+// closing "." line (not included).
+func admin(t *testing.T, s *server, command string) []string {
+	t.Helper()
+	lines, err := tryAdmin(s, command)
+	require.NoError(t, err, "admin %q", command)
+	return lines
+}
+
+func tryAdmin(s *server, command string) ([]string, error) {
+	c, err := net.DialTimeout("tcp", s.addr, ioTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c, command+"\r\n"); err != nil {
+		return nil, err
+	}
+	return readAdminAnswer(bufio.NewReader(c), command)
+}
+
+// isListCommand reports whether an admin command answers with lines ended
+// by ".".
+func isListCommand(command string) bool {
+	f := strings.Fields(strings.ToLower(command))
+	if len(f) == 0 {
+		return false
+	}
+	switch f[0] {
+	case "status", "prioritystatus", "workers":
+		return true
+	case "show":
+		return true
+	}
+	return false
+}
+
+func readAdminAnswer(br *bufio.Reader, command string) ([]string, error) {
+	var lines []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return lines, fmt.Errorf("reading answer to %q after %q: %w", command, lines, err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if !isListCommand(command) || strings.HasPrefix(line, "ERR ") && len(lines) == 0 {
+			return append(lines, line), nil
+		}
+		if line == "." {
+			return lines, nil
+		}
+		lines = append(lines, line)
+	}
+}
+
+// funcStatus is one line of the "status" admin command.
+type funcStatus struct {
+	Total, Running, Workers int
+}
+
+// status returns the "status" admin answer by function name.
+func status(t *testing.T, s *server) map[string]funcStatus {
+	t.Helper()
+	out := map[string]funcStatus{}
+	for _, line := range admin(t, s, "status") {
+		f := strings.Split(line, "\t")
+		require.Len(t, f, 4, "status line %q", line)
+		out[f[0]] = funcStatus{atoi(t, f[1]), atoi(t, f[2]), atoi(t, f[3])}
+	}
+	return out
+}
+
+// waitStatus polls "status" until fn's line equals want.
+func waitStatus(t *testing.T, s *server, fn string, want funcStatus) {
+	t.Helper()
+	var got funcStatus
+	waitFor(t, fmt.Sprintf("status of %s to become %+v", fn, want), func() bool {
+		got = status(t, s)[fn]
+		return got == want
+	})
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	require.NoError(t, err)
+	return n
+}
+
+// proc is a client or worker process started by a test.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// startProc starts a program; it is killed (by its pid) when the test ends
+// if it still runs. stdin may be nil.
+func startProc(t *testing.T, stdin io.Reader, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	p := &proc{name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd,
+		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdin = stdin
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	// A killed process's children may keep its output pipes open.
+	cmd.WaitDelay = 5 * time.Second
+	require.NoError(t, cmd.Start(), "starting %s", p.name)
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s: stdout:\n%s\nstderr:\n%s", p.name, p.stdout.String(), p.stderr.String())
+		}
+	})
+	return p
+}
+
+// kill ends the process by its pid with SIGKILL and waits for it.
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// wait waits for the process to exit and returns its stdout and exit error.
+func (p *proc) wait(t *testing.T) (string, error) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(procTimeout):
+		p.kill()
+		t.Fatalf("%s did not exit; stdout:\n%s\nstderr:\n%s", p.name, p.stdout.String(), p.stderr.String())
+	}
+	return p.stdout.String(), p.err
+}
+
+// run runs a program to completion and requires it to succeed.
+func run(t *testing.T, stdin io.Reader, name string, args ...string) string {
+	t.Helper()
+	p := startProc(t, stdin, name, args...)
+	out, err := p.wait(t)
+	require.NoError(t, err, "%s failed; stderr:\n%s", p.name, p.stderr.String())
+	return out
+}
+
+// ctxDeadline returns a context bounded by procTimeout.
+func ctxDeadline(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// exitCode returns the exit code in err, or -1.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err == nil {
+		return 0
+	}
+	return -1
+}
+
+// testdata returns the path of a file under testdata.
+func testdata(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(file), "testdata"}, parts...)...)
+}
