@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
@@ -40,12 +41,15 @@ type conn struct {
 	// other requests wait for it to reach zero so answers keep their order.
 	acks    int
 	ackCond sync.Cond
+	// flushed is signalled whenever a flush ends (flushing became false).
+	flushed sync.Cond
 	scratch [96]byte
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc}
 	c.ackCond.L = &c.mu
+	c.flushed.L = &c.mu
 	c.r = gearman.NewReader(nc, s.cfg.ReadBuffer)
 	c.r.MaxBody = s.cfg.MaxPacket
 	c.done = c.submitDone
@@ -177,7 +181,26 @@ func (c *conn) flushLocked() bool {
 		}
 	}
 	c.flushing = false
+	c.flushed.Broadcast()
 	return !c.dead
+}
+
+// flushAndClose writes what is still queued for the peer (waiting for a
+// running flush first), bounded by deadline, then closes the connection.
+// The server calls it when it stops, so that results produced just before
+// (for example by the last job of a graceful stop) reach their clients.
+func (c *conn) flushAndClose(deadline time.Time) {
+	_ = c.nc.SetWriteDeadline(deadline)
+	c.mu.Lock()
+	for c.flushing && !c.dead {
+		c.flushed.Wait()
+	}
+	if !c.dead && len(c.out) > 0 {
+		c.flushing = true
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+	c.nc.Close()
 }
 
 // flush writes pending output from the reader goroutine, unless a flusher

@@ -138,15 +138,25 @@ func (s *Server) CloseListeners() {
 	}
 }
 
-// Close stops accepting, closes every connection and waits for their
-// goroutines to end. Safe to call twice.
+// closeFlushTimeout bounds how long Close spends writing output that is
+// still queued for the peers.
+const closeFlushTimeout = 2 * time.Second
+
+// Close stops accepting, writes what is still queued for each connection
+// (for at most closeFlushTimeout in all), closes every connection and waits
+// for their goroutines to end. Safe to call twice.
 func (s *Server) Close() {
 	s.CloseListeners()
 	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.nc.Close()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	deadline := time.Now().Add(closeFlushTimeout)
+	for _, c := range conns {
+		c.flushAndClose(deadline)
+	}
 	s.wg.Wait()
 }
 
