@@ -1,0 +1,348 @@
+package compat
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+// Raw-protocol tests: behaviour no client library exposes directly,
+// checked byte for byte with the gearman package's codec.
+
+func TestRawEchoAndOptions(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		c.send(gearman.EchoReq, "ping\x00with NUL")
+		c.expect(gearman.EchoRes, "ping\x00with NUL")
+		c.send(gearman.EchoReq, "")
+		c.expect(gearman.EchoRes, "")
+		c.send(gearman.OptionReq, "exceptions")
+		c.expect(gearman.OptionRes, "exceptions")
+		c.send(gearman.OptionReq, "nonsense")
+		c.expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
+		c.send(gearman.EchoReq, "still open")
+		c.expect(gearman.EchoRes, "still open")
+	})
+}
+
+// TestRawExceptions: a client that asked for exceptions receives
+// WORK_EXCEPTION; one that did not receives WORK_FAIL.
+func TestRawExceptions(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := rawWorker(t, s, "exc")
+		with := dialRaw(t, s)
+		with.send(gearman.OptionReq, "exceptions")
+		with.expect(gearman.OptionRes, "exceptions")
+		without := dialRaw(t, s)
+
+		h := with.submit(gearman.SubmitJob, "exc", "exc-1", "a")
+		require.Equal(t, h, without.submit(gearman.SubmitJob, "exc", "exc-1", "a"))
+		got, _, _, _ := w.grab()
+		require.Equal(t, h, got)
+		w.send(gearman.WorkException, h, "it broke")
+		with.expect(gearman.WorkException, h, "it broke")
+		// gearmand 1.1.20 copies the handle's terminating NUL into this
+		// WORK_FAIL; gearwork sends the handle alone.
+		without.expect(gearman.WorkFail, pick(s, h, h+"\x00"))
+
+		// WORK_FAIL reaches everyone as WORK_FAIL.
+		h = with.submit(gearman.SubmitJob, "exc", "", "b")
+		got, _, _, _ = w.grab()
+		require.Equal(t, h, got)
+		w.send(gearman.WorkFail, h)
+		with.expect(gearman.WorkFail, h)
+
+		// A result for a job the worker does not hold is an error.
+		w.send(gearman.WorkComplete, h, "late")
+		w.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+	})
+}
+
+// TestRawStreaming: WORK_DATA, WORK_WARNING and WORK_STATUS reach every
+// attached client in order, and GET_STATUS reports the last status.
+func TestRawStreaming(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := rawWorker(t, s, "stream")
+		c1, c2 := dialRaw(t, s), dialRaw(t, s)
+		h := c1.submit(gearman.SubmitJob, "stream", "s-1", "x")
+		require.Equal(t, h, c2.submit(gearman.SubmitJobHigh, "stream", "s-1", "x"))
+		w.grab()
+		w.send(gearman.WorkData, h, "d1")
+		w.send(gearman.WorkStatus, h, "1", "3")
+		w.send(gearman.WorkWarning, h, "w1")
+		w.send(gearman.WorkData, h, "")
+		w.send(gearman.EchoReq, "sync")
+		w.expect(gearman.EchoRes, "sync")
+		probe := dialRaw(t, s)
+		require.Equal(t, []string{"1", "1", "1", "3"}, probe.getStatus(h))
+		w.send(gearman.WorkComplete, h, "done")
+		for _, c := range []*rawConn{c1, c2} {
+			c.expect(gearman.WorkData, h, "d1")
+			c.expect(gearman.WorkStatus, h, "1", "3")
+			c.expect(gearman.WorkWarning, h, "w1")
+			c.expect(gearman.WorkData, h, "")
+			c.expect(gearman.WorkComplete, h, "done")
+		}
+		require.Equal(t, []string{"0", "0", "0", "0"}, probe.getStatus(h))
+	})
+}
+
+// TestRawBackgroundStatus: GET_STATUS of a background job while queued,
+// while running with a status, and after it finished.
+func TestRawBackgroundStatus(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		h := c.submit(gearman.SubmitJobBg, "bgs", "", "x")
+		require.Equal(t, []string{"1", "0", "0", "0"}, c.getStatus(h))
+		w := rawWorker(t, s, "bgs")
+		w.grab()
+		require.Equal(t, []string{"1", "1", "0", "0"}, c.getStatus(h))
+		w.send(gearman.WorkStatus, h, "42", "100")
+		w.send(gearman.EchoReq, "sync")
+		w.expect(gearman.EchoRes, "sync")
+		require.Equal(t, []string{"1", "1", "42", "100"}, c.getStatus(h))
+		w.send(gearman.WorkComplete, h, "")
+		w.send(gearman.EchoReq, "sync")
+		w.expect(gearman.EchoRes, "sync")
+		require.Equal(t, []string{"0", "0", "0", "0"}, c.getStatus(h))
+		c.send(gearman.GetStatus, "H:nope:1")
+		c.expect(gearman.StatusRes, "H:nope:1", "0", "0", "0", "0")
+	})
+}
+
+// TestRawCanDoTimeout: a worker that registered with CAN_DO_TIMEOUT and
+// never answers loses the job to another worker after the timeout; its
+// late result is refused.
+func TestRawCanDoTimeout(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		stuck := dialRaw(t, s)
+		stuck.send(gearman.CanDoTimeout, "slow", "1000")
+		client := gearmanCLI(t, s, "take me back", "-f", "slow")
+		h, _, _, payload := stuck.grabWhenReady()
+		require.Equal(t, "take me back", payload)
+		held := time.Now()
+
+		good := gearmanCLI(t, s, "", "-w", "-f", "slow", "-c", "1", "--", "tr", "a-z", "A-Z")
+		out, err := client.wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "TAKE ME BACK", out)
+		require.GreaterOrEqual(t, time.Since(held), time.Second, "taken back only after the timeout")
+		_, err = good.wait(t)
+		require.NoError(t, err)
+
+		stuck.send(gearman.WorkComplete, h, "too late")
+		stuck.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+		waitStatus(t, s, "slow", funcStatus{Workers: 1})
+	})
+}
+
+// TestRawEpoch: a SUBMIT_JOB_EPOCH job is not handed out before its time;
+// gearwork wakes a sleeping worker when it is due.
+func TestRawEpoch(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := rawWorker(t, s, "ep")
+		c := dialRaw(t, s)
+		at := time.Now().Unix() + 2
+		h := c.submit(gearman.SubmitJobEpoch, "ep", "", strconv.FormatInt(at, 10)+"\x00later")
+		w.send(gearman.GrabJobUniq)
+		p, raw := w.next()
+		if time.Now().Unix() < at {
+			require.Equal(t, gearman.NoJob, p.Command, "handed out before its time: %s", readable(raw))
+		}
+		if s.isGearwork() {
+			// The job shows as queued but not runnable.
+			require.Equal(t, []string{"1", "0", "0", "0"}, c.getStatus(h))
+			require.Equal(t, "ep\t0\t0\t0\t1\n.\n", dialRaw(t, s).adminExact("prioritystatus"))
+			w.send(gearman.PreSleep)
+			w.expect(gearman.Noop)
+		}
+		got, _, _, payload := w.grabWhenReady()
+		require.GreaterOrEqual(t, time.Now().Unix(), at, "ran before its time")
+		require.Equal(t, h, got)
+		require.Equal(t, "later", payload)
+		w.send(gearman.WorkComplete, h, "")
+	})
+}
+
+// TestRawWakeOnlyNeeded: one new job wakes one of three sleeping workers
+// in gearwork; gearmand 1.1.20 wakes all of them.
+func TestRawWakeOnlyNeeded(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		var ws []*rawConn
+		for range 3 {
+			w := rawWorker(t, s, "wake")
+			w.send(gearman.PreSleep)
+			w.send(gearman.EchoReq, "asleep")
+			w.expect(gearman.EchoRes, "asleep")
+			ws = append(ws, w)
+		}
+		c := dialRaw(t, s)
+		c.submit(gearman.SubmitJobBg, "wake", "", "x")
+		// NOOPs are queued while the submit is handled, so each worker
+		// sees its NOOP (if any) before the answer to a later ECHO.
+		woken := 0
+		for _, w := range ws {
+			w.send(gearman.EchoReq, "after")
+			p, raw := w.next()
+			if p.Command == gearman.Noop {
+				woken++
+				p, raw = w.next()
+			}
+			require.Equal(t, gearman.EchoRes, p.Command, readable(raw))
+		}
+		t.Logf("%s woke %d of 3 sleeping workers for one job", s.kind, woken)
+		require.Equal(t, map[bool]int{true: 1, false: 3}[s.isGearwork()], woken)
+	})
+}
+
+// TestRawGrabVariants: GRAB_JOB, GRAB_JOB_UNIQ, GRAB_JOB_ALL and the
+// reducer of SUBMIT_REDUCE_JOB_BACKGROUND.
+func TestRawGrabVariants(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	c := dialRaw(t, s)
+	w := rawWorker(t, s, "g")
+	h1 := c.submit(gearman.SubmitJobBg, "g", "u-1", "one")
+	h2 := c.submit(gearman.SubmitJobBg, "g", "u-2", "two")
+	h3 := c.submit(gearman.SubmitJobBg, "g", "u-3", "three")
+	c.send(gearman.SubmitReduceJobBg, "g", "u-4", "red", "", "four")
+	h4 := c.expectCmd(gearman.JobCreated)[0]
+	h5 := c.submit(gearman.SubmitJobBg, "g", "-", "five")
+
+	w.send(gearman.GrabJob)
+	w.expect(gearman.JobAssign, h1, "g", "one")
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.JobAssignUniq, h2, "g", "u-2", "two")
+	w.send(gearman.GrabJobAll)
+	w.expect(gearman.JobAssignUniq, h3, "g", "u-3", "three")
+	w.send(gearman.GrabJobAll)
+	w.expect(gearman.JobAssignAll, h4, "g", "u-4", "red", "four")
+	w.send(gearman.GrabJobUniq)
+	w.expect(gearman.JobAssignUniq, h5, "g", "-", "five")
+	w.send(gearman.GrabJob)
+	w.expect(gearman.NoJob)
+}
+
+// TestRawUniqueHash: the unique "-" coalesces jobs with equal payloads.
+func TestRawUniqueHash(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		h1 := c.submit(gearman.SubmitJobBg, "hash", "-", "same payload")
+		require.Equal(t, h1, c.submit(gearman.SubmitJobBg, "hash", "-", "same payload"))
+		require.NotEqual(t, h1, c.submit(gearman.SubmitJobBg, "hash", "-", "other payload"))
+		require.Equal(t, "hash\t2\t0\t0\n.\n", dialRaw(t, s).adminExact("status"))
+	})
+}
+
+// TestRawDeliberateDifferences shows packets that gearwork answers
+// differently from gearmand 1.1.20, as docs/protocol.md describes.
+func TestRawDeliberateDifferences(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		c.send(gearman.AllYours)
+		if !s.isGearwork() {
+			c.expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
+		}
+		c.send(gearman.SubmitJobSched, "f", "", "1", "2", "3", "4", "5", "x")
+		if s.isGearwork() {
+			c.expect(gearman.Error, "NOT_SUPPORTED", "SUBMIT_JOB_SCHED is not supported; use SUBMIT_JOB_EPOCH or a cron schedule")
+		} else {
+			c.expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
+		}
+		c.send(gearman.EchoReq, "alive")
+		c.expect(gearman.EchoRes, "alive")
+	})
+}
+
+// TestRawBadInput: malformed packets get an ERROR with a code and text;
+// a broken frame closes only that connection.
+func TestRawBadInput(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t, "--max-packet", "1024")
+	bystander := dialRaw(t, s)
+
+	cases := []struct {
+		name  string
+		send  []byte
+		want  []byte
+		close bool
+	}{
+		{"unknown packet type", gearman.AppendPacket(nil, gearman.MagicReq, 99, []byte("x")),
+			res(gearman.Error, "INVALID_COMMAND", "Invalid command expected"), false},
+		{"response magic", res(gearman.EchoReq, "x"),
+			res(gearman.Error, "INVALID_MAGIC", "Request magic expected"), false},
+		{"too few arguments", req(gearman.SubmitJob, "only-function"),
+			res(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments"), false},
+		{"unique too long", req(gearman.SubmitJob, "f", strings.Repeat("u", 64), ""),
+			res(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large"), false},
+		{"empty function", req(gearman.SubmitJobBg, "", "", "x"),
+			res(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes"), false},
+		{"server-only packet", req(gearman.JobCreated, "H:x:1"),
+			res(gearman.Error, "INVALID_COMMAND", "Command not expected"), false},
+		{"bad magic", []byte("\x00BAD\x00\x00\x00\x10\x00\x00\x00\x00"),
+			res(gearman.Error, "INVALID_MAGIC", `bad packet magic "\x00BAD"`), true},
+		{"oversize body", []byte("\x00REQ\x00\x00\x00\x10\x00\x00\x04\x01"),
+			res(gearman.Error, "ARGUMENT_TOO_LARGE", "packet body of 1025 bytes exceeds the limit of 1024 bytes"), true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, s)
+			c.sendBytes(tc.send)
+			_, raw := c.next()
+			require.Equal(t, readable(tc.want), readable(raw))
+			if tc.close {
+				_, _, err := c.tryNext(ioTimeout)
+				require.Error(t, err, "the connection is closed")
+				return
+			}
+			c.send(gearman.EchoReq, "ok")
+			c.expect(gearman.EchoRes, "ok")
+		})
+	}
+	bystander.send(gearman.EchoReq, "unaffected")
+	bystander.expect(gearman.EchoRes, "unaffected")
+}
+
+// TestRawHugeAndEmptyPayloads: a 16 MiB payload and an empty one pass
+// through unchanged in both directions.
+func TestRawHugeAndEmptyPayloads(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		big := make([]byte, 16<<20)
+		for i := range big {
+			big[i] = byte(i*7 + i>>13)
+		}
+		w := rawWorker(t, s, "big")
+		c := dialRaw(t, s)
+		h := c.submit(gearman.SubmitJob, "big", "", string(big))
+		w.send(gearman.GrabJob)
+		p, _ := w.next()
+		require.Equal(t, gearman.JobAssign, p.Command)
+		require.Equal(t, h, string(p.Args[0]))
+		require.True(t, string(p.Args[2]) == string(big), "payload changed in transit")
+		w.send(gearman.WorkComplete, h, string(big))
+		p, _ = c.next()
+		require.Equal(t, gearman.WorkComplete, p.Command)
+		require.True(t, string(p.Args[1]) == string(big), "result changed in transit")
+
+		h = c.submit(gearman.SubmitJob, "big", "", "")
+		w.send(gearman.GrabJob)
+		w.expect(gearman.JobAssign, h, "big", "")
+		w.send(gearman.WorkComplete, h, "")
+		c.expect(gearman.WorkComplete, h, "")
+	})
+}
