@@ -1,0 +1,202 @@
+package compat
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+// Tests driving the server with PHP's gearman extension (pecl gearman on
+// libgearman): testdata/php/client.php and testdata/php/worker.php.
+
+func phpClient(t *testing.T, s *server) *repl {
+	t.Helper()
+	php := need(t, "php")
+	return startREPL(t, php, testdata("php", "client.php"), s.host, s.port)
+}
+
+// phpWorker starts worker.php for jobs jobs with NAME=BEHAVIOUR specs.
+func phpWorker(t *testing.T, s *server, jobs int, specs ...string) *proc {
+	t.Helper()
+	php := need(t, "php")
+	args := append([]string{testdata("php", "worker.php"), s.host, s.port, fmt.Sprint(jobs)}, specs...)
+	return startProc(t, nil, php, args...)
+}
+
+type phpDo struct {
+	Result *string `json:"result"`
+	RC     int     `json:"rc"`
+}
+
+func TestPHPForegroundPriorities(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := phpWorker(t, s, 3, "php_echo=echo")
+		c := phpClient(t, s)
+		for _, prio := range []string{"normal", "high", "low"} {
+			var got phpDo
+			c.call(map[string]any{"op": "do", "prio": prio, "fn": "php_echo", "payload": "via " + prio}, &got)
+			require.Equal(t, 0, got.RC, "GEARMAN_SUCCESS")
+			require.NotNil(t, got.Result)
+			require.Equal(t, "via "+prio, *got.Result)
+		}
+		_, err := w.wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "php_echo 10\nphp_echo 8\nphp_echo 7\n", w.stdout.String())
+	})
+}
+
+// TestPHPBackgroundStatus: doBackground, then jobStatus while the job is
+// queued, running with a status, and done.
+func TestPHPBackgroundStatus(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := phpClient(t, s)
+		var bg struct{ Handle string }
+		c.call(map[string]any{"op": "bg", "fn": "php_bg", "payload": "work"}, &bg)
+		require.True(t, strings.HasPrefix(bg.Handle, pick(s, handlePrefix, "H:gearmand:")), bg.Handle)
+		jobStatus := func() []any {
+			var st struct{ Status []any }
+			c.call(map[string]any{"op": "status", "handle": bg.Handle}, &st)
+			return st.Status
+		}
+		require.Equal(t, []any{true, false, 0.0, 0.0}, jobStatus())
+
+		w := rawWorker(t, s, "php_bg")
+		h, _, _, payload := w.grab()
+		require.Equal(t, bg.Handle, h)
+		require.Equal(t, "work", payload)
+		require.Equal(t, []any{true, true, 0.0, 0.0}, jobStatus())
+		w.send(gearman.WorkStatus, h, "3", "7")
+		w.send(gearman.EchoReq, "sync")
+		w.expect(gearman.EchoRes, "sync")
+		require.Equal(t, []any{true, true, 3.0, 7.0}, jobStatus())
+		w.send(gearman.WorkComplete, h, "")
+		w.send(gearman.EchoReq, "sync")
+		w.expect(gearman.EchoRes, "sync")
+		require.Equal(t, []any{false, false, 0.0, 0.0}, jobStatus())
+	})
+}
+
+// TestPHPBackgroundPriorities: doLowBackground, doBackground and
+// doHighBackground jobs of one function run high, normal, low.
+func TestPHPBackgroundPriorities(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := phpClient(t, s)
+		for _, prio := range []string{"low", "normal", "high", "low", "high"} {
+			var bg struct{ RC int }
+			c.call(map[string]any{"op": "bg", "prio": prio, "fn": "php_prio", "payload": prio}, &bg)
+			require.Equal(t, 0, bg.RC)
+		}
+		require.Equal(t, []string{"php_prio\t2\t1\t2\t0"}, admin(t, s, "prioritystatus"))
+		record := t.TempDir() + "/order"
+		order := runRecordingWorker(t, s, record, 5, "php_prio=record")
+		require.Equal(t, []string{"php_prio:high", "php_prio:high", "php_prio:normal", "php_prio:low", "php_prio:low"}, order)
+	})
+}
+
+// runRecordingWorker runs worker.php with GEARWORK_RECORD set and returns
+// the recorded "function:workload" lines in order.
+func runRecordingWorker(t *testing.T, s *server, file string, jobs int, specs ...string) []string {
+	t.Helper()
+	php := need(t, "php")
+	args := append([]string{"GEARWORK_RECORD=" + file, php, testdata("php", "worker.php"),
+		s.host, s.port, fmt.Sprint(jobs)}, specs...)
+	run(t, nil, "env", args...)
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	return strings.Fields(string(data))
+}
+
+// TestPHPStreaming: the worker's sendData/sendStatus/sendWarning reach the
+// client's callbacks in order, before the complete.
+func TestPHPStreaming(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		phpWorker(t, s, 1, "php_stream=stream")
+		c := phpClient(t, s)
+		var got struct {
+			Events [][]string
+			OK     bool
+		}
+		c.call(map[string]any{"op": "tasks", "fn": "php_stream", "payload": "x"}, &got)
+		require.True(t, got.OK)
+		require.Equal(t, [][]string{
+			{"data", "d1"}, {"status", "1/2"}, {"warning", "w1"}, {"data", "d2"}, {"complete", "done"},
+		}, got.Events)
+	})
+}
+
+// TestPHPFailAndException: sendFail reaches the fail callback and
+// sendException the exception callback. (libgearman's client always sends
+// OPTION_REQ "exceptions"; TestRawExceptions covers a client that does not.)
+func TestPHPFailAndException(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		phpWorker(t, s, 3, "php_fail=fail", "php_exc=exception")
+		type events struct{ Events [][]string }
+
+		var got events
+		phpClient(t, s).call(map[string]any{"op": "tasks", "fn": "php_fail", "payload": "x"}, &got)
+		require.Equal(t, [][]string{{"fail", ""}}, got.Events)
+
+		got = events{}
+		phpClient(t, s).call(map[string]any{"op": "tasks", "fn": "php_exc", "payload": "x"}, &got)
+		require.Equal(t, [][]string{{"exception", "boom"}}, got.Events)
+
+	})
+}
+
+// TestPHPPayloadSizes: a 16 MiB payload reaches the worker intact. (The
+// way back is covered by TestRawHugeAndEmptyPayloads: libgearman's own
+// receive path needs tens of seconds for 16 MiB on either server. An empty
+// workload is refused by libgearman's client before it is sent, so the
+// 0-byte case runs with the gearman tool, Perl and raw packets.)
+func TestPHPPayloadSizes(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		phpWorker(t, s, 1, "php_size=digest")
+		var got struct {
+			Result, Want string
+			RC           int
+		}
+		phpClient(t, s).call(map[string]any{"op": "size", "fn": "php_size", "size": 16 << 20}, &got)
+		require.Equal(t, 0, got.RC)
+		require.Equal(t, got.Want, got.Result)
+		require.True(t, strings.HasPrefix(got.Result, "16777216:"))
+	})
+}
+
+// TestPHPHundredsOfFunctions: one worker registers 300 functions and runs
+// one background job of each.
+func TestPHPHundredsOfFunctions(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		const n = 300
+		var specs, want []string
+		c := phpClient(t, s)
+		for i := range n {
+			fn := fmt.Sprintf("many_%03d", i)
+			specs = append(specs, fn+"=record")
+			want = append(want, fn+":p"+fn[5:])
+			var bg struct{ RC int }
+			c.call(map[string]any{"op": "bg", "fn": fn, "payload": "p" + fn[5:]}, &bg)
+			require.Equal(t, 0, bg.RC)
+		}
+		st := status(t, s)
+		require.Len(t, st, n)
+		got := runRecordingWorker(t, s, t.TempDir()+"/many", n, specs...)
+		slices.Sort(got)
+		require.Equal(t, want, got)
+		for fn, fs := range status(t, s) {
+			require.Equal(t, funcStatus{}, fs, fn)
+		}
+	})
+}
