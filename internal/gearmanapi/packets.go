@@ -26,7 +26,7 @@ func (c *conn) packet(f *gearman.Frame) {
 		c.errorPacket("INVALID_COMMAND", "Invalid command expected")
 		return
 	}
-	if !f.ArgsOK {
+	if !f.ArgsOK && !padWorkArgs(p, f.Body) {
 		c.errorPacket("INVALID_PACKET", p.Command.String()+" needs "+
 			strconv.Itoa(p.Command.NumArgs())+" NUL-separated arguments")
 		return
@@ -225,4 +225,29 @@ func parseUint32(b []byte) (uint32, bool) {
 		i++
 	}
 	return uint32(n), i > 0
+}
+
+// padWorkArgs accepts a work update that lacks its trailing arguments, as
+// Perl's Gearman::Worker sends them: WORK_COMPLETE (and WORK_DATA,
+// WORK_WARNING, WORK_EXCEPTION) with an empty or "0" result carries the
+// handle without a NUL, and WORK_STATUS carries no denominator. The
+// missing arguments are taken as empty (a number of 0). It reports whether
+// p is such a packet; p.Args is then complete.
+func padWorkArgs(p *gearman.Packet, body []byte) bool {
+	switch p.Command {
+	case gearman.WorkComplete, gearman.WorkData, gearman.WorkWarning, gearman.WorkException, gearman.WorkStatus:
+	default:
+		return false
+	}
+	n := p.Command.NumArgs()
+	have := min(bytes.Count(body, []byte{0})+1, n)
+	args, ok := gearman.SplitArgs(make([][]byte, 0, n), body, have)
+	if !ok {
+		return false
+	}
+	for len(args) < n {
+		args = append(args, nil)
+	}
+	p.Args = args
+	return true
 }

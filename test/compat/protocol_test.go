@@ -346,3 +346,23 @@ func TestRawHugeAndEmptyPayloads(t *testing.T) {
 		c.expect(gearman.WorkComplete, h, "")
 	})
 }
+
+// TestRawShortWorkUpdates: work updates missing their trailing arguments
+// (as Perl's Gearman::Worker sends an empty result or a status) are taken
+// as empty, not refused.
+func TestRawShortWorkUpdates(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := rawWorker(t, s, "short")
+	c := dialRaw(t, s)
+	h := c.submit(gearman.SubmitJob, "short", "", "x")
+	w.grab()
+	w.sendBytes(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkStatus, []byte(h), []byte("1")))
+	w.sendBytes(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkData, []byte(h)))
+	w.sendBytes(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, []byte(h)))
+	c.expect(gearman.WorkStatus, h, "1", "0")
+	c.expect(gearman.WorkData, h, "")
+	c.expect(gearman.WorkComplete, h, "")
+	w.send(gearman.EchoReq, "no error before this")
+	w.expect(gearman.EchoRes, "no error before this")
+}
