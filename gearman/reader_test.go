@@ -1,0 +1,244 @@
+package gearman_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+// frame is a decoded frame in a comparable form.
+type frame struct {
+	text  string // admin line, when set
+	magic gearman.Magic
+	cmd   gearman.Command
+	args  []string
+	ok    bool
+}
+
+// readAll decodes every frame of b, fed one byte at a time so that every
+// header, body and line is split across reads.
+func readAll(t *testing.T, b []byte, maxBody int) ([]frame, error) {
+	t.Helper()
+	r := gearman.NewReader(iotest.OneByteReader(bytes.NewReader(b)), 16)
+	r.MaxBody = maxBody
+	var out []frame
+	for {
+		var f gearman.Frame
+		err := r.Next(&f)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if f.Text {
+			out = append(out, frame{text: string(f.Line)})
+			continue
+		}
+		fr := frame{magic: f.Packet.Magic, cmd: f.Packet.Command, ok: f.ArgsOK}
+		for _, a := range f.Packet.Args {
+			fr.args = append(fr.args, string(a))
+		}
+		out = append(out, fr)
+	}
+}
+
+func reqFrame(c gearman.Command, args ...string) frame {
+	return frame{magic: gearman.MagicReq, cmd: c, args: args, ok: true}
+}
+
+func resFrame(c gearman.Command, args ...string) frame {
+	return frame{magic: gearman.MagicRes, cmd: c, args: args, ok: true}
+}
+
+// TestReaderEveryCommand encodes each packet type 1–42 with its arguments
+// (the last one holding NULs where it is data) and decodes it again.
+func TestReaderEveryCommand(t *testing.T) {
+	t.Parallel()
+	for c := gearman.Command(1); c <= 42; c++ {
+		n := specArgs[c].args
+		args := make([]string, n)
+		raw := make([][]byte, n)
+		for i := range args {
+			args[i] = strings.Repeat(string(rune('a'+i)), i+1)
+			if i == n-1 && n > 1 {
+				args[i] += "\x00tail\x00"
+			}
+			raw[i] = []byte(args[i])
+		}
+		wire := gearman.AppendPacket(nil, gearman.MagicReq, c, raw...)
+		got, err := readAll(t, wire, 0)
+		require.NoError(t, err, "%s", c)
+		want := reqFrame(c, args...)
+		if n == 0 {
+			want.args = nil
+		}
+		require.Equal(t, []frame{want}, got, "%s", c)
+
+		// One NUL too few: the arguments are incomplete.
+		if n >= 2 {
+			short := gearman.AppendPacket(nil, gearman.MagicReq, c, raw[:n-1]...)
+			if n == 2 {
+				short = gearman.AppendPacket(nil, gearman.MagicReq, c, []byte("no-nul"))
+			}
+			got, err = readAll(t, short, 0)
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			require.False(t, got[0].ok, "%s with %d arguments", c, n-1)
+		}
+	}
+}
+
+func TestReaderTextLines(t *testing.T) {
+	t.Parallel()
+	in := "status\r\n" + "workers\n" + "show  unique\tjobs\r\n" +
+		string(gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("x"))) +
+		"version\n"
+	got, err := readAll(t, []byte(in), 0)
+	require.NoError(t, err)
+	require.Equal(t, []frame{
+		{text: "status"}, {text: "workers"}, {text: "show  unique\tjobs"},
+		reqFrame(gearman.EchoReq, "x"), {text: "version"},
+	}, got)
+
+	// A line cut off by the end of the stream is truncated, not a line.
+	_, err = readAll(t, []byte("status"), 0)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+
+	// The longest accepted line, then one byte more.
+	long := strings.Repeat("x", gearman.MaxTextLine-1) + "\n"
+	got, err = readAll(t, []byte(long), 0)
+	require.NoError(t, err)
+	require.Len(t, got[0].text, gearman.MaxTextLine-1)
+	_, err = readAll(t, []byte("x"+long), 0)
+	require.ErrorIs(t, err, gearman.ErrLineTooLong)
+}
+
+// TestReaderOversizeHeader: the size is checked before the body is read,
+// so a huge size costs nothing.
+func TestReaderOversizeHeader(t *testing.T) {
+	t.Parallel()
+	hdr := []byte("\x00REQ\x00\x00\x00\x07\xff\xff\xff\xff")
+	tail := []byte("rest of the stream")
+	src := bytes.NewReader(append(append([]byte{}, hdr...), tail...))
+	r := gearman.NewReader(src, 16)
+	r.MaxBody = 1 << 20
+	var f gearman.Frame
+	err := r.Next(&f)
+	var he *gearman.HeaderError
+	require.True(t, errors.As(err, &he), "%v", err)
+	require.Equal(t, "ARGUMENT_TOO_LARGE", he.Code)
+	require.Nil(t, f.Body)
+
+	// Exactly MaxBody is accepted.
+	ok := gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, bytes.Repeat([]byte("z"), 64))
+	r = gearman.NewReader(bytes.NewReader(ok), 16)
+	r.MaxBody = 64
+	require.NoError(t, r.Next(&f))
+	require.Len(t, f.Body, 64)
+}
+
+func TestReaderBadFrames(t *testing.T) {
+	t.Parallel()
+	var he *gearman.HeaderError
+	_, err := readAll(t, []byte("\x00BAD\x00\x00\x00\x01\x00\x00\x00\x00"), 0)
+	require.True(t, errors.As(err, &he))
+	require.Equal(t, "INVALID_MAGIC", he.Code)
+
+	// A truncated header or body.
+	_, err = readAll(t, []byte("\x00REQ\x00\x00"), 0)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	_, err = readAll(t, []byte("\x00REQ\x00\x00\x00\x10\x00\x00\x00\x05abc"), 0)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+
+	// An unknown packet type is read whole (so the stream stays in step)
+	// and reported without arguments.
+	in := append(gearman.AppendPacket(nil, gearman.MagicReq, 77, []byte("skip\x00me")),
+		gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("next"))...)
+	got, err := readAll(t, in, 0)
+	require.NoError(t, err)
+	require.Equal(t, []frame{{magic: gearman.MagicReq, cmd: 77}, reqFrame(gearman.EchoReq, "next")}, got)
+}
+
+// TestReaderBodyOwnership: each frame's body is freshly allocated, so the
+// arguments of one frame survive reading the next.
+func TestReaderBodyOwnership(t *testing.T) {
+	t.Parallel()
+	in := append(gearman.AppendPacket(nil, gearman.MagicReq, gearman.CanDo, []byte("first")),
+		gearman.AppendPacket(nil, gearman.MagicReq, gearman.CanDo, []byte("other"))...)
+	r := gearman.NewReader(bytes.NewReader(in), 16)
+	var f1, f2 gearman.Frame
+	require.NoError(t, r.Next(&f1))
+	first := f1.Packet.Arg(0)
+	require.NoError(t, r.Next(&f2))
+	require.Equal(t, "first", string(first))
+	require.Equal(t, "other", string(f2.Packet.Arg(0)))
+	require.Nil(t, f2.Packet.Arg(5))
+}
+
+// TestReaderCapturedClients decodes what real clients sent to (and
+// received from) gearwork, captured on the wire: Debian's gearman tool in
+// worker and client mode, PHP's gearman extension, Perl's Gearman::Worker
+// and an admin session.
+func TestReaderCapturedClients(t *testing.T) {
+	t.Parallel()
+	uuid := "a0e8fb82-eaab-11f1-afe7-02fc00000001"
+	tests := map[string][]frame{
+		"gearman-cli-worker.req": {
+			reqFrame(gearman.CanDo, "rev"), reqFrame(gearman.GrabJobAll), reqFrame(gearman.PreSleep),
+			reqFrame(gearman.GrabJobAll), reqFrame(gearman.WorkComplete, "H:gw:1", "HELLO"),
+			reqFrame(gearman.GrabJobAll), reqFrame(gearman.PreSleep), reqFrame(gearman.GrabJobAll),
+			reqFrame(gearman.WorkComplete, "H:gw:3", "PHP"),
+		},
+		"gearman-cli-worker.res": {
+			resFrame(gearman.NoJob), resFrame(gearman.Noop),
+			resFrame(gearman.JobAssignUniq, "H:gw:1", "rev", "key-1", "hello"),
+			resFrame(gearman.NoJob), resFrame(gearman.Noop),
+			resFrame(gearman.JobAssignUniq, "H:gw:3", "rev", uuid, "php"),
+		},
+		"gearman-cli-client.req": {
+			reqFrame(gearman.SubmitJob, "rev", "key-1", "hello"),
+		},
+		"php-client.req": {
+			reqFrame(gearman.OptionReq, "exceptions"),
+			reqFrame(gearman.SubmitJobHighBg, "bgfn", "u-2", "bg-payload"),
+			reqFrame(gearman.GetStatus, "H:gw:2"),
+			reqFrame(gearman.SubmitJob, "rev", uuid, "php"),
+		},
+		"php-client.res": {
+			resFrame(gearman.OptionRes, "exceptions"), resFrame(gearman.JobCreated, "H:gw:2"),
+			resFrame(gearman.StatusRes, "H:gw:2", "1", "0", "0", "0"),
+			resFrame(gearman.JobCreated, "H:gw:3"), resFrame(gearman.WorkComplete, "H:gw:3", "PHP"),
+		},
+		// Gearman::Worker 2.004 sends WORK_STATUS without the denominator
+		// and an empty WORK_COMPLETE without the NUL after the handle.
+		"perl-worker.req": {
+			reqFrame(gearman.SetClientID, "fnxkkslweplydjpqrequbwrymcmcgf"),
+			reqFrame(gearman.CanDoTimeout, "bgfn", "5"), reqFrame(gearman.GrabJob),
+			{magic: gearman.MagicReq, cmd: gearman.WorkStatus, args: []string{"H:gw:2"}},
+			reqFrame(gearman.WorkData, "H:gw:2", "d"),
+			{magic: gearman.MagicReq, cmd: gearman.WorkComplete},
+		},
+		"admin.req": {{text: "status"}, {text: "show jobs"}},
+		"admin.res": {{text: "bgfn\t0\t0\t0"}, {text: "rev\t0\t0\t0"}, {text: "."}, {text: "."}},
+	}
+	for name, want := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b, err := os.ReadFile(filepath.Join("testdata", t.Name()[:strings.IndexByte(t.Name(), '/')], name))
+			require.NoError(t, err)
+			got, err := readAll(t, b, 1<<20)
+			require.NoError(t, err)
+			require.Equal(t, want, got)
+		})
+	}
+}
