@@ -21,6 +21,8 @@ type rawConn struct {
 	t  *testing.T
 	nc net.Conn
 	br *bufio.Reader
+	// queued holds packets read ahead by sync (transcripts).
+	queued [][]byte
 }
 
 func dialRaw(t *testing.T, s *server) *rawConn {

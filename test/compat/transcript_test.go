@@ -1,0 +1,370 @@
+package compat
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+// The C:/S: transcripts in docs/protocol.md are produced by these scripts
+// against a fresh gearwork and checked here, so the document shows bytes
+// the server really sends. Run with GEARWORK_PRINT_TRANSCRIPTS=1 (and -v)
+// to print them after a change.
+//
+// Notation: "C:" is a client sending, "W:" a worker sending, "A:" an admin
+// connection sending a text line; "S→C:", "S→W:" and "S→A:" are the
+// server's answers on those connections ("S:" when only one connection
+// takes part). A binary packet shows as its type followed by its
+// arguments, Go-quoted; a text line shows as it is sent, with \r\n.
+
+// step is one line of a transcript script.
+type step struct {
+	who  string // "C", "C2", "W", "W2", "A"
+	send []byte // a packet or text line to send; nil means receive one
+	// text marks a text-line answer to receive (up to "." for lists).
+	text string
+	// wait is run before the step (for example, to poll for a timeout).
+	wait func(t *testing.T, s *server)
+}
+
+func sendP(who string, cmd gearman.Command, args ...string) step {
+	return step{who: who, send: req(cmd, args...)}
+}
+
+func recv(who string) step { return step{who: who} }
+
+func sendText(who, line string) step {
+	return step{who: who, send: []byte(line + "\r\n"), text: line}
+}
+
+type transcript struct {
+	name  string
+	args  []string // extra gearwork serve flags
+	steps []step
+	// single: only one connection; use "C:"/"S:".
+	single bool
+}
+
+var transcripts = []transcript{
+	{name: "echo", single: true, steps: []step{
+		sendP("C", gearman.EchoReq, "hello"), recv("C"),
+	}},
+	{name: "foreground", steps: []step{
+		sendP("W", gearman.CanDo, "reverse"),
+		sendP("W", gearman.PreSleep),
+		sendP("C", gearman.SubmitJob, "reverse", "", "hello"), recv("C"),
+		recv("W"),
+		sendP("W", gearman.GrabJobUniq), recv("W"),
+		sendP("W", gearman.WorkData, handlePrefix+"1", "partial"),
+		sendP("W", gearman.WorkStatus, handlePrefix+"1", "1", "2"),
+		sendP("W", gearman.WorkWarning, handlePrefix+"1", "careful"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", "olleh"),
+		recv("C"), recv("C"), recv("C"), recv("C"),
+	}},
+	{name: "background-status", steps: []step{
+		sendP("C", gearman.SubmitJobBg, "resize", "img-1", "photo.jpg"), recv("C"),
+		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
+		sendP("W", gearman.CanDo, "resize"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkStatus, handlePrefix+"1", "3", "10"),
+		sendP("W", gearman.EchoReq, ""), recv("W"),
+		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
+		sendP("C", gearman.GetStatusUnique, "img-1"), recv("C"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", ""),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
+	}},
+	{name: "priorities", steps: []step{
+		sendP("C", gearman.SubmitJobLowBg, "a", "", "low"), recv("C"),
+		sendP("C", gearman.SubmitJobBg, "b", "", "normal"), recv("C"),
+		sendP("C", gearman.SubmitJobHighBg, "b", "", "high"), recv("C"),
+		sendP("W", gearman.CanDo, "a"),
+		sendP("W", gearman.CanDo, "b"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"3", ""),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"2", ""),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", ""),
+		sendP("W", gearman.GrabJob), recv("W"),
+	}},
+	{name: "coalescing", steps: []step{
+		sendP("W", gearman.CanDo, "report"),
+		sendP("C", gearman.SubmitJob, "report", "daily-2026-01-01", "params"), recv("C"),
+		sendP("W", gearman.GrabJobUniq), recv("W"),
+		sendP("C2", gearman.SubmitJobHigh, "report", "daily-2026-01-01", "params"), recv("C2"),
+		sendP("C2", gearman.GetStatusUnique, "daily-2026-01-01"), recv("C2"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", "pdf"),
+		recv("C"), recv("C2"),
+	}},
+	{name: "exceptions", steps: []step{
+		sendP("C", gearman.OptionReq, "exceptions"), recv("C"),
+		sendP("W", gearman.CanDo, "risky"),
+		sendP("C", gearman.SubmitJob, "risky", "r-1", "x"), recv("C"),
+		sendP("C2", gearman.SubmitJob, "risky", "r-1", "x"), recv("C2"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkException, handlePrefix+"1", "disk full"),
+		recv("C"), recv("C2"),
+		sendP("C", gearman.SubmitJob, "risky", "", "y"), recv("C"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkFail, handlePrefix+"2"),
+		recv("C"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"2", "late"), recv("W"),
+	}},
+	{name: "grab-all", steps: []step{
+		sendP("C", gearman.SubmitReduceJobBg, "count", "c-1", "sum", "", "1 2 3"), recv("C"),
+		sendP("C", gearman.SubmitJobBg, "count", "-", "4 5"), recv("C"),
+		sendP("W", gearman.CanDo, "count"),
+		sendP("W", gearman.GrabJobAll), recv("W"),
+		sendP("W", gearman.GrabJobAll), recv("W"),
+		sendP("W", gearman.GrabJobAll), recv("W"),
+	}},
+	{name: "can-do-timeout", steps: []step{
+		sendP("W", gearman.CanDoTimeout, "slow", "1000"),
+		sendP("C", gearman.SubmitJob, "slow", "", "x"), recv("C"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W2", gearman.CanDo, "slow"),
+		{who: "W2", send: req(gearman.GrabJob), wait: func(t *testing.T, s *server) {
+			waitStatus(t, s, "slow", funcStatus{Total: 1, Workers: 2})
+		}},
+		recv("W2"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", "too late"), recv("W"),
+		sendP("W2", gearman.WorkComplete, handlePrefix+"1", "done"),
+		recv("C"),
+	}},
+	{name: "epoch", steps: []step{
+		sendP("C", gearman.SubmitJobEpoch, "remind", "", "4102444800", "new century"), recv("C"),
+		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
+		sendP("W", gearman.CanDo, "remind"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendText("A", "status"), recv("A"),
+		sendText("A", "prioritystatus"), recv("A"),
+	}},
+	{name: "unsupported", single: true, steps: []step{
+		sendP("C", gearman.AllYours),
+		sendP("C", gearman.SubmitJobSched, "f", "", "0", "12", "*", "*", "*", "x"), recv("C"),
+		sendP("C", gearman.OptionReq, "no-such-option"), recv("C"),
+		sendP("C", gearman.JobCreated, "H:x:1"), recv("C"),
+		{who: "C", send: gearman.AppendPacket(nil, gearman.MagicReq, 99)}, recv("C"),
+		sendP("C", gearman.SubmitJob, "f"), recv("C"),
+		sendP("C", gearman.SubmitJob, "f", strings.Repeat("u", 64), "x"), recv("C"),
+		sendP("C", gearman.EchoReq, "still connected"), recv("C"),
+	}},
+	{name: "oversize", single: true, steps: []step{
+		{who: "C", send: []byte("\x00REQ\x00\x00\x00\x07\x7f\xff\xff\xff")}, recv("C"),
+	}},
+	{name: "bad-magic", single: true, steps: []step{
+		{who: "C", send: []byte("\x00RQE\x00\x00\x00\x07\x00\x00\x00\x00")}, recv("C"),
+	}},
+	{name: "maxqueue", steps: []step{
+		sendText("A", "maxqueue mail 1"), recv("A"),
+		sendText("A", "show maxqueue"), recv("A"),
+		sendP("C", gearman.SubmitJobBg, "mail", "", "one"), recv("C"),
+		sendP("C", gearman.SubmitJobBg, "mail", "", "two"), recv("C"),
+		sendText("A", "maxqueue mail 10 5 0"), recv("A"),
+		sendText("A", "show maxqueue mail"), recv("A"),
+		sendText("A", "maxqueue mail"), recv("A"),
+		sendText("A", "show maxqueue mail"), recv("A"),
+	}},
+	{name: "admin", steps: []step{
+		sendP("C", gearman.SubmitJobBg, "thumb", "t-1", "a.png"), recv("C"),
+		sendP("C", gearman.SubmitJobHighBg, "thumb", "t-2", "b.png"), recv("C"),
+		sendP("W", gearman.SetClientID, "thumbnailer-1"),
+		sendP("W", gearman.CanDo, "thumb"),
+		sendP("W", gearman.CanDo, "crop"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendText("A", "status"), recv("A"),
+		sendText("A", "prioritystatus"), recv("A"),
+		sendText("A", "workers"), recv("A"),
+		sendText("A", "show jobs"), recv("A"),
+		sendText("A", "show unique jobs"), recv("A"),
+		sendText("A", "cancel job "+handlePrefix+"1"), recv("A"),
+		sendText("A", "cancel job "+handlePrefix+"1"), recv("A"),
+		sendText("A", "create function archive"), recv("A"),
+		sendText("A", "drop function archive"), recv("A"),
+		sendText("A", "drop function thumb"), recv("A"),
+		sendText("A", "drop function nothing"), recv("A"),
+		sendText("A", "version"), recv("A"),
+		sendText("A", "verbose"), recv("A"),
+		sendText("A", "show"), recv("A"),
+		sendText("A", "frobnicate"), recv("A"),
+		sendP("W", gearman.CantDo, "crop"),
+		sendP("W", gearman.EchoReq, ""), recv("W"),
+		sendText("A", "workers"), recv("A"),
+		sendP("W", gearman.ResetAbilities),
+		sendP("W", gearman.EchoReq, ""), recv("W"),
+		sendText("A", "workers"), recv("A"),
+	}},
+	{name: "shutdown", single: true, steps: []step{
+		sendText("C", "shutdown"), recv("C"),
+	}},
+}
+
+// renderPacket shows a packet as "TYPE "arg" "arg"".
+func renderPacket(raw []byte) string {
+	m, cmd, size, err := gearman.ParseHeader(raw, 0)
+	if err != nil {
+		return fmt.Sprintf("%q", raw)
+	}
+	var sb strings.Builder
+	if m == gearman.MagicRes {
+		sb.WriteString("RES ")
+	} else {
+		sb.WriteString("REQ ")
+	}
+	sb.WriteString(cmd.String())
+	if len(raw) < gearman.HeaderSize+size {
+		fmt.Fprintf(&sb, " (header only, announcing a %d-byte body)", size)
+		return sb.String()
+	}
+	body := raw[gearman.HeaderSize : gearman.HeaderSize+size]
+	if !cmd.Valid() {
+		fmt.Fprintf(&sb, " %q", body)
+		return sb.String()
+	}
+	if cmd.NumArgs() == 0 {
+		return sb.String()
+	}
+	args, ok := gearman.SplitArgs(nil, body, cmd.NumArgs())
+	if !ok {
+		args, _ = gearman.SplitArgs(nil, body, strings.Count(string(body), "\x00")+1)
+	}
+	for _, a := range args {
+		if len(a) > 80 {
+			fmt.Fprintf(&sb, " %q...(%d bytes)", a[:80], len(a))
+			continue
+		}
+		fmt.Fprintf(&sb, " %q", a)
+	}
+	return sb.String()
+}
+
+// runTranscript runs one script against a fresh gearwork and returns its
+// rendering.
+func runTranscript(t *testing.T, tr transcript) string {
+	t.Helper()
+	s := startGearwork(t, tr.args...)
+	conns := map[string]*rawConn{}
+	conn := func(who string) *rawConn {
+		if c := conns[who]; c != nil {
+			return c
+		}
+		c := dialRaw(t, s)
+		conns[who] = c
+		return c
+	}
+	var out strings.Builder
+	lastText := map[string]string{}
+	for _, st := range tr.steps {
+		if st.wait != nil {
+			st.wait(t, s)
+		}
+		c := conn(st.who)
+		if st.send != nil {
+			c.sendBytes(st.send)
+			who := st.who
+			if tr.single {
+				who = "C"
+			}
+			who = strings.TrimRight(who, "0123456789") + strings.TrimLeft(who, "CWA")
+			if st.text != "" {
+				lastText[st.who] = st.text
+				fmt.Fprintf(&out, "%s: %s\\r\\n\n", who, st.text)
+			} else {
+				fmt.Fprintf(&out, "%s: %s\n", who, renderPacket(st.send))
+			}
+			if !tr.single && st.text == "" {
+				// Let the server handle it before another connection
+				// speaks, so the transcript order is the server's order.
+				c.sync()
+			}
+			continue
+		}
+		// Receive one answer.
+		prefix := "S→" + st.who + ": "
+		if tr.single {
+			prefix = "S: "
+		}
+		if len(c.queued) > 0 {
+			fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(c.recvQueued()))
+			continue
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
+		first, err := c.br.Peek(1)
+		require.NoError(t, err)
+		if first[0] != 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
+			cmd := lastText[st.who]
+			for n := 0; ; n++ {
+				line, err := c.br.ReadString('\n')
+				require.NoError(t, err)
+				fmt.Fprintf(&out, "%s%s\n", prefix, strings.NewReplacer("\r", `\r`, "\n", `\n`, "\t", `\t`).Replace(line))
+				if !isListCommand(cmd) || strings.HasPrefix(line, "ERR ") && n == 0 || line == ".\n" {
+					break
+				}
+			}
+			continue
+		}
+		fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(c.recvQueued()))
+	}
+	return out.String()
+}
+
+func TestProtocolTranscripts(t *testing.T) {
+	t.Parallel()
+	_, file, _, _ := runtime.Caller(0)
+	docPath := filepath.Join(filepath.Dir(file), "..", "..", "docs", "protocol.md")
+	doc, err := os.ReadFile(docPath)
+	require.NoError(t, err)
+	print := os.Getenv("GEARWORK_PRINT_TRANSCRIPTS") == "1"
+	for _, tr := range transcripts {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			got := runTranscript(t, tr)
+			if print {
+				t.Logf("transcript %s:\n%s", tr.name, got)
+			}
+			require.Contains(t, string(doc), "```\n"+got+"```\n",
+				"docs/protocol.md lacks the %s transcript as gearwork answers it today", tr.name)
+		})
+	}
+}
+
+// syncPayload marks the ECHO_REQ that sync sends.
+const syncPayload = "\x00transcript-sync"
+
+// sync makes sure the server has handled everything sent on c: it sends an
+// ECHO_REQ and reads up to its ECHO_RES, keeping the packets that came
+// before it for recvQueued.
+func (c *rawConn) sync() {
+	c.t.Helper()
+	c.send(gearman.EchoReq, syncPayload)
+	want := string(res(gearman.EchoRes, syncPayload))
+	for {
+		_, raw := c.next()
+		if string(raw) == want {
+			return
+		}
+		c.queued = append(c.queued, raw)
+	}
+}
+
+// recvQueued returns the next packet kept by sync, or reads one.
+func (c *rawConn) recvQueued() []byte {
+	c.t.Helper()
+	if len(c.queued) > 0 {
+		raw := c.queued[0]
+		c.queued = c.queued[1:]
+		return raw
+	}
+	_, raw := c.next()
+	return raw
+}
