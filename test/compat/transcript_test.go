@@ -252,6 +252,10 @@ func renderPacket(raw []byte) string {
 func runTranscript(t *testing.T, tr transcript) string {
 	t.Helper()
 	s := startGearwork(t, tr.args...)
+	// Handles are numbered from the server's start time; the scripts
+	// and the rendering use H:compat:1, H:compat:2, ... in the order the
+	// server created them.
+	h := &handleMap{toReal: map[string]string{}, toSym: map[string]string{}}
 	conns := map[string]*rawConn{}
 	conn := func(who string) *rawConn {
 		if c := conns[who]; c != nil {
@@ -269,7 +273,7 @@ func runTranscript(t *testing.T, tr transcript) string {
 		}
 		c := conn(st.who)
 		if st.send != nil {
-			c.sendBytes(st.send)
+			c.sendBytes(h.real(st.send, st.text != ""))
 			who := st.who
 			if tr.single {
 				who = "C"
@@ -294,7 +298,7 @@ func runTranscript(t *testing.T, tr transcript) string {
 			prefix = "S: "
 		}
 		if len(c.queued) > 0 {
-			fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(c.recvQueued()))
+			fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(h.symbolic(c.recvQueued())))
 			continue
 		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
@@ -306,6 +310,7 @@ func runTranscript(t *testing.T, tr transcript) string {
 			for n := 0; ; n++ {
 				line, err := c.br.ReadString('\n')
 				require.NoError(t, err)
+				line = h.symbolicText(line)
 				fmt.Fprintf(&out, "%s%s\n", prefix, strings.NewReplacer("\r", `\r`, "\n", `\n`, "\t", `\t`).Replace(line))
 				if !isListCommand(cmd) || strings.HasPrefix(line, "ERR ") && n == 0 || line == ".\n" {
 					break
@@ -313,7 +318,7 @@ func runTranscript(t *testing.T, tr transcript) string {
 			}
 			continue
 		}
-		fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(c.recvQueued()))
+		fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(h.symbolic(c.recvQueued())))
 	}
 	return out.String()
 }
@@ -367,4 +372,78 @@ func (c *rawConn) recvQueued() []byte {
 	}
 	_, raw := c.next()
 	return raw
+}
+
+// handleMap translates between the server's job handles and the symbolic
+// ones (H:compat:1, ...) that the scripts and the document use: the n-th
+// handle the server announces in a JOB_CREATED is H:compat:n.
+type handleMap struct {
+	toReal, toSym map[string]string
+	n             int
+}
+
+// symbolic rewrites a received packet's handle arguments, learning new
+// handles from JOB_CREATED.
+func (h *handleMap) symbolic(raw []byte) []byte {
+	_, cmd, size, err := gearman.ParseHeader(raw, 0)
+	if err != nil || !cmd.Valid() || len(raw) < gearman.HeaderSize+size {
+		return raw
+	}
+	args, ok := gearman.SplitArgs(nil, raw[gearman.HeaderSize:], cmd.NumArgs())
+	if !ok {
+		return raw
+	}
+	if cmd == gearman.JobCreated {
+		real := string(args[0])
+		if _, known := h.toSym[real]; !known {
+			h.n++
+			sym := fmt.Sprintf("%s%d", handlePrefix, h.n)
+			h.toSym[real], h.toReal[sym] = sym, real
+		}
+	}
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		out[i] = a
+		if sym, ok := h.toSym[string(a)]; ok {
+			out[i] = []byte(sym)
+		}
+	}
+	return gearman.AppendPacket(nil, gearman.MagicRes, cmd, out...)
+}
+
+// symbolicText rewrites handles in a received admin line.
+func (h *handleMap) symbolicText(line string) string {
+	for real, sym := range h.toSym {
+		line = strings.ReplaceAll(line, real, sym)
+	}
+	return line
+}
+
+// real rewrites symbolic handles in a packet or text line to send.
+func (h *handleMap) real(b []byte, text bool) []byte {
+	if text {
+		words := strings.Split(string(b), " ")
+		for i, w := range words {
+			if r, ok := h.toReal[strings.TrimRight(w, "\r\n")]; ok {
+				words[i] = r + w[len(strings.TrimRight(w, "\r\n")):]
+			}
+		}
+		return []byte(strings.Join(words, " "))
+	}
+	m, cmd, size, err := gearman.ParseHeader(b, 0)
+	if err != nil || !cmd.Valid() || len(b) < gearman.HeaderSize+size || cmd.NumArgs() == 0 {
+		return b
+	}
+	args, ok := gearman.SplitArgs(nil, b[gearman.HeaderSize:], cmd.NumArgs())
+	if !ok {
+		return b
+	}
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		out[i] = a
+		if r, ok := h.toReal[string(a)]; ok {
+			out[i] = []byte(r)
+		}
+	}
+	return gearman.AppendPacket(nil, m, cmd, out...)
 }
