@@ -128,9 +128,10 @@ func TestRawCanDoTimeout(t *testing.T) {
 		stuck := dialRaw(t, s)
 		stuck.send(gearman.CanDoTimeout, "slow", "1000")
 		client := gearmanCLI(t, s, "take me back", "-f", "slow")
-		h, _, _, payload := stuck.grabWhenReady()
+		waitStatus(t, s, "slow", funcStatus{Total: 1, Workers: 1})
+		held := time.Now() // no later than the assignment
+		h, _, _, payload := stuck.grab()
 		require.Equal(t, "take me back", payload)
-		held := time.Now()
 
 		good := gearmanCLI(t, s, "", "-w", "-f", "slow", "-c", "1", "--", "tr", "a-z", "A-Z")
 		out, err := client.wait(t)
@@ -157,13 +158,20 @@ func TestRawEpoch(t *testing.T) {
 		h := c.submit(gearman.SubmitJobEpoch, "ep", "", strconv.FormatInt(at, 10)+"\x00later")
 		w.send(gearman.GrabJobUniq)
 		p, raw := w.next()
-		if time.Now().Unix() < at {
-			require.Equal(t, gearman.NoJob, p.Command, "handed out before its time: %s", readable(raw))
+		if p.Command == gearman.JobAssignUniq {
+			// Only possible on a machine so slow that the time has come.
+			require.GreaterOrEqual(t, time.Now().Unix(), at, "handed out before its time: %s", readable(raw))
+			return
 		}
+		require.Equal(t, gearman.NoJob, p.Command, readable(raw))
 		if s.isGearwork() {
-			// The job shows as queued but not runnable.
+			// Until its time the job is known but not runnable.
 			require.Equal(t, []string{"1", "0", "0", "0"}, c.getStatus(h))
-			require.Equal(t, "ep\t0\t0\t0\t1\n.\n", dialRaw(t, s).adminExact("prioritystatus"))
+			prio := dialRaw(t, s).adminExact("prioritystatus")
+			if time.Now().Unix() < at {
+				require.Equal(t, "ep\t0\t0\t0\t1\n.\n", prio)
+			}
+			// A sleeping worker is woken when it is due.
 			w.send(gearman.PreSleep)
 			w.expect(gearman.Noop)
 		}
