@@ -321,6 +321,16 @@ func TestRawBadInput(t *testing.T) {
 			c.expect(gearman.EchoRes, "ok")
 		})
 	}
+	t.Run("admin line too long", func(t *testing.T) {
+		c := dialRaw(t, s)
+		c.sendBytes([]byte(strings.Repeat("x", 8193) + "\n"))
+		_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
+		line, err := c.br.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "ERR LINE_TOO_LONG Admin+line+exceeds+8192+bytes\r\n", line)
+		_, err = c.br.ReadByte()
+		require.Error(t, err, "the connection is closed")
+	})
 	bystander.send(gearman.EchoReq, "unaffected")
 	bystander.expect(gearman.EchoRes, "unaffected")
 }
@@ -373,4 +383,45 @@ func TestRawShortWorkUpdates(t *testing.T) {
 	c.expect(gearman.WorkComplete, h, "")
 	w.send(gearman.EchoReq, "no error before this")
 	w.expect(gearman.EchoRes, "no error before this")
+}
+
+// TestRawRequeueOrder: a job taken back from a vanished worker goes to the
+// front of its queue in gearwork; gearmand 1.1.20 appends it.
+func TestRawRequeueOrder(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		first := c.submit(gearman.SubmitJobBg, "rq", "", "first")
+		second := c.submit(gearman.SubmitJobBg, "rq", "", "second")
+		w := rawWorker(t, s, "rq")
+		got, _, _, _ := w.grab()
+		require.Equal(t, first, got)
+		w.nc.Close()
+		waitStatus(t, s, "rq", funcStatus{Total: 2})
+
+		w2 := rawWorker(t, s, "rq")
+		got, _, _, _ = w2.grab()
+		require.Equal(t, pick(s, first, second), got)
+	})
+}
+
+// TestRawJobRetries: with --job-retries 2 a job whose worker vanishes twice
+// fails: its client receives WORK_FAIL and the job is forgotten.
+func TestRawJobRetries(t *testing.T) {
+	t.Parallel()
+	for _, start := range []func(*testing.T, ...string) *server{startGearwork, startGearmand} {
+		s := start(t, "--job-retries", "2")
+		t.Run(s.kind, func(t *testing.T) {
+			c := dialRaw(t, s)
+			h := c.submit(gearman.SubmitJob, "jr", "", "doomed")
+			for attempt := 1; attempt <= 2; attempt++ {
+				w := rawWorker(t, s, "jr")
+				got, _, _, _ := w.grabWhenReady()
+				require.Equal(t, h, got)
+				w.nc.Close()
+			}
+			c.expect(gearman.WorkFail, h)
+			waitStatus(t, s, "jr", funcStatus{})
+		})
+	}
 }
