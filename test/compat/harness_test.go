@@ -3,8 +3,6 @@ package compat
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -266,13 +264,6 @@ func freePort(t *testing.T) string {
 	return port
 }
 
-func waitAccepting(t *testing.T, s *server) {
-	t.Helper()
-	if !waitAcceptingOrExit(s) {
-		t.Fatalf("%s at %s does not accept connections:\n%s", s.kind, s.addr, s.log.String())
-	}
-}
-
 // waitAcceptingOrExit polls until the server accepts a connection (true) or
 // exits or the bound passes (false).
 func waitAcceptingOrExit(s *server) bool {
@@ -478,25 +469,6 @@ func run(t *testing.T, stdin io.Reader, name string, args ...string) string {
 	out, err := p.wait(t)
 	require.NoError(t, err, "%s failed; stderr:\n%s", p.name, p.stderr.String())
 	return out
-}
-
-// ctxDeadline returns a context bounded by procTimeout.
-func ctxDeadline(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// exitCode returns the exit code in err, or -1.
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err == nil {
-		return 0
-	}
-	return -1
 }
 
 // testdata returns the path of a file under testdata.
