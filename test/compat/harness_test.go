@@ -161,7 +161,7 @@ var listeningRE = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
 func startGearwork(t *testing.T, args ...string) *server {
 	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--store", "memory:",
-		"--handle-prefix", handlePrefix, "--log-level", "info"}, args...)
+		"--http", "off", "--handle-prefix", handlePrefix, "--log-level", "info"}, args...)
 	cmd := exec.Command(gearworkBin, args...)
 	pr, pw := io.Pipe()
 	logBuf := &syncBuffer{}
