@@ -34,15 +34,32 @@ func ParseAdmin(line []byte) (AdminCommand, error) {
 	if len(words) == 0 {
 		return AdminCommand{}, ErrEmptyAdminLine
 	}
-	name := strings.ToLower(words[0])
+	name := asciiLower(words[0])
 	rest := words[1:]
 	if len(rest) >= 2 && name == "show" && strings.EqualFold(rest[0], "unique") && strings.EqualFold(rest[1], "jobs") {
 		return AdminCommand{Name: "show unique jobs", Args: rest[2:]}, nil
 	}
 	if len(rest) >= 1 {
-		if two := name + " " + strings.ToLower(rest[0]); twoWord[two] {
+		if two := name + " " + asciiLower(rest[0]); twoWord[two] {
 			return AdminCommand{Name: two, Args: rest[1:]}, nil
 		}
 	}
 	return AdminCommand{Name: name, Args: rest}, nil
+}
+
+// asciiLower lower-cases ASCII letters only: command words are ASCII, and
+// Unicode case mapping can change a word's length (and so its meaning).
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'A' && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
