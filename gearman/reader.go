@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // MaxTextLine is the longest admin text line a Reader accepts, newline
@@ -89,12 +90,9 @@ func (r *Reader) Next(f *Frame) error {
 	if err != nil {
 		return err
 	}
-	var body []byte
-	if size > 0 {
-		body = make([]byte, size)
-		if _, err := io.ReadFull(r.br, body); err != nil {
-			return noEOF(err)
-		}
+	body, err := r.readBody(size)
+	if err != nil {
+		return noEOF(err)
 	}
 	f.Body = body
 	f.Packet.Magic = m
@@ -104,6 +102,35 @@ func (r *Reader) Next(f *Frame) error {
 	}
 	f.Packet.Args, f.ArgsOK = SplitArgs(r.args[:0], body, c.NumArgs())
 	return nil
+}
+
+// eagerBody is the largest body allocated in full from its header alone.
+// Larger bodies grow as their bytes arrive, so a header that claims a large
+// size costs memory only in proportion to what the peer really sends.
+const eagerBody = 64 << 10
+
+// readBody reads a packet body of size bytes.
+func (r *Reader) readBody(size int) ([]byte, error) {
+	if size == 0 {
+		return nil, nil
+	}
+	if size <= eagerBody {
+		body := make([]byte, size)
+		_, err := io.ReadFull(r.br, body)
+		return body, err
+	}
+	body := make([]byte, 0, eagerBody)
+	for len(body) < size {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(cap(body), size-len(body)))
+		}
+		n, err := r.br.Read(body[len(body):min(cap(body), size)])
+		body = body[:len(body)+n]
+		if err != nil && len(body) < size {
+			return nil, err
+		}
+	}
+	return body, nil
 }
 
 func (r *Reader) readLine(f *Frame) error {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
@@ -30,6 +31,10 @@ func (c *conn) admin(line []byte) bool {
 	cmd, err := gearman.ParseAdmin(line)
 	if err != nil {
 		c.write([]byte("ERR UNKNOWN_COMMAND Unknown+server+command\r\n"))
+		return true
+	}
+	if mutatingAdmin[cmd.Name] && !c.allowed(auth.ActionAdmin, cmd.Name) {
+		c.write([]byte(c.deniedAdminLine(cmd.Name)))
 		return true
 	}
 	b := c.srv.b

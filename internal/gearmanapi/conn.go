@@ -6,11 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
@@ -19,11 +22,45 @@ import (
 // events is appended to out and written in bursts, either by the reader at
 // the end of a burst of input or by a short-lived flusher goroutine.
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	sess *broker.Session
-	r    *gearman.Reader
-	done broker.DoneFunc
+	srv    *Server
+	nc     net.Conn
+	remote string
+	sess   *broker.Session
+	done   broker.DoneFunc
+
+	// The fields up to rmu are owned by the reader goroutine.
+
+	// rd is the frame reader, nil while the connection is idle and has
+	// released it (see limits.go).
+	rd *connReader
+	// small receives the first bytes after an idle wait.
+	small [16]byte
+	// maxBody is the packet size limit for this connection's identity.
+	maxBody int
+	// id and grant are the peer's identity and what it may do; grant is
+	// nil when the server has no Authorizer.
+	id     auth.Identity
+	grant  *auth.Grant
+	denied bool
+
+	// rmu guards waiting, kicked and released, which the janitor reads.
+	rmu sync.Mutex
+	// waiting is set while the reader waits for the first byte of a frame
+	// with nothing buffered.
+	waiting bool
+	// kicked is set when the janitor set a past read deadline to make an
+	// idle reader release its buffer.
+	kicked bool
+	// released is set while the reader is released.
+	released bool
+
+	// frameStart, waitStart and writeStart are coarse Unix nanosecond
+	// times (Server.now) at which the current frame began arriving, the
+	// wait for the next frame began, and the current write began; 0 when
+	// none is in progress.
+	frameStart, waitStart, writeStart atomic.Int64
+	// aborted is set when a limit closed the connection.
+	aborted atomic.Bool
 
 	// mu guards the fields below. Lock order: broker.mu before conn.mu.
 	mu sync.Mutex
@@ -47,31 +84,80 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc}
+	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), waiting: true, released: true}
 	c.ackCond.L = &c.mu
 	c.flushed.L = &c.mu
-	c.r = gearman.NewReader(nc, s.cfg.ReadBuffer)
-	c.r.MaxBody = s.cfg.MaxPacket
 	c.done = c.submitDone
+	c.waitStart.Store(s.now.Load())
 	return c
 }
 
-func (c *conn) serve(ctx context.Context) {
-	c.sess = c.srv.b.NewSession(c.nc.RemoteAddr().String(), c)
-	defer func() {
+// run is the connection's goroutine: it completes the TLS handshake,
+// works out the peer's identity and serves frames until the connection
+// ends.
+func (c *conn) run(ctx context.Context) {
+	if !c.handshake(ctx) {
+		c.finish()
+		return
+	}
+	c.sess = c.srv.b.NewSession(c.remote, c)
+	c.wake(ctx)
+}
+
+// wake waits, holding no read buffer, for the first bytes of the next
+// frame, then serves frames until the connection is idle again (when it
+// hands over to a fresh goroutine, whose stack starts small) or ends.
+func (c *conn) wake(ctx context.Context) {
+	for {
+		n, err := c.nc.Read(c.small[:])
+		if n > 0 {
+			c.frameBegins()
+			c.acquireReader(c.small[:n])
+			break
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.takeKick() {
+				continue
+			}
+			c.readError(ctx, err)
+			c.finish()
+			return
+		}
+	}
+	if c.serveFrames(ctx) {
+		go c.wake(ctx)
+		return
+	}
+	c.finish()
+}
+
+// finish ends the connection: its session, its socket and its place in
+// the server.
+func (c *conn) finish() {
+	if c.sess != nil {
 		c.srv.b.CloseSession(c.sess)
-		c.mu.Lock()
-		c.dead = true
-		c.ackCond.Broadcast()
-		c.mu.Unlock()
-		c.nc.Close()
-	}()
+	}
+	c.mu.Lock()
+	c.dead = true
+	c.ackCond.Broadcast()
+	c.mu.Unlock()
+	c.nc.Close()
+	c.srv.connDone(c)
+}
+
+// serveFrames reads and answers frames. It reports true when the
+// connection went idle and released its reader, false when it ended.
+func (c *conn) serveFrames(ctx context.Context) bool {
 	var f gearman.Frame
 	for {
-		err := c.r.Next(&f)
+		err := c.rd.r.Next(&f)
 		if err != nil {
+			if err == errIdle {
+				c.releaseReader()
+				return true
+			}
 			c.readError(ctx, err)
-			return
+			return false
 		}
 		c.mu.Lock()
 		c.inBurst = true
@@ -79,15 +165,20 @@ func (c *conn) serve(ctx context.Context) {
 		if f.Text {
 			if !c.admin(f.Line) {
 				c.flush()
-				return
+				return false
 			}
 		} else {
 			c.packet(&f)
 		}
-		if !c.r.HasFrame() {
+		if !c.rd.r.HasFrame() {
 			if !c.flush() {
-				return
+				return false
 			}
+		}
+		if c.rd.r.Buffered() == 0 {
+			c.frameEnds()
+		} else {
+			c.frameStart.Store(c.srv.now.Load())
 		}
 	}
 }
@@ -96,17 +187,19 @@ func (c *conn) readError(ctx context.Context, err error) {
 	var he *gearman.HeaderError
 	switch {
 	case errors.As(err, &he):
-		c.srv.log.WarnContext(ctx, "gearmanapi: closing connection after bad header",
-			slog.String("remote", c.nc.RemoteAddr().String()), slog.String("error", err.Error()))
+		c.srv.stats.badFrames.Add(1)
+		c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: closing connection after bad header",
+			slog.String("remote", c.remote), slog.String("error", err.Error()))
 		c.errorPacket(he.Code, he.Text)
 		c.flush()
 	case errors.Is(err, gearman.ErrLineTooLong):
+		c.srv.stats.badFrames.Add(1)
 		c.write([]byte("ERR LINE_TOO_LONG Admin+line+exceeds+8192+bytes\r\n"))
 		c.flush()
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case c.aborted.Load(), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 	default:
 		c.srv.log.DebugContext(ctx, "gearmanapi: connection ended",
-			slog.String("remote", c.nc.RemoteAddr().String()), slog.String("error", err.Error()))
+			slog.String("remote", c.remote), slog.String("error", err.Error()))
 	}
 }
 
@@ -147,7 +240,8 @@ func (c *conn) afterAppendLocked() {
 		c.dead = true
 		c.out = nil
 		c.nc.Close()
-		c.srv.log.Warn("gearmanapi: dropped slow reader", slog.String("remote", c.nc.RemoteAddr().String()))
+		c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: dropped slow reader",
+			slog.String("remote", c.remote), slog.Int("max_output", c.srv.cfg.MaxOutput))
 		return
 	}
 	if !c.flushing && !c.inBurst {
@@ -169,7 +263,9 @@ func (c *conn) flushLocked() bool {
 		c.out = c.spare[:0]
 		c.spare = nil
 		c.mu.Unlock()
+		c.writeStart.Store(max(c.srv.now.Load(), 1))
 		_, err := c.nc.Write(buf)
+		c.writeStart.Store(0)
 		c.mu.Lock()
 		if cap(buf) <= 1<<20 {
 			c.spare = buf[:0]

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
@@ -47,6 +48,10 @@ func (c *conn) packet(f *gearman.Frame) {
 		name := trimNUL(p.Args[0])
 		if len(name) > gearman.MaxFunctionSize || len(name) == 0 {
 			c.errorPacket("INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+			return
+		}
+		if !c.allowed(auth.ActionServe, string(name)) {
+			c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionServe, string(name)))
 			return
 		}
 		var timeout time.Duration
@@ -188,6 +193,10 @@ func (c *conn) submit(p *gearman.Packet) {
 	case len(params.Unique) > gearman.MaxUniqueSize:
 		c.waitAcks()
 		c.errorPacket("ARGUMENT_TOO_LARGE", "Unique value too large")
+		return
+	case c.grant != nil && !c.allowed(auth.ActionSubmit, string(params.Function)):
+		c.waitAcks()
+		c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, string(params.Function)))
 		return
 	}
 	c.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -33,8 +34,38 @@ type Config struct {
 	// nil disables the command.
 	ShutdownFunc func(graceful bool)
 	Logger       *slog.Logger
-	// ReadBuffer is the per-connection read buffer size. Default 4096.
+	// ReadBuffer is the size of a connection's read buffer. Default 4096.
+	// Idle connections drop theirs (see IdleRelease).
 	ReadBuffer int
+
+	// Authorizer decides what each connection may do (see Authorizer);
+	// nil allows everything to everyone, as gearmand does.
+	Authorizer Authorizer
+	// HandshakeTimeout bounds the TLS handshake of connections that the
+	// listener returns as *tls.Conn; a slower handshake closes the
+	// connection. Default 10s.
+	HandshakeTimeout time.Duration
+	// ReadTimeout bounds how long a frame (a packet or an admin line) may
+	// take to arrive once its first byte has; a connection that exceeds it
+	// is closed. Time between frames is not limited. Default 30s; negative
+	// disables the limit.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds how long one write to a peer may block; a peer
+	// that does not read for this long is disconnected. Default 60s;
+	// negative disables the limit.
+	WriteTimeout time.Duration
+	// IdleRelease is how long a connection waits for its next frame before
+	// it gives its read buffer back and shrinks its goroutine. Default 2s;
+	// negative keeps buffers for the life of the connection.
+	IdleRelease time.Duration
+	// MaxConnections limits the open connections; a connection accepted
+	// beyond it is closed at once. 0 means no limit.
+	MaxConnections int
+	// MaxPacketUnauthenticated is the largest packet body accepted from a
+	// connection to which the Authorizer grants nothing (so it can only
+	// echo and read status). Ignored without an Authorizer. Default 16 KiB;
+	// never more than MaxPacket.
+	MaxPacketUnauthenticated int
 }
 
 // Server serves the Gearman protocol. Create it with New.
@@ -43,12 +74,30 @@ type Server struct {
 	b   *broker.Broker
 	log *slog.Logger
 
-	// mu guards conns and closed.
+	// mu guards conns, lns and closed.
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	lns    []net.Listener
 	closed bool
-	wg     sync.WaitGroup
+	// wg counts connection goroutines (a connection that hands its reader
+	// to a fresh goroutine counts once).
+	wg sync.WaitGroup
+
+	// releasedBytes estimates the memory freed by idle connections since
+	// the janitor last returned memory to the system at lastReturn;
+	// lastReturn and lastReleased are owned by the janitor.
+	releasedBytes atomic.Int64
+	lastReturn    int64
+	lastReleased  int64
+	// now is a coarse clock in Unix nanoseconds, advanced by the janitor.
+	now         atomic.Int64
+	janitorOnce sync.Once
+	janitorWG   sync.WaitGroup
+	stop        chan struct{}
+	stopOnce    sync.Once
+	stats       limitStats
+	// limited rate-limits warnings caused by peers.
+	limited logLimiter
 }
 
 // New returns a Server for cfg. It panics if cfg.Broker is nil.
@@ -61,7 +110,15 @@ func New(cfg Config) *Server {
 	cfg.ReadBuffer = cmp.Or(cfg.ReadBuffer, 4096)
 	cfg.Version = cmp.Or(cfg.Version, "gearwork")
 	cfg.Verbose = cmp.Or(cfg.Verbose, "INFO")
-	return &Server{cfg: cfg, b: cfg.Broker, log: cmp.Or(cfg.Logger, slog.Default()), conns: make(map[*conn]struct{})}
+	cfg.HandshakeTimeout = cmp.Or(cfg.HandshakeTimeout, 10*time.Second)
+	cfg.ReadTimeout = cmp.Or(cfg.ReadTimeout, 30*time.Second)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, 60*time.Second)
+	cfg.IdleRelease = cmp.Or(cfg.IdleRelease, 2*time.Second)
+	cfg.MaxPacketUnauthenticated = cmp.Or(cfg.MaxPacketUnauthenticated, 16<<10)
+	s := &Server{cfg: cfg, b: cfg.Broker, log: cmp.Or(cfg.Logger, slog.Default()),
+		conns: make(map[*conn]struct{}), stop: make(chan struct{})}
+	s.now.Store(time.Now().UnixNano())
+	return s
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -79,6 +136,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
+	s.startJanitor()
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -108,24 +166,34 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			_ = tc.SetNoDelay(true)
 			_ = tc.SetKeepAlive(true)
 		}
-		c := newConn(s, nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return ErrServerClosed
 		}
+		if s.cfg.MaxConnections > 0 && len(s.conns) >= s.cfg.MaxConnections {
+			s.mu.Unlock()
+			s.stats.rejected.Add(1)
+			s.limited.log(s.log, slog.LevelWarn, "gearmanapi: too many connections; closing a new one",
+				slog.String("remote", nc.RemoteAddr().String()), slog.Int("max_connections", s.cfg.MaxConnections))
+			nc.Close()
+			continue
+		}
+		c := newConn(s, nc)
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			c.serve(ctx)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
+		go c.run(ctx)
 	}
+}
+
+// connDone removes a finished connection.
+func (s *Server) connDone(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // CloseListeners stops accepting new connections; existing ones stay.
@@ -158,6 +226,8 @@ func (s *Server) Close() {
 		c.flushAndClose(deadline)
 	}
 	s.wg.Wait()
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.janitorWG.Wait()
 }
 
 // Connections returns the number of open connections.
