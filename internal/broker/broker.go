@@ -92,6 +92,12 @@ type Config struct {
 	// RandFunc returns a random number in [0, 1) for backoff jitter.
 	// Default math/rand/v2.Float64.
 	RandFunc func() float64
+	// MaxQueuedBytes is a memory budget for live jobs: a submit that would
+	// take the payload and unique bytes of all live jobs beyond it fails
+	// with ErrQueueFull. Jobs replayed from the store count but are never
+	// refused; dead letters and retained results do not count (their own
+	// retention bounds them). 0 means no budget.
+	MaxQueuedBytes int64
 }
 
 // Broker is the job server's core. Create it with New, call Start before
@@ -128,6 +134,8 @@ type Broker struct {
 	watchers   map[uint64][]*Session
 	commitHist Histogram
 	commitJobs uint64
+	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
+	liveBytes int64
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -363,6 +371,7 @@ func (b *Broker) replay(ctx context.Context) error {
 			x.runAt = r.RunAt
 		}
 		b.jobs[j.seq] = j
+		b.liveBytes += j.size()
 		f.total++
 		if j.unique != "" {
 			if f.uniques == nil {

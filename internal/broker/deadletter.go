@@ -182,6 +182,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.finishedAt = 0
 	l.startedAt = 0
 	b.jobs[j.seq] = j
+	b.liveBytes += j.size()
 	f.total++
 	if j.unique != "" {
 		if f.uniques == nil {

@@ -99,6 +99,9 @@ type jobExtra struct {
 	started int64
 }
 
+// size is what the job counts against Config.MaxQueuedBytes.
+func (j *job) size() int64 { return int64(len(j.payload) + len(j.unique)) }
+
 func (j *job) extra() *jobExtra {
 	if j.x == nil {
 		j.x = &jobExtra{timerIdx: -1}

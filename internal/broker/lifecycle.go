@@ -358,6 +358,7 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 		return true
 	}
 	b.jobs[j.seq] = j
+	b.liveBytes += j.size()
 	f.total++
 	if j.unique != "" {
 		if f.uniques == nil {

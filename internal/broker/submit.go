@@ -82,6 +82,10 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 			return
 		}
 	}
+	if budget := b.cfg.MaxQueuedBytes; budget > 0 && b.liveBytes+int64(len(p.Payload)+len(key)) > budget {
+		done(0, false, ErrQueueFull)
+		return
+	}
 	j := &job{seq: b.nextSeq, fn: f, payload: p.Payload, priority: p.Priority, background: p.Background}
 	b.nextSeq++
 	if key != "" {
@@ -97,6 +101,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		x.reducer = string(p.Reducer)
 	}
 	b.jobs[j.seq] = j
+	b.liveBytes += j.size()
 	f.total++
 	if f.life != nil || p.OrderingKey != "" || p.Attempts != 0 || p.Timeout != 0 || p.schedule != "" {
 		b.initJobLifeLocked(j, &p)
@@ -227,6 +232,7 @@ func (b *Broker) unlinkLocked(j *job) {
 		delete(f.uniques, j.unique)
 	}
 	delete(b.jobs, j.seq)
+	b.liveBytes -= j.size()
 	f.total--
 	if j.x != nil {
 		for _, c := range j.x.clients {
