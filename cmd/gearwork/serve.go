@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ type serveConfig struct {
 	handlePrefix    string
 	configFile      string
 	http            httpFlags
+	sec             securityConfig
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -41,6 +43,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.configFile, "config", "", "YAML `file` with per-function lifecycle policies and cron schedules (docs/lifecycle.md)")
 	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
 	cfg.http.register(fs)
+	cfg.sec.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -60,6 +63,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 }
 
 func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Logger) error {
+	sec, err := cfg.sec.load(cfg.configFile)
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg.store, log)
 	if err != nil {
 		return err
@@ -76,7 +83,8 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		host, _ := os.Hostname()
 		prefix = "H:" + strings.ReplaceAll(host, ":", "_") + ":"
 	}
-	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log}
+	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log,
+		MaxQueuedBytes: cfg.sec.maxQueuedBytes}
 	if err := applyConfigFile(&bcfg, cfg.configFile); err != nil {
 		return err
 	}
@@ -94,20 +102,40 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
 	}
+	if err := checkExposure(ln, cfg.listen, sec.authenticated(), cfg.sec.insecure, log); err != nil {
+		ln.Close()
+		return err
+	}
+	if sec.tls != nil {
+		ln = tls.NewListener(ln, sec.tls)
+		log.Info("serve: TLS on the Gearman port", slog.String("certificate", certSubject(sec.tls)),
+			slog.Bool("mutual", sec.tls.ClientCAs != nil))
+	}
 	shutdown := make(chan bool, 1)
-	srv := gearmanapi.New(gearmanapi.Config{
-		Broker:    b,
-		MaxPacket: cfg.maxPacket,
-		Version:   version,
-		Verbose:   strings.ToUpper(level.String()),
-		Logger:    log,
+	gcfg := gearmanapi.Config{
+		Broker:                   b,
+		MaxPacket:                cfg.maxPacket,
+		MaxOutput:                cfg.sec.maxOutput,
+		MaxConnections:           cfg.sec.maxConnections,
+		MaxPacketUnauthenticated: cfg.sec.maxPacketUnauth,
+		HandshakeTimeout:         cfg.sec.handshakeTimeout,
+		ReadTimeout:              orDisabled(cfg.sec.readTimeout),
+		WriteTimeout:             orDisabled(cfg.sec.writeTimeout),
+		Version:                  version,
+		Verbose:                  strings.ToUpper(level.String()),
+		Logger:                   log,
 		ShutdownFunc: func(graceful bool) {
 			select {
 			case shutdown <- graceful:
 			default:
 			}
 		},
-	})
+	}
+	if sec.policy != nil {
+		gcfg.Authorizer = sec.policy
+		log.Info("serve: authorization rules in force", slog.Int("rules", sec.policy.Len()))
+	}
+	srv := gearmanapi.New(gcfg)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, ln) }()
 	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store),
@@ -169,4 +197,13 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	b.Stop()
 	log.Info("serve: stopped")
 	return nil
+}
+
+// orDisabled maps a flag's 0 ("disabled") to a negative duration, which
+// gearmanapi reads as disabled (its zero means "default").
+func orDisabled(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

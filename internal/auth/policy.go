@@ -287,3 +287,6 @@ func (g *Grant) Any() bool {
 	}
 	return false
 }
+
+// Len returns the number of rules.
+func (p *Policy) Len() int { return len(p.rules) }

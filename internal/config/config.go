@@ -22,7 +22,9 @@
 //	    missed: all
 //
 // Policy keys are those of broker.Policy.Set (see docs/lifecycle.md).
-// Unknown keys are errors, reported with their line.
+// Unknown keys are errors, reported with their line. The auth: section
+// (authorization rules, docs/security.md) is read by cmd/gearwork and
+// skipped here.
 package config
 
 import (
@@ -52,6 +54,9 @@ type file struct {
 	Defaults  yaml.Node            `yaml:"defaults"`
 	Functions map[string]yaml.Node `yaml:"functions"`
 	Schedules []scheduleEntry      `yaml:"schedules"`
+	// Auth is the authorization rules' section; cmd/gearwork reads it
+	// into an auth.Config (see docs/security.md). It is skipped here.
+	Auth yaml.Node `yaml:"auth"`
 }
 
 type scheduleEntry struct {

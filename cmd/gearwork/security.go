@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gearwork/gearwork/internal/auth"
+)
+
+// securityConfig holds the serve flags for transport security,
+// authorization and limits.
+type securityConfig struct {
+	tls              tlsFiles
+	handshakeTimeout time.Duration
+	insecure         bool
+
+	maxConnections  int
+	maxPacketUnauth int
+	readTimeout     time.Duration
+	writeTimeout    time.Duration
+	maxOutput       int
+	maxQueuedBytes  int64
+}
+
+func (sc *securityConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&sc.tls.cert, "tls-cert", "", "PEM `file` with the server certificate (chain); enables TLS on the Gearman port")
+	fs.StringVar(&sc.tls.key, "tls-key", "", "PEM `file` with the server certificate's private key")
+	fs.StringVar(&sc.tls.clientCA, "tls-client-ca", "", "PEM `file` with the CAs that sign client certificates; enables mutual TLS (identities for the auth rules)")
+	fs.DurationVar(&sc.handshakeTimeout, "tls-handshake-timeout", 10*time.Second, "close connections whose TLS handshake takes longer than this `duration`")
+	fs.BoolVar(&sc.insecure, "insecure", false, "allow listening on a non-loopback address without authentication (anyone who can connect may submit, serve and run admin commands)")
+	fs.IntVar(&sc.maxConnections, "max-connections", 10000, "most open Gearman connections; more are closed at accept; 0 means no limit")
+	fs.IntVar(&sc.maxPacketUnauth, "max-packet-unauthenticated", 16<<10, "largest packet body in `bytes` from a connection the auth rules grant nothing")
+	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte (idle time between packets is not limited); 0 disables")
+	fs.DurationVar(&sc.writeTimeout, "write-timeout", 60*time.Second, "close a connection that does not read its answers for this `duration`; 0 disables")
+	fs.IntVar(&sc.maxOutput, "max-output", 0, "`bytes` of unread output one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64 MiB))")
+	fs.Int64Var(&sc.maxQueuedBytes, "max-queued-bytes", 1<<30, "memory budget in `bytes` for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
+}
+
+// security is what securityConfig resolves to at start.
+type security struct {
+	tls    *tls.Config
+	policy *auth.Policy
+}
+
+// load reads the TLS files and the auth rules from the auth: section of
+// configFile (the --config file, whose other sections hold lifecycle
+// policies; "" for none).
+func (sc *securityConfig) load(configFile string) (*security, error) {
+	switch {
+	case sc.maxConnections < 0:
+		return nil, fmt.Errorf("invalid --max-connections %d: must be 0 or more", sc.maxConnections)
+	case sc.maxPacketUnauth <= 0:
+		return nil, fmt.Errorf("invalid --max-packet-unauthenticated %d: must be positive", sc.maxPacketUnauth)
+	case sc.maxOutput < 0 || sc.maxQueuedBytes < 0:
+		return nil, errors.New("--max-output and --max-queued-bytes must be 0 or more")
+	case sc.readTimeout < 0 || sc.writeTimeout < 0 || sc.handshakeTimeout <= 0:
+		return nil, errors.New("--read-timeout and --write-timeout must be 0 or more, --tls-handshake-timeout positive")
+	}
+	var s security
+	var rules *auth.Config
+	if configFile != "" {
+		data, err := os.ReadFile(configFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read --config: %w", err)
+		}
+		if rules, err = parseAuthConfig(data); err != nil {
+			return nil, fmt.Errorf("--config %s: %w", configFile, err)
+		}
+	}
+	requireCert := false
+	if rules == nil && sc.tls.clientCA != "" {
+		// Mutual TLS without rules: a client certificate is required, and
+		// every verified client may do everything.
+		requireCert = true
+		rules = &auth.Config{Rules: []auth.RuleConfig{{
+			Name:  "verified clients (--tls-client-ca without auth rules)",
+			Match: auth.MatchConfig{Verified: true},
+			Allow: auth.Permissions{Submit: []string{"*"}, Serve: []string{"*"}, Admin: []string{"*"}},
+		}}}
+	}
+	if rules != nil {
+		p, err := auth.New(*rules)
+		if err != nil {
+			return nil, err
+		}
+		s.policy = p
+	}
+	if sc.tls.enabled() {
+		t, err := serverTLS(sc.tls, requireCert)
+		if err != nil {
+			return nil, err
+		}
+		s.tls = t
+	}
+	if rules != nil && usesCertificates(rules) && (s.tls == nil || s.tls.ClientCAs == nil) {
+		return nil, errors.New("the auth rules match client certificates, but mutual TLS is off: set --tls-cert, --tls-key and --tls-client-ca")
+	}
+	return &s, nil
+}
+
+// usesCertificates reports whether any rule matches on certificate data.
+func usesCertificates(cfg *auth.Config) bool {
+	for _, r := range cfg.Rules {
+		if r.Match.Verified || len(r.Match.CommonName) > 0 || len(r.Match.SAN) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticated reports whether connections are authenticated: by mutual
+// TLS or by auth rules (which may match source addresses only).
+func (s *security) authenticated() bool {
+	return s.policy != nil || s.tls != nil && s.tls.ClientCAs != nil
+}
+
+// checkExposure refuses a listener on a non-loopback address when nothing
+// authenticates its clients, unless insecure is set. name is the address
+// as configured, for the message. It is meant for every port that accepts
+// work or admin commands.
+func checkExposure(ln net.Listener, name string, authenticated, insecure bool, log *slog.Logger) error {
+	if authenticated || isLoopback(ln.Addr()) {
+		return nil
+	}
+	if insecure {
+		log.Warn("serve: listening on a non-loopback address without authentication (--insecure): anyone who can connect may submit jobs, serve functions and run admin commands",
+			slog.String("addr", name))
+		return nil
+	}
+	return exitError{code: 1, msg: fmt.Sprintf(`refusing to listen on %s without authentication.
+Anyone who can reach this address could submit jobs, register as a worker and
+run admin commands such as "cancel job", "drop function" and "shutdown".
+Do one of:
+  - listen on a loopback address (--listen 127.0.0.1:4730), the default;
+  - require client certificates: --tls-cert, --tls-key and --tls-client-ca;
+  - restrict clients with authorization rules in --config (an auth: section);
+  - or accept the risk explicitly with --insecure.
+See docs/security.md.`, name)}
+}
+
+// isLoopback reports whether addr is a loopback IP address.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// parseAuthConfig returns the auth: section of a YAML configuration file,
+// or nil if it has none. Other top-level keys are left to their own
+// readers; inside auth: unknown keys are errors, so that a misspelt rule
+// cannot silently grant or deny less than intended.
+func parseAuthConfig(data []byte) (*auth.Config, error) {
+	var top map[string]yaml.Node
+	if err := yaml.Unmarshal(data, &top); err != nil {
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
+	node, ok := top["auth"]
+	if !ok {
+		return nil, nil
+	}
+	raw, err := yaml.Marshal(&node)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var cfg auth.Config
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return &cfg, nil
+}
