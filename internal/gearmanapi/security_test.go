@@ -1,0 +1,304 @@
+package gearmanapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/auth"
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/testcert"
+)
+
+type secBundle struct {
+	*testBundle
+	srv *Server
+}
+
+// setupListener is setup with a listener wrapper (for TLS) and access to
+// the Server.
+func setupListener(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *secBundle {
+	t.Helper()
+	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, b.Start(context.Background()))
+	cfg.Broker = b
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	srv := New(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(context.Background(), ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		b.Stop()
+	})
+	return &secBundle{testBundle: &testBundle{addr: addr, b: b}, srv: srv}
+}
+
+func policy(t *testing.T, rules ...auth.RuleConfig) *auth.Policy {
+	t.Helper()
+	p, err := auth.New(auth.Config{Rules: rules})
+	require.NoError(t, err)
+	return p
+}
+
+// expectClosed reads until the server closes the connection, failing if
+// it sends anything but want first.
+func (c *client) expectClosed(want string) {
+	c.t.Helper()
+	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	got, err := io.ReadAll(c.r)
+	if err != nil {
+		var ne net.Error
+		require.False(c.t, errors.As(err, &ne) && ne.Timeout(), "server did not close the connection")
+	}
+	require.Equal(c.t, want, string(got))
+}
+
+var submitCommands = []gearman.Command{gearman.SubmitJob, gearman.SubmitJobBg, gearman.SubmitJobHigh,
+	gearman.SubmitJobHighBg, gearman.SubmitJobLow, gearman.SubmitJobLowBg}
+
+func TestAuthorizationByAddress(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{Authorizer: policy(t,
+		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"127.0.0.0/8"}},
+			Allow: auth.Permissions{Submit: []string{"email.*"}, Serve: []string{"email.*"}, Admin: []string{"cancel job"}}},
+		auth.RuleConfig{Match: auth.MatchConfig{Any: true}, Deny: auth.Permissions{Submit: []string{"email.secret"}}},
+	)}, nil)
+	c := tb.dial(t)
+	const who = "addr=127.0.0.1"
+
+	c.send(gearman.SubmitJobBg, "email.send", "", "x")
+	c.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	for _, cmd := range submitCommands {
+		c.send(cmd, "billing", "", "x")
+		c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
+	}
+	c.send(gearman.SubmitJobEpoch, "billing", "", "0", "x")
+	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
+	c.send(gearman.SubmitReduceJob, "billing", "", "r", "", "x")
+	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
+	c.send(gearman.SubmitJob, "email.secret", "", "x")
+	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to email.secret")
+
+	c.send(gearman.CanDo, "billing")
+	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
+	c.send(gearman.CanDoTimeout, "billing", "5000")
+	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
+	c.send(gearman.CanDo, "email.send")
+	c.send(gearman.EchoReq, "still open")
+	c.expect(gearman.EchoRes, "still open")
+
+	a := tb.dial(t)
+	for _, line := range []string{"shutdown", "shutdown graceful", "drop function email.send", "maxqueue email.send 1", "create function x"} {
+		a.nc.Write([]byte(line + "\r\n"))
+		name := strings.Join(strings.Fields(line)[:min(2, len(strings.Fields(line)))], " ")
+		if name == "shutdown graceful" || name == "maxqueue email.send" {
+			name = strings.Fields(line)[0]
+		}
+		require.Equal(t, "ERR PERMISSION_DENIED "+strings.ReplaceAll(who+" may not run "+name, " ", "+")+"\r\n", a.line(), line)
+	}
+	a.nc.Write([]byte("cancel job H:test:424242\r\n"))
+	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.line(), "cancel job is allowed (the job is unknown)")
+	a.nc.Write([]byte("status\r\n"))
+	require.Equal(t, "email.send\t1\t0\t1\n", a.line(), "read-only commands are open; billing got no worker")
+	require.Equal(t, ".\n", a.line())
+}
+
+func TestAuthorizationByClientCertificate(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "clients")
+	serverCA := testcert.NewCA(t, "servers")
+	srvCert := serverCA.Server(t)
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{srvCert.TLS},
+		ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
+	tb := setupListener(t, Config{Authorizer: policy(t,
+		auth.RuleConfig{Match: auth.MatchConfig{CommonName: []string{"web-*"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
+		auth.RuleConfig{Match: auth.MatchConfig{SAN: []string{"*.workers.test"}}, Allow: auth.Permissions{Serve: []string{"resize"}}},
+	)}, func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
+
+	dial := func(cert *testcert.Pair) *client {
+		cfg := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "127.0.0.1"}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{cert.TLS}
+		}
+		nc, err := tls.Dial("tcp", tb.addr, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { nc.Close() })
+		return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+	}
+
+	web := dial(ca.Client(t, "web-1"))
+	web.send(gearman.SubmitJobBg, "resize", "", "img")
+	web.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	web.send(gearman.CanDo, "resize")
+	web.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve resize")
+
+	w := dial(ca.Client(t, "worker", "w1.workers.test"))
+	w.send(gearman.CanDo, "resize")
+	w.send(gearman.SubmitJob, "resize", "", "img")
+	w.expect(gearman.Error, "PERMISSION_DENIED", "cn=worker addr=127.0.0.1 may not submit to resize")
+	w.send(gearman.GrabJob)
+	w.expect(gearman.JobAssign, handle(tb.testBundle, 0), "resize", "img")
+
+	anon := dial(nil)
+	anon.send(gearman.SubmitJob, "resize", "", "img")
+	anon.expect(gearman.Error, "PERMISSION_DENIED", "addr=127.0.0.1 may not submit to resize")
+
+	// A certificate from another CA does not verify: the handshake fails.
+	// (The client is made to send it; by default Go's client sends none
+	// that the server's CA list does not name.)
+	other := testcert.NewCA(t, "other").Client(t, "web-1")
+	nc, err := tls.Dial("tcp", tb.addr, &tls.Config{RootCAs: serverCA.Pool(), ServerName: "127.0.0.1",
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &other.TLS, nil }})
+	if err == nil {
+		// TLS 1.3 reports the server's rejection on the first read.
+		require.NoError(t, nc.SetReadDeadline(time.Now().Add(time.Minute)))
+		_, err = nc.Read(make([]byte, 1))
+		nc.Close()
+	}
+	require.ErrorContains(t, err, "certificate")
+	require.Eventually(t, func() bool { return tb.srv.LimitStats().HandshakeFailures == 1 }, time.Minute, time.Millisecond)
+}
+
+func TestUnauthenticatedPacketLimit(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{MaxPacketUnauthenticated: 1024, Authorizer: policy(t,
+		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"10.0.0.0/8"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
+	)}, nil)
+	c := tb.dial(t)
+	c.send(gearman.EchoReq, strings.Repeat("a", 1024))
+	c.expect(gearman.EchoRes, strings.Repeat("a", 1024))
+	c.send(gearman.EchoReq, strings.Repeat("a", 1025))
+	c.expectClosed(string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error, []byte("ARGUMENT_TOO_LARGE"),
+		[]byte("packet body of 1025 bytes exceeds the limit of 1024 bytes"))))
+
+	granted := setupListener(t, Config{MaxPacketUnauthenticated: 1024, Authorizer: policy(t,
+		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"127.0.0.1"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
+	)}, nil)
+	g := granted.dial(t)
+	g.send(gearman.EchoReq, strings.Repeat("a", 100_000))
+	g.expect(gearman.EchoRes, strings.Repeat("a", 100_000))
+}
+
+func TestReadTimeoutDropsSlowClients(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{ReadTimeout: 100 * time.Millisecond, IdleRelease: -1}, nil)
+	idle := tb.dial(t)
+	idle.send(gearman.EchoReq, "x")
+	idle.expect(gearman.EchoRes, "x")
+
+	partialHeader := tb.dial(t)
+	partialHeader.nc.Write([]byte("\x00REQ\x00\x00"))
+	partialBody := tb.dial(t)
+	partialBody.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("0123456789"))[:15])
+	partialLine := tb.dial(t)
+	partialLine.nc.Write([]byte("stat"))
+	for _, c := range []*client{partialHeader, partialBody, partialLine} {
+		c.expectClosed("")
+	}
+	require.Equal(t, int64(3), tb.srv.LimitStats().ReadTimeouts)
+	// The idle connection was idle longer than the timeout, but between
+	// frames: it stays.
+	idle.send(gearman.EchoReq, "y")
+	idle.expect(gearman.EchoRes, "y")
+}
+
+func TestIdleConnectionsReleaseTheirReader(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond}, nil)
+	c := tb.dial(t)
+	released := func() bool {
+		tb.srv.mu.Lock()
+		defer tb.srv.mu.Unlock()
+		for sc := range tb.srv.conns {
+			sc.rmu.Lock()
+			r := sc.released
+			sc.rmu.Unlock()
+			if !r {
+				return false
+			}
+		}
+		return true
+	}
+	for i := range 20 {
+		c.send(gearman.EchoReq, strings.Repeat("e", i*1000))
+		c.expect(gearman.EchoRes, strings.Repeat("e", i*1000))
+		require.Eventually(t, released, time.Minute, time.Millisecond)
+	}
+	// Frames that arrive in pieces across the idle threshold, and frames
+	// sent while the janitor may be kicking, are read whole.
+	pkt := gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("split"))
+	for i := range 200 {
+		c.nc.Write(pkt[:i%len(pkt)])
+		c.nc.Write(pkt[i%len(pkt):])
+		c.expect(gearman.EchoRes, "split")
+	}
+	require.Zero(t, tb.srv.LimitStats().ReadTimeouts)
+}
+
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{MaxConnections: 2}, nil)
+	a, b := tb.dial(t), tb.dial(t)
+	for _, c := range []*client{a, b} {
+		c.send(gearman.EchoReq, "in")
+		c.expect(gearman.EchoRes, "in")
+	}
+	tb.dial(t).expectClosed("")
+	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
+	a.nc.Close()
+	require.Eventually(t, func() bool { return tb.srv.Connections() == 1 }, time.Minute, time.Millisecond)
+	c := tb.dial(t)
+	c.send(gearman.EchoReq, "again")
+	c.expect(gearman.EchoRes, "again")
+}
+
+func TestWriteTimeoutDropsPeersThatDoNotRead(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{WriteTimeout: 100 * time.Millisecond}, nil)
+	c := tb.dial(t)
+	big := gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, make([]byte, 1<<20))
+	go func() {
+		// Never reads; stops when the server closes the connection.
+		for range 256 {
+			if _, err := c.nc.Write(big); err != nil {
+				return
+			}
+		}
+	}()
+	require.Eventually(t, func() bool { return tb.srv.LimitStats().WriteTimeouts == 1 }, time.Minute, time.Millisecond)
+	require.Eventually(t, func() bool { return tb.srv.Connections() == 0 }, time.Minute, time.Millisecond)
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "ca")
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
+	tb := setupListener(t, Config{HandshakeTimeout: 100 * time.Millisecond},
+		func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
+	silent := tb.dial(t)
+	silent.expectClosed("")
+	require.Equal(t, int64(1), tb.srv.LimitStats().HandshakeFailures)
+	require.Equal(t, 0, tb.srv.Connections())
+}
