@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/auth"
+	"github.com/gearwork/gearwork/internal/testcert"
+)
+
+func TestParseAuthConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseAuthConfig([]byte(`
+functions:            # another section, read elsewhere
+  email: {retries: 3}
+auth:
+  rules:
+    - name: web
+      match: {cn: ["web-*"], address: ["10.0.0.0/8"]}
+      allow: {submit: ["email.*"]}
+      deny: {submit: ["email.secret"]}
+    - match: {any: true}
+      allow: {admin: ["cancel job"]}
+`))
+	require.NoError(t, err)
+	require.Equal(t, &auth.Config{Rules: []auth.RuleConfig{
+		{Name: "web", Match: auth.MatchConfig{CommonName: []string{"web-*"}, Address: []string{"10.0.0.0/8"}},
+			Allow: auth.Permissions{Submit: []string{"email.*"}}, Deny: auth.Permissions{Submit: []string{"email.secret"}}},
+		{Match: auth.MatchConfig{Any: true}, Allow: auth.Permissions{Admin: []string{"cancel job"}}},
+	}}, cfg)
+
+	none, err := parseAuthConfig([]byte("functions: {}\n"))
+	require.NoError(t, err)
+	require.Nil(t, none)
+
+	_, err = parseAuthConfig([]byte("auth:\n  rules:\n    - match: {any: true}\n      alow: {submit: ['*']}\n"))
+	require.ErrorContains(t, err, "field alow not found", "a misspelt key must not be ignored")
+	_, err = parseAuthConfig([]byte("auth: [\n"))
+	require.ErrorContains(t, err, "invalid YAML")
+}
+
+func FuzzParseAuthConfig(f *testing.F) {
+	f.Add([]byte("auth:\n  rules:\n    - match: {any: true}\n      allow: {submit: ['*']}\n"))
+	f.Add([]byte("auth: {rules: [{match: {cn: [a*], address: ['10.0.0.0/8', '::1']}, deny: {admin: ['*']}}]}"))
+	f.Add([]byte("x: 1\nauth:\n  rules: []\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := parseAuthConfig(data)
+		if err != nil || cfg == nil {
+			return
+		}
+		p, err := auth.New(*cfg)
+		if err != nil {
+			return
+		}
+		// A compiled policy answers without panicking, and a zero
+		// identity (unknown address, no certificate) is matched only by
+		// "any" rules.
+		id := auth.Identity{}
+		anyRule := false
+		for _, r := range cfg.Rules {
+			anyRule = anyRule || r.Match.Any
+		}
+		if !anyRule {
+			require.False(t, p.Grant(id).Any())
+		}
+	})
+}
+
+func TestCheckExposure(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	loop, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer loop.Close()
+	require.NoError(t, checkExposure(loop, "127.0.0.1:0", false, false, log))
+
+	all, err := net.Listen("tcp", ":0")
+	require.NoError(t, err)
+	defer all.Close()
+	err = checkExposure(all, ":0", false, false, log)
+	var ex exitError
+	require.ErrorAs(t, err, &ex)
+	require.Equal(t, 1, ex.code)
+	require.Contains(t, ex.msg, "refusing to listen on :0 without authentication")
+	require.Contains(t, ex.msg, "--insecure")
+	require.NoError(t, checkExposure(all, ":0", true, false, log))
+	var buf bytes.Buffer
+	require.NoError(t, checkExposure(all, ":0", false, true, slog.New(slog.NewTextHandler(&buf, nil))))
+	require.Contains(t, buf.String(), "without authentication (--insecure)")
+}
+
+func TestSecurityLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t, "ca")
+	cert, key := ca.Server(t).WriteFiles(t, dir, "server")
+	caFile := ca.WriteFile(t, dir, "ca")
+	write := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(s), 0o600))
+		return p
+	}
+	base := securityConfig{maxPacketUnauth: 1, handshakeTimeout: 1}
+
+	plain := base
+	s, err := plain.load()
+	require.NoError(t, err)
+	require.False(t, s.authenticated())
+	require.Nil(t, s.tls)
+
+	tlsOnly := base
+	tlsOnly.tls = tlsFiles{cert: cert, key: key}
+	s, err = tlsOnly.load()
+	require.NoError(t, err)
+	require.False(t, s.authenticated(), "server-only TLS authenticates nobody")
+	require.EqualValues(t, 0x0303, s.tls.MinVersion, "TLS 1.2 at least")
+
+	mtls := tlsOnly
+	mtls.tls.clientCA = caFile
+	s, err = mtls.load()
+	require.NoError(t, err)
+	require.True(t, s.authenticated())
+	require.Equal(t, "RequireAndVerifyClientCert", s.tls.ClientAuth.String(), "mTLS without rules requires a certificate")
+	require.True(t, s.policy.Allow(auth.Identity{Verified: true}, auth.ActionAdmin, "shutdown"))
+	require.False(t, s.policy.Allow(auth.Identity{}, auth.ActionSubmit, "f"))
+
+	withRules := mtls
+	withRules.configFile = write("rules.yaml", "auth:\n  rules:\n    - match: {cn: [ops]}\n      allow: {admin: ['*']}\n")
+	s, err = withRules.load()
+	require.NoError(t, err)
+	require.Equal(t, "VerifyClientCertIfGiven", s.tls.ClientAuth.String(), "rules decide about connections without a certificate")
+
+	addrRules := base
+	addrRules.configFile = write("addr.yaml", "auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n")
+	s, err = addrRules.load()
+	require.NoError(t, err)
+	require.True(t, s.authenticated())
+
+	certRulesNoTLS := base
+	certRulesNoTLS.configFile = withRules.configFile
+	_, err = certRulesNoTLS.load()
+	require.ErrorContains(t, err, "mutual TLS is off")
+
+	empty := base
+	empty.configFile = write("empty.yaml", "auth:\n  rules: []\n")
+	_, err = empty.load()
+	require.ErrorIs(t, err, auth.ErrNoRules)
+
+	keyOnly := base
+	keyOnly.tls = tlsFiles{key: key}
+	_, err = keyOnly.load()
+	require.ErrorContains(t, err, "both --tls-cert and --tls-key")
+
+	swapped := base
+	swapped.tls = tlsFiles{cert: key, key: cert}
+	_, err = swapped.load()
+	require.Error(t, err)
+	keyPEM, rerr := os.ReadFile(key)
+	require.NoError(t, rerr)
+	require.NotContains(t, err.Error(), string(keyPEM[30:60]), "errors never quote key material")
+}
