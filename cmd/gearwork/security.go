@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -123,17 +125,17 @@ func (s *security) authenticated() bool {
 	return s.policy != nil || s.tls != nil && s.tls.ClientCAs != nil
 }
 
-// checkExposure refuses a listener on a non-loopback address when nothing
-// authenticates its clients, unless insecure is set. name is the address
-// as configured, for the message. It is meant for every port that accepts
-// work or admin commands.
-func checkExposure(ln net.Listener, name string, authenticated, insecure bool, log *slog.Logger) error {
-	if authenticated || isLoopback(ln.Addr()) {
+// checkExposure refuses to serve on a non-loopback address when nothing
+// authenticates clients, unless insecure is set. listen is the address as
+// configured; it is checked before anything is bound. It is meant for
+// every port that accepts work or admin commands.
+func checkExposure(ctx context.Context, listen string, authenticated, insecure bool, log *slog.Logger) error {
+	if authenticated || !exposed(ctx, listen) {
 		return nil
 	}
 	if insecure {
 		log.Warn("serve: listening on a non-loopback address without authentication (--insecure): anyone who can connect may submit jobs, serve functions and run admin commands",
-			slog.String("addr", name))
+			slog.String("addr", listen))
 		return nil
 	}
 	return exitError{code: 1, msg: fmt.Sprintf(`refusing to listen on %s without authentication.
@@ -144,13 +146,30 @@ Do one of:
   - require client certificates: --tls-cert, --tls-key and --tls-client-ca;
   - restrict clients with authorization rules in --config (an auth: section);
   - or accept the risk explicitly with --insecure.
-See docs/security.md.`, name)}
+See docs/security.md.`, listen)}
 }
 
-// isLoopback reports whether addr is a loopback IP address.
-func isLoopback(addr net.Addr) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
+// exposed reports whether a listen address may accept connections from
+// other hosts: an empty or unspecified host, a non-loopback IP, or a name
+// that resolves to any non-loopback address (or does not resolve).
+func exposed(ctx context.Context, listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return true
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return !ip.IsLoopback()
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return true
+	}
+	for _, a := range addrs {
+		if !a.IsLoopback() {
+			return true
+		}
+	}
+	return false
 }
 
 // parseAuthConfig returns the auth: section of a YAML configuration file,

@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -74,24 +74,24 @@ func FuzzParseAuthConfig(f *testing.F) {
 
 func TestCheckExposure(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	loop, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer loop.Close()
-	require.NoError(t, checkExposure(loop, "127.0.0.1:0", false, false, log))
-
-	all, err := net.Listen("tcp", ":0")
-	require.NoError(t, err)
-	defer all.Close()
-	err = checkExposure(all, ":0", false, false, log)
+	for _, addr := range []string{"127.0.0.1:4730", "[::1]:4730", "localhost:4730", "127.9.9.9:0"} {
+		require.False(t, exposed(ctx, addr), addr)
+		require.NoError(t, checkExposure(ctx, addr, false, false, log), addr)
+	}
+	for _, addr := range []string{":4730", "0.0.0.0:4730", "[::]:4730", "192.0.2.1:4730", "no-such-host.invalid:4730", "junk"} {
+		require.True(t, exposed(ctx, addr), addr)
+	}
+	err := checkExposure(ctx, "0.0.0.0:4730", false, false, log)
 	var ex exitError
 	require.ErrorAs(t, err, &ex)
 	require.Equal(t, 1, ex.code)
-	require.Contains(t, ex.msg, "refusing to listen on :0 without authentication")
+	require.Contains(t, ex.msg, "refusing to listen on 0.0.0.0:4730 without authentication")
 	require.Contains(t, ex.msg, "--insecure")
-	require.NoError(t, checkExposure(all, ":0", true, false, log))
+	require.NoError(t, checkExposure(ctx, "0.0.0.0:4730", true, false, log))
 	var buf bytes.Buffer
-	require.NoError(t, checkExposure(all, ":0", false, true, slog.New(slog.NewTextHandler(&buf, nil))))
+	require.NoError(t, checkExposure(ctx, "0.0.0.0:4730", false, true, slog.New(slog.NewTextHandler(&buf, nil))))
 	require.Contains(t, buf.String(), "without authentication (--insecure)")
 }
 

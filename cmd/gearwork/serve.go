@@ -67,6 +67,9 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if err != nil {
 		return err
 	}
+	if err := checkExposure(ctx, cfg.listen, sec.authenticated(), cfg.sec.insecure, log); err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg.store, log)
 	if err != nil {
 		return err
@@ -101,10 +104,6 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
-	}
-	if err := checkExposure(ln, cfg.listen, sec.authenticated(), cfg.sec.insecure, log); err != nil {
-		ln.Close()
-		return err
 	}
 	if sec.tls != nil {
 		ln = tls.NewListener(ln, sec.tls)

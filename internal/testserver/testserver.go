@@ -1,0 +1,214 @@
+// Package testserver builds the gearwork binary and runs it as a real
+// process for end-to-end tests: the server listens on a free loopback
+// port, its log is captured, and it is stopped by its process id.
+package testserver
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds gearwork once per test process (into a temporary
+// directory removed by Cleanup) and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gearwork-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gearwork")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/gearwork/gearwork/cmd/gearwork").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Cleanup removes the binary built by Binary; call it from TestMain.
+func Cleanup() {
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
+// Server is a running gearwork serve process.
+type Server struct {
+	// Addr is the Gearman port's host:port.
+	Addr string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// Start runs "gearwork serve --listen 127.0.0.1:0" with extra args and
+// waits until it listens. The process is stopped when the test ends.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s, err := start(t, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+var listening = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
+
+func start(t testing.TB, args []string) (*Server, error) {
+	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "GEARWORK_LOG_LEVEL=")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &Server{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			s.log.WriteString(line + "\n")
+			if m := listening.FindStringSubmatch(line); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(s.log, stderr)
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	select {
+	case s.Addr = <-addr:
+		return s, nil
+	case <-s.done:
+		return nil, fmt.Errorf("gearwork serve exited before listening (%v):\n%s", s.err, s.log.String())
+	case <-time.After(time.Minute):
+		s.Kill()
+		return nil, fmt.Errorf("gearwork serve did not listen within a minute:\n%s", s.log.String())
+	}
+}
+
+// Pid returns the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Log returns everything the server logged so far.
+func (s *Server) Log() string { return s.log.String() }
+
+// Alive reports whether the process still runs.
+func (s *Server) Alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop sends SIGTERM and waits for the process to exit (killing it after
+// a minute). Safe to call twice.
+func (s *Server) Stop() {
+	if !s.Alive() {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(time.Minute):
+		s.Kill()
+	}
+}
+
+// Kill kills the process and waits for it.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Status returns the named fields of /proc/<pid>/status in kB, such as
+// "VmRSS" and "VmHWM".
+func (s *Server) Status(fields ...string) (map[string]int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid()) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, f := range fields {
+			if rest, ok := strings.CutPrefix(line, f+":"); ok {
+				n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("parse %s: %w", line, err)
+				}
+				out[f] = n
+			}
+		}
+	}
+	return out, nil
+}
+
+// Run runs the binary with args to completion (bounded by ctx) and
+// returns its combined output and exit code.
+func Run(ctx context.Context, t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) WriteString(s string) {
+	b.mu.Lock()
+	b.b.WriteString(s)
+	b.mu.Unlock()
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
