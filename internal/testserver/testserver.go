@@ -82,7 +82,6 @@ var listening = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
 
 func start(t testing.TB, args []string) (*Server, error) {
 	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "GEARWORK_LOG_LEVEL=")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

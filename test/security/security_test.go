@@ -1,0 +1,322 @@
+// Package security_test runs the gearwork binary with TLS, mutual TLS and
+// authorization rules and talks to it with real clients: Go's crypto/tls
+// with the raw Gearman codec, openssl s_client, and Debian's gearman CLI
+// where its build supports TLS.
+package security_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testcert"
+	"github.com/gearwork/gearwork/internal/testserver"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testserver.Cleanup()
+	os.Exit(code)
+}
+
+// pki is a throwaway CA with a server certificate and files on disk.
+type pki struct {
+	dir               string
+	ca                *testcert.CA
+	caFile            string
+	certFile, keyFile string
+	serverKeyPEM      []byte
+	clientKeyPEMs     [][]byte
+	clientFiles       map[string][2]string
+	clients           map[string]*testcert.Pair
+	serverCA          *testcert.CA
+	serverCAFile      string
+}
+
+func newPKI(t *testing.T, clientCNs ...string) *pki {
+	t.Helper()
+	p := &pki{dir: t.TempDir(), clientFiles: map[string][2]string{}, clients: map[string]*testcert.Pair{}}
+	p.serverCA = testcert.NewCA(t, "server CA")
+	p.serverCAFile = p.serverCA.WriteFile(t, p.dir, "server-ca")
+	srv := p.serverCA.Server(t)
+	p.serverKeyPEM = srv.KeyPEM
+	p.certFile, p.keyFile = srv.WriteFiles(t, p.dir, "server")
+	p.ca = testcert.NewCA(t, "client CA")
+	p.caFile = p.ca.WriteFile(t, p.dir, "client-ca")
+	for _, cn := range clientCNs {
+		c := p.ca.Client(t, cn)
+		p.clients[cn] = c
+		p.clientKeyPEMs = append(p.clientKeyPEMs, c.KeyPEM)
+		cf, kf := c.WriteFiles(t, p.dir, "client-"+cn)
+		p.clientFiles[cn] = [2]string{cf, kf}
+	}
+	return p
+}
+
+func (p *pki) serverArgs(mutual bool) []string {
+	args := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
+	if mutual {
+		args = append(args, "--tls-client-ca", p.caFile)
+	}
+	return args
+}
+
+// conn is a raw Gearman connection.
+type conn struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func (p *pki) dial(t *testing.T, addr, cn string) (*conn, error) {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	if cn != "" {
+		cfg.Certificates = []tls.Certificate{p.clients[cn].TLS}
+	}
+	d := &net.Dialer{Timeout: time.Minute}
+	nc, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+	return &conn{t: t, nc: nc, r: bufio.NewReader(nc)}, nil
+}
+
+func (c *conn) send(cmd gearman.Command, args ...string) {
+	c.t.Helper()
+	_, err := c.nc.Write(packet(gearman.MagicReq, cmd, args...))
+	require.NoError(c.t, err)
+}
+
+// read returns the next packet's exact bytes, or an error.
+func (c *conn) read() ([]byte, error) {
+	hdr := make([]byte, gearman.HeaderSize)
+	if _, err := io.ReadFull(c.r, hdr); err != nil {
+		return nil, err
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return nil, err
+	}
+	return append(hdr, body...), nil
+}
+
+func (c *conn) expect(cmd gearman.Command, args ...string) {
+	c.t.Helper()
+	got, err := c.read()
+	require.NoError(c.t, err)
+	require.Equal(c.t, string(packet(gearman.MagicRes, cmd, args...)), string(got))
+}
+
+func packet(m gearman.Magic, cmd gearman.Command, args ...string) []byte {
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	return gearman.AppendPacket(nil, m, cmd, bs...)
+}
+
+func TestTLSWithGoClient(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	srv := testserver.Start(t, p.serverArgs(false)...)
+	c, err := p.dial(t, srv.Addr, "")
+	require.NoError(t, err)
+	c.send(gearman.EchoReq, "over TLS")
+	c.expect(gearman.EchoRes, "over TLS")
+	c.send(gearman.SubmitJobBg, "f", "", "payload")
+	got, err := c.read()
+	require.NoError(t, err)
+	require.Equal(t, gearman.JobCreated, gearman.Command(binary.BigEndian.Uint32(got[4:8])))
+
+	// TLS 1.1 and older are refused.
+	old, err := tls.Dial("tcp", srv.Addr, &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1",
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		old.Close()
+	}
+	require.Error(t, err)
+	// A plaintext Gearman client gets no answer and is disconnected.
+	plain, err := net.Dial("tcp", srv.Addr)
+	require.NoError(t, err)
+	defer plain.Close()
+	require.NoError(t, plain.SetDeadline(time.Now().Add(time.Minute)))
+	_, err = plain.Write(packet(gearman.MagicReq, gearman.EchoReq, "plain"))
+	require.NoError(t, err)
+	rest, _ := io.ReadAll(plain)
+	require.NotContains(t, string(rest), "plain")
+}
+
+func TestMutualTLSRequiresAClientCertificate(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "worker-1")
+	srv := testserver.Start(t, p.serverArgs(true)...)
+
+	c, err := p.dial(t, srv.Addr, "worker-1")
+	require.NoError(t, err)
+	c.send(gearman.EchoReq, "mutual")
+	c.expect(gearman.EchoRes, "mutual")
+	_, err = c.nc.Write([]byte("maxqueue f 5\r\n"))
+	require.NoError(t, err)
+	line, err := c.r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "OK\r\n", line, "mTLS without rules: a verified client may run admin commands")
+
+	anon, err := p.dial(t, srv.Addr, "")
+	if err == nil {
+		// With TLS 1.3 the server's refusal arrives on the first read.
+		anon.send(gearman.EchoReq, "anonymous")
+		_, err = anon.read()
+	}
+	require.Error(t, err)
+}
+
+func TestAuthRulesFromConfigFile(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "web-1", "ops-alice")
+	cfg := filepath.Join(p.dir, "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`
+auth:
+  rules:
+    - name: web front ends
+      match: {cn: ["web-*"]}
+      allow: {submit: ["email.*"]}
+      deny: {submit: ["email.internal"]}
+    - name: operators
+      match: {cn: ["ops-*"], address: ["127.0.0.0/8"]}
+      allow: {admin: ["*"], serve: ["*"]}
+`), 0o600))
+	srv := testserver.Start(t, append(p.serverArgs(true), "--config", cfg)...)
+
+	web, err := p.dial(t, srv.Addr, "web-1")
+	require.NoError(t, err)
+	web.send(gearman.SubmitJobBg, "email.internal", "", "x")
+	web.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not submit to email.internal")
+	web.send(gearman.CanDo, "email.send")
+	web.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve email.send")
+	_, err = web.nc.Write([]byte("shutdown\r\n"))
+	require.NoError(t, err)
+	line, err := web.r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+run+shutdown\r\n", line)
+	web.send(gearman.SubmitJob, "email.send", "", "hello")
+	created, err := web.read()
+	require.NoError(t, err)
+	require.Equal(t, gearman.JobCreated, gearman.Command(binary.BigEndian.Uint32(created[4:8])))
+	handle := string(created[gearman.HeaderSize:])
+
+	ops, err := p.dial(t, srv.Addr, "ops-alice")
+	require.NoError(t, err)
+	ops.send(gearman.CanDo, "email.send")
+	ops.send(gearman.GrabJob)
+	ops.expect(gearman.JobAssign, handle, "email.send", "hello")
+	ops.send(gearman.WorkComplete, handle, "sent")
+	web.expect(gearman.WorkComplete, handle, "sent")
+	_, err = ops.nc.Write([]byte("drop function nothing\r\n"))
+	require.NoError(t, err)
+	line, err = ops.r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "ERR function not found\r\n", line, "ops may run admin commands")
+	require.True(t, srv.Alive())
+}
+
+func TestOpenSSLClient(t *testing.T) {
+	t.Parallel()
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not installed (Debian package openssl)")
+	}
+	p := newPKI(t, "cli")
+	srv := testserver.Start(t, p.serverArgs(true)...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	files := p.clientFiles["cli"]
+	cmd := exec.CommandContext(ctx, openssl, "s_client", "-connect", srv.Addr, "-quiet",
+		"-CAfile", p.serverCAFile, "-verify_return_error", "-cert", files[0], "-key", files[1])
+	req := packet(gearman.MagicReq, gearman.EchoReq, "from openssl")
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	_, err = stdin.Write(req)
+	require.NoError(t, err)
+	want := packet(gearman.MagicRes, gearman.EchoRes, "from openssl")
+	got := make([]byte, len(want))
+	_, err = io.ReadFull(stdout, got)
+	require.NoError(t, err, "openssl stderr:\n%s", stderr.String())
+	require.Equal(t, string(want), string(got))
+}
+
+// TestGearmanCLIOverTLS uses Debian's gearman CLI with -S when its
+// libgearman was built with TLS support. Debian's libgearman8 1.1.20 is
+// not (it links no TLS library; gearman_client_set_ssl is a no-op and -S
+// sends plaintext), so the test is skipped there.
+func TestGearmanCLIOverTLS(t *testing.T) {
+	t.Parallel()
+	cli, err := exec.LookPath("gearman")
+	if err != nil {
+		t.Skip("gearman CLI not installed (Debian package gearman-tools)")
+	}
+	if !libgearmanHasTLS(t, cli) {
+		t.Skip("Debian's libgearman is built without TLS support: gearman -S sends plaintext, so it cannot talk to a TLS port")
+	}
+	p := newPKI(t, "cli")
+	srv := testserver.Start(t, p.serverArgs(true)...)
+	host, port, err := net.SplitHostPort(srv.Addr)
+	require.NoError(t, err)
+	files := p.clientFiles["cli"]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cli, "-S", "-h", host, "-p", port, "-b", "-f", "tls_fn", "payload")
+	cmd.Env = append(os.Environ(), "GEARMAND_CA_CERTIFICATE="+p.serverCAFile,
+		"GEARMAN_CLIENT_PEM="+files[0], "GEARMAN_CLIENT_KEY="+files[1])
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+}
+
+func libgearmanHasTLS(t *testing.T, cli string) bool {
+	out, err := exec.Command("ldd", cli).Output()
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "libgearman") {
+			f := strings.Fields(line)
+			if len(f) >= 3 {
+				nm, err := exec.Command("nm", "-D", f[2]).Output()
+				return err == nil && (bytes.Contains(nm, []byte("SSL_new")) || bytes.Contains(nm, []byte("wolfSSL_new")))
+			}
+		}
+	}
+	return false
+}
+
+func TestRefusesExposedAddressWithoutAuthentication(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, code := testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 without authentication")
+	require.Contains(t, out, "--insecure")
+	require.NotContains(t, out, "serve: listening")
+}
