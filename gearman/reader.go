@@ -137,7 +137,9 @@ func (r *Reader) readLine(f *Frame) error {
 	r.line = r.line[:0]
 	for {
 		chunk, err := r.br.ReadSlice('\n')
-		if len(r.line)+len(chunk) > MaxTextLine {
+		// A line of MaxTextLine bytes without its newline can only grow
+		// too long: refuse it now rather than wait for more.
+		if n := len(r.line) + len(chunk); n > MaxTextLine || err != nil && n >= MaxTextLine {
 			return ErrLineTooLong
 		}
 		r.line = append(r.line, chunk...)

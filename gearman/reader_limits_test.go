@@ -78,3 +78,20 @@ func (d *dribble) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+func TestReaderRefusesAdminLineOfMaxSizeWithoutNewline(t *testing.T) {
+	t.Parallel()
+	// No more input follows: the reader must not wait for a newline that
+	// could not make the line valid anyway.
+	pr, pw := io.Pipe()
+	go func() { _, _ = pw.Write(bytes.Repeat([]byte("s"), MaxTextLine)) }()
+	defer pw.Close()
+	var f Frame
+	require.ErrorIs(t, NewReader(pr, 4096).Next(&f), ErrLineTooLong)
+
+	ok := append(bytes.Repeat([]byte("s"), MaxTextLine-2), "\r\n"...)
+	r := NewReader(bytes.NewReader(ok), 4096)
+	require.NoError(t, r.Next(&f))
+	require.True(t, f.Text)
+	require.Len(t, f.Line, MaxTextLine-2)
+}

@@ -67,7 +67,8 @@ type Server struct {
 }
 
 // Start runs "gearwork serve --listen 127.0.0.1:0" with extra args and
-// waits until it listens. The process is stopped when the test ends.
+// waits until it logs that it listens (so --log-level must let info
+// through). The process is stopped when the test ends.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	s, err := start(t, args)
