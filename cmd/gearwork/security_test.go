@@ -109,57 +109,50 @@ func TestSecurityLoad(t *testing.T) {
 	base := securityConfig{maxPacketUnauth: 1, handshakeTimeout: 1}
 
 	plain := base
-	s, err := plain.load()
+	s, err := plain.load("")
 	require.NoError(t, err)
 	require.False(t, s.authenticated())
 	require.Nil(t, s.tls)
 
 	tlsOnly := base
 	tlsOnly.tls = tlsFiles{cert: cert, key: key}
-	s, err = tlsOnly.load()
+	s, err = tlsOnly.load("")
 	require.NoError(t, err)
 	require.False(t, s.authenticated(), "server-only TLS authenticates nobody")
 	require.EqualValues(t, 0x0303, s.tls.MinVersion, "TLS 1.2 at least")
 
 	mtls := tlsOnly
 	mtls.tls.clientCA = caFile
-	s, err = mtls.load()
+	s, err = mtls.load("")
 	require.NoError(t, err)
 	require.True(t, s.authenticated())
 	require.Equal(t, "RequireAndVerifyClientCert", s.tls.ClientAuth.String(), "mTLS without rules requires a certificate")
 	require.True(t, s.policy.Allow(auth.Identity{Verified: true}, auth.ActionAdmin, "shutdown"))
 	require.False(t, s.policy.Allow(auth.Identity{}, auth.ActionSubmit, "f"))
 
-	withRules := mtls
-	withRules.configFile = write("rules.yaml", "auth:\n  rules:\n    - match: {cn: [ops]}\n      allow: {admin: ['*']}\n")
-	s, err = withRules.load()
+	rulesFile := write("rules.yaml", "functions:\n  f: {max_attempts: 2}\nauth:\n  rules:\n    - match: {cn: [ops]}\n      allow: {admin: ['*']}\n")
+	s, err = mtls.load(rulesFile)
 	require.NoError(t, err)
 	require.Equal(t, "VerifyClientCertIfGiven", s.tls.ClientAuth.String(), "rules decide about connections without a certificate")
 
-	addrRules := base
-	addrRules.configFile = write("addr.yaml", "auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n")
-	s, err = addrRules.load()
+	s, err = base.load(write("addr.yaml", "auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n"))
 	require.NoError(t, err)
 	require.True(t, s.authenticated())
 
-	certRulesNoTLS := base
-	certRulesNoTLS.configFile = withRules.configFile
-	_, err = certRulesNoTLS.load()
+	_, err = base.load(rulesFile)
 	require.ErrorContains(t, err, "mutual TLS is off")
 
-	empty := base
-	empty.configFile = write("empty.yaml", "auth:\n  rules: []\n")
-	_, err = empty.load()
+	_, err = base.load(write("empty.yaml", "auth:\n  rules: []\n"))
 	require.ErrorIs(t, err, auth.ErrNoRules)
 
 	keyOnly := base
 	keyOnly.tls = tlsFiles{key: key}
-	_, err = keyOnly.load()
+	_, err = keyOnly.load("")
 	require.ErrorContains(t, err, "both --tls-cert and --tls-key")
 
 	swapped := base
 	swapped.tls = tlsFiles{cert: key, key: cert}
-	_, err = swapped.load()
+	_, err = swapped.load("")
 	require.Error(t, err)
 	keyPEM, rerr := os.ReadFile(key)
 	require.NoError(t, rerr)

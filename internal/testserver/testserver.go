@@ -66,7 +66,7 @@ type Server struct {
 	err  error
 }
 
-// Start runs "gearwork serve --listen 127.0.0.1:0" with extra args and
+// Start runs "gearwork serve --listen 127.0.0.1:0 --http off" with extra args and
 // waits until it logs that it listens (so --log-level must let info
 // through). The process is stopped when the test ends.
 func Start(t testing.TB, args ...string) *Server {
@@ -82,7 +82,7 @@ func Start(t testing.TB, args ...string) *Server {
 var listening = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
 
 func start(t testing.TB, args []string) (*Server, error) {
-	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -97,7 +97,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		{"--tls-cert", p.keyFile, "--tls-key", p.keyFile},
 		{"--tls-cert", p.certFile, "--tls-key", p.keyFile, "--tls-client-ca", p.keyFile},
 	} {
-		out, code := testserver.Run(ctx, t, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+		out, code := testserver.Run(ctx, t, append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off"}, args...)...)
 		require.NotEqual(t, 0, code, out)
 		require.Contains(t, out, "gearwork:")
 		for _, s := range secretFragments(t, p.serverKeyPEM) {

@@ -191,6 +191,8 @@ func TestAuthRulesFromConfigFile(t *testing.T) {
 	p := newPKI(t, "web-1", "ops-alice")
 	cfg := filepath.Join(p.dir, "gearwork.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(`
+functions:              # lifecycle policies share the file
+  email.send: {max_attempts: 3}
 auth:
   rules:
     - name: web front ends
@@ -314,7 +316,7 @@ func TestRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, code := testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0")
+	out, code := testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0", "--http", "off")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 without authentication")
 	require.Contains(t, out, "--insecure")
