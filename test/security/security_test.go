@@ -264,7 +264,11 @@ func TestOpenSSLClient(t *testing.T) {
 	want := packet(gearman.MagicRes, gearman.EchoRes, "from openssl")
 	got := make([]byte, len(want))
 	_, err = io.ReadFull(stdout, got)
-	require.NoError(t, err, "openssl stderr:\n%s", stderr.String())
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("reading openssl's output: %v\nopenssl stderr:\n%s\nserver log:\n%s", err, stderr.String(), srv.Log())
+	}
 	require.Equal(t, string(want), string(got))
 }
 
