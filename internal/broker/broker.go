@@ -110,7 +110,7 @@ type Broker struct {
 	prefix string
 
 	// mu guards everything below it.
-	mu        sync.Mutex
+	mu        hookedMutex
 	functions map[string]*function
 	jobs      map[uint64]*job
 	nextSeq   uint64

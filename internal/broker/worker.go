@@ -144,11 +144,17 @@ func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
 
 // heldBy returns the job seq if s runs it.
 func (b *Broker) heldBy(s *Session, seq uint64) *job {
-	j := b.jobs[seq]
-	if j == nil || j.state != stateRunning || j.x.worker != s {
-		return nil
+	// A worker holds few jobs: looking through them is cheaper than the
+	// job index, whose lookups miss the cache when the queue is deep.
+	for _, j := range s.running {
+		if j.seq == seq {
+			if j.state != stateRunning || j.x.worker != s {
+				return nil
+			}
+			return j
+		}
 	}
-	return j
+	return nil
 }
 
 func (b *Broker) forwardLocked(j *job, ev Event) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gearwork/gearwork/gearman"
@@ -25,6 +26,8 @@ type conn struct {
 	srv    *Server
 	nc     net.Conn
 	remote string
+	// raw allows a non-blocking write attempt; nil for TLS connections.
+	raw syscall.RawConn
 	sess   *broker.Session
 	done   broker.DoneFunc
 
@@ -85,6 +88,11 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), waiting: true, released: true}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
 	c.ackCond.L = &c.mu
 	c.flushed.L = &c.mu
 	c.done = c.submitDone
@@ -246,7 +254,7 @@ func (c *conn) afterAppendLocked() {
 	}
 	if !c.flushing && !c.inBurst {
 		c.flushing = true
-		go c.flushLoop()
+		c.srv.markDirty(c)
 	}
 }
 

@@ -98,6 +98,13 @@ type Server struct {
 	stats       limitStats
 	// limited rate-limits warnings caused by peers.
 	limited logLimiter
+
+	// dirty lists connections with queued event output and no writer;
+	// flushDirty writes it after the broker's lock is released.
+	dirtyMu sync.Mutex
+	dirty   []*conn
+	spareD  []*conn
+	dirtyN  atomic.Int32
 }
 
 // New returns a Server for cfg. It panics if cfg.Broker is nil.
@@ -118,6 +125,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, b: cfg.Broker, log: cmp.Or(cfg.Logger, slog.Default()),
 		conns: make(map[*conn]struct{}), stop: make(chan struct{})}
 	s.now.Store(time.Now().UnixNano())
+	s.b.OnUnlock(s.flushDirty)
 	return s
 }
 

@@ -1,0 +1,104 @@
+package gearmanapi
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Event output for a connection whose reader is not in the middle of a
+// burst is written by whichever goroutine caused it, right after it
+// releases the broker's lock (Broker.OnUnlock runs flushDirty): a worker's
+// WORK_COMPLETE reaches the waiting client, and a submit's NOOP reaches
+// the sleeping worker, without a hand-off to another goroutine. The write
+// is a single non-blocking attempt; what does not fit in the socket buffer
+// goes to a flusher goroutine, so a slow peer never holds anyone up.
+
+// markDirty records that c has output and no writer. Called with c.mu held
+// (and the broker's lock): c.flushing is already set.
+func (s *Server) markDirty(c *conn) {
+	s.dirtyMu.Lock()
+	s.dirty = append(s.dirty, c)
+	s.dirtyN.Store(int32(len(s.dirty)))
+	s.dirtyMu.Unlock()
+}
+
+// flushDirty writes the output of every dirty connection. It is the
+// broker's unlock hook: cheap when nothing is dirty.
+func (s *Server) flushDirty() {
+	if s.dirtyN.Load() == 0 {
+		return
+	}
+	s.dirtyMu.Lock()
+	list := s.dirty
+	s.dirty = s.spareD[:0]
+	s.spareD = nil
+	s.dirtyN.Store(0)
+	s.dirtyMu.Unlock()
+	for i, c := range list {
+		c.flushNow()
+		list[i] = nil
+	}
+	s.dirtyMu.Lock()
+	if s.spareD == nil && cap(list) <= 1024 {
+		s.spareD = list[:0]
+	}
+	s.dirtyMu.Unlock()
+}
+
+// flushNow tries one non-blocking write of c's output and leaves the rest
+// to a flusher goroutine. The caller's markDirty set c.flushing.
+func (c *conn) flushNow() {
+	c.mu.Lock()
+	if c.dead || len(c.out) == 0 {
+		c.flushing = false
+		c.flushed.Broadcast()
+		c.mu.Unlock()
+		return
+	}
+	if c.raw != nil {
+		n, err := c.tryWrite(c.out)
+		switch {
+		case err != nil:
+			c.dead = true
+			c.out = nil
+			c.flushing = false
+			c.flushed.Broadcast()
+			c.mu.Unlock()
+			c.nc.Close()
+			return
+		case n == len(c.out):
+			c.out = c.out[:0]
+			c.flushing = false
+			c.flushed.Broadcast()
+			c.mu.Unlock()
+			return
+		default:
+			c.out = c.out[:copy(c.out, c.out[n:])]
+		}
+	}
+	c.mu.Unlock()
+	go c.flushLoop()
+}
+
+// tryWrite makes one non-blocking write attempt. A full socket buffer is
+// not an error: it reports how much was written.
+func (c *conn) tryWrite(b []byte) (int, error) {
+	var (
+		n    int
+		werr error
+	)
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), b)
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		n = 0
+	}
+	if werr != nil && !errors.Is(werr, syscall.EAGAIN) && !errors.Is(werr, syscall.EINTR) {
+		return n, werr
+	}
+	return n, nil
+}
