@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gearwork/gearwork/client"
 )
@@ -34,20 +36,57 @@ Commands (sent as the text admin protocol, so they work with gearmand too):
   shutdown [--graceful]       stop the server (Gearwork; gearmand 1.1.15+
                               uses signals instead)
 
+Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
+  policy [FN]                 policies: source, state and the settings that
+                              differ from the defaults (--json: every key)
+  policy FN KEY=VALUE...      change keys of FN's policy until a restart
+  policy FN reset             FN follows the default policy again
+  pause FN [until TIME|DUR]   stop handing out FN's jobs (until an RFC 3339
+                              time or for a duration such as 30m)
+  resume FN                   hand out FN's jobs again
+  deadletters [FN]            dead letters: handle, attempts, last error
+  deadletter show HANDLE      one dead letter with payload and attempts
+  deadletter retry HANDLE     queue a dead letter again
+  deadletter retry all FN     queue all of FN's dead letters again
+  deadletter purge FN         delete all of FN's dead letters
+  result HANDLE | unique:U    a retained result, written as it is
+                              (--json: as a string, or base64 if binary)
+  schedules                   cron schedules: spec, last and next tick
+  ordering [FN]               ordering keys: head job, its state, waiting
+
 Every server in --servers is asked; with more than one, tables get a
 SERVER column. Exit status: 0 ok, 1 a server answered with an error,
 2 invalid arguments, 4 a server could not be reached.
 `
 
+// answerKind is the shape of an admin text answer.
+type answerKind int
+
+const (
+	answerOK   answerKind = iota // one "OK [value]" line
+	answerList                   // lines up to a line holding only "."
+	answerData                   // "OK <length>", that many bytes, a newline
+)
+
 // adminCommand describes one admin subcommand: the text line sent and
-// how the answer is read.
+// how the answer is read and shown.
 type adminCommand struct {
 	line string
-	// columns names the fields of a list answer; nil for a one-line
-	// answer ("OK ...").
+	kind answerKind
+	// columns names the fields of a list answer's rows.
 	columns []string
 	// parse turns one list line into values for columns.
 	parse func(line string) []any
+	// record, if set, reads a whole list answer as one row instead
+	// (deadletter show).
+	record func(lines []string) ([]any, error)
+	// vertical shows each row as "COLUMN value" lines (a record).
+	vertical bool
+	// describe, if set, turns the value of an OK answer into the text
+	// printed for people.
+	describe func(value string) string
+	// unknownJob, if set, explains an "ERR UNKNOWN_JOB" answer.
+	unknownJob string
 }
 
 func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -92,18 +131,16 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if len(addrs) == 0 {
 		return usageError(stderr, errors.New("--servers is empty"))
 	}
-	type answer struct {
-		server string
-		rows   [][]any
-		value  string
-	}
-	var answers []answer
+	var answers []adminAnswer
 	code := 0
 	for _, addr := range addrs {
-		lines, err := adminRoundTrip(ctx, addr, cmd, *timeout)
+		a, err := adminRoundTrip(ctx, addr, cmd, *timeout)
 		var ae *adminErr
 		switch {
 		case errors.As(err, &ae):
+			if ae.code == "UNKNOWN_JOB" && ae.text == "" {
+				ae.text = cmd.unknownJob
+			}
 			fmt.Fprintf(stderr, "gearwork admin: %s: %s\n", addr, ae)
 			code = max(code, 1)
 			continue
@@ -112,82 +149,202 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			code = exitUnreachable
 			continue
 		}
-		a := answer{server: addr}
-		if cmd.columns == nil {
-			a.value = strings.TrimSpace(strings.TrimPrefix(lines[0], "OK"))
-		} else {
-			for _, l := range lines {
-				a.rows = append(a.rows, cmd.parse(l))
-			}
-		}
 		answers = append(answers, a)
 	}
-
-	multi := len(addrs) > 1
-	switch {
-	case *asJSON:
-		out := []map[string]any{}
-		for _, a := range answers {
-			if cmd.columns == nil {
-				out = append(out, map[string]any{"server": a.server, "result": a.value})
-				continue
-			}
-			for _, r := range a.rows {
-				m := map[string]any{"server": a.server}
-				for i, col := range cmd.columns {
-					m[jsonName(col)] = r[i]
-				}
-				out = append(out, m)
-			}
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			return err
-		}
-	case cmd.columns == nil:
-		for _, a := range answers {
-			v := a.value
-			if v == "" {
-				v = "OK"
-			}
-			if multi {
-				fmt.Fprintf(stdout, "%s\t%s\n", a.server, v)
-			} else {
-				fmt.Fprintln(stdout, v)
-			}
-		}
-	default:
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		if multi {
-			fmt.Fprint(tw, "SERVER\t")
-		}
-		fmt.Fprintln(tw, strings.Join(cmd.columns, "\t"))
-		for _, a := range answers {
-			for _, r := range a.rows {
-				if multi {
-					fmt.Fprint(tw, a.server, "\t")
-				}
-				for i, v := range r {
-					if i > 0 {
-						fmt.Fprint(tw, "\t")
-					}
-					if l, ok := v.([]string); ok {
-						v = strings.Join(l, " ")
-					}
-					fmt.Fprint(tw, v)
-				}
-				fmt.Fprintln(tw)
-			}
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	if err := printAdmin(stdout, cmd, answers, len(addrs) > 1, *asJSON); err != nil {
+		return err
 	}
 	if code != 0 {
 		return exitError{code: code}
 	}
 	return nil
+}
+
+// adminAnswer is one server's answer to an admin command.
+type adminAnswer struct {
+	server string
+	rows   [][]any // answerList
+	value  string  // answerOK: the text after "OK"
+	data   []byte  // answerData
+}
+
+// printAdmin writes the answers as JSON (an array of objects: one per row,
+// or one per server for OK and data answers) or for people: an aligned
+// table, the values of OK answers, or the raw data.
+func printAdmin(w io.Writer, cmd adminCommand, answers []adminAnswer, multi, asJSON bool) error {
+	if asJSON {
+		out := []map[string]any{}
+		for _, a := range answers {
+			switch cmd.kind {
+			case answerOK:
+				out = append(out, map[string]any{"server": a.server, "result": a.value})
+			case answerData:
+				m := map[string]any{"server": a.server, "length": len(a.data)}
+				putJSON(m, "data", blob(a.data))
+				out = append(out, m)
+			case answerList:
+				for _, r := range a.rows {
+					m := map[string]any{"server": a.server}
+					for i, col := range cmd.columns {
+						putJSON(m, jsonName(col), r[i])
+					}
+					out = append(out, m)
+				}
+			}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	switch cmd.kind {
+	case answerOK:
+		for _, a := range answers {
+			v := a.value
+			switch {
+			case cmd.describe != nil:
+				v = cmd.describe(v)
+			case v == "":
+				v = "OK"
+			}
+			if multi {
+				fmt.Fprintf(w, "%s\t%s\n", a.server, v)
+			} else {
+				fmt.Fprintln(w, v)
+			}
+		}
+		return nil
+	case answerData:
+		for _, a := range answers {
+			if _, err := w.Write(a.data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(answers) == 0 {
+		return nil // every server failed: no table, only the errors
+	}
+	if cmd.vertical {
+		return printRecords(w, cmd.columns, answers, multi)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if multi {
+		fmt.Fprint(tw, "SERVER\t")
+	}
+	fmt.Fprintln(tw, strings.Join(cmd.columns, "\t"))
+	for _, a := range answers {
+		for _, r := range a.rows {
+			if multi {
+				fmt.Fprint(tw, a.server, "\t")
+			}
+			for i, v := range r {
+				if i > 0 {
+					fmt.Fprint(tw, "\t")
+				}
+				fmt.Fprint(tw, cell(v))
+			}
+			fmt.Fprintln(tw)
+		}
+	}
+	return tw.Flush()
+}
+
+// printRecords writes each row as "COLUMN value" lines, followed by the
+// rows of any nested table, with a blank line between records.
+func printRecords(w io.Writer, columns []string, answers []adminAnswer, multi bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	first := true
+	for _, a := range answers {
+		for _, r := range a.rows {
+			if !first {
+				fmt.Fprintln(tw)
+			}
+			first = false
+			if multi {
+				fmt.Fprintf(tw, "SERVER\t%s\n", a.server)
+			}
+			var nested []nestedTable
+			for i, v := range r {
+				if n, ok := v.(nestedTable); ok {
+					nested = append(nested, n)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", columns[i], cell(v))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, n := range nested {
+				if len(n.tableRows()) == 0 {
+					continue
+				}
+				fmt.Fprintln(tw)
+				fmt.Fprintln(tw, strings.Join(n.tableHeader(), "\t"))
+				for _, nr := range n.tableRows() {
+					fmt.Fprintln(tw, strings.Join(nr, "\t"))
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// nestedTable is a value shown as a table of its own below a record.
+type nestedTable interface {
+	tableHeader() []string
+	tableRows() [][]string
+}
+
+// cell formats a value for a table cell: nil as "-", lists joined by
+// spaces, and text that would break the table's alignment (tabs, line
+// breaks, other unprintable characters) Go-quoted.
+func cell(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "-"
+	case []string:
+		return strings.Join(v, " ")
+	case blob:
+		return textCell(string(v))
+	case string:
+		return textCell(v)
+	case fmt.Stringer:
+		return v.String()
+	}
+	return fmt.Sprint(v)
+}
+
+func textCell(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if r == '\t' || !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// blob is uninterpreted bytes (a payload or a result). In JSON it is a
+// string when it is valid UTF-8, and otherwise base64 under the key's
+// name with "_base64" appended.
+type blob []byte
+
+// putJSON sets m[key] to v, mapping a blob as blob describes.
+func putJSON(m map[string]any, key string, v any) {
+	b, ok := v.(blob)
+	switch {
+	case !ok:
+		m[key] = v
+	case utf8.Valid(b):
+		m[key] = string(b)
+	default:
+		m[key+"_base64"] = base64.StdEncoding.EncodeToString(b)
+	}
 }
 
 // parseAdminArgs maps the command line to an admin text command.
@@ -216,24 +373,24 @@ func parseAdminArgs(args []string) (adminCommand, error) {
 	single := func(line string) adminCommand { return adminCommand{line: line} }
 	switch name {
 	case "status":
-		return adminCommand{line: "status", columns: []string{"FUNCTION", "TOTAL", "RUNNING", "WORKERS"},
+		return adminCommand{kind: answerList, line: "status", columns: []string{"FUNCTION", "TOTAL", "RUNNING", "WORKERS"},
 			parse: func(l string) []any { return tabFields(l, 4, num) }}, want(0, "no arguments")
 	case "prioritystatus":
-		return adminCommand{line: "prioritystatus", columns: []string{"FUNCTION", "HIGH", "NORMAL", "LOW", "WORKERS"},
+		return adminCommand{kind: answerList, line: "prioritystatus", columns: []string{"FUNCTION", "HIGH", "NORMAL", "LOW", "WORKERS"},
 			parse: func(l string) []any { return tabFields(l, 5, num) }}, want(0, "no arguments")
 	case "workers":
-		return adminCommand{line: "workers", columns: []string{"FD", "ADDRESS", "CLIENT_ID", "FUNCTIONS"},
+		return adminCommand{kind: answerList, line: "workers", columns: []string{"FD", "ADDRESS", "CLIENT_ID", "FUNCTIONS"},
 			parse: parseWorkerLine}, want(0, "no arguments")
 	case "jobs":
-		return adminCommand{line: "show jobs", columns: []string{"HANDLE", "RETRIES", "IGNORED", "QUEUED"},
+		return adminCommand{kind: answerList, line: "show jobs", columns: []string{"HANDLE", "RETRIES", "IGNORED", "QUEUED"},
 			parse: func(l string) []any { return tabFields(l, 4, num) }}, want(0, "no arguments")
 	case "uniques":
-		return adminCommand{line: "show unique jobs", columns: []string{"UNIQUE"},
+		return adminCommand{kind: answerList, line: "show unique jobs", columns: []string{"UNIQUE"},
 			parse: func(l string) []any { return []any{l} }}, want(0, "no arguments")
 	case "maxqueue":
 		switch len(rest) {
 		case 0:
-			return adminCommand{line: "show maxqueue", columns: []string{"FUNCTION", "HIGH", "NORMAL", "LOW"},
+			return adminCommand{kind: answerList, line: "show maxqueue", columns: []string{"FUNCTION", "HIGH", "NORMAL", "LOW"},
 				parse: func(l string) []any { return tabFields(l, 4, num) }}, nil
 		case 1, 2, 4:
 			for _, n := range rest[1:] {
@@ -258,6 +415,9 @@ func parseAdminArgs(args []string) (adminCommand, error) {
 			return single("shutdown graceful"), nil
 		}
 		return adminCommand{}, errors.New("shutdown takes only --graceful")
+	}
+	if cmd, ok, err := parseLifecycleArgs(name, rest); ok {
+		return cmd, err
 	}
 	return adminCommand{}, fmt.Errorf("unknown command %q", name)
 }
@@ -327,35 +487,40 @@ func isErrCode(s string) bool {
 	return true
 }
 
-// adminRoundTrip sends one admin line and reads its answer: the lines of a
-// list up to the "." line, or the one "OK ..." line.
-func adminRoundTrip(ctx context.Context, addr string, cmd adminCommand, timeout time.Duration) ([]string, error) {
+// adminRoundTrip sends one admin line to addr and reads its answer: the
+// lines of a list up to the "." line, the one "OK ..." line, or the data
+// after "OK <length>".
+func adminRoundTrip(ctx context.Context, addr string, cmd adminCommand, timeout time.Duration) (adminAnswer, error) {
+	a := adminAnswer{server: addr}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
+		return a, err
 	}
 	defer nc.Close()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	if _, err := io.WriteString(nc, cmd.line+"\r\n"); err != nil {
-		return nil, err
+		return a, err
 	}
 	br := bufio.NewReader(nc)
+	readErr := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer to %q: %w", cmd.line, ctx.Err())
+		}
+		return fmt.Errorf("reading the answer to %q: %w", cmd.line, err)
+	}
 	var lines []string
 	for {
 		l, err := br.ReadString('\n')
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("no answer to %q: %w", cmd.line, ctx.Err())
-			}
-			if errors.Is(err, io.EOF) && strings.HasPrefix(cmd.line, "shutdown") && len(lines) == 0 {
+			if ctx.Err() == nil && errors.Is(err, io.EOF) && strings.HasPrefix(cmd.line, "shutdown") && len(lines) == 0 {
 				// The server went away at once: that is a shutdown too.
-				return []string{"OK"}, nil
+				return a, nil
 			}
-			return nil, fmt.Errorf("reading the answer to %q: %w", cmd.line, err)
+			return a, readErr(err)
 		}
 		l = strings.TrimRight(l, "\r\n")
 		if len(lines) == 0 && strings.HasPrefix(l, "ERR") {
@@ -368,17 +533,47 @@ func adminRoundTrip(ctx context.Context, addr string, cmd adminCommand, timeout 
 			if t, err := url.QueryUnescape(text); err == nil {
 				text = t
 			}
-			return nil, &adminErr{code: code, text: text}
+			return a, &adminErr{code: code, text: text}
 		}
-		if cmd.columns == nil {
-			if !strings.HasPrefix(l, "OK") {
-				return nil, fmt.Errorf("unexpected answer to %q: %q", cmd.line, l)
+		switch cmd.kind {
+		case answerOK, answerData:
+			if l != "OK" && !strings.HasPrefix(l, "OK ") {
+				return a, fmt.Errorf("unexpected answer to %q: %q", cmd.line, l)
 			}
-			return []string{l}, nil
+			a.value = strings.TrimSpace(strings.TrimPrefix(l, "OK"))
+			if cmd.kind == answerOK {
+				return a, nil
+			}
+			n, err := strconv.Atoi(a.value)
+			if err != nil || n < 0 {
+				return a, fmt.Errorf("unexpected answer to %q: %q", cmd.line, l)
+			}
+			// The data, then the newline that ends it.
+			a.data = make([]byte, n+1)
+			if _, err := io.ReadFull(br, a.data); err != nil {
+				return a, readErr(err)
+			}
+			if a.data[n] != '\n' {
+				return a, fmt.Errorf("the answer to %q is longer than its %d bytes", cmd.line, n)
+			}
+			a.data = a.data[:n]
+			return a, nil
 		}
 		if l == "." {
-			return lines, nil
+			break
 		}
 		lines = append(lines, l)
 	}
+	if cmd.record != nil {
+		row, err := cmd.record(lines)
+		if err != nil {
+			return a, fmt.Errorf("the answer to %q: %w", cmd.line, err)
+		}
+		a.rows = [][]any{row}
+		return a, nil
+	}
+	for _, l := range lines {
+		a.rows = append(a.rows, cmd.parse(l))
+	}
+	return a, nil
 }

@@ -23,18 +23,22 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/worker"
 )
 
-// TestClientCommands builds the gearwork binary once and runs submit, work
-// and admin against servers started here: Gearwork in process and Debian's
-// gearmand.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testserver.Cleanup()
+	os.Exit(code)
+}
+
+// TestClientCommands builds the gearwork binary (once per test process)
+// and runs submit, work and admin against servers started here: Gearwork
+// in process and Debian's gearmand.
 func TestClientCommands(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "gearwork")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run(), "go build")
+	bin := testserver.Binary(t)
 
 	for _, kind := range cliServerKinds {
 		t.Run("submit/"+kind.name, func(t *testing.T) { t.Parallel(); testSubmitCommand(t, bin, kind) })

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,12 +22,97 @@ type httpFlags struct {
 	addr       string
 	tokensFile string
 	cors       string
+	// tls holds --http-tls-*: "" means the matching --tls-* flag's file;
+	// cert "off" means plain HTTP, clientCA "off" no client certificates.
+	tls tlsFiles
 }
 
 func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "http", "127.0.0.1:4780", "`address` of the HTTP API, dashboard and /metrics; \"off\" disables it")
-	fs.StringVar(&f.tokensFile, "http-tokens", "", "`file` of bearer tokens, one \"<name> <scopes> <secret or sha256:hex>\" a line (scopes: read,submit,work,admin); without it only loopback clients may use the HTTP API")
+	fs.StringVar(&f.tokensFile, "http-tokens", "", "`file` of bearer tokens, one \"<name> <scopes> <secret or sha256:hex>\" a line (scopes: read,submit,work,admin); without it (and without mutual TLS) only loopback clients may use the HTTP API")
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
+	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
+	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
+	fs.StringVar(&f.tls.clientCA, "http-tls-client-ca", "", "PEM `file` with the CAs whose client certificates the HTTP port requires (default: --tls-client-ca's); \"off\" requires none, so that bearer tokens alone authenticate")
+}
+
+// httpSetup is the HTTP API as configured, loaded before anything listens.
+type httpSetup struct {
+	addr string
+	cfg  httpapi.Config
+	// tls is nil for plain HTTP.
+	tls *tls.Config
+}
+
+// tlsFiles returns the TLS files of the HTTP port: its own flags, else
+// those of the Gearman port (shared); none with --http-tls-cert off.
+func (f httpFlags) tlsFiles(shared tlsFiles) (tlsFiles, error) {
+	if f.tls.cert == "off" {
+		if f.tls.clientCA != "" && f.tls.clientCA != "off" {
+			return tlsFiles{}, errors.New("--http-tls-client-ca needs TLS on the HTTP port, but --http-tls-cert is off")
+		}
+		return tlsFiles{}, nil
+	}
+	files := tlsFiles{
+		cert:     cmp.Or(f.tls.cert, shared.cert),
+		key:      cmp.Or(f.tls.key, shared.key),
+		clientCA: cmp.Or(f.tls.clientCA, shared.clientCA),
+	}
+	if files.clientCA == "off" {
+		files.clientCA = ""
+	}
+	return files, nil
+}
+
+// load reads the token file and the TLS files of the HTTP API. It returns
+// nil (and no error) with --http off. shared are the --tls-* files,
+// handshakeTimeout is --tls-handshake-timeout and insecure is --insecure.
+func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecure bool) (*httpSetup, error) {
+	if f.addr == "off" || f.addr == "" {
+		return nil, nil
+	}
+	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure}}
+	if f.tokensFile != "" {
+		file, err := os.Open(f.tokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("--http-tokens: %w", err)
+		}
+		h.cfg.Tokens, err = httpapi.ParseTokens(file)
+		file.Close()
+		if err != nil {
+			return nil, fmt.Errorf("--http-tokens %s: %w", f.tokensFile, err)
+		}
+	}
+	if f.cors != "" {
+		for _, o := range strings.Split(f.cors, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				h.cfg.CORSOrigins = append(h.cfg.CORSOrigins, o)
+			}
+		}
+	}
+	files, err := f.tlsFiles(shared)
+	if err != nil {
+		return nil, err
+	}
+	if files.enabled() {
+		// With client CAs every client needs a certificate: the HTTP API
+		// has no rules that could grant anything to clients without one
+		// (bearer tokens then only narrow what each may do).
+		if h.tls, err = serverTLS(files, true); err != nil {
+			return nil, fmt.Errorf("HTTP port: %w", err)
+		}
+		// HTTP/1.1 only: the same connection limits and timeouts as
+		// without TLS.
+		h.tls.NextProtos = []string{"http/1.1"}
+		h.cfg.ReadHeaderTimeout = handshakeTimeout
+	}
+	return h, nil
+}
+
+// authenticated reports whether the HTTP API authenticates its clients:
+// by bearer tokens or by client certificates.
+func (h *httpSetup) authenticated() bool {
+	return len(h.cfg.Tokens) > 0 || h.tls != nil && h.tls.ClientCAs != nil
 }
 
 // httpFrontEnd is the running HTTP server, or nil when disabled.
@@ -36,37 +123,26 @@ type httpFrontEnd struct {
 }
 
 // startHTTP starts the HTTP API beside the Gearman port. It returns nil
-// (and no error) with --http off.
-func startHTTP(ctx context.Context, f httpFlags, b *broker.Broker, connections func() map[string]int, log *slog.Logger) (*httpFrontEnd, error) {
-	if f.addr == "off" || f.addr == "" {
+// (and no error) when setup is nil (--http off).
+func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connections func() map[string]int, log *slog.Logger) (*httpFrontEnd, error) {
+	if setup == nil {
 		return nil, nil
 	}
-	cfg := httpapi.Config{Broker: b, ConnectionsFunc: connections, Logger: log}
-	if f.tokensFile != "" {
-		file, err := os.Open(f.tokensFile)
-		if err != nil {
-			return nil, fmt.Errorf("--http-tokens: %w", err)
-		}
-		cfg.Tokens, err = httpapi.ParseTokens(file)
-		file.Close()
-		if err != nil {
-			return nil, fmt.Errorf("--http-tokens %s: %w", f.tokensFile, err)
-		}
-	}
-	if f.cors != "" {
-		for _, o := range strings.Split(f.cors, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				cfg.CORSOrigins = append(cfg.CORSOrigins, o)
-			}
-		}
-	}
-	ln, err := net.Listen("tcp", f.addr)
+	cfg := setup.cfg
+	cfg.Broker, cfg.ConnectionsFunc, cfg.Logger = b, connections, log
+	ln, err := net.Listen("tcp", setup.addr)
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on %s (--http): %w", f.addr, err)
+		return nil, fmt.Errorf("cannot listen on %s (--http): %w", setup.addr, err)
+	}
+	attrs := []any{slog.Int("tokens", len(cfg.Tokens))}
+	if setup.tls != nil {
+		ln = tls.NewListener(ln, setup.tls)
+		attrs = append(attrs, slog.Bool("tls", true), slog.String("certificate", certSubject(setup.tls)),
+			slog.Bool("mutual", setup.tls.ClientCAs != nil))
 	}
 	h := &httpFrontEnd{srv: httpapi.New(cfg), ln: ln, done: make(chan error, 1)}
 	go func() { h.done <- h.srv.Serve(ctx, ln) }()
-	log.Info("serve: HTTP API listening", slog.String("addr", ln.Addr().String()), slog.Int("tokens", len(cfg.Tokens)))
+	log.Info("serve: HTTP API listening", append([]any{slog.String("addr", ln.Addr().String())}, attrs...)...)
 	return h, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -34,11 +35,11 @@ type securityConfig struct {
 }
 
 func (sc *securityConfig) register(fs *flag.FlagSet) {
-	fs.StringVar(&sc.tls.cert, "tls-cert", "", "PEM `file` with the server certificate (chain); enables TLS on the Gearman port")
+	fs.StringVar(&sc.tls.cert, "tls-cert", "", "PEM `file` with the server certificate (chain); enables TLS on the Gearman port and the HTTP port")
 	fs.StringVar(&sc.tls.key, "tls-key", "", "PEM `file` with the server certificate's private key")
-	fs.StringVar(&sc.tls.clientCA, "tls-client-ca", "", "PEM `file` with the CAs that sign client certificates; enables mutual TLS (identities for the auth rules)")
-	fs.DurationVar(&sc.handshakeTimeout, "tls-handshake-timeout", 10*time.Second, "close connections whose TLS handshake takes longer than this `duration`")
-	fs.BoolVar(&sc.insecure, "insecure", false, "allow listening on a non-loopback address without authentication (anyone who can connect may submit, serve and run admin commands)")
+	fs.StringVar(&sc.tls.clientCA, "tls-client-ca", "", "PEM `file` with the CAs that sign client certificates; enables mutual TLS: identities for the auth rules on the Gearman port, a certificate required on the HTTP port")
+	fs.DurationVar(&sc.handshakeTimeout, "tls-handshake-timeout", 10*time.Second, "close connections whose TLS handshake takes longer than this `duration`; on the HTTP port with TLS it also bounds reading each request's header")
+	fs.BoolVar(&sc.insecure, "insecure", false, "allow listening on a non-loopback address without authentication (anyone who can connect may submit, serve and run admin commands; without --http-tokens the HTTP API then serves every client)")
 	fs.IntVar(&sc.maxConnections, "max-connections", 10000, "most open Gearman connections; more are closed at accept; 0 means no limit")
 	fs.IntVar(&sc.maxPacketUnauth, "max-packet-unauthenticated", 16<<10, "largest packet body in `bytes` from a connection the auth rules grant nothing")
 	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte (idle time between packets is not limited); 0 disables")
@@ -125,28 +126,62 @@ func (s *security) authenticated() bool {
 	return s.policy != nil || s.tls != nil && s.tls.ClientCAs != nil
 }
 
-// checkExposure refuses to serve on a non-loopback address when nothing
-// authenticates clients, unless insecure is set. listen is the address as
-// configured; it is checked before anything is bound. It is meant for
-// every port that accepts work or admin commands.
-func checkExposure(ctx context.Context, listen string, authenticated, insecure bool, log *slog.Logger) error {
-	if authenticated || !exposed(ctx, listen) {
+// listenPort describes a port that accepts work or admin commands, for
+// checkExposure's refusal.
+type listenPort struct {
+	// addr is the address as configured; flag is its flag ("--listen").
+	addr, flag string
+	// loopback is the flag with a loopback address: the default.
+	loopback string
+	// risk says what anyone who can connect could do.
+	risk string
+	// remedies are the ways to authenticate clients on this port.
+	remedies []string
+}
+
+// gearmanPort describes the Gearman port listening on addr.
+func gearmanPort(addr string) listenPort {
+	return listenPort{addr: addr, flag: "--listen", loopback: "--listen 127.0.0.1:4730",
+		risk: `Anyone who can reach this address could submit jobs, register as a worker and
+run admin commands such as "cancel job", "drop function" and "shutdown".`,
+		remedies: []string{
+			"require client certificates: --tls-cert, --tls-key and --tls-client-ca;",
+			"restrict clients with authorization rules in --config (an auth: section);",
+		}}
+}
+
+// httpPort describes the HTTP API listening on addr.
+func httpPort(addr string) listenPort {
+	return listenPort{addr: addr, flag: "--http", loopback: "--http 127.0.0.1:4780",
+		risk: `Anyone who can reach this address could submit, cancel and take jobs, retry and
+purge dead letters and pause functions through the HTTP API.`,
+		remedies: []string{
+			"require bearer tokens: --http-tokens FILE;",
+			"require client certificates: --tls-cert, --tls-key and --tls-client-ca\n    (or the --http-tls-* flags for this port alone);",
+		}}
+}
+
+// checkExposure refuses to serve port on a non-loopback address when
+// nothing authenticates its clients, unless insecure is set. The address
+// is checked before anything is bound. It is meant for every port that
+// accepts work or admin commands.
+func checkExposure(ctx context.Context, port listenPort, authenticated, insecure bool, log *slog.Logger) error {
+	if authenticated || !exposed(ctx, port.addr) {
 		return nil
 	}
 	if insecure {
-		log.Warn("serve: listening on a non-loopback address without authentication (--insecure): anyone who can connect may submit jobs, serve functions and run admin commands",
-			slog.String("addr", listen))
+		log.Warn("serve: listening on a non-loopback address without authentication (--insecure): "+
+			strings.Join(strings.Fields(port.risk), " "), slog.String("addr", port.addr), slog.String("flag", port.flag))
 		return nil
 	}
-	return exitError{code: 1, msg: fmt.Sprintf(`refusing to listen on %s without authentication.
-Anyone who can reach this address could submit jobs, register as a worker and
-run admin commands such as "cancel job", "drop function" and "shutdown".
-Do one of:
-  - listen on a loopback address (--listen 127.0.0.1:4730), the default;
-  - require client certificates: --tls-cert, --tls-key and --tls-client-ca;
-  - restrict clients with authorization rules in --config (an auth: section);
-  - or accept the risk explicitly with --insecure.
-See docs/security.md.`, listen)}
+	var msg strings.Builder
+	fmt.Fprintf(&msg, "refusing to listen on %s (%s) without authentication.\n%s\nDo one of:\n", port.addr, port.flag, port.risk)
+	fmt.Fprintf(&msg, "  - listen on a loopback address (%s), the default;\n", port.loopback)
+	for _, r := range port.remedies {
+		fmt.Fprintf(&msg, "  - %s\n", r)
+	}
+	msg.WriteString("  - or accept the risk explicitly with --insecure.\nSee docs/security.md.")
+	return exitError{code: 1, msg: msg.String()}
 }
 
 // exposed reports whether a listen address may accept connections from

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -78,21 +81,90 @@ func TestCheckExposure(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	for _, addr := range []string{"127.0.0.1:4730", "[::1]:4730", "localhost:4730", "127.9.9.9:0"} {
 		require.False(t, exposed(ctx, addr), addr)
-		require.NoError(t, checkExposure(ctx, addr, false, false, log), addr)
+		require.NoError(t, checkExposure(ctx, gearmanPort(addr), false, false, log), addr)
+		require.NoError(t, checkExposure(ctx, httpPort(addr), false, false, log), addr)
 	}
 	for _, addr := range []string{":4730", "0.0.0.0:4730", "[::]:4730", "192.0.2.1:4730", "no-such-host.invalid:4730", "junk"} {
 		require.True(t, exposed(ctx, addr), addr)
 	}
-	err := checkExposure(ctx, "0.0.0.0:4730", false, false, log)
+	err := checkExposure(ctx, gearmanPort("0.0.0.0:4730"), false, false, log)
 	var ex exitError
 	require.ErrorAs(t, err, &ex)
 	require.Equal(t, 1, ex.code)
-	require.Contains(t, ex.msg, "refusing to listen on 0.0.0.0:4730 without authentication")
+	require.Contains(t, ex.msg, "refusing to listen on 0.0.0.0:4730 (--listen) without authentication")
+	require.Contains(t, ex.msg, "--tls-client-ca")
 	require.Contains(t, ex.msg, "--insecure")
-	require.NoError(t, checkExposure(ctx, "0.0.0.0:4730", true, false, log))
+	require.NoError(t, checkExposure(ctx, gearmanPort("0.0.0.0:4730"), true, false, log))
 	var buf bytes.Buffer
-	require.NoError(t, checkExposure(ctx, "0.0.0.0:4730", false, true, slog.New(slog.NewTextHandler(&buf, nil))))
+	require.NoError(t, checkExposure(ctx, gearmanPort("0.0.0.0:4730"), false, true, slog.New(slog.NewTextHandler(&buf, nil))))
 	require.Contains(t, buf.String(), "without authentication (--insecure)")
+
+	err = checkExposure(ctx, httpPort(":4780"), false, false, log)
+	require.ErrorAs(t, err, &ex)
+	require.Equal(t, 1, ex.code)
+	require.Contains(t, ex.msg, "refusing to listen on :4780 (--http) without authentication")
+	require.Contains(t, ex.msg, "--http-tokens FILE")
+	require.Contains(t, ex.msg, "--http 127.0.0.1:4780")
+	require.NotContains(t, ex.msg, "auth: section", "the auth rules do not apply to the HTTP port")
+	require.NoError(t, checkExposure(ctx, httpPort(":4780"), true, false, log))
+}
+
+func TestHTTPLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := testcert.NewCA(t, "ca")
+	cert, key := ca.Server(t).WriteFiles(t, dir, "server")
+	cert2, key2 := ca.Server(t).WriteFiles(t, dir, "http")
+	caFile := ca.WriteFile(t, dir, "ca")
+	tokens := filepath.Join(dir, "tokens")
+	require.NoError(t, os.WriteFile(tokens, []byte("ci submit,read s3cret\n"), 0o600))
+	shared := tlsFiles{cert: cert, key: key, clientCA: caFile}
+
+	off, err := httpFlags{addr: "off"}.load(shared, time.Second, false)
+	require.NoError(t, err)
+	require.Nil(t, off)
+
+	plain, err := httpFlags{addr: "127.0.0.1:0"}.load(tlsFiles{}, time.Second, false)
+	require.NoError(t, err)
+	require.Nil(t, plain.tls)
+	require.False(t, plain.authenticated())
+	require.Zero(t, plain.cfg.ReadHeaderTimeout, "the HTTP API's default")
+
+	// The --tls-* files apply to the HTTP port too; a client CA makes a
+	// certificate mandatory there.
+	h, err := httpFlags{addr: "127.0.0.1:0"}.load(shared, 3*time.Second, false)
+	require.NoError(t, err)
+	require.EqualValues(t, tls.VersionTLS12, h.tls.MinVersion)
+	require.Equal(t, tls.RequireAndVerifyClientCert, h.tls.ClientAuth)
+	require.Equal(t, []string{"http/1.1"}, h.tls.NextProtos)
+	require.Equal(t, 3*time.Second, h.cfg.ReadHeaderTimeout, "--tls-handshake-timeout bounds the handshake")
+	require.True(t, h.authenticated())
+
+	// Own files, no client CA: server TLS only, tokens authenticate.
+	h, err = httpFlags{addr: "127.0.0.1:0", tokensFile: tokens, tls: tlsFiles{cert: cert2, key: key2, clientCA: "off"}}.load(shared, time.Second, true)
+	require.NoError(t, err)
+	require.Nil(t, h.tls.ClientCAs)
+	require.Equal(t, tls.NoClientCert, h.tls.ClientAuth)
+	require.Len(t, h.cfg.Tokens, 1)
+	require.True(t, h.authenticated())
+	require.True(t, h.cfg.AllowRemote, "--insecure")
+	leaf, err := x509.ParseCertificate(h.tls.Certificates[0].Certificate[0])
+	require.NoError(t, err)
+	want, err := tls.LoadX509KeyPair(cert2, key2)
+	require.NoError(t, err)
+	require.Equal(t, want.Certificate[0], leaf.Raw, "the HTTP port's own certificate")
+
+	h, err = httpFlags{addr: "127.0.0.1:0", tls: tlsFiles{cert: "off"}}.load(shared, time.Second, false)
+	require.NoError(t, err)
+	require.Nil(t, h.tls, "--http-tls-cert off: plain HTTP")
+	require.False(t, h.authenticated())
+
+	_, err = httpFlags{addr: "127.0.0.1:0", tls: tlsFiles{cert: "off", clientCA: caFile}}.load(shared, time.Second, false)
+	require.ErrorContains(t, err, "--http-tls-client-ca needs TLS")
+	_, err = httpFlags{addr: "127.0.0.1:0", tls: tlsFiles{clientCA: caFile}}.load(tlsFiles{}, time.Second, false)
+	require.ErrorContains(t, err, "HTTP port: TLS needs both")
+	_, err = httpFlags{addr: "127.0.0.1:0", tokensFile: filepath.Join(dir, "missing")}.load(tlsFiles{}, time.Second, false)
+	require.ErrorContains(t, err, "--http-tokens")
 }
 
 func TestSecurityLoad(t *testing.T) {

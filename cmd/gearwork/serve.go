@@ -67,8 +67,17 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if err != nil {
 		return err
 	}
-	if err := checkExposure(ctx, cfg.listen, sec.authenticated(), cfg.sec.insecure, log); err != nil {
+	if err := checkExposure(ctx, gearmanPort(cfg.listen), sec.authenticated(), cfg.sec.insecure, log); err != nil {
 		return err
+	}
+	httpSetup, err := cfg.http.load(cfg.sec.tls, cfg.sec.handshakeTimeout, cfg.sec.insecure)
+	if err != nil {
+		return err
+	}
+	if httpSetup != nil {
+		if err := checkExposure(ctx, httpPort(httpSetup.addr), httpSetup.authenticated(), cfg.sec.insecure, log); err != nil {
+			return err
+		}
 	}
 	st, err := openStore(ctx, cfg.store, log)
 	if err != nil {
@@ -139,7 +148,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	go func() { serveErr <- srv.Serve(ctx, ln) }()
 	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store),
 		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(start)))
-	httpSrv, err := startHTTP(ctx, cfg.http, b, func() map[string]int { return map[string]int{"gearman": srv.Connections()} }, log)
+	httpSrv, err := startHTTP(ctx, httpSetup, b, func() map[string]int { return map[string]int{"gearman": srv.Connections()} }, log)
 	if err != nil {
 		srv.Close()
 		return err

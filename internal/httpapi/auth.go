@@ -119,9 +119,9 @@ func ParseTokens(r io.Reader) ([]Token, error) {
 // authorize checks that the request may use a route that needs scope.
 func (s *Server) authorize(r *http.Request, need Scope) error {
 	if len(s.cfg.Tokens) == 0 {
-		if !isLoopback(r.RemoteAddr) {
+		if !isLoopback(r.RemoteAddr) && !verifiedClient(r) && !s.cfg.AllowRemote {
 			return errorf(http.StatusForbidden, "forbidden",
-				"no API token is configured, so only loopback clients may connect; configure tokens to serve %s", r.RemoteAddr)
+				"no API token is configured, so only loopback clients (and clients with a verified certificate) may connect; configure tokens to serve %s", r.RemoteAddr)
 		}
 		return nil
 	}
@@ -168,6 +168,12 @@ func bearer(r *http.Request) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// verifiedClient reports whether the request came over TLS with a client
+// certificate that the listener verified against its client CAs.
+func verifiedClient(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0
 }
 
 func isLoopback(remote string) bool {

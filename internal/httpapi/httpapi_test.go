@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -566,17 +568,45 @@ ops admin sha256:` + strings.Repeat("ab", 32) + "\n"))
 
 func TestOnlyLoopbackWithoutTokens(t *testing.T) {
 	t.Parallel()
+	verified := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+	unverified := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
+	status := func(tb *testBundle, remote string, state *tls.ConnectionState, hdr ...string) (int, string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/v1/functions", nil)
+		req.RemoteAddr = remote
+		req.TLS = state
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		tb.srv.Handler().ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+
 	tb := setup(t)
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", "/v1/functions", nil)
-	req.RemoteAddr = "192.0.2.7:5555"
-	tb.srv.Handler().ServeHTTP(rec, req)
-	require.Equal(t, http.StatusForbidden, rec.Code)
-	require.Contains(t, rec.Body.String(), "only loopback clients")
-	rec = httptest.NewRecorder()
-	req.RemoteAddr = "[::1]:5555"
-	tb.srv.Handler().ServeHTTP(rec, req)
-	require.Equal(t, http.StatusOK, rec.Code)
+	code, body := status(tb, "192.0.2.7:5555", nil)
+	require.Equal(t, http.StatusForbidden, code)
+	require.Contains(t, body, "only loopback clients")
+	code, _ = status(tb, "[::1]:5555", nil)
+	require.Equal(t, http.StatusOK, code)
+	code, _ = status(tb, "192.0.2.7:5555", verified)
+	require.Equal(t, http.StatusOK, code, "a client whose certificate the listener verified (mutual TLS)")
+	code, _ = status(tb, "192.0.2.7:5555", unverified)
+	require.Equal(t, http.StatusForbidden, code, "a certificate nobody verified is no identity")
+
+	open := setup(t, func(c *Config) { c.AllowRemote = true })
+	code, _ = status(open, "192.0.2.7:5555", nil)
+	require.Equal(t, http.StatusOK, code, "AllowRemote (serve --insecure)")
+
+	// With tokens, a token is needed whatever the certificate.
+	tokens := setup(t, func(c *Config) {
+		c.Tokens = []Token{NewToken("r", "r-secret", ScopeRead)}
+		c.AllowRemote = true
+	})
+	code, _ = status(tokens, "192.0.2.7:5555", verified)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = status(tokens, "192.0.2.7:5555", verified, "Authorization", "Bearer r-secret")
+	require.Equal(t, http.StatusOK, code)
 }
 
 func TestCORSAndGzip(t *testing.T) {

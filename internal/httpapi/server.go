@@ -15,11 +15,17 @@
 //
 // # Security
 //
-// With no token configured only loopback clients are served. With tokens,
-// every API request needs "Authorization: Bearer <token>" with the scope
-// the route asks for (read, submit, work or admin; admin implies the
-// others). /healthz, /readyz, /openapi.json and the dashboard's static
-// files need no token.
+// With no token configured only loopback clients are served, and clients
+// that presented a verified certificate (mutual TLS on the listener), and
+// everyone with Config.AllowRemote. With tokens, every API request needs
+// "Authorization: Bearer <token>" with the scope the route asks for (read,
+// submit, work or admin; admin implies the others), whatever certificate
+// the client presented. /healthz, /readyz, /openapi.json and the
+// dashboard's static files need no token.
+//
+// TLS is the listener's business (Serve on a crypto/tls listener); the
+// server then reads clients' certificates from their connections and
+// bounds each handshake by ReadHeaderTimeout.
 //
 // # Shutdown
 //
@@ -53,6 +59,15 @@ type Config struct {
 	// Tokens are the accepted bearer tokens. Empty: no token is needed, but
 	// only loopback clients may connect.
 	Tokens []Token
+	// AllowRemote serves clients on other hosts when no token is
+	// configured, without a verified client certificate (serve --insecure).
+	// False: only loopback clients and clients with a verified certificate.
+	AllowRemote bool
+	// ReadHeaderTimeout bounds reading a request's header and, on a TLS
+	// listener, each connection's handshake (net/http gives the handshake
+	// the smallest of its timeouts, and this one is the smallest). Default
+	// 10 seconds; it is capped at 2 minutes, the read and write timeouts.
+	ReadHeaderTimeout time.Duration
 	// CORSOrigins lists the origins allowed to call the API from a browser;
 	// "*" allows any. Empty: no CORS headers.
 	CORSOrigins []string
@@ -111,6 +126,10 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
+// requestTimeout bounds reading a whole request and writing its answer
+// (event streams and long polls extend their own write deadline).
+const requestTimeout = 2 * time.Minute
+
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = http.ErrServerClosed
 
@@ -131,6 +150,7 @@ func New(cfg Config) *Server {
 	cfg.MaxFeeds = cmp.Or(cfg.MaxFeeds, 10000)
 	cfg.ResultRetention = cmp.Or(cfg.ResultRetention, 5*time.Minute)
 	cfg.OverviewInterval = cmp.Or(cfg.OverviewInterval, time.Second)
+	cfg.ReadHeaderTimeout = min(cmp.Or(cfg.ReadHeaderTimeout, 10*time.Second), requestTimeout)
 	if cfg.Lifecycle == (Lifecycle{}) {
 		cfg.Lifecycle = BrokerLifecycle(cfg.Broker)
 	}
@@ -143,9 +163,9 @@ func New(cfg Config) *Server {
 	s.handler = s.buildHandler()
 	s.srv = &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute,
-		WriteTimeout:      2 * time.Minute,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       requestTimeout,
+		WriteTimeout:      requestTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

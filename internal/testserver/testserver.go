@@ -60,15 +60,18 @@ func Cleanup() {
 type Server struct {
 	// Addr is the Gearman port's host:port.
 	Addr string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
-	err  error
+	// httpAddr receives the HTTP API's host:port once it is logged.
+	httpAddr chan string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan struct{}
+	err      error
 }
 
 // Start runs "gearwork serve --listen 127.0.0.1:0 --http off" with extra args and
 // waits until it logs that it listens (so --log-level must let info
-// through). The process is stopped when the test ends.
+// through). Pass "--http", "127.0.0.1:0" to turn the HTTP API on (see
+// HTTPAddr). The process is stopped when the test ends.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	s, err := start(t, args)
@@ -79,7 +82,10 @@ func Start(t testing.TB, args ...string) *Server {
 	return s
 }
 
-var listening = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
+var (
+	listening     = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
+	httpListening = regexp.MustCompile(`msg="serve: HTTP API listening" addr=(\S+)`)
+)
 
 func start(t testing.TB, args []string) (*Server, error) {
 	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off"}, args...)...)
@@ -90,7 +96,7 @@ func start(t testing.TB, args []string) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	s := &Server{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{}), httpAddr: make(chan string, 1)}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -101,6 +107,12 @@ func start(t testing.TB, args []string) (*Server, error) {
 			if m := listening.FindStringSubmatch(line); m != nil {
 				select {
 				case addr <- m[1]:
+				default:
+				}
+			}
+			if m := httpListening.FindStringSubmatch(line); m != nil {
+				select {
+				case s.httpAddr <- m[1]:
 				default:
 				}
 			}
@@ -118,6 +130,29 @@ func start(t testing.TB, args []string) (*Server, error) {
 		s.Kill()
 		return nil, fmt.Errorf("gearwork serve did not listen within a minute:\n%s", s.log.String())
 	}
+}
+
+// HTTPAddr waits until the server logs that its HTTP API listens and
+// returns its host:port. It fails the test if the server exits first or
+// does not log it within a minute.
+func (s *Server) HTTPAddr(t testing.TB) string {
+	t.Helper()
+	select {
+	case a := <-s.httpAddr:
+		s.httpAddr <- a // for the next call
+		return a
+	case <-s.done:
+		select {
+		case a := <-s.httpAddr:
+			s.httpAddr <- a
+			return a
+		default:
+		}
+		t.Fatalf("gearwork serve exited before its HTTP API listened (%v):\n%s", s.err, s.log.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("gearwork serve's HTTP API did not listen within a minute:\n%s", s.log.String())
+	}
+	return ""
 }
 
 // Pid returns the server's process id.

@@ -344,10 +344,12 @@ func isListCommand(command string) bool {
 		return false
 	}
 	switch f[0] {
-	case "status", "prioritystatus", "workers":
+	case "status", "prioritystatus", "workers", "deadletters":
 		return true
 	case "show":
 		return true
+	case "deadletter":
+		return len(f) > 1 && f[1] == "show"
 	}
 	return false
 }

@@ -2,9 +2,12 @@ package compat
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +27,8 @@ import (
 // server's answers on those connections ("S:" when only one connection
 // takes part). A binary packet shows as its type followed by its
 // arguments, Go-quoted; a text line shows as it is sent, with \r\n.
+// Times in admin answers (RFC 3339, UTC) show as <time>, like handles
+// show renumbered: they differ from run to run.
 
 // step is one line of a transcript script.
 type step struct {
@@ -46,9 +51,11 @@ func sendText(who, line string) step {
 }
 
 type transcript struct {
-	name  string
-	args  []string // extra gearwork serve flags
-	steps []step
+	name string
+	args []string // extra gearwork serve flags
+	// config, if set, is written to a file given to --config.
+	config string
+	steps  []step
 	// single: only one connection; use "C:"/"S:".
 	single bool
 }
@@ -203,10 +210,80 @@ var transcripts = []transcript{
 		sendP("W", gearman.EchoReq, ""), recv("W"),
 		sendText("A", "workers"), recv("A"),
 	}},
+	{name: "policy", single: true, steps: []step{
+		sendText("C", "policy resize max_attempts=2 backoff=2s timeout=30s"), recv("C"),
+		sendText("C", "show policy resize"), recv("C"),
+		sendText("C", "policy resize speed=9"), recv("C"),
+		sendText("C", "policy resize reset"), recv("C"),
+		sendText("C", "show policy"), recv("C"),
+	}},
+	{name: "dead-letters", steps: []step{
+		sendText("A", "policy resize max_attempts=2 backoff=1ms"), recv("A"),
+		sendP("C", gearman.SubmitJobBg, "resize", "img-7", "/uploads/7.png"), recv("C"),
+		sendP("W", gearman.CanDo, "resize"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkException, handlePrefix+"1", "disk full"),
+		sendP("W", gearman.PreSleep), recv("W"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkException, handlePrefix+"1", "disk full"),
+		sendText("A", "deadletters resize"), recv("A"),
+		sendText("A", "deadletter show "+handlePrefix+"1"), recv("A"),
+		sendText("A", "deadletter retry "+handlePrefix+"1"), recv("A"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", ""),
+		sendText("A", "deadletter show "+handlePrefix+"1"), recv("A"),
+		sendText("A", "deadletter retry all resize"), recv("A"),
+		sendText("A", "deadletter purge resize"), recv("A"),
+	}},
+	{name: "pause", steps: []step{
+		sendText("A", "pause resize"), recv("A"),
+		sendP("C", gearman.SubmitJobBg, "resize", "img-8", "/uploads/8.png"), recv("C"),
+		sendP("W", gearman.CanDo, "resize"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.PreSleep),
+		sendText("A", "resume resize"), recv("A"),
+		recv("W"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendText("A", "pause resize until 30m"), recv("A"),
+		sendText("A", "pause resize until 2030-01-01T08:00:00Z"), recv("A"),
+		sendText("A", "pause resize until tomorrow"), recv("A"),
+		sendText("A", "resume resize"), recv("A"),
+	}},
+	{name: "results", steps: []step{
+		sendText("A", "policy thumb result_retention=1h"), recv("A"),
+		sendP("C", gearman.SubmitJobBg, "thumb", "t-9", "a.png"), recv("C"),
+		sendP("W", gearman.CanDo, "thumb"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", "thumb\nof a.png"),
+		sendText("A", "result "+handlePrefix+"1"), recv("A"),
+		sendText("A", "result unique:t-9"), recv("A"),
+		sendP("C2", gearman.SubmitJob, "thumb", "t-9", "a.png"), recv("C2"), recv("C2"),
+		sendText("A", "result unique:t-10"), recv("A"),
+	}},
+	{name: "ordering", single: true, steps: []step{
+		sendText("C", "policy pay ordering=unique-prefix"), recv("C"),
+		sendP("C", gearman.SubmitJobBg, "pay", "acct-42:1", "a"), recv("C"),
+		sendP("C", gearman.SubmitJobBg, "pay", "acct-42:2", "b"), recv("C"),
+		sendP("C", gearman.SubmitJobBg, "pay", "acct-7:1", "c"), recv("C"),
+		sendText("C", "show ordering pay"), recv("C"),
+	}},
+	{name: "schedules", single: true, config: schedulesConfig, steps: []step{
+		sendText("C", "show schedules"), recv("C"),
+	}},
 	{name: "shutdown", single: true, steps: []step{
 		sendText("C", "shutdown"), recv("C"),
 	}},
 }
+
+// schedulesConfig is the --config of the schedules transcript.
+const schedulesConfig = `schedules:
+  - name: nightly-report
+    function: report
+    cron: "0 3 * * *"
+`
+
+// timeRE matches the RFC 3339 times of admin answers.
+var timeRE = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
 
 // renderPacket shows a packet as "TYPE "arg" "arg"".
 func renderPacket(raw []byte) string {
@@ -251,7 +328,13 @@ func renderPacket(raw []byte) string {
 // rendering.
 func runTranscript(t *testing.T, tr transcript) string {
 	t.Helper()
-	s := startGearwork(t, tr.args...)
+	args := tr.args
+	if tr.config != "" {
+		file := filepath.Join(t.TempDir(), "gearwork.yaml")
+		require.NoError(t, os.WriteFile(file, []byte(tr.config), 0o600))
+		args = append([]string{"--config", file}, args...)
+	}
+	s := startGearwork(t, args...)
 	// Handles are numbered from the server's start time; the scripts
 	// and the rendering use H:compat:1, H:compat:2, ... in the order the
 	// server created them.
@@ -310,8 +393,17 @@ func runTranscript(t *testing.T, tr transcript) string {
 			for n := 0; ; n++ {
 				line, err := c.br.ReadString('\n')
 				require.NoError(t, err)
-				line = h.symbolicText(line)
-				fmt.Fprintf(&out, "%s%s\n", prefix, strings.NewReplacer("\r", `\r`, "\n", `\n`, "\t", `\t`).Replace(line))
+				line = timeRE.ReplaceAllString(h.symbolicText(line), "<time>")
+				fmt.Fprintf(&out, "%s%s\n", prefix, escapeLine(line))
+				if n, ok := strings.CutPrefix(line, "OK "); ok && strings.HasPrefix(cmd, "result ") {
+					// "OK <length>", then the data and a newline.
+					size, err := strconv.Atoi(strings.TrimSpace(n))
+					require.NoError(t, err)
+					data := make([]byte, size+1)
+					_, err = io.ReadFull(c.br, data)
+					require.NoError(t, err)
+					fmt.Fprintf(&out, "%s%s\n", prefix, escapeLine(string(data)))
+				}
 				if !isListCommand(cmd) || strings.HasPrefix(line, "ERR ") && n == 0 || line == ".\n" {
 					break
 				}
@@ -321,6 +413,11 @@ func runTranscript(t *testing.T, tr transcript) string {
 		fmt.Fprintf(&out, "%s%s\n", prefix, renderPacket(h.symbolic(c.recvQueued())))
 	}
 	return out.String()
+}
+
+// escapeLine spells out a text line's line breaks and tabs.
+func escapeLine(s string) string {
+	return strings.NewReplacer("\r", `\r`, "\n", `\n`, "\t", `\t`).Replace(s)
 }
 
 func TestProtocolTranscripts(t *testing.T) {

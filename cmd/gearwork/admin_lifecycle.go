@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// parseLifecycleArgs maps the lifecycle subcommands of "gearwork admin"
+// to Gearwork's lifecycle admin text commands (docs/lifecycle.md). It
+// reports false for a name that is not one of them.
+func parseLifecycleArgs(name string, rest []string) (adminCommand, bool, error) {
+	list := func(line string, columns []string, parse func(string) []any) adminCommand {
+		return adminCommand{kind: answerList, line: line, columns: columns, parse: parse}
+	}
+	ok := func(line string, describe func(string) string) adminCommand {
+		return adminCommand{kind: answerOK, line: line, describe: describe}
+	}
+	switch name {
+	case "policy":
+		switch {
+		case len(rest) <= 1:
+			return list(strings.Join(append([]string{"show policy"}, rest...), " "),
+				[]string{"FUNCTION", "SOURCE", "STATE", "SETTINGS"}, parsePolicyLine), true, nil
+		case len(rest) == 2 && rest[1] == "reset":
+			return ok("policy "+rest[0]+" reset", nil), true, nil
+		}
+		for _, kv := range rest[1:] {
+			if k, _, found := strings.Cut(kv, "="); !found || k == "" {
+				return adminCommand{}, true, fmt.Errorf("policy settings are KEY=VALUE, not %q", kv)
+			}
+		}
+		return ok("policy "+strings.Join(rest, " "), nil), true, nil
+	case "pause":
+		switch {
+		case len(rest) == 1:
+			return ok("pause "+rest[0], nil), true, nil
+		case len(rest) == 2 || len(rest) == 3 && rest[1] == "until":
+			until := rest[len(rest)-1]
+			if !validPauseEnd(until) {
+				return adminCommand{}, true, fmt.Errorf("pause until %q: want an RFC 3339 time (2026-12-01T08:00:00Z) or a positive duration (30m)", until)
+			}
+			return ok("pause "+rest[0]+" until "+until, nil), true, nil
+		}
+		return adminCommand{}, true, errors.New("pause takes FN, or FN until TIME|DURATION")
+	case "resume":
+		if len(rest) != 1 {
+			return adminCommand{}, true, errors.New("resume needs a function name")
+		}
+		return ok("resume "+rest[0], nil), true, nil
+	case "deadletters":
+		if len(rest) > 1 {
+			return adminCommand{}, true, errors.New("deadletters takes at most a function name")
+		}
+		return list(strings.Join(append([]string{"deadletters"}, rest...), " "),
+			[]string{"HANDLE", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED", "ERROR"}, parseDeadLetterLine), true, nil
+	case "deadletter":
+		sub := ""
+		if len(rest) > 0 {
+			sub = rest[0]
+		}
+		switch {
+		case sub == "show" && len(rest) == 2:
+			return adminCommand{kind: answerList, line: "deadletter show " + rest[1], vertical: true,
+				columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "ATTEMPTS", "DIED", "ERROR", "PAYLOAD", "HISTORY"},
+				record:  parseDeadLetterRecord, unknownJob: "no dead letter " + rest[1]}, true, nil
+		case sub == "retry" && len(rest) == 3 && rest[1] == "all":
+			return ok("deadletter retry all "+rest[2], countText("dead letter", "queued again")), true, nil
+		case sub == "retry" && len(rest) == 2:
+			cmd := ok("deadletter retry "+rest[1], countText("dead letter", "queued again"))
+			cmd.unknownJob = "no dead letter " + rest[1]
+			return cmd, true, nil
+		case sub == "purge" && len(rest) == 2:
+			return ok("deadletter purge "+rest[1], countText("dead letter", "purged")), true, nil
+		}
+		return adminCommand{}, true, errors.New("deadletter takes show HANDLE, retry HANDLE, retry all FN or purge FN")
+	case "result":
+		if len(rest) != 1 {
+			return adminCommand{}, true, errors.New("result needs a job handle or unique:UNIQUE")
+		}
+		return adminCommand{kind: answerData, line: "result " + rest[0],
+			unknownJob: "no retained result for " + rest[0]}, true, nil
+	case "schedules":
+		if len(rest) != 0 {
+			return adminCommand{}, true, errors.New("schedules needs no arguments")
+		}
+		return list("show schedules", []string{"NAME", "FUNCTION", "SPEC", "LAST", "NEXT"},
+			func(l string) []any { return unset(tabFields(l, 5, func(s string) any { return s })) }), true, nil
+	case "ordering":
+		if len(rest) > 1 {
+			return adminCommand{}, true, errors.New("ordering takes at most a function name")
+		}
+		return list(strings.Join(append([]string{"show ordering"}, rest...), " "),
+			[]string{"FUNCTION", "KEY", "HEAD", "HEAD_STATE", "WAITING"},
+			func(l string) []any {
+				return unset(tabFields(l, 5, func(s string) any {
+					if n, err := strconv.Atoi(s); err == nil {
+						return n
+					}
+					return s
+				}))
+			}), true, nil
+	}
+	return adminCommand{}, false, nil
+}
+
+// validPauseEnd reports whether the server will accept s as the end of a
+// pause: a positive Go duration or an RFC 3339 time.
+func validPauseEnd(s string) bool {
+	if d, err := time.ParseDuration(s); err == nil {
+		return d > 0
+	}
+	_, err := time.Parse(time.RFC3339, s)
+	return err == nil
+}
+
+// countText describes an "OK <n>" answer: "3 dead letters purged".
+func countText(noun, verb string) func(string) string {
+	return func(v string) string {
+		if v != "1" {
+			noun += "s"
+		}
+		return v + " " + noun + " " + verb
+	}
+}
+
+// unset replaces the server's "-" (no value) by nil, which JSON shows as
+// null and a table as "-" again.
+func unset(vals []any) []any {
+	for i, v := range vals {
+		if v == "-" {
+			vals[i] = nil
+		}
+	}
+	return vals
+}
+
+// parsePolicyLine parses "FN SOURCE STATE key=value ...".
+func parsePolicyLine(l string) []any {
+	f := tabFields(l, 4, func(s string) any { return s })
+	var ps policySettings
+	for _, kv := range strings.Fields(f[3].(string)) {
+		k, v, _ := strings.Cut(kv, "=")
+		ps = append(ps, keyValue{k, v})
+	}
+	f[3] = ps
+	if f[2] == "-" {
+		f[2] = nil // the default policy has no state
+	}
+	return f
+}
+
+type keyValue struct{ key, value string }
+
+// policySettings are a policy's keys in the server's order. A table shows
+// those that differ from the zero policy (whose keys mean "the built-in
+// default", docs/lifecycle.md); JSON has them all, as strings in the
+// syntax that "policy FN KEY=VALUE" accepts.
+type policySettings []keyValue
+
+// String lists the settings that differ from the built-in defaults.
+func (ps policySettings) String() string {
+	var out []string
+	for _, kv := range ps {
+		if zero, known := (broker.Policy{}).Get(kv.key); known && zero == kv.value {
+			continue
+		}
+		out = append(out, kv.key+"="+kv.value)
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, " ")
+}
+
+// MarshalJSON writes an object with the keys in the server's order.
+func (ps policySettings) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, kv := range ps {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(kv.key)
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(kv.value)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// parseDeadLetterLine parses `HANDLE FN UNIQUE ATTEMPTS DIED "ERROR"`.
+func parseDeadLetterLine(l string) []any {
+	f := unset(tabFields(l, 6, func(s string) any { return s }))
+	if n, err := strconv.Atoi(fmt.Sprint(f[3])); err == nil {
+		f[3] = n
+	}
+	if e, ok := f[5].(string); ok {
+		f[5] = unquote(e)
+	}
+	return f
+}
+
+// unquote undoes the server's Go quoting of a free-text field, keeping
+// the text as it came if it is not quoted.
+func unquote(s string) string {
+	if u, err := strconv.Unquote(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// attempt is one run in a dead letter's history.
+type attempt struct {
+	Attempt int    `json:"attempt"`
+	Start   any    `json:"start"`
+	End     any    `json:"end"`
+	Outcome string `json:"outcome"`
+	Error   string `json:"error"`
+}
+
+// history is a dead letter's attempts, shown as a table below the record.
+type history []attempt
+
+func (h history) tableHeader() []string {
+	return []string{"ATTEMPT", "START", "END", "OUTCOME", "ERROR"}
+}
+
+func (h history) tableRows() [][]string {
+	rows := make([][]string, len(h))
+	for i, a := range h {
+		var e any = a.Error
+		if a.Error == "" {
+			e = nil
+		}
+		rows[i] = []string{strconv.Itoa(a.Attempt), cell(a.Start), cell(a.End), cell(a.Outcome), cell(e)}
+	}
+	return rows
+}
+
+// parseDeadLetterRecord parses the answer to "deadletter show": one
+// "key<TAB>value" line per field and one "attempt" line per run, into the
+// values of the deadletter show columns.
+func parseDeadLetterRecord(lines []string) ([]any, error) {
+	fields := map[string]string{}
+	h := history{}
+	for _, l := range lines {
+		f := strings.Split(l, "\t")
+		if f[0] == "attempt" {
+			if len(f) != 6 {
+				return nil, fmt.Errorf("malformed attempt line %q", l)
+			}
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				return nil, fmt.Errorf("malformed attempt line %q", l)
+			}
+			times := unset([]any{f[2], f[3]})
+			h = append(h, attempt{Attempt: n, Start: times[0], End: times[1], Outcome: f[4], Error: unquote(f[5])})
+			continue
+		}
+		if len(f) != 2 {
+			return nil, fmt.Errorf("malformed line %q", l)
+		}
+		fields[f[0]] = f[1]
+	}
+	for _, k := range []string{"handle", "function", "attempts"} {
+		if _, ok := fields[k]; !ok {
+			return nil, fmt.Errorf("no %s line", k)
+		}
+	}
+	var attempts any = fields["attempts"]
+	if n, err := strconv.Atoi(fields["attempts"]); err == nil {
+		attempts = n
+	}
+	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
+		attempts, unset([]any{fields["died"]})[0], unquote(fields["error"]), blob(unquote(fields["payload"])), h}, nil
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/worker"
+)
+
+// lifecycleConfig gives each function of TestAdminLifecycleCommands the
+// policy it needs.
+const lifecycleConfig = `
+functions:
+  lc_fail:
+    max_attempts: 2
+    backoff: 1ms
+    backoff_jitter: -1
+  lc_done:
+    result_retention: 1h
+  lc_ordered:
+    ordering: unique-prefix
+schedules:
+  - name: lc-nightly
+    function: lc_report
+    cron: "0 3 * * *"
+`
+
+// TestAdminLifecycleCommands runs the lifecycle subcommands of the gearwork
+// binary against a real "gearwork serve" whose state is made by Gearman
+// clients and workers: dead letters from a failing worker, retained
+// results, ordering keys, a cron schedule, policies and pauses.
+func TestAdminLifecycleCommands(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(lifecycleConfig), 0o600))
+	srv := testserver.Start(t, "--config", cfg, "--handle-prefix", "H:lc:")
+	s := "--servers=" + srv.Addr
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	admin := func(args ...string) (string, string, int) {
+		t.Helper()
+		return gw(t, bin, "", nil, append([]string{"admin", s}, args...)...)
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := admin(args...)
+		require.Equal(t, 0, code, "%v: %s", args, errOut)
+		require.Empty(t, errOut, args)
+		return out
+	}
+	type row = map[string]any
+	jsonRows := func(args ...string) []row {
+		t.Helper()
+		var rows []row
+		out := ok(append(args, "--json")...)
+		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
+		return rows
+	}
+
+	c := cliClient(t, srv.Addr)
+	cliWorker(t, srv.Addr, "lc-worker", map[string]worker.HandlerFunc{
+		"lc_fail": func(context.Context, *worker.Job) ([]byte, error) {
+			return nil, &worker.Exception{Data: []byte("disk\tfull")}
+		},
+		"lc_done": func(_ context.Context, j *worker.Job) ([]byte, error) {
+			if string(j.Payload) == "binary" {
+				return []byte{0xff, 0x00, 'x'}, nil
+			}
+			return []byte("done!\nsecond line"), nil
+		},
+	})
+
+	t.Run("policy", func(t *testing.T) {
+		out := ok("policy")
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Regexp(t, `^FUNCTION +SOURCE +STATE +SETTINGS$`, lines[0])
+		require.Contains(t, lines, "*           default   -       -")
+		require.Contains(t, lines, "lc_fail     explicit  active  max_attempts=2 backoff=1ms backoff_jitter=-1")
+		require.Contains(t, lines, "lc_ordered  explicit  active  ordering=unique-prefix")
+
+		rows := jsonRows("policy", "lc_fail")
+		require.Len(t, rows, 1)
+		require.Equal(t, "lc_fail", rows[0]["function"])
+		require.Equal(t, "explicit", rows[0]["source"])
+		require.Equal(t, "active", rows[0]["state"])
+		settings := rows[0]["settings"].(map[string]any)
+		require.Equal(t, "2", settings["max_attempts"])
+		require.Equal(t, "1ms", settings["backoff"])
+		require.Equal(t, "reject", settings["overflow"], "JSON has every key")
+		require.Nil(t, jsonRows("policy")[0]["state"], "the default policy has no state")
+
+		require.Equal(t, "OK\n", ok("policy", "lc_tuned", "max_attempts=5", "timeout=30s"))
+		require.Equal(t, "lc_tuned  explicit  active  max_attempts=5 timeout=30s\n",
+			strings.SplitN(ok("policy", "lc_tuned"), "\n", 2)[1])
+		require.Equal(t, "OK\n", ok("policy", "lc_tuned", "reset"))
+		require.Equal(t, "default", jsonRows("policy", "lc_tuned")[0]["source"])
+
+		_, errOut, code := admin("policy", "lc_tuned", "speed=9")
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, `INVALID_ARGUMENTS: invalid policy: unknown key "speed"`)
+		_, errOut, code = admin("policy", "lc_tuned", "max_attempts=many")
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, "max_attempts")
+		_, errOut, code = admin("policy", "lc_tuned", "fast")
+		require.Equal(t, exitUsage, code)
+		require.Contains(t, errOut, `policy settings are KEY=VALUE, not "fast"`)
+	})
+
+	t.Run("pause", func(t *testing.T) {
+		state := func() any { return jsonRows("policy", "lc_paused")[0]["state"] }
+		require.Equal(t, "OK\n", ok("pause", "lc_paused"))
+		require.Equal(t, "paused", state())
+		require.Equal(t, "OK\n", ok("pause", "lc_paused", "until", "30m"))
+		require.Regexp(t, `^paused-until=\d{4}-`, state())
+		require.Equal(t, "OK\n", ok("pause", "lc_paused", "until", "2099-01-02T03:04:05Z"))
+		require.Equal(t, "paused-until=2099-01-02T03:04:05Z", state())
+		require.Equal(t, "OK\n", ok("resume", "lc_paused"))
+		require.Equal(t, "active", state())
+
+		for _, args := range [][]string{{"pause", "lc_paused", "until", "tomorrow"}, {"pause", "lc_paused", "-5m"},
+			{"pause"}, {"pause", "a", "b", "c"}, {"resume"}} {
+			_, errOut, code := admin(args...)
+			require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
+		}
+	})
+
+	t.Run("deadletters", func(t *testing.T) {
+		job, err := c.SubmitBackground(ctx, client.Request{Function: "lc_fail", Unique: "img-7", Payload: []byte("/uploads/7.png")})
+		require.NoError(t, err)
+		dead := func() []row {
+			var rows []row
+			waitFor(t, "the job to die", func() bool {
+				rows = jsonRows("deadletters", "lc_fail")
+				return len(rows) == 1
+			})
+			return rows
+		}
+		rows := dead()
+		require.Equal(t, job.Handle, rows[0]["handle"])
+		require.Equal(t, "lc_fail", rows[0]["function"])
+		require.Equal(t, "img-7", rows[0]["unique"])
+		require.Equal(t, 2.0, rows[0]["attempts"])
+		require.Equal(t, "disk\tfull", rows[0]["error"], "JSON has the error as sent")
+		require.Regexp(t, `^\d{4}-\d\d-\d\dT`, rows[0]["died"])
+
+		out := ok("deadletters")
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Len(t, lines, 2, out)
+		require.Regexp(t, `^HANDLE +FUNCTION +UNIQUE +ATTEMPTS +DIED +ERROR$`, lines[0])
+		require.Regexp(t, `^H:lc:\d+ +lc_fail +img-7 +2 +\S+ +"disk\\tfull"$`, lines[1], "a tab in a cell is quoted")
+
+		out = ok("deadletter", "show", job.Handle)
+		require.Contains(t, out, "HANDLE    "+job.Handle+"\n")
+		require.Contains(t, out, "FUNCTION  lc_fail\n")
+		require.Contains(t, out, "PRIORITY  normal\n")
+		require.Contains(t, out, "ATTEMPTS  2\n")
+		require.Contains(t, out, "PAYLOAD   /uploads/7.png\n")
+		require.Regexp(t, `\n\nATTEMPT +START +END +OUTCOME +ERROR\n1 +\S+ +\S+ +exception +"disk\\tfull"\n2 `, out)
+
+		recs := jsonRows("deadletter", "show", job.Handle)
+		require.Len(t, recs, 1)
+		require.Equal(t, "/uploads/7.png", recs[0]["payload"])
+		require.Equal(t, "img-7", recs[0]["unique"])
+		hist := recs[0]["history"].([]any)
+		require.Len(t, hist, 2)
+		require.Equal(t, 1.0, hist[0].(row)["attempt"])
+		require.Equal(t, "exception", hist[0].(row)["outcome"])
+		require.Equal(t, "disk\tfull", hist[0].(row)["error"])
+
+		// Retried, the job runs and dies again: its history grows.
+		require.Equal(t, "1 dead letter queued again\n", ok("deadletter", "retry", job.Handle))
+		waitFor(t, "the retried job to die again", func() bool {
+			recs := jsonRows("deadletter", "show", job.Handle)
+			return len(recs[0]["history"].([]any)) == 4
+		})
+		require.Equal(t, "1 dead letter queued again\n", ok("deadletter", "retry", "all", "lc_fail"))
+		waitFor(t, "the job to die a third time", func() bool {
+			recs := jsonRows("deadletter", "show", job.Handle)
+			return len(recs[0]["history"].([]any)) == 6
+		})
+		require.Equal(t, "1 dead letter purged\n", ok("deadletter", "purge", "lc_fail"))
+		require.Empty(t, jsonRows("deadletters", "lc_fail"))
+		require.Equal(t, "0 dead letters purged\n", ok("deadletter", "purge", "lc_fail"))
+
+		_, errOut, code := admin("deadletter", "show", job.Handle)
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, "UNKNOWN_JOB: no dead letter "+job.Handle)
+		_, errOut, code = admin("deadletter", "retry", "H:lc:999999")
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, "UNKNOWN_JOB")
+		_, _, code = admin("deadletter", "frob", "x")
+		require.Equal(t, exitUsage, code)
+	})
+
+	t.Run("result", func(t *testing.T) {
+		text, err := c.SubmitBackground(ctx, client.Request{Function: "lc_done", Unique: "img-8", Payload: []byte("text")})
+		require.NoError(t, err)
+		bin2, err := c.SubmitBackground(ctx, client.Request{Function: "lc_done", Unique: "img-9", Payload: []byte("binary")})
+		require.NoError(t, err)
+		var out, errOut string
+		var code int
+		waitFor(t, "the result to be retained", func() bool {
+			out, errOut, code = admin("result", text.Handle)
+			return code == 0
+		})
+		require.Empty(t, errOut)
+		require.Equal(t, "done!\nsecond line", out, "the data exactly as the worker sent it")
+		require.Equal(t, "done!\nsecond line", ok("result", "unique:img-8"))
+		require.Equal(t, []row{{"server": srv.Addr, "length": 17.0, "data": "done!\nsecond line"}},
+			jsonRows("result", "unique:img-8"))
+
+		waitFor(t, "the binary result to be retained", func() bool {
+			_, _, code = admin("result", bin2.Handle)
+			return code == 0
+		})
+		require.Equal(t, "\xff\x00x", ok("result", bin2.Handle))
+		require.Equal(t, []row{{"server": srv.Addr, "length": 3.0, "data_base64": "/wB4"}}, jsonRows("result", bin2.Handle))
+
+		_, errOut, code = admin("result", "unique:nosuch")
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, "UNKNOWN_JOB: no retained result for unique:nosuch")
+		_, _, code = admin("result")
+		require.Equal(t, exitUsage, code)
+	})
+
+	t.Run("schedules", func(t *testing.T) {
+		rows := jsonRows("schedules")
+		require.Len(t, rows, 1)
+		require.Equal(t, "lc-nightly", rows[0]["name"])
+		require.Equal(t, "lc_report", rows[0]["function"])
+		require.Equal(t, "0 3 * * *", rows[0]["spec"])
+		next, err := time.Parse(time.RFC3339Nano, rows[0]["next"].(string))
+		require.NoError(t, err)
+		require.Equal(t, 3, next.Hour())
+		out := ok("schedules")
+		require.Regexp(t, `^NAME +FUNCTION +SPEC +LAST +NEXT\nlc-nightly +lc_report +0 3 \* \* \* +\S+ +\S+T03:00:00Z\n$`, out)
+	})
+
+	t.Run("ordering", func(t *testing.T) {
+		first, err := c.SubmitBackground(ctx, client.Request{Function: "lc_ordered", Unique: "acct-42:1"})
+		require.NoError(t, err)
+		_, err = c.SubmitBackground(ctx, client.Request{Function: "lc_ordered", Unique: "acct-42:2"})
+		require.NoError(t, err)
+		_, err = c.SubmitBackground(ctx, client.Request{Function: "lc_ordered", Unique: "acct-42:3"})
+		require.NoError(t, err)
+		require.Equal(t, []row{{"server": srv.Addr, "function": "lc_ordered", "key": "acct-42", "head": first.Handle,
+			"head_state": "queued", "waiting": 2.0}}, jsonRows("ordering", "lc_ordered"))
+		require.Regexp(t, `^FUNCTION +KEY +HEAD +HEAD_STATE +WAITING\nlc_ordered +acct-42 +`+first.Handle+` +queued +2\n$`, ok("ordering"))
+		_, _, code := admin("ordering", "a", "b")
+		require.Equal(t, exitUsage, code)
+	})
+}
+
+// TestAdminLifecycleCommandsOnGearmand checks that a server without the
+// lifecycle commands (gearmand) gives a clear error and exit status 1.
+func TestAdminLifecycleCommandsOnGearmand(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	g := gearmantest.StartGearmand(t)
+	for _, args := range [][]string{{"deadletters"}, {"policy"}, {"pause", "f"}, {"result", "H:x:1"}} {
+		out, errOut, code := gw(t, bin, "", nil, append([]string{"admin", "--servers=" + g.Addr}, args...)...)
+		require.Equal(t, 1, code, "%v: %s", args, errOut)
+		require.Empty(t, out)
+		require.Contains(t, errOut, "gearwork admin: "+g.Addr+": ", args)
+	}
+}

@@ -1,0 +1,196 @@
+package security_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testserver"
+)
+
+// curl runs curl with args and returns its stdout and exit code (0 when
+// it succeeded; curl's own code otherwise, e.g. 35 or 56 for a refused
+// handshake).
+func curl(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "curl", append([]string{"-sS", "--max-time", "30"}, args...)...)
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out) + string(ee.Stderr), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("curl %v: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// TestHTTPOverTLS serves the HTTP API with the --tls-* files of the Gearman
+// port and talks to it with curl, trusting only the throwaway CA.
+func TestHTTPOverTLS(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	srv := testserver.Start(t, append(p.serverArgs(false), "--http", "127.0.0.1:0")...)
+	addr := srv.HTTPAddr(t)
+	base := "https://" + addr
+	require.Regexp(t, `msg="serve: HTTP API listening" addr=\S+ tokens=0 tls=true certificate="CN=gearwork test server \(expires [-0-9]+\)" mutual=false`, srv.Log())
+
+	out, code := curl(t, "--cacert", p.serverCAFile, base+"/healthz")
+	require.Equal(t, 0, code, out)
+
+	// A job submitted over HTTPS is seen on the Gearman port (also TLS).
+	out, code = curl(t, "--cacert", p.serverCAFile, "-X", "POST", "--data-binary", "over https",
+		base+"/v1/functions/tls_fn/jobs")
+	require.Equal(t, 0, code, out)
+	var job struct{ Handle, State string }
+	require.NoError(t, json.Unmarshal([]byte(out), &job), out)
+	require.NotEmpty(t, job.Handle)
+	c, err := p.dial(t, srv.Addr, "")
+	require.NoError(t, err)
+	_, err = c.nc.Write([]byte("status\n"))
+	require.NoError(t, err)
+	line, err := c.r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "tls_fn\t1\t0\t0\n", line)
+
+	// curl's own trust store does not know the throwaway CA.
+	out, code = curl(t, base+"/healthz")
+	require.NotEqual(t, 0, code, out)
+	// Plain HTTP to the TLS port is answered with 400 by net/http.
+	out, code = curl(t, "-w", "%{http_code}", "http://"+addr+"/healthz")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "400")
+
+	// TLS 1.1 and older are refused.
+	old, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1",
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		old.Close()
+	}
+	require.Error(t, err)
+	ok, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1",
+		MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+	require.NoError(t, err, "TLS 1.2 is accepted")
+	require.Equal(t, "http/1.1", ok.ConnectionState().NegotiatedProtocol, "HTTP/1.1 only")
+	ok.Close()
+}
+
+// TestHTTPMutualTLS: with --tls-client-ca the HTTP port requires a client
+// certificate signed by that CA; --http-tls-client-ca off lifts that for
+// the HTTP port alone.
+func TestHTTPMutualTLS(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "web-1")
+	srv := testserver.Start(t, append(p.serverArgs(true), "--http", "127.0.0.1:0")...)
+	base := "https://" + srv.HTTPAddr(t)
+	require.Contains(t, srv.Log(), "mutual=true")
+	certFile, keyFile := p.clientFiles["web-1"][0], p.clientFiles["web-1"][1]
+
+	out, code := curl(t, "--cacert", p.serverCAFile, "--cert", certFile, "--key", keyFile, base+"/v1/functions")
+	require.Equal(t, 0, code, out)
+	require.True(t, json.Valid([]byte(out)), out)
+
+	out, code = curl(t, "--cacert", p.serverCAFile, base+"/v1/functions")
+	require.NotEqual(t, 0, code, "no client certificate: the handshake fails: %s", out)
+	require.NotContains(t, out, "[")
+
+	// A certificate from another CA (here the server CA's own server
+	// certificate, valid but not a client CA's) is refused too.
+	out, code = curl(t, "--cacert", p.serverCAFile, "--cert", p.certFile, "--key", p.keyFile, base+"/v1/functions")
+	require.NotEqual(t, 0, code, out)
+
+	// The Gearman port keeps requiring certificates; the HTTP port
+	// does not with --http-tls-client-ca off (loopback, no tokens).
+	open := testserver.Start(t, append(p.serverArgs(true), "--http", "127.0.0.1:0", "--http-tls-client-ca", "off")...)
+	out, code = curl(t, "--cacert", p.serverCAFile, "https://"+open.HTTPAddr(t)+"/v1/functions")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, open.Log(), "mutual=false")
+	anon, err := p.dial(t, open.Addr, "")
+	if err == nil {
+		_, err = anon.nc.Write([]byte("status\n"))
+		if err == nil {
+			_, err = anon.r.ReadString('\n')
+		}
+	}
+	require.Error(t, err, "the Gearman port still requires a client certificate")
+}
+
+// TestHTTPTLSHandshakeTimeout: a client that connects to the HTTPS port
+// and never starts the handshake is disconnected by the handshake
+// deadline (--tls-handshake-timeout), which the server logs.
+func TestHTTPTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	srv := testserver.Start(t, append(p.serverArgs(false), "--http", "127.0.0.1:0",
+		"--tls-handshake-timeout", "200ms", "--log-level", "debug")...)
+	nc, err := net.Dial("tcp", srv.HTTPAddr(t))
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	n, err := nc.Read(make([]byte, 1))
+	require.Equal(t, 0, n)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server, not the client's own deadline, ends the connection: %v", err)
+	local := nc.LocalAddr().String()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(srv.Log(), "TLS handshake error from "+local) {
+		require.True(t, time.Now().Before(deadline), "no handshake error logged for %s:\n%s", local, srv.Log())
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, l := range strings.Split(srv.Log(), "\n") {
+		if strings.Contains(l, "TLS handshake error from "+local) {
+			require.Contains(t, l, "i/o timeout")
+		}
+	}
+}
+
+// TestHTTPRefusesExposedAddressWithoutAuthentication: the HTTP port bound
+// to a non-loopback address needs tokens or mutual TLS, or --insecure.
+func TestHTTPRefusesExposedAddressWithoutAuthentication(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, code := testserver.Run(ctx, t, "serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "gearwork: refusing to listen on 0.0.0.0:0 (--http) without authentication")
+	require.Contains(t, out, "--http-tokens FILE")
+	require.Contains(t, out, "--tls-client-ca")
+	require.Contains(t, out, "--insecure")
+	require.NotContains(t, out, "listening")
+
+	// Server-side TLS alone authenticates nobody.
+	p := newPKI(t)
+	out, code = testserver.Run(ctx, t, append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"},
+		p.serverArgs(false)...)...)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 (--http)")
+
+	// Nor do the Gearman port's auth rules: they match Gearman
+	// connections, not HTTP requests.
+	cfg := filepath.Join(t.TempDir(), "rules.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n"), 0o600))
+	out, code = testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0", "--config", cfg, "--http", "[::]:0")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "refusing to listen on [::]:0 (--http)")
+
+	// Broken TLS settings for the HTTP port stop the server as well.
+	out, code = testserver.Run(ctx, t, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--http-tls-cert", p.certFile)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "HTTP port: TLS needs both --tls-cert and --tls-key")
+}
