@@ -391,7 +391,7 @@ func testAdminShutdown(t *testing.T, bin string) {
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	ln.Close()
-	serve := exec.Command(bin, "serve", "--listen="+addr, "--log-level=error")
+	serve := exec.Command(bin, "serve", "--listen="+addr, "--log-level=error", "--store=memory:")
 	require.NoError(t, serve.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- serve.Wait() }()

@@ -20,7 +20,7 @@ import (
 
 type serveConfig struct {
 	listen          string
-	store           string
+	store           storeConfig
 	maxPacket       int
 	jobRetries      int
 	logLevel        string
@@ -35,7 +35,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var cfg serveConfig
 	fs := newFlagSet("serve", "serve [flags]", stderr)
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:4730", "`address` of the Gearman port (binary protocol and text admin commands)")
-	fs.StringVar(&cfg.store, "store", defaultStore, "where background jobs are kept: "+storeHelp)
+	fs.StringVar(&cfg.store.url, "store", defaultStore, "where background jobs are kept: "+storeHelp)
+	fs.StringVar(&cfg.store.sync, "sync", "always", syncHelp)
+	fs.StringVar(&cfg.store.memoryBudget, "memory-budget", "", budgetHelp)
 	fs.IntVar(&cfg.maxPacket, "max-packet", 64<<20, "largest packet body in `bytes`; a larger packet gets an ERROR and the connection is closed")
 	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -79,6 +81,10 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 			return err
 		}
 	}
+	budget, err := parseMemoryBudget(cfg.store.memoryBudget)
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg.store, log)
 	if err != nil {
 		return err
@@ -96,7 +102,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		prefix = "H:" + strings.ReplaceAll(host, ":", "_") + ":"
 	}
 	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log,
-		MaxQueuedBytes: cfg.sec.maxQueuedBytes}
+		MaxQueuedBytes: cfg.sec.maxQueuedBytes, MemoryBudget: budget}
 	if err := applyConfigFile(&bcfg, cfg.configFile); err != nil {
 		return err
 	}
@@ -106,7 +112,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	b := broker.New(bcfg)
 	start := time.Now()
 	if err := b.Start(ctx); err != nil {
-		return err
+		return explainStoreError(err)
 	}
 	defer b.Stop()
 
@@ -146,8 +152,12 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	srv := gearmanapi.New(gcfg)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, ln) }()
-	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store),
+	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store.url), slog.String("sync", cfg.store.sync),
 		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(start)))
+	if inMemory, onDisk := b.TieringStats(); onDisk > 0 {
+		log.Info("serve: payloads beyond --memory-budget stay on disk", slog.Int64("budget", budget),
+			slog.Int64("payload_bytes_in_memory", inMemory), slog.Int("jobs_with_payload_on_disk", onDisk))
+	}
 	httpSrv, err := startHTTP(ctx, httpSetup, b, func() map[string]int { return map[string]int{"gearman": srv.Connections()} }, log)
 	if err != nil {
 		srv.Close()

@@ -1,28 +1,152 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/pebble"
 )
 
 const (
-	defaultStore = "memory:"
-	storeHelp    = "\"memory:\" (nothing survives a restart, like gearmand without a queue)"
+	defaultStore = "pebble:./gearwork-data"
+	storeHelp    = "\"pebble:DIR\" (embedded and durable: the default) or \"memory:\" (nothing survives a restart, like gearmand without a queue)"
+	syncHelp     = "when a background job is on disk before JOB_CREATED: \"always\" (fsync first; the default), " +
+		"\"interval:50ms\" (fsync every interval: an OS crash or power cut loses the last interval), " +
+		"\"none\" (never fsync: an OS crash or power cut loses what the OS had not written back); pebble store only"
+	budgetHelp = "bytes of job payloads kept in memory, like 4GiB or 512MiB; payloads beyond it stay on disk and are read back " +
+		"when the job is handed out (pebble store only); \"unlimited\" keeps all, 0 keeps none (default: a quarter of RAM)"
 )
+
+// storeConfig is what the serve flags say about the store.
+type storeConfig struct {
+	url          string
+	sync         string
+	memoryBudget string
+}
 
 // openStore opens the store named by a --store URL. It returns nil for
 // "memory:", where the broker's own memory is the only copy.
-func openStore(_ context.Context, url string, _ *slog.Logger) (broker.Store, error) {
-	switch {
+func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (broker.Store, error) {
+	mode, interval, err := parseSync(cfg.sync)
+	if err != nil {
+		return nil, err
+	}
+	switch url := cfg.url; {
 	case url == "memory:" || url == "memory":
 		return nil, nil
-	case strings.HasPrefix(url, "pebble:"), strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+	case strings.HasPrefix(url, "pebble:"):
+		dir := strings.TrimPrefix(url, "pebble:")
+		if dir == "" {
+			return nil, fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)
+		}
+		st, err := pebble.Open(ctx, dir, pebble.Options{Sync: mode, Interval: interval, Logger: log})
+		if err != nil {
+			return nil, explainStoreError(err)
+		}
+		return st, nil
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
 		return nil, fmt.Errorf("--store %q: this store is not available in this build", url)
 	default:
 		return nil, fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
 	}
+}
+
+// explainStoreError adds what an operator can do to an error from opening
+// or replaying the store.
+func explainStoreError(err error) error {
+	if errors.Is(err, store.ErrCorrupt) {
+		return fmt.Errorf("%w\nThe data directory is damaged and the server will not start on it. "+
+			"Keep a copy for recovery; to start with an empty queue, move the directory aside", err)
+	}
+	return err
+}
+
+// parseSync parses --sync: always, none or interval:DURATION.
+func parseSync(s string) (pebble.SyncMode, time.Duration, error) {
+	switch {
+	case s == "" || s == "always":
+		return pebble.SyncAlways, 0, nil
+	case s == "none":
+		return pebble.SyncNone, 0, nil
+	case s == "interval":
+		return pebble.SyncInterval, 50 * time.Millisecond, nil
+	case strings.HasPrefix(s, "interval:"):
+		d, err := time.ParseDuration(strings.TrimPrefix(s, "interval:"))
+		if err != nil || d <= 0 {
+			return 0, 0, fmt.Errorf("invalid --sync %q: the interval must be a positive duration, as in interval:50ms", s)
+		}
+		return pebble.SyncInterval, d, nil
+	}
+	return 0, 0, fmt.Errorf("invalid --sync %q: use always, interval:50ms or none", s)
+}
+
+// parseMemoryBudget parses --memory-budget into broker.Config.MemoryBudget
+// (0 unlimited, negative none). An empty value means a quarter of the
+// machine's memory.
+func parseMemoryBudget(s string) (int64, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return defaultMemoryBudget(), nil
+	case "unlimited":
+		return 0, nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --memory-budget %q: %w", s, err)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n, nil
+}
+
+// parseSize parses a byte count with an optional unit: B, KiB, MiB, GiB,
+// TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := len(s)
+	for i > 0 && (s[i-1] < '0' || s[i-1] > '9') {
+		i--
+	}
+	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("want a size such as 4GiB, 512MiB or 1000000")
+	}
+	mult := map[string]float64{"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
+		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit %q", s[i:])
+	}
+	return int64(n * mult), nil
+}
+
+// defaultMemoryBudget is a quarter of MemTotal, or 1 GiB when that cannot
+// be read.
+func defaultMemoryBudget() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 1 << 30
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			if kb, err := strconv.ParseInt(fields[1], 10, 64); err == nil && kb > 0 {
+				return kb * 1024 / 4
+			}
+		}
+	}
+	return 1 << 30
 }

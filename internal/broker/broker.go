@@ -98,6 +98,11 @@ type Config struct {
 	// refused; dead letters and retained results do not count (their own
 	// retention bounds them). 0 means no budget.
 	MaxQueuedBytes int64
+	// MemoryBudget bounds the payload bytes of stored background jobs kept
+	// in memory when the Store is a PayloadReader; payloads beyond it are
+	// read back from the store when their job is handed out. 0 means no
+	// limit (every payload stays in memory); negative keeps none.
+	MemoryBudget int64
 }
 
 // Broker is the job server's core. Create it with New, call Start before
@@ -136,6 +141,7 @@ type Broker struct {
 	commitJobs uint64
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
+	tier      tiering
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -162,6 +168,7 @@ func New(cfg Config) *Broker {
 	}
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
 	b.initLife()
+	b.initTiering()
 	return b
 }
 
@@ -379,6 +386,7 @@ func (b *Broker) replay(ctx context.Context) error {
 			}
 			f.uniques[j.unique] = j
 		}
+		b.tierAdmitLocked(j, false)
 		b.makeRunnableLocked(j, false)
 		n++
 		return nil

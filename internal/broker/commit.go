@@ -30,17 +30,21 @@ func (b *Broker) commitLoop(ctx context.Context) {
 		records []store.Job
 		deletes []uint64
 	)
+	// Writes use a context that Stop does not cancel: cancelling ctx only
+	// ends the loop. A write cut short by Stop would otherwise count as a
+	// store failure and answer its submitters with an ERROR.
+	wctx := context.WithoutCancel(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			// Final flush so that acknowledged work is not held back,
 			// including what the last batch's acknowledgements queued.
-			for b.commitOnce(context.WithoutCancel(ctx), &saves, &records, &deletes) || b.hasPendingWrites() {
+			for b.commitOnce(wctx, &saves, &records, &deletes) || b.hasPendingWrites() {
 			}
 			return
 		case <-b.commitWake:
 		}
-		for b.commitOnce(ctx, &saves, &records, &deletes) {
+		for b.commitOnce(wctx, &saves, &records, &deletes) {
 		}
 	}
 }
@@ -71,9 +75,15 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 	if len(*records) == 0 && len(*deletes) == 0 && len(*saves) == 0 && len(meta) == 0 {
 		return more
 	}
+	// Save before Delete: a job taken back from a worker (a retry record)
+	// and finished again before this round must end up deleted, not
+	// written back after its delete.
 	var err error
 	began := time.Now()
 	if len(*records) > 0 {
+		*records, err = b.tierFillRetries(ctx, *records)
+	}
+	if err == nil && len(*records) > 0 {
 		err = b.store.Save(ctx, *records)
 	}
 	if err == nil && len(meta) > 0 {
@@ -110,6 +120,7 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 		for i, w := range waiters {
 			w(j.seq, i == 0, nil)
 		}
+		b.tierAdmitLocked(j, true)
 		b.makeRunnableLocked(j, true)
 	}
 	clear(*saves)

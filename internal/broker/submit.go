@@ -196,6 +196,7 @@ func (b *Broker) removeLocked(j *job) {
 // alone. It does not notify anyone.
 func (b *Broker) unlinkLocked(j *job) {
 	f := j.fn
+	b.tierForgetLocked(j)
 	switch j.state {
 	case statePending:
 		// Still waiting for the store: tell the submitters it was accepted

@@ -88,14 +88,25 @@ type Assignment struct {
 
 // Grab hands the worker the next job: the highest priority first across all
 // of its functions, round-robin among functions of equal priority. It
-// reports false when there is none (or the server is draining).
+// reports false when there is none (or the server is draining). A payload
+// kept on disk by tiering is read back without holding the lock.
 func (b *Broker) Grab(s *Session) (Assignment, bool) {
+	a, onDisk, ok := b.grab(s)
+	if ok && onDisk {
+		return b.grabTiered(s, a)
+	}
+	return a, ok
+}
+
+// grab assigns the next job; onDisk reports that its payload must still
+// be read from the store.
+func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s.sleeping = false
 	s.noopSent = false
 	if b.draining || b.stopped || len(s.abilities) == 0 {
-		return Assignment{}, false
+		return Assignment{}, false, false
 	}
 	n := len(s.abilities)
 	for p := range numPriorities {
@@ -119,10 +130,10 @@ func (b *Broker) Grab(s *Session) (Assignment, bool) {
 				Unique:   j.displayUnique(),
 				Reducer:  j.reducer(),
 				Payload:  j.payload,
-			}, true
+			}, b.tier.reader != nil && j.background && j.payload == nil, true
 		}
 	}
-	return Assignment{}, false
+	return Assignment{}, false, false
 }
 
 func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {

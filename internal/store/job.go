@@ -123,6 +123,13 @@ type Meta struct {
 // ErrClosed is returned by a store's methods after Close.
 var ErrClosed = errors.New("store: closed")
 
+// ErrNotFound is returned when a job asked for by its Seq is not stored.
+var ErrNotFound = errors.New("store: job not found")
+
+// ErrCorrupt is returned (wrapped, with the place) when stored data cannot be
+// read back: a record that does not decode, or a damaged file.
+var ErrCorrupt = errors.New("store: stored data is damaged")
+
 // ErrFailed is returned by every write after a write or sync failed: the
 // store does not retry an fsync whose outcome it cannot know, and the server
 // must be restarted to recover from the data on disk.

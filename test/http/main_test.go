@@ -78,7 +78,7 @@ var (
 // addresses are read from its log) and stops it at the end of the test.
 func startServer(t *testing.T, extra ...string) *server {
 	t.Helper()
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--handle-prefix", "H:e2e:"}, extra...)
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--handle-prefix", "H:e2e:", "--store", "memory:"}, extra...)
 	cmd := exec.Command(binary, args...)
 	pr, pw := io.Pipe()
 	logs := &syncBuffer{}

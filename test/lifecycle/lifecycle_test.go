@@ -71,7 +71,7 @@ func start(t *testing.T) *server {
 	addr := ln.Addr().String()
 	ln.Close()
 	var logs bytes.Buffer
-	cmd := exec.Command(gearworkBin, "serve", "--listen", addr, "--config", cfg, "--log-level", "debug")
+	cmd := exec.Command(gearworkBin, "serve", "--listen", addr, "--config", cfg, "--log-level", "debug", "--store", "memory:")
 	cmd.Stderr = &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

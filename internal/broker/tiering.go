@@ -1,0 +1,163 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// PayloadReader is an optional capability of a Store: reading back the
+// payload of one stored job. With it and a Config.MemoryBudget, the broker
+// keeps the payloads of stored background jobs in memory only up to the
+// budget; the others stay on disk and are read back when the job is handed
+// to a worker. ReadPayload must be safe for concurrent use with the other
+// Store methods and return an error wrapping store.ErrNotFound for a job
+// that is not stored.
+type PayloadReader interface {
+	ReadPayload(ctx context.Context, seq uint64) ([]byte, error)
+}
+
+// tiering is the broker's payload tiering state. The rule: when reader is
+// set, a stored background job whose payload is nil has its payload on disk
+// only; payloads kept in memory are never nil (an empty one is
+// emptyPayload).
+type tiering struct {
+	reader PayloadReader // nil: tiering off
+	// budget is the most payload bytes kept in memory; negative keeps none.
+	budget int64
+	// inMemory counts the payload bytes of stored background jobs kept in
+	// memory. Guarded by Broker.mu.
+	inMemory int64
+	// onDisk counts stored background jobs whose payload is on disk only.
+	// Guarded by Broker.mu.
+	onDisk int
+}
+
+var emptyPayload = []byte{}
+
+// initTiering turns tiering on when the store can read payloads back and a
+// budget is set.
+func (b *Broker) initTiering() {
+	if pr, ok := b.store.(PayloadReader); ok && b.cfg.MemoryBudget != 0 {
+		b.tier = tiering{reader: pr, budget: b.cfg.MemoryBudget}
+	}
+}
+
+// tierAdmitLocked decides, for a background job that has just been stored
+// (or replayed), whether its payload stays in memory. aliased says the
+// job's unique may share memory with the submitted packet, which must be
+// released together with the payload.
+func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
+	t := &b.tier
+	if t.reader == nil || !j.background {
+		return
+	}
+	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget {
+		if j.payload == nil {
+			j.payload = emptyPayload
+		}
+		t.inMemory += int64(len(j.payload))
+		return
+	}
+	if b.jobs[j.seq] == j {
+		b.liveBytes -= int64(len(j.payload)) // Config.MaxQueuedBytes counts memory
+	}
+	j.payload = nil
+	t.onDisk++
+	if aliased && j.unique != "" {
+		// The unique is a view of the packet body that also holds the
+		// payload: copy it so that the body can be freed.
+		f := j.fn
+		owned := strings.Clone(j.unique)
+		if f.uniques[j.unique] == j {
+			delete(f.uniques, j.unique)
+			f.uniques[owned] = j
+		}
+		j.unique = owned
+	}
+}
+
+// tierForgetLocked releases a job's share of the budget when it leaves the
+// broker. It must be called before the job's state changes to stateGone.
+func (b *Broker) tierForgetLocked(j *job) {
+	t := &b.tier
+	if t.reader == nil || !j.background || j.state == statePending {
+		return
+	}
+	if j.payload == nil {
+		t.onDisk--
+		return
+	}
+	t.inMemory -= int64(len(j.payload))
+}
+
+// grabTiered completes a Grab whose job's payload is on disk: it reads the
+// payload without holding the lock. A job whose payload cannot be read is
+// failed (its clients get WORK_FAIL) and left in the store, where a restart
+// finds it again; the worker gets the next job instead.
+func (b *Broker) grabTiered(s *Session, a Assignment) (Assignment, bool) {
+	for {
+		p, err := b.tier.reader.ReadPayload(context.Background(), a.Seq)
+		if err == nil {
+			a.Payload = p
+			return a, true
+		}
+		b.mu.Lock()
+		if j := b.heldBy(s, a.Seq); j != nil {
+			b.log.Error("broker: cannot read a job's payload back from the store; failing the job, which stays stored",
+				slog.String("handle", b.Handle(a.Seq)), slog.String("function", a.Function), slog.String("error", err.Error()))
+			for _, c := range j.x.clients {
+				c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+			}
+			b.tierForgetLocked(j)
+			j.background = false // keep its record in the store
+			b.removeLocked(j)
+		}
+		b.mu.Unlock()
+		var onDisk bool
+		var ok bool
+		a, onDisk, ok = b.grab(s)
+		if !ok || !onDisk {
+			return a, ok
+		}
+	}
+}
+
+// tierFillRetries gives records of jobs whose payload is on disk (retry
+// and lifecycle records, rewritten after the job was first stored) their
+// payload back before the committer rewrites them. A record with a nil
+// payload that is not stored yet is a new job with an empty payload and is
+// written as it is. It runs without the lock.
+func (b *Broker) tierFillRetries(ctx context.Context, records []store.Job) ([]store.Job, error) {
+	if b.tier.reader == nil {
+		return records, nil
+	}
+	for i := range records {
+		r := &records[i]
+		if r.Payload != nil {
+			continue
+		}
+		p, err := b.tier.reader.ReadPayload(ctx, r.Seq)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return records, fmt.Errorf("reading the payload of job %d back: %w", r.Seq, err)
+		}
+		r.Payload = p
+	}
+	return records, nil
+}
+
+// TieringStats reports payload tiering: the payload bytes of stored jobs
+// kept in memory and the number of stored jobs whose payload is on disk
+// only. Both are zero when tiering is off.
+func (b *Broker) TieringStats() (inMemory int64, onDisk int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tier.inMemory, b.tier.onDisk
+}

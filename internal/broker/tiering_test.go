@@ -1,0 +1,146 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/memory"
+)
+
+func startBroker(t *testing.T, cfg broker.Config) *broker.Broker {
+	t.Helper()
+	b := broker.New(cfg)
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// grabAll grabs jobs of function f until there are none and returns their
+// payloads by sequence number, finishing each one.
+func grabAll(t *testing.T, b *broker.Broker, f string) map[uint64]string {
+	t.Helper()
+	w := b.NewSession("worker", discard{})
+	defer b.CloseSession(w)
+	b.CanDo(w, []byte(f), 0)
+	got := map[uint64]string{}
+	for {
+		a, ok := b.Grab(w)
+		if !ok {
+			return got
+		}
+		got[a.Seq] = string(a.Payload)
+		require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+	}
+}
+
+func TestTieringKeepsPayloadsBeyondBudgetOnDisk(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := startBroker(t, broker.Config{Store: st, MemoryBudget: 10})
+	c := b.NewSession("client", discard{})
+	want := map[uint64]string{}
+	for i := range 5 {
+		p := fmt.Sprintf("p%03d", i) // 4 bytes
+		want[submitBg(t, b, c, p)] = p
+	}
+	inMem, onDisk := b.TieringStats()
+	require.Equal(t, int64(8), inMem, "two 4-byte payloads fit a 10-byte budget")
+	require.Equal(t, 3, onDisk)
+
+	require.Equal(t, want, grabAll(t, b, "f"), "payloads on disk must be read back when handed out")
+	inMem, onDisk = b.TieringStats()
+	require.Zero(t, inMem)
+	require.Zero(t, onDisk)
+}
+
+func TestTieringRetryKeepsPayload(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := startBroker(t, broker.Config{Store: st, MemoryBudget: -1})
+	c := b.NewSession("client", discard{})
+	seq := submitBg(t, b, c, "the payload")
+	_, onDisk := b.TieringStats()
+	require.Equal(t, 1, onDisk)
+
+	w := b.NewSession("w", discard{})
+	b.CanDo(w, []byte("f"), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, "the payload", string(a.Payload))
+	b.CloseSession(w) // taken back: the retry record is rewritten
+	b.Stop()          // flush the committer
+
+	var rec []store.Job
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		rec = append(rec, j)
+		return nil
+	}))
+	require.Len(t, rec, 1)
+	require.Equal(t, seq, rec[0].Seq)
+	require.Equal(t, uint32(1), rec[0].Retries)
+	require.Equal(t, "the payload", string(rec[0].Payload), "rewriting the retry count must not lose the payload")
+
+	// After a restart with the same budget the job is handed out whole.
+	b2 := startBroker(t, broker.Config{Store: st.Reopen(), MemoryBudget: -1})
+	_, onDisk = b2.TieringStats()
+	require.Equal(t, 1, onDisk)
+	require.Equal(t, map[uint64]string{seq: "the payload"}, grabAll(t, b2, "f"))
+}
+
+func TestTieringReplayAndUniques(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := startBroker(t, broker.Config{Store: st, MemoryBudget: 6})
+	c := b.NewSession("client", discard{})
+	done := make(chan uint64, 2)
+	for range 2 {
+		b.Submit(c, broker.SubmitParams{Function: []byte("f"), Unique: []byte("u1"), Payload: []byte("abcdefgh"), Background: true},
+			func(seq uint64, _ bool, err error) {
+				require.NoError(t, err)
+				done <- seq
+			})
+	}
+	first, second := <-done, <-done
+	require.Equal(t, first, second, "a unique whose payload is on disk must still coalesce")
+	b.Stop()
+
+	b2 := startBroker(t, broker.Config{Store: st.Reopen(), MemoryBudget: 6})
+	inMem, onDisk := b2.TieringStats()
+	require.Zero(t, inMem)
+	require.Equal(t, 1, onDisk)
+	require.Equal(t, map[uint64]string{first: "abcdefgh"}, grabAll(t, b2, "f"))
+}
+
+// failingReader fails ReadPayload for one job.
+type failingReader struct {
+	*memory.Store
+	bad uint64
+}
+
+func (f *failingReader) ReadPayload(ctx context.Context, seq uint64) ([]byte, error) {
+	if seq == f.bad {
+		return nil, errors.New("disk says no")
+	}
+	return f.Store.ReadPayload(ctx, seq)
+}
+
+func TestTieringReadFailureFailsOnlyThatJob(t *testing.T) {
+	t.Parallel()
+	st := &failingReader{Store: memory.New()}
+	b := startBroker(t, broker.Config{Store: st, MemoryBudget: -1})
+	c := b.NewSession("client", discard{})
+	bad := submitBg(t, b, c, "bad")
+	good := submitBg(t, b, c, "good")
+	st.bad = bad
+	require.Equal(t, map[uint64]string{good: "good"}, grabAll(t, b, "f"))
+	require.Zero(t, b.JobCount())
+	b.Stop()
+	_, err := st.Store.ReadPayload(context.Background(), bad)
+	require.NoError(t, err, "a job whose payload could not be read stays in the store")
+}

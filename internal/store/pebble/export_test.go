@@ -1,0 +1,4 @@
+package pebble
+
+// ManifestDamage exposes manifestDamage to the external tests.
+var ManifestDamage = manifestDamage

@@ -1,0 +1,119 @@
+package pebble_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/pebble"
+)
+
+// faultFS is the OS file system with a switch that makes write-ahead log
+// syncs or writes fail, for as long as it is on.
+type faultFS struct {
+	vfs.FS
+	failSync  atomic.Bool
+	failWrite atomic.Bool
+	injected  atomic.Int64
+}
+
+func newFaultFS() *faultFS {
+	f := &faultFS{}
+	f.FS = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if !strings.HasSuffix(op.Path, ".log") {
+			return nil
+		}
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+			if f.failSync.Load() {
+				f.injected.Add(1)
+				return errorfs.ErrInjected
+			}
+		case errorfs.OpFileWrite, errorfs.OpFileWriteAt:
+			if f.failWrite.Load() {
+				f.injected.Add(1)
+				return errorfs.ErrInjected
+			}
+		}
+		return nil
+	}))
+	return f
+}
+
+// syncLog is a concurrency-safe buffer for a text slog handler.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func TestSyncFailureStopsWrites(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		arm  func(*faultFS)
+	}{
+		{"sync", func(f *faultFS) { f.failSync.Store(true) }},
+		{"write", func(f *faultFS) { f.failWrite.Store(true) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dir := filepath.Join(t.TempDir(), "data")
+			fs := newFaultFS()
+			var logs syncLog
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			s, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Logger: log})
+			require.NoError(t, err)
+			require.NoError(t, s.Save(ctx, []store.Job{{Seq: 1, Function: "f", Payload: []byte("one")}}))
+
+			tc.arm(fs)
+			err = s.Save(ctx, []store.Job{{Seq: 2, Function: "f", Payload: []byte("two")}})
+			require.Error(t, err, "a save whose log write or sync failed must fail")
+			require.Positive(t, fs.injected.Load())
+			require.Error(t, s.Err())
+
+			// The disk is fine again, but the store must not trust it.
+			fs.failSync.Store(false)
+			fs.failWrite.Store(false)
+			err = s.Save(ctx, []store.Job{{Seq: 3, Function: "f"}})
+			require.ErrorIs(t, err, store.ErrFailed)
+			require.ErrorIs(t, s.Delete(ctx, []uint64{1}), store.ErrFailed)
+			require.Contains(t, logs.String(), "refusing every further write")
+			_ = s.Close()
+
+			// A restart recovers what was synced before the failure.
+			s, err = pebble.Open(ctx, dir, pebble.Options{})
+			require.NoError(t, err)
+			defer s.Close()
+			var seqs []uint64
+			require.NoError(t, s.Load(ctx, func(j store.Job) error {
+				seqs = append(seqs, j.Seq)
+				return nil
+			}))
+			require.Contains(t, seqs, uint64(1))
+			require.NotContains(t, seqs, uint64(3))
+		})
+	}
+}
