@@ -63,6 +63,9 @@ func TestCrashRecovery(t *testing.T) {
 	syncMode := cmp.Or(os.Getenv("CRASH_SYNC"), "always")
 	h := newHarness(t, buildServer(t), filepath.Join(t.TempDir(), "data"))
 	h.sync = syncMode
+	// CRASH_MEMORY_BUDGET passes --memory-budget, e.g. 0 to keep every
+	// payload on disk and read it back when the job is handed out.
+	h.budget = os.Getenv("CRASH_MEMORY_BUDGET")
 	h.start()
 	defer h.stopServer()
 
@@ -130,10 +133,11 @@ func buildServer(t *testing.T) string {
 
 // harness runs the server and records what clients and workers saw.
 type harness struct {
-	t    *testing.T
-	bin  string
-	dir  string
-	sync string // --sync
+	t      *testing.T
+	bin    string
+	dir    string
+	sync   string // --sync
+	budget string // --memory-budget, if set
 
 	failed chan struct{} // closed if a server start fails
 
@@ -167,8 +171,12 @@ var listeningRE = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
 // start starts the server and waits until it listens.
 func (h *harness) start() {
 	h.t.Helper()
-	cmd := exec.Command(h.bin, "serve", "--listen", "127.0.0.1:0", "--store", "pebble:"+h.dir,
-		"--handle-prefix", "H:crash:", "--sync", h.sync)
+	args := []string{"serve", "--listen", "127.0.0.1:0", "--store", "pebble:" + h.dir,
+		"--handle-prefix", "H:crash:", "--sync", h.sync, "--http", "off"}
+	if h.budget != "" {
+		args = append(args, "--memory-budget", h.budget)
+	}
+	cmd := exec.Command(h.bin, args...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(h.t, err)
 	require.NoError(h.t, cmd.Start())
