@@ -99,6 +99,10 @@ func deadLetterOf(j *job) DeadLetter {
 // DeadLetters lists the dead letters of a function ("" for all), by
 // function name and then in the order they died.
 func (b *Broker) DeadLetters(function string) []DeadLetter {
+	return b.tierFillDeadLetters(b.deadLetters(function))
+}
+
+func (b *Broker) deadLetters(function string) []DeadLetter {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []DeadLetter

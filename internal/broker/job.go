@@ -75,6 +75,8 @@ type job struct {
 	// cancel) or which nobody waits for any more; the worker's results are
 	// dropped.
 	cancelled bool
+	// tiered: the job counts in the payload tiering budget (tiering.go).
+	tiered bool
 	// finished: a worker reported the job's result (stats.go).
 	finished bool
 	// submitted is when the job was accepted, in Unix nanoseconds; 0 for

@@ -274,6 +274,7 @@ func (b *Broker) saveLocked(j *job) {
 
 // deleteStoredLocked deletes a background job from the store.
 func (b *Broker) deleteStoredLocked(j *job) {
+	b.tierForgetLocked(j)
 	if !j.background || b.store == nil {
 		return
 	}
@@ -340,6 +341,7 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 		orderKey: r.OrderingKey, lastErr: r.LastError, history: r.History, result: r.Result,
 		finishedAt: r.FinishedAt, schedule: r.Schedule, tick: r.Tick}
 	x.life = l
+	b.tierAdmitLocked(j, false)
 	if r.Schedule != "" && r.Tick > b.life.replayTicks[r.Schedule] {
 		b.life.replayTicks[r.Schedule] = r.Tick
 	}

@@ -53,9 +53,10 @@ func (b *Broker) initTiering() {
 // released together with the payload.
 func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	t := &b.tier
-	if t.reader == nil || !j.background {
+	if t.reader == nil || !j.background || j.tiered {
 		return
 	}
+	j.tiered = true
 	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget {
 		if j.payload == nil {
 			j.payload = emptyPayload
@@ -82,12 +83,13 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 }
 
 // tierForgetLocked releases a job's share of the budget when it leaves the
-// broker. It must be called before the job's state changes to stateGone.
+// broker or the store. It is idempotent.
 func (b *Broker) tierForgetLocked(j *job) {
 	t := &b.tier
-	if t.reader == nil || !j.background || j.state == statePending {
+	if !j.tiered {
 		return
 	}
+	j.tiered = false
 	if j.payload == nil {
 		t.onDisk--
 		return
@@ -160,4 +162,20 @@ func (b *Broker) TieringStats() (inMemory int64, onDisk int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.tier.inMemory, b.tier.onDisk
+}
+
+// tierFillDeadLetters reads back the payloads of listed dead letters that
+// are on disk, without the lock. A payload that cannot be read stays nil.
+func (b *Broker) tierFillDeadLetters(list []DeadLetter) []DeadLetter {
+	if b.tier.reader == nil {
+		return list
+	}
+	for i := range list {
+		if list[i].Payload == nil {
+			if p, err := b.tier.reader.ReadPayload(context.Background(), list[i].Seq); err == nil {
+				list[i].Payload = p
+			}
+		}
+	}
+	return list
 }

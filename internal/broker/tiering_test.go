@@ -144,3 +144,19 @@ func TestTieringReadFailureFailsOnlyThatJob(t *testing.T) {
 	_, err := st.Store.ReadPayload(context.Background(), bad)
 	require.NoError(t, err, "a job whose payload could not be read stays in the store")
 }
+
+func TestTieringDeadLetterShowsPayload(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := startBroker(t, broker.Config{Store: st, MemoryBudget: -1, DefaultPolicy: broker.Policy{MaxAttempts: 1}})
+	seq := submitBg(t, b, b.NewSession("client", discard{}), "dead payload")
+	w := b.NewSession("w", discard{})
+	b.CanDo(w, []byte("f"), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, a.Seq, broker.Fail, nil))
+	dead := b.DeadLetters("f")
+	require.Len(t, dead, 1)
+	require.Equal(t, seq, dead[0].Seq)
+	require.Equal(t, "dead payload", string(dead[0].Payload), "a dead letter's payload on disk is read back")
+}
