@@ -1,0 +1,69 @@
+package pebble_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/pebble"
+)
+
+type dropEvents struct{}
+
+func (dropEvents) Send(broker.Event) {}
+
+// TestBrokerRestartKeepsLifecycle runs the broker on the Pebble store,
+// turns a job into a dead letter, and checks that a restarted broker finds
+// it with its payload, attempts and error, with tiering on.
+func TestBrokerRestartKeepsLifecycle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	quiet := slog.New(slog.DiscardHandler)
+	cfg := broker.Config{Logger: quiet, MemoryBudget: -1, DefaultPolicy: broker.Policy{MaxAttempts: 1}}
+	open := func() (*broker.Broker, *pebble.Store) {
+		st, err := pebble.Open(ctx, dir, pebble.Options{Logger: quiet})
+		require.NoError(t, err)
+		c := cfg
+		c.Store = st
+		b := broker.New(c)
+		require.NoError(t, b.Start(ctx))
+		return b, st
+	}
+	b, st := open()
+	done := make(chan error, 1)
+	b.Submit(b.NewSession("c", dropEvents{}), broker.SubmitParams{Function: []byte("f"), Unique: []byte("u"),
+		Payload: []byte("keep me"), Background: true}, func(_ uint64, _ bool, err error) { done <- err })
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("submit not acknowledged")
+	}
+	w := b.NewSession("w", dropEvents{})
+	b.CanDo(w, []byte("f"), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, "keep me", string(a.Payload))
+	require.NoError(t, b.Finish(w, a.Seq, broker.Exception, []byte("it broke")))
+	require.Len(t, b.DeadLetters("f"), 1)
+	b.Stop()
+	require.NoError(t, st.Close())
+
+	b, st = open()
+	defer st.Close()
+	defer b.Stop()
+	dead := b.DeadLetters("f")
+	require.Len(t, dead, 1)
+	require.Equal(t, a.Seq, dead[0].Seq)
+	require.Equal(t, "keep me", string(dead[0].Payload))
+	require.Equal(t, "u", dead[0].Unique)
+	require.Equal(t, uint32(1), dead[0].Attempts)
+	require.Equal(t, "it broke", dead[0].LastError)
+	require.NotEmpty(t, dead[0].History)
+}
