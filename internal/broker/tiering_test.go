@@ -160,3 +160,18 @@ func TestTieringDeadLetterShowsPayload(t *testing.T) {
 	require.Equal(t, seq, dead[0].Seq)
 	require.Equal(t, "dead payload", string(dead[0].Payload), "a dead letter's payload on disk is read back")
 }
+
+// TestTieringAndMaxQueuedBytes: payloads kept on disk do not count against
+// MaxQueuedBytes, which bounds the memory live jobs take.
+func TestTieringAndMaxQueuedBytes(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, broker.Config{Store: memory.New(), MemoryBudget: -1, MaxQueuedBytes: 100})
+	c := b.NewSession("client", discard{})
+	want := map[uint64]string{}
+	for i := range 10 {
+		p := fmt.Sprintf("%050d", i)
+		want[submitBg(t, b, c, p)] = p
+	}
+	require.Equal(t, want, grabAll(t, b, "f"))
+	submitBg(t, b, c, fmt.Sprintf("%090d", 0))
+}
