@@ -68,10 +68,11 @@ type Server struct {
 	err      error
 }
 
-// Start runs "gearwork serve --listen 127.0.0.1:0 --http off" with extra args and
-// waits until it logs that it listens (so --log-level must let info
-// through). Pass "--http", "127.0.0.1:0" to turn the HTTP API on (see
-// HTTPAddr). The process is stopped when the test ends.
+// Start runs "gearwork serve --listen 127.0.0.1:0 --http off --store
+// memory:" with extra args (a --store among them wins) and waits until it
+// logs that it listens (so --log-level must let info through). Pass
+// "--http", "127.0.0.1:0" to turn the HTTP API on (see HTTPAddr). The
+// process is stopped when the test ends.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	s, err := start(t, args)
@@ -88,7 +89,7 @@ var (
 )
 
 func start(t testing.TB, args []string) (*Server, error) {
-	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off"}, args...)...)
+	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "memory:"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -214,9 +215,14 @@ func (s *Server) Status(fields ...string) (map[string]int64, error) {
 }
 
 // Run runs the binary with args to completion (bounded by ctx) and
-// returns its combined output and exit code.
+// returns its combined output and exit code. A "serve" gets "--store
+// memory:" first (a --store among args wins), so that tests do not share
+// the default data directory.
 func Run(ctx context.Context, t testing.TB, args ...string) (string, int) {
 	t.Helper()
+	if len(args) > 0 && args[0] == "serve" {
+		args = append([]string{"serve", "--store", "memory:"}, args[1:]...)
+	}
 	cmd := exec.CommandContext(ctx, Binary(t), args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil && cmd.ProcessState == nil {
