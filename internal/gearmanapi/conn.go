@@ -27,9 +27,9 @@ type conn struct {
 	nc     net.Conn
 	remote string
 	// raw allows a non-blocking write attempt; nil for TLS connections.
-	raw syscall.RawConn
-	sess   *broker.Session
-	done   broker.DoneFunc
+	raw  syscall.RawConn
+	sess *broker.Session
+	done broker.DoneFunc
 
 	// The fields up to rmu are owned by the reader goroutine.
 
