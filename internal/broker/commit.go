@@ -75,9 +75,6 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 	if len(*records) == 0 && len(*deletes) == 0 && len(*saves) == 0 && len(meta) == 0 {
 		return more
 	}
-	// Save before Delete: a job taken back from a worker (a retry record)
-	// and finished again before this round must end up deleted, not
-	// written back after its delete.
 	var err error
 	began := time.Now()
 	if len(*records) > 0 {
