@@ -1,0 +1,127 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migration is one versioned change of the schema. Migrations are applied
+// in order, each exactly once per schema, and are never edited once
+// released: a change is a new migration.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations are the schema's history. Tables are created in the
+// connection's current schema (the first existing schema of search_path).
+var migrations = []migration{
+	{1, "jobs, servers and the job sequence", `
+CREATE SEQUENCE gearwork_job_seq MINVALUE 1 MAXVALUE 4611686018427387903;
+
+CREATE TABLE gearwork_servers (
+	id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name        text NOT NULL,
+	started_at  timestamptz NOT NULL DEFAULT now(),
+	lease_until timestamptz NOT NULL
+);
+
+CREATE TABLE gearwork_jobs (
+	seq        bigint PRIMARY KEY,
+	handle     bytea NOT NULL,
+	function   bytea NOT NULL,
+	uniq       bytea,
+	reducer    bytea NOT NULL DEFAULT '',
+	payload    bytea NOT NULL,
+	priority   smallint NOT NULL,
+	run_at     bigint NOT NULL DEFAULT 0,
+	retries    bigint NOT NULL DEFAULT 0,
+	owner      bigint REFERENCES gearwork_servers (id) ON DELETE SET NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Live jobs coalesce on (function, unique); uniq first so that
+-- GET_STATUS_UNIQUE, which names no function, can use the index too.
+CREATE UNIQUE INDEX gearwork_jobs_unique ON gearwork_jobs (uniq, function) WHERE uniq IS NOT NULL;
+-- Claiming: unclaimed jobs of a function in dispatch order.
+CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq) WHERE owner IS NULL;
+-- Releasing a dead server's jobs (ON DELETE SET NULL) and a server's own.
+CREATE INDEX gearwork_jobs_owner ON gearwork_jobs (owner) WHERE owner IS NOT NULL;
+`},
+}
+
+// LatestVersion is the schema version this build of Gearwork migrates to.
+var LatestVersion = migrations[len(migrations)-1].version
+
+// ErrSchemaTooNew is returned (wrapped) by Open and Migrate when the
+// database was migrated by a newer Gearwork than this one.
+var ErrSchemaTooNew = errors.New("postgres: the database schema is newer than this Gearwork knows")
+
+// migrate brings the current schema up to LatestVersion and returns the
+// versions it applied. Every migration runs in one transaction holding an
+// advisory lock on the schema, so servers that start at the same time
+// apply each migration exactly once and wait for each other.
+func migrate(ctx context.Context, conn *pgx.Conn) ([]int, error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.gearwork_migrations'))`); err != nil {
+		return nil, fmt.Errorf("postgres: migrate: lock: %w", err)
+	}
+	var schema *string
+	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return nil, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if schema == nil {
+		return nil, errors.New("postgres: migrate: no schema of search_path exists; create it first")
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS gearwork_migrations (
+		version    integer PRIMARY KEY,
+		name       text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return nil, fmt.Errorf("postgres: migrate: create gearwork_migrations: %w", err)
+	}
+	var current int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM gearwork_migrations`).Scan(&current); err != nil {
+		return nil, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if current > LatestVersion {
+		return nil, fmt.Errorf("%w: schema %q is at version %d, this Gearwork knows up to %d",
+			ErrSchemaTooNew, *schema, current, LatestVersion)
+	}
+	var applied []int
+	for _, m := range migrations {
+		if m.version <= current {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return nil, fmt.Errorf("postgres: migration %d (%s): %w", m.version, m.name, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO gearwork_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			return nil, fmt.Errorf("postgres: migration %d: %w", m.version, err)
+		}
+		applied = append(applied, m.version)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("postgres: migrate: commit: %w", err)
+	}
+	return applied, nil
+}
+
+// Migrate connects to url and brings its schema up to LatestVersion, as the
+// server does when it starts. It returns the versions it applied (none
+// when the schema was current).
+func Migrate(ctx context.Context, url string) ([]int, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	return migrate(ctx, conn)
+}

@@ -1,0 +1,334 @@
+// Package pgtest starts a private PostgreSQL server for tests and hands
+// each test its own schema in it.
+//
+// The server is Debian's (or any) PostgreSQL found in /usr/lib/postgresql/*/bin
+// or on PATH: initdb into a temporary directory, then postgres listening
+// only on a Unix socket inside that directory (no TCP port, nothing global).
+// When the process runs as root, initdb and postgres run as the "postgres"
+// user, which owns the directory. The server is a child process that dies
+// with the test binary (parent-death signal), and Stop removes everything.
+//
+// Set GEARWORK_TEST_POSTGRES to a connection URL to use an existing server
+// instead; each test still gets its own schema there. When no PostgreSQL
+// is installed, tests are skipped, unless CI or GEARWORK_REQUIRE_POSTGRES
+// is set, in which case they fail.
+//
+// API is not stable: this package is internal to Gearwork.
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Durable keeps PostgreSQL's fsync on (benchmarks). The zero value
+	// turns fsync off, which is enough for tests and much faster.
+	Durable bool
+	// Settings are extra "name=value" server settings.
+	Settings []string
+}
+
+// Server is a PostgreSQL server started by Start.
+type Server struct {
+	// URL connects to the server's "postgres" database as the superuser.
+	URL string
+
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	once sync.Once
+}
+
+// ErrNotInstalled is returned by Start when no PostgreSQL binaries are found.
+var ErrNotInstalled = errors.New("pgtest: PostgreSQL is not installed (no initdb found)")
+
+// binDir finds the directory holding initdb and postgres, newest version
+// first.
+func binDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(a, b int) bool { return pgVersion(dirs[a]) > pgVersion(dirs[b]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", ErrNotInstalled
+}
+
+func pgVersion(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+// Start initialises a new database cluster in a temporary directory and
+// starts a server on a Unix socket in it. Stop it with Stop.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "gearwork-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	s := &Server{dir: dir, done: make(chan struct{})}
+	cred, err := credential(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
+	}
+	args := []string{"-D", data, "-k", dir, "-c", "listen_addresses=",
+		"-c", "max_connections=300", "-c", "shared_buffers=64MB"}
+	if !opts.Durable {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+	}
+	for _, kv := range opts.Settings {
+		args = append(args, "-c", kv)
+	}
+	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	s.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		_ = logf.Close()
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: starting postgres: %w", err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		_ = logf.Close()
+		close(s.done)
+	}()
+	s.URL = "postgres://postgres@/postgres?host=" + url.QueryEscape(dir) + "&sslmode=disable"
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// credential returns the user to run PostgreSQL as: nil (the current user)
+// unless running as root, when it is "postgres", who is given dir.
+func credential(dir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: running as root needs a postgres user to run PostgreSQL as: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+func (s *Server) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, s.URL)
+		if err == nil {
+			_ = conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("pgtest: postgres exited during start-up:\n%s", s.Log())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pgtest: postgres did not accept connections within a minute: %w\n%s", err, s.Log())
+		}
+	}
+}
+
+// Log returns the server's log so far.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
+	return string(b)
+}
+
+// Stop stops the server (fast shutdown) and removes its directory. Safe to
+// call twice.
+func (s *Server) Stop() {
+	s.once.Do(func() {
+		if s.cmd != nil && s.cmd.Process != nil {
+			_ = s.cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-s.done:
+			case <-time.After(30 * time.Second):
+				_ = s.cmd.Process.Kill()
+				<-s.done
+			}
+		}
+		_ = os.RemoveAll(s.dir)
+	})
+}
+
+var (
+	sharedMu  sync.Mutex
+	shared    *Server
+	sharedErr error
+	schemaN   atomic.Int64
+)
+
+// sharedURL returns the URL of the package-wide server, starting it on
+// first use.
+func sharedURL(ctx context.Context) (string, error) {
+	if u := os.Getenv("GEARWORK_TEST_POSTGRES"); u != "" {
+		return u, nil
+	}
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if shared == nil && sharedErr == nil {
+		shared, sharedErr = Start(ctx, Options{})
+	}
+	if sharedErr != nil {
+		return "", sharedErr
+	}
+	return shared.URL, nil
+}
+
+// Main runs the package's tests and then stops the server that Schema or
+// URL started, if any. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	sharedMu.Lock()
+	if shared != nil {
+		shared.Stop()
+	}
+	sharedMu.Unlock()
+	os.Exit(code)
+}
+
+// required reports whether a missing PostgreSQL fails the test instead of
+// skipping it.
+func required() bool {
+	return os.Getenv("CI") != "" || os.Getenv("GEARWORK_REQUIRE_POSTGRES") != ""
+}
+
+// URL returns the URL of the package-wide server (started on first use)
+// without creating a schema. It skips or fails t when PostgreSQL is not
+// installed.
+func URL(t testing.TB) string {
+	t.Helper()
+	u, err := sharedURL(context.Background())
+	if errors.Is(err, ErrNotInstalled) && !required() {
+		t.Skip(err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9_]+`)
+
+// Schema creates a new, empty schema for t in the package-wide server and
+// returns a URL whose connections use it (search_path). The schema is
+// dropped when t ends. It skips or fails t when PostgreSQL is not
+// installed.
+func Schema(t testing.TB) string {
+	t.Helper()
+	base := URL(t)
+	name := unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "_")
+	if len(name) > 40 {
+		name = name[len(name)-40:]
+	}
+	name = fmt.Sprintf("t%d_%s", schemaN.Add(1), strings.Trim(name, "_"))
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer conn.Close(ctx)
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+ident); err != nil {
+		t.Fatalf("pgtest: create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("pgtest: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+ident+" CASCADE"); err != nil {
+			t.Errorf("pgtest: drop schema: %v", err)
+		}
+	})
+	return WithSchema(base, name)
+}
+
+// WithSchema returns u with its connections' search_path set to schema.
+func WithSchema(u, schema string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	q := p.Query()
+	q.Set("search_path", schema)
+	p.RawQuery = q.Encode()
+	return p.String()
+}
+
+// Exec runs SQL statements against the URL; a helper for tests that need
+// to look at or damage the database directly.
+func Exec(t testing.TB, u, sql string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("pgtest: %s: %v", firstLine(sql), err)
+	}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return string(bytes.TrimSpace([]byte(s)))
+}

@@ -1,0 +1,496 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// ErrNotJoined is returned by the cluster methods (Claim, Renew, Release)
+// before Join or after Leave.
+var ErrNotJoined = errors.New("postgres: this server has not joined the cluster")
+
+// member returns this server's id in gearwork_servers.
+func (s *Store) member() (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serverID == 0 {
+		return 0, ErrNotJoined
+	}
+	return s.serverID, nil
+}
+
+// Join registers this server in gearwork_servers with a lease and starts
+// listening for notifications: wake is called (from another goroutine,
+// without blocking) with the name of a function whose jobs may have become
+// claimable, or "" when any may have. It returns how often Renew must be
+// called to keep the lease.
+func (s *Store) Join(ctx context.Context, wake func(function string)) (time.Duration, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	id, err := s.register(ctx)
+	if err != nil {
+		return 0, err
+	}
+	l := newListener(s.cfg.URL, s.channel, wake, s.log)
+	s.mu.Lock()
+	s.serverID = id
+	old := s.listener
+	s.listener = l
+	s.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	l.start()
+	return s.cfg.LeaseTTL / 4, nil
+}
+
+func (s *Store) register(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO gearwork_servers (name, lease_until)
+		VALUES ($1, now() + $2::interval) RETURNING id`, s.cfg.Name, s.cfg.LeaseTTL).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: register server: %w", err)
+	}
+	return id, nil
+}
+
+// Renew extends this server's lease and releases the jobs of servers
+// whose lease has expired (waking the others to claim them). lost reports
+// that this server's own lease had expired and another server released
+// its jobs: the server has been registered again under a new id, and the
+// jobs it held before must be considered taken from it.
+func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	id, err := s.member()
+	if err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE gearwork_servers SET lease_until = now() + $2::interval WHERE id = $1`,
+		id, s.cfg.LeaseTTL)
+	if err != nil {
+		return false, fmt.Errorf("postgres: renew lease: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		nid, err := s.register(ctx)
+		if err != nil {
+			return false, err
+		}
+		s.mu.Lock()
+		if s.serverID == id {
+			s.serverID = nid
+		}
+		s.mu.Unlock()
+		s.log.Warn("postgres: this server's lease had expired; its jobs went to other servers",
+			slog.Int64("old_id", id), slog.Int64("new_id", nid))
+		lost = true
+	}
+	var reaped int
+	err = s.pool.QueryRow(ctx, `WITH dead AS (
+			DELETE FROM gearwork_servers WHERE lease_until < now() RETURNING id)
+		SELECT count(*) FROM dead`).Scan(&reaped)
+	if err != nil {
+		return lost, fmt.Errorf("postgres: release expired leases: %w", err)
+	}
+	if reaped > 0 {
+		s.log.Info("postgres: released the jobs of servers whose lease expired", slog.Int("servers", reaped))
+		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, '')`, s.channel); err != nil {
+			return lost, fmt.Errorf("postgres: notify: %w", err)
+		}
+	}
+	return lost, nil
+}
+
+// Leave unregisters this server, which releases every job it holds to the
+// other servers (and wakes them), and stops listening. Idempotent.
+func (s *Store) Leave(ctx context.Context) error {
+	s.mu.Lock()
+	id := s.serverID
+	s.serverID = 0
+	l := s.listener
+	s.listener = nil
+	s.mu.Unlock()
+	if l != nil {
+		l.stop()
+	}
+	if id == 0 || s.closed.Load() {
+		return nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(`DELETE FROM gearwork_servers WHERE id = $1`, id)
+	b.Queue(`SELECT pg_notify($1, '')`, s.channel)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: leave: %w", err)
+	}
+	return nil
+}
+
+// notifyPayload names a function in a notification: hex, because function
+// names are bytes and payloads are text; "" (everyone) when too long.
+func notifyPayload(function string) string {
+	if len(function) > 3000 {
+		return ""
+	}
+	return hex.EncodeToString([]byte(function))
+}
+
+func decodePayload(p string) string {
+	b, err := hex.DecodeString(p)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+const insertSQL = `
+WITH input AS (
+	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::smallint[],
+		$6::bigint[], $7::bigint[], $8::boolean[])
+		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ord)
+), numbered AS MATERIALIZED (
+	SELECT nextval('gearwork_job_seq') AS seq, ord FROM (SELECT ord FROM input ORDER BY ord) o
+), ins AS (
+	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner)
+	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim THEN $10::bigint END
+	FROM input i JOIN numbered n USING (ord)
+	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL
+	DO UPDATE SET owner = EXCLUDED.owner WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL
+	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
+)
+SELECT n.ord, ins.seq, ins.function, ins.uniq, ins.created, ins.owner FROM ins LEFT JOIN numbered n ON n.seq = ins.seq`
+
+type uniqKey struct{ function, unique string }
+
+// Insert adds new background jobs, assigning each a sequence number from
+// the database's sequence (unique across every server), and coalesces a
+// job with a unique with the live job of the same function and unique:
+// that job's sequence number is returned with Created false. Jobs asked to
+// be claimed are held by this server; the others wake the servers
+// listening. The whole batch is one transaction, durable when Insert
+// returns. If this server's lease was lost, the jobs are inserted
+// unclaimed.
+func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]store.Inserted, len(p.Jobs))
+	if len(p.Jobs) == 0 {
+		return out, nil
+	}
+	id, _ := s.member()
+	claim := func(i int) bool { return id != 0 && p.Claim != nil && p.Claim[i] }
+	for attempt := 0; ; attempt++ {
+		err := s.insert(ctx, p, out, id, claim)
+		var pgErr *pgconn.PgError
+		if attempt == 0 && errors.As(err, &pgErr) && pgErr.Code == "23503" && id != 0 {
+			// foreign_key_violation: our server row is gone (lease lost);
+			// insert without claiming. Renew registers us again.
+			id = 0
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("postgres: insert %d jobs: %w", len(p.Jobs), err)
+		}
+		return out, nil
+	}
+}
+
+func (s *Store) insert(ctx context.Context, p store.InsertParams, out []store.Inserted, id int64, claim func(int) bool) error {
+	// A batch may name one (function, unique) twice; only the first goes
+	// to the database, the others share its outcome.
+	first := make(map[uniqKey]int)
+	dupOf := make([]int, len(p.Jobs))
+	var sent []int // indexes into p.Jobs, per statement row
+	var notify []string
+	notified := make(map[string]bool)
+	now := time.Now().Unix()
+	for i, j := range p.Jobs {
+		dupOf[i] = -1
+		if j.Unique != "" {
+			k := uniqKey{j.Function, j.Unique}
+			if f, ok := first[k]; ok {
+				dupOf[i] = f
+				continue
+			}
+			first[k] = i
+		}
+		sent = append(sent, i)
+		if !claim(i) && j.RunAt <= now && !notified[j.Function] {
+			notified[j.Function] = true
+			notify = append(notify, notifyPayload(j.Function))
+		}
+	}
+	// Statement-sized pieces, one transaction.
+	jobsSent := make([]store.Job, len(sent))
+	for k, i := range sent {
+		jobsSent[k] = p.Jobs[i]
+	}
+	parts := chunks(jobsSent)
+	var missing []int // rows that coalesced with a job the statement did not return
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		missing = missing[:0]
+		base := 0
+		for _, part := range parts {
+			var (
+				fn, uq, red, pay [][]byte
+				pri              []int16
+				runAt, retries   []int64
+				cl               []bool
+			)
+			for k, j := range part {
+				fn = append(fn, nonNil([]byte(j.Function)))
+				var u []byte
+				if j.Unique != "" {
+					u = []byte(j.Unique)
+				}
+				uq = append(uq, u)
+				red = append(red, nonNil([]byte(j.Reducer)))
+				pay = append(pay, nonNil(j.Payload))
+				pri = append(pri, int16(j.Priority))
+				runAt = append(runAt, j.RunAt)
+				retries = append(retries, int64(j.Retries))
+				cl = append(cl, claim(sent[base+k]))
+			}
+			rows, err := tx.Query(ctx, insertSQL, fn, uq, red, pay, pri, runAt, retries, cl,
+				[]byte(p.HandlePrefix), id)
+			if err != nil {
+				return err
+			}
+			seen := make([]bool, len(part))
+			for rows.Next() {
+				var (
+					ord      *int64
+					seq      int64
+					f, u     []byte
+					created  bool
+					owner    *int64
+					rowIndex = -1
+				)
+				if err := rows.Scan(&ord, &seq, &f, &u, &created, &owner); err != nil {
+					rows.Close()
+					return err
+				}
+				if ord != nil {
+					rowIndex = int(*ord) - 1
+				} else if i, ok := first[uniqKey{string(f), string(u)}]; ok {
+					rowIndex = slices.Index(sent[base:base+len(part)], i)
+				}
+				if rowIndex < 0 || rowIndex >= len(part) {
+					continue
+				}
+				seen[rowIndex] = true
+				out[sent[base+rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
+					Claimed: owner != nil && *owner == id && id != 0}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			for k, ok := range seen {
+				if !ok {
+					missing = append(missing, sent[base+k])
+				}
+			}
+			base += len(part)
+		}
+		// Rows that coalesced with a job held by some server (the
+		// conditional update did not fire, so the row was not returned).
+		for _, i := range missing {
+			j := p.Jobs[i]
+			var seq int64
+			var owner *int64
+			err := tx.QueryRow(ctx, `SELECT seq, owner FROM gearwork_jobs WHERE uniq = $1 AND function = $2`,
+				[]byte(j.Unique), []byte(j.Function)).Scan(&seq, &owner)
+			if errors.Is(err, pgx.ErrNoRows) {
+				// Finished and deleted in the meantime: a new job.
+				err = tx.QueryRow(ctx, `INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries)
+					SELECT v, $1::bytea || convert_to(v::text, 'UTF8'), $2, $3, $4, $5, $6, $7, $8
+					FROM nextval('gearwork_job_seq') v RETURNING seq`,
+					[]byte(p.HandlePrefix), []byte(j.Function), []byte(j.Unique), nonNil([]byte(j.Reducer)),
+					nonNil(j.Payload), int16(j.Priority), j.RunAt, int64(j.Retries)).Scan(&seq)
+				if err != nil {
+					return err
+				}
+				out[i] = store.Inserted{Seq: uint64(seq), Created: true}
+				if !notified[j.Function] {
+					notified[j.Function] = true
+					notify = append(notify, notifyPayload(j.Function))
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out[i] = store.Inserted{Seq: uint64(seq), Claimed: owner != nil && *owner == id && id != 0}
+		}
+		if len(notify) > 0 {
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, f := range dupOf {
+		if f >= 0 {
+			out[i] = store.Inserted{Seq: out[f].Seq, Claimed: false}
+		}
+	}
+	return nil
+}
+
+// Update writes the retries, run-at time and priority of jobs that are
+// still stored. A job no longer stored (finished meanwhile, possibly by
+// another server) is skipped, never stored again.
+func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	jobs = lastPerSeq(jobs)
+	seq := make([]int64, len(jobs))
+	retries := make([]int64, len(jobs))
+	runAt := make([]int64, len(jobs))
+	pri := make([]int16, len(jobs))
+	for i, j := range jobs {
+		seq[i], retries[i], runAt[i], pri[i] = seqArg(j.Seq), int64(j.Retries), j.RunAt, int16(j.Priority)
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE gearwork_jobs g SET retries = u.retries, run_at = u.run_at, priority = u.priority
+		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[]) AS u(seq, retries, run_at, priority)
+		WHERE g.seq = u.seq`, seq, retries, runAt, pri)
+	if err != nil {
+		return fmt.Errorf("postgres: update %d jobs: %w", len(jobs), err)
+	}
+	return nil
+}
+
+const claimSQL = `
+WITH want AS (
+	SELECT * FROM unnest($1::bytea[], $2::integer[]) AS w(function, n)
+), picked AS (
+	SELECT j.seq FROM want CROSS JOIN LATERAL (
+		SELECT seq FROM gearwork_jobs
+		WHERE function = want.function AND owner IS NULL
+			AND run_at <= extract(epoch FROM now())::bigint
+		ORDER BY priority, seq
+		LIMIT want.n
+		FOR UPDATE SKIP LOCKED) j
+)
+UPDATE gearwork_jobs g SET owner = $3
+FROM picked WHERE g.seq = picked.seq
+RETURNING g.seq, g.handle, g.function, g.uniq, g.reducer, g.payload, g.priority, g.run_at, g.retries`
+
+// Claim takes up to Max runnable, unclaimed jobs of each requested function
+// for this server (skipping rows other servers are claiming at the same
+// moment) and returns them by priority, then sequence. The jobs stay this
+// server's while its lease lasts.
+func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	id, err := s.member()
+	if err != nil {
+		return nil, err
+	}
+	fns := make([][]byte, 0, len(req))
+	ns := make([]int32, 0, len(req))
+	for _, r := range req {
+		if r.Max > 0 {
+			fns = append(fns, nonNil([]byte(r.Function)))
+			ns = append(ns, int32(min(r.Max, 1<<20)))
+		}
+	}
+	if len(fns) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, claimSQL, fns, ns, id)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim: %w", err)
+	}
+	var out []store.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("postgres: claim: %w", err)
+		}
+		out = append(out, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: claim: %w", err)
+	}
+	slices.SortFunc(out, func(a, b store.Job) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Seq, b.Seq))
+	})
+	return out, nil
+}
+
+// Release gives jobs this server holds back to the others and wakes them.
+// Jobs it does not hold are left alone.
+func (s *Store) Release(ctx context.Context, seqs []uint64) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	id, err := s.member()
+	if err != nil {
+		return err
+	}
+	args := make([]int64, len(seqs))
+	for i, q := range seqs {
+		args[i] = seqArg(q)
+	}
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE gearwork_jobs SET owner = NULL WHERE seq = ANY($1) AND owner = $2`, args, id)
+	b.Queue(`SELECT pg_notify($1, '')`, s.channel)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: release %d jobs: %w", len(seqs), err)
+	}
+	return nil
+}
+
+// Find looks a live job up by unique (of any function) when unique is not
+// empty, else by sequence number. ok is false when there is none.
+func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Found, ok bool, err error) {
+	if err := s.check(ctx); err != nil {
+		return f, false, err
+	}
+	var (
+		row     pgx.Row
+		q       int64
+		claimed bool
+	)
+	if unique != "" {
+		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE uniq = $1 ORDER BY seq LIMIT 1`, []byte(unique))
+	} else {
+		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE seq = $1`, seqArg(seq))
+	}
+	switch err := row.Scan(&q, &claimed); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return f, false, nil
+	case err != nil:
+		return f, false, fmt.Errorf("postgres: find job: %w", err)
+	}
+	return store.Found{Seq: uint64(q), Claimed: claimed}, true, nil
+}

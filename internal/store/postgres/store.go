@@ -1,0 +1,357 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Config configures a Store.
+type Config struct {
+	// URL is a PostgreSQL connection URL or keyword/value string as pgx
+	// accepts it. Tables live in the current schema (search_path).
+	URL string
+	// Name identifies this server in gearwork_servers. Default
+	// "<hostname>:<pid>".
+	Name string
+	// LeaseTTL is how long the jobs a server holds stay its own without
+	// a renewal; a server that dies loses them after this long. Renewals
+	// happen every LeaseTTL/4. Default 10s.
+	LeaseTTL time.Duration
+	// MaxConns bounds the connection pool. Default 8.
+	MaxConns int32
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is the PostgreSQL store. It implements the broker's Store and
+// SharedStore contracts; all methods are safe for concurrent use.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	pool *pgxpool.Pool
+	// channel is the LISTEN/NOTIFY channel of this schema.
+	channel string
+	closed  atomic.Bool
+
+	// mu guards the membership fields below.
+	mu       sync.Mutex
+	serverID int64 // 0 until Join
+	listener *listener
+}
+
+// maxStatementBytes bounds the payload bytes sent in one statement; larger
+// batches are split over several statements in one transaction.
+const maxStatementBytes = 32 << 20
+
+// maxStatementRows bounds the rows sent in one statement.
+const maxStatementRows = 8192
+
+// Open connects to the database, applies any missing migrations and
+// returns the store. It fails if the database cannot be reached.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, 10*time.Second)
+	cfg.MaxConns = cmp.Or(cfg.MaxConns, 8)
+	pcfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), pool: pool}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	applied, err := migrate(ctx, conn.Conn())
+	if err == nil {
+		var schema string
+		err = conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema)
+		s.channel = channelName(schema)
+	}
+	conn.Release()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if len(applied) > 0 {
+		s.log.Info("postgres: migrated schema", slog.Any("versions", applied))
+	}
+	return s, nil
+}
+
+// channelName returns the NOTIFY channel for a schema: channels are per
+// database, so servers on different schemas of one database stay apart.
+func channelName(schema string) string {
+	c := "gearwork." + schema
+	if len(c) > 63 {
+		c = c[:63]
+	}
+	return c
+}
+
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Close leaves the cluster if the store joined one (releasing every job
+// this server holds) and closes the connections. Further calls return
+// store.ErrClosed. Idempotent.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	l := s.listener
+	s.listener = nil
+	s.mu.Unlock()
+	if l != nil {
+		l.stop()
+	}
+	s.pool.Close()
+	return nil
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	return s.pool.Ping(ctx)
+}
+
+// seqArg encodes a sequence number as PostgreSQL's signed bigint, keeping
+// the bits: numbers from 2^63 up are stored as negative values.
+func seqArg(seq uint64) int64 { return int64(seq) }
+
+// jobColumns holds one batch of jobs as column arrays, for unnest.
+type jobColumns struct {
+	seq      []int64
+	handle   [][]byte
+	function [][]byte
+	uniq     [][]byte
+	reducer  [][]byte
+	payload  [][]byte
+	priority []int16
+	runAt    []int64
+	retries  []int64
+}
+
+func (c *jobColumns) add(j store.Job) {
+	c.seq = append(c.seq, seqArg(j.Seq))
+	c.handle = append(c.handle, nonNil([]byte(j.Handle)))
+	c.function = append(c.function, nonNil([]byte(j.Function)))
+	var u []byte // NULL: no unique
+	if j.Unique != "" {
+		u = []byte(j.Unique)
+	}
+	c.uniq = append(c.uniq, u)
+	c.reducer = append(c.reducer, nonNil([]byte(j.Reducer)))
+	c.payload = append(c.payload, nonNil(j.Payload))
+	c.priority = append(c.priority, int16(j.Priority))
+	c.runAt = append(c.runAt, j.RunAt)
+	c.retries = append(c.retries, int64(j.Retries))
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// chunks splits jobs into statement-sized pieces.
+func chunks(jobs []store.Job) [][]store.Job {
+	var out [][]store.Job
+	start, size := 0, 0
+	for i, j := range jobs {
+		if i > start && (size+len(j.Payload) > maxStatementBytes || i-start >= maxStatementRows) {
+			out = append(out, jobs[start:i])
+			start, size = i, 0
+		}
+		size += len(j.Payload)
+	}
+	if start < len(jobs) {
+		out = append(out, jobs[start:])
+	}
+	return out
+}
+
+// inTx runs fn in a transaction when the work needs several statements,
+// and directly (each statement its own transaction) when it needs one.
+func (s *Store) inTx(ctx context.Context, statements int, fn func(q querier) error) error {
+	if statements <= 1 {
+		return fn(s.pool)
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(tx) })
+}
+
+// querier is what pgxpool.Pool and pgx.Tx have in common.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+const saveSQL = `
+INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[],
+	$7::smallint[], $8::bigint[], $9::bigint[])
+ON CONFLICT (seq) DO UPDATE SET
+	handle = EXCLUDED.handle, function = EXCLUDED.function, uniq = EXCLUDED.uniq,
+	reducer = EXCLUDED.reducer, payload = EXCLUDED.payload, priority = EXCLUDED.priority,
+	run_at = EXCLUDED.run_at, retries = EXCLUDED.retries`
+
+// Save inserts jobs or replaces the stored jobs with the same Seq (a job
+// that a server holds stays held). It is durable when it returns, as the
+// database's synchronous_commit defines; a batch is written atomically.
+// When a batch names one Seq twice, the later record wins.
+func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	jobs = lastPerSeq(jobs)
+	parts := chunks(jobs)
+	err := s.inTx(ctx, len(parts), func(q querier) error {
+		for _, part := range parts {
+			var c jobColumns
+			for _, j := range part {
+				c.add(j)
+			}
+			if _, err := q.Exec(ctx, saveSQL, c.seq, c.handle, c.function, c.uniq, c.reducer,
+				c.payload, c.priority, c.runAt, c.retries); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: save %d jobs: %w", len(jobs), err)
+	}
+	return nil
+}
+
+// lastPerSeq drops every record that a later record with the same Seq
+// replaces, keeping the order otherwise.
+func lastPerSeq(jobs []store.Job) []store.Job {
+	seen := make(map[uint64]int, len(jobs))
+	dup := false
+	for i, j := range jobs {
+		if _, ok := seen[j.Seq]; ok {
+			dup = true
+		}
+		seen[j.Seq] = i
+	}
+	if !dup {
+		return jobs
+	}
+	out := make([]store.Job, 0, len(seen))
+	for i, j := range jobs {
+		if seen[j.Seq] == i {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// Delete removes jobs by Seq. Unknown ones are ignored, so it is
+// idempotent.
+func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	args := make([]int64, len(seqs))
+	for i, q := range seqs {
+		args[i] = seqArg(q)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM gearwork_jobs WHERE seq = ANY($1)`, args); err != nil {
+		return fmt.Errorf("postgres: delete %d jobs: %w", len(seqs), err)
+	}
+	return nil
+}
+
+const jobSelect = `SELECT seq, handle, function, uniq, reducer, payload, priority, run_at, retries FROM gearwork_jobs`
+
+// Load calls each for every stored job in ascending Seq order, held or
+// not, and stops at the first error each returns. Payloads given to each
+// are its own.
+func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	// Sequence numbers from 2^63 up are stored as negative bigints: they
+	// come after all the others.
+	for _, where := range []string{` WHERE seq >= 0 ORDER BY seq`, ` WHERE seq < 0 ORDER BY seq`} {
+		rows, err := s.pool.Query(ctx, jobSelect+where)
+		if err != nil {
+			return fmt.Errorf("postgres: load: %w", err)
+		}
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("postgres: load: %w", err)
+			}
+			if err := each(j); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("postgres: load: %w", err)
+		}
+	}
+	return nil
+}
+
+func scanJob(row pgx.Row) (store.Job, error) {
+	var (
+		j                              store.Job
+		seq, runAt, retries            int64
+		handle, fn, uniq, reducer, pay []byte
+		priority                       int16
+	)
+	if err := row.Scan(&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries); err != nil {
+		return j, err
+	}
+	j.Seq = uint64(seq)
+	j.Handle = string(handle)
+	j.Function = string(fn)
+	j.Unique = string(uniq)
+	j.Reducer = string(reducer)
+	j.Payload = pay
+	j.Priority = uint8(priority)
+	j.RunAt = runAt
+	j.Retries = uint32(retries)
+	return j, nil
+}

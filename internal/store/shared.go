@@ -1,0 +1,47 @@
+package store
+
+// The types below are exchanged with a store that several servers share
+// (PostgreSQL). The broker defines the interface that uses them
+// (broker.SharedStore).
+
+// InsertParams describes new background jobs for a shared store.
+type InsertParams struct {
+	// HandlePrefix is the submitting server's handle prefix; the stored
+	// handle is the prefix followed by the sequence number the store
+	// assigns.
+	HandlePrefix string
+	// Jobs are the new jobs. Their Seq and Handle are ignored: the store
+	// assigns sequence numbers that are unique across every server.
+	Jobs []Job
+	// Claim, when not nil, has one entry per job: true asks that the job
+	// be claimed by this server as it is inserted (it is held here and
+	// handed to a local worker), or, when it coalesces with an existing
+	// job that no server holds, that the existing job be claimed.
+	Claim []bool
+}
+
+// Inserted is the outcome of inserting one job into a shared store.
+type Inserted struct {
+	// Seq is the job's sequence number: the new job's, or that of the
+	// live job with the same function and unique it coalesced with.
+	Seq uint64
+	// Created is false when the job coalesced with a live job.
+	Created bool
+	// Claimed reports that this server now holds the job.
+	Claimed bool
+}
+
+// ClaimRequest asks a shared store for up to Max runnable jobs of
+// Function.
+type ClaimRequest struct {
+	Function string
+	Max      int
+}
+
+// Found describes a job that a shared store holds.
+type Found struct {
+	Seq uint64
+	// Claimed reports that some server holds the job (it is running or
+	// about to run there).
+	Claimed bool
+}
