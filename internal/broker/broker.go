@@ -142,6 +142,9 @@ type Broker struct {
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
+	// cluster is the shared-mode state; nil unless the store is a
+	// SharedStore (cluster.go).
+	cluster *cluster
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -181,10 +184,15 @@ func (b *Broker) Start(ctx context.Context) error {
 		// handles are not reused after a restart even when the store is
 		// empty or absent; replay raises it past every stored job.
 		b.nextSeq = max(b.nextSeq, uint64(max(b.clock.Now().UnixMicro(), 1)))
-		if b.store != nil {
-			if err = b.replay(ctx); err != nil {
-				return
-			}
+		shared, _ := b.store.(SharedStore)
+		switch {
+		case shared != nil:
+			err = b.joinCluster(ctx, shared)
+		case b.store != nil:
+			err = b.replay(ctx)
+		}
+		if err != nil {
+			return
 		}
 		if err = b.startLife(ctx); err != nil {
 			return
@@ -193,7 +201,10 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.cancel = cancel
 		b.wg.Add(1)
 		go b.timerLoop(runCtx)
-		if b.store != nil {
+		switch {
+		case shared != nil:
+			b.startClusterLoops(runCtx)
+		case b.store != nil:
 			b.wg.Add(1)
 			go b.commitLoop(runCtx)
 		}
@@ -231,6 +242,10 @@ func (b *Broker) Handle(seq uint64) string {
 
 // ParseHandle returns the sequence number in a handle of this broker.
 func (b *Broker) ParseHandle(h []byte) (uint64, bool) {
+	if b.cluster != nil {
+		// Any server of the cluster may have given the handle out.
+		return parseSeqSuffix(h)
+	}
 	if len(h) <= len(b.prefix) || string(h[:len(b.prefix)]) != b.prefix {
 		return 0, false
 	}

@@ -32,9 +32,13 @@ func (b *Broker) GetStatus(handle []byte) JobStatus {
 		return JobStatus{}
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if j := b.jobs[seq]; j != nil {
+		defer b.mu.Unlock()
 		return statusOf(j)
+	}
+	b.mu.Unlock()
+	if b.cluster != nil {
+		return b.clusterStatus(seq, "")
 	}
 	return JobStatus{}
 }
@@ -46,11 +50,15 @@ func (b *Broker) GetStatusUnique(unique []byte) JobStatus {
 		return JobStatus{}
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	for _, f := range b.functions {
 		if j := f.uniques[string(unique)]; j != nil {
+			defer b.mu.Unlock()
 			return statusOf(j)
 		}
+	}
+	b.mu.Unlock()
+	if b.cluster != nil {
+		return b.clusterStatus(0, string(unique))
 	}
 	return JobStatus{}
 }

@@ -19,6 +19,9 @@ func (b *Broker) CanDo(s *Session, name []byte, timeout time.Duration) {
 	}
 	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout})
 	f.workers++
+	if b.cluster != nil {
+		b.cluster.wantWorkLocked(s)
+	}
 	if s.sleeping && !s.noopSent {
 		f.addSleeper(s)
 		if b.hasWorkLocked(f) {
@@ -62,6 +65,9 @@ func (b *Broker) PreSleep(s *Session) {
 	s.sleepGen++
 	s.sleeping = true
 	s.noopSent = false
+	if b.cluster != nil {
+		b.cluster.wantWorkLocked(s)
+	}
 	if !b.draining {
 		for _, a := range s.abilities {
 			if b.hasWorkLocked(a.fn) {
@@ -103,6 +109,9 @@ func (b *Broker) Grab(s *Session) (Assignment, bool) {
 func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.cluster != nil {
+		defer b.cluster.wantWorkLocked(s)
+	}
 	s.sleeping = false
 	s.noopSent = false
 	if b.draining || b.stopped || len(s.abilities) == 0 {

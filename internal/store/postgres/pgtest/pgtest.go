@@ -332,3 +332,17 @@ func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return string(bytes.TrimSpace([]byte(s)))
 }
+
+// QueryRow runs a query that returns one row and scans it into dest.
+func QueryRow(t testing.TB, u, sql string, dest ...any) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, sql).Scan(dest...); err != nil {
+		t.Fatalf("pgtest: %s: %v", firstLine(sql), err)
+	}
+}

@@ -1,0 +1,397 @@
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Inserter is a store that assigns sequence numbers itself and coalesces
+// jobs with a unique against every live job it holds, not only those this
+// broker knows (a store shared by several servers). The committer uses it
+// instead of Save for new jobs.
+type Inserter interface {
+	// Insert stores new jobs and reports, per job, the sequence number it
+	// got or the one of the live job it coalesced with. Durable when it
+	// returns, as Save.
+	Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error)
+}
+
+// SharedStore is a store that several Gearwork servers share (PostgreSQL).
+// A broker whose store implements it runs in shared mode: it does not
+// replay the store at start; background jobs it accepts are inserted and
+// handed to whichever server claims them; it claims jobs for its own
+// workers; and it answers status requests for jobs it does not hold from
+// the store.
+//
+// API is not stable: this seam is internal to Gearwork. Methods must be safe
+// for concurrent use.
+type SharedStore interface {
+	Store
+	Inserter
+	// Update writes the retries, run-at time and priority of jobs that are
+	// still stored; it never stores a job again that was deleted.
+	Update(ctx context.Context, jobs []store.Job) error
+	// Join registers this server with a lease and starts calling wake
+	// (without blocking, from another goroutine) with the name of a
+	// function whose jobs may have become claimable, or "" for any. It
+	// returns how often Renew must be called.
+	Join(ctx context.Context, wake func(function string)) (time.Duration, error)
+	// Renew extends the lease and releases the jobs of servers whose lease
+	// expired. lost reports that this server's own lease had expired: the
+	// jobs it held were released to others.
+	Renew(ctx context.Context) (lost bool, err error)
+	// Claim takes runnable jobs that no server holds, up to Max per
+	// function, for this server, ordered by priority then sequence.
+	Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error)
+	// Release gives held jobs back to the other servers.
+	Release(ctx context.Context, seqs []uint64) error
+	// Leave releases every job this server holds and unregisters it.
+	Leave(ctx context.Context) error
+	// Find looks a live job up by unique (any function) when unique is
+	// not empty, else by sequence number.
+	Find(ctx context.Context, seq uint64, unique string) (store.Found, bool, error)
+	// Ping reports whether the store can be reached.
+	Ping(ctx context.Context) error
+}
+
+// localSeqBit marks the sequence numbers a broker in shared mode gives
+// out itself (foreground jobs, and background jobs until the store has
+// numbered them); the shared store's numbers stay below it.
+const localSeqBit = 1 << 62
+
+const (
+	// clusterPoll is how often a server looks for claimable jobs without
+	// being notified (scheduled jobs becoming due, lost notifications),
+	// and how long a function may have queued jobs here but no worker
+	// before they are released to other servers (twice this).
+	clusterPoll = time.Second
+	// clusterStatusTimeout bounds a status lookup in the store.
+	clusterStatusTimeout = 5 * time.Second
+	// clusterFlushTimeout bounds the last store writes at Stop.
+	clusterFlushTimeout = 10 * time.Second
+)
+
+// cluster is the shared-mode state of a Broker. Fields marked "mu" are
+// guarded by Broker.mu.
+type cluster struct {
+	store      SharedStore
+	renewEvery time.Duration
+	// wake makes the claim loop look for work.
+	wake chan struct{}
+	// loopDone is closed when the claim loop has returned.
+	loopDone chan struct{}
+
+	// empty (mu) marks functions for which the last claim found fewer
+	// jobs than asked; they are not asked again until a notification, the
+	// poll or a lease release says there may be more.
+	empty map[*function]bool
+	// idleSince (mu) is when a function with jobs held here was first
+	// seen without workers.
+	idleSince map[*function]time.Time
+	// failing (mu) is set while store writes fail; it is cleared when the
+	// store answers again.
+	failing bool
+}
+
+func (c *cluster) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// claimTarget is how many jobs of f this server wants to hold queued for
+// its workers: enough to keep them busy between two claims, few enough
+// that other servers' workers are not starved and that a server's death
+// delays few jobs.
+func claimTarget(f *function) int {
+	return min(max(8*f.workers, 32), 1024)
+}
+
+// joinCluster starts shared mode: the broker registers with the store
+// instead of replaying it.
+func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
+	c := &cluster{
+		store:     sh,
+		wake:      make(chan struct{}, 1),
+		loopDone:  make(chan struct{}),
+		empty:     make(map[*function]bool),
+		idleSince: make(map[*function]time.Time),
+	}
+	b.mu.Lock()
+	b.cluster = c
+	b.nextSeq |= localSeqBit
+	b.mu.Unlock()
+	every, err := sh.Join(ctx, func(fn string) {
+		b.mu.Lock()
+		if fn == "" {
+			clear(c.empty)
+		} else if f := b.functions[fn]; f != nil {
+			delete(c.empty, f)
+		}
+		b.mu.Unlock()
+		c.kick()
+	})
+	if err != nil {
+		return err
+	}
+	c.renewEvery = max(every, 10*time.Millisecond)
+	b.log.Info("broker: joined the shared store", slog.Duration("renew_every", c.renewEvery))
+	return nil
+}
+
+// startClusterLoops starts the claim loop and the shared-mode committer.
+func (b *Broker) startClusterLoops(ctx context.Context) {
+	b.wg.Add(2)
+	go b.claimLoop(ctx)
+	go b.clusterCommitLoop(ctx)
+}
+
+// wantWorkLocked wakes the claim loop when one of the session's functions
+// runs short of queued jobs here and the store may have more.
+func (c *cluster) wantWorkLocked(s *Session) {
+	for _, a := range s.abilities {
+		if !c.empty[a.fn] && a.fn.queued() <= claimTarget(a.fn)/2 {
+			c.kick()
+			return
+		}
+	}
+}
+
+// claimLoop claims jobs for local workers when they run short, renews the
+// lease, and releases jobs of functions that lost their workers.
+func (b *Broker) claimLoop(ctx context.Context) {
+	c := b.cluster
+	defer b.wg.Done()
+	defer close(c.loopDone)
+	renew := time.NewTicker(c.renewEvery)
+	defer renew.Stop()
+	poll := time.NewTicker(clusterPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		case <-renew.C:
+			b.renewLease(ctx)
+		case <-poll.C:
+			b.mu.Lock()
+			clear(c.empty)
+			release := b.idleJobsLocked()
+			b.mu.Unlock()
+			if len(release) > 0 {
+				if err := c.store.Release(ctx, release); err != nil && ctx.Err() == nil {
+					b.log.Warn("broker: releasing jobs without local workers failed",
+						slog.Int("jobs", len(release)), slog.String("error", err.Error()))
+				}
+			}
+		}
+		for ctx.Err() == nil && b.claimOnce(ctx) {
+		}
+	}
+}
+
+// claimOnce asks the store for jobs for every function that runs short
+// here. It reports whether it should be called again at once (some
+// function got all it asked for, so more may be waiting).
+func (b *Broker) claimOnce(ctx context.Context) bool {
+	c := b.cluster
+	b.mu.Lock()
+	if b.draining || b.stopped || c.failing {
+		b.mu.Unlock()
+		return false
+	}
+	var req []store.ClaimRequest
+	for _, f := range b.functions {
+		if f.workers == 0 || c.empty[f] {
+			continue
+		}
+		target, q := claimTarget(f), f.queued()
+		if q > target/2 {
+			continue
+		}
+		req = append(req, store.ClaimRequest{Function: f.name, Max: target - q})
+	}
+	b.mu.Unlock()
+	if len(req) == 0 {
+		return false
+	}
+	jobs, err := c.store.Claim(ctx, req)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("broker: claiming jobs failed", slog.String("error", err.Error()))
+		}
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	got := make(map[string]int, len(req))
+	for _, r := range jobs {
+		b.admitClaimedLocked(r)
+		got[r.Function]++
+	}
+	again := false
+	for _, r := range req {
+		f := b.functions[r.Function]
+		if f == nil {
+			continue
+		}
+		if got[r.Function] < r.Max {
+			c.empty[f] = true
+		} else {
+			again = true
+		}
+	}
+	return again
+}
+
+// admitClaimedLocked makes a claimed job runnable here.
+func (b *Broker) admitClaimedLocked(r store.Job) {
+	if _, ok := b.jobs[r.Seq]; ok {
+		return
+	}
+	f := b.function(r.Function)
+	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
+		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
+	if r.Reducer != "" || r.RunAt != 0 {
+		x := j.extra()
+		x.reducer = r.Reducer
+		x.runAt = r.RunAt
+	}
+	b.jobs[j.seq] = j
+	f.total++
+	if j.unique != "" && f.uniques[j.unique] == nil {
+		if f.uniques == nil {
+			f.uniques = make(map[string]*job)
+		}
+		f.uniques[j.unique] = j
+	}
+	b.makeRunnableLocked(j, true)
+}
+
+// forgetLocked drops a job that is not running from memory without
+// touching the store (another server holds it, or will).
+func (b *Broker) forgetLocked(j *job) {
+	f := j.fn
+	switch j.state {
+	case stateQueued:
+		f.queues[j.priority].remove(j)
+	case stateScheduled:
+		b.removeTimerLocked(j)
+	}
+	j.state = stateGone
+	if j.unique != "" && f.uniques[j.unique] == j {
+		delete(f.uniques, j.unique)
+	}
+	delete(b.jobs, j.seq)
+	f.total--
+	if j.x != nil {
+		for _, c := range j.x.clients {
+			c.waiting = removeJob(c.waiting, j)
+		}
+		j.x.clients = nil
+	}
+}
+
+// idleJobsLocked forgets the queued background jobs of functions that have
+// had no worker here for two polls, and returns them for release.
+func (b *Broker) idleJobsLocked() []uint64 {
+	c := b.cluster
+	now := time.Now()
+	var out []uint64
+	for _, f := range b.functions {
+		if f.workers > 0 || f.queued() == 0 {
+			delete(c.idleSince, f)
+			continue
+		}
+		since, ok := c.idleSince[f]
+		if !ok {
+			c.idleSince[f] = now
+			continue
+		}
+		if now.Sub(since) < 2*clusterPoll {
+			continue
+		}
+		delete(c.idleSince, f)
+		for p := range numPriorities {
+			for j := f.queues[p].head; j != nil; {
+				next := j.next
+				if j.background {
+					out = append(out, j.seq)
+					b.forgetLocked(j)
+				}
+				j = next
+			}
+		}
+	}
+	return out
+}
+
+// renewLease renews this server's lease; when the lease had been lost,
+// the jobs held here that are not running are forgotten (other servers
+// may hand them out now).
+func (b *Broker) renewLease(ctx context.Context) {
+	c := b.cluster
+	lost, err := c.store.Renew(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("broker: renewing the lease failed", slog.String("error", err.Error()))
+		}
+		return
+	}
+	if !lost {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, j := range b.jobs {
+		if j.background && (j.state == stateQueued || j.state == stateScheduled) {
+			b.forgetLocked(j)
+			n++
+		}
+	}
+	clear(c.empty)
+	c.kick()
+	b.log.Warn("broker: lease lost; dropped the queued jobs held here", slog.Int("jobs", n))
+}
+
+// clusterStatus answers a status request for a job this server does not
+// hold from the shared store.
+func (b *Broker) clusterStatus(seq uint64, unique string) JobStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), clusterStatusTimeout)
+	defer cancel()
+	f, ok, err := b.cluster.store.Find(ctx, seq, unique)
+	if err != nil {
+		b.log.Warn("broker: looking a job up in the store failed", slog.String("error", err.Error()))
+		return JobStatus{}
+	}
+	if !ok {
+		return JobStatus{}
+	}
+	return JobStatus{Seq: f.Seq, Known: true, Running: f.Claimed}
+}
+
+// parseSeqSuffix parses the number after the last ':' of a handle, so
+// that a server in shared mode knows handles other servers gave out.
+func parseSeqSuffix(h []byte) (uint64, bool) {
+	i := len(h)
+	for i > 0 && h[i-1] != ':' {
+		i--
+	}
+	if i == 0 || i == len(h) {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range h[i:] {
+		if c < '0' || c > '9' || n > (1<<63)/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}

@@ -1,0 +1,237 @@
+package broker
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// clusterCommitLoop is the committer in shared mode. Like commitLoop it
+// writes every job waiting at that moment in one batch, but new jobs go
+// through Inserter.Insert (the store numbers them and coalesces uniques
+// across servers), a job is kept here only when it is claimed as it is
+// inserted, and store errors are not final: submits get errors while the
+// store cannot be reached, and the loop retries with backoff until it can.
+// Deletes and retry counts that could not be written are written then.
+func (b *Broker) clusterCommitLoop(ctx context.Context) {
+	c := b.cluster
+	defer b.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			b.clusterFinalFlush(context.WithoutCancel(ctx))
+			return
+		case <-b.commitWake:
+		}
+		for ctx.Err() == nil {
+			more, err := b.clusterCommitOnce(ctx)
+			if err == nil {
+				backoff = 100 * time.Millisecond
+				if !more {
+					break
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			// Wait, then probe, until the store answers again.
+			for ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				perr := c.store.Ping(pctx)
+				cancel()
+				if perr == nil {
+					b.mu.Lock()
+					c.failing = false
+					b.storeErr = nil
+					b.mu.Unlock()
+					b.log.Info("broker: the store answers again; accepting background submits")
+					c.kick()
+					break
+				}
+			}
+		}
+	}
+}
+
+// clusterFinalFlush writes what is pending at Stop, then waits for the
+// claim loop and leaves the cluster, which releases the jobs held here.
+func (b *Broker) clusterFinalFlush(ctx context.Context) {
+	c := b.cluster
+	fctx, cancel := context.WithTimeout(ctx, clusterFlushTimeout)
+	defer cancel()
+	for {
+		more, err := b.clusterCommitOnce(fctx)
+		if err != nil || !more {
+			break
+		}
+	}
+	<-c.loopDone
+	if err := c.store.Leave(fctx); err != nil {
+		b.log.Warn("broker: leaving the cluster failed; the jobs held here go to other servers when the lease expires",
+			slog.String("error", err.Error()))
+	}
+}
+
+// clusterCommitOnce writes one batch. It reports whether more new jobs
+// are waiting.
+func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
+	c := b.cluster
+	b.mu.Lock()
+	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
+	live := make([]*job, 0, n)
+	p := store.InsertParams{HandlePrefix: b.prefix}
+	budget := make(map[*function]int)
+	now := b.clock.Now().Unix()
+	for _, j := range b.pendingSaves[:n] {
+		if j.state != statePending {
+			continue // dropped while waiting
+		}
+		live = append(live, j)
+		p.Jobs = append(p.Jobs, b.record(j))
+		p.Claim = append(p.Claim, len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget)))
+	}
+	rest := copy(b.pendingSaves, b.pendingSaves[n:])
+	clear(b.pendingSaves[rest:])
+	b.pendingSaves = b.pendingSaves[:rest]
+	retries := b.pendingRetries
+	b.pendingRetries = nil
+	deletes := b.pendingDeletes
+	b.pendingDeletes = nil
+	more := len(b.pendingSaves) > 0
+	b.mu.Unlock()
+
+	var (
+		res        []store.Inserted
+		ierr, werr error
+	)
+	if len(p.Jobs) > 0 {
+		res, ierr = c.store.Insert(ctx, p)
+	}
+	if len(retries) > 0 {
+		werr = c.store.Update(ctx, retries)
+	}
+	if werr == nil && len(deletes) > 0 {
+		werr = c.store.Delete(ctx, deletes)
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if werr != nil {
+		// Keep them for the next round; both are idempotent.
+		b.pendingRetries = append(retries, b.pendingRetries...)
+		b.pendingDeletes = append(deletes, b.pendingDeletes...)
+	}
+	err := cmp.Or(ierr, werr)
+	if err != nil && !c.failing {
+		c.failing = true
+		b.storeErr = err
+		b.log.Error("broker: store write failed; refusing background submits until the store answers",
+			slog.String("error", err.Error()))
+	}
+	for i, j := range live {
+		if ierr != nil {
+			b.settleInsertedLocked(j, store.Inserted{}, ierr)
+			continue
+		}
+		b.settleInsertedLocked(j, res[i], nil)
+	}
+	if ierr != nil {
+		// Everything still waiting would fail the same way; answer now
+		// rather than keep clients waiting through the outage.
+		for _, j := range b.pendingSaves {
+			if j.state == statePending {
+				b.settleInsertedLocked(j, store.Inserted{}, ierr)
+			}
+		}
+		clear(b.pendingSaves)
+		b.pendingSaves = b.pendingSaves[:0]
+		more = false
+	}
+	return more, err
+}
+
+// claimBudgetLocked reports whether a new job of f should be claimed by
+// this server as it is inserted: when local workers would otherwise soon
+// claim it anyway.
+func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
+	if f.workers == 0 || b.draining {
+		return false
+	}
+	left, ok := budget[f]
+	if !ok {
+		left = claimTarget(f) - f.queued()
+	}
+	if left <= 0 {
+		budget[f] = 0
+		return false
+	}
+	budget[f] = left - 1
+	return true
+}
+
+// settleInsertedLocked acknowledges the submitters of a job the store has
+// written (or failed to) and decides where the job lives: here when it was
+// claimed, in the store only otherwise.
+func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
+	if j.state != statePending {
+		// Dropped while the insert ran (cancelled, function dropped).
+		if err == nil && r.Created {
+			b.pendingDeletes = append(b.pendingDeletes, r.Seq)
+			b.kickCommitter()
+		}
+		return
+	}
+	waiters := j.x.waiters
+	j.x.waiters = nil
+	if err != nil {
+		b.forgetLocked(j)
+		for _, w := range waiters {
+			w(0, false, &StoreError{err})
+		}
+		return
+	}
+	if !r.Claimed {
+		// Another server will run it. Foreground clients that attached to
+		// it here cannot follow it there: they are told it failed.
+		clients := j.x.clients
+		for i, w := range waiters {
+			w(r.Seq, r.Created && i == 0, nil)
+		}
+		for _, s := range clients {
+			s.out.Send(Event{Kind: EventFail, Seq: r.Seq})
+		}
+		b.forgetLocked(j)
+		return
+	}
+	if other := b.jobs[r.Seq]; other != nil && other != j {
+		// Coalesced with a job already held here: attach the clients to it.
+		clients := j.x.clients
+		b.forgetLocked(j)
+		for _, s := range clients {
+			ox := other.extra()
+			ox.clients = append(ox.clients, s)
+			s.waiting = append(s.waiting, other)
+		}
+		for _, w := range waiters {
+			w(r.Seq, false, nil)
+		}
+		return
+	}
+	delete(b.jobs, j.seq)
+	j.seq = r.Seq
+	b.jobs[j.seq] = j
+	for i, w := range waiters {
+		w(r.Seq, r.Created && i == 0, nil)
+	}
+	b.makeRunnableLocked(j, true)
+}

@@ -1,0 +1,236 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/postgres"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// These tests run brokers in shared mode on one PostgreSQL schema: several
+// Gearwork servers in one process.
+
+// outbox records a session's events.
+type outbox struct {
+	mu     sync.Mutex
+	events []broker.Event
+	signal chan struct{}
+}
+
+func newOutbox() *outbox { return &outbox{signal: make(chan struct{}, 1)} }
+
+func (o *outbox) Send(ev broker.Event) {
+	o.mu.Lock()
+	o.events = append(o.events, ev)
+	o.mu.Unlock()
+	select {
+	case o.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) count(kind broker.EventKind) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, e := range o.events {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+type submitResult struct {
+	seq     uint64
+	created bool
+	err     error
+}
+
+func submit(t *testing.T, b *broker.Broker, s *broker.Session, p broker.SubmitParams) submitResult {
+	t.Helper()
+	ch := make(chan submitResult, 1)
+	b.Submit(s, p, func(seq uint64, created bool, err error) { ch <- submitResult{seq, created, err} })
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(time.Minute):
+		t.Fatal("submit was never answered")
+		return submitResult{}
+	}
+}
+
+func bgJob(fn, unique, payload string) broker.SubmitParams {
+	return broker.SubmitParams{Function: []byte(fn), Unique: []byte(unique), Payload: []byte(payload),
+		Priority: broker.Normal, Background: true}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// openShared opens a store on url and a broker on it, stopped (and the
+// store closed) when the test ends.
+func openShared(t *testing.T, url, name string, ttl time.Duration) (*broker.Broker, *postgres.Store) {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
+	require.NoError(t, err)
+	b := broker.New(broker.Config{Store: st, HandlePrefix: "H:" + name + ":", Logger: quiet})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(func() {
+		b.Stop()
+		_ = st.Close()
+	})
+	return b, st
+}
+
+// eventually polls cond until it holds or a generous deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// drain grabs and completes jobs on w until n were done, returning their
+// payloads.
+func drain(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, n int) []string {
+	t.Helper()
+	var got []string
+	deadline := time.Now().Add(time.Minute)
+	for len(got) < n {
+		a, ok := b.Grab(w)
+		if ok {
+			got = append(got, string(a.Payload))
+			require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+			continue
+		}
+		b.PreSleep(w)
+		select {
+		case <-out.signal:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("worker got %d of %d jobs", len(got), n)
+		}
+	}
+	return got
+}
+
+func countRows(t *testing.T, url string) int {
+	t.Helper()
+	var n int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs`, &n)
+	return n
+}
+
+func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+
+	client := a.NewSession("client", newOutbox())
+	const n = 50
+	seqs := map[uint64]bool{}
+	for i := range n {
+		r := submit(t, a, client, bgJob("resize", "", fmt.Sprint("job-", i)))
+		require.NoError(t, r.err)
+		require.True(t, r.created)
+		require.False(t, seqs[r.seq], "sequence numbers are unique")
+		seqs[r.seq] = true
+	}
+	require.Equal(t, 0, a.JobCount(), "a server without workers holds no background job")
+	require.Equal(t, n, countRows(t, url))
+
+	for seq := range seqs {
+		st := b.GetStatus([]byte(fmt.Sprintf("H:a:%d", seq)))
+		require.True(t, st.Known, "any server knows any stored job")
+		break
+	}
+
+	out := newOutbox()
+	w := b.NewSession("worker", out)
+	b.CanDo(w, []byte("resize"), 0)
+	got := drain(t, b, w, out, n)
+	require.Len(t, got, n)
+	eventually(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
+	st := a.GetStatus([]byte("H:b:1"))
+	require.False(t, st.Known)
+}
+
+func TestSharedUniqueCoalescesAcrossServers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
+
+	first := submit(t, a, ca, bgJob("mail", "order-7", "x"))
+	require.NoError(t, first.err)
+	require.True(t, first.created)
+	second := submit(t, b, cb, bgJob("mail", "order-7", "y"))
+	require.NoError(t, second.err)
+	require.False(t, second.created, "the same unique on another server coalesces")
+	require.Equal(t, first.seq, second.seq)
+	other := submit(t, b, cb, bgJob("other", "order-7", "z"))
+	require.NoError(t, other.err)
+	require.True(t, other.created, "uniques coalesce per function")
+
+	st := b.GetStatusUnique([]byte("order-7"))
+	require.True(t, st.Known)
+	require.Equal(t, 2, countRows(t, url))
+
+	// Once done, the unique is free again.
+	out := newOutbox()
+	w := a.NewSession("w", out)
+	a.CanDo(w, []byte("mail"), 0)
+	require.Equal(t, []string{"x"}, drain(t, a, w, out, 1))
+	eventually(t, "the job is deleted", func() bool { return countRows(t, url) == 1 })
+	again := submit(t, b, cb, bgJob("mail", "order-7", "later"))
+	require.NoError(t, again.err)
+	require.True(t, again.created)
+	require.NotEqual(t, first.seq, again.seq)
+}
+
+func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	const ttl = 600 * time.Millisecond
+	// Server a claims jobs for its worker, then dies without a word: its
+	// store is closed, so it neither renews its lease nor releases.
+	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
+	require.NoError(t, err)
+	a := broker.New(broker.Config{Store: stA, HandlePrefix: "H:a:", Logger: quiet})
+	require.NoError(t, a.Start(context.Background()))
+	wa := a.NewSession("wa", newOutbox())
+	a.CanDo(wa, []byte("f"), 0)
+	const n = 10
+	for i := range n {
+		require.NoError(t, submit(t, a, wa, bgJob("f", "", fmt.Sprint(i))).err)
+	}
+	eventually(t, "a holds the jobs", func() bool { return a.JobCount() == n })
+	as, ok := a.Grab(wa)
+	require.True(t, ok)
+	require.NoError(t, stA.Close())
+	a.Stop()
+	require.Equal(t, n, countRows(t, url), "nothing was lost or finished")
+
+	b, _ := openShared(t, url, "b", ttl)
+	out := newOutbox()
+	w := b.NewSession("wb", out)
+	b.CanDo(w, []byte("f"), 0)
+	got := drain(t, b, w, out, n)
+	require.Contains(t, got, string(as.Payload), "the job running at the crash runs again")
+	require.Len(t, got, n)
+	eventually(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
+}
