@@ -54,7 +54,7 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (broker.S
 		}
 		return st, nil
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return nil, fmt.Errorf("--store %q: this store is not available in this build", url)
+		return openPostgres(ctx, url, log)
 	default:
 		return nil, fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
 	}

@@ -1,0 +1,409 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// buildGearwork builds the gearwork binary into dir.
+func buildGearwork(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "gearwork")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/gearwork/gearwork/cmd/gearwork")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// server is one "gearwork serve" process; restarting keeps its port.
+type server struct {
+	t     *testing.T
+	bin   string
+	store string
+	addr  string
+	log   string
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+}
+
+func (s *server) start() {
+	s.t.Helper()
+	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(s.t, err)
+	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--store", s.store, "--log-level", "info")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(s.t, cmd.Start())
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		_ = logf.Close()
+		close(done)
+	}()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-done:
+			s.t.Fatalf("server %s exited during start-up; log:\n%s", s.addr, s.logText())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("server %s did not listen within a minute; log:\n%s", s.addr, s.logText())
+		}
+	}
+}
+
+func (s *server) logText() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (s *server) kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// stop asks for a normal stop (SIGTERM) and waits.
+func (s *server) stop() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// execution is one delivery of a job to a worker.
+type execution struct {
+	server int
+	gen    int64 // the server's incarnation (restart count)
+}
+
+// ledger records what clients got acknowledged and what workers ran.
+type ledger struct {
+	mu       sync.Mutex
+	acked    map[string]bool
+	runs     map[string][]execution
+	finished atomic.Int64 // acknowledged jobs that ran at least once
+}
+
+func (l *ledger) ack(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acked[id] = true
+	if len(l.runs[id]) > 0 {
+		l.finished.Add(1)
+	}
+}
+
+func (l *ledger) ran(id string, e execution) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs[id] = append(l.runs[id], e)
+	if len(l.runs[id]) == 1 && l.acked[id] {
+		l.finished.Add(1)
+	}
+}
+
+// conn is a minimal Gearman connection for the test's clients and workers.
+type conn struct {
+	c net.Conn
+	r *gearman.Reader
+	w *bufio.Writer
+	f gearman.Frame
+}
+
+func dial(addr string) (*conn, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{c: c, r: gearman.NewReader(c, 64<<10), w: bufio.NewWriter(c)}, nil
+}
+
+func (c *conn) send(cmd gearman.Command, args ...[]byte) error {
+	_, err := c.w.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, args...))
+	return err
+}
+
+func (c *conn) next() (*gearman.Packet, error) {
+	if err := c.w.Flush(); err != nil {
+		return nil, err
+	}
+	if err := c.r.Next(&c.f); err != nil {
+		return nil, err
+	}
+	if c.f.Text {
+		return nil, fmt.Errorf("unexpected text line %q", c.f.Line)
+	}
+	return &c.f.Packet, nil
+}
+
+// runClient submits ids prefix-0 … prefix-(n-1) as background jobs to the
+// server at addr in pipelined batches, reconnecting when the server goes
+// away. Jobs answered with JOB_CREATED are acknowledged; others (the
+// connection died first, or ERROR) are not and need not run.
+func runClient(ctx context.Context, addr, prefix string, n int, l *ledger, progress *atomic.Int64) error {
+	const batch = 40
+	var c *conn
+	for i := 0; i < n; {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if c == nil {
+			var err error
+			if c, err = dial(addr); err != nil {
+				time.Sleep(50 * time.Millisecond) // the server is restarting
+				continue
+			}
+		}
+		end := min(i+batch, n)
+		for k := i; k < end; k++ {
+			id := prefix + strconv.Itoa(k)
+			_ = c.send(gearman.SubmitJobBg, []byte("work"), nil, []byte(id))
+		}
+		for k := i; k < end; k++ {
+			p, err := c.next()
+			if err != nil {
+				c.c.Close()
+				c = nil
+				break
+			}
+			if p.Command == gearman.JobCreated {
+				l.ack(prefix + strconv.Itoa(k))
+				progress.Add(1)
+			}
+		}
+		i = end
+	}
+	if c != nil {
+		c.c.Close()
+	}
+	return nil
+}
+
+// runWorker grabs and completes "work" jobs from the server at addr until
+// ctx ends, reconnecting when the server goes away.
+func runWorker(ctx context.Context, addr string, server int, gen *atomic.Int64, l *ledger) {
+	for ctx.Err() == nil {
+		c, err := dial(addr)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		stop := context.AfterFunc(ctx, func() { c.c.Close() })
+		g := gen.Load()
+		_ = workLoop(c, server, g, l)
+		stop()
+		c.c.Close()
+	}
+}
+
+func workLoop(c *conn, server int, gen int64, l *ledger) error {
+	if err := c.send(gearman.CanDo, []byte("work")); err != nil {
+		return err
+	}
+	for {
+		if err := c.send(gearman.GrabJob); err != nil {
+			return err
+		}
+		p, err := c.next()
+		if err != nil {
+			return err
+		}
+		switch p.Command {
+		case gearman.JobAssign:
+			handle := append([]byte(nil), p.Arg(0)...)
+			l.ran(string(p.Arg(2)), execution{server: server, gen: gen})
+			if err := c.send(gearman.WorkComplete, handle, nil); err != nil {
+				return err
+			}
+		case gearman.NoJob:
+			if err := c.send(gearman.PreSleep); err != nil {
+				return err
+			}
+			for {
+				p, err := c.next()
+				if err != nil {
+					return err
+				}
+				if p.Command == gearman.Noop {
+					break
+				}
+			}
+		default:
+			return fmt.Errorf("worker: unexpected %v", p.Command)
+		}
+	}
+}
+
+// TestClusterSurvivesSIGKILL runs three servers on one PostgreSQL, a
+// client and two workers on each, kills one server with SIGKILL while
+// jobs flow and starts it again. Every acknowledged job must run; a job may
+// run twice only if the killed server had handed it to a worker before it
+// died.
+func TestClusterSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and three servers")
+	}
+	url := pgtest.Schema(t)
+	dir := t.TempDir()
+	bin := buildGearwork(t, dir)
+	storeURL := url + "&lease_ttl=2s"
+
+	const nServers, perClient, workersPerServer, victim = 3, 1500, 2, 1
+	servers := make([]*server, nServers)
+	gens := make([]*atomic.Int64, nServers)
+	for i := range servers {
+		servers[i] = &server{t: t, bin: bin, store: storeURL,
+			addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, fmt.Sprintf("server%d.log", i))}
+		gens[i] = &atomic.Int64{}
+		servers[i].start()
+	}
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+		if t.Failed() {
+			for i, s := range servers {
+				t.Logf("server %d log:\n%s", i, s.logText())
+			}
+		}
+	}()
+
+	l := &ledger{acked: map[string]bool{}, runs: map[string][]execution{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	workCtx, stopWorkers := context.WithCancel(ctx)
+	var workers sync.WaitGroup
+	for i := range servers {
+		for range workersPerServer {
+			workers.Go(func() { runWorker(workCtx, servers[i].addr, i, gens[i], l) })
+		}
+	}
+	var progress atomic.Int64
+	var clients sync.WaitGroup
+	for i := range servers {
+		clients.Go(func() {
+			_ = runClient(ctx, servers[i].addr, fmt.Sprintf("c%d-", i), perClient, l, &progress)
+		})
+	}
+
+	// Kill the victim once a third of the jobs are in, then restart it.
+	total := int64(nServers * perClient)
+	for progress.Load() < total/3 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.NoError(t, ctx.Err(), "clients stalled before the kill")
+	servers[victim].kill()
+	killedGen := gens[victim].Load()
+	gens[victim].Add(1)
+	t.Logf("killed server %d after %d acknowledged jobs", victim, progress.Load())
+	for ackedAtKill := progress.Load(); progress.Load() < ackedAtKill+total/10 && ctx.Err() == nil; {
+		time.Sleep(10 * time.Millisecond) // the others carry on meanwhile
+	}
+	servers[victim].start()
+	t.Logf("restarted server %d", victim)
+	clients.Wait()
+
+	// Every acknowledged job must run; wait for the last ones (the killed
+	// server's jobs come back when its lease expires).
+	for ctx.Err() == nil {
+		l.mu.Lock()
+		n, want := l.finished.Load(), int64(len(l.acked))
+		l.mu.Unlock()
+		if n == want {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopWorkers()
+	workers.Wait()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var missing, dups, badDups []string
+	for id := range l.acked {
+		if len(l.runs[id]) == 0 {
+			missing = append(missing, id)
+		}
+	}
+	for id, runs := range l.runs {
+		if len(runs) < 2 {
+			continue
+		}
+		dups = append(dups, id)
+		inFlight := false
+		for _, e := range runs {
+			if e.server == victim && e.gen == killedGen {
+				inFlight = true
+			}
+		}
+		if !inFlight {
+			badDups = append(badDups, id)
+		}
+	}
+	t.Logf("acknowledged %d of %d submitted, ran %d distinct, %d ran more than once",
+		len(l.acked), total, len(l.runs), len(dups))
+	require.Empty(t, missing, "acknowledged jobs that never ran")
+	require.Empty(t, badDups, "jobs that ran twice without having been in flight on the killed server")
+	require.Greater(t, len(l.acked), int(total/2), "most submits are acknowledged")
+
+	var rows int
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs`, &rows)
+		if rows == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Zero(t, rows, "finished jobs are deleted from the database")
+}
