@@ -1,0 +1,256 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/postgres"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+func openStore(t *testing.T, url, name string) *postgres.Store {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func newJob(fn, unique, payload string) store.Job {
+	return store.Job{Function: fn, Unique: unique, Payload: []byte(payload), Priority: 1}
+}
+
+func TestInsertNumbersAndCoalesces(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t, pgtest.Schema(t), "a")
+	res, err := st.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{
+		newJob("f", "", "1"), newJob("f", "u", "2"), newJob("f", "u", "3"), newJob("g", "u", "4"),
+	}})
+	require.NoError(t, err)
+	require.Len(t, res, 4)
+	require.True(t, res[0].Created)
+	require.True(t, res[1].Created)
+	require.Equal(t, store.Inserted{Seq: res[1].Seq}, res[2], "a repeated unique in one batch coalesces")
+	require.True(t, res[3].Created, "uniques are per function")
+	require.Less(t, res[0].Seq, res[1].Seq, "numbers follow the batch order")
+
+	again, err := st.Insert(ctx, store.InsertParams{HandlePrefix: "H:b:", Jobs: []store.Job{newJob("f", "u", "5")}})
+	require.NoError(t, err)
+	require.Equal(t, []store.Inserted{{Seq: res[1].Seq}}, again, "a later batch coalesces with the live job")
+
+	var got []store.Job
+	require.NoError(t, st.Load(ctx, func(j store.Job) error { got = append(got, j); return nil }))
+	require.Len(t, got, 3)
+	require.Equal(t, fmt.Sprintf("H:a:%d", res[1].Seq), got[1].Handle, "the handle is the prefix and the number")
+	require.Equal(t, "2", string(got[1].Payload), "the first submit's payload is kept")
+}
+
+func TestInsertClaimsOnlyWhenJoined(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	res, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "x")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.False(t, res[0].Claimed, "a server that has not joined claims nothing")
+
+	_, err = a.Join(ctx, func(string) {})
+	require.NoError(t, err)
+	_, err = b.Join(ctx, func(string) {})
+	require.NoError(t, err)
+	res, err = a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "k", "y"), newJob("f", "", "z")},
+		Claim: []bool{true, false}})
+	require.NoError(t, err)
+	require.True(t, res[0].Claimed)
+	require.False(t, res[1].Claimed)
+
+	// b coalescing with a job a holds does not take it.
+	res2, err := b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "k", "again")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.Equal(t, store.Inserted{Seq: res[0].Seq}, res2[0])
+	// b coalescing with an unclaimed job claims it.
+	res3, err := b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("g", "m", "1")}})
+	require.NoError(t, err)
+	res4, err := b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("g", "m", "2")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.Equal(t, store.Inserted{Seq: res3[0].Seq, Claimed: true}, res4[0])
+
+	claimed, err := a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}, {Function: "g", Max: 10}})
+	require.NoError(t, err)
+	require.Len(t, claimed, 2, "only the unclaimed jobs of f: x and z")
+}
+
+func TestClaimIsExclusiveAndOrdered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	var jobs []store.Job
+	for i := range 300 {
+		j := newJob("f", "", fmt.Sprint(i))
+		j.Priority = uint8(i % 3)
+		jobs = append(jobs, j)
+	}
+	future := newJob("f", "", "later")
+	future.RunAt = time.Now().Add(time.Hour).Unix()
+	jobs = append(jobs, future)
+	w := openStore(t, url, "writer")
+	_, err := w.Insert(ctx, store.InsertParams{Jobs: jobs})
+	require.NoError(t, err)
+
+	const servers = 4
+	var mu sync.Mutex
+	seen := map[uint64]int{}
+	var wg sync.WaitGroup
+	for i := range servers {
+		st := openStore(t, url, fmt.Sprint("s", i))
+		_, err := st.Join(ctx, func(string) {})
+		require.NoError(t, err)
+		wg.Go(func() {
+			for {
+				got, err := st.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 7}, {Function: "none", Max: 3}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				for k := 1; k < len(got); k++ {
+					if got[k-1].Priority > got[k].Priority {
+						t.Errorf("claim not in priority order: %d before %d", got[k-1].Priority, got[k].Priority)
+					}
+				}
+				mu.Lock()
+				for _, j := range got {
+					seen[j.Seq]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, seen, 300, "every due job is claimed; the scheduled one is not")
+	for seq, n := range seen {
+		require.Equal(t, 1, n, "job %d claimed %d times", seq, n)
+	}
+}
+
+func TestNotifyWakesListeners(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	woken := make(chan string, 16)
+	_, err := b.Join(ctx, func(fn string) {
+		select {
+		case woken <- fn:
+		default:
+		}
+	})
+	require.NoError(t, err)
+	// The listener may still be connecting: insert until it hears.
+	deadline := time.After(time.Minute)
+	for {
+		_, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("resize\x00png", "", "x")}})
+		require.NoError(t, err)
+		select {
+		case fn := <-woken:
+			require.Equal(t, "resize\x00png", fn, "the notification names the function")
+			return
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no notification")
+		}
+	}
+}
+
+func TestLeaseLossAndRelease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a := openStore(t, url, "a")
+	_, err := a.Join(ctx, func(string) {})
+	require.NoError(t, err)
+	_, err = a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2")}})
+	require.NoError(t, err)
+	got, err := a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+
+	b := openStore(t, url, "b")
+	_, err = b.Join(ctx, func(string) {})
+	require.NoError(t, err)
+	none, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Empty(t, none, "held jobs are not claimed twice")
+
+	require.NoError(t, a.Release(ctx, []uint64{got[0].Seq}))
+	one, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Equal(t, []uint64{got[0].Seq}, []uint64{one[0].Seq}, "a released job can be claimed")
+
+	// a's lease runs out: b's renewal releases a's job, and a learns it lost it.
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
+	lost, err := b.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+	other, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Len(t, other, 1)
+	require.Equal(t, got[1].Seq, other[0].Seq)
+	lost, err = a.Renew(ctx)
+	require.NoError(t, err)
+	require.True(t, lost)
+
+	// Finished elsewhere, a job's retry count is not written back to life.
+	require.NoError(t, b.Delete(ctx, []uint64{other[0].Seq}))
+	other[0].Retries = 3
+	require.NoError(t, a.Update(ctx, other))
+	f, ok, err := a.Find(ctx, other[0].Seq, "")
+	require.NoError(t, err)
+	require.False(t, ok, "Update does not resurrect: %+v", f)
+
+	// Leaving releases everything.
+	require.NoError(t, b.Leave(ctx))
+	f, ok, err = a.Find(ctx, one[0].Seq, "")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, f.Claimed)
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	var wg sync.WaitGroup
+	results := make(chan []int, 6)
+	for range 6 {
+		wg.Go(func() {
+			v, err := postgres.Migrate(context.Background(), url)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- v
+		})
+	}
+	wg.Wait()
+	close(results)
+	applied := 0
+	for v := range results {
+		applied += len(v)
+	}
+	require.Equal(t, postgres.LatestVersion, applied, "each migration is applied exactly once")
+	var version int
+	pgtest.QueryRow(t, url, `SELECT max(version) FROM gearwork_migrations`, &version)
+	require.Equal(t, postgres.LatestVersion, version)
+
+	pgtest.Exec(t, url, `INSERT INTO gearwork_migrations (version, name) VALUES (999, 'from the future')`)
+	_, err := postgres.Open(context.Background(), postgres.Config{URL: url, Logger: quiet})
+	require.ErrorIs(t, err, postgres.ErrSchemaTooNew, "a server refuses a schema newer than it knows")
+}
