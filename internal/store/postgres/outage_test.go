@@ -1,0 +1,127 @@
+package postgres_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// proxy forwards TCP connections to PostgreSQL and can cut them all, to
+// play a database that goes away and comes back.
+type proxy struct {
+	ln     net.Listener
+	target func() (net.Conn, error)
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]bool
+	wg     sync.WaitGroup
+}
+
+func startProxy(t *testing.T, url string) (*proxy, string) {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(url)
+	require.NoError(t, err)
+	target := func() (net.Conn, error) {
+		if strings.HasPrefix(cfg.Host, "/") {
+			return net.Dial("unix", filepath.Join(cfg.Host, ".s.PGSQL."+strconv.Itoa(int(cfg.Port))))
+		}
+		return net.Dial("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		p.setDown(true)
+		p.wg.Wait()
+	})
+	schema := cfg.RuntimeParams["search_path"]
+	return p, fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable&search_path=%s",
+		cfg.User, ln.Addr(), cfg.Database, schema)
+}
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := p.target()
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		p.wg.Go(func() { _, _ = io.Copy(up, c); up.Close(); c.Close() })
+		p.wg.Go(func() { _, _ = io.Copy(c, up); up.Close(); c.Close() })
+	}
+}
+
+// setDown cuts every connection and refuses new ones (true), or lets
+// them through again (false).
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	px, via := startProxy(t, url)
+	a, _ := openShared(t, via, "a", 0)
+	client := a.NewSession("client", newOutbox())
+	before := submit(t, a, client, bgJob("f", "", "before"))
+	require.NoError(t, before.err)
+
+	px.setDown(true)
+	var se *broker.StoreError
+	eventually(t, "submits fail while the database is away", func() bool {
+		r := submit(t, a, client, bgJob("f", "", "during"))
+		return errors.As(r.err, &se)
+	})
+	fgr := submit(t, a, client, broker.SubmitParams{Function: []byte("f"), Payload: []byte("fg")})
+	require.NoError(t, fgr.err, "foreground jobs need no database")
+
+	px.setDown(false)
+	var after submitResult
+	eventually(t, "submits are accepted again once the database is back", func() bool {
+		after = submit(t, a, client, bgJob("f", "", "after"))
+		return after.err == nil
+	})
+
+	out := newOutbox()
+	w := a.NewSession("w", out)
+	a.CanDo(w, []byte("f"), 0)
+	got := drain(t, a, w, out, 3)
+	require.ElementsMatch(t, []string{"before", "fg", "after"}, got,
+		"every acknowledged job runs; refused ones do not")
+	eventually(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
+}
