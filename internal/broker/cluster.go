@@ -8,17 +8,6 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// Inserter is a store that assigns sequence numbers itself and coalesces
-// jobs with a unique against every live job it holds, not only those this
-// broker knows (a store shared by several servers). The committer uses it
-// instead of Save for new jobs.
-type Inserter interface {
-	// Insert stores new jobs and reports, per job, the sequence number it
-	// got or the one of the live job it coalesced with. Durable when it
-	// returns, as Save.
-	Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error)
-}
-
 // SharedStore is a store that several Gearwork servers share (PostgreSQL).
 // A broker whose store implements it runs in shared mode: it does not
 // replay the store at start; background jobs it accepts are inserted and
@@ -30,10 +19,16 @@ type Inserter interface {
 // for concurrent use.
 type SharedStore interface {
 	Store
-	Inserter
-	// Update writes the retries, run-at time and priority of jobs that are
-	// still stored; it never stores a job again that was deleted.
-	Update(ctx context.Context, jobs []store.Job) error
+	// Commit writes one round of the group committer in one transaction:
+	// it deletes p.Delete, writes the retries, run-at time and priority of
+	// the jobs in p.Update that are still stored (never storing a deleted
+	// job again), and inserts p.Insert.Jobs, numbering them itself (unique
+	// across servers) and coalescing each job that has a unique with the
+	// live job of the same function and unique in the store, whichever
+	// server holds it. It reports, per new job, the sequence number it got
+	// or the one it coalesced with, and whether this server now holds it.
+	// Durable when it returns, as Save.
+	Commit(ctx context.Context, p store.CommitParams) ([]store.Inserted, error)
 	// Join registers this server with a lease and starts calling wake
 	// (without blocking, from another goroutine) with the name of a
 	// function whose jobs may have become claimable, or "" for any. It
@@ -70,6 +65,8 @@ const (
 	clusterPoll = time.Second
 	// clusterStatusTimeout bounds a status lookup in the store.
 	clusterStatusTimeout = 5 * time.Second
+	// clusterWriteTimeout bounds one round of the committer.
+	clusterWriteTimeout = 30 * time.Second
 	// clusterFlushTimeout bounds the last store writes at Stop.
 	clusterFlushTimeout = 10 * time.Second
 )

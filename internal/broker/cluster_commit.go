@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"cmp"
 	"context"
 	"log/slog"
 	"time"
@@ -10,10 +9,11 @@ import (
 )
 
 // clusterCommitLoop is the committer in shared mode. Like commitLoop it
-// writes every job waiting at that moment in one batch, but new jobs go
-// through Inserter.Insert (the store numbers them and coalesces uniques
-// across servers), a job is kept here only when it is claimed as it is
-// inserted, and store errors are not final: submits get errors while the
+// writes every job waiting at that moment in one batch, together with the
+// deletes of finished jobs and new retry counts, in one transaction
+// (SharedStore.Commit: the store numbers new jobs and coalesces uniques
+// across servers). A new job is kept here only when it is claimed as it
+// is inserted, and store errors are not final: submits get errors while the
 // store cannot be reached, and the loop retries with backoff until it can.
 // Deletes and retry counts that could not be written are written then.
 func (b *Broker) clusterCommitLoop(ctx context.Context) {
@@ -28,7 +28,9 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 		case <-b.commitWake:
 		}
 		for ctx.Err() == nil {
-			more, err := b.clusterCommitOnce(ctx)
+			// Stop must not cancel a write under way: its submitters would
+			// be told it failed although it may have been stored.
+			more, err := b.clusterCommitOnce(context.WithoutCancel(ctx))
 			if err == nil {
 				backoff = 100 * time.Millisecond
 				if !more {
@@ -111,27 +113,23 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 	b.mu.Unlock()
 
 	var (
-		res        []store.Inserted
-		ierr, werr error
+		res []store.Inserted
+		err error
 	)
-	if len(p.Jobs) > 0 {
-		res, ierr = c.store.Insert(ctx, p)
-	}
-	if len(retries) > 0 {
-		werr = c.store.Update(ctx, retries)
-	}
-	if werr == nil && len(deletes) > 0 {
-		werr = c.store.Delete(ctx, deletes)
+	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 {
+		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
+		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes})
+		cancel()
 	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if werr != nil {
+	if err != nil {
 		// Keep them for the next round; both are idempotent.
 		b.pendingRetries = append(retries, b.pendingRetries...)
 		b.pendingDeletes = append(deletes, b.pendingDeletes...)
 	}
-	err := cmp.Or(ierr, werr)
+	ierr := err
 	if err != nil && !c.failing {
 		c.failing = true
 		b.storeErr = err

@@ -45,3 +45,14 @@ type Found struct {
 	// about to run there).
 	Claimed bool
 }
+
+// CommitParams is one round of the group committer for a shared store,
+// written in one transaction.
+type CommitParams struct {
+	// Insert holds the new jobs.
+	Insert InsertParams
+	// Update holds jobs whose retries, run-at time or priority changed.
+	Update []Job
+	// Delete holds finished jobs.
+	Delete []uint64
+}

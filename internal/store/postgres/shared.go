@@ -180,41 +180,51 @@ type uniqKey struct{ function, unique string }
 // job with a unique with the live job of the same function and unique:
 // that job's sequence number is returned with Created false. Jobs asked to
 // be claimed are held by this server; the others wake the servers
-// listening. The whole batch is one transaction, durable when Insert
-// returns. If this server's lease was lost, the jobs are inserted
-// unclaimed.
+// listening. Durable when Insert returns. If this server's lease was
+// lost, the jobs are inserted unclaimed.
 func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error) {
+	return s.Commit(ctx, store.CommitParams{Insert: p})
+}
+
+// Commit writes one round of the broker's group committer in one
+// transaction, one round trip and one WAL flush: it deletes p.Delete
+// (finished jobs), updates p.Update as Update does, and inserts
+// p.Insert.Jobs as Insert does, returning one Inserted per job. Durable
+// when it returns.
+func (s *Store) Commit(ctx context.Context, p store.CommitParams) ([]store.Inserted, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	out := make([]store.Inserted, len(p.Jobs))
-	if len(p.Jobs) == 0 {
+	out := make([]store.Inserted, len(p.Insert.Jobs))
+	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 {
 		return out, nil
 	}
 	id, _ := s.member()
-	claim := func(i int) bool { return id != 0 && p.Claim != nil && p.Claim[i] }
 	for attempt := 0; ; attempt++ {
-		err := s.insert(ctx, p, out, id, claim)
+		err := s.commit(ctx, p, out, id)
 		var pgErr *pgconn.PgError
 		if attempt == 0 && errors.As(err, &pgErr) && pgErr.Code == "23503" && id != 0 {
-			// foreign_key_violation: our server row is gone (lease lost);
-			// insert without claiming. Renew registers us again.
+			// foreign_key_violation: this server's row is gone (its lease
+			// was lost); insert without claiming. Renew registers it again.
 			id = 0
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("postgres: insert %d jobs: %w", len(p.Jobs), err)
+			return nil, fmt.Errorf("postgres: commit %d new, %d updated, %d finished jobs: %w",
+				len(p.Insert.Jobs), len(p.Update), len(p.Delete), err)
 		}
 		return out, nil
 	}
 }
 
-func (s *Store) insert(ctx context.Context, p store.InsertParams, out []store.Inserted, id int64, claim func(int) bool) error {
+func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.Inserted, id int64) error {
+	p := cp.Insert
+	claim := func(i int) bool { return id != 0 && p.Claim != nil && p.Claim[i] }
 	// A batch may name one (function, unique) twice; only the first goes
 	// to the database, the others share its outcome.
 	first := make(map[uniqKey]int)
 	dupOf := make([]int, len(p.Jobs))
-	var sent []int // indexes into p.Jobs, per statement row
+	var sent []int // indexes into p.Jobs, in statement row order
 	var notify []string
 	notified := make(map[string]bool)
 	now := time.Now().Unix()
@@ -234,125 +244,188 @@ func (s *Store) insert(ctx context.Context, p store.InsertParams, out []store.In
 			notify = append(notify, notifyPayload(j.Function))
 		}
 	}
-	// Statement-sized pieces, one transaction.
 	jobsSent := make([]store.Job, len(sent))
 	for k, i := range sent {
 		jobsSent[k] = p.Jobs[i]
 	}
 	parts := chunks(jobsSent)
-	var missing []int // rows that coalesced with a job the statement did not return
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		missing = missing[:0]
+
+	// One batch: one implicit transaction, one round trip.
+	b := &pgx.Batch{}
+	if len(cp.Delete) > 0 {
+		b.Queue(`DELETE FROM gearwork_jobs WHERE seq = ANY($1)`, seqArgs(cp.Delete))
+	}
+	if len(cp.Update) > 0 {
+		b.Queue(updateSQL, updateArgs(cp.Update)...)
+	}
+	for k, part := range parts {
 		base := 0
-		for _, part := range parts {
-			var (
-				fn, uq, red, pay [][]byte
-				pri              []int16
-				runAt, retries   []int64
-				cl               []bool
-			)
-			for k, j := range part {
-				fn = append(fn, nonNil([]byte(j.Function)))
-				var u []byte
-				if j.Unique != "" {
-					u = []byte(j.Unique)
-				}
-				uq = append(uq, u)
-				red = append(red, nonNil([]byte(j.Reducer)))
-				pay = append(pay, nonNil(j.Payload))
-				pri = append(pri, int16(j.Priority))
-				runAt = append(runAt, j.RunAt)
-				retries = append(retries, int64(j.Retries))
-				cl = append(cl, claim(sent[base+k]))
-			}
-			rows, err := tx.Query(ctx, insertSQL, fn, uq, red, pay, pri, runAt, retries, cl,
-				[]byte(p.HandlePrefix), id)
-			if err != nil {
-				return err
-			}
-			seen := make([]bool, len(part))
-			for rows.Next() {
-				var (
-					ord      *int64
-					seq      int64
-					f, u     []byte
-					created  bool
-					owner    *int64
-					rowIndex = -1
-				)
-				if err := rows.Scan(&ord, &seq, &f, &u, &created, &owner); err != nil {
-					rows.Close()
-					return err
-				}
-				if ord != nil {
-					rowIndex = int(*ord) - 1
-				} else if i, ok := first[uniqKey{string(f), string(u)}]; ok {
-					rowIndex = slices.Index(sent[base:base+len(part)], i)
-				}
-				if rowIndex < 0 || rowIndex >= len(part) {
-					continue
-				}
-				seen[rowIndex] = true
-				out[sent[base+rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
-					Claimed: owner != nil && *owner == id && id != 0}
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			for k, ok := range seen {
-				if !ok {
-					missing = append(missing, sent[base+k])
-				}
-			}
-			base += len(part)
+		for _, prev := range parts[:k] {
+			base += len(prev)
 		}
-		// Rows that coalesced with a job held by some server (the
-		// conditional update did not fire, so the row was not returned).
-		for _, i := range missing {
-			j := p.Jobs[i]
-			var seq int64
-			var owner *int64
-			err := tx.QueryRow(ctx, `SELECT seq, owner FROM gearwork_jobs WHERE uniq = $1 AND function = $2`,
-				[]byte(j.Unique), []byte(j.Function)).Scan(&seq, &owner)
-			if errors.Is(err, pgx.ErrNoRows) {
-				// Finished and deleted in the meantime: a new job.
-				err = tx.QueryRow(ctx, `INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries)
-					SELECT v, $1::bytea || convert_to(v::text, 'UTF8'), $2, $3, $4, $5, $6, $7, $8
-					FROM nextval('gearwork_job_seq') v RETURNING seq`,
-					[]byte(p.HandlePrefix), []byte(j.Function), []byte(j.Unique), nonNil([]byte(j.Reducer)),
-					nonNil(j.Payload), int16(j.Priority), j.RunAt, int64(j.Retries)).Scan(&seq)
-				if err != nil {
-					return err
-				}
-				out[i] = store.Inserted{Seq: uint64(seq), Created: true}
-				if !notified[j.Function] {
-					notified[j.Function] = true
-					notify = append(notify, notifyPayload(j.Function))
-				}
+		var (
+			fn, uq, red, pay [][]byte
+			pri              []int16
+			runAt, retries   []int64
+			cl               []bool
+		)
+		for r, j := range part {
+			fn = append(fn, nonNil([]byte(j.Function)))
+			var u []byte
+			if j.Unique != "" {
+				u = []byte(j.Unique)
+			}
+			uq = append(uq, u)
+			red = append(red, nonNil([]byte(j.Reducer)))
+			pay = append(pay, nonNil(j.Payload))
+			pri = append(pri, int16(j.Priority))
+			runAt = append(runAt, j.RunAt)
+			retries = append(retries, int64(j.Retries))
+			cl = append(cl, claim(sent[base+r]))
+		}
+		b.Queue(insertSQL, fn, uq, red, pay, pri, runAt, retries, cl, []byte(p.HandlePrefix), id)
+	}
+	if len(notify) > 0 {
+		b.Queue(`SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	if len(cp.Delete) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	if len(cp.Update) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	var missing []int // rows that coalesced with a job the statement did not return
+	base := 0
+	for _, part := range parts {
+		rows, err := br.Query()
+		if err != nil {
+			_ = br.Close()
+			return err
+		}
+		seen := make([]bool, len(part))
+		for rows.Next() {
+			var (
+				ord      *int64
+				seq      int64
+				f, u     []byte
+				created  bool
+				owner    *int64
+				rowIndex = -1
+			)
+			if err := rows.Scan(&ord, &seq, &f, &u, &created, &owner); err != nil {
+				rows.Close()
+				_ = br.Close()
+				return err
+			}
+			if ord != nil {
+				rowIndex = int(*ord) - 1
+			} else if i, ok := first[uniqKey{string(f), string(u)}]; ok {
+				rowIndex = slices.Index(sent[base:base+len(part)], i)
+			}
+			if rowIndex < 0 || rowIndex >= len(part) {
 				continue
 			}
-			if err != nil {
-				return err
-			}
-			out[i] = store.Inserted{Seq: uint64(seq), Claimed: owner != nil && *owner == id && id != 0}
+			seen[rowIndex] = true
+			out[sent[base+rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
+				Claimed: owner != nil && *owner == id && id != 0}
 		}
-		if len(notify) > 0 {
-			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify); err != nil {
-				return err
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			_ = br.Close()
+			return err
+		}
+		for k, ok := range seen {
+			if !ok {
+				missing = append(missing, sent[base+k])
 			}
 		}
-		return nil
-	})
-	if err != nil {
+		base += len(part)
+	}
+	if err := br.Close(); err != nil {
 		return err
+	}
+	// Jobs that coalesced with a job some server holds (the conditional
+	// update did not fire, so the statement did not return the row).
+	for _, i := range missing {
+		r, err := s.resolveCoalesced(ctx, p, p.Jobs[i], id)
+		if err != nil {
+			return err
+		}
+		out[i] = r
 	}
 	for i, f := range dupOf {
 		if f >= 0 {
-			out[i] = store.Inserted{Seq: out[f].Seq, Claimed: false}
+			out[i] = store.Inserted{Seq: out[f].Seq}
 		}
 	}
 	return nil
+}
+
+// resolveCoalesced finds the live job a new job coalesced with, or inserts
+// the job after all when that one has finished meanwhile.
+func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j store.Job, id int64) (store.Inserted, error) {
+	for attempt := 0; ; attempt++ {
+		var seq int64
+		var owner *int64
+		err := s.pool.QueryRow(ctx, `SELECT seq, owner FROM gearwork_jobs WHERE uniq = $1 AND function = $2`,
+			[]byte(j.Unique), []byte(j.Function)).Scan(&seq, &owner)
+		if err == nil {
+			return store.Inserted{Seq: uint64(seq), Claimed: owner != nil && *owner == id && id != 0}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return store.Inserted{}, err
+		}
+		// Finished and deleted in the meantime: a new job after all.
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries)
+			SELECT v, $1::bytea || convert_to(v::text, 'UTF8'), $2, $3, $4, $5, $6, $7, $8
+			FROM nextval('gearwork_job_seq') v
+			ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL DO NOTHING RETURNING seq`,
+			[]byte(p.HandlePrefix), []byte(j.Function), []byte(j.Unique), nonNil([]byte(j.Reducer)),
+			nonNil(j.Payload), int16(j.Priority), j.RunAt, int64(j.Retries))
+		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
+		br := s.pool.SendBatch(ctx, b)
+		err = br.QueryRow().Scan(&seq)
+		cerr := br.Close()
+		if err == nil && cerr == nil {
+			return store.Inserted{Seq: uint64(seq), Created: true}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) || attempt > 5 {
+			return store.Inserted{}, cmp.Or(err, cerr)
+		}
+		// Another server inserted it first: look again.
+	}
+}
+
+func seqArgs(seqs []uint64) []int64 {
+	out := make([]int64, len(seqs))
+	for i, q := range seqs {
+		out[i] = seqArg(q)
+	}
+	return out
+}
+
+const updateSQL = `UPDATE gearwork_jobs g SET retries = u.retries, run_at = u.run_at, priority = u.priority
+	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[]) AS u(seq, retries, run_at, priority)
+	WHERE g.seq = u.seq`
+
+func updateArgs(jobs []store.Job) []any {
+	jobs = lastPerSeq(jobs)
+	seq := make([]int64, len(jobs))
+	retries := make([]int64, len(jobs))
+	runAt := make([]int64, len(jobs))
+	pri := make([]int16, len(jobs))
+	for i, j := range jobs {
+		seq[i], retries[i], runAt[i], pri[i] = seqArg(j.Seq), int64(j.Retries), j.RunAt, int16(j.Priority)
+	}
+	return []any{seq, retries, runAt, pri}
 }
 
 // Update writes the retries, run-at time and priority of jobs that are
@@ -365,18 +438,7 @@ func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	jobs = lastPerSeq(jobs)
-	seq := make([]int64, len(jobs))
-	retries := make([]int64, len(jobs))
-	runAt := make([]int64, len(jobs))
-	pri := make([]int16, len(jobs))
-	for i, j := range jobs {
-		seq[i], retries[i], runAt[i], pri[i] = seqArg(j.Seq), int64(j.Retries), j.RunAt, int16(j.Priority)
-	}
-	_, err := s.pool.Exec(ctx, `UPDATE gearwork_jobs g SET retries = u.retries, run_at = u.run_at, priority = u.priority
-		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[]) AS u(seq, retries, run_at, priority)
-		WHERE g.seq = u.seq`, seq, retries, runAt, pri)
-	if err != nil {
+	if _, err := s.pool.Exec(ctx, updateSQL, updateArgs(jobs)...); err != nil {
 		return fmt.Errorf("postgres: update %d jobs: %w", len(jobs), err)
 	}
 	return nil
@@ -421,7 +483,7 @@ func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Jo
 	if len(fns) == 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, claimSQL, fns, ns, id)
+	rows, err := s.apool.Query(ctx, claimSQL, fns, ns, id)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim: %w", err)
 	}

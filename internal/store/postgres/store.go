@@ -42,6 +42,10 @@ type Store struct {
 	cfg  Config
 	log  *slog.Logger
 	pool *pgxpool.Pool
+	// apool commits asynchronously (synchronous_commit off): for claims,
+	// which may be lost in a crash of PostgreSQL itself without harm (the
+	// job is claimed again: at least once).
+	apool *pgxpool.Pool
 	// channel is the LISTEN/NOTIFY channel of this schema.
 	channel string
 	closed  atomic.Bool
@@ -77,10 +81,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), pool: pool}
+	acfg := pcfg.Copy()
+	acfg.MaxConns = 2
+	acfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	apool, err := pgxpool.NewWithConfig(ctx, acfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), pool: pool, apool: apool}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		pool.Close()
+		apool.Close()
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
 	applied, err := migrate(ctx, conn.Conn())
@@ -92,6 +105,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	conn.Release()
 	if err != nil {
 		pool.Close()
+		apool.Close()
 		return nil, err
 	}
 	if len(applied) > 0 {
@@ -132,6 +146,7 @@ func (s *Store) Close() error {
 		l.stop()
 	}
 	s.pool.Close()
+	s.apool.Close()
 	return nil
 }
 

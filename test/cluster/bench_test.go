@@ -1,0 +1,340 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// The PostgreSQL benchmark: durable no-op jobs through 1 and 3 Gearwork
+// servers, River and gearmand's own PostgreSQL queue, all on one durable
+// (fsync on) PostgreSQL started for the run. Run it with
+//
+//	go test -run '^$' -bench Postgres -benchtime 1x ./test/cluster/
+//
+// GEARWORK_BENCH_JOBS sets the jobs per run (default 20000); River is
+// skipped when the go tool cannot build test/cluster/riverbench, gearmand
+// when /usr/sbin/gearmand is missing.
+
+var (
+	benchPGOnce sync.Once
+	benchPG     *pgtest.Server
+	benchPGErr  error
+)
+
+func durablePG(b *testing.B) *pgtest.Server {
+	benchPGOnce.Do(func() {
+		benchPG, benchPGErr = pgtest.Start(context.Background(), pgtest.Options{Durable: true})
+	})
+	if benchPGErr != nil {
+		b.Skip(benchPGErr.Error())
+	}
+	return benchPG
+}
+
+func benchJobs() int {
+	if n, err := strconv.Atoi(os.Getenv("GEARWORK_BENCH_JOBS")); err == nil && n > 0 {
+		return n
+	}
+	return 20000
+}
+
+// freshSchema creates (again) a schema and returns a URL using it.
+func freshSchema(b *testing.B, url, name string) string {
+	b.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	id := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+id+" CASCADE; CREATE SCHEMA "+id); err != nil {
+		b.Fatal(err)
+	}
+	return pgtest.WithSchema(url, name)
+}
+
+// load submits jobs background jobs from clients connections (batch
+// pipelined submits per round trip) while workers connections run them,
+// spread round-robin over addrs, and returns when every job ran.
+func load(b *testing.B, addrs []string, jobs, clients, batch, workers int) (insert, total time.Duration) {
+	b.Helper()
+	var ran atomic.Int64
+	all := make(chan struct{})
+	var once sync.Once
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range workers {
+		c, err := dial(addrs[i%len(addrs)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		context.AfterFunc(ctx, func() { c.c.Close() })
+		wg.Go(func() {
+			_ = benchWorker(c, func() {
+				if ran.Add(1) == int64(jobs) {
+					once.Do(func() { close(all) })
+				}
+			})
+		})
+	}
+	start := time.Now()
+	var next atomic.Int64
+	var cw sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		c, err := dial(addrs[i%len(addrs)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		cw.Go(func() {
+			defer c.c.Close()
+			for {
+				first := int(next.Add(int64(batch))) - batch
+				if first >= jobs {
+					return
+				}
+				n := min(batch, jobs-first)
+				for k := range n {
+					_ = c.send(gearman.SubmitJobBg, []byte("noop"), nil, strconv.AppendInt(nil, int64(first+k), 10))
+				}
+				for range n {
+					p, err := c.next()
+					if err == nil && p.Command != gearman.JobCreated {
+						err = fmt.Errorf("submit answered %v %q", p.Command, p.Arg(1))
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	cw.Wait()
+	insert = time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("only %d of %d jobs ran", ran.Load(), jobs)
+	}
+	total = time.Since(start)
+	cancel()
+	wg.Wait()
+	return insert, total
+}
+
+func benchWorker(c *conn, ran func()) error {
+	if err := c.send(gearman.CanDo, []byte("noop")); err != nil {
+		return err
+	}
+	for {
+		if err := c.send(gearman.GrabJob); err != nil {
+			return err
+		}
+		p, err := c.next()
+		if err != nil {
+			return err
+		}
+		switch p.Command {
+		case gearman.JobAssign:
+			if err := c.send(gearman.WorkComplete, append([]byte(nil), p.Arg(0)...), nil); err != nil {
+				return err
+			}
+			ran()
+		case gearman.NoJob:
+			if err := c.send(gearman.PreSleep); err != nil {
+				return err
+			}
+			for {
+				p, err := c.next()
+				if err != nil {
+					return err
+				}
+				if p.Command == gearman.Noop {
+					break
+				}
+			}
+		}
+	}
+}
+
+func report(b *testing.B, jobs int, insert, total time.Duration) {
+	b.ReportMetric(float64(jobs)/insert.Seconds(), "submits/s")
+	b.ReportMetric(float64(jobs)/total.Seconds(), "jobs/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// shapes are the client loads measured: one job per request with 16
+// concurrent clients, and batches of 100 jobs per request.
+var shapes = []struct {
+	name             string
+	clients, batch   int
+	workers          int
+	gearmandFraction int // gearmand runs jobs/fraction (it is slow)
+}{
+	{"clients=16/batch=1", 16, 1, 16, 10},
+	{"clients=4/batch=100", 4, 100, 16, 10},
+}
+
+func BenchmarkPostgres(b *testing.B) {
+	pg := durablePG(b)
+	jobs := benchJobs()
+	dir := b.TempDir()
+	bin := buildGearworkB(b, dir)
+	for _, sh := range shapes {
+		for _, n := range []int{1, 3} {
+			b.Run(fmt.Sprintf("gearwork/servers=%d/%s", n, sh.name), func(b *testing.B) {
+				for range b.N {
+					url := freshSchema(b, pg.URL, "gearwork_bench")
+					var addrs []string
+					var procs []*exec.Cmd
+					for i := range n {
+						addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
+						cmd := exec.Command(bin, "serve", "--listen", addr, "--store", url, "--log-level", "warn")
+						cmd.Stderr = os.Stderr
+						if err := cmd.Start(); err != nil {
+							b.Fatal(err)
+						}
+						procs = append(procs, cmd)
+						waitListening(b, addr)
+						addrs = append(addrs, addr)
+						_ = i
+					}
+					ins, tot := load(b, addrs, jobs, sh.clients, sh.batch, sh.workers)
+					report(b, jobs, ins, tot)
+					for _, p := range procs {
+						_ = p.Process.Signal(os.Interrupt)
+						_ = p.Wait()
+					}
+				}
+			})
+		}
+		b.Run("river/"+sh.name, func(b *testing.B) {
+			for range b.N {
+				out, err := runRiver(pg.URL, jobs, sh.clients, sh.batch, sh.workers)
+				if err != nil {
+					b.Skip("riverbench: ", err)
+				}
+				report(b, jobs, time.Duration(out.InsertSecs*float64(time.Second)), time.Duration(out.TotalSecs*float64(time.Second)))
+			}
+		})
+		b.Run("gearmand-libpq/"+sh.name, func(b *testing.B) {
+			if _, err := os.Stat("/usr/sbin/gearmand"); err != nil {
+				b.Skip("no /usr/sbin/gearmand")
+			}
+			for range b.N {
+				url := freshSchema(b, pg.URL, "gearmand_bench")
+				addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
+				host, _ := hostOf(pg.URL)
+				cmd := exec.Command("/usr/sbin/gearmand", "--listen=127.0.0.1", "--port="+portOf(addr),
+					"-q", "Postgres", "--libpq-conninfo", "host="+host+" user=postgres dbname=postgres options=-csearch_path=gearmand_bench",
+					"--libpq-table", "gearmand_queue", "--log-file=none", "--threads=2")
+				cmd.Stderr = os.Stderr
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				waitListening(b, addr)
+				n := jobs / sh.gearmandFraction
+				ins, tot := load(b, []string{addr}, n, sh.clients, sh.batch, sh.workers)
+				report(b, n, ins, tot)
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				_ = url
+			}
+		})
+	}
+}
+
+type riverResult struct {
+	InsertSecs float64 `json:"insert_seconds"`
+	TotalSecs  float64 `json:"total_seconds"`
+}
+
+// runRiver runs test/cluster/riverbench (its own module) on the database.
+func runRiver(url string, jobs, clients, batch, workers int) (riverResult, error) {
+	var res riverResult
+	cmd := exec.Command("go", "run", ".", "-url", url, "-jobs", strconv.Itoa(jobs),
+		"-clients", strconv.Itoa(clients), "-batch", strconv.Itoa(batch), "-workers", strconv.Itoa(workers))
+	cmd.Dir = "riverbench"
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return res, fmt.Errorf("%w: %s", err, errb.String())
+	}
+	err := json.Unmarshal(out.Bytes(), &res)
+	return res, err
+}
+
+func buildGearworkB(b *testing.B, dir string) string {
+	bin := filepath.Join(dir, "gearwork")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/gearwork/gearwork/cmd/gearwork").CombinedOutput()
+	if err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePortB(b *testing.B) int {
+	ln, err := netListen()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return portNumber(ln)
+}
+
+func waitListening(b *testing.B, addr string) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := dial(addr)
+		if err == nil {
+			c.c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s does not listen: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+func portNumber(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
+
+// hostOf returns the host (or socket directory) of a PostgreSQL URL.
+func hostOf(url string) (string, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Host, nil
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
