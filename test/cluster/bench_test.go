@@ -96,6 +96,7 @@ func load(b *testing.B, addrs []string, jobs, clients, batch, workers int) (inse
 			})
 		})
 	}
+	runID := time.Now().UnixNano() & 0xffffffff
 	start := time.Now()
 	var next atomic.Int64
 	var cw sync.WaitGroup
@@ -114,7 +115,10 @@ func load(b *testing.B, addrs []string, jobs, clients, batch, workers int) (inse
 				}
 				n := min(batch, jobs-first)
 				for k := range n {
-					_ = c.send(gearman.SubmitJobBg, []byte("noop"), nil, strconv.AppendInt(nil, int64(first+k), 10))
+					// A unique per job, as libgearman clients send (a UUID).
+					id := first + k
+					_ = c.send(gearman.SubmitJobBg, []byte("noop"),
+						fmt.Appendf(nil, "%08x-0000-4000-8000-%012x", runID, id), strconv.AppendInt(nil, int64(id), 10))
 				}
 				for range n {
 					p, err := c.next()
@@ -218,6 +222,7 @@ func BenchmarkPostgres(b *testing.B) {
 						if err := cmd.Start(); err != nil {
 							b.Fatal(err)
 						}
+						b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 						procs = append(procs, cmd)
 						waitListening(b, addr)
 						addrs = append(addrs, addr)
@@ -234,7 +239,7 @@ func BenchmarkPostgres(b *testing.B) {
 		}
 		b.Run("river/"+sh.name, func(b *testing.B) {
 			for range b.N {
-				out, err := runRiver(pg.URL, jobs, sh.clients, sh.batch, sh.workers)
+				out, err := runRiver(pg.URL, jobs, sh.clients, sh.batch, 1000)
 				if err != nil {
 					b.Skip("riverbench: ", err)
 				}
@@ -246,23 +251,21 @@ func BenchmarkPostgres(b *testing.B) {
 				b.Skip("no /usr/sbin/gearmand")
 			}
 			for range b.N {
-				url := freshSchema(b, pg.URL, "gearmand_bench")
+				dropTable(b, pg.URL, "gearmand_queue")
 				addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
 				host, _ := hostOf(pg.URL)
 				cmd := exec.Command("/usr/sbin/gearmand", "--listen=127.0.0.1", "--port="+portOf(addr),
-					"-q", "Postgres", "--libpq-conninfo", "host="+host+" user=postgres dbname=postgres options=-csearch_path=gearmand_bench",
+					"-q", "Postgres", "--libpq-conninfo", "host="+host+" user=postgres dbname=postgres",
 					"--libpq-table", "gearmand_queue", "--log-file=none", "--threads=2")
 				cmd.Stderr = os.Stderr
 				if err := cmd.Start(); err != nil {
 					b.Fatal(err)
 				}
+				b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 				waitListening(b, addr)
 				n := jobs / sh.gearmandFraction
 				ins, tot := load(b, []string{addr}, n, sh.clients, sh.batch, sh.workers)
 				report(b, n, ins, tot)
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				_ = url
 			}
 		})
 	}
@@ -337,4 +340,18 @@ func hostOf(url string) (string, error) {
 func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// dropTable drops a table of the public schema if it exists.
+func dropTable(b *testing.B, url, name string) {
+	b.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS public."+pgx.Identifier{name}.Sanitize()); err != nil {
+		b.Fatal(err)
+	}
 }

@@ -63,7 +63,7 @@ func main() {
 	jobs := flag.Int("jobs", 20000, "jobs to insert and work")
 	clients := flag.Int("clients", 16, "concurrent inserting goroutines")
 	batch := flag.Int("batch", 1, "jobs per insert (InsertMany when > 1)")
-	workers := flag.Int("workers", 16, "River MaxWorkers")
+	workers := flag.Int("workers", 1000, "River MaxWorkers (jobs run at once, each in its own goroutine)")
 	flag.Parse()
 	if err := run(*url, *schema, *jobs, *clients, *batch, *workers); err != nil {
 		fmt.Fprintln(os.Stderr, "riverbench:", err)
@@ -109,7 +109,10 @@ func run(url, schema string, jobs, clients, batch, workers int) error {
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: workers}},
 		Workers: ws,
-		Logger:  nil,
+		// River's fastest setting: fetch again as soon as 1 ms after the
+		// last fetch (default 100 ms, which caps a queue at MaxWorkers
+		// jobs per 100 ms).
+		FetchCooldown: river.FetchCooldownMin,
 	})
 	if err != nil {
 		return err
