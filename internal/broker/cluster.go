@@ -231,6 +231,7 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 		b.admitClaimedLocked(r)
 		got[r.Function]++
 	}
+	b.finishReplayLocked()
 	again := false
 	for _, r := range req {
 		f := b.functions[r.Function]
@@ -246,9 +247,13 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 	return again
 }
 
-// admitClaimedLocked makes a claimed job runnable here.
+// admitClaimedLocked makes a claimed job runnable here, restoring its
+// lifecycle state as a replay does. Call finishReplayLocked after a batch.
 func (b *Broker) admitClaimedLocked(r store.Job) {
 	if _, ok := b.jobs[r.Seq]; ok {
+		return
+	}
+	if b.replayLifeLocked(r) {
 		return
 	}
 	f := b.function(r.Function)
@@ -260,6 +265,7 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 		x.runAt = r.RunAt
 	}
 	b.jobs[j.seq] = j
+	b.liveBytes += j.size()
 	f.total++
 	if j.unique != "" && f.uniques[j.unique] == nil {
 		if f.uniques == nil {
@@ -271,27 +277,11 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 }
 
 // forgetLocked drops a job that is not running from memory without
-// touching the store (another server holds it, or will).
+// touching the store (another server holds it, or will). It does not
+// count as dropped.
 func (b *Broker) forgetLocked(j *job) {
-	f := j.fn
-	switch j.state {
-	case stateQueued:
-		f.queues[j.priority].remove(j)
-	case stateScheduled:
-		b.removeTimerLocked(j)
-	}
-	j.state = stateGone
-	if j.unique != "" && f.uniques[j.unique] == j {
-		delete(f.uniques, j.unique)
-	}
-	delete(b.jobs, j.seq)
-	f.total--
-	if j.x != nil {
-		for _, c := range j.x.clients {
-			c.waiting = removeJob(c.waiting, j)
-		}
-		j.x.clients = nil
-	}
+	j.finished = true
+	b.unlinkLocked(j)
 }
 
 // idleJobsLocked forgets the queued background jobs of functions that have
@@ -347,7 +337,8 @@ func (b *Broker) renewLease(ctx context.Context) {
 	defer b.mu.Unlock()
 	n := 0
 	for _, j := range b.jobs {
-		if j.background && (j.state == stateQueued || j.state == stateScheduled) {
+		if j.background && (j.state == stateQueued || j.state == stateScheduled ||
+			j.state == stateRetryWait || j.state == stateBlocked) {
 			b.forgetLocked(j)
 			n++
 		}

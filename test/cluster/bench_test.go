@@ -217,7 +217,7 @@ func BenchmarkPostgres(b *testing.B) {
 					var procs []*exec.Cmd
 					for i := range n {
 						addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
-						cmd := exec.Command(bin, "serve", "--listen", addr, "--store", url, "--log-level", "warn")
+						cmd := exec.Command(bin, "serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn")
 						cmd.Stderr = os.Stderr
 						if err := cmd.Start(); err != nil {
 							b.Fatal(err)

@@ -58,7 +58,7 @@ func (s *server) start() {
 	s.t.Helper()
 	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(s.t, err)
-	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--store", s.store, "--log-level", "info")
+	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--http", "off", "--store", s.store, "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(s.t, cmd.Start())

@@ -52,6 +52,29 @@ CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq) WHER
 -- Releasing a dead server's jobs (ON DELETE SET NULL) and a server's own.
 CREATE INDEX gearwork_jobs_owner ON gearwork_jobs (owner) WHERE owner IS NOT NULL;
 `},
+	{2, "lifecycle state of jobs (retries, dead letters, results, ordering, cron)", `
+ALTER TABLE gearwork_jobs
+	ADD COLUMN state        smallint NOT NULL DEFAULT 0,
+	ADD COLUMN attempts     bigint NOT NULL DEFAULT 0,
+	ADD COLUMN not_before   bigint NOT NULL DEFAULT 0,
+	ADD COLUMN last_error   bytea NOT NULL DEFAULT '',
+	ADD COLUMN history      jsonb,
+	ADD COLUMN result       bytea,
+	ADD COLUMN finished_at  bigint NOT NULL DEFAULT 0,
+	ADD COLUMN ordering_key bytea NOT NULL DEFAULT '',
+	ADD COLUMN max_attempts integer NOT NULL DEFAULT 0,
+	ADD COLUMN timeout      bigint NOT NULL DEFAULT 0,
+	ADD COLUMN schedule     bytea NOT NULL DEFAULT '',
+	ADD COLUMN tick         bigint NOT NULL DEFAULT 0;
+
+-- Dead letters (state 2) no longer hold their unique: a new submit with it
+-- is a new job. Retained results (state 3) still answer it.
+DROP INDEX gearwork_jobs_unique;
+CREATE UNIQUE INDEX gearwork_jobs_unique ON gearwork_jobs (uniq, function) WHERE uniq IS NOT NULL AND state <> 2;
+-- Only queued (0) and retry-waiting (1) jobs are ever claimed.
+DROP INDEX gearwork_jobs_claim;
+CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq) WHERE owner IS NULL AND state IN (0, 1);
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -155,23 +156,33 @@ func decodePayload(p string) string {
 	return string(b)
 }
 
-const insertSQL = `
+var insertSQL = `
 WITH input AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::smallint[],
-		$6::bigint[], $7::bigint[], $8::boolean[])
-		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ord)
+		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `)
+		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ` + stateNames + `, ord)
 ), numbered AS MATERIALIZED (
 	SELECT nextval('gearwork_job_seq') AS seq, ord FROM (SELECT ord FROM input ORDER BY ord) o
 ), ins AS (
-	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner)
+	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
 	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
-		i.priority, i.run_at, i.retries, CASE WHEN i.claim THEN $10::bigint END
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM input i JOIN numbered n USING (ord)
-	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL
-	DO UPDATE SET owner = EXCLUDED.owner WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL
+	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
+	DO UPDATE SET owner = EXCLUDED.owner
+		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1)
 	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
 )
 SELECT n.ord, ins.seq, ins.function, ins.uniq, ins.created, ins.owner FROM ins LEFT JOIN numbered n ON n.seq = ins.seq`
+
+// prefixed turns "a, b" into "p.a, p.b".
+func prefixed(p, names string) string {
+	var parts []string
+	for _, n := range strings.Split(names, ",") {
+		parts = append(parts, p+strings.TrimSpace(n))
+	}
+	return strings.Join(parts, ", ")
+}
 
 type uniqKey struct{ function, unique string }
 
@@ -263,27 +274,15 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.I
 		for _, prev := range parts[:k] {
 			base += len(prev)
 		}
-		var (
-			fn, uq, red, pay [][]byte
-			pri              []int16
-			runAt, retries   []int64
-			cl               []bool
-		)
+		var c jobColumns
+		var cl []bool
 		for r, j := range part {
-			fn = append(fn, nonNil([]byte(j.Function)))
-			var u []byte
-			if j.Unique != "" {
-				u = []byte(j.Unique)
-			}
-			uq = append(uq, u)
-			red = append(red, nonNil([]byte(j.Reducer)))
-			pay = append(pay, nonNil(j.Payload))
-			pri = append(pri, int16(j.Priority))
-			runAt = append(runAt, j.RunAt)
-			retries = append(retries, int64(j.Retries))
+			c.addFields(j)
 			cl = append(cl, claim(sent[base+r]))
 		}
-		b.Queue(insertSQL, fn, uq, red, pay, pri, runAt, retries, cl, []byte(p.HandlePrefix), id)
+		args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries, cl,
+			[]byte(p.HandlePrefix), id}, c.stateArgs()...)
+		b.Queue(insertSQL, args...)
 	}
 	if len(notify) > 0 {
 		b.Queue(`SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
@@ -374,7 +373,7 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 	for attempt := 0; ; attempt++ {
 		var seq int64
 		var owner *int64
-		err := s.pool.QueryRow(ctx, `SELECT seq, owner FROM gearwork_jobs WHERE uniq = $1 AND function = $2`,
+		err := s.pool.QueryRow(ctx, `SELECT seq, owner FROM gearwork_jobs WHERE uniq = $1 AND function = $2 AND state <> 2`,
 			[]byte(j.Unique), []byte(j.Function)).Scan(&seq, &owner)
 		if err == nil {
 			return store.Inserted{Seq: uint64(seq), Claimed: owner != nil && *owner == id && id != 0}, nil
@@ -383,16 +382,21 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 			return store.Inserted{}, err
 		}
 		// Finished and deleted in the meantime: a new job after all.
+		var c jobColumns
+		c.addFields(j)
 		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries)
-			SELECT v, $1::bytea || convert_to(v::text, 'UTF8'), $2, $3, $4, $5, $6, $7, $8
-			FROM nextval('gearwork_job_seq') v
-			ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL DO NOTHING RETURNING seq`,
-			[]byte(p.HandlePrefix), []byte(j.Function), []byte(j.Unique), nonNil([]byte(j.Reducer)),
-			nonNil(j.Payload), int16(j.Priority), j.RunAt, int64(j.Retries))
+		args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries,
+			[]bool{false}, []byte(p.HandlePrefix), int64(0)}, c.stateArgs()...)
+		b.Queue(insertSQL, args...)
 		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
 		br := s.pool.SendBatch(ctx, b)
-		err = br.QueryRow().Scan(&seq)
+		var (
+			ord           *int64
+			f, u          []byte
+			created       bool
+			insertedOwner *int64
+		)
+		err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
 		cerr := br.Close()
 		if err == nil && cerr == nil {
 			return store.Inserted{Seq: uint64(seq), Created: true}, nil
@@ -412,24 +416,38 @@ func seqArgs(seqs []uint64) []int64 {
 	return out
 }
 
-const updateSQL = `UPDATE gearwork_jobs g SET retries = u.retries, run_at = u.run_at, priority = u.priority
-	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[]) AS u(seq, retries, run_at, priority)
+var updateSQL = `UPDATE gearwork_jobs g SET retries = u.retries, run_at = u.run_at, priority = u.priority, ` +
+	setFrom("u.", stateNames) + `
+	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[], ` + params(stateTypes, 5) + `)
+		AS u(seq, retries, run_at, priority, ` + stateNames + `)
 	WHERE g.seq = u.seq`
+
+// setFrom turns "a, b" into "a = p.a, b = p.b".
+func setFrom(p, names string) string {
+	var parts []string
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		parts = append(parts, n+" = "+p+n)
+	}
+	return strings.Join(parts, ", ")
+}
 
 func updateArgs(jobs []store.Job) []any {
 	jobs = lastPerSeq(jobs)
+	var c jobColumns
 	seq := make([]int64, len(jobs))
 	retries := make([]int64, len(jobs))
 	runAt := make([]int64, len(jobs))
 	pri := make([]int16, len(jobs))
 	for i, j := range jobs {
 		seq[i], retries[i], runAt[i], pri[i] = seqArg(j.Seq), int64(j.Retries), j.RunAt, int16(j.Priority)
+		c.addState(j)
 	}
-	return []any{seq, retries, runAt, pri}
+	return append([]any{seq, retries, runAt, pri}, c.stateArgs()...)
 }
 
-// Update writes the retries, run-at time and priority of jobs that are
-// still stored. A job no longer stored (finished meanwhile, possibly by
+// Update writes the retries, run-at time, priority and lifecycle state
+// (Job.State and the fields after it) of jobs that are still stored. A job no longer stored (finished meanwhile, possibly by
 // another server) is skipped, never stored again.
 func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
 	if err := s.check(ctx); err != nil {
@@ -444,21 +462,22 @@ func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
 	return nil
 }
 
-const claimSQL = `
+var claimSQL = `
 WITH want AS (
 	SELECT * FROM unnest($1::bytea[], $2::integer[]) AS w(function, n)
 ), picked AS (
 	SELECT j.seq FROM want CROSS JOIN LATERAL (
 		SELECT seq FROM gearwork_jobs
-		WHERE function = want.function AND owner IS NULL
+		WHERE function = want.function AND owner IS NULL AND state IN (0, 1)
 			AND run_at <= extract(epoch FROM now())::bigint
+			AND not_before <= (extract(epoch FROM now()) * 1e9)::bigint
 		ORDER BY priority, seq
 		LIMIT want.n
 		FOR UPDATE SKIP LOCKED) j
 )
 UPDATE gearwork_jobs g SET owner = $3
 FROM picked WHERE g.seq = picked.seq
-RETURNING g.seq, g.handle, g.function, g.uniq, g.reducer, g.payload, g.priority, g.run_at, g.retries`
+RETURNING ` + prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames)
 
 // Claim takes up to Max runnable, unclaimed jobs of each requested function
 // for this server (skipping rows other servers are claiming at the same
@@ -544,9 +563,9 @@ func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Fo
 		claimed bool
 	)
 	if unique != "" {
-		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE uniq = $1 ORDER BY seq LIMIT 1`, []byte(unique))
+		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE uniq = $1 AND state IN (0, 1) ORDER BY seq LIMIT 1`, []byte(unique))
 	} else {
-		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE seq = $1`, seqArg(seq))
+		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)`, seqArg(seq))
 	}
 	switch err := row.Scan(&q, &claimed); {
 	case errors.Is(err, pgx.ErrNoRows):

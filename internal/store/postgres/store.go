@@ -3,10 +3,12 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,20 +166,29 @@ func seqArg(seq uint64) int64 { return int64(seq) }
 
 // jobColumns holds one batch of jobs as column arrays, for unnest.
 type jobColumns struct {
-	seq      []int64
-	handle   [][]byte
-	function [][]byte
-	uniq     [][]byte
-	reducer  [][]byte
-	payload  [][]byte
-	priority []int16
-	runAt    []int64
-	retries  []int64
+	seq                                      []int64
+	handle, function, uniq, reducer, payload [][]byte
+	priority                                 []int16
+	runAt, retries                           []int64
+	state                                    []int16
+	attempts, notBefore                      []int64
+	lastError, history, result               [][]byte
+	finishedAt                               []int64
+	orderingKey                              [][]byte
+	maxAttempts                              []int32
+	timeout                                  []int64
+	schedule                                 [][]byte
+	tick                                     []int64
 }
 
 func (c *jobColumns) add(j store.Job) {
 	c.seq = append(c.seq, seqArg(j.Seq))
 	c.handle = append(c.handle, nonNil([]byte(j.Handle)))
+	c.addFields(j)
+}
+
+// addFields adds every column but seq and handle.
+func (c *jobColumns) addFields(j store.Job) {
 	c.function = append(c.function, nonNil([]byte(j.Function)))
 	var u []byte // NULL: no unique
 	if j.Unique != "" {
@@ -189,6 +200,51 @@ func (c *jobColumns) add(j store.Job) {
 	c.priority = append(c.priority, int16(j.Priority))
 	c.runAt = append(c.runAt, j.RunAt)
 	c.retries = append(c.retries, int64(j.Retries))
+	c.addState(j)
+}
+
+// addState adds the lifecycle columns.
+func (c *jobColumns) addState(j store.Job) {
+	c.state = append(c.state, int16(j.State))
+	c.attempts = append(c.attempts, int64(j.Attempts))
+	c.notBefore = append(c.notBefore, j.NotBefore)
+	c.lastError = append(c.lastError, nonNil([]byte(j.LastError)))
+	var h []byte // NULL: no history
+	if len(j.History) > 0 {
+		h, _ = json.Marshal(j.History)
+	}
+	c.history = append(c.history, h)
+	c.result = append(c.result, j.Result)
+	c.finishedAt = append(c.finishedAt, j.FinishedAt)
+	c.orderingKey = append(c.orderingKey, nonNil([]byte(j.OrderingKey)))
+	c.maxAttempts = append(c.maxAttempts, j.MaxAttempts)
+	c.timeout = append(c.timeout, j.Timeout)
+	c.schedule = append(c.schedule, nonNil([]byte(j.Schedule)))
+	c.tick = append(c.tick, j.Tick)
+}
+
+// stateArgs returns the lifecycle columns as statement arguments.
+func (c *jobColumns) stateArgs() []any {
+	return []any{c.state, c.attempts, c.notBefore, c.lastError, c.history, c.result, c.finishedAt,
+		c.orderingKey, c.maxAttempts, c.timeout, c.schedule, c.tick}
+}
+
+// stateTypes are the array types of the lifecycle columns in stateArgs
+// order, for unnest; stateNames their column names.
+const (
+	stateTypes = `$%d::smallint[], $%d::bigint[], $%d::bigint[], $%d::bytea[], $%d::jsonb[], $%d::bytea[], $%d::bigint[],
+		$%d::bytea[], $%d::integer[], $%d::bigint[], $%d::bytea[], $%d::bigint[]`
+	stateNames = `state, attempts, not_before, last_error, history, result, finished_at, ordering_key, max_attempts, timeout, schedule, tick`
+)
+
+// params numbers the placeholders of a stateTypes-style list from first.
+func params(format string, first int) string {
+	n := strings.Count(format, "%d")
+	args := make([]any, n)
+	for i := range args {
+		args[i] = first + i
+	}
+	return fmt.Sprintf(format, args...)
 }
 
 func nonNil(b []byte) []byte {
@@ -231,14 +287,24 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-const saveSQL = `
-INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries)
+var saveSQL = `
+INSERT INTO gearwork_jobs (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, ` + stateNames + `)
 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[],
-	$7::smallint[], $8::bigint[], $9::bigint[])
+	$7::smallint[], $8::bigint[], $9::bigint[], ` + params(stateTypes, 10) + `)
 ON CONFLICT (seq) DO UPDATE SET
 	handle = EXCLUDED.handle, function = EXCLUDED.function, uniq = EXCLUDED.uniq,
 	reducer = EXCLUDED.reducer, payload = EXCLUDED.payload, priority = EXCLUDED.priority,
-	run_at = EXCLUDED.run_at, retries = EXCLUDED.retries`
+	run_at = EXCLUDED.run_at, retries = EXCLUDED.retries, ` + setExcluded(stateNames)
+
+// setExcluded turns "a, b" into "a = EXCLUDED.a, b = EXCLUDED.b".
+func setExcluded(names string) string {
+	var parts []string
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		parts = append(parts, n+" = EXCLUDED."+n)
+	}
+	return strings.Join(parts, ", ")
+}
 
 // Save inserts jobs or replaces the stored jobs with the same Seq (a job
 // that a server holds stays held). It is durable when it returns, as the
@@ -259,8 +325,9 @@ func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
 			for _, j := range part {
 				c.add(j)
 			}
-			if _, err := q.Exec(ctx, saveSQL, c.seq, c.handle, c.function, c.uniq, c.reducer,
-				c.payload, c.priority, c.runAt, c.retries); err != nil {
+			args := append([]any{c.seq, c.handle, c.function, c.uniq, c.reducer,
+				c.payload, c.priority, c.runAt, c.retries}, c.stateArgs()...)
+			if _, err := q.Exec(ctx, saveSQL, args...); err != nil {
 				return err
 			}
 		}
@@ -314,7 +381,8 @@ func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
 	return nil
 }
 
-const jobSelect = `SELECT seq, handle, function, uniq, reducer, payload, priority, run_at, retries FROM gearwork_jobs`
+const jobSelect = `SELECT seq, handle, function, uniq, reducer, payload, priority, run_at, retries, ` +
+	stateNames + ` FROM gearwork_jobs`
 
 // Load calls each for every stored job in ascending Seq order, held or
 // not, and stops at the first error each returns. Payloads given to each
@@ -351,12 +419,17 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 
 func scanJob(row pgx.Row) (store.Job, error) {
 	var (
-		j                              store.Job
-		seq, runAt, retries            int64
-		handle, fn, uniq, reducer, pay []byte
-		priority                       int16
+		j                                                 store.Job
+		seq, runAt, retries, attempts, notBefore          int64
+		finishedAt, timeout, tick                         int64
+		handle, fn, uniq, reducer, pay                    []byte
+		lastError, history, result, orderingKey, schedule []byte
+		priority, state                                   int16
+		maxAttempts                                       int32
 	)
-	if err := row.Scan(&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries); err != nil {
+	if err := row.Scan(&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries,
+		&state, &attempts, &notBefore, &lastError, &history, &result, &finishedAt,
+		&orderingKey, &maxAttempts, &timeout, &schedule, &tick); err != nil {
 		return j, err
 	}
 	j.Seq = uint64(seq)
@@ -368,5 +441,21 @@ func scanJob(row pgx.Row) (store.Job, error) {
 	j.Priority = uint8(priority)
 	j.RunAt = runAt
 	j.Retries = uint32(retries)
+	j.State = store.JobState(state)
+	j.Attempts = uint32(attempts)
+	j.NotBefore = notBefore
+	j.LastError = string(lastError)
+	if len(history) > 0 {
+		if err := json.Unmarshal(history, &j.History); err != nil {
+			return j, fmt.Errorf("job %d: history: %w", j.Seq, err)
+		}
+	}
+	j.Result = result
+	j.FinishedAt = finishedAt
+	j.OrderingKey = string(orderingKey)
+	j.MaxAttempts = maxAttempts
+	j.Timeout = timeout
+	j.Schedule = string(schedule)
+	j.Tick = tick
 	return j, nil
 }
