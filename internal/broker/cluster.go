@@ -204,7 +204,7 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 	}
 	var req []store.ClaimRequest
 	for _, f := range b.functions {
-		if f.workers == 0 || c.empty[f] {
+		if f.workers == 0 || c.empty[f] || (f.life != nil && f.life.paused) {
 			continue
 		}
 		target, q := claimTarget(f), f.queued()
@@ -252,6 +252,12 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 func (b *Broker) admitClaimedLocked(r store.Job) {
 	if _, ok := b.jobs[r.Seq]; ok {
 		return
+	}
+	if b.life.replayTicks == nil {
+		// Replay's record of cron ticks is gone after start; ticks of
+		// claimed jobs need no recording.
+		b.life.replayTicks = map[string]int64{}
+		defer func() { b.life.replayTicks = nil }()
 	}
 	if b.replayLifeLocked(r) {
 		return

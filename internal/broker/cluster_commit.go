@@ -109,6 +109,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 	b.pendingRetries = nil
 	deletes := b.pendingDeletes
 	b.pendingDeletes = nil
+	meta := b.takePendingMetaLocked()
 	more := len(b.pendingSaves) > 0
 	b.mu.Unlock()
 
@@ -116,9 +117,9 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 		res []store.Inserted
 		err error
 	)
-	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 {
+	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
-		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes})
+		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta})
 		cancel()
 	}
 
@@ -128,6 +129,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 		// Keep them for the next round; both are idempotent.
 		b.pendingRetries = append(retries, b.pendingRetries...)
 		b.pendingDeletes = append(deletes, b.pendingDeletes...)
+		b.life.pendingMeta = append(meta, b.life.pendingMeta...)
 	}
 	ierr := err
 	if err != nil && !c.failing {
@@ -162,7 +164,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 // this server as it is inserted: when local workers would otherwise soon
 // claim it anyway.
 func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
-	if f.workers == 0 || b.draining {
+	if f.workers == 0 || b.draining || (f.life != nil && f.life.paused) {
 		return false
 	}
 	left, ok := budget[f]

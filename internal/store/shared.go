@@ -55,4 +55,6 @@ type CommitParams struct {
 	Update []Job
 	// Delete holds finished jobs.
 	Delete []uint64
+	// Meta holds metadata entries to write, in order (see Meta).
+	Meta []Meta
 }

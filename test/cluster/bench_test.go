@@ -191,8 +191,8 @@ func report(b *testing.B, jobs int, insert, total time.Duration) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// shapes are the client loads measured: one job per request with 16
-// concurrent clients, and batches of 100 jobs per request.
+// shapes are the client loads measured: one job per request from 16 and
+// from 64 concurrent clients, and batches of 100 jobs per request.
 var shapes = []struct {
 	name             string
 	clients, batch   int
@@ -200,6 +200,7 @@ var shapes = []struct {
 	gearmandFraction int // gearmand runs jobs/fraction (it is slow)
 }{
 	{"clients=16/batch=1", 16, 1, 16, 10},
+	{"clients=64/batch=1", 64, 1, 16, 10},
 	{"clients=4/batch=100", 4, 100, 16, 10},
 }
 

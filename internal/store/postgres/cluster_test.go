@@ -234,3 +234,84 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	require.Len(t, got, n)
 	eventually(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
 }
+
+func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	const ttl = 600 * time.Millisecond
+	policy := map[string]broker.Policy{"flaky": {MaxAttempts: 3,
+		Backoff: broker.Backoff{Initial: 300 * time.Millisecond, Jitter: -1}}}
+	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
+	require.NoError(t, err)
+	a := broker.New(broker.Config{Store: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: policy})
+	require.NoError(t, a.Start(context.Background()))
+	wa := a.NewSession("wa", newOutbox())
+	a.CanDo(wa, []byte("flaky"), 0)
+	r := submit(t, a, wa, bgJob("flaky", "", "payload"))
+	require.NoError(t, r.err)
+	var as broker.Assignment
+	eventually(t, "a's worker gets the job", func() bool {
+		var ok bool
+		as, ok = a.Grab(wa)
+		return ok
+	})
+	require.NoError(t, a.Finish(wa, as.Seq, broker.Fail, nil))
+	eventually(t, "the failed attempt is stored", func() bool {
+		var attempts int
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(max(attempts), 0) FROM gearwork_jobs WHERE seq = %d AND state = 1`, as.Seq), &attempts)
+		return attempts == 1
+	})
+	// a dies while the job waits for its retry.
+	require.NoError(t, stA.Close())
+	a.Stop()
+
+	b, _ := openShared(t, url, "b", ttl)
+	out := newOutbox()
+	w := b.NewSession("wb", out)
+	b.CanDo(w, []byte("flaky"), 0)
+	var again broker.Assignment
+	eventually(t, "b runs the retry", func() bool {
+		var ok bool
+		again, ok = b.Grab(w)
+		if !ok {
+			b.PreSleep(w)
+		}
+		return ok
+	})
+	require.Equal(t, as.Seq, again.Seq, "the same job, by its handle")
+	var attempts int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT attempts FROM gearwork_jobs WHERE seq = %d`, as.Seq), &attempts)
+	require.Equal(t, 1, attempts, "the attempt made on a counts on b")
+	require.NoError(t, b.Finish(w, again.Seq, broker.Complete, nil))
+	eventually(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
+}
+
+func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	every, err := broker.ParseCron("@every 1s", nil)
+	require.NoError(t, err)
+	cfg := func(st *postgres.Store, name string) broker.Config {
+		return broker.Config{Store: st, HandlePrefix: "H:" + name + ":", Logger: quiet,
+			Schedules: []broker.Schedule{{Name: "heartbeat", Function: "beat", Cron: every, Payload: []byte("x")}},
+			Policies:  map[string]broker.Policy{"beat": {ResultRetention: time.Minute}}}
+	}
+	var brokers []*broker.Broker
+	for _, name := range []string{"a", "b", "c"} {
+		st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, Logger: quiet})
+		require.NoError(t, err)
+		b := broker.New(cfg(st, name))
+		require.NoError(t, b.Start(context.Background()))
+		t.Cleanup(func() { b.Stop(); _ = st.Close() })
+		brokers = append(brokers, b)
+	}
+	out := newOutbox()
+	w := brokers[0].NewSession("w", out)
+	brokers[0].CanDo(w, []byte("beat"), 0)
+	got := drain(t, brokers[0], w, out, 3)
+	require.Len(t, got, 3)
+	var ticks, distinct int
+	pgtest.QueryRow(t, url, `SELECT count(*), count(DISTINCT tick) FROM gearwork_jobs WHERE schedule = 'heartbeat'`, &ticks, &distinct)
+	require.Equal(t, distinct, ticks, "three servers fire each tick, one job runs per tick")
+	require.GreaterOrEqual(t, ticks, 3)
+}

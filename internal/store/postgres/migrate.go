@@ -75,6 +75,12 @@ CREATE UNIQUE INDEX gearwork_jobs_unique ON gearwork_jobs (uniq, function) WHERE
 DROP INDEX gearwork_jobs_claim;
 CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq) WHERE owner IS NULL AND state IN (0, 1);
 `},
+	{3, "broker metadata (cron ticks, pauses)", `
+CREATE TABLE gearwork_meta (
+	key   bytea PRIMARY KEY,
+	value bytea NOT NULL
+);
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

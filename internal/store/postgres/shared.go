@@ -207,7 +207,7 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) ([]store.Inser
 		return nil, err
 	}
 	out := make([]store.Inserted, len(p.Insert.Jobs))
-	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 {
+	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 {
 		return out, nil
 	}
 	id, _ := s.member()
@@ -287,6 +287,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.I
 	if len(notify) > 0 {
 		b.Queue(`SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
 	}
+	queueMeta(b, cp.Meta)
 	br := s.pool.SendBatch(ctx, b)
 	if len(cp.Delete) > 0 {
 		if _, err := br.Exec(); err != nil {

@@ -1,0 +1,66 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// LoadMeta calls each for every metadata entry (cron ticks, pauses) that
+// any server of the cluster wrote, and stops at the first error each
+// returns.
+func (s *Store) LoadMeta(ctx context.Context, each func(store.Meta) error) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT key, value FROM gearwork_meta ORDER BY key`)
+	if err != nil {
+		return fmt.Errorf("postgres: load metadata: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			return fmt.Errorf("postgres: load metadata: %w", err)
+		}
+		if err := each(store.Meta{Key: string(k), Value: v}); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("postgres: load metadata: %w", err)
+	}
+	return nil
+}
+
+// PutMeta writes metadata entries in order (a nil Value deletes the key),
+// in one transaction, durable when it returns.
+func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	queueMeta(b, entries)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: put metadata: %w", err)
+	}
+	return nil
+}
+
+// queueMeta adds the statements that write entries to a batch.
+func queueMeta(b *pgx.Batch, entries []store.Meta) {
+	for _, m := range entries {
+		if m.Value == nil {
+			b.Queue(`DELETE FROM gearwork_meta WHERE key = $1`, []byte(m.Key))
+			continue
+		}
+		b.Queue(`INSERT INTO gearwork_meta (key, value) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(m.Key), m.Value)
+	}
+}
