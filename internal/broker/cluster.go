@@ -121,6 +121,9 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 	b.mu.Lock()
 	b.cluster = c
 	b.nextSeq |= localSeqBit
+	// A server in shared mode holds only the few jobs it claims for its
+	// workers: payload tiering has nothing to do.
+	b.tier = tiering{}
 	b.mu.Unlock()
 	every, err := sh.Join(ctx, func(fn string) {
 		b.mu.Lock()

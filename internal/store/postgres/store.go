@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -458,4 +459,21 @@ func scanJob(row pgx.Row) (store.Job, error) {
 	j.Schedule = string(schedule)
 	j.Tick = tick
 	return j, nil
+}
+
+// ReadPayload returns the payload of a stored job, or an error wrapping
+// store.ErrNotFound.
+func (s *Store) ReadPayload(ctx context.Context, seq uint64) ([]byte, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	var p []byte
+	err := s.pool.QueryRow(ctx, `SELECT payload FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)).Scan(&p)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("postgres: job %d: %w", seq, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: read payload of job %d: %w", seq, err)
+	}
+	return p, nil
 }
