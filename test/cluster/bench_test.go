@@ -32,20 +32,15 @@ import (
 // skipped when the go tool cannot build test/cluster/riverbench, gearmand
 // when /usr/sbin/gearmand is missing.
 
-var (
-	benchPGOnce sync.Once
-	benchPG     *pgtest.Server
-	benchPGErr  error
-)
-
+// durablePG starts a PostgreSQL with fsync on for the benchmark, stopped
+// when it ends.
 func durablePG(b *testing.B) *pgtest.Server {
-	benchPGOnce.Do(func() {
-		benchPG, benchPGErr = pgtest.Start(context.Background(), pgtest.Options{Durable: true})
-	})
-	if benchPGErr != nil {
-		b.Skip(benchPGErr.Error())
+	pg, err := pgtest.Start(context.Background(), pgtest.Options{Durable: true})
+	if err != nil {
+		b.Skip(err.Error())
 	}
-	return benchPG
+	b.Cleanup(pg.Stop)
+	return pg
 }
 
 func benchJobs() int {
