@@ -18,7 +18,7 @@ import (
 
 const (
 	defaultStore = "pebble:./gearwork-data"
-	storeHelp    = "\"pebble:DIR\" (embedded and durable: the default) or \"memory:\" (nothing survives a restart, like gearmand without a queue)"
+	storeHelp    = "\"pebble:DIR\" (embedded and durable: the default), \"postgres://USER@HOST/DB\" (shared by several servers; see docs/postgres.md) or \"memory:\" (nothing survives a restart, like gearmand without a queue)"
 	syncHelp     = "when a background job is on disk before JOB_CREATED: \"always\" (fsync first; the default), " +
 		"\"interval:50ms\" (fsync every interval: an OS crash or power cut loses the last interval), " +
 		"\"none\" (never fsync: an OS crash or power cut loses what the OS had not written back); pebble store only"
