@@ -48,61 +48,60 @@ func (s *Store) Len() int {
 	return len(s.d.jobs)
 }
 
-func (s *Store) check(ctx context.Context) error {
+// locked runs fn with the handle open and the shared data locked. It
+// returns store.ErrClosed after Close, or ctx.Err() once ctx has ended,
+// without running fn.
+func (s *Store) locked(ctx context.Context, fn func(d *data) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
 		return store.ErrClosed
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	return fn(s.d)
 }
 
 // Save stores copies of jobs, replacing any with the same Seq.
 func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	for _, j := range jobs {
-		j.Payload = slices.Clone(j.Payload)
-		j.Result = slices.Clone(j.Result)
-		j.History = slices.Clone(j.History)
-		s.d.jobs[j.Seq] = j
-	}
-	return nil
+	return s.locked(ctx, func(d *data) error {
+		for _, j := range jobs {
+			j.Payload = slices.Clone(j.Payload)
+			j.Result = slices.Clone(j.Result)
+			j.History = slices.Clone(j.History)
+			d.jobs[j.Seq] = j
+		}
+		return nil
+	})
 }
 
 // Delete removes the jobs; unknown ones are ignored.
 func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	for _, q := range seqs {
-		delete(s.d.jobs, q)
-	}
-	return nil
+	return s.locked(ctx, func(d *data) error {
+		for _, q := range seqs {
+			delete(d.jobs, q)
+		}
+		return nil
+	})
 }
 
 // Load calls each for every job in ascending Seq order, from a snapshot
 // taken when Load starts, and stops at the first error each returns.
 func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
-	s.mu.RLock()
-	if err := s.check(ctx); err != nil {
-		s.mu.RUnlock()
+	var snap []store.Job
+	err := s.locked(ctx, func(d *data) error {
+		snap = make([]store.Job, 0, len(d.jobs))
+		for _, j := range d.jobs {
+			snap = append(snap, j)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	s.d.mu.Lock()
-	snap := make([]store.Job, 0, len(s.d.jobs))
-	for _, j := range s.d.jobs {
-		snap = append(snap, j)
-	}
-	s.d.mu.Unlock()
-	s.mu.RUnlock()
 	slices.SortFunc(snap, func(a, b store.Job) int {
 		switch {
 		case a.Seq < b.Seq:
@@ -127,18 +126,16 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 // ReadPayload returns a copy of the payload of job seq, or an error
 // wrapping store.ErrNotFound.
 func (s *Store) ReadPayload(ctx context.Context, seq uint64) ([]byte, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return nil, err
-	}
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	j, ok := s.d.jobs[seq]
-	if !ok {
-		return nil, store.ErrNotFound
-	}
-	return slices.Clone(j.Payload), nil
+	var payload []byte
+	err := s.locked(ctx, func(d *data) error {
+		j, ok := d.jobs[seq]
+		if !ok {
+			return store.ErrNotFound
+		}
+		payload = slices.Clone(j.Payload)
+		return nil
+	})
+	return payload, err
 }
 
 // Close closes this handle; the jobs stay available to Reopen. Idempotent.
@@ -151,37 +148,31 @@ func (s *Store) Close() error {
 
 // PutMeta writes metadata entries in order; a nil Value deletes the key.
 func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	for _, e := range entries {
-		if e.Value == nil {
-			delete(s.d.meta, e.Key)
-		} else {
-			s.d.meta[e.Key] = slices.Clone(e.Value)
+	return s.locked(ctx, func(d *data) error {
+		for _, e := range entries {
+			if e.Value == nil {
+				delete(d.meta, e.Key)
+			} else {
+				d.meta[e.Key] = slices.Clone(e.Value)
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // LoadMeta calls each for every metadata entry.
 func (s *Store) LoadMeta(ctx context.Context, each func(store.Meta) error) error {
-	s.mu.RLock()
-	if err := s.check(ctx); err != nil {
-		s.mu.RUnlock()
+	var snap []store.Meta
+	err := s.locked(ctx, func(d *data) error {
+		snap = make([]store.Meta, 0, len(d.meta))
+		for k, v := range d.meta {
+			snap = append(snap, store.Meta{Key: k, Value: slices.Clone(v)})
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	s.d.mu.Lock()
-	snap := make([]store.Meta, 0, len(s.d.meta))
-	for k, v := range s.d.meta {
-		snap = append(snap, store.Meta{Key: k, Value: slices.Clone(v)})
-	}
-	s.d.mu.Unlock()
-	s.mu.RUnlock()
 	for _, m := range snap {
 		if err := each(m); err != nil {
 			return err
