@@ -128,17 +128,9 @@ func (b *Broker) deadLetters(function string) []DeadLetter {
 
 // DeadLetterByHandle returns one dead letter.
 func (b *Broker) DeadLetterByHandle(handle []byte) (DeadLetter, bool) {
-	seq, ok := b.ParseHandle(handle)
-	if !ok {
-		return DeadLetter{}, false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	j := b.life.dead[seq]
-	if j == nil {
-		return DeadLetter{}, false
-	}
-	return deadLetterOf(j), true
+	var dl DeadLetter
+	ok := b.withDeadLetter(handle, func(j *job) { dl = deadLetterOf(j) })
+	return dl, ok
 }
 
 // RetryDeadLetter queues a dead letter again, with the same handle and a
@@ -146,35 +138,16 @@ func (b *Broker) DeadLetterByHandle(handle []byte) (DeadLetter, bool) {
 // for a handle that is not a dead letter. A retried job whose unique is in
 // use by a live job runs without joining that job's coalescing.
 func (b *Broker) RetryDeadLetter(handle []byte) error {
-	seq, ok := b.ParseHandle(handle)
-	if !ok {
+	if !b.withDeadLetter(handle, b.retryDeadLocked) {
 		return ErrJobNotFound
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	j := b.life.dead[seq]
-	if j == nil {
-		return ErrJobNotFound
-	}
-	b.retryDeadLocked(j)
 	return nil
 }
 
 // RetryDeadLetters queues every dead letter of a function again and
 // returns how many.
 func (b *Broker) RetryDeadLetters(function string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	list := b.life.deadLists[function]
-	if list == nil {
-		return 0
-	}
-	n := 0
-	for j := list.head; j != nil; j = list.head {
-		b.retryDeadLocked(j)
-		n++
-	}
-	return n
+	return b.takeDeadLetters(function, b.retryDeadLocked)
 }
 
 func (b *Broker) retryDeadLocked(j *job) {
@@ -202,9 +175,47 @@ func (b *Broker) retryDeadLocked(j *job) {
 		slog.String("function", f.name))
 }
 
+// PurgeDeadLetter deletes one dead letter. It returns ErrJobNotFound when
+// the handle names no dead letter.
+func (b *Broker) PurgeDeadLetter(handle []byte) error {
+	if !b.withDeadLetter(handle, b.purgeDeadLocked) {
+		return ErrJobNotFound
+	}
+	return nil
+}
+
 // PurgeDeadLetters deletes every dead letter of a function and returns how
 // many.
 func (b *Broker) PurgeDeadLetters(function string) int {
+	return b.takeDeadLetters(function, b.purgeDeadLocked)
+}
+
+func (b *Broker) purgeDeadLocked(j *job) {
+	b.removeDeadLocked(j)
+	b.deleteStoredLocked(j)
+}
+
+// withDeadLetter calls fn, under b.mu, with the dead letter that handle
+// names. It reports false, without calling fn, when there is none.
+func (b *Broker) withDeadLetter(handle []byte, fn func(j *job)) bool {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.life.dead[seq]
+	if j == nil {
+		return false
+	}
+	fn(j)
+	return true
+}
+
+// takeDeadLetters calls take, under b.mu, with each dead letter of
+// function, oldest first, and returns how many. take must remove the job
+// from the dead letters.
+func (b *Broker) takeDeadLetters(function string, take func(j *job)) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	list := b.life.deadLists[function]
@@ -213,8 +224,7 @@ func (b *Broker) PurgeDeadLetters(function string) int {
 	}
 	n := 0
 	for j := list.head; j != nil; j = list.head {
-		b.removeDeadLocked(j)
-		b.deleteStoredLocked(j)
+		take(j)
 		n++
 	}
 	return n
