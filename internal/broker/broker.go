@@ -384,23 +384,9 @@ func (b *Broker) replay(ctx context.Context) error {
 			n++
 			return nil
 		}
-		f := b.function(r.Function)
-		j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
-			priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
-		if r.Reducer != "" || r.RunAt != 0 {
-			x := j.extra()
-			x.reducer = r.Reducer
-			x.runAt = r.RunAt
-		}
-		b.jobs[j.seq] = j
-		b.liveBytes += j.size()
-		f.total++
-		if j.unique != "" {
-			if f.uniques == nil {
-				f.uniques = make(map[string]*job)
-			}
-			f.uniques[j.unique] = j
-		}
+		j := storedJob(b.function(r.Function), r)
+		b.addLiveLocked(j)
+		j.fn.setUnique(j)
 		b.tierAdmitLocked(j, false)
 		b.makeRunnableLocked(j, false)
 		n++
@@ -412,6 +398,28 @@ func (b *Broker) replay(ctx context.Context) error {
 	b.finishReplayLocked()
 	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", n))
 	return nil
+}
+
+// storedJob rebuilds the in-memory job of a stored background job of f,
+// without its lifecycle state.
+func storedJob(f *function, r store.Job) *job {
+	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
+		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
+	if r.Reducer != "" || r.RunAt != 0 {
+		x := j.extra()
+		x.reducer = r.Reducer
+		x.runAt = r.RunAt
+	}
+	return j
+}
+
+// addLiveLocked makes j a live job of j.fn: findable by seq, and counted
+// in the memory budget and in the function's total. Its unique is left to
+// the caller (function.setUnique or function.claimUnique).
+func (b *Broker) addLiveLocked(j *job) {
+	b.jobs[j.seq] = j
+	b.liveBytes += j.size()
+	j.fn.total++
 }
 
 // errStopped is returned to submitters when the broker has stopped.

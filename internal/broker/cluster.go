@@ -265,23 +265,9 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 	if b.replayLifeLocked(r) {
 		return
 	}
-	f := b.function(r.Function)
-	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
-		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
-	if r.Reducer != "" || r.RunAt != 0 {
-		x := j.extra()
-		x.reducer = r.Reducer
-		x.runAt = r.RunAt
-	}
-	b.jobs[j.seq] = j
-	b.liveBytes += j.size()
-	f.total++
-	if j.unique != "" && f.uniques[j.unique] == nil {
-		if f.uniques == nil {
-			f.uniques = make(map[string]*job)
-		}
-		f.uniques[j.unique] = j
-	}
+	j := storedJob(b.function(r.Function), r)
+	b.addLiveLocked(j)
+	j.fn.claimUnique(j)
 	b.makeRunnableLocked(j, true)
 }
 

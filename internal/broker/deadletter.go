@@ -158,17 +158,8 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.attempts = 0
 	l.finishedAt = 0
 	l.startedAt = 0
-	b.jobs[j.seq] = j
-	b.liveBytes += j.size()
-	f.total++
-	if j.unique != "" {
-		if f.uniques == nil {
-			f.uniques = make(map[string]*job)
-		}
-		if f.uniques[j.unique] == nil {
-			f.uniques[j.unique] = j
-		}
-	}
+	b.addLiveLocked(j)
+	f.claimUnique(j)
 	b.queueLocked(j, true)
 	b.saveLocked(j)
 	b.log.Info("broker: dead letter queued again", slog.String("handle", b.Handle(j.seq)),

@@ -332,11 +332,8 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 	} else {
 		f = b.function(r.Function)
 	}
-	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
-		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
+	j := storedJob(f, r)
 	x := j.extra()
-	x.reducer = r.Reducer
-	x.runAt = r.RunAt
 	l := &jobLife{attempts: r.Attempts, maxAttempts: r.MaxAttempts, timeout: time.Duration(r.Timeout),
 		orderKey: r.OrderingKey, lastErr: r.LastError, history: r.History, result: r.Result,
 		finishedAt: r.FinishedAt, schedule: r.Schedule, tick: r.Tick}
@@ -359,15 +356,8 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 		b.addResultLocked(j, r.FinishedAt+int64(ret))
 		return true
 	}
-	b.jobs[j.seq] = j
-	b.liveBytes += j.size()
-	f.total++
-	if j.unique != "" {
-		if f.uniques == nil {
-			f.uniques = make(map[string]*job)
-		}
-		f.uniques[j.unique] = j
-	}
+	b.addLiveLocked(j)
+	f.setUnique(j)
 	if l.orderKey != "" {
 		b.fnLifeLocked(f)
 	}
