@@ -232,25 +232,7 @@ func (c *Client) Status(ctx context.Context, job Job) (Status, error) {
 			return c.status(ctx, s, gearman.StatusRes, gearman.GetStatus, job.Handle)
 		}
 	}
-	var lastErr error
-	reached := false
-	for _, s := range c.servers {
-		st, err := c.status(ctx, s, gearman.StatusRes, gearman.GetStatus, job.Handle)
-		switch {
-		case ctx.Err() != nil:
-			return Status{}, ctx.Err()
-		case err != nil:
-			lastErr = err
-		case st.Known:
-			return st, nil
-		default:
-			reached = true
-		}
-	}
-	if reached {
-		return Status{}, nil
-	}
-	return Status{}, lastErr
+	return c.firstKnown(ctx, c.servers, gearman.StatusRes, gearman.GetStatus, job.Handle)
 }
 
 // StatusUnique asks for the status of the job with the given unique id
@@ -260,10 +242,17 @@ func (c *Client) Status(ctx context.Context, job Job) (Status, error) {
 // live job with that unique it finds.
 func (c *Client) StatusUnique(ctx context.Context, unique string) (Status, error) {
 	var order [8]*server
+	return c.firstKnown(ctx, c.order(order[:0], unique), gearman.StatusResUnique, gearman.GetStatusUnique, unique)
+}
+
+// firstKnown asks the servers in turn for a status until one knows the
+// job. If none does, it returns an unknown Status when at least one server
+// answered, or else the last error.
+func (c *Client) firstKnown(ctx context.Context, servers []*server, want, cmd gearman.Command, arg string) (Status, error) {
 	var lastErr error
 	reached := false
-	for _, s := range c.order(order[:0], unique) {
-		st, err := c.status(ctx, s, gearman.StatusResUnique, gearman.GetStatusUnique, unique)
+	for _, s := range servers {
+		st, err := c.status(ctx, s, want, cmd, arg)
 		switch {
 		case ctx.Err() != nil:
 			return Status{}, ctx.Err()
