@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/backoff"
 )
 
 // DefaultServer is the server used when Config.Servers is empty.
@@ -386,10 +386,8 @@ func (c *Client) conn(ctx context.Context, s *server) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		s.backoff = min(max(2*s.backoff, c.cfg.MinBackoff), c.cfg.MaxBackoff)
-		// Wait between half and all of the backoff, so that clients that
-		// lost a server together do not come back together.
-		wait := s.backoff/2 + rand.N(s.backoff/2+1)
+		s.backoff = backoff.Next(s.backoff, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		wait := backoff.Jitter(s.backoff)
 		s.retryAt = time.Now().Add(wait)
 		s.lastErr = err
 		c.log.Warn("client: cannot reach server", slog.String("server", s.addr),

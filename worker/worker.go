@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/backoff"
 )
 
 // DefaultServer is the server used when Config.Servers is empty.
@@ -253,15 +253,15 @@ func (w *Worker) Stop() {
 // serverLoop keeps one connection to addr until ctx ends.
 func (w *Worker) serverLoop(ctx context.Context, addr string) {
 	defer w.loops.Done()
-	var backoff time.Duration
+	var delay time.Duration
 	for ctx.Err() == nil {
 		nc, err := w.cfg.DialFunc(ctx, "tcp", addr)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(max(2*backoff, w.cfg.MinBackoff), w.cfg.MaxBackoff)
-			wait := backoff/2 + rand.N(backoff/2+1)
+			delay = backoff.Next(delay, w.cfg.MinBackoff, w.cfg.MaxBackoff)
+			wait := backoff.Jitter(delay)
 			w.log.Warn("worker: cannot reach server", slog.String("server", addr),
 				slog.String("error", err.Error()), slog.Duration("retry_in", wait))
 			t := time.NewTimer(wait)
@@ -273,7 +273,7 @@ func (w *Worker) serverLoop(ctx context.Context, addr string) {
 			}
 			continue
 		}
-		backoff = 0
+		delay = 0
 		c := newWConn(w, addr, nc)
 		stop := context.AfterFunc(ctx, func() { nc.Close() })
 		if w.attach(c) {
