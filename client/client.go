@@ -187,40 +187,55 @@ func (c *Client) SubmitBackground(ctx context.Context, req Request) (Job, error)
 func (c *Client) submit(ctx context.Context, req *Request, cmd gearman.Command, t *Task) (Job, error) {
 	var epoch [20]byte
 	fn, uq := []byte(req.Function), []byte(req.Unique)
-	var order [8]*server
-	var lastErr error
-	for _, s := range c.order(order[:0], req.Unique) {
-		cn, err := c.conn(ctx, s)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				return Job{}, err
-			}
-			lastErr = err
-			continue
-		}
+	var job Job
+	err := c.failover(ctx, req.Unique, func(s *server, cn *conn) error {
 		cl := getCall(gearman.JobCreated)
 		cl.task = t
+		var err error
 		if cmd == gearman.SubmitJobEpoch {
 			at := strconv.AppendInt(epoch[:0], req.RunAt.Unix(), 10)
 			err = cn.roundTrip(ctx, cl, cmd, fn, uq, at, req.Payload)
 		} else {
 			err = cn.roundTrip(ctx, cl, cmd, fn, uq, req.Payload)
 		}
+		if err != nil {
+			return err
+		}
+		job, err = Job{Handle: cl.handle, Server: s.addr}, cl.err
+		putCall(cl)
+		return err
+	})
+	if err != nil {
+		return Job{}, err
+	}
+	return job, nil
+}
+
+// failover calls send with a connection to each server in the order for
+// unique (see order), moving on to the next server while the server cannot
+// be reached or send returns an error wrapping errNotSent, and returns what
+// send returns. It stops at once if ctx ends or the Client is closed, and
+// returns an error wrapping ErrNoServer when every server failed.
+func (c *Client) failover(ctx context.Context, unique string, send func(s *server, cn *conn) error) error {
+	var order [8]*server
+	var lastErr error
+	for _, s := range c.order(order[:0], unique) {
+		cn, err := c.conn(ctx, s)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return err
+			}
+			lastErr = err
+			continue
+		}
+		err = send(s, cn)
 		if errors.Is(err, errNotSent) {
 			lastErr = err
 			continue
 		}
-		if err != nil {
-			return Job{}, err
-		}
-		job, err := Job{Handle: cl.handle, Server: s.addr}, cl.err
-		putCall(cl)
-		if err != nil {
-			return Job{}, err
-		}
-		return job, nil
+		return err
 	}
-	return Job{}, fmt.Errorf("%w: %w", ErrNoServer, lastErr)
+	return fmt.Errorf("%w: %w", ErrNoServer, lastErr)
 }
 
 // Status asks the server holding job for its status (GET_STATUS). If
@@ -288,31 +303,18 @@ func (c *Client) status(ctx context.Context, s *server, want, cmd gearman.Comman
 // tries the servers in round-robin order and fails over like a submit
 // without a unique.
 func (c *Client) Echo(ctx context.Context, data []byte) ([]byte, error) {
-	var order [8]*server
-	var lastErr error
-	for _, s := range c.order(order[:0], "") {
-		cn, err := c.conn(ctx, s)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				return nil, err
-			}
-			lastErr = err
-			continue
-		}
+	var out []byte
+	err := c.failover(ctx, "", func(_ *server, cn *conn) error {
 		cl := getCall(gearman.EchoRes)
-		err = cn.roundTrip(ctx, cl, gearman.EchoReq, data)
-		if errors.Is(err, errNotSent) {
-			lastErr = err
-			continue
+		if err := cn.roundTrip(ctx, cl, gearman.EchoReq, data); err != nil {
+			return err
 		}
-		if err != nil {
-			return nil, err
-		}
-		out, err := cl.data, cl.err
+		var err error
+		out, err = cl.data, cl.err
 		putCall(cl)
-		return out, err
-	}
-	return nil, fmt.Errorf("%w: %w", ErrNoServer, lastErr)
+		return err
+	})
+	return out, err
 }
 
 // order appends the servers to dst in the order a request with the given
