@@ -23,6 +23,20 @@ func longRequest(w http.ResponseWriter, d time.Duration) {
 	}
 }
 
+// startEventStream answers 200 with a text/event-stream that may stay open
+// without a write deadline, tells EventSource to reconnect after
+// retryMillis, and returns the controller that flushes the stream.
+func startEventStream(w http.ResponseWriter, retryMillis int) *http.ResponseController {
+	longRequest(w, 0)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, "retry: %d\n\n", retryMillis)
+	return http.NewResponseController(w)
+}
+
 // eventData is the JSON in an SSE event's data field.
 type eventData struct {
 	Handle string `json:"handle"`
@@ -97,14 +111,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.hub.addReader(f, 1)
 	defer s.hub.addReader(f, -1)
-	longRequest(w, 0)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	fmt.Fprintf(w, "retry: 1000\n\n")
+	rc := startEventStream(w, 1000)
 	if len(evs) > 0 && evs[0].id > after+1 {
 		fmt.Fprintf(w, ": %d earlier events are no longer kept\n\n", evs[0].id-after-1)
 	}
@@ -177,14 +184,7 @@ func (s *Server) overview() overview {
 // handleStream serves GET /v1/stream: an "overview" event (functions,
 // counters, workers) every OverviewInterval, for the dashboard.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
-	longRequest(w, 0)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	fmt.Fprintf(w, "retry: 2000\n\n")
+	rc := startEventStream(w, 2000)
 	t := time.NewTicker(s.cfg.OverviewInterval)
 	defer t.Stop()
 	for {
