@@ -317,15 +317,10 @@ func WithSchema(u, schema string) string {
 // to look at or damage the database directly.
 func Exec(t testing.TB, u, sql string, args ...any) {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, u)
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("pgtest: %s: %v", firstLine(sql), err)
-	}
+	withConn(t, u, sql, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql, args...)
+		return err
+	})
 }
 
 func firstLine(s string) string {
@@ -336,13 +331,22 @@ func firstLine(s string) string {
 // QueryRow runs a query that returns one row and scans it into dest.
 func QueryRow(t testing.TB, u, sql string, dest ...any) {
 	t.Helper()
+	withConn(t, u, sql, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, sql).Scan(dest...)
+	})
+}
+
+// withConn runs sql with run on a connection of its own to u, and fails
+// the test if it cannot connect or run fails.
+func withConn(t testing.TB, u, sql string, run func(ctx context.Context, conn *pgx.Conn) error) {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, u)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	defer conn.Close(ctx)
-	if err := conn.QueryRow(ctx, sql).Scan(dest...); err != nil {
+	if err := run(ctx, conn); err != nil {
 		t.Fatalf("pgtest: %s: %v", firstLine(sql), err)
 	}
 }
