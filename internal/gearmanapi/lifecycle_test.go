@@ -53,22 +53,10 @@ func setupLifecycle(t *testing.T, bcfg broker.Config) *lcBundle {
 	bcfg.RandFunc = func() float64 { return 0 }
 	b := broker.New(bcfg)
 	require.NoError(t, b.Start(context.Background()))
-	srv := New(Config{Broker: b, Logger: slog.New(slog.DiscardHandler)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	_, addr := startServer(t, Config{Broker: b}, nil)
+	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.Background(), ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-		b.Stop()
-	})
-	_, port, err := net.SplitHostPort(ln.Addr().String())
-	require.NoError(t, err)
-	return &lcBundle{testBundle: &testBundle{addr: ln.Addr().String(), b: b}, clock: clock, port: port}
+	return &lcBundle{testBundle: &testBundle{addr: addr, b: b}, clock: clock, port: port}
 }
 
 // advance moves the clock and fires due timers.

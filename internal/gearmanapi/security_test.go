@@ -32,26 +32,7 @@ func setupListener(t *testing.T, cfg Config, wrap func(net.Listener) net.Listene
 	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, b.Start(context.Background()))
 	cfg.Broker = b
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	srv := New(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	if wrap != nil {
-		ln = wrap(ln)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.Background(), ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-		b.Stop()
-	})
+	srv, addr := startServer(t, cfg, wrap)
 	return &secBundle{testBundle: &testBundle{addr: addr, b: b}, srv: srv}
 }
 

@@ -36,9 +36,26 @@ func setup(t *testing.T, bcfg broker.Config, cfg Config) *testBundle {
 	require.NoError(t, b.Start(context.Background()))
 	cfg.Broker = b
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	srv := New(cfg)
+	_, addr := startServer(t, cfg, nil)
+	return &testBundle{addr: addr, b: b}
+}
+
+// startServer serves cfg, whose Broker is started, on a free loopback
+// port (through wrap, if not nil), with a discarding Logger if cfg has
+// none. When the test ends it closes the server, waits for Serve to
+// return, and stops the broker.
+func startServer(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) (srv *Server, addr string) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	srv = New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -47,9 +64,9 @@ func setup(t *testing.T, bcfg broker.Config, cfg Config) *testBundle {
 	t.Cleanup(func() {
 		srv.Close()
 		<-done
-		b.Stop()
+		cfg.Broker.Stop()
 	})
-	return &testBundle{addr: ln.Addr().String(), b: b}
+	return srv, addr
 }
 
 type client struct {
