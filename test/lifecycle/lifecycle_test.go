@@ -5,7 +5,6 @@ package lifecycle
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"io"
@@ -20,23 +19,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
-var gearworkBin string
-
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "gearwork-lifecycle-")
-	if err != nil {
-		panic(err)
-	}
-	gearworkBin = filepath.Join(dir, "gearwork")
-	build := exec.Command("go", "build", "-o", gearworkBin, "../../cmd/gearwork")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		panic("building gearwork: " + err.Error())
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testserver.Cleanup()
 	os.Exit(code)
 }
 
@@ -59,40 +47,21 @@ type server struct {
 	port string
 }
 
-// start runs "gearwork serve --config" on a free port and stops it (by its
-// process id) at cleanup.
+// start runs "gearwork serve --config" on a free port; testserver stops
+// it (by its process id) at cleanup.
 func start(t *testing.T) *server {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "gearwork.yaml")
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(configYAML), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	var logs bytes.Buffer
-	cmd := exec.Command(gearworkBin, "serve", "--listen", addr, "--config", cfg, "--log-level", "debug", "--store", "memory:")
-	cmd.Stderr = &logs
-	require.NoError(t, cmd.Start())
+	srv := testserver.Start(t, "--config", cfg, "--log-level", "debug")
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
+			t.Logf("server log:\n%s", srv.Log())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		nc, err := net.Dial("tcp", addr)
-		if err == nil {
-			nc.Close()
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "server did not start listening")
-		time.Sleep(20 * time.Millisecond) // polling for the process to listen
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	return &server{addr: addr, port: port}
+	_, port, err := net.SplitHostPort(srv.Addr)
+	require.NoError(t, err)
+	return &server{addr: srv.Addr, port: port}
 }
 
 type conn struct {
