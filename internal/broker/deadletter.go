@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"log/slog"
 	"slices"
 	"time"
@@ -115,13 +116,7 @@ func (b *Broker) deadLetters(function string) []DeadLetter {
 		}
 	}
 	slices.SortStableFunc(out, func(a, c DeadLetter) int {
-		switch {
-		case a.Function < c.Function:
-			return -1
-		case a.Function > c.Function:
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.Function, c.Function)
 	})
 	return out
 }

@@ -6,6 +6,7 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -102,15 +103,7 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(snap, func(a, b store.Job) int {
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(snap, func(a, b store.Job) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, j := range snap {
 		if err := ctx.Err(); err != nil {
 			return err
