@@ -121,10 +121,14 @@ func TestRawBackgroundStatus(t *testing.T) {
 
 // TestRawCanDoTimeout: a worker that registered with CAN_DO_TIMEOUT and
 // never answers loses the job to another worker after the timeout; its
-// late result is refused.
+// late result is refused. Gearwork only: gearmand 1.1.20 keeps one timeout
+// timer per connection (fixed upstream after 1.1.20) and was seen to leave
+// the job with the silent worker now and then, which would make this test
+// hang on gearmand's side rather than show a difference.
 func TestRawCanDoTimeout(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, s *server) {
+	t.Run("gearwork", func(t *testing.T) {
+		s := startGearwork(t)
 		stuck := dialRaw(t, s)
 		stuck.send(gearman.CanDoTimeout, "slow", "1000")
 		client := gearmanCLI(t, s, "take me back", "-f", "slow")
