@@ -103,6 +103,12 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	}
 	require.True(t, held[first])
 	w.sync()
+	// State changes after a result are written by the group committer in
+	// submission order: once a later background submit is acknowledged
+	// (stored), the results above are stored too. Without this barrier a
+	// kill may land between a WORK_COMPLETE and its record, and the job
+	// would rightly run again after the restart (at-least-once).
+	c.submitBg("barrier", "", "")
 
 	adm := s.dial(t)
 	require.Len(t, adm.admin("deadletters once"), 1)
