@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -147,8 +148,9 @@ func (b *Broker) noteMaxQueueLocked(name string, limits [numPriorities]int) {
 
 // SetPolicy replaces the policy of the function name at once: jobs queued
 // or running keep their attempts and ordering keys, new limits apply to
-// the next job handed out. Runtime changes are not stored; put lasting
-// ones in the config file.
+// the next job handed out. With a store that keeps metadata the change is
+// stored and outlives a restart, where it takes precedence over the config
+// file until ResetPolicy.
 func (b *Broker) SetPolicy(name string, p Policy) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -156,13 +158,42 @@ func (b *Broker) SetPolicy(name string, p Policy) {
 	if f := b.functions[name]; f != nil {
 		b.applyPolicyLocked(f)
 	}
+	b.queueMetaLocked(metaKey(metaPolicy, name), []byte(p.Format()))
 }
 
-// ResetPolicy makes the function name follow the default policy again.
+// ResetPolicy makes the function name follow the default policy again
+// (stored like SetPolicy).
 func (b *Broker) ResetPolicy(name string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.life.policies, name)
+	if f := b.functions[name]; f != nil {
+		b.applyPolicyLocked(f)
+	}
+	b.queueMetaLocked(metaKey(metaPolicy, name), []byte(policyReset))
+}
+
+// policyReset is the stored value of a policy reset to the default.
+const policyReset = "default"
+
+// loadStoredPolicy applies a policy changed at runtime before a restart.
+// It runs at start, before the broker is used.
+func (b *Broker) loadStoredPolicy(name, value string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if value == policyReset {
+		delete(b.life.policies, name)
+		return
+	}
+	p := b.life.defaultPol
+	for _, kv := range strings.Fields(value) {
+		k, v, _ := strings.Cut(kv, "=")
+		if err := p.Set(k, v); err != nil {
+			b.log.Warn("broker: ignoring a stored policy setting", slog.String("function", name),
+				slog.String("setting", kv), slog.String("error", err.Error()))
+		}
+	}
+	b.life.policies[name] = p
 	if f := b.functions[name]; f != nil {
 		b.applyPolicyLocked(f)
 	}
@@ -398,6 +429,10 @@ func (b *Broker) startLife(ctx context.Context) error {
 	var pauses []pause
 	if b.life.meta != nil {
 		err := b.life.meta.LoadMeta(ctx, func(m store.Meta) error {
+			if name, ok := strings.CutPrefix(m.Key, metaPolicy+"/"); ok {
+				b.loadStoredPolicy(name, string(m.Value))
+				return nil
+			}
 			switch kind, name, value, ok := parseMeta(m); {
 			case !ok:
 				b.log.Warn("broker: ignoring unknown stored metadata", slog.String("key", m.Key))

@@ -12,8 +12,8 @@ import (
 // Meta is an optional capability of a Store, found by type assertion: a
 // small durable key-value map for broker metadata (the last tick of each
 // cron schedule, paused functions). Keys are short ASCII strings such as
-// "cron/<schedule>" and "pause/<function>"; values are small (decimal
-// numbers today). Both methods must be safe for concurrent use with each
+// "cron/<schedule>", "pause/<function>" and "policy/<function>"; values are
+// small (decimal numbers, or a policy's "key=value ..." text). Both methods must be safe for concurrent use with each
 // other and with the Store methods.
 //
 // API is not stable: internal to Gearwork.
@@ -29,8 +29,9 @@ type Meta interface {
 }
 
 const (
-	metaCron  = "cron"
-	metaPause = "pause"
+	metaCron   = "cron"
+	metaPause  = "pause"
+	metaPolicy = "policy" // value: Policy.Format(), or "default" after a reset
 )
 
 func metaKey(kind, name string) string { return kind + "/" + name }

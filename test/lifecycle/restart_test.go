@@ -103,6 +103,7 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	}
 	require.True(t, held[first])
 	w.sync()
+	require.Equal(t, []string{"OK"}, s.dial(t).admin("policy kept max_attempts=7"))
 	// State changes after a result are written by the group committer in
 	// submission order: once a later background submit is acknowledged
 	// (stored), the results above are stored too. Without this barrier a
@@ -156,6 +157,12 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	require.Equal(t, []string{second, "ordered", "acct:2", "second"}, a)
 	w2.send(gearman.WorkComplete, second, "done")
 	w2.sync()
+
+	// A policy changed at runtime outlives the restart.
+	pol := adm2.admin("show policy kept")
+	require.Len(t, pol, 1)
+	require.Contains(t, pol[0], "max_attempts=7 ")
+	require.Contains(t, pol[0], "result_retention=1h", "on top of the config file's policy")
 
 	// The schedule goes on from its last tick, not from scratch.
 	require.True(t, waitForTick(adm2))
