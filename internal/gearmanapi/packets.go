@@ -2,6 +2,7 @@ package gearmanapi
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
@@ -144,16 +145,38 @@ func (c *conn) grab(cmd gearman.Command) {
 		c.packetOut(gearman.NoJob)
 		return
 	}
-	h := c.srv.b.AppendHandle(nil, a.Seq)
-	fn := []byte(a.Function)
+	var hb [64]byte
+	h := c.srv.b.AppendHandle(hb[:0], a.Seq)
+	// The arguments are written straight into the output buffer: a job
+	// assignment is the hottest answer and needs no allocation.
+	strs := [3]string{a.Function}
+	n := 1
+	resp := gearman.JobAssign
 	switch {
 	case cmd == gearman.GrabJobAll && a.Reducer != "":
-		c.packetOut(gearman.JobAssignAll, h, fn, []byte(a.Unique), []byte(a.Reducer), a.Payload)
+		resp, strs[1], strs[2], n = gearman.JobAssignAll, a.Unique, a.Reducer, 3
 	case cmd == gearman.GrabJobUniq || cmd == gearman.GrabJobAll:
-		c.packetOut(gearman.JobAssignUniq, h, fn, []byte(a.Unique), a.Payload)
-	default:
-		c.packetOut(gearman.JobAssign, h, fn, a.Payload)
+		resp, strs[1], n = gearman.JobAssignUniq, a.Unique, 2
 	}
+	size := len(h) + 1 + len(a.Payload)
+	for _, s := range strs[:n] {
+		size += len(s) + 1
+	}
+	c.mu.Lock()
+	c.out = appendHeader(c.out, resp, size)
+	c.out = append(append(c.out, h...), 0)
+	for _, s := range strs[:n] {
+		c.out = append(append(c.out, s...), 0)
+	}
+	c.out = append(c.out, a.Payload...)
+	c.mu.Unlock()
+}
+
+// appendHeader appends a response header for a body of size bytes.
+func appendHeader(dst []byte, cmd gearman.Command, size int) []byte {
+	dst = append(dst, 0, 'R', 'E', 'S')
+	dst = binary.BigEndian.AppendUint32(dst, uint32(cmd))
+	return binary.BigEndian.AppendUint32(dst, uint32(size))
 }
 
 func (c *conn) submit(p *gearman.Packet) {
