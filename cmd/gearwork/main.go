@@ -58,6 +58,7 @@ func commands() []command {
 		{"work", "run a command for each job of a function", runWork},
 		{"admin", "query and manage a server over the admin protocol", runAdmin},
 		{"migrate", "create or upgrade a PostgreSQL store's schema", runMigrate},
+		{"bench", "measure a Gearman server (Gearwork or gearmand) under load", runBench},
 		{"version", "print the version", func(_ context.Context, _ []string, _ io.Reader, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "gearwork", version)
 			return nil

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/bench"
+)
+
+func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	var (
+		cfg       bench.Config
+		scenarios string
+		asJSON    bool
+	)
+	fs := newFlagSet("bench", "bench [flags]\n\n"+
+		"Drives a Gearman job server (Gearwork or gearmand) with load scenarios and prints,\n"+
+		"for each, one machine-readable line on stdout (key=value pairs, or JSON with --json)\n"+
+		"and a readable summary on stderr. Scenarios: "+strings.Join(bench.Scenarios(), ", ")+
+		";\n\"drain\" means drain1,drain8, \"fg\" means fg1,fg64. memory and idle need --pid.", stderr)
+	fs.StringVar(&cfg.Addr, "server", "127.0.0.1:4730", "`host:port` of the Gearman server")
+	fs.StringVar(&scenarios, "scenario", "all", "comma-separated scenario `names`; \"all\" runs every one (memory and idle only with --pid)")
+	fs.IntVar(&cfg.Jobs, "jobs", 200000, "jobs (or requests) each scenario measures")
+	fs.IntVar(&cfg.Payload, "payload", 64, "payload size in `bytes` (at least 8)")
+	fs.IntVar(&cfg.Connections, "connections", 4, "client connections (`N`) of submit, steady, echo and memory")
+	fs.IntVar(&cfg.Inflight, "inflight", 64, "requests (`P`) each client connection keeps in flight")
+	fs.IntVar(&cfg.Workers, "workers", 8, "worker connections (`W`) of drain1, drain8 and steady")
+	fs.IntVar(&cfg.Backlog, "backlog", 0, "`jobs` submit queues before it measures (the rate with a deep queue)")
+	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "connections the idle scenario holds open")
+	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `id` (same machine): adds its RSS and CPU per job, enables memory and idle")
+	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "limit for each scenario, loading and cleanup included")
+	fs.BoolVar(&cfg.NoCleanup, "no-cleanup", false, "leave jobs a scenario queued on the server (when it is restarted afterwards anyway)")
+	fs.BoolVar(&asJSON, "json", false, "print each result as a JSON object instead of key=value pairs")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gearwork bench: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"jobs", cfg.Jobs}, {"connections", cfg.Connections}, {"inflight", cfg.Inflight},
+		{"workers", cfg.Workers}, {"idle-conns", cfg.IdleConns}} {
+		if f.v < 1 {
+			return fmt.Errorf("invalid --%s %d: must be at least 1", f.name, f.v)
+		}
+	}
+	if cfg.Timeout <= 0 {
+		return fmt.Errorf("invalid --timeout %s: must be positive", cfg.Timeout)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	names, err := bench.ParseScenarios(scenarios, cfg.PID != 0)
+	if err != nil {
+		return err
+	}
+	if isTerminal(stderr) {
+		cfg.Progress = stderr
+	}
+	failed := 0
+	for _, name := range names {
+		res, err := bench.Run(ctx, cfg, name)
+		if err != nil {
+			fmt.Fprintln(stderr, "gearwork:", err)
+			failed++
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		if asJSON {
+			line, err := json.Marshal(res)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s\n", line)
+		} else {
+			fmt.Fprintln(stdout, res.Line())
+		}
+		fmt.Fprintln(stderr, res.Summary())
+	}
+	if failed > 0 {
+		return exitError{code: 1, msg: fmt.Sprintf("bench: %d of %d scenarios failed", failed, len(names))}
+	}
+	return nil
+}

@@ -1,0 +1,409 @@
+// Package bench is a load generator for any Gearman job server, Gearwork or
+// gearmand alike. It speaks the raw binary protocol through the gearman
+// codec, so what it measures is the server, not a client library.
+//
+// # Scenarios
+//
+//   - submit: background submits (SUBMIT_JOB_BG) over Connections
+//     connections with Inflight requests in flight on each, timed until
+//     every JOB_CREATED arrived. With Backlog > 0 that many jobs are queued
+//     first, untimed, so the rate with a deep queue can be compared.
+//   - drain1, drain8: a backlog of Jobs is queued (untimed), then Workers
+//     workers complete it with 1 or 8 GRAB_JOB_UNIQ in flight each. The
+//     clock stops when the server has acknowledged the last WORK_COMPLETE
+//     (the answer to a later packet on the same connection proves it was
+//     processed); the admin "status" command then must show an empty queue.
+//   - steady: submitters (Connections, at most Inflight unanswered each)
+//     and Workers workers run at once. At most Workers jobs are submitted
+//     but not yet started at any time, so a job finds a free (or soon
+//     free) worker and the latency from submit to JOB_ASSIGN (a timestamp
+//     travels in the payload) measures dispatch, not a backlog.
+//   - fg1, fg64: foreground round trips (SUBMIT_JOB until WORK_COMPLETE)
+//     from 1 client with 1 worker, and from 64 clients with 64 workers.
+//   - echo: ECHO_REQ round trips, pipelined like submit.
+//   - memory (needs PID): the server's RSS before and after queueing Jobs
+//     background jobs, reported per job.
+//   - idle (needs PID): the server's RSS while IdleConns connections are
+//     open and idle, reported per connection.
+//
+// Workers sleep with PRE_SLEEP and wake on NOOP, as real workers do; no
+// scenario polls. Every scenario is bounded by its job count and by
+// Timeout. Each uses its own function name, and unless NoCleanup is set it
+// completes the jobs it left queued (untimed) before returning, so scenarios
+// can run one after another against one server.
+//
+// # Server statistics
+//
+// With PID set (the server must run on this machine), each scenario also
+// reports the server's resident memory (VmRSS) at its end and the CPU time
+// (user + system) the server spent per job while measured.
+package bench
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a benchmark run. Zero values take the documented
+// defaults; negative values are invalid.
+type Config struct {
+	// Addr is the server's host:port. Required.
+	Addr string
+	// Jobs is how many jobs (or requests) each scenario measures.
+	// Default 200000.
+	Jobs int
+	// Payload is the size of each job's payload in bytes, at least 8 (steady
+	// carries a timestamp in it). Default 64.
+	Payload int
+	// Connections is the number of client connections of submit, echo,
+	// memory, steady and of untimed loading. Default 4.
+	Connections int
+	// Inflight is how many requests each client connection keeps
+	// unanswered. Default 64.
+	Inflight int
+	// Workers is the number of worker connections of drain1, drain8 and
+	// steady (fg1 and fg64 use 1 and 64). Default 8.
+	Workers int
+	// Backlog is how many jobs submit queues (untimed) before it measures.
+	// Default 0.
+	Backlog int
+	// IdleConns is how many connections the idle scenario opens.
+	// Default 10000.
+	IdleConns int
+	// PID is the server's process id, for memory and CPU figures; 0 means
+	// unknown (memory and idle then cannot run).
+	PID int
+	// Timeout bounds each scenario, loading and cleanup included.
+	// Default 2 minutes.
+	Timeout time.Duration
+	// Function prefixes the function name of every scenario; a random
+	// suffix keeps runs apart. Default "gearwork-bench".
+	Function string
+	// NoCleanup leaves queued jobs on the server after a scenario (faster
+	// when the server is thrown away afterwards). By default they are
+	// completed and the queue is checked to be empty.
+	NoCleanup bool
+	// Progress receives a progress bar (carriage-return updates); nil
+	// means none. Pass a terminal, not a file.
+	Progress io.Writer
+}
+
+func (c Config) withDefaults() Config {
+	c.Jobs = cmp.Or(c.Jobs, 200000)
+	c.Payload = cmp.Or(c.Payload, 64)
+	c.Connections = cmp.Or(c.Connections, 4)
+	c.Inflight = cmp.Or(c.Inflight, 64)
+	c.Workers = cmp.Or(c.Workers, 8)
+	c.IdleConns = cmp.Or(c.IdleConns, 10000)
+	c.Timeout = cmp.Or(c.Timeout, 2*time.Minute)
+	c.Function = cmp.Or(c.Function, "gearwork-bench")
+	return c
+}
+
+// maxPayload keeps payloads well inside every server's packet limit.
+const maxPayload = 16 << 20
+
+// Validate reports the first invalid field, after defaults are applied.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Addr == "":
+		return errors.New("bench: no server address")
+	case c.Jobs < 1:
+		return fmt.Errorf("bench: jobs must be at least 1, not %d", c.Jobs)
+	case c.Payload < 8 || c.Payload > maxPayload:
+		return fmt.Errorf("bench: payload must be 8 to %d bytes, not %d", maxPayload, c.Payload)
+	case c.Connections < 1:
+		return fmt.Errorf("bench: connections must be at least 1, not %d", c.Connections)
+	case c.Inflight < 1:
+		return fmt.Errorf("bench: in-flight requests must be at least 1, not %d", c.Inflight)
+	case c.Workers < 1:
+		return fmt.Errorf("bench: workers must be at least 1, not %d", c.Workers)
+	case c.Backlog < 0:
+		return fmt.Errorf("bench: backlog must not be negative, not %d", c.Backlog)
+	case c.IdleConns < 1:
+		return fmt.Errorf("bench: idle connections must be at least 1, not %d", c.IdleConns)
+	case c.PID < 0:
+		return fmt.Errorf("bench: invalid pid %d", c.PID)
+	case c.Timeout <= 0:
+		return fmt.Errorf("bench: timeout must be positive, not %s", c.Timeout)
+	case len(c.Function) > 400 || strings.ContainsRune(c.Function, 0):
+		return errors.New("bench: function prefix must be at most 400 bytes without NUL")
+	}
+	return nil
+}
+
+// scenario describes one scenario.
+type scenario struct {
+	name    string
+	needPID bool
+	// latency says what P50 and P99 measure.
+	latency string
+	run     func(ctx context.Context, r *run) error
+}
+
+var scenarios = []scenario{
+	{name: "submit", latency: "SUBMIT_JOB_BG→JOB_CREATED", run: runSubmit},
+	{name: "drain1", run: func(ctx context.Context, r *run) error { return runDrain(ctx, r, 1) }},
+	{name: "drain8", run: func(ctx context.Context, r *run) error { return runDrain(ctx, r, 8) }},
+	{name: "steady", latency: "submit→start", run: runSteady},
+	{name: "fg1", latency: "SUBMIT_JOB→WORK_COMPLETE", run: func(ctx context.Context, r *run) error { return runForeground(ctx, r, 1) }},
+	{name: "fg64", latency: "SUBMIT_JOB→WORK_COMPLETE", run: func(ctx context.Context, r *run) error { return runForeground(ctx, r, 64) }},
+	{name: "echo", latency: "ECHO_REQ→ECHO_RES", run: runEcho},
+	{name: "memory", needPID: true, run: runMemory},
+	{name: "idle", needPID: true, run: runIdle},
+}
+
+// groups are names that stand for several scenarios.
+var groups = map[string][]string{
+	"drain": {"drain1", "drain8"},
+	"fg":    {"fg1", "fg64"},
+}
+
+func findScenario(name string) (scenario, bool) {
+	i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
+	if i < 0 {
+		return scenario{}, false
+	}
+	return scenarios[i], true
+}
+
+// Scenarios returns the name of every scenario, in the order "all" runs
+// them.
+func Scenarios() []string {
+	names := make([]string, len(scenarios))
+	for i, s := range scenarios {
+		names[i] = s.name
+	}
+	return names
+}
+
+// ParseScenarios turns a comma-separated list into scenario names, in the
+// order given and without repeats. "drain" stands for drain1,drain8 and
+// "fg" for fg1,fg64. An empty list or "all" means every scenario, leaving
+// out memory and idle when havePID is false. Naming memory or idle without
+// havePID is an error.
+func ParseScenarios(list string, havePID bool) ([]string, error) {
+	var names []string
+	add := func(n string) {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	for _, word := range strings.Split(list, ",") {
+		word = strings.ToLower(strings.TrimSpace(word))
+		switch {
+		case word == "" && strings.TrimSpace(list) != "":
+			return nil, errors.New("bench: empty scenario name in list")
+		case word == "" || word == "all":
+			for _, s := range scenarios {
+				if havePID || !s.needPID {
+					add(s.name)
+				}
+			}
+		case groups[word] != nil:
+			for _, n := range groups[word] {
+				add(n)
+			}
+		default:
+			s, ok := findScenario(word)
+			if !ok {
+				return nil, fmt.Errorf("bench: unknown scenario %q (known: %s, drain, fg, all)",
+					word, strings.Join(Scenarios(), ", "))
+			}
+			if s.needPID && !havePID {
+				return nil, fmt.Errorf("bench: scenario %s needs the server's pid", s.name)
+			}
+			add(s.name)
+		}
+	}
+	return names, nil
+}
+
+// Run runs one scenario against cfg.Addr and returns what it measured. It
+// returns an error when the server misbehaves (an ERROR packet, a wrong
+// answer, a queue not empty afterwards), when cfg.Timeout passes, or when
+// ctx is cancelled; connections are closed in every case.
+func Run(ctx context.Context, cfg Config, name string) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	cfg = cfg.withDefaults()
+	s, ok := findScenario(name)
+	if !ok {
+		return Result{}, fmt.Errorf("bench: unknown scenario %q", name)
+	}
+	if s.needPID && cfg.PID == 0 {
+		return Result{}, fmt.Errorf("bench: scenario %s needs the server's pid", name)
+	}
+	var suffix [4]byte
+	_, _ = rand.Read(suffix[:])
+	r := &run{
+		cfg:      cfg,
+		name:     name,
+		fn:       []byte(cfg.Function + "." + name + "." + hex.EncodeToString(suffix[:])),
+		base:     time.Now(),
+		deadline: time.Now().Add(cfg.Timeout),
+		res: Result{
+			Scenario: name, Server: cfg.Addr, Payload: cfg.Payload,
+		},
+		latency: s.latency,
+	}
+	r.prog = newProgress(cfg.Progress, name)
+	defer r.prog.stop()
+	stop := context.AfterFunc(ctx, r.interrupt)
+	defer stop()
+	defer r.closeAll()
+
+	err := s.run(ctx, r)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			err = fmt.Errorf("bench %s: interrupted: %w", name, ctx.Err())
+		case isDeadline(err) && !time.Now().Before(r.deadline):
+			err = fmt.Errorf("bench %s: timed out after %s (%s)", name, cfg.Timeout, r.prog.status())
+		default:
+			err = fmt.Errorf("bench %s: %w", name, err)
+		}
+		return Result{}, err
+	}
+	r.res.finish()
+	return r.res, nil
+}
+
+// run is the state of one scenario run.
+type run struct {
+	cfg      Config
+	name     string
+	fn       []byte
+	base     time.Time
+	deadline time.Time
+	prog     *progress
+	res      Result
+	latency  string
+	// cpu0 is the server's CPU time when measuring started.
+	cpu0 time.Duration
+	t0   time.Time
+
+	// mu guards conns and halted.
+	mu     sync.Mutex
+	conns  []*conn
+	halted bool
+}
+
+// now returns monotonic nanoseconds since the run began; it is what
+// payload timestamps carry.
+func (r *run) now() int64 { return int64(time.Since(r.base)) }
+
+// dial opens a connection that interrupt and closeAll reach.
+func (r *run) dial(ctx context.Context, bufSize int) (*conn, error) {
+	c, err := dialConn(ctx, r.cfg.Addr, r.deadline, bufSize)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.halted {
+		c.close()
+		return nil, fmt.Errorf("connect: %w", errHalted)
+	}
+	r.conns = append(r.conns, c)
+	return c, nil
+}
+
+// errHalted is returned by dial after interrupt.
+var errHalted = errors.New("run interrupted")
+
+// interrupt makes every blocked read or write of the run fail at once.
+func (r *run) interrupt() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.halted = true
+	for _, c := range r.conns {
+		_ = c.nc.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+func (r *run) closeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		c.close()
+	}
+	r.conns = nil
+}
+
+// begin starts the clock (and the server CPU reading) of the measured part.
+func (r *run) begin() error {
+	if r.cfg.PID != 0 {
+		cpu, err := readCPU(r.cfg.PID)
+		if err != nil {
+			return err
+		}
+		r.cpu0 = cpu
+	}
+	r.t0 = time.Now()
+	return nil
+}
+
+// end stops the clock; ops is how many operations were measured.
+func (r *run) end(ops int) error {
+	r.res.Elapsed = time.Since(r.t0)
+	r.res.Jobs = ops
+	if r.cfg.PID != 0 {
+		cpu, err := readCPU(r.cfg.PID)
+		if err != nil {
+			return err
+		}
+		r.res.CPU = cpu - r.cpu0
+		rss, err := readRSS(r.cfg.PID)
+		if err != nil {
+			return err
+		}
+		r.res.RSS = rss
+	}
+	return nil
+}
+
+// group runs goroutines and keeps the first error; the first failure
+// interrupts the whole run so that the others return too.
+type group struct {
+	r    *run
+	wg   sync.WaitGroup
+	once sync.Once
+	err  error
+}
+
+func (g *group) Go(f func() error) {
+	g.wg.Go(func() {
+		if err := f(); err != nil {
+			g.once.Do(func() {
+				g.err = err
+				g.r.interrupt()
+			})
+		}
+	})
+}
+
+func (g *group) Wait() error {
+	g.wg.Wait()
+	return g.err
+}
+
+// share returns the part of n that worker i of k takes.
+func share(n, k, i int) int {
+	s := n / k
+	if i < n%k {
+		s++
+	}
+	return s
+}
