@@ -20,8 +20,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs := newFlagSet("bench", "bench [flags]\n\n"+
 		"Drives a Gearman job server (Gearwork or gearmand) with load scenarios and prints,\n"+
 		"for each, one machine-readable line on stdout (key=value pairs, or JSON with --json)\n"+
-		"and a readable summary on stderr. Scenarios: "+strings.Join(bench.Scenarios(), ", ")+
-		";\n\"drain\" means drain1,drain8, \"fg\" means fg1,fg64. memory and idle need --pid.", stderr)
+		"and a readable summary on stderr.\n\nScenarios: "+strings.Join(bench.Scenarios(), ", ")+
+		".\n\"drain\" means drain1,drain8 and \"fg\" means fg1,fg64; memory and idle need --pid.", stderr)
 	fs.StringVar(&cfg.Addr, "server", "127.0.0.1:4730", "`host:port` of the Gearman server")
 	fs.StringVar(&scenarios, "scenario", "all", "comma-separated scenario `names`; \"all\" runs every one (memory and idle only with --pid)")
 	fs.IntVar(&cfg.Jobs, "jobs", 200000, "jobs (or requests) each scenario measures")

@@ -29,6 +29,7 @@ type serveConfig struct {
 	configFile      string
 	http            httpFlags
 	sec             securityConfig
+	pprof           string
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -46,6 +47,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
 	cfg.http.register(fs)
 	cfg.sec.register(fs)
+	fs.StringVar(&cfg.pprof, "pprof", "", "debugging: serve Go profiles (/debug/pprof/) on this `address`; off when empty")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -124,6 +126,14 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		ln = tls.NewListener(ln, sec.tls)
 		log.Info("serve: TLS on the Gearman port", slog.String("certificate", certSubject(sec.tls)),
 			slog.Bool("mutual", sec.tls.ClientCAs != nil))
+	}
+	if cfg.pprof != "" {
+		pln, err := net.Listen("tcp", cfg.pprof)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("cannot listen on %s for --pprof: %w", cfg.pprof, err)
+		}
+		defer startPprof(pln, log)()
 	}
 	shutdown := make(chan bool, 1)
 	gcfg := gearmanapi.Config{

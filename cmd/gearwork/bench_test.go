@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmanapi"
+)
+
+func startTestServer(t *testing.T) string {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	b := broker.New(broker.Config{Logger: log})
+	require.NoError(t, b.Start(t.Context()))
+	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(context.WithoutCancel(t.Context()), ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		b.Stop()
+	})
+	return ln.Addr().String()
+}
+
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	addr := startTestServer(t)
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"bench", "--server", addr, "--scenario", "echo,drain8",
+		"--jobs", "300", "--workers", "2"}, nil, &stdout, &stderr)
+	require.NoError(t, err, stderr.String())
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	require.Len(t, lines, 2)
+	require.True(t, strings.HasPrefix(lines[0], "scenario=echo server="+addr+" jobs=300 payload=64 connections=4 inflight=64 "), lines[0])
+	require.True(t, strings.HasPrefix(lines[1], "scenario=drain8 server="+addr+" jobs=300 payload=64 connections=0 inflight=0 workers=2 grabs=8 backlog=300 "), lines[1])
+	require.Contains(t, stderr.String(), "echo    300 echoes in")
+	require.Contains(t, stderr.String(), "drain8  300 jobs in")
+	require.NotContains(t, stderr.String(), "\r", "no progress bar when stderr is not a terminal")
+
+	stdout.Reset()
+	err = run(t.Context(), []string{"bench", "--server", addr, "--scenario", "fg1", "--jobs", "50", "--json"}, nil, &stdout, &stderr)
+	require.NoError(t, err)
+	var res map[string]any
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &res))
+	require.Equal(t, "fg1", res["scenario"])
+	require.EqualValues(t, 50, res["jobs"])
+	require.Contains(t, res, "p99_us")
+}
+
+func TestBenchCommandRejectsBadArguments(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--jobs", "0"}, "invalid --jobs 0: must be at least 1"},
+		{[]string{"--workers", "-3"}, "invalid --workers -3"},
+		{[]string{"--timeout", "0s"}, "invalid --timeout 0s"},
+		{[]string{"--payload", "4"}, "payload must be 8 to"},
+		{[]string{"--scenario", "memory"}, "scenario memory needs the server's pid"},
+		{[]string{"--scenario", "nope"}, `unknown scenario "nope"`},
+		{[]string{"--server", ""}, "no server address"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), append([]string{"bench"}, tc.args...), nil, &stdout, &stderr)
+		require.ErrorContains(t, err, tc.want, "args %q", tc.args)
+		require.Empty(t, stdout.String())
+	}
+	var stdout, stderr bytes.Buffer
+	require.ErrorIs(t, run(t.Context(), []string{"bench", "extra"}, nil, &stdout, &stderr), errUsage)
+	require.ErrorIs(t, run(t.Context(), []string{"bench", "--bogus"}, nil, &stdout, &stderr), errUsage)
+}
+
+func TestBenchCommandReportsFailures(t *testing.T) {
+	t.Parallel()
+	// Nothing listens on port 1 of loopback.
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"bench", "--server", "127.0.0.1:1", "--scenario", "echo,submit", "--jobs", "10"}, nil, &stdout, &stderr)
+	var ex exitError
+	require.ErrorAs(t, err, &ex)
+	require.Equal(t, 1, ex.code)
+	require.Equal(t, "bench: 2 of 2 scenarios failed", ex.msg)
+	require.Contains(t, stderr.String(), "gearwork: bench echo: connect to 127.0.0.1:1")
+	require.Empty(t, stdout.String())
+}
