@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Compares Gearwork with gearmand (default and tuned) on this machine, in one
+# run: every scenario of "gearwork bench" against each server, RUNS times,
+# with a fresh server process for every measurement. Prints the machine, the
+# medians and the ratios gearwork/gearmand as Markdown on stdout; progress
+# goes to stderr, raw result lines to $OUT/results.txt.
+#
+# Environment (defaults in brackets):
+#   RUNS [5]            measurements per scenario and server
+#   JOBS [200000]       jobs per scenario
+#   FG1_JOBS [20000]    jobs of fg1 (one round trip at a time is slow)
+#   FG64_JOBS [50000]   jobs of fg64
+#   STEADY_JOBS [JOBS]  jobs of steady
+#   IDLE_CONNS [10000]  connections held by idle
+#   ROWS [all]          space-separated subset of the rows below
+#   SERVERS [all]       subset of: gearwork gearmand gearmand-tuned
+#   GEARMAND [/usr/sbin/gearmand]
+#   GEARWORK_STORE [memory:]   --store of gearwork serve
+#   OUT [a new temporary directory]
+#
+# Rows: submit submit@10k submit@1M drain1 drain8 steady fg1 fg64 echo
+# memory idle. submit@10k and submit@1M measure JOBS submits with 10,000 or
+# 1,000,000 jobs already queued.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+JOBS=${JOBS:-200000}
+FG1_JOBS=${FG1_JOBS:-20000}
+FG64_JOBS=${FG64_JOBS:-50000}
+STEADY_JOBS=${STEADY_JOBS:-$JOBS}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+GEARMAND=${GEARMAND:-/usr/sbin/gearmand}
+GEARWORK_STORE=${GEARWORK_STORE:-memory:}
+ALL_ROWS="submit submit@10k submit@1M drain1 drain8 steady fg1 fg64 echo memory idle"
+ALL_SERVERS="gearwork gearmand gearmand-tuned"
+ROWS=${ROWS:-$ALL_ROWS}
+SERVERS=${SERVERS:-$ALL_SERVERS}
+OUT=${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.txt"
+: >"$RESULTS"
+
+log() { echo "bench-compare: $*" >&2; }
+
+[ -x "$GEARMAND" ] || { log "$GEARMAND not found (apt-get install gearman-job-server)"; exit 1; }
+log "building gearwork into $OUT"
+go build -o "$OUT/gearwork" ./cmd/gearwork
+GW="$OUT/gearwork"
+
+# free_port prints a loopback port nothing listens on.
+free_port() {
+	local port
+	while :; do
+		port=$((20000 + RANDOM % 12000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "$port"
+			return
+		fi
+	done
+}
+
+# wait_port waits up to 10 s until 127.0.0.1:$1 accepts connections.
+wait_port() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.05
+	done
+	return 1
+}
+
+SERVER_PID=""
+# start_server NAME PORT starts one server in the background; SERVER_PID
+# is its process id.
+start_server() {
+	local name=$1 port=$2
+	case "$name" in
+	gearwork)
+		"$GW" serve --listen "127.0.0.1:$port" --store "$GEARWORK_STORE" --log-level warn \
+			>>"$OUT/gearwork.log" 2>&1 &
+		;;
+	gearmand)
+		"$GEARMAND" -t 1 -L 127.0.0.1 -p "$port" --log-file "$OUT/gearmand.log" \
+			--pid-file "$OUT/gearmand.pid" &
+		;;
+	gearmand-tuned)
+		"$GEARMAND" -t 1 --hashtable-buckets 1000003 -L 127.0.0.1 -p "$port" \
+			--log-file "$OUT/gearmand.log" --pid-file "$OUT/gearmand.pid" &
+		;;
+	*) log "unknown server $name"; exit 1 ;;
+	esac
+	SERVER_PID=$!
+	if ! wait_port "$port"; then
+		log "$name did not start on port $port"
+		stop_server
+		exit 1
+	fi
+}
+
+stop_server() {
+	if [ -n "$SERVER_PID" ]; then
+		kill "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+		SERVER_PID=""
+	fi
+}
+trap stop_server EXIT
+
+# bench_args ROW prints the gearwork bench arguments of a row.
+bench_args() {
+	case "$1" in
+	submit) echo "--scenario submit --jobs $JOBS" ;;
+	submit@10k) echo "--scenario submit --jobs $JOBS --backlog 10000" ;;
+	submit@1M) echo "--scenario submit --jobs $JOBS --backlog 1000000 --timeout 5m" ;;
+	drain1 | drain8 | echo | memory) echo "--scenario $1 --jobs $JOBS" ;;
+	steady) echo "--scenario steady --jobs $STEADY_JOBS" ;;
+	fg1) echo "--scenario fg1 --jobs $FG1_JOBS" ;;
+	fg64) echo "--scenario fg64 --jobs $FG64_JOBS" ;;
+	idle) echo "--scenario idle --idle-conns $IDLE_CONNS" ;;
+	*) log "unknown row $1"; exit 1 ;;
+	esac
+}
+
+failures=0
+start_time=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# Runs are interleaved (every server for one row, then the next row) so
+# that a change in the machine's load hits all servers alike.
+for ((run = 1; run <= RUNS; run++)); do
+	for row in $ROWS; do
+		for server in $SERVERS; do
+			port=$(free_port)
+			start_server "$server" "$port"
+			# shellcheck disable=SC2046 # word splitting of the arguments is wanted
+			if line=$("$GW" bench --server "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup \
+				$(bench_args "$row") 2>>"$OUT/bench.log"); then
+				echo "row=$row target=$server run=$run $line" >>"$RESULTS"
+				log "run $run/$RUNS $row $server: $(grep -o 'rate=[0-9.]*' <<<"$line")"
+			else
+				log "run $run/$RUNS $row $server: FAILED (see $OUT/bench.log)"
+				failures=$((failures + 1))
+			fi
+			stop_server
+		done
+	done
+done
+elapsed=$(($(date +%s) - start_time))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# median ROW SERVER KEY prints the median of KEY over the runs, or "-".
+median() {
+	awk -v row="$1" -v srv="$2" -v key="$3" '
+		$1 == "row=" row && $2 == "target=" srv {
+			for (i = 3; i <= NF; i++) if (index($i, key "=") == 1) print substr($i, length(key) + 2)
+		}' "$RESULTS" | sort -g | awk '
+		{ v[NR] = $1 }
+		END {
+			if (NR == 0) { print "-"; exit }
+			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+		}'
+}
+
+# num VALUE prints a number readably (thousands separators, 3 significant
+# digits below 100).
+num() {
+	awk -v v="$1" 'BEGIN {
+		if (v == "-") { print "-"; exit }
+		if (v + 0 >= 100) { s = sprintf("%.0f", v); out = ""
+			while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+			print s out } else printf "%.3g\n", v }'
+}
+
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f×\n", a / b }'
+}
+
+metrics_of() {
+	case "$1" in
+	fg1 | fg64 | steady) echo "rate p50_us p99_us cpu_ns_per_job" ;;
+	memory) echo "rss_bytes_per_job rate" ;;
+	idle) echo "rss_bytes rss_bytes_per_job" ;;
+	*) echo "rate cpu_ns_per_job" ;;
+	esac
+}
+
+# metric_name ROW METRIC prints a column heading.
+metric_name() {
+	case "$2" in
+	rate) echo "jobs/s" ;;
+	p50_us) echo "p50 µs" ;;
+	p99_us) echo "p99 µs" ;;
+	cpu_ns_per_job) echo "server CPU ns/job" ;;
+	rss_bytes_per_job) if [ "$1" = idle ]; then echo "RSS bytes/connection"; else echo "RSS bytes/job"; fi ;;
+	rss_bytes) echo "RSS bytes" ;;
+	esac
+}
+
+{
+	echo "## Machine"
+	echo
+	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc)"
+	echo "- Memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+	echo "- Kernel: $(uname -sr)"
+	echo "- Go: $(go version | cut -d' ' -f3-)"
+	echo "- gearmand: $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//")"
+	echo "- gearwork: $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown), --store $GEARWORK_STORE"
+	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
+	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS runs in ${elapsed}s"
+	echo "- Settings: RUNS=$RUNS JOBS=$JOBS FG1_JOBS=$FG1_JOBS FG64_JOBS=$FG64_JOBS STEADY_JOBS=$STEADY_JOBS IDLE_CONNS=$IDLE_CONNS"
+	echo
+	echo "## Medians of $RUNS runs"
+	echo
+	echo "Ratios are gearwork ÷ gearmand: above 1 is better for jobs/s, below 1 is better"
+	echo "for latency, CPU and memory."
+	echo
+	echo "| scenario | metric | gearwork | gearmand | gearmand tuned | vs default | vs tuned |"
+	echo "|---|---|--:|--:|--:|--:|--:|"
+	for row in $ROWS; do
+		for m in $(metrics_of "$row"); do
+			gw=$(median "$row" gearwork "$m")
+			gd=$(median "$row" gearmand "$m")
+			gt=$(median "$row" gearmand-tuned "$m")
+			echo "| $row | $(metric_name "$row" "$m") | $(num "$gw") | $(num "$gd") | $(num "$gt") | $(ratio "$gw" "$gd") | $(ratio "$gw" "$gt") |"
+		done
+	done
+	echo
+	echo "Submit rate with 1M jobs queued as a share of the rate with 10k queued (medians):"
+	echo
+	for server in $SERVERS; do
+		deep=$(median submit@1M "$server" rate)
+		shallow=$(median submit@10k "$server" rate)
+		echo "- $server: $(awk -v a="$deep" -v b="$shallow" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.0f%%\n", 100 * a / b }')"
+	done
+	echo
+	echo "Raw results: $RESULTS ($(wc -l <"$RESULTS") measurements, $failures failed)."
+}
+log "done in ${elapsed}s; raw results in $RESULTS"
