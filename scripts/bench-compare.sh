@@ -50,14 +50,16 @@ GW="$OUT/gearwork"
 
 # free_port prints a loopback port nothing listens on.
 free_port() {
-	local port
-	while :; do
+	local port i
+	for ((i = 0; i < 100; i++)); do
 		port=$((20000 + RANDOM % 12000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 			echo "$port"
 			return
 		fi
 	done
+	log "no free port found"
+	exit 1
 }
 
 # wait_port waits up to 10 s until 127.0.0.1:$1 accepts connections.

@@ -168,11 +168,14 @@ func (r Result) Summary() string {
 	}
 	fmt.Fprintf(&b, "%-7s %d %s in %.2fs: %s %s/s", r.Scenario, r.Jobs, unit, r.Elapsed.Seconds(), thousands(r.Rate), unit)
 	var setup []string
-	if r.Connections > 0 {
+	switch {
+	case r.Connections > 0 && r.Inflight > 0:
 		setup = append(setup, fmt.Sprintf("%d connections × %d in flight", r.Connections, r.Inflight))
+	case r.Connections > 0:
+		setup = append(setup, fmt.Sprintf("%d connections", r.Connections))
 	}
 	if r.Workers > 0 {
-		setup = append(setup, fmt.Sprintf("%d workers × %d grabs", r.Workers, r.Grabs))
+		setup = append(setup, fmt.Sprintf("%d workers × %d grabs in flight", r.Workers, r.Grabs))
 	}
 	if r.Backlog > 0 {
 		setup = append(setup, fmt.Sprintf("%d jobs queued before", r.Backlog))

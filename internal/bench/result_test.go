@@ -50,12 +50,12 @@ func TestSummary(t *testing.T) {
 	r := Result{Scenario: "drain8", Jobs: 200000, Payload: 64, Workers: 8, Grabs: 8, Backlog: 200000,
 		Elapsed: 2 * time.Second, RSS: 64 << 20, CPU: time.Second}
 	r.finish()
-	require.Equal(t, "drain8  200000 jobs in 2.00s: 100,000 jobs/s (8 workers × 8 grabs, 200000 jobs queued before); "+
+	require.Equal(t, "drain8  200000 jobs in 2.00s: 100,000 jobs/s (8 workers × 8 grabs in flight, 200000 jobs queued before); "+
 		"server RSS 64.0 MiB, CPU 5µs/job", r.Summary())
 	i := Result{Scenario: "idle", Jobs: 10000, Connections: 10000, Elapsed: time.Second, RSS: 40 << 20,
 		RSSBefore: 8 << 20, RSSPerJob: 3355.4}
 	i.finish()
-	require.Contains(t, i.Summary(), "10,000 connections/s")
+	require.Contains(t, i.Summary(), "10,000 connections/s (10000 connections);")
 	require.Contains(t, i.Summary(), "3355 bytes of RSS per connection")
 }
 
