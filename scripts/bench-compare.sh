@@ -79,7 +79,9 @@ start_server() {
 	local name=$1 port=$2
 	case "$name" in
 	gearwork)
-		"$GW" serve --listen "127.0.0.1:$port" --store "$GEARWORK_STORE" --log-level warn \
+		# Only the Gearman port is measured; the HTTP API stays off so that
+		# its fixed port cannot clash.
+		"$GW" serve --listen "127.0.0.1:$port" --http off --store "$GEARWORK_STORE" --log-level warn \
 			>>"$OUT/gearwork.log" 2>&1 &
 		;;
 	gearmand)
