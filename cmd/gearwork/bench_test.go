@@ -70,6 +70,7 @@ func TestBenchCommandRejectsBadArguments(t *testing.T) {
 		{[]string{"--jobs", "0"}, "invalid --jobs 0: must be at least 1"},
 		{[]string{"--workers", "-3"}, "invalid --workers -3"},
 		{[]string{"--timeout", "0s"}, "invalid --timeout 0s"},
+		{[]string{"--idle-settle", "0s"}, "invalid --idle-settle 0s"},
 		{[]string{"--payload", "4"}, "payload must be 8 to"},
 		{[]string{"--scenario", "memory"}, "scenario memory needs the server's pid"},
 		{[]string{"--scenario", "nope"}, `unknown scenario "nope"`},

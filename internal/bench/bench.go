@@ -23,8 +23,8 @@
 //   - echo: ECHO_REQ round trips, pipelined like submit.
 //   - memory (needs PID): the server's RSS before and after queueing Jobs
 //     background jobs, reported per job.
-//   - idle (needs PID): the server's RSS while IdleConns connections are
-//     open and idle, reported per connection.
+//   - idle (needs PID): the server's RSS once IdleConns connections have
+//     been open and idle for IdleSettle, reported per connection.
 //
 // Workers sleep with PRE_SLEEP and wake on NOOP, as real workers do; no
 // scenario polls. Every scenario is bounded by its job count and by
@@ -79,6 +79,11 @@ type Config struct {
 	// IdleConns is how many connections the idle scenario opens.
 	// Default 10000.
 	IdleConns int
+	// IdleSettle is how long the idle scenario keeps its connections open
+	// and idle before it reads the server's RSS, so that a server which
+	// gives back the memory of idle connections after a while is measured
+	// once it has. It counts against Timeout. Default 5 seconds.
+	IdleSettle time.Duration
 	// PID is the server's process id, for memory and CPU figures; 0 means
 	// unknown (memory and idle then cannot run).
 	PID int
@@ -104,6 +109,7 @@ func (c Config) withDefaults() Config {
 	c.Inflight = cmp.Or(c.Inflight, 64)
 	c.Workers = cmp.Or(c.Workers, 8)
 	c.IdleConns = cmp.Or(c.IdleConns, 10000)
+	c.IdleSettle = cmp.Or(c.IdleSettle, 5*time.Second)
 	c.Timeout = cmp.Or(c.Timeout, 2*time.Minute)
 	c.Function = cmp.Or(c.Function, "gearwork-bench")
 	return c
@@ -136,6 +142,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench: invalid pid %d", c.PID)
 	case c.Timeout <= 0:
 		return fmt.Errorf("bench: timeout must be positive, not %s", c.Timeout)
+	case c.IdleSettle < 0:
+		return fmt.Errorf("bench: idle settle time must not be negative, not %s", c.IdleSettle)
 	case len(c.Function) > 400 || strings.ContainsRune(c.Function, 0):
 		return errors.New("bench: function prefix must be at most 400 bytes without NUL")
 	}

@@ -26,6 +26,7 @@ func TestValidate(t *testing.T) {
 		"idle":           {func(c *Config) { c.IdleConns = -1 }, "idle connections must be at least 1"},
 		"pid":            {func(c *Config) { c.PID = -1 }, "invalid pid"},
 		"timeout":        {func(c *Config) { c.Timeout = -time.Second }, "timeout must be positive"},
+		"settle":         {func(c *Config) { c.IdleSettle = -time.Second }, "idle settle time must not be negative"},
 		"function NUL":   {func(c *Config) { c.Function = "a\x00b" }, "function prefix"},
 		"function large": {func(c *Config) { c.Function = string(make([]byte, 401)) }, "function prefix"},
 	} {

@@ -49,7 +49,7 @@ func startGearwork(t *testing.T) (string, *broker.Broker) {
 // tinyConfig keeps every scenario small: correctness, not speed.
 func tinyConfig(addr string, pid int) Config {
 	return Config{Addr: addr, Jobs: 500, Connections: 2, Inflight: 8, Workers: 3,
-		IdleConns: 40, PID: pid, Timeout: time.Minute}
+		IdleConns: 40, IdleSettle: 10 * time.Millisecond, PID: pid, Timeout: time.Minute}
 }
 
 // checkResult checks what every successful result must satisfy.
@@ -73,6 +73,9 @@ func checkResult(t *testing.T, cfg Config, res Result) {
 	}
 	if res.Scenario == "memory" || res.Scenario == "idle" {
 		require.Positive(t, res.RSSBefore)
+	}
+	if res.Scenario == "idle" {
+		require.Equal(t, cfg.IdleSettle, res.IdleSettle)
 	}
 	line := res.Line()
 	require.True(t, strings.HasPrefix(line, "scenario="+res.Scenario+" server="+cfg.Addr+" jobs="+strconv.Itoa(want)+" "), line)
@@ -244,6 +247,15 @@ func TestSilentServerTimesOut(t *testing.T) {
 	cfg.Timeout = 300 * time.Millisecond
 	_, err := Run(t.Context(), cfg, "fg1")
 	require.ErrorContains(t, err, "bench fg1: timed out after 300ms")
+}
+
+func TestIdleSettleCountsAgainstTimeout(t *testing.T) {
+	t.Parallel()
+	addr, _ := startGearwork(t)
+	cfg := tinyConfig(addr, os.Getpid())
+	cfg.IdleSettle, cfg.Timeout = time.Hour, 2*time.Second
+	_, err := Run(t.Context(), cfg, "idle")
+	require.ErrorContains(t, err, "bench idle: timed out after 2s")
 }
 
 func TestCancelInterrupts(t *testing.T) {

@@ -43,6 +43,9 @@ type Result struct {
 	// (idle), in bytes. Zero for other scenarios.
 	RSSBefore int64
 	RSSPerJob float64
+	// IdleSettle is how long idle's connections had idled when RSS was
+	// read (RSS then is that reading, not the one at the end of Elapsed).
+	IdleSettle time.Duration
 }
 
 // finish derives Rate and CPUPerJob.
@@ -89,6 +92,7 @@ func (r Result) fields() []field {
 		{"cpu_ns_per_job", float64(r.CPUPerJob), 0, hasProc},
 		{"rss_before_bytes", r.RSSBefore, 0, hasMem},
 		{"rss_bytes_per_job", r.RSSPerJob, 1, hasMem},
+		{"settle_seconds", r.IdleSettle.Seconds(), 1, r.IdleSettle > 0},
 	}
 }
 
@@ -96,7 +100,8 @@ func (r Result) fields() []field {
 // in a fixed order: scenario server jobs payload connections inflight
 // workers grabs backlog seconds rate, then p50_us p99_us when the scenario
 // measures latency, rss_bytes cpu_ns_per_job when the server's pid was
-// given, and rss_before_bytes rss_bytes_per_job for memory and idle. Values
+// given, rss_before_bytes rss_bytes_per_job for memory and idle, and
+// settle_seconds for idle. Values
 // contain no spaces. There is no trailing newline.
 func (r Result) Line() string {
 	var b strings.Builder
@@ -195,6 +200,9 @@ func (r Result) Summary() string {
 			per = "connection"
 		}
 		fmt.Fprintf(&b, "; %.0f bytes of RSS per %s", r.RSSPerJob, per)
+		if r.IdleSettle > 0 {
+			fmt.Fprintf(&b, " after %s idle", r.IdleSettle)
+		}
 	}
 	return b.String()
 }

@@ -434,9 +434,29 @@ func runIdle(ctx context.Context, r *run) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	// The clock (connections per second) stops here; the memory is read
+	// once the connections have idled.
 	if err := r.end(cfg.IdleConns); err != nil {
 		return err
 	}
+	r.prog.start("idling", 0)
+	settle := time.NewTimer(cfg.IdleSettle)
+	defer settle.Stop()
+	deadline := time.NewTimer(time.Until(r.deadline))
+	defer deadline.Stop()
+	select {
+	case <-settle.C:
+	case <-deadline.C:
+		return fmt.Errorf("letting connections idle: %w", os.ErrDeadlineExceeded)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	rss, err := readRSS(cfg.PID)
+	if err != nil {
+		return err
+	}
+	r.res.RSS = rss
+	r.res.IdleSettle = cfg.IdleSettle
 	r.res.Connections = cfg.IdleConns
 	r.res.RSSBefore = before
 	r.res.RSSPerJob = float64(r.res.RSS-before) / float64(cfg.IdleConns)
