@@ -31,7 +31,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.Workers, "workers", 8, "worker connections (`W`) of drain1, drain8 and steady")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "`jobs` submit queues before it measures (the rate with a deep queue)")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "connections the idle scenario holds open")
-	fs.DurationVar(&cfg.IdleSettle, "idle-settle", 5*time.Second, "how long idle lets its connections idle before it reads the server's memory")
+	fs.DurationVar(&cfg.IdleSettle, "idle-settle", 10*time.Second, "how long idle lets its connections idle before it reads the server's memory")
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `id` (same machine): adds its RSS and CPU per job, enables memory and idle")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "limit for each scenario, loading and cleanup included")
 	fs.BoolVar(&cfg.NoCleanup, "no-cleanup", false, "leave jobs a scenario queued on the server (when it is restarted afterwards anyway)")

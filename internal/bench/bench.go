@@ -82,7 +82,7 @@ type Config struct {
 	// IdleSettle is how long the idle scenario keeps its connections open
 	// and idle before it reads the server's RSS, so that a server which
 	// gives back the memory of idle connections after a while is measured
-	// once it has. It counts against Timeout. Default 5 seconds.
+	// once it has. It counts against Timeout. Default 10 seconds.
 	IdleSettle time.Duration
 	// PID is the server's process id, for memory and CPU figures; 0 means
 	// unknown (memory and idle then cannot run).
@@ -109,7 +109,7 @@ func (c Config) withDefaults() Config {
 	c.Inflight = cmp.Or(c.Inflight, 64)
 	c.Workers = cmp.Or(c.Workers, 8)
 	c.IdleConns = cmp.Or(c.IdleConns, 10000)
-	c.IdleSettle = cmp.Or(c.IdleSettle, 5*time.Second)
+	c.IdleSettle = cmp.Or(c.IdleSettle, 10*time.Second)
 	c.Timeout = cmp.Or(c.Timeout, 2*time.Minute)
 	c.Function = cmp.Or(c.Function, "gearwork-bench")
 	return c
