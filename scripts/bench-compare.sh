@@ -13,9 +13,11 @@
 #   STEADY_JOBS [JOBS]  jobs of steady
 #   IDLE_CONNS [10000]  connections held by idle
 #   ROWS [all]          space-separated subset of the rows below
-#   SERVERS [all]       subset of: gearwork gearmand gearmand-tuned
+#   SERVERS [gearwork gearmand gearmand-tuned]
+#                       any of those and gearwork-default (Gearwork with its
+#                       default durable store, a fresh data directory each start)
 #   GEARMAND [/usr/sbin/gearmand]
-#   GEARWORK_STORE [memory:]   --store of gearwork serve
+#   GEARWORK_STORE [memory:]   --store of the "gearwork" server
 #   OUT [a new temporary directory]
 #
 # Rows: submit submit@10k submit@1M drain1 drain8 steady fg1 fg64 echo
@@ -84,6 +86,11 @@ start_server() {
 		"$GW" serve --listen "127.0.0.1:$port" --http off --store "$GEARWORK_STORE" --log-level warn \
 			>>"$OUT/gearwork.log" 2>&1 &
 		;;
+	gearwork-default)
+		rm -rf "$OUT/data"
+		"$GW" serve --listen "127.0.0.1:$port" --http off --store "pebble:$OUT/data" --log-level warn \
+			>>"$OUT/gearwork.log" 2>&1 &
+		;;
 	gearmand)
 		"$GEARMAND" -t 1 -L 127.0.0.1 -p "$port" --log-file "$OUT/gearmand.log" \
 			--pid-file "$OUT/gearmand.pid" &
@@ -108,6 +115,7 @@ stop_server() {
 		wait "$SERVER_PID" 2>/dev/null || true
 		SERVER_PID=""
 	fi
+	rm -rf "$OUT/data"
 }
 trap stop_server EXIT
 
@@ -208,7 +216,7 @@ metric_name() {
 	echo "- Kernel: $(uname -sr)"
 	echo "- Go: $(go version | cut -d' ' -f3-)"
 	echo "- gearmand: $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//")"
-	echo "- gearwork: $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown), --store $GEARWORK_STORE"
+	echo "- gearwork: $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown); \"gearwork\" runs with --store $GEARWORK_STORE, \"gearwork-default\" with its default store"
 	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
 	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS runs in ${elapsed}s"
 	echo "- Settings: RUNS=$RUNS JOBS=$JOBS FG1_JOBS=$FG1_JOBS FG64_JOBS=$FG64_JOBS STEADY_JOBS=$STEADY_JOBS IDLE_CONNS=$IDLE_CONNS"
@@ -218,14 +226,27 @@ metric_name() {
 	echo "Ratios are gearwork ÷ gearmand: above 1 is better for jobs/s, below 1 is better"
 	echo "for latency, CPU and memory."
 	echo
-	echo "| scenario | metric | gearwork | gearmand | gearmand tuned | vs default | vs tuned |"
-	echo "|---|---|--:|--:|--:|--:|--:|"
+	# Columns: each server, then each Gearwork server ÷ each gearmand.
+	pairs=""
+	for a in gearwork gearwork-default; do
+		for b in gearmand gearmand-tuned; do
+			if [[ " $SERVERS " == *" $a "* && " $SERVERS " == *" $b "* ]]; then pairs+=" $a/$b"; fi
+		done
+	done
+	header="| scenario | metric |"
+	rule="|---|---|"
+	for server in $SERVERS; do header+=" $server |"; rule+="--:|"; done
+	for p in $pairs; do header+=" ${p%/*} ÷ ${p#*/} |"; rule+="--:|"; done
+	echo "$header"
+	echo "$rule"
 	for row in $ROWS; do
 		for m in $(metrics_of "$row"); do
-			gw=$(median "$row" gearwork "$m")
-			gd=$(median "$row" gearmand "$m")
-			gt=$(median "$row" gearmand-tuned "$m")
-			echo "| $row | $(metric_name "$row" "$m") | $(num "$gw") | $(num "$gd") | $(num "$gt") | $(ratio "$gw" "$gd") | $(ratio "$gw" "$gt") |"
+			line="| $row | $(metric_name "$row" "$m") |"
+			for server in $SERVERS; do line+=" $(num "$(median "$row" "$server" "$m")") |"; done
+			for p in $pairs; do
+				line+=" $(ratio "$(median "$row" "${p%/*}" "$m")" "$(median "$row" "${p#*/}" "$m")") |"
+			done
+			echo "$line"
 		done
 	done
 	echo
