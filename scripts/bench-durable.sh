@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Durable background jobs: Gearwork's default store (pebble, --sync always)
+# and its memory store next to gearmand with its sqlite and redis queues, in
+# one run; then the HTTP API's submit rate with wrk. Every measurement gets a
+# fresh server process (and a fresh data directory, database or redis).
+# Prints the medians and the ratios as Markdown on stdout; progress goes to
+# stderr, raw result lines to $OUT/results.txt.
+#
+# Environment (defaults in brackets):
+#   RUNS [3]               measurements per scenario and server
+#   JOBS [100000]          jobs per scenario for Gearwork
+#   SQLITE_JOBS [5000]     jobs per scenario for gearmand -q libsqlite3 (slow)
+#   REDIS_JOBS [20000]     jobs per scenario for gearmand -q redis
+#   SCENARIOS [submit steady steady64 drain8]
+#                          steady64 is steady with --workers 64: steady lets
+#                          at most --workers jobs wait between submit and
+#                          start, so with 8 a durable server is bound by the
+#                          fsync latency rather than its throughput
+#   SERVERS [gearwork-durable gearwork-memory gearmand-sqlite gearmand-redis gearmand-redis-always]
+#                          gearmand-redis runs redis with appendfsync
+#                          everysec, gearmand-redis-always with appendfsync
+#                          always (the setting that loses no acknowledged job)
+#   HTTP [1]               0 skips the wrk runs
+#   GEARMAND [/usr/sbin/gearmand]  REDIS [/usr/bin/redis-server]
+#   OUT [a new temporary directory, on the same disk as the data]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+JOBS=${JOBS:-100000}
+SQLITE_JOBS=${SQLITE_JOBS:-5000}
+REDIS_JOBS=${REDIS_JOBS:-20000}
+SCENARIOS=${SCENARIOS:-submit steady steady64 drain8}
+SERVERS=${SERVERS:-gearwork-durable gearwork-memory gearmand-sqlite gearmand-redis gearmand-redis-always}
+HTTP=${HTTP:-1}
+GEARMAND=${GEARMAND:-/usr/sbin/gearmand}
+REDIS=${REDIS:-/usr/bin/redis-server}
+OUT=${OUT:-$(mktemp -d /tmp/bench-durable.XXXXXX)}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.txt"
+: >"$RESULTS"
+
+log() { echo "bench-durable: $*" >&2; }
+
+[ -x "$GEARMAND" ] || { log "$GEARMAND not found (apt-get install gearman-job-server)"; exit 1; }
+[ -x "$REDIS" ] || { log "$REDIS not found (apt-get install redis-server)"; exit 1; }
+log "building gearwork into $OUT"
+go build -o "$OUT/gearwork" ./cmd/gearwork
+GW="$OUT/gearwork"
+
+# free_port prints a loopback port nothing listens on.
+free_port() {
+	local port i
+	for ((i = 0; i < 100; i++)); do
+		port=$((20000 + RANDOM % 12000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "$port"
+			return
+		fi
+	done
+	log "no free port found"
+	exit 1
+}
+
+# wait_port waits up to 10 s until 127.0.0.1:$1 accepts connections.
+wait_port() {
+	local i
+	for ((i = 0; i < 200; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.05
+	done
+	return 1
+}
+
+SERVER_PID="" REDIS_PID=""
+DATA="$OUT/data"
+
+# start_redis FSYNC starts a private redis-server with an append-only file
+# fsynced as FSYNC (everysec or always) and no snapshots; REDIS_PORT is its
+# port.
+start_redis() {
+	REDIS_PORT=$(free_port)
+	"$REDIS" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly yes \
+		--appendfsync "$1" --dir "$DATA" --logfile "$OUT/redis.log" &
+	REDIS_PID=$!
+	wait_port "$REDIS_PORT" || { log "redis-server did not start"; exit 1; }
+}
+
+# start_server NAME PORT starts one server in the background; SERVER_PID
+# is its process id.
+start_server() {
+	local name=$1 port=$2
+	rm -rf "$DATA"
+	mkdir -p "$DATA"
+	case "$name" in
+	gearwork-durable)
+		"$GW" serve --listen "127.0.0.1:$port" --http off --store "pebble:$DATA/pebble" --sync always \
+			--log-level warn >>"$OUT/gearwork.log" 2>&1 &
+		;;
+	gearwork-memory)
+		"$GW" serve --listen "127.0.0.1:$port" --http off --store memory: --log-level warn \
+			>>"$OUT/gearwork.log" 2>&1 &
+		;;
+	gearmand-sqlite)
+		"$GEARMAND" -t 1 -L 127.0.0.1 -p "$port" --log-file "$OUT/gearmand.log" \
+			-q libsqlite3 --libsqlite3-db "$DATA/q.db" &
+		;;
+	gearmand-redis | gearmand-redis-always)
+		if [ "$name" = gearmand-redis ]; then start_redis everysec; else start_redis always; fi
+		"$GEARMAND" -t 1 -L 127.0.0.1 -p "$port" --log-file "$OUT/gearmand.log" \
+			-q redis --redis-server 127.0.0.1 --redis-port "$REDIS_PORT" &
+		;;
+	*) log "unknown server $name"; exit 1 ;;
+	esac
+	SERVER_PID=$!
+	if ! wait_port "$port"; then
+		log "$name did not start on port $port"
+		stop_server
+		exit 1
+	fi
+}
+
+stop_server() {
+	local pid
+	for pid in "$SERVER_PID" "$REDIS_PID"; do
+		if [ -n "$pid" ]; then
+			kill "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		fi
+	done
+	SERVER_PID="" REDIS_PID=""
+	rm -rf "$DATA"
+}
+trap stop_server EXIT
+
+jobs_of() {
+	case "$1" in
+	gearmand-sqlite) echo "$SQLITE_JOBS" ;;
+	gearmand-redis*) echo "$REDIS_JOBS" ;;
+	*) echo "$JOBS" ;;
+	esac
+}
+
+# bench_args SCENARIO SERVER prints the gearwork bench arguments.
+bench_args() {
+	local n
+	n=$(jobs_of "$2")
+	case "$1" in
+	steady64) echo "--scenario steady --workers 64 --jobs $n" ;;
+	*) echo "--scenario $1 --jobs $n" ;;
+	esac
+}
+
+failures=0
+start_time=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# Runs are interleaved (every server for one scenario, then the next) so
+# that a change in the machine's load hits all servers alike.
+for ((run = 1; run <= RUNS; run++)); do
+	for sc in $SCENARIOS; do
+		for server in $SERVERS; do
+			port=$(free_port)
+			start_server "$server" "$port"
+			# shellcheck disable=SC2046 # word splitting of the arguments is wanted
+			if line=$("$GW" bench --server "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup --timeout 5m \
+				$(bench_args "$sc" "$server") 2>>"$OUT/bench.log"); then
+				echo "row=$sc target=$server run=$run $line" >>"$RESULTS"
+				log "run $run/$RUNS $sc $server: $(grep -o 'rate=[0-9.]*' <<<"$line")"
+			else
+				log "run $run/$RUNS $sc $server: FAILED (see $OUT/bench.log)"
+				failures=$((failures + 1))
+			fi
+			stop_server
+		done
+	done
+done
+
+# HTTP: POST /v1/functions/f/jobs with a 64-byte body, memory and durable
+# store, RUNS times each.
+HTTP_SERVERS=""
+if [ "$HTTP" = 1 ]; then
+	command -v wrk >/dev/null || { log "wrk not found (apt-get install wrk)"; exit 1; }
+	HTTP_SERVERS="http-memory http-durable"
+	for ((run = 1; run <= RUNS; run++)); do
+		for server in $HTTP_SERVERS; do
+			port=$(free_port) hport=$(free_port)
+			rm -rf "$DATA"
+			mkdir -p "$DATA"
+			store="memory:"
+			[ "$server" = http-durable ] && store="pebble:$DATA/pebble"
+			"$GW" serve --listen "127.0.0.1:$port" --http "127.0.0.1:$hport" --store "$store" \
+				--log-level warn >>"$OUT/gearwork.log" 2>&1 &
+			SERVER_PID=$!
+			wait_port "$hport" || { log "$server did not start"; exit 1; }
+			out=$(wrk -t2 -c16 -d10s -s scripts/wrk-post.lua "http://127.0.0.1:$hport/v1/functions/f/jobs")
+			echo "$out" >>"$OUT/wrk.log"
+			rate=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+			non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+			echo "row=http target=$server run=$run rate=$rate non2xx=${non2xx:-0}" >>"$RESULTS"
+			log "run $run/$RUNS http $server: rate=$rate non-2xx=${non2xx:-0}"
+			stop_server
+		done
+	done
+fi
+elapsed=$(($(date +%s) - start_time))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# median ROW SERVER KEY prints the median of KEY over the runs, or "-".
+median() {
+	awk -v row="$1" -v srv="$2" -v key="$3" '
+		$1 == "row=" row && $2 == "target=" srv {
+			for (i = 3; i <= NF; i++) if (index($i, key "=") == 1) print substr($i, length(key) + 2)
+		}' "$RESULTS" | sort -g | awk '
+		{ v[NR] = $1 }
+		END {
+			if (NR == 0) { print "-"; exit }
+			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+		}'
+}
+
+num() {
+	awk -v v="$1" 'BEGIN {
+		if (v == "-") { print "-"; exit }
+		if (v + 0 >= 100) { s = sprintf("%.0f", v); out = ""
+			while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+			print s out } else printf "%.3g\n", v }'
+}
+
+# ratio A B prints A/B, as a percentage with PCT=1.
+ratio() {
+	awk -v a="$1" -v b="$2" -v pct="${3:-0}" 'BEGIN {
+		if (a == "-" || b == "-" || b + 0 == 0) print "-"
+		else if (pct) printf "%.0f%%\n", 100 * a / b
+		else printf "%.1f×\n", a / b }'
+}
+
+{
+	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc); disk under $OUT: $(df -T "$OUT" | awk 'NR == 2 {print $2}')"
+	echo "- gearwork $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//"); $("$REDIS" --version | cut -d' ' -f1-3)"
+	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
+	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS runs in ${elapsed}s"
+	echo "- Settings: RUNS=$RUNS JOBS=$JOBS SQLITE_JOBS=$SQLITE_JOBS REDIS_JOBS=$REDIS_JOBS; $failures measurements failed"
+	echo
+	header="| scenario | metric |" rule="|---|---|"
+	for server in $SERVERS; do header+=" $server |"; rule+="--:|"; done
+	echo "$header"
+	echo "$rule"
+	for sc in $SCENARIOS; do
+		for m in rate p50_us p99_us; do
+			case "$sc:$m" in submit:p50_us | submit:p99_us | drain8:p50_us | drain8:p99_us) continue ;; esac
+			line="| $sc | $m |"
+			for server in $SERVERS; do line+=" $(num "$(median "$sc" "$server" "$m")") |"; done
+			echo "$line"
+		done
+	done
+	echo
+	for sc in $SCENARIOS; do
+		d=$(median "$sc" gearwork-durable rate)
+		echo "- $sc: durable ÷ gearmand-sqlite $(ratio "$d" "$(median "$sc" gearmand-sqlite rate)"), ÷ gearmand-redis $(ratio "$d" "$(median "$sc" gearmand-redis rate)"), ÷ gearmand-redis-always $(ratio "$d" "$(median "$sc" gearmand-redis-always rate)"), share of gearwork-memory $(ratio "$d" "$(median "$sc" gearwork-memory rate)" 1)"
+	done
+	for server in $HTTP_SERVERS; do
+		echo "- HTTP $server: $(num "$(median http "$server" rate)") req/s (median; non-2xx: $(awk -v s="$server" '$1 == "row=http" && $2 == "target=" s {split($5, a, "="); t += a[2]} END {print t + 0}' "$RESULTS"))"
+	done
+	echo
+	echo "Raw results: $RESULTS"
+}
+log "done in ${elapsed}s; raw results in $RESULTS"
