@@ -48,29 +48,8 @@ log "building gearwork into $OUT"
 go build -o "$OUT/gearwork" ./cmd/gearwork
 GW="$OUT/gearwork"
 
-# free_port prints a loopback port nothing listens on.
-free_port() {
-	local port i
-	for ((i = 0; i < 100; i++)); do
-		port=$((20000 + RANDOM % 12000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			echo "$port"
-			return
-		fi
-	done
-	log "no free port found"
-	exit 1
-}
-
-# wait_port waits up to 10 s until 127.0.0.1:$1 accepts connections.
-wait_port() {
-	local i
-	for ((i = 0; i < 200; i++)); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.05
-	done
-	return 1
-}
+# free_port, wait_port, median and num.
+. "$(dirname "$0")/bench-lib.sh"
 
 SERVER_PID="" REDIS_PID=""
 DATA="$OUT/data"
@@ -204,27 +183,6 @@ if [ "$HTTP" = 1 ]; then
 fi
 elapsed=$(($(date +%s) - start_time))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-
-# median ROW SERVER KEY prints the median of KEY over the runs, or "-".
-median() {
-	awk -v row="$1" -v srv="$2" -v key="$3" '
-		$1 == "row=" row && $2 == "target=" srv {
-			for (i = 3; i <= NF; i++) if (index($i, key "=") == 1) print substr($i, length(key) + 2)
-		}' "$RESULTS" | sort -g | awk '
-		{ v[NR] = $1 }
-		END {
-			if (NR == 0) { print "-"; exit }
-			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
-		}'
-}
-
-num() {
-	awk -v v="$1" 'BEGIN {
-		if (v == "-") { print "-"; exit }
-		if (v + 0 >= 100) { s = sprintf("%.0f", v); out = ""
-			while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
-			print s out } else printf "%.3g\n", v }'
-}
 
 # ratio A B prints A/B, as a percentage with PCT=1.
 ratio() {
