@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gearwork/gearwork/internal/testserver"
 	"log/slog"
 	"net"
 	"os"
@@ -123,10 +124,7 @@ func TestBacklogAndNoCleanup(t *testing.T) {
 // which the project's test dependencies install.
 func TestScenariosAgainstGearmand(t *testing.T) {
 	t.Parallel()
-	const bin = "/usr/sbin/gearmand"
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("%s not installed (scripts/deps.sh installs it)", bin)
-	}
+	bin := testserver.NeedCommand(t, "/usr/sbin/gearmand")
 	addr, pid := startGearmand(t, bin)
 	for _, name := range Scenarios() {
 		t.Run(name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"github.com/gearwork/gearwork/internal/testserver"
 	"io"
 	"log/slog"
 	"net"
@@ -103,16 +104,13 @@ func (c *client) admin(line string, list bool) string {
 // gearmanCLI runs Debian's gearman client (libgearman) against the server.
 func (tb *lcBundle) gearmanCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin, err := exec.LookPath("gearman")
-	if err != nil {
-		t.Skip("gearman (Debian gearman-tools) is not installed; scripts/deps.sh installs it")
-	}
+	bin := testserver.NeedCommand(t, "gearman")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", tb.port}, args...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
+	err := cmd.Run()
 	if err != nil {
 		return out.String(), &exec.ExitError{ProcessState: cmd.ProcessState, Stderr: errOut.Bytes()}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/gearwork/gearwork/internal/testserver"
 	"io"
 	"net"
 	"os"
@@ -70,15 +71,7 @@ func runMain(m *testing.M) int {
 // GEARWORK_ALLOW_SKIP=1. It returns the program's path.
 func need(t *testing.T, program string) string {
 	t.Helper()
-	path, err := exec.LookPath(program)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
-		t.Skipf("%s is not installed (run scripts/deps.sh); skipped because GEARWORK_ALLOW_SKIP=1", program)
-	}
-	t.Fatalf("%s is not installed: run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)", program)
-	return ""
+	return testserver.NeedCommand(t, program)
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/gearwork/gearwork/internal/testserver"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -19,13 +19,7 @@ import (
 // returns a chromedp context for one tab.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("chromium is not installed (scripts/deps.sh installs it)")
-		}
-		t.Fatal("chromium is not installed: scripts/deps.sh should have installed it")
-	}
+	path := testserver.NeedCommand(t, "chromium")
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),
 		chromedp.Headless,

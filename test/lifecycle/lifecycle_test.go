@@ -144,10 +144,7 @@ func (c *conn) admin(line string) []string {
 
 func gearmanCLI(t *testing.T, s *server, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("gearman")
-	if err != nil {
-		t.Skip("gearman (Debian gearman-tools) is not installed; scripts/deps.sh installs it")
-	}
+	bin := testserver.NeedCommand(t, "gearman")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", s.port}, args...)...).CombinedOutput()

@@ -239,10 +239,7 @@ auth:
 
 func TestOpenSSLClient(t *testing.T) {
 	t.Parallel()
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl not installed (Debian package openssl)")
-	}
+	openssl := testserver.NeedCommand(t, "openssl")
 	p := newPKI(t, "cli")
 	srv := testserver.Start(t, p.serverArgs(true)...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -278,10 +275,7 @@ func TestOpenSSLClient(t *testing.T) {
 // sends plaintext), so the test is skipped there.
 func TestGearmanCLIOverTLS(t *testing.T) {
 	t.Parallel()
-	cli, err := exec.LookPath("gearman")
-	if err != nil {
-		t.Skip("gearman CLI not installed (Debian package gearman-tools)")
-	}
+	cli := testserver.NeedCommand(t, "gearman")
 	if !libgearmanHasTLS(t, cli) {
 		t.Skip("Debian's libgearman is built without TLS support: gearman -S sends plaintext, so it cannot talk to a TLS port")
 	}
