@@ -65,7 +65,7 @@ func testCtx(t *testing.T) context.Context {
 
 // status returns the server's view of one function.
 func status(b *broker.Broker, fn string) broker.FunctionStatus {
-	for _, f := range b.Status() {
+	for _, f := range b.Status(context.Background()) {
 		if f.Name == fn {
 			return f
 		}

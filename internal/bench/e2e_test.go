@@ -114,7 +114,7 @@ func TestBacklogAndNoCleanup(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 800, b.JobCount(), "NoCleanup leaves the jobs queued")
 	var total int
-	for _, f := range b.Status() {
+	for _, f := range b.Status(context.Background()) {
 		total += f.Total
 	}
 	require.Equal(t, 800, total)

@@ -358,7 +358,7 @@ func TestStatusAndProgress(t *testing.T) {
 	require.NoError(t, tb.b.WorkStatus(w, j.seq, 3, 10))
 	require.Equal(t, JobStatus{Seq: j.seq, Known: true, Running: true, Numerator: 3, Denominator: 10}, tb.b.GetStatus(h))
 	require.Equal(t, JobStatus{Seq: j.seq, Known: true, Running: true, Numerator: 3, Denominator: 10}, tb.b.GetStatusUnique([]byte("u")))
-	require.Equal(t, []FunctionStatus{{Name: "f", Total: 1, Running: 1, Workers: 1}}, tb.b.Status())
+	require.Equal(t, []FunctionStatus{{Name: "f", Total: 1, Running: 1, Workers: 1}}, tb.b.Status(context.Background()))
 	require.NoError(t, tb.b.Finish(w, j.seq, Complete, nil))
 	require.Equal(t, JobStatus{}, tb.b.GetStatus(h))
 }
@@ -396,10 +396,10 @@ func TestCancelJob(t *testing.T) {
 	tb := setup(t, Config{})
 	c, cout := tb.session()
 	j := tb.submit(t, c, fg("f", "", "x"))
-	require.NoError(t, tb.b.CancelJob([]byte(tb.b.Handle(j.seq))))
+	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j.seq))))
 	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, cout.take())
 	require.Equal(t, 0, tb.b.JobCount())
-	require.ErrorIs(t, tb.b.CancelJob([]byte(tb.b.Handle(j.seq))), ErrJobNotFound)
+	require.ErrorIs(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j.seq))), ErrJobNotFound)
 }
 
 func TestDropFunction(t *testing.T) {
@@ -412,7 +412,7 @@ func TestDropFunction(t *testing.T) {
 	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionBusy)
 	tb.b.CloseSession(w)
 	require.NoError(t, tb.b.DropFunction("f"))
-	require.Empty(t, tb.b.Status())
+	require.Empty(t, tb.b.Status(context.Background()))
 	require.Equal(t, 0, tb.b.JobCount())
 	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionNotFound)
 }

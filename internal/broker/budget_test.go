@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -34,7 +35,7 @@ func TestMaxQueuedBytes(t *testing.T) {
 	require.NoError(t, tb.submit(t, c, bg("c", "", strings.Repeat("z", 60), Normal)).err)
 
 	// Cancelling frees bytes too.
-	require.NoError(t, tb.b.CancelJob([]byte(tb.b.Handle(dup.seq))))
+	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(dup.seq))))
 	require.NoError(t, tb.submit(t, c, bg("d", "", strings.Repeat("w", 40), Normal)).err)
 	require.ErrorIs(t, tb.submit(t, c, bg("d", "", "1", Normal)).err, ErrQueueFull)
 }

@@ -91,6 +91,15 @@ type cluster struct {
 	// failing (mu) is set while store writes fail; it is cleared when the
 	// store answers again.
 	failing bool
+
+	// life is the store's lifecycle capability, or nil
+	// (cluster_lifecycle.go).
+	life SharedLifecycle
+	// trimDead (mu) names the functions that got dead letters since the
+	// last expiry sweep, whose limit the sweep enforces.
+	trimDead map[string]bool
+	// counts caches the store's counts for the admin views.
+	counts countsCache
 }
 
 func (c *cluster) kick() {
@@ -117,7 +126,10 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 		loopDone:  make(chan struct{}),
 		empty:     make(map[*function]bool),
 		idleSince: make(map[*function]time.Time),
+		trimDead:  make(map[string]bool),
+		counts:    countsCache{sem: make(chan struct{}, 1)},
 	}
+	c.life, _ = sh.(SharedLifecycle)
 	b.mu.Lock()
 	b.cluster = c
 	b.nextSeq |= localSeqBit
@@ -183,6 +195,9 @@ func (b *Broker) claimLoop(ctx context.Context) {
 			clear(c.empty)
 			release := b.idleJobsLocked()
 			b.mu.Unlock()
+			if c.life != nil {
+				b.expireShared(ctx)
+			}
 			if len(release) > 0 {
 				if err := c.store.Release(ctx, release); err != nil && ctx.Err() == nil {
 					b.log.Warn("broker: releasing jobs without local workers failed",

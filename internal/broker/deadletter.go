@@ -2,6 +2,9 @@ package broker
 
 import (
 	"cmp"
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -30,8 +33,12 @@ func (b *Broker) deadLocked(j *job, now int64) {
 		b.deleteStoredLocked(j)
 		return
 	}
-	b.addDeadLocked(j)
-	b.saveLocked(j)
+	if b.sharedLife() != nil {
+		b.deadSharedLocked(j)
+	} else {
+		b.addDeadLocked(j)
+		b.saveLocked(j)
+	}
 	b.log.Warn("broker: job moved to dead letters", slog.String("handle", b.Handle(j.seq)),
 		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)),
 		slog.String("error", l.lastErr))
@@ -98,9 +105,26 @@ func deadLetterOf(j *job) DeadLetter {
 }
 
 // DeadLetters lists the dead letters of a function ("" for all), by
-// function name and then in the order they died.
-func (b *Broker) DeadLetters(function string) []DeadLetter {
-	return b.tierFillDeadLetters(b.deadLetters(function))
+// function name and then in the order they died, at most limit of them
+// (limit ≤ 0: all). In shared mode it lists those of every server of the
+// cluster from the store.
+func (b *Broker) DeadLetters(ctx context.Context, function string, limit int) ([]DeadLetter, error) {
+	if sl := b.sharedLife(); sl != nil {
+		jobs, err := sl.DeadJobs(ctx, function, limit)
+		if err != nil {
+			return nil, fmt.Errorf("broker: list dead letters: %w", err)
+		}
+		out := make([]DeadLetter, 0, len(jobs))
+		for _, r := range jobs {
+			out = append(out, deadLetterOfStored(r))
+		}
+		return out, nil
+	}
+	out := b.deadLetters(function)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return b.tierFillDeadLetters(out), nil
 }
 
 func (b *Broker) deadLetters(function string) []DeadLetter {
@@ -121,18 +145,44 @@ func (b *Broker) deadLetters(function string) []DeadLetter {
 	return out
 }
 
-// DeadLetterByHandle returns one dead letter.
-func (b *Broker) DeadLetterByHandle(handle []byte) (DeadLetter, bool) {
-	var dl DeadLetter
-	ok := b.withDeadLetter(handle, func(j *job) { dl = deadLetterOf(j) })
-	return dl, ok
+// DeadLetterByHandle returns one dead letter; ok is false when the handle
+// names none.
+func (b *Broker) DeadLetterByHandle(ctx context.Context, handle []byte) (dl DeadLetter, ok bool, err error) {
+	if sl := b.sharedLife(); sl != nil {
+		seq, ok := b.ParseHandle(handle)
+		if !ok {
+			return dl, false, nil
+		}
+		r, err := sl.StoredJob(ctx, seq, store.StateDead)
+		if errors.Is(err, store.ErrNotFound) {
+			return dl, false, nil
+		}
+		if err != nil {
+			return dl, false, fmt.Errorf("broker: read dead letter: %w", err)
+		}
+		return deadLetterOfStored(r), true, nil
+	}
+	ok = b.withDeadLetter(handle, func(j *job) { dl = deadLetterOf(j) })
+	return dl, ok, nil
 }
 
 // RetryDeadLetter queues a dead letter again, with the same handle and a
 // fresh count of attempts (its history is kept). It returns ErrJobNotFound
 // for a handle that is not a dead letter. A retried job whose unique is in
-// use by a live job runs without joining that job's coalescing.
-func (b *Broker) RetryDeadLetter(handle []byte) error {
+// use by a live job runs without joining that job's coalescing. In shared
+// mode any server may run it.
+func (b *Broker) RetryDeadLetter(ctx context.Context, handle []byte) error {
+	if sl := b.sharedLife(); sl != nil {
+		seq, ok := b.ParseHandle(handle)
+		if !ok {
+			return ErrJobNotFound
+		}
+		n, err := b.retryShared(ctx, sl, store.DeadSelector{Seq: seq})
+		if err == nil && n == 0 {
+			err = ErrJobNotFound
+		}
+		return err
+	}
 	if !b.withDeadLetter(handle, b.retryDeadLocked) {
 		return ErrJobNotFound
 	}
@@ -141,8 +191,26 @@ func (b *Broker) RetryDeadLetter(handle []byte) error {
 
 // RetryDeadLetters queues every dead letter of a function again and
 // returns how many.
-func (b *Broker) RetryDeadLetters(function string) int {
-	return b.takeDeadLetters(function, b.retryDeadLocked)
+func (b *Broker) RetryDeadLetters(ctx context.Context, function string) (int, error) {
+	if sl := b.sharedLife(); sl != nil {
+		if function == "" {
+			return 0, nil
+		}
+		return b.retryShared(ctx, sl, store.DeadSelector{Function: function})
+	}
+	return b.takeDeadLetters(function, b.retryDeadLocked), nil
+}
+
+func (b *Broker) retryShared(ctx context.Context, sl SharedLifecycle, sel store.DeadSelector) (int, error) {
+	n, err := sl.RetryDead(ctx, sel)
+	if err != nil {
+		return 0, fmt.Errorf("broker: retry dead letters: %w", err)
+	}
+	if n > 0 {
+		b.log.Info("broker: dead letters queued again for the cluster", slog.Int("jobs", n),
+			slog.String("function", sel.Function))
+	}
+	return n, nil
 }
 
 func (b *Broker) retryDeadLocked(j *job) {
@@ -163,17 +231,51 @@ func (b *Broker) retryDeadLocked(j *job) {
 
 // PurgeDeadLetter deletes one dead letter. It returns ErrJobNotFound when
 // the handle names no dead letter.
-func (b *Broker) PurgeDeadLetter(handle []byte) error {
+func (b *Broker) PurgeDeadLetter(ctx context.Context, handle []byte) error {
+	if sl := b.sharedLife(); sl != nil {
+		seq, ok := b.ParseHandle(handle)
+		if !ok {
+			return ErrJobNotFound
+		}
+		n, err := sl.PurgeDead(ctx, store.DeadSelector{Seq: seq})
+		if err != nil {
+			return fmt.Errorf("broker: purge dead letter: %w", err)
+		}
+		if n == 0 {
+			return ErrJobNotFound
+		}
+		return nil
+	}
 	if !b.withDeadLetter(handle, b.purgeDeadLocked) {
 		return ErrJobNotFound
 	}
 	return nil
 }
 
-// PurgeDeadLetters deletes every dead letter of a function and returns how
-// many.
-func (b *Broker) PurgeDeadLetters(function string) int {
-	return b.takeDeadLetters(function, b.purgeDeadLocked)
+// PurgeDeadLetters deletes every dead letter of a function ("" for every
+// function) and returns how many.
+func (b *Broker) PurgeDeadLetters(ctx context.Context, function string) (int, error) {
+	if sl := b.sharedLife(); sl != nil {
+		n, err := sl.PurgeDead(ctx, store.DeadSelector{Function: function})
+		if err != nil {
+			return 0, fmt.Errorf("broker: purge dead letters: %w", err)
+		}
+		return n, nil
+	}
+	if function != "" {
+		return b.takeDeadLetters(function, b.purgeDeadLocked), nil
+	}
+	b.mu.Lock()
+	names := make([]string, 0, len(b.life.deadLists))
+	for name := range b.life.deadLists {
+		names = append(names, name)
+	}
+	b.mu.Unlock()
+	n := 0
+	for _, name := range names {
+		n += b.takeDeadLetters(name, b.purgeDeadLocked)
+	}
+	return n, nil
 }
 
 func (b *Broker) purgeDeadLocked(j *job) {

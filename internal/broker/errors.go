@@ -16,6 +16,10 @@ var (
 	ErrFunctionBusy = errors.New("there are still connected workers or executing clients")
 	// ErrFunctionNotFound is returned by DropFunction for an unknown name.
 	ErrFunctionNotFound = errors.New("function not found")
+	// ErrJobHeldElsewhere is returned by CancelJob in shared mode for a
+	// job that another server of the cluster holds (it is queued or
+	// running there): cancel it on that server.
+	ErrJobHeldElsewhere = errors.New("the job is held by another server")
 	// ErrPolicy is wrapped by the errors of Policy.Set for an unknown key
 	// or a bad value.
 	ErrPolicy = errors.New("invalid policy")

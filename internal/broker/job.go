@@ -112,11 +112,15 @@ func (j *job) extra() *jobExtra {
 }
 
 // displayUnique returns the unique as clients sent it ("-" for a payload hash).
-func (j *job) displayUnique() string {
-	if len(j.unique) >= len(hashedUniquePrefix) && j.unique[:len(hashedUniquePrefix)] == hashedUniquePrefix {
+func (j *job) displayUnique() string { return displayUnique(j.unique) }
+
+// displayUnique returns a unique as the client sent it: "-" for one the
+// broker indexes by its hash.
+func displayUnique(u string) string {
+	if len(u) >= len(hashedUniquePrefix) && u[:len(hashedUniquePrefix)] == hashedUniquePrefix {
 		return "-"
 	}
-	return j.unique
+	return u
 }
 
 func (j *job) reducer() string {

@@ -282,6 +282,9 @@ func (b *Broker) recordLife(r *store.Job, j *job) {
 	case stateDone:
 		r.State = store.StateDone
 		r.Result = l.result
+		// When the result expires, so that any server of a cluster can
+		// expire it.
+		r.NotBefore = j.x.timerAt
 	}
 	r.Attempts = l.attempts
 	r.LastError = l.lastErr

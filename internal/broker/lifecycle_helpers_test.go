@@ -285,3 +285,48 @@ func policies(name string, p Policy) map[string]Policy { return map[string]Polic
 func noJitter(initial time.Duration) Backoff {
 	return Backoff{Initial: initial, Max: time.Hour, Multiplier: 2, Jitter: -1}
 }
+
+// The helpers below call the broker's lifecycle reads and writes and fail
+// the test on an error.
+
+func mustDeadLetters(t testing.TB, b *Broker, function string) []DeadLetter {
+	t.Helper()
+	dl, err := b.DeadLetters(context.Background(), function, 0)
+	require.NoError(t, err)
+	return dl
+}
+
+func mustDeadLetterByHandle(t testing.TB, b *Broker, handle []byte) (DeadLetter, bool) {
+	t.Helper()
+	dl, ok, err := b.DeadLetterByHandle(context.Background(), handle)
+	require.NoError(t, err)
+	return dl, ok
+}
+
+func mustResult(t testing.TB, b *Broker, handle []byte) (Result, bool) {
+	t.Helper()
+	r, ok, err := b.Result(context.Background(), handle)
+	require.NoError(t, err)
+	return r, ok
+}
+
+func mustResultByUnique(t testing.TB, b *Broker, function, unique string) (Result, bool) {
+	t.Helper()
+	r, ok, err := b.ResultByUnique(context.Background(), function, unique)
+	require.NoError(t, err)
+	return r, ok
+}
+
+func mustRetryDeadLetters(t testing.TB, b *Broker, function string) int {
+	t.Helper()
+	n, err := b.RetryDeadLetters(context.Background(), function)
+	require.NoError(t, err)
+	return n
+}
+
+func mustPurgeDeadLetters(t testing.TB, b *Broker, function string) int {
+	t.Helper()
+	n, err := b.PurgeDeadLetters(context.Background(), function)
+	require.NoError(t, err)
+	return n
+}

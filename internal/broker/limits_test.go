@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ func TestMaxQueueReject(t *testing.T) {
 	_, err := tb.trySubmit(t, lcBG("fn", "", "3"))
 	require.ErrorIs(t, err, ErrQueueFull)
 	require.Equal(t, "Job queue is full", err.Error())
-	st := tb.b.Status()
+	st := tb.b.Status(context.Background())
 	require.Equal(t, [3]int{2, 2, 2}, st[0].MaxQueue)
 	// "maxqueue" changes the policy too, and it reads back.
 	tb.b.SetMaxQueue("fn", [3]int{5, 4, 3})

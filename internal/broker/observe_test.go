@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func TestWatchEndsWithFailWhenJobIsCancelled(t *testing.T) {
 			_, ok := b.Grab(w)
 			require.True(t, ok)
 		}
-		require.NoError(t, b.CancelJob([]byte(b.Handle(seq))))
+		require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(seq))))
 		require.Equal(t, []EventKind{EventFail}, eventKinds(watcher), "running=%v", running)
 	}
 }
@@ -143,7 +144,7 @@ func TestStatsCountsAndLatencies(t *testing.T) {
 	fail := submitBackground(t, b, client, "f", "2")
 	retried := submitBackground(t, b, client, "f", "3")
 	cancelled := submitBackground(t, b, client, "f", "4")
-	require.NoError(t, b.CancelJob([]byte(b.Handle(cancelled))))
+	require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(cancelled))))
 
 	clock.Advance(2 * time.Second) // waited 2s
 	a, _ := b.Grab(worker)
@@ -157,7 +158,7 @@ func TestStatsCountsAndLatencies(t *testing.T) {
 	require.Equal(t, retried, a.Seq)
 	b.CloseSession(worker) // takes the job back: a retry
 
-	st := b.Stats()
+	st := b.Stats(context.Background())
 	require.Len(t, st.Functions, 1)
 	f := st.Functions[0]
 	require.Equal(t, "f", f.Name)
@@ -218,14 +219,14 @@ func TestWatchRetriesAndDeath(t *testing.T) {
 	require.True(t, ok, "a dead letter still has a snapshot")
 	require.Equal(t, "dead", snap.State)
 
-	f := tb.b.Stats().Functions[0]
+	f := tb.b.Stats(context.Background()).Functions[0]
 	require.Equal(t, uint64(1), f.Retried)
 	require.Equal(t, uint64(1), f.Dead)
 	require.Equal(t, uint64(2), f.Exceptions)
 	require.Equal(t, uint64(0), f.Dropped)
 	require.Equal(t, 1, f.DeadLetters)
 
-	require.NoError(t, tb.b.PurgeDeadLetter([]byte(tb.b.Handle(seq))))
-	require.ErrorIs(t, tb.b.PurgeDeadLetter([]byte(tb.b.Handle(seq))), ErrJobNotFound)
-	require.Equal(t, 0, tb.b.Stats().Functions[0].DeadLetters)
+	require.NoError(t, tb.b.PurgeDeadLetter(context.Background(), []byte(tb.b.Handle(seq))))
+	require.ErrorIs(t, tb.b.PurgeDeadLetter(context.Background(), []byte(tb.b.Handle(seq))), ErrJobNotFound)
+	require.Equal(t, 0, tb.b.Stats(context.Background()).Functions[0].DeadLetters)
 }

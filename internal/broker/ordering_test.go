@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestOrderedQueue(t *testing.T) {
 	require.Equal(t, a1, tb.grab(t).Seq)
 	tb.noJob(t)
 	require.NoError(t, tb.b.Finish(tb.worker, a1, Fail, nil))
-	require.Len(t, tb.b.DeadLetters("fn"), 1)
+	require.Len(t, mustDeadLetters(t, tb.b, "fn"), 1)
 	require.Equal(t, a2, tb.grab(t).Seq)
 	tb.noJob(t)
 	require.NoError(t, tb.b.Finish(tb.worker, a2, Complete, nil))
@@ -70,7 +71,7 @@ func TestExplicitOrderingKeyAndCancel(t *testing.T) {
 	j2 := tb.submit(t, p)
 	p.Payload = []byte("3")
 	j3 := tb.submit(t, p)
-	require.NoError(t, tb.b.CancelJob([]byte(tb.b.Handle(j2))))
+	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j2))))
 	require.Equal(t, j1, tb.grab(t).Seq)
 	tb.noJob(t)
 	require.NoError(t, tb.b.Finish(tb.worker, j1, Complete, nil))

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -54,14 +55,14 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, b, Complete, nil))
 
 	// The dead letter kept its error, payload and history.
-	dl, ok := tb.b.DeadLetterByHandle([]byte(tb.b.Handle(d)))
+	dl, ok := mustDeadLetterByHandle(t, tb.b, []byte(tb.b.Handle(d)))
 	require.True(t, ok)
 	require.Equal(t, "dead", dl.LastError)
 	require.Equal(t, []byte("d"), dl.Payload)
 	require.Len(t, dl.History, 1)
 
 	// The retained result still answers, by handle and by re-submit.
-	res, ok := tb.b.Result([]byte(tb.b.Handle(r)))
+	res, ok := mustResult(t, tb.b, []byte(tb.b.Handle(r)))
 	require.True(t, ok)
 	require.Equal(t, []byte("kept"), res.Data)
 	require.Equal(t, r, tb.submit(t, lcBG("fn", "res", "r")))
@@ -80,7 +81,7 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	// is gone from memory and store.
 	tb.clock.Add(2 * time.Hour)
 	tb = tb.restart(t, opts)
-	_, ok = tb.b.Result([]byte(tb.b.Handle(r)))
+	_, ok = mustResult(t, tb.b, []byte(tb.b.Handle(r)))
 	require.False(t, ok)
 	for _, p := range tb.b.Policies() {
 		if p.Name == "later" {
@@ -198,11 +199,11 @@ func TestReplayedDeadLetterKeepsStatusClean(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
 	opts.can = nil
 	tb = tb.restart(t, opts)
-	require.Empty(t, tb.b.Status())
-	require.Len(t, tb.b.DeadLetters("gone"), 1)
-	require.NoError(t, tb.b.RetryDeadLetter([]byte(tb.b.Handle(seq))))
-	require.Len(t, tb.b.Status(), 1)
-	require.Equal(t, 1, tb.b.Status()[0].Total)
+	require.Empty(t, tb.b.Status(context.Background()))
+	require.Len(t, mustDeadLetters(t, tb.b, "gone"), 1)
+	require.NoError(t, tb.b.RetryDeadLetter(context.Background(), []byte(tb.b.Handle(seq))))
+	require.Len(t, tb.b.Status(context.Background()), 1)
+	require.Equal(t, 1, tb.b.Status(context.Background())[0].Total)
 }
 
 func (s *lcStore) clone() *lcStore {
@@ -265,10 +266,10 @@ func TestCrashKeepsStoredLifecycleState(t *testing.T) {
 	tb2.advance(time.Minute)
 	require.Equal(t, head, tb2.grab(t).Seq)
 	require.NoError(t, tb2.b.Finish(tb2.worker, head, Fail, nil))
-	_, ok := tb2.b.DeadLetterByHandle([]byte(tb2.b.Handle(head)))
+	_, ok := mustDeadLetterByHandle(t, tb2.b, []byte(tb2.b.Handle(head)))
 	require.True(t, ok)
 	require.Equal(t, next, tb2.grab(t).Seq)
-	r, ok := tb2.b.Result([]byte(tb2.b.Handle(res)))
+	r, ok := mustResult(t, tb2.b, []byte(tb2.b.Handle(res)))
 	require.True(t, ok)
 	require.Equal(t, []byte("R"), r.Data)
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"time"
 )
 
@@ -74,26 +75,33 @@ func (b *Broker) resultOf(j *job) Result {
 		FinishedAt: time.Unix(0, j.x.life.finishedAt), Expires: time.Unix(0, j.x.timerAt)}
 }
 
-// Result returns the retained result of the job with the given handle.
-func (b *Broker) Result(handle []byte) (Result, bool) {
+// Result returns the retained result of the job with the given handle;
+// ok is false when none is kept. In shared mode a result that another
+// server of the cluster stored is read from the store.
+func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, err error) {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
-		return Result{}, false
+		return Result{}, false, nil
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	j := b.life.done[seq]
-	if j == nil {
-		return Result{}, false
+	if j := b.life.done[seq]; j != nil {
+		r = b.resultOf(j)
+		b.mu.Unlock()
+		return r, true, nil
 	}
-	return b.resultOf(j), true
+	b.mu.Unlock()
+	if sl := b.sharedLife(); sl != nil {
+		return b.storedResult(ctx, sl, seq, "", "")
+	}
+	return Result{}, false, nil
 }
 
 // ResultByUnique returns a retained result by unique id. With function ""
-// every function is searched (the first match by name wins).
-func (b *Broker) ResultByUnique(function, unique string) (Result, bool) {
+// every function is searched (the first match by name wins). In shared
+// mode a result that another server of the cluster stored is read from
+// the store.
+func (b *Broker) ResultByUnique(ctx context.Context, function, unique string) (Result, bool, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	var found *job
 	for _, f := range b.functions {
 		if f.life == nil || (function != "" && f.name != function) {
@@ -103,8 +111,14 @@ func (b *Broker) ResultByUnique(function, unique string) (Result, bool) {
 			found = j
 		}
 	}
-	if found == nil {
-		return Result{}, false
+	if found != nil {
+		r := b.resultOf(found)
+		b.mu.Unlock()
+		return r, true, nil
 	}
-	return b.resultOf(found), true
+	b.mu.Unlock()
+	if sl := b.sharedLife(); sl != nil && unique != "" {
+		return b.storedResult(ctx, sl, 0, function, unique)
+	}
+	return Result{}, false, nil
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -18,11 +19,11 @@ func TestResultRetention(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("result!")))
 	require.Zero(t, tb.b.JobCount())
 
-	r, ok := tb.b.Result([]byte(tb.b.Handle(seq)))
+	r, ok := mustResult(t, tb.b, []byte(tb.b.Handle(seq)))
 	require.True(t, ok)
 	require.Equal(t, []byte("result!"), r.Data)
 	require.Equal(t, "order-7", r.Unique)
-	r, ok = tb.b.ResultByUnique("", "order-7")
+	r, ok = mustResultByUnique(t, tb.b, "", "order-7")
 	require.True(t, ok)
 	require.Equal(t, seq, r.Seq)
 
@@ -40,7 +41,7 @@ func TestResultRetention(t *testing.T) {
 
 	// After the retention the result is gone and the unique runs again.
 	tb.advance(time.Hour)
-	_, ok = tb.b.Result([]byte(tb.b.Handle(seq)))
+	_, ok = mustResult(t, tb.b, []byte(tb.b.Handle(seq)))
 	require.False(t, ok)
 	seq2 := tb.submit(t, lcBG("fn", "order-7", "p"))
 	require.NotEqual(t, seq, seq2)
@@ -53,7 +54,7 @@ func TestNoRetentionByDefault(t *testing.T) {
 	tb := setupLC(t, lcOpts{can: []string{"fn"}})
 	seq := tb.submit(t, lcBG("fn", "u", "p"))
 	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Complete, []byte("r")))
-	_, ok := tb.b.Result([]byte(tb.b.Handle(seq)))
+	_, ok := mustResult(t, tb.b, []byte(tb.b.Handle(seq)))
 	require.False(t, ok)
 	require.NotEqual(t, seq, tb.submit(t, lcBG("fn", "u", "p")))
 }
@@ -69,33 +70,33 @@ func TestDeadLetterRetryAndPurge(t *testing.T) {
 		require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Exception, []byte("err "+fn)))
 		dead = append(dead, seq)
 	}
-	require.Len(t, tb.b.DeadLetters(""), 4)
-	require.Len(t, tb.b.DeadLetters("fn"), 3)
+	require.Len(t, mustDeadLetters(t, tb.b, ""), 4)
+	require.Len(t, mustDeadLetters(t, tb.b, "fn"), 3)
 
 	// Retry one: same handle, runs again, dead letter gone.
-	require.NoError(t, tb.b.RetryDeadLetter([]byte(tb.b.Handle(dead[0]))))
-	require.ErrorIs(t, tb.b.RetryDeadLetter([]byte(tb.b.Handle(dead[0]))), ErrJobNotFound)
+	require.NoError(t, tb.b.RetryDeadLetter(context.Background(), []byte(tb.b.Handle(dead[0]))))
+	require.ErrorIs(t, tb.b.RetryDeadLetter(context.Background(), []byte(tb.b.Handle(dead[0]))), ErrJobNotFound)
 	a := tb.grab(t)
 	require.Equal(t, dead[0], a.Seq)
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, nil))
-	require.Len(t, tb.b.DeadLetters("fn"), 2)
+	require.Len(t, mustDeadLetters(t, tb.b, "fn"), 2)
 
 	// Retry all of a function.
-	require.Equal(t, 2, tb.b.RetryDeadLetters("fn"))
+	require.Equal(t, 2, mustRetryDeadLetters(t, tb.b, "fn"))
 	require.Equal(t, dead[1], tb.grab(t).Seq)
 	require.Equal(t, dead[2], tb.grab(t).Seq)
 	tb.noJob(t)
-	require.Empty(t, tb.b.DeadLetters("fn"))
+	require.Empty(t, mustDeadLetters(t, tb.b, "fn"))
 	// They fail again and come back with their history.
 	require.NoError(t, tb.b.Finish(tb.worker, dead[1], Fail, nil))
-	dl, ok := tb.b.DeadLetterByHandle([]byte(tb.b.Handle(dead[1])))
+	dl, ok := mustDeadLetterByHandle(t, tb.b, []byte(tb.b.Handle(dead[1])))
 	require.True(t, ok)
 	require.Len(t, dl.History, 2)
 	require.Equal(t, "failed", dl.LastError)
 
-	require.Equal(t, 1, tb.b.PurgeDeadLetters("other"))
-	require.Zero(t, tb.b.PurgeDeadLetters("other"))
-	require.Len(t, tb.b.DeadLetters(""), 1)
+	require.Equal(t, 1, mustPurgeDeadLetters(t, tb.b, "other"))
+	require.Zero(t, mustPurgeDeadLetters(t, tb.b, "other"))
+	require.Len(t, mustDeadLetters(t, tb.b, ""), 1)
 }
 
 func TestDeadLetterLimit(t *testing.T) {
@@ -108,10 +109,10 @@ func TestDeadLetterLimit(t *testing.T) {
 		require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
 		seqs = append(seqs, seq)
 	}
-	dl := tb.b.DeadLetters("fn")
+	dl := mustDeadLetters(t, tb.b, "fn")
 	require.Len(t, dl, 2)
 	require.Equal(t, []uint64{seqs[1], seqs[2]}, []uint64{dl[0].Seq, dl[1].Seq})
 	tb.submit(t, lcBG("drop", "", "x"))
 	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
-	require.Empty(t, tb.b.DeadLetters("drop"))
+	require.Empty(t, mustDeadLetters(t, tb.b, "drop"))
 }

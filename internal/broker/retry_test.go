@@ -42,7 +42,7 @@ func TestDefaultWorkFailIsFinal(t *testing.T) {
 	tb.advance(24 * time.Hour)
 	tb.noJob(t)
 	require.Zero(t, tb.b.JobCount())
-	dl := tb.b.DeadLetters("fn")
+	dl := mustDeadLetters(t, tb.b, "fn")
 	require.Len(t, dl, 1)
 	require.Equal(t, seq, dl[0].Seq)
 	require.Equal(t, "failed", dl[0].LastError)
@@ -56,7 +56,7 @@ func TestDefaultWorkFailIsFinal(t *testing.T) {
 	require.Equal(t, fseq, a.Seq)
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
 	require.Equal(t, []EventKind{EventFail}, kinds(tb.cout.take()))
-	require.Len(t, tb.b.DeadLetters(""), 1)
+	require.Len(t, mustDeadLetters(t, tb.b, ""), 1)
 }
 
 // A failing background job waits its backoff in the timer heap, runs
@@ -89,7 +89,7 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 	tb.advance(time.Hour)
 	tb.noJob(t)
 	require.Zero(t, tb.b.JobCount())
-	dl, ok := tb.b.DeadLetterByHandle([]byte(tb.b.Handle(seq)))
+	dl, ok := mustDeadLetterByHandle(t, tb.b, []byte(tb.b.Handle(seq)))
 	require.True(t, ok)
 	require.Equal(t, uint32(3), dl.Attempts)
 	require.Equal(t, "boom again", dl.LastError)
@@ -133,7 +133,7 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	// And after it completed, the first worker's answer is still refused.
 	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")), ErrJobNotFound)
 	require.Zero(t, tb.b.JobCount())
-	require.Empty(t, tb.b.DeadLetters(""))
+	require.Empty(t, mustDeadLetters(t, tb.b, ""))
 }
 
 // A worker that vanishes counts as a failed attempt under a policy; the
@@ -153,7 +153,7 @@ func TestWorkerVanishedUsesAttempts(t *testing.T) {
 		tb.advance(time.Second)
 	}
 	require.Zero(t, tb.b.JobCount())
-	dl := tb.b.DeadLetters("fn")
+	dl := mustDeadLetters(t, tb.b, "fn")
 	require.Len(t, dl, 1)
 	require.Equal(t, "worker vanished", dl[0].LastError)
 	require.Equal(t, uint32(2), dl[0].Attempts)
@@ -175,7 +175,7 @@ func TestGearmandTakebackRules(t *testing.T) {
 		tb.b.CloseSession(w)
 	}
 	require.Zero(t, tb.b.JobCount())
-	dl := tb.b.DeadLetters("fn")
+	dl := mustDeadLetters(t, tb.b, "fn")
 	require.Len(t, dl, 1)
 	require.Equal(t, "worker vanished", dl[0].LastError)
 	require.Equal(t, uint32(2), dl[0].Attempts)
@@ -196,7 +196,7 @@ func TestForegroundFailNotRetried(t *testing.T) {
 	tb.advance(time.Minute)
 	tb.noJob(t)
 	require.Zero(t, tb.b.JobCount())
-	require.Empty(t, tb.b.DeadLetters(""))
+	require.Empty(t, mustDeadLetters(t, tb.b, ""))
 }
 
 // Per-job attempts and timeout (HTTP API) override the function's policy.
@@ -213,7 +213,7 @@ func TestPerJobOverrides(t *testing.T) {
 	a := tb.grab(t)
 	require.Equal(t, seq, a.Seq)
 	require.NoError(t, tb.b.Finish(tb.worker, seq, Fail, nil))
-	dl := tb.b.DeadLetters("fn")
+	dl := mustDeadLetters(t, tb.b, "fn")
 	require.Len(t, dl, 1)
 	require.Equal(t, uint32(2), dl[0].Attempts)
 	require.Equal(t, "timeout", dl[0].History[0].Outcome)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sort"
 	"time"
 )
@@ -83,8 +84,10 @@ type Stats struct {
 
 // Stats returns a snapshot of every function's counters. Safe for
 // concurrent use; it holds the broker's lock for a time proportional to the
-// number of functions.
-func (b *Broker) Stats() Stats {
+// number of functions. In shared mode the queue counts and DeadLetters
+// also count what the store holds beyond this server's jobs, as Status
+// does.
+func (b *Broker) Stats(ctx context.Context) Stats {
 	b.mu.Lock()
 	st := Stats{Functions: make([]FunctionStats, 0, len(b.functions)), Sessions: len(b.sessions),
 		Running: b.running, Commit: b.commitHist, CommitJobs: b.commitJobs}
@@ -106,6 +109,7 @@ func (b *Broker) Stats() Stats {
 		st.Functions = append(st.Functions, fs)
 	}
 	b.mu.Unlock()
+	st.Functions = b.addClusterCounts(ctx, st.Functions)
 	sort.Slice(st.Functions, func(i, k int) bool { return st.Functions[i].Name < st.Functions[k].Name })
 	return st
 }

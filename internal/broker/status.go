@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sort"
 	"strings"
 )
@@ -78,18 +79,28 @@ type FunctionStatus struct {
 	MaxQueue [numPriorities]int
 }
 
-// Status lists every known function, sorted by name.
-func (b *Broker) Status() []FunctionStatus {
+// Status returns every function's queue state, sorted by name. In shared
+// mode with a store that counts (SharedLifecycle), Queued and Total also
+// count the jobs that no server holds (read from the store at most once a
+// second, never under the broker's lock); Running and Workers, and the
+// jobs other servers hold, stay this server's own. When the store cannot
+// be read, it shows this server's jobs only (and logs why).
+func (b *Broker) Status(ctx context.Context) []FunctionStatus {
 	b.mu.Lock()
-	out := make([]FunctionStatus, 0, len(b.functions))
+	local := make([]FunctionStats, 0, len(b.functions))
 	for _, f := range b.functions {
 		fs := FunctionStatus{Name: f.name, Total: f.total, Running: f.running, Workers: f.workers, MaxQueue: f.maxQueue}
 		for p := range numPriorities {
 			fs.Queued[p] = f.queues[p].n
 		}
-		out = append(out, fs)
+		local = append(local, FunctionStats{FunctionStatus: fs})
 	}
 	b.mu.Unlock()
+	local = b.addClusterCounts(ctx, local)
+	out := make([]FunctionStatus, len(local))
+	for i, f := range local {
+		out[i] = f.FunctionStatus
+	}
 	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
 	return out
 }
@@ -165,15 +176,22 @@ func (b *Broker) Uniques() []string {
 
 // CancelJob removes a queued or scheduled job, or detaches a running one
 // (its worker's result is dropped); waiting clients receive WORK_FAIL.
-func (b *Broker) CancelJob(handle []byte) error {
+func (b *Broker) CancelJob(ctx context.Context, handle []byte) error {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
 		return ErrJobNotFound
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	j := b.jobs[seq]
-	if j == nil || j.cancelled {
+	if j == nil {
+		b.mu.Unlock()
+		if sl := b.sharedLife(); sl != nil && seq&localSeqBit == 0 {
+			return b.cancelShared(ctx, sl, seq)
+		}
+		return ErrJobNotFound
+	}
+	defer b.mu.Unlock()
+	if j.cancelled {
 		return ErrJobNotFound
 	}
 	if j.x != nil {

@@ -1,6 +1,7 @@
 package gearmanapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -20,13 +21,27 @@ const (
 	textFuncNotFound = "ERR function not found\r\n"
 )
 
+// errText is the answer to an admin command that failed with err:
+// gearmand's ERR UNKNOWN_JOB for a job that is not there, Gearwork's own
+// codes otherwise.
+func errText(err error) string {
+	switch {
+	case errors.Is(err, broker.ErrJobNotFound):
+		return textUnknownJob
+	case errors.Is(err, broker.ErrJobHeldElsewhere):
+		return "ERR JOB_HELD_ELSEWHERE The+job+is+held+by+another+server;+cancel+it+there\r\n"
+	default:
+		return "ERR STORE_ERROR " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
+	}
+}
+
 func errArgs(cmd string) string {
 	return "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+" + cmd + "\r\n"
 }
 
 // admin answers one admin text line. It reports false when the connection
 // should close afterwards (shutdown).
-func (c *conn) admin(line []byte) bool {
+func (c *conn) admin(ctx context.Context, line []byte) bool {
 	c.waitAcks()
 	cmd, err := gearman.ParseAdmin(line)
 	if err != nil {
@@ -41,12 +56,12 @@ func (c *conn) admin(line []byte) bool {
 	var sb strings.Builder
 	switch cmd.Name {
 	case "status":
-		for _, f := range b.Status() {
+		for _, f := range b.Status(ctx) {
 			fmt.Fprintf(&sb, "%s\t%d\t%d\t%d\n", f.Name, f.Total, f.Running, f.Workers)
 		}
 		sb.WriteString(".\n")
 	case "prioritystatus":
-		for _, f := range b.Status() {
+		for _, f := range b.Status(ctx) {
 			fmt.Fprintf(&sb, "%s\t%d\t%d\t%d\t%d\n", f.Name, f.Queued[0], f.Queued[1], f.Queued[2], f.Workers)
 		}
 		sb.WriteString(".\n")
@@ -70,7 +85,7 @@ func (c *conn) admin(line []byte) bool {
 		}
 		sb.WriteString(".\n")
 	case "show maxqueue":
-		for _, f := range b.Status() {
+		for _, f := range b.Status(ctx) {
 			if len(cmd.Args) > 0 && cmd.Args[0] != f.Name {
 				continue
 			}
@@ -78,7 +93,7 @@ func (c *conn) admin(line []byte) bool {
 		}
 		sb.WriteString(".\n")
 	case "show":
-		if !c.adminLifecycle(cmd, &sb) {
+		if !c.adminLifecycle(ctx, cmd, &sb) {
 			sb.WriteString(textUnknownShow)
 		}
 	case "cancel job":
@@ -86,8 +101,8 @@ func (c *conn) admin(line []byte) bool {
 			sb.WriteString(errArgs("cancel"))
 			break
 		}
-		if err := b.CancelJob([]byte(cmd.Args[0])); err != nil {
-			sb.WriteString(textUnknownJob)
+		if err := b.CancelJob(ctx, []byte(cmd.Args[0])); err != nil {
+			sb.WriteString(errText(err))
 			break
 		}
 		sb.WriteString(textOK)
@@ -149,7 +164,7 @@ func (c *conn) admin(line []byte) bool {
 		c.srv.cfg.ShutdownFunc(graceful)
 		return graceful
 	default:
-		if !c.adminLifecycle(cmd, &sb) {
+		if !c.adminLifecycle(ctx, cmd, &sb) {
 			sb.WriteString("ERR UNKNOWN_COMMAND Unknown+server+command" + cmd.Name + "\r\n")
 		}
 	}

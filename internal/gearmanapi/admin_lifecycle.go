@@ -1,6 +1,7 @@
 package gearmanapi
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,7 +14,7 @@ import (
 // adminLifecycle answers Gearwork's lifecycle admin commands (policies,
 // dead letters, pauses, results, schedules, ordering; see
 // docs/lifecycle.md). It reports false for a command it does not know.
-func (c *conn) adminLifecycle(cmd gearman.AdminCommand, sb *strings.Builder) bool {
+func (c *conn) adminLifecycle(ctx context.Context, cmd gearman.AdminCommand, sb *strings.Builder) bool {
 	b := c.srv.b
 	args := cmd.Args
 	switch cmd.Name {
@@ -61,15 +62,20 @@ func (c *conn) adminLifecycle(cmd gearman.AdminCommand, sb *strings.Builder) boo
 		if len(args) > 0 {
 			fn = args[0]
 		}
-		for _, d := range b.DeadLetters(fn) {
+		dls, err := b.DeadLetters(ctx, fn, 0)
+		if err != nil {
+			sb.WriteString(errText(err))
+			break
+		}
+		for _, d := range dls {
 			fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\n", b.Handle(d.Seq), d.Function, dash(d.Unique),
 				d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
 		}
 		sb.WriteString(".\n")
 	case "deadletter":
-		deadLetter(b, args, sb)
+		deadLetter(ctx, b, args, sb)
 	case "result":
-		result(b, args, sb)
+		result(ctx, b, args, sb)
 	default:
 		return false
 	}
@@ -172,14 +178,18 @@ func pause(b *broker.Broker, args []string, sb *strings.Builder) {
 	sb.WriteString(textOK)
 }
 
-func deadLetter(b *broker.Broker, args []string, sb *strings.Builder) {
+func deadLetter(ctx context.Context, b *broker.Broker, args []string, sb *strings.Builder) {
 	if len(args) < 2 {
 		sb.WriteString(errArgs("deadletter"))
 		return
 	}
 	switch sub := strings.ToLower(args[0]); {
 	case sub == "show" && len(args) == 2:
-		d, ok := b.DeadLetterByHandle([]byte(args[1]))
+		d, ok, err := b.DeadLetterByHandle(ctx, []byte(args[1]))
+		if err != nil {
+			sb.WriteString(errText(err))
+			return
+		}
 		if !ok {
 			sb.WriteString(textUnknownJob)
 			return
@@ -193,15 +203,25 @@ func deadLetter(b *broker.Broker, args []string, sb *strings.Builder) {
 		}
 		sb.WriteString(".\n")
 	case sub == "retry" && len(args) == 3 && strings.EqualFold(args[1], "all"):
-		fmt.Fprintf(sb, "OK %d\n", b.RetryDeadLetters(args[2]))
+		n, err := b.RetryDeadLetters(ctx, args[2])
+		if err != nil {
+			sb.WriteString(errText(err))
+			return
+		}
+		fmt.Fprintf(sb, "OK %d\n", n)
 	case sub == "retry" && len(args) == 2:
-		if err := b.RetryDeadLetter([]byte(args[1])); err != nil {
-			sb.WriteString(textUnknownJob)
+		if err := b.RetryDeadLetter(ctx, []byte(args[1])); err != nil {
+			sb.WriteString(errText(err))
 			return
 		}
 		sb.WriteString("OK 1\n")
 	case sub == "purge" && len(args) == 2:
-		fmt.Fprintf(sb, "OK %d\n", b.PurgeDeadLetters(args[1]))
+		n, err := b.PurgeDeadLetters(ctx, args[1])
+		if err != nil {
+			sb.WriteString(errText(err))
+			return
+		}
+		fmt.Fprintf(sb, "OK %d\n", n)
 	default:
 		sb.WriteString(errArgs("deadletter"))
 	}
@@ -209,19 +229,24 @@ func deadLetter(b *broker.Broker, args []string, sb *strings.Builder) {
 
 // result answers "result HANDLE" or "result unique:U" with "OK <length>",
 // a newline, the raw WORK_COMPLETE data and a newline.
-func result(b *broker.Broker, args []string, sb *strings.Builder) {
+func result(ctx context.Context, b *broker.Broker, args []string, sb *strings.Builder) {
 	if len(args) != 1 {
 		sb.WriteString(errArgs("result"))
 		return
 	}
 	var (
-		r  broker.Result
-		ok bool
+		r   broker.Result
+		ok  bool
+		err error
 	)
 	if u, isUnique := strings.CutPrefix(args[0], "unique:"); isUnique {
-		r, ok = b.ResultByUnique("", u)
+		r, ok, err = b.ResultByUnique(ctx, "", u)
 	} else {
-		r, ok = b.Result([]byte(args[0]))
+		r, ok, err = b.Result(ctx, []byte(args[0]))
+	}
+	if err != nil {
+		sb.WriteString(errText(err))
+		return
 	}
 	if !ok {
 		sb.WriteString(textUnknownJob)

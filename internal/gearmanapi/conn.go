@@ -171,7 +171,7 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 		c.inBurst = true
 		c.mu.Unlock()
 		if f.Text {
-			if !c.admin(f.Line) {
+			if !c.admin(ctx, f.Line) {
 				c.flush()
 				return false
 			}

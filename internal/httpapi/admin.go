@@ -49,8 +49,8 @@ func functionsJSON(st broker.Stats) []functionJSON {
 }
 
 // handleFunctions serves GET /v1/functions.
-func (s *Server) handleFunctions(w http.ResponseWriter, _ *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats())})
+func (s *Server) handleFunctions(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats(r.Context()))})
 	return nil
 }
 

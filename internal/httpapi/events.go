@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -161,8 +162,8 @@ type overview struct {
 	Capabilities map[string]bool `json:"capabilities"`
 }
 
-func (s *Server) overview() overview {
-	st := s.b.Stats()
+func (s *Server) overview(ctx context.Context) overview {
+	st := s.b.Stats(ctx)
 	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st), Sessions: st.Sessions, Running: st.Running,
 		Capabilities: map[string]bool{"dead_letters": s.life.DeadLetters != nil, "pause": s.life.Pauser != nil}}
 	ws := s.b.Workers()
@@ -188,7 +189,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
 	t := time.NewTicker(s.cfg.OverviewInterval)
 	defer t.Stop()
 	for {
-		data, _ := json.Marshal(s.overview())
+		data, _ := json.Marshal(s.overview(r.Context()))
 		fmt.Fprintf(w, "event: overview\ndata: %s\n\n", data)
 		if err := rc.Flush(); err != nil {
 			return nil

@@ -428,7 +428,7 @@ func TestHTTPWorker(t *testing.T) {
 	}()
 	// Wait until the poll registered as a worker, then submit.
 	require.Eventually(t, func() bool {
-		for _, f := range tb.b.Status() {
+		for _, f := range tb.b.Status(context.Background()) {
 			if f.Name == "mail" && f.Workers == 1 {
 				return true
 			}

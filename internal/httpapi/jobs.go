@@ -606,9 +606,13 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.b.CancelJob([]byte(handle)); err != nil {
+	if err := s.b.CancelJob(r.Context(), []byte(handle)); err != nil {
 		if errors.Is(err, broker.ErrJobNotFound) {
 			return errorf(http.StatusNotFound, "job-not-found", "no live job %s to cancel", handle)
+		}
+		if errors.Is(err, broker.ErrJobHeldElsewhere) {
+			return errorf(http.StatusConflict, "job-held-elsewhere",
+				"job %s is held by another server of the cluster; cancel it there", handle)
 		}
 		return err
 	}

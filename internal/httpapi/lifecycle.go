@@ -84,13 +84,13 @@ var (
 	_ Results     = brokerLifecycle{}
 )
 
-func (l brokerLifecycle) ListDead(_ context.Context, fn string, limit int) ([]DeadLetter, error) {
-	dls := l.b.DeadLetters(fn)
-	out := make([]DeadLetter, 0, min(len(dls), limit))
+func (l brokerLifecycle) ListDead(ctx context.Context, fn string, limit int) ([]DeadLetter, error) {
+	dls, err := l.b.DeadLetters(ctx, fn, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeadLetter, 0, len(dls))
 	for _, d := range dls {
-		if len(out) == limit {
-			break
-		}
 		out = append(out, DeadLetter{Handle: l.b.Handle(d.Seq), Function: d.Function, Unique: d.Unique,
 			Priority: d.Priority.String(), Attempts: int(d.Attempts), Error: d.LastError, DiedAt: d.DiedAt.UTC(),
 			Payload: d.Payload})
@@ -98,13 +98,13 @@ func (l brokerLifecycle) ListDead(_ context.Context, fn string, limit int) ([]De
 	return out, nil
 }
 
-func (l brokerLifecycle) RetryDead(_ context.Context, handle string) error {
-	return l.b.RetryDeadLetter([]byte(handle))
+func (l brokerLifecycle) RetryDead(ctx context.Context, handle string) error {
+	return l.b.RetryDeadLetter(ctx, []byte(handle))
 }
 
-func (l brokerLifecycle) PurgeDead(_ context.Context, fn, handle string) (int, error) {
+func (l brokerLifecycle) PurgeDead(ctx context.Context, fn, handle string) (int, error) {
 	if handle != "" {
-		if err := l.b.PurgeDeadLetter([]byte(handle)); err != nil {
+		if err := l.b.PurgeDeadLetter(ctx, []byte(handle)); err != nil {
 			if errors.Is(err, broker.ErrJobNotFound) {
 				return 0, nil
 			}
@@ -112,16 +112,7 @@ func (l brokerLifecycle) PurgeDead(_ context.Context, fn, handle string) (int, e
 		}
 		return 1, nil
 	}
-	if fn != "" {
-		return l.b.PurgeDeadLetters(fn), nil
-	}
-	n := 0
-	for _, f := range l.b.Stats().Functions {
-		if f.DeadLetters > 0 {
-			n += l.b.PurgeDeadLetters(f.Name)
-		}
-	}
-	return n, nil
+	return l.b.PurgeDeadLetters(ctx, fn)
 }
 
 func (l brokerLifecycle) Pause(_ context.Context, fn string, until time.Time) error {
@@ -134,10 +125,10 @@ func (l brokerLifecycle) Resume(_ context.Context, fn string) error {
 	return nil
 }
 
-func (l brokerLifecycle) Result(_ context.Context, handle string) (Result, bool, error) {
-	r, ok := l.b.Result([]byte(handle))
-	if !ok {
-		return Result{}, false, nil
+func (l brokerLifecycle) Result(ctx context.Context, handle string) (Result, bool, error) {
+	r, ok, err := l.b.Result(ctx, []byte(handle))
+	if err != nil || !ok {
+		return Result{}, false, err
 	}
 	return Result{State: "complete", Data: r.Data, Finished: r.FinishedAt}, true, nil
 }

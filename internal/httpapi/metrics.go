@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -95,8 +97,14 @@ func constHistogram(desc *prometheus.Desc, h broker.Histogram, labels ...string)
 	return prometheus.MustNewConstHistogram(desc, h.Count, h.Sum, buckets, labels...)
 }
 
+// metricsStoreTimeout bounds how long a scrape waits for the shared
+// store's counts (Prometheus's Collect carries no context).
+const metricsStoreTimeout = 5 * time.Second
+
 func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.s.b.Stats()
+	ctx, cancel := context.WithTimeout(context.Background(), metricsStoreTimeout)
+	defer cancel()
+	st := c.s.b.Stats(ctx)
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}

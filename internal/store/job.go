@@ -39,7 +39,9 @@ type Job struct {
 	// lost their worker) and were charged to the job's policy.
 	Attempts uint32
 	// NotBefore is the Unix time in nanoseconds before which a job in
-	// StateRetryWait must not run; 0 otherwise.
+	// StateRetryWait must not run, and for a job in StateDone the time its
+	// retained result expires (0: the function's policy decides); 0
+	// otherwise.
 	NotBefore int64
 	// LastError describes the last failed attempt: the WORK_EXCEPTION data,
 	// or "failed", "timeout", "worker vanished".

@@ -58,3 +58,47 @@ type CommitParams struct {
 	// Meta holds metadata entries to write, in order (see Meta).
 	Meta []Meta
 }
+
+// DeadSelector names the dead letters an operation applies to: the one
+// with sequence number Seq when Seq is not 0, else every dead letter of
+// Function, or every dead letter when Function is empty too.
+type DeadSelector struct {
+	Seq      uint64
+	Function string
+}
+
+// ExpireParams asks a shared store to delete lifecycle rows whose time has
+// passed, whichever server wrote them.
+type ExpireParams struct {
+	// Now is the Unix time in nanoseconds to compare expiry times with.
+	Now int64
+	// Retention gives, for jobs in StateDone stored without an expiry time
+	// (NotBefore 0), the retention in nanoseconds by function;
+	// DefaultRetention applies to functions not listed. Such a job expires
+	// at FinishedAt + retention.
+	Retention        map[string]int64
+	DefaultRetention int64
+	// KeepDead lists functions whose dead letters beyond the newest Keep
+	// are deleted.
+	KeepDead []KeepDead
+}
+
+// KeepDead bounds the dead letters of one function.
+type KeepDead struct {
+	Function string
+	Keep     int
+}
+
+// FunctionCount is what a shared store holds of one function beyond the
+// jobs servers hold: jobs that no server holds, and dead letters.
+type FunctionCount struct {
+	Function string
+	// Queued counts jobs no server holds that are runnable now, by
+	// priority (high, normal, low).
+	Queued [3]int
+	// Waiting counts jobs no server holds that are not runnable yet
+	// (scheduled for later, or waiting for a retry).
+	Waiting int
+	// Dead counts dead letters.
+	Dead int
+}

@@ -51,14 +51,14 @@ func TestBrokerRestartKeepsLifecycle(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "keep me", string(a.Payload))
 	require.NoError(t, b.Finish(w, a.Seq, broker.Exception, []byte("it broke")))
-	require.Len(t, b.DeadLetters("f"), 1)
+	require.Len(t, mustDeadLetters(t, b, "f"), 1)
 	b.Stop()
 	require.NoError(t, st.Close())
 
 	b, st = open()
 	defer st.Close()
 	defer b.Stop()
-	dead := b.DeadLetters("f")
+	dead := mustDeadLetters(t, b, "f")
 	require.Len(t, dead, 1)
 	require.Equal(t, a.Seq, dead[0].Seq)
 	require.Equal(t, "keep me", string(dead[0].Payload))
@@ -66,4 +66,11 @@ func TestBrokerRestartKeepsLifecycle(t *testing.T) {
 	require.Equal(t, uint32(1), dead[0].Attempts)
 	require.Equal(t, "it broke", dead[0].LastError)
 	require.NotEmpty(t, dead[0].History)
+}
+
+func mustDeadLetters(t *testing.T, b *broker.Broker, function string) []broker.DeadLetter {
+	t.Helper()
+	dl, err := b.DeadLetters(context.Background(), function, 0)
+	require.NoError(t, err)
+	return dl
 }

@@ -81,6 +81,14 @@ CREATE TABLE gearwork_meta (
 	value bytea NOT NULL
 );
 `},
+	{4, "indexes for cluster-wide dead letters and retained results", `
+-- Dead letters of every server: listed by function in the order they died,
+-- counted, trimmed to the function's limit.
+CREATE INDEX gearwork_jobs_dead ON gearwork_jobs (function, finished_at, seq) WHERE state = 2;
+-- Retained results of every server, by the time they expire (not_before
+-- holds it for state 3; 0 for rows written before it did).
+CREATE INDEX gearwork_jobs_done ON gearwork_jobs (not_before) WHERE state = 3;
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

@@ -1,0 +1,255 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// SharedLifecycle is an optional capability of a SharedStore: the
+// lifecycle rows of every server of the cluster. With it, a broker in
+// shared mode keeps no dead letters in memory (they are rows that any
+// server lists, retries and purges, also after the server where the job
+// died is gone), reads retained results that other servers stored,
+// expires retained results and trims dead letters whichever server wrote
+// them, and counts the jobs nobody holds in the admin views.
+//
+// API is not stable: this seam is internal to Gearwork. Methods must be
+// safe for concurrent use; the broker never calls them holding its lock.
+type SharedLifecycle interface {
+	// DeadJobs lists the dead letters of function ("" for all) by
+	// function name, then in the order they died; at most limit of them
+	// (limit ≤ 0: all).
+	DeadJobs(ctx context.Context, function string, limit int) ([]store.Job, error)
+	// StoredJob returns job seq if it is stored in state, or an error
+	// wrapping store.ErrNotFound.
+	StoredJob(ctx context.Context, seq uint64, state store.JobState) (store.Job, error)
+	// DoneByUnique returns a job in store.StateDone with unique, of
+	// function or ("") of the first function by name; or an error
+	// wrapping store.ErrNotFound.
+	DoneByUnique(ctx context.Context, function, unique string) (store.Job, error)
+	// RetryDead queues the selected dead letters again, with a fresh
+	// count of attempts, for any server to claim, and returns how many.
+	RetryDead(ctx context.Context, sel store.DeadSelector) (int, error)
+	// PurgeDead deletes the selected dead letters and returns how many.
+	PurgeDead(ctx context.Context, sel store.DeadSelector) (int, error)
+	// Expire deletes retained results whose time has passed and dead
+	// letters beyond their function's limit; idempotent.
+	Expire(ctx context.Context, p store.ExpireParams) (int, error)
+	// Counts returns, per function, the jobs no server holds and the
+	// dead letters.
+	Counts(ctx context.Context) ([]store.FunctionCount, error)
+	// CancelQueued deletes queued job seq if no live server holds it and
+	// reports whether it did.
+	CancelQueued(ctx context.Context, seq uint64) (bool, error)
+}
+
+// clusterCountsMaxAge is how long the admin views reuse the counts read
+// from the store: many "status" requests or dashboards cost one query a
+// second.
+const clusterCountsMaxAge = time.Second
+
+// countsCache holds the last counts read from the shared store. Readers
+// take sem (a one-slot semaphore, so that a waiting reader can give up
+// with its context), so one query runs at a time and the others reuse it.
+type countsCache struct {
+	sem chan struct{}
+	// The fields below are guarded by sem.
+	at     time.Time
+	counts []store.FunctionCount
+	err    error
+}
+
+// sharedLife returns the shared store's lifecycle capability, or nil when
+// the broker is not in shared mode or its store lacks it.
+func (b *Broker) sharedLife() SharedLifecycle {
+	if b.cluster == nil {
+		return nil
+	}
+	return b.cluster.life
+}
+
+// clusterCounts returns the store's counts, at most clusterCountsMaxAge
+// old. It never holds the broker lock.
+func (b *Broker) clusterCounts(ctx context.Context) ([]store.FunctionCount, error) {
+	c := b.cluster
+	select {
+	case c.counts.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.counts.sem }()
+	cc := &c.counts
+	if !cc.at.IsZero() && time.Since(cc.at) < clusterCountsMaxAge {
+		return cc.counts, cc.err
+	}
+	qctx, cancel := context.WithTimeout(ctx, clusterStatusTimeout)
+	defer cancel()
+	cc.counts, cc.err = c.life.Counts(qctx)
+	if cc.err != nil && ctx.Err() != nil {
+		// The caller gave up: do not keep its error for the others.
+		cc.at = time.Time{}
+		return nil, cc.err
+	}
+	cc.at = time.Now()
+	return cc.counts, cc.err
+}
+
+// addClusterCounts adds the jobs no server holds to a snapshot of this
+// server's functions, sorted by name; it returns the snapshot with rows
+// added for functions only the store knows. On a store error it leaves
+// the snapshot as it is and logs.
+func (b *Broker) addClusterCounts(ctx context.Context, out []FunctionStats) []FunctionStats {
+	if b.sharedLife() == nil {
+		return out
+	}
+	counts, err := b.clusterCounts(ctx)
+	if err != nil {
+		b.log.Warn("broker: counting the jobs in the store failed; showing this server's jobs only",
+			slog.String("error", err.Error()))
+		return out
+	}
+	idx := make(map[string]int, len(out))
+	for i, f := range out {
+		idx[f.Name] = i
+	}
+	for _, c := range counts {
+		i, ok := idx[c.Function]
+		if !ok {
+			if c.Queued == [3]int{} && c.Waiting == 0 && c.Dead == 0 {
+				continue
+			}
+			out = append(out, FunctionStats{FunctionStatus: FunctionStatus{Name: c.Function}})
+			i = len(out) - 1
+			idx[c.Function] = i
+		}
+		f := &out[i]
+		for p := range numPriorities {
+			f.Queued[p] += c.Queued[p]
+			f.Total += c.Queued[p]
+		}
+		f.Total += c.Waiting
+		f.DeadLetters = c.Dead
+	}
+	return out
+}
+
+// expireShared deletes the retained results whose time has passed and the
+// dead letters beyond their function's limit, whichever server stored
+// them. Called from the claim loop's poll.
+func (b *Broker) expireShared(ctx context.Context) {
+	c := b.cluster
+	b.mu.Lock()
+	if c.failing || b.stopped {
+		b.mu.Unlock()
+		return
+	}
+	p := store.ExpireParams{Now: b.nowNanos(), DefaultRetention: int64(b.life.defaultPol.ResultRetention),
+		Retention: make(map[string]int64, len(b.life.policies))}
+	for name, pol := range b.life.policies {
+		p.Retention[name] = int64(pol.ResultRetention)
+	}
+	for name := range c.trimDead {
+		p.KeepDead = append(p.KeepDead, store.KeepDead{Function: name, Keep: b.policyOf(name).maxDeadLetters()})
+	}
+	clear(c.trimDead)
+	b.mu.Unlock()
+	ectx, cancel := context.WithTimeout(ctx, clusterStatusTimeout)
+	defer cancel()
+	n, err := c.life.Expire(ectx, p)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("broker: expiring results and dead letters in the store failed", slog.String("error", err.Error()))
+		}
+		b.mu.Lock()
+		for _, k := range p.KeepDead {
+			c.trimDead[k.Function] = true
+		}
+		b.mu.Unlock()
+		return
+	}
+	if n > 0 {
+		b.log.Debug("broker: expired results and dead letters in the store", slog.Int("rows", n))
+	}
+}
+
+// deadSharedLocked stores a job that ran out of attempts as a dead letter
+// of the cluster: the row gets the dead state and the broker forgets the
+// job (any server lists it from the store). The job must be in stateGone,
+// outside every index.
+func (b *Broker) deadSharedLocked(j *job) {
+	j.state = stateDead
+	b.saveLocked(j)
+	j.state = stateGone
+	b.cluster.trimDead[j.fn.name] = true
+}
+
+func deadLetterOfStored(r store.Job) DeadLetter {
+	return DeadLetter{Seq: r.Seq, Function: r.Function, Unique: displayUnique(r.Unique),
+		Priority: Priority(min(r.Priority, 2)), Payload: r.Payload, Attempts: r.Attempts,
+		LastError: r.LastError, History: r.History, DiedAt: time.Unix(0, r.FinishedAt)}
+}
+
+// resultOfStored turns a stored retained result into a Result, or reports
+// false when its time has passed (and the sweep has not deleted it yet).
+func (b *Broker) resultOfStored(r store.Job) (Result, bool) {
+	exp := r.NotBefore
+	b.mu.Lock()
+	if exp == 0 {
+		exp = r.FinishedAt + int64(b.policyOf(r.Function).ResultRetention)
+	}
+	now := b.nowNanos()
+	b.mu.Unlock()
+	if exp <= now {
+		return Result{}, false
+	}
+	return Result{Seq: r.Seq, Function: r.Function, Unique: displayUnique(r.Unique), Data: r.Result,
+		FinishedAt: time.Unix(0, r.FinishedAt), Expires: time.Unix(0, exp)}, true
+}
+
+// storedResult reads a retained result that another server (or this one
+// before a restart) stored.
+func (b *Broker) storedResult(ctx context.Context, sl SharedLifecycle, seq uint64, function, unique string) (Result, bool, error) {
+	var (
+		r   store.Job
+		err error
+	)
+	if unique != "" {
+		r, err = sl.DoneByUnique(ctx, function, unique)
+	} else {
+		r, err = sl.StoredJob(ctx, seq, store.StateDone)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, err
+	}
+	res, ok := b.resultOfStored(r)
+	return res, ok, nil
+}
+
+// cancelShared cancels a queued job that this server does not hold: it
+// deletes the row when no live server holds it.
+func (b *Broker) cancelShared(ctx context.Context, sl SharedLifecycle, seq uint64) error {
+	ok, err := sl.CancelQueued(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("broker: cancel job in the store: %w", err)
+	}
+	if ok {
+		b.log.Info("broker: cancelled a job nobody held", slog.String("handle", b.Handle(seq)))
+		return nil
+	}
+	f, found, err := b.cluster.store.Find(ctx, seq, "")
+	if err != nil {
+		return fmt.Errorf("broker: cancel job in the store: %w", err)
+	}
+	if found && f.Claimed {
+		return ErrJobHeldElsewhere
+	}
+	return ErrJobNotFound
+}

@@ -1,0 +1,295 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// The methods in this file read and change the lifecycle rows of every
+// server of the cluster (dead letters, retained results, jobs nobody
+// holds), so that any server can list, retry, purge, read and expire them,
+// also when the server that wrote them is gone.
+
+// deadWhere returns the condition and arguments that select the dead
+// letters sel names.
+func deadWhere(sel store.DeadSelector) (string, []any) {
+	switch {
+	case sel.Seq != 0:
+		return `state = 2 AND seq = $1`, []any{seqArg(sel.Seq)}
+	case sel.Function != "":
+		return `state = 2 AND function = $1`, []any{[]byte(sel.Function)}
+	default:
+		return `state = 2`, nil
+	}
+}
+
+// DeadJobs returns the dead letters of function ("" for every function)
+// that any server stored, by function name and then in the order they
+// died, at most limit of them (limit ≤ 0: all).
+func (s *Store) DeadJobs(ctx context.Context, function string, limit int) ([]store.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	where, args := deadWhere(store.DeadSelector{Function: function})
+	q := jobSelect + ` WHERE ` + where + ` ORDER BY function, finished_at, seq`
+	if limit > 0 {
+		q += fmt.Sprintf(` LIMIT %d`, limit)
+	}
+	jobs, err := s.queryJobs(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list dead letters: %w", err)
+	}
+	return jobs, nil
+}
+
+func (s *Store) queryJobs(ctx context.Context, q string, args ...any) ([]store.Job, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// StoredJob returns the stored job seq if it is in the given state, or an
+// error wrapping store.ErrNotFound.
+func (s *Store) StoredJob(ctx context.Context, seq uint64, state store.JobState) (store.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Job{}, err
+	}
+	jobs, err := s.queryJobs(ctx, jobSelect+` WHERE seq = $1 AND state = $2`, seqArg(seq), int16(state))
+	if err != nil {
+		return store.Job{}, fmt.Errorf("postgres: read job %d: %w", seq, err)
+	}
+	if len(jobs) == 0 {
+		return store.Job{}, fmt.Errorf("postgres: job %d (%s): %w", seq, state, store.ErrNotFound)
+	}
+	return jobs[0], nil
+}
+
+// DoneByUnique returns the job in store.StateDone with this unique, of
+// function or, when function is "", of the first function by name that
+// has one; or an error wrapping store.ErrNotFound.
+func (s *Store) DoneByUnique(ctx context.Context, function, unique string) (store.Job, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Job{}, err
+	}
+	q, args := jobSelect+` WHERE uniq = $1 AND state = 3 ORDER BY function LIMIT 1`, []any{[]byte(unique)}
+	if function != "" {
+		q, args = jobSelect+` WHERE uniq = $1 AND function = $2 AND state = 3`, []any{[]byte(unique), []byte(function)}
+	}
+	jobs, err := s.queryJobs(ctx, q, args...)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("postgres: read result by unique: %w", err)
+	}
+	if len(jobs) == 0 {
+		return store.Job{}, fmt.Errorf("postgres: result of unique %q: %w", unique, store.ErrNotFound)
+	}
+	return jobs[0], nil
+}
+
+// retryDeadSQL queues the selected dead letters again for any server to
+// claim, with a fresh count of attempts (history and last error kept), and
+// wakes the servers. A dead letter whose unique is taken meanwhile by a
+// live job or a retained result (or by another dead letter retried with
+// it) loses its unique: it runs without coalescing.
+const retryDeadSQL = `
+WITH picked AS (
+	SELECT seq, function, uniq FROM gearwork_jobs WHERE %s ORDER BY seq FOR UPDATE
+), upd AS (
+	UPDATE gearwork_jobs g SET state = 0, attempts = 0, finished_at = 0, not_before = 0, owner = NULL,
+		uniq = CASE WHEN g.uniq IS NOT NULL AND (
+			EXISTS (SELECT 1 FROM gearwork_jobs o WHERE o.uniq = g.uniq AND o.function = g.function AND o.state <> 2)
+			OR EXISTS (SELECT 1 FROM picked p WHERE p.uniq = g.uniq AND p.function = g.function AND p.seq < g.seq))
+			THEN NULL ELSE g.uniq END
+	FROM picked WHERE g.seq = picked.seq
+	RETURNING g.function
+), woken AS (
+	SELECT pg_notify(%s, CASE WHEN length(f.function) > 3000 THEN '' ELSE encode(f.function, 'hex') END)
+	FROM (SELECT DISTINCT function FROM upd) f
+)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM woken)`
+
+// RetryDead queues the dead letters sel names again, for whichever server
+// has workers for them, and returns how many. Idempotent: a job that is no
+// longer a dead letter is left alone.
+func (s *Store) RetryDead(ctx context.Context, sel store.DeadSelector) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	where, args := deadWhere(sel)
+	q := fmt.Sprintf(retryDeadSQL, where, fmt.Sprintf("$%d::text", len(args)+1))
+	args = append(args, s.channel)
+	for attempt := 0; ; attempt++ {
+		var n, woken int64
+		err := s.pool.QueryRow(ctx, q, args...).Scan(&n, &woken)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && attempt < 5 {
+			// unique_violation: a job with the same unique was inserted
+			// at the same moment; the next attempt sees it.
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("postgres: retry dead letters: %w", err)
+		}
+		return int(n), nil
+	}
+}
+
+// PurgeDead deletes the dead letters sel names and returns how many.
+// Idempotent.
+func (s *Store) PurgeDead(ctx context.Context, sel store.DeadSelector) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	where, args := deadWhere(sel)
+	tag, err := s.pool.Exec(ctx, `DELETE FROM gearwork_jobs WHERE `+where, args...)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: purge dead letters: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+const (
+	expireDoneSQL = `DELETE FROM gearwork_jobs WHERE state = 3 AND not_before > 0 AND not_before <= $1`
+	// expireUntimedSQL expires retained results stored without their
+	// expiry time, by the retention of their function.
+	expireUntimedSQL = `DELETE FROM gearwork_jobs g WHERE g.state = 3 AND g.not_before = 0
+		AND g.finished_at + coalesce(
+			(SELECT r.retention FROM unnest($2::bytea[], $3::bigint[]) AS r(function, retention) WHERE r.function = g.function),
+			$4) <= $1`
+	trimDeadSQL = `DELETE FROM gearwork_jobs WHERE seq IN (
+		SELECT seq FROM (
+			SELECT g.seq, k.keep, row_number() OVER (PARTITION BY g.function ORDER BY g.finished_at DESC, g.seq DESC) AS rn
+			FROM unnest($1::bytea[], $2::integer[]) AS k(function, keep)
+			JOIN gearwork_jobs g ON g.function = k.function AND g.state = 2) d
+		WHERE d.rn > d.keep)`
+)
+
+// Expire deletes, whichever server stored them, the retained results whose
+// expiry has passed and the dead letters beyond their function's limit,
+// in one transaction, and returns how many rows it deleted. Idempotent.
+func (s *Store) Expire(ctx context.Context, p store.ExpireParams) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	fns := make([][]byte, 0, len(p.Retention))
+	rets := make([]int64, 0, len(p.Retention))
+	for f, r := range p.Retention {
+		fns = append(fns, nonNil([]byte(f)))
+		rets = append(rets, r)
+	}
+	b := &pgx.Batch{}
+	b.Queue(expireDoneSQL, p.Now)
+	b.Queue(expireUntimedSQL, p.Now, fns, rets, p.DefaultRetention)
+	if len(p.KeepDead) > 0 {
+		kf := make([][]byte, len(p.KeepDead))
+		keep := make([]int32, len(p.KeepDead))
+		for i, k := range p.KeepDead {
+			kf[i], keep[i] = nonNil([]byte(k.Function)), int32(min(max(k.Keep, 0), 1<<30))
+		}
+		b.Queue(trimDeadSQL, kf, keep)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	n := 0
+	for range b.Len() {
+		tag, err := br.Exec()
+		if err != nil {
+			_ = br.Close()
+			return 0, fmt.Errorf("postgres: expire: %w", err)
+		}
+		n += int(tag.RowsAffected())
+	}
+	if err := br.Close(); err != nil {
+		return 0, fmt.Errorf("postgres: expire: %w", err)
+	}
+	return n, nil
+}
+
+// countsSQL counts, per function, the jobs no server holds (runnable now
+// by priority, and not yet runnable) and the dead letters, in one
+// statement over the claiming and dead-letter indexes.
+const countsSQL = `
+SELECT function, priority,
+	count(*) FILTER (WHERE run_at <= extract(epoch FROM now())::bigint
+		AND not_before <= (extract(epoch FROM now()) * 1e9)::bigint),
+	count(*) FILTER (WHERE run_at > extract(epoch FROM now())::bigint
+		OR not_before > (extract(epoch FROM now()) * 1e9)::bigint),
+	0::bigint
+FROM gearwork_jobs WHERE owner IS NULL AND state IN (0, 1) GROUP BY function, priority
+UNION ALL
+SELECT function, 0::smallint, 0::bigint, 0::bigint, count(*) FROM gearwork_jobs WHERE state = 2 GROUP BY function`
+
+// Counts returns, per function, what the database holds beyond the jobs
+// servers hold: jobs nobody holds and dead letters, ordered by function.
+func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, countsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: count jobs: %w", err)
+	}
+	defer rows.Close()
+	byName := map[string]*store.FunctionCount{}
+	var names []string
+	for rows.Next() {
+		var (
+			fn                   []byte
+			pri                  int16
+			runnable, wait, dead int64
+		)
+		if err := rows.Scan(&fn, &pri, &runnable, &wait, &dead); err != nil {
+			return nil, fmt.Errorf("postgres: count jobs: %w", err)
+		}
+		c := byName[string(fn)]
+		if c == nil {
+			c = &store.FunctionCount{Function: string(fn)}
+			byName[c.Function] = c
+			names = append(names, c.Function)
+		}
+		c.Queued[min(max(pri, 0), 2)] += int(runnable)
+		c.Waiting += int(wait)
+		c.Dead += int(dead)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: count jobs: %w", err)
+	}
+	slices.Sort(names)
+	out := make([]store.FunctionCount, 0, len(names))
+	for _, n := range names {
+		out = append(out, *byName[n])
+	}
+	return out, nil
+}
+
+// CancelQueued deletes the queued (or retry-waiting) job seq when no live
+// server holds it: nobody claimed it, or the server that did has let its
+// lease expire. It reports whether it deleted the job. A job some live
+// server holds is left alone: that server must cancel it.
+func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)
+		AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))`, seqArg(seq))
+	if err != nil {
+		return false, fmt.Errorf("postgres: cancel job %d: %w", seq, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
