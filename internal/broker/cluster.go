@@ -278,6 +278,11 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 		defer func() { b.life.replayTicks = nil }()
 	}
 	if b.replayLifeLocked(r) {
+		// A replay queues without waking anyone; a claimed job must wake
+		// a sleeping worker as a submitted one does.
+		if j := b.jobs[r.Seq]; j != nil && j.state == stateQueued && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
+			j.fn.wakeOne()
+		}
 		return
 	}
 	j := storedJob(b.function(r.Function), r)
