@@ -200,9 +200,16 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		}
 		return
 	}
+	if other := b.jobs[r.Seq]; !r.Claimed && other != nil && other != j {
+		// Coalesced with a job this server held already (claimed by its
+		// claim loop meanwhile): attach the clients to it.
+		b.attachCoalescedLocked(j, other, waiters)
+		return
+	}
 	if !r.Claimed {
-		// Another server will run it. Foreground clients that attached to
-		// it here cannot follow it there: they are told it failed.
+		// Another server will run it (or this one, through a claim that is
+		// under way, or it finished here already). Foreground clients that
+		// attached to it here cannot follow it: they are told it failed.
 		clients := j.x.clients
 		for i, w := range waiters {
 			w(r.Seq, r.Created && i == 0, nil)
@@ -215,16 +222,7 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 	}
 	if other := b.jobs[r.Seq]; other != nil && other != j {
 		// Coalesced with a job already held here: attach the clients to it.
-		clients := j.x.clients
-		b.forgetLocked(j)
-		for _, s := range clients {
-			ox := other.extra()
-			ox.clients = append(ox.clients, s)
-			s.waiting = append(s.waiting, other)
-		}
-		for _, w := range waiters {
-			w(r.Seq, false, nil)
-		}
+		b.attachCoalescedLocked(j, other, waiters)
 		return
 	}
 	delete(b.jobs, j.seq)
@@ -234,4 +232,20 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		w(r.Seq, r.Created && i == 0, nil)
 	}
 	b.makeRunnableLocked(j, true)
+}
+
+// attachCoalescedLocked moves the clients of j, a new job that coalesced in
+// the store with other, a job held here, to other, and acknowledges j's
+// submitters with other's handle.
+func (b *Broker) attachCoalescedLocked(j, other *job, waiters []DoneFunc) {
+	clients := j.x.clients
+	b.forgetLocked(j)
+	for _, s := range clients {
+		ox := other.extra()
+		ox.clients = append(ox.clients, s)
+		s.waiting = append(s.waiting, other)
+	}
+	for _, w := range waiters {
+		w(other.seq, false, nil)
+	}
 }

@@ -27,7 +27,10 @@ type Inserted struct {
 	Seq uint64
 	// Created is false when the job coalesced with a live job.
 	Created bool
-	// Claimed reports that this server now holds the job.
+	// Claimed reports that this insert made this server hold the job: it
+	// inserted the job claimed, or claimed the unclaimed job it coalesced
+	// with. A coalesced job this server held already is reported
+	// unclaimed (the server has it, or gets it through its own claim).
 	Claimed bool
 }
 

@@ -369,15 +369,18 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.I
 }
 
 // resolveCoalesced finds the live job a new job coalesced with, or inserts
-// the job after all when that one has finished meanwhile.
+// the job after all when that one has finished meanwhile. The job found
+// is reported unclaimed even when this server holds it: this insert did
+// not claim it, and the server has it already (in memory, or arriving by
+// its own claim, or finished there), so it must not be run a second time
+// because of this insert.
 func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j store.Job, id int64) (store.Inserted, error) {
 	for attempt := 0; ; attempt++ {
 		var seq int64
-		var owner *int64
-		err := s.pool.QueryRow(ctx, `SELECT seq, owner FROM gearwork_jobs WHERE uniq = $1 AND function = $2 AND state <> 2`,
-			[]byte(j.Unique), []byte(j.Function)).Scan(&seq, &owner)
+		err := s.pool.QueryRow(ctx, `SELECT seq FROM gearwork_jobs WHERE uniq = $1 AND function = $2 AND state <> 2`,
+			[]byte(j.Unique), []byte(j.Function)).Scan(&seq)
 		if err == nil {
-			return store.Inserted{Seq: uint64(seq), Claimed: owner != nil && *owner == id && id != 0}, nil
+			return store.Inserted{Seq: uint64(seq)}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return store.Inserted{}, err
