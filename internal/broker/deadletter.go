@@ -206,7 +206,10 @@ func (b *Broker) retryShared(ctx context.Context, sl SharedLifecycle, sel store.
 	if err != nil {
 		return 0, fmt.Errorf("broker: retry dead letters: %w", err)
 	}
-	if n > 0 {
+	switch {
+	case n > 0 && sel.Seq != 0:
+		b.log.Info("broker: dead letter queued again for the cluster", slog.String("handle", b.Handle(sel.Seq)))
+	case n > 0:
 		b.log.Info("broker: dead letters queued again for the cluster", slog.Int("jobs", n),
 			slog.String("function", sel.Function))
 	}
