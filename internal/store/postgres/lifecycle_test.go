@@ -1,0 +1,372 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/postgres"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// These tests check that dead letters, retained results and the admin
+// counts hold across the servers of a cluster, also when the server that
+// wrote them is gone.
+
+// startShared starts a broker on its own store of url with cfg; the test
+// stops both when it ends (stopping twice is harmless).
+func startShared(t *testing.T, url, name string, cfg broker.Config) (*broker.Broker, *postgres.Store) {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: time.Second, Logger: quiet})
+	require.NoError(t, err)
+	cfg.Store, cfg.HandlePrefix, cfg.Logger = st, "H:"+name+":", quiet
+	b := broker.New(cfg)
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(func() {
+		b.Stop()
+		_ = st.Close()
+	})
+	return b, st
+}
+
+// failAll grabs n jobs on w and ends each with an exception carrying the
+// job's payload, returning the jobs in the order they failed.
+func failAll(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, n int) []broker.Assignment {
+	t.Helper()
+	var done []broker.Assignment
+	deadline := time.Now().Add(time.Minute)
+	for len(done) < n {
+		a, ok := b.Grab(w)
+		if ok {
+			require.NoError(t, b.Finish(w, a.Seq, broker.Exception, append([]byte("broke: "), a.Payload...)))
+			done = append(done, a)
+			continue
+		}
+		b.PreSleep(w)
+		select {
+		case <-out.signal:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("worker got %d of %d jobs", len(done), n)
+		}
+	}
+	return done
+}
+
+func rowsIn(t *testing.T, url string, state int) int {
+	t.Helper()
+	var n int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE state = %d`, state), &n)
+	return n
+}
+
+func deadOn(t *testing.T, b *broker.Broker, fn string) []broker.DeadLetter {
+	t.Helper()
+	dl, err := b.DeadLetters(context.Background(), fn, 0)
+	require.NoError(t, err)
+	return dl
+}
+
+func TestSharedDeadLettersAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	cfg := broker.Config{Policies: map[string]broker.Policy{
+		"f":       {MaxAttempts: 1},
+		"bounded": {MaxAttempts: 1, MaxDeadLetters: 1},
+	}}
+	a, _ := startShared(t, url, "a", cfg)
+	b, _ := startShared(t, url, "b", cfg)
+
+	client := a.NewSession("client", newOutbox())
+	for i, u := range []string{"u1", "", ""} {
+		require.NoError(t, submit(t, a, client, bgJob("f", u, fmt.Sprint("p", i))).err)
+	}
+	for i := range 2 {
+		require.NoError(t, submit(t, a, client, bgJob("bounded", "", fmt.Sprint("b", i))).err)
+	}
+	out := newOutbox()
+	wa := a.NewSession("wa", out)
+	a.CanDo(wa, []byte("f"), 0)
+	a.CanDo(wa, []byte("bounded"), 0)
+	died := failAll(t, a, wa, out, 5)
+
+	// b lists what died on a, once a's commit round has written it.
+	eventually(t, "b lists the dead letters of f", func() bool { return len(deadOn(t, b, "f")) == 3 })
+	dl := deadOn(t, b, "f")
+	for _, d := range dl {
+		require.Equal(t, "f", d.Function)
+		require.Equal(t, uint32(1), d.Attempts)
+		require.Equal(t, "broke: "+string(d.Payload), d.LastError)
+		require.False(t, d.DiedAt.IsZero())
+	}
+	eventually(t, "the function's limit is applied across the cluster", func() bool {
+		return len(deadOn(t, b, "bounded")) == 1
+	})
+	var lastBounded uint64
+	for _, d := range died {
+		if d.Function == "bounded" {
+			lastBounded = d.Seq
+		}
+	}
+	require.Equal(t, lastBounded, deadOn(t, b, "bounded")[0].Seq, "the newest dead letter is kept")
+	all := deadOn(t, b, "")
+	require.Len(t, all, 4)
+	require.Equal(t, "bounded", all[0].Function, "sorted by function name")
+
+	eventually(t, "b counts the dead letters", func() bool {
+		for _, f := range b.Stats(ctx).Functions {
+			if f.Name == "f" {
+				return f.DeadLetters == 3
+			}
+		}
+		return false
+	})
+
+	// a stops: its dead letters stay listed, shown, retried and purged
+	// from b.
+	a.Stop()
+	require.Len(t, deadOn(t, b, "f"), 3)
+	var withUnique broker.DeadLetter
+	for _, d := range dl {
+		if d.Unique == "u1" {
+			withUnique = d
+		}
+	}
+	require.NotZero(t, withUnique.Seq)
+	shown, ok, err := b.DeadLetterByHandle(ctx, []byte(fmt.Sprintf("H:a:%d", withUnique.Seq)))
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, withUnique.Payload, shown.Payload)
+	require.Len(t, shown.History, 1)
+
+	// A live job took the unique meanwhile: the retried dead letter runs
+	// without it, beside the live one.
+	cb := b.NewSession("cb", newOutbox())
+	live := submit(t, b, cb, bgJob("f", "u1", "live"))
+	require.NoError(t, live.err)
+	require.True(t, live.created, "a dead letter does not hold its unique")
+	require.NoError(t, b.RetryDeadLetter(ctx, []byte(fmt.Sprintf("H:a:%d", withUnique.Seq))))
+	require.ErrorIs(t, b.RetryDeadLetter(ctx, []byte(fmt.Sprintf("H:a:%d", withUnique.Seq))), broker.ErrJobNotFound,
+		"a retried job is no dead letter any more")
+	require.Len(t, deadOn(t, b, "f"), 2)
+
+	outB := newOutbox()
+	wb := b.NewSession("wb", outB)
+	b.CanDo(wb, []byte("f"), 0)
+	got := drain(t, b, wb, outB, 2)
+	require.ElementsMatch(t, []string{string(withUnique.Payload), "live"}, got,
+		"the retried job runs on b, whose worker claims it")
+
+	// Purge one by handle and the rest of the function.
+	rest := deadOn(t, b, "f")
+	require.Len(t, rest, 2)
+	require.NoError(t, b.PurgeDeadLetter(ctx, []byte(fmt.Sprintf("H:a:%d", rest[0].Seq))))
+	require.ErrorIs(t, b.PurgeDeadLetter(ctx, []byte(fmt.Sprintf("H:a:%d", rest[0].Seq))), broker.ErrJobNotFound)
+	n, err := b.PurgeDeadLetters(ctx, "f")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	n, err = b.PurgeDeadLetters(ctx, "")
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "purging every function takes the bounded one too")
+	eventually(t, "every row is gone", func() bool { return countRows(t, url) == 0 })
+}
+
+func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	cfg := broker.Config{Policies: map[string]broker.Policy{"f": {MaxAttempts: 1}}}
+	// a dies without a word after the job died there: its store is
+	// closed, so it neither leaves nor renews.
+	a, stA := startShared(t, url, "a", cfg)
+	out := newOutbox()
+	wa := a.NewSession("wa", out)
+	a.CanDo(wa, []byte("f"), 0)
+	require.NoError(t, submit(t, a, wa, bgJob("f", "", "once more")).err)
+	seq := failAll(t, a, wa, out, 1)[0].Seq
+	eventually(t, "the dead letter is stored", func() bool { return rowsIn(t, url, 2) == 1 })
+	require.NoError(t, stA.Close())
+	a.Stop()
+
+	b, _ := startShared(t, url, "b", cfg)
+	dl := deadOn(t, b, "")
+	require.Len(t, dl, 1, "a restarted or other server lists a dead server's dead letters")
+	require.Equal(t, seq, dl[0].Seq)
+	n, err := b.RetryDeadLetters(ctx, "f")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	outB := newOutbox()
+	wb := b.NewSession("wb", outB)
+	b.CanDo(wb, []byte("f"), 0)
+	require.Equal(t, []string{"once more"}, drain(t, b, wb, outB, 1))
+	eventually(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
+}
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	policies := map[string]broker.Policy{"report": {ResultRetention: time.Hour}}
+	a, stA := startShared(t, url, "a", broker.Config{Policies: policies})
+	clock := &fakeClock{t: time.Now()}
+	b, _ := startShared(t, url, "b", broker.Config{Policies: policies, Clock: clock})
+
+	out := newOutbox()
+	wa := a.NewSession("wa", out)
+	a.CanDo(wa, []byte("report"), 0)
+	first := submit(t, a, wa, bgJob("report", "rep-1", "x"))
+	require.NoError(t, first.err)
+	second := submit(t, a, wa, bgJob("report", "rep-2", "y"))
+	require.NoError(t, second.err)
+	for range 2 {
+		eventually(t, "a's worker gets a job", func() bool {
+			as, ok := a.Grab(wa)
+			if ok {
+				require.NoError(t, a.Finish(wa, as.Seq, broker.Complete, append([]byte("done "), as.Payload...)))
+			}
+			return ok
+		})
+	}
+	eventually(t, "the results are stored", func() bool { return rowsIn(t, url, 3) == 2 })
+
+	h := []byte(fmt.Sprintf("H:a:%d", first.seq))
+	r, ok, err := b.Result(ctx, h)
+	require.NoError(t, err)
+	require.True(t, ok, "b reads a result a stored")
+	require.Equal(t, "done x", string(r.Data))
+	require.Equal(t, "rep-1", r.Unique)
+	require.Equal(t, time.Hour, r.Expires.Sub(r.FinishedAt), "the expiry is stored with the result")
+	r, ok, err = b.ResultByUnique(ctx, "", "rep-2")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "done y", string(r.Data))
+	again := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("report", "rep-1", "z"))
+	require.NoError(t, again.err)
+	require.False(t, again.created, "a retained result answers a repeated submit on any server")
+	require.Equal(t, first.seq, again.seq)
+
+	// a dies; a row written without its expiry time (by an older server)
+	// expires by the function's retention.
+	require.NoError(t, stA.Close())
+	a.Stop()
+	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_jobs SET not_before = 0 WHERE seq = %d`, second.seq))
+	clock.Add(30 * time.Minute)
+	_, ok, err = b.Result(ctx, h)
+	require.NoError(t, err)
+	require.True(t, ok, "not expired yet")
+	require.Equal(t, 2, rowsIn(t, url, 3))
+
+	clock.Add(31 * time.Minute)
+	_, ok, err = b.Result(ctx, h)
+	require.NoError(t, err)
+	require.False(t, ok, "an expired result is not answered")
+	eventually(t, "b expires the results a stored", func() bool { return rowsIn(t, url, 3) == 0 })
+	fresh := submit(t, b, b.NewSession("cb2", newOutbox()), bgJob("report", "rep-1", "z"))
+	require.NoError(t, fresh.err)
+	require.True(t, fresh.created, "once expired, the unique is free")
+}
+
+func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+
+	client := a.NewSession("client", newOutbox())
+	for i := range 5 {
+		p := bgJob("count", "", fmt.Sprint(i))
+		if i < 2 {
+			p.Priority = broker.High
+		}
+		require.NoError(t, submit(t, a, client, p).err)
+	}
+	later := bgJob("count", "", "later")
+	later.RunAt = time.Now().Add(time.Hour).Unix()
+	require.NoError(t, submit(t, a, client, later).err)
+
+	// b has never heard of the function; its status counts a's rows.
+	var got broker.FunctionStatus
+	eventually(t, "b counts the rows submitted on a", func() bool {
+		for _, f := range b.Status(ctx) {
+			if f.Name == "count" {
+				got = f
+				return true
+			}
+		}
+		return false
+	})
+	require.Equal(t, broker.FunctionStatus{Name: "count", Total: 6, Queued: [3]int{2, 3, 0}}, got,
+		"runnable jobs by priority; the scheduled one only in the total")
+
+	// Jobs b holds count from its memory, those nobody holds from the store.
+	out := newOutbox()
+	w := b.NewSession("w", out)
+	b.CanDo(w, []byte("count"), 0)
+	eventually(t, "b's worker gets a job", func() bool {
+		_, ok := b.Grab(w)
+		if !ok {
+			b.PreSleep(w)
+		}
+		return ok
+	})
+	// The counts read from the store may be a second old.
+	want := broker.FunctionStatus{Name: "count", Total: 6, Running: 1, Workers: 1, Queued: [3]int{1, 3, 0}}
+	eventually(t, "b counts its own jobs and the rest, each once", func() bool {
+		for _, f := range b.Status(ctx) {
+			if f.Name == "count" {
+				got = f
+			}
+		}
+		return got == want
+	})
+	stats := b.Stats(ctx)
+	require.Len(t, stats.Functions, 1)
+	require.Equal(t, got.Queued, stats.Functions[0].Queued, "Stats counts as Status does")
+}
+
+func TestSharedCancelJobNobodyHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+	client := a.NewSession("client", newOutbox())
+	free := submit(t, a, client, bgJob("c", "", "nobody holds me"))
+	require.NoError(t, free.err)
+	require.NoError(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", free.seq))))
+	require.Equal(t, 0, countRows(t, url))
+	require.ErrorIs(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", free.seq))), broker.ErrJobNotFound)
+
+	wa := a.NewSession("wa", newOutbox())
+	a.CanDo(wa, []byte("c"), 0)
+	held := submit(t, a, client, bgJob("c", "", "a holds me"))
+	require.NoError(t, held.err)
+	eventually(t, "a holds the job", func() bool { return a.JobCount() == 1 })
+	require.ErrorIs(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", held.seq))), broker.ErrJobHeldElsewhere)
+	require.NoError(t, a.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", held.seq))), "the server holding it cancels it")
+	eventually(t, "the row is deleted", func() bool { return countRows(t, url) == 0 })
+}
