@@ -189,7 +189,7 @@ func (b *Broker) deadSharedLocked(j *job) {
 }
 
 func deadLetterOfStored(r store.Job) DeadLetter {
-	return DeadLetter{Seq: r.Seq, Function: r.Function, Unique: displayUnique(r.Unique),
+	return DeadLetter{Seq: r.Seq, Handle: r.Handle, Function: r.Function, Unique: displayUnique(r.Unique),
 		Priority: Priority(min(r.Priority, 2)), Payload: r.Payload, Attempts: r.Attempts,
 		LastError: r.LastError, History: r.History, DiedAt: time.Unix(0, r.FinishedAt)}
 }
@@ -252,4 +252,37 @@ func (b *Broker) cancelShared(ctx context.Context, sl SharedLifecycle, seq uint6
 		return ErrJobHeldElsewhere
 	}
 	return ErrJobNotFound
+}
+
+// StoredJob returns, in shared mode, a snapshot of job seq when the store
+// holds it as a dead letter or a retained result, whichever server stored
+// it (Job only sees this server's memory). It reports false otherwise,
+// and always outside shared mode.
+func (b *Broker) StoredJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
+	sl := b.sharedLife()
+	if sl == nil {
+		return JobSnapshot{}, false, nil
+	}
+	for _, state := range []store.JobState{store.StateDead, store.StateDone} {
+		r, err := sl.StoredJob(ctx, seq, state)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return JobSnapshot{}, false, fmt.Errorf("broker: read job %d: %w", seq, err)
+		}
+		snap := JobSnapshot{Seq: r.Seq, Function: r.Function, Unique: displayUnique(r.Unique),
+			Priority: Priority(min(r.Priority, 2)), State: "dead", Background: true, Retries: r.Retries,
+			RunAt: r.RunAt, Attempts: r.Attempts, MaxAttempts: int(r.MaxAttempts), LastError: r.LastError,
+			OrderingKey: r.OrderingKey, Finished: time.Unix(0, r.FinishedAt)}
+		if state == store.StateDone {
+			res, ok := b.resultOfStored(r)
+			if !ok {
+				return JobSnapshot{}, false, nil
+			}
+			snap.State, snap.Result = "done", res.Data
+		}
+		return snap, true, nil
+	}
+	return JobSnapshot{}, false, nil
 }

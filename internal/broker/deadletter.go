@@ -81,7 +81,10 @@ func (b *Broker) removeDeadLocked(j *job) {
 
 // DeadLetter is a job that ran out of attempts.
 type DeadLetter struct {
-	Seq      uint64
+	Seq uint64
+	// Handle is the job's handle as its submitter got it (in shared mode,
+	// with the prefix of the server that took the submit).
+	Handle   string
 	Function string
 	// Unique is the unique as the client sent it.
 	Unique   string
@@ -97,9 +100,9 @@ type DeadLetter struct {
 	DiedAt  time.Time
 }
 
-func deadLetterOf(j *job) DeadLetter {
+func deadLetterOf(j *job, handle string) DeadLetter {
 	l := j.x.life
-	return DeadLetter{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(), Priority: j.priority,
+	return DeadLetter{Seq: j.seq, Handle: handle, Function: j.fn.name, Unique: j.displayUnique(), Priority: j.priority,
 		Payload: j.payload, Attempts: l.attempts, LastError: l.lastErr,
 		History: slices.Clone(l.history), DiedAt: time.Unix(0, l.finishedAt)}
 }
@@ -136,7 +139,7 @@ func (b *Broker) deadLetters(function string) []DeadLetter {
 			continue
 		}
 		for j := list.head; j != nil; j = j.next {
-			out = append(out, deadLetterOf(j))
+			out = append(out, deadLetterOf(j, b.Handle(j.seq)))
 		}
 	}
 	slices.SortStableFunc(out, func(a, c DeadLetter) int {
@@ -162,7 +165,7 @@ func (b *Broker) DeadLetterByHandle(ctx context.Context, handle []byte) (dl Dead
 		}
 		return deadLetterOfStored(r), true, nil
 	}
-	ok = b.withDeadLetter(handle, func(j *job) { dl = deadLetterOf(j) })
+	ok = b.withDeadLetter(handle, func(j *job) { dl = deadLetterOf(j, b.Handle(j.seq)) })
 	return dl, ok, nil
 }
 

@@ -68,7 +68,7 @@ func (c *conn) adminLifecycle(ctx context.Context, cmd gearman.AdminCommand, sb 
 			break
 		}
 		for _, d := range dls {
-			fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\n", b.Handle(d.Seq), d.Function, dash(d.Unique),
+			fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, d.Function, dash(d.Unique),
 				d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
 		}
 		sb.WriteString(".\n")
@@ -195,7 +195,7 @@ func deadLetter(ctx context.Context, b *broker.Broker, args []string, sb *string
 			return
 		}
 		fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nattempts\t%d\ndied\t%s\nerror\t%s\npayload\t%s\n",
-			b.Handle(d.Seq), d.Function, strconv.Quote(d.Unique), d.Priority, d.Attempts,
+			d.Handle, d.Function, strconv.Quote(d.Unique), d.Priority, d.Attempts,
 			fmtTime(d.DiedAt), strconv.Quote(d.LastError), strconv.Quote(string(d.Payload)))
 		for i, a := range d.History {
 			fmt.Fprintf(sb, "attempt\t%d\t%s\t%s\t%s\t%s\n", i+1, fmtNanos(a.Start), fmtNanos(a.End),

@@ -575,6 +575,14 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, s.snapshotJSON(snap))
 		return nil
 	}
+	// A dead letter or retained result that another server of a cluster
+	// stored (or this one, before a restart).
+	if snap, ok, err := s.b.StoredJob(r.Context(), seq); err != nil {
+		return err
+	} else if ok {
+		writeJSON(w, http.StatusOK, s.snapshotJSON(snap))
+		return nil
+	}
 	if f, ok := s.hub.remembered(seq); ok {
 		if e, ok := s.hub.outcome(f); ok {
 			writeJSON(w, http.StatusOK, s.finalJSON(seq, e, s.hub.finishedAt(f)))

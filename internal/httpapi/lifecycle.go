@@ -91,7 +91,7 @@ func (l brokerLifecycle) ListDead(ctx context.Context, fn string, limit int) ([]
 	}
 	out := make([]DeadLetter, 0, len(dls))
 	for _, d := range dls {
-		out = append(out, DeadLetter{Handle: l.b.Handle(d.Seq), Function: d.Function, Unique: d.Unique,
+		out = append(out, DeadLetter{Handle: d.Handle, Function: d.Function, Unique: d.Unique,
 			Priority: d.Priority.String(), Attempts: int(d.Attempts), Error: d.LastError, DiedAt: d.DiedAt.UTC(),
 			Payload: d.Payload})
 	}
