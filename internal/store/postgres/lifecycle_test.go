@@ -103,6 +103,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 		require.Equal(t, uint32(1), d.Attempts)
 		require.Equal(t, "broke: "+string(d.Payload), d.LastError)
 		require.False(t, d.DiedAt.IsZero())
+		require.Equal(t, fmt.Sprintf("H:a:%d", d.Seq), d.Handle, "the handle a's client got")
 	}
 	eventually(t, "the function's limit is applied across the cluster", func() bool {
 		return len(deadOn(t, b, "bounded")) == 1
@@ -143,6 +144,11 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, withUnique.Payload, shown.Payload)
 	require.Len(t, shown.History, 1)
+	snap, ok, err := b.StoredJob(ctx, withUnique.Seq)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "dead", snap.State)
+	require.Equal(t, withUnique.LastError, snap.LastError)
 
 	// A live job took the unique meanwhile: the retried dead letter runs
 	// without it, beside the live one.
@@ -259,6 +265,11 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	require.Equal(t, "done x", string(r.Data))
 	require.Equal(t, "rep-1", r.Unique)
 	require.Equal(t, time.Hour, r.Expires.Sub(r.FinishedAt), "the expiry is stored with the result")
+	snap, ok, err := b.StoredJob(ctx, first.seq)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "done", snap.State)
+	require.Equal(t, "done x", string(snap.Result))
 	r, ok, err = b.ResultByUnique(ctx, "", "rep-2")
 	require.NoError(t, err)
 	require.True(t, ok)
