@@ -1,0 +1,187 @@
+package cluster
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// adminCall sends one admin text command to the server at addr and returns
+// the answer's lines: up to the "." line for a listing (list true), else
+// the first line and, for "OK <length>" answers of "result", the data.
+func adminCall(t *testing.T, addr, cmd string, list bool) []string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(time.Minute)))
+	_, err = fmt.Fprintf(c, "%s\r\n", cmd)
+	require.NoError(t, err)
+	r := bufio.NewReader(c)
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		require.NoError(t, err, "answer to %q so far: %q", cmd, lines)
+		line = strings.TrimRight(line, "\r\n")
+		if list && line == "." {
+			return lines
+		}
+		lines = append(lines, line)
+		if !list {
+			if strings.HasPrefix(cmd, "result ") && strings.HasPrefix(line, "OK ") {
+				data, err := r.ReadString('\n')
+				require.NoError(t, err)
+				lines = append(lines, strings.TrimSuffix(data, "\n"))
+			}
+			return lines
+		}
+	}
+}
+
+// submitBg submits a background job to addr and returns its handle.
+func submitBg(t *testing.T, addr, fn, payload string) string {
+	t.Helper()
+	c, err := dial(addr)
+	require.NoError(t, err)
+	defer c.c.Close()
+	require.NoError(t, c.send(gearman.SubmitJobBg, []byte(fn), nil, []byte(payload)))
+	p, err := c.next()
+	require.NoError(t, err)
+	require.Equal(t, gearman.JobCreated, p.Command)
+	return string(p.Arg(0))
+}
+
+// workOne registers a worker for fn on addr, waits for one job and ends it
+// with end (WORK_COMPLETE or WORK_FAIL) and data; it returns the handle.
+func workOne(t *testing.T, addr, fn string, end gearman.Command, data string) string {
+	t.Helper()
+	c, err := dial(addr)
+	require.NoError(t, err)
+	defer c.c.Close()
+	require.NoError(t, c.c.SetDeadline(time.Now().Add(time.Minute)))
+	require.NoError(t, c.send(gearman.CanDo, []byte(fn)))
+	for {
+		require.NoError(t, c.send(gearman.GrabJob))
+		p, err := c.next()
+		require.NoError(t, err, "waiting for a %s job", fn)
+		switch p.Command {
+		case gearman.JobAssign:
+			handle := string(p.Arg(0))
+			args := [][]byte{[]byte(handle)}
+			if end == gearman.WorkComplete {
+				args = append(args, []byte(data))
+			}
+			require.NoError(t, c.send(end, args...))
+			// A round trip, so the result has reached the server.
+			require.NoError(t, c.send(gearman.EchoReq, []byte("sync")))
+			p, err := c.next()
+			require.NoError(t, err)
+			require.Equal(t, gearman.EchoRes, p.Command)
+			return handle
+		case gearman.NoJob:
+			require.NoError(t, c.send(gearman.PreSleep))
+			for {
+				p, err := c.next()
+				require.NoError(t, err, "waiting for a NOOP")
+				if p.Command == gearman.Noop {
+					break
+				}
+			}
+		default:
+			t.Fatalf("worker: unexpected %v", p.Command)
+		}
+	}
+}
+
+// pollAdmin repeats a listing until cond holds or a generous deadline
+// passes, and returns the last answer.
+func pollAdmin(t *testing.T, addr, cmd, what string, cond func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		lines := adminCall(t, addr, cmd, true)
+		if cond(lines) {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s; %q answers %q", what, cmd, lines)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClusterLifecycleAcrossServers runs two servers on one PostgreSQL:
+// jobs that die, complete with a retained result or wait on server a are
+// seen and handled through server b's admin commands, also after a stopped.
+func TestClusterLifecycleAcrossServers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and two servers")
+	}
+	url := pgtest.Schema(t)
+	dir := t.TempDir()
+	bin := buildGearwork(t, dir)
+	a := &server{t: t, bin: bin, store: url, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "a.log")}
+	b := &server{t: t, bin: bin, store: url, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "b.log")}
+	a.start()
+	b.start()
+	defer func() {
+		a.stop()
+		b.stop()
+		if t.Failed() {
+			t.Logf("server a log:\n%s\nserver b log:\n%s", a.logText(), b.logText())
+		}
+	}()
+
+	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "policy dl max_attempts=1", false))
+	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "policy res result_retention=1h", false))
+	dead1 := submitBg(t, a.addr, "dl", "first")
+	dead2 := submitBg(t, a.addr, "dl", "second")
+	require.Equal(t, dead1, workOne(t, a.addr, "dl", gearman.WorkFail, ""))
+	require.Equal(t, dead2, workOne(t, a.addr, "dl", gearman.WorkFail, ""))
+	res := submitBg(t, a.addr, "res", "q")
+	require.Equal(t, res, workOne(t, a.addr, "res", gearman.WorkComplete, "42"))
+	waiting := submitBg(t, a.addr, "idle", "nobody works on me")
+
+	// b lists and counts what a holds in the database.
+	pollAdmin(t, b.addr, "deadletters dl", "b lists a's dead letters", func(l []string) bool { return len(l) == 2 })
+	pollAdmin(t, b.addr, "status", "b counts the job nobody holds", func(l []string) bool {
+		for _, line := range l {
+			if line == "idle\t1\t0\t0" {
+				return true
+			}
+		}
+		return false
+	})
+
+	a.stop()
+	lines := adminCall(t, b.addr, "deadletters", true)
+	require.Len(t, lines, 2, "a's dead letters outlive it")
+	require.True(t, strings.HasPrefix(lines[0], dead1+"\tdl\t"), "listed with a's handle: %q", lines[0])
+	show := adminCall(t, b.addr, "deadletter show "+dead1, true)
+	require.Contains(t, show, "handle\t"+dead1)
+	require.Contains(t, show, "payload\t\"first\"")
+	require.Equal(t, []string{"OK 2", "42"}, adminCall(t, b.addr, "result "+res, false),
+		"b reads the result a retained")
+
+	require.Equal(t, []string{"OK 1"}, adminCall(t, b.addr, "deadletter retry "+dead1, false))
+	require.Equal(t, dead1, workOne(t, b.addr, "dl", gearman.WorkComplete, "ok"),
+		"b's worker runs the retried job, by its handle")
+	require.Equal(t, []string{"OK 1"}, adminCall(t, b.addr, "deadletter purge dl", false))
+	require.Empty(t, adminCall(t, b.addr, "deadletters", true))
+
+	require.Equal(t, []string{"OK"}, adminCall(t, b.addr, "cancel job "+waiting, false),
+		"b cancels a job nobody holds")
+	require.Equal(t, []string{"ERR UNKNOWN_JOB"}, adminCall(t, b.addr, "cancel job "+waiting, false))
+	var rows int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE state <> 3`, &rows)
+	require.Zero(t, rows, "only the retained result is left")
+}
