@@ -155,11 +155,16 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 	return nil
 }
 
-// startClusterLoops starts the claim loop and the shared-mode committer.
+// startClusterLoops starts the claim loop, the shared-mode committer and,
+// when the store has the capability, the lifecycle sweep.
 func (b *Broker) startClusterLoops(ctx context.Context) {
 	b.wg.Add(2)
 	go b.claimLoop(ctx)
 	go b.clusterCommitLoop(ctx)
+	if b.cluster.life != nil {
+		b.wg.Add(1)
+		go b.sweepLoop(ctx)
+	}
 }
 
 // wantWorkLocked wakes the claim loop when one of the session's functions
@@ -195,9 +200,7 @@ func (b *Broker) claimLoop(ctx context.Context) {
 			clear(c.empty)
 			release := b.idleJobsLocked()
 			b.mu.Unlock()
-			if c.life != nil {
-				b.expireShared(ctx)
-			}
+
 			if len(release) > 0 {
 				if err := c.store.Release(ctx, release); err != nil && ctx.Err() == nil {
 					b.log.Warn("broker: releasing jobs without local workers failed",

@@ -138,9 +138,26 @@ func (b *Broker) addClusterCounts(ctx context.Context, out []FunctionStats) []Fu
 	return out
 }
 
+// sweepLoop expires retained results and trims dead letters in the store
+// every clusterPoll, in a goroutine of its own so that a slow database
+// never delays the claim loop's lease renewals.
+func (b *Broker) sweepLoop(ctx context.Context) {
+	defer b.wg.Done()
+	t := time.NewTicker(clusterPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.expireShared(ctx)
+		}
+	}
+}
+
 // expireShared deletes the retained results whose time has passed and the
 // dead letters beyond their function's limit, whichever server stored
-// them. Called from the claim loop's poll.
+// them.
 func (b *Broker) expireShared(ctx context.Context) {
 	c := b.cluster
 	b.mu.Lock()
