@@ -200,9 +200,9 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		}
 		return
 	}
-	if other := b.jobs[r.Seq]; !r.Claimed && other != nil && other != j {
-		// Coalesced with a job this server held already (claimed by its
-		// claim loop meanwhile): attach the clients to it.
+	if other := b.jobs[r.Seq]; other != nil && other != j {
+		// Coalesced with a job held here (claimed by this insert, or
+		// already by the claim loop): attach the clients to it.
 		b.attachCoalescedLocked(j, other, waiters)
 		return
 	}
@@ -218,11 +218,6 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 			s.out.Send(Event{Kind: EventFail, Seq: r.Seq})
 		}
 		b.forgetLocked(j)
-		return
-	}
-	if other := b.jobs[r.Seq]; other != nil && other != j {
-		// Coalesced with a job already held here: attach the clients to it.
-		b.attachCoalescedLocked(j, other, waiters)
 		return
 	}
 	delete(b.jobs, j.seq)
