@@ -115,7 +115,7 @@ func TestDurableSubmitAcknowledgedAfterSave(t *testing.T) {
 		t.Fatal("acknowledged before the store write finished")
 	default:
 	}
-	require.Equal(t, 0, b.Status()[0].Queued[Normal], "not runnable before it is durable")
+	require.Equal(t, 1, b.Status()[0].Queued[Normal], "runnable before it is durable (dispatch before durable)")
 	close(st.gate)
 	r := <-answered
 	require.NoError(t, r.err)
