@@ -14,8 +14,11 @@
 // With a Store, background jobs are written before they are acknowledged:
 // Submit hands the job to the committer goroutine, which writes every job
 // waiting at that moment in one synced batch (group commit) and then calls
-// each submitter's DoneFunc. Foreground jobs live in memory only. A job
-// running at a crash is queued again at restart (at-least-once).
+// each submitter's DoneFunc. With a local store the job is runnable
+// meanwhile (dispatch before durable, commit.go): only the acknowledgement
+// waits for the write, or for the job to end if that comes first.
+// Foreground jobs live in memory only. A job running at a crash is queued
+// again at restart (at-least-once).
 //
 // # Lifecycle
 //

@@ -16,8 +16,22 @@ func (b *Broker) kickCommitter() {
 }
 
 // commitLoop is the group committer: it writes every job waiting at that
-// moment in one store batch, then makes them runnable and acknowledges
-// them. Deletes of finished jobs ride along without waiting.
+// moment in one store batch, then acknowledges them. Deletes of finished
+// jobs ride along without waiting.
+//
+// Dispatch before durable: a new background job is runnable as soon as it
+// is submitted (submitLocked); only its submitters' answers wait here. So
+// with --sync always a job may start, and even end, before its write is
+// synced, and the promise is the one a client can observe: JOB_CREATED (or
+// the HTTP 201/202) comes only once the job is on disk, or once it has
+// ended, whichever comes first. A job that has ended has nothing left to
+// lose, so its submitters are told at once (settleEndedLocked) and, if the
+// committer has not taken its write yet, nothing of it is written at all.
+// A crash before the write syncs loses only jobs nobody was told about; a
+// job running when the write synced is stored as queued, as every running
+// job is, and a restart runs it again (at-least-once). When the write
+// fails, the submitters get an ERROR and the job is dropped as by
+// CancelJob (refuseLocked): a worker may have started it already.
 //
 // Within one batch, saves are written before metadata and deletes: a job
 // that was saved (requeued, put in retry-wait) and then finished before the
@@ -53,16 +67,21 @@ func (b *Broker) commitLoop(ctx context.Context) {
 func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store.Job, deletes *[]uint64) bool {
 	b.mu.Lock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
-	*saves = append((*saves)[:0], b.pendingSaves[:n]...)
+	*saves = (*saves)[:0]
+	*records = (*records)[:0]
+	for _, j := range b.pendingSaves[:n] {
+		if j.save != saveQueued {
+			continue // ended before it was written (settleEndedLocked)
+		}
+		// The record is the job as it is now (it may have run, failed
+		// and be waiting for a retry): nothing else of it was queued.
+		j.save = saveWriting
+		*saves = append(*saves, j)
+		*records = append(*records, b.record(j))
+	}
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
 	b.pendingSaves = b.pendingSaves[:rest]
-	*records = (*records)[:0]
-	for _, j := range *saves {
-		if j.state == statePending {
-			*records = append(*records, b.record(j))
-		}
-	}
 	*records = append(*records, b.pendingRetries...)
 	clear(b.pendingRetries)
 	b.pendingRetries = b.pendingRetries[:0]
@@ -72,7 +91,7 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 	more := len(b.pendingSaves) > 0
 	b.mu.Unlock()
 
-	if len(*records) == 0 && len(*deletes) == 0 && len(*saves) == 0 && len(meta) == 0 {
+	if len(*records) == 0 && len(*deletes) == 0 && len(meta) == 0 {
 		return more
 	}
 	var err error
@@ -99,27 +118,57 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 			slog.String("error", err.Error()))
 	}
 	for _, j := range *saves {
-		if j.state != statePending {
-			continue // dropped while waiting (e.g. cancelled)
+		if j.save != saveWriting {
+			// Ended while it was written: its submitters were answered
+			// and its delete queued behind this write.
+			continue
 		}
+		j.save = saveNone
 		waiters := j.x.waiters
 		j.x.waiters = nil
 		if err != nil {
-			j.state = stateQueued
-			j.fn.queues[j.priority].pushBack(j)
-			j.background = false // nothing to delete from the store
-			b.removeLocked(j)
 			for _, w := range waiters {
 				w(0, false, &StoreError{err})
 			}
+			b.refuseLocked(j)
 			continue
 		}
 		for i, w := range waiters {
 			w(j.seq, i == 0, nil)
 		}
 		b.tierAdmitLocked(j, true)
-		b.makeRunnableLocked(j, true)
 	}
 	clear(*saves)
 	return more
+}
+
+// settleEndedLocked answers the submitters of a job that ends (completes,
+// fails for good, is cancelled or dropped) before its first store write is
+// done: they are told it was accepted, since an ended job has nothing left
+// to lose. A write the committer has not taken yet is dropped (commitOnce
+// skips the job); one under way completes, and the caller's delete, queued
+// behind it, removes the job again.
+func (b *Broker) settleEndedLocked(j *job) {
+	if j.save == saveNone {
+		return
+	}
+	j.save = saveNone
+	waiters := j.x.waiters
+	j.x.waiters = nil
+	for i, w := range waiters {
+		w(j.seq, i == 0, nil)
+	}
+}
+
+// refuseLocked drops a live job whose first store write failed, after its
+// submitters were told so. It goes as with CancelJob: attached clients get
+// WORK_FAIL, a queued job is removed and a running one detached (its
+// worker's result is dropped), so a job its submitter was refused may
+// still have run (at-least-once: the client retries). Its delete is
+// queued in case a record of it reached the store after all.
+func (b *Broker) refuseLocked(j *job) {
+	b.log.Warn("broker: dropped a job whose store write failed",
+		slog.String("handle", b.Handle(j.seq)), slog.String("function", j.fn.name),
+		slog.String("state", j.state.String()))
+	b.cancelLocked(j)
 }

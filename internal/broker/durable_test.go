@@ -22,11 +22,21 @@ type mapStore struct {
 	failErr error
 	// gate, when set, blocks Save until closed.
 	gate chan struct{}
+	// entered, when set, is signalled (without blocking) as Save starts.
+	entered chan struct{}
+	// written counts successful saves per job.
+	written map[uint64]int
 }
 
 func newMapStore() *mapStore { return &mapStore{jobs: map[uint64]store.Job{}} }
 
 func (m *mapStore) Save(_ context.Context, jobs []store.Job) error {
+	if m.entered != nil {
+		select {
+		case m.entered <- struct{}{}:
+		default:
+		}
+	}
 	if m.gate != nil {
 		<-m.gate
 	}
@@ -37,6 +47,10 @@ func (m *mapStore) Save(_ context.Context, jobs []store.Job) error {
 	}
 	m.saves++
 	for _, j := range jobs {
+		if m.written == nil {
+			m.written = map[uint64]int{}
+		}
+		m.written[j.Seq]++
 		j.Payload = append([]byte(nil), j.Payload...)
 		m.jobs[j.Seq] = j
 	}
@@ -115,7 +129,7 @@ func TestDurableSubmitAcknowledgedAfterSave(t *testing.T) {
 		t.Fatal("acknowledged before the store write finished")
 	default:
 	}
-	require.Equal(t, 0, b.Status(context.Background())[0].Queued[Normal], "not runnable before it is durable")
+	require.Equal(t, 1, b.Status(context.Background())[0].Queued[Normal], "runnable before it is durable (dispatch before durable)")
 	close(st.gate)
 	r := <-answered
 	require.NoError(t, r.err)

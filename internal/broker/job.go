@@ -27,7 +27,10 @@ func (p Priority) String() string {
 type jobState uint8
 
 const (
-	// statePending: accepted, waiting for the store to make it durable.
+	// statePending: accepted, waiting for the shared store to insert it
+	// (shared mode only, cluster_commit.go: the insert gives the job its
+	// handle). With a local store a new job is runnable at once and its
+	// write is tracked by job.save instead.
 	statePending jobState = iota
 	// stateScheduled: waiting in the timer heap for its run-at time.
 	stateScheduled
@@ -45,6 +48,22 @@ const (
 	stateDead
 	// stateDone: completed; its result is retained.
 	stateDone
+)
+
+// saveState is where a new background job's first store write stands. The
+// job is runnable (queued, running, ...) meanwhile; only its submitters'
+// answers wait for the write.
+type saveState uint8
+
+const (
+	// saveNone: stored, or nothing to wait for.
+	saveNone saveState = iota
+	// saveQueued: in Broker.pendingSaves, not yet taken by the committer.
+	// No record or delete of the job is queued anywhere else meanwhile:
+	// the committer writes the job as it is when it takes the batch.
+	saveQueued
+	// saveWriting: the committer is writing it.
+	saveWriting
 )
 
 func (s jobState) String() string {
@@ -79,6 +98,10 @@ type job struct {
 	tiered bool
 	// finished: a worker reported the job's result (stats.go).
 	finished bool
+	// save tracks the first store write of a new background job with a
+	// local store (commit.go); saveNone once it is durable or when there
+	// is none to wait for.
+	save saveState
 	// submitted is when the job was accepted, in Unix nanoseconds; 0 for
 	// jobs replayed from the store.
 	submitted int64
@@ -92,7 +115,9 @@ type jobExtra struct {
 	num, den uint32
 	timerIdx int   // index in the timer heap; -1 when not in it
 	timerAt  int64 // Unix nanoseconds when the timer fires
-	// waiters are submitters of a pending job, told once it is durable.
+	// waiters are the background submitters of a job whose first store
+	// write is not done yet (job.save, or statePending in shared mode),
+	// told once it is durable (or has ended, or the write failed).
 	waiters []DoneFunc
 	// life holds lifecycle state (attempts, ordering, results); nil for
 	// jobs of functions without a policy.

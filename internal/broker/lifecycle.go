@@ -298,8 +298,10 @@ func (b *Broker) recordLife(r *store.Job, j *job) {
 }
 
 // saveLocked writes a background job's new state through the committer.
+// A job whose first write the committer has not taken yet needs nothing:
+// that write takes the job as it is then.
 func (b *Broker) saveLocked(j *job) {
-	if !j.background || b.store == nil {
+	if !j.background || b.store == nil || j.save == saveQueued {
 		return
 	}
 	b.pendingRetries = append(b.pendingRetries, b.record(j))

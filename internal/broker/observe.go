@@ -130,19 +130,37 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 // SubmitWatched is Submit followed by Watch, atomically: s receives every
 // update of the job from its creation (or, when the submit attaches to a
 // live job, from that moment). It is how a front end waits for a
-// background job's result. done is called as for Submit.
-func (b *Broker) SubmitWatched(s *Session, p SubmitParams, done DoneFunc) {
-	// done runs with b.mu held before the job can be handed to a worker
-	// (before makeRunnableLocked, both when the store commits and when
-	// there is none), so the watch is in place before any update.
-	b.Submit(s, p, func(seq uint64, created bool, err error) {
-		if err == nil && !s.closed {
-			if j := b.jobs[seq]; j != nil && j.state != stateGone {
-				b.watchLocked(s, j)
+// background job's result. watching is called, with the broker's lock
+// held, once the watch is in place and before any update is sent to s,
+// with the job's sequence number and whether the submit created it; it is
+// not called when the submit fails before there is a job, or attaches to a
+// retained result. done is called as for Submit, possibly later: with a
+// local store a job runs while it is written, and done waits for the
+// write.
+func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cluster != nil {
+		// In shared mode the insert gives a new job its handle, and the
+		// job is handed out only after done: watch it then.
+		b.submitLocked(s, p, func(seq uint64, created bool, err error) {
+			if err == nil && !s.closed {
+				if j := b.jobs[seq]; j != nil && j.state != stateGone {
+					b.watchLocked(s, j)
+					watching(seq, created)
+				}
 			}
+			done(seq, created, err)
+		})
+		return
+	}
+	p.watch = func(j *job, created bool) {
+		if !s.closed {
+			b.watchLocked(s, j)
 		}
-		done(seq, created, err)
-	})
+		watching(j.seq, created)
+	}
+	b.submitLocked(s, p, done)
 }
 
 func (b *Broker) watchLocked(s *Session, j *job) {

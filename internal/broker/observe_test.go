@@ -101,7 +101,7 @@ func TestSubmitWatchedSeesFastWorker(t *testing.T) {
 	ws := b.NewSession("http", watcher)
 	var seq uint64
 	b.SubmitWatched(ws, SubmitParams{Function: []byte("f"), Payload: []byte("p"), Background: true},
-		func(s uint64, created bool, err error) {
+		func(uint64, bool) {}, func(s uint64, created bool, err error) {
 			require.NoError(t, err)
 			seq = s
 		})

@@ -194,30 +194,38 @@ func (b *Broker) CancelJob(ctx context.Context, handle []byte) error {
 	if j.cancelled {
 		return ErrJobNotFound
 	}
+	b.cancelLocked(j)
+	return nil
+}
+
+// cancelLocked fails a live job for its clients and removes it, or
+// detaches it when it runs (its worker's result is dropped).
+func (b *Broker) cancelLocked(j *job) {
 	if j.x != nil {
 		for _, c := range j.x.clients {
-			c.out.Send(Event{Kind: EventFail, Seq: seq})
+			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 		}
 	}
-	if j.state == stateRunning {
-		b.endWatchLocked(j)
-		j.cancelled = true
-		for _, c := range j.x.clients {
-			c.waiting = removeJob(c.waiting, j)
-		}
-		j.x.clients = nil
-		if j.unique != "" && j.fn.uniques[j.unique] == j {
-			delete(j.fn.uniques, j.unique)
-		}
-		if j.background && b.store != nil {
-			b.pendingDeletes = append(b.pendingDeletes, j.seq)
-			b.kickCommitter()
-		}
-		j.background = false
-		return nil
+	if j.state != stateRunning {
+		b.removeLocked(j)
+		return
 	}
-	b.removeLocked(j)
-	return nil
+	stored := j.save != saveQueued // as in removeLocked
+	b.settleEndedLocked(j)
+	b.endWatchLocked(j)
+	j.cancelled = true
+	for _, c := range j.x.clients {
+		c.waiting = removeJob(c.waiting, j)
+	}
+	j.x.clients = nil
+	if j.unique != "" && j.fn.uniques[j.unique] == j {
+		delete(j.fn.uniques, j.unique)
+	}
+	if stored && j.background && b.store != nil {
+		b.pendingDeletes = append(b.pendingDeletes, j.seq)
+		b.kickCommitter()
+	}
+	j.background = false
 }
 
 // SetMaxQueue sets a function's queue limit per priority (0: unlimited),

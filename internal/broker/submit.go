@@ -37,6 +37,9 @@ type SubmitParams struct {
 	// schedule and tick mark a job submitted by a cron schedule.
 	schedule string
 	tick     int64
+	// watch, when set, is called with the live job the submit created or
+	// attached to, before the job can be handed out (SubmitWatched).
+	watch func(j *job, created bool)
 }
 
 // DoneFunc receives the outcome of a submit: the job's sequence number, or
@@ -48,7 +51,11 @@ type DoneFunc func(seq uint64, created bool, err error)
 // Submit adds a job, or attaches the session to the live job with the same
 // function and unique. A foreground submitter receives the job's events.
 // done is called before Submit returns unless the job must first be made
-// durable, in which case the committer calls it after the store write.
+// durable: then the committer calls it after the store write, or Submit's
+// job ends first (see commit.go). With a local store such a job is handed
+// to workers at once, while its write is under way: done may come after
+// the job has started, but a foreground submitter attaching to it is
+// answered at once, before any event of the job.
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -69,6 +76,9 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if len(p.Unique) > 0 {
 		key = uniqueKey(p.Unique, p.Payload)
 		if j := f.uniques[key]; j != nil {
+			if p.watch != nil {
+				p.watch(j, false)
+			}
 			b.attachLocked(s, j, p.Background, done)
 			return
 		}
@@ -113,14 +123,29 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		s.waiting = append(s.waiting, j)
 	}
 	if p.Background && b.store != nil {
-		j.state = statePending
 		x := j.extra()
 		x.waiters = append(x.waiters, done)
 		b.pendingSaves = append(b.pendingSaves, j)
 		if len(b.pendingSaves) == 1 {
 			b.kickCommitter()
 		}
+		if b.cluster != nil {
+			// The shared store's insert gives the job its handle and
+			// decides which server runs it.
+			j.state = statePending
+			return
+		}
+		// Dispatch before durable: the job runs while it is written; only
+		// the answer to its submitter waits for the store (commit.go).
+		j.save = saveQueued
+		if p.watch != nil {
+			p.watch(j, true)
+		}
+		b.makeRunnableLocked(j, true)
 		return
+	}
+	if p.watch != nil {
+		p.watch(j, true)
 	}
 	done(j.seq, true, nil)
 	b.makeRunnableLocked(j, true)
@@ -137,7 +162,11 @@ func (b *Broker) attachLocked(s *Session, j *job, background bool, done DoneFunc
 			j.cancelled = false
 		}
 	}
-	if j.state == statePending {
+	// A background submitter waits for the job to be durable, as the one
+	// that created it. A foreground one is promised nothing about the
+	// store and is answered at once: a job being written may already run,
+	// and its events must not come before the answer.
+	if j.state == statePending || (background && j.save != saveNone) {
 		x := j.extra()
 		x.waiters = append(x.waiters, done)
 		return
@@ -181,10 +210,14 @@ func (b *Broker) queueLocked(j *job, wake bool) {
 }
 
 // removeLocked takes a job out of every index and deletes it from the
-// store. It does not notify anyone.
+// store. It does not notify anyone but the submitters still waiting for
+// its store write (unlinkLocked).
 func (b *Broker) removeLocked(j *job) {
+	// A job whose save the committer has not taken yet was never written:
+	// dropping the save is enough (commit.go).
+	stored := j.save != saveQueued
 	b.unlinkLocked(j)
-	if j.background && b.store != nil {
+	if stored && j.background && b.store != nil {
 		b.pendingDeletes = append(b.pendingDeletes, j.seq)
 		if len(b.pendingDeletes) == 1 {
 			b.kickCommitter()
@@ -193,9 +226,11 @@ func (b *Broker) removeLocked(j *job) {
 }
 
 // unlinkLocked takes a job out of every in-memory index, leaving the store
-// alone. It does not notify anyone.
+// alone. It does not notify anyone but the submitters still waiting for
+// its store write, who are told it was accepted (settleEndedLocked).
 func (b *Broker) unlinkLocked(j *job) {
 	f := j.fn
+	b.settleEndedLocked(j)
 	b.tierForgetLocked(j)
 	switch j.state {
 	case statePending:

@@ -318,7 +318,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	j.fn.queues[j.priority].pushFront(j)
 	j.fn.counters.Retried++
 	j.fn.wakeOne()
-	if j.background && b.store != nil {
+	if j.background && b.store != nil && j.save != saveQueued {
 		b.pendingRetries = append(b.pendingRetries, b.record(j))
 		b.kickCommitter()
 	}

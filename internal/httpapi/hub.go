@@ -119,7 +119,8 @@ func (h *hub) appendLocked(f *feed, e feedEvent) {
 
 // track starts the feed of a job just submitted with
 // broker.SubmitWatched on the hub's session. It is called from the submit's
-// DoneFunc, with the broker's lock held, before any event of the job.
+// watching callback, with the broker's lock held, before any event of the
+// job (or from its DoneFunc for a submit answered by a retained result).
 func (h *hub) track(seq uint64, snap broker.JobSnapshot) *feed {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -269,15 +269,27 @@ func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan 
 		state = "scheduled"
 	}
 	if s.hub.hasRoom() {
-		s.b.SubmitWatched(s.hub.sess, p, func(seq uint64, created bool, err error) {
+		// The feed starts when the watch does, before the job's first
+		// event: with a durable store the job may run before done. Both
+		// callbacks run with the broker's lock held, one after the other.
+		var f *feed
+		track := func(seq uint64, created bool) *feed {
+			st := state
+			if !created {
+				st = "attached"
+			}
+			return s.hub.track(seq, broker.JobSnapshot{Seq: seq, Function: fn, State: st,
+				Priority: o.priority, Background: true, RunAt: o.runAt})
+		}
+		s.b.SubmitWatched(s.hub.sess, p, func(seq uint64, created bool) {
+			f = track(seq, created)
+		}, func(seq uint64, created bool, err error) {
 			out := submitted{seq: seq, created: created, err: err}
 			if err == nil {
-				st := state
-				if !created {
-					st = "attached"
+				if f == nil {
+					f = track(seq, created) // attached to a retained result
 				}
-				out.feed = s.hub.track(seq, broker.JobSnapshot{Seq: seq, Function: fn, State: st,
-					Priority: o.priority, Background: true, RunAt: o.runAt})
+				out.feed = f
 			}
 			ch <- out
 		})

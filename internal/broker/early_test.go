@@ -1,0 +1,367 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Dispatch before durable (commit.go): with a local store a new
+// background job is runnable at once; only its submitters' answers wait for
+// the store write.
+
+// answers collects the answers of one submit; each must come exactly once.
+type answers struct {
+	mu  sync.Mutex
+	got []result
+	ch  chan struct{} // closed at the first answer
+}
+
+func newAnswers() *answers { return &answers{ch: make(chan struct{})} }
+
+func (a *answers) done(seq uint64, created bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, result{seq, created, err})
+	if len(a.got) == 1 {
+		close(a.ch)
+	}
+}
+
+// answered reports whether an answer came.
+func (a *answers) answered() bool {
+	select {
+	case <-a.ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait returns the answer, failing unless it came exactly once.
+func (a *answers) wait(t *testing.T) result {
+	t.Helper()
+	select {
+	case <-a.ch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("submit was never answered")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	require.Len(t, a.got, 1, "a submit is answered exactly once")
+	return a.got[0]
+}
+
+// earlyBundle is a broker on a gated mapStore: Save signals entered and
+// then blocks until the test closes gate.
+type earlyBundle struct {
+	b       *Broker
+	st      *mapStore
+	gate    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+}
+
+func setupEarly(t *testing.T, failErr error) *earlyBundle {
+	t.Helper()
+	st := newMapStore()
+	eb := &earlyBundle{st: st, gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	st.gate, st.entered, st.failErr = eb.gate, eb.entered, failErr
+	// Registered before the broker's Stop, so it runs after it: a failed
+	// test must not leave the committer blocked.
+	t.Cleanup(eb.release)
+	eb.b = startWithStore(t, st)
+	return eb
+}
+
+func (eb *earlyBundle) release() { eb.once.Do(func() { close(eb.gate) }) }
+
+// waitWriting waits until the committer is inside a Save.
+func (eb *earlyBundle) waitWriting(t *testing.T) {
+	t.Helper()
+	select {
+	case <-eb.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the committer never started a write")
+	}
+}
+
+// written returns how often job seq was saved and whether it is stored.
+func (eb *earlyBundle) written(seq uint64) (int, bool) {
+	eb.st.mu.Lock()
+	defer eb.st.mu.Unlock()
+	_, ok := eb.st.jobs[seq]
+	return eb.st.written[seq], ok
+}
+
+func grabOne(t *testing.T, b *Broker, fn string) (*Session, Assignment) {
+	t.Helper()
+	w := b.NewSession("worker", &recorder{})
+	b.CanDo(w, []byte(fn), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok, "the job is runnable before its write is done")
+	return w, a
+}
+
+func TestEarlyJobCompletedBeforeCommitIsNeverWritten(t *testing.T) {
+	t.Parallel()
+	eb := setupEarly(t, nil)
+	b := eb.b
+	s := b.NewSession("client", &recorder{})
+	// A first job holds the committer inside its write, so the second
+	// one's save is not taken yet when it completes.
+	first := newAnswers()
+	b.Submit(s, bg("blocker", "", "a", Normal), first.done)
+	eb.waitWriting(t)
+	second := newAnswers()
+	b.Submit(s, bg("f", "", "b", Normal), second.done)
+
+	w, a := grabOne(t, b, "f")
+	require.False(t, second.answered(), "JOB_CREATED waits for the store, not for the start")
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	r := second.wait(t)
+	require.NoError(t, r.err, "a job that ended has nothing left to lose: it is accepted")
+	require.Equal(t, a.Seq, r.seq)
+	require.True(t, r.created)
+	require.False(t, first.answered(), "the blocker's write is still under way")
+
+	eb.release()
+	require.NoError(t, first.wait(t).err)
+	b.Stop() // flushes the committer
+	n, stored := eb.written(a.Seq)
+	require.Zero(t, n, "the save of a job that ended before it was taken is dropped")
+	require.False(t, stored)
+	require.Equal(t, 1, eb.st.len(), "only the blocker is stored")
+	require.Equal(t, 1, b.JobCount())
+}
+
+func TestEarlyJobCompletedDuringItsWriteIsDeletedAfter(t *testing.T) {
+	t.Parallel()
+	eb := setupEarly(t, nil)
+	b := eb.b
+	s := b.NewSession("client", &recorder{})
+	ans := newAnswers()
+	b.Submit(s, bg("f", "", "b", Normal), ans.done)
+	eb.waitWriting(t) // its own write is under way
+
+	w, a := grabOne(t, b, "f")
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	r := ans.wait(t)
+	require.NoError(t, r.err)
+	require.Equal(t, a.Seq, r.seq)
+
+	eb.release()
+	b.Stop()
+	n, stored := eb.written(a.Seq)
+	require.Equal(t, 1, n, "the write under way completes")
+	require.False(t, stored, "and the delete queued behind it removes the job")
+	require.Zero(t, b.JobCount())
+}
+
+func TestEarlyJobCancelledBeforeCommit(t *testing.T) {
+	t.Parallel()
+	for _, running := range []bool{false, true} {
+		eb := setupEarly(t, nil)
+		b := eb.b
+		s := b.NewSession("client", &recorder{})
+		first := newAnswers()
+		b.Submit(s, bg("blocker", "", "a", Normal), first.done)
+		eb.waitWriting(t)
+		ans := newAnswers()
+		b.Submit(s, bg("f", "u", "b", Normal), ans.done)
+		var seq uint64
+		var w *Session
+		if running {
+			var a Assignment
+			w, a = grabOne(t, b, "f")
+			seq = a.Seq
+		} else {
+			seq = b.Jobs(0)[1].Seq
+		}
+		require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(seq))))
+		r := ans.wait(t)
+		require.NoError(t, r.err, "running=%v: a cancelled job was accepted, then cancelled", running)
+		require.Equal(t, seq, r.seq)
+		if running {
+			require.NoError(t, b.Finish(w, seq, Complete, nil), "the worker may still finish it")
+		}
+		again := newAnswers()
+		b.Submit(s, bg("f", "u", "c", Normal), again.done)
+		require.NotEqual(t, seq, b.Jobs(0)[len(b.Jobs(0))-1].Seq, "running=%v: the unique is free again", running)
+
+		eb.release()
+		require.NoError(t, again.wait(t).err)
+		b.Stop()
+		n, stored := eb.written(seq)
+		require.Zero(t, n, "running=%v: a job cancelled before its save was taken is never written", running)
+		require.False(t, stored)
+		require.Equal(t, 2, eb.st.len(), "running=%v: the blocker and the new job", running)
+	}
+}
+
+func TestEarlyJobStoreFailureAfterDispatch(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("fsync: input/output error")
+	eb := setupEarly(t, boom)
+	b := eb.b
+	s := b.NewSession("client", &recorder{})
+	runningAns, queuedAns := newAnswers(), newAnswers()
+	b.Submit(s, bg("f", "r", "run", Normal), runningAns.done)
+	b.Submit(s, bg("g", "", "wait", Normal), queuedAns.done)
+	eb.waitWriting(t)
+
+	w, a := grabOne(t, b, "f")
+	// A foreground client attaching is answered at once: its events may
+	// come before the write ends.
+	fgRec := &recorder{}
+	fgSess := b.NewSession("fg", fgRec)
+	fgAns := newAnswers()
+	b.Submit(fgSess, fg("f", "r", "run"), fgAns.done)
+	r := fgAns.wait(t)
+	require.NoError(t, r.err)
+	require.Equal(t, a.Seq, r.seq)
+	require.False(t, r.created)
+	require.NoError(t, b.WorkStatus(w, a.Seq, 1, 2))
+	require.Equal(t, []EventKind{EventStatus}, eventKinds(fgRec))
+
+	eb.release()
+	var se *StoreError
+	rr := runningAns.wait(t)
+	require.ErrorAs(t, rr.err, &se, "a refused job is never acknowledged, even though it started")
+	require.ErrorIs(t, rr.err, boom)
+	require.ErrorAs(t, queuedAns.wait(t).err, &se)
+	require.Equal(t, []EventKind{EventStatus, EventFail}, eventKinds(fgRec), "the attached client learns the job failed")
+
+	// The queued one is gone; the running one is detached: its worker's
+	// result is dropped and nothing is left behind.
+	require.Equal(t, 1, b.JobCount())
+	require.True(t, b.Jobs(0)[0].Ignored)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, []byte("late")))
+	require.Equal(t, []EventKind{EventStatus, EventFail}, eventKinds(fgRec), "no result after WORK_FAIL")
+	require.Zero(t, b.JobCount())
+	st := b.Status(context.Background())
+	for _, f := range st {
+		require.Zero(t, f.Total, f.Name)
+		require.Zero(t, f.Running, f.Name)
+	}
+	again := newAnswers()
+	b.Submit(s, bg("f", "", "x", Normal), again.done)
+	require.ErrorAs(t, again.wait(t).err, &se, "background submits are refused after a failed write")
+}
+
+func TestEarlyJobCoalescedWaiter(t *testing.T) {
+	t.Parallel()
+	eb := setupEarly(t, nil)
+	b := eb.b
+	s1 := b.NewSession("c1", &recorder{})
+	s2 := b.NewSession("c2", &recorder{})
+	creator, coalesced := newAnswers(), newAnswers()
+	b.Submit(s1, bg("f", "u", "p", Normal), creator.done)
+	eb.waitWriting(t)
+	w, a := grabOne(t, b, "f")
+	b.Submit(s2, bg("f", "u", "p", Normal), coalesced.done)
+	require.False(t, coalesced.answered(), "a background submit attaching to a job being written waits for the write")
+	require.Equal(t, "running", b.Jobs(0)[0].State)
+
+	eb.release()
+	r1, r2 := creator.wait(t), coalesced.wait(t)
+	require.NoError(t, r1.err)
+	require.NoError(t, r2.err)
+	require.Equal(t, a.Seq, r1.seq)
+	require.Equal(t, a.Seq, r2.seq)
+	require.True(t, r1.created)
+	require.False(t, r2.created)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	b.Stop()
+	require.Zero(t, eb.st.len())
+}
+
+func TestEarlyJobCoalescedWaiterAnsweredWhenItEnds(t *testing.T) {
+	t.Parallel()
+	eb := setupEarly(t, nil)
+	b := eb.b
+	s := b.NewSession("c", &recorder{})
+	creator, coalesced := newAnswers(), newAnswers()
+	b.Submit(s, bg("f", "u", "p", Normal), creator.done)
+	eb.waitWriting(t)
+	w, a := grabOne(t, b, "f")
+	b.Submit(s, bg("f", "u", "p", Normal), coalesced.done)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	r1, r2 := creator.wait(t), coalesced.wait(t)
+	require.True(t, r1.created)
+	require.False(t, r2.created)
+	require.Equal(t, r1.seq, r2.seq)
+	eb.release()
+	b.Stop()
+	require.Zero(t, eb.st.len())
+}
+
+// TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs: a job that failed and
+// waits for a retry before its save was taken is written in retry-wait
+// (the committer takes the job as it is; no separate record is queued).
+func TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
+	st.gate, st.entered = gate, entered
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	b := New(Config{Store: st, Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)},
+		Policies: map[string]Policy{"f": {MaxAttempts: 3, Backoff: Backoff{Initial: time.Minute}}}})
+	require.NoError(t, b.Start(t.Context()))
+	t.Cleanup(b.Stop)
+	s := b.NewSession("c", &recorder{})
+	first := newAnswers()
+	b.Submit(s, bg("blocker", "", "a", Normal), first.done)
+	<-entered
+	ans := newAnswers()
+	b.Submit(s, bg("f", "", "b", Normal), ans.done)
+	w, a := grabOne(t, b, "f")
+	require.NoError(t, b.Finish(w, a.Seq, Exception, []byte("boom")))
+	require.False(t, ans.answered(), "a job waiting for a retry has not ended")
+
+	release()
+	require.NoError(t, ans.wait(t).err)
+	b.Stop()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	rec, ok := st.jobs[a.Seq]
+	require.True(t, ok)
+	require.Equal(t, store.StateRetryWait, rec.State)
+	require.Equal(t, uint32(1), rec.Attempts)
+	require.Equal(t, "boom", rec.LastError)
+	require.Equal(t, 1, st.written[a.Seq], "one write, not a save and a retry record")
+}
+
+func TestEarlySubmitWatchedSeesEventsBeforeCommit(t *testing.T) {
+	t.Parallel()
+	eb := setupEarly(t, nil)
+	b := eb.b
+	watcher := &recorder{}
+	ws := b.NewSession("http", watcher)
+	var watched []uint64
+	ans := newAnswers()
+	b.SubmitWatched(ws, bg("f", "", "p", Normal), func(seq uint64, created bool) {
+		require.True(t, created)
+		watched = append(watched, seq)
+	}, ans.done)
+	eb.waitWriting(t)
+	w, a := grabOne(t, b, "f")
+	require.Equal(t, []uint64{a.Seq}, watched, "the watch is in place before the job is handed out")
+	require.NoError(t, b.WorkData(w, a.Seq, []byte("d"), false))
+	require.NoError(t, b.Finish(w, a.Seq, Complete, []byte("ok")))
+	require.Equal(t, []EventKind{EventData, EventComplete}, eventKinds(watcher))
+	r := ans.wait(t)
+	require.NoError(t, r.err)
+	b.mu.Lock()
+	require.Empty(t, b.watchers, "no watch is left behind")
+	b.mu.Unlock()
+	eb.release()
+}
