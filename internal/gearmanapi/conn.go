@@ -29,7 +29,6 @@ type conn struct {
 	// raw allows a non-blocking write attempt; nil for TLS connections.
 	raw  syscall.RawConn
 	sess *broker.Session
-	done broker.DoneFunc
 
 	// The fields up to rmu are owned by the reader goroutine.
 
@@ -77,10 +76,16 @@ type conn struct {
 	inBurst bool
 	// dead is set once the connection failed or overflowed.
 	dead bool
-	// acks counts submits whose JOB_CREATED has not been queued yet;
-	// other requests wait for it to reach zero so answers keep their order.
-	acks    int
-	ackCond sync.Cond
+	// acks counts submits whose answer has not been queued yet; other
+	// requests wait for it to reach zero so answers keep their order.
+	// ackHead..ackTail is the queue of those submits in the order they
+	// arrived: the broker may answer them in any order (a job that ends
+	// before an earlier one is durable, an error, a coalesced job), so an
+	// answer is held in its slot until every earlier one has been queued.
+	acks             int
+	ackHead, ackTail *ackSlot
+	ackFree          *ackSlot
+	ackCond          sync.Cond
 	// flushed is signalled whenever a flush ends (flushing became false).
 	flushed sync.Cond
 	scratch [96]byte
@@ -95,7 +100,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.ackCond.L = &c.mu
 	c.flushed.L = &c.mu
-	c.done = c.submitDone
 	c.waitStart.Store(s.now.Load())
 	return c
 }
@@ -347,23 +351,68 @@ func (c *conn) waitAcks() {
 	c.mu.Unlock()
 }
 
-// submitDone answers a submit; called with the broker's lock held.
-func (c *conn) submitDone(seq uint64, _ bool, err error) {
+// ackSlot is one submit waiting for its answer. Slots and their done
+// functions are reused, so a submit allocates nothing for its answer.
+type ackSlot struct {
+	c     *conn
+	next  *ackSlot
+	done  broker.DoneFunc
+	ready bool
+	seq   uint64
+	err   error
+}
+
+// newAckLocked queues a slot for a submit about to be made and returns the
+// function that answers it.
+func (c *conn) newAckLocked() broker.DoneFunc {
+	s := c.ackFree
+	if s != nil {
+		c.ackFree = s.next
+		s.next = nil
+	} else {
+		s = &ackSlot{c: c}
+		s.done = s.answer
+	}
+	if c.ackTail != nil {
+		c.ackTail.next = s
+	} else {
+		c.ackHead = s
+	}
+	c.ackTail = s
+	c.acks++
+	return s.done
+}
+
+// answer records a submit's outcome; called with the broker's lock held.
+func (s *ackSlot) answer(seq uint64, _ bool, err error) {
+	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.acks--
+	s.ready, s.seq, s.err = true, seq, err
+	if c.ackHead != s {
+		return // an earlier submit is still waiting; it will queue this one
+	}
+	for s := c.ackHead; s != nil && s.ready; s = c.ackHead {
+		c.ackHead = s.next
+		if c.ackHead == nil {
+			c.ackTail = nil
+		}
+		c.acks--
+		if !c.dead {
+			if s.err != nil {
+				c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.Error, []byte("QUEUE_ERROR"), []byte(s.err.Error()))
+			} else {
+				h := c.srv.b.AppendHandle(c.scratch[:0], s.seq)
+				c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.JobCreated, h)
+			}
+		}
+		s.next, s.ready, s.err = c.ackFree, false, nil
+		c.ackFree = s
+	}
 	if c.acks == 0 {
 		c.ackCond.Broadcast()
 	}
-	if c.dead {
-		return
+	if !c.dead {
+		c.afterAppendLocked()
 	}
-	if err != nil {
-		code := "QUEUE_ERROR"
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.Error, []byte(code), []byte(err.Error()))
-	} else {
-		h := c.srv.b.AppendHandle(c.scratch[:0], seq)
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.JobCreated, h)
-	}
-	c.afterAppendLocked()
 }

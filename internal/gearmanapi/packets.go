@@ -223,9 +223,9 @@ func (c *conn) submit(p *gearman.Packet) {
 		return
 	}
 	c.mu.Lock()
-	c.acks++
+	done := c.newAckLocked()
 	c.mu.Unlock()
-	c.srv.b.Submit(c.sess, params, c.done)
+	c.srv.b.Submit(c.sess, params, done)
 }
 
 func flag(b bool) []byte {

@@ -290,3 +290,31 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	c.expect(gearman.JobCreated, handle(tb, 1))
 	c.expect(gearman.EchoRes, "after")
 }
+
+// TestSubmitAnswersKeepSubmitOrder: the broker answers a foreground submit,
+// a coalesced one and a refused one at once, while an earlier background
+// submit waits for the store; every JOB_CREATED (or ERROR) must still come
+// in the order of the submits, since clients match them by position.
+func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	tb := setup(t, broker.Config{Store: st}, Config{})
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "f", "u1", "1") // job 0, waits for the store
+	c.send(gearman.SubmitJob, "f", "", "2")     // job 1, foreground: answered at once by the broker
+	c.send(gearman.SubmitJob, "f", "u1", "3")   // coalesces with job 0
+	c.send(gearman.SubmitJobBg, "", "", "4")    // refused before the broker
+	c.send(gearman.SubmitJobBg, "f", "", "5")   // job 2, waits for the store
+	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := c.r.ReadByte()
+	var ne net.Error
+	require.ErrorAs(t, err, &ne, "the first answer is the stored job's")
+	require.True(t, ne.Timeout())
+	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	close(st.release)
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.expect(gearman.JobCreated, handle(tb, 1))
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.expect(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+	c.expect(gearman.JobCreated, handle(tb, 2))
+}
