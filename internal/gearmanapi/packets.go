@@ -222,6 +222,12 @@ func (c *conn) submit(p *gearman.Packet) {
 		c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, string(params.Function)))
 		return
 	}
+	if !params.Background {
+		// A foreground job's events may follow its JOB_CREATED at once, so
+		// that answer must not be held behind an earlier submit waiting
+		// for the store.
+		c.waitAcks()
+	}
 	c.mu.Lock()
 	done := c.newAckLocked()
 	c.mu.Unlock()

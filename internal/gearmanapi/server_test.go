@@ -291,20 +291,26 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	c.expect(gearman.EchoRes, "after")
 }
 
-// TestSubmitAnswersKeepSubmitOrder: the broker answers a foreground submit,
-// a coalesced one and a refused one at once, while an earlier background
-// submit waits for the store; every JOB_CREATED (or ERROR) must still come
-// in the order of the submits, since clients match them by position.
+// TestSubmitAnswersKeepSubmitOrder: the broker answers a coalesced submit
+// and a refused one at once, while an earlier background submit waits for
+// the store; every JOB_CREATED (or ERROR) must still come in the order of
+// the submits, since clients match them by position. A foreground submit
+// waits for the earlier answers, so its job's events cannot overtake its
+// JOB_CREATED.
 func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	t.Parallel()
 	st := &slowStore{release: make(chan struct{})}
 	tb := setup(t, broker.Config{Store: st}, Config{})
+	w := tb.dial(t)
+	w.send(gearman.CanDo, "f")
+	w.send(gearman.EchoReq, "ready")
+	w.expect(gearman.EchoRes, "ready")
 	c := tb.dial(t)
 	c.send(gearman.SubmitJobBg, "f", "u1", "1") // job 0, waits for the store
-	c.send(gearman.SubmitJob, "f", "", "2")     // job 1, foreground: answered at once by the broker
-	c.send(gearman.SubmitJob, "f", "u1", "3")   // coalesces with job 0
-	c.send(gearman.SubmitJobBg, "", "", "4")    // refused before the broker
-	c.send(gearman.SubmitJobBg, "f", "", "5")   // job 2, waits for the store
+	c.send(gearman.SubmitJobBg, "f", "u1", "2") // coalesces with job 0
+	c.send(gearman.SubmitJobBg, "", "", "3")    // refused before the broker
+	c.send(gearman.SubmitJobBg, "f", "", "4")   // job 1, waits for the store
+	c.send(gearman.SubmitJob, "f", "", "5")     // job 2, foreground
 	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
 	_, err := c.r.ReadByte()
 	var ne net.Error
@@ -313,8 +319,19 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
 	close(st.release)
 	c.expect(gearman.JobCreated, handle(tb, 0))
-	c.expect(gearman.JobCreated, handle(tb, 1))
 	c.expect(gearman.JobCreated, handle(tb, 0))
 	c.expect(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+	c.expect(gearman.JobCreated, handle(tb, 1))
 	c.expect(gearman.JobCreated, handle(tb, 2))
+	// The worker completes the foreground job; its result follows.
+	for _, want := range []string{"1", "4", "5"} {
+		w.send(gearman.GrabJob)
+		cmd, args := w.read()
+		require.Equal(t, gearman.JobAssign, cmd)
+		require.Equal(t, want, args[2])
+		if want == "5" {
+			w.send(gearman.WorkComplete, args[0], "done")
+			c.expect(gearman.WorkComplete, args[0], "done")
+		}
+	}
 }
