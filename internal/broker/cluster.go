@@ -19,6 +19,7 @@ import (
 // for concurrent use.
 type SharedStore interface {
 	Store
+	Meta
 	// Commit writes one round of the group committer in one transaction:
 	// it deletes p.Delete, writes the retries, run-at time and priority of
 	// the jobs in p.Update that are still stored (never storing a deleted
@@ -31,15 +32,24 @@ type SharedStore interface {
 	Commit(ctx context.Context, p store.CommitParams) ([]store.Inserted, error)
 	// Join registers this server with a lease and starts calling wake
 	// (without blocking, from another goroutine) with the name of a
-	// function whose jobs may have become claimable, or "" for any. It
-	// returns how often Renew must be called.
-	Join(ctx context.Context, wake func(function string)) (time.Duration, error)
+	// function whose jobs may have become claimable, or "" for any, and
+	// meta likewise with a metadata key some server wrote or deleted, or
+	// "" when any may have changed. It returns how often Renew must be
+	// called.
+	Join(ctx context.Context, wake, meta func(name string)) (time.Duration, error)
+	// GetMeta reads one metadata entry; ok is false when it is not
+	// stored.
+	GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error)
 	// Renew extends the lease and releases the jobs of servers whose lease
 	// expired. lost reports that this server's own lease had expired: the
 	// jobs it held were released to others.
 	Renew(ctx context.Context) (lost bool, err error)
 	// Claim takes runnable jobs that no server holds, up to Max per
-	// function, for this server, ordered by priority then sequence.
+	// function, for this server, ordered by priority then sequence. A job
+	// with an ordering key is taken only when no server holds a job of
+	// its key and no older job of its key is runnable or waiting for a
+	// retry; a function with a Limit only while the jobs of it that all
+	// servers hold stay within the limit.
 	Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error)
 	// Release gives held jobs back to the other servers.
 	Release(ctx context.Context, seqs []uint64) error
@@ -91,6 +101,9 @@ type cluster struct {
 	// failing (mu) is set while store writes fail; it is cleared when the
 	// store answers again.
 	failing bool
+	// meta (mu) is the cluster-wide metadata, ordering and limit state
+	// (cluster_meta.go).
+	meta clusterMeta
 }
 
 func (c *cluster) kick() {
@@ -134,7 +147,7 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 		}
 		b.mu.Unlock()
 		c.kick()
-	})
+	}, b.metaChanged)
 	if err != nil {
 		return err
 	}
@@ -190,6 +203,7 @@ func (b *Broker) claimLoop(ctx context.Context) {
 				}
 			}
 		}
+		b.syncMeta(ctx)
 		for ctx.Err() == nil && b.claimOnce(ctx) {
 		}
 	}
@@ -211,6 +225,14 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 			continue
 		}
 		target, q := claimTarget(f), f.queued()
+		if limit := clusterLimit(f); limit > 0 {
+			// Jobs held here count against the limit of every server:
+			// hold no more than the workers here can run now.
+			if n := min(limit, f.workers) - f.running - q; n > 0 {
+				req = append(req, store.ClaimRequest{Function: f.name, Max: n, Limit: limit})
+			}
+			continue
+		}
 		if q > target/2 {
 			continue
 		}

@@ -81,6 +81,16 @@ CREATE TABLE gearwork_meta (
 	value bytea NOT NULL
 );
 `},
+	{4, "cluster-wide ordered queues and concurrency limits", `
+-- The plain claim takes only jobs without an ordering key.
+DROP INDEX gearwork_jobs_claim;
+CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq)
+	WHERE owner IS NULL AND state IN (0, 1) AND ordering_key = '';
+-- Ordered queues: the live jobs of each (function, ordering key) in order,
+-- to find the head of each key.
+CREATE INDEX gearwork_jobs_ordered ON gearwork_jobs (function, ordering_key, seq)
+	WHERE state IN (0, 1) AND ordering_key <> '';
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.
