@@ -263,6 +263,11 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 		if f == nil {
 			continue
 		}
+		if got[r.Function] > 0 {
+			// Jobs with lifecycle state are admitted as a replay admits
+			// them, without waking anyone.
+			b.wakeReadyLocked(f)
+		}
 		if got[r.Function] < r.Max {
 			c.empty[f] = true
 		} else {

@@ -195,7 +195,7 @@ WITH input AS (
 ), ins AS (
 	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
 	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
-		i.priority, i.run_at, i.retries, CASE WHEN i.claim THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM input i JOIN numbered n USING (ord)
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
 	DO UPDATE SET owner = EXCLUDED.owner
