@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -234,6 +235,26 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 			s.out.Send(Event{Kind: EventFail, Seq: r.Seq})
 		}
 		b.forgetLocked(j)
+		return
+	}
+	if b.jobs[r.Seq] == nil && !r.Created &&
+		(b.life.done[r.Seq] != nil || slices.Contains(b.pendingDeletes, r.Seq)) {
+		// Coalesced with a job this server held and has finished since
+		// the round was sent (its row still says it is held here):
+		// nothing runs again.
+		clients := j.x.clients
+		b.forgetLocked(j)
+		for _, w := range waiters {
+			w(r.Seq, false, nil)
+		}
+		done := b.life.done[r.Seq]
+		for _, s := range clients {
+			if done != nil {
+				s.out.Send(Event{Kind: EventComplete, Seq: r.Seq, Data: done.x.life.result})
+			} else {
+				s.out.Send(Event{Kind: EventFail, Seq: r.Seq})
+			}
+		}
 		return
 	}
 	if other := b.jobs[r.Seq]; other != nil && other != j {
