@@ -104,6 +104,11 @@ type cluster struct {
 	// meta (mu) is the cluster-wide metadata, ordering and limit state
 	// (cluster_meta.go).
 	meta clusterMeta
+	// retryIn (mu) asks the claim loop to claim again this soon: a
+	// rate-limited function may have run out of tokens. rateMisses (mu)
+	// counts the empty claims in a row of a rate-limited function.
+	retryIn    time.Duration
+	rateMisses map[*function]int
 }
 
 func (c *cluster) kick() {
@@ -125,11 +130,12 @@ func claimTarget(f *function) int {
 // instead of replaying it.
 func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 	c := &cluster{
-		store:     sh,
-		wake:      make(chan struct{}, 1),
-		loopDone:  make(chan struct{}),
-		empty:     make(map[*function]bool),
-		idleSince: make(map[*function]time.Time),
+		store:      sh,
+		wake:       make(chan struct{}, 1),
+		loopDone:   make(chan struct{}),
+		empty:      make(map[*function]bool),
+		rateMisses: make(map[*function]int),
+		idleSince:  make(map[*function]time.Time),
 	}
 	b.mu.Lock()
 	b.cluster = c
@@ -184,11 +190,23 @@ func (b *Broker) claimLoop(ctx context.Context) {
 	defer renew.Stop()
 	poll := time.NewTicker(clusterPoll)
 	defer poll.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.wake:
+		case <-retry.C:
+			// Rate-limited functions may have tokens again.
+			b.mu.Lock()
+			for f := range c.empty {
+				if f.life != nil && f.life.pol.Rate > 0 {
+					delete(c.empty, f)
+				}
+			}
+			b.mu.Unlock()
 		case <-renew.C:
 			b.renewLease(ctx)
 		case <-poll.C:
@@ -206,6 +224,12 @@ func (b *Broker) claimLoop(ctx context.Context) {
 		b.syncMeta(ctx)
 		for ctx.Err() == nil && b.claimOnce(ctx) {
 		}
+		b.mu.Lock()
+		if d := c.retryIn; d > 0 && d < clusterPoll {
+			retry.Reset(d)
+		}
+		c.retryIn = 0
+		b.mu.Unlock()
 	}
 }
 
@@ -225,11 +249,17 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 			continue
 		}
 		target, q := claimTarget(f), f.queued()
-		if limit := clusterLimit(f); limit > 0 {
-			// Jobs held here count against the limit of every server:
+		if sharedLimits(f) {
+			// Jobs held here count against the limits of every server:
 			// hold no more than the workers here can run now.
-			if n := min(limit, f.workers) - f.running - q; n > 0 {
-				req = append(req, store.ClaimRequest{Function: f.name, Max: n, Limit: limit})
+			pol := f.life.pol
+			n := f.workers
+			if pol.Concurrency > 0 {
+				n = min(n, pol.Concurrency)
+			}
+			if n -= f.running + q; n > 0 {
+				req = append(req, store.ClaimRequest{Function: f.name, Max: n, Limit: pol.Concurrency,
+					Rate: pol.Rate, Burst: pol.burst()})
 			}
 			continue
 		}
@@ -268,10 +298,26 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 			// them, without waking anyone.
 			b.wakeReadyLocked(f)
 		}
-		if got[r.Function] < r.Max {
-			c.empty[f] = true
-		} else {
+		n := got[r.Function]
+		if r.Rate > 0 {
+			// The function may be out of tokens rather than jobs: ask
+			// again when the next token is due, backing off while claims
+			// come back empty (there may be no jobs at all), rather than
+			// wait for the next poll.
+			if n > 0 {
+				delete(c.rateMisses, f)
+			} else {
+				c.rateMisses[f] = min(c.rateMisses[f]+1, 8)
+			}
+			d := max(time.Duration(float64(time.Second)/r.Rate), 10*time.Millisecond) << c.rateMisses[f]
+			if n < r.Max && (c.retryIn == 0 || d < c.retryIn) {
+				c.retryIn = d
+			}
+		}
+		if n >= r.Max {
 			again = true
+		} else {
+			c.empty[f] = true
 		}
 	}
 	return again

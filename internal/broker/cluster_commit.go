@@ -177,7 +177,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 // this server as it is inserted: when local workers would otherwise soon
 // claim it anyway.
 func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
-	if f.workers == 0 || b.draining || (f.life != nil && f.life.paused) || clusterLimit(f) > 0 {
+	if f.workers == 0 || b.draining || (f.life != nil && f.life.paused) || sharedLimits(f) {
 		return false
 	}
 	left, ok := budget[f]
@@ -194,13 +194,14 @@ func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
 
 // claimOnInsert reports whether a new job may be held by the server that
 // inserts it. A job with an ordering key, or of a function with a
-// concurrency limit, may not: only the store's claim knows whether
-// another server holds a job of its key or the function's slots.
+// concurrency or rate limit, may not: only the store's claim knows
+// whether another server holds a job of its key, the function's slots
+// and its tokens.
 func claimOnInsert(j *job) bool {
 	if j.x != nil && j.x.life != nil && j.x.life.orderKey != "" {
 		return false
 	}
-	return clusterLimit(j.fn) == 0
+	return !sharedLimits(j.fn)
 }
 
 // settleInsertedLocked acknowledges the submitters of a job the store has

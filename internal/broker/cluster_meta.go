@@ -227,11 +227,8 @@ func (c *cluster) takeNotifyLocked() (release []uint64, notify []string) {
 	return release, notify
 }
 
-// clusterLimit is the concurrency limit of f that the store enforces
-// across the cluster; 0 for none.
-func clusterLimit(f *function) int {
-	if f.life == nil {
-		return 0
-	}
-	return f.life.pol.Concurrency
+// sharedLimits reports whether f has a concurrency or rate limit, which
+// the store enforces across the cluster when claiming.
+func sharedLimits(f *function) bool {
+	return f.life != nil && (f.life.pol.Concurrency > 0 || f.life.pol.Rate > 0)
 }

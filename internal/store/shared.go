@@ -40,6 +40,11 @@ type ClaimRequest struct {
 	// together hold (queued for a worker or running) after the claim: the
 	// function's concurrency limit applied across the cluster.
 	Limit int
+	// Rate, when positive, is the function's rate limit in jobs per
+	// second across the cluster: every claimed job takes a token from a
+	// bucket of Burst tokens that the store keeps for the function.
+	Rate  float64
+	Burst float64
 }
 
 // Found describes a job that a shared store holds.

@@ -287,3 +287,54 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	eventually(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
 	require.True(t, slices.Contains(got, string(as.Payload)))
 }
+
+// A rate limit holds across servers: three servers with workers start no
+// more jobs than one bucket of the function's rate and burst allows. (Only
+// an upper bound is checked, which a slow machine cannot break.)
+func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	const rate, burst, jobs = 30.0, 3, 60
+	pol := map[string]broker.Policy{"slow": {Rate: rate, Burst: burst}}
+	d, _ := openSharedPolicy(t, url, "d", 0, pol)
+	client := d.NewSession("client", newOutbox())
+	for i := range jobs {
+		require.NoError(t, submit(t, d, client, bgJob("slow", "", fmt.Sprint(i))).err)
+	}
+	var brokers []*broker.Broker
+	for _, name := range []string{"a", "b", "c"} {
+		b, _ := openSharedPolicy(t, url, name, 0, pol)
+		brokers = append(brokers, b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		starts []time.Time
+		wg     sync.WaitGroup
+	)
+	begin := time.Now()
+	for i, b := range brokers {
+		for k := range 2 {
+			wg.Go(func() {
+				runWorker(ctx, t, b, fmt.Sprintf("w%d.%d", i, k), "slow", func(broker.Assignment) {
+					mu.Lock()
+					starts = append(starts, time.Now())
+					mu.Unlock()
+				})
+			})
+		}
+	}
+	eventually(t, "every job ran", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(starts) == jobs
+	})
+	cancel()
+	wg.Wait()
+	last := slices.MaxFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
+	allowed := burst + rate*last.Sub(begin).Seconds()
+	// One token of slack for the database's and the test's clocks.
+	require.LessOrEqual(t, float64(jobs), allowed+1,
+		"%d jobs started within %v: more than one bucket of %v/s allows", jobs, last.Sub(begin), rate)
+}

@@ -81,7 +81,7 @@ CREATE TABLE gearwork_meta (
 	value bytea NOT NULL
 );
 `},
-	{4, "cluster-wide ordered queues and concurrency limits", `
+	{4, "cluster-wide ordered queues, concurrency and rate limits", `
 -- The plain claim takes only jobs without an ordering key.
 DROP INDEX gearwork_jobs_claim;
 CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq)
@@ -90,6 +90,12 @@ CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq)
 -- to find the head of each key.
 CREATE INDEX gearwork_jobs_ordered ON gearwork_jobs (function, ordering_key, seq)
 	WHERE state IN (0, 1) AND ordering_key <> '';
+-- Rate limits: the token bucket of each rate-limited function, as of at.
+CREATE TABLE gearwork_rates (
+	function bytea PRIMARY KEY,
+	tokens   double precision NOT NULL,
+	at       timestamptz NOT NULL
+);
 `},
 }
 

@@ -542,29 +542,38 @@ WHERE EXISTS (SELECT 1 FROM gearwork_jobs r
 // transaction.
 const claimLockSQL = `SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`
 
-// serialClaimSQL is the claim of functions with a concurrency limit or
-// with ordered jobs, run holding their claim locks, in a statement of its
-// own so that it sees every claim committed before the locks were granted.
+// serialClaimSQL is the claim of functions with a concurrency or rate
+// limit or with ordered jobs, run holding their claim locks, in a
+// statement of its own so that it sees every claim committed before the
+// locks were granted.
 //
-// For each function it takes up to n jobs (n is $2, cut to the limit $3
-// minus the jobs servers hold when $3 is positive): the head of every
-// ordering key that can run now and, for functions with a limit, jobs
-// without a key ($4: those of other functions were taken by the plain
-// claim), by priority then sequence. The head of a key is its row that
-// blocks the key (held by a server, or waiting for its retry), else its
-// oldest runnable row: so two jobs of one key never run at once, and they
-// run in submit order.
+// For each function it takes up to n jobs ($2), cut to the limit $3 minus
+// the jobs servers hold when $3 is positive, and to the tokens in the
+// function's bucket (rate $4 per second, burst $5) when $4 is positive:
+// the head of every ordering key that can run now and, for functions
+// with a limit ($6), jobs without a key (those of other functions were
+// taken by the plain claim), by priority then sequence. The head of a
+// key is its row that blocks the key (held by a server, or waiting for
+// its retry), else its oldest runnable row: so two jobs of one key never
+// run at once, and they run in submit order. The bucket is charged one
+// token per job taken.
 var serialClaimSQL = `
 WITH want AS (
-	SELECT * FROM unnest($1::bytea[], $2::integer[], $3::integer[], $4::boolean[]) AS w(function, n, lim, plain)
+	SELECT * FROM unnest($1::bytea[], $2::integer[], $3::integer[], $4::float8[], $5::float8[], $6::boolean[])
+		AS w(function, n, lim, rate, burst, plain)
 ), clock AS (
 	SELECT extract(epoch FROM now())::bigint AS s, (extract(epoch FROM now()) * 1e9)::bigint AS ns
+), bucket AS (
+	SELECT w.function, CASE WHEN w.rate > 0 THEN least(w.burst,
+		coalesce(r.tokens + w.rate * extract(epoch FROM now() - r.at), w.burst)) END AS avail
+	FROM want w LEFT JOIN gearwork_rates r ON r.function = w.function
 ), quota AS (
-	SELECT w.function, w.plain, CASE WHEN w.lim > 0 THEN least(w.n, w.lim - (
-		SELECT count(*) FROM gearwork_jobs h
-		WHERE h.owner IS NOT NULL AND h.state = 0 AND h.function = w.function))::integer
-		ELSE w.n END AS n
-	FROM want w
+	SELECT w.function, w.plain, w.rate, b.avail, least(w.n,
+		CASE WHEN w.lim > 0 THEN w.lim - (
+			SELECT count(*) FROM gearwork_jobs h
+			WHERE h.owner IS NOT NULL AND h.state = 0 AND h.function = w.function)::integer END,
+		floor(b.avail)::integer) AS n
+	FROM want w JOIN bucket b ON b.function = w.function
 ), heads AS (
 	SELECT DISTINCT ON (r.function, r.ordering_key) r.seq, r.function, r.priority, r.owner, r.not_before
 	FROM quota q JOIN gearwork_jobs r ON r.function = q.function
@@ -589,10 +598,17 @@ WITH want AS (
 	SELECT g.seq FROM gearwork_jobs g JOIN ranked k ON g.seq = k.seq
 	WHERE k.rn <= k.n AND g.owner IS NULL
 	FOR UPDATE OF g SKIP LOCKED
+), claimed AS (
+	UPDATE gearwork_jobs g SET owner = $7
+	FROM picked WHERE g.seq = picked.seq
+	RETURNING ` + returning + `
+), spent AS (
+	INSERT INTO gearwork_rates AS r (function, tokens, at)
+	SELECT q.function, q.avail - (SELECT count(*) FROM claimed c WHERE c.function = q.function), now()
+	FROM quota q WHERE q.rate > 0
+	ON CONFLICT (function) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at
 )
-UPDATE gearwork_jobs g SET owner = $5
-FROM picked WHERE g.seq = picked.seq
-RETURNING ` + returning
+SELECT * FROM claimed`
 
 // claimLock is the advisory lock key of a function's serialized claim:
 // advisory locks are per database, so the schema's channel is part of it.
@@ -610,8 +626,9 @@ func (s *Store) claimLock(function string) int64 {
 // server's while its lease lasts.
 //
 // Jobs with an ordering key are claimed only as the head of their key
-// (see serialClaimSQL), and a function with a Limit only up to it across
-// every server: those claims hold a per-function lock, taken only for
+// (see serialClaimSQL), a function with a Limit only up to it across
+// every server, and a function with a Rate only as its token bucket
+// allows: those claims hold a per-function lock, taken only for
 // functions that have such jobs or a limit, so the common claim never
 // waits for another server's.
 func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error) {
@@ -629,7 +646,7 @@ func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Jo
 		if r.Max <= 0 {
 			continue
 		}
-		if r.Limit > 0 {
+		if r.Limit > 0 || r.Rate > 0 {
 			limited[r.Function] = r
 			continue
 		}
@@ -673,14 +690,14 @@ func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Jo
 		}
 	}
 	// The serialized claim: functions with a limit, and those with ordered
-	// jobs waiting that still want more.
+	// jobs waiting that still want more (their plain jobs are claimed).
 	var serial []store.ClaimRequest
 	for _, r := range limited {
 		serial = append(serial, r)
 	}
 	for _, f := range ordered {
 		for _, r := range req {
-			if r.Function == f && r.Limit <= 0 && r.Max > got[f] {
+			if r.Function == f && r.Limit <= 0 && r.Rate <= 0 && r.Max > got[f] {
 				serial = append(serial, store.ClaimRequest{Function: f, Max: r.Max - got[f]})
 				break
 			}
@@ -709,17 +726,21 @@ func (s *Store) claimSerial(ctx context.Context, req []store.ClaimRequest, id in
 	fns := make([][]byte, len(req))
 	ns := make([]int32, len(req))
 	lims := make([]int32, len(req))
+	rates := make([]float64, len(req))
+	bursts := make([]float64, len(req))
 	plain := make([]bool, len(req))
 	for i, r := range req {
 		keys[i] = s.claimLock(r.Function)
 		fns[i] = nonNil([]byte(r.Function))
 		ns[i] = int32(min(r.Max, 1<<20))
 		lims[i] = int32(min(max(r.Limit, 0), 1<<30))
-		plain[i] = r.Limit > 0
+		rates[i] = max(r.Rate, 0)
+		bursts[i] = max(r.Burst, 1)
+		plain[i] = r.Limit > 0 || r.Rate > 0
 	}
 	b := &pgx.Batch{}
 	b.Queue(claimLockSQL, keys)
-	b.Queue(serialClaimSQL, fns, ns, lims, plain, id)
+	b.Queue(serialClaimSQL, fns, ns, lims, rates, bursts, plain, id)
 	br := s.apool.SendBatch(ctx, b)
 	_, err := br.Exec()
 	var out []store.Job
