@@ -338,3 +338,17 @@ func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 	require.LessOrEqual(t, float64(jobs), allowed+1,
 		"%d jobs started within %v: more than one bucket of %v/s allows", jobs, last.Sub(begin), rate)
 }
+
+func TestSharedPolicyChangeAppliesOnEveryServer(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+	a.SetPolicy("f", broker.Policy{Concurrency: 3, Rate: 5})
+	eventually(t, "b applies a's policy", func() bool {
+		p := b.Policy("f")
+		return p.Concurrency == 3 && p.Rate == 5
+	})
+	b.ResetPolicy("f")
+	eventually(t, "a applies b's reset", func() bool { return a.Policy("f").Concurrency == 0 })
+}

@@ -11,9 +11,9 @@ import (
 
 // listener holds one connection that LISTENs on the store's channel and
 // calls wake for every notification about jobs and meta for every one
-// about metadata. When the connection breaks it reconnects with backoff
-// and calls wake("") and meta("") once it is back, since notifications
-// sent meanwhile are lost.
+// about metadata. It calls meta("") once it first listens, and when the
+// connection breaks it reconnects with backoff and calls wake("") and
+// meta("") once it is back, since notifications sent meanwhile are lost.
 type listener struct {
 	url, channel string
 	wake         func(function string)
@@ -78,8 +78,10 @@ func (l *listener) listen(first bool) error {
 	if !first {
 		l.log.Info("postgres: listening for notifications again")
 		l.wake("")
-		l.meta("")
 	}
+	// Metadata written before the listener was connected (also while the
+	// server started) is read back once it is.
+	l.meta("")
 	for {
 		n, err := conn.WaitForNotification(l.ctx)
 		if err != nil {
