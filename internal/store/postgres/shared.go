@@ -219,8 +219,9 @@ type uniqKey struct{ function, unique string }
 // the database's sequence (unique across every server), and coalesces a
 // job with a unique with the live job of the same function and unique:
 // that job's sequence number is returned with Created false. Jobs asked to
-// be claimed are held by this server; the others wake the servers
-// listening. Durable when Insert returns. If this server's lease was
+// be claimed are held by this server, except jobs with an ordering key,
+// which only Claim takes (as the head of their key); the others wake the
+// servers listening. Durable when Insert returns. If this server's lease was
 // lost, the jobs are inserted unclaimed.
 func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error) {
 	return s.Commit(ctx, store.CommitParams{Insert: p})
