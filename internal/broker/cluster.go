@@ -49,7 +49,8 @@ type SharedStore interface {
 	// with an ordering key is taken only when no server holds a job of
 	// its key and no older job of its key is runnable or waiting for a
 	// retry; a function with a Limit only while the jobs of it that all
-	// servers hold stay within the limit.
+	// servers hold stay within the limit; a function with a Rate only as
+	// its cluster-wide token bucket allows.
 	Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error)
 	// Release gives held jobs back to the other servers.
 	Release(ctx context.Context, seqs []uint64) error
