@@ -19,6 +19,7 @@ import (
 // for concurrent use.
 type SharedStore interface {
 	Store
+	Meta
 	// Commit writes one round of the group committer in one transaction:
 	// it deletes p.Delete, writes the retries, run-at time and priority of
 	// the jobs in p.Update that are still stored (never storing a deleted
@@ -31,15 +32,25 @@ type SharedStore interface {
 	Commit(ctx context.Context, p store.CommitParams) ([]store.Inserted, error)
 	// Join registers this server with a lease and starts calling wake
 	// (without blocking, from another goroutine) with the name of a
-	// function whose jobs may have become claimable, or "" for any. It
-	// returns how often Renew must be called.
-	Join(ctx context.Context, wake func(function string)) (time.Duration, error)
+	// function whose jobs may have become claimable, or "" for any, and
+	// meta likewise with a metadata key some server wrote or deleted, or
+	// "" when any may have changed. It returns how often Renew must be
+	// called.
+	Join(ctx context.Context, wake, meta func(name string)) (time.Duration, error)
+	// GetMeta reads one metadata entry; ok is false when it is not
+	// stored.
+	GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error)
 	// Renew extends the lease and releases the jobs of servers whose lease
 	// expired. lost reports that this server's own lease had expired: the
 	// jobs it held were released to others.
 	Renew(ctx context.Context) (lost bool, err error)
 	// Claim takes runnable jobs that no server holds, up to Max per
-	// function, for this server, ordered by priority then sequence.
+	// function, for this server, ordered by priority then sequence. A job
+	// with an ordering key is taken only when no server holds a job of
+	// its key and no older job of its key is runnable or waiting for a
+	// retry; a function with a Limit only while the jobs of it that all
+	// servers hold stay within the limit; a function with a Rate only as
+	// its cluster-wide token bucket allows.
 	Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error)
 	// Release gives held jobs back to the other servers.
 	Release(ctx context.Context, seqs []uint64) error
@@ -100,6 +111,14 @@ type cluster struct {
 	trimDead map[string]bool
 	// counts caches the store's counts for the admin views.
 	counts countsCache
+	// meta (mu) is the cluster-wide metadata, ordering and limit state
+	// (cluster_meta.go).
+	meta clusterMeta
+	// retryIn (mu) asks the claim loop to claim again this soon: a
+	// rate-limited function may have run out of tokens. rateMisses (mu)
+	// counts the empty claims in a row of a rate-limited function.
+	retryIn    time.Duration
+	rateMisses map[*function]int
 }
 
 func (c *cluster) kick() {
@@ -121,13 +140,14 @@ func claimTarget(f *function) int {
 // instead of replaying it.
 func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 	c := &cluster{
-		store:     sh,
-		wake:      make(chan struct{}, 1),
-		loopDone:  make(chan struct{}),
-		empty:     make(map[*function]bool),
-		idleSince: make(map[*function]time.Time),
-		trimDead:  make(map[string]bool),
-		counts:    countsCache{sem: make(chan struct{}, 1)},
+		store:      sh,
+		wake:       make(chan struct{}, 1),
+		loopDone:   make(chan struct{}),
+		empty:      make(map[*function]bool),
+		rateMisses: make(map[*function]int),
+		idleSince:  make(map[*function]time.Time),
+		trimDead:   make(map[string]bool),
+		counts:     countsCache{sem: make(chan struct{}, 1)},
 	}
 	c.life, _ = sh.(SharedLifecycle)
 	b.mu.Lock()
@@ -146,7 +166,7 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 		}
 		b.mu.Unlock()
 		c.kick()
-	})
+	}, b.metaChanged)
 	if err != nil {
 		return err
 	}
@@ -188,11 +208,23 @@ func (b *Broker) claimLoop(ctx context.Context) {
 	defer renew.Stop()
 	poll := time.NewTicker(clusterPoll)
 	defer poll.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.wake:
+		case <-retry.C:
+			// Rate-limited functions may have tokens again.
+			b.mu.Lock()
+			for f := range c.empty {
+				if f.life != nil && f.life.pol.Rate > 0 {
+					delete(c.empty, f)
+				}
+			}
+			b.mu.Unlock()
 		case <-renew.C:
 			b.renewLease(ctx)
 		case <-poll.C:
@@ -208,8 +240,15 @@ func (b *Broker) claimLoop(ctx context.Context) {
 				}
 			}
 		}
+		b.syncMeta(ctx)
 		for ctx.Err() == nil && b.claimOnce(ctx) {
 		}
+		b.mu.Lock()
+		if d := c.retryIn; d > 0 && d < clusterPoll {
+			retry.Reset(d)
+		}
+		c.retryIn = 0
+		b.mu.Unlock()
 	}
 }
 
@@ -229,6 +268,20 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 			continue
 		}
 		target, q := claimTarget(f), f.queued()
+		if sharedLimits(f) {
+			// Jobs held here count against the limits of every server:
+			// hold no more than the workers here can run now.
+			pol := f.life.pol
+			n := f.workers
+			if pol.Concurrency > 0 {
+				n = min(n, pol.Concurrency)
+			}
+			if n -= f.running + q; n > 0 {
+				req = append(req, store.ClaimRequest{Function: f.name, Max: n, Limit: pol.Concurrency,
+					Rate: pol.Rate, Burst: pol.burst()})
+			}
+			continue
+		}
 		if q > target/2 {
 			continue
 		}
@@ -259,10 +312,31 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 		if f == nil {
 			continue
 		}
-		if got[r.Function] < r.Max {
-			c.empty[f] = true
-		} else {
+		if got[r.Function] > 0 {
+			// Jobs with lifecycle state are admitted as a replay admits
+			// them, without waking anyone.
+			b.wakeReadyLocked(f)
+		}
+		n := got[r.Function]
+		if r.Rate > 0 {
+			// The function may be out of tokens rather than jobs: ask
+			// again when the next token is due, backing off while claims
+			// come back empty (there may be no jobs at all), rather than
+			// wait for the next poll.
+			if n > 0 {
+				delete(c.rateMisses, f)
+			} else {
+				c.rateMisses[f] = min(c.rateMisses[f]+1, 8)
+			}
+			d := max(time.Duration(float64(time.Second)/r.Rate), 10*time.Millisecond) << c.rateMisses[f]
+			if n < r.Max && (c.retryIn == 0 || d < c.retryIn) {
+				c.retryIn = d
+			}
+		}
+		if n >= r.Max {
 			again = true
+		} else {
+			c.empty[f] = true
 		}
 	}
 	return again

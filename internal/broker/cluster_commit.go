@@ -100,7 +100,8 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 		}
 		live = append(live, j)
 		p.Jobs = append(p.Jobs, b.record(j))
-		p.Claim = append(p.Claim, len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget)))
+		p.Claim = append(p.Claim, claimOnInsert(j) &&
+			(len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget))))
 	}
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
@@ -110,6 +111,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 	deletes := b.pendingDeletes
 	b.pendingDeletes = nil
 	meta := b.takePendingMetaLocked()
+	release, notify := c.takeNotifyLocked()
 	more := len(b.pendingSaves) > 0
 	b.mu.Unlock()
 
@@ -117,19 +119,29 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 		res []store.Inserted
 		err error
 	)
-	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 {
+	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
-		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta})
+		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
+			Release: release, Notify: notify})
 		cancel()
 	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err != nil {
-		// Keep them for the next round; both are idempotent.
+		// Keep them for the next round; all are idempotent.
 		b.pendingRetries = append(retries, b.pendingRetries...)
 		b.pendingDeletes = append(deletes, b.pendingDeletes...)
 		b.life.pendingMeta = append(meta, b.life.pendingMeta...)
+		c.meta.release = append(release, c.meta.release...)
+		for _, f := range notify {
+			if c.meta.notify == nil {
+				c.meta.notify = make(map[string]bool)
+			}
+			c.meta.notify[f] = true
+		}
+	} else {
+		c.metaCommittedLocked(meta)
 	}
 	ierr := err
 	if err != nil && !c.failing {
@@ -164,7 +176,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 // this server as it is inserted: when local workers would otherwise soon
 // claim it anyway.
 func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
-	if f.workers == 0 || b.draining || (f.life != nil && f.life.paused) {
+	if f.workers == 0 || b.draining || (f.life != nil && f.life.paused) || sharedLimits(f) {
 		return false
 	}
 	left, ok := budget[f]
@@ -177,6 +189,18 @@ func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
 	}
 	budget[f] = left - 1
 	return true
+}
+
+// claimOnInsert reports whether a new job may be held by the server that
+// inserts it. A job with an ordering key, or of a function with a
+// concurrency or rate limit, may not: only the store's claim knows
+// whether another server holds a job of its key, the function's slots
+// and its tokens.
+func claimOnInsert(j *job) bool {
+	if j.x != nil && j.x.life != nil && j.x.life.orderKey != "" {
+		return false
+	}
+	return !sharedLimits(j.fn)
 }
 
 // settleInsertedLocked acknowledges the submitters of a job the store has

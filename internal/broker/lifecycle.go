@@ -181,8 +181,17 @@ const policyReset = "default"
 func (b *Broker) loadStoredPolicy(name, value string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.applyStoredPolicyLocked(name, value)
+}
+
+// applyStoredPolicyLocked makes a stored policy (or reset) the function's
+// policy without storing it again.
+func (b *Broker) applyStoredPolicyLocked(name, value string) {
 	if value == policyReset {
 		delete(b.life.policies, name)
+		if f := b.functions[name]; f != nil {
+			b.applyPolicyLocked(f)
+		}
 		return
 	}
 	p := b.life.defaultPol

@@ -26,7 +26,7 @@ func (b *Broker) canStartLocked(f *function, now int64, take bool) bool {
 		if l.pausedUntil == 0 || now < l.pausedUntil {
 			return false
 		}
-		b.resumeLocked(f)
+		b.resumeLocked(f, true)
 	}
 	if c := l.pol.Concurrency; c > 0 && f.running >= c {
 		return false
@@ -104,8 +104,15 @@ func queuedAt(j *job) int64 {
 
 // slotFreedLocked is called when a job of f stops running.
 func (b *Broker) slotFreedLocked(f *function) {
-	if f.life.pol.Concurrency > 0 && f.queued() > 0 {
-		f.wakeOne()
+	if f.life.pol.Concurrency > 0 {
+		if b.cluster != nil {
+			// Other servers may claim a job in the freed slot once the
+			// job's new state is written.
+			b.cluster.notifyLocked(b, f)
+		}
+		if f.queued() > 0 {
+			f.wakeOne()
+		}
 	}
 }
 

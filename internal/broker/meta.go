@@ -56,6 +56,9 @@ func (b *Broker) queueMetaLocked(key string, value []byte) {
 		return
 	}
 	b.life.pendingMeta = append(b.life.pendingMeta, store.Meta{Key: key, Value: value})
+	if b.cluster != nil {
+		b.cluster.metaWrittenLocked(key)
+	}
 	b.kickCommitter()
 }
 

@@ -35,7 +35,7 @@ func (b *Broker) pauseLocked(f *function, until int64, persist bool) {
 	if until != 0 {
 		b.armLifeTimerLocked(&l.pauseTimer, until, func(now int64) {
 			if l.paused && l.pausedUntil != 0 && l.pausedUntil <= now {
-				b.resumeLocked(f)
+				b.resumeLocked(f, true)
 			}
 		})
 	} else {
@@ -61,16 +61,20 @@ func (b *Broker) Resume(name string) bool {
 	if f == nil || f.life == nil || !f.life.paused {
 		return false
 	}
-	b.resumeLocked(f)
+	b.resumeLocked(f, true)
 	return true
 }
 
-func (b *Broker) resumeLocked(f *function) {
+// resumeLocked ends f's pause; persist deletes the stored pause (false
+// when another server's resume is applied here).
+func (b *Broker) resumeLocked(f *function, persist bool) {
 	l := f.life
 	l.paused = false
 	l.pausedUntil = 0
 	b.removeLifeTimerLocked(&l.pauseTimer)
-	b.queueMetaLocked(metaKey(metaPause, f.name), nil)
+	if persist {
+		b.queueMetaLocked(metaKey(metaPause, f.name), nil)
+	}
 	b.log.Info("broker: function resumed", slog.String("function", f.name))
 	b.wakeReadyLocked(f)
 }

@@ -191,6 +191,12 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 
 // retryDueLocked runs a job whose backoff has ended.
 func (b *Broker) retryDueLocked(j *job) {
+	if b.cluster != nil && j.background && sharedLimits(j.fn) {
+		// Under limits shared by the cluster, the retry takes a slot and
+		// a token like any job: it goes back to the store to be claimed.
+		b.cluster.releaseLocked(b, j)
+		return
+	}
 	j.x.life.notBefore = 0
 	b.queueLocked(j, true)
 }

@@ -39,6 +39,15 @@ type Inserted struct {
 type ClaimRequest struct {
 	Function string
 	Max      int
+	// Limit, when positive, caps the jobs of Function that all servers
+	// together hold (queued for a worker or running) after the claim: the
+	// function's concurrency limit applied across the cluster.
+	Limit int
+	// Rate, when positive, is the function's rate limit in jobs per
+	// second across the cluster: every claimed job takes a token from a
+	// bucket of Burst tokens that the store keeps for the function.
+	Rate  float64
+	Burst float64
 }
 
 // Found describes a job that a shared store holds.
@@ -58,8 +67,16 @@ type CommitParams struct {
 	Update []Job
 	// Delete holds finished jobs.
 	Delete []uint64
-	// Meta holds metadata entries to write, in order (see Meta).
+	// Meta holds metadata entries to write, in order (see Meta). Every
+	// server is told of the keys written once the round commits.
 	Meta []Meta
+	// Release holds jobs this server gives back to the others (written
+	// after Update, so their new state is what the others claim).
+	Release []uint64
+	// Notify names functions whose waiting jobs may have become claimable
+	// once the round commits (an ordering key or a concurrency slot was
+	// freed): the servers listening are woken for them.
+	Notify []string
 }
 
 // DeadSelector names the dead letters an operation applies to: the one

@@ -17,8 +17,12 @@
 // its workers serve (Claim: FOR UPDATE SKIP LOCKED), marking them with its
 // id. When a server's lease expires, any other server's Renew deletes its
 // registration, which releases its jobs (ON DELETE SET NULL) for the
-// others to claim. LISTEN/NOTIFY on a channel per schema wakes servers when
-// jobs arrive.
+// others to claim. Jobs with an ordering key and functions with a
+// concurrency or rate limit are claimed under a per-function advisory lock,
+// so that only the head of each key runs and the limits hold across
+// servers (rate limits as a token bucket per function in gearwork_rates).
+// LISTEN/NOTIFY on a channel per schema wakes servers when jobs arrive and
+// tells them of metadata (pauses, policies) another server changed.
 //
 // # Guarantees
 //

@@ -10,21 +10,23 @@ import (
 )
 
 // listener holds one connection that LISTENs on the store's channel and
-// calls wake for every notification. When the connection breaks it
-// reconnects with backoff and calls wake("") once it is back, since
-// notifications sent meanwhile are lost.
+// calls wake for every notification about jobs and meta for every one
+// about metadata. It calls meta("") once it first listens, and when the
+// connection breaks it reconnects with backoff and calls wake("") and
+// meta("") once it is back, since notifications sent meanwhile are lost.
 type listener struct {
 	url, channel string
 	wake         func(function string)
+	meta         func(key string)
 	log          *slog.Logger
 	cancel       context.CancelFunc
 	ctx          context.Context
 	wg           sync.WaitGroup
 }
 
-func newListener(url, channel string, wake func(string), log *slog.Logger) *listener {
+func newListener(url, channel string, wake, meta func(string), log *slog.Logger) *listener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &listener{url: url, channel: channel, wake: wake, log: log, ctx: ctx, cancel: cancel}
+	return &listener{url: url, channel: channel, wake: wake, meta: meta, log: log, ctx: ctx, cancel: cancel}
 }
 
 func (l *listener) start() {
@@ -77,11 +79,18 @@ func (l *listener) listen(first bool) error {
 		l.log.Info("postgres: listening for notifications again")
 		l.wake("")
 	}
+	// Metadata written before the listener was connected (also while the
+	// server started) is read back once it is.
+	l.meta("")
 	for {
 		n, err := conn.WaitForNotification(l.ctx)
 		if err != nil {
 			return err
 		}
-		l.wake(decodePayload(n.Payload))
+		if name, isMeta := decodePayload(n.Payload); isMeta {
+			l.meta(name)
+		} else {
+			l.wake(name)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -46,16 +47,43 @@ func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
 		return nil
 	}
 	b := &pgx.Batch{}
-	queueMeta(b, entries)
+	s.queueMeta(b, entries)
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("postgres: put metadata: %w", err)
 	}
 	return nil
 }
 
-// queueMeta adds the statements that write entries to a batch.
-func queueMeta(b *pgx.Batch, entries []store.Meta) {
+// GetMeta reads one metadata entry; ok is false when the key is not
+// stored.
+func (s *Store) GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error) {
+	if err := s.check(ctx); err != nil {
+		return nil, false, err
+	}
+	err = s.pool.QueryRow(ctx, `SELECT value FROM gearwork_meta WHERE key = $1`, []byte(key)).Scan(&value)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("postgres: read metadata %q: %w", key, err)
+	}
+	return value, true, nil
+}
+
+// queueMeta adds the statements that write entries to a batch, and a
+// notification per key so that every server listening learns of the
+// change once the batch commits.
+func (s *Store) queueMeta(b *pgx.Batch, entries []store.Meta) {
+	if len(entries) == 0 {
+		return
+	}
+	var keys []string
+	seen := make(map[string]bool)
 	for _, m := range entries {
+		if !seen[m.Key] {
+			seen[m.Key] = true
+			keys = append(keys, metaPayload(m.Key))
+		}
 		if m.Value == nil {
 			b.Queue(`DELETE FROM gearwork_meta WHERE key = $1`, []byte(m.Key))
 			continue
@@ -63,4 +91,5 @@ func queueMeta(b *pgx.Batch, entries []store.Meta) {
 		b.Queue(`INSERT INTO gearwork_meta (key, value) VALUES ($1, $2)
 			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(m.Key), m.Value)
 	}
+	b.Queue(`SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, keys)
 }

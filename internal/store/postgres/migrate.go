@@ -89,6 +89,22 @@ CREATE INDEX gearwork_jobs_dead ON gearwork_jobs (function, finished_at, seq) WH
 -- holds it for state 3; 0 for rows written before it did).
 CREATE INDEX gearwork_jobs_done ON gearwork_jobs (not_before) WHERE state = 3;
 `},
+	{5, "cluster-wide ordered queues, concurrency and rate limits", `
+-- The plain claim takes only jobs without an ordering key.
+DROP INDEX gearwork_jobs_claim;
+CREATE INDEX gearwork_jobs_claim ON gearwork_jobs (function, priority, seq)
+	WHERE owner IS NULL AND state IN (0, 1) AND ordering_key = '';
+-- Ordered queues: the live jobs of each (function, ordering key) in order,
+-- to find the head of each key.
+CREATE INDEX gearwork_jobs_ordered ON gearwork_jobs (function, ordering_key, seq)
+	WHERE state IN (0, 1) AND ordering_key <> '';
+-- Rate limits: the token bucket of each rate-limited function, as of at.
+CREATE TABLE gearwork_rates (
+	function bytea PRIMARY KEY,
+	tokens   double precision NOT NULL,
+	at       timestamptz NOT NULL
+);
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -34,9 +35,10 @@ func (s *Store) member() (int64, error) {
 // Join registers this server in gearwork_servers with a lease and starts
 // listening for notifications: wake is called (from another goroutine,
 // without blocking) with the name of a function whose jobs may have become
-// claimable, or "" when any may have. It returns how often Renew must be
-// called to keep the lease.
-func (s *Store) Join(ctx context.Context, wake func(function string)) (time.Duration, error) {
+// claimable, or "" when any may have; meta likewise with a metadata key
+// that some server wrote or deleted, or "" when any may have changed. It
+// returns how often Renew must be called to keep the lease.
+func (s *Store) Join(ctx context.Context, wake, meta func(name string)) (time.Duration, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
@@ -44,7 +46,10 @@ func (s *Store) Join(ctx context.Context, wake func(function string)) (time.Dura
 	if err != nil {
 		return 0, err
 	}
-	l := newListener(s.cfg.URL, s.channel, wake, s.log)
+	if meta == nil {
+		meta = func(string) {}
+	}
+	l := newListener(s.cfg.URL, s.channel, wake, meta, s.log)
 	s.mu.Lock()
 	s.serverID = id
 	old := s.listener
@@ -148,12 +153,36 @@ func notifyPayload(function string) string {
 	return hex.EncodeToString([]byte(function))
 }
 
-func decodePayload(p string) string {
+// metaPrefix starts the payload of a notification that a metadata key
+// changed ("m:" and the key in hex, or "m:" alone for any key). A
+// function's payload is plain hex, which never holds a ':'.
+const metaPrefix = "m:"
+
+// metaPayload names a metadata key in a notification; "m:" (any key)
+// when too long.
+func metaPayload(key string) string {
+	if len(key) > 3000 {
+		return metaPrefix
+	}
+	return metaPrefix + hex.EncodeToString([]byte(key))
+}
+
+// decodePayload reads a notification: a function whose jobs may be
+// claimable (function, "" for any), or a metadata key that changed
+// (isMeta, key "" for any).
+func decodePayload(p string) (name string, isMeta bool) {
+	if rest, ok := strings.CutPrefix(p, metaPrefix); ok {
+		b, err := hex.DecodeString(rest)
+		if err != nil {
+			return "", true
+		}
+		return string(b), true
+	}
 	b, err := hex.DecodeString(p)
 	if err != nil {
-		return ""
+		return "", false
 	}
-	return string(b)
+	return string(b), false
 }
 
 var insertSQL = `
@@ -166,11 +195,11 @@ WITH input AS (
 ), ins AS (
 	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
 	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
-		i.priority, i.run_at, i.retries, CASE WHEN i.claim THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM input i JOIN numbered n USING (ord)
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
 	DO UPDATE SET owner = EXCLUDED.owner
-		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1)
+		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
 	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
 )
 SELECT n.ord, ins.seq, ins.function, ins.uniq, ins.created, ins.owner FROM ins LEFT JOIN numbered n ON n.seq = ins.seq`
@@ -190,8 +219,9 @@ type uniqKey struct{ function, unique string }
 // the database's sequence (unique across every server), and coalesces a
 // job with a unique with the live job of the same function and unique:
 // that job's sequence number is returned with Created false. Jobs asked to
-// be claimed are held by this server; the others wake the servers
-// listening. Durable when Insert returns. If this server's lease was
+// be claimed are held by this server, except jobs with an ordering key,
+// which only Claim takes (as the head of their key); the others wake the
+// servers listening. Durable when Insert returns. If this server's lease was
 // lost, the jobs are inserted unclaimed.
 func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error) {
 	return s.Commit(ctx, store.CommitParams{Insert: p})
@@ -207,7 +237,8 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) ([]store.Inser
 		return nil, err
 	}
 	out := make([]store.Inserted, len(p.Insert.Jobs))
-	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 {
+	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
+		len(p.Release) == 0 && len(p.Notify) == 0 {
 		return out, nil
 	}
 	id, _ := s.member()
@@ -284,10 +315,22 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.I
 			[]byte(p.HandlePrefix), id}, c.stateArgs()...)
 		b.Queue(insertSQL, args...)
 	}
+	if len(cp.Release) > 0 && id != 0 {
+		b.Queue(`UPDATE gearwork_jobs SET owner = NULL WHERE seq = ANY($1) AND owner = $2`, seqArgs(cp.Release), id)
+		if len(cp.Notify) == 0 && len(notify) == 0 {
+			notify = append(notify, "")
+		}
+	}
+	for _, f := range cp.Notify {
+		if !notified[f] {
+			notified[f] = true
+			notify = append(notify, notifyPayload(f))
+		}
+	}
 	if len(notify) > 0 {
 		b.Queue(`SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
 	}
-	queueMeta(b, cp.Meta)
+	s.queueMeta(b, cp.Meta)
 	br := s.pool.SendBatch(ctx, b)
 	if len(cp.Delete) > 0 {
 		if _, err := br.Exec(); err != nil {
@@ -466,13 +509,19 @@ func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
 	return nil
 }
 
+// returning is the column list a claim returns (scanJob's order).
+var returning = prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames)
+
+// claimSQL is the plain claim: runnable jobs without an ordering key of
+// functions without a concurrency limit, any number of servers at once
+// (SKIP LOCKED).
 var claimSQL = `
 WITH want AS (
 	SELECT * FROM unnest($1::bytea[], $2::integer[]) AS w(function, n)
 ), picked AS (
 	SELECT j.seq FROM want CROSS JOIN LATERAL (
 		SELECT seq FROM gearwork_jobs
-		WHERE function = want.function AND owner IS NULL AND state IN (0, 1)
+		WHERE function = want.function AND owner IS NULL AND state IN (0, 1) AND ordering_key = ''
 			AND run_at <= extract(epoch FROM now())::bigint
 			AND not_before <= (extract(epoch FROM now()) * 1e9)::bigint
 		ORDER BY priority, seq
@@ -481,12 +530,111 @@ WITH want AS (
 )
 UPDATE gearwork_jobs g SET owner = $3
 FROM picked WHERE g.seq = picked.seq
-RETURNING ` + prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames)
+RETURNING ` + returning
+
+// orderedProbeSQL names the functions of $1 that have runnable jobs with
+// an ordering key no server holds: they need the serialized claim.
+const orderedProbeSQL = `
+SELECT w.function FROM unnest($1::bytea[]) AS w(function)
+WHERE EXISTS (SELECT 1 FROM gearwork_jobs r
+	WHERE r.function = w.function AND r.ordering_key <> '' AND r.state IN (0, 1) AND r.owner IS NULL
+		AND r.run_at <= extract(epoch FROM now())::bigint
+		AND r.not_before <= (extract(epoch FROM now()) * 1e9)::bigint)`
+
+// claimLockSQL takes the claim lock of each function (keys sorted, so
+// that servers never wait for each other in a cycle) until the end of the
+// transaction.
+const claimLockSQL = `SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`
+
+// serialClaimSQL is the claim of functions with a concurrency or rate
+// limit or with ordered jobs, run holding their claim locks, in a
+// statement of its own so that it sees every claim committed before the
+// locks were granted.
+//
+// For each function it takes up to n jobs ($2), cut to the limit $3 minus
+// the jobs servers hold when $3 is positive, and to the tokens in the
+// function's bucket (rate $4 per second, burst $5) when $4 is positive:
+// the head of every ordering key that can run now and, for functions
+// with a limit ($6), jobs without a key (those of other functions were
+// taken by the plain claim), by priority then sequence. The head of a
+// key is its row that blocks the key (held by a server, or waiting for
+// its retry), else its oldest runnable row: so two jobs of one key never
+// run at once, and they run in submit order. The bucket is charged one
+// token per job taken.
+var serialClaimSQL = `
+WITH want AS (
+	SELECT * FROM unnest($1::bytea[], $2::integer[], $3::integer[], $4::float8[], $5::float8[], $6::boolean[])
+		AS w(function, n, lim, rate, burst, plain)
+), clock AS (
+	SELECT extract(epoch FROM now())::bigint AS s, (extract(epoch FROM now()) * 1e9)::bigint AS ns
+), bucket AS (
+	SELECT w.function, CASE WHEN w.rate > 0 THEN least(w.burst,
+		coalesce(r.tokens + w.rate * extract(epoch FROM now() - r.at), w.burst)) END AS avail
+	FROM want w LEFT JOIN gearwork_rates r ON r.function = w.function
+), quota AS (
+	SELECT w.function, w.plain, w.rate, b.avail, least(w.n,
+		CASE WHEN w.lim > 0 THEN w.lim - (
+			SELECT count(*) FROM gearwork_jobs h
+			WHERE h.owner IS NOT NULL AND h.state = 0 AND h.function = w.function)::integer END,
+		floor(b.avail)::integer) AS n
+	FROM want w JOIN bucket b ON b.function = w.function
+), heads AS (
+	SELECT DISTINCT ON (r.function, r.ordering_key) r.seq, r.function, r.priority, r.owner, r.not_before
+	FROM quota q JOIN gearwork_jobs r ON r.function = q.function
+	WHERE q.n > 0 AND r.ordering_key <> '' AND r.state IN (0, 1)
+		AND (r.owner IS NOT NULL OR r.state = 1 OR r.run_at <= (SELECT s FROM clock))
+	ORDER BY r.function, r.ordering_key, r.owner IS NULL, r.state = 0, r.seq
+), cand AS (
+	SELECT h.seq, h.function, h.priority FROM heads h
+	WHERE h.owner IS NULL AND h.not_before <= (SELECT ns FROM clock)
+	UNION ALL
+	SELECT p.seq, p.function, p.priority FROM quota q CROSS JOIN LATERAL (
+		SELECT seq, function, priority FROM gearwork_jobs
+		WHERE function = q.function AND owner IS NULL AND state IN (0, 1) AND ordering_key = ''
+			AND run_at <= (SELECT s FROM clock) AND not_before <= (SELECT ns FROM clock)
+		ORDER BY priority, seq
+		LIMIT greatest(q.n, 0)) p
+	WHERE q.plain AND q.n > 0
+), ranked AS (
+	SELECT c.seq, row_number() OVER (PARTITION BY c.function ORDER BY c.priority, c.seq) AS rn, q.n
+	FROM cand c JOIN quota q ON q.function = c.function
+), picked AS (
+	SELECT g.seq FROM gearwork_jobs g JOIN ranked k ON g.seq = k.seq
+	WHERE k.rn <= k.n AND g.owner IS NULL
+	FOR UPDATE OF g SKIP LOCKED
+), claimed AS (
+	UPDATE gearwork_jobs g SET owner = $7
+	FROM picked WHERE g.seq = picked.seq
+	RETURNING ` + returning + `
+), spent AS (
+	INSERT INTO gearwork_rates AS r (function, tokens, at)
+	SELECT q.function, q.avail - (SELECT count(*) FROM claimed c WHERE c.function = q.function), now()
+	FROM quota q WHERE q.rate > 0
+	ON CONFLICT (function) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at
+)
+SELECT * FROM claimed`
+
+// claimLock is the advisory lock key of a function's serialized claim:
+// advisory locks are per database, so the schema's channel is part of it.
+func (s *Store) claimLock(function string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(s.channel))
+	h.Write([]byte{0})
+	h.Write([]byte(function))
+	return int64(h.Sum64())
+}
 
 // Claim takes up to Max runnable, unclaimed jobs of each requested function
 // for this server (skipping rows other servers are claiming at the same
 // moment) and returns them by priority, then sequence. The jobs stay this
 // server's while its lease lasts.
+//
+// Jobs with an ordering key are claimed only as the head of their key
+// (see serialClaimSQL), a function with a Limit only up to it across
+// every server, and a function with a Rate only as its token bucket
+// allows: those claims hold a per-function lock, taken only for
+// functions that have such jobs or a limit, so the common claim never
+// waits for another server's.
 func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -495,38 +643,138 @@ func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Jo
 	if err != nil {
 		return nil, err
 	}
-	fns := make([][]byte, 0, len(req))
-	ns := make([]int32, 0, len(req))
+	var fns [][]byte
+	var ns []int32
+	limited := make(map[string]store.ClaimRequest)
 	for _, r := range req {
-		if r.Max > 0 {
-			fns = append(fns, nonNil([]byte(r.Function)))
-			ns = append(ns, int32(min(r.Max, 1<<20)))
+		if r.Max <= 0 {
+			continue
 		}
-	}
-	if len(fns) == 0 {
-		return nil, nil
-	}
-	rows, err := s.apool.Query(ctx, claimSQL, fns, ns, id)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: claim: %w", err)
+		if r.Limit > 0 || r.Rate > 0 {
+			limited[r.Function] = r
+			continue
+		}
+		fns = append(fns, nonNil([]byte(r.Function)))
+		ns = append(ns, int32(min(r.Max, 1<<20)))
 	}
 	var out []store.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
+	got := make(map[string]int)
+	var ordered []string
+	if len(fns) > 0 {
+		b := &pgx.Batch{}
+		b.Queue(claimSQL, fns, ns, id)
+		b.Queue(orderedProbeSQL, fns)
+		br := s.apool.SendBatch(ctx, b)
+		rows, err := br.Query()
+		if err == nil {
+			out, err = scanJobs(rows, out)
+		}
+		if err == nil {
+			rows, err = br.Query()
+			if err == nil {
+				for rows.Next() {
+					var f []byte
+					if err = rows.Scan(&f); err != nil {
+						break
+					}
+					ordered = append(ordered, string(f))
+				}
+				rows.Close()
+				err = cmp.Or(err, rows.Err())
+			}
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
-			rows.Close()
 			return nil, fmt.Errorf("postgres: claim: %w", err)
 		}
-		out = append(out, j)
+		for _, j := range out {
+			got[j.Function]++
+		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: claim: %w", err)
+	// The serialized claim: functions with a limit, and those with ordered
+	// jobs waiting that still want more (their plain jobs are claimed).
+	var serial []store.ClaimRequest
+	for _, r := range limited {
+		serial = append(serial, r)
+	}
+	for _, f := range ordered {
+		for _, r := range req {
+			if r.Function == f && r.Limit <= 0 && r.Rate <= 0 && r.Max > got[f] {
+				serial = append(serial, store.ClaimRequest{Function: f, Max: r.Max - got[f]})
+				break
+			}
+		}
+	}
+	if len(serial) > 0 {
+		more, err := s.claimSerial(ctx, serial, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
 	}
 	slices.SortFunc(out, func(a, b store.Job) int {
 		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Seq, b.Seq))
 	})
 	return out, nil
+}
+
+// claimSerial runs serialClaimSQL for req holding the functions' claim
+// locks, in one transaction and one round trip.
+func (s *Store) claimSerial(ctx context.Context, req []store.ClaimRequest, id int64) ([]store.Job, error) {
+	slices.SortFunc(req, func(a, b store.ClaimRequest) int {
+		return cmp.Compare(s.claimLock(a.Function), s.claimLock(b.Function))
+	})
+	keys := make([]int64, len(req))
+	fns := make([][]byte, len(req))
+	ns := make([]int32, len(req))
+	lims := make([]int32, len(req))
+	rates := make([]float64, len(req))
+	bursts := make([]float64, len(req))
+	plain := make([]bool, len(req))
+	for i, r := range req {
+		keys[i] = s.claimLock(r.Function)
+		fns[i] = nonNil([]byte(r.Function))
+		ns[i] = int32(min(r.Max, 1<<20))
+		lims[i] = int32(min(max(r.Limit, 0), 1<<30))
+		rates[i] = max(r.Rate, 0)
+		bursts[i] = max(r.Burst, 1)
+		plain[i] = r.Limit > 0 || r.Rate > 0
+	}
+	b := &pgx.Batch{}
+	b.Queue(claimLockSQL, keys)
+	b.Queue(serialClaimSQL, fns, ns, lims, rates, bursts, plain, id)
+	br := s.apool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var out []store.Job
+	if err == nil {
+		var rows pgx.Rows
+		rows, err = br.Query()
+		if err == nil {
+			out, err = scanJobs(rows, nil)
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim ordered or limited jobs: %w", err)
+	}
+	return out, nil
+}
+
+// scanJobs appends the jobs rows returns to out and closes rows.
+func scanJobs(rows pgx.Rows, out []store.Job) ([]store.Job, error) {
+	defer rows.Close()
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
 }
 
 // Release gives jobs this server holds back to the others and wakes them.

@@ -61,9 +61,9 @@ func TestInsertClaimsOnlyWhenJoined(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, res[0].Claimed, "a server that has not joined claims nothing")
 
-	_, err = a.Join(ctx, func(string) {})
+	_, err = a.Join(ctx, func(string) {}, nil)
 	require.NoError(t, err)
-	_, err = b.Join(ctx, func(string) {})
+	_, err = b.Join(ctx, func(string) {}, nil)
 	require.NoError(t, err)
 	res, err = a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "k", "y"), newJob("f", "", "z")},
 		Claim: []bool{true, false}})
@@ -110,7 +110,7 @@ func TestClaimIsExclusiveAndOrdered(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range servers {
 		st := openStore(t, url, fmt.Sprint("s", i))
-		_, err := st.Join(ctx, func(string) {})
+		_, err := st.Join(ctx, func(string) {}, nil)
 		require.NoError(t, err)
 		wg.Go(func() {
 			for {
@@ -153,7 +153,7 @@ func TestNotifyWakesListeners(t *testing.T) {
 		case woken <- fn:
 		default:
 		}
-	})
+	}, nil)
 	require.NoError(t, err)
 	// The listener may still be connecting: insert until it hears.
 	deadline := time.After(time.Minute)
@@ -176,7 +176,7 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	a := openStore(t, url, "a")
-	_, err := a.Join(ctx, func(string) {})
+	_, err := a.Join(ctx, func(string) {}, nil)
 	require.NoError(t, err)
 	_, err = a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2")}})
 	require.NoError(t, err)
@@ -185,7 +185,7 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	require.Len(t, got, 2)
 
 	b := openStore(t, url, "b")
-	_, err = b.Join(ctx, func(string) {})
+	_, err = b.Join(ctx, func(string) {}, nil)
 	require.NoError(t, err)
 	none, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
 	require.NoError(t, err)
@@ -253,4 +253,91 @@ func TestMigrateConcurrently(t *testing.T) {
 	pgtest.Exec(t, url, `INSERT INTO gearwork_migrations (version, name) VALUES (999, 'from the future')`)
 	_, err := postgres.Open(context.Background(), postgres.Config{URL: url, Logger: quiet})
 	require.ErrorIs(t, err, postgres.ErrSchemaTooNew, "a server refuses a schema newer than it knows")
+}
+
+func TestClaimTakesOnlyTheHeadOfEachOrderingKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	for _, st := range []*postgres.Store{a, b} {
+		_, err := st.Join(ctx, func(string) {}, nil)
+		require.NoError(t, err)
+	}
+	var jobs []store.Job
+	for i := range 3 {
+		for _, key := range []string{"x", "y"} {
+			j := newJob("f", "", fmt.Sprint(key, i))
+			j.OrderingKey = key
+			jobs = append(jobs, j)
+		}
+	}
+	jobs = append(jobs, newJob("f", "", "plain"))
+	_, err := a.Insert(ctx, store.InsertParams{Jobs: jobs, Claim: []bool{true, true, true, true, true, true, true}})
+	require.NoError(t, err)
+	var owned int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL AND ordering_key <> ''`, &owned)
+	require.Zero(t, owned, "ordered jobs are never claimed as they are inserted")
+
+	got, err := a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	var payloads []string
+	for _, j := range got {
+		payloads = append(payloads, string(j.Payload))
+	}
+	require.ElementsMatch(t, []string{"x0", "y0"}, payloads, "only the head of each key; the plain job went at insert")
+	none, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Empty(t, none, "keys held by a are not claimed by b")
+
+	// x0 finishes: x1 becomes the head, for any server.
+	require.NoError(t, a.Delete(ctx, []uint64{got[0].Seq}))
+	next, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Len(t, next, 1)
+	require.Equal(t, string(got[0].Payload[:1])+"1", string(next[0].Payload))
+}
+
+func TestClaimKeepsALimitAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	var stores []*postgres.Store
+	for _, name := range []string{"a", "b", "c"} {
+		st := openStore(t, url, name)
+		_, err := st.Join(ctx, func(string) {}, nil)
+		require.NoError(t, err)
+		stores = append(stores, st)
+	}
+	var jobs []store.Job
+	for i := range 20 {
+		jobs = append(jobs, newJob("f", "", fmt.Sprint(i)))
+	}
+	_, err := stores[0].Insert(ctx, store.InsertParams{Jobs: jobs})
+	require.NoError(t, err)
+	const limit = 5
+	var mu sync.Mutex
+	var held []store.Job
+	var wg sync.WaitGroup
+	for _, st := range stores {
+		wg.Go(func() {
+			for range 3 {
+				got, err := st.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 3, Limit: limit}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				held = append(held, got...)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, held, limit, "three servers claiming at once hold the limit, no more")
+	// One finishes: one more may be claimed.
+	require.NoError(t, stores[0].Delete(ctx, []uint64{held[0].Seq}))
+	more, err := stores[2].Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 3, Limit: limit}})
+	require.NoError(t, err)
+	require.Len(t, more, 1)
 }
