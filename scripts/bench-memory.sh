@@ -143,7 +143,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
 	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc); memory: $(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); disk under $OUT: $(df -T "$OUT" | awk 'NR == 2 {print $2}')"
-	echo "- gearwork $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "- $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
 	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); ${elapsed}s in all"
 	echo "- Settings: JOBS=$JOBS PAYLOAD=$PAYLOAD BUDGET=$BUDGET LIMIT=$LIMIT CONNECTIONS=$CONNECTIONS INFLIGHT=$INFLIGHT SAMPLE=$SAMPLE SETTLE=$SETTLE"
