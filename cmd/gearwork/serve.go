@@ -30,6 +30,7 @@ type serveConfig struct {
 	http            httpFlags
 	sec             securityConfig
 	pprof           string
+	memoryLimit     string
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -39,6 +40,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.store.url, "store", defaultStore, "where background jobs are kept: "+storeHelp)
 	fs.StringVar(&cfg.store.sync, "sync", "always", syncHelp)
 	fs.StringVar(&cfg.store.memoryBudget, "memory-budget", "", budgetHelp)
+	fs.StringVar(&cfg.memoryLimit, "memory-limit", "", memoryLimitHelp)
 	fs.IntVar(&cfg.maxPacket, "max-packet", 64<<20, "largest packet body in `bytes`; a larger packet gets an ERROR and the connection is closed")
 	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -85,6 +87,9 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	}
 	budget, err := parseMemoryBudget(cfg.store.memoryBudget)
 	if err != nil {
+		return err
+	}
+	if _, err := applyMemoryLimit(cfg.memoryLimit, log); err != nil {
 		return err
 	}
 	st, err := openStore(ctx, cfg.store, log)

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -131,22 +129,11 @@ func parseSize(s string) (int64, error) {
 	return int64(n * mult), nil
 }
 
-// defaultMemoryBudget is a quarter of MemTotal, or 1 GiB when that cannot
-// be read.
+// defaultMemoryBudget is a quarter of the memory available to the process
+// (availableMemory), or 1 GiB when that is unknown.
 func defaultMemoryBudget() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 1 << 30
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			if kb, err := strconv.ParseInt(fields[1], 10, 64); err == nil && kb > 0 {
-				return kb * 1024 / 4
-			}
-		}
+	if total := availableMemory(); total > 0 {
+		return total / 4
 	}
 	return 1 << 30
 }

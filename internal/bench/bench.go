@@ -25,6 +25,16 @@
 //     background jobs, reported per job.
 //   - idle (needs PID): the server's RSS once IdleConns connections have
 //     been open and idle for IdleSettle, reported per connection.
+//   - verify (needs Queue): Workers workers complete Jobs jobs of the
+//     function Queue that an earlier memory run queued (before a restart
+//     of the server, say) and check every payload: its size, its
+//     content, and that no job comes back twice. The rest of the queue
+//     stays.
+//
+// With Queue set, memory queues into that function (no random suffix) and
+// its payloads are checkable: each starts with the job's index (8 bytes,
+// big-endian) and the rest is a pattern derived from it, which verify
+// recomputes.
 //
 // Workers sleep with PRE_SLEEP and wake on NOOP, as real workers do; no
 // scenario polls. Every scenario is bounded by its job count and by
@@ -93,6 +103,10 @@ type Config struct {
 	// Function prefixes the function name of every scenario; a random
 	// suffix keeps runs apart. Default "gearwork-bench".
 	Function string
+	// Queue, when set, is the exact function name of memory and verify,
+	// whose payloads are then checkable (see Scenarios); other scenarios
+	// refuse it. Empty means a random function per scenario.
+	Queue string
 	// NoCleanup leaves queued jobs on the server after a scenario (faster
 	// when the server is thrown away afterwards). By default they are
 	// completed and the queue is checked to be empty.
@@ -146,6 +160,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench: idle settle time must not be negative, not %s", c.IdleSettle)
 	case len(c.Function) > 400 || strings.ContainsRune(c.Function, 0):
 		return errors.New("bench: function prefix must be at most 400 bytes without NUL")
+	case len(c.Queue) > 400 || strings.ContainsRune(c.Queue, 0):
+		return errors.New("bench: queue name must be at most 400 bytes without NUL")
 	}
 	return nil
 }
@@ -154,6 +170,8 @@ func (c Config) Validate() error {
 type scenario struct {
 	name    string
 	needPID bool
+	// queue: the scenario takes Config.Queue; needQueue: it needs it.
+	queue, needQueue bool
 	// latency says what P50 and P99 measure.
 	latency string
 	run     func(ctx context.Context, r *run) error
@@ -167,8 +185,9 @@ var scenarios = []scenario{
 	{name: "fg1", latency: "SUBMIT_JOB→WORK_COMPLETE", run: func(ctx context.Context, r *run) error { return runForeground(ctx, r, 1) }},
 	{name: "fg64", latency: "SUBMIT_JOB→WORK_COMPLETE", run: func(ctx context.Context, r *run) error { return runForeground(ctx, r, 64) }},
 	{name: "echo", latency: "ECHO_REQ→ECHO_RES", run: runEcho},
-	{name: "memory", needPID: true, run: runMemory},
+	{name: "memory", needPID: true, queue: true, run: runMemory},
 	{name: "idle", needPID: true, run: runIdle},
+	{name: "verify", queue: true, needQueue: true, run: runVerify},
 }
 
 // groups are names that stand for several scenarios.
@@ -198,8 +217,8 @@ func Scenarios() []string {
 // ParseScenarios turns a comma-separated list into scenario names, in the
 // order given and without repeats. "drain" stands for drain1,drain8 and
 // "fg" for fg1,fg64. An empty list or "all" means every scenario, leaving
-// out memory and idle when havePID is false. Naming memory or idle without
-// havePID is an error.
+// out memory and idle when havePID is false, and verify. Naming memory or
+// idle without havePID is an error.
 func ParseScenarios(list string, havePID bool) ([]string, error) {
 	var names []string
 	add := func(n string) {
@@ -214,7 +233,7 @@ func ParseScenarios(list string, havePID bool) ([]string, error) {
 			return nil, errors.New("bench: empty scenario name in list")
 		case word == "" || word == "all":
 			for _, s := range scenarios {
-				if havePID || !s.needPID {
+				if (havePID || !s.needPID) && !s.needQueue {
 					add(s.name)
 				}
 			}
@@ -253,12 +272,22 @@ func Run(ctx context.Context, cfg Config, name string) (Result, error) {
 	if s.needPID && cfg.PID == 0 {
 		return Result{}, fmt.Errorf("bench: scenario %s needs the server's pid", name)
 	}
+	switch {
+	case s.needQueue && cfg.Queue == "":
+		return Result{}, fmt.Errorf("bench: scenario %s needs a queue name", name)
+	case !s.queue && cfg.Queue != "":
+		return Result{}, fmt.Errorf("bench: scenario %s does not take a queue name", name)
+	}
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
+	fn := cfg.Function + "." + name + "." + hex.EncodeToString(suffix[:])
+	if cfg.Queue != "" {
+		fn = cfg.Queue
+	}
 	r := &run{
 		cfg:      cfg,
 		name:     name,
-		fn:       []byte(cfg.Function + "." + name + "." + hex.EncodeToString(suffix[:])),
+		fn:       []byte(fn),
 		base:     time.Now(),
 		deadline: time.Now().Add(cfg.Timeout),
 		res: Result{

@@ -54,6 +54,7 @@ func TestParseScenarios(t *testing.T) {
 		{list: "drain, fg ,drain8", want: []string{"drain1", "drain8", "fg1", "fg64"}},
 		{list: "FG64", want: []string{"fg64"}},
 		{list: "memory", havePID: true, want: []string{"memory"}},
+		{list: "verify,echo", want: []string{"verify", "echo"}},
 		{list: "memory", err: "scenario memory needs the server's pid"},
 		{list: "idle,echo", err: "scenario idle needs the server's pid"},
 		{list: "submit,,echo", err: "empty scenario name"},
@@ -67,7 +68,7 @@ func TestParseScenarios(t *testing.T) {
 		require.NoError(t, err, "list %q", tc.list)
 		require.Equal(t, tc.want, got, "list %q", tc.list)
 	}
-	require.Equal(t, []string{"submit", "drain1", "drain8", "steady", "fg1", "fg64", "echo", "memory", "idle"}, Scenarios())
+	require.Equal(t, []string{"submit", "drain1", "drain8", "steady", "fg1", "fg64", "echo", "memory", "idle", "verify"}, Scenarios())
 }
 
 func TestShare(t *testing.T) {

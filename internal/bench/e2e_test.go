@@ -83,13 +83,29 @@ func checkResult(t *testing.T, cfg Config, res Result) {
 	require.NotContains(t, line, "\n")
 }
 
+// prepare returns the configuration of scenario name: for verify, a queue
+// that memory has just filled with cfg.Jobs checkable jobs (verify then
+// takes them all).
+func prepare(t *testing.T, cfg Config, name string) Config {
+	t.Helper()
+	if name != "verify" {
+		return cfg
+	}
+	fill := cfg
+	fill.Queue, fill.NoCleanup, fill.Payload = "bench-e2e-verify."+strconv.Itoa(os.Getpid()), true, 100
+	_, err := Run(t.Context(), fill, "memory")
+	require.NoError(t, err)
+	cfg.Queue, cfg.Payload = fill.Queue, fill.Payload
+	return cfg
+}
+
 func TestScenariosAgainstGearwork(t *testing.T) {
 	t.Parallel()
 	addr, b := startGearwork(t)
 	for _, name := range Scenarios() {
 		t.Run(name, func(t *testing.T) {
 			// Our own pid stands in for the server's: it is in-process.
-			cfg := tinyConfig(addr, os.Getpid())
+			cfg := prepare(t, tinyConfig(addr, os.Getpid()), name)
 			res, err := Run(t.Context(), cfg, name)
 			require.NoError(t, err)
 			checkResult(t, cfg, res)
@@ -128,7 +144,7 @@ func TestScenariosAgainstGearmand(t *testing.T) {
 	addr, pid := startGearmand(t, bin)
 	for _, name := range Scenarios() {
 		t.Run(name, func(t *testing.T) {
-			cfg := tinyConfig(addr, pid)
+			cfg := prepare(t, tinyConfig(addr, pid), name)
 			res, err := Run(t.Context(), cfg, name)
 			require.NoError(t, err)
 			checkResult(t, cfg, res)

@@ -88,8 +88,19 @@ func (r *run) pipelineAll(cs []*conn, n int, want gearman.Command,
 	return &h, nil
 }
 
-// submitBackground queues n background jobs over cs.
+// submitBackground queues n background jobs over cs. With Config.Queue
+// set their payloads are checkable (checkable.go).
 func (r *run) submitBackground(cs []*conn, n int) (*Histogram, error) {
+	if r.cfg.Queue != "" {
+		var next atomic.Uint64
+		return r.pipelineAll(cs, n, gearman.JobCreated, func() func(c *conn) {
+			payload := make([]byte, r.cfg.Payload)
+			return func(c *conn) {
+				fillPayload(payload, next.Add(1)-1)
+				c.send(gearman.SubmitJobBg, r.fn, nil, payload)
+			}
+		}, nil)
+	}
 	payload := bytes.Repeat([]byte{'x'}, r.cfg.Payload)
 	return r.pipelineAll(cs, n, gearman.JobCreated, func() func(c *conn) {
 		return func(c *conn) { c.send(gearman.SubmitJobBg, r.fn, nil, payload) }

@@ -310,7 +310,7 @@ func (b *Broker) abandonLocked(j *job) {
 	case stateQueued, stateScheduled, statePending, stateBlocked:
 		b.removeLocked(j)
 	case stateRunning:
-		j.cancelled = true
+		j.flags |= jobCancelled
 	}
 }
 

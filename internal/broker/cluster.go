@@ -372,7 +372,7 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 // touching the store (another server holds it, or will). It does not
 // count as dropped.
 func (b *Broker) forgetLocked(j *job) {
-	j.finished = true
+	j.flags |= jobFinished
 	b.unlinkLocked(j)
 }
 

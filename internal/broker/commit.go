@@ -70,12 +70,12 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 	*saves = (*saves)[:0]
 	*records = (*records)[:0]
 	for _, j := range b.pendingSaves[:n] {
-		if j.save != saveQueued {
+		if j.saveState() != saveQueued {
 			continue // ended before it was written (settleEndedLocked)
 		}
 		// The record is the job as it is now (it may have run, failed
 		// and be waiting for a retry): nothing else of it was queued.
-		j.save = saveWriting
+		j.setSave(saveWriting)
 		*saves = append(*saves, j)
 		*records = append(*records, b.record(j))
 	}
@@ -118,12 +118,12 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 			slog.String("error", err.Error()))
 	}
 	for _, j := range *saves {
-		if j.save != saveWriting {
+		if j.saveState() != saveWriting {
 			// Ended while it was written: its submitters were answered
 			// and its delete queued behind this write.
 			continue
 		}
-		j.save = saveNone
+		j.setSave(saveNone)
 		waiters := j.x.waiters
 		j.x.waiters = nil
 		if err != nil {
@@ -137,6 +137,7 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 			w(j.seq, i == 0, nil)
 		}
 		b.tierAdmitLocked(j, true)
+		j.releaseExtra() // the waiters were all a queued job's extra held, usually
 	}
 	clear(*saves)
 	return more
@@ -149,10 +150,10 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 // skips the job); one under way completes, and the caller's delete, queued
 // behind it, removes the job again.
 func (b *Broker) settleEndedLocked(j *job) {
-	if j.save == saveNone {
+	if j.saveState() == saveNone {
 		return
 	}
-	j.save = saveNone
+	j.setSave(saveNone)
 	waiters := j.x.waiters
 	j.x.waiters = nil
 	for i, w := range waiters {

@@ -77,8 +77,12 @@ func (s jobState) String() string {
 const hashedUniquePrefix = "\x00-"
 
 // job is one job. The hot fields of a queued job are kept small; everything
-// a queued background job does not need lives in the lazily allocated extra.
-// All fields are guarded by Broker.mu.
+// a queued background job does not need lives in the lazily allocated extra,
+// which is released again once the job no longer needs it (releaseExtra).
+// The struct is 96 bytes, one of the Go allocator's size classes: a queue of
+// ten million jobs costs about a gigabyte for the jobs alone, so think
+// twice before adding a field (TestJobSize guards it). All fields are
+// guarded by Broker.mu.
 type job struct {
 	seq        uint64
 	fn         *function
@@ -86,26 +90,47 @@ type job struct {
 	payload    []byte
 	prev, next *job // links in the function's priority queue
 	x          *jobExtra
+	// submitted is when the job was accepted, in Unix nanoseconds; 0 for
+	// jobs replayed from the store.
+	submitted  int64
 	retries    uint32
 	priority   Priority
 	state      jobState
 	background bool
-	// cancelled: a running job whose clients were told it failed (admin
+	// flags holds the rarely set flags and the save state (jobFlags).
+	flags jobFlags
+}
+
+// jobFlags are a job's rarely set flags and its saveState, packed into one
+// byte.
+type jobFlags uint8
+
+const (
+	// jobCancelled: a running job whose clients were told it failed (admin
 	// cancel) or which nobody waits for any more; the worker's results are
 	// dropped.
-	cancelled bool
-	// tiered: the job counts in the payload tiering budget (tiering.go).
-	tiered bool
-	// finished: a worker reported the job's result (stats.go).
-	finished bool
-	// save tracks the first store write of a new background job with a
-	// local store (commit.go); saveNone once it is durable or when there
-	// is none to wait for.
-	save saveState
-	// submitted is when the job was accepted, in Unix nanoseconds; 0 for
-	// jobs replayed from the store.
-	submitted int64
-}
+	jobCancelled jobFlags = 1 << iota
+	// jobTiered: the job counts in the payload tiering budget (tiering.go).
+	jobTiered
+	// jobFinished: a worker reported the job's result (stats.go).
+	jobFinished
+
+	// saveShift and saveMask place the job's saveState in the flags: it
+	// tracks the first store write of a new background job with a local
+	// store (commit.go); saveNone once it is durable or when there is none
+	// to wait for.
+	saveShift          = 3
+	saveMask  jobFlags = 3 << saveShift
+)
+
+// has reports whether all of flags are set on j.
+func (j *job) has(flags jobFlags) bool { return j.flags&flags == flags }
+
+// saveState returns the state of the job's first store write.
+func (j *job) saveState() saveState { return saveState(j.flags&saveMask) >> saveShift }
+
+// setSave sets the state of the job's first store write.
+func (j *job) setSave(s saveState) { j.flags = j.flags&^saveMask | jobFlags(s)<<saveShift&saveMask }
 
 type jobExtra struct {
 	reducer  string
@@ -134,6 +159,16 @@ func (j *job) extra() *jobExtra {
 		j.x = &jobExtra{timerIdx: -1}
 	}
 	return j.x
+}
+
+// releaseExtra drops j's extra when it holds nothing, as after a background
+// job's submitters were acknowledged: a queued background job then costs
+// only the job itself.
+func (j *job) releaseExtra() {
+	if x := j.x; x != nil && x.reducer == "" && x.runAt == 0 && x.worker == nil && len(x.clients) == 0 &&
+		x.num == 0 && x.den == 0 && x.timerIdx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 {
+		j.x = nil
+	}
 }
 
 // displayUnique returns the unique as clients sent it ("-" for a payload hash).

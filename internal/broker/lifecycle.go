@@ -310,7 +310,7 @@ func (b *Broker) recordLife(r *store.Job, j *job) {
 // A job whose first write the committer has not taken yet needs nothing:
 // that write takes the job as it is then.
 func (b *Broker) saveLocked(j *job) {
-	if !j.background || b.store == nil || j.save == saveQueued {
+	if !j.background || b.store == nil || j.saveState() == saveQueued {
 		return
 	}
 	b.pendingRetries = append(b.pendingRetries, b.record(j))

@@ -76,7 +76,7 @@ func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
 
 func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 	snap := JobSnapshot{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(), Priority: j.priority,
-		State: j.state.String(), Background: j.background, Retries: j.retries, Cancelled: j.cancelled,
+		State: j.state.String(), Background: j.background, Retries: j.retries, Cancelled: j.has(jobCancelled),
 		RunAt: j.runAt()}
 	if j.submitted != 0 {
 		snap.Submitted = time.Unix(0, j.submitted)
@@ -224,9 +224,9 @@ func (b *Broker) notifyWatchersLocked(ev Event) {
 // job's watchers: the final event, or EventRetry when the job will run
 // again (their watch then goes on).
 func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
-	cancelled := j.cancelled
+	cancelled := j.has(jobCancelled)
 	if !cancelled {
-		j.finished = true
+		j.flags |= jobFinished
 		b.statFinishedLocked(j, o)
 	}
 	ws := b.watchers[j.seq]
@@ -237,7 +237,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	}
 	if b.jobs[j.seq] == j && j.state != stateGone {
 		// Still live: the failed attempt will be retried.
-		j.finished = false
+		j.flags &^= jobFinished
 		j.fn.counters.Retried++
 		b.watchers[j.seq] = ws
 		for _, w := range ws {

@@ -80,14 +80,14 @@ func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
 	now := b.nowNanos()
 	if o == Complete {
 		b.endAttemptLocked(j, outcomeComplete, "", now)
-		if j.background && !j.cancelled && j.fn.life != nil && j.fn.life.pol.ResultRetention > 0 {
+		if j.background && !j.has(jobCancelled) && j.fn.life != nil && j.fn.life.pol.ResultRetention > 0 {
 			b.retainLocked(j, data, now)
 			return
 		}
 		b.removeLocked(j)
 		return
 	}
-	if !j.background || j.cancelled {
+	if !j.background || j.has(jobCancelled) {
 		// Foreground failures are the client's to handle, as in gearmand.
 		b.removeLocked(j)
 		return

@@ -169,7 +169,7 @@ func (b *Broker) statFinishedLocked(j *job, o Outcome) {
 
 // statDeadLocked counts a job that ran out of attempts.
 func (b *Broker) statDeadLocked(j *job) {
-	j.finished = true
+	j.flags |= jobFinished
 	j.fn.counters.Dead++
 }
 

@@ -149,7 +149,7 @@ func (b *Broker) Jobs(limit int) []JobInfo {
 	out := make([]JobInfo, 0, min(len(b.jobs), max(limit, 1024)))
 	for _, j := range b.jobs {
 		out = append(out, JobInfo{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(),
-			Retries: j.retries, Ignored: j.cancelled, Queued: j.background && b.store != nil,
+			Retries: j.retries, Ignored: j.has(jobCancelled), Queued: j.background && b.store != nil,
 			State: j.state.String(), Priority: j.priority})
 	}
 	b.mu.Unlock()
@@ -191,7 +191,7 @@ func (b *Broker) CancelJob(ctx context.Context, handle []byte) error {
 		return ErrJobNotFound
 	}
 	defer b.mu.Unlock()
-	if j.cancelled {
+	if j.has(jobCancelled) {
 		return ErrJobNotFound
 	}
 	b.cancelLocked(j)
@@ -210,10 +210,10 @@ func (b *Broker) cancelLocked(j *job) {
 		b.removeLocked(j)
 		return
 	}
-	stored := j.save != saveQueued // as in removeLocked
+	stored := j.saveState() != saveQueued // as in removeLocked
 	b.settleEndedLocked(j)
 	b.endWatchLocked(j)
-	j.cancelled = true
+	j.flags |= jobCancelled
 	for _, c := range j.x.clients {
 		c.waiting = removeJob(c.waiting, j)
 	}

@@ -137,7 +137,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		}
 		// Dispatch before durable: the job runs while it is written; only
 		// the answer to its submitter waits for the store (commit.go).
-		j.save = saveQueued
+		j.setSave(saveQueued)
 		if p.watch != nil {
 			p.watch(j, true)
 		}
@@ -157,16 +157,16 @@ func (b *Broker) attachLocked(s *Session, j *job, background bool, done DoneFunc
 		x := j.extra()
 		x.clients = append(x.clients, s)
 		s.waiting = append(s.waiting, j)
-		if j.cancelled && j.state == stateRunning {
+		if j.has(jobCancelled) && j.state == stateRunning {
 			// Someone waits for it again.
-			j.cancelled = false
+			j.flags &^= jobCancelled
 		}
 	}
 	// A background submitter waits for the job to be durable, as the one
 	// that created it. A foreground one is promised nothing about the
 	// store and is answered at once: a job being written may already run,
 	// and its events must not come before the answer.
-	if j.state == statePending || (background && j.save != saveNone) {
+	if j.state == statePending || (background && j.saveState() != saveNone) {
 		x := j.extra()
 		x.waiters = append(x.waiters, done)
 		return
@@ -215,7 +215,7 @@ func (b *Broker) queueLocked(j *job, wake bool) {
 func (b *Broker) removeLocked(j *job) {
 	// A job whose save the committer has not taken yet was never written:
 	// dropping the save is enough (commit.go).
-	stored := j.save != saveQueued
+	stored := j.saveState() != saveQueued
 	b.unlinkLocked(j)
 	if stored && j.background && b.store != nil {
 		b.pendingDeletes = append(b.pendingDeletes, j.seq)
@@ -260,7 +260,7 @@ func (b *Broker) unlinkLocked(j *job) {
 		}
 	}
 	j.state = stateGone
-	if !j.finished {
+	if !j.has(jobFinished) {
 		f.counters.Dropped++
 	}
 	b.endWatchLocked(j)

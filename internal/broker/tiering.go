@@ -53,10 +53,10 @@ func (b *Broker) initTiering() {
 // released together with the payload.
 func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	t := &b.tier
-	if t.reader == nil || !j.background || j.tiered {
+	if t.reader == nil || !j.background || j.has(jobTiered) {
 		return
 	}
-	j.tiered = true
+	j.flags |= jobTiered
 	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget {
 		if j.payload == nil {
 			j.payload = emptyPayload
@@ -86,10 +86,10 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 // broker or the store. It is idempotent.
 func (b *Broker) tierForgetLocked(j *job) {
 	t := &b.tier
-	if !j.tiered {
+	if !j.has(jobTiered) {
 		return
 	}
-	j.tiered = false
+	j.flags &^= jobTiered
 	if j.payload == nil {
 		t.onDisk--
 		return

@@ -178,7 +178,7 @@ func (b *Broker) heldBy(s *Session, seq uint64) *job {
 }
 
 func (b *Broker) forwardLocked(j *job, ev Event) {
-	if j.cancelled {
+	if j.has(jobCancelled) {
 		return
 	}
 	b.notifyWatchersLocked(ev)
@@ -249,7 +249,7 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 	default:
 		kind = EventFail
 	}
-	if !j.cancelled {
+	if !j.has(jobCancelled) {
 		for _, c := range j.x.clients {
 			switch {
 			case kind == EventException && !c.exceptions:
@@ -286,7 +286,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	if j.fn.life != nil {
 		b.slotFreedLocked(j.fn)
 	}
-	if j.cancelled || (!j.background && len(x.clients) == 0) {
+	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
 		j.state = stateQueued // for removeLocked's bookkeeping
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)
@@ -318,7 +318,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	j.fn.queues[j.priority].pushFront(j)
 	j.fn.counters.Retried++
 	j.fn.wakeOne()
-	if j.background && b.store != nil && j.save != saveQueued {
+	if j.background && b.store != nil && j.saveState() != saveQueued {
 		b.pendingRetries = append(b.pendingRetries, b.record(j))
 		b.kickCommitter()
 	}
