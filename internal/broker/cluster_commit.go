@@ -181,7 +181,7 @@ func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
 	}
 	left, ok := budget[f]
 	if !ok {
-		left = claimTarget(f) - f.queued()
+		left = b.cluster.claimTargetLocked(f) - f.queued()
 	}
 	if left <= 0 {
 		budget[f] = 0
