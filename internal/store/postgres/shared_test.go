@@ -225,6 +225,44 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	require.False(t, f.Claimed)
 }
 
+func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	_, err := a.Join(ctx, func(string) {}, nil)
+	require.NoError(t, err)
+	_, err = b.Join(ctx, func(string) {}, nil)
+	require.NoError(t, err)
+	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.True(t, held[0].Claimed)
+	_, err = b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "2")}})
+	require.NoError(t, err)
+
+	// Another server reaped a's registration (its lease expired).
+	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
+	f, ok, err := b.Find(ctx, held[0].Seq, "")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, f.Claimed, "deleting a registration releases that server's jobs")
+
+	res, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "3")}, Claim: []bool{true}})
+	require.NoError(t, err, "the insert is retried unclaimed")
+	require.False(t, res[0].Claimed)
+	_, err = a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.Error(t, err, "a server without a registration cannot claim")
+	var n int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL`, &n)
+	require.Zero(t, n, "no job names the reaped server")
+
+	got, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.NoError(t, err)
+	require.Len(t, got, 3, "b can claim every job, a's released one included")
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs j JOIN gearwork_servers s ON s.id = j.owner WHERE s.name = 'b'`, &n)
+	require.Equal(t, 3, n)
+}
+
 func TestMigrateConcurrently(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
