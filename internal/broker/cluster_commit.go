@@ -20,6 +20,7 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 	c := b.cluster
 	defer b.wg.Done()
 	backoff := 100 * time.Millisecond
+	var g gatherer
 	for {
 		select {
 		case <-ctx.Done():
@@ -27,10 +28,11 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 			return
 		case <-b.commitWake:
 		}
+		g.wait(ctx, b)
 		for ctx.Err() == nil {
 			// Stop must not cancel a write under way: its submitters would
 			// be told it failed although it may have been stored.
-			more, err := b.clusterCommitOnce(context.WithoutCancel(ctx))
+			more, err := b.clusterCommitOnce(context.WithoutCancel(ctx), &g)
 			if err == nil {
 				backoff = 100 * time.Millisecond
 				if !more {
@@ -72,7 +74,7 @@ func (b *Broker) clusterFinalFlush(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(ctx, clusterFlushTimeout)
 	defer cancel()
 	for {
-		more, err := b.clusterCommitOnce(fctx)
+		more, err := b.clusterCommitOnce(fctx, &gatherer{})
 		if err != nil || !more {
 			break
 		}
@@ -86,7 +88,7 @@ func (b *Broker) clusterFinalFlush(ctx context.Context) {
 
 // clusterCommitOnce writes one batch. It reports whether more new jobs
 // are waiting.
-func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
+func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer) (bool, error) {
 	c := b.cluster
 	b.mu.Lock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
@@ -121,9 +123,11 @@ func (b *Broker) clusterCommitOnce(ctx context.Context) (bool, error) {
 	)
 	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
+		began := time.Now()
 		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
 			Release: release, Notify: notify})
 		cancel()
+		g.done(len(p.Jobs), time.Since(began))
 	}
 
 	b.mu.Lock()

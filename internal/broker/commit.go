@@ -48,23 +48,25 @@ func (b *Broker) commitLoop(ctx context.Context) {
 	// ends the loop. A write cut short by Stop would otherwise count as a
 	// store failure and answer its submitters with an ERROR.
 	wctx := context.WithoutCancel(ctx)
+	var g gatherer
 	for {
 		select {
 		case <-ctx.Done():
 			// Final flush so that acknowledged work is not held back,
 			// including what the last batch's acknowledgements queued.
-			for b.commitOnce(wctx, &saves, &records, &deletes) || b.hasPendingWrites() {
+			for b.commitOnce(wctx, &saves, &records, &deletes, &g) || b.hasPendingWrites() {
 			}
 			return
 		case <-b.commitWake:
 		}
-		for b.commitOnce(wctx, &saves, &records, &deletes) {
+		g.wait(ctx, b)
+		for b.commitOnce(wctx, &saves, &records, &deletes, &g) {
 		}
 	}
 }
 
 // commitOnce writes one batch. It reports whether more work is waiting.
-func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store.Job, deletes *[]uint64) bool {
+func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store.Job, deletes *[]uint64, g *gatherer) bool {
 	b.mu.Lock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
 	*saves = (*saves)[:0]
@@ -111,7 +113,9 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.statCommitLocked(time.Since(began), len(*records))
+	took := time.Since(began)
+	g.done(len(*saves), took)
+	b.statCommitLocked(took, len(*records))
 	if err != nil && b.storeErr == nil {
 		b.storeErr = err
 		b.log.Error("broker: store write failed; refusing background submits until restart",
