@@ -259,7 +259,7 @@ func (c *conn) abort(counter *atomic.Int64, reason string) {
 	counter.Add(1)
 	c.srv.limited.log(c.srv.log, slog.LevelInfo, "gearmanapi: closing connection: "+reason,
 		slog.String("remote", c.remote))
-	c.nc.Close()
+	c.closeNet()
 }
 
 // limitStats counts connections closed by limits; see Server.LimitStats.

@@ -79,9 +79,13 @@ type Server struct {
 	conns  map[*conn]struct{}
 	lns    []net.Listener
 	closed bool
-	// wg counts connection goroutines (a connection that hands its reader
-	// to a fresh goroutine counts once).
+	// wg counts connections (one that is parked, or hands its reader to a
+	// fresh goroutine, counts once).
 	wg sync.WaitGroup
+	// parker holds idle connections without a goroutine (see park_linux.go);
+	// nil until the first Serve, and where epoll is not available. Set
+	// under mu before the first connection exists.
+	parker *parker
 
 	// releasedBytes estimates the memory freed by idle connections since
 	// the janitor last returned memory to the system at lastReturn;
@@ -143,6 +147,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.lns = append(s.lns, ln)
+	if s.parker == nil && s.cfg.IdleRelease > 0 {
+		s.parker = newParker()
+	}
 	s.mu.Unlock()
 	s.startJanitor()
 	var delay time.Duration
@@ -196,6 +203,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// park parks c, whose reader is released, if it can be parked; see parker.
+func (s *Server) park(ctx context.Context, c *conn) bool {
+	return c.parkable() && s.parker.park(ctx, c)
+}
+
 // connDone removes a finished connection.
 func (s *Server) connDone(c *conn) {
 	s.mu.Lock()
@@ -232,6 +244,15 @@ func (s *Server) Close() {
 	deadline := time.Now().Add(closeFlushTimeout)
 	for _, c := range conns {
 		c.flushAndClose(deadline)
+	}
+	s.mu.Lock()
+	p := s.parker
+	s.mu.Unlock()
+	if p != nil {
+		// Parked connections, whose sockets are closed now, resume and end.
+		if err := p.close(); err != nil {
+			s.log.Warn(err.Error())
+		}
 	}
 	s.wg.Wait()
 	s.stopOnce.Do(func() { close(s.stop) })
