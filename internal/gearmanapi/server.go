@@ -176,11 +176,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return err
 		}
+		// A *net.TCPConn from a net.Listen listener already has TCP_NODELAY
+		// and keep-alive on; setting them again would cost two system calls
+		// per connection, hostile ones included.
 		delay = 0
-		if tc, ok := nc.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-			_ = tc.SetKeepAlive(true)
-		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
