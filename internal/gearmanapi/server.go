@@ -55,8 +55,9 @@ type Config struct {
 	// negative disables the limit.
 	WriteTimeout time.Duration
 	// IdleRelease is how long a connection waits for its next frame before
-	// it gives its read buffer back and shrinks its goroutine. Default 2s;
-	// negative keeps buffers for the life of the connection.
+	// it gives its read buffer back and parks without a goroutine (plain
+	// TCP on Linux) or moves to a fresh small goroutine. Default 2s;
+	// negative keeps buffers and goroutines for the life of the connection.
 	IdleRelease time.Duration
 	// MaxConnections limits the open connections; a connection accepted
 	// beyond it is closed at once. 0 means no limit.
