@@ -77,6 +77,8 @@ func checkResult(t *testing.T, cfg Config, res Result) {
 	}
 	if res.Scenario == "idle" {
 		require.Equal(t, cfg.IdleSettle, res.IdleSettle)
+		require.Positive(t, res.RSSFile, "the executable's pages are resident")
+		require.Less(t, res.RSSFile, res.RSS)
 	}
 	line := res.Line()
 	require.True(t, strings.HasPrefix(line, "scenario="+res.Scenario+" server="+cfg.Addr+" jobs="+strconv.Itoa(want)+" "), line)

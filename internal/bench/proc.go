@@ -15,16 +15,32 @@ const clockTicks = 100
 
 // readRSS returns a process's resident set size (VmRSS) in bytes.
 func readRSS(pid int) (int64, error) {
+	return readStatus(pid, "VmRSS")
+}
+
+// readRSSFile returns the file-backed part of a process's resident set
+// (RssFile: mapped pages of its executable and libraries) in bytes.
+func readRSSFile(pid int) (int64, error) {
+	return readStatus(pid, "RssFile")
+}
+
+func readStatus(pid int, key string) (int64, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, fmt.Errorf("read server memory: %w", err)
 	}
-	return parseRSS(data)
+	return parseStatusKB(data, key)
 }
 
 func parseRSS(status []byte) (int64, error) {
+	return parseStatusKB(status, "VmRSS")
+}
+
+// parseStatusKB returns the value of a "key:   N kB" line of
+// /proc/PID/status in bytes.
+func parseStatusKB(status []byte, key string) (int64, error) {
 	for line := range bytes.Lines(status) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		rest, ok := bytes.CutPrefix(line, []byte(key+":"))
 		if !ok {
 			continue
 		}
@@ -38,7 +54,7 @@ func parseRSS(status []byte) (int64, error) {
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("no VmRSS line in /proc/PID/status (is the process a zombie?)")
+	return 0, fmt.Errorf("no %s line in /proc/PID/status (is the process a zombie?)", key)
 }
 
 // readCPU returns the user plus system CPU time a process (all its

@@ -15,6 +15,9 @@ func TestParseRSS(t *testing.T) {
 	require.Equal(t, int64(12345*1024), got)
 	_, err = parseRSS([]byte("Name:\tzombie\nState:\tZ (zombie)\n"))
 	require.ErrorContains(t, err, "no VmRSS line")
+	got, err = parseStatusKB([]byte("VmRSS:\t   12345 kB\nRssAnon:\t    2000 kB\nRssFile:\t   10000 kB\n"), "RssFile")
+	require.NoError(t, err)
+	require.Equal(t, int64(10000*1024), got)
 }
 
 func TestParseCPU(t *testing.T) {

@@ -46,6 +46,10 @@ type Result struct {
 	// IdleSettle is how long idle's connections had idled when RSS was
 	// read (RSS then is that reading, not the one at the end of Elapsed).
 	IdleSettle time.Duration
+	// RSSFile is the file-backed part of RSS at the same reading (the
+	// server's executable and libraries, which do not grow with
+	// connections); idle only.
+	RSSFile int64
 }
 
 // finish derives Rate and CPUPerJob.
@@ -93,6 +97,7 @@ func (r Result) fields() []field {
 		{"rss_before_bytes", r.RSSBefore, 0, hasMem},
 		{"rss_bytes_per_job", r.RSSPerJob, 1, hasMem},
 		{"settle_seconds", r.IdleSettle.Seconds(), 1, r.IdleSettle > 0},
+		{"rss_file_bytes", r.RSSFile, 0, r.RSSFile > 0},
 	}
 }
 
@@ -101,7 +106,7 @@ func (r Result) fields() []field {
 // workers grabs backlog seconds rate, then p50_us p99_us when the scenario
 // measures latency, rss_bytes cpu_ns_per_job when the server's pid was
 // given, rss_before_bytes rss_bytes_per_job for memory and idle, and
-// settle_seconds for idle. Values
+// settle_seconds rss_file_bytes for idle. Values
 // contain no spaces. There is no trailing newline.
 func (r Result) Line() string {
 	var b strings.Builder
@@ -192,7 +197,11 @@ func (r Result) Summary() string {
 		fmt.Fprintf(&b, "; %s p50 %s p99 %s", r.LatencyOf, roundDur(r.P50), roundDur(r.P99))
 	}
 	if r.RSS != 0 {
-		fmt.Fprintf(&b, "; server RSS %.1f MiB, CPU %s/job", float64(r.RSS)/(1<<20), roundDur(r.CPUPerJob))
+		fmt.Fprintf(&b, "; server RSS %.1f MiB", float64(r.RSS)/(1<<20))
+		if r.RSSFile != 0 {
+			fmt.Fprintf(&b, " (%.1f MiB of it file-backed)", float64(r.RSSFile)/(1<<20))
+		}
+		fmt.Fprintf(&b, ", CPU %s/job", roundDur(r.CPUPerJob))
 	}
 	if r.RSSBefore != 0 {
 		per := "queued job"

@@ -53,12 +53,13 @@ func TestSummary(t *testing.T) {
 	require.Equal(t, "drain8  200000 jobs in 2.00s: 100,000 jobs/s (8 workers × 8 grabs in flight, 200000 jobs queued before); "+
 		"server RSS 64.0 MiB, CPU 5µs/job", r.Summary())
 	i := Result{Scenario: "idle", Server: "h:1", Jobs: 10000, Connections: 10000, Elapsed: time.Second, RSS: 40 << 20,
-		RSSBefore: 8 << 20, RSSPerJob: 3355.4, IdleSettle: 5 * time.Second}
+		RSSBefore: 8 << 20, RSSPerJob: 3355.4, IdleSettle: 5 * time.Second, RSSFile: 20 << 20}
 	i.finish()
 	require.Equal(t, "scenario=idle server=h:1 jobs=10000 payload=0 connections=10000 inflight=0 workers=0 grabs=0 "+
 		"backlog=0 seconds=1.000000 rate=10000.0 rss_bytes=41943040 cpu_ns_per_job=0 rss_before_bytes=8388608 "+
-		"rss_bytes_per_job=3355.4 settle_seconds=5.0", i.Line())
+		"rss_bytes_per_job=3355.4 settle_seconds=5.0 rss_file_bytes=20971520", i.Line())
 	require.Contains(t, i.Summary(), "3355 bytes of RSS per connection after 5s idle")
+	require.Contains(t, i.Summary(), "server RSS 40.0 MiB (20.0 MiB of it file-backed)")
 	require.Contains(t, i.Summary(), "10,000 connections/s (10000 connections);")
 	require.Contains(t, i.Summary(), "3355 bytes of RSS per connection")
 }

@@ -466,7 +466,12 @@ func runIdle(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
+	file, err := readRSSFile(cfg.PID)
+	if err != nil {
+		return err
+	}
 	r.res.RSS = rss
+	r.res.RSSFile = file
 	r.res.IdleSettle = cfg.IdleSettle
 	r.res.Connections = cfg.IdleConns
 	r.res.RSSBefore = before

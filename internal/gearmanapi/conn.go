@@ -53,8 +53,13 @@ type conn struct {
 	// kicked is set when the janitor set a past read deadline to make an
 	// idle reader release its buffer.
 	kicked bool
-	// released is set while the reader is released.
+	// released is set while the connection holds nothing the janitor
+	// could release: its reader is released and it is parked, or it
+	// cannot be parked and waits on a small goroutine.
 	released bool
+	// parkSlot is the connection's place in the server's parker, -1 while
+	// it is not parked. Guarded by the parker's mutex.
+	parkSlot int32
 
 	// frameStart, waitStart and writeStart are coarse Unix nanosecond
 	// times (Server.now) at which the current frame began arriving, the
@@ -92,12 +97,15 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), waiting: true, released: true}
+	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), waiting: true, parkSlot: -1}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
 		}
 	}
+	// A new connection that can be parked is kicked like an idle one if
+	// it sends nothing; one that cannot keeps waiting on its goroutine.
+	c.released = !c.parkable()
 	c.ackCond.L = &c.mu
 	c.flushed.L = &c.mu
 	c.waitStart.Store(s.now.Load())
@@ -118,7 +126,8 @@ func (c *conn) run(ctx context.Context) {
 
 // wake waits, holding no read buffer, for the first bytes of the next
 // frame, then serves frames until the connection is idle again (when it
-// hands over to a fresh goroutine, whose stack starts small) or ends.
+// parks without a goroutine, or hands over to a fresh goroutine, whose
+// stack starts small) or ends.
 func (c *conn) wake(ctx context.Context) {
 	for {
 		n, err := c.nc.Read(c.small[:])
@@ -129,6 +138,14 @@ func (c *conn) wake(ctx context.Context) {
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && c.takeKick() {
+				// A connection that has sent nothing since it was
+				// accepted or woken.
+				c.rmu.Lock()
+				c.released = true
+				c.rmu.Unlock()
+				if c.srv.park(ctx, c) {
+					return
+				}
 				continue
 			}
 			c.readError(ctx, err)
@@ -137,10 +154,28 @@ func (c *conn) wake(ctx context.Context) {
 		}
 	}
 	if c.serveFrames(ctx) {
-		go c.wake(ctx)
+		if !c.srv.park(ctx, c) {
+			go c.wake(ctx)
+		}
 		return
 	}
 	c.finish()
+}
+
+// parkable reports whether the connection can wait for input without a
+// goroutine: plain TCP on a server with a parker.
+func (c *conn) parkable() bool {
+	return c.raw != nil && c.srv.parker != nil
+}
+
+// closeNet closes the socket from outside the reader goroutine, resuming
+// the connection if it is parked so that its reader sees the close and
+// ends it.
+func (c *conn) closeNet() {
+	c.nc.Close()
+	if c.parkable() {
+		c.srv.parker.unpark(c)
+	}
 }
 
 // finish ends the connection: its session, its socket and its place in
@@ -251,7 +286,7 @@ func (c *conn) afterAppendLocked() {
 	if len(c.out) > c.srv.cfg.MaxOutput {
 		c.dead = true
 		c.out = nil
-		c.nc.Close()
+		c.closeNet()
 		c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: dropped slow reader",
 			slog.String("remote", c.remote), slog.Int("max_output", c.srv.cfg.MaxOutput))
 		return
@@ -285,7 +320,7 @@ func (c *conn) flushLocked() bool {
 		if err != nil {
 			c.dead = true
 			c.out = nil
-			c.nc.Close()
+			c.closeNet()
 		}
 	}
 	c.flushing = false

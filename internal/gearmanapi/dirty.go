@@ -64,7 +64,7 @@ func (c *conn) flushNow() {
 			c.flushing = false
 			c.flushed.Broadcast()
 			c.mu.Unlock()
-			c.nc.Close()
+			c.closeNet()
 			return
 		case n == len(c.out):
 			c.out = c.out[:0]

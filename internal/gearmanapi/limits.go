@@ -24,9 +24,10 @@ import (
 //     Config.WriteTimeout (a peer that does not read) closes the
 //     connection, so that its output buffer is freed.
 //   - Idle release. A connection that has waited Config.IdleRelease for its
-//     next frame gives its read buffer back to a pool and moves its reader
-//     to a fresh goroutine with a minimal stack, so ten thousand idle
-//     connections cost a few kilobytes each.
+//     next frame drops its read buffer and parks without a goroutine (plain
+//     TCP on Linux, see parker) or moves its reader to a fresh goroutine
+//     with a small stack, so ten thousand idle connections cost a few
+//     kilobytes each.
 //   - Connection count (Config.MaxConnections) and packet size, which is
 //     smaller for connections the Authorizer grants nothing
 //     (Config.MaxPacketUnauthenticated). Packet sizes are checked at the
@@ -259,7 +260,7 @@ func (c *conn) abort(counter *atomic.Int64, reason string) {
 	counter.Add(1)
 	c.srv.limited.log(c.srv.log, slog.LevelInfo, "gearmanapi: closing connection: "+reason,
 		slog.String("remote", c.remote))
-	c.nc.Close()
+	c.closeNet()
 }
 
 // limitStats counts connections closed by limits; see Server.LimitStats.

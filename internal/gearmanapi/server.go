@@ -55,8 +55,9 @@ type Config struct {
 	// negative disables the limit.
 	WriteTimeout time.Duration
 	// IdleRelease is how long a connection waits for its next frame before
-	// it gives its read buffer back and shrinks its goroutine. Default 2s;
-	// negative keeps buffers for the life of the connection.
+	// it gives its read buffer back and parks without a goroutine (plain
+	// TCP on Linux) or moves to a fresh small goroutine. Default 2s;
+	// negative keeps buffers and goroutines for the life of the connection.
 	IdleRelease time.Duration
 	// MaxConnections limits the open connections; a connection accepted
 	// beyond it is closed at once. 0 means no limit.
@@ -79,9 +80,13 @@ type Server struct {
 	conns  map[*conn]struct{}
 	lns    []net.Listener
 	closed bool
-	// wg counts connection goroutines (a connection that hands its reader
-	// to a fresh goroutine counts once).
+	// wg counts connections (one that is parked, or hands its reader to a
+	// fresh goroutine, counts once).
 	wg sync.WaitGroup
+	// parker holds idle connections without a goroutine (see park_linux.go);
+	// nil until the first Serve, and where epoll is not available. Set
+	// under mu before the first connection exists.
+	parker *parker
 
 	// releasedBytes estimates the memory freed by idle connections since
 	// the janitor last returned memory to the system at lastReturn;
@@ -143,6 +148,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.lns = append(s.lns, ln)
+	if s.parker == nil && s.cfg.IdleRelease > 0 {
+		s.parker = newParker()
+	}
 	s.mu.Unlock()
 	s.startJanitor()
 	var delay time.Duration
@@ -169,11 +177,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return err
 		}
+		// A *net.TCPConn from a net.Listen listener already has TCP_NODELAY
+		// and keep-alive on; setting them again would cost two system calls
+		// per connection, hostile ones included.
 		delay = 0
-		if tc, ok := nc.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-			_ = tc.SetKeepAlive(true)
-		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -194,6 +201,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.mu.Unlock()
 		go c.run(ctx)
 	}
+}
+
+// park parks c, whose reader is released, if it can be parked; see parker.
+func (s *Server) park(ctx context.Context, c *conn) bool {
+	return c.parkable() && s.parker.park(ctx, c)
 }
 
 // connDone removes a finished connection.
@@ -232,6 +244,15 @@ func (s *Server) Close() {
 	deadline := time.Now().Add(closeFlushTimeout)
 	for _, c := range conns {
 		c.flushAndClose(deadline)
+	}
+	s.mu.Lock()
+	p := s.parker
+	s.mu.Unlock()
+	if p != nil {
+		// Parked connections, whose sockets are closed now, resume and end.
+		if err := p.close(); err != nil {
+			s.log.Warn(err.Error())
+		}
 	}
 	s.wg.Wait()
 	s.stopOnce.Do(func() { close(s.stop) })

@@ -1,0 +1,101 @@
+package gearmanapi
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+)
+
+// parked reports whether the server's connection from the client c is
+// parked (waiting without a goroutine).
+func (tb *secBundle) parked(c *client) bool {
+	tb.srv.mu.Lock()
+	defer tb.srv.mu.Unlock()
+	for sc := range tb.srv.conns {
+		if sc.remote != c.nc.LocalAddr().String() {
+			continue
+		}
+		tb.srv.parker.mu.Lock()
+		defer tb.srv.parker.mu.Unlock()
+		return sc.parkSlot >= 0
+	}
+	return false
+}
+
+// TestIdleConnectionsPark checks that idle connections, including ones
+// that never sent anything, park without a goroutine and that everything
+// a connection can meet while parked resumes it correctly: a request, an
+// event written to it, the peer closing, the server dropping it, and the
+// server closing (the test's cleanup, checked for leaked goroutines by
+// goleak in TestMain).
+func TestIdleConnectionsPark(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond, MaxOutput: 1 << 20}, nil)
+	a, silent, w, leaving, lingering := tb.dial(t), tb.dial(t), tb.dial(t), tb.dial(t), tb.dial(t)
+	a.send(gearman.EchoReq, "a")
+	a.expect(gearman.EchoRes, "a")
+	tb.srv.mu.Lock()
+	require.NotNil(t, tb.srv.parker, "epoll is available on Linux")
+	tb.srv.mu.Unlock()
+	w.send(gearman.CanDo, "sleepy")
+	w.send(gearman.PreSleep)
+	for _, c := range []*client{a, silent, w, leaving, lingering} {
+		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	}
+
+	// A request wakes a parked connection, which parks again.
+	for i := range 20 {
+		a.send(gearman.EchoReq, strings.Repeat("e", i*100))
+		a.expect(gearman.EchoRes, strings.Repeat("e", i*100))
+		require.Eventually(t, func() bool { return tb.parked(a) }, time.Minute, time.Millisecond)
+	}
+	// So does the first request of a connection that has sent nothing.
+	silent.send(gearman.EchoReq, "first")
+	silent.expect(gearman.EchoRes, "first")
+
+	// Output for a parked connection is written while it stays parked: a
+	// submit wakes the sleeping worker with NOOP.
+	submitter := tb.dial(t)
+	submitter.send(gearman.SubmitJob, "sleepy", "", "job")
+	submitter.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.expect(gearman.Noop)
+	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
+	w.send(gearman.GrabJob)
+	cmd, args := w.read()
+	require.Equal(t, gearman.JobAssign, cmd)
+	jobHandle := args[0]
+
+	// The peer closing a parked connection ends it.
+	before := tb.srv.Connections()
+	leaving.nc.Close()
+	require.Eventually(t, func() bool { return tb.srv.Connections() == before-1 }, time.Minute, time.Millisecond)
+
+	// A parked client that does not read its results is dropped as a
+	// slow reader once its output exceeds MaxOutput; the drop resumes it,
+	// so that it ends.
+	before = tb.srv.Connections()
+	lingering.send(gearman.SubmitJob, "sleepy", "", "job 2")
+	lingering.expect(gearman.JobCreated, handle(tb.testBundle, 1))
+	require.Eventually(t, func() bool { return tb.parked(lingering) }, time.Minute, time.Millisecond)
+	w.send(gearman.GrabJob)
+	cmd, args = w.read()
+	require.Equal(t, gearman.JobAssign, cmd)
+	chunk := strings.Repeat("d", 256<<10)
+	for range 400 {
+		if tb.srv.Connections() < before {
+			break
+		}
+		w.send(gearman.WorkData, args[0], chunk)
+	}
+	require.Eventually(t, func() bool { return tb.srv.Connections() == before-1 }, time.Minute, time.Millisecond)
+
+	// Everyone else still works.
+	w.send(gearman.WorkComplete, jobHandle, "done")
+	submitter.expect(gearman.WorkComplete, jobHandle, "done")
+	a.send(gearman.EchoReq, "still here")
+	a.expect(gearman.EchoRes, "still here")
+}
