@@ -54,16 +54,7 @@ func (s *Store) queryJobs(ctx context.Context, q string, args ...any) ([]store.J
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []store.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
+	return scanJobs(rows, nil)
 }
 
 // StoredJob returns the stored job seq if it is in the given state, or an
