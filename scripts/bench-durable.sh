@@ -11,11 +11,14 @@
 #   JOBS [100000]          jobs per scenario for Gearwork
 #   SQLITE_JOBS [5000]     jobs per scenario for gearmand -q libsqlite3 (slow)
 #   REDIS_JOBS [20000]     jobs per scenario for gearmand -q redis
-#   SCENARIOS [submit steady steady64 drain8]
+#   SCENARIOS [submit steady steady64 steady8x8 drain8]
 #                          steady64 is steady with --workers 64: steady lets
 #                          at most --workers jobs wait between submit and
 #                          start, so with 8 a durable server is bound by the
-#                          fsync latency rather than its throughput
+#                          fsync latency rather than its throughput;
+#                          steady8x8 is steady with 8 workers keeping 8 grabs
+#                          in flight each (--grabs 8, as drain8 does), so
+#                          neither side waits a round trip per job
 #   SERVERS [gearwork-durable gearwork-memory gearmand-sqlite gearmand-redis gearmand-redis-always]
 #                          gearmand-redis runs redis with appendfsync
 #                          everysec, gearmand-redis-always with appendfsync
@@ -30,7 +33,7 @@ RUNS=${RUNS:-3}
 JOBS=${JOBS:-100000}
 SQLITE_JOBS=${SQLITE_JOBS:-5000}
 REDIS_JOBS=${REDIS_JOBS:-20000}
-SCENARIOS=${SCENARIOS:-submit steady steady64 drain8}
+SCENARIOS=${SCENARIOS:-submit steady steady64 steady8x8 drain8}
 SERVERS=${SERVERS:-gearwork-durable gearwork-memory gearmand-sqlite gearmand-redis gearmand-redis-always}
 HTTP=${HTTP:-1}
 GEARMAND=${GEARMAND:-/usr/sbin/gearmand}
@@ -126,6 +129,7 @@ bench_args() {
 	n=$(jobs_of "$2")
 	case "$1" in
 	steady64) echo "--scenario steady --workers 64 --jobs $n" ;;
+	steady8x8) echo "--scenario steady --workers 8 --grabs 8 --jobs $n" ;;
 	*) echo "--scenario $1 --jobs $n" ;;
 	esac
 }

@@ -29,6 +29,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.Connections, "connections", 4, "client connections (`N`) of submit, steady, echo and memory")
 	fs.IntVar(&cfg.Inflight, "inflight", 64, "requests (`P`) each client connection keeps in flight")
 	fs.IntVar(&cfg.Workers, "workers", 8, "worker connections (`W`) of drain1, drain8 and steady")
+	fs.IntVar(&cfg.Grabs, "grabs", 1, "GRAB_JOB_UNIQ (`G`) each steady worker keeps in flight; at most W×G jobs wait between submit and start")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "`jobs` submit queues before it measures (the rate with a deep queue)")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "connections the idle scenario holds open")
 	fs.DurationVar(&cfg.IdleSettle, "idle-settle", 10*time.Second, "how long idle lets its connections idle before it reads the server's memory")
@@ -48,7 +49,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		name string
 		v    int
 	}{{"jobs", cfg.Jobs}, {"connections", cfg.Connections}, {"inflight", cfg.Inflight},
-		{"workers", cfg.Workers}, {"idle-conns", cfg.IdleConns}} {
+		{"workers", cfg.Workers}, {"grabs", cfg.Grabs}, {"idle-conns", cfg.IdleConns}} {
 		if f.v < 1 {
 			return fmt.Errorf("invalid --%s %d: must be at least 1", f.name, f.v)
 		}

@@ -14,10 +14,11 @@
 //     (the answer to a later packet on the same connection proves it was
 //     processed); the admin "status" command then must show an empty queue.
 //   - steady: submitters (Connections, at most Inflight unanswered each)
-//     and Workers workers run at once. At most Workers jobs are submitted
-//     but not yet started at any time, so a job finds a free (or soon
-//     free) worker and the latency from submit to JOB_ASSIGN (a timestamp
-//     travels in the payload) measures dispatch, not a backlog.
+//     and Workers workers (Grabs GRAB_JOB_UNIQ in flight each) run at
+//     once. At most Workers × Grabs jobs are submitted but not yet started
+//     at any time, so a job finds a free (or soon free) worker and the
+//     latency from submit to JOB_ASSIGN (a timestamp travels in the
+//     payload) measures dispatch, not a backlog.
 //   - fg1, fg64: foreground round trips (SUBMIT_JOB until WORK_COMPLETE)
 //     from 1 client with 1 worker, and from 64 clients with 64 workers.
 //   - echo: ECHO_REQ round trips, pipelined like submit.
@@ -83,6 +84,9 @@ type Config struct {
 	// Workers is the number of worker connections of drain1, drain8 and
 	// steady (fg1 and fg64 use 1 and 64). Default 8.
 	Workers int
+	// Grabs is how many GRAB_JOB_UNIQ each steady worker keeps in flight.
+	// Default 1.
+	Grabs int
 	// Backlog is how many jobs submit queues (untimed) before it measures.
 	// Default 0.
 	Backlog int
@@ -122,6 +126,7 @@ func (c Config) withDefaults() Config {
 	c.Connections = cmp.Or(c.Connections, 4)
 	c.Inflight = cmp.Or(c.Inflight, 64)
 	c.Workers = cmp.Or(c.Workers, 8)
+	c.Grabs = cmp.Or(c.Grabs, 1)
 	c.IdleConns = cmp.Or(c.IdleConns, 10000)
 	c.IdleSettle = cmp.Or(c.IdleSettle, 10*time.Second)
 	c.Timeout = cmp.Or(c.Timeout, 2*time.Minute)
@@ -148,6 +153,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench: in-flight requests must be at least 1, not %d", c.Inflight)
 	case c.Workers < 1:
 		return fmt.Errorf("bench: workers must be at least 1, not %d", c.Workers)
+	case c.Grabs < 1:
+		return fmt.Errorf("bench: grabs must be at least 1, not %d", c.Grabs)
 	case c.Backlog < 0:
 		return fmt.Errorf("bench: backlog must not be negative, not %d", c.Backlog)
 	case c.IdleConns < 1:

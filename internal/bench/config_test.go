@@ -22,6 +22,7 @@ func TestValidate(t *testing.T) {
 		"connections":    {func(c *Config) { c.Connections = -2 }, "connections must be at least 1"},
 		"inflight":       {func(c *Config) { c.Inflight = -1 }, "in-flight requests must be at least 1"},
 		"workers":        {func(c *Config) { c.Workers = -1 }, "workers must be at least 1"},
+		"grabs":          {func(c *Config) { c.Grabs = -1 }, "grabs must be at least 1"},
 		"backlog":        {func(c *Config) { c.Backlog = -1 }, "backlog must not be negative"},
 		"idle":           {func(c *Config) { c.IdleConns = -1 }, "idle connections must be at least 1"},
 		"pid":            {func(c *Config) { c.PID = -1 }, "invalid pid"},

@@ -117,6 +117,21 @@ func TestScenariosAgainstGearwork(t *testing.T) {
 	require.Equal(t, 0, b.JobCount())
 }
 
+// TestSteadyWithPipelinedGrabs: steady workers with several grabs in
+// flight complete every job once, and the result says how they worked.
+func TestSteadyWithPipelinedGrabs(t *testing.T) {
+	t.Parallel()
+	addr, b := startGearwork(t)
+	cfg := tinyConfig(addr, 0)
+	cfg.Workers, cfg.Grabs = 3, 4
+	res, err := Run(t.Context(), cfg, "steady")
+	require.NoError(t, err)
+	checkResult(t, cfg, res)
+	require.Equal(t, 3, res.Workers)
+	require.Equal(t, 4, res.Grabs)
+	require.Equal(t, 0, b.JobCount())
+}
+
 func TestBacklogAndNoCleanup(t *testing.T) {
 	t.Parallel()
 	addr, b := startGearwork(t)

@@ -169,15 +169,15 @@ func runDrain(ctx context.Context, r *run, grabs int) error {
 }
 
 // runSteady submits and works at once. Submitters take a token per job and
-// workers give it back when the job starts, so at most Workers jobs wait
+// workers give it back when the job starts, so at most Workers × Grabs jobs wait
 // between submit and start: the queue stays as short as the workers allow
 // and the latency is the server's, not a backlog's (with a longer queue it
 // would only be queue length / rate, by Little's law).
 func runSteady(ctx context.Context, r *run) error {
 	cfg := r.cfg
 	r.res.Connections, r.res.Inflight = cfg.Connections, cfg.Inflight
-	r.res.Workers, r.res.Grabs = cfg.Workers, 1
-	window := cfg.Workers
+	r.res.Workers, r.res.Grabs = cfg.Workers, cfg.Grabs
+	window := cfg.Workers * cfg.Grabs
 	tokens := make(chan struct{}, window)
 	for range window {
 		tokens <- struct{}{}
@@ -206,7 +206,7 @@ func runSteady(ctx context.Context, r *run) error {
 		submitters = append(submitters, func() error { return r.steadySubmit(ctx, c, n, tokens) })
 	}
 	r.prog.start("steady", cfg.Jobs)
-	err = r.drainQueue(ctx, drainParams{workers: cfg.Workers, grabs: 1, total: cfg.Jobs, measure: true,
+	err = r.drainQueue(ctx, drainParams{workers: cfg.Workers, grabs: cfg.Grabs, total: cfg.Jobs, measure: true,
 		newJobFunc: newJobFunc, alongside: submitters})
 	if err != nil {
 		return err
