@@ -89,13 +89,10 @@ start_server() {
 }
 
 stop_server() {
-	if [ -n "$SERVER_PID" ]; then
-		kill "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-		SERVER_PID=""
-	fi
+	kill_server
 	rm -rf "$OUT/data"
 }
+
 trap stop_server EXIT
 
 # bench_args ROW prints the gearwork bench arguments of a row.

@@ -1,5 +1,5 @@
-# Shell helpers shared by scripts/bench-compare.sh and scripts/bench-durable.sh
-# (sourced, not run). They expect RESULTS (the results file) and a log
+# Shell helpers shared by scripts/bench-compare.sh, scripts/bench-durable.sh
+# and scripts/bench-memory.sh (sourced, not run). They expect RESULTS (the results file) and a log
 # function from the script that sources them.
 
 # free_port prints a loopback port nothing listens on.
@@ -47,4 +47,14 @@ num() {
 		if (v + 0 >= 100) { s = sprintf("%.0f", v); out = ""
 			while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
 			print s out } else printf "%.3g\n", v }'
+}
+
+# kill_server stops the server started as SERVER_PID, if any, and waits for
+# it.
+kill_server() {
+	if [ -n "$SERVER_PID" ]; then
+		kill "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+	fi
+	SERVER_PID=""
 }

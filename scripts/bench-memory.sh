@@ -76,16 +76,9 @@ wait_listening() {
 	exit 1
 }
 
-stop_server() {
-	if [ -n "$SERVER_PID" ]; then
-		kill "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
-	SERVER_PID=""
-}
 
 cleanup() {
-	stop_server
+	kill_server
 	rm -rf "$DATA"
 }
 trap cleanup EXIT
@@ -120,7 +113,7 @@ disk=$(du -sm "$DATA" | cut -f1)
 record "disk mib=$disk"
 
 log "restarting with $JOBS jobs queued"
-stop_server
+kill_server
 start_server
 restart_secs=$(wait_listening)
 read -r rss_replayed hwm_replayed < <(mem)
@@ -136,7 +129,7 @@ verify_rate=$(grep -o 'rate=[0-9.]*' <<<"$line" | cut -d= -f2)
 read -r rss_verified hwm_verified < <(mem)
 record "verified jobs=$SAMPLE rate=$verify_rate rss_mib=$rss_verified hwm_mib=$hwm_verified"
 replayed=$(grep -o 'msg="serve: listening".* jobs=[0-9]*' "$OUT/server.log" | tail -1 | grep -o 'jobs=[0-9]*' | cut -d= -f2)
-stop_server
+kill_server
 rm -rf "$DATA"
 elapsed=$(($(date +%s) - start_time))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
