@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -312,7 +313,6 @@ func TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs(t *testing.T) {
 	st.gate, st.entered = gate, entered
 	var once sync.Once
 	release := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(release)
 	b := New(Config{Store: st, Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)},
 		Policies: map[string]Policy{"f": {MaxAttempts: 3, Backoff: Backoff{Initial: time.Minute}}}})
 	require.NoError(t, b.Start(t.Context()))
@@ -364,4 +364,56 @@ func TestEarlySubmitWatchedSeesEventsBeforeCommit(t *testing.T) {
 	require.Empty(t, b.watchers, "no watch is left behind")
 	b.mu.Unlock()
 	eb.release()
+}
+
+// readerMapStore is a mapStore that can read payloads back, which turns
+// payload tiering on.
+type readerMapStore struct{ *mapStore }
+
+func (m readerMapStore) ReadPayload(_ context.Context, seq uint64) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.jobs[seq]
+	if !ok {
+		return nil, fmt.Errorf("job %d: %w", seq, store.ErrNotFound)
+	}
+	return j.Payload, nil
+}
+
+func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	gate := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	st.gate, st.entered = gate, entered
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	// A budget of -1 keeps no payload in memory once stored: a stored
+	// job's nil payload means "on disk". A new job's nil payload is just
+	// empty (a cron schedule without a payload, say) and not on disk yet.
+	b := New(Config{Store: readerMapStore{st}, MemoryBudget: -1,
+		Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	t.Cleanup(release) // runs first: Stop waits for the write under way
+	s := b.NewSession("client", &recorder{})
+	b.Submit(s, bg("blocker", "", "a", Normal), newAnswers().done)
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the committer never started a write")
+	}
+
+	ans := newAnswers()
+	b.Submit(s, SubmitParams{Function: []byte("f"), Background: true}, ans.done)
+	w, a := grabOne(t, b, "f")
+	require.Empty(t, a.Payload)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil), "the job runs; it is not failed for want of a payload on disk")
+	r := ans.wait(t)
+	require.NoError(t, r.err)
+	require.Equal(t, a.Seq, r.seq)
+
+	release()
+	b.Stop()
+	require.Equal(t, 1, st.len(), "only the blocker is stored")
 }

@@ -105,7 +105,9 @@ func (b *Broker) Grab(s *Session) (Assignment, bool) {
 }
 
 // grab assigns the next job; onDisk reports that its payload must still
-// be read from the store.
+// be read from the store. Only a job tiering admitted has its payload on
+// disk: a new job's nil payload is an empty one, even while its first
+// write is under way (dispatch before durable).
 func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -139,7 +141,7 @@ func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 				Unique:   j.displayUnique(),
 				Reducer:  j.reducer(),
 				Payload:  j.payload,
-			}, b.tier.reader != nil && j.background && j.payload == nil, true
+			}, j.has(jobTiered) && j.payload == nil, true
 		}
 	}
 	return Assignment{}, false, false
