@@ -74,10 +74,11 @@ func setupEarly(t *testing.T, failErr error) *earlyBundle {
 	st := newMapStore()
 	eb := &earlyBundle{st: st, gate: make(chan struct{}), entered: make(chan struct{}, 1)}
 	st.gate, st.entered, st.failErr = eb.gate, eb.entered, failErr
-	// Registered before the broker's Stop, so it runs after it: a failed
-	// test must not leave the committer blocked.
-	t.Cleanup(eb.release)
 	eb.b = startWithStore(t, st)
+	// Registered after the broker's Stop, so it runs before it (cleanups
+	// run last first): a failed test must not leave Stop waiting for a
+	// committer blocked in its write.
+	t.Cleanup(eb.release)
 	return eb
 }
 
