@@ -431,6 +431,7 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 // count as dropped.
 func (b *Broker) forgetLocked(j *job) {
 	j.flags |= jobFinished
+	b.settleEndedLocked(j)
 	b.unlinkLocked(j)
 }
 

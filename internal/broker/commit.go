@@ -134,7 +134,9 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 			for _, w := range waiters {
 				w(0, false, &StoreError{err})
 			}
-			b.refuseLocked(j)
+			if j.state != stateDone && j.state != stateDead {
+				b.refuseLocked(j) // a kept one has ended already
+			}
 			continue
 		}
 		for i, w := range waiters {
@@ -152,7 +154,11 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 // done: they are told it was accepted, since an ended job has nothing left
 // to lose. A write the committer has not taken yet is dropped (commitOnce
 // skips the job); one under way completes, and the caller's delete, queued
-// behind it, removes the job again.
+// behind it, removes the job again. A job kept as a retained result or a
+// dead letter has not ended in this sense: its submitters go on waiting,
+// for the write that takes the job as it is now (saveQueued) or for the
+// one under way, whose record of the job as queued is followed by the one
+// saveLocked queued (saveWriting), until it is deleted (deleteStoredLocked).
 func (b *Broker) settleEndedLocked(j *job) {
 	if j.saveState() == saveNone {
 		return

@@ -418,3 +418,63 @@ func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 	b.Stop()
 	require.Equal(t, 1, st.len(), "only the blocker is stored")
 }
+
+// A job that ends into a state the store keeps (a retained result, a dead
+// letter) before its first write is done has something left to lose: its
+// submitter is answered only once a record of it is stored, so that a
+// crash after JOB_CREATED neither loses the result or dead letter nor the
+// job itself.
+func TestEarlyJobKeptAfterItEndsIsAnsweredOnceStored(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		pol     Policy
+		outcome Outcome
+		state   store.JobState
+	}{
+		{"retained result", Policy{ResultRetention: time.Hour}, Complete, store.StateDone},
+		{"dead letter", Policy{MaxAttempts: 1}, Fail, store.StateDead},
+	}
+	for _, c := range cases {
+		for _, writing := range []bool{false, true} {
+			st := newMapStore()
+			gate := make(chan struct{})
+			entered := make(chan struct{}, 1)
+			st.gate, st.entered = gate, entered
+			var once sync.Once
+			release := func() { once.Do(func() { close(gate) }) }
+			b := New(Config{Store: st, Policies: policies("f", c.pol),
+				Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+			require.NoError(t, b.Start(context.Background()))
+			t.Cleanup(b.Stop)
+			t.Cleanup(release) // runs first: Stop waits for the write under way
+			s := b.NewSession("client", &recorder{})
+			if !writing {
+				// A blocker holds the committer, so the job's write is
+				// not taken yet when it ends.
+				b.Submit(s, bg("blocker", "", "a", Normal), newAnswers().done)
+			}
+			ans := newAnswers()
+			b.Submit(s, bg("f", "", "p", Normal), ans.done)
+			select {
+			case <-entered:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the committer never started a write")
+			}
+			w, a := grabOne(t, b, "f")
+			require.NoError(t, b.Finish(w, a.Seq, c.outcome, []byte("r")))
+			require.False(t, ans.answered(), "%s (write under way: %v): answered before anything of the job is stored", c.name, writing)
+
+			release()
+			r := ans.wait(t)
+			require.NoError(t, r.err)
+			require.Equal(t, a.Seq, r.seq)
+			b.Stop()
+			st.mu.Lock()
+			rec, ok := st.jobs[a.Seq]
+			st.mu.Unlock()
+			require.True(t, ok, "%s (write under way: %v) is stored", c.name, writing)
+			require.Equal(t, c.state, rec.State)
+		}
+	}
+}

@@ -317,8 +317,11 @@ func (b *Broker) saveLocked(j *job) {
 	b.kickCommitter()
 }
 
-// deleteStoredLocked deletes a background job from the store.
+// deleteStoredLocked deletes a background job from the store. Submitters
+// still waiting for its first write are told it was accepted: it has ended
+// (settleEndedLocked).
 func (b *Broker) deleteStoredLocked(j *job) {
+	b.settleEndedLocked(j)
 	b.tierForgetLocked(j)
 	if !j.background || b.store == nil {
 		return

@@ -50,7 +50,13 @@ func (b *Broker) attachDoneLocked(s *Session, f *function, key string, backgroun
 	if j == nil {
 		return false
 	}
-	done(j.seq, false, nil)
+	if background && j.saveState() != saveNone {
+		// The result is not stored yet: wait for it as the job's own
+		// submitters do (commit.go).
+		j.x.waiters = append(j.x.waiters, done)
+	} else {
+		done(j.seq, false, nil)
+	}
 	if !background && s != nil {
 		s.out.Send(Event{Kind: EventComplete, Seq: j.seq, Data: j.x.life.result})
 	}

@@ -216,6 +216,7 @@ func (b *Broker) removeLocked(j *job) {
 	// A job whose save the committer has not taken yet was never written:
 	// dropping the save is enough (commit.go).
 	stored := j.saveState() != saveQueued
+	b.settleEndedLocked(j)
 	b.unlinkLocked(j)
 	if stored && j.background && b.store != nil {
 		b.pendingDeletes = append(b.pendingDeletes, j.seq)
@@ -226,11 +227,12 @@ func (b *Broker) removeLocked(j *job) {
 }
 
 // unlinkLocked takes a job out of every in-memory index, leaving the store
-// alone. It does not notify anyone but the submitters still waiting for
-// its store write, who are told it was accepted (settleEndedLocked).
+// alone. It does not notify anyone but, in shared mode, the submitters
+// still waiting for its insert. The submitters waiting for a local store
+// write are the caller's (settleEndedLocked): a job kept as a retained
+// result or dead letter still waits for a write.
 func (b *Broker) unlinkLocked(j *job) {
 	f := j.fn
-	b.settleEndedLocked(j)
 	b.tierForgetLocked(j)
 	switch j.state {
 	case statePending:
