@@ -1,13 +1,20 @@
 package gearmanapi
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
 )
 
 // parked reports whether the server's connection from the client c is
@@ -98,4 +105,74 @@ func TestIdleConnectionsPark(t *testing.T) {
 	submitter.expect(gearman.WorkComplete, jobHandle, "done")
 	a.send(gearman.EchoReq, "still here")
 	a.expect(gearman.EchoRes, "still here")
+}
+
+// TestParkedConnectionGetsHeldSubmitAnswers: a client whose background
+// submits wait for the store goes idle and parks with their answers
+// outstanding; the answers are still written, in order, when the store
+// write ends, and the connection serves its next request.
+func TestParkedConnectionGetsHeldSubmitAnswers(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Store: st,
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, b.Start(context.Background()))
+	srv, addr := startServer(t, Config{Broker: b, IdleRelease: 10 * time.Millisecond}, nil)
+	tb := &secBundle{testBundle: &testBundle{addr: addr, b: b}, srv: srv}
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "f", "", "1")
+	c.send(gearman.SubmitJobBg, "f", "", "2")
+	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	close(st.release)
+	c.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	c.expect(gearman.JobCreated, handle(tb.testBundle, 1))
+	c.send(gearman.EchoReq, "after")
+	c.expect(gearman.EchoRes, "after")
+}
+
+// TestParkAndWakeRace drives many connections through park and wake with
+// requests timed around the idle threshold, so that input often arrives
+// while the janitor kicks a reader, while it parks, or just after: every
+// request must be answered, and a sleeping worker must get every NOOP and
+// job however its connection stands.
+func TestParkAndWakeRace(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{IdleRelease: 5 * time.Millisecond}, nil)
+	const (
+		clients = 6
+		rounds  = 40
+	)
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := tb.dial(t)
+		rng := rand.New(rand.NewPCG(uint64(i), 1))
+		wg.Go(func() {
+			for r := range rounds {
+				time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
+				msg := fmt.Sprintf("c%d r%d", i, r)
+				c.send(gearman.EchoReq, msg)
+				c.expect(gearman.EchoRes, msg)
+			}
+		})
+	}
+	w, sub := tb.dial(t), tb.dial(t)
+	w.send(gearman.CanDo, "race")
+	rng := rand.New(rand.NewPCG(99, 1))
+	for r := range rounds {
+		w.send(gearman.GrabJob)
+		w.expect(gearman.NoJob)
+		w.send(gearman.PreSleep)
+		time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
+		sub.send(gearman.SubmitJobBg, "race", "", strconv.Itoa(r))
+		sub.expect(gearman.JobCreated, handle(tb.testBundle, r))
+		w.expect(gearman.Noop)
+		time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
+		w.send(gearman.GrabJob)
+		cmd, args := w.read()
+		require.Equal(t, gearman.JobAssign, cmd)
+		require.Equal(t, strconv.Itoa(r), args[2])
+		w.send(gearman.WorkComplete, args[0], "")
+	}
+	wg.Wait()
+	require.Zero(t, tb.srv.LimitStats().ReadTimeouts)
 }
