@@ -176,3 +176,55 @@ func TestParkAndWakeRace(t *testing.T) {
 	wg.Wait()
 	require.Zero(t, tb.srv.LimitStats().ReadTimeouts)
 }
+
+// TestParkerFailureResumesParkedConnections: when the parker's epoll
+// instance fails (here: closed under it), every parked connection resumes
+// on a goroutine of its own and keeps working, later idle connections stay
+// on their goroutine, and the server still closes cleanly.
+func TestParkerFailureResumesParkedConnections(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond}, nil)
+	w, c := tb.dial(t), tb.dial(t)
+	w.send(gearman.CanDo, "f")
+	w.send(gearman.PreSleep)
+	c.send(gearman.EchoReq, "a")
+	c.expect(gearman.EchoRes, "a")
+	for _, cl := range []*client{w, c} {
+		require.Eventually(t, func() bool { return tb.parked(cl) }, time.Minute, time.Millisecond)
+	}
+	tb.srv.mu.Lock()
+	p := tb.srv.parker
+	tb.srv.mu.Unlock()
+	require.NoError(t, p.f.Close())
+	<-p.done
+	require.False(t, tb.parked(w))
+	require.False(t, tb.parked(c))
+
+	later := tb.dial(t)
+	later.send(gearman.EchoReq, "later")
+	later.expect(gearman.EchoRes, "later")
+	require.Eventually(t, func() bool {
+		tb.srv.mu.Lock()
+		defer tb.srv.mu.Unlock()
+		for sc := range tb.srv.conns {
+			sc.rmu.Lock()
+			r := sc.released
+			sc.rmu.Unlock()
+			if !r {
+				return false
+			}
+		}
+		return true
+	}, time.Minute, time.Millisecond, "idle connections release their reader without parking")
+	sub := tb.dial(t)
+	sub.send(gearman.SubmitJob, "f", "", "x")
+	sub.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.expect(gearman.Noop)
+	w.send(gearman.GrabJob)
+	cmd, _ := w.read()
+	require.Equal(t, gearman.JobAssign, cmd)
+	c.send(gearman.EchoReq, "b")
+	c.expect(gearman.EchoRes, "b")
+	later.send(gearman.EchoReq, "again")
+	later.expect(gearman.EchoRes, "again")
+}
