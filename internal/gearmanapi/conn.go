@@ -377,11 +377,17 @@ func (c *conn) errorPacket(code, text string) {
 	c.packetOut(gearman.Error, []byte(code), []byte(text))
 }
 
-// waitAcks blocks until every earlier submit has been answered.
+// waitAcks blocks until every earlier submit has been answered. The
+// request that waits has arrived whole, so the wait is no frame that is slow
+// to arrive: it does not count towards the read timeout, however long the
+// store takes (serveFrames sets frameStart again after the request).
 func (c *conn) waitAcks() {
 	c.mu.Lock()
-	for c.acks > 0 && !c.dead {
-		c.ackCond.Wait()
+	if c.acks > 0 && !c.dead {
+		c.frameStart.Store(0)
+		for c.acks > 0 && !c.dead {
+			c.ackCond.Wait()
+		}
 	}
 	c.mu.Unlock()
 }

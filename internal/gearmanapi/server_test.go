@@ -335,3 +335,48 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingForSubmitAnswersIsNotAReadTimeout: a request that has
+// arrived whole but waits for an earlier submit's answer (held by a slow
+// store) is not a frame that is slow to arrive: the connection must not be
+// closed by the read timeout, however long the store takes.
+func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Store: st,
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, b.Start(context.Background()))
+	srv, addr := startServer(t, Config{Broker: b, ReadTimeout: 20 * time.Millisecond}, nil)
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(st.release) }) }
+	t.Cleanup(release) // before the server's cleanup, which waits for the reader
+	tb := &testBundle{addr: addr, b: b}
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "f", "", "1")
+	c.send(gearman.EchoReq, "after")
+	// Let the janitor sweep with its clock well past the read timeout.
+	waitJanitor(t, srv, 10*srv.cfg.ReadTimeout)
+	require.Zero(t, srv.LimitStats().ReadTimeouts, "a complete request waiting for an answer timed out")
+	release()
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.expect(gearman.EchoRes, "after")
+}
+
+// waitJanitor polls until the janitor has swept with its clock d past the
+// current one (two ticks later than the first such clock, so that the sweep
+// of that tick is over).
+func waitJanitor(t *testing.T, srv *Server, d time.Duration) {
+	t.Helper()
+	target := srv.now.Load() + int64(d)
+	deadline := time.Now().Add(time.Minute)
+	ticks := 0
+	last := srv.now.Load()
+	for ticks < 2 {
+		require.True(t, time.Now().Before(deadline), "the janitor does not run")
+		time.Sleep(time.Millisecond)
+		if now := srv.now.Load(); now != last && now > target {
+			ticks++
+			last = now
+		}
+	}
+}
