@@ -20,15 +20,20 @@ var (
 // packet handles one binary request.
 func (c *conn) packet(f *gearman.Frame) {
 	p := &f.Packet
+	// A refused packet's ERROR takes its place among the answers, after
+	// those of earlier submits.
 	if p.Magic != gearman.MagicReq {
+		c.waitAcks()
 		c.errorPacket("INVALID_MAGIC", "Request magic expected")
 		return
 	}
 	if !p.Command.Valid() {
+		c.waitAcks()
 		c.errorPacket("INVALID_COMMAND", "Invalid command expected")
 		return
 	}
 	if !f.ArgsOK && !padWorkArgs(p, f.Body) {
+		c.waitAcks()
 		c.errorPacket("INVALID_PACKET", p.Command.String()+" needs "+
 			strconv.Itoa(p.Command.NumArgs())+" NUL-separated arguments")
 		return

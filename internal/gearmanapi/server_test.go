@@ -380,3 +380,41 @@ func waitJanitor(t *testing.T, srv *Server, d time.Duration) {
 		}
 	}
 }
+
+// TestRejectedPacketsKeepAnswerOrder: a packet refused before it reaches
+// the broker (wrong magic, unknown command, missing arguments) is answered
+// with an ERROR in its place, after the answers of the submits before it,
+// even while those wait for the store.
+func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	tb := setup(t, broker.Config{Store: st}, Config{})
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "f", "", "1")
+	badMagic := gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x"))
+	unknown := gearman.AppendPacket(nil, gearman.MagicReq, gearman.Command(999))
+	short := gearman.AppendPacket(nil, gearman.MagicReq, gearman.SubmitJobBg, []byte("f"))
+	for _, pkt := range [][]byte{badMagic, unknown, short} {
+		_, err := c.nc.Write(pkt)
+		require.NoError(t, err)
+	}
+	c.send(gearman.EchoReq, "after")
+	c.send(gearman.EchoReq, "sync")
+	// The first answer must be the submit's, which waits for the store;
+	// whatever came earlier would be taken for it.
+	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := c.r.ReadByte()
+	var ne net.Error
+	require.ErrorAs(t, err, &ne, "nothing may be answered before the job is stored")
+	require.True(t, ne.Timeout())
+	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	close(st.release)
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	for _, code := range []string{"INVALID_MAGIC", "INVALID_COMMAND", "INVALID_PACKET"} {
+		cmd, args := c.read()
+		require.Equal(t, gearman.Error, cmd)
+		require.Equal(t, code, args[0])
+	}
+	c.expect(gearman.EchoRes, "after")
+	c.expect(gearman.EchoRes, "sync")
+}
