@@ -284,7 +284,7 @@ func (c *conn) Send(ev broker.Event) {
 // runs.
 func (c *conn) afterAppendLocked() {
 	if len(c.out) > c.srv.cfg.MaxOutput {
-		c.dead = true
+		c.markDeadLocked()
 		c.out = nil
 		c.closeNet()
 		c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: dropped slow reader",
@@ -318,7 +318,7 @@ func (c *conn) flushLocked() bool {
 			c.spare = buf[:0]
 		}
 		if err != nil {
-			c.dead = true
+			c.markDeadLocked()
 			c.out = nil
 			c.closeNet()
 		}
@@ -342,8 +342,18 @@ func (c *conn) flushAndClose(deadline time.Time) {
 		c.flushing = true
 		c.flushLocked()
 	}
+	// Nothing more is written; a reader waiting for submit answers stops
+	// waiting, so the connection ends without waiting for the store.
+	c.markDeadLocked()
 	c.mu.Unlock()
 	c.nc.Close()
+}
+
+// markDeadLocked records that nothing more can be written to the
+// connection and releases a reader waiting for submit answers (waitAcks).
+func (c *conn) markDeadLocked() {
+	c.dead = true
+	c.ackCond.Broadcast()
 }
 
 // flush writes pending output from the reader goroutine, unless a flusher

@@ -59,7 +59,7 @@ func (c *conn) flushNow() {
 		n, err := c.tryWrite(c.out)
 		switch {
 		case err != nil:
-			c.dead = true
+			c.markDeadLocked()
 			c.out = nil
 			c.flushing = false
 			c.flushed.Broadcast()

@@ -260,6 +260,9 @@ func (c *conn) abort(counter *atomic.Int64, reason string) {
 	counter.Add(1)
 	c.srv.limited.log(c.srv.log, slog.LevelInfo, "gearmanapi: closing connection: "+reason,
 		slog.String("remote", c.remote))
+	c.mu.Lock()
+	c.markDeadLocked()
+	c.mu.Unlock()
 	c.closeNet()
 }
 

@@ -362,6 +362,43 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	c.expect(gearman.EchoRes, "after")
 }
 
+// TestCloseDoesNotWaitForTheStore: a reader waiting for earlier submits'
+// answers (the store holds them) is released when the server closes the
+// connection, so Close returns without the store answering.
+func TestCloseDoesNotWaitForTheStore(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Store: st,
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	srv := New(Config{Broker: b, Logger: slog.New(slog.DiscardHandler)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(context.Background(), ln)
+	}()
+	t.Cleanup(func() { close(st.release) }) // runs before b.Stop
+	tb := &testBundle{addr: ln.Addr().String(), b: b}
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "f", "", "1")
+	c.send(gearman.EchoReq, "after") // the reader waits for the submit's answer
+	require.Eventually(t, func() bool { return b.JobCount() == 1 }, time.Minute, time.Millisecond)
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		<-served
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("Close waited for the store to answer a submit")
+	}
+}
+
 // waitJanitor polls until the janitor has swept with its clock d past the
 // current one (two ticks later than the first such clock, so that the sweep
 // of that tick is over).
