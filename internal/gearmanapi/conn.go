@@ -237,10 +237,13 @@ func (c *conn) readError(ctx context.Context, err error) {
 		c.srv.stats.badFrames.Add(1)
 		c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: closing connection after bad header",
 			slog.String("remote", c.remote), slog.String("error", err.Error()))
+		// Earlier submits' answers go first: they are accepted jobs.
+		c.waitAcks()
 		c.errorPacket(he.Code, he.Text)
 		c.flush()
 	case errors.Is(err, gearman.ErrLineTooLong):
 		c.srv.stats.badFrames.Add(1)
+		c.waitAcks()
 		c.write([]byte("ERR LINE_TOO_LONG Admin+line+exceeds+8192+bytes\r\n"))
 		c.flush()
 	case c.aborted.Load(), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):

@@ -362,6 +362,30 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	c.expect(gearman.EchoRes, "after")
 }
 
+// TestBadHeaderAfterSubmitsAnswersThemFirst: a header the server refuses
+// (a size beyond the packet limit) closes the connection, but the answers
+// of the submits before it, which wait for the store, are sent first.
+func TestBadHeaderAfterSubmitsAnswersThemFirst(t *testing.T) {
+	t.Parallel()
+	st := &slowStore{release: make(chan struct{})}
+	tb := setup(t, broker.Config{Store: st}, Config{})
+	c := tb.dial(t)
+	c.send(gearman.SubmitJobBg, "f", "", "1")
+	c.send(gearman.SubmitJobBg, "f", "", "2")
+	huge := []byte("\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff") // ECHO_REQ claiming 4 GiB
+	_, err := c.nc.Write(huge)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return tb.b.JobCount() == 2 }, time.Minute, time.Millisecond)
+	close(st.release)
+	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.expect(gearman.JobCreated, handle(tb, 1))
+	cmd, args := c.read()
+	require.Equal(t, gearman.Error, cmd)
+	require.Equal(t, "ARGUMENT_TOO_LARGE", args[0])
+	_, err = c.r.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "the connection is closed after the ERROR")
+}
+
 // TestCloseDoesNotWaitForTheStore: a reader waiting for earlier submits'
 // answers (the store holds them) is released when the server closes the
 // connection, so Close returns without the store answering.
