@@ -2,38 +2,18 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gearwork/gearwork/internal/broker"
-	"github.com/gearwork/gearwork/internal/gearmanapi"
+	"github.com/gearwork/gearwork/internal/gearmantest"
 )
 
 func startTestServer(t *testing.T) string {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	b := broker.New(broker.Config{Logger: log})
-	require.NoError(t, b.Start(t.Context()))
-	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.WithoutCancel(t.Context()), ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-		b.Stop()
-	})
-	return ln.Addr().String()
+	return gearmantest.Start(t).Addr()
 }
 
 func TestBenchCommand(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/gearwork/gearwork/internal/testserver"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
-	"github.com/gearwork/gearwork/internal/gearmanapi"
+	"github.com/gearwork/gearwork/internal/gearmantest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,23 +27,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // startGearwork runs an in-process Gearwork server on a free loopback port.
 func startGearwork(t *testing.T) (string, *broker.Broker) {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	b := broker.New(broker.Config{Logger: log})
-	require.NoError(t, b.Start(t.Context()))
-	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(context.WithoutCancel(t.Context()), ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-		b.Stop()
-	})
-	return ln.Addr().String(), b
+	s := gearmantest.Start(t)
+	return s.Addr(), s.Broker()
 }
 
 // tinyConfig keeps every scenario small: correctness, not speed.

@@ -112,6 +112,18 @@ func (c *client) expect(cmd gearman.Command, args ...string) {
 	require.Equal(c.t, string(want), string(append(got, body...)))
 }
 
+// expectSilence checks that nothing arrives for 100 ms (the answer being
+// tested is held back), then restores the connection's deadline.
+func (c *client) expectSilence(why string) {
+	c.t.Helper()
+	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := c.r.ReadByte()
+	var ne net.Error
+	require.ErrorAs(c.t, err, &ne, why)
+	require.True(c.t, ne.Timeout(), why)
+	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+}
+
 func (c *client) line() string {
 	c.t.Helper()
 	s, err := c.r.ReadString('\n')
@@ -279,12 +291,7 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	c.send(gearman.SubmitJobBg, "f", "", "1")
 	c.send(gearman.SubmitJobBg, "f", "", "2")
 	c.send(gearman.EchoReq, "after")
-	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
-	_, err := c.r.ReadByte()
-	var ne net.Error
-	require.ErrorAs(t, err, &ne, "nothing may be answered before the jobs are stored")
-	require.True(t, ne.Timeout())
-	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	c.expectSilence("nothing may be answered before the jobs are stored")
 	close(st.release)
 	c.expect(gearman.JobCreated, handle(tb, 0))
 	c.expect(gearman.JobCreated, handle(tb, 1))
@@ -311,12 +318,7 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	c.send(gearman.SubmitJobBg, "", "", "3")    // refused before the broker
 	c.send(gearman.SubmitJobBg, "f", "", "4")   // job 1, waits for the store
 	c.send(gearman.SubmitJob, "f", "", "5")     // job 2, foreground
-	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
-	_, err := c.r.ReadByte()
-	var ne net.Error
-	require.ErrorAs(t, err, &ne, "the first answer is the stored job's")
-	require.True(t, ne.Timeout())
-	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	c.expectSilence("the first answer is the stored job's")
 	close(st.release)
 	c.expect(gearman.JobCreated, handle(tb, 0))
 	c.expect(gearman.JobCreated, handle(tb, 0))
@@ -463,12 +465,7 @@ func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
 	c.send(gearman.EchoReq, "sync")
 	// The first answer must be the submit's, which waits for the store;
 	// whatever came earlier would be taken for it.
-	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
-	_, err := c.r.ReadByte()
-	var ne net.Error
-	require.ErrorAs(t, err, &ne, "nothing may be answered before the job is stored")
-	require.True(t, ne.Timeout())
-	require.NoError(t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	c.expectSilence("nothing may be answered before the job is stored")
 	close(st.release)
 	c.expect(gearman.JobCreated, handle(tb, 0))
 	for _, code := range []string{"INVALID_MAGIC", "INVALID_COMMAND", "INVALID_PACKET"} {
