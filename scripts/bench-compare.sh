@@ -110,29 +110,9 @@ bench_args() {
 	esac
 }
 
-failures=0
 start_time=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-# Runs are interleaved (every server for one row, then the next row) so
-# that a change in the machine's load hits all servers alike.
-for ((run = 1; run <= RUNS; run++)); do
-	for row in $ROWS; do
-		for server in $SERVERS; do
-			port=$(free_port)
-			start_server "$server" "$port"
-			# shellcheck disable=SC2046 # word splitting of the arguments is wanted
-			if line=$("$GW" bench --server "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup \
-				$(bench_args "$row") 2>>"$OUT/bench.log"); then
-				echo "row=$row target=$server run=$run $line" >>"$RESULTS"
-				log "run $run/$RUNS $row $server: $(grep -o 'rate=[0-9.]*' <<<"$line")"
-			else
-				log "run $run/$RUNS $row $server: FAILED (see $OUT/bench.log)"
-				failures=$((failures + 1))
-			fi
-			stop_server
-		done
-	done
-done
+run_matrix "$ROWS" "$SERVERS"
 elapsed=$(($(date +%s) - start_time))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -128,35 +128,15 @@ bench_args() {
 	local n
 	n=$(jobs_of "$2")
 	case "$1" in
-	steady64) echo "--scenario steady --workers 64 --jobs $n" ;;
-	steady8x8) echo "--scenario steady --workers 8 --grabs 8 --jobs $n" ;;
-	*) echo "--scenario $1 --jobs $n" ;;
+	steady64) echo "--timeout 5m --scenario steady --workers 64 --jobs $n" ;;
+	steady8x8) echo "--timeout 5m --scenario steady --workers 8 --grabs 8 --jobs $n" ;;
+	*) echo "--timeout 5m --scenario $1 --jobs $n" ;;
 	esac
 }
 
-failures=0
 start_time=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-# Runs are interleaved (every server for one scenario, then the next) so
-# that a change in the machine's load hits all servers alike.
-for ((run = 1; run <= RUNS; run++)); do
-	for sc in $SCENARIOS; do
-		for server in $SERVERS; do
-			port=$(free_port)
-			start_server "$server" "$port"
-			# shellcheck disable=SC2046 # word splitting of the arguments is wanted
-			if line=$("$GW" bench --server "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup --timeout 5m \
-				$(bench_args "$sc" "$server") 2>>"$OUT/bench.log"); then
-				echo "row=$sc target=$server run=$run $line" >>"$RESULTS"
-				log "run $run/$RUNS $sc $server: $(grep -o 'rate=[0-9.]*' <<<"$line")"
-			else
-				log "run $run/$RUNS $sc $server: FAILED (see $OUT/bench.log)"
-				failures=$((failures + 1))
-			fi
-			stop_server
-		done
-	done
-done
+run_matrix "$SCENARIOS" "$SERVERS"
 
 # HTTP: POST /v1/functions/f/jobs with a 64-byte body, memory and durable
 # store, RUNS times each.

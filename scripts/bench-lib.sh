@@ -58,3 +58,33 @@ kill_server() {
 	fi
 	SERVER_PID=""
 }
+
+# run_matrix ROWS SERVERS runs every row against every server, RUNS times.
+# Runs are interleaved (every server for one row, then the next row) so
+# that a change in the machine's load hits all servers alike. For each it
+# starts the server (start_server NAME PORT, from the sourcing script), runs
+# "$GW bench" with the arguments "bench_args ROW SERVER" prints, appends the
+# result line to RESULTS, logs its rate and stops the server (stop_server).
+# It sets failures to the number of measurements that failed.
+run_matrix() {
+	local rows=$1 servers=$2 run row server port line
+	failures=0
+	for ((run = 1; run <= RUNS; run++)); do
+		for row in $rows; do
+			for server in $servers; do
+				port=$(free_port)
+				start_server "$server" "$port"
+				# shellcheck disable=SC2046 # word splitting of the arguments is wanted
+				if line=$("$GW" bench --server "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup \
+					$(bench_args "$row" "$server") 2>>"$OUT/bench.log"); then
+					echo "row=$row target=$server run=$run $line" >>"$RESULTS"
+					log "run $run/$RUNS $row $server: $(grep -o 'rate=[0-9.]*' <<<"$line")"
+				else
+					log "run $run/$RUNS $row $server: FAILED (see $OUT/bench.log)"
+					failures=$((failures + 1))
+				fi
+				stop_server
+			done
+		done
+	done
+}
