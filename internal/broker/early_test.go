@@ -94,6 +94,17 @@ func (eb *earlyBundle) waitWriting(t *testing.T) {
 	}
 }
 
+// holdCommitter submits a job of function "blocker" and waits until the
+// committer is inside its write, so that the saves of jobs submitted next
+// are not taken until release. It returns the blocker's answers.
+func (eb *earlyBundle) holdCommitter(t *testing.T, s *Session) *answers {
+	t.Helper()
+	first := newAnswers()
+	eb.b.Submit(s, bg("blocker", "", "a", Normal), first.done)
+	eb.waitWriting(t)
+	return first
+}
+
 // written returns how often job seq was saved and whether it is stored.
 func (eb *earlyBundle) written(seq uint64) (int, bool) {
 	eb.st.mu.Lock()
@@ -118,9 +129,7 @@ func TestEarlyJobCompletedBeforeCommitIsNeverWritten(t *testing.T) {
 	s := b.NewSession("client", &recorder{})
 	// A first job holds the committer inside its write, so the second
 	// one's save is not taken yet when it completes.
-	first := newAnswers()
-	b.Submit(s, bg("blocker", "", "a", Normal), first.done)
-	eb.waitWriting(t)
+	first := eb.holdCommitter(t, s)
 	second := newAnswers()
 	b.Submit(s, bg("f", "", "b", Normal), second.done)
 
@@ -172,9 +181,7 @@ func TestEarlyJobCancelledBeforeCommit(t *testing.T) {
 		eb := setupEarly(t, nil)
 		b := eb.b
 		s := b.NewSession("client", &recorder{})
-		first := newAnswers()
-		b.Submit(s, bg("blocker", "", "a", Normal), first.done)
-		eb.waitWriting(t)
+		eb.holdCommitter(t, s)
 		ans := newAnswers()
 		b.Submit(s, bg("f", "u", "b", Normal), ans.done)
 		var seq uint64
