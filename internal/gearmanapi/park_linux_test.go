@@ -203,19 +203,7 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	later := tb.dial(t)
 	later.send(gearman.EchoReq, "later")
 	later.expect(gearman.EchoRes, "later")
-	require.Eventually(t, func() bool {
-		tb.srv.mu.Lock()
-		defer tb.srv.mu.Unlock()
-		for sc := range tb.srv.conns {
-			sc.rmu.Lock()
-			r := sc.released
-			sc.rmu.Unlock()
-			if !r {
-				return false
-			}
-		}
-		return true
-	}, time.Minute, time.Millisecond, "idle connections release their reader without parking")
+	require.Eventually(t, func() bool { return allReleased(tb.srv) }, time.Minute, time.Millisecond, "idle connections release their reader without parking")
 	sub := tb.dial(t)
 	sub.send(gearman.SubmitJob, "f", "", "x")
 	sub.expect(gearman.JobCreated, handle(tb.testBundle, 0))

@@ -205,23 +205,27 @@ func TestReadTimeoutDropsSlowClients(t *testing.T) {
 	idle.expect(gearman.EchoRes, "y")
 }
 
+// allReleased reports whether every connection of srv has released its
+// reader (it is idle: parked, or waiting with no buffer).
+func allReleased(srv *Server) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for sc := range srv.conns {
+		sc.rmu.Lock()
+		r := sc.released
+		sc.rmu.Unlock()
+		if !r {
+			return false
+		}
+	}
+	return true
+}
+
 func TestIdleConnectionsReleaseTheirReader(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond}, nil)
 	c := tb.dial(t)
-	released := func() bool {
-		tb.srv.mu.Lock()
-		defer tb.srv.mu.Unlock()
-		for sc := range tb.srv.conns {
-			sc.rmu.Lock()
-			r := sc.released
-			sc.rmu.Unlock()
-			if !r {
-				return false
-			}
-		}
-		return true
-	}
+	released := func() bool { return allReleased(tb.srv) }
 	for i := range 20 {
 		c.send(gearman.EchoReq, strings.Repeat("e", i*1000))
 		c.expect(gearman.EchoRes, strings.Repeat("e", i*1000))
