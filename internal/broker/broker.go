@@ -85,6 +85,12 @@ type Config struct {
 	Logger *slog.Logger
 	// CommitBatch is the most jobs written in one store batch. Default 4096.
 	CommitBatch int
+	// EarlyInsertDelay is, in shared mode, how long a new background job
+	// that this server's workers are expected to finish sooner may wait
+	// for its insert: one that ends before is never inserted, and its
+	// submitter is answered when it ends (cluster_early.go). Default 20ms;
+	// negative for none.
+	EarlyInsertDelay time.Duration
 	// DefaultPolicy applies to every function without an entry in
 	// Policies. The zero value keeps gearmand's behaviour (see Policy).
 	DefaultPolicy Policy
@@ -173,6 +179,7 @@ func New(cfg Config) *Broker {
 		timerWake:  make(chan struct{}, 1),
 	}
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
+	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.initLife()
 	b.initTiering()
 	return b

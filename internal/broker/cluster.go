@@ -23,13 +23,14 @@ type SharedStore interface {
 	// Commit writes one round of the group committer in one transaction:
 	// it deletes p.Delete, writes the retries, run-at time and priority of
 	// the jobs in p.Update that are still stored (never storing a deleted
-	// job again), and inserts p.Insert.Jobs, numbering them itself (unique
-	// across servers) and coalescing each job that has a unique with the
-	// live job of the same function and unique in the store, whichever
-	// server holds it. It reports, per new job, the sequence number it got
-	// or the one it coalesced with, and whether this server now holds it.
-	// Durable when it returns, as Save.
-	Commit(ctx context.Context, p store.CommitParams) ([]store.Inserted, error)
+	// job again), and inserts p.Insert.Jobs, numbering those without a
+	// sequence number itself (unique across servers) and coalescing each
+	// job that has a unique with the live job of the same function and
+	// unique in the store, whichever server holds it. It reports, per new
+	// job, the sequence number it got or the one it coalesced with, and
+	// whether this server now holds it, and returns p.Reserve sequence
+	// numbers no server will get again. Durable when it returns, as Save.
+	Commit(ctx context.Context, p store.CommitParams) (store.Committed, error)
 	// Join registers this server with a lease and starts calling wake
 	// (without blocking, from another goroutine) with the name of a
 	// function whose jobs may have become claimable, or "" for any, and
@@ -80,6 +81,15 @@ const (
 	clusterWriteTimeout = 30 * time.Second
 	// clusterFlushTimeout bounds the last store writes at Stop.
 	clusterFlushTimeout = 10 * time.Second
+	// seqFresh is how long reserved sequence numbers are used for new
+	// jobs. Claims take jobs in sequence order within a priority, so a
+	// number reserved long ago would put a job ahead of other servers'
+	// older ones.
+	seqFresh = 2 * time.Second
+	// defaultEarlyInsertDelay is Config.EarlyInsertDelay's default.
+	defaultEarlyInsertDelay = 20 * time.Millisecond
+	// seqReserveMin and seqReserveMax bound one reservation.
+	seqReserveMin, seqReserveMax = 64, 4096
 )
 
 // cluster is the shared-mode state of a Broker. Fields marked "mu" are
@@ -124,6 +134,20 @@ type cluster struct {
 	rates map[*function]*finishRate
 	// now is the broker's clock.
 	now func() time.Time
+
+	// seqs (mu) are sequence numbers the store reserved for this server,
+	// at seqsAt. A new background job that this server's workers will run
+	// is numbered from them at submit, so that it can be handed to a
+	// worker before it is inserted (earlySeqLocked). seqsWanted (mu)
+	// counts the jobs that wanted one since the last reservation.
+	seqs       []uint64
+	seqsAt     time.Time
+	seqsWanted int
+	// early (mu) are the jobs handed out before their insert, in submit
+	// order, waiting for the committer; it takes one once it has waited
+	// grace (cluster_early.go).
+	early []earlyJob
+	grace time.Duration
 }
 
 func (c *cluster) kick() {
@@ -148,6 +172,12 @@ type finishRate struct {
 	at       time.Time // start of the current window
 	finished uint64    // the function's results counted at that time
 	perSec   float64   // smoothed over the windows so far
+	// runSum and runs are the function's run-time sum (seconds) and count
+	// at the start of the window; run is the mean run time, smoothed, or
+	// 0 while unknown.
+	runSum float64
+	runs   uint64
+	run    float64
 }
 
 // claimTargetLocked is how many jobs of f this server wants to hold queued
@@ -169,13 +199,20 @@ func (c *cluster) claimTargetLocked(f *function) int {
 // finishRateLocked returns the rate, in jobs per second, at which the
 // workers here have lately been finishing f's jobs.
 func (c *cluster) finishRateLocked(f *function) float64 {
+	r := c.finishRateOfLocked(f)
+	return r.perSec
+}
+
+// finishRateOfLocked returns f's finish rate, brought up to date.
+func (c *cluster) finishRateOfLocked(f *function) *finishRate {
 	now := c.now()
 	k := &f.counters
 	finished := k.Completed + k.Failed + k.Exceptions
 	r := c.rates[f]
 	if r == nil {
-		c.rates[f] = &finishRate{at: now, finished: finished}
-		return 0
+		r = &finishRate{at: now, finished: finished, runSum: k.Run.Sum, runs: k.Run.Count}
+		c.rates[f] = r
+		return r
 	}
 	if el := now.Sub(r.at); el >= rateWindow {
 		var rate float64
@@ -187,9 +224,17 @@ func (c *cluster) finishRateLocked(f *function) float64 {
 		} else {
 			r.perSec = (r.perSec + rate) / 2
 		}
-		r.at, r.finished = now, finished
+		if k.Run.Count > r.runs {
+			run := (k.Run.Sum - r.runSum) / float64(k.Run.Count-r.runs)
+			if r.run == 0 {
+				r.run = run
+			} else {
+				r.run = (r.run + run) / 2
+			}
+		}
+		r.at, r.finished, r.runSum, r.runs = now, finished, k.Run.Sum, k.Run.Count
 	}
-	return r.perSec
+	return r
 }
 
 // joinCluster starts shared mode: the broker registers with the store
@@ -206,6 +251,7 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 		counts:     countsCache{sem: make(chan struct{}, 1)},
 		rates:      make(map[*function]*finishRate),
 		now:        b.clock.Now,
+		grace:      b.cfg.EarlyInsertDelay,
 	}
 	c.life, _ = sh.(SharedLifecycle)
 	b.mu.Lock()
@@ -461,7 +507,7 @@ func (b *Broker) idleJobsLocked() []uint64 {
 		for p := range numPriorities {
 			for j := f.queues[p].head; j != nil; {
 				next := j.next
-				if j.background {
+				if j.background && j.saveState() == saveNone { // the others are still being inserted
 					out = append(out, j.seq)
 					b.forgetLocked(j)
 				}
@@ -491,7 +537,9 @@ func (b *Broker) renewLease(ctx context.Context) {
 	defer b.mu.Unlock()
 	n := 0
 	for _, j := range b.jobs {
-		if j.background && (j.state == stateQueued || j.state == stateScheduled ||
+		// A job still being inserted is inserted unclaimed, and dropped
+		// then (settleEarlyLocked).
+		if j.background && j.saveState() == saveNone && (j.state == stateQueued || j.state == stateScheduled ||
 			j.state == stateRetryWait || j.state == stateBlocked) {
 			b.forgetLocked(j)
 			n++

@@ -21,18 +21,28 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 	defer b.wg.Done()
 	backoff := 100 * time.Millisecond
 	var g gatherer
+	due := time.NewTimer(time.Hour)
+	defer due.Stop()
 	for {
+		b.mu.Lock()
+		d, ok := c.earlyDueLocked()
+		b.mu.Unlock()
+		if !ok {
+			d = time.Hour
+		}
+		due.Reset(d)
 		select {
 		case <-ctx.Done():
 			b.clusterFinalFlush(context.WithoutCancel(ctx))
 			return
 		case <-b.commitWake:
+			g.wait(ctx, b)
+		case <-due.C:
 		}
-		g.wait(ctx, b)
 		for ctx.Err() == nil {
 			// Stop must not cancel a write under way: its submitters would
 			// be told it failed although it may have been stored.
-			more, err := b.clusterCommitOnce(context.WithoutCancel(ctx), &g)
+			more, err := b.clusterCommitOnce(context.WithoutCancel(ctx), &g, false)
 			if err == nil {
 				backoff = 100 * time.Millisecond
 				if !more {
@@ -74,7 +84,7 @@ func (b *Broker) clusterFinalFlush(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(ctx, clusterFlushTimeout)
 	defer cancel()
 	for {
-		more, err := b.clusterCommitOnce(fctx, &gatherer{})
+		more, err := b.clusterCommitOnce(fctx, &gatherer{}, true)
 		if err != nil || !more {
 			break
 		}
@@ -86,25 +96,45 @@ func (b *Broker) clusterFinalFlush(ctx context.Context) {
 	}
 }
 
-// clusterCommitOnce writes one batch. It reports whether more new jobs
-// are waiting.
-func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer) (bool, error) {
+// clusterCommitOnce writes one batch: the new jobs waiting for their
+// insert, and those handed out before it that have waited long enough (all
+// of them when all is set). It reports whether more new jobs are waiting.
+func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (bool, error) {
 	c := b.cluster
 	b.mu.Lock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
-	live := make([]*job, 0, n)
+	held := c.takeEarlyLocked(all, b.cfg.CommitBatch-n)
+	live := make([]*job, 0, n+len(held))
+	early := make([]bool, 0, n+len(held))
 	p := store.InsertParams{HandlePrefix: b.prefix}
 	budget := make(map[*function]int)
 	now := b.clock.Now().Unix()
 	for _, j := range b.pendingSaves[:n] {
-		if j.state != statePending {
-			continue // dropped while waiting
+		switch {
+		case j.state == statePending:
+			r := b.record(j)
+			r.Seq = 0 // the store numbers it
+			live = append(live, j)
+			early = append(early, false)
+			p.Jobs = append(p.Jobs, r)
+			p.Claim = append(p.Claim, claimOnInsert(j) &&
+				(len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget))))
+		case j.saveState() == saveQueued:
+			held = append(held, j)
 		}
-		live = append(live, j)
-		p.Jobs = append(p.Jobs, b.record(j))
-		p.Claim = append(p.Claim, claimOnInsert(j) &&
-			(len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget))))
+		// Anything else was dropped, or ended before it was written.
 	}
+	pending := len(p.Jobs)
+	for _, j := range held {
+		// Handed out before its insert (cluster_early.go): written as it
+		// is now, held here.
+		j.setSave(saveWriting)
+		live = append(live, j)
+		early = append(early, true)
+		p.Jobs = append(p.Jobs, b.record(j))
+		p.Claim = append(p.Claim, true)
+	}
+	reserve := c.reserveLocked()
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
 	b.pendingSaves = b.pendingSaves[:rest]
@@ -114,20 +144,20 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer) (bool, erro
 	b.pendingDeletes = nil
 	meta := b.takePendingMetaLocked()
 	release, notify := c.takeNotifyLocked()
-	more := len(b.pendingSaves) > 0
+	more := len(b.pendingSaves) > 0 || (all && len(c.early) > 0)
 	b.mu.Unlock()
 
 	var (
-		res []store.Inserted
+		res store.Committed
 		err error
 	)
-	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 {
+	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 || reserve > 0 {
 		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
 		began := time.Now()
 		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
-			Release: release, Notify: notify})
+			Release: release, Notify: notify, Reserve: reserve})
 		cancel()
-		g.done(len(p.Jobs), time.Since(began))
+		g.done(pending, time.Since(began))
 	}
 
 	b.mu.Lock()
@@ -146,6 +176,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer) (bool, erro
 		}
 	} else {
 		c.metaCommittedLocked(meta)
+		c.reservedLocked(res.Reserved)
 	}
 	ierr := err
 	if err != nil && !c.failing {
@@ -155,11 +186,15 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer) (bool, erro
 			slog.String("error", err.Error()))
 	}
 	for i, j := range live {
-		if ierr != nil {
-			b.settleInsertedLocked(j, store.Inserted{}, ierr)
-			continue
+		var r store.Inserted
+		if ierr == nil {
+			r = res.Inserted[i]
 		}
-		b.settleInsertedLocked(j, res[i], nil)
+		if early[i] {
+			b.settleEarlyLocked(j, r, ierr)
+		} else {
+			b.settleInsertedLocked(j, r, ierr)
+		}
 	}
 	if ierr != nil {
 		// Everything still waiting would fail the same way; answer now
@@ -168,6 +203,9 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer) (bool, erro
 			if j.state == statePending {
 				b.settleInsertedLocked(j, store.Inserted{}, ierr)
 			}
+		}
+		for _, j := range c.takeEarlyLocked(true, len(c.early)) {
+			b.failEarlyLocked(j, ierr)
 		}
 		clear(b.pendingSaves)
 		b.pendingSaves = b.pendingSaves[:0]

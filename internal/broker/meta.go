@@ -67,7 +67,7 @@ func (b *Broker) hasPendingWrites() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 ||
-		len(b.life.pendingMeta) > 0
+		len(b.life.pendingMeta) > 0 || (b.cluster != nil && len(b.cluster.early) > 0)
 }
 
 func (b *Broker) takePendingMetaLocked() []store.Meta {

@@ -191,7 +191,7 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 
 // retryDueLocked runs a job whose backoff has ended.
 func (b *Broker) retryDueLocked(j *job) {
-	if b.cluster != nil && j.background && sharedLimits(j.fn) {
+	if b.cluster != nil && j.background && sharedLimits(j.fn) && j.saveState() == saveNone {
 		// Under limits shared by the cluster, the retry takes a slot and
 		// a token like any job: it goes back to the store to be claimed.
 		b.cluster.releaseLocked(b, j)

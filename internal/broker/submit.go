@@ -125,14 +125,14 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if p.Background && b.store != nil {
 		x := j.extra()
 		x.waiters = append(x.waiters, done)
-		b.pendingSaves = append(b.pendingSaves, j)
-		if len(b.pendingSaves) == 1 {
-			b.kickCommitter()
-		}
-		if b.cluster != nil {
+		switch {
+		case b.cluster == nil:
+			b.queueSaveLocked(j)
+		case !b.cluster.holdEarlyLocked(b, j):
 			// The shared store's insert gives the job its handle and
 			// decides which server runs it.
 			j.state = statePending
+			b.queueSaveLocked(j)
 			return
 		}
 		// Dispatch before durable: the job runs while it is written; only
@@ -149,6 +149,14 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	done(j.seq, true, nil)
 	b.makeRunnableLocked(j, true)
+}
+
+// queueSaveLocked hands a new job's first write to the committer.
+func (b *Broker) queueSaveLocked(j *job) {
+	b.pendingSaves = append(b.pendingSaves, j)
+	if len(b.pendingSaves) == 1 {
+		b.kickCommitter()
+	}
 }
 
 // attachLocked coalesces a submit onto an existing job.

@@ -7,11 +7,12 @@ package store
 // InsertParams describes new background jobs for a shared store.
 type InsertParams struct {
 	// HandlePrefix is the submitting server's handle prefix; the stored
-	// handle is the prefix followed by the sequence number the store
-	// assigns.
+	// handle is the prefix followed by the job's sequence number.
 	HandlePrefix string
-	// Jobs are the new jobs. Their Seq and Handle are ignored: the store
-	// assigns sequence numbers that are unique across every server.
+	// Jobs are the new jobs. Their Handle is ignored. A job with Seq 0 is
+	// numbered by the store (unique across every server); any other Seq
+	// must be one the store reserved for this server (CommitParams.Reserve)
+	// and not used before.
 	Jobs []Job
 	// Claim, when not nil, has one entry per job: true asks that the job
 	// be claimed by this server as it is inserted (it is held here and
@@ -77,6 +78,18 @@ type CommitParams struct {
 	// once the round commits (an ordering key or a concurrency slot was
 	// freed): the servers listening are woken for them.
 	Notify []string
+	// Reserve asks for this many sequence numbers, unique across every
+	// server, for new jobs that the server numbers itself (InsertParams).
+	Reserve int
+}
+
+// Committed is the outcome of one commit round.
+type Committed struct {
+	// Inserted has one entry per new job, in order.
+	Inserted []Inserted
+	// Reserved holds the sequence numbers asked for by Reserve, durable
+	// (never handed out again) once the round has committed.
+	Reserved []uint64
 }
 
 // DeadSelector names the dead letters an operation applies to: the one

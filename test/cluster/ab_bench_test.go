@@ -65,15 +65,14 @@ func BenchmarkPostgresAB(b *testing.B) {
 					waitListening(b, addr)
 					addrs = append(addrs, addr)
 				}
-				ours := func(pid int) bool {
-					if pid == postmaster || parentPID(pid) == postmaster {
-						return true
-					}
+				isPG := func(pid int) bool { return pid == postmaster || parentPID(pid) == postmaster }
+				isServer := func(pid int) bool {
 					return slices.ContainsFunc(procs, func(c *exec.Cmd) bool { return c.Process.Pid == pid })
 				}
-				before := cpuTicks(ours)
+				pgBefore, gwBefore := cpuTicks(isPG), cpuTicks(isServer)
 				_, total := load(b, addrs, jobs, clients, batch, 16)
-				used := cpuTicks(ours) - before
+				pgUsed, gwUsed := cpuTicks(isPG)-pgBefore, cpuTicks(isServer)-gwBefore
+				used := pgUsed + gwUsed
 				for _, p := range procs {
 					_ = p.Process.Signal(os.Interrupt)
 					_ = p.Wait()
@@ -83,7 +82,8 @@ func BenchmarkPostgresAB(b *testing.B) {
 				cpu := float64(used) * 1e4 / float64(jobs) // ticks are 10 ms
 				rates[k] = append(rates[k], rate)
 				cpus[k] = append(cpus[k], cpu)
-				b.Logf("run %d %s %s: %.0f jobs/s, %.0f µs CPU/job", rep, shape, k.bin, rate, cpu)
+				b.Logf("run %d %s %s: %.0f jobs/s, %.0f µs CPU/job (Gearwork %.0f, PostgreSQL %.0f)", rep, shape, k.bin,
+					rate, cpu, float64(gwUsed)*1e4/float64(jobs), float64(pgUsed)*1e4/float64(jobs))
 			}
 		}
 	}

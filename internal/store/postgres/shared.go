@@ -188,10 +188,11 @@ func decodePayload(p string) (name string, isMeta bool) {
 var insertSQL = `
 WITH input AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::smallint[],
-		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `)
-		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ` + stateNames + `, ord)
+		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `, $23::bigint[])
+		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ` + stateNames + `, given, ord)
 ), numbered AS MATERIALIZED (
-	SELECT nextval('gearwork_job_seq') AS seq, ord FROM (SELECT ord FROM input ORDER BY ord) o
+	SELECT CASE WHEN given <> 0 THEN given ELSE nextval('gearwork_job_seq') END AS seq, ord
+	FROM (SELECT given, ord FROM input ORDER BY ord) o
 ), ins AS (
 	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
 	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
@@ -215,8 +216,9 @@ func prefixed(p, names string) string {
 
 type uniqKey struct{ function, unique string }
 
-// Insert adds new background jobs, assigning each a sequence number from
-// the database's sequence (unique across every server), and coalesces a
+// Insert adds new background jobs, assigning each without one a sequence
+// number from the database's sequence (unique across every server), and
+// coalesces a
 // job with a unique with the live job of the same function and unique:
 // that job's sequence number is returned with Created false. Jobs asked to
 // be claimed are held by this server, except jobs with an ordering key,
@@ -224,26 +226,28 @@ type uniqKey struct{ function, unique string }
 // servers listening. Durable when Insert returns. If this server's lease was
 // lost, the jobs are inserted unclaimed.
 func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error) {
-	return s.Commit(ctx, store.CommitParams{Insert: p})
+	c, err := s.Commit(ctx, store.CommitParams{Insert: p})
+	return c.Inserted, err
 }
 
 // Commit writes one round of the broker's group committer in one
 // transaction, one round trip and one WAL flush: it deletes p.Delete
 // (finished jobs), updates p.Update as Update does, and inserts
-// p.Insert.Jobs as Insert does, returning one Inserted per job. Durable
-// when it returns.
-func (s *Store) Commit(ctx context.Context, p store.CommitParams) ([]store.Inserted, error) {
+// p.Insert.Jobs as Insert does, returning one Inserted per job, and
+// reserves p.Reserve sequence numbers from the database's sequence (the
+// reservation is durable with the round). Durable when it returns.
+func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committed, error) {
 	if err := s.check(ctx); err != nil {
-		return nil, err
+		return store.Committed{}, err
 	}
-	out := make([]store.Inserted, len(p.Insert.Jobs))
+	out := store.Committed{Inserted: make([]store.Inserted, len(p.Insert.Jobs))}
 	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
-		len(p.Release) == 0 && len(p.Notify) == 0 {
+		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 {
 		return out, nil
 	}
 	id, _ := s.member()
 	for attempt := 0; ; attempt++ {
-		err := s.commit(ctx, p, out, id)
+		err := s.commit(ctx, p, &out, id)
 		var pgErr *pgconn.PgError
 		if attempt == 0 && errors.As(err, &pgErr) && pgErr.Code == "23503" && id != 0 {
 			// foreign_key_violation: this server's row is gone (its lease
@@ -252,15 +256,22 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) ([]store.Inser
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("postgres: commit %d new, %d updated, %d finished jobs: %w",
+			return store.Committed{}, fmt.Errorf("postgres: commit %d new, %d updated, %d finished jobs: %w",
 				len(p.Insert.Jobs), len(p.Update), len(p.Delete), err)
 		}
 		return out, nil
 	}
 }
 
-func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.Inserted, id int64) error {
+// reserveSQL takes sequence numbers for jobs a server numbers itself. The
+// commit of the round that runs it flushes the sequence's WAL record, so
+// a number is never given out twice, even after a crash.
+const reserveSQL = `SELECT nextval('gearwork_job_seq') FROM generate_series(1, $1::integer)`
+
+func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
 	p := cp.Insert
+	out := res.Inserted
+	res.Reserved = res.Reserved[:0]
 	claim := func(i int) bool { return id != 0 && p.Claim != nil && p.Claim[i] }
 	// A batch may name one (function, unique) twice; only the first goes
 	// to the database, the others share its outcome.
@@ -305,15 +316,14 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.I
 		for _, prev := range parts[:k] {
 			base += len(prev)
 		}
-		var c jobColumns
 		var cl []bool
-		for r, j := range part {
-			c.addFields(j)
+		for r := range part {
 			cl = append(cl, claim(sent[base+r]))
 		}
-		args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries, cl,
-			[]byte(p.HandlePrefix), id}, c.stateArgs()...)
-		b.Queue(insertSQL, args...)
+		b.Queue(insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
+	}
+	if cp.Reserve > 0 {
+		b.Queue(reserveSQL, cp.Reserve)
 	}
 	if len(cp.Release) > 0 && id != 0 {
 		b.Queue(`UPDATE gearwork_jobs SET owner = NULL WHERE seq = ANY($1) AND owner = $2`, seqArgs(cp.Release), id)
@@ -391,6 +401,27 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, out []store.I
 		}
 		base += len(part)
 	}
+	if cp.Reserve > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			_ = br.Close()
+			return err
+		}
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				_ = br.Close()
+				return err
+			}
+			res.Reserved = append(res.Reserved, uint64(seq))
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
 	if err := br.Close(); err != nil {
 		return err
 	}
@@ -428,13 +459,11 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return store.Inserted{}, err
 		}
-		// Finished and deleted in the meantime: a new job after all.
-		var c jobColumns
-		c.addFields(j)
+		// Finished and deleted in the meantime: a new job after all. One
+		// numbered by this server is held here, as it was asked to be;
+		// one numbered by the store goes to whichever server claims it.
 		b := &pgx.Batch{}
-		args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries,
-			[]bool{false}, []byte(p.HandlePrefix), int64(0)}, c.stateArgs()...)
-		b.Queue(insertSQL, args...)
+		b.Queue(insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0}, p.HandlePrefix, id)...)
 		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
 		br := s.pool.SendBatch(ctx, b)
 		var (
@@ -446,13 +475,27 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 		err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
 		cerr := br.Close()
 		if err == nil && cerr == nil {
-			return store.Inserted{Seq: uint64(seq), Created: true}, nil
+			return store.Inserted{Seq: uint64(seq), Created: true,
+				Claimed: insertedOwner != nil && *insertedOwner == id && id != 0}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) || attempt > 5 {
 			return store.Inserted{}, cmp.Or(err, cerr)
 		}
 		// Another server inserted it first: look again.
 	}
+}
+
+// insertArgs returns the arguments of insertSQL for jobs, claimed by the
+// server id where claim says so.
+func insertArgs(jobs []store.Job, claim []bool, prefix string, id int64) []any {
+	var c jobColumns
+	for _, j := range jobs {
+		c.addFields(j)
+		c.seq = append(c.seq, seqArg(j.Seq))
+	}
+	args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries, claim,
+		[]byte(prefix), id}, c.stateArgs()...)
+	return append(args, c.seq)
 }
 
 func seqArgs(seqs []uint64) []int64 {

@@ -1,0 +1,236 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Dispatch before durable in shared mode.
+//
+// A new background job that this server's workers will run anyway (they
+// serve its function, it is due, and the server holds less than its
+// claim target of the function's jobs) is numbered at submit from
+// sequence numbers the store reserved for this server, and queued here at
+// once, as with a local store (commit.go): only its submitters' answers
+// wait for the insert, which writes it already claimed by this server. A
+// job that ends before the committer takes it is never inserted, and its
+// submitters are told at once. Every other new job waits for the insert
+// (statePending), which numbers it and decides which server runs it.
+//
+// Uniques still coalesce in the store: when the insert finds a live job
+// with the same function and unique, the submitters are given that job's
+// handle and the copy here is dropped if no worker has taken it yet. One
+// that a worker took already (or that a foreground client follows) runs
+// to its end unstored; so two submits of one unique that reach two
+// servers within one commit round may both run. A cron tick's job is
+// never handed out early: each tick runs once across the cluster.
+
+// earlyJob is a job handed out before its insert, and when.
+type earlyJob struct {
+	j  *job
+	at time.Time
+}
+
+// holdEarlyLocked numbers j, a new background job, from the reserved
+// sequence numbers and leaves its insert to the committer, when it may be
+// handed to a worker here before it is inserted. The caller makes it
+// runnable.
+func (c *cluster) holdEarlyLocked(b *Broker, j *job) bool {
+	seq, ok := c.earlySeqLocked(b, j)
+	if !ok {
+		return false
+	}
+	delete(b.jobs, j.seq)
+	j.seq = seq
+	b.jobs[seq] = j
+	if !c.endsSoonLocked(j.fn) {
+		b.queueSaveLocked(j) // inserted in the next round
+		return true
+	}
+	c.early = append(c.early, earlyJob{j: j, at: time.Now()})
+	if len(c.early) == 1 {
+		b.kickCommitter()
+	}
+	return true
+}
+
+// endsSoonLocked reports whether a job of f queued now is expected to end
+// within the insert delay: the workers here finish f's jobs fast enough
+// to reach it and run it by then, going by their recent rate and run time.
+func (c *cluster) endsSoonLocked(f *function) bool {
+	if c.grace <= 0 {
+		return false
+	}
+	r := c.finishRateOfLocked(f)
+	if r.run <= 0 {
+		return false // nothing known yet
+	}
+	wait := 0.0
+	if q := f.queued(); q > 0 || f.running >= f.workers {
+		if r.perSec <= 0 {
+			return false
+		}
+		wait = float64(q+1) / r.perSec
+	}
+	return wait+r.run <= c.grace.Seconds()
+}
+
+// takeEarlyLocked removes the held-out jobs that have waited grace, or all
+// of them, up to max, and returns those not ended yet.
+func (c *cluster) takeEarlyLocked(all bool, max int) []*job {
+	cutoff := time.Now().Add(-c.grace)
+	var out []*job
+	n := 0
+	for n < len(c.early) && len(out) < max && (all || !c.early[n].at.After(cutoff)) {
+		if j := c.early[n].j; j.saveState() == saveQueued {
+			out = append(out, j)
+		}
+		n++
+	}
+	rest := copy(c.early, c.early[n:])
+	clear(c.early[rest:])
+	c.early = c.early[:rest]
+	return out
+}
+
+// earlyDueLocked returns how long until the oldest held-out job is due for
+// its insert, and false when none waits.
+func (c *cluster) earlyDueLocked() (time.Duration, bool) {
+	if len(c.early) == 0 {
+		return 0, false
+	}
+	return max(time.Until(c.early[0].at.Add(c.grace)), 0), true
+}
+
+// earlySeqLocked returns a reserved sequence number for j, a new
+// background job, when it may be handed to a worker here before it is
+// inserted.
+func (c *cluster) earlySeqLocked(b *Broker, j *job) (uint64, bool) {
+	f := j.fn
+	if j.x != nil && j.x.life != nil && j.x.life.schedule != "" {
+		// A cron tick's job runs once across the cluster: the insert
+		// decides which server's job that is.
+		return 0, false
+	}
+	if !claimOnInsert(j) || j.runAt() > b.clock.Now().Unix() || f.workers == 0 || b.draining ||
+		(f.life != nil && f.life.paused) || f.queued() >= c.claimTargetLocked(f) || c.failing {
+		return 0, false
+	}
+	c.seqsWanted++
+	if len(c.seqs) == 0 || c.now().Sub(c.seqsAt) > seqFresh {
+		return 0, false
+	}
+	seq := c.seqs[0]
+	c.seqs = c.seqs[1:]
+	return seq, true
+}
+
+// reserveLocked returns how many sequence numbers the next commit round
+// should reserve: about twice what the jobs wanted since the last
+// reservation, once fewer than half of that are left.
+func (c *cluster) reserveLocked() int {
+	if c.seqsWanted == 0 {
+		return 0
+	}
+	want := min(max(2*c.seqsWanted, seqReserveMin), seqReserveMax)
+	left := len(c.seqs)
+	if c.now().Sub(c.seqsAt) > seqFresh {
+		left = 0
+	}
+	if left >= want/2 {
+		return 0
+	}
+	return want - left
+}
+
+// reservedLocked adds the numbers a commit round reserved.
+func (c *cluster) reservedLocked(seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	if c.now().Sub(c.seqsAt) > seqFresh {
+		c.seqs = c.seqs[:0]
+	}
+	c.seqs = append(c.seqs, seqs...)
+	c.seqsAt = c.now()
+	c.seqsWanted = 0
+}
+
+// settleEarlyLocked acknowledges the submitters of a job that was handed
+// out before its insert, once the insert is done (or failed).
+func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
+	c := b.cluster
+	if j.saveState() != saveWriting {
+		// It ended while the insert ran: its submitters were answered and
+		// its delete is queued behind this round. A job it coalesced with
+		// and claimed goes back to the other servers.
+		if err == nil && r.Seq != j.seq && r.Claimed && b.jobs[r.Seq] == nil {
+			c.meta.release = append(c.meta.release, r.Seq)
+			c.notifyLocked(b, j.fn)
+		}
+		return
+	}
+	if err != nil {
+		b.failEarlyLocked(j, err)
+		return
+	}
+	j.setSave(saveNone)
+	waiters := j.x.waiters
+	j.x.waiters = nil
+	answer := func(seq uint64, created bool) {
+		for i, w := range waiters {
+			w(seq, created && i == 0, nil)
+		}
+	}
+	movable := j.state == stateQueued && len(j.x.clients) == 0
+	switch other := b.jobs[r.Seq]; {
+	case r.Seq == j.seq:
+		answer(j.seq, true)
+		if !r.Claimed && movable {
+			// Inserted unclaimed (this server's lease was lost): the
+			// server that claims it runs it.
+			b.forgetLocked(j)
+			return
+		}
+		j.releaseExtra()
+	case movable && other != nil:
+		// Coalesced with a job held here.
+		b.attachCoalescedLocked(j, other, waiters)
+	case movable && r.Claimed:
+		// Coalesced with a job nobody held, which this insert claimed:
+		// this job becomes that one.
+		delete(b.jobs, j.seq)
+		j.seq = r.Seq
+		b.jobs[j.seq] = j
+		answer(j.seq, false)
+	case movable:
+		// Coalesced with a job another server holds, or will claim.
+		answer(r.Seq, r.Created)
+		b.forgetLocked(j)
+	default:
+		// Coalesced, but a worker here has it already (or a foreground
+		// client follows it): it runs on, unstored, and the job it
+		// coalesced with stays with the other servers.
+		if r.Claimed && other == nil {
+			c.meta.release = append(c.meta.release, r.Seq)
+			c.notifyLocked(b, j.fn)
+		}
+		answer(r.Seq, false)
+	}
+}
+
+// failEarlyLocked tells the submitters of a job handed out before its
+// insert that the insert failed, and drops the job as a local store's
+// committer does (refuseLocked).
+func (b *Broker) failEarlyLocked(j *job, err error) {
+	j.setSave(saveNone)
+	waiters := j.x.waiters
+	j.x.waiters = nil
+	for _, w := range waiters {
+		w(0, false, &StoreError{err})
+	}
+	if j.state != stateDone && j.state != stateDead {
+		b.refuseLocked(j)
+	}
+}

@@ -1,0 +1,250 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// These tests cover dispatch before durable in shared mode: a job that
+// this server's workers run is handed to them before it is inserted.
+
+// logInserts records the sequence number of every row inserted into
+// gearwork_jobs from now on, in inserted_log.
+func logInserts(t *testing.T, url string) {
+	t.Helper()
+	pgtest.Exec(t, url, `CREATE TABLE inserted_log (seq bigint);
+		CREATE FUNCTION log_insert() RETURNS trigger LANGUAGE plpgsql AS
+			$$BEGIN INSERT INTO inserted_log VALUES (NEW.seq); RETURN NEW; END$$;
+		CREATE TRIGGER log_insert AFTER INSERT ON gearwork_jobs FOR EACH ROW EXECUTE FUNCTION log_insert();`)
+}
+
+func wasInserted(t *testing.T, url string, seq uint64) bool {
+	t.Helper()
+	var n int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM inserted_log WHERE seq = %d`, seq), &n)
+	return n > 0
+}
+
+// submitAsync submits and returns the channel its answer arrives on.
+func submitAsync(b *broker.Broker, s *broker.Session, p broker.SubmitParams) <-chan submitResult {
+	ch := make(chan submitResult, 1)
+	b.Submit(s, p, func(seq uint64, created bool, err error) { ch <- submitResult{seq, created, err} })
+	return ch
+}
+
+func answer(t *testing.T, ch <-chan submitResult) submitResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(time.Minute):
+		t.Fatal("submit was never answered")
+		return submitResult{}
+	}
+}
+
+// noAnswer checks that a submit stays unanswered for a while.
+func noAnswer(t *testing.T, ch <-chan submitResult, why string) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("%s, but the submit was answered: %+v", why, r)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// grab waits until w gets a job.
+func grab(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox) broker.Assignment {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if a, ok := b.Grab(w); ok {
+			return a
+		}
+		b.PreSleep(w)
+		select {
+		case <-out.signal:
+		case <-time.After(time.Until(deadline)):
+			t.Fatal("the worker got no job")
+		}
+	}
+}
+
+// warmUp runs one job of fn through w, and lets the server measure how
+// fast its workers finish fn's jobs: afterwards a new job of fn that
+// they can run at once is handed to them before it is inserted.
+func warmUp(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, fn string) {
+	t.Helper()
+	c := b.NewSession("warm-up", newOutbox())
+	ch := submitAsync(b, c, bgJob(fn, "", "warm-up"))
+	a := grab(t, b, w, out)
+	require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+	require.NoError(t, answer(t, ch).err)
+	time.Sleep(150 * time.Millisecond) // longer than the rate window
+}
+
+func TestSharedFastJobEndsBeforeItIsInserted(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: time.Minute})
+	logInserts(t, url)
+	out := newOutbox()
+	w := a.NewSession("w", out)
+	a.CanDo(w, []byte("fast"), 0)
+	warmUp(t, a, w, out, "fast")
+
+	client := a.NewSession("client", newOutbox())
+	ch := submitAsync(a, client, bgJob("fast", "u-1", "payload"))
+	got := grab(t, a, w, out)
+	require.Equal(t, "payload", string(got.Payload), "handed out before its insert")
+	noAnswer(t, ch, "the job is neither inserted nor ended")
+	require.NoError(t, a.Finish(w, got.Seq, broker.Complete, nil))
+	r := answer(t, ch)
+	require.NoError(t, r.err)
+	require.True(t, r.created)
+	require.Equal(t, got.Seq, r.seq, "the submitter gets the handle the worker had")
+	require.False(t, wasInserted(t, url, r.seq), "a job that ended before its insert is never written")
+
+	// The unique is free again, as for any job that ended.
+	again := submitAsync(a, client, bgJob("fast", "u-1", "again"))
+	next := grab(t, a, w, out)
+	require.Equal(t, "again", string(next.Payload))
+	require.NoError(t, a.Finish(w, next.Seq, broker.Complete, nil))
+	require.True(t, answer(t, again).created)
+	require.Zero(t, countRows(t, url))
+}
+
+func TestSharedJobStillRunningIsInsertedClaimedAfterTheDelay(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: 300 * time.Millisecond})
+	b, _ := startShared(t, url, "b", broker.Config{})
+	logInserts(t, url)
+	out := newOutbox()
+	w := a.NewSession("w", out)
+	a.CanDo(w, []byte("slow"), 0)
+	warmUp(t, a, w, out, "slow")
+
+	client := a.NewSession("client", newOutbox())
+	ch := submitAsync(a, client, bgJob("slow", "", "long"))
+	got := grab(t, a, w, out)
+	r := answer(t, ch) // once inserted: the job runs on
+	require.NoError(t, r.err)
+	require.True(t, r.created)
+	require.Equal(t, got.Seq, r.seq)
+	var held bool
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner IS NOT NULL FROM gearwork_jobs WHERE seq = %d`, r.seq), &held)
+	require.True(t, held, "inserted as held by the server running it")
+	st := b.GetStatus(fmt.Appendf(nil, "H:a:%d", r.seq))
+	require.True(t, st.Known, "another server finds it once it is acknowledged")
+	require.True(t, st.Running)
+
+	require.NoError(t, a.Finish(w, got.Seq, broker.Complete, nil))
+	eventually(t, "the finished job is deleted", func() bool { return countRows(t, url) == 0 })
+}
+
+func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: -1})
+	c, _ := startShared(t, url, "c", broker.Config{})
+
+	// c runs the job with unique "order-9".
+	outC := newOutbox()
+	wc := c.NewSession("wc", outC)
+	c.CanDo(wc, []byte("mail"), 0)
+	first := submit(t, c, c.NewSession("cc", newOutbox()), bgJob("mail", "order-9", "first"))
+	require.NoError(t, first.err)
+	running := grab(t, c, wc, outC)
+	require.Equal(t, first.seq, running.Seq)
+
+	// a has a worker of its own, so a new job there is handed out before
+	// its insert; the insert finds the job c runs.
+	outA := newOutbox()
+	wa := a.NewSession("wa", outA)
+	a.CanDo(wa, []byte("mail"), 0)
+	warmUp(t, a, wa, outA, "mail")
+	second := submit(t, a, a.NewSession("ca", newOutbox()), bgJob("mail", "order-9", "second"))
+	require.NoError(t, second.err)
+	require.False(t, second.created, "the same unique coalesces across servers")
+	require.Equal(t, first.seq, second.seq, "the submitter gets the running job's handle")
+	_, ok := a.Grab(wa)
+	require.False(t, ok, "the copy nobody had taken yet is dropped")
+	require.Equal(t, 1, countRows(t, url))
+
+	require.NoError(t, c.Finish(wc, running.Seq, broker.Complete, nil))
+	eventually(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
+}
+
+func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	// The delay is long enough for c to store its job first.
+	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: 2 * time.Second})
+	c, _ := startShared(t, url, "c", broker.Config{})
+	outA := newOutbox()
+	wa := a.NewSession("wa", outA)
+	a.CanDo(wa, []byte("mail"), 0)
+	warmUp(t, a, wa, outA, "mail")
+
+	// a hands its job out before the insert...
+	ch := submitAsync(a, a.NewSession("ca", newOutbox()), bgJob("mail", "order-10", "on a"))
+	copyOnA := grab(t, a, wa, outA)
+	require.Equal(t, "on a", string(copyOnA.Payload))
+	// ...while c stores and runs a job with the same unique.
+	outC := newOutbox()
+	wc := c.NewSession("wc", outC)
+	c.CanDo(wc, []byte("mail"), 0)
+	onC := submit(t, c, c.NewSession("cc", newOutbox()), bgJob("mail", "order-10", "on c"))
+	require.NoError(t, onC.err)
+	require.True(t, onC.created)
+	require.Equal(t, "on c", string(grab(t, c, wc, outC).Payload))
+
+	r := answer(t, ch)
+	require.NoError(t, r.err)
+	require.False(t, r.created, "the insert coalesced with the job c stored first")
+	require.Equal(t, onC.seq, r.seq)
+	require.NoError(t, a.Finish(wa, copyOnA.Seq, broker.Complete, nil), "the copy a worker had runs to its end")
+	var owner string
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT s.name FROM gearwork_jobs j JOIN gearwork_servers s ON s.id = j.owner WHERE j.seq = %d`, onC.seq), &owner)
+	require.Equal(t, "c", owner, "the stored job stays with c")
+	require.Equal(t, 1, countRows(t, url))
+}
+
+func TestCommitReservesNumbersForJobsTheServerNumbers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	ra, err := a.Commit(ctx, store.CommitParams{Reserve: 5})
+	require.NoError(t, err)
+	rb, err := b.Commit(ctx, store.CommitParams{Reserve: 5})
+	require.NoError(t, err)
+	require.Len(t, ra.Reserved, 5)
+	require.Len(t, rb.Reserved, 5)
+	seen := map[uint64]bool{}
+	for _, s := range append(ra.Reserved, rb.Reserved...) {
+		require.False(t, seen[s], "a number is reserved once across servers")
+		seen[s] = true
+	}
+
+	// A job carrying a reserved number keeps it; one without gets a new one.
+	j := newJob("f", "", "own number")
+	j.Seq = ra.Reserved[2]
+	res, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{j, newJob("f", "", "numbered")}})
+	require.NoError(t, err)
+	require.Equal(t, store.Inserted{Seq: ra.Reserved[2], Created: true}, res[0])
+	require.True(t, res[1].Created)
+	require.False(t, seen[res[1].Seq], "the store's own numbers are not reserved ones")
+	var handle string
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT convert_from(handle, 'UTF8') FROM gearwork_jobs WHERE seq = %d`, ra.Reserved[2]), &handle)
+	require.Equal(t, fmt.Sprintf("H:a:%d", ra.Reserved[2]), handle)
+}
