@@ -120,15 +120,16 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 			p.Claim = append(p.Claim, claimOnInsert(j) &&
 				(len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget))))
 		case j.saveState() == saveQueued:
+			j.setSave(saveWriting)
 			held = append(held, j)
 		}
-		// Anything else was dropped, or ended before it was written.
+		// Anything else was dropped, ended before it was written, or
+		// is here twice.
 	}
 	pending := len(p.Jobs)
 	for _, j := range held {
 		// Handed out before its insert (cluster_early.go): written as it
 		// is now, held here.
-		j.setSave(saveWriting)
 		live = append(live, j)
 		early = append(early, true)
 		p.Jobs = append(p.Jobs, b.record(j))
@@ -200,8 +201,11 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 		// Everything still waiting would fail the same way; answer now
 		// rather than keep clients waiting through the outage.
 		for _, j := range b.pendingSaves {
-			if j.state == statePending {
+			switch {
+			case j.state == statePending:
 				b.settleInsertedLocked(j, store.Inserted{}, ierr)
+			case j.saveState() == saveQueued:
+				b.failEarlyLocked(j, ierr)
 			}
 		}
 		for _, j := range c.takeEarlyLocked(true, len(c.early)) {

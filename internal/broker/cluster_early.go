@@ -77,13 +77,15 @@ func (c *cluster) endsSoonLocked(f *function) bool {
 }
 
 // takeEarlyLocked removes the held-out jobs that have waited grace, or all
-// of them, up to max, and returns those not ended yet.
+// of them, up to max, and returns those not ended or taken yet, marked as
+// being written.
 func (c *cluster) takeEarlyLocked(all bool, max int) []*job {
 	cutoff := time.Now().Add(-c.grace)
 	var out []*job
 	n := 0
 	for n < len(c.early) && len(out) < max && (all || !c.early[n].at.After(cutoff)) {
 		if j := c.early[n].j; j.saveState() == saveQueued {
+			j.setSave(saveWriting)
 			out = append(out, j)
 		}
 		n++
@@ -171,6 +173,11 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		}
 		return
 	}
+	if j.state == stateDead {
+		// A dead letter in shared mode lives in the store only
+		// (deadSharedLocked).
+		j.state = stateGone
+	}
 	if err != nil {
 		b.failEarlyLocked(j, err)
 		return
@@ -230,7 +237,11 @@ func (b *Broker) failEarlyLocked(j *job, err error) {
 	for _, w := range waiters {
 		w(0, false, &StoreError{err})
 	}
-	if j.state != stateDone && j.state != stateDead {
+	switch j.state {
+	case stateDead:
+		j.state = stateGone // its dead letter is lost with the write
+	case stateDone, stateGone:
+	default:
 		b.refuseLocked(j)
 	}
 }

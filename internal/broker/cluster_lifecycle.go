@@ -201,7 +201,9 @@ func (b *Broker) expireShared(ctx context.Context) {
 func (b *Broker) deadSharedLocked(j *job) {
 	j.state = stateDead
 	b.saveLocked(j)
-	j.state = stateGone
+	if j.saveState() != saveQueued {
+		j.state = stateGone
+	} // else its first write, not taken yet, stores it dead (settleEarlyLocked)
 	b.cluster.trimDead[j.fn.name] = true
 }
 

@@ -310,7 +310,16 @@ func (b *Broker) recordLife(r *store.Job, j *job) {
 // A job whose first write the committer has not taken yet needs nothing:
 // that write takes the job as it is then.
 func (b *Broker) saveLocked(j *job) {
-	if !j.background || b.store == nil || j.saveState() == saveQueued {
+	if !j.background || b.store == nil {
+		return
+	}
+	if j.saveState() == saveQueued {
+		if b.cluster != nil {
+			// Handed out before its insert, which may be held back
+			// (cluster_early.go): what must be stored now is inserted in
+			// the next round.
+			b.queueSaveLocked(j)
+		}
 		return
 	}
 	b.pendingRetries = append(b.pendingRetries, b.record(j))

@@ -219,6 +219,51 @@ func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
 	require.Equal(t, 1, countRows(t, url))
 }
 
+func TestSharedEarlyJobThatDiesOrKeepsAResultIsStored(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	cfg := broker.Config{EarlyInsertDelay: time.Minute, Policies: map[string]broker.Policy{
+		"flaky": {MaxAttempts: 1},
+		"kept":  {ResultRetention: time.Hour},
+	}}
+	a, _ := startShared(t, url, "a", cfg)
+	b, _ := startShared(t, url, "b", broker.Config{})
+	out := newOutbox()
+	w := a.NewSession("w", out)
+	a.CanDo(w, []byte("flaky"), 0)
+	a.CanDo(w, []byte("kept"), 0)
+	warmUp(t, a, w, out, "kept")
+	warmUp(t, a, w, out, "flaky")
+	client := a.NewSession("client", newOutbox())
+
+	dies := submitAsync(a, client, bgJob("flaky", "", "doomed"))
+	got := grab(t, a, w, out)
+	require.Equal(t, "doomed", string(got.Payload))
+	noAnswer(t, dies, "the job was handed out before its insert, which waits")
+	require.NoError(t, a.Finish(w, got.Seq, broker.Exception, []byte("broke")))
+	r := answer(t, dies) // a dead letter is answered once it is stored
+	require.NoError(t, r.err)
+	dead, err := b.DeadLetters(context.Background(), "flaky", 0)
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "another server lists the dead letter")
+	require.Equal(t, r.seq, dead[0].Seq)
+	require.Equal(t, "broke", dead[0].LastError)
+
+	keeps := submitAsync(a, client, bgJob("kept", "", "answer me"))
+	got = grab(t, a, w, out)
+	require.Equal(t, "answer me", string(got.Payload))
+	require.NoError(t, a.Finish(w, got.Seq, broker.Complete, []byte("42")))
+	r = answer(t, keeps)
+	require.NoError(t, r.err)
+	res, ok, err := b.Result(context.Background(), fmt.Appendf(nil, "H:a:%d", r.seq))
+	require.NoError(t, err)
+	require.True(t, ok, "another server reads the retained result")
+	require.Equal(t, "42", string(res.Data))
+	require.Equal(t, 1, rowsIn(t, url, 2), "one dead letter")
+	require.Equal(t, 2, rowsIn(t, url, 3), "two results: the warm-up job's and this one's")
+	require.Equal(t, 3, countRows(t, url), "nothing else")
+}
+
 func TestCommitReservesNumbersForJobsTheServerNumbers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
