@@ -35,9 +35,10 @@ type SharedStore interface {
 	// (without blocking, from another goroutine) with the name of a
 	// function whose jobs may have become claimable, or "" for any, and
 	// meta likewise with a metadata key some server wrote or deleted, or
-	// "" when any may have changed. It returns how often Renew must be
-	// called.
-	Join(ctx context.Context, wake, meta func(name string)) (time.Duration, error)
+	// "" when any may have changed; and lost with the error when it has
+	// reason to think the store is gone (a connection it holds broke). It
+	// returns how often Renew must be called.
+	Join(ctx context.Context, wake, meta func(name string), lost func(error)) (time.Duration, error)
 	// GetMeta reads one metadata entry; ok is false when it is not
 	// stored.
 	GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error)
@@ -270,7 +271,7 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 		}
 		b.mu.Unlock()
 		c.kick()
-	}, b.metaChanged)
+	}, b.metaChanged, b.storeLost)
 	if err != nil {
 		return err
 	}

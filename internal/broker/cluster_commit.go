@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -39,6 +40,17 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 			g.wait(ctx, b)
 		case <-due.C:
 		}
+		b.mu.Lock()
+		lost := c.failing
+		if lost {
+			// storeLost: what waits for the store is refused, and nothing
+			// is written until the store answers.
+			b.refusePendingLocked(b.storeErr)
+		}
+		b.mu.Unlock()
+		if lost {
+			b.awaitStore(ctx, &backoff)
+		}
 		for ctx.Err() == nil {
 			// Stop must not cancel a write under way: its submitters would
 			// be told it failed although it may have been stored.
@@ -53,28 +65,50 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				break
 			}
-			// Wait, then probe, until the store answers again.
-			for ctx.Err() == nil {
-				select {
-				case <-ctx.Done():
-				case <-time.After(backoff):
-				}
-				backoff = min(2*backoff, 5*time.Second)
-				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				perr := c.store.Ping(pctx)
-				cancel()
-				if perr == nil {
-					b.mu.Lock()
-					c.failing = false
-					b.storeErr = nil
-					b.mu.Unlock()
-					b.log.Info("broker: the store answers again; accepting background submits")
-					c.kick()
-					break
-				}
-			}
+			b.awaitStore(ctx, &backoff)
 		}
 	}
+}
+
+// awaitStore waits, then probes, until the store answers again, and then
+// accepts background submits again.
+func (b *Broker) awaitStore(ctx context.Context, backoff *time.Duration) {
+	c := b.cluster
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(*backoff):
+		}
+		*backoff = min(2**backoff, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		perr := c.store.Ping(pctx)
+		cancel()
+		if perr == nil {
+			b.mu.Lock()
+			c.failing = false
+			b.storeErr = nil
+			b.mu.Unlock()
+			b.log.Info("broker: the store answers again; accepting background submits")
+			c.kick()
+			return
+		}
+	}
+}
+
+// storeLost is called when the shared store has reason to think the
+// database is gone: background submits are refused from now on (rather
+// than after a write fails) until the committer finds it answers again.
+func (b *Broker) storeLost(err error) {
+	c := b.cluster
+	b.mu.Lock()
+	if !c.failing && !b.stopped {
+		c.failing = true
+		b.storeErr = fmt.Errorf("lost the connection to the store: %w", err)
+		b.log.Error("broker: lost the connection to the store; refusing background submits until it answers",
+			slog.String("error", err.Error()))
+	}
+	b.mu.Unlock()
+	b.kickCommitter()
 }
 
 // clusterFinalFlush writes what is pending at Stop, then waits for the
@@ -200,22 +234,28 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 	if ierr != nil {
 		// Everything still waiting would fail the same way; answer now
 		// rather than keep clients waiting through the outage.
-		for _, j := range b.pendingSaves {
-			switch {
-			case j.state == statePending:
-				b.settleInsertedLocked(j, store.Inserted{}, ierr)
-			case j.saveState() == saveQueued:
-				b.failEarlyLocked(j, ierr)
-			}
-		}
-		for _, j := range c.takeEarlyLocked(true, len(c.early)) {
-			b.failEarlyLocked(j, ierr)
-		}
-		clear(b.pendingSaves)
-		b.pendingSaves = b.pendingSaves[:0]
+		b.refusePendingLocked(ierr)
 		more = false
 	}
 	return more, err
+}
+
+// refusePendingLocked answers every new job still waiting for its insert
+// with err, and drops it.
+func (b *Broker) refusePendingLocked(err error) {
+	for _, j := range b.pendingSaves {
+		switch {
+		case j.state == statePending:
+			b.settleInsertedLocked(j, store.Inserted{}, err)
+		case j.saveState() == saveQueued:
+			b.failEarlyLocked(j, err)
+		}
+	}
+	for _, j := range b.cluster.takeEarlyLocked(true, len(b.cluster.early)) {
+		b.failEarlyLocked(j, err)
+	}
+	clear(b.pendingSaves)
+	b.pendingSaves = b.pendingSaves[:0]
 }
 
 // claimBudgetLocked reports whether a new job of f should be claimed by

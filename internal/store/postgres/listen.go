@@ -14,19 +14,21 @@ import (
 // about metadata. It calls meta("") once it first listens, and when the
 // connection breaks it reconnects with backoff and calls wake("") and
 // meta("") once it is back, since notifications sent meanwhile are lost.
+// It calls lost when the connection breaks.
 type listener struct {
 	url, channel string
 	wake         func(function string)
 	meta         func(key string)
+	lost         func(error)
 	log          *slog.Logger
 	cancel       context.CancelFunc
 	ctx          context.Context
 	wg           sync.WaitGroup
 }
 
-func newListener(url, channel string, wake, meta func(string), log *slog.Logger) *listener {
+func newListener(url, channel string, wake, meta func(string), lost func(error), log *slog.Logger) *listener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &listener{url: url, channel: channel, wake: wake, meta: meta, log: log, ctx: ctx, cancel: cancel}
+	return &listener{url: url, channel: channel, wake: wake, meta: meta, lost: lost, log: log, ctx: ctx, cancel: cancel}
 }
 
 func (l *listener) start() {
@@ -52,6 +54,7 @@ func (l *listener) run() {
 		}
 		l.log.Warn("postgres: listening for notifications failed; reconnecting",
 			slog.String("error", err.Error()), slog.Duration("in", backoff))
+		l.lost(err)
 		select {
 		case <-l.ctx.Done():
 			return

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
@@ -124,4 +127,41 @@ func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.
 	require.ElementsMatch(t, []string{"before", "fg", "after"}, got,
 		"every acknowledged job runs; refused ones do not")
 	eventually(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
+}
+
+func TestSharedServerWithFastWorkersStopsAcknowledgingWhileTheDatabaseIsAway(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	px, via := startProxy(t, url)
+	a, _ := openShared(t, via, "a", 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	var ran atomic.Int64
+	wg.Go(func() { runWorker(ctx, t, a, "w", "f", func(broker.Assignment) { ran.Add(1) }) })
+	client := a.NewSession("client", newOutbox())
+	// Jobs the worker finishes at once are handed to it before their
+	// insert, and most end before it.
+	for i := range 20 {
+		require.NoError(t, submit(t, a, client, bgJob("f", "", fmt.Sprint("before ", i))).err)
+		time.Sleep(10 * time.Millisecond)
+	}
+	eventually(t, "the jobs ran", func() bool { return ran.Load() == 20 })
+
+	px.setDown(true)
+	var se *broker.StoreError
+	took := time.Now()
+	eventually(t, "submits fail while the database is away", func() bool {
+		return errors.As(submit(t, a, client, bgJob("f", "", "during")).err, &se)
+	})
+	t.Logf("the first refusal came %v after the database went", time.Since(took))
+	for range 20 {
+		r := submit(t, a, client, bgJob("f", "", "during"))
+		require.ErrorAs(t, r.err, &se, "nothing is acknowledged until the database is back, not even a job that would end at once")
+	}
+
+	px.setDown(false)
+	eventually(t, "submits are accepted again once the database is back", func() bool {
+		return submit(t, a, client, bgJob("f", "", "after")).err == nil
+	})
 }

@@ -36,9 +36,11 @@ func (s *Store) member() (int64, error) {
 // listening for notifications: wake is called (from another goroutine,
 // without blocking) with the name of a function whose jobs may have become
 // claimable, or "" when any may have; meta likewise with a metadata key
-// that some server wrote or deleted, or "" when any may have changed. It
-// returns how often Renew must be called to keep the lease.
-func (s *Store) Join(ctx context.Context, wake, meta func(name string)) (time.Duration, error) {
+// that some server wrote or deleted, or "" when any may have changed; and
+// lost (when not nil) with the error when the listening connection breaks,
+// a sign that the database may be gone. It returns how often Renew must be
+// called to keep the lease.
+func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost func(error)) (time.Duration, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
@@ -49,7 +51,10 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string)) (time.Du
 	if meta == nil {
 		meta = func(string) {}
 	}
-	l := newListener(s.cfg.URL, s.channel, wake, meta, s.log)
+	if lost == nil {
+		lost = func(error) {}
+	}
+	l := newListener(s.cfg.URL, s.channel, wake, meta, lost, s.log)
 	s.mu.Lock()
 	s.serverID = id
 	old := s.listener

@@ -61,9 +61,9 @@ func TestInsertClaimsOnlyWhenJoined(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, res[0].Claimed, "a server that has not joined claims nothing")
 
-	_, err = a.Join(ctx, func(string) {}, nil)
+	_, err = a.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
-	_, err = b.Join(ctx, func(string) {}, nil)
+	_, err = b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	res, err = a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "k", "y"), newJob("f", "", "z")},
 		Claim: []bool{true, false}})
@@ -110,7 +110,7 @@ func TestClaimIsExclusiveAndOrdered(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range servers {
 		st := openStore(t, url, fmt.Sprint("s", i))
-		_, err := st.Join(ctx, func(string) {}, nil)
+		_, err := st.Join(ctx, func(string) {}, nil, nil)
 		require.NoError(t, err)
 		wg.Go(func() {
 			for {
@@ -153,7 +153,7 @@ func TestNotifyWakesListeners(t *testing.T) {
 		case woken <- fn:
 		default:
 		}
-	}, nil)
+	}, nil, nil)
 	require.NoError(t, err)
 	// The listener may still be connecting: insert until it hears.
 	deadline := time.After(time.Minute)
@@ -176,7 +176,7 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	a := openStore(t, url, "a")
-	_, err := a.Join(ctx, func(string) {}, nil)
+	_, err := a.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	_, err = a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2")}})
 	require.NoError(t, err)
@@ -185,7 +185,7 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	require.Len(t, got, 2)
 
 	b := openStore(t, url, "b")
-	_, err = b.Join(ctx, func(string) {}, nil)
+	_, err = b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	none, err := b.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
 	require.NoError(t, err)
@@ -230,9 +230,9 @@ func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	a, b := openStore(t, url, "a"), openStore(t, url, "b")
-	_, err := a.Join(ctx, func(string) {}, nil)
+	_, err := a.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
-	_, err = b.Join(ctx, func(string) {}, nil)
+	_, err = b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
 	require.NoError(t, err)
@@ -299,7 +299,7 @@ func TestClaimTakesOnlyTheHeadOfEachOrderingKey(t *testing.T) {
 	url := pgtest.Schema(t)
 	a, b := openStore(t, url, "a"), openStore(t, url, "b")
 	for _, st := range []*postgres.Store{a, b} {
-		_, err := st.Join(ctx, func(string) {}, nil)
+		_, err := st.Join(ctx, func(string) {}, nil, nil)
 		require.NoError(t, err)
 	}
 	var jobs []store.Job
@@ -343,7 +343,7 @@ func TestClaimKeepsALimitAcrossServers(t *testing.T) {
 	var stores []*postgres.Store
 	for _, name := range []string{"a", "b", "c"} {
 		st := openStore(t, url, name)
-		_, err := st.Join(ctx, func(string) {}, nil)
+		_, err := st.Join(ctx, func(string) {}, nil, nil)
 		require.NoError(t, err)
 		stores = append(stores, st)
 	}
