@@ -234,6 +234,9 @@ func (c *cluster) finishRateOfLocked(f *function) *finishRate {
 			}
 		}
 		r.at, r.finished, r.runSum, r.runs = now, finished, k.Run.Sum, k.Run.Count
+	} else if r.run == 0 && k.Run.Count > r.runs {
+		// The first run times are known before the first window ends.
+		r.run = (k.Run.Sum - r.runSum) / float64(k.Run.Count-r.runs)
 	}
 	return r
 }

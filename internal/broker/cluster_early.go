@@ -55,25 +55,17 @@ func (c *cluster) holdEarlyLocked(b *Broker, j *job) bool {
 	return true
 }
 
-// endsSoonLocked reports whether a job of f queued now is expected to end
-// within the insert delay: the workers here finish f's jobs fast enough
-// to reach it and run it by then, going by their recent rate and run time.
+// endsSoonLocked reports whether the insert of a job of f queued now
+// should wait: the workers here have lately run f's jobs in well under
+// the insert delay. (How long the job will queue first is not asked: a
+// job acknowledged by its insert brings its submitter's next job sooner,
+// so inserting the jobs of a long queue makes it longer still.)
 func (c *cluster) endsSoonLocked(f *function) bool {
 	if c.grace <= 0 {
 		return false
 	}
 	r := c.finishRateOfLocked(f)
-	if r.run <= 0 {
-		return false // nothing known yet
-	}
-	wait := 0.0
-	if q := f.queued(); q > 0 || f.running >= f.workers {
-		if r.perSec <= 0 {
-			return false
-		}
-		wait = float64(q+1) / r.perSec
-	}
-	return wait+r.run <= c.grace.Seconds()
+	return r.run > 0 && r.run <= c.grace.Seconds()/2
 }
 
 // takeEarlyLocked removes the held-out jobs that have waited grace, or all
