@@ -149,6 +149,9 @@ type cluster struct {
 	// grace (cluster_early.go).
 	early []earlyJob
 	grace time.Duration
+	// progress (mu) is the progress of running jobs to write, by sequence
+	// number (cluster_progress.go).
+	progress map[uint64]store.Progress
 }
 
 func (c *cluster) kick() {
@@ -567,7 +570,7 @@ func (b *Broker) clusterStatus(seq uint64, unique string) JobStatus {
 	if !ok {
 		return JobStatus{}
 	}
-	return JobStatus{Seq: f.Seq, Known: true, Running: f.Claimed}
+	return JobStatus{Seq: f.Seq, Known: true, Running: f.Claimed, Numerator: f.Numerator, Denominator: f.Denominator}
 }
 
 // parseSeqSuffix parses the number after the last ':' of a handle, so

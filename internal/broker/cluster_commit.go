@@ -179,6 +179,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 	b.pendingDeletes = nil
 	meta := b.takePendingMetaLocked()
 	release, notify := c.takeNotifyLocked()
+	progress := c.takeProgressLocked()
 	more := len(b.pendingSaves) > 0 || (all && len(c.early) > 0)
 	b.mu.Unlock()
 
@@ -186,11 +187,12 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 		res store.Committed
 		err error
 	)
-	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 || reserve > 0 {
+	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 ||
+		reserve > 0 || len(progress) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
 		began := time.Now()
 		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
-			Release: release, Notify: notify, Reserve: reserve})
+			Release: release, Notify: notify, Reserve: reserve, Progress: progress})
 		cancel()
 		g.done(pending, time.Since(began))
 	}
@@ -203,6 +205,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 		b.pendingDeletes = append(deletes, b.pendingDeletes...)
 		b.life.pendingMeta = append(meta, b.life.pendingMeta...)
 		c.meta.release = append(release, c.meta.release...)
+		c.progressFailedLocked(progress)
 		for _, f := range notify {
 			if c.meta.notify == nil {
 				c.meta.notify = make(map[string]bool)

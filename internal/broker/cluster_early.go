@@ -186,6 +186,9 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 	switch other := b.jobs[r.Seq]; {
 	case r.Seq == j.seq:
 		answer(j.seq, true)
+		if j.x.num != 0 || j.x.den != 0 {
+			c.progressLocked(b, j) // reported before the insert
+		}
 		if !r.Claimed && movable {
 			// Inserted unclaimed (this server's lease was lost): the
 			// server that claims it runs it.

@@ -121,6 +121,10 @@ const (
 	// to wait for.
 	saveShift          = 3
 	saveMask  jobFlags = 3 << saveShift
+
+	// jobProgress: in shared mode, progress of the job was written to the
+	// store (cluster_progress.go).
+	jobProgress jobFlags = 1 << 5
 )
 
 // has reports whether all of flags are set on j.

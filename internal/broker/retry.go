@@ -116,7 +116,7 @@ func (b *Broker) releaseWorkerLocked(j *job) {
 	j.fn.running--
 	b.running--
 	b.checkIdleLocked()
-	x.num, x.den = 0, 0
+	b.resetProgressLocked(j)
 	j.state = stateGone
 	if j.fn.life != nil {
 		b.slotFreedLocked(j.fn)

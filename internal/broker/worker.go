@@ -151,7 +151,7 @@ func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
 	x := j.extra()
 	j.state = stateRunning
 	x.worker = s
-	x.num, x.den = 0, 0
+	b.resetProgressLocked(j)
 	s.running = append(s.running, j)
 	j.fn.running++
 	b.running++
@@ -201,6 +201,9 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 		return ErrJobNotFound
 	}
 	j.x.num, j.x.den = num, den
+	if b.cluster != nil {
+		b.cluster.progressLocked(b, j)
+	}
 	b.forwardLocked(j, Event{Kind: EventStatus, Seq: seq, Numerator: num, Denominator: den})
 	return nil
 }
@@ -283,7 +286,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	j.fn.running--
 	b.running--
 	b.checkIdleLocked()
-	x.num, x.den = 0, 0
+	b.resetProgressLocked(j)
 	j.retries++
 	if j.fn.life != nil {
 		b.slotFreedLocked(j.fn)

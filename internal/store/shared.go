@@ -57,6 +57,15 @@ type Found struct {
 	// Claimed reports that some server holds the job (it is running or
 	// about to run there).
 	Claimed bool
+	// Numerator and Denominator are the last progress the server running
+	// the job wrote (Progress).
+	Numerator, Denominator uint32
+}
+
+// Progress is the last WORK_STATUS of a job a server runs.
+type Progress struct {
+	Seq                    uint64
+	Numerator, Denominator uint32
 }
 
 // CommitParams is one round of the group committer for a shared store,
@@ -81,6 +90,9 @@ type CommitParams struct {
 	// Reserve asks for this many sequence numbers, unique across every
 	// server, for new jobs that the server numbers itself (InsertParams).
 	Reserve int
+	// Progress holds the progress of running jobs (written after Insert,
+	// for jobs still stored).
+	Progress []Progress
 }
 
 // Committed is the outcome of one commit round.

@@ -315,3 +315,39 @@ func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
 	require.Equal(t, distinct, ticks, "three servers fire each tick, one job runs per tick")
 	require.GreaterOrEqual(t, ticks, 3)
 }
+
+func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+
+	r := submit(t, b, b.NewSession("client", newOutbox()), bgJob("encode", "", "film"))
+	require.NoError(t, r.err)
+	handle := fmt.Appendf(nil, "H:b:%d", r.seq)
+	out := newOutbox()
+	w := a.NewSession("w", out)
+	a.CanDo(w, []byte("encode"), 0)
+	got := grab(t, a, w, out)
+	require.Equal(t, r.seq, got.Seq)
+
+	require.NoError(t, a.WorkStatus(w, got.Seq, 3, 10))
+	eventually(t, "b sees the progress a's worker reported", func() bool {
+		st := b.GetStatus(handle)
+		return st.Known && st.Running && st.Numerator == 3 && st.Denominator == 10
+	})
+	require.NoError(t, a.WorkStatus(w, got.Seq, 7, 10))
+	eventually(t, "and its updates", func() bool { return b.GetStatus(handle).Numerator == 7 })
+
+	// The worker goes away: the job is queued again, its progress gone.
+	a.CloseSession(w)
+	eventually(t, "the progress is reset when the job is taken back", func() bool {
+		st := b.GetStatus(handle)
+		return st.Known && st.Numerator == 0 && st.Denominator == 0
+	})
+	w2 := a.NewSession("w2", out)
+	a.CanDo(w2, []byte("encode"), 0)
+	again := grab(t, a, w2, out)
+	require.NoError(t, a.Finish(w2, again.Seq, broker.Complete, nil))
+	eventually(t, "the job is deleted", func() bool { return !b.GetStatus(handle).Known })
+}

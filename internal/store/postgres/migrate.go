@@ -105,6 +105,12 @@ CREATE TABLE gearwork_rates (
 	at       timestamptz NOT NULL
 );
 `},
+	{6, "progress of running jobs", `
+-- The last WORK_STATUS of a job a server runs, for GET_STATUS asked of
+-- another server.
+ALTER TABLE gearwork_jobs ADD COLUMN progress_num bigint NOT NULL DEFAULT 0,
+	ADD COLUMN progress_den bigint NOT NULL DEFAULT 0;
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

@@ -204,7 +204,7 @@ WITH input AS (
 		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM input i JOIN numbered n USING (ord)
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
-	DO UPDATE SET owner = EXCLUDED.owner
+	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0
 		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
 	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
 )
@@ -247,7 +247,7 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 	}
 	out := store.Committed{Inserted: make([]store.Inserted, len(p.Insert.Jobs))}
 	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
-		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 {
+		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 && len(p.Progress) == 0 {
 		return out, nil
 	}
 	id, _ := s.member()
@@ -272,6 +272,12 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 // commit of the round that runs it flushes the sequence's WAL record, so
 // a number is never given out twice, even after a crash.
 const reserveSQL = `SELECT nextval('gearwork_job_seq') FROM generate_series(1, $1::integer)`
+
+// progressSQL writes the progress of running jobs; rows gone meanwhile
+// are skipped.
+const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_den = u.den
+	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(seq, num, den)
+	WHERE g.seq = u.seq`
 
 func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
 	p := cp.Insert
@@ -326,6 +332,15 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			cl = append(cl, claim(sent[base+r]))
 		}
 		b.Queue(insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
+	}
+	if len(cp.Progress) > 0 {
+		seqs := make([]int64, len(cp.Progress))
+		nums := make([]int64, len(cp.Progress))
+		dens := make([]int64, len(cp.Progress))
+		for i, pr := range cp.Progress {
+			seqs[i], nums[i], dens[i] = seqArg(pr.Seq), int64(pr.Numerator), int64(pr.Denominator)
+		}
+		b.Queue(progressSQL, seqs, nums, dens)
 	}
 	if cp.Reserve > 0 {
 		b.Queue(reserveSQL, cp.Reserve)
@@ -405,6 +420,12 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			}
 		}
 		base += len(part)
+	}
+	if len(cp.Progress) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
 	}
 	if cp.Reserve > 0 {
 		rows, err := br.Query()
@@ -576,7 +597,7 @@ WITH want AS (
 		LIMIT want.n
 		FOR UPDATE SKIP LOCKED) j
 )
-UPDATE gearwork_jobs g SET owner = $3
+UPDATE gearwork_jobs g SET owner = $3, progress_num = 0, progress_den = 0
 FROM picked WHERE g.seq = picked.seq
 RETURNING ` + returning
 
@@ -651,7 +672,7 @@ WITH want AS (
 	WHERE k.rn <= k.n AND g.owner IS NULL
 	FOR UPDATE OF g SKIP LOCKED
 ), claimed AS (
-	UPDATE gearwork_jobs g SET owner = $7
+	UPDATE gearwork_jobs g SET owner = $7, progress_num = 0, progress_den = 0
 	FROM picked WHERE g.seq = picked.seq
 	RETURNING ` + returning + `
 ), spent AS (
@@ -858,20 +879,23 @@ func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Fo
 		return f, false, err
 	}
 	var (
-		row     pgx.Row
-		q       int64
-		claimed bool
+		row      pgx.Row
+		q        int64
+		claimed  bool
+		num, den int64
 	)
+	const cols = `SELECT seq, owner IS NOT NULL, CASE WHEN owner IS NULL THEN 0 ELSE progress_num END,
+		CASE WHEN owner IS NULL THEN 0 ELSE progress_den END FROM gearwork_jobs `
 	if unique != "" {
-		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE uniq = $1 AND state IN (0, 1) ORDER BY seq LIMIT 1`, []byte(unique))
+		row = s.pool.QueryRow(ctx, cols+`WHERE uniq = $1 AND state IN (0, 1) ORDER BY seq LIMIT 1`, []byte(unique))
 	} else {
-		row = s.pool.QueryRow(ctx, `SELECT seq, owner IS NOT NULL FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)`, seqArg(seq))
+		row = s.pool.QueryRow(ctx, cols+`WHERE seq = $1 AND state IN (0, 1)`, seqArg(seq))
 	}
-	switch err := row.Scan(&q, &claimed); {
+	switch err := row.Scan(&q, &claimed, &num, &den); {
 	case errors.Is(err, pgx.ErrNoRows):
 		return f, false, nil
 	case err != nil:
 		return f, false, fmt.Errorf("postgres: find job: %w", err)
 	}
-	return store.Found{Seq: uint64(q), Claimed: claimed}, true, nil
+	return store.Found{Seq: uint64(q), Claimed: claimed, Numerator: uint32(num), Denominator: uint32(den)}, true, nil
 }

@@ -1,0 +1,64 @@
+package broker
+
+import "github.com/gearwork/gearwork/internal/store"
+
+// Progress across servers: the last WORK_STATUS of a stored background job
+// is written to its row in the next commit round, so that GET_STATUS asked
+// of another server reports it. Within a round only the last value of a
+// job is written.
+
+// progressLocked queues the progress of j, which a worker here reported.
+func (c *cluster) progressLocked(b *Broker, j *job) {
+	if !j.background || j.seq&localSeqBit != 0 || j.saveState() == saveQueued {
+		// Not stored (yet): settleEarlyLocked writes what it has then.
+		return
+	}
+	c.queueProgressLocked(b, j.seq, j.x.num, j.x.den)
+	j.flags |= jobProgress
+}
+
+func (c *cluster) queueProgressLocked(b *Broker, seq uint64, num, den uint32) {
+	if c.progress == nil {
+		c.progress = make(map[uint64]store.Progress)
+	}
+	c.progress[seq] = store.Progress{Seq: seq, Numerator: num, Denominator: den}
+	if len(c.progress) == 1 {
+		b.kickCommitter()
+	}
+}
+
+// resetProgressLocked forgets j's progress as its worker lets go of it,
+// also in the store when it was written there.
+func (b *Broker) resetProgressLocked(j *job) {
+	j.x.num, j.x.den = 0, 0
+	if j.has(jobProgress) && b.cluster != nil {
+		j.flags &^= jobProgress
+		b.cluster.queueProgressLocked(b, j.seq, 0, 0)
+	}
+}
+
+// takeProgressLocked returns the progress to write in this round.
+func (c *cluster) takeProgressLocked() []store.Progress {
+	if len(c.progress) == 0 {
+		return nil
+	}
+	out := make([]store.Progress, 0, len(c.progress))
+	for _, p := range c.progress {
+		out = append(out, p)
+	}
+	clear(c.progress)
+	return out
+}
+
+// progressFailedLocked puts back what a failed round did not write, unless
+// newer progress of the job was queued meanwhile.
+func (c *cluster) progressFailedLocked(ps []store.Progress) {
+	for _, p := range ps {
+		if _, newer := c.progress[p.Seq]; !newer {
+			if c.progress == nil {
+				c.progress = make(map[uint64]store.Progress)
+			}
+			c.progress[p.Seq] = p
+		}
+	}
+}
