@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -46,6 +48,9 @@ type SharedLifecycle interface {
 	// CancelQueued deletes queued job seq if no live server holds it and
 	// reports whether it did.
 	CancelQueued(ctx context.Context, seq uint64) (bool, error)
+	// Signal tells every server (through Join's meta callback) of key,
+	// without storing anything.
+	Signal(ctx context.Context, key string) error
 }
 
 // clusterCountsMaxAge is how long the admin views reuse the counts read
@@ -267,10 +272,61 @@ func (b *Broker) cancelShared(ctx context.Context, sl SharedLifecycle, seq uint6
 	if err != nil {
 		return fmt.Errorf("broker: cancel job in the store: %w", err)
 	}
-	if found && f.Claimed {
-		return ErrJobHeldElsewhere
+	if !found || !f.Claimed {
+		return ErrJobNotFound
 	}
-	return ErrJobNotFound
+	// Another live server holds it: ask that one to cancel it, and wait
+	// until its commit round has deleted the row.
+	if err := sl.Signal(ctx, cancelKey(seq)); err != nil {
+		return fmt.Errorf("broker: cancel job on the server holding it: %w", err)
+	}
+	wctx, stop := context.WithTimeout(ctx, remoteCancelWait)
+	defer stop()
+	for {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return ErrJobHeldElsewhere
+		case <-time.After(20 * time.Millisecond):
+		}
+		_, found, err := b.cluster.store.Find(wctx, seq, "")
+		if err != nil && wctx.Err() == nil {
+			return fmt.Errorf("broker: cancel job in the store: %w", err)
+		}
+		if err == nil && !found {
+			b.log.Info("broker: cancelled a job another server held", slog.String("handle", b.Handle(seq)))
+			return nil
+		}
+	}
+}
+
+// remoteCancelWait bounds how long a cancel waits for the server holding
+// the job to drop it.
+const remoteCancelWait = 5 * time.Second
+
+// cancelPrefix starts the signal asking the server holding a job to cancel
+// it (cancelKey); it is never stored.
+const cancelPrefix = "cancel/"
+
+func cancelKey(seq uint64) string { return cancelPrefix + strconv.FormatUint(seq, 10) }
+
+// cancelSignalled cancels a job held here that another server was asked
+// to cancel (cancelShared).
+func (b *Broker) cancelSignalled(key string) {
+	seq, err := strconv.ParseUint(strings.TrimPrefix(key, cancelPrefix), 10, 64)
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs[seq]
+	if j == nil || !j.background || j.has(jobCancelled) {
+		return
+	}
+	b.log.Info("broker: cancelling a job at another server's request", slog.String("handle", b.Handle(seq)))
+	b.cancelLocked(j)
 }
 
 // StoredJob returns, in shared mode, a snapshot of job seq when the store

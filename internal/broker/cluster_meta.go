@@ -61,6 +61,10 @@ func (c *cluster) metaCommittedLocked(entries []store.Meta) {
 // key). It runs on the store's listener goroutine.
 func (b *Broker) metaChanged(key string) {
 	c := b.cluster
+	if strings.HasPrefix(key, cancelPrefix) {
+		b.cancelSignalled(key)
+		return
+	}
 	if key != "" && !clusterMetaKey(key) {
 		return
 	}

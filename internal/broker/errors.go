@@ -18,7 +18,9 @@ var (
 	ErrFunctionNotFound = errors.New("function not found")
 	// ErrJobHeldElsewhere is returned by CancelJob in shared mode for a
 	// job that another server of the cluster holds (it is queued or
-	// running there): cancel it on that server.
+	// running there) when that server did not drop it within five seconds
+	// of being asked to (its notification connection may be down): cancel
+	// it on that server.
 	ErrJobHeldElsewhere = errors.New("the job is held by another server")
 	// ErrPolicy is wrapped by the errors of Policy.Set for an unknown key
 	// or a bad value.

@@ -29,7 +29,7 @@ func errText(err error) string {
 	case errors.Is(err, broker.ErrJobNotFound):
 		return textUnknownJob
 	case errors.Is(err, broker.ErrJobHeldElsewhere):
-		return "ERR JOB_HELD_ELSEWHERE The+job+is+held+by+another+server;+cancel+it+there\r\n"
+		return "ERR JOB_HELD_ELSEWHERE The+server+holding+the+job+did+not+drop+it;+cancel+it+there\r\n"
 	default:
 		return "ERR STORE_ERROR " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
 	}

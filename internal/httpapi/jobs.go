@@ -632,7 +632,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 		}
 		if errors.Is(err, broker.ErrJobHeldElsewhere) {
 			return errorf(http.StatusConflict, "job-held-elsewhere",
-				"job %s is held by another server of the cluster; cancel it there", handle)
+				"job %s is held by another server of the cluster, which did not drop it when asked; cancel it there", handle)
 		}
 		return err
 	}

@@ -284,3 +284,15 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 	}
 	return tag.RowsAffected() > 0, nil
 }
+
+// Signal notifies every server listening of key, as a change of a
+// metadata key would, without storing anything.
+func (s *Store) Signal(ctx context.Context, key string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, metaPayload(key)); err != nil {
+		return fmt.Errorf("postgres: signal %q: %w", key, err)
+	}
+	return nil
+}

@@ -359,7 +359,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 	require.Equal(t, got.Queued, stats.Functions[0].Queued, "Stats counts as Status does")
 }
 
-func TestSharedCancelJobNobodyHolds(t *testing.T) {
+func TestSharedCancelJobOnAnyServer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.Schema(t)
@@ -372,12 +372,27 @@ func TestSharedCancelJobNobodyHolds(t *testing.T) {
 	require.Equal(t, 0, countRows(t, url))
 	require.ErrorIs(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", free.seq))), broker.ErrJobNotFound)
 
-	wa := a.NewSession("wa", newOutbox())
+	// a holds a queued job (its worker is busy with another): b asks a to
+	// drop it.
+	out := newOutbox()
+	wa := a.NewSession("wa", out)
 	a.CanDo(wa, []byte("c"), 0)
-	held := submit(t, a, client, bgJob("c", "", "a holds me"))
-	require.NoError(t, held.err)
-	eventually(t, "a holds the job", func() bool { return a.JobCount() == 1 })
-	require.ErrorIs(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", held.seq))), broker.ErrJobHeldElsewhere)
-	require.NoError(t, a.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", held.seq))), "the server holding it cancels it")
-	eventually(t, "the row is deleted", func() bool { return countRows(t, url) == 0 })
+	first := submit(t, a, client, bgJob("c", "", "a runs me"))
+	require.NoError(t, first.err)
+	running := grab(t, a, wa, out)
+	require.Equal(t, first.seq, running.Seq)
+	queued := submit(t, a, client, bgJob("c", "", "a holds me"))
+	require.NoError(t, queued.err)
+	eventually(t, "a holds both jobs", func() bool { return a.JobCount() == 2 })
+	eventually(t, "both are stored", func() bool { return countRows(t, url) == 2 })
+	require.NoError(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", queued.seq))), "the server holding it drops it")
+	require.Equal(t, 1, a.JobCount())
+
+	// And the running one: its worker's result is dropped.
+	require.NoError(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", first.seq))))
+	require.Zero(t, countRows(t, url))
+	_ = a.Finish(wa, running.Seq, broker.Complete, nil)
+	_, ok := a.Grab(wa)
+	require.False(t, ok, "nothing runs again")
+	require.Zero(t, countRows(t, url))
 }
