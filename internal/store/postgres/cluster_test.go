@@ -58,15 +58,7 @@ type submitResult struct {
 
 func submit(t *testing.T, b *broker.Broker, s *broker.Session, p broker.SubmitParams) submitResult {
 	t.Helper()
-	ch := make(chan submitResult, 1)
-	b.Submit(s, p, func(seq uint64, created bool, err error) { ch <- submitResult{seq, created, err} })
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(time.Minute):
-		t.Fatal("submit was never answered")
-		return submitResult{}
-	}
+	return answer(t, submitAsync(b, s, p))
 }
 
 func bgJob(fn, unique, payload string) broker.SubmitParams {

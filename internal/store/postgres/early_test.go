@@ -78,17 +78,24 @@ func grab(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox) broker
 	}
 }
 
-// warmUp runs one job of fn through w, and lets the server measure how
-// fast its workers finish fn's jobs: afterwards a new job of fn that
-// they can run at once is handed to them before it is inserted.
-func warmUp(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, fn string) {
+// warmWorker registers a worker for fns on b and runs one job of each
+// through it, which lets the server measure how fast its workers finish
+// them: afterwards a new job of fns is handed to the worker before it is
+// inserted, and its insert waits for the delay.
+func warmWorker(t *testing.T, b *broker.Broker, fns ...string) (*broker.Session, *outbox) {
 	t.Helper()
+	out := newOutbox()
+	w := b.NewSession("w", out)
 	c := b.NewSession("warm-up", newOutbox())
-	ch := submitAsync(b, c, bgJob(fn, "", "warm-up"))
-	a := grab(t, b, w, out)
-	require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
-	require.NoError(t, answer(t, ch).err)
+	for _, fn := range fns {
+		b.CanDo(w, []byte(fn), 0)
+		ch := submitAsync(b, c, bgJob(fn, "", "warm-up"))
+		a := grab(t, b, w, out)
+		require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+		require.NoError(t, answer(t, ch).err)
+	}
 	time.Sleep(150 * time.Millisecond) // longer than the rate window
+	return w, out
 }
 
 func TestSharedFastJobEndsBeforeItIsInserted(t *testing.T) {
@@ -96,10 +103,7 @@ func TestSharedFastJobEndsBeforeItIsInserted(t *testing.T) {
 	url := pgtest.Schema(t)
 	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: time.Minute})
 	logInserts(t, url)
-	out := newOutbox()
-	w := a.NewSession("w", out)
-	a.CanDo(w, []byte("fast"), 0)
-	warmUp(t, a, w, out, "fast")
+	w, out := warmWorker(t, a, "fast")
 
 	client := a.NewSession("client", newOutbox())
 	ch := submitAsync(a, client, bgJob("fast", "u-1", "payload"))
@@ -128,10 +132,7 @@ func TestSharedJobStillRunningIsInsertedClaimedAfterTheDelay(t *testing.T) {
 	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: 300 * time.Millisecond})
 	b, _ := startShared(t, url, "b", broker.Config{})
 	logInserts(t, url)
-	out := newOutbox()
-	w := a.NewSession("w", out)
-	a.CanDo(w, []byte("slow"), 0)
-	warmUp(t, a, w, out, "slow")
+	w, out := warmWorker(t, a, "slow")
 
 	client := a.NewSession("client", newOutbox())
 	ch := submitAsync(a, client, bgJob("slow", "", "long"))
@@ -168,10 +169,7 @@ func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
 
 	// a has a worker of its own, so a new job there is handed out before
 	// its insert; the insert finds the job c runs.
-	outA := newOutbox()
-	wa := a.NewSession("wa", outA)
-	a.CanDo(wa, []byte("mail"), 0)
-	warmUp(t, a, wa, outA, "mail")
+	wa, _ := warmWorker(t, a, "mail")
 	second := submit(t, a, a.NewSession("ca", newOutbox()), bgJob("mail", "order-9", "second"))
 	require.NoError(t, second.err)
 	require.False(t, second.created, "the same unique coalesces across servers")
@@ -190,10 +188,7 @@ func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
 	// The delay is long enough for c to store its job first.
 	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: 2 * time.Second})
 	c, _ := startShared(t, url, "c", broker.Config{})
-	outA := newOutbox()
-	wa := a.NewSession("wa", outA)
-	a.CanDo(wa, []byte("mail"), 0)
-	warmUp(t, a, wa, outA, "mail")
+	wa, outA := warmWorker(t, a, "mail")
 
 	// a hands its job out before the insert...
 	ch := submitAsync(a, a.NewSession("ca", newOutbox()), bgJob("mail", "order-10", "on a"))
@@ -228,12 +223,7 @@ func TestSharedEarlyJobThatDiesOrKeepsAResultIsStored(t *testing.T) {
 	}}
 	a, _ := startShared(t, url, "a", cfg)
 	b, _ := startShared(t, url, "b", broker.Config{})
-	out := newOutbox()
-	w := a.NewSession("w", out)
-	a.CanDo(w, []byte("flaky"), 0)
-	a.CanDo(w, []byte("kept"), 0)
-	warmUp(t, a, w, out, "kept")
-	warmUp(t, a, w, out, "flaky")
+	w, out := warmWorker(t, a, "kept", "flaky")
 	client := a.NewSession("client", newOutbox())
 
 	dies := submitAsync(a, client, bgJob("flaky", "", "doomed"))
