@@ -548,9 +548,15 @@ func (b *Broker) renewLease(ctx context.Context) {
 		// then (settleEarlyLocked).
 		if j.background && j.saveState() == saveNone && (j.state == stateQueued || j.state == stateScheduled ||
 			j.state == stateRetryWait || j.state == stateBlocked) {
+			// Rows inserted under the new registration while it was
+			// renewed are this server's again: give them back too.
+			c.meta.release = append(c.meta.release, j.seq)
 			b.forgetLocked(j)
 			n++
 		}
+	}
+	if n > 0 {
+		b.kickCommitter()
 	}
 	clear(c.empty)
 	c.kick()

@@ -164,10 +164,13 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 	for _, j := range held {
 		// Handed out before its insert (cluster_early.go): written as it
 		// is now, held here.
+		r := b.record(j)
 		live = append(live, j)
 		early = append(early, true)
-		p.Jobs = append(p.Jobs, b.record(j))
-		p.Claim = append(p.Claim, true)
+		p.Jobs = append(p.Jobs, r)
+		// A dead letter or a retained result is nobody's to run, and must
+		// not claim a live job of its unique.
+		p.Claim = append(p.Claim, r.State == store.StateQueued || r.State == store.StateRetryWait)
 	}
 	reserve := c.reserveLocked()
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])

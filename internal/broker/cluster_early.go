@@ -192,23 +192,28 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		if !r.Claimed && movable {
 			// Inserted unclaimed (this server's lease was lost): the
 			// server that claims it runs it.
+			b.dropWatchersLocked(j.seq)
 			b.forgetLocked(j)
 			return
 		}
 		j.releaseExtra()
 	case movable && other != nil:
 		// Coalesced with a job held here.
+		b.moveWatchersLocked(j.seq, other.seq)
 		b.attachCoalescedLocked(j, other, waiters)
 	case movable && r.Claimed:
 		// Coalesced with a job nobody held, which this insert claimed:
 		// this job becomes that one.
+		from := j.seq
 		delete(b.jobs, j.seq)
 		j.seq = r.Seq
 		b.jobs[j.seq] = j
+		b.moveWatchersLocked(from, j.seq)
 		answer(j.seq, false)
 	case movable:
 		// Coalesced with a job another server holds, or will claim.
 		answer(r.Seq, r.Created)
+		b.dropWatchersLocked(j.seq)
 		b.forgetLocked(j)
 	default:
 		// Coalesced, but a worker here has it already (or a foreground

@@ -140,11 +140,20 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	watched := false
+	p.watch = func(j *job, created bool) {
+		watched = true
+		if !s.closed {
+			b.watchLocked(s, j)
+		}
+		watching(j.seq, created)
+	}
 	if b.cluster != nil {
-		// In shared mode the insert gives a new job its handle, and the
-		// job is handed out only after done: watch it then.
+		// In shared mode a job that waits for its insert gets its handle
+		// from it, and is handed out only after done: watch it then. (A
+		// job handed out before its insert is watched from the submit.)
 		b.submitLocked(s, p, func(seq uint64, created bool, err error) {
-			if err == nil && !s.closed {
+			if err == nil && !watched && !s.closed {
 				if j := b.jobs[seq]; j != nil && j.state != stateGone {
 					b.watchLocked(s, j)
 					watching(seq, created)
@@ -154,13 +163,28 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 		})
 		return
 	}
-	p.watch = func(j *job, created bool) {
-		if !s.closed {
-			b.watchLocked(s, j)
-		}
-		watching(j.seq, created)
-	}
 	b.submitLocked(s, p, done)
+}
+
+// moveWatchersLocked hands the watchers of job from to job to (a job
+// handed out before its insert that became, or joined, another).
+func (b *Broker) moveWatchersLocked(from, to uint64) {
+	for _, w := range b.watchers[from] {
+		delete(w.watching, from)
+		if t := b.jobs[to]; t != nil {
+			b.watchLocked(w, t)
+		}
+	}
+	delete(b.watchers, from)
+}
+
+// dropWatchersLocked ends the watches of job seq without an event: the job
+// goes on elsewhere.
+func (b *Broker) dropWatchersLocked(seq uint64) {
+	for _, w := range b.watchers[seq] {
+		delete(w.watching, seq)
+	}
+	delete(b.watchers, seq)
 }
 
 func (b *Broker) watchLocked(s *Session, j *job) {

@@ -76,7 +76,9 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if len(p.Unique) > 0 {
 		key = uniqueKey(p.Unique, p.Payload)
 		if j := f.uniques[key]; j != nil {
-			if p.watch != nil {
+			if p.watch != nil && j.state != statePending {
+				// (A job waiting for its insert has no handle yet: it is
+				// watched once it has, see SubmitWatched.)
 				p.watch(j, false)
 			}
 			b.attachLocked(s, j, p.Background, done)

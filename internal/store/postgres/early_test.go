@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -282,4 +283,96 @@ func TestCommitReservesNumbersForJobsTheServerNumbers(t *testing.T) {
 	var handle string
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT convert_from(handle, 'UTF8') FROM gearwork_jobs WHERE seq = %d`, ra.Reserved[2]), &handle)
 	require.Equal(t, fmt.Sprintf("H:a:%d", ra.Reserved[2]), handle)
+}
+
+// lockJobs holds a lock that makes every write to gearwork_jobs wait until
+// the returned func is called.
+func lockJobs(t *testing.T, url string) func() {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `LOCK TABLE gearwork_jobs IN SHARE ROW EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	return func() { _ = tx.Rollback(ctx); _ = conn.Close(ctx) }
+}
+
+func TestSharedDeadLetterAndNewJobOfOneUniqueInOneRound(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	cfg := broker.Config{EarlyInsertDelay: 300 * time.Millisecond, Policies: map[string]broker.Policy{
+		"flaky": {MaxAttempts: 1},
+	}}
+	a, _ := startShared(t, url, "a", cfg)
+	w, out := warmWorker(t, a, "flaky")
+	client := a.NewSession("client", newOutbox())
+
+	// The committer is busy with a write that waits for the lock, so that
+	// the next round carries both jobs below.
+	unlock := lockJobs(t, url)
+	blocked := submitAsync(a, client, bgJob("nobody", "", "x"))
+	time.Sleep(50 * time.Millisecond)
+	dies := submitAsync(a, client, bgJob("flaky", "u", "first"))
+	got := grab(t, a, w, out)
+	require.Equal(t, "first", string(got.Payload))
+	require.NoError(t, a.Finish(w, got.Seq, broker.Exception, []byte("broke")))
+	next := submitAsync(a, client, bgJob("flaky", "u", "second"))
+	time.Sleep(500 * time.Millisecond) // both due for their insert
+	unlock()
+	require.NoError(t, answer(t, blocked).err)
+	r1, r2 := answer(t, dies), answer(t, next)
+	require.NoError(t, r1.err)
+	require.NoError(t, r2.err)
+	require.True(t, r2.created, "a dead letter does not coalesce with a new job")
+	require.NotEqual(t, r1.seq, r2.seq)
+	require.Equal(t, 1, rowsIn(t, url, 2), "the dead letter is stored")
+	second := grab(t, a, w, out)
+	require.Equal(t, "second", string(second.Payload), "the new job runs")
+	require.Equal(t, r2.seq, second.Seq)
+}
+
+func TestSharedWatchedJobThatEndsBeforeItsInsert(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: time.Minute})
+	w, out := warmWorker(t, a, "fast")
+	hubOut := newOutbox()
+	hub := a.NewSession("hub", hubOut)
+	ch := make(chan submitResult, 1)
+	var watched uint64
+	a.SubmitWatched(hub, bgJob("fast", "", "p"), func(seq uint64, created bool) { watched = seq },
+		func(seq uint64, created bool, err error) { ch <- submitResult{seq, created, err} })
+	got := grab(t, a, w, out)
+	require.NoError(t, a.WorkStatus(w, got.Seq, 1, 2))
+	require.NoError(t, a.Finish(w, got.Seq, broker.Complete, []byte("result")))
+	r := answer(t, ch)
+	require.NoError(t, r.err)
+	require.Equal(t, got.Seq, watched, "watched from the submit, under its final handle")
+	require.Equal(t, 1, hubOut.count(broker.EventStatus), "progress reported before the insert reaches the watcher")
+	require.Equal(t, 1, hubOut.count(broker.EventComplete))
+	require.Zero(t, hubOut.count(broker.EventFail), "the job completed")
+}
+
+func TestSharedSubmitCoalescingWithAScheduledJobDoesNotRunItEarly(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: -1})
+	b, _ := startShared(t, url, "b", broker.Config{})
+	later := bgJob("report", "monthly", "scheduled")
+	later.RunAt = time.Now().Add(time.Hour).Unix()
+	first := submit(t, b, b.NewSession("cb", newOutbox()), later)
+	require.NoError(t, first.err)
+
+	w, _ := warmWorker(t, a, "report")
+	again := submit(t, a, a.NewSession("ca", newOutbox()), bgJob("report", "monthly", "now"))
+	require.NoError(t, again.err)
+	require.False(t, again.created)
+	require.Equal(t, first.seq, again.seq, "the submit joins the scheduled job")
+	_, ok := a.Grab(w)
+	require.False(t, ok, "and nothing runs before its time")
+	var owned bool
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner IS NOT NULL FROM gearwork_jobs WHERE seq = %d`, first.seq), &owned)
+	require.False(t, owned, "the scheduled job stays unclaimed until it is due")
 }

@@ -206,6 +206,8 @@ WITH input AS (
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
 	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0
 		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
+			AND g.run_at <= extract(epoch FROM now())::bigint
+			AND g.not_before <= (extract(epoch FROM now()) * 1e9)::bigint
 	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
 )
 SELECT n.ord, ins.seq, ins.function, ins.uniq, ins.created, ins.owner FROM ins LEFT JOIN numbered n ON n.seq = ins.seq`
@@ -294,7 +296,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	now := time.Now().Unix()
 	for i, j := range p.Jobs {
 		dupOf[i] = -1
-		if j.Unique != "" {
+		if j.Unique != "" && j.State != store.StateDead { // dead letters are outside the unique index
 			k := uniqKey{j.Function, j.Unique}
 			if f, ok := first[k]; ok {
 				dupOf[i] = f
