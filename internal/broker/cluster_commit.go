@@ -95,11 +95,25 @@ func (b *Broker) awaitStore(ctx context.Context, backoff *time.Duration) {
 	}
 }
 
+// storeLostProbe bounds the probe of storeLost.
+const storeLostProbe = time.Second
+
 // storeLost is called when the shared store has reason to think the
-// database is gone: background submits are refused from now on (rather
-// than after a write fails) until the committer finds it answers again.
+// database is gone: when it does not answer a probe either, background
+// submits are refused from now on (rather than after a write fails) until
+// the committer finds it answers again.
 func (b *Broker) storeLost(err error) {
 	c := b.cluster
+	// A connection can break alone (a proxy's idle timeout, a restarted
+	// backend): refuse only when the store does not answer either.
+	ctx, cancel := context.WithTimeout(context.Background(), storeLostProbe)
+	perr := c.store.Ping(ctx)
+	cancel()
+	if perr == nil {
+		b.log.Warn("broker: a connection to the store broke, but the store answers",
+			slog.String("error", err.Error()))
+		return
+	}
 	b.mu.Lock()
 	if !c.failing && !b.stopped {
 		c.failing = true

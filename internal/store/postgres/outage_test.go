@@ -165,3 +165,27 @@ func TestSharedServerWithFastWorkersStopsAcknowledgingWhileTheDatabaseIsAway(t *
 		return submit(t, a, client, bgJob("f", "", "after")).err == nil
 	})
 }
+
+func TestSharedServerKeepsAcceptingWhenOnlyItsNotificationConnectionBreaks(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	client := a.NewSession("client", newOutbox())
+	require.NoError(t, submit(t, a, client, bgJob("f", "", "before")).err)
+
+	var schema string
+	pgtest.QueryRow(t, url, `SELECT current_schema()`, &schema)
+	listening := func() int {
+		var n int
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN "gearwork.%s"'`, schema), &n)
+		return n
+	}
+	eventually(t, "the server listens", func() bool { return listening() == 1 })
+	pgtest.Exec(t, url, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN "gearwork.%s"'`, schema))
+	// The database is fine: every submit meanwhile is accepted, while the
+	// server notices the break and listens again.
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); {
+		require.NoError(t, submit(t, a, client, bgJob("f", "", "during")).err)
+	}
+	eventually(t, "the server listens again", func() bool { return listening() == 1 })
+}
