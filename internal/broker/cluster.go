@@ -111,8 +111,10 @@ type cluster struct {
 	// seen without workers.
 	idleSince map[*function]time.Time
 	// failing (mu) is set while store writes fail; it is cleared when the
-	// store answers again.
-	failing bool
+	// store answers again. answeredAt (mu) is when the store last
+	// answered a write or a probe of the committer.
+	failing    bool
+	answeredAt time.Time
 
 	// life is the store's lifecycle capability, or nil
 	// (cluster_lifecycle.go).
@@ -483,6 +485,7 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 // touching the store (another server holds it, or will). It does not
 // count as dropped.
 func (b *Broker) forgetLocked(j *job) {
+	b.dropWatchersLocked(j.seq) // it goes on elsewhere: no final event here
 	j.flags |= jobFinished
 	b.settleEndedLocked(j)
 	b.unlinkLocked(j)
@@ -541,26 +544,31 @@ func (b *Broker) renewLease(ctx context.Context) {
 		return
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	var release []uint64
 	n := 0
 	for _, j := range b.jobs {
 		// A job still being inserted is inserted unclaimed, and dropped
 		// then (settleEarlyLocked).
 		if j.background && j.saveState() == saveNone && (j.state == stateQueued || j.state == stateScheduled ||
 			j.state == stateRetryWait || j.state == stateBlocked) {
-			// Rows inserted under the new registration while it was
-			// renewed are this server's again: give them back too.
-			c.meta.release = append(c.meta.release, j.seq)
+			release = append(release, j.seq)
 			b.forgetLocked(j)
 			n++
 		}
 	}
-	if n > 0 {
-		b.kickCommitter()
-	}
 	clear(c.empty)
-	c.kick()
+	b.mu.Unlock()
 	b.log.Warn("broker: lease lost; dropped the queued jobs held here", slog.Int("jobs", n))
+	// Rows inserted under the new registration while it was renewed are
+	// this server's again: give them back, before this (the claim loop's)
+	// goroutine claims anything under the new registration.
+	if len(release) > 0 {
+		if err := c.store.Release(ctx, release); err != nil && ctx.Err() == nil {
+			b.log.Warn("broker: releasing the jobs dropped after the lease was lost failed",
+				slog.Int("jobs", len(release)), slog.String("error", err.Error()))
+		}
+	}
+	c.kick()
 }
 
 // clusterStatus answers a status request for a job this server does not

@@ -86,6 +86,7 @@ func (b *Broker) awaitStore(ctx context.Context, backoff *time.Duration) {
 		if perr == nil {
 			b.mu.Lock()
 			c.failing = false
+			c.answeredAt = time.Now()
 			b.storeErr = nil
 			b.mu.Unlock()
 			b.log.Info("broker: the store answers again; accepting background submits")
@@ -106,6 +107,7 @@ func (b *Broker) storeLost(err error) {
 	c := b.cluster
 	// A connection can break alone (a proxy's idle timeout, a restarted
 	// backend): refuse only when the store does not answer either.
+	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), storeLostProbe)
 	perr := c.store.Ping(ctx)
 	cancel()
@@ -115,7 +117,8 @@ func (b *Broker) storeLost(err error) {
 		return
 	}
 	b.mu.Lock()
-	if !c.failing && !b.stopped {
+	// A write or probe that succeeded while this probe ran says more.
+	if !c.failing && !b.stopped && !c.answeredAt.After(began) {
 		c.failing = true
 		b.storeErr = fmt.Errorf("lost the connection to the store: %w", err)
 		b.log.Error("broker: lost the connection to the store; refusing background submits until it answers",
@@ -232,6 +235,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 	} else {
 		c.metaCommittedLocked(meta)
 		c.reservedLocked(res.Reserved)
+		c.answeredAt = time.Now()
 	}
 	ierr := err
 	if err != nil && !c.failing {

@@ -192,7 +192,6 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		if !r.Claimed && movable {
 			// Inserted unclaimed (this server's lease was lost): the
 			// server that claims it runs it.
-			b.dropWatchersLocked(j.seq)
 			b.forgetLocked(j)
 			return
 		}
@@ -202,18 +201,16 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		b.moveWatchersLocked(j.seq, other.seq)
 		b.attachCoalescedLocked(j, other, waiters)
 	case movable && r.Claimed:
-		// Coalesced with a job nobody held, which this insert claimed:
-		// this job becomes that one.
-		from := j.seq
-		delete(b.jobs, j.seq)
-		j.seq = r.Seq
-		b.jobs[j.seq] = j
-		b.moveWatchersLocked(from, j.seq)
-		answer(j.seq, false)
+		// Coalesced with a job nobody held, which this insert claimed.
+		// That job, with its own payload and state, is claimed again the
+		// usual way: it goes back to the store, and this copy goes.
+		c.meta.release = append(c.meta.release, r.Seq)
+		c.notifyLocked(b, j.fn)
+		answer(r.Seq, false)
+		b.forgetLocked(j)
 	case movable:
 		// Coalesced with a job another server holds, or will claim.
 		answer(r.Seq, r.Created)
-		b.dropWatchersLocked(j.seq)
 		b.forgetLocked(j)
 	default:
 		// Coalesced, but a worker here has it already (or a foreground

@@ -291,13 +291,21 @@ func (b *Broker) cancelShared(ctx context.Context, sl SharedLifecycle, seq uint6
 			return ErrJobHeldElsewhere
 		case <-time.After(20 * time.Millisecond):
 		}
-		_, found, err := b.cluster.store.Find(wctx, seq, "")
+		f, found, err := b.cluster.store.Find(wctx, seq, "")
 		if err != nil && wctx.Err() == nil {
 			return fmt.Errorf("broker: cancel job in the store: %w", err)
 		}
 		if err == nil && !found {
 			b.log.Info("broker: cancelled a job another server held", slog.String("handle", b.Handle(seq)))
 			return nil
+		}
+		if err == nil && !f.Claimed {
+			// Given back meanwhile (its server stopped or lost its
+			// lease): nobody holds it, so it is deleted here.
+			if ok, err := sl.CancelQueued(wctx, seq); err == nil && ok {
+				b.log.Info("broker: cancelled a job nobody held", slog.String("handle", b.Handle(seq)))
+				return nil
+			}
 		}
 	}
 }

@@ -140,9 +140,9 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	watched := false
+	watched, seen := false, uint64(0)
 	p.watch = func(j *job, created bool) {
-		watched = true
+		watched, seen = true, j.seq
 		if !s.closed {
 			b.watchLocked(s, j)
 		}
@@ -150,10 +150,12 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 	}
 	if b.cluster != nil {
 		// In shared mode a job that waits for its insert gets its handle
-		// from it, and is handed out only after done: watch it then. (A
-		// job handed out before its insert is watched from the submit.)
+		// from it, and is handed out only after done: watch it then. A job
+		// handed out before its insert is watched from the submit, and
+		// watched again when its insert made it another job (it coalesced
+		// with one: settleEarlyLocked moved the watch).
 		b.submitLocked(s, p, func(seq uint64, created bool, err error) {
-			if err == nil && !watched && !s.closed {
+			if err == nil && (!watched || seen != seq) && !s.closed {
 				if j := b.jobs[seq]; j != nil && j.state != stateGone {
 					b.watchLocked(s, j)
 					watching(seq, created)

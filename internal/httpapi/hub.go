@@ -162,6 +162,15 @@ func (h *hub) startLocked(seq uint64, snap broker.JobSnapshot, force bool) *feed
 	return f
 }
 
+// forget drops a feed that no job will finish.
+func (h *hub) forget(f *feed) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.feeds[f.seq] == f {
+		h.forgetLocked(f)
+	}
+}
+
 func (h *hub) forgetLocked(f *feed) {
 	if f.elem != nil {
 		h.finished.Remove(f.elem)

@@ -282,6 +282,10 @@ func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan 
 				Priority: o.priority, Background: true, RunAt: o.runAt})
 		}
 		s.b.SubmitWatched(s.hub.sess, p, func(seq uint64, created bool) {
+			if f != nil && f.seq != seq {
+				// The job became another (shared mode): follow that one.
+				s.hub.forget(f)
+			}
 			f = track(seq, created)
 		}, func(seq uint64, created bool, err error) {
 			out := submitted{seq: seq, created: created, err: err}

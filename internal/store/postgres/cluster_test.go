@@ -343,3 +343,62 @@ func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
 	require.NoError(t, a.Finish(w2, again.Seq, broker.Complete, nil))
 	eventually(t, "the job is deleted", func() bool { return !b.GetStatus(handle).Known })
 }
+
+func TestSharedLeaseLossNeverLeavesAJobWithTwoServers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 400*time.Millisecond)
+	a.CanDo(a.NewSession("wa", newOutbox()), []byte("f"), 0)
+	client := a.NewSession("client", newOutbox())
+	const n = 20
+	for i := range n {
+		require.NoError(t, submit(t, a, client, bgJob("f", "", fmt.Sprint(i))).err)
+	}
+	eventually(t, "a holds every job", func() bool { return a.JobCount() == n })
+	b, _ := openShared(t, url, "b", 0)
+	b.CanDo(b.NewSession("wb", newOutbox()), []byte("f"), 0)
+
+	// a's registration goes (as when its lease expired): a learns it at
+	// its next renewal, drops its jobs and registers again, while b and a
+	// itself claim them.
+	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
+	for range 40 {
+		time.Sleep(50 * time.Millisecond)
+		require.LessOrEqual(t, a.JobCount()+b.JobCount(), n, "a job held by both servers")
+	}
+	var owned int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL`, &owned)
+	require.Equal(t, a.JobCount()+b.JobCount(), owned, "every row is held by the server that has it")
+}
+
+func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 400*time.Millisecond)
+	b, _ := openShared(t, url, "b", 0)
+	r := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "", "x"))
+	require.NoError(t, r.err)
+	outA := newOutbox()
+	wa := a.NewSession("wa", outA)
+	a.CanDo(wa, []byte("f"), 0)
+	onA := grab(t, a, wa, outA)
+	require.Equal(t, r.seq, onA.Seq)
+
+	// a loses its lease; b runs the job again.
+	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
+	outB := newOutbox()
+	wb := b.NewSession("wb", outB)
+	b.CanDo(wb, []byte("f"), 0)
+	onB := grab(t, b, wb, outB)
+	require.Equal(t, r.seq, onB.Seq)
+	require.NoError(t, b.WorkStatus(wb, onB.Seq, 1, 10))
+	progress := func() int {
+		var num int
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT progress_num FROM gearwork_jobs WHERE seq = %d`, r.seq), &num)
+		return num
+	}
+	eventually(t, "b's progress is stored", func() bool { return progress() == 1 })
+	require.NoError(t, a.WorkStatus(wa, onA.Seq, 9, 10)) // a's stale run
+	time.Sleep(300 * time.Millisecond)                   // a few of a's commit rounds
+	require.Equal(t, 1, progress(), "the row shows the progress of the server holding it")
+}

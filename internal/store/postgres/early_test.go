@@ -376,3 +376,36 @@ func TestSharedSubmitCoalescingWithAScheduledJobDoesNotRunItEarly(t *testing.T) 
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner IS NOT NULL FROM gearwork_jobs WHERE seq = %d`, first.seq), &owned)
 	require.False(t, owned, "the scheduled job stays unclaimed until it is due")
 }
+
+func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	b, _ := openShared(t, url, "b", 0)
+	out := newOutbox()
+	wa := a.NewSession("wa", out)
+	a.CanDo(wa, []byte("f"), 0)
+	client := a.NewSession("client", newOutbox())
+	// a holds enough queued jobs not to claim more, but fewer than it
+	// wants: a new job there is handed out before its insert.
+	for i := range 20 {
+		require.NoError(t, submit(t, a, client, bgJob("f", "", fmt.Sprint(i))).err)
+	}
+	eventually(t, "a holds them", func() bool { return a.JobCount() == 20 })
+	first := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "u", "from b"))
+	require.NoError(t, first.err)
+
+	hubOut := newOutbox()
+	ch := make(chan submitResult, 1)
+	a.SubmitWatched(a.NewSession("hub", hubOut), bgJob("f", "u", "from a"), func(uint64, bool) {},
+		func(seq uint64, created bool, err error) { ch <- submitResult{seq, created, err} })
+	r := answer(t, ch)
+	require.NoError(t, r.err)
+	require.False(t, r.created, "the unique coalesces with b's job")
+	require.Equal(t, first.seq, r.seq)
+	got := drain(t, a, wa, out, 21)
+	require.Contains(t, got, "from b", "b's job runs, with the first submit's payload")
+	require.NotContains(t, got, "from a", "and nothing else for the unique")
+	require.Zero(t, hubOut.count(broker.EventFail), "the watcher is not told of a failure")
+	eventually(t, "every job is deleted", func() bool { return countRows(t, url) == 0 })
+}

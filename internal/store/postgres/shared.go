@@ -275,11 +275,11 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 // a number is never given out twice, even after a crash.
 const reserveSQL = `SELECT nextval('gearwork_job_seq') FROM generate_series(1, $1::integer)`
 
-// progressSQL writes the progress of running jobs; rows gone meanwhile
-// are skipped.
+// progressSQL writes the progress of running jobs this server ($4) holds;
+// rows gone or held by another server meanwhile are skipped.
 const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_den = u.den
 	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(seq, num, den)
-	WHERE g.seq = u.seq`
+	WHERE g.seq = u.seq AND g.owner = $4`
 
 func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
 	p := cp.Insert
@@ -335,14 +335,14 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 		b.Queue(insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
 	}
-	if len(cp.Progress) > 0 {
+	if len(cp.Progress) > 0 && id != 0 {
 		seqs := make([]int64, len(cp.Progress))
 		nums := make([]int64, len(cp.Progress))
 		dens := make([]int64, len(cp.Progress))
 		for i, pr := range cp.Progress {
 			seqs[i], nums[i], dens[i] = seqArg(pr.Seq), int64(pr.Numerator), int64(pr.Denominator)
 		}
-		b.Queue(progressSQL, seqs, nums, dens)
+		b.Queue(progressSQL, seqs, nums, dens, id)
 	}
 	if cp.Reserve > 0 {
 		b.Queue(reserveSQL, cp.Reserve)
@@ -423,7 +423,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 		base += len(part)
 	}
-	if len(cp.Progress) > 0 {
+	if len(cp.Progress) > 0 && id != 0 {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
 			return err
