@@ -76,9 +76,7 @@ func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 
 	// b's worker registers but does not grab: b claims the jobs and holds
 	// them queued.
-	out := newOutbox()
-	w := b.NewSession("wb", out)
-	b.CanDo(w, []byte("f"), 0)
+	w, out := newWorker(b, "wb", "f")
 	client := c.NewSession("client", newOutbox())
 	const n = 5
 	for i := range n {
@@ -274,9 +272,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	require.Equal(t, 1, held, "a holds only the job it runs")
 
 	b, _ := openSharedPolicy(t, url, "b", ttl, pol)
-	outB := newOutbox()
-	wb := b.NewSession("wb", outB)
-	b.CanDo(wb, []byte("f"), 0)
+	wb, outB := newWorker(b, "wb", "f")
 
 	// a dies: no renewal, no release.
 	require.NoError(t, stA.Close())

@@ -85,11 +85,9 @@ func grab(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox) broker
 // inserted, and its insert waits for the delay.
 func warmWorker(t *testing.T, b *broker.Broker, fns ...string) (*broker.Session, *outbox) {
 	t.Helper()
-	out := newOutbox()
-	w := b.NewSession("w", out)
+	w, out := newWorker(b, "w", fns...)
 	c := b.NewSession("warm-up", newOutbox())
 	for _, fn := range fns {
-		b.CanDo(w, []byte(fn), 0)
 		ch := submitAsync(b, c, bgJob(fn, "", "warm-up"))
 		a := grab(t, b, w, out)
 		require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
@@ -160,9 +158,7 @@ func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
 	c, _ := startShared(t, url, "c", broker.Config{})
 
 	// c runs the job with unique "order-9".
-	outC := newOutbox()
-	wc := c.NewSession("wc", outC)
-	c.CanDo(wc, []byte("mail"), 0)
+	wc, outC := newWorker(c, "wc", "mail")
 	first := submit(t, c, c.NewSession("cc", newOutbox()), bgJob("mail", "order-9", "first"))
 	require.NoError(t, first.err)
 	running := grab(t, c, wc, outC)
@@ -196,9 +192,7 @@ func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
 	copyOnA := grab(t, a, wa, outA)
 	require.Equal(t, "on a", string(copyOnA.Payload))
 	// ...while c stores and runs a job with the same unique.
-	outC := newOutbox()
-	wc := c.NewSession("wc", outC)
-	c.CanDo(wc, []byte("mail"), 0)
+	wc, outC := newWorker(c, "wc", "mail")
 	onC := submit(t, c, c.NewSession("cc", newOutbox()), bgJob("mail", "order-10", "on c"))
 	require.NoError(t, onC.err)
 	require.True(t, onC.created)
@@ -382,9 +376,7 @@ func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
 	url := pgtest.Schema(t)
 	a, _ := openShared(t, url, "a", 0)
 	b, _ := openShared(t, url, "b", 0)
-	out := newOutbox()
-	wa := a.NewSession("wa", out)
-	a.CanDo(wa, []byte("f"), 0)
+	wa, out := newWorker(a, "wa", "f")
 	client := a.NewSession("client", newOutbox())
 	// a holds enough queued jobs not to claim more, but fewer than it
 	// wants: a new job there is handed out before its insert.

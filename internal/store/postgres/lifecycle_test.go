@@ -89,9 +89,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	for i := range 2 {
 		require.NoError(t, submit(t, a, client, bgJob("bounded", "", fmt.Sprint("b", i))).err)
 	}
-	out := newOutbox()
-	wa := a.NewSession("wa", out)
-	a.CanDo(wa, []byte("f"), 0)
+	wa, out := newWorker(a, "wa", "f")
 	a.CanDo(wa, []byte("bounded"), 0)
 	died := failAll(t, a, wa, out, 5)
 
@@ -161,9 +159,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 		"a retried job is no dead letter any more")
 	require.Len(t, deadOn(t, b, "f"), 2)
 
-	outB := newOutbox()
-	wb := b.NewSession("wb", outB)
-	b.CanDo(wb, []byte("f"), 0)
+	wb, outB := newWorker(b, "wb", "f")
 	got := drain(t, b, wb, outB, 2)
 	require.ElementsMatch(t, []string{string(withUnique.Payload), "live"}, got,
 		"the retried job runs on b, whose worker claims it")
@@ -190,9 +186,7 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	// a dies without a word after the job died there: its store is
 	// closed, so it neither leaves nor renews.
 	a, stA := startShared(t, url, "a", cfg)
-	out := newOutbox()
-	wa := a.NewSession("wa", out)
-	a.CanDo(wa, []byte("f"), 0)
+	wa, out := newWorker(a, "wa", "f")
 	require.NoError(t, submit(t, a, wa, bgJob("f", "", "once more")).err)
 	seq := failAll(t, a, wa, out, 1)[0].Seq
 	eventually(t, "the dead letter is stored", func() bool { return rowsIn(t, url, 2) == 1 })
@@ -206,9 +200,7 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	n, err := b.RetryDeadLetters(ctx, "f")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	outB := newOutbox()
-	wb := b.NewSession("wb", outB)
-	b.CanDo(wb, []byte("f"), 0)
+	wb, outB := newWorker(b, "wb", "f")
 	require.Equal(t, []string{"once more"}, drain(t, b, wb, outB, 1))
 	eventually(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
 }
@@ -240,9 +232,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	b, _ := startShared(t, url, "b", broker.Config{Policies: policies, Clock: clock})
 
-	out := newOutbox()
-	wa := a.NewSession("wa", out)
-	a.CanDo(wa, []byte("report"), 0)
+	wa, _ := newWorker(a, "wa", "report")
 	first := submit(t, a, wa, bgJob("report", "rep-1", "x"))
 	require.NoError(t, first.err)
 	second := submit(t, a, wa, bgJob("report", "rep-2", "y"))
@@ -334,9 +324,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 		"runnable jobs by priority; the scheduled one only in the total")
 
 	// Jobs b holds count from its memory, those nobody holds from the store.
-	out := newOutbox()
-	w := b.NewSession("w", out)
-	b.CanDo(w, []byte("count"), 0)
+	w, _ := newWorker(b, "w", "count")
 	eventually(t, "b's worker gets a job", func() bool {
 		_, ok := b.Grab(w)
 		if !ok {
@@ -374,9 +362,7 @@ func TestSharedCancelJobOnAnyServer(t *testing.T) {
 
 	// a holds a queued job (its worker is busy with another): b asks a to
 	// drop it.
-	out := newOutbox()
-	wa := a.NewSession("wa", out)
-	a.CanDo(wa, []byte("c"), 0)
+	wa, out := newWorker(a, "wa", "c")
 	first := submit(t, a, client, bgJob("c", "", "a runs me"))
 	require.NoError(t, first.err)
 	running := grab(t, a, wa, out)

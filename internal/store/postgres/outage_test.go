@@ -120,9 +120,7 @@ func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.
 		return after.err == nil
 	})
 
-	out := newOutbox()
-	w := a.NewSession("w", out)
-	a.CanDo(w, []byte("f"), 0)
+	w, out := newWorker(a, "w", "f")
 	got := drain(t, a, w, out, 3)
 	require.ElementsMatch(t, []string{"before", "fg", "after"}, got,
 		"every acknowledged job runs; refused ones do not")
