@@ -42,7 +42,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.store.sync, "sync", "always", syncHelp)
 	fs.StringVar(&cfg.store.memoryBudget, "memory-budget", "", budgetHelp)
 	fs.StringVar(&cfg.memoryLimit, "memory-limit", "", memoryLimitHelp)
-	fs.DurationVar(&cfg.insertDelay, "insert-delay", 20*time.Millisecond, "PostgreSQL store: how long a new background job that this server's workers run may wait for its insert; one that ends sooner is never written, and its submitter is answered when it ends (0: insert at once)")
+	fs.DurationVar(&cfg.insertDelay, "insert-delay", 20*time.Millisecond, "PostgreSQL store: how long a new short background job that this server's workers run waits for its insert (up to 5 times as long while it is expected to queue longer); one that ends sooner is never written, and its submitter is answered when it ends (0: insert at once)")
 	fs.IntVar(&cfg.maxPacket, "max-packet", 64<<20, "largest packet body in `bytes`; a larger packet gets an ERROR and the connection is closed")
 	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")

@@ -86,10 +86,11 @@ type Config struct {
 	// CommitBatch is the most jobs written in one store batch. Default 4096.
 	CommitBatch int
 	// EarlyInsertDelay is, in shared mode, how long a new background job
-	// that this server's workers are expected to finish sooner may wait
-	// for its insert: one that ends before is never inserted, and its
-	// submitter is answered when it ends (cluster_early.go). Default 20ms;
-	// negative for none.
+	// of a function that this server's workers finish fast waits for its
+	// insert (up to five times as long while it is expected to queue
+	// longer): one that ends before is never inserted, and its submitter
+	// is answered when it ends (cluster_early.go). Default 20ms; negative
+	// for none.
 	EarlyInsertDelay time.Duration
 	// DefaultPolicy applies to every function without an entry in
 	// Policies. The zero value keeps gearmand's behaviour (see Policy).

@@ -13,10 +13,15 @@ import (
 // claim target of the function's jobs) is numbered at submit from
 // sequence numbers the store reserved for this server, and queued here at
 // once, as with a local store (commit.go): only its submitters' answers
-// wait for the insert, which writes it already claimed by this server. A
-// job that ends before the committer takes it is never inserted, and its
-// submitters are told at once. Every other new job waits for the insert
-// (statePending), which numbers it and decides which server runs it.
+// wait for the insert, which writes it already claimed by this server. The
+// committer takes such a job in its next round, or, for a function whose
+// jobs the workers here have lately run in well under
+// Config.EarlyInsertDelay, once it has waited that long or as long as it
+// is expected to queue and run here (holdLocked): a row costs the database
+// an insert and a delete, and a job that ends before the committer takes
+// it is never inserted; its submitters are told when it ends. Every other
+// new job waits for the insert (statePending), which numbers it and
+// decides which server runs it.
 //
 // Uniques still coalesce in the store: when the insert finds a live job
 // with the same function and unique, the submitters are given that job's
@@ -26,10 +31,11 @@ import (
 // servers within one commit round may both run. A cron tick's job is
 // never handed out early: each tick runs once across the cluster.
 
-// earlyJob is a job handed out before its insert, and when.
+// earlyJob is a job handed out before its insert, and when its insert is
+// due.
 type earlyJob struct {
-	j  *job
-	at time.Time
+	j   *job
+	due time.Time
 }
 
 // holdEarlyLocked numbers j, a new background job, from the reserved
@@ -44,38 +50,53 @@ func (c *cluster) holdEarlyLocked(b *Broker, j *job) bool {
 	delete(b.jobs, j.seq)
 	j.seq = seq
 	b.jobs[seq] = j
-	if !c.endsSoonLocked(j.fn) {
+	hold, ok := c.holdLocked(j.fn)
+	if !ok {
 		b.queueSaveLocked(j) // inserted in the next round
 		return true
 	}
-	c.early = append(c.early, earlyJob{j: j, at: time.Now()})
+	c.early = append(c.early, earlyJob{j: j, due: time.Now().Add(hold)})
 	if len(c.early) == 1 {
 		b.kickCommitter()
 	}
 	return true
 }
 
-// endsSoonLocked reports whether the insert of a job of f queued now
-// should wait: the workers here have lately run f's jobs in well under
-// the insert delay. (How long the job will queue first is not asked: a
-// job acknowledged by its insert brings its submitter's next job sooner,
-// so inserting the jobs of a long queue makes it longer still.)
-func (c *cluster) endsSoonLocked(f *function) bool {
+// holdLocked reports whether, and how long, the insert of a job of f
+// queued now should wait: when the workers here have lately run f's jobs
+// in well under the insert delay, the delay, or as long as the job is
+// expected to queue and run here, going by their recent rate, when that
+// is longer (at most holdFactor times the delay). A job acknowledged by
+// its insert brings its submitter's next job sooner, so inserting the
+// jobs of a long queue early would only make it longer.
+func (c *cluster) holdLocked(f *function) (time.Duration, bool) {
 	if c.grace <= 0 {
-		return false
+		return 0, false
 	}
 	r := c.finishRateOfLocked(f)
-	return r.run > 0 && r.run <= c.grace.Seconds()/2
+	if r.run <= 0 || r.run > c.grace.Seconds()/2 {
+		return 0, false
+	}
+	hold := c.grace
+	if r.perSec > 0 {
+		expect := time.Duration((float64(f.queued()+1)/r.perSec + r.run) * 1.5 * float64(time.Second))
+		hold = min(max(hold, expect), holdFactor*c.grace)
+	}
+	return hold, true
 }
+
+// holdFactor bounds holdLocked: a job waits for its insert at most this
+// many times the insert delay.
+const holdFactor = 5
 
 // takeEarlyLocked removes the held-out jobs that have waited grace, or all
 // of them, up to max, and returns those not ended or taken yet, marked as
 // being written.
 func (c *cluster) takeEarlyLocked(all bool, max int) []*job {
-	cutoff := time.Now().Add(-c.grace)
+	now := time.Now()
 	var out []*job
 	n := 0
-	for n < len(c.early) && len(out) < max && (all || !c.early[n].at.After(cutoff)) {
+	for n < len(c.early) && len(out) < max && (all || !c.early[n].due.After(now)) {
 		if j := c.early[n].j; j.saveState() == saveQueued {
 			j.setSave(saveWriting)
 			out = append(out, j)
@@ -94,7 +115,7 @@ func (c *cluster) earlyDueLocked() (time.Duration, bool) {
 	if len(c.early) == 0 {
 		return 0, false
 	}
-	return max(time.Until(c.early[0].at.Add(c.grace)), 0), true
+	return max(time.Until(c.early[0].due), 0), true
 }
 
 // earlySeqLocked returns a reserved sequence number for j, a new
