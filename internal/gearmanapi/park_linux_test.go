@@ -1,9 +1,7 @@
 package gearmanapi
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -114,11 +112,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 func TestParkedConnectionGetsHeldSubmitAnswers(t *testing.T) {
 	t.Parallel()
 	st := &slowStore{release: make(chan struct{})}
-	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Store: st,
-		Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, b.Start(context.Background()))
-	srv, addr := startServer(t, Config{Broker: b, IdleRelease: 10 * time.Millisecond}, nil)
-	tb := &secBundle{testBundle: &testBundle{addr: addr, b: b}, srv: srv}
+	tb := setupServer(t, broker.Config{Store: st}, Config{IdleRelease: 10 * time.Millisecond}, nil)
 	c := tb.dial(t)
 	c.send(gearman.SubmitJobBg, "f", "", "1")
 	c.send(gearman.SubmitJobBg, "f", "", "2")

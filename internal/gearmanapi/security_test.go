@@ -2,11 +2,9 @@ package gearmanapi
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -29,11 +27,7 @@ type secBundle struct {
 // the Server.
 func setupListener(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *secBundle {
 	t.Helper()
-	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, b.Start(context.Background()))
-	cfg.Broker = b
-	srv, addr := startServer(t, cfg, wrap)
-	return &secBundle{testBundle: &testBundle{addr: addr, b: b}, srv: srv}
+	return setupServer(t, broker.Config{}, cfg, wrap)
 }
 
 func policy(t *testing.T, rules ...auth.RuleConfig) *auth.Policy {

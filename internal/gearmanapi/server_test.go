@@ -29,15 +29,21 @@ type testBundle struct {
 
 func setup(t *testing.T, bcfg broker.Config, cfg Config) *testBundle {
 	t.Helper()
+	return setupServer(t, bcfg, cfg, nil).testBundle
+}
+
+// setupServer starts a broker with bcfg (the test's handle prefix, a fixed
+// clock, no logs) and serves cfg on it (through wrap, if not nil).
+func setupServer(t *testing.T, bcfg broker.Config, cfg Config, wrap func(net.Listener) net.Listener) *secBundle {
+	t.Helper()
 	bcfg.HandlePrefix = "H:test:"
 	bcfg.Clock = fixedClock{}
 	bcfg.Logger = slog.New(slog.DiscardHandler)
 	b := broker.New(bcfg)
 	require.NoError(t, b.Start(context.Background()))
 	cfg.Broker = b
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	_, addr := startServer(t, cfg, nil)
-	return &testBundle{addr: addr, b: b}
+	srv, addr := startServer(t, cfg, wrap)
+	return &secBundle{testBundle: &testBundle{addr: addr, b: b}, srv: srv}
 }
 
 // startServer serves cfg, whose Broker is started, on a free loopback
@@ -345,14 +351,11 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	t.Parallel()
 	st := &slowStore{release: make(chan struct{})}
-	b := broker.New(broker.Config{HandlePrefix: "H:test:", Clock: fixedClock{}, Store: st,
-		Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, b.Start(context.Background()))
-	srv, addr := startServer(t, Config{Broker: b, ReadTimeout: 20 * time.Millisecond}, nil)
+	tb := setupServer(t, broker.Config{Store: st}, Config{ReadTimeout: 20 * time.Millisecond}, nil)
+	srv := tb.srv
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(st.release) }) }
 	t.Cleanup(release) // before the server's cleanup, which waits for the reader
-	tb := &testBundle{addr: addr, b: b}
 	c := tb.dial(t)
 	c.send(gearman.SubmitJobBg, "f", "", "1")
 	c.send(gearman.EchoReq, "after")
@@ -360,7 +363,7 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	waitJanitor(t, srv, 10*srv.cfg.ReadTimeout)
 	require.Zero(t, srv.LimitStats().ReadTimeouts, "a complete request waiting for an answer timed out")
 	release()
-	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.expect(gearman.JobCreated, handle(tb.testBundle, 0))
 	c.expect(gearman.EchoRes, "after")
 }
 
