@@ -9,26 +9,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // recorder is an Outbox that keeps every event.
 type recorder struct {
@@ -52,12 +37,12 @@ func (r *recorder) take() []Event {
 
 type testBundle struct {
 	b     *Broker
-	clock *fakeClock
+	clock *clocktest.Clock
 }
 
 func setup(t *testing.T, cfg Config) *testBundle {
 	t.Helper()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
 	cfg.Clock = clock
 	b := New(cfg)
 	require.NoError(t, b.Start(context.Background()))
@@ -300,11 +285,11 @@ func TestCanDoTimeoutTakesJobBack(t *testing.T) {
 	_, ok := tb.b.Grab(w1)
 	require.True(t, ok)
 
-	tb.clock.Advance(1999 * time.Millisecond)
+	tb.clock.Add(1999 * time.Millisecond)
 	tb.b.RunTimers()
 	require.Equal(t, []JobStatus{{Seq: j.seq, Known: true, Running: true, Waiting: 1}}, []JobStatus{tb.b.GetStatus([]byte(tb.b.Handle(j.seq)))})
 
-	tb.clock.Advance(time.Millisecond)
+	tb.clock.Add(time.Millisecond)
 	tb.b.RunTimers()
 	st := tb.b.GetStatus([]byte(tb.b.Handle(j.seq)))
 	require.True(t, st.Known)
@@ -336,7 +321,7 @@ func TestEpochJobWaitsForItsTime(t *testing.T) {
 
 	next := tb.b.RunTimers()
 	require.Equal(t, time.Unix(p.RunAt, 0), next)
-	tb.clock.Advance(time.Minute)
+	tb.clock.Add(time.Minute)
 	tb.b.RunTimers()
 	require.Equal(t, []Event{{Kind: EventNoop}}, wout.take(), "the sleeping worker is woken when the job is due")
 	a, ok := tb.b.Grab(w)

@@ -5,32 +5,34 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 func TestClaimTargetFollowsTheFinishRate(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
 	c := &cluster{rates: make(map[*function]*finishRate), now: clock.Now}
 	f := &function{workers: 16}
 	require.Equal(t, 128, c.claimTargetLocked(f), "8 jobs per worker before any job finished")
 
 	// Slow jobs (a second each): 8 per worker is more than the horizon.
-	clock.Advance(time.Second)
+	clock.Add(time.Second)
 	f.counters.Completed += 16
 	require.Equal(t, 128, c.claimTargetLocked(f))
 
 	// Fast jobs: a quarter of a second of work, at most 1024.
-	clock.Advance(rateWindow)
+	clock.Add(rateWindow)
 	f.counters.Completed += 400 // 4000 jobs/s: the rate becomes (16+4000)/2
 	require.Equal(t, int(2008*claimHorizon.Seconds()), c.claimTargetLocked(f))
-	clock.Advance(rateWindow / 2)
+	clock.Add(rateWindow / 2)
 	f.counters.Failed += 10000
 	require.Equal(t, int(2008*claimHorizon.Seconds()), c.claimTargetLocked(f), "measured again only after a window")
-	clock.Advance(rateWindow / 2)
+	clock.Add(rateWindow / 2)
 	require.Equal(t, 1024, c.claimTargetLocked(f))
 
 	// Idle for a while: the rate starts again.
-	clock.Advance(time.Minute)
+	clock.Add(time.Minute)
 	require.Equal(t, 128, c.claimTargetLocked(f))
 
 	// Few workers: at least 32.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store"
 )
 
@@ -97,7 +98,7 @@ func startWithStore(t *testing.T, st Store) *Broker {
 
 func startWithStoreAt(t *testing.T, st Store, now time.Time) *Broker {
 	t.Helper()
-	b := New(Config{Store: st, Clock: &fakeClock{now: now}})
+	b := New(Config{Store: st, Clock: clocktest.New(now)})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(b.Stop)
 	return b

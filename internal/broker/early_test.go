@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store"
 )
 
@@ -321,7 +322,7 @@ func TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs(t *testing.T) {
 	st.gate, st.entered = gate, entered
 	var once sync.Once
 	release := func() { once.Do(func() { close(gate) }) }
-	b := New(Config{Store: st, Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)},
+	b := New(Config{Store: st, Clock: clocktest.New(time.Unix(1_700_000_000, 0)),
 		Policies: map[string]Policy{"f": {MaxAttempts: 3, Backoff: Backoff{Initial: time.Minute}}}})
 	require.NoError(t, b.Start(t.Context()))
 	t.Cleanup(b.Stop)
@@ -400,7 +401,7 @@ func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 	// job's nil payload means "on disk". A new job's nil payload is just
 	// empty (a cron schedule without a payload, say) and not on disk yet.
 	b := New(Config{Store: readerMapStore{st}, MemoryBudget: -1,
-		Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+		Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(b.Stop)
 	t.Cleanup(release) // runs first: Stop waits for the write under way
@@ -451,7 +452,7 @@ func TestEarlyJobKeptAfterItEndsIsAnsweredOnceStored(t *testing.T) {
 			var once sync.Once
 			release := func() { once.Do(func() { close(gate) }) }
 			b := New(Config{Store: st, Policies: policies("f", c.pol),
-				Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+				Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
 			require.NoError(t, b.Start(context.Background()))
 			t.Cleanup(b.Stop)
 			t.Cleanup(release) // runs first: Stop waits for the write under way

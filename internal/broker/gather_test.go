@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 func TestGathererRecordsOnlyRoundsWithSubmits(t *testing.T) {
@@ -19,7 +21,7 @@ func TestGathererRecordsOnlyRoundsWithSubmits(t *testing.T) {
 
 func TestGathererWaitEnds(t *testing.T) {
 	t.Parallel()
-	b := New(Config{Clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}})
+	b := New(Config{Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
 	ctx := context.Background()
 	jobs := func(n int) {
 		b.mu.Lock()

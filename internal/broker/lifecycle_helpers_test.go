@@ -11,29 +11,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// lcClock is a fake clock that tests move by hand.
-type lcClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newLCClock() *lcClock {
-	return &lcClock{t: time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *lcClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *lcClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newLCClock() *clocktest.Clock {
+	return clocktest.New(time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC))
 }
 
 // lcOutbox records a session's events.
@@ -166,7 +149,7 @@ func (s *lcStore) len() int {
 // lcBundle is one broker under test with a client and a worker session.
 type lcBundle struct {
 	b      *Broker
-	clock  *lcClock
+	clock  *clocktest.Clock
 	store  *lcStore // nil without a store
 	client *Session
 	cout   *lcOutbox
@@ -177,7 +160,7 @@ type lcBundle struct {
 type lcOpts struct {
 	cfg   Config
 	store *lcStore
-	clock *lcClock
+	clock *clocktest.Clock
 	// functions the worker registers.
 	can []string
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 // eventKinds returns the kinds of the events r received so far.
@@ -134,7 +136,7 @@ func TestWatchClosedSessionAndUnknownJob(t *testing.T) {
 
 func TestStatsCountsAndLatencies(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
 	b := New(Config{Clock: clock})
 	client := b.NewSession("client", &recorder{})
 	worker := b.NewSession("worker", &recorder{})
@@ -146,10 +148,10 @@ func TestStatsCountsAndLatencies(t *testing.T) {
 	cancelled := submitBackground(t, b, client, "f", "4")
 	require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(cancelled))))
 
-	clock.Advance(2 * time.Second) // waited 2s
+	clock.Add(2 * time.Second) // waited 2s
 	a, _ := b.Grab(worker)
 	require.Equal(t, ok1, a.Seq)
-	clock.Advance(30 * time.Millisecond) // ran 30ms
+	clock.Add(30 * time.Millisecond) // ran 30ms
 	require.NoError(t, b.Finish(worker, ok1, Complete, nil))
 	a, _ = b.Grab(worker)
 	require.Equal(t, fail, a.Seq)
@@ -208,7 +210,7 @@ func TestWatchRetriesAndDeath(t *testing.T) {
 	require.Equal(t, uint32(1), snap.Attempts)
 	require.Equal(t, "first", snap.LastError)
 
-	tb.clock.Advance(time.Second)
+	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
 	a, ok = tb.b.Grab(worker)
 	require.True(t, ok)

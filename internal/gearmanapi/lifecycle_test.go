@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"io"
 	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,34 +20,15 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
-// lcClock is a clock the lifecycle tests move by hand; after moving it
-// they fire the broker's timers with RunTimers.
-type lcClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *lcClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *lcClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type lcBundle struct {
 	*testBundle
-	clock *lcClock
+	clock *clocktest.Clock
 	port  string
 }
 
 func setupLifecycle(t *testing.T, bcfg broker.Config) *lcBundle {
 	t.Helper()
-	clock := &lcClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	bcfg.HandlePrefix = "H:test:"
 	bcfg.Clock = clock
 	bcfg.Logger = slog.New(slog.DiscardHandler)
@@ -62,7 +43,7 @@ func setupLifecycle(t *testing.T, bcfg broker.Config) *lcBundle {
 
 // advance moves the clock and fires due timers.
 func (tb *lcBundle) advance(d time.Duration) {
-	tb.clock.add(d)
+	tb.clock.Add(d)
 	tb.b.RunTimers()
 }
 

@@ -3,13 +3,13 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
@@ -205,31 +205,13 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	eventually(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	policies := map[string]broker.Policy{"report": {ResultRetention: time.Hour}}
 	a, stA := startShared(t, url, "a", broker.Config{Policies: policies})
-	clock := &fakeClock{t: time.Now()}
+	clock := clocktest.New(time.Now())
 	b, _ := startShared(t, url, "b", broker.Config{Policies: policies, Clock: clock})
 
 	wa, _ := newWorker(a, "wa", "report")
