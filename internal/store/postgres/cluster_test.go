@@ -110,22 +110,29 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func drain(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, n int) []string {
 	t.Helper()
 	var got []string
-	deadline := time.Now().Add(time.Minute)
 	for len(got) < n {
-		a, ok := b.Grab(w)
-		if ok {
-			got = append(got, string(a.Payload))
-			require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
-			continue
+		a := grab(t, b, w, out)
+		got = append(got, string(a.Payload))
+		require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+	}
+	return got
+}
+
+// grab waits until w gets a job.
+func grab(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox) broker.Assignment {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if a, ok := b.Grab(w); ok {
+			return a
 		}
 		b.PreSleep(w)
 		select {
 		case <-out.signal:
 		case <-time.After(time.Until(deadline)):
-			t.Fatalf("worker got %d of %d jobs", len(got), n)
+			t.Fatal("the worker got no job")
 		}
 	}
-	return got
 }
 
 func countRows(t *testing.T, url string) int {

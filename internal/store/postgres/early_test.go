@@ -62,23 +62,6 @@ func noAnswer(t *testing.T, ch <-chan submitResult, why string) {
 	}
 }
 
-// grab waits until w gets a job.
-func grab(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox) broker.Assignment {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if a, ok := b.Grab(w); ok {
-			return a
-		}
-		b.PreSleep(w)
-		select {
-		case <-out.signal:
-		case <-time.After(time.Until(deadline)):
-			t.Fatal("the worker got no job")
-		}
-	}
-}
-
 // warmWorker registers a worker for fns on b and runs one job of each
 // through it, which lets the server measure how fast its workers finish
 // them: afterwards a new job of fns is handed to the worker before it is

@@ -39,20 +39,10 @@ func startShared(t *testing.T, url, name string, cfg broker.Config) (*broker.Bro
 func failAll(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, n int) []broker.Assignment {
 	t.Helper()
 	var done []broker.Assignment
-	deadline := time.Now().Add(time.Minute)
 	for len(done) < n {
-		a, ok := b.Grab(w)
-		if ok {
-			require.NoError(t, b.Finish(w, a.Seq, broker.Exception, append([]byte("broke: "), a.Payload...)))
-			done = append(done, a)
-			continue
-		}
-		b.PreSleep(w)
-		select {
-		case <-out.signal:
-		case <-time.After(time.Until(deadline)):
-			t.Fatalf("worker got %d of %d jobs", len(done), n)
-		}
+		a := grab(t, b, w, out)
+		require.NoError(t, b.Finish(w, a.Seq, broker.Exception, append([]byte("broke: "), a.Payload...)))
+		done = append(done, a)
 	}
 	return done
 }
