@@ -51,20 +51,7 @@ func BenchmarkPostgresAB(b *testing.B) {
 			for i := range bins {
 				bin := bins[(i+rep)%len(bins)]
 				url := freshSchema(b, pg.URL, "gearwork_bench")
-				var addrs []string
-				var procs []*exec.Cmd
-				for range servers {
-					addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
-					cmd := exec.Command(bin, "serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn")
-					cmd.Stderr = os.Stderr
-					if err := cmd.Start(); err != nil {
-						b.Fatal(err)
-					}
-					b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-					procs = append(procs, cmd)
-					waitListening(b, addr)
-					addrs = append(addrs, addr)
-				}
+				addrs, procs := startServers(b, bin, url, servers)
 				isPG := func(pid int) bool { return pid == postmaster || parentPID(pid) == postmaster }
 				isServer := func(pid int) bool {
 					return slices.ContainsFunc(procs, func(c *exec.Cmd) bool { return c.Process.Pid == pid })
@@ -73,10 +60,7 @@ func BenchmarkPostgresAB(b *testing.B) {
 				_, total := load(b, addrs, jobs, clients, batch, 16)
 				pgUsed, gwUsed := cpuTicks(isPG)-pgBefore, cpuTicks(isServer)-gwBefore
 				used := pgUsed + gwUsed
-				for _, p := range procs {
-					_ = p.Process.Signal(os.Interrupt)
-					_ = p.Wait()
-				}
+				stopServers(procs)
 				k := key{shape, filepath.Base(bin)}
 				rate := float64(jobs) / total.Seconds()
 				cpu := float64(used) * 1e4 / float64(jobs) // ticks are 10 ms

@@ -209,27 +209,10 @@ func BenchmarkPostgres(b *testing.B) {
 			b.Run(fmt.Sprintf("gearwork/servers=%d/%s", n, sh.name), func(b *testing.B) {
 				for range b.N {
 					url := freshSchema(b, pg.URL, "gearwork_bench")
-					var addrs []string
-					var procs []*exec.Cmd
-					for i := range n {
-						addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
-						cmd := exec.Command(bin, "serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn")
-						cmd.Stderr = os.Stderr
-						if err := cmd.Start(); err != nil {
-							b.Fatal(err)
-						}
-						b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-						procs = append(procs, cmd)
-						waitListening(b, addr)
-						addrs = append(addrs, addr)
-						_ = i
-					}
+					addrs, procs := startServers(b, bin, url, n)
 					ins, tot := load(b, addrs, jobs, sh.clients, sh.batch, sh.workers)
 					report(b, jobs, ins, tot)
-					for _, p := range procs {
-						_ = p.Process.Signal(os.Interrupt)
-						_ = p.Wait()
-					}
+					stopServers(procs)
 				}
 			})
 		}
@@ -264,6 +247,35 @@ func BenchmarkPostgres(b *testing.B) {
 				report(b, n, ins, tot)
 			}
 		})
+	}
+}
+
+// startServers starts n Gearwork servers (bin) on the store url, each on
+// a free loopback port, killed when the benchmark ends if still running.
+func startServers(b *testing.B, bin, url string, n int) ([]string, []*exec.Cmd) {
+	b.Helper()
+	var addrs []string
+	var procs []*exec.Cmd
+	for range n {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
+		cmd := exec.Command(bin, "serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		procs = append(procs, cmd)
+		waitListening(b, addr)
+		addrs = append(addrs, addr)
+	}
+	return addrs, procs
+}
+
+// stopServers stops servers gracefully and waits for them.
+func stopServers(procs []*exec.Cmd) {
+	for _, p := range procs {
+		_ = p.Process.Signal(os.Interrupt)
+		_ = p.Wait()
 	}
 }
 
