@@ -251,21 +251,12 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	require.NoError(t, err)
 	a := broker.New(broker.Config{Store: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: pol})
 	require.NoError(t, a.Start(context.Background()))
-	wa := a.NewSession("wa", newOutbox())
-	a.CanDo(wa, []byte("f"), 0)
+	wa, outA := newWorker(a, "wa", "f")
 	const n = 4
 	for i := range n {
 		require.NoError(t, submit(t, a, wa, bgJob("f", fmt.Sprintf("k:%d", i), fmt.Sprint(i))).err)
 	}
-	var as broker.Assignment
-	eventually(t, "a's worker gets the head of the key", func() bool {
-		var ok bool
-		as, ok = a.Grab(wa)
-		if !ok {
-			a.PreSleep(wa)
-		}
-		return ok
-	})
+	as := grab(t, a, wa, outA) // the head of the key
 	require.Equal(t, "0", string(as.Payload))
 	var held int
 	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL`, &held)

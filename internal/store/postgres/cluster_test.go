@@ -269,16 +269,8 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 	a.Stop()
 
 	b, _ := openShared(t, url, "b", ttl)
-	w, _ := newWorker(b, "wb", "flaky")
-	var again broker.Assignment
-	eventually(t, "b runs the retry", func() bool {
-		var ok bool
-		again, ok = b.Grab(w)
-		if !ok {
-			b.PreSleep(w)
-		}
-		return ok
-	})
+	w, out := newWorker(b, "wb", "flaky")
+	again := grab(t, b, w, out) // b runs the retry
 	require.Equal(t, as.Seq, again.Seq, "the same job, by its handle")
 	var attempts int
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT attempts FROM gearwork_jobs WHERE seq = %d`, as.Seq), &attempts)

@@ -296,14 +296,8 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 		"runnable jobs by priority; the scheduled one only in the total")
 
 	// Jobs b holds count from its memory, those nobody holds from the store.
-	w, _ := newWorker(b, "w", "count")
-	eventually(t, "b's worker gets a job", func() bool {
-		_, ok := b.Grab(w)
-		if !ok {
-			b.PreSleep(w)
-		}
-		return ok
-	})
+	w, out := newWorker(b, "w", "count")
+	grab(t, b, w, out)
 	// The counts read from the store may be a second old.
 	want := broker.FunctionStatus{Name: "count", Total: 6, Running: 1, Workers: 1, Queued: [3]int{1, 3, 0}}
 	eventually(t, "b counts its own jobs and the rest, each once", func() bool {
