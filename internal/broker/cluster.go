@@ -147,8 +147,9 @@ type cluster struct {
 	seqsAt     time.Time
 	seqsWanted int
 	// early (mu) are the jobs handed out before their insert, in submit
-	// order, waiting for the committer; it takes one once it has waited
-	// grace (cluster_early.go).
+	// order, waiting for the committer; it takes one once its insert is
+	// due (holdLocked: grace, the insert delay, or longer while the job
+	// is expected to queue; cluster_early.go).
 	early []earlyJob
 	grace time.Duration
 	// progress (mu) is the progress of running jobs to write, by sequence

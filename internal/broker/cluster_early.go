@@ -128,12 +128,13 @@ func (c *cluster) earlySeqLocked(b *Broker, j *job) (uint64, bool) {
 		// decides which server's job that is.
 		return 0, false
 	}
-	if !claimOnInsert(j) || j.runAt() > b.clock.Now().Unix() || f.workers == 0 || b.draining ||
+	now := c.now()
+	if !claimOnInsert(j) || j.runAt() > now.Unix() || f.workers == 0 || b.draining ||
 		(f.life != nil && f.life.paused) || f.queued() >= c.claimTargetLocked(f) || c.failing {
 		return 0, false
 	}
 	c.seqsWanted++
-	if len(c.seqs) == 0 || c.now().Sub(c.seqsAt) > seqFresh {
+	if len(c.seqs) == 0 || now.Sub(c.seqsAt) > seqFresh {
 		return 0, false
 	}
 	seq := c.seqs[0]
