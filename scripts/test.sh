@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 
+echo "== no build outputs in git"
+# A tracked executable binary (a built server, a test binary) is a build
+# output that slipped into the repository: fail instead of shipping it.
+binaries=$(git ls-files -z | xargs -0 -r file --no-pad -N | grep -E ': .*(ELF|Mach-O|PE32)' || true)
+if [ -n "$binaries" ]; then
+	echo "tracked executable binaries (untrack them, .gitignore lists build outputs):"; echo "$binaries"; exit 1
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
 if [ -n "$unformatted" ]; then
