@@ -5,9 +5,9 @@ set -euo pipefail
 
 # curl and chromium drive the HTTP API and the dashboard in test/http; wrk
 # measures HTTP submits for BENCHMARKS.md; openssl (s_client) is a TLS client
-# for test/security; postgresql is started by the PostgreSQL store's and the
+# for test/security; file finds tracked binaries in scripts/test.sh; postgresql is started by the PostgreSQL store's and the
 # cluster tests (internal/store/postgres/pgtest, in a temporary directory).
-packages=(gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql)
+packages=(file gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql)
 missing=()
 for p in "${packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
