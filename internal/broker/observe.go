@@ -264,7 +264,6 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	if b.jobs[j.seq] == j && j.state != stateGone {
 		// Still live: the failed attempt will be retried.
 		j.flags &^= jobFinished
-		j.fn.counters.Retried++
 		b.watchers[j.seq] = ws
 		for _, w := range ws {
 			w.out.Send(Event{Kind: EventRetry, Seq: j.seq, Data: ev.Data})

@@ -232,3 +232,33 @@ func TestWatchRetriesAndDeath(t *testing.T) {
 	require.ErrorIs(t, tb.b.PurgeDeadLetter(context.Background(), []byte(tb.b.Handle(seq))), ErrJobNotFound)
 	require.Equal(t, 0, tb.b.Stats(context.Background()).Functions[0].DeadLetters)
 }
+
+// Every retry counts, whoever watches the job: policy retries after a
+// WORK_FAIL or WORK_EXCEPTION and takebacks from a vanished worker of
+// unwatched background jobs.
+func TestRetriesCountedWithoutWatchers(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 3, Backoff: Backoff{Initial: time.Second, Max: time.Second}}})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	tb.submit(t, client, bg("f", "", "x", Normal))
+
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
+	tb.clock.Add(time.Second)
+	tb.b.RunTimers()
+	a, ok = tb.b.Grab(worker)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(worker, a.Seq, Exception, []byte("boom")))
+	tb.clock.Add(time.Second)
+	tb.b.RunTimers()
+	_, ok = tb.b.Grab(worker)
+	require.True(t, ok)
+	tb.b.CloseSession(worker) // the third attempt's worker vanishes: dead
+
+	f := tb.b.Stats(context.Background()).Functions[0]
+	require.Equal(t, uint64(2), f.Retried, "two failed attempts ran again")
+	require.Equal(t, uint64(1), f.Dead)
+}

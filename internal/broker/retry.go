@@ -182,6 +182,7 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 	d := pol.Backoff.delay(l.attempts, b.life.rand())
 	l.notBefore = now + int64(d)
 	j.state = stateRetryWait
+	j.fn.counters.Retried++
 	b.addTimerLocked(j, l.notBefore)
 	b.saveLocked(j)
 	b.log.Info("broker: job will be retried", slog.String("handle", b.Handle(j.seq)),
