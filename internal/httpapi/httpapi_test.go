@@ -1030,3 +1030,37 @@ func TestRetainedResult(t *testing.T) {
 	require.Equal(t, "complete", got.State)
 	require.Equal(t, "a.png", *got.ResultText)
 }
+
+// TestMalformedChunkedBody sends a body whose chunk length is not hex: the
+// client's mistake, answered with 400 and counted as such, never as a 500.
+func TestMalformedChunkedBody(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	host := strings.TrimPrefix(tb.ts.URL, "http://")
+	for _, path := range []string{"/v1/functions/f/jobs", "/v1/jobs:batch"} {
+		conn, err := net.Dial("tcp", host)
+		require.NoError(t, err)
+		_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", path, host)
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		require.NoError(t, err)
+		if path == "/v1/jobs:batch" && resp.StatusCode == http.StatusOK {
+			// The batch answer is NDJSON; its one line is the problem.
+			var line struct{ Error *problem }
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&line))
+			require.NotNil(t, line.Error)
+			require.Equal(t, http.StatusBadRequest, line.Error.Status, "%+v", line.Error)
+		} else {
+			p := requireProblem(t, resp, http.StatusBadRequest, "request body")
+			require.Equal(t, problemTypeBase+"invalid-body", p.Type)
+		}
+		resp.Body.Close()
+		conn.Close()
+	}
+	resp := tb.do(t, "GET", "/metrics", nil)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(body), `gearwork_http_requests_total{code="400",route="POST /v1/functions/{fn}/jobs"} 1`)
+	require.NotContains(t, string(body), `code="500"`)
+}

@@ -43,6 +43,7 @@ func toProblem(err error) problem {
 	var he *httpError
 	var mbe *http.MaxBytesError
 	var se *broker.StoreError
+	var be *bodyError
 	switch {
 	case errors.As(err, &he):
 		return problem{Type: problemTypeBase + he.kind, Title: http.StatusText(he.status), Status: he.status, Detail: he.detail}
@@ -50,6 +51,9 @@ func toProblem(err error) problem {
 		return problem{Type: problemTypeBase + "body-too-large", Title: http.StatusText(http.StatusRequestEntityTooLarge),
 			Status: http.StatusRequestEntityTooLarge,
 			Detail: fmt.Sprintf("the request body is larger than the limit of %d bytes", mbe.Limit)}
+	case errors.As(err, &be):
+		return problem{Type: problemTypeBase + "invalid-body", Title: http.StatusText(http.StatusBadRequest),
+			Status: http.StatusBadRequest, Detail: be.Error()}
 	case errors.Is(err, broker.ErrQueueFull):
 		return problem{Type: problemTypeBase + "queue-full", Title: http.StatusText(http.StatusTooManyRequests),
 			Status: http.StatusTooManyRequests, Detail: "the function's queue is at its maxqueue limit for this priority; try later"}

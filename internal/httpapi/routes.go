@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -99,7 +100,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			writeProblem(sw, r, err)
 			return
 		}
-		r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBody)
+		r.Body = requestBody{http.MaxBytesReader(sw, r.Body, s.cfg.MaxBody)}
 		if err := rt.handler(sw, r); err != nil {
 			if sw.status != 0 {
 				s.log.DebugContext(r.Context(), "httpapi: error after the answer began", slog.String("route", label),
@@ -274,3 +275,23 @@ func (w *gzipWriter) close() {
 		w.gz = nil
 	}
 }
+
+// requestBody marks the errors of reading a request body, other than the
+// size limit, as the client's: a malformed chunked encoding or a body cut
+// short is a bad request, not a server error.
+type requestBody struct{ io.ReadCloser }
+
+func (b requestBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var mbe *http.MaxBytesError
+	if err != nil && err != io.EOF && !errors.As(err, &mbe) {
+		err = &bodyError{err: err}
+	}
+	return n, err
+}
+
+// bodyError is a failure to read the request body that the client caused.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
