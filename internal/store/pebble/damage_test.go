@@ -215,3 +215,39 @@ func TestTornManifestIsNotDamage(t *testing.T) {
 	_, damaged := pebble.ManifestDamage(garbled)
 	require.True(t, damaged, "a flipped byte in the middle must be found")
 }
+
+// TestMissingManifest removes the MANIFEST (and with it, or not, the marker
+// file naming it): the error must say that the MANIFEST is missing, not
+// send the operator looking for something else.
+func TestMissingManifest(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		remove []string
+	}{
+		{"MANIFEST", []string{"MANIFEST-*"}},
+		{"MANIFEST and its marker", []string{"MANIFEST-*", "marker.manifest.*"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), "data")
+			makeStore(t, dir)
+			for _, pattern := range tc.remove {
+				for _, f := range files(t, dir, pattern) {
+					require.NoError(t, os.Remove(f))
+				}
+			}
+			s, err := pebble.Open(context.Background(), dir, pebble.Options{Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				_ = s.Close()
+			}
+			require.Error(t, err)
+			t.Logf("reported: %v", err)
+			require.Contains(t, err.Error(), dir)
+			require.Contains(t, err.Error(), "MANIFEST")
+			require.Contains(t, err.Error(), "missing")
+			require.NotContains(t, err.Error(), "format marker")
+			require.ErrorIs(t, err, store.ErrCorrupt)
+		})
+	}
+}

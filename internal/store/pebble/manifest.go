@@ -37,6 +37,9 @@ func checkManifests(fs vfs.FS, dir string) error {
 	if err != nil {
 		return nil //nolint:nilerr // Open reports an unusable directory itself
 	}
+	if err := checkManifestPresent(names); err != nil {
+		return err
+	}
 	for _, name := range names {
 		if !strings.HasPrefix(name, "MANIFEST-") {
 			continue
@@ -50,6 +53,42 @@ func checkManifests(fs vfs.FS, dir string) error {
 			return fmt.Errorf("%s is damaged at byte %d (intact records follow the damage, so it is not an interrupted write): %w",
 				name, off, store.ErrCorrupt)
 		}
+	}
+	return nil
+}
+
+// manifestMarker starts the name of the empty file whose name ends with
+// that of the current MANIFEST ("marker.manifest.000001.MANIFEST-000001").
+const manifestMarker = "marker.manifest."
+
+// checkManifestPresent refuses a directory that holds Pebble's data files
+// but not the MANIFEST that lists them. Without it Pebble either fails
+// with a bare "no such file" or, when the marker naming it is gone too,
+// takes the directory for a new database and replays whatever logs it
+// finds, which loses every job in an sstable.
+func checkManifestPresent(names []string) error {
+	have := map[string]bool{}
+	current := ""
+	data := 0
+	for _, name := range names {
+		have[name] = true
+		switch {
+		case strings.HasPrefix(name, manifestMarker):
+			rest := strings.TrimPrefix(name, manifestMarker)
+			if _, m, ok := strings.Cut(rest, "."); ok {
+				current = m
+			}
+		case strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".log"):
+			data++
+		}
+	}
+	const what = "Pebble's list of the database's files; without it the jobs in this directory cannot be read"
+	switch {
+	case current != "" && !have[current]:
+		return fmt.Errorf("the MANIFEST file %s is missing (%s): %w", current, what, store.ErrCorrupt)
+	case current == "" && data > 0:
+		return fmt.Errorf("the MANIFEST file and the marker naming it (%sNNNNNN.MANIFEST-NNNNNN) are missing, "+
+			"but %d data files (*.sst, *.log) are present (%s): %w", manifestMarker, data, what, store.ErrCorrupt)
 	}
 	return nil
 }
