@@ -435,3 +435,65 @@ func TestParseHandle(t *testing.T) {
 		require.False(t, ok, bad)
 	}
 }
+
+// TestRepeatedFinalPacketAccepted: a worker that ends a job with
+// WORK_EXCEPTION and then sends WORK_FAIL for it (Perl's Gearman::Worker
+// does) has the second packet accepted without effect; a repeat of the
+// same final packet too. A contradicting result, a final packet from a
+// session that never held the job, and one for a job ended longer ago than
+// the session remembers are refused.
+func TestRepeatedFinalPacketAccepted(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, cout := tb.session()
+	w, _ := tb.session()
+	other, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+
+	j := tb.submit(t, c, fg("f", "", "x"))
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(w, a.Seq, Exception, []byte("boom")))
+	require.NoError(t, tb.b.Finish(w, a.Seq, Fail, nil), "WORK_FAIL after WORK_EXCEPTION")
+	require.NoError(t, tb.b.Finish(w, a.Seq, Exception, []byte("boom")), "the same final packet again")
+	require.ErrorIs(t, tb.b.Finish(w, a.Seq, Complete, []byte("late")), ErrJobNotFound, "a result after a failure contradicts it")
+	require.ErrorIs(t, tb.b.Finish(other, a.Seq, Fail, nil), ErrJobNotFound, "never held by this session")
+	require.ErrorIs(t, tb.b.WorkData(w, a.Seq, []byte("d"), false), ErrJobNotFound, "only final packets are forgiven")
+	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, cout.take(), "the client hears of the failure once")
+
+	// A completed job: a repeated WORK_COMPLETE or a WORK_FAIL is accepted.
+	j2 := tb.submit(t, c, fg("f", "", "y"))
+	a, ok = tb.b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("ok")))
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("ok")))
+	require.NoError(t, tb.b.Finish(w, a.Seq, Fail, nil))
+	require.Equal(t, []Event{{Kind: EventComplete, Seq: j2.seq, Data: []byte("ok")}}, cout.take())
+
+	// The memory is bounded: after enough later jobs the first is forgotten.
+	first := j.seq
+	for range 8 {
+		tb.submit(t, c, bg("f", "", "z", Normal))
+		a, ok := tb.b.Grab(w)
+		require.True(t, ok)
+		require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
+	}
+	require.ErrorIs(t, tb.b.Finish(w, first, Fail, nil), ErrJobNotFound)
+}
+
+// TestFinalPacketAfterCancelRefused: a running job cancelled by the admin
+// was not ended by its worker; the worker's final packets for it are not
+// forgiven as repeats.
+func TestFinalPacketAfterCancelRefused(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	tb.submit(t, c, bg("f", "", "x", Normal))
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(a.Seq))))
+	_ = tb.b.Finish(w, a.Seq, Exception, []byte("boom")) // refused or dropped, as cancel rules say
+	require.ErrorIs(t, tb.b.Finish(w, a.Seq, Fail, nil), ErrJobNotFound)
+}

@@ -62,6 +62,39 @@ type Session struct {
 	closed     bool
 	// watching holds the seqs of jobs the session watches (observe.go).
 	watching map[uint64]struct{}
+	// ended remembers the last jobs this session ended itself, so that a
+	// repeated final packet for one of them is accepted (see endedRecently).
+	ended     [endedMemory]endedJob
+	endedNext uint8
+}
+
+// endedMemory is how many of its own ended jobs a session remembers.
+const endedMemory = 4
+
+// endedJob is a job a session ended, and how.
+type endedJob struct {
+	seq     uint64
+	outcome Outcome
+}
+
+// noteEnded remembers that the session ended job seq with outcome o.
+func (s *Session) noteEnded(seq uint64, o Outcome) {
+	s.ended[s.endedNext] = endedJob{seq: seq, outcome: o}
+	s.endedNext = (s.endedNext + 1) % endedMemory
+}
+
+// endedRecently reports whether a final packet with outcome o for job seq
+// repeats how this session recently ended that job: WORK_FAIL after any
+// end (Perl's Gearman::Worker and Node's abraxas send it after
+// WORK_EXCEPTION), or the same final packet again. A different result (a
+// WORK_COMPLETE after a failure) contradicts the first and is not a repeat.
+func (s *Session) endedRecently(seq uint64, o Outcome) bool {
+	for _, e := range s.ended {
+		if e.seq == seq && seq != 0 {
+			return o == Fail || o == e.outcome
+		}
+	}
+	return false
 }
 
 type ability struct {

@@ -235,13 +235,22 @@ const (
 )
 
 // Finish ends a job the session holds, forwarding the result to every
-// waiting client, and forgets the job.
+// waiting client, and forgets the job. A final packet that repeats how the
+// session itself just ended the job (Session.endedRecently) is accepted and
+// changes nothing; any other packet for a job the session does not hold
+// returns ErrJobNotFound.
 func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
+		if s.endedRecently(seq, o) {
+			return nil
+		}
 		return ErrJobNotFound
+	}
+	if !j.has(jobCancelled) {
+		s.noteEnded(seq, o)
 	}
 	var kind EventKind
 	switch o {

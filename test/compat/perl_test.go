@@ -161,3 +161,28 @@ func TestPerlPayloadSizes(t *testing.T) {
 		require.Equal(t, 1, got.Same)
 	}
 }
+
+// TestPerlWorkerSubDies: a Perl worker whose sub dies sends WORK_EXCEPTION
+// and then WORK_FAIL for the job. The client sees one failure, and the same
+// worker process goes on to the next job (gearmand 1.1.20 answers the
+// WORK_FAIL with ERROR JOB_NOT_FOUND, on which Gearman::Worker dies), so
+// this runs against gearwork only.
+func TestPerlWorkerSubDies(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := perlWorker(t, s, 2, "pl_die=die", "pl_after=upper")
+	c := perlClient(t, s)
+	var got struct{ Events [][]string }
+	c.call(map[string]any{"op": "tasks", "fn": "pl_die", "payload": "x"}, &got)
+	require.Len(t, got.Events, 1, "exactly one failure: %q", got.Events)
+	require.Equal(t, "exception", got.Events[0][0])
+	require.Contains(t, got.Events[0][1], "boom")
+
+	var after perlDo
+	c.call(map[string]any{"op": "do", "fn": "pl_after", "payload": "next job"}, &after)
+	require.NotNil(t, after.Result)
+	require.Equal(t, "NEXT JOB", *after.Result)
+	_, err := w.wait(t)
+	require.NoError(t, err, "the worker process ran both jobs")
+	require.Equal(t, "pl_die 1\npl_after 8\n", w.stdout.String())
+}

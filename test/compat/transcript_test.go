@@ -120,6 +120,7 @@ var transcripts = []transcript{
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.WorkException, handlePrefix+"1", "disk full"),
 		recv("C"), recv("C2"),
+		sendP("W", gearman.WorkFail, handlePrefix+"1"),
 		sendP("C", gearman.SubmitJob, "risky", "", "y"), recv("C"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.WorkFail, handlePrefix+"2"),

@@ -8,6 +8,8 @@
 #             then returns "done"
 #   fail      sends WORK_FAIL
 #   exception sends WORK_EXCEPTION "boom"
+#   die       dies with "boom": Gearman::Worker then sends WORK_EXCEPTION
+#             and WORK_FAIL for the job
 #   hang      prints "holding HANDLE" and never answers (the test kills
 #             the process)
 # Each job's function and workload length are printed to stdout.
@@ -32,6 +34,7 @@ my %behaviours = (
     },
     fail      => sub { $worker->send_work_fail($_[0]); return undef },
     exception => sub { $worker->send_work_exception($_[0], 'boom'); return undef },
+    die       => sub { die "boom\n" },
     hang      => sub { print "holding ", $_[0]->handle, "\n"; sleep 3600; return undef },
 );
 
