@@ -23,6 +23,7 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/worker"
 )
@@ -30,6 +31,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testserver.Cleanup()
+	pgtest.Cleanup()
 	os.Exit(code)
 }
 

@@ -27,9 +27,13 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		fmt.Fprintln(stderr, "gearwork migrate: --store must be a postgres:// URL (only the PostgreSQL store has a schema)")
 		return errUsage
 	}
-	applied, err := postgres.Migrate(ctx, *storeURL)
+	cfg, err := postgresConfig(*storeURL)
 	if err != nil {
-		return fmt.Errorf("migrate %s: %w", redactURL(*storeURL), err)
+		return err
+	}
+	applied, err := postgres.Migrate(ctx, cfg.URL)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", redactURL(cfg.URL), err)
 	}
 	if len(applied) == 0 {
 		fmt.Fprintf(stdout, "schema is up to date (version %d)\n", postgres.LatestVersion)

@@ -234,12 +234,19 @@ func sharedURL(ctx context.Context) (string, error) {
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 func Main(m *testing.M) {
 	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup stops the server that Schema or URL started, if any; for a
+// TestMain that has more to clean up than Main does.
+func Cleanup() {
 	sharedMu.Lock()
 	if shared != nil {
 		shared.Stop()
+		shared = nil
 	}
 	sharedMu.Unlock()
-	os.Exit(code)
 }
 
 // required reports whether a missing PostgreSQL fails the test instead of
