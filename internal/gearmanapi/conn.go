@@ -2,6 +2,7 @@ package gearmanapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -27,7 +28,13 @@ type conn struct {
 	nc     net.Conn
 	remote string
 	// raw allows a non-blocking write attempt; nil for TLS connections.
-	raw  syscall.RawConn
+	raw syscall.RawConn
+	// poll is the socket's descriptor, for parking: raw, or for a TLS
+	// connection the socket under it. Nil if there is none.
+	poll syscall.RawConn
+	// tls is set for TLS connections, which must not be kicked or parked
+	// before their handshake completes.
+	tls  bool
 	sess *broker.Session
 
 	// The fields up to rmu are owned by the reader goroutine.
@@ -100,12 +107,20 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), waiting: true, parkSlot: -1}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
+			c.raw, c.poll = raw, raw
+		}
+	} else if tc, ok := nc.(*tls.Conn); ok {
+		c.tls = true
+		if sc, ok := tc.NetConn().(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				c.poll = raw
+			}
 		}
 	}
 	// A new connection that can be parked is kicked like an idle one if
-	// it sends nothing; one that cannot keeps waiting on its goroutine.
-	c.released = !c.parkable()
+	// it sends nothing; one that cannot keeps waiting on its goroutine. A
+	// TLS connection is not kicked before its handshake is done.
+	c.released = !c.parkable() || c.tls
 	c.ackCond.L = &c.mu
 	c.flushed.L = &c.mu
 	c.waitStart.Store(s.now.Load())
@@ -119,6 +134,13 @@ func (c *conn) run(ctx context.Context) {
 	if !c.handshake(ctx) {
 		c.finish()
 		return
+	}
+	if c.tls && c.parkable() {
+		// From now on it idles, and parks, like a plain connection.
+		c.waitStart.Store(c.srv.now.Load())
+		c.rmu.Lock()
+		c.released = false
+		c.rmu.Unlock()
 	}
 	c.sess = c.srv.b.NewSession(c.remote, c)
 	c.wake(ctx)
@@ -163,9 +185,10 @@ func (c *conn) wake(ctx context.Context) {
 }
 
 // parkable reports whether the connection can wait for input without a
-// goroutine: plain TCP on a server with a parker.
+// goroutine: it has a socket (plain TCP or TLS over TCP) and the server a
+// parker.
 func (c *conn) parkable() bool {
-	return c.raw != nil && c.srv.parker != nil
+	return c.poll != nil && c.srv.parker != nil
 }
 
 // closeNet closes the socket from outside the reader goroutine, resuming

@@ -24,10 +24,11 @@ import (
 //     Config.WriteTimeout (a peer that does not read) closes the
 //     connection, so that its output buffer is freed.
 //   - Idle release. A connection that has waited Config.IdleRelease for its
-//     next frame drops its read buffer and parks without a goroutine (plain
-//     TCP on Linux, see parker) or moves its reader to a fresh goroutine
-//     with a small stack, so ten thousand idle connections cost a few
-//     kilobytes each.
+//     next frame drops its read buffer and parks without a goroutine (TCP
+//     and TLS over TCP on Linux, see parker) or moves its reader to a fresh
+//     goroutine with a small stack, so ten thousand idle connections cost a
+//     few kilobytes each. A TLS connection idles only once its handshake is
+//     done (Config.HandshakeTimeout bounds that).
 //   - Connection count (Config.MaxConnections) and packet size, which is
 //     smaller for connections the Authorizer grants nothing
 //     (Config.MaxPacketUnauthenticated). Packet sizes are checked at the

@@ -3,12 +3,17 @@ package gearmanapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/backoff"
 )
 
-// parker holds idle plain-TCP connections without a goroutine. A
+// parker holds idle connections (plain TCP and TLS) without a goroutine. A
 // connection that has idled for Config.IdleRelease registers its socket
 // with the parker's epoll instance (one-shot, readable) and its goroutine
 // ends; when the socket becomes readable (a request, or the peer closing)
@@ -22,21 +27,46 @@ import (
 // Epoll events carry a slot index and a generation rather than a file
 // descriptor: a descriptor that was closed and reused while an event was
 // on its way can never wake the wrong connection.
+//
+// If waiting on the epoll instance fails with anything but EINTR (which
+// should never happen), the parker logs it once, resumes every parked
+// connection on a goroutine of its own, parks no more and tries again
+// after a pause that doubles up to parkerMaxBackoff; once a wait works
+// again it parks again. It never spins on a persistent error.
 type parker struct {
 	f    *os.File
 	raw  syscall.RawConn
 	epfd int
+	log  *slog.Logger
 	done chan struct{}
-	once sync.Once
-	err  error
+	// closing is closed by close, so that a backoff pause ends at once.
+	closing chan struct{}
+	once    sync.Once
+	err     error
+	// wait is epoll_wait; tests replace it to inject errors.
+	wait atomic.Pointer[epollWaitFunc]
+	// logged is set once a wait error has been logged.
+	logged bool
 
 	// mu guards the fields below and every conn's parkSlot. It is a leaf
 	// lock: nothing else is locked while it is held.
 	mu     sync.Mutex
 	closed bool
-	slots  []parkSlot
-	free   []int32
+	// suspended is set while waits fail: nothing parks.
+	suspended bool
+	slots     []parkSlot
+	free      []int32
 }
+
+// epollWaitFunc has the signature of syscall.EpollWait.
+type epollWaitFunc func(epfd int, events []syscall.EpollEvent, msec int) (int, error)
+
+// The parker's pause after a failed wait: parkerMinBackoff after the
+// first, doubling up to parkerMaxBackoff.
+const (
+	parkerMinBackoff = 10 * time.Millisecond
+	parkerMaxBackoff = time.Second
+)
 
 // parkSlot is one parked connection; gen changes each time the slot is
 // freed.
@@ -46,9 +76,10 @@ type parkSlot struct {
 	gen int32
 }
 
-// newParker starts a parker. It returns nil (connections then keep a
-// small goroutine while idle) if the epoll instance cannot be set up.
-func newParker() *parker {
+// newParker starts a parker that logs to log. It returns nil (connections
+// then keep a small goroutine while idle) if the epoll instance cannot be
+// set up.
+func newParker(log *slog.Logger) *parker {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil
@@ -63,7 +94,9 @@ func newParker() *parker {
 		f.Close()
 		return nil
 	}
-	p := &parker{f: f, raw: raw, epfd: epfd, done: make(chan struct{})}
+	p := &parker{f: f, raw: raw, epfd: epfd, log: log, done: make(chan struct{}), closing: make(chan struct{})}
+	wait := epollWaitFunc(syscall.EpollWait)
+	p.wait.Store(&wait)
 	go p.loop()
 	return p
 }
@@ -72,18 +105,29 @@ func newParker() *parker {
 func (p *parker) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 64)
+	var delay time.Duration
 	for {
-		var n int
+		var (
+			n    int
+			werr error
+		)
 		err := p.raw.Read(func(fd uintptr) bool {
-			var werr error
-			n, werr = syscall.EpollWait(int(fd), events, 0)
-			if werr != nil {
-				// EINTR: try again at once rather than wait for an edge
-				// that may already have passed.
-				n = 0
+			n, werr = (*p.wait.Load())(int(fd), events, 0)
+			if werr == syscall.EINTR {
+				// Try again at once rather than wait for an edge that may
+				// already have passed.
+				n, werr = 0, nil
 				return true
 			}
-			return n > 0
+			if werr == nil && delay != 0 {
+				// Waiting works again (before the next event, which
+				// only a parked connection can cause).
+				delay = 0
+				p.mu.Lock()
+				p.suspended = false
+				p.mu.Unlock()
+			}
+			return werr != nil || n > 0
 		})
 		if err != nil {
 			// Closed, or the runtime cannot poll an epoll descriptor:
@@ -91,9 +135,39 @@ func (p *parker) loop() {
 			p.shut()
 			return
 		}
+		if werr != nil {
+			if delay == 0 {
+				p.suspend(werr)
+			}
+			delay = backoff.Next(delay, parkerMinBackoff, parkerMaxBackoff)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-p.closing:
+				p.shut()
+				return
+			}
+		}
 		for _, ev := range events[:n] {
 			p.dispatch(ev.Fd, ev.Pad)
 		}
+	}
+}
+
+// suspend stops parking after a failed wait and resumes every parked
+// connection, logging the first failure of the parker's life.
+func (p *parker) suspend(err error) {
+	if !p.logged {
+		p.logged = true
+		p.log.Error("gearmanapi: waiting for parked connections failed; idle connections keep a goroutine until it works again (not logged again)",
+			slog.String("error", err.Error()))
+	}
+	p.mu.Lock()
+	p.suspended = true
+	woken, ctxs := p.takeAllLocked()
+	p.mu.Unlock()
+	for i, c := range woken {
+		go c.wake(ctxs[i])
 	}
 }
 
@@ -104,7 +178,7 @@ func (p *parker) loop() {
 func (p *parker) park(ctx context.Context, c *conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed || p.suspended {
 		return false
 	}
 	var slot int32
@@ -119,7 +193,7 @@ func (p *parker) park(ctx context.Context, c *conn) bool {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: slot, Pad: s.gen}
 	var cerr error
 	// Control holds the descriptor open, so it cannot be a reused one.
-	err := c.raw.Control(func(fd uintptr) {
+	err := c.poll.Control(func(fd uintptr) {
 		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if err != nil || cerr != nil {
@@ -166,7 +240,7 @@ func (p *parker) takeLocked(slot int32) context.Context {
 	s := &p.slots[slot]
 	c, ctx := s.c, s.ctx
 	// A closed socket has left the epoll set by itself.
-	_ = c.raw.Control(func(fd uintptr) {
+	_ = c.poll.Control(func(fd uintptr) {
 		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 	})
 	c.parkSlot = -1
@@ -179,6 +253,16 @@ func (p *parker) takeLocked(slot int32) context.Context {
 func (p *parker) shut() {
 	p.mu.Lock()
 	p.closed = true
+	woken, ctxs := p.takeAllLocked()
+	p.mu.Unlock()
+	for i, c := range woken {
+		go c.wake(ctxs[i])
+	}
+}
+
+// takeAllLocked unparks every parked connection and returns them with
+// their contexts, for the caller to resume once p.mu is released.
+func (p *parker) takeAllLocked() ([]*conn, []context.Context) {
 	var woken []*conn
 	var ctxs []context.Context
 	for i := range p.slots {
@@ -187,10 +271,7 @@ func (p *parker) shut() {
 			ctxs = append(ctxs, p.takeLocked(int32(i)))
 		}
 	}
-	p.mu.Unlock()
-	for i, c := range woken {
-		go c.wake(ctxs[i])
-	}
+	return woken, ctxs
 }
 
 // close resumes every parked connection (the server closes their sockets
@@ -199,6 +280,7 @@ func (p *parker) shut() {
 func (p *parker) close() error {
 	p.once.Do(func() {
 		p.shut()
+		close(p.closing)
 		if err := p.f.Close(); err != nil {
 			p.err = fmt.Errorf("gearmanapi: closing epoll instance: %w", err)
 		}

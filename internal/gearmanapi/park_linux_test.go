@@ -1,11 +1,18 @@
 package gearmanapi
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +20,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/testcert"
 )
 
 // parked reports whether the server's connection from the client c is
@@ -209,4 +217,157 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	c.expect(gearman.EchoRes, "b")
 	later.send(gearman.EchoReq, "again")
 	later.expect(gearman.EchoRes, "again")
+}
+
+// TestIdleTLSConnectionsPark: TLS connections park like plain ones once
+// their handshake is done, and a parked one wakes for a request, has
+// events written to it while parked, and parks again. A connection whose
+// handshake is slower than the idle threshold is not kicked out of it.
+func TestIdleTLSConnectionsPark(t *testing.T) {
+	t.Parallel()
+	ca := testcert.NewCA(t, "ca")
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
+	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond},
+		func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
+	clientCfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
+	dialTLS := func() *client {
+		nc, err := tls.Dial("tcp", tb.addr, clientCfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { nc.Close() })
+		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+		return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+	}
+
+	// A handshake that starts after several idle thresholds still works.
+	raw := tb.dial(t)
+	waitJanitor(t, tb.srv, 50*time.Millisecond)
+	slow := tls.Client(raw.nc, clientCfg)
+	require.NoError(t, slow.Handshake())
+	slowC := &client{t: t, nc: slow, r: bufio.NewReader(slow)}
+	slowC.send(gearman.EchoReq, "slow")
+	slowC.expect(gearman.EchoRes, "slow")
+
+	a, silent, w, sub := dialTLS(), dialTLS(), dialTLS(), dialTLS()
+	a.send(gearman.EchoReq, "a")
+	a.expect(gearman.EchoRes, "a")
+	w.send(gearman.CanDo, "tls")
+	w.send(gearman.PreSleep)
+	for _, c := range []*client{a, silent, w, slowC} {
+		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	}
+	for i := range 10 {
+		msg := strings.Repeat("t", i*2000)
+		a.send(gearman.EchoReq, msg)
+		a.expect(gearman.EchoRes, msg)
+		require.Eventually(t, func() bool { return tb.parked(a) }, time.Minute, time.Millisecond)
+	}
+	silent.send(gearman.EchoReq, "first")
+	silent.expect(gearman.EchoRes, "first")
+
+	sub.send(gearman.SubmitJob, "tls", "", "job")
+	sub.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.expect(gearman.Noop)
+	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
+	w.send(gearman.GrabJob)
+	cmd, args := w.read()
+	require.Equal(t, gearman.JobAssign, cmd)
+	w.send(gearman.WorkComplete, args[0], "done")
+	sub.expect(gearman.WorkComplete, args[0], "done")
+}
+
+// TestParkerBacksOffWhenWaitingFails: a wait on the epoll instance that
+// keeps failing (injected) is logged once and retried after growing
+// pauses, not in a loop; meanwhile parked connections are resumed and
+// nothing parks, and once waiting works again connections park again.
+func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
+	c := tb.dial(t)
+	c.send(gearman.EchoReq, "a")
+	c.expect(gearman.EchoRes, "a")
+	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+
+	tb.srv.mu.Lock()
+	p := tb.srv.parker
+	tb.srv.mu.Unlock()
+	var (
+		failing atomic.Bool
+		mu      sync.Mutex
+		calls   []time.Time
+	)
+	failing.Store(true)
+	wait := epollWaitFunc(func(epfd int, events []syscall.EpollEvent, msec int) (int, error) {
+		if failing.Load() {
+			mu.Lock()
+			calls = append(calls, time.Now())
+			mu.Unlock()
+			return 0, syscall.EINVAL
+		}
+		return syscall.EpollWait(epfd, events, msec)
+	})
+	p.wait.Store(&wait)
+	failed := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(calls)
+	}
+
+	// The request makes the epoll instance readable; the wait fails, and
+	// the parked connection is resumed and answers.
+	c.send(gearman.EchoReq, "b")
+	c.expect(gearman.EchoRes, "b")
+	const attempts = 5
+	require.Eventually(t, func() bool { return failed() >= attempts }, time.Minute, time.Millisecond)
+	mu.Lock()
+	// Pauses of 10, 20, 40 and 80 ms at least between the first five
+	// attempts; a loop that spins makes them within microseconds.
+	spent := calls[attempts-1].Sub(calls[0])
+	mu.Unlock()
+	require.GreaterOrEqual(t, spent, 150*time.Millisecond, "the parker must back off")
+	require.Equal(t, 1, strings.Count(logs.String(), "waiting for parked connections failed"), logs.String())
+
+	// Meanwhile nothing parks, and connections keep working.
+	later := tb.dial(t)
+	for _, cl := range []*client{c, later} {
+		cl.send(gearman.EchoReq, "meanwhile")
+		cl.expect(gearman.EchoRes, "meanwhile")
+	}
+	require.Eventually(t, func() bool { return allReleased(tb.srv) }, time.Minute, time.Millisecond)
+	require.False(t, tb.parked(c))
+	require.False(t, tb.parked(later))
+
+	// Once waiting works again, idle connections park again.
+	failing.Store(false)
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return !p.suspended
+	}, time.Minute, time.Millisecond)
+	fresh := tb.dial(t)
+	fresh.send(gearman.EchoReq, "fresh")
+	fresh.expect(gearman.EchoRes, "fresh")
+	require.Eventually(t, func() bool { return tb.parked(fresh) }, time.Minute, time.Millisecond)
+	c.send(gearman.EchoReq, "c")
+	c.expect(gearman.EchoRes, "c")
+	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use, for captured logs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -2,13 +2,16 @@
 
 package gearmanapi
 
-import "context"
+import (
+	"context"
+	"log/slog"
+)
 
 // parker would hold idle connections without a goroutine; it needs epoll,
 // so elsewhere idle connections keep a small goroutine each.
 type parker struct{}
 
-func newParker() *parker { return nil }
+func newParker(*slog.Logger) *parker { return nil }
 
 func (p *parker) park(context.Context, *conn) bool { return false }
 

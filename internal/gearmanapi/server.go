@@ -55,8 +55,8 @@ type Config struct {
 	// negative disables the limit.
 	WriteTimeout time.Duration
 	// IdleRelease is how long a connection waits for its next frame before
-	// it gives its read buffer back and parks without a goroutine (plain
-	// TCP on Linux) or moves to a fresh small goroutine. Default 2s;
+	// it gives its read buffer back and parks without a goroutine (TCP and
+	// TLS over TCP on Linux) or moves to a fresh small goroutine. Default 2s;
 	// negative keeps buffers and goroutines for the life of the connection.
 	IdleRelease time.Duration
 	// MaxConnections limits the open connections; a connection accepted
@@ -149,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.lns = append(s.lns, ln)
 	if s.parker == nil && s.cfg.IdleRelease > 0 {
-		s.parker = newParker()
+		s.parker = newParker(s.log)
 	}
 	s.mu.Unlock()
 	s.startJanitor()
