@@ -8,7 +8,7 @@ serve: ## run the server with its defaults
 	go run ./cmd/gearwork serve
 
 build: ## build bin/gearwork
-	go build -o bin/gearwork ./cmd/gearwork
+	go build -buildvcs=auto -o bin/gearwork ./cmd/gearwork
 
 test: ## the whole test suite (installs what it needs)
 	scripts/test.sh

@@ -75,7 +75,7 @@ run_matrix() {
 				port=$(free_port)
 				start_server "$server" "$port"
 				# shellcheck disable=SC2046 # word splitting of the arguments is wanted
-				if line=$("$GW" bench --server "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup \
+				if line=$("$GW" bench --servers "127.0.0.1:$port" --pid "$SERVER_PID" --no-cleanup \
 					$(bench_args "$row" "$server") 2>>"$OUT/bench.log"); then
 					echo "row=$row target=$server run=$run $line" >>"$RESULTS"
 					log "run $run/$RUNS $row $server: $(grep -o 'rate=[0-9.]*' <<<"$line")"

@@ -99,7 +99,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_server
 wait_listening >/dev/null
 log "queueing $JOBS jobs of $PAYLOAD bytes ($CONNECTIONS connections × $INFLIGHT in flight)"
-line=$("$GW" bench --server "127.0.0.1:$PORT" --pid "$SERVER_PID" --scenario memory --queue "$QUEUE" \
+line=$("$GW" bench --servers "127.0.0.1:$PORT" --pid "$SERVER_PID" --scenario memory --queue "$QUEUE" \
 	--jobs "$JOBS" --payload "$PAYLOAD" --connections "$CONNECTIONS" --inflight "$INFLIGHT" \
 	--no-cleanup --timeout "$TIMEOUT" 2>>"$OUT/bench.log")
 submit_rate=$(grep -o 'rate=[0-9.]*' <<<"$line" | cut -d= -f2)
@@ -123,7 +123,7 @@ read -r rss_replay_settled hwm_replay_settled < <(mem)
 record "restart-settled seconds=$SETTLE rss_mib=$rss_replay_settled hwm_mib=$hwm_replay_settled"
 
 log "taking $SAMPLE jobs back and checking their payloads"
-line=$("$GW" bench --server "127.0.0.1:$PORT" --pid "$SERVER_PID" --scenario verify --queue "$QUEUE" \
+line=$("$GW" bench --servers "127.0.0.1:$PORT" --pid "$SERVER_PID" --scenario verify --queue "$QUEUE" \
 	--jobs "$SAMPLE" --payload "$PAYLOAD" --timeout "$TIMEOUT" 2>>"$OUT/bench.log")
 verify_rate=$(grep -o 'rate=[0-9.]*' <<<"$line" | cut -d= -f2)
 read -r rss_verified hwm_verified < <(mem)

@@ -39,8 +39,9 @@ Commands (sent as the text admin protocol, so they work with gearmand too):
 Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
   policy [FN]                 policies: source, state and the settings that
                               differ from the defaults (--json: every key)
-  policy FN KEY=VALUE...      change keys of FN's policy until a restart
-  policy FN reset             FN follows the default policy again
+  policy FN KEY=VALUE...      change keys of FN's policy (stored: the change
+                              survives a restart and overrides --config)
+  policy FN reset             FN follows the default policy again (stored)
   pause FN [until TIME|DUR]   stop handing out FN's jobs (until an RFC 3339
                               time or for a duration such as 30m)
   resume FN                   hand out FN's jobs again
@@ -55,8 +56,9 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
   ordering [FN]               ordering keys: head job, its state, waiting
 
 Every server in --servers is asked; with more than one, tables get a
-SERVER column. Exit status: 0 ok, 1 a server answered with an error,
-2 invalid arguments, 4 a server could not be reached.
+SERVER column. pause, resume and policy FN ... answer "unknown function"
+for a function the server does not know (create it first to configure it
+before its workers connect).
 `
 
 // answerKind is the shape of an admin text answer.
@@ -90,16 +92,11 @@ type adminCommand struct {
 }
 
 func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("admin", "admin [flags] COMMAND [ARGS...]", stderr)
+	fs := newFlagSetHelp("admin", "admin [flags] COMMAND [ARGS...]", adminHelp, stderr)
 	servers := fs.String("servers", client.DefaultServer, "comma-separated `host:port` list of job servers")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table: an array of objects (one per row or per server)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a server after this `duration`")
 	graceful := fs.Bool("graceful", false, "with shutdown: let running jobs finish first")
-	usage := fs.Usage
-	fs.Usage = func() {
-		usage()
-		fmt.Fprint(stderr, adminHelp)
-	}
 	// Flags may come before or after the command words ("admin status
 	// --json"); words after "--" are never flags.
 	var words []string
@@ -123,9 +120,7 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	cmd, err := parseAdminArgs(words)
 	if err != nil {
-		fs.Usage()
-		fmt.Fprintln(stderr, "\ngearwork admin:", err)
-		return exitError{code: exitUsage}
+		return helpError(stderr, "admin", err.Error())
 	}
 	addrs := splitServers(*servers)
 	if len(addrs) == 0 {

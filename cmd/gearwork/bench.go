@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -22,7 +23,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		"for each, one machine-readable line on stdout (key=value pairs, or JSON with --json)\n"+
 		"and a readable summary on stderr.\n\nScenarios: "+strings.Join(bench.Scenarios(), ", ")+
 		".\n\"drain\" means drain1,drain8 and \"fg\" means fg1,fg64; memory and idle need --pid, verify needs --queue.", stderr)
-	fs.StringVar(&cfg.Addr, "server", "127.0.0.1:4730", "`host:port` of the Gearman server")
+	fs.StringVar(&cfg.Addr, "servers", "127.0.0.1:4730", "`host:port` of the Gearman server to measure (one)")
+	fs.StringVar(&cfg.Addr, "server", "127.0.0.1:4730", "old name of --servers")
 	fs.StringVar(&scenarios, "scenario", "all", "comma-separated scenario `names`; \"all\" runs every one (memory and idle only with --pid)")
 	fs.IntVar(&cfg.Jobs, "jobs", 200000, "jobs (or requests) each scenario measures")
 	fs.IntVar(&cfg.Payload, "payload", 64, "payload size in `bytes` (at least 8)")
@@ -42,8 +44,10 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gearwork bench: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+		return helpError(stderr, "bench", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	if strings.Contains(cfg.Addr, ",") {
+		return usageError(stderr, fmt.Errorf("invalid --servers %q: bench measures one server", cfg.Addr))
 	}
 	for _, f := range []struct {
 		name string
@@ -51,31 +55,34 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}{{"jobs", cfg.Jobs}, {"connections", cfg.Connections}, {"inflight", cfg.Inflight},
 		{"workers", cfg.Workers}, {"grabs", cfg.Grabs}, {"idle-conns", cfg.IdleConns}} {
 		if f.v < 1 {
-			return fmt.Errorf("invalid --%s %d: must be at least 1", f.name, f.v)
+			return usageError(stderr, fmt.Errorf("invalid --%s %d: must be at least 1", f.name, f.v))
 		}
 	}
 	if cfg.Timeout <= 0 {
-		return fmt.Errorf("invalid --timeout %s: must be positive", cfg.Timeout)
+		return usageError(stderr, fmt.Errorf("invalid --timeout %s: must be positive", cfg.Timeout))
 	}
 	if cfg.IdleSettle <= 0 {
-		return fmt.Errorf("invalid --idle-settle %s: must be positive", cfg.IdleSettle)
+		return usageError(stderr, fmt.Errorf("invalid --idle-settle %s: must be positive", cfg.IdleSettle))
 	}
 	if err := cfg.Validate(); err != nil {
-		return err
+		return usageError(stderr, err)
 	}
 	names, err := bench.ParseScenarios(scenarios, cfg.PID != 0)
 	if err != nil {
-		return err
+		return usageError(stderr, err)
 	}
 	if isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
-	failed := 0
+	failed, unreachable := 0, 0
 	for _, name := range names {
 		res, err := bench.Run(ctx, cfg, name)
 		if err != nil {
 			fmt.Fprintln(stderr, "gearwork:", err)
 			failed++
+			if errors.Is(err, bench.ErrConnect) {
+				unreachable++
+			}
 			if ctx.Err() != nil {
 				break
 			}
@@ -93,7 +100,14 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		fmt.Fprintln(stderr, res.Summary())
 	}
 	if failed > 0 {
-		return exitError{code: 1, msg: fmt.Sprintf("bench: %d of %d scenarios failed", failed, len(names))}
+		code := exitFailed
+		switch {
+		case ctx.Err() != nil:
+			code = exitInterrupted
+		case unreachable == failed:
+			code = exitUnreachable
+		}
+		return exitError{code: code, msg: fmt.Sprintf("bench: %d of %d scenarios failed", failed, len(names))}
 	}
 	return nil
 }

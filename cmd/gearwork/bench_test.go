@@ -20,7 +20,7 @@ func TestBenchCommand(t *testing.T) {
 	t.Parallel()
 	addr := startTestServer(t)
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), []string{"bench", "--server", addr, "--scenario", "echo,drain8",
+	err := run(t.Context(), []string{"bench", "--servers", addr, "--scenario", "echo,drain8",
 		"--jobs", "300", "--workers", "2"}, nil, &stdout, &stderr)
 	require.NoError(t, err, stderr.String())
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
@@ -32,6 +32,7 @@ func TestBenchCommand(t *testing.T) {
 	require.NotContains(t, stderr.String(), "\r", "no progress bar when stderr is not a terminal")
 
 	stdout.Reset()
+	// --server is the old name of --servers, kept as a hidden alias.
 	err = run(t.Context(), []string{"bench", "--server", addr, "--scenario", "fg1", "--jobs", "50", "--json"}, nil, &stdout, &stderr)
 	require.NoError(t, err)
 	var res map[string]any
@@ -54,15 +55,21 @@ func TestBenchCommandRejectsBadArguments(t *testing.T) {
 		{[]string{"--payload", "4"}, "payload must be 8 to"},
 		{[]string{"--scenario", "memory"}, "scenario memory needs the server's pid"},
 		{[]string{"--scenario", "nope"}, `unknown scenario "nope"`},
-		{[]string{"--server", ""}, "no server address"},
+		{[]string{"--servers", ""}, "no server address"},
+		{[]string{"--servers", "127.0.0.1:1,127.0.0.1:2"}, "bench measures one server"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), append([]string{"bench"}, tc.args...), nil, &stdout, &stderr)
-		require.ErrorContains(t, err, tc.want, "args %q", tc.args)
+		var ex exitError
+		require.ErrorAs(t, err, &ex, "args %q", tc.args)
+		require.Equal(t, exitUsage, ex.code, "args %q", tc.args)
+		require.Contains(t, stderr.String(), tc.want, "args %q", tc.args)
 		require.Empty(t, stdout.String())
 	}
 	var stdout, stderr bytes.Buffer
-	require.ErrorIs(t, run(t.Context(), []string{"bench", "extra"}, nil, &stdout, &stderr), errUsage)
+	var ex exitError
+	require.ErrorAs(t, run(t.Context(), []string{"bench", "extra"}, nil, &stdout, &stderr), &ex)
+	require.Equal(t, exitUsage, ex.code)
 	require.ErrorIs(t, run(t.Context(), []string{"bench", "--bogus"}, nil, &stdout, &stderr), errUsage)
 }
 
@@ -70,10 +77,10 @@ func TestBenchCommandReportsFailures(t *testing.T) {
 	t.Parallel()
 	// Nothing listens on port 1 of loopback.
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), []string{"bench", "--server", "127.0.0.1:1", "--scenario", "echo,submit", "--jobs", "10"}, nil, &stdout, &stderr)
+	err := run(t.Context(), []string{"bench", "--servers", "127.0.0.1:1", "--scenario", "echo,submit", "--jobs", "10"}, nil, &stdout, &stderr)
 	var ex exitError
 	require.ErrorAs(t, err, &ex)
-	require.Equal(t, 1, ex.code)
+	require.Equal(t, exitUnreachable, ex.code, "no server: the exit code of every command for it")
 	require.Equal(t, "bench: 2 of 2 scenarios failed", ex.msg)
 	require.Contains(t, stderr.String(), "gearwork: bench echo: connect to 127.0.0.1:1")
 	require.Empty(t, stdout.String())

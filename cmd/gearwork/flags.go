@@ -8,31 +8,83 @@ import (
 	"strings"
 )
 
-// newFlagSet returns a FlagSet whose usage explains the command.
+// newFlagSet returns a FlagSet whose usage explains the command: the
+// synopsis, the flags written as the docs write them (--flag), and the
+// exit code table.
 func newFlagSet(name, synopsis string, out io.Writer) *flag.FlagSet {
+	return newFlagSetHelp(name, synopsis, "", out)
+}
+
+// newFlagSetHelp is newFlagSet with more text after the flags.
+func newFlagSetHelp(name, synopsis, more string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: gearwork %s\n\nFlags (each also read from GEARWORK_<FLAG>):\n", synopsis)
-		fs.PrintDefaults()
+		printFlags(out, fs)
+		fmt.Fprint(out, more)
+		fmt.Fprint(out, exitTable)
 	}
 	return fs
 }
 
+// hiddenFlags are aliases kept for old command lines that --help does not
+// show: "command flag".
+var hiddenFlags = map[string]bool{"bench server": true}
+
+// printFlags writes fs's flags like flag.PrintDefaults, but with two
+// dashes and without the hidden aliases.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		if hiddenFlags[fs.Name()+" "+f.Name] {
+			return
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "  --%s", f.Name)
+		name, usage := flag.UnquoteUsage(f)
+		if name != "" {
+			b.WriteString(" " + name)
+		}
+		b.WriteString("\n    \t")
+		b.WriteString(strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch f.DefValue {
+		case "", "0", "false", "0s":
+		default:
+			if g, ok := f.Value.(flag.Getter); ok {
+				if _, isString := g.Get().(string); isString {
+					fmt.Fprintf(&b, " (default %q)", f.DefValue)
+					break
+				}
+			}
+			fmt.Fprintf(&b, " (default %v)", f.DefValue)
+		}
+		fmt.Fprintln(w, b.String())
+	})
+}
+
 // parseFlags applies GEARWORK_* environment variables to flags not given on
-// the command line, after parsing args.
+// the command line, after parsing args. --help prints the usage (and
+// returns errHelp); a bad flag prints one line saying what is wrong and
+// one pointing to --help, not the whole usage.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	fs.SetOutput(out)
+	if err != nil {
 		if err == flag.ErrHelp {
+			usage()
 			return errHelp
 		}
+		fmt.Fprintf(out, "gearwork %s: %s\nRun \"gearwork %s --help\" for its flags.\n", fs.Name(), flagError(err), fs.Name())
 		return errUsage
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		if set[f.Name] || err != nil || hiddenFlags[fs.Name()+" "+f.Name] {
 			return
 		}
 		env := "GEARWORK_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -42,8 +94,28 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			}
 		}
 	})
-	return err
+	if err != nil {
+		return usageError(out, err)
+	}
+	return nil
+}
+
+// flagError rewrites the flag package's messages with the flag names as
+// the docs write them: "unknown flag --bogus", "flag --jobs needs an
+// argument", "invalid value "x" for --jobs: ...".
+func flagError(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return "unknown flag --" + strings.TrimPrefix(name, "-")
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return "flag --" + strings.TrimPrefix(name, "-") + " needs an argument"
+	}
+	if strings.HasPrefix(msg, "invalid ") {
+		msg = strings.Replace(msg, " for flag -", " for --", 1)
+	}
+	return msg
 }
 
 // errHelp is returned when --help was asked for; it exits 0.
-var errHelp = exitError{code: 0}
+var errHelp = exitError{code: exitOK}

@@ -11,7 +11,9 @@ import (
 	"syscall"
 )
 
-// version is reported by "gearwork version" and the "version" admin command.
+// version is the release this source tree is; a binary built from a
+// module version (go install ...@v1.2.3) reports that version instead (see
+// buildVersion).
 const version = "0.1.0"
 
 func main() {
@@ -27,10 +29,10 @@ func main() {
 		}
 		os.Exit(ex.code)
 	case errors.Is(err, errUsage):
-		os.Exit(2)
+		os.Exit(exitUsage)
 	default:
 		fmt.Fprintln(os.Stderr, "gearwork:", err)
-		os.Exit(1)
+		os.Exit(exitFailed)
 	}
 }
 
@@ -59,14 +61,26 @@ func commands() []command {
 		{"admin", "query and manage a server over the admin protocol", runAdmin},
 		{"migrate", "create or upgrade a PostgreSQL store's schema", runMigrate},
 		{"bench", "measure a Gearman server (Gearwork or gearmand) under load", runBench},
-		{"version", "print the version", func(_ context.Context, _ []string, _ io.Reader, stdout, _ io.Writer) error {
-			fmt.Fprintln(stdout, "gearwork", version)
-			return nil
-		}},
+		{"version", "print the version, commit and Go version (also --version, -v)", runVersion},
 	}
 }
 
+func runVersion(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", "version", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, fmt.Errorf("version: unexpected argument %q", fs.Arg(0)))
+	}
+	fmt.Fprintln(stdout, buildVersion())
+	return nil
+}
+
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-v" || args[0] == "-version") {
+		return runVersion(ctx, args[1:], stdin, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		if len(args) == 0 {
@@ -79,8 +93,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return c.run(ctx, args[1:], stdin, stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "gearwork: unknown command %q\n\n", args[0])
-	usage(stderr)
+	fmt.Fprintf(stderr, "gearwork: unknown command %q\nRun \"gearwork --help\" for the list of commands.\n", args[0])
 	return errUsage
 }
 
@@ -97,5 +110,6 @@ Commands:`)
 	fmt.Fprintln(w, `
 Run "gearwork <command> --help" for the flags of a command. Every flag can
 also be set by an environment variable: GEARWORK_ followed by the flag name
-in upper case with dashes as underscores (--max-packet: GEARWORK_MAX_PACKET).`)
+in upper case with dashes as underscores (--max-packet: GEARWORK_MAX_PACKET).
+"gearwork --version" (or -v) prints the version, commit and Go version.`+exitTable)
 }

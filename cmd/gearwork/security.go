@@ -41,11 +41,13 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.handshakeTimeout, "tls-handshake-timeout", 10*time.Second, "close connections whose TLS handshake takes longer than this `duration`; on the HTTP port with TLS it also bounds reading each request's header")
 	fs.BoolVar(&sc.insecure, "insecure", false, "allow listening on a non-loopback address without authentication (anyone who can connect may submit, serve and run admin commands; without --http-tokens the HTTP API then serves every client)")
 	fs.IntVar(&sc.maxConnections, "max-connections", 10000, "most open Gearman connections; more are closed at accept; 0 means no limit")
-	fs.IntVar(&sc.maxPacketUnauth, "max-packet-unauthenticated", 16<<10, "largest packet body in `bytes` from a connection the auth rules grant nothing")
+	sc.maxPacketUnauth = 16 << 10
+	fs.Var(sizeValue[int]{&sc.maxPacketUnauth}, "max-packet-unauthenticated", "largest packet body (a `size` such as 16KiB) from a connection the auth rules grant nothing")
 	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte (idle time between packets is not limited); 0 disables")
 	fs.DurationVar(&sc.writeTimeout, "write-timeout", 60*time.Second, "close a connection that does not read its answers for this `duration`; 0 disables")
-	fs.IntVar(&sc.maxOutput, "max-output", 0, "`bytes` of unread output one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64 MiB))")
-	fs.Int64Var(&sc.maxQueuedBytes, "max-queued-bytes", 1<<30, "memory budget in `bytes` for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
+	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
+	sc.maxQueuedBytes = 1 << 30
+	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
 }
 
 // security is what securityConfig resolves to at start.
@@ -108,6 +110,14 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 		return nil, errors.New("the auth rules match client certificates, but mutual TLS is off: set --tls-cert, --tls-key and --tls-client-ca")
 	}
 	return &s, nil
+}
+
+// rules is the number of authorization rules in force.
+func (s *security) rules() int {
+	if s.policy == nil {
+		return 0
+	}
+	return s.policy.Len()
 }
 
 // usesCertificates reports whether any rule matches on certificate data.
@@ -181,7 +191,7 @@ func checkExposure(ctx context.Context, port listenPort, authenticated, insecure
 		fmt.Fprintf(&msg, "  - %s\n", r)
 	}
 	msg.WriteString("  - or accept the risk explicitly with --insecure.\nSee docs/security.md.")
-	return exitError{code: 1, msg: msg.String()}
+	return exitError{code: exitUsage, msg: msg.String()}
 }
 
 // exposed reports whether a listen address may accept connections from

@@ -90,7 +90,7 @@ func TestCheckExposure(t *testing.T) {
 	err := checkExposure(ctx, gearmanPort("0.0.0.0:4730"), false, false, log)
 	var ex exitError
 	require.ErrorAs(t, err, &ex)
-	require.Equal(t, 1, ex.code)
+	require.Equal(t, exitUsage, ex.code)
 	require.Contains(t, ex.msg, "refusing to listen on 0.0.0.0:4730 (--listen) without authentication")
 	require.Contains(t, ex.msg, "--tls-client-ca")
 	require.Contains(t, ex.msg, "--insecure")
@@ -101,7 +101,7 @@ func TestCheckExposure(t *testing.T) {
 
 	err = checkExposure(ctx, httpPort(":4780"), false, false, log)
 	require.ErrorAs(t, err, &ex)
-	require.Equal(t, 1, ex.code)
+	require.Equal(t, exitUsage, ex.code)
 	require.Contains(t, ex.msg, "refusing to listen on :4780 (--http) without authentication")
 	require.Contains(t, ex.msg, "--http-tokens FILE")
 	require.Contains(t, ex.msg, "--http 127.0.0.1:4780")

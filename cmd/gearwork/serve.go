@@ -24,6 +24,7 @@ type serveConfig struct {
 	maxPacket       int
 	jobRetries      int
 	logLevel        string
+	logFormat       string
 	shutdownTimeout time.Duration
 	handlePrefix    string
 	configFile      string
@@ -43,9 +44,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.store.memoryBudget, "memory-budget", "", budgetHelp)
 	fs.StringVar(&cfg.memoryLimit, "memory-limit", "", memoryLimitHelp)
 	fs.DurationVar(&cfg.insertDelay, "insert-delay", 20*time.Millisecond, "PostgreSQL store: how long a new short background job that this server's workers run waits for its insert (up to 5 times as long while it is expected to queue longer); one that ends sooner is never written, and its submitter is answered when it ends (0: insert at once)")
-	fs.IntVar(&cfg.maxPacket, "max-packet", 64<<20, "largest packet body in `bytes`; a larger packet gets an ERROR and the connection is closed")
+	cfg.maxPacket = 64 << 20
+	fs.Var(sizeValue[int]{&cfg.maxPacket}, "max-packet", "largest packet body, a `size` such as 64MiB (or 67108864); a larger packet gets an ERROR and the connection is closed")
 	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text (key=value) or json (one object a line)")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop (SIGUSR1 or \"shutdown graceful\") waits for running jobs")
 	fs.StringVar(&cfg.configFile, "config", "", "YAML `file` with per-function lifecycle policies and cron schedules (docs/lifecycle.md)")
 	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
@@ -56,17 +59,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gearwork serve: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
+		return helpError(stderr, "serve", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
-		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", cfg.logLevel)
+	if err := checkServeConfig(ctx, &cfg); err != nil {
+		return err
 	}
-	if cfg.maxPacket <= 0 {
-		return fmt.Errorf("invalid --max-packet %d: must be positive", cfg.maxPacket)
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	level, _ := parseLogLevel(cfg.logLevel)
+	log, _ := newLogger(stderr, cfg.logFormat, level)
 	return serve(ctx, cfg, level, log)
 }
 
@@ -115,7 +114,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if cfg.insertDelay <= 0 {
 		bcfg.EarlyInsertDelay = -1 // none
 	}
-	if err := applyConfigFile(&bcfg, cfg.configFile); err != nil {
+	if err := applyConfigFile(&bcfg, cfg.configFile, sec.rules(), log); err != nil {
 		return err
 	}
 	if st != nil {

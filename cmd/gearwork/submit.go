@@ -15,25 +15,13 @@ import (
 	"github.com/gearwork/gearwork/client"
 )
 
-// Exit codes of the commands that talk to a job server.
-const (
-	exitJobFailed   = 1   // the worker sent WORK_FAIL
-	exitUsage       = 2   // bad flags or arguments
-	exitException   = 3   // the worker sent WORK_EXCEPTION
-	exitUnreachable = 4   // no server answered: down, connection lost, or --timeout passed
-	exitRefused     = 5   // the server refused the request with an ERROR packet
-	exitInterrupted = 130 // SIGINT or SIGTERM
-)
-
-const submitExits = `
-Exit status:
-  0    the job completed (foreground), or was accepted (background)
-  1    the job failed (WORK_FAIL)
-  2    invalid flags or arguments
-  3    the job threw an exception (WORK_EXCEPTION; its data goes to stderr)
-  4    no server could be reached, the connection was lost, or --timeout passed
-  5    the server refused the job (ERROR packet, e.g. a full queue)
-  130  interrupted
+// submitHelp follows submit's flags in its --help.
+const submitHelp = `
+The payload is the second argument; "-" reads it from stdin; none means an
+empty payload. Streamed data (WORK_DATA) and the result go to stdout,
+warnings and progress to stderr. When stdout is a terminal, output that does
+not end with a newline gets one, so that the prompt starts on its own line;
+otherwise the result's bytes are written exactly as the worker sent them.
 `
 
 type submitConfig struct {
@@ -49,7 +37,7 @@ type submitConfig struct {
 
 func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var cfg submitConfig
-	fs := newFlagSet("submit", "submit [flags] FUNCTION [PAYLOAD | -]", stderr)
+	fs := newFlagSetHelp("submit", "submit [flags] FUNCTION [PAYLOAD | -]", submitHelp, stderr)
 	fs.StringVar(&cfg.servers, "servers", client.DefaultServer, "comma-separated `host:port` list of job servers; a --unique always picks the same one")
 	fs.BoolVar(&cfg.background, "background", false, "submit a background job: print its handle and return once the server accepted it")
 	fs.StringVar(&cfg.priority, "priority", "normal", "job `priority`: high, normal or low")
@@ -58,21 +46,14 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until the server no longer knows it")
 	fs.DurationVar(&cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
 	fs.DurationVar(&cfg.timeout, "timeout", 0, "give up waiting after this `duration` (0: wait as long as it takes)")
-	usage := fs.Usage
-	fs.Usage = func() {
-		usage()
-		fmt.Fprint(stderr, `
-The payload is the second argument; "-" reads it from stdin; none means an
-empty payload. Streamed data (WORK_DATA) and the result go to stdout,
-warnings and progress to stderr.
-`+submitExits)
-	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() < 1 || fs.NArg() > 2 {
-		fs.Usage()
-		return errUsage
+	switch {
+	case fs.NArg() == 0:
+		return helpError(stderr, "submit", "missing the FUNCTION to submit the job to (gearwork submit [flags] FUNCTION [PAYLOAD | -])")
+	case fs.NArg() > 2:
+		return helpError(stderr, "submit", fmt.Sprintf("unexpected argument %q after the payload (quote a payload with spaces, or use - to read it from stdin)", fs.Arg(2)))
 	}
 	prio, err := client.ParsePriority(cfg.priority)
 	if err != nil {
@@ -221,6 +202,13 @@ func splitServers(s string) []string {
 // usageError prints err and returns the usage exit code.
 func usageError(stderr io.Writer, err error) error {
 	fmt.Fprintln(stderr, "gearwork:", err)
+	return exitError{code: exitUsage}
+}
+
+// helpError prints what is wrong with a command line and where to read
+// about it, and returns the usage exit code.
+func helpError(stderr io.Writer, command, msg string) error {
+	fmt.Fprintf(stderr, "gearwork %s: %s\nRun \"gearwork %s --help\" for its flags.\n", command, msg, command)
 	return exitError{code: exitUsage}
 }
 

@@ -24,27 +24,25 @@ type workConfig struct {
 	logLevel        string
 }
 
-func runWork(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
-	var cfg workConfig
-	fs := newFlagSet("work", "work [flags] FUNCTION -- COMMAND [ARGS...]", stderr)
-	fs.StringVar(&cfg.servers, "servers", worker.DefaultServer, "comma-separated `host:port` list of job servers to take jobs from")
-	fs.IntVar(&cfg.concurrency, "concurrency", 1, "run up to this many `jobs` (commands) at once")
-	fs.DurationVar(&cfg.timeout, "timeout", 0, "kill a command running longer than this `duration`; the server hands the job out again (CAN_DO_TIMEOUT). 0: no limit")
-	fs.StringVar(&cfg.clientID, "client-id", "", "`id` shown by the server's \"workers\" admin command")
-	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running commands may take to finish before they are killed")
-	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	usage := fs.Usage
-	fs.Usage = func() {
-		usage()
-		fmt.Fprint(stderr, `
+// workHelp follows work's flags in its --help.
+const workHelp = `
 For each job, COMMAND runs with the job's payload on stdin; its stdout is
 the job's result (WORK_COMPLETE). If it exits non-zero the job fails
 (WORK_FAIL) and its stderr is sent to the client first as a warning. The
 command's environment has GEARWORK_FUNCTION, GEARWORK_HANDLE and
 GEARWORK_UNIQUE. On SIGINT or SIGTERM the worker takes no new jobs and
 waits for running commands (up to --shutdown-timeout).
-`)
-	}
+`
+
+func runWork(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
+	var cfg workConfig
+	fs := newFlagSetHelp("work", "work [flags] FUNCTION -- COMMAND [ARGS...]", workHelp, stderr)
+	fs.StringVar(&cfg.servers, "servers", worker.DefaultServer, "comma-separated `host:port` list of job servers to take jobs from")
+	fs.IntVar(&cfg.concurrency, "concurrency", 1, "run up to this many `jobs` (commands) at once")
+	fs.DurationVar(&cfg.timeout, "timeout", 0, "kill a command running longer than this `duration`; the server hands the job out again (CAN_DO_TIMEOUT). 0: no limit")
+	fs.StringVar(&cfg.clientID, "client-id", "", "`id` shown by the server's \"workers\" admin command")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running commands may take to finish before they are killed")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -52,9 +50,11 @@ waits for running commands (up to --shutdown-timeout).
 	if len(rest) >= 2 && rest[1] == "--" {
 		rest = append(rest[:1:1], rest[2:]...)
 	}
-	if len(rest) < 2 {
-		fs.Usage()
-		return errUsage
+	switch len(rest) {
+	case 0:
+		return helpError(stderr, "work", "missing the FUNCTION and the COMMAND to run for its jobs (gearwork work [flags] FUNCTION -- COMMAND [ARGS...])")
+	case 1:
+		return helpError(stderr, "work", "missing the COMMAND to run for each job of "+rest[0]+" (gearwork work [flags] FUNCTION -- COMMAND [ARGS...])")
 	}
 	function, command := rest[0], rest[1:]
 	if cfg.concurrency < 1 {

@@ -364,6 +364,10 @@ func (r *run) dial(ctx context.Context, bufSize int) (*conn, error) {
 	return c, nil
 }
 
+// ErrConnect is wrapped by Run's error when a connection to the server
+// could not be made.
+var ErrConnect = errors.New("connect")
+
 // errHalted is returned by dial after interrupt.
 var errHalted = errors.New("run interrupted")
 

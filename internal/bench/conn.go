@@ -35,7 +35,7 @@ func dialConn(ctx context.Context, addr string, deadline time.Time, bufSize int)
 	d := net.Dialer{Deadline: deadline}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+		return nil, fmt.Errorf("%w to %s: %w", ErrConnect, addr, err)
 	}
 	if err := nc.SetDeadline(deadline); err != nil {
 		nc.Close()

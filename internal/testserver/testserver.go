@@ -83,9 +83,10 @@ func Start(t testing.TB, args ...string) *Server {
 	return s
 }
 
+// The listening lines, as --log-format text or json writes them.
 var (
-	listening     = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
-	httpListening = regexp.MustCompile(`msg="serve: HTTP API listening" addr=(\S+)`)
+	listening     = regexp.MustCompile(`msg="serve: listening" addr=(\S+)|"msg":"serve: listening","addr":"([^"]+)"`)
+	httpListening = regexp.MustCompile(`msg="serve: HTTP API listening" addr=(\S+)|"msg":"serve: HTTP API listening","addr":"([^"]+)"`)
 )
 
 func start(t testing.TB, args []string) (*Server, error) {
@@ -107,13 +108,13 @@ func start(t testing.TB, args []string) (*Server, error) {
 			s.log.WriteString(line + "\n")
 			if m := listening.FindStringSubmatch(line); m != nil {
 				select {
-				case addr <- m[1]:
+				case addr <- m[1] + m[2]:
 				default:
 				}
 			}
 			if m := httpListening.FindStringSubmatch(line); m != nil {
 				select {
-				case s.httpAddr <- m[1]:
+				case s.httpAddr <- m[1] + m[2]:
 				default:
 				}
 			}

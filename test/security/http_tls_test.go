@@ -164,7 +164,7 @@ func TestHTTPRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, code := testserver.Run(ctx, t, "serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0")
-	require.Equal(t, 1, code, out)
+	require.Equal(t, 2, code, out)
 	require.Contains(t, out, "gearwork: refusing to listen on 0.0.0.0:0 (--http) without authentication")
 	require.Contains(t, out, "--http-tokens FILE")
 	require.Contains(t, out, "--tls-client-ca")
@@ -175,7 +175,7 @@ func TestHTTPRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 	p := newPKI(t)
 	out, code = testserver.Run(ctx, t, append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"},
 		p.serverArgs(false)...)...)
-	require.Equal(t, 1, code, out)
+	require.Equal(t, 2, code, out)
 	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 (--http)")
 
 	// Nor do the Gearman port's auth rules: they match Gearman
@@ -183,12 +183,12 @@ func TestHTTPRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "rules.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n"), 0o600))
 	out, code = testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0", "--config", cfg, "--http", "[::]:0")
-	require.Equal(t, 1, code, out)
+	require.Equal(t, 2, code, out)
 	require.Contains(t, out, "refusing to listen on [::]:0 (--http)")
 
 	// Broken TLS settings for the HTTP port stop the server as well.
 	out, code = testserver.Run(ctx, t, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
 		"--http-tls-cert", p.certFile)
-	require.Equal(t, 1, code, out)
+	require.Equal(t, 2, code, out)
 	require.Contains(t, out, "HTTP port: TLS needs both --tls-cert and --tls-key")
 }

@@ -315,7 +315,7 @@ func TestRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, code := testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0", "--http", "off")
-	require.Equal(t, 1, code, out)
+	require.Equal(t, 2, code, out)
 	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 (--listen) without authentication")
 	require.Contains(t, out, "--insecure")
 	require.NotContains(t, out, "serve: listening")

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/testserver"
+)
+
+// TestVersionFlag: --version, -v and "version" print the version, the
+// commit and the Go version the binary was built with.
+func TestVersionFlag(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	var first string
+	for _, arg := range []string{"--version", "-v", "version"} {
+		out, errOut, code := gw(t, bin, "", nil, arg)
+		require.Equal(t, 0, code, errOut)
+		require.Regexp(t, `^gearwork \S+ \(commit \S+, go1\.\d+\S* \S+/\S+\)\n$`, out, arg)
+		require.Contains(t, out, runtime.Version(), "the test and the binary are built by the same Go")
+		if first == "" {
+			first = out
+		}
+		require.Equal(t, first, out, arg)
+	}
+}
+
+// TestVersionFromBuildInfo: a binary installed from a module version
+// reports that version and its commit; a local build the source tree's
+// version and the VCS revision.
+func TestVersionFromBuildInfo(t *testing.T) {
+	t.Parallel()
+	v := versionFrom(&debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "v1.2.3"}})
+	require.Equal(t, versionInfo{Version: "v1.2.3", Commit: "unknown", Go: "go1.99.1"}, v)
+	v = versionFrom(&debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "v0.0.0-20261206120000-abcdef123456"}})
+	require.Equal(t, "abcdef123456", v.Commit)
+	v = versionFrom(&debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "(devel)"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.modified", Value: "true"}}})
+	require.Equal(t, versionInfo{Version: version, Commit: "0123abcd-dirty", Go: "go1.99.1"}, v)
+	require.Equal(t, "gearwork "+version+" (commit unknown, "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH+")", versionFrom(nil).String())
+}
+
+// TestHelpOfEveryCommand: each --help shows flags as the docs write them
+// (--flag), no hidden alias, and the one exit code table; it exits 0.
+func TestHelpOfEveryCommand(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	out, _, code := gw(t, bin, "", nil, "--help")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, exitTable)
+	for _, c := range commands() {
+		_, errOut, code := gw(t, bin, "", nil, c.name, "--help")
+		require.Equal(t, 0, code, c.name)
+		require.Contains(t, errOut, "Usage: gearwork "+c.name, c.name)
+		require.True(t, strings.HasSuffix(errOut, exitTable), "%s --help ends with the exit code table:\n%s", c.name, errOut)
+		for _, l := range strings.Split(errOut, "\n") {
+			require.False(t, strings.HasPrefix(l, "  -") && !strings.HasPrefix(l, "  --"), "%s --help: single-dash flag %q", c.name, l)
+		}
+		if c.name != "version" {
+			require.Contains(t, errOut, "\n  --", c.name)
+		}
+	}
+	_, errOut, _ := gw(t, bin, "", nil, "bench", "--help")
+	require.Contains(t, errOut, "  --servers host:port")
+	require.NotContains(t, errOut, "  --server ", "the old name is a hidden alias")
+	_, errOut, _ = gw(t, bin, "", nil, "admin", "--help")
+	require.NotContains(t, errOut, "until a restart")
+	require.Contains(t, errOut, "survives a restart")
+}
+
+// TestUnknownFlag: an unknown flag is one line of error and one line
+// pointing to --help, with the usage exit code; the same for unknown
+// commands.
+func TestUnknownFlag(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	for _, c := range commands() {
+		out, errOut, code := gw(t, bin, "", nil, c.name, "--bogus")
+		require.Equal(t, exitUsage, code, c.name)
+		require.Empty(t, out)
+		require.Equal(t, "gearwork "+c.name+": unknown flag --bogus\nRun \"gearwork "+c.name+" --help\" for its flags.\n", errOut)
+	}
+	_, errOut, code := gw(t, bin, "", nil, "serve", "--listen")
+	require.Equal(t, exitUsage, code)
+	require.Equal(t, "gearwork serve: flag --listen needs an argument\nRun \"gearwork serve --help\" for its flags.\n", errOut)
+	_, errOut, code = gw(t, bin, "", nil, "bench", "--jobs", "many")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, `gearwork bench: invalid value "many" for --jobs`)
+	_, errOut, code = gw(t, bin, "", nil, "frobnicate")
+	require.Equal(t, exitUsage, code)
+	require.Equal(t, "gearwork: unknown command \"frobnicate\"\nRun \"gearwork --help\" for the list of commands.\n", errOut)
+}
+
+// TestMissingArguments: submit and work say what is missing.
+func TestMissingArguments(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"submit"}, "gearwork submit: missing the FUNCTION to submit the job to"},
+		{[]string{"submit", "fn", "a", "b"}, `gearwork submit: unexpected argument "b" after the payload`},
+		{[]string{"work"}, "gearwork work: missing the FUNCTION and the COMMAND"},
+		{[]string{"work", "fn"}, "gearwork work: missing the COMMAND to run for each job of fn"},
+		{[]string{"admin"}, "gearwork admin: missing command"},
+	} {
+		out, errOut, code := gw(t, bin, "", nil, tc.args...)
+		require.Equal(t, exitUsage, code, tc.args)
+		require.Empty(t, out)
+		require.True(t, strings.HasPrefix(errOut, tc.want), "%q: %s", tc.args, errOut)
+		require.Len(t, strings.Split(strings.TrimSpace(errOut), "\n"), 2, "%q: the error and a pointer to --help, not the usage: %s", tc.args, errOut)
+	}
+}
+
+// TestServeRejectsBadAddresses: every address flag is checked (host:port,
+// port range, the host resolves) before the exposure check and before
+// anything is logged, and the message names the flag and the value.
+func TestServeRejectsBadAddresses(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	base := []string{"serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--http", "off"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen", "nonsense"}, `gearwork: invalid --listen "nonsense": want host:port`},
+		{[]string{"--listen", "0.0.0.0:70000"}, `gearwork: invalid --listen "0.0.0.0:70000": port "70000" is not a number from 0 to 65535`},
+		{[]string{"--listen", "no-such-host.invalid:4730"}, `gearwork: invalid --listen "no-such-host.invalid:4730": host "no-such-host.invalid" does not resolve`},
+		{[]string{"--http", "127.0.0.1:http-api"}, `gearwork: invalid --http "127.0.0.1:http-api": port "http-api"`},
+		{[]string{"--http", "0.0.0.0"}, `gearwork: invalid --http "0.0.0.0": want host:port`},
+		{[]string{"--pprof", "localhost"}, `gearwork: invalid --pprof "localhost": want host:port`},
+		{[]string{"--log-format", "xml"}, `gearwork: invalid --log-format "xml": use text or json`},
+		{[]string{"--max-packet", "64 parsecs"}, `gearwork serve: invalid value "64 parsecs" for --max-packet`},
+	} {
+		out, errOut, code := gw(t, bin, "", nil, append(append([]string{}, base...), tc.args...)...)
+		checkConfigError(t, tc.args, tc.want, out, errOut, code)
+	}
+	// GEARWORK_LOG_FORMAT is --log-format.
+	out, errOut, code := gw(t, bin, "", []string{"GEARWORK_LOG_FORMAT=yaml"}, base...)
+	checkConfigError(t, "GEARWORK_LOG_FORMAT=yaml", `gearwork: invalid --log-format "yaml"`, out, errOut, code)
+}
+
+// checkConfigError checks that a serve command line failed as a
+// configuration error: the usage exit code, the message first, nothing
+// logged, no exposure refusal.
+func checkConfigError(t *testing.T, args any, want, out, errOut string, code int) {
+	t.Helper()
+	require.Equal(t, exitUsage, code, "%q: %s", args, errOut)
+	require.Empty(t, out)
+	require.True(t, strings.HasPrefix(errOut, want), "%q:\n%s", args, errOut)
+	require.NotContains(t, errOut, "refusing to listen", args)
+	require.NotContains(t, errOut, "level=", "%q: nothing logged before the error", args)
+}
+
+// TestServeConfigErrorsComeFirst: a bad --config file is reported before
+// any log line (the memory limit, the store), with the usage exit code.
+func TestServeConfigErrorsComeFirst(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  email:\n    max_atempts: 3\n"), 0o600))
+	_, errOut, code := gw(t, bin, "", nil, "serve", "--listen", "127.0.0.1:0", "--http", "off",
+		"--store", "pebble:"+filepath.Join(t.TempDir(), "data"), "--config", cfg)
+	require.Equal(t, exitUsage, code, errOut)
+	require.True(t, strings.HasPrefix(errOut, "gearwork: --config: "), errOut)
+	require.Contains(t, errOut, "max_atempts")
+	require.NotContains(t, errOut, "level=")
+}
+
+// TestServeSizesAndLogFormat: --max-packet takes the size syntax of
+// --memory-budget (and is enforced), --log-format json makes every log
+// line a JSON object, and the start says what --config set.
+func TestServeSizesAndLogFormat(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("defaults:\n  max_attempts: 3\nfunctions:\n  email: {max_attempts: 5}\n  resize: {backoff: 2s}\n"), 0o600))
+	srv := testserver.Start(t, "--max-packet", "1KiB", "--config", cfg, "--log-format", "json")
+	c, err := client.New(client.Config{Servers: []string{srv.Addr}, Logger: discard})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = c.SubmitBackground(ctx, client.Request{Function: "sized", Payload: make([]byte, 900)})
+	require.NoError(t, err)
+	_, err = c.SubmitBackground(ctx, client.Request{Function: "sized", Payload: make([]byte, 2<<10)})
+	require.Error(t, err, "a packet over --max-packet 1KiB is refused")
+	srv.Stop()
+	var loaded map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(srv.Log()), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), "not JSON: %s", l)
+		require.Contains(t, m, "level")
+		if m["msg"] == "serve: configuration file loaded" {
+			loaded = m
+		}
+	}
+	require.NotNil(t, loaded, srv.Log())
+	require.Equal(t, cfg, loaded["file"])
+	require.Equal(t, true, loaded["default_policy_set"])
+	require.EqualValues(t, 2, loaded["functions_with_policies"])
+	require.Equal(t, "email,resize", loaded["functions"])
+	require.EqualValues(t, 0, loaded["schedules"])
+}
+
+func TestSizeFlag(t *testing.T) {
+	t.Parallel()
+	var n int
+	v := sizeValue[int]{&n}
+	for in, want := range map[string]int{"64MiB": 64 << 20, "67108864": 64 << 20, "16KiB": 16 << 10, "1GB": 1e9, "0": 0} {
+		require.NoError(t, v.Set(in), in)
+		require.Equal(t, want, n, in)
+	}
+	require.Error(t, v.Set("-1"))
+	require.Error(t, v.Set("12 furlongs"))
+	n = 64 << 20
+	require.Equal(t, "64MiB", v.String())
+	n = 1000
+	require.Equal(t, "1000", v.String())
+}

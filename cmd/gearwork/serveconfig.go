@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/config"
+)
+
+// checkServeConfig checks serve's whole configuration (flags, the files
+// they name, the --config file) before the server logs anything or binds
+// a port, so that a mistake is the first and only thing reported. Each
+// error names the flag and the value and exits with exitUsage.
+func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
+	bad := func(err error) error { return exitError{code: exitUsage, msg: err.Error()} }
+	if _, err := parseLogLevel(cfg.logLevel); err != nil {
+		return bad(err)
+	}
+	if _, err := newLogger(io.Discard, cfg.logFormat, slog.LevelInfo); err != nil {
+		return bad(err)
+	}
+	if cfg.maxPacket <= 0 {
+		return bad(fmt.Errorf("invalid --max-packet %d: must be positive", cfg.maxPacket))
+	}
+	addrs := []struct{ flag, value string }{{"--listen", cfg.listen}}
+	if cfg.http.addr != "off" && cfg.http.addr != "" {
+		addrs = append(addrs, struct{ flag, value string }{"--http", cfg.http.addr})
+	}
+	if cfg.pprof != "" {
+		addrs = append(addrs, struct{ flag, value string }{"--pprof", cfg.pprof})
+	}
+	for _, a := range addrs {
+		if err := checkListenAddr(ctx, a.flag, a.value); err != nil {
+			return bad(err)
+		}
+	}
+	if _, err := cfg.sec.load(cfg.configFile); err != nil {
+		return bad(err)
+	}
+	if _, err := cfg.http.load(cfg.sec.tls, cfg.sec.handshakeTimeout, cfg.sec.insecure); err != nil {
+		return bad(err)
+	}
+	if _, err := parseMemoryBudget(cfg.store.memoryBudget); err != nil {
+		return bad(err)
+	}
+	if _, _, err := memoryLimit(cfg.memoryLimit, os.Getenv("GOMEMLIMIT"), availableMemory()); err != nil {
+		return bad(err)
+	}
+	if cfg.configFile != "" {
+		if _, err := config.Load(cfg.configFile); err != nil {
+			return bad(fmt.Errorf("--config: %w", err))
+		}
+	}
+	return nil
+}
+
+// checkListenAddr checks a listen address given to flag: host:port with
+// a port from 0 to 65535 and a host that is empty (every interface), an
+// IP address or a name that resolves.
+func checkListenAddr(ctx context.Context, flag, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		why := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			why = ae.Err
+		}
+		return fmt.Errorf("invalid %s %q: want host:port, such as 127.0.0.1:4730, [::1]:4730 or :4730 (%s)", flag, addr, why)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil {
+		if _, lerr := net.DefaultResolver.LookupPort(ctx, "tcp", port); lerr != nil || port == "" {
+			return fmt.Errorf("invalid %s %q: port %q is not a number from 0 to 65535", flag, addr, port)
+		}
+	} else if n > 65535 {
+		return fmt.Errorf("invalid %s %q: port %d is above 65535", flag, addr, n)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host); err != nil {
+		return fmt.Errorf("invalid %s %q: host %q does not resolve: %v", flag, addr, host, err)
+	}
+	return nil
+}
+
+// parseLogLevel parses --log-level.
+func parseLogLevel(s string) (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", s)
+	}
+	return level, nil
+}
+
+// newLogger returns the server's logger for --log-format: "text" (slog's
+// key=value lines) or "json" (one JSON object a line).
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("invalid --log-format %q: use text or json", format)
+}
+
+// sizeValue is a flag holding a byte count, written like --memory-budget:
+// 65536, 64KiB, 64MiB, 1GiB (powers of 1024) or 64MB (powers of 1000).
+type sizeValue[T int | int64] struct{ p *T }
+
+func (v sizeValue[T]) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return formatSize(int64(*v.p))
+}
+
+func (v sizeValue[T]) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	if int64(T(n)) != n {
+		return fmt.Errorf("%s is too large", s)
+	}
+	*v.p = T(n)
+	return nil
+}
+
+// Get makes sizeValue a flag.Getter.
+func (v sizeValue[T]) Get() any { return *v.p }
+
+// formatSize writes n in the largest binary unit that divides it.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
