@@ -98,10 +98,8 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		return err
 	}
 	defer func() {
-		if st != nil {
-			if err := st.Close(); err != nil {
-				log.Error("serve: closing store", slog.String("error", err.Error()))
-			}
+		if err := st.Close(); err != nil {
+			log.Error("serve: closing store", slog.String("error", err.Error()))
 		}
 	}()
 	prefix := cfg.handlePrefix
@@ -117,9 +115,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if err := applyConfigFile(&bcfg, cfg.configFile, sec.rules(), log); err != nil {
 		return err
 	}
-	if st != nil {
-		bcfg.Store = st
-	}
+	st.configure(&bcfg)
 	b := broker.New(bcfg)
 	start := time.Now()
 	if err := b.Start(ctx); err != nil {

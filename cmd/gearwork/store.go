@@ -31,30 +31,58 @@ type storeConfig struct {
 	memoryBudget string
 }
 
-// openStore opens the store named by a --store URL. It returns nil for
-// "memory:", where the broker's own memory is the only copy.
-func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (broker.Store, error) {
+// openedStore is the store a --store URL names: local for a store this
+// server alone uses, shared for one that several servers share (the broker
+// runs in shared mode on it); neither for "memory:", where the broker's own
+// memory is the only copy.
+type openedStore struct {
+	local  store.Store
+	shared store.SharedStore
+}
+
+// configure hands the store to the broker in the mode it was opened for.
+func (o openedStore) configure(cfg *broker.Config) {
+	cfg.Store, cfg.Shared = o.local, o.shared
+}
+
+// Close closes the store, if any.
+func (o openedStore) Close() error {
+	switch {
+	case o.shared != nil:
+		return o.shared.Close()
+	case o.local != nil:
+		return o.local.Close()
+	}
+	return nil
+}
+
+// openStore opens the store named by a --store URL.
+func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (openedStore, error) {
 	mode, interval, err := parseSync(cfg.sync)
 	if err != nil {
-		return nil, err
+		return openedStore{}, err
 	}
 	switch url := cfg.url; {
 	case url == "memory:" || url == "memory":
-		return nil, nil
+		return openedStore{}, nil
 	case strings.HasPrefix(url, "pebble:"):
 		dir := strings.TrimPrefix(url, "pebble:")
 		if dir == "" {
-			return nil, fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)
+			return openedStore{}, fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)
 		}
 		st, err := pebble.Open(ctx, dir, pebble.Options{Sync: mode, Interval: interval, Logger: log})
 		if err != nil {
-			return nil, explainStoreError(err)
+			return openedStore{}, explainStoreError(err)
 		}
-		return st, nil
+		return openedStore{local: st}, nil
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return openPostgres(ctx, url, log)
+		st, err := openPostgres(ctx, url, log)
+		if err != nil {
+			return openedStore{}, err
+		}
+		return openedStore{shared: st}, nil
 	default:
-		return nil, fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
+		return openedStore{}, fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
 	}
 }
 

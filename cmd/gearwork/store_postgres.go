@@ -7,13 +7,12 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 )
 
 // openPostgres opens the shared PostgreSQL store (migrating its schema).
 // The broker runs in shared mode on it.
-func openPostgres(ctx context.Context, raw string, log *slog.Logger) (broker.Store, error) {
+func openPostgres(ctx context.Context, raw string, log *slog.Logger) (*postgres.Store, error) {
 	cfg, err := postgresConfig(raw)
 	if err != nil {
 		return nil, err

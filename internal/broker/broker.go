@@ -31,7 +31,7 @@
 // before: every lifecycle check on the hot path is a nil test of
 // function.life or jobExtra.life. Lifecycle transitions are written
 // through the committer as Saves; pauses and cron ticks use the optional
-// Meta capability of the store (meta.go).
+// store.MetaStore capability of the store.
 package broker
 
 import (
@@ -46,17 +46,6 @@ import (
 
 	"github.com/gearwork/gearwork/internal/store"
 )
-
-// Store persists background jobs. Save must be durable when it returns (as
-// the store's sync mode defines) and all methods must be safe for
-// concurrent use. Save replaces a job with the same Seq. Delete of an
-// unknown handle is not an error.
-type Store interface {
-	Save(ctx context.Context, jobs []store.Job) error
-	Delete(ctx context.Context, seqs []uint64) error
-	Load(ctx context.Context, each func(store.Job) error) error
-	Close() error
-}
 
 // Clock tells the time. Tests inject a fake one.
 type Clock interface {
@@ -77,8 +66,14 @@ type Config struct {
 	// negative) means no limit; N>0 fails the job (WORK_FAIL to its
 	// clients) when it is taken back for the Nth time.
 	JobRetries int
-	// Store makes background jobs durable; nil keeps everything in memory.
-	Store Store
+	// Store makes background jobs durable on this server; nil keeps
+	// everything in memory (unless Shared is set).
+	Store store.Store
+	// Shared, when set, runs the broker in shared mode on a store that
+	// several servers share (see store.SharedStore); Store must then be
+	// nil. The mode is chosen here, once: a store given as Store always
+	// runs as a local store, whatever else it implements.
+	Shared store.SharedStore
 	// Clock defaults to the system clock.
 	Clock Clock
 	// Logger defaults to slog.Default().
@@ -109,7 +104,7 @@ type Config struct {
 	// retention bounds them). 0 means no budget.
 	MaxQueuedBytes int64
 	// MemoryBudget bounds the payload bytes of stored background jobs kept
-	// in memory when the Store is a PayloadReader; payloads beyond it are
+	// in memory when the Store is a store.PayloadReader; payloads beyond it are
 	// read back from the store when their job is handed out. 0 means no
 	// limit (every payload stays in memory); negative keeps none.
 	MemoryBudget int64
@@ -121,7 +116,7 @@ type Broker struct {
 	cfg    Config
 	clock  Clock
 	log    *slog.Logger
-	store  Store
+	store  store.Store
 	prefix string
 
 	// mu guards everything below it.
@@ -152,8 +147,8 @@ type Broker struct {
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
-	// cluster is the shared-mode state; nil unless the store is a
-	// SharedStore (cluster.go).
+	// cluster is the shared-mode state; nil unless Config.Shared is set
+	// (see joinCluster).
 	cluster *cluster
 
 	commitWake chan struct{}
@@ -164,8 +159,12 @@ type Broker struct {
 	stopOnce   sync.Once
 }
 
-// New returns a Broker configured by cfg.
+// New returns a Broker configured by cfg. It panics when cfg sets both
+// Store and Shared.
 func New(cfg Config) *Broker {
+	if cfg.Store != nil && cfg.Shared != nil {
+		panic("broker: Config.Store and Config.Shared are exclusive")
+	}
 	b := &Broker{
 		cfg:        cfg,
 		clock:      cmp.Or[Clock](cfg.Clock, systemClock{}),
@@ -178,6 +177,9 @@ func New(cfg Config) *Broker {
 		sessions:   make(map[uint64]*Session),
 		commitWake: make(chan struct{}, 1),
 		timerWake:  make(chan struct{}, 1),
+	}
+	if cfg.Shared != nil {
+		b.store = cfg.Shared
 	}
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
@@ -195,7 +197,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		// handles are not reused after a restart even when the store is
 		// empty or absent; replay raises it past every stored job.
 		b.nextSeq = max(b.nextSeq, uint64(max(b.clock.Now().UnixMicro(), 1)))
-		shared, _ := b.store.(SharedStore)
+		shared := b.cfg.Shared
 		switch {
 		case shared != nil:
 			err = b.joinCluster(ctx, shared)

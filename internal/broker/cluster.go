@@ -8,63 +8,6 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// SharedStore is a store that several Gearwork servers share (PostgreSQL).
-// A broker whose store implements it runs in shared mode: it does not
-// replay the store at start; background jobs it accepts are inserted and
-// handed to whichever server claims them; it claims jobs for its own
-// workers; and it answers status requests for jobs it does not hold from
-// the store.
-//
-// API is not stable: this seam is internal to Gearwork. Methods must be safe
-// for concurrent use.
-type SharedStore interface {
-	Store
-	Meta
-	// Commit writes one round of the group committer in one transaction:
-	// it deletes p.Delete, writes the retries, run-at time and priority of
-	// the jobs in p.Update that are still stored (never storing a deleted
-	// job again), and inserts p.Insert.Jobs, numbering those without a
-	// sequence number itself (unique across servers) and coalescing each
-	// job that has a unique with the live job of the same function and
-	// unique in the store, whichever server holds it. It reports, per new
-	// job, the sequence number it got or the one it coalesced with, and
-	// whether this server now holds it, and returns p.Reserve sequence
-	// numbers no server will get again. Durable when it returns, as Save.
-	Commit(ctx context.Context, p store.CommitParams) (store.Committed, error)
-	// Join registers this server with a lease and starts calling wake
-	// (without blocking, from another goroutine) with the name of a
-	// function whose jobs may have become claimable, or "" for any, and
-	// meta likewise with a metadata key some server wrote or deleted, or
-	// "" when any may have changed; and lost with the error when it has
-	// reason to think the store is gone (a connection it holds broke). It
-	// returns how often Renew must be called.
-	Join(ctx context.Context, wake, meta func(name string), lost func(error)) (time.Duration, error)
-	// GetMeta reads one metadata entry; ok is false when it is not
-	// stored.
-	GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error)
-	// Renew extends the lease and releases the jobs of servers whose lease
-	// expired. lost reports that this server's own lease had expired: the
-	// jobs it held were released to others.
-	Renew(ctx context.Context) (lost bool, err error)
-	// Claim takes runnable jobs that no server holds, up to Max per
-	// function, for this server, ordered by priority then sequence. A job
-	// with an ordering key is taken only when no server holds a job of
-	// its key and no older job of its key is runnable or waiting for a
-	// retry; a function with a Limit only while the jobs of it that all
-	// servers hold stay within the limit; a function with a Rate only as
-	// its cluster-wide token bucket allows.
-	Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error)
-	// Release gives held jobs back to the other servers.
-	Release(ctx context.Context, seqs []uint64) error
-	// Leave releases every job this server holds and unregisters it.
-	Leave(ctx context.Context) error
-	// Find looks a live job up by unique (any function) when unique is
-	// not empty, else by sequence number.
-	Find(ctx context.Context, seq uint64, unique string) (store.Found, bool, error)
-	// Ping reports whether the store can be reached.
-	Ping(ctx context.Context) error
-}
-
 // localSeqBit marks the sequence numbers a broker in shared mode gives
 // out itself (foreground jobs, and background jobs until the store has
 // numbered them); the shared store's numbers stay below it.
@@ -96,7 +39,7 @@ const (
 // cluster is the shared-mode state of a Broker. Fields marked "mu" are
 // guarded by Broker.mu.
 type cluster struct {
-	store      SharedStore
+	store      store.SharedStore
 	renewEvery time.Duration
 	// wake makes the claim loop look for work.
 	wake chan struct{}
@@ -116,9 +59,6 @@ type cluster struct {
 	failing    bool
 	answeredAt time.Time
 
-	// life is the store's lifecycle capability, or nil
-	// (cluster_lifecycle.go).
-	life SharedLifecycle
 	// trimDead (mu) names the functions that got dead letters since the
 	// last expiry sweep, whose limit the sweep enforces.
 	trimDead map[string]bool
@@ -249,7 +189,7 @@ func (c *cluster) finishRateOfLocked(f *function) *finishRate {
 
 // joinCluster starts shared mode: the broker registers with the store
 // instead of replaying it.
-func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
+func (b *Broker) joinCluster(ctx context.Context, sh store.SharedStore) error {
 	c := &cluster{
 		store:      sh,
 		wake:       make(chan struct{}, 1),
@@ -263,7 +203,6 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 		now:        b.clock.Now,
 		grace:      b.cfg.EarlyInsertDelay,
 	}
-	c.life, _ = sh.(SharedLifecycle)
 	b.mu.Lock()
 	b.cluster = c
 	b.nextSeq |= localSeqBit
@@ -289,16 +228,13 @@ func (b *Broker) joinCluster(ctx context.Context, sh SharedStore) error {
 	return nil
 }
 
-// startClusterLoops starts the claim loop, the shared-mode committer and,
-// when the store has the capability, the lifecycle sweep.
+// startClusterLoops starts the claim loop, the shared-mode committer and
+// the lifecycle sweep.
 func (b *Broker) startClusterLoops(ctx context.Context) {
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.claimLoop(ctx)
 	go b.clusterCommitLoop(ctx)
-	if b.cluster.life != nil {
-		b.wg.Add(1)
-		go b.sweepLoop(ctx)
-	}
+	go b.sweepLoop(ctx)
 }
 
 // wantWorkLocked wakes the claim loop when one of the session's functions

@@ -12,7 +12,7 @@ import (
 // clusterCommitLoop is the committer in shared mode. Like commitLoop it
 // writes every job waiting at that moment in one batch, together with the
 // deletes of finished jobs and new retry counts, in one transaction
-// (SharedStore.Commit: the store numbers new jobs and coalesces uniques
+// (store.SharedStore.Commit: the store numbers new jobs and coalesces uniques
 // across servers). A new job is kept here only when it is claimed as it
 // is inserted, and store errors are not final: submits get errors while the
 // store cannot be reached, and the loop retries with backoff until it can.

@@ -12,47 +12,6 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// SharedLifecycle is an optional capability of a SharedStore: the
-// lifecycle rows of every server of the cluster. With it, a broker in
-// shared mode keeps no dead letters in memory (they are rows that any
-// server lists, retries and purges, also after the server where the job
-// died is gone), reads retained results that other servers stored,
-// expires retained results and trims dead letters whichever server wrote
-// them, and counts the jobs nobody holds in the admin views.
-//
-// API is not stable: this seam is internal to Gearwork. Methods must be
-// safe for concurrent use; the broker never calls them holding its lock.
-type SharedLifecycle interface {
-	// DeadJobs lists the dead letters of function ("" for all) by
-	// function name, then in the order they died; at most limit of them
-	// (limit ≤ 0: all).
-	DeadJobs(ctx context.Context, function string, limit int) ([]store.Job, error)
-	// StoredJob returns job seq if it is stored in state, or an error
-	// wrapping store.ErrNotFound.
-	StoredJob(ctx context.Context, seq uint64, state store.JobState) (store.Job, error)
-	// DoneByUnique returns a job in store.StateDone with unique, of
-	// function or ("") of the first function by name; or an error
-	// wrapping store.ErrNotFound.
-	DoneByUnique(ctx context.Context, function, unique string) (store.Job, error)
-	// RetryDead queues the selected dead letters again, with a fresh
-	// count of attempts, for any server to claim, and returns how many.
-	RetryDead(ctx context.Context, sel store.DeadSelector) (int, error)
-	// PurgeDead deletes the selected dead letters and returns how many.
-	PurgeDead(ctx context.Context, sel store.DeadSelector) (int, error)
-	// Expire deletes retained results whose time has passed and dead
-	// letters beyond their function's limit; idempotent.
-	Expire(ctx context.Context, p store.ExpireParams) (int, error)
-	// Counts returns, per function, the jobs no server holds and the
-	// dead letters.
-	Counts(ctx context.Context) ([]store.FunctionCount, error)
-	// CancelQueued deletes queued job seq if no live server holds it and
-	// reports whether it did.
-	CancelQueued(ctx context.Context, seq uint64) (bool, error)
-	// Signal tells every server (through Join's meta callback) of key,
-	// without storing anything.
-	Signal(ctx context.Context, key string) error
-}
-
 // clusterCountsMaxAge is how long the admin views reuse the counts read
 // from the store: many "status" requests or dashboards cost one query a
 // second.
@@ -69,13 +28,13 @@ type countsCache struct {
 	err    error
 }
 
-// sharedLife returns the shared store's lifecycle capability, or nil when
-// the broker is not in shared mode or its store lacks it.
-func (b *Broker) sharedLife() SharedLifecycle {
+// sharedLife returns the shared store's lifecycle rows, or nil when the
+// broker is not in shared mode.
+func (b *Broker) sharedLife() store.SharedLifecycle {
 	if b.cluster == nil {
 		return nil
 	}
-	return b.cluster.life
+	return b.cluster.store
 }
 
 // clusterCounts returns the store's counts, at most clusterCountsMaxAge
@@ -94,7 +53,7 @@ func (b *Broker) clusterCounts(ctx context.Context) ([]store.FunctionCount, erro
 	}
 	qctx, cancel := context.WithTimeout(ctx, clusterStatusTimeout)
 	defer cancel()
-	cc.counts, cc.err = c.life.Counts(qctx)
+	cc.counts, cc.err = c.store.Counts(qctx)
 	if cc.err != nil && ctx.Err() != nil {
 		// The caller gave up: do not keep its error for the others.
 		cc.at = time.Time{}
@@ -182,7 +141,7 @@ func (b *Broker) expireShared(ctx context.Context) {
 	b.mu.Unlock()
 	ectx, cancel := context.WithTimeout(ctx, clusterStatusTimeout)
 	defer cancel()
-	n, err := c.life.Expire(ectx, p)
+	n, err := c.store.Expire(ectx, p)
 	if err != nil {
 		if ctx.Err() == nil {
 			b.log.Warn("broker: expiring results and dead letters in the store failed", slog.String("error", err.Error()))
@@ -237,7 +196,7 @@ func (b *Broker) resultOfStored(r store.Job) (Result, bool) {
 
 // storedResult reads a retained result that another server (or this one
 // before a restart) stored.
-func (b *Broker) storedResult(ctx context.Context, sl SharedLifecycle, seq uint64, function, unique string) (Result, bool, error) {
+func (b *Broker) storedResult(ctx context.Context, sl store.SharedLifecycle, seq uint64, function, unique string) (Result, bool, error) {
 	var (
 		r   store.Job
 		err error
@@ -259,7 +218,7 @@ func (b *Broker) storedResult(ctx context.Context, sl SharedLifecycle, seq uint6
 
 // cancelShared cancels a queued job that this server does not hold: it
 // deletes the row when no live server holds it.
-func (b *Broker) cancelShared(ctx context.Context, sl SharedLifecycle, seq uint64) error {
+func (b *Broker) cancelShared(ctx context.Context, sl store.SharedLifecycle, seq uint64) error {
 	ok, err := sl.CancelQueued(ctx, seq)
 	if err != nil {
 		return fmt.Errorf("broker: cancel job in the store: %w", err)

@@ -204,7 +204,7 @@ func (b *Broker) RetryDeadLetters(ctx context.Context, function string) (int, er
 	return b.takeDeadLetters(function, b.retryDeadLocked), nil
 }
 
-func (b *Broker) retryShared(ctx context.Context, sl SharedLifecycle, sel store.DeadSelector) (int, error) {
+func (b *Broker) retryShared(ctx context.Context, sl store.SharedLifecycle, sel store.DeadSelector) (int, error) {
 	n, err := sl.RetryDead(ctx, sel)
 	if err != nil {
 		return 0, fmt.Errorf("broker: retry dead letters: %w", err)

@@ -91,12 +91,12 @@ func (m *mapStore) len() int {
 	return len(m.jobs)
 }
 
-func startWithStore(t *testing.T, st Store) *Broker {
+func startWithStore(t *testing.T, st store.Store) *Broker {
 	t.Helper()
 	return startWithStoreAt(t, st, time.Unix(1_700_000_000, 0))
 }
 
-func startWithStoreAt(t *testing.T, st Store, now time.Time) *Broker {
+func startWithStoreAt(t *testing.T, st store.Store, now time.Time) *Broker {
 	t.Helper()
 	b := New(Config{Store: st, Clock: clocktest.New(now)})
 	require.NoError(t, b.Start(context.Background()))

@@ -29,7 +29,7 @@ type lifeState struct {
 	timers    lifeTimerHeap
 	schedules []*schedule
 	// meta is the store's optional metadata capability; nil without one.
-	meta        Meta
+	meta        store.MetaStore
 	pendingMeta []store.Meta
 	// replayTicks is the last tick per schedule seen in replayed jobs;
 	// replayOrdered are replayed ordered jobs placed after the replay.
@@ -90,7 +90,7 @@ func (b *Broker) initLife() {
 	l.deadLists = make(map[string]*jobList)
 	l.done = make(map[uint64]*job)
 	l.replayTicks = make(map[string]int64)
-	if m, ok := b.store.(Meta); ok {
+	if m, ok := b.store.(store.MetaStore); ok {
 		l.meta = m
 	}
 	for _, s := range b.cfg.Schedules {

@@ -49,7 +49,7 @@ func kinds(evs []Event) []EventKind {
 	return out
 }
 
-// lcStore is a map-backed Store with the Meta capability, standing in for
+// lcStore is a map-backed Store with the MetaStore capability, standing in for
 // the durable stores in restart tests.
 type lcStore struct {
 	mu   sync.Mutex
@@ -58,8 +58,8 @@ type lcStore struct {
 }
 
 var (
-	_ Store = (*lcStore)(nil)
-	_ Meta  = (*lcStore)(nil)
+	_ store.Store     = (*lcStore)(nil)
+	_ store.MetaStore = (*lcStore)(nil)
 )
 
 func newLCStore() *lcStore {

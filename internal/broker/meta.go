@@ -9,25 +9,6 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// Meta is an optional capability of a Store, found by type assertion: a
-// small durable key-value map for broker metadata (the last tick of each
-// cron schedule, paused functions). Keys are short ASCII strings such as
-// "cron/<schedule>", "pause/<function>" and "policy/<function>"; values are
-// small (decimal numbers, or a policy's "key=value ..." text). Both methods must be safe for concurrent use with each
-// other and with the Store methods.
-//
-// API is not stable: internal to Gearwork.
-type Meta interface {
-	// LoadMeta calls each for every stored entry (any order). An error from
-	// each stops the load and is returned.
-	LoadMeta(ctx context.Context, each func(store.Meta) error) error
-	// PutMeta writes the entries in order, durably as Save is: an entry
-	// with a nil Value deletes its key (deleting an absent key is not an
-	// error); a later entry for the same key wins. The broker calls it from
-	// its committer after Save and before Delete of the same batch.
-	PutMeta(ctx context.Context, entries []store.Meta) error
-}
-
 const (
 	metaCron   = "cron"
 	metaPause  = "pause"

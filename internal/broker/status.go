@@ -80,7 +80,7 @@ type FunctionStatus struct {
 }
 
 // Status returns every function's queue state, sorted by name. In shared
-// mode with a store that counts (SharedLifecycle), Queued and Total also
+// mode with a store that counts (store.SharedLifecycle), Queued and Total also
 // count the jobs that no server holds (read from the store at most once a
 // second, never under the broker's lock); Running and Workers, and the
 // jobs other servers hold, stay this server's own. When the store cannot

@@ -10,23 +10,12 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// PayloadReader is an optional capability of a Store: reading back the
-// payload of one stored job. With it and a Config.MemoryBudget, the broker
-// keeps the payloads of stored background jobs in memory only up to the
-// budget; the others stay on disk and are read back when the job is handed
-// to a worker. ReadPayload must be safe for concurrent use with the other
-// Store methods and return an error wrapping store.ErrNotFound for a job
-// that is not stored.
-type PayloadReader interface {
-	ReadPayload(ctx context.Context, seq uint64) ([]byte, error)
-}
-
 // tiering is the broker's payload tiering state. The rule: when reader is
 // set, a stored background job whose payload is nil has its payload on disk
 // only; payloads kept in memory are never nil (an empty one is
 // emptyPayload).
 type tiering struct {
-	reader PayloadReader // nil: tiering off
+	reader store.PayloadReader // nil: tiering off
 	// budget is the most payload bytes kept in memory; negative keeps none.
 	budget int64
 	// inMemory counts the payload bytes of stored background jobs kept in
@@ -42,7 +31,7 @@ var emptyPayload = []byte{}
 // initTiering turns tiering on when the store can read payloads back and a
 // budget is set.
 func (b *Broker) initTiering() {
-	if pr, ok := b.store.(PayloadReader); ok && b.cfg.MemoryBudget != 0 {
+	if pr, ok := b.store.(store.PayloadReader); ok && b.cfg.MemoryBudget != 0 {
 		b.tier = tiering{reader: pr, budget: b.cfg.MemoryBudget}
 	}
 }

@@ -43,7 +43,7 @@ func (g *gatedStore) Load(context.Context, func(store.Job) error) error { return
 func (g *gatedStore) Close() error                                      { return nil }
 func (g *gatedStore) count() int                                        { g.mu.Lock(); defer g.mu.Unlock(); return len(g.jobs) }
 
-var _ broker.Store = (*gatedStore)(nil)
+var _ store.Store = (*gatedStore)(nil)
 
 func TestSubmitAnswersAfterTheStoreWrite(t *testing.T) {
 	t.Parallel()

@@ -1,6 +1,7 @@
-// Package store holds the record that Gearwork's durable stores persist and
-// the errors they share. The Store interfaces themselves are defined by
-// their consumers (see internal/broker).
+// Package store holds the record that Gearwork's durable stores persist,
+// the errors they share, and the contracts the broker asks of them (Store,
+// its optional capabilities MetaStore and PayloadReader, and SharedStore
+// for a store that several servers share).
 //
 // API is not stable: this package is internal to Gearwork.
 package store

@@ -1,8 +1,7 @@
 package store
 
 // The types below are exchanged with a store that several servers share
-// (PostgreSQL). The broker defines the interface that uses them
-// (broker.SharedStore).
+// (PostgreSQL) through SharedStore.
 
 // InsertParams describes new background jobs for a shared store.
 type InsertParams struct {

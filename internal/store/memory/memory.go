@@ -14,6 +14,13 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
+// Store implements the local store contract and both optional capabilities.
+var (
+	_ store.Store         = (*Store)(nil)
+	_ store.MetaStore     = (*Store)(nil)
+	_ store.PayloadReader = (*Store)(nil)
+)
+
 // Store keeps jobs in memory. It is safe for concurrent use. Saved payloads
 // are copied, so callers may reuse their buffers.
 type Store struct {

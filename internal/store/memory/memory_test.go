@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
 	"github.com/gearwork/gearwork/internal/store/storetest"
 )
@@ -17,7 +18,7 @@ func TestConformance(t *testing.T) {
 	// Each test gets its own data; a second open in the same test reopens it.
 	var mu sync.Mutex
 	opened := map[*testing.T]*memory.Store{}
-	storetest.Run(t, func(t *testing.T) storetest.Store {
+	storetest.Run(t, func(t *testing.T) store.Store {
 		mu.Lock()
 		defer mu.Unlock()
 		if s := opened[t]; s != nil {

@@ -69,6 +69,13 @@ type Options struct {
 	MemTableSize uint64
 }
 
+// Store implements the local store contract and both optional capabilities.
+var (
+	_ store.Store         = (*Store)(nil)
+	_ store.MetaStore     = (*Store)(nil)
+	_ store.PayloadReader = (*Store)(nil)
+)
+
 // Store is the embedded durable store. It is safe for concurrent use.
 type Store struct {
 	db        *pebbledb.DB

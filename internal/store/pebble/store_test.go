@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/pebble"
 	"github.com/gearwork/gearwork/internal/store/storetest"
 )
@@ -23,7 +24,7 @@ func TestConformance(t *testing.T) {
 			// test reopens it.
 			var mu sync.Mutex
 			dirs := map[*testing.T]string{}
-			storetest.Run(t, func(t *testing.T) storetest.Store {
+			storetest.Run(t, func(t *testing.T) store.Store {
 				mu.Lock()
 				dir, ok := dirs[t]
 				if !ok {

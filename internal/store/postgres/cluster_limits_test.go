@@ -25,7 +25,7 @@ func openSharedPolicy(t *testing.T, url, name string, ttl time.Duration, pol map
 	t.Helper()
 	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
-	b := broker.New(broker.Config{Store: st, HandlePrefix: "H:" + name + ":", Logger: quiet, Policies: pol})
+	b := broker.New(broker.Config{Shared: st, HandlePrefix: "H:" + name + ":", Logger: quiet, Policies: pol})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(func() {
 		b.Stop()
@@ -249,7 +249,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	pol := map[string]broker.Policy{"f": {Concurrency: 1, Ordering: broker.OrderingUniquePrefix}}
 	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
-	a := broker.New(broker.Config{Store: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: pol})
+	a := broker.New(broker.Config{Shared: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: pol})
 	require.NoError(t, a.Start(context.Background()))
 	wa, outA := newWorker(a, "wa", "f")
 	const n = 4

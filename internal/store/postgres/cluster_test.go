@@ -74,7 +74,7 @@ func openShared(t *testing.T, url, name string, ttl time.Duration) (*broker.Brok
 	t.Helper()
 	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
-	b := broker.New(broker.Config{Store: st, HandlePrefix: "H:" + name + ":", Logger: quiet})
+	b := broker.New(broker.Config{Shared: st, HandlePrefix: "H:" + name + ":", Logger: quiet})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(func() {
 		b.Stop()
@@ -215,7 +215,7 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	// store is closed, so it neither renews its lease nor releases.
 	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
-	a := broker.New(broker.Config{Store: stA, HandlePrefix: "H:a:", Logger: quiet})
+	a := broker.New(broker.Config{Shared: stA, HandlePrefix: "H:a:", Logger: quiet})
 	require.NoError(t, a.Start(context.Background()))
 	wa := a.NewSession("wa", newOutbox())
 	a.CanDo(wa, []byte("f"), 0)
@@ -246,7 +246,7 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 		Backoff: broker.Backoff{Initial: 300 * time.Millisecond, Jitter: -1}}}
 	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
-	a := broker.New(broker.Config{Store: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: policy})
+	a := broker.New(broker.Config{Shared: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: policy})
 	require.NoError(t, a.Start(context.Background()))
 	wa := a.NewSession("wa", newOutbox())
 	a.CanDo(wa, []byte("flaky"), 0)
@@ -285,7 +285,7 @@ func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
 	every, err := broker.ParseCron("@every 1s", nil)
 	require.NoError(t, err)
 	cfg := func(st *postgres.Store, name string) broker.Config {
-		return broker.Config{Store: st, HandlePrefix: "H:" + name + ":", Logger: quiet,
+		return broker.Config{Shared: st, HandlePrefix: "H:" + name + ":", Logger: quiet,
 			Schedules: []broker.Schedule{{Name: "heartbeat", Function: "beat", Cron: every, Payload: []byte("x")}},
 			Policies:  map[string]broker.Policy{"beat": {ResultRetention: time.Minute}}}
 	}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/store/storetest"
@@ -16,7 +17,7 @@ func TestConformance(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	urls := map[*testing.T]string{}
-	storetest.Run(t, func(t *testing.T) storetest.Store {
+	storetest.Run(t, func(t *testing.T) store.Store {
 		mu.Lock()
 		u, ok := urls[t]
 		mu.Unlock()

@@ -24,7 +24,7 @@ func startShared(t *testing.T, url, name string, cfg broker.Config) (*broker.Bro
 	t.Helper()
 	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: time.Second, Logger: quiet})
 	require.NoError(t, err)
-	cfg.Store, cfg.HandlePrefix, cfg.Logger = st, "H:"+name+":", quiet
+	cfg.Shared, cfg.HandlePrefix, cfg.Logger = st, "H:"+name+":", quiet
 	b := broker.New(cfg)
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(func() {

@@ -39,8 +39,15 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Store is the PostgreSQL store. It implements the broker's Store and
-// SharedStore contracts; all methods are safe for concurrent use.
+var (
+	_ store.SharedStore   = (*Store)(nil)
+	_ store.PayloadReader = (*Store)(nil)
+)
+
+// Store is the PostgreSQL store, shared by several servers. It implements
+// store.SharedStore (and with it store.Store, store.MetaStore and
+// store.SharedLifecycle) and store.PayloadReader; all methods are safe for
+// concurrent use.
 type Store struct {
 	cfg  Config
 	log  *slog.Logger

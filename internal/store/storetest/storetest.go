@@ -1,6 +1,9 @@
-// Package storetest is the conformance suite that every Gearwork store runs:
-// the in-memory one, the embedded Pebble one and later PostgreSQL. A store
-// that passes it can sit under the broker.
+// Package storetest holds the conformance suites of Gearwork's stores. Run
+// is the suite of store.Store that every store passes (the in-memory one,
+// the embedded Pebble one and PostgreSQL), with its optional capabilities
+// store.PayloadReader and store.MetaStore; RunShared is the suite of
+// store.SharedStore, for a store that several servers share. A store that
+// passes them can sit under the broker.
 //
 // API is not stable: this package is internal to Gearwork.
 package storetest
@@ -20,35 +23,12 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// Store is the contract under test. It has the method set of the broker's
-// Store (internal/broker) and is repeated here so that this package does not
-// depend on the broker.
-type Store interface {
-	Save(ctx context.Context, jobs []store.Job) error
-	Delete(ctx context.Context, seqs []uint64) error
-	Load(ctx context.Context, each func(store.Job) error) error
-	Close() error
-}
-
-// PayloadReader is the optional capability the broker uses for payload
-// tiering. Stores that implement it are tested for it too.
-type PayloadReader interface {
-	ReadPayload(ctx context.Context, seq uint64) ([]byte, error)
-}
-
-// Meta is the optional metadata capability (the broker's Meta). Stores
-// that implement it are tested for it too.
-type Meta interface {
-	LoadMeta(ctx context.Context, each func(store.Meta) error) error
-	PutMeta(ctx context.Context, entries []store.Meta) error
-}
-
 // OpenFunc opens the store under test. The first call within a test must
 // return an empty store. A later call with the same t, made after the
 // previous store was closed, must open the same data again (the same
 // directory, database or schema), as a restarted server would. The store is
 // closed by the suite; OpenFunc may register its own cleanup with t.
-type OpenFunc func(t *testing.T) Store
+type OpenFunc func(t *testing.T) store.Store
 
 // Run runs the conformance suite against the stores that open returns. Each
 // case is a parallel subtest with its own store.
@@ -82,7 +62,7 @@ func Run(t *testing.T, open OpenFunc) {
 }
 
 // openStore opens a store and closes it when the test ends.
-func openStore(t *testing.T, open OpenFunc) Store {
+func openStore(t *testing.T, open OpenFunc) store.Store {
 	t.Helper()
 	s := open(t)
 	require.NotNil(t, s, "OpenFunc returned nil")
@@ -92,7 +72,7 @@ func openStore(t *testing.T, open OpenFunc) Store {
 
 // loadAll returns every stored job in the order Load gave them, with empty
 // payloads normalised to nil.
-func loadAll(t *testing.T, s Store) []store.Job {
+func loadAll(t *testing.T, s store.Store) []store.Job {
 	t.Helper()
 	var out []store.Job
 	err := s.Load(context.Background(), func(j store.Job) error {
@@ -328,7 +308,7 @@ func testClose(t *testing.T, open OpenFunc) {
 	require.ErrorIs(t, s.Save(ctx, jobs(2)), store.ErrClosed)
 	require.ErrorIs(t, s.Delete(ctx, []uint64{1}), store.ErrClosed)
 	require.ErrorIs(t, s.Load(ctx, func(store.Job) error { return nil }), store.ErrClosed)
-	if pr, ok := s.(PayloadReader); ok {
+	if pr, ok := s.(store.PayloadReader); ok {
 		_, err := pr.ReadPayload(ctx, 1)
 		require.ErrorIs(t, err, store.ErrClosed)
 	}
@@ -414,7 +394,7 @@ func testCancelledContext(t *testing.T, open OpenFunc) {
 
 func testReadPayload(t *testing.T, open OpenFunc) {
 	s := openStore(t, open)
-	pr, ok := s.(PayloadReader)
+	pr, ok := s.(store.PayloadReader)
 	if !ok {
 		t.Skip("the store does not implement ReadPayload")
 	}
@@ -438,12 +418,12 @@ func testReadPayload(t *testing.T, open OpenFunc) {
 func testMeta(t *testing.T, open OpenFunc) {
 	ctx := context.Background()
 	s := open(t)
-	m, ok := s.(Meta)
+	m, ok := s.(store.MetaStore)
 	if !ok {
 		_ = s.Close()
-		t.Skip("the store does not implement Meta")
+		t.Skip("the store does not implement MetaStore")
 	}
-	load := func(m Meta) map[string]string {
+	load := func(m store.MetaStore) map[string]string {
 		got := map[string]string{}
 		require.NoError(t, m.LoadMeta(ctx, func(e store.Meta) error {
 			got[e.Key] = string(e.Value)
@@ -461,6 +441,6 @@ func testMeta(t *testing.T, open OpenFunc) {
 	require.NoError(t, m.PutMeta(ctx, []store.Meta{{Key: "pause/f", Value: nil}}))
 	require.NoError(t, s.Close())
 	s = openStore(t, open)
-	require.Equal(t, map[string]string{"cron/a": "3"}, load(s.(Meta)), "metadata survives a reopen")
+	require.Equal(t, map[string]string{"cron/a": "3"}, load(s.(store.MetaStore)), "metadata survives a reopen")
 	require.Equal(t, jobs(1), loadAll(t, s), "metadata is not a job")
 }

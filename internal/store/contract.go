@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// The contracts below are what the broker asks of a store. They live here,
+// beside the record they carry, so that every implementation (memory,
+// pebble, postgres) and the conformance suites (storetest) name the same
+// interfaces, and each implementation asserts at compile time that it
+// satisfies them:
+//
+//	var _ store.SharedStore = (*postgres.Store)(nil)
+//
+// API is not stable: these seams are internal to Gearwork. DO NOT
+// IMPLEMENT outside this module.
+
+// Store persists background jobs. Save must be durable when it returns (as
+// the store's sync mode defines) and all methods must be safe for
+// concurrent use. Save replaces a job with the same Seq. Delete of an
+// unknown handle is not an error.
+type Store interface {
+	Save(ctx context.Context, jobs []Job) error
+	Delete(ctx context.Context, seqs []uint64) error
+	Load(ctx context.Context, each func(Job) error) error
+	Close() error
+}
+
+// MetaStore is an optional capability of a Store, found by type assertion:
+// a small durable key-value map for broker metadata (the last tick of each
+// cron schedule, paused functions, policies). Keys are short ASCII strings
+// such as "cron/<schedule>", "pause/<function>" and "policy/<function>";
+// values are small (decimal numbers, or a policy's "key=value ..." text).
+// Both methods must be safe for concurrent use with each other and with
+// the Store methods.
+type MetaStore interface {
+	// LoadMeta calls each for every stored entry (any order). An error from
+	// each stops the load and is returned.
+	LoadMeta(ctx context.Context, each func(Meta) error) error
+	// PutMeta writes the entries in order, durably as Save is: an entry
+	// with a nil Value deletes its key (deleting an absent key is not an
+	// error); a later entry for the same key wins. The broker calls it from
+	// its committer after Save and before Delete of the same batch.
+	PutMeta(ctx context.Context, entries []Meta) error
+}
+
+// PayloadReader is an optional capability of a Store, found by type
+// assertion: reading back the payload of one stored job. With it and a
+// memory budget, the broker keeps the payloads of stored background jobs in
+// memory only up to the budget; the others stay on disk and are read back
+// when the job is handed to a worker. ReadPayload must be safe for
+// concurrent use with the other Store methods and return an error wrapping
+// ErrNotFound for a job that is not stored.
+type PayloadReader interface {
+	ReadPayload(ctx context.Context, seq uint64) ([]byte, error)
+}
+
+// SharedStore is a store that several Gearwork servers share (PostgreSQL).
+// A broker given one (broker.Config.Shared) runs in shared mode: it does
+// not replay the store at start; background jobs it accepts are inserted
+// and handed to whichever server claims them; it claims jobs for its own
+// workers; it answers status requests for jobs it does not hold from the
+// store; and its dead letters and retained results are rows of the store
+// (SharedLifecycle).
+//
+// Methods must be safe for concurrent use; the broker never calls them
+// holding its lock.
+type SharedStore interface {
+	Store
+	MetaStore
+	SharedLifecycle
+	// Commit writes one round of the group committer in one transaction:
+	// it deletes p.Delete, writes the retries, run-at time and priority of
+	// the jobs in p.Update that are still stored (never storing a deleted
+	// job again), and inserts p.Insert.Jobs, numbering those without a
+	// sequence number itself (unique across servers) and coalescing each
+	// job that has a unique with the live job of the same function and
+	// unique in the store, whichever server holds it. It reports, per new
+	// job, the sequence number it got or the one it coalesced with, and
+	// whether this server now holds it, and returns p.Reserve sequence
+	// numbers no server will get again. Durable when it returns, as Save.
+	Commit(ctx context.Context, p CommitParams) (Committed, error)
+	// Join registers this server with a lease and starts calling wake
+	// (without blocking, from another goroutine) with the name of a
+	// function whose jobs may have become claimable, or "" for any, and
+	// meta likewise with a metadata key some server wrote or deleted, or
+	// "" when any may have changed; and lost with the error when it has
+	// reason to think the store is gone (a connection it holds broke). It
+	// returns how often Renew must be called.
+	Join(ctx context.Context, wake, meta func(name string), lost func(error)) (time.Duration, error)
+	// GetMeta reads one metadata entry; ok is false when it is not
+	// stored.
+	GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error)
+	// Renew extends the lease and releases the jobs of servers whose lease
+	// expired. lost reports that this server's own lease had expired: the
+	// jobs it held were released to others.
+	Renew(ctx context.Context) (lost bool, err error)
+	// Claim takes runnable jobs that no server holds, up to Max per
+	// function, for this server, ordered by priority then sequence. A job
+	// with an ordering key is taken only when no server holds a job of
+	// its key and no older job of its key is runnable or waiting for a
+	// retry; a function with a Limit only while the jobs of it that all
+	// servers hold stay within the limit; a function with a Rate only as
+	// its cluster-wide token bucket allows.
+	Claim(ctx context.Context, req []ClaimRequest) ([]Job, error)
+	// Release gives held jobs back to the other servers.
+	Release(ctx context.Context, seqs []uint64) error
+	// Leave releases every job this server holds and unregisters it.
+	Leave(ctx context.Context) error
+	// Find looks a live job up by unique (any function) when unique is
+	// not empty, else by sequence number.
+	Find(ctx context.Context, seq uint64, unique string) (Found, bool, error)
+	// Ping reports whether the store can be reached.
+	Ping(ctx context.Context) error
+}
+
+// SharedLifecycle is the part of a SharedStore that holds the lifecycle
+// rows of every server of the cluster. A broker in shared mode keeps no
+// dead letters in memory (they are rows that any server lists, retries and
+// purges, also after the server where the job died is gone), reads
+// retained results that other servers stored, expires retained results and
+// trims dead letters whichever server wrote them, and counts the jobs
+// nobody holds in the admin views.
+type SharedLifecycle interface {
+	// DeadJobs lists the dead letters of function ("" for all) by
+	// function name, then in the order they died; at most limit of them
+	// (limit ≤ 0: all).
+	DeadJobs(ctx context.Context, function string, limit int) ([]Job, error)
+	// StoredJob returns job seq if it is stored in state, or an error
+	// wrapping ErrNotFound.
+	StoredJob(ctx context.Context, seq uint64, state JobState) (Job, error)
+	// DoneByUnique returns a job in StateDone with unique, of function or
+	// ("") of the first function by name; or an error wrapping
+	// ErrNotFound.
+	DoneByUnique(ctx context.Context, function, unique string) (Job, error)
+	// RetryDead queues the selected dead letters again, with a fresh
+	// count of attempts, for any server to claim, and returns how many.
+	RetryDead(ctx context.Context, sel DeadSelector) (int, error)
+	// PurgeDead deletes the selected dead letters and returns how many.
+	PurgeDead(ctx context.Context, sel DeadSelector) (int, error)
+	// Expire deletes retained results whose time has passed and dead
+	// letters beyond their function's limit; idempotent.
+	Expire(ctx context.Context, p ExpireParams) (int, error)
+	// Counts returns, per function, the jobs no server holds and the
+	// dead letters.
+	Counts(ctx context.Context) ([]FunctionCount, error)
+	// CancelQueued deletes queued job seq if no live server holds it and
+	// reports whether it did.
+	CancelQueued(ctx context.Context, seq uint64) (bool, error)
+	// Signal tells every server (through Join's meta callback) of key,
+	// without storing anything.
+	Signal(ctx context.Context, key string) error
+}
