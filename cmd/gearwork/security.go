@@ -89,7 +89,7 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 		rules = &auth.Config{Rules: []auth.RuleConfig{{
 			Name:  "verified clients (--tls-client-ca without auth rules)",
 			Match: auth.MatchConfig{Verified: true},
-			Allow: auth.Permissions{Submit: []string{"*"}, Serve: []string{"*"}, Admin: []string{"*"}},
+			Allow: auth.Permissions{Submit: []string{"*"}, Serve: []string{"*"}, Admin: []string{"*"}, Read: []string{"*"}},
 		}}}
 	}
 	if rules != nil {

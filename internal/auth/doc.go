@@ -24,7 +24,7 @@
 //	      deny:  {serve: ["billing.*"]}
 //	    - name: operators
 //	      match: {cn: ["ops-*"]}
-//	      allow: {admin: ["*"], submit: ["*"]}
+//	      allow: {admin: ["*"], submit: ["*"], read: ["*"]}
 //
 // # Guarantees
 //

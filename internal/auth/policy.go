@@ -11,8 +11,8 @@ import (
 type Action uint8
 
 // The actions that rules grant or deny. Each is checked against a name: a
-// function name for ActionSubmit and ActionServe, an admin command name
-// (such as "cancel job" or "shutdown") for ActionAdmin.
+// function name for ActionSubmit, ActionServe and ActionRead, an admin
+// command name (such as "cancel job" or "shutdown") for ActionAdmin.
 const (
 	// ActionSubmit is submitting a job to a function (SUBMIT_JOB and its
 	// variants).
@@ -21,13 +21,18 @@ const (
 	// CAN_DO_TIMEOUT).
 	ActionServe
 	// ActionAdmin is running an admin command that changes state.
-	// Read-only admin commands are not checked.
+	// Admin commands that change nothing are not checked against it.
 	ActionAdmin
+	// ActionRead is reading what jobs of a function carry that may be
+	// private: payloads, results and error texts (the "result",
+	// "deadletters" and "deadletter show" admin commands). Counts,
+	// function names, handles and unique ids are not checked against it.
+	ActionRead
 	numActions
 )
 
 // String returns the action's name as written in the configuration:
-// "submit", "serve" or "admin".
+// "submit", "serve", "admin" or "read".
 func (a Action) String() string {
 	switch a {
 	case ActionSubmit:
@@ -36,6 +41,8 @@ func (a Action) String() string {
 		return "serve"
 	case ActionAdmin:
 		return "admin"
+	case ActionRead:
+		return "read"
 	}
 	return fmt.Sprintf("Action(%d)", a)
 }
@@ -91,10 +98,13 @@ type Permissions struct {
 	// Serve are patterns over function names that may (or may not) be
 	// served with CAN_DO.
 	Serve []string `yaml:"serve" json:"serve"`
-	// Admin are patterns over state-changing admin command names: "cancel
-	// job", "create function", "drop function", "maxqueue", "shutdown",
-	// or "*" for all of them.
+	// Admin are patterns over the names of the admin commands that change
+	// state ("cancel job", "pause", "deadletter retry", "shutdown", ...;
+	// docs/protocol.md lists them), or "*" for all of them.
 	Admin []string `yaml:"admin" json:"admin"`
+	// Read are patterns over function names whose jobs' payloads, results
+	// and error texts may (or may not) be read through admin commands.
+	Read []string `yaml:"read" json:"read"`
 }
 
 // Policy decides what identities may do. Create it with New; it is
@@ -162,7 +172,7 @@ func compileRule(rc RuleConfig) (rule, error) {
 		p    Permissions
 		dst  *[numActions]globs
 	}{{"allow", rc.Allow, &r.allow}, {"deny", rc.Deny, &r.deny}} {
-		for a, ps := range [numActions][]string{side.p.Submit, side.p.Serve, side.p.Admin} {
+		for a, ps := range [numActions][]string{side.p.Submit, side.p.Serve, side.p.Admin, side.p.Read} {
 			if side.dst[a], err = compileGlobs(side.name+"."+Action(a).String(), ps); err != nil {
 				return rule{}, err
 			}

@@ -201,3 +201,18 @@ func TestGlob(t *testing.T) {
 		require.Equal(t, tc.want, g.match(tc.s), "%q ~ %q", tc.p, tc.s)
 	}
 }
+
+func TestReadIsItsOwnGrant(t *testing.T) {
+	t.Parallel()
+	p := mustPolicy(t, Config{Rules: []RuleConfig{
+		{Match: MatchConfig{CommonName: []string{"ops"}}, Allow: Permissions{Admin: []string{"*"}, Submit: []string{"*"}}},
+		{Match: MatchConfig{CommonName: []string{"auditor"}}, Allow: Permissions{Read: []string{"billing.*"}}, Deny: Permissions{Read: []string{"billing.cards"}}},
+	}})
+	require.False(t, p.Allow(verified("ops"), ActionRead, "billing.invoice"), "admin does not imply read")
+	require.True(t, p.Allow(verified("auditor"), ActionRead, "billing.invoice"))
+	require.False(t, p.Allow(verified("auditor"), ActionRead, "billing.cards"), "deny wins")
+	require.False(t, p.Allow(verified("auditor"), ActionRead, "email"))
+	require.False(t, p.Allow(verified("auditor"), ActionAdmin, "result"), "read does not imply admin")
+	require.True(t, p.Grant(verified("auditor")).Any())
+	require.Equal(t, "read", ActionRead.String())
+}

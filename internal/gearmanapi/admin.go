@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/gearwork/gearwork/gearman"
-	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
@@ -39,137 +38,137 @@ func errArgs(cmd string) string {
 	return "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+" + cmd + "\r\n"
 }
 
-// admin answers one admin text line. It reports false when the connection
-// should close afterwards (shutdown).
-func (c *conn) admin(ctx context.Context, line []byte) bool {
-	c.waitAcks()
-	cmd, err := gearman.ParseAdmin(line)
-	if err != nil {
-		c.write([]byte("ERR UNKNOWN_COMMAND Unknown+server+command\r\n"))
-		return true
+func adminStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
+	for _, f := range c.srv.b.Status(ctx) {
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", f.Name, f.Total, f.Running, f.Workers)
 	}
-	if mutatingAdmin[cmd.Name] && !c.allowed(auth.ActionAdmin, cmd.Name) {
-		c.write([]byte(c.deniedAdminLine(cmd.Name)))
-		return true
+	a.WriteString(".\n")
+}
+
+func adminPriorityStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
+	for _, f := range c.srv.b.Status(ctx) {
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\t%d\n", f.Name, f.Queued[0], f.Queued[1], f.Queued[2], f.Workers)
 	}
+	a.WriteString(".\n")
+}
+
+func adminWorkers(_ context.Context, c *conn, _ []string, a *adminAnswer) {
+	for _, w := range c.srv.b.Workers() {
+		fmt.Fprintf(a, "%d %s %s :", w.ID, hostOf(w.Addr), w.ClientID)
+		for _, f := range w.Functions {
+			a.WriteString(" " + f)
+		}
+		a.WriteString("\n")
+	}
+	a.WriteString(".\n")
+}
+
+func adminShowJobs(_ context.Context, c *conn, _ []string, a *adminAnswer) {
 	b := c.srv.b
-	var sb strings.Builder
-	switch cmd.Name {
-	case "status":
-		for _, f := range b.Status(ctx) {
-			fmt.Fprintf(&sb, "%s\t%d\t%d\t%d\n", f.Name, f.Total, f.Running, f.Workers)
+	for _, j := range b.Jobs(0) {
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", b.Handle(j.Seq), j.Retries, b2i(j.Ignored), b2i(j.Queued))
+	}
+	a.WriteString(".\n")
+}
+
+func adminShowUniqueJobs(_ context.Context, c *conn, _ []string, a *adminAnswer) {
+	for _, u := range c.srv.b.Uniques() {
+		a.WriteString(u + "\n")
+	}
+	a.WriteString(".\n")
+}
+
+func adminShowMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) {
+	for _, f := range c.srv.b.Status(ctx) {
+		if len(args) > 0 && args[0] != f.Name {
+			continue
 		}
-		sb.WriteString(".\n")
-	case "prioritystatus":
-		for _, f := range b.Status(ctx) {
-			fmt.Fprintf(&sb, "%s\t%d\t%d\t%d\t%d\n", f.Name, f.Queued[0], f.Queued[1], f.Queued[2], f.Workers)
-		}
-		sb.WriteString(".\n")
-	case "workers":
-		for _, w := range b.Workers() {
-			fmt.Fprintf(&sb, "%d %s %s :", w.ID, hostOf(w.Addr), w.ClientID)
-			for _, f := range w.Functions {
-				sb.WriteString(" " + f)
-			}
-			sb.WriteString("\n")
-		}
-		sb.WriteString(".\n")
-	case "show jobs":
-		for _, j := range b.Jobs(0) {
-			fmt.Fprintf(&sb, "%s\t%d\t%d\t%d\n", b.Handle(j.Seq), j.Retries, b2i(j.Ignored), b2i(j.Queued))
-		}
-		sb.WriteString(".\n")
-	case "show unique jobs":
-		for _, u := range b.Uniques() {
-			sb.WriteString(u + "\n")
-		}
-		sb.WriteString(".\n")
-	case "show maxqueue":
-		for _, f := range b.Status(ctx) {
-			if len(cmd.Args) > 0 && cmd.Args[0] != f.Name {
-				continue
-			}
-			fmt.Fprintf(&sb, "%s\t%d\t%d\t%d\n", f.Name, f.MaxQueue[0], f.MaxQueue[1], f.MaxQueue[2])
-		}
-		sb.WriteString(".\n")
-	case "show":
-		if !c.adminLifecycle(ctx, cmd, &sb) {
-			sb.WriteString(textUnknownShow)
-		}
-	case "cancel job":
-		if len(cmd.Args) != 1 {
-			sb.WriteString(errArgs("cancel"))
-			break
-		}
-		if err := b.CancelJob(ctx, []byte(cmd.Args[0])); err != nil {
-			sb.WriteString(errText(err))
-			break
-		}
-		sb.WriteString(textOK)
-	case "create function":
-		if len(cmd.Args) != 1 || len(cmd.Args[0]) > gearman.MaxFunctionSize {
-			sb.WriteString(errArgs("create"))
-			break
-		}
-		b.CreateFunction(cmd.Args[0])
-		sb.WriteString(textOK)
-	case "drop function":
-		if len(cmd.Args) != 1 {
-			sb.WriteString(errArgs("drop"))
-			break
-		}
-		switch err := b.DropFunction(cmd.Args[0]); {
-		case err == nil:
-			sb.WriteString(textOK)
-		case errors.Is(err, broker.ErrFunctionBusy):
-			sb.WriteString("ERR there are still connected workers or executing clients\r\n")
-		default:
-			sb.WriteString(textFuncNotFound)
-		}
-	case "maxqueue":
-		if len(cmd.Args) == 0 {
-			sb.WriteString(errArgs("maxqueue"))
-			break
-		}
-		// As gearmand: one number applies to every priority; three set
-		// high, normal, low; none (or zero, or negative) means unlimited.
-		var limits [3]int
-		for i := range 3 {
-			if len(cmd.Args) > i+1 {
-				n, _ := strconv.Atoi(cmd.Args[i+1])
-				limits[i] = max(n, 0)
-			}
-		}
-		if len(cmd.Args) <= 2 {
-			limits[1], limits[2] = limits[0], limits[0]
-		}
-		b.SetMaxQueue(cmd.Args[0], limits)
-		sb.WriteString(textOK)
-	case "getpid":
-		fmt.Fprintf(&sb, "OK %d\n", os.Getpid())
-	case "verbose":
-		fmt.Fprintf(&sb, "OK %s\n", c.srv.cfg.Verbose)
-	case "version":
-		fmt.Fprintf(&sb, "OK %s\n", c.srv.cfg.Version)
-	case "shutdown":
-		if c.srv.cfg.ShutdownFunc == nil {
-			sb.WriteString("ERR UNKNOWN_COMMAND Unknown+server+command+shutdown\r\n")
-			break
-		}
-		graceful := len(cmd.Args) > 0 && strings.EqualFold(cmd.Args[0], "graceful")
-		c.write([]byte(textOK))
-		// Write the answer before the stop begins: it closes every
-		// connection, and a queued "OK" would be lost.
-		c.flush()
-		c.srv.cfg.ShutdownFunc(graceful)
-		return graceful
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", f.Name, f.MaxQueue[0], f.MaxQueue[1], f.MaxQueue[2])
+	}
+	a.WriteString(".\n")
+}
+
+func adminCancelJob(ctx context.Context, c *conn, args []string, a *adminAnswer) {
+	if len(args) != 1 {
+		a.WriteString(errArgs("cancel"))
+		return
+	}
+	if err := c.srv.b.CancelJob(ctx, []byte(args[0])); err != nil {
+		a.WriteString(errText(err))
+		return
+	}
+	a.WriteString(textOK)
+}
+
+func adminCreateFunction(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	if len(args) != 1 || len(args[0]) > gearman.MaxFunctionSize {
+		a.WriteString(errArgs("create"))
+		return
+	}
+	c.srv.b.CreateFunction(args[0])
+	a.WriteString(textOK)
+}
+
+func adminDropFunction(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	if len(args) != 1 {
+		a.WriteString(errArgs("drop"))
+		return
+	}
+	switch err := c.srv.b.DropFunction(args[0]); {
+	case err == nil:
+		a.WriteString(textOK)
+	case errors.Is(err, broker.ErrFunctionBusy):
+		a.WriteString("ERR there are still connected workers or executing clients\r\n")
 	default:
-		if !c.adminLifecycle(ctx, cmd, &sb) {
-			sb.WriteString("ERR UNKNOWN_COMMAND Unknown+server+command" + cmd.Name + "\r\n")
+		a.WriteString(textFuncNotFound)
+	}
+}
+
+func adminMaxQueue(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	if len(args) == 0 {
+		a.WriteString(errArgs("maxqueue"))
+		return
+	}
+	// As gearmand: one number applies to every priority; three set
+	// high, normal, low; none (or zero, or negative) means unlimited.
+	var limits [3]int
+	for i := range 3 {
+		if len(args) > i+1 {
+			n, _ := strconv.Atoi(args[i+1])
+			limits[i] = max(n, 0)
 		}
 	}
-	c.write([]byte(sb.String()))
-	return true
+	if len(args) <= 2 {
+		limits[1], limits[2] = limits[0], limits[0]
+	}
+	c.srv.b.SetMaxQueue(args[0], limits)
+	a.WriteString(textOK)
+}
+
+func adminGetPID(_ context.Context, _ *conn, _ []string, a *adminAnswer) {
+	fmt.Fprintf(a, "OK %d\n", os.Getpid())
+}
+
+func adminVerbose(_ context.Context, c *conn, _ []string, a *adminAnswer) {
+	fmt.Fprintf(a, "OK %s\n", c.srv.cfg.Verbose)
+}
+
+func adminVersion(_ context.Context, c *conn, _ []string, a *adminAnswer) {
+	fmt.Fprintf(a, "OK %s\n", c.srv.cfg.Version)
+}
+
+func adminShutdown(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	if c.srv.cfg.ShutdownFunc == nil {
+		a.WriteString("ERR UNKNOWN_COMMAND Unknown+server+command+shutdown\r\n")
+		return
+	}
+	graceful := len(args) > 0 && strings.EqualFold(args[0], "graceful")
+	c.write([]byte(textOK))
+	// Write the answer before the stop begins: it closes every
+	// connection, and a queued "OK" would be lost.
+	c.flush()
+	c.srv.cfg.ShutdownFunc(graceful)
+	a.close = !graceful
 }
 
 func b2i(b bool) int {

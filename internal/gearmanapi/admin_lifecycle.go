@@ -11,75 +11,65 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
-// adminLifecycle answers Gearwork's lifecycle admin commands (policies,
-// dead letters, pauses, results, schedules, ordering; see
-// docs/lifecycle.md). It reports false for a command it does not know.
-func (c *conn) adminLifecycle(ctx context.Context, cmd gearman.AdminCommand, sb *strings.Builder) bool {
-	b := c.srv.b
-	args := cmd.Args
-	switch cmd.Name {
-	case "show":
-		if len(args) == 0 {
-			return false
-		}
-		switch strings.ToLower(args[0]) {
-		case "policy":
-			showPolicy(b, args[1:], sb)
-		case "schedules":
-			for _, s := range b.Schedules() {
-				fmt.Fprintf(sb, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Function, s.Spec, fmtTime(s.Last), fmtTime(s.Next))
-			}
-			sb.WriteString(".\n")
-		case "ordering":
-			fn := ""
-			if len(args) > 1 {
-				fn = args[1]
-			}
-			for _, o := range b.Orderings(fn) {
-				head := "-"
-				if o.Head != 0 {
-					head = b.Handle(o.Head)
-				}
-				fmt.Fprintf(sb, "%s\t%s\t%s\t%s\t%d\n", o.Function, o.Key, head, dash(o.HeadState), o.Waiting)
-			}
-			sb.WriteString(".\n")
-		default:
-			return false
-		}
-	case "policy":
-		setPolicy(b, args, sb)
-	case "pause":
-		pause(b, args, sb)
-	case "resume":
-		if len(args) != 1 {
-			sb.WriteString(errArgs("resume"))
-			break
-		}
-		b.Resume(args[0])
-		sb.WriteString(textOK)
-	case "deadletters":
-		fn := ""
-		if len(args) > 0 {
-			fn = args[0]
-		}
-		dls, err := b.DeadLetters(ctx, fn, 0)
-		if err != nil {
-			sb.WriteString(errText(err))
-			break
-		}
-		for _, d := range dls {
-			fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, d.Function, dash(d.Unique),
-				d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
-		}
-		sb.WriteString(".\n")
-	case "deadletter":
-		deadLetter(ctx, b, args, sb)
-	case "result":
-		result(ctx, b, args, sb)
-	default:
-		return false
+// The lifecycle admin commands: policies, dead letters, pauses, results,
+// schedules, ordering (see docs/lifecycle.md). Their entries are in
+// adminCommands.
+
+func adminShowSchedules(_ context.Context, c *conn, _ []string, a *adminAnswer) {
+	for _, s := range c.srv.b.Schedules() {
+		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Function, s.Spec, fmtTime(s.Last), fmtTime(s.Next))
 	}
-	return true
+	a.WriteString(".\n")
+}
+
+func adminShowOrdering(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	b := c.srv.b
+	fn := ""
+	if len(args) > 0 {
+		fn = args[0]
+	}
+	for _, o := range b.Orderings(fn) {
+		head := "-"
+		if o.Head != 0 {
+			head = b.Handle(o.Head)
+		}
+		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%d\n", o.Function, o.Key, head, dash(o.HeadState), o.Waiting)
+	}
+	a.WriteString(".\n")
+}
+
+func adminResume(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	if len(args) != 1 {
+		a.WriteString(errArgs("resume"))
+		return
+	}
+	c.srv.b.Resume(args[0])
+	a.WriteString(textOK)
+}
+
+// adminDeadLetters lists dead letters; without a function, those of the
+// functions the connection may read.
+func adminDeadLetters(ctx context.Context, c *conn, args []string, a *adminAnswer) {
+	fn := ""
+	if len(args) > 0 {
+		fn = args[0]
+		if !c.checkRead(fn, a) {
+			return
+		}
+	}
+	dls, err := c.srv.b.DeadLetters(ctx, fn, 0)
+	if err != nil {
+		a.WriteString(errText(err))
+		return
+	}
+	for _, d := range dls {
+		if !c.mayRead(d.Function) {
+			continue
+		}
+		fmt.Fprintf(a, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, d.Function, dash(d.Unique),
+			d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
+	}
+	a.WriteString(".\n")
 }
 
 // errInvalid is an ERR INVALID_ARGUMENTS answer with a readable message,
@@ -88,7 +78,8 @@ func errInvalid(msg string) string {
 	return "ERR INVALID_ARGUMENTS " + strings.ReplaceAll(msg, " ", "+") + "\r\n"
 }
 
-func showPolicy(b *broker.Broker, args []string, sb *strings.Builder) {
+func adminShowPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+	b := c.srv.b
 	line := func(name, source, state string, p broker.Policy) {
 		fmt.Fprintf(sb, "%s\t%s\t%s\t%s\n", name, source, state, p.Format())
 	}
@@ -121,7 +112,8 @@ func showPolicy(b *broker.Broker, args []string, sb *strings.Builder) {
 	sb.WriteString(".\n")
 }
 
-func setPolicy(b *broker.Broker, args []string, sb *strings.Builder) {
+func adminPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+	b := c.srv.b
 	if len(args) < 2 || len(args[0]) > gearman.MaxFunctionSize {
 		sb.WriteString(errArgs("policy"))
 		return
@@ -148,7 +140,8 @@ func setPolicy(b *broker.Broker, args []string, sb *strings.Builder) {
 	sb.WriteString(textOK)
 }
 
-func pause(b *broker.Broker, args []string, sb *strings.Builder) {
+func adminPause(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+	b := c.srv.b
 	if len(args) == 0 || len(args[0]) > gearman.MaxFunctionSize {
 		sb.WriteString(errArgs("pause"))
 		return
@@ -178,58 +171,71 @@ func pause(b *broker.Broker, args []string, sb *strings.Builder) {
 	sb.WriteString(textOK)
 }
 
-func deadLetter(ctx context.Context, b *broker.Broker, args []string, sb *strings.Builder) {
-	if len(args) < 2 {
+func adminDeadLetterShow(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
+	if len(args) != 1 {
 		sb.WriteString(errArgs("deadletter"))
 		return
 	}
-	switch sub := strings.ToLower(args[0]); {
-	case sub == "show" && len(args) == 2:
-		d, ok, err := b.DeadLetterByHandle(ctx, []byte(args[1]))
-		if err != nil {
-			sb.WriteString(errText(err))
-			return
-		}
-		if !ok {
-			sb.WriteString(textUnknownJob)
-			return
-		}
-		fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nattempts\t%d\ndied\t%s\nerror\t%s\npayload\t%s\n",
-			d.Handle, d.Function, strconv.Quote(d.Unique), d.Priority, d.Attempts,
-			fmtTime(d.DiedAt), strconv.Quote(d.LastError), strconv.Quote(string(d.Payload)))
-		for i, a := range d.History {
-			fmt.Fprintf(sb, "attempt\t%d\t%s\t%s\t%s\t%s\n", i+1, fmtNanos(a.Start), fmtNanos(a.End),
-				a.Outcome, strconv.Quote(a.Error))
-		}
-		sb.WriteString(".\n")
-	case sub == "retry" && len(args) == 3 && strings.EqualFold(args[1], "all"):
-		n, err := b.RetryDeadLetters(ctx, args[2])
+	d, ok, err := c.srv.b.DeadLetterByHandle(ctx, []byte(args[0]))
+	if err != nil {
+		sb.WriteString(errText(err))
+		return
+	}
+	if !ok {
+		sb.WriteString(textUnknownJob)
+		return
+	}
+	if !c.checkRead(d.Function, sb) {
+		return
+	}
+	fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nattempts\t%d\ndied\t%s\nerror\t%s\npayload\t%s\n",
+		d.Handle, d.Function, strconv.Quote(d.Unique), d.Priority, d.Attempts,
+		fmtTime(d.DiedAt), strconv.Quote(d.LastError), strconv.Quote(string(d.Payload)))
+	for i, at := range d.History {
+		fmt.Fprintf(sb, "attempt\t%d\t%s\t%s\t%s\t%s\n", i+1, fmtNanos(at.Start), fmtNanos(at.End),
+			at.Outcome, strconv.Quote(at.Error))
+	}
+	sb.WriteString(".\n")
+}
+
+func adminDeadLetterRetry(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
+	b := c.srv.b
+	switch {
+	case len(args) == 2 && strings.EqualFold(args[0], "all"):
+		n, err := b.RetryDeadLetters(ctx, args[1])
 		if err != nil {
 			sb.WriteString(errText(err))
 			return
 		}
 		fmt.Fprintf(sb, "OK %d\n", n)
-	case sub == "retry" && len(args) == 2:
-		if err := b.RetryDeadLetter(ctx, []byte(args[1])); err != nil {
+	case len(args) == 1:
+		if err := b.RetryDeadLetter(ctx, []byte(args[0])); err != nil {
 			sb.WriteString(errText(err))
 			return
 		}
 		sb.WriteString("OK 1\n")
-	case sub == "purge" && len(args) == 2:
-		n, err := b.PurgeDeadLetters(ctx, args[1])
-		if err != nil {
-			sb.WriteString(errText(err))
-			return
-		}
-		fmt.Fprintf(sb, "OK %d\n", n)
 	default:
 		sb.WriteString(errArgs("deadletter"))
 	}
 }
 
+func adminDeadLetterPurge(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
+	if len(args) != 1 {
+		sb.WriteString(errArgs("deadletter"))
+		return
+	}
+	n, err := c.srv.b.PurgeDeadLetters(ctx, args[0])
+	if err != nil {
+		sb.WriteString(errText(err))
+		return
+	}
+	fmt.Fprintf(sb, "OK %d\n", n)
+}
+
 // result answers "result HANDLE" or "result unique:U" with "OK <length>",
 // a newline, the raw WORK_COMPLETE data and a newline.
-func result(ctx context.Context, b *broker.Broker, args []string, sb *strings.Builder) {
+func adminResult(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
+	b := c.srv.b
 	if len(args) != 1 {
 		sb.WriteString(errArgs("result"))
 		return
@@ -250,6 +256,9 @@ func result(ctx context.Context, b *broker.Broker, args []string, sb *strings.Bu
 	}
 	if !ok {
 		sb.WriteString(textUnknownJob)
+		return
+	}
+	if !c.checkRead(r.Function, sb) {
 		return
 	}
 	fmt.Fprintf(sb, "OK %d\n", len(r.Data))

@@ -18,8 +18,10 @@ import (
 // called once per connection, after the TLS handshake, and the returned
 // Grant is consulted for every SUBMIT_* (auth.ActionSubmit, with the
 // function name), CAN_DO and CAN_DO_TIMEOUT (auth.ActionServe, with the
-// function name) and every admin command that changes state
-// (auth.ActionAdmin, with the command name, e.g. "cancel job"). A denied
+// function name), every admin command that changes state
+// (auth.ActionAdmin, with the command name, e.g. "cancel job"), and every
+// payload, result or error an admin command would show (auth.ActionRead,
+// with the job's function name); adminCommands says which is which. A denied
 // request gets an ERROR packet PERMISSION_DENIED (or an "ERR
 // PERMISSION_DENIED" line) and the connection stays open.
 type Authorizer interface {
@@ -27,18 +29,6 @@ type Authorizer interface {
 }
 
 var _ Authorizer = (*auth.Policy)(nil)
-
-// mutatingAdmin lists the admin commands that change state and need the
-// admin role (auth.ActionAdmin on the command name). Read-only commands
-// (status, workers, show jobs, version, ...) are open to every connection.
-// A new admin command that changes state must be added here.
-var mutatingAdmin = map[string]bool{
-	"cancel job":      true,
-	"create function": true,
-	"drop function":   true,
-	"maxqueue":        true,
-	"shutdown":        true,
-}
 
 // handshake completes the TLS handshake (within Config.HandshakeTimeout)
 // if the connection is TLS, then sets the peer's identity, grant and
@@ -87,11 +77,12 @@ func (c *conn) allowed(action auth.Action, name string) bool {
 
 // deniedText explains a denial to the peer.
 func (c *conn) deniedText(action auth.Action, name string) string {
-	verb := map[auth.Action]string{auth.ActionSubmit: "submit to", auth.ActionServe: "serve", auth.ActionAdmin: "run"}[action]
+	verb := map[auth.Action]string{auth.ActionSubmit: "submit to", auth.ActionServe: "serve", auth.ActionAdmin: "run",
+		auth.ActionRead: "read"}[action]
 	return c.id.String() + " may not " + verb + " " + name
 }
 
-// deniedAdminLine is the admin text answer to a denied command.
-func (c *conn) deniedAdminLine(name string) string {
-	return "ERR PERMISSION_DENIED " + strings.ReplaceAll(c.deniedText(auth.ActionAdmin, name), " ", "+") + "\r\n"
+// deniedLine is the admin text answer to a denied command or read.
+func (c *conn) deniedLine(action auth.Action, name string) string {
+	return "ERR PERMISSION_DENIED " + strings.ReplaceAll(c.deniedText(action, name), " ", "+") + "\r\n"
 }
