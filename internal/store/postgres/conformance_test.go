@@ -34,3 +34,27 @@ func TestConformance(t *testing.T) {
 		return s
 	})
 }
+
+// TestSharedConformance runs the suite of the shared-store contract. Each
+// case has its own schema; every server of a case opens that schema.
+func TestSharedConformance(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	urls := map[*testing.T]string{}
+	storetest.RunShared(t, func(t *testing.T, name string) store.SharedStore {
+		mu.Lock()
+		u, ok := urls[t]
+		mu.Unlock()
+		if !ok {
+			u = pgtest.Schema(t)
+			mu.Lock()
+			urls[t] = u
+			mu.Unlock()
+		}
+		s, err := postgres.Open(context.Background(), postgres.Config{URL: u, Name: name, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
