@@ -32,14 +32,21 @@ func (g *gatherer) done(n int, d time.Duration) {
 	}
 }
 
+// limit is the longest the next round may wait: half the last write's
+// duration, at most maxGather, and nothing when the last round carried at
+// most one submit.
+func (g *gatherer) limit() time.Duration {
+	if g.last <= 1 {
+		return 0
+	}
+	return min(g.took/2, maxGather)
+}
+
 // wait returns once as many submits wait as the last round carried, or
 // after half the last write's duration (at most maxGather), or when ctx
 // ends.
 func (g *gatherer) wait(ctx context.Context, b *Broker) {
-	if g.last <= 1 {
-		return
-	}
-	limit := min(g.took/2, maxGather)
+	limit := g.limit()
 	if limit <= 0 {
 		return
 	}

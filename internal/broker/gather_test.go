@@ -19,6 +19,29 @@ func TestGathererRecordsOnlyRoundsWithSubmits(t *testing.T) {
 	require.Equal(t, time.Millisecond, g.took)
 }
 
+// TestGathererLimit: the wait is at most half the last write's duration
+// and never more than maxGather (2 ms), and none after a round of one.
+func TestGathererLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		last int
+		took time.Duration
+		want time.Duration
+	}{
+		{last: 3, took: time.Millisecond, want: 500 * time.Microsecond},
+		{last: 3, took: 3 * time.Millisecond, want: 1500 * time.Microsecond},
+		{last: 3, took: time.Hour, want: 2 * time.Millisecond},
+		{last: 1, took: time.Hour, want: 0},
+		{last: 0, took: 0, want: 0},
+	} {
+		g := gatherer{last: tc.last, took: tc.took}
+		require.Equal(t, tc.want, g.limit(), "last %d took %v", tc.last, tc.took)
+	}
+}
+
+// TestGathererWaitEnds: while fewer submits wait than the last round
+// carried, the round waits for its limit and then goes on, even after a
+// write that took an hour.
 func TestGathererWaitEnds(t *testing.T) {
 	t.Parallel()
 	b := New(Config{Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
@@ -28,18 +51,38 @@ func TestGathererWaitEnds(t *testing.T) {
 		b.pendingSaves = make([]*job, n)
 		b.mu.Unlock()
 	}
-	// Each of these returns: enough submits wait, none waits (a round of
-	// deletes), the last round carried one, or the bound (at most
-	// maxGather) passes while fewer wait.
-	jobs(3)
-	(&gatherer{last: 3, took: time.Hour}).wait(ctx, b)
-	jobs(0)
-	(&gatherer{last: 3, took: time.Hour}).wait(ctx, b)
+	// timed runs the wait, failing if it has not ended after a second
+	// (the limit is 2 ms; an unbounded wait would take half an hour).
+	timed := func(ctx context.Context, g *gatherer) time.Duration {
+		t.Helper()
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { g.wait(ctx, b); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			t.Fatalf("the wait (last %d, took %v) has not ended after a second", g.last, g.took)
+		}
+		return time.Since(start)
+	}
 	jobs(1)
-	(&gatherer{last: 1, took: time.Hour}).wait(ctx, b)
-	(&gatherer{last: 3, took: time.Hour}).wait(ctx, b)
+	g := &gatherer{last: 3, took: time.Hour}
+	require.GreaterOrEqual(t, timed(ctx, g), maxGather, "one submit of three waits for the others until the bound")
+	g = &gatherer{last: 3, took: time.Millisecond}
+	require.GreaterOrEqual(t, timed(ctx, g), 500*time.Microsecond, "half the last write")
+
+	// These return without waiting for the bound: enough submits wait,
+	// none waits (a round of deletes), the last round carried one, or ctx
+	// ended. Only that they end is checked: how soon depends on the
+	// machine.
+	jobs(3)
+	timed(ctx, &gatherer{last: 3, took: time.Hour})
+	jobs(0)
+	timed(ctx, &gatherer{last: 3, took: time.Hour})
+	jobs(1)
+	timed(ctx, &gatherer{last: 1, took: time.Hour})
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	(&gatherer{last: 3, took: time.Hour}).wait(cctx, b)
+	timed(cctx, &gatherer{last: 3, took: time.Hour})
 	jobs(0)
 }
