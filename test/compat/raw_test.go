@@ -2,10 +2,12 @@ package compat
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +33,16 @@ func dialRaw(t *testing.T, s *server) *rawConn {
 	require.NoError(t, err)
 	t.Cleanup(func() { nc.Close() })
 	return &rawConn{t: t, nc: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+}
+
+// requireClosed fails unless err says the server closed the connection
+// (end of stream or a reset): a read that timed out is not a close.
+func requireClosed(t *testing.T, err error) {
+	t.Helper()
+	require.Error(t, err, "the connection is closed")
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("want the connection closed by the server (EOF or reset), got: %v", err)
+	}
 }
 
 // send writes one request packet.
