@@ -262,7 +262,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL`, &held)
 	require.Equal(t, 1, held, "a holds only the job it runs")
 
-	b, _ := openSharedPolicy(t, url, "b", ttl, pol)
+	b, _ := openSharedPolicy(t, url, "b", 0, pol) // b stays up: the default lease, which no stall loses
 	wb, outB := newWorker(b, "wb", "f")
 
 	// a dies: no renewal, no release.
@@ -276,8 +276,10 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 }
 
 // A rate limit holds across servers: three servers with workers start no
-// more jobs than one bucket of the function's rate and burst allows. (Only
-// an upper bound is checked, which a slow machine cannot break.)
+// more jobs than one bucket of the function's rate and burst allows. Both
+// bounds are ones a slow machine cannot break: no more starts than the
+// bucket allows in the time they took, and so they take at least as long
+// as the bucket needs to hand out that many tokens.
 func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
@@ -320,6 +322,10 @@ func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 	cancel()
 	wg.Wait()
 	last := slices.MaxFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
+	first := slices.MinFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
+	least := time.Duration(jobs-burst-1) * time.Second / time.Duration(rate)
+	require.GreaterOrEqual(t, last.Sub(first), least,
+		"%d jobs started within %v of each other: a bucket of %v/s and burst %d needs at least %v", jobs, last.Sub(first), rate, burst, least)
 	allowed := burst + rate*last.Sub(begin).Seconds()
 	// One token of slack for the database's and the test's clocks.
 	require.LessOrEqual(t, float64(jobs), allowed+1,

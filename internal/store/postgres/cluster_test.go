@@ -210,7 +210,7 @@ func TestSharedUniqueCoalescesAcrossServers(t *testing.T) {
 func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	const ttl = 600 * time.Millisecond
+	const ttl = 600 * time.Millisecond // a's lease: a dies, and its jobs must come back soon
 	// Server a claims jobs for its worker, then dies without a word: its
 	// store is closed, so it neither renews its lease nor releases.
 	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
@@ -230,7 +230,7 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	a.Stop()
 	require.Equal(t, n, countRows(t, url), "nothing was lost or finished")
 
-	b, _ := openShared(t, url, "b", ttl)
+	b, _ := openShared(t, url, "b", 0) // b stays up: the default lease, which no stall loses
 	w, out := newWorker(b, "wb", "f")
 	got := drain(t, b, w, out, n)
 	require.Contains(t, got, string(as.Payload), "the job running at the crash runs again")
@@ -268,7 +268,7 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 	require.NoError(t, stA.Close())
 	a.Stop()
 
-	b, _ := openShared(t, url, "b", ttl)
+	b, _ := openShared(t, url, "b", 0) // b stays up: the default lease, which no stall loses
 	w, out := newWorker(b, "wb", "flaky")
 	again := grab(t, b, w, out) // b runs the retry
 	require.Equal(t, as.Seq, again.Seq, "the same job, by its handle")
@@ -403,6 +403,9 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 	}
 	eventually(t, "b's progress is stored", func() bool { return progress() == 1 })
 	require.NoError(t, a.WorkStatus(wa, onA.Seq, 9, 10)) // a's stale run
-	time.Sleep(300 * time.Millisecond)                   // a few of a's commit rounds
+	// A barrier instead of a pause: a's commit rounds write in order, so
+	// once a background job submitted on a afterwards is stored, a's
+	// round that carried the stale progress is over.
+	require.NoError(t, submit(t, a, a.NewSession("ca", newOutbox()), bgJob("barrier", "", "")).err)
 	require.Equal(t, 1, progress(), "the row shows the progress of the server holding it")
 }
