@@ -93,6 +93,14 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if _, err := applyMemoryLimit(cfg.memoryLimit, log); err != nil {
 		return err
 	}
+	fileLimit, err := raiseFileLimit()
+	if err != nil {
+		return err
+	}
+	maxConns, err := capConnections(cfg.sec.maxConnections, fileLimit, log)
+	if err != nil {
+		return err
+	}
 	st, err := openStore(ctx, cfg.store, log)
 	if err != nil {
 		return err
@@ -145,7 +153,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		Broker:                   b,
 		MaxPacket:                cfg.maxPacket,
 		MaxOutput:                cfg.sec.maxOutput,
-		MaxConnections:           cfg.sec.maxConnections,
+		MaxConnections:           maxConns,
 		MaxPacketUnauthenticated: cfg.sec.maxPacketUnauth,
 		HandshakeTimeout:         cfg.sec.handshakeTimeout,
 		ReadTimeout:              orDisabled(cfg.sec.readTimeout),

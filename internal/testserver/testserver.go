@@ -75,7 +75,16 @@ type Server struct {
 // process is stopped when the test ends.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	s, err := start(t, args)
+	return StartWrapped(t, nil, args...)
+}
+
+// StartWrapped is Start with the server run by a wrapper command: wrapper
+// followed by the binary and its arguments, for example
+// {"sh", "-c", `ulimit -n 256 && exec "$0" "$@"`}. The wrapper must exec
+// the server, so that Pid is the server's.
+func StartWrapped(t testing.TB, wrapper []string, args ...string) *Server {
+	t.Helper()
+	s, err := start(t, wrapper, args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +98,9 @@ var (
 	httpListening = regexp.MustCompile(`msg="serve: HTTP API listening" addr=(\S+)|"msg":"serve: HTTP API listening","addr":"([^"]+)"`)
 )
 
-func start(t testing.TB, args []string) (*Server, error) {
-	cmd := exec.Command(Binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "memory:"}, args...)...)
+func start(t testing.TB, wrapper, args []string) (*Server, error) {
+	argv := append(append(wrapper[:len(wrapper):len(wrapper)], Binary(t), "serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "memory:"), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

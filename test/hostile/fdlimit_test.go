@@ -1,0 +1,149 @@
+package hostile_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testserver"
+)
+
+// gconn is a raw Gearman connection for the file limit test.
+type gconn struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dialG(t *testing.T, addr string) *gconn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(2*time.Minute)))
+	return &gconn{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+// call writes a packet and returns the next packet read.
+func (c *gconn) call(cmd gearman.Command, args ...string) (gearman.Command, []byte) {
+	c.t.Helper()
+	_, err := c.nc.Write(packet(cmd, args...))
+	require.NoError(c.t, err)
+	got, body, err := readPacket(c.r)
+	require.NoError(c.t, err)
+	return got, body
+}
+
+// TestFileLimitReachedAtAccept runs the server with an open file limit of
+// 256 (soft and hard, so it cannot raise it) and a Pebble store, and opens
+// 1,000 connections beside a client and a worker connected before. The
+// server caps its connections below the limit (and says so), keeping
+// descriptors for its store: the earlier connections keep working, and
+// background submits large enough to make the store open new files (a
+// new write-ahead log and a table) all get JOB_CREATED. The accept loop
+// does not spin at the limit, and once the flood closes new connections
+// are served again.
+func TestFileLimitReachedAtAccept(t *testing.T) {
+	if testing.Short() {
+		t.Skip("file limit test skipped in -short mode")
+	}
+	const (
+		limit = 256
+		flood = 1000
+		// 40 jobs of 1 MiB overflow the store's 32 MiB memtable.
+		jobs = 40
+	)
+	sh := testserver.NeedCommand(t, "sh")
+	raiseFileLimit(t, flood+500)
+	srv := testserver.StartWrapped(t, []string{sh, "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, limit)},
+		"--store", "pebble:"+t.TempDir())
+	require.Contains(t, srv.Log(), "max_connections=192", "the connection limit is capped below the file limit")
+
+	client, worker := dialG(t, srv.Addr), dialG(t, srv.Addr)
+	_, err := worker.nc.Write(packet(gearman.CanDo, "fd"))
+	require.NoError(t, err)
+	cmd, _ := worker.call(gearman.EchoReq, "ready")
+	require.Equal(t, gearman.EchoRes, cmd)
+	open := make([]net.Conn, 0, flood)
+	defer func() {
+		for _, nc := range open {
+			nc.Close()
+		}
+	}()
+	for range flood {
+		nc, err := net.DialTimeout("tcp", srv.Addr, time.Minute)
+		require.NoError(t, err)
+		open = append(open, nc)
+	}
+	deadline := time.Now().Add(time.Minute)
+	// Either the server refuses connections beyond its limit, or (without
+	// a limit below the file limit) its accept fails.
+	for atLimit := func() bool {
+		log := srv.Log()
+		return strings.Contains(log, "too many connections") || strings.Contains(log, "accept failed")
+	}; !atLimit(); {
+		require.True(t, time.Now().Before(deadline), "the server never reached a limit:\n%s", srv.Log())
+		time.Sleep(10 * time.Millisecond) // polling the log
+	}
+
+	// At the limit, the accept loop is quiet: measured over two seconds
+	// (a spinning loop would take most of a core, or whatever share of
+	// the machine it can get).
+	cpu0 := serverCPU(t, srv.Pid())
+	time.Sleep(2 * time.Second) // the measurement window
+	idleCPU := serverCPU(t, srv.Pid()) - cpu0
+	require.Less(t, idleCPU, 400*time.Millisecond, "the server must not spin at the file limit")
+
+	// Existing connections work, and the store can still open files.
+	payload := strings.Repeat("p", 1<<20)
+	for i := range jobs {
+		cmd, body := client.call(gearman.SubmitJobBg, "fd", fmt.Sprint(i), payload)
+		require.Equal(t, gearman.JobCreated, cmd, "submit %d: %s", i, body)
+	}
+	for i := range 3 {
+		cmd, body := worker.call(gearman.GrabJob)
+		require.Equal(t, gearman.JobAssign, cmd, "grab %d", i)
+		handle := body[:bytes.IndexByte(body, 0)]
+		_, err := worker.nc.Write(packet(gearman.WorkComplete, string(handle), ""))
+		require.NoError(t, err)
+	}
+	cmd, body := client.call(gearman.EchoReq, "still here")
+	require.Equal(t, gearman.EchoRes, cmd)
+	require.Equal(t, "still here", string(body))
+
+	// Once the flood ends, new connections are served.
+	for _, nc := range open {
+		nc.Close()
+	}
+	open = nil
+	deadline = time.Now().Add(time.Minute)
+	for {
+		nc, err := net.Dial("tcp", srv.Addr)
+		require.NoError(t, err)
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = nc.Write(packet(gearman.EchoReq, "new"))
+		var cmd gearman.Command
+		if err == nil {
+			cmd, body, err = readPacket(bufio.NewReader(nc))
+		}
+		nc.Close()
+		if err == nil {
+			require.Equal(t, gearman.EchoRes, cmd)
+			require.Equal(t, "new", string(body))
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no new connection is served after the flood: %v", err)
+		time.Sleep(10 * time.Millisecond) // the server frees the flood's connections as it reads their ends
+	}
+	require.True(t, srv.Alive())
+	// Without the reserve, the store's flush fails to create its table
+	// ("too many open files") and logs errors.
+	require.NotContains(t, srv.Log(), "level=ERROR")
+}
