@@ -27,11 +27,12 @@
 //
 // Each job's context is cancelled, with a cause, when its function's
 // Timeout passes (ErrTimeout; the worker registered with CAN_DO_TIMEOUT,
-// so the server takes the job back and runs it again), when the connection
-// it came on breaks (ErrConnLost; the server requeues it), and when the
-// worker is stopped (ErrStopped). An error a handler returns after its
-// context was cancelled is not reported, so that the job runs again
-// instead of failing for good.
+// so Gearwork fails the job and sends its clients WORK_FAIL, unless the
+// function's retry policy allows another attempt; gearmand takes it back
+// and runs it again), when the connection it came on breaks (ErrConnLost;
+// the server requeues it), and when the worker is stopped (ErrStopped). An
+// error a handler returns after its context was cancelled is not reported:
+// the server has already decided the job's fate.
 //
 // # Shutdown
 //

@@ -25,7 +25,7 @@ func ExampleWorker() {
 	}
 	w.Register(worker.Function{
 		Name:    "resize",
-		Timeout: time.Minute, // the server hands the job to another worker after this
+		Timeout: time.Minute, // the server fails the job after this
 		Handler: worker.HandlerFunc(func(ctx context.Context, j *worker.Job) ([]byte, error) {
 			for step := uint32(1); step <= 3; step++ {
 				if err := ctx.Err(); err != nil {

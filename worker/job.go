@@ -19,9 +19,11 @@ import (
 //
 // ctx is cancelled when the function's timeout passes, when the
 // connection the job came on is lost, and when the worker is stopped (not
-// by a graceful Shutdown). In those cases the server takes the job back
-// and runs it again, so an error returned after ctx was cancelled is not
-// reported to the server.
+// by a graceful Shutdown). In those cases the server has already decided
+// what becomes of the job (a lost connection or a stop: it runs again; a
+// timeout: Gearwork fails it unless a retry policy allows another
+// attempt), so an error returned after ctx was cancelled is not reported
+// to the server.
 //
 // ServeJob is called on its own goroutine, concurrently with other jobs up
 // to Config.Concurrency.

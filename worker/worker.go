@@ -64,10 +64,11 @@ type Function struct {
 	// Handler runs its jobs.
 	Handler Handler
 	// Timeout, if positive, limits how long one job may run: the worker
-	// registers with CAN_DO_TIMEOUT, so the server takes the job back and
-	// hands it out again when the time passes (servers round it up to at
-	// least a second), and the job's context is cancelled with cause
-	// ErrTimeout.
+	// registers with CAN_DO_TIMEOUT, so when the time passes (servers round
+	// it up to at least a second) Gearwork fails the job, sending its
+	// clients WORK_FAIL, unless the function's retry policy allows another
+	// attempt (gearmand hands it out again), and the job's context is
+	// cancelled with cause ErrTimeout.
 	Timeout time.Duration
 }
 

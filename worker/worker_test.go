@@ -191,14 +191,21 @@ func TestShutdownDeadlineCancelsJobs(t *testing.T) {
 	})
 }
 
-func TestTimeoutRequeues(t *testing.T) {
+// TestTimeoutFails: a job that runs past its function's Timeout has its
+// context cancelled with ErrTimeout. Gearwork then fails the job, as the
+// protocol describes CAN_DO_TIMEOUT: the client gets WORK_FAIL and the job
+// does not run again (no retry policy). gearmand 1.1.20 takes the job
+// back and runs it again instead.
+func TestTimeoutFails(t *testing.T) {
 	t.Parallel()
 	for _, kind := range []struct {
 		name  string
 		start func(t *testing.T) string
+		// retried: the server runs the job a second time.
+		retried bool
 	}{
-		{"gearwork", func(t *testing.T) string { return gearmantest.Start(t).Addr() }},
-		{"gearmand", func(t *testing.T) string { return gearmantest.StartGearmand(t).Addr }},
+		{"gearwork", func(t *testing.T) string { return gearmantest.Start(t).Addr() }, false},
+		{"gearmand", func(t *testing.T) string { return gearmantest.StartGearmand(t).Addr }, true},
 	} {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
@@ -218,10 +225,15 @@ func TestTimeoutRequeues(t *testing.T) {
 			require.NoError(t, w.Start(context.Background()))
 			c := newClient(t, addr)
 			res, err := c.Do(testCtx(t), client.Request{Function: "slow"})
-			require.NoError(t, err)
-			require.Equal(t, "second try", string(res))
 			require.ErrorIs(t, <-causes, worker.ErrTimeout)
-			require.Equal(t, int32(2), attempts.Load())
+			if kind.retried {
+				require.NoError(t, err)
+				require.Equal(t, "second try", string(res))
+				require.Equal(t, int32(2), attempts.Load())
+				return
+			}
+			require.ErrorIs(t, err, client.ErrJobFailed)
+			require.Equal(t, int32(1), attempts.Load())
 		})
 	}
 }

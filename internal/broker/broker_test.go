@@ -275,35 +275,6 @@ func TestWakeOnlyAsManySleepersAsJobs(t *testing.T) {
 	require.Equal(t, 2, woken)
 }
 
-func TestCanDoTimeoutTakesJobBack(t *testing.T) {
-	t.Parallel()
-	tb := setup(t, Config{})
-	c, cout := tb.session()
-	j := tb.submit(t, c, fg("f", "", "x"))
-	w1, _ := tb.session()
-	tb.b.CanDo(w1, []byte("f"), 2*time.Second)
-	_, ok := tb.b.Grab(w1)
-	require.True(t, ok)
-
-	tb.clock.Add(1999 * time.Millisecond)
-	tb.b.RunTimers()
-	require.Equal(t, []JobStatus{{Seq: j.seq, Known: true, Running: true, Waiting: 1}}, []JobStatus{tb.b.GetStatus([]byte(tb.b.Handle(j.seq)))})
-
-	tb.clock.Add(time.Millisecond)
-	tb.b.RunTimers()
-	st := tb.b.GetStatus([]byte(tb.b.Handle(j.seq)))
-	require.True(t, st.Known)
-	require.False(t, st.Running, "taken back after the timeout")
-	require.ErrorIs(t, tb.b.Finish(w1, j.seq, Complete, []byte("late")), ErrJobNotFound, "the late result is refused")
-
-	w2, _ := tb.session()
-	tb.b.CanDo(w2, []byte("f"), 0)
-	a, ok := tb.b.Grab(w2)
-	require.True(t, ok)
-	require.NoError(t, tb.b.Finish(w2, a.Seq, Complete, []byte("ok")))
-	require.Equal(t, []Event{{Kind: EventComplete, Seq: j.seq, Data: []byte("ok")}}, cout.take())
-}
-
 func TestEpochJobWaitsForItsTime(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})

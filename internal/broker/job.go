@@ -153,6 +153,9 @@ type jobExtra struct {
 	life *jobLife
 	// started is when the current worker took the job, in Unix nanoseconds.
 	started int64
+	// leaseTimer: the running job's timer is its worker's lease
+	// (Broker.CanDoLease), not a timeout that fails the job.
+	leaseTimer bool
 }
 
 // size is what the job counts against Config.MaxQueuedBytes.

@@ -11,8 +11,8 @@ import (
 
 // Policy is the lifecycle policy of one function. The zero value keeps
 // gearmand's behaviour: WORK_FAIL and WORK_EXCEPTION are final, a job is
-// taken back from a vanished or timed-out worker as often as
-// Config.JobRetries allows, no limits, strict priorities, no retained
+// taken back from a vanished worker as often as Config.JobRetries allows
+// (one held past its worker's CAN_DO_TIMEOUT fails, as the protocol says), no limits, strict priorities, no retained
 // results. Background jobs that fail for good are kept as dead letters
 // (MaxDeadLetters), which no Gearman client can observe.
 //
@@ -28,8 +28,9 @@ type Policy struct {
 	MaxAttempts int
 	// Backoff is the wait before a retry.
 	Backoff Backoff
-	// Timeout [timeout] takes a job back from a worker that holds it longer
-	// (in addition to CAN_DO_TIMEOUT; the shorter wins). 0 means none.
+	// Timeout [timeout] fails the run of a job whose worker holds it longer
+	// (in addition to CAN_DO_TIMEOUT; the shorter wins): the job runs again
+	// if MaxAttempts allows, else it fails. 0 means none.
 	Timeout time.Duration
 	// Ordering [ordering] derives a job's ordering key from its unique id:
 	// OrderingOff ("off", the zero value) or OrderingUniquePrefix

@@ -201,3 +201,51 @@ func (b *Broker) retryDueLocked(j *job) {
 	j.x.life.notBefore = 0
 	b.queueLocked(j, true)
 }
+
+// errTimedOut is the error kept in the history of an attempt that ran past
+// its timeout.
+const errTimedOut = "timed out"
+
+// timeoutLocked ends the run of a job its worker held past its timeout
+// (CAN_DO_TIMEOUT or the policy's timeout). As the protocol says, the job
+// fails: WORK_FAIL to its waiting clients and watchers, and a background
+// job is kept as a dead letter whose error is "timed out". Only when the
+// function's retry policy (max_attempts) allows another attempt does it
+// run again: a background job after its backoff, a foreground one from
+// the front of its queue, its clients still waiting. Either way the worker
+// has lost the job, so its late result is refused.
+func (b *Broker) timeoutLocked(j *job) {
+	x := j.x
+	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
+		// Nobody waits for its outcome: drop it as a takeback does.
+		b.requeueLocked(j, "worker timeout")
+		return
+	}
+	now := b.nowNanos()
+	j.retries++
+	l := b.endAttemptLocked(j, outcomeTimeout, errTimedOut, now)
+	max := b.maxAttemptsOf(j)
+	b.releaseWorkerLocked(j)
+	if max < 0 || (max > 0 && int(l.attempts) < max) {
+		if j.background {
+			b.retryWaitLocked(j, now)
+			return
+		}
+		b.log.Info("broker: job timed out, will be retried", slog.String("handle", b.Handle(j.seq)),
+			slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)))
+		j.state = stateQueued
+		j.fn.queues[j.priority].pushFront(j)
+		j.fn.counters.Retried++
+		j.fn.wakeOne()
+		return
+	}
+	b.log.Info("broker: job timed out", slog.String("handle", b.Handle(j.seq)),
+		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)))
+	for _, c := range x.clients {
+		c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+		c.waiting = removeJob(c.waiting, j)
+	}
+	x.clients = nil
+	b.endWatchLocked(j)
+	b.deadLocked(j, now)
+}

@@ -100,6 +100,9 @@ func (s *Session) endedRecently(seq uint64, o Outcome) bool {
 type ability struct {
 	fn      *function
 	timeout time.Duration // 0 = none
+	// lease: timeout is the lease of an HTTP worker, not a CAN_DO_TIMEOUT
+	// (see Broker.CanDoLease).
+	lease bool
 }
 
 // ID returns the session's number, unique within the broker.

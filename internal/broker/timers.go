@@ -54,7 +54,8 @@ func (b *Broker) removeTimerLocked(j *job) {
 }
 
 // RunTimers fires every timer due at the clock's current time: scheduled
-// jobs become queued, jobs past their worker's timeout are taken back. It
+// jobs become queued, jobs past their worker's timeout fail (or are taken
+// back when the timeout is an HTTP worker's lease). It
 // returns the time of the next timer, or the zero time if none. The timer
 // goroutine calls it; tests with a fake clock call it directly.
 func (b *Broker) RunTimers() time.Time {
@@ -67,7 +68,11 @@ func (b *Broker) RunTimers() time.Time {
 		case stateScheduled:
 			b.queueLocked(j, true)
 		case stateRunning:
-			b.requeueLocked(j, "worker timeout")
+			if j.x.leaseTimer {
+				b.requeueLocked(j, "worker timeout")
+			} else {
+				b.timeoutLocked(j)
+			}
 		case stateRetryWait:
 			b.retryDueLocked(j)
 		case stateDone:

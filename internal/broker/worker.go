@@ -6,18 +6,33 @@ import (
 )
 
 // CanDo registers the session as a worker for a function. timeout > 0 (from
-// CAN_DO_TIMEOUT) takes back a job the worker holds longer than that.
+// CAN_DO_TIMEOUT) fails a job the worker holds longer than that, as the
+// protocol says (see timeoutLocked).
 func (b *Broker) CanDo(s *Session, name []byte, timeout time.Duration) {
+	b.canDo(s, name, timeout, false)
+}
+
+// CanDoLease registers the session as a worker for a function that holds
+// each job under a lease (an HTTP worker): a worker that holds a job longer
+// than lease is taken as gone, and the job goes back to the front of its
+// queue, counted against Config.JobRetries, as for a worker that
+// disconnected.
+func (b *Broker) CanDoLease(s *Session, name []byte, lease time.Duration) {
+	b.canDo(s, name, lease, true)
+}
+
+func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f := b.functionBytes(name)
 	for i := range s.abilities {
 		if s.abilities[i].fn == f {
 			s.abilities[i].timeout = timeout
+			s.abilities[i].lease = lease
 			return
 		}
 	}
-	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout})
+	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout, lease: lease})
 	f.workers++
 	if b.cluster != nil {
 		b.cluster.wantWorkLocked(s)
@@ -134,7 +149,7 @@ func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 				continue
 			}
 			s.rr = k + 1
-			b.assignLocked(s, j, a.timeout)
+			b.assignLocked(s, j, a)
 			return Assignment{
 				Seq:      j.seq,
 				Function: j.fn.name,
@@ -147,7 +162,7 @@ func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 	return Assignment{}, false, false
 }
 
-func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
+func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 	x := j.extra()
 	j.state = stateRunning
 	x.worker = s
@@ -155,9 +170,11 @@ func (b *Broker) assignLocked(s *Session, j *job, timeout time.Duration) {
 	s.running = append(s.running, j)
 	j.fn.running++
 	b.running++
+	timeout := a.timeout
 	if x.life != nil || j.fn.life != nil {
 		timeout = b.startAttemptLocked(j, timeout)
 	}
+	x.leaseTimer = a.lease && timeout == a.timeout
 	b.statStartedLocked(j)
 	if timeout > 0 {
 		b.addTimerLocked(j, b.clock.Now().Add(timeout).UnixNano())

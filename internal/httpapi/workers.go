@@ -105,7 +105,7 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 	wake := make(wakeup, 1)
 	sess := s.b.NewSession(r.RemoteAddr, wake)
 	s.b.SetClientID(sess, "http-worker")
-	s.b.CanDo(sess, []byte(fn), leaseFor)
+	s.b.CanDoLease(sess, []byte(fn), leaseFor)
 	s.leases.mu.Lock()
 	s.leases.polls++
 	s.leases.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -199,4 +200,34 @@ func TestPHPHundredsOfFunctions(t *testing.T) {
 			require.Equal(t, funcStatus{}, fs, fn)
 		}
 	})
+}
+
+// TestPHPWorkerTimeoutFailsJob: a PHP worker registers with
+// addFunction(..., $timeout = 1) and takes four seconds over the job. The
+// server fails the job after the timeout, as the protocol and PHP's manual
+// describe it ("how many seconds the server will wait before marking a job
+// as failed"): the client's fail callback runs long before the job would
+// have finished, and the worker's late result changes nothing. Gearwork
+// only: gearmand 1.1.20 takes the job back and hands it out again.
+func TestPHPWorkerTimeoutFailsJob(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := phpWorker(t, s, 1, "php_slow=sleep4:1")
+	waitStatus(t, s, "php_slow", funcStatus{Workers: 1})
+	c := phpClient(t, s)
+	var got struct{ Events [][]string }
+	start := time.Now()
+	c.call(map[string]any{"op": "tasks", "fn": "php_slow", "payload": "x"}, &got)
+	took := time.Since(start)
+	t.Logf("the client's failure arrived after %v", took)
+	require.Equal(t, [][]string{{"fail", ""}}, got.Events)
+	require.GreaterOrEqual(t, took, time.Second, "not before the timeout")
+	require.Less(t, took, 3*time.Second, "well before the four-second job would have finished")
+
+	// The worker finishes after four seconds; its result is refused and
+	// the job is not run again.
+	_, _ = w.wait(t)
+	require.Equal(t, "php_slow 1\n", w.stdout.String())
+	waitStatus(t, s, "php_slow", funcStatus{})
+	require.Empty(t, admin(t, s, "show jobs"))
 }

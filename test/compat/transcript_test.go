@@ -139,14 +139,9 @@ var transcripts = []transcript{
 		sendP("W", gearman.CanDoTimeout, "slow", "1000"),
 		sendP("C", gearman.SubmitJob, "slow", "", "x"), recv("C"),
 		sendP("W", gearman.GrabJob), recv("W"),
-		sendP("W2", gearman.CanDo, "slow"),
-		{who: "W2", send: req(gearman.GrabJob), wait: func(t *testing.T, s *server) {
-			waitStatus(t, s, "slow", funcStatus{Total: 1, Workers: 2})
-		}},
-		recv("W2"),
-		sendP("W", gearman.WorkComplete, handlePrefix+"1", "too late"), recv("W"),
-		sendP("W2", gearman.WorkComplete, handlePrefix+"1", "done"),
 		recv("C"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", "too late"), recv("W"),
+		sendP("W", gearman.GrabJob), recv("W"),
 	}},
 	{name: "epoch", steps: []step{
 		sendP("C", gearman.SubmitJobEpoch, "remind", "", "4102444800", "new century"), recv("C"),

@@ -8,6 +8,7 @@
 //             then returns "done"
 //   fail      sends WORK_FAIL
 //   exception sends WORK_EXCEPTION "boom"
+//   sleep4    sleeps four seconds, then returns "slept"
 //   record    appends "function:workload\n" to the file named by
 //             $GEARWORK_RECORD and returns the workload
 // Each job's function and workload are also written to stdout.
@@ -32,6 +33,10 @@ $behaviours = [
     'exception' => function (GearmanJob $job) {
         $job->sendException('boom');
         return null;
+    },
+    'sleep4' => function (GearmanJob $job) {
+        sleep(4);
+        return 'slept';
     },
     'record' => function (GearmanJob $job) {
         file_put_contents(getenv('GEARWORK_RECORD'), $job->functionName() . ':' . $job->workload() . "\n", FILE_APPEND);
