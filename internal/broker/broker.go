@@ -84,7 +84,7 @@ type Config struct {
 	// of a function that this server's workers finish fast waits for its
 	// insert (up to five times as long while it is expected to queue
 	// longer): one that ends before is never inserted, and its submitter
-	// is answered when it ends (cluster_early.go). Default 20ms; negative
+	// is answered when it ends (shared_early.go). Default 20ms; negative
 	// for none.
 	EarlyInsertDelay time.Duration
 	// DefaultPolicy applies to every function without an entry in
@@ -147,9 +147,9 @@ type Broker struct {
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
-	// cluster is the shared-mode state; nil unless Config.Shared is set
-	// (see joinCluster).
-	cluster *cluster
+	// shared is the shared-mode state; nil unless Config.Shared is set
+	// (see joinShared).
+	shared *sharedMode
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -200,7 +200,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		shared := b.cfg.Shared
 		switch {
 		case shared != nil:
-			err = b.joinCluster(ctx, shared)
+			err = b.joinShared(ctx, shared)
 		case b.store != nil:
 			err = b.replay(ctx)
 		}
@@ -216,7 +216,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		go b.timerLoop(runCtx)
 		switch {
 		case shared != nil:
-			b.startClusterLoops(runCtx)
+			b.startSharedLoops(runCtx)
 		case b.store != nil:
 			b.wg.Add(1)
 			go b.commitLoop(runCtx)
@@ -255,8 +255,8 @@ func (b *Broker) Handle(seq uint64) string {
 
 // ParseHandle returns the sequence number in a handle of this broker.
 func (b *Broker) ParseHandle(h []byte) (uint64, bool) {
-	if b.cluster != nil {
-		// Any server of the cluster may have given the handle out.
+	if b.shared != nil {
+		// Any server sharing the store may have given the handle out.
 		return parseSeqSuffix(h)
 	}
 	if len(h) <= len(b.prefix) || string(h[:len(b.prefix)]) != b.prefix {

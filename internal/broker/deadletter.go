@@ -109,8 +109,8 @@ func deadLetterOf(j *job, handle string) DeadLetter {
 
 // DeadLetters lists the dead letters of a function ("" for all), by
 // function name and then in the order they died, at most limit of them
-// (limit ≤ 0: all). In shared mode it lists those of every server of the
-// cluster from the store.
+// (limit ≤ 0: all). In shared mode it lists those of every server sharing
+// the store, from the store.
 func (b *Broker) DeadLetters(ctx context.Context, function string, limit int) ([]DeadLetter, error) {
 	if sl := b.sharedLife(); sl != nil {
 		jobs, err := sl.DeadJobs(ctx, function, limit)
@@ -211,9 +211,9 @@ func (b *Broker) retryShared(ctx context.Context, sl store.SharedLifecycle, sel 
 	}
 	switch {
 	case n > 0 && sel.Seq != 0:
-		b.log.Info("broker: dead letter queued again for the cluster", slog.String("handle", b.Handle(sel.Seq)))
+		b.log.Info("broker: dead letter queued again for every server", slog.String("handle", b.Handle(sel.Seq)))
 	case n > 0:
-		b.log.Info("broker: dead letters queued again for the cluster", slog.Int("jobs", n),
+		b.log.Info("broker: dead letters queued again for every server", slog.Int("jobs", n),
 			slog.String("function", sel.Function))
 	}
 	return n, nil

@@ -17,7 +17,7 @@ var (
 	// ErrFunctionNotFound is returned by DropFunction for an unknown name.
 	ErrFunctionNotFound = errors.New("function not found")
 	// ErrJobHeldElsewhere is returned by CancelJob in shared mode for a
-	// job that another server of the cluster holds (it is queued or
+	// job that another server sharing the store holds (it is queued or
 	// running there) when that server did not drop it within five seconds
 	// of being asked to (its notification connection may be down): cancel
 	// it on that server.

@@ -28,7 +28,7 @@ type jobState uint8
 
 const (
 	// statePending: accepted, waiting for the shared store to insert it
-	// (shared mode only, cluster_commit.go: the insert gives the job its
+	// (shared mode only, shared_commit.go: the insert gives the job its
 	// handle). With a local store a new job is runnable at once and its
 	// write is tracked by job.save instead.
 	statePending jobState = iota
@@ -123,7 +123,7 @@ const (
 	saveMask  jobFlags = 3 << saveShift
 
 	// jobProgress: in shared mode, progress of the job was written to the
-	// store (cluster_progress.go).
+	// store (shared_progress.go).
 	jobProgress jobFlags = 1 << 5
 )
 

@@ -291,7 +291,7 @@ func (b *Broker) recordLife(r *store.Job, j *job) {
 	case stateDone:
 		r.State = store.StateDone
 		r.Result = l.result
-		// When the result expires, so that any server of a cluster can
+		// When the result expires, so that any server sharing the store can
 		// expire it.
 		r.NotBefore = j.x.timerAt
 	}
@@ -314,9 +314,9 @@ func (b *Broker) saveLocked(j *job) {
 		return
 	}
 	if j.saveState() == saveQueued {
-		if b.cluster != nil {
+		if b.shared != nil {
 			// Handed out before its insert, which may be held back
-			// (cluster_early.go): what must be stored now is inserted in
+			// (shared_early.go): what must be stored now is inserted in
 			// the next round.
 			b.queueSaveLocked(j)
 		}

@@ -37,8 +37,8 @@ func (b *Broker) queueMetaLocked(key string, value []byte) {
 		return
 	}
 	b.life.pendingMeta = append(b.life.pendingMeta, store.Meta{Key: key, Value: value})
-	if b.cluster != nil {
-		b.cluster.metaWrittenLocked(key)
+	if b.shared != nil {
+		b.shared.metaWrittenLocked(key)
 	}
 	b.kickCommitter()
 }
@@ -48,7 +48,7 @@ func (b *Broker) hasPendingWrites() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 ||
-		len(b.life.pendingMeta) > 0 || (b.cluster != nil && len(b.cluster.early) > 0)
+		len(b.life.pendingMeta) > 0 || (b.shared != nil && len(b.shared.early) > 0)
 }
 
 func (b *Broker) takePendingMetaLocked() []store.Meta {

@@ -83,7 +83,7 @@ func (b *Broker) resultOf(j *job) Result {
 
 // Result returns the retained result of the job with the given handle;
 // ok is false when none is kept. In shared mode a result that another
-// server of the cluster stored is read from the store.
+// server sharing the store stored is read from the store.
 func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, err error) {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
@@ -104,7 +104,7 @@ func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, 
 
 // ResultByUnique returns a retained result by unique id. With function ""
 // every function is searched (the first match by name wins). In shared
-// mode a result that another server of the cluster stored is read from
+// mode a result that another server sharing the store stored is read from
 // the store.
 func (b *Broker) ResultByUnique(ctx context.Context, function, unique string) (Result, bool, error) {
 	b.mu.Lock()

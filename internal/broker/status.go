@@ -38,8 +38,8 @@ func (b *Broker) GetStatus(handle []byte) JobStatus {
 		return statusOf(j)
 	}
 	b.mu.Unlock()
-	if b.cluster != nil {
-		return b.clusterStatus(seq, "")
+	if b.shared != nil {
+		return b.sharedStatus(seq, "")
 	}
 	return JobStatus{}
 }
@@ -58,8 +58,8 @@ func (b *Broker) GetStatusUnique(unique []byte) JobStatus {
 		}
 	}
 	b.mu.Unlock()
-	if b.cluster != nil {
-		return b.clusterStatus(0, string(unique))
+	if b.shared != nil {
+		return b.sharedStatus(0, string(unique))
 	}
 	return JobStatus{}
 }
@@ -96,7 +96,7 @@ func (b *Broker) Status(ctx context.Context) []FunctionStatus {
 		local = append(local, FunctionStats{FunctionStatus: fs})
 	}
 	b.mu.Unlock()
-	local = b.addClusterCounts(ctx, local)
+	local = b.addSharedCounts(ctx, local)
 	out := make([]FunctionStatus, len(local))
 	for i, f := range local {
 		out[i] = f.FunctionStatus

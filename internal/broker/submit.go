@@ -128,9 +128,9 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		x := j.extra()
 		x.waiters = append(x.waiters, done)
 		switch {
-		case b.cluster == nil:
+		case b.shared == nil:
 			b.queueSaveLocked(j)
-		case !b.cluster.holdEarlyLocked(b, j):
+		case !b.shared.holdEarlyLocked(b, j):
 			// The shared store's insert gives the job its handle and
 			// decides which server runs it.
 			j.state = statePending

@@ -34,8 +34,8 @@ func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease boo
 	}
 	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout, lease: lease})
 	f.workers++
-	if b.cluster != nil {
-		b.cluster.wantWorkLocked(s)
+	if b.shared != nil {
+		b.shared.wantWorkLocked(s)
 	}
 	if s.sleeping && !s.noopSent {
 		f.addSleeper(s)
@@ -80,8 +80,8 @@ func (b *Broker) PreSleep(s *Session) {
 	s.sleepGen++
 	s.sleeping = true
 	s.noopSent = false
-	if b.cluster != nil {
-		b.cluster.wantWorkLocked(s)
+	if b.shared != nil {
+		b.shared.wantWorkLocked(s)
 	}
 	if !b.draining {
 		for _, a := range s.abilities {
@@ -126,8 +126,8 @@ func (b *Broker) Grab(s *Session) (Assignment, bool) {
 func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cluster != nil {
-		defer b.cluster.wantWorkLocked(s)
+	if b.shared != nil {
+		defer b.shared.wantWorkLocked(s)
 	}
 	s.sleeping = false
 	s.noopSent = false
@@ -218,8 +218,8 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 		return ErrJobNotFound
 	}
 	j.x.num, j.x.den = num, den
-	if b.cluster != nil {
-		b.cluster.progressLocked(b, j)
+	if b.shared != nil {
+		b.shared.progressLocked(b, j)
 	}
 	b.forwardLocked(j, Event{Kind: EventStatus, Seq: seq, Numerator: num, Denominator: den})
 	return nil

@@ -591,7 +591,7 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, s.snapshotJSON(snap))
 		return nil
 	}
-	// A dead letter or retained result that another server of a cluster
+	// A dead letter or retained result that another server sharing the store
 	// stored (or this one, before a restart).
 	if snap, ok, err := s.b.StoredJob(r.Context(), seq); err != nil {
 		return err
@@ -636,7 +636,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 		}
 		if errors.Is(err, broker.ErrJobHeldElsewhere) {
 			return errorf(http.StatusConflict, "job-held-elsewhere",
-				"job %s is held by another server of the cluster, which did not drop it when asked; cancel it there", handle)
+				"job %s is held by another server sharing the store, which did not drop it when asked; cancel it there", handle)
 		}
 		return err
 	}

@@ -102,7 +102,7 @@ type SharedStore interface {
 	// its key and no older job of its key is runnable or waiting for a
 	// retry; a function with a Limit only while the jobs of it that all
 	// servers hold stay within the limit; a function with a Rate only as
-	// its cluster-wide token bucket allows.
+	// its token bucket, shared by every server, allows.
 	Claim(ctx context.Context, req []ClaimRequest) ([]Job, error)
 	// Release gives held jobs back to the other servers.
 	Release(ctx context.Context, seqs []uint64) error
@@ -116,7 +116,7 @@ type SharedStore interface {
 }
 
 // SharedLifecycle is the part of a SharedStore that holds the lifecycle
-// rows of every server of the cluster. A broker in shared mode keeps no
+// rows of every server sharing the store. A broker in shared mode keeps no
 // dead letters in memory (they are rows that any server lists, retries and
 // purges, also after the server where the job died is gone), reads
 // retained results that other servers stored, expires retained results and

@@ -12,7 +12,7 @@ import "errors"
 // data; a store must carry all of them unchanged (a zero field means "not
 // set", so records written before a field existed read back correctly).
 type Job struct {
-	// Seq is the job's sequence number. It is unique per server (per cluster
+	// Seq is the job's sequence number. It is unique per server (across servers
 	// for a shared store), orders replay, and forms the last part of the
 	// handle.
 	Seq uint64

@@ -41,10 +41,10 @@ type ClaimRequest struct {
 	Max      int
 	// Limit, when positive, caps the jobs of Function that all servers
 	// together hold (queued for a worker or running) after the claim: the
-	// function's concurrency limit applied across the cluster.
+	// function's concurrency limit applied across every server.
 	Limit int
 	// Rate, when positive, is the function's rate limit in jobs per
-	// second across the cluster: every claimed job takes a token from a
+	// second across every server: every claimed job takes a token from a
 	// bucket of Burst tokens that the store keeps for the function.
 	Rate  float64
 	Burst float64

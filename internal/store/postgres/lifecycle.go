@@ -13,7 +13,7 @@ import (
 )
 
 // The methods in this file read and change the lifecycle rows of every
-// server of the cluster (dead letters, retained results, jobs nobody
+// server sharing the store (dead letters, retained results, jobs nobody
 // holds), so that any server can list, retry, purge, read and expire them,
 // also when the server that wrote them is gone.
 

@@ -15,7 +15,7 @@ import (
 )
 
 // These tests check that dead letters, retained results and the admin
-// counts hold across the servers of a cluster, also when the server that
+// counts hold across the servers sharing a store, also when the server that
 // wrote them is gone.
 
 // startShared starts a broker on its own store of url with cfg; the test
@@ -93,7 +93,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 		require.False(t, d.DiedAt.IsZero())
 		require.Equal(t, fmt.Sprintf("H:a:%d", d.Seq), d.Handle, "the handle a's client got")
 	}
-	eventually(t, "the function's limit is applied across the cluster", func() bool {
+	eventually(t, "the function's limit is applied across the servers", func() bool {
 		return len(deadOn(t, b, "bounded")) == 1
 	})
 	var lastBounded uint64

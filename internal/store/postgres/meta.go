@@ -11,7 +11,7 @@ import (
 )
 
 // LoadMeta calls each for every metadata entry (cron ticks, pauses) that
-// any server of the cluster wrote, and stops at the first error each
+// any server sharing the store wrote, and stops at the first error each
 // returns.
 func (s *Store) LoadMeta(ctx context.Context, each func(store.Meta) error) error {
 	if err := s.check(ctx); err != nil {

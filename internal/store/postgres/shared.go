@@ -18,9 +18,9 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// ErrNotJoined is returned by the cluster methods (Claim, Renew, Release)
+// ErrNotJoined is returned by the shared-mode methods (Claim, Renew, Release)
 // before Join or after Leave.
-var ErrNotJoined = errors.New("postgres: this server has not joined the cluster")
+var ErrNotJoined = errors.New("postgres: this server has not joined the shared store")
 
 // member returns this server's id in gearwork_servers.
 func (s *Store) member() (int64, error) {

@@ -141,7 +141,7 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Close leaves the cluster if the store joined one (releasing every job
+// Close leaves the shared store if this server joined it (releasing every job
 // this server holds) and closes the connections. Further calls return
 // store.ErrClosed. Idempotent.
 func (s *Store) Close() error {

@@ -54,7 +54,7 @@ func openShared(t *testing.T, open OpenSharedFunc, name string) store.SharedStor
 	return s
 }
 
-// joined opens a handle of a server that has joined the cluster.
+// joined opens a handle of a server that has joined the shared store.
 func joined(t *testing.T, open OpenSharedFunc, name string) store.SharedStore {
 	t.Helper()
 	s := openShared(t, open, name)

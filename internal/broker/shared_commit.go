@@ -9,7 +9,7 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// clusterCommitLoop is the committer in shared mode. Like commitLoop it
+// sharedCommitLoop is the committer in shared mode. Like commitLoop it
 // writes every job waiting at that moment in one batch, together with the
 // deletes of finished jobs and new retry counts, in one transaction
 // (store.SharedStore.Commit: the store numbers new jobs and coalesces uniques
@@ -17,8 +17,8 @@ import (
 // is inserted, and store errors are not final: submits get errors while the
 // store cannot be reached, and the loop retries with backoff until it can.
 // Deletes and retry counts that could not be written are written then.
-func (b *Broker) clusterCommitLoop(ctx context.Context) {
-	c := b.cluster
+func (b *Broker) sharedCommitLoop(ctx context.Context) {
+	c := b.shared
 	defer b.wg.Done()
 	backoff := 100 * time.Millisecond
 	var g gatherer
@@ -34,7 +34,7 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 		due.Reset(d)
 		select {
 		case <-ctx.Done():
-			b.clusterFinalFlush(context.WithoutCancel(ctx))
+			b.sharedFinalFlush(context.WithoutCancel(ctx))
 			return
 		case <-b.commitWake:
 			g.wait(ctx, b)
@@ -54,7 +54,7 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 		for ctx.Err() == nil {
 			// Stop must not cancel a write under way: its submitters would
 			// be told it failed although it may have been stored.
-			more, err := b.clusterCommitOnce(context.WithoutCancel(ctx), &g, false)
+			more, err := b.sharedCommitOnce(context.WithoutCancel(ctx), &g, false)
 			if err == nil {
 				backoff = 100 * time.Millisecond
 				if !more {
@@ -73,7 +73,7 @@ func (b *Broker) clusterCommitLoop(ctx context.Context) {
 // awaitStore waits, then probes, until the store answers again, and then
 // accepts background submits again.
 func (b *Broker) awaitStore(ctx context.Context, backoff *time.Duration) {
-	c := b.cluster
+	c := b.shared
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -104,7 +104,7 @@ const storeLostProbe = time.Second
 // submits are refused from now on (rather than after a write fails) until
 // the committer finds it answers again.
 func (b *Broker) storeLost(err error) {
-	c := b.cluster
+	c := b.shared
 	// A connection can break alone (a proxy's idle timeout, a restarted
 	// backend): refuse only when the store does not answer either.
 	began := time.Now()
@@ -128,30 +128,30 @@ func (b *Broker) storeLost(err error) {
 	b.kickCommitter()
 }
 
-// clusterFinalFlush writes what is pending at Stop, then waits for the
-// claim loop and leaves the cluster, which releases the jobs held here.
-func (b *Broker) clusterFinalFlush(ctx context.Context) {
-	c := b.cluster
-	fctx, cancel := context.WithTimeout(ctx, clusterFlushTimeout)
+// sharedFinalFlush writes what is pending at Stop, then waits for the
+// claim loop and leaves the shared store, which releases the jobs held here.
+func (b *Broker) sharedFinalFlush(ctx context.Context) {
+	c := b.shared
+	fctx, cancel := context.WithTimeout(ctx, sharedFlushTimeout)
 	defer cancel()
 	for {
-		more, err := b.clusterCommitOnce(fctx, &gatherer{}, true)
+		more, err := b.sharedCommitOnce(fctx, &gatherer{}, true)
 		if err != nil || !more {
 			break
 		}
 	}
 	<-c.loopDone
 	if err := c.store.Leave(fctx); err != nil {
-		b.log.Warn("broker: leaving the cluster failed; the jobs held here go to other servers when the lease expires",
+		b.log.Warn("broker: leaving the shared store failed; the jobs held here go to other servers when the lease expires",
 			slog.String("error", err.Error()))
 	}
 }
 
-// clusterCommitOnce writes one batch: the new jobs waiting for their
+// sharedCommitOnce writes one batch: the new jobs waiting for their
 // insert, and those handed out before it that have waited long enough (all
 // of them when all is set). It reports whether more new jobs are waiting.
-func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (bool, error) {
-	c := b.cluster
+func (b *Broker) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (bool, error) {
+	c := b.shared
 	b.mu.Lock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
 	held := c.takeEarlyLocked(all, b.cfg.CommitBatch-n)
@@ -179,7 +179,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 	}
 	pending := len(p.Jobs)
 	for _, j := range held {
-		// Handed out before its insert (cluster_early.go): written as it
+		// Handed out before its insert (shared_early.go): written as it
 		// is now, held here.
 		r := b.record(j)
 		live = append(live, j)
@@ -209,7 +209,7 @@ func (b *Broker) clusterCommitOnce(ctx context.Context, g *gatherer, all bool) (
 	)
 	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 ||
 		reserve > 0 || len(progress) > 0 {
-		wctx, cancel := context.WithTimeout(ctx, clusterWriteTimeout)
+		wctx, cancel := context.WithTimeout(ctx, sharedWriteTimeout)
 		began := time.Now()
 		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
 			Release: release, Notify: notify, Reserve: reserve, Progress: progress})
@@ -275,7 +275,7 @@ func (b *Broker) refusePendingLocked(err error) {
 			b.failEarlyLocked(j, err)
 		}
 	}
-	for _, j := range b.cluster.takeEarlyLocked(true, len(b.cluster.early)) {
+	for _, j := range b.shared.takeEarlyLocked(true, len(b.shared.early)) {
 		b.failEarlyLocked(j, err)
 	}
 	clear(b.pendingSaves)
@@ -291,7 +291,7 @@ func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
 	}
 	left, ok := budget[f]
 	if !ok {
-		left = b.cluster.claimTargetLocked(f) - f.queued()
+		left = b.shared.claimTargetLocked(f) - f.queued()
 	}
 	if left <= 0 {
 		budget[f] = 0

@@ -9,8 +9,8 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// Shared mode keeps three things consistent across the servers of a
-// cluster beyond the jobs themselves:
+// Shared mode keeps three things consistent across the servers sharing a
+// store beyond the jobs themselves:
 //
 //   - pauses and policies: a server that writes a "pause/" or "policy/"
 //     metadata entry notifies the others, which read it back and apply it
@@ -21,8 +21,8 @@ import (
 //     limited function back to the store so that it takes a slot
 //     (releaseLocked).
 
-// clusterMeta is the shared-mode metadata state. Guarded by Broker.mu.
-type clusterMeta struct {
+// sharedMeta is the shared-mode metadata state. Guarded by Broker.mu.
+type sharedMeta struct {
 	// dirty are keys other servers (or this one) changed, to read back;
 	// all asks to read every key.
 	dirty map[string]bool
@@ -40,7 +40,7 @@ type clusterMeta struct {
 }
 
 // metaWrittenLocked notes a metadata write of this server's own.
-func (c *cluster) metaWrittenLocked(key string) {
+func (c *sharedMode) metaWrittenLocked(key string) {
 	c.meta.gen++
 	if c.meta.local == nil {
 		c.meta.local = make(map[string]int)
@@ -49,7 +49,7 @@ func (c *cluster) metaWrittenLocked(key string) {
 }
 
 // metaCommittedLocked notes that the entries were written.
-func (c *cluster) metaCommittedLocked(entries []store.Meta) {
+func (c *sharedMode) metaCommittedLocked(entries []store.Meta) {
 	for _, m := range entries {
 		if c.meta.local[m.Key]--; c.meta.local[m.Key] <= 0 {
 			delete(c.meta.local, m.Key)
@@ -60,12 +60,12 @@ func (c *cluster) metaCommittedLocked(entries []store.Meta) {
 // metaChanged is the store's notification that key changed ("" for any
 // key). It runs on the store's listener goroutine.
 func (b *Broker) metaChanged(key string) {
-	c := b.cluster
+	c := b.shared
 	if strings.HasPrefix(key, cancelPrefix) {
 		b.cancelSignalled(key)
 		return
 	}
-	if key != "" && !clusterMetaKey(key) {
+	if key != "" && !sharedMetaKey(key) {
 		return
 	}
 	b.mu.Lock()
@@ -81,10 +81,10 @@ func (b *Broker) metaChanged(key string) {
 	c.kick()
 }
 
-// clusterMetaKey reports whether a metadata key is applied at run time
-// across the cluster (pauses and policies; cron ticks are read when a
+// sharedMetaKey reports whether a metadata key is applied at run time
+// across the servers (pauses and policies; cron ticks are read when a
 // tick fires).
-func clusterMetaKey(key string) bool {
+func sharedMetaKey(key string) bool {
 	return strings.HasPrefix(key, metaPause+"/") || strings.HasPrefix(key, metaPolicy+"/")
 }
 
@@ -92,7 +92,7 @@ func clusterMetaKey(key string) bool {
 // them. It runs on the claim loop, so reads and applications happen in
 // notification order.
 func (b *Broker) syncMeta(ctx context.Context) {
-	c := b.cluster
+	c := b.shared
 	b.mu.Lock()
 	all, dirty, gen := c.meta.all, c.meta.dirty, c.meta.gen
 	c.meta.all, c.meta.dirty = false, nil
@@ -104,7 +104,7 @@ func (b *Broker) syncMeta(ctx context.Context) {
 	var err error
 	if all {
 		err = c.store.LoadMeta(ctx, func(m store.Meta) error {
-			if clusterMetaKey(m.Key) {
+			if sharedMetaKey(m.Key) {
 				values[m.Key] = m.Value
 			}
 			return nil
@@ -156,13 +156,13 @@ func (b *Broker) syncMeta(ctx context.Context) {
 		if c.meta.local[key] > 0 {
 			continue
 		}
-		b.applyClusterMetaLocked(key, v)
+		b.applySharedMetaLocked(key, v)
 	}
 }
 
-// applyClusterMetaLocked applies the stored value v of key (nil: not
+// applySharedMetaLocked applies the stored value v of key (nil: not
 // stored) that another server wrote, without storing it again.
-func (b *Broker) applyClusterMetaLocked(key string, v []byte) {
+func (b *Broker) applySharedMetaLocked(key string, v []byte) {
 	kind, name, _ := strings.Cut(key, "/")
 	switch kind {
 	case metaPause:
@@ -203,7 +203,7 @@ func (b *Broker) applyClusterMetaLocked(key string, v []byte) {
 // notifyLocked asks the next commit round to wake the other servers for
 // f: an ordering key or a concurrency slot of f is freed once the round
 // is written.
-func (c *cluster) notifyLocked(b *Broker, f *function) {
+func (c *sharedMode) notifyLocked(b *Broker, f *function) {
 	if c.meta.notify == nil {
 		c.meta.notify = make(map[string]bool)
 	}
@@ -213,7 +213,7 @@ func (c *cluster) notifyLocked(b *Broker, f *function) {
 
 // releaseLocked gives a job held here back to the store in the next
 // commit round (after its state is written), for any server to claim.
-func (c *cluster) releaseLocked(b *Broker, j *job) {
+func (c *sharedMode) releaseLocked(b *Broker, j *job) {
 	c.meta.release = append(c.meta.release, j.seq)
 	c.notifyLocked(b, j.fn)
 	b.forgetLocked(j)
@@ -221,7 +221,7 @@ func (c *cluster) releaseLocked(b *Broker, j *job) {
 
 // takeNotifyLocked returns what the next commit round must release and
 // notify.
-func (c *cluster) takeNotifyLocked() (release []uint64, notify []string) {
+func (c *sharedMode) takeNotifyLocked() (release []uint64, notify []string) {
 	release = c.meta.release
 	c.meta.release = nil
 	for f := range c.meta.notify {
@@ -232,7 +232,7 @@ func (c *cluster) takeNotifyLocked() (release []uint64, notify []string) {
 }
 
 // sharedLimits reports whether f has a concurrency or rate limit, which
-// the store enforces across the cluster when claiming.
+// the store enforces across the servers when claiming.
 func sharedLimits(f *function) bool {
 	return f.life != nil && (f.life.pol.Concurrency > 0 || f.life.pol.Rate > 0)
 }

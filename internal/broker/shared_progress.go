@@ -8,7 +8,7 @@ import "github.com/gearwork/gearwork/internal/store"
 // job is written.
 
 // progressLocked queues the progress of j, which a worker here reported.
-func (c *cluster) progressLocked(b *Broker, j *job) {
+func (c *sharedMode) progressLocked(b *Broker, j *job) {
 	if !j.background || j.seq&localSeqBit != 0 || j.saveState() == saveQueued {
 		// Not stored (yet): settleEarlyLocked writes what it has then.
 		return
@@ -17,7 +17,7 @@ func (c *cluster) progressLocked(b *Broker, j *job) {
 	j.flags |= jobProgress
 }
 
-func (c *cluster) queueProgressLocked(b *Broker, seq uint64, num, den uint32) {
+func (c *sharedMode) queueProgressLocked(b *Broker, seq uint64, num, den uint32) {
 	if c.progress == nil {
 		c.progress = make(map[uint64]store.Progress)
 	}
@@ -31,14 +31,14 @@ func (c *cluster) queueProgressLocked(b *Broker, seq uint64, num, den uint32) {
 // also in the store when it was written there.
 func (b *Broker) resetProgressLocked(j *job) {
 	j.x.num, j.x.den = 0, 0
-	if j.has(jobProgress) && b.cluster != nil {
+	if j.has(jobProgress) && b.shared != nil {
 		j.flags &^= jobProgress
-		b.cluster.queueProgressLocked(b, j.seq, 0, 0)
+		b.shared.queueProgressLocked(b, j.seq, 0, 0)
 	}
 }
 
 // takeProgressLocked returns the progress to write in this round.
-func (c *cluster) takeProgressLocked() []store.Progress {
+func (c *sharedMode) takeProgressLocked() []store.Progress {
 	if len(c.progress) == 0 {
 		return nil
 	}
@@ -52,7 +52,7 @@ func (c *cluster) takeProgressLocked() []store.Progress {
 
 // progressFailedLocked puts back what a failed round did not write, unless
 // newer progress of the job was queued meanwhile.
-func (c *cluster) progressFailedLocked(ps []store.Progress) {
+func (c *sharedMode) progressFailedLocked(ps []store.Progress) {
 	for _, p := range ps {
 		if _, newer := c.progress[p.Seq]; !newer {
 			if c.progress == nil {

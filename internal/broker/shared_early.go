@@ -29,7 +29,7 @@ import (
 // that a worker took already (or that a foreground client follows) runs
 // to its end unstored; so two submits of one unique that reach two
 // servers within one commit round may both run. A cron tick's job is
-// never handed out early: each tick runs once across the cluster.
+// never handed out early: each tick runs once across the servers.
 
 // earlyJob is a job handed out before its insert, and when its insert is
 // due.
@@ -42,7 +42,7 @@ type earlyJob struct {
 // sequence numbers and leaves its insert to the committer, when it may be
 // handed to a worker here before it is inserted. The caller makes it
 // runnable.
-func (c *cluster) holdEarlyLocked(b *Broker, j *job) bool {
+func (c *sharedMode) holdEarlyLocked(b *Broker, j *job) bool {
 	seq, ok := c.earlySeqLocked(b, j)
 	if !ok {
 		return false
@@ -69,7 +69,7 @@ func (c *cluster) holdEarlyLocked(b *Broker, j *job) bool {
 // is longer (at most holdFactor times the delay). A job acknowledged by
 // its insert brings its submitter's next job sooner, so inserting the
 // jobs of a long queue early would only make it longer.
-func (c *cluster) holdLocked(f *function) (time.Duration, bool) {
+func (c *sharedMode) holdLocked(f *function) (time.Duration, bool) {
 	if c.grace <= 0 {
 		return 0, false
 	}
@@ -92,7 +92,7 @@ const holdFactor = 5
 // takeEarlyLocked removes the held-out jobs that have waited grace, or all
 // of them, up to max, and returns those not ended or taken yet, marked as
 // being written.
-func (c *cluster) takeEarlyLocked(all bool, max int) []*job {
+func (c *sharedMode) takeEarlyLocked(all bool, max int) []*job {
 	now := time.Now()
 	var out []*job
 	n := 0
@@ -111,7 +111,7 @@ func (c *cluster) takeEarlyLocked(all bool, max int) []*job {
 
 // earlyDueLocked returns how long until the oldest held-out job is due for
 // its insert, and false when none waits.
-func (c *cluster) earlyDueLocked() (time.Duration, bool) {
+func (c *sharedMode) earlyDueLocked() (time.Duration, bool) {
 	if len(c.early) == 0 {
 		return 0, false
 	}
@@ -121,10 +121,10 @@ func (c *cluster) earlyDueLocked() (time.Duration, bool) {
 // earlySeqLocked returns a reserved sequence number for j, a new
 // background job, when it may be handed to a worker here before it is
 // inserted.
-func (c *cluster) earlySeqLocked(b *Broker, j *job) (uint64, bool) {
+func (c *sharedMode) earlySeqLocked(b *Broker, j *job) (uint64, bool) {
 	f := j.fn
 	if j.x != nil && j.x.life != nil && j.x.life.schedule != "" {
-		// A cron tick's job runs once across the cluster: the insert
+		// A cron tick's job runs once across the servers: the insert
 		// decides which server's job that is.
 		return 0, false
 	}
@@ -145,7 +145,7 @@ func (c *cluster) earlySeqLocked(b *Broker, j *job) (uint64, bool) {
 // reserveLocked returns how many sequence numbers the next commit round
 // should reserve: about twice what the jobs wanted since the last
 // reservation, once fewer than half of that are left.
-func (c *cluster) reserveLocked() int {
+func (c *sharedMode) reserveLocked() int {
 	if c.seqsWanted == 0 {
 		return 0
 	}
@@ -161,7 +161,7 @@ func (c *cluster) reserveLocked() int {
 }
 
 // reservedLocked adds the numbers a commit round reserved.
-func (c *cluster) reservedLocked(seqs []uint64) {
+func (c *sharedMode) reservedLocked(seqs []uint64) {
 	if len(seqs) == 0 {
 		return
 	}
@@ -176,7 +176,7 @@ func (c *cluster) reservedLocked(seqs []uint64) {
 // settleEarlyLocked acknowledges the submitters of a job that was handed
 // out before its insert, once the insert is done (or failed).
 func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
-	c := b.cluster
+	c := b.shared
 	if j.saveState() != saveWriting {
 		// It ended while the insert ran: its submitters were answered and
 		// its delete is queued behind this round. A job it coalesced with

@@ -14,17 +14,17 @@ import (
 const localSeqBit = 1 << 62
 
 const (
-	// clusterPoll is how often a server looks for claimable jobs without
+	// sharedPoll is how often a server looks for claimable jobs without
 	// being notified (scheduled jobs becoming due, lost notifications),
 	// and how long a function may have queued jobs here but no worker
 	// before they are released to other servers (twice this).
-	clusterPoll = time.Second
-	// clusterStatusTimeout bounds a status lookup in the store.
-	clusterStatusTimeout = 5 * time.Second
-	// clusterWriteTimeout bounds one round of the committer.
-	clusterWriteTimeout = 30 * time.Second
-	// clusterFlushTimeout bounds the last store writes at Stop.
-	clusterFlushTimeout = 10 * time.Second
+	sharedPoll = time.Second
+	// sharedStatusTimeout bounds a status lookup in the store.
+	sharedStatusTimeout = 5 * time.Second
+	// sharedWriteTimeout bounds one round of the committer.
+	sharedWriteTimeout = 30 * time.Second
+	// sharedFlushTimeout bounds the last store writes at Stop.
+	sharedFlushTimeout = 10 * time.Second
 	// seqFresh is how long reserved sequence numbers are used for new
 	// jobs. Claims take jobs in sequence order within a priority, so a
 	// number reserved long ago would put a job ahead of other servers'
@@ -36,9 +36,9 @@ const (
 	seqReserveMin, seqReserveMax = 64, 4096
 )
 
-// cluster is the shared-mode state of a Broker. Fields marked "mu" are
+// sharedMode is the shared-mode state of a Broker. Fields marked "mu" are
 // guarded by Broker.mu.
-type cluster struct {
+type sharedMode struct {
 	store      store.SharedStore
 	renewEvery time.Duration
 	// wake makes the claim loop look for work.
@@ -64,9 +64,9 @@ type cluster struct {
 	trimDead map[string]bool
 	// counts caches the store's counts for the admin views.
 	counts countsCache
-	// meta (mu) is the cluster-wide metadata, ordering and limit state
-	// (cluster_meta.go).
-	meta clusterMeta
+	// meta (mu) is the shared metadata, ordering and limit state
+	// (shared_meta.go).
+	meta sharedMeta
 	// retryIn (mu) asks the claim loop to claim again this soon: a
 	// rate-limited function may have run out of tokens. rateMisses (mu)
 	// counts the empty claims in a row of a rate-limited function.
@@ -89,15 +89,15 @@ type cluster struct {
 	// early (mu) are the jobs handed out before their insert, in submit
 	// order, waiting for the committer; it takes one once its insert is
 	// due (holdLocked: grace, the insert delay, or longer while the job
-	// is expected to queue; cluster_early.go).
+	// is expected to queue; shared_early.go).
 	early []earlyJob
 	grace time.Duration
 	// progress (mu) is the progress of running jobs to write, by sequence
-	// number (cluster_progress.go).
+	// number (shared_progress.go).
 	progress map[uint64]store.Progress
 }
 
-func (c *cluster) kick() {
+func (c *sharedMode) kick() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -135,7 +135,7 @@ type finishRate struct {
 // For fast jobs the horizon matters: a job inserted already claimed costs
 // the database one row write fewer than a job claimed later, and the
 // workers do not wait for a claim round trip.
-func (c *cluster) claimTargetLocked(f *function) int {
+func (c *sharedMode) claimTargetLocked(f *function) int {
 	n := 8 * f.workers
 	if r := c.finishRateLocked(f); r > 0 {
 		n = max(n, int(r*claimHorizon.Seconds()))
@@ -145,13 +145,13 @@ func (c *cluster) claimTargetLocked(f *function) int {
 
 // finishRateLocked returns the rate, in jobs per second, at which the
 // workers here have lately been finishing f's jobs.
-func (c *cluster) finishRateLocked(f *function) float64 {
+func (c *sharedMode) finishRateLocked(f *function) float64 {
 	r := c.finishRateOfLocked(f)
 	return r.perSec
 }
 
 // finishRateOfLocked returns f's finish rate, brought up to date.
-func (c *cluster) finishRateOfLocked(f *function) *finishRate {
+func (c *sharedMode) finishRateOfLocked(f *function) *finishRate {
 	now := c.now()
 	k := &f.counters
 	finished := k.Completed + k.Failed + k.Exceptions
@@ -187,10 +187,10 @@ func (c *cluster) finishRateOfLocked(f *function) *finishRate {
 	return r
 }
 
-// joinCluster starts shared mode: the broker registers with the store
+// joinShared starts shared mode: the broker registers with the store
 // instead of replaying it.
-func (b *Broker) joinCluster(ctx context.Context, sh store.SharedStore) error {
-	c := &cluster{
+func (b *Broker) joinShared(ctx context.Context, sh store.SharedStore) error {
+	c := &sharedMode{
 		store:      sh,
 		wake:       make(chan struct{}, 1),
 		loopDone:   make(chan struct{}),
@@ -204,7 +204,7 @@ func (b *Broker) joinCluster(ctx context.Context, sh store.SharedStore) error {
 		grace:      b.cfg.EarlyInsertDelay,
 	}
 	b.mu.Lock()
-	b.cluster = c
+	b.shared = c
 	b.nextSeq |= localSeqBit
 	// A server in shared mode holds only the few jobs it claims for its
 	// workers: payload tiering has nothing to do.
@@ -228,18 +228,18 @@ func (b *Broker) joinCluster(ctx context.Context, sh store.SharedStore) error {
 	return nil
 }
 
-// startClusterLoops starts the claim loop, the shared-mode committer and
+// startSharedLoops starts the claim loop, the shared-mode committer and
 // the lifecycle sweep.
-func (b *Broker) startClusterLoops(ctx context.Context) {
+func (b *Broker) startSharedLoops(ctx context.Context) {
 	b.wg.Add(3)
 	go b.claimLoop(ctx)
-	go b.clusterCommitLoop(ctx)
+	go b.sharedCommitLoop(ctx)
 	go b.sweepLoop(ctx)
 }
 
 // wantWorkLocked wakes the claim loop when one of the session's functions
 // runs short of queued jobs here and the store may have more.
-func (c *cluster) wantWorkLocked(s *Session) {
+func (c *sharedMode) wantWorkLocked(s *Session) {
 	for _, a := range s.abilities {
 		if !c.empty[a.fn] && a.fn.queued() <= c.claimTargetLocked(a.fn)/2 {
 			c.kick()
@@ -251,12 +251,12 @@ func (c *cluster) wantWorkLocked(s *Session) {
 // claimLoop claims jobs for local workers when they run short, renews the
 // lease, and releases jobs of functions that lost their workers.
 func (b *Broker) claimLoop(ctx context.Context) {
-	c := b.cluster
+	c := b.shared
 	defer b.wg.Done()
 	defer close(c.loopDone)
 	renew := time.NewTicker(c.renewEvery)
 	defer renew.Stop()
-	poll := time.NewTicker(clusterPoll)
+	poll := time.NewTicker(sharedPoll)
 	defer poll.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -294,7 +294,7 @@ func (b *Broker) claimLoop(ctx context.Context) {
 		for ctx.Err() == nil && b.claimOnce(ctx) {
 		}
 		b.mu.Lock()
-		if d := c.retryIn; d > 0 && d < clusterPoll {
+		if d := c.retryIn; d > 0 && d < sharedPoll {
 			retry.Reset(d)
 		}
 		c.retryIn = 0
@@ -306,7 +306,7 @@ func (b *Broker) claimLoop(ctx context.Context) {
 // here. It reports whether it should be called again at once (some
 // function got all it asked for, so more may be waiting).
 func (b *Broker) claimOnce(ctx context.Context) bool {
-	c := b.cluster
+	c := b.shared
 	b.mu.Lock()
 	if b.draining || b.stopped || c.failing {
 		b.mu.Unlock()
@@ -431,7 +431,7 @@ func (b *Broker) forgetLocked(j *job) {
 // idleJobsLocked forgets the queued background jobs of functions that have
 // had no worker here for two polls, and returns them for release.
 func (b *Broker) idleJobsLocked() []uint64 {
-	c := b.cluster
+	c := b.shared
 	now := time.Now()
 	var out []uint64
 	for _, f := range b.functions {
@@ -447,7 +447,7 @@ func (b *Broker) idleJobsLocked() []uint64 {
 			c.idleSince[f] = now
 			continue
 		}
-		if now.Sub(since) < 2*clusterPoll {
+		if now.Sub(since) < 2*sharedPoll {
 			continue
 		}
 		delete(c.idleSince, f)
@@ -469,7 +469,7 @@ func (b *Broker) idleJobsLocked() []uint64 {
 // the jobs held here that are not running are forgotten (other servers
 // may hand them out now).
 func (b *Broker) renewLease(ctx context.Context) {
-	c := b.cluster
+	c := b.shared
 	lost, err := c.store.Renew(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -508,12 +508,12 @@ func (b *Broker) renewLease(ctx context.Context) {
 	c.kick()
 }
 
-// clusterStatus answers a status request for a job this server does not
+// sharedStatus answers a status request for a job this server does not
 // hold from the shared store.
-func (b *Broker) clusterStatus(seq uint64, unique string) JobStatus {
-	ctx, cancel := context.WithTimeout(context.Background(), clusterStatusTimeout)
+func (b *Broker) sharedStatus(seq uint64, unique string) JobStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), sharedStatusTimeout)
 	defer cancel()
-	f, ok, err := b.cluster.store.Find(ctx, seq, unique)
+	f, ok, err := b.shared.store.Find(ctx, seq, unique)
 	if err != nil {
 		b.log.Warn("broker: looking a job up in the store failed", slog.String("error", err.Error()))
 		return JobStatus{}

@@ -12,10 +12,10 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// clusterCountsMaxAge is how long the admin views reuse the counts read
+// sharedCountsMaxAge is how long the admin views reuse the counts read
 // from the store: many "status" requests or dashboards cost one query a
 // second.
-const clusterCountsMaxAge = time.Second
+const sharedCountsMaxAge = time.Second
 
 // countsCache holds the last counts read from the shared store. Readers
 // take sem (a one-slot semaphore, so that a waiting reader can give up
@@ -31,16 +31,16 @@ type countsCache struct {
 // sharedLife returns the shared store's lifecycle rows, or nil when the
 // broker is not in shared mode.
 func (b *Broker) sharedLife() store.SharedLifecycle {
-	if b.cluster == nil {
+	if b.shared == nil {
 		return nil
 	}
-	return b.cluster.store
+	return b.shared.store
 }
 
-// clusterCounts returns the store's counts, at most clusterCountsMaxAge
+// sharedCounts returns the store's counts, at most sharedCountsMaxAge
 // old. It never holds the broker lock.
-func (b *Broker) clusterCounts(ctx context.Context) ([]store.FunctionCount, error) {
-	c := b.cluster
+func (b *Broker) sharedCounts(ctx context.Context) ([]store.FunctionCount, error) {
+	c := b.shared
 	select {
 	case c.counts.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -48,10 +48,10 @@ func (b *Broker) clusterCounts(ctx context.Context) ([]store.FunctionCount, erro
 	}
 	defer func() { <-c.counts.sem }()
 	cc := &c.counts
-	if !cc.at.IsZero() && time.Since(cc.at) < clusterCountsMaxAge {
+	if !cc.at.IsZero() && time.Since(cc.at) < sharedCountsMaxAge {
 		return cc.counts, cc.err
 	}
-	qctx, cancel := context.WithTimeout(ctx, clusterStatusTimeout)
+	qctx, cancel := context.WithTimeout(ctx, sharedStatusTimeout)
 	defer cancel()
 	cc.counts, cc.err = c.store.Counts(qctx)
 	if cc.err != nil && ctx.Err() != nil {
@@ -63,15 +63,15 @@ func (b *Broker) clusterCounts(ctx context.Context) ([]store.FunctionCount, erro
 	return cc.counts, cc.err
 }
 
-// addClusterCounts adds the jobs no server holds to a snapshot of this
+// addSharedCounts adds the jobs no server holds to a snapshot of this
 // server's functions, sorted by name; it returns the snapshot with rows
 // added for functions only the store knows. On a store error it leaves
 // the snapshot as it is and logs.
-func (b *Broker) addClusterCounts(ctx context.Context, out []FunctionStats) []FunctionStats {
+func (b *Broker) addSharedCounts(ctx context.Context, out []FunctionStats) []FunctionStats {
 	if b.sharedLife() == nil {
 		return out
 	}
-	counts, err := b.clusterCounts(ctx)
+	counts, err := b.sharedCounts(ctx)
 	if err != nil {
 		b.log.Warn("broker: counting the jobs in the store failed; showing this server's jobs only",
 			slog.String("error", err.Error()))
@@ -103,11 +103,11 @@ func (b *Broker) addClusterCounts(ctx context.Context, out []FunctionStats) []Fu
 }
 
 // sweepLoop expires retained results and trims dead letters in the store
-// every clusterPoll, in a goroutine of its own so that a slow database
+// every sharedPoll, in a goroutine of its own so that a slow database
 // never delays the claim loop's lease renewals.
 func (b *Broker) sweepLoop(ctx context.Context) {
 	defer b.wg.Done()
-	t := time.NewTicker(clusterPoll)
+	t := time.NewTicker(sharedPoll)
 	defer t.Stop()
 	for {
 		select {
@@ -123,7 +123,7 @@ func (b *Broker) sweepLoop(ctx context.Context) {
 // dead letters beyond their function's limit, whichever server stored
 // them.
 func (b *Broker) expireShared(ctx context.Context) {
-	c := b.cluster
+	c := b.shared
 	b.mu.Lock()
 	if c.failing || b.stopped {
 		b.mu.Unlock()
@@ -139,7 +139,7 @@ func (b *Broker) expireShared(ctx context.Context) {
 	}
 	clear(c.trimDead)
 	b.mu.Unlock()
-	ectx, cancel := context.WithTimeout(ctx, clusterStatusTimeout)
+	ectx, cancel := context.WithTimeout(ctx, sharedStatusTimeout)
 	defer cancel()
 	n, err := c.store.Expire(ectx, p)
 	if err != nil {
@@ -159,7 +159,7 @@ func (b *Broker) expireShared(ctx context.Context) {
 }
 
 // deadSharedLocked stores a job that ran out of attempts as a dead letter
-// of the cluster: the row gets the dead state and the broker forgets the
+// of the shared store: the row gets the dead state and the broker forgets the
 // job (any server lists it from the store). The job must be in stateGone,
 // outside every index.
 func (b *Broker) deadSharedLocked(j *job) {
@@ -168,7 +168,7 @@ func (b *Broker) deadSharedLocked(j *job) {
 	if j.saveState() != saveQueued {
 		j.state = stateGone
 	} // else its first write, not taken yet, stores it dead (settleEarlyLocked)
-	b.cluster.trimDead[j.fn.name] = true
+	b.shared.trimDead[j.fn.name] = true
 }
 
 func deadLetterOfStored(r store.Job) DeadLetter {
@@ -227,7 +227,7 @@ func (b *Broker) cancelShared(ctx context.Context, sl store.SharedLifecycle, seq
 		b.log.Info("broker: cancelled a job nobody held", slog.String("handle", b.Handle(seq)))
 		return nil
 	}
-	f, found, err := b.cluster.store.Find(ctx, seq, "")
+	f, found, err := b.shared.store.Find(ctx, seq, "")
 	if err != nil {
 		return fmt.Errorf("broker: cancel job in the store: %w", err)
 	}
@@ -250,7 +250,7 @@ func (b *Broker) cancelShared(ctx context.Context, sl store.SharedLifecycle, seq
 			return ErrJobHeldElsewhere
 		case <-time.After(20 * time.Millisecond):
 		}
-		f, found, err := b.cluster.store.Find(wctx, seq, "")
+		f, found, err := b.shared.store.Find(wctx, seq, "")
 		if err != nil && wctx.Err() == nil {
 			return fmt.Errorf("broker: cancel job in the store: %w", err)
 		}
