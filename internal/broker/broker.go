@@ -147,6 +147,8 @@ type Broker struct {
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
+	// hist keeps the records of jobs that ended (history.go).
+	hist historyState
 	// shared is the shared-mode state; nil unless Config.Shared is set
 	// (see joinShared).
 	shared *sharedMode
@@ -212,8 +214,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		b.cancel = cancel
-		b.wg.Add(1)
+		b.wg.Add(2)
 		go b.timerLoop(runCtx)
+		go b.historyLoop(runCtx)
 		switch {
 		case shared != nil:
 			b.startSharedLoops(runCtx)
@@ -318,7 +321,7 @@ func (b *Broker) CloseSession(s *Session) {
 func (b *Broker) abandonLocked(j *job) {
 	switch j.state {
 	case stateQueued, stateScheduled, statePending, stateBlocked:
-		b.removeLocked(j)
+		b.dropLocked(j, "every client left")
 	case stateRunning:
 		j.flags |= jobCancelled
 	}

@@ -181,5 +181,5 @@ func (b *Broker) refuseLocked(j *job) {
 	b.log.Warn("broker: dropped a job whose store write failed",
 		slog.String("handle", b.Handle(j.seq)), slog.String("function", j.fn.name),
 		slog.String("state", j.state.String()))
-	b.cancelLocked(j)
+	b.cancelLocked(j, "the store write failed")
 }

@@ -25,6 +25,12 @@ func (b *Broker) deadLocked(j *job, now int64) {
 	l.finishedAt = now
 	l.notBefore = 0
 	b.statDeadLocked(j)
+	if j.background {
+		b.recordEndLocked(j, jobEnd{state: FinalDead})
+	} else {
+		// A foreground job out of attempts failed for its client.
+		b.recordEndLocked(j, jobEnd{state: FinalFailed})
+	}
 	j.state = stateGone
 	b.unlinkLocked(j)
 	if !j.background || b.policyOf(j.fn.name).maxDeadLetters() == 0 {
@@ -227,6 +233,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.attempts = 0
 	l.finishedAt = 0
 	l.startedAt = 0
+	j.flags &^= jobRecorded // it will end again, with a new record
 	b.addLiveLocked(j)
 	f.claimUnique(j)
 	b.queueLocked(j, true)

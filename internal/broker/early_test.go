@@ -199,7 +199,7 @@ func TestEarlyJobCancelledBeforeCommit(t *testing.T) {
 		require.NoError(t, r.err, "running=%v: a cancelled job was accepted, then cancelled", running)
 		require.Equal(t, seq, r.seq)
 		if running {
-			require.NoError(t, b.Finish(w, seq, Complete, nil), "the worker may still finish it")
+			require.ErrorIs(t, b.Finish(w, seq, Complete, nil), ErrJobCancelled, "the worker learns the job was cancelled")
 		}
 		again := newAnswers()
 		b.Submit(s, bg("f", "u", "c", Normal), again.done)
@@ -248,11 +248,10 @@ func TestEarlyJobStoreFailureAfterDispatch(t *testing.T) {
 	require.ErrorAs(t, queuedAns.wait(t).err, &se)
 	require.Equal(t, []EventKind{EventStatus, EventFail}, eventKinds(fgRec), "the attached client learns the job failed")
 
-	// The queued one is gone; the running one is detached: its worker's
-	// result is dropped and nothing is left behind.
-	require.Equal(t, 1, b.JobCount())
-	require.True(t, b.Jobs(0)[0].Ignored)
-	require.NoError(t, b.Finish(w, a.Seq, Complete, []byte("late")))
+	// Both are gone; the running one's worker is told so when it reports,
+	// and nothing is left behind.
+	require.Zero(t, b.JobCount())
+	require.ErrorIs(t, b.Finish(w, a.Seq, Complete, []byte("late")), ErrJobCancelled)
 	require.Equal(t, []EventKind{EventStatus, EventFail}, eventKinds(fgRec), "no result after WORK_FAIL")
 	require.Zero(t, b.JobCount())
 	st := b.Status(context.Background())

@@ -1,6 +1,9 @@
 package broker
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrQueueFull is returned by Submit when the function's queue is at
@@ -9,6 +12,10 @@ var (
 	// ErrJobNotFound is returned by work updates for a handle the session
 	// does not hold, and by CancelJob for an unknown handle.
 	ErrJobNotFound = errors.New("Job given in work result not found")
+	// ErrJobCancelled is returned by the work updates of a worker for a
+	// job that was cancelled while it ran it. It matches ErrJobNotFound:
+	// the job is gone for the worker.
+	ErrJobCancelled = fmt.Errorf("%w: the job was cancelled", ErrJobNotFound)
 	// ErrStopped is returned by Submit after Stop.
 	ErrStopped = errStopped
 	// ErrFunctionBusy is returned by DropFunction while workers are

@@ -125,6 +125,10 @@ const (
 	// jobProgress: in shared mode, progress of the job was written to the
 	// store (shared_progress.go).
 	jobProgress jobFlags = 1 << 5
+	// jobRecorded: the job's final record is in the history (history.go);
+	// a later end of the same job (a worker's result after a cancel)
+	// changes nothing.
+	jobRecorded jobFlags = 1 << 6
 )
 
 // has reports whether all of flags are set on j.

@@ -63,8 +63,10 @@ type jobLife struct {
 	orderKey    string
 	lastErr     string
 	history     []store.Attempt
-	// startedAt is when the current run started (Unix ns).
+	// startedAt is when the current run started (Unix ns); worker names
+	// the worker running it.
 	startedAt int64
+	worker    string
 	// queuedAt is when the job last became runnable (Unix ns), for aging.
 	queuedAt int64
 	// notBefore ends the retry wait (Unix ns).
@@ -361,7 +363,7 @@ func (b *Broker) dropFunctionLifeLocked(f *function) {
 					c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 				}
 			}
-			b.removeLocked(j)
+			b.dropLocked(j, "function dropped")
 		}
 	}
 	for _, j := range f.life.done {

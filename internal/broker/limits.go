@@ -158,7 +158,7 @@ func (b *Broker) overflowLocked(f *function, p Priority) bool {
 				c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 			}
 		}
-		b.removeLocked(j)
+		b.dropLocked(j, "queue overflow (drop-oldest)")
 		return true
 	}
 	return false

@@ -199,7 +199,7 @@ func TestPolicySetGetFormat(t *testing.T) {
 	require.Equal(t, p, q)
 	require.Equal(t, "max_attempts=5 backoff=2s backoff_max=1m0s backoff_multiplier=3 backoff_jitter=0.1 "+
 		"timeout=30s ordering=unique-prefix ordering_separator=/ concurrency=4 rate=2.5 burst=10 "+
-		"max_queue=1,2,3 overflow=drop-oldest result_retention=1h0m0s age_after=5m0s max_dead_letters=-1", p.Format())
+		"max_queue=1,2,3 overflow=drop-oldest result_retention=1h0m0s age_after=5m0s max_dead_letters=-1 history=24h0m0s history_max=10000", p.Format())
 	require.ErrorIs(t, p.Set("nope", "1"), ErrPolicy)
 	require.ErrorIs(t, p.Set("concurrency", "-1"), ErrPolicy)
 	require.ErrorIs(t, p.Set("max_queue", "1,2"), ErrPolicy)

@@ -1,6 +1,11 @@
 package broker
 
-import "time"
+import (
+	"slices"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
 
 // This file lets a session observe jobs it did not submit in the foreground:
 // a watcher receives a job's work updates (data, warning, status) and its
@@ -52,17 +57,39 @@ type JobSnapshot struct {
 	// when a "done" or "dead" job ended.
 	Result   []byte
 	Finished time.Time
+
+	// Final is set on the record of a job that ended: State is then one
+	// of FinalComplete, FinalFailed, FinalException, FinalCancelled or
+	// FinalDead and never changes again.
+	Final bool
+	// History lists the job's attempts, oldest first (at most
+	// store.MaxHistory): the worker, start, end, outcome and error text of
+	// each.
+	History []store.Attempt
+	// ResultTruncated is set when Result was cut to HistoryResultCap.
+	ResultTruncated bool
+	// PayloadPreview is the start of the payload of a job that ended (at
+	// most PayloadPreviewCap bytes); PayloadSize its full length.
+	PayloadPreview []byte
+	PayloadSize    int
+	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
+	CancelledBy string
+	CancelledAt time.Time
 }
 
-// Job returns a snapshot of job seq: a live job, a dead letter (state
-// "dead") or a completed job whose result is retained (state "done"). It
-// reports false if there is none (it never existed, or it finished, was
-// cancelled or dropped). Safe for concurrent use.
+// Job returns the record of job seq: a live job as it is now, or the
+// final record of a job that ended (Final is set) while its function's
+// history keeps it, or a dead letter or retained result (state "dead" or
+// "complete"). It reports false if there is none (it never existed, or
+// its record expired). Safe for concurrent use.
 func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.jobs[seq]
 	if j == nil {
+		if snap, ok := b.historyLocked(seq); ok {
+			return snap, true
+		}
 		j = b.life.dead[seq]
 	}
 	if j == nil {
@@ -92,8 +119,13 @@ func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 			if j.state == stateRetryWait && l.notBefore != 0 {
 				snap.RetryAt = time.Unix(0, l.notBefore)
 			}
+			snap.History = slices.Clone(l.history)
 			if j.state == stateDone {
+				snap.State, snap.Final = FinalComplete, true
 				snap.Result = l.result
+			}
+			if j.state == stateDead {
+				snap.Final = true
 			}
 			if (j.state == stateDone || j.state == stateDead) && l.finishedAt != 0 {
 				snap.Finished = time.Unix(0, l.finishedAt)
@@ -255,9 +287,30 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 		j.flags |= jobFinished
 		b.statFinishedLocked(j, o)
 	}
+	var worker string
+	var started int64
+	if x := j.x; x != nil {
+		started = x.started
+		if x.worker != nil {
+			worker = x.worker.name()
+		}
+	}
 	ws := b.watchers[j.seq]
 	delete(b.watchers, j.seq)
 	end()
+	if b.jobs[j.seq] != j {
+		// It ended (a dead job was recorded as such already).
+		e := jobEnd{worker: worker, started: started}
+		switch o {
+		case Complete:
+			e.state, e.outcome, e.result = FinalComplete, outcomeComplete, nonNilBytes(ev.Data)
+		case Exception:
+			e.state, e.outcome, e.errText, e.result = FinalException, outcomeException, string(ev.Data), nonNilBytes(ev.Data)
+		default:
+			e.state, e.outcome = FinalFailed, outcomeFailed
+		}
+		b.recordEndLocked(j, e)
+	}
 	if len(ws) == 0 {
 		return
 	}

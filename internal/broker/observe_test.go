@@ -67,8 +67,10 @@ func TestWatchBackgroundJob(t *testing.T) {
 
 	require.Equal(t, []EventKind{EventStatus, EventData, EventWarning, EventComplete}, eventKinds(watcher))
 	require.Equal(t, []byte("done"), watcher.events[3].Data)
-	_, ok = b.Job(seq)
-	require.False(t, ok, "a finished job is no longer live")
+	snap, ok = b.Job(seq)
+	require.True(t, ok, "a finished job has its final record")
+	require.True(t, snap.Final)
+	require.Equal(t, FinalComplete, snap.State)
 	require.Empty(t, b.watchers, "the final event ends the watch")
 	require.Empty(t, ws.watching)
 }

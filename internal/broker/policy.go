@@ -72,6 +72,16 @@ type Policy struct {
 	// function keeps; beyond it the oldest are purged. 0 means 10000, -1
 	// keeps none (failed jobs are dropped as gearmand does).
 	MaxDeadLetters int
+	// History [history] is how long the records of the function's jobs
+	// that ended are kept (GET /v1/jobs/{handle}, "show job"). The zero
+	// value means DefaultHistory (24h); the key's "0" (stored as -1)
+	// keeps none.
+	History time.Duration
+	// HistoryMax [history_max] is how many records of ended jobs the
+	// function keeps at most, the oldest going first. The zero value
+	// means DefaultHistoryMax (10000); the key's "0" (stored as -1) keeps
+	// none.
+	HistoryMax int
 }
 
 // Backoff is an exponential backoff with jitter: the wait before retry n
@@ -188,6 +198,7 @@ var PolicyKeys = []string{
 	"max_attempts", "backoff", "backoff_max", "backoff_multiplier", "backoff_jitter",
 	"timeout", "ordering", "ordering_separator", "concurrency", "rate", "burst",
 	"max_queue", "overflow", "result_retention", "age_after", "max_dead_letters",
+	"history", "history_max",
 }
 
 // Set sets the field named by key from its text form: durations as Go
@@ -273,6 +284,32 @@ func (p *Policy) Set(key, value string) error {
 		if err == nil && p.MaxDeadLetters < -1 {
 			err = errors.New("must be -1, 0 or positive")
 		}
+	case "history":
+		// The default is the zero value, so that a policy that only
+		// restates it stays the zero (gearmand) policy.
+		var d time.Duration
+		d, err = parseDuration(value)
+		switch {
+		case err != nil:
+		case d == 0:
+			p.History = -1
+		case d == DefaultHistory:
+			p.History = 0
+		default:
+			p.History = d
+		}
+	case "history_max":
+		var n int
+		n, err = nonNegative(value)
+		switch {
+		case err != nil:
+		case n == 0:
+			p.HistoryMax = -1
+		case n == DefaultHistoryMax:
+			p.HistoryMax = 0
+		default:
+			p.HistoryMax = n
+		}
 	default:
 		return fmt.Errorf("%w: unknown key %q (known: %s)", ErrPolicy, key, strings.Join(PolicyKeys, ", "))
 	}
@@ -330,6 +367,15 @@ func (p Policy) Get(key string) (string, bool) {
 		return d(p.AgeAfter), true
 	case "max_dead_letters":
 		return strconv.Itoa(p.MaxDeadLetters), true
+	case "history":
+		age, _ := p.historyLimits()
+		if age == 0 {
+			return "0", true
+		}
+		return d(age), true
+	case "history_max":
+		_, n := p.historyLimits()
+		return strconv.Itoa(n), true
 	}
 	return "", false
 }

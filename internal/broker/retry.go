@@ -17,6 +17,9 @@ func (b *Broker) startAttemptLocked(j *job, timeout time.Duration) time.Duration
 	}
 	l := x.life
 	l.startedAt = b.nowNanos()
+	if x.worker != nil {
+		l.worker = x.worker.name()
+	}
 	pt := l.timeout
 	if pt == 0 && j.fn.life != nil {
 		pt = j.fn.life.pol.Timeout
@@ -42,8 +45,8 @@ func (b *Broker) endAttemptLocked(j *job, outcome, errText string, now int64) *j
 		copy(l.history, l.history[1:])
 		l.history = l.history[:len(l.history)-1]
 	}
-	l.history = append(l.history, store.Attempt{Start: l.startedAt, End: now, Outcome: outcome, Error: errText})
-	l.startedAt = 0
+	l.history = append(l.history, store.Attempt{Start: l.startedAt, End: now, Outcome: outcome, Error: errText, Worker: l.worker})
+	l.startedAt, l.worker = 0, ""
 	if outcome != outcomeComplete {
 		l.lastErr = outcome
 		if errText != "" {
@@ -148,6 +151,7 @@ func (b *Broker) takebackLifeLocked(j *job, why string) bool {
 		for _, c := range j.x.clients {
 			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 		}
+		b.recordEndLocked(j, jobEnd{state: FinalFailed})
 		j.state = stateGone
 		b.removeLocked(j)
 		return true

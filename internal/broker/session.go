@@ -66,6 +66,10 @@ type Session struct {
 	// repeated final packet for one of them is accepted (see endedRecently).
 	ended     [endedMemory]endedJob
 	endedNext uint8
+	// cancelled holds the seqs of jobs cancelled while the session ran
+	// them: the worker's next work update of one gets ErrJobCancelled,
+	// its final one ends the entry.
+	cancelled map[uint64]struct{}
 }
 
 // endedMemory is how many of its own ended jobs a session remembers.
@@ -95,6 +99,15 @@ func (s *Session) endedRecently(seq uint64, o Outcome) bool {
 		}
 	}
 	return false
+}
+
+// name identifies the session's worker in job records: its client id, or
+// its address.
+func (s *Session) name() string {
+	if s.clientID != "" && s.clientID != "-" {
+		return s.clientID
+	}
+	return s.addr
 }
 
 type ability struct {

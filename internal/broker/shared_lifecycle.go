@@ -293,7 +293,7 @@ func (b *Broker) cancelSignalled(key string) {
 		return
 	}
 	b.log.Info("broker: cancelling a job at another server's request", slog.String("handle", b.Handle(seq)))
-	b.cancelLocked(j)
+	b.cancelLocked(j, "another server of the cluster")
 }
 
 // StoredJob returns, in shared mode, a snapshot of job seq when the store
@@ -316,13 +316,13 @@ func (b *Broker) StoredJob(ctx context.Context, seq uint64) (JobSnapshot, bool, 
 		snap := JobSnapshot{Seq: r.Seq, Function: r.Function, Unique: displayUnique(r.Unique),
 			Priority: Priority(min(r.Priority, 2)), State: "dead", Background: true, Retries: r.Retries,
 			RunAt: r.RunAt, Attempts: r.Attempts, MaxAttempts: int(r.MaxAttempts), LastError: r.LastError,
-			OrderingKey: r.OrderingKey, Finished: time.Unix(0, r.FinishedAt)}
+			OrderingKey: r.OrderingKey, Finished: time.Unix(0, r.FinishedAt), Final: true, History: r.History}
 		if state == store.StateDone {
 			res, ok := b.resultOfStored(r)
 			if !ok {
 				return JobSnapshot{}, false, nil
 			}
-			snap.State, snap.Result = "done", res.Data
+			snap.State, snap.Result, snap.Final = FinalComplete, res.Data, true
 		}
 		return snap, true, nil
 	}

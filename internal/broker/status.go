@@ -174,9 +174,17 @@ func (b *Broker) Uniques() []string {
 	return out
 }
 
-// CancelJob removes a queued or scheduled job, or detaches a running one
-// (its worker's result is dropped); waiting clients receive WORK_FAIL.
+// CancelJob is CancelJobBy for an unnamed canceller ("admin").
 func (b *Broker) CancelJob(ctx context.Context, handle []byte) error {
+	return b.CancelJobBy(ctx, handle, "admin")
+}
+
+// CancelJobBy removes a live job (queued, scheduled, waiting to retry or
+// running) and records it as cancelled by by, which names who asked;
+// waiting clients receive WORK_FAIL, and the worker running it gets
+// ErrJobCancelled for its next work update. It returns ErrJobNotFound for
+// a handle that names no live job.
+func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) error {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
 		return ErrJobNotFound
@@ -191,41 +199,28 @@ func (b *Broker) CancelJob(ctx context.Context, handle []byte) error {
 		return ErrJobNotFound
 	}
 	defer b.mu.Unlock()
-	if j.has(jobCancelled) {
-		return ErrJobNotFound
-	}
-	b.cancelLocked(j)
+	b.cancelLocked(j, by)
 	return nil
 }
 
-// cancelLocked fails a live job for its clients and removes it, or
-// detaches it when it runs (its worker's result is dropped).
-func (b *Broker) cancelLocked(j *job) {
+// cancelLocked fails a live job for its clients, records it as cancelled
+// by by, and removes it. A running job is taken from its worker too: the
+// worker's next work update for it gets ErrJobCancelled.
+func (b *Broker) cancelLocked(j *job, by string) {
 	if j.x != nil {
 		for _, c := range j.x.clients {
 			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 		}
 	}
-	if j.state != stateRunning {
-		b.removeLocked(j)
-		return
+	b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: by})
+	if j.state == stateRunning {
+		w := j.x.worker
+		if w.cancelled == nil {
+			w.cancelled = make(map[uint64]struct{})
+		}
+		w.cancelled[j.seq] = struct{}{}
 	}
-	stored := j.saveState() != saveQueued // as in removeLocked
-	b.settleEndedLocked(j)
-	b.endWatchLocked(j)
-	j.flags |= jobCancelled
-	for _, c := range j.x.clients {
-		c.waiting = removeJob(c.waiting, j)
-	}
-	j.x.clients = nil
-	if j.unique != "" && j.fn.uniques[j.unique] == j {
-		delete(j.fn.uniques, j.unique)
-	}
-	if stored && j.background && b.store != nil {
-		b.pendingDeletes = append(b.pendingDeletes, j.seq)
-		b.kickCommitter()
-	}
-	j.background = false
+	b.removeLocked(j)
 }
 
 // SetMaxQueue sets a function's queue limit per priority (0: unlimited),
@@ -270,7 +265,7 @@ func (b *Broker) DropFunction(name string) error {
 					c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 				}
 			}
-			b.removeLocked(j)
+			b.dropLocked(j, "function dropped")
 		}
 	}
 	for _, j := range b.timers {
@@ -284,7 +279,7 @@ func (b *Broker) DropFunction(name string) error {
 
 func (b *Broker) dropIfScheduled(j *job) {
 	if j.state == stateScheduled || j.state == stateRetryWait {
-		b.removeLocked(j)
+		b.dropLocked(j, "function dropped")
 	}
 }
 

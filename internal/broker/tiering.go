@@ -104,6 +104,7 @@ func (b *Broker) grabTiered(s *Session, a Assignment) (Assignment, bool) {
 			for _, c := range j.x.clients {
 				c.out.Send(Event{Kind: EventFail, Seq: j.seq})
 			}
+			b.recordEndLocked(j, jobEnd{state: FinalFailed, errText: "payload unreadable from the store"})
 			b.tierForgetLocked(j)
 			j.background = false // keep its record in the store
 			b.removeLocked(j)

@@ -196,6 +196,19 @@ func (b *Broker) heldBy(s *Session, seq uint64) *job {
 	return nil
 }
 
+// notHeld returns the error of a work update for a job s does not hold:
+// ErrJobCancelled when the job was cancelled while s ran it (final ends
+// that), ErrJobNotFound otherwise.
+func (s *Session) notHeld(seq uint64, final bool) error {
+	if _, ok := s.cancelled[seq]; ok {
+		if final {
+			delete(s.cancelled, seq)
+		}
+		return ErrJobCancelled
+	}
+	return ErrJobNotFound
+}
+
 func (b *Broker) forwardLocked(j *job, ev Event) {
 	if j.has(jobCancelled) {
 		return
@@ -215,7 +228,7 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
-		return ErrJobNotFound
+		return s.notHeld(seq, false)
 	}
 	j.x.num, j.x.den = num, den
 	if b.shared != nil {
@@ -231,7 +244,7 @@ func (b *Broker) WorkData(s *Session, seq uint64, data []byte, warning bool) err
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
-		return ErrJobNotFound
+		return s.notHeld(seq, false)
 	}
 	kind := EventData
 	if warning {
@@ -264,7 +277,7 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 		if s.endedRecently(seq, o) {
 			return nil
 		}
-		return ErrJobNotFound
+		return s.notHeld(seq, true)
 	}
 	if !j.has(jobCancelled) {
 		s.noteEnded(seq, o)
@@ -318,6 +331,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 		b.slotFreedLocked(j.fn)
 	}
 	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
+		b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: "every client left"})
 		j.state = stateQueued // for removeLocked's bookkeeping
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)
@@ -338,6 +352,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 			b.deadLocked(j, b.clock.Now().UnixNano())
 			return
 		}
+		b.recordEndLocked(j, jobEnd{state: FinalFailed, errText: why, worker: w.name(), started: x.started, outcome: why})
 		j.state = stateQueued
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)

@@ -109,7 +109,7 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	require.Equal(t, "OK\r\n", adm.admin("policy lcfn max_attempts=2 backoff=1s backoff_jitter=-1 result_retention=1h", false))
 	require.Equal(t, "lcfn\texplicit\tactive\tmax_attempts=2 backoff=1s backoff_max=0s backoff_multiplier=0 "+
 		"backoff_jitter=-1 timeout=0s ordering=off ordering_separator=: concurrency=0 rate=0 burst=0 "+
-		"max_queue=0 overflow=reject result_retention=1h0m0s age_after=0s max_dead_letters=0\n.\n",
+		"max_queue=0 overflow=reject result_retention=1h0m0s age_after=0s max_dead_letters=0 history=24h0m0s history_max=10000\n.\n",
 		adm.admin("show policy lcfn", true))
 
 	_, err := tb.gearmanCLI(t, "-b", "-f", "lcfn", "-u", "order-1", "hello")
@@ -175,7 +175,7 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 	require.Equal(t, "OK\r\n", adm.admin("policy t timeout=5s max_attempts=3 backoff=1s backoff_jitter=-1 max_queue=1", false))
 	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+unknown+key+\"speed\"+(known:+max_attempts,+"+
 		"backoff,+backoff_max,+backoff_multiplier,+backoff_jitter,+timeout,+ordering,+ordering_separator,+"+
-		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters)\r\n",
+		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters,+history,+history_max)\r\n",
 		adm.admin("policy t speed=9", false))
 	c := tb.dial(t)
 	c.send(gearman.SubmitJobBg, "t", "", "one")

@@ -94,7 +94,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "invalid-event-id", "Last-Event-ID %q is not an event id of this stream", v)
 		}
 	}
-	if snap, live := s.b.Job(seq); live && snap.State != "dead" && snap.State != "done" {
+	if snap, ok := s.b.Job(seq); ok && !snap.Final {
 		// A dead letter queued again lives anew: so does its stream.
 		s.hub.restart(seq)
 	}

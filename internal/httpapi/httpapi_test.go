@@ -195,7 +195,7 @@ func TestSubmitWaitWithoutWorkerAnswers202(t *testing.T) {
 func TestSubmitFailureAndException(t *testing.T) {
 	t.Parallel()
 	// By default a failed background job is kept as a dead letter; with a
-	// policy that keeps none, the HTTP server still remembers how it ended.
+	// policy that keeps none, its record still says how it ended.
 	for _, keep := range []bool{true, false} {
 		var bcfg broker.Config
 		if !keep {
@@ -205,19 +205,16 @@ func TestSubmitFailureAndException(t *testing.T) {
 		w := newTestWorker(t, tb.b, "f")
 		for _, tc := range []struct {
 			outcome   broker.Outcome
-			state     string
 			lastError string
-		}{{broker.Fail, "failed", "failed"}, {broker.Exception, "exception", "why"}} {
+		}{{broker.Fail, "failed"}, {broker.Exception, "why"}} {
 			job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil))
 			a := w.grab(t)
 			require.NoError(t, tb.b.Finish(w.sess, a.Seq, tc.outcome, []byte("why")))
 			got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+url.PathEscape(job.Handle), nil))
-			if keep {
-				require.Equal(t, "dead", got.State)
-				require.Equal(t, tc.lastError, got.LastError)
-			} else {
-				require.Equal(t, tc.state, got.State)
-			}
+			require.Equal(t, "dead", got.State)
+			require.True(t, got.Final)
+			require.Equal(t, tc.lastError, got.LastError)
+			require.Len(t, got.History, 1)
 		}
 	}
 }
@@ -241,7 +238,9 @@ func TestCancel(t *testing.T) {
 	resp := tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil)
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
 	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
-	require.Equal(t, "failed", got.State, "a cancelled job's watchers see fail")
+	require.Equal(t, "cancelled", got.State, "a cancelled job's record says so")
+	require.True(t, *got.Background, "background never changes")
+	require.Contains(t, got.CancelledBy, "http ")
 	requireProblem(t, tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil), http.StatusNotFound, "no live job")
 }
 

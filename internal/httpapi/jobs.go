@@ -22,8 +22,10 @@ import (
 type jobJSON struct {
 	Handle   string `json:"handle"`
 	Function string `json:"function,omitempty"`
-	// State is pending, scheduled, queued, running, complete, failed,
-	// exception or (for a submit that joined a live job) attached.
+	// State is pending, scheduled, queued, running, retry-wait, blocked,
+	// or (for a submit that joined a live job) attached while the job
+	// lives, and complete, failed, exception, cancelled or dead once it
+	// ended (Final is then set, and the state never changes again).
 	State      string        `json:"state"`
 	Created    *bool         `json:"created,omitempty"`
 	Unique     string        `json:"unique,omitempty"`
@@ -48,6 +50,40 @@ type jobJSON struct {
 	// ResultText repeats it when it is valid UTF-8.
 	Result     []byte  `json:"result,omitempty"`
 	ResultText *string `json:"result_text,omitempty"`
+	// ResultTruncated is set when the record kept only the first
+	// broker.HistoryResultCap bytes of the result.
+	ResultTruncated bool `json:"result_truncated,omitempty"`
+	// Final is set once the job ended.
+	Final bool `json:"final,omitempty"`
+	// History lists the job's attempts, oldest first.
+	History []attemptJSON `json:"history,omitempty"`
+	// PayloadPreview is the start of an ended job's payload (base64),
+	// PayloadPreviewText the same when valid UTF-8, PayloadSize its length.
+	PayloadPreview     []byte  `json:"payload_preview,omitempty"`
+	PayloadPreviewText *string `json:"payload_preview_text,omitempty"`
+	PayloadSize        *int    `json:"payload_size,omitempty"`
+	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
+	CancelledBy string     `json:"cancelled_by,omitempty"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+}
+
+// attemptJSON is one attempt of a job.
+type attemptJSON struct {
+	Worker  string     `json:"worker,omitempty"`
+	Started *time.Time `json:"started_at,omitempty"`
+	Ended   *time.Time `json:"ended_at,omitempty"`
+	// Outcome is complete, failed, exception, timeout or worker vanished
+	// (or the reason a worker's job was taken back).
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
+}
+
+func timeOf(nanos int64) *time.Time {
+	if nanos == 0 {
+		return nil
+	}
+	t := time.Unix(0, nanos).UTC()
+	return &t
 }
 
 type progressJSON struct {
@@ -67,9 +103,6 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 	bg := snap.Background
 	j := jobJSON{Handle: s.b.Handle(snap.Seq), Function: snap.Function, State: snap.State, Unique: snap.Unique,
 		Priority: snap.Priority.String(), Background: &bg, Retries: &snap.Retries, Waiting: &snap.Waiting}
-	if snap.Cancelled {
-		j.State = "cancelled"
-	}
 	if snap.RunAt != 0 {
 		t := time.Unix(snap.RunAt, 0).UTC()
 		j.RunAt = &t
@@ -97,12 +130,28 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 		t := snap.Finished.UTC()
 		j.Finished = &t
 	}
-	if snap.State == "done" {
-		// A completed job whose result the broker retains.
-		j.State = "complete"
-		j.Result = nonNil(snap.Result)
-		j.ResultText = textOf(j.Result)
+	for _, a := range snap.History {
+		j.History = append(j.History, attemptJSON{Worker: a.Worker, Started: timeOf(a.Start), Ended: timeOf(a.End),
+			Outcome: a.Outcome, Error: a.Error})
+	}
+	if snap.Final {
+		j.Final = true
 		j.Progress, j.Waiting = nil, nil
+		if snap.State == broker.FinalComplete || snap.State == broker.FinalException {
+			j.Result = nonNil(snap.Result)
+			j.ResultText = textOf(j.Result)
+			j.ResultTruncated = snap.ResultTruncated
+		}
+		if snap.PayloadPreview != nil || snap.PayloadSize > 0 {
+			j.PayloadPreview = nonNil(snap.PayloadPreview)
+			j.PayloadPreviewText = textOf(j.PayloadPreview)
+			j.PayloadSize = &snap.PayloadSize
+		}
+		j.CancelledBy = snap.CancelledBy
+		if !snap.CancelledAt.IsZero() {
+			t := snap.CancelledAt.UTC()
+			j.CancelledAt = &t
+		}
 	}
 	return j
 }
@@ -348,6 +397,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 		longRequest(w, o.wait)
 		if e, finished, ok := s.waitFinal(r.Context(), out.feed, o.wait); ok {
 			fj := s.finalJSON(out.seq, e, finished)
+			if snap, ok := s.b.Job(out.seq); ok && snap.Final {
+				// The job's record: its outcome, attempts and last error.
+				fj = s.snapshotJSON(snap)
+			}
 			fj.Function, fj.Created = fn, &created
 			writeJSON(w, http.StatusOK, fj)
 			return nil
@@ -599,12 +652,6 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, s.snapshotJSON(snap))
 		return nil
 	}
-	if f, ok := s.hub.remembered(seq); ok {
-		if e, ok := s.hub.outcome(f); ok {
-			writeJSON(w, http.StatusOK, s.finalJSON(seq, e, s.hub.finishedAt(f)))
-			return nil
-		}
-	}
 	if s.life.Results != nil {
 		res, ok, err := s.life.Results.Result(r.Context(), handle)
 		if err != nil {
@@ -621,7 +668,7 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return errorf(http.StatusNotFound, "job-not-found",
-		"no job %s: it never existed, or it finished more than %s ago, or the server restarted since", handle, s.cfg.ResultRetention)
+		"no job %s: it never existed, or its record is no longer kept (see the policy keys history and history_max)", handle)
 }
 
 // handleCancel serves DELETE /v1/jobs/{handle}.
@@ -630,7 +677,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.b.CancelJob(r.Context(), []byte(handle)); err != nil {
+	if err := s.b.CancelJobBy(r.Context(), []byte(handle), "http "+r.RemoteAddr); err != nil {
 		if errors.Is(err, broker.ErrJobNotFound) {
 			return errorf(http.StatusNotFound, "job-not-found", "no live job %s to cancel", handle)
 		}

@@ -238,6 +238,9 @@ func (s *Server) workUpdate(r *http.Request) (*lease, error) {
 
 // leaseError turns the broker's "not held" into the lease having run out.
 func leaseError(err error) error {
+	if errors.Is(err, broker.ErrJobCancelled) {
+		return errorf(http.StatusConflict, "job-cancelled", "the job was cancelled while this worker held it; drop it")
+	}
 	if errors.Is(err, broker.ErrJobNotFound) {
 		return errorf(http.StatusConflict, "no-lease", "the lease ran out and the job was taken back")
 	}

@@ -114,6 +114,10 @@ type Attempt struct {
 	Outcome string
 	// Error is the WORK_EXCEPTION data (or empty).
 	Error string
+	// Worker names the worker that ran the attempt (its client id, or its
+	// address). The Pebble store does not keep it: attempts read back
+	// from Pebble have none.
+	Worker string `json:",omitempty"`
 }
 
 // Meta is one entry of the broker's small durable key-value map (cron

@@ -230,7 +230,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	snap, ok, err := b.StoredJob(ctx, first.seq)
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.Equal(t, "done", snap.State)
+	require.Equal(t, broker.FinalComplete, snap.State)
 	require.Equal(t, "done x", string(snap.Result))
 	r, ok, err = b.ResultByUnique(ctx, "", "rep-2")
 	require.NoError(t, err)

@@ -1,0 +1,359 @@
+package broker
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// This file keeps the record of a job after it ended: its history entry.
+// A live job answers Job from itself; once it ends (complete, failed,
+// exception, cancelled or dead) its final record is kept here and never
+// changes. Records are kept per function for Policy.History and at most
+// Policy.HistoryMax of them, the oldest going first. Expiry by count
+// happens as records are added; expiry by age runs from ExpireHistory,
+// which the history goroutine calls every second and which holds the
+// broker's lock for a bounded batch at a time, so dispatch never waits
+// long for it.
+
+// The final states of a job record.
+const (
+	FinalComplete  = "complete"
+	FinalFailed    = "failed"
+	FinalException = "exception"
+	FinalCancelled = "cancelled"
+	FinalDead      = "dead"
+)
+
+const (
+	// HistoryResultCap is the most result bytes a job record keeps; a
+	// longer result is cut to it and the record says ResultTruncated.
+	HistoryResultCap = 4 << 10
+	// PayloadPreviewCap is the most payload bytes a finished job's record
+	// keeps (PayloadPreview); PayloadSize says how long it was.
+	PayloadPreviewCap = 256
+	// DefaultHistory and DefaultHistoryMax are how long and how many
+	// finished job records a function keeps when its policy says 0.
+	DefaultHistory    = 24 * time.Hour
+	DefaultHistoryMax = 10000
+	// expireBatch is the most records ExpireHistory removes per hold of
+	// the broker's lock.
+	expireBatch = 1024
+)
+
+// histRec is the final record of a job that ended. It never changes once
+// added. Guarded by Broker.mu.
+type histRec struct {
+	seq uint64
+	// order is the position of the record in the order jobs ended; it
+	// orders listings and their cursors.
+	order       uint64
+	fn          *fnHistory
+	unique      string
+	payload     []byte
+	payloadLen  int
+	result      []byte
+	lastErr     string
+	cancelledBy string
+	orderKey    string
+	// attempts are the job's attempts under a lifecycle policy; a job
+	// without one has its only run in run instead (no allocation).
+	attempts    []store.Attempt
+	run         store.Attempt
+	submitted   int64
+	started     int64
+	finished    int64
+	cancelledAt int64
+	retries     uint32
+	nAttempts   uint32
+	maxAttempts int32
+	priority    Priority
+	background  bool
+	truncated   bool
+	state       string
+}
+
+// fnHistory is the history of one function: records in the order their
+// jobs ended, recs[head:] being kept.
+type fnHistory struct {
+	name string
+	recs []*histRec
+	head int
+	// slab is the block new records are taken from: one allocation per
+	// slabSize records keeps recording off the allocator's hot path.
+	slab []histRec
+}
+
+// slabSize is how many records are allocated at once.
+const slabSize = 128
+
+// newRec returns a zero record from the function's slab.
+func (fh *fnHistory) newRec() *histRec {
+	if len(fh.slab) == 0 {
+		fh.slab = make([]histRec, slabSize)
+	}
+	r := &fh.slab[0]
+	fh.slab = fh.slab[1:]
+	return r
+}
+
+// historyState is the broker's job history. Guarded by Broker.mu.
+type historyState struct {
+	bySeq map[uint64]*histRec
+	fns   map[string]*fnHistory
+	order uint64
+}
+
+// historyLimits returns how long and how many records the function keeps;
+// a zero age or count keeps none.
+func (p Policy) historyLimits() (time.Duration, int) {
+	age, n := p.History, p.HistoryMax
+	switch {
+	case age == 0:
+		age = DefaultHistory
+	case age < 0:
+		age = 0
+	}
+	switch {
+	case n == 0:
+		n = DefaultHistoryMax
+	case n < 0:
+		n = 0
+	}
+	return age, n
+}
+
+// jobEnd describes how a job ended, for its record.
+type jobEnd struct {
+	state string
+	// errText is the last error (the attempt's error text, or why the job
+	// was dropped); result the WORK_COMPLETE data.
+	errText string
+	result  []byte
+	// cancelledBy says who cancelled the job.
+	cancelledBy string
+	// worker and started describe the last run of a job without
+	// lifecycle state (no attempts recorded); empty otherwise.
+	worker  string
+	started int64
+	outcome string
+}
+
+// recordEndLocked keeps the final record of job j, which has just ended.
+// A job's record is kept once (the first end wins: a cancelled job stays
+// cancelled); a dead letter that is retried and ends again replaces its
+// record.
+func (b *Broker) recordEndLocked(j *job, e jobEnd) {
+	if j.has(jobRecorded) {
+		return
+	}
+	j.flags |= jobRecorded
+	age, max := b.policyOf(j.fn.name).historyLimits()
+	if age <= 0 || max <= 0 {
+		return
+	}
+	now := b.nowNanos()
+	h := &b.hist
+	if h.bySeq == nil {
+		h.bySeq = make(map[uint64]*histRec)
+		h.fns = make(map[string]*fnHistory)
+	}
+	fh := h.fns[j.fn.name]
+	if fh == nil {
+		fh = &fnHistory{name: j.fn.name}
+		h.fns[j.fn.name] = fh
+	}
+	h.order++
+	r := fh.newRec()
+	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: len(j.payload),
+		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority, background: j.background,
+		state: e.state, lastErr: e.errText, cancelledBy: e.cancelledBy}
+	r.payload = capped(j.payload, PayloadPreviewCap)
+	if e.result != nil {
+		r.result = capped(e.result, HistoryResultCap)
+		r.truncated = len(e.result) > HistoryResultCap
+	}
+	if e.state == FinalCancelled {
+		r.cancelledAt = now
+	}
+	if x := j.x; x != nil {
+		r.started = x.started
+		if l := x.life; l != nil {
+			r.attempts = slices.Clone(l.history)
+			r.nAttempts, r.maxAttempts, r.orderKey = l.attempts, l.maxAttempts, l.orderKey
+			if r.lastErr == "" && e.state != FinalComplete {
+				r.lastErr = l.lastErr
+			}
+			if l.finishedAt != 0 && e.state != FinalCancelled {
+				r.finished = l.finishedAt
+			}
+		}
+	}
+	if len(r.attempts) == 0 && e.outcome != "" {
+		r.run = store.Attempt{Start: e.started, End: now, Outcome: e.outcome, Error: e.errText, Worker: e.worker}
+		r.nAttempts = j.retries + 1
+	}
+	if old := h.bySeq[j.seq]; old != nil {
+		b.dropRecordLocked(old)
+	}
+	h.bySeq[j.seq] = r
+	fh.recs = append(fh.recs, r)
+	for fh.len() > max {
+		b.popOldestLocked(fh)
+	}
+}
+
+// capped returns b cut to at most n bytes, copied when cut so that the
+// record does not pin a large buffer.
+func capped(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return slices.Clone(b[:n])
+}
+
+func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
+
+// popOldestLocked forgets the oldest record of fh.
+func (b *Broker) popOldestLocked(fh *fnHistory) {
+	r := fh.recs[fh.head]
+	fh.recs[fh.head] = nil
+	fh.head++
+	if r != nil && b.hist.bySeq[r.seq] == r {
+		delete(b.hist.bySeq, r.seq)
+	}
+	if r != nil {
+		*r = histRec{} // its slab may outlive it: let go of what it holds
+	}
+	fh.compact()
+}
+
+// compact gives the slots of forgotten records back once they are half of
+// the slice.
+func (fh *fnHistory) compact() {
+	if fh.head > 64 && fh.head >= len(fh.recs)/2 {
+		n := copy(fh.recs, fh.recs[fh.head:])
+		clear(fh.recs[n:])
+		fh.recs = fh.recs[:n]
+		fh.head = 0
+	}
+}
+
+// dropRecordLocked forgets one record out of order (its job was retried
+// and ended again): it is taken out of its function's list.
+func (b *Broker) dropRecordLocked(r *histRec) {
+	delete(b.hist.bySeq, r.seq)
+	fh := r.fn
+	i, ok := slices.BinarySearchFunc(fh.recs[fh.head:], r.order, func(x *histRec, o uint64) int {
+		return cmp.Compare(x.order, o)
+	})
+	if ok {
+		fh.recs = slices.Delete(fh.recs, fh.head+i, fh.head+i+1)
+	}
+	*r = histRec{}
+}
+
+// ExpireHistory forgets the job records older than their function's
+// History, a bounded batch per hold of the broker's lock, and reports how
+// many it forgot. The history goroutine calls it every second; tests with
+// a fake clock call it directly.
+func (b *Broker) ExpireHistory() int {
+	total := 0
+	for {
+		n, more := b.expireHistoryBatch()
+		total += n
+		if !more {
+			return total
+		}
+	}
+}
+
+func (b *Broker) expireHistoryBatch() (n int, more bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.nowNanos()
+	for name, fh := range b.hist.fns {
+		age, max := b.policyOf(name).historyLimits()
+		for fh.len() > 0 {
+			r := fh.recs[fh.head]
+			if fh.len() <= max && r.finished > now-int64(age) {
+				break
+			}
+			if n == expireBatch {
+				return n, true
+			}
+			b.popOldestLocked(fh)
+			n++
+		}
+		if fh.len() == 0 {
+			delete(b.hist.fns, name)
+		}
+	}
+	return n, false
+}
+
+// historyLoop expires job records every second until ctx ends.
+func (b *Broker) historyLoop(ctx context.Context) {
+	defer b.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.ExpireHistory()
+		}
+	}
+}
+
+// snapshot returns the record as a JobSnapshot.
+func (r *histRec) snapshot() JobSnapshot {
+	s := JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state,
+		Final: true, Background: r.background, Retries: r.retries, Attempts: r.nAttempts, MaxAttempts: int(r.maxAttempts),
+		LastError: r.lastErr, OrderingKey: r.orderKey, History: slices.Clone(r.attempts), Result: r.result,
+		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: r.payloadLen, CancelledBy: r.cancelledBy,
+		Finished: time.Unix(0, r.finished)}
+	if len(r.attempts) == 0 && r.run.Outcome != "" {
+		s.History = []store.Attempt{r.run}
+	}
+	if r.submitted != 0 {
+		s.Submitted = time.Unix(0, r.submitted)
+	}
+	if r.started != 0 {
+		s.Started = time.Unix(0, r.started)
+	}
+	if r.cancelledAt != 0 {
+		s.CancelledAt = time.Unix(0, r.cancelledAt)
+	}
+	return s
+}
+
+// historyLocked returns the record of a job that ended, if kept.
+func (b *Broker) historyLocked(seq uint64) (JobSnapshot, bool) {
+	r := b.hist.bySeq[seq]
+	if r == nil {
+		return JobSnapshot{}, false
+	}
+	return r.snapshot(), true
+}
+
+// dropLocked removes a live job that ends without a worker's result
+// (overflow, its function dropped, its clients gone), recording it as
+// cancelled with why.
+func (b *Broker) dropLocked(j *job, why string) {
+	b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: why})
+	b.removeLocked(j)
+}
+
+// nonNilBytes returns b, or an empty slice for nil: a record's result of a
+// job completed with no data is empty, not absent.
+func nonNilBytes(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// completeOne submits a background job of fn and has worker complete it.
+func (tb *testBundle) completeOne(t *testing.T, client, worker *Session, fn string) uint64 {
+	t.Helper()
+	seq := tb.submit(t, client, bg(fn, "", "x", Normal)).seq
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, tb.b.Finish(worker, seq, Complete, []byte("r")))
+	return seq
+}
+
+// Records of ended jobs are kept for the function's history time and at
+// most history_max of them; ExpireHistory forgets the old ones with the
+// clock; "0" keeps none.
+func TestHistoryRetention(t *testing.T) {
+	t.Parallel()
+	var short, few, none Policy
+	require.NoError(t, short.Set("history", "1h"))
+	require.NoError(t, few.Set("history_max", "2"))
+	require.NoError(t, none.Set("history", "0"))
+	tb := setup(t, Config{Policies: map[string]Policy{"short": short, "few": few, "none": none}})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	for _, fn := range []string{"short", "few", "none", "dflt"} {
+		tb.b.CanDo(worker, []byte(fn), 0)
+	}
+
+	s1 := tb.completeOne(t, client, worker, "short")
+	d1 := tb.completeOne(t, client, worker, "dflt")
+	var fewSeqs []uint64
+	for range 3 {
+		fewSeqs = append(fewSeqs, tb.completeOne(t, client, worker, "few"))
+	}
+	n1 := tb.completeOne(t, client, worker, "none")
+
+	rec, ok := tb.b.Job(s1)
+	require.True(t, ok)
+	require.True(t, rec.Final)
+	require.Equal(t, FinalComplete, rec.State)
+	require.Equal(t, []byte("r"), rec.Result)
+	_, ok = tb.b.Job(n1)
+	require.False(t, ok, "history 0 keeps none")
+	_, ok = tb.b.Job(fewSeqs[0])
+	require.False(t, ok, "history_max 2: the oldest went")
+	_, ok = tb.b.Job(fewSeqs[2])
+	require.True(t, ok)
+
+	tb.clock.Add(time.Hour)
+	require.Equal(t, 1, tb.b.ExpireHistory())
+	_, ok = tb.b.Job(s1)
+	require.False(t, ok, "older than its function's history")
+	_, ok = tb.b.Job(d1)
+	require.True(t, ok, "the default keeps 24h")
+
+	tb.clock.Add(23 * time.Hour)
+	require.Equal(t, 3, tb.b.ExpireHistory()) // dflt and both of few
+	_, ok = tb.b.Job(d1)
+	require.False(t, ok)
+}
+
+// Expiry works in batches: many records expire over several holds of the
+// lock, and all of them go.
+func TestHistoryExpiresInBatches(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	n := expireBatch*2 + 10
+	for range n {
+		tb.completeOne(t, client, worker, "f")
+	}
+	tb.clock.Add(DefaultHistory)
+	require.Equal(t, n, tb.b.ExpireHistory())
+	require.Empty(t, tb.b.hist.bySeq)
+}
+
+// A result longer than HistoryResultCap is cut and marked.
+func TestHistoryResultTruncated(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
+	_, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	big := make([]byte, HistoryResultCap+1)
+	require.NoError(t, tb.b.Finish(worker, seq, Complete, big))
+	rec, ok := tb.b.Job(seq)
+	require.True(t, ok)
+	require.Len(t, rec.Result, HistoryResultCap)
+	require.True(t, rec.ResultTruncated)
+}
+
+func TestHistoryPolicyKeys(t *testing.T) {
+	t.Parallel()
+	var p Policy
+	for _, kv := range [][2]string{{"history", "24h"}, {"history_max", "10000"}} {
+		require.NoError(t, p.Set(kv[0], kv[1]))
+	}
+	require.True(t, p.IsZero(), "restating the defaults keeps the zero policy")
+	v, _ := p.Get("history")
+	require.Equal(t, "24h0m0s", v)
+	require.NoError(t, p.Set("history", "0"))
+	require.NoError(t, p.Set("history_max", "5"))
+	var q Policy
+	for _, kv := range []string{"history", "history_max"} {
+		v, _ := p.Get(kv)
+		require.NoError(t, q.Set(kv, v), fmt.Sprint(kv, v))
+	}
+	require.Equal(t, p, q, "Get and Set round-trip")
+	age, max := q.historyLimits()
+	require.Equal(t, time.Duration(0), age)
+	require.Equal(t, 5, max)
+	require.Error(t, p.Set("history_max", "-3"))
+}

@@ -1,0 +1,264 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmanapi"
+)
+
+// recBundle is a broker with both front ends: Gearman and HTTP.
+type recBundle struct {
+	b      *broker.Broker
+	ts     *httptest.Server
+	gearAd string
+}
+
+func setupRecords(t *testing.T, bcfg broker.Config) *recBundle {
+	t.Helper()
+	bcfg.HandlePrefix = "H:test:"
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	bcfg.Logger = log
+	b := broker.New(bcfg)
+	require.NoError(t, b.Start(context.Background()))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	api := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log, Version: "gearwork-test"})
+	served := make(chan error, 1)
+	go func() { served <- api.Serve(context.Background(), ln) }()
+	srv := New(Config{Broker: b, KeepAlive: time.Hour})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		require.NoError(t, srv.Shutdown(context.Background()))
+		ts.Close()
+		api.Close()
+		<-served
+		b.Stop()
+	})
+	return &recBundle{b: b, ts: ts, gearAd: ln.Addr().String()}
+}
+
+// gconn is a raw Gearman connection.
+type gconn struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func (tb *recBundle) dial(t *testing.T) *gconn {
+	t.Helper()
+	nc, err := net.Dial("tcp", tb.gearAd)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+	return &gconn{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (c *gconn) send(cmd gearman.Command, args ...string) {
+	c.t.Helper()
+	bs := make([][]byte, len(args))
+	for i, a := range args {
+		bs[i] = []byte(a)
+	}
+	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
+	require.NoError(c.t, err)
+}
+
+// read returns the next response packet's command and arguments.
+func (c *gconn) read() (gearman.Command, []string) {
+	c.t.Helper()
+	hdr := make([]byte, 12)
+	_, err := io.ReadFull(c.r, hdr)
+	require.NoError(c.t, err)
+	cmd := gearman.Command(binary.BigEndian.Uint32(hdr[4:8]))
+	body := make([]byte, binary.BigEndian.Uint32(hdr[8:12]))
+	_, err = io.ReadFull(c.r, body)
+	require.NoError(c.t, err)
+	n := cmd.NumArgs()
+	parts := strings.SplitN(string(body), "\x00", max(n, 1))
+	return cmd, parts
+}
+
+// submitBG submits a background job over Gearman and returns its handle.
+func (c *gconn) submitBG(fn, payload string) string {
+	c.t.Helper()
+	c.send(gearman.SubmitJobBg, fn, "", payload)
+	cmd, args := c.read()
+	require.Equal(c.t, gearman.JobCreated, cmd)
+	return args[0]
+}
+
+// grab takes the next job as a worker registered for fn and returns its
+// handle.
+func (c *gconn) grab(fn string) string {
+	c.t.Helper()
+	c.send(gearman.CanDo, fn)
+	c.send(gearman.GrabJob)
+	cmd, args := c.read()
+	require.Equal(c.t, gearman.JobAssign, cmd, "args %q", args)
+	return args[0]
+}
+
+func (tb *recBundle) getJob(t *testing.T, handle string) (int, jobJSON) {
+	t.Helper()
+	resp, err := http.Get(tb.ts.URL + "/v1/jobs/" + url.PathEscape(handle))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var j jobJSON
+	if resp.StatusCode == http.StatusOK {
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&j))
+	}
+	return resp.StatusCode, j
+}
+
+// A job submitted over Gearman has one record from submit to its end,
+// read over HTTP: completed, failed, exception, dead and cancelled, with
+// its attempts; a cancelled job stays cancelled and background, and its
+// worker's WORK_COMPLETE gets ERROR JOB_NOT_FOUND.
+func TestJobRecordsOfGearmanJobs(t *testing.T) {
+	t.Parallel()
+	tb := setupRecords(t, broker.Config{Policies: map[string]broker.Policy{"dies": {MaxAttempts: 1}}})
+	client := tb.dial(t)
+	worker := tb.dial(t)
+	worker.send(gearman.SetClientID, "w1")
+
+	finish := func(fn, payload string, cmd gearman.Command, data ...string) string {
+		h := client.submitBG(fn, payload)
+		code, live := tb.getJob(t, h)
+		require.Equal(t, http.StatusOK, code)
+		require.Equal(t, "queued", live.State)
+		require.False(t, live.Final)
+		require.Equal(t, h, worker.grab(fn))
+		worker.send(cmd, append([]string{h}, data...)...)
+		// The record is there once the worker's packet was handled: an
+		// echo after it proves that.
+		worker.send(gearman.EchoReq, "x")
+		c, _ := worker.read()
+		require.Equal(t, gearman.EchoRes, c)
+		return h
+	}
+
+	h := finish("ok", "in", gearman.WorkComplete, "the result")
+	_, rec := tb.getJob(t, h)
+	require.Equal(t, "complete", rec.State)
+	require.True(t, rec.Final)
+	require.Equal(t, "the result", *rec.ResultText)
+	require.True(t, *rec.Background)
+	require.Equal(t, "in", *rec.PayloadPreviewText)
+	require.Len(t, rec.History, 1)
+	require.Equal(t, "complete", rec.History[0].Outcome)
+	require.Equal(t, "w1", rec.History[0].Worker)
+	require.NotNil(t, rec.Finished)
+
+	// A background job that fails without a policy is a dead letter.
+	h = finish("bad", "in", gearman.WorkFail)
+	_, rec = tb.getJob(t, h)
+	require.Equal(t, "dead", rec.State)
+	require.Len(t, rec.History, 1)
+	require.Equal(t, "failed", rec.History[0].Outcome)
+
+	// Foreground jobs end failed or with an exception.
+	fg := func(cmd gearman.Command, data ...string) jobJSON {
+		client.send(gearman.SubmitJob, "fg", "", "in")
+		c, args := client.read()
+		require.Equal(t, gearman.JobCreated, c)
+		h := args[0]
+		require.Equal(t, h, worker.grab("fg"))
+		worker.send(cmd, append([]string{h}, data...)...)
+		c, _ = client.read()
+		require.Equal(t, gearman.WorkFail, c, "the client learns the outcome")
+		_, rec := tb.getJob(t, h)
+		require.False(t, *rec.Background)
+		return rec
+	}
+	rec = fg(gearman.WorkFail)
+	require.Equal(t, "failed", rec.State)
+	require.Equal(t, "failed", rec.History[0].Outcome)
+	rec = fg(gearman.WorkException, "disk full")
+	require.Equal(t, "exception", rec.State)
+	require.Equal(t, "disk full", rec.LastError)
+	require.Equal(t, "disk full", rec.History[0].Error)
+
+	h = finish("dies", "in", gearman.WorkException, "gave up")
+	_, rec = tb.getJob(t, h)
+	require.Equal(t, "dead", rec.State)
+	require.Equal(t, uint32(1), *rec.Attempts)
+	require.Equal(t, "gave up", rec.LastError)
+	require.Len(t, rec.History, 1)
+	require.Equal(t, "w1", rec.History[0].Worker)
+
+	// Cancel a running job over HTTP.
+	h = client.submitBG("slow", "in")
+	require.Equal(t, h, worker.grab("slow"))
+	req, err := http.NewRequest(http.MethodDelete, tb.ts.URL+"/v1/jobs/"+url.PathEscape(h), nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	_, rec = tb.getJob(t, h)
+	require.Equal(t, "cancelled", rec.State)
+	require.True(t, *rec.Background, "background never changes")
+	require.True(t, strings.HasPrefix(rec.CancelledBy, "http "), rec.CancelledBy)
+	require.NotNil(t, rec.CancelledAt)
+
+	worker.send(gearman.WorkStatus, h, "1", "2")
+	cmd, args := worker.read()
+	require.Equal(t, gearman.Error, cmd)
+	require.Equal(t, "JOB_NOT_FOUND", args[0])
+	worker.send(gearman.WorkComplete, h, "late")
+	cmd, args = worker.read()
+	require.Equal(t, gearman.Error, cmd)
+	require.Equal(t, "JOB_NOT_FOUND", args[0])
+	_, rec = tb.getJob(t, h)
+	require.Equal(t, "cancelled", rec.State, "the state never flips after the end")
+
+	// A queued job cancelled stays cancelled too.
+	h = client.submitBG("idle", "in")
+	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(h)))
+	_, rec = tb.getJob(t, h)
+	require.Equal(t, "cancelled", rec.State)
+	require.Equal(t, "admin", rec.CancelledBy)
+}
+
+// An HTTP worker that completes a job cancelled while it held the lease
+// gets 409 with the job-cancelled problem type.
+func TestHTTPWorkerOfCancelledJobGetsConflict(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	resp := tb.do(t, http.MethodPost, "/v1/functions/f/jobs", strings.NewReader("x"))
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	resp = tb.do(t, http.MethodPost, "/v1/functions/f/grab?wait=5s", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var g grabbedJSON
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&g))
+	resp.Body.Close()
+
+	resp = tb.do(t, http.MethodDelete, "/v1/jobs/"+url.PathEscape(g.Handle), nil)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+
+	resp = tb.do(t, http.MethodPost, "/v1/jobs/"+url.PathEscape(g.Handle)+"/complete?lease="+g.Lease, strings.NewReader("r"))
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	var p problem
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
+	require.Equal(t, problemTypeBase+"job-cancelled", p.Type)
+}
