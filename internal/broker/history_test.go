@@ -125,3 +125,30 @@ func TestHistoryPolicyKeys(t *testing.T) {
 	require.Equal(t, 5, max)
 	require.Error(t, p.Set("history_max", "-3"))
 }
+
+// A background job held past its worker's CAN_DO_TIMEOUT ends dead, and
+// its record says the attempt timed out and which worker held it.
+func TestHistoryRecordsTimeout(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.SetClientID(worker, "slow-worker")
+	tb.b.CanDo(worker, []byte("f"), time.Second)
+	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
+	_, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	tb.clock.Add(time.Second)
+	tb.b.RunTimers()
+	rec, ok := tb.b.Job(seq)
+	require.True(t, ok)
+	require.True(t, rec.Final)
+	require.Equal(t, FinalDead, rec.State)
+	require.Equal(t, errTimedOut, rec.LastError)
+	require.Len(t, rec.History, 1)
+	require.Equal(t, outcomeTimeout, rec.History[0].Outcome)
+	require.Equal(t, "slow-worker", rec.History[0].Worker)
+	require.ErrorIs(t, tb.b.Finish(worker, seq, Complete, nil), ErrJobNotFound, "the late result is refused")
+	rec, _ = tb.b.Job(seq)
+	require.Equal(t, FinalDead, rec.State, "the state never flips after the end")
+}

@@ -40,6 +40,13 @@ func (b *Broker) endAttemptLocked(j *job, outcome, errText string, now int64) *j
 		}
 	}
 	l := x.life
+	if l.startedAt == 0 {
+		// A run that started without lifecycle state.
+		l.startedAt = x.started
+	}
+	if l.worker == "" && x.worker != nil {
+		l.worker = x.worker.name()
+	}
 	l.attempts++
 	if len(l.history) >= store.MaxHistory {
 		copy(l.history, l.history[1:])
