@@ -24,7 +24,12 @@ echo "== go vet"
 go vet ./...
 
 echo "== go test -race"
-go test -race -count=1 -timeout 15m ./...
+# The JSON stream goes through scripts/testsummary, which prints what plain
+# go test would (package lines, failed tests' output) and then lists every
+# skipped test; a skip fails the run unless GEARWORK_ALLOW_SKIP=1.
+go build -o "${TMPDIR:-/tmp}/gearwork-testsummary.$$" ./scripts/testsummary
+trap 'rm -f "${TMPDIR:-/tmp}/gearwork-testsummary.$$"' EXIT
+go test -race -count=1 -timeout 15m -json ./... | "${TMPDIR:-/tmp}/gearwork-testsummary.$$"
 
 echo "== fuzz (${FUZZTIME:=20s} each)"
 # Every Fuzz target of every package, briefly. A longer run of one target:

@@ -128,12 +128,16 @@ type Gearmand struct {
 }
 
 // StartGearmand starts /usr/sbin/gearmand on a free loopback port with the
-// given extra arguments and stops it (by its pid) when the test ends. The
-// test is skipped if gearmand is not installed.
+// given extra arguments and stops it (by its pid) when the test ends. If
+// gearmand is not installed the test fails (scripts/deps.sh installs it),
+// or is skipped when GEARWORK_ALLOW_SKIP=1.
 func StartGearmand(tb testing.TB, args ...string) *Gearmand {
 	tb.Helper()
 	if _, err := os.Stat(GearmandPath); err != nil {
-		tb.Skipf("gearmand not installed (%v); run scripts/deps.sh", err)
+		if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
+			tb.Skipf("gearmand not installed (%v); skipped because GEARWORK_ALLOW_SKIP=1", err)
+		}
+		tb.Fatalf("gearmand not installed (%v): run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)", err)
 	}
 	var lastErr error
 	for range 5 {

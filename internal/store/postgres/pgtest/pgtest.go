@@ -10,8 +10,8 @@
 //
 // Set GEARWORK_TEST_POSTGRES to a connection URL to use an existing server
 // instead; each test still gets its own schema there. When no PostgreSQL
-// is installed, tests are skipped, unless CI or GEARWORK_REQUIRE_POSTGRES
-// is set, in which case they fail.
+// is installed, tests fail (scripts/deps.sh installs it), unless
+// GEARWORK_ALLOW_SKIP=1 is set, in which case they are skipped.
 //
 // API is not stable: this package is internal to Gearwork.
 package pgtest
@@ -250,9 +250,10 @@ func Cleanup() {
 }
 
 // required reports whether a missing PostgreSQL fails the test instead of
-// skipping it.
+// skipping it: always, unless the developer opted into skipping the tests
+// whose tools are missing, as for every other tool the tests need.
 func required() bool {
-	return os.Getenv("CI") != "" || os.Getenv("GEARWORK_REQUIRE_POSTGRES") != ""
+	return os.Getenv("GEARWORK_ALLOW_SKIP") != "1"
 }
 
 // URL returns the URL of the package-wide server (started on first use)
@@ -262,7 +263,10 @@ func URL(t testing.TB) string {
 	t.Helper()
 	u, err := sharedURL(context.Background())
 	if errors.Is(err, ErrNotInstalled) && !required() {
-		t.Skip(err.Error())
+		t.Skip(err.Error() + "; skipped because GEARWORK_ALLOW_SKIP=1")
+	}
+	if errors.Is(err, ErrNotInstalled) {
+		t.Fatal(err.Error() + ": run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)")
 	}
 	if err != nil {
 		t.Fatal(err)
