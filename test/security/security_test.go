@@ -15,7 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,45 +269,82 @@ func TestOpenSSLClient(t *testing.T) {
 	require.Equal(t, string(want), string(got))
 }
 
-// TestGearmanCLIOverTLS uses Debian's gearman CLI with -S when its
-// libgearman was built with TLS support. Debian's libgearman8 1.1.20 is
-// not (it links no TLS library; gearman_client_set_ssl is a no-op and -S
-// sends plaintext), so the test is skipped there.
-func TestGearmanCLIOverTLS(t *testing.T) {
+// TestGearmanCLIThroughOpenSSL runs Debian's gearman CLI (libgearman) as a
+// worker and a client against a TLS port with client certificates, each
+// connection carried by openssl s_client. Debian's libgearman 1.1.20 has no
+// TLS of its own (it links no TLS library; gearman -S sends plaintext, see
+// docs/security.md), so OpenSSL is the TLS client here and libgearman
+// writes and reads the Gearman packets inside it.
+func TestGearmanCLIThroughOpenSSL(t *testing.T) {
 	t.Parallel()
 	cli := testserver.NeedCommand(t, "gearman")
-	if !libgearmanHasTLS(t, cli) {
-		t.Skip("Debian's libgearman is built without TLS support: gearman -S sends plaintext, so it cannot talk to a TLS port")
-	}
+	openssl := testserver.NeedCommand(t, "openssl")
 	p := newPKI(t, "cli")
 	srv := testserver.Start(t, p.serverArgs(true)...)
-	host, port, err := net.SplitHostPort(srv.Addr)
-	require.NoError(t, err)
 	files := p.clientFiles["cli"]
+	host, port, err := net.SplitHostPort(tlsTunnel(t, openssl, srv.Addr,
+		"-CAfile", p.serverCAFile, "-verify_return_error", "-cert", files[0], "-key", files[1]))
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cli, "-S", "-h", host, "-p", port, "-b", "-f", "tls_fn", "payload")
-	cmd.Env = append(os.Environ(), "GEARMAND_CA_CERTIFICATE="+p.serverCAFile,
-		"GEARMAN_CLIENT_PEM="+files[0], "GEARMAN_CLIENT_KEY="+files[1])
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	worker := exec.CommandContext(ctx, cli, "-h", host, "-p", port, "-w", "-f", "tls_fn", "-c", "1", "--", "tr", "a-z", "A-Z")
+	var wout bytes.Buffer
+	worker.Stdout, worker.Stderr = &wout, &wout
+	require.NoError(t, worker.Start())
+	out, err := exec.CommandContext(ctx, cli, "-h", host, "-p", port, "-f", "tls_fn", "over tls").CombinedOutput()
+	require.NoError(t, err, "%s\nserver log:\n%s", out, srv.Log())
+	require.Equal(t, "OVER TLS", string(out))
+	require.NoError(t, worker.Wait(), "the worker ends after its one job: %s", wout.String())
 }
 
-func libgearmanHasTLS(t *testing.T, cli string) bool {
-	out, err := exec.Command("ldd", cli).Output()
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "libgearman") {
-			f := strings.Fields(line)
-			if len(f) >= 3 {
-				nm, err := exec.Command("nm", "-D", f[2]).Output()
-				return err == nil && (bytes.Contains(nm, []byte("SSL_new")) || bytes.Contains(nm, []byte("wolfSSL_new")))
+// tlsTunnel listens on a loopback port and carries each connection made to
+// it over TLS to addr with its own "openssl s_client -quiet" process (with
+// the extra arguments), so that a client without TLS talks to a TLS port.
+// It returns the port's address; everything stops when the test ends.
+func tlsTunnel(t *testing.T, openssl, addr string, args ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu    sync.Mutex
+		procs []*exec.Cmd
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
 			}
+			cmd := exec.Command(openssl, append([]string{"s_client", "-connect", addr, "-quiet"}, args...)...)
+			cmd.Stdin, cmd.Stdout = nc, nc
+			cmd.WaitDelay = time.Second
+			mu.Lock()
+			conns = append(conns, nc)
+			if err := cmd.Start(); err != nil {
+				t.Errorf("tunnel: starting openssl: %v", err)
+				nc.Close()
+			} else {
+				procs = append(procs, cmd)
+			}
+			mu.Unlock()
 		}
-	}
-	return false
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nc := range conns {
+			nc.Close()
+		}
+		for _, cmd := range procs { // -quiet ignores end of input: stop each by its pid
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return ln.Addr().String()
 }
 
 func TestRefusesExposedAddressWithoutAuthentication(t *testing.T) {
