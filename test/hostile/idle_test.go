@@ -51,7 +51,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		t.Skip("10k idle connections skipped in -short mode")
 	}
 	const (
-		conns  = 10_000
+		conns   = 10_000
 		ceiling = 128 << 10 // kB
 	)
 	raiseFileLimit(t, conns+1000)
