@@ -468,3 +468,51 @@ func TestFinalPacketAfterCancelRefused(t *testing.T) {
 	_ = tb.b.Finish(w, a.Seq, Exception, []byte("boom")) // refused or dropped, as cancel rules say
 	require.ErrorIs(t, tb.b.Finish(w, a.Seq, Fail, nil), ErrJobNotFound)
 }
+
+// TestSubmitWhenRunsOnceAtNextMatch: a job submitted with cron fields
+// (SUBMIT_JOB_SCHED) waits for the first matching time after the submit,
+// runs once there, and is not submitted again at the next match. A
+// schedule that never matches is refused.
+func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{}) // 2023-11-14 22:13:20 UTC
+	c, _ := tb.session()
+	w, _ := tb.session()
+	tb.b.CanDo(w, []byte("f"), 0)
+	when, err := ParseCron("30 23 * * *", nil)
+	require.NoError(t, err)
+	p := bg("f", "", "nightly", Normal)
+	p.When = &when
+	j := tb.submit(t, c, p)
+	require.NoError(t, j.err)
+	due := time.Date(2023, 11, 14, 23, 30, 0, 0, time.UTC)
+	snap, ok := tb.b.Job(j.seq)
+	require.True(t, ok)
+	require.Equal(t, due.Unix(), snap.RunAt, "the job's record shows when it runs")
+	_, ok = tb.b.Grab(w)
+	require.False(t, ok, "not before its time")
+
+	tb.clock.Add(due.Sub(tb.clock.Now()) - time.Second)
+	tb.b.RunTimers()
+	_, ok = tb.b.Grab(w)
+	require.False(t, ok)
+	tb.clock.Add(time.Second)
+	tb.b.RunTimers()
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, j.seq, a.Seq)
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
+
+	tb.clock.Add(24 * time.Hour)
+	tb.b.RunTimers()
+	_, ok = tb.b.Grab(w)
+	require.False(t, ok, "once, not every day")
+	require.Zero(t, tb.b.JobCount())
+
+	never, err := ParseCron("0 0 31 2 *", nil)
+	require.NoError(t, err)
+	p = bg("f", "", "never", Normal)
+	p.When = &never
+	require.ErrorIs(t, tb.submit(t, c, p).err, ErrNoMatchingTime)
+	require.Zero(t, tb.b.JobCount())
+}

@@ -29,6 +29,10 @@ var (
 	// of being asked to (its notification connection may be down): cancel
 	// it on that server.
 	ErrJobHeldElsewhere = errors.New("the job is held by another server")
+	// ErrNoMatchingTime is wrapped by Submit's error for a job whose
+	// SubmitParams.When matches no time within five years (such as the
+	// 31st of February).
+	ErrNoMatchingTime = errors.New("no time within five years matches the schedule")
 	// ErrPolicy is wrapped by the errors of Policy.Set for an unknown key
 	// or a bad value.
 	ErrPolicy = errors.New("invalid policy")

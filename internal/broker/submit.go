@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"time"
 	"unsafe"
 
@@ -22,7 +23,12 @@ type SubmitParams struct {
 	Background bool
 	// RunAt is a Unix time in seconds at which the job becomes runnable
 	// (SUBMIT_JOB_EPOCH); 0 means now.
-	RunAt   int64
+	RunAt int64
+	// When, if not nil, makes the job runnable once, at the first time
+	// after the submit that it matches (SUBMIT_JOB_SCHED); it replaces
+	// RunAt. A schedule that matches no time within five years fails the
+	// submit with ErrNoMatchingTime.
+	When    *Cron
 	Reducer []byte
 	// OrderingKey puts the job in an ordered queue: jobs of the function
 	// sharing the key run one at a time, in order. Empty means the key the
@@ -70,6 +76,14 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if b.storeErr != nil && p.Background {
 		done(0, false, &StoreError{b.storeErr})
 		return
+	}
+	if p.When != nil {
+		next := p.When.Next(b.clock.Now())
+		if next.IsZero() {
+			done(0, false, fmt.Errorf("%w: %q", ErrNoMatchingTime, p.When.String()))
+			return
+		}
+		p.RunAt = next.Unix()
 	}
 	f := b.functionBytes(p.Function)
 	var key string

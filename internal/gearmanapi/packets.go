@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gearwork/gearwork/gearman"
@@ -40,7 +42,7 @@ func (c *conn) packet(f *gearman.Frame) {
 	}
 	switch p.Command {
 	case gearman.SubmitJob, gearman.SubmitJobBg, gearman.SubmitJobHigh, gearman.SubmitJobHighBg,
-		gearman.SubmitJobLow, gearman.SubmitJobLowBg, gearman.SubmitJobEpoch,
+		gearman.SubmitJobLow, gearman.SubmitJobLowBg, gearman.SubmitJobEpoch, gearman.SubmitJobSched,
 		gearman.SubmitReduceJob, gearman.SubmitReduceJobBg:
 		c.submit(p)
 		return
@@ -123,8 +125,6 @@ func (c *conn) packet(f *gearman.Frame) {
 		b.SetClientID(c.sess, string(trimNUL(p.Args[0])))
 	case gearman.AllYours:
 		// A worker's promise to use only this server; nothing to do.
-	case gearman.SubmitJobSched:
-		c.errorPacket("NOT_SUPPORTED", "SUBMIT_JOB_SCHED is not supported; use SUBMIT_JOB_EPOCH or a cron schedule")
 	default:
 		c.errorPacket("INVALID_COMMAND", "Command not expected")
 	}
@@ -194,7 +194,7 @@ func (c *conn) submit(p *gearman.Packet) {
 	}
 	switch p.Command {
 	case gearman.SubmitJobBg, gearman.SubmitJobHighBg, gearman.SubmitJobLowBg,
-		gearman.SubmitJobEpoch, gearman.SubmitReduceJobBg:
+		gearman.SubmitJobEpoch, gearman.SubmitJobSched, gearman.SubmitReduceJobBg:
 		params.Background = true
 	}
 	switch p.Command {
@@ -207,6 +207,15 @@ func (c *conn) submit(p *gearman.Packet) {
 		}
 		params.RunAt = at
 		params.Payload = p.Args[3]
+	case gearman.SubmitJobSched:
+		when, err := schedFields(p.Args[2:7])
+		if err != nil {
+			c.waitAcks()
+			c.errorPacket("INVALID_PACKET", err.Error())
+			return
+		}
+		params.When = &when
+		params.Payload = p.Args[7]
 	case gearman.SubmitReduceJob, gearman.SubmitReduceJobBg:
 		params.Reducer = p.Args[2]
 		params.Payload = p.Args[4]
@@ -237,6 +246,30 @@ func (c *conn) submit(p *gearman.Packet) {
 	done := c.newAckLocked()
 	c.mu.Unlock()
 	c.srv.b.Submit(c.sess, params, done)
+}
+
+// schedFields reads the five time fields of a SUBMIT_JOB_SCHED (minute,
+// hour, day of month, month, day of week) as a cron schedule in UTC. An
+// empty field means any value; a field may also use cron's lists, ranges
+// and steps.
+func schedFields(fields [][]byte) (broker.Cron, error) {
+	spec := make([]string, len(fields))
+	for i, f := range fields {
+		f = bytes.TrimSpace(trimNUL(f))
+		switch {
+		case len(f) == 0:
+			spec[i] = "*"
+		case bytes.ContainsAny(f, " \t\r\n"):
+			return broker.Cron{}, fmt.Errorf("SUBMIT_JOB_SCHED time field %d %q contains a space", i+1, f)
+		default:
+			spec[i] = string(f)
+		}
+	}
+	when, err := broker.ParseCron(strings.Join(spec, " "), time.UTC)
+	if err != nil {
+		return broker.Cron{}, fmt.Errorf("SUBMIT_JOB_SCHED time fields: %w", err)
+	}
+	return when, nil
 }
 
 func flag(b bool) []byte {

@@ -151,9 +151,17 @@ var transcripts = []transcript{
 		sendText("A", "status"), recv("A"),
 		sendText("A", "prioritystatus"), recv("A"),
 	}},
+	{name: "sched", steps: []step{
+		sendP("C", gearman.SubmitJobSched, "new-year", "", "0", "12", "1", "1", "", "fireworks"), recv("C"),
+		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
+		sendP("W", gearman.CanDo, "new-year"),
+		sendP("W", gearman.GrabJob), recv("W"),
+		sendText("A", "cancel job "+handlePrefix+"1"), recv("A"),
+		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
+		sendP("C", gearman.SubmitJobSched, "new-year", "", "0", "25", "", "", "", "x"), recv("C"),
+	}},
 	{name: "unsupported", single: true, steps: []step{
 		sendP("C", gearman.AllYours),
-		sendP("C", gearman.SubmitJobSched, "f", "", "0", "12", "*", "*", "*", "x"), recv("C"),
 		sendP("C", gearman.OptionReq, "no-such-option"), recv("C"),
 		sendP("C", gearman.JobCreated, "H:x:1"), recv("C"),
 		{who: "C", send: gearman.AppendPacket(nil, gearman.MagicReq, 99)}, recv("C"),
