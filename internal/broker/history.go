@@ -82,6 +82,8 @@ type fnHistory struct {
 	name string
 	recs []*histRec
 	head int
+	// counts counts the kept records by state.
+	counts map[string]int
 	// slab is the block new records are taken from: one allocation per
 	// slabSize records keeps recording off the allocator's hot path.
 	slab []histRec
@@ -163,7 +165,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	fh := h.fns[j.fn.name]
 	if fh == nil {
-		fh = &fnHistory{name: j.fn.name}
+		fh = &fnHistory{name: j.fn.name, counts: make(map[string]int)}
 		h.fns[j.fn.name] = fh
 	}
 	h.order++
@@ -201,6 +203,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	h.bySeq[j.seq] = r
 	fh.recs = append(fh.recs, r)
+	fh.counts[r.state]++
 	for fh.len() > max {
 		b.popOldestLocked(fh)
 	}
@@ -226,6 +229,7 @@ func (b *Broker) popOldestLocked(fh *fnHistory) {
 		delete(b.hist.bySeq, r.seq)
 	}
 	if r != nil {
+		fh.counts[r.state]--
 		*r = histRec{} // its slab may outlive it: let go of what it holds
 	}
 	fh.compact()
@@ -253,6 +257,7 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 	if ok {
 		fh.recs = slices.Delete(fh.recs, fh.head+i, fh.head+i+1)
 	}
+	fh.counts[r.state]--
 	*r = histRec{}
 }
 

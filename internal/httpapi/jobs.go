@@ -701,3 +701,36 @@ func (s *Server) handleParam(r *http.Request) (uint64, string, error) {
 	}
 	return seq, handle, nil
 }
+
+// jobListJSON is a page of GET /v1/jobs.
+type jobListJSON struct {
+	Jobs []jobJSON `json:"jobs"`
+	// Next continues the list (?cursor=); absent on the last page.
+	Next string `json:"next_cursor,omitempty"`
+}
+
+// handleListJobs serves GET /v1/jobs?function=&state=&limit=&cursor=.
+func (s *Server) handleListJobs(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > broker.MaxJobPage {
+			return errorf(http.StatusBadRequest, "invalid-option", "limit %q: use a whole number from 1 to %d", v, broker.MaxJobPage)
+		}
+		limit = n
+	}
+	page, err := s.b.ListJobs(broker.JobQuery{Function: q.Get("function"), State: q.Get("state"), Limit: limit, Cursor: q.Get("cursor")})
+	if errors.Is(err, broker.ErrBadQuery) {
+		return errorf(http.StatusBadRequest, "invalid-option", "%s", err)
+	}
+	if err != nil {
+		return err
+	}
+	out := jobListJSON{Jobs: make([]jobJSON, 0, len(page.Jobs)), Next: page.Next}
+	for _, snap := range page.Jobs {
+		out.Jobs = append(out.Jobs, s.snapshotJSON(snap))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

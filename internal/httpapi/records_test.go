@@ -262,3 +262,48 @@ func TestHTTPWorkerOfCancelledJobGetsConflict(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
 	require.Equal(t, problemTypeBase+"job-cancelled", p.Type)
 }
+
+// GET /v1/jobs pages through job records with its cursor, newest first,
+// filtered by function and state.
+func TestListJobsOverHTTP(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "f")
+	var handles []string
+	for range 12 {
+		job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("p")))
+		a := w.grab(t)
+		require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("r")))
+		handles = append(handles, job.Handle)
+	}
+	queued := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("p")))
+	decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/g/jobs", strings.NewReader("p")))
+
+	var got []string
+	cursor := ""
+	for pages := 0; pages < 10; pages++ {
+		page := decode[jobListJSON](t, tb.do(t, "GET", "/v1/jobs?function=f&limit=5&cursor="+url.QueryEscape(cursor), nil))
+		for _, j := range page.Jobs {
+			got = append(got, j.Handle)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	want := []string{queued.Handle}
+	for i := len(handles) - 1; i >= 0; i-- {
+		want = append(want, handles[i])
+	}
+	require.Equal(t, want, got)
+
+	page := decode[jobListJSON](t, tb.do(t, "GET", "/v1/jobs?state=queued", nil))
+	require.Len(t, page.Jobs, 2)
+	page = decode[jobListJSON](t, tb.do(t, "GET", "/v1/jobs?state=complete&limit=1", nil))
+	require.Len(t, page.Jobs, 1)
+	require.Equal(t, handles[len(handles)-1], page.Jobs[0].Handle)
+	require.True(t, page.Jobs[0].Final)
+	require.NotEmpty(t, page.Next)
+	requireProblem(t, tb.do(t, "GET", "/v1/jobs?state=sleeping", nil), http.StatusBadRequest, "unknown state")
+	requireProblem(t, tb.do(t, "GET", "/v1/jobs?limit=0", nil), http.StatusBadRequest, "limit")
+}

@@ -33,6 +33,7 @@ func (s *Server) routeTable() []route {
 	return []route{
 		{"POST", "/v1/functions/{fn}/jobs", ScopeSubmit, s.handleSubmit},
 		{"POST", "/v1/jobs:batch", ScopeSubmit, s.handleBatch},
+		{"GET", "/v1/jobs", ScopeRead, s.handleListJobs},
 		{"GET", "/v1/jobs/{handle}", ScopeRead, s.handleGetJob},
 		{"DELETE", "/v1/jobs/{handle}", ScopeSubmit, s.handleCancel},
 		{"GET", "/v1/jobs/{handle}/events", ScopeRead, s.handleJobEvents},

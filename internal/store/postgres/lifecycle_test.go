@@ -340,11 +340,11 @@ func TestSharedCancelJobOnAnyServer(t *testing.T) {
 	require.NoError(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", queued.seq))), "the server holding it drops it")
 	require.Equal(t, 1, a.JobCount())
 
-	// And the running one: its worker's result is dropped.
+	// And the running one: it is taken from its worker.
 	require.NoError(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", first.seq))))
 	require.Zero(t, countRows(t, url))
-	// The worker still holds it: its result is taken and dropped.
-	require.NoError(t, a.Finish(wa, running.Seq, broker.Complete, nil), "the worker's result for a cancelled job")
+	// The worker is told the job was cancelled when it reports.
+	require.ErrorIs(t, a.Finish(wa, running.Seq, broker.Complete, nil), broker.ErrJobCancelled, "the worker's result for a cancelled job")
 	_, ok := a.Grab(wa)
 	require.False(t, ok, "nothing runs again")
 	require.Zero(t, countRows(t, url))

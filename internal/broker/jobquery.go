@@ -1,0 +1,351 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// This file lists job records: live jobs and the records of ended ones,
+// filtered by function and state, a page at a time.
+
+// JobQuery selects job records for ListJobs.
+type JobQuery struct {
+	// Function limits the list to one function; "" lists every function.
+	Function string
+	// State limits the list to one state: a live one (pending, scheduled,
+	// queued, running, retry-wait, blocked) or a final one (complete,
+	// failed, exception, cancelled, dead). "" lists every state.
+	State string
+	// Limit is the most records of the page: 0 means DefaultJobPage, more
+	// than MaxJobPage means MaxJobPage.
+	Limit int
+	// Cursor continues the list after the page that returned it; "" starts
+	// at the newest.
+	Cursor string
+}
+
+// DefaultJobPage and MaxJobPage bound a page of ListJobs.
+const (
+	DefaultJobPage = 50
+	MaxJobPage     = 1000
+)
+
+// JobPage is one page of job records.
+type JobPage struct {
+	Jobs []JobSnapshot
+	// Next continues the list (JobQuery.Cursor); "" on the last page.
+	Next string
+}
+
+// LiveStates and FinalStates are the states ListJobs filters by.
+var (
+	LiveStates  = []string{"pending", "scheduled", "queued", "running", "retry-wait", "blocked"}
+	FinalStates = []string{FinalComplete, FinalFailed, FinalException, FinalCancelled, FinalDead}
+)
+
+// ErrBadQuery is wrapped by ListJobs for an unknown state or a cursor it
+// did not give out.
+var ErrBadQuery = errors.New("invalid job query")
+
+// ListJobs returns a page of job records, newest first: live jobs first,
+// the most recently submitted first, then the records of ended jobs, the
+// most recently ended first. Paging with Next sees each record at most
+// once (a job that ends while the list is paged may be missed). Live jobs
+// are found by a scan of this server's live jobs; ended ones from their
+// function's history, so a page costs about Limit records there, however
+// many are kept. Safe for concurrent use.
+func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultJobPage
+	}
+	limit = min(limit, MaxJobPage)
+	live, final := q.State == "", q.State == ""
+	switch {
+	case slices.Contains(LiveStates, q.State):
+		live = true
+	case slices.Contains(FinalStates, q.State):
+		final = true
+	case q.State != "":
+		return JobPage{}, fmt.Errorf("%w: unknown state %q (known: %v and %v)", ErrBadQuery, q.State, LiveStates, FinalStates)
+	}
+	// The cursor is "L<seq>" inside the live jobs, "F<order>" inside the
+	// ended ones.
+	var liveBelow, finalBelow uint64 = ^uint64(0), ^uint64(0)
+	if c := q.Cursor; c != "" {
+		n, err := strconv.ParseUint(c[1:], 10, 64)
+		switch {
+		case err != nil || (c[0] != 'L' && c[0] != 'F'):
+			return JobPage{}, fmt.Errorf("%w: cursor %q is not one this server gave out", ErrBadQuery, c)
+		case c[0] == 'L':
+			liveBelow = n
+		default:
+			live, finalBelow = false, n
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var page JobPage
+	if live {
+		jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
+		for _, j := range jobs[:min(len(jobs), limit)] {
+			page.Jobs = append(page.Jobs, b.snapshotLocked(j))
+		}
+		if len(jobs) > limit {
+			page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
+			return page, nil
+		}
+	}
+	if !final {
+		return page, nil
+	}
+	want := limit - len(page.Jobs)
+	recs := b.newestEndedLocked(q.Function, q.State, finalBelow, want+1)
+	for _, r := range recs[:min(len(recs), want)] {
+		page.Jobs = append(page.Jobs, r.snapshot())
+	}
+	if len(recs) > want {
+		if want == 0 {
+			// The live jobs filled the page exactly: the ended ones
+			// start the next.
+			page.Next = "F" + strconv.FormatUint(^uint64(0), 10)
+		} else {
+			page.Next = "F" + strconv.FormatUint(recs[want-1].order, 10)
+		}
+	}
+	return page, nil
+}
+
+// newestLiveLocked returns up to n live jobs of function fn ("" for all)
+// in state ("" for any) with a seq below below, newest first.
+func (b *Broker) newestLiveLocked(fn, state string, below uint64, n int) []*job {
+	if n <= 0 {
+		return nil
+	}
+	var f *function
+	if fn != "" {
+		if f = b.functions[fn]; f == nil {
+			return nil
+		}
+	}
+	// Keep the n newest in a min-heap by seq: one pass over the live
+	// jobs.
+	h := make([]*job, 0, n)
+	for seq, j := range b.jobs {
+		if seq >= below || (f != nil && j.fn != f) || j.state == stateGone || (state != "" && j.state.String() != state) {
+			continue
+		}
+		if len(h) < n {
+			h = append(h, j)
+			siftUp(h, len(h)-1)
+			continue
+		}
+		if seq > h[0].seq {
+			h[0] = j
+			siftDown(h, 0)
+		}
+	}
+	slices.SortFunc(h, func(a, c *job) int {
+		switch {
+		case a.seq > c.seq:
+			return -1
+		case a.seq < c.seq:
+			return 1
+		}
+		return 0
+	})
+	return h
+}
+
+func siftUp(h []*job, i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].seq <= h[i].seq {
+			return
+		}
+		h[p], h[i] = h[i], h[p]
+		i = p
+	}
+}
+
+func siftDown(h []*job, i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].seq < h[l].seq {
+			m = r
+		}
+		if h[i].seq <= h[m].seq {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+// newestEndedLocked returns up to n records of ended jobs of function fn
+// ("" for all) in state ("" for any) that ended before order below, most
+// recently ended first.
+func (b *Broker) newestEndedLocked(fn, state string, below uint64, n int) []*histRec {
+	if n <= 0 {
+		return nil
+	}
+	var out []*histRec
+	collect := func(fh *fnHistory) {
+		got := 0
+		// Records are in the order their jobs ended: walk back from the
+		// newest.
+		i := len(fh.recs) - 1
+		if below != ^uint64(0) {
+			k, _ := slices.BinarySearchFunc(fh.recs[fh.head:], below, func(r *histRec, o uint64) int {
+				switch {
+				case r.order < o:
+					return -1
+				case r.order > o:
+					return 1
+				}
+				return 0
+			})
+			i = fh.head + k - 1
+		}
+		for ; i >= fh.head && got < n; i-- {
+			r := fh.recs[i]
+			if r == nil || (state != "" && r.state != state) {
+				continue
+			}
+			out = append(out, r)
+			got++
+		}
+	}
+	if fn != "" {
+		if fh := b.hist.fns[fn]; fh != nil {
+			collect(fh)
+		}
+		return out
+	}
+	for _, fh := range b.hist.fns {
+		collect(fh)
+	}
+	slices.SortFunc(out, func(a, c *histRec) int {
+		switch {
+		case a.order > c.order:
+			return -1
+		case a.order < c.order:
+			return 1
+		}
+		return 0
+	})
+	return out[:min(len(out), n)]
+}
+
+// JobCounts is how many jobs of one function are in each state: the live
+// ones now, and the ended ones whose records are kept.
+type JobCounts struct {
+	Function string
+	// Live counts live jobs by state (LiveStates), Ended the kept records
+	// by final state (FinalStates). States without jobs are absent.
+	Live, Ended map[string]int
+	// OldestQueued is when the job that has waited longest in the queue
+	// became runnable; zero when none is queued.
+	OldestQueued time.Time
+}
+
+// CountJobs returns the job counts of every function with live jobs or
+// kept records, sorted by name. It costs one pass over the jobs waiting
+// in timers (scheduled, retry-wait) and in ordered queues, not over every
+// live job.
+func (b *Broker) CountJobs() []JobCounts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	by := make(map[string]*JobCounts)
+	get := func(name string) *JobCounts {
+		c := by[name]
+		if c == nil {
+			c = &JobCounts{Function: name, Live: make(map[string]int), Ended: make(map[string]int)}
+			by[name] = c
+		}
+		return c
+	}
+	for _, f := range b.functions {
+		if f.total == 0 {
+			continue
+		}
+		c := get(f.name)
+		queued := 0
+		var oldest int64
+		for p := range numPriorities {
+			queued += f.queues[p].n
+			if j := f.queues[p].head; j != nil {
+				at := max(j.submitted, j.runAt()*1e9)
+				if l := j.x; l != nil && l.life != nil && l.life.queuedAt != 0 {
+					at = l.life.queuedAt
+				}
+				if at != 0 && (oldest == 0 || at < oldest) {
+					oldest = at
+				}
+			}
+		}
+		if oldest != 0 {
+			c.OldestQueued = time.Unix(0, oldest)
+		}
+		add(c.Live, "queued", queued)
+		add(c.Live, "running", f.running)
+		rest := f.total - queued - f.running
+		if f.life != nil {
+			for _, line := range f.life.lines {
+				add(c.Live, "blocked", len(line.waiting))
+				rest -= len(line.waiting)
+			}
+		}
+		add(c.Live, "pending", rest) // the rest, less those in timers below
+	}
+	for _, j := range b.timers {
+		var st string
+		switch j.state {
+		case stateScheduled:
+			st = "scheduled"
+		case stateRetryWait:
+			st = "retry-wait"
+		default:
+			continue
+		}
+		if c := by[j.fn.name]; c != nil {
+			add(c.Live, st, 1)
+			add(c.Live, "pending", -1)
+		}
+	}
+	for name, fh := range b.hist.fns {
+		c := get(name)
+		for st, n := range fh.counts {
+			add(c.Ended, st, n)
+		}
+	}
+	out := make([]JobCounts, 0, len(by))
+	for _, c := range by {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, c JobCounts) int {
+		switch {
+		case a.Function < c.Function:
+			return -1
+		case a.Function > c.Function:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func add(m map[string]int, k string, n int) {
+	if v := m[k] + n; v > 0 {
+		m[k] = v
+	} else {
+		delete(m, k)
+	}
+}

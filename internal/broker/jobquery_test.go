@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Paging with the cursor visits every record once, newest first: the live
+// jobs, then the ended ones.
+func TestListJobsCursorPaging(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	var ended []uint64
+	for range 23 {
+		ended = append(ended, tb.completeOne(t, client, worker, "f"))
+	}
+	var live []uint64
+	for range 7 {
+		live = append(live, tb.submit(t, client, bg("f", "", "x", Normal)).seq)
+	}
+	tb.submit(t, client, bg("other", "", "x", Normal))
+
+	var got []uint64
+	var states []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 20)
+		page, err := tb.b.ListJobs(JobQuery{Function: "f", Limit: 5, Cursor: cursor})
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page.Jobs), 5)
+		for _, j := range page.Jobs {
+			got = append(got, j.Seq)
+			states = append(states, j.State)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	var want []uint64
+	for i := len(live) - 1; i >= 0; i-- {
+		want = append(want, live[i])
+	}
+	for i := len(ended) - 1; i >= 0; i-- {
+		want = append(want, ended[i])
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, "queued", states[0])
+	require.Equal(t, FinalComplete, states[len(states)-1])
+
+	page, err := tb.b.ListJobs(JobQuery{State: "queued"})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 8, "every function")
+	page, err = tb.b.ListJobs(JobQuery{Function: "f", State: FinalComplete, Limit: 1000})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 23)
+	require.Empty(t, page.Next)
+
+	_, err = tb.b.ListJobs(JobQuery{State: "sleeping"})
+	require.ErrorIs(t, err, ErrBadQuery)
+	_, err = tb.b.ListJobs(JobQuery{Cursor: "X12"})
+	require.ErrorIs(t, err, ErrBadQuery)
+}
+
+func TestCountJobs(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 3}})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	tb.completeOne(t, client, worker, "f")
+	// One failing (retry-wait), one running, one scheduled, two queued.
+	seq := tb.submit(t, client, bg("f", "", "a", Normal)).seq
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, tb.b.Finish(worker, seq, Fail, nil))
+	tb.submit(t, client, bg("f", "", "b", Normal))
+	_, ok = tb.b.Grab(worker)
+	require.True(t, ok)
+	sched := bg("f", "", "c", Normal)
+	sched.RunAt = tb.clock.Now().Add(time.Hour).Unix()
+	tb.submit(t, client, sched)
+	tb.clock.Add(3 * time.Second)
+	tb.submit(t, client, bg("f", "", "d", Normal))
+	tb.submit(t, client, bg("f", "", "e", Low))
+
+	counts := tb.b.CountJobs()
+	require.Len(t, counts, 1)
+	c := counts[0]
+	require.Equal(t, map[string]int{"queued": 2, "running": 1, "scheduled": 1, "retry-wait": 1}, c.Live)
+	require.Equal(t, map[string]int{FinalComplete: 1}, c.Ended)
+	require.Equal(t, tb.clock.Now(), c.OldestQueued)
+}
