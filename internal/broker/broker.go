@@ -149,9 +149,9 @@ type Broker struct {
 	tier      tiering
 	// hist keeps the records of jobs that ended (history.go).
 	hist historyState
-	// shared is the shared-mode state; nil unless Config.Shared is set
-	// (see joinShared).
-	shared *sharedMode
+	// mode is localMode, or a *sharedMode when Config.Shared is set: the
+	// broker reaches what differs between the two only through it.
+	mode mode
 
 	commitWake chan struct{}
 	timerWake  chan struct{}
@@ -180,6 +180,7 @@ func New(cfg Config) *Broker {
 		commitWake: make(chan struct{}, 1),
 		timerWake:  make(chan struct{}, 1),
 	}
+	b.mode = localMode{b}
 	if cfg.Shared != nil {
 		b.store = cfg.Shared
 	}
@@ -187,6 +188,9 @@ func New(cfg Config) *Broker {
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.initLife()
 	b.initTiering()
+	if cfg.Shared != nil {
+		b.mode = newSharedMode(b, cfg.Shared)
+	}
 	return b
 }
 
@@ -199,14 +203,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		// handles are not reused after a restart even when the store is
 		// empty or absent; replay raises it past every stored job.
 		b.nextSeq = max(b.nextSeq, uint64(max(b.clock.Now().UnixMicro(), 1)))
-		shared := b.cfg.Shared
-		switch {
-		case shared != nil:
-			err = b.joinShared(ctx, shared)
-		case b.store != nil:
-			err = b.replay(ctx)
-		}
-		if err != nil {
+		if err = b.mode.start(ctx); err != nil {
 			return
 		}
 		if err = b.startLife(ctx); err != nil {
@@ -217,13 +214,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.wg.Add(2)
 		go b.timerLoop(runCtx)
 		go b.historyLoop(runCtx)
-		switch {
-		case shared != nil:
-			b.startSharedLoops(runCtx)
-		case b.store != nil:
-			b.wg.Add(1)
-			go b.commitLoop(runCtx)
-		}
+		b.mode.run(runCtx)
 	})
 	return err
 }
@@ -258,10 +249,11 @@ func (b *Broker) Handle(seq uint64) string {
 
 // ParseHandle returns the sequence number in a handle of this broker.
 func (b *Broker) ParseHandle(h []byte) (uint64, bool) {
-	if b.shared != nil {
-		// Any server sharing the store may have given the handle out.
-		return parseSeqSuffix(h)
-	}
+	return b.mode.parseHandle(h)
+}
+
+// parseOwnHandle parses a handle that this broker gave out.
+func (b *Broker) parseOwnHandle(h []byte) (uint64, bool) {
 	if len(h) <= len(b.prefix) || string(h[:len(b.prefix)]) != b.prefix {
 		return 0, false
 	}

@@ -3,8 +3,6 @@ package broker
 import (
 	"cmp"
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -39,12 +37,7 @@ func (b *Broker) deadLocked(j *job, now int64) {
 		b.deleteStoredLocked(j)
 		return
 	}
-	if b.sharedLife() != nil {
-		b.deadSharedLocked(j)
-	} else {
-		b.addDeadLocked(j)
-		b.saveLocked(j)
-	}
+	b.mode.deadLocked(j)
 	b.log.Warn("broker: job moved to dead letters", slog.String("handle", b.Handle(j.seq)),
 		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)),
 		slog.String("error", l.lastErr))
@@ -118,22 +111,7 @@ func deadLetterOf(j *job, handle string) DeadLetter {
 // (limit ≤ 0: all). In shared mode it lists those of every server sharing
 // the store, from the store.
 func (b *Broker) DeadLetters(ctx context.Context, function string, limit int) ([]DeadLetter, error) {
-	if sl := b.sharedLife(); sl != nil {
-		jobs, err := sl.DeadJobs(ctx, function, limit)
-		if err != nil {
-			return nil, fmt.Errorf("broker: list dead letters: %w", err)
-		}
-		out := make([]DeadLetter, 0, len(jobs))
-		for _, r := range jobs {
-			out = append(out, deadLetterOfStored(r))
-		}
-		return out, nil
-	}
-	out := b.deadLetters(function)
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return b.tierFillDeadLetters(out), nil
+	return b.mode.deadLetters(ctx, function, limit)
 }
 
 func (b *Broker) deadLetters(function string) []DeadLetter {
@@ -157,22 +135,11 @@ func (b *Broker) deadLetters(function string) []DeadLetter {
 // DeadLetterByHandle returns one dead letter; ok is false when the handle
 // names none.
 func (b *Broker) DeadLetterByHandle(ctx context.Context, handle []byte) (dl DeadLetter, ok bool, err error) {
-	if sl := b.sharedLife(); sl != nil {
-		seq, ok := b.ParseHandle(handle)
-		if !ok {
-			return dl, false, nil
-		}
-		r, err := sl.StoredJob(ctx, seq, store.StateDead)
-		if errors.Is(err, store.ErrNotFound) {
-			return dl, false, nil
-		}
-		if err != nil {
-			return dl, false, fmt.Errorf("broker: read dead letter: %w", err)
-		}
-		return deadLetterOfStored(r), true, nil
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
+		return dl, false, nil
 	}
-	ok = b.withDeadLetter(handle, func(j *job) { dl = deadLetterOf(j, b.Handle(j.seq)) })
-	return dl, ok, nil
+	return b.mode.deadLetter(ctx, seq)
 }
 
 // RetryDeadLetter queues a dead letter again, with the same handle and a
@@ -181,48 +148,24 @@ func (b *Broker) DeadLetterByHandle(ctx context.Context, handle []byte) (dl Dead
 // use by a live job runs without joining that job's coalescing. In shared
 // mode any server may run it.
 func (b *Broker) RetryDeadLetter(ctx context.Context, handle []byte) error {
-	if sl := b.sharedLife(); sl != nil {
-		seq, ok := b.ParseHandle(handle)
-		if !ok {
-			return ErrJobNotFound
-		}
-		n, err := b.retryShared(ctx, sl, store.DeadSelector{Seq: seq})
-		if err == nil && n == 0 {
-			err = ErrJobNotFound
-		}
-		return err
-	}
-	if !b.withDeadLetter(handle, b.retryDeadLocked) {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
 		return ErrJobNotFound
 	}
-	return nil
+	n, err := b.mode.retryDead(ctx, seq, "")
+	if err == nil && n == 0 {
+		err = ErrJobNotFound
+	}
+	return err
 }
 
 // RetryDeadLetters queues every dead letter of a function again and
 // returns how many.
 func (b *Broker) RetryDeadLetters(ctx context.Context, function string) (int, error) {
-	if sl := b.sharedLife(); sl != nil {
-		if function == "" {
-			return 0, nil
-		}
-		return b.retryShared(ctx, sl, store.DeadSelector{Function: function})
+	if function == "" {
+		return 0, nil
 	}
-	return b.takeDeadLetters(function, b.retryDeadLocked), nil
-}
-
-func (b *Broker) retryShared(ctx context.Context, sl store.SharedLifecycle, sel store.DeadSelector) (int, error) {
-	n, err := sl.RetryDead(ctx, sel)
-	if err != nil {
-		return 0, fmt.Errorf("broker: retry dead letters: %w", err)
-	}
-	switch {
-	case n > 0 && sel.Seq != 0:
-		b.log.Info("broker: dead letter queued again for every server", slog.String("handle", b.Handle(sel.Seq)))
-	case n > 0:
-		b.log.Info("broker: dead letters queued again for every server", slog.Int("jobs", n),
-			slog.String("function", sel.Function))
-	}
-	return n, nil
+	return b.mode.retryDead(ctx, 0, function)
 }
 
 func (b *Broker) retryDeadLocked(j *job) {
@@ -245,50 +188,21 @@ func (b *Broker) retryDeadLocked(j *job) {
 // PurgeDeadLetter deletes one dead letter. It returns ErrJobNotFound when
 // the handle names no dead letter.
 func (b *Broker) PurgeDeadLetter(ctx context.Context, handle []byte) error {
-	if sl := b.sharedLife(); sl != nil {
-		seq, ok := b.ParseHandle(handle)
-		if !ok {
-			return ErrJobNotFound
-		}
-		n, err := sl.PurgeDead(ctx, store.DeadSelector{Seq: seq})
-		if err != nil {
-			return fmt.Errorf("broker: purge dead letter: %w", err)
-		}
-		if n == 0 {
-			return ErrJobNotFound
-		}
-		return nil
-	}
-	if !b.withDeadLetter(handle, b.purgeDeadLocked) {
+	seq, ok := b.ParseHandle(handle)
+	if !ok {
 		return ErrJobNotFound
 	}
-	return nil
+	n, err := b.mode.purgeDead(ctx, seq, "")
+	if err == nil && n == 0 {
+		err = ErrJobNotFound
+	}
+	return err
 }
 
 // PurgeDeadLetters deletes every dead letter of a function ("" for every
 // function) and returns how many.
 func (b *Broker) PurgeDeadLetters(ctx context.Context, function string) (int, error) {
-	if sl := b.sharedLife(); sl != nil {
-		n, err := sl.PurgeDead(ctx, store.DeadSelector{Function: function})
-		if err != nil {
-			return 0, fmt.Errorf("broker: purge dead letters: %w", err)
-		}
-		return n, nil
-	}
-	if function != "" {
-		return b.takeDeadLetters(function, b.purgeDeadLocked), nil
-	}
-	b.mu.Lock()
-	names := make([]string, 0, len(b.life.deadLists))
-	for name := range b.life.deadLists {
-		names = append(names, name)
-	}
-	b.mu.Unlock()
-	n := 0
-	for _, name := range names {
-		n += b.takeDeadLetters(name, b.purgeDeadLocked)
-	}
-	return n, nil
+	return b.mode.purgeDead(ctx, 0, function)
 }
 
 func (b *Broker) purgeDeadLocked(j *job) {
@@ -296,13 +210,9 @@ func (b *Broker) purgeDeadLocked(j *job) {
 	b.deleteStoredLocked(j)
 }
 
-// withDeadLetter calls fn, under b.mu, with the dead letter that handle
-// names. It reports false, without calling fn, when there is none.
-func (b *Broker) withDeadLetter(handle []byte, fn func(j *job)) bool {
-	seq, ok := b.ParseHandle(handle)
-	if !ok {
-		return false
-	}
+// withDeadLetter calls fn, under b.mu, with dead letter seq. It reports
+// false, without calling fn, when there is none.
+func (b *Broker) withDeadLetter(seq uint64, fn func(j *job)) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.life.dead[seq]

@@ -316,12 +316,7 @@ func (b *Broker) saveLocked(j *job) {
 		return
 	}
 	if j.saveState() == saveQueued {
-		if b.shared != nil {
-			// Handed out before its insert, which may be held back
-			// (shared_early.go): what must be stored now is inserted in
-			// the next round.
-			b.queueSaveLocked(j)
-		}
+		b.mode.savePendingInsertLocked(j)
 		return
 	}
 	b.pendingRetries = append(b.pendingRetries, b.record(j))

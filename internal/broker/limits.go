@@ -105,11 +105,7 @@ func queuedAt(j *job) int64 {
 // slotFreedLocked is called when a job of f stops running.
 func (b *Broker) slotFreedLocked(f *function) {
 	if f.life.pol.Concurrency > 0 {
-		if b.shared != nil {
-			// Other servers may claim a job in the freed slot once the
-			// job's new state is written.
-			b.shared.notifyLocked(b, f)
-		}
+		b.mode.slotFreedLocked(f)
 		if f.queued() > 0 {
 			f.wakeOne()
 		}

@@ -37,9 +37,7 @@ func (b *Broker) queueMetaLocked(key string, value []byte) {
 		return
 	}
 	b.life.pendingMeta = append(b.life.pendingMeta, store.Meta{Key: key, Value: value})
-	if b.shared != nil {
-		b.shared.metaWrittenLocked(key)
-	}
+	b.mode.metaWrittenLocked(key)
 	b.kickCommitter()
 }
 
@@ -48,7 +46,7 @@ func (b *Broker) hasPendingWrites() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 ||
-		len(b.life.pendingMeta) > 0 || (b.shared != nil && len(b.shared.early) > 0)
+		len(b.life.pendingMeta) > 0 || b.mode.pendingLocked()
 }
 
 func (b *Broker) takePendingMetaLocked() []store.Meta {

@@ -180,7 +180,7 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 		}
 		watching(j.seq, created)
 	}
-	if b.shared != nil {
+	if b.mode.watchesAfterInsert() {
 		// In shared mode a job that waits for its insert gets its handle
 		// from it, and is handed out only after done: watch it then. A job
 		// handed out before its insert is watched from the submit, and

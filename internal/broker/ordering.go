@@ -73,10 +73,8 @@ func (b *Broker) releaseLineLocked(j *job) {
 	if line == nil || line.head != j {
 		return
 	}
-	if b.shared != nil && j.background {
-		// The next job of the key may be held by no server yet: wake the
-		// servers once this one's row is gone.
-		b.shared.notifyLocked(b, f)
+	if j.background {
+		b.mode.slotFreedLocked(f)
 	}
 	line.head = nil
 	if len(line.waiting) == 0 {

@@ -96,10 +96,7 @@ func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, 
 		return r, true, nil
 	}
 	b.mu.Unlock()
-	if sl := b.sharedLife(); sl != nil {
-		return b.storedResult(ctx, sl, seq, "", "")
-	}
-	return Result{}, false, nil
+	return b.mode.storedResult(ctx, seq, "", "")
 }
 
 // ResultByUnique returns a retained result by unique id. With function ""
@@ -123,8 +120,16 @@ func (b *Broker) ResultByUnique(ctx context.Context, function, unique string) (R
 		return r, true, nil
 	}
 	b.mu.Unlock()
-	if sl := b.sharedLife(); sl != nil && unique != "" {
-		return b.storedResult(ctx, sl, 0, function, unique)
+	if unique == "" {
+		return Result{}, false, nil
 	}
-	return Result{}, false, nil
+	return b.mode.storedResult(ctx, 0, function, unique)
+}
+
+// StoredJob returns, in shared mode, a snapshot of job seq when the store
+// holds it as a dead letter or a retained result, whichever server stored
+// it (Job only sees this server's memory). It reports false otherwise,
+// and always outside shared mode.
+func (b *Broker) StoredJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
+	return b.mode.storedJob(ctx, seq)
 }

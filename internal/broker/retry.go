@@ -203,10 +203,7 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 
 // retryDueLocked runs a job whose backoff has ended.
 func (b *Broker) retryDueLocked(j *job) {
-	if b.shared != nil && j.background && sharedLimits(j.fn) && j.saveState() == saveNone {
-		// Under limits shared by every server, the retry takes a slot and
-		// a token like any job: it goes back to the store to be claimed.
-		b.shared.releaseLocked(b, j)
+	if b.mode.retryDueLocked(j) {
 		return
 	}
 	j.x.life.notBefore = 0

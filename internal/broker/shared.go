@@ -39,6 +39,7 @@ const (
 // sharedMode is the shared-mode state of a Broker. Fields marked "mu" are
 // guarded by Broker.mu.
 type sharedMode struct {
+	b          *Broker
 	store      store.SharedStore
 	renewEvery time.Duration
 	// wake makes the claim loop look for work.
@@ -187,10 +188,62 @@ func (c *sharedMode) finishRateOfLocked(f *function) *finishRate {
 	return r
 }
 
-// joinShared starts shared mode: the broker registers with the store
-// instead of replaying it.
-func (b *Broker) joinShared(ctx context.Context, sh store.SharedStore) error {
-	c := &sharedMode{
+var (
+	_ mode = localMode{}
+	_ mode = (*sharedMode)(nil)
+)
+
+// The hooks below are sharedMode's side of mode; the longer ones live
+// beside the state they use (holdEarlyLocked, deadLocked, addCounts …).
+
+// parseHandle accepts the handles of every server sharing the store: it
+// reads the number after the last ':'.
+func (c *sharedMode) parseHandle(h []byte) (uint64, bool) { return parseSeqSuffix(h) }
+
+// submitLocked hands a new background job out before its insert when it
+// may (holdEarlyLocked); otherwise the shared store's insert gives the job
+// its handle and decides which server runs it.
+func (c *sharedMode) submitLocked(j *job) bool {
+	if c.holdEarlyLocked(j) {
+		return true
+	}
+	j.state = statePending
+	c.b.queueSaveLocked(j)
+	return false
+}
+
+// watchesAfterInsert: a job that waits for its insert gets its handle
+// from it, and one handed out before may become another job there.
+func (c *sharedMode) watchesAfterInsert() bool { return true }
+
+// savePendingInsertLocked: a job handed out before its insert, which may
+// be held back (holdEarlyLocked), has what must be stored now inserted in
+// the next round.
+func (c *sharedMode) savePendingInsertLocked(j *job) { c.b.queueSaveLocked(j) }
+
+// slotFreedLocked: other servers may claim a job in the freed slot, or
+// the next job of a key that no server holds yet, once the job's new
+// state is written.
+func (c *sharedMode) slotFreedLocked(f *function) { c.notifyLocked(f) }
+
+// retryDueLocked: under limits shared by every server, the retry takes a
+// slot and a token like any job: it goes back to the store to be claimed.
+func (c *sharedMode) retryDueLocked(j *job) bool {
+	if j.background && sharedLimits(j.fn) && j.saveState() == saveNone {
+		c.releaseLocked(j)
+		return true
+	}
+	return false
+}
+
+// pendingLocked: jobs handed out before their insert wait for the
+// committer.
+func (c *sharedMode) pendingLocked() bool { return len(c.early) > 0 }
+
+// newSharedMode returns the shared-mode state of b on sh.
+func newSharedMode(b *Broker, sh store.SharedStore) *sharedMode {
+	return &sharedMode{
+		b:          b,
 		store:      sh,
 		wake:       make(chan struct{}, 1),
 		loopDone:   make(chan struct{}),
@@ -203,8 +256,13 @@ func (b *Broker) joinShared(ctx context.Context, sh store.SharedStore) error {
 		now:        b.clock.Now,
 		grace:      b.cfg.EarlyInsertDelay,
 	}
+}
+
+// start starts shared mode: the broker registers with the store instead
+// of replaying it.
+func (c *sharedMode) start(ctx context.Context) error {
+	b, sh := c.b, c.store
 	b.mu.Lock()
-	b.shared = c
 	b.nextSeq |= localSeqBit
 	// A server in shared mode holds only the few jobs it claims for its
 	// workers: payload tiering has nothing to do.
@@ -219,7 +277,7 @@ func (b *Broker) joinShared(ctx context.Context, sh store.SharedStore) error {
 		}
 		b.mu.Unlock()
 		c.kick()
-	}, b.metaChanged, b.storeLost)
+	}, c.metaChanged, c.storeLost)
 	if err != nil {
 		return err
 	}
@@ -228,13 +286,14 @@ func (b *Broker) joinShared(ctx context.Context, sh store.SharedStore) error {
 	return nil
 }
 
-// startSharedLoops starts the claim loop, the shared-mode committer and
-// the lifecycle sweep.
-func (b *Broker) startSharedLoops(ctx context.Context) {
+// run starts the claim loop, the shared-mode committer and the lifecycle
+// sweep.
+func (c *sharedMode) run(ctx context.Context) {
+	b := c.b
 	b.wg.Add(3)
-	go b.claimLoop(ctx)
-	go b.sharedCommitLoop(ctx)
-	go b.sweepLoop(ctx)
+	go c.claimLoop(ctx)
+	go c.sharedCommitLoop(ctx)
+	go c.sweepLoop(ctx)
 }
 
 // wantWorkLocked wakes the claim loop when one of the session's functions
@@ -250,8 +309,8 @@ func (c *sharedMode) wantWorkLocked(s *Session) {
 
 // claimLoop claims jobs for local workers when they run short, renews the
 // lease, and releases jobs of functions that lost their workers.
-func (b *Broker) claimLoop(ctx context.Context) {
-	c := b.shared
+func (c *sharedMode) claimLoop(ctx context.Context) {
+	b := c.b
 	defer b.wg.Done()
 	defer close(c.loopDone)
 	renew := time.NewTicker(c.renewEvery)
@@ -276,11 +335,11 @@ func (b *Broker) claimLoop(ctx context.Context) {
 			}
 			b.mu.Unlock()
 		case <-renew.C:
-			b.renewLease(ctx)
+			c.renewLease(ctx)
 		case <-poll.C:
 			b.mu.Lock()
 			clear(c.empty)
-			release := b.idleJobsLocked()
+			release := c.idleJobsLocked()
 			b.mu.Unlock()
 
 			if len(release) > 0 {
@@ -290,8 +349,8 @@ func (b *Broker) claimLoop(ctx context.Context) {
 				}
 			}
 		}
-		b.syncMeta(ctx)
-		for ctx.Err() == nil && b.claimOnce(ctx) {
+		c.syncMeta(ctx)
+		for ctx.Err() == nil && c.claimOnce(ctx) {
 		}
 		b.mu.Lock()
 		if d := c.retryIn; d > 0 && d < sharedPoll {
@@ -305,8 +364,8 @@ func (b *Broker) claimLoop(ctx context.Context) {
 // claimOnce asks the store for jobs for every function that runs short
 // here. It reports whether it should be called again at once (some
 // function got all it asked for, so more may be waiting).
-func (b *Broker) claimOnce(ctx context.Context) bool {
-	c := b.shared
+func (c *sharedMode) claimOnce(ctx context.Context) bool {
+	b := c.b
 	b.mu.Lock()
 	if b.draining || b.stopped || c.failing {
 		b.mu.Unlock()
@@ -352,7 +411,7 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 	defer b.mu.Unlock()
 	got := make(map[string]int, len(req))
 	for _, r := range jobs {
-		b.admitClaimedLocked(r)
+		c.admitClaimedLocked(r)
 		got[r.Function]++
 	}
 	b.finishReplayLocked()
@@ -394,7 +453,8 @@ func (b *Broker) claimOnce(ctx context.Context) bool {
 
 // admitClaimedLocked makes a claimed job runnable here, restoring its
 // lifecycle state as a replay does. Call finishReplayLocked after a batch.
-func (b *Broker) admitClaimedLocked(r store.Job) {
+func (c *sharedMode) admitClaimedLocked(r store.Job) {
+	b := c.b
 	if _, ok := b.jobs[r.Seq]; ok {
 		return
 	}
@@ -421,7 +481,8 @@ func (b *Broker) admitClaimedLocked(r store.Job) {
 // forgetLocked drops a job that is not running from memory without
 // touching the store (another server holds it, or will). It does not
 // count as dropped.
-func (b *Broker) forgetLocked(j *job) {
+func (c *sharedMode) forgetLocked(j *job) {
+	b := c.b
 	b.dropWatchersLocked(j.seq) // it goes on elsewhere: no final event here
 	j.flags |= jobFinished
 	b.settleEndedLocked(j)
@@ -430,8 +491,8 @@ func (b *Broker) forgetLocked(j *job) {
 
 // idleJobsLocked forgets the queued background jobs of functions that have
 // had no worker here for two polls, and returns them for release.
-func (b *Broker) idleJobsLocked() []uint64 {
-	c := b.shared
+func (c *sharedMode) idleJobsLocked() []uint64 {
+	b := c.b
 	now := time.Now()
 	var out []uint64
 	for _, f := range b.functions {
@@ -456,7 +517,7 @@ func (b *Broker) idleJobsLocked() []uint64 {
 				next := j.next
 				if j.background && j.saveState() == saveNone { // the others are still being inserted
 					out = append(out, j.seq)
-					b.forgetLocked(j)
+					c.forgetLocked(j)
 				}
 				j = next
 			}
@@ -468,8 +529,8 @@ func (b *Broker) idleJobsLocked() []uint64 {
 // renewLease renews this server's lease; when the lease had been lost,
 // the jobs held here that are not running are forgotten (other servers
 // may hand them out now).
-func (b *Broker) renewLease(ctx context.Context) {
-	c := b.shared
+func (c *sharedMode) renewLease(ctx context.Context) {
+	b := c.b
 	lost, err := c.store.Renew(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -489,7 +550,7 @@ func (b *Broker) renewLease(ctx context.Context) {
 		if j.background && j.saveState() == saveNone && (j.state == stateQueued || j.state == stateScheduled ||
 			j.state == stateRetryWait || j.state == stateBlocked) {
 			release = append(release, j.seq)
-			b.forgetLocked(j)
+			c.forgetLocked(j)
 			n++
 		}
 	}
@@ -508,12 +569,13 @@ func (b *Broker) renewLease(ctx context.Context) {
 	c.kick()
 }
 
-// sharedStatus answers a status request for a job this server does not
-// hold from the shared store.
-func (b *Broker) sharedStatus(seq uint64, unique string) JobStatus {
+// status answers a status request for a job this server does not hold
+// from the shared store.
+func (c *sharedMode) status(seq uint64, unique string) JobStatus {
+	b := c.b
 	ctx, cancel := context.WithTimeout(context.Background(), sharedStatusTimeout)
 	defer cancel()
-	f, ok, err := b.shared.store.Find(ctx, seq, unique)
+	f, ok, err := c.store.Find(ctx, seq, unique)
 	if err != nil {
 		b.log.Warn("broker: looking a job up in the store failed", slog.String("error", err.Error()))
 		return JobStatus{}

@@ -17,8 +17,8 @@ import (
 // is inserted, and store errors are not final: submits get errors while the
 // store cannot be reached, and the loop retries with backoff until it can.
 // Deletes and retry counts that could not be written are written then.
-func (b *Broker) sharedCommitLoop(ctx context.Context) {
-	c := b.shared
+func (c *sharedMode) sharedCommitLoop(ctx context.Context) {
+	b := c.b
 	defer b.wg.Done()
 	backoff := 100 * time.Millisecond
 	var g gatherer
@@ -34,7 +34,7 @@ func (b *Broker) sharedCommitLoop(ctx context.Context) {
 		due.Reset(d)
 		select {
 		case <-ctx.Done():
-			b.sharedFinalFlush(context.WithoutCancel(ctx))
+			c.sharedFinalFlush(context.WithoutCancel(ctx))
 			return
 		case <-b.commitWake:
 			g.wait(ctx, b)
@@ -45,16 +45,16 @@ func (b *Broker) sharedCommitLoop(ctx context.Context) {
 		if lost {
 			// storeLost: what waits for the store is refused, and nothing
 			// is written until the store answers.
-			b.refusePendingLocked(b.storeErr)
+			c.refusePendingLocked(b.storeErr)
 		}
 		b.mu.Unlock()
 		if lost {
-			b.awaitStore(ctx, &backoff)
+			c.awaitStore(ctx, &backoff)
 		}
 		for ctx.Err() == nil {
 			// Stop must not cancel a write under way: its submitters would
 			// be told it failed although it may have been stored.
-			more, err := b.sharedCommitOnce(context.WithoutCancel(ctx), &g, false)
+			more, err := c.sharedCommitOnce(context.WithoutCancel(ctx), &g, false)
 			if err == nil {
 				backoff = 100 * time.Millisecond
 				if !more {
@@ -65,15 +65,15 @@ func (b *Broker) sharedCommitLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				break
 			}
-			b.awaitStore(ctx, &backoff)
+			c.awaitStore(ctx, &backoff)
 		}
 	}
 }
 
 // awaitStore waits, then probes, until the store answers again, and then
 // accepts background submits again.
-func (b *Broker) awaitStore(ctx context.Context, backoff *time.Duration) {
-	c := b.shared
+func (c *sharedMode) awaitStore(ctx context.Context, backoff *time.Duration) {
+	b := c.b
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -103,8 +103,8 @@ const storeLostProbe = time.Second
 // database is gone: when it does not answer a probe either, background
 // submits are refused from now on (rather than after a write fails) until
 // the committer finds it answers again.
-func (b *Broker) storeLost(err error) {
-	c := b.shared
+func (c *sharedMode) storeLost(err error) {
+	b := c.b
 	// A connection can break alone (a proxy's idle timeout, a restarted
 	// backend): refuse only when the store does not answer either.
 	began := time.Now()
@@ -130,12 +130,12 @@ func (b *Broker) storeLost(err error) {
 
 // sharedFinalFlush writes what is pending at Stop, then waits for the
 // claim loop and leaves the shared store, which releases the jobs held here.
-func (b *Broker) sharedFinalFlush(ctx context.Context) {
-	c := b.shared
+func (c *sharedMode) sharedFinalFlush(ctx context.Context) {
+	b := c.b
 	fctx, cancel := context.WithTimeout(ctx, sharedFlushTimeout)
 	defer cancel()
 	for {
-		more, err := b.sharedCommitOnce(fctx, &gatherer{}, true)
+		more, err := c.sharedCommitOnce(fctx, &gatherer{}, true)
 		if err != nil || !more {
 			break
 		}
@@ -150,8 +150,8 @@ func (b *Broker) sharedFinalFlush(ctx context.Context) {
 // sharedCommitOnce writes one batch: the new jobs waiting for their
 // insert, and those handed out before it that have waited long enough (all
 // of them when all is set). It reports whether more new jobs are waiting.
-func (b *Broker) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (bool, error) {
-	c := b.shared
+func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (bool, error) {
+	b := c.b
 	b.mu.Lock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
 	held := c.takeEarlyLocked(all, b.cfg.CommitBatch-n)
@@ -169,7 +169,7 @@ func (b *Broker) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (b
 			early = append(early, false)
 			p.Jobs = append(p.Jobs, r)
 			p.Claim = append(p.Claim, claimOnInsert(j) &&
-				(len(j.x.clients) > 0 || (j.runAt() <= now && b.claimBudgetLocked(j.fn, budget))))
+				(len(j.x.clients) > 0 || (j.runAt() <= now && c.claimBudgetLocked(j.fn, budget))))
 		case j.saveState() == saveQueued:
 			j.setSave(saveWriting)
 			held = append(held, j)
@@ -250,15 +250,15 @@ func (b *Broker) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (b
 			r = res.Inserted[i]
 		}
 		if early[i] {
-			b.settleEarlyLocked(j, r, ierr)
+			c.settleEarlyLocked(j, r, ierr)
 		} else {
-			b.settleInsertedLocked(j, r, ierr)
+			c.settleInsertedLocked(j, r, ierr)
 		}
 	}
 	if ierr != nil {
 		// Everything still waiting would fail the same way; answer now
 		// rather than keep clients waiting through the outage.
-		b.refusePendingLocked(ierr)
+		c.refusePendingLocked(ierr)
 		more = false
 	}
 	return more, err
@@ -266,17 +266,18 @@ func (b *Broker) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (b
 
 // refusePendingLocked answers every new job still waiting for its insert
 // with err, and drops it.
-func (b *Broker) refusePendingLocked(err error) {
+func (c *sharedMode) refusePendingLocked(err error) {
+	b := c.b
 	for _, j := range b.pendingSaves {
 		switch {
 		case j.state == statePending:
-			b.settleInsertedLocked(j, store.Inserted{}, err)
+			c.settleInsertedLocked(j, store.Inserted{}, err)
 		case j.saveState() == saveQueued:
-			b.failEarlyLocked(j, err)
+			c.failEarlyLocked(j, err)
 		}
 	}
-	for _, j := range b.shared.takeEarlyLocked(true, len(b.shared.early)) {
-		b.failEarlyLocked(j, err)
+	for _, j := range c.takeEarlyLocked(true, len(c.early)) {
+		c.failEarlyLocked(j, err)
 	}
 	clear(b.pendingSaves)
 	b.pendingSaves = b.pendingSaves[:0]
@@ -285,13 +286,14 @@ func (b *Broker) refusePendingLocked(err error) {
 // claimBudgetLocked reports whether a new job of f should be claimed by
 // this server as it is inserted: when local workers would otherwise soon
 // claim it anyway.
-func (b *Broker) claimBudgetLocked(f *function, budget map[*function]int) bool {
+func (c *sharedMode) claimBudgetLocked(f *function, budget map[*function]int) bool {
+	b := c.b
 	if f.workers == 0 || b.draining || (f.life != nil && f.life.paused) || sharedLimits(f) {
 		return false
 	}
 	left, ok := budget[f]
 	if !ok {
-		left = b.shared.claimTargetLocked(f) - f.queued()
+		left = c.claimTargetLocked(f) - f.queued()
 	}
 	if left <= 0 {
 		budget[f] = 0
@@ -316,7 +318,8 @@ func claimOnInsert(j *job) bool {
 // settleInsertedLocked acknowledges the submitters of a job the store has
 // written (or failed to) and decides where the job lives: here when it was
 // claimed, in the store only otherwise.
-func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
+func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
+	b := c.b
 	if j.state != statePending {
 		// Dropped while the insert ran (cancelled, function dropped).
 		if err == nil && r.Created {
@@ -328,7 +331,7 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 	waiters := j.x.waiters
 	j.x.waiters = nil
 	if err != nil {
-		b.forgetLocked(j)
+		c.forgetLocked(j)
 		for _, w := range waiters {
 			w(0, false, &StoreError{err})
 		}
@@ -337,7 +340,7 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 	if other := b.jobs[r.Seq]; other != nil && other != j {
 		// Coalesced with a job held here (claimed by this insert, or
 		// already by the claim loop): attach the clients to it.
-		b.attachCoalescedLocked(j, other, waiters)
+		c.attachCoalescedLocked(j, other, waiters)
 		return
 	}
 	if !r.Claimed {
@@ -351,7 +354,7 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		for _, s := range clients {
 			s.out.Send(Event{Kind: EventFail, Seq: r.Seq})
 		}
-		b.forgetLocked(j)
+		c.forgetLocked(j)
 		return
 	}
 	delete(b.jobs, j.seq)
@@ -366,9 +369,9 @@ func (b *Broker) settleInsertedLocked(j *job, r store.Inserted, err error) {
 // attachCoalescedLocked moves the clients of j, a new job that coalesced in
 // the store with other, a job held here, to other, and acknowledges j's
 // submitters with other's handle.
-func (b *Broker) attachCoalescedLocked(j, other *job, waiters []DoneFunc) {
+func (c *sharedMode) attachCoalescedLocked(j, other *job, waiters []DoneFunc) {
 	clients := j.x.clients
-	b.forgetLocked(j)
+	c.forgetLocked(j)
 	for _, s := range clients {
 		ox := other.extra()
 		ox.clients = append(ox.clients, s)

@@ -42,8 +42,9 @@ type earlyJob struct {
 // sequence numbers and leaves its insert to the committer, when it may be
 // handed to a worker here before it is inserted. The caller makes it
 // runnable.
-func (c *sharedMode) holdEarlyLocked(b *Broker, j *job) bool {
-	seq, ok := c.earlySeqLocked(b, j)
+func (c *sharedMode) holdEarlyLocked(j *job) bool {
+	b := c.b
+	seq, ok := c.earlySeqLocked(j)
 	if !ok {
 		return false
 	}
@@ -121,7 +122,8 @@ func (c *sharedMode) earlyDueLocked() (time.Duration, bool) {
 // earlySeqLocked returns a reserved sequence number for j, a new
 // background job, when it may be handed to a worker here before it is
 // inserted.
-func (c *sharedMode) earlySeqLocked(b *Broker, j *job) (uint64, bool) {
+func (c *sharedMode) earlySeqLocked(j *job) (uint64, bool) {
+	b := c.b
 	f := j.fn
 	if j.x != nil && j.x.life != nil && j.x.life.schedule != "" {
 		// A cron tick's job runs once across the servers: the insert
@@ -175,15 +177,15 @@ func (c *sharedMode) reservedLocked(seqs []uint64) {
 
 // settleEarlyLocked acknowledges the submitters of a job that was handed
 // out before its insert, once the insert is done (or failed).
-func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
-	c := b.shared
+func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
+	b := c.b
 	if j.saveState() != saveWriting {
 		// It ended while the insert ran: its submitters were answered and
 		// its delete is queued behind this round. A job it coalesced with
 		// and claimed goes back to the other servers.
 		if err == nil && r.Seq != j.seq && r.Claimed && b.jobs[r.Seq] == nil {
 			c.meta.release = append(c.meta.release, r.Seq)
-			c.notifyLocked(b, j.fn)
+			c.notifyLocked(j.fn)
 		}
 		return
 	}
@@ -193,7 +195,7 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		j.state = stateGone
 	}
 	if err != nil {
-		b.failEarlyLocked(j, err)
+		c.failEarlyLocked(j, err)
 		return
 	}
 	j.setSave(saveNone)
@@ -209,38 +211,38 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 	case r.Seq == j.seq:
 		answer(j.seq, true)
 		if j.x.num != 0 || j.x.den != 0 {
-			c.progressLocked(b, j) // reported before the insert
+			c.progressLocked(j) // reported before the insert
 		}
 		if !r.Claimed && movable {
 			// Inserted unclaimed (this server's lease was lost): the
 			// server that claims it runs it.
-			b.forgetLocked(j)
+			c.forgetLocked(j)
 			return
 		}
 		j.releaseExtra()
 	case movable && other != nil:
 		// Coalesced with a job held here.
 		b.moveWatchersLocked(j.seq, other.seq)
-		b.attachCoalescedLocked(j, other, waiters)
+		c.attachCoalescedLocked(j, other, waiters)
 	case movable && r.Claimed:
 		// Coalesced with a job nobody held, which this insert claimed.
 		// That job, with its own payload and state, is claimed again the
 		// usual way: it goes back to the store, and this copy goes.
 		c.meta.release = append(c.meta.release, r.Seq)
-		c.notifyLocked(b, j.fn)
+		c.notifyLocked(j.fn)
 		answer(r.Seq, false)
-		b.forgetLocked(j)
+		c.forgetLocked(j)
 	case movable:
 		// Coalesced with a job another server holds, or will claim.
 		answer(r.Seq, r.Created)
-		b.forgetLocked(j)
+		c.forgetLocked(j)
 	default:
 		// Coalesced, but a worker here has it already (or a foreground
 		// client follows it): it runs on, unstored, and the job it
 		// coalesced with stays with the other servers.
 		if r.Claimed && other == nil {
 			c.meta.release = append(c.meta.release, r.Seq)
-			c.notifyLocked(b, j.fn)
+			c.notifyLocked(j.fn)
 		}
 		answer(r.Seq, false)
 	}
@@ -249,7 +251,8 @@ func (b *Broker) settleEarlyLocked(j *job, r store.Inserted, err error) {
 // failEarlyLocked tells the submitters of a job handed out before its
 // insert that the insert failed, and drops the job as a local store's
 // committer does (refuseLocked).
-func (b *Broker) failEarlyLocked(j *job, err error) {
+func (c *sharedMode) failEarlyLocked(j *job, err error) {
+	b := c.b
 	j.setSave(saveNone)
 	waiters := j.x.waiters
 	j.x.waiters = nil

@@ -28,19 +28,9 @@ type countsCache struct {
 	err    error
 }
 
-// sharedLife returns the shared store's lifecycle rows, or nil when the
-// broker is not in shared mode.
-func (b *Broker) sharedLife() store.SharedLifecycle {
-	if b.shared == nil {
-		return nil
-	}
-	return b.shared.store
-}
-
 // sharedCounts returns the store's counts, at most sharedCountsMaxAge
 // old. It never holds the broker lock.
-func (b *Broker) sharedCounts(ctx context.Context) ([]store.FunctionCount, error) {
-	c := b.shared
+func (c *sharedMode) sharedCounts(ctx context.Context) ([]store.FunctionCount, error) {
 	select {
 	case c.counts.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -63,15 +53,13 @@ func (b *Broker) sharedCounts(ctx context.Context) ([]store.FunctionCount, error
 	return cc.counts, cc.err
 }
 
-// addSharedCounts adds the jobs no server holds to a snapshot of this
+// addCounts adds the jobs no server holds to a snapshot of this
 // server's functions, sorted by name; it returns the snapshot with rows
 // added for functions only the store knows. On a store error it leaves
 // the snapshot as it is and logs.
-func (b *Broker) addSharedCounts(ctx context.Context, out []FunctionStats) []FunctionStats {
-	if b.sharedLife() == nil {
-		return out
-	}
-	counts, err := b.sharedCounts(ctx)
+func (c *sharedMode) addCounts(ctx context.Context, out []FunctionStats) []FunctionStats {
+	b := c.b
+	counts, err := c.sharedCounts(ctx)
 	if err != nil {
 		b.log.Warn("broker: counting the jobs in the store failed; showing this server's jobs only",
 			slog.String("error", err.Error()))
@@ -105,7 +93,8 @@ func (b *Broker) addSharedCounts(ctx context.Context, out []FunctionStats) []Fun
 // sweepLoop expires retained results and trims dead letters in the store
 // every sharedPoll, in a goroutine of its own so that a slow database
 // never delays the claim loop's lease renewals.
-func (b *Broker) sweepLoop(ctx context.Context) {
+func (c *sharedMode) sweepLoop(ctx context.Context) {
+	b := c.b
 	defer b.wg.Done()
 	t := time.NewTicker(sharedPoll)
 	defer t.Stop()
@@ -114,7 +103,7 @@ func (b *Broker) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			b.expireShared(ctx)
+			c.expireShared(ctx)
 		}
 	}
 }
@@ -122,8 +111,8 @@ func (b *Broker) sweepLoop(ctx context.Context) {
 // expireShared deletes the retained results whose time has passed and the
 // dead letters beyond their function's limit, whichever server stored
 // them.
-func (b *Broker) expireShared(ctx context.Context) {
-	c := b.shared
+func (c *sharedMode) expireShared(ctx context.Context) {
+	b := c.b
 	b.mu.Lock()
 	if c.failing || b.stopped {
 		b.mu.Unlock()
@@ -158,17 +147,70 @@ func (b *Broker) expireShared(ctx context.Context) {
 	}
 }
 
-// deadSharedLocked stores a job that ran out of attempts as a dead letter
+// deadLocked stores a job that ran out of attempts as a dead letter
 // of the shared store: the row gets the dead state and the broker forgets the
 // job (any server lists it from the store). The job must be in stateGone,
 // outside every index.
-func (b *Broker) deadSharedLocked(j *job) {
+func (c *sharedMode) deadLocked(j *job) {
+	b := c.b
 	j.state = stateDead
 	b.saveLocked(j)
 	if j.saveState() != saveQueued {
 		j.state = stateGone
 	} // else its first write, not taken yet, stores it dead (settleEarlyLocked)
-	b.shared.trimDead[j.fn.name] = true
+	c.trimDead[j.fn.name] = true
+}
+
+func (c *sharedMode) deadLetters(ctx context.Context, function string, limit int) ([]DeadLetter, error) {
+	jobs, err := c.store.DeadJobs(ctx, function, limit)
+	if err != nil {
+		return nil, fmt.Errorf("broker: list dead letters: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(jobs))
+	for _, r := range jobs {
+		out = append(out, deadLetterOfStored(r))
+	}
+	return out, nil
+}
+
+func (c *sharedMode) deadLetter(ctx context.Context, seq uint64) (DeadLetter, bool, error) {
+	r, err := c.store.StoredJob(ctx, seq, store.StateDead)
+	if errors.Is(err, store.ErrNotFound) {
+		return DeadLetter{}, false, nil
+	}
+	if err != nil {
+		return DeadLetter{}, false, fmt.Errorf("broker: read dead letter: %w", err)
+	}
+	return deadLetterOfStored(r), true, nil
+}
+
+// retryDead queues dead letters again for whichever server has workers
+// for them.
+func (c *sharedMode) retryDead(ctx context.Context, seq uint64, function string) (int, error) {
+	b := c.b
+	n, err := c.store.RetryDead(ctx, store.DeadSelector{Seq: seq, Function: function})
+	if err != nil {
+		return 0, fmt.Errorf("broker: retry dead letters: %w", err)
+	}
+	switch {
+	case n > 0 && seq != 0:
+		b.log.Info("broker: dead letter queued again for every server", slog.String("handle", b.Handle(seq)))
+	case n > 0:
+		b.log.Info("broker: dead letters queued again for every server", slog.Int("jobs", n),
+			slog.String("function", function))
+	}
+	return n, nil
+}
+
+func (c *sharedMode) purgeDead(ctx context.Context, seq uint64, function string) (int, error) {
+	n, err := c.store.PurgeDead(ctx, store.DeadSelector{Seq: seq, Function: function})
+	switch {
+	case err != nil && seq != 0:
+		return 0, fmt.Errorf("broker: purge dead letter: %w", err)
+	case err != nil:
+		return 0, fmt.Errorf("broker: purge dead letters: %w", err)
+	}
+	return n, nil
 }
 
 func deadLetterOfStored(r store.Job) DeadLetter {
@@ -179,7 +221,8 @@ func deadLetterOfStored(r store.Job) DeadLetter {
 
 // resultOfStored turns a stored retained result into a Result, or reports
 // false when its time has passed (and the sweep has not deleted it yet).
-func (b *Broker) resultOfStored(r store.Job) (Result, bool) {
+func (c *sharedMode) resultOfStored(r store.Job) (Result, bool) {
+	b := c.b
 	exp := r.NotBefore
 	b.mu.Lock()
 	if exp == 0 {
@@ -196,7 +239,8 @@ func (b *Broker) resultOfStored(r store.Job) (Result, bool) {
 
 // storedResult reads a retained result that another server (or this one
 // before a restart) stored.
-func (b *Broker) storedResult(ctx context.Context, sl store.SharedLifecycle, seq uint64, function, unique string) (Result, bool, error) {
+func (c *sharedMode) storedResult(ctx context.Context, seq uint64, function, unique string) (Result, bool, error) {
+	sl := c.store
 	var (
 		r   store.Job
 		err error
@@ -212,13 +256,18 @@ func (b *Broker) storedResult(ctx context.Context, sl store.SharedLifecycle, seq
 	if err != nil {
 		return Result{}, false, err
 	}
-	res, ok := b.resultOfStored(r)
+	res, ok := c.resultOfStored(r)
 	return res, ok, nil
 }
 
-// cancelShared cancels a queued job that this server does not hold: it
-// deletes the row when no live server holds it.
-func (b *Broker) cancelShared(ctx context.Context, sl store.SharedLifecycle, seq uint64) error {
+// cancelElsewhere cancels a queued job that this server does not hold: it
+// deletes the row when no live server holds it, and asks the live server
+// that holds it otherwise.
+func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64) error {
+	if seq&localSeqBit != 0 {
+		return ErrJobNotFound // a job numbered here that is gone
+	}
+	b, sl := c.b, c.store
 	ok, err := sl.CancelQueued(ctx, seq)
 	if err != nil {
 		return fmt.Errorf("broker: cancel job in the store: %w", err)
@@ -227,7 +276,7 @@ func (b *Broker) cancelShared(ctx context.Context, sl store.SharedLifecycle, seq
 		b.log.Info("broker: cancelled a job nobody held", slog.String("handle", b.Handle(seq)))
 		return nil
 	}
-	f, found, err := b.shared.store.Find(ctx, seq, "")
+	f, found, err := c.store.Find(ctx, seq, "")
 	if err != nil {
 		return fmt.Errorf("broker: cancel job in the store: %w", err)
 	}
@@ -250,7 +299,7 @@ func (b *Broker) cancelShared(ctx context.Context, sl store.SharedLifecycle, seq
 			return ErrJobHeldElsewhere
 		case <-time.After(20 * time.Millisecond):
 		}
-		f, found, err := b.shared.store.Find(wctx, seq, "")
+		f, found, err := c.store.Find(wctx, seq, "")
 		if err != nil && wctx.Err() == nil {
 			return fmt.Errorf("broker: cancel job in the store: %w", err)
 		}
@@ -280,8 +329,9 @@ const cancelPrefix = "cancel/"
 func cancelKey(seq uint64) string { return cancelPrefix + strconv.FormatUint(seq, 10) }
 
 // cancelSignalled cancels a job held here that another server was asked
-// to cancel (cancelShared).
-func (b *Broker) cancelSignalled(key string) {
+// to cancel (cancelElsewhere).
+func (c *sharedMode) cancelSignalled(key string) {
+	b := c.b
 	seq, err := strconv.ParseUint(strings.TrimPrefix(key, cancelPrefix), 10, 64)
 	if err != nil {
 		return
@@ -296,15 +346,10 @@ func (b *Broker) cancelSignalled(key string) {
 	b.cancelLocked(j, "another server of the cluster")
 }
 
-// StoredJob returns, in shared mode, a snapshot of job seq when the store
-// holds it as a dead letter or a retained result, whichever server stored
-// it (Job only sees this server's memory). It reports false otherwise,
-// and always outside shared mode.
-func (b *Broker) StoredJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
-	sl := b.sharedLife()
-	if sl == nil {
-		return JobSnapshot{}, false, nil
-	}
+// storedJob reads job seq from the store when it is a dead letter or a
+// retained result, whichever server stored it.
+func (c *sharedMode) storedJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
+	sl := c.store
 	for _, state := range []store.JobState{store.StateDead, store.StateDone} {
 		r, err := sl.StoredJob(ctx, seq, state)
 		if errors.Is(err, store.ErrNotFound) {
@@ -318,7 +363,7 @@ func (b *Broker) StoredJob(ctx context.Context, seq uint64) (JobSnapshot, bool, 
 			RunAt: r.RunAt, Attempts: r.Attempts, MaxAttempts: int(r.MaxAttempts), LastError: r.LastError,
 			OrderingKey: r.OrderingKey, Finished: time.Unix(0, r.FinishedAt), Final: true, History: r.History}
 		if state == store.StateDone {
-			res, ok := b.resultOfStored(r)
+			res, ok := c.resultOfStored(r)
 			if !ok {
 				return JobSnapshot{}, false, nil
 			}

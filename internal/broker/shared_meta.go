@@ -59,10 +59,10 @@ func (c *sharedMode) metaCommittedLocked(entries []store.Meta) {
 
 // metaChanged is the store's notification that key changed ("" for any
 // key). It runs on the store's listener goroutine.
-func (b *Broker) metaChanged(key string) {
-	c := b.shared
+func (c *sharedMode) metaChanged(key string) {
+	b := c.b
 	if strings.HasPrefix(key, cancelPrefix) {
-		b.cancelSignalled(key)
+		c.cancelSignalled(key)
 		return
 	}
 	if key != "" && !sharedMetaKey(key) {
@@ -91,8 +91,8 @@ func sharedMetaKey(key string) bool {
 // syncMeta reads back the metadata keys other servers changed and applies
 // them. It runs on the claim loop, so reads and applications happen in
 // notification order.
-func (b *Broker) syncMeta(ctx context.Context) {
-	c := b.shared
+func (c *sharedMode) syncMeta(ctx context.Context) {
+	b := c.b
 	b.mu.Lock()
 	all, dirty, gen := c.meta.all, c.meta.dirty, c.meta.gen
 	c.meta.all, c.meta.dirty = false, nil
@@ -156,13 +156,14 @@ func (b *Broker) syncMeta(ctx context.Context) {
 		if c.meta.local[key] > 0 {
 			continue
 		}
-		b.applySharedMetaLocked(key, v)
+		c.applySharedMetaLocked(key, v)
 	}
 }
 
 // applySharedMetaLocked applies the stored value v of key (nil: not
 // stored) that another server wrote, without storing it again.
-func (b *Broker) applySharedMetaLocked(key string, v []byte) {
+func (c *sharedMode) applySharedMetaLocked(key string, v []byte) {
+	b := c.b
 	kind, name, _ := strings.Cut(key, "/")
 	switch kind {
 	case metaPause:
@@ -203,7 +204,8 @@ func (b *Broker) applySharedMetaLocked(key string, v []byte) {
 // notifyLocked asks the next commit round to wake the other servers for
 // f: an ordering key or a concurrency slot of f is freed once the round
 // is written.
-func (c *sharedMode) notifyLocked(b *Broker, f *function) {
+func (c *sharedMode) notifyLocked(f *function) {
+	b := c.b
 	if c.meta.notify == nil {
 		c.meta.notify = make(map[string]bool)
 	}
@@ -213,10 +215,10 @@ func (c *sharedMode) notifyLocked(b *Broker, f *function) {
 
 // releaseLocked gives a job held here back to the store in the next
 // commit round (after its state is written), for any server to claim.
-func (c *sharedMode) releaseLocked(b *Broker, j *job) {
+func (c *sharedMode) releaseLocked(j *job) {
 	c.meta.release = append(c.meta.release, j.seq)
-	c.notifyLocked(b, j.fn)
-	b.forgetLocked(j)
+	c.notifyLocked(j.fn)
+	c.forgetLocked(j)
 }
 
 // takeNotifyLocked returns what the next commit round must release and

@@ -8,16 +8,17 @@ import "github.com/gearwork/gearwork/internal/store"
 // job is written.
 
 // progressLocked queues the progress of j, which a worker here reported.
-func (c *sharedMode) progressLocked(b *Broker, j *job) {
+func (c *sharedMode) progressLocked(j *job) {
 	if !j.background || j.seq&localSeqBit != 0 || j.saveState() == saveQueued {
 		// Not stored (yet): settleEarlyLocked writes what it has then.
 		return
 	}
-	c.queueProgressLocked(b, j.seq, j.x.num, j.x.den)
+	c.queueProgressLocked(j.seq, j.x.num, j.x.den)
 	j.flags |= jobProgress
 }
 
-func (c *sharedMode) queueProgressLocked(b *Broker, seq uint64, num, den uint32) {
+func (c *sharedMode) queueProgressLocked(seq uint64, num, den uint32) {
+	b := c.b
 	if c.progress == nil {
 		c.progress = make(map[uint64]store.Progress)
 	}
@@ -27,14 +28,11 @@ func (c *sharedMode) queueProgressLocked(b *Broker, seq uint64, num, den uint32)
 	}
 }
 
-// resetProgressLocked forgets j's progress as its worker lets go of it,
-// also in the store when it was written there.
-func (b *Broker) resetProgressLocked(j *job) {
-	j.x.num, j.x.den = 0, 0
-	if j.has(jobProgress) && b.shared != nil {
-		j.flags &^= jobProgress
-		b.shared.queueProgressLocked(b, j.seq, 0, 0)
-	}
+// progressResetLocked forgets in the store the progress of j that was
+// written there (jobProgress).
+func (c *sharedMode) progressResetLocked(j *job) {
+	j.flags &^= jobProgress
+	c.queueProgressLocked(j.seq, 0, 0)
 }
 
 // takeProgressLocked returns the progress to write in this round.

@@ -109,7 +109,7 @@ func (b *Broker) Stats(ctx context.Context) Stats {
 		st.Functions = append(st.Functions, fs)
 	}
 	b.mu.Unlock()
-	st.Functions = b.addSharedCounts(ctx, st.Functions)
+	st.Functions = b.mode.addCounts(ctx, st.Functions)
 	sort.Slice(st.Functions, func(i, k int) bool { return st.Functions[i].Name < st.Functions[k].Name })
 	return st
 }

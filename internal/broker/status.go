@@ -38,10 +38,7 @@ func (b *Broker) GetStatus(handle []byte) JobStatus {
 		return statusOf(j)
 	}
 	b.mu.Unlock()
-	if b.shared != nil {
-		return b.sharedStatus(seq, "")
-	}
-	return JobStatus{}
+	return b.mode.status(seq, "")
 }
 
 // GetStatusUnique reports on a live job with the given unique, of any
@@ -58,10 +55,7 @@ func (b *Broker) GetStatusUnique(unique []byte) JobStatus {
 		}
 	}
 	b.mu.Unlock()
-	if b.shared != nil {
-		return b.sharedStatus(0, string(unique))
-	}
-	return JobStatus{}
+	return b.mode.status(0, string(unique))
 }
 
 // FunctionStatus is one line of the "status" and "prioritystatus" admin
@@ -96,7 +90,7 @@ func (b *Broker) Status(ctx context.Context) []FunctionStatus {
 		local = append(local, FunctionStats{FunctionStatus: fs})
 	}
 	b.mu.Unlock()
-	local = b.addSharedCounts(ctx, local)
+	local = b.mode.addCounts(ctx, local)
 	out := make([]FunctionStatus, len(local))
 	for i, f := range local {
 		out[i] = f.FunctionStatus
@@ -193,10 +187,7 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 	j := b.jobs[seq]
 	if j == nil {
 		b.mu.Unlock()
-		if sl := b.sharedLife(); sl != nil && seq&localSeqBit == 0 {
-			return b.cancelShared(ctx, sl, seq)
-		}
-		return ErrJobNotFound
+		return b.mode.cancelElsewhere(ctx, seq)
 	}
 	defer b.mu.Unlock()
 	b.cancelLocked(j, by)

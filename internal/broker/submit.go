@@ -141,14 +141,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if p.Background && b.store != nil {
 		x := j.extra()
 		x.waiters = append(x.waiters, done)
-		switch {
-		case b.shared == nil:
-			b.queueSaveLocked(j)
-		case !b.shared.holdEarlyLocked(b, j):
-			// The shared store's insert gives the job its handle and
-			// decides which server runs it.
-			j.state = statePending
-			b.queueSaveLocked(j)
+		if !b.mode.submitLocked(j) {
 			return
 		}
 		// Dispatch before durable: the job runs while it is written; only

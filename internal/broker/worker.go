@@ -34,9 +34,7 @@ func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease boo
 	}
 	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout, lease: lease})
 	f.workers++
-	if b.shared != nil {
-		b.shared.wantWorkLocked(s)
-	}
+	b.mode.wantWorkLocked(s)
 	if s.sleeping && !s.noopSent {
 		f.addSleeper(s)
 		if b.hasWorkLocked(f) {
@@ -80,9 +78,7 @@ func (b *Broker) PreSleep(s *Session) {
 	s.sleepGen++
 	s.sleeping = true
 	s.noopSent = false
-	if b.shared != nil {
-		b.shared.wantWorkLocked(s)
-	}
+	b.mode.wantWorkLocked(s)
 	if !b.draining {
 		for _, a := range s.abilities {
 			if b.hasWorkLocked(a.fn) {
@@ -126,9 +122,7 @@ func (b *Broker) Grab(s *Session) (Assignment, bool) {
 func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.shared != nil {
-		defer b.shared.wantWorkLocked(s)
-	}
+	defer b.mode.wantWorkLocked(s)
 	s.sleeping = false
 	s.noopSent = false
 	if b.draining || b.stopped || len(s.abilities) == 0 {
@@ -160,6 +154,15 @@ func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 		}
 	}
 	return Assignment{}, false, false
+}
+
+// resetProgressLocked forgets j's progress as its worker lets go of it,
+// also in the shared store when it was written there.
+func (b *Broker) resetProgressLocked(j *job) {
+	j.x.num, j.x.den = 0, 0
+	if j.has(jobProgress) {
+		b.mode.progressResetLocked(j)
+	}
 }
 
 func (b *Broker) assignLocked(s *Session, j *job, a ability) {
@@ -231,9 +234,7 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 		return s.notHeld(seq, false)
 	}
 	j.x.num, j.x.den = num, den
-	if b.shared != nil {
-		b.shared.progressLocked(b, j)
-	}
+	b.mode.progressLocked(j)
 	b.forwardLocked(j, Event{Kind: EventStatus, Seq: seq, Numerator: num, Denominator: den})
 	return nil
 }
