@@ -3,11 +3,14 @@ package pebble_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -22,9 +25,10 @@ import (
 // syncs or writes fail, for as long as it is on.
 type faultFS struct {
 	vfs.FS
-	failSync  atomic.Bool
-	failWrite atomic.Bool
-	injected  atomic.Int64
+	failSync   atomic.Bool
+	failWrite  atomic.Bool
+	failCreate atomic.Bool // creating (or recycling) a log file fails with EMFILE
+	injected   atomic.Int64
 }
 
 func newFaultFS() *faultFS {
@@ -34,6 +38,11 @@ func newFaultFS() *faultFS {
 			return nil
 		}
 		switch op.Kind {
+		case errorfs.OpCreate, errorfs.OpReuseForWrite:
+			if f.failCreate.Load() {
+				f.injected.Add(1)
+				return &os.PathError{Op: "open", Path: op.Path, Err: syscall.EMFILE}
+			}
 		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
 			if f.failSync.Load() {
 				f.injected.Add(1)
@@ -116,4 +125,60 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 			require.NotContains(t, seqs, uint64(3))
 		})
 	}
+}
+
+// TestLogCreateFailure makes the creation of a new write-ahead log fail, as
+// running out of file descriptors does: the save that needed the new log
+// fails, later writes are refused, the process lives on (Pebble itself
+// panics there with its database mutex released, which would end the
+// process with "sync: unlock of unlocked mutex"), Close returns, and a
+// restart recovers what was synced before.
+func TestLogCreateFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	fs := newFaultFS()
+	var logs syncLog
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	s, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Logger: log, MemTableSize: 256 << 10})
+	require.NoError(t, err)
+	payload := bytes.Repeat([]byte("x"), 1000)
+	seq := uint64(0)
+	save := func() error {
+		jobs := make([]store.Job, 20)
+		for i := range jobs {
+			seq++
+			jobs[i] = store.Job{Seq: seq, Handle: fmt.Sprintf("H:x:%d", seq), Function: "f", Payload: payload}
+		}
+		return s.Save(ctx, jobs)
+	}
+	require.NoError(t, save())
+	synced := seq
+
+	fs.failCreate.Store(true)
+	for i := 0; err == nil; i++ {
+		// A 256 KiB memtable fills, and the log rotates, within 13 saves.
+		require.Less(t, i, 1000, "no save ever needed a new log")
+		if err = save(); err == nil {
+			synced = seq
+		}
+	}
+	require.Positive(t, fs.injected.Load())
+	t.Logf("reported: %v", err)
+	require.ErrorIs(t, save(), store.ErrFailed)
+	fs.failCreate.Store(false)
+	require.ErrorIs(t, save(), store.ErrFailed, "the store must not trust the disk again before a restart")
+	_ = s.Close()
+	require.Contains(t, logs.String(), "refusing every further write")
+
+	s, err = pebble.Open(ctx, dir, pebble.Options{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer s.Close()
+	n := uint64(0)
+	require.NoError(t, s.Load(ctx, func(j store.Job) error {
+		n++
+		require.Equal(t, n, j.Seq)
+		return nil
+	}))
+	require.GreaterOrEqual(t, n, synced, "every acknowledged save survives")
 }

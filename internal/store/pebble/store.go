@@ -67,6 +67,10 @@ type Options struct {
 	// while its record is still in the memtable never reaches an sstable.
 	// Default 32 MiB.
 	MemTableSize uint64
+	// ErrorLogPeriod is the shortest time between two log lines of the same
+	// kind about a storage problem (Pebble's errors, background errors, slow
+	// disk, stalls); the next line counts those suppressed. Default 10s.
+	ErrorLogPeriod time.Duration
 }
 
 // Store implements the local store contract and both optional capabilities.
@@ -99,6 +103,12 @@ type Store struct {
 	failed atomic.Pointer[error]
 	// dirty is set by unsynced writes in SyncInterval mode.
 	dirty atomic.Bool
+	// limiter bounds the log lines about storage problems.
+	limiter logLimiter
+	// bgFailures counts consecutive failures of Pebble's background work.
+	bgFailures atomic.Int64
+	// openFailed receives a background failure that makes Open give up.
+	openFailed chan error
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a
@@ -109,11 +119,13 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		dir:      dir,
-		log:      cmp.Or(opts.Logger, slog.Default()),
-		mode:     opts.Sync,
-		interval: cmp.Or(opts.Interval, 50*time.Millisecond),
-		stopSync: make(chan struct{}),
+		dir:        dir,
+		log:        cmp.Or(opts.Logger, slog.Default()),
+		mode:       opts.Sync,
+		interval:   cmp.Or(opts.Interval, 50*time.Millisecond),
+		stopSync:   make(chan struct{}),
+		openFailed: make(chan error, 1),
+		limiter:    logLimiter{period: cmp.Or(opts.ErrorLogPeriod, 10*time.Second), now: time.Now},
 	}
 	s.saveOpts = pebbledb.Sync
 	if s.mode != SyncAlways {
@@ -128,38 +140,42 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		MemTableSize:       cmp.Or(opts.MemTableSize, 32<<20),
 		FormatMajorVersion: pebbledb.FormatNewest,
 		EventListener: &pebbledb.EventListener{
-			BackgroundError: func(err error) {
-				s.log.Error("pebble store: background error", slog.String("dir", dir), slog.String("error", err.Error()))
-			},
+			BackgroundError: s.backgroundError,
+			FlushEnd:        func(info pebbledb.FlushInfo) { s.backgroundOK(info.Err) },
+			CompactionEnd:   func(info pebbledb.CompactionInfo) { s.backgroundOK(info.Err) },
 			DataCorruption: func(info pebbledb.DataCorruptionInfo) {
-				s.log.Error("pebble store: data corruption", slog.String("dir", dir), slog.String("path", info.Path),
+				s.logLimited(slog.LevelError, "corruption", "pebble store: data corruption", slog.String("path", info.Path),
 					slog.String("error", fmt.Sprint(info.Details)))
 			},
 			DiskSlow: func(info pebbledb.DiskSlowInfo) {
-				s.log.Warn("pebble store: slow disk", slog.String("dir", dir), slog.String("info", info.String()))
+				s.logLimited(slog.LevelWarn, "slow", "pebble store: slow disk", slog.String("info", info.String()))
 			},
 			WriteStallBegin: func(info pebbledb.WriteStallBeginInfo) {
-				s.log.Warn("pebble store: writes stalled", slog.String("dir", dir), slog.String("reason", info.Reason))
+				s.logLimited(slog.LevelWarn, "stall", "pebble store: writes stalled", slog.String("reason", info.Reason))
 			},
 		},
 	}
 	if po.FS == nil {
 		po.FS = vfs.Default
 	}
+	po.FS = logGuardFS{FS: po.FS, failFunc: func(err error) { s.fail(err) }}
 	po.EnsureDefaults()
 	if err := checkManifests(po.FS, dir); err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
-	var db *pebbledb.DB
-	err := guard(func() error {
-		var err error
-		db, err = pebbledb.Open(dir, po)
-		return err
-	})
+	if err := checkSpace(po.FS, dir); err != nil {
+		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
+	}
+	db, err := s.openDB(ctx, po)
 	if err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
 	s.db = db
+	if err := s.Err(); err != nil {
+		// Opening created a write-ahead log that it could not write.
+		_ = guard(db.Close)
+		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
+	}
 	if err := s.checkFormat(); err != nil {
 		_ = guard(db.Close)
 		return nil, err
