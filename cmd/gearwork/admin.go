@@ -24,7 +24,7 @@ Commands (sent as the text admin protocol, so they work with gearmand too):
   status                      functions: jobs in total, running, workers
   prioritystatus              functions: queued jobs per priority, workers
   workers                     connections and the functions they registered
-  jobs                        jobs: handle, retries, ignored, queued
+  show-jobs                   live jobs: handle, retries, ignored, queued
   uniques                     unique ids of the jobs
   maxqueue                    the queue limits (Gearwork only)
   maxqueue FN [N | H N L]     limit FN's queue (one limit, or per priority;
@@ -45,6 +45,12 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
   pause FN [until TIME|DUR]   stop handing out FN's jobs (until an RFC 3339
                               time or for a duration such as 30m)
   resume FN                   hand out FN's jobs again
+  jobs [--function FN] [--state S] [--limit N] [--cursor C]
+                              job records, newest first: live jobs, then
+                              ended ones (complete, failed, exception,
+                              cancelled, dead) while their history keeps
+                              them; --cursor with a row's CURSOR goes on
+  job HANDLE                  one job's record: outcome, error, attempts
   deadletters [FN]            dead letters: handle, attempts, last error
   deadletter show HANDLE      one dead letter with payload and attempts
   deadletter retry HANDLE     queue a dead letter again
@@ -97,6 +103,10 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	asJSON := fs.Bool("json", false, "print JSON instead of a table: an array of objects (one per row or per server)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a server after this `duration`")
 	graceful := fs.Bool("graceful", false, "with shutdown: let running jobs finish first")
+	function := fs.String("function", "", "with jobs: only this `function`")
+	state := fs.String("state", "", "with jobs: only this `state` (queued, running, complete, failed, dead, ...)")
+	limit := fs.Int("limit", 0, "with jobs: at most this many `rows` (1-1000, default 50)")
+	cursor := fs.String("cursor", "", "with jobs: go on after the row with this `cursor`")
 	// Flags may come before or after the command words ("admin status
 	// --json"); words after "--" are never flags.
 	var words []string
@@ -117,6 +127,18 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	if *graceful {
 		words = append(words, "--graceful")
+	}
+	if len(words) > 0 && words[0] == "jobs" {
+		for _, kv := range [][2]string{{"function", *function}, {"state", *state}, {"cursor", *cursor}} {
+			if kv[1] != "" {
+				words = append(words, kv[0]+"="+kv[1])
+			}
+		}
+		if *limit != 0 {
+			words = append(words, "limit="+strconv.Itoa(*limit))
+		}
+	} else if *function != "" || *state != "" || *cursor != "" || *limit != 0 {
+		return helpError(stderr, "admin", "--function, --state, --limit and --cursor go with jobs")
 	}
 	cmd, err := parseAdminArgs(words)
 	if err != nil {
@@ -376,7 +398,7 @@ func parseAdminArgs(args []string) (adminCommand, error) {
 	case "workers":
 		return adminCommand{kind: answerList, line: "workers", columns: []string{"FD", "ADDRESS", "CLIENT_ID", "FUNCTIONS"},
 			parse: parseWorkerLine}, want(0, "no arguments")
-	case "jobs":
+	case "show-jobs":
 		return adminCommand{kind: answerList, line: "show jobs", columns: []string{"HANDLE", "RETRIES", "IGNORED", "QUEUED"},
 			parse: func(l string) []any { return tabFields(l, 4, num) }}, want(0, "no arguments")
 	case "uniques":

@@ -80,6 +80,33 @@ func parseLifecycleArgs(name string, rest []string) (adminCommand, bool, error) 
 			return ok("deadletter purge "+rest[1], countText("dead letter", "purged")), true, nil
 		}
 		return adminCommand{}, true, errors.New("deadletter takes show HANDLE, retry HANDLE, retry all FN or purge FN")
+	case "jobs":
+		for _, a := range rest {
+			if !strings.HasPrefix(a, "function=") && !strings.HasPrefix(a, "state=") &&
+				!strings.HasPrefix(a, "limit=") && !strings.HasPrefix(a, "cursor=") {
+				return adminCommand{}, true, fmt.Errorf("jobs takes --function, --state, --limit and --cursor, not %q", a)
+			}
+		}
+		return list(strings.Join(append([]string{"jobs"}, rest...), " "),
+			[]string{"HANDLE", "FUNCTION", "STATE", "ATTEMPTS", "SUBMITTED", "FINISHED", "ERROR", "CURSOR"},
+			func(l string) []any {
+				f := unset(tabFields(l, 8, func(s string) any { return s }))
+				if n, err := strconv.Atoi(fmt.Sprint(f[3])); err == nil {
+					f[3] = n
+				}
+				if s, ok := f[6].(string); ok {
+					f[6] = unquote(s)
+				}
+				return f
+			}), true, nil
+	case "job":
+		if len(rest) != 1 {
+			return adminCommand{}, true, errors.New("job needs a job handle")
+		}
+		return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
+			columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "BACKGROUND", "STATE", "ATTEMPTS",
+				"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RESULT", "PAYLOAD", "HISTORY"},
+			record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, true, nil
 	case "result":
 		if len(rest) != 1 {
 			return adminCommand{}, true, errors.New("result needs a job handle or unique:UNIQUE")
@@ -230,6 +257,7 @@ type attempt struct {
 	Start   any    `json:"start"`
 	End     any    `json:"end"`
 	Outcome string `json:"outcome"`
+	Worker  string `json:"worker,omitempty"`
 	Error   string `json:"error"`
 }
 
@@ -288,4 +316,71 @@ func parseDeadLetterRecord(lines []string) ([]any, error) {
 	}
 	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
 		attempts, unset([]any{fields["died"]})[0], unquote(fields["error"]), blob(unquote(fields["payload"])), h}, nil
+}
+
+// jobHistory is a job record's attempts, with the worker of each.
+type jobHistory []attempt
+
+func (h jobHistory) tableHeader() []string {
+	return []string{"ATTEMPT", "START", "END", "OUTCOME", "WORKER", "ERROR"}
+}
+
+func (h jobHistory) tableRows() [][]string {
+	rows := history(h).tableRows()
+	for i, a := range h {
+		rows[i] = append(rows[i][:4:4], cell(a.Worker), rows[i][4])
+	}
+	return rows
+}
+
+// parseJobRecord reads the answer of "job HANDLE" as one row.
+func parseJobRecord(lines []string) ([]any, error) {
+	fields := map[string]string{}
+	h := jobHistory{}
+	for _, l := range lines {
+		f := strings.Split(l, "\t")
+		if f[0] == "attempt" {
+			if len(f) != 7 {
+				return nil, fmt.Errorf("malformed attempt line %q", l)
+			}
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				return nil, fmt.Errorf("malformed attempt line %q", l)
+			}
+			times := unset([]any{f[2], f[3]})
+			h = append(h, attempt{Attempt: n, Start: times[0], End: times[1], Outcome: f[4], Worker: f[5], Error: unquote(f[6])})
+			continue
+		}
+		if len(f) != 2 {
+			return nil, fmt.Errorf("malformed line %q", l)
+		}
+		fields[f[0]] = f[1]
+	}
+	for _, k := range []string{"handle", "function", "state"} {
+		if _, ok := fields[k]; !ok {
+			return nil, fmt.Errorf("no %s line", k)
+		}
+	}
+	var attempts any = fields["attempts"]
+	if n, err := strconv.Atoi(fields["attempts"]); err == nil {
+		attempts = n
+	}
+	opt := func(k string) any {
+		v, ok := fields[k]
+		if !ok {
+			return nil
+		}
+		return unquote(v)
+	}
+	var result, payload any
+	if v, ok := fields["result"]; ok {
+		result = blob(unquote(v))
+	}
+	if v, ok := fields["payload"]; ok {
+		payload = blob(unquote(v))
+	}
+	times := unset([]any{fields["submitted"], fields["started"], fields["finished"]})
+	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
+		fields["background"] == "true", fields["state"], attempts, times[0], times[1], times[2],
+		unquote(fields["error"]), opt("cancelled_by"), result, payload, h}, nil
 }

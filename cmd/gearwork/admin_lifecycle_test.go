@@ -215,6 +215,46 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, exitUsage, code)
 	})
 
+	t.Run("jobs", func(t *testing.T) {
+		job, err := c.SubmitBackground(ctx, client.Request{Function: "lc_fail", Unique: "img-10", Payload: []byte("/uploads/10.png")})
+		require.NoError(t, err)
+		var rec []row
+		waitFor(t, "the job's record to say dead", func() bool {
+			rec = jsonRows("job", job.Handle)
+			return len(rec) == 1 && rec[0]["state"] == "dead"
+		})
+		require.Equal(t, "lc_fail", rec[0]["function"])
+		require.Equal(t, true, rec[0]["background"])
+		require.Equal(t, 2.0, rec[0]["attempts"])
+		require.Equal(t, "disk\tfull", rec[0]["error"])
+		require.Equal(t, "/uploads/10.png", rec[0]["payload"])
+		hist := rec[0]["history"].([]any)
+		require.Len(t, hist, 2)
+		require.Equal(t, "exception", hist[1].(row)["outcome"])
+		require.Equal(t, "lc-worker", hist[1].(row)["worker"])
+
+		out := ok("job", job.Handle)
+		require.Contains(t, out, "STATE         dead\n")
+		require.Regexp(t, `\n\nATTEMPT +START +END +OUTCOME +WORKER +ERROR\n1 +\S+ +\S+ +exception +lc-worker +"disk\\tfull"\n`, out)
+
+		rows := jsonRows("jobs", "--function", "lc_fail", "--state", "dead")
+		require.NotEmpty(t, rows)
+		require.Equal(t, job.Handle, rows[0]["handle"], "newest first")
+		require.Equal(t, "disk\tfull", rows[0]["error"])
+		next := ok("jobs", "--function", "lc_fail", "--limit", "1", "--cursor", rows[0]["cursor"].(string))
+		require.NotContains(t, next, job.Handle, "the cursor goes on after its row")
+		require.Regexp(t, `^HANDLE +FUNCTION +STATE +ATTEMPTS +SUBMITTED +FINISHED +ERROR +CURSOR\n`, next)
+
+		_, errOut, code := admin("job", "H:lc:1")
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, "UNKNOWN_JOB: no job H:lc:1")
+		_, errOut, code = admin("jobs", "--state", "sleeping")
+		require.Equal(t, 1, code)
+		require.Contains(t, errOut, "unknown state")
+		_, _, code = admin("status", "--state", "dead")
+		require.Equal(t, exitUsage, code)
+	})
+
 	t.Run("result", func(t *testing.T) {
 		text, err := c.SubmitBackground(ctx, client.Request{Function: "lc_done", Unique: "img-8", Payload: []byte("text")})
 		require.NoError(t, err)

@@ -325,7 +325,7 @@ func testAdminCommand(t *testing.T, bin string, kind struct {
 	require.Equal(t, []any{"adm_worker"}, workers[0]["functions"])
 
 	var handles []any
-	for _, r := range jsonRows("jobs") {
+	for _, r := range jsonRows("show-jobs") {
 		handles = append(handles, r["handle"])
 	}
 	require.Contains(t, handles, j1.Handle)
@@ -351,7 +351,7 @@ func testAdminCommand(t *testing.T, bin string, kind struct {
 	} else {
 		// gearmand keeps a cancelled job, marked ignored, until a worker
 		// would have taken it.
-		require.Contains(t, jsonRows("jobs"), row{"server": srv.addr, "handle": j1.Handle, "retries": 0.0, "ignored": 1.0, "queued": 0.0})
+		require.Contains(t, jsonRows("show-jobs"), row{"server": srv.addr, "handle": j1.Handle, "retries": 0.0, "ignored": 1.0, "queued": 0.0})
 	}
 	_, errOut, code := gw(t, bin, "", nil, "admin", s, "cancel", "H:nosuch:1")
 	require.Equal(t, 1, code)

@@ -92,7 +92,9 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 	if live {
 		jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
 		for _, j := range jobs[:min(len(jobs), limit)] {
-			page.Jobs = append(page.Jobs, b.snapshotLocked(j))
+			snap := b.snapshotLocked(j)
+			snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
+			page.Jobs = append(page.Jobs, snap)
 		}
 		if len(jobs) > limit {
 			page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
@@ -105,7 +107,9 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 	want := limit - len(page.Jobs)
 	recs := b.newestEndedLocked(q.Function, q.State, finalBelow, want+1)
 	for _, r := range recs[:min(len(recs), want)] {
-		page.Jobs = append(page.Jobs, r.snapshot())
+		snap := r.snapshot()
+		snap.Cursor = "F" + strconv.FormatUint(r.order, 10)
+		page.Jobs = append(page.Jobs, snap)
 	}
 	if len(recs) > want {
 		if want == 0 {

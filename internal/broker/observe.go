@@ -75,6 +75,9 @@ type JobSnapshot struct {
 	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
 	CancelledBy string
 	CancelledAt time.Time
+	// Cursor continues a ListJobs listing after this record; empty
+	// outside one.
+	Cursor string
 }
 
 // Job returns the record of job seq: a live job as it is now, or the

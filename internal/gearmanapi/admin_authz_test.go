@@ -159,6 +159,7 @@ var adminExamples = map[string]string{
 	"show policy": "", "show schedules": "", "show ordering": "", "policy": "victim max_attempts=0",
 	"pause": "victim", "resume": "paused", "deadletters": "", "deadletter show": "{dead}",
 	"deadletter retry": "{dead}", "deadletter purge": "spare", "result": "{done}", "help": "",
+	"jobs": "", "job": "{dead}",
 }
 
 // oneShot runs one admin line on a fresh connection from src and returns

@@ -98,6 +98,8 @@ func adminTable() []adminCommand {
 		{"deadletter retry", "HANDLE | all FUNCTION", permAdmin, "queues dead letters again", adminDeadLetterRetry},
 		{"deadletter purge", "FUNCTION", permAdmin, "deletes a function's dead letters", adminDeadLetterPurge},
 		{"result", "HANDLE | unique:UNIQUE", permRead, "a finished job's retained result", adminResult},
+		{"jobs", "[function=FUNCTION] [state=STATE] [limit=N] [cursor=CURSOR]", permRead, "job records, newest first: live jobs, then ended ones", adminJobs},
+		{"job", "HANDLE", permRead, "one job's record: state, outcome, error and attempts", adminJob},
 		{"help", "", permOpen, "this list: command, arguments, permission, what it does", adminHelp},
 	}
 }

@@ -286,3 +286,88 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// adminJobs answers "jobs [function=F] [state=S] [limit=N] [cursor=C]":
+// one line per job record, HANDLE FUNCTION STATE ATTEMPTS SUBMITTED
+// FINISHED "LAST-ERROR" CURSOR, newest first; a CURSOR continues the list
+// after its line. Jobs of functions the grant may not read are left out.
+func adminJobs(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+	var q broker.JobQuery
+	for _, arg := range args {
+		k, v, ok := strings.Cut(arg, "=")
+		switch {
+		case ok && k == "function":
+			q.Function = v
+		case ok && k == "state":
+			q.State = v
+		case ok && k == "cursor":
+			q.Cursor = v
+		case ok && k == "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > broker.MaxJobPage {
+				sb.WriteString(errInvalid(fmt.Sprintf("limit %q: use 1 to %d", v, broker.MaxJobPage)))
+				return
+			}
+			q.Limit = n
+		default:
+			sb.WriteString(errInvalid(fmt.Sprintf("%q: use function=, state=, limit= or cursor=", arg)))
+			return
+		}
+	}
+	if q.Function != "" && !c.checkRead(q.Function, sb) {
+		return
+	}
+	page, err := c.srv.b.ListJobs(q)
+	if err != nil {
+		sb.WriteString(errInvalid(err.Error()))
+		return
+	}
+	for _, j := range page.Jobs {
+		if !c.mayRead(j.Function) {
+			continue
+		}
+		fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.srv.b.Handle(j.Seq), j.Function, j.State, j.Attempts,
+			fmtTime(j.Submitted), fmtTime(j.Finished), strconv.Quote(j.LastError), j.Cursor)
+	}
+	sb.WriteString(".\n")
+}
+
+// adminJob answers "job HANDLE": KEY VALUE lines of the job's record,
+// then "attempt N START END OUTCOME WORKER "ERROR"" for each attempt.
+func adminJob(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+	if len(args) != 1 {
+		sb.WriteString(errArgs("job"))
+		return
+	}
+	b := c.srv.b
+	seq, ok := b.ParseHandle([]byte(args[0]))
+	var j broker.JobSnapshot
+	if ok {
+		j, ok = b.Job(seq)
+	}
+	if !ok {
+		sb.WriteString(textUnknownJob)
+		return
+	}
+	if !c.checkRead(j.Function, sb) {
+		return
+	}
+	fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nbackground\t%t\nstate\t%s\nfinal\t%t\n",
+		b.Handle(j.Seq), j.Function, strconv.Quote(j.Unique), j.Priority, j.Background, j.State, j.Final)
+	fmt.Fprintf(sb, "attempts\t%d\nsubmitted\t%s\nstarted\t%s\nfinished\t%s\nerror\t%s\n",
+		j.Attempts, fmtTime(j.Submitted), fmtTime(j.Started), fmtTime(j.Finished), strconv.Quote(j.LastError))
+	if j.CancelledBy != "" {
+		fmt.Fprintf(sb, "cancelled_by\t%s\ncancelled_at\t%s\n", strconv.Quote(j.CancelledBy), fmtTime(j.CancelledAt))
+	}
+	if j.Final && (j.State == broker.FinalComplete || j.State == broker.FinalException) {
+		fmt.Fprintf(sb, "result\t%s\nresult_truncated\t%t\n", strconv.Quote(string(j.Result)), j.ResultTruncated)
+	}
+	if j.Final {
+		fmt.Fprintf(sb, "payload\t%s\npayload_size\t%d\n", strconv.Quote(string(j.PayloadPreview)), j.PayloadSize)
+	}
+	for i, at := range j.History {
+		fmt.Fprintf(sb, "attempt\t%d\t%s\t%s\t%s\t%s\t%s\n", i+1, fmtNanos(at.Start), fmtNanos(at.End),
+			at.Outcome, dash(at.Worker), strconv.Quote(at.Error))
+	}
+	sb.WriteString(".\n")
+}

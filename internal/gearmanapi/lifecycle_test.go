@@ -224,3 +224,46 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", adm.admin("show nothing", false))
 	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", adm.admin("bogus", false))
 }
+
+// "jobs" lists job records and "job" shows one with its attempts, for jobs
+// submitted and run over the Gearman port.
+func TestAdminJobRecords(t *testing.T) {
+	t.Parallel()
+	tb := setupLifecycle(t, broker.Config{})
+	adm := tb.dial(t)
+	c := tb.dial(t)
+	w := tb.dial(t)
+	w.send(gearman.SetClientID, "w9")
+	w.send(gearman.CanDo, "rec")
+	submit := func(payload string) string {
+		c.send(gearman.SubmitJobBg, "rec", "", payload)
+		cmd, args := c.read()
+		require.Equal(t, gearman.JobCreated, cmd)
+		return args[0]
+	}
+	failed := submit("a")
+	w.send(gearman.GrabJob)
+	cmd, args := w.read()
+	require.Equal(t, gearman.JobAssign, cmd)
+	require.Equal(t, failed, args[0])
+	w.send(gearman.WorkException, failed, "disk full")
+	queued := submit("b")
+	w.send(gearman.EchoReq, "sync")
+	cmd, _ = w.read()
+	require.Equal(t, gearman.EchoRes, cmd)
+
+	now := tb.clock.Now().UTC().Format(time.RFC3339Nano)
+	require.Equal(t, queued+"\trec\tqueued\t0\t"+now+"\t-\t\"\"\tL"+strings.TrimPrefix(queued, "H:test:")+"\n"+
+		failed+"\trec\tdead\t1\t"+now+"\t"+now+"\t\"disk full\"\tF1\n.\n", adm.admin("jobs function=rec", true))
+	require.Equal(t, ".\n", adm.admin("jobs state=complete", true))
+	got := adm.admin("jobs state=dead limit=1", true)
+	require.True(t, strings.HasPrefix(got, failed+"\trec\tdead\t"), got)
+
+	show := adm.admin("job "+failed, true)
+	for _, want := range []string{"state\tdead\n", "final\ttrue\n", "background\ttrue\n", "error\t\"disk full\"\n",
+		"payload\t\"a\"\n", "attempt\t1\t" + now + "\t" + now + "\texception\tw9\t\"disk full\"\n"} {
+		require.Contains(t, show, want)
+	}
+	require.Contains(t, adm.admin("job H:test:1", true), "ERR UNKNOWN_JOB")
+	require.Contains(t, adm.admin("jobs state=sleeping", true), "ERR INVALID_ARGUMENTS")
+}
