@@ -124,14 +124,20 @@ const releasedStackGuess = 4 << 10
 // returnMemory gives memory freed by released connections back to the
 // operating system once enough has accumulated and releases have settled
 // (none since the previous tick), or at most every returnMemoryEvery while
-// they keep coming. Without it an idle server would not collect garbage
-// (nothing allocates), and its resident size would stay at the peak of
-// the last burst of activity.
+// they keep coming; a smaller amount (the tail of a burst) is returned
+// once releases have settled, at most every returnMemorySmallEvery.
+// Without it an idle server would not collect garbage (nothing allocates),
+// and its resident size would stay at the peak of the last burst of
+// activity.
 func (s *Server) returnMemory(now int64) {
 	released := s.releasedBytes.Load()
 	settled := released == s.lastReleased
 	s.lastReleased = released
-	if released < returnMemoryBytes || !settled && now-s.lastReturn < int64(returnMemoryEvery) {
+	since := now - s.lastReturn
+	switch {
+	case released >= returnMemoryBytes && (settled || since >= int64(returnMemoryEvery)):
+	case released >= returnMemorySmall && settled && since >= int64(returnMemorySmallEvery):
+	default:
 		return
 	}
 	s.releasedBytes.Add(-released)
@@ -141,8 +147,10 @@ func (s *Server) returnMemory(now int64) {
 }
 
 const (
-	returnMemoryBytes = 16 << 20
-	returnMemoryEvery = time.Minute
+	returnMemoryBytes      = 16 << 20
+	returnMemoryEvery      = time.Minute
+	returnMemorySmall      = 1 << 20
+	returnMemorySmallEvery = 10 * time.Second
 )
 
 // frameBegins records that the first byte of a frame has arrived. Called
