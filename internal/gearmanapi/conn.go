@@ -34,7 +34,9 @@ type conn struct {
 	poll syscall.RawConn
 	// tls is set for TLS connections, which must not be kicked or parked
 	// before their handshake completes.
-	tls  bool
+	tls bool
+	// sess is the connection's broker session, created with its first
+	// valid frame; nil until then. Owned by the reader goroutine.
 	sess *broker.Session
 
 	// The fields up to rmu are owned by the reader goroutine.
@@ -142,7 +144,6 @@ func (c *conn) run(ctx context.Context) {
 		c.released = false
 		c.rmu.Unlock()
 	}
-	c.sess = c.srv.b.NewSession(c.remote, c)
 	c.wake(ctx)
 }
 
@@ -155,6 +156,15 @@ func (c *conn) wake(ctx context.Context) {
 		n, err := c.nc.Read(c.small[:])
 		if n > 0 {
 			c.frameBegins()
+			if c.small[0] == 0 {
+				// A packet: its header is checked before anything is
+				// allocated for the connection.
+				if n, err = c.readHeader(n); err != nil {
+					c.readError(ctx, err)
+					c.finish()
+					return
+				}
+			}
 			c.acquireReader(c.small[:n])
 			break
 		}
@@ -182,6 +192,24 @@ func (c *conn) wake(ctx context.Context) {
 		return
 	}
 	c.finish()
+}
+
+// readHeader completes the packet header whose first n bytes are in
+// c.small and checks it, so that a connection whose first packet is
+// malformed or too large is refused without a read buffer or a broker
+// session. It returns how many bytes c.small holds, or the header's error.
+func (c *conn) readHeader(n int) (int, error) {
+	for n < gearman.HeaderSize {
+		m, err := c.nc.Read(c.small[n:])
+		n += m
+		if err != nil && n < gearman.HeaderSize {
+			return n, err
+		}
+	}
+	if _, _, _, err := gearman.ParseHeader(c.small[:gearman.HeaderSize], c.maxBody); err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 // parkable reports whether the connection can wait for input without a
@@ -228,6 +256,12 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 			}
 			c.readError(ctx, err)
 			return false
+		}
+		if c.sess == nil {
+			// A connection joins the broker with its first valid frame:
+			// one that never sends one (a malformed or slow one) never
+			// takes the broker's lock.
+			c.sess = c.srv.b.NewSession(c.remote, c)
 		}
 		c.mu.Lock()
 		c.inBurst = true

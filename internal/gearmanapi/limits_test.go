@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
 )
 
 // TestReturnMemory: memory released by idle connections is returned to
@@ -34,4 +36,44 @@ func TestReturnMemory(t *testing.T) {
 	for range 100 {
 		require.False(t, tick(0), "less than returnMemorySmall stays")
 	}
+}
+
+// TestHostileConnectionsStayOutOfTheBroker: a connection joins the broker
+// (takes a session, under the broker's lock, which every good client's
+// request needs) with its first valid frame only. One that sends nothing,
+// or a malformed or oversized header, is answered and dropped without
+// ever appearing in the broker.
+func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{MaxPacket: 1 << 20}, nil)
+	first := tb.dial(t)
+	first.send(gearman.EchoReq, "first")
+	first.expect(gearman.EchoRes, "first")
+	silent := tb.dial(t)
+	for _, a := range []struct{ send, answer string }{
+		{"\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff", string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error,
+			[]byte("ARGUMENT_TOO_LARGE"), []byte("packet body of 4294967295 bytes exceeds the limit of 1048576 bytes")))},
+		{"\x00RAQ\x00\x00\x00\x10\x00\x00\x00\x00", string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error,
+			[]byte("INVALID_MAGIC"), []byte(`bad packet magic "\x00RAQ"`)))},
+	} {
+		c := tb.dial(t)
+		// In pieces: the header is assembled before it is checked.
+		for i := range len(a.send) {
+			_, err := c.nc.Write([]byte{a.send[i]})
+			require.NoError(t, err)
+		}
+		c.expectClosed(a.answer)
+	}
+	last := tb.dial(t)
+	last.send(gearman.EchoReq, "last")
+	last.expect(gearman.EchoRes, "last")
+
+	var ids []uint64
+	for _, w := range tb.b.Workers() {
+		ids = append(ids, w.ID)
+	}
+	require.Equal(t, []uint64{1, 2}, ids, "only the two connections that sent a valid frame have sessions")
+	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond, "first, silent and last are open")
+	silent.send(gearman.EchoReq, "late")
+	silent.expect(gearman.EchoRes, "late")
 }
