@@ -27,6 +27,7 @@ type securityConfig struct {
 	insecure         bool
 
 	maxConnections  int
+	maxPerAddress   int
 	maxPacketUnauth int
 	readTimeout     time.Duration
 	writeTimeout    time.Duration
@@ -41,6 +42,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.handshakeTimeout, "tls-handshake-timeout", 10*time.Second, "close connections whose TLS handshake takes longer than this `duration`; on the HTTP port with TLS it also bounds reading each request's header")
 	fs.BoolVar(&sc.insecure, "insecure", false, "allow listening on a non-loopback address without authentication (anyone who can connect may submit, serve and run admin commands; without --http-tokens the HTTP API then serves every client)")
 	fs.IntVar(&sc.maxConnections, "max-connections", 10000, "most open Gearman connections; more are closed at accept; 0 means no limit (either way at most the open file limit less a reserve for the store)")
+	fs.IntVar(&sc.maxPerAddress, "max-connections-per-address", 0, "most open Gearman connections from one source IP address, so one host cannot take them all; more are closed at accept; 0 means no limit")
 	sc.maxPacketUnauth = 16 << 10
 	fs.Var(sizeValue[int]{&sc.maxPacketUnauth}, "max-packet-unauthenticated", "largest packet body (a `size` such as 16KiB) from a connection the auth rules grant nothing")
 	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte (idle time between packets is not limited); 0 disables")
@@ -63,6 +65,8 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 	switch {
 	case sc.maxConnections < 0:
 		return nil, fmt.Errorf("invalid --max-connections %d: must be 0 or more", sc.maxConnections)
+	case sc.maxPerAddress < 0:
+		return nil, fmt.Errorf("invalid --max-connections-per-address %d: must be 0 or more", sc.maxPerAddress)
 	case sc.maxPacketUnauth <= 0:
 		return nil, fmt.Errorf("invalid --max-packet-unauthenticated %d: must be positive", sc.maxPacketUnauth)
 	case sc.maxOutput < 0 || sc.maxQueuedBytes < 0:

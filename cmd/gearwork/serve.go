@@ -154,6 +154,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		MaxPacket:                cfg.maxPacket,
 		MaxOutput:                cfg.sec.maxOutput,
 		MaxConnections:           maxConns,
+		MaxConnectionsPerAddress: cfg.sec.maxPerAddress,
 		MaxPacketUnauthenticated: cfg.sec.maxPacketUnauth,
 		HandshakeTimeout:         cfg.sec.handshakeTimeout,
 		ReadTimeout:              orDisabled(cfg.sec.readTimeout),

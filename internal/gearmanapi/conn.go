@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -27,6 +28,9 @@ type conn struct {
 	srv    *Server
 	nc     net.Conn
 	remote string
+	// from is the source address counted against
+	// Config.MaxConnectionsPerAddress; the zero Addr when not counted.
+	from netip.Addr
 	// raw allows a non-blocking write attempt; nil for TLS connections.
 	raw syscall.RawConn
 	// poll is the socket's descriptor, for parking: raw, or for a TLS

@@ -29,7 +29,8 @@ import (
 //     goroutine with a small stack, so ten thousand idle connections cost a
 //     few kilobytes each. A TLS connection idles only once its handshake is
 //     done (Config.HandshakeTimeout bounds that).
-//   - Connection count (Config.MaxConnections) and packet size, which is
+//   - Connection count (Config.MaxConnections, and per source address
+//     Config.MaxConnectionsPerAddress) and packet size, which is
 //     smaller for connections the Authorizer grants nothing
 //     (Config.MaxPacketUnauthenticated). Packet sizes are checked at the
 //     header, and a body grows as its bytes arrive.
@@ -287,7 +288,8 @@ type LimitStats struct {
 	ReadTimeouts int64
 	// WriteTimeouts are connections that did not read their output.
 	WriteTimeouts int64
-	// Rejected are connections closed at accept (MaxConnections).
+	// Rejected are connections closed at accept (MaxConnections or
+	// MaxConnectionsPerAddress).
 	Rejected int64
 	// BadFrames are connections closed after an invalid header or an
 	// overlong admin line.

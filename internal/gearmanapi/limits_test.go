@@ -1,6 +1,8 @@
 package gearmanapi
 
 import (
+	"bufio"
+	"net"
 	"testing"
 	"time"
 
@@ -76,4 +78,38 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond, "first, silent and last are open")
 	silent.send(gearman.EchoReq, "late")
 	silent.expect(gearman.EchoRes, "late")
+}
+
+// TestMaxConnectionsPerAddress: one source address cannot open more than
+// MaxConnectionsPerAddress connections; others still can, and a closed
+// connection frees its place.
+func TestMaxConnectionsPerAddress(t *testing.T) {
+	t.Parallel()
+	tb := setupListener(t, Config{MaxConnectionsPerAddress: 2}, nil)
+	dialFrom := func(ip string) *client {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		nc, err := d.Dial("tcp", tb.addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { nc.Close() })
+		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+		return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+	}
+	a, b := dialFrom("127.0.0.2"), dialFrom("127.0.0.2")
+	for _, c := range []*client{a, b} {
+		c.send(gearman.EchoReq, "in")
+		c.expect(gearman.EchoRes, "in")
+	}
+	dialFrom("127.0.0.2").expectClosed("")
+	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
+	for range 2 {
+		other := dialFrom("127.0.0.3")
+		other.send(gearman.EchoReq, "other")
+		other.expect(gearman.EchoRes, "other")
+	}
+	a.nc.Close()
+	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond)
+	c := dialFrom("127.0.0.2")
+	c.send(gearman.EchoReq, "again")
+	c.expect(gearman.EchoRes, "again")
+	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,10 @@ type Config struct {
 	// MaxConnections limits the open connections; a connection accepted
 	// beyond it is closed at once. 0 means no limit.
 	MaxConnections int
+	// MaxConnectionsPerAddress limits the open connections from one source
+	// IP address, so that one host cannot take all of MaxConnections; a
+	// connection accepted beyond it is closed at once. 0 means no limit.
+	MaxConnectionsPerAddress int
 	// MaxPacketUnauthenticated is the largest packet body accepted from a
 	// connection to which the Authorizer grants nothing (so it can only
 	// echo and read status). Ignored without an Authorizer. Default 16 KiB;
@@ -75,11 +80,14 @@ type Server struct {
 	b   *broker.Broker
 	log *slog.Logger
 
-	// mu guards conns, lns and closed.
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	lns    []net.Listener
-	closed bool
+	// mu guards conns, perAddr, lns and closed.
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	// perAddr counts open connections per source address when
+	// MaxConnectionsPerAddress is set.
+	perAddr map[netip.Addr]int
+	lns     []net.Listener
+	closed  bool
 	// wg counts connections (one that is parked, or hands its reader to a
 	// fresh goroutine, counts once).
 	wg sync.WaitGroup
@@ -128,7 +136,7 @@ func New(cfg Config) *Server {
 	cfg.IdleRelease = cmp.Or(cfg.IdleRelease, 2*time.Second)
 	cfg.MaxPacketUnauthenticated = cmp.Or(cfg.MaxPacketUnauthenticated, 16<<10)
 	s := &Server{cfg: cfg, b: cfg.Broker, log: cmp.Or(cfg.Logger, slog.Default()),
-		conns: make(map[*conn]struct{}), stop: make(chan struct{})}
+		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), stop: make(chan struct{})}
 	s.now.Store(time.Now().UnixNano())
 	s.b.OnUnlock(s.flushDirty)
 	return s
@@ -195,7 +203,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			nc.Close()
 			continue
 		}
+		var from netip.Addr
+		if s.cfg.MaxConnectionsPerAddress > 0 {
+			from = sourceAddr(nc)
+			if from.IsValid() && s.perAddr[from] >= s.cfg.MaxConnectionsPerAddress {
+				s.mu.Unlock()
+				s.stats.rejected.Add(1)
+				s.limited.log(s.log, slog.LevelWarn, "gearmanapi: too many connections from one address; closing a new one",
+					slog.String("remote", nc.RemoteAddr().String()), slog.Int("max_connections_per_address", s.cfg.MaxConnectionsPerAddress))
+				nc.Close()
+				continue
+			}
+			if from.IsValid() {
+				s.perAddr[from]++
+			}
+		}
 		c := newConn(s, nc)
+		c.from = from
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -212,8 +236,22 @@ func (s *Server) park(ctx context.Context, c *conn) bool {
 func (s *Server) connDone(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if c.from.IsValid() {
+		if s.perAddr[c.from]--; s.perAddr[c.from] <= 0 {
+			delete(s.perAddr, c.from)
+		}
+	}
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// sourceAddr returns the IP address a TCP connection (plain or TLS) comes
+// from, or the zero Addr for other connections.
+func sourceAddr(nc net.Conn) netip.Addr {
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // CloseListeners stops accepting new connections; existing ones stay.
