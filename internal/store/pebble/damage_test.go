@@ -78,6 +78,9 @@ func truncate(t *testing.T, path string, frac float64) {
 // rawSet writes a key straight into the Pebble database under the store.
 func rawSet(t *testing.T, dir string, key, value []byte) {
 	t.Helper()
+	// Writing changes the log: forget the clean stop, as an operator who
+	// edits the directory must.
+	require.NoError(t, os.Remove(filepath.Join(dir, pebble.CleanStopFile)))
 	db, err := pebbledb.Open(dir, &pebbledb.Options{Logger: quietLogger{}})
 	require.NoError(t, err)
 	require.NoError(t, db.Set(key, value, pebbledb.Sync))
@@ -119,9 +122,17 @@ func TestDamagedDirectory(t *testing.T) {
 			logs := files(t, dir, "*.log")
 			garbleAt(t, logs[len(logs)-1], 4096, 64)
 		}, true, true},
-		// A log cut short at its end looks exactly like a crash in the
-		// middle of a write: Pebble keeps the intact prefix.
+		// After a clean stop, a log cut short is refused (see
+		// TestTruncatedLogAfterCleanStop).
 		{"truncated log", func(t *testing.T, dir string) {
+			logs := files(t, dir, "*.log")
+			truncate(t, logs[len(logs)-1], 0.5)
+		}, true, true},
+		// After a crash (no record of a clean stop), a log cut short at
+		// its end looks exactly like a crash in the middle of a write:
+		// Pebble keeps the intact prefix.
+		{"truncated log after a crash", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, pebble.CleanStopFile)))
 			logs := files(t, dir, "*.log")
 			truncate(t, logs[len(logs)-1], 0.5)
 		}, false, false},
@@ -250,6 +261,43 @@ func TestMissingManifest(t *testing.T) {
 			require.Contains(t, err.Error(), "missing")
 			require.NotContains(t, err.Error(), "format marker")
 			require.ErrorIs(t, err, store.ErrCorrupt)
+		})
+	}
+}
+
+// TestTruncatedLogAfterCleanStop stops cleanly with jobs queued (in the
+// log: they were never written into a table), cuts bytes off the newest
+// log and starts again: refused, with a message that names the log, says
+// what happened and how to proceed. Following that advice starts with the
+// jobs that are left.
+func TestTruncatedLogAfterCleanStop(t *testing.T) {
+	t.Parallel()
+	for _, cut := range []int64{20, 1000} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			t.Parallel()
+			dir := storeWithLog(t)
+			logs := files(t, dir, "*.log")
+			newest := logs[len(logs)-1]
+			fi, err := os.Stat(newest)
+			require.NoError(t, err)
+			require.NoError(t, os.Truncate(newest, fi.Size()-cut))
+
+			_, err = pebble.Open(context.Background(), dir, pebble.Options{Logger: slog.New(slog.DiscardHandler)})
+			require.ErrorIs(t, err, store.ErrCorrupt)
+			t.Logf("reported: %v", err)
+			require.Contains(t, err.Error(), filepath.Base(newest))
+			require.Contains(t, err.Error(), fmt.Sprintf("is %d bytes shorter", cut))
+			require.Contains(t, err.Error(), "stopped cleanly")
+			require.Contains(t, err.Error(), "remove "+filepath.Join(dir, pebble.CleanStopFile))
+
+			require.NoError(t, os.Remove(filepath.Join(dir, pebble.CleanStopFile)))
+			s, err := pebble.Open(context.Background(), dir, pebble.Options{Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			n := 0
+			require.NoError(t, s.Load(context.Background(), func(store.Job) error { n++; return nil }))
+			require.NoError(t, s.Close())
+			require.Less(t, n, 500, "the cut jobs are gone")
+			t.Logf("started with %d of 500 jobs", n)
 		})
 	}
 }

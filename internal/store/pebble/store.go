@@ -103,6 +103,8 @@ type Store struct {
 	failed atomic.Pointer[error]
 	// dirty is set by unsynced writes in SyncInterval mode.
 	dirty atomic.Bool
+	// fs is the file system the database is on.
+	fs vfs.FS
 	// limiter bounds the log lines about storage problems.
 	limiter logLimiter
 	// bgFailures counts consecutive failures of Pebble's background work.
@@ -159,11 +161,15 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		po.FS = vfs.Default
 	}
 	po.FS = logGuardFS{FS: po.FS, failFunc: func(err error) { s.fail(err) }}
+	s.fs = po.FS
 	po.EnsureDefaults()
 	if err := checkManifests(po.FS, dir); err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
 	if err := checkSpace(po.FS, dir); err != nil {
+		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
+	}
+	if err := checkCleanStop(po.FS, dir); err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
 	db, err := s.openDB(ctx, po)
@@ -499,8 +505,12 @@ func (s *Store) Close() error {
 		if s.mode != SyncAlways && s.failed.Load() == nil {
 			err = s.syncWAL()
 		}
-		if cerr := guard(s.db.Close); cerr != nil && s.failed.Load() == nil {
+		cerr := guard(s.db.Close)
+		if cerr != nil && s.failed.Load() == nil {
 			err = errors.Join(err, cerr)
+		}
+		if err == nil && cerr == nil && s.failed.Load() == nil {
+			err = writeCleanStop(s.fs, s.dir)
 		}
 		if err != nil {
 			err = fmt.Errorf("pebble store %s: closing: %w", s.dir, err)
