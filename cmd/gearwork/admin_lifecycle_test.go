@@ -114,6 +114,15 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, "reject", settings["overflow"], "JSON has every key")
 		require.Nil(t, jsonRows("policy")[0]["state"], "the default policy has no state")
 
+		// A function the server does not know is refused, and not created.
+		for _, args := range [][]string{{"policy", "lc_tuned", "max_attempts=5"}, {"pause", "lc_tuned"}, {"resume", "lc_tuned"}} {
+			out, errOut, code := admin(args...)
+			require.Equal(t, exitFailed, code, args)
+			require.Empty(t, out)
+			require.Equal(t, "gearwork admin: "+srv.Addr+": UNKNOWN_FUNCTION: unknown function lc_tuned\n", errOut)
+		}
+		require.NotContains(t, ok("status"), "lc_tuned")
+		require.Equal(t, "OK\n", ok("create", "lc_tuned"))
 		require.Equal(t, "OK\n", ok("policy", "lc_tuned", "max_attempts=5", "timeout=30s"))
 		require.Equal(t, "lc_tuned  explicit  active  max_attempts=5 timeout=30s\n",
 			strings.SplitN(ok("policy", "lc_tuned"), "\n", 2)[1])
@@ -133,6 +142,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 	t.Run("pause", func(t *testing.T) {
 		state := func() any { return jsonRows("policy", "lc_paused")[0]["state"] }
+		require.Equal(t, "OK\n", ok("create", "lc_paused"))
 		require.Equal(t, "OK\n", ok("pause", "lc_paused"))
 		require.Equal(t, "paused", state())
 		require.Equal(t, "OK\n", ok("pause", "lc_paused", "until", "30m"))

@@ -78,3 +78,16 @@ func (b *Broker) resumeLocked(f *function, persist bool) {
 	b.log.Info("broker: function resumed", slog.String("function", f.name))
 	b.wakeReadyLocked(f)
 }
+
+// KnownFunction reports whether name is a function the broker knows: one
+// it holds jobs or workers for, or held them for since it started (the
+// "status" admin command lists it; "create function" makes one), or one
+// with a policy of its own (from the configuration file or set at
+// runtime). The front ends refuse to pause, resume or set the policy of
+// an unknown name, so that a typo does not create a function nobody uses.
+func (b *Broker) KnownFunction(name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, policy := b.life.policies[name]
+	return b.functions[name] != nil || policy
+}

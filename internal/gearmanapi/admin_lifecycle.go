@@ -3,6 +3,7 @@ package gearmanapi
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,10 @@ func adminResume(_ context.Context, c *conn, args []string, a *adminAnswer) {
 		a.WriteString(errArgs("resume"))
 		return
 	}
+	if !c.srv.b.KnownFunction(args[0]) {
+		a.WriteString(errUnknownFunction(args[0]))
+		return
+	}
 	c.srv.b.Resume(args[0])
 	a.WriteString(textOK)
 }
@@ -70,6 +75,12 @@ func adminDeadLetters(ctx context.Context, c *conn, args []string, a *adminAnswe
 			d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
 	}
 	a.WriteString(".\n")
+}
+
+// errUnknownFunction answers a lifecycle command (pause, resume, policy)
+// naming a function the server does not know.
+func errUnknownFunction(name string) string {
+	return "ERR UNKNOWN_FUNCTION " + url.QueryEscape("unknown function "+name) + "\r\n"
 }
 
 // errInvalid is an ERR INVALID_ARGUMENTS answer with a readable message,
@@ -119,6 +130,10 @@ func adminPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 		return
 	}
 	name := args[0]
+	if !b.KnownFunction(name) {
+		sb.WriteString(errUnknownFunction(name))
+		return
+	}
 	if len(args) == 2 && strings.EqualFold(args[1], "reset") {
 		b.ResetPolicy(name)
 		sb.WriteString(textOK)
@@ -147,6 +162,10 @@ func adminPause(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 		return
 	}
 	name, rest := args[0], args[1:]
+	if !b.KnownFunction(name) {
+		sb.WriteString(errUnknownFunction(name))
+		return
+	}
 	if len(rest) > 0 && strings.EqualFold(rest[0], "until") {
 		rest = rest[1:]
 	}

@@ -106,6 +106,8 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	t.Parallel()
 	tb := setupLifecycle(t, broker.Config{})
 	adm := tb.dial(t)
+	// A policy is set for a known function: create it before its workers connect.
+	require.Equal(t, "OK\r\n", adm.admin("create function lcfn", false))
 	require.Equal(t, "OK\r\n", adm.admin("policy lcfn max_attempts=2 backoff=1s backoff_jitter=-1 result_retention=1h", false))
 	require.Equal(t, "lcfn\texplicit\tactive\tmax_attempts=2 backoff=1s backoff_max=0s backoff_multiplier=0 "+
 		"backoff_jitter=-1 timeout=0s ordering=off ordering_separator=: concurrency=0 rate=0 burst=0 "+
@@ -165,6 +167,28 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	require.Equal(t, ".\n", adm.admin("deadletters", true))
 }
 
+// Pausing, resuming or setting the policy of a function the server does
+// not know answers UNKNOWN_FUNCTION and creates nothing that "status",
+// "show policy" or the metrics would list; once the function exists
+// ("create function", a worker, a job) the same commands work.
+func TestLifecycleUnknownFunction(t *testing.T) {
+	t.Parallel()
+	tb := setupLifecycle(t, broker.Config{})
+	adm := tb.dial(t)
+	for _, cmd := range []string{"pause nosuch", "pause nosuch until 30m", "resume nosuch",
+		"policy nosuch max_attempts=2", "policy nosuch reset"} {
+		require.Equal(t, "ERR UNKNOWN_FUNCTION unknown+function+nosuch\r\n", adm.admin(cmd, false), cmd)
+	}
+	require.Equal(t, ".\n", adm.admin("status", true), "no phantom function")
+	require.NotContains(t, adm.admin("show policy", true), "nosuch")
+	require.False(t, tb.b.KnownFunction("nosuch"))
+
+	require.Equal(t, "OK\r\n", adm.admin("create function nosuch", false))
+	require.Equal(t, "OK\r\n", adm.admin("pause nosuch", false))
+	require.Equal(t, "OK\r\n", adm.admin("resume nosuch", false))
+	require.Equal(t, "OK\r\n", adm.admin("policy nosuch max_attempts=2", false))
+}
+
 // A worker that stays silent past the policy timeout loses the job; its
 // late WORK_COMPLETE gets ERROR JOB_NOT_FOUND. Bounded queues answer
 // "Job queue is full"; pause holds jobs back and resume wakes the worker.
@@ -172,6 +196,7 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 	t.Parallel()
 	tb := setupLifecycle(t, broker.Config{})
 	adm := tb.dial(t)
+	require.Equal(t, "OK\r\n", adm.admin("create function t", false))
 	require.Equal(t, "OK\r\n", adm.admin("policy t timeout=5s max_attempts=3 backoff=1s backoff_jitter=-1 max_queue=1", false))
 	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+unknown+key+\"speed\"+(known:+max_attempts,+"+
 		"backoff,+backoff_max,+backoff_multiplier,+backoff_jitter,+timeout,+ordering,+ordering_separator,+"+

@@ -147,7 +147,9 @@ func (s *Server) handlePurgeDead(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handlePause serves POST /v1/functions/{fn}/pause?until=.
+// handlePause serves POST /v1/functions/{fn}/pause?until=, where until is
+// an RFC 3339 time or a positive duration from now (30m), as in the admin
+// command.
 func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
 	if s.life.Pauser == nil {
 		return notImplemented("pause/resume")
@@ -155,11 +157,12 @@ func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
 	fn := r.PathValue("fn")
 	var until time.Time
 	if v := r.URL.Query().Get("until"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return errorf(http.StatusBadRequest, "invalid-option", "until %q: use RFC 3339, such as 2026-01-02T15:04:05Z", v)
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			until = time.Now().Add(d)
+		} else if until, err = time.Parse(time.RFC3339, v); err != nil {
+			return errorf(http.StatusBadRequest, "invalid-option",
+				"until %q: use an RFC 3339 time, such as 2026-01-02T15:04:05Z, or a positive duration, such as 30m", v)
 		}
-		until = t
 	}
 	if err := s.life.Pauser.Pause(r.Context(), fn, until); err != nil {
 		return err

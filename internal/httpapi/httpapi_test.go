@@ -512,6 +512,7 @@ func TestProblems(t *testing.T) {
 	requireProblem(t, tb.do(t, "DELETE", "/v1/dead-letters/H:test:1", nil), http.StatusNotFound, "no dead job")
 	requireProblem(t, tb.do(t, "GET", "/v1/dead-letters?limit=0", nil), http.StatusBadRequest, "limit")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/pause?until=soon", nil), http.StatusBadRequest, "RFC 3339")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/pause?until=-5m", nil), http.StatusBadRequest, "positive duration")
 }
 
 func TestNotImplementedWithoutLifecycle(t *testing.T) {
@@ -993,8 +994,8 @@ func TestRetryEventAndJobOptions(t *testing.T) {
 func TestPauseAndResume(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/pause", nil).StatusCode)
 	decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/mail/jobs", nil))
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/pause", nil).StatusCode)
 	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/grab?wait=1ms", nil).StatusCode,
 		"a paused function hands out nothing")
 	fns := decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))

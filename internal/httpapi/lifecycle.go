@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -48,9 +49,12 @@ type DeadLetters interface {
 // Pauser stops and restarts handing out a function's jobs; submits are
 // still accepted while paused.
 type Pauser interface {
-	// Pause pauses fn until the given time (zero: until Resume).
+	// Pause pauses fn until the given time (zero: until Resume). It
+	// returns an error wrapping broker.ErrFunctionNotFound for a function
+	// the server does not know.
 	Pause(ctx context.Context, fn string, until time.Time) error
-	// Resume ends a pause; resuming a running function is not an error.
+	// Resume ends a pause; resuming a running function is not an error,
+	// an unknown one is (as for Pause).
 	Resume(ctx context.Context, fn string) error
 }
 
@@ -116,13 +120,25 @@ func (l brokerLifecycle) PurgeDead(ctx context.Context, fn, handle string) (int,
 }
 
 func (l brokerLifecycle) Pause(_ context.Context, fn string, until time.Time) error {
+	if !l.b.KnownFunction(fn) {
+		return unknownFunction(fn)
+	}
 	l.b.Pause(fn, until)
 	return nil
 }
 
 func (l brokerLifecycle) Resume(_ context.Context, fn string) error {
+	if !l.b.KnownFunction(fn) {
+		return unknownFunction(fn)
+	}
 	l.b.Resume(fn)
 	return nil
+}
+
+// unknownFunction is the error of Pause and Resume for a function the
+// broker does not know (broker.KnownFunction).
+func unknownFunction(fn string) error {
+	return fmt.Errorf("unknown function %q: %w", fn, broker.ErrFunctionNotFound)
 }
 
 func (l brokerLifecycle) Result(ctx context.Context, handle string) (Result, bool, error) {

@@ -78,12 +78,18 @@ func (s *Server) buildHandler() http.Handler {
 	return h
 }
 
-// wrap applies a route's checks: authorization, the body limit, problem
-// answers for errors, metrics.
+// wrap applies a route's checks: authorization, the query parameters, the
+// body limit, problem answers for errors (logged: see logProblem),
+// metrics.
 func (s *Server) wrap(rt route) http.Handler {
 	label := rt.method + " " + rt.pattern
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
+		// fail answers err as a problem and logs it.
+		fail := func(err error) {
+			writeProblem(sw, r, err)
+			s.logProblem(r, label, sw.status, err)
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -92,13 +98,17 @@ func (s *Server) wrap(rt route) http.Handler {
 				s.log.ErrorContext(r.Context(), "httpapi: handler panicked", slog.String("route", label),
 					slog.Any("panic", v))
 				if sw.status == 0 {
-					writeProblem(sw, r, fmt.Errorf("internal error"))
+					fail(fmt.Errorf("internal error"))
 				}
 			}
 			s.metrics.request(label, sw.status)
 		}()
 		if err := s.authorize(r, rt.scope); err != nil {
-			writeProblem(sw, r, err)
+			fail(err)
+			return
+		}
+		if err := checkQuery(rt, r); err != nil {
+			fail(err)
 			return
 		}
 		r.Body = requestBody{http.MaxBytesReader(sw, r.Body, s.cfg.MaxBody)}
@@ -108,9 +118,29 @@ func (s *Server) wrap(rt route) http.Handler {
 					slog.String("error", err.Error()))
 				return
 			}
-			writeProblem(sw, r, err)
+			fail(err)
 		}
 	})
+}
+
+// logProblem logs an error answer: a client's mistake (4xx) at debug
+// level, so that an operator can turn it on (--log-level debug) to see why
+// clients fail; a server error (5xx) as a warning, or as an error for 500.
+func (s *Server) logProblem(r *http.Request, route string, status int, err error) {
+	level := slog.LevelDebug
+	switch {
+	case status == http.StatusInternalServerError:
+		level = slog.LevelError
+	case status >= 500:
+		level = slog.LevelWarn
+	}
+	ctx := r.Context()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	s.log.Log(ctx, level, "httpapi: error answer", slog.Int("status", status), slog.String("route", route),
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("remote", r.RemoteAddr),
+		slog.String("error", err.Error()))
 }
 
 // noRoute answers requests the router has no route for: 404, or 405 with

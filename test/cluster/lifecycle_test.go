@@ -141,6 +141,9 @@ func TestClusterLifecycleAcrossServers(t *testing.T) {
 		}
 	}()
 
+	// Policies are set for known functions (pause, resume and policy refuse unknown ones).
+	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "create function dl", false))
+	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "create function res", false))
 	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "policy dl max_attempts=1", false))
 	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "policy res result_retention=1h", false))
 	dead1 := submitBg(t, a.addr, "dl", "first")

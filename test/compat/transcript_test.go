@@ -216,12 +216,15 @@ var transcripts = []transcript{
 	}},
 	{name: "policy", single: true, steps: []step{
 		sendText("C", "policy resize max_attempts=2 backoff=2s timeout=30s"), recv("C"),
+		sendText("C", "create function resize"), recv("C"),
+		sendText("C", "policy resize max_attempts=2 backoff=2s timeout=30s"), recv("C"),
 		sendText("C", "show policy resize"), recv("C"),
 		sendText("C", "policy resize speed=9"), recv("C"),
 		sendText("C", "policy resize reset"), recv("C"),
 		sendText("C", "show policy"), recv("C"),
 	}},
 	{name: "dead-letters", steps: []step{
+		sendText("A", "create function resize"), recv("A"),
 		sendText("A", "policy resize max_attempts=2 backoff=1ms"), recv("A"),
 		sendP("C", gearman.SubmitJobBg, "resize", "img-7", "/uploads/7.png"), recv("C"),
 		sendP("W", gearman.CanDo, "resize"),
@@ -240,8 +243,9 @@ var transcripts = []transcript{
 		sendText("A", "deadletter purge resize"), recv("A"),
 	}},
 	{name: "pause", steps: []step{
-		sendText("A", "pause resize"), recv("A"),
+		sendText("A", "pause rezise"), recv("A"),
 		sendP("C", gearman.SubmitJobBg, "resize", "img-8", "/uploads/8.png"), recv("C"),
+		sendText("A", "pause resize"), recv("A"),
 		sendP("W", gearman.CanDo, "resize"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.PreSleep),
@@ -254,6 +258,7 @@ var transcripts = []transcript{
 		sendText("A", "resume resize"), recv("A"),
 	}},
 	{name: "results", steps: []step{
+		sendText("A", "create function thumb"), recv("A"),
 		sendText("A", "policy thumb result_retention=1h"), recv("A"),
 		sendP("C", gearman.SubmitJobBg, "thumb", "t-9", "a.png"), recv("C"),
 		sendP("W", gearman.CanDo, "thumb"),
@@ -265,6 +270,7 @@ var transcripts = []transcript{
 		sendText("A", "result unique:t-10"), recv("A"),
 	}},
 	{name: "ordering", single: true, steps: []step{
+		sendText("C", "create function pay"), recv("C"),
 		sendText("C", "policy pay ordering=unique-prefix"), recv("C"),
 		sendP("C", gearman.SubmitJobBg, "pay", "acct-42:1", "a"), recv("C"),
 		sendP("C", gearman.SubmitJobBg, "pay", "acct-42:2", "b"), recv("C"),
