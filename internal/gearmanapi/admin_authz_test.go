@@ -65,6 +65,9 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 	h := func(n int) string { return handle(ab.testBundle, n) }
 	ab.dead, ab.done, ab.live = h(0), h(1), h(3)
 	op := ab.dialFrom(t, operatorAddr)
+	for _, fn := range []string{"victim", "spare", "paused"} {
+		require.Equal(t, "OK\r\n", op.admin("create function "+fn, false))
+	}
 	require.Equal(t, "OK\r\n", op.admin("policy victim max_attempts=1 result_retention=1h", false))
 	require.Equal(t, "OK\r\n", op.admin("policy spare max_attempts=1", false))
 	require.Equal(t, "OK\r\n", op.admin("pause paused", false))
