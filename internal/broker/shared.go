@@ -493,7 +493,7 @@ func (c *sharedMode) forgetLocked(j *job) {
 // had no worker here for two polls, and returns them for release.
 func (c *sharedMode) idleJobsLocked() []uint64 {
 	b := c.b
-	now := time.Now()
+	now := c.now()
 	var out []uint64
 	for _, f := range b.functions {
 		if f.workers == 0 {

@@ -86,7 +86,7 @@ func (c *sharedMode) awaitStore(ctx context.Context, backoff *time.Duration) {
 		if perr == nil {
 			b.mu.Lock()
 			c.failing = false
-			c.answeredAt = time.Now()
+			c.answeredAt = c.now()
 			b.storeErr = nil
 			b.mu.Unlock()
 			b.log.Info("broker: the store answers again; accepting background submits")
@@ -107,7 +107,7 @@ func (c *sharedMode) storeLost(err error) {
 	b := c.b
 	// A connection can break alone (a proxy's idle timeout, a restarted
 	// backend): refuse only when the store does not answer either.
-	began := time.Now()
+	began := c.now()
 	ctx, cancel := context.WithTimeout(context.Background(), storeLostProbe)
 	perr := c.store.Ping(ctx)
 	cancel()
@@ -210,11 +210,11 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 ||
 		reserve > 0 || len(progress) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, sharedWriteTimeout)
-		began := time.Now()
+		began := c.now()
 		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
 			Release: release, Notify: notify, Reserve: reserve, Progress: progress})
 		cancel()
-		g.done(pending, time.Since(began))
+		g.done(pending, c.now().Sub(began))
 	}
 
 	b.mu.Lock()
@@ -235,7 +235,7 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 	} else {
 		c.metaCommittedLocked(meta)
 		c.reservedLocked(res.Reserved)
-		c.answeredAt = time.Now()
+		c.answeredAt = c.now()
 	}
 	ierr := err
 	if err != nil && !c.failing {

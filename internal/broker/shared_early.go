@@ -56,7 +56,7 @@ func (c *sharedMode) holdEarlyLocked(j *job) bool {
 		b.queueSaveLocked(j) // inserted in the next round
 		return true
 	}
-	c.early = append(c.early, earlyJob{j: j, due: time.Now().Add(hold)})
+	c.early = append(c.early, earlyJob{j: j, due: c.now().Add(hold)})
 	if len(c.early) == 1 {
 		b.kickCommitter()
 	}
@@ -94,7 +94,7 @@ const holdFactor = 5
 // of them, up to max, and returns those not ended or taken yet, marked as
 // being written.
 func (c *sharedMode) takeEarlyLocked(all bool, max int) []*job {
-	now := time.Now()
+	now := c.now()
 	var out []*job
 	n := 0
 	for n < len(c.early) && len(out) < max && (all || !c.early[n].due.After(now)) {
@@ -116,7 +116,7 @@ func (c *sharedMode) earlyDueLocked() (time.Duration, bool) {
 	if len(c.early) == 0 {
 		return 0, false
 	}
-	return max(time.Until(c.early[0].due), 0), true
+	return max(c.early[0].due.Sub(c.now()), 0), true
 }
 
 // earlySeqLocked returns a reserved sequence number for j, a new

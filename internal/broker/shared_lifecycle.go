@@ -38,7 +38,7 @@ func (c *sharedMode) sharedCounts(ctx context.Context) ([]store.FunctionCount, e
 	}
 	defer func() { <-c.counts.sem }()
 	cc := &c.counts
-	if !cc.at.IsZero() && time.Since(cc.at) < sharedCountsMaxAge {
+	if !cc.at.IsZero() && c.now().Sub(cc.at) < sharedCountsMaxAge {
 		return cc.counts, cc.err
 	}
 	qctx, cancel := context.WithTimeout(ctx, sharedStatusTimeout)
@@ -49,7 +49,7 @@ func (c *sharedMode) sharedCounts(ctx context.Context) ([]store.FunctionCount, e
 		cc.at = time.Time{}
 		return nil, cc.err
 	}
-	cc.at = time.Now()
+	cc.at = c.now()
 	return cc.counts, cc.err
 }
 
