@@ -164,11 +164,21 @@ func testSubmitCommand(t *testing.T, bin string, kind struct {
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errOut, "unknown priority")
 
-	// Background, waiting until the job is gone.
+	// Background, waiting until the job ends: Gearwork reports the outcome
+	// from the job's record, gearmand keeps none.
 	out, errOut, code = gw(t, bin, "", nil, "submit", s, "--background", "--wait", "--poll=10ms", "upper", "bg")
 	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `^H:\S+\n$`, out)
-	require.True(t, strings.HasSuffix(errOut, "status: done\n"), errOut)
+	if srv.ours != nil {
+		require.Regexp(t, `^H:\S+\nBG$`, out, "the handle, then the result")
+		require.True(t, strings.HasSuffix(errOut, "status: complete\n"), errOut)
+		_, errOut, code = gw(t, bin, "", nil, "submit", s, "--background", "--wait", "--poll=10ms", "throw", "bg")
+		require.Equal(t, exitFailed, code, "a failed background job is a dead letter: %s", errOut)
+		require.Contains(t, errOut, "status: dead\n")
+		require.Contains(t, errOut, "dead after 1 attempts: bad bg")
+	} else {
+		require.Regexp(t, `^H:\S+\n$`, out)
+		require.True(t, strings.HasSuffix(errOut, "status: done\n"), errOut)
+	}
 
 	// A scheduled job is held by the server until its time.
 	out, errOut, code = gw(t, bin, "", nil, "submit", s, "--at", "2099-01-02T03:04:05Z", "--unique", "sched-1", "later", "x")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/broker"
 )
 
 // submitHelp follows submit's flags in its --help.
@@ -43,7 +44,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&cfg.priority, "priority", "normal", "job `priority`: high, normal or low")
 	fs.StringVar(&cfg.unique, "unique", "", "unique `id`: a submit matching a live job attaches to it (\"-\": the server hashes the payload)")
 	fs.StringVar(&cfg.at, "at", "", "run the job at this `time`, RFC 3339 or Unix seconds (SUBMIT_JOB_EPOCH; implies --background, normal priority)")
-	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until the server no longer knows it")
+	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until it ends, then report its outcome from its record (a failed, dead, cancelled or excepted job exits non-zero)")
 	fs.DurationVar(&cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
 	fs.DurationVar(&cfg.timeout, "timeout", 0, "give up waiting after this `duration` (0: wait as long as it takes)")
 	if err := parseFlags(fs, args); err != nil {
@@ -131,8 +132,7 @@ func submitBackground(ctx context.Context, c *client.Client, req client.Request,
 			return submitError(ctx, err, stderr)
 		}
 		if !st.Known {
-			fmt.Fprintln(stderr, "status: done")
-			return nil
+			return reportOutcome(ctx, job, stdout, stderr)
 		}
 		if first || st != last {
 			state := "queued"
@@ -236,4 +236,45 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// reportOutcome reports how a background job that the server no longer
+// holds ended, from its record ("job HANDLE" on the admin port): a
+// completed job's result goes to stdout, anything else is an error with
+// its exit code. A server that keeps no job records (gearmand) only says
+// the job is done.
+func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer) error {
+	cmd := adminCommand{kind: answerList, line: "job " + job.Handle, record: parseJobRecord}
+	a, err := adminRoundTrip(ctx, job.Server, cmd, 10*time.Second)
+	var ae *adminErr
+	switch {
+	case errors.As(err, &ae) && ae.code == "UNKNOWN_JOB":
+		fmt.Fprintln(stderr, "status: done")
+		return exitError{code: exitFailed, msg: "job " + job.Handle + " ended, but the server keeps no record of how (see the policy keys history and history_max)"}
+	case errors.As(err, &ae):
+		// A server without job records.
+		fmt.Fprintln(stderr, "status: done")
+		return nil
+	case err != nil:
+		return submitError(ctx, err, stderr)
+	}
+	row := a.rows[0]
+	state, _ := row[5].(string)
+	attempts := row[6]
+	lastErr, _ := row[10].(string)
+	fmt.Fprintf(stderr, "status: %s\n", state)
+	switch state {
+	case broker.FinalComplete:
+		if r, ok := row[12].(blob); ok {
+			_, _ = stdout.Write(r)
+		}
+		return nil
+	case broker.FinalException:
+		fmt.Fprintf(stderr, "exception: %s\n", lastErr)
+		return exitError{code: exitException, msg: "job " + job.Handle + " threw an exception"}
+	case broker.FinalCancelled:
+		by, _ := row[11].(string)
+		return exitError{code: exitFailed, msg: fmt.Sprintf("job %s was cancelled (by %s)", job.Handle, by)}
+	}
+	return exitError{code: exitJobFailed, msg: fmt.Sprintf("job %s %s after %v attempts: %s", job.Handle, state, attempts, lastErr)}
 }
