@@ -71,7 +71,8 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 	if f.addr == "off" || f.addr == "" {
 		return nil, nil
 	}
-	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure}}
+	v := buildVersion()
+	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure, Version: v.Version, Commit: v.Commit}}
 	if f.tokensFile != "" {
 		file, err := os.Open(f.tokensFile)
 		if err != nil {

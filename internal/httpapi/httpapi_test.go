@@ -675,6 +675,10 @@ func TestFunctionsWorkersAndMetrics(t *testing.T) {
 		`gearwork_http_requests_total{code="202",route="POST /v1/functions/{fn}/jobs"} 3`,
 		`gearwork_connections{frontend="http"}`,
 		`gearwork_store_commit_seconds_bucket`,
+		`gearwork_jobs_by_state{function="thumb",state="queued"} 2`,
+		`gearwork_jobs_by_state{function="thumb",state="complete"} 1`,
+		`gearwork_oldest_queued_job_age_seconds{function="thumb"} `,
+		`gearwork_build_info{commit="unknown",goversion="go`,
 	} {
 		require.Contains(t, text, want)
 	}

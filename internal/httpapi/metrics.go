@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -73,6 +74,17 @@ var (
 	descPolls       = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
 	descCommit      = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
 	descCommitN     = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer.", nil, nil)
+	descByState     = prometheus.NewDesc("gearwork_jobs_by_state",
+		"Jobs by function and state: live ones (pending, scheduled, queued, running, retry-wait, blocked) now, and ended ones (complete, failed, exception, cancelled, dead) whose records the history keeps.",
+		[]string{"function", "state"}, nil)
+	descOldest = prometheus.NewDesc("gearwork_oldest_queued_job_age_seconds",
+		"How long the job that has waited longest in the function's queue has been runnable; 0 when none is queued.", fnLabel, nil)
+	descSchedLast = prometheus.NewDesc("gearwork_schedule_last_tick_timestamp_seconds",
+		"Unix time of the last tick a cron schedule submitted a job for (absent before its first).", []string{"schedule", "function"}, nil)
+	descSchedNext = prometheus.NewDesc("gearwork_schedule_next_tick_timestamp_seconds",
+		"Unix time of a cron schedule's next tick.", []string{"schedule", "function"}, nil)
+	descBuild = prometheus.NewDesc("gearwork_build_info", "Always 1; the labels say which build runs.",
+		[]string{"version", "commit", "goversion"}, nil)
 )
 
 // brokerCollector reads the broker's counters at scrape time.
@@ -82,7 +94,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descDead,
 		descDeadLetters, descPaused, descQueued,
 		descTotal, descRunning, descWorkers, descWait, descRun, descSessions, descConns, descLeases, descPolls,
-		descCommit, descCommitN} {
+		descCommit, descCommitN, descByState, descOldest, descSchedLast, descSchedNext, descBuild} {
 		ch <- d
 	}
 }
@@ -146,4 +158,28 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- constHistogram(descCommit, st.Commit)
 	counter(descCommitN, st.CommitJobs)
+	now := time.Now()
+	for _, jc := range c.s.b.CountJobs() {
+		for state, n := range jc.Live {
+			gauge(descByState, n, jc.Function, state)
+		}
+		for state, n := range jc.Ended {
+			gauge(descByState, n, jc.Function, state)
+		}
+		age := 0.0
+		if !jc.OldestQueued.IsZero() {
+			age = max(now.Sub(jc.OldestQueued).Seconds(), 0)
+		}
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age, jc.Function)
+	}
+	for _, sc := range c.s.b.Schedules() {
+		if !sc.Last.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descSchedLast, prometheus.GaugeValue, float64(sc.Last.Unix()), sc.Name, sc.Function)
+		}
+		if !sc.Next.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descSchedNext, prometheus.GaugeValue, float64(sc.Next.Unix()), sc.Name, sc.Function)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1,
+		cmpOr(c.s.cfg.Version, "unknown"), cmpOr(c.s.cfg.Commit, "unknown"), runtime.Version())
 }

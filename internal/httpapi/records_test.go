@@ -307,3 +307,49 @@ func TestListJobsOverHTTP(t *testing.T) {
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs?state=sleeping", nil), http.StatusBadRequest, "unknown state")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs?limit=0", nil), http.StatusBadRequest, "limit")
 }
+
+// Retries count whoever watches the job: a Gearman-submitted job that
+// fails twice under a retry policy adds 2 to gearwork_jobs_retried_total.
+// A cron schedule's next tick is a metric.
+func TestMetricsOfRetriesAndSchedules(t *testing.T) {
+	t.Parallel()
+	cron, err := broker.ParseCron("0 3 * * *", time.UTC)
+	require.NoError(t, err)
+	tb := setupRecords(t, broker.Config{
+		Policies:  map[string]broker.Policy{"flaky": {MaxAttempts: 3, Backoff: broker.Backoff{Initial: time.Millisecond, Max: time.Millisecond}}},
+		Schedules: []broker.Schedule{{Name: "nightly", Function: "report", Cron: cron}},
+	})
+	client := tb.dial(t)
+	worker := tb.dial(t)
+	h := client.submitBG("flaky", "x")
+	worker.send(gearman.CanDo, "flaky")
+	for range 3 {
+		// A retry waits out its backoff: sleep until the server wakes
+		// the worker (NOOP), as a Gearman worker does.
+		for {
+			worker.send(gearman.GrabJob)
+			cmd, args := worker.read()
+			if cmd == gearman.JobAssign {
+				require.Equal(t, h, args[0])
+				break
+			}
+			require.Equal(t, gearman.NoJob, cmd)
+			worker.send(gearman.PreSleep)
+			cmd, _ = worker.read()
+			require.Equal(t, gearman.Noop, cmd)
+		}
+		worker.send(gearman.WorkFail, h)
+	}
+	worker.send(gearman.EchoReq, "x")
+	c, _ := worker.read()
+	require.Equal(t, gearman.EchoRes, c)
+	resp, err := http.Get(tb.ts.URL + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	text := string(body)
+	require.Contains(t, text, `gearwork_jobs_retried_total{function="flaky"} 2`)
+	require.Contains(t, text, `gearwork_jobs_by_state{function="flaky",state="dead"} 1`)
+	require.Contains(t, text, `gearwork_schedule_next_tick_timestamp_seconds{function="report",schedule="nightly"} `)
+}

@@ -51,6 +51,9 @@ import (
 // Config configures a Server. Only Broker is required.
 type Config struct {
 	Broker *broker.Broker
+	// Version and Commit label the gearwork_build_info metric; empty
+	// means "unknown".
+	Version, Commit string
 	// Lifecycle provides dead letters, pause/resume and retained results.
 	// The zero value means the broker's own (BrokerLifecycle); a Lifecycle
 	// with a nil field makes the matching routes answer 501 Not
