@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -11,9 +13,22 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gearwork/gearwork/internal/clocktest"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines once the tests have run and the
+// PostgreSQL server of the shared-mode tests (pgtest) has stopped.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Cleanup()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // recorder is an Outbox that keeps every event.
 type recorder struct {

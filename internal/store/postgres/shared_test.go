@@ -379,3 +379,33 @@ func TestClaimKeepsALimitAcrossServers(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, more, 1)
 }
+
+func TestCommitReservesNumbersForJobsTheServerNumbers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	ra, err := a.Commit(ctx, store.CommitParams{Reserve: 5})
+	require.NoError(t, err)
+	rb, err := b.Commit(ctx, store.CommitParams{Reserve: 5})
+	require.NoError(t, err)
+	require.Len(t, ra.Reserved, 5)
+	require.Len(t, rb.Reserved, 5)
+	seen := map[uint64]bool{}
+	for _, s := range append(ra.Reserved, rb.Reserved...) {
+		require.False(t, seen[s], "a number is reserved once across servers")
+		seen[s] = true
+	}
+
+	// A job carrying a reserved number keeps it; one without gets a new one.
+	j := newJob("f", "", "own number")
+	j.Seq = ra.Reserved[2]
+	res, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{j, newJob("f", "", "numbered")}})
+	require.NoError(t, err)
+	require.Equal(t, store.Inserted{Seq: ra.Reserved[2], Created: true}, res[0])
+	require.True(t, res[1].Created)
+	require.False(t, seen[res[1].Seq], "the store's own numbers are not reserved ones")
+	var handle string
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT convert_from(handle, 'UTF8') FROM gearwork_jobs WHERE seq = %d`, ra.Reserved[2]), &handle)
+	require.Equal(t, fmt.Sprintf("H:a:%d", ra.Reserved[2]), handle)
+}

@@ -1,4 +1,4 @@
-package postgres_test
+package broker_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package postgres_test
+package broker_test
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/broker"
-	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
 
@@ -230,36 +229,6 @@ func TestSharedEarlyJobThatDiesOrKeepsAResultIsStored(t *testing.T) {
 	require.Equal(t, 1, rowsIn(t, url, 2), "one dead letter")
 	require.Equal(t, 2, rowsIn(t, url, 3), "two results: the warm-up job's and this one's")
 	require.Equal(t, 3, countRows(t, url), "nothing else")
-}
-
-func TestCommitReservesNumbersForJobsTheServerNumbers(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	url := pgtest.Schema(t)
-	a, b := openStore(t, url, "a"), openStore(t, url, "b")
-	ra, err := a.Commit(ctx, store.CommitParams{Reserve: 5})
-	require.NoError(t, err)
-	rb, err := b.Commit(ctx, store.CommitParams{Reserve: 5})
-	require.NoError(t, err)
-	require.Len(t, ra.Reserved, 5)
-	require.Len(t, rb.Reserved, 5)
-	seen := map[uint64]bool{}
-	for _, s := range append(ra.Reserved, rb.Reserved...) {
-		require.False(t, seen[s], "a number is reserved once across servers")
-		seen[s] = true
-	}
-
-	// A job carrying a reserved number keeps it; one without gets a new one.
-	j := newJob("f", "", "own number")
-	j.Seq = ra.Reserved[2]
-	res, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{j, newJob("f", "", "numbered")}})
-	require.NoError(t, err)
-	require.Equal(t, store.Inserted{Seq: ra.Reserved[2], Created: true}, res[0])
-	require.True(t, res[1].Created)
-	require.False(t, seen[res[1].Seq], "the store's own numbers are not reserved ones")
-	var handle string
-	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT convert_from(handle, 'UTF8') FROM gearwork_jobs WHERE seq = %d`, ra.Reserved[2]), &handle)
-	require.Equal(t, fmt.Sprintf("H:a:%d", ra.Reserved[2]), handle)
 }
 
 // lockJobs holds a lock that makes every write to gearwork_jobs wait until
