@@ -35,3 +35,28 @@ if ! (cd tools/openapi && npm ls --silent >/dev/null 2>&1); then
 	echo "deps: installing tools/openapi"
 	(cd tools/openapi && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# The Node Gearman libraries that test/compat runs against Gearwork, pinned
+# in test/compat/testdata/node/package.json, go into a cache directory
+# outside the repository ($GEARWORK_NODE_CACHE, by default
+# ~/.cache/gearwork/node); installed again only when that file changed.
+root="$(pwd)"
+node_dir="${GEARWORK_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gearwork/node}"
+if ! cmp -s "$root/test/compat/testdata/node/package.json" "$node_dir/package.json" || [ ! -d "$node_dir/node_modules" ]; then
+	echo "deps: installing Node packages into $node_dir"
+	command -v npm >/dev/null || { echo "deps: npm is not installed (Node.js and npm are needed by test/compat)"; exit 1; }
+	mkdir -p "$node_dir"
+	rm -f "$node_dir/package.json"
+	cp "$root/test/compat/testdata/node/package.json" "$node_dir/package.json.new"
+	(cd "$node_dir" && mv package.json.new package.json &&
+		npm install --no-audit --no-fund --ignore-scripts --no-package-lock --loglevel=error) ||
+		{ rm -f "$node_dir/package.json"; exit 1; }
+fi
+
+# The Go client libraries that test/compat runs against Gearwork, into the
+# module cache: each test/compat/testdata/golib/*/go.mod names the library's
+# version on its "// source:" line and lists its dependencies.
+for mod in "$root"/test/compat/testdata/golib/*/; do
+	src=$(sed -n 's|^// source: ||p' "$mod/go.mod")
+	(cd "$mod" && GOFLAGS=-mod=mod GOWORK=off go mod download && GOFLAGS=-mod=mod GOWORK=off go mod download "$src")
+done

@@ -1,16 +1,20 @@
 // Package compat holds Gearwork's end-to-end compatibility suite. Its tests
 // build the gearwork binary, start "gearwork serve" on a free loopback port
 // and drive it with Gearman clients and workers written elsewhere: Debian's
-// gearman and gearadmin tools (libgearman), PHP's gearman extension and
-// Perl's Gearman::Client and Gearman::Worker. Where it makes sense the same
+// gearman and gearadmin tools (libgearman), PHP's gearman extension, Perl's
+// Gearman::Client and Gearman::Worker, the Node libraries abraxas and
+// node-gearman, and the client tests of the Go library
+// github.com/appscode/g2 (libraries_test.go). Where it makes sense the same
 // checks also run against Debian's C gearmand, so that every difference
 // between the two servers is visible in the test output and written down in
 // docs/protocol.md.
 //
 // # Requirements
 //
-// scripts/deps.sh installs every client. A missing client fails the suite;
-// set GEARWORK_ALLOW_SKIP=1 to skip the tests that need it instead.
+// scripts/deps.sh installs every client (the Node packages into
+// ~/.cache/gearwork/node, the Go modules into the module cache). A missing
+// client fails the suite; set GEARWORK_ALLOW_SKIP=1 to skip the tests that
+// need it instead.
 //
 // The package has no non-test code.
 package compat

@@ -413,10 +413,17 @@ type proc struct {
 // if it still runs. stdin may be nil.
 func startProc(t *testing.T, stdin io.Reader, name string, args ...string) *proc {
 	t.Helper()
+	return startProcWith(t, func(cmd *exec.Cmd) { cmd.Stdin = stdin }, name, args...)
+}
+
+// startProcWith is startProc with setup applied to the command before it
+// starts (to set its stdin, directory or environment).
+func startProcWith(t *testing.T, setup func(cmd *exec.Cmd), name string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(name, args...)
 	p := &proc{name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd,
 		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdin = stdin
+	setup(cmd)
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	// A killed process's children may keep its output pipes open.
 	cmd.WaitDelay = 5 * time.Second
