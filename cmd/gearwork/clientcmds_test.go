@@ -213,6 +213,7 @@ func testWorkCommand(t *testing.T, bin string) {
 	script := `p=$(cat)
 case "$p" in
 fail) echo "bad thing" >&2; exit 3 ;;
+progress) echo "status 1 2" >&3; echo "data part one" >&3; echo "nonsense" >&3; printf done ;;
 slow*) touch "$DIR/started-$p"; while [ ! -e "$DIR/release" ]; do sleep 0.02; done; printf 'finished %s' "$p" ;;
 *) printf '%s:%s' "$GEARWORK_FUNCTION" "$p" | tr a-z A-Z ;;
 esac`
@@ -251,6 +252,30 @@ esac`
 		UpdateFunc: func(u client.Update) { warnings = append(warnings, string(u.Data)) }})
 	require.ErrorIs(t, err, client.ErrJobFailed)
 	require.Equal(t, []string{"bad thing\n"}, warnings)
+
+	// Progress and data on file descriptor 3.
+	var updates []string
+	res, err = c.Do(ctx, client.Request{Function: "shout", Payload: []byte("progress"),
+		UpdateFunc: func(u client.Update) {
+			updates = append(updates, fmt.Sprintf("%d %d/%d %s", u.Kind, u.Numerator, u.Denominator, u.Data))
+		}})
+	require.NoError(t, err)
+	require.Equal(t, "done", string(res))
+	require.Equal(t, []string{fmt.Sprintf("%d 1/2 ", client.UpdateStatus), fmt.Sprintf("%d 0/0 part one", client.UpdateData)}, updates)
+
+	// A failing background job: its stderr is the dead letter's error.
+	bg, err := c.SubmitBackground(ctx, client.Request{Function: "shout", Payload: []byte("fail")})
+	require.NoError(t, err)
+	waitFor(t, "the job to be a dead letter", func() bool {
+		dls, err := srv.Broker().DeadLetters(ctx, "shout", 0)
+		require.NoError(t, err)
+		return len(dls) == 1
+	})
+	dls, err := srv.Broker().DeadLetters(ctx, "shout", 0)
+	require.NoError(t, err)
+	require.Equal(t, bg.Handle, dls[0].Handle)
+	require.Equal(t, "bad thing\n", dls[0].LastError)
+	require.Equal(t, "bad thing\n", dls[0].History[0].Error)
 
 	// Two slow jobs run at once (--concurrency=2); SIGTERM lets them finish.
 	var tasks []*client.Task

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"time"
 
@@ -28,9 +30,13 @@ type workConfig struct {
 const workHelp = `
 For each job, COMMAND runs with the job's payload on stdin; its stdout is
 the job's result (WORK_COMPLETE). If it exits non-zero the job fails
-(WORK_FAIL) and its stderr is sent to the client first as a warning. The
-command's environment has GEARWORK_FUNCTION, GEARWORK_HANDLE and
-GEARWORK_UNIQUE. On SIGINT or SIGTERM the worker takes no new jobs and
+(WORK_FAIL): the last 4 KiB of its stderr go first as a warning, which the
+server keeps as the failed attempt's error (in the job's record and its
+dead letter). The command's environment has GEARWORK_FUNCTION,
+GEARWORK_HANDLE, GEARWORK_UNIQUE and GEARWORK_PROGRESS_FD=3: lines written
+to file descriptor 3 report while it runs: "status N D" (WORK_STATUS, N of
+D done), "data TEXT" (WORK_DATA) and "warning TEXT" (WORK_WARNING), e.g.
+echo "status 1 4" >&3. On SIGINT or SIGTERM the worker takes no new jobs and
 waits for running commands (up to --shutdown-timeout).
 `
 
@@ -107,27 +113,134 @@ func (h *commandHandler) ServeJob(ctx context.Context, j *worker.Job) ([]byte, e
 	cmd.Env = append(os.Environ(),
 		"GEARWORK_FUNCTION="+j.Function, "GEARWORK_HANDLE="+j.Handle, "GEARWORK_UNIQUE="+j.Unique)
 	cmd.Stdin = bytes.NewReader(j.Payload)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var stdout bytes.Buffer
+	stderr := &tailWriter{max: stderrTail}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	ownProcessGroup(cmd)
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
+	progress, err := h.progressPipe(cmd, j)
+	if err != nil {
+		return nil, fmt.Errorf("running %s: %w", h.argv[0], err)
+	}
+	err = cmd.Start()
+	progress.started()
 	if err == nil {
-		if stderr.Len() > 0 {
+		err = cmd.Wait()
+	}
+	progress.wait(cmd.WaitDelay)
+	if err == nil {
+		if len(stderr.buf) > 0 {
 			h.log.Info("work: command wrote to stderr", slog.String("handle", j.Handle),
-				slog.String("stderr", strings.TrimRight(stderr.String(), "\n")))
+				slog.String("stderr", strings.TrimRight(string(stderr.buf), "\n")))
 		}
 		return stdout.Bytes(), nil
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("command stopped: %w", context.Cause(ctx))
 	}
-	if stderr.Len() > 0 {
-		_ = j.SendWarning(stderr.Bytes())
+	// WORK_FAIL carries no data: the end of stderr goes first as a
+	// warning, which the server keeps as the failed attempt's error.
+	why := stderr.buf
+	if len(why) == 0 {
+		why = []byte(fmt.Sprintf("%s: %v", h.argv[0], err))
 	}
+	_ = j.SendWarning(why)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return nil, fmt.Errorf("command %s: %w", h.argv[0], err)
 	}
 	return nil, fmt.Errorf("running %s: %w", h.argv[0], err)
+}
+
+// stderrTail is how much of a command's stderr is kept: its end.
+const stderrTail = 4 << 10
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	max int
+	buf []byte
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= t.max {
+		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		return n, nil
+	}
+	if over := len(t.buf) + len(p) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	t.buf = append(t.buf, p...)
+	return n, nil
+}
+
+// progressFD is the file descriptor on which a command reports progress:
+// lines "status N D" (WORK_STATUS), "data TEXT" (WORK_DATA) and
+// "warning TEXT" (WORK_WARNING).
+const progressFD = 3
+
+// progressReader reads a command's progress lines and sends them for its
+// job.
+type progressReader struct {
+	r, w *os.File
+	done chan struct{}
+}
+
+// progressPipe gives the command a pipe as file descriptor progressFD
+// (GEARWORK_PROGRESS_FD) and reads its lines into work updates of j.
+func (h *commandHandler) progressPipe(cmd *exec.Cmd, j *worker.Job) (*progressReader, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("progress pipe: %w", err)
+	}
+	if runtime.GOOS != "windows" { // no inherited descriptors there
+		cmd.ExtraFiles = []*os.File{w}
+	}
+	cmd.Env = append(cmd.Env, fmt.Sprintf("GEARWORK_PROGRESS_FD=%d", progressFD))
+	p := &progressReader{r: r, w: w, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 0, 4096), 1<<20)
+		for sc.Scan() {
+			h.progressLine(j, sc.Text())
+		}
+	}()
+	return p, nil
+}
+
+// started closes the parent's copy of the write end: the reader ends when
+// the command (and any child it passed the descriptor to) has closed it.
+func (p *progressReader) started() { p.w.Close() }
+
+// wait waits up to d for the last progress lines, then stops reading.
+func (p *progressReader) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+	}
+	p.r.Close()
+	<-p.done
+}
+
+func (h *commandHandler) progressLine(j *worker.Job, line string) {
+	verb, rest, _ := strings.Cut(line, " ")
+	switch verb {
+	case "status":
+		var num, den uint32
+		if _, err := fmt.Sscanf(rest, "%d %d", &num, &den); err == nil {
+			_ = j.SendStatus(num, den)
+			return
+		}
+	case "data":
+		_ = j.SendData([]byte(rest))
+		return
+	case "warning":
+		_ = j.SendWarning([]byte(rest))
+		return
+	}
+	h.log.Warn("work: ignoring a progress line; use \"status N D\", \"data TEXT\" or \"warning TEXT\"",
+		slog.String("handle", j.Handle), slog.String("line", line))
 }

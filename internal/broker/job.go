@@ -160,7 +160,15 @@ type jobExtra struct {
 	// leaseTimer: the running job's timer is its worker's lease
 	// (Broker.CanDoLease), not a timeout that fails the job.
 	leaseTimer bool
+	// warning is the end (at most maxWarningText bytes) of the last
+	// WORK_WARNING of the current run: a WORK_FAIL that follows carries no
+	// data, so the warning is the failed attempt's error text.
+	warning string
 }
+
+// maxWarningText is the most bytes of a WORK_WARNING kept as a failed
+// attempt's error text (its end).
+const maxWarningText = 4 << 10
 
 // size is what the job counts against Config.MaxQueuedBytes.
 func (j *job) size() int64 { return int64(len(j.payload) + len(j.unique)) }
@@ -177,7 +185,8 @@ func (j *job) extra() *jobExtra {
 // only the job itself.
 func (j *job) releaseExtra() {
 	if x := j.x; x != nil && x.reducer == "" && x.runAt == 0 && x.worker == nil && len(x.clients) == 0 &&
-		x.num == 0 && x.den == 0 && x.timerIdx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 {
+		x.num == 0 && x.den == 0 && x.timerIdx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 &&
+		x.warning == "" {
 		j.x = nil
 	}
 }

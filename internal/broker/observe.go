@@ -290,10 +290,10 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 		j.flags |= jobFinished
 		b.statFinishedLocked(j, o)
 	}
-	var worker string
+	var worker, warning string
 	var started int64
 	if x := j.x; x != nil {
-		started = x.started
+		started, warning = x.started, x.warning
 		if x.worker != nil {
 			worker = x.worker.name()
 		}
@@ -310,7 +310,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 		case Exception:
 			e.state, e.outcome, e.errText, e.result = FinalException, outcomeException, string(ev.Data), nonNilBytes(ev.Data)
 		default:
-			e.state, e.outcome = FinalFailed, outcomeFailed
+			e.state, e.outcome, e.errText = FinalFailed, outcomeFailed, warning
 		}
 		b.recordEndLocked(j, e)
 	}

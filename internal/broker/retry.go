@@ -102,7 +102,8 @@ func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
 		b.removeLocked(j)
 		return
 	}
-	outcome, errText := outcomeFailed, ""
+	// A WORK_FAIL carries no data: the run's last warning says why.
+	outcome, errText := outcomeFailed, j.x.warning
 	if o == Exception {
 		outcome, errText = outcomeException, string(data)
 	}

@@ -169,6 +169,7 @@ func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 	x := j.extra()
 	j.state = stateRunning
 	x.worker = s
+	x.warning = ""
 	b.resetProgressLocked(j)
 	s.running = append(s.running, j)
 	j.fn.running++
@@ -250,6 +251,7 @@ func (b *Broker) WorkData(s *Session, seq uint64, data []byte, warning bool) err
 	kind := EventData
 	if warning {
 		kind = EventWarning
+		j.x.warning = string(data[max(len(data)-maxWarningText, 0):])
 	}
 	b.forwardLocked(j, Event{Kind: kind, Seq: seq, Data: data})
 	return nil
