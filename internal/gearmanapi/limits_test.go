@@ -3,6 +3,11 @@ package gearmanapi
 import (
 	"bufio"
 	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,4 +117,67 @@ func TestMaxConnectionsPerAddress(t *testing.T) {
 	c.send(gearman.EchoReq, "again")
 	c.expect(gearman.EchoRes, "again")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
+}
+
+// emfileListener fails Accept with EMFILE while failing is set, recording
+// when, and accepts normally otherwise.
+type emfileListener struct {
+	net.Listener
+	failing atomic.Bool
+	mu      sync.Mutex
+	fails   []time.Time
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.failing.Load() {
+		l.mu.Lock()
+		l.fails = append(l.fails, time.Now())
+		l.mu.Unlock()
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+func (l *emfileListener) failures() []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.fails)
+}
+
+// TestAcceptOutOfFileDescriptors: while accept fails for want of file
+// descriptors, the server retries after growing pauses instead of
+// spinning, keeps serving the connections it has, and accepts again once
+// descriptors are free.
+func TestAcceptOutOfFileDescriptors(t *testing.T) {
+	t.Parallel()
+	var ln *emfileListener
+	tb := setupListener(t, Config{}, func(inner net.Listener) net.Listener {
+		ln = &emfileListener{Listener: inner}
+		return ln
+	})
+	existing := tb.dial(t)
+	existing.send(gearman.EchoReq, "before")
+	existing.expect(gearman.EchoRes, "before")
+
+	ln.failing.Store(true)
+	// The accept in progress returns the connection below; the ones
+	// after it fail.
+	waiting := tb.dial(t)
+	waiting.send(gearman.EchoReq, "queued")
+	waiting.expect(gearman.EchoRes, "queued")
+	const attempts = 5
+	require.Eventually(t, func() bool { return len(ln.failures()) >= attempts }, time.Minute, time.Millisecond)
+	fails := ln.failures()
+	// Pauses of 5, 10, 20 and 40 ms at least between the first five
+	// attempts.
+	require.GreaterOrEqual(t, fails[attempts-1].Sub(fails[0]), 75*time.Millisecond, "accept must back off")
+	existing.send(gearman.EchoReq, "meanwhile")
+	existing.expect(gearman.EchoRes, "meanwhile")
+
+	ln.failing.Store(false)
+	later := tb.dial(t)
+	later.send(gearman.EchoReq, "after")
+	later.expect(gearman.EchoRes, "after")
+	existing.send(gearman.EchoReq, "still")
+	existing.expect(gearman.EchoRes, "still")
 }
