@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/worker"
 )
 
 // TestVersionFlag: --version, -v and "version" print the version, the
@@ -227,4 +230,58 @@ func TestSizeFlag(t *testing.T) {
 	require.Equal(t, "64MiB", v.String())
 	n = 1000
 	require.Equal(t, "1000", v.String())
+}
+
+// TestGracefulStopRefusesHTTPSubmits: once a graceful stop (SIGUSR1)
+// starts, HTTP submits are refused (503 shutting-down) as the Gearman port
+// refuses connections, and a job still running at --shutdown-timeout is
+// logged as taken back at the "shutdown deadline".
+func TestGracefulStopRefusesHTTPSubmits(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--shutdown-timeout", "3s")
+	base := "http://" + srv.HTTPAddr(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	cliWorker(t, srv.Addr, "", map[string]worker.HandlerFunc{
+		"hold": func(ctx context.Context, _ *worker.Job) ([]byte, error) {
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		},
+	})
+	t.Cleanup(func() { close(release) })
+	resp, err := http.Post(base+"/v1/functions/hold/jobs", "text/plain", strings.NewReader("x"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not start the job")
+	}
+
+	require.NoError(t, syscall.Kill(srv.Pid(), syscall.SIGUSR1))
+	waitFor(t, "/readyz to answer 503", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	resp, err = http.Post(base+"/v1/functions/hold/jobs", "text/plain", strings.NewReader("late"))
+	require.NoError(t, err)
+	var p struct{ Type string }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.True(t, strings.HasSuffix(p.Type, "/shutting-down"), p.Type)
+
+	waitFor(t, "the server to stop after --shutdown-timeout", func() bool { return !srv.Alive() })
+	log := srv.Log()
+	require.Contains(t, log, "graceful stop timed out")
+	require.Regexp(t, `msg="broker: job taken back" handle=\S+ reason="shutdown deadline"`, log)
+	require.NotContains(t, log, `reason="worker disconnected"`)
 }

@@ -227,13 +227,18 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		case <-idle:
 		case <-time.After(cfg.shutdownTimeout):
 			log.Warn("serve: graceful stop timed out; running jobs will run again after restart")
+			b.Stopping("shutdown deadline")
 		case <-ctx.Done():
+			b.Stopping("server stopping")
 		}
 	}
 	// Order: stop both front ends (HTTP first: its streams and long polls
 	// end, jobs held by HTTP workers go back), closing connections so no new
 	// work arrives; then stop the broker (flushes the committer); then close
 	// the store (deferred).
+	if !graceful {
+		b.Stopping("server stopping")
+	}
 	httpSrv.stop(5*time.Second, log)
 	srv.Close()
 	b.Stop()

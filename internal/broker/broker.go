@@ -131,6 +131,11 @@ type Broker struct {
 	stopped   bool
 	idle      chan struct{} // closed when draining and nothing runs
 	running   int
+
+	// closeReason, when set (Stopping), is the reason logged for jobs
+	// taken back from sessions closed from then on.
+	closeReason string
+
 	// pendingSaves and pendingDeletes wait for the committer.
 	pendingSaves   []*job
 	pendingRetries []store.Job
@@ -290,9 +295,13 @@ func (b *Broker) CloseSession(s *Session) {
 	s.closed = true
 	delete(b.sessions, s.id)
 	b.unwatchAllLocked(s)
+	why := "worker disconnected"
+	if b.closeReason != "" {
+		why = b.closeReason
+	}
 	for len(s.running) > 0 {
 		j := s.running[len(s.running)-1]
-		b.requeueLocked(j, "worker disconnected")
+		b.requeueLocked(j, why)
 	}
 	for _, a := range s.abilities {
 		a.fn.workers--
@@ -366,6 +375,26 @@ func (b *Broker) Drain() <-chan struct{} {
 	return b.idle
 }
 
+// Stopping records why the server is about to close its sessions, such as
+// "shutdown deadline" when a graceful stop ran out of time: jobs taken
+// back from sessions closed afterwards are logged with that reason instead
+// of "worker disconnected".
+func (b *Broker) Stopping(reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeReason = reason
+}
+
+// Draining reports whether Drain was called: a graceful stop is under way.
+// Front ends refuse new submits meanwhile (the Gearman port has stopped
+// accepting connections; the HTTP API answers 503), since no job would be
+// handed out before the server stops.
+func (b *Broker) Draining() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.draining
+}
+
 func (b *Broker) checkIdleLocked() {
 	if b.draining && b.running == 0 && b.idle != nil {
 		select {
@@ -380,7 +409,9 @@ func (b *Broker) checkIdleLocked() {
 func (b *Broker) replay(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := 0
+	// n counts the records read; dead and done those kept as dead letters
+	// and retained results, which are not live jobs (JobCount).
+	n, dead, done := 0, 0, 0
 	err := b.store.Load(ctx, func(r store.Job) error {
 		if r.Seq >= b.nextSeq {
 			b.nextSeq = r.Seq + 1
@@ -390,6 +421,12 @@ func (b *Broker) replay(ctx context.Context) error {
 		}
 		if b.replayLifeLocked(r) {
 			n++
+			switch r.State {
+			case store.StateDead:
+				dead++
+			case store.StateDone:
+				done++
+			}
 			return nil
 		}
 		j := storedJob(b.function(r.Function), r)
@@ -404,7 +441,10 @@ func (b *Broker) replay(ctx context.Context) error {
 		return fmt.Errorf("broker: replay store: %w", err)
 	}
 	b.finishReplayLocked()
-	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", n))
+	// jobs is what JobCount (and the server's "listening" line) reports:
+	// the records that are not dead letters or retained results.
+	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", len(b.jobs)),
+		slog.Int("dead_letters", dead), slog.Int("results", done), slog.Int("records", n))
 	return nil
 }
 

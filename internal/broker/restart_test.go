@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +46,14 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	tb.b.Pause("later", tb.clock.Now().Add(time.Hour))
 
 	tb.clock.Add(5 * time.Second)
+	logs := &lockedBuffer{}
+	opts.cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	tb = tb.restart(t, opts)
+	// The replay line counts live jobs as JobCount (and the server's
+	// listening line) does, and the dead letters and results apart.
+	require.Equal(t, 2, tb.b.JobCount())
+	require.Contains(t, logs.String(), `msg="broker: replayed stored jobs" jobs=2 dead_letters=1 results=1 records=4`)
+	opts.cfg.Logger = nil
 
 	// a waits out the rest of its backoff; b is still behind it.
 	tb.noJob(t)
@@ -272,4 +282,23 @@ func TestCrashKeepsStoredLifecycleState(t *testing.T) {
 	r, ok := mustResult(t, tb2.b, []byte(tb2.b.Handle(res)))
 	require.True(t, ok)
 	require.Equal(t, []byte("R"), r.Data)
+}
+
+// lockedBuffer is a log destination the broker's goroutines may write to
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

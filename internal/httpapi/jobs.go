@@ -371,6 +371,9 @@ func (s *Server) jobLocation(seq uint64) string {
 
 // handleSubmit serves POST /v1/functions/{fn}/jobs.
 func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
+	if s.b.Draining() {
+		return broker.ErrStopped
+	}
 	fn := r.PathValue("fn")
 	if err := checkFunction(fn); err != nil {
 		return err
@@ -482,6 +485,9 @@ type pendingLine struct {
 // result line per input line, in order. A bad line does not stop the
 // others.
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
+	if s.b.Draining() {
+		return broker.ErrStopped
+	}
 	sc := bufio.NewScanner(r.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), int(s.cfg.MaxBody))
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -196,3 +196,16 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestSubmitsRefusedWhileDraining: during a graceful stop no new job is
+// accepted over HTTP, single or batch; reading still works.
+func TestSubmitsRefusedWhileDraining(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.b.Drain()
+	p := requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("x")), http.StatusServiceUnavailable, "shutting down")
+	require.Equal(t, problemTypeBase+"shutting-down", p.Type)
+	requireProblem(t, tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(`{"function":"f"}`+"\n")), http.StatusServiceUnavailable, "shutting down")
+	require.Zero(t, tb.b.JobCount())
+	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/v1/functions", nil).StatusCode)
+}
