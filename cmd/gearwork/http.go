@@ -22,6 +22,8 @@ type httpFlags struct {
 	addr       string
 	tokensFile string
 	cors       string
+	// allowedHosts is --http-allowed-hosts, comma-separated.
+	allowedHosts string
 	// tls holds --http-tls-*: "" means the matching --tls-* flag's file;
 	// cert "off" means plain HTTP, clientCA "off" no client certificates.
 	tls tlsFiles
@@ -31,6 +33,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "http", "127.0.0.1:4780", "`address` of the HTTP API, dashboard and /metrics; \"off\" disables it")
 	fs.StringVar(&f.tokensFile, "http-tokens", "", "`file` of bearer tokens, one \"<name> <scopes> <secret or sha256:hex>\" a line (scopes: read,submit,work,admin); without it (and without mutual TLS) only loopback clients may use the HTTP API")
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
+	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses and localhost (e.g. the name of a proxy in front; \"*\" for any, which gives up the protection against DNS rebinding)")
 	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
 	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
 	fs.StringVar(&f.tls.clientCA, "http-tls-client-ca", "", "PEM `file` with the CAs whose client certificates the HTTP port requires (default: --tls-client-ca's); \"off\" requires none, so that bearer tokens alone authenticate")
@@ -89,6 +92,11 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 			if o = strings.TrimSpace(o); o != "" {
 				h.cfg.CORSOrigins = append(h.cfg.CORSOrigins, o)
 			}
+		}
+	}
+	for _, n := range strings.Split(f.allowedHosts, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			h.cfg.AllowedHosts = append(h.cfg.AllowedHosts, n)
 		}
 	}
 	files, err := f.tlsFiles(shared)

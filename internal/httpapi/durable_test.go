@@ -119,7 +119,7 @@ func TestBatchWithDurableStore(t *testing.T) {
 }
 
 func httptestRequest(method, path, body string) *http.Request {
-	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r := httptest.NewRequest(method, "http://127.0.0.1"+path, strings.NewReader(body))
 	r.RemoteAddr = "127.0.0.1:1234"
 	return r
 }

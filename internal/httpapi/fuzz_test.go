@@ -64,7 +64,7 @@ func FuzzBatch(f *testing.F) {
 	}
 	h := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequest(http.MethodPost, "/v1/jobs:batch", bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/jobs:batch", bytes.NewReader(body))
 		req.RemoteAddr = "127.0.0.1:1"
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		rec := httptest.NewRecorder()
@@ -95,7 +95,7 @@ func FuzzSubmitOptions(f *testing.F) {
 			return
 		}
 		v.Del("wait") // a wait would only make the fuzzer sleep
-		req := httptest.NewRequest(http.MethodPost, "/v1/functions/fn/jobs?"+v.Encode(), bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/functions/fn/jobs?"+v.Encode(), bytes.NewReader(body))
 		req.RemoteAddr = "127.0.0.1:1"
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -573,7 +573,7 @@ func TestOnlyLoopbackWithoutTokens(t *testing.T) {
 	status := func(tb *testBundle, remote string, state *tls.ConnectionState, hdr ...string) (int, string) {
 		t.Helper()
 		rec := httptest.NewRecorder()
-		req := httptest.NewRequest("GET", "/v1/functions", nil)
+		req := httptest.NewRequest("GET", "http://127.0.0.1/v1/functions", nil)
 		req.RemoteAddr = remote
 		req.TLS = state
 		for i := 0; i+1 < len(hdr); i += 2 {

@@ -75,6 +75,7 @@ func (s *Server) buildHandler() http.Handler {
 	})
 	h = gzipJSON(h)
 	h = s.cors(h)
+	h = s.browserChecks(h)
 	return h
 }
 

@@ -27,6 +27,15 @@
 // server then reads clients' certificates from their connections and
 // bounds each handshake by ReadHeaderTimeout.
 //
+// # Browsers
+//
+// A page in a browser can reach a server on loopback. The server answers
+// only requests whose Host is one of its own (an IP address or localhost
+// with its port, or Config.AllowedHosts), which defeats DNS rebinding, and
+// refuses requests that change state when a browser marks them as coming
+// from another site or origin (except Config.CORSOrigins). The dashboard,
+// served from the server's own origin, is not affected.
+//
 // # Shutdown
 //
 // Shutdown stops accepting, ends event streams and long polls, waits for
@@ -72,8 +81,16 @@ type Config struct {
 	// 10 seconds; it is capped at 2 minutes, the read and write timeouts.
 	ReadHeaderTimeout time.Duration
 	// CORSOrigins lists the origins allowed to call the API from a browser;
-	// "*" allows any. Empty: no CORS headers.
+	// "*" allows any. Empty: no CORS headers. Requests that change state
+	// from a page of another origin are refused unless its origin is
+	// listed here (with "*": never).
 	CORSOrigins []string
+	// AllowedHosts are the host names, besides IP addresses and
+	// "localhost", that requests may name in their Host header (with any
+	// port), e.g. the name of a reverse proxy in front; "*" accepts every
+	// Host (and so DNS rebinding). Empty: IP addresses and localhost with
+	// the server's port only.
+	AllowedHosts []string
 	// MaxBody is the largest request body in bytes. Default 16 MiB.
 	MaxBody int64
 	// MaxBatch is the most jobs in one batch submit. Default 10000.
@@ -119,6 +136,7 @@ type Server struct {
 	mux     *http.ServeMux
 	routes  []route
 	metrics *metrics
+	hosts   *hostPolicy
 	srv     *http.Server
 
 	// conns counts open HTTP connections.
@@ -162,6 +180,7 @@ func New(cfg Config) *Server {
 	s.hub = newHub(s.b, cfg.EventLog, cfg.MaxFeeds, cfg.ResultRetention)
 	s.leases = newLeases(s.b)
 	s.metrics = newMetrics(s)
+	s.hosts = newHostPolicy(cfg.AllowedHosts)
 	s.routes = s.routeTable()
 	s.handler = s.buildHandler()
 	s.srv = &http.Server{
@@ -192,6 +211,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve serves HTTP on ln until Shutdown. It returns ErrServerClosed after
 // Shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.hosts.listening(ln.Addr())
 	s.srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	return s.srv.Serve(ln)
 }

@@ -15,12 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// browser starts Debian's chromium headless with a fresh profile and
-// returns a chromedp context for one tab.
-func browser(t *testing.T) context.Context {
+// browser starts Debian's chromium headless with a fresh profile (and
+// extra options) and returns a chromedp context for one tab.
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := testserver.NeedCommand(t, "chromium")
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -32,7 +32,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
-	)
+	}, extra...)...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() {
 		cancelCtx()
