@@ -2,12 +2,14 @@ package compat
 
 import (
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -54,24 +56,31 @@ func nodeModules(t *testing.T) string {
 	return mods
 }
 
-// TestG2ClientSuite runs the client tests of github.com/appscode/g2 (Go)
-// against gearwork, among them TestClientDoCron (SUBMIT_JOB_SCHED) and
-// TestClientDoAt (SUBMIT_JOB_EPOCH). The tests dial 127.0.0.1:4730, which
-// is rewritten to the test server's address; TestClientDo needs a worker
-// for "scheduledJobTest", here the gearman tool. Left out: TestPoolDoBg,
-// TestPoolDo and TestPoolStatus, because g2's Pool.Do and Pool.DoBg take
-// the client's mutex and then call Client.do, which takes it again: they
-// deadlock before sending anything, against any server. (g2's worker tests
-// do not compile: worker_disconnect_test.go declares a variable it never
-// uses.)
-func TestG2ClientSuite(t *testing.T) {
-	t.Parallel()
+// goLibrary is a Go client library whose own tests run against gearwork.
+type goLibrary struct {
+	// dir is its directory under testdata/golib, whose go.mod names the
+	// module version on a "// source:" line.
+	dir string
+	// copy lists the library's directories the tests need.
+	copy []string
+	// pkg is the package whose tests run, and run the tests to run.
+	pkg string
+	run []string
+	// args are extra arguments for its test binary.
+	args []string
+}
+
+// prepare copies the library's directories (with the module file from
+// testdata) into a temporary directory, with 127.0.0.1:4730 in its files
+// replaced by addr, and returns that directory.
+func (l goLibrary) prepare(t *testing.T, addr string) string {
+	t.Helper()
 	goBin := need(t, "go")
-	modDir := testdata("golib", "g2")
+	modDir := testdata("golib", l.dir)
 	gomod, err := os.ReadFile(filepath.Join(modDir, "go.mod"))
 	require.NoError(t, err)
 	m := sourceRE.FindSubmatch(gomod)
-	require.NotNil(t, m, "testdata/golib/g2/go.mod names no source")
+	require.NotNil(t, m, "testdata/golib/%s/go.mod names no source", l.dir)
 	source := string(m[1])
 	dl := exec.Command(goBin, "mod", "download", "-json", source)
 	dl.Dir = modDir
@@ -84,41 +93,103 @@ func TestG2ClientSuite(t *testing.T) {
 	if err != nil || mod.Dir == "" {
 		needPath(t, "", source+" in the module cache ("+mod.Error+")")
 	}
-
-	s := startGearwork(t)
 	src := t.TempDir()
-	for _, d := range []string{"client", filepath.Join("pkg", "runtime")} {
+	for _, d := range l.copy {
 		require.NoError(t, os.CopyFS(filepath.Join(src, d), os.DirFS(filepath.Join(mod.Dir, d))))
 	}
 	for _, f := range []string{"go.mod", "go.sum"} {
 		data, err := os.ReadFile(filepath.Join(modDir, f))
+		if errors.Is(err, fs.ErrNotExist) && f == "go.sum" {
+			continue // a library without dependencies
+		}
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(src, f), data, 0o644))
 	}
-	tests, err := fs.Glob(os.DirFS(src), "client/*_test.go")
-	require.NoError(t, err)
-	for _, f := range tests {
-		path := filepath.Join(src, f)
+	require.NoError(t, filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
 		data, err := os.ReadFile(path)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(path, []byte(strings.ReplaceAll(string(data), "127.0.0.1:4730", s.addr)), 0o644))
-	}
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(data), "127.0.0.1:4730") {
+			return nil
+		}
+		return os.WriteFile(path, []byte(strings.ReplaceAll(string(data), "127.0.0.1:4730", addr)), 0o644)
+	}))
+	return src
+}
 
+// test runs the library's tests in src and requires each of l.run to pass.
+func (l goLibrary) test(t *testing.T, src string) {
+	t.Helper()
+	args := append([]string{"test", "-count=1", "-v", "-timeout", "90s",
+		"-run", "^(" + strings.Join(l.run, "|") + ")$", "./" + l.pkg + "/"}, l.args...)
+	p := startProcIn(t, src, []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, need(t, "go"), args...)
+	got, err := p.wait(t)
+	require.NoError(t, err, "the tests of %s failed:\n%s\n%s", l.dir, got, p.stderr.String())
+	for _, name := range l.run {
+		require.Contains(t, got, "--- PASS: "+name+" ", "%s's %s", l.dir, name)
+	}
+}
+
+// TestG2ClientSuite runs the client tests of github.com/appscode/g2 (Go)
+// against gearwork, among them TestClientDoCron (SUBMIT_JOB_SCHED) and
+// TestClientDoAt (SUBMIT_JOB_EPOCH); TestClientDo needs a worker for
+// "scheduledJobTest", here the gearman tool. Left out: TestPoolDoBg,
+// TestPoolDo and TestPoolStatus, because g2's Pool.Do and Pool.DoBg take
+// the client's mutex and then call Client.do, which takes it again: they
+// deadlock before sending anything, against any server. TestToEpoch
+// expects its authors' time zone and talks to no server. (g2's worker
+// tests do not compile: worker_disconnect_test.go declares a variable it
+// never uses.)
+func TestG2ClientSuite(t *testing.T) {
+	t.Parallel()
+	lib := goLibrary{dir: "g2", copy: []string{"client", filepath.Join("pkg", "runtime")}, pkg: "client",
+		run: []string{"TestClientAddServer", "TestClientEcho", "TestClientDoBg", "TestClientDoCron",
+			"TestClientDoAt", "TestClientDo", "TestClientStatus", "TestClientClose", "TestAutoInc",
+			"TestPoolAdd", "TestPoolEcho", "TestPoolClose", "TestValidateAndGet"}}
+	s := startGearwork(t)
+	src := lib.prepare(t, s.addr)
 	gearmanCLI(t, s, "", "-w", "-f", "scheduledJobTest", "--", "cat")
 	waitStatus(t, s, "scheduledJobTest", funcStatus{Workers: 1})
-	run := []string{"TestClientAddServer", "TestClientEcho", "TestClientDoBg", "TestClientDoCron",
-		"TestClientDoAt", "TestClientDo", "TestClientStatus", "TestClientClose", "TestAutoInc",
-		"TestPoolAdd", "TestPoolEcho", "TestPoolClose", "TestValidateAndGet"}
-	p := startProcIn(t, src, []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, goBin,
-		"test", "-count=1", "-v", "-timeout", "60s", "-run", "^("+strings.Join(run, "|")+")$", "./client/")
-	got, err := p.wait(t)
-	require.NoError(t, err, "g2's client tests failed:\n%s\n%s", got, p.stderr.String())
-	for _, name := range run {
-		require.Contains(t, got, "--- PASS: "+name+" ", "g2's %s", name)
-	}
-	// TestClientDoCron's job is known to the server and waits for its time.
-	require.Equal(t, funcStatus{Total: 2, Workers: 1}, status(t, s)["scheduledJobTest"],
-		"the DoCron and DoAt jobs wait for their time")
+	lib.test(t, src)
+	// TestClientDoCron's and TestClientDoAt's jobs are known to the server
+	// and wait for their time.
+	require.Equal(t, funcStatus{Total: 2, Workers: 1}, status(t, s)["scheduledJobTest"])
+}
+
+// TestGearmanGoClientSuite runs the client integration tests of
+// github.com/mikespook/gearman-go (Go) against gearwork, among them
+// TestClientMultiDo, which sends 1000 jobs to the library's own Perl
+// worker (example/pl/worker_multi.pl: 20 Gearman::Worker processes);
+// "ToUpper" is served by the gearman tool. Left out: TestPoolDoBg,
+// TestPoolDo and TestPoolStatus, which deadlock in the library against any
+// server (the same double lock as g2's, which forked from it). Its worker
+// tests read their -integration flag before it is parsed, so they never
+// talk to a server.
+func TestGearmanGoClientSuite(t *testing.T) {
+	t.Parallel()
+	lib := goLibrary{dir: "gearman-go", copy: []string{"client", filepath.Join("example", "pl")}, pkg: "client",
+		run: []string{"TestClientAddServer", "TestClientEcho", "TestClientDoBg", "TestClientDoBgWithId",
+			"TestClientDoBgWithIdFailsIfNoId", "TestClientDo", "TestClientDoWithId",
+			"TestClientDoWithIdFailsIfNoId", "TestClientDoWithIdCheckSameHandle",
+			"TestClientDoWithIdCheckDifferentHandleOnDifferentJobs", "TestClientMultiDo",
+			"TestClientStatus", "TestClientClose", "TestAutoInc", "TestPoolAdd", "TestPoolEcho", "TestPoolClose"},
+		args: []string{"-integration"}}
+	s := startGearwork(t)
+	src := lib.prepare(t, s.addr)
+	perl := need(t, "perl")
+	// worker_multi.pl forks its workers: it runs in a process group of its
+	// own, which is killed when the test ends.
+	pl := startProcWith(t, func(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} },
+		perl, filepath.Join(src, "example", "pl", "worker_multi.pl"))
+	t.Cleanup(func() { _ = syscall.Kill(-pl.cmd.Process.Pid, syscall.SIGKILL) })
+	gearmanCLI(t, s, "", "-w", "-f", "ToUpper", "--", "tr", "a-z", "A-Z")
+	waitStatus(t, s, "ToUpper", funcStatus{Workers: 1})
+	waitFor(t, "the 20 Perl workers", func() bool { return status(t, s)["PerlToUpper"].Workers == 20 })
+	lib.test(t, src)
 }
 
 // TestNodeGearmanSuite runs the test suite of the npm package node-gearman
