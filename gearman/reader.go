@@ -105,9 +105,13 @@ func (r *Reader) Next(f *Frame) error {
 }
 
 // eagerBody is the largest body allocated in full from its header alone.
-// Larger bodies grow as their bytes arrive, so a header that claims a large
-// size costs memory only in proportion to what the peer really sends.
-const eagerBody = 64 << 10
+// Larger bodies grow as their bytes arrive, from growBody bytes (or what is
+// already buffered) by doubling, so a header that claims a large size costs
+// memory only in proportion to what the peer really sends.
+const (
+	eagerBody = 64 << 10
+	growBody  = 4 << 10
+)
 
 // readBody reads a packet body of size bytes.
 func (r *Reader) readBody(size int) ([]byte, error) {
@@ -119,7 +123,7 @@ func (r *Reader) readBody(size int) ([]byte, error) {
 		_, err := io.ReadFull(r.br, body)
 		return body, err
 	}
-	body := make([]byte, 0, eagerBody)
+	body := make([]byte, 0, max(growBody, r.br.Buffered()))
 	for len(body) < size {
 		if len(body) == cap(body) {
 			body = slices.Grow(body, min(cap(body), size-len(body)))

@@ -95,3 +95,20 @@ func TestReaderRefusesAdminLineOfMaxSizeWithoutNewline(t *testing.T) {
 	require.True(t, f.Text)
 	require.Len(t, f.Line, MaxTextLine-2)
 }
+
+// TestReaderAllocatesForATrickledClaimWhatArrived: a large claim whose
+// bytes stop after a few (a slow sender) costs a few kilobytes, not the
+// claim and not a large first chunk.
+func TestReaderAllocatesForATrickledClaimWhatArrived(t *testing.T) {
+	in := io.MultiReader(bytes.NewReader(header(EchoReq, 60<<20)), bytes.NewReader(make([]byte, 100)))
+	r := NewReader(in, 4096)
+	r.MaxBody = 64 << 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var f Frame
+	err := r.Next(&f)
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<10),
+		"100 bytes of a 60 MiB claim must cost less than 16 KiB")
+}
