@@ -18,6 +18,7 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
 )
 
@@ -106,7 +107,7 @@ func TestBackgroundStatus(t *testing.T) {
 				<-release
 				return nil, nil
 			}))
-			eventually(t, "the job to run with status 2/5", func() bool {
+			testwait.Until(t, "the job to run with status 2/5", func() bool {
 				st, err = c.Status(ctx, job)
 				require.NoError(t, err)
 				return st.Running && st.Numerator == 2
@@ -125,7 +126,7 @@ func TestBackgroundStatus(t *testing.T) {
 			require.True(t, st.Known)
 
 			close(release)
-			eventually(t, "the job to be gone", func() bool {
+			testwait.Until(t, "the job to be gone", func() bool {
 				st, err = c.Status(ctx, job)
 				require.NoError(t, err)
 				return !st.Known
@@ -157,7 +158,7 @@ func TestPriorityOrder(t *testing.T) {
 				mu.Unlock()
 				return nil, nil
 			}))
-			eventually(t, "three jobs", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 3 })
+			testwait.Until(t, "three jobs", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 3 })
 			require.Equal(t, []string{"high", "normal", "low"}, order)
 		})
 	}
@@ -384,7 +385,7 @@ func TestFailoverAndSpread(t *testing.T) {
 	// a when it went down fails with ErrConnLost (it may have been
 	// accepted); the client notices the broken connection then.
 	a.Close()
-	eventually(t, "the client to notice a is down", func() bool {
+	testwait.Until(t, "the client to notice a is down", func() bool {
 		_, err := c.SubmitBackground(ctx, client.Request{Function: "probe", Unique: "probe"})
 		if err != nil {
 			require.ErrorIs(t, err, client.ErrConnLost)
@@ -425,7 +426,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 	_, err := c.SubmitBackground(ctx, client.Request{Function: "before"})
 	require.NoError(t, err)
 	require.NoError(t, srv.Restart())
-	eventually(t, "a submit to succeed after the restart", func() bool {
+	testwait.Until(t, "a submit to succeed after the restart", func() bool {
 		_, err = c.SubmitBackground(ctx, client.Request{Function: "after"})
 		return err == nil
 	})

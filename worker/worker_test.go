@@ -18,6 +18,7 @@ import (
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
 )
 
@@ -44,17 +45,6 @@ func newClient(t *testing.T, servers ...string) *client.Client {
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -99,14 +89,14 @@ func TestConcurrencyLimit(t *testing.T) {
 		return nil, nil
 	})
 	require.NoError(t, w.Start(context.Background()))
-	eventually(t, "three running jobs", func() bool { return active.Load() == 3 })
+	testwait.Until(t, "three running jobs", func() bool { return active.Load() == 3 })
 	// The server agrees: three running, nine waiting, and the worker
 	// holds no grab beyond its limit.
 	st := status(srv.Broker(), "limited")
 	require.Equal(t, 3, st.Running)
 	require.Equal(t, 12, st.Total)
 	close(release)
-	eventually(t, "all jobs done", func() bool { return done.Load() == 12 })
+	testwait.Until(t, "all jobs done", func() bool { return done.Load() == 12 })
 	require.Equal(t, int32(3), peak.Load())
 }
 
@@ -136,7 +126,7 @@ func TestGracefulShutdownFinishesRunningJobs(t *testing.T) {
 	<-started
 	shutdown := make(chan error)
 	go func() { shutdown <- w.Shutdown(ctx) }()
-	eventually(t, "the shutdown to begin", func() bool { return worker.Draining(w) })
+	testwait.Until(t, "the shutdown to begin", func() bool { return worker.Draining(w) })
 	close(release)
 	require.NoError(t, <-shutdown)
 	require.False(t, cancelled.Load(), "a graceful shutdown does not cancel running jobs")
@@ -153,7 +143,7 @@ func TestGracefulShutdownFinishesRunningJobs(t *testing.T) {
 	default:
 	}
 	// The server sees the worker leave once it reads the closed connection.
-	eventually(t, "the server to drop the worker", func() bool { return status(srv.Broker(), "work").Workers == 0 })
+	testwait.Until(t, "the server to drop the worker", func() bool { return status(srv.Broker(), "work").Workers == 0 })
 	st := status(srv.Broker(), "work")
 	require.Equal(t, 1, st.Total, "the job that never started is still queued")
 	require.Equal(t, 1, st.Queued[1])
@@ -185,7 +175,7 @@ func TestShutdownDeadlineCancelsJobs(t *testing.T) {
 	require.ErrorIs(t, <-causes, worker.ErrStopped)
 	w.Stop()
 	// The server took the job back for another worker.
-	eventually(t, "the job to be queued again", func() bool {
+	testwait.Until(t, "the job to be queued again", func() bool {
 		st := status(srv.Broker(), "stuck")
 		return st.Running == 0 && st.Queued[1] == 1
 	})
@@ -268,7 +258,7 @@ func TestSeveralServersAndReconnect(t *testing.T) {
 
 	// After a restart the worker comes back and registers again.
 	require.NoError(t, a.Restart())
-	eventually(t, "the worker to reconnect", func() bool { return status(a.Broker(), "where").Workers == 1 })
+	testwait.Until(t, "the worker to reconnect", func() bool { return status(a.Broker(), "where").Workers == 1 })
 	c := newClient(t, a.Addr())
 	res, err := c.Do(ctx, client.Request{Function: "where", Payload: []byte("again")})
 	require.NoError(t, err)
@@ -301,7 +291,7 @@ func TestWorkerAgainstGearmand(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	eventually(t, "all 70 jobs", func() bool { return runs.Load() == 70 })
+	testwait.Until(t, "all 70 jobs", func() bool { return runs.Load() == 70 })
 }
 
 func TestSendAfterEnd(t *testing.T) {
@@ -351,9 +341,9 @@ func TestLifecycle(t *testing.T) {
 	w = newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.HandleFunc("cycle", func(_ context.Context, j *worker.Job) ([]byte, error) { return nil, nil })
 	require.NoError(t, w.Start(runCtx))
-	eventually(t, "the worker to register", func() bool { return status(srv.Broker(), "cycle").Workers == 1 })
+	testwait.Until(t, "the worker to register", func() bool { return status(srv.Broker(), "cycle").Workers == 1 })
 	cancel()
-	eventually(t, "the worker to disconnect", func() bool { return status(srv.Broker(), "cycle").Workers == 0 })
+	testwait.Until(t, "the worker to disconnect", func() bool { return status(srv.Broker(), "cycle").Workers == 0 })
 	w.Stop()
 }
 
@@ -363,7 +353,7 @@ func TestRegisterAfterStart(t *testing.T) {
 	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.HandleFunc("first", func(context.Context, *worker.Job) ([]byte, error) { return []byte("1"), nil })
 	require.NoError(t, w.Start(context.Background()))
-	eventually(t, "the worker to register", func() bool { return status(srv.Broker(), "first").Workers == 1 })
+	testwait.Until(t, "the worker to register", func() bool { return status(srv.Broker(), "first").Workers == 1 })
 	w.HandleFunc("second", func(context.Context, *worker.Job) ([]byte, error) {
 		return nil, &worker.Exception{Data: []byte("nope")}
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/gearmantest"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
 )
 
@@ -164,7 +165,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.NoError(t, err)
 		dead := func() []row {
 			var rows []row
-			waitFor(t, "the job to die", func() bool {
+			testwait.Until(t, "the job to die", func() bool {
 				rows = jsonRows("deadletters", "lc_fail")
 				return len(rows) == 1
 			})
@@ -204,11 +205,11 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 		// Retried, the job runs and dies again: its history grows.
 		require.Equal(t, "1 dead letter queued again\n", ok("deadletter", "retry", job.Handle))
-		waitFor(t, "the retried job to die again", func() bool {
+		testwait.Until(t, "the retried job to die again", func() bool {
 			return deadHistory(job.Handle) == 4
 		})
 		require.Equal(t, "1 dead letter queued again\n", ok("deadletter", "retry", "all", "lc_fail"))
-		waitFor(t, "the job to die a third time", func() bool {
+		testwait.Until(t, "the job to die a third time", func() bool {
 			return deadHistory(job.Handle) == 6
 		})
 		require.Equal(t, "1 dead letter purged\n", ok("deadletter", "purge", "lc_fail"))
@@ -229,7 +230,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		job, err := c.SubmitBackground(ctx, client.Request{Function: "lc_fail", Unique: "img-10", Payload: []byte("/uploads/10.png")})
 		require.NoError(t, err)
 		var rec []row
-		waitFor(t, "the job's record to say dead", func() bool {
+		testwait.Until(t, "the job's record to say dead", func() bool {
 			rec = jsonRows("job", job.Handle)
 			return len(rec) == 1 && rec[0]["state"] == "dead"
 		})
@@ -272,7 +273,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.NoError(t, err)
 		var out, errOut string
 		var code int
-		waitFor(t, "the result to be retained", func() bool {
+		testwait.Until(t, "the result to be retained", func() bool {
 			out, errOut, code = admin("result", text.Handle)
 			return code == 0
 		})
@@ -282,7 +283,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, []row{{"server": srv.Addr, "length": 17.0, "data": "done!\nsecond line"}},
 			jsonRows("result", "unique:img-8"))
 
-		waitFor(t, "the binary result to be retained", func() bool {
+		testwait.Until(t, "the binary result to be retained", func() bool {
 			_, _, code = admin("result", bin2.Handle)
 			return code == 0
 		})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
 )
 
@@ -263,7 +264,7 @@ func TestGracefulStopRefusesHTTPSubmits(t *testing.T) {
 	}
 
 	require.NoError(t, syscall.Kill(srv.Pid(), syscall.SIGUSR1))
-	waitFor(t, "/readyz to answer 503", func() bool {
+	testwait.Until(t, "/readyz to answer 503", func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
@@ -279,7 +280,7 @@ func TestGracefulStopRefusesHTTPSubmits(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	require.True(t, strings.HasSuffix(p.Type, "/shutting-down"), p.Type)
 
-	waitFor(t, "the server to stop after --shutdown-timeout", func() bool { return !srv.Alive() })
+	testwait.Until(t, "the server to stop after --shutdown-timeout", func() bool { return !srv.Alive() })
 	log := srv.Log()
 	require.Contains(t, log, "graceful stop timed out")
 	require.Regexp(t, `msg="broker: job taken back" handle=\S+ reason="shutdown deadline"`, log)

@@ -25,6 +25,7 @@ import (
 	"github.com/gearwork/gearwork/internal/gearmantest"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
 )
 
@@ -110,17 +111,6 @@ func cliClient(t *testing.T, addr string) *client.Client {
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func testSubmitCommand(t *testing.T, bin string, kind struct {
@@ -266,7 +256,7 @@ esac`
 	// A failing background job: its stderr is the dead letter's error.
 	bg, err := c.SubmitBackground(ctx, client.Request{Function: "shout", Payload: []byte("fail")})
 	require.NoError(t, err)
-	waitFor(t, "the job to be a dead letter", func() bool {
+	testwait.Until(t, "the job to be a dead letter", func() bool {
 		dls, err := srv.Broker().DeadLetters(ctx, "shout", 0)
 		require.NoError(t, err)
 		return len(dls) == 1
@@ -284,7 +274,7 @@ esac`
 		require.NoError(t, err)
 		tasks = append(tasks, task)
 	}
-	waitFor(t, "both slow jobs to start", func() bool {
+	testwait.Until(t, "both slow jobs to start", func() bool {
 		_, e1 := os.Stat(filepath.Join(dir, "started-slow1"))
 		_, e2 := os.Stat(filepath.Join(dir, "started-slow2"))
 		return e1 == nil && e2 == nil
@@ -333,7 +323,7 @@ func testAdminCommand(t *testing.T, bin string, kind struct {
 		return rows
 	}
 	var st []row
-	waitFor(t, "the worker to register", func() bool {
+	testwait.Until(t, "the worker to register", func() bool {
 		st = jsonRows("status")
 		for _, r := range st {
 			if r["function"] == "adm_worker" && r["workers"] == 1.0 {
@@ -433,7 +423,7 @@ func testAdminShutdown(t *testing.T, bin string) {
 	exited := make(chan error, 1)
 	go func() { exited <- serve.Wait() }()
 	t.Cleanup(func() { _ = serve.Process.Kill() })
-	waitFor(t, "the server to listen", func() bool {
+	testwait.Until(t, "the server to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

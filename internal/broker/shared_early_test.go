@@ -11,6 +11,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // These tests cover dispatch before durable in shared mode: a job that
@@ -130,7 +131,7 @@ func TestSharedJobStillRunningIsInsertedClaimedAfterTheDelay(t *testing.T) {
 	require.True(t, st.Running)
 
 	require.NoError(t, a.Finish(w, got.Seq, broker.Complete, nil))
-	eventually(t, "the finished job is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "the finished job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
@@ -158,7 +159,7 @@ func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
 	require.Equal(t, 1, countRows(t, url))
 
 	require.NoError(t, c.Finish(wc, running.Seq, broker.Complete, nil))
-	eventually(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
@@ -335,7 +336,7 @@ func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
 	for i := range 20 {
 		require.NoError(t, submit(t, a, client, bgJob("f", "", fmt.Sprint(i))).err)
 	}
-	eventually(t, "a holds them", func() bool { return a.JobCount() == 20 })
+	testwait.Until(t, "a holds them", func() bool { return a.JobCount() == 20 })
 	first := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "u", "from b"))
 	require.NoError(t, first.err)
 
@@ -351,5 +352,5 @@ func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
 	require.Contains(t, got, "from b", "b's job runs, with the first submit's payload")
 	require.NotContains(t, got, "from a", "and nothing else for the unique")
 	require.Zero(t, hubOut.count(broker.EventFail), "the watcher is not told of a failure")
-	eventually(t, "every job is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "every job is deleted", func() bool { return countRows(t, url) == 0 })
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // These tests check that dead letters, retained results and the admin
@@ -84,7 +85,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	died := failAll(t, a, wa, out, 5)
 
 	// b lists what died on a, once a's commit round has written it.
-	eventually(t, "b lists the dead letters of f", func() bool { return len(deadOn(t, b, "f")) == 3 })
+	testwait.Until(t, "b lists the dead letters of f", func() bool { return len(deadOn(t, b, "f")) == 3 })
 	dl := deadOn(t, b, "f")
 	for _, d := range dl {
 		require.Equal(t, "f", d.Function)
@@ -93,7 +94,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 		require.False(t, d.DiedAt.IsZero())
 		require.Equal(t, fmt.Sprintf("H:a:%d", d.Seq), d.Handle, "the handle a's client got")
 	}
-	eventually(t, "the function's limit is applied across the servers", func() bool {
+	testwait.Until(t, "the function's limit is applied across the servers", func() bool {
 		return len(deadOn(t, b, "bounded")) == 1
 	})
 	var lastBounded uint64
@@ -107,7 +108,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	require.Len(t, all, 4)
 	require.Equal(t, "bounded", all[0].Function, "sorted by function name")
 
-	eventually(t, "b counts the dead letters", func() bool {
+	testwait.Until(t, "b counts the dead letters", func() bool {
 		for _, f := range b.Stats(ctx).Functions {
 			if f.Name == "f" {
 				return f.DeadLetters == 3
@@ -165,7 +166,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	n, err = b.PurgeDeadLetters(ctx, "")
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "purging every function takes the bounded one too")
-	eventually(t, "every row is gone", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "every row is gone", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
@@ -179,7 +180,7 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	wa, out := newWorker(a, "wa", "f")
 	require.NoError(t, submit(t, a, wa, bgJob("f", "", "once more")).err)
 	seq := failAll(t, a, wa, out, 1)[0].Seq
-	eventually(t, "the dead letter is stored", func() bool { return rowsIn(t, url, 2) == 1 })
+	testwait.Until(t, "the dead letter is stored", func() bool { return rowsIn(t, url, 2) == 1 })
 	require.NoError(t, stA.Close())
 	a.Stop()
 
@@ -192,7 +193,7 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	require.Equal(t, 1, n)
 	wb, outB := newWorker(b, "wb", "f")
 	require.Equal(t, []string{"once more"}, drain(t, b, wb, outB, 1))
-	eventually(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
@@ -210,7 +211,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	second := submit(t, a, wa, bgJob("report", "rep-2", "y"))
 	require.NoError(t, second.err)
 	for range 2 {
-		eventually(t, "a's worker gets a job", func() bool {
+		testwait.Until(t, "a's worker gets a job", func() bool {
 			as, ok := a.Grab(wa)
 			if ok {
 				require.NoError(t, a.Finish(wa, as.Seq, broker.Complete, append([]byte("done "), as.Payload...)))
@@ -218,7 +219,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 			return ok
 		})
 	}
-	eventually(t, "the results are stored", func() bool { return rowsIn(t, url, 3) == 2 })
+	testwait.Until(t, "the results are stored", func() bool { return rowsIn(t, url, 3) == 2 })
 
 	h := []byte(fmt.Sprintf("H:a:%d", first.seq))
 	r, ok, err := b.Result(ctx, h)
@@ -256,7 +257,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	_, ok, err = b.Result(ctx, h)
 	require.NoError(t, err)
 	require.False(t, ok, "an expired result is not answered")
-	eventually(t, "b expires the results a stored", func() bool { return rowsIn(t, url, 3) == 0 })
+	testwait.Until(t, "b expires the results a stored", func() bool { return rowsIn(t, url, 3) == 0 })
 	fresh := submit(t, b, b.NewSession("cb2", newOutbox()), bgJob("report", "rep-1", "z"))
 	require.NoError(t, fresh.err)
 	require.True(t, fresh.created, "once expired, the unique is free")
@@ -283,7 +284,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 
 	// b has never heard of the function; its status counts a's rows.
 	var got broker.FunctionStatus
-	eventually(t, "b counts the rows submitted on a", func() bool {
+	testwait.Until(t, "b counts the rows submitted on a", func() bool {
 		for _, f := range b.Status(ctx) {
 			if f.Name == "count" {
 				got = f
@@ -300,7 +301,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 	grab(t, b, w, out)
 	// The counts read from the store may be a second old.
 	want := broker.FunctionStatus{Name: "count", Total: 6, Running: 1, Workers: 1, Queued: [3]int{1, 3, 0}}
-	eventually(t, "b counts its own jobs and the rest, each once", func() bool {
+	testwait.Until(t, "b counts its own jobs and the rest, each once", func() bool {
 		for _, f := range b.Status(ctx) {
 			if f.Name == "count" {
 				got = f
@@ -335,8 +336,8 @@ func TestSharedCancelJobOnAnyServer(t *testing.T) {
 	require.Equal(t, first.seq, running.Seq)
 	queued := submit(t, a, client, bgJob("c", "", "a holds me"))
 	require.NoError(t, queued.err)
-	eventually(t, "a holds both jobs", func() bool { return a.JobCount() == 2 })
-	eventually(t, "both are stored", func() bool { return countRows(t, url) == 2 })
+	testwait.Until(t, "a holds both jobs", func() bool { return a.JobCount() == 2 })
+	testwait.Until(t, "both are stored", func() bool { return countRows(t, url) == 2 })
 	require.NoError(t, b.CancelJob(ctx, []byte(fmt.Sprintf("H:a:%d", queued.seq))), "the server holding it drops it")
 	require.Equal(t, 1, a.JobCount())
 

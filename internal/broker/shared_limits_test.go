@@ -15,6 +15,7 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // These tests check that pauses, ordered queues and concurrency limits
@@ -82,11 +83,11 @@ func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 	for i := range n {
 		require.NoError(t, submit(t, c, client, bgJob("f", "", fmt.Sprint(i))).err)
 	}
-	eventually(t, "b holds the jobs", func() bool { return b.JobCount() == n })
+	testwait.Until(t, "b holds the jobs", func() bool { return b.JobCount() == n })
 
 	a.Pause("f", time.Time{})
-	eventually(t, "b applies a's pause", func() bool { return paused(b, "f") })
-	eventually(t, "c applies a's pause", func() bool { return paused(c, "f") })
+	testwait.Until(t, "b applies a's pause", func() bool { return paused(b, "f") })
+	testwait.Until(t, "c applies a's pause", func() bool { return paused(c, "f") })
 	_, ok := b.Grab(w)
 	require.False(t, ok, "a function paused on a is paused on b: its held jobs stay queued")
 
@@ -97,7 +98,7 @@ func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 	wg := b.NewSession("wg", newOutbox())
 	b.CanDo(wg, []byte("g"), 0)
 	require.NoError(t, submit(t, c, client, bgJob("g", "", "marker")).err)
-	eventually(t, "b claims g's job", func() bool { return b.JobCount() == n+1 })
+	testwait.Until(t, "b claims g's job", func() bool { return b.JobCount() == n+1 })
 	_, ok = b.Grab(w)
 	require.False(t, ok)
 	var unclaimed int
@@ -106,10 +107,10 @@ func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 
 	// Resuming on c lets b run everything.
 	require.True(t, c.Resume("f"))
-	eventually(t, "b applies c's resume", func() bool { return !paused(b, "f") })
+	testwait.Until(t, "b applies c's resume", func() bool { return !paused(b, "f") })
 	got := drain(t, b, w, out, n+1)
 	require.Len(t, got, n+1)
-	eventually(t, "a applies c's resume too", func() bool { return !paused(a, "f") })
+	testwait.Until(t, "a applies c's resume too", func() bool { return !paused(a, "f") })
 	var stored int
 	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_meta WHERE key LIKE 'pause/%'`, &stored)
 	require.Zero(t, stored)
@@ -173,14 +174,14 @@ func TestSharedOrderedKeysNeverOverlapAcrossServers(t *testing.T) {
 			require.NoError(t, r.err)
 		}
 	}
-	eventually(t, "every job ran", func() bool { return done.Load() == keys*perKey })
+	testwait.Until(t, "every job ran", func() bool { return done.Load() == keys*perKey })
 	cancel()
 	wg.Wait()
 	for k := range keys {
 		key := fmt.Sprint("k", k)
 		require.Equal(t, seqTo(perKey), order[key], "key %s runs in submit order", key)
 	}
-	eventually(t, "every row is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "every row is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func seqTo(n int) []int {
@@ -229,12 +230,12 @@ func TestSharedConcurrencyLimitHoldsAcrossServers(t *testing.T) {
 			})
 		}
 	}
-	eventually(t, "every job ran", func() bool { return done.Load() == jobs })
+	testwait.Until(t, "every job ran", func() bool { return done.Load() == jobs })
 	cancel()
 	wg.Wait()
 	require.LessOrEqual(t, most.Load(), int64(limit), "never more than the limit running across the servers")
 	require.Positive(t, most.Load())
-	eventually(t, "every row is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "every row is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 // TestSharedDeadServerFreesItsSlotAndKey: a server dies while its worker
@@ -271,7 +272,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 
 	got := drain(t, b, wb, outB, n)
 	require.Equal(t, []string{"0", "1", "2", "3"}, got, "the dead server's job runs again, then the rest in order")
-	eventually(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
 	require.True(t, slices.Contains(got, string(as.Payload)))
 }
 
@@ -314,7 +315,7 @@ func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 			})
 		}
 	}
-	eventually(t, "every job ran", func() bool {
+	testwait.Until(t, "every job ran", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(starts) == jobs
@@ -338,10 +339,10 @@ func TestSharedPolicyChangeAppliesOnEveryServer(t *testing.T) {
 	a, _ := openShared(t, url, "a", 0)
 	b, _ := openShared(t, url, "b", 0)
 	a.SetPolicy("f", broker.Policy{Concurrency: 3, Rate: 5})
-	eventually(t, "b applies a's policy", func() bool {
+	testwait.Until(t, "b applies a's policy", func() bool {
 		p := b.Policy("f")
 		return p.Concurrency == 3 && p.Rate == 5
 	})
 	b.ResetPolicy("f")
-	eventually(t, "a applies b's reset", func() bool { return a.Policy("f").Concurrency == 0 })
+	testwait.Until(t, "a applies b's reset", func() bool { return a.Policy("f").Concurrency == 0 })
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // proxy forwards TCP connections to PostgreSQL and can cut them all, to
@@ -106,7 +107,7 @@ func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.
 
 	px.setDown(true)
 	var se *broker.StoreError
-	eventually(t, "submits fail while the database is away", func() bool {
+	testwait.Until(t, "submits fail while the database is away", func() bool {
 		r := submit(t, a, client, bgJob("f", "", "during"))
 		return errors.As(r.err, &se)
 	})
@@ -115,7 +116,7 @@ func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.
 
 	px.setDown(false)
 	var after submitResult
-	eventually(t, "submits are accepted again once the database is back", func() bool {
+	testwait.Until(t, "submits are accepted again once the database is back", func() bool {
 		after = submit(t, a, client, bgJob("f", "", "after"))
 		return after.err == nil
 	})
@@ -124,7 +125,7 @@ func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.
 	got := drain(t, a, w, out, 3)
 	require.ElementsMatch(t, []string{"before", "fg", "after"}, got,
 		"every acknowledged job runs; refused ones do not")
-	eventually(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedServerWithFastWorkersStopsAcknowledgingWhileTheDatabaseIsAway(t *testing.T) {
@@ -144,12 +145,12 @@ func TestSharedServerWithFastWorkersStopsAcknowledgingWhileTheDatabaseIsAway(t *
 		require.NoError(t, submit(t, a, client, bgJob("f", "", fmt.Sprint("before ", i))).err)
 		time.Sleep(10 * time.Millisecond)
 	}
-	eventually(t, "the jobs ran", func() bool { return ran.Load() == 20 })
+	testwait.Until(t, "the jobs ran", func() bool { return ran.Load() == 20 })
 
 	px.setDown(true)
 	var se *broker.StoreError
 	took := time.Now()
-	eventually(t, "submits fail while the database is away", func() bool {
+	testwait.Until(t, "submits fail while the database is away", func() bool {
 		return errors.As(submit(t, a, client, bgJob("f", "", "during")).err, &se)
 	})
 	t.Logf("the first refusal came %v after the database went", time.Since(took))
@@ -159,7 +160,7 @@ func TestSharedServerWithFastWorkersStopsAcknowledgingWhileTheDatabaseIsAway(t *
 	}
 
 	px.setDown(false)
-	eventually(t, "submits are accepted again once the database is back", func() bool {
+	testwait.Until(t, "submits are accepted again once the database is back", func() bool {
 		return submit(t, a, client, bgJob("f", "", "after")).err == nil
 	})
 }
@@ -178,12 +179,12 @@ func TestSharedServerKeepsAcceptingWhenOnlyItsNotificationConnectionBreaks(t *te
 		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN "gearwork.%s"'`, schema), &n)
 		return n
 	}
-	eventually(t, "the server listens", func() bool { return listening() == 1 })
+	testwait.Until(t, "the server listens", func() bool { return listening() == 1 })
 	pgtest.Exec(t, url, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN "gearwork.%s"'`, schema))
 	// The database is fine: every submit meanwhile is accepted, while the
 	// server notices the break and listens again.
 	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); {
 		require.NoError(t, submit(t, a, client, bgJob("f", "", "during")).err)
 	}
-	eventually(t, "the server listens again", func() bool { return listening() == 1 })
+	testwait.Until(t, "the server listens again", func() bool { return listening() == 1 })
 }

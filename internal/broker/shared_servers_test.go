@@ -14,6 +14,7 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // These tests run brokers in shared mode on one PostgreSQL schema: several
@@ -93,18 +94,6 @@ func newWorker(b *broker.Broker, name string, fns ...string) (*broker.Session, *
 	return w, out
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // drain grabs and completes jobs on w until n were done, returning their
 // payloads.
 func drain(t *testing.T, b *broker.Broker, w *broker.Session, out *outbox, n int) []string {
@@ -170,7 +159,7 @@ func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 	w, out := newWorker(b, "worker", "resize")
 	got := drain(t, b, w, out, n)
 	require.Len(t, got, n)
-	eventually(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
 	st := a.GetStatus([]byte("H:b:1"))
 	require.False(t, st.Known)
 }
@@ -200,7 +189,7 @@ func TestSharedUniqueCoalescesAcrossServers(t *testing.T) {
 	// Once done, the unique is free again.
 	w, out := newWorker(a, "w", "mail")
 	require.Equal(t, []string{"x"}, drain(t, a, w, out, 1))
-	eventually(t, "the job is deleted", func() bool { return countRows(t, url) == 1 })
+	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 1 })
 	again := submit(t, b, cb, bgJob("mail", "order-7", "later"))
 	require.NoError(t, again.err)
 	require.True(t, again.created)
@@ -223,7 +212,7 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	for i := range n {
 		require.NoError(t, submit(t, a, wa, bgJob("f", "", fmt.Sprint(i))).err)
 	}
-	eventually(t, "a holds the jobs", func() bool { return a.JobCount() == n })
+	testwait.Until(t, "a holds the jobs", func() bool { return a.JobCount() == n })
 	as, ok := a.Grab(wa)
 	require.True(t, ok)
 	require.NoError(t, stA.Close())
@@ -235,7 +224,7 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	got := drain(t, b, w, out, n)
 	require.Contains(t, got, string(as.Payload), "the job running at the crash runs again")
 	require.Len(t, got, n)
-	eventually(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "all rows deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
@@ -253,13 +242,13 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 	r := submit(t, a, wa, bgJob("flaky", "", "payload"))
 	require.NoError(t, r.err)
 	var as broker.Assignment
-	eventually(t, "a's worker gets the job", func() bool {
+	testwait.Until(t, "a's worker gets the job", func() bool {
 		var ok bool
 		as, ok = a.Grab(wa)
 		return ok
 	})
 	require.NoError(t, a.Finish(wa, as.Seq, broker.Fail, nil))
-	eventually(t, "the failed attempt is stored", func() bool {
+	testwait.Until(t, "the failed attempt is stored", func() bool {
 		var attempts int
 		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(max(attempts), 0) FROM gearwork_jobs WHERE seq = %d AND state = 1`, as.Seq), &attempts)
 		return attempts == 1
@@ -276,7 +265,7 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT attempts FROM gearwork_jobs WHERE seq = %d`, as.Seq), &attempts)
 	require.Equal(t, 1, attempts, "the attempt made on a counts on b")
 	require.NoError(t, b.Finish(w, again.Seq, broker.Complete, nil))
-	eventually(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
+	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
 func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
@@ -323,16 +312,16 @@ func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
 	require.Equal(t, r.seq, got.Seq)
 
 	require.NoError(t, a.WorkStatus(w, got.Seq, 3, 10))
-	eventually(t, "b sees the progress a's worker reported", func() bool {
+	testwait.Until(t, "b sees the progress a's worker reported", func() bool {
 		st := b.GetStatus(handle)
 		return st.Known && st.Running && st.Numerator == 3 && st.Denominator == 10
 	})
 	require.NoError(t, a.WorkStatus(w, got.Seq, 7, 10))
-	eventually(t, "and its updates", func() bool { return b.GetStatus(handle).Numerator == 7 })
+	testwait.Until(t, "and its updates", func() bool { return b.GetStatus(handle).Numerator == 7 })
 
 	// The worker goes away: the job is queued again, its progress gone.
 	a.CloseSession(w)
-	eventually(t, "the progress is reset when the job is taken back", func() bool {
+	testwait.Until(t, "the progress is reset when the job is taken back", func() bool {
 		st := b.GetStatus(handle)
 		return st.Known && st.Numerator == 0 && st.Denominator == 0
 	})
@@ -340,7 +329,7 @@ func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
 	a.CanDo(w2, []byte("encode"), 0)
 	again := grab(t, a, w2, out)
 	require.NoError(t, a.Finish(w2, again.Seq, broker.Complete, nil))
-	eventually(t, "the job is deleted", func() bool { return !b.GetStatus(handle).Known })
+	testwait.Until(t, "the job is deleted", func() bool { return !b.GetStatus(handle).Known })
 }
 
 func TestSharedLeaseLossNeverLeavesAJobWithTwoServers(t *testing.T) {
@@ -353,7 +342,7 @@ func TestSharedLeaseLossNeverLeavesAJobWithTwoServers(t *testing.T) {
 	for i := range n {
 		require.NoError(t, submit(t, a, client, bgJob("f", "", fmt.Sprint(i))).err)
 	}
-	eventually(t, "a holds every job", func() bool { return a.JobCount() == n })
+	testwait.Until(t, "a holds every job", func() bool { return a.JobCount() == n })
 	b, _ := openShared(t, url, "b", 0)
 	b.CanDo(b.NewSession("wb", newOutbox()), []byte("f"), 0)
 
@@ -364,7 +353,7 @@ func TestSharedLeaseLossNeverLeavesAJobWithTwoServers(t *testing.T) {
 	// a stalls for longer than its lease): at least once. Once a has
 	// registered again, no job may be held by both.
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
-	eventually(t, "a registers again", func() bool {
+	testwait.Until(t, "a registers again", func() bool {
 		var n int
 		pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_servers WHERE name = 'a'`, &n)
 		return n == 1
@@ -401,7 +390,7 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT progress_num FROM gearwork_jobs WHERE seq = %d`, r.seq), &num)
 		return num
 	}
-	eventually(t, "b's progress is stored", func() bool { return progress() == 1 })
+	testwait.Until(t, "b's progress is stored", func() bool { return progress() == 1 })
 	require.NoError(t, a.WorkStatus(wa, onA.Seq, 9, 10)) // a's stale run
 	// A barrier instead of a pause: a's commit rounds write in order, so
 	// once a background job submitted on a afterwards is stored, a's

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Tests of every text admin command, byte for byte, on gearwork and on
@@ -67,7 +68,7 @@ func TestAdminCommands(t *testing.T) {
 		w := rawWorker(t, s, "adm", "other")
 		w.send(gearman.SetClientID, "worker-7")
 		var workers string
-		waitFor(t, "the worker to be listed", func() bool {
+		testwait.Until(t, "the worker to be listed", func() bool {
 			workers = a.adminExact("workers")
 			return strings.Contains(workers, "worker-7")
 		})
@@ -207,7 +208,7 @@ func TestAdminShutdownGraceful(t *testing.T) {
 
 	a := dialRaw(t, s)
 	require.Equal(t, "OK\r\n", a.adminExact("shutdown graceful"))
-	waitFor(t, "the listener to close", func() bool {
+	testwait.Until(t, "the listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)
 		if err != nil {
 			return true

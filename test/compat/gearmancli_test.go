@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Tests driving the server with Debian's gearman command-line tool
@@ -33,7 +34,7 @@ func gearmanCLI(t *testing.T, s *server, stdin string, args ...string) *proc {
 // waitWorkers polls until fn has n registered workers.
 func waitWorkers(t *testing.T, s *server, fn string, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d workers for %s", n, fn), func() bool {
+	testwait.Until(t, fmt.Sprintf("%d workers for %s", n, fn), func() bool {
 		return status(t, s)[fn].Workers == n
 	})
 }
@@ -155,7 +156,7 @@ func TestGearmanCLICoalescing(t *testing.T) {
 
 		c2 := gearmanCLI(t, s, "payload-2", "-f", "co", "-u", "same-key")
 		probe := dialRaw(t, s)
-		waitFor(t, "the second client to attach", func() bool {
+		testwait.Until(t, "the second client to attach", func() bool {
 			probe.send(gearman.GetStatusUnique, "same-key")
 			a := probe.expectCmd(gearman.StatusResUnique)
 			return a[5] == "2"
@@ -190,7 +191,7 @@ func TestGearmanCLIClientGone(t *testing.T) {
 		} else {
 			// gearmand 1.1.20 marks it ignored and drops it only when a
 			// worker would take it.
-			waitFor(t, "the queued job to be ignored", func() bool {
+			testwait.Until(t, "the queued job to be ignored", func() bool {
 				jobs := admin(t, s, "show jobs")
 				return len(jobs) == 1 && strings.Split(jobs[0], "\t")[2] == "1"
 			})
@@ -210,7 +211,7 @@ func TestGearmanCLIClientGone(t *testing.T) {
 		c.kill()
 		// Wait until the server has noticed the client is gone: the job
 		// then has no waiting client.
-		waitFor(t, "the job to lose its client", func() bool {
+		testwait.Until(t, "the job to lose its client", func() bool {
 			for _, line := range admin(t, s, "show jobs") {
 				if strings.HasPrefix(line, handle+"\t") {
 					return strings.Split(line, "\t")[2] == "1"

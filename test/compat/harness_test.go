@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 	"io"
 	"net"
 	"os"
@@ -294,18 +295,6 @@ func eachServer(t *testing.T, f func(t *testing.T, s *server)) {
 	})
 }
 
-// waitFor polls cond until it holds; the bound only catches real hangs.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // admin sends one text admin command on a new connection and returns the
 // answer's lines without line endings. List answers are read up to the
 // closing "." line (not included).
@@ -386,7 +375,7 @@ func status(t *testing.T, s *server) map[string]funcStatus {
 func waitStatus(t *testing.T, s *server, fn string, want funcStatus) {
 	t.Helper()
 	var got funcStatus
-	waitFor(t, fmt.Sprintf("status of %s to become %+v", fn, want), func() bool {
+	testwait.Until(t, fmt.Sprintf("status of %s to become %+v", fn, want), func() bool {
 		got = status(t, s)[fn]
 		return got == want
 	})

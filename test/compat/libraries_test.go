@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Tests that run Gearman client libraries written elsewhere against
@@ -188,7 +190,7 @@ func TestGearmanGoClientSuite(t *testing.T) {
 	t.Cleanup(func() { _ = syscall.Kill(-pl.cmd.Process.Pid, syscall.SIGKILL) })
 	gearmanCLI(t, s, "", "-w", "-f", "ToUpper", "--", "tr", "a-z", "A-Z")
 	waitStatus(t, s, "ToUpper", funcStatus{Workers: 1})
-	waitFor(t, "the 20 Perl workers", func() bool { return status(t, s)["PerlToUpper"].Workers == 20 })
+	testwait.Until(t, "the 20 Perl workers", func() bool { return status(t, s)["PerlToUpper"].Workers == 20 })
 	lib.test(t, src)
 }
 

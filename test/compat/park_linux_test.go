@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // parkedSockets counts the sockets the server process pid holds parked:
@@ -64,7 +66,7 @@ func TestGearmanCLIWorkerWakesFromPark(t *testing.T) {
 	for _, payload := range []string{"first after parking", "second after parking again"} {
 		// The worker is the only connection that lives long enough to
 		// park (admin polls close at once).
-		waitFor(t, "the idle worker's connection to park", func() bool {
+		testwait.Until(t, "the idle worker's connection to park", func() bool {
 			return parkedSockets(t, s.pid()) >= 1
 		})
 		out, err := gearmanCLI(t, s, payload, "-f", "idlecat").wait(t)
@@ -72,7 +74,7 @@ func TestGearmanCLIWorkerWakesFromPark(t *testing.T) {
 		require.Equal(t, payload, out)
 	}
 	// A background job, while the worker is parked once more.
-	waitFor(t, "the idle worker's connection to park", func() bool {
+	testwait.Until(t, "the idle worker's connection to park", func() bool {
 		return parkedSockets(t, s.pid()) >= 1
 	})
 	_, err := gearmanCLI(t, s, "background", "-b", "-f", "idlecat").wait(t)

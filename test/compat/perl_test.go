@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Tests driving the server with Perl's Gearman::Client and Gearman::Worker
@@ -98,7 +99,7 @@ func TestPerlCoalescing(t *testing.T) {
 		require.Equal(t, "first", payload)
 		c2.callAsync(map[string]any{"op": "do", "fn": "pl_co", "payload": "second", "uniq": "shared"})
 		probe := dialRaw(t, s)
-		waitFor(t, "the second client to attach", func() bool {
+		testwait.Until(t, "the second client to attach", func() bool {
 			probe.send(gearman.GetStatusUnique, "shared")
 			return probe.expectCmd(gearman.StatusResUnique)[5] == "2"
 		})
@@ -122,7 +123,7 @@ func TestPerlWorkerKilledMidJob(t *testing.T) {
 		doomed := perlWorker(t, s, 1, "pl_kill=hang")
 		c := perlClient(t, s)
 		c.callAsync(map[string]any{"op": "do", "fn": "pl_kill", "payload": "survive"})
-		waitFor(t, "the Perl worker to hold the job", func() bool {
+		testwait.Until(t, "the Perl worker to hold the job", func() bool {
 			return strings.Contains(doomed.stdout.String(), "holding ")
 		})
 		require.Equal(t, funcStatus{Total: 1, Running: 1, Workers: 1}, status(t, s)["pl_kill"])
