@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,7 +34,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "http", "127.0.0.1:4780", "`address` of the HTTP API, dashboard and /metrics; \"off\" disables it")
 	fs.StringVar(&f.tokensFile, "http-tokens", "", "`file` of bearer tokens, one \"<name> <scopes> <secret or sha256:hex>\" a line (scopes: read,submit,work,admin); without it (and without mutual TLS) only loopback clients may use the HTTP API")
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
-	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses and localhost (e.g. the name of a proxy in front; \"*\" for any, which gives up the protection against DNS rebinding)")
+	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses, localhost and its TLS certificate's names (e.g. the name of a proxy in front; \"*.example.com\" for one label more; \"*\" for any, which gives up the protection against DNS rebinding)")
 	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
 	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
 	fs.StringVar(&f.tls.clientCA, "http-tls-client-ca", "", "PEM `file` with the CAs whose client certificates the HTTP port requires (default: --tls-client-ca's); \"off\" requires none, so that bearer tokens alone authenticate")
@@ -113,6 +114,12 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 		// HTTP/1.1 only: the same connection limits and timeouts as
 		// without TLS.
 		h.tls.NextProtos = []string{"http/1.1"}
+		// The names of the port's certificate are names it answers to.
+		for _, c := range h.tls.Certificates {
+			if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+				h.cfg.AllowedHosts = append(h.cfg.AllowedHosts, leaf.DNSNames...)
+			}
+		}
 		h.cfg.ReadHeaderTimeout = handshakeTimeout
 	}
 	return h, nil

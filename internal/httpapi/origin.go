@@ -85,8 +85,16 @@ func (hp *hostPolicy) allows(host string, overTLS bool) bool {
 		}
 	}
 	name = strings.TrimSuffix(strings.ToLower(strings.Trim(name, "[]")), ".")
-	if slices.Contains(hp.names, name) {
-		return true
+	for _, n := range hp.names {
+		if n == name {
+			return true
+		}
+		// "*.example.com" matches one label more, as in certificates.
+		if rest, ok := strings.CutPrefix(n, "*."); ok {
+			if label, parent, found := strings.Cut(name, "."); found && label != "" && parent == rest {
+				return true
+			}
+		}
 	}
 	if _, err := netip.ParseAddr(name); err != nil && name != "localhost" {
 		return false

@@ -46,17 +46,17 @@ func send(t *testing.T, method, addr, host, path string, hdr ...string) *http.Re
 
 func TestHostMustBeOneTheServerAnswersTo(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, func(c *Config) { c.AllowedHosts = []string{"Gearwork.Internal."} })
+	tb := setup(t, func(c *Config) { c.AllowedHosts = []string{"Gearwork.Internal.", "*.gw.example"} })
 	addr := serveOn(t, tb)
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	for _, host := range []string{addr, "localhost:" + port, "LOCALHOST:" + port, "[::1]:" + port, "10.1.2.3:" + port,
-		"gearwork.internal", "gearwork.internal:8443", "GEARWORK.internal."} {
+		"gearwork.internal", "gearwork.internal:8443", "GEARWORK.internal.", "a.gw.example:443"} {
 		resp := send(t, "GET", addr, host, "/v1/functions")
 		require.Equal(t, http.StatusOK, resp.StatusCode, host)
 	}
 	for _, host := range []string{"evil.example:" + port, "evil.example", "localhost:1", "127.0.0.1", "localhost",
-		"127.0.0.1.evil.example:" + port, "gearwork.internal.evil.example"} {
+		"127.0.0.1.evil.example:" + port, "gearwork.internal.evil.example", "gw.example", "a.b.gw.example", ".gw.example"} {
 		for _, path := range []string{"/v1/functions", "/", "/healthz"} {
 			requireProblem(t, send(t, "GET", addr, host, path), http.StatusMisdirectedRequest, "does not answer to the host")
 		}

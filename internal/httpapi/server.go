@@ -87,9 +87,10 @@ type Config struct {
 	CORSOrigins []string
 	// AllowedHosts are the host names, besides IP addresses and
 	// "localhost", that requests may name in their Host header (with any
-	// port), e.g. the name of a reverse proxy in front; "*" accepts every
-	// Host (and so DNS rebinding). Empty: IP addresses and localhost with
-	// the server's port only.
+	// port), e.g. the names of the server's certificate or of a reverse
+	// proxy in front; "*.example.com" matches one label more; "*" accepts
+	// every Host (and so DNS rebinding). Empty: IP addresses and
+	// localhost with the server's port only.
 	AllowedHosts []string
 	// MaxBody is the largest request body in bytes. Default 16 MiB.
 	MaxBody int64
