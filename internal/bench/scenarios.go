@@ -89,7 +89,7 @@ func (r *run) pipelineAll(cs []*conn, n int, want gearman.Command,
 }
 
 // submitBackground queues n background jobs over cs. With Config.Queue
-// set their payloads are checkable (checkable.go).
+// set their payloads are checkable (fillPayload, checkPayload).
 func (r *run) submitBackground(cs []*conn, n int) (*Histogram, error) {
 	if r.cfg.Queue != "" {
 		var next atomic.Uint64

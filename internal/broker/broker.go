@@ -15,18 +15,19 @@
 // Submit hands the job to the committer goroutine, which writes every job
 // waiting at that moment in one synced batch (group commit) and then calls
 // each submitter's DoneFunc. With a local store the job is runnable
-// meanwhile (dispatch before durable, commit.go): only the acknowledgement
+// meanwhile (dispatch before durable, commitLoop): only the acknowledgement
 // waits for the write, or for the job to end if that comes first.
 // Foreground jobs live in memory only. A job running at a crash is queued
 // again at restart (at-least-once).
 //
 // # Lifecycle
 //
-// Each function may have a Policy (policy.go, state in lifecycle.go):
-// retries with backoff and timeouts (retry.go), dead letters
-// (deadletter.go), ordered queues (ordering.go), concurrency and rate
-// limits, bounded queues and priority aging (limits.go), pauses (pause.go),
-// retained results (results.go) and cron schedules (cron.go). Functions
+// Each function may have a Policy (its state is lifeState): retries with
+// backoff and timeouts (retryWaitLocked, timeoutLocked), dead letters
+// (DeadLetter), ordered queues (orderLine), concurrency and rate limits,
+// bounded queues and priority aging (canStartLocked, overflowLocked),
+// pauses (Pause), retained results (Result) and cron schedules
+// (Schedule). Functions
 // without one keep gearmand's behaviour and take the same code path as
 // before: every lifecycle check on the hot path is a nil test of
 // function.life or jobExtra.life. Lifecycle transitions are written
@@ -84,7 +85,7 @@ type Config struct {
 	// of a function that this server's workers finish fast waits for its
 	// insert (up to five times as long while it is expected to queue
 	// longer): one that ends before is never inserted, and its submitter
-	// is answered when it ends (shared_early.go). Default 20ms; negative
+	// is answered when it ends (holdEarlyLocked). Default 20ms; negative
 	// for none.
 	EarlyInsertDelay time.Duration
 	// DefaultPolicy applies to every function without an entry in
@@ -144,15 +145,15 @@ type Broker struct {
 	// life is the lifecycle state: policies, dead letters, retained
 	// results, function timers and cron schedules.
 	life lifeState
-	// watchers of jobs by seq (observe.go); commitHist and commitJobs
-	// measure the committer (stats.go).
+	// watchers of jobs by seq (Watch); commitHist and commitJobs
+	// measure the committer (Stats).
 	watchers   map[uint64][]*Session
 	commitHist Histogram
 	commitJobs uint64
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
-	// hist keeps the records of jobs that ended (history.go).
+	// hist keeps the records of jobs that ended (historyState).
 	hist historyState
 	// mode is localMode, or a *sharedMode when Config.Shared is set: the
 	// broker reaches what differs between the two only through it.

@@ -36,7 +36,7 @@ func (b *Broker) kickCommitter() {
 // Within one batch, saves are written before metadata and deletes: a job
 // that was saved (requeued, put in retry-wait) and then finished before the
 // batch ran must end up deleted, and a cron tick is recorded only after the
-// job it submitted is stored (see cron.go).
+// job it submitted is stored (see fireLocked).
 func (b *Broker) commitLoop(ctx context.Context) {
 	defer b.wg.Done()
 	var (

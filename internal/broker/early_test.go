@@ -14,7 +14,7 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// Dispatch before durable (commit.go): with a local store a new
+// Dispatch before durable (commitLoop): with a local store a new
 // background job is runnable at once; only its submitters' answers wait for
 // the store write.
 

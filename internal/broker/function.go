@@ -20,7 +20,7 @@ type function struct {
 	// life holds the function's lifecycle policy and state; nil when it
 	// has none, which keeps the hot path free of lifecycle checks.
 	life *fnLife
-	// counters feed metrics (stats.go).
+	// counters feed metrics (Stats).
 	counters FunctionCounters
 }
 

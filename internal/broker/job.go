@@ -28,7 +28,7 @@ type jobState uint8
 
 const (
 	// statePending: accepted, waiting for the shared store to insert it
-	// (shared mode only, shared_commit.go: the insert gives the job its
+	// (shared mode only, settleInsertedLocked: the insert gives the job its
 	// handle). With a local store a new job is runnable at once and its
 	// write is tracked by job.save instead.
 	statePending jobState = iota
@@ -110,22 +110,22 @@ const (
 	// cancel) or which nobody waits for any more; the worker's results are
 	// dropped.
 	jobCancelled jobFlags = 1 << iota
-	// jobTiered: the job counts in the payload tiering budget (tiering.go).
+	// jobTiered: the job counts in the payload tiering budget (tiering).
 	jobTiered
-	// jobFinished: a worker reported the job's result (stats.go).
+	// jobFinished: a worker reported the job's result (Stats).
 	jobFinished
 
 	// saveShift and saveMask place the job's saveState in the flags: it
 	// tracks the first store write of a new background job with a local
-	// store (commit.go); saveNone once it is durable or when there is none
+	// store (commitLoop); saveNone once it is durable or when there is none
 	// to wait for.
 	saveShift          = 3
 	saveMask  jobFlags = 3 << saveShift
 
 	// jobProgress: in shared mode, progress of the job was written to the
-	// store (shared_progress.go).
+	// store (sharedMode.progressLocked).
 	jobProgress jobFlags = 1 << 5
-	// jobRecorded: the job's final record is in the history (history.go);
+	// jobRecorded: the job's final record is in the history (historyState);
 	// a later end of the same job (a worker's result after a cancel)
 	// changes nothing.
 	jobRecorded jobFlags = 1 << 6

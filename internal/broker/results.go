@@ -52,7 +52,7 @@ func (b *Broker) attachDoneLocked(s *Session, f *function, key string, backgroun
 	}
 	if background && j.saveState() != saveNone {
 		// The result is not stored yet: wait for it as the job's own
-		// submitters do (commit.go).
+		// submitters do (commitLoop).
 		j.x.waiters = append(j.x.waiters, done)
 	} else {
 		done(j.seq, false, nil)

@@ -60,7 +60,7 @@ type Session struct {
 	// exceptions: the client asked for WORK_EXCEPTION packets.
 	exceptions bool
 	closed     bool
-	// watching holds the seqs of jobs the session watches (observe.go).
+	// watching holds the seqs of jobs the session watches (Watch).
 	watching map[uint64]struct{}
 	// ended remembers the last jobs this session ended itself, so that a
 	// repeated final packet for one of them is accepted (see endedRecently).

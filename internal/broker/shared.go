@@ -66,7 +66,7 @@ type sharedMode struct {
 	// counts caches the store's counts for the admin views.
 	counts countsCache
 	// meta (mu) is the shared metadata, ordering and limit state
-	// (shared_meta.go).
+	// (sharedMeta).
 	meta sharedMeta
 	// retryIn (mu) asks the claim loop to claim again this soon: a
 	// rate-limited function may have run out of tokens. rateMisses (mu)
@@ -90,11 +90,11 @@ type sharedMode struct {
 	// early (mu) are the jobs handed out before their insert, in submit
 	// order, waiting for the committer; it takes one once its insert is
 	// due (holdLocked: grace, the insert delay, or longer while the job
-	// is expected to queue; shared_early.go).
+	// is expected to queue; holdEarlyLocked).
 	early []earlyJob
 	grace time.Duration
 	// progress (mu) is the progress of running jobs to write, by sequence
-	// number (shared_progress.go).
+	// number (progressLocked).
 	progress map[uint64]store.Progress
 }
 

@@ -179,7 +179,7 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 	}
 	pending := len(p.Jobs)
 	for _, j := range held {
-		// Handed out before its insert (shared_early.go): written as it
+		// Handed out before its insert (holdEarlyLocked): written as it
 		// is now, held here.
 		r := b.record(j)
 		live = append(live, j)

@@ -12,7 +12,7 @@ import (
 // serve its function, it is due, and the server holds less than its
 // claim target of the function's jobs) is numbered at submit from
 // sequence numbers the store reserved for this server, and queued here at
-// once, as with a local store (commit.go): only its submitters' answers
+// once, as with a local store (commitLoop): only its submitters' answers
 // wait for the insert, which writes it already claimed by this server. The
 // committer takes such a job in its next round, or, for a function whose
 // jobs the workers here have lately run in well under

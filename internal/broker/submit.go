@@ -58,7 +58,7 @@ type DoneFunc func(seq uint64, created bool, err error)
 // function and unique. A foreground submitter receives the job's events.
 // done is called before Submit returns unless the job must first be made
 // durable: then the committer calls it after the store write, or Submit's
-// job ends first (see commit.go). With a local store such a job is handed
+// job ends first (see commitLoop). With a local store such a job is handed
 // to workers at once, while its write is under way: done may come after
 // the job has started, but a foreground submitter attaching to it is
 // answered at once, before any event of the job.
@@ -145,7 +145,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 			return
 		}
 		// Dispatch before durable: the job runs while it is written; only
-		// the answer to its submitter waits for the store (commit.go).
+		// the answer to its submitter waits for the store (commitLoop).
 		j.setSave(saveQueued)
 		if p.watch != nil {
 			p.watch(j, true)
@@ -231,7 +231,7 @@ func (b *Broker) queueLocked(j *job, wake bool) {
 // its store write (unlinkLocked).
 func (b *Broker) removeLocked(j *job) {
 	// A job whose save the committer has not taken yet was never written:
-	// dropping the save is enough (commit.go).
+	// dropping the save is enough (commitLoop).
 	stored := j.saveState() != saveQueued
 	b.settleEndedLocked(j)
 	b.unlinkLocked(j)

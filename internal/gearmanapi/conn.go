@@ -46,7 +46,7 @@ type conn struct {
 	// The fields up to rmu are owned by the reader goroutine.
 
 	// rd is the frame reader, nil while the connection is idle and has
-	// released it (see limits.go).
+	// released it (see connReader).
 	rd *connReader
 	// small receives the first bytes after an idle wait.
 	small [16]byte

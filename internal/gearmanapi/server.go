@@ -91,7 +91,7 @@ type Server struct {
 	// wg counts connections (one that is parked, or hands its reader to a
 	// fresh goroutine, counts once).
 	wg sync.WaitGroup
-	// parker holds idle connections without a goroutine (see park_linux.go);
+	// parker holds idle connections without a goroutine (see parker);
 	// nil until the first Serve, and where epoll is not available. Set
 	// under mu before the first connection exists.
 	parker *parker

@@ -5,7 +5,7 @@
 // Gearman::Client and Gearman::Worker, the Node libraries abraxas and
 // node-gearman, and the client tests of the Go libraries
 // github.com/appscode/g2 and github.com/mikespook/gearman-go
-// (libraries_test.go). Where it makes sense the same
+// (TestG2ClientSuite and the suites beside it). Where it makes sense the same
 // checks also run against Debian's C gearmand, so that every difference
 // between the two servers is visible in the test output and written down in
 // docs/protocol.md.

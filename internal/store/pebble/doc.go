@@ -6,7 +6,7 @@
 //
 // Each job is one key, "j" followed by its Seq as eight big-endian bytes,
 // so iteration order is submission order. The value is a compact versioned
-// binary record (see record.go); the payload is its tail. A marker key
+// binary record (see putRecord); the payload is its tail. A marker key
 // records the layout version of the directory, and a store refuses a
 // directory or a record whose version it does not know.
 //

@@ -3,7 +3,7 @@
 //
 // # Schema
 //
-// Open applies versioned migrations (see migrate.go) in the connection's
+// Open applies versioned migrations (see Migrate) in the connection's
 // current schema, under an advisory lock so that servers starting at once
 // apply each migration exactly once. "gearwork migrate" does the same
 // ahead of time. A server refuses a schema newer than it knows.
