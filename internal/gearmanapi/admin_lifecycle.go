@@ -190,21 +190,28 @@ func adminPause(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 	sb.WriteString(textOK)
 }
 
+// readable reports whether a job looked up (found: ok, or err) may be
+// shown, answering the reason when not: the lookup's error, ERR
+// UNKNOWN_JOB, or a denied read of function.
+func (c *conn) readable(function string, ok bool, err error, a *adminAnswer) bool {
+	switch {
+	case err != nil:
+		a.WriteString(errText(err))
+		return false
+	case !ok:
+		a.WriteString(textUnknownJob)
+		return false
+	}
+	return c.checkRead(function, a)
+}
+
 func adminDeadLetterShow(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	if len(args) != 1 {
 		sb.WriteString(errArgs("deadletter"))
 		return
 	}
 	d, ok, err := c.srv.b.DeadLetterByHandle(ctx, []byte(args[0]))
-	if err != nil {
-		sb.WriteString(errText(err))
-		return
-	}
-	if !ok {
-		sb.WriteString(textUnknownJob)
-		return
-	}
-	if !c.checkRead(d.Function, sb) {
+	if !c.readable(d.Function, ok, err, sb) {
 		return
 	}
 	fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nattempts\t%d\ndied\t%s\nerror\t%s\npayload\t%s\n",
@@ -269,15 +276,7 @@ func adminResult(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	} else {
 		r, ok, err = b.Result(ctx, []byte(args[0]))
 	}
-	if err != nil {
-		sb.WriteString(errText(err))
-		return
-	}
-	if !ok {
-		sb.WriteString(textUnknownJob)
-		return
-	}
-	if !c.checkRead(r.Function, sb) {
+	if !c.readable(r.Function, ok, err, sb) {
 		return
 	}
 	fmt.Fprintf(sb, "OK %d\n", len(r.Data))
