@@ -1,0 +1,447 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+var insertSQL = `
+WITH input AS (
+	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::smallint[],
+		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `, $23::bigint[])
+		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ` + stateNames + `, given, ord)
+), numbered AS MATERIALIZED (
+	SELECT CASE WHEN given <> 0 THEN given ELSE nextval('gearwork_job_seq') END AS seq, ord
+	FROM (SELECT given, ord FROM input ORDER BY ord) o
+), ins AS (
+	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
+	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
+	FROM input i JOIN numbered n USING (ord)
+	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
+	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0
+		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
+			AND g.run_at <= extract(epoch FROM now())::bigint
+			AND g.not_before <= (extract(epoch FROM now()) * 1e9)::bigint
+	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
+)
+SELECT n.ord, ins.seq, ins.function, ins.uniq, ins.created, ins.owner FROM ins LEFT JOIN numbered n ON n.seq = ins.seq`
+
+// prefixed turns "a, b" into "p.a, p.b".
+func prefixed(p, names string) string {
+	var parts []string
+	for _, n := range strings.Split(names, ",") {
+		parts = append(parts, p+strings.TrimSpace(n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+type uniqKey struct{ function, unique string }
+
+// Insert adds new background jobs, assigning each without one a sequence
+// number from the database's sequence (unique across every server), and
+// coalesces a
+// job with a unique with the live job of the same function and unique:
+// that job's sequence number is returned with Created false. Jobs asked to
+// be claimed are held by this server, except jobs with an ordering key,
+// which only Claim takes (as the head of their key); the others wake the
+// servers listening. Durable when Insert returns. If this server's lease was
+// lost, the jobs are inserted unclaimed.
+func (s *Store) Insert(ctx context.Context, p store.InsertParams) ([]store.Inserted, error) {
+	c, err := s.Commit(ctx, store.CommitParams{Insert: p})
+	return c.Inserted, err
+}
+
+// Commit writes one round of the broker's group committer in one
+// transaction, one round trip and one WAL flush: it deletes p.Delete
+// (finished jobs), updates p.Update as Update does, and inserts
+// p.Insert.Jobs as Insert does, returning one Inserted per job, and
+// reserves p.Reserve sequence numbers from the database's sequence (the
+// reservation is durable with the round). Durable when it returns.
+func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committed, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Committed{}, err
+	}
+	out := store.Committed{Inserted: make([]store.Inserted, len(p.Insert.Jobs))}
+	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
+		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 && len(p.Progress) == 0 {
+		return out, nil
+	}
+	id, _ := s.member()
+	for attempt := 0; ; attempt++ {
+		err := s.commit(ctx, p, &out, id)
+		var pgErr *pgconn.PgError
+		if attempt == 0 && errors.As(err, &pgErr) && pgErr.Code == "23503" && id != 0 {
+			// foreign_key_violation: this server's row is gone (its lease
+			// was lost); insert without claiming. Renew registers it again.
+			id = 0
+			continue
+		}
+		if err != nil {
+			return store.Committed{}, fmt.Errorf("postgres: commit %d new, %d updated, %d finished jobs: %w",
+				len(p.Insert.Jobs), len(p.Update), len(p.Delete), err)
+		}
+		return out, nil
+	}
+}
+
+// reserveSQL takes sequence numbers for jobs a server numbers itself. The
+// commit of the round that runs it flushes the sequence's WAL record, so
+// a number is never given out twice, even after a crash.
+const reserveSQL = `SELECT nextval('gearwork_job_seq') FROM generate_series(1, $1::integer)`
+
+// progressSQL writes the progress of running jobs this server ($4) holds;
+// rows gone or held by another server meanwhile are skipped.
+const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_den = u.den
+	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(seq, num, den)
+	WHERE g.seq = u.seq AND g.owner = $4`
+
+func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
+	p := cp.Insert
+	out := res.Inserted
+	res.Reserved = res.Reserved[:0]
+	plan := planInsert(p, id)
+	var missing []int // rows that coalesced with a job the statement did not return
+
+	// One batch: one implicit transaction, one round trip. Each step is
+	// queued, and its result read, in the order of this list.
+	var steps []batchStep
+	add := func(read func(pgx.BatchResults) error, sql string, args ...any) {
+		steps = append(steps, batchStep{sql: sql, args: args, read: read})
+	}
+	if len(cp.Delete) > 0 {
+		add(nil, `DELETE FROM gearwork_jobs WHERE seq = ANY($1)`, seqArgs(cp.Delete))
+	}
+	if len(cp.Update) > 0 {
+		add(nil, updateSQL, updateArgs(cp.Update)...)
+	}
+	base := 0
+	for _, part := range plan.parts() {
+		rows := plan.sent[base : base+len(part)]
+		var cl []bool
+		for _, i := range rows {
+			cl = append(cl, plan.claim(i))
+		}
+		add(func(br pgx.BatchResults) error {
+			m, err := readInserted(br, rows, plan.first, out, id)
+			missing = append(missing, m...)
+			return err
+		}, insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
+		base += len(part)
+	}
+	if len(cp.Progress) > 0 && id != 0 {
+		seqs := make([]int64, len(cp.Progress))
+		nums := make([]int64, len(cp.Progress))
+		dens := make([]int64, len(cp.Progress))
+		for i, pr := range cp.Progress {
+			seqs[i], nums[i], dens[i] = seqArg(pr.Seq), int64(pr.Numerator), int64(pr.Denominator)
+		}
+		add(nil, progressSQL, seqs, nums, dens, id)
+	}
+	if cp.Reserve > 0 {
+		add(func(br pgx.BatchResults) error {
+			var err error
+			res.Reserved, err = readReserved(br, res.Reserved)
+			return err
+		}, reserveSQL, cp.Reserve)
+	}
+	notify := plan.notify
+	if len(cp.Release) > 0 && id != 0 {
+		add(nil, `UPDATE gearwork_jobs SET owner = NULL WHERE seq = ANY($1) AND owner = $2`, seqArgs(cp.Release), id)
+		if len(cp.Notify) == 0 && len(notify) == 0 {
+			notify = append(notify, "")
+		}
+	}
+	for _, f := range cp.Notify {
+		if !plan.notified[f] {
+			plan.notified[f] = true
+			notify = append(notify, notifyPayload(f))
+		}
+	}
+	if len(notify) > 0 {
+		add(nil, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
+	}
+
+	b := &pgx.Batch{}
+	for _, st := range steps {
+		b.Queue(st.sql, st.args...)
+	}
+	s.queueMeta(b, cp.Meta) // read by Close
+	br := s.pool.SendBatch(ctx, b)
+	for _, st := range steps {
+		var err error
+		if st.read == nil {
+			_, err = br.Exec()
+		} else {
+			err = st.read(br)
+		}
+		if err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+	// Jobs that coalesced with a job some server holds (the conditional
+	// update did not fire, so the statement did not return the row).
+	for _, i := range missing {
+		r, err := s.resolveCoalesced(ctx, p, p.Jobs[i], id)
+		if err != nil {
+			return err
+		}
+		out[i] = r
+	}
+	for i, f := range plan.dupOf {
+		if f >= 0 {
+			out[i] = store.Inserted{Seq: out[f].Seq}
+		}
+	}
+	return nil
+}
+
+// batchStep is one statement of a commit round: queued into the batch and
+// then read from its results, in the same place of the round's list of
+// steps. read nil means Exec.
+type batchStep struct {
+	sql  string
+	args []any
+	read func(pgx.BatchResults) error
+}
+
+// insertPlan is what a commit round sends of its new jobs.
+type insertPlan struct {
+	p  store.InsertParams
+	id int64
+	// first maps each (function, unique) to the first job that has it: a
+	// batch may name one twice, and only the first goes to the database,
+	// the others share its outcome (dupOf, -1 for a first).
+	first map[uniqKey]int
+	dupOf []int
+	// sent indexes p.Jobs in statement row order.
+	sent []int
+	// notify holds the notification payloads for the functions whose new
+	// jobs other servers may claim now (notified, by function).
+	notify   []string
+	notified map[string]bool
+}
+
+func planInsert(p store.InsertParams, id int64) *insertPlan {
+	pl := &insertPlan{p: p, id: id, first: make(map[uniqKey]int), dupOf: make([]int, len(p.Jobs)),
+		notified: make(map[string]bool)}
+	now := time.Now().Unix()
+	for i, j := range p.Jobs {
+		pl.dupOf[i] = -1
+		if j.Unique != "" && j.State != store.StateDead { // dead letters are outside the unique index
+			k := uniqKey{j.Function, j.Unique}
+			if f, ok := pl.first[k]; ok {
+				pl.dupOf[i] = f
+				continue
+			}
+			pl.first[k] = i
+		}
+		pl.sent = append(pl.sent, i)
+		if !pl.claim(i) && j.RunAt <= now && !pl.notified[j.Function] {
+			pl.notified[j.Function] = true
+			pl.notify = append(pl.notify, notifyPayload(j.Function))
+		}
+	}
+	return pl
+}
+
+// claim reports whether job i is to be inserted claimed by this server.
+func (pl *insertPlan) claim(i int) bool { return pl.id != 0 && pl.p.Claim != nil && pl.p.Claim[i] }
+
+// parts splits the jobs sent into the insert statements' chunks.
+func (pl *insertPlan) parts() [][]store.Job {
+	jobsSent := make([]store.Job, len(pl.sent))
+	for k, i := range pl.sent {
+		jobsSent[k] = pl.p.Jobs[i]
+	}
+	return chunks(jobsSent)
+}
+
+// readInserted reads one insert statement's rows into out (indexed by
+// job; rows maps the statement's row order to jobs) and returns the jobs
+// that coalesced with a job the statement did not return.
+func readInserted(br pgx.BatchResults, rows []int, first map[uniqKey]int, out []store.Inserted, id int64) ([]int, error) {
+	res, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	seen := make([]bool, len(rows))
+	for res.Next() {
+		var (
+			ord      *int64
+			seq      int64
+			f, u     []byte
+			created  bool
+			owner    *int64
+			rowIndex = -1
+		)
+		if err := res.Scan(&ord, &seq, &f, &u, &created, &owner); err != nil {
+			return nil, err
+		}
+		if ord != nil {
+			rowIndex = int(*ord) - 1
+		} else if i, ok := first[uniqKey{string(f), string(u)}]; ok {
+			rowIndex = slices.Index(rows, i)
+		}
+		if rowIndex < 0 || rowIndex >= len(rows) {
+			continue
+		}
+		seen[rowIndex] = true
+		out[rows[rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
+			Claimed: owner != nil && *owner == id && id != 0}
+	}
+	res.Close()
+	if err := res.Err(); err != nil {
+		return nil, err
+	}
+	var missing []int
+	for k, ok := range seen {
+		if !ok {
+			missing = append(missing, rows[k])
+		}
+	}
+	return missing, nil
+}
+
+// readReserved appends the reserved sequence numbers to dst.
+func readReserved(br pgx.BatchResults, dst []uint64) ([]uint64, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return dst, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return dst, err
+		}
+		dst = append(dst, uint64(seq))
+	}
+	rows.Close()
+	return dst, rows.Err()
+}
+
+// resolveCoalesced finds the live job a new job coalesced with, or inserts
+// the job after all when that one has finished meanwhile. The job found
+// is reported unclaimed even when this server holds it: this insert did
+// not claim it, and the server has it already (in memory, or arriving by
+// its own claim, or finished there), so it must not be run a second time
+// because of this insert.
+func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j store.Job, id int64) (store.Inserted, error) {
+	for attempt := 0; ; attempt++ {
+		var seq int64
+		err := s.pool.QueryRow(ctx, `SELECT seq FROM gearwork_jobs WHERE uniq = $1 AND function = $2 AND state <> 2`,
+			[]byte(j.Unique), []byte(j.Function)).Scan(&seq)
+		if err == nil {
+			return store.Inserted{Seq: uint64(seq)}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return store.Inserted{}, err
+		}
+		// Finished and deleted in the meantime: a new job after all. One
+		// numbered by this server is held here, as it was asked to be;
+		// one numbered by the store goes to whichever server claims it.
+		b := &pgx.Batch{}
+		b.Queue(insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0}, p.HandlePrefix, id)...)
+		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
+		br := s.pool.SendBatch(ctx, b)
+		var (
+			ord           *int64
+			f, u          []byte
+			created       bool
+			insertedOwner *int64
+		)
+		err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
+		cerr := br.Close()
+		if err == nil && cerr == nil {
+			return store.Inserted{Seq: uint64(seq), Created: true,
+				Claimed: insertedOwner != nil && *insertedOwner == id && id != 0}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) || attempt > 5 {
+			return store.Inserted{}, cmp.Or(err, cerr)
+		}
+		// Another server inserted it first: look again.
+	}
+}
+
+// insertArgs returns the arguments of insertSQL for jobs, claimed by the
+// server id where claim says so.
+func insertArgs(jobs []store.Job, claim []bool, prefix string, id int64) []any {
+	var c jobColumns
+	for _, j := range jobs {
+		c.addFields(j)
+		c.seq = append(c.seq, seqArg(j.Seq))
+	}
+	args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries, claim,
+		[]byte(prefix), id}, c.stateArgs()...)
+	return append(args, c.seq)
+}
+
+func seqArgs(seqs []uint64) []int64 {
+	out := make([]int64, len(seqs))
+	for i, q := range seqs {
+		out[i] = seqArg(q)
+	}
+	return out
+}
+
+var updateSQL = `UPDATE gearwork_jobs g SET retries = u.retries, run_at = u.run_at, priority = u.priority, ` +
+	setFrom("u.", stateNames) + `
+	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::smallint[], ` + params(stateTypes, 5) + `)
+		AS u(seq, retries, run_at, priority, ` + stateNames + `)
+	WHERE g.seq = u.seq`
+
+// setFrom turns "a, b" into "a = p.a, b = p.b".
+func setFrom(p, names string) string {
+	var parts []string
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		parts = append(parts, n+" = "+p+n)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func updateArgs(jobs []store.Job) []any {
+	jobs = lastPerSeq(jobs)
+	var c jobColumns
+	seq := make([]int64, len(jobs))
+	retries := make([]int64, len(jobs))
+	runAt := make([]int64, len(jobs))
+	pri := make([]int16, len(jobs))
+	for i, j := range jobs {
+		seq[i], retries[i], runAt[i], pri[i] = seqArg(j.Seq), int64(j.Retries), j.RunAt, int16(j.Priority)
+		c.addState(j)
+	}
+	return append([]any{seq, retries, runAt, pri}, c.stateArgs()...)
+}
+
+// Update writes the retries, run-at time, priority and lifecycle state
+// (Job.State and the fields after it) of jobs that are still stored. A job no longer stored (finished meanwhile, possibly by
+// another server) is skipped, never stored again.
+func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	if _, err := s.pool.Exec(ctx, updateSQL, updateArgs(jobs)...); err != nil {
+		return fmt.Errorf("postgres: update %d jobs: %w", len(jobs), err)
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package postgres
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNotJoined is returned by the shared-mode methods (Claim, Renew, Release)
+// before Join or after Leave.
+var ErrNotJoined = errors.New("postgres: this server has not joined the shared store")
+
+// member returns this server's id in gearwork_servers.
+func (s *Store) member() (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serverID == 0 {
+		return 0, ErrNotJoined
+	}
+	return s.serverID, nil
+}
+
+// Join registers this server in gearwork_servers with a lease and starts
+// listening for notifications: wake is called (from another goroutine,
+// without blocking) with the name of a function whose jobs may have become
+// claimable, or "" when any may have; meta likewise with a metadata key
+// that some server wrote or deleted, or "" when any may have changed; and
+// lost (when not nil) with the error when the listening connection breaks,
+// a sign that the database may be gone. It returns how often Renew must be
+// called to keep the lease.
+func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost func(error)) (time.Duration, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	id, err := s.register(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if meta == nil {
+		meta = func(string) {}
+	}
+	if lost == nil {
+		lost = func(error) {}
+	}
+	l := newListener(s.cfg.URL, s.channel, wake, meta, lost, s.log)
+	s.mu.Lock()
+	s.serverID = id
+	old := s.listener
+	s.listener = l
+	s.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	l.start()
+	return s.cfg.LeaseTTL / 4, nil
+}
+
+func (s *Store) register(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO gearwork_servers (name, lease_until)
+		VALUES ($1, now() + $2::interval) RETURNING id`, s.cfg.Name, s.cfg.LeaseTTL).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: register server: %w", err)
+	}
+	return id, nil
+}
+
+// Renew extends this server's lease and releases the jobs of servers
+// whose lease has expired (waking the others to claim them). lost reports
+// that this server's own lease had expired and another server released
+// its jobs: the server has been registered again under a new id, and the
+// jobs it held before must be considered taken from it.
+func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	id, err := s.member()
+	if err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE gearwork_servers SET lease_until = now() + $2::interval WHERE id = $1`,
+		id, s.cfg.LeaseTTL)
+	if err != nil {
+		return false, fmt.Errorf("postgres: renew lease: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		nid, err := s.register(ctx)
+		if err != nil {
+			return false, err
+		}
+		s.mu.Lock()
+		if s.serverID == id {
+			s.serverID = nid
+		}
+		s.mu.Unlock()
+		s.log.Warn("postgres: this server's lease had expired; its jobs went to other servers",
+			slog.Int64("old_id", id), slog.Int64("new_id", nid))
+		lost = true
+	}
+	var reaped int
+	err = s.pool.QueryRow(ctx, `WITH dead AS (
+			DELETE FROM gearwork_servers WHERE lease_until < now() RETURNING id)
+		SELECT count(*) FROM dead`).Scan(&reaped)
+	if err != nil {
+		return lost, fmt.Errorf("postgres: release expired leases: %w", err)
+	}
+	if reaped > 0 {
+		s.log.Info("postgres: released the jobs of servers whose lease expired", slog.Int("servers", reaped))
+		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, '')`, s.channel); err != nil {
+			return lost, fmt.Errorf("postgres: notify: %w", err)
+		}
+	}
+	return lost, nil
+}
+
+// Leave unregisters this server, which releases every job it holds to the
+// other servers (and wakes them), and stops listening. Idempotent.
+func (s *Store) Leave(ctx context.Context) error {
+	s.mu.Lock()
+	id := s.serverID
+	s.serverID = 0
+	l := s.listener
+	s.listener = nil
+	s.mu.Unlock()
+	if l != nil {
+		l.stop()
+	}
+	if id == 0 || s.closed.Load() {
+		return nil
+	}
+	b := &pgx.Batch{}
+	b.Queue(`DELETE FROM gearwork_servers WHERE id = $1`, id)
+	b.Queue(`SELECT pg_notify($1, '')`, s.channel)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: leave: %w", err)
+	}
+	return nil
+}
+
+// notifyPayload names a function in a notification: hex, because function
+// names are bytes and payloads are text; "" (everyone) when too long.
+func notifyPayload(function string) string {
+	if len(function) > 3000 {
+		return ""
+	}
+	return hex.EncodeToString([]byte(function))
+}
+
+// metaPrefix starts the payload of a notification that a metadata key
+// changed ("m:" and the key in hex, or "m:" alone for any key). A
+// function's payload is plain hex, which never holds a ':'.
+const metaPrefix = "m:"
+
+// metaPayload names a metadata key in a notification; "m:" (any key)
+// when too long.
+func metaPayload(key string) string {
+	if len(key) > 3000 {
+		return metaPrefix
+	}
+	return metaPrefix + hex.EncodeToString([]byte(key))
+}
+
+// decodePayload reads a notification: a function whose jobs may be
+// claimable (function, "" for any), or a metadata key that changed
+// (isMeta, key "" for any).
+func decodePayload(p string) (name string, isMeta bool) {
+	if rest, ok := strings.CutPrefix(p, metaPrefix); ok {
+		b, err := hex.DecodeString(rest)
+		if err != nil {
+			return "", true
+		}
+		return string(b), true
+	}
+	b, err := hex.DecodeString(p)
+	if err != nil {
+		return "", false
+	}
+	return string(b), false
+}
+
+// Release gives jobs this server holds back to the others and wakes them.
+// Jobs it does not hold are left alone.
+func (s *Store) Release(ctx context.Context, seqs []uint64) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	id, err := s.member()
+	if err != nil {
+		return err
+	}
+	args := make([]int64, len(seqs))
+	for i, q := range seqs {
+		args[i] = seqArg(q)
+	}
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE gearwork_jobs SET owner = NULL WHERE seq = ANY($1) AND owner = $2`, args, id)
+	b.Queue(`SELECT pg_notify($1, '')`, s.channel)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("postgres: release %d jobs: %w", len(seqs), err)
+	}
+	return nil
+}
