@@ -192,7 +192,7 @@ func TestAuthRulesFromConfigFile(t *testing.T) {
 	cfg := filepath.Join(p.dir, "gearwork.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(`
 functions:              # lifecycle policies share the file
-  email.send: {max_attempts: 3}
+  email.send: {max_attempts: 3, result_retention: 1h}
 auth:
   rules:
     - name: web front ends
@@ -201,7 +201,7 @@ auth:
       deny: {submit: ["email.internal"]}
     - name: operators
       match: {cn: ["ops-*"], address: ["127.0.0.0/8"]}
-      allow: {admin: ["*"], serve: ["*"]}
+      allow: {admin: ["*"], serve: ["*"], read: ["email.*"]}
 `), 0o600))
 	srv := testserver.Start(t, append(p.serverArgs(true), "--config", cfg)...)
 
@@ -234,6 +234,35 @@ auth:
 	line, err = ops.r.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "ERR function not found\r\n", line, "ops may run admin commands")
+
+	// State-changing lifecycle commands need admin, results need read.
+	web.send(gearman.SubmitJobBg, "email.send", "", "later")
+	created, err = web.read()
+	require.NoError(t, err)
+	bg := string(created[gearman.HeaderSize:])
+	ops.send(gearman.GrabJob)
+	ops.expect(gearman.JobAssign, bg, "email.send", "later")
+	ops.send(gearman.WorkComplete, bg, "sent")
+	ops.send(gearman.EchoReq, "sync")
+	ops.expect(gearman.EchoRes, "sync")
+	for _, tc := range []struct{ line, want string }{
+		{"pause email.send", "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+run+pause\r\n"},
+		{"policy email.send max_attempts=0", "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+run+policy\r\n"},
+		{"result " + bg, "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+read+email.send\r\n"},
+	} {
+		_, err = web.nc.Write([]byte(tc.line + "\r\n"))
+		require.NoError(t, err)
+		line, err = web.r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, tc.want, line, tc.line)
+	}
+	_, err = ops.nc.Write([]byte("result " + bg + "\r\n"))
+	require.NoError(t, err)
+	for _, want := range []string{"OK 4\n", "sent\n"} {
+		line, err = ops.r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, want, line, "ops may read email.send's results")
+	}
 	require.True(t, srv.Alive())
 }
 
