@@ -24,7 +24,7 @@ import (
 // connections park like plain ones: the server must end up with far fewer
 // goroutines than connections (read from its goroutine profile), and its
 // resident memory must stay under a generous ceiling; the figure it
-// settles at is logged for BENCHMARKS.md.
+// settles at (within 20 s of parking) is logged for BENCHMARKS.md.
 func TestTenThousandIdleTLSConnections(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10k idle TLS connections skipped in -short mode")
@@ -114,9 +114,10 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "%d goroutines for %d idle TLS connections: they do not park", n, conns)
 		time.Sleep(100 * time.Millisecond) // polling the server's goroutines
 	}
-	// The memory freed by parking is returned once releases settle.
+	// The memory freed by parking is returned once releases settle (the
+	// last of it at most 10 s later).
 	var st map[string]int64
-	deadline = time.Now().Add(time.Minute)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		st, err = srv.Status("VmRSS", "VmHWM", "RssAnon", "RssFile")
 		require.NoError(t, err)
