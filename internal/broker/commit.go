@@ -39,38 +39,78 @@ func (b *Broker) kickCommitter() {
 // job it submitted is stored (see fireLocked).
 func (b *Broker) commitLoop(ctx context.Context) {
 	defer b.wg.Done()
-	var (
-		saves   []*job
-		records []store.Job
-		deletes []uint64
-	)
 	// Writes use a context that Stop does not cancel: cancelling ctx only
 	// ends the loop. A write cut short by Stop would otherwise count as a
 	// store failure and answer its submitters with an ERROR.
 	wctx := context.WithoutCancel(ctx)
-	var g gatherer
+	var (
+		buf commitBuffers
+		g   gatherer
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			// Final flush so that acknowledged work is not held back,
 			// including what the last batch's acknowledgements queued.
-			for b.commitOnce(wctx, &saves, &records, &deletes, &g) || b.hasPendingWrites() {
+			for b.commitOnce(wctx, &buf, &g) || b.hasPendingWrites() {
 			}
 			return
 		case <-b.commitWake:
 		}
 		g.wait(ctx, b)
-		for b.commitOnce(wctx, &saves, &records, &deletes, &g) {
+		for b.commitOnce(wctx, &buf, &g) {
 		}
 	}
 }
 
+// commitBuffers holds one batch of the committer; its slices are reused
+// from batch to batch.
+type commitBuffers struct {
+	// saves are the jobs whose first write this batch is; records are
+	// what the batch saves (their records, then the retries and other
+	// state changes queued); deletes what it deletes; meta the metadata
+	// entries it writes.
+	saves   []*job
+	records []store.Job
+	deletes []uint64
+	meta    []store.Meta
+}
+
+func (c *commitBuffers) empty() bool {
+	return len(c.records) == 0 && len(c.deletes) == 0 && len(c.meta) == 0
+}
+
 // commitOnce writes one batch. It reports whether more work is waiting.
-func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store.Job, deletes *[]uint64, g *gatherer) bool {
+func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer) bool {
+	more := b.takeBatch(buf)
+	if buf.empty() {
+		return more
+	}
+	began := time.Now()
+	err := b.writeBatch(ctx, buf)
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	took := time.Since(began)
+	g.done(len(buf.saves), took)
+	b.statCommitLocked(took, len(buf.records))
+	if err != nil && b.storeErr == nil {
+		b.storeErr = err
+		b.log.Error("broker: store write failed; refusing background submits until restart",
+			slog.String("error", err.Error()))
+	}
+	b.settleBatchLocked(buf.saves, err)
+	clear(buf.saves)
+	return more
+}
+
+// takeBatch moves what waits for the committer into buf, at most
+// CommitBatch first writes, and reports whether more of them wait.
+func (b *Broker) takeBatch(buf *commitBuffers) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
-	*saves = (*saves)[:0]
-	*records = (*records)[:0]
+	buf.saves = buf.saves[:0]
+	buf.records = buf.records[:0]
 	for _, j := range b.pendingSaves[:n] {
 		if j.saveState() != saveQueued {
 			continue // ended before it was written (settleEndedLocked)
@@ -78,50 +118,43 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 		// The record is the job as it is now (it may have run, failed
 		// and be waiting for a retry): nothing else of it was queued.
 		j.setSave(saveWriting)
-		*saves = append(*saves, j)
-		*records = append(*records, b.record(j))
+		buf.saves = append(buf.saves, j)
+		buf.records = append(buf.records, b.record(j))
 	}
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
 	b.pendingSaves = b.pendingSaves[:rest]
-	*records = append(*records, b.pendingRetries...)
+	buf.records = append(buf.records, b.pendingRetries...)
 	clear(b.pendingRetries)
 	b.pendingRetries = b.pendingRetries[:0]
-	*deletes = append((*deletes)[:0], b.pendingDeletes...)
+	buf.deletes = append(buf.deletes[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
-	meta := b.takePendingMetaLocked()
-	more := len(b.pendingSaves) > 0
-	b.mu.Unlock()
+	buf.meta = b.takePendingMetaLocked()
+	return len(b.pendingSaves) > 0
+}
 
-	if len(*records) == 0 && len(*deletes) == 0 && len(meta) == 0 {
-		return more
-	}
+// writeBatch writes buf to the store: saves, then metadata, then deletes.
+func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	var err error
-	began := time.Now()
-	if len(*records) > 0 {
-		*records, err = b.tierFillRetries(ctx, *records)
+	if len(buf.records) > 0 {
+		buf.records, err = b.tierFillRetries(ctx, buf.records)
 	}
-	if err == nil && len(*records) > 0 {
-		err = b.store.Save(ctx, *records)
+	if err == nil && len(buf.records) > 0 {
+		err = b.store.Save(ctx, buf.records)
 	}
-	if err == nil && len(meta) > 0 {
-		err = b.putMeta(ctx, meta)
+	if err == nil && len(buf.meta) > 0 {
+		err = b.putMeta(ctx, buf.meta)
 	}
-	if err == nil && len(*deletes) > 0 {
-		err = b.store.Delete(ctx, *deletes)
+	if err == nil && len(buf.deletes) > 0 {
+		err = b.store.Delete(ctx, buf.deletes)
 	}
+	return err
+}
 
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	took := time.Since(began)
-	g.done(len(*saves), took)
-	b.statCommitLocked(took, len(*records))
-	if err != nil && b.storeErr == nil {
-		b.storeErr = err
-		b.log.Error("broker: store write failed; refusing background submits until restart",
-			slog.String("error", err.Error()))
-	}
-	for _, j := range *saves {
+// settleBatchLocked answers the submitters of the jobs whose first write
+// a batch was, with err when it failed.
+func (b *Broker) settleBatchLocked(saves []*job, err error) {
+	for _, j := range saves {
 		if j.saveState() != saveWriting {
 			// Ended while it was written: its submitters were answered
 			// and its delete queued behind this write.
@@ -145,8 +178,6 @@ func (b *Broker) commitOnce(ctx context.Context, saves *[]*job, records *[]store
 		b.tierAdmitLocked(j, true)
 		j.releaseExtra() // the waiters were all a queued job's extra held, usually
 	}
-	clear(*saves)
-	return more
 }
 
 // settleEndedLocked answers the submitters of a job that ends (completes,
