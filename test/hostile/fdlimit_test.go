@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,4 +149,23 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	// Without the reserve, the store's flush fails to create its table
 	// ("too many open files") and logs errors.
 	require.NotContains(t, srv.Log(), "level=ERROR")
+}
+
+// TestFileLimitRaisedAtStart starts the server with a soft open file limit
+// of 256 below a higher hard one: it runs with the hard limit, and logs
+// it with the connection limit that follows from it.
+func TestFileLimitRaisedAtStart(t *testing.T) {
+	sh := testserver.NeedCommand(t, "sh")
+	var rl syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl))
+	if rl.Max <= 256 {
+		t.Skipf("the hard open file limit is %d; the test needs more than 256", rl.Max)
+	}
+	srv := testserver.StartWrapped(t, []string{sh, "-c", `ulimit -S -n 256 && exec "$0" "$@"`})
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", srv.Pid()))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^Max open files\s+(\d+)\s+(\d+)`).FindSubmatch(limits)
+	require.NotNil(t, m, "%s", limits)
+	require.Equal(t, fmt.Sprint(rl.Max), string(m[1]), "soft limit raised to the hard one")
+	require.Contains(t, srv.Log(), fmt.Sprintf("open_file_limit=%d", rl.Max))
 }
