@@ -152,22 +152,95 @@ func (c *sharedMode) sharedFinalFlush(ctx context.Context) {
 // of them when all is set). It reports whether more new jobs are waiting.
 func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool) (bool, error) {
 	b := c.b
+	r := c.takeRound(all)
+	var (
+		res store.Committed
+		err error
+	)
+	if !r.empty() {
+		wctx, cancel := context.WithTimeout(ctx, sharedWriteTimeout)
+		began := c.now()
+		res, err = c.store.Commit(wctx, r.params)
+		cancel()
+		g.done(r.pending, c.now().Sub(began))
+	}
+
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil {
+		c.putBackLocked(r.params)
+	} else {
+		c.metaCommittedLocked(r.params.Meta)
+		c.reservedLocked(res.Reserved)
+		c.answeredAt = c.now()
+	}
+	if err != nil && !c.failing {
+		c.failing = true
+		b.storeErr = err
+		b.log.Error("broker: store write failed; refusing background submits until the store answers",
+			slog.String("error", err.Error()))
+	}
+	for i, j := range r.live {
+		var ins store.Inserted
+		if err == nil {
+			ins = res.Inserted[i]
+		}
+		if r.early[i] {
+			c.settleEarlyLocked(j, ins, err)
+		} else {
+			c.settleInsertedLocked(j, ins, err)
+		}
+	}
+	more := r.more
+	if err != nil {
+		// Everything still waiting would fail the same way; answer now
+		// rather than keep clients waiting through the outage.
+		c.refusePendingLocked(err)
+		more = false
+	}
+	return more, err
+}
+
+// sharedRound is one round of the shared-mode committer.
+type sharedRound struct {
+	params store.CommitParams
+	// live are the jobs inserted, in params.Insert.Jobs order; early
+	// marks those handed out before their insert.
+	live  []*job
+	early []bool
+	// pending counts the jobs that wait for their insert (not handed out).
+	pending int
+	// more reports that more waits for the committer.
+	more bool
+}
+
+func (r *sharedRound) empty() bool {
+	p := &r.params
+	return len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
+		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve == 0 && len(p.Progress) == 0
+}
+
+// takeRound takes what waits for the committer: at most CommitBatch new
+// jobs (those waiting for their insert first, then those handed out
+// before it, all of them when all is set) and every other write.
+func (c *sharedMode) takeRound(all bool) *sharedRound {
+	b := c.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
 	held := c.takeEarlyLocked(all, b.cfg.CommitBatch-n)
-	live := make([]*job, 0, n+len(held))
-	early := make([]bool, 0, n+len(held))
+	r := &sharedRound{live: make([]*job, 0, n+len(held)), early: make([]bool, 0, n+len(held))}
 	p := store.InsertParams{HandlePrefix: b.prefix}
 	budget := make(map[*function]int)
 	now := b.clock.Now().Unix()
 	for _, j := range b.pendingSaves[:n] {
 		switch {
 		case j.state == statePending:
-			r := b.record(j)
-			r.Seq = 0 // the store numbers it
-			live = append(live, j)
-			early = append(early, false)
-			p.Jobs = append(p.Jobs, r)
+			rec := b.record(j)
+			rec.Seq = 0 // the store numbers it
+			r.live = append(r.live, j)
+			r.early = append(r.early, false)
+			p.Jobs = append(p.Jobs, rec)
 			p.Claim = append(p.Claim, claimOnInsert(j) &&
 				(len(j.x.clients) > 0 || (j.runAt() <= now && c.claimBudgetLocked(j.fn, budget))))
 		case j.saveState() == saveQueued:
@@ -177,17 +250,17 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 		// Anything else was dropped, ended before it was written, or
 		// is here twice.
 	}
-	pending := len(p.Jobs)
+	r.pending = len(p.Jobs)
 	for _, j := range held {
 		// Handed out before its insert (holdEarlyLocked): written as it
 		// is now, held here.
-		r := b.record(j)
-		live = append(live, j)
-		early = append(early, true)
-		p.Jobs = append(p.Jobs, r)
+		rec := b.record(j)
+		r.live = append(r.live, j)
+		r.early = append(r.early, true)
+		p.Jobs = append(p.Jobs, rec)
 		// A dead letter or a retained result is nobody's to run, and must
 		// not claim a live job of its unique.
-		p.Claim = append(p.Claim, r.State == store.StateQueued || r.State == store.StateRetryWait)
+		p.Claim = append(p.Claim, rec.State == store.StateQueued || rec.State == store.StateRetryWait)
 	}
 	reserve := c.reserveLocked()
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
@@ -199,69 +272,27 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 	b.pendingDeletes = nil
 	meta := b.takePendingMetaLocked()
 	release, notify := c.takeNotifyLocked()
-	progress := c.takeProgressLocked()
-	more := len(b.pendingSaves) > 0 || (all && len(c.early) > 0)
-	b.mu.Unlock()
+	r.params = store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
+		Release: release, Notify: notify, Reserve: reserve, Progress: c.takeProgressLocked()}
+	r.more = len(b.pendingSaves) > 0 || (all && len(c.early) > 0)
+	return r
+}
 
-	var (
-		res store.Committed
-		err error
-	)
-	if len(p.Jobs) > 0 || len(retries) > 0 || len(deletes) > 0 || len(meta) > 0 || len(release) > 0 || len(notify) > 0 ||
-		reserve > 0 || len(progress) > 0 {
-		wctx, cancel := context.WithTimeout(ctx, sharedWriteTimeout)
-		began := c.now()
-		res, err = c.store.Commit(wctx, store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
-			Release: release, Notify: notify, Reserve: reserve, Progress: progress})
-		cancel()
-		g.done(pending, c.now().Sub(began))
-	}
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err != nil {
-		// Keep them for the next round; all are idempotent.
-		b.pendingRetries = append(retries, b.pendingRetries...)
-		b.pendingDeletes = append(deletes, b.pendingDeletes...)
-		b.life.pendingMeta = append(meta, b.life.pendingMeta...)
-		c.meta.release = append(release, c.meta.release...)
-		c.progressFailedLocked(progress)
-		for _, f := range notify {
-			if c.meta.notify == nil {
-				c.meta.notify = make(map[string]bool)
-			}
-			c.meta.notify[f] = true
+// putBackLocked keeps the writes of a failed round for the next one; all
+// are idempotent. The new jobs are answered by their settle functions.
+func (c *sharedMode) putBackLocked(p store.CommitParams) {
+	b := c.b
+	b.pendingRetries = append(p.Update, b.pendingRetries...)
+	b.pendingDeletes = append(p.Delete, b.pendingDeletes...)
+	b.life.pendingMeta = append(p.Meta, b.life.pendingMeta...)
+	c.meta.release = append(p.Release, c.meta.release...)
+	c.progressFailedLocked(p.Progress)
+	for _, f := range p.Notify {
+		if c.meta.notify == nil {
+			c.meta.notify = make(map[string]bool)
 		}
-	} else {
-		c.metaCommittedLocked(meta)
-		c.reservedLocked(res.Reserved)
-		c.answeredAt = c.now()
+		c.meta.notify[f] = true
 	}
-	ierr := err
-	if err != nil && !c.failing {
-		c.failing = true
-		b.storeErr = err
-		b.log.Error("broker: store write failed; refusing background submits until the store answers",
-			slog.String("error", err.Error()))
-	}
-	for i, j := range live {
-		var r store.Inserted
-		if ierr == nil {
-			r = res.Inserted[i]
-		}
-		if early[i] {
-			c.settleEarlyLocked(j, r, ierr)
-		} else {
-			c.settleInsertedLocked(j, r, ierr)
-		}
-	}
-	if ierr != nil {
-		// Everything still waiting would fail the same way; answer now
-		// rather than keep clients waiting through the outage.
-		c.refusePendingLocked(ierr)
-		more = false
-	}
-	return more, err
 }
 
 // refusePendingLocked answers every new job still waiting for its insert
