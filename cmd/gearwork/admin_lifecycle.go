@@ -16,125 +16,178 @@ import (
 // to Gearwork's lifecycle admin text commands (docs/lifecycle.md). It
 // reports false for a name that is not one of them.
 func parseLifecycleArgs(name string, rest []string) (adminCommand, bool, error) {
-	list := func(line string, columns []string, parse func(string) []any) adminCommand {
-		return adminCommand{kind: answerList, line: line, columns: columns, parse: parse}
+	parse, found := lifecycleCommands[name]
+	if !found {
+		return adminCommand{}, false, nil
 	}
-	ok := func(line string, describe func(string) string) adminCommand {
-		return adminCommand{kind: answerOK, line: line, describe: describe}
+	cmd, err := parse(rest)
+	return cmd, true, err
+}
+
+// lifecycleCommands parses the arguments of each lifecycle admin command,
+// by command name.
+var lifecycleCommands = map[string]func(rest []string) (adminCommand, error){
+	"policy":      parsePolicyArgs,
+	"pause":       parsePauseArgs,
+	"resume":      parseResumeArgs,
+	"deadletters": parseDeadlettersArgs,
+	"deadletter":  parseDeadletterArgs,
+	"jobs":        parseJobsArgs,
+	"job":         parseJobArgs,
+	"result":      parseResultArgs,
+	"schedules":   parseSchedulesArgs,
+	"ordering":    parseOrderingArgs,
+}
+
+// listCommand is a command answered with a list of lines, parsed into
+// columns by parse.
+func listCommand(line string, columns []string, parse func(string) []any) adminCommand {
+	return adminCommand{kind: answerList, line: line, columns: columns, parse: parse}
+}
+
+// okCommand is a command answered with OK (or a count, told by describe).
+func okCommand(line string, describe func(string) string) adminCommand {
+	return adminCommand{kind: answerOK, line: line, describe: describe}
+}
+
+// parsePolicyArgs parses the arguments of policy.
+func parsePolicyArgs(rest []string) (adminCommand, error) {
+	switch {
+	case len(rest) <= 1:
+		return listCommand(strings.Join(append([]string{"show policy"}, rest...), " "),
+			[]string{"FUNCTION", "SOURCE", "STATE", "SETTINGS"}, parsePolicyLine), nil
+	case len(rest) == 2 && rest[1] == "reset":
+		return okCommand("policy "+rest[0]+" reset", nil), nil
 	}
-	switch name {
-	case "policy":
-		switch {
-		case len(rest) <= 1:
-			return list(strings.Join(append([]string{"show policy"}, rest...), " "),
-				[]string{"FUNCTION", "SOURCE", "STATE", "SETTINGS"}, parsePolicyLine), true, nil
-		case len(rest) == 2 && rest[1] == "reset":
-			return ok("policy "+rest[0]+" reset", nil), true, nil
+	for _, kv := range rest[1:] {
+		if k, _, found := strings.Cut(kv, "="); !found || k == "" {
+			return adminCommand{}, fmt.Errorf("policy settings are KEY=VALUE, not %q", kv)
 		}
-		for _, kv := range rest[1:] {
-			if k, _, found := strings.Cut(kv, "="); !found || k == "" {
-				return adminCommand{}, true, fmt.Errorf("policy settings are KEY=VALUE, not %q", kv)
+	}
+	return okCommand("policy "+strings.Join(rest, " "), nil), nil
+}
+
+// parsePauseArgs parses the arguments of pause.
+func parsePauseArgs(rest []string) (adminCommand, error) {
+	switch {
+	case len(rest) == 1:
+		return okCommand("pause "+rest[0], nil), nil
+	case len(rest) == 2 || len(rest) == 3 && rest[1] == "until":
+		until := rest[len(rest)-1]
+		if !validPauseEnd(until) {
+			return adminCommand{}, fmt.Errorf("pause until %q: want an RFC 3339 time (2026-12-01T08:00:00Z) or a positive duration (30m)", until)
+		}
+		return okCommand("pause "+rest[0]+" until "+until, nil), nil
+	}
+	return adminCommand{}, errors.New("pause takes FN, or FN until TIME|DURATION")
+}
+
+// parseResumeArgs parses the arguments of resume.
+func parseResumeArgs(rest []string) (adminCommand, error) {
+	if len(rest) != 1 {
+		return adminCommand{}, errors.New("resume needs a function name")
+	}
+	return okCommand("resume "+rest[0], nil), nil
+}
+
+// parseDeadlettersArgs parses the arguments of deadletters.
+func parseDeadlettersArgs(rest []string) (adminCommand, error) {
+	if len(rest) > 1 {
+		return adminCommand{}, errors.New("deadletters takes at most a function name")
+	}
+	return listCommand(strings.Join(append([]string{"deadletters"}, rest...), " "),
+		[]string{"HANDLE", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED", "ERROR"}, parseDeadLetterLine), nil
+}
+
+// parseDeadletterArgs parses the arguments of deadletter.
+func parseDeadletterArgs(rest []string) (adminCommand, error) {
+	sub := ""
+	if len(rest) > 0 {
+		sub = rest[0]
+	}
+	switch {
+	case sub == "show" && len(rest) == 2:
+		return adminCommand{kind: answerList, line: "deadletter show " + rest[1], vertical: true,
+			columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "ATTEMPTS", "DIED", "ERROR", "PAYLOAD", "HISTORY"},
+			record:  parseDeadLetterRecord, unknownJob: "no dead letter " + rest[1]}, nil
+	case sub == "retry" && len(rest) == 3 && rest[1] == "all":
+		return okCommand("deadletter retry all "+rest[2], countText("dead letter", "queued again")), nil
+	case sub == "retry" && len(rest) == 2:
+		cmd := okCommand("deadletter retry "+rest[1], countText("dead letter", "queued again"))
+		cmd.unknownJob = "no dead letter " + rest[1]
+		return cmd, nil
+	case sub == "purge" && len(rest) == 2:
+		return okCommand("deadletter purge "+rest[1], countText("dead letter", "purged")), nil
+	}
+	return adminCommand{}, errors.New("deadletter takes show HANDLE, retry HANDLE, retry all FN or purge FN")
+}
+
+// parseJobsArgs parses the arguments of jobs.
+func parseJobsArgs(rest []string) (adminCommand, error) {
+	for _, a := range rest {
+		if !strings.HasPrefix(a, "function=") && !strings.HasPrefix(a, "state=") &&
+			!strings.HasPrefix(a, "limit=") && !strings.HasPrefix(a, "cursor=") {
+			return adminCommand{}, fmt.Errorf("jobs takes --function, --state, --limit and --cursor, not %q", a)
+		}
+	}
+	return listCommand(strings.Join(append([]string{"jobs"}, rest...), " "),
+		[]string{"HANDLE", "FUNCTION", "STATE", "ATTEMPTS", "SUBMITTED", "FINISHED", "ERROR", "CURSOR"},
+		func(l string) []any {
+			f := unset(tabFields(l, 8, func(s string) any { return s }))
+			if n, err := strconv.Atoi(fmt.Sprint(f[3])); err == nil {
+				f[3] = n
 			}
-		}
-		return ok("policy "+strings.Join(rest, " "), nil), true, nil
-	case "pause":
-		switch {
-		case len(rest) == 1:
-			return ok("pause "+rest[0], nil), true, nil
-		case len(rest) == 2 || len(rest) == 3 && rest[1] == "until":
-			until := rest[len(rest)-1]
-			if !validPauseEnd(until) {
-				return adminCommand{}, true, fmt.Errorf("pause until %q: want an RFC 3339 time (2026-12-01T08:00:00Z) or a positive duration (30m)", until)
+			if s, ok := f[6].(string); ok {
+				f[6] = unquote(s)
 			}
-			return ok("pause "+rest[0]+" until "+until, nil), true, nil
-		}
-		return adminCommand{}, true, errors.New("pause takes FN, or FN until TIME|DURATION")
-	case "resume":
-		if len(rest) != 1 {
-			return adminCommand{}, true, errors.New("resume needs a function name")
-		}
-		return ok("resume "+rest[0], nil), true, nil
-	case "deadletters":
-		if len(rest) > 1 {
-			return adminCommand{}, true, errors.New("deadletters takes at most a function name")
-		}
-		return list(strings.Join(append([]string{"deadletters"}, rest...), " "),
-			[]string{"HANDLE", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED", "ERROR"}, parseDeadLetterLine), true, nil
-	case "deadletter":
-		sub := ""
-		if len(rest) > 0 {
-			sub = rest[0]
-		}
-		switch {
-		case sub == "show" && len(rest) == 2:
-			return adminCommand{kind: answerList, line: "deadletter show " + rest[1], vertical: true,
-				columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "ATTEMPTS", "DIED", "ERROR", "PAYLOAD", "HISTORY"},
-				record:  parseDeadLetterRecord, unknownJob: "no dead letter " + rest[1]}, true, nil
-		case sub == "retry" && len(rest) == 3 && rest[1] == "all":
-			return ok("deadletter retry all "+rest[2], countText("dead letter", "queued again")), true, nil
-		case sub == "retry" && len(rest) == 2:
-			cmd := ok("deadletter retry "+rest[1], countText("dead letter", "queued again"))
-			cmd.unknownJob = "no dead letter " + rest[1]
-			return cmd, true, nil
-		case sub == "purge" && len(rest) == 2:
-			return ok("deadletter purge "+rest[1], countText("dead letter", "purged")), true, nil
-		}
-		return adminCommand{}, true, errors.New("deadletter takes show HANDLE, retry HANDLE, retry all FN or purge FN")
-	case "jobs":
-		for _, a := range rest {
-			if !strings.HasPrefix(a, "function=") && !strings.HasPrefix(a, "state=") &&
-				!strings.HasPrefix(a, "limit=") && !strings.HasPrefix(a, "cursor=") {
-				return adminCommand{}, true, fmt.Errorf("jobs takes --function, --state, --limit and --cursor, not %q", a)
-			}
-		}
-		return list(strings.Join(append([]string{"jobs"}, rest...), " "),
-			[]string{"HANDLE", "FUNCTION", "STATE", "ATTEMPTS", "SUBMITTED", "FINISHED", "ERROR", "CURSOR"},
-			func(l string) []any {
-				f := unset(tabFields(l, 8, func(s string) any { return s }))
-				if n, err := strconv.Atoi(fmt.Sprint(f[3])); err == nil {
-					f[3] = n
+			return f
+		}), nil
+}
+
+// parseJobArgs parses the arguments of job.
+func parseJobArgs(rest []string) (adminCommand, error) {
+	if len(rest) != 1 {
+		return adminCommand{}, errors.New("job needs a job handle")
+	}
+	return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
+		columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "BACKGROUND", "STATE", "ATTEMPTS",
+			"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RESULT", "PAYLOAD", "HISTORY"},
+		record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, nil
+}
+
+// parseResultArgs parses the arguments of result.
+func parseResultArgs(rest []string) (adminCommand, error) {
+	if len(rest) != 1 {
+		return adminCommand{}, errors.New("result needs a job handle or unique:UNIQUE")
+	}
+	return adminCommand{kind: answerData, line: "result " + rest[0],
+		unknownJob: "no retained result for " + rest[0]}, nil
+}
+
+// parseSchedulesArgs parses the arguments of schedules.
+func parseSchedulesArgs(rest []string) (adminCommand, error) {
+	if len(rest) != 0 {
+		return adminCommand{}, errors.New("schedules needs no arguments")
+	}
+	return listCommand("show schedules", []string{"NAME", "FUNCTION", "SPEC", "LAST", "NEXT"},
+		func(l string) []any { return unset(tabFields(l, 5, func(s string) any { return s })) }), nil
+}
+
+// parseOrderingArgs parses the arguments of ordering.
+func parseOrderingArgs(rest []string) (adminCommand, error) {
+	if len(rest) > 1 {
+		return adminCommand{}, errors.New("ordering takes at most a function name")
+	}
+	return listCommand(strings.Join(append([]string{"show ordering"}, rest...), " "),
+		[]string{"FUNCTION", "KEY", "HEAD", "HEAD_STATE", "WAITING"},
+		func(l string) []any {
+			return unset(tabFields(l, 5, func(s string) any {
+				if n, err := strconv.Atoi(s); err == nil {
+					return n
 				}
-				if s, ok := f[6].(string); ok {
-					f[6] = unquote(s)
-				}
-				return f
-			}), true, nil
-	case "job":
-		if len(rest) != 1 {
-			return adminCommand{}, true, errors.New("job needs a job handle")
-		}
-		return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
-			columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "BACKGROUND", "STATE", "ATTEMPTS",
-				"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RESULT", "PAYLOAD", "HISTORY"},
-			record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, true, nil
-	case "result":
-		if len(rest) != 1 {
-			return adminCommand{}, true, errors.New("result needs a job handle or unique:UNIQUE")
-		}
-		return adminCommand{kind: answerData, line: "result " + rest[0],
-			unknownJob: "no retained result for " + rest[0]}, true, nil
-	case "schedules":
-		if len(rest) != 0 {
-			return adminCommand{}, true, errors.New("schedules needs no arguments")
-		}
-		return list("show schedules", []string{"NAME", "FUNCTION", "SPEC", "LAST", "NEXT"},
-			func(l string) []any { return unset(tabFields(l, 5, func(s string) any { return s })) }), true, nil
-	case "ordering":
-		if len(rest) > 1 {
-			return adminCommand{}, true, errors.New("ordering takes at most a function name")
-		}
-		return list(strings.Join(append([]string{"show ordering"}, rest...), " "),
-			[]string{"FUNCTION", "KEY", "HEAD", "HEAD_STATE", "WAITING"},
-			func(l string) []any {
-				return unset(tabFields(l, 5, func(s string) any {
-					if n, err := strconv.Atoi(s); err == nil {
-						return n
-					}
-					return s
-				}))
-			}), true, nil
-	}
-	return adminCommand{}, false, nil
+				return s
+			}))
+		}), nil
 }
 
 // validPauseEnd reports whether the server will accept s as the end of a
