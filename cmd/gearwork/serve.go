@@ -69,35 +69,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	return serve(ctx, cfg, level, log)
 }
 
+// serve runs the server until ctx ends or it is told to stop: it checks
+// and loads the configuration (prepareServe), opens the store and starts
+// the broker (startBroker), starts the front ends (startFrontEnds), and
+// waits for the end and stops in order (runUntilStopped).
 func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Logger) error {
-	sec, err := cfg.sec.load(cfg.configFile)
-	if err != nil {
-		return err
-	}
-	if err := checkExposure(ctx, gearmanPort(cfg.listen), sec.authenticated(), cfg.sec.insecure, log); err != nil {
-		return err
-	}
-	httpSetup, err := cfg.http.load(cfg.sec.tls, cfg.sec.handshakeTimeout, cfg.sec.insecure)
-	if err != nil {
-		return err
-	}
-	if httpSetup != nil {
-		if err := checkExposure(ctx, httpPort(httpSetup.addr), httpSetup.authenticated(), cfg.sec.insecure, log); err != nil {
-			return err
-		}
-	}
-	budget, err := parseMemoryBudget(cfg.store.memoryBudget)
-	if err != nil {
-		return err
-	}
-	if _, err := applyMemoryLimit(cfg.memoryLimit, log); err != nil {
-		return err
-	}
-	fileLimit, err := raiseFileLimit()
-	if err != nil {
-		return err
-	}
-	maxConns, err := capConnections(cfg.sec.maxConnections, fileLimit, log)
+	setup, err := prepareServe(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -110,30 +87,107 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 			log.Error("serve: closing store", slog.String("error", err.Error()))
 		}
 	}()
+	b, err := startBroker(ctx, cfg, setup, st, log)
+	if err != nil {
+		return err
+	}
+	defer b.Stop()
+	fe, err := startFrontEnds(ctx, cfg, setup, b, level, log)
+	if err != nil {
+		return err
+	}
+	defer fe.stopPprof()
+	return fe.runUntilStopped(ctx, cfg, b, log)
+}
+
+// serveSetup is the checked configuration of a server about to start.
+type serveSetup struct {
+	sec       *security
+	http      *httpSetup
+	budget    int64 // broker.Config.MemoryBudget
+	maxConns  int   // gearmanapi.Config.MaxConnections
+	startedAt time.Time
+}
+
+// prepareServe checks what the server would expose and loads the security,
+// HTTP and resource settings, before anything is opened.
+func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serveSetup, error) {
+	sec, err := cfg.sec.load(cfg.configFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkExposure(ctx, gearmanPort(cfg.listen), sec.authenticated(), cfg.sec.insecure, log); err != nil {
+		return nil, err
+	}
+	httpSetup, err := cfg.http.load(cfg.sec.tls, cfg.sec.handshakeTimeout, cfg.sec.insecure)
+	if err != nil {
+		return nil, err
+	}
+	if httpSetup != nil {
+		if err := checkExposure(ctx, httpPort(httpSetup.addr), httpSetup.authenticated(), cfg.sec.insecure, log); err != nil {
+			return nil, err
+		}
+	}
+	budget, err := parseMemoryBudget(cfg.store.memoryBudget)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := applyMemoryLimit(cfg.memoryLimit, log); err != nil {
+		return nil, err
+	}
+	fileLimit, err := raiseFileLimit()
+	if err != nil {
+		return nil, err
+	}
+	maxConns, err := capConnections(cfg.sec.maxConnections, fileLimit, log)
+	if err != nil {
+		return nil, err
+	}
+	return &serveSetup{sec: sec, http: httpSetup, budget: budget, maxConns: maxConns}, nil
+}
+
+// startBroker configures the broker on the store and starts it (replaying
+// or joining the store). The caller stops it.
+func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st openedStore, log *slog.Logger) (*broker.Broker, error) {
 	prefix := cfg.handlePrefix
 	if prefix == "" {
 		host, _ := os.Hostname()
 		prefix = "H:" + strings.ReplaceAll(host, ":", "_") + ":"
 	}
 	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log,
-		MaxQueuedBytes: cfg.sec.maxQueuedBytes, MemoryBudget: budget, EarlyInsertDelay: cfg.insertDelay}
+		MaxQueuedBytes: cfg.sec.maxQueuedBytes, MemoryBudget: setup.budget, EarlyInsertDelay: cfg.insertDelay}
 	if cfg.insertDelay <= 0 {
 		bcfg.EarlyInsertDelay = -1 // none
 	}
-	if err := applyConfigFile(&bcfg, cfg.configFile, sec.rules(), log); err != nil {
-		return err
+	if err := applyConfigFile(&bcfg, cfg.configFile, setup.sec.rules(), log); err != nil {
+		return nil, err
 	}
 	st.configure(&bcfg)
 	b := broker.New(bcfg)
-	start := time.Now()
+	setup.startedAt = time.Now()
 	if err := b.Start(ctx); err != nil {
-		return explainStoreError(err)
+		return nil, explainStoreError(err)
 	}
-	defer b.Stop()
+	return b, nil
+}
 
+// frontEnds are the running Gearman and HTTP front ends of a server.
+type frontEnds struct {
+	srv       *gearmanapi.Server
+	http      *httpFrontEnd
+	serveErr  chan error
+	shutdown  chan bool // from the admin "shutdown" command: graceful or not
+	stopPprof func()
+}
+
+// startFrontEnds listens on the Gearman port (and --pprof) and starts the
+// Gearman and HTTP front ends on b.
+func startFrontEnds(ctx context.Context, cfg serveConfig, setup *serveSetup, b *broker.Broker, level slog.Level, log *slog.Logger) (*frontEnds, error) {
+	sec := setup.sec
+	fe := &frontEnds{serveErr: make(chan error, 1), shutdown: make(chan bool, 1), stopPprof: func() {}}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
 	}
 	if sec.tls != nil {
 		ln = tls.NewListener(ln, sec.tls)
@@ -144,16 +198,15 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		pln, err := net.Listen("tcp", cfg.pprof)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("cannot listen on %s for --pprof: %w", cfg.pprof, err)
+			return nil, fmt.Errorf("cannot listen on %s for --pprof: %w", cfg.pprof, err)
 		}
-		defer startPprof(pln, log)()
+		fe.stopPprof = startPprof(pln, log)
 	}
-	shutdown := make(chan bool, 1)
 	gcfg := gearmanapi.Config{
 		Broker:                   b,
 		MaxPacket:                cfg.maxPacket,
 		MaxOutput:                cfg.sec.maxOutput,
-		MaxConnections:           maxConns,
+		MaxConnections:           setup.maxConns,
 		MaxConnectionsPerAddress: cfg.sec.maxPerAddress,
 		MaxPacketUnauthenticated: cfg.sec.maxPacketUnauth,
 		HandshakeTimeout:         cfg.sec.handshakeTimeout,
@@ -164,7 +217,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		Logger:                   log,
 		ShutdownFunc: func(graceful bool) {
 			select {
-			case shutdown <- graceful:
+			case fe.shutdown <- graceful:
 			default:
 			}
 		},
@@ -173,21 +226,28 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		gcfg.Authorizer = sec.policy
 		log.Info("serve: authorization rules in force", slog.Int("rules", sec.policy.Len()))
 	}
-	srv := gearmanapi.New(gcfg)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ctx, ln) }()
+	fe.srv = gearmanapi.New(gcfg)
+	go func() { fe.serveErr <- fe.srv.Serve(ctx, ln) }()
 	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store.url), slog.String("sync", cfg.store.sync),
-		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(start)))
+		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(setup.startedAt)))
 	if inMemory, onDisk := b.TieringStats(); onDisk > 0 {
-		log.Info("serve: payloads beyond --memory-budget stay on disk", slog.Int64("budget", budget),
+		log.Info("serve: payloads beyond --memory-budget stay on disk", slog.Int64("budget", setup.budget),
 			slog.Int64("payload_bytes_in_memory", inMemory), slog.Int("jobs_with_payload_on_disk", onDisk))
 	}
-	httpSrv, err := startHTTP(ctx, httpSetup, b, func() map[string]int { return map[string]int{"gearman": srv.Connections()} }, log)
+	fe.http, err = startHTTP(ctx, setup.http, b, func() map[string]int { return map[string]int{"gearman": fe.srv.Connections()} }, log)
 	if err != nil {
-		srv.Close()
-		return err
+		fe.srv.Close()
+		fe.stopPprof()
+		return nil, err
 	}
+	return fe, nil
+}
 
+// runUntilStopped waits until ctx ends, a signal or the admin "shutdown"
+// command stops the server, or the Gearman front end fails; then it stops
+// the front ends and the broker in order.
+func (fe *frontEnds) runUntilStopped(ctx context.Context, cfg serveConfig, b *broker.Broker, log *slog.Logger) error {
+	srv := fe.srv
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
@@ -208,9 +268,9 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		log.Info("serve: stopping")
 	case <-usr1:
 		graceful = true
-	case g := <-shutdown:
+	case g := <-fe.shutdown:
 		graceful = g
-	case err := <-serveErr:
+	case err := <-fe.serveErr:
 		if !errors.Is(err, gearmanapi.ErrServerClosed) {
 			srv.Close()
 			return fmt.Errorf("serving %s: %w", cfg.listen, err)
@@ -239,7 +299,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if !graceful {
 		b.Stopping("server stopping")
 	}
-	httpSrv.stop(5*time.Second, log)
+	fe.http.stop(5*time.Second, log)
 	srv.Close()
 	b.Stop()
 	log.Info("serve: stopped")
