@@ -21,38 +21,79 @@ import (
 	"time"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// Binary builds gearwork once per test process (into a temporary
-// directory removed by Cleanup) and returns its path.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gearwork-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "gearwork")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/gearwork/gearwork/cmd/gearwork").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+// BuildCommand returns the "go build" command that writes the gearwork
+// binary to out. When the tests run with the race detector (as make test
+// runs them) the binary is built with it too, so that the end-to-end tests
+// look for data races in the server as well; run it with Env.
+func BuildCommand(out string) *exec.Cmd {
+	args := []string{"build"}
+	if raceEnabled {
+		args = append(args, "-race")
 	}
-	return binPath
+	return exec.Command("go", append(args, "-o", out, "github.com/gearwork/gearwork/cmd/gearwork")...)
 }
 
-// Cleanup removes the binary built by Binary; call it from TestMain.
+// Env is the environment for a server built by BuildCommand: the tests'
+// own, and GORACE=halt_on_error=1 so that a data race ends the server
+// (exit status 66) and the test that started it notices.
+func Env() []string {
+	return append(os.Environ(), "GORACE=halt_on_error=1")
+}
+
+// A build of the binary: race as BuildCommand chooses, plain without the
+// race detector (for tests that measure the server's memory).
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var race, plain build
+
+func (b *build) get(t testing.TB, instrumented bool) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "gearwork-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, "gearwork")
+		cmd := BuildCommand(b.path)
+		if !instrumented {
+			cmd = exec.Command("go", "build", "-o", b.path, "github.com/gearwork/gearwork/cmd/gearwork")
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// Binary builds gearwork once per test process with BuildCommand (into a
+// temporary directory removed by Cleanup) and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	return race.get(t, true)
+}
+
+// PlainBinary is Binary without the race detector, for tests that measure
+// the server's memory (the detector multiplies it).
+func PlainBinary(t testing.TB) string {
+	t.Helper()
+	return plain.get(t, false)
+}
+
+// Cleanup removes the binaries built by Binary and PlainBinary; call it
+// from TestMain.
 func Cleanup() {
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
+	for _, b := range []*build{&race, &plain} {
+		if b.path != "" {
+			os.RemoveAll(filepath.Dir(b.path))
+		}
 	}
 }
 
@@ -84,7 +125,7 @@ func Start(t testing.TB, args ...string) *Server {
 // the server, so that Pid is the server's.
 func StartWrapped(t testing.TB, wrapper []string, args ...string) *Server {
 	t.Helper()
-	s, err := start(t, wrapper, args)
+	s, err := start(t, Binary(t), wrapper, args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +139,22 @@ var (
 	httpListening = regexp.MustCompile(`msg="serve: HTTP API listening" addr=(\S+)|"msg":"serve: HTTP API listening","addr":"([^"]+)"`)
 )
 
-func start(t testing.TB, wrapper, args []string) (*Server, error) {
-	argv := append(append(wrapper[:len(wrapper):len(wrapper)], Binary(t), "serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "memory:"), args...)
+// StartPlain is Start with PlainBinary: a server without the race
+// detector, for tests that measure its memory.
+func StartPlain(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s, err := start(t, PlainBinary(t), nil, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func start(t testing.TB, bin string, wrapper, args []string) (*Server, error) {
+	argv := append(append(wrapper[:len(wrapper):len(wrapper)], bin, "serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "memory:"), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = Env()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -235,6 +289,7 @@ func Run(ctx context.Context, t testing.TB, args ...string) (string, int) {
 		args = append([]string{"serve", "--store", "memory:"}, args[1:]...)
 	}
 	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	cmd.Env = Env()
 	out, err := cmd.CombinedOutput()
 	if err != nil && cmd.ProcessState == nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -27,7 +28,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func buildGearwork(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "gearwork")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/gearwork/gearwork/cmd/gearwork")
+	cmd := testserver.BuildCommand(bin)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 	return bin
@@ -59,6 +60,7 @@ func (s *server) start() {
 	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(s.t, err)
 	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--http", "off", "--store", s.store, "--log-level", "info")
+	cmd.Env = testserver.Env()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(s.t, cmd.Start())

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +53,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	gearworkBin = filepath.Join(dir, "gearwork")
-	build := exec.Command("go", "build", "-o", gearworkBin, "github.com/gearwork/gearwork/cmd/gearwork")
+	build := testserver.BuildCommand(gearworkBin)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "compat: building gearwork:", err)
@@ -97,12 +98,14 @@ func (s *syncBuffer) String() string {
 type server struct {
 	// kind is "gearwork" or "gearmand".
 	kind string
-	addr string
-	host string
-	port string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
+	// memory is set for a gearwork server on the in-memory store.
+	memory bool
+	addr   string
+	host   string
+	port   string
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	done   chan struct{}
 }
 
 func (s *server) isGearwork() bool { return s.kind == "gearwork" }
@@ -149,20 +152,25 @@ func (s *server) waitExit(t *testing.T) {
 
 var listeningRE = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
 
-// startGearwork starts "gearwork serve" on a free loopback port with an
-// in-memory store and returns once it accepts connections. The server is
+// startGearwork starts "gearwork serve" on a free loopback port with the
+// default store (Pebble in a directory of the test's, --sync always: a
+// background job is acknowledged after its fsync and handed to workers
+// before it) and returns once it accepts connections. A "--store" among
+// args wins (eachServer also runs each test with "memory:"). The server is
 // stopped when the test ends.
 func startGearwork(t *testing.T, args ...string) *server {
 	t.Helper()
-	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--store", "memory:",
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--store", "pebble:" + filepath.Join(t.TempDir(), "data"),
 		"--http", "off", "--handle-prefix", handlePrefix, "--log-level", "info"}, args...)
 	cmd := exec.Command(gearworkBin, args...)
+	cmd.Env = testserver.Env()
 	pr, pw := io.Pipe()
 	logBuf := &syncBuffer{}
 	cmd.Stdout = logBuf
 	cmd.Stderr = io.MultiWriter(logBuf, pw)
 	require.NoError(t, cmd.Start())
-	s := &server{kind: "gearwork", cmd: cmd, log: logBuf, done: make(chan struct{})}
+	s := &server{kind: "gearwork", cmd: cmd, log: logBuf, done: make(chan struct{}),
+		memory: slices.Contains(args, "memory:")}
 	go func() {
 		_ = cmd.Wait()
 		pw.Close()
@@ -280,14 +288,19 @@ func waitAcceptingOrExit(s *server) bool {
 	return false
 }
 
-// eachServer runs f as a subtest against gearwork and against gearmand, so
-// that behavioural differences show up side by side. Both subtests run in
-// parallel with their own server.
+// eachServer runs f as a subtest against gearwork on its default store
+// (Pebble), against gearwork on the in-memory store, and against
+// gearmand, so that behavioural differences show up side by side. The
+// subtests run in parallel, each with its own server.
 func eachServer(t *testing.T, f func(t *testing.T, s *server)) {
 	t.Helper()
 	t.Run("gearwork", func(t *testing.T) {
 		t.Parallel()
 		f(t, startGearwork(t))
+	})
+	t.Run("gearwork-memory", func(t *testing.T) {
+		t.Parallel()
+		f(t, startGearwork(t, "--store", "memory:"))
 	})
 	t.Run("gearmand", func(t *testing.T) {
 		t.Parallel()

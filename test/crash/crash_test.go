@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // Load and time bounds of the test.
@@ -210,7 +211,7 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 func buildServer(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "gearwork")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/gearwork/gearwork/cmd/gearwork")
+	cmd := testserver.BuildCommand(bin)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 	return bin
@@ -272,6 +273,7 @@ func (h *harness) start() {
 		args = append(args, "--memory-budget", h.budget)
 	}
 	cmd := exec.Command(h.bin, args...)
+	cmd.Env = testserver.Env()
 	stderr, err := cmd.StderrPipe()
 	require.NoError(h.t, err)
 	require.NoError(h.t, cmd.Start())

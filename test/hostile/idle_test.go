@@ -55,7 +55,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		ceiling = 128 << 10 // kB
 	)
 	raiseFileLimit(t, conns+1000)
-	srv := testserver.Start(t, "--max-connections", "20000")
+	srv := testserver.StartPlain(t, "--max-connections", "20000") // memory is measured: no race detector
 	before, err := srv.Status("VmRSS", "RssAnon")
 	require.NoError(t, err)
 

@@ -38,7 +38,7 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 	raiseFileLimit(t, conns+1000)
 	ca := testcert.NewCA(t, "hostile test CA")
 	certFile, keyFile := ca.Server(t).WriteFiles(t, t.TempDir(), "server")
-	srv := testserver.Start(t, "--max-connections", "20000", "--tls-cert", certFile, "--tls-key", keyFile, "--pprof", "127.0.0.1:0")
+	srv := testserver.StartPlain(t, "--max-connections", "20000", "--tls-cert", certFile, "--tls-key", keyFile, "--pprof", "127.0.0.1:0")
 	m := regexp.MustCompile(`msg="serve: profiling endpoints" addr=(\S+)`).FindStringSubmatch(srv.Log())
 	require.NotNil(t, m, "the server logs its profiling address")
 	goroutines := func() int {

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // binary is the gearwork executable built once for all tests.
@@ -32,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "gearwork")
-	build := exec.Command("go", "build", "-o", binary, "github.com/gearwork/gearwork/cmd/gearwork")
+	build := testserver.BuildCommand(binary)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building gearwork:", err)
@@ -80,6 +82,7 @@ func startServer(t *testing.T, extra ...string) *server {
 	t.Helper()
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--handle-prefix", "H:e2e:", "--store", "memory:"}, extra...)
 	cmd := exec.Command(binary, args...)
+	cmd.Env = testserver.Env()
 	pr, pw := io.Pipe()
 	logs := &syncBuffer{}
 	cmd.Stderr = pw
