@@ -216,31 +216,33 @@ func TestRawWakeOnlyNeeded(t *testing.T) {
 }
 
 // TestRawGrabVariants: GRAB_JOB, GRAB_JOB_UNIQ, GRAB_JOB_ALL and the
-// reducer of SUBMIT_REDUCE_JOB_BACKGROUND.
+// reducer of SUBMIT_REDUCE_JOB_BACKGROUND, with JOB_ASSIGN_ALL's layout
+// (handle, function, unique, reducer, payload), the same in both servers.
 func TestRawGrabVariants(t *testing.T) {
 	t.Parallel()
-	s := startGearwork(t)
-	c := dialRaw(t, s)
-	w := rawWorker(t, s, "g")
-	h1 := c.submit(gearman.SubmitJobBg, "g", "u-1", "one")
-	h2 := c.submit(gearman.SubmitJobBg, "g", "u-2", "two")
-	h3 := c.submit(gearman.SubmitJobBg, "g", "u-3", "three")
-	c.send(gearman.SubmitReduceJobBg, "g", "u-4", "red", "", "four")
-	h4 := c.expectCmd(gearman.JobCreated)[0]
-	h5 := c.submit(gearman.SubmitJobBg, "g", "-", "five")
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		w := rawWorker(t, s, "g")
+		h1 := c.submit(gearman.SubmitJobBg, "g", "u-1", "one")
+		h2 := c.submit(gearman.SubmitJobBg, "g", "u-2", "two")
+		h3 := c.submit(gearman.SubmitJobBg, "g", "u-3", "three")
+		c.send(gearman.SubmitReduceJobBg, "g", "u-4", "red", "", "four")
+		h4 := c.expectCmd(gearman.JobCreated)[0]
+		h5 := c.submit(gearman.SubmitJobBg, "g", "-", "five")
 
-	w.send(gearman.GrabJob)
-	w.expect(gearman.JobAssign, h1, "g", "one")
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.JobAssignUniq, h2, "g", "u-2", "two")
-	w.send(gearman.GrabJobAll)
-	w.expect(gearman.JobAssignUniq, h3, "g", "u-3", "three")
-	w.send(gearman.GrabJobAll)
-	w.expect(gearman.JobAssignAll, h4, "g", "u-4", "red", "four")
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.JobAssignUniq, h5, "g", "-", "five")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.NoJob)
+		w.send(gearman.GrabJob)
+		w.expect(gearman.JobAssign, h1, "g", "one")
+		w.send(gearman.GrabJobUniq)
+		w.expect(gearman.JobAssignUniq, h2, "g", "u-2", "two")
+		w.send(gearman.GrabJobAll)
+		w.expect(gearman.JobAssignUniq, h3, "g", "u-3", "three")
+		w.send(gearman.GrabJobAll)
+		w.expect(gearman.JobAssignAll, h4, "g", "u-4", "red", "four")
+		w.send(gearman.GrabJobUniq)
+		w.expect(gearman.JobAssignUniq, h5, "g", "-", "five")
+		w.send(gearman.GrabJob)
+		w.expect(gearman.NoJob)
+	})
 }
 
 // TestRawUniqueHash: the unique "-" coalesces jobs with equal payloads.
