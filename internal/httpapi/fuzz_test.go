@@ -166,7 +166,7 @@ func checkCarried(t *testing.T, h http.Handler, handle string, want submitModel)
 	if want.Attempts != nil && got.MaxAttempts != *want.Attempts {
 		t.Fatalf("submitted with attempts %d, the job has max_attempts %d", *want.Attempts, got.MaxAttempts)
 	}
-	if len(want.RunAt) > 0 && string(want.RunAt) != "null" {
+	if len(want.RunAt) > 0 && string(want.RunAt) != "null" && string(want.RunAt) != `""` { // "" and null: no run_at
 		at, ok := modelRunAt(want.RunAt)
 		if !ok {
 			t.Fatalf("run_at %s was accepted, but it is neither RFC 3339 nor Unix seconds", want.RunAt)
