@@ -634,7 +634,9 @@ func decodeStrict(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return errorf(http.StatusBadRequest, "invalid-json", "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
-	if dec.More() {
+	// More would miss a stray '}' or ']': only the end of the input may
+	// follow the object.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errorf(http.StatusBadRequest, "invalid-json", "unexpected data after the JSON object")
 	}
 	return nil
