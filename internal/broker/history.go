@@ -157,7 +157,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if age <= 0 || max <= 0 {
 		return
 	}
-	now := b.nowNanos()
+	now := b.holdNow()
 	h := &b.hist
 	if h.bySeq == nil {
 		h.bySeq = make(map[uint64]*histRec)

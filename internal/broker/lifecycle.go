@@ -102,6 +102,18 @@ func (b *Broker) initLife() {
 
 func (b *Broker) nowNanos() int64 { return b.clock.Now().UnixNano() }
 
+// holdNow returns the clock's reading in Unix nanoseconds, read once per
+// hold of the broker's lock: what happens in one broker call happens at
+// one time, and a job's submit, start and end stamps cost one reading per
+// call instead of one per stamp. Only for stamps and statistics: a hold
+// that runs long (replay) must read the clock itself.
+func (b *Broker) holdNow() int64 {
+	if b.mu.now == 0 {
+		b.mu.now = b.nowNanos()
+	}
+	return b.mu.now
+}
+
 // policyOf returns the policy of the function name.
 func (b *Broker) policyOf(name string) Policy {
 	if p, ok := b.life.policies[name]; ok {

@@ -132,13 +132,13 @@ func (b *Broker) Health() (ready bool, reason string) {
 
 // statSubmittedLocked counts a created job and stamps its submit time.
 func (b *Broker) statSubmittedLocked(j *job) {
-	j.submitted = b.nowNanos()
+	j.submitted = b.holdNow()
 	j.fn.counters.Submitted++
 }
 
 // statStartedLocked records the wait of a job a worker just took.
 func (b *Broker) statStartedLocked(j *job) {
-	now := b.nowNanos()
+	now := b.holdNow()
 	j.x.started = now
 	from := j.submitted
 	if at := j.runAt() * 1e9; at > from {
@@ -161,7 +161,7 @@ func (b *Broker) statFinishedLocked(j *job, o Outcome) {
 		c.Failed++
 	}
 	if j.x != nil && j.x.started != 0 {
-		if now := b.nowNanos(); now >= j.x.started {
+		if now := b.holdNow(); now >= j.x.started {
 			c.Run.observe(time.Duration(now - j.x.started))
 		}
 	}

@@ -12,11 +12,16 @@ import (
 // goroutine.
 type hookedMutex struct {
 	sync.Mutex
+	// now is the clock reading taken during the current hold of the lock
+	// (Broker.holdNow), in Unix nanoseconds; 0 until one is taken.
+	now   int64
 	hooks atomic.Pointer[[]func()]
 }
 
-// Unlock releases the lock, then runs the hooks.
+// Unlock forgets the hold's clock reading, releases the lock, then runs
+// the hooks.
 func (m *hookedMutex) Unlock() {
+	m.now = 0
 	m.Mutex.Unlock()
 	if hs := m.hooks.Load(); hs != nil {
 		for _, f := range *hs {
