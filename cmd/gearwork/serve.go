@@ -78,6 +78,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	if err != nil {
 		return err
 	}
+	cfg.store.maxOpenFiles = setup.storeFiles
 	st, err := openStore(ctx, cfg.store, log)
 	if err != nil {
 		return err
@@ -102,11 +103,14 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 
 // serveSetup is the checked configuration of a server about to start.
 type serveSetup struct {
-	sec       *security
-	http      *httpSetup
-	budget    int64 // broker.Config.MemoryBudget
-	maxConns  int   // gearmanapi.Config.MaxConnections
-	startedAt time.Time
+	sec      *security
+	http     *httpSetup
+	budget   int64 // broker.Config.MemoryBudget
+	maxConns int   // gearmanapi.Config.MaxConnections
+	// storeFiles is storeConfig.maxOpenFiles: the files the store may keep
+	// open within the descriptor reserve.
+	storeFiles int
+	startedAt  time.Time
 }
 
 // prepareServe checks what the server would expose and loads the security,
@@ -139,11 +143,11 @@ func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serv
 	if err != nil {
 		return nil, err
 	}
-	maxConns, err := capConnections(cfg.sec.maxConnections, fileLimit, log)
+	maxConns, storeFiles, err := capConnections(cfg.sec.maxConnections, fileLimit, log)
 	if err != nil {
 		return nil, err
 	}
-	return &serveSetup{sec: sec, http: httpSetup, budget: budget, maxConns: maxConns}, nil
+	return &serveSetup{sec: sec, http: httpSetup, budget: budget, maxConns: maxConns, storeFiles: storeFiles}, nil
 }
 
 // startBroker configures the broker on the store and starts it (replaying

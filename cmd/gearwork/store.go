@@ -29,6 +29,9 @@ type storeConfig struct {
 	url          string
 	sync         string
 	memoryBudget string
+	// maxOpenFiles bounds the files the Pebble store keeps open (set from
+	// the descriptor reserve, see capConnections); 0 means Pebble's default.
+	maxOpenFiles int
 }
 
 // openedStore is the store a --store URL names: local for a store this
@@ -70,7 +73,7 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (openedSt
 		if dir == "" {
 			return openedStore{}, fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)
 		}
-		st, err := pebble.Open(ctx, dir, pebble.Options{Sync: mode, Interval: interval, Logger: log})
+		st, err := pebble.Open(ctx, dir, pebble.Options{Sync: mode, Interval: interval, Logger: log, MaxOpenFiles: cfg.maxOpenFiles})
 		if err != nil {
 			return openedStore{}, explainStoreError(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -48,7 +49,7 @@ func (c *gconn) call(cmd gearman.Command, args ...string) (gearman.Command, []by
 // 256 (soft and hard, so it cannot raise it) and a Pebble store, and opens
 // 1,000 connections beside a client and a worker connected before. The
 // server caps its connections below the limit (and says so), keeping
-// descriptors for its store: the earlier connections keep working, and
+// descriptors for its store, which it tells how many it may keep open: the earlier connections keep working, and
 // background submits large enough to make the store open new files (a
 // new write-ahead log and a table) all get JOB_CREATED. The accept loop
 // does not spin at the limit, and once the flood closes new connections
@@ -65,12 +66,21 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	)
 	sh := testserver.NeedCommand(t, "sh")
 	raiseFileLimit(t, flood+500)
+	dir := t.TempDir()
 	srv := testserver.StartWrapped(t, []string{sh, "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, limit)},
-		"--store", "pebble:"+t.TempDir())
-	require.Contains(t, srv.Log(), "max_connections=192", "the connection limit is capped below the file limit")
+		"--store", "pebble:"+dir)
+	require.Contains(t, srv.Log(), "max_connections=128", "the connection limit is capped below the file limit")
+	// The store keeps no more files open than the reserve allows (Pebble
+	// records its options in the data directory).
+	options, err := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, options)
+	opts, err := os.ReadFile(options[len(options)-1])
+	require.NoError(t, err)
+	require.Contains(t, string(opts), "max_open_files=96")
 
 	client, worker := dialG(t, srv.Addr), dialG(t, srv.Addr)
-	_, err := worker.nc.Write(packet(gearman.CanDo, "fd"))
+	_, err = worker.nc.Write(packet(gearman.CanDo, "fd"))
 	require.NoError(t, err)
 	cmd, _ := worker.call(gearman.EchoReq, "ready")
 	require.Equal(t, gearman.EchoRes, cmd)

@@ -71,6 +71,11 @@ type Options struct {
 	// kind about a storage problem (Pebble's errors, background errors, slow
 	// disk, stalls); the next line counts those suppressed. Default 10s.
 	ErrorLogPeriod time.Duration
+	// MaxOpenFiles bounds the files Pebble keeps open (its table cache
+	// holds at most this many less ten, and at least 64); the server sets
+	// it from the descriptors it keeps back for the store. 0 means Pebble's
+	// default, 1,000.
+	MaxOpenFiles int
 }
 
 // Store implements the local store contract and both optional capabilities.
@@ -140,6 +145,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		Cache:              s.cache,
 		Logger:             pebbleLogger{s},
 		MemTableSize:       cmp.Or(opts.MemTableSize, 32<<20),
+		MaxOpenFiles:       opts.MaxOpenFiles,
 		FormatMajorVersion: pebbledb.FormatNewest,
 		EventListener: &pebbledb.EventListener{
 			BackgroundError: s.backgroundError,
