@@ -23,6 +23,9 @@ fi
 echo "== go vet"
 go vet ./...
 
+echo "== packaging (systemd unit, static binary, container image where possible)"
+scripts/check-deploy.sh
+
 echo "== go test -race"
 # The JSON stream goes through scripts/testsummary, which prints what plain
 # go test would (package lines, failed tests' output) and then lists every

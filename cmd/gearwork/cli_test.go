@@ -286,3 +286,19 @@ func TestGracefulStopRefusesHTTPSubmits(t *testing.T) {
 	require.Regexp(t, `msg="broker: job taken back" handle=\S+ reason="shutdown deadline"`, log)
 	require.NotContains(t, log, `reason="worker disconnected"`)
 }
+
+// TestHealthCommand: the container health check exits 0 when the server is
+// ready, 1 for another answer and 4 when nothing answers.
+func TestHealthCommand(t *testing.T) {
+	t.Parallel()
+	bin := testserver.Binary(t)
+	srv := testserver.Start(t, "--http", "127.0.0.1:0")
+	base := "http://" + srv.HTTPAddr(t)
+	out, errOut, code := gw(t, bin, "", nil, "health", "--url", base+"/readyz")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "200 {\"status\":\"ready\"}\n", out)
+	_, _, code = gw(t, bin, "", nil, "health", "--url", base+"/nothing")
+	require.Equal(t, exitFailed, code)
+	_, _, code = gw(t, bin, "", nil, "health", "--url", "http://127.0.0.1:1/readyz")
+	require.Equal(t, exitUnreachable, code)
+}

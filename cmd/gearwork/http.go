@@ -46,6 +46,9 @@ type httpSetup struct {
 	cfg  httpapi.Config
 	// tls is nil for plain HTTP.
 	tls *tls.Config
+	// cert is the HTTP port's certificate (reloaded on SIGHUP); nil
+	// without TLS.
+	cert *certificate
 }
 
 // tlsFiles returns the TLS files of the HTTP port: its own flags, else
@@ -108,7 +111,7 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 		// With client CAs every client needs a certificate: the HTTP API
 		// has no rules that could grant anything to clients without one
 		// (bearer tokens then only narrow what each may do).
-		if h.tls, err = serverTLS(files, true); err != nil {
+		if h.tls, h.cert, err = serverTLS(files, true); err != nil {
 			return nil, fmt.Errorf("HTTP port: %w", err)
 		}
 		// HTTP/1.1 only: the same connection limits and timeouts as
@@ -153,7 +156,7 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 	attrs := []any{slog.Int("tokens", len(cfg.Tokens))}
 	if setup.tls != nil {
 		ln = tls.NewListener(ln, setup.tls)
-		attrs = append(attrs, slog.Bool("tls", true), slog.String("certificate", certSubject(setup.tls)),
+		attrs = append(attrs, slog.Bool("tls", true), slog.String("certificate", certSubject(setup.cert)),
 			slog.Bool("mutual", setup.tls.ClientCAs != nil))
 	}
 	h := &httpFrontEnd{srv: httpapi.New(cfg), ln: ln, done: make(chan error, 1)}

@@ -61,6 +61,7 @@ func commands() []command {
 		{"admin", "query and manage a server over the admin protocol", runAdmin},
 		{"migrate", "create or upgrade a PostgreSQL store's schema", runMigrate},
 		{"bench", "measure a Gearman server (Gearwork or gearmand) under load", runBench},
+		{"health", "check a server's readiness over HTTP (container health checks)", runHealth},
 		{"version", "print the version, commit and Go version (also --version, -v)", runVersion},
 	}
 }

@@ -55,6 +55,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 // security is what securityConfig resolves to at start.
 type security struct {
 	tls    *tls.Config
+	cert   *certificate // the Gearman port's, reloaded on SIGHUP; nil without TLS
 	policy *auth.Policy
 }
 
@@ -104,11 +105,11 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 		s.policy = p
 	}
 	if sc.tls.enabled() {
-		t, err := serverTLS(sc.tls, requireCert)
+		t, cert, err := serverTLS(sc.tls, requireCert)
 		if err != nil {
 			return nil, err
 		}
-		s.tls = t
+		s.tls, s.cert = t, cert
 	}
 	if rules != nil && usesCertificates(rules) && (s.tls == nil || s.tls.ClientCAs == nil) {
 		return nil, errors.New("the auth rules match client certificates, but mutual TLS is off: set --tls-cert, --tls-key and --tls-client-ca")

@@ -195,7 +195,7 @@ func startFrontEnds(ctx context.Context, cfg serveConfig, setup *serveSetup, b *
 	}
 	if sec.tls != nil {
 		ln = tls.NewListener(ln, sec.tls)
-		log.Info("serve: TLS on the Gearman port", slog.String("certificate", certSubject(sec.tls)),
+		log.Info("serve: TLS on the Gearman port", slog.String("certificate", certSubject(sec.cert)),
 			slog.Bool("mutual", sec.tls.ClientCAs != nil))
 	}
 	if cfg.pprof != "" {
@@ -255,16 +255,15 @@ func (fe *frontEnds) runUntilStopped(ctx context.Context, cfg serveConfig, b *br
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	// SIGHUP reopens log files in gearmand; Gearwork logs to stderr, so
-	// there is nothing to reopen, but the signal must not stop the server.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer func() { signal.Stop(hup); close(hup) }()
 	go func() {
 		for range hup {
-			log.Info("serve: SIGHUP received; logs go to stderr, nothing to reopen")
+			reload(log, sec.cert, httpSetup)
 		}
 	}()
+	sdNotify(log, "READY=1", "STATUS=serving "+ln.Addr().String())
 
 	graceful := false
 	select {
@@ -280,6 +279,7 @@ func (fe *frontEnds) runUntilStopped(ctx context.Context, cfg serveConfig, b *br
 			return fmt.Errorf("serving %s: %w", cfg.listen, err)
 		}
 	}
+	sdNotify(log, "STOPPING=1")
 	if graceful {
 		// Stop accepting and handing out jobs; let running ones finish.
 		log.Info("serve: graceful stop: waiting for running jobs", slog.Duration("timeout", cfg.shutdownTimeout))
