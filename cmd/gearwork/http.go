@@ -117,8 +117,10 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 		// HTTP/1.1 only: the same connection limits and timeouts as
 		// without TLS.
 		h.tls.NextProtos = []string{"http/1.1"}
-		// The names of the port's certificate are names it answers to.
-		for _, c := range h.tls.Certificates {
+		// The names of the port's certificate are names it answers to
+		// (those of the certificate loaded at start: a certificate reloaded
+		// by SIGHUP does not change them).
+		if c := h.cert.cur.Load(); c != nil && len(c.Certificate) > 0 {
 			if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
 				h.cfg.AllowedHosts = append(h.cfg.AllowedHosts, leaf.DNSNames...)
 			}
