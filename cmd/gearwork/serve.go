@@ -182,17 +182,21 @@ type frontEnds struct {
 	serveErr  chan error
 	shutdown  chan bool // from the admin "shutdown" command: graceful or not
 	stopPprof func()
+	// addr is the Gearman port's address; setup what SIGHUP reloads.
+	addr  string
+	setup *serveSetup
 }
 
 // startFrontEnds listens on the Gearman port (and --pprof) and starts the
 // Gearman and HTTP front ends on b.
 func startFrontEnds(ctx context.Context, cfg serveConfig, setup *serveSetup, b *broker.Broker, level slog.Level, log *slog.Logger) (*frontEnds, error) {
 	sec := setup.sec
-	fe := &frontEnds{serveErr: make(chan error, 1), shutdown: make(chan bool, 1), stopPprof: func() {}}
+	fe := &frontEnds{serveErr: make(chan error, 1), shutdown: make(chan bool, 1), stopPprof: func() {}, setup: setup}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
 	}
+	fe.addr = ln.Addr().String()
 	if sec.tls != nil {
 		ln = tls.NewListener(ln, sec.tls)
 		log.Info("serve: TLS on the Gearman port", slog.String("certificate", certSubject(sec.cert)),
@@ -260,10 +264,10 @@ func (fe *frontEnds) runUntilStopped(ctx context.Context, cfg serveConfig, b *br
 	defer func() { signal.Stop(hup); close(hup) }()
 	go func() {
 		for range hup {
-			reload(log, sec.cert, httpSetup)
+			reload(log, fe.setup.sec.cert, fe.setup.http)
 		}
 	}()
-	sdNotify(log, "READY=1", "STATUS=serving "+ln.Addr().String())
+	sdNotify(log, "READY=1", "STATUS=serving "+fe.addr)
 
 	graceful := false
 	select {
