@@ -1,7 +1,6 @@
 package gearmanapi
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -9,13 +8,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // dialFrom connects from a chosen loopback source address, so that one
@@ -25,9 +24,7 @@ func (tb *testBundle) dialFrom(t *testing.T, src string) *client {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	nc, err := d.Dial("tcp", tb.addr)
 	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-	return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+	return &client{wire.New(t, nc)}
 }
 
 const (
@@ -78,24 +75,24 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 		{"victim", "", secretPayload}, {"victim", "u-done", "fine"}, {"spare", "", "x"}, {"idle", "", "queued"},
 		{"victim", "", secretQueued},
 	} {
-		op.send(gearman.SubmitJobBg, job.fn, job.unique, job.payload)
-		op.expect(gearman.JobCreated, h(i))
+		op.Send(gearman.SubmitJobBg, job.fn, job.unique, job.payload)
+		op.Expect(gearman.JobCreated, h(i))
 	}
-	op.send(gearman.CanDo, "victim")
-	op.send(gearman.GrabJob)
-	op.expect(gearman.JobAssign, h(0), "victim", secretPayload)
-	op.send(gearman.WorkException, h(0), secretError)
-	op.send(gearman.GrabJob)
-	op.expect(gearman.JobAssign, h(1), "victim", "fine")
-	op.send(gearman.WorkComplete, h(1), secretResult)
-	op.send(gearman.CantDo, "victim")
-	op.send(gearman.CanDo, "spare")
-	op.send(gearman.GrabJob)
-	op.expect(gearman.JobAssign, h(2), "spare", "x")
-	op.send(gearman.WorkFail, h(2))
-	op.send(gearman.ResetAbilities)
-	op.send(gearman.EchoReq, "sync")
-	op.expect(gearman.EchoRes, "sync")
+	op.Send(gearman.CanDo, "victim")
+	op.Send(gearman.GrabJob)
+	op.Expect(gearman.JobAssign, h(0), "victim", secretPayload)
+	op.Send(gearman.WorkException, h(0), secretError)
+	op.Send(gearman.GrabJob)
+	op.Expect(gearman.JobAssign, h(1), "victim", "fine")
+	op.Send(gearman.WorkComplete, h(1), secretResult)
+	op.Send(gearman.CantDo, "victim")
+	op.Send(gearman.CanDo, "spare")
+	op.Send(gearman.GrabJob)
+	op.Expect(gearman.JobAssign, h(2), "spare", "x")
+	op.Send(gearman.WorkFail, h(2))
+	op.Send(gearman.ResetAbilities)
+	op.Send(gearman.EchoReq, "sync")
+	op.Expect(gearman.EchoRes, "sync")
 	require.Contains(t, op.admin("deadletter show "+ab.dead, true), secretError)
 	require.Contains(t, op.admin("result "+ab.done, false), "OK")
 	return ab
@@ -152,7 +149,7 @@ func TestSubmitOnlyConnectionCannotUseAdminCommands(t *testing.T) {
 	op := tb.dialFrom(t, operatorAddr)
 	require.Contains(t, op.admin("deadletters victim", true), tb.dead)
 	require.Contains(t, op.admin("result "+tb.done, false), "OK")
-	require.Equal(t, secretResult+"\n", op.line())
+	require.Equal(t, secretResult+"\n", op.Line())
 }
 
 // adminExamples are the arguments each admin command of the table runs
@@ -175,10 +172,10 @@ var adminExamples = map[string]string{
 func (tb *authzBundle) oneShot(t *testing.T, src, line string) string {
 	t.Helper()
 	c := tb.dialFrom(t, src)
-	_, err := c.nc.Write([]byte(line + "\r\n"))
+	_, err := c.NC.Write([]byte(line + "\r\n"))
 	require.NoError(t, err)
-	require.NoError(t, c.nc.(*net.TCPConn).CloseWrite())
-	got, err := io.ReadAll(c.r)
+	require.NoError(t, c.NC.(*net.TCPConn).CloseWrite())
+	got, err := io.ReadAll(c.R)
 	require.NoError(t, err, line)
 	return string(got)
 }

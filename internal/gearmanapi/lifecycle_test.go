@@ -3,10 +3,8 @@ package gearmanapi
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/testserver"
-	"io"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -47,34 +45,18 @@ func (tb *lcBundle) advance(d time.Duration) {
 	tb.b.RunTimers()
 }
 
-// read reads one packet and returns its command and arguments.
-func (c *client) read() (gearman.Command, []string) {
-	c.t.Helper()
-	hdr := make([]byte, gearman.HeaderSize)
-	_, err := io.ReadFull(c.r, hdr)
-	require.NoError(c.t, err)
-	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
-	_, err = io.ReadFull(c.r, body)
-	require.NoError(c.t, err)
-	var args []string
-	if len(body) > 0 {
-		args = strings.Split(string(body), "\x00")
-	}
-	return gearman.Command(binary.BigEndian.Uint32(hdr[4:])), args
-}
-
 // admin sends one admin line and returns the answer: one line, or up to
 // and including the "." line for list answers.
 func (c *client) admin(line string, list bool) string {
-	c.t.Helper()
-	_, err := c.nc.Write([]byte(line + "\n"))
-	require.NoError(c.t, err)
+	c.T.Helper()
+	_, err := c.NC.Write([]byte(line + "\n"))
+	require.NoError(c.T, err)
 	if !list {
-		return c.line()
+		return c.Line()
 	}
 	var sb strings.Builder
 	for {
-		l := c.line()
+		l := c.Line()
 		sb.WriteString(l)
 		if l == ".\n" || strings.HasPrefix(l, "ERR ") {
 			return sb.String()
@@ -118,24 +100,24 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	require.NoError(t, err)
 
 	w := tb.dial(t)
-	w.send(gearman.CanDo, "lcfn")
-	w.send(gearman.GrabJobUniq)
-	cmd, args := w.read()
+	w.Send(gearman.CanDo, "lcfn")
+	w.Send(gearman.GrabJobUniq)
+	cmd, args := w.Read()
 	require.Equal(t, gearman.JobAssignUniq, cmd)
 	h := args[0]
 	require.Equal(t, []string{h, "lcfn", "order-1", "hello"}, args)
-	w.send(gearman.WorkFail, h)
+	w.Send(gearman.WorkFail, h)
 
 	// Waiting out its backoff: not handed out, still a known job.
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.NoJob)
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.NoJob)
 	require.Equal(t, h+"\t0\t0\t0\n.\n", adm.admin("show jobs", true))
 	tb.advance(time.Second)
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.JobAssignUniq, h, "lcfn", "order-1", "hello")
-	w.send(gearman.WorkException, h, "disk full")
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.NoJob)
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, h, "lcfn", "order-1", "hello")
+	w.Send(gearman.WorkException, h, "disk full")
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.NoJob)
 
 	died := tb.clock.Now().UTC().Format(time.RFC3339Nano)
 	require.Equal(t, h+"\tlcfn\torder-1\t2\t"+died+"\t\"disk full\"\n.\n", adm.admin("deadletters", true))
@@ -147,16 +129,16 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 
 	require.Equal(t, "OK 1\n", adm.admin("deadletter retry "+h, false))
 	require.Equal(t, "ERR UNKNOWN_JOB\r\n", adm.admin("deadletter retry "+h, false))
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.JobAssignUniq, h, "lcfn", "order-1", "hello")
-	w.send(gearman.WorkComplete, h, "done!")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.NoJob)
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, h, "lcfn", "order-1", "hello")
+	w.Send(gearman.WorkComplete, h, "done!")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
 
 	require.Equal(t, "OK 5\n", adm.admin("result "+h, false))
-	require.Equal(t, "done!\n", adm.line())
+	require.Equal(t, "done!\n", adm.Line())
 	require.Equal(t, "OK 5\n", adm.admin("result unique:order-1", false))
-	require.Equal(t, "done!\n", adm.line())
+	require.Equal(t, "done!\n", adm.Line())
 	require.Equal(t, "ERR UNKNOWN_JOB\r\n", adm.admin("result unique:nope", false))
 
 	// libgearman's foreground client gets the retained result; nothing runs.
@@ -203,35 +185,35 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters,+history,+history_max)\r\n",
 		adm.admin("policy t speed=9", false))
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "t", "", "one")
-	cmd, args := c.read()
+	c.Send(gearman.SubmitJobBg, "t", "", "one")
+	cmd, args := c.Read()
 	require.Equal(t, gearman.JobCreated, cmd)
 	h := args[0]
-	c.send(gearman.SubmitJobBg, "t", "", "two")
-	c.expect(gearman.Error, "QUEUE_ERROR", "Job queue is full")
+	c.Send(gearman.SubmitJobBg, "t", "", "two")
+	c.Expect(gearman.Error, "QUEUE_ERROR", "Job queue is full")
 	require.Equal(t, "t\t1\t1\t1\n.\n", adm.admin("show maxqueue t", true))
 
 	w := tb.dial(t)
-	w.send(gearman.CanDo, "t")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.JobAssign, h, "t", "one")
+	w.Send(gearman.CanDo, "t")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.JobAssign, h, "t", "one")
 	tb.advance(5 * time.Second)
-	w.send(gearman.WorkComplete, h, "late")
-	w.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+	w.Send(gearman.WorkComplete, h, "late")
+	w.Expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
 
 	require.Equal(t, "OK\r\n", adm.admin("pause t", false))
 	require.Contains(t, adm.admin("show policy t", true), "t\texplicit\tpaused\t")
 	tb.advance(time.Second) // the backoff is over, but t is paused
-	w.send(gearman.GrabJob)
-	w.expect(gearman.NoJob)
-	w.send(gearman.PreSleep)
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
+	w.Send(gearman.PreSleep)
 	require.Equal(t, "OK\r\n", adm.admin("resume t", false))
-	w.expect(gearman.Noop)
-	w.send(gearman.GrabJob)
-	w.expect(gearman.JobAssign, h, "t", "one")
-	w.send(gearman.WorkComplete, h, "on time")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.NoJob)
+	w.Expect(gearman.Noop)
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.JobAssign, h, "t", "one")
+	w.Send(gearman.WorkComplete, h, "on time")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
 
 	require.Equal(t, "OK\r\n", adm.admin("pause t until 30m", false))
 	until := tb.clock.Now().Add(30 * time.Minute).UTC().Format(time.RFC3339Nano)
@@ -258,23 +240,23 @@ func TestAdminJobRecords(t *testing.T) {
 	adm := tb.dial(t)
 	c := tb.dial(t)
 	w := tb.dial(t)
-	w.send(gearman.SetClientID, "w9")
-	w.send(gearman.CanDo, "rec")
+	w.Send(gearman.SetClientID, "w9")
+	w.Send(gearman.CanDo, "rec")
 	submit := func(payload string) string {
-		c.send(gearman.SubmitJobBg, "rec", "", payload)
-		cmd, args := c.read()
+		c.Send(gearman.SubmitJobBg, "rec", "", payload)
+		cmd, args := c.Read()
 		require.Equal(t, gearman.JobCreated, cmd)
 		return args[0]
 	}
 	failed := submit("a")
-	w.send(gearman.GrabJob)
-	cmd, args := w.read()
+	w.Send(gearman.GrabJob)
+	cmd, args := w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
 	require.Equal(t, failed, args[0])
-	w.send(gearman.WorkException, failed, "disk full")
+	w.Send(gearman.WorkException, failed, "disk full")
 	queued := submit("b")
-	w.send(gearman.EchoReq, "sync")
-	cmd, _ = w.read()
+	w.Send(gearman.EchoReq, "sync")
+	cmd, _ = w.Read()
 	require.Equal(t, gearman.EchoRes, cmd)
 
 	now := tb.clock.Now().UTC().Format(time.RFC3339Nano)

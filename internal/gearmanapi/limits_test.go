@@ -1,7 +1,6 @@
 package gearmanapi
 
 import (
-	"bufio"
 	"net"
 	"os"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // TestReturnMemory: memory released by idle connections is returned to
@@ -54,8 +54,8 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{MaxPacket: 1 << 20}, nil)
 	first := tb.dial(t)
-	first.send(gearman.EchoReq, "first")
-	first.expect(gearman.EchoRes, "first")
+	first.Send(gearman.EchoReq, "first")
+	first.Expect(gearman.EchoRes, "first")
 	silent := tb.dial(t)
 	for _, a := range []struct{ send, answer string }{
 		{"\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff", string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error,
@@ -66,14 +66,14 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 		c := tb.dial(t)
 		// In pieces: the header is assembled before it is checked.
 		for i := range len(a.send) {
-			_, err := c.nc.Write([]byte{a.send[i]})
+			_, err := c.NC.Write([]byte{a.send[i]})
 			require.NoError(t, err)
 		}
 		c.expectClosed(a.answer)
 	}
 	last := tb.dial(t)
-	last.send(gearman.EchoReq, "last")
-	last.expect(gearman.EchoRes, "last")
+	last.Send(gearman.EchoReq, "last")
+	last.Expect(gearman.EchoRes, "last")
 
 	var ids []uint64
 	for _, w := range tb.b.Workers() {
@@ -81,8 +81,8 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 	}
 	require.Equal(t, []uint64{1, 2}, ids, "only the two connections that sent a valid frame have sessions")
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond, "first, silent and last are open")
-	silent.send(gearman.EchoReq, "late")
-	silent.expect(gearman.EchoRes, "late")
+	silent.Send(gearman.EchoReq, "late")
+	silent.Expect(gearman.EchoRes, "late")
 }
 
 // TestMaxConnectionsPerAddress: one source address cannot open more than
@@ -95,27 +95,25 @@ func TestMaxConnectionsPerAddress(t *testing.T) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 		nc, err := d.Dial("tcp", tb.addr)
 		require.NoError(t, err)
-		t.Cleanup(func() { nc.Close() })
-		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-		return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+		return &client{wire.New(t, nc)}
 	}
 	a, b := dialFrom("127.0.0.2"), dialFrom("127.0.0.2")
 	for _, c := range []*client{a, b} {
-		c.send(gearman.EchoReq, "in")
-		c.expect(gearman.EchoRes, "in")
+		c.Send(gearman.EchoReq, "in")
+		c.Expect(gearman.EchoRes, "in")
 	}
 	dialFrom("127.0.0.2").expectClosed("")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 	for range 2 {
 		other := dialFrom("127.0.0.3")
-		other.send(gearman.EchoReq, "other")
-		other.expect(gearman.EchoRes, "other")
+		other.Send(gearman.EchoReq, "other")
+		other.Expect(gearman.EchoRes, "other")
 	}
-	a.nc.Close()
+	a.NC.Close()
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond)
 	c := dialFrom("127.0.0.2")
-	c.send(gearman.EchoReq, "again")
-	c.expect(gearman.EchoRes, "again")
+	c.Send(gearman.EchoReq, "again")
+	c.Expect(gearman.EchoRes, "again")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 }
 
@@ -156,29 +154,29 @@ func TestAcceptOutOfFileDescriptors(t *testing.T) {
 		return ln
 	})
 	existing := tb.dial(t)
-	existing.send(gearman.EchoReq, "before")
-	existing.expect(gearman.EchoRes, "before")
+	existing.Send(gearman.EchoReq, "before")
+	existing.Expect(gearman.EchoRes, "before")
 
 	ln.failing.Store(true)
 	// An accept already in progress may still return this connection;
 	// the ones after it fail, and it is served at the latest once accept
 	// works again.
 	waiting := tb.dial(t)
-	waiting.send(gearman.EchoReq, "queued")
+	waiting.Send(gearman.EchoReq, "queued")
 	const attempts = 5
 	require.Eventually(t, func() bool { return len(ln.failures()) >= attempts }, time.Minute, time.Millisecond)
 	fails := ln.failures()
 	// Pauses of 5, 10, 20 and 40 ms at least between the first five
 	// attempts.
 	require.GreaterOrEqual(t, fails[attempts-1].Sub(fails[0]), 75*time.Millisecond, "accept must back off")
-	existing.send(gearman.EchoReq, "meanwhile")
-	existing.expect(gearman.EchoRes, "meanwhile")
+	existing.Send(gearman.EchoReq, "meanwhile")
+	existing.Expect(gearman.EchoRes, "meanwhile")
 
 	ln.failing.Store(false)
-	waiting.expect(gearman.EchoRes, "queued")
+	waiting.Expect(gearman.EchoRes, "queued")
 	later := tb.dial(t)
-	later.send(gearman.EchoReq, "after")
-	later.expect(gearman.EchoRes, "after")
-	existing.send(gearman.EchoReq, "still")
-	existing.expect(gearman.EchoRes, "still")
+	later.Send(gearman.EchoReq, "after")
+	later.Expect(gearman.EchoRes, "after")
+	existing.Send(gearman.EchoReq, "still")
+	existing.Expect(gearman.EchoRes, "still")
 }

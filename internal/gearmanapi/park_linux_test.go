@@ -1,7 +1,6 @@
 package gearmanapi
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testcert"
 )
 
@@ -29,7 +29,7 @@ func (tb *secBundle) parked(c *client) bool {
 	tb.srv.mu.Lock()
 	defer tb.srv.mu.Unlock()
 	for sc := range tb.srv.conns {
-		if sc.remote != c.nc.LocalAddr().String() {
+		if sc.remote != c.NC.LocalAddr().String() {
 			continue
 		}
 		tb.srv.parker.mu.Lock()
@@ -49,68 +49,68 @@ func TestIdleConnectionsPark(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond, MaxOutput: 1 << 20}, nil)
 	a, silent, w, leaving, lingering := tb.dial(t), tb.dial(t), tb.dial(t), tb.dial(t), tb.dial(t)
-	a.send(gearman.EchoReq, "a")
-	a.expect(gearman.EchoRes, "a")
+	a.Send(gearman.EchoReq, "a")
+	a.Expect(gearman.EchoRes, "a")
 	tb.srv.mu.Lock()
 	require.NotNil(t, tb.srv.parker, "epoll is available on Linux")
 	tb.srv.mu.Unlock()
-	w.send(gearman.CanDo, "sleepy")
-	w.send(gearman.PreSleep)
+	w.Send(gearman.CanDo, "sleepy")
+	w.Send(gearman.PreSleep)
 	for _, c := range []*client{a, silent, w, leaving, lingering} {
 		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
 	}
 
 	// A request wakes a parked connection, which parks again.
 	for i := range 20 {
-		a.send(gearman.EchoReq, strings.Repeat("e", i*100))
-		a.expect(gearman.EchoRes, strings.Repeat("e", i*100))
+		a.Send(gearman.EchoReq, strings.Repeat("e", i*100))
+		a.Expect(gearman.EchoRes, strings.Repeat("e", i*100))
 		require.Eventually(t, func() bool { return tb.parked(a) }, time.Minute, time.Millisecond)
 	}
 	// So does the first request of a connection that has sent nothing.
-	silent.send(gearman.EchoReq, "first")
-	silent.expect(gearman.EchoRes, "first")
+	silent.Send(gearman.EchoReq, "first")
+	silent.Expect(gearman.EchoRes, "first")
 
 	// Output for a parked connection is written while it stays parked: a
 	// submit wakes the sleeping worker with NOOP.
 	submitter := tb.dial(t)
-	submitter.send(gearman.SubmitJob, "sleepy", "", "job")
-	submitter.expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	w.expect(gearman.Noop)
+	submitter.Send(gearman.SubmitJob, "sleepy", "", "job")
+	submitter.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.Expect(gearman.Noop)
 	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
-	w.send(gearman.GrabJob)
-	cmd, args := w.read()
+	w.Send(gearman.GrabJob)
+	cmd, args := w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
 	jobHandle := args[0]
 
 	// The peer closing a parked connection ends it.
 	before := tb.srv.Connections()
-	leaving.nc.Close()
+	leaving.NC.Close()
 	require.Eventually(t, func() bool { return tb.srv.Connections() == before-1 }, time.Minute, time.Millisecond)
 
 	// A parked client that does not read its results is dropped as a
 	// slow reader once its output exceeds MaxOutput; the drop resumes it,
 	// so that it ends.
 	before = tb.srv.Connections()
-	lingering.send(gearman.SubmitJob, "sleepy", "", "job 2")
-	lingering.expect(gearman.JobCreated, handle(tb.testBundle, 1))
+	lingering.Send(gearman.SubmitJob, "sleepy", "", "job 2")
+	lingering.Expect(gearman.JobCreated, handle(tb.testBundle, 1))
 	require.Eventually(t, func() bool { return tb.parked(lingering) }, time.Minute, time.Millisecond)
-	w.send(gearman.GrabJob)
-	cmd, args = w.read()
+	w.Send(gearman.GrabJob)
+	cmd, args = w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
 	chunk := strings.Repeat("d", 256<<10)
 	for range 400 {
 		if tb.srv.Connections() < before {
 			break
 		}
-		w.send(gearman.WorkData, args[0], chunk)
+		w.Send(gearman.WorkData, args[0], chunk)
 	}
 	require.Eventually(t, func() bool { return tb.srv.Connections() == before-1 }, time.Minute, time.Millisecond)
 
 	// Everyone else still works.
-	w.send(gearman.WorkComplete, jobHandle, "done")
-	submitter.expect(gearman.WorkComplete, jobHandle, "done")
-	a.send(gearman.EchoReq, "still here")
-	a.expect(gearman.EchoRes, "still here")
+	w.Send(gearman.WorkComplete, jobHandle, "done")
+	submitter.Expect(gearman.WorkComplete, jobHandle, "done")
+	a.Send(gearman.EchoReq, "still here")
+	a.Expect(gearman.EchoRes, "still here")
 }
 
 // TestParkedConnectionGetsHeldSubmitAnswers: a client whose background
@@ -122,14 +122,14 @@ func TestParkedConnectionGetsHeldSubmitAnswers(t *testing.T) {
 	st := &slowStore{release: make(chan struct{})}
 	tb := setupServer(t, broker.Config{Store: st}, Config{IdleRelease: 10 * time.Millisecond}, nil)
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "f", "", "1")
-	c.send(gearman.SubmitJobBg, "f", "", "2")
+	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.Send(gearman.SubmitJobBg, "f", "", "2")
 	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
 	close(st.release)
-	c.expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	c.expect(gearman.JobCreated, handle(tb.testBundle, 1))
-	c.send(gearman.EchoReq, "after")
-	c.expect(gearman.EchoRes, "after")
+	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	c.Expect(gearman.JobCreated, handle(tb.testBundle, 1))
+	c.Send(gearman.EchoReq, "after")
+	c.Expect(gearman.EchoRes, "after")
 }
 
 // TestParkAndWakeRace drives many connections through park and wake with
@@ -152,28 +152,28 @@ func TestParkAndWakeRace(t *testing.T) {
 			for r := range rounds {
 				time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
 				msg := fmt.Sprintf("c%d r%d", i, r)
-				c.send(gearman.EchoReq, msg)
-				c.expect(gearman.EchoRes, msg)
+				c.Send(gearman.EchoReq, msg)
+				c.Expect(gearman.EchoRes, msg)
 			}
 		})
 	}
 	w, sub := tb.dial(t), tb.dial(t)
-	w.send(gearman.CanDo, "race")
+	w.Send(gearman.CanDo, "race")
 	rng := rand.New(rand.NewPCG(99, 1))
 	for r := range rounds {
-		w.send(gearman.GrabJob)
-		w.expect(gearman.NoJob)
-		w.send(gearman.PreSleep)
+		w.Send(gearman.GrabJob)
+		w.Expect(gearman.NoJob)
+		w.Send(gearman.PreSleep)
 		time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
-		sub.send(gearman.SubmitJobBg, "race", "", strconv.Itoa(r))
-		sub.expect(gearman.JobCreated, handle(tb.testBundle, r))
-		w.expect(gearman.Noop)
+		sub.Send(gearman.SubmitJobBg, "race", "", strconv.Itoa(r))
+		sub.Expect(gearman.JobCreated, handle(tb.testBundle, r))
+		w.Expect(gearman.Noop)
 		time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
-		w.send(gearman.GrabJob)
-		cmd, args := w.read()
+		w.Send(gearman.GrabJob)
+		cmd, args := w.Read()
 		require.Equal(t, gearman.JobAssign, cmd)
 		require.Equal(t, strconv.Itoa(r), args[2])
-		w.send(gearman.WorkComplete, args[0], "")
+		w.Send(gearman.WorkComplete, args[0], "")
 	}
 	wg.Wait()
 	require.Zero(t, tb.srv.LimitStats().ReadTimeouts)
@@ -187,10 +187,10 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond}, nil)
 	w, c := tb.dial(t), tb.dial(t)
-	w.send(gearman.CanDo, "f")
-	w.send(gearman.PreSleep)
-	c.send(gearman.EchoReq, "a")
-	c.expect(gearman.EchoRes, "a")
+	w.Send(gearman.CanDo, "f")
+	w.Send(gearman.PreSleep)
+	c.Send(gearman.EchoReq, "a")
+	c.Expect(gearman.EchoRes, "a")
 	for _, cl := range []*client{w, c} {
 		require.Eventually(t, func() bool { return tb.parked(cl) }, time.Minute, time.Millisecond)
 	}
@@ -203,20 +203,20 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	require.False(t, tb.parked(c))
 
 	later := tb.dial(t)
-	later.send(gearman.EchoReq, "later")
-	later.expect(gearman.EchoRes, "later")
+	later.Send(gearman.EchoReq, "later")
+	later.Expect(gearman.EchoRes, "later")
 	require.Eventually(t, func() bool { return allReleased(tb.srv) }, time.Minute, time.Millisecond, "idle connections release their reader without parking")
 	sub := tb.dial(t)
-	sub.send(gearman.SubmitJob, "f", "", "x")
-	sub.expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	w.expect(gearman.Noop)
-	w.send(gearman.GrabJob)
-	cmd, _ := w.read()
+	sub.Send(gearman.SubmitJob, "f", "", "x")
+	sub.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.Expect(gearman.Noop)
+	w.Send(gearman.GrabJob)
+	cmd, _ := w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
-	c.send(gearman.EchoReq, "b")
-	c.expect(gearman.EchoRes, "b")
-	later.send(gearman.EchoReq, "again")
-	later.expect(gearman.EchoRes, "again")
+	c.Send(gearman.EchoReq, "b")
+	c.Expect(gearman.EchoRes, "b")
+	later.Send(gearman.EchoReq, "again")
+	later.Expect(gearman.EchoRes, "again")
 }
 
 // TestIdleTLSConnectionsPark: TLS connections park like plain ones once
@@ -233,46 +233,44 @@ func TestIdleTLSConnectionsPark(t *testing.T) {
 	dialTLS := func() *client {
 		nc, err := tls.Dial("tcp", tb.addr, clientCfg)
 		require.NoError(t, err)
-		t.Cleanup(func() { nc.Close() })
-		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-		return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+		return &client{wire.New(t, nc)}
 	}
 
 	// A handshake that starts after several idle thresholds still works.
 	raw := tb.dial(t)
 	waitJanitor(t, tb.srv, 50*time.Millisecond)
-	slow := tls.Client(raw.nc, clientCfg)
+	slow := tls.Client(raw.NC, clientCfg)
 	require.NoError(t, slow.Handshake())
-	slowC := &client{t: t, nc: slow, r: bufio.NewReader(slow)}
-	slowC.send(gearman.EchoReq, "slow")
-	slowC.expect(gearman.EchoRes, "slow")
+	slowC := &client{wire.New(t, slow)}
+	slowC.Send(gearman.EchoReq, "slow")
+	slowC.Expect(gearman.EchoRes, "slow")
 
 	a, silent, w, sub := dialTLS(), dialTLS(), dialTLS(), dialTLS()
-	a.send(gearman.EchoReq, "a")
-	a.expect(gearman.EchoRes, "a")
-	w.send(gearman.CanDo, "tls")
-	w.send(gearman.PreSleep)
+	a.Send(gearman.EchoReq, "a")
+	a.Expect(gearman.EchoRes, "a")
+	w.Send(gearman.CanDo, "tls")
+	w.Send(gearman.PreSleep)
 	for _, c := range []*client{a, silent, w, slowC} {
 		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
 	}
 	for i := range 10 {
 		msg := strings.Repeat("t", i*2000)
-		a.send(gearman.EchoReq, msg)
-		a.expect(gearman.EchoRes, msg)
+		a.Send(gearman.EchoReq, msg)
+		a.Expect(gearman.EchoRes, msg)
 		require.Eventually(t, func() bool { return tb.parked(a) }, time.Minute, time.Millisecond)
 	}
-	silent.send(gearman.EchoReq, "first")
-	silent.expect(gearman.EchoRes, "first")
+	silent.Send(gearman.EchoReq, "first")
+	silent.Expect(gearman.EchoRes, "first")
 
-	sub.send(gearman.SubmitJob, "tls", "", "job")
-	sub.expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	w.expect(gearman.Noop)
+	sub.Send(gearman.SubmitJob, "tls", "", "job")
+	sub.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.Expect(gearman.Noop)
 	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
-	w.send(gearman.GrabJob)
-	cmd, args := w.read()
+	w.Send(gearman.GrabJob)
+	cmd, args := w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
-	w.send(gearman.WorkComplete, args[0], "done")
-	sub.expect(gearman.WorkComplete, args[0], "done")
+	w.Send(gearman.WorkComplete, args[0], "done")
+	sub.Expect(gearman.WorkComplete, args[0], "done")
 }
 
 // TestParkerBacksOffWhenWaitingFails: a wait on the epoll instance that
@@ -285,8 +283,8 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 	c := tb.dial(t)
-	c.send(gearman.EchoReq, "a")
-	c.expect(gearman.EchoRes, "a")
+	c.Send(gearman.EchoReq, "a")
+	c.Expect(gearman.EchoRes, "a")
 	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
 
 	tb.srv.mu.Lock()
@@ -316,8 +314,8 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 
 	// The request makes the epoll instance readable; the wait fails, and
 	// the parked connection is resumed and answers.
-	c.send(gearman.EchoReq, "b")
-	c.expect(gearman.EchoRes, "b")
+	c.Send(gearman.EchoReq, "b")
+	c.Expect(gearman.EchoRes, "b")
 	const attempts = 5
 	require.Eventually(t, func() bool { return failed() >= attempts }, time.Minute, time.Millisecond)
 	mu.Lock()
@@ -331,8 +329,8 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	// Meanwhile nothing parks, and connections keep working.
 	later := tb.dial(t)
 	for _, cl := range []*client{c, later} {
-		cl.send(gearman.EchoReq, "meanwhile")
-		cl.expect(gearman.EchoRes, "meanwhile")
+		cl.Send(gearman.EchoReq, "meanwhile")
+		cl.Expect(gearman.EchoRes, "meanwhile")
 	}
 	require.Eventually(t, func() bool { return allReleased(tb.srv) }, time.Minute, time.Millisecond)
 	require.False(t, tb.parked(c))
@@ -346,11 +344,11 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 		return !p.suspended
 	}, time.Minute, time.Millisecond)
 	fresh := tb.dial(t)
-	fresh.send(gearman.EchoReq, "fresh")
-	fresh.expect(gearman.EchoRes, "fresh")
+	fresh.Send(gearman.EchoReq, "fresh")
+	fresh.Expect(gearman.EchoRes, "fresh")
 	require.Eventually(t, func() bool { return tb.parked(fresh) }, time.Minute, time.Millisecond)
-	c.send(gearman.EchoReq, "c")
-	c.expect(gearman.EchoRes, "c")
+	c.Send(gearman.EchoReq, "c")
+	c.Expect(gearman.EchoRes, "c")
 	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
 }
 

@@ -1,7 +1,6 @@
 package gearmanapi
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testcert"
 )
 
@@ -40,14 +40,14 @@ func policy(t *testing.T, rules ...auth.RuleConfig) *auth.Policy {
 // expectClosed reads until the server closes the connection, failing if
 // it sends anything but want first.
 func (c *client) expectClosed(want string) {
-	c.t.Helper()
-	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
-	got, err := io.ReadAll(c.r)
+	c.T.Helper()
+	require.NoError(c.T, c.NC.SetReadDeadline(time.Now().Add(time.Minute)))
+	got, err := io.ReadAll(c.R)
 	if err != nil {
 		var ne net.Error
-		require.False(c.t, errors.As(err, &ne) && ne.Timeout(), "server did not close the connection")
+		require.False(c.T, errors.As(err, &ne) && ne.Timeout(), "server did not close the connection")
 	}
-	require.Equal(c.t, want, string(got))
+	require.Equal(c.T, want, string(got))
 }
 
 var submitCommands = []gearman.Command{gearman.SubmitJob, gearman.SubmitJobBg, gearman.SubmitJobHigh,
@@ -63,41 +63,41 @@ func TestAuthorizationByAddress(t *testing.T) {
 	c := tb.dial(t)
 	const who = "addr=127.0.0.1"
 
-	c.send(gearman.SubmitJobBg, "email.send", "", "x")
-	c.expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	c.Send(gearman.SubmitJobBg, "email.send", "", "x")
+	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
 	for _, cmd := range submitCommands {
-		c.send(cmd, "billing", "", "x")
-		c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
+		c.Send(cmd, "billing", "", "x")
+		c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
 	}
-	c.send(gearman.SubmitJobEpoch, "billing", "", "0", "x")
-	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
-	c.send(gearman.SubmitReduceJob, "billing", "", "r", "", "x")
-	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
-	c.send(gearman.SubmitJob, "email.secret", "", "x")
-	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to email.secret")
+	c.Send(gearman.SubmitJobEpoch, "billing", "", "0", "x")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
+	c.Send(gearman.SubmitReduceJob, "billing", "", "r", "", "x")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
+	c.Send(gearman.SubmitJob, "email.secret", "", "x")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to email.secret")
 
-	c.send(gearman.CanDo, "billing")
-	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
-	c.send(gearman.CanDoTimeout, "billing", "5000")
-	c.expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
-	c.send(gearman.CanDo, "email.send")
-	c.send(gearman.EchoReq, "still open")
-	c.expect(gearman.EchoRes, "still open")
+	c.Send(gearman.CanDo, "billing")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
+	c.Send(gearman.CanDoTimeout, "billing", "5000")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
+	c.Send(gearman.CanDo, "email.send")
+	c.Send(gearman.EchoReq, "still open")
+	c.Expect(gearman.EchoRes, "still open")
 
 	a := tb.dial(t)
 	for _, line := range []string{"shutdown", "shutdown graceful", "drop function email.send", "maxqueue email.send 1", "create function x"} {
-		a.nc.Write([]byte(line + "\r\n"))
+		a.NC.Write([]byte(line + "\r\n"))
 		name := strings.Join(strings.Fields(line)[:min(2, len(strings.Fields(line)))], " ")
 		if name == "shutdown graceful" || name == "maxqueue email.send" {
 			name = strings.Fields(line)[0]
 		}
-		require.Equal(t, "ERR PERMISSION_DENIED "+strings.ReplaceAll(who+" may not run "+name, " ", "+")+"\r\n", a.line(), line)
+		require.Equal(t, "ERR PERMISSION_DENIED "+strings.ReplaceAll(who+" may not run "+name, " ", "+")+"\r\n", a.Line(), line)
 	}
-	a.nc.Write([]byte("cancel job H:test:424242\r\n"))
-	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.line(), "cancel job is allowed (the job is unknown)")
-	a.nc.Write([]byte("status\r\n"))
-	require.Equal(t, "email.send\t1\t0\t1\n", a.line(), "read-only commands are open; billing got no worker")
-	require.Equal(t, ".\n", a.line())
+	a.NC.Write([]byte("cancel job H:test:424242\r\n"))
+	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.Line(), "cancel job is allowed (the job is unknown)")
+	a.NC.Write([]byte("status\r\n"))
+	require.Equal(t, "email.send\t1\t0\t1\n", a.Line(), "read-only commands are open; billing got no worker")
+	require.Equal(t, ".\n", a.Line())
 }
 
 func TestAuthorizationByClientCertificate(t *testing.T) {
@@ -119,26 +119,25 @@ func TestAuthorizationByClientCertificate(t *testing.T) {
 		}
 		nc, err := tls.Dial("tcp", tb.addr, cfg)
 		require.NoError(t, err)
-		t.Cleanup(func() { nc.Close() })
-		return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
+		return &client{wire.New(t, nc)}
 	}
 
 	web := dial(ca.Client(t, "web-1"))
-	web.send(gearman.SubmitJobBg, "resize", "", "img")
-	web.expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	web.send(gearman.CanDo, "resize")
-	web.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve resize")
+	web.Send(gearman.SubmitJobBg, "resize", "", "img")
+	web.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	web.Send(gearman.CanDo, "resize")
+	web.Expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve resize")
 
 	w := dial(ca.Client(t, "worker", "w1.workers.test"))
-	w.send(gearman.CanDo, "resize")
-	w.send(gearman.SubmitJob, "resize", "", "img")
-	w.expect(gearman.Error, "PERMISSION_DENIED", "cn=worker addr=127.0.0.1 may not submit to resize")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.JobAssign, handle(tb.testBundle, 0), "resize", "img")
+	w.Send(gearman.CanDo, "resize")
+	w.Send(gearman.SubmitJob, "resize", "", "img")
+	w.Expect(gearman.Error, "PERMISSION_DENIED", "cn=worker addr=127.0.0.1 may not submit to resize")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.JobAssign, handle(tb.testBundle, 0), "resize", "img")
 
 	anon := dial(nil)
-	anon.send(gearman.SubmitJob, "resize", "", "img")
-	anon.expect(gearman.Error, "PERMISSION_DENIED", "addr=127.0.0.1 may not submit to resize")
+	anon.Send(gearman.SubmitJob, "resize", "", "img")
+	anon.Expect(gearman.Error, "PERMISSION_DENIED", "addr=127.0.0.1 may not submit to resize")
 
 	// A certificate from another CA does not verify: the handshake fails.
 	// (The client is made to send it; by default Go's client sends none
@@ -162,9 +161,9 @@ func TestUnauthenticatedPacketLimit(t *testing.T) {
 		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"10.0.0.0/8"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
 	)}, nil)
 	c := tb.dial(t)
-	c.send(gearman.EchoReq, strings.Repeat("a", 1024))
-	c.expect(gearman.EchoRes, strings.Repeat("a", 1024))
-	c.send(gearman.EchoReq, strings.Repeat("a", 1025))
+	c.Send(gearman.EchoReq, strings.Repeat("a", 1024))
+	c.Expect(gearman.EchoRes, strings.Repeat("a", 1024))
+	c.Send(gearman.EchoReq, strings.Repeat("a", 1025))
 	c.expectClosed(string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error, []byte("ARGUMENT_TOO_LARGE"),
 		[]byte("packet body of 1025 bytes exceeds the limit of 1024 bytes"))))
 
@@ -172,31 +171,31 @@ func TestUnauthenticatedPacketLimit(t *testing.T) {
 		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"127.0.0.1"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
 	)}, nil)
 	g := granted.dial(t)
-	g.send(gearman.EchoReq, strings.Repeat("a", 100_000))
-	g.expect(gearman.EchoRes, strings.Repeat("a", 100_000))
+	g.Send(gearman.EchoReq, strings.Repeat("a", 100_000))
+	g.Expect(gearman.EchoRes, strings.Repeat("a", 100_000))
 }
 
 func TestReadTimeoutDropsSlowClients(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{ReadTimeout: 100 * time.Millisecond, IdleRelease: -1}, nil)
 	idle := tb.dial(t)
-	idle.send(gearman.EchoReq, "x")
-	idle.expect(gearman.EchoRes, "x")
+	idle.Send(gearman.EchoReq, "x")
+	idle.Expect(gearman.EchoRes, "x")
 
 	partialHeader := tb.dial(t)
-	partialHeader.nc.Write([]byte("\x00REQ\x00\x00"))
+	partialHeader.NC.Write([]byte("\x00REQ\x00\x00"))
 	partialBody := tb.dial(t)
-	partialBody.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("0123456789"))[:15])
+	partialBody.NC.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("0123456789"))[:15])
 	partialLine := tb.dial(t)
-	partialLine.nc.Write([]byte("stat"))
+	partialLine.NC.Write([]byte("stat"))
 	for _, c := range []*client{partialHeader, partialBody, partialLine} {
 		c.expectClosed("")
 	}
 	require.Equal(t, int64(3), tb.srv.LimitStats().ReadTimeouts)
 	// The idle connection was idle longer than the timeout, but between
 	// frames: it stays.
-	idle.send(gearman.EchoReq, "y")
-	idle.expect(gearman.EchoRes, "y")
+	idle.Send(gearman.EchoReq, "y")
+	idle.Expect(gearman.EchoRes, "y")
 }
 
 // allReleased reports whether every connection of srv has released its
@@ -221,17 +220,17 @@ func TestIdleConnectionsReleaseTheirReader(t *testing.T) {
 	c := tb.dial(t)
 	released := func() bool { return allReleased(tb.srv) }
 	for i := range 20 {
-		c.send(gearman.EchoReq, strings.Repeat("e", i*1000))
-		c.expect(gearman.EchoRes, strings.Repeat("e", i*1000))
+		c.Send(gearman.EchoReq, strings.Repeat("e", i*1000))
+		c.Expect(gearman.EchoRes, strings.Repeat("e", i*1000))
 		require.Eventually(t, released, time.Minute, time.Millisecond)
 	}
 	// Frames that arrive in pieces across the idle threshold, and frames
 	// sent while the janitor may be kicking, are read whole.
 	pkt := gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("split"))
 	for i := range 200 {
-		c.nc.Write(pkt[:i%len(pkt)])
-		c.nc.Write(pkt[i%len(pkt):])
-		c.expect(gearman.EchoRes, "split")
+		c.NC.Write(pkt[:i%len(pkt)])
+		c.NC.Write(pkt[i%len(pkt):])
+		c.Expect(gearman.EchoRes, "split")
 	}
 	require.Zero(t, tb.srv.LimitStats().ReadTimeouts)
 }
@@ -241,16 +240,16 @@ func TestMaxConnections(t *testing.T) {
 	tb := setupListener(t, Config{MaxConnections: 2}, nil)
 	a, b := tb.dial(t), tb.dial(t)
 	for _, c := range []*client{a, b} {
-		c.send(gearman.EchoReq, "in")
-		c.expect(gearman.EchoRes, "in")
+		c.Send(gearman.EchoReq, "in")
+		c.Expect(gearman.EchoRes, "in")
 	}
 	tb.dial(t).expectClosed("")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
-	a.nc.Close()
+	a.NC.Close()
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 1 }, time.Minute, time.Millisecond)
 	c := tb.dial(t)
-	c.send(gearman.EchoReq, "again")
-	c.expect(gearman.EchoRes, "again")
+	c.Send(gearman.EchoReq, "again")
+	c.Expect(gearman.EchoRes, "again")
 }
 
 func TestWriteTimeoutDropsPeersThatDoNotRead(t *testing.T) {
@@ -261,7 +260,7 @@ func TestWriteTimeoutDropsPeersThatDoNotRead(t *testing.T) {
 	go func() {
 		// Never reads; stops when the server closes the connection.
 		for range 256 {
-			if _, err := c.nc.Write(big); err != nil {
+			if _, err := c.NC.Write(big); err != nil {
 				return
 			}
 		}

@@ -1,9 +1,7 @@
 package gearmanapi
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store"
 )
 
@@ -75,88 +74,46 @@ func startServer(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener)
 	return srv, addr
 }
 
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
+// client is a raw Gearman connection with this package's helpers.
+type client struct{ *wire.Conn }
 
 func (tb *testBundle) dial(t *testing.T) *client {
 	t.Helper()
-	nc, err := net.Dial("tcp", tb.addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-	return &client{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
-func (c *client) send(cmd gearman.Command, args ...string) {
-	c.t.Helper()
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
-	require.NoError(c.t, err)
-}
-
-// expect reads one packet and compares its exact bytes.
-func (c *client) expect(cmd gearman.Command, args ...string) {
-	c.t.Helper()
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	want := gearman.AppendPacket(nil, gearman.MagicRes, cmd, bs...)
-	got := make([]byte, gearman.HeaderSize)
-	_, err := io.ReadFull(c.r, got)
-	require.NoError(c.t, err)
-	size := binary.BigEndian.Uint32(got[8:])
-	body := make([]byte, size)
-	_, err = io.ReadFull(c.r, body)
-	require.NoError(c.t, err)
-	require.Equal(c.t, string(want), string(append(got, body...)))
+	return &client{wire.Dial(t, tb.addr)}
 }
 
 // expectSilence checks that nothing arrives for 100 ms (the answer being
 // tested is held back), then restores the connection's deadline.
 func (c *client) expectSilence(why string) {
-	c.t.Helper()
-	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
-	_, err := c.r.ReadByte()
+	c.T.Helper()
+	require.NoError(c.T, c.NC.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := c.R.ReadByte()
 	var ne net.Error
-	require.ErrorAs(c.t, err, &ne, why)
-	require.True(c.t, ne.Timeout(), why)
-	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
-}
-
-func (c *client) line() string {
-	c.t.Helper()
-	s, err := c.r.ReadString('\n')
-	require.NoError(c.t, err)
-	return s
+	require.ErrorAs(c.T, err, &ne, why)
+	require.True(c.T, ne.Timeout(), why)
+	require.NoError(c.T, c.NC.SetReadDeadline(time.Now().Add(time.Minute)))
 }
 
 func TestForegroundRoundTripBytes(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, broker.Config{}, Config{})
 	w := tb.dial(t)
-	w.send(gearman.CanDo, "reverse")
-	w.send(gearman.PreSleep)
+	w.Send(gearman.CanDo, "reverse")
+	w.Send(gearman.PreSleep)
 	c := tb.dial(t)
-	c.send(gearman.SubmitJob, "reverse", "u1", "hello")
-	c.expect(gearman.JobCreated, handle(tb, 0))
-	w.expect(gearman.Noop)
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.JobAssignUniq, handle(tb, 0), "reverse", "u1", "hello")
-	w.send(gearman.WorkStatus, handle(tb, 0), "1", "2")
-	w.send(gearman.WorkData, handle(tb, 0), "partial")
-	w.send(gearman.WorkComplete, handle(tb, 0), "olleh")
-	c.expect(gearman.WorkStatus, handle(tb, 0), "1", "2")
-	c.expect(gearman.WorkData, handle(tb, 0), "partial")
-	c.expect(gearman.WorkComplete, handle(tb, 0), "olleh")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.NoJob)
+	c.Send(gearman.SubmitJob, "reverse", "u1", "hello")
+	c.Expect(gearman.JobCreated, handle(tb, 0))
+	w.Expect(gearman.Noop)
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(tb, 0), "reverse", "u1", "hello")
+	w.Send(gearman.WorkStatus, handle(tb, 0), "1", "2")
+	w.Send(gearman.WorkData, handle(tb, 0), "partial")
+	w.Send(gearman.WorkComplete, handle(tb, 0), "olleh")
+	c.Expect(gearman.WorkStatus, handle(tb, 0), "1", "2")
+	c.Expect(gearman.WorkData, handle(tb, 0), "partial")
+	c.Expect(gearman.WorkComplete, handle(tb, 0), "olleh")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
 }
 
 // fixedClock makes job handles predictable: numbering starts at the
@@ -175,32 +132,32 @@ func TestErrors(t *testing.T) {
 	tb := setup(t, broker.Config{}, Config{MaxPacket: 1024})
 	c := tb.dial(t)
 	// A response magic from a client.
-	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x")))
+	_, err := c.NC.Write(gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x")))
 	require.NoError(t, err)
-	c.expect(gearman.Error, "INVALID_MAGIC", "Request magic expected")
-	c.send(gearman.Command(99), "whatever")
-	c.expect(gearman.Error, "INVALID_COMMAND", "Invalid command expected")
-	c.send(gearman.JobCreated, "H:x:1")
-	c.expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
-	c.send(gearman.SubmitJob, "only-a-function")
-	c.expect(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments")
-	c.send(gearman.WorkComplete, "H:test:12345", "x")
-	c.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
-	c.send(gearman.OptionReq, "nonsense")
-	c.expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
-	c.send(gearman.SubmitJobBg, "f", "0123456789012345678901234567890123456789012345678901234567890123", "x")
-	c.expect(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large")
+	c.Expect(gearman.Error, "INVALID_MAGIC", "Request magic expected")
+	c.Send(gearman.Command(99), "whatever")
+	c.Expect(gearman.Error, "INVALID_COMMAND", "Invalid command expected")
+	c.Send(gearman.JobCreated, "H:x:1")
+	c.Expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
+	c.Send(gearman.SubmitJob, "only-a-function")
+	c.Expect(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments")
+	c.Send(gearman.WorkComplete, "H:test:12345", "x")
+	c.Expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+	c.Send(gearman.OptionReq, "nonsense")
+	c.Expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
+	c.Send(gearman.SubmitJobBg, "f", "0123456789012345678901234567890123456789012345678901234567890123", "x")
+	c.Expect(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large")
 	// The connection still works after all of that.
-	c.send(gearman.EchoReq, "still here")
-	c.expect(gearman.EchoRes, "still here")
+	c.Send(gearman.EchoReq, "still here")
+	c.Expect(gearman.EchoRes, "still here")
 
 	// An oversized header gets an ERROR and the connection is closed
 	// without the body being read.
 	hdr := []byte("\x00REQ\x00\x00\x00\x12\xff\xff\xff\xff")
-	_, err = c.nc.Write(hdr)
+	_, err = c.NC.Write(hdr)
 	require.NoError(t, err)
-	c.expect(gearman.Error, "ARGUMENT_TOO_LARGE", "packet body of 4294967295 bytes exceeds the limit of 1024 bytes")
-	_, err = c.r.ReadByte()
+	c.Expect(gearman.Error, "ARGUMENT_TOO_LARGE", "packet body of 4294967295 bytes exceeds the limit of 1024 bytes")
+	_, err = c.R.ReadByte()
 	require.ErrorIs(t, err, io.EOF)
 }
 
@@ -208,62 +165,62 @@ func TestAdminText(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, broker.Config{}, Config{Version: "9.9"})
 	w := tb.dial(t)
-	w.send(gearman.SetClientID, "wid")
-	w.send(gearman.CanDo, "f")
-	w.send(gearman.EchoReq, "sync")
-	w.expect(gearman.EchoRes, "sync")
+	w.Send(gearman.SetClientID, "wid")
+	w.Send(gearman.CanDo, "f")
+	w.Send(gearman.EchoReq, "sync")
+	w.Expect(gearman.EchoRes, "sync")
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobHighBg, "f", "", "a")
-	c.expect(gearman.JobCreated, handle(tb, 0))
-	c.send(gearman.SubmitJobLowBg, "g", "u", "b")
-	c.expect(gearman.JobCreated, handle(tb, 1))
+	c.Send(gearman.SubmitJobHighBg, "f", "", "a")
+	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.Send(gearman.SubmitJobLowBg, "g", "u", "b")
+	c.Expect(gearman.JobCreated, handle(tb, 1))
 
 	a := tb.dial(t)
 	write := func(s string) {
-		_, err := a.nc.Write([]byte(s))
+		_, err := a.NC.Write([]byte(s))
 		require.NoError(t, err)
 	}
 	write("status\r\n")
-	require.Equal(t, "f\t1\t0\t1\n", a.line())
-	require.Equal(t, "g\t1\t0\t0\n", a.line())
-	require.Equal(t, ".\n", a.line())
+	require.Equal(t, "f\t1\t0\t1\n", a.Line())
+	require.Equal(t, "g\t1\t0\t0\n", a.Line())
+	require.Equal(t, ".\n", a.Line())
 	write("prioritystatus\n")
-	require.Equal(t, "f\t1\t0\t0\t1\n", a.line())
-	require.Equal(t, "g\t0\t0\t1\t0\n", a.line())
-	require.Equal(t, ".\n", a.line())
+	require.Equal(t, "f\t1\t0\t0\t1\n", a.Line())
+	require.Equal(t, "g\t0\t0\t1\t0\n", a.Line())
+	require.Equal(t, ".\n", a.Line())
 	write("show unique jobs\n")
-	require.Equal(t, "u\n", a.line())
-	require.Equal(t, ".\n", a.line())
+	require.Equal(t, "u\n", a.Line())
+	require.Equal(t, ".\n", a.Line())
 	write("show jobs\n")
-	require.Equal(t, handle(tb, 0)+"\t0\t0\t0\n", a.line())
-	require.Equal(t, handle(tb, 1)+"\t0\t0\t0\n", a.line())
-	require.Equal(t, ".\n", a.line())
+	require.Equal(t, handle(tb, 0)+"\t0\t0\t0\n", a.Line())
+	require.Equal(t, handle(tb, 1)+"\t0\t0\t0\n", a.Line())
+	require.Equal(t, ".\n", a.Line())
 	write("maxqueue g 5\n")
-	require.Equal(t, "OK\r\n", a.line())
+	require.Equal(t, "OK\r\n", a.Line())
 	write("show maxqueue g\n")
-	require.Equal(t, "g\t5\t5\t5\n", a.line())
-	require.Equal(t, ".\n", a.line())
+	require.Equal(t, "g\t5\t5\t5\n", a.Line())
+	require.Equal(t, ".\n", a.Line())
 	write("cancel job " + handle(tb, 1) + "\n")
-	require.Equal(t, "OK\r\n", a.line())
+	require.Equal(t, "OK\r\n", a.Line())
 	write("cancel job H:test:1\n")
-	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.line())
+	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.Line())
 	write("drop function f\n")
-	require.Equal(t, "ERR there are still connected workers or executing clients\r\n", a.line())
+	require.Equal(t, "ERR there are still connected workers or executing clients\r\n", a.Line())
 	write("drop function nope\n")
-	require.Equal(t, "ERR function not found\r\n", a.line())
+	require.Equal(t, "ERR function not found\r\n", a.Line())
 	write("create function h\n")
-	require.Equal(t, "OK\r\n", a.line())
+	require.Equal(t, "OK\r\n", a.Line())
 	write("version\n")
-	require.Equal(t, "OK 9.9\n", a.line())
+	require.Equal(t, "OK 9.9\n", a.Line())
 	write("verbose\n")
-	require.Equal(t, "OK INFO\n", a.line())
+	require.Equal(t, "OK INFO\n", a.Line())
 	write("bogus\n")
-	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", a.line())
+	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", a.Line())
 	write("show nothing\n")
-	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", a.line())
+	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", a.Line())
 	write("workers\n")
 	var lines []string
-	for l := a.line(); l != ".\n"; l = a.line() {
+	for l := a.Line(); l != ".\n"; l = a.Line() {
 		lines = append(lines, l)
 	}
 	require.Len(t, lines, 3)
@@ -294,14 +251,14 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	c := tb.dial(t)
 	// Pipelined: background submits wait for the store; the echo after
 	// them must not overtake their JOB_CREATED.
-	c.send(gearman.SubmitJobBg, "f", "", "1")
-	c.send(gearman.SubmitJobBg, "f", "", "2")
-	c.send(gearman.EchoReq, "after")
+	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.Send(gearman.SubmitJobBg, "f", "", "2")
+	c.Send(gearman.EchoReq, "after")
 	c.expectSilence("nothing may be answered before the jobs are stored")
 	close(st.release)
-	c.expect(gearman.JobCreated, handle(tb, 0))
-	c.expect(gearman.JobCreated, handle(tb, 1))
-	c.expect(gearman.EchoRes, "after")
+	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.Expect(gearman.JobCreated, handle(tb, 1))
+	c.Expect(gearman.EchoRes, "after")
 }
 
 // TestSubmitAnswersKeepSubmitOrder: the broker answers a coalesced submit
@@ -315,31 +272,31 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	st := &slowStore{release: make(chan struct{})}
 	tb := setup(t, broker.Config{Store: st}, Config{})
 	w := tb.dial(t)
-	w.send(gearman.CanDo, "f")
-	w.send(gearman.EchoReq, "ready")
-	w.expect(gearman.EchoRes, "ready")
+	w.Send(gearman.CanDo, "f")
+	w.Send(gearman.EchoReq, "ready")
+	w.Expect(gearman.EchoRes, "ready")
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "f", "u1", "1") // job 0, waits for the store
-	c.send(gearman.SubmitJobBg, "f", "u1", "2") // coalesces with job 0
-	c.send(gearman.SubmitJobBg, "", "", "3")    // refused before the broker
-	c.send(gearman.SubmitJobBg, "f", "", "4")   // job 1, waits for the store
-	c.send(gearman.SubmitJob, "f", "", "5")     // job 2, foreground
+	c.Send(gearman.SubmitJobBg, "f", "u1", "1") // job 0, waits for the store
+	c.Send(gearman.SubmitJobBg, "f", "u1", "2") // coalesces with job 0
+	c.Send(gearman.SubmitJobBg, "", "", "3")    // refused before the broker
+	c.Send(gearman.SubmitJobBg, "f", "", "4")   // job 1, waits for the store
+	c.Send(gearman.SubmitJob, "f", "", "5")     // job 2, foreground
 	c.expectSilence("the first answer is the stored job's")
 	close(st.release)
-	c.expect(gearman.JobCreated, handle(tb, 0))
-	c.expect(gearman.JobCreated, handle(tb, 0))
-	c.expect(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
-	c.expect(gearman.JobCreated, handle(tb, 1))
-	c.expect(gearman.JobCreated, handle(tb, 2))
+	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.Expect(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+	c.Expect(gearman.JobCreated, handle(tb, 1))
+	c.Expect(gearman.JobCreated, handle(tb, 2))
 	// The worker completes the foreground job; its result follows.
 	for _, want := range []string{"1", "4", "5"} {
-		w.send(gearman.GrabJob)
-		cmd, args := w.read()
+		w.Send(gearman.GrabJob)
+		cmd, args := w.Read()
 		require.Equal(t, gearman.JobAssign, cmd)
 		require.Equal(t, want, args[2])
 		if want == "5" {
-			w.send(gearman.WorkComplete, args[0], "done")
-			c.expect(gearman.WorkComplete, args[0], "done")
+			w.Send(gearman.WorkComplete, args[0], "done")
+			c.Expect(gearman.WorkComplete, args[0], "done")
 		}
 	}
 }
@@ -357,14 +314,14 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	release := func() { releaseOnce.Do(func() { close(st.release) }) }
 	t.Cleanup(release) // before the server's cleanup, which waits for the reader
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "f", "", "1")
-	c.send(gearman.EchoReq, "after")
+	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.Send(gearman.EchoReq, "after")
 	// Let the janitor sweep with its clock well past the read timeout.
 	waitJanitor(t, srv, 10*srv.cfg.ReadTimeout)
 	require.Zero(t, srv.LimitStats().ReadTimeouts, "a complete request waiting for an answer timed out")
 	release()
-	c.expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	c.expect(gearman.EchoRes, "after")
+	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	c.Expect(gearman.EchoRes, "after")
 }
 
 // TestBadHeaderAfterSubmitsAnswersThemFirst: a header the server refuses
@@ -375,19 +332,19 @@ func TestBadHeaderAfterSubmitsAnswersThemFirst(t *testing.T) {
 	st := &slowStore{release: make(chan struct{})}
 	tb := setup(t, broker.Config{Store: st}, Config{})
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "f", "", "1")
-	c.send(gearman.SubmitJobBg, "f", "", "2")
+	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.Send(gearman.SubmitJobBg, "f", "", "2")
 	huge := []byte("\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff") // ECHO_REQ claiming 4 GiB
-	_, err := c.nc.Write(huge)
+	_, err := c.NC.Write(huge)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return tb.b.JobCount() == 2 }, time.Minute, time.Millisecond)
 	close(st.release)
-	c.expect(gearman.JobCreated, handle(tb, 0))
-	c.expect(gearman.JobCreated, handle(tb, 1))
-	cmd, args := c.read()
+	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.Expect(gearman.JobCreated, handle(tb, 1))
+	cmd, args := c.Read()
 	require.Equal(t, gearman.Error, cmd)
 	require.Equal(t, "ARGUMENT_TOO_LARGE", args[0])
-	_, err = c.r.ReadByte()
+	_, err = c.R.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "the connection is closed after the ERROR")
 }
 
@@ -412,8 +369,8 @@ func TestCloseDoesNotWaitForTheStore(t *testing.T) {
 	t.Cleanup(func() { close(st.release) }) // runs before b.Stop
 	tb := &testBundle{addr: ln.Addr().String(), b: b}
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "f", "", "1")
-	c.send(gearman.EchoReq, "after") // the reader waits for the submit's answer
+	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.Send(gearman.EchoReq, "after") // the reader waits for the submit's answer
 	require.Eventually(t, func() bool { return b.JobCount() == 1 }, time.Minute, time.Millisecond)
 	closed := make(chan struct{})
 	go func() {
@@ -456,26 +413,26 @@ func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
 	st := &slowStore{release: make(chan struct{})}
 	tb := setup(t, broker.Config{Store: st}, Config{})
 	c := tb.dial(t)
-	c.send(gearman.SubmitJobBg, "f", "", "1")
+	c.Send(gearman.SubmitJobBg, "f", "", "1")
 	badMagic := gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x"))
 	unknown := gearman.AppendPacket(nil, gearman.MagicReq, gearman.Command(999))
 	short := gearman.AppendPacket(nil, gearman.MagicReq, gearman.SubmitJobBg, []byte("f"))
 	for _, pkt := range [][]byte{badMagic, unknown, short} {
-		_, err := c.nc.Write(pkt)
+		_, err := c.NC.Write(pkt)
 		require.NoError(t, err)
 	}
-	c.send(gearman.EchoReq, "after")
-	c.send(gearman.EchoReq, "sync")
+	c.Send(gearman.EchoReq, "after")
+	c.Send(gearman.EchoReq, "sync")
 	// The first answer must be the submit's, which waits for the store;
 	// whatever came earlier would be taken for it.
 	c.expectSilence("nothing may be answered before the job is stored")
 	close(st.release)
-	c.expect(gearman.JobCreated, handle(tb, 0))
+	c.Expect(gearman.JobCreated, handle(tb, 0))
 	for _, code := range []string{"INVALID_MAGIC", "INVALID_COMMAND", "INVALID_PACKET"} {
-		cmd, args := c.read()
+		cmd, args := c.Read()
 		require.Equal(t, gearman.Error, cmd)
 		require.Equal(t, code, args[0])
 	}
-	c.expect(gearman.EchoRes, "after")
-	c.expect(gearman.EchoRes, "sync")
+	c.Expect(gearman.EchoRes, "after")
+	c.Expect(gearman.EchoRes, "sync")
 }

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmanapi"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // recBundle is a broker with both front ends: Gearman and HTTP.
@@ -54,64 +53,31 @@ func setupRecords(t *testing.T, bcfg broker.Config) *recBundle {
 	return &recBundle{b: b, ts: ts, gearAd: ln.Addr().String()}
 }
 
-// gconn is a raw Gearman connection.
-type gconn struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
+// gconn is a raw Gearman connection with this file's helpers.
+type gconn struct{ *wire.Conn }
 
 func (tb *recBundle) dial(t *testing.T) *gconn {
 	t.Helper()
-	nc, err := net.Dial("tcp", tb.gearAd)
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-	return &gconn{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
-func (c *gconn) send(cmd gearman.Command, args ...string) {
-	c.t.Helper()
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
-	require.NoError(c.t, err)
-}
-
-// read returns the next response packet's command and arguments.
-func (c *gconn) read() (gearman.Command, []string) {
-	c.t.Helper()
-	hdr := make([]byte, 12)
-	_, err := io.ReadFull(c.r, hdr)
-	require.NoError(c.t, err)
-	cmd := gearman.Command(binary.BigEndian.Uint32(hdr[4:8]))
-	body := make([]byte, binary.BigEndian.Uint32(hdr[8:12]))
-	_, err = io.ReadFull(c.r, body)
-	require.NoError(c.t, err)
-	n := cmd.NumArgs()
-	parts := strings.SplitN(string(body), "\x00", max(n, 1))
-	return cmd, parts
+	return &gconn{wire.Dial(t, tb.gearAd)}
 }
 
 // submitBG submits a background job over Gearman and returns its handle.
 func (c *gconn) submitBG(fn, payload string) string {
-	c.t.Helper()
-	c.send(gearman.SubmitJobBg, fn, "", payload)
-	cmd, args := c.read()
-	require.Equal(c.t, gearman.JobCreated, cmd)
+	c.T.Helper()
+	c.Send(gearman.SubmitJobBg, fn, "", payload)
+	cmd, args := c.Read()
+	require.Equal(c.T, gearman.JobCreated, cmd)
 	return args[0]
 }
 
 // grab takes the next job as a worker registered for fn and returns its
 // handle.
 func (c *gconn) grab(fn string) string {
-	c.t.Helper()
-	c.send(gearman.CanDo, fn)
-	c.send(gearman.GrabJob)
-	cmd, args := c.read()
-	require.Equal(c.t, gearman.JobAssign, cmd, "args %q", args)
+	c.T.Helper()
+	c.Send(gearman.CanDo, fn)
+	c.Send(gearman.GrabJob)
+	cmd, args := c.Read()
+	require.Equal(c.T, gearman.JobAssign, cmd, "args %q", args)
 	return args[0]
 }
 
@@ -136,7 +102,7 @@ func TestJobRecordsOfGearmanJobs(t *testing.T) {
 	tb := setupRecords(t, broker.Config{Policies: map[string]broker.Policy{"dies": {MaxAttempts: 1}}})
 	client := tb.dial(t)
 	worker := tb.dial(t)
-	worker.send(gearman.SetClientID, "w1")
+	worker.Send(gearman.SetClientID, "w1")
 
 	finish := func(fn, payload string, cmd gearman.Command, data ...string) string {
 		h := client.submitBG(fn, payload)
@@ -145,11 +111,11 @@ func TestJobRecordsOfGearmanJobs(t *testing.T) {
 		require.Equal(t, "queued", live.State)
 		require.False(t, live.Final)
 		require.Equal(t, h, worker.grab(fn))
-		worker.send(cmd, append([]string{h}, data...)...)
+		worker.Send(cmd, append([]string{h}, data...)...)
 		// The record is there once the worker's packet was handled: an
 		// echo after it proves that.
-		worker.send(gearman.EchoReq, "x")
-		c, _ := worker.read()
+		worker.Send(gearman.EchoReq, "x")
+		c, _ := worker.Read()
 		require.Equal(t, gearman.EchoRes, c)
 		return h
 	}
@@ -175,13 +141,13 @@ func TestJobRecordsOfGearmanJobs(t *testing.T) {
 
 	// Foreground jobs end failed or with an exception.
 	fg := func(cmd gearman.Command, data ...string) jobJSON {
-		client.send(gearman.SubmitJob, "fg", "", "in")
-		c, args := client.read()
+		client.Send(gearman.SubmitJob, "fg", "", "in")
+		c, args := client.Read()
 		require.Equal(t, gearman.JobCreated, c)
 		h := args[0]
 		require.Equal(t, h, worker.grab("fg"))
-		worker.send(cmd, append([]string{h}, data...)...)
-		c, _ = client.read()
+		worker.Send(cmd, append([]string{h}, data...)...)
+		c, _ = client.Read()
 		require.Equal(t, gearman.WorkFail, c, "the client learns the outcome")
 		_, rec := tb.getJob(t, h)
 		require.False(t, *rec.Background)
@@ -218,12 +184,12 @@ func TestJobRecordsOfGearmanJobs(t *testing.T) {
 	require.True(t, strings.HasPrefix(rec.CancelledBy, "http "), rec.CancelledBy)
 	require.NotNil(t, rec.CancelledAt)
 
-	worker.send(gearman.WorkStatus, h, "1", "2")
-	cmd, args := worker.read()
+	worker.Send(gearman.WorkStatus, h, "1", "2")
+	cmd, args := worker.Read()
 	require.Equal(t, gearman.Error, cmd)
 	require.Equal(t, "JOB_NOT_FOUND", args[0])
-	worker.send(gearman.WorkComplete, h, "late")
-	cmd, args = worker.read()
+	worker.Send(gearman.WorkComplete, h, "late")
+	cmd, args = worker.Read()
 	require.Equal(t, gearman.Error, cmd)
 	require.Equal(t, "JOB_NOT_FOUND", args[0])
 	_, rec = tb.getJob(t, h)
@@ -322,26 +288,26 @@ func TestMetricsOfRetriesAndSchedules(t *testing.T) {
 	client := tb.dial(t)
 	worker := tb.dial(t)
 	h := client.submitBG("flaky", "x")
-	worker.send(gearman.CanDo, "flaky")
+	worker.Send(gearman.CanDo, "flaky")
 	for range 3 {
 		// A retry waits out its backoff: sleep until the server wakes
 		// the worker (NOOP), as a Gearman worker does.
 		for {
-			worker.send(gearman.GrabJob)
-			cmd, args := worker.read()
+			worker.Send(gearman.GrabJob)
+			cmd, args := worker.Read()
 			if cmd == gearman.JobAssign {
 				require.Equal(t, h, args[0])
 				break
 			}
 			require.Equal(t, gearman.NoJob, cmd)
-			worker.send(gearman.PreSleep)
-			cmd, _ = worker.read()
+			worker.Send(gearman.PreSleep)
+			cmd, _ = worker.Read()
 			require.Equal(t, gearman.Noop, cmd)
 		}
-		worker.send(gearman.WorkFail, h)
+		worker.Send(gearman.WorkFail, h)
 	}
-	worker.send(gearman.EchoReq, "x")
-	c, _ := worker.read()
+	worker.Send(gearman.EchoReq, "x")
+	c, _ := worker.Read()
 	require.Equal(t, gearman.EchoRes, c)
 	resp, err := http.Get(tb.ts.URL + "/metrics")
 	require.NoError(t, err)

@@ -4,10 +4,7 @@
 package lifecycle
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
@@ -64,74 +62,42 @@ func start(t *testing.T) *server {
 	return &server{addr: srv.Addr, port: port}
 }
 
-type conn struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
+// conn is a raw Gearman connection with this package's helpers.
+type conn struct{ *wire.Conn }
 
 func (s *server) dial(t *testing.T) *conn {
 	t.Helper()
-	nc, err := net.Dial("tcp", s.addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-	return &conn{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
-func (c *conn) send(cmd gearman.Command, args ...string) {
-	c.t.Helper()
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
-	require.NoError(c.t, err)
-}
-
-func (c *conn) read() (gearman.Command, []string) {
-	c.t.Helper()
-	hdr := make([]byte, gearman.HeaderSize)
-	_, err := io.ReadFull(c.r, hdr)
-	require.NoError(c.t, err)
-	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
-	_, err = io.ReadFull(c.r, body)
-	require.NoError(c.t, err)
-	var args []string
-	if len(body) > 0 {
-		args = strings.Split(string(body), "\x00")
-	}
-	return gearman.Command(binary.BigEndian.Uint32(hdr[4:])), args
+	return &conn{wire.Dial(t, s.addr)}
 }
 
 // grabWhenReady grabs a job, sleeping (PRE_SLEEP) until the server sends
 // NOOP when there is none yet.
 func (c *conn) grabWhenReady() []string {
-	c.t.Helper()
+	c.T.Helper()
 	for {
-		c.send(gearman.GrabJobUniq)
-		cmd, args := c.read()
+		c.Send(gearman.GrabJobUniq)
+		cmd, args := c.Read()
 		switch cmd {
 		case gearman.JobAssignUniq:
 			return args
 		case gearman.NoJob:
-			c.send(gearman.PreSleep)
-			cmd, _ = c.read()
-			require.Equal(c.t, gearman.Noop, cmd)
+			c.Send(gearman.PreSleep)
+			cmd, _ = c.Read()
+			require.Equal(c.T, gearman.Noop, cmd)
 		default:
-			c.t.Fatalf("unexpected %v %q", cmd, args)
+			c.T.Fatalf("unexpected %v %q", cmd, args)
 		}
 	}
 }
 
 func (c *conn) admin(line string) []string {
-	c.t.Helper()
-	_, err := c.nc.Write([]byte(line + "\n"))
-	require.NoError(c.t, err)
+	c.T.Helper()
+	_, err := c.NC.Write([]byte(line + "\n"))
+	require.NoError(c.T, err)
 	var lines []string
 	for {
-		l, err := c.r.ReadString('\n')
-		require.NoError(c.t, err)
+		l, err := c.R.ReadString('\n')
+		require.NoError(c.T, err)
 		if l == ".\n" || strings.HasPrefix(l, "OK") || strings.HasPrefix(l, "ERR") {
 			if l != ".\n" {
 				lines = append(lines, strings.TrimRight(l, "\r\n"))
@@ -169,16 +135,16 @@ func TestServeWithConfig(t *testing.T) {
 
 	gearmanCLI(t, s, "-b", "-f", "flaky", "-u", "k1", "data")
 	w := s.dial(t)
-	w.send(gearman.CanDo, "flaky")
+	w.Send(gearman.CanDo, "flaky")
 	a := w.grabWhenReady()
 	h := a[0]
 	require.Equal(t, []string{h, "flaky", "k1", "data"}, a)
-	w.send(gearman.WorkFail, h)
+	w.Send(gearman.WorkFail, h)
 	// The retry comes after its backoff and wakes the sleeping worker.
 	require.Equal(t, []string{h, "flaky", "k1", "data"}, w.grabWhenReady())
-	w.send(gearman.WorkException, h, "still broken")
-	w.send(gearman.EchoReq, "sync")
-	cmd, _ := w.read()
+	w.Send(gearman.WorkException, h, "still broken")
+	w.Send(gearman.EchoReq, "sync")
+	cmd, _ := w.Read()
 	require.Equal(t, gearman.EchoRes, cmd)
 
 	dl := adm.admin("deadletters flaky")
@@ -187,9 +153,9 @@ func TestServeWithConfig(t *testing.T) {
 	require.True(t, strings.HasSuffix(dl[0], "\t\"still broken\""), dl[0])
 	require.Equal(t, []string{"OK 1"}, adm.admin("deadletter retry all flaky"))
 	require.Equal(t, []string{h, "flaky", "k1", "data"}, w.grabWhenReady())
-	w.send(gearman.WorkComplete, h, "fixed")
-	w.send(gearman.EchoReq, "sync")
-	cmd, _ = w.read()
+	w.Send(gearman.WorkComplete, h, "fixed")
+	w.Send(gearman.EchoReq, "sync")
+	cmd, _ = w.Read()
 	require.Equal(t, gearman.EchoRes, cmd)
 
 	require.Equal(t, "fixed", strings.TrimSpace(gearmanCLI(t, s, "-f", "flaky", "-u", "k1", "data")))

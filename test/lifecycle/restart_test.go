@@ -49,17 +49,17 @@ func startDurable(t *testing.T, cfg, dir string) (*testserver.Server, *server) {
 }
 
 func (c *conn) sync() {
-	c.t.Helper()
-	c.send(gearman.EchoReq, "sync")
-	cmd, _ := c.read()
-	require.Equal(c.t, gearman.EchoRes, cmd)
+	c.T.Helper()
+	c.Send(gearman.EchoReq, "sync")
+	cmd, _ := c.Read()
+	require.Equal(c.T, gearman.EchoRes, cmd)
 }
 
 func (c *conn) submitBg(fn, unique, payload string) string {
-	c.t.Helper()
-	c.send(gearman.SubmitJobBg, fn, unique, payload)
-	cmd, args := c.read()
-	require.Equal(c.t, gearman.JobCreated, cmd, "%q", args)
+	c.T.Helper()
+	c.Send(gearman.SubmitJobBg, fn, unique, payload)
+	cmd, args := c.Read()
+	require.Equal(c.T, gearman.JobCreated, cmd, "%q", args)
 	return args[0]
 }
 
@@ -83,7 +83,7 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 
 	w := s.dial(t)
 	for _, fn := range []string{"flaky", "once", "kept", "ordered"} {
-		w.send(gearman.CanDo, fn)
+		w.Send(gearman.CanDo, fn)
 	}
 	held := map[string]bool{}
 	for range 4 {
@@ -91,11 +91,11 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 		held[a[0]] = true
 		switch a[0] {
 		case retryH:
-			w.send(gearman.WorkFail, a[0]) // waits an hour before its next attempt
+			w.Send(gearman.WorkFail, a[0]) // waits an hour before its next attempt
 		case deadH:
-			w.send(gearman.WorkException, a[0], "boom") // out of attempts: a dead letter
+			w.Send(gearman.WorkException, a[0], "boom") // out of attempts: a dead letter
 		case keptH:
-			w.send(gearman.WorkComplete, a[0], "the result")
+			w.Send(gearman.WorkComplete, a[0], "the result")
 		case first:
 			// Held by this worker when the server dies.
 		default:
@@ -128,8 +128,8 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	adm2 := s2.dial(t)
 	missedUnique := fmt.Sprintf("heartbeat:%d", missed.Unix())
 	c0 := s2.dial(t)
-	c0.send(gearman.GetStatusUnique, missedUnique)
-	cmd0, args0 := c0.read()
+	c0.Send(gearman.GetStatusUnique, missedUnique)
+	cmd0, args0 := c0.Read()
 	require.Equal(t, gearman.StatusResUnique, cmd0)
 	require.Equal(t, []string{missedUnique, "1"}, args0[:2], "the tick missed while the server was down is caught up on")
 
@@ -138,36 +138,36 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	require.True(t, strings.HasPrefix(dl[0], deadH+"\tonce\td1\t1\t"), dl[0])
 	require.True(t, strings.HasSuffix(dl[0], "\t\"boom\""), dl[0])
 
-	_, err := adm2.nc.Write([]byte("result unique:k1\n"))
+	_, err := adm2.NC.Write([]byte("result unique:k1\n"))
 	require.NoError(t, err)
-	line, err := adm2.r.ReadString('\n')
+	line, err := adm2.R.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "OK 10\n", line, "the retained result survives")
-	data, err := adm2.r.ReadString('\n')
+	data, err := adm2.R.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "the result\n", data)
 
 	// The retry-waiting job is known, with its attempt counted, and not
 	// handed out before its backoff ends.
 	c2 := s2.dial(t)
-	c2.send(gearman.GetStatus, retryH)
-	cmd, args := c2.read()
+	c2.Send(gearman.GetStatus, retryH)
+	cmd, args := c2.Read()
 	require.Equal(t, gearman.StatusRes, cmd)
 	require.Equal(t, []string{retryH, "1", "0", "0", "0"}, args)
 
 	// The ordered job that was running runs again, before its successor.
 	w2 := s2.dial(t)
-	w2.send(gearman.CanDo, "ordered")
-	w2.send(gearman.CanDo, "flaky")
+	w2.Send(gearman.CanDo, "ordered")
+	w2.Send(gearman.CanDo, "flaky")
 	a := w2.grabWhenReady()
 	require.Equal(t, []string{first, "ordered", "acct:1", "first"}, a)
-	w2.send(gearman.GrabJobUniq)
-	cmd, args = w2.read()
+	w2.Send(gearman.GrabJobUniq)
+	cmd, args = w2.Read()
 	require.Equal(t, gearman.NoJob, cmd, "neither the successor nor the retry-waiting job: %q", args)
-	w2.send(gearman.WorkComplete, first, "done")
+	w2.Send(gearman.WorkComplete, first, "done")
 	a = w2.grabWhenReady()
 	require.Equal(t, []string{second, "ordered", "acct:2", "second"}, a)
-	w2.send(gearman.WorkComplete, second, "done")
+	w2.Send(gearman.WorkComplete, second, "done")
 	w2.sync()
 
 	// A policy changed at runtime outlives the restart.

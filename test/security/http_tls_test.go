@@ -60,9 +60,9 @@ func TestHTTPOverTLS(t *testing.T) {
 	require.NotEmpty(t, job.Handle)
 	c, err := p.dial(t, srv.Addr, "")
 	require.NoError(t, err)
-	_, err = c.nc.Write([]byte("status\n"))
+	_, err = c.NC.Write([]byte("status\n"))
 	require.NoError(t, err)
-	line, err := c.r.ReadString('\n')
+	line, err := c.R.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "tls_fn\t1\t0\t0\n", line)
 
@@ -120,9 +120,9 @@ func TestHTTPMutualTLS(t *testing.T) {
 	require.Contains(t, open.Log(), "mutual=false")
 	anon, err := p.dial(t, open.Addr, "")
 	if err == nil {
-		_, err = anon.nc.Write([]byte("status\n"))
+		_, err = anon.NC.Write([]byte("status\n"))
 		if err == nil {
-			_, err = anon.r.ReadString('\n')
+			_, err = anon.R.ReadString('\n')
 		}
 	}
 	require.Error(t, err, "the Gearman port still requires a client certificate")

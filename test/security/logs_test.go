@@ -67,11 +67,11 @@ func TestNoSecretsInLogs(t *testing.T) {
 	// Denied requests and a bad frame from a verified client.
 	c, err := p.dial(t, srv.Addr, "web-1")
 	require.NoError(t, err)
-	c.send(gearman.SubmitJob, "forbidden", "", "x")
-	c.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not submit to forbidden")
-	_, err = c.nc.Write([]byte("\x00XXX\x00\x00\x00\x01\x00\x00\x00\x00"))
+	c.Send(gearman.SubmitJob, "forbidden", "", "x")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not submit to forbidden")
+	_, err = c.NC.Write([]byte("\x00XXX\x00\x00\x00\x01\x00\x00\x00\x00"))
 	require.NoError(t, err)
-	_, _ = io.ReadAll(c.r)
+	_, _ = io.ReadAll(c.R)
 
 	srv.Stop()
 	log := srv.Log()

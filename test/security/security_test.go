@@ -5,7 +5,6 @@
 package security_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -22,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testcert"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
@@ -75,11 +75,7 @@ func (p *pki) serverArgs(mutual bool) []string {
 }
 
 // conn is a raw Gearman connection.
-type conn struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
+type conn struct{ *wire.Conn }
 
 func (p *pki) dial(t *testing.T, addr, cn string) (*conn, error) {
 	t.Helper()
@@ -92,43 +88,7 @@ func (p *pki) dial(t *testing.T, addr, cn string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-	return &conn{t: t, nc: nc, r: bufio.NewReader(nc)}, nil
-}
-
-func (c *conn) send(cmd gearman.Command, args ...string) {
-	c.t.Helper()
-	_, err := c.nc.Write(packet(gearman.MagicReq, cmd, args...))
-	require.NoError(c.t, err)
-}
-
-// read returns the next packet's exact bytes, or an error.
-func (c *conn) read() ([]byte, error) {
-	hdr := make([]byte, gearman.HeaderSize)
-	if _, err := io.ReadFull(c.r, hdr); err != nil {
-		return nil, err
-	}
-	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return nil, err
-	}
-	return append(hdr, body...), nil
-}
-
-func (c *conn) expect(cmd gearman.Command, args ...string) {
-	c.t.Helper()
-	got, err := c.read()
-	require.NoError(c.t, err)
-	require.Equal(c.t, string(packet(gearman.MagicRes, cmd, args...)), string(got))
-}
-
-func packet(m gearman.Magic, cmd gearman.Command, args ...string) []byte {
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	return gearman.AppendPacket(nil, m, cmd, bs...)
+	return &conn{wire.New(t, nc)}, nil
 }
 
 func TestTLSWithGoClient(t *testing.T) {
@@ -137,10 +97,10 @@ func TestTLSWithGoClient(t *testing.T) {
 	srv := testserver.Start(t, p.serverArgs(false)...)
 	c, err := p.dial(t, srv.Addr, "")
 	require.NoError(t, err)
-	c.send(gearman.EchoReq, "over TLS")
-	c.expect(gearman.EchoRes, "over TLS")
-	c.send(gearman.SubmitJobBg, "f", "", "payload")
-	got, err := c.read()
+	c.Send(gearman.EchoReq, "over TLS")
+	c.Expect(gearman.EchoRes, "over TLS")
+	c.Send(gearman.SubmitJobBg, "f", "", "payload")
+	got, err := c.ReadPacket()
 	require.NoError(t, err)
 	require.Equal(t, gearman.JobCreated, gearman.Command(binary.BigEndian.Uint32(got[4:8])))
 
@@ -156,7 +116,7 @@ func TestTLSWithGoClient(t *testing.T) {
 	require.NoError(t, err)
 	defer plain.Close()
 	require.NoError(t, plain.SetDeadline(time.Now().Add(time.Minute)))
-	_, err = plain.Write(packet(gearman.MagicReq, gearman.EchoReq, "plain"))
+	_, err = plain.Write(wire.Packet(gearman.MagicReq, gearman.EchoReq, "plain"))
 	require.NoError(t, err)
 	rest, _ := io.ReadAll(plain)
 	require.NotContains(t, string(rest), "plain")
@@ -169,19 +129,19 @@ func TestMutualTLSRequiresAClientCertificate(t *testing.T) {
 
 	c, err := p.dial(t, srv.Addr, "worker-1")
 	require.NoError(t, err)
-	c.send(gearman.EchoReq, "mutual")
-	c.expect(gearman.EchoRes, "mutual")
-	_, err = c.nc.Write([]byte("maxqueue f 5\r\n"))
+	c.Send(gearman.EchoReq, "mutual")
+	c.Expect(gearman.EchoRes, "mutual")
+	_, err = c.NC.Write([]byte("maxqueue f 5\r\n"))
 	require.NoError(t, err)
-	line, err := c.r.ReadString('\n')
+	line, err := c.R.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "OK\r\n", line, "mTLS without rules: a verified client may run admin commands")
 
 	anon, err := p.dial(t, srv.Addr, "")
 	if err == nil {
 		// With TLS 1.3 the server's refusal arrives on the first read.
-		anon.send(gearman.EchoReq, "anonymous")
-		_, err = anon.read()
+		anon.Send(gearman.EchoReq, "anonymous")
+		_, err = anon.ReadPacket()
 	}
 	require.Error(t, err)
 }
@@ -207,59 +167,59 @@ auth:
 
 	web, err := p.dial(t, srv.Addr, "web-1")
 	require.NoError(t, err)
-	web.send(gearman.SubmitJobBg, "email.internal", "", "x")
-	web.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not submit to email.internal")
-	web.send(gearman.CanDo, "email.send")
-	web.expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve email.send")
-	_, err = web.nc.Write([]byte("shutdown\r\n"))
+	web.Send(gearman.SubmitJobBg, "email.internal", "", "x")
+	web.Expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not submit to email.internal")
+	web.Send(gearman.CanDo, "email.send")
+	web.Expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve email.send")
+	_, err = web.NC.Write([]byte("shutdown\r\n"))
 	require.NoError(t, err)
-	line, err := web.r.ReadString('\n')
+	line, err := web.R.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+run+shutdown\r\n", line)
-	web.send(gearman.SubmitJob, "email.send", "", "hello")
-	created, err := web.read()
+	web.Send(gearman.SubmitJob, "email.send", "", "hello")
+	created, err := web.ReadPacket()
 	require.NoError(t, err)
 	require.Equal(t, gearman.JobCreated, gearman.Command(binary.BigEndian.Uint32(created[4:8])))
 	handle := string(created[gearman.HeaderSize:])
 
 	ops, err := p.dial(t, srv.Addr, "ops-alice")
 	require.NoError(t, err)
-	ops.send(gearman.CanDo, "email.send")
-	ops.send(gearman.GrabJob)
-	ops.expect(gearman.JobAssign, handle, "email.send", "hello")
-	ops.send(gearman.WorkComplete, handle, "sent")
-	web.expect(gearman.WorkComplete, handle, "sent")
-	_, err = ops.nc.Write([]byte("drop function nothing\r\n"))
+	ops.Send(gearman.CanDo, "email.send")
+	ops.Send(gearman.GrabJob)
+	ops.Expect(gearman.JobAssign, handle, "email.send", "hello")
+	ops.Send(gearman.WorkComplete, handle, "sent")
+	web.Expect(gearman.WorkComplete, handle, "sent")
+	_, err = ops.NC.Write([]byte("drop function nothing\r\n"))
 	require.NoError(t, err)
-	line, err = ops.r.ReadString('\n')
+	line, err = ops.R.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "ERR function not found\r\n", line, "ops may run admin commands")
 
 	// State-changing lifecycle commands need admin, results need read.
-	web.send(gearman.SubmitJobBg, "email.send", "", "later")
-	created, err = web.read()
+	web.Send(gearman.SubmitJobBg, "email.send", "", "later")
+	created, err = web.ReadPacket()
 	require.NoError(t, err)
 	bg := string(created[gearman.HeaderSize:])
-	ops.send(gearman.GrabJob)
-	ops.expect(gearman.JobAssign, bg, "email.send", "later")
-	ops.send(gearman.WorkComplete, bg, "sent")
-	ops.send(gearman.EchoReq, "sync")
-	ops.expect(gearman.EchoRes, "sync")
+	ops.Send(gearman.GrabJob)
+	ops.Expect(gearman.JobAssign, bg, "email.send", "later")
+	ops.Send(gearman.WorkComplete, bg, "sent")
+	ops.Send(gearman.EchoReq, "sync")
+	ops.Expect(gearman.EchoRes, "sync")
 	for _, tc := range []struct{ line, want string }{
 		{"pause email.send", "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+run+pause\r\n"},
 		{"policy email.send max_attempts=0", "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+run+policy\r\n"},
 		{"result " + bg, "ERR PERMISSION_DENIED cn=web-1+addr=127.0.0.1+may+not+read+email.send\r\n"},
 	} {
-		_, err = web.nc.Write([]byte(tc.line + "\r\n"))
+		_, err = web.NC.Write([]byte(tc.line + "\r\n"))
 		require.NoError(t, err)
-		line, err = web.r.ReadString('\n')
+		line, err = web.R.ReadString('\n')
 		require.NoError(t, err)
 		require.Equal(t, tc.want, line, tc.line)
 	}
-	_, err = ops.nc.Write([]byte("result " + bg + "\r\n"))
+	_, err = ops.NC.Write([]byte("result " + bg + "\r\n"))
 	require.NoError(t, err)
 	for _, want := range []string{"OK 4\n", "sent\n"} {
-		line, err = ops.r.ReadString('\n')
+		line, err = ops.R.ReadString('\n')
 		require.NoError(t, err)
 		require.Equal(t, want, line, "ops may read email.send's results")
 	}
@@ -276,7 +236,7 @@ func TestOpenSSLClient(t *testing.T) {
 	files := p.clientFiles["cli"]
 	cmd := exec.CommandContext(ctx, openssl, "s_client", "-connect", srv.Addr, "-quiet",
 		"-CAfile", p.serverCAFile, "-verify_return_error", "-cert", files[0], "-key", files[1])
-	req := packet(gearman.MagicReq, gearman.EchoReq, "from openssl")
+	req := wire.Packet(gearman.MagicReq, gearman.EchoReq, "from openssl")
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
@@ -287,7 +247,7 @@ func TestOpenSSLClient(t *testing.T) {
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	_, err = stdin.Write(req)
 	require.NoError(t, err)
-	want := packet(gearman.MagicRes, gearman.EchoRes, "from openssl")
+	want := wire.Packet(gearman.MagicRes, gearman.EchoRes, "from openssl")
 	got := make([]byte, len(want))
 	_, err = io.ReadFull(stdout, got)
 	if err != nil {
