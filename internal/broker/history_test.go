@@ -110,6 +110,9 @@ func TestHistoryPolicyKeys(t *testing.T) {
 		require.NoError(t, p.Set(kv[0], kv[1]))
 	}
 	require.True(t, p.IsZero(), "restating the defaults keeps the zero policy")
+	var off Policy
+	require.NoError(t, off.Set("history", "0"))
+	require.False(t, off.needsLife(), "history alone takes no lifecycle state")
 	v, _ := p.Get("history")
 	require.Equal(t, "24h0m0s", v)
 	require.NoError(t, p.Set("history", "0"))

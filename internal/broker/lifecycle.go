@@ -126,9 +126,7 @@ func (b *Broker) policyOf(name string) Policy {
 func (b *Broker) applyPolicyLocked(f *function) {
 	p := b.policyOf(f.name)
 	f.maxQueue = p.MaxQueue
-	rest := p
-	rest.MaxQueue = [numPriorities]int{}
-	if rest.IsZero() && f.life == nil {
+	if !p.needsLife() && f.life == nil {
 		return
 	}
 	l := b.fnLifeLocked(f)
@@ -387,7 +385,7 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 	f := b.functions[r.Function]
 	plain := r.State == store.StateQueued && r.Attempts == 0 && r.LastError == "" &&
 		len(r.History) == 0 && r.OrderingKey == "" && r.MaxAttempts == 0 && r.Timeout == 0 &&
-		r.Schedule == "" && (f == nil || f.life == nil) && b.policyOf(r.Function).IsZero()
+		r.Schedule == "" && (f == nil || f.life == nil) && !b.policyOf(r.Function).needsLife()
 	if plain {
 		return false
 	}

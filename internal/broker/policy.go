@@ -124,6 +124,16 @@ const DefaultMaxDeadLetters = 10000
 // IsZero reports whether p is the zero (gearmand) policy.
 func (p Policy) IsZero() bool { return p == Policy{} }
 
+// needsLife reports whether p changes how the function's jobs run, which
+// takes lifecycle state (fnLife, jobLife): every key but max_queue (the
+// function's own field) and the history keys (history.go reads them as
+// jobs end).
+func (p Policy) needsLife() bool {
+	p.MaxQueue = [numPriorities]int{}
+	p.History, p.HistoryMax = 0, 0
+	return !p.IsZero()
+}
+
 // limited reports whether p restricts which jobs Grab may hand out or
 // changes the order in which it does.
 func (p Policy) limited() bool {
