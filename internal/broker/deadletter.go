@@ -176,7 +176,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.attempts = 0
 	l.finishedAt = 0
 	l.startedAt = 0
-	j.flags &^= jobRecorded // it will end again, with a new record
+	j.flags = j.flags&^jobRecorded | jobRerun // it will end again, with a new record
 	b.addLiveLocked(j)
 	f.claimUnique(j)
 	b.queueLocked(j, true)

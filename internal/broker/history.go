@@ -45,35 +45,80 @@ const (
 )
 
 // histRec is the final record of a job that ended. It never changes once
-// added. Guarded by Broker.mu.
+// added. It is kept small (about 170 bytes): every ended job has one, and
+// what only some records need lives in x. Guarded by Broker.mu.
 type histRec struct {
 	seq uint64
 	// order is the position of the record in the order jobs ended; it
 	// orders listings and their cursors.
-	order       uint64
-	fn          *fnHistory
-	unique      string
-	payload     []byte
-	payloadLen  int
-	result      []byte
-	lastErr     string
-	cancelledBy string
-	orderKey    string
-	// attempts are the job's attempts under a lifecycle policy; a job
-	// without one has its only run in run instead (no allocation).
+	order   uint64
+	fn      *fnHistory
+	unique  string
+	payload []byte // the first PayloadPreviewCap bytes
+	result  []byte // at most HistoryResultCap bytes
+	lastErr string
+	// worker ran the only run of a job without lifecycle state (its
+	// attempt is made up from the record; see snapshot).
+	worker     string
+	x          *histExtra
+	submitted  int64
+	started    int64
+	finished   int64
+	payloadLen uint32
+	retries    uint32
+	nAttempts  uint32
+	priority   Priority
+	state      finalState
+	hasResult  bool
+	truncated  bool
+	// ran: the record has a made-up attempt (see worker).
+	ran bool
+}
+
+// histExtra is what only some records have.
+type histExtra struct {
+	// attempts are the attempts of a job with lifecycle state.
 	attempts    []store.Attempt
-	run         store.Attempt
-	submitted   int64
-	started     int64
-	finished    int64
+	cancelledBy string
 	cancelledAt int64
-	retries     uint32
-	nAttempts   uint32
+	orderKey    string
 	maxAttempts int32
-	priority    Priority
-	background  bool
-	truncated   bool
-	state       string
+	// outcome is the made-up attempt's outcome when it is not the
+	// record's state (a takeback's reason).
+	outcome string
+	// background is kept here, inverted, for foreground jobs: most
+	// records are of background jobs.
+	foreground bool
+}
+
+// finalState is a record's state, one of FinalStates.
+type finalState uint8
+
+const (
+	finalComplete finalState = iota
+	finalFailed
+	finalException
+	finalCancelled
+	finalDead
+)
+
+func (f finalState) String() string { return FinalStates[f] }
+
+func parseFinal(s string) finalState {
+	for i, n := range FinalStates {
+		if n == s {
+			return finalState(i)
+		}
+	}
+	panic("broker: unknown final state " + s)
+}
+
+// ext returns r's extra, allocating it.
+func (r *histRec) ext() *histExtra {
+	if r.x == nil {
+		r.x = &histExtra{}
+	}
+	return r.x
 }
 
 // fnHistory is the history of one function: records in the order their
@@ -83,7 +128,7 @@ type fnHistory struct {
 	recs []*histRec
 	head int
 	// counts counts the kept records by state.
-	counts map[string]int
+	counts [finalDead + 1]int
 	// slab is the block new records are taken from: one allocation per
 	// slabSize records keeps recording off the allocator's hot path.
 	slab []histRec
@@ -165,27 +210,36 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	fh := h.fns[j.fn.name]
 	if fh == nil {
-		fh = &fnHistory{name: j.fn.name, counts: make(map[string]int)}
+		fh = &fnHistory{name: j.fn.name}
 		h.fns[j.fn.name] = fh
 	}
 	h.order++
 	r := fh.newRec()
-	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: len(j.payload),
-		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority, background: j.background,
-		state: e.state, lastErr: e.errText, cancelledBy: e.cancelledBy}
+	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(len(j.payload), 1<<32-1)),
+		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority,
+		state: parseFinal(e.state), lastErr: e.errText}
+	if !j.background {
+		r.ext().foreground = true
+	}
 	r.payload = capped(j.payload, PayloadPreviewCap)
 	if e.result != nil {
+		r.hasResult = true
 		r.result = capped(e.result, HistoryResultCap)
 		r.truncated = len(e.result) > HistoryResultCap
 	}
 	if e.state == FinalCancelled {
-		r.cancelledAt = now
+		x := r.ext()
+		x.cancelledBy, x.cancelledAt = e.cancelledBy, now
 	}
 	if x := j.x; x != nil {
 		r.started = x.started
 		if l := x.life; l != nil {
-			r.attempts = slices.Clone(l.history)
-			r.nAttempts, r.maxAttempts, r.orderKey = l.attempts, l.maxAttempts, l.orderKey
+			if len(l.history) > 0 || l.maxAttempts != 0 || l.orderKey != "" {
+				rx := r.ext()
+				rx.attempts = slices.Clone(l.history)
+				rx.maxAttempts, rx.orderKey = l.maxAttempts, l.orderKey
+			}
+			r.nAttempts = l.attempts
 			if r.lastErr == "" && e.state != FinalComplete {
 				r.lastErr = l.lastErr
 			}
@@ -194,12 +248,18 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 			}
 		}
 	}
-	if len(r.attempts) == 0 && e.outcome != "" {
-		r.run = store.Attempt{Start: e.started, End: now, Outcome: e.outcome, Error: e.errText, Worker: e.worker}
+	if (r.x == nil || len(r.x.attempts) == 0) && e.outcome != "" {
+		// The only run of a job without lifecycle state.
+		r.worker, r.started, r.ran = e.worker, e.started, true
 		r.nAttempts = j.retries + 1
+		if e.outcome != runOutcome(r.state) {
+			r.ext().outcome = e.outcome
+		}
 	}
-	if old := h.bySeq[j.seq]; old != nil {
-		b.dropRecordLocked(old)
+	if j.has(jobRerun) {
+		if old := h.bySeq[j.seq]; old != nil {
+			b.dropRecordLocked(old)
+		}
 	}
 	h.bySeq[j.seq] = r
 	fh.recs = append(fh.recs, r)
@@ -210,12 +270,24 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 }
 
 // capped returns b cut to at most n bytes, copied when cut so that the
-// record does not pin a large buffer.
+// record does not pin a large buffer (b is not modified later: payloads
+// and results are owned by their job).
 func capped(b []byte, n int) []byte {
 	if len(b) <= n {
 		return b
 	}
 	return slices.Clone(b[:n])
+}
+
+// runOutcome is the outcome of the run that ended a job in state f.
+func runOutcome(f finalState) string {
+	switch f {
+	case finalComplete:
+		return outcomeComplete
+	case finalException:
+		return outcomeException
+	}
+	return outcomeFailed
 }
 
 func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
@@ -317,22 +389,36 @@ func (b *Broker) historyLoop(ctx context.Context) {
 
 // snapshot returns the record as a JobSnapshot.
 func (r *histRec) snapshot() JobSnapshot {
-	s := JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state,
-		Final: true, Background: r.background, Retries: r.retries, Attempts: r.nAttempts, MaxAttempts: int(r.maxAttempts),
-		LastError: r.lastErr, OrderingKey: r.orderKey, History: slices.Clone(r.attempts), Result: r.result,
-		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: r.payloadLen, CancelledBy: r.cancelledBy,
+	s := JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state.String(),
+		Final: true, Background: true, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,
+		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: int(r.payloadLen),
 		Finished: time.Unix(0, r.finished)}
-	if len(r.attempts) == 0 && r.run.Outcome != "" {
-		s.History = []store.Attempt{r.run}
+	if r.hasResult {
+		s.Result = r.result
+	}
+	if x := r.x; x != nil {
+		s.Background = !x.foreground
+		s.History = slices.Clone(x.attempts)
+		s.MaxAttempts, s.OrderingKey, s.CancelledBy = int(x.maxAttempts), x.orderKey, x.cancelledBy
+		if x.cancelledAt != 0 {
+			s.CancelledAt = time.Unix(0, x.cancelledAt)
+		}
+	}
+	if len(s.History) == 0 && r.ran {
+		a := store.Attempt{Start: r.started, End: r.finished, Outcome: runOutcome(r.state), Worker: r.worker}
+		if r.x != nil && r.x.outcome != "" {
+			a.Outcome = r.x.outcome
+		}
+		if r.state != finalComplete {
+			a.Error = r.lastErr
+		}
+		s.History = []store.Attempt{a}
 	}
 	if r.submitted != 0 {
 		s.Submitted = time.Unix(0, r.submitted)
 	}
 	if r.started != 0 {
 		s.Started = time.Unix(0, r.started)
-	}
-	if r.cancelledAt != 0 {
-		s.CancelledAt = time.Unix(0, r.cancelledAt)
 	}
 	return s
 }

@@ -55,3 +55,37 @@ func TestHotPathAllocations(t *testing.T) {
 		t.Fatalf("hot path allocates %v times per job, want at most 2", allocs)
 	}
 }
+
+// BenchmarkHotPathHistory is BenchmarkHotPathNoPolicy with the history at
+// its default (every ended job's record kept, 10,000 per function) and
+// off (history 0): what one record per job costs the hot path.
+func BenchmarkHotPathHistory(b *testing.B) {
+	for _, mode := range []string{"default", "off"} {
+		b.Run("history="+mode, func(b *testing.B) {
+			var p Policy
+			if mode == "off" {
+				if err := p.Set("history", "0"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			br := New(Config{DefaultPolicy: p})
+			client := br.NewSession("c", discardOutbox{})
+			worker := br.NewSession("w", discardOutbox{})
+			br.CanDo(worker, []byte("fn"), 0)
+			payload := []byte("payload")
+			fn := []byte("fn")
+			done := func(uint64, bool, error) {}
+			b.ReportAllocs()
+			for b.Loop() {
+				br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
+				a, ok := br.Grab(worker)
+				if !ok {
+					b.Fatal("no job")
+				}
+				if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -220,7 +220,7 @@ func (b *Broker) newestEndedLocked(fn, state string, below uint64, n int) []*his
 		}
 		for ; i >= fh.head && got < n; i-- {
 			r := fh.recs[i]
-			if r == nil || (state != "" && r.state != state) {
+			if r == nil || (state != "" && r.state.String() != state) {
 				continue
 			}
 			out = append(out, r)
@@ -327,7 +327,7 @@ func (b *Broker) CountJobs() []JobCounts {
 	for name, fh := range b.hist.fns {
 		c := get(name)
 		for st, n := range fh.counts {
-			add(c.Ended, st, n)
+			add(c.Ended, finalState(st).String(), n)
 		}
 	}
 	out := make([]JobCounts, 0, len(by))

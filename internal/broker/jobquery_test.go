@@ -1,6 +1,9 @@
 package broker
 
 import (
+	"fmt"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -96,4 +99,49 @@ func TestCountJobs(t *testing.T) {
 	require.Equal(t, map[string]int{"queued": 2, "running": 1, "scheduled": 1, "retry-wait": 1}, c.Live)
 	require.Equal(t, map[string]int{FinalComplete: 1}, c.Ended)
 	require.Equal(t, tb.clock.Now(), c.OldestQueued)
+}
+
+// BenchmarkListJobs lists a page of 50 records of one function while the
+// history keeps 1M records of ended jobs (and 10k live jobs are queued):
+// the cost of a page must not grow with what is kept.
+func BenchmarkListJobs(b *testing.B) {
+	for _, kept := range []int{10_000, 1_000_000} {
+		b.Run(fmt.Sprintf("records=%d", kept), func(b *testing.B) {
+			var p Policy
+			if err := p.Set("history_max", strconv.Itoa(kept)); err != nil {
+				b.Fatal(err)
+			}
+			br := New(Config{DefaultPolicy: p})
+			client := br.NewSession("c", discardOutbox{})
+			worker := br.NewSession("w", discardOutbox{})
+			br.CanDo(worker, []byte("fn"), 0)
+			done := func(uint64, bool, error) {}
+			for range kept {
+				br.Submit(client, SubmitParams{Function: []byte("fn"), Payload: []byte("p"), Background: true}, done)
+				a, _ := br.Grab(worker)
+				if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range 10_000 {
+				br.Submit(client, SubmitParams{Function: []byte("other"), Payload: []byte("p"), Background: true}, done)
+			}
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			heap := float64(ms.HeapAlloc) / float64(1<<20)
+			b.ResetTimer()
+			for b.Loop() {
+				page, err := br.ListJobs(JobQuery{Function: "fn", State: FinalComplete, Limit: 50})
+				if err != nil || len(page.Jobs) != 50 {
+					b.Fatalf("%d jobs, %v", len(page.Jobs), err)
+				}
+				page, err = br.ListJobs(JobQuery{Function: "fn", State: FinalComplete, Limit: 50, Cursor: page.Next})
+				if err != nil || len(page.Jobs) != 50 {
+					b.Fatalf("%d jobs, %v", len(page.Jobs), err)
+				}
+			}
+			b.ReportMetric(heap, "heap-MiB")
+		})
+	}
 }

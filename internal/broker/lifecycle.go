@@ -116,6 +116,9 @@ func (b *Broker) holdNow() int64 {
 
 // policyOf returns the policy of the function name.
 func (b *Broker) policyOf(name string) Policy {
+	if len(b.life.policies) == 0 {
+		return b.life.defaultPol
+	}
 	if p, ok := b.life.policies[name]; ok {
 		return p
 	}
