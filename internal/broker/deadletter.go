@@ -176,7 +176,11 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.attempts = 0
 	l.finishedAt = 0
 	l.startedAt = 0
-	j.flags = j.flags&^jobRecorded | jobRerun // it will end again, with a new record
+	// It lives again: its record goes, and it will end with a new one.
+	j.flags &^= jobRecorded
+	if r := b.hist.bySeq[j.seq]; r != nil {
+		b.dropRecordLocked(r)
+	}
 	b.addLiveLocked(j)
 	f.claimUnique(j)
 	b.queueLocked(j, true)

@@ -191,8 +191,8 @@ type jobEnd struct {
 
 // recordEndLocked keeps the final record of job j, which has just ended.
 // A job's record is kept once (the first end wins: a cancelled job stays
-// cancelled); a dead letter that is retried and ends again replaces its
-// record.
+// cancelled); a dead letter queued again loses its record
+// (retryDeadLocked) and gets a new one when it ends again.
 func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if j.has(jobRecorded) {
 		return
@@ -256,11 +256,6 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 			r.ext().outcome = e.outcome
 		}
 	}
-	if j.has(jobRerun) {
-		if old := h.bySeq[j.seq]; old != nil {
-			b.dropRecordLocked(old)
-		}
-	}
 	h.bySeq[j.seq] = r
 	fh.recs = append(fh.recs, r)
 	fh.counts[r.state]++
@@ -318,8 +313,8 @@ func (fh *fnHistory) compact() {
 	}
 }
 
-// dropRecordLocked forgets one record out of order (its job was retried
-// and ended again): it is taken out of its function's list.
+// dropRecordLocked forgets one record out of order (its dead letter was
+// queued again): it is taken out of its function's list.
 func (b *Broker) dropRecordLocked(r *histRec) {
 	delete(b.hist.bySeq, r.seq)
 	fh := r.fn

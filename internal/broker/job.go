@@ -129,9 +129,6 @@ const (
 	// a later end of the same job (a worker's result after a cancel)
 	// changes nothing.
 	jobRecorded jobFlags = 1 << 6
-	// jobRerun: a dead letter queued again, whose earlier record may still
-	// be kept (recordEndLocked replaces it).
-	jobRerun jobFlags = 1 << 7
 )
 
 // has reports whether all of flags are set on j.

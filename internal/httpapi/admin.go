@@ -30,16 +30,31 @@ type functionJSON struct {
 	DeadLetters int        `json:"dead_letters"`
 	Paused      bool       `json:"paused"`
 	PausedUntil *time.Time `json:"paused_until,omitempty"`
+	// Jobs counts this server's live jobs by state and the kept records
+	// of its ended ones by final state (states without jobs are absent).
+	Jobs map[string]int `json:"jobs_by_state"`
 }
 
-func functionsJSON(st broker.Stats) []functionJSON {
+func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
+	byName := make(map[string]broker.JobCounts, len(counts))
+	for _, c := range counts {
+		byName[c.Function] = c
+	}
 	out := make([]functionJSON, 0, len(st.Functions))
 	for _, f := range st.Functions {
+		jobs := map[string]int{}
+		c := byName[f.Name]
+		for k, v := range c.Live {
+			jobs[k] = v
+		}
+		for k, v := range c.Ended {
+			jobs[k] = v
+		}
 		out = append(out, functionJSON{Name: f.Name, Total: f.Total, Running: f.Running, Workers: f.Workers,
 			Queued:    map[string]int{"high": f.Queued[broker.High], "normal": f.Queued[broker.Normal], "low": f.Queued[broker.Low]},
 			MaxQueue:  map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
 			Submitted: f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
-			Retried: f.Retried, Dead: f.Dead, Dropped: f.Dropped, DeadLetters: f.DeadLetters, Paused: f.Paused})
+			Retried: f.Retried, Dead: f.Dead, Dropped: f.Dropped, DeadLetters: f.DeadLetters, Paused: f.Paused, Jobs: jobs})
 		if !f.PausedUntil.IsZero() {
 			t := f.PausedUntil.UTC()
 			out[len(out)-1].PausedUntil = &t
@@ -50,7 +65,7 @@ func functionsJSON(st broker.Stats) []functionJSON {
 
 // handleFunctions serves GET /v1/functions.
 func (s *Server) handleFunctions(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats(r.Context()))})
+	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats(r.Context()), s.b.CountJobs())})
 	return nil
 }
 

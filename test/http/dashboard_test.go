@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/gearwork/gearwork/internal/testserver"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gearwork/gearwork/internal/testserver"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
@@ -147,4 +150,82 @@ func TestDashboardInChromium(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(path, png, 0o644))
 	}
+}
+
+// The job browser in a real browser, in a 1280-px window: counts by state
+// per function, the list filtered by function and state and paged, a job's
+// record by its deep link (payload, attempts with their errors), cancel of
+// a live job and retry of a dead one; the dead letters fit the window.
+func TestDashboardJobBrowser(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)))
+
+	// Three complete jobs, one dead with a long error, one queued.
+	var g grabbed
+	for i := range 3 {
+		require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/browse/jobs", fmt.Sprintf("img-%d", i), nil))
+		require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/browse/grab?wait=30s", "", &g))
+		require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/complete?lease="+g.Lease, "ok", nil))
+	}
+	longError := strings.Repeat("disk full on /var/spool/images ", 20)
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/browse/jobs?attempts=1", "img-dead", nil))
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/browse/grab?wait=30s", "", &g))
+	dead := g.Handle
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(dead)+"/fail?lease="+g.Lease, longError, nil))
+	var queued struct{ Handle string }
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/browse/jobs", "img-queued", nil))
+	resp, err := http.Get(s.base + "/v1/jobs?function=browse&state=queued")
+	require.NoError(t, err)
+	var page struct{ Jobs []struct{ Handle string } }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+	resp.Body.Close()
+	require.Len(t, page.Jobs, 1)
+	queued.Handle = page.Jobs[0].Handle
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	counts := `#job-counts tr[data-function="browse"]`
+	poll(t, ctx, "the counts by state", `(() => { const r = document.querySelector(`+jsString(counts)+`);
+		return r && r.querySelector('td[data-state="complete"]').textContent === '3' &&
+			r.querySelector('td[data-state="dead"]').textContent === '1' &&
+			r.querySelector('td[data-state="queued"]').textContent === '1'; })()`)
+
+	// Click the "complete" count: the list shows the three, newest first.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(counts+` td[data-state="complete"] a`)))
+	poll(t, ctx, "the filtered list", `document.querySelectorAll('#jobs tbody tr').length === 3 &&
+		[...document.querySelectorAll('#jobs tbody td.state')].every((td) => td.textContent === 'complete')`)
+
+	// The dead letters fit a 1280-px window, long error and all.
+	poll(t, ctx, "the dead letter row", `document.querySelector('#dead tr[data-handle="`+dead+`"]') !== null`)
+	fits, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const s = document.querySelector('#dead-section');
+		return s.scrollWidth <= s.clientWidth && document.documentElement.scrollWidth <= 1280; })()`))
+	require.NoError(t, err)
+	require.True(t, fits, "the dead letters fit the window")
+
+	// The dead job's deep link shows its record; Retry queues it again.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(dead))))
+	poll(t, ctx, "the dead job's record", `document.querySelector('#detail-state').textContent === 'dead' &&
+		document.querySelector('#detail-payload').textContent.startsWith('img-dead') &&
+		document.querySelector('#detail-attempts tbody').textContent.includes('disk full on /var/spool/images') &&
+		document.querySelector('#detail-attempts tbody').textContent.includes('exception')`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
+	poll(t, ctx, "the retried job to be queued", `document.querySelector('#detail-state').textContent === 'queued'`)
+
+	// A queued job cancelled from its page stays cancelled.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(queued.Handle))))
+	poll(t, ctx, "the queued job's record", `document.querySelector('#detail-state').textContent === 'queued' &&
+		!document.querySelector('#detail-cancel').hidden`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-cancel")))
+	poll(t, ctx, "the job to show cancelled", `document.querySelector('#detail-state').textContent === 'cancelled' &&
+		document.querySelector('#detail-cancel').hidden &&
+		document.querySelector('#detail-fields').textContent.includes('cancelled by')`)
+
+	// The function's list in every state: live jobs and ended ones.
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[any](`(() => {
+		document.querySelector('#jobs-function').value = 'browse'; document.querySelector('#jobs-state').value = '';
+		return null; })()`))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#jobs-btn")))
+	poll(t, ctx, "every job of the function", `document.querySelectorAll('#jobs tbody tr').length === 5 &&
+		document.querySelector('#jobs tbody').textContent.includes('cancelled')`)
 }

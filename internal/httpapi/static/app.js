@@ -113,6 +113,133 @@ function render(o) {
   $("#dead-refresh").hidden = !caps.dead_letters;
   $("#dead-purge-all").hidden = !caps.dead_letters;
   if (caps.dead_letters && deadTotal !== lastDeadTotal) { lastDeadTotal = deadTotal; loadDead(); }
+  renderCounts(o.functions);
+}
+
+// ---- job browser: counts by state, a paged list, one job's record ----
+
+const countStates = ["queued", "scheduled", "retry-wait", "running", "blocked", "complete", "failed", "exception", "cancelled", "dead"];
+
+function renderCounts(functions) {
+  const tbody = $("#job-counts tbody");
+  tbody.replaceChildren();
+  for (const f of functions) {
+    const tr = el("tr");
+    tr.dataset.function = f.name;
+    tr.append(el("td", f.name));
+    for (const st of countStates) {
+      const n = (f.jobs_by_state || {})[st];
+      const td = el("td", n ? n : "");
+      td.dataset.state = st;
+      if (n) {
+        const a = el("a", n);
+        a.href = "#";
+        a.onclick = (e) => { e.preventDefault(); $("#jobs-function").value = f.name; $("#jobs-state").value = st; listJobs(false); };
+        td.replaceChildren(a);
+      }
+      tr.append(td);
+    }
+    tbody.append(tr);
+  }
+}
+
+let jobsCursor = "";
+
+async function listJobs(more) {
+  const q = new URLSearchParams();
+  const fn = $("#jobs-function").value.trim(), st = $("#jobs-state").value;
+  if (fn) q.set("function", fn);
+  if (st) q.set("state", st);
+  q.set("limit", "50");
+  if (more && jobsCursor) q.set("cursor", jobsCursor);
+  $("#jobs-error").textContent = "";
+  try {
+    const page = await api("GET", "/v1/jobs?" + q.toString());
+    const tbody = $("#jobs tbody");
+    if (!more) tbody.replaceChildren();
+    for (const j of page.jobs) {
+      const tr = el("tr");
+      tr.dataset.handle = j.handle;
+      for (const v of [j.handle, j.function, j.state, j.attempts || 0,
+                       j.submitted_at ? new Date(j.submitted_at).toLocaleString() : "",
+                       j.finished_at ? new Date(j.finished_at).toLocaleString() : "", j.last_error || ""]) tr.append(el("td", v));
+      tr.children[2].className = "state";
+      tr.onclick = () => { location.hash = "job=" + encodeURIComponent(j.handle); };
+      tbody.append(tr);
+    }
+    jobsCursor = page.next_cursor || "";
+    $("#jobs-more").hidden = !jobsCursor;
+  } catch (err) {
+    $("#jobs-error").textContent = err.message;
+  }
+}
+
+function fmtTime(t) { return t ? new Date(t).toLocaleString() : "–"; }
+
+// showJob shows one job's record; location.hash "#job=HANDLE" links to it.
+async function showJob(handle) {
+  const box = $("#job-detail");
+  box.hidden = false;
+  $("#detail-link").textContent = handle;
+  $("#detail-link").href = "#job=" + encodeURIComponent(handle);
+  $("#detail-error").textContent = "";
+  let j;
+  try {
+    j = await api("GET", "/v1/jobs/" + encodeURIComponent(handle));
+  } catch (err) {
+    $("#detail-state").textContent = "unknown";
+    $("#detail-state").className = "pill";
+    $("#detail-fields").replaceChildren();
+    $("#detail-error").textContent = err.message;
+    for (const b of ["#detail-cancel", "#detail-retry", "#detail-delete"]) $(b).hidden = true;
+    return;
+  }
+  $("#detail-state").textContent = j.state;
+  $("#detail-state").className = "pill " + j.state;
+  const dl = $("#detail-fields");
+  dl.replaceChildren();
+  const field = (k, v) => { if (v === undefined || v === null || v === "") return; dl.append(el("dt", k), el("dd", v)); };
+  field("function", j.function);
+  field("unique", j.unique);
+  field("priority", j.priority);
+  field("background", j.background ? "yes" : "no");
+  field("attempts", j.attempts !== undefined ? j.attempts + (j.max_attempts ? " of " + j.max_attempts : "") : "");
+  field("last error", j.last_error);
+  field("submitted", j.submitted_at && fmtTime(j.submitted_at));
+  field("started", j.started_at && fmtTime(j.started_at));
+  field("finished", j.finished_at && fmtTime(j.finished_at));
+  field("retry at", j.retry_at && fmtTime(j.retry_at));
+  field("cancelled by", j.cancelled_by && j.cancelled_by + " at " + fmtTime(j.cancelled_at));
+  const pv = j.payload_preview_text !== undefined ? j.payload_preview_text : (j.payload_preview ? "(binary, base64) " + j.payload_preview : "");
+  $("#detail-payload").textContent = pv + (j.payload_size > (j.payload_preview_text || "").length ? " … (" + j.payload_size + " bytes)" : "");
+  $("#detail-result").textContent = j.result_text !== undefined ? j.result_text + (j.result_truncated ? " … (truncated)" : "") :
+    (j.result ? "(binary, base64) " + j.result : "");
+  const tbody = $("#detail-attempts tbody");
+  tbody.replaceChildren();
+  (j.history || []).forEach((a, i) => {
+    const tr = el("tr");
+    for (const v of [i + 1, a.worker || "", fmtTime(a.started_at), fmtTime(a.ended_at), a.outcome, a.error || ""]) tr.append(el("td", v));
+    tbody.append(tr);
+  });
+  const path = "/v1/jobs/" + encodeURIComponent(handle);
+  const act = (sel, show, method, url) => {
+    const b = $(sel);
+    b.hidden = !show;
+    b.onclick = async () => {
+      $("#detail-error").textContent = "";
+      try { await api(method, url); await showJob(handle); listJobs(false); if (caps.dead_letters) loadDead(); }
+      catch (err) { $("#detail-error").textContent = err.message; }
+    };
+  };
+  // The API decides who may: a refusal shows its problem detail.
+  act("#detail-cancel", !j.final, "DELETE", path);
+  act("#detail-retry", j.state === "dead" && caps.dead_letters, "POST", "/v1/dead-letters/" + encodeURIComponent(handle) + "/retry");
+  act("#detail-delete", j.state === "dead" && caps.dead_letters, "DELETE", "/v1/dead-letters/" + encodeURIComponent(handle));
+}
+
+function routeHash() {
+  const m = location.hash.match(/^#job=(.+)$/);
+  if (m) showJob(decodeURIComponent(m[1]));
 }
 
 // drawChart plots per-second rates from the counter history as polylines.
@@ -284,6 +411,11 @@ document.addEventListener("DOMContentLoaded", () => {
     if (h) follow(h);
   });
   $("#dead-refresh").addEventListener("click", loadDead);
+  $("#jobs-form").addEventListener("submit", (e) => { e.preventDefault(); listJobs(false); });
+  $("#jobs-more").addEventListener("click", () => listJobs(true));
+  window.addEventListener("hashchange", routeHash);
+  routeHash();
+  listJobs(false);
   $("#dead-purge-all").addEventListener("click", async () => {
     try { await api("DELETE", "/v1/dead-letters"); loadDead(); } catch (err) { alert(err.message); }
   });
