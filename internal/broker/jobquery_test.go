@@ -72,7 +72,7 @@ func TestListJobsCursorPaging(t *testing.T) {
 
 func TestCountJobs(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 3}})
+	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 3, Backoff: Backoff{Initial: time.Hour, Max: time.Hour}}})
 	client, _ := tb.session()
 	worker, _ := tb.session()
 	tb.b.CanDo(worker, []byte("f"), 0)
