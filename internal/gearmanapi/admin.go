@@ -93,7 +93,7 @@ func adminCancelJob(ctx context.Context, c *conn, args []string, a *adminAnswer)
 		a.WriteString(errArgs("cancel"))
 		return
 	}
-	if err := c.srv.b.CancelJob(ctx, []byte(args[0])); err != nil {
+	if err := c.srv.b.CancelJobBy(ctx, []byte(args[0]), "admin "+c.remote); err != nil {
 		a.WriteString(errText(err))
 		return
 	}

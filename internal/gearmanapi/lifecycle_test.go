@@ -272,5 +272,11 @@ func TestAdminJobRecords(t *testing.T) {
 		require.Contains(t, show, want)
 	}
 	require.Contains(t, adm.admin("job H:test:1", true), "ERR UNKNOWN_JOB")
+
+	// Cancelled on the admin port: the record says by which connection.
+	require.Equal(t, "OK\r\n", adm.admin("cancel job "+queued, false))
+	show = adm.admin("job "+queued, true)
+	require.Contains(t, show, "state\tcancelled\n")
+	require.Contains(t, show, "cancelled_by\t\"admin 127.0.0.1:")
 	require.Contains(t, adm.admin("jobs state=sleeping", true), "ERR INVALID_ARGUMENTS")
 }
