@@ -319,3 +319,53 @@ func TestMetricsOfRetriesAndSchedules(t *testing.T) {
 	require.Contains(t, text, `gearwork_jobs_by_state{function="flaky",state="dead"} 1`)
 	require.Contains(t, text, `gearwork_schedule_next_tick_timestamp_seconds{function="report",schedule="nightly"} `)
 }
+
+// ?wait= answers with the job's record: a job out of attempts is dead with
+// its attempts and last error; a job cancelled while the request waits is
+// cancelled.
+func TestWaitAnswersTheRecord(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "f")
+	type answer struct {
+		code int
+		job  jobJSON
+	}
+	wait := func(path string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			resp, err := http.Post(tb.ts.URL+path, "text/plain", strings.NewReader("p"))
+			if err != nil {
+				ch <- answer{}
+				return
+			}
+			defer resp.Body.Close()
+			var j jobJSON
+			_ = json.NewDecoder(resp.Body).Decode(&j)
+			ch <- answer{resp.StatusCode, j}
+		}()
+		return ch
+	}
+
+	ch := wait("/v1/functions/f/jobs?wait=60s&attempts=1")
+	a := w.grab(t)
+	require.NoError(t, tb.b.WorkData(w.sess, a.Seq, []byte("no space left"), true))
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Fail, nil))
+	got := <-ch
+	require.Equal(t, http.StatusOK, got.code)
+	require.Equal(t, "dead", got.job.State)
+	require.True(t, got.job.Final)
+	require.Equal(t, uint32(1), *got.job.Attempts)
+	require.Equal(t, "no space left", got.job.LastError, "the warning before WORK_FAIL is the error")
+	require.Len(t, got.job.History, 1)
+
+	ch = wait("/v1/functions/f/jobs?wait=60s")
+	a = w.grab(t)
+	resp := tb.do(t, http.MethodDelete, "/v1/jobs/"+url.PathEscape(tb.b.Handle(a.Seq)), nil)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	got = <-ch
+	require.Equal(t, http.StatusOK, got.code)
+	require.Equal(t, "cancelled", got.job.State)
+	require.True(t, *got.job.Background)
+}
