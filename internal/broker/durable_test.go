@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -12,13 +11,17 @@ import (
 
 	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
-// mapStore is a minimal Store for broker tests; the real implementations
-// are tested by internal/store/storetest.
+// mapStore is the in-memory store with hooks for broker tests: it counts
+// saves, can fail or hold them, and ignores cancellation as a store whose
+// write is under way would. The real implementations are tested by
+// internal/store/storetest.
 type mapStore struct {
+	*memory.Store
+	// mu guards the fields below.
 	mu      sync.Mutex
-	jobs    map[uint64]store.Job
 	saves   int
 	failErr error
 	// gate, when set, blocks Save until closed.
@@ -29,9 +32,9 @@ type mapStore struct {
 	written map[uint64]int
 }
 
-func newMapStore() *mapStore { return &mapStore{jobs: map[uint64]store.Job{}} }
+func newMapStore() *mapStore { return &mapStore{Store: memory.New()} }
 
-func (m *mapStore) Save(_ context.Context, jobs []store.Job) error {
+func (m *mapStore) Save(ctx context.Context, jobs []store.Job) error {
 	if m.entered != nil {
 		select {
 		case m.entered <- struct{}{}:
@@ -47,48 +50,29 @@ func (m *mapStore) Save(_ context.Context, jobs []store.Job) error {
 		return m.failErr
 	}
 	m.saves++
+	if m.written == nil {
+		m.written = map[uint64]int{}
+	}
 	for _, j := range jobs {
-		if m.written == nil {
-			m.written = map[uint64]int{}
-		}
 		m.written[j.Seq]++
-		j.Payload = append([]byte(nil), j.Payload...)
-		m.jobs[j.Seq] = j
 	}
-	return nil
+	return m.Store.Save(context.WithoutCancel(ctx), jobs)
 }
 
-func (m *mapStore) Delete(_ context.Context, seqs []uint64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, s := range seqs {
-		delete(m.jobs, s)
-	}
-	return nil
+// get returns the stored record of job seq.
+func (m *mapStore) get(seq uint64) (store.Job, bool) {
+	return memoryRecord(m.Store, seq)
 }
 
-func (m *mapStore) Load(_ context.Context, each func(store.Job) error) error {
-	m.mu.Lock()
-	var all []store.Job
-	for _, j := range m.jobs {
-		all = append(all, j)
-	}
-	m.mu.Unlock()
-	sort.Slice(all, func(a, b int) bool { return all[a].Seq < all[b].Seq })
-	for _, j := range all {
-		if err := each(j); err != nil {
-			return err
+// memoryRecord returns the record of job seq in st.
+func memoryRecord(st *memory.Store, seq uint64) (rec store.Job, ok bool) {
+	_ = st.Load(context.Background(), func(j store.Job) error {
+		if j.Seq == seq {
+			rec, ok = j, true
 		}
-	}
-	return nil
-}
-
-func (m *mapStore) Close() error { return nil }
-
-func (m *mapStore) len() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.jobs)
+		return nil
+	})
+	return rec, ok
 }
 
 func startWithStore(t *testing.T, st store.Store) *Broker {
@@ -134,7 +118,7 @@ func TestDurableSubmitAcknowledgedAfterSave(t *testing.T) {
 	close(st.gate)
 	r := <-answered
 	require.NoError(t, r.err)
-	require.Equal(t, 1, st.len())
+	require.Equal(t, 1, st.Len())
 }
 
 func TestDurableReplayKeepsOrderPriorityAndUnique(t *testing.T) {
@@ -165,7 +149,7 @@ func TestDurableReplayKeepsOrderPriorityAndUnique(t *testing.T) {
 	}
 	require.Equal(t, []uint64{bb.seq, a.seq, c.seq}, order)
 	b2.Stop()
-	require.Equal(t, 0, st.len(), "finished jobs are deleted")
+	require.Equal(t, 0, st.Len(), "finished jobs are deleted")
 	b3 := startWithStoreAt(t, st, time.Unix(1_700_000_001, 0))
 	next := submitAndWait(t, b3, b3.NewSession("z", &recorder{}), bg("f", "", "new", Normal))
 	require.Greater(t, next.seq, c.seq, "sequence numbers are not reused")

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -110,7 +109,7 @@ func (eb *earlyBundle) holdCommitter(t *testing.T, s *Session) *answers {
 func (eb *earlyBundle) written(seq uint64) (int, bool) {
 	eb.st.mu.Lock()
 	defer eb.st.mu.Unlock()
-	_, ok := eb.st.jobs[seq]
+	_, ok := eb.st.get(seq)
 	return eb.st.written[seq], ok
 }
 
@@ -149,7 +148,7 @@ func TestEarlyJobCompletedBeforeCommitIsNeverWritten(t *testing.T) {
 	n, stored := eb.written(a.Seq)
 	require.Zero(t, n, "the save of a job that ended before it was taken is dropped")
 	require.False(t, stored)
-	require.Equal(t, 1, eb.st.len(), "only the blocker is stored")
+	require.Equal(t, 1, eb.st.Len(), "only the blocker is stored")
 	require.Equal(t, 1, b.JobCount())
 }
 
@@ -211,7 +210,7 @@ func TestEarlyJobCancelledBeforeCommit(t *testing.T) {
 		n, stored := eb.written(seq)
 		require.Zero(t, n, "running=%v: a job cancelled before its save was taken is never written", running)
 		require.False(t, stored)
-		require.Equal(t, 2, eb.st.len(), "running=%v: the blocker and the new job", running)
+		require.Equal(t, 2, eb.st.Len(), "running=%v: the blocker and the new job", running)
 	}
 }
 
@@ -288,7 +287,7 @@ func TestEarlyJobCoalescedWaiter(t *testing.T) {
 	require.False(t, r2.created)
 	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
 	b.Stop()
-	require.Zero(t, eb.st.len())
+	require.Zero(t, eb.st.Len())
 }
 
 func TestEarlyJobCoalescedWaiterAnsweredWhenItEnds(t *testing.T) {
@@ -308,7 +307,7 @@ func TestEarlyJobCoalescedWaiterAnsweredWhenItEnds(t *testing.T) {
 	require.Equal(t, r1.seq, r2.seq)
 	eb.release()
 	b.Stop()
-	require.Zero(t, eb.st.len())
+	require.Zero(t, eb.st.Len())
 }
 
 // TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs: a job that failed and
@@ -340,7 +339,7 @@ func TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs(t *testing.T) {
 	b.Stop()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	rec, ok := st.jobs[a.Seq]
+	rec, ok := st.get(a.Seq)
 	require.True(t, ok)
 	require.Equal(t, store.StateRetryWait, rec.State)
 	require.Equal(t, uint32(1), rec.Attempts)
@@ -374,19 +373,9 @@ func TestEarlySubmitWatchedSeesEventsBeforeCommit(t *testing.T) {
 	eb.release()
 }
 
-// readerMapStore is a mapStore that can read payloads back, which turns
-// payload tiering on.
+// readerMapStore is a mapStore that can read payloads back (the memory
+// store's ReadPayload), which turns payload tiering on.
 type readerMapStore struct{ *mapStore }
-
-func (m readerMapStore) ReadPayload(_ context.Context, seq uint64) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	j, ok := m.jobs[seq]
-	if !ok {
-		return nil, fmt.Errorf("job %d: %w", seq, store.ErrNotFound)
-	}
-	return j.Payload, nil
-}
 
 func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 	t.Parallel()
@@ -423,7 +412,7 @@ func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 
 	release()
 	b.Stop()
-	require.Equal(t, 1, st.len(), "only the blocker is stored")
+	require.Equal(t, 1, st.Len(), "only the blocker is stored")
 }
 
 // A job that ends into a state the store keeps (a retained result, a dead
@@ -478,7 +467,7 @@ func TestEarlyJobKeptAfterItEndsIsAnsweredOnceStored(t *testing.T) {
 			require.Equal(t, a.Seq, r.seq)
 			b.Stop()
 			st.mu.Lock()
-			rec, ok := st.jobs[a.Seq]
+			rec, ok := st.get(a.Seq)
 			st.mu.Unlock()
 			require.True(t, ok, "%s (write under way: %v) is stored", c.name, writing)
 			require.Equal(t, c.state, rec.State)

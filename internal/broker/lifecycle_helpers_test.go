@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"slices"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/clocktest"
-	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
 func newLCClock() *clocktest.Clock {
@@ -49,108 +48,11 @@ func kinds(evs []Event) []EventKind {
 	return out
 }
 
-// lcStore is a map-backed Store with the MetaStore capability, standing in for
-// the durable stores in restart tests.
-type lcStore struct {
-	mu   sync.Mutex
-	jobs map[uint64]store.Job
-	meta map[string][]byte
-}
-
-var (
-	_ store.Store     = (*lcStore)(nil)
-	_ store.MetaStore = (*lcStore)(nil)
-)
-
-func newLCStore() *lcStore {
-	return &lcStore{jobs: make(map[uint64]store.Job), meta: make(map[string][]byte)}
-}
-
-func (s *lcStore) Save(_ context.Context, jobs []store.Job) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, j := range jobs {
-		j.Payload = slices.Clone(j.Payload)
-		j.Result = slices.Clone(j.Result)
-		j.History = slices.Clone(j.History)
-		s.jobs[j.Seq] = j
-	}
-	return nil
-}
-
-func (s *lcStore) Delete(_ context.Context, seqs []uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, q := range seqs {
-		delete(s.jobs, q)
-	}
-	return nil
-}
-
-func (s *lcStore) Load(_ context.Context, each func(store.Job) error) error {
-	s.mu.Lock()
-	all := make([]store.Job, 0, len(s.jobs))
-	for _, j := range s.jobs {
-		all = append(all, j)
-	}
-	s.mu.Unlock()
-	sort.Slice(all, func(i, k int) bool { return all[i].Seq < all[k].Seq })
-	for _, j := range all {
-		if err := each(j); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *lcStore) Close() error { return nil }
-
-func (s *lcStore) LoadMeta(_ context.Context, each func(store.Meta) error) error {
-	s.mu.Lock()
-	all := make([]store.Meta, 0, len(s.meta))
-	for k, v := range s.meta {
-		all = append(all, store.Meta{Key: k, Value: slices.Clone(v)})
-	}
-	s.mu.Unlock()
-	for _, m := range all {
-		if err := each(m); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *lcStore) PutMeta(_ context.Context, entries []store.Meta) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, m := range entries {
-		if m.Value == nil {
-			delete(s.meta, m.Key)
-		} else {
-			s.meta[m.Key] = slices.Clone(m.Value)
-		}
-	}
-	return nil
-}
-
-func (s *lcStore) get(seq uint64) (store.Job, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j, ok := s.jobs[seq]
-	return j, ok
-}
-
-func (s *lcStore) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.jobs)
-}
-
 // lcBundle is one broker under test with a client and a worker session.
 type lcBundle struct {
 	b      *Broker
 	clock  *clocktest.Clock
-	store  *lcStore // nil without a store
+	store  *memory.Store // nil without a store
 	client *Session
 	cout   *lcOutbox
 	worker *Session
@@ -159,7 +61,7 @@ type lcBundle struct {
 
 type lcOpts struct {
 	cfg   Config
-	store *lcStore
+	store *memory.Store
 	clock *clocktest.Clock
 	// functions the worker registers.
 	can []string

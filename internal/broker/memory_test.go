@@ -44,7 +44,7 @@ func TestQueuedBackgroundJobReleasesItsExtra(t *testing.T) {
 	require.Equal(t, "plain", string(a.Payload))
 	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
 	b.Stop() // flushes the committer
-	require.Equal(t, 1, st.len(), "the finished job is deleted from the store")
+	require.Equal(t, 1, st.Len(), "the finished job is deleted from the store")
 }
 
 func TestJobFlagsKeepSaveStateApart(t *testing.T) {

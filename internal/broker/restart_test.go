@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
 // Everything the lifecycle keeps survives a restart on the same store:
@@ -22,7 +23,7 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	pol := Policy{MaxAttempts: 3, Backoff: noJitter(10 * time.Second), Ordering: OrderingUniquePrefix,
 		ResultRetention: time.Hour}
 	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn", "dl"}}
-	opts.store = newLCStore()
+	opts.store = memory.New()
 	tb := setupLC(t, opts)
 
 	a := tb.submit(t, lcBG("fn", "k:1", "a"))
@@ -99,9 +100,9 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 		}
 	}
 	tb.b.Stop()
-	_, stored := tb.store.get(r)
+	_, stored := memoryRecord(tb.store, r)
 	require.False(t, stored)
-	_, stored = tb.store.get(d)
+	_, stored = memoryRecord(tb.store, d)
 	require.True(t, stored)
 }
 
@@ -109,12 +110,12 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 func TestLifecycleStatesAreStored(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Minute), ResultRetention: time.Hour}
-	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()})
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: memory.New()})
 	a := tb.submit(t, lcBG("fn", "", "a"))
 	tb.grab(t)
 	require.NoError(t, tb.b.Finish(tb.worker, a, Exception, []byte("x")))
 	tb.b.Stop() // flushes the committer
-	rec, ok := tb.store.get(a)
+	rec, ok := memoryRecord(tb.store, a)
 	require.True(t, ok)
 	require.Equal(t, store.StateRetryWait, rec.State)
 	require.Equal(t, uint32(1), rec.Attempts)
@@ -133,30 +134,30 @@ func TestCronExactlyOnceAcrossRestarts(t *testing.T) {
 	}{{MissedAll, 3}, {MissedOne, 1}, {MissedSkip, 0}} {
 		t.Run(string(tc.missed)+"-", func(t *testing.T) {
 			t.Parallel()
-			opts := lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, "min", "fn", tc.missed)}}, store: newLCStore()}
+			opts := lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, "min", "fn", tc.missed)}}, store: memory.New()}
 			tb := setupLC(t, opts)
 			tb.advance(time.Minute) // 10:01: one tick
 			tb.b.Stop()
-			require.Equal(t, 1, tb.store.len())
+			require.Equal(t, 1, tb.store.Len())
 
 			// Restart at the same moment: nothing new.
 			tb = tb.restart(t, opts)
 			tb.b.RunTimers()
 			tb.b.Stop()
-			require.Equal(t, 1, tb.store.len())
+			require.Equal(t, 1, tb.store.Len())
 
 			// Down for three ticks.
 			tb.clock.Add(3*time.Minute + 10*time.Second)
 			tb = tb.restart(t, opts)
 			tb.b.RunTimers()
 			tb.b.Stop()
-			require.Equal(t, 1+tc.want, tb.store.len())
+			require.Equal(t, 1+tc.want, tb.store.Len())
 
 			// The schedule goes on from there.
 			tb = tb.restart(t, opts)
 			tb.advance(50 * time.Second) // 10:05
 			tb.b.Stop()
-			require.Equal(t, 2+tc.want, tb.store.len())
+			require.Equal(t, 2+tc.want, tb.store.Len())
 		})
 	}
 }
@@ -165,19 +166,20 @@ func TestCronExactlyOnceAcrossRestarts(t *testing.T) {
 // recorded does not submit the tick again: the job carries its tick.
 func TestCronTickRecoveredFromJob(t *testing.T) {
 	t.Parallel()
-	opts := lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, "min", "fn", MissedAll)}}, store: newLCStore()}
+	opts := lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, "min", "fn", MissedAll)}}, store: memory.New()}
 	tb := setupLC(t, opts)
 	tb.advance(time.Minute)
 	tb.b.Stop()
-	require.Equal(t, 1, tb.store.len())
-	tb.store.mu.Lock()
-	require.Contains(t, tb.store.meta, "cron/min")
-	delete(tb.store.meta, "cron/min") // as if the crash came first
-	tb.store.mu.Unlock()
+	require.Equal(t, 1, tb.store.Len())
+	meta := map[string][]byte{}
+	require.NoError(t, tb.store.LoadMeta(context.Background(), func(m store.Meta) error { meta[m.Key] = m.Value; return nil }))
+	require.Contains(t, meta, "cron/min")
+	// as if the crash came first
+	require.NoError(t, tb.store.PutMeta(context.Background(), []store.Meta{{Key: "cron/min"}}))
 	tb = tb.restart(t, opts)
 	tb.b.RunTimers()
 	tb.b.Stop()
-	require.Equal(t, 1, tb.store.len())
+	require.Equal(t, 1, tb.store.Len())
 }
 
 // A job that was running at a crash runs again after the restart, keeping
@@ -185,7 +187,7 @@ func TestCronTickRecoveredFromJob(t *testing.T) {
 func TestRestartRunningOrderedHead(t *testing.T) {
 	t.Parallel()
 	pol := Policy{Ordering: OrderingUniquePrefix}
-	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()}
+	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: memory.New()}
 	tb := setupLC(t, opts)
 	a := tb.submit(t, lcBG("fn", "k:1", "a"))
 	b := tb.submit(t, lcBG("fn", "k:2", "b"))
@@ -203,7 +205,7 @@ func TestRestartRunningOrderedHead(t *testing.T) {
 // Replayed dead letters do not make their function show up in "status".
 func TestReplayedDeadLetterKeepsStatusClean(t *testing.T) {
 	t.Parallel()
-	opts := lcOpts{can: []string{"gone"}, store: newLCStore()}
+	opts := lcOpts{can: []string{"gone"}, store: memory.New()}
 	tb := setupLC(t, opts)
 	seq := tb.submit(t, lcBG("gone", "", "p"))
 	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Fail, nil))
@@ -216,26 +218,13 @@ func TestReplayedDeadLetterKeepsStatusClean(t *testing.T) {
 	require.Equal(t, 1, tb.b.Status(context.Background())[0].Total)
 }
 
-func (s *lcStore) clone() *lcStore {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := newLCStore()
-	for k, v := range s.jobs {
-		c.jobs[k] = v
-	}
-	for k, v := range s.meta {
-		c.meta[k] = v
-	}
-	return c
-}
-
 // waitStored polls the store until cond holds for job seq: the committer
 // writes lifecycle transitions asynchronously.
-func waitStored(t *testing.T, s *lcStore, seq uint64, cond func(store.Job, bool) bool) {
+func waitStored(t *testing.T, s *memory.Store, seq uint64, cond func(store.Job, bool) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		j, ok := s.get(seq)
+		j, ok := memoryRecord(s, seq)
 		if cond(j, ok) {
 			return
 		}
@@ -252,7 +241,7 @@ func TestCrashKeepsStoredLifecycleState(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Minute), Ordering: OrderingUniquePrefix,
 		ResultRetention: time.Hour}
-	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: newLCStore()}
+	opts := lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}, store: memory.New()}
 	tb := setupLC(t, opts)
 	head := tb.submit(t, lcBG("fn", "k:1", "head"))
 	next := tb.submit(t, lcBG("fn", "k:2", "next"))
@@ -268,7 +257,7 @@ func TestCrashKeepsStoredLifecycleState(t *testing.T) {
 	waitStored(t, tb.store, head, func(j store.Job, ok bool) bool { return ok && j.State == store.StateRetryWait })
 	waitStored(t, tb.store, res, func(j store.Job, ok bool) bool { return ok && j.State == store.StateDone })
 
-	crashed := tb.store.clone()
+	crashed := tb.store.Snapshot()
 	opts.store = crashed
 	opts.clock = tb.clock
 	tb2 := setupLC(t, opts)

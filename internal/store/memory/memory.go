@@ -8,6 +8,7 @@ package memory
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 
@@ -47,6 +48,18 @@ func New() *Store {
 // store again after a restart would. Tests use it to exercise replay.
 func (s *Store) Reopen() *Store {
 	return &Store{d: s.d}
+}
+
+// Snapshot returns a new store holding a copy of the jobs and metadata as
+// they are now, as a copy of a durable store's files taken at this moment
+// would: tests use it as the image a crash leaves.
+func (s *Store) Snapshot() *Store {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	c := New()
+	maps.Copy(c.d.jobs, s.d.jobs)
+	maps.Copy(c.d.meta, s.d.meta)
+	return c
 }
 
 // Len returns the number of stored jobs.
