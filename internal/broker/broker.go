@@ -127,7 +127,7 @@ type Broker struct {
 	nextSeq   uint64
 	nextSess  uint64
 	sessions  map[uint64]*Session
-	timers    timerHeap
+	timers    timerHeap[*job]
 	draining  bool
 	stopped   bool
 	idle      chan struct{} // closed when draining and nothing runs

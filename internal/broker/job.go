@@ -146,8 +146,7 @@ type jobExtra struct {
 	worker   *Session
 	clients  []*Session
 	num, den uint32
-	timerIdx int   // index in the timer heap; -1 when not in it
-	timerAt  int64 // Unix nanoseconds when the timer fires
+	timer    timerSlot // in Broker.timers; idx -1 when not in it
 	// waiters are the background submitters of a job whose first store
 	// write is not done yet (job.save, or statePending in shared mode),
 	// told once it is durable (or has ended, or the write failed).
@@ -175,7 +174,7 @@ func (j *job) size() int64 { return int64(len(j.payload) + len(j.unique)) }
 
 func (j *job) extra() *jobExtra {
 	if j.x == nil {
-		j.x = &jobExtra{timerIdx: -1}
+		j.x = &jobExtra{timer: timerSlot{idx: -1}}
 	}
 	return j.x
 }
@@ -185,7 +184,7 @@ func (j *job) extra() *jobExtra {
 // only the job itself.
 func (j *job) releaseExtra() {
 	if x := j.x; x != nil && x.reducer == "" && x.runAt == 0 && x.worker == nil && len(x.clients) == 0 &&
-		x.num == 0 && x.den == 0 && x.timerIdx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 &&
+		x.num == 0 && x.den == 0 && x.timer.idx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 &&
 		x.warning == "" {
 		j.x = nil
 	}

@@ -26,7 +26,7 @@ type lifeState struct {
 	deadLists map[string]*jobList
 	// done holds jobs whose result is retained, by sequence number.
 	done      map[uint64]*job
-	timers    lifeTimerHeap
+	timers    timerHeap[*lifeTimer]
 	schedules []*schedule
 	// meta is the store's optional metadata capability; nil without one.
 	meta        store.MetaStore
@@ -96,7 +96,7 @@ func (b *Broker) initLife() {
 		l.meta = m
 	}
 	for _, s := range b.cfg.Schedules {
-		l.schedules = append(l.schedules, &schedule{cfg: s, timer: lifeTimer{idx: -1}})
+		l.schedules = append(l.schedules, &schedule{cfg: s, timer: lifeTimer{timerSlot: timerSlot{idx: -1}}})
 	}
 }
 
@@ -144,7 +144,7 @@ func (b *Broker) applyPolicyLocked(f *function) {
 
 func (b *Broker) fnLifeLocked(f *function) *fnLife {
 	if f.life == nil {
-		f.life = &fnLife{pol: b.policyOf(f.name), pauseTimer: lifeTimer{idx: -1}, rateTimer: lifeTimer{idx: -1}}
+		f.life = &fnLife{pol: b.policyOf(f.name), pauseTimer: lifeTimer{timerSlot: timerSlot{idx: -1}}, rateTimer: lifeTimer{timerSlot: timerSlot{idx: -1}}}
 		f.life.tokens = f.life.pol.burst()
 		f.life.tokensAt = b.nowNanos()
 	}
@@ -308,7 +308,7 @@ func (b *Broker) recordLife(r *store.Job, j *job) {
 		r.Result = l.result
 		// When the result expires, so that any server sharing the store can
 		// expire it.
-		r.NotBefore = j.x.timerAt
+		r.NotBefore = j.x.timer.at
 	}
 	r.Attempts = l.attempts
 	r.LastError = l.lastErr

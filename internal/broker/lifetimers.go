@@ -6,35 +6,11 @@ import "container/heap"
 // token, next cron tick). Create it with idx -1 (not armed); a zero
 // lifeTimer would claim to sit at the top of the heap.
 type lifeTimer struct {
-	at   int64 // Unix nanoseconds
-	idx  int   // index in the heap; -1 when not armed
+	timerSlot
 	fire func(now int64)
 }
 
-// lifeTimerHeap orders function-level timers by time. It lives beside the
-// job timer heap and RunTimers fires both.
-type lifeTimerHeap []*lifeTimer
-
-func (h lifeTimerHeap) Len() int           { return len(h) }
-func (h lifeTimerHeap) Less(a, b int) bool { return h[a].at < h[b].at }
-func (h lifeTimerHeap) Swap(a, b int) {
-	h[a], h[b] = h[b], h[a]
-	h[a].idx = a
-	h[b].idx = b
-}
-func (h *lifeTimerHeap) Push(v any) {
-	t := v.(*lifeTimer)
-	t.idx = len(*h)
-	*h = append(*h, t)
-}
-func (h *lifeTimerHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	t.idx = -1
-	return t
-}
+func (t *lifeTimer) slot() *timerSlot { return &t.timerSlot }
 
 // armLifeTimerLocked (re)arms t to fire at at (Unix ns).
 func (b *Broker) armLifeTimerLocked(t *lifeTimer, at int64, fire func(now int64)) {

@@ -78,7 +78,7 @@ type Result struct {
 
 func (b *Broker) resultOf(j *job) Result {
 	return Result{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(), Data: j.x.life.result,
-		FinishedAt: time.Unix(0, j.x.life.finishedAt), Expires: time.Unix(0, j.x.timerAt)}
+		FinishedAt: time.Unix(0, j.x.life.finishedAt), Expires: time.Unix(0, j.x.timer.at)}
 }
 
 // Result returns the retained result of the job with the given handle;

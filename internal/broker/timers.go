@@ -6,40 +6,57 @@ import (
 	"time"
 )
 
-// timerHeap orders jobs by jobExtra.timerAt: scheduled jobs by run-at time,
-// running jobs by their timeout deadline, jobs waiting to be retried by the
-// end of their backoff, retained results by their expiry.
-type timerHeap []*job
+// timerSlot is where a timer sits in its timerHeap: its time (Unix
+// nanoseconds) and its index in the heap, -1 when it is not in it.
+type timerSlot struct {
+	at  int64
+	idx int
+}
 
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(a, b int) bool { return h[a].x.timerAt < h[b].x.timerAt }
-func (h timerHeap) Swap(a, b int) {
+// timer is what a timerHeap holds: anything with a timerSlot.
+type timer interface{ slot() *timerSlot }
+
+// timerHeap orders timers by time; each knows its index, so that it can be
+// moved or removed. The broker keeps two: job timers (Broker.timers:
+// scheduled jobs by run-at time, running jobs by their timeout deadline,
+// jobs waiting to be retried by the end of their backoff, retained results
+// by their expiry) and function timers (lifeState.timers: lifeTimer).
+// RunTimers fires both.
+type timerHeap[T timer] []T
+
+func (h timerHeap[T]) Len() int           { return len(h) }
+func (h timerHeap[T]) Less(a, b int) bool { return h[a].slot().at < h[b].slot().at }
+func (h timerHeap[T]) Swap(a, b int) {
 	h[a], h[b] = h[b], h[a]
-	h[a].x.timerIdx = a
-	h[b].x.timerIdx = b
+	h[a].slot().idx = a
+	h[b].slot().idx = b
 }
-func (h *timerHeap) Push(v any) {
-	j := v.(*job)
-	j.x.timerIdx = len(*h)
-	*h = append(*h, j)
+func (h *timerHeap[T]) Push(v any) {
+	t := v.(T)
+	t.slot().idx = len(*h)
+	*h = append(*h, t)
 }
-func (h *timerHeap) Pop() any {
+func (h *timerHeap[T]) Pop() any {
 	old := *h
-	j := old[len(old)-1]
-	old[len(old)-1] = nil
+	t := old[len(old)-1]
+	var none T
+	old[len(old)-1] = none
 	*h = old[:len(old)-1]
-	j.x.timerIdx = -1
-	return j
+	t.slot().idx = -1
+	return t
 }
+
+// slot makes a job a timer: its timer lives in its extra.
+func (j *job) slot() *timerSlot { return &j.x.timer }
 
 func (b *Broker) addTimerLocked(j *job, atNanos int64) {
 	x := j.extra()
-	if x.timerIdx >= 0 {
-		heap.Remove(&b.timers, x.timerIdx)
+	if x.timer.idx >= 0 {
+		heap.Remove(&b.timers, x.timer.idx)
 	}
-	x.timerAt = atNanos
+	x.timer.at = atNanos
 	heap.Push(&b.timers, j)
-	if x.timerIdx == 0 {
+	if x.timer.idx == 0 {
 		select {
 		case b.timerWake <- struct{}{}:
 		default:
@@ -48,8 +65,8 @@ func (b *Broker) addTimerLocked(j *job, atNanos int64) {
 }
 
 func (b *Broker) removeTimerLocked(j *job) {
-	if j.x != nil && j.x.timerIdx >= 0 {
-		heap.Remove(&b.timers, j.x.timerIdx)
+	if j.x != nil && j.x.timer.idx >= 0 {
+		heap.Remove(&b.timers, j.x.timer.idx)
 	}
 }
 
@@ -62,7 +79,7 @@ func (b *Broker) RunTimers() time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now().UnixNano()
-	for len(b.timers) > 0 && b.timers[0].x.timerAt <= now {
+	for len(b.timers) > 0 && b.timers[0].x.timer.at <= now {
 		j := heap.Pop(&b.timers).(*job)
 		switch j.state {
 		case stateScheduled:
@@ -80,8 +97,8 @@ func (b *Broker) RunTimers() time.Time {
 		}
 	}
 	next := b.runLifeTimersLocked(now)
-	if len(b.timers) > 0 && (next == 0 || b.timers[0].x.timerAt < next) {
-		next = b.timers[0].x.timerAt
+	if len(b.timers) > 0 && (next == 0 || b.timers[0].x.timer.at < next) {
+		next = b.timers[0].x.timer.at
 	}
 	if next == 0 {
 		return time.Time{}
