@@ -80,12 +80,7 @@ start_server() {
 		;;
 	*) log "unknown server $name"; exit 1 ;;
 	esac
-	SERVER_PID=$!
-	if ! wait_port "$port"; then
-		log "$name did not start on port $port"
-		stop_server
-		exit 1
-	fi
+	started "$name" "$port" $!
 }
 
 stop_server() {

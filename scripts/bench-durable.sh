@@ -94,23 +94,13 @@ start_server() {
 		;;
 	*) log "unknown server $name"; exit 1 ;;
 	esac
-	SERVER_PID=$!
-	if ! wait_port "$port"; then
-		log "$name did not start on port $port"
-		stop_server
-		exit 1
-	fi
+	started "$name" "$port" $!
 }
 
 stop_server() {
-	local pid
-	for pid in "$SERVER_PID" "$REDIS_PID"; do
-		if [ -n "$pid" ]; then
-			kill "$pid" 2>/dev/null || true
-			wait "$pid" 2>/dev/null || true
-		fi
-	done
-	SERVER_PID="" REDIS_PID=""
+	kill_server
+	stop_pid "$REDIS_PID"
+	REDIS_PID=""
 	rm -rf "$DATA"
 }
 trap stop_server EXIT

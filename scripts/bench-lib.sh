@@ -49,14 +49,32 @@ num() {
 			print s out } else printf "%.3g\n", v }'
 }
 
+# stop_pid PID stops a process this script started in the background, if
+# PID is set, and waits for it.
+stop_pid() {
+	if [ -n "$1" ]; then
+		kill "$1" 2>/dev/null || true
+		wait "$1" 2>/dev/null || true
+	fi
+}
+
 # kill_server stops the server started as SERVER_PID, if any, and waits for
 # it.
 kill_server() {
-	if [ -n "$SERVER_PID" ]; then
-		kill "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
+	stop_pid "$SERVER_PID"
 	SERVER_PID=""
+}
+
+# started NAME PORT PID records PID, a server just started in the
+# background, as SERVER_PID and waits until it listens on PORT; when it
+# does not, it stops it (stop_server, from the sourcing script) and exits.
+started() {
+	SERVER_PID=$3
+	if ! wait_port "$2"; then
+		log "$1 did not start on port $2"
+		stop_server
+		exit 1
+	fi
 }
 
 # run_matrix ROWS SERVERS runs every row against every server, RUNS times.
