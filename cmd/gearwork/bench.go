@@ -21,7 +21,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs := newFlagSet("bench", "bench [flags]\n\n"+
 		"Drives a Gearman job server (Gearwork or gearmand) with load scenarios and prints,\n"+
 		"for each, one machine-readable line on stdout (key=value pairs, or JSON with --json)\n"+
-		"and a readable summary on stderr.\n\nScenarios: "+strings.Join(bench.Scenarios(), ", ")+
+		"and a readable summary on stderr; on a terminal, stderr also shows a progress line (rate, elapsed, ETA).\n\nScenarios: "+strings.Join(bench.Scenarios(), ", ")+
 		".\n\"drain\" means drain1,drain8 and \"fg\" means fg1,fg64; memory and idle need --pid, verify needs --queue.", stderr)
 	fs.StringVar(&cfg.Addr, "servers", "127.0.0.1:4730", "`host:port` of the Gearman server to measure (one)")
 	fs.StringVar(&cfg.Addr, "server", "127.0.0.1:4730", "old name of --servers")
@@ -38,7 +38,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `id` (same machine): adds its RSS and CPU per job, enables memory and idle")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "limit for each scenario, loading and cleanup included")
 	fs.StringVar(&cfg.Queue, "queue", "", "exact function `name` for memory and verify, with checkable payloads: memory queues them, verify (which needs it) completes --jobs of them and checks each payload")
-	fs.BoolVar(&cfg.NoCleanup, "no-cleanup", false, "leave jobs a scenario queued on the server (when it is restarted afterwards anyway)")
+	fs.BoolVar(&cfg.NoCleanup, "no-cleanup", false, "leave what a scenario created on the server: the jobs it queued and its gearwork-bench.* function (by default both are removed; use it when the server is restarted afterwards anyway)")
 	fs.BoolVar(&asJSON, "json", false, "print each result as a JSON object instead of key=value pairs")
 	if err := parseFlags(fs, args); err != nil {
 		return err

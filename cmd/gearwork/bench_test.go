@@ -30,6 +30,13 @@ func TestBenchCommand(t *testing.T) {
 	require.Contains(t, stderr.String(), "echo    300 echoes in")
 	require.Contains(t, stderr.String(), "drain8  300 jobs in")
 	require.NotContains(t, stderr.String(), "\r", "no progress bar when stderr is not a terminal")
+	status := func() string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		require.NoError(t, run(t.Context(), []string{"admin", "--servers", addr, "status"}, nil, &out, &errOut), errOut.String())
+		return out.String()
+	}
+	require.NotContains(t, status(), "gearwork-bench", "the scenarios dropped the functions they created")
 
 	stdout.Reset()
 	// --server is the old name of --servers, kept as a hidden alias.
@@ -40,6 +47,11 @@ func TestBenchCommand(t *testing.T) {
 	require.Equal(t, "fg1", res["scenario"])
 	require.EqualValues(t, 50, res["jobs"])
 	require.Contains(t, res, "p99_us")
+	require.NotContains(t, status(), "gearwork-bench")
+
+	stdout.Reset()
+	require.NoError(t, run(t.Context(), []string{"bench", "--servers", addr, "--scenario", "fg1", "--jobs", "10", "--no-cleanup"}, nil, &stdout, &stderr))
+	require.Contains(t, status(), "gearwork-bench.fg1.", "--no-cleanup leaves the function")
 }
 
 func TestBenchCommandRejectsBadArguments(t *testing.T) {

@@ -40,8 +40,9 @@
 // Workers sleep with PRE_SLEEP and wake on NOOP, as real workers do; no
 // scenario polls. Every scenario is bounded by its job count and by
 // Timeout. Each uses its own function name, and unless NoCleanup is set it
-// completes the jobs it left queued (untimed) before returning, so scenarios
-// can run one after another against one server.
+// completes the jobs it left queued (untimed) and drops its function
+// ("drop function") before returning, so scenarios can run one after
+// another against one server and leave nothing behind.
 //
 // # Server statistics
 //
@@ -111,9 +112,11 @@ type Config struct {
 	// whose payloads are then checkable (see Scenarios); other scenarios
 	// refuse it. Empty means a random function per scenario.
 	Queue string
-	// NoCleanup leaves queued jobs on the server after a scenario (faster
-	// when the server is thrown away afterwards). By default they are
-	// completed and the queue is checked to be empty.
+	// NoCleanup leaves queued jobs and the scenario's function on the
+	// server after a scenario (faster when the server is thrown away
+	// afterwards). By default the jobs are completed, the queue is checked
+	// to be empty and the function is dropped (not with Queue set: that
+	// function is the caller's).
 	NoCleanup bool
 	// Progress receives a progress bar (carriage-return updates); nil
 	// means none. Pass a terminal, not a file.
@@ -309,6 +312,12 @@ func Run(ctx context.Context, cfg Config, name string) (Result, error) {
 	defer r.closeAll()
 
 	err := s.run(ctx, r)
+	if err == nil && !cfg.NoCleanup && cfg.Queue == "" {
+		// Close the scenario's workers first: a function with workers
+		// cannot be dropped.
+		r.closeAll()
+		err = r.dropFunction(ctx)
+	}
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -362,6 +371,32 @@ func (r *run) dial(ctx context.Context, bufSize int) (*conn, error) {
 	}
 	r.conns = append(r.conns, c)
 	return c, nil
+}
+
+// dropFunction removes the scenario's function from the server ("drop
+// function"), so that runs leave no gearwork-bench.* functions behind. The
+// server may still count the workers just closed for a moment: it retries
+// for up to five seconds. A function the server does not know (a scenario
+// that registered none) is fine.
+func (r *run) dropFunction(ctx context.Context) error {
+	c, err := r.dial(ctx, 4<<10)
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	defer c.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		line, err := c.adminLine("drop function " + string(r.fn))
+		switch {
+		case err != nil:
+			return fmt.Errorf("cleanup: drop function %s: %w", r.fn, err)
+		case line == "OK" || strings.Contains(strings.ToLower(line), "not found"):
+			return nil
+		case time.Now().After(deadline) || ctx.Err() != nil:
+			return fmt.Errorf("cleanup: drop function %s: %s", r.fn, line)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // ErrConnect is wrapped by Run's error when a connection to the server

@@ -141,6 +141,22 @@ func (c *conn) adminLines(cmd string) ([]string, error) {
 	}
 }
 
+// adminLine sends an admin command that answers one line ("OK", "ERR
+// ...") and returns that line.
+func (c *conn) adminLine(cmd string) (string, error) {
+	c.out = append(c.out, cmd+"\n"...)
+	if err := c.flush(); err != nil {
+		return "", err
+	}
+	if err := c.r.Next(&c.f); err != nil {
+		return "", fmt.Errorf("read %q answer: %w", cmd, err)
+	}
+	if !c.f.Text {
+		return "", fmt.Errorf("%q: got a binary %s packet, want text", cmd, c.f.Packet.Command)
+	}
+	return string(c.f.Line), nil
+}
+
 // isDeadline reports whether err is a read or write failure caused by a
 // deadline: the scenario's timeout, or one set in the past to stop a
 // connection's user.

@@ -17,9 +17,10 @@ type progress struct {
 	done  atomic.Int64
 	total atomic.Int64
 
-	// mu guards phase.
+	// mu guards phase and since.
 	mu    sync.Mutex
 	phase string
+	since time.Time // when phase started
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -38,6 +39,7 @@ func newProgress(w io.Writer, name string) *progress {
 func (p *progress) start(phase string, total int) {
 	p.mu.Lock()
 	p.phase = phase
+	p.since = time.Now()
 	p.mu.Unlock()
 	p.done.Store(0)
 	p.total.Store(int64(total))
@@ -76,16 +78,27 @@ const barWidth = 30
 
 func (p *progress) draw() {
 	p.mu.Lock()
-	phase := p.phase
+	phase, since := p.phase, p.since
 	p.mu.Unlock()
-	done, total := p.done.Load(), p.total.Load()
+	fmt.Fprint(p.w, "\r"+progressLine(p.name, phase, p.done.Load(), p.total.Load(), time.Since(since))+"\x1b[K")
+}
+
+// progressLine is one state of the progress bar: the phase, how far it
+// got, its rate so far, the time it took and an estimate of the time left.
+func progressLine(name, phase string, done, total int64, elapsed time.Duration) string {
 	frac := 0.0
 	if total > 0 {
 		frac = min(float64(done)/float64(total), 1)
 	}
 	n := int(frac * barWidth)
-	fmt.Fprintf(p.w, "\r%s %-10s [%s%s] %3.0f%% %d/%d\x1b[K", p.name, phase,
-		strings.Repeat("#", n), strings.Repeat(".", barWidth-n), frac*100, done, total)
+	rate, eta := 0.0, "?"
+	if secs := elapsed.Seconds(); secs > 0 && done > 0 {
+		rate = float64(done) / secs
+		eta = time.Duration(float64(total-min(done, total)) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	return fmt.Sprintf("%s %-10s [%s%s] %3.0f%% %d/%d  %.0f/s  elapsed %s  eta %s", name, phase,
+		strings.Repeat("#", n), strings.Repeat(".", barWidth-n), frac*100, done, total,
+		rate, elapsed.Round(time.Second), eta)
 }
 
 // stop erases the bar. Safe to call twice.

@@ -1,0 +1,58 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestProgressLine(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "echo measuring  [###############...............]  50% 500/1000  50/s  elapsed 10s  eta 10s",
+		progressLine("echo", "measuring", 500, 1000, 10*time.Second))
+	require.Equal(t, "fg1  loading    [..............................]   0% 0/10  0/s  elapsed 0s  eta ?",
+		progressLine("fg1 ", "loading", 0, 10, 0))
+	require.Equal(t, "drain8 cleanup    [##############################] 100% 12/10  6/s  elapsed 2s  eta 0s",
+		progressLine("drain8", "cleanup", 12, 10, 2*time.Second))
+}
+
+// The bar is redrawn in place (carriage return, erase to the end of the
+// line) and erased when the scenario ends.
+func TestProgressDrawsAndErases(t *testing.T) {
+	t.Parallel()
+	var w lockedWriter
+	p := newProgress(&w, "echo")
+	p.start("measuring", 100)
+	p.add(40)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(w.String(), "40/100") {
+		require.True(t, time.Now().Before(deadline), "no progress drawn: %q", w.String())
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.stop()
+	out := w.String()
+	require.True(t, strings.HasPrefix(out, "\recho measuring  ["), out)
+	require.Contains(t, out, " 40% 40/100  ")
+	require.True(t, strings.HasSuffix(out, "\r\x1b[K"), "erased at the end: %q", out)
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
