@@ -30,9 +30,10 @@ echo "== go test -race"
 # The JSON stream goes through scripts/testsummary, which prints what plain
 # go test would (package lines, failed tests' output) and then lists every
 # skipped test; a skip fails the run unless GEARWORK_ALLOW_SKIP=1.
+summary="${TMPDIR:-/tmp}/gearwork-skipped.$$"
 go build -o "${TMPDIR:-/tmp}/gearwork-testsummary.$$" ./scripts/testsummary
-trap 'rm -f "${TMPDIR:-/tmp}/gearwork-testsummary.$$"' EXIT
-go test -race -count=1 -timeout 15m -json ./... | "${TMPDIR:-/tmp}/gearwork-testsummary.$$"
+trap 'rm -f "${TMPDIR:-/tmp}/gearwork-testsummary.$$" "$summary"' EXIT
+go test -race -count=1 -timeout 15m -json ./... | "${TMPDIR:-/tmp}/gearwork-testsummary.$$" -summary "$summary"
 
 echo "== fuzz (${FUZZTIME:=20s} each)"
 # Every Fuzz target of every package, briefly. A longer run of one target:
@@ -61,4 +62,5 @@ if ! vulnout=$(go run "$GOVULNCHECK" ./... 2>&1); then
 else
 	echo "$vulnout"
 fi
+cat "$summary"
 echo "== all tests passed"

@@ -6,14 +6,16 @@
 // It exits with status 1 if a test failed, or if any test was skipped and
 // GEARWORK_ALLOW_SKIP=1 is not set: every tool the tests need is installed
 // by scripts/deps.sh, so a skip in "make test" is a test that silently did
-// not run. Usage (scripts/test.sh):
+// not run. With -summary FILE the summary is also written to FILE, for a
+// script that prints it again at its very end. Usage (scripts/test.sh):
 //
-//	go test -json ./... | go run ./scripts/testsummary
+//	go test -json ./... | go run ./scripts/testsummary [-summary FILE]
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +23,22 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Stdin, os.Stdout, os.Getenv("GEARWORK_ALLOW_SKIP") == "1"))
+	summary := flag.String("summary", "", "also write the summary of skipped tests to this file")
+	flag.Parse()
+	var extra io.Writer = io.Discard
+	if *summary != "" {
+		f, err := os.Create(*summary)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testsummary: %v\n", err)
+			os.Exit(1)
+		}
+		extra = f
+	}
+	code := runTo(os.Stdin, os.Stdout, extra, os.Getenv("GEARWORK_ALLOW_SKIP") == "1")
+	if f, ok := extra.(*os.File); ok {
+		f.Close()
+	}
+	os.Exit(code)
 }
 
 // event is one line of "go test -json" (see "go doc test2json").
@@ -41,6 +58,11 @@ type skip struct {
 // run copies the readable part of the stream in to out, then the summary,
 // and returns the exit status.
 func run(in io.Reader, out io.Writer, allowSkip bool) int {
+	return runTo(in, out, io.Discard, allowSkip)
+}
+
+// runTo is run that writes the summary to summary as well.
+func runTo(in io.Reader, out, summary io.Writer, allowSkip bool) int {
 	outputs := map[string][]string{} // by package and test: the test's output so far
 	var skips []skip
 	failed := false
@@ -93,15 +115,16 @@ func run(in io.Reader, out io.Writer, allowSkip bool) int {
 		fmt.Fprintf(out, "testsummary: reading go test -json: %v\n", err)
 		return 1
 	}
+	both := io.MultiWriter(out, summary)
 	if len(skips) == 0 {
-		fmt.Fprintln(out, "== skipped tests: none")
+		fmt.Fprintln(both, "== skipped tests: none")
 	} else {
-		fmt.Fprintf(out, "== skipped tests: %d\n", len(skips))
+		fmt.Fprintf(both, "== skipped tests: %d\n", len(skips))
 		for _, s := range skips {
-			fmt.Fprintf(out, "SKIP %s %s: %s\n", s.pkg, s.test, s.reason)
+			fmt.Fprintf(both, "SKIP %s %s: %s\n", s.pkg, s.test, s.reason)
 		}
 		if !allowSkip {
-			fmt.Fprintln(out, "tests were skipped: install what they need (scripts/deps.sh), or set GEARWORK_ALLOW_SKIP=1 to accept skips")
+			fmt.Fprintln(both, "tests were skipped: install what they need (scripts/deps.sh), or set GEARWORK_ALLOW_SKIP=1 to accept skips")
 			failed = true
 		}
 	}

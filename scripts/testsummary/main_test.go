@@ -54,8 +54,12 @@ func TestSkipsFailWithoutOptIn(t *testing.T) {
 	require.NotContains(t, got, "=== RUN")
 
 	out.Reset()
-	require.Equal(t, 0, run(bytes.NewReader(in), &out, true), "GEARWORK_ALLOW_SKIP=1 accepts skips: %s", out.String())
+	var summary bytes.Buffer
+	require.Equal(t, 0, runTo(bytes.NewReader(in), &out, &summary, true), "GEARWORK_ALLOW_SKIP=1 accepts skips: %s", out.String())
 	require.Contains(t, out.String(), "SKIP example.com/m TestNeedsTool")
+	require.Equal(t, "== skipped tests: 2\n"+
+		"SKIP example.com/m TestNeedsTool: m_test.go:7: frobnicate is not installed\n"+
+		"SKIP example.com/m TestParent/sub: m_test.go:10: needs PostgreSQL\n", summary.String(), "the summary alone, for the end of make test")
 }
 
 func TestFailureShowsItsOutput(t *testing.T) {
