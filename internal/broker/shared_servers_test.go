@@ -382,7 +382,10 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 	onA := grab(t, a, wa, outA)
 	require.Equal(t, r.seq, onA.Seq)
 
-	// a loses its lease; b runs the job again.
+	// a loses its lease; b runs the job again. a's worker stops asking
+	// for f first, so that a, registering again, does not claim the
+	// released row back for the run it still has before b claims it.
+	a.ResetAbilities(wa)
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
 	wb, outB := newWorker(b, "wb", "f")
 	onB := grab(t, b, wb, outB)
