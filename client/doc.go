@@ -29,7 +29,10 @@
 // requests are written in bursts (concurrent callers share one write), the
 // server's answers arrive in request order, and the updates of foreground
 // jobs are routed by job handle. No goroutine is started per request; each
-// connection has one reader goroutine.
+// connection has one reader goroutine, and Request.UpdateFunc runs on it:
+// an UpdateFunc that blocks or calls back into the Client holds up every
+// request on that connection (hand the update to a goroutine or channel of
+// your own when there is work to do).
 //
 // # Several servers
 //
