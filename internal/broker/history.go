@@ -314,7 +314,7 @@ func (fh *fnHistory) compact() {
 }
 
 // dropRecordLocked forgets one record out of order (its dead letter was
-// queued again): it is taken out of its function's list.
+// queued again, or ForgetRecord): it is taken out of its function's list.
 func (b *Broker) dropRecordLocked(r *histRec) {
 	delete(b.hist.bySeq, r.seq)
 	fh := r.fn
@@ -442,4 +442,19 @@ func nonNilBytes(b []byte) []byte {
 		return []byte{}
 	}
 	return b
+}
+
+// ForgetRecord forgets the kept record of job seq, which ended. It reports
+// false when none is kept (the job lives, never existed, or its record
+// expired). A dead letter or retained result of the job stays: purge
+// those on their own. Safe for concurrent use.
+func (b *Broker) ForgetRecord(seq uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.hist.bySeq[seq]
+	if r == nil {
+		return false
+	}
+	b.dropRecordLocked(r)
+	return true
 }

@@ -742,3 +742,17 @@ func (s *Server) handleListJobs(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// handleForgetRecord serves DELETE /v1/jobs/{handle}/record: it forgets
+// the kept record of a job that ended.
+func (s *Server) handleForgetRecord(w http.ResponseWriter, r *http.Request) error {
+	seq, handle, err := s.handleParam(r)
+	if err != nil {
+		return err
+	}
+	if !s.b.ForgetRecord(seq) {
+		return errorf(http.StatusNotFound, "job-not-found", "no record of an ended job %s is kept (a live job is cancelled with DELETE /v1/jobs/{handle})", handle)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

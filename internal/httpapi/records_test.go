@@ -369,3 +369,22 @@ func TestWaitAnswersTheRecord(t *testing.T) {
 	require.Equal(t, "cancelled", got.job.State)
 	require.True(t, *got.job.Background)
 }
+
+// DELETE /v1/jobs/{handle}/record forgets an ended job's record; a live
+// job has none to forget.
+func TestForgetRecord(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "f")
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("p")))
+	path := "/v1/jobs/" + url.PathEscape(job.Handle)
+	requireProblem(t, tb.do(t, "DELETE", path+"/record", nil), http.StatusNotFound, "no record of an ended job")
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("r")))
+	require.Equal(t, "complete", decode[jobJSON](t, tb.do(t, "GET", path, nil)).State)
+	resp := tb.do(t, "DELETE", path+"/record", nil)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	requireProblem(t, tb.do(t, "GET", path, nil), http.StatusNotFound, "no job")
+	requireProblem(t, tb.do(t, "DELETE", path+"/record", nil), http.StatusNotFound, "no record")
+}

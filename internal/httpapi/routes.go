@@ -37,6 +37,7 @@ func (s *Server) routeTable() []route {
 		{"GET", "/v1/jobs/{handle}", ScopeRead, s.handleGetJob},
 		{"DELETE", "/v1/jobs/{handle}", ScopeSubmit, s.handleCancel},
 		{"GET", "/v1/jobs/{handle}/events", ScopeRead, s.handleJobEvents},
+		{"DELETE", "/v1/jobs/{handle}/record", ScopeAdmin, s.handleForgetRecord},
 		{"GET", "/v1/functions", ScopeRead, s.handleFunctions},
 		{"POST", "/v1/functions/{fn}/pause", ScopeAdmin, s.handlePause},
 		{"POST", "/v1/functions/{fn}/resume", ScopeAdmin, s.handleResume},

@@ -220,6 +220,16 @@ func TestDashboardJobBrowser(t *testing.T) {
 		document.querySelector('#detail-cancel').hidden &&
 		document.querySelector('#detail-fields').textContent.includes('cancelled by')`)
 
+	// Delete forgets a complete job's record.
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/browse/jobs", "img-forget", nil))
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/browse/grab?wait=30s", "", &g))
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/complete?lease="+g.Lease, "ok", nil))
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(g.Handle))))
+	poll(t, ctx, "the complete job's record", `document.querySelector('#detail-state').textContent === 'complete' &&
+		!document.querySelector('#detail-delete').hidden`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-delete")))
+	poll(t, ctx, "the record to be gone", `document.querySelector('#detail-state').textContent === 'unknown'`)
+
 	// The function's list in every state: live jobs and ended ones.
 	_, err = chromedp.Run(ctx, chromedp.Evaluate[any](`(() => {
 		document.querySelector('#jobs-function').value = 'browse'; document.querySelector('#jobs-state').value = '';

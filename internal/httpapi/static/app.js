@@ -234,7 +234,19 @@ async function showJob(handle) {
   // The API decides who may: a refusal shows its problem detail.
   act("#detail-cancel", !j.final, "DELETE", path);
   act("#detail-retry", j.state === "dead" && caps.dead_letters, "POST", "/v1/dead-letters/" + encodeURIComponent(handle) + "/retry");
-  act("#detail-delete", j.state === "dead" && caps.dead_letters, "DELETE", "/v1/dead-letters/" + encodeURIComponent(handle));
+  // Delete forgets an ended job's record (and a dead job's dead letter).
+  const del = $("#detail-delete");
+  del.hidden = !j.final;
+  del.onclick = async () => {
+    $("#detail-error").textContent = "";
+    try {
+      if (j.state === "dead" && caps.dead_letters) await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(handle));
+      await api("DELETE", path + "/record");
+      await showJob(handle);
+      listJobs(false);
+      if (caps.dead_letters) loadDead();
+    } catch (err) { $("#detail-error").textContent = err.message; }
+  };
 }
 
 function routeHash() {
