@@ -7,13 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/outbuf"
 )
 
 // conn is one connection to a server. Any number of goroutines send
@@ -39,10 +38,8 @@ type conn struct {
 	done chan struct{}
 
 	// mu guards the fields below.
-	mu       sync.Mutex
-	out      []byte
-	spare    []byte
-	flushing bool
+	mu  sync.Mutex
+	out outbuf.Buffer
 	// err is set once the connection failed; later requests fail at once.
 	// dead mirrors err != nil for readers that do not hold mu.
 	err     error
@@ -141,7 +138,7 @@ func (cn *conn) send(cl *call, cmd gearman.Command, args ...[]byte) error {
 		cn.mu.Unlock()
 		return fmt.Errorf("%w: %w", errNotSent, err)
 	}
-	cn.out = gearman.AppendPacket(cn.out, gearman.MagicReq, cmd, args...)
+	cn.out.Out = gearman.AppendPacket(cn.out.Out, gearman.MagicReq, cmd, args...)
 	if cl != nil {
 		cn.pending.push(cl)
 	}
@@ -153,34 +150,21 @@ func (cn *conn) send(cl *call, cmd gearman.Command, args ...[]byte) error {
 // flushLocked writes out until it is empty, unless another goroutine is
 // already doing so. It releases mu while writing.
 func (cn *conn) flushLocked() {
-	if cn.flushing {
-		return
+	cn.out.FlushLocked(&cn.mu, cn.nc, cn.c.cfg.WriteTimeout, (*connWriter)(cn))
+}
+
+// connWriter is a conn as its output buffer sees it (outbuf.Conn), with
+// mu held.
+type connWriter conn
+
+func (w *connWriter) Writable() bool { return w.err == nil }
+
+func (w *connWriter) WriteFailed(err error) {
+	if w.err == nil {
+		w.err = fmt.Errorf("%w: writing to %s: %w", ErrConnLost, w.addr, err)
+		w.dead.Store(true)
+		w.nc.Close()
 	}
-	cn.flushing = true
-	// Let other goroutines that are about to send join this write.
-	cn.mu.Unlock()
-	runtime.Gosched()
-	cn.mu.Lock()
-	for len(cn.out) > 0 && cn.err == nil {
-		buf := cn.out
-		cn.out = cn.spare[:0]
-		cn.spare = nil
-		cn.mu.Unlock()
-		if cn.c.cfg.WriteTimeout > 0 {
-			_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.c.cfg.WriteTimeout))
-		}
-		_, err := cn.nc.Write(buf)
-		cn.mu.Lock()
-		if cap(buf) <= 1<<20 {
-			cn.spare = buf[:0]
-		}
-		if err != nil && cn.err == nil {
-			cn.err = fmt.Errorf("%w: writing to %s: %w", ErrConnLost, cn.addr, err)
-			cn.dead.Store(true)
-			cn.nc.Close()
-		}
-	}
-	cn.flushing = false
 }
 
 // wait waits for cl's answer. If ctx ends first the call is abandoned (the

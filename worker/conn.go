@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/outbuf"
 )
 
 // wconn is one connection to a server. Its reader goroutine (the server
@@ -23,11 +22,9 @@ type wconn struct {
 	r    *gearman.Reader
 
 	// wmu guards the output fields.
-	wmu      sync.Mutex
-	out      []byte
-	spare    []byte
-	flushing bool
-	dead     bool
+	wmu  sync.Mutex
+	out  outbuf.Buffer
+	dead bool
 
 	// Scheduling state, guarded by Worker.mu: awake means the server may
 	// have work (a fresh connection, or NOOP received); sleeping means
@@ -67,7 +64,7 @@ func (c *wconn) write(cmd gearman.Command, args ...[]byte) bool {
 	if c.dead {
 		return false
 	}
-	c.out = gearman.AppendPacket(c.out, gearman.MagicReq, cmd, args...)
+	c.out.Out = gearman.AppendPacket(c.out.Out, gearman.MagicReq, cmd, args...)
 	return true
 }
 
@@ -76,34 +73,19 @@ func (c *wconn) write(cmd gearman.Command, args ...[]byte) bool {
 func (c *wconn) flush() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.flushing {
-		return
-	}
-	c.flushing = true
-	// Let other jobs that are about to send join this write.
-	c.wmu.Unlock()
-	runtime.Gosched()
-	c.wmu.Lock()
-	for len(c.out) > 0 && !c.dead {
-		buf := c.out
-		c.out = c.spare[:0]
-		c.spare = nil
-		c.wmu.Unlock()
-		if c.w.cfg.WriteTimeout > 0 {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(c.w.cfg.WriteTimeout))
-		}
-		_, err := c.nc.Write(buf)
-		c.wmu.Lock()
-		if cap(buf) <= 1<<20 {
-			c.spare = buf[:0]
-		}
-		if err != nil {
-			c.dead = true
-			c.out = nil
-			c.nc.Close()
-		}
-	}
-	c.flushing = false
+	c.out.FlushLocked(&c.wmu, c.nc, c.w.cfg.WriteTimeout, (*wconnWriter)(c))
+}
+
+// wconnWriter is a wconn as its output buffer sees it (outbuf.Conn), with
+// wmu held.
+type wconnWriter wconn
+
+func (w *wconnWriter) Writable() bool { return !w.dead }
+
+func (w *wconnWriter) WriteFailed(error) {
+	w.dead = true
+	w.out.Out = nil
+	w.nc.Close()
 }
 
 // readLoop handles packets from the server until the connection fails,
@@ -112,7 +94,7 @@ func (c *wconn) readLoop() error {
 	defer func() {
 		c.wmu.Lock()
 		c.dead = true
-		c.out = nil
+		c.out.Out = nil
 		c.wmu.Unlock()
 	}()
 	var f gearman.Frame
