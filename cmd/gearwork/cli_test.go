@@ -239,7 +239,9 @@ func TestSizeFlag(t *testing.T) {
 // logged as taken back at the "shutdown deadline".
 func TestGracefulStopRefusesHTTPSubmits(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--shutdown-timeout", "3s")
+	// The deadline is long enough that a loaded machine still sees the
+	// server draining before it stops.
+	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--shutdown-timeout", "15s")
 	base := "http://" + srv.HTTPAddr(t)
 	started, release := make(chan struct{}), make(chan struct{})
 	cliWorker(t, srv.Addr, "", map[string]worker.HandlerFunc{
