@@ -108,3 +108,27 @@ func BenchmarkSubmitDeepQueue(b *testing.B) {
 		b.Fatalf("%d jobs queued, want at least %d", got, depth)
 	}
 }
+
+// BenchmarkGrabFinishDeepQueue grabs and completes jobs with a million
+// queued, as a drain of a deep queue does; jobs are submitted at the back
+// between timed stretches so the depth stays at a million.
+func BenchmarkGrabFinishDeepQueue(b *testing.B) {
+	const depth = 1_000_000
+	bb := newBenchBundle(b)
+	for range depth {
+		bb.b.Submit(bb.client, bb.params, bb.done)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		bb.work(b, 1)
+		if n++; n == drainEvery {
+			b.StopTimer()
+			for range n {
+				bb.b.Submit(bb.client, bb.params, bb.done)
+			}
+			n = 0
+			b.StartTimer()
+		}
+	}
+}

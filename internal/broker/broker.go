@@ -123,7 +123,7 @@ type Broker struct {
 	// mu guards everything below it.
 	mu        hookedMutex
 	functions map[string]*function
-	jobs      map[uint64]*job
+	jobs      jobIndex
 	nextSeq   uint64
 	nextSess  uint64
 	sessions  map[uint64]*Session
@@ -180,7 +180,7 @@ func New(cfg Config) *Broker {
 		store:      cfg.Store,
 		prefix:     cmp.Or(cfg.HandlePrefix, "H:gearwork:"),
 		functions:  make(map[string]*function),
-		jobs:       make(map[uint64]*job),
+		jobs:       newJobIndex(),
 		nextSeq:    1,
 		sessions:   make(map[uint64]*Session),
 		commitWake: make(chan struct{}, 1),
@@ -417,7 +417,7 @@ func (b *Broker) replay(ctx context.Context) error {
 		if r.Seq >= b.nextSeq {
 			b.nextSeq = r.Seq + 1
 		}
-		if _, dup := b.jobs[r.Seq]; dup {
+		if b.jobs.get(r.Seq) != nil {
 			return nil
 		}
 		if b.replayLifeLocked(r) {
@@ -444,7 +444,7 @@ func (b *Broker) replay(ctx context.Context) error {
 	b.finishReplayLocked()
 	// jobs is what JobCount (and the server's "listening" line) reports:
 	// the records that are not dead letters or retained results.
-	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", len(b.jobs)),
+	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", b.jobs.len()),
 		slog.Int("dead_letters", dead), slog.Int("results", done), slog.Int("records", n))
 	return nil
 }
@@ -466,7 +466,7 @@ func storedJob(f *function, r store.Job) *job {
 // in the memory budget and in the function's total. Its unique is left to
 // the caller (function.setUnique or function.claimUnique).
 func (b *Broker) addLiveLocked(j *job) {
-	b.jobs[j.seq] = j
+	b.jobs.put(j)
 	b.liveBytes += j.size()
 	j.fn.total++
 }

@@ -138,7 +138,7 @@ func (b *Broker) newestLiveLocked(fn, state string, below uint64, n int) []*job 
 	// Keep the n newest in a min-heap by seq: one pass over the live
 	// jobs.
 	h := make([]*job, 0, n)
-	for seq, j := range b.jobs {
+	for seq, j := range b.jobs.all() {
 		if seq >= below || (f != nil && j.fn != f) || j.state == stateGone || (state != "" && j.state.String() != state) {
 			continue
 		}

@@ -28,7 +28,7 @@ func TestQueuedBackgroundJobReleasesItsExtra(t *testing.T) {
 	require.NoError(t, reduced.err)
 
 	b.mu.Lock()
-	j, k := b.jobs[plain.seq], b.jobs[reduced.seq]
+	j, k := b.jobs.get(plain.seq), b.jobs.get(reduced.seq)
 	require.Equal(t, stateQueued, j.state)
 	require.Nil(t, j.x, "an acknowledged, queued background job keeps no extra")
 	require.NotNil(t, k.x, "an extra that holds something stays")

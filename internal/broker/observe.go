@@ -88,7 +88,7 @@ type JobSnapshot struct {
 func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	j := b.jobs[seq]
+	j := b.jobs.get(seq)
 	if j == nil {
 		if snap, ok := b.historyLocked(seq); ok {
 			return snap, true
@@ -146,7 +146,7 @@ func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 func (b *Broker) Watch(s *Session, seq uint64) (JobSnapshot, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	j := b.jobs[seq]
+	j := b.jobs.get(seq)
 	if j == nil || j.state == stateGone || s.closed {
 		return JobSnapshot{}, false
 	}
@@ -191,7 +191,7 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 		// with one: settleEarlyLocked moved the watch).
 		b.submitLocked(s, p, func(seq uint64, created bool, err error) {
 			if err == nil && (!watched || seen != seq) && !s.closed {
-				if j := b.jobs[seq]; j != nil && j.state != stateGone {
+				if j := b.jobs.get(seq); j != nil && j.state != stateGone {
 					b.watchLocked(s, j)
 					watching(seq, created)
 				}
@@ -208,7 +208,7 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 func (b *Broker) moveWatchersLocked(from, to uint64) {
 	for _, w := range b.watchers[from] {
 		delete(w.watching, from)
-		if t := b.jobs[to]; t != nil {
+		if t := b.jobs.get(to); t != nil {
 			b.watchLocked(w, t)
 		}
 	}
@@ -301,7 +301,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	ws := b.watchers[j.seq]
 	delete(b.watchers, j.seq)
 	end()
-	if b.jobs[j.seq] != j {
+	if b.jobs.get(j.seq) != j {
 		// It ended (a dead job was recorded as such already).
 		e := jobEnd{worker: worker, started: started}
 		switch o {
@@ -317,7 +317,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	if len(ws) == 0 {
 		return
 	}
-	if b.jobs[j.seq] == j && j.state != stateGone {
+	if b.jobs.get(j.seq) == j && j.state != stateGone {
 		// Still live: the failed attempt will be retried.
 		j.flags &^= jobFinished
 		b.watchers[j.seq] = ws

@@ -455,7 +455,7 @@ func (c *sharedMode) claimOnce(ctx context.Context) bool {
 // lifecycle state as a replay does. Call finishReplayLocked after a batch.
 func (c *sharedMode) admitClaimedLocked(r store.Job) {
 	b := c.b
-	if _, ok := b.jobs[r.Seq]; ok {
+	if b.jobs.get(r.Seq) != nil {
 		return
 	}
 	if b.life.replayTicks == nil {
@@ -467,7 +467,7 @@ func (c *sharedMode) admitClaimedLocked(r store.Job) {
 	if b.replayLifeLocked(r) {
 		// A replay queues without waking anyone; a claimed job must wake
 		// a sleeping worker as a submitted one does.
-		if j := b.jobs[r.Seq]; j != nil && j.state == stateQueued && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
+		if j := b.jobs.get(r.Seq); j != nil && j.state == stateQueued && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
 			j.fn.wakeOne()
 		}
 		return
@@ -544,7 +544,7 @@ func (c *sharedMode) renewLease(ctx context.Context) {
 	b.mu.Lock()
 	var release []uint64
 	n := 0
-	for _, j := range b.jobs {
+	for _, j := range b.jobs.all() {
 		// A job still being inserted is inserted unclaimed, and dropped
 		// then (settleEarlyLocked).
 		if j.background && j.saveState() == saveNone && (j.state == stateQueued || j.state == stateScheduled ||

@@ -368,7 +368,7 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		}
 		return
 	}
-	if other := b.jobs[r.Seq]; other != nil && other != j {
+	if other := b.jobs.get(r.Seq); other != nil && other != j {
 		// Coalesced with a job held here (claimed by this insert, or
 		// already by the claim loop): attach the clients to it.
 		c.attachCoalescedLocked(j, other, waiters)
@@ -388,9 +388,9 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		c.forgetLocked(j)
 		return
 	}
-	delete(b.jobs, j.seq)
+	b.jobs.delete(j.seq)
 	j.seq = r.Seq
-	b.jobs[j.seq] = j
+	b.jobs.put(j)
 	for i, w := range waiters {
 		w(r.Seq, r.Created && i == 0, nil)
 	}

@@ -48,9 +48,9 @@ func (c *sharedMode) holdEarlyLocked(j *job) bool {
 	if !ok {
 		return false
 	}
-	delete(b.jobs, j.seq)
+	b.jobs.delete(j.seq)
 	j.seq = seq
-	b.jobs[seq] = j
+	b.jobs.put(j)
 	hold, ok := c.holdLocked(j.fn)
 	if !ok {
 		b.queueSaveLocked(j) // inserted in the next round
@@ -183,7 +183,7 @@ func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		// It ended while the insert ran: its submitters were answered and
 		// its delete is queued behind this round. A job it coalesced with
 		// and claimed goes back to the other servers.
-		if err == nil && r.Seq != j.seq && r.Claimed && b.jobs[r.Seq] == nil {
+		if err == nil && r.Seq != j.seq && r.Claimed && b.jobs.get(r.Seq) == nil {
 			c.meta.release = append(c.meta.release, r.Seq)
 			c.notifyLocked(j.fn)
 		}
@@ -207,7 +207,7 @@ func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		}
 	}
 	movable := j.state == stateQueued && len(j.x.clients) == 0
-	switch other := b.jobs[r.Seq]; {
+	switch other := b.jobs.get(r.Seq); {
 	case r.Seq == j.seq:
 		answer(j.seq, true)
 		if j.x.num != 0 || j.x.den != 0 {

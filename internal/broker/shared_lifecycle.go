@@ -338,7 +338,7 @@ func (c *sharedMode) cancelSignalled(key string) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	j := b.jobs[seq]
+	j := b.jobs.get(seq)
 	if j == nil || !j.background || j.has(jobCancelled) {
 		return
 	}

@@ -33,7 +33,7 @@ func (b *Broker) GetStatus(handle []byte) JobStatus {
 		return JobStatus{}
 	}
 	b.mu.Lock()
-	if j := b.jobs[seq]; j != nil {
+	if j := b.jobs.get(seq); j != nil {
 		defer b.mu.Unlock()
 		return statusOf(j)
 	}
@@ -140,8 +140,8 @@ type JobInfo struct {
 // Jobs lists live jobs in handle order, at most limit of them (0: all).
 func (b *Broker) Jobs(limit int) []JobInfo {
 	b.mu.Lock()
-	out := make([]JobInfo, 0, min(len(b.jobs), max(limit, 1024)))
-	for _, j := range b.jobs {
+	out := make([]JobInfo, 0, min(b.jobs.len(), max(limit, 1024)))
+	for _, j := range b.jobs.all() {
 		out = append(out, JobInfo{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(),
 			Retries: j.retries, Ignored: j.has(jobCancelled), Queued: j.background && b.store != nil,
 			State: j.state.String(), Priority: j.priority})
@@ -184,7 +184,7 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 		return ErrJobNotFound
 	}
 	b.mu.Lock()
-	j := b.jobs[seq]
+	j := b.jobs.get(seq)
 	if j == nil {
 		b.mu.Unlock()
 		return b.mode.cancelElsewhere(ctx, seq)
@@ -278,5 +278,5 @@ func (b *Broker) dropIfScheduled(j *job) {
 func (b *Broker) JobCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.jobs)
+	return b.jobs.len()
 }

@@ -126,7 +126,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		x.runAt = p.RunAt
 		x.reducer = string(p.Reducer)
 	}
-	b.jobs[j.seq] = j
+	b.jobs.put(j)
 	b.liveBytes += j.size()
 	f.total++
 	if f.life != nil || p.OrderingKey != "" || p.Attempts != 0 || p.Timeout != 0 || p.schedule != "" {
@@ -286,7 +286,7 @@ func (b *Broker) unlinkLocked(j *job) {
 	if j.unique != "" && f.uniques[j.unique] == j {
 		delete(f.uniques, j.unique)
 	}
-	delete(b.jobs, j.seq)
+	b.jobs.delete(j.seq)
 	b.liveBytes -= j.size()
 	f.total--
 	if j.x != nil {
