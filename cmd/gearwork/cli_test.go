@@ -129,7 +129,8 @@ func TestMissingArguments(t *testing.T) {
 
 // TestServeRejectsBadAddresses: every address flag is checked (host:port,
 // port range, the host resolves) before the exposure check and before
-// anything is logged, and the message names the flag and the value.
+// anything is logged, and the message names the flag and the value; so are
+// the log format, sizes and the store flags.
 func TestServeRejectsBadAddresses(t *testing.T) {
 	t.Parallel()
 	bin := testserver.Binary(t)
@@ -146,6 +147,9 @@ func TestServeRejectsBadAddresses(t *testing.T) {
 		{[]string{"--pprof", "localhost"}, `gearwork: invalid --pprof "localhost": want host:port`},
 		{[]string{"--log-format", "xml"}, `gearwork: invalid --log-format "xml": use text or json`},
 		{[]string{"--max-packet", "64 parsecs"}, `gearwork serve: invalid value "64 parsecs" for --max-packet`},
+		{[]string{"--store", "bogus:x"}, `gearwork: --store "bogus:x": unknown store`},
+		{[]string{"--store", "pebble:"}, `gearwork: --store "pebble:": name a directory`},
+		{[]string{"--sync", "sometimes"}, `gearwork: invalid --sync "sometimes"`},
 	} {
 		out, errOut, code := gw(t, bin, "", nil, append(append([]string{}, base...), tc.args...)...)
 		checkConfigError(t, tc.args, tc.want, out, errOut, code)

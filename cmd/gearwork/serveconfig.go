@@ -43,6 +43,12 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 			return bad(err)
 		}
 	}
+	if err := checkStoreURL(cfg.store.url); err != nil {
+		return bad(err)
+	}
+	if _, _, err := parseSync(cfg.store.sync); err != nil {
+		return bad(err)
+	}
 	if _, err := cfg.sec.load(cfg.configFile); err != nil {
 		return bad(err)
 	}

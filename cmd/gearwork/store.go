@@ -59,10 +59,27 @@ func (o openedStore) Close() error {
 	return nil
 }
 
+// checkStoreURL checks the form of a --store URL without opening it.
+func checkStoreURL(url string) error {
+	switch {
+	case url == "memory:" || url == "memory", strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return nil
+	case strings.HasPrefix(url, "pebble:"):
+		if strings.TrimPrefix(url, "pebble:") == "" {
+			return fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)
+		}
+		return nil
+	}
+	return fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
+}
+
 // openStore opens the store named by a --store URL.
 func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (openedStore, error) {
 	mode, interval, err := parseSync(cfg.sync)
 	if err != nil {
+		return openedStore{}, err
+	}
+	if err := checkStoreURL(cfg.url); err != nil {
 		return openedStore{}, err
 	}
 	switch url := cfg.url; {
@@ -70,9 +87,6 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (openedSt
 		return openedStore{}, nil
 	case strings.HasPrefix(url, "pebble:"):
 		dir := strings.TrimPrefix(url, "pebble:")
-		if dir == "" {
-			return openedStore{}, fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)
-		}
 		st, err := pebble.Open(ctx, dir, pebble.Options{Sync: mode, Interval: interval, Logger: log, MaxOpenFiles: cfg.maxOpenFiles})
 		if err != nil {
 			return openedStore{}, explainStoreError(err)
@@ -84,9 +98,8 @@ func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (openedSt
 			return openedStore{}, err
 		}
 		return openedStore{shared: st}, nil
-	default:
-		return openedStore{}, fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
 	}
+	return openedStore{}, checkStoreURL(cfg.url) // not reached: checked above
 }
 
 // explainStoreError adds what an operator can do to an error from opening
