@@ -141,7 +141,10 @@ type Broker struct {
 	pendingSaves   []*job
 	pendingRetries []store.Job
 	pendingDeletes []uint64
-	storeErr       error
+	// spareExtras are extras of finished jobs, for jobs that start
+	// (newExtraLocked).
+	spareExtras []*jobExtra
+	storeErr    error
 	// life is the lifecycle state: policies, dead letters, retained
 	// results, function timers and cron schedules.
 	life lifeState

@@ -89,3 +89,29 @@ func BenchmarkHotPathHistory(b *testing.B) {
 		})
 	}
 }
+
+// Without a store, the extra of a job its worker completed serves the
+// next job that starts: a background Submit → Grab → Finish allocates the
+// job alone.
+func TestHotPathReusesExtras(t *testing.T) {
+	br := New(Config{})
+	client := br.NewSession("c", discardOutbox{})
+	worker := br.NewSession("w", discardOutbox{})
+	br.CanDo(worker, []byte("fn"), 0)
+	payload := []byte("payload")
+	fn := []byte("fn")
+	done := func(uint64, bool, error) {}
+	allocs := testing.AllocsPerRun(1000, func() {
+		br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
+		a, ok := br.Grab(worker)
+		if !ok {
+			t.Fatal("no job")
+		}
+		if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("hot path allocates %v times per job, want 1 (the job)", allocs)
+	}
+}

@@ -174,10 +174,13 @@ func (j *job) size() int64 { return int64(len(j.payload) + len(j.unique)) }
 
 func (j *job) extra() *jobExtra {
 	if j.x == nil {
-		j.x = &jobExtra{timer: timerSlot{idx: -1}}
+		j.x = newExtra()
 	}
 	return j.x
 }
+
+// newExtra returns an empty extra.
+func newExtra() *jobExtra { return &jobExtra{timer: timerSlot{idx: -1}} }
 
 // releaseExtra drops j's extra when it holds nothing, as after a background
 // job's submitters were acknowledged: a queued background job then costs

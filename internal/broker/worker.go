@@ -166,7 +166,10 @@ func (b *Broker) resetProgressLocked(j *job) {
 }
 
 func (b *Broker) assignLocked(s *Session, j *job, a ability) {
-	x := j.extra()
+	if j.x == nil {
+		j.x = b.newExtraLocked()
+	}
+	x := j.x
 	j.state = stateRunning
 	x.worker = s
 	x.warning = ""
@@ -306,14 +309,51 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 			}
 		}
 	}
+	removed := false
 	b.finishObservedLocked(j, o, Event{Kind: kind, Seq: seq, Data: data}, func() {
 		if o == Complete && j.x.life == nil && j.fn.life == nil {
 			b.removeLocked(j)
+			removed = true
 			return
 		}
 		b.finishLifeLocked(j, o, data)
 	})
+	if removed {
+		b.recycleExtraLocked(j)
+	}
 	return nil
+}
+
+// maxSpareExtras bounds the extras kept for reuse (Broker.spareExtras):
+// about as many as jobs run at once on a busy server.
+const maxSpareExtras = 256
+
+// newExtraLocked returns an empty extra for a job that starts to run,
+// reusing one a finished job left (recycleExtraLocked).
+func (b *Broker) newExtraLocked() *jobExtra {
+	if n := len(b.spareExtras); n > 0 {
+		x := b.spareExtras[n-1]
+		b.spareExtras[n-1] = nil
+		b.spareExtras = b.spareExtras[:n-1]
+		return x
+	}
+	return newExtra()
+}
+
+// recycleExtraLocked keeps the extra of j, a job its worker completed and
+// removeLocked took out of every index, for the next job that starts, so
+// that running a job allocates nothing but the job. Only without a store:
+// then nothing but the caller still holds j (with a store, a write queued
+// before the job ended may still read it; in shared mode a round may).
+func (b *Broker) recycleExtraLocked(j *job) {
+	x := j.x
+	if x == nil || b.store != nil || j.state != stateGone || x.life != nil ||
+		len(b.spareExtras) >= maxSpareExtras {
+		return
+	}
+	j.x = nil
+	*x = *newExtra()
+	b.spareExtras = append(b.spareExtras, x)
 }
 
 // requeueLocked takes a running job back from its worker (disconnect or
