@@ -24,6 +24,9 @@ const (
 		"when the job is handed out (pebble store only); \"unlimited\" keeps all, 0 keeps none (default: a quarter of RAM)"
 )
 
+// The Pebble store syncs removals for the broker's durable admin answers.
+var _ broker.Syncer = (*pebble.Store)(nil)
+
 // storeConfig is what the serve flags say about the store.
 type storeConfig struct {
 	url          string

@@ -144,7 +144,9 @@ type Broker struct {
 	// spareExtras are extras of finished jobs, for jobs that start
 	// (newExtraLocked).
 	spareExtras []*jobExtra
-	storeErr    error
+	// barriers are the waiters of Durable.
+	barriers []chan error
+	storeErr error
 	// life is the lifecycle state: policies, dead letters, retained
 	// results, function timers and cron schedules.
 	life lifeState

@@ -74,6 +74,8 @@ type commitBuffers struct {
 	records []store.Job
 	deletes []uint64
 	meta    []store.Meta
+	// barriers are the waiters of Durable that this batch answers.
+	barriers []chan error
 }
 
 func (c *commitBuffers) empty() bool {
@@ -84,10 +86,16 @@ func (c *commitBuffers) empty() bool {
 func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer) bool {
 	more := b.takeBatch(buf)
 	if buf.empty() {
+		answerBarriers(buf.barriers, nil)
+		clear(buf.barriers)
 		return more
 	}
 	began := time.Now()
 	err := b.writeBatch(ctx, buf)
+	defer func() {
+		answerBarriers(buf.barriers, err)
+		clear(buf.barriers)
+	}()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	took := time.Since(began)
@@ -130,10 +138,17 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	buf.deletes = append(buf.deletes[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
 	buf.meta = b.takePendingMetaLocked()
-	return len(b.pendingSaves) > 0
+	more := len(b.pendingSaves) > 0
+	buf.barriers = buf.barriers[:0]
+	if !more {
+		// Nothing written before a barrier is left behind this batch.
+		buf.barriers = append(buf.barriers, b.takeBarriersLocked()...)
+	}
+	return more
 }
 
-// writeBatch writes buf to the store: saves, then metadata, then deletes.
+// writeBatch writes buf to the store: saves, then metadata, then deletes
+// (synced when a barrier waits for them).
 func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	var err error
 	if len(buf.records) > 0 {
@@ -147,6 +162,10 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	}
 	if err == nil && len(buf.deletes) > 0 {
 		err = b.store.Delete(ctx, buf.deletes)
+		if sy, ok := b.store.(Syncer); ok && err == nil && len(buf.barriers) > 0 {
+			// Someone waits for these removals to be durable.
+			err = sy.Sync(ctx)
+		}
 	}
 	return err
 }

@@ -156,16 +156,34 @@ func (b *Broker) RetryDeadLetter(ctx context.Context, handle []byte) error {
 	if err == nil && n == 0 {
 		err = ErrJobNotFound
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return b.Durable(ctx)
 }
 
 // RetryDeadLetters queues every dead letter of a function again and
-// returns how many.
+// returns how many. Like every method here that changes stored state, it
+// returns once the change is durable (Durable).
 func (b *Broker) RetryDeadLetters(ctx context.Context, function string) (int, error) {
 	if function == "" {
 		return 0, nil
 	}
-	return b.mode.retryDead(ctx, 0, function)
+	return b.durableCount(ctx)(b.mode.retryDead(ctx, 0, function))
+}
+
+// durableCount waits for the change that an action counted to be durable
+// when there was one.
+func (b *Broker) durableCount(ctx context.Context) func(int, error) (int, error) {
+	return func(n int, err error) (int, error) {
+		if err != nil || n == 0 {
+			return n, err
+		}
+		if err := b.Durable(ctx); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
 }
 
 func (b *Broker) retryDeadLocked(j *job) {
@@ -200,13 +218,16 @@ func (b *Broker) PurgeDeadLetter(ctx context.Context, handle []byte) error {
 	if err == nil && n == 0 {
 		err = ErrJobNotFound
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return b.Durable(ctx)
 }
 
 // PurgeDeadLetters deletes every dead letter of a function ("" for every
 // function) and returns how many.
 func (b *Broker) PurgeDeadLetters(ctx context.Context, function string) (int, error) {
-	return b.mode.purgeDead(ctx, 0, function)
+	return b.durableCount(ctx)(b.mode.purgeDead(ctx, 0, function))
 }
 
 func (b *Broker) purgeDeadLocked(j *job) {

@@ -200,3 +200,86 @@ func TestDurableGroupCommit(t *testing.T) {
 	require.Less(t, st.saves, 100, "submits waiting together share a write")
 	require.LessOrEqual(t, st.saves, 2)
 }
+
+// syncingStore is a mapStore with the Syncer capability, counting syncs
+// and the deletes they covered.
+type syncingStore struct {
+	*mapStore
+	syncs        int
+	syncedDelete bool // a Delete came before a Sync
+	deleted      bool
+}
+
+func (s *syncingStore) Delete(ctx context.Context, seqs []uint64) error {
+	s.mapStore.mu.Lock()
+	s.deleted = true
+	s.mapStore.mu.Unlock()
+	return s.mapStore.Delete(ctx, seqs)
+}
+
+func (s *syncingStore) Sync(context.Context) error {
+	s.mapStore.mu.Lock()
+	defer s.mapStore.mu.Unlock()
+	s.syncs++
+	s.syncedDelete = s.syncedDelete || s.deleted
+	return nil
+}
+
+// TestDurableAdminAnswers checks that "deadletter retry all" answers only
+// once its write is done, and a purge only once its removal is synced:
+// a crash right after the OK must not bring the dead letters back.
+func TestDurableAdminAnswers(t *testing.T) {
+	t.Parallel()
+	st := &syncingStore{mapStore: newMapStore()}
+	b := New(Config{Store: st, Clock: clocktest.New(time.Unix(1_700_000_000, 0)), DefaultPolicy: Policy{MaxAttempts: 1}})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	s := b.NewSession("x", &recorder{})
+	w := b.NewSession("w", &recorder{})
+	b.CanDo(w, []byte("f"), 0)
+	b.CanDo(w, []byte("g"), 0)
+	for _, fn := range []string{"f", "f", "f", "g", "g"} {
+		require.NoError(t, submitAndWait(t, b, s, bg(fn, "", "x", Normal)).err)
+		as, ok := b.Grab(w)
+		require.True(t, ok)
+		require.NoError(t, b.Finish(w, as.Seq, Fail, nil))
+	}
+	require.NoError(t, b.Durable(context.Background()))
+
+	st.gate = make(chan struct{})
+	st.entered = make(chan struct{}, 1)
+	var openGate sync.Once
+	t.Cleanup(func() { openGate.Do(func() { close(st.gate) }) }) // before b.Stop
+	type answer struct {
+		n   int
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		n, err := b.RetryDeadLetters(context.Background(), "f")
+		answered <- answer{n, err}
+	}()
+	<-st.entered
+	select {
+	case a := <-answered:
+		t.Fatalf("deadletter retry all answered %+v while its write was not done", a)
+	default:
+	}
+	openGate.Do(func() { close(st.gate) })
+	a := <-answered
+	require.NoError(t, a.err)
+	require.Equal(t, 3, a.n)
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		if j.Function == "f" {
+			require.NotEqual(t, store.StateDead, j.State, "job %d is still stored as a dead letter", j.Seq)
+		}
+		return nil
+	}))
+
+	n, err := b.PurgeDeadLetters(context.Background(), "g")
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	st.mapStore.mu.Lock()
+	defer st.mapStore.mu.Unlock()
+	require.True(t, st.syncedDelete, "the purge answered before its removal was synced")
+}

@@ -193,7 +193,10 @@ func TestEarlyJobCancelledBeforeCommit(t *testing.T) {
 		} else {
 			seq = b.Jobs(0)[1].Seq
 		}
-		require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(seq))))
+		// The cancel answers once its removal is durable, after the
+		// committer is released; the submitter is answered at once.
+		cancelled := make(chan error, 1)
+		go func() { cancelled <- b.CancelJob(context.Background(), []byte(b.Handle(seq))) }()
 		r := ans.wait(t)
 		require.NoError(t, r.err, "running=%v: a cancelled job was accepted, then cancelled", running)
 		require.Equal(t, seq, r.seq)
@@ -206,6 +209,7 @@ func TestEarlyJobCancelledBeforeCommit(t *testing.T) {
 
 		eb.release()
 		require.NoError(t, again.wait(t).err)
+		require.NoError(t, <-cancelled)
 		b.Stop()
 		n, stored := eb.written(seq)
 		require.Zero(t, n, "running=%v: a job cancelled before its save was taken is never written", running)

@@ -165,7 +165,8 @@ func (b *Broker) noteMaxQueueLocked(name string, limits [numPriorities]int) {
 // or running keep their attempts and ordering keys, new limits apply to
 // the next job handed out. With a store that keeps metadata the change is
 // stored and outlives a restart, where it takes precedence over the config
-// file until ResetPolicy.
+// file until ResetPolicy. It returns before the change is on disk: call
+// Durable before acknowledging it.
 func (b *Broker) SetPolicy(name string, p Policy) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -45,7 +45,7 @@ func (b *Broker) queueMetaLocked(key string, value []byte) {
 func (b *Broker) hasPendingWrites() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 ||
+	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 || len(b.barriers) > 0 ||
 		len(b.life.pendingMeta) > 0 || b.mode.pendingLocked()
 }
 

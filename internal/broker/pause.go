@@ -10,7 +10,8 @@ import (
 // until is not zero, until that time. Submits are still accepted and jobs
 // wait in their queues; running jobs finish. The pause is stored (when the
 // store keeps metadata) and survives a restart. Pausing a paused function
-// replaces its end time. The function is created if unknown.
+// replaces its end time. The function is created if unknown. It returns
+// before the pause is on disk: call Durable before acknowledging it.
 func (b *Broker) Pause(name string, until time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -53,7 +54,8 @@ func (b *Broker) pauseLocked(f *function, until int64, persist bool) {
 }
 
 // Resume lets a paused function hand out jobs again and wakes its
-// sleeping workers. It reports false if the function was not paused.
+// sleeping workers. It reports false if the function was not paused. Like
+// Pause, it returns before the change is on disk (Durable).
 func (b *Broker) Resume(name string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

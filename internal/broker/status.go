@@ -177,7 +177,8 @@ func (b *Broker) CancelJob(ctx context.Context, handle []byte) error {
 // running) and records it as cancelled by by, which names who asked;
 // waiting clients receive WORK_FAIL, and the worker running it gets
 // ErrJobCancelled for its next work update. It returns ErrJobNotFound for
-// a handle that names no live job.
+// a handle that names no live job, and returns once the removal is durable
+// (Durable).
 func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) error {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
@@ -189,9 +190,9 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 		b.mu.Unlock()
 		return b.mode.cancelElsewhere(ctx, seq)
 	}
-	defer b.mu.Unlock()
 	b.cancelLocked(j, by)
-	return nil
+	b.mu.Unlock()
+	return b.Durable(ctx)
 }
 
 // cancelLocked fails a live job for its clients, records it as cancelled

@@ -39,7 +39,7 @@ func adminShowOrdering(_ context.Context, c *conn, args []string, a *adminAnswer
 	a.WriteString(".\n")
 }
 
-func adminResume(_ context.Context, c *conn, args []string, a *adminAnswer) {
+func adminResume(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	if len(args) != 1 {
 		a.WriteString(errArgs("resume"))
 		return
@@ -49,6 +49,16 @@ func adminResume(_ context.Context, c *conn, args []string, a *adminAnswer) {
 		return
 	}
 	c.srv.b.Resume(args[0])
+	answerDurable(ctx, c, a)
+}
+
+// answerDurable answers OK to an action that changed stored state once the
+// change is on disk, or the error that prevented it.
+func answerDurable(ctx context.Context, c *conn, a *adminAnswer) {
+	if err := c.srv.b.Durable(ctx); err != nil {
+		a.WriteString(errText(err))
+		return
+	}
 	a.WriteString(textOK)
 }
 
@@ -123,7 +133,7 @@ func adminShowPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer)
 	sb.WriteString(".\n")
 }
 
-func adminPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+func adminPolicy(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	b := c.srv.b
 	if len(args) < 2 || len(args[0]) > gearman.MaxFunctionSize {
 		sb.WriteString(errArgs("policy"))
@@ -136,7 +146,7 @@ func adminPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 	}
 	if len(args) == 2 && strings.EqualFold(args[1], "reset") {
 		b.ResetPolicy(name)
-		sb.WriteString(textOK)
+		answerDurable(ctx, c, sb)
 		return
 	}
 	p := b.Policy(name)
@@ -152,10 +162,10 @@ func adminPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 		}
 	}
 	b.SetPolicy(name, p)
-	sb.WriteString(textOK)
+	answerDurable(ctx, c, sb)
 }
 
-func adminPause(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+func adminPause(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	b := c.srv.b
 	if len(args) == 0 || len(args[0]) > gearman.MaxFunctionSize {
 		sb.WriteString(errArgs("pause"))
@@ -187,7 +197,7 @@ func adminPause(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 		sb.WriteString(errArgs("pause"))
 		return
 	}
-	sb.WriteString(textOK)
+	answerDurable(ctx, c, sb)
 }
 
 // readable reports whether a job looked up (found: ok, or err) may be

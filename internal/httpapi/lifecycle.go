@@ -119,20 +119,20 @@ func (l brokerLifecycle) PurgeDead(ctx context.Context, fn, handle string) (int,
 	return l.b.PurgeDeadLetters(ctx, fn)
 }
 
-func (l brokerLifecycle) Pause(_ context.Context, fn string, until time.Time) error {
+func (l brokerLifecycle) Pause(ctx context.Context, fn string, until time.Time) error {
 	if !l.b.KnownFunction(fn) {
 		return unknownFunction(fn)
 	}
 	l.b.Pause(fn, until)
-	return nil
+	return l.b.Durable(ctx)
 }
 
-func (l brokerLifecycle) Resume(_ context.Context, fn string) error {
+func (l brokerLifecycle) Resume(ctx context.Context, fn string) error {
 	if !l.b.KnownFunction(fn) {
 		return unknownFunction(fn)
 	}
 	l.b.Resume(fn)
-	return nil
+	return l.b.Durable(ctx)
 }
 
 // unknownFunction is the error of Pause and Resume for a function the

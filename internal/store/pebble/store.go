@@ -488,6 +488,25 @@ func (s *Store) syncLoop() {
 	}
 }
 
+// Sync makes every earlier write as durable as Save makes its jobs: in
+// SyncAlways mode it fsyncs the write-ahead log (which Delete does not
+// wait for); in the other modes it does nothing, as Save does not wait
+// either. After a failed write it returns an error wrapping
+// store.ErrFailed.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := s.begin(ctx, true); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if s.mode != SyncAlways {
+		return nil
+	}
+	if err := s.syncWAL(); err != nil {
+		return fmt.Errorf("pebble store %s: syncing: %w", s.dir, err)
+	}
+	return nil
+}
+
 // syncWAL fsyncs everything written so far. The caller holds mu shared.
 func (s *Store) syncWAL() error {
 	err := guard(func() error { return s.db.LogData(nil, pebbledb.Sync) })

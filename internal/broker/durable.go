@@ -1,0 +1,71 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+)
+
+// Syncer is an optional capability of a Store, found by type assertion:
+// Sync makes every write the store took before the call as durable as a
+// Save is (Delete does not wait for the disk). The broker calls it from
+// its committer when someone waits for a batch with removals (Durable).
+//
+// API is not stable: internal to Gearwork.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// Durable waits until every change to stored state the broker made before
+// the call (jobs saved or removed, metadata such as pauses and policies)
+// is on disk as durably as a JOB_CREATED, and returns the store's error
+// when writing it failed. Front ends call it before they answer an action
+// that changed stored state, so that an OK is never taken back by a
+// crash. Without a store, and in shared mode (where such changes are
+// committed before the call returns), it returns at once. After Stop it
+// returns ErrStopped.
+func (b *Broker) Durable(ctx context.Context) error {
+	if b.store == nil {
+		return nil
+	}
+	if _, ok := b.mode.(localMode); !ok {
+		return nil
+	}
+	done := make(chan error, 1)
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return ErrStopped
+	}
+	// Every change made before this point is in the pending writes or
+	// was taken by a commit round that has finished or is under way; the
+	// committer answers barriers only from a round that left nothing
+	// pending, which runs after that one.
+	b.barriers = append(b.barriers, done)
+	b.mu.Unlock()
+	b.kickCommitter()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("broker: the change may not be on disk: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// takeBarriersLocked takes the waiters of Durable.
+func (b *Broker) takeBarriersLocked() []chan error {
+	if len(b.barriers) == 0 {
+		return nil
+	}
+	w := b.barriers
+	b.barriers = nil
+	return w
+}
+
+func answerBarriers(ws []chan error, err error) {
+	for _, w := range ws {
+		w <- err
+	}
+}

@@ -1,0 +1,552 @@
+package powerloss
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/pebble"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// cutsFromEnv is the number of power cuts of a run: POWERLOSS_CUTS, or def.
+func cutsFromEnv(t *testing.T, def int) int {
+	t.Helper()
+	v := os.Getenv("POWERLOSS_CUTS")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(t, err, "POWERLOSS_CUTS")
+	return n
+}
+
+// seedFromEnv is the random seed of a run: POWERLOSS_SEED, or the time.
+func seedFromEnv(t *testing.T) uint64 {
+	t.Helper()
+	if v := os.Getenv("POWERLOSS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		require.NoError(t, err, "POWERLOSS_SEED")
+		return n
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+// TestPowerLoss runs the real broker on the Pebble store on Pebble's
+// crashable in-memory file system, under concurrent background submits
+// and completions, and cuts the power at random moments: the file system
+// is cloned with only what was synced (and, in some cuts, a random part of
+// what was not), the server's state on the clone is reopened, and the
+// ledger of what clients were told is checked against it (ledgerChecks).
+// POWERLOSS_CUTS sets the number of cuts (default 15), POWERLOSS_SEED the
+// random seed (logged).
+func TestPowerLoss(t *testing.T) {
+	t.Parallel()
+	r := runCuts(t, pebble.SyncAlways, cutsFromEnv(t, 15), seedFromEnv(t))
+	for _, v := range r.violations {
+		t.Error(v)
+	}
+	t.Logf("%d cuts: %d jobs acknowledged, %d completed, %d dead letters retried and %d purged with an OK, "+
+		"%d records in the store after the last cut, %d acknowledged jobs lost",
+		r.cuts, r.acked, r.completed, r.retried, r.purged, r.recovered, r.lost)
+	require.Zero(t, r.lost)
+	require.Positive(t, r.acked)
+	require.Positive(t, r.completed)
+	require.Positive(t, r.retried)
+	require.Positive(t, r.purged)
+}
+
+// TestPowerLossSeesUnsyncedAcknowledgements runs the same harness with a
+// store that acknowledges before the fsync (--sync none): the ledger must
+// show lost jobs, or the power-loss test could not see any.
+func TestPowerLossSeesUnsyncedAcknowledgements(t *testing.T) {
+	t.Parallel()
+	r := runCuts(t, pebble.SyncNone, 5, seedFromEnv(t))
+	t.Logf("%d cuts with --sync none: %d acknowledged, %d lost", r.cuts, r.acked, r.lost)
+	require.Positive(t, r.lost, "acknowledgements before the fsync must show up as lost jobs")
+}
+
+// Functions of the load: plain jobs are deleted when they complete; kept
+// jobs keep their result (StateDone records); flaky jobs fail their first
+// run, become dead letters and are retried by an administrator; doomed
+// jobs always fail and their dead letters are purged.
+const (
+	fnPlain  = "plain"
+	fnKept   = "kept"
+	fnFlaky  = "flaky"
+	fnDoomed = "doomed"
+)
+
+var functions = []string{fnPlain, fnKept, fnFlaky, fnDoomed}
+
+// ledger is what the clients of all lifetimes were told.
+type ledger struct {
+	mu sync.Mutex
+	// acked: unique -> function, for submits answered JOB_CREATED.
+	acked map[string]string
+	// completed: uniques whose WORK_COMPLETE the server accepted.
+	completed map[string]bool
+	// failed: uniques (and seqs) of the jobs whose failure the server
+	// accepted, which made them dead letters.
+	failed map[string]uint64
+	// retried and purged: dead letters whose retry or purge the server
+	// answered OK.
+	retried, purged map[string]bool
+	// purgeAsked: dead letters a purge was sent for, answered or not (one
+	// whose answer the cut swallowed may or may not be gone).
+	purgeAsked map[string]bool
+	// toHandle: failed jobs no retry or purge has been answered for yet,
+	// by function.
+	toHandle map[string]map[string]uint64
+	// cut is set just before a power cut: no client hears an answer of
+	// the lifetime after it.
+	cut bool
+}
+
+func newLedger() *ledger {
+	return &ledger{acked: map[string]string{}, completed: map[string]bool{}, failed: map[string]uint64{},
+		retried: map[string]bool{}, purged: map[string]bool{}, purgeAsked: map[string]bool{},
+		toHandle: map[string]map[string]uint64{fnFlaky: {}, fnDoomed: {}}}
+}
+
+func (l *ledger) askPurge(unique string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.purgeAsked[unique] = true
+}
+
+func (l *ledger) fail(unique string, seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.failed[unique] = seq
+	if m := l.toHandle[l.acked[unique]]; m != nil {
+		m[unique] = seq
+	}
+}
+
+// failedBefore reports whether a job's failure was accepted before.
+func (l *ledger) failedBefore(unique string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.failed[unique]
+	return ok
+}
+
+// adminDone records an OK to a retry or purge, or (ok false) that the
+// dead letter is not there to act on.
+func (l *ledger) adminDone(fn, unique string, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cut {
+		return
+	}
+	delete(l.toHandle[fn], unique)
+	switch {
+	case !ok:
+	case fn == fnFlaky:
+		l.retried[unique] = true
+	default:
+		l.purged[unique] = true
+	}
+}
+
+// deadToHandle lists the failed jobs of fn that no retry or purge was
+// answered for yet.
+func (l *ledger) deadToHandle(fn string) map[string]uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.toHandle[fn])
+}
+
+func (l *ledger) ack(unique, fn string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.cut {
+		l.acked[unique] = fn
+	}
+}
+
+// complete records a completion. Completions are recorded until after the
+// cut: a delete the committer wrote before the cut may be recorded here
+// only after it, and counting a job completed only weakens the check.
+func (l *ledger) complete(unique string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.completed[unique] = true
+}
+
+// backlog is about how many acknowledged jobs have not ended.
+func (l *ledger) backlog() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked) - len(l.completed) - len(l.purgeAsked)
+}
+
+func (l *ledger) ackCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// setCut stops (true) or resumes (false) recording acknowledgements.
+func (l *ledger) setCut(cut bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cut = cut
+}
+
+// recovered returns the ledger as a recovery is checked against it.
+func (l *ledger) recovered() recovered {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return recovered{acked: maps.Clone(l.acked), completed: maps.Clone(l.completed),
+		retried: maps.Clone(l.retried), purged: maps.Clone(l.purged), purgeAsked: maps.Clone(l.purgeAsked)}
+}
+
+// recovered is what a reopened store holds, with the ledger it is checked
+// against.
+type recovered struct {
+	// acked: every job acknowledged before the cut (unique -> function).
+	acked map[string]string
+	// completed: every job completed before (or after) the cut.
+	completed map[string]bool
+	// retried and purged: dead letters whose retry or purge was answered
+	// OK before the cut.
+	retried, purged map[string]bool
+	// purgeAsked: dead letters a purge was sent for, answered or not.
+	purgeAsked map[string]bool
+	// jobs: the records in the reopened store.
+	jobs []store.Job
+}
+
+// ledgerCheck returns the violations it finds in one recovery. Records of
+// other kinds (the history of jobs that ended) get a check of their own
+// here as they are added to the store.
+type ledgerCheck struct {
+	name  string
+	check func(r recovered) []string
+}
+
+// lostJobs lists the jobs acknowledged and never completed (nor purged)
+// that the store does not hold.
+func lostJobs(r recovered) []string {
+	have := map[string]bool{}
+	for _, j := range r.jobs {
+		have[j.Unique] = true
+	}
+	var out []string
+	for u := range r.acked {
+		if !have[u] && !r.completed[u] && !r.purgeAsked[u] {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+var ledgerChecks = []ledgerCheck{
+	{"no acknowledged job is lost", func(r recovered) []string {
+		var out []string
+		for _, u := range lostJobs(r) {
+			out = append(out, fmt.Sprintf("lost: job %s of %s was acknowledged, never completed, and is not in the store", u, r.acked[u]))
+		}
+		return out
+	}},
+	{"one record per job: never both completed and queued", func(r recovered) []string {
+		seen := map[string]store.Job{}
+		var out []string
+		for _, j := range r.jobs {
+			if prev, ok := seen[j.Unique]; ok {
+				out = append(out, fmt.Sprintf("job %s has two records: seq %d (%s) and seq %d (%s)",
+					j.Unique, prev.Seq, prev.State, j.Seq, j.State))
+			}
+			seen[j.Unique] = j
+		}
+		return out
+	}},
+	{"a kept result belongs to a job that completed", func(r recovered) []string {
+		var out []string
+		for _, j := range r.jobs {
+			if j.State == store.StateDone && !r.completed[j.Unique] {
+				out = append(out, fmt.Sprintf("job %s (seq %d) is stored as completed, but it never completed", j.Unique, j.Seq))
+			}
+			if j.State == store.StateDone && j.Function != fnKept {
+				out = append(out, fmt.Sprintf("job %s of %s keeps a result its policy does not keep", j.Unique, j.Function))
+			}
+		}
+		return out
+	}},
+	{"an acknowledged retry of a dead letter is never taken back", func(r recovered) []string {
+		var out []string
+		for _, j := range r.jobs {
+			if j.State == store.StateDead && r.retried[j.Unique] {
+				out = append(out, fmt.Sprintf("job %s (seq %d) is a dead letter again after its retry was answered OK", j.Unique, j.Seq))
+			}
+		}
+		return out
+	}},
+	{"an acknowledged purge of a dead letter is never taken back", func(r recovered) []string {
+		var out []string
+		for _, j := range r.jobs {
+			if r.purged[j.Unique] {
+				out = append(out, fmt.Sprintf("job %s (seq %d) is back as %s after its purge was answered OK", j.Unique, j.Seq, j.State))
+			}
+		}
+		return out
+	}},
+	{"only acknowledged or unanswered submits are stored", func(r recovered) []string {
+		var out []string
+		for _, j := range r.jobs {
+			if !slices.Contains(functions, j.Function) {
+				out = append(out, fmt.Sprintf("seq %d has unknown function %q", j.Seq, j.Function))
+			}
+			if j.Unique == "" {
+				out = append(out, fmt.Sprintf("seq %d has no unique", j.Seq))
+			}
+		}
+		return out
+	}},
+}
+
+// result sums up a run.
+type result struct {
+	cuts, acked, completed, retried, purged, recovered, lost int
+	violations                                               []string
+}
+
+// runCuts runs cuts lifetimes of the server on one crashable file system,
+// each ended by a power cut, and checks every recovery.
+func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
+	t.Helper()
+	t.Logf("seed %d (POWERLOSS_SEED=%d repeats the random choices of this run)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	fs := vfs.NewCrashableMem()
+	const dir = "/data"
+	led := newLedger()
+	var res result
+	for cut := range cuts {
+		// Reopen what the last cut left: the store must open every time.
+		st, err := pebble.Open(context.Background(), dir, pebble.Options{FS: fs, Sync: mode, Interval: time.Hour,
+			MemTableSize: 256 << 10, CacheSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err, "cut %d: the store does not open after a power cut", cut)
+		rec := led.recovered()
+		require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+			rec.jobs = append(rec.jobs, j)
+			return nil
+		}), "cut %d: the store does not load after a power cut", cut)
+		res.recovered = len(rec.jobs)
+		for _, c := range ledgerChecks {
+			for _, v := range c.check(rec) {
+				if len(res.violations) < 20 {
+					res.violations = append(res.violations, fmt.Sprintf("cut %d: %s: %s", cut, c.name, v))
+				}
+			}
+		}
+		fs = runLifetime(t, st, fs, led, cut, rng)
+		res.cuts++
+	}
+	// A last reopen checks the state the last cut left.
+	st, err := pebble.Open(context.Background(), dir, pebble.Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err, "the store does not open after the last power cut")
+	rec := led.recovered()
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		rec.jobs = append(rec.jobs, j)
+		return nil
+	}))
+	require.NoError(t, st.Close())
+	for _, c := range ledgerChecks {
+		for _, v := range c.check(rec) {
+			if len(res.violations) < 20 {
+				res.violations = append(res.violations, fmt.Sprintf("after the last cut: %s: %s", c.name, v))
+			}
+		}
+	}
+	res.lost = len(lostJobs(rec))
+	res.recovered = len(rec.jobs)
+	res.acked, res.completed, res.retried, res.purged = len(rec.acked), len(rec.completed), len(rec.retried), len(rec.purged)
+	return res
+}
+
+// runLifetime starts a broker on st, runs the load until a random moment,
+// cuts the power there and returns the file system as the cut left it.
+func runLifetime(t *testing.T, st *pebble.Store, fs *vfs.MemFS, led *ledger, cut int, rng *rand.Rand) *vfs.MemFS {
+	t.Helper()
+	b := broker.New(broker.Config{
+		HandlePrefix: "H:p:",
+		Store:        st,
+		Logger:       slog.New(slog.DiscardHandler),
+		Policies: map[string]broker.Policy{
+			fnKept:   {ResultRetention: time.Second},
+			fnFlaky:  {MaxAttempts: 1},
+			fnDoomed: {MaxAttempts: 1},
+		},
+	})
+	require.NoError(t, b.Start(context.Background()), "cut %d: the broker does not start on the recovered store", cut)
+	led.setCut(false)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// Submitters: each submits, waits for the answer, and records
+	// JOB_CREATED in the ledger.
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess := b.NewSession("submitter", nopOutbox{})
+			defer b.CloseSession(sess)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if led.backlog() > 1000 {
+					// Let the workers catch up, so that a long run stays
+					// quick to replay.
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+						continue
+					}
+				}
+				fn := []string{fnPlain, fnPlain, fnKept, fnFlaky, fnDoomed}[i%5]
+				unique := fmt.Sprintf("c%d-g%d-%d", cut, g, i)
+				done := make(chan error, 1)
+				b.Submit(sess, broker.SubmitParams{Function: []byte(fn), Unique: []byte(unique), Payload: []byte(unique),
+					Background: true}, func(_ uint64, _ bool, err error) { done <- err })
+				if err := <-done; err != nil {
+					return // the broker is stopping
+				}
+				led.ack(unique, fn)
+			}
+		}()
+	}
+	// Workers: take jobs and complete them, recording each completion.
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wake := make(wakeup, 1)
+			sess := b.NewSession("worker", wake)
+			defer b.CloseSession(sess)
+			for _, fn := range functions {
+				b.CanDo(sess, []byte(fn), 0)
+			}
+			for {
+				a, ok := b.Grab(sess)
+				if !ok {
+					b.PreSleep(sess)
+					select {
+					case <-wake:
+						continue
+					case <-stop:
+						return
+					}
+				}
+				if a.Function == fnDoomed || (a.Function == fnFlaky && !led.failedBefore(a.Unique)) {
+					if err := b.Finish(sess, a.Seq, broker.Fail, nil); err == nil {
+						led.fail(a.Unique, a.Seq)
+					}
+					continue
+				}
+				if err := b.Finish(sess, a.Seq, broker.Complete, []byte("done")); err == nil {
+					led.complete(a.Unique)
+				}
+			}
+		}()
+	}
+	// An administrator retries the flaky jobs' dead letters and purges
+	// the doomed ones', one by one, recording each OK.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			for fn, retry := range map[string]bool{fnFlaky: true, fnDoomed: false} {
+				for u, seq := range led.deadToHandle(fn) {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					h := []byte(b.Handle(seq))
+					var err error
+					if retry {
+						err = b.RetryDeadLetter(context.Background(), h)
+					} else {
+						led.askPurge(u)
+						err = b.PurgeDeadLetter(context.Background(), h)
+					}
+					switch {
+					case err == nil:
+						led.adminDone(fn, u, true)
+					case errors.Is(err, broker.ErrJobNotFound):
+						// Not a dead letter in this lifetime: retried or
+						// purged before a cut that swallowed the answer.
+						led.adminDone(fn, u, false)
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+
+	// Cut the power at a random moment: after a random number of new
+	// acknowledgements, or a random time.
+	target := led.ackCount() + 5 + rng.IntN(200)
+	deadline := time.Now().Add(time.Duration(1+rng.IntN(50)) * time.Millisecond)
+	for time.Now().Before(deadline) && led.ackCount() < target {
+		time.Sleep(time.Millisecond)
+	}
+	cfg := vfs.CrashCloneCfg{}
+	if rng.IntN(2) == 0 {
+		// Some of what was not synced made it to the disk.
+		cfg = vfs.CrashCloneCfg{UnsyncedDataPercent: 1 + rng.IntN(99), RNG: rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))} //nolint:gosec // test randomness
+	}
+	// Every acknowledgement in the ledger was sent before the power went.
+	led.setCut(true)
+	clone := fs.CrashClone(cfg)
+
+	close(stop)
+	b.Stop() // answers the submitters still waiting
+	wg.Wait()
+	_ = st.Close()
+	return clone
+}
+
+// nopOutbox drops a submitter's events.
+type nopOutbox struct{}
+
+func (nopOutbox) Send(broker.Event) {}
+
+// wakeup wakes a sleeping worker on NOOP.
+type wakeup chan struct{}
+
+func (w wakeup) Send(ev broker.Event) {
+	if ev.Kind == broker.EventNoop {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
