@@ -384,7 +384,8 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 
 	// a loses its lease; b runs the job again. a's worker stops asking
 	// for f first, so that a, registering again, does not claim the
-	// released row back for the run it still has before b claims it.
+	// released row back for the run it still has before b claims it
+	// (TestSharedServerThatLostItsLeaseClaimsBackTheRowOfAJobItStillRuns).
 	a.ResetAbilities(wa)
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
 	wb, outB := newWorker(b, "wb", "f")
@@ -403,4 +404,39 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 	// round that carried the stale progress is over.
 	require.NoError(t, submit(t, a, a.NewSession("ca", newOutbox()), bgJob("barrier", "", "")).err)
 	require.Equal(t, 1, progress(), "the row shows the progress of the server holding it")
+}
+
+// A server whose registration went while its worker still runs a job
+// registers again and, its worker still serving the function, claims the
+// job's row back: the row is its own again, so no other server runs the
+// job a second time, and the run it has ends the job.
+func TestSharedServerThatLostItsLeaseClaimsBackTheRowOfAJobItStillRuns(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 400*time.Millisecond)
+	b, _ := openShared(t, url, "b", 0)
+	r := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "", "x"))
+	require.NoError(t, r.err)
+	wa, outA := newWorker(a, "wa", "f")
+	onA := grab(t, a, wa, outA)
+	require.Equal(t, r.seq, onA.Seq)
+
+	var first int64
+	pgtest.QueryRow(t, url, `SELECT id FROM gearwork_servers WHERE name = 'a'`, &first)
+	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
+	testwait.Until(t, "a holds the row under its new registration", func() bool {
+		var owner, id int64
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(owner, 0) FROM gearwork_jobs WHERE seq = %d`, r.seq), &owner)
+		pgtest.QueryRow(t, url, `SELECT coalesce(max(id), 0) FROM gearwork_servers WHERE name = 'a'`, &id)
+		return owner != 0 && owner != first && owner == id
+	})
+	require.Equal(t, 1, a.JobCount(), "the claim added no second copy of the job")
+	require.NoError(t, a.WorkStatus(wa, onA.Seq, 5, 10))
+	testwait.Until(t, "the run a has reports into the row", func() bool {
+		var num int
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT progress_num FROM gearwork_jobs WHERE seq = %d`, r.seq), &num)
+		return num == 5
+	})
+	require.NoError(t, a.Finish(wa, onA.Seq, broker.Complete, nil))
+	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
 }
