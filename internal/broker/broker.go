@@ -146,7 +146,12 @@ type Broker struct {
 	spareExtras []*jobExtra
 	// barriers are the waiters of Durable.
 	barriers []chan error
-	storeErr error
+	// records, when set, keeps the records of ended jobs (records.go);
+	// pendingRecs and pendingForget wait for the committer to write them.
+	records       store.RecordStore
+	pendingRecs   []*histRec
+	pendingForget []uint64
+	storeErr      error
 	// life is the lifecycle state: policies, dead letters, retained
 	// results, function timers and cron schedules.
 	life lifeState
@@ -195,6 +200,7 @@ func New(cfg Config) *Broker {
 	if cfg.Shared != nil {
 		b.store = cfg.Shared
 	}
+	b.records = recordStoreOf(cfg, b.store)
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.initLife()

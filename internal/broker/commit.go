@@ -76,10 +76,17 @@ type commitBuffers struct {
 	meta    []store.Meta
 	// barriers are the waiters of Durable that this batch answers.
 	barriers []chan error
+	// recs are the job records the batch writes (recPtrs their memory
+	// copies, recSeqs their jobs), forget the records it forgets.
+	recs    []store.Record
+	snaps   []JobSnapshot
+	recPtrs []*histRec
+	recSeqs []uint64
+	forget  []uint64
 }
 
 func (c *commitBuffers) empty() bool {
-	return len(c.records) == 0 && len(c.deletes) == 0 && len(c.meta) == 0
+	return len(c.records) == 0 && len(c.deletes) == 0 && len(c.meta) == 0 && len(c.snaps) == 0 && len(c.forget) == 0
 }
 
 // commitOnce writes one batch. It reports whether more work is waiting.
@@ -107,6 +114,7 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 			slog.String("error", err.Error()))
 	}
 	b.settleBatchLocked(buf.saves, err)
+	b.settleRecordsLocked(buf, err)
 	clear(buf.saves)
 	return more
 }
@@ -138,13 +146,14 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	buf.deletes = append(buf.deletes[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
 	buf.meta = b.takePendingMetaLocked()
+	moreRecs := b.records != nil && b.takeRecordsLocked(buf)
 	more := len(b.pendingSaves) > 0
 	buf.barriers = buf.barriers[:0]
-	if !more {
+	if !more && !moreRecs {
 		// Nothing written before a barrier is left behind this batch.
 		buf.barriers = append(buf.barriers, b.takeBarriersLocked()...)
 	}
-	return more
+	return more || moreRecs
 }
 
 // writeBatch writes buf to the store: saves, then metadata, then deletes
@@ -160,12 +169,21 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	if err == nil && len(buf.meta) > 0 {
 		err = b.putMeta(ctx, buf.meta)
 	}
-	if err == nil && len(buf.deletes) > 0 {
+	if len(buf.snaps) > 0 {
+		b.encodeRecords(buf)
+	}
+	switch {
+	case err != nil:
+	case b.records != nil && (len(buf.deletes) > 0 || len(buf.recs) > 0 || len(buf.forget) > 0):
+		// A finished job's record and its removal are one write.
+		err = b.records.EndJobs(ctx, buf.deletes, buf.recs, buf.forget)
+	case len(buf.deletes) > 0:
 		err = b.store.Delete(ctx, buf.deletes)
-		if sy, ok := b.store.(Syncer); ok && err == nil && len(buf.barriers) > 0 {
-			// Someone waits for these removals to be durable.
-			err = sy.Sync(ctx)
-		}
+	}
+	if sy, ok := b.store.(Syncer); ok && err == nil && len(buf.barriers) > 0 &&
+		(len(buf.deletes) > 0 || len(buf.forget) > 0) {
+		// Someone waits for these removals to be durable.
+		err = sy.Sync(ctx)
 	}
 	return err
 }

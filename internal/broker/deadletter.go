@@ -196,7 +196,9 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.startedAt = 0
 	// It lives again: its record goes, and it will end with a new one.
 	j.flags &^= jobRecorded
-	if r := b.hist.bySeq[j.seq]; r != nil {
+	if b.records != nil {
+		b.forgetStoredLocked(j.seq)
+	} else if r := b.hist.bySeq[j.seq]; r != nil {
 		b.dropRecordLocked(r)
 	}
 	b.addLiveLocked(j)

@@ -73,6 +73,8 @@ type histRec struct {
 	truncated  bool
 	// ran: the record has a made-up attempt (see worker).
 	ran bool
+	// writing: the committer is writing the record to the store.
+	writing bool
 }
 
 // histExtra is what only some records have.
@@ -259,6 +261,11 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	h.bySeq[j.seq] = r
 	fh.recs = append(fh.recs, r)
 	fh.counts[r.state]++
+	if b.records != nil {
+		// The committer writes it and lets it go; the store bounds
+		// the records kept.
+		b.queueRecordLocked(r)
+	}
 	for fh.len() > max {
 		b.popOldestLocked(fh)
 	}
@@ -334,6 +341,9 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 // a fake clock call it directly.
 func (b *Broker) ExpireHistory() int {
 	total := 0
+	if b.records != nil {
+		total += b.expireStoredRecords()
+	}
 	for {
 		n, more := b.expireHistoryBatch()
 		total += n
@@ -449,6 +459,27 @@ func nonNilBytes(b []byte) []byte {
 // expired). A dead letter or retained result of the job stays: purge
 // those on their own. Safe for concurrent use.
 func (b *Broker) ForgetRecord(seq uint64) bool {
+	if b.records != nil {
+		b.mu.Lock()
+		r := b.hist.bySeq[seq]
+		if r != nil {
+			b.forgetStoredLocked(seq)
+		}
+		b.mu.Unlock()
+		if r != nil {
+			return true
+		}
+		// Only in the store: forget it there now, so that a lookup
+		// right after does not find it.
+		if _, err := b.records.Record(context.Background(), seq); err != nil {
+			return false
+		}
+		if err := b.records.EndJobs(context.Background(), nil, nil, []uint64{seq}); err != nil {
+			b.log.Warn("broker: cannot forget a job record", "seq", seq, "error", err.Error())
+			return false
+		}
+		return true
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r := b.hist.bySeq[seq]

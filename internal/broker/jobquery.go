@@ -1,11 +1,14 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
 )
 
 // This file lists job records: live jobs and the records of ended ones,
@@ -75,7 +78,14 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 	// The cursor is "L<seq>" inside the live jobs, "F<order>" inside the
 	// ended ones.
 	var liveBelow, finalBelow uint64 = ^uint64(0), ^uint64(0)
-	if c := q.Cursor; c != "" {
+	var after store.RecordPos // in the stored records (records.go)
+	if c := q.Cursor; c != "" && c[0] == 'R' && b.records != nil {
+		p, ok := parseRecordCursor(c)
+		if !ok {
+			return JobPage{}, fmt.Errorf("%w: cursor %q is not one this server gave out", ErrBadQuery, c)
+		}
+		live, after = false, p
+	} else if c != "" {
 		n, err := strconv.ParseUint(c[1:], 10, 64)
 		switch {
 		case err != nil || (c[0] != 'L' && c[0] != 'F'):
@@ -85,6 +95,9 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 		default:
 			live, finalBelow = false, n
 		}
+	}
+	if b.records != nil {
+		return b.listStored(q, limit, live, final, liveBelow, after)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -265,6 +278,7 @@ type JobCounts struct {
 // in timers (scheduled, retry-wait) and in ordered queues, not over every
 // live job.
 func (b *Broker) CountJobs() []JobCounts {
+	stored := b.storedCounts()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	by := make(map[string]*JobCounts)
@@ -330,6 +344,12 @@ func (b *Broker) CountJobs() []JobCounts {
 			add(c.Ended, finalState(st).String(), n)
 		}
 	}
+	for name, m := range stored {
+		c := get(name)
+		for st, n := range m {
+			add(c.Ended, st, n)
+		}
+	}
 	out := make([]JobCounts, 0, len(by))
 	for _, c := range by {
 		out = append(out, *c)
@@ -352,4 +372,66 @@ func add(m map[string]int, k string, n int) {
 	} else {
 		delete(m, k)
 	}
+}
+
+// listStored is ListJobs with the records of ended jobs in the store: the
+// live jobs under the lock, then the records without it.
+func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow uint64, after store.RecordPos) (JobPage, error) {
+	var page JobPage
+	if live {
+		b.mu.Lock()
+		jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
+		for _, j := range jobs[:min(len(jobs), limit)] {
+			snap := b.snapshotLocked(j)
+			snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
+			page.Jobs = append(page.Jobs, snap)
+		}
+		b.mu.Unlock()
+		if len(jobs) > limit {
+			page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
+			return page, nil
+		}
+	}
+	if !final {
+		return page, nil
+	}
+	want := limit - len(page.Jobs)
+	if want == 0 {
+		// The live jobs filled the page exactly: the ended ones start
+		// the next, if there are any.
+		recs, err := b.endedFromStore(q.Function, q.State, after, 1)
+		if err != nil {
+			return JobPage{}, err
+		}
+		if len(recs) > 0 {
+			page.Next = "R0.0"
+		}
+		return page, nil
+	}
+	recs, err := b.endedFromStore(q.Function, q.State, after, want+1)
+	if err != nil {
+		return JobPage{}, err
+	}
+	for _, s := range recs[:min(len(recs), want)] {
+		s.Cursor = recordCursor(store.RecordPos{Finished: s.Finished.UnixNano(), Seq: s.Seq})
+		page.Jobs = append(page.Jobs, s)
+	}
+	if len(recs) > want {
+		page.Next = page.Jobs[len(page.Jobs)-1].Cursor
+	}
+	return page, nil
+}
+
+// storedCounts returns the counts of the records in the store per
+// function and state, or nil.
+func (b *Broker) storedCounts() map[string]map[string]int {
+	if b.records == nil {
+		return nil
+	}
+	m, err := b.records.RecordCounts(context.Background())
+	if err != nil {
+		b.log.Warn("broker: cannot count job records", "error", err.Error())
+		return nil
+	}
+	return m
 }

@@ -46,6 +46,7 @@ func (b *Broker) hasPendingWrites() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 || len(b.barriers) > 0 ||
+		len(b.pendingRecs) > 0 || len(b.pendingForget) > 0 ||
 		len(b.life.pendingMeta) > 0 || b.mode.pendingLocked()
 }
 

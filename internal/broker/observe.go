@@ -86,6 +86,15 @@ type JobSnapshot struct {
 // "complete"). It reports false if there is none (it never existed, or
 // its record expired). Safe for concurrent use.
 func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
+	// A record leaves memory only once it is in the store: look there
+	// second.
+	if snap, ok := b.jobInMemory(seq); ok || b.records == nil {
+		return snap, ok
+	}
+	return b.storedRecord(seq)
+}
+
+func (b *Broker) jobInMemory(seq uint64) (JobSnapshot, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.jobs.get(seq)

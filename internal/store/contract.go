@@ -152,3 +152,73 @@ type SharedLifecycle interface {
 	// without storing anything.
 	Signal(ctx context.Context, key string) error
 }
+
+// RecordStore is an optional capability of a Store, found by type
+// assertion: keeping the final records of jobs that ended (their history)
+// in the store rather than in the broker's memory. A broker given one
+// writes each record in the same write that removes the ended job
+// (EndJobs), reads records back for lookups and listings, and expires
+// them in the background; a broker whose store lacks it keeps the records
+// in its own memory. Methods must be safe for concurrent use with each
+// other and with the Store methods; the broker never calls them holding
+// its lock.
+type RecordStore interface {
+	// EndJobs deletes the jobs dels, forgets the records forget, and then
+	// writes recs, all in one atomic write (a crash leaves all of it or
+	// none), as durable as Delete. A record replaces one of the same Seq.
+	EndJobs(ctx context.Context, dels []uint64, recs []Record, forget []uint64) error
+	// Record returns the record of job seq, or an error wrapping
+	// ErrNotFound.
+	Record(ctx context.Context, seq uint64) (Record, error)
+	// Records lists the records of q.Function ("" for every function) in
+	// q.State ("" for any), the most recently ended first, after q.After
+	// when it is set; at most q.Limit of them.
+	Records(ctx context.Context, q RecordQuery) ([]Record, error)
+	// ExpireRecords forgets, per function, the records that ended before
+	// the time limits gives for it and those beyond its count, and
+	// returns how many it forgot. limits is called without locks held.
+	ExpireRecords(ctx context.Context, now int64, limits func(function string) (age time.Duration, max int)) (int, error)
+	// RecordCounts returns, per function, how many records are kept in
+	// each state.
+	RecordCounts(ctx context.Context) (map[string]map[string]int, error)
+}
+
+// Record is the final record of a job that ended, as a RecordStore keeps
+// it. The store orders and selects records by Function, Finished, Seq and
+// State; Data is the rest of the record as the broker encodes it, opaque
+// to the store.
+type Record struct {
+	Seq      uint64
+	Function string
+	// State is the final state ("complete", "failed", …).
+	State string
+	// Finished is the Unix time in nanoseconds at which the job ended.
+	Finished int64
+	Data     []byte
+}
+
+// RecordQuery selects records for RecordStore.Records.
+type RecordQuery struct {
+	Function string
+	State    string
+	// After continues a listing after the record it names (by Finished
+	// and Seq); the zero value starts at the newest.
+	After RecordPos
+	Limit int
+}
+
+// RecordPos is a record's place in a listing: the newest first, by
+// Finished then Seq.
+type RecordPos struct {
+	Finished int64
+	Seq      uint64
+}
+
+// Before reports whether a record at p is listed after one at q (it ended
+// earlier, or at the same time with a lower Seq).
+func (p RecordPos) Before(q RecordPos) bool {
+	if p.Finished != q.Finished {
+		return p.Finished < q.Finished
+	}
+	return p.Seq < q.Seq
+}

@@ -103,6 +103,13 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 	require.True(t, held[first])
+	// A job with no policy completes: its record is written with its
+	// removal.
+	plainH := c.submitBg("plain", "p1", "no policy")
+	w.Send(gearman.CanDo, "plain")
+	pa := w.grabWhenReady()
+	require.Equal(t, plainH, pa[0])
+	w.Send(gearman.WorkComplete, plainH, "plain result")
 	w.sync()
 	require.Equal(t, []string{"OK"}, s.dial(t).admin("policy kept max_attempts=7"))
 	// State changes after a result are written by the group committer in
@@ -132,6 +139,9 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	cmd0, args0 := c0.Read()
 	require.Equal(t, gearman.StatusResUnique, cmd0)
 	require.Equal(t, []string{missedUnique, "1"}, args0[:2], "the tick missed while the server was down is caught up on")
+
+	rec := strings.Join(adm2.admin("job "+plainH), "\n")
+	require.Contains(t, rec, "state\tcomplete\nfinal\ttrue", "the completed job's record survives, and the job is not queued again")
 
 	dl := adm2.admin("deadletters once")
 	require.Len(t, dl, 1, "the dead letter survives")

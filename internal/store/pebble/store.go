@@ -116,6 +116,8 @@ type Store struct {
 	bgFailures atomic.Int64
 	// openFailed receives a background failure that makes Open give up.
 	openFailed chan error
+	// counts counts the kept job records (records.go).
+	counts recordCounts
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a

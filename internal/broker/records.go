@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// This file keeps job records in a store.RecordStore (Pebble) instead of
+// the broker's memory. A record is still made in memory when its job ends
+// (recordEndLocked) and waits there for the committer, which writes it in
+// the same store write as the removal of its job (EndJobs) and then lets
+// the memory copy go: the memory holds only the records not yet written.
+// Lookups and listings read the store without the broker's lock, and
+// expiry runs in the store, one range deletion per chunk.
+
+// recordStore returns the store's RecordStore, or nil when the broker keeps
+// records in memory (no store, a store without the capability, shared
+// mode).
+func recordStoreOf(cfg Config, s store.Store) store.RecordStore {
+	if cfg.Shared != nil || s == nil {
+		return nil
+	}
+	rs, _ := s.(store.RecordStore)
+	return rs
+}
+
+// queueRecordLocked hands a new record to the committer.
+func (b *Broker) queueRecordLocked(r *histRec) {
+	b.pendingRecs = append(b.pendingRecs, r)
+	if len(b.pendingRecs) == 1 {
+		b.kickCommitter()
+	}
+}
+
+// forgetStoredLocked makes the committer forget the stored record of seq
+// (if any): its job lives again, or an operator deleted it. A record still
+// in memory and not yet taken by the committer is simply dropped.
+func (b *Broker) forgetStoredLocked(seq uint64) {
+	if r := b.hist.bySeq[seq]; r != nil {
+		writing := r.writing
+		b.dropRecordLocked(r)
+		if !writing {
+			return
+		}
+	}
+	b.pendingForget = append(b.pendingForget, seq)
+	if len(b.pendingForget) == 1 {
+		b.kickCommitter()
+	}
+}
+
+// takeRecordsLocked moves at most CommitBatch of the records waiting for
+// the committer, and the forgets, into buf, and reports whether more
+// records wait. The records are encoded later, without the lock
+// (encodeRecords).
+func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
+	buf.recs = buf.recs[:0]
+	buf.recPtrs = buf.recPtrs[:0]
+	buf.recSeqs = buf.recSeqs[:0]
+	buf.snaps = buf.snaps[:0]
+	n := min(len(b.pendingRecs), b.cfg.CommitBatch)
+	for _, r := range b.pendingRecs[:n] {
+		if r.fn == nil || b.hist.bySeq[r.seq] != r {
+			continue // dropped before it was written
+		}
+		r.writing = true
+		buf.snaps = append(buf.snaps, r.snapshot())
+		buf.recPtrs = append(buf.recPtrs, r)
+		buf.recSeqs = append(buf.recSeqs, r.seq)
+	}
+	rest := copy(b.pendingRecs, b.pendingRecs[n:])
+	clear(b.pendingRecs[rest:])
+	b.pendingRecs = b.pendingRecs[:rest]
+	buf.forget = append(buf.forget[:0], b.pendingForget...)
+	b.pendingForget = b.pendingForget[:0]
+	return rest > 0
+}
+
+// encodeRecords encodes the records taken into buf.recs.
+func (b *Broker) encodeRecords(buf *commitBuffers) {
+	for i := range buf.snaps {
+		s := &buf.snaps[i]
+		data, err := json.Marshal(s)
+		if err != nil {
+			b.log.Error("broker: cannot encode a job record", slog.String("error", err.Error()))
+			continue
+		}
+		buf.recs = append(buf.recs, store.Record{Seq: s.Seq, Function: s.Function, State: s.State,
+			Finished: s.Finished.UnixNano(), Data: data})
+	}
+	clear(buf.snaps)
+}
+
+// settleRecordsLocked lets the memory copies of the records a batch wrote
+// go; after a failed write they stay in memory.
+func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
+	for i, r := range buf.recPtrs {
+		if b.hist.bySeq[buf.recSeqs[i]] != r {
+			continue
+		}
+		r.writing = false
+		if err == nil {
+			b.dropRecordLocked(r)
+		}
+	}
+	clear(buf.recPtrs)
+}
+
+// decodeRecord turns a stored record back into a snapshot.
+func decodeRecord(r store.Record) (JobSnapshot, error) {
+	var s JobSnapshot
+	if err := json.Unmarshal(r.Data, &s); err != nil {
+		return JobSnapshot{}, fmt.Errorf("job record %d: %w", r.Seq, err)
+	}
+	s.Seq, s.Function, s.State, s.Final = r.Seq, r.Function, r.State, true
+	s.Finished = time.Unix(0, r.Finished)
+	return s, nil
+}
+
+// storedRecord reads the record of job seq from the store.
+func (b *Broker) storedRecord(seq uint64) (JobSnapshot, bool) {
+	r, err := b.records.Record(context.Background(), seq)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			b.log.Warn("broker: cannot read a job record", slog.Uint64("seq", seq), slog.String("error", err.Error()))
+		}
+		return JobSnapshot{}, false
+	}
+	s, err := decodeRecord(r)
+	if err != nil {
+		b.log.Warn("broker: cannot read a job record", slog.Uint64("seq", seq), slog.String("error", err.Error()))
+		return JobSnapshot{}, false
+	}
+	return s, true
+}
+
+// Cursors into the stored records are "R<finished>.<seq>".
+func recordCursor(p store.RecordPos) string {
+	return "R" + strconv.FormatInt(p.Finished, 10) + "." + strconv.FormatUint(p.Seq, 10)
+}
+
+func parseRecordCursor(c string) (store.RecordPos, bool) {
+	fin, seq, ok := strings.Cut(c[1:], ".")
+	if !ok {
+		return store.RecordPos{}, false
+	}
+	f, err1 := strconv.ParseInt(fin, 10, 64)
+	s, err2 := strconv.ParseUint(seq, 10, 64)
+	if err1 != nil || err2 != nil {
+		return store.RecordPos{}, false
+	}
+	return store.RecordPos{Finished: f, Seq: s}, true
+}
+
+// endedFromStore returns up to n records of ended jobs after pos (zero:
+// from the newest), newest first: those in the store merged with those
+// still waiting in memory for the committer.
+func (b *Broker) endedFromStore(fn, state string, after store.RecordPos, n int) ([]JobSnapshot, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	below := func(p store.RecordPos) bool { return after == (store.RecordPos{}) || p.Before(after) }
+	b.mu.Lock()
+	var out []JobSnapshot
+	for name, fh := range b.hist.fns {
+		if fn != "" && name != fn {
+			continue
+		}
+		for _, r := range fh.recs[fh.head:] {
+			if r == nil || r.fn == nil || (state != "" && r.state.String() != state) ||
+				!below(store.RecordPos{Finished: r.finished, Seq: r.seq}) {
+				continue
+			}
+			out = append(out, r.snapshot())
+		}
+	}
+	b.mu.Unlock()
+	recs, err := b.records.Records(context.Background(), store.RecordQuery{Function: fn, State: state, After: after, Limit: n})
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[uint64]bool, len(out))
+	for _, s := range out {
+		seen[s.Seq] = true
+	}
+	for _, r := range recs {
+		if seen[r.Seq] {
+			continue
+		}
+		s, err := decodeRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, c JobSnapshot) int {
+		pa := store.RecordPos{Finished: a.Finished.UnixNano(), Seq: a.Seq}
+		pc := store.RecordPos{Finished: c.Finished.UnixNano(), Seq: c.Seq}
+		switch {
+		case pc.Before(pa):
+			return -1
+		case pa.Before(pc):
+			return 1
+		}
+		return 0
+	})
+	return out[:min(len(out), n)], nil
+}
+
+// expireStoredRecords expires the records in the store by their
+// functions' policies; the broker's lock is held only to read a policy.
+func (b *Broker) expireStoredRecords() int {
+	n, err := b.records.ExpireRecords(context.Background(), b.nowNanos(), func(fn string) (time.Duration, int) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.policyOf(fn).historyLimits()
+	})
+	if err != nil {
+		b.log.Warn("broker: expiring job records failed", slog.String("error", err.Error()))
+	}
+	return n
+}

@@ -1,0 +1,133 @@
+package pebble_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/pebble"
+)
+
+// BenchmarkRecordsKept ends 1,000,000 background jobs through a broker on
+// the Pebble store, with the history keeping every record (kept=1000000)
+// or none (kept=0), and reports the heap and the process's RSS afterwards,
+// then times listing two pages of 50 records (the second by its cursor).
+// The jobs end in steps of 10,000, each waiting for the committer to
+// write their records. Run each case in its own process so that one's RSS
+// does not carry over into the other (see BENCHMARKS.md, "Job records").
+func BenchmarkRecordsKept(b *testing.B) {
+	for _, kept := range []int{0, 1_000_000} {
+		b.Run(fmt.Sprintf("kept=%d", kept), func(b *testing.B) { benchRecordsKept(b, kept) })
+	}
+}
+
+func benchRecordsKept(b *testing.B, kept int) {
+	const jobs = 1_000_000
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	st, err := pebble.Open(ctx, b.TempDir(), pebble.Options{Sync: pebble.SyncNone, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var p broker.Policy
+	if err := p.Set("history_max", strconv.Itoa(max(kept, 1))); err != nil {
+		b.Fatal(err)
+	}
+	if kept == 0 {
+		if err := p.Set("history", "0"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	br := broker.New(broker.Config{Store: st, Logger: quiet, DefaultPolicy: p})
+	if err := br.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer br.Stop()
+	client := br.NewSession("c", dropEvents{})
+	worker := br.NewSession("w", dropEvents{})
+	br.CanDo(worker, []byte("fn"), 0)
+	done := func(uint64, bool, error) {}
+	// stored waits until job seq's record is in the store.
+	stored := func(seq uint64) {
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			if _, err := st.Record(ctx, seq); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("the record of job %d never reached the store", seq)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var last uint64
+	for i := range jobs {
+		br.Submit(client, broker.SubmitParams{Function: []byte("fn"), Payload: []byte("p"), Background: true}, done)
+		a, ok := br.Grab(worker)
+		if !ok {
+			b.Fatalf("job %d: nothing to grab", i)
+		}
+		if err := br.Finish(worker, a.Seq, broker.Complete, []byte("result")); err != nil {
+			b.Fatal(err)
+		}
+		last = a.Seq
+		if kept > 0 && i%10_000 == 9_999 {
+			// A server's workers take time per job: let the committer
+			// keep up, as it does there.
+			stored(last)
+		}
+	}
+	if kept > 0 {
+		stored(last)
+		if page, err := br.ListJobs(broker.JobQuery{Function: "fn", Limit: 1}); err != nil || len(page.Jobs) != 1 {
+			b.Fatalf("%v %v", page, err)
+		}
+		counts := br.CountJobs()
+		if len(counts) != 1 || counts[0].Ended[broker.FinalComplete] != kept {
+			b.Fatalf("counts %+v, want %d complete", counts, kept)
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ResetTimer()
+	for b.Loop() {
+		if kept == 0 {
+			continue // nothing to list
+		}
+		page, err := br.ListJobs(broker.JobQuery{Function: "fn", State: broker.FinalComplete, Limit: 50})
+		if err != nil || len(page.Jobs) != 50 {
+			b.Fatalf("%d jobs, %v", len(page.Jobs), err)
+		}
+		page, err = br.ListJobs(broker.JobQuery{Function: "fn", State: broker.FinalComplete, Limit: 50, Cursor: page.Next})
+		if err != nil || len(page.Jobs) != 50 {
+			b.Fatalf("%d jobs, %v", len(page.Jobs), err)
+		}
+	}
+	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
+	b.ReportMetric(rssMiB(), "rss-MiB")
+}
+
+// rssMiB returns the process's resident set in MiB (Linux), or 0.
+func rssMiB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

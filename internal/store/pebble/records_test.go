@@ -1,0 +1,191 @@
+package pebble_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/pebble"
+)
+
+// recordBroker runs a broker on a Pebble store on fs.
+func recordBroker(t *testing.T, fs vfs.FS, cfg broker.Config) (*broker.Broker, *pebble.Store) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := pebble.Open(ctx, "data", pebble.Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	cfg.Store = st
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	b := broker.New(cfg)
+	require.NoError(t, b.Start(ctx))
+	return b, st
+}
+
+// submitBG submits a background job and waits for its acknowledgement.
+func submitBG(t *testing.T, b *broker.Broker, c *broker.Session, fn, payload string) uint64 {
+	t.Helper()
+	type res struct {
+		seq uint64
+		err error
+	}
+	ch := make(chan res, 1)
+	b.Submit(c, broker.SubmitParams{Function: []byte(fn), Payload: []byte(payload), Background: true},
+		func(seq uint64, _ bool, err error) { ch <- res{seq, err} })
+	select {
+	case r := <-ch:
+		require.NoError(t, r.err)
+		return r.seq
+	case <-time.After(time.Minute):
+		t.Fatal("submit not acknowledged")
+		return 0
+	}
+}
+
+// waitStored polls until job seq's record is in the store.
+func waitStored(t *testing.T, st *pebble.Store, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := st.Record(context.Background(), seq); err == nil {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "record %d never reached the store", seq)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The record of a completed background job is written with the removal of
+// the job: after a power cut (only synced data survives) the restarted
+// broker answers the record from disk and does not run the job again.
+func TestRecordSurvivesCrash(t *testing.T) {
+	t.Parallel()
+	fs := vfs.NewCrashableMem()
+	b, st := recordBroker(t, fs, broker.Config{})
+	c := b.NewSession("c", dropEvents{})
+	w := b.NewSession("w", dropEvents{})
+	b.CanDo(w, []byte("f"), 0)
+	seq := submitBG(t, b, c, "f", "payload")
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, b.Finish(w, seq, broker.Complete, []byte("the result")))
+	waitStored(t, st, seq)
+	// The memory copy goes once the record is written: the broker's
+	// answer now comes from the store.
+	rec, ok := b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, broker.FinalComplete, rec.State)
+
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+	b.Stop()
+	require.NoError(t, st.Close())
+
+	b2, st2 := recordBroker(t, crashed, broker.Config{})
+	defer st2.Close()
+	defer b2.Stop()
+	require.Equal(t, 0, b2.JobCount(), "the completed job must not be queued again")
+	rec, ok = b2.Job(seq)
+	require.True(t, ok, "the record is on disk")
+	require.True(t, rec.Final)
+	require.Equal(t, broker.FinalComplete, rec.State)
+	require.Equal(t, "f", rec.Function)
+	require.Equal(t, []byte("the result"), rec.Result)
+	require.Equal(t, []byte("payload"), rec.PayloadPreview)
+	require.True(t, rec.Background)
+	page, err := b2.ListJobs(broker.JobQuery{Function: "f"})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 1)
+	require.Equal(t, seq, page.Jobs[0].Seq)
+	require.Equal(t, map[string]int{broker.FinalComplete: 1}, b2.CountJobs()[0].Ended)
+
+	// An operator's delete forgets it in the store at once.
+	require.True(t, b2.ForgetRecord(seq))
+	_, ok = b2.Job(seq)
+	require.False(t, ok)
+	require.False(t, b2.ForgetRecord(seq))
+}
+
+// Listing pages through stored records newest first with cursors, by
+// function and state, and expiry by age and count forgets them in the
+// store.
+func TestRecordsPagingAndExpiry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := pebble.Open(ctx, "data", pebble.Options{FS: vfs.NewMem(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer st.Close()
+	const n = 250
+	var recs []store.Record
+	for i := range n {
+		state := "complete"
+		if i%5 == 0 {
+			state = "failed"
+		}
+		fn := "a"
+		if i%2 == 1 {
+			fn = "b"
+		}
+		recs = append(recs, store.Record{Seq: uint64(i + 1), Function: fn, State: state, Finished: int64(1000 + i),
+			Data: []byte(fmt.Sprintf(`{"n":%d}`, i))})
+	}
+	require.NoError(t, st.EndJobs(ctx, nil, recs, nil))
+
+	// Every function, pages of 40, newest first, each record once.
+	var seen []uint64
+	var after store.RecordPos
+	for range n {
+		page, err := st.Records(ctx, store.RecordQuery{After: after, Limit: 40})
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			seen = append(seen, r.Seq)
+		}
+		last := page[len(page)-1]
+		after = store.RecordPos{Finished: last.Finished, Seq: last.Seq}
+	}
+	require.Len(t, seen, n)
+	for i, s := range seen {
+		require.Equal(t, uint64(n-i), s)
+	}
+	failed, err := st.Records(ctx, store.RecordQuery{Function: "a", State: "failed", Limit: 1000})
+	require.NoError(t, err)
+	require.Len(t, failed, 25) // i%10 == 0
+	got, err := st.Record(ctx, 7)
+	require.NoError(t, err)
+	require.Equal(t, "a", got.Function)
+	require.Equal(t, `{"n":6}`, string(got.Data))
+
+	counts, err := st.RecordCounts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]map[string]int{"a": {"complete": 100, "failed": 25}, "b": {"complete": 100, "failed": 25}}, counts)
+
+	// a keeps the 10 newest; b those that ended at 1000+200 or later.
+	forgot, err := st.ExpireRecords(ctx, 1300, func(fn string) (time.Duration, int) {
+		if fn == "a" {
+			return time.Hour, 10
+		}
+		return 100, 1 << 20
+	})
+	require.NoError(t, err)
+	require.Equal(t, 115+100, forgot)
+	left, err := st.Records(ctx, store.RecordQuery{Limit: 1000})
+	require.NoError(t, err)
+	require.Len(t, left, 35)
+	_, err = st.Record(ctx, 1)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.NoError(t, st.EndJobs(ctx, nil, nil, []uint64{250}))
+	_, err = st.Record(ctx, 250)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	counts, err = st.RecordCounts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]map[string]int{"a": {"complete": 8, "failed": 2}, "b": {"complete": 19, "failed": 5}}, counts)
+}
