@@ -63,8 +63,9 @@ func TestPowerLoss(t *testing.T) {
 		t.Error(v)
 	}
 	t.Logf("%d cuts: %d jobs acknowledged, %d completed, %d dead letters retried and %d purged with an OK, "+
-		"%d records in the store after the last cut, %d acknowledged jobs lost",
-		r.cuts, r.acked, r.completed, r.retried, r.purged, r.recovered, r.lost)
+		"%d records in the store after the last cut (and %d records of ended jobs), %d acknowledged jobs lost",
+		r.cuts, r.acked, r.completed, r.retried, r.purged, r.recovered, r.ended, r.lost)
+	require.Positive(t, r.ended, "completed jobs leave records in the store")
 	require.Zero(t, r.lost)
 	require.Positive(t, r.acked)
 	require.Positive(t, r.completed)
@@ -233,11 +234,11 @@ type recovered struct {
 	purgeAsked map[string]bool
 	// jobs: the records in the reopened store.
 	jobs []store.Job
+	// ended: the records of ended jobs in the reopened store.
+	ended []store.Record
 }
 
-// ledgerCheck returns the violations it finds in one recovery. Records of
-// other kinds (the history of jobs that ended) get a check of their own
-// here as they are added to the store.
+// ledgerCheck returns the violations it finds in one recovery.
 type ledgerCheck struct {
 	name  string
 	check func(r recovered) []string
@@ -292,6 +293,21 @@ var ledgerChecks = []ledgerCheck{
 		}
 		return out
 	}},
+	{"a completed job's record and its queued job are never both stored", func(r recovered) []string {
+		live := map[uint64]store.Job{}
+		for _, j := range r.jobs {
+			if j.State == store.StateQueued || j.State == store.StateRetryWait {
+				live[j.Seq] = j
+			}
+		}
+		var out []string
+		for _, e := range r.ended {
+			if j, ok := live[e.Seq]; ok && e.State == "complete" {
+				out = append(out, fmt.Sprintf("job %s (seq %d) is stored as %s and has a record of its completion", j.Unique, j.Seq, j.State))
+			}
+		}
+		return out
+	}},
 	{"an acknowledged retry of a dead letter is never taken back", func(r recovered) []string {
 		var out []string
 		for _, j := range r.jobs {
@@ -326,8 +342,8 @@ var ledgerChecks = []ledgerCheck{
 
 // result sums up a run.
 type result struct {
-	cuts, acked, completed, retried, purged, recovered, lost int
-	violations                                               []string
+	cuts, acked, completed, retried, purged, recovered, ended, lost int
+	violations                                                      []string
 }
 
 // runCuts runs cuts lifetimes of the server on one crashable file system,
@@ -350,6 +366,8 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 			rec.jobs = append(rec.jobs, j)
 			return nil
 		}), "cut %d: the store does not load after a power cut", cut)
+		rec.ended, err = st.Records(context.Background(), store.RecordQuery{Limit: 1 << 30})
+		require.NoError(t, err, "cut %d: the job records do not read after a power cut", cut)
 		res.recovered = len(rec.jobs)
 		for _, c := range ledgerChecks {
 			for _, v := range c.check(rec) {
@@ -369,6 +387,8 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 		rec.jobs = append(rec.jobs, j)
 		return nil
 	}))
+	rec.ended, err = st.Records(context.Background(), store.RecordQuery{Limit: 1 << 30})
+	require.NoError(t, err)
 	require.NoError(t, st.Close())
 	for _, c := range ledgerChecks {
 		for _, v := range c.check(rec) {
@@ -379,6 +399,7 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 	}
 	res.lost = len(lostJobs(rec))
 	res.recovered = len(rec.jobs)
+	res.ended = len(rec.ended)
 	res.acked, res.completed, res.retried, res.purged = len(rec.acked), len(rec.completed), len(rec.retried), len(rec.purged)
 	return res
 }
