@@ -10,8 +10,11 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # measures HTTP submits for BENCHMARKS.md; openssl (s_client) is a TLS client
 # for test/security; file finds tracked binaries in scripts/test.sh; postgresql is started by the PostgreSQL store's and the
 # cluster tests (internal/store/postgres/pgtest, in a temporary directory);
-# nodejs (and npm) install tools/openapi (below).
-packages=(file nodejs gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql)
+# nodejs (and npm) install tools/openapi (below); podman builds and runs
+# the Dockerfile's image in scripts/check-deploy.sh, with runc where its
+# default runtime (crun) cannot run, and busybox-static's /bin/sh in the
+# stand-in Go image it makes when docker.io cannot be reached.
+packages=(file nodejs gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -23,7 +23,7 @@ fi
 echo "== go vet"
 go vet ./...
 
-echo "== packaging (systemd unit, static binary, container image where possible)"
+echo "== packaging (systemd unit, static binary, container image)"
 scripts/check-deploy.sh
 
 echo "== go test -race"
