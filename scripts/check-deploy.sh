@@ -61,12 +61,12 @@ done
 base=$(sed -n 's/^ARG GO_IMAGE=//p' Dockerfile)
 [ -n "$base" ] || { echo "Dockerfile has no ARG GO_IMAGE=..."; exit 1; }
 build_args=()
-if ! pull=$(timeout 120 "$tool" pull -q "$base" 2>&1); then
+if ! "$tool" image inspect "$base" >/dev/null 2>&1 && ! pull=$(timeout 120 "$tool" pull -q "$base" 2>&1); then
 	echo "$tool cannot pull $base ($(echo "$pull" | tail -1)): using a stand-in made from this machine's Go"
 	goroot=$(go env GOROOT)
 	gover=$(go env GOVERSION)
 	base=localhost/gearwork-go-base:$gover
-	if ! "$tool" image exists "$base" 2>/dev/null && ! "$tool" image inspect "$base" >/dev/null 2>&1; then
+	if ! "$tool" image inspect "$base" >/dev/null 2>&1; then
 		file -L "$goroot/bin/go" | grep -q 'statically linked' || { echo "$goroot/bin/go is not statically linked: cannot make a stand-in"; exit 1; }
 		busybox=$(command -v busybox || true)
 		if [ -z "$busybox" ] || ! file -L "$busybox" | grep -q 'statically linked'; then
@@ -108,13 +108,17 @@ if ! out=$(timeout 60 "$tool" run --rm "$base" /bin/sh -c true 2>&1); then
 	echo "using ${run_opts[*]}"
 fi
 
-# The build uses the host's module and build caches (mounted where the Go
-# image keeps them) and its network, so that it is quick and needs the
-# module proxy only for what is not cached.
+# With podman the build uses the host's module and build caches (mounted
+# where the Go image keeps them) and its network, so that it is quick and
+# needs the module proxy only for what is not cached (docker build cannot
+# mount volumes: it downloads and compiles everything).
 image=gearwork-check-$$
 trap 'rm -rf "$tmp"; "$tool" rm -f "$image-run" >/dev/null 2>&1 || true; "$tool" rmi -f "$image" >/dev/null 2>&1 || true' EXIT
-mounts=(--volume "$(go env GOMODCACHE):/go/pkg/mod" --volume "$(go env GOCACHE):/root/.cache/go-build")
-[ "$tool" = podman ] && build_args+=(--format docker --layers=false)
+mounts=()
+if [ "$tool" = podman ]; then
+	mounts=(--volume "$(go env GOMODCACHE):/go/pkg/mod" --volume "$(go env GOCACHE):/root/.cache/go-build")
+	build_args+=(--format docker --layers=false)
+fi
 start=$SECONDS
 if ! timeout 900 "$tool" build -q "${run_opts[@]}" "${build_args[@]}" "${mounts[@]}" --network host -t "$image" . >"$tmp/build.out" 2>&1; then
 	cat "$tmp/build.out"; echo "the image does not build"; exit 1
