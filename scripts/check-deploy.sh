@@ -97,12 +97,12 @@ fi
 # RLIMIT_NOFILE or use hybrid cgroups on some hosts), runc with explicit
 # limits.
 run_opts=()
-if ! out=$(timeout 60 "$tool" run --rm "$base" /bin/sh -c true 2>&1); then
+if ! out=$(timeout 60 "$tool" run --rm --network none "$base" /bin/sh -c true 2>&1); then
 	echo "$tool run with the default runtime fails: $(echo "$out" | tail -1)"
 	runc=$(command -v runc || echo /usr/sbin/runc)
 	run_opts=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 	[ "$tool" = podman ] && [ -x "$runc" ] && run_opts=(--runtime "$runc" "${run_opts[@]}")
-	if ! out=$(timeout 60 "$tool" run --rm "${run_opts[@]}" "$base" /bin/sh -c true 2>&1); then
+	if ! out=$(timeout 60 "$tool" run --rm --network none "${run_opts[@]}" "$base" /bin/sh -c true 2>&1); then
 		skip_or_fail "$tool cannot run containers here: $(echo "$out" | tail -1)"
 	fi
 	echo "using ${run_opts[*]}"
@@ -126,12 +126,13 @@ fi
 echo "image built in $((SECONDS - start))s"
 # podman logs that it cannot reach systemd to time the HEALTHCHECK: stderr
 # is shown only when a run fails.
-"$tool" run --rm "${run_opts[@]}" --entrypoint /usr/local/bin/gearwork "$image" --version 2>"$tmp/run.err" ||
+"$tool" run --rm --network none "${run_opts[@]}" --entrypoint /usr/local/bin/gearwork "$image" --version 2>"$tmp/run.err" ||
 	{ cat "$tmp/run.err"; exit 1; }
 user=$("$tool" image inspect -f '{{.Config.User}}' "$image")
 [ "$user" = 65532:65532 ] || { echo "the image runs as \"$user\", not 65532:65532"; exit 1; }
-# Nothing published: the health check runs inside the container, and
-# GEARWORK_INSECURE=true is what a loopback-only deployment would give.
+# No network but loopback (nothing published): the health check runs inside
+# the container, and GEARWORK_INSECURE=true is what a loopback-only
+# deployment would give.
 # podman runs the image's own HEALTHCHECK (its timer needs systemd, so it is
 # run here on demand); docker has no such command: the same check by exec.
 health=(exec "$image-run" /usr/local/bin/gearwork health --url http://127.0.0.1:4780/readyz)
@@ -142,7 +143,7 @@ if [ "$tool" = podman ]; then
 	health=(healthcheck run "$image-run")
 	health_opts=(--health-interval disable)
 fi
-"$tool" run -d "${run_opts[@]}" "${health_opts[@]}" --name "$image-run" -e GEARWORK_INSECURE=true "$image" >/dev/null 2>"$tmp/run.err" ||
+"$tool" run -d --network none "${run_opts[@]}" "${health_opts[@]}" --name "$image-run" -e GEARWORK_INSECURE=true "$image" >/dev/null 2>"$tmp/run.err" ||
 	{ cat "$tmp/run.err"; exit 1; }
 for _ in $(seq 60); do
 	if "$tool" "${health[@]}"; then echo "container health check: ok"; exit 0; fi
