@@ -20,10 +20,13 @@ import (
 // wrote them is gone.
 
 // startShared starts a broker on its own store of url with cfg; the test
-// stops both when it ends (stopping twice is harmless).
+// stops both when it ends (stopping twice is harmless). The store keeps
+// the default lease, which no stall of a loaded machine loses: none of
+// these tests waits for a lease to expire, and a lost one would hand a
+// job running here to another server.
 func startShared(t *testing.T, url, name string, cfg broker.Config) (*broker.Broker, *postgres.Store) {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: time.Second, Logger: quiet})
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, Logger: quiet})
 	require.NoError(t, err)
 	cfg.Shared, cfg.HandlePrefix, cfg.Logger = st, "H:"+name+":", quiet
 	b := broker.New(cfg)
