@@ -83,6 +83,10 @@ type commitBuffers struct {
 	recPtrs []*histRec
 	recSeqs []uint64
 	forget  []uint64
+	// unsyncedDeletes is set when a batch deleted without a sync since
+	// the last Sync: a barrier must sync them, whichever batch they were
+	// in.
+	unsyncedDeletes bool
 }
 
 func (c *commitBuffers) empty() bool {
@@ -93,7 +97,11 @@ func (c *commitBuffers) empty() bool {
 func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer) bool {
 	more := b.takeBatch(buf)
 	if buf.empty() {
-		answerBarriers(buf.barriers, nil)
+		var err error
+		if len(buf.barriers) > 0 {
+			err = b.syncDeletes(ctx, buf)
+		}
+		answerBarriers(buf.barriers, err)
 		clear(buf.barriers)
 		return more
 	}
@@ -180,12 +188,28 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	case len(buf.deletes) > 0:
 		err = b.store.Delete(ctx, buf.deletes)
 	}
-	if sy, ok := b.store.(Syncer); ok && err == nil && len(buf.barriers) > 0 &&
-		(len(buf.deletes) > 0 || len(buf.forget) > 0) {
-		// Someone waits for these removals to be durable.
-		err = sy.Sync(ctx)
+	if err == nil && (len(buf.deletes) > 0 || len(buf.recs) > 0 || len(buf.forget) > 0) {
+		buf.unsyncedDeletes = true
+	}
+	if err == nil && len(buf.barriers) > 0 {
+		err = b.syncDeletes(ctx, buf)
 	}
 	return err
+}
+
+// syncDeletes makes the deletes written since the last sync durable, for
+// the barriers that wait (the store does not wait for the disk when it
+// deletes).
+func (b *Broker) syncDeletes(ctx context.Context, buf *commitBuffers) error {
+	sy, ok := b.store.(Syncer)
+	if !ok || !buf.unsyncedDeletes {
+		return nil
+	}
+	if err := sy.Sync(ctx); err != nil {
+		return err
+	}
+	buf.unsyncedDeletes = false
+	return nil
 }
 
 // settleBatchLocked answers the submitters of the jobs whose first write

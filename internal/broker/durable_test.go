@@ -280,6 +280,27 @@ func TestDurableAdminAnswers(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 	st.mapStore.mu.Lock()
-	defer st.mapStore.mu.Unlock()
 	require.True(t, st.syncedDelete, "the purge answered before its removal was synced")
+	// A removal written by an earlier batch, without a sync, is synced
+	// for a later barrier too.
+	st.deleted, st.syncedDelete = false, false
+	st.mapStore.mu.Unlock()
+	as, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, as.Seq, Complete, nil)) // its removal is not waited for
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st.mapStore.mu.Lock()
+		deleted := st.deleted
+		st.mapStore.mu.Unlock()
+		if deleted {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the finished job was never removed")
+		time.Sleep(time.Millisecond)
+	}
+	require.NoError(t, b.Durable(context.Background()))
+	st.mapStore.mu.Lock()
+	defer st.mapStore.mu.Unlock()
+	require.True(t, st.syncedDelete, "Durable answered before an earlier removal was synced")
 }

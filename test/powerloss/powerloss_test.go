@@ -65,6 +65,7 @@ func TestPowerLoss(t *testing.T) {
 	t.Logf("%d cuts: %d jobs acknowledged, %d completed, %d dead letters retried and %d purged with an OK, "+
 		"%d records in the store after the last cut (and %d records of ended jobs), %d acknowledged jobs lost",
 		r.cuts, r.acked, r.completed, r.retried, r.purged, r.recovered, r.ended, r.lost)
+	t.Logf("records after the last cut: %v", r.states)
 	require.Positive(t, r.ended, "completed jobs leave records in the store")
 	require.Zero(t, r.lost)
 	require.Positive(t, r.acked)
@@ -132,11 +133,11 @@ func (l *ledger) askPurge(unique string) {
 	l.purgeAsked[unique] = true
 }
 
-func (l *ledger) fail(unique string, seq uint64) {
+func (l *ledger) fail(fn, unique string, seq uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.failed[unique] = seq
-	if m := l.toHandle[l.acked[unique]]; m != nil {
+	if m := l.toHandle[fn]; m != nil {
 		m[unique] = seq
 	}
 }
@@ -344,6 +345,8 @@ var ledgerChecks = []ledgerCheck{
 type result struct {
 	cuts, acked, completed, retried, purged, recovered, ended, lost int
 	violations                                                      []string
+	// states counts the records after the last cut by function/state.
+	states map[string]int
 }
 
 // runCuts runs cuts lifetimes of the server on one crashable file system,
@@ -400,6 +403,10 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 	res.lost = len(lostJobs(rec))
 	res.recovered = len(rec.jobs)
 	res.ended = len(rec.ended)
+	res.states = map[string]int{}
+	for _, j := range rec.jobs {
+		res.states[j.Function+"/"+j.State.String()]++
+	}
 	res.acked, res.completed, res.retried, res.purged = len(rec.acked), len(rec.completed), len(rec.retried), len(rec.purged)
 	return res
 }
@@ -483,7 +490,7 @@ func runLifetime(t *testing.T, st *pebble.Store, fs *vfs.MemFS, led *ledger, cut
 				}
 				if a.Function == fnDoomed || (a.Function == fnFlaky && !led.failedBefore(a.Unique)) {
 					if err := b.Finish(sess, a.Seq, broker.Fail, nil); err == nil {
-						led.fail(a.Unique, a.Seq)
+						led.fail(a.Function, a.Unique, a.Seq)
 					}
 					continue
 				}
