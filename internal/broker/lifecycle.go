@@ -114,6 +114,22 @@ func (b *Broker) holdNow() int64 {
 	return b.mu.now
 }
 
+// enterBurstLocked makes the current hold of the lock use the clock reading
+// of s's burst, if it has one (Session.BeginBurst).
+func (b *Broker) enterBurstLocked(s *Session) {
+	if now := s.burst.Load(); now > 0 {
+		b.mu.now = now
+	}
+}
+
+// leaveBurstLocked keeps the hold's clock reading, if it took one, for the
+// rest of s's burst.
+func (b *Broker) leaveBurstLocked(s *Session) {
+	if b.mu.now > 0 && s.burst.Load() < 0 {
+		s.burst.Store(b.mu.now)
+	}
+}
+
 // policyOf returns the policy of the function name.
 func (b *Broker) policyOf(name string) Policy {
 	if len(b.life.policies) == 0 {

@@ -1,6 +1,9 @@
 package broker
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // EventKind says what an Event reports.
 type EventKind uint8
@@ -70,7 +73,24 @@ type Session struct {
 	// them: the worker's next work update of one gets ErrJobCancelled,
 	// its final one ends the entry.
 	cancelled map[uint64]struct{}
+	// burst is the clock reading of the session's current burst of input
+	// (BeginBurst), in Unix nanoseconds: 0 outside a burst, -1 in one that
+	// has not read the clock yet. Set by the front end without the lock.
+	burst atomic.Int64
 }
+
+// BeginBurst tells the broker that the session's calls until EndBurst act
+// on one burst of input, read at once: they share one clock reading for
+// their jobs' stamps and statistics (Broker.holdNow), the first one taken.
+// A front end ends a burst before anything that may wait, and after a
+// bounded number of requests. Calls that are not the session's own (its
+// events, timers) read the clock as before. Safe to call without the
+// broker's lock, from the goroutine that makes the session's calls.
+func (s *Session) BeginBurst() { s.burst.Store(-1) }
+
+// EndBurst ends the burst BeginBurst began; the next calls read the clock
+// again. Safe to call outside a burst.
+func (s *Session) EndBurst() { s.burst.Store(0) }
 
 // endedMemory is how many of its own ended jobs a session remembers.
 const endedMemory = 4

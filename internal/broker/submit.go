@@ -65,7 +65,9 @@ type DoneFunc func(seq uint64, created bool, err error)
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.enterBurstLocked(s)
 	b.submitLocked(s, p, done)
+	b.leaveBurstLocked(s)
 }
 
 func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {

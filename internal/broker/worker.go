@@ -143,7 +143,9 @@ func (b *Broker) grab(s *Session) (a Assignment, onDisk, ok bool) {
 				continue
 			}
 			s.rr = k + 1
+			b.enterBurstLocked(s)
 			b.assignLocked(s, j, a)
+			b.leaveBurstLocked(s)
 			return Assignment{
 				Seq:      j.seq,
 				Function: j.fn.name,
@@ -310,6 +312,8 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 		}
 	}
 	removed := false
+	b.enterBurstLocked(s)
+	defer b.leaveBurstLocked(s)
 	b.finishObservedLocked(j, o, Event{Kind: kind, Seq: seq, Data: data}, func() {
 		if o == Complete && j.x.life == nil && j.fn.life == nil {
 			b.removeLocked(j)

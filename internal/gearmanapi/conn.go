@@ -50,6 +50,9 @@ type conn struct {
 	rd *connReader
 	// small receives the first bytes after an idle wait.
 	small [16]byte
+	// burstN counts the requests of the session's current burst
+	// (Session.BeginBurst); 0 outside one.
+	burstN int
 	// maxBody is the packet size limit for this connection's identity.
 	maxBody int
 	// id and grant are the peer's identity and what it may do; grant is
@@ -270,6 +273,10 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 		c.mu.Lock()
 		c.inBurst = true
 		c.mu.Unlock()
+		if c.burstN == 0 {
+			c.sess.BeginBurst()
+		}
+		c.burstN++
 		if f.Text {
 			if !c.admin(ctx, f.Line) {
 				c.flush()
@@ -277,6 +284,9 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 			}
 		} else {
 			c.packet(&f)
+		}
+		if !c.rd.r.HasFrame() || c.burstN >= maxBurstFrames {
+			c.endBurst()
 		}
 		if !c.rd.r.HasFrame() {
 			if !c.flush() {
@@ -288,6 +298,20 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 		} else {
 			c.frameStart.Store(c.srv.now.Load())
 		}
+	}
+}
+
+// maxBurstFrames is the most requests that share one clock reading
+// (Session.BeginBurst): a burst read at once is processed in microseconds,
+// and this bounds how old its reading gets.
+const maxBurstFrames = 64
+
+// endBurst ends the session's burst, if one is under way. Called by the
+// reader goroutine.
+func (c *conn) endBurst() {
+	if c.burstN > 0 {
+		c.sess.EndBurst()
+		c.burstN = 0
 	}
 }
 
@@ -458,6 +482,8 @@ func (c *conn) errorPacket(code, text string) {
 func (c *conn) waitAcks() {
 	c.mu.Lock()
 	if c.acks > 0 && !c.dead {
+		// The store may take long: later requests read the clock again.
+		c.endBurst()
 		c.frameStart.Store(0)
 		for c.acks > 0 && !c.dead {
 			c.ackCond.Wait()
