@@ -26,7 +26,11 @@ import (
 // records in memory (no store, a store without the capability, shared
 // mode).
 func recordStoreOf(cfg Config, s store.Store) store.RecordStore {
-	if cfg.Shared != nil || s == nil {
+	if cfg.Shared != nil {
+		rs, _ := cfg.Shared.(store.RecordStore)
+		return rs
+	}
+	if s == nil {
 		return nil
 	}
 	rs, _ := s.(store.RecordStore)
@@ -98,6 +102,39 @@ func (b *Broker) encodeRecords(buf *commitBuffers) {
 			Finished: s.Finished.UnixNano(), Data: data})
 	}
 	clear(buf.snaps)
+}
+
+// takeSharedRecordsLocked is takeRecordsLocked for the shared committer,
+// which encodes under the lock; it returns the records' memory copies.
+func (b *Broker) takeSharedRecordsLocked(p *store.CommitParams) (ptrs []*histRec, more bool) {
+	var buf commitBuffers
+	more = b.takeRecordsLocked(&buf)
+	b.encodeRecords(&buf)
+	p.Records, p.ForgetRecords = buf.recs, buf.forget
+	return buf.recPtrs, more
+}
+
+// settleSharedRecordsLocked lets the memory copies of the records a
+// shared round wrote go, or queues them again after a failed round.
+func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams, err error) {
+	if err != nil {
+		var again []*histRec
+		for _, r := range ptrs {
+			if r.fn != nil && b.hist.bySeq[r.seq] == r {
+				r.writing = false
+				again = append(again, r)
+			}
+		}
+		b.pendingRecs = append(again, b.pendingRecs...)
+		b.pendingForget = append(p.ForgetRecords, b.pendingForget...)
+		return
+	}
+	for _, r := range ptrs {
+		if r.fn != nil && b.hist.bySeq[r.seq] == r {
+			r.writing = false
+			b.dropRecordLocked(r)
+		}
+	}
 }
 
 // settleRecordsLocked lets the memory copies of the records a batch wrote

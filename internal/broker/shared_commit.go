@@ -167,6 +167,7 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.settleSharedRecordsLocked(r.recs, r.params, err)
 	if err != nil {
 		c.putBackLocked(r.params)
 	} else {
@@ -212,12 +213,15 @@ type sharedRound struct {
 	pending int
 	// more reports that more waits for the committer.
 	more bool
+	// recs are the memory copies of params.Records.
+	recs []*histRec
 }
 
 func (r *sharedRound) empty() bool {
 	p := &r.params
 	return len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
-		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve == 0 && len(p.Progress) == 0
+		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve == 0 && len(p.Progress) == 0 &&
+		len(p.Records) == 0 && len(p.ForgetRecords) == 0
 }
 
 // takeRound takes what waits for the committer: at most CommitBatch new
@@ -274,7 +278,11 @@ func (c *sharedMode) takeRound(all bool) *sharedRound {
 	release, notify := c.takeNotifyLocked()
 	r.params = store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
 		Release: release, Notify: notify, Reserve: reserve, Progress: c.takeProgressLocked()}
-	r.more = len(b.pendingSaves) > 0 || (all && len(c.early) > 0)
+	var moreRecs bool
+	if b.records != nil {
+		r.recs, moreRecs = b.takeSharedRecordsLocked(&r.params)
+	}
+	r.more = len(b.pendingSaves) > 0 || (all && len(c.early) > 0) || moreRecs
 	return r
 }
 

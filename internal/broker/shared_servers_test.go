@@ -440,3 +440,50 @@ func TestSharedServerThatLostItsLeaseClaimsBackTheRowOfAJobItStillRuns(t *testin
 	require.NoError(t, a.Finish(wa, onA.Seq, broker.Complete, nil))
 	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
 }
+
+// A job that one server ran and completed leaves its record in the shared
+// store, written with the deletion of its row: another server answers it
+// (by handle and in its listing), also after the first one stopped.
+func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	b1, _ := openShared(t, url, "rec1", 0)
+	b2, st2 := openShared(t, url, "rec2", 0)
+	c := b1.NewSession("c", newOutbox())
+	r := submit(t, b1, c, bgJob("recfn", "u1", "payload"))
+	require.NoError(t, r.err)
+	w, out := newWorker(b1, "w", "recfn")
+	a := grab(t, b1, w, out)
+	require.Equal(t, r.seq, a.Seq)
+	require.NoError(t, b1.Finish(w, a.Seq, broker.Complete, []byte("the result")))
+
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := st2.Record(context.Background(), r.seq); err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the record never reached the shared store")
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Zero(t, countRows(t, url), "the job's row is gone with the record written")
+	b1.Stop()
+
+	rec, ok := b2.Job(r.seq)
+	require.True(t, ok, "the other server sees the record")
+	require.True(t, rec.Final)
+	require.Equal(t, broker.FinalComplete, rec.State)
+	require.Equal(t, []byte("the result"), rec.Result)
+	require.Equal(t, "u1", rec.Unique)
+	page, err := b2.ListJobs(broker.JobQuery{Function: "recfn"})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 1)
+	require.Equal(t, r.seq, page.Jobs[0].Seq)
+	counts := b2.CountJobs()
+	require.Len(t, counts, 1)
+	require.Equal(t, map[string]int{broker.FinalComplete: 1}, counts[0].Ended)
+
+	// Expiry runs on any server; an operator's delete on any server too.
+	require.True(t, b2.ForgetRecord(r.seq))
+	_, ok = b2.Job(r.seq)
+	require.False(t, ok)
+}

@@ -92,6 +92,10 @@ type CommitParams struct {
 	// Progress holds the progress of running jobs (written after Insert,
 	// for jobs still stored).
 	Progress []Progress
+	// ForgetRecords and Records are the records of ended jobs to forget
+	// and then to write (RecordStore), in the same transaction as Delete.
+	ForgetRecords []uint64
+	Records       []Record
 }
 
 // Committed is the outcome of one commit round.

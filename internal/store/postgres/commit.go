@@ -74,7 +74,8 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 	}
 	out := store.Committed{Inserted: make([]store.Inserted, len(p.Insert.Jobs))}
 	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
-		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 && len(p.Progress) == 0 {
+		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 && len(p.Progress) == 0 &&
+		len(p.Records) == 0 && len(p.ForgetRecords) == 0 {
 		return out, nil
 	}
 	id, _ := s.member()
@@ -121,6 +122,12 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	}
 	if len(cp.Delete) > 0 {
 		add(nil, `DELETE FROM gearwork_jobs WHERE seq = ANY($1)`, seqArgs(cp.Delete))
+	}
+	if len(cp.ForgetRecords) > 0 {
+		add(nil, `DELETE FROM gearwork_records WHERE seq = ANY($1)`, seqArgs(cp.ForgetRecords))
+	}
+	if len(cp.Records) > 0 {
+		add(nil, recordsSQL, recordArgs(cp.Records)...)
 	}
 	if len(cp.Update) > 0 {
 		add(nil, updateSQL, updateArgs(cp.Update)...)

@@ -111,6 +111,21 @@ CREATE TABLE gearwork_rates (
 ALTER TABLE gearwork_jobs ADD COLUMN progress_num bigint NOT NULL DEFAULT 0,
 	ADD COLUMN progress_den bigint NOT NULL DEFAULT 0;
 `},
+	{7, "records of ended jobs", `
+-- The final record of each job that ended, whichever server ended it:
+-- written in the transaction that deletes the job, kept per function for
+-- its history policy. data is the record as the broker encodes it.
+CREATE TABLE gearwork_records (
+	seq      bigint PRIMARY KEY,
+	function bytea NOT NULL,
+	state    text NOT NULL,
+	finished bigint NOT NULL,
+	data     bytea NOT NULL
+);
+-- Listings newest first, of one function or of all; expiry by function.
+CREATE INDEX gearwork_records_function ON gearwork_records (function, finished DESC, seq DESC);
+CREATE INDEX gearwork_records_finished ON gearwork_records (finished DESC, seq DESC);
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

@@ -1,0 +1,190 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+var _ store.RecordStore = (*Store)(nil)
+
+// recordsSQL writes records of ended jobs (a record replaces one of the
+// same seq).
+const recordsSQL = `INSERT INTO gearwork_records (seq, function, state, finished, data)
+	SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[])
+	ON CONFLICT (seq) DO UPDATE SET function = EXCLUDED.function, state = EXCLUDED.state,
+		finished = EXCLUDED.finished, data = EXCLUDED.data`
+
+func recordArgs(recs []store.Record) []any {
+	seqs := make([]int64, len(recs))
+	fns := make([][]byte, len(recs))
+	states := make([]string, len(recs))
+	fins := make([]int64, len(recs))
+	data := make([][]byte, len(recs))
+	for i, r := range recs {
+		seqs[i], fns[i], states[i], fins[i], data[i] = seqArg(r.Seq), []byte(r.Function), r.State, r.Finished, r.Data
+		if data[i] == nil {
+			data[i] = []byte{}
+		}
+	}
+	return []any{seqs, fns, states, fins, data}
+}
+
+// EndJobs deletes dels, forgets and writes records in one transaction
+// (one commit round without new jobs).
+func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64) error {
+	_, err := s.Commit(ctx, store.CommitParams{Delete: dels, Records: recs, ForgetRecords: forget})
+	return err
+}
+
+// Record returns the record of job seq, whichever server wrote it.
+func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Record{}, err
+	}
+	r := store.Record{Seq: seq}
+	var fn []byte
+	err := s.pool.QueryRow(ctx, `SELECT function, state, finished, data FROM gearwork_records WHERE seq = $1`,
+		seqArg(seq)).Scan(&fn, &r.State, &r.Finished, &r.Data)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.Record{}, fmt.Errorf("postgres: job record %d: %w", seq, store.ErrNotFound)
+	case err != nil:
+		return store.Record{}, fmt.Errorf("postgres: reading job record %d: %w", seq, err)
+	}
+	r.Function = string(fn)
+	return r, nil
+}
+
+// Records lists records newest first, by keyset on (finished, seq).
+func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Record, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if q.Limit <= 0 {
+		return nil, nil
+	}
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.Function != "" {
+		where = append(where, "function = "+arg([]byte(q.Function)))
+	}
+	if q.State != "" {
+		where = append(where, "state = "+arg(q.State))
+	}
+	if q.After != (store.RecordPos{}) {
+		where = append(where, "(finished, seq) < ("+arg(q.After.Finished)+", "+arg(seqArg(q.After.Seq))+")")
+	}
+	sql := `SELECT seq, function, state, finished, data FROM gearwork_records`
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	sql += " ORDER BY finished DESC, seq DESC LIMIT " + arg(q.Limit)
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: listing job records: %w", err)
+	}
+	var out []store.Record
+	for rows.Next() {
+		var r store.Record
+		var seq int64
+		var fn []byte
+		if err := rows.Scan(&seq, &fn, &r.State, &r.Finished, &r.Data); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("postgres: listing job records: %w", err)
+		}
+		r.Seq, r.Function = uint64(seq), string(fn)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: listing job records: %w", err)
+	}
+	return out, nil
+}
+
+// RecordCounts counts the records per function and state.
+func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT function, state, count(*) FROM gearwork_records GROUP BY function, state`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: counting job records: %w", err)
+	}
+	out := make(map[string]map[string]int)
+	for rows.Next() {
+		var fn []byte
+		var st string
+		var n int64
+		if err := rows.Scan(&fn, &st, &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("postgres: counting job records: %w", err)
+		}
+		m := out[string(fn)]
+		if m == nil {
+			m = make(map[string]int)
+			out[string(fn)] = m
+		}
+		m[st] = int(n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: counting job records: %w", err)
+	}
+	return out, nil
+}
+
+// ExpireRecords deletes, per function, the records older than its age
+// limit and those beyond its count, whichever server wrote them;
+// idempotent, so every server may run it.
+func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string) (time.Duration, int)) (int, error) {
+	counts, err := s.RecordCounts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for fn, m := range counts {
+		n := 0
+		for _, c := range m {
+			n += c
+		}
+		age, max := limits(fn)
+		var tag int64
+		switch {
+		case age <= 0 || max <= 0:
+			ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE function = $1`, []byte(fn))
+			if err != nil {
+				return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
+			}
+			tag = ct.RowsAffected()
+		default:
+			ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND finished < $2`,
+				[]byte(fn), now-int64(age))
+			if err != nil {
+				return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
+			}
+			tag = ct.RowsAffected()
+			if n-int(tag) > max {
+				ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE seq IN (
+					SELECT seq FROM gearwork_records WHERE function = $1
+					ORDER BY finished DESC, seq DESC OFFSET $2)`, []byte(fn), max)
+				if err != nil {
+					return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
+				}
+				tag += ct.RowsAffected()
+			}
+		}
+		total += int(tag)
+	}
+	return total, nil
+}
