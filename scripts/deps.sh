@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # the Dockerfile's image in scripts/check-deploy.sh, with runc where its
 # default runtime (crun) cannot run, and busybox-static's /bin/sh in the
 # stand-in Go image it makes when docker.io cannot be reached.
-packages=(file nodejs gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql podman runc busybox-static)
+packages=(file nodejs gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql podman runc busybox-static systemd)
 missing=()
 for p in "${packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
