@@ -506,6 +506,10 @@ func TestProblems(t *testing.T) {
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?wait=forever", nil), http.StatusBadRequest, "duration")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Gearwork-Attempts", "many"), http.StatusBadRequest, "attempts")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?timeout=-1s", nil), http.StatusBadRequest, "timeout")
+	// JSON answers cannot carry bytes that are not UTF-8: such a unique or
+	// ordering key would read back altered, so it is refused at submit.
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?unique=u%FF", nil), http.StatusBadRequest, "unique: not UTF-8")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?ordering-key=k%C3", nil), http.StatusBadRequest, "ordering key: not UTF-8")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/nothandle", nil), http.StatusNotFound, "not a job handle")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:77", nil), http.StatusNotFound, "no job H:test:77")
 	requireProblem(t, tb.do(t, "POST", "/v1/dead-letters/H:test:1/retry", nil), http.StatusNotFound, "no dead job")

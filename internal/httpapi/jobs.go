@@ -221,6 +221,16 @@ func checkOrderingKey(k string) error {
 	if len(k) > 512 {
 		return errorf(http.StatusBadRequest, "invalid-option", "ordering key: at most 512 bytes")
 	}
+	return checkText("ordering key", k)
+}
+
+// checkText refuses an option that is not UTF-8: the job's record is
+// answered as JSON, which cannot carry other bytes, so the value would read
+// back altered. (Binary unique ids are for the Gearman port.)
+func checkText(name, v string) error {
+	if !utf8.ValidString(v) {
+		return errorf(http.StatusBadRequest, "invalid-option", "%s: not UTF-8 text (%q)", name, v)
+	}
 	return nil
 }
 
@@ -278,6 +288,9 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 		return o, err
 	}
 	o.unique = option(r, "Unique")
+	if err := checkText("unique", o.unique); err != nil {
+		return o, err
+	}
 	if o.runAt, err = parseRunAt(option(r, "Run-At")); err != nil {
 		return o, err
 	}
