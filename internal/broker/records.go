@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,11 +92,7 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 func (b *Broker) encodeRecords(buf *commitBuffers) {
 	for i := range buf.snaps {
 		s := &buf.snaps[i]
-		data, err := json.Marshal(s)
-		if err != nil {
-			b.log.Error("broker: cannot encode a job record", slog.String("error", err.Error()))
-			continue
-		}
+		data := encodeSnapshot(s)
 		buf.recs = append(buf.recs, store.Record{Seq: s.Seq, Function: s.Function, State: s.State,
 			Finished: s.Finished.UnixNano(), Data: data})
 	}
@@ -155,7 +150,7 @@ func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 // decodeRecord turns a stored record back into a snapshot.
 func decodeRecord(r store.Record) (JobSnapshot, error) {
 	var s JobSnapshot
-	if err := json.Unmarshal(r.Data, &s); err != nil {
+	if err := decodeSnapshot(r.Data, &s); err != nil {
 		return JobSnapshot{}, fmt.Errorf("job record %d: %w", r.Seq, err)
 	}
 	s.Seq, s.Function, s.State, s.Final = r.Seq, r.Function, r.State, true

@@ -1,0 +1,157 @@
+package broker
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// The stored form of a job record (store.Record.Data): a version byte
+// (recordCodecV1), then the fields below as varints and length-prefixed
+// strings, in this order. Seq, Function, State and Finished are the
+// store.Record's own. Records written as JSON (they start with '{') still
+// read back.
+const recordCodecV1 = 1
+
+var errRecordCodec = errors.New("job record: damaged or of an unknown version")
+
+func encodeSnapshot(s *JobSnapshot) []byte {
+	b := make([]byte, 0, 64+len(s.Unique)+len(s.Result)+len(s.PayloadPreview)+len(s.LastError))
+	b = append(b, recordCodecV1)
+	str := func(v string) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
+	byt := func(v []byte) {
+		if v == nil {
+			b = append(b, 0)
+			return
+		}
+		b = binary.AppendUvarint(b, uint64(len(v))+1)
+		b = append(b, v...)
+	}
+	tm := func(t time.Time) {
+		if t.IsZero() {
+			b = binary.AppendVarint(b, 0)
+			return
+		}
+		b = binary.AppendVarint(b, t.UnixNano())
+	}
+	var flags uint64
+	for i, f := range []bool{s.Background, s.ResultTruncated} {
+		if f {
+			flags |= 1 << i
+		}
+	}
+	b = binary.AppendUvarint(b, flags)
+	str(s.Unique)
+	b = binary.AppendUvarint(b, uint64(s.Priority))
+	b = binary.AppendUvarint(b, uint64(s.Retries))
+	b = binary.AppendUvarint(b, uint64(s.Attempts))
+	b = binary.AppendVarint(b, int64(s.MaxAttempts))
+	str(s.LastError)
+	str(s.OrderingKey)
+	byt(s.Result)
+	byt(s.PayloadPreview)
+	b = binary.AppendUvarint(b, uint64(s.PayloadSize))
+	str(s.CancelledBy)
+	tm(s.CancelledAt)
+	tm(s.Submitted)
+	tm(s.Started)
+	b = binary.AppendUvarint(b, uint64(len(s.History)))
+	for _, a := range s.History {
+		b = binary.AppendVarint(b, a.Start)
+		b = binary.AppendVarint(b, a.End)
+		str(a.Outcome)
+		str(a.Error)
+		str(a.Worker)
+	}
+	return b
+}
+
+func decodeSnapshot(data []byte, s *JobSnapshot) error {
+	if len(data) > 0 && data[0] == '{' {
+		return json.Unmarshal(data, s)
+	}
+	if len(data) == 0 || data[0] != recordCodecV1 {
+		return errRecordCodec
+	}
+	d := data[1:]
+	bad := false
+	uv := func() uint64 {
+		v, n := binary.Uvarint(d)
+		if n <= 0 {
+			bad = true
+			return 0
+		}
+		d = d[n:]
+		return v
+	}
+	sv := func() int64 {
+		v, n := binary.Varint(d)
+		if n <= 0 {
+			bad = true
+			return 0
+		}
+		d = d[n:]
+		return v
+	}
+	str := func() string {
+		n := uv()
+		if bad || n > uint64(len(d)) {
+			bad = true
+			return ""
+		}
+		v := string(d[:n])
+		d = d[n:]
+		return v
+	}
+	byt := func() []byte {
+		n := uv()
+		if bad || n == 0 {
+			return nil
+		}
+		if n-1 > uint64(len(d)) {
+			bad = true
+			return nil
+		}
+		v := append([]byte{}, d[:n-1]...)
+		d = d[n-1:]
+		return v
+	}
+	tm := func() time.Time {
+		if v := sv(); v != 0 {
+			return time.Unix(0, v)
+		}
+		return time.Time{}
+	}
+	flags := uv()
+	s.Background, s.ResultTruncated = flags&1 != 0, flags&2 != 0
+	s.Unique = str()
+	s.Priority = Priority(uv())
+	s.Retries = uint32(uv())
+	s.Attempts = uint32(uv())
+	s.MaxAttempts = int(sv())
+	s.LastError = str()
+	s.OrderingKey = str()
+	s.Result = byt()
+	s.PayloadPreview = byt()
+	s.PayloadSize = int(uv())
+	s.CancelledBy = str()
+	s.CancelledAt = tm()
+	s.Submitted = tm()
+	s.Started = tm()
+	n := uv()
+	if n > uint64(len(d)) {
+		bad = true
+	}
+	for i := uint64(0); i < n && !bad; i++ {
+		a := store.Attempt{Start: sv(), End: sv()}
+		a.Outcome, a.Error, a.Worker = str(), str(), str()
+		s.History = append(s.History, a)
+	}
+	if bad || len(d) != 0 {
+		return errRecordCodec
+	}
+	return nil
+}

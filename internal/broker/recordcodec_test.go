@@ -1,0 +1,42 @@
+package broker
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// A record reads back as it was written, every field, empty and nil
+// results apart; a damaged one is refused; an older JSON one still reads.
+func TestRecordCodecRoundTrip(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 123456789)
+	full := JobSnapshot{Unique: "u\x00nique", Priority: Low, Background: true, Retries: 2, Attempts: 3, MaxAttempts: -1,
+		LastError: "disk full", OrderingKey: "acct", Result: []byte{}, ResultTruncated: true,
+		PayloadPreview: []byte("payload"), PayloadSize: 9000, CancelledBy: "admin", CancelledAt: now.Add(time.Second),
+		Submitted: now, Started: now.Add(time.Millisecond),
+		History: []store.Attempt{{Start: 1, End: 2, Outcome: "failed", Error: "e", Worker: "w"}, {Start: 3, End: 4, Outcome: "complete"}}}
+	for _, s := range []JobSnapshot{full, {}} {
+		var got JobSnapshot
+		require.NoError(t, decodeSnapshot(encodeSnapshot(&s), &got))
+		require.Equal(t, s, got)
+	}
+	withResult := JobSnapshot{Result: []byte("r")}
+	var got JobSnapshot
+	require.NoError(t, decodeSnapshot(encodeSnapshot(&withResult), &got))
+	require.Equal(t, []byte("r"), got.Result)
+
+	enc := encodeSnapshot(&full)
+	for _, cut := range []int{0, 1, len(enc) / 2, len(enc) - 1} {
+		require.Error(t, decodeSnapshot(enc[:cut], &JobSnapshot{}), "cut at %d", cut)
+	}
+	js, err := json.Marshal(&full)
+	require.NoError(t, err)
+	got = JobSnapshot{}
+	require.NoError(t, decodeSnapshot(js, &got))
+	require.Equal(t, full.LastError, got.LastError)
+}
