@@ -235,8 +235,7 @@ func TestSharedEarlyJobThatDiesOrKeepsAResultIsStored(t *testing.T) {
 	w, out := warmWorker(t, a, "kept", "flaky")
 	client := a.NewSession("client", newOutbox())
 
-	dies := submitAsync(a, client, bgJob("flaky", "", "doomed"))
-	got := grab(t, a, w, out)
+	dies, got := submitEarly(t, url, a, client, w, out, bgJob("flaky", "", "doomed"))
 	require.Equal(t, "doomed", string(got.Payload))
 	noAnswer(t, dies, "the job was handed out before its insert, which waits")
 	require.NoError(t, a.Finish(w, got.Seq, broker.Exception, []byte("broke")))
