@@ -227,38 +227,50 @@ func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	return nil
 }
 
+// readRecord finds job seq's record through its index entry and hands its
+// key, function, finish time, state and data to use while the value is
+// valid. ok is false where the job has no record: none was kept, or it
+// expired (the index entry then goes with the next expiry).
+func (s *Store) readRecord(seq uint64, use func(key []byte, fn string, fin int64, state string, data []byte)) (ok bool, err error) {
+	v, closer, err := s.db.Get(idxKey(seq))
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(v) < 8 {
+		closer.Close()
+		return false, fmt.Errorf("index of job record %d: %w", seq, store.ErrCorrupt)
+	}
+	fn := string(v[:len(v)-8])
+	fin := int64(binary.BigEndian.Uint64(v[len(v)-8:]))
+	closer.Close()
+	k := appendRecKey(nil, fn, fin, seq)
+	rv, closer, err := s.db.Get(k)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closer.Close()
+	st, data, vok := parseRecValue(rv)
+	if !vok {
+		return false, fmt.Errorf("job record %d: %w", seq, store.ErrCorrupt)
+	}
+	use(k, fn, fin, st, data)
+	return true, nil
+}
+
 // recKeyOf returns the record key and state of job seq's record.
 func (s *Store) recKeyOf(seq uint64) (key []byte, state string, ok bool, err error) {
 	err = guard(func() error {
-		v, closer, err := s.db.Get(idxKey(seq))
-		if errors.Is(err, pebbledb.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if len(v) < 8 {
-			closer.Close()
-			return fmt.Errorf("index of job record %d: %w", seq, store.ErrCorrupt)
-		}
-		fn := string(v[:len(v)-8])
-		fin := int64(binary.BigEndian.Uint64(v[len(v)-8:]))
-		closer.Close()
-		k := appendRecKey(nil, fn, fin, seq)
-		rv, closer, err := s.db.Get(k)
-		if errors.Is(err, pebbledb.ErrNotFound) {
-			return nil // expired; the index entry goes with the next expiry
-		}
-		if err != nil {
-			return err
-		}
-		defer closer.Close()
-		st, _, vok := parseRecValue(rv)
-		if !vok {
-			return fmt.Errorf("job record %d: %w", seq, store.ErrCorrupt)
-		}
-		key, state, ok = k, st, true
-		return nil
+		var rerr error
+		ok, rerr = s.readRecord(seq, func(k []byte, _ string, _ int64, st string, _ []byte) {
+			key, state = k, st
+		})
+		return rerr
 	})
 	return key, state, ok, err
 }
@@ -273,35 +285,11 @@ func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
 	var rec store.Record
 	found := false
 	err := guard(func() error {
-		v, closer, err := s.db.Get(idxKey(seq))
-		if errors.Is(err, pebbledb.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if len(v) < 8 {
-			closer.Close()
-			return fmt.Errorf("index of job record %d: %w", seq, store.ErrCorrupt)
-		}
-		fn := string(v[:len(v)-8])
-		fin := int64(binary.BigEndian.Uint64(v[len(v)-8:]))
-		closer.Close()
-		rv, closer, err := s.db.Get(appendRecKey(nil, fn, fin, seq))
-		if errors.Is(err, pebbledb.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer closer.Close()
-		st, data, ok := parseRecValue(rv)
-		if !ok {
-			return fmt.Errorf("job record %d: %w", seq, store.ErrCorrupt)
-		}
-		rec = store.Record{Seq: seq, Function: fn, State: st, Finished: fin, Data: slices.Clone(data)}
-		found = true
-		return nil
+		var rerr error
+		found, rerr = s.readRecord(seq, func(_ []byte, fn string, fin int64, st string, data []byte) {
+			rec = store.Record{Seq: seq, Function: fn, State: st, Finished: fin, Data: slices.Clone(data)}
+		})
+		return rerr
 	})
 	switch {
 	case err != nil:
