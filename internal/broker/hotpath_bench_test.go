@@ -6,27 +6,36 @@ type discardOutbox struct{}
 
 func (discardOutbox) Send(Event) {}
 
-// BenchmarkHotPathNoPolicy measures Submit → Grab → Finish of a background
-// job of a function without any lifecycle policy, in memory: the path that
-// lifecycle features must not slow down.
-func BenchmarkHotPathNoPolicy(b *testing.B) {
-	br := New(Config{})
+// hotPathJob readies br with a client and a worker that can do "fn", and
+// returns one trip of a job down the hot path: a background Submit, then
+// the worker's Grab and Finish of it.
+func hotPathJob(tb testing.TB, br *Broker) func() {
 	client := br.NewSession("c", discardOutbox{})
 	worker := br.NewSession("w", discardOutbox{})
 	br.CanDo(worker, []byte("fn"), 0)
 	payload := []byte("payload")
 	fn := []byte("fn")
 	done := func(uint64, bool, error) {}
-	b.ReportAllocs()
-	for b.Loop() {
+	return func() {
 		br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
 		a, ok := br.Grab(worker)
 		if !ok {
-			b.Fatal("no job")
+			tb.Fatal("no job")
 		}
 		if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkHotPathNoPolicy measures Submit → Grab → Finish of a background
+// job of a function without any lifecycle policy, in memory: the path that
+// lifecycle features must not slow down.
+func BenchmarkHotPathNoPolicy(b *testing.B) {
+	job := hotPathJob(b, New(Config{}))
+	b.ReportAllocs()
+	for b.Loop() {
+		job()
 	}
 }
 
@@ -34,23 +43,7 @@ func BenchmarkHotPathNoPolicy(b *testing.B) {
 // background Submit → Grab → Finish allocates the job and its extra
 // record, nothing else.
 func TestHotPathAllocations(t *testing.T) {
-	br := New(Config{})
-	client := br.NewSession("c", discardOutbox{})
-	worker := br.NewSession("w", discardOutbox{})
-	br.CanDo(worker, []byte("fn"), 0)
-	payload := []byte("payload")
-	fn := []byte("fn")
-	done := func(uint64, bool, error) {}
-	allocs := testing.AllocsPerRun(1000, func() {
-		br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
-		a, ok := br.Grab(worker)
-		if !ok {
-			t.Fatal("no job")
-		}
-		if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
-			t.Fatal(err)
-		}
-	})
+	allocs := testing.AllocsPerRun(1000, hotPathJob(t, New(Config{})))
 	if allocs > 2 {
 		t.Fatalf("hot path allocates %v times per job, want at most 2", allocs)
 	}
@@ -68,23 +61,10 @@ func BenchmarkHotPathHistory(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			br := New(Config{DefaultPolicy: p})
-			client := br.NewSession("c", discardOutbox{})
-			worker := br.NewSession("w", discardOutbox{})
-			br.CanDo(worker, []byte("fn"), 0)
-			payload := []byte("payload")
-			fn := []byte("fn")
-			done := func(uint64, bool, error) {}
+			job := hotPathJob(b, New(Config{DefaultPolicy: p}))
 			b.ReportAllocs()
 			for b.Loop() {
-				br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
-				a, ok := br.Grab(worker)
-				if !ok {
-					b.Fatal("no job")
-				}
-				if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
-					b.Fatal(err)
-				}
+				job()
 			}
 		})
 	}
@@ -94,23 +74,7 @@ func BenchmarkHotPathHistory(b *testing.B) {
 // next job that starts: a background Submit → Grab → Finish allocates the
 // job alone.
 func TestHotPathReusesExtras(t *testing.T) {
-	br := New(Config{})
-	client := br.NewSession("c", discardOutbox{})
-	worker := br.NewSession("w", discardOutbox{})
-	br.CanDo(worker, []byte("fn"), 0)
-	payload := []byte("payload")
-	fn := []byte("fn")
-	done := func(uint64, bool, error) {}
-	allocs := testing.AllocsPerRun(1000, func() {
-		br.Submit(client, SubmitParams{Function: fn, Payload: payload, Background: true}, done)
-		a, ok := br.Grab(worker)
-		if !ok {
-			t.Fatal("no job")
-		}
-		if err := br.Finish(worker, a.Seq, Complete, nil); err != nil {
-			t.Fatal(err)
-		}
-	})
+	allocs := testing.AllocsPerRun(1000, hotPathJob(t, New(Config{})))
 	if allocs > 1 {
 		t.Fatalf("hot path allocates %v times per job, want 1 (the job)", allocs)
 	}
