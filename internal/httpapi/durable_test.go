@@ -45,16 +45,24 @@ func (g *gatedStore) count() int                                        { g.mu.L
 
 var _ store.Store = (*gatedStore)(nil)
 
-func TestSubmitAnswersAfterTheStoreWrite(t *testing.T) {
-	t.Parallel()
-	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 16), gate: make(chan struct{})}
+// serveOver starts a broker that keeps its jobs in st and an HTTP API over
+// it; both stop when the test ends.
+func serveOver(t *testing.T, st store.Store) *Server {
+	t.Helper()
 	b := broker.New(broker.Config{Store: st})
 	require.NoError(t, b.Start(context.Background()))
 	srv := New(Config{Broker: b})
-	defer func() {
+	t.Cleanup(func() {
 		require.NoError(t, srv.Shutdown(context.Background()))
 		b.Stop()
-	}()
+	})
+	return srv
+}
+
+func TestSubmitAnswersAfterTheStoreWrite(t *testing.T) {
+	t.Parallel()
+	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 16), gate: make(chan struct{})}
+	srv := serveOver(t, st)
 	answered := make(chan int, 1)
 	go func() {
 		req := httptestRequest("POST", "/v1/functions/f/jobs", "x")
@@ -78,13 +86,7 @@ func TestSubmitStoreFailureIs503(t *testing.T) {
 	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 16), gate: make(chan struct{}),
 		failErr: errors.New("disk full")}
 	close(st.gate)
-	b := broker.New(broker.Config{Store: st})
-	require.NoError(t, b.Start(context.Background()))
-	srv := New(Config{Broker: b})
-	defer func() {
-		require.NoError(t, srv.Shutdown(context.Background()))
-		b.Stop()
-	}()
+	srv := serveOver(t, st)
 	rec := newRecorder()
 	srv.Handler().ServeHTTP(rec, httptestRequest("POST", "/v1/functions/f/jobs", "x"))
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
@@ -99,13 +101,7 @@ func TestBatchWithDurableStore(t *testing.T) {
 	t.Parallel()
 	st := &gatedStore{jobs: map[uint64]store.Job{}, entered: make(chan struct{}, 1024), gate: make(chan struct{})}
 	close(st.gate)
-	b := broker.New(broker.Config{Store: st})
-	require.NoError(t, b.Start(context.Background()))
-	srv := New(Config{Broker: b})
-	defer func() {
-		require.NoError(t, srv.Shutdown(context.Background()))
-		b.Stop()
-	}()
+	srv := serveOver(t, st)
 	const n = 600
 	rec := newRecorder()
 	srv.Handler().ServeHTTP(rec, httptestRequest("POST", "/v1/jobs:batch", strings.Repeat(`{"function":"f","payload":"p"}`+"\n", n)))

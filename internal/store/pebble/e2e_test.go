@@ -60,11 +60,8 @@ func TestFsyncFailureAnswersError(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	fs := newFaultFS()
-	var logs syncLog
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	st, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Logger: log})
-	require.NoError(t, err)
+	st, fs, logs := openFaulty(t, ctx, dir, pebble.Options{})
+	log := logs.logger()
 	b := broker.New(broker.Config{Store: st, Logger: log, HandlePrefix: "H:t:"})
 	require.NoError(t, b.Start(ctx))
 	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})

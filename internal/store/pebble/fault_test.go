@@ -77,6 +77,23 @@ func (l *syncLog) String() string {
 	return l.buf.String()
 }
 
+// logger returns a text logger that writes to l.
+func (l *syncLog) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, nil))
+}
+
+// openFaulty opens the store in dir on a file system whose faults the test
+// arms, with opts and a logger whose output it returns.
+func openFaulty(t *testing.T, ctx context.Context, dir string, opts pebble.Options) (*pebble.Store, *faultFS, *syncLog) {
+	t.Helper()
+	fs := newFaultFS()
+	logs := &syncLog{}
+	opts.FS, opts.Logger = fs, logs.logger()
+	s, err := pebble.Open(ctx, dir, opts)
+	require.NoError(t, err)
+	return s, fs, logs
+}
+
 func TestSyncFailureStopsWrites(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -90,15 +107,11 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			dir := filepath.Join(t.TempDir(), "data")
-			fs := newFaultFS()
-			var logs syncLog
-			log := slog.New(slog.NewTextHandler(&logs, nil))
-			s, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Logger: log})
-			require.NoError(t, err)
+			s, fs, logs := openFaulty(t, ctx, dir, pebble.Options{})
 			require.NoError(t, s.Save(ctx, []store.Job{{Seq: 1, Function: "f", Payload: []byte("one")}}))
 
 			tc.arm(fs)
-			err = s.Save(ctx, []store.Job{{Seq: 2, Function: "f", Payload: []byte("two")}})
+			err := s.Save(ctx, []store.Job{{Seq: 2, Function: "f", Payload: []byte("two")}})
 			require.Error(t, err, "a save whose log write or sync failed must fail")
 			require.Positive(t, fs.injected.Load())
 			require.Error(t, s.Err())
@@ -137,11 +150,7 @@ func TestLogCreateFailure(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	fs := newFaultFS()
-	var logs syncLog
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	s, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Logger: log, MemTableSize: 256 << 10})
-	require.NoError(t, err)
+	s, fs, logs := openFaulty(t, ctx, dir, pebble.Options{MemTableSize: 256 << 10})
 	payload := bytes.Repeat([]byte("x"), 1000)
 	seq := uint64(0)
 	save := func() error {
@@ -156,6 +165,7 @@ func TestLogCreateFailure(t *testing.T) {
 	synced := seq
 
 	fs.failCreate.Store(true)
+	var err error
 	for i := 0; err == nil; i++ {
 		// A 256 KiB memtable fills, and the log rotates, within 13 saves.
 		require.Less(t, i, 1000, "no save ever needed a new log")
