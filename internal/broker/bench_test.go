@@ -42,6 +42,28 @@ func newBenchBundle(b *testing.B) *benchBundle {
 	return bb
 }
 
+// submit queues n jobs.
+func (bb *benchBundle) submit(n int) {
+	for range n {
+		bb.b.Submit(bb.client, bb.params, bb.done)
+	}
+}
+
+// submitLoop submits one job per iteration of b's loop and, untimed, works
+// off the queued jobs every drainEvery submits.
+func (bb *benchBundle) submitLoop(b *testing.B) {
+	n := 0
+	for b.Loop() {
+		bb.b.Submit(bb.client, bb.params, bb.done)
+		if n++; n == drainEvery {
+			b.StopTimer()
+			bb.work(b, n)
+			n = 0
+			b.StartTimer()
+		}
+	}
+}
+
 // work grabs and completes n queued jobs.
 func (bb *benchBundle) work(b *testing.B, n int) {
 	for range n {
@@ -62,16 +84,7 @@ const drainEvery = 4096
 func BenchmarkSubmitBackground(b *testing.B) {
 	bb := newBenchBundle(b)
 	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		bb.b.Submit(bb.client, bb.params, bb.done)
-		if n++; n == drainEvery {
-			b.StopTimer()
-			bb.work(b, n)
-			n = 0
-			b.StartTimer()
-		}
-	}
+	bb.submitLoop(b)
 }
 
 func BenchmarkSubmitGrabFinish(b *testing.B) {
@@ -90,20 +103,9 @@ func BenchmarkSubmitGrabFinish(b *testing.B) {
 func BenchmarkSubmitDeepQueue(b *testing.B) {
 	const depth = 1_000_000
 	bb := newBenchBundle(b)
-	for range depth {
-		bb.b.Submit(bb.client, bb.params, bb.done)
-	}
+	bb.submit(depth)
 	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		bb.b.Submit(bb.client, bb.params, bb.done)
-		if n++; n == drainEvery {
-			b.StopTimer()
-			bb.work(b, n)
-			n = 0
-			b.StartTimer()
-		}
-	}
+	bb.submitLoop(b)
 	if got := bb.b.JobCount(); got < depth {
 		b.Fatalf("%d jobs queued, want at least %d", got, depth)
 	}
@@ -115,18 +117,14 @@ func BenchmarkSubmitDeepQueue(b *testing.B) {
 func BenchmarkGrabFinishDeepQueue(b *testing.B) {
 	const depth = 1_000_000
 	bb := newBenchBundle(b)
-	for range depth {
-		bb.b.Submit(bb.client, bb.params, bb.done)
-	}
+	bb.submit(depth)
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
 		bb.work(b, 1)
 		if n++; n == drainEvery {
 			b.StopTimer()
-			for range n {
-				bb.b.Submit(bb.client, bb.params, bb.done)
-			}
+			bb.submit(n)
 			n = 0
 			b.StartTimer()
 		}
