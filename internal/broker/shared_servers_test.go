@@ -131,6 +131,29 @@ func countRows(t *testing.T, url string) int {
 	return n
 }
 
+// progressNum reads the progress numerator stored in the row of job seq.
+func progressNum(t *testing.T, url string, seq uint64) int {
+	t.Helper()
+	var num int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT progress_num FROM gearwork_jobs WHERE seq = %d`, seq), &num)
+	return num
+}
+
+// jobRunOnA opens server a, with a short lease, and server b on url,
+// submits a background job of f on b and has a worker wa on a take it:
+// a runs the job and holds its row.
+func jobRunOnA(t *testing.T, url string) (a, b *broker.Broker, wa *broker.Session, onA broker.Assignment) {
+	t.Helper()
+	a, _ = openShared(t, url, "a", 400*time.Millisecond)
+	b, _ = openShared(t, url, "b", 0)
+	r := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "", "x"))
+	require.NoError(t, r.err)
+	wa, outA := newWorker(a, "wa", "f")
+	onA = grab(t, a, wa, outA)
+	require.Equal(t, r.seq, onA.Seq)
+	return a, b, wa, onA
+}
+
 func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
@@ -374,13 +397,7 @@ func TestSharedLeaseLossNeverLeavesAJobWithTwoServers(t *testing.T) {
 func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 400*time.Millisecond)
-	b, _ := openShared(t, url, "b", 0)
-	r := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "", "x"))
-	require.NoError(t, r.err)
-	wa, outA := newWorker(a, "wa", "f")
-	onA := grab(t, a, wa, outA)
-	require.Equal(t, r.seq, onA.Seq)
+	a, b, wa, onA := jobRunOnA(t, url)
 
 	// a loses its lease; b runs the job again. a's worker stops asking
 	// for f first, so that a, registering again, does not claim the
@@ -390,20 +407,15 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
 	wb, outB := newWorker(b, "wb", "f")
 	onB := grab(t, b, wb, outB)
-	require.Equal(t, r.seq, onB.Seq)
+	require.Equal(t, onA.Seq, onB.Seq)
 	require.NoError(t, b.WorkStatus(wb, onB.Seq, 1, 10))
-	progress := func() int {
-		var num int
-		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT progress_num FROM gearwork_jobs WHERE seq = %d`, r.seq), &num)
-		return num
-	}
-	testwait.Until(t, "b's progress is stored", func() bool { return progress() == 1 })
+	testwait.Until(t, "b's progress is stored", func() bool { return progressNum(t, url, onA.Seq) == 1 })
 	require.NoError(t, a.WorkStatus(wa, onA.Seq, 9, 10)) // a's stale run
 	// A barrier instead of a pause: a's commit rounds write in order, so
 	// once a background job submitted on a afterwards is stored, a's
 	// round that carried the stale progress is over.
 	require.NoError(t, submit(t, a, a.NewSession("ca", newOutbox()), bgJob("barrier", "", "")).err)
-	require.Equal(t, 1, progress(), "the row shows the progress of the server holding it")
+	require.Equal(t, 1, progressNum(t, url, onA.Seq), "the row shows the progress of the server holding it")
 }
 
 // A server whose registration went while its worker still runs a job
@@ -413,30 +425,20 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 func TestSharedServerThatLostItsLeaseClaimsBackTheRowOfAJobItStillRuns(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 400*time.Millisecond)
-	b, _ := openShared(t, url, "b", 0)
-	r := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "", "x"))
-	require.NoError(t, r.err)
-	wa, outA := newWorker(a, "wa", "f")
-	onA := grab(t, a, wa, outA)
-	require.Equal(t, r.seq, onA.Seq)
+	a, _, wa, onA := jobRunOnA(t, url)
 
 	var first int64
 	pgtest.QueryRow(t, url, `SELECT id FROM gearwork_servers WHERE name = 'a'`, &first)
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
 	testwait.Until(t, "a holds the row under its new registration", func() bool {
 		var owner, id int64
-		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(owner, 0) FROM gearwork_jobs WHERE seq = %d`, r.seq), &owner)
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(owner, 0) FROM gearwork_jobs WHERE seq = %d`, onA.Seq), &owner)
 		pgtest.QueryRow(t, url, `SELECT coalesce(max(id), 0) FROM gearwork_servers WHERE name = 'a'`, &id)
 		return owner != 0 && owner != first && owner == id
 	})
 	require.Equal(t, 1, a.JobCount(), "the claim added no second copy of the job")
 	require.NoError(t, a.WorkStatus(wa, onA.Seq, 5, 10))
-	testwait.Until(t, "the run a has reports into the row", func() bool {
-		var num int
-		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT progress_num FROM gearwork_jobs WHERE seq = %d`, r.seq), &num)
-		return num == 5
-	})
+	testwait.Until(t, "the run a has reports into the row", func() bool { return progressNum(t, url, onA.Seq) == 5 })
 	require.NoError(t, a.Finish(wa, onA.Seq, broker.Complete, nil))
 	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
 }
