@@ -103,14 +103,8 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 	defer b.mu.Unlock()
 	var page JobPage
 	if live {
-		jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
-		for _, j := range jobs[:min(len(jobs), limit)] {
-			snap := b.snapshotLocked(j)
-			snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
-			page.Jobs = append(page.Jobs, snap)
-		}
-		if len(jobs) > limit {
-			page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
+		var full bool
+		if page, full = b.livePageLocked(q, liveBelow, limit); full {
 			return page, nil
 		}
 	}
@@ -374,21 +368,34 @@ func add(m map[string]int, k string, n int) {
 	}
 }
 
+// livePageLocked starts a page of ListJobs with the newest live jobs of q
+// below liveBelow, limit at the most. It reports whether they fill the
+// page: more live jobs follow, and the page's Next points at them. b.mu
+// must be held.
+func (b *Broker) livePageLocked(q JobQuery, liveBelow uint64, limit int) (page JobPage, full bool) {
+	jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
+	for _, j := range jobs[:min(len(jobs), limit)] {
+		snap := b.snapshotLocked(j)
+		snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
+		page.Jobs = append(page.Jobs, snap)
+	}
+	if len(jobs) > limit {
+		page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
+		return page, true
+	}
+	return page, false
+}
+
 // listStored is ListJobs with the records of ended jobs in the store: the
 // live jobs under the lock, then the records without it.
 func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow uint64, after store.RecordPos) (JobPage, error) {
 	var page JobPage
 	if live {
+		var full bool
 		b.mu.Lock()
-		jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
-		for _, j := range jobs[:min(len(jobs), limit)] {
-			snap := b.snapshotLocked(j)
-			snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
-			page.Jobs = append(page.Jobs, snap)
-		}
+		page, full = b.livePageLocked(q, liveBelow, limit)
 		b.mu.Unlock()
-		if len(jobs) > limit {
-			page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
+		if full {
 			return page, nil
 		}
 	}
