@@ -136,6 +136,18 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	require.Empty(t, mustDeadLetters(t, tb.b, ""))
 }
 
+// vanishWithJob has a new worker that can do fn take job seq and
+// disconnect while it holds it.
+func (tb *lcBundle) vanishWithJob(t *testing.T, fn string, seq uint64) {
+	t.Helper()
+	w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
+	tb.b.CanDo(w, []byte(fn), 0)
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok, "a job for the worker that will vanish")
+	require.Equal(t, seq, a.Seq)
+	tb.b.CloseSession(w)
+}
+
 // A worker that vanishes counts as a failed attempt under a policy; the
 // last attempt lost this way leaves a dead letter saying so.
 func TestWorkerVanishedUsesAttempts(t *testing.T) {
@@ -144,12 +156,7 @@ func TestWorkerVanishedUsesAttempts(t *testing.T) {
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}})
 	seq := tb.submit(t, lcBG("fn", "", "p"))
 	for range 2 {
-		w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
-		tb.b.CanDo(w, []byte("fn"), 0)
-		a, ok := tb.b.Grab(w)
-		require.True(t, ok)
-		require.Equal(t, seq, a.Seq)
-		tb.b.CloseSession(w)
+		tb.vanishWithJob(t, "fn", seq)
 		tb.advance(time.Second)
 	}
 	require.Zero(t, tb.b.JobCount())
@@ -166,13 +173,8 @@ func TestGearmandTakebackRules(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{JobRetries: 2}})
 	seq := tb.submit(t, lcBG("fn", "", "p"))
-	for i := range 2 {
-		w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
-		tb.b.CanDo(w, []byte("fn"), 0)
-		a, ok := tb.b.Grab(w)
-		require.True(t, ok, "round %d", i)
-		require.Equal(t, seq, a.Seq)
-		tb.b.CloseSession(w)
+	for range 2 {
+		tb.vanishWithJob(t, "fn", seq)
 	}
 	require.Zero(t, tb.b.JobCount())
 	dl := mustDeadLetters(t, tb.b, "fn")
