@@ -386,8 +386,7 @@ func TestSharedSubmitCoalescingWithAScheduledJobDoesNotRunItEarly(t *testing.T) 
 func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 	wa, out := newWorker(a, "wa", "f")
 	client := a.NewSession("client", newOutbox())
 	// a holds enough queued jobs not to claim more, but fewer than it

@@ -270,8 +270,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 
 	client := a.NewSession("client", newOutbox())
 	for i := range 5 {
@@ -321,8 +320,7 @@ func TestSharedCancelJobOnAnyServer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 	client := a.NewSession("client", newOutbox())
 	free := submit(t, a, client, bgJob("c", "", "nobody holds me"))
 	require.NoError(t, free.err)

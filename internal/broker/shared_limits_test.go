@@ -71,8 +71,7 @@ func paused(b *broker.Broker, fn string) bool {
 func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 	c, _ := openShared(t, url, "c", 0)
 
 	// b's worker registers but does not grab: b claims the jobs and holds
@@ -336,8 +335,7 @@ func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 func TestSharedPolicyChangeAppliesOnEveryServer(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 	a.SetPolicy("f", broker.Policy{Concurrency: 3, Rate: 5})
 	testwait.Until(t, "b applies a's policy", func() bool {
 		p := b.Policy("f")

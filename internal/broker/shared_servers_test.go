@@ -131,6 +131,14 @@ func countRows(t *testing.T, url string) int {
 	return n
 }
 
+// openPair opens servers a and b on url, with the default lease.
+func openPair(t *testing.T, url string) (a, b *broker.Broker) {
+	t.Helper()
+	a, _ = openShared(t, url, "a", 0)
+	b, _ = openShared(t, url, "b", 0)
+	return a, b
+}
+
 // progressNum reads the progress numerator stored in the row of job seq.
 func progressNum(t *testing.T, url string, seq uint64) int {
 	t.Helper()
@@ -157,8 +165,7 @@ func jobRunOnA(t *testing.T, url string) (a, b *broker.Broker, wa *broker.Sessio
 func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 
 	client := a.NewSession("client", newOutbox())
 	const n = 50
@@ -190,8 +197,7 @@ func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 func TestSharedUniqueCoalescesAcrossServers(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
 
 	first := submit(t, a, ca, bgJob("mail", "order-7", "x"))
@@ -324,8 +330,7 @@ func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
 func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := openShared(t, url, "a", 0)
-	b, _ := openShared(t, url, "b", 0)
+	a, b := openPair(t, url)
 
 	r := submit(t, b, b.NewSession("client", newOutbox()), bgJob("encode", "", "film"))
 	require.NoError(t, r.err)
