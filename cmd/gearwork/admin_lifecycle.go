@@ -337,38 +337,12 @@ func (h history) tableRows() [][]string {
 // "key<TAB>value" line per field and one "attempt" line per run, into the
 // values of the deadletter show columns.
 func parseDeadLetterRecord(lines []string) ([]any, error) {
-	fields := map[string]string{}
-	h := history{}
-	for _, l := range lines {
-		f := strings.Split(l, "\t")
-		if f[0] == "attempt" {
-			if len(f) != 6 {
-				return nil, fmt.Errorf("malformed attempt line %q", l)
-			}
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				return nil, fmt.Errorf("malformed attempt line %q", l)
-			}
-			times := unset([]any{f[2], f[3]})
-			h = append(h, attempt{Attempt: n, Start: times[0], End: times[1], Outcome: f[4], Error: unquote(f[5])})
-			continue
-		}
-		if len(f) != 2 {
-			return nil, fmt.Errorf("malformed line %q", l)
-		}
-		fields[f[0]] = f[1]
-	}
-	for _, k := range []string{"handle", "function", "attempts"} {
-		if _, ok := fields[k]; !ok {
-			return nil, fmt.Errorf("no %s line", k)
-		}
-	}
-	var attempts any = fields["attempts"]
-	if n, err := strconv.Atoi(fields["attempts"]); err == nil {
-		attempts = n
+	fields, h, err := parseRecordLines(lines, false, "handle", "function", "attempts")
+	if err != nil {
+		return nil, err
 	}
 	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
-		attempts, unset([]any{fields["died"]})[0], unquote(fields["error"]), blob(unquote(fields["payload"])), h}, nil
+		intOrText(fields["attempts"]), unset([]any{fields["died"]})[0], unquote(fields["error"]), blob(unquote(fields["payload"])), history(h)}, nil
 }
 
 // jobHistory is a job record's attempts, with the worker of each.
@@ -388,35 +362,9 @@ func (h jobHistory) tableRows() [][]string {
 
 // parseJobRecord reads the answer of "job HANDLE" as one row.
 func parseJobRecord(lines []string) ([]any, error) {
-	fields := map[string]string{}
-	h := jobHistory{}
-	for _, l := range lines {
-		f := strings.Split(l, "\t")
-		if f[0] == "attempt" {
-			if len(f) != 7 {
-				return nil, fmt.Errorf("malformed attempt line %q", l)
-			}
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				return nil, fmt.Errorf("malformed attempt line %q", l)
-			}
-			times := unset([]any{f[2], f[3]})
-			h = append(h, attempt{Attempt: n, Start: times[0], End: times[1], Outcome: f[4], Worker: f[5], Error: unquote(f[6])})
-			continue
-		}
-		if len(f) != 2 {
-			return nil, fmt.Errorf("malformed line %q", l)
-		}
-		fields[f[0]] = f[1]
-	}
-	for _, k := range []string{"handle", "function", "state"} {
-		if _, ok := fields[k]; !ok {
-			return nil, fmt.Errorf("no %s line", k)
-		}
-	}
-	var attempts any = fields["attempts"]
-	if n, err := strconv.Atoi(fields["attempts"]); err == nil {
-		attempts = n
+	fields, h, err := parseRecordLines(lines, true, "handle", "function", "state")
+	if err != nil {
+		return nil, err
 	}
 	opt := func(k string) any {
 		v, ok := fields[k]
@@ -434,6 +382,55 @@ func parseJobRecord(lines []string) ([]any, error) {
 	}
 	times := unset([]any{fields["submitted"], fields["started"], fields["finished"]})
 	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
-		fields["background"] == "true", fields["state"], attempts, times[0], times[1], times[2],
-		unquote(fields["error"]), opt("cancelled_by"), result, payload, h}, nil
+		fields["background"] == "true", fields["state"], intOrText(fields["attempts"]), times[0], times[1], times[2],
+		unquote(fields["error"]), opt("cancelled_by"), result, payload, jobHistory(h)}, nil
+}
+
+// parseRecordLines splits the answer to "deadletter show" or "job": one
+// "key<TAB>value" line per field, which must include each of required, and
+// one "attempt" line per run, which names its worker when withWorker.
+func parseRecordLines(lines []string, withWorker bool, required ...string) (map[string]string, []attempt, error) {
+	attemptFields := 6
+	if withWorker {
+		attemptFields = 7
+	}
+	fields := map[string]string{}
+	h := []attempt{}
+	for _, l := range lines {
+		f := strings.Split(l, "\t")
+		if f[0] == "attempt" {
+			if len(f) != attemptFields {
+				return nil, nil, fmt.Errorf("malformed attempt line %q", l)
+			}
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				return nil, nil, fmt.Errorf("malformed attempt line %q", l)
+			}
+			times := unset([]any{f[2], f[3]})
+			a := attempt{Attempt: n, Start: times[0], End: times[1], Outcome: f[4], Error: unquote(f[attemptFields-1])}
+			if withWorker {
+				a.Worker = f[5]
+			}
+			h = append(h, a)
+			continue
+		}
+		if len(f) != 2 {
+			return nil, nil, fmt.Errorf("malformed line %q", l)
+		}
+		fields[f[0]] = f[1]
+	}
+	for _, k := range required {
+		if _, ok := fields[k]; !ok {
+			return nil, nil, fmt.Errorf("no %s line", k)
+		}
+	}
+	return fields, h, nil
+}
+
+// intOrText is s as an int where it is one, else s itself.
+func intOrText(s string) any {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return s
 }

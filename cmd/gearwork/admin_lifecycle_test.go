@@ -61,6 +61,14 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Empty(t, errOut, args)
 		return out
 	}
+	// fails runs admin with args and requires exit code 1 with want in
+	// the error output.
+	fails := func(want string, args ...string) {
+		t.Helper()
+		_, errOut, code := admin(args...)
+		require.Equal(t, 1, code, "%v: %s", args, errOut)
+		require.Contains(t, errOut, want, args)
+	}
 	type row = map[string]any
 	// deadHistory is the number of attempts in the dead letter's history,
 	// or 0 while it is not a dead letter (a retried job runs again).
@@ -130,13 +138,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, "OK\n", ok("policy", "lc_tuned", "reset"))
 		require.Equal(t, "default", jsonRows("policy", "lc_tuned")[0]["source"])
 
-		_, errOut, code := admin("policy", "lc_tuned", "speed=9")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, `INVALID_ARGUMENTS: invalid policy: unknown key "speed"`)
-		_, errOut, code = admin("policy", "lc_tuned", "max_attempts=many")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "max_attempts")
-		_, errOut, code = admin("policy", "lc_tuned", "fast")
+		fails(`INVALID_ARGUMENTS: invalid policy: unknown key "speed"`, "policy", "lc_tuned", "speed=9")
+		fails("max_attempts", "policy", "lc_tuned", "max_attempts=many")
+		_, errOut, code := admin("policy", "lc_tuned", "fast")
 		require.Equal(t, exitUsage, code)
 		require.Contains(t, errOut, `policy settings are KEY=VALUE, not "fast"`)
 	})
@@ -216,13 +220,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Empty(t, jsonRows("deadletters", "lc_fail"))
 		require.Equal(t, "0 dead letters purged\n", ok("deadletter", "purge", "lc_fail"))
 
-		_, errOut, code := admin("deadletter", "show", job.Handle)
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_JOB: no dead letter "+job.Handle)
-		_, errOut, code = admin("deadletter", "retry", "H:lc:999999")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_JOB")
-		_, _, code = admin("deadletter", "frob", "x")
+		fails("UNKNOWN_JOB: no dead letter "+job.Handle, "deadletter", "show", job.Handle)
+		fails("UNKNOWN_JOB", "deadletter", "retry", "H:lc:999999")
+		_, _, code := admin("deadletter", "frob", "x")
 		require.Equal(t, exitUsage, code)
 	})
 
@@ -256,13 +256,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.NotContains(t, next, job.Handle, "the cursor goes on after its row")
 		require.Regexp(t, `^HANDLE +FUNCTION +STATE +ATTEMPTS +SUBMITTED +FINISHED +ERROR +CURSOR\n`, next)
 
-		_, errOut, code := admin("job", "H:lc:1")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_JOB: no job H:lc:1")
-		_, errOut, code = admin("jobs", "--state", "sleeping")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "unknown state")
-		_, _, code = admin("status", "--state", "dead")
+		fails("UNKNOWN_JOB: no job H:lc:1", "job", "H:lc:1")
+		fails("unknown state", "jobs", "--state", "sleeping")
+		_, _, code := admin("status", "--state", "dead")
 		require.Equal(t, exitUsage, code)
 	})
 
@@ -290,9 +286,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, "\xff\x00x", ok("result", bin2.Handle))
 		require.Equal(t, []row{{"server": srv.Addr, "length": 3.0, "data_base64": "/wB4"}}, jsonRows("result", bin2.Handle))
 
-		_, errOut, code = admin("result", "unique:nosuch")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_JOB: no retained result for unique:nosuch")
+		fails("UNKNOWN_JOB: no retained result for unique:nosuch", "result", "unique:nosuch")
 		_, _, code = admin("result")
 		require.Equal(t, exitUsage, code)
 	})
