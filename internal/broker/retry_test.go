@@ -148,6 +148,17 @@ func (tb *lcBundle) vanishWithJob(t *testing.T, fn string, seq uint64) {
 	tb.b.CloseSession(w)
 }
 
+// requireVanishedTwice checks that the one job of fn is gone, kept as a
+// dead letter of two attempts lost to workers that vanished.
+func (tb *lcBundle) requireVanishedTwice(t *testing.T, fn string) {
+	t.Helper()
+	require.Zero(t, tb.b.JobCount())
+	dl := mustDeadLetters(t, tb.b, fn)
+	require.Len(t, dl, 1)
+	require.Equal(t, "worker vanished", dl[0].LastError)
+	require.Equal(t, uint32(2), dl[0].Attempts)
+}
+
 // A worker that vanishes counts as a failed attempt under a policy; the
 // last attempt lost this way leaves a dead letter saying so.
 func TestWorkerVanishedUsesAttempts(t *testing.T) {
@@ -159,11 +170,7 @@ func TestWorkerVanishedUsesAttempts(t *testing.T) {
 		tb.vanishWithJob(t, "fn", seq)
 		tb.advance(time.Second)
 	}
-	require.Zero(t, tb.b.JobCount())
-	dl := mustDeadLetters(t, tb.b, "fn")
-	require.Len(t, dl, 1)
-	require.Equal(t, "worker vanished", dl[0].LastError)
-	require.Equal(t, uint32(2), dl[0].Attempts)
+	tb.requireVanishedTwice(t, "fn")
 }
 
 // Without a policy a vanished worker's job goes back to the front of the
@@ -176,11 +183,7 @@ func TestGearmandTakebackRules(t *testing.T) {
 	for range 2 {
 		tb.vanishWithJob(t, "fn", seq)
 	}
-	require.Zero(t, tb.b.JobCount())
-	dl := mustDeadLetters(t, tb.b, "fn")
-	require.Len(t, dl, 1)
-	require.Equal(t, "worker vanished", dl[0].LastError)
-	require.Equal(t, uint32(2), dl[0].Attempts)
+	tb.requireVanishedTwice(t, "fn")
 }
 
 // A foreground job is never retried after WORK_FAIL, even with a policy.
