@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -159,15 +160,7 @@ func (b *Broker) newestLiveLocked(fn, state string, below uint64, n int) []*job 
 			siftDown(h, 0)
 		}
 	}
-	slices.SortFunc(h, func(a, c *job) int {
-		switch {
-		case a.seq > c.seq:
-			return -1
-		case a.seq < c.seq:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(h, func(a, c *job) int { return cmp.Compare(c.seq, a.seq) }) // newest first
 	return h
 }
 
@@ -243,15 +236,7 @@ func (b *Broker) newestEndedLocked(fn, state string, below uint64, n int) []*his
 	for _, fh := range b.hist.fns {
 		collect(fh)
 	}
-	slices.SortFunc(out, func(a, c *histRec) int {
-		switch {
-		case a.order > c.order:
-			return -1
-		case a.order < c.order:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, c *histRec) int { return cmp.Compare(c.order, a.order) }) // newest first
 	return out[:min(len(out), n)]
 }
 
