@@ -380,14 +380,19 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 // historyLoop expires job records every second until ctx ends.
 func (b *Broker) historyLoop(ctx context.Context) {
 	defer b.wg.Done()
-	t := time.NewTicker(time.Second)
+	tick(ctx, time.Second, func() { b.ExpireHistory() })
+}
+
+// tick calls f every interval until ctx ends.
+func tick(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			b.ExpireHistory()
+			f()
 		}
 	}
 }

@@ -94,18 +94,8 @@ func (c *sharedMode) addCounts(ctx context.Context, out []FunctionStats) []Funct
 // every sharedPoll, in a goroutine of its own so that a slow database
 // never delays the claim loop's lease renewals.
 func (c *sharedMode) sweepLoop(ctx context.Context) {
-	b := c.b
-	defer b.wg.Done()
-	t := time.NewTicker(sharedPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.expireShared(ctx)
-		}
-	}
+	defer c.b.wg.Done()
+	tick(ctx, sharedPoll, func() { c.expireShared(ctx) })
 }
 
 // expireShared deletes the retained results whose time has passed and the
