@@ -69,6 +69,14 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, 1, code, "%v: %s", args, errOut)
 		require.Contains(t, errOut, want, args)
 	}
+	// misused runs admin with args and requires the usage exit code; it
+	// returns the error output.
+	misused := func(args ...string) string {
+		t.Helper()
+		_, errOut, code := admin(args...)
+		require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
+		return errOut
+	}
 	type row = map[string]any
 	// deadHistory is the number of attempts in the dead letter's history,
 	// or 0 while it is not a dead letter (a retried job runs again).
@@ -140,9 +148,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 		fails(`INVALID_ARGUMENTS: invalid policy: unknown key "speed"`, "policy", "lc_tuned", "speed=9")
 		fails("max_attempts", "policy", "lc_tuned", "max_attempts=many")
-		_, errOut, code := admin("policy", "lc_tuned", "fast")
-		require.Equal(t, exitUsage, code)
-		require.Contains(t, errOut, `policy settings are KEY=VALUE, not "fast"`)
+		require.Contains(t, misused("policy", "lc_tuned", "fast"), `policy settings are KEY=VALUE, not "fast"`)
 	})
 
 	t.Run("pause", func(t *testing.T) {
@@ -159,8 +165,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 		for _, args := range [][]string{{"pause", "lc_paused", "until", "tomorrow"}, {"pause", "lc_paused", "-5m"},
 			{"pause"}, {"pause", "a", "b", "c"}, {"resume"}} {
-			_, errOut, code := admin(args...)
-			require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
+			misused(args...)
 		}
 	})
 
@@ -222,8 +227,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 		fails("UNKNOWN_JOB: no dead letter "+job.Handle, "deadletter", "show", job.Handle)
 		fails("UNKNOWN_JOB", "deadletter", "retry", "H:lc:999999")
-		_, _, code := admin("deadletter", "frob", "x")
-		require.Equal(t, exitUsage, code)
+		misused("deadletter", "frob", "x")
 	})
 
 	t.Run("jobs", func(t *testing.T) {
@@ -258,8 +262,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 		fails("UNKNOWN_JOB: no job H:lc:1", "job", "H:lc:1")
 		fails("unknown state", "jobs", "--state", "sleeping")
-		_, _, code := admin("status", "--state", "dead")
-		require.Equal(t, exitUsage, code)
+		misused("status", "--state", "dead")
 	})
 
 	t.Run("result", func(t *testing.T) {
@@ -287,8 +290,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, []row{{"server": srv.Addr, "length": 3.0, "data_base64": "/wB4"}}, jsonRows("result", bin2.Handle))
 
 		fails("UNKNOWN_JOB: no retained result for unique:nosuch", "result", "unique:nosuch")
-		_, _, code = admin("result")
-		require.Equal(t, exitUsage, code)
+		misused("result")
 	})
 
 	t.Run("schedules", func(t *testing.T) {
@@ -314,8 +316,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, []row{{"server": srv.Addr, "function": "lc_ordered", "key": "acct-42", "head": first.Handle,
 			"head_state": "queued", "waiting": 2.0}}, jsonRows("ordering", "lc_ordered"))
 		require.Regexp(t, `^FUNCTION +KEY +HEAD +HEAD_STATE +WAITING\nlc_ordered +acct-42 +`+first.Handle+` +queued +2\n$`, ok("ordering"))
-		_, _, code := admin("ordering", "a", "b")
-		require.Equal(t, exitUsage, code)
+		misused("ordering", "a", "b")
 	})
 }
 
