@@ -39,6 +39,29 @@ func (tb *secBundle) parked(c *client) bool {
 	return false
 }
 
+// waitParked waits until the server's connections from cs are parked.
+func (tb *secBundle) waitParked(t *testing.T, cs ...*client) {
+	t.Helper()
+	for _, c := range cs {
+		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	}
+}
+
+// submitToParkedWorker submits the server's first job, of function fn,
+// through sub and checks that the parked sleeping worker w gets its NOOP
+// without being woken; w then grabs the job, whose handle it returns.
+func (tb *secBundle) submitToParkedWorker(t *testing.T, sub, w *client, fn string) string {
+	t.Helper()
+	sub.Send(gearman.SubmitJob, fn, "", "job")
+	sub.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	w.Expect(gearman.Noop)
+	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
+	w.Send(gearman.GrabJob)
+	cmd, args := w.Read()
+	require.Equal(t, gearman.JobAssign, cmd)
+	return args[0]
+}
+
 // TestIdleConnectionsPark checks that idle connections, including ones
 // that never sent anything, park without a goroutine and that everything
 // a connection can meet while parked resumes it correctly: a request, an
@@ -56,15 +79,13 @@ func TestIdleConnectionsPark(t *testing.T) {
 	tb.srv.mu.Unlock()
 	w.Send(gearman.CanDo, "sleepy")
 	w.Send(gearman.PreSleep)
-	for _, c := range []*client{a, silent, w, leaving, lingering} {
-		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
-	}
+	tb.waitParked(t, a, silent, w, leaving, lingering)
 
 	// A request wakes a parked connection, which parks again.
 	for i := range 20 {
 		a.Send(gearman.EchoReq, strings.Repeat("e", i*100))
 		a.Expect(gearman.EchoRes, strings.Repeat("e", i*100))
-		require.Eventually(t, func() bool { return tb.parked(a) }, time.Minute, time.Millisecond)
+		tb.waitParked(t, a)
 	}
 	// So does the first request of a connection that has sent nothing.
 	silent.Send(gearman.EchoReq, "first")
@@ -73,14 +94,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 	// Output for a parked connection is written while it stays parked: a
 	// submit wakes the sleeping worker with NOOP.
 	submitter := tb.dial(t)
-	submitter.Send(gearman.SubmitJob, "sleepy", "", "job")
-	submitter.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	w.Expect(gearman.Noop)
-	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
-	w.Send(gearman.GrabJob)
-	cmd, args := w.Read()
-	require.Equal(t, gearman.JobAssign, cmd)
-	jobHandle := args[0]
+	jobHandle := tb.submitToParkedWorker(t, submitter, w, "sleepy")
 
 	// The peer closing a parked connection ends it.
 	before := tb.srv.Connections()
@@ -93,9 +107,9 @@ func TestIdleConnectionsPark(t *testing.T) {
 	before = tb.srv.Connections()
 	lingering.Send(gearman.SubmitJob, "sleepy", "", "job 2")
 	lingering.Expect(gearman.JobCreated, handle(tb.testBundle, 1))
-	require.Eventually(t, func() bool { return tb.parked(lingering) }, time.Minute, time.Millisecond)
+	tb.waitParked(t, lingering)
 	w.Send(gearman.GrabJob)
-	cmd, args = w.Read()
+	cmd, args := w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
 	chunk := strings.Repeat("d", 256<<10)
 	for range 400 {
@@ -124,7 +138,7 @@ func TestParkedConnectionGetsHeldSubmitAnswers(t *testing.T) {
 	c := tb.dial(t)
 	c.Send(gearman.SubmitJobBg, "f", "", "1")
 	c.Send(gearman.SubmitJobBg, "f", "", "2")
-	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	tb.waitParked(t, c)
 	close(st.release)
 	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
 	c.Expect(gearman.JobCreated, handle(tb.testBundle, 1))
@@ -191,9 +205,7 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	w.Send(gearman.PreSleep)
 	c.Send(gearman.EchoReq, "a")
 	c.Expect(gearman.EchoRes, "a")
-	for _, cl := range []*client{w, c} {
-		require.Eventually(t, func() bool { return tb.parked(cl) }, time.Minute, time.Millisecond)
-	}
+	tb.waitParked(t, w, c)
 	tb.srv.mu.Lock()
 	p := tb.srv.parker
 	tb.srv.mu.Unlock()
@@ -250,27 +262,19 @@ func TestIdleTLSConnectionsPark(t *testing.T) {
 	a.Expect(gearman.EchoRes, "a")
 	w.Send(gearman.CanDo, "tls")
 	w.Send(gearman.PreSleep)
-	for _, c := range []*client{a, silent, w, slowC} {
-		require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
-	}
+	tb.waitParked(t, a, silent, w, slowC)
 	for i := range 10 {
 		msg := strings.Repeat("t", i*2000)
 		a.Send(gearman.EchoReq, msg)
 		a.Expect(gearman.EchoRes, msg)
-		require.Eventually(t, func() bool { return tb.parked(a) }, time.Minute, time.Millisecond)
+		tb.waitParked(t, a)
 	}
 	silent.Send(gearman.EchoReq, "first")
 	silent.Expect(gearman.EchoRes, "first")
 
-	sub.Send(gearman.SubmitJob, "tls", "", "job")
-	sub.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	w.Expect(gearman.Noop)
-	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
-	w.Send(gearman.GrabJob)
-	cmd, args := w.Read()
-	require.Equal(t, gearman.JobAssign, cmd)
-	w.Send(gearman.WorkComplete, args[0], "done")
-	sub.Expect(gearman.WorkComplete, args[0], "done")
+	h := tb.submitToParkedWorker(t, sub, w, "tls")
+	w.Send(gearman.WorkComplete, h, "done")
+	sub.Expect(gearman.WorkComplete, h, "done")
 }
 
 // TestParkerBacksOffWhenWaitingFails: a wait on the epoll instance that
@@ -285,7 +289,7 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	c := tb.dial(t)
 	c.Send(gearman.EchoReq, "a")
 	c.Expect(gearman.EchoRes, "a")
-	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	tb.waitParked(t, c)
 
 	tb.srv.mu.Lock()
 	p := tb.srv.parker
@@ -346,10 +350,10 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	fresh := tb.dial(t)
 	fresh.Send(gearman.EchoReq, "fresh")
 	fresh.Expect(gearman.EchoRes, "fresh")
-	require.Eventually(t, func() bool { return tb.parked(fresh) }, time.Minute, time.Millisecond)
+	tb.waitParked(t, fresh)
 	c.Send(gearman.EchoReq, "c")
 	c.Expect(gearman.EchoRes, "c")
-	require.Eventually(t, func() bool { return tb.parked(c) }, time.Minute, time.Millisecond)
+	tb.waitParked(t, c)
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use, for captured logs.
