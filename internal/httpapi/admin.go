@@ -55,10 +55,7 @@ func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
 			MaxQueue:  map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
 			Submitted: f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
 			Retried: f.Retried, Dead: f.Dead, Dropped: f.Dropped, DeadLetters: f.DeadLetters, Paused: f.Paused, Jobs: jobs})
-		if !f.PausedUntil.IsZero() {
-			t := f.PausedUntil.UTC()
-			out[len(out)-1].PausedUntil = &t
-		}
+		out[len(out)-1].PausedUntil = utcOrNil(f.PausedUntil)
 	}
 	return out
 }

@@ -86,6 +86,15 @@ func timeOf(nanos int64) *time.Time {
 	return &t
 }
 
+// utcOrNil is t in UTC, or nil for the zero time (the field is left out).
+func utcOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
 type progressJSON struct {
 	Numerator   uint32 `json:"numerator"`
 	Denominator uint32 `json:"denominator"`
@@ -110,26 +119,14 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 	if snap.State == "running" {
 		j.Progress = &progressJSON{snap.Numerator, snap.Denominator}
 	}
-	if !snap.Submitted.IsZero() {
-		t := snap.Submitted.UTC()
-		j.Submitted = &t
-	}
-	if !snap.Started.IsZero() {
-		t := snap.Started.UTC()
-		j.Started = &t
-	}
+	j.Submitted = utcOrNil(snap.Submitted)
+	j.Started = utcOrNil(snap.Started)
 	if snap.Attempts > 0 || snap.MaxAttempts != 0 || snap.LastError != "" {
 		j.Attempts = &snap.Attempts
 	}
 	j.MaxAttempts, j.LastError, j.OrderingKey = snap.MaxAttempts, snap.LastError, snap.OrderingKey
-	if !snap.RetryAt.IsZero() {
-		t := snap.RetryAt.UTC()
-		j.RetryAt = &t
-	}
-	if !snap.Finished.IsZero() {
-		t := snap.Finished.UTC()
-		j.Finished = &t
-	}
+	j.RetryAt = utcOrNil(snap.RetryAt)
+	j.Finished = utcOrNil(snap.Finished)
 	for _, a := range snap.History {
 		j.History = append(j.History, attemptJSON{Worker: a.Worker, Started: timeOf(a.Start), Ended: timeOf(a.End),
 			Outcome: a.Outcome, Error: a.Error})
@@ -148,10 +145,7 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 			j.PayloadSize = &snap.PayloadSize
 		}
 		j.CancelledBy = snap.CancelledBy
-		if !snap.CancelledAt.IsZero() {
-			t := snap.CancelledAt.UTC()
-			j.CancelledAt = &t
-		}
+		j.CancelledAt = utcOrNil(snap.CancelledAt)
 	}
 	return j
 }
@@ -159,10 +153,7 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 // finalJSON describes a finished job from its final event.
 func (s *Server) finalJSON(seq uint64, e feedEvent, finished time.Time) jobJSON {
 	j := jobJSON{Handle: s.b.Handle(seq), State: finalState(e.kind)}
-	if !finished.IsZero() {
-		t := finished.UTC()
-		j.Finished = &t
-	}
+	j.Finished = utcOrNil(finished)
 	if e.kind != "fail" {
 		j.Result = e.ev.Data
 		if j.Result == nil {
@@ -680,10 +671,7 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
 		}
 		if ok {
 			j := jobJSON{Handle: handle, State: res.State, Result: res.Data, ResultText: textOf(res.Data)}
-			if !res.Finished.IsZero() {
-				t := res.Finished.UTC()
-				j.Finished = &t
-			}
+			j.Finished = utcOrNil(res.Finished)
 			writeJSON(w, http.StatusOK, j)
 			return nil
 		}
