@@ -70,6 +70,15 @@ func (tb *testBundle) session() (*Session, *recorder) {
 	return tb.b.NewSession("127.0.0.1:1", r), r
 }
 
+// clientAndWorker returns a client session and a worker session that can
+// do fn.
+func (tb *testBundle) clientAndWorker(fn string) (client, worker *Session) {
+	client, _ = tb.session()
+	worker, _ = tb.session()
+	tb.b.CanDo(worker, []byte(fn), 0)
+	return client, worker
+}
+
 type result struct {
 	seq     uint64
 	created bool
@@ -473,9 +482,7 @@ func TestRepeatedFinalPacketAccepted(t *testing.T) {
 func TestFinalPacketAfterCancelRefused(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	c, _ := tb.session()
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
+	c, w := tb.clientAndWorker("f")
 	tb.submit(t, c, bg("f", "", "x", Normal))
 	a, ok := tb.b.Grab(w)
 	require.True(t, ok)
@@ -491,9 +498,7 @@ func TestFinalPacketAfterCancelRefused(t *testing.T) {
 func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{}) // 2023-11-14 22:13:20 UTC
-	c, _ := tb.session()
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
+	c, w := tb.clientAndWorker("f")
 	when, err := ParseCron("30 23 * * *", nil)
 	require.NoError(t, err)
 	p := bg("f", "", "nightly", Normal)

@@ -79,9 +79,7 @@ func TestHistoryRetention(t *testing.T) {
 func TestHistoryExpiresInBatches(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	client, _ := tb.session()
-	worker, _ := tb.session()
-	tb.b.CanDo(worker, []byte("f"), 0)
+	client, worker := tb.clientAndWorker("f")
 	n := expireBatch*2 + 10
 	for range n {
 		tb.completeOne(t, client, worker, "f")
@@ -100,9 +98,7 @@ func TestHistoryExpiresInBatches(t *testing.T) {
 func TestHistoryResultTruncated(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	client, _ := tb.session()
-	worker, _ := tb.session()
-	tb.b.CanDo(worker, []byte("f"), 0)
+	client, worker := tb.clientAndWorker("f")
 	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
 	_, ok := tb.b.Grab(worker)
 	require.True(t, ok)

@@ -15,9 +15,7 @@ import (
 func TestListJobsCursorPaging(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	client, _ := tb.session()
-	worker, _ := tb.session()
-	tb.b.CanDo(worker, []byte("f"), 0)
+	client, worker := tb.clientAndWorker("f")
 	var ended []uint64
 	for range 23 {
 		ended = append(ended, tb.completeOne(t, client, worker, "f"))
@@ -73,9 +71,7 @@ func TestListJobsCursorPaging(t *testing.T) {
 func TestCountJobs(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 3, Backoff: Backoff{Initial: time.Hour, Max: time.Hour}}})
-	client, _ := tb.session()
-	worker, _ := tb.session()
-	tb.b.CanDo(worker, []byte("f"), 0)
+	client, worker := tb.clientAndWorker("f")
 	tb.completeOne(t, client, worker, "f")
 	// One failing (retry-wait), one running, one scheduled, two queued.
 	seq := tb.submit(t, client, bg("f", "", "a", Normal)).seq

@@ -241,9 +241,7 @@ func TestWatchRetriesAndDeath(t *testing.T) {
 func TestRetriesCountedWithoutWatchers(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{DefaultPolicy: Policy{MaxAttempts: 3, Backoff: Backoff{Initial: time.Second, Max: time.Second}}})
-	client, _ := tb.session()
-	worker, _ := tb.session()
-	tb.b.CanDo(worker, []byte("f"), 0)
+	client, worker := tb.clientAndWorker("f")
 	tb.submit(t, client, bg("f", "", "x", Normal))
 
 	a, ok := tb.b.Grab(worker)
