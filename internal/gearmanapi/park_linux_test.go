@@ -1,7 +1,6 @@
 package gearmanapi
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testcert"
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // parked reports whether the server's connection from the client c is
@@ -283,7 +283,7 @@ func TestIdleTLSConnectionsPark(t *testing.T) {
 // nothing parks, and once waiting works again connections park again.
 func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 	c := tb.dial(t)
@@ -354,22 +354,4 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	c.Send(gearman.EchoReq, "c")
 	c.Expect(gearman.EchoRes, "c")
 	tb.waitParked(t, c)
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for captured logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

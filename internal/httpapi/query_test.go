@@ -11,11 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // TestUnknownQueryParameter: a query parameter the route does not document
@@ -92,7 +93,7 @@ func TestPauseUnknownFunctionAndDuration(t *testing.T) {
 // error for 500).
 func TestErrorAnswersAreLogged(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	tb := setup(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
@@ -112,7 +113,7 @@ func TestErrorAnswersAreLogged(t *testing.T) {
 	require.Contains(t, found["error"], "urgent")
 
 	// The level by status, with a logger that shows only warnings.
-	var warn syncBuffer
+	var warn testlog.Buffer
 	s := &Server{log: slog.New(slog.NewTextHandler(&warn, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	r := httptest.NewRequest("GET", "/v1/functions", nil)
 	s.logProblem(r, "GET /v1/functions", 404, errorf(404, "x", "client mistake"))
@@ -180,24 +181,6 @@ func TestOpenAPIDocument(t *testing.T) {
 		}
 		run("tsc", "--noEmit", "--strict", gen)
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines to log to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestSubmitsRefusedWhileDraining: during a graceful stop no new job is

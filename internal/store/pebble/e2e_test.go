@@ -61,7 +61,7 @@ func TestFsyncFailureAnswersError(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
 	st, fs, logs := openFaulty(t, ctx, dir, pebble.Options{})
-	log := logs.logger()
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	b := broker.New(broker.Config{Store: st, Logger: log, HandlePrefix: "H:t:"})
 	require.NoError(t, b.Start(ctx))
 	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/pebble"
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // faultFS is the OS file system with a switch that makes write-ahead log
@@ -59,36 +59,13 @@ func newFaultFS() *faultFS {
 	return f
 }
 
-// syncLog is a concurrency-safe buffer for a text slog handler.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// logger returns a text logger that writes to l.
-func (l *syncLog) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, nil))
-}
-
 // openFaulty opens the store in dir on a file system whose faults the test
 // arms, with opts and a logger whose output it returns.
-func openFaulty(t *testing.T, ctx context.Context, dir string, opts pebble.Options) (*pebble.Store, *faultFS, *syncLog) {
+func openFaulty(t *testing.T, ctx context.Context, dir string, opts pebble.Options) (*pebble.Store, *faultFS, *testlog.Buffer) {
 	t.Helper()
 	fs := newFaultFS()
-	logs := &syncLog{}
-	opts.FS, opts.Logger = fs, logs.logger()
+	logs := &testlog.Buffer{}
+	opts.FS, opts.Logger = fs, slog.New(slog.NewTextHandler(logs, nil))
 	s, err := pebble.Open(ctx, dir, opts)
 	require.NoError(t, err)
 	return s, fs, logs

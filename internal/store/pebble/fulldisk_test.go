@@ -18,6 +18,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/pebble"
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // spaceFS reports a fixed amount of free space.
@@ -75,7 +76,7 @@ func TestOpenOnFullDisk(t *testing.T) {
 			}
 			return nil
 		}))
-		var logs syncLog
+		var logs testlog.Buffer
 		_, err := pebble.Open(context.Background(), dir, pebble.Options{FS: fs, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		require.ErrorIs(t, err, pebble.ErrNoSpace)
 		require.Contains(t, err.Error(), dir)
