@@ -288,9 +288,11 @@ func (fe *frontEnds) runUntilStopped(ctx context.Context, cfg serveConfig, b *br
 		// Stop accepting and handing out jobs; let running ones finish.
 		log.Info("serve: graceful stop: waiting for running jobs", slog.Duration("timeout", cfg.shutdownTimeout))
 		// The HTTP API keeps serving meanwhile, so that HTTP workers can
-		// report the jobs they hold; it hands out no new ones.
-		srv.CloseListeners()
+		// report the jobs they hold; it hands out no new ones. The broker
+		// stops handing out jobs before the listeners close, so that a
+		// client that sees the port closed sees no job handed out after.
 		idle := b.Drain()
+		srv.CloseListeners()
 		select {
 		case <-idle:
 		case <-time.After(cfg.shutdownTimeout):
