@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +10,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // Everything the lifecycle keeps survives a restart on the same store:
@@ -47,7 +46,7 @@ func TestRestartKeepsLifecycleState(t *testing.T) {
 	tb.b.Pause("later", tb.clock.Now().Add(time.Hour))
 
 	tb.clock.Add(5 * time.Second)
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	opts.cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	tb = tb.restart(t, opts)
 	// The replay line counts live jobs as JobCount (and the server's
@@ -271,23 +270,4 @@ func TestCrashKeepsStoredLifecycleState(t *testing.T) {
 	r, ok := mustResult(t, tb2.b, []byte(tb2.b.Handle(res)))
 	require.True(t, ok)
 	require.Equal(t, []byte("R"), r.Data)
-}
-
-// lockedBuffer is a log destination the broker's goroutines may write to
-// while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

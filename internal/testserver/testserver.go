@@ -5,7 +5,6 @@ package testserver
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // BuildCommand returns the "go build" command that writes the gearwork
@@ -104,7 +105,7 @@ type Server struct {
 	// httpAddr receives the HTTP API's host:port once it is logged.
 	httpAddr chan string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *testlog.Buffer
 	done     chan struct{}
 	err      error
 }
@@ -162,14 +163,14 @@ func start(t testing.TB, bin string, wrapper, args []string) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{}), httpAddr: make(chan string, 1)}
+	s := &Server{cmd: cmd, log: &testlog.Buffer{}, done: make(chan struct{}), httpAddr: make(chan string, 1)}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			s.log.WriteString(line + "\n")
+			_, _ = s.log.Write([]byte(line + "\n"))
 			if m := listening.FindStringSubmatch(line); m != nil {
 				select {
 				case addr <- m[1] + m[2]:
@@ -295,29 +296,6 @@ func Run(ctx context.Context, t testing.TB, args ...string) (string, int) {
 		t.Fatal(err)
 	}
 	return string(out), cmd.ProcessState.ExitCode()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) WriteString(s string) {
-	b.mu.Lock()
-	b.b.WriteString(s)
-	b.mu.Unlock()
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // NeedCommand returns the path of a program the tests need (a Debian tool

@@ -2,8 +2,8 @@ package compat
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
+	"github.com/gearwork/gearwork/internal/testlog"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/internal/testwait"
 	"io"
@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,24 +75,6 @@ func need(t *testing.T, program string) string {
 	return testserver.NeedCommand(t, program)
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // server is a job server under test, running as a child process.
 type server struct {
 	// kind is "gearwork" or "gearmand".
@@ -104,7 +85,7 @@ type server struct {
 	host   string
 	port   string
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *testlog.Buffer
 	done   chan struct{}
 }
 
@@ -165,7 +146,7 @@ func startGearwork(t *testing.T, args ...string) *server {
 	cmd := exec.Command(gearworkBin, args...)
 	cmd.Env = testserver.Env()
 	pr, pw := io.Pipe()
-	logBuf := &syncBuffer{}
+	logBuf := &testlog.Buffer{}
 	cmd.Stdout = logBuf
 	cmd.Stderr = io.MultiWriter(logBuf, pw)
 	require.NoError(t, cmd.Start())
@@ -230,7 +211,7 @@ func startGearmand(t *testing.T, args ...string) *server {
 			"--pid-file", filepath.Join(dir, "gearmand.pid"), "-t", "2",
 			"--job-handle-prefix", "H:gearmand"}, args...)
 		cmd := exec.Command(bin, all...)
-		logBuf := &syncBuffer{}
+		logBuf := &testlog.Buffer{}
 		cmd.Stdout, cmd.Stderr = logBuf, logBuf
 		require.NoError(t, cmd.Start())
 		s := &server{kind: "gearmand", cmd: cmd, log: logBuf, done: make(chan struct{}),
@@ -405,8 +386,8 @@ func atoi(t *testing.T, s string) int {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testlog.Buffer
+	stderr *testlog.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -424,7 +405,7 @@ func startProcWith(t *testing.T, setup func(cmd *exec.Cmd), name string, args ..
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	p := &proc{name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd,
-		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+		stdout: &testlog.Buffer{}, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	setup(cmd)
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	// A killed process's children may keep its output pipes open.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 // repl is a client script that reads one JSON request per line and answers
@@ -21,7 +23,7 @@ type repl struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testlog.Buffer
 	done   chan struct{}
 }
 
@@ -29,7 +31,7 @@ func startREPL(t *testing.T, name string, args ...string) *repl {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	r := &repl{t: t, name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd,
-		lines: make(chan string, 16), stderr: &syncBuffer{}, done: make(chan struct{})}
+		lines: make(chan string, 16), stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	var err error
 	r.stdin, err = cmd.StdinPipe()
 	require.NoError(t, err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 type jobJSON struct {
@@ -41,7 +43,7 @@ func TestHTTPSubmitGearmanWorker(t *testing.T) {
 	ctx := testContext(t)
 	host, port := s.gearmanHostPort()
 	worker := exec.CommandContext(ctx, "gearman", "-h", host, "-p", port, "-w", "-c", "2", "-f", "upper", "--", "tr", "a-z", "A-Z")
-	var wout syncBuffer
+	var wout testlog.Buffer
 	worker.Stdout, worker.Stderr = &wout, &wout
 	require.NoError(t, worker.Start())
 
@@ -72,7 +74,7 @@ func TestGearmanClientHTTPWorker(t *testing.T) {
 	ctx := testContext(t)
 	host, port := s.gearmanHostPort()
 	client := exec.CommandContext(ctx, "gearman", "-h", host, "-p", port, "-f", "resize", "cat.png")
-	var cout syncBuffer
+	var cout testlog.Buffer
 	client.Stdout, client.Stderr = &cout, &cout
 	require.NoError(t, client.Start())
 

@@ -4,7 +4,6 @@ package http_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,13 +13,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/testlog"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
@@ -51,24 +50,7 @@ type server struct {
 	gearman  string // host:port of the Gearman port
 	httpAddr string // host:port of the HTTP API
 	base     string // http://host:port
-	logs     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs     *testlog.Buffer
 }
 
 var (
@@ -84,7 +66,7 @@ func startServer(t *testing.T, extra ...string) *server {
 	cmd := exec.Command(binary, args...)
 	cmd.Env = testserver.Env()
 	pr, pw := io.Pipe()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cmd.Stderr = pw
 	cmd.Stdout = logs
 	require.NoError(t, cmd.Start())
