@@ -321,7 +321,7 @@ func (b *Broker) CloseSession(s *Session) {
 	s.abilities = nil
 	for _, j := range s.waiting {
 		x := j.x
-		x.clients = removeSession(x.clients, s)
+		x.clients = removeUnordered(x.clients, s)
 		if len(x.clients) == 0 && !j.background {
 			b.abandonLocked(j)
 		}

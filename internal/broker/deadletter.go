@@ -148,11 +148,18 @@ func (b *Broker) DeadLetterByHandle(ctx context.Context, handle []byte) (dl Dead
 // use by a live job runs without joining that job's coalescing. In shared
 // mode any server may run it.
 func (b *Broker) RetryDeadLetter(ctx context.Context, handle []byte) error {
+	return b.oneDeadLetter(ctx, handle, b.mode.retryDead)
+}
+
+// oneDeadLetter applies action (the mode's retryDead or purgeDead) to the
+// dead letter named by handle and waits for the change to be durable. It
+// returns ErrJobNotFound when the handle names no dead letter.
+func (b *Broker) oneDeadLetter(ctx context.Context, handle []byte, action func(ctx context.Context, seq uint64, function string) (int, error)) error {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
 		return ErrJobNotFound
 	}
-	n, err := b.mode.retryDead(ctx, seq, "")
+	n, err := action(ctx, seq, "")
 	if err == nil && n == 0 {
 		err = ErrJobNotFound
 	}
@@ -212,18 +219,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 // PurgeDeadLetter deletes one dead letter. It returns ErrJobNotFound when
 // the handle names no dead letter.
 func (b *Broker) PurgeDeadLetter(ctx context.Context, handle []byte) error {
-	seq, ok := b.ParseHandle(handle)
-	if !ok {
-		return ErrJobNotFound
-	}
-	n, err := b.mode.purgeDead(ctx, seq, "")
-	if err == nil && n == 0 {
-		err = ErrJobNotFound
-	}
-	if err != nil {
-		return err
-	}
-	return b.Durable(ctx)
+	return b.oneDeadLetter(ctx, handle, b.mode.purgeDead)
 }
 
 // PurgeDeadLetters deletes every dead letter of a function ("" for every

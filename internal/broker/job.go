@@ -232,25 +232,24 @@ type jobList struct {
 	n          int
 }
 
-func (l *jobList) pushBack(j *job) {
-	j.prev, j.next = l.tail, nil
-	if l.tail != nil {
-		l.tail.next = j
+func (l *jobList) pushBack(j *job) { l.insert(j, l.tail, nil) }
+
+func (l *jobList) pushFront(j *job) { l.insert(j, nil, l.head) }
+
+// insert links j between prev and next, neighbours in the list (nil at
+// its ends); remove undoes it.
+func (l *jobList) insert(j, prev, next *job) {
+	j.prev, j.next = prev, next
+	if prev != nil {
+		prev.next = j
 	} else {
 		l.head = j
 	}
-	l.tail = j
-	l.n++
-}
-
-func (l *jobList) pushFront(j *job) {
-	j.prev, j.next = nil, l.head
-	if l.head != nil {
-		l.head.prev = j
+	if next != nil {
+		next.prev = j
 	} else {
 		l.tail = j
 	}
-	l.head = j
 	l.n++
 }
 

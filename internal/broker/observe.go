@@ -254,7 +254,7 @@ func (b *Broker) unwatchLocked(s *Session, seq uint64) {
 		return
 	}
 	delete(s.watching, seq)
-	ws := removeSession(b.watchers[seq], s)
+	ws := removeUnordered(b.watchers[seq], s)
 	if len(ws) == 0 {
 		delete(b.watchers, seq)
 	} else {

@@ -244,14 +244,7 @@ func (p *Policy) Set(key, value string) error {
 	case "timeout":
 		p.Timeout, err = parseDuration(value)
 	case "ordering":
-		switch value {
-		case "off", "":
-			p.Ordering = OrderingOff
-		case string(OrderingUniquePrefix):
-			p.Ordering = OrderingUniquePrefix
-		default:
-			err = errors.New(`use "off" or "unique-prefix"`)
-		}
+		p.Ordering, err = parseChoice(value, "off", OrderingUniquePrefix)
 	case "ordering_separator":
 		p.OrderingSeparator = value
 	case "concurrency":
@@ -277,14 +270,7 @@ func (p *Policy) Set(key, value string) error {
 		}
 		p.MaxQueue = q
 	case "overflow":
-		switch value {
-		case "reject", "":
-			p.Overflow = OverflowReject
-		case string(OverflowDropOldest):
-			p.Overflow = OverflowDropOldest
-		default:
-			err = errors.New(`use "reject" or "drop-oldest"`)
-		}
+		p.Overflow, err = parseChoice(value, "reject", OverflowDropOldest)
 	case "result_retention":
 		p.ResultRetention, err = parseDuration(value)
 	case "age_after":
@@ -295,30 +281,14 @@ func (p *Policy) Set(key, value string) error {
 			err = errors.New("must be -1, 0 or positive")
 		}
 	case "history":
-		// The default is the zero value, so that a policy that only
-		// restates it stays the zero (gearmand) policy.
 		var d time.Duration
-		d, err = parseDuration(value)
-		switch {
-		case err != nil:
-		case d == 0:
-			p.History = -1
-		case d == DefaultHistory:
-			p.History = 0
-		default:
-			p.History = d
+		if d, err = parseDuration(value); err == nil {
+			p.History = historyField(d, DefaultHistory)
 		}
 	case "history_max":
 		var n int
-		n, err = nonNegative(value)
-		switch {
-		case err != nil:
-		case n == 0:
-			p.HistoryMax = -1
-		case n == DefaultHistoryMax:
-			p.HistoryMax = 0
-		default:
-			p.HistoryMax = n
+		if n, err = nonNegative(value); err == nil {
+			p.HistoryMax = historyField(n, DefaultHistoryMax)
 		}
 	default:
 		return fmt.Errorf("%w: unknown key %q (known: %s)", ErrPolicy, key, strings.Join(PolicyKeys, ", "))
@@ -348,10 +318,7 @@ func (p Policy) Get(key string) (string, bool) {
 	case "timeout":
 		return d(p.Timeout), true
 	case "ordering":
-		if p.Ordering == OrderingOff {
-			return "off", true
-		}
-		return string(p.Ordering), true
+		return choiceName(p.Ordering, "off"), true
 	case "ordering_separator":
 		return p.separator(), true
 	case "concurrency":
@@ -367,10 +334,7 @@ func (p Policy) Get(key string) (string, bool) {
 		}
 		return fmt.Sprintf("%d,%d,%d", q[0], q[1], q[2]), true
 	case "overflow":
-		if p.Overflow == OverflowReject {
-			return "reject", true
-		}
-		return string(p.Overflow), true
+		return choiceName(p.Overflow, "reject"), true
 	case "result_retention":
 		return d(p.ResultRetention), true
 	case "age_after":
@@ -413,6 +377,40 @@ func parseDuration(s string) (time.Duration, error) {
 		err = errors.New("must not be negative")
 	}
 	return d, err
+}
+
+// parseChoice reads a two-way choice (ordering, overflow): zeroName or ""
+// for the zero value, the default, or the name of the other choice.
+func parseChoice[T ~string](value, zeroName string, other T) (T, error) {
+	switch value {
+	case zeroName, "":
+		return "", nil
+	case string(other):
+		return other, nil
+	}
+	return "", fmt.Errorf("use %q or %q", zeroName, other)
+}
+
+// choiceName is the text form of a choice that parseChoice reads.
+func choiceName[T ~string](v T, zeroName string) string {
+	if v == "" {
+		return zeroName
+	}
+	return string(v)
+}
+
+// historyField is the field value (Policy.History, HistoryMax) of a
+// history limit as written: 0, keep nothing, is -1, and the default is the
+// zero value, so that a policy that only restates it stays the zero
+// (gearmand) policy.
+func historyField[T int | time.Duration](v, def T) T {
+	switch v {
+	case 0:
+		return -1
+	case def:
+		return 0
+	}
+	return v
 }
 
 func nonNegative(s string) (int, error) {

@@ -87,14 +87,10 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 		d = d[n:]
 		return v
 	}
+	// A varint is a zigzag-encoded uvarint (encoding/binary).
 	sv := func() int64 {
-		v, n := binary.Varint(d)
-		if n <= 0 {
-			bad = true
-			return 0
-		}
-		d = d[n:]
-		return v
+		u := uv()
+		return int64(u>>1) ^ -int64(u&1)
 	}
 	str := func() string {
 		n := uv()

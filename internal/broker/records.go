@@ -237,13 +237,7 @@ func (b *Broker) endedFromStore(fn, state string, after store.RecordPos, n int) 
 	slices.SortFunc(out, func(a, c JobSnapshot) int {
 		pa := store.RecordPos{Finished: a.Finished.UnixNano(), Seq: a.Seq}
 		pc := store.RecordPos{Finished: c.Finished.UnixNano(), Seq: c.Seq}
-		switch {
-		case pc.Before(pa):
-			return -1
-		case pa.Before(pc):
-			return 1
-		}
-		return 0
+		return pc.Compare(pa)
 	})
 	return out[:min(len(out), n)], nil
 }

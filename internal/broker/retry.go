@@ -110,7 +110,7 @@ func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
 	b.endAttemptLocked(j, outcome, errText, now)
 	// Attached clients were told of the failure; they are done.
 	for _, c := range j.x.clients {
-		c.waiting = removeJob(c.waiting, j)
+		c.waiting = removeUnordered(c.waiting, j)
 	}
 	j.x.clients = nil
 	b.releaseWorkerLocked(j)
@@ -122,7 +122,7 @@ func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
 func (b *Broker) releaseWorkerLocked(j *job) {
 	x := j.x
 	b.removeTimerLocked(j)
-	x.worker.running = removeJob(x.worker.running, j)
+	x.worker.running = removeUnordered(x.worker.running, j)
 	x.worker = nil
 	j.fn.running--
 	b.running--
@@ -252,7 +252,7 @@ func (b *Broker) timeoutLocked(j *job) {
 		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)))
 	for _, c := range x.clients {
 		c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-		c.waiting = removeJob(c.waiting, j)
+		c.waiting = removeUnordered(c.waiting, j)
 	}
 	x.clients = nil
 	b.endWatchLocked(j)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -150,26 +151,16 @@ func (s *Session) ability(fn *function) (ability, bool) {
 	return ability{}, false
 }
 
-func removeJob(list []*job, j *job) []*job {
-	for i, x := range list {
-		if x == j {
-			last := len(list) - 1
-			list[i] = list[last]
-			list[last] = nil
-			return list[:last]
-		}
+// removeUnordered removes x from list, moving the last element into its
+// place, and clears the freed slot so that it holds no pointer.
+func removeUnordered[T comparable](list []T, x T) []T {
+	i := slices.Index(list, x)
+	if i < 0 {
+		return list
 	}
-	return list
-}
-
-func removeSession(list []*Session, s *Session) []*Session {
-	for i, x := range list {
-		if x == s {
-			last := len(list) - 1
-			list[i] = list[last]
-			list[last] = nil
-			return list[:last]
-		}
-	}
-	return list
+	last := len(list) - 1
+	list[i] = list[last]
+	var zero T
+	list[last] = zero
+	return list[:last]
 }

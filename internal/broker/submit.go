@@ -271,7 +271,7 @@ func (b *Broker) unlinkLocked(j *job) {
 	case stateRunning:
 		x := j.x
 		b.removeTimerLocked(j)
-		x.worker.running = removeJob(x.worker.running, j)
+		x.worker.running = removeUnordered(x.worker.running, j)
 		x.worker = nil
 		f.running--
 		b.running--
@@ -293,7 +293,7 @@ func (b *Broker) unlinkLocked(j *job) {
 	f.total--
 	if j.x != nil {
 		for _, c := range j.x.clients {
-			c.waiting = removeJob(c.waiting, j)
+			c.waiting = removeUnordered(c.waiting, j)
 		}
 		j.x.clients = nil
 		if j.x.life != nil {

@@ -367,7 +367,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	x := j.x
 	w := x.worker
 	b.removeTimerLocked(j)
-	w.running = removeJob(w.running, j)
+	w.running = removeUnordered(w.running, j)
 	x.worker = nil
 	j.fn.running--
 	b.running--

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"time"
 )
@@ -217,8 +218,11 @@ type RecordPos struct {
 // Before reports whether a record at p is listed after one at q (it ended
 // earlier, or at the same time with a lower Seq).
 func (p RecordPos) Before(q RecordPos) bool {
-	if p.Finished != q.Finished {
-		return p.Finished < q.Finished
-	}
-	return p.Seq < q.Seq
+	return p.Compare(q) < 0
+}
+
+// Compare returns -1 when p is Before q, +1 when q is Before p and 0 when
+// they are the same place, so that q.Compare(p) sorts newest first.
+func (p RecordPos) Compare(q RecordPos) int {
+	return cmp.Or(cmp.Compare(p.Finished, q.Finished), cmp.Compare(p.Seq, q.Seq))
 }

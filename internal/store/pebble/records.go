@@ -335,13 +335,7 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 	if len(fns) > 1 {
 		slices.SortFunc(out, func(a, b store.Record) int {
 			pa, pb := store.RecordPos{Finished: a.Finished, Seq: a.Seq}, store.RecordPos{Finished: b.Finished, Seq: b.Seq}
-			switch {
-			case pb.Before(pa):
-				return -1
-			case pa.Before(pb):
-				return 1
-			}
-			return 0
+			return pb.Compare(pa)
 		})
 		out = out[:min(len(out), q.Limit)]
 	}
