@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// recorder is an Outbox that keeps every event.
+// recorder is an Outbox that keeps every event, with a copy of its data.
 type recorder struct {
 	mu     sync.Mutex
 	events []Event
@@ -38,10 +39,12 @@ type recorder struct {
 
 func (r *recorder) Send(ev Event) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev.Data = slices.Clone(ev.Data)
 	r.events = append(r.events, ev)
-	r.mu.Unlock()
 }
 
+// take returns and forgets the events so far.
 func (r *recorder) take() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -74,9 +77,23 @@ func (tb *testBundle) session() (*Session, *recorder) {
 // do fn.
 func (tb *testBundle) clientAndWorker(fn string) (client, worker *Session) {
 	client, _ = tb.session()
-	worker, _ = tb.session()
-	tb.b.CanDo(worker, []byte(fn), 0)
+	worker, _ = tb.worker(fn)
 	return client, worker
+}
+
+// worker returns a session that can do fn, and its recorder.
+func (tb *testBundle) worker(fn string) (*Session, *recorder) {
+	w, out := tb.session()
+	tb.b.CanDo(w, []byte(fn), 0)
+	return w, out
+}
+
+// grab grabs a job for w and fails the test if there is none.
+func (tb *testBundle) grab(t *testing.T, w *Session) Assignment {
+	t.Helper()
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok, "expected a job to grab")
+	return a
 }
 
 type result struct {
@@ -113,8 +130,7 @@ func TestPriorityAcrossFunctions(t *testing.T) {
 	tb.submit(t, c, bg("a", "", "a-high", High))
 	tb.submit(t, c, bg("b", "", "b-low", Low))
 
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("a"), 0)
+	w, _ := tb.worker("a")
 	tb.b.CanDo(w, []byte("b"), 0)
 	var got []string
 	for {
@@ -136,11 +152,9 @@ func TestFIFOWithinPriority(t *testing.T) {
 	for i := range 100 {
 		tb.submit(t, c, bg("f", "", strconv.Itoa(i), Normal))
 	}
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
+	w, _ := tb.worker("f")
 	for i := range 100 {
-		a, ok := tb.b.Grab(w)
-		require.True(t, ok)
+		a := tb.grab(t, w)
 		require.Equal(t, strconv.Itoa(i), string(a.Payload))
 		require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
 	}
@@ -158,15 +172,13 @@ func TestCoalescingForegroundWaitersAllGetResult(t *testing.T) {
 	require.False(t, second.created)
 	require.Equal(t, first.seq, second.seq)
 
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	a := tb.grab(t, w)
 	require.Equal(t, "x", string(a.Payload))
 	require.Equal(t, "u1", a.Unique)
 	require.NoError(t, tb.b.WorkData(w, a.Seq, []byte("d"), false))
 	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("done")))
-	_, ok = tb.b.Grab(w)
+	_, ok := tb.b.Grab(w)
 	require.False(t, ok, "the coalesced job must run once")
 	for _, r := range []*recorder{r1, r2} {
 		require.Equal(t, []Event{
@@ -187,10 +199,8 @@ func TestHashedUniqueCoalescesOnPayload(t *testing.T) {
 	d := tb.submit(t, c, bg("f", "-", "other", Normal))
 	require.Equal(t, a.seq, b.seq)
 	require.NotEqual(t, a.seq, d.seq)
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	as, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	as := tb.grab(t, w)
 	require.Equal(t, "-", as.Unique)
 }
 
@@ -209,19 +219,15 @@ func TestWorkerDisconnectRequeuesToFront(t *testing.T) {
 	c, _ := tb.session()
 	first := tb.submit(t, c, bg("f", "", "first", Normal))
 	tb.submit(t, c, bg("f", "", "second", Normal))
-	w1, _ := tb.session()
-	tb.b.CanDo(w1, []byte("f"), 0)
-	a, ok := tb.b.Grab(w1)
-	require.True(t, ok)
+	w1, _ := tb.worker("f")
+	a := tb.grab(t, w1)
 	require.Equal(t, first.seq, a.Seq)
 
-	w2, w2out := tb.session()
-	tb.b.CanDo(w2, []byte("f"), 0)
+	w2, w2out := tb.worker("f")
 	tb.b.PreSleep(w2)
 	require.Equal(t, []Event{{Kind: EventNoop}}, w2out.take(), "work is queued, so PRE_SLEEP is answered at once")
 	tb.b.CloseSession(w1)
-	a2, ok := tb.b.Grab(w2)
-	require.True(t, ok)
+	a2 := tb.grab(t, w2)
 	require.Equal(t, first.seq, a2.Seq, "a job taken back goes to the front")
 	require.Equal(t, uint32(1), tb.b.Jobs(0)[0].Retries)
 }
@@ -232,8 +238,7 @@ func TestJobRetriesLimitFailsJob(t *testing.T) {
 	c, cout := tb.session()
 	j := tb.submit(t, c, fg("f", "", "x"))
 	for i := range 2 {
-		w, _ := tb.session()
-		tb.b.CanDo(w, []byte("f"), 0)
+		w, _ := tb.worker("f")
 		_, ok := tb.b.Grab(w)
 		require.True(t, ok, "attempt %d", i)
 		tb.b.CloseSession(w)
@@ -253,10 +258,8 @@ func TestClientDisconnectDropsQueuedForegroundJob(t *testing.T) {
 	tb.b.CloseSession(c1)
 	require.Equal(t, 1, tb.b.JobCount(), "only the job another client waits on stays")
 
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	a := tb.grab(t, w)
 	require.Equal(t, shared.seq, a.Seq)
 	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("r")))
 	require.Equal(t, []Event{{Kind: EventComplete, Seq: a.Seq, Data: []byte("r")}}, c2out.take())
@@ -267,10 +270,8 @@ func TestClientDisconnectWhileRunningDiscardsResult(t *testing.T) {
 	tb := setup(t, Config{})
 	c, _ := tb.session()
 	j := tb.submit(t, c, fg("f", "", "x"))
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	_, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	tb.grab(t, w)
 	tb.b.CloseSession(c)
 	require.Equal(t, 1, tb.b.JobCount(), "a running job finishes")
 	require.NoError(t, tb.b.Finish(w, j.seq, Complete, []byte("r")))
@@ -282,8 +283,7 @@ func TestWakeOnlyAsManySleepersAsJobs(t *testing.T) {
 	tb := setup(t, Config{})
 	var outs []*recorder
 	for range 5 {
-		w, out := tb.session()
-		tb.b.CanDo(w, []byte("f"), 0)
+		w, out := tb.worker("f")
 		tb.b.PreSleep(w)
 		outs = append(outs, out)
 	}
@@ -306,8 +306,7 @@ func TestEpochJobWaitsForItsTime(t *testing.T) {
 	p := bg("f", "", "later", Normal)
 	p.RunAt = tb.clock.Now().Add(time.Minute).Unix()
 	j := tb.submit(t, c, p)
-	w, wout := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
+	w, wout := tb.worker("f")
 	tb.b.PreSleep(w)
 	_, ok := tb.b.Grab(w)
 	require.False(t, ok)
@@ -319,8 +318,7 @@ func TestEpochJobWaitsForItsTime(t *testing.T) {
 	tb.clock.Add(time.Minute)
 	tb.b.RunTimers()
 	require.Equal(t, []Event{{Kind: EventNoop}}, wout.take(), "the sleeping worker is woken when the job is due")
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	a := tb.grab(t, w)
 	require.Equal(t, j.seq, a.Seq)
 }
 
@@ -331,10 +329,8 @@ func TestStatusAndProgress(t *testing.T) {
 	j := tb.submit(t, c, bg("f", "u", "x", Normal))
 	h := []byte(tb.b.Handle(j.seq))
 	require.Equal(t, JobStatus{Seq: j.seq, Known: true}, tb.b.GetStatus(h))
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	_, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	tb.grab(t, w)
 	require.NoError(t, tb.b.WorkStatus(w, j.seq, 3, 10))
 	require.Equal(t, JobStatus{Seq: j.seq, Known: true, Running: true, Numerator: 3, Denominator: 10}, tb.b.GetStatus(h))
 	require.Equal(t, JobStatus{Seq: j.seq, Known: true, Running: true, Numerator: 3, Denominator: 10}, tb.b.GetStatusUnique([]byte("u")))
@@ -351,10 +347,8 @@ func TestExceptionsOnlyForClientsThatAsked(t *testing.T) {
 	tb.b.SetExceptions(wants)
 	j := tb.submit(t, plain, fg("f", "u", "x"))
 	tb.submit(t, wants, fg("f", "u", "x"))
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	_, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	tb.grab(t, w)
 	require.NoError(t, tb.b.Finish(w, j.seq, Exception, []byte("boom")))
 	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, plainOut.take())
 	require.Equal(t, []Event{{Kind: EventException, Seq: j.seq, Data: []byte("boom")}}, wantsOut.take())
@@ -387,8 +381,7 @@ func TestDropFunction(t *testing.T) {
 	tb := setup(t, Config{})
 	c, _ := tb.session()
 	tb.submit(t, c, bg("f", "", "x", Normal))
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
+	w, _ := tb.worker("f")
 	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionBusy)
 	tb.b.CloseSession(w)
 	require.NoError(t, tb.b.DropFunction("f"))
@@ -403,12 +396,10 @@ func TestDrainStopsHandingOutJobs(t *testing.T) {
 	c, _ := tb.session()
 	tb.submit(t, c, bg("f", "", "1", Normal))
 	tb.submit(t, c, bg("f", "", "2", Normal))
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("f"), 0)
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("f")
+	a := tb.grab(t, w)
 	idle := tb.b.Drain()
-	_, ok = tb.b.Grab(w)
+	_, ok := tb.b.Grab(w)
 	require.False(t, ok)
 	select {
 	case <-idle:
@@ -446,8 +437,7 @@ func TestRepeatedFinalPacketAccepted(t *testing.T) {
 	tb.b.CanDo(w, []byte("f"), 0)
 
 	j := tb.submit(t, c, fg("f", "", "x"))
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	a := tb.grab(t, w)
 	require.NoError(t, tb.b.Finish(w, a.Seq, Exception, []byte("boom")))
 	require.NoError(t, tb.b.Finish(w, a.Seq, Fail, nil), "WORK_FAIL after WORK_EXCEPTION")
 	require.NoError(t, tb.b.Finish(w, a.Seq, Exception, []byte("boom")), "the same final packet again")
@@ -458,8 +448,7 @@ func TestRepeatedFinalPacketAccepted(t *testing.T) {
 
 	// A completed job: a repeated WORK_COMPLETE or a WORK_FAIL is accepted.
 	j2 := tb.submit(t, c, fg("f", "", "y"))
-	a, ok = tb.b.Grab(w)
-	require.True(t, ok)
+	a = tb.grab(t, w)
 	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("ok")))
 	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, []byte("ok")))
 	require.NoError(t, tb.b.Finish(w, a.Seq, Fail, nil))
@@ -469,8 +458,7 @@ func TestRepeatedFinalPacketAccepted(t *testing.T) {
 	first := j.seq
 	for range 8 {
 		tb.submit(t, c, bg("f", "", "z", Normal))
-		a, ok := tb.b.Grab(w)
-		require.True(t, ok)
+		a := tb.grab(t, w)
 		require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
 	}
 	require.ErrorIs(t, tb.b.Finish(w, first, Fail, nil), ErrJobNotFound)
@@ -484,8 +472,7 @@ func TestFinalPacketAfterCancelRefused(t *testing.T) {
 	tb := setup(t, Config{})
 	c, w := tb.clientAndWorker("f")
 	tb.submit(t, c, bg("f", "", "x", Normal))
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	a := tb.grab(t, w)
 	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(a.Seq))))
 	_ = tb.b.Finish(w, a.Seq, Exception, []byte("boom")) // refused or dropped, as cancel rules say
 	require.ErrorIs(t, tb.b.Finish(w, a.Seq, Fail, nil), ErrJobNotFound)
@@ -518,8 +505,7 @@ func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
 	require.False(t, ok)
 	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	a := tb.grab(t, w)
 	require.Equal(t, j.seq, a.Seq)
 	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
 

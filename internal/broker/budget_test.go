@@ -25,10 +25,8 @@ func TestMaxQueuedBytes(t *testing.T) {
 	require.False(t, dup.created)
 
 	// Finishing a job frees its bytes.
-	w, _ := tb.session()
-	tb.b.CanDo(w, []byte("a"), 0)
-	a, ok := tb.b.Grab(w)
-	require.True(t, ok)
+	w, _ := tb.worker("a")
+	a := tb.grab(t, w)
 	require.Equal(t, first.seq, a.Seq)
 	require.ErrorIs(t, tb.submit(t, c, bg("c", "", "z", Normal)).err, ErrQueueFull, "a running job still counts")
 	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))

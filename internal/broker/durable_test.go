@@ -80,6 +80,13 @@ func startWithStore(t *testing.T, st store.Store) *Broker {
 	return startWithStoreAt(t, st, time.Unix(1_700_000_000, 0))
 }
 
+// startWithClient starts a broker on st and opens a client session.
+func startWithClient(t *testing.T, st store.Store) (*Broker, *Session) {
+	t.Helper()
+	b := startWithStore(t, st)
+	return b, b.NewSession("x", &recorder{})
+}
+
 func startWithStoreAt(t *testing.T, st store.Store, now time.Time) *Broker {
 	t.Helper()
 	b := New(Config{Store: st, Clock: clocktest.New(now)})
@@ -105,8 +112,7 @@ func TestDurableSubmitAcknowledgedAfterSave(t *testing.T) {
 	t.Parallel()
 	st := newMapStore()
 	st.gate = make(chan struct{})
-	b := startWithStore(t, st)
-	s := b.NewSession("x", &recorder{})
+	b, s := startWithClient(t, st)
 	answered := make(chan result, 1)
 	b.Submit(s, bg("f", "", "x", Normal), func(seq uint64, created bool, err error) { answered <- result{seq, created, err} })
 	select {
@@ -124,8 +130,7 @@ func TestDurableSubmitAcknowledgedAfterSave(t *testing.T) {
 func TestDurableReplayKeepsOrderPriorityAndUnique(t *testing.T) {
 	t.Parallel()
 	st := newMapStore()
-	b := startWithStore(t, st)
-	s := b.NewSession("x", &recorder{})
+	b, s := startWithClient(t, st)
 	a := submitAndWait(t, b, s, bg("f", "ua", "a", Low))
 	bb := submitAndWait(t, b, s, bg("f", "ub", "b", High))
 	c := submitAndWait(t, b, s, bg("f", "", "c", Low))
@@ -159,8 +164,7 @@ func TestDurableSaveFailureAnswersErrorAndStopsBackgroundSubmits(t *testing.T) {
 	t.Parallel()
 	st := newMapStore()
 	st.failErr = errors.New("disk full")
-	b := startWithStore(t, st)
-	s := b.NewSession("x", &recorder{})
+	b, s := startWithClient(t, st)
 	r := submitAndWait(t, b, s, bg("f", "", "x", Normal))
 	var se *StoreError
 	require.ErrorAs(t, r.err, &se)
@@ -178,8 +182,7 @@ func TestDurableGroupCommit(t *testing.T) {
 	t.Parallel()
 	st := newMapStore()
 	st.gate = make(chan struct{})
-	b := startWithStore(t, st)
-	s := b.NewSession("x", &recorder{})
+	b, s := startWithClient(t, st)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	acked := 0

@@ -12,8 +12,7 @@ import (
 func (tb *testBundle) completeOne(t *testing.T, client, worker *Session, fn string) uint64 {
 	t.Helper()
 	seq := tb.submit(t, client, bg(fn, "", "x", Normal)).seq
-	a, ok := tb.b.Grab(worker)
-	require.True(t, ok)
+	a := tb.grab(t, worker)
 	require.Equal(t, seq, a.Seq)
 	require.NoError(t, tb.b.Finish(worker, seq, Complete, []byte("r")))
 	return seq
@@ -100,8 +99,7 @@ func TestHistoryResultTruncated(t *testing.T) {
 	tb := setup(t, Config{})
 	client, worker := tb.clientAndWorker("f")
 	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
-	_, ok := tb.b.Grab(worker)
-	require.True(t, ok)
+	tb.grab(t, worker)
 	big := make([]byte, HistoryResultCap+1)
 	require.NoError(t, tb.b.Finish(worker, seq, Complete, big))
 	rec, ok := tb.b.Job(seq)
@@ -146,8 +144,7 @@ func TestHistoryRecordsTimeout(t *testing.T) {
 	tb.b.SetClientID(worker, "slow-worker")
 	tb.b.CanDo(worker, []byte("f"), time.Second)
 	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
-	_, ok := tb.b.Grab(worker)
-	require.True(t, ok)
+	tb.grab(t, worker)
 	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
 	rec, ok := tb.b.Job(seq)

@@ -75,13 +75,11 @@ func TestCountJobs(t *testing.T) {
 	tb.completeOne(t, client, worker, "f")
 	// One failing (retry-wait), one running, one scheduled, two queued.
 	seq := tb.submit(t, client, bg("f", "", "a", Normal)).seq
-	a, ok := tb.b.Grab(worker)
-	require.True(t, ok)
+	a := tb.grab(t, worker)
 	require.Equal(t, seq, a.Seq)
 	require.NoError(t, tb.b.Finish(worker, seq, Fail, nil))
 	tb.submit(t, client, bg("f", "", "b", Normal))
-	_, ok = tb.b.Grab(worker)
-	require.True(t, ok)
+	tb.grab(t, worker)
 	sched := bg("f", "", "c", Normal)
 	sched.RunAt = tb.clock.Now().Add(time.Hour).Unix()
 	tb.submit(t, client, sched)

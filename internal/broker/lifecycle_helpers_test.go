@@ -3,8 +3,6 @@ package broker
 import (
 	"context"
 	"log/slog"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,28 +14,6 @@ import (
 
 func newLCClock() *clocktest.Clock {
 	return clocktest.New(time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC))
-}
-
-// lcOutbox records a session's events.
-type lcOutbox struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-func (o *lcOutbox) Send(ev Event) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	ev.Data = slices.Clone(ev.Data)
-	o.events = append(o.events, ev)
-}
-
-// take returns and forgets the events so far.
-func (o *lcOutbox) take() []Event {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	ev := o.events
-	o.events = nil
-	return ev
 }
 
 func kinds(evs []Event) []EventKind {
@@ -54,9 +30,9 @@ type lcBundle struct {
 	clock  *clocktest.Clock
 	store  *memory.Store // nil without a store
 	client *Session
-	cout   *lcOutbox
+	cout   *recorder
 	worker *Session
-	wout   *lcOutbox
+	wout   *recorder
 }
 
 type lcOpts struct {
@@ -91,7 +67,7 @@ func setupLC(t *testing.T, o lcOpts) *lcBundle {
 	tb.b = New(cfg)
 	require.NoError(t, tb.b.Start(context.Background()))
 	t.Cleanup(tb.b.Stop)
-	tb.cout, tb.wout = &lcOutbox{}, &lcOutbox{}
+	tb.cout, tb.wout = &recorder{}, &recorder{}
 	tb.client = tb.b.NewSession("127.0.0.1:1000", tb.cout)
 	tb.worker = tb.b.NewSession("127.0.0.1:1001", tb.wout)
 	for _, fn := range o.can {
@@ -179,6 +155,18 @@ func mustDeadLetters(t testing.TB, b *Broker, function string) []DeadLetter {
 	dl, err := b.DeadLetters(context.Background(), function, 0)
 	require.NoError(t, err)
 	return dl
+}
+
+// onlyDeadLetter checks that no job is left and that function has one
+// dead letter, which ended after attempts with lastError, and returns it.
+func (tb *lcBundle) onlyDeadLetter(t *testing.T, function, lastError string, attempts uint32) DeadLetter {
+	t.Helper()
+	require.Zero(t, tb.b.JobCount())
+	dl := mustDeadLetters(t, tb.b, function)
+	require.Len(t, dl, 1)
+	require.Equal(t, lastError, dl[0].LastError)
+	require.Equal(t, attempts, dl[0].Attempts)
+	return dl[0]
 }
 
 func mustDeadLetterByHandle(t testing.TB, b *Broker, handle []byte) (DeadLetter, bool) {

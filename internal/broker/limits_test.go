@@ -13,7 +13,7 @@ import (
 func TestConcurrencyLimit(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", Policy{Concurrency: 1})}, can: []string{"fn"}})
-	out2 := &lcOutbox{}
+	out2 := &recorder{}
 	w2 := tb.b.NewSession("127.0.0.1:3000", out2)
 	tb.b.CanDo(w2, []byte("fn"), 0)
 	j1 := tb.submit(t, lcBG("fn", "", "1"))

@@ -18,8 +18,7 @@ func TestJobSize(t *testing.T) {
 func TestQueuedBackgroundJobReleasesItsExtra(t *testing.T) {
 	t.Parallel()
 	st := newMapStore()
-	b := startWithStore(t, st)
-	s := b.NewSession("x", &recorder{})
+	b, s := startWithClient(t, st)
 	plain := submitAndWait(t, b, s, bg("f", "", "plain", Normal))
 	require.NoError(t, plain.err)
 	withReducer := bg("f", "", "reduced", Normal)

@@ -195,14 +195,12 @@ func TestWatchRetriesAndDeath(t *testing.T) {
 	client, _ := tb.session()
 	watcher := &recorder{}
 	ws := tb.b.NewSession("watcher", watcher)
-	worker, _ := tb.session()
-	tb.b.CanDo(worker, []byte("f"), 0)
+	worker, _ := tb.worker("f")
 	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
 	_, ok := tb.b.Watch(ws, seq)
 	require.True(t, ok)
 
-	a, ok := tb.b.Grab(worker)
-	require.True(t, ok)
+	a := tb.grab(t, worker)
 	require.NoError(t, tb.b.Finish(worker, a.Seq, Exception, []byte("first")))
 	require.Equal(t, []EventKind{EventRetry}, eventKinds(watcher))
 	require.Equal(t, []byte("first"), watcher.events[0].Data)
@@ -214,8 +212,7 @@ func TestWatchRetriesAndDeath(t *testing.T) {
 
 	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
-	a, ok = tb.b.Grab(worker)
-	require.True(t, ok)
+	a = tb.grab(t, worker)
 	require.NoError(t, tb.b.Finish(worker, a.Seq, Exception, []byte("second")))
 	require.Equal(t, []EventKind{EventRetry, EventException}, eventKinds(watcher))
 	require.Empty(t, ws.watching, "the final event ends the watch")
@@ -244,18 +241,15 @@ func TestRetriesCountedWithoutWatchers(t *testing.T) {
 	client, worker := tb.clientAndWorker("f")
 	tb.submit(t, client, bg("f", "", "x", Normal))
 
-	a, ok := tb.b.Grab(worker)
-	require.True(t, ok)
+	a := tb.grab(t, worker)
 	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
 	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
-	a, ok = tb.b.Grab(worker)
-	require.True(t, ok)
+	a = tb.grab(t, worker)
 	require.NoError(t, tb.b.Finish(worker, a.Seq, Exception, []byte("boom")))
 	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
-	_, ok = tb.b.Grab(worker)
-	require.True(t, ok)
+	tb.grab(t, worker)
 	tb.b.CloseSession(worker) // the third attempt's worker vanishes: dead
 
 	f := tb.b.Stats(context.Background()).Functions[0]

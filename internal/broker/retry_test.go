@@ -41,13 +41,9 @@ func TestDefaultWorkFailIsFinal(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Fail, nil))
 	tb.advance(24 * time.Hour)
 	tb.noJob(t)
-	require.Zero(t, tb.b.JobCount())
-	dl := mustDeadLetters(t, tb.b, "fn")
-	require.Len(t, dl, 1)
-	require.Equal(t, seq, dl[0].Seq)
-	require.Equal(t, "failed", dl[0].LastError)
-	require.Equal(t, uint32(1), dl[0].Attempts)
-	require.Equal(t, []byte("p"), dl[0].Payload)
+	dl := tb.onlyDeadLetter(t, "fn", "failed", 1)
+	require.Equal(t, seq, dl.Seq)
+	require.Equal(t, []byte("p"), dl.Payload)
 
 	// A foreground failure goes to the client and leaves no dead letter.
 	fg := SubmitParams{Function: []byte("fn"), Payload: []byte("x"), Priority: Normal}
@@ -111,7 +107,7 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Timeout: 5 * time.Second, Backoff: noJitter(time.Second)}
 	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
-	other := tb.b.NewSession("127.0.0.1:1002", &lcOutbox{})
+	other := tb.b.NewSession("127.0.0.1:1002", &recorder{})
 	tb.b.CanDo(other, []byte("fn"), 0)
 	seq := tb.submit(t, lcBG("fn", "", "p"))
 	a := tb.grab(t)
@@ -140,7 +136,7 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 // disconnect while it holds it.
 func (tb *lcBundle) vanishWithJob(t *testing.T, fn string, seq uint64) {
 	t.Helper()
-	w := tb.b.NewSession("127.0.0.1:2000", &lcOutbox{})
+	w := tb.b.NewSession("127.0.0.1:2000", &recorder{})
 	tb.b.CanDo(w, []byte(fn), 0)
 	a, ok := tb.b.Grab(w)
 	require.True(t, ok, "a job for the worker that will vanish")
@@ -152,11 +148,7 @@ func (tb *lcBundle) vanishWithJob(t *testing.T, fn string, seq uint64) {
 // dead letter of two attempts lost to workers that vanished.
 func (tb *lcBundle) requireVanishedTwice(t *testing.T, fn string) {
 	t.Helper()
-	require.Zero(t, tb.b.JobCount())
-	dl := mustDeadLetters(t, tb.b, fn)
-	require.Len(t, dl, 1)
-	require.Equal(t, "worker vanished", dl[0].LastError)
-	require.Equal(t, uint32(2), dl[0].Attempts)
+	tb.onlyDeadLetter(t, fn, "worker vanished", 2)
 }
 
 // A worker that vanishes counts as a failed attempt under a policy; the
