@@ -66,11 +66,9 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 	ab.dead, ab.done, ab.live = h(0), h(1), h(3)
 	op := ab.dialFrom(t, operatorAddr)
 	for _, fn := range []string{"victim", "spare", "paused"} {
-		require.Equal(t, "OK\r\n", op.admin("create function "+fn, false))
+		op.adminOK("create function " + fn)
 	}
-	require.Equal(t, "OK\r\n", op.admin("policy victim max_attempts=1 result_retention=1h", false))
-	require.Equal(t, "OK\r\n", op.admin("policy spare max_attempts=1", false))
-	require.Equal(t, "OK\r\n", op.admin("pause paused", false))
+	op.adminOK("policy victim max_attempts=1 result_retention=1h", "policy spare max_attempts=1", "pause paused")
 	for i, job := range []struct{ fn, unique, payload string }{
 		{"victim", "", secretPayload}, {"victim", "u-done", "fine"}, {"spare", "", "x"}, {"idle", "", "queued"},
 		{"victim", "", secretQueued},

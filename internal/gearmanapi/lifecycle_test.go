@@ -24,8 +24,11 @@ type lcBundle struct {
 	port  string
 }
 
-func setupLifecycle(t *testing.T, bcfg broker.Config) *lcBundle {
+// setupLifecycle starts a server on a broker with a test clock, and dials
+// a connection to use for admin lines.
+func setupLifecycle(t *testing.T) (tb *lcBundle, adm *client) {
 	t.Helper()
+	var bcfg broker.Config
 	clock := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	bcfg.HandlePrefix = "H:test:"
 	bcfg.Clock = clock
@@ -36,7 +39,8 @@ func setupLifecycle(t *testing.T, bcfg broker.Config) *lcBundle {
 	_, addr := startServer(t, Config{Broker: b}, nil)
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
-	return &lcBundle{testBundle: &testBundle{addr: addr, b: b}, clock: clock, port: port}
+	tb = &lcBundle{testBundle: &testBundle{addr: addr, b: b}, clock: clock, port: port}
+	return tb, tb.dial(t)
 }
 
 // advance moves the clock and fires due timers.
@@ -64,6 +68,23 @@ func (c *client) admin(line string, list bool) string {
 	}
 }
 
+// adminOK sends each admin line and checks that it is answered "OK".
+func (c *client) adminOK(lines ...string) {
+	c.T.Helper()
+	for _, line := range lines {
+		require.Equal(c.T, "OK\r\n", c.admin(line, false), line)
+	}
+}
+
+// adminEmpty sends each admin line and checks that it is answered with
+// an empty list.
+func (c *client) adminEmpty(lines ...string) {
+	c.T.Helper()
+	for _, line := range lines {
+		require.Equal(c.T, ".\n", c.admin(line, true), line)
+	}
+}
+
 // gearmanCLI runs Debian's gearman client (libgearman) against the server.
 func (tb *lcBundle) gearmanCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -86,11 +107,9 @@ func (tb *lcBundle) gearmanCLI(t *testing.T, args ...string) (string, error) {
 // same unique without any worker.
 func TestLifecycleWithGearmanClient(t *testing.T) {
 	t.Parallel()
-	tb := setupLifecycle(t, broker.Config{})
-	adm := tb.dial(t)
+	tb, adm := setupLifecycle(t)
 	// A policy is set for a known function: create it before its workers connect.
-	require.Equal(t, "OK\r\n", adm.admin("create function lcfn", false))
-	require.Equal(t, "OK\r\n", adm.admin("policy lcfn max_attempts=2 backoff=1s backoff_jitter=-1 result_retention=1h", false))
+	adm.adminOK("create function lcfn", "policy lcfn max_attempts=2 backoff=1s backoff_jitter=-1 result_retention=1h")
 	require.Equal(t, "lcfn\texplicit\tactive\tmax_attempts=2 backoff=1s backoff_max=0s backoff_multiplier=0 "+
 		"backoff_jitter=-1 timeout=0s ordering=off ordering_separator=: concurrency=0 rate=0 burst=0 "+
 		"max_queue=0 overflow=reject result_retention=1h0m0s age_after=0s max_dead_letters=0 history=24h0m0s history_max=10000\n.\n",
@@ -145,8 +164,7 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	out, err := tb.gearmanCLI(t, "-f", "lcfn", "-u", "order-1", "hello")
 	require.NoError(t, err)
 	require.Equal(t, "done!", strings.TrimSpace(out))
-	require.Equal(t, ".\n", adm.admin("show jobs", true))
-	require.Equal(t, ".\n", adm.admin("deadletters", true))
+	adm.adminEmpty("show jobs", "deadletters")
 }
 
 // Pausing, resuming or setting the policy of a function the server does
@@ -155,8 +173,7 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 // ("create function", a worker, a job) the same commands work.
 func TestLifecycleUnknownFunction(t *testing.T) {
 	t.Parallel()
-	tb := setupLifecycle(t, broker.Config{})
-	adm := tb.dial(t)
+	tb, adm := setupLifecycle(t)
 	for _, cmd := range []string{"pause nosuch", "pause nosuch until 30m", "resume nosuch",
 		"policy nosuch max_attempts=2", "policy nosuch reset"} {
 		require.Equal(t, "ERR UNKNOWN_FUNCTION unknown+function+nosuch\r\n", adm.admin(cmd, false), cmd)
@@ -165,10 +182,7 @@ func TestLifecycleUnknownFunction(t *testing.T) {
 	require.NotContains(t, adm.admin("show policy", true), "nosuch")
 	require.False(t, tb.b.KnownFunction("nosuch"))
 
-	require.Equal(t, "OK\r\n", adm.admin("create function nosuch", false))
-	require.Equal(t, "OK\r\n", adm.admin("pause nosuch", false))
-	require.Equal(t, "OK\r\n", adm.admin("resume nosuch", false))
-	require.Equal(t, "OK\r\n", adm.admin("policy nosuch max_attempts=2", false))
+	adm.adminOK("create function nosuch", "pause nosuch", "resume nosuch", "policy nosuch max_attempts=2")
 }
 
 // A worker that stays silent past the policy timeout loses the job; its
@@ -176,14 +190,8 @@ func TestLifecycleUnknownFunction(t *testing.T) {
 // "Job queue is full"; pause holds jobs back and resume wakes the worker.
 func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 	t.Parallel()
-	tb := setupLifecycle(t, broker.Config{})
-	adm := tb.dial(t)
-	require.Equal(t, "OK\r\n", adm.admin("create function t", false))
-	require.Equal(t, "OK\r\n", adm.admin("policy t timeout=5s max_attempts=3 backoff=1s backoff_jitter=-1 max_queue=1", false))
-	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+unknown+key+\"speed\"+(known:+max_attempts,+"+
-		"backoff,+backoff_max,+backoff_multiplier,+backoff_jitter,+timeout,+ordering,+ordering_separator,+"+
-		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters,+history,+history_max)\r\n",
-		adm.admin("policy t speed=9", false))
+	tb, adm := setupLifecycle(t)
+	adm.adminOK("create function t", "policy t timeout=5s max_attempts=3 backoff=1s backoff_jitter=-1 max_queue=1")
 	c := tb.dial(t)
 	c.Send(gearman.SubmitJobBg, "t", "", "one")
 	cmd, args := c.Read()
@@ -201,13 +209,13 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 	w.Send(gearman.WorkComplete, h, "late")
 	w.Expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
 
-	require.Equal(t, "OK\r\n", adm.admin("pause t", false))
+	adm.adminOK("pause t")
 	require.Contains(t, adm.admin("show policy t", true), "t\texplicit\tpaused\t")
 	tb.advance(time.Second) // the backoff is over, but t is paused
 	w.Send(gearman.GrabJob)
 	w.Expect(gearman.NoJob)
 	w.Send(gearman.PreSleep)
-	require.Equal(t, "OK\r\n", adm.admin("resume t", false))
+	adm.adminOK("resume t")
 	w.Expect(gearman.Noop)
 	w.Send(gearman.GrabJob)
 	w.Expect(gearman.JobAssign, h, "t", "one")
@@ -215,18 +223,21 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 	w.Send(gearman.GrabJob)
 	w.Expect(gearman.NoJob)
 
-	require.Equal(t, "OK\r\n", adm.admin("pause t until 30m", false))
+	adm.adminOK("pause t until 30m")
 	until := tb.clock.Now().Add(30 * time.Minute).UTC().Format(time.RFC3339Nano)
 	require.Contains(t, adm.admin("show policy t", true), "t\texplicit\tpaused-until="+until+"\t")
-	require.Equal(t, "OK\r\n", adm.admin("pause t until 2030-01-01T00:00:00Z", false))
+	adm.adminOK("pause t until 2030-01-01T00:00:00Z")
 	require.Contains(t, adm.admin("show policy t", true), "paused-until=2030-01-01T00:00:00Z\t")
 	require.Equal(t, "ERR INVALID_ARGUMENTS pause+until+needs+an+RFC+3339+time+or+a+positive+duration\r\n",
 		adm.admin("pause t until soon", false))
-	require.Equal(t, "OK\r\n", adm.admin("policy t reset", false))
+	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+unknown+key+\"speed\"+(known:+max_attempts,+"+
+		"backoff,+backoff_max,+backoff_multiplier,+backoff_jitter,+timeout,+ordering,+ordering_separator,+"+
+		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters,+history,+history_max)\r\n",
+		adm.admin("policy t speed=9", false))
+	adm.adminOK("policy t reset")
 	require.Contains(t, adm.admin("show policy t", true), "t\tdefault\tpaused-until=")
 	require.Equal(t, "OK 0\n", adm.admin("deadletter purge t", false))
-	require.Equal(t, ".\n", adm.admin("show schedules", true))
-	require.Equal(t, ".\n", adm.admin("show ordering", true))
+	adm.adminEmpty("show schedules", "show ordering")
 	// gearmand's answers stay as they were.
 	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", adm.admin("show nothing", false))
 	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", adm.admin("bogus", false))
@@ -236,8 +247,7 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 // submitted and run over the Gearman port.
 func TestAdminJobRecords(t *testing.T) {
 	t.Parallel()
-	tb := setupLifecycle(t, broker.Config{})
-	adm := tb.dial(t)
+	tb, adm := setupLifecycle(t)
 	c := tb.dial(t)
 	w := tb.dial(t)
 	w.Send(gearman.SetClientID, "w9")
@@ -274,7 +284,7 @@ func TestAdminJobRecords(t *testing.T) {
 	require.Contains(t, adm.admin("job H:test:1", true), "ERR UNKNOWN_JOB")
 
 	// Cancelled on the admin port: the record says by which connection.
-	require.Equal(t, "OK\r\n", adm.admin("cancel job "+queued, false))
+	adm.adminOK("cancel job " + queued)
 	show = adm.admin("job "+queued, true)
 	require.Contains(t, show, "state\tcancelled\n")
 	require.Contains(t, show, "cancelled_by\t\"admin 127.0.0.1:")

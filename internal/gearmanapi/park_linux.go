@@ -162,13 +162,7 @@ func (p *parker) suspend(err error) {
 		p.log.Error("gearmanapi: waiting for parked connections failed; idle connections keep a goroutine until it works again (not logged again)",
 			slog.String("error", err.Error()))
 	}
-	p.mu.Lock()
-	p.suspended = true
-	woken, ctxs := p.takeAllLocked()
-	p.mu.Unlock()
-	for i, c := range woken {
-		go c.wake(ctxs[i])
-	}
+	p.stopParking(&p.suspended)
 }
 
 // park registers c, whose reader has been released, and reports whether it
@@ -251,27 +245,27 @@ func (p *parker) takeLocked(slot int32) context.Context {
 
 // shut stops parking and resumes every parked connection.
 func (p *parker) shut() {
-	p.mu.Lock()
-	p.closed = true
-	woken, ctxs := p.takeAllLocked()
-	p.mu.Unlock()
-	for i, c := range woken {
-		go c.wake(ctxs[i])
-	}
+	p.stopParking(&p.closed)
 }
 
-// takeAllLocked unparks every parked connection and returns them with
-// their contexts, for the caller to resume once p.mu is released.
-func (p *parker) takeAllLocked() ([]*conn, []context.Context) {
+// stopParking sets stop (p.closed or p.suspended) under p.mu, which makes
+// park refuse, unparks every parked connection, and resumes them once p.mu
+// is released.
+func (p *parker) stopParking(stop *bool) {
 	var woken []*conn
 	var ctxs []context.Context
+	p.mu.Lock()
+	*stop = true
 	for i := range p.slots {
 		if c := p.slots[i].c; c != nil {
 			woken = append(woken, c)
 			ctxs = append(ctxs, p.takeLocked(int32(i)))
 		}
 	}
-	return woken, ctxs
+	p.mu.Unlock()
+	for i, c := range woken {
+		go c.wake(ctxs[i])
+	}
 }
 
 // close resumes every parked connection (the server closes their sockets

@@ -136,8 +136,7 @@ func TestParkedConnectionGetsHeldSubmitAnswers(t *testing.T) {
 	st := &slowStore{release: make(chan struct{})}
 	tb := setupServer(t, broker.Config{Store: st}, Config{IdleRelease: 10 * time.Millisecond}, nil)
 	c := tb.dial(t)
-	c.Send(gearman.SubmitJobBg, "f", "", "1")
-	c.Send(gearman.SubmitJobBg, "f", "", "2")
+	c.submitBg("f", "1", "2")
 	tb.waitParked(t, c)
 	close(st.release)
 	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))

@@ -197,10 +197,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		if s.cfg.MaxConnections > 0 && len(s.conns) >= s.cfg.MaxConnections {
 			s.mu.Unlock()
-			s.stats.rejected.Add(1)
-			s.limited.log(s.log, slog.LevelWarn, "gearmanapi: too many connections; closing a new one",
-				slog.String("remote", nc.RemoteAddr().String()), slog.Int("max_connections", s.cfg.MaxConnections))
-			nc.Close()
+			s.refuse(nc, "too many connections", slog.Int("max_connections", s.cfg.MaxConnections))
 			continue
 		}
 		var from netip.Addr
@@ -208,10 +205,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			from = sourceAddr(nc)
 			if from.IsValid() && s.perAddr[from] >= s.cfg.MaxConnectionsPerAddress {
 				s.mu.Unlock()
-				s.stats.rejected.Add(1)
-				s.limited.log(s.log, slog.LevelWarn, "gearmanapi: too many connections from one address; closing a new one",
-					slog.String("remote", nc.RemoteAddr().String()), slog.Int("max_connections_per_address", s.cfg.MaxConnectionsPerAddress))
-				nc.Close()
+				s.refuse(nc, "too many connections from one address",
+					slog.Int("max_connections_per_address", s.cfg.MaxConnectionsPerAddress))
 				continue
 			}
 			if from.IsValid() {
@@ -225,6 +220,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.mu.Unlock()
 		go c.run(ctx)
 	}
+}
+
+// refuse closes a new connection that a connection limit turns away,
+// counting it and logging (rate-limited) which limit it met.
+func (s *Server) refuse(nc net.Conn, why string, limit slog.Attr) {
+	s.stats.rejected.Add(1)
+	s.limited.log(s.log, slog.LevelWarn, "gearmanapi: "+why+"; closing a new one",
+		slog.String("remote", nc.RemoteAddr().String()), limit)
+	nc.Close()
 }
 
 // park parks c, whose reader is released, if it can be parked; see parker.

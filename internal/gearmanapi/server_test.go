@@ -82,6 +82,15 @@ func (tb *testBundle) dial(t *testing.T) *client {
 	return &client{wire.Dial(t, tb.addr)}
 }
 
+// submitBg sends a SUBMIT_JOB_BG of function, with no unique, for each
+// payload.
+func (c *client) submitBg(function string, payloads ...string) {
+	c.T.Helper()
+	for _, p := range payloads {
+		c.Send(gearman.SubmitJobBg, function, "", p)
+	}
+}
+
 // expectSilence checks that nothing arrives for 100 ms (the answer being
 // tested is held back), then restores the connection's deadline.
 func (c *client) expectSilence(why string) {
@@ -176,49 +185,31 @@ func TestAdminText(t *testing.T) {
 	c.Expect(gearman.JobCreated, handle(tb, 1))
 
 	a := tb.dial(t)
-	write := func(s string) {
-		_, err := a.NC.Write([]byte(s))
-		require.NoError(t, err)
+	for _, tc := range []struct {
+		line string // sent with "\n" after it
+		list bool   // the answer is a list that ends with "."
+		want string
+	}{
+		{"status\r", true, "f\t1\t0\t1\ng\t1\t0\t0\n.\n"}, // a CRLF line end works too
+		{"prioritystatus", true, "f\t1\t0\t0\t1\ng\t0\t0\t1\t0\n.\n"},
+		{"show unique jobs", true, "u\n.\n"},
+		{"show jobs", true, handle(tb, 0) + "\t0\t0\t0\n" + handle(tb, 1) + "\t0\t0\t0\n.\n"},
+		{"maxqueue g 5", false, "OK\r\n"},
+		{"show maxqueue g", true, "g\t5\t5\t5\n.\n"},
+		{"cancel job " + handle(tb, 1), false, "OK\r\n"},
+		{"cancel job H:test:1", false, "ERR UNKNOWN_JOB\r\n"},
+		{"drop function f", false, "ERR there are still connected workers or executing clients\r\n"},
+		{"drop function nope", false, "ERR function not found\r\n"},
+		{"create function h", false, "OK\r\n"},
+		{"version", false, "OK 9.9\n"},
+		{"verbose", false, "OK INFO\n"},
+		{"bogus", false, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n"},
+		{"show nothing", false, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n"},
+	} {
+		require.Equal(t, tc.want, a.admin(tc.line, tc.list), tc.line)
 	}
-	write("status\r\n")
-	require.Equal(t, "f\t1\t0\t1\n", a.Line())
-	require.Equal(t, "g\t1\t0\t0\n", a.Line())
-	require.Equal(t, ".\n", a.Line())
-	write("prioritystatus\n")
-	require.Equal(t, "f\t1\t0\t0\t1\n", a.Line())
-	require.Equal(t, "g\t0\t0\t1\t0\n", a.Line())
-	require.Equal(t, ".\n", a.Line())
-	write("show unique jobs\n")
-	require.Equal(t, "u\n", a.Line())
-	require.Equal(t, ".\n", a.Line())
-	write("show jobs\n")
-	require.Equal(t, handle(tb, 0)+"\t0\t0\t0\n", a.Line())
-	require.Equal(t, handle(tb, 1)+"\t0\t0\t0\n", a.Line())
-	require.Equal(t, ".\n", a.Line())
-	write("maxqueue g 5\n")
-	require.Equal(t, "OK\r\n", a.Line())
-	write("show maxqueue g\n")
-	require.Equal(t, "g\t5\t5\t5\n", a.Line())
-	require.Equal(t, ".\n", a.Line())
-	write("cancel job " + handle(tb, 1) + "\n")
-	require.Equal(t, "OK\r\n", a.Line())
-	write("cancel job H:test:1\n")
-	require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.Line())
-	write("drop function f\n")
-	require.Equal(t, "ERR there are still connected workers or executing clients\r\n", a.Line())
-	write("drop function nope\n")
-	require.Equal(t, "ERR function not found\r\n", a.Line())
-	write("create function h\n")
-	require.Equal(t, "OK\r\n", a.Line())
-	write("version\n")
-	require.Equal(t, "OK 9.9\n", a.Line())
-	write("verbose\n")
-	require.Equal(t, "OK INFO\n", a.Line())
-	write("bogus\n")
-	require.Equal(t, "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", a.Line())
-	write("show nothing\n")
-	require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", a.Line())
-	write("workers\n")
+	_, err := a.NC.Write([]byte("workers\n"))
+	require.NoError(t, err)
 	var lines []string
 	for l := a.Line(); l != ".\n"; l = a.Line() {
 		lines = append(lines, l)
@@ -244,15 +235,20 @@ func (s *slowStore) Delete(context.Context, []uint64) error            { return 
 func (s *slowStore) Load(context.Context, func(store.Job) error) error { return nil }
 func (s *slowStore) Close() error                                      { return nil }
 
+// setupSlowStore starts a server whose broker stores jobs in a slowStore.
+func setupSlowStore(t *testing.T) (*testBundle, *slowStore) {
+	t.Helper()
+	st := &slowStore{release: make(chan struct{})}
+	return setup(t, broker.Config{Store: st}, Config{}), st
+}
+
 func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	t.Parallel()
-	st := &slowStore{release: make(chan struct{})}
-	tb := setup(t, broker.Config{Store: st}, Config{})
+	tb, st := setupSlowStore(t)
 	c := tb.dial(t)
 	// Pipelined: background submits wait for the store; the echo after
 	// them must not overtake their JOB_CREATED.
-	c.Send(gearman.SubmitJobBg, "f", "", "1")
-	c.Send(gearman.SubmitJobBg, "f", "", "2")
+	c.submitBg("f", "1", "2")
 	c.Send(gearman.EchoReq, "after")
 	c.expectSilence("nothing may be answered before the jobs are stored")
 	close(st.release)
@@ -269,8 +265,7 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 // JOB_CREATED.
 func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	t.Parallel()
-	st := &slowStore{release: make(chan struct{})}
-	tb := setup(t, broker.Config{Store: st}, Config{})
+	tb, st := setupSlowStore(t)
 	w := tb.dial(t)
 	w.Send(gearman.CanDo, "f")
 	w.Send(gearman.EchoReq, "ready")
@@ -314,7 +309,7 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	release := func() { releaseOnce.Do(func() { close(st.release) }) }
 	t.Cleanup(release) // before the server's cleanup, which waits for the reader
 	c := tb.dial(t)
-	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.submitBg("f", "1")
 	c.Send(gearman.EchoReq, "after")
 	// Let the janitor sweep with its clock well past the read timeout.
 	waitJanitor(t, srv, 10*srv.cfg.ReadTimeout)
@@ -329,11 +324,9 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 // of the submits before it, which wait for the store, are sent first.
 func TestBadHeaderAfterSubmitsAnswersThemFirst(t *testing.T) {
 	t.Parallel()
-	st := &slowStore{release: make(chan struct{})}
-	tb := setup(t, broker.Config{Store: st}, Config{})
+	tb, st := setupSlowStore(t)
 	c := tb.dial(t)
-	c.Send(gearman.SubmitJobBg, "f", "", "1")
-	c.Send(gearman.SubmitJobBg, "f", "", "2")
+	c.submitBg("f", "1", "2")
 	huge := []byte("\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff") // ECHO_REQ claiming 4 GiB
 	_, err := c.NC.Write(huge)
 	require.NoError(t, err)
@@ -369,7 +362,7 @@ func TestCloseDoesNotWaitForTheStore(t *testing.T) {
 	t.Cleanup(func() { close(st.release) }) // runs before b.Stop
 	tb := &testBundle{addr: ln.Addr().String(), b: b}
 	c := tb.dial(t)
-	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.submitBg("f", "1")
 	c.Send(gearman.EchoReq, "after") // the reader waits for the submit's answer
 	require.Eventually(t, func() bool { return b.JobCount() == 1 }, time.Minute, time.Millisecond)
 	closed := make(chan struct{})
@@ -410,10 +403,9 @@ func waitJanitor(t *testing.T, srv *Server, d time.Duration) {
 // even while those wait for the store.
 func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
 	t.Parallel()
-	st := &slowStore{release: make(chan struct{})}
-	tb := setup(t, broker.Config{Store: st}, Config{})
+	tb, st := setupSlowStore(t)
 	c := tb.dial(t)
-	c.Send(gearman.SubmitJobBg, "f", "", "1")
+	c.submitBg("f", "1")
 	badMagic := gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x"))
 	unknown := gearman.AppendPacket(nil, gearman.MagicReq, gearman.Command(999))
 	short := gearman.AppendPacket(nil, gearman.MagicReq, gearman.SubmitJobBg, []byte("f"))
