@@ -96,9 +96,6 @@ func (s *Server) handleWorkers(w http.ResponseWriter, r *http.Request) error {
 
 // handleListDead serves GET /v1/dead-letters?function=&limit=.
 func (s *Server) handleListDead(w http.ResponseWriter, r *http.Request) error {
-	if s.life.DeadLetters == nil {
-		return notImplemented("dead letters")
-	}
 	limit := 100
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -126,9 +123,6 @@ func (s *Server) handleListDead(w http.ResponseWriter, r *http.Request) error {
 
 // handleRetryDead serves POST /v1/dead-letters/{handle}/retry.
 func (s *Server) handleRetryDead(w http.ResponseWriter, r *http.Request) error {
-	if s.life.DeadLetters == nil {
-		return notImplemented("dead letters")
-	}
 	handle := r.PathValue("handle")
 	if err := s.life.DeadLetters.RetryDead(r.Context(), handle); err != nil {
 		if errors.Is(err, broker.ErrJobNotFound) {
@@ -144,9 +138,6 @@ func (s *Server) handleRetryDead(w http.ResponseWriter, r *http.Request) error {
 // handlePurgeDead serves DELETE /v1/dead-letters/{handle} and
 // DELETE /v1/dead-letters?function=.
 func (s *Server) handlePurgeDead(w http.ResponseWriter, r *http.Request) error {
-	if s.life.DeadLetters == nil {
-		return notImplemented("dead letters")
-	}
 	handle := r.PathValue("handle")
 	n, err := s.life.DeadLetters.PurgeDead(r.Context(), r.URL.Query().Get("function"), handle)
 	if err != nil {
@@ -163,9 +154,6 @@ func (s *Server) handlePurgeDead(w http.ResponseWriter, r *http.Request) error {
 // an RFC 3339 time or a positive duration from now (30m), as in the admin
 // command.
 func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
-	if s.life.Pauser == nil {
-		return notImplemented("pause/resume")
-	}
 	fn := r.PathValue("fn")
 	var until time.Time
 	if v := r.URL.Query().Get("until"); v != "" {
@@ -185,9 +173,6 @@ func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
 
 // handleResume serves POST /v1/functions/{fn}/resume.
 func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) error {
-	if s.life.Pauser == nil {
-		return notImplemented("pause/resume")
-	}
 	if err := s.life.Pauser.Resume(r.Context(), r.PathValue("fn")); err != nil {
 		return err
 	}

@@ -165,7 +165,7 @@ type overview struct {
 func (s *Server) overview(ctx context.Context) overview {
 	st := s.b.Stats(ctx)
 	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st, s.b.CountJobs()), Sessions: st.Sessions, Running: st.Running,
-		Capabilities: map[string]bool{"dead_letters": s.life.DeadLetters != nil, "pause": s.life.Pauser != nil}}
+		Capabilities: map[string]bool{"dead_letters": s.cfg.Lifecycle.DeadLetters != nil, "pause": s.cfg.Lifecycle.Pauser != nil}}
 	ws := s.b.Workers()
 	for _, w := range ws {
 		if len(w.Functions) == 0 {

@@ -108,6 +108,21 @@ func newTestWorker(t *testing.T, b *broker.Broker, fn string) *testWorker {
 	return w
 }
 
+// submitAsClient submits p on a session of its own, as a Gearman client
+// connection would, and returns the job's Seq. The session is closed when
+// the test ends.
+func submitAsClient(t *testing.T, b *broker.Broker, p broker.SubmitParams) uint64 {
+	t.Helper()
+	client := b.NewSession("gearman-client", wakeup(make(chan struct{}, 1)))
+	t.Cleanup(func() { b.CloseSession(client) })
+	var seq uint64
+	b.Submit(client, p, func(s uint64, _ bool, err error) {
+		require.NoError(t, err)
+		seq = s
+	})
+	return seq
+}
+
 // grab waits for a job, for at most 10 seconds.
 func (w *testWorker) grab(t *testing.T) broker.Assignment {
 	t.Helper()
@@ -388,13 +403,7 @@ func TestEventsOfGearmanSubmittedJob(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	// A job submitted by another front end (a foreground Gearman client).
-	client := tb.b.NewSession("gearman-client", wakeup(make(chan struct{}, 1)))
-	defer tb.b.CloseSession(client)
-	var seq uint64
-	tb.b.Submit(client, broker.SubmitParams{Function: []byte("g"), Payload: []byte("x")}, func(s uint64, _ bool, err error) {
-		require.NoError(t, err)
-		seq = s
-	})
+	seq := submitAsClient(t, tb.b, broker.SubmitParams{Function: []byte("g"), Payload: []byte("x")})
 	resp := tb.do(t, "GET", "/v1/jobs/"+tb.b.Handle(seq)+"/events", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	br := bufio.NewReader(resp.Body)
@@ -522,11 +531,15 @@ func TestProblems(t *testing.T) {
 func TestNotImplementedWithoutLifecycle(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, func(c *Config) { c.Lifecycle = Lifecycle{Results: BrokerLifecycle(c.Broker).Results} })
-	requireProblem(t, tb.do(t, "GET", "/v1/dead-letters", nil), http.StatusNotImplemented, "dead letters")
-	requireProblem(t, tb.do(t, "POST", "/v1/dead-letters/H:test:1/retry", nil), http.StatusNotImplemented, "dead letters")
-	requireProblem(t, tb.do(t, "DELETE", "/v1/dead-letters", nil), http.StatusNotImplemented, "dead letters")
-	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/pause", nil), http.StatusNotImplemented, "pause")
-	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/resume", nil), http.StatusNotImplemented, "pause")
+	for _, rt := range []struct{ method, path, missing string }{
+		{"GET", "/v1/dead-letters", "dead letters"},
+		{"POST", "/v1/dead-letters/H:test:1/retry", "dead letters"},
+		{"DELETE", "/v1/dead-letters", "dead letters"},
+		{"POST", "/v1/functions/f/pause", "pause"},
+		{"POST", "/v1/functions/f/resume", "pause"},
+	} {
+		requireProblem(t, tb.do(t, rt.method, rt.path, nil), http.StatusNotImplemented, rt.missing)
+	}
 }
 
 func TestAuthScopes(t *testing.T) {
@@ -758,11 +771,7 @@ func TestDashboardIsEmbedded(t *testing.T) {
 func TestConcurrentStreamsOnUnwatchedJob(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	client := tb.b.NewSession("gearman-client", wakeup(make(chan struct{}, 1)))
-	defer tb.b.CloseSession(client)
-	var seq uint64
-	tb.b.Submit(client, broker.SubmitParams{Function: []byte("c"), Payload: []byte("x"), Background: true},
-		func(s uint64, _ bool, err error) { seq = s })
+	seq := submitAsClient(t, tb.b, broker.SubmitParams{Function: []byte("c"), Payload: []byte("x"), Background: true})
 	w := newTestWorker(t, tb.b, "c")
 	a := w.grab(t)
 	const streams, updates = 8, 50

@@ -80,6 +80,37 @@ func BrokerLifecycle(b *broker.Broker) Lifecycle {
 	return Lifecycle{DeadLetters: l, Pauser: l, Results: l}
 }
 
+// provided is l with each missing part (but Results, which the job route
+// does without) replaced by one that answers 501 Not Implemented.
+func (l Lifecycle) provided() Lifecycle {
+	if l.DeadLetters == nil {
+		l.DeadLetters = missing("dead letters")
+	}
+	if l.Pauser == nil {
+		l.Pauser = missing("pause/resume")
+	}
+	return l
+}
+
+// missing stands in for a Lifecycle part that is not provided: every call
+// fails with notImplemented, naming what is missing.
+type missing string
+
+var (
+	_ DeadLetters = missing("")
+	_ Pauser      = missing("")
+)
+
+func (m missing) ListDead(context.Context, string, int) ([]DeadLetter, error) {
+	return nil, notImplemented(string(m))
+}
+func (m missing) RetryDead(context.Context, string) error { return notImplemented(string(m)) }
+func (m missing) PurgeDead(context.Context, string, string) (int, error) {
+	return 0, notImplemented(string(m))
+}
+func (m missing) Pause(context.Context, string, time.Time) error { return notImplemented(string(m)) }
+func (m missing) Resume(context.Context, string) error           { return notImplemented(string(m)) }
+
 type brokerLifecycle struct{ b *broker.Broker }
 
 var (

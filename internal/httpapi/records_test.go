@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -23,34 +22,27 @@ import (
 
 // recBundle is a broker with both front ends: Gearman and HTTP.
 type recBundle struct {
-	b      *broker.Broker
-	ts     *httptest.Server
+	*testBundle
 	gearAd string
 }
 
+// setupRecords is setupBroker (with logs discarded) with a Gearman front
+// end on the same broker too.
 func setupRecords(t *testing.T, bcfg broker.Config) *recBundle {
 	t.Helper()
-	bcfg.HandlePrefix = "H:test:"
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	bcfg.Logger = log
-	b := broker.New(bcfg)
-	require.NoError(t, b.Start(context.Background()))
+	tb := setupBroker(t, bcfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	api := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log, Version: "gearwork-test"})
+	api := gearmanapi.New(gearmanapi.Config{Broker: tb.b, Logger: log, Version: "gearwork-test"})
 	served := make(chan error, 1)
 	go func() { served <- api.Serve(context.Background(), ln) }()
-	srv := New(Config{Broker: b, KeepAlive: time.Hour})
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		require.NoError(t, srv.Shutdown(context.Background()))
-		ts.Close()
+	t.Cleanup(func() { // before setupBroker's cleanup, which stops the broker
 		api.Close()
 		<-served
-		b.Stop()
 	})
-	return &recBundle{b: b, ts: ts, gearAd: ln.Addr().String()}
+	return &recBundle{testBundle: tb, gearAd: ln.Addr().String()}
 }
 
 // gconn is a raw Gearman connection with this file's helpers.

@@ -129,7 +129,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	b       *broker.Broker
-	life    Lifecycle
+	life    Lifecycle // cfg.Lifecycle.provided(): no nil part but Results
 	log     *slog.Logger
 	hub     *hub
 	leases  *leases
@@ -176,7 +176,7 @@ func New(cfg Config) *Server {
 	if cfg.Lifecycle == (Lifecycle{}) {
 		cfg.Lifecycle = BrokerLifecycle(cfg.Broker)
 	}
-	s := &Server{cfg: cfg, b: cfg.Broker, life: cfg.Lifecycle, log: cmp.Or(cfg.Logger, slog.Default()),
+	s := &Server{cfg: cfg, b: cfg.Broker, life: cfg.Lifecycle.provided(), log: cmp.Or(cfg.Logger, slog.Default()),
 		stop: make(chan struct{})}
 	s.hub = newHub(s.b, cfg.EventLog, cfg.MaxFeeds, cfg.ResultRetention)
 	s.leases = newLeases(s.b)

@@ -227,13 +227,22 @@ func (l *leases) count() (held, polls int) {
 	return len(l.m), l.polls
 }
 
-// workUpdate finds the lease a work update names.
-func (s *Server) workUpdate(r *http.Request) (*lease, error) {
+// workUpdate finds the lease a work update names (the handle in the path,
+// the lease in ?lease= or the Gearwork-Lease header) and reads its body.
+func (s *Server) workUpdate(r *http.Request) (*lease, []byte, error) {
 	seq, _, err := s.handleParam(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return s.leases.held(seq, cmpOr(r.URL.Query().Get("lease"), r.Header.Get("Gearwork-Lease")))
+	le, err := s.leases.held(seq, cmpOr(r.URL.Query().Get("lease"), r.Header.Get("Gearwork-Lease")))
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the body: %w", err)
+	}
+	return le, body, nil
 }
 
 // leaseError turns the broker's "not held" into the lease having run out.
@@ -252,13 +261,9 @@ func leaseError(err error) error {
 // (WORK_EXCEPTION) with the body as its data; without one, WORK_FAIL.
 func (s *Server) handleFinish(outcome broker.Outcome) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		le, err := s.workUpdate(r)
+		le, data, err := s.workUpdate(r)
 		if err != nil {
 			return err
-		}
-		data, err := io.ReadAll(r.Body)
-		if err != nil {
-			return fmt.Errorf("reading the body: %w", err)
 		}
 		o := outcome
 		if o == broker.Fail && len(data) > 0 {
@@ -282,13 +287,9 @@ type statusBody struct {
 
 // handleWorkStatus serves POST /v1/jobs/{handle}/status.
 func (s *Server) handleWorkStatus(w http.ResponseWriter, r *http.Request) error {
-	le, err := s.workUpdate(r)
+	le, body, err := s.workUpdate(r)
 	if err != nil {
 		return err
-	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return fmt.Errorf("reading the body: %w", err)
 	}
 	var st statusBody
 	if err := decodeStrict(body, &st); err != nil {
@@ -304,7 +305,7 @@ func (s *Server) handleWorkStatus(w http.ResponseWriter, r *http.Request) error 
 // handleWorkData serves POST /v1/jobs/{handle}/data (?warning=true for a
 // warning): the body is forwarded to the job's clients and event streams.
 func (s *Server) handleWorkData(w http.ResponseWriter, r *http.Request) error {
-	le, err := s.workUpdate(r)
+	le, data, err := s.workUpdate(r)
 	if err != nil {
 		return err
 	}
@@ -313,10 +314,6 @@ func (s *Server) handleWorkData(w http.ResponseWriter, r *http.Request) error {
 		if warning, err = strconv.ParseBool(v); err != nil {
 			return errorf(http.StatusBadRequest, "invalid-option", "warning %q: use true or false", v)
 		}
-	}
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
-		return fmt.Errorf("reading the body: %w", err)
 	}
 	if err := s.b.WorkData(le.sess, le.seq, data, warning); err != nil {
 		return leaseError(err)
