@@ -37,12 +37,9 @@ func (a *answers) done(seq uint64, created bool, err error) {
 
 // answered reports whether an answer came.
 func (a *answers) answered() bool {
-	select {
-	case <-a.ch:
-		return true
-	default:
-		return false
-	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.got) > 0
 }
 
 // wait returns the answer, failing unless it came exactly once.
@@ -69,17 +66,40 @@ type earlyBundle struct {
 	once    sync.Once
 }
 
+// setupEarly starts a broker on a gated mapStore whose writes fail with
+// failErr (nil: they succeed).
 func setupEarly(t *testing.T, failErr error) *earlyBundle {
 	t.Helper()
+	eb := newEarlyBundle()
+	eb.st.failErr = failErr
+	eb.start(t, Config{})
+	return eb
+}
+
+// newEarlyBundle returns a bundle with its gated store and no broker yet.
+func newEarlyBundle() *earlyBundle {
 	st := newMapStore()
 	eb := &earlyBundle{st: st, gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	st.gate, st.entered, st.failErr = eb.gate, eb.entered, failErr
-	eb.b = startWithStore(t, st)
+	st.gate, st.entered = eb.gate, eb.entered
+	return eb
+}
+
+// start starts the bundle's broker with cfg at a fixed time, on the
+// bundle's store unless cfg.Store is set (to a store that writes through
+// it), and stops it at cleanup.
+func (eb *earlyBundle) start(t *testing.T, cfg Config) {
+	t.Helper()
+	if cfg.Store == nil {
+		cfg.Store = eb.st
+	}
+	cfg.Clock = clocktest.New(time.Unix(1_700_000_000, 0))
+	eb.b = New(cfg)
+	require.NoError(t, eb.b.Start(context.Background()))
+	t.Cleanup(eb.b.Stop)
 	// Registered after the broker's Stop, so it runs before it (cleanups
 	// run last first): a failed test must not leave Stop waiting for a
 	// committer blocked in its write.
 	t.Cleanup(eb.release)
-	return eb
 }
 
 func (eb *earlyBundle) release() { eb.once.Do(func() { close(eb.gate) }) }
@@ -120,6 +140,21 @@ func grabOne(t *testing.T, b *Broker, fn string) (*Session, Assignment) {
 	a, ok := b.Grab(w)
 	require.True(t, ok, "the job is runnable before its write is done")
 	return w, a
+}
+
+// coalesceWhileWriting submits a background job of "f" from creator,
+// waits until the committer is writing it, has a worker take it, and then
+// submits the same job again from coalescer, so that the second submit
+// coalesces onto a running job whose write is not done. It returns the
+// answers of both submits, the worker and the job it holds.
+func (eb *earlyBundle) coalesceWhileWriting(t *testing.T, creator, coalescer *Session) (created, coalesced *answers, w *Session, a Assignment) {
+	t.Helper()
+	created, coalesced = newAnswers(), newAnswers()
+	eb.b.Submit(creator, bg("f", "u", "p", Normal), created.done)
+	eb.waitWriting(t)
+	w, a = grabOne(t, eb.b, "f")
+	eb.b.Submit(coalescer, bg("f", "u", "p", Normal), coalesced.done)
+	return created, coalesced, w, a
 }
 
 func TestEarlyJobCompletedBeforeCommitIsNeverWritten(t *testing.T) {
@@ -273,11 +308,7 @@ func TestEarlyJobCoalescedWaiter(t *testing.T) {
 	b := eb.b
 	s1 := b.NewSession("c1", &recorder{})
 	s2 := b.NewSession("c2", &recorder{})
-	creator, coalesced := newAnswers(), newAnswers()
-	b.Submit(s1, bg("f", "u", "p", Normal), creator.done)
-	eb.waitWriting(t)
-	w, a := grabOne(t, b, "f")
-	b.Submit(s2, bg("f", "u", "p", Normal), coalesced.done)
+	creator, coalesced, w, a := eb.coalesceWhileWriting(t, s1, s2)
 	require.False(t, coalesced.answered(), "a background submit attaching to a job being written waits for the write")
 	require.Equal(t, "running", b.Jobs(0)[0].State)
 
@@ -299,11 +330,7 @@ func TestEarlyJobCoalescedWaiterAnsweredWhenItEnds(t *testing.T) {
 	eb := setupEarly(t, nil)
 	b := eb.b
 	s := b.NewSession("c", &recorder{})
-	creator, coalesced := newAnswers(), newAnswers()
-	b.Submit(s, bg("f", "u", "p", Normal), creator.done)
-	eb.waitWriting(t)
-	w, a := grabOne(t, b, "f")
-	b.Submit(s, bg("f", "u", "p", Normal), coalesced.done)
+	creator, coalesced, w, a := eb.coalesceWhileWriting(t, s, s)
 	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
 	r1, r2 := creator.wait(t), coalesced.wait(t)
 	require.True(t, r1.created)
@@ -319,26 +346,18 @@ func TestEarlyJobCoalescedWaiterAnsweredWhenItEnds(t *testing.T) {
 // (the committer takes the job as it is; no separate record is queued).
 func TestEarlyJobRetriedBeforeCommitIsWrittenAsItIs(t *testing.T) {
 	t.Parallel()
-	st := newMapStore()
-	gate, entered := make(chan struct{}), make(chan struct{}, 1)
-	st.gate, st.entered = gate, entered
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
-	b := New(Config{Store: st, Clock: clocktest.New(time.Unix(1_700_000_000, 0)),
-		Policies: map[string]Policy{"f": {MaxAttempts: 3, Backoff: Backoff{Initial: time.Minute}}}})
-	require.NoError(t, b.Start(t.Context()))
-	t.Cleanup(b.Stop)
+	eb := newEarlyBundle()
+	eb.start(t, Config{Policies: map[string]Policy{"f": {MaxAttempts: 3, Backoff: Backoff{Initial: time.Minute}}}})
+	b, st := eb.b, eb.st
 	s := b.NewSession("c", &recorder{})
-	first := newAnswers()
-	b.Submit(s, bg("blocker", "", "a", Normal), first.done)
-	<-entered
+	eb.holdCommitter(t, s)
 	ans := newAnswers()
 	b.Submit(s, bg("f", "", "b", Normal), ans.done)
 	w, a := grabOne(t, b, "f")
 	require.NoError(t, b.Finish(w, a.Seq, Exception, []byte("boom")))
 	require.False(t, ans.answered(), "a job waiting for a retry has not ended")
 
-	release()
+	eb.release()
 	require.NoError(t, ans.wait(t).err)
 	b.Stop()
 	st.mu.Lock()
@@ -383,27 +402,14 @@ type readerMapStore struct{ *mapStore }
 
 func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 	t.Parallel()
-	st := newMapStore()
-	gate := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	st.gate, st.entered = gate, entered
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
+	eb := newEarlyBundle()
 	// A budget of -1 keeps no payload in memory once stored: a stored
 	// job's nil payload means "on disk". A new job's nil payload is just
 	// empty (a cron schedule without a payload, say) and not on disk yet.
-	b := New(Config{Store: readerMapStore{st}, MemoryBudget: -1,
-		Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
-	require.NoError(t, b.Start(context.Background()))
-	t.Cleanup(b.Stop)
-	t.Cleanup(release) // runs first: Stop waits for the write under way
+	eb.start(t, Config{Store: readerMapStore{eb.st}, MemoryBudget: -1})
+	b := eb.b
 	s := b.NewSession("client", &recorder{})
-	b.Submit(s, bg("blocker", "", "a", Normal), newAnswers().done)
-	select {
-	case <-entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the committer never started a write")
-	}
+	eb.holdCommitter(t, s)
 
 	ans := newAnswers()
 	b.Submit(s, SubmitParams{Function: []byte("f"), Background: true}, ans.done)
@@ -414,9 +420,9 @@ func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 	require.NoError(t, r.err)
 	require.Equal(t, a.Seq, r.seq)
 
-	release()
+	eb.release()
 	b.Stop()
-	require.Equal(t, 1, st.Len(), "only the blocker is stored")
+	require.Equal(t, 1, eb.st.Len(), "only the blocker is stored")
 }
 
 // A job that ends into a state the store keeps (a retained result, a dead
@@ -437,17 +443,9 @@ func TestEarlyJobKeptAfterItEndsIsAnsweredOnceStored(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, writing := range []bool{false, true} {
-			st := newMapStore()
-			gate := make(chan struct{})
-			entered := make(chan struct{}, 1)
-			st.gate, st.entered = gate, entered
-			var once sync.Once
-			release := func() { once.Do(func() { close(gate) }) }
-			b := New(Config{Store: st, Policies: policies("f", c.pol),
-				Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
-			require.NoError(t, b.Start(context.Background()))
-			t.Cleanup(b.Stop)
-			t.Cleanup(release) // runs first: Stop waits for the write under way
+			eb := newEarlyBundle()
+			eb.start(t, Config{Policies: policies("f", c.pol)})
+			b, st := eb.b, eb.st
 			s := b.NewSession("client", &recorder{})
 			if !writing {
 				// A blocker holds the committer, so the job's write is
@@ -456,16 +454,12 @@ func TestEarlyJobKeptAfterItEndsIsAnsweredOnceStored(t *testing.T) {
 			}
 			ans := newAnswers()
 			b.Submit(s, bg("f", "", "p", Normal), ans.done)
-			select {
-			case <-entered:
-			case <-time.After(30 * time.Second):
-				t.Fatal("the committer never started a write")
-			}
+			eb.waitWriting(t)
 			w, a := grabOne(t, b, "f")
 			require.NoError(t, b.Finish(w, a.Seq, c.outcome, []byte("r")))
 			require.False(t, ans.answered(), "%s (write under way: %v): answered before anything of the job is stored", c.name, writing)
 
-			release()
+			eb.release()
 			r := ans.wait(t)
 			require.NoError(t, r.err)
 			require.Equal(t, a.Seq, r.seq)
