@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,27 +22,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func newWorker(t *testing.T, cfg worker.Config) *worker.Worker {
-	t.Helper()
-	cfg.Logger = quiet
-	cfg.MinBackoff, cfg.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
-	w, err := worker.New(cfg)
-	require.NoError(t, err)
-	t.Cleanup(w.Stop)
-	return w
-}
-
-func newClient(t *testing.T, servers ...string) *client.Client {
-	t.Helper()
-	c, err := client.New(client.Config{Servers: servers, Logger: quiet,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -66,7 +43,7 @@ func status(b *broker.Broker, fn string) broker.FunctionStatus {
 func TestConcurrencyLimit(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
-	c := newClient(t, srv.Addr())
+	c := gearmantest.NewClient(t, srv.Addr())
 	ctx := testCtx(t)
 	for i := range 12 {
 		_, err := c.SubmitBackground(ctx, client.Request{Function: "limited", Payload: []byte(strconv.Itoa(i))})
@@ -74,7 +51,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	}
 	var active, peak, done atomic.Int32
 	release := make(chan struct{})
-	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 3})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 3})
 	w.HandleFunc("limited", func(context.Context, *worker.Job) ([]byte, error) {
 		n := active.Add(1)
 		for {
@@ -103,12 +80,12 @@ func TestConcurrencyLimit(t *testing.T) {
 func TestGracefulShutdownFinishesRunningJobs(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
-	c := newClient(t, srv.Addr())
+	c := gearmantest.NewClient(t, srv.Addr())
 	ctx := testCtx(t)
 	started := make(chan struct{}, 2)
 	release := make(chan struct{})
 	var cancelled atomic.Bool
-	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 2})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 2})
 	w.HandleFunc("work", func(ctx context.Context, j *worker.Job) ([]byte, error) {
 		started <- struct{}{}
 		<-release
@@ -154,11 +131,11 @@ func TestGracefulShutdownFinishesRunningJobs(t *testing.T) {
 func TestShutdownDeadlineCancelsJobs(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
-	c := newClient(t, srv.Addr())
+	c := gearmantest.NewClient(t, srv.Addr())
 	ctx := testCtx(t)
 	started := make(chan struct{})
 	causes := make(chan error, 1)
-	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.HandleFunc("stuck", func(ctx context.Context, _ *worker.Job) ([]byte, error) {
 		close(started)
 		<-ctx.Done()
@@ -202,7 +179,7 @@ func TestTimeoutFails(t *testing.T) {
 			addr := kind.start(t)
 			var attempts atomic.Int32
 			causes := make(chan error, 1)
-			w := newWorker(t, worker.Config{Servers: []string{addr}})
+			w := gearmantest.NewWorker(t, worker.Config{Servers: []string{addr}})
 			w.Register(worker.Function{Name: "slow", Timeout: time.Second, Handler: worker.HandlerFunc(
 				func(ctx context.Context, _ *worker.Job) ([]byte, error) {
 					if attempts.Add(1) == 1 {
@@ -213,7 +190,7 @@ func TestTimeoutFails(t *testing.T) {
 					return []byte("second try"), nil
 				})})
 			require.NoError(t, w.Start(context.Background()))
-			c := newClient(t, addr)
+			c := gearmantest.NewClient(t, addr)
 			res, err := c.Do(testCtx(t), client.Request{Function: "slow"})
 			require.ErrorIs(t, <-causes, worker.ErrTimeout)
 			if kind.retried {
@@ -233,7 +210,7 @@ func TestSeveralServersAndReconnect(t *testing.T) {
 	a, b := gearmantest.Start(t), gearmantest.Start(t)
 	var mu sync.Mutex
 	seen := map[string]string{}
-	w := newWorker(t, worker.Config{Servers: []string{a.Addr(), b.Addr()}, Concurrency: 2, ClientID: "multi"})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{a.Addr(), b.Addr()}, Concurrency: 2, ClientID: "multi"})
 	w.HandleFunc("where", func(_ context.Context, j *worker.Job) ([]byte, error) {
 		mu.Lock()
 		seen[string(j.Payload)] = j.Server
@@ -243,7 +220,7 @@ func TestSeveralServersAndReconnect(t *testing.T) {
 	require.NoError(t, w.Start(context.Background()))
 	ctx := testCtx(t)
 	for _, s := range []*gearmantest.Server{a, b} {
-		res, err := newClient(t, s.Addr()).Do(ctx, client.Request{Function: "where", Payload: []byte(s.Addr())})
+		res, err := gearmantest.NewClient(t, s.Addr()).Do(ctx, client.Request{Function: "where", Payload: []byte(s.Addr())})
 		require.NoError(t, err)
 		require.Equal(t, s.Addr(), string(res))
 	}
@@ -259,7 +236,7 @@ func TestSeveralServersAndReconnect(t *testing.T) {
 	// After a restart the worker comes back and registers again.
 	require.NoError(t, a.Restart())
 	testwait.Until(t, "the worker to reconnect", func() bool { return status(a.Broker(), "where").Workers == 1 })
-	c := newClient(t, a.Addr())
+	c := gearmantest.NewClient(t, a.Addr())
 	res, err := c.Do(ctx, client.Request{Function: "where", Payload: []byte("again")})
 	require.NoError(t, err)
 	require.Equal(t, a.Addr(), string(res))
@@ -268,14 +245,14 @@ func TestSeveralServersAndReconnect(t *testing.T) {
 func TestWorkerAgainstGearmand(t *testing.T) {
 	t.Parallel()
 	g := gearmantest.StartGearmand(t)
-	w := newWorker(t, worker.Config{Servers: []string{g.Addr}, Concurrency: 4})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{g.Addr}, Concurrency: 4})
 	var runs atomic.Int32
 	w.HandleFunc("count", func(_ context.Context, j *worker.Job) ([]byte, error) {
 		runs.Add(1)
 		return j.Payload, nil
 	})
 	require.NoError(t, w.Start(context.Background()))
-	c := newClient(t, g.Addr)
+	c := gearmantest.NewClient(t, g.Addr)
 	ctx := testCtx(t)
 	for i := range 50 {
 		_, err := c.SubmitBackground(ctx, client.Request{Function: "count", Payload: []byte(strconv.Itoa(i))})
@@ -298,13 +275,13 @@ func TestSendAfterEnd(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
 	kept := make(chan *worker.Job, 1)
-	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.HandleFunc("keep", func(_ context.Context, j *worker.Job) ([]byte, error) {
 		kept <- j
 		return nil, nil
 	})
 	require.NoError(t, w.Start(context.Background()))
-	_, err := newClient(t, srv.Addr()).Do(testCtx(t), client.Request{Function: "keep"})
+	_, err := gearmantest.NewClient(t, srv.Addr()).Do(testCtx(t), client.Request{Function: "keep"})
 	require.NoError(t, err)
 	j := <-kept
 	require.ErrorIs(t, j.SendData([]byte("late")), worker.ErrJobEnded)
@@ -313,16 +290,16 @@ func TestSendAfterEnd(t *testing.T) {
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
-	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.Stop() // before Start
 	require.NoError(t, w.Shutdown(context.Background()))
 	require.Error(t, w.Start(context.Background()), "no function registered")
 
 	// Start and stop repeatedly while jobs flow.
-	c := newClient(t, srv.Addr())
+	c := gearmantest.NewClient(t, srv.Addr())
 	ctx := testCtx(t)
 	for i := range 10 {
-		w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 2})
+		w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 2})
 		w.HandleFunc("cycle", func(_ context.Context, j *worker.Job) ([]byte, error) { return j.Payload, nil })
 		require.NoError(t, w.Start(context.Background()))
 		require.Error(t, w.Start(context.Background()), "already started")
@@ -338,7 +315,7 @@ func TestLifecycle(t *testing.T) {
 
 	// Cancelling Start's context stops the worker too.
 	runCtx, cancel := context.WithCancel(context.Background())
-	w = newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
+	w = gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.HandleFunc("cycle", func(_ context.Context, j *worker.Job) ([]byte, error) { return nil, nil })
 	require.NoError(t, w.Start(runCtx))
 	testwait.Until(t, "the worker to register", func() bool { return status(srv.Broker(), "cycle").Workers == 1 })
@@ -350,14 +327,14 @@ func TestLifecycle(t *testing.T) {
 func TestRegisterAfterStart(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
-	w := newWorker(t, worker.Config{Servers: []string{srv.Addr()}})
+	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}})
 	w.HandleFunc("first", func(context.Context, *worker.Job) ([]byte, error) { return []byte("1"), nil })
 	require.NoError(t, w.Start(context.Background()))
 	testwait.Until(t, "the worker to register", func() bool { return status(srv.Broker(), "first").Workers == 1 })
 	w.HandleFunc("second", func(context.Context, *worker.Job) ([]byte, error) {
 		return nil, &worker.Exception{Data: []byte("nope")}
 	})
-	_, err := newClient(t, srv.Addr()).Do(testCtx(t), client.Request{Function: "second"})
+	_, err := gearmantest.NewClient(t, srv.Addr()).Do(testCtx(t), client.Request{Function: "second"})
 	var exc *client.ExceptionError
 	require.True(t, errors.As(err, &exc), "got %v", err)
 	require.Equal(t, "nope", string(exc.Data))

@@ -1,18 +1,13 @@
 // Package gearmantest starts Gearman job servers for tests and examples:
 // Gearwork's own, in process, and Debian's C gearmand as a child process.
-// Both listen on a free loopback port and are stopped by the test.
+// Both listen on a free loopback port and are stopped by the test. It also
+// starts Go clients and workers of them, set up for tests.
 package gearmantest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -57,13 +52,12 @@ func (s *Server) start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := broker.New(broker.Config{HandlePrefix: "H:test:", Logger: log})
+	b := broker.New(broker.Config{HandlePrefix: "H:test:", Logger: quiet})
 	if err := b.Start(context.Background()); err != nil {
 		ln.Close()
 		return err
 	}
-	api := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log, Version: "gearwork-test"})
+	api := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: quiet, Version: "gearwork-test"})
 	done := make(chan error, 1)
 	go func() { done <- api.Serve(context.Background(), ln) }()
 	s.mu.Lock()
@@ -114,96 +108,4 @@ func (s *Server) Restart() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return err
-}
-
-// GearmandPath is where Debian's gearman-job-server installs gearmand.
-const GearmandPath = "/usr/sbin/gearmand"
-
-// Gearmand is a running C gearmand.
-type Gearmand struct {
-	Addr string
-	Port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// StartGearmand starts /usr/sbin/gearmand on a free loopback port with the
-// given extra arguments and stops it (by its pid) when the test ends. If
-// gearmand is not installed the test fails (scripts/deps.sh installs it),
-// or is skipped when GEARWORK_ALLOW_SKIP=1.
-func StartGearmand(tb testing.TB, args ...string) *Gearmand {
-	tb.Helper()
-	if _, err := os.Stat(GearmandPath); err != nil {
-		if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
-			tb.Skipf("gearmand not installed (%v); skipped because GEARWORK_ALLOW_SKIP=1", err)
-		}
-		tb.Fatalf("gearmand not installed (%v): run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)", err)
-	}
-	var lastErr error
-	for range 5 {
-		g, err := startGearmand(args)
-		if err == nil {
-			tb.Cleanup(g.Stop)
-			return g
-		}
-		lastErr = err
-	}
-	tb.Fatalf("gearmantest: cannot start gearmand: %v", lastErr)
-	return nil
-}
-
-func startGearmand(args []string) (*Gearmand, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	argv := append([]string{"--listen=127.0.0.1", "--port=" + strconv.Itoa(port),
-		"--log-file=none", "--threads=1"}, args...)
-	cmd := exec.Command(GearmandPath, argv...)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	g := &Gearmand{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(g.done)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-g.done:
-			return nil, errors.New("gearmand exited at start (port taken?)")
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", g.Addr, time.Second); err == nil {
-			c.Close()
-			return g, nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	g.Stop()
-	return nil, errors.New("gearmand did not start listening within 10s")
-}
-
-// Pid returns gearmand's process id.
-func (g *Gearmand) Pid() int { return g.cmd.Process.Pid }
-
-// Stop kills gearmand by its pid and waits for it. Safe to call twice.
-func (g *Gearmand) Stop() {
-	select {
-	case <-g.done:
-		return
-	default:
-	}
-	_ = g.cmd.Process.Kill()
-	<-g.done
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
