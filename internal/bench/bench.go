@@ -143,25 +143,29 @@ const maxPayload = 16 << 20
 // Validate reports the first invalid field, after defaults are applied.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	switch {
-	case c.Addr == "":
+	if c.Addr == "" {
 		return errors.New("bench: no server address")
-	case c.Jobs < 1:
-		return fmt.Errorf("bench: jobs must be at least 1, not %d", c.Jobs)
+	}
+	for _, n := range []struct {
+		what  string
+		count int
+	}{
+		{"jobs", c.Jobs},
+		{"connections", c.Connections},
+		{"in-flight requests", c.Inflight},
+		{"workers", c.Workers},
+		{"grabs", c.Grabs},
+		{"idle connections", c.IdleConns},
+	} {
+		if n.count < 1 {
+			return fmt.Errorf("bench: %s must be at least 1, not %d", n.what, n.count)
+		}
+	}
+	switch {
 	case c.Payload < 8 || c.Payload > maxPayload:
 		return fmt.Errorf("bench: payload must be 8 to %d bytes, not %d", maxPayload, c.Payload)
-	case c.Connections < 1:
-		return fmt.Errorf("bench: connections must be at least 1, not %d", c.Connections)
-	case c.Inflight < 1:
-		return fmt.Errorf("bench: in-flight requests must be at least 1, not %d", c.Inflight)
-	case c.Workers < 1:
-		return fmt.Errorf("bench: workers must be at least 1, not %d", c.Workers)
-	case c.Grabs < 1:
-		return fmt.Errorf("bench: grabs must be at least 1, not %d", c.Grabs)
 	case c.Backlog < 0:
 		return fmt.Errorf("bench: backlog must not be negative, not %d", c.Backlog)
-	case c.IdleConns < 1:
-		return fmt.Errorf("bench: idle connections must be at least 1, not %d", c.IdleConns)
 	case c.PID < 0:
 		return fmt.Errorf("bench: invalid pid %d", c.PID)
 	case c.Timeout <= 0:
@@ -423,6 +427,13 @@ func (r *run) closeAll() {
 		c.close()
 	}
 	r.conns = nil
+}
+
+// beginPhase shows the measured phase, of total operations, in the
+// progress line and starts its clock (see begin).
+func (r *run) beginPhase(phase string, total int) error {
+	r.prog.start(phase, total)
+	return r.begin()
 }
 
 // begin starts the clock (and the server CPU reading) of the measured part.

@@ -1,13 +1,13 @@
 package bench
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testlog"
 )
 
 func TestProgressLine(t *testing.T) {
@@ -24,7 +24,7 @@ func TestProgressLine(t *testing.T) {
 // line) and erased when the scenario ends.
 func TestProgressDrawsAndErases(t *testing.T) {
 	t.Parallel()
-	var w lockedWriter
+	var w testlog.Buffer
 	p := newProgress(&w, "echo")
 	p.start("measuring", 100)
 	p.add(40)
@@ -38,21 +38,4 @@ func TestProgressDrawsAndErases(t *testing.T) {
 	require.True(t, strings.HasPrefix(out, "\recho measuring  ["), out)
 	require.Contains(t, out, " 40% 40/100  ")
 	require.True(t, strings.HasSuffix(out, "\r\x1b[K"), "erased at the end: %q", out)
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

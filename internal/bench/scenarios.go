@@ -54,6 +54,13 @@ func (r *run) pipeline(c *conn, n, depth int, h *Histogram, want gearman.Command
 	return nil
 }
 
+// clients dials the Connections client connections of a scenario that
+// submits over them, and records them and Inflight in the result.
+func (r *run) clients(ctx context.Context) ([]*conn, error) {
+	r.res.Connections, r.res.Inflight = r.cfg.Connections, r.cfg.Inflight
+	return r.dialClients(ctx, r.cfg.Connections)
+}
+
 func (r *run) dialClients(ctx context.Context, n int) ([]*conn, error) {
 	cs := make([]*conn, n)
 	for i := range cs {
@@ -133,18 +140,17 @@ func (r *run) setLatency(h *Histogram) {
 
 func runSubmit(ctx context.Context, r *run) error {
 	cfg := r.cfg
-	r.res.Connections, r.res.Inflight, r.res.Backlog = cfg.Connections, cfg.Inflight, cfg.Backlog
+	r.res.Backlog = cfg.Backlog
 	if cfg.Backlog > 0 {
 		if err := r.load(ctx, cfg.Backlog); err != nil {
 			return err
 		}
 	}
-	cs, err := r.dialClients(ctx, cfg.Connections)
+	cs, err := r.clients(ctx)
 	if err != nil {
 		return err
 	}
-	r.prog.start("submit", cfg.Jobs)
-	if err := r.begin(); err != nil {
+	if err := r.beginPhase("submit", cfg.Jobs); err != nil {
 		return err
 	}
 	h, err := r.submitBackground(cs, cfg.Jobs)
@@ -175,14 +181,13 @@ func runDrain(ctx context.Context, r *run, grabs int) error {
 // would only be queue length / rate, by Little's law).
 func runSteady(ctx context.Context, r *run) error {
 	cfg := r.cfg
-	r.res.Connections, r.res.Inflight = cfg.Connections, cfg.Inflight
 	r.res.Workers, r.res.Grabs = cfg.Workers, cfg.Grabs
 	window := cfg.Workers * cfg.Grabs
 	tokens := make(chan struct{}, window)
 	for range window {
 		tokens <- struct{}{}
 	}
-	cs, err := r.dialClients(ctx, cfg.Connections)
+	cs, err := r.clients(ctx)
 	if err != nil {
 		return err
 	}
@@ -281,8 +286,7 @@ func runForeground(ctx context.Context, r *run, concurrency int) error {
 	}
 	var stopping atomic.Bool
 	var acked atomic.Int64
-	r.prog.start("round trips", cfg.Jobs)
-	if err := r.begin(); err != nil {
+	if err := r.beginPhase("round trips", cfg.Jobs); err != nil {
 		return err
 	}
 	wg := group{r: r}
@@ -357,14 +361,12 @@ func (r *run) roundTrips(c *conn, n int, payload []byte, h *Histogram) error {
 
 func runEcho(ctx context.Context, r *run) error {
 	cfg := r.cfg
-	r.res.Connections, r.res.Inflight = cfg.Connections, cfg.Inflight
-	cs, err := r.dialClients(ctx, cfg.Connections)
+	cs, err := r.clients(ctx)
 	if err != nil {
 		return err
 	}
 	payload := bytes.Repeat([]byte{'e'}, cfg.Payload)
-	r.prog.start("echo", cfg.Jobs)
-	if err := r.begin(); err != nil {
+	if err := r.beginPhase("echo", cfg.Jobs); err != nil {
 		return err
 	}
 	h, err := r.pipelineAll(cs, cfg.Jobs, gearman.EchoRes, func() func(c *conn) {
@@ -387,8 +389,7 @@ func runEcho(ctx context.Context, r *run) error {
 
 func runMemory(ctx context.Context, r *run) error {
 	cfg := r.cfg
-	r.res.Connections, r.res.Inflight = cfg.Connections, cfg.Inflight
-	cs, err := r.dialClients(ctx, cfg.Connections)
+	cs, err := r.clients(ctx)
 	if err != nil {
 		return err
 	}
@@ -396,8 +397,7 @@ func runMemory(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	r.prog.start("queueing", cfg.Jobs)
-	if err := r.begin(); err != nil {
+	if err := r.beginPhase("queueing", cfg.Jobs); err != nil {
 		return err
 	}
 	if _, err := r.submitBackground(cs, cfg.Jobs); err != nil {
@@ -420,8 +420,7 @@ func runIdle(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	r.prog.start("connecting", cfg.IdleConns)
-	if err := r.begin(); err != nil {
+	if err := r.beginPhase("connecting", cfg.IdleConns); err != nil {
 		return err
 	}
 	g := group{r: r}
