@@ -132,16 +132,7 @@ func parseJobsArgs(rest []string) (adminCommand, error) {
 	}
 	return listCommand(strings.Join(append([]string{"jobs"}, rest...), " "),
 		[]string{"HANDLE", "FUNCTION", "STATE", "ATTEMPTS", "SUBMITTED", "FINISHED", "ERROR", "CURSOR"},
-		func(l string) []any {
-			f := unset(tabFields(l, 8, func(s string) any { return s }))
-			if n, err := strconv.Atoi(fmt.Sprint(f[3])); err == nil {
-				f[3] = n
-			}
-			if s, ok := f[6].(string); ok {
-				f[6] = unquote(s)
-			}
-			return f
-		}), nil
+		func(l string) []any { return parseJobLine(l, 8, 6) }), nil
 }
 
 // parseJobArgs parses the arguments of job.
@@ -284,13 +275,18 @@ func (ps policySettings) MarshalJSON() ([]byte, error) {
 }
 
 // parseDeadLetterLine parses `HANDLE FN UNIQUE ATTEMPTS DIED "ERROR"`.
-func parseDeadLetterLine(l string) []any {
-	f := unset(tabFields(l, 6, func(s string) any { return s }))
+func parseDeadLetterLine(l string) []any { return parseJobLine(l, 6, 5) }
+
+// parseJobLine parses a line of a job listing: n tab-separated fields,
+// "-" where unset, the fourth the number of attempts and the one at
+// errField a quoted error.
+func parseJobLine(l string, n, errField int) []any {
+	f := unset(tabFields(l, n, func(s string) any { return s }))
 	if n, err := strconv.Atoi(fmt.Sprint(f[3])); err == nil {
 		f[3] = n
 	}
-	if e, ok := f[5].(string); ok {
-		f[5] = unquote(e)
+	if e, ok := f[errField].(string); ok {
+		f[errField] = unquote(e)
 	}
 	return f
 }

@@ -126,12 +126,7 @@ func Start(t testing.TB, args ...string) *Server {
 // the server, so that Pid is the server's.
 func StartWrapped(t testing.TB, wrapper []string, args ...string) *Server {
 	t.Helper()
-	s, err := start(t, Binary(t), wrapper, args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	return s
+	return mustStart(t, Binary(t), wrapper, args)
 }
 
 // The listening lines, as --log-format text or json writes them.
@@ -144,7 +139,14 @@ var (
 // detector, for tests that measure its memory.
 func StartPlain(t testing.TB, args ...string) *Server {
 	t.Helper()
-	s, err := start(t, PlainBinary(t), nil, args)
+	return mustStart(t, PlainBinary(t), nil, args)
+}
+
+// mustStart starts a server (see start), fails the test if it does not
+// come up, and stops it when the test ends.
+func mustStart(t testing.TB, bin string, wrapper, args []string) *Server {
+	t.Helper()
+	s, err := start(t, bin, wrapper, args)
 	if err != nil {
 		t.Fatal(err)
 	}
