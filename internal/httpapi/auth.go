@@ -15,15 +15,30 @@ import (
 // Scope is a set of permissions a token grants.
 type Scope uint8
 
-// The scopes. Admin implies every other scope.
+// The scopes. Admin implies every other scope, and read implies metrics.
 const (
 	ScopeRead Scope = 1 << iota
 	ScopeSubmit
 	ScopeWork
 	ScopeAdmin
+	// ScopeMetrics reads /metrics and nothing else: for a scraper, which
+	// should not be able to read payloads.
+	ScopeMetrics
 	// scopeNone marks routes that need no token.
 	scopeNone Scope = 0
 )
+
+// implied returns s with the scopes it implies: admin implies every scope,
+// read implies metrics.
+func (s Scope) implied() Scope {
+	switch {
+	case s&ScopeAdmin != 0:
+		return ScopeRead | ScopeSubmit | ScopeWork | ScopeAdmin | ScopeMetrics
+	case s&ScopeRead != 0:
+		return s | ScopeMetrics
+	}
+	return s
+}
 
 // String returns the scope names joined by commas.
 func (s Scope) String() string {
@@ -39,7 +54,7 @@ func (s Scope) String() string {
 var scopeNames = []struct {
 	name  string
 	scope Scope
-}{{"read", ScopeRead}, {"submit", ScopeSubmit}, {"work", ScopeWork}, {"admin", ScopeAdmin}}
+}{{"read", ScopeRead}, {"submit", ScopeSubmit}, {"work", ScopeWork}, {"admin", ScopeAdmin}, {"metrics", ScopeMetrics}}
 
 // ParseScopes parses a comma-separated list of scope names.
 func ParseScopes(list string) (Scope, error) {
@@ -54,7 +69,7 @@ func ParseScopes(list string) (Scope, error) {
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("unknown scope %q: use read, submit, work or admin", name)
+			return 0, fmt.Errorf("unknown scope %q: use read, submit, work, admin or metrics", name)
 		}
 	}
 	return s, nil
@@ -145,7 +160,7 @@ func (s *Server) authorize(r *http.Request, need Scope) error {
 	if matched == 0 {
 		return errorf(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid")
 	}
-	if granted&ScopeAdmin == 0 && granted&need == 0 {
+	if granted.implied()&need == 0 {
 		return errorf(http.StatusForbidden, "forbidden", "the token's scopes (%s) do not include %s", granted, need)
 	}
 	return nil

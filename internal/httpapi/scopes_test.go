@@ -27,7 +27,8 @@ func TestRouteTableScopes(t *testing.T) {
 		errText = "SECRET-ERROR"
 		result  = "SECRET-RESULT"
 	)
-	tokens := map[Scope]string{ScopeRead: "t-read", ScopeSubmit: "t-submit", ScopeWork: "t-work", ScopeAdmin: "t-admin"}
+	tokens := map[Scope]string{ScopeRead: "t-read", ScopeSubmit: "t-submit", ScopeWork: "t-work", ScopeAdmin: "t-admin",
+		ScopeMetrics: "t-metrics"}
 	tb := setup(t, func(c *Config) {
 		for s, secret := range tokens {
 			c.Tokens = append(c.Tokens, NewToken(secret, secret, s))
@@ -88,7 +89,7 @@ func TestRouteTableScopes(t *testing.T) {
 		require.Less(t, status, 300, label)
 		if secret(body) {
 			shown++
-			require.NotEqual(t, scopeNone, rt.scope, "%s shows private data without a token", label)
+			require.NotContains(t, []Scope{scopeNone, ScopeMetrics}, rt.scope, "%s shows private data without the read scope", label)
 		}
 	}
 	require.GreaterOrEqual(t, shown, 3, "the job, its events and the dead letters show private data to an admin")
@@ -103,8 +104,8 @@ func TestRouteTableScopes(t *testing.T) {
 		}
 		status, _ := get(rt, "")
 		require.Equal(t, http.StatusUnauthorized, status, label)
-		for secretToken, granted := range map[string]Scope{"t-read": ScopeRead, "t-submit": ScopeSubmit,
-			"t-work": ScopeWork, "t-all-but-read": ScopeSubmit | ScopeWork} {
+		for secretToken, granted := range map[string]Scope{"t-read": ScopeRead | ScopeMetrics, "t-submit": ScopeSubmit,
+			"t-work": ScopeWork, "t-all-but-read": ScopeSubmit | ScopeWork, "t-metrics": ScopeMetrics} {
 			if granted&rt.scope != 0 {
 				continue
 			}
@@ -115,4 +116,43 @@ func TestRouteTableScopes(t *testing.T) {
 		status, _ = get(rt, tokens[rt.scope])
 		require.NotContains(t, []int{http.StatusUnauthorized, http.StatusForbidden}, status, "%s with the %s scope", label, rt.scope)
 	}
+}
+
+// TestCancelNeedsTheAdminScope: cancelling a job changes another party's
+// job, so it needs what the Gearman port's "cancel job" needs (admin), not
+// the submit scope any client has; a refused cancel leaves the job queued.
+func TestCancelNeedsTheAdminScope(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) {
+		c.Tokens = append(c.Tokens, NewToken("web", "t-submit", ScopeSubmit), NewToken("ops", "t-admin", ScopeAdmin))
+	})
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Authorization", "Bearer t-submit"))
+	requireProblem(t, tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil, "Authorization", "Bearer t-submit"),
+		http.StatusForbidden, "do not include admin")
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil, "Authorization", "Bearer t-admin"))
+	require.Equal(t, "queued", got.State, "a refused cancel leaves the job alone")
+	resp := tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil, "Authorization", "Bearer t-admin")
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+}
+
+// TestMetricsScope: a token for a Prometheus scraper (the metrics scope)
+// reads /metrics and nothing else; read and admin tokens read it too.
+func TestMetricsScope(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) {
+		c.Tokens = append(c.Tokens, NewToken("prom", "t-metrics", ScopeMetrics), NewToken("r", "t-read", ScopeRead),
+			NewToken("ops", "t-admin", ScopeAdmin), NewToken("web", "t-submit", ScopeSubmit))
+	})
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("SECRET"), "Authorization", "Bearer t-submit"))
+	for _, tok := range []string{"t-metrics", "t-read", "t-admin"} {
+		resp := tb.do(t, "GET", "/metrics", nil, "Authorization", "Bearer "+tok)
+		require.Equal(t, http.StatusOK, resp.StatusCode, tok)
+	}
+	requireProblem(t, tb.do(t, "GET", "/metrics", nil, "Authorization", "Bearer t-submit"), http.StatusForbidden, "metrics")
+	for _, path := range []string{"/v1/jobs/" + job.Handle, "/v1/jobs", "/v1/dead-letters", "/v1/functions"} {
+		requireProblem(t, tb.do(t, "GET", path, nil, "Authorization", "Bearer t-metrics"), http.StatusForbidden, "read")
+	}
+	scopes, err := ParseScopes("metrics")
+	require.NoError(t, err)
+	require.Equal(t, ScopeMetrics, scopes)
 }
