@@ -110,6 +110,15 @@ func submitEarly(t *testing.T, url string, b *broker.Broker, s, w *broker.Sessio
 	return nil, broker.Assignment{}
 }
 
+// startEarlyAndPeer starts server a, which inserts its new jobs after
+// delay, and server peer, with the default delay, on url.
+func startEarlyAndPeer(t *testing.T, url string, delay time.Duration, peer string) (a, p *broker.Broker) {
+	t.Helper()
+	a, _ = startShared(t, url, "a", broker.Config{EarlyInsertDelay: delay})
+	p, _ = startShared(t, url, peer, broker.Config{})
+	return a, p
+}
+
 func TestSharedFastJobEndsBeforeItIsInserted(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
@@ -142,8 +151,7 @@ func TestSharedFastJobEndsBeforeItIsInserted(t *testing.T) {
 func TestSharedJobStillRunningIsInsertedClaimedAfterTheDelay(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: 300 * time.Millisecond})
-	b, _ := startShared(t, url, "b", broker.Config{})
+	a, b := startEarlyAndPeer(t, url, 300*time.Millisecond, "b")
 	logInserts(t, url)
 	w, out := warmWorker(t, a, "slow")
 
@@ -168,8 +176,7 @@ func TestSharedJobStillRunningIsInsertedClaimedAfterTheDelay(t *testing.T) {
 func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: -1})
-	c, _ := startShared(t, url, "c", broker.Config{})
+	a, c := startEarlyAndPeer(t, url, -1, "c")
 
 	// c runs the job with unique "order-9".
 	wc, outC := newWorker(c, "wc", "mail")
@@ -197,8 +204,7 @@ func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
 	// The delay is long enough for c to store its job first.
-	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: 2 * time.Second})
-	c, _ := startShared(t, url, "c", broker.Config{})
+	a, c := startEarlyAndPeer(t, url, 2*time.Second, "c")
 	wa, outA := warmWorker(t, a, "mail")
 
 	// a hands its job out before the insert...
@@ -364,8 +370,7 @@ func TestSharedWatchedJobThatEndsBeforeItsInsert(t *testing.T) {
 func TestSharedSubmitCoalescingWithAScheduledJobDoesNotRunItEarly(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	a, _ := startShared(t, url, "a", broker.Config{EarlyInsertDelay: -1})
-	b, _ := startShared(t, url, "b", broker.Config{})
+	a, b := startEarlyAndPeer(t, url, -1, "b")
 	later := bgJob("report", "monthly", "scheduled")
 	later.RunAt = time.Now().Add(time.Hour).Unix()
 	first := submit(t, b, b.NewSession("cb", newOutbox()), later)
@@ -385,8 +390,7 @@ func TestSharedSubmitCoalescingWithAScheduledJobDoesNotRunItEarly(t *testing.T) 
 
 func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	url, a, b := openPair(t)
 	wa, out := newWorker(a, "wa", "f")
 	client := a.NewSession("client", newOutbox())
 	// a holds enough queued jobs not to claim more, but fewer than it

@@ -269,8 +269,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	_, a, b := openPair(t)
 
 	client := a.NewSession("client", newOutbox())
 	for i := range 5 {
@@ -319,8 +318,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 func TestSharedCancelJobOnAnyServer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	url, a, b := openPair(t)
 	client := a.NewSession("client", newOutbox())
 	free := submit(t, a, client, bgJob("c", "", "nobody holds me"))
 	require.NoError(t, free.err)

@@ -70,8 +70,7 @@ func paused(b *broker.Broker, fn string) bool {
 
 func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	url, a, b := openPair(t)
 	c, _ := openShared(t, url, "c", 0)
 
 	// b's worker registers but does not grab: b claims the jobs and holds
@@ -334,8 +333,7 @@ func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 
 func TestSharedPolicyChangeAppliesOnEveryServer(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	_, a, b := openPair(t)
 	a.SetPolicy("f", broker.Policy{Concurrency: 3, Rate: 5})
 	testwait.Until(t, "b applies a's policy", func() bool {
 		p := b.Policy("f")

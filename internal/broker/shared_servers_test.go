@@ -131,12 +131,14 @@ func countRows(t *testing.T, url string) int {
 	return n
 }
 
-// openPair opens servers a and b on url, with the default lease.
-func openPair(t *testing.T, url string) (a, b *broker.Broker) {
+// openPair opens servers a and b, with the default lease, on a schema of
+// their own, and returns its URL.
+func openPair(t *testing.T) (url string, a, b *broker.Broker) {
 	t.Helper()
+	url = pgtest.Schema(t)
 	a, _ = openShared(t, url, "a", 0)
 	b, _ = openShared(t, url, "b", 0)
-	return a, b
+	return url, a, b
 }
 
 // progressNum reads the progress numerator stored in the row of job seq.
@@ -164,8 +166,7 @@ func jobRunOnA(t *testing.T, url string) (a, b *broker.Broker, wa *broker.Sessio
 
 func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	url, a, b := openPair(t)
 
 	client := a.NewSession("client", newOutbox())
 	const n = 50
@@ -196,8 +197,7 @@ func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 
 func TestSharedUniqueCoalescesAcrossServers(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	url, a, b := openPair(t)
 	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
 
 	first := submit(t, a, ca, bgJob("mail", "order-7", "x"))
@@ -329,8 +329,7 @@ func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
 
 func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	a, b := openPair(t, url)
+	_, a, b := openPair(t)
 
 	r := submit(t, b, b.NewSession("client", newOutbox()), bgJob("encode", "", "film"))
 	require.NoError(t, r.err)
