@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -38,24 +37,13 @@ func (g *gatedStore) Save(ctx context.Context, jobs []store.Job) error {
 	return g.Store.Save(ctx, jobs)
 }
 
-// submitBg submits a background job and waits for its acknowledgement.
+// submitBg submits a background job of "f" and waits for its
+// acknowledgement.
 func submitBg(t *testing.T, b *broker.Broker, s *broker.Session, payload string) uint64 {
 	t.Helper()
-	type result struct {
-		seq uint64
-		err error
-	}
-	ch := make(chan result, 1)
-	b.Submit(s, broker.SubmitParams{Function: []byte("f"), Payload: []byte(payload), Background: true},
-		func(seq uint64, _ bool, err error) { ch <- result{seq, err} })
-	select {
-	case r := <-ch:
-		require.NoError(t, r.err)
-		return r.seq
-	case <-time.After(time.Minute):
-		t.Fatal("submit was never acknowledged")
-		return 0
-	}
+	r := submit(t, b, s, broker.SubmitParams{Function: []byte("f"), Payload: []byte(payload), Background: true})
+	require.NoError(t, r.err)
+	return r.seq
 }
 
 // TestRetriedJobFinishedInOneRoundIsDeleted: a job taken back from a
