@@ -2,53 +2,36 @@ package pebble_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmanapi"
-	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store/pebble"
 )
 
-// client is a minimal Gearman client over one connection.
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	r  *gearman.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
+// serveGearman serves the Gearman protocol for b, which is started, on a
+// free loopback port. It returns the address and a stop that closes the
+// server and returns what Serve returned.
+func serveGearman(t *testing.T, b *broker.Broker, log *slog.Logger) (addr string, stop func() error) {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
+	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	return &client{t: t, nc: nc, r: gearman.NewReader(nc, 4096)}
-}
-
-// call sends one request and returns the next packet from the server.
-func (c *client) call(cmd gearman.Command, args ...string) gearman.Packet {
-	c.t.Helper()
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), ln) }()
+	return ln.Addr().String(), func() error {
+		srv.Close()
+		return <-served
 	}
-	_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...))
-	require.NoError(c.t, err)
-	require.NoError(c.t, c.nc.SetReadDeadline(time.Now().Add(time.Minute)))
-	var f gearman.Frame
-	require.NoError(c.t, c.r.Next(&f))
-	require.False(c.t, f.Text)
-	return f.Packet
 }
 
 // TestFsyncFailureAnswersError runs the whole path with a disk whose fsync
@@ -64,50 +47,45 @@ func TestFsyncFailureAnswersError(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	b := broker.New(broker.Config{Store: st, Logger: log, HandlePrefix: "H:t:"})
 	require.NoError(t, b.Start(ctx))
-	srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: log})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	addr, stop := serveGearman(t, b, log)
 
-	c := dial(t, ln.Addr().String())
-	p := c.call(gearman.SubmitJobBg, "f", "", "before")
-	require.Equal(t, gearman.JobCreated, p.Command)
-	acked := string(p.Args[0])
+	c := wire.Dial(t, addr)
+	c.Send(gearman.SubmitJobBg, "f", "", "before")
+	cmd, args := c.Read()
+	require.Equal(t, gearman.JobCreated, cmd)
+	acked := args[0]
 
 	fs.failSync.Store(true)
-	p = c.call(gearman.SubmitJobBg, "f", "", "during")
-	require.Equal(t, gearman.Error, p.Command, "a job whose fsync failed must not be acknowledged")
-	require.Equal(t, "QUEUE_ERROR", string(p.Args[0]))
-	t.Logf("ERROR %s %s", p.Args[0], p.Args[1])
+	c.Send(gearman.SubmitJobBg, "f", "", "during")
+	cmd, args = c.Read()
+	require.Equal(t, gearman.Error, cmd, "a job whose fsync failed must not be acknowledged")
+	require.Equal(t, "QUEUE_ERROR", args[0])
+	t.Logf("ERROR %s %s", args[0], args[1])
 
 	fs.failSync.Store(false)
-	p = c.call(gearman.SubmitJobBg, "f", "", "after")
-	require.Equal(t, gearman.Error, p.Command, "no background job may be accepted after a failed fsync")
-	require.Contains(t, string(p.Args[1]), "injected error", "the refusal names the original failure")
+	c.Send(gearman.SubmitJobBg, "f", "", "after")
+	cmd, args = c.Read()
+	require.Equal(t, gearman.Error, cmd, "no background job may be accepted after a failed fsync")
+	require.Contains(t, args[1], "injected error", "the refusal names the original failure")
 
 	// Foreground jobs do not touch the disk and keep working.
-	p = c.call(gearman.SubmitJob, "g", "", "fg")
-	require.Equal(t, gearman.JobCreated, p.Command)
+	c.Send(gearman.SubmitJob, "g", "", "fg")
+	cmd, _ = c.Read()
+	require.Equal(t, gearman.JobCreated, cmd)
 
 	require.Contains(t, logs.String(), "refusing every further write")
 	require.Contains(t, logs.String(), "refusing background submits until restart")
 
-	srv.Close()
-	require.True(t, errors.Is(<-served, gearmanapi.ErrServerClosed))
+	require.ErrorIs(t, stop(), gearmanapi.ErrServerClosed)
 	b.Stop()
 	_ = st.Close()
 
 	// Restart on a healthy disk: the acknowledged job is there, the one
 	// refused before it reached the disk is not.
-	st, err = pebble.Open(ctx, dir, pebble.Options{})
-	require.NoError(t, err)
-	defer st.Close()
 	var payloads []string
-	require.NoError(t, st.Load(ctx, func(j store.Job) error {
+	for _, j := range reopen(t, dir) {
 		payloads = append(payloads, string(j.Payload))
-		return nil
-	}))
+	}
 	require.Contains(t, payloads, "before")
 	require.NotContains(t, payloads, "after")
 	t.Logf("stored after restart: %q (acknowledged: %s)", payloads, acked)
@@ -130,53 +108,53 @@ func TestTieringThroughGearman(t *testing.T) {
 		require.NoError(t, err)
 		b := broker.New(broker.Config{Store: st, Logger: quiet, MemoryBudget: 30000})
 		require.NoError(t, b.Start(ctx))
-		srv := gearmanapi.New(gearmanapi.Config{Broker: b, Logger: quiet})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ctx, ln) }()
-		fn(ln.Addr().String(), b)
-		srv.Close()
-		<-served
+		addr, stop := serveGearman(t, b, quiet)
+		fn(addr, b)
+		_ = stop()
 		b.Stop()
 		require.NoError(t, st.Close())
 	}
-	// grab takes a job, completes it and checks its payload.
-	grab := func(c *client) {
-		p := c.call(gearman.GrabJobUniq)
-		require.Equal(t, gearman.JobAssignUniq, p.Command)
-		u, got := string(p.Args[2]), string(p.Args[3])
-		want, ok := payloads[u]
-		require.True(t, ok, "job %s handed out again", u)
-		require.True(t, want == got, "payload of %s: got %d bytes, want %d", u, len(got), len(want))
-		delete(payloads, u)
-		_, err := c.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, p.Args[0], nil))
-		require.NoError(t, err)
+	// worker registers a connection for f and returns it with a grab that
+	// takes a job, completes it and checks its payload.
+	worker := func(addr string) (w *wire.Conn, grab func()) {
+		w = wire.Dial(t, addr)
+		w.Send(gearman.CanDo, "f")
+		return w, func() {
+			w.Send(gearman.GrabJobUniq)
+			cmd, args := w.Read()
+			require.Equal(t, gearman.JobAssignUniq, cmd)
+			u, got := args[2], args[3]
+			want, ok := payloads[u]
+			require.True(t, ok, "job %s handed out again", u)
+			require.True(t, want == got, "payload of %s: got %d bytes, want %d", u, len(got), len(want))
+			delete(payloads, u)
+			w.Send(gearman.WorkComplete, args[0], "")
+		}
 	}
 	serve(func(addr string, b *broker.Broker) {
-		c := dial(t, addr)
+		c := wire.Dial(t, addr)
 		for u, p := range payloads {
-			require.Equal(t, gearman.JobCreated, c.call(gearman.SubmitJobBg, "f", u, p).Command)
+			c.Send(gearman.SubmitJobBg, "f", u, p)
+			cmd, _ := c.Read()
+			require.Equal(t, gearman.JobCreated, cmd)
 		}
 		inMem, onDisk := b.TieringStats()
 		require.LessOrEqual(t, inMem, int64(30000))
 		require.Positive(t, onDisk)
-		w := dial(t, addr)
-		_, err := w.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.CanDo, []byte("f")))
-		require.NoError(t, err)
+		w, grab := worker(addr)
 		for range 5 { // take some, leave the rest for after the restart
-			grab(w)
+			grab()
 		}
-		w.call(gearman.EchoReq, "sync") // the completions are processed
+		// The completions are processed once the echo comes back.
+		w.Send(gearman.EchoReq, "sync")
+		w.Expect(gearman.EchoRes, "sync")
 	})
 	serve(func(addr string, b *broker.Broker) {
 		_, onDisk := b.TieringStats()
 		require.Positive(t, onDisk, "after a restart payloads beyond the budget stay on disk")
-		w := dial(t, addr)
-		_, err := w.nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.CanDo, []byte("f")))
-		require.NoError(t, err)
+		_, grab := worker(addr)
 		for len(payloads) > 0 {
-			grab(w)
+			grab()
 		}
 	})
 }
