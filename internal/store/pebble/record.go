@@ -3,6 +3,7 @@ package pebble
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -145,11 +146,7 @@ func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 	}
 	j := store.Job{Seq: seq}
 	j.Priority = r.byte()
-	retries := r.uvarint()
-	if retries > 1<<32-1 {
-		r.fail()
-	}
-	j.Retries = uint32(retries)
+	j.Retries = r.uint32()
 	j.RunAt = r.varint()
 	j.Handle = string(r.bytes())
 	fn := r.bytes()
@@ -167,11 +164,7 @@ func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 	j.Unique = string(r.bytes())
 	j.Reducer = string(r.bytes())
 	j.State = store.JobState(r.byte())
-	attempts := r.uvarint()
-	if attempts > 1<<32-1 {
-		r.fail()
-	}
-	j.Attempts = uint32(attempts)
+	j.Attempts = r.uint32()
 	j.NotBefore = r.varint()
 	j.LastError = string(r.bytes())
 	if nh := r.uvarint(); nh > 0 && nh <= uint64(len(r.b)) {
@@ -191,11 +184,7 @@ func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 	}
 	j.FinishedAt = r.varint()
 	j.OrderingKey = string(r.bytes())
-	maxAtt := r.varint()
-	if maxAtt < -1<<31 || maxAtt > 1<<31-1 {
-		r.fail()
-	}
-	j.MaxAttempts = int32(maxAtt)
+	j.MaxAttempts = r.int32()
 	j.Timeout = r.varint()
 	j.Schedule = string(r.bytes())
 	j.Tick = r.varint()
@@ -277,14 +266,24 @@ func (r *recordReader) uvarint() uint64 {
 	return v
 }
 
-func (r *recordReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
+func (r *recordReader) varint() int64 { return unzigzag(r.uvarint()) }
+
+// uint32 reads a uvarint that must fit in 32 bits.
+func (r *recordReader) uint32() uint32 {
+	v := r.uvarint()
+	if v > math.MaxUint32 {
 		r.fail()
-		return 0
 	}
-	r.b = r.b[n:]
-	return v
+	return uint32(v)
+}
+
+// int32 reads a varint that must fit in 32 bits.
+func (r *recordReader) int32() int32 {
+	v := r.varint()
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		r.fail()
+	}
+	return int32(v)
 }
 
 func (r *recordReader) bytes() []byte {
@@ -308,3 +307,5 @@ func uvarintLen(v uint64) int {
 }
 
 func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
+
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
