@@ -62,7 +62,7 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 	ab := &authzBundle{}
 	ab.secBundle = setupListener(t, Config{Authorizer: policy(t, rules...),
 		ShutdownFunc: func(bool) { ab.shutdowns.Add(1) }}, nil)
-	h := func(n int) string { return handle(ab.testBundle, n) }
+	h := func(n int) string { return handle(n) }
 	ab.dead, ab.done, ab.live = h(0), h(1), h(3)
 	op := ab.dialFrom(t, operatorAddr)
 	for _, fn := range []string{"victim", "spare", "paused"} {
@@ -89,8 +89,7 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 	op.Expect(gearman.JobAssign, h(2), "spare", "x")
 	op.Send(gearman.WorkFail, h(2))
 	op.Send(gearman.ResetAbilities)
-	op.Send(gearman.EchoReq, "sync")
-	op.Expect(gearman.EchoRes, "sync")
+	op.echo("sync")
 	require.Contains(t, op.admin("deadletter show "+ab.dead, true), secretError)
 	require.Contains(t, op.admin("result "+ab.done, false), "OK")
 	return ab

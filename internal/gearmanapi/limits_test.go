@@ -3,9 +3,6 @@ package gearmanapi
 import (
 	"net"
 	"os"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -54,8 +51,7 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{MaxPacket: 1 << 20}, nil)
 	first := tb.dial(t)
-	first.Send(gearman.EchoReq, "first")
-	first.Expect(gearman.EchoRes, "first")
+	first.echo("first")
 	silent := tb.dial(t)
 	for _, a := range []struct{ send, answer string }{
 		{"\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff", string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error,
@@ -72,8 +68,7 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 		c.expectClosed(a.answer)
 	}
 	last := tb.dial(t)
-	last.Send(gearman.EchoReq, "last")
-	last.Expect(gearman.EchoRes, "last")
+	last.echo("last")
 
 	var ids []uint64
 	for _, w := range tb.b.Workers() {
@@ -81,8 +76,7 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 	}
 	require.Equal(t, []uint64{1, 2}, ids, "only the two connections that sent a valid frame have sessions")
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond, "first, silent and last are open")
-	silent.Send(gearman.EchoReq, "late")
-	silent.Expect(gearman.EchoRes, "late")
+	silent.echo("late")
 }
 
 // TestMaxConnectionsPerAddress: one source address cannot open more than
@@ -99,47 +93,33 @@ func TestMaxConnectionsPerAddress(t *testing.T) {
 	}
 	a, b := dialFrom("127.0.0.2"), dialFrom("127.0.0.2")
 	for _, c := range []*client{a, b} {
-		c.Send(gearman.EchoReq, "in")
-		c.Expect(gearman.EchoRes, "in")
+		c.echo("in")
 	}
 	dialFrom("127.0.0.2").expectClosed("")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 	for range 2 {
 		other := dialFrom("127.0.0.3")
-		other.Send(gearman.EchoReq, "other")
-		other.Expect(gearman.EchoRes, "other")
+		other.echo("other")
 	}
 	a.NC.Close()
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 3 }, time.Minute, time.Millisecond)
 	c := dialFrom("127.0.0.2")
-	c.Send(gearman.EchoReq, "again")
-	c.Expect(gearman.EchoRes, "again")
+	c.echo("again")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 }
 
-// emfileListener fails Accept with EMFILE while failing is set, recording
-// when, and accepts normally otherwise.
+// emfileListener fails Accept with EMFILE while its switch is on, and
+// accepts normally otherwise.
 type emfileListener struct {
 	net.Listener
-	failing atomic.Bool
-	mu      sync.Mutex
-	fails   []time.Time
+	failSwitch
 }
 
 func (l *emfileListener) Accept() (net.Conn, error) {
-	if l.failing.Load() {
-		l.mu.Lock()
-		l.fails = append(l.fails, time.Now())
-		l.mu.Unlock()
+	if l.fail() {
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
 	}
 	return l.Listener.Accept()
-}
-
-func (l *emfileListener) failures() []time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.fails)
 }
 
 // TestAcceptOutOfFileDescriptors: while accept fails for want of file
@@ -154,29 +134,22 @@ func TestAcceptOutOfFileDescriptors(t *testing.T) {
 		return ln
 	})
 	existing := tb.dial(t)
-	existing.Send(gearman.EchoReq, "before")
-	existing.Expect(gearman.EchoRes, "before")
+	existing.echo("before")
 
-	ln.failing.Store(true)
+	ln.on.Store(true)
 	// An accept already in progress may still return this connection;
 	// the ones after it fail, and it is served at the latest once accept
 	// works again.
 	waiting := tb.dial(t)
 	waiting.Send(gearman.EchoReq, "queued")
-	const attempts = 5
-	require.Eventually(t, func() bool { return len(ln.failures()) >= attempts }, time.Minute, time.Millisecond)
-	fails := ln.failures()
 	// Pauses of 5, 10, 20 and 40 ms at least between the first five
 	// attempts.
-	require.GreaterOrEqual(t, fails[attempts-1].Sub(fails[0]), 75*time.Millisecond, "accept must back off")
-	existing.Send(gearman.EchoReq, "meanwhile")
-	existing.Expect(gearman.EchoRes, "meanwhile")
+	ln.requireBackoff(t, 5, 75*time.Millisecond, "accept must back off")
+	existing.echo("meanwhile")
 
-	ln.failing.Store(false)
+	ln.on.Store(false)
 	waiting.Expect(gearman.EchoRes, "queued")
 	later := tb.dial(t)
-	later.Send(gearman.EchoReq, "after")
-	later.Expect(gearman.EchoRes, "after")
-	existing.Send(gearman.EchoReq, "still")
-	existing.Expect(gearman.EchoRes, "still")
+	later.echo("after")
+	existing.echo("still")
 }

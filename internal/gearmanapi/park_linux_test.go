@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,9 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
-	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
-	"github.com/gearwork/gearwork/internal/testcert"
 	"github.com/gearwork/gearwork/internal/testlog"
 )
 
@@ -53,7 +49,7 @@ func (tb *secBundle) waitParked(t *testing.T, cs ...*client) {
 func (tb *secBundle) submitToParkedWorker(t *testing.T, sub, w *client, fn string) string {
 	t.Helper()
 	sub.Send(gearman.SubmitJob, fn, "", "job")
-	sub.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	sub.expectCreated(0)
 	w.Expect(gearman.Noop)
 	require.True(t, tb.parked(w), "writing to a parked connection does not wake it")
 	w.Send(gearman.GrabJob)
@@ -72,8 +68,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond, MaxOutput: 1 << 20}, nil)
 	a, silent, w, leaving, lingering := tb.dial(t), tb.dial(t), tb.dial(t), tb.dial(t), tb.dial(t)
-	a.Send(gearman.EchoReq, "a")
-	a.Expect(gearman.EchoRes, "a")
+	a.echo("a")
 	tb.srv.mu.Lock()
 	require.NotNil(t, tb.srv.parker, "epoll is available on Linux")
 	tb.srv.mu.Unlock()
@@ -88,8 +83,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 		tb.waitParked(t, a)
 	}
 	// So does the first request of a connection that has sent nothing.
-	silent.Send(gearman.EchoReq, "first")
-	silent.Expect(gearman.EchoRes, "first")
+	silent.echo("first")
 
 	// Output for a parked connection is written while it stays parked: a
 	// submit wakes the sleeping worker with NOOP.
@@ -106,7 +100,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 	// so that it ends.
 	before = tb.srv.Connections()
 	lingering.Send(gearman.SubmitJob, "sleepy", "", "job 2")
-	lingering.Expect(gearman.JobCreated, handle(tb.testBundle, 1))
+	lingering.expectCreated(1)
 	tb.waitParked(t, lingering)
 	w.Send(gearman.GrabJob)
 	cmd, args := w.Read()
@@ -123,8 +117,7 @@ func TestIdleConnectionsPark(t *testing.T) {
 	// Everyone else still works.
 	w.Send(gearman.WorkComplete, jobHandle, "done")
 	submitter.Expect(gearman.WorkComplete, jobHandle, "done")
-	a.Send(gearman.EchoReq, "still here")
-	a.Expect(gearman.EchoRes, "still here")
+	a.echo("still here")
 }
 
 // TestParkedConnectionGetsHeldSubmitAnswers: a client whose background
@@ -133,16 +126,13 @@ func TestIdleConnectionsPark(t *testing.T) {
 // write ends, and the connection serves its next request.
 func TestParkedConnectionGetsHeldSubmitAnswers(t *testing.T) {
 	t.Parallel()
-	st := &slowStore{release: make(chan struct{})}
-	tb := setupServer(t, broker.Config{Store: st}, Config{IdleRelease: 10 * time.Millisecond}, nil)
+	tb, st := setupSlowStore(t, Config{IdleRelease: 10 * time.Millisecond})
 	c := tb.dial(t)
 	c.submitBg("f", "1", "2")
 	tb.waitParked(t, c)
 	close(st.release)
-	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
-	c.Expect(gearman.JobCreated, handle(tb.testBundle, 1))
-	c.Send(gearman.EchoReq, "after")
-	c.Expect(gearman.EchoRes, "after")
+	c.expectCreated(0, 1)
+	c.echo("after")
 }
 
 // TestParkAndWakeRace drives many connections through park and wake with
@@ -165,8 +155,7 @@ func TestParkAndWakeRace(t *testing.T) {
 			for r := range rounds {
 				time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
 				msg := fmt.Sprintf("c%d r%d", i, r)
-				c.Send(gearman.EchoReq, msg)
-				c.Expect(gearman.EchoRes, msg)
+				c.echo(msg)
 			}
 		})
 	}
@@ -179,7 +168,7 @@ func TestParkAndWakeRace(t *testing.T) {
 		w.Send(gearman.PreSleep)
 		time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
 		sub.Send(gearman.SubmitJobBg, "race", "", strconv.Itoa(r))
-		sub.Expect(gearman.JobCreated, handle(tb.testBundle, r))
+		sub.Expect(gearman.JobCreated, handle(r))
 		w.Expect(gearman.Noop)
 		time.Sleep(time.Duration(rng.IntN(15000)) * time.Microsecond) // pacing, not waiting
 		w.Send(gearman.GrabJob)
@@ -202,8 +191,7 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	w, c := tb.dial(t), tb.dial(t)
 	w.Send(gearman.CanDo, "f")
 	w.Send(gearman.PreSleep)
-	c.Send(gearman.EchoReq, "a")
-	c.Expect(gearman.EchoRes, "a")
+	c.echo("a")
 	tb.waitParked(t, w, c)
 	tb.srv.mu.Lock()
 	p := tb.srv.parker
@@ -214,20 +202,17 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 	require.False(t, tb.parked(c))
 
 	later := tb.dial(t)
-	later.Send(gearman.EchoReq, "later")
-	later.Expect(gearman.EchoRes, "later")
+	later.echo("later")
 	require.Eventually(t, func() bool { return allReleased(tb.srv) }, time.Minute, time.Millisecond, "idle connections release their reader without parking")
 	sub := tb.dial(t)
 	sub.Send(gearman.SubmitJob, "f", "", "x")
-	sub.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	sub.expectCreated(0)
 	w.Expect(gearman.Noop)
 	w.Send(gearman.GrabJob)
 	cmd, _ := w.Read()
 	require.Equal(t, gearman.JobAssign, cmd)
-	c.Send(gearman.EchoReq, "b")
-	c.Expect(gearman.EchoRes, "b")
-	later.Send(gearman.EchoReq, "again")
-	later.Expect(gearman.EchoRes, "again")
+	c.echo("b")
+	later.echo("again")
 }
 
 // TestIdleTLSConnectionsPark: TLS connections park like plain ones once
@@ -236,11 +221,7 @@ func TestParkerFailureResumesParkedConnections(t *testing.T) {
 // handshake is slower than the idle threshold is not kicked out of it.
 func TestIdleTLSConnectionsPark(t *testing.T) {
 	t.Parallel()
-	ca := testcert.NewCA(t, "ca")
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
-	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond},
-		func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
-	clientCfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
+	tb, clientCfg := setupTLS(t, Config{IdleRelease: 10 * time.Millisecond})
 	dialTLS := func() *client {
 		nc, err := tls.Dial("tcp", tb.addr, clientCfg)
 		require.NoError(t, err)
@@ -253,23 +234,19 @@ func TestIdleTLSConnectionsPark(t *testing.T) {
 	slow := tls.Client(raw.NC, clientCfg)
 	require.NoError(t, slow.Handshake())
 	slowC := &client{wire.New(t, slow)}
-	slowC.Send(gearman.EchoReq, "slow")
-	slowC.Expect(gearman.EchoRes, "slow")
+	slowC.echo("slow")
 
 	a, silent, w, sub := dialTLS(), dialTLS(), dialTLS(), dialTLS()
-	a.Send(gearman.EchoReq, "a")
-	a.Expect(gearman.EchoRes, "a")
+	a.echo("a")
 	w.Send(gearman.CanDo, "tls")
 	w.Send(gearman.PreSleep)
 	tb.waitParked(t, a, silent, w, slowC)
 	for i := range 10 {
 		msg := strings.Repeat("t", i*2000)
-		a.Send(gearman.EchoReq, msg)
-		a.Expect(gearman.EchoRes, msg)
+		a.echo(msg)
 		tb.waitParked(t, a)
 	}
-	silent.Send(gearman.EchoReq, "first")
-	silent.Expect(gearman.EchoRes, "first")
+	silent.echo("first")
 
 	h := tb.submitToParkedWorker(t, sub, w, "tls")
 	w.Send(gearman.WorkComplete, h, "done")
@@ -286,71 +263,49 @@ func TestParkerBacksOffWhenWaitingFails(t *testing.T) {
 	tb := setupListener(t, Config{IdleRelease: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 	c := tb.dial(t)
-	c.Send(gearman.EchoReq, "a")
-	c.Expect(gearman.EchoRes, "a")
+	c.echo("a")
 	tb.waitParked(t, c)
 
 	tb.srv.mu.Lock()
 	p := tb.srv.parker
 	tb.srv.mu.Unlock()
-	var (
-		failing atomic.Bool
-		mu      sync.Mutex
-		calls   []time.Time
-	)
-	failing.Store(true)
+	var waits failSwitch
+	waits.on.Store(true)
 	wait := epollWaitFunc(func(epfd int, events []syscall.EpollEvent, msec int) (int, error) {
-		if failing.Load() {
-			mu.Lock()
-			calls = append(calls, time.Now())
-			mu.Unlock()
+		if waits.fail() {
 			return 0, syscall.EINVAL
 		}
 		return syscall.EpollWait(epfd, events, msec)
 	})
 	p.wait.Store(&wait)
-	failed := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(calls)
-	}
 
 	// The request makes the epoll instance readable; the wait fails, and
 	// the parked connection is resumed and answers.
-	c.Send(gearman.EchoReq, "b")
-	c.Expect(gearman.EchoRes, "b")
-	const attempts = 5
-	require.Eventually(t, func() bool { return failed() >= attempts }, time.Minute, time.Millisecond)
-	mu.Lock()
+	c.echo("b")
 	// Pauses of 10, 20, 40 and 80 ms at least between the first five
 	// attempts; a loop that spins makes them within microseconds.
-	spent := calls[attempts-1].Sub(calls[0])
-	mu.Unlock()
-	require.GreaterOrEqual(t, spent, 150*time.Millisecond, "the parker must back off")
+	waits.requireBackoff(t, 5, 150*time.Millisecond, "the parker must back off")
 	require.Equal(t, 1, strings.Count(logs.String(), "waiting for parked connections failed"), logs.String())
 
 	// Meanwhile nothing parks, and connections keep working.
 	later := tb.dial(t)
 	for _, cl := range []*client{c, later} {
-		cl.Send(gearman.EchoReq, "meanwhile")
-		cl.Expect(gearman.EchoRes, "meanwhile")
+		cl.echo("meanwhile")
 	}
 	require.Eventually(t, func() bool { return allReleased(tb.srv) }, time.Minute, time.Millisecond)
 	require.False(t, tb.parked(c))
 	require.False(t, tb.parked(later))
 
 	// Once waiting works again, idle connections park again.
-	failing.Store(false)
+	waits.on.Store(false)
 	require.Eventually(t, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return !p.suspended
 	}, time.Minute, time.Millisecond)
 	fresh := tb.dial(t)
-	fresh.Send(gearman.EchoReq, "fresh")
-	fresh.Expect(gearman.EchoRes, "fresh")
+	fresh.echo("fresh")
 	tb.waitParked(t, fresh)
-	c.Send(gearman.EchoReq, "c")
-	c.Expect(gearman.EchoRes, "c")
+	c.echo("c")
 	tb.waitParked(t, c)
 }

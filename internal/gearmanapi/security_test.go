@@ -30,6 +30,16 @@ func setupListener(t *testing.T, cfg Config, wrap func(net.Listener) net.Listene
 	return setupServer(t, broker.Config{}, cfg, wrap)
 }
 
+// setupTLS is setupListener over TLS, with a server certificate of a new
+// CA; it returns a client configuration that trusts that CA.
+func setupTLS(t *testing.T, cfg Config) (*secBundle, *tls.Config) {
+	t.Helper()
+	ca := testcert.NewCA(t, "ca")
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
+	tb := setupListener(t, cfg, func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
+	return tb, &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
+}
+
 func policy(t *testing.T, rules ...auth.RuleConfig) *auth.Policy {
 	t.Helper()
 	p, err := auth.New(auth.Config{Rules: rules})
@@ -64,7 +74,7 @@ func TestAuthorizationByAddress(t *testing.T) {
 	const who = "addr=127.0.0.1"
 
 	c.Send(gearman.SubmitJobBg, "email.send", "", "x")
-	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	c.expectCreated(0)
 	for _, cmd := range submitCommands {
 		c.Send(cmd, "billing", "", "x")
 		c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not submit to billing")
@@ -81,8 +91,7 @@ func TestAuthorizationByAddress(t *testing.T) {
 	c.Send(gearman.CanDoTimeout, "billing", "5000")
 	c.Expect(gearman.Error, "PERMISSION_DENIED", who+" may not serve billing")
 	c.Send(gearman.CanDo, "email.send")
-	c.Send(gearman.EchoReq, "still open")
-	c.Expect(gearman.EchoRes, "still open")
+	c.echo("still open")
 
 	a := tb.dial(t)
 	for _, line := range []string{"shutdown", "shutdown graceful", "drop function email.send", "maxqueue email.send 1", "create function x"} {
@@ -124,7 +133,7 @@ func TestAuthorizationByClientCertificate(t *testing.T) {
 
 	web := dial(ca.Client(t, "web-1"))
 	web.Send(gearman.SubmitJobBg, "resize", "", "img")
-	web.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	web.expectCreated(0)
 	web.Send(gearman.CanDo, "resize")
 	web.Expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not serve resize")
 
@@ -133,7 +142,7 @@ func TestAuthorizationByClientCertificate(t *testing.T) {
 	w.Send(gearman.SubmitJob, "resize", "", "img")
 	w.Expect(gearman.Error, "PERMISSION_DENIED", "cn=worker addr=127.0.0.1 may not submit to resize")
 	w.Send(gearman.GrabJob)
-	w.Expect(gearman.JobAssign, handle(tb.testBundle, 0), "resize", "img")
+	w.Expect(gearman.JobAssign, handle(0), "resize", "img")
 
 	anon := dial(nil)
 	anon.Send(gearman.SubmitJob, "resize", "", "img")
@@ -157,20 +166,23 @@ func TestAuthorizationByClientCertificate(t *testing.T) {
 
 func TestUnauthenticatedPacketLimit(t *testing.T) {
 	t.Parallel()
-	tb := setupListener(t, Config{MaxPacketUnauthenticated: 1024, Authorizer: policy(t,
-		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"10.0.0.0/8"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
-	)}, nil)
-	c := tb.dial(t)
+	// dialWithSubmitters serves with the limit for connections that no
+	// rule grants anything, and one rule that lets addresses in cidr
+	// submit, and dials it.
+	dialWithSubmitters := func(cidr string) *client {
+		tb := setupListener(t, Config{MaxPacketUnauthenticated: 1024, Authorizer: policy(t,
+			auth.RuleConfig{Match: auth.MatchConfig{Address: []string{cidr}}, Allow: auth.Permissions{Submit: []string{"*"}}},
+		)}, nil)
+		return tb.dial(t)
+	}
+	c := dialWithSubmitters("10.0.0.0/8")
 	c.Send(gearman.EchoReq, strings.Repeat("a", 1024))
 	c.Expect(gearman.EchoRes, strings.Repeat("a", 1024))
 	c.Send(gearman.EchoReq, strings.Repeat("a", 1025))
 	c.expectClosed(string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error, []byte("ARGUMENT_TOO_LARGE"),
 		[]byte("packet body of 1025 bytes exceeds the limit of 1024 bytes"))))
 
-	granted := setupListener(t, Config{MaxPacketUnauthenticated: 1024, Authorizer: policy(t,
-		auth.RuleConfig{Match: auth.MatchConfig{Address: []string{"127.0.0.1"}}, Allow: auth.Permissions{Submit: []string{"*"}}},
-	)}, nil)
-	g := granted.dial(t)
+	g := dialWithSubmitters("127.0.0.1")
 	g.Send(gearman.EchoReq, strings.Repeat("a", 100_000))
 	g.Expect(gearman.EchoRes, strings.Repeat("a", 100_000))
 }
@@ -179,8 +191,7 @@ func TestReadTimeoutDropsSlowClients(t *testing.T) {
 	t.Parallel()
 	tb := setupListener(t, Config{ReadTimeout: 100 * time.Millisecond, IdleRelease: -1}, nil)
 	idle := tb.dial(t)
-	idle.Send(gearman.EchoReq, "x")
-	idle.Expect(gearman.EchoRes, "x")
+	idle.echo("x")
 
 	partialHeader := tb.dial(t)
 	partialHeader.NC.Write([]byte("\x00REQ\x00\x00"))
@@ -194,8 +205,7 @@ func TestReadTimeoutDropsSlowClients(t *testing.T) {
 	require.Equal(t, int64(3), tb.srv.LimitStats().ReadTimeouts)
 	// The idle connection was idle longer than the timeout, but between
 	// frames: it stays.
-	idle.Send(gearman.EchoReq, "y")
-	idle.Expect(gearman.EchoRes, "y")
+	idle.echo("y")
 }
 
 // allReleased reports whether every connection of srv has released its
@@ -240,16 +250,14 @@ func TestMaxConnections(t *testing.T) {
 	tb := setupListener(t, Config{MaxConnections: 2}, nil)
 	a, b := tb.dial(t), tb.dial(t)
 	for _, c := range []*client{a, b} {
-		c.Send(gearman.EchoReq, "in")
-		c.Expect(gearman.EchoRes, "in")
+		c.echo("in")
 	}
 	tb.dial(t).expectClosed("")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 	a.NC.Close()
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 1 }, time.Minute, time.Millisecond)
 	c := tb.dial(t)
-	c.Send(gearman.EchoReq, "again")
-	c.Expect(gearman.EchoRes, "again")
+	c.echo("again")
 }
 
 func TestWriteTimeoutDropsPeersThatDoNotRead(t *testing.T) {
@@ -271,10 +279,7 @@ func TestWriteTimeoutDropsPeersThatDoNotRead(t *testing.T) {
 
 func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
-	ca := testcert.NewCA(t, "ca")
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
-	tb := setupListener(t, Config{HandshakeTimeout: 100 * time.Millisecond},
-		func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
+	tb, _ := setupTLS(t, Config{HandshakeTimeout: 100 * time.Millisecond})
 	silent := tb.dial(t)
 	silent.expectClosed("")
 	// The handshake's context closes the socket before the handshake

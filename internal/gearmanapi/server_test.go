@@ -5,8 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,6 +84,22 @@ func (tb *testBundle) dial(t *testing.T) *client {
 	return &client{wire.Dial(t, tb.addr)}
 }
 
+// echo checks that the connection still serves requests: it sends an
+// ECHO_REQ of s and expects it back.
+func (c *client) echo(s string) {
+	c.T.Helper()
+	c.Send(gearman.EchoReq, s)
+	c.Expect(gearman.EchoRes, s)
+}
+
+// expectCreated reads a JOB_CREATED for each job n (see handle) in turn.
+func (c *client) expectCreated(jobs ...int) {
+	c.T.Helper()
+	for _, n := range jobs {
+		c.Expect(gearman.JobCreated, handle(n))
+	}
+}
+
 // submitBg sends a SUBMIT_JOB_BG of function, with no unique, for each
 // payload.
 func (c *client) submitBg(function string, payloads ...string) {
@@ -111,16 +129,16 @@ func TestForegroundRoundTripBytes(t *testing.T) {
 	w.Send(gearman.PreSleep)
 	c := tb.dial(t)
 	c.Send(gearman.SubmitJob, "reverse", "u1", "hello")
-	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.expectCreated(0)
 	w.Expect(gearman.Noop)
 	w.Send(gearman.GrabJobUniq)
-	w.Expect(gearman.JobAssignUniq, handle(tb, 0), "reverse", "u1", "hello")
-	w.Send(gearman.WorkStatus, handle(tb, 0), "1", "2")
-	w.Send(gearman.WorkData, handle(tb, 0), "partial")
-	w.Send(gearman.WorkComplete, handle(tb, 0), "olleh")
-	c.Expect(gearman.WorkStatus, handle(tb, 0), "1", "2")
-	c.Expect(gearman.WorkData, handle(tb, 0), "partial")
-	c.Expect(gearman.WorkComplete, handle(tb, 0), "olleh")
+	w.Expect(gearman.JobAssignUniq, handle(0), "reverse", "u1", "hello")
+	w.Send(gearman.WorkStatus, handle(0), "1", "2")
+	w.Send(gearman.WorkData, handle(0), "partial")
+	w.Send(gearman.WorkComplete, handle(0), "olleh")
+	c.Expect(gearman.WorkStatus, handle(0), "1", "2")
+	c.Expect(gearman.WorkData, handle(0), "partial")
+	c.Expect(gearman.WorkComplete, handle(0), "olleh")
 	w.Send(gearman.GrabJob)
 	w.Expect(gearman.NoJob)
 }
@@ -131,8 +149,9 @@ type fixedClock struct{}
 
 func (fixedClock) Now() time.Time { return time.Unix(1000, 0) }
 
-// handle returns the handle of the n-th job (from 0) submitted in a bundle.
-func handle(_ *testBundle, n int) string {
+// handle returns the handle of the n-th job (from 0) submitted to a
+// server of setupServer, whose broker has a fixed clock.
+func handle(n int) string {
 	return "H:test:" + strconv.Itoa(1_000_000_000+n)
 }
 
@@ -157,8 +176,7 @@ func TestErrors(t *testing.T) {
 	c.Send(gearman.SubmitJobBg, "f", "0123456789012345678901234567890123456789012345678901234567890123", "x")
 	c.Expect(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large")
 	// The connection still works after all of that.
-	c.Send(gearman.EchoReq, "still here")
-	c.Expect(gearman.EchoRes, "still here")
+	c.echo("still here")
 
 	// An oversized header gets an ERROR and the connection is closed
 	// without the body being read.
@@ -176,13 +194,12 @@ func TestAdminText(t *testing.T) {
 	w := tb.dial(t)
 	w.Send(gearman.SetClientID, "wid")
 	w.Send(gearman.CanDo, "f")
-	w.Send(gearman.EchoReq, "sync")
-	w.Expect(gearman.EchoRes, "sync")
+	w.echo("sync")
 	c := tb.dial(t)
 	c.Send(gearman.SubmitJobHighBg, "f", "", "a")
-	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.expectCreated(0)
 	c.Send(gearman.SubmitJobLowBg, "g", "u", "b")
-	c.Expect(gearman.JobCreated, handle(tb, 1))
+	c.expectCreated(1)
 
 	a := tb.dial(t)
 	for _, tc := range []struct {
@@ -193,10 +210,10 @@ func TestAdminText(t *testing.T) {
 		{"status\r", true, "f\t1\t0\t1\ng\t1\t0\t0\n.\n"}, // a CRLF line end works too
 		{"prioritystatus", true, "f\t1\t0\t0\t1\ng\t0\t0\t1\t0\n.\n"},
 		{"show unique jobs", true, "u\n.\n"},
-		{"show jobs", true, handle(tb, 0) + "\t0\t0\t0\n" + handle(tb, 1) + "\t0\t0\t0\n.\n"},
+		{"show jobs", true, handle(0) + "\t0\t0\t0\n" + handle(1) + "\t0\t0\t0\n.\n"},
 		{"maxqueue g 5", false, "OK\r\n"},
 		{"show maxqueue g", true, "g\t5\t5\t5\n.\n"},
-		{"cancel job " + handle(tb, 1), false, "OK\r\n"},
+		{"cancel job " + handle(1), false, "OK\r\n"},
 		{"cancel job H:test:1", false, "ERR UNKNOWN_JOB\r\n"},
 		{"drop function f", false, "ERR there are still connected workers or executing clients\r\n"},
 		{"drop function nope", false, "ERR function not found\r\n"},
@@ -218,6 +235,40 @@ func TestAdminText(t *testing.T) {
 	require.Regexp(t, `^\d+ 127\.0\.0\.1 wid : f\n$`, lines[0])
 }
 
+// failSwitch makes an operation fail while it is on, recording when each
+// failure happened, to check that the code under test backs off.
+type failSwitch struct {
+	on    atomic.Bool
+	mu    sync.Mutex
+	times []time.Time
+}
+
+// fail reports whether the operation is to fail now, recording when if so.
+func (f *failSwitch) fail() bool {
+	if !f.on.Load() {
+		return false
+	}
+	f.mu.Lock()
+	f.times = append(f.times, time.Now())
+	f.mu.Unlock()
+	return true
+}
+
+// requireBackoff waits for n failures and checks that at least least
+// passed between the first and the n-th.
+func (f *failSwitch) requireBackoff(t *testing.T, n int, least time.Duration, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.failures()) >= n }, time.Minute, time.Millisecond)
+	times := f.failures()
+	require.GreaterOrEqual(t, times[n-1].Sub(times[0]), least, msg)
+}
+
+func (f *failSwitch) failures() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.times)
+}
+
 // slowStore holds every Save until released, to observe answer ordering.
 type slowStore struct {
 	mu      sync.Mutex
@@ -235,16 +286,16 @@ func (s *slowStore) Delete(context.Context, []uint64) error            { return 
 func (s *slowStore) Load(context.Context, func(store.Job) error) error { return nil }
 func (s *slowStore) Close() error                                      { return nil }
 
-// setupSlowStore starts a server whose broker stores jobs in a slowStore.
-func setupSlowStore(t *testing.T) (*testBundle, *slowStore) {
+// setupSlowStore serves cfg on a broker that stores jobs in a slowStore.
+func setupSlowStore(t *testing.T, cfg Config) (*secBundle, *slowStore) {
 	t.Helper()
 	st := &slowStore{release: make(chan struct{})}
-	return setup(t, broker.Config{Store: st}, Config{}), st
+	return setupServer(t, broker.Config{Store: st}, cfg, nil), st
 }
 
 func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	t.Parallel()
-	tb, st := setupSlowStore(t)
+	tb, st := setupSlowStore(t, Config{})
 	c := tb.dial(t)
 	// Pipelined: background submits wait for the store; the echo after
 	// them must not overtake their JOB_CREATED.
@@ -252,8 +303,7 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 	c.Send(gearman.EchoReq, "after")
 	c.expectSilence("nothing may be answered before the jobs are stored")
 	close(st.release)
-	c.Expect(gearman.JobCreated, handle(tb, 0))
-	c.Expect(gearman.JobCreated, handle(tb, 1))
+	c.expectCreated(0, 1)
 	c.Expect(gearman.EchoRes, "after")
 }
 
@@ -265,11 +315,10 @@ func TestDurableAnswersKeepRequestOrder(t *testing.T) {
 // JOB_CREATED.
 func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	t.Parallel()
-	tb, st := setupSlowStore(t)
+	tb, st := setupSlowStore(t, Config{})
 	w := tb.dial(t)
 	w.Send(gearman.CanDo, "f")
-	w.Send(gearman.EchoReq, "ready")
-	w.Expect(gearman.EchoRes, "ready")
+	w.echo("ready")
 	c := tb.dial(t)
 	c.Send(gearman.SubmitJobBg, "f", "u1", "1") // job 0, waits for the store
 	c.Send(gearman.SubmitJobBg, "f", "u1", "2") // coalesces with job 0
@@ -278,11 +327,9 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 	c.Send(gearman.SubmitJob, "f", "", "5")     // job 2, foreground
 	c.expectSilence("the first answer is the stored job's")
 	close(st.release)
-	c.Expect(gearman.JobCreated, handle(tb, 0))
-	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.expectCreated(0, 0)
 	c.Expect(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
-	c.Expect(gearman.JobCreated, handle(tb, 1))
-	c.Expect(gearman.JobCreated, handle(tb, 2))
+	c.expectCreated(1, 2)
 	// The worker completes the foreground job; its result follows.
 	for _, want := range []string{"1", "4", "5"} {
 		w.Send(gearman.GrabJob)
@@ -302,8 +349,7 @@ func TestSubmitAnswersKeepSubmitOrder(t *testing.T) {
 // closed by the read timeout, however long the store takes.
 func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	t.Parallel()
-	st := &slowStore{release: make(chan struct{})}
-	tb := setupServer(t, broker.Config{Store: st}, Config{ReadTimeout: 20 * time.Millisecond}, nil)
+	tb, st := setupSlowStore(t, Config{ReadTimeout: 20 * time.Millisecond})
 	srv := tb.srv
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(st.release) }) }
@@ -315,7 +361,7 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 	waitJanitor(t, srv, 10*srv.cfg.ReadTimeout)
 	require.Zero(t, srv.LimitStats().ReadTimeouts, "a complete request waiting for an answer timed out")
 	release()
-	c.Expect(gearman.JobCreated, handle(tb.testBundle, 0))
+	c.expectCreated(0)
 	c.Expect(gearman.EchoRes, "after")
 }
 
@@ -324,7 +370,7 @@ func TestWaitingForSubmitAnswersIsNotAReadTimeout(t *testing.T) {
 // of the submits before it, which wait for the store, are sent first.
 func TestBadHeaderAfterSubmitsAnswersThemFirst(t *testing.T) {
 	t.Parallel()
-	tb, st := setupSlowStore(t)
+	tb, st := setupSlowStore(t, Config{})
 	c := tb.dial(t)
 	c.submitBg("f", "1", "2")
 	huge := []byte("\x00REQ\x00\x00\x00\x10\xff\xff\xff\xff") // ECHO_REQ claiming 4 GiB
@@ -332,8 +378,7 @@ func TestBadHeaderAfterSubmitsAnswersThemFirst(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return tb.b.JobCount() == 2 }, time.Minute, time.Millisecond)
 	close(st.release)
-	c.Expect(gearman.JobCreated, handle(tb, 0))
-	c.Expect(gearman.JobCreated, handle(tb, 1))
+	c.expectCreated(0, 1)
 	cmd, args := c.Read()
 	require.Equal(t, gearman.Error, cmd)
 	require.Equal(t, "ARGUMENT_TOO_LARGE", args[0])
@@ -403,7 +448,7 @@ func waitJanitor(t *testing.T, srv *Server, d time.Duration) {
 // even while those wait for the store.
 func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
 	t.Parallel()
-	tb, st := setupSlowStore(t)
+	tb, st := setupSlowStore(t, Config{})
 	c := tb.dial(t)
 	c.submitBg("f", "1")
 	badMagic := gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoReq, []byte("x"))
@@ -419,7 +464,7 @@ func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
 	// whatever came earlier would be taken for it.
 	c.expectSilence("nothing may be answered before the job is stored")
 	close(st.release)
-	c.Expect(gearman.JobCreated, handle(tb, 0))
+	c.expectCreated(0)
 	for _, code := range []string{"INVALID_MAGIC", "INVALID_COMMAND", "INVALID_PACKET"} {
 		cmd, args := c.Read()
 		require.Equal(t, gearman.Error, cmd)
