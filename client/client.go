@@ -15,6 +15,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/backoff"
+	"github.com/gearwork/gearwork/internal/serverdial"
 )
 
 // DefaultServer is the server used when Config.Servers is empty.
@@ -50,7 +51,8 @@ type Config struct {
 // multiplexes any number of concurrent requests over it. A Client is safe
 // for concurrent use; create it with New and Close it when done.
 type Client struct {
-	cfg     Config
+	// dial holds Config's connection settings, with defaults.
+	dial    serverdial.Settings
 	log     *slog.Logger
 	servers []*server
 	rr      atomic.Uint64
@@ -86,25 +88,14 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{DefaultServer}
 	}
-	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
-	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, 30*time.Second)
-	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, 100*time.Millisecond)
-	cfg.MaxBackoff = max(cmp.Or(cfg.MaxBackoff, 10*time.Second), cfg.MinBackoff)
-	cfg.ReadBuffer = cmp.Or(cfg.ReadBuffer, 64<<10)
-	if cfg.DialFunc == nil {
-		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-		cfg.DialFunc = d.DialContext
+	dial, err := serverdial.Settings{Servers: cfg.Servers, DialFunc: cfg.DialFunc, DialTimeout: cfg.DialTimeout,
+		WriteTimeout: cfg.WriteTimeout, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
+		ReadBuffer: cfg.ReadBuffer}.WithDefaults("client")
+	if err != nil {
+		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default())}
-	seen := map[string]bool{}
-	for _, a := range cfg.Servers {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, fmt.Errorf("client: server address %q: %w", a, err)
-		}
-		if seen[a] {
-			return nil, fmt.Errorf("client: server %q listed twice", a)
-		}
-		seen[a] = true
+	c := &Client{dial: dial, log: cmp.Or(cfg.Logger, slog.Default())}
+	for _, a := range dial.Servers {
 		c.servers = append(c.servers, &server{addr: a, seed: hashString(fnvOffset, a)})
 	}
 	return c, nil
@@ -378,7 +369,7 @@ func (c *Client) conn(ctx context.Context, s *server) (*conn, error) {
 	s.dialing = ch
 	c.mu.Unlock()
 
-	nc, err := c.cfg.DialFunc(ctx, "tcp", s.addr)
+	nc, err := c.dial.DialFunc(ctx, "tcp", s.addr)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -388,7 +379,7 @@ func (c *Client) conn(ctx context.Context, s *server) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		s.backoff = backoff.Next(s.backoff, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		s.backoff = backoff.Next(s.backoff, c.dial.MinBackoff, c.dial.MaxBackoff)
 		wait := backoff.Jitter(s.backoff)
 		s.retryAt = time.Now().Add(wait)
 		s.lastErr = err

@@ -119,7 +119,7 @@ func newConn(c *Client, addr string, nc net.Conn) *conn {
 		c:     c,
 		addr:  addr,
 		nc:    nc,
-		r:     gearman.NewReader(nc, c.cfg.ReadBuffer),
+		r:     gearman.NewReader(nc, c.dial.ReadBuffer),
 		done:  make(chan struct{}),
 		tasks: make(map[string]*Task),
 	}
@@ -150,7 +150,7 @@ func (cn *conn) send(cl *call, cmd gearman.Command, args ...[]byte) error {
 // flushLocked writes out until it is empty, unless another goroutine is
 // already doing so. It releases mu while writing.
 func (cn *conn) flushLocked() {
-	cn.out.FlushLocked(&cn.mu, cn.nc, cn.c.cfg.WriteTimeout, (*connWriter)(cn))
+	cn.out.FlushLocked(&cn.mu, cn.nc, cn.c.dial.WriteTimeout, (*connWriter)(cn))
 }
 
 // connWriter is a conn as its output buffer sees it (outbuf.Conn), with

@@ -43,7 +43,7 @@ func newWConn(w *Worker, addr string, nc net.Conn) *wconn {
 		w:    w,
 		addr: addr,
 		nc:   nc,
-		r:    gearman.NewReader(nc, w.cfg.ReadBuffer),
+		r:    gearman.NewReader(nc, w.dial.ReadBuffer),
 		jobs: make(map[*Job]context.CancelCauseFunc),
 	}
 }
@@ -73,7 +73,7 @@ func (c *wconn) write(cmd gearman.Command, args ...[]byte) bool {
 func (c *wconn) flush() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.out.FlushLocked(&c.wmu, c.nc, c.w.cfg.WriteTimeout, (*wconnWriter)(c))
+	c.out.FlushLocked(&c.wmu, c.nc, c.w.dial.WriteTimeout, (*wconnWriter)(c))
 }
 
 // wconnWriter is a wconn as its output buffer sees it (outbuf.Conn), with

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/backoff"
+	"github.com/gearwork/gearwork/internal/serverdial"
 )
 
 // DefaultServer is the server used when Config.Servers is empty.
@@ -78,7 +79,9 @@ type Function struct {
 // use.
 type Worker struct {
 	cfg Config
-	log *slog.Logger
+	// dial holds cfg's connection settings, with defaults.
+	dial serverdial.Settings
+	log  *slog.Logger
 
 	// mu guards everything below, and the scheduling fields of every
 	// wconn. Lock order: Worker.mu before wconn.wmu.
@@ -112,32 +115,20 @@ func New(cfg Config) (*Worker, error) {
 	if len(cfg.Servers) == 0 {
 		cfg.Servers = []string{DefaultServer}
 	}
-	seen := map[string]bool{}
-	for _, a := range cfg.Servers {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, fmt.Errorf("worker: server address %q: %w", a, err)
-		}
-		if seen[a] {
-			return nil, fmt.Errorf("worker: server %q listed twice", a)
-		}
-		seen[a] = true
+	dial, err := serverdial.Settings{Servers: cfg.Servers, DialFunc: cfg.DialFunc, DialTimeout: cfg.DialTimeout,
+		WriteTimeout: cfg.WriteTimeout, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
+		ReadBuffer: cfg.ReadBuffer}.WithDefaults("worker")
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Concurrency < 0 || cfg.GrabsInFlight < 0 {
 		return nil, errors.New("worker: Concurrency and GrabsInFlight must not be negative")
 	}
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 1)
 	cfg.GrabsInFlight = min(cmp.Or(cfg.GrabsInFlight, 4), cfg.Concurrency)
-	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
-	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, 30*time.Second)
-	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, 100*time.Millisecond)
-	cfg.MaxBackoff = max(cmp.Or(cfg.MaxBackoff, 10*time.Second), cfg.MinBackoff)
-	cfg.ReadBuffer = cmp.Or(cfg.ReadBuffer, 64<<10)
-	if cfg.DialFunc == nil {
-		d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-		cfg.DialFunc = d.DialContext
-	}
 	return &Worker{
 		cfg:   cfg,
+		dial:  dial,
 		log:   cmp.Or(cfg.Logger, slog.Default()),
 		funcs: make(map[string]*Function),
 		free:  cfg.Concurrency,
@@ -194,7 +185,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.started = true
 	w.base, w.cancelBase = context.WithCancelCause(ctx)
-	for _, addr := range w.cfg.Servers {
+	for _, addr := range w.dial.Servers {
 		w.loops.Add(1)
 		go w.serverLoop(w.base, addr)
 	}
@@ -256,12 +247,12 @@ func (w *Worker) serverLoop(ctx context.Context, addr string) {
 	defer w.loops.Done()
 	var delay time.Duration
 	for ctx.Err() == nil {
-		nc, err := w.cfg.DialFunc(ctx, "tcp", addr)
+		nc, err := w.dial.DialFunc(ctx, "tcp", addr)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			delay = backoff.Next(delay, w.cfg.MinBackoff, w.cfg.MaxBackoff)
+			delay = backoff.Next(delay, w.dial.MinBackoff, w.dial.MaxBackoff)
 			wait := backoff.Jitter(delay)
 			w.log.Warn("worker: cannot reach server", slog.String("server", addr),
 				slog.String("error", err.Error()), slog.Duration("retry_in", wait))
