@@ -38,20 +38,13 @@ ALL_ROWS="submit submit@10k submit@1M drain1 drain8 steady fg1 fg64 echo memory 
 ALL_SERVERS="gearwork gearmand gearmand-tuned"
 ROWS=${ROWS:-$ALL_ROWS}
 SERVERS=${SERVERS:-$ALL_SERVERS}
-OUT=${OUT:-$(mktemp -d /tmp/bench-compare.XXXXXX)}
-mkdir -p "$OUT"
-RESULTS="$OUT/results.txt"
-: >"$RESULTS"
 
-log() { echo "bench-compare: $*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_init bench-compare
 
 [ -x "$GEARMAND" ] || { log "$GEARMAND not found (apt-get install gearman-job-server)"; exit 1; }
-log "building gearwork into $OUT"
-go build -o "$OUT/gearwork" ./cmd/gearwork
-GW="$OUT/gearwork"
-
-# free_port, wait_port, median and num.
-. "$(dirname "$0")/bench-lib.sh"
+build_gearwork
 
 SERVER_PID=""
 # start_server NAME PORT starts one server in the background; SERVER_PID
@@ -105,11 +98,9 @@ bench_args() {
 	esac
 }
 
-start_time=$(date +%s)
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+clock_start
 run_matrix "$ROWS" "$SERVERS"
-elapsed=$(($(date +%s) - start_time))
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+clock_stop
 
 ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f×\n", a / b }'
@@ -139,14 +130,13 @@ metric_name() {
 {
 	echo "## Machine"
 	echo
-	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc)"
+	echo "- CPU: $(cpu)"
 	echo "- Memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 	echo "- Kernel: $(uname -sr)"
 	echo "- Go: $(go version | cut -d' ' -f3-)"
 	echo "- gearmand: $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//")"
-	echo "- gearwork: $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown); \"gearwork\" runs with --store $GEARWORK_STORE, \"gearwork-default\" with its default store"
-	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
-	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS runs in ${elapsed}s"
+	echo "- gearwork: $(gearwork_version); \"gearwork\" runs with --store $GEARWORK_STORE, \"gearwork-default\" with its default store"
+	load_and_date "$RUNS runs in ${elapsed}s"
 	echo "- Settings: RUNS=$RUNS JOBS=$JOBS FG1_JOBS=$FG1_JOBS FG64_JOBS=$FG64_JOBS STEADY_JOBS=$STEADY_JOBS IDLE_CONNS=$IDLE_CONNS"
 	echo
 	echo "## Medians of $RUNS runs"

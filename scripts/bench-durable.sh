@@ -38,21 +38,14 @@ SERVERS=${SERVERS:-gearwork-durable gearwork-memory gearmand-sqlite gearmand-red
 HTTP=${HTTP:-1}
 GEARMAND=${GEARMAND:-/usr/sbin/gearmand}
 REDIS=${REDIS:-/usr/bin/redis-server}
-OUT=${OUT:-$(mktemp -d /tmp/bench-durable.XXXXXX)}
-mkdir -p "$OUT"
-RESULTS="$OUT/results.txt"
-: >"$RESULTS"
 
-log() { echo "bench-durable: $*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_init bench-durable
 
 [ -x "$GEARMAND" ] || { log "$GEARMAND not found (apt-get install gearman-job-server)"; exit 1; }
 [ -x "$REDIS" ] || { log "$REDIS not found (apt-get install redis-server)"; exit 1; }
-log "building gearwork into $OUT"
-go build -o "$OUT/gearwork" ./cmd/gearwork
-GW="$OUT/gearwork"
-
-# free_port, wait_port, median and num.
-. "$(dirname "$0")/bench-lib.sh"
+build_gearwork
 
 SERVER_PID="" REDIS_PID=""
 DATA="$OUT/data"
@@ -124,8 +117,7 @@ bench_args() {
 	esac
 }
 
-start_time=$(date +%s)
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+clock_start
 run_matrix "$SCENARIOS" "$SERVERS"
 
 # HTTP: POST /v1/functions/f/jobs with a 64-byte body, memory and durable
@@ -143,8 +135,7 @@ if [ "$HTTP" = 1 ]; then
 			[ "$server" = http-durable ] && store="pebble:$DATA/pebble"
 			"$GW" serve --listen "127.0.0.1:$port" --http "127.0.0.1:$hport" --store "$store" \
 				--log-level warn >>"$OUT/gearwork.log" 2>&1 &
-			SERVER_PID=$!
-			wait_port "$hport" || { log "$server did not start"; exit 1; }
+			started "$server" "$hport" $!
 			out=$(wrk -t2 -c16 -d10s -s scripts/wrk-post.lua "http://127.0.0.1:$hport/v1/functions/f/jobs")
 			echo "$out" >>"$OUT/wrk.log"
 			rate=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -155,8 +146,7 @@ if [ "$HTTP" = 1 ]; then
 		done
 	done
 fi
-elapsed=$(($(date +%s) - start_time))
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+clock_stop
 
 # ratio A B prints A/B, as a percentage with PCT=1.
 ratio() {
@@ -167,10 +157,9 @@ ratio() {
 }
 
 {
-	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc); disk under $OUT: $(df -T "$OUT" | awk 'NR == 2 {print $2}')"
-	echo "- gearwork $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//"); $("$REDIS" --version | cut -d' ' -f1-3)"
-	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
-	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $RUNS runs in ${elapsed}s"
+	echo "- CPU: $(cpu); disk under $OUT: $(df -T "$OUT" | awk 'NR == 2 {print $2}')"
+	echo "- gearwork $(gearwork_version); $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//"); $("$REDIS" --version | cut -d' ' -f1-3)"
+	load_and_date "$RUNS runs in ${elapsed}s"
 	echo "- Settings: RUNS=$RUNS JOBS=$JOBS SQLITE_JOBS=$SQLITE_JOBS REDIS_JOBS=$REDIS_JOBS; $failures measurements failed"
 	echo
 	header="| scenario | metric |" rule="|---|---|"

@@ -1,6 +1,27 @@
 # Shell helpers shared by scripts/bench-compare.sh, scripts/bench-durable.sh
-# and scripts/bench-memory.sh (sourced, not run). They expect RESULTS (the results file) and a log
-# function from the script that sources them.
+# and scripts/bench-memory.sh (sourced, not run). A script sources them
+# first and calls bench_init with its name.
+
+# bench_init NAME sets up the bench script NAME: OUT (a new temporary
+# directory unless it is set) with an empty results file RESULTS in it, and
+# log, which prefixes its messages with NAME.
+bench_init() {
+	BENCH_NAME=$1
+	OUT=${OUT:-$(mktemp -d "/tmp/$1.XXXXXX")}
+	mkdir -p "$OUT"
+	RESULTS="$OUT/results.txt"
+	: >"$RESULTS"
+}
+
+# log MESSAGE... writes a progress message to stderr.
+log() { echo "$BENCH_NAME: $*" >&2; }
+
+# build_gearwork builds gearwork into OUT; GW is its path.
+build_gearwork() {
+	log "building gearwork into $OUT"
+	go build -o "$OUT/gearwork" ./cmd/gearwork
+	GW="$OUT/gearwork"
+}
 
 # free_port prints a loopback port nothing listens on.
 free_port() {
@@ -47,6 +68,37 @@ num() {
 		if (v + 0 >= 100) { s = sprintf("%.0f", v); out = ""
 			while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
 			print s out } else printf "%.3g\n", v }'
+}
+
+# clock_start records when the measurements start (start_time) and the
+# load average then (load_before).
+clock_start() {
+	start_time=$(date +%s)
+	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+}
+
+# clock_stop sets elapsed, the seconds since clock_start, and load_after.
+clock_stop() {
+	elapsed=$(($(date +%s) - start_time))
+	load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+}
+
+# cpu prints the CPU model and the number of cores.
+cpu() {
+	echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc)"
+}
+
+# gearwork_version prints the version of $GW and the commit checked out.
+gearwork_version() {
+	echo "$("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+}
+
+# load_and_date WHAT prints the report lines of the load average around the
+# measurements (see clock_start and clock_stop) and of the date, followed
+# by WHAT (for example "3 runs in 120s").
+load_and_date() {
+	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
+	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $1"
 }
 
 # stop_pid PID stops a process this script started in the background, if

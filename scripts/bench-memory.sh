@@ -31,20 +31,13 @@ INFLIGHT=${INFLIGHT:-64}
 SAMPLE=${SAMPLE:-100000}
 SETTLE=${SETTLE:-30}
 TIMEOUT=${TIMEOUT:-40m}
-OUT=${OUT:-$(mktemp -d /tmp/bench-memory.XXXXXX)}
-mkdir -p "$OUT"
-RESULTS="$OUT/results.txt"
-: >"$RESULTS"
 QUEUE=bench-memory
 
-log() { echo "bench-memory: $*" >&2; }
-
-log "building gearwork into $OUT"
-go build -o "$OUT/gearwork" ./cmd/gearwork
-GW="$OUT/gearwork"
-
-# free_port and wait_port.
+# shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
+bench_init bench-memory
+
+build_gearwork
 
 DATA="$OUT/data"
 SERVER_PID=""
@@ -94,8 +87,7 @@ record() {
 }
 
 rm -rf "$DATA"
-start_time=$(date +%s)
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+clock_start
 start_server
 wait_listening >/dev/null
 log "queueing $JOBS jobs of $PAYLOAD bytes ($CONNECTIONS connections × $INFLIGHT in flight)"
@@ -131,14 +123,12 @@ record "verified jobs=$SAMPLE rate=$verify_rate rss_mib=$rss_verified hwm_mib=$h
 replayed=$(grep -o 'msg="serve: listening".* jobs=[0-9]*' "$OUT/server.log" | tail -1 | grep -o 'jobs=[0-9]*' | cut -d= -f2)
 kill_server
 rm -rf "$DATA"
-elapsed=$(($(date +%s) - start_time))
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+clock_stop
 
 {
-	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores (nproc); memory: $(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); disk under $OUT: $(df -T "$OUT" | awk 'NR == 2 {print $2}')"
-	echo "- $("$GW" version) at $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-	echo "- Load average (1/5/15 min) before: $load_before, after: $load_after"
-	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); ${elapsed}s in all"
+	echo "- CPU: $(cpu); memory: $(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); disk under $OUT: $(df -T "$OUT" | awk 'NR == 2 {print $2}')"
+	echo "- $(gearwork_version)"
+	load_and_date "${elapsed}s in all"
 	echo "- Settings: JOBS=$JOBS PAYLOAD=$PAYLOAD BUDGET=$BUDGET LIMIT=$LIMIT CONNECTIONS=$CONNECTIONS INFLIGHT=$INFLIGHT SAMPLE=$SAMPLE SETTLE=$SETTLE"
 	echo
 	echo "| phase | figure |"
