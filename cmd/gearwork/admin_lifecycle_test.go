@@ -99,7 +99,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		return rows
 	}
 
-	c := cliClient(t, srv.Addr)
+	c := gearmantest.NewClient(t, srv.Addr)
 	cliWorker(t, srv.Addr, "lc-worker", map[string]worker.HandlerFunc{
 		"lc_fail": func(context.Context, *worker.Job) ([]byte, error) {
 			return nil, &worker.Exception{Data: []byte("disk\tfull")}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/gearmantest"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
@@ -194,12 +195,10 @@ func TestServeSizesAndLogFormat(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("defaults:\n  max_attempts: 3\nfunctions:\n  email: {max_attempts: 5}\n  resize: {backoff: 2s}\n"), 0o600))
 	srv := testserver.Start(t, "--max-packet", "1KiB", "--config", cfg, "--log-format", "json")
-	c, err := client.New(client.Config{Servers: []string{srv.Addr}, Logger: discard})
-	require.NoError(t, err)
-	defer c.Close()
+	c := gearmantest.NewClient(t, srv.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = c.SubmitBackground(ctx, client.Request{Function: "sized", Payload: make([]byte, 900)})
+	_, err := c.SubmitBackground(ctx, client.Request{Function: "sized", Payload: make([]byte, 900)})
 	require.NoError(t, err)
 	_, err = c.SubmitBackground(ctx, client.Request{Function: "sized", Payload: make([]byte, 2<<10)})
 	require.Error(t, err, "a packet over --max-packet 1KiB is refused")

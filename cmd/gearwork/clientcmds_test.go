@@ -4,16 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,18 +18,10 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/internal/gearmantest"
-	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testserver.Cleanup()
-	pgtest.Cleanup()
-	os.Exit(code)
-}
 
 // TestClientCommands builds the gearwork binary (once per test process)
 // and runs submit, work and admin against servers started here: Gearwork
@@ -51,72 +38,7 @@ func TestClientCommands(t *testing.T) {
 	t.Run("admin shutdown", func(t *testing.T) { t.Parallel(); testAdminShutdown(t, bin) })
 }
 
-type cliServer struct {
-	addr string
-	pid  int
-	ours *gearmantest.Server // nil for gearmand
-}
-
-var cliServerKinds = []struct {
-	name  string
-	start func(t *testing.T) cliServer
-}{
-	{"gearwork", func(t *testing.T) cliServer {
-		s := gearmantest.Start(t)
-		return cliServer{addr: s.Addr(), pid: os.Getpid(), ours: s}
-	}},
-	{"gearmand", func(t *testing.T) cliServer {
-		g := gearmantest.StartGearmand(t)
-		return cliServer{addr: g.Addr, pid: g.Pid()}
-	}},
-}
-
-var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// gw runs the binary and returns its stdout, stderr and exit code.
-func gw(t *testing.T, bin, stdin string, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("running gearwork %v: %v", args, err)
-	}
-	return stdout.String(), stderr.String(), code
-}
-
-func cliWorker(t *testing.T, addr, clientID string, fns map[string]worker.HandlerFunc) {
-	t.Helper()
-	w, err := worker.New(worker.Config{Servers: []string{addr}, Concurrency: 4, ClientID: clientID, Logger: discard})
-	require.NoError(t, err)
-	for name, f := range fns {
-		w.Handle(name, f)
-	}
-	require.NoError(t, w.Start(context.Background()))
-	t.Cleanup(w.Stop)
-}
-
-func cliClient(t *testing.T, addr string) *client.Client {
-	c, err := client.New(client.Config{Servers: []string{addr}, Logger: discard})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func testSubmitCommand(t *testing.T, bin string, kind struct {
-	name  string
-	start func(t *testing.T) cliServer
-}) {
+func testSubmitCommand(t *testing.T, bin string, kind cliServerKind) {
 	srv := kind.start(t)
 	cliWorker(t, srv.addr, "", map[string]worker.HandlerFunc{
 		"upper": func(_ context.Context, j *worker.Job) ([]byte, error) {
@@ -174,7 +96,7 @@ func testSubmitCommand(t *testing.T, bin string, kind struct {
 	out, errOut, code = gw(t, bin, "", nil, "submit", s, "--at", "2099-01-02T03:04:05Z", "--unique", "sched-1", "later", "x")
 	require.Equal(t, 0, code, errOut)
 	handle := strings.TrimSpace(out)
-	st, err := cliClient(t, srv.addr).Status(context.Background(), client.Job{Handle: handle, Server: srv.addr})
+	st, err := gearmantest.NewClient(t, srv.addr).Status(context.Background(), client.Job{Handle: handle, Server: srv.addr})
 	require.NoError(t, err)
 	require.Equal(t, client.Status{Known: true}, st)
 	_, _, code = gw(t, bin, "", nil, "submit", s, "--at", "tomorrow", "later")
@@ -230,7 +152,7 @@ esac`
 		_ = cmd.Process.Kill()
 	})
 
-	c := cliClient(t, srv.Addr())
+	c := gearmantest.NewClient(t, srv.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := c.Do(ctx, client.Request{Function: "shout", Payload: []byte("abc")})
@@ -294,144 +216,4 @@ esac`
 		require.Equal(t, fmt.Sprintf("finished slow%d", i+1), string(res))
 	}
 	require.NoError(t, <-exited, "gearwork work exits 0 after a graceful stop")
-}
-
-func testAdminCommand(t *testing.T, bin string, kind struct {
-	name  string
-	start func(t *testing.T) cliServer
-}) {
-	srv := kind.start(t)
-	s := "--servers=" + srv.addr
-	c := cliClient(t, srv.addr)
-	ctx := context.Background()
-	j1, err := c.SubmitBackground(ctx, client.Request{Function: "adm_fn", Unique: "u1"})
-	require.NoError(t, err)
-	_, err = c.SubmitBackground(ctx, client.Request{Function: "adm_fn", Unique: "u2"})
-	require.NoError(t, err)
-	cliWorker(t, srv.addr, "adm-client", map[string]worker.HandlerFunc{
-		"adm_worker": func(context.Context, *worker.Job) ([]byte, error) { return nil, nil },
-	})
-
-	type row = map[string]any
-	jsonRows := func(args ...string) []row {
-		t.Helper()
-		// Flags may follow the command words.
-		out, errOut, code := gw(t, bin, "", nil, append(append([]string{"admin", s}, args...), "--json")...)
-		require.Equal(t, 0, code, errOut)
-		var rows []row
-		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
-		return rows
-	}
-	var st []row
-	testwait.Until(t, "the worker to register", func() bool {
-		st = jsonRows("status")
-		for _, r := range st {
-			if r["function"] == "adm_worker" && r["workers"] == 1.0 {
-				return true
-			}
-		}
-		return false
-	})
-	require.Contains(t, st, row{"server": srv.addr, "function": "adm_fn", "total": 2.0, "running": 0.0, "workers": 0.0})
-
-	out, _, code := gw(t, bin, "", nil, "admin", s, "status")
-	require.Equal(t, 0, code)
-	lines := strings.Split(out, "\n")
-	require.Equal(t, "FUNCTION    TOTAL  RUNNING  WORKERS", lines[0])
-	require.Contains(t, lines, "adm_fn      2      0        0")
-
-	var workers []row
-	for _, r := range jsonRows("workers") {
-		if r["client_id"] == "adm-client" {
-			workers = append(workers, r)
-		}
-	}
-	require.Len(t, workers, 1)
-	require.Equal(t, []any{"adm_worker"}, workers[0]["functions"])
-
-	var handles []any
-	for _, r := range jsonRows("show-jobs") {
-		handles = append(handles, r["handle"])
-	}
-	require.Contains(t, handles, j1.Handle)
-	var uniques []any
-	for _, r := range jsonRows("uniques") {
-		uniques = append(uniques, r["unique"])
-	}
-	require.Subset(t, uniques, []any{"u1", "u2"})
-
-	for _, args := range [][]string{{"maxqueue", "adm_fn", "10"}, {"maxqueue", "adm_fn", "1", "2", "3"},
-		{"create", "newfn"}, {"drop", "newfn"}, {"cancel", j1.Handle}} {
-		out, errOut, code := gw(t, bin, "", nil, append([]string{"admin", s}, args...)...)
-		require.Equal(t, 0, code, "%v: %s", args, errOut)
-		require.Equal(t, "OK\n", out, args)
-	}
-	if srv.ours != nil {
-		st2, err := c.Status(ctx, j1)
-		require.NoError(t, err)
-		require.False(t, st2.Known, "the cancelled job is gone")
-		_, errOut, code := gw(t, bin, "", nil, "admin", s, "cancel", j1.Handle)
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_JOB")
-	} else {
-		// gearmand keeps a cancelled job, marked ignored, until a worker
-		// would have taken it.
-		require.Contains(t, jsonRows("show-jobs"), row{"server": srv.addr, "handle": j1.Handle, "retries": 0.0, "ignored": 1.0, "queued": 0.0})
-	}
-	_, errOut, code := gw(t, bin, "", nil, "admin", s, "cancel", "H:nosuch:1")
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "UNKNOWN_JOB")
-	_, errOut, code = gw(t, bin, "", nil, "admin", s, "drop", "nosuch")
-	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "function not found")
-
-	out, _, code = gw(t, bin, "", nil, "admin", s, "getpid")
-	require.Equal(t, 0, code)
-	require.Equal(t, strconv.Itoa(srv.pid)+"\n", out)
-	for _, cmd := range []string{"version", "verbose"} {
-		out, _, code = gw(t, bin, "", nil, "admin", s, cmd)
-		require.Equal(t, 0, code)
-		require.NotEmpty(t, strings.TrimSpace(out), cmd)
-	}
-	require.Equal(t, []row{{"server": srv.addr, "result": strconv.Itoa(srv.pid)}}, jsonRows("getpid"))
-
-	if srv.ours == nil {
-		// gearmand 1.1.15+ has no shutdown command.
-		_, errOut, code = gw(t, bin, "", nil, "admin", s, "shutdown")
-		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_COMMAND")
-	}
-
-	_, _, code = gw(t, bin, "", nil, "admin", s, "frobnicate")
-	require.Equal(t, exitUsage, code)
-
-	// Several servers: a SERVER column, and an unreachable one is an error.
-	out, errOut, code = gw(t, bin, "", nil, "admin", s+",127.0.0.1:1", "status")
-	require.Equal(t, exitUnreachable, code)
-	require.Contains(t, errOut, "127.0.0.1:1")
-	require.True(t, strings.HasPrefix(out, "SERVER"), out)
-	require.Contains(t, out, srv.addr)
-}
-
-func testAdminShutdown(t *testing.T, bin string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	serve := exec.Command(bin, "serve", "--listen="+addr, "--log-level=error", "--store=memory:")
-	require.NoError(t, serve.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- serve.Wait() }()
-	t.Cleanup(func() { _ = serve.Process.Kill() })
-	testwait.Until(t, "the server to listen", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	out, errOut, code := gw(t, bin, "", nil, "admin", "--servers="+addr, "shutdown", "--graceful")
-	require.Equal(t, 0, code, errOut)
-	require.Equal(t, "OK\n", out)
-	require.NoError(t, <-exited)
 }

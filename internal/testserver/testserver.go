@@ -88,8 +88,21 @@ func PlainBinary(t testing.TB) string {
 	return plain.get(t, false)
 }
 
+// Main runs the package's tests, then removes the binaries (Cleanup) and
+// runs the other cleanups given, and exits. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { testserver.Main(m, pgtest.Cleanup) }
+func Main(m *testing.M, cleanups ...func()) {
+	code := m.Run()
+	Cleanup()
+	for _, c := range cleanups {
+		c()
+	}
+	os.Exit(code)
+}
+
 // Cleanup removes the binaries built by Binary and PlainBinary; call it
-// from TestMain.
+// from TestMain (or use Main).
 func Cleanup() {
 	for _, b := range []*build{&race, &plain} {
 		if b.path != "" {
