@@ -51,6 +51,10 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
                               cancelled, dead) while their history keeps
                               them; --cursor with a row's CURSOR goes on
   job HANDLE                  one job's record: outcome, error, attempts
+  retry HANDLE                run a failed, exception or dead job again: a
+                              dead letter under its handle, any other as a
+                              new job (same function, unique, priority and
+                              payload) whose record names HANDLE
   deadletters [FN]            dead letters: handle, attempts, last error
   deadletter show HANDLE      one dead letter with payload and attempts
   deadletter retry HANDLE     queue a dead letter again

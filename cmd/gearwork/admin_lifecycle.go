@@ -34,6 +34,7 @@ var lifecycleCommands = map[string]func(rest []string) (adminCommand, error){
 	"deadletter":  parseDeadletterArgs,
 	"jobs":        parseJobsArgs,
 	"job":         parseJobArgs,
+	"retry":       parseRetryArgs,
 	"result":      parseResultArgs,
 	"schedules":   parseSchedulesArgs,
 	"ordering":    parseOrderingArgs,
@@ -142,8 +143,24 @@ func parseJobArgs(rest []string) (adminCommand, error) {
 	}
 	return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
 		columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "BACKGROUND", "STATE", "ATTEMPTS",
-			"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RESULT", "PAYLOAD", "HISTORY"},
+			"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RETRY_OF", "RESULT", "PAYLOAD", "HISTORY"},
 		record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, nil
+}
+
+// parseRetryArgs parses the arguments of retry.
+func parseRetryArgs(rest []string) (adminCommand, error) {
+	if len(rest) != 1 {
+		return adminCommand{}, errors.New("retry needs a job handle")
+	}
+	old := rest[0]
+	cmd := okCommand("retry job "+old, func(h string) string {
+		if h == old {
+			return "dead letter " + old + " queued again"
+		}
+		return "job " + old + " runs again as " + h
+	})
+	cmd.unknownJob = "no record of job " + old + " is kept (it never existed, or its record expired)"
+	return cmd, nil
 }
 
 // parseResultArgs parses the arguments of result.
@@ -379,7 +396,7 @@ func parseJobRecord(lines []string) ([]any, error) {
 	times := unset([]any{fields["submitted"], fields["started"], fields["finished"]})
 	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
 		fields["background"] == "true", fields["state"], intOrText(fields["attempts"]), times[0], times[1], times[2],
-		unquote(fields["error"]), opt("cancelled_by"), result, payload, jobHistory(h)}, nil
+		unquote(fields["error"]), opt("cancelled_by"), opt("retry_of"), result, payload, jobHistory(h)}, nil
 }
 
 // parseRecordLines splits the answer to "deadletter show" or "job": one

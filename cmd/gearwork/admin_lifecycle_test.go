@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,29 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		fails("UNKNOWN_JOB: no job H:lc:1", "job", "H:lc:1")
 		fails("unknown state", "jobs", "--state", "sleeping")
 		misused("status", "--state", "dead")
+
+		// retry: a dead letter runs again under its handle; a failed
+		// foreground job as a new job whose record names it.
+		require.Equal(t, "dead letter "+job.Handle+" queued again\n", ok("retry", job.Handle))
+		task, err := c.Submit(ctx, client.Request{Function: "lc_fail", Unique: "img-11", Payload: []byte("/uploads/11.png")})
+		require.NoError(t, err)
+		_, err = task.Wait(ctx)
+		require.Error(t, err)
+		fg := task.Job().Handle
+		testwait.Until(t, "the foreground job's record to say exception", func() bool {
+			rec = jsonRows("job", fg)
+			return len(rec) == 1 && rec[0]["state"] == "exception"
+		})
+		out = ok("retry", fg)
+		m := regexp.MustCompile(`^job ` + regexp.QuoteMeta(fg) + ` runs again as (H:lc:\d+)\n$`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		rec = jsonRows("job", m[1])
+		require.Len(t, rec, 1)
+		require.Equal(t, fg, rec[0]["retry_of"])
+		require.Equal(t, "img-11", rec[0]["unique"])
+		require.Equal(t, true, rec[0]["background"])
+		fails("UNKNOWN_JOB: no record of job H:lc:1 is kept", "retry", "H:lc:1")
+		misused("retry")
 	})
 
 	t.Run("result", func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -244,7 +245,10 @@ func isTerminal(w io.Writer) bool {
 // its exit code. A server that keeps no job records (gearmand) only says
 // the job is done.
 func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer) error {
-	cmd := adminCommand{kind: answerList, line: "job " + job.Handle, record: parseJobRecord}
+	cmd, err := parseJobArgs([]string{job.Handle})
+	if err != nil {
+		return err
+	}
 	a, err := adminRoundTrip(ctx, job.Server, cmd, 10*time.Second)
 	var ae *adminErr
 	switch {
@@ -259,13 +263,15 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 		return submitError(ctx, err, stderr)
 	}
 	row := a.rows[0]
-	state, _ := row[5].(string)
-	attempts := row[6]
-	lastErr, _ := row[10].(string)
+	// field is the row's value in the column name.
+	field := func(name string) any { return row[slices.Index(cmd.columns, name)] }
+	state, _ := field("STATE").(string)
+	attempts := field("ATTEMPTS")
+	lastErr, _ := field("ERROR").(string)
 	fmt.Fprintf(stderr, "status: %s\n", state)
 	switch state {
 	case broker.FinalComplete:
-		if r, ok := row[12].(blob); ok {
+		if r, ok := field("RESULT").(blob); ok {
 			_, _ = stdout.Write(r)
 		}
 		return nil
@@ -273,7 +279,7 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "exception: %s\n", lastErr)
 		return exitError{code: exitException, msg: "job " + job.Handle + " threw an exception"}
 	case broker.FinalCancelled:
-		by, _ := row[11].(string)
+		by, _ := field("CANCELLED_BY").(string)
 		return exitError{code: exitFailed, msg: fmt.Sprintf("job %s was cancelled (by %s)", job.Handle, by)}
 	}
 	return exitError{code: exitJobFailed, msg: fmt.Sprintf("job %s %s after %v attempts: %s", job.Handle, state, attempts, lastErr)}

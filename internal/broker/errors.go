@@ -33,6 +33,16 @@ var (
 	// SubmitParams.When matches no time within five years (such as the
 	// 31st of February).
 	ErrNoMatchingTime = errors.New("no time within five years matches the schedule")
+	// ErrJobLive is returned by RetryJob for a job that has not ended.
+	ErrJobLive = errors.New("the job has not ended")
+	// ErrNotRetryable is wrapped by RetryJob's error for a job that ended
+	// complete or cancelled: only failed, exception and dead jobs run
+	// again.
+	ErrNotRetryable = errors.New("only a failed, exception or dead job can be retried")
+	// ErrPayloadNotKept is wrapped by RetryJob's error for a job whose
+	// record did not keep the whole payload (longer than RetryPayloadCap,
+	// or written before records kept it).
+	ErrPayloadNotKept = errors.New("the job's record does not keep its whole payload")
 	// ErrPolicy is wrapped by the errors of Policy.Set for an unknown key
 	// or a bad value.
 	ErrPolicy = errors.New("invalid policy")

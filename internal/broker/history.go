@@ -35,6 +35,10 @@ const (
 	// PayloadPreviewCap is the most payload bytes a finished job's record
 	// keeps (PayloadPreview); PayloadSize says how long it was.
 	PayloadPreviewCap = 256
+	// RetryPayloadCap is the most payload bytes the record of a failed,
+	// exception or dead job keeps whole, so that RetryJob can submit the
+	// job again; the record of a longer payload keeps only its preview.
+	RetryPayloadCap = 16 << 10
 	// DefaultHistory and DefaultHistoryMax are how long and how many
 	// finished job records a function keeps when its policy says 0.
 	DefaultHistory    = 24 * time.Hour
@@ -51,10 +55,12 @@ type histRec struct {
 	seq uint64
 	// order is the position of the record in the order jobs ended; it
 	// orders listings and their cursors.
-	order   uint64
-	fn      *fnHistory
-	unique  string
-	payload []byte // the first PayloadPreviewCap bytes
+	order  uint64
+	fn     *fnHistory
+	unique string
+	// payload is the first PayloadPreviewCap bytes, or the whole payload
+	// when payloadWhole.
+	payload []byte
 	result  []byte // at most HistoryResultCap bytes
 	lastErr string
 	// worker ran the only run of a job without lifecycle state (its
@@ -73,6 +79,8 @@ type histRec struct {
 	truncated  bool
 	// ran: the record has a made-up attempt (see worker).
 	ran bool
+	// payloadWhole: payload is the whole payload (retryable records).
+	payloadWhole bool
 	// writing: the committer is writing the record to the store.
 	writing bool
 }
@@ -91,6 +99,8 @@ type histExtra struct {
 	// background is kept here, inverted, for foreground jobs: most
 	// records are of background jobs.
 	foreground bool
+	// retryOf is the job that this one runs again (RetryJob).
+	retryOf uint64
 }
 
 // finalState is a record's state, one of FinalStates.
@@ -224,6 +234,11 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		r.ext().foreground = true
 	}
 	r.payload = capped(j.payload, PayloadPreviewCap)
+	if retryable(e.state) && len(j.payload) <= RetryPayloadCap && (j.payload != nil || !j.has(jobTiered)) {
+		// Kept whole, so that RetryJob can submit it again. (A payload
+		// on disk only, tiered out, is not read back for this.)
+		r.payload, r.payloadWhole = j.payload, true
+	}
 	if e.result != nil {
 		r.hasResult = true
 		r.result = capped(e.result, HistoryResultCap)
@@ -235,6 +250,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	if x := j.x; x != nil {
 		r.started = x.started
+		if x.retryOf != 0 {
+			r.ext().retryOf = x.retryOf
+		}
 		if l := x.life; l != nil {
 			if len(l.history) > 0 || l.maxAttempts != 0 || l.orderKey != "" {
 				rx := r.ext()
@@ -279,6 +297,12 @@ func capped(b []byte, n int) []byte {
 		return b
 	}
 	return slices.Clone(b[:n])
+}
+
+// retryable reports whether a job that ended in state may run again
+// (RetryJob): it did not succeed, and nobody cancelled it.
+func retryable(state string) bool {
+	return state == FinalFailed || state == FinalException || state == FinalDead
 }
 
 // runOutcome is the outcome of the run that ended a job in state f.
@@ -403,6 +427,10 @@ func (r *histRec) snapshot() JobSnapshot {
 		Final: true, Background: true, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,
 		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: int(r.payloadLen),
 		Finished: time.Unix(0, r.finished)}
+	if r.payloadWhole {
+		s.Payload = nonNilBytes(r.payload)
+		s.PayloadPreview = s.Payload[:min(len(s.Payload), PayloadPreviewCap)]
+	}
 	if r.hasResult {
 		s.Result = r.result
 	}
@@ -410,6 +438,7 @@ func (r *histRec) snapshot() JobSnapshot {
 		s.Background = !x.foreground
 		s.History = slices.Clone(x.attempts)
 		s.MaxAttempts, s.OrderingKey, s.CancelledBy = int(x.maxAttempts), x.orderKey, x.cancelledBy
+		s.RetryOf = x.retryOf
 		if x.cancelledAt != 0 {
 			s.CancelledAt = time.Unix(0, x.cancelledAt)
 		}

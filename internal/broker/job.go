@@ -163,6 +163,8 @@ type jobExtra struct {
 	// WORK_WARNING of the current run: a WORK_FAIL that follows carries no
 	// data, so the warning is the failed attempt's error text.
 	warning string
+	// retryOf is the job that this one runs again (RetryJob).
+	retryOf uint64
 }
 
 // maxWarningText is the most bytes of a WORK_WARNING kept as a failed
@@ -188,7 +190,7 @@ func newExtra() *jobExtra { return &jobExtra{timer: timerSlot{idx: -1}} }
 func (j *job) releaseExtra() {
 	if x := j.x; x != nil && x.reducer == "" && x.runAt == 0 && x.worker == nil && len(x.clients) == 0 &&
 		x.num == 0 && x.den == 0 && x.timer.idx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 &&
-		x.warning == "" {
+		x.warning == "" && x.retryOf == 0 {
 		j.x = nil
 	}
 }

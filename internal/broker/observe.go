@@ -72,6 +72,15 @@ type JobSnapshot struct {
 	// most PayloadPreviewCap bytes); PayloadSize its full length.
 	PayloadPreview []byte
 	PayloadSize    int
+	// Payload is the whole payload of a failed, exception or dead job's
+	// record when it is at most RetryPayloadCap bytes (nil otherwise):
+	// what RetryJob submits again. It must not be modified.
+	Payload []byte
+	// RetryOf is the job that this one runs again (RetryJob); 0 for
+	// others. Only the server that took the retry knows it, while the job
+	// lives and in its record: a job replayed after a restart, or run by
+	// another server sharing the store, does not.
+	RetryOf uint64
 	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
 	CancelledBy string
 	CancelledAt time.Time
@@ -122,6 +131,7 @@ func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 	}
 	if x := j.x; x != nil {
 		snap.Numerator, snap.Denominator = x.num, x.den
+		snap.RetryOf = x.retryOf
 		snap.Waiting = len(x.clients)
 		if j.state == stateRunning && x.started != 0 {
 			snap.Started = time.Unix(0, x.started)

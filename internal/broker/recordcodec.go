@@ -12,15 +12,29 @@ import (
 // The stored form of a job record (store.Record.Data): a version byte
 // (recordCodecV1), then the fields below as varints and length-prefixed
 // strings, in this order. Seq, Function, State and Finished are the
-// store.Record's own. Records written as JSON (they start with '{') still
-// read back.
-const recordCodecV1 = 1
+// store.Record's own. The record of a retried job (RetryOf set) has the
+// version byte recordCodecV2 and RetryOf after the attempts. The flag
+// recordPayloadWhole says the payload field holds the whole payload
+// (Payload) rather than its preview. Records written as JSON (they start
+// with '{') still read back.
+const (
+	recordCodecV1 = 1
+	recordCodecV2 = 2
+
+	recordBackground      = 1
+	recordResultTruncated = 2
+	recordPayloadWhole    = 4
+)
 
 var errRecordCodec = errors.New("job record: damaged or of an unknown version")
 
 func encodeSnapshot(s *JobSnapshot) []byte {
 	b := make([]byte, 0, 64+len(s.Unique)+len(s.Result)+len(s.PayloadPreview)+len(s.LastError))
-	b = append(b, recordCodecV1)
+	if s.RetryOf != 0 {
+		b = append(b, recordCodecV2)
+	} else {
+		b = append(b, recordCodecV1)
+	}
 	str := func(v string) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
 	byt := func(v []byte) {
 		if v == nil {
@@ -38,9 +52,12 @@ func encodeSnapshot(s *JobSnapshot) []byte {
 		b = binary.AppendVarint(b, t.UnixNano())
 	}
 	var flags uint64
-	for i, f := range []bool{s.Background, s.ResultTruncated} {
-		if f {
-			flags |= 1 << i
+	for _, f := range []struct {
+		set  bool
+		flag uint64
+	}{{s.Background, recordBackground}, {s.ResultTruncated, recordResultTruncated}, {s.Payload != nil, recordPayloadWhole}} {
+		if f.set {
+			flags |= f.flag
 		}
 	}
 	b = binary.AppendUvarint(b, flags)
@@ -52,7 +69,11 @@ func encodeSnapshot(s *JobSnapshot) []byte {
 	str(s.LastError)
 	str(s.OrderingKey)
 	byt(s.Result)
-	byt(s.PayloadPreview)
+	if s.Payload != nil {
+		byt(s.Payload)
+	} else {
+		byt(s.PayloadPreview)
+	}
 	b = binary.AppendUvarint(b, uint64(s.PayloadSize))
 	str(s.CancelledBy)
 	tm(s.CancelledAt)
@@ -66,6 +87,9 @@ func encodeSnapshot(s *JobSnapshot) []byte {
 		str(a.Error)
 		str(a.Worker)
 	}
+	if s.RetryOf != 0 {
+		b = binary.AppendUvarint(b, s.RetryOf)
+	}
 	return b
 }
 
@@ -73,9 +97,10 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 	if len(data) > 0 && data[0] == '{' {
 		return json.Unmarshal(data, s)
 	}
-	if len(data) == 0 || data[0] != recordCodecV1 {
+	if len(data) == 0 || (data[0] != recordCodecV1 && data[0] != recordCodecV2) {
 		return errRecordCodec
 	}
+	version := data[0]
 	d := data[1:]
 	bad := false
 	uv := func() uint64 {
@@ -122,7 +147,7 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 		return time.Time{}
 	}
 	flags := uv()
-	s.Background, s.ResultTruncated = flags&1 != 0, flags&2 != 0
+	s.Background, s.ResultTruncated = flags&recordBackground != 0, flags&recordResultTruncated != 0
 	s.Unique = str()
 	s.Priority = Priority(uv())
 	s.Retries = uint32(uv())
@@ -132,6 +157,10 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 	s.OrderingKey = str()
 	s.Result = byt()
 	s.PayloadPreview = byt()
+	if flags&recordPayloadWhole != 0 {
+		s.Payload = nonNilBytes(s.PayloadPreview)
+		s.PayloadPreview = s.Payload[:min(len(s.Payload), PayloadPreviewCap)]
+	}
 	s.PayloadSize = int(uv())
 	s.CancelledBy = str()
 	s.CancelledAt = tm()
@@ -145,6 +174,9 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 		a := store.Attempt{Start: sv(), End: sv()}
 		a.Outcome, a.Error, a.Worker = str(), str(), str()
 		s.History = append(s.History, a)
+	}
+	if version == recordCodecV2 && !bad {
+		s.RetryOf = uv()
 	}
 	if bad || len(d) != 0 {
 		return errRecordCodec

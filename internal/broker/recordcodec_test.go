@@ -20,7 +20,11 @@ func TestRecordCodecRoundTrip(t *testing.T) {
 		PayloadPreview: []byte("payload"), PayloadSize: 9000, CancelledBy: "admin", CancelledAt: now.Add(time.Second),
 		Submitted: now, Started: now.Add(time.Millisecond),
 		History: []store.Attempt{{Start: 1, End: 2, Outcome: "failed", Error: "e", Worker: "w"}, {Start: 3, End: 4, Outcome: "complete"}}}
-	for _, s := range []JobSnapshot{full, {}} {
+	whole := full
+	whole.Payload = []byte("the whole payload, longer than nothing")
+	whole.PayloadPreview = whole.Payload
+	whole.RetryOf = 41
+	for _, s := range []JobSnapshot{full, {}, whole} {
 		var got JobSnapshot
 		require.NoError(t, decodeSnapshot(encodeSnapshot(&s), &got))
 		require.Equal(t, s, got)

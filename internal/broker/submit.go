@@ -43,6 +43,8 @@ type SubmitParams struct {
 	// schedule and tick mark a job submitted by a cron schedule.
 	schedule string
 	tick     int64
+	// retryOf is the ended job that the job runs again (RetryJob).
+	retryOf uint64
 	// watch, when set, is called with the live job the submit created or
 	// attached to, before the job can be handed out (SubmitWatched).
 	watch func(j *job, created bool)
@@ -123,10 +125,11 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		}
 		f.uniques[key] = j
 	}
-	if p.RunAt != 0 || len(p.Reducer) > 0 {
+	if p.RunAt != 0 || len(p.Reducer) > 0 || p.retryOf != 0 {
 		x := j.extra()
 		x.runAt = p.RunAt
 		x.reducer = string(p.Reducer)
+		x.retryOf = p.retryOf
 	}
 	b.jobs.put(j)
 	b.liveBytes += j.size()

@@ -40,6 +40,9 @@ const (
 type authzBundle struct {
 	*secBundle
 	dead, done, live string
+	// spare is a dead job of another function, whose dead letter the
+	// table's example purges (its record stays).
+	spare string
 	// shutdowns counts calls of the ShutdownFunc.
 	shutdowns atomic.Int32
 }
@@ -63,7 +66,7 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 	ab.secBundle = setupListener(t, Config{Authorizer: policy(t, rules...),
 		ShutdownFunc: func(bool) { ab.shutdowns.Add(1) }}, nil)
 	h := func(n int) string { return handle(n) }
-	ab.dead, ab.done, ab.live = h(0), h(1), h(3)
+	ab.dead, ab.done, ab.live, ab.spare = h(0), h(1), h(3), h(2)
 	op := ab.dialFrom(t, operatorAddr)
 	for _, fn := range []string{"victim", "spare", "paused"} {
 		op.adminOK("create function " + fn)
@@ -150,8 +153,8 @@ func TestSubmitOnlyConnectionCannotUseAdminCommands(t *testing.T) {
 }
 
 // adminExamples are the arguments each admin command of the table runs
-// with in TestAdminTable ({dead}, {done} and {live} are the fixture's
-// dead letter, finished job and queued job). Every command of the table
+// with in TestAdminTable ({dead}, {done}, {live} and {spare} are the
+// fixture's dead letter, finished job, queued job and dead job of spare). Every command of the table
 // needs one, and a state-changing command's must change state.
 var adminExamples = map[string]string{
 	"status": "", "prioritystatus": "", "workers": "", "show jobs": "", "show unique jobs": "",
@@ -160,7 +163,7 @@ var adminExamples = map[string]string{
 	"show policy": "", "show schedules": "", "show ordering": "", "policy": "victim max_attempts=0",
 	"pause": "victim", "resume": "paused", "deadletters": "", "deadletter show": "{dead}",
 	"deadletter retry": "{dead}", "deadletter purge": "spare", "result": "{done}", "help": "",
-	"jobs": "", "job": "{dead}",
+	"jobs": "", "job": "{dead}", "retry job": "{spare}",
 }
 
 // oneShot runs one admin line on a fresh connection from src and returns
@@ -199,7 +202,7 @@ func TestAdminTable(t *testing.T) {
 	line := func(cmd adminCommand) string {
 		args, ok := adminExamples[cmd.name]
 		require.True(t, ok, "adminExamples has no arguments for %q", cmd.name)
-		args = strings.NewReplacer("{dead}", tb.dead, "{done}", tb.done, "{live}", tb.live).Replace(args)
+		args = strings.NewReplacer("{dead}", tb.dead, "{done}", tb.done, "{live}", tb.live, "{spare}", tb.spare).Replace(args)
 		return strings.TrimSpace(cmd.name + " " + args)
 	}
 	secrets := []string{secretPayload, secretError, secretResult, secretQueued}

@@ -100,6 +100,7 @@ func adminTable() []adminCommand {
 		{"result", "HANDLE | unique:UNIQUE", permRead, "a finished job's retained result", adminResult},
 		{"jobs", "[function=FUNCTION] [state=STATE] [limit=N] [cursor=CURSOR]", permRead, "job records, newest first: live jobs, then ended ones", adminJobs},
 		{"job", "HANDLE", permRead, "one job's record: state, outcome, error and attempts", adminJob},
+		{"retry job", "HANDLE", permAdmin, "runs a failed, exception or dead job again; answers the handle of the job that runs", adminRetryJob},
 		{"help", "", permOpen, "this list: command, arguments, permission, what it does", adminHelp},
 	}
 }

@@ -2,6 +2,7 @@ package gearmanapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -384,6 +385,9 @@ func adminJob(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 		b.Handle(j.Seq), j.Function, strconv.Quote(j.Unique), j.Priority, j.Background, j.State, j.Final)
 	fmt.Fprintf(sb, "attempts\t%d\nsubmitted\t%s\nstarted\t%s\nfinished\t%s\nerror\t%s\n",
 		j.Attempts, fmtTime(j.Submitted), fmtTime(j.Started), fmtTime(j.Finished), strconv.Quote(j.LastError))
+	if j.RetryOf != 0 {
+		fmt.Fprintf(sb, "retry_of\t%s\n", b.Handle(j.RetryOf))
+	}
 	if j.CancelledBy != "" {
 		fmt.Fprintf(sb, "cancelled_by\t%s\ncancelled_at\t%s\n", strconv.Quote(j.CancelledBy), fmtTime(j.CancelledAt))
 	}
@@ -398,4 +402,26 @@ func adminJob(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 			at.Outcome, dash(at.Worker), strconv.Quote(at.Error))
 	}
 	sb.WriteString(".\n")
+}
+
+// adminRetryJob runs an ended job that did not succeed again
+// (broker.RetryJob) and answers "OK <handle>" with the handle of the job
+// that runs: a new one, or the dead letter queued again.
+func adminRetryJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
+	if len(args) != 1 {
+		sb.WriteString(errArgs("retry job"))
+		return
+	}
+	b := c.srv.b
+	seq, _, err := b.RetryJob(ctx, []byte(args[0]), "admin "+c.remote)
+	switch {
+	case errors.Is(err, broker.ErrJobLive):
+		sb.WriteString("ERR JOB_LIVE The+job+has+not+ended\r\n")
+	case errors.Is(err, broker.ErrNotRetryable), errors.Is(err, broker.ErrPayloadNotKept):
+		sb.WriteString("ERR NOT_RETRYABLE " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n")
+	case err != nil:
+		sb.WriteString(errText(err))
+	default:
+		fmt.Fprintf(sb, "OK %s\n", b.Handle(seq))
+	}
 }

@@ -65,6 +65,9 @@ type jobJSON struct {
 	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
 	CancelledBy string     `json:"cancelled_by,omitempty"`
 	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+	// RetryOf is the handle of the ended job that this one runs again
+	// (POST /v1/jobs/{handle}/retry).
+	RetryOf string `json:"retry_of,omitempty"`
 }
 
 // attemptJSON is one attempt of a job.
@@ -127,6 +130,9 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 	j.MaxAttempts, j.LastError, j.OrderingKey = snap.MaxAttempts, snap.LastError, snap.OrderingKey
 	j.RetryAt = utcOrNil(snap.RetryAt)
 	j.Finished = utcOrNil(snap.Finished)
+	if snap.RetryOf != 0 {
+		j.RetryOf = s.b.Handle(snap.RetryOf)
+	}
 	for _, a := range snap.History {
 		j.History = append(j.History, attemptJSON{Worker: a.Worker, Started: timeOf(a.Start), Ended: timeOf(a.End),
 			Outcome: a.Outcome, Error: a.Error})
@@ -755,5 +761,33 @@ func (s *Server) handleForgetRecord(w http.ResponseWriter, r *http.Request) erro
 		return errorf(http.StatusNotFound, "job-not-found", "no record of an ended job %s is kept (a live job is cancelled with DELETE /v1/jobs/{handle})", handle)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleRetryJob serves POST /v1/jobs/{handle}/retry: a failed, exception
+// or dead job runs again (broker.RetryJob).
+func (s *Server) handleRetryJob(w http.ResponseWriter, r *http.Request) error {
+	_, handle, err := s.handleParam(r)
+	if err != nil {
+		return err
+	}
+	seq, created, err := s.b.RetryJob(r.Context(), []byte(handle), "http "+r.RemoteAddr)
+	switch {
+	case errors.Is(err, broker.ErrJobNotFound):
+		return errorf(http.StatusNotFound, "job-not-found", "no record of job %s is kept", handle)
+	case errors.Is(err, broker.ErrJobLive):
+		return errorf(http.StatusConflict, "job-live", "job %s has not ended: only an ended job runs again", handle)
+	case errors.Is(err, broker.ErrNotRetryable), errors.Is(err, broker.ErrPayloadNotKept):
+		return errorf(http.StatusConflict, "not-retryable", "%s", err)
+	case err != nil:
+		return err
+	}
+	w.Header().Set("Location", s.jobLocation(seq))
+	res := jobJSON{Handle: s.b.Handle(seq), State: "queued", Created: &created}
+	if snap, ok := s.b.Job(seq); ok {
+		res = s.snapshotJSON(snap)
+		res.Created = &created
+	}
+	writeJSON(w, http.StatusAccepted, res)
 	return nil
 }

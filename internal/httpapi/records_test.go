@@ -380,3 +380,58 @@ func TestForgetRecord(t *testing.T) {
 	requireProblem(t, tb.do(t, "GET", path, nil), http.StatusNotFound, "no job")
 	requireProblem(t, tb.do(t, "DELETE", path+"/record", nil), http.StatusNotFound, "no record")
 }
+
+// POST /v1/jobs/{handle}/retry runs a failed Gearman foreground job again
+// as a new background job whose record names the old one; a complete or
+// live job is refused with 409, an unknown one with 404.
+func TestRetryJobOverHTTP(t *testing.T) {
+	t.Parallel()
+	tb := setupRecords(t, broker.Config{})
+	client := tb.dial(t)
+	worker := tb.dial(t)
+	post := func(path string) *http.Response {
+		t.Helper()
+		resp, err := http.Post(tb.ts.URL+path, "text/plain", nil)
+		require.NoError(t, err)
+		return resp
+	}
+
+	client.Send(gearman.SubmitJobHigh, "resize", "img-7", "the picture")
+	c, args := client.Read()
+	require.Equal(t, gearman.JobCreated, c)
+	old := args[0]
+	require.Equal(t, old, worker.grab("resize"))
+	worker.Send(gearman.WorkFail, old)
+	c, _ = client.Read()
+	require.Equal(t, gearman.WorkFail, c)
+
+	resp := post("/v1/jobs/" + url.PathEscape(old) + "/retry")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	var again jobJSON
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&again))
+	resp.Body.Close()
+	require.NotEqual(t, old, again.Handle)
+	require.Equal(t, "/v1/jobs/"+url.PathEscape(again.Handle), resp.Header.Get("Location"))
+	require.True(t, *again.Created)
+	require.Equal(t, old, again.RetryOf)
+	require.Equal(t, "queued", again.State)
+	require.Equal(t, "high", again.Priority)
+	require.Equal(t, "img-7", again.Unique)
+	require.True(t, *again.Background)
+
+	requireProblem(t, post("/v1/jobs/"+url.PathEscape(again.Handle)+"/retry"), http.StatusConflict, "has not ended")
+
+	require.Equal(t, again.Handle, worker.grab("resize"))
+	worker.Send(gearman.WorkComplete, again.Handle, "done")
+	worker.Send(gearman.EchoReq, "x")
+	c, _ = worker.Read()
+	require.Equal(t, gearman.EchoRes, c)
+	_, rec := tb.getJob(t, again.Handle)
+	require.Equal(t, "complete", rec.State)
+	require.Equal(t, old, rec.RetryOf, "the ended job's record names the job it ran again")
+	_, rec = tb.getJob(t, old)
+	require.Equal(t, "failed", rec.State, "the old record never changes")
+
+	requireProblem(t, post("/v1/jobs/"+url.PathEscape(again.Handle)+"/retry"), http.StatusConflict, "is complete")
+	requireProblem(t, post("/v1/jobs/H:test:99999/retry"), http.StatusNotFound, "no record")
+}

@@ -38,6 +38,7 @@ func (s *Server) routeTable() []route {
 		{"DELETE", "/v1/jobs/{handle}", ScopeAdmin, s.handleCancel},
 		{"GET", "/v1/jobs/{handle}/events", ScopeRead, s.handleJobEvents},
 		{"DELETE", "/v1/jobs/{handle}/record", ScopeAdmin, s.handleForgetRecord},
+		{"POST", "/v1/jobs/{handle}/retry", ScopeAdmin, s.handleRetryJob},
 		{"GET", "/v1/functions", ScopeRead, s.handleFunctions},
 		{"POST", "/v1/functions/{fn}/pause", ScopeAdmin, s.handlePause},
 		{"POST", "/v1/functions/{fn}/resume", ScopeAdmin, s.handleResume},

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 
 	"github.com/chromedp/chromedp"
@@ -210,6 +212,29 @@ func TestDashboardJobBrowser(t *testing.T) {
 		document.querySelector('#detail-attempts tbody').textContent.includes('exception')`)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
 	poll(t, ctx, "the retried job to be queued", `document.querySelector('#detail-state').textContent === 'queued'`)
+
+	// A foreground job submitted over Gearman that failed: Retry runs it
+	// again as a new job, whose page names the failed one.
+	gc := wire.Dial(t, s.gearman)
+	gc.Send(gearman.SubmitJob, "browse-fg", "", "img-fg")
+	cmd, args := gc.Read()
+	require.Equal(t, gearman.JobCreated, cmd)
+	failed := args[0]
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/browse-fg/grab?wait=30s", "", &g))
+	require.Equal(t, failed, g.Handle)
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(failed)+"/fail?lease="+g.Lease, "", nil))
+	gc.Expect(gearman.WorkFail, failed)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(failed))))
+	poll(t, ctx, "the failed job's record", `document.querySelector('#detail-state').textContent === 'failed' &&
+		!document.querySelector('#detail-retry').hidden`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
+	poll(t, ctx, "the new job's page", `location.hash !== '#job=`+url.QueryEscape(failed)+`' &&
+		document.querySelector('#detail-state').textContent === 'queued' &&
+		document.querySelector('#detail-fields a').textContent === `+jsString(failed))
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/browse-fg/grab?wait=30s", "", &g))
+	require.NotEqual(t, failed, g.Handle)
+	require.Equal(t, "img-fg", g.PayloadText, "the new job has the failed one's payload")
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/complete?lease="+g.Lease, "ok", nil))
 
 	// A queued job cancelled from its page stays cancelled.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(queued.Handle))))

@@ -210,6 +210,12 @@ async function showJob(handle) {
   field("finished", j.finished_at && fmtTime(j.finished_at));
   field("retry at", j.retry_at && fmtTime(j.retry_at));
   field("cancelled by", j.cancelled_by && j.cancelled_by + " at " + fmtTime(j.cancelled_at));
+  if (j.retry_of) {
+    const a = el("a", j.retry_of);
+    a.href = "#job=" + encodeURIComponent(j.retry_of);
+    dl.append(el("dt", "retry of"), el("dd"));
+    dl.lastChild.append(a);
+  }
   const pv = j.payload_preview_text !== undefined ? j.payload_preview_text : (j.payload_preview ? "(binary, base64) " + j.payload_preview : "");
   $("#detail-payload").textContent = pv + (j.payload_size > (j.payload_preview_text || "").length ? " … (" + j.payload_size + " bytes)" : "");
   $("#detail-result").textContent = j.result_text !== undefined ? j.result_text + (j.result_truncated ? " … (truncated)" : "") :
@@ -233,7 +239,20 @@ async function showJob(handle) {
   };
   // The API decides who may: a refusal shows its problem detail.
   act("#detail-cancel", !j.final, "DELETE", path);
-  act("#detail-retry", j.state === "dead" && caps.dead_letters, "POST", "/v1/dead-letters/" + encodeURIComponent(handle) + "/retry");
+  // Retry runs a failed, exception or dead job again: a dead letter under
+  // its handle, any other as a new job, whose page is shown next.
+  const retry = $("#detail-retry");
+  retry.hidden = !["failed", "exception", "dead"].includes(j.state);
+  retry.onclick = async () => {
+    $("#detail-error").textContent = "";
+    try {
+      const again = await api("POST", path + "/retry");
+      if (again.handle === handle) await showJob(handle);
+      else location.hash = "job=" + encodeURIComponent(again.handle);
+      listJobs(false);
+      if (caps.dead_letters) loadDead();
+    } catch (err) { $("#detail-error").textContent = err.message; }
+  };
   // Delete forgets an ended job's record (and a dead job's dead letter).
   const del = $("#detail-delete");
   del.hidden = !j.final;

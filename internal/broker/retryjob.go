@@ -1,0 +1,80 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+)
+
+// RetryJob runs a job that ended without success again, and returns the
+// sequence number of the job that runs and whether the submit created it.
+//
+// A dead letter is queued again under its own handle, as RetryDeadLetter
+// does (created is false). Any other failed, exception or dead job whose
+// record is kept, with its whole payload (RetryPayloadCap), is submitted
+// again as a new background job with the same function, unique, priority,
+// ordering key and payload; the new job's record names the old one
+// (JobSnapshot.RetryOf). When a live job has the same unique the submit
+// joins it, as any submit does (created is false).
+//
+// It returns ErrJobNotFound when no record of the job is kept, ErrJobLive
+// for a job that has not ended, and errors wrapping ErrNotRetryable (a
+// complete or cancelled job) or ErrPayloadNotKept. It returns once the
+// new job is durable. by says who asked, for the log. Safe for concurrent
+// use.
+func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq uint64, created bool, err error) {
+	old, ok := b.ParseHandle(handle)
+	if !ok {
+		return 0, false, ErrJobNotFound
+	}
+	if _, dead, err := b.mode.deadLetter(ctx, old); err != nil {
+		return 0, false, err
+	} else if dead {
+		if err := b.RetryDeadLetter(ctx, handle); err != nil {
+			return 0, false, err
+		}
+		return old, false, nil
+	}
+	rec, ok := b.Job(old)
+	if !ok {
+		if rec, ok, err = b.StoredJob(ctx, old); err != nil {
+			return 0, false, err
+		}
+	}
+	switch {
+	case !ok:
+		return 0, false, ErrJobNotFound
+	case !rec.Final:
+		return 0, false, ErrJobLive
+	case !retryable(rec.State):
+		return 0, false, fmt.Errorf("%w: job %s is %s", ErrNotRetryable, handle, rec.State)
+	case rec.Payload == nil:
+		return 0, false, fmt.Errorf("%w: its payload is %d bytes; a record keeps up to %d", ErrPayloadNotKept,
+			rec.PayloadSize, RetryPayloadCap)
+	}
+	p := SubmitParams{Function: []byte(rec.Function), Payload: rec.Payload, Priority: rec.Priority, Background: true,
+		OrderingKey: rec.OrderingKey, Attempts: rec.MaxAttempts, retryOf: old}
+	if rec.Unique != "" {
+		p.Unique = []byte(rec.Unique)
+	}
+	type outcome struct {
+		seq     uint64
+		created bool
+		err     error
+	}
+	ch := make(chan outcome, 1)
+	b.mu.Lock()
+	b.submitLocked(nil, p, func(seq uint64, created bool, err error) { ch <- outcome{seq, created, err} })
+	b.mu.Unlock()
+	select {
+	case o := <-ch:
+		if o.err == nil {
+			b.log.Info("broker: job run again", slog.String("handle", string(handle)), slog.String("as", b.Handle(o.seq)),
+				slog.Bool("created", o.created), slog.String("by", by))
+		}
+		return o.seq, o.created, o.err
+	case <-ctx.Done():
+		// The submit goes on; the job may still be accepted.
+		return 0, false, ctx.Err()
+	}
+}

@@ -1,0 +1,114 @@
+package broker
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A failed foreground job runs again as a new background job with the same
+// function, unique, priority and payload, whose record names the old one;
+// a dead letter is queued again under its own handle; a complete, live or
+// unknown job, or one whose payload the record did not keep, is refused.
+func TestRetryJob(t *testing.T) {
+	t.Parallel()
+	var noDead Policy
+	require.NoError(t, noDead.Set("max_dead_letters", "-1"))
+	require.NoError(t, noDead.Set("max_attempts", "1"))
+	tb := setup(t, Config{HandlePrefix: "H:t:", Policies: map[string]Policy{"dies": {MaxAttempts: 1}, "gone": noDead}})
+	ctx := context.Background()
+	client, worker := tb.clientAndWorker("f")
+	for _, fn := range []string{"dies", "gone"} {
+		tb.b.CanDo(worker, []byte(fn), 0)
+	}
+	finish := func(seq uint64, how Outcome, data string) {
+		t.Helper()
+		a, ok := tb.b.Grab(worker)
+		require.True(t, ok)
+		require.Equal(t, seq, a.Seq)
+		require.NoError(t, tb.b.Finish(worker, seq, how, []byte(data)))
+	}
+	run := func(p SubmitParams, how Outcome, data string) uint64 {
+		t.Helper()
+		seq := tb.submit(t, client, p).seq
+		finish(seq, how, data)
+		return seq
+	}
+
+	p := fg("f", "order-7", "the payload")
+	p.Priority = High
+	failed := run(p, Fail, "")
+	rec, ok := tb.b.Job(failed)
+	require.True(t, ok)
+	require.Equal(t, FinalFailed, rec.State)
+	require.Equal(t, []byte("the payload"), rec.Payload, "a failed job's record keeps its payload")
+
+	seq, created, err := tb.b.RetryJob(ctx, []byte(tb.b.Handle(failed)), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	require.NotEqual(t, failed, seq)
+	again, ok := tb.b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, "queued", again.State)
+	require.True(t, again.Background)
+	require.Equal(t, "order-7", again.Unique)
+	require.Equal(t, High, again.Priority)
+	require.Equal(t, failed, again.RetryOf)
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.Equal(t, seq, a.Seq)
+	require.Equal(t, []byte("the payload"), a.Payload)
+	require.NoError(t, tb.b.Finish(worker, seq, Complete, []byte("ok")))
+	done, ok := tb.b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, FinalComplete, done.State)
+	require.Equal(t, failed, done.RetryOf, "the record names the job it ran again")
+	old, _ := tb.b.Job(failed)
+	require.Equal(t, FinalFailed, old.State, "the old record does not change")
+
+	// An exception ends a job too.
+	exc := run(fg("f", "", "x"), Exception, "boom")
+	seq, created, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(exc)), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	finish(seq, Complete, "")
+
+	// A dead letter is queued again under its own handle.
+	dead := run(bg("dies", "", "d", Normal), Fail, "")
+	seq, created, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(dead)), "test")
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, dead, seq)
+	live, _ := tb.b.Job(dead)
+	require.Equal(t, "queued", live.State)
+	_, _, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(dead)), "test")
+	require.ErrorIs(t, err, ErrJobLive)
+	finish(dead, Complete, "")
+
+	// A dead job whose function keeps no dead letters runs again from
+	// its record.
+	gone := run(bg("gone", "", "g", Low), Fail, "")
+	rec, _ = tb.b.Job(gone)
+	require.Equal(t, FinalDead, rec.State)
+	seq, created, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(gone)), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	require.NotEqual(t, gone, seq)
+	finish(seq, Complete, "")
+
+	ok1 := run(fg("f", "", "x"), Complete, "r")
+	_, _, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(ok1)), "test")
+	require.ErrorIs(t, err, ErrNotRetryable)
+
+	big := run(fg("f", "", strings.Repeat("x", RetryPayloadCap+1)), Fail, "")
+	rec, _ = tb.b.Job(big)
+	require.Nil(t, rec.Payload)
+	require.Len(t, rec.PayloadPreview, PayloadPreviewCap)
+	_, _, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(big)), "test")
+	require.ErrorIs(t, err, ErrPayloadNotKept)
+
+	_, _, err = tb.b.RetryJob(ctx, []byte("H:t:999999"), "test")
+	require.ErrorIs(t, err, ErrJobNotFound)
+}
