@@ -40,11 +40,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.Queue, "queue", "", "exact function `name` for memory and verify, with checkable payloads: memory queues them, verify (which needs it) completes --jobs of them and checks each payload")
 	fs.BoolVar(&cfg.NoCleanup, "no-cleanup", false, "leave what a scenario created on the server: the jobs it queued and its gearwork-bench.* function (by default both are removed; use it when the server is restarted afterwards anyway)")
 	fs.BoolVar(&asJSON, "json", false, "print each result as a JSON object instead of key=value pairs")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return helpError(stderr, "bench", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	if strings.Contains(cfg.Addr, ",") {
 		return usageError(stderr, fmt.Errorf("invalid --servers %q: bench measures one server", cfg.Addr))

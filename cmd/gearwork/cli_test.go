@@ -106,7 +106,9 @@ func TestUnknownFlag(t *testing.T) {
 	require.Equal(t, "gearwork: unknown command \"frobnicate\"\nRun \"gearwork --help\" for the list of commands.\n", errOut)
 }
 
-// TestMissingArguments: submit and work say what is missing.
+// TestMissingArguments: submit and work say what is missing, and the
+// commands that take flags only refuse an argument, each with the usage
+// exit code and one line pointing to --help.
 func TestMissingArguments(t *testing.T) {
 	t.Parallel()
 	bin := testserver.Binary(t)
@@ -119,6 +121,11 @@ func TestMissingArguments(t *testing.T) {
 		{[]string{"work"}, "gearwork work: missing the FUNCTION and the COMMAND"},
 		{[]string{"work", "fn"}, "gearwork work: missing the COMMAND to run for each job of fn"},
 		{[]string{"admin"}, "gearwork admin: missing command"},
+		{[]string{"serve", "x"}, `gearwork serve: unexpected argument "x"`},
+		{[]string{"migrate", "x"}, `gearwork migrate: unexpected argument "x"`},
+		{[]string{"bench", "x"}, `gearwork bench: unexpected argument "x"`},
+		{[]string{"health", "x"}, `gearwork health: unexpected argument "x"`},
+		{[]string{"version", "x"}, `gearwork version: unexpected argument "x"`},
 	} {
 		out, errOut, code := gw(t, bin, "", nil, tc.args...)
 		require.Equal(t, exitUsage, code, tc.args)

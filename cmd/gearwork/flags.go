@@ -62,6 +62,18 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 	})
 }
 
+// parseFlagsNoArgs is parseFlags for a command that takes flags only: an
+// argument after them is a usage error, reported as helpError does.
+func parseFlagsNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return helpError(fs.Output(), fs.Name(), fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	return nil
+}
+
 // parseFlags applies GEARWORK_* environment variables to flags not given on
 // the command line, after parsing args. --help prints the usage (and
 // returns errHelp); a bad flag prints one line saying what is wrong and

@@ -17,11 +17,8 @@ func runHealth(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	fs := newFlagSet("health", "health [flags]", stderr)
 	url := fs.String("url", "http://127.0.0.1:4780/readyz", "`URL` to GET: /readyz (ready to take and hand out jobs) or /healthz (the process serves HTTP)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this `duration`")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return helpError(stderr, "health", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

@@ -68,11 +68,8 @@ func commands() []command {
 
 func runVersion(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("version", "version", stderr)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError(stderr, fmt.Errorf("version: unexpected argument %q", fs.Arg(0)))
 	}
 	fmt.Fprintln(stdout, buildVersion())
 	return nil

@@ -16,12 +16,8 @@ import (
 func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", "migrate --store postgres://...", stderr)
 	storeURL := fs.String("store", "", "PostgreSQL `URL` of the store (tables go to the first schema of search_path, e.g. ?search_path=gearwork)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gearwork migrate: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
 	}
 	if !strings.HasPrefix(*storeURL, "postgres://") && !strings.HasPrefix(*storeURL, "postgresql://") {
 		fmt.Fprintln(stderr, "gearwork migrate: --store must be a postgres:// URL (only the PostgreSQL store has a schema)")

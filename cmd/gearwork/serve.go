@@ -55,11 +55,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	cfg.http.register(fs)
 	cfg.sec.register(fs)
 	fs.StringVar(&cfg.pprof, "pprof", "", "debugging: serve Go profiles (/debug/pprof/) on this `address`; off when empty")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return helpError(stderr, "serve", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := checkServeConfig(ctx, &cfg); err != nil {
 		return err
