@@ -114,10 +114,7 @@ func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
 func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 	var snap []store.Job
 	err := s.locked(ctx, func(d *data) error {
-		snap = make([]store.Job, 0, len(d.jobs))
-		for _, j := range d.jobs {
-			snap = append(snap, j)
-		}
+		snap = slices.Collect(maps.Values(d.jobs))
 		return nil
 	})
 	if err != nil {

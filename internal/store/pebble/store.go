@@ -281,14 +281,7 @@ func (s *Store) begin(ctx context.Context, write bool) error {
 // SyncAlways mode it returns after the batch is fsynced. After any failed
 // write it returns an error wrapping store.ErrFailed without writing.
 func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
-	if err := s.begin(ctx, true); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	if len(jobs) == 0 {
-		return nil
-	}
-	err := s.commit(func(b *pebbledb.Batch) error {
+	return s.write(ctx, "saving %d jobs", len(jobs), true, func(b *pebbledb.Batch) error {
 		for i := range jobs {
 			j := &jobs[i]
 			op := b.SetDeferred(jobKeyLen, recordLen(j))
@@ -299,14 +292,7 @@ func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
 			}
 		}
 		return nil
-	}, s.saveOpts)
-	if err != nil {
-		return fmt.Errorf("pebble store %s: saving %d jobs: %w", s.dir, len(jobs), err)
-	}
-	if s.mode == SyncInterval {
-		s.dirty.Store(true)
-	}
-	return nil
+	})
 }
 
 // Delete removes the jobs in one batch; unknown ones are ignored. It never
@@ -314,14 +300,7 @@ func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
 // run again, which the at-least-once contract allows, and the next synced
 // write makes it durable anyway.
 func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
-	if err := s.begin(ctx, true); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	if len(seqs) == 0 {
-		return nil
-	}
-	err := s.commit(func(b *pebbledb.Batch) error {
+	return s.write(ctx, "deleting %d jobs", len(seqs), false, func(b *pebbledb.Batch) error {
 		for _, q := range seqs {
 			op := b.DeleteDeferred(jobKeyLen)
 			putJobKey(op.Key, q)
@@ -330,9 +309,32 @@ func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
 			}
 		}
 		return nil
-	}, pebbledb.NoSync)
-	if err != nil {
-		return fmt.Errorf("pebble store %s: deleting %d jobs: %w", s.dir, len(seqs), err)
+	})
+}
+
+// write is the frame of Save, Delete and PutMeta: it begins a write (see
+// begin) and commits the batch that fill builds, unless there are no
+// items (n) to write. A durable write commits as Save promises (saveOpts;
+// in SyncInterval mode it leaves the fsync to syncLoop); any other never
+// waits for an fsync. begin's error is returned as it is; a failed
+// commit's is wrapped with what (a format of n) and the directory.
+func (s *Store) write(ctx context.Context, what string, n int, durable bool, fill func(*pebbledb.Batch) error) error {
+	if err := s.begin(ctx, true); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	if n == 0 {
+		return nil
+	}
+	opts := pebbledb.NoSync
+	if durable {
+		opts = s.saveOpts
+	}
+	if err := s.commit(fill, opts); err != nil {
+		return fmt.Errorf("pebble store %s: "+what+": %w", s.dir, n, err)
+	}
+	if durable && s.mode == SyncInterval {
+		s.dirty.Store(true)
 	}
 	return nil
 }
@@ -581,14 +583,7 @@ func classify(err error) error {
 // PutMeta writes broker metadata entries in one batch, durably as Save is;
 // an entry with a nil Value deletes its key.
 func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
-	if err := s.begin(ctx, true); err != nil {
-		return err
-	}
-	defer s.mu.RUnlock()
-	if len(entries) == 0 {
-		return nil
-	}
-	err := s.commit(func(b *pebbledb.Batch) error {
+	return s.write(ctx, "writing %d metadata entries", len(entries), true, func(b *pebbledb.Batch) error {
 		for _, e := range entries {
 			k := append([]byte{metaPrefix}, e.Key...)
 			if e.Value == nil {
@@ -600,14 +595,7 @@ func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
 			}
 		}
 		return nil
-	}, s.saveOpts)
-	if err != nil {
-		return fmt.Errorf("pebble store %s: writing metadata: %w", s.dir, err)
-	}
-	if s.mode == SyncInterval {
-		s.dirty.Store(true)
-	}
-	return nil
+	})
 }
 
 // LoadMeta calls each for every metadata entry, in key order.

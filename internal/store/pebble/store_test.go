@@ -2,7 +2,6 @@ package pebble_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -22,17 +21,9 @@ func TestConformance(t *testing.T) {
 			t.Parallel()
 			// Each test gets its own directory; a second open in the same
 			// test reopens it.
-			var mu sync.Mutex
-			dirs := map[*testing.T]string{}
+			dir := storetest.PerTest(func(t *testing.T) string { return t.TempDir() })
 			storetest.Run(t, func(t *testing.T) store.Store {
-				mu.Lock()
-				dir, ok := dirs[t]
-				if !ok {
-					dir = t.TempDir()
-					dirs[t] = dir
-				}
-				mu.Unlock()
-				s, err := pebble.Open(context.Background(), dir, pebble.Options{Sync: mode, CacheSize: 1 << 20, MemTableSize: 1 << 20})
+				s, err := pebble.Open(context.Background(), dir(t), pebble.Options{Sync: mode, CacheSize: 1 << 20, MemTableSize: 1 << 20})
 				require.NoError(t, err)
 				return s
 			})

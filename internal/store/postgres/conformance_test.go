@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -15,7 +14,7 @@ import (
 // its own schema; reopening a store in the same case opens the same schema.
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	schema := schemaPerCase()
+	schema := storetest.PerTest(func(t *testing.T) string { return pgtest.Schema(t) })
 	storetest.Run(t, func(t *testing.T) store.Store {
 		u := schema(t)
 		s, err := postgres.Open(context.Background(), postgres.Config{URL: u, Logger: quiet})
@@ -30,7 +29,7 @@ func TestConformance(t *testing.T) {
 // case has its own schema; every server of a case opens that schema.
 func TestSharedConformance(t *testing.T) {
 	t.Parallel()
-	schema := schemaPerCase()
+	schema := storetest.PerTest(func(t *testing.T) string { return pgtest.Schema(t) })
 	storetest.RunShared(t, func(t *testing.T, name string) store.SharedStore {
 		u := schema(t)
 		s, err := postgres.Open(context.Background(), postgres.Config{URL: u, Name: name, Logger: quiet})
@@ -39,23 +38,4 @@ func TestSharedConformance(t *testing.T) {
 		}
 		return s
 	})
-}
-
-// schemaPerCase returns a function that gives each test case its own
-// schema: the same one every time it is called in that case.
-func schemaPerCase() func(t *testing.T) string {
-	var mu sync.Mutex
-	urls := map[*testing.T]string{}
-	return func(t *testing.T) string {
-		mu.Lock()
-		u, ok := urls[t]
-		mu.Unlock()
-		if !ok {
-			u = pgtest.Schema(t)
-			mu.Lock()
-			urls[t] = u
-			mu.Unlock()
-		}
-		return u
-	}
 }

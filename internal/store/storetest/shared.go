@@ -68,6 +68,21 @@ func sharedJob(fn, unique, payload string) store.Job {
 	return store.Job{Function: fn, Unique: unique, Payload: []byte(payload), Priority: 1}
 }
 
+// PriorityJobs returns n jobs of function f, with the payloads "0" to
+// n-1 and the priorities 0, 1 and 2 in turn, and then one more job of f
+// that is due an hour from now, which no claim may take yet.
+func PriorityJobs(n int) []store.Job {
+	jobs := make([]store.Job, 0, n+1)
+	for i := range n {
+		j := sharedJob("f", "", fmt.Sprint(i))
+		j.Priority = uint8(i % 3)
+		jobs = append(jobs, j)
+	}
+	later := sharedJob("f", "", "later")
+	later.RunAt = time.Now().Add(time.Hour).Unix()
+	return append(jobs, later)
+}
+
 // insert commits new jobs (claimed by this server where claim says so).
 func insert(t *testing.T, s store.SharedStore, jobs []store.Job, claim ...bool) []store.Inserted {
 	t.Helper()
@@ -111,15 +126,7 @@ func testSharedCommitNumbersAndCoalesces(t *testing.T, open OpenSharedFunc) {
 
 func testSharedClaimIsExclusiveAndOrdered(t *testing.T, open OpenSharedFunc) {
 	a, b := joined(t, open, "a"), joined(t, open, "b")
-	var jobs []store.Job
-	for i := range 30 {
-		j := sharedJob("f", "", fmt.Sprint(i))
-		j.Priority = uint8(i % 3)
-		jobs = append(jobs, j)
-	}
-	later := sharedJob("f", "", "later")
-	later.RunAt = time.Now().Add(time.Hour).Unix()
-	insert(t, a, append(jobs, later))
+	insert(t, a, PriorityJobs(30))
 
 	first, err := a.Claim(context.Background(), []store.ClaimRequest{{Function: "f", Max: 12}, {Function: "none", Max: 5}})
 	require.NoError(t, err)
@@ -202,6 +209,7 @@ func testSharedReserve(t *testing.T, open OpenSharedFunc) {
 	j.Seq = ra.Reserved[2]
 	res := insert(t, a, []store.Job{j, sharedJob("f", "", "numbered")})
 	require.Equal(t, store.Inserted{Seq: ra.Reserved[2], Created: true}, res[0], "a job carrying a reserved number keeps it")
+	require.True(t, res[1].Created)
 	require.False(t, seen[res[1].Seq], "the store's own numbers are not reserved ones")
 }
 

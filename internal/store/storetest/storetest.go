@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -29,6 +30,27 @@ import (
 // directory, database or schema), as a restarted server would. The store is
 // closed by the suite; OpenFunc may register its own cleanup with t.
 type OpenFunc func(t *testing.T) store.Store
+
+// PerTest returns a function that gives each test its own value: the one
+// create makes the first time the test asks, and the same one every later
+// time. An OpenFunc uses it for the data (a directory, a schema) that a
+// second open in the same test must open again.
+func PerTest[V any](create func(t *testing.T) V) func(t *testing.T) V {
+	var mu sync.Mutex
+	values := map[*testing.T]V{}
+	return func(t *testing.T) V {
+		mu.Lock()
+		v, ok := values[t]
+		mu.Unlock()
+		if !ok {
+			v = create(t)
+			mu.Lock()
+			values[t] = v
+			mu.Unlock()
+		}
+		return v
+	}
+}
 
 // Run runs the conformance suite against the stores that open returns. Each
 // case is a parallel subtest with its own store.
@@ -318,10 +340,9 @@ func testConcurrentSaves(t *testing.T, open OpenFunc) {
 	s := openStore(t, open)
 	ctx := context.Background()
 	const writers, rounds, per = 6, 30, 8
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
+	var g errgroup.Group
 	for w := range writers {
-		wg.Go(func() {
+		g.Go(func() error {
 			for r := range rounds {
 				base := uint64(w*rounds*per + r*per + 1)
 				batch := make([]uint64, per)
@@ -329,8 +350,7 @@ func testConcurrentSaves(t *testing.T, open OpenFunc) {
 					batch[i] = base + uint64(i)
 				}
 				if err := s.Save(ctx, jobs(batch...)); err != nil {
-					errs <- err
-					return
+					return err
 				}
 				// Delete the odd ones again, concurrently with other saves.
 				var odd []uint64
@@ -340,17 +360,13 @@ func testConcurrentSaves(t *testing.T, open OpenFunc) {
 					}
 				}
 				if err := s.Delete(ctx, odd); err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	require.NoError(t, g.Wait())
 	var want []uint64
 	for q := uint64(1); q <= writers*rounds*per; q++ {
 		if q%2 == 0 {
