@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
 
@@ -53,17 +54,23 @@ func benchJobs() int {
 // freshSchema creates (again) a schema and returns a URL using it.
 func freshSchema(b *testing.B, url, name string) string {
 	b.Helper()
+	id := pgx.Identifier{name}.Sanitize()
+	execSQL(b, url, "DROP SCHEMA IF EXISTS "+id+" CASCADE; CREATE SCHEMA "+id)
+	return pgtest.WithSchema(url, name)
+}
+
+// execSQL runs sql on the database at url.
+func execSQL(b *testing.B, url, sql string) {
+	b.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	id := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+id+" CASCADE; CREATE SCHEMA "+id); err != nil {
+	if _, err := conn.Exec(ctx, sql); err != nil {
 		b.Fatal(err)
 	}
-	return pgtest.WithSchema(url, name)
 }
 
 // load submits jobs background jobs from clients connections (batch
@@ -78,16 +85,20 @@ func load(b *testing.B, addrs []string, jobs, clients, batch, workers int) (inse
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range workers {
-		c, err := dial(addrs[i%len(addrs)])
+		c, err := wire.DialStream(addrs[i%len(addrs)])
 		if err != nil {
 			b.Fatal(err)
 		}
-		context.AfterFunc(ctx, func() { c.c.Close() })
+		context.AfterFunc(ctx, func() { c.Close() })
 		wg.Go(func() {
-			_ = benchWorker(c, func() {
+			if c.Send(gearman.CanDo, "noop") != nil {
+				return
+			}
+			_ = c.Work(func([]byte) []byte {
 				if ran.Add(1) == int64(jobs) {
 					once.Do(func() { close(all) })
 				}
+				return nil
 			})
 		})
 	}
@@ -97,26 +108,28 @@ func load(b *testing.B, addrs []string, jobs, clients, batch, workers int) (inse
 	var cw sync.WaitGroup
 	errs := make(chan error, clients)
 	for i := range clients {
-		c, err := dial(addrs[i%len(addrs)])
+		c, err := wire.DialStream(addrs[i%len(addrs)])
 		if err != nil {
 			b.Fatal(err)
 		}
 		cw.Go(func() {
-			defer c.c.Close()
+			defer c.Close()
 			for {
 				first := int(next.Add(int64(batch))) - batch
 				if first >= jobs {
 					return
 				}
 				n := min(batch, jobs-first)
+				var submits []byte
 				for k := range n {
 					// A unique per job, as libgearman clients send (a UUID).
 					id := first + k
-					_ = c.send(gearman.SubmitJobBg, []byte("noop"),
+					submits = gearman.AppendPacket(submits, gearman.MagicReq, gearman.SubmitJobBg, []byte("noop"),
 						fmt.Appendf(nil, "%08x-0000-4000-8000-%012x", runID, id), strconv.AppendInt(nil, int64(id), 10))
 				}
+				_ = c.Write(submits) // a failed write shows as a failed read
 				for range n {
-					p, err := c.next()
+					p, err := c.Next()
 					if err == nil && p.Command != gearman.JobCreated {
 						err = fmt.Errorf("submit answered %v %q", p.Command, p.Arg(1))
 					}
@@ -143,41 +156,6 @@ func load(b *testing.B, addrs []string, jobs, clients, batch, workers int) (inse
 	cancel()
 	wg.Wait()
 	return insert, total
-}
-
-func benchWorker(c *conn, ran func()) error {
-	if err := c.send(gearman.CanDo, []byte("noop")); err != nil {
-		return err
-	}
-	for {
-		if err := c.send(gearman.GrabJob); err != nil {
-			return err
-		}
-		p, err := c.next()
-		if err != nil {
-			return err
-		}
-		switch p.Command {
-		case gearman.JobAssign:
-			if err := c.send(gearman.WorkComplete, append([]byte(nil), p.Arg(0)...), nil); err != nil {
-				return err
-			}
-			ran()
-		case gearman.NoJob:
-			if err := c.send(gearman.PreSleep); err != nil {
-				return err
-			}
-			for {
-				p, err := c.next()
-				if err != nil {
-					return err
-				}
-				if p.Command == gearman.Noop {
-					break
-				}
-			}
-		}
-	}
 }
 
 func report(b *testing.B, jobs int, insert, total time.Duration) {
@@ -231,7 +209,7 @@ func BenchmarkPostgres(b *testing.B) {
 			}
 			for range b.N {
 				dropTable(b, pg.URL, "gearmand_queue")
-				addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
+				addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
 				host, _ := hostOf(pg.URL)
 				cmd := exec.Command("/usr/sbin/gearmand", "--listen=127.0.0.1", "--port="+portOf(addr),
 					"-q", "Postgres", "--libpq-conninfo", "host="+host+" user=postgres dbname=postgres",
@@ -257,7 +235,7 @@ func startServers(b *testing.B, bin, url string, n int) ([]string, []*exec.Cmd) 
 	var addrs []string
 	var procs []*exec.Cmd
 	for range n {
-		addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
 		cmd := exec.Command(bin, "serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -308,21 +286,12 @@ func buildGearworkB(b *testing.B, dir string) string {
 	return bin
 }
 
-func freePortB(b *testing.B) int {
-	ln, err := netListen()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return portNumber(ln)
-}
-
 func waitListening(b *testing.B, addr string) {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		c, err := dial(addr)
+		c, err := wire.DialStream(addr)
 		if err == nil {
-			c.c.Close()
+			c.Close()
 			return
 		}
 		if time.Now().After(deadline) {
@@ -331,10 +300,6 @@ func waitListening(b *testing.B, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
-
-func portNumber(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
 
 // hostOf returns the host (or socket directory) of a PostgreSQL URL.
 func hostOf(url string) (string, error) {
@@ -353,13 +318,5 @@ func portOf(addr string) string {
 // dropTable drops a table of the public schema if it exists.
 func dropTable(b *testing.B, url, name string) {
 	b.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS public."+pgx.Identifier{name}.Sanitize()); err != nil {
-		b.Fatal(err)
-	}
+	execSQL(b, url, "DROP TABLE IF EXISTS public."+pgx.Identifier{name}.Sanitize())
 }

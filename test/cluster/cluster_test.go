@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
@@ -35,7 +35,7 @@ func buildGearwork(t *testing.T, dir string) string {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -154,67 +154,34 @@ func (l *ledger) ran(id string, e execution) {
 	}
 }
 
-// conn is a minimal Gearman connection for the test's clients and workers.
-type conn struct {
-	c net.Conn
-	r *gearman.Reader
-	w *bufio.Writer
-	f gearman.Frame
-}
-
-func dial(addr string) (*conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return &conn{c: c, r: gearman.NewReader(c, 64<<10), w: bufio.NewWriter(c)}, nil
-}
-
-func (c *conn) send(cmd gearman.Command, args ...[]byte) error {
-	_, err := c.w.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, args...))
-	return err
-}
-
-func (c *conn) next() (*gearman.Packet, error) {
-	if err := c.w.Flush(); err != nil {
-		return nil, err
-	}
-	if err := c.r.Next(&c.f); err != nil {
-		return nil, err
-	}
-	if c.f.Text {
-		return nil, fmt.Errorf("unexpected text line %q", c.f.Line)
-	}
-	return &c.f.Packet, nil
-}
-
 // runClient submits ids prefix-0 … prefix-(n-1) as background jobs to the
 // server at addr in pipelined batches, reconnecting when the server goes
 // away. Jobs answered with JOB_CREATED are acknowledged; others (the
 // connection died first, or ERROR) are not and need not run.
 func runClient(ctx context.Context, addr, prefix string, n int, l *ledger, progress *atomic.Int64) error {
 	const batch = 40
-	var c *conn
+	var c *wire.Stream
 	for i := 0; i < n; {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if c == nil {
 			var err error
-			if c, err = dial(addr); err != nil {
+			if c, err = wire.DialStream(addr); err != nil {
 				time.Sleep(50 * time.Millisecond) // the server is restarting
 				continue
 			}
 		}
 		end := min(i+batch, n)
+		var submits []byte
 		for k := i; k < end; k++ {
-			id := prefix + strconv.Itoa(k)
-			_ = c.send(gearman.SubmitJobBg, []byte("work"), nil, []byte(id))
+			submits = append(submits, wire.Request(gearman.SubmitJobBg, "work", "", prefix+strconv.Itoa(k))...)
 		}
+		_ = c.Write(submits) // a failed write shows as a failed read
 		for k := i; k < end; k++ {
-			p, err := c.next()
+			p, err := c.Next()
 			if err != nil {
-				c.c.Close()
+				c.Close()
 				c = nil
 				break
 			}
@@ -226,7 +193,7 @@ func runClient(ctx context.Context, addr, prefix string, n int, l *ledger, progr
 		i = end
 	}
 	if c != nil {
-		c.c.Close()
+		c.Close()
 	}
 	return nil
 }
@@ -235,55 +202,29 @@ func runClient(ctx context.Context, addr, prefix string, n int, l *ledger, progr
 // ctx ends, reconnecting when the server goes away.
 func runWorker(ctx context.Context, addr string, server int, gen *atomic.Int64, l *ledger) {
 	for ctx.Err() == nil {
-		c, err := dial(addr)
+		c, err := wire.DialStream(addr)
 		if err != nil {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		stop := context.AfterFunc(ctx, func() { c.c.Close() })
+		stop := context.AfterFunc(ctx, func() { c.Close() })
 		g := gen.Load()
 		_ = workLoop(c, server, g, l)
 		stop()
-		c.c.Close()
+		c.Close()
 	}
 }
 
-func workLoop(c *conn, server int, gen int64, l *ledger) error {
-	if err := c.send(gearman.CanDo, []byte("work")); err != nil {
+// workLoop runs "work" jobs on c, recording each in l as run by server in
+// its generation gen, until c fails.
+func workLoop(c *wire.Stream, server int, gen int64, l *ledger) error {
+	if err := c.Send(gearman.CanDo, "work"); err != nil {
 		return err
 	}
-	for {
-		if err := c.send(gearman.GrabJob); err != nil {
-			return err
-		}
-		p, err := c.next()
-		if err != nil {
-			return err
-		}
-		switch p.Command {
-		case gearman.JobAssign:
-			handle := append([]byte(nil), p.Arg(0)...)
-			l.ran(string(p.Arg(2)), execution{server: server, gen: gen})
-			if err := c.send(gearman.WorkComplete, handle, nil); err != nil {
-				return err
-			}
-		case gearman.NoJob:
-			if err := c.send(gearman.PreSleep); err != nil {
-				return err
-			}
-			for {
-				p, err := c.next()
-				if err != nil {
-					return err
-				}
-				if p.Command == gearman.Noop {
-					break
-				}
-			}
-		default:
-			return fmt.Errorf("worker: unexpected %v", p.Command)
-		}
-	}
+	return c.Work(func(id []byte) []byte {
+		l.ran(string(id), execution{server: server, gen: gen})
+		return nil
+	})
 }
 
 // TestClusterSurvivesSIGKILL runs three servers on one PostgreSQL, a

@@ -1,9 +1,7 @@
 package cluster
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
 
@@ -20,27 +19,19 @@ import (
 // the first line and, for "OK <length>" answers of "result", the data.
 func adminCall(t *testing.T, addr, cmd string, list bool) []string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(time.Minute)))
-	_, err = fmt.Fprintf(c, "%s\r\n", cmd)
-	require.NoError(t, err)
-	r := bufio.NewReader(c)
+	c := wire.Dial(t, addr)
+	defer c.NC.Close()
+	c.Write([]byte(cmd + "\r\n"))
 	var lines []string
 	for {
-		line, err := r.ReadString('\n')
-		require.NoError(t, err, "answer to %q so far: %q", cmd, lines)
-		line = strings.TrimRight(line, "\r\n")
+		line := strings.TrimRight(c.Line(), "\r\n")
 		if list && line == "." {
 			return lines
 		}
 		lines = append(lines, line)
 		if !list {
 			if strings.HasPrefix(cmd, "result ") && strings.HasPrefix(line, "OK ") {
-				data, err := r.ReadString('\n')
-				require.NoError(t, err)
-				lines = append(lines, strings.TrimSuffix(data, "\n"))
+				lines = append(lines, strings.TrimSuffix(c.Line(), "\n"))
 			}
 			return lines
 		}
@@ -50,56 +41,29 @@ func adminCall(t *testing.T, addr, cmd string, list bool) []string {
 // submitBg submits a background job to addr and returns its handle.
 func submitBg(t *testing.T, addr, fn, payload string) string {
 	t.Helper()
-	c, err := dial(addr)
-	require.NoError(t, err)
-	defer c.c.Close()
-	require.NoError(t, c.send(gearman.SubmitJobBg, []byte(fn), nil, []byte(payload)))
-	p, err := c.next()
-	require.NoError(t, err)
-	require.Equal(t, gearman.JobCreated, p.Command)
-	return string(p.Arg(0))
+	c := wire.Dial(t, addr)
+	defer c.NC.Close()
+	c.Send(gearman.SubmitJobBg, fn, "", payload)
+	return c.ExpectCmd(gearman.JobCreated)[0]
 }
 
 // workOne registers a worker for fn on addr, waits for one job and ends it
 // with end (WORK_COMPLETE or WORK_FAIL) and data; it returns the handle.
 func workOne(t *testing.T, addr, fn string, end gearman.Command, data string) string {
 	t.Helper()
-	c, err := dial(addr)
-	require.NoError(t, err)
-	defer c.c.Close()
-	require.NoError(t, c.c.SetDeadline(time.Now().Add(time.Minute)))
-	require.NoError(t, c.send(gearman.CanDo, []byte(fn)))
-	for {
-		require.NoError(t, c.send(gearman.GrabJob))
-		p, err := c.next()
-		require.NoError(t, err, "waiting for a %s job", fn)
-		switch p.Command {
-		case gearman.JobAssign:
-			handle := string(p.Arg(0))
-			args := [][]byte{[]byte(handle)}
-			if end == gearman.WorkComplete {
-				args = append(args, []byte(data))
-			}
-			require.NoError(t, c.send(end, args...))
-			// A round trip, so the result has reached the server.
-			require.NoError(t, c.send(gearman.EchoReq, []byte("sync")))
-			p, err := c.next()
-			require.NoError(t, err)
-			require.Equal(t, gearman.EchoRes, p.Command)
-			return handle
-		case gearman.NoJob:
-			require.NoError(t, c.send(gearman.PreSleep))
-			for {
-				p, err := c.next()
-				require.NoError(t, err, "waiting for a NOOP")
-				if p.Command == gearman.Noop {
-					break
-				}
-			}
-		default:
-			t.Fatalf("worker: unexpected %v", p.Command)
-		}
+	c := wire.Dial(t, addr)
+	defer c.NC.Close()
+	c.Send(gearman.CanDo, fn)
+	handle := c.NextJob()[0]
+	if end == gearman.WorkComplete {
+		c.Send(end, handle, data)
+	} else {
+		c.Send(end, handle)
 	}
+	// A round trip, so the result has reached the server.
+	c.Send(gearman.EchoReq, "sync")
+	c.Expect(gearman.EchoRes, "sync")
+	return handle
 }
 
 // pollAdmin repeats a listing until cond holds or a generous deadline

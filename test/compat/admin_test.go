@@ -24,14 +24,14 @@ import (
 // adminExact sends one admin line on c and returns the exact answer,
 // line endings included.
 func (c *rawConn) adminExact(command string) string {
-	c.t.Helper()
-	_ = c.nc.SetDeadline(time.Now().Add(ioTimeout))
-	_, err := io.WriteString(c.nc, command+"\r\n")
-	require.NoError(c.t, err)
+	c.T.Helper()
+	_ = c.NC.SetDeadline(time.Now().Add(ioTimeout))
+	_, err := io.WriteString(c.NC, command+"\r\n")
+	require.NoError(c.T, err)
 	var sb strings.Builder
 	for n := 0; ; n++ {
-		line, err := c.br.ReadString('\n')
-		require.NoError(c.t, err, "answer to %q so far: %q", command, sb.String())
+		line, err := c.R.ReadString('\n')
+		require.NoError(c.T, err, "answer to %q so far: %q", command, sb.String())
 		sb.WriteString(line)
 		if !isListCommand(command) || strings.HasPrefix(line, "ERR ") && n == 0 || line == ".\n" {
 			return sb.String()
@@ -71,7 +71,7 @@ func TestAdminCommands(t *testing.T) {
 
 		// workers: "FD IP CLIENT-ID : FUNCTIONS" for every connection.
 		w := rawWorker(t, s, "adm", "other")
-		w.send(gearman.SetClientID, "worker-7")
+		w.Send(gearman.SetClientID, "worker-7")
 		var workers string
 		testwait.Until(t, "the worker to be listed", func() bool {
 			workers = a.adminExact("workers")
@@ -89,10 +89,10 @@ func TestAdminCommands(t *testing.T) {
 		} else {
 			require.Equal(t, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n", a.adminExact("show maxqueue adm"))
 		}
-		cl.send(gearman.SubmitJobBg, "adm", "u2", "y")
-		cl.expect(gearman.Error, "QUEUE_ERROR", "Job queue is full")
-		cl.send(gearman.EchoReq, "still here")
-		cl.expect(gearman.EchoRes, "still here")
+		cl.Send(gearman.SubmitJobBg, "adm", "u2", "y")
+		cl.Expect(gearman.Error, "QUEUE_ERROR", "Job queue is full")
+		cl.Send(gearman.EchoReq, "still here")
+		cl.Expect(gearman.EchoRes, "still here")
 		require.Equal(t, "OK\r\n", a.adminExact("maxqueue adm 5 2 1"))
 		if s.isGearwork() {
 			require.Equal(t, "adm\t5\t2\t1\nother\t0\t0\t0\n.\n", a.adminExact("show maxqueue"))
@@ -139,8 +139,8 @@ func TestAdminCommands(t *testing.T) {
 			a.adminExact("create function"))
 
 		// Binary packets and admin lines mix on one connection.
-		a.send(gearman.EchoReq, "binary")
-		a.expect(gearman.EchoRes, "binary")
+		a.Send(gearman.EchoReq, "binary")
+		a.Expect(gearman.EchoRes, "binary")
 		require.Equal(t, pick(s, "OK INFO\n", "OK ERROR\n"), a.adminExact("VERBOSE"))
 	})
 }
@@ -167,7 +167,7 @@ func TestGearadmin(t *testing.T) {
 		cl := dialRaw(t, s)
 		h := cl.submit(gearman.SubmitJobHighBg, "ga", "ga-unique", "payload")
 		w := rawWorker(t, s, "ga")
-		w.send(gearman.SetClientID, "ga-worker")
+		w.Send(gearman.SetClientID, "ga-worker")
 
 		require.Equal(t, strconv.Itoa(s.pid())+"\n", ga("--getpid"))
 		require.Equal(t, pick(s, "0.1.0\n", "1.1.20+ds\n"), ga("--server-version"))
@@ -223,10 +223,10 @@ func TestAdminShutdownGraceful(t *testing.T) {
 	})
 	require.False(t, s.exited(), "a job is still running")
 	// No new work is handed out while draining.
-	w.send(gearman.GrabJobUniq)
-	w.expect(gearman.NoJob)
-	w.send(gearman.WorkComplete, h, "done")
-	cl.expect(gearman.WorkComplete, h, "done")
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.NoJob)
+	w.Send(gearman.WorkComplete, h, "done")
+	cl.Expect(gearman.WorkComplete, h, "done")
 	s.waitExit(t)
 }
 
@@ -237,10 +237,10 @@ func TestAdminLines(t *testing.T) {
 	eachServer(t, func(t *testing.T, s *server) {
 		a := dialRaw(t, s)
 		require.Equal(t, "OK\r\n", a.adminExact("CREATE FUNCTION Mixed"))
-		_ = a.nc.SetDeadline(time.Now().Add(ioTimeout))
-		_, err := io.WriteString(a.nc, "status\ngetpid\n")
+		_ = a.NC.SetDeadline(time.Now().Add(ioTimeout))
+		_, err := io.WriteString(a.NC, "status\ngetpid\n")
 		require.NoError(t, err)
-		br := bufio.NewReader(a.br)
+		br := bufio.NewReader(a.R)
 		line, err := br.ReadString('\n')
 		require.NoError(t, err)
 		require.Equal(t, "Mixed\t0\t0\t0\n", line)

@@ -157,21 +157,21 @@ func TestGearmanCLICoalescing(t *testing.T) {
 		c2 := gearmanCLI(t, s, "payload-2", "-f", "co", "-u", "same-key")
 		probe := dialRaw(t, s)
 		testwait.Until(t, "the second client to attach", func() bool {
-			probe.send(gearman.GetStatusUnique, "same-key")
-			a := probe.expectCmd(gearman.StatusResUnique)
+			probe.Send(gearman.GetStatusUnique, "same-key")
+			a := probe.ExpectCmd(gearman.StatusResUnique)
 			return a[5] == "2"
 		})
-		probe.send(gearman.GetStatusUnique, "same-key")
-		probe.expect(gearman.StatusResUnique, "same-key", "1", "1", "0", "0", "2")
+		probe.Send(gearman.GetStatusUnique, "same-key")
+		probe.Expect(gearman.StatusResUnique, "same-key", "1", "1", "0", "0", "2")
 
-		w.send(gearman.WorkComplete, handle, "the one result")
+		w.Send(gearman.WorkComplete, handle, "the one result")
 		for _, c := range []*proc{c1, c2} {
 			out, err := c.wait(t)
 			require.NoError(t, err)
 			require.Equal(t, "the one result", out)
 		}
-		w.send(gearman.GrabJobUniq)
-		w.expect(gearman.NoJob)
+		w.Send(gearman.GrabJobUniq)
+		w.Expect(gearman.NoJob)
 		waitStatus(t, s, "co", funcStatus{Workers: 1})
 	})
 }
@@ -200,8 +200,8 @@ func TestGearmanCLIClientGone(t *testing.T) {
 
 		w := rawWorker(t, s, "gone")
 		if !s.isGearwork() {
-			w.send(gearman.GrabJobUniq)
-			w.expect(gearman.NoJob)
+			w.Send(gearman.GrabJobUniq)
+			w.Expect(gearman.NoJob)
 			waitStatus(t, s, "gone", funcStatus{Workers: 1})
 		}
 		c = gearmanCLI(t, s, "running", "-f", "gone")
@@ -219,9 +219,9 @@ func TestGearmanCLIClientGone(t *testing.T) {
 			}
 			return false
 		})
-		w.send(gearman.WorkComplete, handle, "nobody listens")
-		w.send(gearman.EchoReq, "after")
-		w.expect(gearman.EchoRes, "after")
+		w.Send(gearman.WorkComplete, handle, "nobody listens")
+		w.Send(gearman.EchoReq, "after")
+		w.Expect(gearman.EchoRes, "after")
 		waitStatus(t, s, "gone", funcStatus{Workers: 1})
 	})
 }

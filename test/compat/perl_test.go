@@ -100,10 +100,10 @@ func TestPerlCoalescing(t *testing.T) {
 		c2.callAsync(map[string]any{"op": "do", "fn": "pl_co", "payload": "second", "uniq": "shared"})
 		probe := dialRaw(t, s)
 		testwait.Until(t, "the second client to attach", func() bool {
-			probe.send(gearman.GetStatusUnique, "shared")
-			return probe.expectCmd(gearman.StatusResUnique)[5] == "2"
+			probe.Send(gearman.GetStatusUnique, "shared")
+			return probe.ExpectCmd(gearman.StatusResUnique)[5] == "2"
 		})
-		holder.send(gearman.WorkComplete, h, "shared result")
+		holder.Send(gearman.WorkComplete, h, "shared result")
 		for _, c := range []*repl{c1, c2} {
 			var got perlDo
 			c.receive(&got)

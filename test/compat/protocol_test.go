@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // Raw-protocol tests: behaviour no client library exposes directly,
@@ -18,16 +19,16 @@ func TestRawEchoAndOptions(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, s *server) {
 		c := dialRaw(t, s)
-		c.send(gearman.EchoReq, "ping\x00with NUL")
-		c.expect(gearman.EchoRes, "ping\x00with NUL")
-		c.send(gearman.EchoReq, "")
-		c.expect(gearman.EchoRes, "")
-		c.send(gearman.OptionReq, "exceptions")
-		c.expect(gearman.OptionRes, "exceptions")
-		c.send(gearman.OptionReq, "nonsense")
-		c.expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
-		c.send(gearman.EchoReq, "still open")
-		c.expect(gearman.EchoRes, "still open")
+		c.Send(gearman.EchoReq, "ping\x00with NUL")
+		c.Expect(gearman.EchoRes, "ping\x00with NUL")
+		c.Send(gearman.EchoReq, "")
+		c.Expect(gearman.EchoRes, "")
+		c.Send(gearman.OptionReq, "exceptions")
+		c.Expect(gearman.OptionRes, "exceptions")
+		c.Send(gearman.OptionReq, "nonsense")
+		c.Expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
+		c.Send(gearman.EchoReq, "still open")
+		c.Expect(gearman.EchoRes, "still open")
 	})
 }
 
@@ -38,30 +39,30 @@ func TestRawExceptions(t *testing.T) {
 	eachServer(t, func(t *testing.T, s *server) {
 		w := rawWorker(t, s, "exc")
 		with := dialRaw(t, s)
-		with.send(gearman.OptionReq, "exceptions")
-		with.expect(gearman.OptionRes, "exceptions")
+		with.Send(gearman.OptionReq, "exceptions")
+		with.Expect(gearman.OptionRes, "exceptions")
 		without := dialRaw(t, s)
 
 		h := with.submit(gearman.SubmitJob, "exc", "exc-1", "a")
 		require.Equal(t, h, without.submit(gearman.SubmitJob, "exc", "exc-1", "a"))
 		got, _, _, _ := w.grab()
 		require.Equal(t, h, got)
-		w.send(gearman.WorkException, h, "it broke")
-		with.expect(gearman.WorkException, h, "it broke")
+		w.Send(gearman.WorkException, h, "it broke")
+		with.Expect(gearman.WorkException, h, "it broke")
 		// gearmand 1.1.20 copies the handle's terminating NUL into this
 		// WORK_FAIL; gearwork sends the handle alone.
-		without.expect(gearman.WorkFail, pick(s, h, h+"\x00"))
+		without.Expect(gearman.WorkFail, pick(s, h, h+"\x00"))
 
 		// WORK_FAIL reaches everyone as WORK_FAIL.
 		h = with.submit(gearman.SubmitJob, "exc", "", "b")
 		got, _, _, _ = w.grab()
 		require.Equal(t, h, got)
-		w.send(gearman.WorkFail, h)
-		with.expect(gearman.WorkFail, h)
+		w.Send(gearman.WorkFail, h)
+		with.Expect(gearman.WorkFail, h)
 
 		// A result for a job the worker does not hold is an error.
-		w.send(gearman.WorkComplete, h, "late")
-		w.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+		w.Send(gearman.WorkComplete, h, "late")
+		w.Expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
 	})
 }
 
@@ -75,21 +76,21 @@ func TestRawStreaming(t *testing.T) {
 		h := c1.submit(gearman.SubmitJob, "stream", "s-1", "x")
 		require.Equal(t, h, c2.submit(gearman.SubmitJobHigh, "stream", "s-1", "x"))
 		w.grab()
-		w.send(gearman.WorkData, h, "d1")
-		w.send(gearman.WorkStatus, h, "1", "3")
-		w.send(gearman.WorkWarning, h, "w1")
-		w.send(gearman.WorkData, h, "")
-		w.send(gearman.EchoReq, "sync")
-		w.expect(gearman.EchoRes, "sync")
+		w.Send(gearman.WorkData, h, "d1")
+		w.Send(gearman.WorkStatus, h, "1", "3")
+		w.Send(gearman.WorkWarning, h, "w1")
+		w.Send(gearman.WorkData, h, "")
+		w.Send(gearman.EchoReq, "sync")
+		w.Expect(gearman.EchoRes, "sync")
 		probe := dialRaw(t, s)
 		require.Equal(t, []string{"1", "1", "1", "3"}, probe.getStatus(h))
-		w.send(gearman.WorkComplete, h, "done")
+		w.Send(gearman.WorkComplete, h, "done")
 		for _, c := range []*rawConn{c1, c2} {
-			c.expect(gearman.WorkData, h, "d1")
-			c.expect(gearman.WorkStatus, h, "1", "3")
-			c.expect(gearman.WorkWarning, h, "w1")
-			c.expect(gearman.WorkData, h, "")
-			c.expect(gearman.WorkComplete, h, "done")
+			c.Expect(gearman.WorkData, h, "d1")
+			c.Expect(gearman.WorkStatus, h, "1", "3")
+			c.Expect(gearman.WorkWarning, h, "w1")
+			c.Expect(gearman.WorkData, h, "")
+			c.Expect(gearman.WorkComplete, h, "done")
 		}
 		require.Equal(t, []string{"0", "0", "0", "0"}, probe.getStatus(h))
 	})
@@ -106,16 +107,16 @@ func TestRawBackgroundStatus(t *testing.T) {
 		w := rawWorker(t, s, "bgs")
 		w.grab()
 		require.Equal(t, []string{"1", "1", "0", "0"}, c.getStatus(h))
-		w.send(gearman.WorkStatus, h, "42", "100")
-		w.send(gearman.EchoReq, "sync")
-		w.expect(gearman.EchoRes, "sync")
+		w.Send(gearman.WorkStatus, h, "42", "100")
+		w.Send(gearman.EchoReq, "sync")
+		w.Expect(gearman.EchoRes, "sync")
 		require.Equal(t, []string{"1", "1", "42", "100"}, c.getStatus(h))
-		w.send(gearman.WorkComplete, h, "")
-		w.send(gearman.EchoReq, "sync")
-		w.expect(gearman.EchoRes, "sync")
+		w.Send(gearman.WorkComplete, h, "")
+		w.Send(gearman.EchoReq, "sync")
+		w.Expect(gearman.EchoRes, "sync")
 		require.Equal(t, []string{"0", "0", "0", "0"}, c.getStatus(h))
-		c.send(gearman.GetStatus, "H:nope:1")
-		c.expect(gearman.StatusRes, "H:nope:1", "0", "0", "0", "0")
+		c.Send(gearman.GetStatus, "H:nope:1")
+		c.Expect(gearman.StatusRes, "H:nope:1", "0", "0", "0", "0")
 	})
 }
 
@@ -130,21 +131,21 @@ func TestRawCanDoTimeout(t *testing.T) {
 	t.Parallel()
 	s := startGearwork(t)
 	stuck := dialRaw(t, s)
-	stuck.send(gearman.CanDoTimeout, "slow", "1000")
+	stuck.Send(gearman.CanDoTimeout, "slow", "1000")
 	client := dialRaw(t, s)
 	h := client.submit(gearman.SubmitJob, "slow", "", "fail me")
 	asked := time.Now() // before the assignment
 	_, _, _, payload := stuck.grab()
 	require.Equal(t, "fail me", payload)
 
-	client.expect(gearman.WorkFail, h)
+	client.Expect(gearman.WorkFail, h)
 	require.GreaterOrEqual(t, time.Since(asked), time.Second, "failed only after the timeout")
 	waitStatus(t, s, "slow", funcStatus{Workers: 1})
 
-	stuck.send(gearman.WorkComplete, h, "too late")
-	stuck.expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
-	stuck.send(gearman.GrabJobUniq)
-	stuck.expect(gearman.NoJob)
+	stuck.Send(gearman.WorkComplete, h, "too late")
+	stuck.Expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
+	stuck.Send(gearman.GrabJobUniq)
+	stuck.Expect(gearman.NoJob)
 }
 
 // TestRawEpoch: a SUBMIT_JOB_EPOCH job is not handed out before its time;
@@ -156,14 +157,14 @@ func TestRawEpoch(t *testing.T) {
 		c := dialRaw(t, s)
 		at := time.Now().Unix() + 2
 		h := c.submit(gearman.SubmitJobEpoch, "ep", "", strconv.FormatInt(at, 10)+"\x00later")
-		w.send(gearman.GrabJobUniq)
-		p, raw := w.next()
+		w.Send(gearman.GrabJobUniq)
+		p, raw := w.Next()
 		if p.Command == gearman.JobAssignUniq {
 			// Only possible on a machine so slow that the time has come.
-			require.GreaterOrEqual(t, time.Now().Unix(), at, "handed out before its time: %s", readable(raw))
+			require.GreaterOrEqual(t, time.Now().Unix(), at, "handed out before its time: %s", wire.Readable(raw))
 			return
 		}
-		require.Equal(t, gearman.NoJob, p.Command, readable(raw))
+		require.Equal(t, gearman.NoJob, p.Command, wire.Readable(raw))
 		if s.isGearwork() {
 			// Until its time the job is known but not runnable.
 			require.Equal(t, []string{"1", "0", "0", "0"}, c.getStatus(h))
@@ -172,14 +173,14 @@ func TestRawEpoch(t *testing.T) {
 				require.Equal(t, "ep\t0\t0\t0\t1\n.\n", prio)
 			}
 			// A sleeping worker is woken when it is due.
-			w.send(gearman.PreSleep)
-			w.expect(gearman.Noop)
+			w.Send(gearman.PreSleep)
+			w.Expect(gearman.Noop)
 		}
 		got, _, _, payload := w.grabWhenReady()
 		require.GreaterOrEqual(t, time.Now().Unix(), at, "ran before its time")
 		require.Equal(t, h, got)
 		require.Equal(t, "later", payload)
-		w.send(gearman.WorkComplete, h, "")
+		w.Send(gearman.WorkComplete, h, "")
 	})
 }
 
@@ -191,9 +192,9 @@ func TestRawWakeOnlyNeeded(t *testing.T) {
 		var ws []*rawConn
 		for range 3 {
 			w := rawWorker(t, s, "wake")
-			w.send(gearman.PreSleep)
-			w.send(gearman.EchoReq, "asleep")
-			w.expect(gearman.EchoRes, "asleep")
+			w.Send(gearman.PreSleep)
+			w.Send(gearman.EchoReq, "asleep")
+			w.Expect(gearman.EchoRes, "asleep")
 			ws = append(ws, w)
 		}
 		c := dialRaw(t, s)
@@ -202,13 +203,13 @@ func TestRawWakeOnlyNeeded(t *testing.T) {
 		// sees its NOOP (if any) before the answer to a later ECHO.
 		woken := 0
 		for _, w := range ws {
-			w.send(gearman.EchoReq, "after")
-			p, raw := w.next()
+			w.Send(gearman.EchoReq, "after")
+			p, raw := w.Next()
 			if p.Command == gearman.Noop {
 				woken++
-				p, raw = w.next()
+				p, raw = w.Next()
 			}
-			require.Equal(t, gearman.EchoRes, p.Command, readable(raw))
+			require.Equal(t, gearman.EchoRes, p.Command, wire.Readable(raw))
 		}
 		t.Logf("%s woke %d of 3 sleeping workers for one job", s.kind, woken)
 		require.Equal(t, map[bool]int{true: 1, false: 3}[s.isGearwork()], woken)
@@ -226,22 +227,22 @@ func TestRawGrabVariants(t *testing.T) {
 		h1 := c.submit(gearman.SubmitJobBg, "g", "u-1", "one")
 		h2 := c.submit(gearman.SubmitJobBg, "g", "u-2", "two")
 		h3 := c.submit(gearman.SubmitJobBg, "g", "u-3", "three")
-		c.send(gearman.SubmitReduceJobBg, "g", "u-4", "red", "", "four")
-		h4 := c.expectCmd(gearman.JobCreated)[0]
+		c.Send(gearman.SubmitReduceJobBg, "g", "u-4", "red", "", "four")
+		h4 := c.ExpectCmd(gearman.JobCreated)[0]
 		h5 := c.submit(gearman.SubmitJobBg, "g", "-", "five")
 
-		w.send(gearman.GrabJob)
-		w.expect(gearman.JobAssign, h1, "g", "one")
-		w.send(gearman.GrabJobUniq)
-		w.expect(gearman.JobAssignUniq, h2, "g", "u-2", "two")
-		w.send(gearman.GrabJobAll)
-		w.expect(gearman.JobAssignUniq, h3, "g", "u-3", "three")
-		w.send(gearman.GrabJobAll)
-		w.expect(gearman.JobAssignAll, h4, "g", "u-4", "red", "four")
-		w.send(gearman.GrabJobUniq)
-		w.expect(gearman.JobAssignUniq, h5, "g", "-", "five")
-		w.send(gearman.GrabJob)
-		w.expect(gearman.NoJob)
+		w.Send(gearman.GrabJob)
+		w.Expect(gearman.JobAssign, h1, "g", "one")
+		w.Send(gearman.GrabJobUniq)
+		w.Expect(gearman.JobAssignUniq, h2, "g", "u-2", "two")
+		w.Send(gearman.GrabJobAll)
+		w.Expect(gearman.JobAssignUniq, h3, "g", "u-3", "three")
+		w.Send(gearman.GrabJobAll)
+		w.Expect(gearman.JobAssignAll, h4, "g", "u-4", "red", "four")
+		w.Send(gearman.GrabJobUniq)
+		w.Expect(gearman.JobAssignUniq, h5, "g", "-", "five")
+		w.Send(gearman.GrabJob)
+		w.Expect(gearman.NoJob)
 	})
 }
 
@@ -263,18 +264,18 @@ func TestRawDeliberateDifferences(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, s *server) {
 		c := dialRaw(t, s)
-		c.send(gearman.AllYours)
+		c.Send(gearman.AllYours)
 		if !s.isGearwork() {
-			c.expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
+			c.Expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
 		}
-		c.send(gearman.SubmitJobSched, "f", "", "1", "2", "3", "4", "", "x")
+		c.Send(gearman.SubmitJobSched, "f", "", "1", "2", "3", "4", "", "x")
 		if s.isGearwork() {
-			require.Regexp(t, "^"+handlePrefix, c.expectCmd(gearman.JobCreated)[0])
+			require.Regexp(t, "^"+handlePrefix, c.ExpectCmd(gearman.JobCreated)[0])
 		} else {
-			c.expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
+			c.Expect(gearman.Error, "INVALID_COMMAND", "Command not expected")
 		}
-		c.send(gearman.EchoReq, "alive")
-		c.expect(gearman.EchoRes, "alive")
+		c.Send(gearman.EchoReq, "alive")
+		c.Expect(gearman.EchoRes, "alive")
 	})
 }
 
@@ -291,43 +292,43 @@ func TestRawSubmitJobSched(t *testing.T) {
 	start := func() *server { return startGearwork(t, "--store", "pebble:"+dir) }
 	s := start()
 	c := dialRaw(t, s)
-	c.send(gearman.SubmitJobSched, "new-year", "ny-1", "0", "12", "1", "1", "", "fireworks")
-	h := c.expectCmd(gearman.JobCreated)[0]
-	c.send(gearman.GetStatus, h)
-	c.expect(gearman.StatusRes, h, "1", "0", "0", "0")
+	c.Send(gearman.SubmitJobSched, "new-year", "ny-1", "0", "12", "1", "1", "", "fireworks")
+	h := c.ExpectCmd(gearman.JobCreated)[0]
+	c.Send(gearman.GetStatus, h)
+	c.Expect(gearman.StatusRes, h, "1", "0", "0", "0")
 	require.Equal(t, []string{"new-year\t1\t0\t0"}, admin(t, s, "status"), "counted")
 	require.Equal(t, []string{"new-year\t0\t0\t0\t0"}, admin(t, s, "prioritystatus"), "not runnable")
 	w := rawWorker(t, s, "new-year")
-	w.send(gearman.GrabJob)
-	w.expect(gearman.NoJob)
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
 
 	for _, bad := range []struct{ fields []string }{
 		{[]string{"61", "", "", "", ""}},
 		{[]string{"0 1", "", "", "", ""}},
 		{[]string{"", "", "", "feb-", ""}},
 	} {
-		c.send(gearman.SubmitJobSched, append(append([]string{"new-year", ""}, bad.fields...), "x")...)
-		got := c.expectCmd(gearman.Error)
+		c.Send(gearman.SubmitJobSched, append(append([]string{"new-year", ""}, bad.fields...), "x")...)
+		got := c.ExpectCmd(gearman.Error)
 		require.Equal(t, "INVALID_PACKET", got[0], "fields %q", bad.fields)
 		require.Contains(t, got[1], "SUBMIT_JOB_SCHED", "fields %q", bad.fields)
 	}
-	c.send(gearman.SubmitJobSched, "new-year", "", "0", "0", "31", "2", "", "x")
-	c.expect(gearman.Error, "QUEUE_ERROR", `no time within five years matches the schedule: "0 0 31 2 *"`)
+	c.Send(gearman.SubmitJobSched, "new-year", "", "0", "0", "31", "2", "", "x")
+	c.Expect(gearman.Error, "QUEUE_ERROR", `no time within five years matches the schedule: "0 0 31 2 *"`)
 
 	s.stop(t)
 	s = start()
 	c = dialRaw(t, s)
-	c.send(gearman.GetStatus, h)
-	c.expect(gearman.StatusRes, h, "1", "0", "0", "0")
+	c.Send(gearman.GetStatus, h)
+	c.Expect(gearman.StatusRes, h, "1", "0", "0", "0")
 	require.Equal(t, []string{"OK"}, admin(t, s, "cancel job "+h))
-	c.send(gearman.GetStatus, h)
-	c.expect(gearman.StatusRes, h, "0", "0", "0", "0")
+	c.Send(gearman.GetStatus, h)
+	c.Expect(gearman.StatusRes, h, "0", "0", "0", "0")
 
 	s.stop(t)
 	s = start()
 	c = dialRaw(t, s)
-	c.send(gearman.GetStatus, h)
-	c.expect(gearman.StatusRes, h, "0", "0", "0", "0")
+	c.Send(gearman.GetStatus, h)
+	c.Expect(gearman.StatusRes, h, "0", "0", "0", "0")
 	require.Empty(t, admin(t, s, "show jobs"))
 }
 
@@ -345,50 +346,50 @@ func TestRawBadInput(t *testing.T) {
 		close bool
 	}{
 		{"unknown packet type", gearman.AppendPacket(nil, gearman.MagicReq, 99, []byte("x")),
-			res(gearman.Error, "INVALID_COMMAND", "Invalid command expected"), false},
-		{"response magic", res(gearman.EchoReq, "x"),
-			res(gearman.Error, "INVALID_MAGIC", "Request magic expected"), false},
-		{"too few arguments", req(gearman.SubmitJob, "only-function"),
-			res(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments"), false},
-		{"unique too long", req(gearman.SubmitJob, "f", strings.Repeat("u", 64), ""),
-			res(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large"), false},
-		{"empty function", req(gearman.SubmitJobBg, "", "", "x"),
-			res(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes"), false},
-		{"server-only packet", req(gearman.JobCreated, "H:x:1"),
-			res(gearman.Error, "INVALID_COMMAND", "Command not expected"), false},
+			wire.Response(gearman.Error, "INVALID_COMMAND", "Invalid command expected"), false},
+		{"response magic", wire.Response(gearman.EchoReq, "x"),
+			wire.Response(gearman.Error, "INVALID_MAGIC", "Request magic expected"), false},
+		{"too few arguments", wire.Request(gearman.SubmitJob, "only-function"),
+			wire.Response(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments"), false},
+		{"unique too long", wire.Request(gearman.SubmitJob, "f", strings.Repeat("u", 64), ""),
+			wire.Response(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large"), false},
+		{"empty function", wire.Request(gearman.SubmitJobBg, "", "", "x"),
+			wire.Response(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes"), false},
+		{"server-only packet", wire.Request(gearman.JobCreated, "H:x:1"),
+			wire.Response(gearman.Error, "INVALID_COMMAND", "Command not expected"), false},
 		{"bad magic", []byte("\x00BAD\x00\x00\x00\x10\x00\x00\x00\x00"),
-			res(gearman.Error, "INVALID_MAGIC", `bad packet magic "\x00BAD"`), true},
+			wire.Response(gearman.Error, "INVALID_MAGIC", `bad packet magic "\x00BAD"`), true},
 		{"oversize body", []byte("\x00REQ\x00\x00\x00\x10\x00\x00\x04\x01"),
-			res(gearman.Error, "ARGUMENT_TOO_LARGE", "packet body of 1025 bytes exceeds the limit of 1024 bytes"), true},
+			wire.Response(gearman.Error, "ARGUMENT_TOO_LARGE", "packet body of 1025 bytes exceeds the limit of 1024 bytes"), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialRaw(t, s)
-			c.sendBytes(tc.send)
-			_, raw := c.next()
-			require.Equal(t, readable(tc.want), readable(raw))
+			c.Write(tc.send)
+			_, raw := c.Next()
+			require.Equal(t, wire.Readable(tc.want), wire.Readable(raw))
 			if tc.close {
-				_, _, err := c.tryNext(ioTimeout)
+				_, _, err := c.NextWithin(ioTimeout)
 				requireClosed(t, err)
 				return
 			}
-			c.send(gearman.EchoReq, "ok")
-			c.expect(gearman.EchoRes, "ok")
+			c.Send(gearman.EchoReq, "ok")
+			c.Expect(gearman.EchoRes, "ok")
 		})
 	}
 	t.Run("admin line too long", func(t *testing.T) {
 		c := dialRaw(t, s)
-		c.sendBytes([]byte(strings.Repeat("x", 8193) + "\n"))
-		_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
-		line, err := c.br.ReadString('\n')
+		c.Write([]byte(strings.Repeat("x", 8193) + "\n"))
+		_ = c.NC.SetReadDeadline(time.Now().Add(ioTimeout))
+		line, err := c.R.ReadString('\n')
 		require.NoError(t, err)
 		require.Equal(t, "ERR LINE_TOO_LONG Admin+line+exceeds+8192+bytes\r\n", line)
-		_ = c.nc.SetReadDeadline(time.Now().Add(ioTimeout))
-		_, err = c.br.ReadByte()
+		_ = c.NC.SetReadDeadline(time.Now().Add(ioTimeout))
+		_, err = c.R.ReadByte()
 		requireClosed(t, err)
 	})
-	bystander.send(gearman.EchoReq, "unaffected")
-	bystander.expect(gearman.EchoRes, "unaffected")
+	bystander.Send(gearman.EchoReq, "unaffected")
+	bystander.Expect(gearman.EchoRes, "unaffected")
 }
 
 // TestRawHugeAndEmptyPayloads: a 16 MiB payload and an empty one pass
@@ -403,21 +404,21 @@ func TestRawHugeAndEmptyPayloads(t *testing.T) {
 		w := rawWorker(t, s, "big")
 		c := dialRaw(t, s)
 		h := c.submit(gearman.SubmitJob, "big", "", string(big))
-		w.send(gearman.GrabJob)
-		p, _ := w.next()
+		w.Send(gearman.GrabJob)
+		p, _ := w.Next()
 		require.Equal(t, gearman.JobAssign, p.Command)
 		require.Equal(t, h, string(p.Args[0]))
 		require.True(t, string(p.Args[2]) == string(big), "payload changed in transit")
-		w.send(gearman.WorkComplete, h, string(big))
-		p, _ = c.next()
+		w.Send(gearman.WorkComplete, h, string(big))
+		p, _ = c.Next()
 		require.Equal(t, gearman.WorkComplete, p.Command)
 		require.True(t, string(p.Args[1]) == string(big), "result changed in transit")
 
 		h = c.submit(gearman.SubmitJob, "big", "", "")
-		w.send(gearman.GrabJob)
-		w.expect(gearman.JobAssign, h, "big", "")
-		w.send(gearman.WorkComplete, h, "")
-		c.expect(gearman.WorkComplete, h, "")
+		w.Send(gearman.GrabJob)
+		w.Expect(gearman.JobAssign, h, "big", "")
+		w.Send(gearman.WorkComplete, h, "")
+		c.Expect(gearman.WorkComplete, h, "")
 	})
 }
 
@@ -431,14 +432,14 @@ func TestRawShortWorkUpdates(t *testing.T) {
 	c := dialRaw(t, s)
 	h := c.submit(gearman.SubmitJob, "short", "", "x")
 	w.grab()
-	w.sendBytes(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkStatus, []byte(h), []byte("1")))
-	w.sendBytes(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkData, []byte(h)))
-	w.sendBytes(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, []byte(h)))
-	c.expect(gearman.WorkStatus, h, "1", "0")
-	c.expect(gearman.WorkData, h, "")
-	c.expect(gearman.WorkComplete, h, "")
-	w.send(gearman.EchoReq, "no error before this")
-	w.expect(gearman.EchoRes, "no error before this")
+	w.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkStatus, []byte(h), []byte("1")))
+	w.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkData, []byte(h)))
+	w.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, []byte(h)))
+	c.Expect(gearman.WorkStatus, h, "1", "0")
+	c.Expect(gearman.WorkData, h, "")
+	c.Expect(gearman.WorkComplete, h, "")
+	w.Send(gearman.EchoReq, "no error before this")
+	w.Expect(gearman.EchoRes, "no error before this")
 }
 
 // TestRawRequeueOrder: a job taken back from a vanished worker goes to the
@@ -452,7 +453,7 @@ func TestRawRequeueOrder(t *testing.T) {
 		w := rawWorker(t, s, "rq")
 		got, _, _, _ := w.grab()
 		require.Equal(t, first, got)
-		w.nc.Close()
+		w.NC.Close()
 		waitStatus(t, s, "rq", funcStatus{Total: 2})
 
 		w2 := rawWorker(t, s, "rq")
@@ -474,9 +475,9 @@ func TestRawJobRetries(t *testing.T) {
 				w := rawWorker(t, s, "jr")
 				got, _, _, _ := w.grabWhenReady()
 				require.Equal(t, h, got)
-				w.nc.Close()
+				w.NC.Close()
 			}
-			c.expect(gearman.WorkFail, h)
+			c.Expect(gearman.WorkFail, h)
 			waitStatus(t, s, "jr", funcStatus{})
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // The C:/S: transcripts in docs/protocol.md are produced by these scripts
@@ -36,18 +37,38 @@ type step struct {
 	send []byte // a packet or text line to send; nil means receive one
 	// text marks a text-line answer to receive (up to "." for lists).
 	text string
+	// ask holds text lines to send, each followed by its answer.
+	ask []string
 	// wait is run before the step (for example, to poll for a timeout).
 	wait func(t *testing.T, s *server)
 }
 
 func sendP(who string, cmd gearman.Command, args ...string) step {
-	return step{who: who, send: req(cmd, args...)}
+	return step{who: who, send: wire.Request(cmd, args...)}
 }
 
 func recv(who string) step { return step{who: who} }
 
 func sendText(who, line string) step {
 	return step{who: who, send: []byte(line + "\r\n"), text: line}
+}
+
+// ask is who sending each text line in turn and receiving its answer.
+func ask(who string, lines ...string) step { return step{who: who, ask: lines} }
+
+// expanded returns steps with each ask step as its sends and receives.
+func expanded(steps []step) []step {
+	var out []step
+	for _, st := range steps {
+		if st.ask == nil {
+			out = append(out, st)
+			continue
+		}
+		for _, line := range st.ask {
+			out = append(out, sendText(st.who, line), recv(st.who))
+		}
+	}
+	return out
 }
 
 type transcript struct {
@@ -152,15 +173,14 @@ var transcripts = []transcript{
 		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
 		sendP("W", gearman.CanDo, "remind"),
 		sendP("W", gearman.GrabJob), recv("W"),
-		sendText("A", "status"), recv("A"),
-		sendText("A", "prioritystatus"), recv("A"),
+		ask("A", "status", "prioritystatus"),
 	}},
 	{name: "sched", gearmand: []int{5}, steps: []step{
 		sendP("C", gearman.SubmitJobSched, "new-year", "", "0", "12", "1", "1", "", "fireworks"), recv("C"),
 		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
 		sendP("W", gearman.CanDo, "new-year"),
 		sendP("W", gearman.GrabJob), recv("W"),
-		sendText("A", "cancel job "+handlePrefix+"1"), recv("A"),
+		ask("A", "cancel job "+handlePrefix+"1"),
 		sendP("C", gearman.GetStatus, handlePrefix+"1"), recv("C"),
 		sendP("C", gearman.SubmitJobSched, "new-year", "", "0", "25", "", "", "", "x"), recv("C"),
 	}},
@@ -180,14 +200,11 @@ var transcripts = []transcript{
 		{who: "C", send: []byte("\x00RQE\x00\x00\x00\x07\x00\x00\x00\x00")}, recv("C"),
 	}},
 	{name: "maxqueue", gearmand: []int{11}, steps: []step{
-		sendText("A", "maxqueue mail 1"), recv("A"),
-		sendText("A", "show maxqueue"), recv("A"),
+		ask("A", "maxqueue mail 1", "show maxqueue"),
 		sendP("C", gearman.SubmitJobBg, "mail", "", "one"), recv("C"),
 		sendP("C", gearman.SubmitJobBg, "mail", "", "two"), recv("C"),
-		sendText("A", "maxqueue mail 10 5 0"), recv("A"),
-		sendText("A", "show maxqueue mail"), recv("A"),
-		sendText("A", "maxqueue mail"), recv("A"),
-		sendText("A", "show maxqueue mail"), recv("A"),
+		ask("A", "maxqueue mail 10 5 0", "show maxqueue mail", "maxqueue mail",
+			"show maxqueue mail"),
 	}},
 	{name: "admin", gearmand: []int{7, 14, 15, 16, 26}, steps: []step{
 		sendP("C", gearman.SubmitJobBg, "thumb", "t-1", "a.png"), recv("C"),
@@ -196,40 +213,24 @@ var transcripts = []transcript{
 		sendP("W", gearman.CanDo, "thumb"),
 		sendP("W", gearman.CanDo, "crop"),
 		sendP("W", gearman.GrabJob), recv("W"),
-		sendText("A", "status"), recv("A"),
-		sendText("A", "prioritystatus"), recv("A"),
-		sendText("A", "workers"), recv("A"),
-		sendText("A", "show jobs"), recv("A"),
-		sendText("A", "show unique jobs"), recv("A"),
-		sendText("A", "cancel job "+handlePrefix+"1"), recv("A"),
-		sendText("A", "cancel job "+handlePrefix+"1"), recv("A"),
-		sendText("A", "create function archive"), recv("A"),
-		sendText("A", "drop function archive"), recv("A"),
-		sendText("A", "drop function thumb"), recv("A"),
-		sendText("A", "drop function nothing"), recv("A"),
-		sendText("A", "version"), recv("A"),
-		sendText("A", "verbose"), recv("A"),
-		sendText("A", "show"), recv("A"),
-		sendText("A", "frobnicate"), recv("A"),
+		ask("A", "status", "prioritystatus", "workers", "show jobs", "show unique jobs",
+			"cancel job "+handlePrefix+"1", "cancel job "+handlePrefix+"1",
+			"create function archive", "drop function archive", "drop function thumb",
+			"drop function nothing", "version", "verbose", "show", "frobnicate"),
 		sendP("W", gearman.CantDo, "crop"),
 		sendP("W", gearman.EchoReq, ""), recv("W"),
-		sendText("A", "workers"), recv("A"),
+		ask("A", "workers"),
 		sendP("W", gearman.ResetAbilities),
 		sendP("W", gearman.EchoReq, ""), recv("W"),
-		sendText("A", "workers"), recv("A"),
+		ask("A", "workers"),
 	}},
 	{name: "policy", single: true, gearmand: []int{24}, steps: []step{
-		sendText("C", "policy resize max_attempts=2 backoff=2s timeout=30s"), recv("C"),
-		sendText("C", "create function resize"), recv("C"),
-		sendText("C", "policy resize max_attempts=2 backoff=2s timeout=30s"), recv("C"),
-		sendText("C", "show policy resize"), recv("C"),
-		sendText("C", "policy resize speed=9"), recv("C"),
-		sendText("C", "policy resize reset"), recv("C"),
-		sendText("C", "show policy"), recv("C"),
+		ask("C", "policy resize max_attempts=2 backoff=2s timeout=30s", "create function resize",
+			"policy resize max_attempts=2 backoff=2s timeout=30s", "show policy resize",
+			"policy resize speed=9", "policy resize reset", "show policy"),
 	}},
 	{name: "dead-letters", gearmand: []int{18, 19, 24}, steps: []step{
-		sendText("A", "create function resize"), recv("A"),
-		sendText("A", "policy resize max_attempts=2 backoff=1ms"), recv("A"),
+		ask("A", "create function resize", "policy resize max_attempts=2 backoff=1ms"),
 		sendP("C", gearman.SubmitJobBg, "resize", "img-7", "/uploads/7.png"), recv("C"),
 		sendP("W", gearman.CanDo, "resize"),
 		sendP("W", gearman.GrabJob), recv("W"),
@@ -237,55 +238,48 @@ var transcripts = []transcript{
 		sendP("W", gearman.PreSleep), recv("W"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.WorkException, handlePrefix+"1", "disk full"),
-		sendText("A", "deadletters resize"), recv("A"),
-		sendText("A", "deadletter show "+handlePrefix+"1"), recv("A"),
-		sendText("A", "deadletter retry "+handlePrefix+"1"), recv("A"),
+		ask("A", "deadletters resize", "deadletter show "+handlePrefix+"1",
+			"deadletter retry "+handlePrefix+"1"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.WorkComplete, handlePrefix+"1", ""),
-		sendText("A", "deadletter show "+handlePrefix+"1"), recv("A"),
-		sendText("A", "deadletter retry all resize"), recv("A"),
-		sendText("A", "deadletter purge resize"), recv("A"),
+		ask("A", "deadletter show "+handlePrefix+"1", "deadletter retry all resize",
+			"deadletter purge resize"),
 	}},
 	{name: "pause", gearmand: []int{21, 24}, steps: []step{
-		sendText("A", "pause rezise"), recv("A"),
+		ask("A", "pause rezise"),
 		sendP("C", gearman.SubmitJobBg, "resize", "img-8", "/uploads/8.png"), recv("C"),
-		sendText("A", "pause resize"), recv("A"),
+		ask("A", "pause resize"),
 		sendP("W", gearman.CanDo, "resize"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.PreSleep),
-		sendText("A", "resume resize"), recv("A"),
+		ask("A", "resume resize"),
 		recv("W"),
 		sendP("W", gearman.GrabJob), recv("W"),
-		sendText("A", "pause resize until 30m"), recv("A"),
-		sendText("A", "pause resize until 2030-01-01T08:00:00Z"), recv("A"),
-		sendText("A", "pause resize until tomorrow"), recv("A"),
-		sendText("A", "resume resize"), recv("A"),
+		ask("A", "pause resize until 30m", "pause resize until 2030-01-01T08:00:00Z",
+			"pause resize until tomorrow", "resume resize"),
 	}},
 	{name: "results", gearmand: []int{20, 24}, steps: []step{
-		sendText("A", "create function thumb"), recv("A"),
-		sendText("A", "policy thumb result_retention=1h"), recv("A"),
+		ask("A", "create function thumb", "policy thumb result_retention=1h"),
 		sendP("C", gearman.SubmitJobBg, "thumb", "t-9", "a.png"), recv("C"),
 		sendP("W", gearman.CanDo, "thumb"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		sendP("W", gearman.WorkComplete, handlePrefix+"1", "thumb\nof a.png"),
-		sendText("A", "result "+handlePrefix+"1"), recv("A"),
-		sendText("A", "result unique:t-9"), recv("A"),
+		ask("A", "result "+handlePrefix+"1", "result unique:t-9"),
 		sendP("C2", gearman.SubmitJob, "thumb", "t-9", "a.png"), recv("C2"), recv("C2"),
-		sendText("A", "result unique:t-10"), recv("A"),
+		ask("A", "result unique:t-10"),
 	}},
 	{name: "ordering", single: true, gearmand: []int{24}, steps: []step{
-		sendText("C", "create function pay"), recv("C"),
-		sendText("C", "policy pay ordering=unique-prefix"), recv("C"),
+		ask("C", "create function pay", "policy pay ordering=unique-prefix"),
 		sendP("C", gearman.SubmitJobBg, "pay", "acct-42:1", "a"), recv("C"),
 		sendP("C", gearman.SubmitJobBg, "pay", "acct-42:2", "b"), recv("C"),
 		sendP("C", gearman.SubmitJobBg, "pay", "acct-7:1", "c"), recv("C"),
-		sendText("C", "show ordering pay"), recv("C"),
+		ask("C", "show ordering pay"),
 	}},
 	{name: "schedules", single: true, gearmand: []int{24}, config: schedulesConfig, steps: []step{
-		sendText("C", "show schedules"), recv("C"),
+		ask("C", "show schedules"),
 	}},
 	{name: "shutdown", single: true, gearmand: []int{12}, steps: []step{
-		sendText("C", "shutdown"), recv("C"),
+		ask("C", "shutdown"),
 	}},
 }
 
@@ -372,7 +366,7 @@ func runScript(t *testing.T, tr transcript, s *server) string {
 	}
 	var out strings.Builder
 	lastText := map[string]string{}
-	for _, st := range tr.steps {
+	for _, st := range expanded(tr.steps) {
 		if st.wait != nil {
 			st.wait(t, s)
 		}
@@ -381,10 +375,10 @@ func runScript(t *testing.T, tr transcript, s *server) string {
 			if c.lenient {
 				// gearmand may have closed the connection: what it does
 				// not answer shows as "(no answer)".
-				_ = c.nc.SetWriteDeadline(time.Now().Add(lenientWait))
-				_, _ = c.nc.Write(h.real(st.send, st.text != ""))
+				_ = c.NC.SetWriteDeadline(time.Now().Add(lenientWait))
+				_, _ = c.NC.Write(h.real(st.send, st.text != ""))
 			} else {
-				c.sendBytes(h.real(st.send, st.text != ""))
+				c.Write(h.real(st.send, st.text != ""))
 			}
 			who := st.who
 			if tr.single {
@@ -417,18 +411,18 @@ func runScript(t *testing.T, tr transcript, s *server) string {
 		if c.lenient {
 			wait = lenientWait
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(wait))
-		first, err := c.br.Peek(1)
+		_ = c.NC.SetReadDeadline(time.Now().Add(wait))
+		first, err := c.R.Peek(1)
 		if c.lenient && err != nil {
 			fmt.Fprintf(&out, "%s(no answer)\n", prefix)
 			continue
 		}
 		require.NoError(t, err)
 		if first[0] != 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+			_ = c.NC.SetReadDeadline(time.Now().Add(wait))
 			cmd := lastText[st.who]
 			for n := 0; ; n++ {
-				line, err := c.br.ReadString('\n')
+				line, err := c.R.ReadString('\n')
 				if c.lenient && err != nil {
 					fmt.Fprintf(&out, "%s(no answer)\n", prefix)
 					break
@@ -441,7 +435,7 @@ func runScript(t *testing.T, tr transcript, s *server) string {
 					size, err := strconv.Atoi(strings.TrimSpace(n))
 					require.NoError(t, err)
 					data := make([]byte, size+1)
-					_, err = io.ReadFull(c.br, data)
+					_, err = io.ReadFull(c.R, data)
 					require.NoError(t, err)
 					fmt.Fprintf(&out, "%s%s\n", prefix, escapeLine(string(data)))
 				}
@@ -549,9 +543,9 @@ const syncPayload = "\x00transcript-sync"
 // ECHO_REQ and reads up to its ECHO_RES, keeping the packets that came
 // before it for recvQueued.
 func (c *rawConn) sync() {
-	c.t.Helper()
-	c.send(gearman.EchoReq, syncPayload)
-	want := string(res(gearman.EchoRes, syncPayload))
+	c.T.Helper()
+	c.Send(gearman.EchoReq, syncPayload)
+	want := string(wire.Response(gearman.EchoRes, syncPayload))
 	for {
 		raw := c.recvLenient()
 		if raw == nil || string(raw) == want {
@@ -564,7 +558,7 @@ func (c *rawConn) sync() {
 // recvQueued returns the next packet kept by sync, or reads one; nil when
 // a lenient connection got none.
 func (c *rawConn) recvQueued() []byte {
-	c.t.Helper()
+	c.T.Helper()
 	if len(c.queued) > 0 {
 		raw := c.queued[0]
 		c.queued = c.queued[1:]
@@ -576,12 +570,12 @@ func (c *rawConn) recvQueued() []byte {
 // recvLenient reads one packet; on a lenient connection a missing answer
 // (or a closed connection) gives nil instead of failing.
 func (c *rawConn) recvLenient() []byte {
-	c.t.Helper()
+	c.T.Helper()
 	if !c.lenient {
-		_, raw := c.next()
+		_, raw := c.Next()
 		return raw
 	}
-	_, raw, err := c.tryNext(lenientWait)
+	_, raw, err := c.NextWithin(lenientWait)
 	if err != nil {
 		return nil
 	}

@@ -1,8 +1,6 @@
 package hostile_test
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -16,34 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
-
-// gconn is a raw Gearman connection for the file limit test.
-type gconn struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
-
-func dialG(t *testing.T, addr string) *gconn {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	require.NoError(t, nc.SetDeadline(time.Now().Add(2*time.Minute)))
-	return &gconn{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
-// call writes a packet and returns the next packet read.
-func (c *gconn) call(cmd gearman.Command, args ...string) (gearman.Command, []byte) {
-	c.t.Helper()
-	_, err := c.nc.Write(packet(cmd, args...))
-	require.NoError(c.t, err)
-	got, body, err := readPacket(c.r)
-	require.NoError(c.t, err)
-	return got, body
-}
 
 // TestFileLimitReachedAtAccept runs the server with an open file limit of
 // 256 (soft and hard, so it cannot raise it) and a Pebble store, and opens
@@ -79,11 +52,10 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(opts), "max_open_files=96")
 
-	client, worker := dialG(t, srv.Addr), dialG(t, srv.Addr)
-	_, err = worker.nc.Write(packet(gearman.CanDo, "fd"))
-	require.NoError(t, err)
-	cmd, _ := worker.call(gearman.EchoReq, "ready")
-	require.Equal(t, gearman.EchoRes, cmd)
+	client, worker := wire.Dial(t, srv.Addr), wire.Dial(t, srv.Addr)
+	worker.Send(gearman.CanDo, "fd")
+	worker.Send(gearman.EchoReq, "ready")
+	worker.Expect(gearman.EchoRes, "ready")
 	open := make([]net.Conn, 0, flood)
 	defer func() {
 		for _, nc := range open {
@@ -117,19 +89,16 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	// Existing connections work, and the store can still open files.
 	payload := strings.Repeat("p", 1<<20)
 	for i := range jobs {
-		cmd, body := client.call(gearman.SubmitJobBg, "fd", fmt.Sprint(i), payload)
-		require.Equal(t, gearman.JobCreated, cmd, "submit %d: %s", i, body)
+		cmd, args := client.Call(gearman.SubmitJobBg, "fd", fmt.Sprint(i), payload)
+		require.Equal(t, gearman.JobCreated, cmd, "submit %d: %q", i, args)
 	}
 	for i := range 3 {
-		cmd, body := worker.call(gearman.GrabJob)
+		cmd, args := worker.Call(gearman.GrabJob)
 		require.Equal(t, gearman.JobAssign, cmd, "grab %d", i)
-		handle := body[:bytes.IndexByte(body, 0)]
-		_, err := worker.nc.Write(packet(gearman.WorkComplete, string(handle), ""))
-		require.NoError(t, err)
+		worker.Send(gearman.WorkComplete, args[0], "")
 	}
-	cmd, body := client.call(gearman.EchoReq, "still here")
-	require.Equal(t, gearman.EchoRes, cmd)
-	require.Equal(t, "still here", string(body))
+	client.Send(gearman.EchoReq, "still here")
+	client.Expect(gearman.EchoRes, "still here")
 
 	// Once the flood ends, new connections are served.
 	for _, nc := range open {
@@ -138,18 +107,18 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	open = nil
 	deadline = time.Now().Add(time.Minute)
 	for {
-		nc, err := net.Dial("tcp", srv.Addr)
+		c, err := wire.DialStream(srv.Addr)
 		require.NoError(t, err)
-		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-		_, err = nc.Write(packet(gearman.EchoReq, "new"))
-		var cmd gearman.Command
+		_ = c.NC.SetDeadline(time.Now().Add(10 * time.Second))
+		err = c.Send(gearman.EchoReq, "new")
+		var echo gearman.Packet
 		if err == nil {
-			cmd, body, err = readPacket(bufio.NewReader(nc))
+			echo, err = c.Next()
 		}
-		nc.Close()
+		c.Close()
 		if err == nil {
-			require.Equal(t, gearman.EchoRes, cmd)
-			require.Equal(t, "new", string(body))
+			require.Equal(t, gearman.EchoRes, echo.Command)
+			require.Equal(t, "new", string(echo.Arg(0)))
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "no new connection is served after the flood: %v", err)

@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
@@ -39,66 +40,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func packet(cmd gearman.Command, args ...string) []byte {
-	bs := make([][]byte, len(args))
-	for i, a := range args {
-		bs[i] = []byte(a)
-	}
-	return gearman.AppendPacket(nil, gearman.MagicReq, cmd, bs...)
-}
-
 func header(magic string, cmd gearman.Command, size uint32) []byte {
 	h := []byte(magic)
 	h = binary.BigEndian.AppendUint32(h, uint32(cmd))
 	return binary.BigEndian.AppendUint32(h, size)
 }
 
-// readPacket reads one packet and returns its command and arguments'
-// bytes (the body).
-func readPacket(r *bufio.Reader) (gearman.Command, []byte, error) {
-	hdr := make([]byte, gearman.HeaderSize)
-	if _, err := io.ReadFull(r, hdr); err != nil {
-		return 0, nil, err
-	}
-	body := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, nil, err
-	}
-	return gearman.Command(binary.BigEndian.Uint32(hdr[4:8])), body, nil
-}
-
 // worker serves the function "echo" until its connection closes.
 func worker(addr string, ready chan<- struct{}) error {
-	nc, err := net.Dial("tcp", addr)
+	w, err := wire.DialStream(addr)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	r := bufio.NewReader(nc)
-	if _, err := nc.Write(append(packet(gearman.CanDo, "echo"), packet(gearman.GrabJob)...)); err != nil {
+	defer w.Close()
+	if err := w.Send(gearman.CanDo, "echo"); err != nil {
 		return err
 	}
 	close(ready)
-	for {
-		cmd, body, err := readPacket(r)
-		if err != nil {
-			return err
-		}
-		switch cmd {
-		case gearman.NoJob:
-			_, err = nc.Write(packet(gearman.PreSleep))
-		case gearman.Noop:
-			_, err = nc.Write(packet(gearman.GrabJob))
-		case gearman.JobAssign:
-			args := strings.SplitN(string(body), "\x00", 3)
-			_, err = nc.Write(append(packet(gearman.WorkComplete, args[0], args[2]), packet(gearman.GrabJob)...))
-		default:
-			return fmt.Errorf("worker got %s", cmd)
-		}
-		if err != nil {
-			return err
-		}
-	}
+	return w.Work(func(payload []byte) []byte { return payload })
 }
 
 // normalClients runs n clients that each submit rounds foreground jobs one
@@ -114,14 +73,13 @@ func normalClients(t *testing.T, addr string, n, rounds int, think time.Duration
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nc, err := net.Dial("tcp", addr)
+			c, err := wire.DialStream(addr)
 			if err != nil {
 				errs <- err
 				return
 			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(5 * time.Minute))
-			r := bufio.NewReader(nc)
+			defer c.Close()
+			_ = c.NC.SetDeadline(time.Now().Add(5 * time.Minute))
 			mine := make([]time.Duration, 0, rounds)
 			if think > 0 {
 				// Spread the clients over the interval instead of sending
@@ -134,26 +92,26 @@ func normalClients(t *testing.T, addr string, n, rounds int, think time.Duration
 				}
 				payload := fmt.Sprintf("client %d round %d", i, j)
 				start := time.Now()
-				if _, err := nc.Write(packet(gearman.SubmitJob, "echo", "", payload)); err != nil {
+				if err := c.Send(gearman.SubmitJob, "echo", "", payload); err != nil {
 					errs <- err
 					return
 				}
 				for done := false; !done; {
-					cmd, body, err := readPacket(r)
+					p, err := c.Next()
 					if err != nil {
 						errs <- fmt.Errorf("client %d: %w", i, err)
 						return
 					}
-					switch cmd {
+					switch p.Command {
 					case gearman.JobCreated:
 					case gearman.WorkComplete:
-						if got := strings.SplitN(string(body), "\x00", 2)[1]; got != payload {
+						if got := string(p.Arg(1)); got != payload {
 							errs <- fmt.Errorf("client %d: result %q, want %q", i, got, payload)
 							return
 						}
 						done = true
 					default:
-						errs <- fmt.Errorf("client %d: unexpected %s", i, cmd)
+						errs <- fmt.Errorf("client %d: unexpected %s", i, p.Command)
 						return
 					}
 				}
@@ -209,7 +167,7 @@ func attacks() []attack {
 				fmt.Appendf(nil, "bad packet magic %q", garbage[:4])))},
 		{name: "8 KiB admin line without newline", first: []byte(strings.Repeat("s", 8192)),
 			answer: "ERR LINE_TOO_LONG Admin+line+exceeds+8192+bytes\r\n"},
-		{name: "slowloris header", trickle: packet(gearman.EchoReq, "never completes")},
+		{name: "slowloris header", trickle: wire.Request(gearman.EchoReq, "never completes")},
 		{name: "slowloris admin line", first: []byte("s"), trickle: []byte(strings.Repeat("t", 100) + "\r\n")},
 		{name: "60 MiB claim, trickled", first: header("\x00REQ", gearman.EchoReq, 60<<20), trickle: []byte(strings.Repeat("x", 100))},
 	}

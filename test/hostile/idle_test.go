@@ -1,6 +1,7 @@
 package hostile_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
@@ -59,9 +61,6 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	before, err := srv.Status("VmRSS", "RssAnon")
 	require.NoError(t, err)
 
-	echo := gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("idle"))
-	want := string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoRes, []byte("idle")))
-	got := make([]byte, len(want))
 	open := make([]net.Conn, 0, conns)
 	defer func() {
 		for _, nc := range open {
@@ -73,11 +72,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		require.NoError(t, err)
 		open = append(open, nc)
 		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
-		_, err = nc.Write(echo)
-		require.NoError(t, err)
-		_, err = io.ReadFull(nc, got)
-		require.NoError(t, err)
-		require.Equal(t, want, string(got))
+		require.NoError(t, echoRoundTrip(nc))
 	}
 
 	var rss int64
@@ -99,10 +94,23 @@ func TestTenThousandIdleConnections(t *testing.T) {
 
 	// They are idle, not dead: a sample still answers.
 	for i := 0; i < conns; i += conns / 10 {
-		_, err := open[i].Write(echo)
-		require.NoError(t, err)
-		_, err = io.ReadFull(open[i], got)
-		require.NoError(t, err)
-		require.Equal(t, want, string(got))
+		require.NoError(t, echoRoundTrip(open[i]))
 	}
+}
+
+// echoRoundTrip sends an ECHO_REQ on nc and checks the exact ECHO_RES, the
+// one round trip each idle connection makes before it idles.
+func echoRoundTrip(nc net.Conn) error {
+	if _, err := nc.Write(wire.Request(gearman.EchoReq, "idle")); err != nil {
+		return err
+	}
+	want := wire.Response(gearman.EchoRes, "idle")
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(nc, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("echo answered %q, want %q", got, want)
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package hostile_test
 
 import (
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/testcert"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
@@ -57,8 +55,6 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 	require.NoError(t, err)
 
 	cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
-	echo := gearman.AppendPacket(nil, gearman.MagicReq, gearman.EchoReq, []byte("idle"))
-	want := string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.EchoRes, []byte("idle")))
 	open := make([]net.Conn, conns)
 	defer func() {
 		for _, nc := range open {
@@ -67,19 +63,6 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 			}
 		}
 	}()
-	roundTrip := func(nc net.Conn) error {
-		if _, err := nc.Write(echo); err != nil {
-			return err
-		}
-		got := make([]byte, len(want))
-		if _, err := io.ReadFull(nc, got); err != nil {
-			return err
-		}
-		if string(got) != want {
-			return fmt.Errorf("echo answered %q", got)
-		}
-		return nil
-	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, dialers)
@@ -93,7 +76,7 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 				}
 				open[i] = nc
 				_ = nc.SetDeadline(time.Now().Add(5 * time.Minute))
-				if err := roundTrip(nc); err != nil {
+				if err := echoRoundTrip(nc); err != nil {
 					errs <- err
 					return
 				}
@@ -134,6 +117,6 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 
 	// They are idle, not dead: a sample still answers.
 	for i := 0; i < conns; i += conns / 10 {
-		require.NoError(t, roundTrip(open[i]))
+		require.NoError(t, echoRoundTrip(open[i]))
 	}
 }
