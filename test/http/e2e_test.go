@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"context"
 	"net/url"
 	"os"
 	"os/exec"
@@ -33,14 +34,22 @@ func requireTool(t *testing.T, name string) {
 	}
 }
 
+// curlServer starts a server for a test that drives it with curl and the
+// other tools named, which must be installed, and returns it with the
+// test's context.
+func curlServer(t *testing.T, tools ...string) (*server, context.Context) {
+	t.Helper()
+	for _, name := range append(tools, "curl") {
+		requireTool(t, name)
+	}
+	return startServer(t), testContext(t)
+}
+
 // A job submitted over HTTP is done by a Gearman worker (libgearman's
 // gearman -w), and ?wait returns its result.
 func TestHTTPSubmitGearmanWorker(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "gearman")
-	requireTool(t, "curl")
-	s := startServer(t)
-	ctx := testContext(t)
+	s, ctx := curlServer(t, "gearman")
 	host, port := s.gearmanHostPort()
 	worker := exec.CommandContext(ctx, "gearman", "-h", host, "-p", port, "-w", "-c", "2", "-f", "upper", "--", "tr", "a-z", "A-Z")
 	var wout testlog.Buffer
@@ -68,10 +77,7 @@ func TestHTTPSubmitGearmanWorker(t *testing.T) {
 // HTTP worker with curl: long-poll grab, status, complete.
 func TestGearmanClientHTTPWorker(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "gearman")
-	requireTool(t, "curl")
-	s := startServer(t)
-	ctx := testContext(t)
+	s, ctx := curlServer(t, "gearman")
 	host, port := s.gearmanHostPort()
 	client := exec.CommandContext(ctx, "gearman", "-h", host, "-p", port, "-f", "resize", "cat.png")
 	var cout testlog.Buffer
@@ -105,9 +111,7 @@ func TestGearmanClientHTTPWorker(t *testing.T) {
 // with Last-Event-ID, the end of the stream after the final event.
 func TestEventsResumeWithCurl(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "curl")
-	s := startServer(t)
-	ctx := testContext(t)
+	s, ctx := curlServer(t)
 	var job jobJSON
 	curlJSON(t, ctx, &job, "-X", "POST", "--data-binary", "report-2026", s.base+"/v1/functions/report/jobs")
 	h := url.PathEscape(job.Handle)
@@ -148,9 +152,7 @@ func TestEventsResumeWithCurl(t *testing.T) {
 
 func TestMetricsHealthAndProblems(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "curl")
-	s := startServer(t)
-	ctx := testContext(t)
+	s, ctx := curlServer(t)
 	for range 3 {
 		curl(t, ctx, "-X", "POST", s.base+"/v1/functions/mail/jobs?priority=low")
 	}

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,40 +153,4 @@ func TestHTTPTLSHandshakeTimeout(t *testing.T) {
 			require.Contains(t, l, "i/o timeout")
 		}
 	}
-}
-
-// TestHTTPRefusesExposedAddressWithoutAuthentication: the HTTP port bound
-// to a non-loopback address needs tokens or mutual TLS, or --insecure.
-func TestHTTPRefusesExposedAddressWithoutAuthentication(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, code := testserver.Run(ctx, t, "serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0")
-	require.Equal(t, 2, code, out)
-	require.Contains(t, out, "gearwork: refusing to listen on 0.0.0.0:0 (--http) without authentication")
-	require.Contains(t, out, "--http-tokens FILE")
-	require.Contains(t, out, "--tls-client-ca")
-	require.Contains(t, out, "--insecure")
-	require.NotContains(t, out, "listening")
-
-	// Server-side TLS alone authenticates nobody.
-	p := newPKI(t)
-	out, code = testserver.Run(ctx, t, append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"},
-		p.serverArgs(false)...)...)
-	require.Equal(t, 2, code, out)
-	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 (--http)")
-
-	// Nor do the Gearman port's auth rules: they match Gearman
-	// connections, not HTTP requests.
-	cfg := filepath.Join(t.TempDir(), "rules.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte("auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n"), 0o600))
-	out, code = testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0", "--config", cfg, "--http", "[::]:0")
-	require.Equal(t, 2, code, out)
-	require.Contains(t, out, "refusing to listen on [::]:0 (--http)")
-
-	// Broken TLS settings for the HTTP port stop the server as well.
-	out, code = testserver.Run(ctx, t, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-		"--http-tls-cert", p.certFile)
-	require.Equal(t, 2, code, out)
-	require.Contains(t, out, "HTTP port: TLS needs both --tls-cert and --tls-key")
 }

@@ -336,13 +336,56 @@ func tlsTunnel(t *testing.T, openssl, addr string, args ...string) string {
 	return ln.Addr().String()
 }
 
+// TestRefusesExposedAddressWithoutAuthentication: the Gearman or HTTP port
+// bound to a non-loopback address needs tokens or mutual TLS, or
+// --insecure; the server refuses to start and says so.
 func TestRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 	t.Parallel()
+	p := newPKI(t)
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	require.NoError(t, os.WriteFile(rules, []byte("auth:\n  rules:\n    - match: {address: [10.0.0.0/8]}\n      allow: {submit: ['*']}\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+		// notWant must not be in the output: the server did not start.
+		notWant string
+	}{
+		{"gearman port", []string{"--listen", "0.0.0.0:0", "--http", "off"},
+			[]string{"refusing to listen on 0.0.0.0:0 (--listen) without authentication", "--insecure"}, "serve: listening"},
+		{"http port", []string{"--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"},
+			[]string{"gearwork: refusing to listen on 0.0.0.0:0 (--http) without authentication",
+				"--http-tokens FILE", "--tls-client-ca", "--insecure"}, "listening"},
+		// Server-side TLS alone authenticates nobody.
+		{"http port with server TLS", append([]string{"--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"}, p.serverArgs(false)...),
+			[]string{"refusing to listen on 0.0.0.0:0 (--http)"}, ""},
+		// Nor do the Gearman port's auth rules: they match Gearman
+		// connections, not HTTP requests.
+		{"http port with gearman auth rules", []string{"--listen", "0.0.0.0:0", "--config", rules, "--http", "[::]:0"},
+			[]string{"refusing to listen on [::]:0 (--http)"}, ""},
+		// Broken TLS settings for the HTTP port stop the server as well.
+		{"http port with a certificate but no key", []string{"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tls-cert", p.certFile},
+			[]string{"HTTP port: TLS needs both --tls-cert and --tls-key"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := serveRefused(t, tc.args...)
+			for _, want := range tc.want {
+				require.Contains(t, out, want)
+			}
+			if tc.notWant != "" {
+				require.NotContains(t, out, tc.notWant)
+			}
+		})
+	}
+}
+
+// serveRefused runs "gearwork serve" with args, which must refuse to start
+// (exit code 2), and returns what it wrote.
+func serveRefused(t *testing.T, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, code := testserver.Run(ctx, t, "serve", "--listen", "0.0.0.0:0", "--http", "off")
+	out, code := testserver.Run(ctx, t, append([]string{"serve"}, args...)...)
 	require.Equal(t, 2, code, out)
-	require.Contains(t, out, "refusing to listen on 0.0.0.0:0 (--listen) without authentication")
-	require.Contains(t, out, "--insecure")
-	require.NotContains(t, out, "serve: listening")
+	return out
 }
