@@ -24,30 +24,61 @@ func fileReserve(limit uint64) uint64 {
 	return min(max(limit/4, fileReserveMin), fileReserveMax)
 }
 
-// capConnections returns the Gearman connection limit in force and the
-// files the store may keep open. The connection limit is maxConns (0: no
-// limit), but never more than the open file limit less the reserve, so
-// that a flood of connections cannot take the descriptors the store
-// needs; the store may use the reserve less fileReserveOther. A limit of 0
-// (unknown) leaves maxConns as it is and the store at its default (0). It
-// logs the figures, and fails when the limit leaves no room for
-// connections.
-func capConnections(maxConns int, limit uint64, log *slog.Logger) (conns, storeFiles int, err error) {
+// fileBudget is how the open file limit is shared out.
+type fileBudget struct {
+	// conns is the Gearman connection limit (gearmanapi.Config.MaxConnections).
+	conns int
+	// httpConns is the HTTP connection limit; 0 without the HTTP API.
+	httpConns int
+	// storeFiles is how many files the store may keep open; 0 for its
+	// default.
+	storeFiles int
+}
+
+// shareFiles shares the open file limit out between the store, Gearman
+// connections and HTTP connections (httpOn: the HTTP API runs). The
+// Gearman limit is maxConns (0: no limit) and the HTTP one maxHTTP (0: no
+// limit), but together never more than the open file limit less the
+// reserve, so that a flood of connections on either port cannot take the
+// descriptors the store needs; HTTP connections get at most a quarter of
+// that room. The store may use the reserve less fileReserveOther. A limit
+// of 0 (unknown) leaves the connection limits as they are and the store
+// at its default. It logs the figures, and fails when the limit leaves no
+// room for connections.
+func shareFiles(maxConns, maxHTTP int, httpOn bool, limit uint64, log *slog.Logger) (fileBudget, error) {
+	if !httpOn {
+		maxHTTP = 0
+	}
 	if limit == 0 {
-		return maxConns, 0, nil
+		return fileBudget{conns: maxConns, httpConns: maxHTTP}, nil
 	}
 	reserve := fileReserve(limit)
 	if limit <= reserve {
-		return 0, 0, fmt.Errorf("the open file limit (%d) leaves no descriptors for connections beyond the %d kept for the store: raise it (ulimit -n)", limit, reserve)
+		return fileBudget{}, fmt.Errorf("the open file limit (%d) leaves no descriptors for connections beyond the %d kept for the store: raise it (ulimit -n)", limit, reserve)
 	}
 	room := int(min(limit-reserve, uint64(1<<31-1)))
-	storeFiles = int(reserve - fileReserveOther)
-	attrs := []any{slog.Uint64("open_file_limit", limit), slog.Uint64("reserved", reserve), slog.Int("store_files", storeFiles)}
-	if maxConns == 0 || maxConns > room {
-		log.Warn("serve: --max-connections capped below the open file limit", append(attrs,
-			slog.Int("requested", maxConns), slog.Int("max_connections", room))...)
-		return room, storeFiles, nil
+	fb := fileBudget{conns: maxConns, storeFiles: int(reserve - fileReserveOther)}
+	attrs := []any{slog.Uint64("open_file_limit", limit), slog.Uint64("reserved", reserve), slog.Int("store_files", fb.storeFiles)}
+	capped := false
+	if httpOn {
+		share := max(room/4, 1)
+		fb.httpConns = maxHTTP
+		if maxHTTP == 0 || maxHTTP > share {
+			fb.httpConns, capped = share, true
+			attrs = append(attrs, slog.Int("requested_http", maxHTTP))
+		}
+		room -= fb.httpConns
+		attrs = append(attrs, slog.Int("http_max_connections", fb.httpConns))
 	}
-	log.Info("serve: file descriptors", append(attrs, slog.Int("max_connections", maxConns))...)
-	return maxConns, storeFiles, nil
+	if maxConns == 0 || maxConns > room {
+		fb.conns, capped = room, true
+		attrs = append(attrs, slog.Int("requested", maxConns))
+	}
+	attrs = append(attrs, slog.Int("max_connections", fb.conns))
+	if capped {
+		log.Warn("serve: connection limits capped below the open file limit", attrs...)
+	} else {
+		log.Info("serve: file descriptors", attrs...)
+	}
+	return fb, nil
 }

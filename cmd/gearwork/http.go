@@ -25,6 +25,8 @@ type httpFlags struct {
 	cors       string
 	// allowedHosts is --http-allowed-hosts, comma-separated.
 	allowedHosts string
+	// maxConns is --http-max-connections.
+	maxConns int
 	// tls holds --http-tls-*: "" means the matching --tls-* flag's file;
 	// cert "off" means plain HTTP, clientCA "off" no client certificates.
 	tls tlsFiles
@@ -35,6 +37,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokensFile, "http-tokens", "", "`file` of bearer tokens, one \"<name> <scopes> <secret or sha256:hex>\" a line (scopes: read,submit,work,admin,metrics); without it (and without mutual TLS) only loopback clients may use the HTTP API")
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
 	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses, localhost and its TLS certificate's names (e.g. the name of a proxy in front; \"*.example.com\" for one label more; \"*\" for any, which gives up the protection against DNS rebinding)")
+	fs.IntVar(&f.maxConns, "http-max-connections", 1000, "most open HTTP connections; more wait to be accepted; 0 means no limit (either way at most a quarter of the open file limit less a reserve for the store)")
 	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
 	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
 	fs.StringVar(&f.tls.clientCA, "http-tls-client-ca", "", "PEM `file` with the CAs whose client certificates the HTTP port requires (default: --tls-client-ca's); \"off\" requires none, so that bearer tokens alone authenticate")
@@ -49,6 +52,9 @@ type httpSetup struct {
 	// cert is the HTTP port's certificate (reloaded on SIGHUP); nil
 	// without TLS.
 	cert *certificate
+	// maxConns is the most open HTTP connections (see shareFiles); 0
+	// means no limit.
+	maxConns int
 }
 
 // tlsFiles returns the TLS files of the HTTP port: its own flags, else
@@ -77,6 +83,9 @@ func (f httpFlags) tlsFiles(shared tlsFiles) (tlsFiles, error) {
 func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecure bool) (*httpSetup, error) {
 	if f.addr == "off" || f.addr == "" {
 		return nil, nil
+	}
+	if f.maxConns < 0 {
+		return nil, fmt.Errorf("invalid --http-max-connections %d: must be 0 or more", f.maxConns)
 	}
 	v := buildVersion()
 	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure, Version: v.Version, Commit: v.Commit}}
@@ -156,6 +165,11 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 		return nil, fmt.Errorf("cannot listen on %s (--http): %w", setup.addr, err)
 	}
 	attrs := []any{slog.Int("tokens", len(cfg.Tokens))}
+	if setup.maxConns > 0 {
+		// Under TLS, so that the HTTP server still sees *tls.Conn.
+		ln = newLimitListener(ln, setup.maxConns)
+		attrs = append(attrs, slog.Int("max_connections", setup.maxConns))
+	}
 	if setup.tls != nil {
 		ln = tls.NewListener(ln, setup.tls)
 		attrs = append(attrs, slog.Bool("tls", true), slog.String("certificate", certSubject(setup.cert)),

@@ -140,11 +140,14 @@ func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serv
 	if err != nil {
 		return nil, err
 	}
-	maxConns, storeFiles, err := capConnections(cfg.sec.maxConnections, fileLimit, log)
+	files, err := shareFiles(cfg.sec.maxConnections, cfg.http.maxConns, httpSetup != nil, fileLimit, log)
 	if err != nil {
 		return nil, err
 	}
-	return &serveSetup{sec: sec, http: httpSetup, budget: budget, maxConns: maxConns, storeFiles: storeFiles}, nil
+	if httpSetup != nil {
+		httpSetup.maxConns = files.httpConns
+	}
+	return &serveSetup{sec: sec, http: httpSetup, budget: budget, maxConns: files.conns, storeFiles: files.storeFiles}, nil
 }
 
 // startBroker configures the broker on the store and starts it (replaying
