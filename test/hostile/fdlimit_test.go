@@ -18,6 +18,32 @@ import (
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
+// fileLimit is the open file limit (soft and hard) of the servers that
+// startAtFileLimit starts.
+const fileLimit = 256
+
+// startAtFileLimit starts a server (with args) whose open file limit is
+// fileLimit, soft and hard, so that it cannot raise it; the test itself may
+// then open flood connections and more.
+func startAtFileLimit(t *testing.T, flood uint64, args ...string) *testserver.Server {
+	t.Helper()
+	sh := testserver.NeedCommand(t, "sh")
+	raiseFileLimit(t, flood+500)
+	return testserver.StartWrapped(t, []string{sh, "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, fileLimit)}, args...)
+}
+
+// submitLarge submits 40 background jobs of 1 MiB to fn, enough to
+// overflow the Pebble store's 32 MiB memtable so that it opens new files (a
+// write-ahead log and a table), and requires JOB_CREATED for each.
+func submitLarge(t *testing.T, client *wire.Conn, fn string) {
+	t.Helper()
+	payload := strings.Repeat("p", 1<<20)
+	for i := range 40 {
+		cmd, args := client.Call(gearman.SubmitJobBg, fn, fmt.Sprint(i), payload)
+		require.Equal(t, gearman.JobCreated, cmd, "submit %d: %q", i, args)
+	}
+}
+
 // TestFileLimitReachedAtAccept runs the server with an open file limit of
 // 256 (soft and hard, so it cannot raise it) and a Pebble store, and opens
 // 1,000 connections beside a client and a worker connected before. The
@@ -31,17 +57,9 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	if testing.Short() {
 		t.Skip("file limit test skipped in -short mode")
 	}
-	const (
-		limit = 256
-		flood = 1000
-		// 40 jobs of 1 MiB overflow the store's 32 MiB memtable.
-		jobs = 40
-	)
-	sh := testserver.NeedCommand(t, "sh")
-	raiseFileLimit(t, flood+500)
+	const flood = 1000
 	dir := t.TempDir()
-	srv := testserver.StartWrapped(t, []string{sh, "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, limit)},
-		"--store", "pebble:"+dir)
+	srv := startAtFileLimit(t, flood, "--store", "pebble:"+dir)
 	require.Contains(t, srv.Log(), "max_connections=128", "the connection limit is capped below the file limit")
 	// The store keeps no more files open than the reserve allows (Pebble
 	// records its options in the data directory).
@@ -87,11 +105,7 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	require.Less(t, idleCPU, 400*time.Millisecond, "the server must not spin at the file limit")
 
 	// Existing connections work, and the store can still open files.
-	payload := strings.Repeat("p", 1<<20)
-	for i := range jobs {
-		cmd, args := client.Call(gearman.SubmitJobBg, "fd", fmt.Sprint(i), payload)
-		require.Equal(t, gearman.JobCreated, cmd, "submit %d: %q", i, args)
-	}
+	submitLarge(t, client, "fd")
 	for i := range 3 {
 		cmd, args := worker.Call(gearman.GrabJob)
 		require.Equal(t, gearman.JobAssign, cmd, "grab %d", i)

@@ -1,17 +1,15 @@
 package hostile_test
 
 import (
-	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
-	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // TestHTTPConnectionFloodKeepsTheStoresDescriptors runs the server with an
@@ -25,21 +23,14 @@ func TestHTTPConnectionFloodKeepsTheStoresDescriptors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("file limit test skipped in -short mode")
 	}
-	const (
-		limit = 256
-		flood = 1000
-		jobs  = 40
-	)
-	sh := testserver.NeedCommand(t, "sh")
-	raiseFileLimit(t, flood+500)
-	srv := testserver.StartWrapped(t, []string{sh, "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, limit)},
-		"--store", "pebble:"+t.TempDir(), "--http", "127.0.0.1:0")
+	const flood = 1000
+	srv := startAtFileLimit(t, flood, "--store", "pebble:"+t.TempDir(), "--http", "127.0.0.1:0")
 	httpAddr := srv.HTTPAddr(t)
-	require.Regexp(t, `http_max_connections=\d+`, srv.Log(), "the HTTP connection limit is logged")
+	require.Contains(t, srv.Log(), "http_max_connections=32", "the HTTP connection limit is capped and logged")
 
-	client := dialG(t, srv.Addr)
-	cmd, _ := client.call(gearman.EchoReq, "ready")
-	require.Equal(t, gearman.EchoRes, cmd)
+	client := wire.Dial(t, srv.Addr)
+	client.Send(gearman.EchoReq, "ready")
+	client.Expect(gearman.EchoRes, "ready")
 	open := make([]net.Conn, 0, flood)
 	defer func() {
 		for _, nc := range open {
@@ -57,11 +48,7 @@ func TestHTTPConnectionFloodKeepsTheStoresDescriptors(t *testing.T) {
 		open = append(open, nc)
 	}
 
-	payload := strings.Repeat("p", 1<<20)
-	for i := range jobs {
-		cmd, body := client.call(gearman.SubmitJobBg, "flood", fmt.Sprint(i), payload)
-		require.Equal(t, gearman.JobCreated, cmd, "submit %d: %s", i, body)
-	}
+	submitLarge(t, client, "flood")
 	require.True(t, srv.Alive())
 	require.NotContains(t, srv.Log(), "level=ERROR")
 
