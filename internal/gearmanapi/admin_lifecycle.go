@@ -412,8 +412,7 @@ func adminRetryJob(ctx context.Context, c *conn, args []string, sb *adminAnswer)
 		sb.WriteString(errArgs("retry job"))
 		return
 	}
-	b := c.srv.b
-	seq, _, err := b.RetryJob(ctx, []byte(args[0]), "admin "+c.remote)
+	seq, _, err := c.srv.b.RetryJob(ctx, []byte(args[0]), "admin "+c.remote)
 	switch {
 	case errors.Is(err, broker.ErrJobLive):
 		sb.WriteString("ERR JOB_LIVE The+job+has+not+ended\r\n")
@@ -422,6 +421,6 @@ func adminRetryJob(ctx context.Context, c *conn, args []string, sb *adminAnswer)
 	case err != nil:
 		sb.WriteString(errText(err))
 	default:
-		fmt.Fprintf(sb, "OK %s\n", b.Handle(seq))
+		fmt.Fprintf(sb, "OK %s\n", c.srv.b.Handle(seq))
 	}
 }

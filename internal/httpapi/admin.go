@@ -167,8 +167,7 @@ func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) error {
 	if err := s.life.Pauser.Pause(r.Context(), fn, until); err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return noContent(w)
 }
 
 // handleResume serves POST /v1/functions/{fn}/resume.
@@ -176,8 +175,7 @@ func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) error {
 	if err := s.life.Pauser.Resume(r.Context(), r.PathValue("fn")); err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return noContent(w)
 }
 
 // handleHealthz serves GET /healthz: the process serves HTTP.

@@ -107,8 +107,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 	if done && len(evs) == 0 {
 		// The client saw the final event: 204 tells EventSource to stop
 		// reconnecting.
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return noContent(w)
 	}
 	s.hub.addReader(f, 1)
 	defer s.hub.addReader(f, -1)

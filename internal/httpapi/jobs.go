@@ -702,8 +702,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return noContent(w)
 }
 
 // handleParam returns the job named by the {handle} path wildcard.
@@ -760,8 +759,7 @@ func (s *Server) handleForgetRecord(w http.ResponseWriter, r *http.Request) erro
 	if !s.b.ForgetRecord(seq) {
 		return errorf(http.StatusNotFound, "job-not-found", "no record of an ended job %s is kept (a live job is cancelled with DELETE /v1/jobs/{handle})", handle)
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return noContent(w)
 }
 
 // handleRetryJob serves POST /v1/jobs/{handle}/retry: a failed, exception

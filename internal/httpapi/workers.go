@@ -132,14 +132,12 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 				return nil
 			}
 			s.b.CloseSession(sess)
-			w.WriteHeader(http.StatusNoContent)
-			return nil
+			return noContent(w)
 		case <-r.Context().Done():
 		case <-s.stop:
 		}
 		s.b.CloseSession(sess)
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return noContent(w)
 	}
 }
 
@@ -274,8 +272,7 @@ func (s *Server) handleFinish(outcome broker.Outcome) handlerFunc {
 			return leaseError(err)
 		}
 		s.leases.release(le.seq, le)
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return noContent(w)
 	}
 }
 
@@ -298,8 +295,7 @@ func (s *Server) handleWorkStatus(w http.ResponseWriter, r *http.Request) error 
 	if err := s.b.WorkStatus(le.sess, le.seq, st.Numerator, st.Denominator); err != nil {
 		return leaseError(err)
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return noContent(w)
 }
 
 // handleWorkData serves POST /v1/jobs/{handle}/data (?warning=true for a
@@ -318,6 +314,5 @@ func (s *Server) handleWorkData(w http.ResponseWriter, r *http.Request) error {
 	if err := s.b.WorkData(le.sess, le.seq, data, warning); err != nil {
 		return leaseError(err)
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return noContent(w)
 }
