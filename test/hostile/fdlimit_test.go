@@ -44,6 +44,27 @@ func submitLarge(t *testing.T, client *wire.Conn, fn string) {
 	}
 }
 
+// openFlood opens n idle connections to addr and returns a function that
+// closes them, which also runs when the test ends. Connections beyond what
+// the server accepts wait in its listen backlog.
+func openFlood(t *testing.T, addr string, n int) (closeAll func()) {
+	t.Helper()
+	open := make([]net.Conn, 0, n)
+	closeAll = func() {
+		for _, nc := range open {
+			nc.Close()
+		}
+		open = nil
+	}
+	t.Cleanup(closeAll)
+	for range n {
+		nc, err := net.DialTimeout("tcp", addr, time.Minute)
+		require.NoError(t, err)
+		open = append(open, nc)
+	}
+	return closeAll
+}
+
 // TestFileLimitReachedAtAccept runs the server with an open file limit of
 // 256 (soft and hard, so it cannot raise it) and a Pebble store, and opens
 // 1,000 connections beside a client and a worker connected before. The
@@ -74,17 +95,7 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	worker.Send(gearman.CanDo, "fd")
 	worker.Send(gearman.EchoReq, "ready")
 	worker.Expect(gearman.EchoRes, "ready")
-	open := make([]net.Conn, 0, flood)
-	defer func() {
-		for _, nc := range open {
-			nc.Close()
-		}
-	}()
-	for range flood {
-		nc, err := net.DialTimeout("tcp", srv.Addr, time.Minute)
-		require.NoError(t, err)
-		open = append(open, nc)
-	}
+	closeFlood := openFlood(t, srv.Addr, flood)
 	deadline := time.Now().Add(time.Minute)
 	// Either the server refuses connections beyond its limit, or (without
 	// a limit below the file limit) its accept fails.
@@ -115,10 +126,7 @@ func TestFileLimitReachedAtAccept(t *testing.T) {
 	client.Expect(gearman.EchoRes, "still here")
 
 	// Once the flood ends, new connections are served.
-	for _, nc := range open {
-		nc.Close()
-	}
-	open = nil
+	closeFlood()
 	deadline = time.Now().Add(time.Minute)
 	for {
 		c, err := wire.DialStream(srv.Addr)

@@ -1,7 +1,6 @@
 package hostile_test
 
 import (
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -31,31 +30,14 @@ func TestHTTPConnectionFloodKeepsTheStoresDescriptors(t *testing.T) {
 	client := wire.Dial(t, srv.Addr)
 	client.Send(gearman.EchoReq, "ready")
 	client.Expect(gearman.EchoRes, "ready")
-	open := make([]net.Conn, 0, flood)
-	defer func() {
-		for _, nc := range open {
-			nc.Close()
-		}
-	}()
-	for range flood {
-		// Connections beyond the cap wait in the listen backlog, or are
-		// refused by the kernel once it is full: either way they hold no
-		// descriptor of the server's.
-		nc, err := net.DialTimeout("tcp", httpAddr, time.Second)
-		if err != nil {
-			break
-		}
-		open = append(open, nc)
-	}
-
+	// Connections beyond the cap wait in the listen backlog, holding no
+	// descriptor of the server's.
+	closeFlood := openFlood(t, httpAddr, flood)
 	submitLarge(t, client, "flood")
 	require.True(t, srv.Alive())
 	require.NotContains(t, srv.Log(), "level=ERROR")
 
-	for _, nc := range open {
-		nc.Close()
-	}
-	open = nil
+	closeFlood()
 	hc := &http.Client{Timeout: 10 * time.Second}
 	deadline := time.Now().Add(time.Minute)
 	for {
