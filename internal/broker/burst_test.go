@@ -13,7 +13,7 @@ import (
 // clock again.
 func TestBurstSharesOneClockReading(t *testing.T) {
 	t.Parallel()
-	start := time.Unix(1_700_000_000, 0)
+	start := testStart
 	clock := clocktest.New(start)
 	b := New(Config{Clock: clock})
 	client := b.NewSession("c", discardOutbox{})

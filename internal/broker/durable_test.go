@@ -77,7 +77,7 @@ func memoryRecord(st *memory.Store, seq uint64) (rec store.Job, ok bool) {
 
 func startWithStore(t *testing.T, st store.Store) *Broker {
 	t.Helper()
-	return startWithStoreAt(t, st, time.Unix(1_700_000_000, 0))
+	return startWithStoreAt(t, st, testStart)
 }
 
 // startWithClient starts a broker on st and opens a client session.
@@ -155,7 +155,7 @@ func TestDurableReplayKeepsOrderPriorityAndUnique(t *testing.T) {
 	require.Equal(t, []uint64{bb.seq, a.seq, c.seq}, order)
 	b2.Stop()
 	require.Equal(t, 0, st.Len(), "finished jobs are deleted")
-	b3 := startWithStoreAt(t, st, time.Unix(1_700_000_001, 0))
+	b3 := startWithStoreAt(t, st, testStart.Add(time.Second))
 	next := submitAndWait(t, b3, b3.NewSession("z", &recorder{}), bg("f", "", "new", Normal))
 	require.Greater(t, next.seq, c.seq, "sequence numbers are not reused")
 }
@@ -234,7 +234,7 @@ func (s *syncingStore) Sync(context.Context) error {
 func TestDurableAdminAnswers(t *testing.T) {
 	t.Parallel()
 	st := &syncingStore{mapStore: newMapStore()}
-	b := New(Config{Store: st, Clock: clocktest.New(time.Unix(1_700_000_000, 0)), DefaultPolicy: Policy{MaxAttempts: 1}})
+	b := New(Config{Store: st, Clock: newTestClock(), DefaultPolicy: Policy{MaxAttempts: 1}})
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(b.Stop)
 	s := b.NewSession("x", &recorder{})

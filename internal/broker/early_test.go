@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store"
 )
 
@@ -92,7 +91,7 @@ func (eb *earlyBundle) start(t *testing.T, cfg Config) {
 	if cfg.Store == nil {
 		cfg.Store = eb.st
 	}
-	cfg.Clock = clocktest.New(time.Unix(1_700_000_000, 0))
+	cfg.Clock = newTestClock()
 	eb.b = New(cfg)
 	require.NoError(t, eb.b.Start(context.Background()))
 	t.Cleanup(eb.b.Stop)

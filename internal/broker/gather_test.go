@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 func TestGathererRecordsOnlyRoundsWithSubmits(t *testing.T) {
@@ -44,7 +42,7 @@ func TestGathererLimit(t *testing.T) {
 // write that took an hour.
 func TestGathererWaitEnds(t *testing.T) {
 	t.Parallel()
-	b := New(Config{Clock: clocktest.New(time.Unix(1_700_000_000, 0))})
+	b := New(Config{Clock: newTestClock()})
 	ctx := context.Background()
 	jobs := func(n int) {
 		b.mu.Lock()

@@ -34,6 +34,13 @@ func (r *recorder) take() []Event {
 	return ev
 }
 
+// testStart is where the broker tests' fake clocks start (2023-11-14
+// 22:13:20 UTC) unless a test needs another time.
+var testStart = time.Unix(1_700_000_000, 0)
+
+// newTestClock returns a fake clock at testStart.
+func newTestClock() *clocktest.Clock { return clocktest.New(testStart) }
+
 type testBundle struct {
 	b     *Broker
 	clock *clocktest.Clock
@@ -41,7 +48,7 @@ type testBundle struct {
 
 func setup(t *testing.T, cfg Config) *testBundle {
 	t.Helper()
-	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	clock := newTestClock()
 	cfg.Clock = clock
 	b := New(cfg)
 	require.NoError(t, b.Start(context.Background()))

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 // eventKinds returns the kinds of the events r received so far.
@@ -138,7 +136,7 @@ func TestWatchClosedSessionAndUnknownJob(t *testing.T) {
 
 func TestStatsCountsAndLatencies(t *testing.T) {
 	t.Parallel()
-	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	clock := newTestClock()
 	b := New(Config{Clock: clock})
 	client := b.NewSession("client", &recorder{})
 	worker := b.NewSession("worker", &recorder{})

@@ -5,13 +5,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/gearwork/gearwork/internal/clocktest"
 )
 
 func TestClaimTargetFollowsTheFinishRate(t *testing.T) {
 	t.Parallel()
-	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	clock := newTestClock()
 	c := &sharedMode{rates: make(map[*function]*finishRate), now: clock.Now}
 	f := &function{workers: 16}
 	require.Equal(t, 128, c.claimTargetLocked(f), "8 jobs per worker before any job finished")
