@@ -12,16 +12,15 @@ const (
 
 const numPriorities = 3
 
-// String returns "high", "normal" or "low".
+var priorityNames = [numPriorities]string{High: "high", Normal: "normal", Low: "low"}
+
+// String returns "high", "normal" or "low" ("normal" for a value that is
+// none of the three).
 func (p Priority) String() string {
-	switch p {
-	case High:
-		return "high"
-	case Low:
-		return "low"
-	default:
-		return "normal"
+	if p < numPriorities {
+		return priorityNames[p]
 	}
+	return "normal"
 }
 
 type jobState uint8
