@@ -352,7 +352,14 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 	i, ok := slices.BinarySearchFunc(fh.recs[fh.head:], r.order, func(x *histRec, o uint64) int {
 		return cmp.Compare(x.order, o)
 	})
-	if ok {
+	switch {
+	case ok && i == 0:
+		// The oldest (the committer writes records in the order they
+		// were made): no move of the others.
+		fh.recs[fh.head] = nil
+		fh.head++
+		fh.compact()
+	case ok:
 		fh.recs = slices.Delete(fh.recs, fh.head+i, fh.head+i+1)
 	}
 	fh.counts[r.state]--

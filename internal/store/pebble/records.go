@@ -1,13 +1,12 @@
 package pebble
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -17,142 +16,227 @@ import (
 
 var _ store.RecordStore = (*Store)(nil)
 
-// The records of jobs that ended (store.RecordStore) are two keys each:
-//
-//	recPrefix, uint16 length of the function, function, ^finished (8 bytes),
-//	^seq (8 bytes) -> uvarint length of the state, state, data
-//	idxPrefix, seq (8 bytes) -> function, finished (8 bytes)
-//
-// The first orders each function's records newest first, so that a listing
-// is a forward scan from a seek and expiry deletes one key range per
-// function; the second finds a record by its job's Seq.
-const (
-	recPrefix = 'h'
-	idxPrefix = 'k'
-	// expireChunk is the most records one expiry write forgets.
-	expireChunk = 4096
-)
+// The records of jobs that ended (store.RecordStore) are kept on disk in
+// blocks (recordblock.go) and found through an index in memory
+// (recordindex.go). A listing or a lookup reads the blocks of the records
+// it returns; expiry forgets whole blocks, and writes again the one or
+// two blocks whose records it forgets only in part.
 
-// recordCounts counts the kept records per function and state; it is
-// built on the first use from the keys on disk and kept in step by every
-// write. It costs memory per function and state, not per record.
-type recordCounts struct {
-	mu     sync.Mutex
-	loaded bool
-	by     map[string]map[string]int
+// expireChunk is the most records one expiry write forgets.
+const expireChunk = 4096
+
+// blockID names a block: its function and first Seq.
+type blockID struct {
+	fn    string
+	first uint64
 }
 
-func (c *recordCounts) add(fn, state string, n int) {
-	m := c.by[fn]
-	if m == nil {
-		m = make(map[string]int)
-		c.by[fn] = m
-	}
-	m[state] += n
-	if m[state] <= 0 {
-		delete(m, state)
-	}
-	if len(m) == 0 {
-		delete(c.by, fn)
-	}
-}
-
-func recFnPrefix(fn string) []byte {
-	k := make([]byte, 0, 3+len(fn)+16)
-	k = append(k, recPrefix)
-	k = binary.BigEndian.AppendUint16(k, uint16(len(fn)))
-	return append(k, fn...)
-}
-
-func appendRecKey(dst []byte, fn string, finished int64, seq uint64) []byte {
-	dst = append(dst, recFnPrefix(fn)...)
-	dst = binary.BigEndian.AppendUint64(dst, ^uint64(finished))
-	return binary.BigEndian.AppendUint64(dst, ^seq)
-}
-
-// parseRecKey returns the function, finished time and seq of a record key.
-func parseRecKey(k []byte) (string, int64, uint64, bool) {
-	if len(k) < 3 || k[0] != recPrefix {
-		return "", 0, 0, false
-	}
-	n := int(binary.BigEndian.Uint16(k[1:3]))
-	if len(k) != 3+n+16 {
-		return "", 0, 0, false
-	}
-	fn := string(k[3 : 3+n])
-	fin := int64(^binary.BigEndian.Uint64(k[3+n:]))
-	seq := ^binary.BigEndian.Uint64(k[3+n+8:])
-	return fn, fin, seq, true
-}
-
-func idxKey(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{idxPrefix}, seq)
-}
-
-func recValue(r store.Record) []byte {
-	v := binary.AppendUvarint(make([]byte, 0, 1+len(r.State)+len(r.Data)), uint64(len(r.State)))
-	v = append(v, r.State...)
-	return append(v, r.Data...)
-}
-
-func parseRecValue(v []byte) (state string, data []byte, ok bool) {
-	n, w := binary.Uvarint(v)
-	if w <= 0 || uint64(len(v)-w) < n {
-		return "", nil, false
-	}
-	return string(v[w : w+int(n)]), v[w+int(n):], true
-}
-
-// prefixEnd returns the first key after every key that starts with p.
-func prefixEnd(p []byte) []byte {
-	end := slices.Clone(p)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] != 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
-// loadCountsLocked counts the records on disk once. Caller holds
-// s.counts.mu and s.mu (shared).
-func (s *Store) loadCountsLocked() error {
-	if s.counts.loaded {
+// loadIndexLocked builds the index from the block headers on disk once
+// (and first turns records of the earlier layout into blocks). Caller
+// holds s.idx.mu and s.mu (shared).
+func (s *Store) loadIndexLocked() error {
+	x := &s.idx
+	if x.loaded {
 		return nil
 	}
-	by := make(map[string]map[string]int)
+	if err := s.convertOldRecords(); err != nil {
+		return fmt.Errorf("pebble store %s: converting job records: %w", s.dir, err)
+	}
+	x.fns, x.stateOf, x.states = make(map[string]*fnIndex), make(map[string]uint8), nil
 	err := guard(func() error {
-		it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte{recPrefix}, UpperBound: []byte{recPrefix + 1}})
+		it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte{blockHdrPrefix}, UpperBound: []byte{blockHdrPrefix + 1}})
 		if err != nil {
 			return err
 		}
 		for valid := it.First(); valid; valid = it.Next() {
-			fn, _, _, ok := parseRecKey(it.Key())
-			st, _, ok2 := parseRecValue(it.Value())
-			if !ok || !ok2 {
+			fn, first, ok := parseBlockKey(it.Key())
+			if !ok {
 				_ = it.Close()
-				return fmt.Errorf("job record %q: %w", it.Key(), store.ErrCorrupt)
+				return fmt.Errorf("job record block %q: %w", it.Key(), store.ErrCorrupt)
 			}
-			m := by[fn]
-			if m == nil {
-				m = make(map[string]int)
-				by[fn] = m
+			f := x.fn(fn)
+			err := decodeHeader(it.Value(), first, func(seq uint64, fin int64, state string) error {
+				st, err := x.state(state)
+				if err != nil {
+					return err
+				}
+				f.entries = append(f.entries, recEntry{seq: seq, fin: fin, back: uint32(seq - first), state: st})
+				f.count(st, 1)
+				return nil
+			})
+			if err != nil {
+				_ = it.Close()
+				return err
 			}
-			m[st]++
 		}
 		return errors.Join(it.Error(), it.Close())
 	})
 	if err != nil {
-		return fmt.Errorf("pebble store %s: counting job records: %w", s.dir, err)
+		return fmt.Errorf("pebble store %s: reading job records: %w", s.dir, err)
 	}
-	s.counts.by, s.counts.loaded = by, true
+	for _, f := range x.fns {
+		slices.SortFunc(f.entries, cmpEntry)
+	}
+	x.loaded = true
 	return nil
+}
+
+// readHeader returns the records of a block without their data, or none
+// if it is not there.
+func (s *Store) readHeader(id blockID) ([]blockRec, error) {
+	var recs []blockRec
+	err := guard(func() error {
+		v, closer, err := s.db.Get(blockKey(blockHdrPrefix, id.fn, id.first))
+		if errors.Is(err, pebbledb.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		return decodeHeader(v, id.first, func(seq uint64, fin int64, state string) error {
+			recs = append(recs, blockRec{seq: seq, fin: fin, state: state})
+			return nil
+		})
+	})
+	return recs, err
+}
+
+// readDataInto fills in the data of recs, the records of block id in
+// their order.
+func (s *Store) readDataInto(id blockID, recs []blockRec) error {
+	i := 0
+	err := s.readData(id, func(uint64) bool { return true }, func(seq uint64, data []byte) {
+		if i < len(recs) && recs[i].seq == seq {
+			recs[i].data = slices.Clone(data)
+			i++
+		}
+	})
+	if err == nil && i != len(recs) {
+		err = fmt.Errorf("job record block %d: header and data differ: %w", id.first, store.ErrCorrupt)
+	}
+	return err
+}
+
+// readData calls each with the data of the wanted Seqs of a block (valid
+// during the call).
+func (s *Store) readData(id blockID, want func(seq uint64) bool, each func(seq uint64, data []byte)) error {
+	return guard(func() error {
+		v, closer, err := s.db.Get(blockKey(blockDataPrefix, id.fn, id.first))
+		if errors.Is(err, pebbledb.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		return decodeData(v, id.first, func(seq uint64, data []byte) bool {
+			if want(seq) {
+				each(seq, data)
+			}
+			return true
+		})
+	})
+}
+
+// putBlocks adds the blocks of recs (sorted by Seq) of fn to b.
+func putBlocks(b *pebbledb.Batch, fn string, recs []blockRec) error {
+	for _, blk := range splitBlocks(recs) {
+		hdr, data := encodeBlock(blk)
+		if err := b.Set(blockKey(blockHdrPrefix, fn, blk[0].seq), hdr, nil); err != nil {
+			return err
+		}
+		if err := b.Set(blockKey(blockDataPrefix, fn, blk[0].seq), data, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deleteBlock(b *pebbledb.Batch, id blockID) error {
+	return errors.Join(b.Delete(blockKey(blockHdrPrefix, id.fn, id.first), nil),
+		b.Delete(blockKey(blockDataPrefix, id.fn, id.first), nil))
+}
+
+// shrink is a block that loses some of its records: it is deleted and
+// the records kept are written again as a block of their own.
+type shrink struct {
+	id   blockID
+	gone []blockRec
+	keep []blockRec
+}
+
+// shrinkBlocks reads the blocks of ids and splits each one's records into
+// those for which doomed is true and the others. The data of a block is
+// read only if some of its records stay.
+func (s *Store) shrinkBlocks(ids map[blockID]bool, doomed func(uint64) bool) ([]shrink, error) {
+	out := make([]shrink, 0, len(ids))
+	for id := range ids {
+		recs, err := s.readHeader(id)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(recs, func(r blockRec) bool { return !doomed(r.seq) }) {
+			out = append(out, shrink{id: id, gone: recs})
+			continue
+		}
+		if err := s.readDataInto(id, recs); err != nil {
+			return nil, err
+		}
+		sh := shrink{id: id}
+		for _, r := range recs {
+			if doomed(r.seq) {
+				sh.gone = append(sh.gone, r)
+			} else {
+				sh.keep = append(sh.keep, r)
+			}
+		}
+		out = append(out, sh)
+	}
+	return out, nil
+}
+
+func (sh shrink) write(b *pebbledb.Batch) error {
+	if err := deleteBlock(b, sh.id); err != nil {
+		return err
+	}
+	if len(sh.keep) == 0 {
+		return nil
+	}
+	return putBlocks(b, sh.id.fn, sh.keep)
+}
+
+// applyShrinkLocked updates the index after the shrink was written; the
+// entries of the records gone are taken out unless expiry does so.
+func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
+	f := x.fns[sh.id.fn]
+	if f == nil {
+		return
+	}
+	for _, r := range sh.gone {
+		if !takeGone {
+			break
+		}
+		if i, ok := f.find(r.fin, r.seq); ok {
+			f.remove(i)
+		}
+	}
+	for _, blk := range splitBlocks(sh.keep) {
+		for _, r := range blk {
+			if i, ok := f.find(r.fin, r.seq); ok {
+				f.entries[f.head+i].back = uint32(r.seq - blk[0].seq)
+			}
+		}
+	}
+	if f.len() == 0 {
+		delete(x.fns, sh.id.fn)
+	}
 }
 
 // EndJobs deletes dels, forgets the records forget and writes recs in one
 // batch, so that a crash leaves either a job or its record. A batch with
 // records is synced as Save is; one without waits for no fsync, as Delete.
+// recs must not be of jobs whose records are kept (forget those first).
 func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64) error {
 	if err := s.begin(ctx, true); err != nil {
 		return err
@@ -161,10 +245,39 @@ func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	if len(dels) == 0 && len(recs) == 0 && len(forget) == 0 {
 		return nil
 	}
-	s.counts.mu.Lock()
-	defer s.counts.mu.Unlock()
-	if err := s.loadCountsLocked(); err != nil {
+	x := &s.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := s.loadIndexLocked(); err != nil {
 		return err
+	}
+	var shrinks []shrink
+	if len(forget) > 0 {
+		ids := make(map[blockID]bool)
+		doomed := make(map[uint64]bool, len(forget))
+		for _, q := range forget {
+			fn, f, i, ok := x.lookup(q)
+			if !ok {
+				continue
+			}
+			doomed[q] = true
+			ids[blockID{fn, f.live()[i].block()}] = true
+		}
+		var err error
+		if shrinks, err = s.shrinkBlocks(ids, func(q uint64) bool { return doomed[q] }); err != nil {
+			return fmt.Errorf("pebble store %s: forgetting job records: %w", s.dir, err)
+		}
+	}
+	// The new records, by function and then Seq.
+	byFn := make(map[string][]blockRec)
+	for _, r := range recs {
+		if _, err := x.state(r.State); err != nil {
+			return fmt.Errorf("pebble store %s: %w", s.dir, err)
+		}
+		byFn[r.Function] = append(byFn[r.Function], blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
+	}
+	for _, rs := range byFn {
+		slices.SortFunc(rs, func(a, b blockRec) int { return cmp.Compare(a.seq, b.seq) })
 	}
 	// Removals alone are never waited for (see Delete); a write that
 	// carries records is as durable as Save, so that a record that was
@@ -173,8 +286,6 @@ func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	if len(recs) > 0 {
 		wo = s.saveOpts
 	}
-	type gone struct{ fn, state string }
-	var forgotten []gone
 	err := s.commit(func(b *pebbledb.Batch) error {
 		for _, q := range dels {
 			op := b.DeleteDeferred(jobKeyLen)
@@ -183,30 +294,13 @@ func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record,
 				return err
 			}
 		}
-		for _, q := range forget {
-			k, st, ok, err := s.recKeyOf(q)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			fn, _, _, _ := parseRecKey(k)
-			forgotten = append(forgotten, gone{fn, st})
-			if err := b.Delete(k, nil); err != nil {
-				return err
-			}
-			if err := b.Delete(idxKey(q), nil); err != nil {
+		for _, sh := range shrinks {
+			if err := sh.write(b); err != nil {
 				return err
 			}
 		}
-		for _, r := range recs {
-			k := appendRecKey(nil, r.Function, r.Finished, r.Seq)
-			if err := b.Set(k, recValue(r), nil); err != nil {
-				return err
-			}
-			iv := binary.BigEndian.AppendUint64([]byte(r.Function), uint64(r.Finished))
-			if err := b.Set(idxKey(r.Seq), iv, nil); err != nil {
+		for fn, rs := range byFn {
+			if err := putBlocks(b, fn, rs); err != nil {
 				return err
 			}
 		}
@@ -218,61 +312,19 @@ func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	if s.mode == SyncInterval {
 		s.dirty.Store(true)
 	}
-	for _, g := range forgotten {
-		s.counts.add(g.fn, g.state, -1)
+	for _, sh := range shrinks {
+		x.applyShrinkLocked(sh, true)
 	}
-	for _, r := range recs {
-		s.counts.add(r.Function, r.State, 1)
+	for fn, rs := range byFn {
+		f := x.fn(fn)
+		for _, blk := range splitBlocks(rs) {
+			for _, r := range blk {
+				st := x.stateOf[r.state]
+				f.add(recEntry{seq: r.seq, fin: r.fin, back: uint32(r.seq - blk[0].seq), state: st})
+			}
+		}
 	}
 	return nil
-}
-
-// readRecord finds job seq's record through its index entry and hands its
-// key, function, finish time, state and data to use while the value is
-// valid. ok is false where the job has no record: none was kept, or it
-// expired (the index entry then goes with the next expiry).
-func (s *Store) readRecord(seq uint64, use func(key []byte, fn string, fin int64, state string, data []byte)) (ok bool, err error) {
-	v, closer, err := s.db.Get(idxKey(seq))
-	if errors.Is(err, pebbledb.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if len(v) < 8 {
-		closer.Close()
-		return false, fmt.Errorf("index of job record %d: %w", seq, store.ErrCorrupt)
-	}
-	fn := string(v[:len(v)-8])
-	fin := int64(binary.BigEndian.Uint64(v[len(v)-8:]))
-	closer.Close()
-	k := appendRecKey(nil, fn, fin, seq)
-	rv, closer, err := s.db.Get(k)
-	if errors.Is(err, pebbledb.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer closer.Close()
-	st, data, vok := parseRecValue(rv)
-	if !vok {
-		return false, fmt.Errorf("job record %d: %w", seq, store.ErrCorrupt)
-	}
-	use(k, fn, fin, st, data)
-	return true, nil
-}
-
-// recKeyOf returns the record key and state of job seq's record.
-func (s *Store) recKeyOf(seq uint64) (key []byte, state string, ok bool, err error) {
-	err = guard(func() error {
-		var rerr error
-		ok, rerr = s.readRecord(seq, func(k []byte, _ string, _ int64, st string, _ []byte) {
-			key, state = k, st
-		})
-		return rerr
-	})
-	return key, state, ok, err
 }
 
 // Record returns the record of job seq, read from disk (or Pebble's
@@ -282,27 +334,33 @@ func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
 		return store.Record{}, err
 	}
 	defer s.mu.RUnlock()
-	var rec store.Record
-	found := false
-	err := guard(func() error {
-		var rerr error
-		found, rerr = s.readRecord(seq, func(_ []byte, fn string, fin int64, st string, data []byte) {
-			rec = store.Record{Seq: seq, Function: fn, State: st, Finished: fin, Data: slices.Clone(data)}
-		})
-		return rerr
-	})
-	switch {
-	case err != nil:
-		return store.Record{}, fmt.Errorf("pebble store %s: reading job record %d: %w", s.dir, seq, err)
-	case !found:
+	x := &s.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := s.loadIndexLocked(); err != nil {
+		return store.Record{}, err
+	}
+	fn, f, i, ok := x.lookup(seq)
+	if !ok {
 		return store.Record{}, fmt.Errorf("pebble store %s: job record %d: %w", s.dir, seq, store.ErrNotFound)
+	}
+	e := f.live()[i]
+	rec := store.Record{Seq: seq, Function: fn, State: x.states[e.state], Finished: e.fin}
+	found := false
+	err := s.readData(blockID{fn, e.block()}, func(q uint64) bool { return q == seq }, func(_ uint64, data []byte) {
+		rec.Data, found = slices.Clone(data), true
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("job record %d: not in its block: %w", seq, store.ErrCorrupt)
+	}
+	if err != nil {
+		return store.Record{}, fmt.Errorf("pebble store %s: reading job record %d: %w", s.dir, seq, err)
 	}
 	return rec, nil
 }
 
-// Records lists records newest first. A listing of one function is one
-// seek and a scan of the records it returns (and of those of other states
-// it skips); a listing of every function does so per function and merges.
+// Records lists records newest first: it picks them in the index, then
+// reads their blocks.
 func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Record, error) {
 	if err := s.begin(ctx, false); err != nil {
 		return nil, err
@@ -311,74 +369,54 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 	if q.Limit <= 0 {
 		return nil, nil
 	}
-	fns := []string{q.Function}
-	if q.Function == "" {
-		s.counts.mu.Lock()
-		err := s.loadCountsLocked()
-		fns = fns[:0]
-		for fn := range s.counts.by {
-			fns = append(fns, fn)
-		}
-		s.counts.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
+	x := &s.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := s.loadIndexLocked(); err != nil {
+		return nil, err
 	}
-	var out []store.Record
-	for _, fn := range fns {
-		recs, err := s.fnRecords(ctx, fn, q)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recs...)
+	type pick struct {
+		fn string
+		e  recEntry
 	}
-	if len(fns) > 1 {
-		slices.SortFunc(out, func(a, b store.Record) int {
-			pa, pb := store.RecordPos{Finished: a.Finished, Seq: a.Seq}, store.RecordPos{Finished: b.Finished, Seq: b.Seq}
-			return pb.Compare(pa)
-		})
-		out = out[:min(len(out), q.Limit)]
-	}
-	return out, nil
-}
-
-func (s *Store) fnRecords(ctx context.Context, fn string, q store.RecordQuery) ([]store.Record, error) {
-	prefix := recFnPrefix(fn)
-	var out []store.Record
-	err := guard(func() error {
-		it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-		if err != nil {
-			return err
+	var picks []pick
+	for fn, f := range x.fns {
+		if q.Function != "" && fn != q.Function {
+			continue
 		}
-		valid := it.First()
-		var after []byte
+		live := f.live()
+		end := len(live)
 		if q.After != (store.RecordPos{}) {
-			after = appendRecKey(nil, fn, q.After.Finished, q.After.Seq)
-			valid = it.SeekGE(after)
+			end, _ = f.find(q.After.Finished, q.After.Seq)
 		}
 		n := 0
-		for ; valid && len(out) < q.Limit; valid = it.Next() {
-			if n++; n%4096 == 0 && ctx.Err() != nil {
-				break
-			}
-			if after != nil && bytes.Equal(it.Key(), after) {
+		for i := end - 1; i >= 0 && n < q.Limit; i-- {
+			if q.State != "" && x.states[live[i].state] != q.State {
 				continue
 			}
-			_, fin, seq, ok := parseRecKey(it.Key())
-			st, data, ok2 := parseRecValue(it.Value())
-			if !ok || !ok2 {
-				_ = it.Close()
-				return fmt.Errorf("job record %q: %w", it.Key(), store.ErrCorrupt)
-			}
-			if q.State != "" && st != q.State {
-				continue
-			}
-			out = append(out, store.Record{Seq: seq, Function: fn, State: st, Finished: fin, Data: slices.Clone(data)})
+			picks = append(picks, pick{fn, live[i]})
+			n++
 		}
-		return errors.Join(it.Error(), it.Close(), ctx.Err())
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pebble store %s: listing job records of %q: %w", s.dir, fn, err)
+	}
+	slices.SortFunc(picks, func(a, b pick) int { return cmpEntry(b.e, a.e) })
+	picks = picks[:min(len(picks), q.Limit)]
+	out := make([]store.Record, len(picks))
+	at := make(map[uint64]int, len(picks))
+	var ids []blockID
+	for i, p := range picks {
+		out[i] = store.Record{Seq: p.e.seq, Function: p.fn, State: x.states[p.e.state], Finished: p.e.fin}
+		at[p.e.seq] = i
+		if id := (blockID{p.fn, p.e.block()}); !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		err := s.readData(id, func(seq uint64) bool { _, ok := at[seq]; return ok }, func(seq uint64, data []byte) {
+			out[at[seq]].Data = slices.Clone(data)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pebble store %s: listing job records of %q: %w", s.dir, id.fn, err)
+		}
 	}
 	return out, nil
 }
@@ -389,16 +427,19 @@ func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, er
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	s.counts.mu.Lock()
-	defer s.counts.mu.Unlock()
-	if err := s.loadCountsLocked(); err != nil {
+	x := &s.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := s.loadIndexLocked(); err != nil {
 		return nil, err
 	}
-	out := make(map[string]map[string]int, len(s.counts.by))
-	for fn, m := range s.counts.by {
-		c := make(map[string]int, len(m))
-		for k, v := range m {
-			c[k] = v
+	out := make(map[string]map[string]int, len(x.fns))
+	for fn, f := range x.fns {
+		c := make(map[string]int)
+		for st, n := range f.counts {
+			if n > 0 {
+				c[x.states[st]] = n
+			}
 		}
 		out[fn] = c
 	}
@@ -406,9 +447,8 @@ func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, er
 }
 
 // ExpireRecords forgets the records of each function that ended before
-// its age limit or lie beyond its count: one range deletion per chunk of
-// expireChunk records (and a point deletion of each one's index entry),
-// each its own write.
+// its age limit or lie beyond its count, the oldest first, at most
+// expireChunk of them per write.
 func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string) (time.Duration, int)) (int, error) {
 	counts, err := s.RecordCounts(ctx)
 	if err != nil {
@@ -416,104 +456,130 @@ func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string
 	}
 	total := 0
 	for fn := range counts {
-		age, max := limits(fn)
-		n, err := s.expireFn(ctx, fn, now, age, max)
-		total += n
-		if err != nil {
-			return total, err
+		age, most := limits(fn)
+		for {
+			n, more, err := s.expireChunk(ctx, fn, now, age, most)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			if !more {
+				break
+			}
 		}
 	}
 	return total, nil
 }
 
-func (s *Store) expireFn(ctx context.Context, fn string, now int64, age time.Duration, max int) (int, error) {
-	total := 0
-	for {
-		n, more, err := s.expireChunk(ctx, fn, now, age, max)
-		total += n
-		if err != nil || !more {
-			return total, err
-		}
-	}
-}
-
-// expireChunk forgets at most expireChunk expired records of fn.
-func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.Duration, max int) (int, bool, error) {
+// expireChunk forgets at most expireChunk expired records of fn: the
+// blocks that hold only expired records are deleted, the others written
+// again without them.
+func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.Duration, most int) (int, bool, error) {
 	if err := s.begin(ctx, true); err != nil {
 		return 0, false, err
 	}
 	defer s.mu.RUnlock()
-	// Holding the counts' lock keeps EndJobs out until the chunk is gone,
-	// so that the counts stay exact.
-	s.counts.mu.Lock()
-	defer s.counts.mu.Unlock()
-	prefix := recFnPrefix(fn)
-	end := prefixEnd(prefix)
-	type gone struct {
-		seq   uint64
-		state string
+	// Holding the index's lock keeps EndJobs out until the chunk is gone.
+	x := &s.idx
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	f := x.fns[fn]
+	if f == nil {
+		return 0, false, nil
 	}
-	var doomed []gone
-	var from, to []byte
-	total := 0
-	for _, n := range s.counts.by[fn] {
-		total += n
+	doomed := f.len() // age <= 0 or max <= 0: every record goes
+	if age > 0 && most > 0 {
+		doomed = f.len() - most // the oldest beyond the count
+		if cut := now - int64(age); cut > 0 {
+			// and every one that ended before cut
+			i, _ := slices.BinarySearchFunc(f.live(), recEntry{fin: cut}, cmpEntry)
+			doomed = max(doomed, i)
+		}
 	}
-	excess := total - max // the oldest records beyond the count go
-	var cut []byte        // and so does every record at or after cut
-	switch {
-	case age <= 0 || max <= 0:
-		excess = total
-	case now-int64(age) > 0:
-		cut = appendRecKey(nil, fn, now-int64(age)-1, ^uint64(0))
+	if doomed <= 0 {
+		return 0, false, nil
 	}
+	n := min(doomed, expireChunk)
+	gone := make(map[uint64]bool, n)
+	ids := make(map[blockID]bool)
+	for _, e := range f.live()[:n] {
+		gone[e.seq] = true
+		ids[blockID{fn, e.block()}] = true
+	}
+	shrinks, err := s.shrinkBlocks(ids, func(q uint64) bool { return gone[q] })
+	if err == nil {
+		err = s.commit(func(b *pebbledb.Batch) error {
+			for _, sh := range shrinks {
+				if err := sh.write(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, pebbledb.NoSync)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("pebble store %s: expiring job records of %q: %w", s.dir, fn, err)
+	}
+	// The records gone are the n oldest.
+	for _, e := range f.live()[:n] {
+		f.count(e.state, -1)
+	}
+	f.dropOldest(n)
+	for _, sh := range shrinks {
+		x.applyShrinkLocked(sh, false)
+	}
+	if f.len() == 0 {
+		delete(x.fns, fn)
+	}
+	return n, doomed > n, nil
+}
+
+// The earlier layout kept each record as two keys: oldRecPrefix, uint16
+// length of the function, function, ^finished, ^seq -> uvarint length of
+// the state, state, data; and oldIdxPrefix, seq -> function, finished.
+const (
+	oldRecPrefix = 'h'
+	oldIdxPrefix = 'k'
+)
+
+// convertOldRecords writes the records of the earlier layout as blocks
+// and deletes them, in one write.
+func (s *Store) convertOldRecords() error {
+	byFn := make(map[string][]blockRec)
 	err := guard(func() error {
-		it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: prefix, UpperBound: end})
+		it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte{oldRecPrefix}, UpperBound: []byte{oldRecPrefix + 1}})
 		if err != nil {
 			return err
 		}
-		// The oldest records are last: walk back from the end while
-		// they are doomed.
-		for valid := it.Last(); valid && len(doomed) < expireChunk; valid = it.Prev() {
-			if len(doomed) >= excess && (cut == nil || bytes.Compare(it.Key(), cut) < 0) {
-				break
+		for valid := it.First(); valid; valid = it.Next() {
+			k, v := it.Key(), it.Value()
+			n := 0
+			if len(k) >= 3 {
+				n = int(binary.BigEndian.Uint16(k[1:3]))
 			}
-			_, _, seq, ok := parseRecKey(it.Key())
-			st, _, ok2 := parseRecValue(it.Value())
-			if !ok || !ok2 {
+			sl, w := binary.Uvarint(v)
+			if len(k) != 3+n+16 || w <= 0 || uint64(len(v)-w) < sl {
 				_ = it.Close()
-				return fmt.Errorf("job record %q: %w", it.Key(), store.ErrCorrupt)
+				return fmt.Errorf("job record %q: %w", k, store.ErrCorrupt)
 			}
-			if to == nil {
-				to = slices.Clone(it.Key())
-			}
-			from = slices.Clone(it.Key())
-			doomed = append(doomed, gone{seq, st})
+			fn := string(k[3 : 3+n])
+			byFn[fn] = append(byFn[fn], blockRec{
+				seq: ^binary.BigEndian.Uint64(k[3+n+8:]), fin: int64(^binary.BigEndian.Uint64(k[3+n:])),
+				state: string(v[w : w+int(sl)]), data: slices.Clone(v[w+int(sl):])})
 		}
 		return errors.Join(it.Error(), it.Close())
 	})
-	if err != nil {
-		return 0, false, fmt.Errorf("pebble store %s: expiring job records of %q: %w", s.dir, fn, err)
+	if err != nil || len(byFn) == 0 {
+		return err
 	}
-	if len(doomed) == 0 {
-		return 0, false, nil
-	}
-	err = s.commit(func(b *pebbledb.Batch) error {
-		if err := b.DeleteRange(from, append(to, 0), nil); err != nil {
-			return err
-		}
-		for _, g := range doomed {
-			if err := b.Delete(idxKey(g.seq), nil); err != nil {
+	return s.commit(func(b *pebbledb.Batch) error {
+		for fn, rs := range byFn {
+			slices.SortFunc(rs, func(a, b blockRec) int { return cmp.Compare(a.seq, b.seq) })
+			if err := putBlocks(b, fn, rs); err != nil {
 				return err
 			}
 		}
-		return nil
-	}, pebbledb.NoSync)
-	if err != nil {
-		return 0, false, fmt.Errorf("pebble store %s: expiring job records of %q: %w", s.dir, fn, err)
-	}
-	for _, g := range doomed {
-		s.counts.add(fn, g.state, -1)
-	}
-	return len(doomed), len(doomed) == expireChunk, nil
+		return errors.Join(b.DeleteRange([]byte{oldRecPrefix}, []byte{oldRecPrefix + 1}, nil),
+			b.DeleteRange([]byte{oldIdxPrefix}, []byte{oldIdxPrefix + 1}, nil))
+	}, s.saveOpts)
 }

@@ -114,6 +114,9 @@ func benchRecordsKept(b *testing.B, kept int) {
 			b.Fatalf("%d jobs, %v", len(page.Jobs), err)
 		}
 	}
+	memtables, cache := pebble.PebbleMemory(st)
+	b.ReportMetric(float64(memtables)/(1<<20), "memtables-MiB")
+	b.ReportMetric(float64(cache)/(1<<20), "cache-MiB")
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
 	b.ReportMetric(rssMiB(), "rss-MiB")
 }

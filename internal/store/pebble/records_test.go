@@ -189,3 +189,79 @@ func TestRecordsPagingAndExpiry(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]map[string]int{"a": {"complete": 8, "failed": 2}, "b": {"complete": 19, "failed": 5}}, counts)
 }
+
+// Records written in blocks, some forgotten from the middle or the start
+// of their block and some expired by count in the middle of one, read the
+// same after a restart, when the index is built again from disk.
+func TestRecordsBlocksAfterRestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fs := vfs.NewMem()
+	open := func() *pebble.Store {
+		st, err := pebble.Open(ctx, "data", pebble.Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		return st
+	}
+	st := open()
+	// Three writes of 10 records each (one block each), the Seqs of each
+	// write interleaved with the others' and ending out of Seq order.
+	seq := uint64(0)
+	for w := range 3 {
+		var recs []store.Record
+		for i := range 10 {
+			seq = uint64(3*i + w + 1)
+			recs = append(recs, store.Record{Seq: seq, Function: "f", State: []string{"complete", "failed"}[i%2],
+				Finished: int64(100*w + 10 - i), Data: []byte(fmt.Sprintf("data %d", seq))})
+		}
+		require.NoError(t, st.EndJobs(ctx, nil, recs, nil))
+	}
+	// Forget the smallest Seq of the first block and one in the middle of
+	// the second.
+	require.NoError(t, st.EndJobs(ctx, nil, nil, []uint64{1, 14}))
+	// Keep the 20 newest: the oldest 8 left go, cutting the first block.
+	n, err := st.ExpireRecords(ctx, 1000, func(string) (time.Duration, int) { return time.Hour, 20 })
+	require.NoError(t, err)
+	require.Equal(t, 8, n)
+
+	list := func(st *pebble.Store) (all []store.Record, byState map[string]int, pages [][]uint64) {
+		var after store.RecordPos
+		for {
+			page, err := st.Records(ctx, store.RecordQuery{Function: "f", After: after, Limit: 7})
+			require.NoError(t, err)
+			if len(page) == 0 {
+				break
+			}
+			var seqs []uint64
+			for _, r := range page {
+				seqs = append(seqs, r.Seq)
+				got, err := st.Record(ctx, r.Seq)
+				require.NoError(t, err)
+				require.Equal(t, r, got)
+				require.Equal(t, fmt.Sprintf("data %d", r.Seq), string(r.Data))
+			}
+			pages = append(pages, seqs)
+			all = append(all, page...)
+			after = store.RecordPos{Finished: page[len(page)-1].Finished, Seq: page[len(page)-1].Seq}
+		}
+		counts, err := st.RecordCounts(ctx)
+		require.NoError(t, err)
+		return all, counts["f"], pages
+	}
+	before, counts, pages := list(st)
+	require.Len(t, before, 20)
+	for i := 1; i < len(before); i++ {
+		require.True(t, store.RecordPos{Finished: before[i].Finished, Seq: before[i].Seq}.Before(
+			store.RecordPos{Finished: before[i-1].Finished, Seq: before[i-1].Seq}), "newest first")
+	}
+	require.Equal(t, 20, counts["complete"]+counts["failed"])
+	require.NoError(t, st.Close())
+
+	st = open()
+	defer st.Close()
+	after, counts2, pages2 := list(st)
+	require.Equal(t, before, after)
+	require.Equal(t, counts, counts2)
+	require.Equal(t, pages, pages2)
+	_, err = st.Record(ctx, 14)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}

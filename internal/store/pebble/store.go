@@ -116,8 +116,8 @@ type Store struct {
 	bgFailures atomic.Int64
 	// openFailed receives a background failure that makes Open give up.
 	openFailed chan error
-	// counts counts the kept job records (records.go).
-	counts recordCounts
+	// idx finds the kept job records (recordindex.go).
+	idx recordIndex
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a

@@ -1,0 +1,204 @@
+package pebble
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Job records (store.RecordStore) are kept in blocks: the records of one
+// function that one write ends (EndJobs) are one block of two keys,
+//
+//	blockHdrPrefix,  uint16 length of the function, function, first Seq (8 bytes)
+//	blockDataPrefix, the same
+//
+// the header (each record's Seq, finish time and state: what the memory
+// index, recordindex.go, is rebuilt from) and the data (each record's Seq
+// and data). A block's key is the smallest Seq in it; a block that loses
+// some of its records is written again under its new smallest Seq. A
+// write of a few dozen records thus costs Pebble two keys, not two per
+// record.
+const (
+	blockHdrPrefix  = 'r'
+	blockDataPrefix = 's'
+	blockVersion    = 1
+)
+
+// blockRec is one record of a block.
+type blockRec struct {
+	seq   uint64
+	fin   int64
+	state string
+	data  []byte
+}
+
+func blockKey(prefix byte, fn string, first uint64) []byte {
+	k := make([]byte, 0, 11+len(fn))
+	k = append(k, prefix)
+	k = binary.BigEndian.AppendUint16(k, uint16(len(fn)))
+	k = append(k, fn...)
+	return binary.BigEndian.AppendUint64(k, first)
+}
+
+// parseBlockKey returns the function and first Seq of a block key.
+func parseBlockKey(k []byte) (string, uint64, bool) {
+	if len(k) < 11 || (k[0] != blockHdrPrefix && k[0] != blockDataPrefix) {
+		return "", 0, false
+	}
+	n := int(binary.BigEndian.Uint16(k[1:3]))
+	if len(k) != 3+n+8 {
+		return "", 0, false
+	}
+	return string(k[3 : 3+n]), binary.BigEndian.Uint64(k[3+n:]), true
+}
+
+// blockMax is the most records in a block, so that reading one record
+// reads a bounded block.
+const blockMax = 512
+
+// splitBlocks cuts recs, sorted by Seq, into blocks of at most blockMax
+// whose Seqs lie within math.MaxUint32 of their first (recEntry.back is
+// 32 bits).
+func splitBlocks(recs []blockRec) [][]blockRec {
+	var out [][]blockRec
+	for len(recs) > 0 {
+		n := 1
+		for n < len(recs) && n < blockMax && recs[n].seq-recs[0].seq <= math.MaxUint32 {
+			n++
+		}
+		out = append(out, recs[:n])
+		recs = recs[n:]
+	}
+	return out
+}
+
+// encodeBlock returns the header and data values of recs, sorted by Seq.
+// The header is
+//
+//	version 1 byte, uvarint count of states, each state (uvarint length,
+//	bytes), uvarint count of records, and per record: uvarint Seq less the
+//	first, varint finish time less the previous record's, state (1 byte,
+//	its position among the states)
+//
+// and the data is the version byte, then per record uvarint Seq less the
+// first, uvarint length, data.
+func encodeBlock(recs []blockRec) (hdr, data []byte) {
+	first := recs[0].seq
+	var states []string
+	for _, r := range recs {
+		if !slices.Contains(states, r.state) {
+			states = append(states, r.state)
+		}
+	}
+	hdr = make([]byte, 0, 8+12*len(states)+6*len(recs))
+	hdr = append(hdr, blockVersion)
+	hdr = binary.AppendUvarint(hdr, uint64(len(states)))
+	for _, s := range states {
+		hdr = binary.AppendUvarint(hdr, uint64(len(s)))
+		hdr = append(hdr, s...)
+	}
+	hdr = binary.AppendUvarint(hdr, uint64(len(recs)))
+	size := 1
+	for _, r := range recs {
+		size += 8 + len(r.data)
+	}
+	data = make([]byte, 0, size)
+	data = append(data, blockVersion)
+	prev := int64(0)
+	for _, r := range recs {
+		hdr = binary.AppendUvarint(hdr, r.seq-first)
+		hdr = binary.AppendVarint(hdr, r.fin-prev)
+		prev = r.fin
+		hdr = append(hdr, byte(slices.Index(states, r.state)))
+		data = binary.AppendUvarint(data, r.seq-first)
+		data = binary.AppendUvarint(data, uint64(len(r.data)))
+		data = append(data, r.data...)
+	}
+	return hdr, data
+}
+
+// decodeHeader calls each with every record of the header of the block
+// that starts at first.
+func decodeHeader(v []byte, first uint64, each func(seq uint64, fin int64, state string) error) error {
+	bad := fmt.Errorf("job record block %d: header: %w", first, store.ErrCorrupt)
+	if len(v) == 0 || v[0] != blockVersion {
+		return bad
+	}
+	d := v[1:]
+	uv := func() (uint64, bool) {
+		x, n := binary.Uvarint(d)
+		if n <= 0 {
+			return 0, false
+		}
+		d = d[n:]
+		return x, true
+	}
+	ns, ok := uv()
+	if !ok || ns > 256 {
+		return bad
+	}
+	states := make([]string, ns)
+	for i := range states {
+		l, ok := uv()
+		if !ok || l > uint64(len(d)) {
+			return bad
+		}
+		states[i], d = string(d[:l]), d[l:]
+	}
+	count, ok := uv()
+	if !ok {
+		return bad
+	}
+	fin := int64(0)
+	for range count {
+		back, ok := uv()
+		if !ok || back > math.MaxUint32 {
+			return bad
+		}
+		delta, n := binary.Varint(d)
+		if n <= 0 || len(d) < n+1 || int(d[n]) >= len(states) {
+			return bad
+		}
+		fin += delta
+		st := states[d[n]]
+		d = d[n+1:]
+		if err := each(first+back, fin, st); err != nil {
+			return err
+		}
+	}
+	if len(d) != 0 {
+		return bad
+	}
+	return nil
+}
+
+// decodeData calls each with every record's Seq and data (valid while v
+// is) of the data of the block that starts at first, until each returns
+// false.
+func decodeData(v []byte, first uint64, each func(seq uint64, data []byte) bool) error {
+	bad := fmt.Errorf("job record block %d: data: %w", first, store.ErrCorrupt)
+	if len(v) == 0 || v[0] != blockVersion {
+		return bad
+	}
+	d := v[1:]
+	for len(d) > 0 {
+		back, n := binary.Uvarint(d)
+		if n <= 0 {
+			return bad
+		}
+		d = d[n:]
+		l, n := binary.Uvarint(d)
+		if n <= 0 || l > uint64(len(d)-n) {
+			return bad
+		}
+		data := d[n : n+int(l)]
+		d = d[n+int(l):]
+		if !each(first+back, data) {
+			return nil
+		}
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package pebble
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// recordIndex is the memory side of the job records (records.go): per
+// function, where each kept record is (its block) and its place in the
+// listing order, about 24 bytes a record, so that a listing, a lookup and
+// expiry read only the blocks they need. It is built on the first use
+// from the blocks' headers on disk and kept in step by every write.
+type recordIndex struct {
+	// mu guards everything below. It is held across a write of records
+	// and its update of the index, so the index is always what is on
+	// disk. Lock order: Store.mu (shared), then mu.
+	mu     sync.Mutex
+	loaded bool
+	fns    map[string]*fnIndex
+	// states names the states the records are in (a record keeps the
+	// position here); stateOf finds a name's position.
+	states  []string
+	stateOf map[string]uint8
+}
+
+// recEntry is one kept record in memory.
+type recEntry struct {
+	seq uint64
+	fin int64
+	// back is seq minus the first Seq of the record's block (the block's
+	// key).
+	back  uint32
+	state uint8
+}
+
+func (e recEntry) block() uint64 { return e.seq - uint64(e.back) }
+
+// cmpEntry orders entries by (finished, seq), oldest first.
+func cmpEntry(a, b recEntry) int {
+	return cmp.Or(cmp.Compare(a.fin, b.fin), cmp.Compare(a.seq, b.seq))
+}
+
+// fnIndex holds the records of one function.
+type fnIndex struct {
+	// entries are the records, oldest first; those before head are gone.
+	entries []recEntry
+	head    int
+	// counts counts the records per state position.
+	counts []int
+}
+
+func (f *fnIndex) live() []recEntry { return f.entries[f.head:] }
+
+func (f *fnIndex) len() int { return len(f.entries) - f.head }
+
+// state returns the position of state name, adding it.
+func (x *recordIndex) state(name string) (uint8, error) {
+	if i, ok := x.stateOf[name]; ok {
+		return i, nil
+	}
+	if len(x.states) == 256 {
+		return 0, fmt.Errorf("more than 256 job record states (%q)", name)
+	}
+	i := uint8(len(x.states))
+	x.states = append(x.states, name)
+	x.stateOf[name] = i
+	return i, nil
+}
+
+func (x *recordIndex) fn(name string) *fnIndex {
+	f := x.fns[name]
+	if f == nil {
+		f = &fnIndex{}
+		x.fns[name] = f
+	}
+	return f
+}
+
+func (f *fnIndex) count(state uint8, n int) {
+	for int(state) >= len(f.counts) {
+		f.counts = append(f.counts, 0)
+	}
+	f.counts[state] += n
+}
+
+// add puts e in its place: most records end after those kept, so the
+// place is usually the end.
+func (f *fnIndex) add(e recEntry) {
+	f.count(e.state, 1)
+	if n := len(f.entries); n == f.head || cmpEntry(f.entries[n-1], e) < 0 {
+		f.entries = append(f.entries, e)
+		return
+	}
+	i, _ := slices.BinarySearchFunc(f.live(), e, cmpEntry)
+	f.entries = slices.Insert(f.entries, f.head+i, e)
+}
+
+// find returns the position in live() of the entry at (fin, seq).
+func (f *fnIndex) find(fin int64, seq uint64) (int, bool) {
+	return slices.BinarySearchFunc(f.live(), recEntry{seq: seq, fin: fin}, cmpEntry)
+}
+
+// remove forgets the live entry at i.
+func (f *fnIndex) remove(i int) {
+	e := f.entries[f.head+i]
+	f.count(e.state, -1)
+	if i == 0 {
+		f.dropOldest(1)
+		return
+	}
+	f.entries = slices.Delete(f.entries, f.head+i, f.head+i+1)
+}
+
+// dropOldest forgets the n oldest entries; the caller takes them off the
+// counts.
+func (f *fnIndex) dropOldest(n int) {
+	f.head += n
+	if f.head == len(f.entries) {
+		f.entries, f.head = f.entries[:0], 0
+		return
+	}
+	// Give the room of the forgotten entries back once they are half.
+	if f.head >= 1024 && f.head >= len(f.entries)/2 {
+		f.entries = append(make([]recEntry, 0, f.len()+f.len()/4), f.live()...)
+		f.head = 0
+	}
+}
+
+// lookup returns the function and entry of the record of job seq. It
+// looks through every function's entries: lookups by Seq are rare (one
+// job's page), and an index by Seq would double the memory per record.
+func (x *recordIndex) lookup(seq uint64) (string, *fnIndex, int, bool) {
+	for name, f := range x.fns {
+		live := f.live()
+		for i := len(live) - 1; i >= 0; i-- { // the newest are asked for most
+			if live[i].seq == seq {
+				return name, f, i, true
+			}
+		}
+	}
+	return "", nil, 0, false
+}

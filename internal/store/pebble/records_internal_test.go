@@ -1,0 +1,59 @@
+package pebble
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"testing"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// Records of the earlier layout (two keys a record) are turned into
+// blocks on the first use and read as before.
+func TestRecordsOfEarlierLayoutConverted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fs := vfs.NewMem()
+	st, err := Open(ctx, "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	old := func(fn string, fin int64, seq uint64, state, data string) {
+		k := []byte{oldRecPrefix}
+		k = binary.BigEndian.AppendUint16(k, uint16(len(fn)))
+		k = append(k, fn...)
+		k = binary.BigEndian.AppendUint64(k, ^uint64(fin))
+		k = binary.BigEndian.AppendUint64(k, ^seq)
+		v := binary.AppendUvarint(nil, uint64(len(state)))
+		v = append(append(v, state...), data...)
+		idx := binary.BigEndian.AppendUint64([]byte{oldIdxPrefix}, seq)
+		require.NoError(t, st.commit(func(b *pebbledb.Batch) error {
+			return errors.Join(b.Set(k, v, nil), b.Set(idx, binary.BigEndian.AppendUint64([]byte(fn), uint64(fin)), nil))
+		}, pebbledb.Sync))
+	}
+	old("a", 10, 3, "complete", "three")
+	old("a", 20, 1, "failed", "one")
+	old("b", 15, 2, "complete", "two")
+	require.NoError(t, st.Close())
+
+	st, err = Open(ctx, "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer st.Close()
+	recs, err := st.Records(ctx, store.RecordQuery{Limit: 10})
+	require.NoError(t, err)
+	require.Equal(t, []store.Record{
+		{Seq: 1, Function: "a", State: "failed", Finished: 20, Data: []byte("one")},
+		{Seq: 2, Function: "b", State: "complete", Finished: 15, Data: []byte("two")},
+		{Seq: 3, Function: "a", State: "complete", Finished: 10, Data: []byte("three")},
+	}, recs)
+	for _, p := range []byte{oldRecPrefix, oldIdxPrefix} {
+		it, err := st.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+		require.NoError(t, err)
+		require.False(t, it.First(), "keys of the earlier layout are gone")
+		require.NoError(t, it.Close())
+	}
+}
