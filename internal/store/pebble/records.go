@@ -81,12 +81,11 @@ func (s *Store) loadIndexLocked() error {
 	return nil
 }
 
-// readHeader returns the records of a block without their data, or none
-// if it is not there.
-func (s *Store) readHeader(id blockID) ([]blockRec, error) {
-	var recs []blockRec
-	err := guard(func() error {
-		v, closer, err := s.db.Get(blockKey(blockHdrPrefix, id.fn, id.first))
+// readKey hands the value of a block's key (valid during the call) to
+// use; a key that is not there is no error.
+func (s *Store) readKey(prefix byte, id blockID, use func(v []byte) error) error {
+	return guard(func() error {
+		v, closer, err := s.db.Get(blockKey(prefix, id.fn, id.first))
 		if errors.Is(err, pebbledb.ErrNotFound) {
 			return nil
 		}
@@ -94,6 +93,15 @@ func (s *Store) readHeader(id blockID) ([]blockRec, error) {
 			return err
 		}
 		defer closer.Close()
+		return use(v)
+	})
+}
+
+// readHeader returns the records of a block without their data, or none
+// if it is not there.
+func (s *Store) readHeader(id blockID) ([]blockRec, error) {
+	var recs []blockRec
+	err := s.readKey(blockHdrPrefix, id, func(v []byte) error {
 		return decodeHeader(v, id.first, func(seq uint64, fin int64, state string) error {
 			recs = append(recs, blockRec{seq: seq, fin: fin, state: state})
 			return nil
@@ -121,15 +129,7 @@ func (s *Store) readDataInto(id blockID, recs []blockRec) error {
 // readData calls each with the data of the wanted Seqs of a block (valid
 // during the call).
 func (s *Store) readData(id blockID, want func(seq uint64) bool, each func(seq uint64, data []byte)) error {
-	return guard(func() error {
-		v, closer, err := s.db.Get(blockKey(blockDataPrefix, id.fn, id.first))
-		if errors.Is(err, pebbledb.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer closer.Close()
+	return s.readKey(blockDataPrefix, id, func(v []byte) error {
 		return decodeData(v, id.first, func(seq uint64, data []byte) bool {
 			if want(seq) {
 				each(seq, data)
