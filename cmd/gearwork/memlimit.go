@@ -91,3 +91,32 @@ func memTotal(r io.Reader) int64 {
 	}
 	return 0
 }
+
+// parseMemoryBudget parses --memory-budget into broker.Config.MemoryBudget
+// (0 unlimited, negative none). An empty value means a quarter of the
+// machine's memory.
+func parseMemoryBudget(s string) (int64, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return defaultMemoryBudget(), nil
+	case "unlimited":
+		return 0, nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --memory-budget %q: %w", s, err)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n, nil
+}
+
+// defaultMemoryBudget is a quarter of the memory available to the process
+// (availableMemory), or 1 GiB when that is unknown.
+func defaultMemoryBudget() int64 {
+	if total := availableMemory(); total > 0 {
+		return total / 4
+	}
+	return 1 << 30
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -132,55 +131,4 @@ func parseSync(s string) (pebble.SyncMode, time.Duration, error) {
 		return pebble.SyncInterval, d, nil
 	}
 	return 0, 0, fmt.Errorf("invalid --sync %q: use always, interval:50ms or none", s)
-}
-
-// parseMemoryBudget parses --memory-budget into broker.Config.MemoryBudget
-// (0 unlimited, negative none). An empty value means a quarter of the
-// machine's memory.
-func parseMemoryBudget(s string) (int64, error) {
-	switch strings.ToLower(s) {
-	case "":
-		return defaultMemoryBudget(), nil
-	case "unlimited":
-		return 0, nil
-	}
-	n, err := parseSize(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid --memory-budget %q: %w", s, err)
-	}
-	if n == 0 {
-		return -1, nil
-	}
-	return n, nil
-}
-
-// parseSize parses a byte count with an optional unit: B, KiB, MiB, GiB,
-// TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	i := len(s)
-	for i > 0 && (s[i-1] < '0' || s[i-1] > '9') {
-		i--
-	}
-	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
-	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n < 0 {
-		return 0, errors.New("want a size such as 4GiB, 512MiB or 1000000")
-	}
-	mult := map[string]float64{"": 1, "b": 1,
-		"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
-		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("unknown unit %q", s[i:])
-	}
-	return int64(n * mult), nil
-}
-
-// defaultMemoryBudget is a quarter of the memory available to the process
-// (availableMemory), or 1 GiB when that is unknown.
-func defaultMemoryBudget() int64 {
-	if total := availableMemory(); total > 0 {
-		return total / 4
-	}
-	return 1 << 30
 }
