@@ -227,6 +227,16 @@ func (j *job) worker() *Session {
 	return j.x.worker
 }
 
+// failClients sends WORK_FAIL to the clients waiting on j.
+func (j *job) failClients() {
+	if j.x == nil {
+		return
+	}
+	for _, c := range j.x.clients {
+		c.out.Send(Event{Kind: EventFail, Seq: j.seq})
+	}
+}
+
 // jobList is an intrusive doubly linked FIFO of jobs.
 type jobList struct {
 	head, tail *job

@@ -383,11 +383,7 @@ func (b *Broker) dropFunctionLifeLocked(f *function) {
 	}
 	for _, line := range f.life.lines {
 		for _, j := range slices.Clone(line.waiting) {
-			if j.x != nil {
-				for _, c := range j.x.clients {
-					c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-				}
-			}
+			j.failClients()
 			b.dropLocked(j, "function dropped")
 		}
 	}

@@ -149,11 +149,7 @@ func (b *Broker) overflowLocked(f *function, p Priority) bool {
 		}
 		b.log.Warn("broker: queue full; dropped the oldest job", slog.String("function", f.name),
 			slog.String("handle", b.Handle(j.seq)), slog.String("priority", q.String()))
-		if j.x != nil {
-			for _, c := range j.x.clients {
-				c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-			}
-		}
+		j.failClients()
 		b.dropLocked(j, "queue overflow (drop-oldest)")
 		return true
 	}

@@ -156,9 +156,7 @@ func (b *Broker) takebackLifeLocked(j *job, why string) bool {
 		if !out {
 			return false
 		}
-		for _, c := range j.x.clients {
-			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-		}
+		j.failClients()
 		b.recordEndLocked(j, jobEnd{state: FinalFailed})
 		j.state = stateGone
 		b.removeLocked(j)
@@ -166,9 +164,7 @@ func (b *Broker) takebackLifeLocked(j *job, why string) bool {
 	}
 	j.state = stateGone
 	if out {
-		for _, c := range j.x.clients {
-			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-		}
+		j.failClients()
 	}
 	b.retryOrDieLocked(j, now)
 	return true

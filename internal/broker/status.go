@@ -199,11 +199,7 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 // by by, and removes it. A running job is taken from its worker too: the
 // worker's next work update for it gets ErrJobCancelled.
 func (b *Broker) cancelLocked(j *job, by string) {
-	if j.x != nil {
-		for _, c := range j.x.clients {
-			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-		}
-	}
+	j.failClients()
 	b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: by})
 	if j.state == stateRunning {
 		w := j.x.worker
@@ -252,11 +248,7 @@ func (b *Broker) DropFunction(name string) error {
 	b.dropFunctionLifeLocked(f)
 	for p := range numPriorities {
 		for j := f.queues[p].head; j != nil; j = f.queues[p].head {
-			if j.x != nil {
-				for _, c := range j.x.clients {
-					c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-				}
-			}
+			j.failClients()
 			b.dropLocked(j, "function dropped")
 		}
 	}

@@ -101,9 +101,7 @@ func (b *Broker) grabTiered(s *Session, a Assignment) (Assignment, bool) {
 		if j := b.heldBy(s, a.Seq); j != nil {
 			b.log.Error("broker: cannot read a job's payload back from the store; failing the job, which stays stored",
 				slog.String("handle", b.Handle(a.Seq)), slog.String("function", a.Function), slog.String("error", err.Error()))
-			for _, c := range j.x.clients {
-				c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-			}
+			j.failClients()
 			b.recordEndLocked(j, jobEnd{state: FinalFailed, errText: "payload unreadable from the store"})
 			b.tierForgetLocked(j)
 			j.background = false // keep its record in the store

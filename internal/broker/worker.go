@@ -391,9 +391,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 		b.log.Warn("broker: dropped job after too many retries",
 			slog.String("handle", b.Handle(j.seq)), slog.String("function", j.fn.name),
 			slog.Int("retries", int(j.retries)), slog.String("reason", why))
-		for _, c := range x.clients {
-			c.out.Send(Event{Kind: EventFail, Seq: j.seq})
-		}
+		j.failClients()
 		if j.background {
 			// Kept as a dead letter (gearmand drops it).
 			b.deadLocked(j, b.clock.Now().UnixNano())
