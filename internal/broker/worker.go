@@ -366,17 +366,8 @@ func (b *Broker) recycleExtraLocked(j *job) {
 func (b *Broker) requeueLocked(j *job, why string) {
 	x := j.x
 	w := x.worker
-	b.removeTimerLocked(j)
-	w.running = removeUnordered(w.running, j)
-	x.worker = nil
-	j.fn.running--
-	b.running--
-	b.checkIdleLocked()
-	b.resetProgressLocked(j)
+	b.releaseWorkerLocked(j)
 	j.retries++
-	if j.fn.life != nil {
-		b.slotFreedLocked(j.fn)
-	}
 	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
 		b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: "every client left"})
 		j.state = stateQueued // for removeLocked's bookkeeping
