@@ -1,7 +1,6 @@
 package compat
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -237,18 +236,9 @@ func TestAdminLines(t *testing.T) {
 	eachServer(t, func(t *testing.T, s *server) {
 		a := dialRaw(t, s)
 		require.Equal(t, "OK\r\n", a.adminExact("CREATE FUNCTION Mixed"))
-		_ = a.NC.SetDeadline(time.Now().Add(ioTimeout))
-		_, err := io.WriteString(a.NC, "status\ngetpid\n")
-		require.NoError(t, err)
-		br := bufio.NewReader(a.R)
-		line, err := br.ReadString('\n')
-		require.NoError(t, err)
-		require.Equal(t, "Mixed\t0\t0\t0\n", line)
-		line, err = br.ReadString('\n')
-		require.NoError(t, err)
-		require.Equal(t, ".\n", line)
-		line, err = br.ReadString('\n')
-		require.NoError(t, err)
-		require.Equal(t, fmt.Sprintf("OK %d\n", s.pid()), line)
+		a.Write([]byte("status\ngetpid\n"))
+		require.Equal(t, "Mixed\t0\t0\t0\n", a.Line())
+		require.Equal(t, ".\n", a.Line())
+		require.Equal(t, fmt.Sprintf("OK %d\n", s.pid()), a.Line())
 	})
 }

@@ -3,9 +3,6 @@ package compat
 import (
 	"bufio"
 	"fmt"
-	"github.com/gearwork/gearwork/internal/testlog"
-	"github.com/gearwork/gearwork/internal/testserver"
-	"github.com/gearwork/gearwork/internal/testwait"
 	"io"
 	"net"
 	"os"
@@ -22,6 +19,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
+	"github.com/gearwork/gearwork/internal/testlog"
+	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Generous bounds: they only end a test that really hangs.
@@ -300,16 +302,16 @@ func admin(t *testing.T, s *server, command string) []string {
 }
 
 func tryAdmin(s *server, command string) ([]string, error) {
-	c, err := net.DialTimeout("tcp", s.addr, ioTimeout)
+	c, err := wire.DialStream(s.addr)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(ioTimeout))
-	if _, err := io.WriteString(c, command+"\r\n"); err != nil {
+	_ = c.NC.SetDeadline(time.Now().Add(ioTimeout))
+	if err := c.Write([]byte(command + "\r\n")); err != nil {
 		return nil, err
 	}
-	return readAdminAnswer(bufio.NewReader(c), command)
+	return readAdminAnswer(c.R, command)
 }
 
 // isListCommand reports whether an admin command answers with lines ended

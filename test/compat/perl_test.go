@@ -18,14 +18,12 @@ import (
 
 func perlClient(t *testing.T, s *server) *repl {
 	t.Helper()
-	perl := need(t, "perl")
-	return startREPL(t, perl, testdata("perl", "client.pl"), s.addr)
+	return startREPL(t, need(t, "perl"), testdata("perl", "client.pl"), s.addr)
 }
 
 func perlWorker(t *testing.T, s *server, jobs int, specs ...string) *proc {
 	t.Helper()
-	perl := need(t, "perl")
-	return startProc(t, nil, perl, append([]string{testdata("perl", "worker.pl"), s.addr, fmt.Sprint(jobs)}, specs...)...)
+	return startProc(t, nil, need(t, "perl"), append([]string{testdata("perl", "worker.pl"), s.addr, fmt.Sprint(jobs)}, specs...)...)
 }
 
 type perlDo struct {

@@ -18,16 +18,13 @@ import (
 
 func phpClient(t *testing.T, s *server) *repl {
 	t.Helper()
-	php := need(t, "php")
-	return startREPL(t, php, testdata("php", "client.php"), s.host, s.port)
+	return startREPL(t, need(t, "php"), testdata("php", "client.php"), s.host, s.port)
 }
 
 // phpWorker starts worker.php for jobs jobs with NAME=BEHAVIOUR specs.
 func phpWorker(t *testing.T, s *server, jobs int, specs ...string) *proc {
 	t.Helper()
-	php := need(t, "php")
-	args := append([]string{testdata("php", "worker.php"), s.host, s.port, fmt.Sprint(jobs)}, specs...)
-	return startProc(t, nil, php, args...)
+	return startProc(t, nil, need(t, "php"), append([]string{testdata("php", "worker.php"), s.host, s.port, fmt.Sprint(jobs)}, specs...)...)
 }
 
 type phpDo struct {

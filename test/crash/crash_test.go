@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
@@ -460,7 +461,7 @@ func (h *harness) submitLoop(ctx context.Context, id int) {
 			return
 		}
 		gen = g
-		r := gearman.NewReader(nc, 4096)
+		c := wire.NewStream(nc)
 		for ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
@@ -469,17 +470,16 @@ func (h *harness) submitLoop(ctx context.Context, id int) {
 			n++
 			u := fmt.Sprintf("s%d-%d", id, n)
 			_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
-			_, err := nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, gearman.SubmitJobBg,
-				[]byte(function), []byte(u), []byte(u)))
-			var f gearman.Frame
+			err := c.Send(gearman.SubmitJobBg, function, u, u)
+			var answer gearman.Packet
 			if err == nil {
-				err = r.Next(&f)
+				answer, err = c.Next()
 			}
 			h.mu.Lock()
 			switch {
 			case err != nil:
 				h.unanswered++
-			case f.Packet.Command == gearman.JobCreated:
+			case answer.Command == gearman.JobCreated:
 				h.acked[u] = true
 				h.ackGen[u] = gen
 				h.ackTime[u] = time.Now()
@@ -514,21 +514,16 @@ func (h *harness) workLoop(ctx context.Context) {
 func (h *harness) work(ctx context.Context, nc net.Conn, gen int) {
 	pace := time.NewTicker(workPeriod)
 	defer pace.Stop()
-	r := gearman.NewReader(nc, 64<<10)
-	send := func(cmd gearman.Command, args ...[]byte) error {
+	c := wire.NewStream(nc)
+	send := func(cmd gearman.Command, args ...string) error {
 		_ = nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		_, err := nc.Write(gearman.AppendPacket(nil, gearman.MagicReq, cmd, args...))
-		return err
+		return c.Send(cmd, args...)
 	}
 	next := func() (gearman.Packet, error) {
-		var f gearman.Frame
 		_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-		if err := r.Next(&f); err != nil {
-			return gearman.Packet{}, err
-		}
-		return f.Packet, nil
+		return c.Next()
 	}
-	if send(gearman.CanDo, []byte(function)) != nil {
+	if send(gearman.CanDo, function) != nil {
 		return
 	}
 	for ctx.Err() == nil {
@@ -558,13 +553,13 @@ func (h *harness) work(ctx context.Context, nc net.Conn, gen int) {
 				}
 			}
 		case gearman.JobAssignUniq:
-			handle, unique := slices.Clone(p.Args[0]), string(p.Args[2])
+			handle, unique := string(p.Args[0]), string(p.Args[2])
 			select { // the "work"
 			case <-pace.C:
 			case <-ctx.Done():
 				return
 			}
-			if send(gearman.WorkComplete, handle, nil) != nil {
+			if send(gearman.WorkComplete, handle, "") != nil {
 				return
 			}
 			h.mu.Lock()

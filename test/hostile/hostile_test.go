@@ -35,9 +35,7 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv(attackerEnv); addr != "" {
 		os.Exit(attackerMain(addr))
 	}
-	code := m.Run()
-	testserver.Cleanup()
-	os.Exit(code)
+	testserver.Main(m)
 }
 
 func header(magic string, cmd gearman.Command, size uint32) []byte {

@@ -20,11 +20,7 @@ import (
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testserver.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 const configYAML = `
 functions:

@@ -26,11 +26,7 @@ import (
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testserver.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 // pki is a throwaway CA with a server certificate and files on disk.
 type pki struct {

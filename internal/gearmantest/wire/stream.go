@@ -24,8 +24,11 @@ func DialStream(addr string) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{NC: nc, R: bufio.NewReader(nc)}, nil
+	return NewStream(nc), nil
 }
+
+// NewStream wraps a connection dialed elsewhere.
+func NewStream(nc net.Conn) *Stream { return &Stream{NC: nc, R: bufio.NewReader(nc)} }
 
 // Close closes the connection.
 func (s *Stream) Close() error { return s.NC.Close() }
