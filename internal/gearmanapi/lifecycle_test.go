@@ -3,8 +3,6 @@ package gearmanapi
 import (
 	"bytes"
 	"context"
-	"github.com/gearwork/gearwork/internal/clocktest"
-	"github.com/gearwork/gearwork/internal/testserver"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/clocktest"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 type lcBundle struct {
