@@ -77,9 +77,9 @@ type JobSnapshot struct {
 	// what RetryJob submits again. It must not be modified.
 	Payload []byte
 	// RetryOf is the job that this one runs again (RetryJob); 0 for
-	// others. Only the server that took the retry knows it, while the job
-	// lives and in its record: a job replayed after a restart, or run by
-	// another server sharing the store, does not.
+	// others. It is kept with the live job in memory and then in its
+	// record, not in the store's job: a job replayed after a restart, and
+	// in shared mode every job (it runs from its row), has none.
 	RetryOf uint64
 	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
 	CancelledBy string

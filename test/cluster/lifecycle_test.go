@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,11 +140,35 @@ func TestClusterLifecycleAcrossServers(t *testing.T) {
 	require.Equal(t, []string{"OK 2", "42"}, adminCall(t, b.addr, "result "+res, false),
 		"b reads the result a retained")
 
+	// b answers the records of the jobs that ended on a, which stopped.
+	rec := adminCall(t, b.addr, "job "+res, true)
+	require.Contains(t, rec, "state\tcomplete")
+	require.Contains(t, rec, "result\t\"42\"")
+	rec = adminCall(t, b.addr, "job "+dead2, true)
+	require.Contains(t, rec, "state\tdead")
+	require.Contains(t, rec, "payload\t\"second\"")
+	jobs := adminCall(t, b.addr, "jobs function=dl state=dead", true)
+	require.Len(t, jobs, 2, "b lists a's records: %q", jobs)
+
 	require.Equal(t, []string{"OK 1"}, adminCall(t, b.addr, "deadletter retry "+dead1, false))
 	require.Equal(t, dead1, workOne(t, b.addr, "dl", gearman.WorkComplete, "ok"),
 		"b's worker runs the retried job, by its handle")
 	require.Equal(t, []string{"OK 1"}, adminCall(t, b.addr, "deadletter purge dl", false))
 	require.Empty(t, adminCall(t, b.addr, "deadletters", true))
+
+	// Its dead letter purged, a's dead job runs again on b from its
+	// record, as a new job with its payload. (In shared mode the new job
+	// does not name the old one: retry_of is not stored with a job.)
+	again := adminCall(t, b.addr, "retry job "+dead2, false)
+	require.Len(t, again, 1)
+	newHandle, ok := strings.CutPrefix(again[0], "OK ")
+	require.True(t, ok, "%q", again)
+	require.NotEqual(t, dead2, newHandle)
+	require.Equal(t, newHandle, workOne(t, b.addr, "dl", gearman.WorkComplete, "ok"))
+	rec = pollAdmin(t, b.addr, "job "+newHandle, "the new job's record", func(l []string) bool {
+		return slices.Contains(l, "state\tcomplete")
+	})
+	require.Contains(t, rec, "payload\t\"second\"")
 
 	require.Equal(t, []string{"OK"}, adminCall(t, b.addr, "cancel job "+waiting, false),
 		"b cancels a job nobody holds")
