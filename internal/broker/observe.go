@@ -95,31 +95,44 @@ type JobSnapshot struct {
 // "complete"). It reports false if there is none (it never existed, or
 // its record expired). Safe for concurrent use.
 func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
-	// A record leaves memory only once it is in the store: look there
-	// second.
-	if snap, ok := b.jobInMemory(seq); ok || b.records == nil {
+	// A live job answers itself; one that ended answers its record, the
+	// same wherever it is read (ListJobs too). A dead letter or retained
+	// result answers only when no record is kept. A record leaves memory
+	// only once it is in the store: look there second.
+	snap, live, ok := b.jobInMemory(seq)
+	if live || b.records == nil {
 		return snap, ok
 	}
-	return b.storedRecord(seq)
+	if rec, found := b.storedRecord(seq); found {
+		return rec, true
+	}
+	return snap, ok
 }
 
-func (b *Broker) jobInMemory(seq uint64) (JobSnapshot, bool) {
+// jobInMemory returns the snapshot of job seq from memory: live reports a
+// live job or a record (final); otherwise ok reports a dead letter or
+// retained result, whose record may be in the store.
+func (b *Broker) jobInMemory(seq uint64) (snap JobSnapshot, live, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.jobs.get(seq)
 	if j == nil {
 		if snap, ok := b.historyLocked(seq); ok {
-			return snap, true
+			return snap, true, true
 		}
 		j = b.life.dead[seq]
+		if j == nil {
+			j = b.life.done[seq]
+		}
+		if j == nil || j.state == stateGone {
+			return JobSnapshot{}, false, false
+		}
+		return b.snapshotLocked(j), false, true
 	}
-	if j == nil {
-		j = b.life.done[seq]
+	if j.state == stateGone {
+		return JobSnapshot{}, false, false
 	}
-	if j == nil || j.state == stateGone {
-		return JobSnapshot{}, false
-	}
-	return b.snapshotLocked(j), true
+	return b.snapshotLocked(j), true, true
 }
 
 func (b *Broker) snapshotLocked(j *job) JobSnapshot {

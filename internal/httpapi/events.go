@@ -49,7 +49,8 @@ type eventData struct {
 	Data []byte  `json:"data,omitempty"`
 	Text *string `json:"text,omitempty"`
 	// Job is the job's state when the stream began watching it (state
-	// events).
+	// events), or the job's record (the final complete, fail and
+	// exception events, while the record is kept).
 	Job *jobJSON `json:"job,omitempty"`
 }
 
@@ -73,6 +74,14 @@ func (s *Server) eventJSON(seq uint64, e feedEvent) eventData {
 			d.Data = []byte{}
 		}
 		d.Text = textOf(d.Data)
+	}
+	if e.final {
+		// The outcome as the job's record has it (dead, cancelled, the
+		// attempts), read from the record, not kept with the event.
+		if snap, ok := s.b.Job(seq); ok && snap.Final {
+			j := s.snapshotJSON(snap)
+			d.Job = &j
+		}
 	}
 	return d
 }

@@ -435,3 +435,38 @@ func TestRetryJobOverHTTP(t *testing.T) {
 	requireProblem(t, post("/v1/jobs/"+url.PathEscape(again.Handle)+"/retry"), http.StatusConflict, "is complete")
 	requireProblem(t, post("/v1/jobs/H:test:99999/retry"), http.StatusNotFound, "no record")
 }
+
+// The final event of a job's stream carries the job's record: a dead
+// job's "exception" says dead, with its attempts and error, and a
+// cancelled job's "fail" says cancelled and by whom.
+func TestFinalEventCarriesTheRecord(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "pay")
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/pay/jobs?attempts=1", strings.NewReader("order-1")))
+	stream := tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil)
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Exception, []byte("card declined")))
+	evs := readEvents(t, stream.Body)
+	last := evs[len(evs)-1]
+	require.Equal(t, "exception", last.event)
+	require.Equal(t, "card declined", *last.data.Text)
+	require.NotNil(t, last.data.Job, "the final event carries the record")
+	require.Equal(t, "dead", last.data.Job.State)
+	require.True(t, last.data.Job.Final)
+	require.Equal(t, uint32(1), *last.data.Job.Attempts)
+	require.Equal(t, "card declined", last.data.Job.LastError)
+	require.Len(t, last.data.Job.History, 1)
+
+	job = decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/idle/jobs", strings.NewReader("x")))
+	stream = tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil)
+	resp := tb.do(t, http.MethodDelete, "/v1/jobs/"+url.PathEscape(job.Handle), nil)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	evs = readEvents(t, stream.Body)
+	last = evs[len(evs)-1]
+	require.Equal(t, "fail", last.event)
+	require.NotNil(t, last.data.Job)
+	require.Equal(t, "cancelled", last.data.Job.State)
+	require.True(t, strings.HasPrefix(last.data.Job.CancelledBy, "http "), last.data.Job.CancelledBy)
+}

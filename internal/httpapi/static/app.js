@@ -355,7 +355,8 @@ function follow(handle) {
   for (const kind of ["complete", "fail", "exception"]) {
     src.addEventListener(kind, (e) => {
       const d = JSON.parse(e.data);
-      setJobState(kind);
+      // The job's record, when kept, names the outcome (dead, cancelled).
+      setJobState(d.job ? d.job.state : kind);
       if (kind === "complete") showProgress(1, 1);
       $("#job-result").textContent = d.text !== undefined ? d.text : (d.data ? "(binary, base64) " + d.data : "");
       log(kind, d.text || "");
