@@ -34,12 +34,9 @@ func TestPerlForegroundAndBackground(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, s *server) {
 		c := perlClient(t, s)
-		var bg struct{ Handle string }
-		c.call(map[string]any{"op": "bg", "fn": "pl_up", "payload": "in the background"}, &bg)
-		require.Regexp(t, "^"+regexp.QuoteMeta(s.addr+"//"+pick(s, handlePrefix, "H:gearmand:"))+`\d+$`, bg.Handle)
-		var st struct{ Status []any }
-		c.call(map[string]any{"op": "status", "handle": bg.Handle}, &st)
-		require.Equal(t, []any{1.0, 0.0, 0.0, 0.0}, st.Status)
+		handle := c.background("pl_up", "in the background")
+		require.Regexp(t, "^"+regexp.QuoteMeta(s.addr+"//"+pick(s, handlePrefix, "H:gearmand:"))+`\d+$`, handle)
+		require.Equal(t, []any{1.0, 0.0, 0.0, 0.0}, c.status(handle))
 
 		w := perlWorker(t, s, 3, "pl_up=upper")
 		for _, high := range []int{0, 1} {
@@ -51,8 +48,7 @@ func TestPerlForegroundAndBackground(t *testing.T) {
 		_, err := w.wait(t)
 		require.NoError(t, err)
 		require.Equal(t, "pl_up 17\npl_up 11\npl_up 11\n", w.stdout.String())
-		c.call(map[string]any{"op": "status", "handle": bg.Handle}, &st)
-		require.Equal(t, []any{0.0, 0.0, 0.0, 0.0}, st.Status)
+		require.Equal(t, []any{0.0, 0.0, 0.0, 0.0}, c.status(handle))
 	})
 }
 

@@ -56,29 +56,23 @@ func TestPHPBackgroundStatus(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, s *server) {
 		c := phpClient(t, s)
-		var bg struct{ Handle string }
-		c.call(map[string]any{"op": "bg", "fn": "php_bg", "payload": "work"}, &bg)
-		require.True(t, strings.HasPrefix(bg.Handle, pick(s, handlePrefix, "H:gearmand:")), bg.Handle)
-		jobStatus := func() []any {
-			var st struct{ Status []any }
-			c.call(map[string]any{"op": "status", "handle": bg.Handle}, &st)
-			return st.Status
-		}
-		require.Equal(t, []any{true, false, 0.0, 0.0}, jobStatus())
+		handle := c.background("php_bg", "work")
+		require.True(t, strings.HasPrefix(handle, pick(s, handlePrefix, "H:gearmand:")), handle)
+		require.Equal(t, []any{true, false, 0.0, 0.0}, c.status(handle))
 
 		w := rawWorker(t, s, "php_bg")
 		h, _, _, payload := w.grab()
-		require.Equal(t, bg.Handle, h)
+		require.Equal(t, handle, h)
 		require.Equal(t, "work", payload)
-		require.Equal(t, []any{true, true, 0.0, 0.0}, jobStatus())
+		require.Equal(t, []any{true, true, 0.0, 0.0}, c.status(handle))
 		w.Send(gearman.WorkStatus, h, "3", "7")
 		w.Send(gearman.EchoReq, "sync")
 		w.Expect(gearman.EchoRes, "sync")
-		require.Equal(t, []any{true, true, 3.0, 7.0}, jobStatus())
+		require.Equal(t, []any{true, true, 3.0, 7.0}, c.status(handle))
 		w.Send(gearman.WorkComplete, h, "")
 		w.Send(gearman.EchoReq, "sync")
 		w.Expect(gearman.EchoRes, "sync")
-		require.Equal(t, []any{false, false, 0.0, 0.0}, jobStatus())
+		require.Equal(t, []any{false, false, 0.0, 0.0}, c.status(handle))
 	})
 }
 

@@ -76,17 +76,8 @@ func startREPL(t *testing.T, name string, args ...string) *repl {
 // call sends one request and decodes the answer into out.
 func (r *repl) call(req map[string]any, out any) {
 	r.t.Helper()
-	b, err := json.Marshal(req)
-	require.NoError(r.t, err)
-	_, err = r.stdin.Write(append(b, '\n'))
-	require.NoError(r.t, err, "%s: stderr:\n%s", r.name, r.stderr.String())
-	select {
-	case line, ok := <-r.lines:
-		require.True(r.t, ok, "%s exited; stderr:\n%s", r.name, r.stderr.String())
-		require.NoError(r.t, json.Unmarshal([]byte(line), out), "answer %q", line)
-	case <-time.After(procTimeout):
-		r.t.Fatalf("%s did not answer %s; stderr:\n%s", r.name, b, r.stderr.String())
-	}
+	r.callAsync(req)
+	r.receive(out)
 }
 
 // callAsync sends one request without waiting; receive reads the answer.
@@ -95,7 +86,24 @@ func (r *repl) callAsync(req map[string]any) {
 	b, err := json.Marshal(req)
 	require.NoError(r.t, err)
 	_, err = r.stdin.Write(append(b, '\n'))
-	require.NoError(r.t, err)
+	require.NoError(r.t, err, "%s: stderr:\n%s", r.name, r.stderr.String())
+}
+
+// background submits a background job of fn and returns its handle.
+func (r *repl) background(fn, payload string) string {
+	r.t.Helper()
+	var bg struct{ Handle string }
+	r.call(map[string]any{"op": "bg", "fn": fn, "payload": payload}, &bg)
+	return bg.Handle
+}
+
+// status asks for the status of the job handle: the client library's
+// answer (known, running, numerator, denominator) as JSON values.
+func (r *repl) status(handle string) []any {
+	r.t.Helper()
+	var st struct{ Status []any }
+	r.call(map[string]any{"op": "status", "handle": handle}, &st)
+	return st.Status
 }
 
 func (r *repl) receive(out any) {
