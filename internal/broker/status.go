@@ -78,24 +78,14 @@ type FunctionStatus struct {
 // count the jobs that no server holds (read from the store at most once a
 // second, never under the broker's lock); Running and Workers, and the
 // jobs other servers hold, stay this server's own. When the store cannot
-// be read, it shows this server's jobs only (and logs why).
+// be read, it shows this server's jobs only (and logs why). It is the
+// FunctionStatus part of Stats.
 func (b *Broker) Status(ctx context.Context) []FunctionStatus {
-	b.mu.Lock()
-	local := make([]FunctionStats, 0, len(b.functions))
-	for _, f := range b.functions {
-		fs := FunctionStatus{Name: f.name, Total: f.total, Running: f.running, Workers: f.workers, MaxQueue: f.maxQueue}
-		for p := range numPriorities {
-			fs.Queued[p] = f.queues[p].n
-		}
-		local = append(local, FunctionStats{FunctionStatus: fs})
-	}
-	b.mu.Unlock()
-	local = b.mode.addCounts(ctx, local)
-	out := make([]FunctionStatus, len(local))
-	for i, f := range local {
+	fns := b.Stats(ctx).Functions
+	out := make([]FunctionStatus, len(fns))
+	for i, f := range fns {
 		out[i] = f.FunctionStatus
 	}
-	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
 	return out
 }
 
