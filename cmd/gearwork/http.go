@@ -168,12 +168,14 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 	if setup.maxConns > 0 {
 		// Under TLS, so that the HTTP server still sees *tls.Conn.
 		ln = newLimitListener(ln, setup.maxConns)
-		attrs = append(attrs, slog.Int("max_connections", setup.maxConns))
 	}
 	if setup.tls != nil {
 		ln = tls.NewListener(ln, setup.tls)
 		attrs = append(attrs, slog.Bool("tls", true), slog.String("certificate", certSubject(setup.cert)),
 			slog.Bool("mutual", setup.tls.ClientCAs != nil))
+	}
+	if setup.maxConns > 0 {
+		attrs = append(attrs, slog.Int("max_connections", setup.maxConns))
 	}
 	h := &httpFrontEnd{srv: httpapi.New(cfg), ln: ln, done: make(chan error, 1)}
 	go func() { h.done <- h.srv.Serve(ctx, ln) }()
