@@ -43,7 +43,6 @@ schedules:
 // results, ordering keys, a cron schedule, policies and pauses.
 func TestAdminLifecycleCommands(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(lifecycleConfig), 0o600))
 	srv := testserver.Start(t, "--config", cfg, "--handle-prefix", "H:lc:")
@@ -53,7 +52,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 
 	admin := func(args ...string) (string, string, int) {
 		t.Helper()
-		return gw(t, bin, "", nil, append([]string{"admin", s}, args...)...)
+		return gw(t, append([]string{"admin", s}, args...)...)
 	}
 	ok := func(args ...string) string {
 		t.Helper()
@@ -348,10 +347,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 // lifecycle commands (gearmand) gives a clear error and exit status 1.
 func TestAdminLifecycleCommandsOnGearmand(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	g := gearmantest.StartGearmand(t)
 	for _, args := range [][]string{{"deadletters"}, {"policy"}, {"pause", "f"}, {"result", "H:x:1"}} {
-		out, errOut, code := gw(t, bin, "", nil, append([]string{"admin", "--servers=" + g.Addr}, args...)...)
+		out, errOut, code := gw(t, append([]string{"admin", "--servers=" + g.Addr}, args...)...)
 		require.Equal(t, 1, code, "%v: %s", args, errOut)
 		require.Empty(t, out)
 		require.Contains(t, errOut, "gearwork admin: "+g.Addr+": ", args)

@@ -17,7 +17,7 @@ import (
 	"github.com/gearwork/gearwork/worker"
 )
 
-func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
+func testAdminCommand(t *testing.T, kind cliServerKind) {
 	srv := kind.start(t)
 	s := "--servers=" + srv.addr
 	c := gearmantest.NewClient(t, srv.addr)
@@ -34,7 +34,7 @@ func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
 	jsonRows := func(args ...string) []row {
 		t.Helper()
 		// Flags may follow the command words.
-		out, errOut, code := gw(t, bin, "", nil, append(append([]string{"admin", s}, args...), "--json")...)
+		out, errOut, code := gw(t, append(append([]string{"admin", s}, args...), "--json")...)
 		require.Equal(t, 0, code, errOut)
 		var rows []row
 		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
@@ -52,7 +52,7 @@ func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
 	})
 	require.Contains(t, st, row{"server": srv.addr, "function": "adm_fn", "total": 2.0, "running": 0.0, "workers": 0.0})
 
-	out, _, code := gw(t, bin, "", nil, "admin", s, "status")
+	out, _, code := gw(t, "admin", s, "status")
 	require.Equal(t, 0, code)
 	lines := strings.Split(out, "\n")
 	require.Equal(t, "FUNCTION    TOTAL  RUNNING  WORKERS", lines[0])
@@ -80,7 +80,7 @@ func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
 
 	for _, args := range [][]string{{"maxqueue", "adm_fn", "10"}, {"maxqueue", "adm_fn", "1", "2", "3"},
 		{"create", "newfn"}, {"drop", "newfn"}, {"cancel", j1.Handle}} {
-		out, errOut, code := gw(t, bin, "", nil, append([]string{"admin", s}, args...)...)
+		out, errOut, code := gw(t, append([]string{"admin", s}, args...)...)
 		require.Equal(t, 0, code, "%v: %s", args, errOut)
 		require.Equal(t, "OK\n", out, args)
 	}
@@ -88,7 +88,7 @@ func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
 		st2, err := c.Status(ctx, j1)
 		require.NoError(t, err)
 		require.False(t, st2.Known, "the cancelled job is gone")
-		_, errOut, code := gw(t, bin, "", nil, "admin", s, "cancel", j1.Handle)
+		_, errOut, code := gw(t, "admin", s, "cancel", j1.Handle)
 		require.Equal(t, 1, code)
 		require.Contains(t, errOut, "UNKNOWN_JOB")
 	} else {
@@ -96,18 +96,18 @@ func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
 		// would have taken it.
 		require.Contains(t, jsonRows("show-jobs"), row{"server": srv.addr, "handle": j1.Handle, "retries": 0.0, "ignored": 1.0, "queued": 0.0})
 	}
-	_, errOut, code := gw(t, bin, "", nil, "admin", s, "cancel", "H:nosuch:1")
+	_, errOut, code := gw(t, "admin", s, "cancel", "H:nosuch:1")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "UNKNOWN_JOB")
-	_, errOut, code = gw(t, bin, "", nil, "admin", s, "drop", "nosuch")
+	_, errOut, code = gw(t, "admin", s, "drop", "nosuch")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "function not found")
 
-	out, _, code = gw(t, bin, "", nil, "admin", s, "getpid")
+	out, _, code = gw(t, "admin", s, "getpid")
 	require.Equal(t, 0, code)
 	require.Equal(t, strconv.Itoa(srv.pid)+"\n", out)
 	for _, cmd := range []string{"version", "verbose"} {
-		out, _, code = gw(t, bin, "", nil, "admin", s, cmd)
+		out, _, code = gw(t, "admin", s, cmd)
 		require.Equal(t, 0, code)
 		require.NotEmpty(t, strings.TrimSpace(out), cmd)
 	}
@@ -115,16 +115,16 @@ func testAdminCommand(t *testing.T, bin string, kind cliServerKind) {
 
 	if srv.ours == nil {
 		// gearmand 1.1.15+ has no shutdown command.
-		_, errOut, code = gw(t, bin, "", nil, "admin", s, "shutdown")
+		_, errOut, code = gw(t, "admin", s, "shutdown")
 		require.Equal(t, 1, code)
 		require.Contains(t, errOut, "UNKNOWN_COMMAND")
 	}
 
-	_, _, code = gw(t, bin, "", nil, "admin", s, "frobnicate")
+	_, _, code = gw(t, "admin", s, "frobnicate")
 	require.Equal(t, exitUsage, code)
 
 	// Several servers: a SERVER column, and an unreachable one is an error.
-	out, errOut, code = gw(t, bin, "", nil, "admin", s+",127.0.0.1:1", "status")
+	out, errOut, code = gw(t, "admin", s+",127.0.0.1:1", "status")
 	require.Equal(t, exitUnreachable, code)
 	require.Contains(t, errOut, "127.0.0.1:1")
 	require.True(t, strings.HasPrefix(out, "SERVER"), out)
@@ -148,7 +148,7 @@ func testAdminShutdown(t *testing.T, bin string) {
 		}
 		return err == nil
 	})
-	out, errOut, code := gw(t, bin, "", nil, "admin", "--servers="+addr, "shutdown", "--graceful")
+	out, errOut, code := gw(t, "admin", "--servers="+addr, "shutdown", "--graceful")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "OK\n", out)
 	require.NoError(t, <-exited)

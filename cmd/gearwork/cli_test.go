@@ -26,10 +26,9 @@ import (
 // commit and the Go version the binary was built with.
 func TestVersionFlag(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	var first string
 	for _, arg := range []string{"--version", "-v", "version"} {
-		out, errOut, code := gw(t, bin, "", nil, arg)
+		out, errOut, code := gw(t, arg)
 		require.Equal(t, 0, code, errOut)
 		require.Regexp(t, `^gearwork \S+ \(commit \S+, go1\.\d+\S* \S+/\S+\)\n$`, out, arg)
 		require.Contains(t, out, runtime.Version(), "the test and the binary are built by the same Go")
@@ -59,12 +58,11 @@ func TestVersionFromBuildInfo(t *testing.T) {
 // (--flag), no hidden alias, and the one exit code table; it exits 0.
 func TestHelpOfEveryCommand(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
-	out, _, code := gw(t, bin, "", nil, "--help")
+	out, _, code := gw(t, "--help")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, exitTable)
 	for _, c := range commands() {
-		_, errOut, code := gw(t, bin, "", nil, c.name, "--help")
+		_, errOut, code := gw(t, c.name, "--help")
 		require.Equal(t, 0, code, c.name)
 		require.Contains(t, errOut, "Usage: gearwork "+c.name, c.name)
 		require.True(t, strings.HasSuffix(errOut, exitTable), "%s --help ends with the exit code table:\n%s", c.name, errOut)
@@ -75,10 +73,10 @@ func TestHelpOfEveryCommand(t *testing.T) {
 			require.Contains(t, errOut, "\n  --", c.name)
 		}
 	}
-	_, errOut, _ := gw(t, bin, "", nil, "bench", "--help")
+	_, errOut, _ := gw(t, "bench", "--help")
 	require.Contains(t, errOut, "  --servers host:port")
 	require.NotContains(t, errOut, "  --server ", "the old name is a hidden alias")
-	_, errOut, _ = gw(t, bin, "", nil, "admin", "--help")
+	_, errOut, _ = gw(t, "admin", "--help")
 	require.NotContains(t, errOut, "until a restart")
 	require.Contains(t, errOut, "survives a restart")
 }
@@ -88,20 +86,19 @@ func TestHelpOfEveryCommand(t *testing.T) {
 // commands.
 func TestUnknownFlag(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	for _, c := range commands() {
-		out, errOut, code := gw(t, bin, "", nil, c.name, "--bogus")
+		out, errOut, code := gw(t, c.name, "--bogus")
 		require.Equal(t, exitUsage, code, c.name)
 		require.Empty(t, out)
 		require.Equal(t, "gearwork "+c.name+": unknown flag --bogus\nRun \"gearwork "+c.name+" --help\" for its flags.\n", errOut)
 	}
-	_, errOut, code := gw(t, bin, "", nil, "serve", "--listen")
+	_, errOut, code := gw(t, "serve", "--listen")
 	require.Equal(t, exitUsage, code)
 	require.Equal(t, "gearwork serve: flag --listen needs an argument\nRun \"gearwork serve --help\" for its flags.\n", errOut)
-	_, errOut, code = gw(t, bin, "", nil, "bench", "--jobs", "many")
+	_, errOut, code = gw(t, "bench", "--jobs", "many")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errOut, `gearwork bench: invalid value "many" for --jobs`)
-	_, errOut, code = gw(t, bin, "", nil, "frobnicate")
+	_, errOut, code = gw(t, "frobnicate")
 	require.Equal(t, exitUsage, code)
 	require.Equal(t, "gearwork: unknown command \"frobnicate\"\nRun \"gearwork --help\" for the list of commands.\n", errOut)
 }
@@ -111,7 +108,6 @@ func TestUnknownFlag(t *testing.T) {
 // exit code and one line pointing to --help.
 func TestMissingArguments(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -127,7 +123,7 @@ func TestMissingArguments(t *testing.T) {
 		{[]string{"health", "x"}, `gearwork health: unexpected argument "x"`},
 		{[]string{"version", "x"}, `gearwork version: unexpected argument "x"`},
 	} {
-		out, errOut, code := gw(t, bin, "", nil, tc.args...)
+		out, errOut, code := gw(t, tc.args...)
 		require.Equal(t, exitUsage, code, tc.args)
 		require.Empty(t, out)
 		require.True(t, strings.HasPrefix(errOut, tc.want), "%q: %s", tc.args, errOut)
@@ -141,7 +137,6 @@ func TestMissingArguments(t *testing.T) {
 // the log format, sizes and the store flags.
 func TestServeRejectsBadAddresses(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	base := []string{"serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--http", "off"}
 	for _, tc := range []struct {
 		args []string
@@ -159,11 +154,11 @@ func TestServeRejectsBadAddresses(t *testing.T) {
 		{[]string{"--store", "pebble:"}, `gearwork: --store "pebble:": name a directory`},
 		{[]string{"--sync", "sometimes"}, `gearwork: invalid --sync "sometimes"`},
 	} {
-		out, errOut, code := gw(t, bin, "", nil, append(append([]string{}, base...), tc.args...)...)
+		out, errOut, code := gw(t, append(append([]string{}, base...), tc.args...)...)
 		checkConfigError(t, tc.args, tc.want, out, errOut, code)
 	}
 	// GEARWORK_LOG_FORMAT is --log-format.
-	out, errOut, code := gw(t, bin, "", []string{"GEARWORK_LOG_FORMAT=yaml"}, base...)
+	out, errOut, code := gwInput(t, "", []string{"GEARWORK_LOG_FORMAT=yaml"}, base...)
 	checkConfigError(t, "GEARWORK_LOG_FORMAT=yaml", `gearwork: invalid --log-format "yaml"`, out, errOut, code)
 }
 
@@ -183,10 +178,9 @@ func checkConfigError(t *testing.T, args any, want, out, errOut string, code int
 // any log line (the memory limit, the store), with the usage exit code.
 func TestServeConfigErrorsComeFirst(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  email:\n    max_atempts: 3\n"), 0o600))
-	_, errOut, code := gw(t, bin, "", nil, "serve", "--listen", "127.0.0.1:0", "--http", "off",
+	_, errOut, code := gw(t, "serve", "--listen", "127.0.0.1:0", "--http", "off",
 		"--store", "pebble:"+filepath.Join(t.TempDir(), "data"), "--config", cfg)
 	require.Equal(t, exitUsage, code, errOut)
 	require.True(t, strings.HasPrefix(errOut, "gearwork: --config: "), errOut)
@@ -303,14 +297,13 @@ func TestGracefulStopRefusesHTTPSubmits(t *testing.T) {
 // ready, 1 for another answer and 4 when nothing answers.
 func TestHealthCommand(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	srv := testserver.Start(t, "--http", "127.0.0.1:0")
 	base := "http://" + srv.HTTPAddr(t)
-	out, errOut, code := gw(t, bin, "", nil, "health", "--url", base+"/readyz")
+	out, errOut, code := gw(t, "health", "--url", base+"/readyz")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "200 {\"status\":\"ready\"}\n", out)
-	_, _, code = gw(t, bin, "", nil, "health", "--url", base+"/nothing")
+	_, _, code = gw(t, "health", "--url", base+"/nothing")
 	require.Equal(t, exitFailed, code)
-	_, _, code = gw(t, bin, "", nil, "health", "--url", "http://127.0.0.1:1/readyz")
+	_, _, code = gw(t, "health", "--url", "http://127.0.0.1:1/readyz")
 	require.Equal(t, exitUnreachable, code)
 }

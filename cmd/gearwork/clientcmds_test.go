@@ -31,14 +31,14 @@ func TestClientCommands(t *testing.T) {
 	bin := testserver.Binary(t)
 
 	for _, kind := range cliServerKinds {
-		t.Run("submit/"+kind.name, func(t *testing.T) { t.Parallel(); testSubmitCommand(t, bin, kind) })
-		t.Run("admin/"+kind.name, func(t *testing.T) { t.Parallel(); testAdminCommand(t, bin, kind) })
+		t.Run("submit/"+kind.name, func(t *testing.T) { t.Parallel(); testSubmitCommand(t, kind) })
+		t.Run("admin/"+kind.name, func(t *testing.T) { t.Parallel(); testAdminCommand(t, kind) })
 	}
 	t.Run("work", func(t *testing.T) { t.Parallel(); testWorkCommand(t, bin) })
 	t.Run("admin shutdown", func(t *testing.T) { t.Parallel(); testAdminShutdown(t, bin) })
 }
 
-func testSubmitCommand(t *testing.T, bin string, kind cliServerKind) {
+func testSubmitCommand(t *testing.T, kind cliServerKind) {
 	srv := kind.start(t)
 	cliWorker(t, srv.addr, "", map[string]worker.HandlerFunc{
 		"upper": func(_ context.Context, j *worker.Job) ([]byte, error) {
@@ -54,36 +54,36 @@ func testSubmitCommand(t *testing.T, bin string, kind cliServerKind) {
 	})
 	s := "--servers=" + srv.addr
 
-	out, errOut, code := gw(t, bin, "", nil, "submit", s, "--priority", "high", "upper", "hello")
+	out, errOut, code := gw(t, "submit", s, "--priority", "high", "upper", "hello")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "chunk:HELLO", out)
 	require.Equal(t, "status: 1/2\nwarning: careful\n", errOut)
 
 	// The payload from stdin, the server from the environment.
-	out, _, code = gw(t, bin, "from stdin", []string{"GEARWORK_SERVERS=" + srv.addr}, "submit", "upper", "-")
+	out, _, code = gwInput(t, "from stdin", []string{"GEARWORK_SERVERS=" + srv.addr}, "submit", "upper", "-")
 	require.Equal(t, 0, code)
 	require.Equal(t, "chunk:FROM STDIN", out)
 
-	_, errOut, code = gw(t, bin, "", nil, "submit", s, "fail", "x")
+	_, errOut, code = gw(t, "submit", s, "fail", "x")
 	require.Equal(t, exitJobFailed, code)
 	require.Contains(t, errOut, "job failed")
 
-	_, errOut, code = gw(t, bin, "", nil, "submit", s, "throw", "x")
+	_, errOut, code = gw(t, "submit", s, "throw", "x")
 	require.Equal(t, exitException, code)
 	require.Contains(t, errOut, "exception: bad x\n")
 
-	_, errOut, code = gw(t, bin, "", nil, "submit", s, "--priority", "urgent", "upper")
+	_, errOut, code = gw(t, "submit", s, "--priority", "urgent", "upper")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errOut, "unknown priority")
 
 	// Background, waiting until the job ends: Gearwork reports the outcome
 	// from the job's record, gearmand keeps none.
-	out, errOut, code = gw(t, bin, "", nil, "submit", s, "--background", "--wait", "--poll=10ms", "upper", "bg")
+	out, errOut, code = gw(t, "submit", s, "--background", "--wait", "--poll=10ms", "upper", "bg")
 	require.Equal(t, 0, code, errOut)
 	if srv.ours != nil {
 		require.Regexp(t, `^H:\S+\nBG$`, out, "the handle, then the result")
 		require.True(t, strings.HasSuffix(errOut, "status: complete\n"), errOut)
-		_, errOut, code = gw(t, bin, "", nil, "submit", s, "--background", "--wait", "--poll=10ms", "throw", "bg")
+		_, errOut, code = gw(t, "submit", s, "--background", "--wait", "--poll=10ms", "throw", "bg")
 		require.Equal(t, exitFailed, code, "a failed background job is a dead letter: %s", errOut)
 		require.Contains(t, errOut, "status: dead\n")
 		require.Contains(t, errOut, "dead after 1 attempts: bad bg")
@@ -93,27 +93,27 @@ func testSubmitCommand(t *testing.T, bin string, kind cliServerKind) {
 	}
 
 	// A scheduled job is held by the server until its time.
-	out, errOut, code = gw(t, bin, "", nil, "submit", s, "--at", "2099-01-02T03:04:05Z", "--unique", "sched-1", "later", "x")
+	out, errOut, code = gw(t, "submit", s, "--at", "2099-01-02T03:04:05Z", "--unique", "sched-1", "later", "x")
 	require.Equal(t, 0, code, errOut)
 	handle := strings.TrimSpace(out)
 	st, err := gearmantest.NewClient(t, srv.addr).Status(context.Background(), client.Job{Handle: handle, Server: srv.addr})
 	require.NoError(t, err)
 	require.Equal(t, client.Status{Known: true}, st)
-	_, _, code = gw(t, bin, "", nil, "submit", s, "--at", "tomorrow", "later")
+	_, _, code = gw(t, "submit", s, "--at", "tomorrow", "later")
 	require.Equal(t, exitUsage, code)
 
 	// No server.
-	_, errOut, code = gw(t, bin, "", nil, "submit", "--servers=127.0.0.1:1", "upper", "x")
+	_, errOut, code = gw(t, "submit", "--servers=127.0.0.1:1", "upper", "x")
 	require.Equal(t, exitUnreachable, code)
 	require.Contains(t, errOut, "no server available")
 
 	if srv.ours != nil {
 		// A refused submit: the queue is full.
-		_, _, code = gw(t, bin, "", nil, "admin", s, "maxqueue", "capped", "1")
+		_, _, code = gw(t, "admin", s, "maxqueue", "capped", "1")
 		require.Equal(t, 0, code)
-		_, _, code = gw(t, bin, "", nil, "submit", s, "--background", "capped")
+		_, _, code = gw(t, "submit", s, "--background", "capped")
 		require.Equal(t, 0, code)
-		_, errOut, code = gw(t, bin, "", nil, "submit", s, "--background", "capped")
+		_, errOut, code = gw(t, "submit", s, "--background", "capped")
 		require.Equal(t, exitRefused, code)
 		require.Contains(t, errOut, "QUEUE_ERROR")
 	}

@@ -46,12 +46,19 @@ var cliServerKinds = []cliServerKind{
 	}},
 }
 
-// gw runs the binary and returns its stdout, stderr and exit code.
-func gw(t *testing.T, bin, stdin string, env []string, args ...string) (string, string, int) {
+// gw runs the gearwork binary (testserver.Binary) with args and returns
+// its stdout, stderr and exit code.
+func gw(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	return gwInput(t, "", nil, args...)
+}
+
+// gwInput is gw with stdin and variables added to the environment.
+func gwInput(t *testing.T, stdin string, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, testserver.Binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
