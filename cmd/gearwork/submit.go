@@ -81,7 +81,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	c, err := client.New(client.Config{
 		Servers: splitServers(cfg.servers),
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:  slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return usageError(stderr, err)

@@ -66,9 +66,9 @@ func runWork(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	if cfg.concurrency < 1 {
 		return usageError(stderr, fmt.Errorf("invalid --concurrency %d: must be at least 1", cfg.concurrency))
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
-		return usageError(stderr, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", cfg.logLevel))
+	level, err := parseLogLevel(cfg.logLevel)
+	if err != nil {
+		return usageError(stderr, err)
 	}
 	if _, err := exec.LookPath(command[0]); err != nil {
 		return usageError(stderr, fmt.Errorf("command %q: %w", command[0], err))
