@@ -29,15 +29,23 @@ func TestHostileConnectionsAllocateLittle(t *testing.T) {
 	const perConn = 8 << 10
 	nice := testserver.NeedCommand(t, "nice")
 	srv := testserver.Start(t, "--read-timeout", "2s", "--pprof", "127.0.0.1:0")
-	m := regexp.MustCompile(`msg="serve: profiling endpoints" addr=(\S+)`).FindStringSubmatch(srv.Log())
-	require.NotNil(t, m, "the server logs its profiling address")
-	before := memStats(t, m[1])
+	pprof := pprofAddr(t, srv)
+	before := memStats(t, pprof)
 	n := startAttacker(t, nice, srv.Addr).finish(t)
-	after := memStats(t, m[1])
+	after := memStats(t, pprof)
 	allocated := after["TotalAlloc"] - before["TotalAlloc"]
 	t.Logf("%d hostile connections: %d bytes (%d objects) allocated, %d bytes each; %d collections",
 		n, allocated, after["Mallocs"]-before["Mallocs"], allocated/uint64(n), after["NumGC"]-before["NumGC"])
 	require.Less(t, allocated/uint64(n), uint64(perConn), "a hostile connection must cost the server little garbage")
+}
+
+// pprofAddr returns the address of srv's profiling endpoints, which it
+// logs when started with --pprof.
+func pprofAddr(t *testing.T, srv *testserver.Server) string {
+	t.Helper()
+	m := regexp.MustCompile(`msg="serve: profiling endpoints" addr=(\S+)`).FindStringSubmatch(srv.Log())
+	require.NotNil(t, m, "the server logs its profiling address")
+	return m[1]
 }
 
 // memStats reads the runtime statistics at the end of the server's

@@ -37,10 +37,9 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 	ca := testcert.NewCA(t, "hostile test CA")
 	certFile, keyFile := ca.Server(t).WriteFiles(t, t.TempDir(), "server")
 	srv := testserver.StartPlain(t, "--max-connections", "20000", "--tls-cert", certFile, "--tls-key", keyFile, "--pprof", "127.0.0.1:0")
-	m := regexp.MustCompile(`msg="serve: profiling endpoints" addr=(\S+)`).FindStringSubmatch(srv.Log())
-	require.NotNil(t, m, "the server logs its profiling address")
+	pprof := pprofAddr(t, srv)
 	goroutines := func() int {
-		resp, err := http.Get("http://" + m[1] + "/debug/pprof/goroutine?debug=1")
+		resp, err := http.Get("http://" + pprof + "/debug/pprof/goroutine?debug=1")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
