@@ -41,6 +41,15 @@ func (a *answers) answered() bool {
 	return len(a.got) > 0
 }
 
+// waitAccepted waits for the answer and checks that it accepted job seq.
+func (a *answers) waitAccepted(t *testing.T, seq uint64) result {
+	t.Helper()
+	r := a.wait(t)
+	require.NoError(t, r.err)
+	require.Equal(t, seq, r.seq)
+	return r
+}
+
 // wait returns the answer, failing unless it came exactly once.
 func (a *answers) wait(t *testing.T) result {
 	t.Helper()
@@ -197,9 +206,7 @@ func TestEarlyJobCompletedDuringItsWriteIsDeletedAfter(t *testing.T) {
 
 	w, a := grabOne(t, b, "f")
 	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
-	r := ans.wait(t)
-	require.NoError(t, r.err)
-	require.Equal(t, a.Seq, r.seq)
+	ans.waitAccepted(t, a.Seq)
 
 	eb.release()
 	b.Stop()
@@ -270,9 +277,7 @@ func TestEarlyJobStoreFailureAfterDispatch(t *testing.T) {
 	fgSess := b.NewSession("fg", fgRec)
 	fgAns := newAnswers()
 	b.Submit(fgSess, fg("f", "r", "run"), fgAns.done)
-	r := fgAns.wait(t)
-	require.NoError(t, r.err)
-	require.Equal(t, a.Seq, r.seq)
+	r := fgAns.waitAccepted(t, a.Seq)
 	require.False(t, r.created)
 	require.NoError(t, b.WorkStatus(w, a.Seq, 1, 2))
 	require.Equal(t, []EventKind{EventStatus}, eventKinds(fgRec))
@@ -415,9 +420,7 @@ func TestEarlyJobWithEmptyPayloadRunsBeforeCommitWithTiering(t *testing.T) {
 	w, a := grabOne(t, b, "f")
 	require.Empty(t, a.Payload)
 	require.NoError(t, b.Finish(w, a.Seq, Complete, nil), "the job runs; it is not failed for want of a payload on disk")
-	r := ans.wait(t)
-	require.NoError(t, r.err)
-	require.Equal(t, a.Seq, r.seq)
+	ans.waitAccepted(t, a.Seq)
 
 	eb.release()
 	b.Stop()
@@ -459,9 +462,7 @@ func TestEarlyJobKeptAfterItEndsIsAnsweredOnceStored(t *testing.T) {
 			require.False(t, ans.answered(), "%s (write under way: %v): answered before anything of the job is stored", c.name, writing)
 
 			eb.release()
-			r := ans.wait(t)
-			require.NoError(t, r.err)
-			require.Equal(t, a.Seq, r.seq)
+			ans.waitAccepted(t, a.Seq)
 			b.Stop()
 			st.mu.Lock()
 			rec, ok := st.get(a.Seq)

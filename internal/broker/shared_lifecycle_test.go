@@ -26,16 +26,7 @@ import (
 // job running here to another server.
 func startShared(t *testing.T, url, name string, cfg broker.Config) (*broker.Broker, *postgres.Store) {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, Logger: quiet})
-	require.NoError(t, err)
-	cfg.Shared, cfg.HandlePrefix, cfg.Logger = st, "H:"+name+":", quiet
-	b := broker.New(cfg)
-	require.NoError(t, b.Start(context.Background()))
-	t.Cleanup(func() {
-		b.Stop()
-		_ = st.Close()
-	})
-	return b, st
+	return openSharedConfig(t, url, name, 0, cfg)
 }
 
 // failAll grabs n jobs on w and ends each with an exception carrying the

@@ -24,15 +24,7 @@ import (
 // openSharedPolicy is openShared with per-function policies.
 func openSharedPolicy(t *testing.T, url, name string, ttl time.Duration, pol map[string]broker.Policy) (*broker.Broker, *postgres.Store) {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
-	require.NoError(t, err)
-	b := broker.New(broker.Config{Shared: st, HandlePrefix: "H:" + name + ":", Logger: quiet, Policies: pol})
-	require.NoError(t, b.Start(context.Background()))
-	t.Cleanup(func() {
-		b.Stop()
-		_ = st.Close()
-	})
-	return b, st
+	return openSharedConfig(t, url, name, ttl, broker.Config{Policies: pol})
 }
 
 // runWorker registers a worker for fn on b and runs every job it is given
@@ -246,10 +238,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	url := pgtest.Schema(t)
 	const ttl = 600 * time.Millisecond
 	pol := map[string]broker.Policy{"f": {Concurrency: 1, Ordering: broker.OrderingUniquePrefix}}
-	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
-	require.NoError(t, err)
-	a := broker.New(broker.Config{Shared: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: pol})
-	require.NoError(t, a.Start(context.Background()))
+	a, stA := openSharedPolicy(t, url, "a", ttl, pol)
 	wa, outA := newWorker(a, "wa", "f")
 	const n = 4
 	for i := range n {

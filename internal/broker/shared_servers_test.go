@@ -69,13 +69,21 @@ func bgJob(fn, unique, payload string) broker.SubmitParams {
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// openShared opens a store on url and a broker on it, stopped (and the
-// store closed) when the test ends.
+// openShared opens a store on url, with lease ttl (0: the default), and a
+// broker on it, stopped (and the store closed) when the test ends.
 func openShared(t *testing.T, url, name string, ttl time.Duration) (*broker.Broker, *postgres.Store) {
+	t.Helper()
+	return openSharedConfig(t, url, name, ttl, broker.Config{})
+}
+
+// openSharedConfig is openShared with cfg, whose Shared, HandlePrefix
+// ("H:name:") and Logger it sets. Stopping twice is harmless.
+func openSharedConfig(t *testing.T, url, name string, ttl time.Duration, cfg broker.Config) (*broker.Broker, *postgres.Store) {
 	t.Helper()
 	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
-	b := broker.New(broker.Config{Shared: st, HandlePrefix: "H:" + name + ":", Logger: quiet})
+	cfg.Shared, cfg.HandlePrefix, cfg.Logger = st, "H:"+name+":", quiet
+	b := broker.New(cfg)
 	require.NoError(t, b.Start(context.Background()))
 	t.Cleanup(func() {
 		b.Stop()
@@ -231,10 +239,7 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	const ttl = 600 * time.Millisecond // a's lease: a dies, and its jobs must come back soon
 	// Server a claims jobs for its worker, then dies without a word: its
 	// store is closed, so it neither renews its lease nor releases.
-	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
-	require.NoError(t, err)
-	a := broker.New(broker.Config{Shared: stA, HandlePrefix: "H:a:", Logger: quiet})
-	require.NoError(t, a.Start(context.Background()))
+	a, stA := openShared(t, url, "a", ttl)
 	wa := a.NewSession("wa", newOutbox())
 	a.CanDo(wa, []byte("f"), 0)
 	const n = 10
@@ -262,10 +267,7 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 	const ttl = 600 * time.Millisecond
 	policy := map[string]broker.Policy{"flaky": {MaxAttempts: 3,
 		Backoff: broker.Backoff{Initial: 300 * time.Millisecond, Jitter: -1}}}
-	stA, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", LeaseTTL: ttl, Logger: quiet})
-	require.NoError(t, err)
-	a := broker.New(broker.Config{Shared: stA, HandlePrefix: "H:a:", Logger: quiet, Policies: policy})
-	require.NoError(t, a.Start(context.Background()))
+	a, stA := openSharedConfig(t, url, "a", ttl, broker.Config{Policies: policy})
 	wa := a.NewSession("wa", newOutbox())
 	a.CanDo(wa, []byte("flaky"), 0)
 	r := submit(t, a, wa, bgJob("flaky", "", "payload"))
@@ -302,18 +304,11 @@ func TestSharedCronTickSubmitsOneJobAcrossServers(t *testing.T) {
 	url := pgtest.Schema(t)
 	every, err := broker.ParseCron("@every 1s", nil)
 	require.NoError(t, err)
-	cfg := func(st *postgres.Store, name string) broker.Config {
-		return broker.Config{Shared: st, HandlePrefix: "H:" + name + ":", Logger: quiet,
-			Schedules: []broker.Schedule{{Name: "heartbeat", Function: "beat", Cron: every, Payload: []byte("x")}},
-			Policies:  map[string]broker.Policy{"beat": {ResultRetention: time.Minute}}}
-	}
 	var brokers []*broker.Broker
 	for _, name := range []string{"a", "b", "c"} {
-		st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, Logger: quiet})
-		require.NoError(t, err)
-		b := broker.New(cfg(st, name))
-		require.NoError(t, b.Start(context.Background()))
-		t.Cleanup(func() { b.Stop(); _ = st.Close() })
+		b, _ := openSharedConfig(t, url, name, 0, broker.Config{
+			Schedules: []broker.Schedule{{Name: "heartbeat", Function: "beat", Cron: every, Payload: []byte("x")}},
+			Policies:  map[string]broker.Policy{"beat": {ResultRetention: time.Minute}}})
 		brokers = append(brokers, b)
 	}
 	out := newOutbox()
