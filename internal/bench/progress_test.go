@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/testlog"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 func TestProgressLine(t *testing.T) {
@@ -28,11 +29,7 @@ func TestProgressDrawsAndErases(t *testing.T) {
 	p := newProgress(&w, "echo")
 	p.start("measuring", 100)
 	p.add(40)
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(w.String(), "40/100") {
-		require.True(t, time.Now().Before(deadline), "no progress drawn: %q", w.String())
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, "the progress line to show 40/100", func() bool { return strings.Contains(w.String(), "40/100") })
 	p.stop()
 	out := w.String()
 	require.True(t, strings.HasPrefix(out, "\recho measuring  ["), out)
