@@ -1,5 +1,5 @@
-# Shell helpers shared by scripts/bench-compare.sh, scripts/bench-durable.sh
-# and scripts/bench-memory.sh (sourced, not run). A script sources them
+# Shell helpers shared by scripts/bench-compare.sh, scripts/bench-durable.sh,
+# scripts/bench-history.sh and scripts/bench-memory.sh (sourced, not run). A script sources them
 # first and calls bench_init with its name.
 
 # bench_init NAME sets up the bench script NAME: OUT (a new temporary
