@@ -3,11 +3,12 @@ package gearmantest
 import (
 	"errors"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // GearmandPath is where Debian's gearman-job-server installs gearmand.
@@ -27,12 +28,7 @@ type Gearmand struct {
 // or is skipped when GEARWORK_ALLOW_SKIP=1.
 func StartGearmand(tb testing.TB, args ...string) *Gearmand {
 	tb.Helper()
-	if _, err := os.Stat(GearmandPath); err != nil {
-		if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
-			tb.Skipf("gearmand not installed (%v); skipped because GEARWORK_ALLOW_SKIP=1", err)
-		}
-		tb.Fatalf("gearmand not installed (%v): run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)", err)
-	}
+	testserver.NeedCommand(tb, GearmandPath)
 	var lastErr error
 	for range 5 {
 		g, err := startGearmand(args)
