@@ -65,6 +65,13 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
   schedules                   cron schedules: spec, last and next tick
   ordering [FN]               ordering keys: head job, its state, waiting
 
+Batches (Gearwork only; see docs/batches.md):
+  batch ID                    a batch's counts, callbacks and failed jobs
+  batch create [on_success=FN] [on_complete=FN]
+                              create an open batch; prints its id
+  batch close ID              close a batch: it completes, and submits its
+                              callbacks, once its jobs have finished
+
 Every server in --servers is asked; with more than one, tables get a
 SERVER column. pause, resume and policy FN ... answer "unknown function"
 for a function the server does not know (create it first to configure it

@@ -38,6 +38,7 @@ var lifecycleCommands = map[string]func(rest []string) (adminCommand, error){
 	"result":      parseResultArgs,
 	"schedules":   parseSchedulesArgs,
 	"ordering":    parseOrderingArgs,
+	"batch":       parseBatchArgs,
 }
 
 // listCommand is a command answered with a list of lines, parsed into

@@ -31,6 +31,7 @@ type submitConfig struct {
 	background bool
 	priority   string
 	unique     string
+	batch      string
 	at         string
 	wait       bool
 	poll       time.Duration
@@ -44,6 +45,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.BoolVar(&cfg.background, "background", false, "submit a background job: print its handle and return once the server accepted it")
 	fs.StringVar(&cfg.priority, "priority", "normal", "job `priority`: high, normal or low")
 	fs.StringVar(&cfg.unique, "unique", "", "unique `id`: a submit matching a live job attaches to it (\"-\": the server hashes the payload)")
+	fs.StringVar(&cfg.batch, "batch", "", "add the job to the open batch with this `id` (gearwork admin batch create; implies --background; see docs/batches.md)")
 	fs.StringVar(&cfg.at, "at", "", "run the job at this `time`, RFC 3339 or Unix seconds (SUBMIT_JOB_EPOCH; implies --background, normal priority)")
 	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until it ends, then report its outcome from its record (a failed, dead, cancelled or excepted job exits non-zero)")
 	fs.DurationVar(&cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
@@ -62,6 +64,13 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return usageError(stderr, err)
 	}
 	req := client.Request{Function: fs.Arg(0), Unique: cfg.unique, Priority: prio}
+	if cfg.batch != "" {
+		if _, err := strconv.ParseUint(cfg.batch, 10, 64); err != nil {
+			return usageError(stderr, fmt.Errorf("--batch %q: give the id gearwork admin batch create printed", cfg.batch))
+		}
+		req.Unique = client.BatchUnique(cfg.batch, cfg.unique)
+		cfg.background = true
+	}
 	if cfg.at != "" {
 		if req.RunAt, err = parseAt(cfg.at); err != nil {
 			return usageError(stderr, err)

@@ -165,6 +165,8 @@ type Broker struct {
 	tier      tiering
 	// hist keeps the records of jobs that ended (historyState).
 	hist historyState
+	// batches are the batches of jobs (batch.go).
+	batches batchState
 	// mode is localMode, or a *sharedMode when Config.Shared is set: the
 	// broker reaches what differs between the two only through it.
 	mode mode
@@ -424,7 +426,10 @@ func (b *Broker) replay(ctx context.Context) error {
 	// n counts the records read; dead and done those kept as dead letters
 	// and retained results, which are not live jobs (JobCount).
 	n, dead, done := 0, 0, 0
-	err := b.store.Load(ctx, func(r store.Job) error {
+	if err := b.loadBatchesLocked(ctx); err != nil {
+		return fmt.Errorf("broker: replay store: %w", err)
+	}
+	place := func(r store.Job) error {
 		if r.Seq >= b.nextSeq {
 			b.nextSeq = r.Seq + 1
 		}
@@ -448,11 +453,19 @@ func (b *Broker) replay(ctx context.Context) error {
 		b.makeRunnableLocked(j, false)
 		n++
 		return nil
+	}
+	err := b.store.Load(ctx, func(r store.Job) error {
+		err := place(r)
+		if r.Batch != 0 && err == nil {
+			b.replayBatchJobLocked(r)
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("broker: replay store: %w", err)
 	}
 	b.finishReplayLocked()
+	b.finishBatchReplayLocked()
 	// jobs is what JobCount (and the server's "listening" line) reports:
 	// the records that are not dead letters or retained results.
 	b.log.Info("broker: replayed stored jobs", slog.Int("jobs", b.jobs.len()),

@@ -83,6 +83,9 @@ type commitBuffers struct {
 	recPtrs []*histRec
 	recSeqs []uint64
 	forget  []uint64
+	// atomic is set when the batch changes batches of jobs: it is written
+	// in one write (writeAtomic).
+	atomic bool
 	// unsyncedDeletes is set when a batch deleted without a sync since
 	// the last Sync: a barrier must sync them, whichever batch they were
 	// in.
@@ -153,7 +156,7 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	b.pendingRetries = b.pendingRetries[:0]
 	buf.deletes = append(buf.deletes[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
-	buf.meta = b.takePendingMetaLocked()
+	buf.meta, buf.atomic = b.takeBatchesLocked(b.takePendingMetaLocked())
 	moreRecs := b.records != nil && b.takeRecordsLocked(buf)
 	more := len(b.pendingSaves) > 0
 	buf.barriers = buf.barriers[:0]
@@ -167,6 +170,9 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 // writeBatch writes buf to the store: saves, then metadata, then deletes
 // (synced when a barrier waits for them).
 func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
+	if w, ok := b.store.(store.Writer); ok && buf.atomic {
+		return b.writeAtomic(ctx, w, buf)
+	}
 	var err error
 	if len(buf.records) > 0 {
 		buf.records, err = b.tierFillRetries(ctx, buf.records)
@@ -236,6 +242,7 @@ func (b *Broker) settleBatchLocked(saves []*job, err error) {
 		for i, w := range waiters {
 			w(j.seq, i == 0, nil)
 		}
+		b.releaseHeldLocked(j)
 		b.tierAdmitLocked(j, true)
 		j.releaseExtra() // the waiters were all a queued job's extra held, usually
 	}

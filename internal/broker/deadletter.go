@@ -203,6 +203,9 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.startedAt = 0
 	// It lives again: its record goes, and it will end with a new one.
 	j.flags &^= jobRecorded
+	if j.x.batch != nil {
+		b.batchReviveLocked(j)
+	}
 	if b.records != nil {
 		b.forgetStoredLocked(j.seq)
 	} else if r := b.hist.bySeq[j.seq]; r != nil {

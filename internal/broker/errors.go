@@ -46,6 +46,19 @@ var (
 	// ErrPolicy is wrapped by the errors of Policy.Set for an unknown key
 	// or a bad value.
 	ErrPolicy = errors.New("invalid policy")
+	// ErrBatchNotFound is returned for a batch id the broker does not
+	// know (never created, or forgotten after its retention).
+	ErrBatchNotFound = errors.New("batch not found")
+	// ErrBatchComplete is returned by Submit for a job added to a batch
+	// that has completed (closed, and every job of it finished), and by
+	// CloseBatch never (closing twice is not an error).
+	ErrBatchComplete = errors.New("the batch has completed; it takes no more jobs")
+	// ErrBatchForeground is returned by Submit for a foreground job with a
+	// batch: the jobs of a batch are background jobs.
+	ErrBatchForeground = errors.New("only background jobs can belong to a batch")
+	// ErrBatchUnsupported is returned by the batch operations of a broker
+	// in shared mode, which does not keep batches yet.
+	ErrBatchUnsupported = errors.New("batches are not supported in shared mode")
 )
 
 // StoreError wraps a failure of the durable store; the job was not

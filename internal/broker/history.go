@@ -210,6 +210,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		return
 	}
 	j.flags |= jobRecorded
+	if j.x != nil && j.x.batch != nil {
+		b.batchEndLocked(j, e.state)
+	}
 	age, max := b.policyOf(j.fn.name).historyLimits()
 	if age <= 0 || max <= 0 {
 		return

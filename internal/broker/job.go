@@ -128,6 +128,10 @@ const (
 	// a later end of the same job (a worker's result after a cancel)
 	// changes nothing.
 	jobRecorded jobFlags = 1 << 6
+	// jobHeld: a batch's callback job, not runnable until its first store
+	// write is done (batch.go): it must not run before the write that
+	// records the batch's callback as submitted.
+	jobHeld jobFlags = 1 << 7
 )
 
 // has reports whether all of flags are set on j.
@@ -164,6 +168,8 @@ type jobExtra struct {
 	warning string
 	// retryOf is the job that this one runs again (RetryJob).
 	retryOf uint64
+	// batch is the batch the job belongs to; nil for none.
+	batch *batch
 }
 
 // maxWarningText is the most bytes of a WORK_WARNING kept as a failed
@@ -189,7 +195,7 @@ func newExtra() *jobExtra { return &jobExtra{timer: timerSlot{idx: -1}} }
 func (j *job) releaseExtra() {
 	if x := j.x; x != nil && x.reducer == "" && x.runAt == 0 && x.worker == nil && len(x.clients) == 0 &&
 		x.num == 0 && x.den == 0 && x.timer.idx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 &&
-		x.warning == "" && x.retryOf == 0 {
+		x.warning == "" && x.retryOf == 0 && x.batch == nil {
 		j.x = nil
 	}
 }

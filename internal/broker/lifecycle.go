@@ -482,6 +482,9 @@ func (b *Broker) startLife(ctx context.Context) error {
 				b.loadStoredPolicy(name, string(m.Value))
 				return nil
 			}
+			if strings.HasPrefix(m.Key, metaBatch+"/") {
+				return nil // loaded before the replay (loadBatchesLocked)
+			}
 			switch kind, name, value, ok := parseMeta(m); {
 			case !ok:
 				b.log.Warn("broker: ignoring unknown stored metadata", slog.String("key", m.Key))

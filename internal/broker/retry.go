@@ -121,6 +121,7 @@ func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
 // in stateGone, outside every queue, until the caller places it.
 func (b *Broker) releaseWorkerLocked(j *job) {
 	x := j.x
+	batchStoppedLocked(x)
 	b.removeTimerLocked(j)
 	x.worker.running = removeUnordered(x.worker.running, j)
 	x.worker = nil

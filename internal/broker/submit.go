@@ -40,6 +40,14 @@ type SubmitParams struct {
 	// Timeout overrides the policy's timeout for this job when non-zero.
 	Timeout time.Duration
 
+	// Batch adds the job to the batch with this id (CreateBatch); 0 for
+	// none. Only a background job can join a batch, and only one that has
+	// not completed.
+	Batch uint64
+
+	// hold keeps a new background job out of the queues until its first
+	// store write is done (a batch's callback, holdLocked).
+	hold bool
 	// schedule and tick mark a job submitted by a cron schedule.
 	schedule string
 	tick     int64
@@ -89,6 +97,11 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		}
 		p.RunAt = next.Unix()
 	}
+	bt, err := b.submitBatchLocked(&p)
+	if err != nil {
+		done(0, false, err)
+		return
+	}
 	f := b.functionBytes(p.Function)
 	var key string
 	if len(p.Unique) > 0 {
@@ -137,6 +150,9 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if f.life != nil || p.OrderingKey != "" || p.Attempts != 0 || p.Timeout != 0 || p.schedule != "" {
 		b.initJobLifeLocked(j, &p)
 	}
+	if bt != nil {
+		b.joinBatchLocked(j, bt)
+	}
 	b.statSubmittedLocked(j)
 	if !p.Background {
 		x := j.extra()
@@ -152,6 +168,10 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		// Dispatch before durable: the job runs while it is written; only
 		// the answer to its submitter waits for the store (commitLoop).
 		j.setSave(saveQueued)
+		if p.hold {
+			b.holdLocked(j)
+			return
+		}
 		if p.watch != nil {
 			p.watch(j, true)
 		}
@@ -273,6 +293,7 @@ func (b *Broker) unlinkLocked(j *job) {
 		b.unblockLocked(j)
 	case stateRunning:
 		x := j.x
+		batchStoppedLocked(x)
 		b.removeTimerLocked(j)
 		x.worker.running = removeUnordered(x.worker.running, j)
 		x.worker = nil
@@ -317,8 +338,13 @@ func (b *Broker) record(j *job) store.Job {
 		RunAt:    j.runAt(),
 		Retries:  j.retries,
 	}
-	if j.x != nil && j.x.life != nil {
-		b.recordLife(&r, j)
+	if j.x != nil {
+		if j.x.life != nil {
+			b.recordLife(&r, j)
+		}
+		if j.x.batch != nil {
+			r.Batch = j.x.batch.id
+		}
 	}
 	return r
 }

@@ -179,6 +179,7 @@ func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 	s.running = append(s.running, j)
 	j.fn.running++
 	b.running++
+	batchStartedLocked(x)
 	timeout := a.timeout
 	if x.life != nil || j.fn.life != nil {
 		timeout = b.startAttemptLocked(j, timeout)

@@ -43,6 +43,8 @@ type authzBundle struct {
 	// spare is a dead job of another function, whose dead letter the
 	// table's example purges (its record stays).
 	spare string
+	// batch is an open batch.
+	batch string
 	// shutdowns counts calls of the ShutdownFunc.
 	shutdowns atomic.Int32
 }
@@ -95,6 +97,9 @@ func setupAuthz(t *testing.T, extra ...auth.RuleConfig) *authzBundle {
 	op.echo("sync")
 	require.Contains(t, op.admin("deadletter show "+ab.dead, true), secretError)
 	require.Contains(t, op.admin("result "+ab.done, false), "OK")
+	created := ab.oneShot(t, operatorAddr, "batch create on_complete=victim")
+	require.Regexp(t, `^OK \d+\r?\n$`, created)
+	ab.batch = strings.TrimSpace(strings.TrimPrefix(created, "OK "))
 	return ab
 }
 
@@ -106,6 +111,9 @@ func (tb *authzBundle) state(t *testing.T) string {
 		sb.WriteString(tb.oneShot(t, operatorAddr, line))
 	}
 	fmt.Fprintf(&sb, "shutdowns %d\n", tb.shutdowns.Load())
+	for _, bt := range tb.b.Batches(0) {
+		fmt.Fprintf(&sb, "batch %d closed=%t\n", bt.ID, bt.Closed)
+	}
 	return sb.String()
 }
 
@@ -164,6 +172,7 @@ var adminExamples = map[string]string{
 	"pause": "victim", "resume": "paused", "deadletters": "", "deadletter show": "{dead}",
 	"deadletter retry": "{dead}", "deadletter purge": "spare", "result": "{done}", "help": "",
 	"jobs": "", "job": "{dead}", "retry job": "{spare}",
+	"batch": "{batch}", "batch create": "on_success=victim", "batch close": "{batch}",
 }
 
 // oneShot runs one admin line on a fresh connection from src and returns
@@ -202,7 +211,8 @@ func TestAdminTable(t *testing.T) {
 	line := func(cmd adminCommand) string {
 		args, ok := adminExamples[cmd.name]
 		require.True(t, ok, "adminExamples has no arguments for %q", cmd.name)
-		args = strings.NewReplacer("{dead}", tb.dead, "{done}", tb.done, "{live}", tb.live, "{spare}", tb.spare).Replace(args)
+		args = strings.NewReplacer("{dead}", tb.dead, "{done}", tb.done, "{live}", tb.live, "{spare}", tb.spare,
+			"{batch}", tb.batch).Replace(args)
 		return strings.TrimSpace(cmd.name + " " + args)
 	}
 	secrets := []string{secretPayload, secretError, secretResult, secretQueued}

@@ -101,6 +101,10 @@ func adminTable() []adminCommand {
 		{"jobs", "[function=FUNCTION] [state=STATE] [limit=N] [cursor=CURSOR]", permRead, "job records, newest first: live jobs, then ended ones", adminJobs},
 		{"job", "HANDLE", permRead, "one job's record: state, outcome, error and attempts", adminJob},
 		{"retry job", "HANDLE", permAdmin, "runs a failed, exception or dead job again; answers the handle of the job that runs", adminRetryJob},
+		// Batches (docs/batches.md).
+		{"batch", "ID", permOpen, "a batch's counts, callbacks and first failed jobs", adminBatch},
+		{"batch create", "[on_success=FUNCTION] [on_complete=FUNCTION]", permAdmin, "creates an open batch and answers its id", adminBatchCreate},
+		{"batch close", "ID", permAdmin, "closes a batch: it completes once its jobs have finished", adminBatchClose},
 		{"help", "", permOpen, "this list: command, arguments, permission, what it does", adminHelp},
 	}
 }

@@ -222,6 +222,15 @@ func (c *conn) submit(p *gearman.Packet) {
 	default:
 		params.Payload = p.Args[2]
 	}
+	id, unique, inBatch, err := batchOfUnique(params.Unique)
+	if err != nil {
+		c.waitAcks()
+		c.errorPacket("INVALID_PACKET", err.Error())
+		return
+	}
+	if inBatch {
+		params.Batch, params.Unique = id, unique
+	}
 	switch {
 	case len(params.Function) == 0 || len(params.Function) > gearman.MaxFunctionSize:
 		c.waitAcks()

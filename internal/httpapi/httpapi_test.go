@@ -742,7 +742,7 @@ func TestOpenAPIListsExactlyTheRoutes(t *testing.T) {
 	// And the router really answers each documented path with the route
 	// it documents.
 	for _, rt := range tb.srv.routes {
-		path := strings.NewReplacer("{fn}", "f", "{handle}", "H:test:1", "{file}", "app.js", "{$}", "").Replace(rt.pattern)
+		path := strings.NewReplacer("{fn}", "f", "{handle}", "H:test:1", "{id}", "1", "{file}", "app.js", "{$}", "").Replace(rt.pattern)
 		req := httptest.NewRequest(rt.method, path, nil)
 		_, pattern := tb.srv.mux.Handler(req)
 		require.Equal(t, rt.method+" "+rt.pattern, pattern)

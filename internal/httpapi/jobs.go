@@ -190,6 +190,8 @@ type submitOptions struct {
 	attempts    int
 	timeout     time.Duration
 	orderingKey string
+	// batch is the batch the job joins (0: none).
+	batch uint64
 }
 
 func parseAttempts(v string) (int, error) {
@@ -301,6 +303,9 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 		return o, err
 	}
 	o.orderingKey = option(r, "Ordering-Key")
+	if o.batch, err = parseBatchID(option(r, "Batch")); err != nil {
+		return o, err
+	}
 	return o, checkOrderingKey(o.orderingKey)
 }
 
@@ -318,7 +323,7 @@ type submitted struct {
 // be read later.
 func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan submitted {
 	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt,
-		Attempts: o.attempts, Timeout: o.timeout, OrderingKey: o.orderingKey}
+		Attempts: o.attempts, Timeout: o.timeout, OrderingKey: o.orderingKey, Batch: o.batch}
 	if o.unique != "" {
 		p.Unique = []byte(o.unique)
 	}
@@ -505,26 +510,14 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 	started := false
 	line, jobs := 0, 0
 	var pending []pendingLine
+	// The jobs of POST /v1/batches/{id}/jobs join that batch.
+	batch, err := parseBatchID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
 	flush := func() {
-		for _, p := range pending {
-			if p.ch != nil {
-				out := awaitSubmit(r.Context(), p.ch)
-				if out.err != nil {
-					pr := toProblem(out.err)
-					p.res.Error = &pr
-				} else {
-					p.res.Handle = s.b.Handle(out.seq)
-					p.res.Created = &out.created
-					p.res.State = "queued"
-					if p.runAt > time.Now().Unix() {
-						p.res.State = "scheduled"
-					}
-					if !out.created {
-						p.res.State = "attached"
-					}
-				}
-			}
-			_ = enc.Encode(p.res)
+		for i := range pending {
+			_ = enc.Encode(s.settleLine(r.Context(), &pending[i]))
 		}
 		clear(pending)
 		pending = pending[:0]
@@ -552,7 +545,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 			started = true
 		}
 		pl := pendingLine{res: batchResult{Line: line}}
-		if err := s.batchOne(text, &pl); err != nil {
+		if err := s.batchOne(text, batch, &pl); err != nil {
 			p := toProblem(err)
 			pl.res.Error = &p
 		}
@@ -579,8 +572,33 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// batchOne parses one batch line and starts its submit.
-func (s *Server) batchOne(text []byte, pl *pendingLine) error {
+// settleLine waits for the outcome of a batch line's submit and returns
+// the line's result.
+func (s *Server) settleLine(ctx context.Context, p *pendingLine) batchResult {
+	if p.ch == nil {
+		return p.res
+	}
+	out := awaitSubmit(ctx, p.ch)
+	if out.err != nil {
+		pr := toProblem(out.err)
+		p.res.Error = &pr
+		return p.res
+	}
+	p.res.Handle = s.b.Handle(out.seq)
+	p.res.Created = &out.created
+	p.res.State = "queued"
+	if p.runAt > time.Now().Unix() {
+		p.res.State = "scheduled"
+	}
+	if !out.created {
+		p.res.State = "attached"
+	}
+	return p.res
+}
+
+// batchOne parses one batch line and starts its submit, in batch when it
+// is not 0.
+func (s *Server) batchOne(text []byte, batch uint64, pl *pendingLine) error {
 	var l batchLine
 	if err := decodeStrict(text, &l); err != nil {
 		return err
@@ -591,7 +609,7 @@ func (s *Server) batchOne(text []byte, pl *pendingLine) error {
 	if l.Payload != nil && l.PayloadBase64 != nil {
 		return errorf(http.StatusBadRequest, "invalid-job", "set payload or payload_base64, not both")
 	}
-	var o submitOptions
+	o := submitOptions{batch: batch}
 	var err error
 	if l.Attempts != nil {
 		if o.attempts, err = parseAttempts(strconv.Itoa(*l.Attempts)); err != nil {

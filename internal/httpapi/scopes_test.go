@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,12 +44,16 @@ func TestRouteTableScopes(t *testing.T) {
 	done := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/victim/jobs", strings.NewReader("fine"), admin...))
 	a = w.grab(t)
 	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte(result)))
+	// A batch whose callback carries private data.
+	batch, err := tb.b.CreateBatch(context.Background(), broker.BatchParams{
+		OnComplete: broker.Callback{Function: "victim", Payload: []byte(payload)}})
+	require.NoError(t, err)
 
 	// get sends one request and returns its status and what of the body
 	// arrives within a second (event streams do not end).
 	get := func(rt route, token string) (int, string) {
 		t.Helper()
-		path := strings.NewReplacer("{fn}", "victim", "{file}", "app.js", "{$}", "").Replace(rt.pattern)
+		path := strings.NewReplacer("{fn}", "victim", "{file}", "app.js", "{$}", "", "{id}", strconv.FormatUint(batch, 10)).Replace(rt.pattern)
 		handle := done.Handle
 		if strings.Contains(path, "dead-letters") {
 			handle = dead.Handle

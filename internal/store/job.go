@@ -69,6 +69,9 @@ type Job struct {
 	// for other jobs.
 	Schedule string
 	Tick     int64
+	// Batch is the batch the job belongs to (see the broker's batches); 0
+	// for none.
+	Batch uint64
 }
 
 // JobState is the lifecycle state of a stored job.

@@ -89,14 +89,19 @@ func (s *Store) locked(ctx context.Context, fn func(d *data) error) error {
 // Save stores copies of jobs, replacing any with the same Seq.
 func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
 	return s.locked(ctx, func(d *data) error {
-		for _, j := range jobs {
-			j.Payload = slices.Clone(j.Payload)
-			j.Result = slices.Clone(j.Result)
-			j.History = slices.Clone(j.History)
-			d.jobs[j.Seq] = j
-		}
+		d.save(jobs)
 		return nil
 	})
+}
+
+// save stores copies of jobs. Caller holds d.mu.
+func (d *data) save(jobs []store.Job) {
+	for _, j := range jobs {
+		j.Payload = slices.Clone(j.Payload)
+		j.Result = slices.Clone(j.Result)
+		j.History = slices.Clone(j.History)
+		d.jobs[j.Seq] = j
+	}
 }
 
 // Delete removes the jobs; unknown ones are ignored.
@@ -159,12 +164,31 @@ func (s *Store) Close() error {
 // PutMeta writes metadata entries in order; a nil Value deletes the key.
 func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
 	return s.locked(ctx, func(d *data) error {
-		for _, e := range entries {
-			if e.Value == nil {
-				delete(d.meta, e.Key)
-			} else {
-				d.meta[e.Key] = slices.Clone(e.Value)
-			}
+		d.putMeta(entries)
+		return nil
+	})
+}
+
+// putMeta writes metadata entries. Caller holds d.mu.
+func (d *data) putMeta(entries []store.Meta) {
+	for _, e := range entries {
+		if e.Value == nil {
+			delete(d.meta, e.Key)
+		} else {
+			d.meta[e.Key] = slices.Clone(e.Value)
+		}
+	}
+}
+
+// Write applies w under one hold of the lock, so that a Snapshot sees all
+// of it or none. The memory store keeps no records: w's records are
+// ignored.
+func (s *Store) Write(ctx context.Context, w store.Write) error {
+	return s.locked(ctx, func(d *data) error {
+		d.save(w.Save)
+		d.putMeta(w.Meta)
+		for _, q := range w.Delete {
+			delete(d.jobs, q)
 		}
 		return nil
 	})

@@ -46,8 +46,14 @@ func parseJobKey(k []byte) (uint64, bool) {
 }
 
 // recordVersion is the first byte of every job record. A store refuses a
-// record whose version it does not know rather than guess.
-const recordVersion = 1
+// record whose version it does not know rather than guess. A job of a
+// batch is written as version 2, which adds the batch; every other job
+// keeps version 1, so stores written before batches existed read back
+// unchanged.
+const (
+	recordVersion      = 1
+	recordVersionBatch = 2
+)
 
 // A version 1 record is:
 //
@@ -74,6 +80,10 @@ const recordVersion = 1
 //	tick      varint
 //	payload   every remaining byte
 //
+// A version 2 record has, between tick and payload:
+//
+//	batch     uvarint
+//
 // The Seq is the key. Pebble checksums its WAL records and blocks, so the
 // record carries no checksum of its own.
 
@@ -90,12 +100,18 @@ func recordLen(j *store.Job) int {
 	}
 	n += uvarintLen(uint64(len(j.Result))) + len(j.Result)
 	n += uvarintLen(zigzag(j.FinishedAt)) + uvarintLen(zigzag(int64(j.MaxAttempts))) + uvarintLen(zigzag(j.Timeout)) + uvarintLen(zigzag(j.Tick))
+	if j.Batch != 0 {
+		n += uvarintLen(j.Batch)
+	}
 	return n + len(j.Payload)
 }
 
 // putRecord encodes j into dst, which must be recordLen(j) bytes long.
 func putRecord(dst []byte, j *store.Job) {
 	dst[0] = recordVersion
+	if j.Batch != 0 {
+		dst[0] = recordVersionBatch
+	}
 	dst[1] = j.Priority
 	n := 2
 	n += binary.PutUvarint(dst[n:], uint64(j.Retries))
@@ -127,6 +143,9 @@ func putRecord(dst []byte, j *store.Job) {
 	n += binary.PutVarint(dst[n:], j.Timeout)
 	str(j.Schedule)
 	n += binary.PutVarint(dst[n:], j.Tick)
+	if j.Batch != 0 {
+		n += binary.PutUvarint(dst[n:], j.Batch)
+	}
 	copy(dst[n:], j.Payload)
 }
 
@@ -141,7 +160,7 @@ type recordDecoder struct {
 func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 	r := recordReader{b: v}
 	version := r.byte()
-	if r.err == nil && version != recordVersion {
+	if r.err == nil && version != recordVersion && version != recordVersionBatch {
 		return store.Job{}, fmt.Errorf("job record %d has unknown version %d: %w", seq, version, store.ErrCorrupt)
 	}
 	j := store.Job{Seq: seq}
@@ -188,6 +207,9 @@ func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 	j.Timeout = r.varint()
 	j.Schedule = string(r.bytes())
 	j.Tick = r.varint()
+	if version == recordVersionBatch {
+		j.Batch = r.uvarint()
+	}
 	if r.err != nil {
 		return store.Job{}, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)
 	}
@@ -199,7 +221,7 @@ func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	r := recordReader{b: v}
 	version := r.byte()
-	if r.err == nil && version != recordVersion {
+	if r.err == nil && version != recordVersion && version != recordVersionBatch {
 		return nil, fmt.Errorf("job record %d has unknown version %d: %w", seq, version, store.ErrCorrupt)
 	}
 	r.byte()
@@ -225,6 +247,9 @@ func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	r.varint()
 	r.bytes()
 	r.varint()
+	if version == recordVersionBatch {
+		r.uvarint()
+	}
 	if r.err != nil {
 		return nil, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)
 	}

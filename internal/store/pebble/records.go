@@ -238,11 +238,18 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 // records is synced as Save is; one without waits for no fsync, as Delete.
 // recs must not be of jobs whose records are kept (forget those first).
 func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64) error {
+	return s.endJobs(ctx, dels, recs, forget, nil)
+}
+
+// endJobs is EndJobs; first, when not nil, adds more writes (saves and
+// metadata: Write) at the start of the same batch, which is then synced as
+// Save is.
+func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64, first func(*pebbledb.Batch) error) error {
 	if err := s.begin(ctx, true); err != nil {
 		return err
 	}
 	defer s.mu.RUnlock()
-	if len(dels) == 0 && len(recs) == 0 && len(forget) == 0 {
+	if len(dels) == 0 && len(recs) == 0 && len(forget) == 0 && first == nil {
 		return nil
 	}
 	x := &s.idx
@@ -283,10 +290,15 @@ func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	// carries records is as durable as Save, so that a record that was
 	// written is on disk in SyncAlways mode.
 	wo := pebbledb.NoSync
-	if len(recs) > 0 {
+	if len(recs) > 0 || first != nil {
 		wo = s.saveOpts
 	}
 	err := s.commit(func(b *pebbledb.Batch) error {
+		if first != nil {
+			if err := first(b); err != nil {
+				return err
+			}
+		}
 		for _, q := range dels {
 			op := b.DeleteDeferred(jobKeyLen)
 			putJobKey(op.Key, q)

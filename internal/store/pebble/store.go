@@ -281,18 +281,21 @@ func (s *Store) begin(ctx context.Context, write bool) error {
 // SyncAlways mode it returns after the batch is fsynced. After any failed
 // write it returns an error wrapping store.ErrFailed without writing.
 func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
-	return s.write(ctx, "saving %d jobs", len(jobs), true, func(b *pebbledb.Batch) error {
-		for i := range jobs {
-			j := &jobs[i]
-			op := b.SetDeferred(jobKeyLen, recordLen(j))
-			putJobKey(op.Key, j.Seq)
-			putRecord(op.Value, j)
-			if err := op.Finish(); err != nil {
-				return err
-			}
+	return s.write(ctx, "saving %d jobs", len(jobs), true, func(b *pebbledb.Batch) error { return fillSave(b, jobs) })
+}
+
+// fillSave adds the writes of jobs to b.
+func fillSave(b *pebbledb.Batch, jobs []store.Job) error {
+	for i := range jobs {
+		j := &jobs[i]
+		op := b.SetDeferred(jobKeyLen, recordLen(j))
+		putJobKey(op.Key, j.Seq)
+		putRecord(op.Value, j)
+		if err := op.Finish(); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Delete removes the jobs in one batch; unknown ones are ignored. It never
@@ -584,18 +587,23 @@ func classify(err error) error {
 // an entry with a nil Value deletes its key.
 func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
 	return s.write(ctx, "writing %d metadata entries", len(entries), true, func(b *pebbledb.Batch) error {
-		for _, e := range entries {
-			k := append([]byte{metaPrefix}, e.Key...)
-			if e.Value == nil {
-				if err := b.Delete(k, nil); err != nil {
-					return err
-				}
-			} else if err := b.Set(k, e.Value, nil); err != nil {
+		return fillMeta(b, entries)
+	})
+}
+
+// fillMeta adds the writes of metadata entries to b.
+func fillMeta(b *pebbledb.Batch, entries []store.Meta) error {
+	for _, e := range entries {
+		k := append([]byte{metaPrefix}, e.Key...)
+		if e.Value == nil {
+			if err := b.Delete(k, nil); err != nil {
 				return err
 			}
+		} else if err := b.Set(k, e.Value, nil); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // LoadMeta calls each for every metadata entry, in key order.

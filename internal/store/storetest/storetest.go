@@ -74,6 +74,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"CancelledContext", testCancelledContext},
 		{"ReadPayload", testReadPayload},
 		{"Meta", testMeta},
+		{"Write", testWrite},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -431,22 +432,32 @@ func testReadPayload(t *testing.T, open OpenFunc) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func testMeta(t *testing.T, open OpenFunc) {
-	ctx := context.Background()
+// openAs opens a store and returns it also as the capability T, or
+// skips the test when the store lacks it.
+func openAs[T any](t *testing.T, open OpenFunc, capability string) (store.Store, T) {
 	s := open(t)
-	m, ok := s.(store.MetaStore)
+	c, ok := s.(T)
 	if !ok {
 		_ = s.Close()
-		t.Skip("the store does not implement MetaStore")
+		t.Skip("the store does not implement " + capability)
 	}
-	load := func(m store.MetaStore) map[string]string {
-		got := map[string]string{}
-		require.NoError(t, m.LoadMeta(ctx, func(e store.Meta) error {
-			got[e.Key] = string(e.Value)
-			return nil
-		}))
-		return got
-	}
+	return s, c
+}
+
+// loadMeta returns a store's metadata entries by key.
+func loadMeta(t *testing.T, m store.MetaStore) map[string]string {
+	got := map[string]string{}
+	require.NoError(t, m.LoadMeta(context.Background(), func(e store.Meta) error {
+		got[e.Key] = string(e.Value)
+		return nil
+	}))
+	return got
+}
+
+func testMeta(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, m := openAs[store.MetaStore](t, open, "MetaStore")
+	load := func(m store.MetaStore) map[string]string { return loadMeta(t, m) }
 	require.Empty(t, load(m))
 	require.NoError(t, m.PutMeta(ctx, []store.Meta{
 		{Key: "cron/a", Value: []byte("1")}, {Key: "pause/f", Value: []byte("2")},
@@ -459,4 +470,32 @@ func testMeta(t *testing.T, open OpenFunc) {
 	s = openStore(t, open)
 	require.Equal(t, map[string]string{"cron/a": "3"}, load(s.(store.MetaStore)), "metadata survives a reopen")
 	require.Equal(t, jobs(1), loadAll(t, s), "metadata is not a job")
+}
+
+// testWrite checks a Writer: one write saves, writes metadata and deletes
+// (a job saved and deleted in it ends up deleted), and jobs of a batch
+// keep their batch across a reopen.
+func testWrite(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	s, w := openAs[store.Writer](t, open, "Writer")
+	inBatch := jobs(1, 2, 3, 4)
+	for i := range inBatch {
+		inBatch[i].Batch = 1<<40 + uint64(i%2)
+	}
+	require.NoError(t, s.Save(ctx, inBatch[:2]))
+	require.NoError(t, w.Write(ctx, store.Write{
+		Save:   append([]store.Job{job(9)}, inBatch[2:]...),
+		Meta:   []store.Meta{{Key: "batch/1", Value: []byte("{}")}},
+		Delete: []uint64{1, 9},
+	}))
+	require.NoError(t, w.Write(ctx, store.Write{}), "an empty write is not an error")
+	require.NoError(t, s.Close())
+	s = openStore(t, open)
+	require.Equal(t, normalizeAll(inBatch[1:]), loadAll(t, s))
+	if pr, ok := s.(store.PayloadReader); ok {
+		got, err := pr.ReadPayload(ctx, 3)
+		require.NoError(t, err)
+		require.Equal(t, inBatch[2].Payload, got, "the payload of a job of a batch")
+	}
+	require.Equal(t, map[string]string{"batch/1": "{}"}, loadMeta(t, s.(store.MetaStore)))
 }

@@ -1,0 +1,340 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/memory"
+	"github.com/gearwork/gearwork/internal/testwait"
+)
+
+// batchOpts is a broker on a memory store whose worker runs "fn" and the
+// two callback functions.
+func batchOpts(cfg Config) lcOpts {
+	return lcOpts{cfg: cfg, store: memory.New(), can: []string{"fn", "ok", "done"}}
+}
+
+func createBatch(t *testing.T, b *Broker) uint64 {
+	t.Helper()
+	id, err := b.CreateBatch(context.Background(), BatchParams{
+		OnSuccess:  Callback{Function: "ok", Payload: []byte("report")},
+		OnComplete: Callback{Function: "done"},
+	})
+	require.NoError(t, err)
+	return id
+}
+
+func inBatch(id uint64, payload string) SubmitParams {
+	p := lcBG("fn", "", payload)
+	p.Batch = id
+	return p
+}
+
+// grabCallback waits for the next job (a callback is runnable only once
+// its write is done) and decodes its payload.
+func (tb *lcBundle) grabCallback(t *testing.T) (Assignment, CallbackPayload) {
+	t.Helper()
+	var a Assignment
+	testwait.Until(t, "a callback job", func() bool {
+		var ok bool
+		a, ok = tb.b.Grab(tb.worker)
+		return ok
+	})
+	var p CallbackPayload
+	require.NoError(t, json.Unmarshal(a.Payload, &p), "callback payload %q", a.Payload)
+	return a, p
+}
+
+// noCallback checks that nothing is runnable once every pending write is
+// done.
+func (tb *lcBundle) noCallback(t *testing.T) {
+	t.Helper()
+	require.NoError(t, tb.b.Durable(context.Background()))
+	tb.noJob(t)
+}
+
+func mustBatch(t *testing.T, b *Broker, id uint64) BatchStatus {
+	t.Helper()
+	s, err := b.Batch(id)
+	require.NoError(t, err)
+	return s
+}
+
+func TestBatchCallbacksFireOnceAfterTheLastJob(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, batchOpts(Config{}))
+	id := createBatch(t, tb.b)
+	for _, p := range []string{"a", "b", "c"} {
+		tb.submit(t, inBatch(id, p))
+	}
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+
+	a := tb.grab(t)
+	s := mustBatch(t, tb.b, id)
+	require.Equal(t, BatchStatus{ID: id, Closed: true, Total: 3, Pending: 2, Running: 1},
+		BatchStatus{ID: s.ID, Closed: s.Closed, Total: s.Total, Pending: s.Pending, Running: s.Running})
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, nil))
+	for range 2 {
+		require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Complete, nil))
+	}
+
+	got := map[string]CallbackPayload{}
+	for range 2 {
+		a, p := tb.grabCallback(t)
+		got[a.Function] = p
+		require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, nil))
+	}
+	want := CallbackPayload{Batch: formatID(id), Total: 3, Succeeded: 3, Failures: []string{}}
+	wantOK := want
+	wantOK.Callback, wantOK.Payload = "on_success", "report"
+	wantDone := want
+	wantDone.Callback = "on_complete"
+	require.Equal(t, map[string]CallbackPayload{"ok": wantOK, "done": wantDone}, got)
+	tb.noCallback(t)
+
+	s = mustBatch(t, tb.b, id)
+	require.True(t, s.Complete)
+	require.True(t, s.SuccessFired)
+	require.True(t, s.CompleteFired)
+	require.Equal(t, [6]uint64{3, 0, 0, 3, 0, 0}, [6]uint64{s.Total, s.Pending, s.Running, s.Succeeded, s.Failed, s.Dead})
+}
+
+func formatID(id uint64) string {
+	b, _ := json.Marshal(id)
+	return string(b)
+}
+
+func TestBatchEmptyClosedCompletesAtOnce(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, batchOpts(Config{}))
+	id := createBatch(t, tb.b)
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id), "closing twice is no error")
+	fns := map[string]bool{}
+	for range 2 {
+		a, p := tb.grabCallback(t)
+		fns[a.Function] = true
+		require.Zero(t, p.Total)
+	}
+	require.Equal(t, map[string]bool{"ok": true, "done": true}, fns)
+	tb.noCallback(t)
+
+	_, err := tb.trySubmit(t, inBatch(id, "late"))
+	require.ErrorIs(t, err, ErrBatchComplete)
+	_, err = tb.trySubmit(t, inBatch(id+1000, "x"))
+	require.ErrorIs(t, err, ErrBatchNotFound)
+	p := inBatch(id, "fg")
+	p.Background = false
+	_, err = tb.trySubmit(t, p)
+	require.ErrorIs(t, err, ErrBatchForeground)
+}
+
+// A job of the batch that fails is retried in its batch; one that dies
+// counts as dead, on_success never fires, and on_complete names it.
+func TestBatchRetryKeepsJobAndDeadCountsAsFinished(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 2, Backoff: noJitter(time.Second)}
+	tb := setupLC(t, batchOpts(Config{Policies: policies("fn", pol)}))
+	id := createBatch(t, tb.b)
+	good := tb.submit(t, inBatch(id, "good"))
+	bad := tb.submit(t, inBatch(id, "bad"))
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+
+	for range 2 {
+		a := tb.grab(t)
+		o := Complete
+		if a.Seq == bad {
+			o = Exception
+		}
+		require.NoError(t, tb.b.Finish(tb.worker, a.Seq, o, []byte("boom")))
+	}
+	s := mustBatch(t, tb.b, id)
+	require.Equal(t, [4]uint64{1, 0, 1, 0}, [4]uint64{s.Pending, s.Running, s.Succeeded, s.Dead},
+		"the failed job waits for its retry, still in the batch")
+	tb.advance(time.Second)
+	a := tb.grab(t)
+	require.Equal(t, bad, a.Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Exception, []byte("boom")))
+
+	cb, p := tb.grabCallback(t)
+	require.Equal(t, "done", cb.Function)
+	require.Equal(t, CallbackPayload{Batch: formatID(id), Callback: "on_complete", Total: 2, Succeeded: 1, Dead: 1,
+		Failures: []string{tb.b.Handle(bad)}}, p)
+	require.NoError(t, tb.b.Finish(tb.worker, cb.Seq, Complete, nil))
+	tb.noCallback(t)
+	s = mustBatch(t, tb.b, id)
+	require.False(t, s.SuccessFired)
+	require.True(t, s.CompleteFired)
+	require.NotZero(t, good)
+}
+
+// A running job of a closed batch may add jobs to it (fan-out): the batch
+// completes only after them.
+func TestBatchFanOutFromARunningJob(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, batchOpts(Config{}))
+	id := createBatch(t, tb.b)
+	root := tb.submit(t, inBatch(id, "root"))
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	require.Equal(t, root, tb.grab(t).Seq)
+	child := tb.submit(t, inBatch(id, "child"))
+	require.NoError(t, tb.b.Finish(tb.worker, root, Complete, nil))
+	require.NoError(t, tb.b.Durable(context.Background()))
+	require.Equal(t, uint64(1), mustBatch(t, tb.b, id).Pending)
+	require.Equal(t, child, tb.grab(t).Seq, "the child, not a callback")
+	tb.noJob(t)
+	require.NoError(t, tb.b.Finish(tb.worker, child, Complete, nil))
+	_, p := tb.grabCallback(t)
+	require.Equal(t, uint64(2), p.Succeeded)
+}
+
+// The batch and its jobs survive a restart; callbacks fire once, after
+// it, and not again after a second one.
+func TestBatchSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	opts := batchOpts(Config{})
+	tb := setupLC(t, opts)
+	id := createBatch(t, tb.b)
+	tb.submit(t, inBatch(id, "a"))
+	b := tb.submit(t, inBatch(id, "b"))
+	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Complete, nil))
+	require.NoError(t, tb.b.Durable(context.Background()))
+
+	tb = tb.restart(t, opts)
+	s := mustBatch(t, tb.b, id)
+	require.Equal(t, [4]uint64{2, 1, 1, 0}, [4]uint64{s.Total, s.Pending, s.Succeeded, s.Running})
+	require.False(t, s.Closed)
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	require.Equal(t, b, tb.grab(t).Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, b, Complete, nil))
+	for range 2 {
+		a, _ := tb.grabCallback(t)
+		require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, nil))
+	}
+	require.NoError(t, tb.b.Durable(context.Background()))
+
+	tb = tb.restart(t, opts)
+	tb.noCallback(t)
+	s = mustBatch(t, tb.b, id)
+	require.True(t, s.Complete)
+	require.Equal(t, uint64(2), s.Succeeded)
+}
+
+// snapStore is a memory store that keeps a copy of its contents after
+// every write: each copy is what a crash right after that write leaves.
+type snapStore struct {
+	*memory.Store
+	mu    sync.Mutex
+	snaps []*memory.Store
+}
+
+func (s *snapStore) snap(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snaps = append(s.snaps, s.Snapshot())
+	return err
+}
+
+func (s *snapStore) Save(ctx context.Context, jobs []store.Job) error {
+	return s.snap(s.Store.Save(ctx, jobs))
+}
+
+func (s *snapStore) Delete(ctx context.Context, seqs []uint64) error {
+	return s.snap(s.Store.Delete(ctx, seqs))
+}
+
+func (s *snapStore) PutMeta(ctx context.Context, m []store.Meta) error {
+	return s.snap(s.Store.PutMeta(ctx, m))
+}
+
+func (s *snapStore) Write(ctx context.Context, w store.Write) error {
+	return s.snap(s.Store.Write(ctx, w))
+}
+
+func (s *snapStore) taken() []*memory.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.snaps)
+}
+
+// A crash after any store write of a batch's life leaves a store on which
+// a restarted server submits each callback exactly once: the end of the
+// last job, the batch's counters and the callback job are written
+// together.
+func TestBatchCallbacksOnceAfterACrashAtAnyWrite(t *testing.T) {
+	t.Parallel()
+	ss := &snapStore{Store: memory.New()}
+	tb := setupLC(t, lcOpts{cfg: Config{Store: ss, Logger: nil}, can: []string{"fn"}})
+	id := createBatch(t, tb.b)
+	for _, p := range []string{"a", "b", "c"} {
+		tb.submit(t, inBatch(id, p))
+	}
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	for range 3 {
+		require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Complete, nil))
+	}
+	require.NoError(t, tb.b.Durable(context.Background()))
+	tb.b.Stop()
+
+	snaps := ss.taken()
+	require.GreaterOrEqual(t, len(snaps), 4)
+	for i, st := range snaps {
+		r := setupLC(t, lcOpts{store: st, can: []string{"fn", "ok", "done"}})
+		ran := map[string]int{}
+		for {
+			require.NoError(t, r.b.Durable(context.Background()))
+			a, ok := r.b.Grab(r.worker)
+			if !ok {
+				break
+			}
+			ran[a.Function]++
+			require.NoError(t, r.b.Finish(r.worker, a.Seq, Complete, nil))
+		}
+		s := mustBatch(t, r.b, id)
+		if !s.Closed {
+			continue // crashed before the close: nobody was told it closed
+		}
+		require.Equal(t, 1, ran["ok"], "on_success after a crash at write %d (ran %v)", i, ran)
+		require.Equal(t, 1, ran["done"], "on_complete after a crash at write %d (ran %v)", i, ran)
+		require.True(t, s.Complete)
+		require.Equal(t, uint64(3), s.Succeeded, "after a crash at write %d", i)
+		r.b.Stop()
+	}
+}
+
+// A callback job is handed to a worker only once the write that records
+// it as submitted is done: a crash can never leave a callback that ran
+// but is not recorded.
+func TestBatchCallbackRunsOnlyOnceStored(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, batchOpts(Config{}))
+	id := createBatch(t, tb.b)
+	tb.submit(t, inBatch(id, "only"))
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	only := tb.grab(t)
+	stored := func() bool {
+		fired := false
+		require.NoError(t, tb.store.LoadMeta(context.Background(), func(m store.Meta) error {
+			if m.Key == metaKey(metaBatch, formatID(id)) {
+				var sb storedBatch
+				require.NoError(t, json.Unmarshal(m.Value, &sb))
+				fired = sb.Fired == firedSuccess|firedComplete
+			}
+			return nil
+		}))
+		return fired
+	}
+	require.NoError(t, tb.b.Finish(tb.worker, only.Seq, Complete, nil))
+	a, ok := tb.b.Grab(tb.worker)
+	if !ok {
+		a, _ = tb.grabCallback(t)
+	}
+	require.True(t, stored(), "callback %s handed out before it was stored", a.Function)
+}

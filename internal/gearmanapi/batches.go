@@ -1,0 +1,136 @@
+package gearmanapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// A Gearman client uses batches without a new packet: it creates and
+// closes a batch with the admin commands "batch create" and "batch close",
+// and adds a background job to a batch by the unique id of its submit:
+// "batch:ID" (the job has no unique) or "batch:ID:UNIQUE". Workers see
+// ordinary jobs; the unique they are handed is the part after the batch.
+
+// batchUniquePrefix starts the unique id of a submit that joins a batch.
+const batchUniquePrefix = "batch:"
+
+// batchOfUnique splits a unique "batch:ID[:UNIQUE]" into the batch id and
+// the job's own unique. ok is false for any other unique; err is set for
+// one that starts with the prefix but names no valid id.
+func batchOfUnique(u []byte) (id uint64, rest []byte, ok bool, err error) {
+	after, found := bytes.CutPrefix(u, []byte(batchUniquePrefix))
+	if !found {
+		return 0, u, false, nil
+	}
+	idText, rest, _ := bytes.Cut(after, []byte(":"))
+	id, perr := strconv.ParseUint(string(idText), 10, 64)
+	if perr != nil || id == 0 {
+		return 0, nil, true, fmt.Errorf("unique %q: a batch id must follow %q", u, batchUniquePrefix)
+	}
+	if len(rest) == 0 {
+		rest = nil
+	}
+	return id, rest, true, nil
+}
+
+// batchErrText is the admin answer for a batch operation's error.
+func batchErrText(err error) string {
+	if errors.Is(err, broker.ErrBatchNotFound) {
+		return "ERR UNKNOWN_BATCH No+such+batch\r\n"
+	}
+	return "ERR BATCH_ERROR " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
+}
+
+// adminBatchCreate answers "batch create [on_success=FUNCTION]
+// [on_complete=FUNCTION]" with "OK ID" once the batch is stored.
+func adminBatchCreate(ctx context.Context, c *conn, args []string, a *adminAnswer) {
+	var p broker.BatchParams
+	for _, arg := range args {
+		k, v, ok := strings.Cut(arg, "=")
+		switch {
+		case !ok || v == "":
+			a.WriteString(errArgs("batch+create"))
+			return
+		case k == "on_success":
+			p.OnSuccess.Function = v
+		case k == "on_complete":
+			p.OnComplete.Function = v
+		default:
+			a.WriteString(errArgs("batch+create"))
+			return
+		}
+	}
+	id, err := c.srv.b.CreateBatch(ctx, p)
+	if err != nil {
+		a.WriteString(batchErrText(err))
+		return
+	}
+	fmt.Fprintf(a, "OK %d\n", id)
+}
+
+func parseBatchArg(cmd string, args []string, a *adminAnswer) (uint64, bool) {
+	if len(args) != 1 {
+		a.WriteString(errArgs(cmd))
+		return 0, false
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil {
+		a.WriteString(errArgs(cmd))
+		return 0, false
+	}
+	return id, true
+}
+
+// adminBatchClose answers "batch close ID" with "OK" once the close is
+// stored.
+func adminBatchClose(ctx context.Context, c *conn, args []string, a *adminAnswer) {
+	id, ok := parseBatchArg("batch+close", args, a)
+	if !ok {
+		return
+	}
+	if err := c.srv.b.CloseBatch(ctx, id); err != nil {
+		a.WriteString(batchErrText(err))
+		return
+	}
+	a.WriteString("OK\n")
+}
+
+// adminBatch answers "batch ID" with the batch's counts, one "key\tvalue"
+// line each, the callbacks and the handles of its first failed jobs.
+func adminBatch(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	id, ok := parseBatchArg("batch", args, a)
+	if !ok {
+		return
+	}
+	s, err := c.srv.b.Batch(id)
+	if err != nil {
+		a.WriteString(batchErrText(err))
+		return
+	}
+	fmt.Fprintf(a, "batch\t%d\nclosed\t%t\ncomplete\t%t\ntotal\t%d\npending\t%d\nrunning\t%d\nsucceeded\t%d\nfailed\t%d\ndead\t%d\n",
+		s.ID, s.Closed, s.Complete, s.Total, s.Pending, s.Running, s.Succeeded, s.Failed, s.Dead)
+	if s.OnSuccess.Function != "" {
+		fmt.Fprintf(a, "on_success\t%s\t%s\n", s.OnSuccess.Function, firedWord(s.SuccessFired))
+	}
+	if s.OnComplete.Function != "" {
+		fmt.Fprintf(a, "on_complete\t%s\t%s\n", s.OnComplete.Function, firedWord(s.CompleteFired))
+	}
+	fmt.Fprintf(a, "created\t%s\ncompleted\t%s\n", fmtTime(s.Created), fmtTime(s.Completed))
+	for _, h := range s.Failures {
+		fmt.Fprintf(a, "failure\t%s\n", h)
+	}
+	a.WriteString(".\n")
+}
+
+func firedWord(fired bool) string {
+	if fired {
+		return "fired"
+	}
+	return "waiting"
+}

@@ -1,0 +1,83 @@
+package gearmanapi
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/memory"
+	"github.com/gearwork/gearwork/internal/testwait"
+)
+
+// A Gearman client creates a batch with an admin command, adds jobs by the
+// unique "batch:ID[:UNIQUE]" and closes it; the callbacks reach a worker as
+// ordinary jobs once the batch's jobs are done.
+func TestBatchOverTheGearmanPort(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{Store: memory.New()}, Config{})
+	c := tb.dial(t)
+	created := c.admin("batch create on_success=ok on_complete=done", false)
+	require.Regexp(t, `^OK \d+\n$`, created)
+	id := strings.TrimSpace(strings.TrimPrefix(created, "OK "))
+
+	c.Send(gearman.SubmitJobBg, "fn", "batch:"+id, "a")
+	c.Expect(gearman.JobCreated, handle(1))
+	c.Send(gearman.SubmitJobBg, "fn", "batch:"+id+":u1", "b")
+	c.Expect(gearman.JobCreated, handle(2))
+	c.Send(gearman.SubmitJob, "fn", "batch:"+id, "foreground")
+	cmd, args := c.Read()
+	require.Equal(t, gearman.Error, cmd)
+	require.Contains(t, args[1], "only background jobs")
+	c.Send(gearman.SubmitJobBg, "fn", "batch:x", "bad")
+	cmd, args = c.Read()
+	require.Equal(t, gearman.Error, cmd)
+	require.Equal(t, "INVALID_PACKET", args[0])
+	c.Send(gearman.SubmitJobBg, "fn", "batch:99", "unknown")
+	cmd, args = c.Read()
+	require.Equal(t, gearman.Error, cmd)
+	require.Contains(t, args[1], "batch not found")
+	require.Equal(t, "OK\n", c.admin("batch close "+id, false))
+
+	w := tb.dial(t)
+	for _, fn := range []string{"fn", "ok", "done"} {
+		w.Send(gearman.CanDo, fn)
+	}
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(1), "fn", "", "a")
+	w.Send(gearman.WorkComplete, handle(1), "")
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(2), "fn", "u1", "b")
+	w.Send(gearman.WorkComplete, handle(2), "")
+
+	got := map[string]broker.CallbackPayload{}
+	testwait.Until(t, "both callbacks", func() bool {
+		w.Send(gearman.GrabJob)
+		cmd, args := w.Read()
+		if cmd == gearman.NoJob {
+			return false
+		}
+		require.Equal(t, gearman.JobAssign, cmd)
+		var p broker.CallbackPayload
+		require.NoError(t, json.Unmarshal([]byte(args[2]), &p))
+		got[args[1]] = p
+		w.Send(gearman.WorkComplete, args[0], "")
+		return len(got) == 2
+	})
+	require.Equal(t, map[string]broker.CallbackPayload{
+		"ok":   {Batch: id, Callback: "on_success", Total: 2, Succeeded: 2, Failures: []string{}},
+		"done": {Batch: id, Callback: "on_complete", Total: 2, Succeeded: 2, Failures: []string{}},
+	}, got)
+
+	status := c.admin("batch "+id, true)
+	for _, line := range []string{"closed\ttrue\n", "complete\ttrue\n", "total\t2\n", "succeeded\t2\n",
+		"on_success\tok\tfired\n", "on_complete\tdone\tfired\n"} {
+		require.Contains(t, status, line)
+	}
+	require.Equal(t, "ERR UNKNOWN_BATCH No+such+batch\r\n", c.admin("batch 99", true))
+	require.Equal(t, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+batch+create\r\n",
+		c.admin("batch create on_success", false))
+}
