@@ -77,6 +77,18 @@ func batchStatusJSON(st broker.BatchStatus) batchJSON {
 	return j
 }
 
+// batchProblem is the problem of a batch error of the broker (toProblem).
+func batchProblem(err error) problem {
+	status, kind := http.StatusBadRequest, "invalid-option" // ErrBatchForeground
+	switch {
+	case errors.Is(err, broker.ErrBatchNotFound):
+		status, kind = http.StatusNotFound, "batch-not-found"
+	case errors.Is(err, broker.ErrBatchComplete):
+		status, kind = http.StatusConflict, "batch-complete"
+	}
+	return problem{Type: problemTypeBase + kind, Title: http.StatusText(status), Status: status, Detail: err.Error()}
+}
+
 // parseBatchID parses a batch id ("" is 0, no batch).
 func parseBatchID(v string) (uint64, error) {
 	if v == "" {

@@ -69,15 +69,8 @@ func toProblem(err error) problem {
 	case errors.Is(err, broker.ErrFunctionNotFound):
 		return problem{Type: problemTypeBase + "function-not-found", Title: http.StatusText(http.StatusNotFound),
 			Status: http.StatusNotFound, Detail: err.Error()}
-	case errors.Is(err, broker.ErrBatchNotFound):
-		return problem{Type: problemTypeBase + "batch-not-found", Title: http.StatusText(http.StatusNotFound),
-			Status: http.StatusNotFound, Detail: err.Error()}
-	case errors.Is(err, broker.ErrBatchComplete):
-		return problem{Type: problemTypeBase + "batch-complete", Title: http.StatusText(http.StatusConflict),
-			Status: http.StatusConflict, Detail: err.Error()}
-	case errors.Is(err, broker.ErrBatchForeground):
-		return problem{Type: problemTypeBase + "invalid-option", Title: http.StatusText(http.StatusBadRequest),
-			Status: http.StatusBadRequest, Detail: err.Error()}
+	case errors.Is(err, broker.ErrBatchNotFound), errors.Is(err, broker.ErrBatchComplete), errors.Is(err, broker.ErrBatchForeground):
+		return batchProblem(err)
 	case errors.Is(err, broker.ErrBatchUnsupported), errors.Is(err, errNotImplemented):
 		return problem{Type: problemTypeBase + "not-implemented", Title: http.StatusText(http.StatusNotImplemented),
 			Status: http.StatusNotImplemented, Detail: err.Error()}
