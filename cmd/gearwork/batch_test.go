@@ -19,12 +19,11 @@ import (
 // store, with a Go worker that runs the jobs and the callback.
 func TestBatchCommands(t *testing.T) {
 	t.Parallel()
-	bin := testserver.Binary(t)
 	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir())
 	s := "--servers=" + srv.Addr
 	run := func(args ...string) string {
 		t.Helper()
-		out, errOut, code := gw(t, bin, "", nil, args...)
+		out, errOut, code := gw(t, args...)
 		require.Equal(t, 0, code, "%v: %s", args, errOut)
 		return out
 	}
@@ -68,13 +67,13 @@ func TestBatchCommands(t *testing.T) {
 	mu.Unlock()
 	require.Contains(t, run("admin", s, "batch", id), "ON_COMPLETE  b_done (fired)")
 
-	_, errOut, code := gw(t, bin, "", nil, "submit", s, "--batch", id, "b_row", "late")
+	_, errOut, code := gw(t, "submit", s, "--batch", id, "b_row", "late")
 	require.NotEqual(t, 0, code)
 	require.Contains(t, errOut, "batch has completed")
-	_, errOut, code = gw(t, bin, "", nil, "submit", s, "--batch", "x", "b_row")
+	_, errOut, code = gw(t, "submit", s, "--batch", "x", "b_row")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errOut, "--batch")
-	_, errOut, code = gw(t, bin, "", nil, "admin", s, "batch", "99")
+	_, errOut, code = gw(t, "admin", s, "batch", "99")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "UNKNOWN_BATCH")
 }
