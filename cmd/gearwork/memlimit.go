@@ -12,7 +12,7 @@ import (
 )
 
 const memoryLimitHelp = "soft limit on the Go heap, like 1536MiB: the garbage collector works harder as the heap nears it, " +
-	"instead of letting it grow to twice the live data; Pebble's cache and memtables (about 130 MiB) come on top. " +
+	"instead of letting it grow to twice the live data; Pebble's cache and memtables (about 100 MiB) come on top. " +
 	"\"off\" sets none; default: GOMEMLIMIT when set, otherwise three quarters of the machine's (or the cgroup's) memory"
 
 // memoryLimit works out the soft memory limit for --memory-limit: flag is

@@ -9,8 +9,8 @@ import (
 
 // recordIndex is the memory side of the job records (records.go): per
 // function, where each kept record is (its block) and its place in the
-// listing order, about 24 bytes a record, so that a listing, a lookup and
-// expiry read only the blocks they need. It is built on the first use
+// listing order, 24 bytes a record outside Go's heap (allocEntries), so
+// that a listing, a lookup and expiry read only the blocks they need. It is built on the first use
 // from the blocks' headers on disk and kept in step by every write.
 type recordIndex struct {
 	// mu guards everything below. It is held across a write of records
@@ -88,13 +88,41 @@ func (f *fnIndex) count(state uint8, n int) {
 // add puts e in its place: most records end after those kept, so the
 // place is usually the end.
 func (f *fnIndex) add(e recEntry) {
-	f.count(e.state, 1)
-	if n := len(f.entries); n == f.head || cmpEntry(f.entries[n-1], e) < 0 {
-		f.entries = append(f.entries, e)
+	f.push(e)
+	n := len(f.entries) - 1
+	if n == f.head || cmpEntry(f.entries[n-1], e) < 0 {
 		return
 	}
-	i, _ := slices.BinarySearchFunc(f.live(), e, cmpEntry)
-	f.entries = slices.Insert(f.entries, f.head+i, e)
+	i, _ := slices.BinarySearchFunc(f.entries[f.head:n], e, cmpEntry)
+	copy(f.entries[f.head+i+1:], f.entries[f.head+i:n])
+	f.entries[f.head+i] = e
+}
+
+// push puts e last, in or out of order (see sort).
+func (f *fnIndex) push(e recEntry) {
+	f.count(e.state, 1)
+	if len(f.entries) == cap(f.entries) {
+		f.move(max(1024, 2*f.len()+1))
+	}
+	f.entries = append(f.entries, e)
+}
+
+// sort puts the entries in order after push.
+func (f *fnIndex) sort() { slices.SortFunc(f.live(), cmpEntry) }
+
+// move puts the live entries into new room for size of them (see
+// allocEntries) and gives the old room back.
+func (f *fnIndex) move(size int) {
+	to := allocEntries(size)
+	to = append(to, f.live()...)
+	freeEntries(f.entries)
+	f.entries, f.head = to, 0
+}
+
+// release gives the entries' room back; f is empty afterwards.
+func (f *fnIndex) release() {
+	freeEntries(f.entries)
+	f.entries, f.head = nil, 0
 }
 
 // find returns the position in live() of the entry at (fin, seq).
@@ -117,15 +145,26 @@ func (f *fnIndex) remove(i int) {
 // counts.
 func (f *fnIndex) dropOldest(n int) {
 	f.head += n
-	if f.head == len(f.entries) {
-		f.entries, f.head = f.entries[:0], 0
-		return
-	}
 	// Give the room of the forgotten entries back once they are half.
 	if f.head >= 1024 && f.head >= len(f.entries)/2 {
-		f.entries = append(make([]recEntry, 0, f.len()+f.len()/4), f.live()...)
-		f.head = 0
+		f.move(max(1024, f.len()+f.len()/4))
 	}
+}
+
+// drop forgets function name's entries.
+func (x *recordIndex) drop(name string) {
+	if f := x.fns[name]; f != nil {
+		f.release()
+		delete(x.fns, name)
+	}
+}
+
+// reset forgets every entry.
+func (x *recordIndex) reset() {
+	for name := range x.fns {
+		x.drop(name)
+	}
+	x.loaded = false
 }
 
 // lookup returns the function and entry of the record of job seq. It

@@ -60,8 +60,7 @@ func (s *Store) loadIndexLocked() error {
 				if err != nil {
 					return err
 				}
-				f.entries = append(f.entries, recEntry{seq: seq, fin: fin, back: uint32(seq - first), state: st})
-				f.count(st, 1)
+				f.push(recEntry{seq: seq, fin: fin, back: uint32(seq - first), state: st})
 				return nil
 			})
 			if err != nil {
@@ -72,10 +71,11 @@ func (s *Store) loadIndexLocked() error {
 		return errors.Join(it.Error(), it.Close())
 	})
 	if err != nil {
+		x.reset()
 		return fmt.Errorf("pebble store %s: reading job records: %w", s.dir, err)
 	}
 	for _, f := range x.fns {
-		slices.SortFunc(f.entries, cmpEntry)
+		f.sort()
 	}
 	x.loaded = true
 	return nil
@@ -229,7 +229,7 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 		}
 	}
 	if f.len() == 0 {
-		delete(x.fns, sh.id.fn)
+		x.drop(sh.id.fn)
 	}
 }
 
@@ -541,7 +541,7 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 		x.applyShrinkLocked(sh, false)
 	}
 	if f.len() == 0 {
-		delete(x.fns, fn)
+		x.drop(fn)
 	}
 	return n, doomed > n, nil
 }

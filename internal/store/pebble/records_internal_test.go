@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -56,4 +57,37 @@ func TestRecordsOfEarlierLayoutConverted(t *testing.T) {
 		require.False(t, it.First(), "keys of the earlier layout are gone")
 		require.NoError(t, it.Close())
 	}
+}
+
+// The index keeps its entries in order whatever order they come in, and
+// keeps them through the moves that grow and shrink its room.
+func TestRecordIndexOrderAndMoves(t *testing.T) {
+	t.Parallel()
+	f := &fnIndex{}
+	defer f.release()
+	const n = 5000
+	for i := range n {
+		// Mostly in order, every seventh one ended long before.
+		fin := int64(i * 10)
+		if i%7 == 0 {
+			fin -= 5000
+		}
+		f.add(recEntry{seq: uint64(i + 1), fin: fin, state: uint8(i % 2)})
+	}
+	require.Equal(t, n, f.len())
+	require.True(t, slices.IsSortedFunc(f.live(), cmpEntry))
+	require.Equal(t, []int{n / 2, n / 2}, f.counts)
+	oldest := slices.Clone(f.live()[:3000])
+	rest := slices.Clone(f.live()[3000:])
+	for _, e := range oldest {
+		f.count(e.state, -1)
+	}
+	f.dropOldest(3000) // moves the 2000 left to new room
+	require.Equal(t, rest, f.live())
+	i, ok := f.find(rest[10].fin, rest[10].seq)
+	require.True(t, ok)
+	require.Equal(t, 10, i)
+	f.remove(i)
+	require.Equal(t, 1999, f.len())
+	require.Equal(t, 1999, f.counts[0]+f.counts[1])
 }

@@ -65,7 +65,9 @@ type Options struct {
 	CacheSize int64
 	// MemTableSize is the size of one memtable in bytes. A job that finishes
 	// while its record is still in the memtable never reaches an sstable.
-	// Default 32 MiB.
+	// Once one was written out, two stay resident (the one being filled
+	// and a flushed one kept for reuse). Default 16 MiB: 32 MiB gave no
+	// faster churn (BENCHMARKS.md, "Job records") for twice the memory.
 	MemTableSize uint64
 	// ErrorLogPeriod is the shortest time between two log lines of the same
 	// kind about a storage problem (Pebble's errors, background errors, slow
@@ -146,7 +148,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		FS:                 opts.FS,
 		Cache:              s.cache,
 		Logger:             pebbleLogger{s},
-		MemTableSize:       cmp.Or(opts.MemTableSize, 32<<20),
+		MemTableSize:       cmp.Or(opts.MemTableSize, 16<<20),
 		MaxOpenFiles:       opts.MaxOpenFiles,
 		FormatMajorVersion: pebbledb.FormatNewest,
 		EventListener: &pebbledb.EventListener{
@@ -538,6 +540,9 @@ func (s *Store) Close() error {
 			err = s.syncWAL()
 		}
 		cerr := guard(s.db.Close)
+		s.idx.mu.Lock()
+		s.idx.reset() // its memory is not the collector's
+		s.idx.mu.Unlock()
 		if cerr != nil && s.failed.Load() == nil {
 			err = errors.Join(err, cerr)
 		}
