@@ -89,6 +89,9 @@ type records interface {
 	// storedJob returns a snapshot of job seq, a dead letter or a retained
 	// result that is not in memory here.
 	storedJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error)
+	// liveElsewhere reports whether job seq, which this server does not
+	// hold, is live (queued or running) at another server.
+	liveElsewhere(ctx context.Context, seq uint64) (bool, error)
 	// cancelElsewhere cancels job seq, which this server does not hold.
 	cancelElsewhere(ctx context.Context, seq uint64) error
 }
@@ -135,6 +138,8 @@ func (localMode) addCounts(_ context.Context, out []FunctionStats) []FunctionSta
 func (localMode) storedJob(context.Context, uint64) (JobSnapshot, bool, error) {
 	return JobSnapshot{}, false, nil
 }
+
+func (localMode) liveElsewhere(context.Context, uint64) (bool, error) { return false, nil }
 
 func (localMode) storedResult(context.Context, uint64, string, string) (Result, bool, error) {
 	return Result{}, false, nil

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 )
@@ -30,15 +31,29 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 	if _, dead, err := b.mode.deadLetter(ctx, old); err != nil {
 		return 0, false, err
 	} else if dead {
-		if err := b.RetryDeadLetter(ctx, handle); err != nil {
+		err := b.RetryDeadLetter(ctx, handle)
+		if err == nil {
+			return old, false, nil
+		}
+		if !errors.Is(err, ErrJobNotFound) {
 			return 0, false, err
 		}
-		return old, false, nil
+		// Another retry (or purge) took the dead letter first: the job
+		// answers as it is now.
 	}
 	rec, ok := b.Job(old)
 	if !ok {
 		if rec, ok, err = b.StoredJob(ctx, old); err != nil {
 			return 0, false, err
+		}
+	}
+	if ok && rec.Final {
+		// The record of a job that ended says nothing of a run that
+		// another server started since (a dead letter queued again).
+		if live, err := b.mode.liveElsewhere(ctx, old); err != nil {
+			return 0, false, err
+		} else if live {
+			return 0, false, ErrJobLive
 		}
 	}
 	switch {

@@ -112,3 +112,36 @@ func TestRetryJob(t *testing.T) {
 	_, _, err = tb.b.RetryJob(ctx, []byte("H:t:999999"), "test")
 	require.ErrorIs(t, err, ErrJobNotFound)
 }
+
+// Retries of one dead letter at once run it once: every other is told the
+// job is live again, none that it is unknown.
+func TestRetryJobOfDeadLetterAtOnce(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{HandlePrefix: "H:t:", Policies: map[string]Policy{"dies": {MaxAttempts: 1}}})
+	client, worker := tb.clientAndWorker("dies")
+	const n = 16
+	for range 20 {
+		seq := tb.submit(t, client, bg("dies", "", "d", Normal)).seq
+		require.Equal(t, seq, tb.grab(t, worker).Seq)
+		require.NoError(t, tb.b.Finish(worker, seq, Fail, nil))
+		handle := []byte(tb.b.Handle(seq))
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				_, _, err := tb.b.RetryJob(context.Background(), handle, "test")
+				errs <- err
+			}()
+		}
+		ran := 0
+		for range n {
+			if err := <-errs; err == nil {
+				ran++
+			} else {
+				require.ErrorIs(t, err, ErrJobLive)
+			}
+		}
+		require.Equal(t, 1, ran)
+		require.Equal(t, seq, tb.grab(t, worker).Seq)
+		require.NoError(t, tb.b.Finish(worker, seq, Complete, nil))
+	}
+}

@@ -336,6 +336,16 @@ func (c *sharedMode) cancelSignalled(key string) {
 	b.cancelLocked(j, "another server of the cluster")
 }
 
+// liveElsewhere reports whether the store holds job seq as a live job
+// (queued, or running at some server).
+func (c *sharedMode) liveElsewhere(ctx context.Context, seq uint64) (bool, error) {
+	_, ok, err := c.store.Find(ctx, seq, "")
+	if err != nil {
+		return false, fmt.Errorf("broker: look job %d up: %w", seq, err)
+	}
+	return ok, nil
+}
+
 // storedJob reads job seq from the store when it is a dead letter or a
 // retained result, whichever server stored it.
 func (c *sharedMode) storedJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {

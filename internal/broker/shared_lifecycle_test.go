@@ -10,6 +10,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/clocktest"
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testwait"
@@ -163,22 +164,32 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	testwait.Until(t, "every row is gone", func() bool { return countRows(t, url) == 0 })
 }
 
+// oneDeadCfg lets a job of f run once: a failed one is a dead letter.
+var oneDeadCfg = broker.Config{Policies: map[string]broker.Policy{"f": {MaxAttempts: 1}}}
+
+// deadLetterOn starts server name on url (oneDeadCfg) and has a job of f
+// ("once more") die there; it returns once the dead letter is stored.
+func deadLetterOn(t *testing.T, url, name string) (*broker.Broker, *postgres.Store, uint64) {
+	t.Helper()
+	a, st := startShared(t, url, name, oneDeadCfg)
+	wa, out := newWorker(a, "w"+name, "f")
+	require.NoError(t, submit(t, a, wa, bgJob("f", "", "once more")).err)
+	seq := failAll(t, a, wa, out, 1)[0].Seq
+	testwait.Until(t, "the dead letter is stored", func() bool { return rowsIn(t, url, int(store.StateDead)) == 1 })
+	return a, st, seq
+}
+
 func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.Schema(t)
-	cfg := broker.Config{Policies: map[string]broker.Policy{"f": {MaxAttempts: 1}}}
 	// a dies without a word after the job died there: its store is
 	// closed, so it neither leaves nor renews.
-	a, stA := startShared(t, url, "a", cfg)
-	wa, out := newWorker(a, "wa", "f")
-	require.NoError(t, submit(t, a, wa, bgJob("f", "", "once more")).err)
-	seq := failAll(t, a, wa, out, 1)[0].Seq
-	testwait.Until(t, "the dead letter is stored", func() bool { return rowsIn(t, url, 2) == 1 })
+	a, stA, seq := deadLetterOn(t, url, "a")
 	require.NoError(t, stA.Close())
 	a.Stop()
 
-	b, _ := startShared(t, url, "b", cfg)
+	b, _ := startShared(t, url, "b", oneDeadCfg)
 	dl := deadOn(t, b, "")
 	require.Len(t, dl, 1, "a restarted or other server lists a dead server's dead letters")
 	require.Equal(t, seq, dl[0].Seq)
@@ -188,6 +199,32 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	wb, outB := newWorker(b, "wb", "f")
 	require.Equal(t, []string{"once more"}, drain(t, b, wb, outB, 1))
 	testwait.Until(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
+}
+
+// A dead letter that one server queued again (RetryJob) is live: retrying
+// it again, from either server, is refused with ErrJobLive instead of
+// submitting a second copy from its old record.
+func TestSharedRetryJobOfRetriedDeadLetter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, _, seq := deadLetterOn(t, url, "a")
+	b, _ := startShared(t, url, "b", oneDeadCfg)
+	handle := []byte(a.Handle(seq))
+	testwait.Until(t, "b reads the dead job's record", func() bool {
+		rec, ok := b.Job(seq)
+		return ok && rec.State == broker.FinalDead
+	})
+
+	again, created, err := b.RetryJob(ctx, handle, "test")
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, seq, again, "the dead letter runs again under its handle")
+	for _, srv := range []*broker.Broker{b, a} {
+		again, created, err = srv.RetryJob(ctx, handle, "test")
+		require.ErrorIs(t, err, broker.ErrJobLive, "a second retry made job %d (created %v)", again, created)
+	}
+	require.Equal(t, 1, rowsIn(t, url, int(store.StateQueued)), "one job of f is queued")
 }
 
 func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
