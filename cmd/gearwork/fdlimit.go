@@ -69,6 +69,10 @@ func shareFiles(maxConns, maxHTTP int, httpOn bool, limit uint64, log *slog.Logg
 		}
 		room -= fb.httpConns
 		attrs = append(attrs, slog.Int("http_max_connections", fb.httpConns))
+		if room == 0 {
+			// A Gearman limit of 0 would mean no limit.
+			return fileBudget{}, fmt.Errorf("the open file limit (%d) leaves no descriptors for Gearman connections beyond the %d kept for the store and the %d for HTTP connections: raise it (ulimit -n)", limit, reserve, fb.httpConns)
+		}
 	}
 	if maxConns == 0 || maxConns > room {
 		fb.conns, capped = room, true

@@ -35,6 +35,10 @@ func TestShareFiles(t *testing.T) {
 		{maxConns: 0, maxHTTP: 0, httpOn: true, limit: 1 << 20, want: fileBudget{conns: (1<<20 - 1024) - (1<<20-1024)/4, httpConns: (1<<20 - 1024) / 4, storeFiles: 992}, capped: true},
 		{maxConns: 10000, maxHTTP: 1000, httpOn: false, limit: 256, want: fileBudget{conns: 128, storeFiles: 96}, capped: true},
 		{maxConns: 10000, maxHTTP: 1000, httpOn: true, limit: 0, want: fileBudget{conns: 10000, httpConns: 1000}},
+		// A room of one descriptor cannot hold both ports' connections: the
+		// Gearman limit would be 0, which means no limit.
+		{maxConns: 10, maxHTTP: 1000, httpOn: true, limit: 129, err: "the open file limit (129) leaves no descriptors for Gearman connections beyond the 128 kept for the store and the 1 for HTTP connections: raise it (ulimit -n)"},
+		{maxConns: 10, maxHTTP: 1000, httpOn: true, limit: 130, want: fileBudget{conns: 1, httpConns: 1, storeFiles: 96}, capped: true},
 	} {
 		var logs bytes.Buffer
 		got, err := shareFiles(tc.maxConns, tc.maxHTTP, tc.httpOn, tc.limit, slog.New(slog.NewTextHandler(&logs, nil)))
