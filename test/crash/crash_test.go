@@ -3,6 +3,7 @@ package crash
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -145,14 +146,9 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 	defer h.stopServer()
 
 	ctx, stopLoad := context.WithCancel(context.Background())
-	var subWG, workWG sync.WaitGroup
-	for i := range submitters {
-		subWG.Go(func() { h.submitLoop(ctx, i) })
-	}
+	waitSubmitters := group(submitters, func(i int) { h.submitLoop(ctx, i) })
 	workCtx, stopWork := context.WithCancel(context.Background())
-	for range workers {
-		workWG.Go(func() { h.workLoop(workCtx) })
-	}
+	waitWorkers := group(workers, func(int) { h.workLoop(workCtx, []string{function}, h.ranJob) })
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for i := range kills {
@@ -173,7 +169,7 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 		h.start()
 	}
 	stopLoad()
-	subWG.Wait()
+	waitSubmitters()
 
 	// Drain: wait until every acknowledged job has completed or, where
 	// losses are allowed, until the server holds no job any more (what is
@@ -197,7 +193,7 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 	}
 	stopWork()
 	h.closeConns()
-	workWG.Wait()
+	waitWorkers()
 	h.stopServer()
 
 	r := h.report()
@@ -206,6 +202,16 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 		syncMode, kills, r.acked, r.completed, r.lost, r.dupes, r.dupesAcrossCrash, r.dupesWithinRun, r.refused, r.unanswered,
 		r.completedUnacked, r.completedLater)
 	return r
+}
+
+// group runs fn(0) to fn(n-1) in goroutines and returns a function that
+// waits for them.
+func group(n int, fn func(i int)) (wait func()) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { fn(i) })
+	}
+	return wg.Wait
 }
 
 // buildServer builds the gearwork binary into a temporary directory.
@@ -454,13 +460,8 @@ func (h *harness) closeConns() {
 func (h *harness) submitLoop(ctx context.Context, id int) {
 	tick := time.NewTicker(submitPeriod)
 	defer tick.Stop()
-	n, gen := 0, 0
-	for ctx.Err() == nil {
-		nc, g, ok := h.connect(ctx, gen)
-		if !ok {
-			return
-		}
-		gen = g
+	n := 0
+	h.eachConn(ctx, func(nc net.Conn, gen int) {
 		c := wire.NewStream(nc)
 		for ctx.Err() == nil {
 			select {
@@ -492,13 +493,13 @@ func (h *harness) submitLoop(ctx context.Context, id int) {
 				break
 			}
 		}
-		h.release(nc)
-	}
+	})
 }
 
-// workLoop grabs and completes jobs, recording each completion with the
-// server lifetime it happened in.
-func (h *harness) workLoop(ctx context.Context) {
+// eachConn runs fn on a connection to the current server, again on one to
+// a later server each time fn returns (its server went away), and
+// releases each connection, until ctx ends.
+func (h *harness) eachConn(ctx context.Context, fn func(nc net.Conn, gen int)) {
 	gen := 0
 	for ctx.Err() == nil {
 		nc, g, ok := h.connect(ctx, gen)
@@ -506,12 +507,27 @@ func (h *harness) workLoop(ctx context.Context) {
 			return
 		}
 		gen = g
-		h.work(ctx, nc, g)
+		fn(nc, g)
 		h.release(nc)
 	}
 }
 
-func (h *harness) work(ctx context.Context, nc net.Conn, gen int) {
+// workLoop grabs and completes jobs of fns, calling ran with each job it
+// completed and the server lifetime that happened in.
+func (h *harness) workLoop(ctx context.Context, fns []string, ran func(job gearman.Packet, gen int)) {
+	h.eachConn(ctx, func(nc net.Conn, gen int) { h.work(ctx, nc, gen, fns, ran) })
+}
+
+// ranJob records a completed job (JOB_ASSIGN_UNIQ) by its unique.
+func (h *harness) ranJob(job gearman.Packet, gen int) {
+	unique := string(job.Args[2])
+	h.mu.Lock()
+	h.runs[unique] = append(h.runs[unique], gen)
+	h.cond.Broadcast()
+	h.mu.Unlock()
+}
+
+func (h *harness) work(ctx context.Context, nc net.Conn, gen int, fns []string, ran func(gearman.Packet, int)) {
 	pace := time.NewTicker(workPeriod)
 	defer pace.Stop()
 	c := wire.NewStream(nc)
@@ -523,8 +539,10 @@ func (h *harness) work(ctx context.Context, nc net.Conn, gen int) {
 		_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
 		return c.Next()
 	}
-	if send(gearman.CanDo, function) != nil {
-		return
+	for _, fn := range fns {
+		if send(gearman.CanDo, fn) != nil {
+			return
+		}
 	}
 	for ctx.Err() == nil {
 		if !h.waitHold(ctx) {
@@ -553,19 +571,15 @@ func (h *harness) work(ctx context.Context, nc net.Conn, gen int) {
 				}
 			}
 		case gearman.JobAssignUniq:
-			handle, unique := string(p.Args[0]), string(p.Args[2])
 			select { // the "work"
 			case <-pace.C:
 			case <-ctx.Done():
 				return
 			}
-			if send(gearman.WorkComplete, handle, "") != nil {
+			if send(gearman.WorkComplete, string(p.Args[0]), "") != nil {
 				return
 			}
-			h.mu.Lock()
-			h.runs[unique] = append(h.runs[unique], gen)
-			h.cond.Broadcast()
-			h.mu.Unlock()
+			ran(p, gen)
 		default:
 			return
 		}
@@ -682,4 +696,240 @@ func (h *harness) report() report {
 		}
 	}
 	return r
+}
+
+// The batch scenario's functions and sizes.
+const (
+	batchFunction = "crash_batch"
+	onSuccessFn   = "crash_batch_ok"
+	onCompleteFn  = "crash_batch_done"
+	batchJobs     = 8
+)
+
+// batchLedger records what the batch scenario's client and workers saw.
+// Guarded by harness.mu.
+type batchLedger struct {
+	// closed: batches whose close was acknowledged, with the server
+	// lifetime that acknowledged it.
+	closed map[string]int
+	// callbacks: per callback function and batch, the runs of its
+	// callback jobs (handle and server lifetime).
+	callbacks map[string]map[string][]callbackRun
+	// waitingAtKill: closed batches whose callbacks had not both run, at
+	// each kill.
+	waitingAtKill []int
+	// armed, when not nil, is closed (and cleared) once a worker has
+	// completed a job of a closed batch: the kill comes right after, while
+	// the server writes the job's end (and maybe the batch's callbacks).
+	armed chan struct{}
+}
+
+type callbackRun struct {
+	handle string
+	gen    int
+}
+
+// TestCrashBatchCallbacksOnce builds batches over the Gearman port (admin
+// "batch create", background jobs with the unique "batch:ID:...", "batch
+// close") while workers run their jobs and callbacks, kills the server
+// with SIGKILL at random moments and restarts it CRASH_K times (default
+// 3), lets everything drain, and checks with the ledger that every batch
+// whose close was acknowledged got each of its two callbacks submitted
+// exactly once: one callback job (one handle) per batch and callback, run
+// at least once, and more than once only across a crash.
+func TestCrashBatchCallbacksOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	kills := envInt(t, "CRASH_K", 3)
+	h := newHarness(t, buildServer(t), filepath.Join(t.TempDir(), "data"))
+	h.sync = "always"
+	l := &batchLedger{closed: map[string]int{}, callbacks: map[string]map[string][]callbackRun{
+		onSuccessFn: {}, onCompleteFn: {}}}
+	h.start()
+	defer h.stopServer()
+
+	ctx, stopLoad := context.WithCancel(context.Background())
+	workCtx, stopWork := context.WithCancel(context.Background())
+	waitLoad := group(2, func(i int) { h.batchLoop(ctx, l, i) })
+	waitWorkers := group(workers, func(int) {
+		h.workLoop(workCtx, []string{batchFunction, onSuccessFn, onCompleteFn}, func(job gearman.Packet, gen int) {
+			h.ranBatchJob(t, l, job, gen)
+		})
+	})
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	for i := range kills {
+		select {
+		case <-time.After(minUptime + time.Duration(rng.Int64N(int64(maxUptime-minUptime)))):
+		case <-h.failed:
+			t.Fatalf("server failed: %s", h.tail())
+		}
+		h.mu.Lock()
+		armed := make(chan struct{})
+		l.armed = armed
+		h.mu.Unlock()
+		select {
+		case <-armed:
+		case <-time.After(holdTimeout):
+			t.Fatalf("no job of a closed batch completed within %v", holdTimeout)
+		}
+		h.kill()
+		h.mu.Lock()
+		l.waitingAtKill = append(l.waitingAtKill, l.waitingLocked())
+		t.Logf("crash %d/%d: %d batches closed, %d of them waiting for callbacks", i+1, kills, len(l.closed), l.waitingAtKill[i])
+		h.mu.Unlock()
+		h.start()
+	}
+	stopLoad()
+	waitLoad()
+
+	deadline := time.Now().Add(drainTimeout)
+	h.mu.Lock()
+	for (l.waitingLocked() > 0 || h.missingLocked() > 0) && time.Now().Before(deadline) {
+		h.waitLocked(deadline)
+	}
+	h.mu.Unlock()
+	stopWork()
+	h.closeConns()
+	waitWorkers()
+	h.stopServer()
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Positive(t, len(l.closed), "no batch was closed")
+	require.Zero(t, h.missingLocked(), "acknowledged jobs of batches never ran")
+	require.Zero(t, l.waitingLocked(), "closed batches whose callbacks never ran")
+	waited := 0
+	for _, n := range l.waitingAtKill {
+		waited += n
+	}
+	require.Positive(t, waited, "no kill found a closed batch waiting for its callbacks: the test proved nothing")
+	for fn, byBatch := range l.callbacks {
+		for batch, runs := range byBatch {
+			handles := map[string][]int{}
+			for _, r := range runs {
+				handles[r.handle] = append(handles[r.handle], r.gen)
+			}
+			require.Len(t, handles, 1, "batch %s: %s was submitted as %d jobs: %v", batch, fn, len(handles), runs)
+			for handle, gens := range handles {
+				seen := map[int]bool{}
+				for _, g := range gens {
+					require.False(t, seen[g], "batch %s: callback %s ran twice in server lifetime %d", batch, handle, g)
+					seen[g] = true
+				}
+			}
+		}
+	}
+	t.Logf("batch crash test: kills=%d batches closed=%d, callbacks run: on_success=%d on_complete=%d, batches waiting at each kill %v",
+		kills, len(l.closed), len(l.callbacks[onSuccessFn]), len(l.callbacks[onCompleteFn]), l.waitingAtKill)
+}
+
+// waitingLocked counts the closed batches whose callbacks have not both
+// run.
+func (l *batchLedger) waitingLocked() int {
+	n := 0
+	for b := range l.closed {
+		if len(l.callbacks[onSuccessFn][b]) == 0 || len(l.callbacks[onCompleteFn][b]) == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// ranBatchJob records a completed job of the batch scenario: a job of a
+// batch by its unique, a callback by its batch.
+func (h *harness) ranBatchJob(t *testing.T, l *batchLedger, job gearman.Packet, gen int) {
+	fn := string(job.Args[1])
+	if fn == batchFunction {
+		h.ranJob(job, gen)
+		batch := strings.Split(string(job.Args[2]), "-")[1] // the unique is l<loop>-<batch>-<n>
+		h.mu.Lock()
+		if _, closed := l.closed[batch]; closed && l.armed != nil {
+			close(l.armed)
+			l.armed = nil
+		}
+		h.mu.Unlock()
+		return
+	}
+	var p struct {
+		Batch     string `json:"batch"`
+		Succeeded int    `json:"succeeded"`
+	}
+	if err := json.Unmarshal(job.Args[3], &p); err != nil {
+		t.Errorf("callback %s has a payload that is not JSON: %q", job.Args[0], job.Args[3])
+		return
+	}
+	h.mu.Lock()
+	l.callbacks[fn][p.Batch] = append(l.callbacks[fn][p.Batch], callbackRun{handle: string(job.Args[0]), gen: gen})
+	h.cond.Broadcast()
+	h.mu.Unlock()
+}
+
+// batchLoop builds batches one after the other: create, batchJobs jobs,
+// close, each step acknowledged before the next. A step cut short by a
+// kill is done again on the next server (the batch was stored when its
+// create was acknowledged; a job submitted again coalesces by its unique
+// or runs once more, in the same batch).
+func (h *harness) batchLoop(ctx context.Context, l *batchLedger, id int) {
+	batch, next := "", 0
+	h.eachConn(ctx, func(nc net.Conn, gen int) {
+		s := wire.NewStream(nc)
+		for ctx.Err() == nil {
+			_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+			var err error
+			switch {
+			case batch == "":
+				var line string
+				if line, err = adminLine(s, "batch create on_success="+onSuccessFn+" on_complete="+onCompleteFn); err == nil {
+					batch, next = strings.TrimPrefix(line, "OK "), 0
+				}
+			case next < batchJobs:
+				u := fmt.Sprintf("l%d-%s-%d", id, batch, next)
+				err = s.Send(gearman.SubmitJobBg, batchFunction, "batch:"+batch+":"+u, u)
+				var answer gearman.Packet
+				if err == nil {
+					answer, err = s.Next()
+				}
+				if err == nil && answer.Command != gearman.JobCreated {
+					err = fmt.Errorf("submit of %s answered %v %q", u, answer.Command, answer.Args)
+				}
+				if err == nil {
+					h.mu.Lock()
+					h.acked[u] = true
+					h.ackGen[u] = gen
+					h.cond.Broadcast()
+					h.mu.Unlock()
+					next++
+				}
+			default:
+				if _, err = adminLine(s, "batch close "+batch); err == nil {
+					h.mu.Lock()
+					l.closed[batch] = gen
+					h.cond.Broadcast()
+					h.mu.Unlock()
+					batch = ""
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+	})
+}
+
+// adminLine sends an admin text line and returns its one-line answer,
+// which must start with "OK".
+func adminLine(s *wire.Stream, line string) (string, error) {
+	if err := s.Write([]byte(line + "\n")); err != nil {
+		return "", err
+	}
+	answer, err := s.R.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	answer = strings.TrimRight(answer, "\r\n")
+	if !strings.HasPrefix(answer, "OK") {
+		return "", fmt.Errorf("%s: %s", line, answer)
+	}
+	return answer, nil
 }
