@@ -167,6 +167,9 @@ type Broker struct {
 	hist historyState
 	// batches are the batches of jobs (batch.go).
 	batches batchState
+	// retries maps a job that RetryJob ran again to the job that runs it
+	// (retryjob.go).
+	retries map[uint64]uint64
 	// mode is localMode, or a *sharedMode when Config.Shared is set: the
 	// broker reaches what differs between the two only through it.
 	mode mode

@@ -16,7 +16,9 @@ import (
 // again as a new background job with the same function, unique, priority,
 // ordering key and payload; the new job's record names the old one
 // (JobSnapshot.RetryOf). When a live job has the same unique the submit
-// joins it, as any submit does (created is false).
+// joins it, as any submit does (created is false). While the job that a
+// retry created here is live, another retry of the same job joins it too,
+// so that a retry sent twice runs the job once.
 //
 // It returns ErrJobNotFound when no record of the job is kept, ErrJobLive
 // for a job that has not ended, and errors wrapping ErrNotRetryable (a
@@ -78,8 +80,25 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 		err     error
 	}
 	ch := make(chan outcome, 1)
+	done := func(seq uint64, created bool, err error) {
+		if err == nil && created {
+			b.noteRetryLocked(old, seq)
+		}
+		ch <- outcome{seq, created, err}
+	}
+	// The job is known as old's retry from when it is created (watch) or,
+	// in shared mode, has its handle (done).
+	p.watch = func(j *job, created bool) {
+		if created {
+			b.noteRetryLocked(old, j.seq)
+		}
+	}
 	b.mu.Lock()
-	b.submitLocked(nil, p, func(seq uint64, created bool, err error) { ch <- outcome{seq, created, err} })
+	if j := b.liveRetryLocked(old); j != nil {
+		b.attachLocked(nil, j, true, done)
+	} else {
+		b.submitLocked(nil, p, done)
+	}
 	b.mu.Unlock()
 	select {
 	case o := <-ch:
@@ -92,4 +111,36 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 		// The submit goes on; the job may still be accepted.
 		return 0, false, ctx.Err()
 	}
+}
+
+// retriesSwept is how many jobs run again b.retries holds before
+// noteRetryLocked forgets those whose retry has ended.
+const retriesSwept = 1024
+
+// noteRetryLocked records that job seq runs job old again.
+func (b *Broker) noteRetryLocked(old, seq uint64) {
+	if b.retries == nil {
+		b.retries = make(map[uint64]uint64)
+	}
+	if len(b.retries) >= retriesSwept {
+		for o := range b.retries {
+			if b.liveRetryLocked(o) == nil {
+				delete(b.retries, o)
+			}
+		}
+	}
+	b.retries[old] = seq
+}
+
+// liveRetryLocked returns the live job that a retry of old created here,
+// or nil.
+func (b *Broker) liveRetryLocked(old uint64) *job {
+	seq, ok := b.retries[old]
+	if !ok {
+		return nil
+	}
+	if j := b.jobs.get(seq); j != nil && j.state != stateGone && j.x != nil && j.x.retryOf == old {
+		return j
+	}
+	return nil
 }

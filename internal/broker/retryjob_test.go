@@ -145,3 +145,35 @@ func TestRetryJobOfDeadLetterAtOnce(t *testing.T) {
 		require.NoError(t, tb.b.Finish(worker, seq, Complete, nil))
 	}
 }
+
+// A failed job retried twice while its first retry is live runs once: the
+// second retry answers the live one (created false). Once that one has
+// ended, a retry runs the job again.
+func TestRetryJobTwice(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{HandlePrefix: "H:t:"})
+	ctx := context.Background()
+	client, worker := tb.clientAndWorker("f")
+	failed := tb.submit(t, client, fg("f", "", "the payload")).seq
+	require.Equal(t, failed, tb.grab(t, worker).Seq)
+	require.NoError(t, tb.b.Finish(worker, failed, Fail, nil))
+	handle := []byte(tb.b.Handle(failed))
+
+	first, created, err := tb.b.RetryJob(ctx, handle, "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	again, created, err := tb.b.RetryJob(ctx, handle, "test")
+	require.NoError(t, err)
+	require.Equal(t, first, again, "the second retry answers the live one")
+	require.False(t, created)
+	st := tb.b.Status(ctx)
+	require.Len(t, st, 1)
+	require.Equal(t, 1, st[0].Total, "one job of f is live")
+
+	require.Equal(t, first, tb.grab(t, worker).Seq)
+	require.NoError(t, tb.b.Finish(worker, first, Fail, nil))
+	third, created, err := tb.b.RetryJob(ctx, handle, "test")
+	require.NoError(t, err)
+	require.True(t, created, "the first retry ended: the job runs again")
+	require.NotEqual(t, first, third)
+}
