@@ -457,7 +457,7 @@ func (b *Broker) replay(ctx context.Context) error {
 		n++
 		return nil
 	}
-	err := b.store.Load(ctx, func(r store.Job) error {
+	err := b.tierLoadLocked(ctx, func(r store.Job) error {
 		err := place(r)
 		if r.Batch != 0 && err == nil {
 			b.replayBatchJobLocked(r)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,10 @@ type tiering struct {
 	// onDisk counts stored background jobs whose payload is on disk only.
 	// Guarded by Broker.mu.
 	onDisk int
+	// lending is set while replay loads through store.LendingLoader: the
+	// payloads of the jobs it admits are the store's, copied only when kept
+	// in memory. Guarded by Broker.mu.
+	lending bool
 }
 
 var emptyPayload = []byte{}
@@ -39,7 +44,9 @@ func (b *Broker) initTiering() {
 // tierAdmitLocked decides, for a background job that has just been stored
 // (or replayed), whether its payload stays in memory. aliased says the
 // job's unique may share memory with the submitted packet, which must be
-// released together with the payload.
+// released together with the payload. While replay lends payloads
+// (tiering.lending), every replayed job comes here, and a payload kept in
+// memory is copied.
 func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	t := &b.tier
 	if t.reader == nil || !j.background || j.has(jobTiered) {
@@ -47,8 +54,11 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	}
 	j.flags |= jobTiered
 	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget {
-		if j.payload == nil {
+		switch {
+		case j.payload == nil:
 			j.payload = emptyPayload
+		case t.lending:
+			j.payload = bytes.Clone(j.payload)
 		}
 		t.inMemory += int64(len(j.payload))
 		return
@@ -69,6 +79,19 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 		}
 		j.unique = owned
 	}
+}
+
+// tierLoadLocked is how replay reads the store: lending payloads
+// (store.LendingLoader) when tiering is on and the store can, so that only
+// the payloads kept in memory are copied; otherwise store.Store.Load.
+func (b *Broker) tierLoadLocked(ctx context.Context, each func(store.Job) error) error {
+	ll, ok := b.store.(store.LendingLoader)
+	if !ok || b.tier.reader == nil {
+		return b.store.Load(ctx, each)
+	}
+	b.tier.lending = true
+	defer func() { b.tier.lending = false }()
+	return ll.LoadLending(ctx, each)
 }
 
 // tierForgetLocked releases a job's share of the budget when it leaves the

@@ -39,24 +39,36 @@ func grabAll(t *testing.T, b *broker.Broker, f string) map[uint64]string {
 	}
 }
 
+// submitFour submits n background jobs of f with 4-byte payloads and
+// returns their payloads by sequence number.
+func submitFour(t *testing.T, b *broker.Broker, n int) map[uint64]string {
+	t.Helper()
+	c := b.NewSession("client", discard{})
+	want := map[uint64]string{}
+	for i := range n {
+		p := fmt.Sprintf("p%03d", i)
+		want[submitBg(t, b, c, p)] = p
+	}
+	return want
+}
+
+// requireTiering checks b's TieringStats.
+func requireTiering(t *testing.T, b *broker.Broker, inMem int64, onDisk int) {
+	t.Helper()
+	gotMem, gotDisk := b.TieringStats()
+	require.Equal(t, inMem, gotMem, "payload bytes in memory")
+	require.Equal(t, onDisk, gotDisk, "payloads on disk only")
+}
+
 func TestTieringKeepsPayloadsBeyondBudgetOnDisk(t *testing.T) {
 	t.Parallel()
 	st := memory.New()
 	b := startBroker(t, broker.Config{Store: st, MemoryBudget: 10})
-	c := b.NewSession("client", discard{})
-	want := map[uint64]string{}
-	for i := range 5 {
-		p := fmt.Sprintf("p%03d", i) // 4 bytes
-		want[submitBg(t, b, c, p)] = p
-	}
-	inMem, onDisk := b.TieringStats()
-	require.Equal(t, int64(8), inMem, "two 4-byte payloads fit a 10-byte budget")
-	require.Equal(t, 3, onDisk)
+	want := submitFour(t, b, 5)
+	requireTiering(t, b, 8, 3) // two 4-byte payloads fit a 10-byte budget
 
 	require.Equal(t, want, grabAll(t, b, "f"), "payloads on disk must be read back when handed out")
-	inMem, onDisk = b.TieringStats()
-	require.Zero(t, inMem)
-	require.Zero(t, onDisk)
+	requireTiering(t, b, 0, 0)
 }
 
 func TestTieringRetryKeepsPayload(t *testing.T) {
@@ -175,4 +187,37 @@ func TestTieringAndMaxQueuedBytes(t *testing.T) {
 	}
 	require.Equal(t, want, grabAll(t, b, "f"))
 	submitBg(t, b, c, fmt.Sprintf("%090d", 0))
+}
+
+// lendingStore lends payloads at replay (store.LendingLoader) as a store
+// that reuses its read buffer would: it overwrites each payload once each
+// returns, so a payload the broker kept without copying it is garbled.
+type lendingStore struct {
+	*memory.Store
+	lent int
+}
+
+func (l *lendingStore) LoadLending(ctx context.Context, each func(store.Job) error) error {
+	return l.Load(ctx, func(j store.Job) error {
+		l.lent++
+		err := each(j)
+		for i := range j.Payload {
+			j.Payload[i] = 'X'
+		}
+		return err
+	})
+}
+
+func TestTieringReplayCopiesOnlyKeptLentPayloads(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := startBroker(t, broker.Config{Store: st, MemoryBudget: 10})
+	want := submitFour(t, b, 5)
+	b.Stop()
+
+	ls := &lendingStore{Store: st.Reopen()}
+	b2 := startBroker(t, broker.Config{Store: ls, MemoryBudget: 10})
+	require.Equal(t, 5, ls.lent, "replay must load through LoadLending")
+	requireTiering(t, b2, 8, 3)
+	require.Equal(t, want, grabAll(t, b2, "f"), "payloads kept in memory must be copies of the lent ones")
 }

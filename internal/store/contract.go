@@ -57,6 +57,17 @@ type PayloadReader interface {
 	ReadPayload(ctx context.Context, seq uint64) ([]byte, error)
 }
 
+// LendingLoader is an optional capability of a Store, found by type
+// assertion: loading without copying payloads. LoadLending is Load, except
+// that each job's Payload is lent from the store's own buffer and is valid
+// only until each returns: each copies the payloads it keeps. With payload
+// tiering most payloads of a deep queue stay on disk, and a replay that
+// copied each one only to drop it would spend its time allocating them and
+// collecting the garbage.
+type LendingLoader interface {
+	LoadLending(ctx context.Context, each func(Job) error) error
+}
+
 // SharedStore is a store that several Gearwork servers share (PostgreSQL).
 // A broker given one (broker.Config.Shared) runs in shared mode: it does
 // not replay the store at start; background jobs it accepts are inserted

@@ -155,9 +155,10 @@ type recordDecoder struct {
 	functions map[string]string
 }
 
-// decode decodes the record of job seq. The job owns all of its memory; v
-// may be reused afterwards.
-func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
+// decode decodes the record of job seq. The job owns all of its memory, so
+// that v may be reused afterwards, except for a lent payload (lend), which
+// is part of v.
+func (d *recordDecoder) decode(seq uint64, v []byte, lend bool) (store.Job, error) {
 	r := recordReader{b: v}
 	version := r.byte()
 	if r.err == nil && version != recordVersion && version != recordVersionBatch {
@@ -213,7 +214,13 @@ func (d *recordDecoder) decode(seq uint64, v []byte) (store.Job, error) {
 	if r.err != nil {
 		return store.Job{}, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)
 	}
-	j.Payload = append([]byte(nil), r.b...)
+	switch {
+	case len(r.b) == 0:
+	case lend:
+		j.Payload = r.b
+	default:
+		j.Payload = append([]byte(nil), r.b...)
+	}
 	return j, nil
 }
 

@@ -80,11 +80,12 @@ type Options struct {
 	MaxOpenFiles int
 }
 
-// Store implements the local store contract and both optional capabilities.
+// Store implements the local store contract and its optional capabilities.
 var (
 	_ store.Store         = (*Store)(nil)
 	_ store.MetaStore     = (*Store)(nil)
 	_ store.PayloadReader = (*Store)(nil)
+	_ store.LendingLoader = (*Store)(nil)
 )
 
 // Store is the embedded durable store. It is safe for concurrent use.
@@ -383,7 +384,18 @@ func (s *Store) Err() error {
 // Load calls each for every job in ascending Seq order and stops at the
 // first error each returns. A record that cannot be decoded stops Load with
 // an error wrapping store.ErrCorrupt that names its Seq.
-func (s *Store) Load(ctx context.Context, each func(store.Job) error) (err error) {
+func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
+	return s.load(ctx, false, each)
+}
+
+// LoadLending is Load with each job's Payload lent from the store's read
+// buffer, valid only until each returns (store.LendingLoader).
+func (s *Store) LoadLending(ctx context.Context, each func(store.Job) error) error {
+	return s.load(ctx, true, each)
+}
+
+// load is Load, with payloads lent (lend) or copied.
+func (s *Store) load(ctx context.Context, lend bool, each func(store.Job) error) (err error) {
 	if err := s.begin(ctx, false); err != nil {
 		return err
 	}
@@ -424,7 +436,7 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) (err error
 		if err != nil {
 			return fmt.Errorf("pebble store %s: reading job %d: %w", s.dir, seq, classify(err))
 		}
-		j, err := dec.decode(seq, v)
+		j, err := dec.decode(seq, v, lend)
 		if err != nil {
 			return fmt.Errorf("pebble store %s: %w", s.dir, err)
 		}

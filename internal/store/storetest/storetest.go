@@ -1,8 +1,8 @@
 // Package storetest holds the conformance suites of Gearwork's stores. Run
 // is the suite of store.Store that every store passes (the in-memory one,
 // the embedded Pebble one and PostgreSQL), with its optional capabilities
-// store.PayloadReader and store.MetaStore; RunShared is the suite of
-// store.SharedStore, for a store that several servers share. A store that
+// store.PayloadReader, store.LendingLoader and store.MetaStore; RunShared
+// is the suite of store.SharedStore, for a store that several servers share. A store that
 // passes them can sit under the broker.
 //
 // API is not stable: this package is internal to Gearwork.
@@ -73,6 +73,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"LoadStopsOnError", testLoadStopsOnError},
 		{"CancelledContext", testCancelledContext},
 		{"ReadPayload", testReadPayload},
+		{"LoadLending", testLoadLending},
 		{"Meta", testMeta},
 		{"Write", testWrite},
 	}
@@ -430,6 +431,26 @@ func testReadPayload(t *testing.T, open OpenFunc) {
 	require.NoError(t, s.Delete(ctx, []uint64{1}))
 	_, err = pr.ReadPayload(ctx, 1)
 	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// testLoadLending: LoadLending yields the jobs Load yields, in the same
+// order, each payload whole while each runs.
+func testLoadLending(t *testing.T, open OpenFunc) {
+	s, ll := openAs[store.LendingLoader](t, open, "LoadLending")
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := context.Background()
+	want := jobs(1, 2, 3, 4)
+	want[1].Payload = nil
+	want[2].Payload = bytes.Repeat([]byte("y"), 1<<20)
+	require.NoError(t, s.Save(ctx, want))
+	var got []store.Job
+	require.NoError(t, ll.LoadLending(ctx, func(j store.Job) error {
+		j.Payload = bytes.Clone(j.Payload) // lent only until each returns
+		got = append(got, normalize(j))
+		return nil
+	}))
+	require.Equal(t, loadAll(t, s), got)
+	require.Equal(t, normalizeAll(want), got)
 }
 
 // openAs opens a store and returns it also as the capability T, or
