@@ -264,3 +264,38 @@ func TestDashboardJobBrowser(t *testing.T) {
 	poll(t, ctx, "every job of the function", `document.querySelectorAll('#jobs tbody tr').length === 5 &&
 		document.querySelector('#jobs tbody').textContent.includes('cancelled')`)
 }
+
+// The dashboard lists batches with their progress, and shows a batch
+// complete with its callback submitted once its jobs are done.
+func TestDashboardBatches(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	resp, err := http.Post(s.base+"/v1/batches", "application/json", strings.NewReader(
+		`{"on_complete": {"function": "dash_done"}, "jobs": [{"function": "dash_b", "payload": "1"}, {"function": "dash_b", "payload": "2"}]}`))
+	require.NoError(t, err)
+	var created struct {
+		Batch struct {
+			ID string `json:"id"`
+		} `json:"batch"`
+	}
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
+	resp.Body.Close()
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	row := func(progress, state, callbacks string) string {
+		return fmt.Sprintf(`(() => { const r = document.querySelector('tr[data-batch="%s"]');
+			return r && r.children[1].textContent.trim() === %s && r.children[8].textContent === %s &&
+				r.children[9].textContent === %s; })()`, created.Batch.ID, jsString(progress), jsString(state), jsString(callbacks))
+	}
+	poll(t, ctx, "the batch row", row("0/2", "closed", "on_complete dash_done"))
+	for i, progress := range []string{"1/2", "2/2"} {
+		var g grabbed
+		require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/dash_b/grab?wait=30s", "", &g))
+		require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/complete?lease="+g.Lease, "", nil))
+		if i == 0 {
+			poll(t, ctx, "one job done", row(progress, "closed", "on_complete dash_done"))
+		}
+	}
+	poll(t, ctx, "the batch complete", row("2/2", "complete", "on_complete dash_done (submitted)"))
+}

@@ -51,6 +51,7 @@ function startOverview() {
   overviewSource.addEventListener("overview", (e) => {
     setConn(true);
     render(JSON.parse(e.data));
+    loadBatches();
   });
 }
 
@@ -386,32 +387,72 @@ function showProgress(n, d) {
 
 let lastDeadTotal = -1; // reload the list when the count changes
 
-async function loadDead() {
-  const tbody = $("#dead tbody");
+// fillTable replaces the rows of the table sel with row(item) for each
+// item of the list named key that GET path answers, or with the error.
+async function fillTable(sel, path, key, row) {
+  const tbody = $(sel + " tbody");
   try {
-    const data = await api("GET", "/v1/dead-letters?limit=200");
-    tbody.replaceChildren();
-    for (const d of data.dead_letters) {
-      const tr = el("tr");
-      tr.dataset.handle = d.handle;
-      for (const v of [d.handle, d.function, d.attempts, d.error || "", new Date(d.died_at).toLocaleString()]) tr.append(el("td", v));
-      const td = el("td");
-      const retry = el("button", "Retry", "retry");
-      retry.onclick = async () => {
-        try { await api("POST", "/v1/dead-letters/" + encodeURIComponent(d.handle) + "/retry"); follow(d.handle); loadDead(); }
-        catch (err) { alert(err.message); }
-      };
-      const purge = el("button", "Purge", "purge");
-      purge.onclick = async () => {
-        try { await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(d.handle)); loadDead(); }
-        catch (err) { alert(err.message); }
-      };
-      td.append(retry, purge);
-      tr.append(td);
-      tbody.append(tr);
-    }
+    const data = await api("GET", path);
+    tbody.replaceChildren(...data[key].map(row));
   } catch (err) {
     tbody.replaceChildren(el("tr", err.message));
+  }
+}
+
+async function loadDead() {
+  await fillTable("#dead", "/v1/dead-letters?limit=200", "dead_letters", (d) => {
+    const tr = el("tr");
+    tr.dataset.handle = d.handle;
+    for (const v of [d.handle, d.function, d.attempts, d.error || "", new Date(d.died_at).toLocaleString()]) tr.append(el("td", v));
+    const td = el("td");
+    const retry = el("button", "Retry", "retry");
+    retry.onclick = async () => {
+      try { await api("POST", "/v1/dead-letters/" + encodeURIComponent(d.handle) + "/retry"); follow(d.handle); loadDead(); }
+      catch (err) { alert(err.message); }
+    };
+    const purge = el("button", "Purge", "purge");
+    purge.onclick = async () => {
+      try { await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(d.handle)); loadDead(); }
+      catch (err) { alert(err.message); }
+    };
+    td.append(retry, purge);
+    tr.append(td);
+    return tr;
+  });
+}
+
+// ---- batches ----
+
+let batchesLoading = false; // one listing at a time, refreshed with the overview
+
+async function loadBatches() {
+  if (batchesLoading) return;
+  batchesLoading = true;
+  try {
+    await fillTable("#batches", "/v1/batches?limit=50", "batches", (b) => {
+      const tr = el("tr");
+      tr.dataset.batch = b.id;
+      const done = b.succeeded + b.failed + b.dead;
+      const bar = el("progress");
+      bar.max = b.total > 0 ? b.total : 1;
+      bar.value = b.total > 0 ? done : (b.complete ? 1 : 0);
+      const progress = el("td");
+      progress.append(bar, " " + done + "/" + b.total);
+      tr.append(el("td", b.id), progress);
+      for (const v of [b.total, b.pending, b.running, b.succeeded, b.failed, b.dead]) tr.append(el("td", v));
+      const state = b.complete ? "complete" : (b.closed ? "closed" : "open");
+      const st = el("td");
+      st.append(el("span", state, "pill " + (b.complete ? (b.failed + b.dead > 0 ? "failed" : "complete") : "running")));
+      tr.append(st);
+      const cbs = [];
+      for (const [name, cb] of [["on_success", b.on_success], ["on_complete", b.on_complete]]) {
+        if (cb) cbs.push(name + " " + cb.function + (cb.fired ? " (submitted)" : ""));
+      }
+      tr.append(el("td", cbs.join(", ")));
+      return tr;
+    });
+  } finally {
+    batchesLoading = false;
   }
 }
 
