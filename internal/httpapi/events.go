@@ -49,8 +49,8 @@ type eventData struct {
 	Data []byte  `json:"data,omitempty"`
 	Text *string `json:"text,omitempty"`
 	// Job is the job's state when the stream began watching it (state
-	// events), or the job's record (the final complete, fail and
-	// exception events, while the record is kept).
+	// events), or the job's record (the final fail and exception
+	// events, while the record is kept).
 	Job *jobJSON `json:"job,omitempty"`
 }
 
@@ -75,9 +75,11 @@ func (s *Server) eventJSON(seq uint64, e feedEvent) eventData {
 		}
 		d.Text = textOf(d.Data)
 	}
-	if e.final {
+	if e.final && e.kind != "complete" {
 		// The outcome as the job's record has it (dead, cancelled, the
-		// attempts), read from the record, not kept with the event.
+		// attempts), read from the record, not kept with the event. (A
+		// completion says all in its data: the common stream is spared
+		// the lookup.)
 		if snap, ok := s.b.Job(seq); ok && snap.Final {
 			j := s.snapshotJSON(snap)
 			d.Job = &j

@@ -26,7 +26,7 @@ func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gearwork_http_requests_total",
-		Help: "HTTP API requests by route and status code.",
+		Help: "HTTP API requests by route and status code, since the server started.",
 	}, []string{"route", "code"})
 	m.reg.MustRegister(m.requests,
 		collectors.NewGoCollector(),
@@ -51,15 +51,15 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 
 var (
 	fnLabel       = []string{"function"}
-	descSubmitted = prometheus.NewDesc("gearwork_jobs_submitted_total", "Jobs created, by function.", fnLabel, nil)
-	descCompleted = prometheus.NewDesc("gearwork_jobs_completed_total", "Jobs a worker completed (WORK_COMPLETE).", fnLabel, nil)
+	descSubmitted = prometheus.NewDesc("gearwork_jobs_submitted_total", "Jobs created, by function, since the server started.", fnLabel, nil)
+	descCompleted = prometheus.NewDesc("gearwork_jobs_completed_total", "Jobs a worker completed (WORK_COMPLETE), since the server started.", fnLabel, nil)
 	descFailed    = prometheus.NewDesc("gearwork_jobs_failed_total",
-		"Jobs a worker failed, by kind: fail (WORK_FAIL) or exception (WORK_EXCEPTION).", []string{"function", "kind"}, nil)
+		"Jobs a worker failed, by kind: fail (WORK_FAIL) or exception (WORK_EXCEPTION), since the server started.", []string{"function", "kind"}, nil)
 	descRetried = prometheus.NewDesc("gearwork_jobs_retried_total",
-		"Jobs taken back from a worker that vanished or whose lease/timeout ran out, and queued again.", fnLabel, nil)
+		"Jobs to run again: taken back from a worker that vanished or whose lease ran out, or failed or timed out with attempts left (every retry, whoever watches the job), since the server started.", fnLabel, nil)
 	descDropped = prometheus.NewDesc("gearwork_jobs_dropped_total",
-		"Jobs that left without a worker's result: cancelled, abandoned, or dropped with their function.", fnLabel, nil)
-	descDead        = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts.", fnLabel, nil)
+		"Jobs that left without a worker's result: cancelled, abandoned, or dropped with their function, since the server started.", fnLabel, nil)
+	descDead        = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts, since the server started.", fnLabel, nil)
 	descDeadLetters = prometheus.NewDesc("gearwork_dead_letters", "Dead letters kept now.", fnLabel, nil)
 	descPaused      = prometheus.NewDesc("gearwork_function_paused", "1 while the function is paused.", fnLabel, nil)
 	descQueued      = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
@@ -73,7 +73,7 @@ var (
 	descLeases      = prometheus.NewDesc("gearwork_http_worker_leases", "Jobs held by HTTP workers under a lease.", nil, nil)
 	descPolls       = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
 	descCommit      = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
-	descCommitN     = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer.", nil, nil)
+	descCommitN     = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer, since the server started.", nil, nil)
 	descByState     = prometheus.NewDesc("gearwork_jobs_by_state",
 		"Jobs by function and state: live ones (pending, scheduled, queued, running, retry-wait, blocked) now, and ended ones (complete, failed, exception, cancelled, dead) whose records the history keeps.",
 		[]string{"function", "state"}, nil)

@@ -470,3 +470,28 @@ func TestFinalEventCarriesTheRecord(t *testing.T) {
 	require.Equal(t, "cancelled", last.data.Job.State)
 	require.True(t, strings.HasPrefix(last.data.Job.CancelledBy, "http "), last.data.Job.CancelledBy)
 }
+
+// Every counter of /metrics says plainly that it counts since the server
+// started: a restart starts it at 0.
+func TestCountersSaySinceStart(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	w := newTestWorker(t, tb.b, "f")
+	decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("x")))
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, nil))
+	resp := tb.do(t, "GET", "/metrics", nil)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	counters := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, help, ok := strings.Cut(strings.TrimPrefix(line, "# HELP "), " ")
+		if !ok || !strings.HasPrefix(line, "# HELP gearwork_") || !strings.HasSuffix(name, "_total") {
+			continue
+		}
+		counters++
+		require.Contains(t, help, "since the server started", name)
+	}
+	require.GreaterOrEqual(t, counters, 3, "%s", body)
+}
