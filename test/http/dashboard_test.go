@@ -299,3 +299,60 @@ func TestDashboardBatches(t *testing.T) {
 	}
 	poll(t, ctx, "the batch complete", row("2/2", "complete", "on_complete dash_done (submitted)"))
 }
+
+// The job browser's actions are the API's, with the page's token: a
+// read-only token's Cancel and Retry are refused with the API's reason
+// and change nothing; an admin token's go through.
+func TestDashboardActionsNeedTheAPIsScopes(t *testing.T) {
+	ctx := browser(t)
+	tokens := t.TempDir() + "/tokens"
+	require.NoError(t, os.WriteFile(tokens, []byte("viewer read v-secret\nops admin o-secret\n"), 0o600))
+	s := startServer(t, "--http-tokens", tokens)
+	post := func(path, body string, v any) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, s.base+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer o-secret")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		if v != nil {
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+		}
+		return resp.StatusCode
+	}
+	var live, g grabbed
+	require.Equal(t, http.StatusAccepted, post("/v1/functions/guarded/jobs", "keep me", &live))
+	require.Equal(t, http.StatusAccepted, post("/v1/functions/doomed/jobs?attempts=1", "img", nil))
+	require.Equal(t, http.StatusOK, post("/v1/functions/doomed/grab?wait=30s", "", &g))
+	require.Equal(t, http.StatusNoContent, post("/v1/jobs/"+url.PathEscape(g.Handle)+"/fail?lease="+g.Lease, "", nil))
+
+	useToken := func(tok string) {
+		t.Helper()
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[any](`(() => { const i = document.querySelector('#token');
+			i.value = `+jsString(tok)+`; i.dispatchEvent(new Event('change')); return null; })()`))
+		require.NoError(t, err)
+	}
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/")))
+	useToken("v-secret")
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(live.Handle)), chromedp.Reload()))
+	poll(t, ctx, "the live job's record", `document.querySelector('#detail-state').textContent === 'queued'`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-cancel")))
+	poll(t, ctx, "the refusal", `document.querySelector('#detail-error').textContent.includes('do not include admin')`)
+	require.Equal(t, "queued", text(t, ctx, "#detail-state"), "a refused cancel changes nothing")
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(g.Handle))))
+	poll(t, ctx, "the dead job's record", `document.querySelector('#detail-state').textContent === 'dead' &&
+		!document.querySelector('#detail-retry').hidden`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
+	poll(t, ctx, "the refusal", `document.querySelector('#detail-error').textContent.includes('do not include admin')`)
+	require.Equal(t, "dead", text(t, ctx, "#detail-state"))
+
+	useToken("o-secret")
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
+	poll(t, ctx, "the dead job queued again", `document.querySelector('#detail-state').textContent === 'queued'`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(live.Handle))))
+	poll(t, ctx, "the live job's record", `document.querySelector('#detail-state').textContent === 'queued'`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-cancel")))
+	poll(t, ctx, "the job cancelled", `document.querySelector('#detail-state').textContent === 'cancelled'`)
+}
