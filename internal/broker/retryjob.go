@@ -49,9 +49,9 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 			return 0, false, err
 		}
 	}
-	if ok && rec.Final {
-		// The record of a job that ended says nothing of a run that
-		// another server started since (a dead letter queued again).
+	if !ok || rec.Final {
+		// A job that another server runs (a dead letter queued again
+		// there) may have no record, or one of its earlier end.
 		if live, err := b.mode.liveElsewhere(ctx, old); err != nil {
 			return 0, false, err
 		} else if live {

@@ -201,9 +201,10 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	testwait.Until(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
-// A dead letter that one server queued again (RetryJob) is live: retrying
-// it again, from either server, is refused with ErrJobLive instead of
-// submitting a second copy from its old record.
+// A dead letter that one server queued again (RetryJob) is live: no
+// server answers its old record, and retrying it again, from either
+// server, is refused with ErrJobLive instead of submitting a second copy
+// from that record.
 func TestSharedRetryJobOfRetriedDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -221,6 +222,8 @@ func TestSharedRetryJobOfRetriedDeadLetter(t *testing.T) {
 	require.False(t, created)
 	require.Equal(t, seq, again, "the dead letter runs again under its handle")
 	for _, srv := range []*broker.Broker{b, a} {
+		rec, ok := srv.Job(seq)
+		require.False(t, ok && rec.Final, "the job is live again, not %s", rec.State)
 		again, created, err = srv.RetryJob(ctx, handle, "test")
 		require.ErrorIs(t, err, broker.ErrJobLive, "a second retry made job %d (created %v)", again, created)
 	}

@@ -148,6 +148,8 @@ type SharedLifecycle interface {
 	DoneByUnique(ctx context.Context, function, unique string) (Job, error)
 	// RetryDead queues the selected dead letters again, with a fresh
 	// count of attempts, for any server to claim, and returns how many.
+	// Their job records (RecordStore) go in the same change: they live
+	// again, and get new records when they end.
 	RetryDead(ctx context.Context, sel DeadSelector) (int, error)
 	// PurgeDead deletes the selected dead letters and returns how many.
 	PurgeDead(ctx context.Context, sel DeadSelector) (int, error)

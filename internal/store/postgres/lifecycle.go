@@ -95,10 +95,11 @@ func (s *Store) DoneByUnique(ctx context.Context, function, unique string) (stor
 }
 
 // retryDeadSQL queues the selected dead letters again for any server to
-// claim, with a fresh count of attempts (history and last error kept), and
-// wakes the servers. A dead letter whose unique is taken meanwhile by a
-// live job or a retained result (or by another dead letter retried with
-// it) loses its unique: it runs without coalescing.
+// claim, with a fresh count of attempts (history and last error kept),
+// deletes their job records (they live again, and get new ones when they
+// end) and wakes the servers. A dead letter whose unique is taken
+// meanwhile by a live job or a retained result (or by another dead letter
+// retried with it) loses its unique: it runs without coalescing.
 const retryDeadSQL = `
 WITH picked AS (
 	SELECT seq, function, uniq FROM gearwork_jobs WHERE %s ORDER BY seq FOR UPDATE
@@ -109,7 +110,9 @@ WITH picked AS (
 			OR EXISTS (SELECT 1 FROM picked p WHERE p.uniq = g.uniq AND p.function = g.function AND p.seq < g.seq))
 			THEN NULL ELSE g.uniq END
 	FROM picked WHERE g.seq = picked.seq
-	RETURNING g.function
+	RETURNING g.seq, g.function
+), forgot AS (
+	DELETE FROM gearwork_records r USING upd WHERE r.seq = upd.seq
 ), woken AS (
 	SELECT pg_notify(%s, CASE WHEN length(f.function) > 3000 THEN '' ELSE encode(f.function, 'hex') END)
 	FROM (SELECT DISTINCT function FROM upd) f
