@@ -116,6 +116,9 @@ type batch struct {
 	// live counts, during replay, the stored jobs of the batch that have
 	// not finished.
 	live uint64
+	// forgotten: its retention ended (ExpireBatches); its entry is deleted
+	// from the store.
+	forgotten bool
 }
 
 // storedBatch is what the store keeps of a batch, as JSON.
@@ -141,6 +144,58 @@ func (bt *batch) finished() uint64 { return bt.Succeeded + bt.Failed + bt.Dead }
 type batchState struct {
 	byID  map[uint64]*batch
 	dirty []*batch
+	// done holds the completed batches in the order they completed, for
+	// ExpireBatches.
+	done []*batch
+}
+
+// DefaultBatchRetention is how long a completed batch is kept when
+// Config.BatchRetention is 0.
+const DefaultBatchRetention = 24 * time.Hour
+
+// expireBatchesMax bounds the batches one ExpireBatches forgets.
+const expireBatchesMax = 1024
+
+// ExpireBatches forgets the completed batches whose retention has ended
+// (Config.BatchRetention) and whose callbacks were all submitted, at most
+// expireBatchesMax of them, and returns how many. The broker's history
+// goroutine calls it every second.
+func (b *Broker) ExpireBatches() int {
+	ret := b.cfg.BatchRetention
+	if ret == 0 {
+		ret = DefaultBatchRetention
+	}
+	if ret < 0 {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now, n := b.nowNanos(), 0
+	for n < expireBatchesMax && len(b.batches.done) > 0 {
+		bt := b.batches.done[0]
+		if bt.Completed+int64(ret) > now {
+			break
+		}
+		b.batches.done[0] = nil
+		b.batches.done = b.batches.done[1:]
+		if bt.callbacksDue() {
+			// A refused callback: kept until a restart submits it.
+			b.batches.done = append(b.batches.done, bt)
+			continue
+		}
+		delete(b.batches.byID, bt.id)
+		bt.forgotten = true
+		b.batchChangedLocked(bt)
+		n++
+	}
+	return n
+}
+
+// callbacksDue reports whether a callback of the completed batch is still
+// to be submitted.
+func (bt *batch) callbacksDue() bool {
+	return (bt.OnSuccess != nil && bt.Fired&firedSuccess == 0 && bt.Failed == 0 && bt.Dead == 0) ||
+		(bt.OnComplete != nil && bt.Fired&firedComplete == 0)
 }
 
 // CreateBatch creates an open batch and returns its id once it is stored.
@@ -343,6 +398,7 @@ func (b *Broker) checkBatchLocked(bt *batch) {
 	}
 	if bt.Completed == 0 {
 		bt.Completed = b.nowNanos()
+		b.batches.done = append(b.batches.done, bt)
 		b.batchChangedLocked(bt)
 		b.log.Info("broker: batch complete", slog.Uint64("batch", bt.id), slog.Uint64("total", bt.Total),
 			slog.Uint64("succeeded", bt.Succeeded), slog.Uint64("failed", bt.Failed), slog.Uint64("dead", bt.Dead))

@@ -338,3 +338,33 @@ func TestBatchCallbackRunsOnlyOnceStored(t *testing.T) {
 	}
 	require.True(t, stored(), "callback %s handed out before it was stored", a.Function)
 }
+
+// A completed batch is forgotten, in memory and in the store, once its
+// retention has passed; an open one is kept.
+func TestBatchForgottenAfterItsRetention(t *testing.T) {
+	t.Parallel()
+	opts := batchOpts(Config{BatchRetention: time.Hour})
+	tb := setupLC(t, opts)
+	done := createBatch(t, tb.b)
+	open := createBatch(t, tb.b)
+	require.NoError(t, tb.b.CloseBatch(context.Background(), done))
+	for range 2 {
+		a, _ := tb.grabCallback(t)
+		require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, nil))
+	}
+	tb.clock.Add(59 * time.Minute)
+	require.Zero(t, tb.b.ExpireBatches())
+	mustBatch(t, tb.b, done)
+	tb.clock.Add(2 * time.Minute)
+	require.Equal(t, 1, tb.b.ExpireBatches())
+	_, err := tb.b.Batch(done)
+	require.ErrorIs(t, err, ErrBatchNotFound)
+	mustBatch(t, tb.b, open)
+	require.NoError(t, tb.b.Durable(context.Background()))
+
+	tb = tb.restart(t, opts)
+	_, err = tb.b.Batch(done)
+	require.ErrorIs(t, err, ErrBatchNotFound, "forgotten in the store too")
+	mustBatch(t, tb.b, open)
+	tb.noCallback(t)
+}

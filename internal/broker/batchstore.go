@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,11 +25,16 @@ func (b *Broker) takeBatchesLocked(meta []store.Meta) ([]store.Meta, bool) {
 	}
 	for _, bt := range b.batches.dirty {
 		bt.dirty = false
+		key := metaKey(metaBatch, strconv.FormatUint(bt.id, 10))
+		if bt.forgotten {
+			meta = append(meta, store.Meta{Key: key}) // deletes it
+			continue
+		}
 		v, err := json.Marshal(&bt.storedBatch)
 		if err != nil {
 			panic(err)
 		}
-		meta = append(meta, store.Meta{Key: metaKey(metaBatch, strconv.FormatUint(bt.id, 10)), Value: v})
+		meta = append(meta, store.Meta{Key: key, Value: v})
 	}
 	clear(b.batches.dirty)
 	b.batches.dirty = b.batches.dirty[:0]
@@ -93,7 +100,9 @@ func (b *Broker) loadBatchesLocked(ctx context.Context) error {
 func (b *Broker) replayBatchJobLocked(r store.Job) {
 	bt := b.batches.byID[r.Batch]
 	if bt == nil {
-		b.log.Warn("broker: stored job of an unknown batch", slog.Uint64("seq", r.Seq), slog.Uint64("batch", r.Batch))
+		// A dead letter or retained result outlives its batch's
+		// retention.
+		b.log.Debug("broker: stored job of a forgotten batch", slog.Uint64("seq", r.Seq), slog.Uint64("batch", r.Batch))
 		return
 	}
 	j := b.jobs.get(r.Seq)
@@ -124,6 +133,10 @@ func (b *Broker) finishBatchReplayLocked() {
 			b.batchChangedLocked(bt)
 		}
 		bt.live = 0
+		if bt.Completed != 0 {
+			b.batches.done = append(b.batches.done, bt)
+		}
 		b.checkBatchLocked(bt)
 	}
+	slices.SortFunc(b.batches.done, func(x, y *batch) int { return cmp.Compare(x.Completed, y.Completed) })
 }

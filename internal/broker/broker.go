@@ -104,6 +104,11 @@ type Config struct {
 	// refused; dead letters and retained results do not count (their own
 	// retention bounds them). 0 means no budget.
 	MaxQueuedBytes int64
+	// BatchRetention is how long a completed batch is kept (its status
+	// answered, jobs refused with ErrBatchComplete) once its callbacks were
+	// submitted; then it is forgotten, in memory and in the store. 0 means
+	// DefaultBatchRetention; negative keeps completed batches forever.
+	BatchRetention time.Duration
 	// MemoryBudget bounds the payload bytes of stored background jobs kept
 	// in memory when the Store is a store.PayloadReader; payloads beyond it are
 	// read back from the store when their job is handed out. 0 means no

@@ -414,7 +414,10 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 // historyLoop expires job records every second until ctx ends.
 func (b *Broker) historyLoop(ctx context.Context) {
 	defer b.wg.Done()
-	tick(ctx, time.Second, func() { b.ExpireHistory() })
+	tick(ctx, time.Second, func() {
+		b.ExpireHistory()
+		b.ExpireBatches()
+	})
 }
 
 // tick calls f every interval until ctx ends.
