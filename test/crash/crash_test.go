@@ -57,6 +57,9 @@ const walBlock = 32 << 10
 // complete them, kills the server with SIGKILL at random moments and
 // restarts it CRASH_K times (default 3), lets everything drain, and checks
 // that every job acknowledged with JOB_CREATED was completed at least once.
+// Each job that completed has exactly one record (the admin command
+// jobs), which says complete: a job was never both done and queued.
+//
 // A job may run twice only across a crash (it was running, or finished but
 // its delete was not yet on disk); two runs within one server lifetime are
 // a bug. Before each kill the workers stop grabbing until more jobs have
@@ -101,6 +104,14 @@ func TestCrashRecovery(t *testing.T) {
 			require.Positive(t, r.completedLater,
 				"no acknowledged job was completed by a later server lifetime than the one that acknowledged it")
 			require.Zero(t, r.dupesWithinRun, "jobs ran twice without a crash in between, e.g. %v", r.dupeSample)
+			// Every job that completed has one record: none was recorded
+			// done and also queued (it would have run again and have two),
+			// none completed without one. (Beyond history_max the oldest
+			// records are forgotten.)
+			require.Empty(t, r.recordedTwice, "jobs recorded done that were also queued and ran again")
+			if r.records < 10000 {
+				require.Equal(t, r.completed+r.completedUnacked, r.records, "completed jobs and their records")
+			}
 			if tc.sync == "always" {
 				require.Zero(t, r.lost, "acknowledged jobs never completed, e.g. %v", r.lostSample)
 				return
@@ -194,13 +205,20 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 	stopWork()
 	h.closeConns()
 	waitWorkers()
+	records := h.endedRecords(t)
 	h.stopServer()
 
 	r := h.report()
+	r.records = len(records)
+	for handle, n := range records {
+		if n > 1 {
+			r.recordedTwice = append(r.recordedTwice, handle)
+		}
+	}
 	t.Logf("crash test --sync %s: kills=%d acknowledged=%d completed=%d lost=%d duplicated=%d (across a crash: %d, within one run: %d) "+
-		"refused=%d unanswered=%d completed-unacknowledged=%d completed-in-a-later-lifetime=%d",
+		"refused=%d unanswered=%d completed-unacknowledged=%d completed-in-a-later-lifetime=%d records=%d recorded-twice=%d",
 		syncMode, kills, r.acked, r.completed, r.lost, r.dupes, r.dupesAcrossCrash, r.dupesWithinRun, r.refused, r.unanswered,
-		r.completedUnacked, r.completedLater)
+		r.completedUnacked, r.completedLater, r.records, len(r.recordedTwice))
 	return r
 }
 
@@ -613,6 +631,42 @@ func (h *harness) status() (total, running int) {
 	return total, running
 }
 
+// endedRecords pages through the job records of the function's ended
+// jobs with the admin command jobs and counts the records of each handle.
+func (h *harness) endedRecords(t *testing.T) map[string]int {
+	t.Helper()
+	h.mu.Lock()
+	addr := h.addr
+	h.mu.Unlock()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer nc.Close()
+	sc := bufio.NewScanner(nc)
+	counts := make(map[string]int)
+	cursor := ""
+	for {
+		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+		line := "jobs function=" + function + " state=complete limit=1000"
+		if cursor != "" {
+			line += " cursor=" + cursor
+		}
+		_, err := nc.Write([]byte(line + "\n"))
+		require.NoError(t, err)
+		n := 0
+		for sc.Scan() && sc.Text() != "." {
+			f := strings.Split(sc.Text(), "\t")
+			require.Len(t, f, 8, "a line of %q: %q", line, sc.Text())
+			counts[f[0]]++
+			cursor = f[7]
+			n++
+		}
+		require.NoError(t, sc.Err())
+		if n < 1000 {
+			return counts
+		}
+	}
+}
+
 func (h *harness) ackedCount() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -646,6 +700,11 @@ type report struct {
 	lostAtStop                    int
 	oldestLost                    time.Duration
 	lostSample, dupeSample        []string
+	// records counts the job records of ended jobs the last lifetime
+	// answers; recordedTwice lists the handles with more than one (a job
+	// that was done and queued at once ran again after its record).
+	records       int
+	recordedTwice []string
 }
 
 func (h *harness) report() report {
