@@ -95,7 +95,13 @@ func encodeSnapshot(s *JobSnapshot) []byte {
 
 func decodeSnapshot(data []byte, s *JobSnapshot) error {
 	if len(data) > 0 && data[0] == '{' {
-		return json.Unmarshal(data, s)
+		if err := json.Unmarshal(data, s); err != nil {
+			return err
+		}
+		if s.Priority >= numPriorities {
+			return errRecordCodec
+		}
+		return nil
 	}
 	if len(data) == 0 || (data[0] != recordCodecV1 && data[0] != recordCodecV2) {
 		return errRecordCodec
@@ -149,7 +155,11 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 	flags := uv()
 	s.Background, s.ResultTruncated = flags&recordBackground != 0, flags&recordResultTruncated != 0
 	s.Unique = str()
-	s.Priority = Priority(uv())
+	if p := uv(); p < numPriorities {
+		s.Priority = Priority(p)
+	} else {
+		bad = true
+	}
 	s.Retries = uint32(uv())
 	s.Attempts = uint32(uv())
 	s.MaxAttempts = int(sv())

@@ -38,6 +38,16 @@ func TestRecordCodecRoundTrip(t *testing.T) {
 	for _, cut := range []int{0, 1, len(enc) / 2, len(enc) - 1} {
 		require.Error(t, decodeSnapshot(enc[:cut], &JobSnapshot{}), "cut at %d", cut)
 	}
+	// A priority beyond low is damage too: RetryJob would queue the job
+	// at that index of its function's queues.
+	for _, pri := range []Priority{Low + 1, 255} {
+		odd := full
+		odd.Priority = pri
+		require.ErrorIs(t, decodeSnapshot(encodeSnapshot(&odd), &JobSnapshot{}), errRecordCodec, "priority %d", pri)
+		js, err := json.Marshal(&odd)
+		require.NoError(t, err)
+		require.ErrorIs(t, decodeSnapshot(js, &JobSnapshot{}), errRecordCodec, "priority %d in JSON", pri)
+	}
 	js, err := json.Marshal(&full)
 	require.NoError(t, err)
 	got = JobSnapshot{}
