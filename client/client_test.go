@@ -435,3 +435,19 @@ func TestConnectionEndFailsWaiters(t *testing.T) {
 		})
 	}
 }
+
+// A batch's errors come back as ErrBatch: an unknown batch on Gearwork,
+// an unknown command on gearmand, which has no batches.
+func TestBatchErrors(t *testing.T) {
+	t.Parallel()
+	forEachServer(t, func(t *testing.T, addr string) {
+		c, err := client.New(client.Config{Servers: []string{addr}})
+		require.NoError(t, err)
+		defer c.Close()
+		err = c.CloseBatch(testCtx(t), "12345")
+		require.ErrorIs(t, err, client.ErrBatch)
+		_, err = c.CreateBatch(testCtx(t), client.BatchOptions{OnSuccess: "a b"})
+		require.ErrorIs(t, err, client.ErrInvalidRequest)
+		require.ErrorIs(t, c.CloseBatch(testCtx(t), ""), client.ErrInvalidRequest)
+	})
+}

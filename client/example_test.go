@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log"
 	"time"
@@ -117,6 +118,52 @@ func ExampleClient_SubmitBackground() {
 	// known=true running=false
 	// known=true running=true progress=1/2 waiting=0
 	// done
+}
+
+// Submit background jobs in a batch whose callback runs once all of them
+// are done (a Gearwork extension, docs/batches.md).
+func ExampleClient_CreateBatch() {
+	addr, stop := exampleServer()
+	defer stop()
+	done := make(chan string, 1)
+	rows := exampleWorker(addr, "import_row", func(context.Context, *worker.Job) ([]byte, error) { return nil, nil })
+	defer rows.Stop()
+	report := exampleWorker(addr, "import_report", func(_ context.Context, j *worker.Job) ([]byte, error) {
+		done <- string(j.Payload) // JSON: the batch, its counts, failures
+		return nil, nil
+	})
+	defer report.Stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(client.Config{Servers: []string{addr}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	batch, err := c.CreateBatch(ctx, client.BatchOptions{OnSuccess: "import_report"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, row := range []string{"alice", "bob", "carol"} {
+		req := client.Request{Function: "import_row", Payload: []byte(row), Unique: client.BatchUnique(batch, row)}
+		if _, err := c.SubmitBackground(ctx, req); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := c.CloseBatch(ctx, batch); err != nil {
+		log.Fatal(err)
+	}
+	var p struct {
+		Total     int `json:"total"`
+		Succeeded int `json:"succeeded"`
+	}
+	if err := json.Unmarshal([]byte(<-done), &p); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("report: %d of %d rows imported\n", p.Succeeded, p.Total)
+	// Output:
+	// report: 3 of 3 rows imported
 }
 
 // exampleServer starts an in-process Gearwork server on a free loopback
