@@ -34,8 +34,12 @@ func errText(err error) string {
 	}
 }
 
+// errArgs is the answer to a command sent without the arguments it needs;
+// the words of cmd are joined with '+', as the text of an error line has
+// no spaces.
 func errArgs(cmd string) string {
-	return "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+" + cmd + "\r\n"
+	return "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+" +
+		strings.ReplaceAll(cmd, " ", "+") + "\r\n"
 }
 
 func adminStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {

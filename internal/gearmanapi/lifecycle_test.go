@@ -282,6 +282,9 @@ func TestAdminJobRecords(t *testing.T) {
 		require.Contains(t, show, want)
 	}
 	require.Contains(t, adm.admin("job H:test:1", true), "ERR UNKNOWN_JOB")
+	// An error line's text has no spaces: the command is named with '+'.
+	require.Equal(t, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+retry+job\r\n",
+		adm.admin("retry job", false))
 
 	// Cancelled on the admin port: the record says by which connection.
 	adm.adminOK("cancel job " + queued)
