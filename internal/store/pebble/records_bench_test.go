@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,4 +135,98 @@ func rssMiB() float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkDrainRecords drains 100,000 background jobs queued on a Pebble
+// store (SyncAlways, the server's default) through a broker, as `gearwork
+// bench --scenario drain8` does over sockets: 8 workers, each taking up
+// to 8 jobs before it completes them, with the history at its default
+// (history=default: 24 h, 10,000 records, expired every second as a
+// server does) or off (history=off). The clock runs from the first grab
+// until the broker stopped (its committer wrote every end). It reports
+// the process's CPU time per job, Pebble's background work included: the
+// cost of the records without the sockets' noise.
+func BenchmarkDrainRecords(b *testing.B) {
+	for _, h := range []string{"default", "off"} {
+		b.Run("history="+h, func(b *testing.B) { benchDrain(b, h == "default") })
+	}
+}
+
+func benchDrain(b *testing.B, history bool) {
+	const jobs, workers, grabs = 100_000, 8, 8
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	var p broker.Policy
+	if !history {
+		if err := p.Set("history", "0"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	payload := make([]byte, 64)
+	var cpu time.Duration
+	b.StopTimer()
+	for range b.N {
+		st, err := pebble.Open(ctx, b.TempDir(), pebble.Options{Logger: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		br := broker.New(broker.Config{Store: st, Logger: quiet, DefaultPolicy: p})
+		if err := br.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		client := br.NewSession("c", dropEvents{})
+		acked := make(chan struct{}, jobs)
+		for range jobs {
+			br.Submit(client, broker.SubmitParams{Function: []byte("fn"), Payload: payload, Background: true},
+				func(uint64, bool, error) { acked <- struct{}{} })
+		}
+		for range jobs {
+			<-acked
+		}
+		ws := make([]*broker.Session, workers)
+		for i := range ws {
+			ws[i] = br.NewSession(fmt.Sprintf("w%d", i), dropEvents{})
+			br.CanDo(ws[i], []byte("fn"), 0)
+		}
+		held := make([][]uint64, workers)
+		c0 := processCPU()
+		b.StartTimer()
+		for done := 0; done < jobs; {
+			for i, w := range ws {
+				for len(held[i]) < grabs {
+					a, ok := br.Grab(w)
+					if !ok {
+						break
+					}
+					held[i] = append(held[i], a.Seq)
+				}
+			}
+			for i, w := range ws {
+				for _, seq := range held[i] {
+					if err := br.Finish(w, seq, broker.Complete, nil); err != nil {
+						b.Fatal(err)
+					}
+					done++
+				}
+				held[i] = held[i][:0]
+			}
+		}
+		br.Stop()
+		b.StopTimer()
+		cpu += processCPU() - c0
+		if err := st.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*jobs), "cpu-ns/job")
+	b.ReportMetric(float64(b.N*jobs)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+// processCPU returns the CPU time (user and system) the process used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
