@@ -66,8 +66,8 @@ type Options struct {
 	// MemTableSize is the size of one memtable in bytes. A job that finishes
 	// while its record is still in the memtable never reaches an sstable.
 	// Once one was written out, two stay resident (the one being filled
-	// and a flushed one kept for reuse). Default 16 MiB: 32 MiB gave no
-	// faster churn (BENCHMARKS.md, "Job records") for twice the memory.
+	// and a flushed one kept for reuse). Default 16 MiB: 32 MiB churned no
+	// faster for twice the memory (docs/durability.md).
 	MemTableSize uint64
 	// ErrorLogPeriod is the shortest time between two log lines of the same
 	// kind about a storage problem (Pebble's errors, background errors, slow
