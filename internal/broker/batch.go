@@ -315,6 +315,9 @@ func (b *Broker) submitBatchLocked(p *SubmitParams) (*batch, error) {
 	if !p.Background {
 		return nil, ErrBatchForeground
 	}
+	if _, ok := b.mode.(localMode); !ok {
+		return nil, ErrBatchUnsupported
+	}
 	bt := b.batches.byID[p.Batch]
 	switch {
 	case bt == nil:
