@@ -77,3 +77,22 @@ func TestBatchCommands(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "UNKNOWN_BATCH")
 }
+
+// --batch-retention: a completed batch is forgotten once it has passed.
+func TestBatchRetentionFlag(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, "--batch-retention", "1s")
+	s := "--servers=" + srv.Addr
+	out, errOut, code := gw(t, "admin", s, "batch", "create")
+	require.Equal(t, 0, code, errOut)
+	id := strings.TrimSpace(strings.TrimPrefix(out, "batch "))
+	_, errOut, code = gw(t, "admin", s, "batch", "close", id)
+	require.Equal(t, 0, code, errOut)
+	out, errOut, code = gw(t, "admin", s, "batch", id)
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `COMPLETE +true`, out)
+	testwait.Until(t, "the batch to be forgotten", func() bool {
+		_, errOut, code := gw(t, "admin", s, "batch", id)
+		return code == 1 && strings.Contains(errOut, "UNKNOWN_BATCH")
+	})
+}
