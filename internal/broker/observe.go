@@ -109,6 +109,17 @@ func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
 	return snap, ok
 }
 
+// Live reports whether job seq is live on this server (queued, scheduled,
+// running, ...): not ended, not a dead letter. It reads memory only, so it
+// costs no store read where Job would answer a record. Safe for
+// concurrent use.
+func (b *Broker) Live(seq uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	j := b.jobs.get(seq)
+	return j != nil && j.state != stateGone && j.state != stateDead && j.state != stateDone
+}
+
 // jobInMemory returns the snapshot of job seq from memory: live reports a
 // live job or a record (final); otherwise ok reports a dead letter or
 // retained result, whose record may be in the store.

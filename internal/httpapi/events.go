@@ -105,7 +105,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "invalid-event-id", "Last-Event-ID %q is not an event id of this stream", v)
 		}
 	}
-	if snap, ok := s.b.Job(seq); ok && !snap.Final {
+	if s.b.Live(seq) {
 		// A dead letter queued again lives anew: so does its stream.
 		s.hub.restart(seq)
 	}
