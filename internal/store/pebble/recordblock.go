@@ -60,13 +60,12 @@ func parseBlockKey(k []byte) (string, uint64, bool) {
 const blockMax = 512
 
 // splitBlocks cuts recs, sorted by Seq, into blocks of at most blockMax
-// whose Seqs lie within math.MaxUint32 of their first (recEntry.back is
-// 32 bits).
+// whose Seqs lie within maxBack of their first (recEntry's back).
 func splitBlocks(recs []blockRec) [][]blockRec {
 	var out [][]blockRec
 	for len(recs) > 0 {
 		n := 1
-		for n < len(recs) && n < blockMax && recs[n].seq-recs[0].seq <= math.MaxUint32 {
+		for n < len(recs) && n < blockMax && recs[n].seq-recs[0].seq <= maxBack {
 			n++
 		}
 		out = append(out, recs[:n])

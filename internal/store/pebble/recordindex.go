@@ -9,7 +9,7 @@ import (
 
 // recordIndex is the memory side of the job records (records.go): per
 // function, where each kept record is (its block) and its place in the
-// listing order, 24 bytes a record outside Go's heap (allocEntries), so
+// listing order, 20 bytes a record outside Go's heap (allocEntries), so
 // that a listing, a lookup and expiry read only the blocks they need. It is built on the first use
 // from the blocks' headers on disk and kept in step by every write.
 type recordIndex struct {
@@ -25,21 +25,34 @@ type recordIndex struct {
 	stateOf map[string]uint8
 }
 
-// recEntry is one kept record in memory.
+// recEntry is one kept record in memory, in 20 bytes: its Seq and finish
+// time as halves (so that the entry aligns on 4 bytes, not 8, and needs
+// no padding), and in sb its state (the top 8 bits) and its back: Seq
+// minus the first Seq of its block (the block's key), below maxBack.
 type recEntry struct {
-	seq uint64
-	fin int64
-	// back is seq minus the first Seq of the record's block (the block's
-	// key).
-	back  uint32
-	state uint8
+	seqLo, seqHi, finLo, finHi, sb uint32
 }
 
-func (e recEntry) block() uint64 { return e.seq - uint64(e.back) }
+// maxBack bounds a record's back (splitBlocks).
+const maxBack = 1<<24 - 1
+
+func mkEntry(seq uint64, fin int64, back uint32, state uint8) recEntry {
+	return recEntry{seqLo: uint32(seq), seqHi: uint32(seq >> 32), finLo: uint32(fin), finHi: uint32(uint64(fin) >> 32),
+		sb: uint32(state)<<24 | back&maxBack}
+}
+
+func (e recEntry) seq() uint64   { return uint64(e.seqHi)<<32 | uint64(e.seqLo) }
+func (e recEntry) fin() int64    { return int64(uint64(e.finHi)<<32 | uint64(e.finLo)) }
+func (e recEntry) back() uint32  { return e.sb & maxBack }
+func (e recEntry) state() uint8  { return uint8(e.sb >> 24) }
+func (e recEntry) block() uint64 { return e.seq() - uint64(e.back()) }
+
+// withBack returns e with another back.
+func (e recEntry) withBack(back uint32) recEntry { e.sb = e.sb&^maxBack | back&maxBack; return e }
 
 // cmpEntry orders entries by (finished, seq), oldest first.
 func cmpEntry(a, b recEntry) int {
-	return cmp.Or(cmp.Compare(a.fin, b.fin), cmp.Compare(a.seq, b.seq))
+	return cmp.Or(cmp.Compare(a.fin(), b.fin()), cmp.Compare(a.seq(), b.seq()))
 }
 
 // fnIndex holds the records of one function.
@@ -100,7 +113,7 @@ func (f *fnIndex) add(e recEntry) {
 
 // push puts e last, in or out of order (see sort).
 func (f *fnIndex) push(e recEntry) {
-	f.count(e.state, 1)
+	f.count(e.state(), 1)
 	if len(f.entries) == cap(f.entries) {
 		f.move(max(1024, 2*f.len()+1))
 	}
@@ -127,13 +140,13 @@ func (f *fnIndex) release() {
 
 // find returns the position in live() of the entry at (fin, seq).
 func (f *fnIndex) find(fin int64, seq uint64) (int, bool) {
-	return slices.BinarySearchFunc(f.live(), recEntry{seq: seq, fin: fin}, cmpEntry)
+	return slices.BinarySearchFunc(f.live(), mkEntry(seq, fin, 0, 0), cmpEntry)
 }
 
 // remove forgets the live entry at i.
 func (f *fnIndex) remove(i int) {
 	e := f.entries[f.head+i]
-	f.count(e.state, -1)
+	f.count(e.state(), -1)
 	if i == 0 {
 		f.dropOldest(1)
 		return
@@ -174,7 +187,7 @@ func (x *recordIndex) lookup(seq uint64) (string, *fnIndex, int, bool) {
 	for name, f := range x.fns {
 		live := f.live()
 		for i := len(live) - 1; i >= 0; i-- { // the newest are asked for most
-			if live[i].seq == seq {
+			if live[i].seq() == seq {
 				return name, f, i, true
 			}
 		}

@@ -43,6 +43,10 @@ func (s *Store) loadIndexLocked() error {
 		return fmt.Errorf("pebble store %s: converting job records: %w", s.dir, err)
 	}
 	x.fns, x.stateOf, x.states = make(map[string]*fnIndex), make(map[string]uint8), nil
+	// wide are the blocks written when a back could be 32 bits: they are
+	// written again, split (splitBlocks), after the scan.
+	var wide []blockID
+	var recs []blockRec
 	err := guard(func() error {
 		it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte{blockHdrPrefix}, UpperBound: []byte{blockHdrPrefix + 1}})
 		if err != nil {
@@ -54,15 +58,18 @@ func (s *Store) loadIndexLocked() error {
 				_ = it.Close()
 				return fmt.Errorf("job record block %q: %w", it.Key(), store.ErrCorrupt)
 			}
-			f := x.fn(fn)
+			recs = recs[:0]
 			err := decodeHeader(it.Value(), first, func(seq uint64, fin int64, state string) error {
-				st, err := x.state(state)
-				if err != nil {
-					return err
-				}
-				f.push(recEntry{seq: seq, fin: fin, back: uint32(seq - first), state: st})
+				recs = append(recs, blockRec{seq: seq, fin: fin, state: state})
 				return nil
 			})
+			if err == nil && len(recs) > 0 && recs[len(recs)-1].seq-first > maxBack {
+				wide = append(wide, blockID{fn, first})
+				continue
+			}
+			if err == nil {
+				err = x.indexBlock(fn, recs)
+			}
 			if err != nil {
 				_ = it.Close()
 				return err
@@ -70,6 +77,9 @@ func (s *Store) loadIndexLocked() error {
 		}
 		return errors.Join(it.Error(), it.Close())
 	})
+	if err == nil {
+		err = s.splitWide(wide)
+	}
 	if err != nil {
 		x.reset()
 		return fmt.Errorf("pebble store %s: reading job records: %w", s.dir, err)
@@ -78,6 +88,45 @@ func (s *Store) loadIndexLocked() error {
 		f.sort()
 	}
 	x.loaded = true
+	return nil
+}
+
+// indexBlock adds the records of a block of fn, sorted by Seq, to the
+// index (unsorted: see fnIndex.sort).
+func (x *recordIndex) indexBlock(fn string, recs []blockRec) error {
+	f := x.fn(fn)
+	for _, r := range recs {
+		st, err := x.state(r.state)
+		if err != nil {
+			return err
+		}
+		f.push(mkEntry(r.seq, r.fin, uint32(r.seq-recs[0].seq), st))
+	}
+	return nil
+}
+
+// splitWide writes the blocks ids again as blocks within maxBack and adds
+// their records to the index.
+func (s *Store) splitWide(ids []blockID) error {
+	for _, id := range ids {
+		recs, err := s.readHeader(id)
+		if err == nil {
+			err = s.readDataInto(id, recs)
+		}
+		if err == nil {
+			err = s.commit(func(b *pebbledb.Batch) error {
+				return errors.Join(deleteBlock(b, id), putBlocks(b, id.fn, recs))
+			}, s.saveOpts)
+		}
+		for _, blk := range splitBlocks(recs) {
+			if err == nil {
+				err = s.idx.indexBlock(id.fn, blk)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("job record block %d: %w", id.first, err)
+		}
+	}
 	return nil
 }
 
@@ -224,7 +273,7 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 	for _, blk := range splitBlocks(sh.keep) {
 		for _, r := range blk {
 			if i, ok := f.find(r.fin, r.seq); ok {
-				f.entries[f.head+i].back = uint32(r.seq - blk[0].seq)
+				f.entries[f.head+i] = f.entries[f.head+i].withBack(uint32(r.seq - blk[0].seq))
 			}
 		}
 	}
@@ -332,7 +381,7 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 		for _, blk := range splitBlocks(rs) {
 			for _, r := range blk {
 				st := x.stateOf[r.state]
-				f.add(recEntry{seq: r.seq, fin: r.fin, back: uint32(r.seq - blk[0].seq), state: st})
+				f.add(mkEntry(r.seq, r.fin, uint32(r.seq-blk[0].seq), st))
 			}
 		}
 	}
@@ -357,7 +406,7 @@ func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
 		return store.Record{}, fmt.Errorf("pebble store %s: job record %d: %w", s.dir, seq, store.ErrNotFound)
 	}
 	e := f.live()[i]
-	rec := store.Record{Seq: seq, Function: fn, State: x.states[e.state], Finished: e.fin}
+	rec := store.Record{Seq: seq, Function: fn, State: x.states[e.state()], Finished: e.fin()}
 	found := false
 	err := s.readData(blockID{fn, e.block()}, func(q uint64) bool { return q == seq }, func(_ uint64, data []byte) {
 		rec.Data, found = slices.Clone(data), true
@@ -403,7 +452,7 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 		}
 		n := 0
 		for i := end - 1; i >= 0 && n < q.Limit; i-- {
-			if q.State != "" && x.states[live[i].state] != q.State {
+			if q.State != "" && x.states[live[i].state()] != q.State {
 				continue
 			}
 			picks = append(picks, pick{fn, live[i]})
@@ -416,8 +465,8 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 	at := make(map[uint64]int, len(picks))
 	var ids []blockID
 	for i, p := range picks {
-		out[i] = store.Record{Seq: p.e.seq, Function: p.fn, State: x.states[p.e.state], Finished: p.e.fin}
-		at[p.e.seq] = i
+		out[i] = store.Record{Seq: p.e.seq(), Function: p.fn, State: x.states[p.e.state()], Finished: p.e.fin()}
+		at[p.e.seq()] = i
 		if id := (blockID{p.fn, p.e.block()}); !slices.Contains(ids, id) {
 			ids = append(ids, id)
 		}
@@ -504,7 +553,7 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 		doomed = f.len() - most // the oldest beyond the count
 		if cut := now - int64(age); cut > 0 {
 			// and every one that ended before cut
-			i, _ := slices.BinarySearchFunc(f.live(), recEntry{fin: cut}, cmpEntry)
+			i, _ := slices.BinarySearchFunc(f.live(), mkEntry(0, cut, 0, 0), cmpEntry)
 			doomed = max(doomed, i)
 		}
 	}
@@ -515,7 +564,7 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 	gone := make(map[uint64]bool, n)
 	ids := make(map[blockID]bool)
 	for _, e := range f.live()[:n] {
-		gone[e.seq] = true
+		gone[e.seq()] = true
 		ids[blockID{fn, e.block()}] = true
 	}
 	shrinks, err := s.shrinkBlocks(ids, func(q uint64) bool { return gone[q] })
@@ -534,7 +583,7 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 	}
 	// The records gone are the n oldest.
 	for _, e := range f.live()[:n] {
-		f.count(e.state, -1)
+		f.count(e.state(), -1)
 	}
 	f.dropOldest(n)
 	for _, sh := range shrinks {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"testing"
@@ -72,7 +73,7 @@ func TestRecordIndexOrderAndMoves(t *testing.T) {
 		if i%7 == 0 {
 			fin -= 5000
 		}
-		f.add(recEntry{seq: uint64(i + 1), fin: fin, state: uint8(i % 2)})
+		f.add(mkEntry(uint64(i+1), fin, 0, uint8(i%2)))
 	}
 	require.Equal(t, n, f.len())
 	require.True(t, slices.IsSortedFunc(f.live(), cmpEntry))
@@ -80,14 +81,57 @@ func TestRecordIndexOrderAndMoves(t *testing.T) {
 	oldest := slices.Clone(f.live()[:3000])
 	rest := slices.Clone(f.live()[3000:])
 	for _, e := range oldest {
-		f.count(e.state, -1)
+		f.count(e.state(), -1)
 	}
 	f.dropOldest(3000) // moves the 2000 left to new room
 	require.Equal(t, rest, f.live())
-	i, ok := f.find(rest[10].fin, rest[10].seq)
+	i, ok := f.find(rest[10].fin(), rest[10].seq())
 	require.True(t, ok)
 	require.Equal(t, 10, i)
 	f.remove(i)
 	require.Equal(t, 1999, f.len())
 	require.Equal(t, 1999, f.counts[0]+f.counts[1])
+}
+
+// Records whose Seqs lie further apart than a block may span (a job from
+// before a restart ending with one from after it) are split into blocks
+// when written, and a block written wider by an earlier version is split
+// when the index is built; either way every record reads back.
+func TestRecordsWideSeqsSplit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fs := vfs.NewMem()
+	open := func() *Store {
+		st, err := Open(ctx, "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		return st
+	}
+	st := open()
+	rec := func(seq uint64) store.Record {
+		return store.Record{Seq: seq, Function: "f", State: "complete", Finished: int64(seq % 1000), Data: []byte(fmt.Sprint(seq))}
+	}
+	far := uint64(maxBack) + 10
+	require.NoError(t, st.EndJobs(ctx, nil, []store.Record{rec(5), rec(5 + far), rec(6)}, nil))
+	// A wide block as the earlier version wrote it.
+	wide := []blockRec{{seq: 100, fin: 1, state: "failed", data: []byte("100")}, {seq: 100 + 2*far, fin: 2, state: "failed", data: []byte("wide")}}
+	hdr, data := encodeBlock(wide)
+	require.NoError(t, st.commit(func(b *pebbledb.Batch) error {
+		return errors.Join(b.Set(blockKey(blockHdrPrefix, "g", 100), hdr, nil), b.Set(blockKey(blockDataPrefix, "g", 100), data, nil))
+	}, pebbledb.Sync))
+	require.NoError(t, st.Close())
+	for range 2 { // once converting, once as converted
+		st = open()
+		for _, seq := range []uint64{5, 5 + far, 6} {
+			got, err := st.Record(ctx, seq)
+			require.NoError(t, err)
+			require.Equal(t, rec(seq), got)
+		}
+		got, err := st.Record(ctx, 100+2*far)
+		require.NoError(t, err)
+		require.Equal(t, "wide", string(got.Data))
+		counts, err := st.RecordCounts(ctx)
+		require.NoError(t, err)
+		require.Equal(t, map[string]map[string]int{"f": {"complete": 3}, "g": {"failed": 2}}, counts)
+		require.NoError(t, st.Close())
+	}
 }
