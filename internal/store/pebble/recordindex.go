@@ -184,10 +184,11 @@ func (x *recordIndex) reset() {
 // looks through every function's entries: lookups by Seq are rare (one
 // job's page), and an index by Seq would double the memory per record.
 func (x *recordIndex) lookup(seq uint64) (string, *fnIndex, int, bool) {
+	lo, hi := uint32(seq), uint32(seq>>32)
 	for name, f := range x.fns {
 		live := f.live()
 		for i := len(live) - 1; i >= 0; i-- { // the newest are asked for most
-			if live[i].seq() == seq {
+			if e := &live[i]; e.seqLo == lo && e.seqHi == hi {
 				return name, f, i, true
 			}
 		}

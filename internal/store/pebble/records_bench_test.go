@@ -19,7 +19,8 @@ import (
 // BenchmarkRecordsKept ends 1,000,000 background jobs through a broker on
 // the Pebble store, with the history keeping every record (kept=1000000)
 // or none (kept=0), and reports the heap and the process's RSS afterwards,
-// then times listing two pages of 50 records (the second by its cursor).
+// then times listing two pages of 50 records (the second by its cursor)
+// and reports how long a lookup of the oldest record kept took.
 // The jobs end in steps of 10,000, each waiting for the committer to
 // write their records. Run each case in its own process so that one's RSS
 // does not carry over into the other (see BENCHMARKS.md, "Job records").
@@ -69,7 +70,7 @@ func benchRecordsKept(b *testing.B, kept int) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	var last uint64
+	var last, oldest uint64
 	for i := range jobs {
 		br.Submit(client, broker.SubmitParams{Function: []byte("fn"), Payload: []byte("p"), Background: true}, done)
 		a, ok := br.Grab(worker)
@@ -80,6 +81,9 @@ func benchRecordsKept(b *testing.B, kept int) {
 			b.Fatal(err)
 		}
 		last = a.Seq
+		if i == jobs-max(kept, 1) {
+			oldest = a.Seq
+		}
 		if kept > 0 && i%10_000 == 9_999 {
 			// A server's workers take time per job: let the committer
 			// keep up, as it does there.
@@ -114,6 +118,15 @@ func benchRecordsKept(b *testing.B, kept int) {
 		if err != nil || len(page.Jobs) != 50 {
 			b.Fatalf("%d jobs, %v", len(page.Jobs), err)
 		}
+	}
+	if kept > 0 {
+		// A lookup by handle of the oldest record kept: the index is
+		// searched by Seq from the newest.
+		t0 := time.Now()
+		if rec, ok := br.Job(oldest); !ok || rec.Seq != oldest {
+			b.Fatalf("the record of job %d: %v %v", oldest, rec, ok)
+		}
+		b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "lookup-oldest-ms")
 	}
 	memtables, cache := pebble.PebbleMemory(st)
 	b.ReportMetric(float64(memtables)/(1<<20), "memtables-MiB")
