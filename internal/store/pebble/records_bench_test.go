@@ -157,8 +157,8 @@ func rssMiB() float64 {
 // (history=default: 24 h, 10,000 records, expired every second as a
 // server does) or off (history=off). The clock runs from the first grab
 // until the broker stopped (its committer wrote every end). It reports
-// the process's CPU time per job, Pebble's background work included: the
-// cost of the records without the sockets' noise.
+// the process's CPU time and allocations per job, Pebble's background
+// work included: the cost of the records without the sockets' noise.
 func BenchmarkDrainRecords(b *testing.B) {
 	for _, h := range []string{"default", "off"} {
 		b.Run("history="+h, func(b *testing.B) { benchDrain(b, h == "default") })
@@ -177,6 +177,8 @@ func benchDrain(b *testing.B, history bool) {
 	}
 	payload := make([]byte, 64)
 	var cpu time.Duration
+	var mallocs uint64
+	var ms runtime.MemStats
 	b.StopTimer()
 	for range b.N {
 		st, err := pebble.Open(ctx, b.TempDir(), pebble.Options{Logger: quiet})
@@ -202,6 +204,8 @@ func benchDrain(b *testing.B, history bool) {
 			br.CanDo(ws[i], []byte("fn"), 0)
 		}
 		held := make([][]uint64, workers)
+		runtime.ReadMemStats(&ms)
+		m0 := ms.Mallocs
 		c0 := processCPU()
 		b.StartTimer()
 		for done := 0; done < jobs; {
@@ -227,11 +231,14 @@ func benchDrain(b *testing.B, history bool) {
 		br.Stop()
 		b.StopTimer()
 		cpu += processCPU() - c0
+		runtime.ReadMemStats(&ms)
+		mallocs += ms.Mallocs - m0
 		if err := st.Close(); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*jobs), "cpu-ns/job")
+	b.ReportMetric(float64(mallocs)/float64(b.N*jobs), "allocs/job")
 	b.ReportMetric(float64(b.N*jobs)/b.Elapsed().Seconds(), "jobs/s")
 }
 
