@@ -485,7 +485,7 @@ func (b *Broker) replay(ctx context.Context) error {
 // without its lifecycle state.
 func storedJob(f *function, r store.Job) *job {
 	j := &job{seq: r.Seq, fn: f, unique: r.Unique, payload: r.Payload,
-		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries}
+		priority: Priority(min(r.Priority, 2)), background: true, retries: r.Retries, submitted: r.Submitted}
 	if r.Reducer != "" || r.RunAt != 0 {
 		x := j.extra()
 		x.reducer = r.Reducer

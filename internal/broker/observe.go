@@ -38,7 +38,7 @@ type JobSnapshot struct {
 	// Cancelled is set for a running job whose result will be dropped.
 	Cancelled bool
 	// Submitted is when the job was accepted (zero for jobs replayed from
-	// the store).
+	// a local store; in shared mode the time the store's row was made).
 	Submitted time.Time
 	// Started is when the current worker took a running job.
 	Started time.Time

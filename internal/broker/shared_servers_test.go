@@ -475,6 +475,8 @@ func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
 	require.Equal(t, broker.FinalComplete, rec.State)
 	require.Equal(t, []byte("the result"), rec.Result)
 	require.Equal(t, "u1", rec.Unique)
+	require.False(t, rec.Submitted.IsZero(), "the record says when the job was submitted")
+	require.False(t, rec.Submitted.After(rec.Finished), "submitted %v, finished %v", rec.Submitted, rec.Finished)
 	page, err := b2.ListJobs(broker.JobQuery{Function: "recfn"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1)

@@ -143,6 +143,7 @@ func TestClusterLifecycleAcrossServers(t *testing.T) {
 	// b answers the records of the jobs that ended on a, which stopped.
 	rec := adminCall(t, b.addr, "job "+res, true)
 	require.Contains(t, rec, "state\tcomplete")
+	require.NotContains(t, rec, "submitted\t-", "the record says when the job was submitted")
 	require.Contains(t, rec, "result\t\"42\"")
 	rec = adminCall(t, b.addr, "job "+dead2, true)
 	require.Contains(t, rec, "state\tdead")

@@ -14,7 +14,10 @@ import (
 )
 
 // returning is the column list a claim returns (scanJob's order).
-var returning = prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames)
+// The last column is when the row was created, in Unix nanoseconds
+// (store.Job.Submitted; scanJob with submitted).
+var returning = prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames) +
+	", (extract(epoch FROM g.created_at) * 1e9)::bigint AS submitted_ns"
 
 // claimSQL is the plain claim: runnable jobs without an ordering key of
 // functions without a concurrency limit, any number of servers at once
@@ -171,7 +174,7 @@ func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Jo
 		br := s.apool.SendBatch(ctx, b)
 		rows, err := br.Query()
 		if err == nil {
-			out, err = scanJobs(rows, out)
+			out, err = scanJobs(rows, out, true)
 		}
 		if err == nil {
 			rows, err = br.Query()
@@ -256,7 +259,7 @@ func (s *Store) claimSerial(ctx context.Context, req []store.ClaimRequest, id in
 		var rows pgx.Rows
 		rows, err = br.Query()
 		if err == nil {
-			out, err = scanJobs(rows, nil)
+			out, err = scanJobs(rows, nil, true)
 		}
 	}
 	if cerr := br.Close(); err == nil {
@@ -268,11 +271,12 @@ func (s *Store) claimSerial(ctx context.Context, req []store.ClaimRequest, id in
 	return out, nil
 }
 
-// scanJobs appends the jobs rows returns to out and closes rows.
-func scanJobs(rows pgx.Rows, out []store.Job) ([]store.Job, error) {
+// scanJobs appends the jobs rows returns to out and closes rows; with
+// submitted the rows end with a claim's submitted_ns (scanJob).
+func scanJobs(rows pgx.Rows, out []store.Job, submitted bool) ([]store.Job, error) {
 	defer rows.Close()
 	for rows.Next() {
-		j, err := scanJob(rows)
+		j, err := scanJob(rows, submitted)
 		if err != nil {
 			return nil, err
 		}

@@ -54,7 +54,7 @@ func (s *Store) queryJobs(ctx context.Context, q string, args ...any) ([]store.J
 	if err != nil {
 		return nil, err
 	}
-	return scanJobs(rows, nil)
+	return scanJobs(rows, nil, false)
 }
 
 // StoredJob returns the stored job seq if it is in the given state, or an

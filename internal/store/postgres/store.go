@@ -407,7 +407,7 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 			return fmt.Errorf("postgres: load: %w", err)
 		}
 		for rows.Next() {
-			j, err := scanJob(rows)
+			j, err := scanJob(rows, false)
 			if err != nil {
 				rows.Close()
 				return fmt.Errorf("postgres: load: %w", err)
@@ -425,19 +425,25 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 	return nil
 }
 
-func scanJob(row pgx.Row) (store.Job, error) {
+// scanJob reads a row of jobSelect's columns, and with submitted one more:
+// a claim's submitted_ns (store.Job.Submitted).
+func scanJob(row pgx.Row, submitted bool) (store.Job, error) {
 	var (
 		j                                                 store.Job
 		seq, runAt, retries, attempts, notBefore          int64
-		finishedAt, timeout, tick                         int64
+		finishedAt, timeout, tick, created                int64
 		handle, fn, uniq, reducer, pay                    []byte
 		lastError, history, result, orderingKey, schedule []byte
 		priority, state                                   int16
 		maxAttempts                                       int32
 	)
-	if err := row.Scan(&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries,
+	dest := []any{&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries,
 		&state, &attempts, &notBefore, &lastError, &history, &result, &finishedAt,
-		&orderingKey, &maxAttempts, &timeout, &schedule, &tick); err != nil {
+		&orderingKey, &maxAttempts, &timeout, &schedule, &tick}
+	if submitted {
+		dest = append(dest, &created)
+	}
+	if err := row.Scan(dest...); err != nil {
 		return j, err
 	}
 	j.Seq = uint64(seq)
@@ -465,6 +471,7 @@ func scanJob(row pgx.Row) (store.Job, error) {
 	j.Timeout = timeout
 	j.Schedule = string(schedule)
 	j.Tick = tick
+	j.Submitted = created
 	return j, nil
 }
 
