@@ -172,6 +172,11 @@ type Broker struct {
 	hist historyState
 	// batches are the batches of jobs (batch.go).
 	batches batchState
+	// dependents are the jobs waiting for each job (deps.go);
+	// cancelAfterReplay the replayed jobs to cancel once the replay is
+	// done.
+	dependents        map[uint64][]*job
+	cancelAfterReplay []cancelAfter
 	// retries maps a job that RetryJob ran again to the job that runs it
 	// (retryjob.go).
 	retries map[uint64]uint64
@@ -462,10 +467,14 @@ func (b *Broker) replay(ctx context.Context) error {
 		n++
 		return nil
 	}
+	var waiting []uint64
 	err := b.tierLoadLocked(ctx, func(r store.Job) error {
 		err := place(r)
 		if r.Batch != 0 && err == nil {
 			b.replayBatchJobLocked(r)
+		}
+		if len(r.After) > 0 {
+			waiting = append(waiting, r.Seq)
 		}
 		return err
 	})
@@ -473,6 +482,10 @@ func (b *Broker) replay(ctx context.Context) error {
 		return fmt.Errorf("broker: replay store: %w", err)
 	}
 	b.finishReplayLocked()
+	for _, q := range waiting {
+		b.replayAfterLocked(q)
+	}
+	b.finishAfterReplayLocked()
 	b.finishBatchReplayLocked()
 	// jobs is what JobCount (and the server's "listening" line) reports:
 	// the records that are not dead letters or retained results.
@@ -490,6 +503,11 @@ func storedJob(f *function, r store.Job) *job {
 		x := j.extra()
 		x.reducer = r.Reducer
 		x.runAt = r.RunAt
+	}
+	if len(r.After) > 0 {
+		// Waiting (makeRunnableLocked) until replayAfterLocked links it.
+		x := j.extra()
+		x.after, x.anyway = r.After, r.AfterAnyway
 	}
 	return j
 }

@@ -213,6 +213,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if j.x != nil && j.x.batch != nil {
 		b.batchEndLocked(j, e.state)
 	}
+	if b.dependents != nil {
+		b.dependencyEndedLocked(j, e.state)
+	}
 	age, max := b.policyOf(j.fn.name).historyLimits()
 	if age <= 0 || max <= 0 {
 		return

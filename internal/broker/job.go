@@ -47,6 +47,8 @@ const (
 	stateDead
 	// stateDone: completed; its result is retained.
 	stateDone
+	// stateWaiting: waiting for the jobs it depends on (deps.go).
+	stateWaiting
 )
 
 // saveState is where a new background job's first store write stands. The
@@ -67,7 +69,7 @@ const (
 
 func (s jobState) String() string {
 	return [...]string{"pending", "scheduled", "queued", "running", "gone",
-		"retry-wait", "blocked", "dead", "done"}[s]
+		"retry-wait", "blocked", "dead", "done", "waiting"}[s]
 }
 
 // hashedUniquePrefix marks a unique that the broker derived from the payload
@@ -170,6 +172,10 @@ type jobExtra struct {
 	retryOf uint64
 	// batch is the batch the job belongs to; nil for none.
 	batch *batch
+	// after lists the jobs a waiting job still waits for (deps.go);
+	// anyway: it runs even when one of them fails.
+	after  []uint64
+	anyway bool
 }
 
 // maxWarningText is the most bytes of a WORK_WARNING kept as a failed
@@ -195,7 +201,7 @@ func newExtra() *jobExtra { return &jobExtra{timer: timerSlot{idx: -1}} }
 func (j *job) releaseExtra() {
 	if x := j.x; x != nil && x.reducer == "" && x.runAt == 0 && x.worker == nil && len(x.clients) == 0 &&
 		x.num == 0 && x.den == 0 && x.timer.idx < 0 && len(x.waiters) == 0 && x.life == nil && x.started == 0 &&
-		x.warning == "" && x.retryOf == 0 && x.batch == nil {
+		x.warning == "" && x.retryOf == 0 && x.batch == nil && len(x.after) == 0 {
 		j.x = nil
 	}
 }

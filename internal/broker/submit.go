@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -40,6 +41,17 @@ type SubmitParams struct {
 	// Timeout overrides the policy's timeout for this job when non-zero.
 	Timeout time.Duration
 
+	// After names jobs (by sequence number) that must complete
+	// successfully before this background job runs: it waits until then,
+	// and is cancelled when one of them fails, dies or is cancelled,
+	// unless AfterAnyway is set. An unknown job, or one that has already
+	// failed, fails the submit with an error wrapping ErrDependency.
+	After       []uint64
+	AfterAnyway bool
+	// known holds the stored records of After's jobs, read before the
+	// lock (readDependencies).
+	known map[uint64]string
+
 	// Batch adds the job to the batch with this id (CreateBatch); 0 for
 	// none. Only a background job can join a batch, and only one that has
 	// not completed.
@@ -73,6 +85,7 @@ type DoneFunc func(seq uint64, created bool, err error)
 // the job has started, but a foreground submitter attaching to it is
 // answered at once, before any event of the job.
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
+	p.known = b.readDependencies(p.After)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.enterBurstLocked(s)
@@ -98,6 +111,11 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		p.RunAt = next.Unix()
 	}
 	bt, err := b.submitBatchLocked(&p)
+	if err != nil {
+		done(0, false, err)
+		return
+	}
+	deps, err := b.submitAfterLocked(&p)
 	if err != nil {
 		done(0, false, err)
 		return
@@ -152,6 +170,9 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	if bt != nil {
 		b.joinBatchLocked(j, bt)
+	}
+	if len(deps) > 0 {
+		b.waitForLocked(j, deps, p.AfterAnyway)
 	}
 	b.statSubmittedLocked(j)
 	if !p.Background {
@@ -230,6 +251,10 @@ func uniqueKey(u, payload []byte) string {
 // makeRunnableLocked puts a job that is due into its queue (waking one
 // sleeping worker) or a future one into the timer heap.
 func (b *Broker) makeRunnableLocked(j *job, wake bool) {
+	if j.x != nil && len(j.x.after) > 0 {
+		j.state = stateWaiting // released by dependencyEndedLocked
+		return
+	}
 	if at := j.runAt(); at != 0 && at > b.clock.Now().Unix() {
 		j.state = stateScheduled
 		b.addTimerLocked(j, at*1e9)
@@ -291,6 +316,8 @@ func (b *Broker) unlinkLocked(j *job) {
 		b.removeTimerLocked(j)
 	case stateBlocked:
 		b.unblockLocked(j)
+	case stateWaiting:
+		b.unlinkWaitingLocked(j)
 	case stateRunning:
 		x := j.x
 		batchStoppedLocked(x)
@@ -344,6 +371,9 @@ func (b *Broker) record(j *job) store.Job {
 		}
 		if j.x.batch != nil {
 			r.Batch = j.x.batch.id
+		}
+		if len(j.x.after) > 0 {
+			r.After, r.AfterAnyway = slices.Clone(j.x.after), j.x.anyway
 		}
 	}
 	return r

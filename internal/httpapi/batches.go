@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -77,10 +78,13 @@ func batchStatusJSON(st broker.BatchStatus) batchJSON {
 	return j
 }
 
-// batchProblem is the problem of a batch error of the broker (toProblem).
+// batchProblem is the problem of a batch or dependency error of the
+// broker (toProblem).
 func batchProblem(err error) problem {
 	status, kind := http.StatusBadRequest, "invalid-option" // ErrBatchForeground
 	switch {
+	case errors.Is(err, broker.ErrDependency):
+		kind = "invalid-dependency"
 	case errors.Is(err, broker.ErrBatchNotFound):
 		status, kind = http.StatusNotFound, "batch-not-found"
 	case errors.Is(err, broker.ErrBatchComplete):
@@ -271,4 +275,33 @@ func (s *Server) handleListBatches(w http.ResponseWriter, r *http.Request) error
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// parseAfter turns the handles of a submit's dependencies into sequence
+// numbers; empty entries are skipped.
+func (s *Server) parseAfter(handles []string) ([]uint64, error) {
+	var out []uint64
+	for _, h := range handles {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		seq, ok := s.b.ParseHandle([]byte(h))
+		if !ok {
+			return nil, errorf(http.StatusBadRequest, "invalid-dependency", "after: %q is not a job handle of this server", h)
+		}
+		out = append(out, seq)
+	}
+	return out, nil
+}
+
+// parseBool parses an option that is true or false ("" is false).
+func parseBool(name, v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	}
+	return false, errorf(http.StatusBadRequest, "invalid-option", "%s %q: use true or false", name, v)
 }

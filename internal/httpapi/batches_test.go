@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -114,4 +115,37 @@ func TestBatchOpenNDJSONAddAndClose(t *testing.T) {
 		http.StatusBadRequest, "on_success")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?batch=99", strings.NewReader("x")),
 		http.StatusNotFound, "batch not found")
+}
+
+// A job submitted over HTTP after others waits for them; an unknown or
+// failed dependency is refused with invalid-dependency.
+func TestAfterOverHTTP(t *testing.T) {
+	t.Parallel()
+	tb := setupPebble(t)
+	submit := func(path string, hdr ...string) jobJSON {
+		t.Helper()
+		resp := tb.do(t, "POST", path, strings.NewReader("x"), hdr...)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		return decode[jobJSON](t, resp)
+	}
+	a := submit("/v1/functions/fn/jobs")
+	b := submit("/v1/functions/fn/jobs?after=" + url.QueryEscape(a.Handle))
+	require.Equal(t, "waiting", b.State)
+	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(`{"function":"fn","after":["`+a.Handle+`","`+b.Handle+`"]}`+"\n"))
+	c := decode[batchResult](t, resp)
+	require.Nil(t, c.Error)
+
+	w := newTestWorker(t, tb.b, "fn")
+	for _, want := range []string{a.Handle, b.Handle, c.Handle} {
+		got := w.grab(t)
+		require.Equal(t, want, tb.b.Handle(got.Seq))
+		require.NoError(t, tb.b.Finish(w.sess, got.Seq, broker.Complete, nil))
+	}
+
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after=H:test:99", strings.NewReader("x")),
+		http.StatusBadRequest, "no job H:test:99")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs", strings.NewReader("x"), "Gearwork-After", "nonsense"),
+		http.StatusBadRequest, "not a job handle")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after-anyway=maybe", strings.NewReader("x")),
+		http.StatusBadRequest, "after-anyway")
 }

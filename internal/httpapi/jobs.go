@@ -192,6 +192,10 @@ type submitOptions struct {
 	orderingKey string
 	// batch is the batch the job joins (0: none).
 	batch uint64
+	// after names the jobs the job waits for; afterAnyway runs it even
+	// when one of them fails.
+	after       []uint64
+	afterAnyway bool
 }
 
 func parseAttempts(v string) (int, error) {
@@ -306,6 +310,12 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	if o.batch, err = parseBatchID(option(r, "Batch")); err != nil {
 		return o, err
 	}
+	if o.after, err = s.parseAfter(strings.Split(option(r, "After"), ",")); err != nil {
+		return o, err
+	}
+	if o.afterAnyway, err = parseBool("after-anyway", option(r, "After-Anyway")); err != nil {
+		return o, err
+	}
 	return o, checkOrderingKey(o.orderingKey)
 }
 
@@ -323,7 +333,8 @@ type submitted struct {
 // be read later.
 func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan submitted {
 	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt,
-		Attempts: o.attempts, Timeout: o.timeout, OrderingKey: o.orderingKey, Batch: o.batch}
+		Attempts: o.attempts, Timeout: o.timeout, OrderingKey: o.orderingKey, Batch: o.batch,
+		After: o.after, AfterAnyway: o.afterAnyway}
 	if o.unique != "" {
 		p.Unique = []byte(o.unique)
 	}
@@ -474,6 +485,10 @@ type batchLine struct {
 	Attempts    *int            `json:"attempts,omitempty"`
 	Timeout     string          `json:"timeout,omitempty"`
 	OrderingKey string          `json:"ordering_key,omitempty"`
+	// After lists handles of jobs that must complete first; AfterAnyway
+	// runs the job even when one of them fails.
+	After       []string `json:"after,omitempty"`
+	AfterAnyway bool     `json:"after_anyway,omitempty"`
 }
 
 // batchResult is one line of a batch submit's answer.
@@ -609,8 +624,11 @@ func (s *Server) batchOne(text []byte, batch uint64, pl *pendingLine) error {
 	if l.Payload != nil && l.PayloadBase64 != nil {
 		return errorf(http.StatusBadRequest, "invalid-job", "set payload or payload_base64, not both")
 	}
-	o := submitOptions{batch: batch}
+	o := submitOptions{batch: batch, afterAnyway: l.AfterAnyway}
 	var err error
+	if o.after, err = s.parseAfter(l.After); err != nil {
+		return err
+	}
 	if l.Attempts != nil {
 		if o.attempts, err = parseAttempts(strconv.Itoa(*l.Attempts)); err != nil {
 			return err

@@ -69,7 +69,8 @@ func toProblem(err error) problem {
 	case errors.Is(err, broker.ErrFunctionNotFound):
 		return problem{Type: problemTypeBase + "function-not-found", Title: http.StatusText(http.StatusNotFound),
 			Status: http.StatusNotFound, Detail: err.Error()}
-	case errors.Is(err, broker.ErrBatchNotFound), errors.Is(err, broker.ErrBatchComplete), errors.Is(err, broker.ErrBatchForeground):
+	case errors.Is(err, broker.ErrBatchNotFound), errors.Is(err, broker.ErrBatchComplete), errors.Is(err, broker.ErrBatchForeground),
+		errors.Is(err, broker.ErrDependency):
 		return batchProblem(err)
 	case errors.Is(err, broker.ErrBatchUnsupported), errors.Is(err, errNotImplemented):
 		return problem{Type: problemTypeBase + "not-implemented", Title: http.StatusText(http.StatusNotImplemented),

@@ -77,6 +77,11 @@ type Job struct {
 	// Batch is the batch the job belongs to (see the broker's batches); 0
 	// for none.
 	Batch uint64
+	// After lists the jobs (by Seq) a waiting job still waits for, and
+	// AfterAnyway says it runs even when one of them fails; empty and
+	// false for other jobs.
+	After       []uint64
+	AfterAnyway bool
 }
 
 // JobState is the lifecycle state of a stored job.

@@ -100,6 +100,7 @@ func (d *data) save(jobs []store.Job) {
 		j.Payload = slices.Clone(j.Payload)
 		j.Result = slices.Clone(j.Result)
 		j.History = slices.Clone(j.History)
+		j.After = slices.Clone(j.After)
 		d.jobs[j.Seq] = j
 	}
 }

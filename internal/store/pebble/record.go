@@ -53,6 +53,9 @@ func parseJobKey(k []byte) (uint64, bool) {
 const (
 	recordVersion      = 1
 	recordVersionBatch = 2
+	// recordVersionAfter: a job that waits for others (version 2, then
+	// its dependencies).
+	recordVersionAfter = 3
 )
 
 // A version 1 record is:
@@ -84,6 +87,11 @@ const (
 //
 //	batch     uvarint
 //
+// and a version 3 record, after the batch:
+//
+//	after     uvarint count, then each Seq as uvarint
+//	anyway    1 byte (AfterAnyway)
+//
 // The Seq is the key. Pebble checksums its WAL records and blocks, so the
 // record carries no checksum of its own.
 
@@ -100,18 +108,21 @@ func recordLen(j *store.Job) int {
 	}
 	n += uvarintLen(uint64(len(j.Result))) + len(j.Result)
 	n += uvarintLen(zigzag(j.FinishedAt)) + uvarintLen(zigzag(int64(j.MaxAttempts))) + uvarintLen(zigzag(j.Timeout)) + uvarintLen(zigzag(j.Tick))
-	if j.Batch != 0 {
+	if v := versionOf(j); v >= recordVersionBatch {
 		n += uvarintLen(j.Batch)
+		if v == recordVersionAfter {
+			n += uvarintLen(uint64(len(j.After))) + 1
+			for _, q := range j.After {
+				n += uvarintLen(q)
+			}
+		}
 	}
 	return n + len(j.Payload)
 }
 
 // putRecord encodes j into dst, which must be recordLen(j) bytes long.
 func putRecord(dst []byte, j *store.Job) {
-	dst[0] = recordVersion
-	if j.Batch != 0 {
-		dst[0] = recordVersionBatch
-	}
+	dst[0] = versionOf(j)
 	dst[1] = j.Priority
 	n := 2
 	n += binary.PutUvarint(dst[n:], uint64(j.Retries))
@@ -143,11 +154,36 @@ func putRecord(dst []byte, j *store.Job) {
 	n += binary.PutVarint(dst[n:], j.Timeout)
 	str(j.Schedule)
 	n += binary.PutVarint(dst[n:], j.Tick)
-	if j.Batch != 0 {
+	if v := dst[0]; v >= recordVersionBatch {
 		n += binary.PutUvarint(dst[n:], j.Batch)
+		if v == recordVersionAfter {
+			n += binary.PutUvarint(dst[n:], uint64(len(j.After)))
+			for _, q := range j.After {
+				n += binary.PutUvarint(dst[n:], q)
+			}
+			dst[n] = 0
+			if j.AfterAnyway {
+				dst[n] = 1
+			}
+			n++
+		}
 	}
 	copy(dst[n:], j.Payload)
 }
+
+// versionOf returns the record version j needs: the oldest that holds it.
+func versionOf(j *store.Job) byte {
+	switch {
+	case len(j.After) > 0:
+		return recordVersionAfter
+	case j.Batch != 0:
+		return recordVersionBatch
+	}
+	return recordVersion
+}
+
+// knownVersion reports whether a store reads records of version v.
+func knownVersion(v byte) bool { return v >= recordVersion && v <= recordVersionAfter }
 
 // recordDecoder decodes records, sharing the strings of repeated function
 // names between jobs.
@@ -161,7 +197,7 @@ type recordDecoder struct {
 func (d *recordDecoder) decode(seq uint64, v []byte, lend bool) (store.Job, error) {
 	r := recordReader{b: v}
 	version := r.byte()
-	if r.err == nil && version != recordVersion && version != recordVersionBatch {
+	if r.err == nil && !knownVersion(version) {
 		return store.Job{}, fmt.Errorf("job record %d has unknown version %d: %w", seq, version, store.ErrCorrupt)
 	}
 	j := store.Job{Seq: seq}
@@ -208,8 +244,19 @@ func (d *recordDecoder) decode(seq uint64, v []byte, lend bool) (store.Job, erro
 	j.Timeout = r.varint()
 	j.Schedule = string(r.bytes())
 	j.Tick = r.varint()
-	if version == recordVersionBatch {
+	if version >= recordVersionBatch {
 		j.Batch = r.uvarint()
+	}
+	if version == recordVersionAfter {
+		if na := r.uvarint(); na > 0 && na <= uint64(len(r.b)) {
+			j.After = make([]uint64, na)
+			for i := range j.After {
+				j.After[i] = r.uvarint()
+			}
+		} else {
+			r.fail()
+		}
+		j.AfterAnyway = r.byte() == 1
 	}
 	if r.err != nil {
 		return store.Job{}, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)
@@ -228,7 +275,7 @@ func (d *recordDecoder) decode(seq uint64, v []byte, lend bool) (store.Job, erro
 func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	r := recordReader{b: v}
 	version := r.byte()
-	if r.err == nil && version != recordVersion && version != recordVersionBatch {
+	if r.err == nil && !knownVersion(version) {
 		return nil, fmt.Errorf("job record %d has unknown version %d: %w", seq, version, store.ErrCorrupt)
 	}
 	r.byte()
@@ -254,8 +301,14 @@ func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	r.varint()
 	r.bytes()
 	r.varint()
-	if version == recordVersionBatch {
+	if version >= recordVersionBatch {
 		r.uvarint()
+	}
+	if version == recordVersionAfter {
+		for na := r.uvarint(); na > 0 && r.err == nil; na-- {
+			r.uvarint()
+		}
+		r.byte()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)

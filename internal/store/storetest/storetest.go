@@ -503,6 +503,8 @@ func testWrite(t *testing.T, open OpenFunc) {
 	for i := range inBatch {
 		inBatch[i].Batch = 1<<40 + uint64(i%2)
 	}
+	inBatch[2].After, inBatch[2].AfterAnyway = []uint64{1, 1 << 50}, true
+	inBatch[3].After, inBatch[3].Batch = []uint64{2}, 0
 	require.NoError(t, s.Save(ctx, inBatch[:2]))
 	require.NoError(t, w.Write(ctx, store.Write{
 		Save:   append([]store.Job{job(9)}, inBatch[2:]...),

@@ -1,0 +1,225 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+)
+
+// This file keeps dependencies between jobs (docs/batches.md,
+// "Dependencies"): a background job submitted with SubmitParams.After
+// waits (stateWaiting) until every job it names has completed
+// successfully, and is cancelled when one of them fails, dies or is
+// cancelled, unless AfterAnyway is set. A job can only name jobs that
+// exist when it is submitted, so no cycle can form; an unknown job is
+// refused. A waiting job stores the jobs it still waits for (store.Job
+// After); when the last one completes it is saved without them, in the
+// same committer round as the removal of that job.
+
+// ErrDependency is wrapped by Submit's error for a dependency that is
+// unknown (never existed, or its record is no longer kept) or that ended
+// without success (for a job without AfterAnyway).
+var ErrDependency = errors.New("dependency refused")
+
+// depOutcome is what is known of a dependency that is not live.
+type depOutcome uint8
+
+const (
+	depUnknown depOutcome = iota
+	depSucceeded
+	depFailed
+)
+
+// readDependencies reads, without the broker's lock, the stored records of
+// the jobs seqs (a store.RecordStore keeps them on disk), for submitLocked
+// to judge those that are not live any more.
+func (b *Broker) readDependencies(seqs []uint64) map[uint64]string {
+	if len(seqs) == 0 || b.records == nil {
+		return nil
+	}
+	out := make(map[uint64]string, len(seqs))
+	for _, q := range seqs {
+		if r, err := b.records.Record(context.Background(), q); err == nil {
+			out[q] = r.State
+		}
+	}
+	return out
+}
+
+// dependencyLocked judges dependency seq: the live job it waits for, or the
+// outcome of one that ended. known holds the stored records read before
+// the lock (readDependencies).
+func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, depOutcome) {
+	if j := b.jobs.get(seq); j != nil && j.state != stateGone {
+		return j, depUnknown
+	}
+	if j := b.life.done[seq]; j != nil {
+		return nil, depSucceeded
+	}
+	if j := b.life.dead[seq]; j != nil {
+		return nil, depFailed
+	}
+	state, ok := known[seq]
+	if r := b.hist.bySeq[seq]; r != nil {
+		state, ok = r.state.String(), true
+	}
+	switch {
+	case !ok:
+		return nil, depUnknown
+	case state == FinalComplete:
+		return nil, depSucceeded
+	}
+	return nil, depFailed
+}
+
+// submitAfterLocked checks a submit's dependencies and returns the live
+// jobs the new job must wait for.
+func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
+	if len(p.After) == 0 {
+		return nil, nil
+	}
+	if !p.Background {
+		return nil, fmt.Errorf("%w: only background jobs can wait for others", ErrDependency)
+	}
+	if _, ok := b.mode.(localMode); !ok {
+		return nil, fmt.Errorf("%w: dependencies are not supported in shared mode", ErrDependency)
+	}
+	var wait []*job
+	for _, q := range p.After {
+		d, outcome := b.dependencyLocked(q, p.known)
+		switch {
+		case d != nil:
+			if !slices.Contains(wait, d) {
+				wait = append(wait, d)
+			}
+		case outcome == depUnknown:
+			return nil, fmt.Errorf("%w: no job %s (it never existed, or its record is no longer kept)", ErrDependency, b.Handle(q))
+		case outcome == depFailed && !p.AfterAnyway:
+			return nil, fmt.Errorf("%w: job %s ended without success", ErrDependency, b.Handle(q))
+		}
+	}
+	return wait, nil
+}
+
+// waitForLocked makes new job j wait for the live jobs deps. It must run
+// before j is made runnable (makeRunnableLocked then leaves it waiting).
+func (b *Broker) waitForLocked(j *job, deps []*job, anyway bool) {
+	x := j.extra()
+	x.anyway = anyway
+	for _, d := range deps {
+		x.after = append(x.after, d.seq)
+		b.addDependentLocked(d.seq, j)
+	}
+}
+
+func (b *Broker) addDependentLocked(dep uint64, j *job) {
+	if b.dependents == nil {
+		b.dependents = make(map[uint64][]*job)
+	}
+	b.dependents[dep] = append(b.dependents[dep], j)
+}
+
+// dependencyEndedLocked releases or cancels the jobs waiting for j, which
+// ended in state (a final state of its record).
+func (b *Broker) dependencyEndedLocked(j *job, state string) {
+	waiting := b.dependents[j.seq]
+	if waiting == nil {
+		return
+	}
+	delete(b.dependents, j.seq)
+	for _, w := range waiting {
+		if w.state != stateWaiting || w.x == nil {
+			continue
+		}
+		x := w.x
+		if i := slices.Index(x.after, j.seq); i >= 0 {
+			x.after = slices.Delete(x.after, i, i+1)
+		}
+		if state != FinalComplete && !x.anyway {
+			b.log.Info("broker: job cancelled, a job it waited for ended without success",
+				slog.String("handle", b.Handle(w.seq)), slog.String("dependency", b.Handle(j.seq)), slog.String("state", state))
+			b.cancelLocked(w, "dependency "+b.Handle(j.seq)+" "+state)
+			continue
+		}
+		if len(x.after) > 0 {
+			continue
+		}
+		x.after, x.anyway = nil, false
+		b.makeRunnableLocked(w, true)
+		b.saveLocked(w) // stored without its dependencies
+	}
+}
+
+// unlinkWaitingLocked takes a waiting job that leaves the broker out of
+// the lists of the jobs it waited for.
+func (b *Broker) unlinkWaitingLocked(j *job) {
+	for _, d := range j.x.after {
+		list := slices.DeleteFunc(b.dependents[d], func(w *job) bool { return w == j })
+		if len(list) == 0 {
+			delete(b.dependents, d)
+		} else {
+			b.dependents[d] = list
+		}
+	}
+}
+
+// replayAfterLocked links a replayed waiting job to the jobs it waits for,
+// which were replayed before it (they are older). A dependency that is no
+// longer stored ended: by its record, it succeeded or the job is cancelled
+// once the replay is done; without a record (the job was released in the
+// same write that removed the dependency, but not yet saved so) it counts
+// as done.
+func (b *Broker) replayAfterLocked(seq uint64) {
+	j := b.jobs.get(seq)
+	if j == nil || j.state != stateWaiting {
+		return
+	}
+	x := j.x
+	var failed string
+	for _, q := range slices.Clone(x.after) {
+		d, outcome := b.dependencyLocked(q, nil)
+		if d == nil && outcome == depUnknown && b.records != nil {
+			if rec, err := b.records.Record(context.Background(), q); err == nil {
+				outcome = depSucceeded
+				if rec.State != FinalComplete {
+					outcome = depFailed
+				}
+			}
+		}
+		switch {
+		case d != nil:
+			b.addDependentLocked(q, j)
+			continue
+		case outcome == depFailed && !x.anyway:
+			failed = b.Handle(q)
+		}
+		x.after = slices.DeleteFunc(x.after, func(s uint64) bool { return s == q })
+	}
+	if failed != "" {
+		b.cancelAfterReplay = append(b.cancelAfterReplay, cancelAfter{j, failed})
+		return
+	}
+	if len(x.after) == 0 {
+		b.makeRunnableLocked(j, false)
+	}
+}
+
+// cancelAfter is a replayed job to cancel because a job it waited for
+// failed.
+type cancelAfter struct {
+	j   *job
+	dep string
+}
+
+// finishAfterReplayLocked cancels the replayed jobs whose dependencies
+// failed.
+func (b *Broker) finishAfterReplayLocked() {
+	for _, c := range b.cancelAfterReplay {
+		if c.j.state == stateWaiting {
+			b.cancelLocked(c.j, "dependency "+c.dep+" ended without success")
+		}
+	}
+	b.cancelAfterReplay = nil
+}

@@ -1,0 +1,126 @@
+package broker
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store/memory"
+)
+
+func after(payload string, anyway bool, deps ...uint64) SubmitParams {
+	p := lcBG("fn", "", payload)
+	p.After, p.AfterAnyway = deps, anyway
+	return p
+}
+
+func (tb *lcBundle) state(t *testing.T, seq uint64) string {
+	t.Helper()
+	s, ok := tb.b.Job(seq)
+	require.True(t, ok, "job %d", seq)
+	return s.State
+}
+
+// finishNext grabs the next job, checks it is want, and ends it with o.
+func (tb *lcBundle) finishNext(t *testing.T, want uint64, o Outcome) {
+	t.Helper()
+	a := tb.grab(t)
+	require.Equal(t, want, a.Seq, "the job handed out")
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, o, nil))
+}
+
+// A chain (a, then b, then c) and a fan-in (d after a and c) run in order.
+func TestAfterChainAndFanIn(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{store: memory.New(), can: []string{"fn"}})
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, after("b", false, a))
+	c := tb.submit(t, after("c", false, b))
+	d := tb.submit(t, after("d", false, a, c))
+	require.Equal(t, "waiting", tb.state(t, b))
+	tb.finishNext(t, a, Complete)
+	require.Equal(t, "waiting", tb.state(t, d), "d still waits for c")
+	tb.finishNext(t, b, Complete)
+	tb.finishNext(t, c, Complete)
+	tb.finishNext(t, d, Complete)
+	tb.noJob(t)
+}
+
+// A job whose dependency dies is cancelled with the reason, and so are
+// the jobs that wait for it; one submitted to run anyway runs.
+func TestAfterCancelledWhenADependencyDies(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{store: memory.New(), can: []string{"fn"},
+		cfg: Config{Policies: policies("fn", Policy{MaxAttempts: 1})}})
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, after("b", false, a))
+	c := tb.submit(t, after("c", false, b))
+	anyway := tb.submit(t, after("anyway", true, a))
+	tb.finishNext(t, a, Exception)
+	for _, q := range []uint64{b, c} {
+		s, ok := tb.b.Job(q)
+		require.True(t, ok)
+		require.Equal(t, FinalCancelled, s.State)
+		require.Contains(t, s.CancelledBy, "dependency ")
+	}
+	tb.finishNext(t, anyway, Complete)
+	tb.noJob(t)
+
+	_, err := tb.trySubmit(t, after("late", false, a))
+	require.ErrorIs(t, err, ErrDependency, "a dead dependency refuses the submit")
+	require.Contains(t, err.Error(), "ended without success")
+	_, err = tb.trySubmit(t, after("late", true, a))
+	require.NoError(t, err, "unless it runs anyway")
+}
+
+func TestAfterRefusesUnknownAndForeground(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{store: memory.New(), can: []string{"fn"}})
+	_, err := tb.trySubmit(t, after("x", false, 12345))
+	require.ErrorIs(t, err, ErrDependency)
+	require.Contains(t, err.Error(), "no job "+tb.b.Handle(12345))
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	p := after("fg", false, a)
+	p.Background = false
+	_, err = tb.trySubmit(t, p)
+	require.ErrorIs(t, err, ErrDependency)
+	// A dependency that completed is satisfied: the job runs at once.
+	tb.finishNext(t, a, Complete)
+	b := tb.submit(t, after("b", false, a))
+	tb.finishNext(t, b, Complete)
+}
+
+// A waiting job survives a restart, still waiting; once released it is
+// stored without its dependencies.
+func TestAfterSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	opts := lcOpts{store: memory.New(), can: []string{"fn"}}
+	tb := setupLC(t, opts)
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, after("b", false, a))
+	c := tb.submit(t, after("c", false, b))
+	tb = tb.restart(t, opts)
+	require.Equal(t, "waiting", tb.state(t, b))
+	tb.finishNext(t, a, Complete)
+	require.NoError(t, tb.b.Durable(context.Background()))
+
+	tb = tb.restart(t, opts)
+	require.Equal(t, "waiting", tb.state(t, c))
+	tb.finishNext(t, b, Complete)
+	tb.finishNext(t, c, Complete)
+	tb.noJob(t)
+}
+
+// A job cancelled while it waits leaves its dependency's list: the
+// dependency's end changes nothing for it.
+func TestAfterCancelWhileWaiting(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{store: memory.New(), can: []string{"fn"}})
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, after("b", false, a))
+	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(b))))
+	require.Empty(t, tb.b.dependents[a])
+	tb.finishNext(t, a, Complete)
+	tb.noJob(t)
+}
