@@ -179,7 +179,9 @@ type SharedLifecycle interface {
 type RecordStore interface {
 	// EndJobs deletes the jobs dels, forgets the records forget, and then
 	// writes recs, all in one atomic write (a crash leaves all of it or
-	// none), as durable as Delete. A record replaces one of the same Seq.
+	// none), as durable as Delete. recs must be of jobs without a kept
+	// record: a job that lives again has its record forgotten (in forget,
+	// here or in an earlier call) before its next record is written.
 	EndJobs(ctx context.Context, dels []uint64, recs []Record, forget []uint64) error
 	// Record returns the record of job seq, or an error wrapping
 	// ErrNotFound.
