@@ -265,3 +265,54 @@ func TestRecordsBlocksAfterRestart(t *testing.T) {
 	_, err = st.Record(ctx, 14)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
+
+// A dead letter retried under its handle lives again and ends again: its
+// first record is forgotten before the second is written, so the store
+// keeps one record of the job, also after a restart.
+func TestRecordOfRetriedDeadLetterReplaced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fs := vfs.NewMem()
+	var p broker.Policy
+	require.NoError(t, p.Set("max_attempts", "1"))
+	b, st := recordBroker(t, fs, broker.Config{DefaultPolicy: p})
+	c := b.NewSession("c", dropEvents{})
+	w := b.NewSession("w", dropEvents{})
+	b.CanDo(w, []byte("f"), 0)
+	seq := submitBG(t, b, c, "f", "payload")
+	run := func(o broker.Outcome) {
+		t.Helper()
+		a, ok := b.Grab(w)
+		require.True(t, ok)
+		require.Equal(t, seq, a.Seq)
+		require.NoError(t, b.Finish(w, seq, o, nil))
+	}
+	stored := func(state string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if r, err := st.Record(ctx, seq); err == nil && r.State == state {
+				return
+			}
+			require.True(t, time.Now().Before(deadline), "no %s record of job %d in the store", state, seq)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	run(broker.Fail)
+	stored(broker.FinalDead)
+	require.NoError(t, b.RetryDeadLetter(ctx, []byte(b.Handle(seq))))
+	run(broker.Complete)
+	stored(broker.FinalComplete)
+	counts, err := st.RecordCounts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]map[string]int{"f": {broker.FinalComplete: 1}}, counts)
+
+	b.Stop()
+	require.NoError(t, st.Close())
+	st, err = pebble.Open(ctx, "data", pebble.Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer st.Close()
+	counts, err = st.RecordCounts(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]map[string]int{"f": {broker.FinalComplete: 1}}, counts)
+}
