@@ -8,7 +8,9 @@
 // so iteration order is submission order. The value is a compact versioned
 // binary record (see putRecord); the payload is its tail. A marker key
 // records the layout version of the directory, and a store refuses a
-// directory or a record whose version it does not know.
+// directory or a record whose version it does not know. The records of
+// jobs that ended are blocks of two keys per function and write
+// (recordblock.go), found through an index in memory (recordindex.go).
 //
 // # Durability
 //
