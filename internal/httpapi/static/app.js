@@ -177,22 +177,32 @@ async function listJobs(more) {
 
 function fmtTime(t) { return t ? new Date(t).toLocaleString() : "–"; }
 
+// detailFor is the job whose record the detail shows or is loading.
+let detailFor = "";
+
 // showJob shows one job's record; location.hash "#job=HANDLE" links to it.
+// Until the record has come, the detail shows no state and no actions (they
+// would act on the job shown before), and an answer for a job shown before
+// is dropped.
 async function showJob(handle) {
+  detailFor = handle;
   const box = $("#job-detail");
   box.hidden = false;
   $("#detail-link").textContent = handle;
   $("#detail-link").href = "#job=" + encodeURIComponent(handle);
   $("#detail-error").textContent = "";
+  $("#detail-state").textContent = "…";
+  $("#detail-state").className = "pill";
+  for (const b of ["#detail-cancel", "#detail-retry", "#detail-delete"]) $(b).hidden = true;
+  for (const c of ["#detail-fields", "#detail-payload", "#detail-result", "#detail-attempts tbody"]) $(c).replaceChildren();
   let j;
   try {
     j = await api("GET", "/v1/jobs/" + encodeURIComponent(handle));
+    if (detailFor !== handle) return;
   } catch (err) {
+    if (detailFor !== handle) return;
     $("#detail-state").textContent = "unknown";
-    $("#detail-state").className = "pill";
-    $("#detail-fields").replaceChildren();
     $("#detail-error").textContent = err.message;
-    for (const b of ["#detail-cancel", "#detail-retry", "#detail-delete"]) $(b).hidden = true;
     return;
   }
   $("#detail-state").textContent = j.state;
