@@ -106,3 +106,31 @@ func BatchUnique(batch, unique string) string {
 	}
 	return "batch:" + batch + ":" + unique
 }
+
+// AfterUnique returns the unique id that makes a background job wait on a
+// Gearwork server for the jobs with the given handles (docs/batches.md,
+// "Dependencies"): "after:SEQ,SEQ" with the numbers that end the handles
+// ("after-anyway:" when anyway: it runs whatever their outcome), followed
+// by ":UNIQUE" when the job has a unique of its own. The whole must fit in
+// a unique's 63 bytes. The jobs must be on the server the job goes to.
+func AfterUnique(handles []string, anyway bool, unique string) (string, error) {
+	if len(handles) == 0 {
+		return "", fmt.Errorf("%w: no job to wait for", ErrInvalidRequest)
+	}
+	seqs := make([]string, len(handles))
+	for i, h := range handles {
+		n := h[strings.LastIndexByte(h, ':')+1:]
+		if n == "" || strings.Trim(n, "0123456789") != "" {
+			return "", fmt.Errorf("%w: %q is not a job handle", ErrInvalidRequest, h)
+		}
+		seqs[i] = n
+	}
+	u := "after:" + strings.Join(seqs, ",")
+	if anyway {
+		u = "after-anyway:" + strings.Join(seqs, ",")
+	}
+	if unique != "" {
+		u += ":" + unique
+	}
+	return u, nil
+}

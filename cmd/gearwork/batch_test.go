@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,15 @@ import (
 	"github.com/gearwork/gearwork/worker"
 )
 
+// gwOK runs gearwork with args, requires it to succeed and returns its
+// output.
+func gwOK(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := gw(t, args...)
+	require.Equal(t, 0, code, "%v: %s", args, errOut)
+	return out
+}
+
 // TestBatchCommands runs "gearwork admin batch create/close/ID" and
 // "gearwork submit --batch" against a real "gearwork serve" on a Pebble
 // store, with a Go worker that runs the jobs and the callback.
@@ -21,12 +32,6 @@ func TestBatchCommands(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir())
 	s := "--servers=" + srv.Addr
-	run := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := gw(t, args...)
-		require.Equal(t, 0, code, "%v: %s", args, errOut)
-		return out
-	}
 
 	var mu sync.Mutex
 	var callbacks []string
@@ -40,14 +45,14 @@ func TestBatchCommands(t *testing.T) {
 		},
 	})
 
-	created := run("admin", s, "batch", "create", "on_complete=b_done")
+	created := gwOK(t, "admin", s, "batch", "create", "on_complete=b_done")
 	require.Regexp(t, `^batch \d+\n$`, created)
 	id := strings.TrimSpace(strings.TrimPrefix(created, "batch "))
 	for _, p := range []string{"1", "2"} {
-		require.Regexp(t, `^H:\S+\n$`, run("submit", s, "--batch", id, "b_row", p))
+		require.Regexp(t, `^H:\S+\n$`, gwOK(t, "submit", s, "--batch", id, "b_row", p))
 	}
-	require.Regexp(t, `^H:\S+\n$`, run("submit", s, "--batch", id, "--unique", "row-3", "b_row", "3"))
-	run("admin", s, "batch", "close", id)
+	require.Regexp(t, `^H:\S+\n$`, gwOK(t, "submit", s, "--batch", id, "--unique", "row-3", "b_row", "3"))
+	gwOK(t, "admin", s, "batch", "close", id)
 
 	testwait.Until(t, "the on_complete callback", func() bool {
 		mu.Lock()
@@ -55,7 +60,7 @@ func TestBatchCommands(t *testing.T) {
 		return len(callbacks) > 0
 	})
 	var rows []map[string]any
-	require.NoError(t, json.Unmarshal([]byte(run("admin", s, "batch", id, "--json")), &rows))
+	require.NoError(t, json.Unmarshal([]byte(gwOK(t, "admin", s, "batch", id, "--json")), &rows))
 	require.Len(t, rows, 1)
 	for k, v := range map[string]any{"batch": id, "closed": true, "complete": true, "total": 3.0, "succeeded": 3.0,
 		"failed": 0.0, "dead": 0.0, "on_complete": "b_done (fired)"} {
@@ -65,7 +70,7 @@ func TestBatchCommands(t *testing.T) {
 	require.Len(t, callbacks, 1)
 	require.Contains(t, callbacks[0], `"total":3,"succeeded":3`)
 	mu.Unlock()
-	require.Contains(t, run("admin", s, "batch", id), "ON_COMPLETE  b_done (fired)")
+	require.Contains(t, gwOK(t, "admin", s, "batch", id), "ON_COMPLETE  b_done (fired)")
 
 	_, errOut, code := gw(t, "submit", s, "--batch", id, "b_row", "late")
 	require.NotEqual(t, 0, code)
@@ -95,4 +100,55 @@ func TestBatchRetentionFlag(t *testing.T) {
 		_, errOut, code := gw(t, "admin", s, "batch", id)
 		return code == 1 && strings.Contains(errOut, "UNKNOWN_BATCH")
 	})
+}
+
+// gearwork submit --after: a job waits for the one it names, and is
+// cancelled when that one dies.
+func TestSubmitAfter(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir())
+	s := "--servers=" + srv.Addr
+	submit := func(args ...string) string {
+		t.Helper()
+		return strings.TrimSpace(gwOK(t, append([]string{"submit", s}, args...)...))
+	}
+	good := submit("--background", "s_after", "good")
+	bad := submit("--background", "s_after", "bad")
+	afterGood := submit("--after", good, "s_after", "after good")
+	afterBad := submit("--after", bad, "s_after", "after bad")
+	var mu sync.Mutex
+	var ran []string
+	cliWorker(t, srv.Addr, "after-worker", map[string]worker.HandlerFunc{
+		"s_after": func(_ context.Context, j *worker.Job) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			ran = append(ran, string(j.Payload))
+			if string(j.Payload) == "bad" {
+				return nil, errors.New("bad")
+			}
+			return nil, nil
+		},
+	})
+	testwait.Until(t, "the job after the good one", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(ran, "after good")
+	})
+	var out string
+	testwait.Until(t, "the job after the bad one to be cancelled", func() bool {
+		out, _, _ = gw(t, "admin", s, "job", afterBad, "--json")
+		return strings.Contains(out, `"state": "cancelled"`)
+	})
+	require.Contains(t, out, "dependency "+bad+" dead")
+	mu.Lock()
+	require.NotContains(t, ran, "after bad")
+	mu.Unlock()
+	require.NotEmpty(t, afterGood)
+
+	_, errOut, code := gw(t, "submit", s, "--after", "nonsense", "s_after")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "not a job handle")
+	_, errOut, code = gw(t, "submit", s, "--after", good, "--batch", "1", "s_after")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "cannot go together")
 }

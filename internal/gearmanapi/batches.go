@@ -14,8 +14,11 @@ import (
 // A Gearman client uses batches without a new packet: it creates and
 // closes a batch with the admin commands "batch create" and "batch close",
 // and adds a background job to a batch by the unique id of its submit:
-// "batch:ID" (the job has no unique) or "batch:ID:UNIQUE". Workers see
-// ordinary jobs; the unique they are handed is the part after the batch.
+// "batch:ID" (the job has no unique) or "batch:ID:UNIQUE". Likewise a
+// background job waits for others with the unique "after:SEQ,SEQ" (the
+// numbers that end their handles; "after-anyway:" to run whatever their
+// outcome), or "after:SEQ,SEQ:UNIQUE". Workers see ordinary jobs; the
+// unique they are handed is the part after the prefix.
 
 // batchUniquePrefix starts the unique id of a submit that joins a batch.
 const batchUniquePrefix = "batch:"
@@ -37,6 +40,32 @@ func batchOfUnique(u []byte) (id uint64, rest []byte, ok bool, err error) {
 		rest = nil
 	}
 	return id, rest, true, nil
+}
+
+// afterOfUnique splits a unique "after:SEQ[,SEQ...][:UNIQUE]" (or
+// "after-anyway:...") into the jobs a submit waits for and the job's own
+// unique. ok is false for any other unique; err is set for one that starts
+// with the prefix but names no valid list.
+func afterOfUnique(u []byte) (after []uint64, anyway bool, rest []byte, ok bool, err error) {
+	list, found := bytes.CutPrefix(u, []byte("after:"))
+	if !found {
+		if list, found = bytes.CutPrefix(u, []byte("after-anyway:")); !found {
+			return nil, false, u, false, nil
+		}
+		anyway = true
+	}
+	list, rest, _ = bytes.Cut(list, []byte(":"))
+	for _, f := range bytes.Split(list, []byte(",")) {
+		seq, perr := strconv.ParseUint(string(f), 10, 64)
+		if perr != nil || seq == 0 {
+			return nil, false, nil, true, fmt.Errorf("unique %q: after: takes the numbers that end job handles, separated by commas", u)
+		}
+		after = append(after, seq)
+	}
+	if len(rest) == 0 {
+		rest = nil
+	}
+	return after, anyway, rest, true, nil
 }
 
 // batchErrText is the admin answer for a batch operation's error.

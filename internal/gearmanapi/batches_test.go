@@ -13,6 +13,17 @@ import (
 	"github.com/gearwork/gearwork/internal/testwait"
 )
 
+// submitRefused submits a background job with unique and checks the
+// ERROR answer: its code, and text that contains want.
+func submitRefused(t *testing.T, c *client, cmd gearman.Command, unique, code, want string) {
+	t.Helper()
+	c.Send(cmd, "fn", unique, "refused")
+	got, args := c.Read()
+	require.Equal(t, gearman.Error, got)
+	require.Equal(t, code, args[0])
+	require.Contains(t, args[1], want)
+}
+
 // A Gearman client creates a batch with an admin command, adds jobs by the
 // unique "batch:ID[:UNIQUE]" and closes it; the callbacks reach a worker as
 // ordinary jobs once the batch's jobs are done.
@@ -28,18 +39,9 @@ func TestBatchOverTheGearmanPort(t *testing.T) {
 	c.Expect(gearman.JobCreated, handle(1))
 	c.Send(gearman.SubmitJobBg, "fn", "batch:"+id+":u1", "b")
 	c.Expect(gearman.JobCreated, handle(2))
-	c.Send(gearman.SubmitJob, "fn", "batch:"+id, "foreground")
-	cmd, args := c.Read()
-	require.Equal(t, gearman.Error, cmd)
-	require.Contains(t, args[1], "only background jobs")
-	c.Send(gearman.SubmitJobBg, "fn", "batch:x", "bad")
-	cmd, args = c.Read()
-	require.Equal(t, gearman.Error, cmd)
-	require.Equal(t, "INVALID_PACKET", args[0])
-	c.Send(gearman.SubmitJobBg, "fn", "batch:99", "unknown")
-	cmd, args = c.Read()
-	require.Equal(t, gearman.Error, cmd)
-	require.Contains(t, args[1], "batch not found")
+	submitRefused(t, c, gearman.SubmitJob, "batch:"+id, "QUEUE_ERROR", "only background jobs")
+	submitRefused(t, c, gearman.SubmitJobBg, "batch:x", "INVALID_PACKET", "batch id")
+	submitRefused(t, c, gearman.SubmitJobBg, "batch:99", "QUEUE_ERROR", "batch not found")
 	require.Equal(t, "OK\n", c.admin("batch close "+id, false))
 
 	w := tb.dial(t)
@@ -80,4 +82,39 @@ func TestBatchOverTheGearmanPort(t *testing.T) {
 	require.Equal(t, "ERR UNKNOWN_BATCH No+such+batch\r\n", c.admin("batch 99", true))
 	require.Equal(t, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+batch+create\r\n",
 		c.admin("batch create on_success", false))
+}
+
+// A Gearman client makes a job wait for others by the unique
+// "after:SEQ,SEQ[:UNIQUE]"; a dependency that dies cancels it.
+func TestAfterOverTheGearmanPort(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{Store: memory.New(), Policies: map[string]broker.Policy{"fn": {MaxAttempts: 1}}}, Config{})
+	c := tb.dial(t)
+	seq := func(n int) string { return strings.TrimPrefix(handle(n), "H:test:") }
+	c.Send(gearman.SubmitJobBg, "fn", "", "a")
+	c.Expect(gearman.JobCreated, handle(0))
+	c.Send(gearman.SubmitJobBg, "fn", "", "b")
+	c.Expect(gearman.JobCreated, handle(1))
+	c.Send(gearman.SubmitJobBg, "fn", "after:"+seq(0)+","+seq(1)+":mine", "c")
+	c.Expect(gearman.JobCreated, handle(2))
+	c.Send(gearman.SubmitJobBg, "fn", "after:"+seq(1), "d")
+	c.Expect(gearman.JobCreated, handle(3))
+	submitRefused(t, c, gearman.SubmitJobBg, "after:x", "INVALID_PACKET", "after:")
+	submitRefused(t, c, gearman.SubmitJobBg, "after:99", "QUEUE_ERROR", "no job H:test:99")
+
+	w := tb.dial(t)
+	w.Send(gearman.CanDo, "fn")
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(0), "fn", "", "a")
+	w.Send(gearman.WorkComplete, handle(0), "")
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(1), "fn", "", "b")
+	w.Send(gearman.WorkException, handle(1), "boom") // dies: c and d are cancelled
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
+	for _, n := range []int{2, 3} {
+		got := c.admin("job "+handle(n), true)
+		require.Contains(t, got, "state\tcancelled\n")
+		require.Contains(t, got, "dependency "+handle(1)+" dead")
+	}
 }

@@ -230,6 +230,12 @@ func (c *conn) submit(p *gearman.Packet) {
 	}
 	if inBatch {
 		params.Batch, params.Unique = id, unique
+	} else if after, anyway, unique, ok, err := afterOfUnique(params.Unique); err != nil {
+		c.waitAcks()
+		c.errorPacket("INVALID_PACKET", err.Error())
+		return
+	} else if ok {
+		params.After, params.AfterAnyway, params.Unique = after, anyway, unique
 	}
 	switch {
 	case len(params.Function) == 0 || len(params.Function) > gearman.MaxFunctionSize:
