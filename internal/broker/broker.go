@@ -151,7 +151,7 @@ type Broker struct {
 	spareExtras []*jobExtra
 	// barriers are the waiters of Durable.
 	barriers []chan error
-	// records, when set, keeps the records of ended jobs (records.go);
+	// records, when set, keeps the records of ended jobs (queueRecordLocked);
 	// pendingRecs and pendingForget wait for the committer to write them.
 	records       store.RecordStore
 	pendingRecs   []*histRec
@@ -170,15 +170,15 @@ type Broker struct {
 	tier      tiering
 	// hist keeps the records of jobs that ended (historyState).
 	hist historyState
-	// batches are the batches of jobs (batch.go).
+	// batches are the batches of jobs (batchState).
 	batches batchState
-	// dependents are the jobs waiting for each job (deps.go);
+	// dependents are the jobs waiting for each job (dependencyEndedLocked);
 	// cancelAfterReplay the replayed jobs to cancel once the replay is
 	// done.
 	dependents        map[uint64][]*job
 	cancelAfterReplay []cancelAfter
 	// retries maps a job that RetryJob ran again to the job that runs it
-	// (retryjob.go).
+	// (RetryJob).
 	retries map[uint64]uint64
 	// mode is localMode, or a *sharedMode when Config.Shared is set: the
 	// broker reaches what differs between the two only through it.

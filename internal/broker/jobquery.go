@@ -79,7 +79,7 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 	// The cursor is "L<seq>" inside the live jobs, "F<order>" inside the
 	// ended ones.
 	var liveBelow, finalBelow uint64 = ^uint64(0), ^uint64(0)
-	var after store.RecordPos // in the stored records (records.go)
+	var after store.RecordPos // in the stored records (store.RecordStore)
 	if c := q.Cursor; c != "" && c[0] == 'R' && b.records != nil {
 		p, ok := parseRecordCursor(c)
 		if !ok {

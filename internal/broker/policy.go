@@ -126,7 +126,7 @@ func (p Policy) IsZero() bool { return p == Policy{} }
 
 // needsLife reports whether p changes how the function's jobs run, which
 // takes lifecycle state (fnLife, jobLife): every key but max_queue (the
-// function's own field) and the history keys (history.go reads them as
+// function's own field) and the history keys (historyLimits reads them as
 // jobs end).
 func (p Policy) needsLife() bool {
 	p.MaxQueue = [numPriorities]int{}

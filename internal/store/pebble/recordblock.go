@@ -16,7 +16,7 @@ import (
 //	blockDataPrefix, the same
 //
 // the header (each record's Seq, finish time and state: what the memory
-// index, recordindex.go, is rebuilt from) and the data (each record's Seq
+// index, recordIndex, is rebuilt from) and the data (each record's Seq
 // and data). A block's key is the smallest Seq in it; a block that loses
 // some of its records is written again under its new smallest Seq. A
 // write of a few dozen records thus costs Pebble two keys, not two per

@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// recordIndex is the memory side of the job records (records.go): per
+// recordIndex is the memory side of the job records (Store.EndJobs): per
 // function, where each kept record is (its block) and its place in the
 // listing order, 20 bytes a record outside Go's heap (allocEntries), so
 // that a listing, a lookup and expiry read only the blocks they need. It is built on the first use

@@ -17,8 +17,8 @@ import (
 var _ store.RecordStore = (*Store)(nil)
 
 // The records of jobs that ended (store.RecordStore) are kept on disk in
-// blocks (recordblock.go) and found through an index in memory
-// (recordindex.go). A listing or a lookup reads the blocks of the records
+// blocks (encodeBlock) and found through an index in memory
+// (recordIndex). A listing or a lookup reads the blocks of the records
 // it returns; expiry forgets whole blocks, and writes again the one or
 // two blocks whose records it forgets only in part.
 

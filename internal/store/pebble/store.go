@@ -119,7 +119,7 @@ type Store struct {
 	bgFailures atomic.Int64
 	// openFailed receives a background failure that makes Open give up.
 	openFailed chan error
-	// idx finds the kept job records (recordindex.go).
+	// idx finds the kept job records (recordIndex).
 	idx recordIndex
 }
 
