@@ -39,6 +39,13 @@ func TestAfterChainAndFanIn(t *testing.T) {
 	c := tb.submit(t, after("c", false, b))
 	d := tb.submit(t, after("d", false, a, c))
 	require.Equal(t, "waiting", tb.state(t, b))
+	page, err := tb.b.ListJobs(JobQuery{State: "waiting"})
+	require.NoError(t, err)
+	var listed []uint64
+	for _, s := range page.Jobs {
+		listed = append(listed, s.Seq)
+	}
+	require.ElementsMatch(t, []uint64{b, c, d}, listed, "the waiting jobs, listed by their state")
 	tb.finishNext(t, a, Complete)
 	require.Equal(t, "waiting", tb.state(t, d), "d still waits for c")
 	tb.finishNext(t, b, Complete)

@@ -20,7 +20,7 @@ type JobQuery struct {
 	// Function limits the list to one function; "" lists every function.
 	Function string
 	// State limits the list to one state: a live one (pending, scheduled,
-	// queued, running, retry-wait, blocked) or a final one (complete,
+	// queued, running, retry-wait, blocked, waiting) or a final one (complete,
 	// failed, exception, cancelled, dead). "" lists every state.
 	State string
 	// Limit is the most records of the page: 0 means DefaultJobPage, more
@@ -46,7 +46,7 @@ type JobPage struct {
 
 // LiveStates and FinalStates are the states ListJobs filters by.
 var (
-	LiveStates  = []string{"pending", "scheduled", "queued", "running", "retry-wait", "blocked"}
+	LiveStates  = []string{"pending", "scheduled", "queued", "running", "retry-wait", "blocked", "waiting"}
 	FinalStates = []string{FinalComplete, FinalFailed, FinalException, FinalCancelled, FinalDead}
 )
 

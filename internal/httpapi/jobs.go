@@ -23,6 +23,7 @@ type jobJSON struct {
 	Handle   string `json:"handle"`
 	Function string `json:"function,omitempty"`
 	// State is pending, scheduled, queued, running, retry-wait, blocked,
+	// waiting (for the jobs it was submitted after),
 	// or (for a submit that joined a live job) attached while the job
 	// lives, and complete, failed, exception, cancelled or dead once it
 	// ended (Final is then set, and the state never changes again).
