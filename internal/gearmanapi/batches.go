@@ -24,48 +24,50 @@ import (
 const batchUniquePrefix = "batch:"
 
 // batchOfUnique splits a unique "batch:ID[:UNIQUE]" into the batch id and
-// the job's own unique. ok is false for any other unique; err is set for
-// one that starts with the prefix but names no valid id.
-func batchOfUnique(u []byte) (id uint64, rest []byte, ok bool, err error) {
+// the job's own unique. ok is false for any other unique, also for one that
+// starts with the prefix but names no id (a client that knows nothing of
+// batches may send "batch:nightly"): that is an ordinary unique.
+func batchOfUnique(u []byte) (id uint64, rest []byte, ok bool) {
 	after, found := bytes.CutPrefix(u, []byte(batchUniquePrefix))
 	if !found {
-		return 0, u, false, nil
+		return 0, u, false
 	}
 	idText, rest, _ := bytes.Cut(after, []byte(":"))
-	id, perr := strconv.ParseUint(string(idText), 10, 64)
-	if perr != nil || id == 0 {
-		return 0, nil, true, fmt.Errorf("unique %q: a batch id must follow %q", u, batchUniquePrefix)
+	id, err := strconv.ParseUint(string(idText), 10, 64)
+	if err != nil || id == 0 {
+		return 0, u, false
 	}
 	if len(rest) == 0 {
 		rest = nil
 	}
-	return id, rest, true, nil
+	return id, rest, true
 }
 
 // afterOfUnique splits a unique "after:SEQ[,SEQ...][:UNIQUE]" (or
 // "after-anyway:...") into the jobs a submit waits for and the job's own
-// unique. ok is false for any other unique; err is set for one that starts
-// with the prefix but names no valid list.
-func afterOfUnique(u []byte) (after []uint64, anyway bool, rest []byte, ok bool, err error) {
+// unique. ok is false for any other unique, also for one that starts with
+// the prefix but names no list of numbers ("after:lunch"): that is an
+// ordinary unique.
+func afterOfUnique(u []byte) (after []uint64, anyway bool, rest []byte, ok bool) {
 	list, found := bytes.CutPrefix(u, []byte("after:"))
 	if !found {
 		if list, found = bytes.CutPrefix(u, []byte("after-anyway:")); !found {
-			return nil, false, u, false, nil
+			return nil, false, u, false
 		}
 		anyway = true
 	}
 	list, rest, _ = bytes.Cut(list, []byte(":"))
 	for _, f := range bytes.Split(list, []byte(",")) {
-		seq, perr := strconv.ParseUint(string(f), 10, 64)
-		if perr != nil || seq == 0 {
-			return nil, false, nil, true, fmt.Errorf("unique %q: after: takes the numbers that end job handles, separated by commas", u)
+		seq, err := strconv.ParseUint(string(f), 10, 64)
+		if err != nil || seq == 0 {
+			return nil, false, u, false
 		}
 		after = append(after, seq)
 	}
 	if len(rest) == 0 {
 		rest = nil
 	}
-	return after, anyway, rest, true, nil
+	return after, anyway, rest, true
 }
 
 // batchErrText is the admin answer for a batch operation's error.

@@ -222,19 +222,9 @@ func (c *conn) submit(p *gearman.Packet) {
 	default:
 		params.Payload = p.Args[2]
 	}
-	id, unique, inBatch, err := batchOfUnique(params.Unique)
-	if err != nil {
-		c.waitAcks()
-		c.errorPacket("INVALID_PACKET", err.Error())
-		return
-	}
-	if inBatch {
+	if id, unique, ok := batchOfUnique(params.Unique); ok {
 		params.Batch, params.Unique = id, unique
-	} else if after, anyway, unique, ok, err := afterOfUnique(params.Unique); err != nil {
-		c.waitAcks()
-		c.errorPacket("INVALID_PACKET", err.Error())
-		return
-	} else if ok {
+	} else if after, anyway, unique, ok := afterOfUnique(params.Unique); ok {
 		params.After, params.AfterAnyway, params.Unique = after, anyway, unique
 	}
 	switch {
