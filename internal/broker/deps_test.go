@@ -131,3 +131,40 @@ func TestAfterCancelWhileWaiting(t *testing.T) {
 	tb.finishNext(t, a, Complete)
 	tb.noJob(t)
 }
+
+// A crash after any store write of a chain's life leaves a store on which
+// a restarted server runs what is left of the chain: no job waits for
+// ever.
+func TestAfterChainAfterACrashAtAnyWrite(t *testing.T) {
+	t.Parallel()
+	ss := &snapStore{Store: memory.New()}
+	tb := setupLC(t, lcOpts{cfg: Config{Store: ss}, can: []string{"fn"}})
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, after("b", false, a))
+	c := tb.submit(t, after("c", false, a, b))
+	for _, q := range []uint64{a, b, c} {
+		tb.finishNext(t, q, Complete)
+		require.NoError(t, tb.b.Durable(context.Background()))
+	}
+	tb.b.Stop()
+
+	snaps := ss.taken()
+	for i, st := range snaps {
+		r := setupLC(t, lcOpts{store: st, can: []string{"fn"}})
+		for {
+			require.NoError(t, r.b.Durable(context.Background()))
+			got, ok := r.b.Grab(r.worker)
+			if !ok {
+				break
+			}
+			require.NoError(t, r.b.Finish(r.worker, got.Seq, Complete, nil))
+		}
+		for _, q := range []uint64{a, b, c} {
+			if s, ok := r.b.Job(q); ok {
+				require.NotEqual(t, "waiting", s.State, "job %d still waits after a crash at write %d", q, i)
+			}
+		}
+		r.b.Stop()
+	}
+	require.GreaterOrEqual(t, len(snaps), 3)
+}
