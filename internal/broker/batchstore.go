@@ -13,9 +13,9 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// This file writes batches through the committer and reads them back at
-// replay (see batch.go for why a round that changes a batch is one atomic
-// write).
+// The committer writes batches (takeBatchesLocked) and replay reads them
+// back (the comment "Exactly once" above type Callback says why a round
+// that changes a batch is one atomic write).
 
 // takeBatchesLocked appends the state of every dirty batch to meta and
 // reports whether there was any.

@@ -47,7 +47,7 @@ const (
 	stateDead
 	// stateDone: completed; its result is retained.
 	stateDone
-	// stateWaiting: waiting for the jobs it depends on (deps.go).
+	// stateWaiting: waiting for the jobs it depends on (dependencyEndedLocked).
 	stateWaiting
 )
 
@@ -131,7 +131,7 @@ const (
 	// changes nothing.
 	jobRecorded jobFlags = 1 << 6
 	// jobHeld: a batch's callback job, not runnable until its first store
-	// write is done (batch.go): it must not run before the write that
+	// write is done (batchEndLocked): it must not run before the write that
 	// records the batch's callback as submitted.
 	jobHeld jobFlags = 1 << 7
 )
@@ -172,7 +172,7 @@ type jobExtra struct {
 	retryOf uint64
 	// batch is the batch the job belongs to; nil for none.
 	batch *batch
-	// after lists the jobs a waiting job still waits for (deps.go);
+	// after lists the jobs a waiting job still waits for (dependencyEndedLocked);
 	// anyway: it runs even when one of them fails.
 	after  []uint64
 	anyway bool

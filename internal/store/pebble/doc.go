@@ -10,7 +10,7 @@
 // records the layout version of the directory, and a store refuses a
 // directory or a record whose version it does not know. The records of
 // jobs that ended are blocks of two keys per function and write
-// (recordblock.go), found through an index in memory (recordindex.go).
+// (encodeBlock), found through an index in memory (recordIndex).
 //
 // # Durability
 //
