@@ -233,7 +233,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	h.order++
 	r := fh.newRec()
-	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(len(j.payload), 1<<32-1)),
+	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(b.payloadSizeLocked(j), 1<<32-1)),
 		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority,
 		state: parseFinal(e.state), lastErr: e.errText}
 	if !j.background {
@@ -242,7 +242,8 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	r.payload = capped(j.payload, PayloadPreviewCap)
 	if retryable(e.state) && len(j.payload) <= RetryPayloadCap && (j.payload != nil || !j.has(jobTiered)) {
 		// Kept whole, so that RetryJob can submit it again. (A payload
-		// on disk only, tiered out, is not read back for this.)
+		// on disk only, tiered out, is not read back for this: the
+		// record says only its size, and RetryJob refuses it.)
 		r.payload, r.payloadWhole = j.payload, true
 	}
 	if e.result != nil {

@@ -22,9 +22,10 @@ import (
 //
 // It returns ErrJobNotFound when no record of the job is kept, ErrJobLive
 // for a job that has not ended, and errors wrapping ErrNotRetryable (a
-// complete or cancelled job) or ErrPayloadNotKept. It returns once the
-// new job is durable. by says who asked, for the log. Safe for concurrent
-// use.
+// complete or cancelled job) or ErrPayloadNotKept (a payload longer than
+// RetryPayloadCap, or on disk only, beyond the memory budget, when the job
+// ended). It returns once the new job is durable. by says who asked, for
+// the log. Safe for concurrent use.
 func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq uint64, created bool, err error) {
 	old, ok := b.ParseHandle(handle)
 	if !ok {
@@ -65,6 +66,10 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 		return 0, false, ErrJobLive
 	case !retryable(rec.State):
 		return 0, false, fmt.Errorf("%w: job %s is %s", ErrNotRetryable, handle, rec.State)
+	case rec.Payload == nil && rec.PayloadSize <= RetryPayloadCap:
+		// A payload on disk only (tiering) when the job ended.
+		return 0, false, fmt.Errorf("%w: the record keeps only the payload's size (%d bytes): the payload was on disk only, "+
+			"beyond the memory budget, when the job ended", ErrPayloadNotKept, rec.PayloadSize)
 	case rec.Payload == nil:
 		return 0, false, fmt.Errorf("%w: its payload is %d bytes; a record keeps up to %d", ErrPayloadNotKept,
 			rec.PayloadSize, RetryPayloadCap)

@@ -22,9 +22,11 @@ type tiering struct {
 	// inMemory counts the payload bytes of stored background jobs kept in
 	// memory. Guarded by Broker.mu.
 	inMemory int64
-	// onDisk counts stored background jobs whose payload is on disk only.
-	// Guarded by Broker.mu.
-	onDisk int
+	// onDisk holds the payload sizes of the stored background jobs whose
+	// payload is on disk only, by sequence number, so that their records
+	// say how long the payload was (a job has no room for it). Guarded by
+	// Broker.mu.
+	onDisk map[uint64]uint32
 	// lending is set while replay loads through store.LendingLoader: the
 	// payloads of the jobs it admits are the store's, copied only when kept
 	// in memory. Guarded by Broker.mu.
@@ -66,8 +68,11 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	if b.jobs.get(j.seq) == j {
 		b.liveBytes -= int64(len(j.payload)) // Config.MaxQueuedBytes counts memory
 	}
+	if t.onDisk == nil {
+		t.onDisk = make(map[uint64]uint32)
+	}
+	t.onDisk[j.seq] = uint32(min(len(j.payload), 1<<32-1))
 	j.payload = nil
-	t.onDisk++
 	if aliased && j.unique != "" {
 		// The unique is a view of the packet body that also holds the
 		// payload: copy it so that the body can be freed.
@@ -103,7 +108,7 @@ func (b *Broker) tierForgetLocked(j *job) {
 	}
 	j.flags &^= jobTiered
 	if j.payload == nil {
-		t.onDisk--
+		delete(t.onDisk, j.seq)
 		return
 	}
 	t.inMemory -= int64(len(j.payload))
@@ -172,7 +177,16 @@ func (b *Broker) tierFillRetries(ctx context.Context, records []store.Job) ([]st
 func (b *Broker) TieringStats() (inMemory int64, onDisk int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.tier.inMemory, b.tier.onDisk
+	return b.tier.inMemory, len(b.tier.onDisk)
+}
+
+// payloadSizeLocked returns the length of j's payload, also when it is on
+// disk only.
+func (b *Broker) payloadSizeLocked(j *job) int {
+	if j.payload == nil && j.has(jobTiered) {
+		return int(b.tier.onDisk[j.seq])
+	}
+	return len(j.payload)
 }
 
 // tierFillDeadLetters reads back the payloads of listed dead letters that

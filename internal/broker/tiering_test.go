@@ -221,3 +221,33 @@ func TestTieringReplayCopiesOnlyKeptLentPayloads(t *testing.T) {
 	requireTiering(t, b2, 8, 3)
 	require.Equal(t, want, grabAll(t, b2, "f"), "payloads kept in memory must be copies of the lent ones")
 }
+
+// TestTieringFailedJobRecordKeepsPayloadSize: the record of a job whose
+// payload was on disk only when it ended says how long the payload was,
+// and a retry of it is refused with an error that says why. (Its function
+// keeps no dead letters: a dead letter is retried from the store.)
+func TestTieringFailedJobRecordKeepsPayloadSize(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, broker.Config{Store: memory.New(), MemoryBudget: -1,
+		Policies: map[string]broker.Policy{"f": {MaxDeadLetters: -1}}})
+	c := b.NewSession("client", discard{})
+	seq := submitBg(t, b, c, "the payload")
+	requireTiering(t, b, 0, 1)
+
+	w := b.NewSession("w", discard{})
+	b.CanDo(w, []byte("f"), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, "the payload", string(a.Payload))
+	require.NoError(t, b.Finish(w, a.Seq, broker.Fail, nil))
+	requireTiering(t, b, 0, 0)
+
+	rec, ok := b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, broker.FinalDead, rec.State)
+	require.Equal(t, len("the payload"), rec.PayloadSize)
+
+	_, _, err := b.RetryJob(context.Background(), []byte(b.Handle(seq)), "test")
+	require.ErrorIs(t, err, broker.ErrPayloadNotKept)
+	require.Contains(t, err.Error(), "on disk")
+}
