@@ -92,7 +92,7 @@ type job struct {
 	prev, next *job // links in the function's priority queue
 	x          *jobExtra
 	// submitted is when the job was accepted, in Unix nanoseconds; 0 for
-	// jobs replayed from the store.
+	// jobs replayed from a store that does not keep it.
 	submitted  int64
 	retries    uint32
 	priority   Priority

@@ -355,15 +355,16 @@ func (b *Broker) unlinkLocked(j *job) {
 
 func (b *Broker) record(j *job) store.Job {
 	r := store.Job{
-		Seq:      j.seq,
-		Handle:   b.Handle(j.seq),
-		Function: j.fn.name,
-		Unique:   j.unique,
-		Reducer:  j.reducer(),
-		Payload:  j.payload,
-		Priority: uint8(j.priority),
-		RunAt:    j.runAt(),
-		Retries:  j.retries,
+		Seq:       j.seq,
+		Handle:    b.Handle(j.seq),
+		Function:  j.fn.name,
+		Unique:    j.unique,
+		Reducer:   j.reducer(),
+		Payload:   j.payload,
+		Priority:  uint8(j.priority),
+		RunAt:     j.runAt(),
+		Retries:   j.retries,
+		Submitted: j.submitted,
 	}
 	if j.x != nil {
 		if j.x.life != nil {

@@ -69,10 +69,10 @@ type Job struct {
 	// for other jobs.
 	Schedule string
 	Tick     int64
-	// Submitted is when the job was accepted, in Unix nanoseconds, as a
-	// shared store's Claim answers it (PostgreSQL: the row's created_at);
-	// 0 when unknown (Load, and stores that do not keep it). Writes
-	// ignore it.
+	// Submitted is when the job was accepted, in Unix nanoseconds; 0 when
+	// unknown. The Pebble and memory stores keep what is written; the
+	// PostgreSQL store ignores it on writes and answers the row's
+	// created_at instead (Claim).
 	Submitted int64
 	// Batch is the batch the job belongs to (see the broker's batches); 0
 	// for none.

@@ -56,6 +56,9 @@ const (
 	// recordVersionAfter: a job that waits for others (version 2, then
 	// its dependencies).
 	recordVersionAfter = 3
+	// recordVersionSubmitted: a job that knows when it was submitted
+	// (version 3, whose dependencies may be none, then the time).
+	recordVersionSubmitted = 4
 )
 
 // A version 1 record is:
@@ -87,10 +90,14 @@ const (
 //
 //	batch     uvarint
 //
-// and a version 3 record, after the batch:
+// a version 3 record, after the batch:
 //
-//	after     uvarint count, then each Seq as uvarint
+//	after     uvarint count (at least 1), then each Seq as uvarint
 //	anyway    1 byte (AfterAnyway)
+//
+// and a version 4 record, after those (whose count may be 0):
+//
+//	submitted varint (Submitted, Unix nanoseconds)
 //
 // The Seq is the key. Pebble checksums its WAL records and blocks, so the
 // record carries no checksum of its own.
@@ -110,11 +117,14 @@ func recordLen(j *store.Job) int {
 	n += uvarintLen(zigzag(j.FinishedAt)) + uvarintLen(zigzag(int64(j.MaxAttempts))) + uvarintLen(zigzag(j.Timeout)) + uvarintLen(zigzag(j.Tick))
 	if v := versionOf(j); v >= recordVersionBatch {
 		n += uvarintLen(j.Batch)
-		if v == recordVersionAfter {
+		if v >= recordVersionAfter {
 			n += uvarintLen(uint64(len(j.After))) + 1
 			for _, q := range j.After {
 				n += uvarintLen(q)
 			}
+		}
+		if v >= recordVersionSubmitted {
+			n += uvarintLen(zigzag(j.Submitted))
 		}
 	}
 	return n + len(j.Payload)
@@ -156,7 +166,7 @@ func putRecord(dst []byte, j *store.Job) {
 	n += binary.PutVarint(dst[n:], j.Tick)
 	if v := dst[0]; v >= recordVersionBatch {
 		n += binary.PutUvarint(dst[n:], j.Batch)
-		if v == recordVersionAfter {
+		if v >= recordVersionAfter {
 			n += binary.PutUvarint(dst[n:], uint64(len(j.After)))
 			for _, q := range j.After {
 				n += binary.PutUvarint(dst[n:], q)
@@ -167,6 +177,9 @@ func putRecord(dst []byte, j *store.Job) {
 			}
 			n++
 		}
+		if v >= recordVersionSubmitted {
+			n += binary.PutVarint(dst[n:], j.Submitted)
+		}
 	}
 	copy(dst[n:], j.Payload)
 }
@@ -174,6 +187,8 @@ func putRecord(dst []byte, j *store.Job) {
 // versionOf returns the record version j needs: the oldest that holds it.
 func versionOf(j *store.Job) byte {
 	switch {
+	case j.Submitted != 0:
+		return recordVersionSubmitted
 	case len(j.After) > 0:
 		return recordVersionAfter
 	case j.Batch != 0:
@@ -183,7 +198,7 @@ func versionOf(j *store.Job) byte {
 }
 
 // knownVersion reports whether a store reads records of version v.
-func knownVersion(v byte) bool { return v >= recordVersion && v <= recordVersionAfter }
+func knownVersion(v byte) bool { return v >= recordVersion && v <= recordVersionSubmitted }
 
 // recordDecoder decodes records, sharing the strings of repeated function
 // names between jobs.
@@ -247,16 +262,20 @@ func (d *recordDecoder) decode(seq uint64, v []byte, lend bool) (store.Job, erro
 	if version >= recordVersionBatch {
 		j.Batch = r.uvarint()
 	}
-	if version == recordVersionAfter {
-		if na := r.uvarint(); na > 0 && na <= uint64(len(r.b)) {
+	if version >= recordVersionAfter {
+		switch na := r.uvarint(); {
+		case na > 0 && na <= uint64(len(r.b)):
 			j.After = make([]uint64, na)
 			for i := range j.After {
 				j.After[i] = r.uvarint()
 			}
-		} else {
+		case na > 0 || version == recordVersionAfter:
 			r.fail()
 		}
 		j.AfterAnyway = r.byte() == 1
+	}
+	if version >= recordVersionSubmitted {
+		j.Submitted = r.varint()
 	}
 	if r.err != nil {
 		return store.Job{}, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)
@@ -304,11 +323,14 @@ func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	if version >= recordVersionBatch {
 		r.uvarint()
 	}
-	if version == recordVersionAfter {
+	if version >= recordVersionAfter {
 		for na := r.uvarint(); na > 0 && r.err == nil; na-- {
 			r.uvarint()
 		}
 		r.byte()
+	}
+	if version >= recordVersionSubmitted {
+		r.varint()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)

@@ -74,3 +74,60 @@ func mustDeadLetters(t *testing.T, b *broker.Broker, function string) []broker.D
 	require.NoError(t, err)
 	return dl
 }
+
+// TestReplayedJobKeepsSubmitTime: a job replayed from the store after a
+// restart still says when it was submitted, both a plain job and one
+// waiting on another (records of different layouts).
+func TestReplayedJobKeepsSubmitTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	quiet := slog.New(slog.DiscardHandler)
+	open := func() (*broker.Broker, *pebble.Store) {
+		st, err := pebble.Open(ctx, dir, pebble.Options{Logger: quiet})
+		require.NoError(t, err)
+		b := broker.New(broker.Config{Logger: quiet, Store: st})
+		require.NoError(t, b.Start(ctx))
+		return b, st
+	}
+	b, st := open()
+	c := b.NewSession("c", dropEvents{})
+	submit := func(p broker.SubmitParams) uint64 {
+		t.Helper()
+		type res struct {
+			seq uint64
+			err error
+		}
+		done := make(chan res, 1)
+		b.Submit(c, p, func(seq uint64, _ bool, err error) { done <- res{seq, err} })
+		select {
+		case r := <-done:
+			require.NoError(t, r.err)
+			return r.seq
+		case <-time.After(time.Minute):
+			t.Fatal("submit not acknowledged")
+			return 0
+		}
+	}
+	first := submit(broker.SubmitParams{Function: []byte("f"), Payload: []byte("one"), Background: true})
+	second := submit(broker.SubmitParams{Function: []byte("f"), Payload: []byte("two"), Background: true,
+		After: []uint64{first}})
+	want := map[uint64]time.Time{}
+	for _, seq := range []uint64{first, second} {
+		snap, ok := b.Job(seq)
+		require.True(t, ok)
+		require.False(t, snap.Submitted.IsZero())
+		want[seq] = snap.Submitted
+	}
+	b.Stop()
+	require.NoError(t, st.Close())
+
+	b, st = open()
+	defer st.Close()
+	defer b.Stop()
+	for seq, at := range want {
+		snap, ok := b.Job(seq)
+		require.True(t, ok, "job %d replayed", seq)
+		require.True(t, at.Equal(snap.Submitted), "job %d: submitted %v, replayed as %v", seq, at, snap.Submitted)
+	}
+}
