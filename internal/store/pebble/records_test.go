@@ -31,13 +31,18 @@ func recordBroker(t *testing.T, fs vfs.FS, cfg broker.Config) (*broker.Broker, *
 // submitBG submits a background job and waits for its acknowledgement.
 func submitBG(t *testing.T, b *broker.Broker, c *broker.Session, fn, payload string) uint64 {
 	t.Helper()
+	return submitAcked(t, b, c, broker.SubmitParams{Function: []byte(fn), Payload: []byte(payload), Background: true})
+}
+
+// submitAcked submits p and waits for its acknowledgement.
+func submitAcked(t *testing.T, b *broker.Broker, c *broker.Session, p broker.SubmitParams) uint64 {
+	t.Helper()
 	type res struct {
 		seq uint64
 		err error
 	}
 	ch := make(chan res, 1)
-	b.Submit(c, broker.SubmitParams{Function: []byte(fn), Payload: []byte(payload), Background: true},
-		func(seq uint64, _ bool, err error) { ch <- res{seq, err} })
+	b.Submit(c, p, func(seq uint64, _ bool, err error) { ch <- res{seq, err} })
 	select {
 	case r := <-ch:
 		require.NoError(t, r.err)

@@ -92,25 +92,8 @@ func TestReplayedJobKeepsSubmitTime(t *testing.T) {
 	}
 	b, st := open()
 	c := b.NewSession("c", dropEvents{})
-	submit := func(p broker.SubmitParams) uint64 {
-		t.Helper()
-		type res struct {
-			seq uint64
-			err error
-		}
-		done := make(chan res, 1)
-		b.Submit(c, p, func(seq uint64, _ bool, err error) { done <- res{seq, err} })
-		select {
-		case r := <-done:
-			require.NoError(t, r.err)
-			return r.seq
-		case <-time.After(time.Minute):
-			t.Fatal("submit not acknowledged")
-			return 0
-		}
-	}
-	first := submit(broker.SubmitParams{Function: []byte("f"), Payload: []byte("one"), Background: true})
-	second := submit(broker.SubmitParams{Function: []byte("f"), Payload: []byte("two"), Background: true,
+	first := submitAcked(t, b, c, broker.SubmitParams{Function: []byte("f"), Payload: []byte("one"), Background: true})
+	second := submitAcked(t, b, c, broker.SubmitParams{Function: []byte("f"), Payload: []byte("two"), Background: true,
 		After: []uint64{first}})
 	want := map[uint64]time.Time{}
 	for _, seq := range []uint64{first, second} {
