@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -161,6 +162,26 @@ func (b *Broker) unlinkWaitingLocked(j *job) {
 			delete(b.dependents, d)
 		} else {
 			b.dependents[d] = list
+		}
+	}
+}
+
+// dropWaitingLocked drops the jobs of f that wait for others (DropFunction),
+// oldest first; the jobs that wait for those are cancelled in turn
+// (dependencyEndedLocked).
+func (b *Broker) dropWaitingLocked(f *function) {
+	var drop []*job
+	for _, list := range b.dependents {
+		for _, w := range list {
+			if w.fn == f && !slices.Contains(drop, w) {
+				drop = append(drop, w)
+			}
+		}
+	}
+	slices.SortFunc(drop, func(x, y *job) int { return cmp.Compare(x.seq, y.seq) })
+	for _, w := range drop {
+		if w.state == stateWaiting { // not cancelled by an earlier drop
+			b.dropLocked(w, "function dropped")
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
@@ -167,4 +168,37 @@ func TestAfterChainAfterACrashAtAnyWrite(t *testing.T) {
 		r.b.Stop()
 	}
 	require.GreaterOrEqual(t, len(snaps), 3)
+}
+
+// Dropping a function drops its jobs that wait for others, as it drops its
+// queued ones, and the jobs that waited for those are cancelled: none is
+// left waiting under a function that no longer exists.
+func TestDropFunctionDropsWaitingJobs(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{store: memory.New(), can: []string{"fn"}})
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	p := lcBG("other", "", "b")
+	p.After = []uint64{a}
+	b := tb.submit(t, p)
+	c := tb.submit(t, after("c", false, b))
+	require.Equal(t, "waiting", tb.state(t, b))
+
+	require.NoError(t, tb.b.DropFunction("other"))
+	s, ok := tb.b.Job(b)
+	require.True(t, ok)
+	require.Equal(t, FinalCancelled, s.State)
+	require.Equal(t, "function dropped", s.CancelledBy)
+	s, ok = tb.b.Job(c)
+	require.True(t, ok)
+	require.Equal(t, FinalCancelled, s.State)
+	require.Contains(t, s.CancelledBy, "dependency ")
+
+	tb.finishNext(t, a, Complete)
+	tb.noJob(t)
+	require.Zero(t, tb.b.JobCount())
+	tb.b.Stop() // flush the committer
+	require.NoError(t, tb.store.Load(context.Background(), func(j store.Job) error {
+		require.NotContains(t, []uint64{b, c}, j.Seq, "a dropped job stays stored")
+		return nil
+	}))
 }

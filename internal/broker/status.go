@@ -218,7 +218,9 @@ func (b *Broker) CreateFunction(name string) {
 }
 
 // DropFunction forgets a function that has no workers and no running
-// jobs; its queued jobs are dropped, as gearmand does.
+// jobs; its queued jobs are dropped, as gearmand does, and so are its jobs
+// that wait for others (SubmitParams.After), cancelling the jobs that wait
+// for those.
 func (b *Broker) DropFunction(name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -235,6 +237,7 @@ func (b *Broker) DropFunction(name string) error {
 	if f.workers > 0 || f.running > 0 {
 		return ErrFunctionBusy
 	}
+	b.dropWaitingLocked(f)
 	b.dropFunctionLifeLocked(f)
 	for p := range numPriorities {
 		for j := f.queues[p].head; j != nil; j = f.queues[p].head {
