@@ -109,6 +109,7 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 		return more
 	}
 	began := time.Now()
+	b.tierFillRecords(ctx, buf.snaps)
 	err := b.writeBatch(ctx, buf)
 	defer func() {
 		answerBarriers(buf.barriers, err)

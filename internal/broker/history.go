@@ -81,6 +81,9 @@ type histRec struct {
 	ran bool
 	// payloadWhole: payload is the whole payload (retryable records).
 	payloadWhole bool
+	// payloadOnDisk: the job's payload was on disk only (tiering) when it
+	// ended; the committer reads it back for the record (tierFillRecords).
+	payloadOnDisk bool
 	// writing: the committer is writing the record to the store.
 	writing bool
 }
@@ -233,16 +236,18 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	h.order++
 	r := fh.newRec()
-	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(b.payloadSizeLocked(j), 1<<32-1)),
+	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(j.payloadSize(), 1<<32-1)),
 		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority,
-		state: parseFinal(e.state), lastErr: e.errText}
+		state: parseFinal(e.state), lastErr: e.errText, payloadOnDisk: j.payloadOnDisk()}
 	if !j.background {
 		r.ext().foreground = true
 	}
 	r.payload = capped(j.payload, PayloadPreviewCap)
 	if retryable(e.state) && len(j.payload) <= RetryPayloadCap && (j.payload != nil || !j.has(jobTiered)) {
 		// Kept whole, so that RetryJob can submit it again. (A payload
-		// on disk only, tiered out, is not read back for this: the
+		// on disk only, tiered out, is read back by the committer when
+		// it writes the record to a store that keeps records,
+		// tierFillRecords; until then, or without such a store, the
 		// record says only its size, and RetryJob refuses it.)
 		r.payload, r.payloadWhole = j.payload, true
 	}
@@ -443,7 +448,7 @@ func (r *histRec) snapshot() JobSnapshot {
 	s := JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state.String(),
 		Final: true, Background: true, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,
 		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: int(r.payloadLen),
-		Finished: time.Unix(0, r.finished)}
+		Finished: time.Unix(0, r.finished), payloadOnDisk: r.payloadOnDisk}
 	if r.payloadWhole {
 		s.Payload = nonNilBytes(r.payload)
 		s.PayloadPreview = s.Payload[:min(len(s.Payload), PayloadPreviewCap)]

@@ -164,6 +164,9 @@ type jobExtra struct {
 	// leaseTimer: the running job's timer is its worker's lease
 	// (Broker.CanDoLease), not a timeout that fails the job.
 	leaseTimer bool
+	// payloadLen is the length of a payload on disk only (tiering), as
+	// read when the job was last handed out; 0 when not known.
+	payloadLen uint32
 	// warning is the end (at most maxWarningText bytes) of the last
 	// WORK_WARNING of the current run: a WORK_FAIL that follows carries no
 	// data, so the warning is the failed attempt's error text.

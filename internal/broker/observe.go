@@ -72,6 +72,9 @@ type JobSnapshot struct {
 	// most PayloadPreviewCap bytes); PayloadSize its full length.
 	PayloadPreview []byte
 	PayloadSize    int
+	// payloadOnDisk: the job's payload was on disk only when it ended
+	// (histRec.payloadOnDisk).
+	payloadOnDisk bool
 	// Payload is the whole payload of a failed, exception or dead job's
 	// record when it is at most RetryPayloadCap bytes (nil otherwise):
 	// what RetryJob submits again. It must not be modified.

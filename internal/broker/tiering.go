@@ -22,11 +22,9 @@ type tiering struct {
 	// inMemory counts the payload bytes of stored background jobs kept in
 	// memory. Guarded by Broker.mu.
 	inMemory int64
-	// onDisk holds the payload sizes of the stored background jobs whose
-	// payload is on disk only, by sequence number, so that their records
-	// say how long the payload was (a job has no room for it). Guarded by
-	// Broker.mu.
-	onDisk map[uint64]uint32
+	// onDisk counts stored background jobs whose payload is on disk only.
+	// Guarded by Broker.mu.
+	onDisk int
 	// lending is set while replay loads through store.LendingLoader: the
 	// payloads of the jobs it admits are the store's, copied only when kept
 	// in memory. Guarded by Broker.mu.
@@ -68,11 +66,8 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	if b.jobs.get(j.seq) == j {
 		b.liveBytes -= int64(len(j.payload)) // Config.MaxQueuedBytes counts memory
 	}
-	if t.onDisk == nil {
-		t.onDisk = make(map[uint64]uint32)
-	}
-	t.onDisk[j.seq] = uint32(min(len(j.payload), 1<<32-1))
 	j.payload = nil
+	t.onDisk++
 	if aliased && j.unique != "" {
 		// The unique is a view of the packet body that also holds the
 		// payload: copy it so that the body can be freed.
@@ -108,24 +103,29 @@ func (b *Broker) tierForgetLocked(j *job) {
 	}
 	j.flags &^= jobTiered
 	if j.payload == nil {
-		delete(t.onDisk, j.seq)
+		t.onDisk--
 		return
 	}
 	t.inMemory -= int64(len(j.payload))
 }
 
 // grabTiered completes a Grab whose job's payload is on disk: it reads the
-// payload without holding the lock. A job whose payload cannot be read is
+// payload without holding the lock, and notes its length for the job's
+// record (payloadSize). A job whose payload cannot be read is
 // failed (its clients get WORK_FAIL) and left in the store, where a restart
 // finds it again; the worker gets the next job instead.
 func (b *Broker) grabTiered(s *Session, a Assignment) (Assignment, bool) {
 	for {
 		p, err := b.tier.reader.ReadPayload(context.Background(), a.Seq)
+		b.mu.Lock()
 		if err == nil {
+			if j := b.heldBy(s, a.Seq); j != nil {
+				j.x.payloadLen = uint32(min(len(p), 1<<32-1)) // for its record
+			}
+			b.mu.Unlock()
 			a.Payload = p
 			return a, true
 		}
-		b.mu.Lock()
 		if j := b.heldBy(s, a.Seq); j != nil {
 			b.log.Error("broker: cannot read a job's payload back from the store; failing the job, which stays stored",
 				slog.String("handle", b.Handle(a.Seq)), slog.String("function", a.Function), slog.String("error", err.Error()))
@@ -177,14 +177,22 @@ func (b *Broker) tierFillRetries(ctx context.Context, records []store.Job) ([]st
 func (b *Broker) TieringStats() (inMemory int64, onDisk int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.tier.inMemory, len(b.tier.onDisk)
+	return b.tier.inMemory, b.tier.onDisk
 }
 
-// payloadSizeLocked returns the length of j's payload, also when it is on
-// disk only.
-func (b *Broker) payloadSizeLocked(j *job) int {
-	if j.payload == nil && j.has(jobTiered) {
-		return int(b.tier.onDisk[j.seq])
+// payloadOnDisk reports whether j's payload is on disk only, or was
+// until the job left the store (payloadLen outlives tierForgetLocked).
+func (j *job) payloadOnDisk() bool {
+	return j.payload == nil && (j.has(jobTiered) || j.x != nil && j.x.payloadLen != 0)
+}
+
+// payloadSize returns the length of j's payload; for one on disk only, the
+// length read when the job was last handed out (grabTiered), or 0 when it
+// was not (a job has no room to keep it while queued: the committer reads
+// it back for the record, tierFillRecords).
+func (j *job) payloadSize() int {
+	if j.payload == nil && j.x != nil {
+		return int(j.x.payloadLen)
 	}
 	return len(j.payload)
 }
@@ -203,4 +211,34 @@ func (b *Broker) tierFillDeadLetters(list []DeadLetter) []DeadLetter {
 		}
 	}
 	return list
+}
+
+// tierFillRecords reads back the payloads of jobs that were on disk only
+// when they ended, for their records: the records of failed, exception
+// and dead jobs get the preview, and the whole payload when a record keeps
+// it (RetryPayloadCap), so that RetryJob can run the job again; any record
+// whose payload size is not known (a job cancelled before it ran) gets its
+// size and preview. The committer calls it before the write that removes
+// the job from the store; a payload no longer stored is left out. The
+// record of a job that completed knows its size and is left as it is, so
+// that the common end of a job costs no read. It runs without the lock.
+func (b *Broker) tierFillRecords(ctx context.Context, snaps []JobSnapshot) {
+	if b.tier.reader == nil {
+		return
+	}
+	for i := range snaps {
+		s := &snaps[i]
+		if !s.payloadOnDisk || !retryable(s.State) && s.PayloadSize != 0 {
+			continue
+		}
+		p, err := b.tier.reader.ReadPayload(ctx, s.Seq)
+		if err != nil {
+			continue
+		}
+		s.PayloadSize = len(p)
+		s.PayloadPreview = capped(p, PayloadPreviewCap)
+		if retryable(s.State) && len(p) <= RetryPayloadCap {
+			s.Payload = p
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -112,5 +113,61 @@ func TestReplayedJobKeepsSubmitTime(t *testing.T) {
 		snap, ok := b.Job(seq)
 		require.True(t, ok, "job %d replayed", seq)
 		require.True(t, at.Equal(snap.Submitted), "job %d: submitted %v, replayed as %v", seq, at, snap.Submitted)
+	}
+}
+
+// TestTieredFailedJobRecordKeepsPayload: the record of a job whose payload
+// was on disk only (beyond the memory budget) when it failed keeps its
+// payload, read back before the job leaves the store, so that it shows a
+// preview and runs again with the same payload.
+func TestTieredFailedJobRecordKeepsPayload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, st := recordBroker(t, vfs.NewMem(), broker.Config{MemoryBudget: -1,
+		Policies: map[string]broker.Policy{"f": {MaxDeadLetters: -1}}})
+	defer st.Close()
+	defer b.Stop()
+	w := b.NewSession("w", dropEvents{})
+	b.CanDo(w, []byte("f"), 0)
+	seq := submitBG(t, b, b.NewSession("c", dropEvents{}), "f", "the payload")
+	_, onDisk := b.TieringStats()
+	require.Equal(t, 1, onDisk, "the payload is on disk only")
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, a.Seq, broker.Fail, nil))
+	waitStored(t, st, seq)
+
+	rec, ok := b.Job(seq)
+	require.True(t, ok)
+	require.Equal(t, broker.FinalDead, rec.State)
+	require.Equal(t, len("the payload"), rec.PayloadSize)
+	require.Equal(t, "the payload", string(rec.PayloadPreview))
+
+	again, created, err := b.RetryJob(ctx, []byte(b.Handle(seq)), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	a, ok = b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, again, a.Seq)
+	require.Equal(t, "the payload", string(a.Payload))
+	require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+
+	// A job cancelled before it ran never had its payload read: its
+	// record has the size and preview all the same.
+	cancelled := submitBG(t, b, b.NewSession("c2", dropEvents{}), "f", "never ran")
+	require.NoError(t, b.CancelJob(ctx, []byte(b.Handle(cancelled))))
+	waitStored(t, st, again)
+	waitStored(t, st, cancelled)
+	for q, want := range map[uint64]string{again: "", cancelled: "never ran"} {
+		rec, ok := b.Job(q)
+		require.True(t, ok)
+		if want == "" { // completed: the size, read when it ran
+			require.Equal(t, broker.FinalComplete, rec.State)
+			require.Equal(t, len("the payload"), rec.PayloadSize)
+			continue
+		}
+		require.Equal(t, broker.FinalCancelled, rec.State)
+		require.Equal(t, len(want), rec.PayloadSize)
+		require.Equal(t, want, string(rec.PayloadPreview))
 	}
 }
