@@ -13,6 +13,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/pebble"
 )
 
 // gatedStore is a durable store whose writes wait for the test.
@@ -121,3 +122,30 @@ func httptestRequest(method, path, body string) *http.Request {
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+// A job replayed from the Pebble store after a restart answers when it was
+// submitted, as it did before.
+func TestReplayedJobShowsSubmitTime(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	openStore := func() *pebble.Store {
+		st, err := pebble.Open(context.Background(), dir, pebble.Options{CacheSize: 1 << 20, MemTableSize: 1 << 20})
+		require.NoError(t, err)
+		return st
+	}
+	st := openStore()
+	tb := setupBroker(t, broker.Config{Store: st})
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("p")))
+	before := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.NotNil(t, before.Submitted)
+	tb.b.Stop()
+	require.NoError(t, st.Close())
+
+	st = openStore()
+	t.Cleanup(func() { require.NoError(t, st.Close()) }) // after the broker stops
+	tb = setupBroker(t, broker.Config{Store: st})
+	after := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Equal(t, "queued", after.State, "replayed")
+	require.NotNil(t, after.Submitted, "a replayed job says when it was submitted")
+	require.True(t, before.Submitted.Equal(*after.Submitted))
+}
