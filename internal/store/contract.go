@@ -127,6 +127,36 @@ type SharedStore interface {
 	Ping(ctx context.Context) error
 }
 
+// BatchStore is the optional part of a SharedStore that keeps batches
+// (groups of background jobs with callbacks) for every server sharing it.
+// A batch is one row with its counters; each job of it names it
+// (Job.Batch). A new job of a batch that Commit inserts counts in its
+// total; a coalesced one does not. The ends of its jobs (CommitParams.
+// BatchEnds) count once each, however often a round is written again.
+// A batch completes when it is closed and its ended jobs reach its
+// total: the transaction that completes it (Commit or CloseBatch)
+// inserts its callback jobs, numbered by the store, unclaimed, with
+// handles of the prefix given, and marks them submitted, so that each
+// callback is inserted exactly once, also when servers end its last jobs
+// at the same moment. The callback job's payload is the JSON of the
+// broker's CallbackPayload.
+//
+// Methods must be safe for concurrent use.
+type BatchStore interface {
+	// CreateBatch stores a new open batch with an id unique across
+	// servers (from the job sequence). Durable when it returns.
+	CreateBatch(ctx context.Context, p NewBatch) (uint64, error)
+	// CloseBatch closes batch id (closing twice changes nothing) and
+	// completes it when its jobs have all ended, inserting its callbacks
+	// as Commit does with handlePrefix. ErrNotFound when there is none.
+	CloseBatch(ctx context.Context, id uint64, handlePrefix string) error
+	// Batch reads batch id; ErrNotFound when there is none.
+	Batch(ctx context.Context, id uint64) (Batch, error)
+	// Batches lists the batches, the newest first, at most limit (≤ 0:
+	// all).
+	Batches(ctx context.Context, limit int) ([]Batch, error)
+}
+
 // SharedLifecycle is the part of a SharedStore that holds the lifecycle
 // rows of every server sharing the store. A broker in shared mode keeps no
 // dead letters in memory (they are rows that any server lists, retries and

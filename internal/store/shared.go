@@ -96,6 +96,59 @@ type CommitParams struct {
 	// and then to write (RecordStore), in the same transaction as Delete.
 	ForgetRecords []uint64
 	Records       []Record
+	// BatchEnds are the ends of jobs of batches (BatchStore), counted in
+	// the same transaction as Delete and the rest of the round; see
+	// BatchStore for when a batch completes.
+	BatchEnds []BatchEnd
+}
+
+// BatchOutcome is how a job of a batch ended.
+type BatchOutcome uint8
+
+// The outcomes a batch counts.
+const (
+	BatchSucceeded BatchOutcome = iota
+	BatchFailed
+	BatchDead
+)
+
+// BatchEnd is the end of job Seq of batch Batch. It is counted only when
+// the job's stored row names that batch (Job.Batch) and its end was not
+// counted before.
+type BatchEnd struct {
+	Seq, Batch uint64
+	Outcome    BatchOutcome
+}
+
+// BatchCallback is a job a batch submits when it completes: Function,
+// and PayloadJSON, the JSON value (a string) that the callback job's
+// payload carries as "payload" (empty: none).
+type BatchCallback struct {
+	Function    string
+	PayloadJSON []byte
+}
+
+// NewBatch describes a batch to create (BatchStore.CreateBatch); a
+// callback with an empty Function is none.
+type NewBatch struct {
+	OnSuccess, OnComplete BatchCallback
+	// Created is the Unix time in nanoseconds.
+	Created int64
+}
+
+// Batch is a stored batch.
+type Batch struct {
+	ID                          uint64
+	OnSuccess, OnComplete       BatchCallback
+	Closed                      bool
+	Total, Succeeded            uint64
+	Failed, Dead                uint64
+	SuccessFired, CompleteFired bool
+	Failures                    []string
+	Truncated                   bool
+	// Created and Completed are Unix times in nanoseconds; Completed is
+	// 0 until the batch completed.
+	Created, Completed int64
 }
 
 // Committed is the outcome of one commit round.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 var insertSQL = `
 WITH input AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::smallint[],
-		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `, $23::bigint[])
+		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `, $` + strconv.Itoa(11+strings.Count(stateTypes, "%d")) + `::bigint[])
 		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ` + stateNames + `, given, ord)
 ), numbered AS MATERIALIZED (
 	SELECT CASE WHEN given <> 0 THEN given ELSE nextval('gearwork_job_seq') END AS seq, ord
@@ -33,7 +34,12 @@ WITH input AS (
 		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
 			AND g.run_at <= extract(epoch FROM now())::bigint
 			AND g.not_before <= (extract(epoch FROM now()) * 1e9)::bigint
-	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner
+	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner, g.batch
+), counted AS (
+	-- A new job of a batch counts in its total (a coalesced one does not).
+	UPDATE gearwork_batches b SET total = b.total + c.n
+	FROM (SELECT batch, count(*) AS n FROM ins WHERE created AND batch <> 0 GROUP BY batch) c
+	WHERE b.id = c.batch
 )
 SELECT n.ord, ins.seq, ins.function, ins.uniq, ins.created, ins.owner FROM ins LEFT JOIN numbered n ON n.seq = ins.seq`
 
@@ -75,7 +81,7 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 	out := store.Committed{Inserted: make([]store.Inserted, len(p.Insert.Jobs))}
 	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
 		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 && len(p.Progress) == 0 &&
-		len(p.Records) == 0 && len(p.ForgetRecords) == 0 {
+		len(p.Records) == 0 && len(p.ForgetRecords) == 0 && len(p.BatchEnds) == 0 {
 		return out, nil
 	}
 	id, _ := s.member()
@@ -120,6 +126,13 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	add := func(read func(pgx.BatchResults) error, sql string, args ...any) {
 		steps = append(steps, batchStep{sql: sql, args: args, read: read})
 	}
+	var endArgs []any
+	var endBatches []int64
+	if len(cp.BatchEnds) > 0 {
+		// Counted before the deletes, again after the inserts (batchEndSQL).
+		endArgs, endBatches = batchEndArgs(cp.BatchEnds)
+		add(nil, batchEndSQL, endArgs...)
+	}
 	if len(cp.Delete) > 0 {
 		add(nil, `DELETE FROM gearwork_jobs WHERE seq = ANY($1)`, seqArgs(cp.Delete))
 	}
@@ -145,6 +158,10 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			return err
 		}, insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
 		base += len(part)
+	}
+	if len(cp.BatchEnds) > 0 {
+		add(nil, batchEndSQL, endArgs...)
+		add(nil, batchFireSQL, endBatches, []byte(p.HandlePrefix), s.channel)
 	}
 	if len(cp.Progress) > 0 && id != 0 {
 		seqs := make([]int64, len(cp.Progress))

@@ -126,6 +126,34 @@ CREATE TABLE gearwork_records (
 CREATE INDEX gearwork_records_function ON gearwork_records (function, finished DESC, seq DESC);
 CREATE INDEX gearwork_records_finished ON gearwork_records (finished DESC, seq DESC);
 `},
+	{8, "batches", `
+-- The batch a job belongs to (0: none), and whether its end was counted
+-- in the batch (so that a round written twice counts it once).
+ALTER TABLE gearwork_jobs ADD COLUMN batch bigint NOT NULL DEFAULT 0,
+	ADD COLUMN batch_done boolean NOT NULL DEFAULT false;
+-- A batch: its callbacks (function NULL: none; payload the JSON string
+-- the callback's payload carries), its counters, and which callbacks were
+-- submitted (fired: 1 on_success, 2 on_complete; fire_now: those the last
+-- update submitted).
+CREATE TABLE gearwork_batches (
+	id               bigint PRIMARY KEY,
+	success_fn       bytea,
+	success_payload  bytea,
+	complete_fn      bytea,
+	complete_payload bytea,
+	closed           boolean NOT NULL DEFAULT false,
+	total            bigint NOT NULL DEFAULT 0,
+	succeeded        bigint NOT NULL DEFAULT 0,
+	failed           bigint NOT NULL DEFAULT 0,
+	dead             bigint NOT NULL DEFAULT 0,
+	fired            smallint NOT NULL DEFAULT 0,
+	fire_now         smallint NOT NULL DEFAULT 0,
+	failures         text[] NOT NULL DEFAULT '{}',
+	truncated        boolean NOT NULL DEFAULT false,
+	created          bigint NOT NULL,
+	completed        bigint NOT NULL DEFAULT 0
+);
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

@@ -187,6 +187,7 @@ type jobColumns struct {
 	timeout                                  []int64
 	schedule                                 [][]byte
 	tick                                     []int64
+	batch                                    []int64
 }
 
 func (c *jobColumns) add(j store.Job) {
@@ -229,20 +230,21 @@ func (c *jobColumns) addState(j store.Job) {
 	c.timeout = append(c.timeout, j.Timeout)
 	c.schedule = append(c.schedule, nonNil([]byte(j.Schedule)))
 	c.tick = append(c.tick, j.Tick)
+	c.batch = append(c.batch, seqArg(j.Batch))
 }
 
 // stateArgs returns the lifecycle columns as statement arguments.
 func (c *jobColumns) stateArgs() []any {
 	return []any{c.state, c.attempts, c.notBefore, c.lastError, c.history, c.result, c.finishedAt,
-		c.orderingKey, c.maxAttempts, c.timeout, c.schedule, c.tick}
+		c.orderingKey, c.maxAttempts, c.timeout, c.schedule, c.tick, c.batch}
 }
 
 // stateTypes are the array types of the lifecycle columns in stateArgs
 // order, for unnest; stateNames their column names.
 const (
 	stateTypes = `$%d::smallint[], $%d::bigint[], $%d::bigint[], $%d::bytea[], $%d::jsonb[], $%d::bytea[], $%d::bigint[],
-		$%d::bytea[], $%d::integer[], $%d::bigint[], $%d::bytea[], $%d::bigint[]`
-	stateNames = `state, attempts, not_before, last_error, history, result, finished_at, ordering_key, max_attempts, timeout, schedule, tick`
+		$%d::bytea[], $%d::integer[], $%d::bigint[], $%d::bytea[], $%d::bigint[], $%d::bigint[]`
+	stateNames = `state, attempts, not_before, last_error, history, result, finished_at, ordering_key, max_attempts, timeout, schedule, tick, batch`
 )
 
 // params numbers the placeholders of a stateTypes-style list from first.
@@ -431,7 +433,7 @@ func scanJob(row pgx.Row, submitted bool) (store.Job, error) {
 	var (
 		j                                                 store.Job
 		seq, runAt, retries, attempts, notBefore          int64
-		finishedAt, timeout, tick, created                int64
+		finishedAt, timeout, tick, created, batch         int64
 		handle, fn, uniq, reducer, pay                    []byte
 		lastError, history, result, orderingKey, schedule []byte
 		priority, state                                   int16
@@ -439,7 +441,7 @@ func scanJob(row pgx.Row, submitted bool) (store.Job, error) {
 	)
 	dest := []any{&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries,
 		&state, &attempts, &notBefore, &lastError, &history, &result, &finishedAt,
-		&orderingKey, &maxAttempts, &timeout, &schedule, &tick}
+		&orderingKey, &maxAttempts, &timeout, &schedule, &tick, &batch}
 	if submitted {
 		dest = append(dest, &created)
 	}
@@ -471,6 +473,7 @@ func scanJob(row pgx.Row, submitted bool) (store.Job, error) {
 	j.Timeout = timeout
 	j.Schedule = string(schedule)
 	j.Tick = tick
+	j.Batch = uint64(batch)
 	j.Submitted = created
 	return j, nil
 }

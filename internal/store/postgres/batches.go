@@ -1,0 +1,225 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+var _ store.BatchStore = (*Store)(nil)
+
+// maxBatchFailures bounds the handles of failed jobs a batch row keeps
+// (the broker's limit).
+const maxBatchFailures = 100
+
+// batchEndSQL counts the ends of jobs of batches ($1 seqs, $2 outcomes):
+// each job whose row names a batch and whose end was not counted yet is
+// marked counted and adds to its batch's counters. A commit round runs it
+// before its deletes (rows that exist) and again after its inserts (jobs
+// that ended before their first write); the mark makes the second run,
+// and a round written again, count nothing twice. Batch rows are locked
+// in id order, so that rounds of different servers do not deadlock on
+// them.
+var batchEndSQL = fmt.Sprintf(`
+WITH e AS (SELECT * FROM unnest($1::bigint[], $2::smallint[]) AS e(seq, outcome)),
+ended AS (
+	UPDATE gearwork_jobs g SET batch_done = true FROM e
+	WHERE g.seq = e.seq AND g.batch <> 0 AND NOT g.batch_done
+	RETURNING g.batch, g.seq, e.outcome, encode(g.handle, 'escape') AS handle
+), c AS (
+	SELECT batch, count(*) FILTER (WHERE outcome = 0) AS s, count(*) FILTER (WHERE outcome = 1) AS f,
+		count(*) FILTER (WHERE outcome = 2) AS d,
+		coalesce(array_agg(handle ORDER BY seq) FILTER (WHERE outcome <> 0), '{}') AS h
+	FROM ended GROUP BY batch
+), locked AS (
+	SELECT id FROM gearwork_batches WHERE id IN (SELECT batch FROM c) ORDER BY id FOR UPDATE
+)
+UPDATE gearwork_batches b SET succeeded = b.succeeded + c.s, failed = b.failed + c.f, dead = b.dead + c.d,
+	failures = (b.failures || c.h)[1:%[1]d],
+	truncated = b.truncated OR cardinality(b.failures) + cardinality(c.h) > %[1]d
+FROM c JOIN locked ON locked.id = c.batch WHERE b.id = c.batch`, maxBatchFailures)
+
+// batchDue is the callbacks (1 on_success, 2 on_complete) a complete
+// batch row b submits.
+const batchDue = `(CASE WHEN b.success_fn IS NOT NULL AND b.failed = 0 AND b.dead = 0 THEN 1 ELSE 0 END |
+	CASE WHEN b.complete_fn IS NOT NULL THEN 2 ELSE 0 END)`
+
+// batchFireSQL completes the batches $1 that are closed and whose jobs
+// have all ended: it marks them complete and their due callbacks
+// submitted, and inserts those callbacks ($2 the handle prefix) and wakes
+// the servers ($3 the channel). The callbacks submitted are those due and
+// not marked before, under the batch's row lock: of two transactions that
+// end the last jobs of a batch at the same moment, the second waits for
+// the first and sees its counts, so only one of them inserts each
+// callback.
+const batchFireSQL = `
+WITH f AS (
+	UPDATE gearwork_batches b SET fire_now = ` + batchDue + ` & ~b.fired,
+		fired = b.fired | ` + batchDue + `,
+		completed = CASE WHEN b.completed = 0 THEN (extract(epoch FROM clock_timestamp()) * 1e9)::bigint
+			ELSE b.completed END
+	WHERE b.id = ANY($1) AND b.closed AND b.succeeded + b.failed + b.dead >= b.total
+		AND (b.completed = 0 OR ` + batchDue + ` & ~b.fired <> 0)
+	RETURNING b.*
+), cb AS MATERIALIZED (
+	SELECT nextval('gearwork_job_seq') AS seq, f.id, f.total, f.succeeded, f.failed, f.dead, f.failures,
+		f.truncated, v.kind, v.fn, v.pl
+	FROM f, LATERAL (VALUES (1, 'on_success', f.success_fn, f.success_payload),
+		(2, 'on_complete', f.complete_fn, f.complete_payload)) AS v(bit, kind, fn, pl)
+	WHERE f.fire_now & v.bit <> 0
+), ins AS (
+	INSERT INTO gearwork_jobs (seq, handle, function, payload, priority)
+	SELECT cb.seq, $2::bytea || convert_to(cb.seq::text, 'UTF8'), cb.fn,
+		convert_to('{"batch":"' || cb.id || '","callback":"' || cb.kind || '","total":' || cb.total ||
+			',"succeeded":' || cb.succeeded || ',"failed":' || cb.failed || ',"dead":' || cb.dead ||
+			',"failures":' || array_to_json(cb.failures)::text ||
+			CASE WHEN cb.truncated THEN ',"failures_truncated":true' ELSE '' END, 'UTF8') ||
+		CASE WHEN cb.pl IS NULL THEN ''::bytea ELSE convert_to(',"payload":', 'UTF8') || cb.pl END ||
+		convert_to('}', 'UTF8'),
+		1
+	FROM cb
+	RETURNING function
+)
+SELECT pg_notify($3, CASE WHEN length(function) > 3000 THEN '' ELSE encode(function, 'hex') END) FROM ins`
+
+// batchEndArgs returns the arguments of batchEndSQL and the batches
+// ended jobs belong to (batchFireSQL's $1).
+func batchEndArgs(ends []store.BatchEnd) (args []any, batches []int64) {
+	seqs := make([]int64, len(ends))
+	outcomes := make([]int16, len(ends))
+	seen := make(map[uint64]bool)
+	for i, e := range ends {
+		seqs[i], outcomes[i] = seqArg(e.Seq), int16(e.Outcome)
+		if !seen[e.Batch] {
+			seen[e.Batch] = true
+			batches = append(batches, seqArg(e.Batch))
+		}
+	}
+	return []any{seqs, outcomes}, batches
+}
+
+func callbackArgs(cb store.BatchCallback) (fn, payload []byte) {
+	if cb.Function == "" {
+		return nil, nil
+	}
+	fn = []byte(cb.Function)
+	if len(cb.PayloadJSON) > 0 {
+		payload = cb.PayloadJSON
+	}
+	return fn, payload
+}
+
+// CreateBatch stores a new open batch numbered from the job sequence.
+// Durable when it returns.
+func (s *Store) CreateBatch(ctx context.Context, p store.NewBatch) (uint64, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	sfn, spl := callbackArgs(p.OnSuccess)
+	cfn, cpl := callbackArgs(p.OnComplete)
+	var id int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO gearwork_batches
+		(id, success_fn, success_payload, complete_fn, complete_payload, created)
+		VALUES (nextval('gearwork_job_seq'), $1, $2, $3, $4, $5) RETURNING id`,
+		sfn, spl, cfn, cpl, p.Created).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: create batch: %w", err)
+	}
+	return uint64(id), nil
+}
+
+// CloseBatch closes batch id and, in the same transaction, completes it
+// when its jobs have all ended (batchFireSQL).
+func (s *Store) CloseBatch(ctx context.Context, id uint64, handlePrefix string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE gearwork_batches SET closed = true WHERE id = $1`, seqArg(id))
+	b.Queue(batchFireSQL, []int64{seqArg(id)}, []byte(handlePrefix), s.channel)
+	br := s.pool.SendBatch(ctx, b)
+	tag, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: close batch %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: close batch %d: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+const batchColumns = `SELECT id, success_fn, success_payload, complete_fn, complete_payload, closed,
+	total, succeeded, failed, dead, fired, failures, truncated, created, completed FROM gearwork_batches`
+
+func scanBatch(row pgx.Row) (store.Batch, error) {
+	var (
+		bt                            store.Batch
+		id, total, succ, failed, dead int64
+		created, completed            int64
+		fired                         int16
+		sfn, spl, cfn, cpl            []byte
+	)
+	err := row.Scan(&id, &sfn, &spl, &cfn, &cpl, &bt.Closed, &total, &succ, &failed, &dead, &fired,
+		&bt.Failures, &bt.Truncated, &created, &completed)
+	if err != nil {
+		return bt, err
+	}
+	bt.ID, bt.Total, bt.Succeeded, bt.Failed, bt.Dead = uint64(id), uint64(total), uint64(succ), uint64(failed), uint64(dead)
+	bt.OnSuccess = store.BatchCallback{Function: string(sfn), PayloadJSON: spl}
+	bt.OnComplete = store.BatchCallback{Function: string(cfn), PayloadJSON: cpl}
+	bt.SuccessFired, bt.CompleteFired = fired&1 != 0, fired&2 != 0
+	bt.Created, bt.Completed = created, completed
+	return bt, nil
+}
+
+// Batch reads batch id.
+func (s *Store) Batch(ctx context.Context, id uint64) (store.Batch, error) {
+	if err := s.check(ctx); err != nil {
+		return store.Batch{}, err
+	}
+	bt, err := scanBatch(s.pool.QueryRow(ctx, batchColumns+` WHERE id = $1`, seqArg(id)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return bt, fmt.Errorf("postgres: batch %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return bt, fmt.Errorf("postgres: batch %d: %w", id, err)
+	}
+	return bt, nil
+}
+
+// Batches lists the batches, the newest first, at most limit (≤ 0: all).
+func (s *Store) Batches(ctx context.Context, limit int) ([]store.Batch, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	q := batchColumns + ` ORDER BY id DESC`
+	args := []any{}
+	if limit > 0 {
+		q += ` LIMIT $1`
+		args = append(args, limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list batches: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Batch
+	for rows.Next() {
+		bt, err := scanBatch(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: list batches: %w", err)
+		}
+		out = append(out, bt)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,186 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/postgres"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+)
+
+// callbackJobs returns the stored jobs of function fn.
+func callbackJobs(t *testing.T, st *postgres.Store, fn string) []store.Job {
+	t.Helper()
+	var out []store.Job
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		if j.Function == fn {
+			out = append(out, j)
+		}
+		return nil
+	}))
+	return out
+}
+
+// batchJobs inserts n jobs of batch id and returns their numbers.
+func batchJobs(t *testing.T, st *postgres.Store, id uint64, n int) []uint64 {
+	t.Helper()
+	jobs := make([]store.Job, n)
+	for i := range jobs {
+		jobs[i] = newJob("f", "", "x")
+		jobs[i].Batch = id
+	}
+	res, err := st.Insert(context.Background(), store.InsertParams{HandlePrefix: "H:a:", Jobs: jobs})
+	require.NoError(t, err)
+	seqs := make([]uint64, n)
+	for i, r := range res {
+		seqs[i] = r.Seq
+	}
+	return seqs
+}
+
+// endJob writes the end of job seq of batch id as a commit round does.
+func endJob(st *postgres.Store, prefix string, id, seq uint64, o store.BatchOutcome) error {
+	_, err := st.Commit(context.Background(), store.CommitParams{Insert: store.InsertParams{HandlePrefix: prefix},
+		Delete: []uint64{seq}, BatchEnds: []store.BatchEnd{{Seq: seq, Batch: id, Outcome: o}}})
+	return err
+}
+
+func TestBatchCountsEachEndOnceAndSubmitsCallbacksOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t, pgtest.Schema(t), "a")
+	id, err := st.CreateBatch(ctx, store.NewBatch{Created: 1,
+		OnSuccess:  store.BatchCallback{Function: "report", PayloadJSON: []byte(`"import 42"`)},
+		OnComplete: store.BatchCallback{Function: "done"}})
+	require.NoError(t, err)
+	seqs := batchJobs(t, st, id, 3)
+	u := newJob("f", "k", "x")
+	u.Batch = id
+	_, err = st.Insert(ctx, store.InsertParams{Jobs: []store.Job{u, u}})
+	require.NoError(t, err)
+
+	bt, err := st.Batch(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), bt.Total, "a job that coalesced does not count")
+	require.NoError(t, st.CloseBatch(ctx, id, "H:a:"))
+	require.Empty(t, callbackJobs(t, st, "done"))
+
+	require.NoError(t, endJob(st, "H:a:", id, seqs[0], store.BatchFailed))
+	require.NoError(t, endJob(st, "H:a:", id, seqs[0], store.BatchFailed), "a round written twice")
+	require.NoError(t, endJob(st, "H:a:", id, seqs[1], store.BatchSucceeded))
+	bt, err = st.Batch(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 1, 0}, []uint64{bt.Succeeded, bt.Failed, bt.Dead})
+	require.Equal(t, []string{"H:a:" + itoa(seqs[0])}, bt.Failures)
+	require.Zero(t, bt.Completed)
+
+	var uniq []store.Job
+	require.NoError(t, st.Load(ctx, func(j store.Job) error {
+		if j.Unique == "k" {
+			uniq = append(uniq, j)
+		}
+		return nil
+	}))
+	require.Len(t, uniq, 1)
+	require.Equal(t, id, uniq[0].Batch, "a stored job names its batch")
+	require.NoError(t, endJob(st, "H:a:", id, uniq[0].Seq, store.BatchSucceeded))
+	require.NoError(t, endJob(st, "H:b:", id, seqs[2], store.BatchDead))
+
+	require.Empty(t, callbackJobs(t, st, "report"), "a batch with a failure submits no on_success")
+	done := callbackJobs(t, st, "done")
+	require.Len(t, done, 1)
+	require.Equal(t, "H:b:"+itoa(done[0].Seq), done[0].Handle, "the server that completed it numbers the callback")
+	var pl struct {
+		Batch     string   `json:"batch"`
+		Callback  string   `json:"callback"`
+		Total     uint64   `json:"total"`
+		Succeeded uint64   `json:"succeeded"`
+		Failed    uint64   `json:"failed"`
+		Dead      uint64   `json:"dead"`
+		Failures  []string `json:"failures"`
+	}
+	require.NoError(t, json.Unmarshal(done[0].Payload, &pl), string(done[0].Payload))
+	require.Equal(t, itoa(id), pl.Batch)
+	require.Equal(t, "on_complete", pl.Callback)
+	require.Equal(t, []uint64{4, 2, 1, 1}, []uint64{pl.Total, pl.Succeeded, pl.Failed, pl.Dead})
+	require.Equal(t, []string{"H:a:" + itoa(seqs[0]), "H:a:" + itoa(seqs[2])}, pl.Failures)
+
+	require.NoError(t, st.CloseBatch(ctx, id, "H:a:"), "closing twice changes nothing")
+	require.Len(t, callbackJobs(t, st, "done"), 1)
+	bt, err = st.Batch(ctx, id)
+	require.NoError(t, err)
+	require.True(t, bt.CompleteFired)
+	require.False(t, bt.SuccessFired)
+	require.NotZero(t, bt.Completed)
+	require.ErrorIs(t, st.CloseBatch(ctx, id+1000, "H:a:"), store.ErrNotFound)
+	_, err = st.Batch(ctx, id+1000)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestBatchEmptyClosedCompletesWithPayload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t, pgtest.Schema(t), "a")
+	id, err := st.CreateBatch(ctx, store.NewBatch{Created: 1,
+		OnSuccess: store.BatchCallback{Function: "report", PayloadJSON: []byte(`"a\u0000b"`)}})
+	require.NoError(t, err)
+	require.NoError(t, st.CloseBatch(ctx, id, "H:a:"))
+	got := callbackJobs(t, st, "report")
+	require.Len(t, got, 1)
+	var pl struct {
+		Callback string `json:"callback"`
+		Payload  string `json:"payload"`
+	}
+	require.NoError(t, json.Unmarshal(got[0].Payload, &pl))
+	require.Equal(t, "on_success", pl.Callback)
+	require.Equal(t, "a\x00b", pl.Payload)
+	list, err := st.Batches(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.True(t, list[0].SuccessFired)
+}
+
+// Two servers end the last two jobs of one batch at the same moment, many
+// times: each callback is inserted exactly once.
+func TestBatchLastJobsEndedOnTwoServersAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	const rounds = 40
+	for range rounds {
+		id, err := a.CreateBatch(ctx, store.NewBatch{Created: 1,
+			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
+		require.NoError(t, err)
+		seqs := batchJobs(t, a, id, 2)
+		require.NoError(t, b.CloseBatch(ctx, id, "H:b:"))
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		start := make(chan struct{})
+		for i, st := range []*postgres.Store{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = endJob(st, "H:x:", id, seqs[i], store.BatchSucceeded)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		require.NoError(t, errs[0])
+		require.NoError(t, errs[1])
+		bt, err := a.Batch(ctx, id)
+		require.NoError(t, err)
+		require.True(t, bt.SuccessFired && bt.CompleteFired)
+	}
+	require.Len(t, callbackJobs(t, a, "report"), rounds)
+	require.Len(t, callbackJobs(t, a, "done"), rounds)
+}
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
