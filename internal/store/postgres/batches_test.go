@@ -146,8 +146,8 @@ func TestBatchEmptyClosedCompletesWithPayload(t *testing.T) {
 	require.True(t, list[0].SuccessFired)
 }
 
-// Two servers end the last two jobs of one batch at the same moment, many
-// times: each callback is inserted exactly once.
+// Two servers end the last two jobs of one batch and close it at the same
+// moment, many times: each callback is inserted exactly once.
 func TestBatchLastJobsEndedOnTwoServersAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -159,28 +159,33 @@ func TestBatchLastJobsEndedOnTwoServersAtOnce(t *testing.T) {
 			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
 		require.NoError(t, err)
 		seqs := batchJobs(t, a, id, 2)
-		require.NoError(t, b.CloseBatch(ctx, id, "H:b:"))
 		var wg sync.WaitGroup
-		errs := make([]error, 2)
+		errs := make([]error, 4)
 		start := make(chan struct{})
 		for i, st := range []*postgres.Store{a, b} {
-			wg.Add(1)
+			wg.Add(2)
 			go func() {
 				defer wg.Done()
 				<-start
 				errs[i] = endJob(st, "H:x:", id, seqs[i], store.BatchSucceeded)
 			}()
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[2+i] = st.CloseBatch(ctx, id, "H:y:")
+			}()
 		}
 		close(start)
 		wg.Wait()
-		require.NoError(t, errs[0])
-		require.NoError(t, errs[1])
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
 		bt, err := a.Batch(ctx, id)
 		require.NoError(t, err)
 		require.True(t, bt.SuccessFired && bt.CompleteFired)
 	}
-	require.Len(t, callbackJobs(t, a, "report"), rounds)
-	require.Len(t, callbackJobs(t, a, "done"), rounds)
+	require.Equal(t, rounds, len(callbackJobs(t, a, "report")), "on_success callbacks")
+	require.Equal(t, rounds, len(callbackJobs(t, a, "done")), "on_complete callbacks")
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
