@@ -119,6 +119,9 @@ type batch struct {
 	// forgotten: its retention ended (ExpireBatches); its entry is deleted
 	// from the store.
 	forgotten bool
+	// shared: only the id of a batch kept by the shared store
+	// (sharedMode), which counts its jobs; nothing else is used.
+	shared bool
 }
 
 // storedBatch is what the store keeps of a batch, as JSON.
@@ -200,9 +203,30 @@ func (bt *batch) callbacksDue() bool {
 
 // CreateBatch creates an open batch and returns its id once it is stored.
 func (b *Broker) CreateBatch(ctx context.Context, p BatchParams) (uint64, error) {
-	if _, ok := b.mode.(localMode); !ok {
-		return 0, ErrBatchUnsupported
-	}
+	return b.mode.createBatch(ctx, p)
+}
+
+// CloseBatch closes a batch: once every job of it has finished, it
+// completes and submits its callbacks; an empty batch completes at once.
+// Closing a closed batch changes nothing. It returns once the change is
+// stored, or ErrBatchNotFound.
+func (b *Broker) CloseBatch(ctx context.Context, id uint64) error {
+	return b.mode.closeBatch(ctx, id)
+}
+
+// Batch returns the status of batch id, or ErrBatchNotFound.
+func (b *Broker) Batch(ctx context.Context, id uint64) (BatchStatus, error) {
+	return b.mode.batch(ctx, id)
+}
+
+// Batches returns the status of every batch the broker keeps, the newest
+// first, at most limit of them (≤ 0: all).
+func (b *Broker) Batches(ctx context.Context, limit int) ([]BatchStatus, error) {
+	return b.mode.batches(ctx, limit)
+}
+
+func (m localMode) createBatch(ctx context.Context, p BatchParams) (uint64, error) {
+	b := m.b
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -229,11 +253,8 @@ func (b *Broker) CreateBatch(ctx context.Context, p BatchParams) (uint64, error)
 	return bt.id, nil
 }
 
-// CloseBatch closes a batch: once every job of it has finished, it
-// completes and submits its callbacks; an empty batch completes at once.
-// Closing a closed batch changes nothing. It returns once the change is
-// stored, or ErrBatchNotFound.
-func (b *Broker) CloseBatch(ctx context.Context, id uint64) error {
+func (m localMode) closeBatch(ctx context.Context, id uint64) error {
+	b := m.b
 	b.mu.Lock()
 	bt := b.batches.byID[id]
 	if bt == nil {
@@ -249,8 +270,8 @@ func (b *Broker) CloseBatch(ctx context.Context, id uint64) error {
 	return b.Durable(ctx)
 }
 
-// Batch returns the status of batch id, or ErrBatchNotFound.
-func (b *Broker) Batch(id uint64) (BatchStatus, error) {
+func (m localMode) batch(_ context.Context, id uint64) (BatchStatus, error) {
+	b := m.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	bt := b.batches.byID[id]
@@ -260,9 +281,8 @@ func (b *Broker) Batch(id uint64) (BatchStatus, error) {
 	return bt.status(), nil
 }
 
-// Batches returns the status of every batch the broker keeps, the newest
-// first, at most limit of them (≤ 0: all).
-func (b *Broker) Batches(limit int) []BatchStatus {
+func (m localMode) batches(_ context.Context, limit int) ([]BatchStatus, error) {
+	b := m.b
 	b.mu.Lock()
 	out := make([]BatchStatus, 0, len(b.batches.byID))
 	for _, bt := range b.batches.byID {
@@ -273,7 +293,7 @@ func (b *Broker) Batches(limit int) []BatchStatus {
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
-	return out
+	return out, nil
 }
 
 func cmpUint(a, c uint64) int {
@@ -316,7 +336,12 @@ func (b *Broker) submitBatchLocked(p *SubmitParams) (*batch, error) {
 		return nil, ErrBatchForeground
 	}
 	if _, ok := b.mode.(localMode); !ok {
-		return nil, ErrBatchUnsupported
+		// Shared mode: the batch was read from the store before the
+		// lock (sharedMode.checkBatch); the job carries its id.
+		if p.batchErr != nil {
+			return nil, p.batchErr
+		}
+		return &batch{id: p.Batch, shared: true}, nil
 	}
 	bt := b.batches.byID[p.Batch]
 	switch {
@@ -331,6 +356,9 @@ func (b *Broker) submitBatchLocked(p *SubmitParams) (*batch, error) {
 // joinBatchLocked adds a new job to its batch.
 func (b *Broker) joinBatchLocked(j *job, bt *batch) {
 	j.extra().batch = bt
+	if bt.shared {
+		return // counted by the store as it inserts the job
+	}
 	bt.Total++
 	b.batchChangedLocked(bt)
 }

@@ -62,7 +62,7 @@ func (tb *lcBundle) noCallback(t *testing.T) {
 
 func mustBatch(t *testing.T, b *Broker, id uint64) BatchStatus {
 	t.Helper()
-	s, err := b.Batch(id)
+	s, err := b.Batch(context.Background(), id)
 	require.NoError(t, err)
 	return s
 }
@@ -357,13 +357,13 @@ func TestBatchForgottenAfterItsRetention(t *testing.T) {
 	mustBatch(t, tb.b, done)
 	tb.clock.Add(2 * time.Minute)
 	require.Equal(t, 1, tb.b.ExpireBatches())
-	_, err := tb.b.Batch(done)
+	_, err := tb.b.Batch(context.Background(), done)
 	require.ErrorIs(t, err, ErrBatchNotFound)
 	mustBatch(t, tb.b, open)
 	require.NoError(t, tb.b.Durable(context.Background()))
 
 	tb = tb.restart(t, opts)
-	_, err = tb.b.Batch(done)
+	_, err = tb.b.Batch(context.Background(), done)
 	require.ErrorIs(t, err, ErrBatchNotFound, "forgotten in the store too")
 	mustBatch(t, tb.b, open)
 	tb.noCallback(t)

@@ -57,8 +57,8 @@ var (
 	// batch: the jobs of a batch are background jobs.
 	ErrBatchForeground = errors.New("only background jobs can belong to a batch")
 	// ErrBatchUnsupported is returned by the batch operations of a broker
-	// in shared mode, which does not keep batches yet, and by its Submit
-	// for a job with a batch.
+	// in shared mode whose store keeps no batches (store.BatchStore), and
+	// by its Submit for a job with a batch.
 	ErrBatchUnsupported = errors.New("batches are not supported in shared mode")
 )
 

@@ -214,7 +214,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	j.flags |= jobRecorded
 	if j.x != nil && j.x.batch != nil {
-		b.batchEndLocked(j, e.state)
+		b.mode.batchEndedLocked(j, e.state)
 	}
 	if b.dependents != nil {
 		b.dependencyEndedLocked(j, e.state)

@@ -60,6 +60,24 @@ type mode interface {
 	addCounts(ctx context.Context, out []FunctionStats) []FunctionStats
 
 	records
+	batchKeeper
+}
+
+// batchKeeper is where batches live: in this server's memory, written to
+// its store (localMode), or in the rows of the shared store (sharedMode),
+// which counts their jobs and submits their callbacks.
+type batchKeeper interface {
+	createBatch(ctx context.Context, p BatchParams) (uint64, error)
+	closeBatch(ctx context.Context, id uint64) error
+	batch(ctx context.Context, id uint64) (BatchStatus, error)
+	batches(ctx context.Context, limit int) ([]BatchStatus, error)
+	// checkBatch is called before the broker's lock by a submit that
+	// names batch id (0: none); it returns why the job cannot join it
+	// when that is known only to the store.
+	checkBatch(id uint64) error
+	// batchEndedLocked counts the end of j, a job of a batch, whose final
+	// state is state.
+	batchEndedLocked(j *job, state string)
 }
 
 // records is where dead letters and retained results live and how a job
@@ -138,6 +156,10 @@ func (localMode) addCounts(_ context.Context, out []FunctionStats) []FunctionSta
 func (localMode) storedJob(context.Context, uint64) (JobSnapshot, bool, error) {
 	return JobSnapshot{}, false, nil
 }
+
+func (localMode) checkBatch(uint64) error { return nil }
+
+func (m localMode) batchEndedLocked(j *job, state string) { m.b.batchEndLocked(j, state) }
 
 func (localMode) liveElsewhere(context.Context, uint64) (bool, error) { return false, nil }
 

@@ -220,6 +220,7 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 // write.
 func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
 	p.known = b.readDependencies(p.After)
+	p.batchErr = b.mode.checkBatch(p.Batch)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	watched, seen := false, uint64(0)

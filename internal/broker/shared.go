@@ -39,7 +39,9 @@ const (
 // sharedMode is the shared-mode state of a Broker. Fields marked "mu" are
 // guarded by Broker.mu.
 type sharedMode struct {
-	b          *Broker
+	b *Broker
+	// batchEnds (mu) are the ends of jobs of batches for the next round.
+	batchEnds  []store.BatchEnd
 	store      store.SharedStore
 	renewEvery time.Duration
 	// wake makes the claim loop look for work.
@@ -465,14 +467,21 @@ func (c *sharedMode) admitClaimedLocked(r store.Job) {
 		defer func() { b.life.replayTicks = nil }()
 	}
 	if b.replayLifeLocked(r) {
+		j := b.jobs.get(r.Seq)
+		if j != nil && r.Batch != 0 {
+			j.extra().batch = &batch{id: r.Batch, shared: true}
+		}
 		// A replay queues without waking anyone; a claimed job must wake
 		// a sleeping worker as a submitted one does.
-		if j := b.jobs.get(r.Seq); j != nil && j.state == stateQueued && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
+		if j != nil && j.state == stateQueued && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
 			j.fn.wakeOne()
 		}
 		return
 	}
 	j := storedJob(b.function(r.Function), r)
+	if r.Batch != 0 {
+		j.extra().batch = &batch{id: r.Batch, shared: true}
+	}
 	b.addLiveLocked(j)
 	j.fn.claimUnique(j)
 	b.makeRunnableLocked(j, true)

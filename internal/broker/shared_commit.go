@@ -221,7 +221,7 @@ func (r *sharedRound) empty() bool {
 	p := &r.params
 	return len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
 		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve == 0 && len(p.Progress) == 0 &&
-		len(p.Records) == 0 && len(p.ForgetRecords) == 0
+		len(p.Records) == 0 && len(p.ForgetRecords) == 0 && len(p.BatchEnds) == 0
 }
 
 // takeRound takes what waits for the committer: at most CommitBatch new
@@ -277,7 +277,9 @@ func (c *sharedMode) takeRound(all bool) *sharedRound {
 	meta := b.takePendingMetaLocked()
 	release, notify := c.takeNotifyLocked()
 	r.params = store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
-		Release: release, Notify: notify, Reserve: reserve, Progress: c.takeProgressLocked()}
+		Release: release, Notify: notify, Reserve: reserve, Progress: c.takeProgressLocked(),
+		BatchEnds: c.batchEnds}
+	c.batchEnds = nil
 	var moreRecs bool
 	if b.records != nil {
 		r.recs, moreRecs = b.takeSharedRecordsLocked(&r.params)
@@ -293,6 +295,7 @@ func (c *sharedMode) putBackLocked(p store.CommitParams) {
 	b.pendingRetries = append(p.Update, b.pendingRetries...)
 	b.pendingDeletes = append(p.Delete, b.pendingDeletes...)
 	b.life.pendingMeta = append(p.Meta, b.life.pendingMeta...)
+	c.batchEnds = append(p.BatchEnds, c.batchEnds...)
 	c.meta.release = append(p.Release, c.meta.release...)
 	c.progressFailedLocked(p.Progress)
 	for _, f := range p.Notify {

@@ -490,16 +490,3 @@ func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
 	_, ok = b2.Job(r.seq)
 	require.False(t, ok)
 }
-
-// Shared mode keeps no batches: creating one is refused with
-// ErrBatchUnsupported (HTTP 501), and so is a job naming a batch.
-func TestSharedModeRefusesBatches(t *testing.T) {
-	t.Parallel()
-	b, _ := openShared(t, pgtest.Schema(t), "a", 0)
-	_, err := b.CreateBatch(context.Background(), broker.BatchParams{OnComplete: broker.Callback{Function: "done"}})
-	require.ErrorIs(t, err, broker.ErrBatchUnsupported)
-	c := b.NewSession("client", newOutbox())
-	p := bgJob("fn", "", "x")
-	p.Batch = 42
-	require.ErrorIs(t, submit(t, b, c, p).err, broker.ErrBatchUnsupported)
-}

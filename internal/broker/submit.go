@@ -51,6 +51,9 @@ type SubmitParams struct {
 	// known holds the stored records of After's jobs, read before the
 	// lock (readDependencies).
 	known map[uint64]string
+	// batchErr is why Batch cannot be joined, as read from a shared
+	// store before the broker's lock (sharedMode.checkBatch).
+	batchErr error
 
 	// Batch adds the job to the batch with this id (CreateBatch); 0 for
 	// none. Only a background job can join a batch, and only one that has
@@ -86,6 +89,7 @@ type DoneFunc func(seq uint64, created bool, err error)
 // answered at once, before any event of the job.
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 	p.known = b.readDependencies(p.After)
+	p.batchErr = b.mode.checkBatch(p.Batch)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.enterBurstLocked(s)

@@ -1,6 +1,7 @@
 package gearmanapi
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -111,7 +112,9 @@ func (tb *authzBundle) state(t *testing.T) string {
 		sb.WriteString(tb.oneShot(t, operatorAddr, line))
 	}
 	fmt.Fprintf(&sb, "shutdowns %d\n", tb.shutdowns.Load())
-	for _, bt := range tb.b.Batches(0) {
+	list, err := tb.b.Batches(context.Background(), 0)
+	require.NoError(t, err)
+	for _, bt := range list {
 		fmt.Fprintf(&sb, "batch %d closed=%t\n", bt.ID, bt.Closed)
 	}
 	return sb.String()

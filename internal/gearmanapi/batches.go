@@ -134,12 +134,12 @@ func adminBatchClose(ctx context.Context, c *conn, args []string, a *adminAnswer
 
 // adminBatch answers "batch ID" with the batch's counts, one "key\tvalue"
 // line each, the callbacks and the handles of its first failed jobs.
-func adminBatch(_ context.Context, c *conn, args []string, a *adminAnswer) {
+func adminBatch(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	id, ok := parseBatchArg("batch", args, a)
 	if !ok {
 		return
 	}
-	s, err := c.srv.b.Batch(id)
+	s, err := c.srv.b.Batch(ctx, id)
 	if err != nil {
 		a.WriteString(batchErrText(err))
 		return

@@ -167,7 +167,7 @@ func (s *Server) handleCreateBatch(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 	}
-	st, err := s.b.Batch(id)
+	st, err := s.b.Batch(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (s *Server) handleGetBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st, err := s.b.Batch(id)
+	st, err := s.b.Batch(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -270,7 +270,11 @@ func (s *Server) handleListBatches(w http.ResponseWriter, r *http.Request) error
 	out := struct {
 		Batches []batchJSON `json:"batches"`
 	}{Batches: []batchJSON{}}
-	for _, st := range s.b.Batches(limit) {
+	list, err := s.b.Batches(r.Context(), limit)
+	if err != nil {
+		return err
+	}
+	for _, st := range list {
 		out.Batches = append(out.Batches, batchStatusJSON(st))
 	}
 	writeJSON(w, http.StatusOK, out)
