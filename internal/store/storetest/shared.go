@@ -26,19 +26,28 @@ func RunShared(t *testing.T, open OpenSharedFunc) {
 	cases := []struct {
 		name string
 		fn   func(t *testing.T, open OpenSharedFunc)
+		// needs, as in Run, names an optional capability the case checks.
+		needs func(store.Store) bool
 	}{
-		{"CommitNumbersAndCoalesces", testSharedCommitNumbersAndCoalesces},
-		{"ClaimIsExclusiveAndOrdered", testSharedClaimIsExclusiveAndOrdered},
-		{"ReleaseAndLeave", testSharedReleaseAndLeave},
-		{"Find", testSharedFind},
-		{"Reserve", testSharedReserve},
-		{"UpdateAndDelete", testSharedUpdateAndDelete},
-		{"Meta", testSharedMeta},
-		{"DeadLetters", testSharedDeadLetters},
-		{"Results", testSharedResults},
-		{"CancelQueued", testSharedCancelQueued},
+		{"CommitNumbersAndCoalesces", testSharedCommitNumbersAndCoalesces, nil},
+		{"ClaimIsExclusiveAndOrdered", testSharedClaimIsExclusiveAndOrdered, nil},
+		{"ReleaseAndLeave", testSharedReleaseAndLeave, nil},
+		{"Find", testSharedFind, nil},
+		{"Reserve", testSharedReserve, nil},
+		{"UpdateAndDelete", testSharedUpdateAndDelete, nil},
+		{"Meta", testSharedMeta, nil},
+		{"DeadLetters", testSharedDeadLetters, nil},
+		{"Results", testSharedResults, nil},
+		{"CancelQueued", testSharedCancelQueued, nil},
+		{"BatchCountsEachEndOnce", testBatchCountsEachEndOnce, has[store.BatchStore]},
+		{"BatchEmptyClosedCompletes", testBatchEmptyClosedCompletes, has[store.BatchStore]},
+		{"BatchEndedOnTwoServersAtOnce", testBatchEndedOnTwoServersAtOnce, has[store.BatchStore]},
 	}
+	probe := openShared(t, open, "probe")
 	for _, c := range cases {
+		if c.needs != nil && !c.needs(probe) {
+			continue
+		}
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			c.fn(t, open)

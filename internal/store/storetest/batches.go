@@ -1,4 +1,4 @@
-package postgres_test
+package storetest
 
 import (
 	"context"
@@ -10,12 +10,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/store"
-	"github.com/gearwork/gearwork/internal/store/postgres"
-	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
 
+// The cases of store.BatchStore, run by RunShared for a shared store that
+// keeps batches.
+
+// insertAs commits new jobs with the handle prefix of the server that
+// submits them.
+func insertAs(t *testing.T, s store.SharedStore, prefix string, jobs []store.Job) []store.Inserted {
+	t.Helper()
+	res, err := s.Commit(context.Background(), store.CommitParams{Insert: store.InsertParams{HandlePrefix: prefix, Jobs: jobs}})
+	require.NoError(t, err)
+	return res.Inserted
+}
+
 // callbackJobs returns the stored jobs of function fn.
-func callbackJobs(t *testing.T, st *postgres.Store, fn string) []store.Job {
+func callbackJobs(t *testing.T, st store.SharedStore, fn string) []store.Job {
 	t.Helper()
 	var out []store.Job
 	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
@@ -28,15 +38,14 @@ func callbackJobs(t *testing.T, st *postgres.Store, fn string) []store.Job {
 }
 
 // batchJobs inserts n jobs of batch id and returns their numbers.
-func batchJobs(t *testing.T, st *postgres.Store, id uint64, n int) []uint64 {
+func batchJobs(t *testing.T, st store.SharedStore, id uint64, n int) []uint64 {
 	t.Helper()
 	jobs := make([]store.Job, n)
 	for i := range jobs {
-		jobs[i] = newJob("f", "", "x")
+		jobs[i] = sharedJob("f", "", "x")
 		jobs[i].Batch = id
 	}
-	res, err := st.Insert(context.Background(), store.InsertParams{HandlePrefix: "H:a:", Jobs: jobs})
-	require.NoError(t, err)
+	res := insertAs(t, st, "H:a:", jobs)
 	seqs := make([]uint64, n)
 	for i, r := range res {
 		seqs[i] = r.Seq
@@ -45,36 +54,35 @@ func batchJobs(t *testing.T, st *postgres.Store, id uint64, n int) []uint64 {
 }
 
 // endJob writes the end of job seq of batch id as a commit round does.
-func endJob(st *postgres.Store, prefix string, id, seq uint64, o store.BatchOutcome) error {
+func endJob(st store.SharedStore, prefix string, id, seq uint64, o store.BatchOutcome) error {
 	_, err := st.Commit(context.Background(), store.CommitParams{Insert: store.InsertParams{HandlePrefix: prefix},
 		Delete: []uint64{seq}, BatchEnds: []store.BatchEnd{{Seq: seq, Batch: id, Outcome: o}}})
 	return err
 }
 
-func TestBatchCountsEachEndOnceAndSubmitsCallbacksOnce(t *testing.T) {
-	t.Parallel()
+func testBatchCountsEachEndOnce(t *testing.T, open OpenSharedFunc) {
 	ctx := context.Background()
-	st := openStore(t, pgtest.Schema(t), "a")
-	id, err := st.CreateBatch(ctx, store.NewBatch{Created: 1,
+	st := openShared(t, open, "a")
+	bs := st.(store.BatchStore)
+	id, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1,
 		OnSuccess:  store.BatchCallback{Function: "report", PayloadJSON: []byte(`"import 42"`)},
 		OnComplete: store.BatchCallback{Function: "done"}})
 	require.NoError(t, err)
 	seqs := batchJobs(t, st, id, 3)
-	u := newJob("f", "k", "x")
+	u := sharedJob("f", "k", "x")
 	u.Batch = id
-	_, err = st.Insert(ctx, store.InsertParams{Jobs: []store.Job{u, u}})
-	require.NoError(t, err)
+	insertAs(t, st, "H:a:", []store.Job{u, u})
 
-	bt, err := st.Batch(ctx, id)
+	bt, err := bs.Batch(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, uint64(4), bt.Total, "a job that coalesced does not count")
-	require.NoError(t, st.CloseBatch(ctx, id, "H:a:"))
+	require.NoError(t, bs.CloseBatch(ctx, id, "H:a:"))
 	require.Empty(t, callbackJobs(t, st, "done"))
 
 	require.NoError(t, endJob(st, "H:a:", id, seqs[0], store.BatchFailed))
 	require.NoError(t, endJob(st, "H:a:", id, seqs[0], store.BatchFailed), "a round written twice")
 	require.NoError(t, endJob(st, "H:a:", id, seqs[1], store.BatchSucceeded))
-	bt, err = st.Batch(ctx, id)
+	bt, err = bs.Batch(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, []uint64{1, 1, 0}, []uint64{bt.Succeeded, bt.Failed, bt.Dead})
 	require.Equal(t, []string{"H:a:" + itoa(seqs[0])}, bt.Failures)
@@ -99,26 +107,26 @@ func TestBatchCountsEachEndOnceAndSubmitsCallbacksOnce(t *testing.T) {
 	require.JSONEq(t, `{"batch":"`+itoa(id)+`","callback":"on_complete","total":4,"succeeded":2,"failed":1,"dead":1,
 		"failures":["H:a:`+itoa(seqs[0])+`","H:a:`+itoa(seqs[2])+`"]}`, string(done[0].Payload))
 
-	require.NoError(t, st.CloseBatch(ctx, id, "H:a:"), "closing twice changes nothing")
+	require.NoError(t, bs.CloseBatch(ctx, id, "H:a:"), "closing twice changes nothing")
 	require.Len(t, callbackJobs(t, st, "done"), 1)
-	bt, err = st.Batch(ctx, id)
+	bt, err = bs.Batch(ctx, id)
 	require.NoError(t, err)
 	require.True(t, bt.CompleteFired)
 	require.False(t, bt.SuccessFired)
 	require.NotZero(t, bt.Completed)
-	require.ErrorIs(t, st.CloseBatch(ctx, id+1000, "H:a:"), store.ErrNotFound)
-	_, err = st.Batch(ctx, id+1000)
+	require.ErrorIs(t, bs.CloseBatch(ctx, id+1000, "H:a:"), store.ErrNotFound)
+	_, err = bs.Batch(ctx, id+1000)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
-func TestBatchEmptyClosedCompletesWithPayload(t *testing.T) {
-	t.Parallel()
+func testBatchEmptyClosedCompletes(t *testing.T, open OpenSharedFunc) {
 	ctx := context.Background()
-	st := openStore(t, pgtest.Schema(t), "a")
-	id, err := st.CreateBatch(ctx, store.NewBatch{Created: 1,
+	st := openShared(t, open, "a")
+	bs := st.(store.BatchStore)
+	id, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1,
 		OnSuccess: store.BatchCallback{Function: "report", PayloadJSON: []byte(`"a\u0000b"`)}})
 	require.NoError(t, err)
-	require.NoError(t, st.CloseBatch(ctx, id, "H:a:"))
+	require.NoError(t, bs.CloseBatch(ctx, id, "H:a:"))
 	got := callbackJobs(t, st, "report")
 	require.Len(t, got, 1)
 	var pl struct {
@@ -128,7 +136,7 @@ func TestBatchEmptyClosedCompletesWithPayload(t *testing.T) {
 	require.NoError(t, json.Unmarshal(got[0].Payload, &pl))
 	require.Equal(t, "on_success", pl.Callback)
 	require.Equal(t, "a\x00b", pl.Payload)
-	list, err := st.Batches(ctx, 10)
+	list, err := bs.Batches(ctx, 10)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.True(t, list[0].SuccessFired)
@@ -136,21 +144,19 @@ func TestBatchEmptyClosedCompletesWithPayload(t *testing.T) {
 
 // Two servers end the last two jobs of one batch and close it at the same
 // moment, many times: each callback is inserted exactly once.
-func TestBatchLastJobsEndedOnTwoServersAtOnce(t *testing.T) {
-	t.Parallel()
+func testBatchEndedOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) {
 	ctx := context.Background()
-	url := pgtest.Schema(t)
-	a, b := openStore(t, url, "a"), openStore(t, url, "b")
+	a, b := openShared(t, open, "a"), openShared(t, open, "b")
 	const rounds = 40
 	for range rounds {
-		id, err := a.CreateBatch(ctx, store.NewBatch{Created: 1,
+		id, err := a.(store.BatchStore).CreateBatch(ctx, store.NewBatch{Created: 1,
 			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
 		require.NoError(t, err)
 		seqs := batchJobs(t, a, id, 2)
 		var wg sync.WaitGroup
 		errs := make([]error, 4)
 		start := make(chan struct{})
-		for i, st := range []*postgres.Store{a, b} {
+		for i, st := range []store.SharedStore{a, b} {
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
@@ -160,7 +166,7 @@ func TestBatchLastJobsEndedOnTwoServersAtOnce(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				errs[2+i] = st.CloseBatch(ctx, id, "H:y:")
+				errs[2+i] = st.(store.BatchStore).CloseBatch(ctx, id, "H:y:")
 			}()
 		}
 		close(start)
@@ -168,7 +174,7 @@ func TestBatchLastJobsEndedOnTwoServersAtOnce(t *testing.T) {
 		for _, err := range errs {
 			require.NoError(t, err)
 		}
-		bt, err := a.Batch(ctx, id)
+		bt, err := a.(store.BatchStore).Batch(ctx, id)
 		require.NoError(t, err)
 		require.True(t, bt.SuccessFired && bt.CompleteFired)
 	}
