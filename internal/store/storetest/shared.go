@@ -23,36 +23,22 @@ type OpenSharedFunc func(t *testing.T, name string) store.SharedStore
 // shared data.
 func RunShared(t *testing.T, open OpenSharedFunc) {
 	t.Helper()
-	cases := []struct {
-		name string
-		fn   func(t *testing.T, open OpenSharedFunc)
-		// needs, as in Run, names an optional capability the case checks.
-		needs func(store.Store) bool
-	}{
-		{"CommitNumbersAndCoalesces", testSharedCommitNumbersAndCoalesces, nil},
-		{"ClaimIsExclusiveAndOrdered", testSharedClaimIsExclusiveAndOrdered, nil},
-		{"ReleaseAndLeave", testSharedReleaseAndLeave, nil},
-		{"Find", testSharedFind, nil},
-		{"Reserve", testSharedReserve, nil},
-		{"UpdateAndDelete", testSharedUpdateAndDelete, nil},
-		{"Meta", testSharedMeta, nil},
-		{"DeadLetters", testSharedDeadLetters, nil},
-		{"Results", testSharedResults, nil},
-		{"CancelQueued", testSharedCancelQueued, nil},
-		{"BatchCountsEachEndOnce", testBatchCountsEachEndOnce, has[store.BatchStore]},
-		{"BatchEmptyClosedCompletes", testBatchEmptyClosedCompletes, has[store.BatchStore]},
-		{"BatchEndedOnTwoServersAtOnce", testBatchEndedOnTwoServersAtOnce, has[store.BatchStore]},
+	cases := []conformanceCase[OpenSharedFunc]{
+		{name: "CommitNumbersAndCoalesces", fn: testSharedCommitNumbersAndCoalesces},
+		{name: "ClaimIsExclusiveAndOrdered", fn: testSharedClaimIsExclusiveAndOrdered},
+		{name: "ReleaseAndLeave", fn: testSharedReleaseAndLeave},
+		{name: "Find", fn: testSharedFind},
+		{name: "Reserve", fn: testSharedReserve},
+		{name: "UpdateAndDelete", fn: testSharedUpdateAndDelete},
+		{name: "Meta", fn: testSharedMeta},
+		{name: "DeadLetters", fn: testSharedDeadLetters},
+		{name: "Results", fn: testSharedResults},
+		{name: "CancelQueued", fn: testSharedCancelQueued},
+		{name: "BatchCountsEachEndOnce", fn: testBatchCountsEachEndOnce, needs: has[store.BatchStore]},
+		{name: "BatchEmptyClosedCompletes", fn: testBatchEmptyClosedCompletes, needs: has[store.BatchStore]},
+		{name: "BatchEndedOnTwoServersAtOnce", fn: testBatchEndedOnTwoServersAtOnce, needs: has[store.BatchStore]},
 	}
-	probe := openShared(t, open, "probe")
-	for _, c := range cases {
-		if c.needs != nil && !c.needs(probe) {
-			continue
-		}
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			c.fn(t, open)
-		})
-	}
+	runCases(t, open, openShared(t, open, "probe"), cases)
 }
 
 // openShared opens a handle and closes it when the test ends.

@@ -57,13 +57,7 @@ func PerTest[V any](create func(t *testing.T) V) func(t *testing.T) V {
 // case is a parallel subtest with its own store.
 func Run(t *testing.T, open OpenFunc) {
 	t.Helper()
-	cases := []struct {
-		name string
-		fn   func(t *testing.T, open OpenFunc)
-		// needs, when set, says whether a store has the optional
-		// capability the case checks; a store without it does not run it.
-		needs func(store.Store) bool
-	}{
+	cases := []conformanceCase[OpenFunc]{
 		{"SaveLoad", testSaveLoad, nil},
 		{"SaveReplaces", testSaveReplaces, nil},
 		{"Delete", testDelete, nil},
@@ -81,7 +75,22 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Meta", testMeta, has[store.MetaStore]},
 		{"Write", testWrite, has[store.Writer]},
 	}
-	probe := openStore(t, open)
+	runCases(t, open, openStore(t, open), cases)
+}
+
+// conformanceCase is one case of a suite whose stores open opens.
+type conformanceCase[O any] struct {
+	name string
+	fn   func(t *testing.T, open O)
+	// needs, when set, says whether a store has the optional capability
+	// the case checks; a store without it does not run it.
+	needs func(store.Store) bool
+}
+
+// runCases runs each case that probe has the capabilities for as a
+// parallel subtest.
+func runCases[O any](t *testing.T, open O, probe store.Store, cases []conformanceCase[O]) {
+	t.Helper()
 	for _, c := range cases {
 		if c.needs != nil && !c.needs(probe) {
 			continue
