@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -186,7 +187,12 @@ func modelRunAt(raw json.RawMessage) (int64, bool) {
 		if err := json.Unmarshal(raw, &n); err != nil {
 			return 0, false
 		}
-		v = n.String()
+		// A number is Unix seconds if it is whole, however written.
+		f, err := strconv.ParseFloat(n.String(), 64)
+		if err != nil || f != math.Trunc(f) || f < 0 || f >= 1<<63 {
+			return 0, false
+		}
+		return int64(f), true
 	}
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 		return n, true

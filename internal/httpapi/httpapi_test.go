@@ -269,6 +269,8 @@ func TestBatch(t *testing.T) {
 {"function":"b","payload":"x","priority":"urgent"}
 not json
 {"function":"a","attempts":-5}
+{"function":"c","run_at":4.1e1}
+{"function":"c","run_at":41.5}
 `
 	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(body), "Content-Type", "application/x-ndjson")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -280,7 +282,7 @@ not json
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &r))
 		lines = append(lines, r)
 	}
-	require.Len(t, lines, 6)
+	require.Len(t, lines, 8)
 	require.Equal(t, 1, lines[0].Line)
 	require.Equal(t, "queued", lines[0].State)
 	require.NotEmpty(t, lines[0].Handle)
@@ -291,6 +293,9 @@ not json
 	require.Contains(t, lines[3].Error.Detail, "urgent")
 	require.Equal(t, http.StatusBadRequest, lines[4].Error.Status)
 	require.Contains(t, lines[5].Error.Detail, "attempts")
+	require.NotEmpty(t, lines[6].Handle, "Unix seconds written as a whole float")
+	require.Nil(t, lines[6].Error)
+	require.Contains(t, lines[7].Error.Detail, "whole number", "a fraction of a second is refused, not cut")
 
 	w := newTestWorker(t, tb.b, "b")
 	a := w.grab(t)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -653,7 +654,13 @@ func (s *Server) batchOne(text []byte, batch uint64, pl *pendingLine) error {
 		case string:
 			o.runAt, err = parseRunAt(x)
 		case float64:
-			o.runAt, err = parseRunAt(strconv.FormatInt(int64(x), 10))
+			// Unix seconds: a whole number, however it is written (41,
+			// 41.0, 4.1e1); a fraction is refused rather than cut.
+			if x != math.Trunc(x) || x < 0 || x >= 1<<63 {
+				err = errorf(http.StatusBadRequest, "invalid-option", "run_at %v: Unix seconds are a whole number of seconds from 0", x)
+			} else {
+				o.runAt, err = parseRunAt(strconv.FormatInt(int64(x), 10))
+			}
 		default:
 			err = errorf(http.StatusBadRequest, "invalid-option", "run_at: use an RFC 3339 string or Unix seconds")
 		}
