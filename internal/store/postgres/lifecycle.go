@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -275,17 +277,50 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 // CancelQueued deletes the queued (or retry-waiting) job seq when no live
 // server holds it: nobody claimed it, or the server that did has let its
 // lease expire. It reports whether it deleted the job. A job some live
-// server holds is left alone: that server must cancel it.
+// server holds is left alone: that server must cancel it. A job of a
+// batch counts as failed in its batch, in the same transaction, which
+// completes the batch when it was the last (batchFireSQL; the callbacks
+// get the handle prefix of the cancelled job).
 func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)
-		AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))`, seqArg(seq))
+	deleted := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			batch  int64
+			handle []byte
+		)
+		err := tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)
+			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
+			FOR UPDATE`, seqArg(seq)).Scan(&batch, &handle)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if batch != 0 {
+			args, _ := batchEndArgs([]store.BatchEnd{{Seq: seq, Batch: uint64(batch), Outcome: store.BatchFailed}})
+			if _, err := tx.Exec(ctx, batchEndSQL, args...); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)); err != nil {
+			return err
+		}
+		deleted = true
+		if batch == 0 {
+			return nil
+		}
+		prefix := strings.TrimSuffix(string(handle), strconv.FormatUint(seq, 10))
+		_, err = tx.Exec(ctx, batchFireSQL, []int64{batch}, []byte(prefix), s.channel)
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("postgres: cancel job %d: %w", seq, err)
 	}
-	return tag.RowsAffected() > 0, nil
+	return deleted, nil
 }
 
 // Signal notifies every server listening of key, as a change of a

@@ -183,3 +183,29 @@ func testBatchEndedOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// A queued job of a batch that is cancelled where nobody holds it counts
+// as failed, and completes its batch when it was the last.
+func testBatchCancelledJobEnds(t *testing.T, open OpenSharedFunc) {
+	ctx := context.Background()
+	st := openShared(t, open, "a")
+	bs := st.(store.BatchStore)
+	id, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1, OnComplete: store.BatchCallback{Function: "done"}})
+	require.NoError(t, err)
+	seqs := batchJobs(t, st, id, 1)
+	require.NoError(t, bs.CloseBatch(ctx, id, "H:a:"))
+	ok, err := st.CancelQueued(ctx, seqs[0])
+	require.NoError(t, err)
+	require.True(t, ok)
+	bt, err := bs.Batch(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 0, 1}, []uint64{bt.Total, bt.Succeeded, bt.Failed})
+	require.True(t, bt.CompleteFired)
+	done := callbackJobs(t, st, "done")
+	require.Len(t, done, 1)
+	require.Equal(t, "H:a:"+itoa(done[0].Seq), done[0].Handle)
+	ok, err = st.CancelQueued(ctx, seqs[0])
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Len(t, callbackJobs(t, st, "done"), 1)
+}

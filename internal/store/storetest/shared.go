@@ -37,6 +37,7 @@ func RunShared(t *testing.T, open OpenSharedFunc) {
 		{name: "BatchCountsEachEndOnce", fn: testBatchCountsEachEndOnce, needs: has[store.BatchStore]},
 		{name: "BatchEmptyClosedCompletes", fn: testBatchEmptyClosedCompletes, needs: has[store.BatchStore]},
 		{name: "BatchEndedOnTwoServersAtOnce", fn: testBatchEndedOnTwoServersAtOnce, needs: has[store.BatchStore]},
+		{name: "BatchCancelledJobEnds", fn: testBatchCancelledJobEnds, needs: has[store.BatchStore]},
 	}
 	runCases(t, open, openShared(t, open, "probe"), cases)
 }
