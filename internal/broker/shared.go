@@ -206,7 +206,11 @@ func (c *sharedMode) parseHandle(h []byte) (uint64, bool) { return parseSeqSuffi
 // may (holdEarlyLocked); otherwise the shared store's insert gives the job
 // its handle and decides which server runs it.
 func (c *sharedMode) submitLocked(j *job) bool {
-	if c.holdEarlyLocked(j) {
+	// A job of a batch is never handed out before its insert: the store
+	// counts it in its batch as it inserts it, and a job that ended
+	// before would be counted nowhere while the batch could complete
+	// without it.
+	if (j.x == nil || j.x.batch == nil) && c.holdEarlyLocked(j) {
 		return true
 	}
 	j.state = statePending
