@@ -359,8 +359,19 @@ func TestFailoverAndSpread(t *testing.T) {
 	// a when it went down fails with ErrConnLost (it may have been
 	// accepted); the client notices the broken connection then.
 	a.Close()
+	// The probe's unique is one that went to a, so that the probe reaches
+	// a's connection (a unique of b's would succeed at once, before the
+	// client noticed anything, and the submits below could then still
+	// find a's broken connection).
+	probe := ""
+	for u, s := range where {
+		if s == a.Addr() {
+			probe = u
+			break
+		}
+	}
 	testwait.Until(t, "the client to notice a is down", func() bool {
-		_, err := c.SubmitBackground(ctx, client.Request{Function: "probe", Unique: "probe"})
+		_, err := c.SubmitBackground(ctx, client.Request{Function: "spread", Unique: probe})
 		if err != nil {
 			require.ErrorIs(t, err, client.ErrConnLost)
 		}
