@@ -43,6 +43,22 @@ type Outbox interface {
 	Send(ev Event)
 }
 
+// NoopSignal is the Outbox of a worker that polls (an HTTP worker's grab,
+// a test's worker): each NOOP is signalled on the channel, and one that
+// finds a signal pending is dropped, so that it never blocks the broker.
+// Other events are dropped. Make it with a buffer of one.
+type NoopSignal chan struct{}
+
+// Send implements Outbox.
+func (w NoopSignal) Send(ev Event) {
+	if ev.Kind == EventNoop {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Session is the broker's view of one connection: its worker abilities, the
 // jobs it runs and the foreground jobs it waits on. A front end creates one
 // per connection with Broker.NewSession and must call Broker.CloseSession

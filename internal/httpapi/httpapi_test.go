@@ -96,12 +96,12 @@ func requireProblem(t *testing.T, resp *http.Response, status int, detailContain
 type testWorker struct {
 	b    *broker.Broker
 	sess *broker.Session
-	wake wakeup
+	wake broker.NoopSignal
 }
 
 func newTestWorker(t *testing.T, b *broker.Broker, fn string) *testWorker {
 	t.Helper()
-	w := &testWorker{b: b, wake: make(wakeup, 1)}
+	w := &testWorker{b: b, wake: make(broker.NoopSignal, 1)}
 	w.sess = b.NewSession("test-worker", w.wake)
 	b.CanDo(w.sess, []byte(fn), 0)
 	t.Cleanup(func() { b.CloseSession(w.sess) })
@@ -113,7 +113,7 @@ func newTestWorker(t *testing.T, b *broker.Broker, fn string) *testWorker {
 // the test ends.
 func submitAsClient(t *testing.T, b *broker.Broker, p broker.SubmitParams) uint64 {
 	t.Helper()
-	client := b.NewSession("gearman-client", wakeup(make(chan struct{}, 1)))
+	client := b.NewSession("gearman-client", make(broker.NoopSignal, 1))
 	t.Cleanup(func() { b.CloseSession(client) })
 	var seq uint64
 	b.Submit(client, p, func(s uint64, _ bool, err error) {

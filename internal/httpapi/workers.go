@@ -45,18 +45,6 @@ func newLeases(b *broker.Broker) *leases {
 	return &leases{b: b, m: make(map[uint64]*lease)}
 }
 
-// wakeup is a polling session's Outbox: it signals NOOPs.
-type wakeup chan struct{}
-
-func (w wakeup) Send(ev broker.Event) {
-	if ev.Kind == broker.EventNoop {
-		select {
-		case w <- struct{}{}:
-		default:
-		}
-	}
-}
-
 func newLeaseID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -102,7 +90,7 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 		leaseFor = min(d, s.cfg.MaxLease)
 	}
 	longRequest(w, wait)
-	wake := make(wakeup, 1)
+	wake := make(broker.NoopSignal, 1)
 	sess := s.b.NewSession(r.RemoteAddr, wake)
 	s.b.SetClientID(sess, "http-worker")
 	s.b.CanDoLease(sess, []byte(fn), leaseFor)

@@ -471,7 +471,7 @@ func runLifetime(t *testing.T, st *pebble.Store, fs *vfs.MemFS, led *ledger, cut
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wake := make(wakeup, 1)
+			wake := make(broker.NoopSignal, 1)
 			sess := b.NewSession("worker", wake)
 			defer b.CloseSession(sess)
 			for _, fn := range functions {
@@ -566,15 +566,3 @@ func runLifetime(t *testing.T, st *pebble.Store, fs *vfs.MemFS, led *ledger, cut
 type nopOutbox struct{}
 
 func (nopOutbox) Send(broker.Event) {}
-
-// wakeup wakes a sleeping worker on NOOP.
-type wakeup chan struct{}
-
-func (w wakeup) Send(ev broker.Event) {
-	if ev.Kind == broker.EventNoop {
-		select {
-		case w <- struct{}{}:
-		default:
-		}
-	}
-}
