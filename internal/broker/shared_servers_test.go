@@ -14,6 +14,7 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/store/storetest"
 	"github.com/gearwork/gearwork/internal/testwait"
 )
 
@@ -621,24 +622,9 @@ func TestSharedBatchCallbacksOnceWhenServersFinishTogether(t *testing.T) {
 		require.NoError(t, submit(t, b, cb, batchJob("row", id)).err)
 		require.NoError(t, b.CloseBatch(ctx, id))
 		ja, jb := grab(t, a, wa, outA), grab(t, b, wb, outB)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		errs := make([]error, 2)
-		for k, f := range []func() error{
+		storetest.AtOnce(t,
 			func() error { return a.Finish(wa, ja.Seq, broker.Complete, nil) },
-			func() error { return b.Finish(wb, jb.Seq, broker.Complete, nil) },
-		} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[k] = f()
-			}()
-		}
-		close(start)
-		wg.Wait()
-		require.NoError(t, errs[0])
-		require.NoError(t, errs[1])
+			func() error { return b.Finish(wb, jb.Seq, broker.Complete, nil) })
 	}
 	for _, id := range ids {
 		st := waitBatch(t, b, id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,9 +22,8 @@ const maxBatchFailures = 100
 // marked counted and adds to its batch's counters. A commit round runs it
 // before its deletes (rows that exist) and again after its inserts (jobs
 // that ended before their first write); the mark makes the second run,
-// and a round written again, count nothing twice. Batch rows are locked
-// in id order, so that rounds of different servers do not deadlock on
-// them.
+// and a round written again, count nothing twice. The transaction locks
+// the batch rows first (batchLockSQL).
 var batchEndSQL = fmt.Sprintf(`
 WITH e AS (SELECT * FROM unnest($1::bigint[], $2::smallint[]) AS e(seq, outcome)),
 ended AS (
@@ -35,13 +35,36 @@ ended AS (
 		count(*) FILTER (WHERE outcome = 2) AS d,
 		coalesce(array_agg(handle ORDER BY seq) FILTER (WHERE outcome <> 0), '{}') AS h
 	FROM ended GROUP BY batch
-), locked AS (
-	SELECT id FROM gearwork_batches WHERE id IN (SELECT batch FROM c) ORDER BY id FOR UPDATE
 )
 UPDATE gearwork_batches b SET succeeded = b.succeeded + c.s, failed = b.failed + c.f, dead = b.dead + c.d,
 	failures = (b.failures || c.h)[1:%[1]d],
 	truncated = b.truncated OR cardinality(b.failures) + cardinality(c.h) > %[1]d
-FROM c JOIN locked ON locked.id = c.batch WHERE b.id = c.batch`, maxBatchFailures)
+FROM c WHERE b.id = c.batch`, maxBatchFailures)
+
+// batchLockSQL locks the batch rows $1 in id order. A transaction that
+// changes batch rows (counts new jobs in them, counts ends, completes
+// them) runs it before its first statement that locks a row of a batch or
+// of a job, with every batch it is going to change: then transactions of
+// different servers take the batch rows they share in the same order and
+// cannot deadlock on them (a round that ended a job of batch A and added
+// one to batch B, beside one that did the opposite, did).
+const batchLockSQL = `SELECT id FROM gearwork_batches WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+
+// roundBatches returns the batches a commit round changes, in id order:
+// those of its new jobs (insertSQL counts them) and of its ended jobs.
+func roundBatches(cp store.CommitParams) []int64 {
+	var ids []int64
+	for _, j := range cp.Insert.Jobs {
+		if j.Batch != 0 {
+			ids = append(ids, seqArg(j.Batch))
+		}
+	}
+	for _, e := range cp.BatchEnds {
+		ids = append(ids, seqArg(e.Batch))
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
 
 // batchDue is the callbacks (1 on_success, 2 on_complete) a complete
 // batch row b submits.

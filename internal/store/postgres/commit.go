@@ -36,7 +36,8 @@ WITH input AS (
 			AND g.not_before <= (extract(epoch FROM now()) * 1e9)::bigint
 	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner, g.batch
 ), counted AS (
-	-- A new job of a batch counts in its total (a coalesced one does not).
+	-- A new job of a batch counts in its total (a coalesced one does not);
+	-- the round locked the batch rows first (batchLockSQL).
 	UPDATE gearwork_batches b SET total = b.total + c.n
 	FROM (SELECT batch, count(*) AS n FROM ins WHERE created AND batch <> 0 GROUP BY batch) c
 	WHERE b.id = c.batch
@@ -125,6 +126,9 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	var steps []batchStep
 	add := func(read func(pgx.BatchResults) error, sql string, args ...any) {
 		steps = append(steps, batchStep{sql: sql, args: args, read: read})
+	}
+	if batches := roundBatches(cp); len(batches) > 0 {
+		add(nil, batchLockSQL, batches)
 	}
 	var endArgs []any
 	var endBatches []int64
@@ -381,6 +385,9 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 		// numbered by this server is held here, as it was asked to be;
 		// one numbered by the store goes to whichever server claims it.
 		b := &pgx.Batch{}
+		if j.Batch != 0 {
+			b.Queue(batchLockSQL, []int64{seqArg(j.Batch)})
+		}
 		b.Queue(insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0}, p.HandlePrefix, id)...)
 		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
 		br := s.pool.SendBatch(ctx, b)
@@ -390,7 +397,13 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 			created       bool
 			insertedOwner *int64
 		)
-		err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
+		err = nil
+		if j.Batch != 0 {
+			_, err = br.Exec()
+		}
+		if err == nil {
+			err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
+		}
 		cerr := br.Close()
 		if err == nil && cerr == nil {
 			return store.Inserted{Seq: uint64(seq), Created: true,

@@ -291,7 +291,21 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 			batch  int64
 			handle []byte
 		)
-		err := tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)
+		// The batch row is locked before the job's (batchLockSQL); a
+		// job's batch never changes.
+		err := tx.QueryRow(ctx, `SELECT batch FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)).Scan(&batch)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if batch != 0 {
+			if _, err := tx.Exec(ctx, batchLockSQL, []int64{batch}); err != nil {
+				return err
+			}
+		}
+		err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)
 			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
 			FOR UPDATE`, seqArg(seq)).Scan(&batch, &handle)
 		if errors.Is(err, pgx.ErrNoRows) {

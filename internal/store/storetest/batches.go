@@ -153,33 +153,41 @@ func testBatchEndedOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) {
 			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
 		require.NoError(t, err)
 		seqs := batchJobs(t, a, id, 2)
-		var wg sync.WaitGroup
-		errs := make([]error, 4)
-		start := make(chan struct{})
+		var calls []func() error
 		for i, st := range []store.SharedStore{a, b} {
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[i] = endJob(st, "H:x:", id, seqs[i], store.BatchSucceeded)
-			}()
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[2+i] = st.(store.BatchStore).CloseBatch(ctx, id, "H:y:")
-			}()
+			calls = append(calls,
+				func() error { return endJob(st, "H:x:", id, seqs[i], store.BatchSucceeded) },
+				func() error { return st.(store.BatchStore).CloseBatch(ctx, id, "H:y:") })
 		}
-		close(start)
-		wg.Wait()
-		for _, err := range errs {
-			require.NoError(t, err)
-		}
+		AtOnce(t, calls...)
 		bt, err := a.(store.BatchStore).Batch(ctx, id)
 		require.NoError(t, err)
 		require.True(t, bt.SuccessFired && bt.CompleteFired)
 	}
 	require.Equal(t, rounds, len(callbackJobs(t, a, "report")), "on_success callbacks")
 	require.Equal(t, rounds, len(callbackJobs(t, a, "done")), "on_complete callbacks")
+}
+
+// AtOnce runs calls in goroutines released together (to make them race)
+// and requires that none failed.
+func AtOnce(t *testing.T, calls ...func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(calls))
+	start := make(chan struct{})
+	for i, call := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = call()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
@@ -208,4 +216,42 @@ func testBatchCancelledJobEnds(t *testing.T, open OpenSharedFunc) {
 	require.NoError(t, err)
 	require.False(t, ok)
 	require.Len(t, callbackJobs(t, st, "done"), 1)
+}
+
+// Two servers end a job of one batch and add a job to another in the same
+// round, each in the opposite order (a ends in A and adds to B, b ends in
+// B and adds to A), many times: no round is refused (the batch rows a
+// round touches are locked in one order).
+func testBatchRoundsInOppositeOrders(t *testing.T, open OpenSharedFunc) {
+	ctx := context.Background()
+	a, b := openShared(t, open, "a"), openShared(t, open, "b")
+	var ids [2]uint64
+	for i := range ids {
+		id, err := a.(store.BatchStore).CreateBatch(ctx, store.NewBatch{Created: 1})
+		require.NoError(t, err)
+		ids[i] = id
+	}
+	const rounds = 30
+	for range rounds {
+		ended := [2]uint64{batchJobs(t, a, ids[0], 1)[0], batchJobs(t, a, ids[1], 1)[0]}
+		var calls []func() error
+		for i, st := range []store.SharedStore{a, b} {
+			added := sharedJob("f", "", "x")
+			added.Batch = ids[1-i]
+			calls = append(calls, func() error {
+				_, err := st.Commit(ctx, store.CommitParams{
+					Insert:    store.InsertParams{HandlePrefix: "H:x:", Jobs: []store.Job{added}},
+					Delete:    []uint64{ended[i]},
+					BatchEnds: []store.BatchEnd{{Seq: ended[i], Batch: ids[i], Outcome: store.BatchSucceeded}},
+				})
+				return err
+			})
+		}
+		AtOnce(t, calls...)
+	}
+	for _, id := range ids {
+		bt, err := a.(store.BatchStore).Batch(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, []uint64{2 * rounds, rounds}, []uint64{bt.Total, bt.Succeeded})
+	}
 }

@@ -38,6 +38,7 @@ func RunShared(t *testing.T, open OpenSharedFunc) {
 		{name: "BatchEmptyClosedCompletes", fn: testBatchEmptyClosedCompletes, needs: has[store.BatchStore]},
 		{name: "BatchEndedOnTwoServersAtOnce", fn: testBatchEndedOnTwoServersAtOnce, needs: has[store.BatchStore]},
 		{name: "BatchCancelledJobEnds", fn: testBatchCancelledJobEnds, needs: has[store.BatchStore]},
+		{name: "BatchRoundsInOppositeOrders", fn: testBatchRoundsInOppositeOrders, needs: has[store.BatchStore]},
 	}
 	runCases(t, open, openShared(t, open, "probe"), cases)
 }
