@@ -45,7 +45,7 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
   pause FN [until TIME|DUR]   stop handing out FN's jobs (until an RFC 3339
                               time or for a duration such as 30m)
   resume FN                   hand out FN's jobs again
-  jobs [--function FN] [--state S] [--limit N] [--cursor C]
+  jobs [--function FN] [--state S] [--batch ID] [--limit N] [--cursor C]
                               job records, newest first: live jobs, then
                               ended ones (complete, failed, exception,
                               cancelled, dead) while their history keeps
@@ -67,6 +67,9 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
 
 Batches (Gearwork only; see docs/batches.md):
   batch ID                    a batch's counts, callbacks and failed jobs
+  batch ID --state S [--limit N] [--cursor C]
+                              the batch's jobs in state S (failed, dead,
+                              complete, ...), as jobs --batch ID lists them
   batch create [on_success=FN] [on_complete=FN]
                               create an open batch; prints its id
   batch close ID              close a batch: it completes, and submits its
@@ -118,6 +121,7 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	state := fs.String("state", "", "with jobs: only this `state` (queued, running, complete, failed, dead, ...)")
 	limit := fs.Int("limit", 0, "with jobs: at most this many `rows` (1-1000, default 50)")
 	cursor := fs.String("cursor", "", "with jobs: go on after the row with this `cursor`")
+	batch := fs.String("batch", "", "with jobs: only the jobs of this batch `id` (as batch ID --state ...)")
 	// Flags may come before or after the command words ("admin status
 	// --json"); words after "--" are never flags.
 	var words []string
@@ -139,8 +143,13 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *graceful {
 		words = append(words, "--graceful")
 	}
+	listing := *function != "" || *state != "" || *cursor != "" || *limit != 0
+	if len(words) == 2 && words[0] == "batch" && isBatchID(words[1]) && listing {
+		// "batch ID --state failed": the batch's jobs, as jobs lists them.
+		words, *batch = []string{"jobs"}, words[1]
+	}
 	if len(words) > 0 && words[0] == "jobs" {
-		for _, kv := range [][2]string{{"function", *function}, {"state", *state}, {"cursor", *cursor}} {
+		for _, kv := range [][2]string{{"function", *function}, {"state", *state}, {"batch", *batch}, {"cursor", *cursor}} {
 			if kv[1] != "" {
 				words = append(words, kv[0]+"="+kv[1])
 			}
@@ -148,8 +157,8 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if *limit != 0 {
 			words = append(words, "limit="+strconv.Itoa(*limit))
 		}
-	} else if *function != "" || *state != "" || *cursor != "" || *limit != 0 {
-		return helpError(stderr, "admin", "--function, --state, --limit and --cursor go with jobs")
+	} else if listing || *batch != "" {
+		return helpError(stderr, "admin", "--function, --state, --batch, --limit and --cursor go with jobs (and --state, --limit and --cursor with batch ID)")
 	}
 	cmd, err := parseAdminArgs(words)
 	if err != nil {

@@ -127,9 +127,9 @@ func parseDeadletterArgs(rest []string) (adminCommand, error) {
 // parseJobsArgs parses the arguments of jobs.
 func parseJobsArgs(rest []string) (adminCommand, error) {
 	for _, a := range rest {
-		if !strings.HasPrefix(a, "function=") && !strings.HasPrefix(a, "state=") &&
+		if !strings.HasPrefix(a, "function=") && !strings.HasPrefix(a, "state=") && !strings.HasPrefix(a, "batch=") &&
 			!strings.HasPrefix(a, "limit=") && !strings.HasPrefix(a, "cursor=") {
-			return adminCommand{}, fmt.Errorf("jobs takes --function, --state, --limit and --cursor, not %q", a)
+			return adminCommand{}, fmt.Errorf("jobs takes --function, --state, --batch, --limit and --cursor, not %q", a)
 		}
 	}
 	return listCommand(strings.Join(append([]string{"jobs"}, rest...), " "),

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/internal/testwait"
 	"github.com/gearwork/gearwork/worker"
@@ -151,4 +155,107 @@ func TestSubmitAfter(t *testing.T) {
 	_, errOut, code = gw(t, "submit", s, "--after", good, "--batch", "1", "s_after")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errOut, "cannot go together")
+}
+
+// TestBatchFailedJobsListing lists a batch's failed jobs (dead letters,
+// under the default policy), all of them, a page at a time, over HTTP
+// (GET /v1/batches/{id}/jobs?state=dead) and with "gearwork admin batch
+// ID --state dead", from a real "gearwork serve" on each store: the
+// records of ended jobs carry their batch.
+func TestBatchFailedJobsListing(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []struct {
+		name  string
+		store func(t *testing.T) string
+	}{
+		{"memory", func(*testing.T) string { return "memory:" }},
+		{"pebble", func(t *testing.T) string { return "pebble:" + t.TempDir() }},
+		{"postgres", func(t *testing.T) string { return pgtest.Schema(t) }},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			srv := testserver.Start(t, "--store", kind.store(t), "--http", "127.0.0.1:0")
+			s := "--servers=" + srv.Addr
+			base := "http://" + srv.HTTPAddr(t)
+			var mu sync.Mutex
+			var done []string
+			cliWorker(t, srv.Addr, "listing-worker", map[string]worker.HandlerFunc{
+				"bl_row": func(_ context.Context, j *worker.Job) ([]byte, error) {
+					if strings.HasPrefix(string(j.Payload), "bad") {
+						return nil, errors.New("bad row")
+					}
+					return nil, nil
+				},
+				"bl_done": func(_ context.Context, j *worker.Job) ([]byte, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					done = append(done, string(j.Payload))
+					return nil, nil
+				},
+			})
+			id := strings.TrimSpace(strings.TrimPrefix(gwOK(t, "admin", s, "batch", "create", "on_complete=bl_done"), "batch "))
+			var bad []string
+			for i := range 7 {
+				p := fmt.Sprintf("good %d", i)
+				if i%3 != 0 {
+					p = fmt.Sprintf("bad %d", i)
+				}
+				h := strings.TrimSpace(gwOK(t, "submit", s, "--batch", id, "bl_row", p))
+				if strings.HasPrefix(p, "bad") {
+					bad = append(bad, h)
+				}
+			}
+			outside := strings.TrimSpace(gwOK(t, "submit", s, "--background", "bl_row", "bad, outside the batch"))
+			gwOK(t, "admin", s, "batch", "close", id)
+			testwait.Until(t, "the on_complete callback", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(done) > 0
+			})
+			mu.Lock()
+			require.Contains(t, done[0], `"dead":4`)
+			mu.Unlock()
+
+			// Over HTTP, two at a time.
+			var listed []string
+			cursor := ""
+			for range 10 {
+				resp, err := http.Get(base + "/v1/batches/" + id + "/jobs?state=dead&limit=2&cursor=" + url.QueryEscape(cursor))
+				require.NoError(t, err)
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+				var page struct {
+					Jobs []struct {
+						Handle, State, Batch string
+					}
+					Next string `json:"next_cursor"`
+				}
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+				resp.Body.Close()
+				for _, j := range page.Jobs {
+					require.Equal(t, []string{"dead", id}, []string{j.State, j.Batch}, j.Handle)
+					listed = append(listed, j.Handle)
+				}
+				if cursor = page.Next; cursor == "" {
+					break
+				}
+			}
+			require.ElementsMatch(t, bad, listed)
+			require.NotContains(t, listed, outside)
+			resp, err := http.Get(base + "/v1/batches/999/jobs?state=dead")
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusNotFound, resp.StatusCode)
+
+			// With gearwork admin (the admin command "jobs batch=ID").
+			var rows []map[string]any
+			require.NoError(t, json.Unmarshal([]byte(gwOK(t, "admin", s, "batch", id, "--state", "dead", "--json")), &rows))
+			var handles []string
+			for _, r := range rows {
+				handles = append(handles, r["handle"].(string))
+			}
+			require.ElementsMatch(t, bad, handles)
+			out := gwOK(t, "admin", s, "jobs", "--batch", id, "--state", "complete")
+			require.Equal(t, 3, strings.Count(out, "bl_row"), out)
+		})
+	}
 }

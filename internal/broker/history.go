@@ -104,6 +104,8 @@ type histExtra struct {
 	foreground bool
 	// retryOf is the job that this one runs again (RetryJob).
 	retryOf uint64
+	// batch is the batch the job belonged to.
+	batch uint64
 }
 
 // finalState is a record's state, one of FinalStates.
@@ -264,6 +266,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		r.started = x.started
 		if x.retryOf != 0 {
 			r.ext().retryOf = x.retryOf
+		}
+		if x.batch != nil {
+			r.ext().batch = x.batch.id
 		}
 		if l := x.life; l != nil {
 			if len(l.history) > 0 || l.maxAttempts != 0 || l.orderKey != "" {
@@ -460,7 +465,7 @@ func (r *histRec) snapshot() JobSnapshot {
 		s.Background = !x.foreground
 		s.History = slices.Clone(x.attempts)
 		s.MaxAttempts, s.OrderingKey, s.CancelledBy = int(x.maxAttempts), x.orderKey, x.cancelledBy
-		s.RetryOf = x.retryOf
+		s.RetryOf, s.Batch = x.retryOf, x.batch
 		if x.cancelledAt != 0 {
 			s.CancelledAt = time.Unix(0, x.cancelledAt)
 		}

@@ -23,6 +23,10 @@ type JobQuery struct {
 	// queued, running, retry-wait, blocked, waiting) or a final one (complete,
 	// failed, exception, cancelled, dead). "" lists every state.
 	State string
+	// Batch limits the list to the jobs of one batch; 0 lists jobs of
+	// any batch or none. The records of ended jobs of a batch are those
+	// kept by their functions' history policy (they expire with it).
+	Batch uint64
 	// Limit is the most records of the page: 0 means DefaultJobPage, more
 	// than MaxJobPage means MaxJobPage.
 	Limit int
@@ -113,7 +117,7 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 		return page, nil
 	}
 	want := limit - len(page.Jobs)
-	recs := b.newestEndedLocked(q.Function, q.State, finalBelow, want+1)
+	recs := b.newestEndedLocked(q, finalBelow, want+1)
 	for _, r := range recs[:min(len(recs), want)] {
 		snap := r.snapshot()
 		snap.Cursor = "F" + strconv.FormatUint(r.order, 10)
@@ -131,23 +135,25 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 	return page, nil
 }
 
-// newestLiveLocked returns up to n live jobs of function fn ("" for all)
-// in state ("" for any) with a seq below below, newest first.
-func (b *Broker) newestLiveLocked(fn, state string, below uint64, n int) []*job {
+// newestLiveLocked returns up to n live jobs of q's function, state and
+// batch with a seq below below, newest first.
+func (b *Broker) newestLiveLocked(q JobQuery, below uint64, n int) []*job {
 	if n <= 0 {
 		return nil
 	}
 	var f *function
-	if fn != "" {
-		if f = b.functions[fn]; f == nil {
+	if q.Function != "" {
+		if f = b.functions[q.Function]; f == nil {
 			return nil
 		}
 	}
+	state := q.State
 	// Keep the n newest in a min-heap by seq: one pass over the live
 	// jobs.
 	h := make([]*job, 0, n)
 	for seq, j := range b.jobs.all() {
-		if seq >= below || (f != nil && j.fn != f) || j.state == stateGone || (state != "" && j.state.String() != state) {
+		if seq >= below || (f != nil && j.fn != f) || j.state == stateGone || (state != "" && j.state.String() != state) ||
+			(q.Batch != 0 && (j.x == nil || j.x.batch == nil || j.x.batch.id != q.Batch)) {
 			continue
 		}
 		if len(h) < n {
@@ -193,10 +199,10 @@ func siftDown(h []*job, i int) {
 	}
 }
 
-// newestEndedLocked returns up to n records of ended jobs of function fn
-// ("" for all) in state ("" for any) that ended before order below, most
-// recently ended first.
-func (b *Broker) newestEndedLocked(fn, state string, below uint64, n int) []*histRec {
+// newestEndedLocked returns up to n records of ended jobs of q's
+// function, state and batch that ended before order below, most recently
+// ended first.
+func (b *Broker) newestEndedLocked(q JobQuery, below uint64, n int) []*histRec {
 	if n <= 0 {
 		return nil
 	}
@@ -220,15 +226,15 @@ func (b *Broker) newestEndedLocked(fn, state string, below uint64, n int) []*his
 		}
 		for ; i >= fh.head && got < n; i-- {
 			r := fh.recs[i]
-			if r == nil || (state != "" && r.state.String() != state) {
+			if r == nil || !q.matchesRecord(r) {
 				continue
 			}
 			out = append(out, r)
 			got++
 		}
 	}
-	if fn != "" {
-		if fh := b.hist.fns[fn]; fh != nil {
+	if q.Function != "" {
+		if fh := b.hist.fns[q.Function]; fh != nil {
 			collect(fh)
 		}
 		return out
@@ -238,6 +244,12 @@ func (b *Broker) newestEndedLocked(fn, state string, below uint64, n int) []*his
 	}
 	slices.SortFunc(out, func(a, c *histRec) int { return cmp.Compare(c.order, a.order) }) // newest first
 	return out[:min(len(out), n)]
+}
+
+// matchesRecord reports whether record r is of q's state and batch (its
+// function is the caller's to check).
+func (q JobQuery) matchesRecord(r *histRec) bool {
+	return (q.State == "" || r.state.String() == q.State) && (q.Batch == 0 || (r.x != nil && r.x.batch == q.Batch))
 }
 
 // JobCounts is how many jobs of one function are in each state: the live
@@ -358,7 +370,7 @@ func add(m map[string]int, k string, n int) {
 // page: more live jobs follow, and the page's Next points at them. b.mu
 // must be held.
 func (b *Broker) livePageLocked(q JobQuery, liveBelow uint64, limit int) (page JobPage, full bool) {
-	jobs := b.newestLiveLocked(q.Function, q.State, liveBelow, limit+1)
+	jobs := b.newestLiveLocked(q, liveBelow, limit+1)
 	for _, j := range jobs[:min(len(jobs), limit)] {
 		snap := b.snapshotLocked(j)
 		snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
@@ -391,7 +403,7 @@ func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow u
 	if want == 0 {
 		// The live jobs filled the page exactly: the ended ones start
 		// the next, if there are any.
-		recs, err := b.endedFromStore(q.Function, q.State, after, 1)
+		recs, err := b.endedFromStore(q, after, 1)
 		if err != nil {
 			return JobPage{}, err
 		}
@@ -400,7 +412,7 @@ func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow u
 		}
 		return page, nil
 	}
-	recs, err := b.endedFromStore(q.Function, q.State, after, want+1)
+	recs, err := b.endedFromStore(q, after, want+1)
 	if err != nil {
 		return JobPage{}, err
 	}

@@ -84,6 +84,8 @@ type JobSnapshot struct {
 	// record, not in the store's job: a job replayed after a restart, and
 	// in shared mode every job (it runs from its row), has none.
 	RetryOf uint64
+	// Batch is the batch the job belongs to (0: none).
+	Batch uint64
 	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
 	CancelledBy string
 	CancelledAt time.Time
@@ -160,6 +162,9 @@ func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 		snap.Numerator, snap.Denominator = x.num, x.den
 		snap.RetryOf = x.retryOf
 		snap.Waiting = len(x.clients)
+		if x.batch != nil {
+			snap.Batch = x.batch.id
+		}
 		if j.state == stateRunning && x.started != 0 {
 			snap.Started = time.Unix(0, x.started)
 		}

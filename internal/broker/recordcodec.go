@@ -13,13 +13,17 @@ import (
 // (recordCodecV1), then the fields below as varints and length-prefixed
 // strings, in this order. Seq, Function, State and Finished are the
 // store.Record's own. The record of a retried job (RetryOf set) has the
-// version byte recordCodecV2 and RetryOf after the attempts. The flag
+// version byte recordCodecV2 and RetryOf after the attempts; the record
+// of a job of a batch (Batch set) has recordCodecV3, RetryOf (0 or not)
+// and then Batch after the attempts. Each writes the lowest version that
+// holds the record, and every version reads back. The flag
 // recordPayloadWhole says the payload field holds the whole payload
 // (Payload) rather than its preview. Records written as JSON (they start
 // with '{') still read back.
 const (
 	recordCodecV1 = 1
 	recordCodecV2 = 2
+	recordCodecV3 = 3
 
 	recordBackground      = 1
 	recordResultTruncated = 2
@@ -30,11 +34,14 @@ var errRecordCodec = errors.New("job record: damaged or of an unknown version")
 
 func encodeSnapshot(s *JobSnapshot) []byte {
 	b := make([]byte, 0, 64+len(s.Unique)+len(s.Result)+len(s.PayloadPreview)+len(s.LastError))
-	if s.RetryOf != 0 {
-		b = append(b, recordCodecV2)
-	} else {
-		b = append(b, recordCodecV1)
+	version := byte(recordCodecV1)
+	switch {
+	case s.Batch != 0:
+		version = recordCodecV3
+	case s.RetryOf != 0:
+		version = recordCodecV2
 	}
+	b = append(b, version)
 	str := func(v string) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
 	byt := func(v []byte) {
 		if v == nil {
@@ -87,8 +94,11 @@ func encodeSnapshot(s *JobSnapshot) []byte {
 		str(a.Error)
 		str(a.Worker)
 	}
-	if s.RetryOf != 0 {
+	if version >= recordCodecV2 {
 		b = binary.AppendUvarint(b, s.RetryOf)
+	}
+	if version >= recordCodecV3 {
+		b = binary.AppendUvarint(b, s.Batch)
 	}
 	return b
 }
@@ -103,7 +113,7 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 		}
 		return nil
 	}
-	if len(data) == 0 || (data[0] != recordCodecV1 && data[0] != recordCodecV2) {
+	if len(data) == 0 || data[0] < recordCodecV1 || data[0] > recordCodecV3 {
 		return errRecordCodec
 	}
 	version := data[0]
@@ -185,8 +195,11 @@ func decodeSnapshot(data []byte, s *JobSnapshot) error {
 		a.Outcome, a.Error, a.Worker = str(), str(), str()
 		s.History = append(s.History, a)
 	}
-	if version == recordCodecV2 && !bad {
+	if version >= recordCodecV2 && !bad {
 		s.RetryOf = uv()
+	}
+	if version >= recordCodecV3 && !bad {
+		s.Batch = uv()
 	}
 	if bad || len(d) != 0 {
 		return errRecordCodec

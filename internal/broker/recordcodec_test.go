@@ -24,10 +24,18 @@ func TestRecordCodecRoundTrip(t *testing.T) {
 	whole.Payload = []byte("the whole payload, longer than nothing")
 	whole.PayloadPreview = whole.Payload
 	whole.RetryOf = 41
-	for _, s := range []JobSnapshot{full, {}, whole} {
+	inBatch := full
+	inBatch.Batch = 1796578622934206
+	both := whole
+	both.Batch = 7
+	for i, s := range []JobSnapshot{full, {}, whole, inBatch, both} {
 		var got JobSnapshot
-		require.NoError(t, decodeSnapshot(encodeSnapshot(&s), &got))
+		enc := encodeSnapshot(&s)
+		require.NoError(t, decodeSnapshot(enc, &got))
 		require.Equal(t, s, got)
+		// Each record is written in the lowest version that holds it, so
+		// that a server of the version before reads what it can.
+		require.Equal(t, []byte{recordCodecV1, recordCodecV1, recordCodecV2, recordCodecV3, recordCodecV3}[i], enc[0])
 	}
 	withResult := JobSnapshot{Result: []byte("r")}
 	var got JobSnapshot

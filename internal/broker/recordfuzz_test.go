@@ -14,7 +14,8 @@ import (
 func FuzzDecodeSnapshot(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
 	for _, s := range []JobSnapshot{{}, {Unique: "u", Priority: Low, Payload: []byte("p"), PayloadPreview: []byte("p"), RetryOf: 3,
-		History: []store.Attempt{{Start: 1, End: 2, Outcome: "failed"}}, CancelledAt: now, Result: []byte("r")}} {
+		History: []store.Attempt{{Start: 1, End: 2, Outcome: "failed"}}, CancelledAt: now, Result: []byte("r")},
+		{Unique: "b", Batch: 1796578622934206}} {
 		f.Add(encodeSnapshot(&s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

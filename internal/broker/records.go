@@ -94,7 +94,7 @@ func (b *Broker) encodeRecords(buf *commitBuffers) {
 		s := &buf.snaps[i]
 		data := encodeSnapshot(s)
 		buf.recs = append(buf.recs, store.Record{Seq: s.Seq, Function: s.Function, State: s.State,
-			Finished: s.Finished.UnixNano(), Data: data})
+			Finished: s.Finished.UnixNano(), Batch: s.Batch, Data: data})
 	}
 	clear(buf.snaps)
 }
@@ -193,10 +193,10 @@ func parseRecordCursor(c string) (store.RecordPos, bool) {
 	return store.RecordPos{Finished: f, Seq: s}, true
 }
 
-// endedFromStore returns up to n records of ended jobs after pos (zero:
-// from the newest), newest first: those in the store merged with those
-// still waiting in memory for the committer.
-func (b *Broker) endedFromStore(fn, state string, after store.RecordPos, n int) ([]JobSnapshot, error) {
+// endedFromStore returns up to n records of ended jobs of q after pos
+// (zero: from the newest), newest first: those in the store merged with
+// those still waiting in memory for the committer.
+func (b *Broker) endedFromStore(q JobQuery, after store.RecordPos, n int) ([]JobSnapshot, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -204,11 +204,11 @@ func (b *Broker) endedFromStore(fn, state string, after store.RecordPos, n int) 
 	b.mu.Lock()
 	var out []JobSnapshot
 	for name, fh := range b.hist.fns {
-		if fn != "" && name != fn {
+		if q.Function != "" && name != q.Function {
 			continue
 		}
 		for _, r := range fh.recs[fh.head:] {
-			if r == nil || r.fn == nil || (state != "" && r.state.String() != state) ||
+			if r == nil || r.fn == nil || !q.matchesRecord(r) ||
 				!below(store.RecordPos{Finished: r.finished, Seq: r.seq}) {
 				continue
 			}
@@ -216,7 +216,7 @@ func (b *Broker) endedFromStore(fn, state string, after store.RecordPos, n int) 
 		}
 	}
 	b.mu.Unlock()
-	recs, err := b.records.Records(context.Background(), store.RecordQuery{Function: fn, State: state, After: after, Limit: n})
+	stored, err := b.storedRecords(q, after, n)
 	if err != nil {
 		return nil, err
 	}
@@ -224,21 +224,82 @@ func (b *Broker) endedFromStore(fn, state string, after store.RecordPos, n int) 
 	for _, s := range out {
 		seen[s.Seq] = true
 	}
-	for _, r := range recs {
-		if seen[r.Seq] {
-			continue
+	for _, s := range stored {
+		if !seen[s.Seq] {
+			out = append(out, s)
 		}
-		s, err := decodeRecord(r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, c JobSnapshot) int {
 		pa := store.RecordPos{Finished: a.Finished.UnixNano(), Seq: a.Seq}
 		pc := store.RecordPos{Finished: c.Finished.UnixNano(), Seq: c.Seq}
 		return pc.Compare(pa)
 	})
+	return out[:min(len(out), n)], nil
+}
+
+// batchScanPage is how many records one read of a listing of a batch's
+// records takes from a store that cannot select them by batch.
+const batchScanPage = 256
+
+// storedRecords reads up to n records of q from the store after pos,
+// newest first. The records of a batch come from a store that selects
+// them (store.BatchRecordStore), or else from the records of q's
+// function and state, read a page at a time until n of them are of the
+// batch: such a listing reads the records kept, newest first, down to the
+// batch's.
+func (b *Broker) storedRecords(q JobQuery, after store.RecordPos, n int) ([]JobSnapshot, error) {
+	ctx := context.Background()
+	rq := store.RecordQuery{Function: q.Function, State: q.State, After: after, Limit: n}
+	var recs []store.Record
+	var err error
+	bs, selects := b.records.(store.BatchRecordStore)
+	switch {
+	case q.Batch == 0:
+		recs, err = b.records.Records(ctx, rq)
+	case selects:
+		recs, err = bs.BatchRecords(ctx, q.Batch, rq)
+	default:
+		return b.scanBatchRecords(ctx, q.Batch, rq, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]JobSnapshot, 0, len(recs))
+	for _, r := range recs {
+		s, err := decodeRecord(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// scanBatchRecords is storedRecords for a store that cannot select the
+// records of a batch.
+func (b *Broker) scanBatchRecords(ctx context.Context, batch uint64, rq store.RecordQuery, n int) ([]JobSnapshot, error) {
+	var out []JobSnapshot
+	rq.Limit = max(n, batchScanPage)
+	for len(out) < n {
+		page, err := b.records.Records(ctx, rq)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page {
+			s, err := decodeRecord(r)
+			if err != nil {
+				return nil, err
+			}
+			if s.Batch == batch {
+				out = append(out, s)
+			}
+		}
+		if len(page) < rq.Limit {
+			break
+		}
+		last := page[len(page)-1]
+		rq.After = store.RecordPos{Finished: last.Finished, Seq: last.Seq}
+	}
 	return out[:min(len(out), n)], nil
 }
 

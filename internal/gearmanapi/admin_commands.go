@@ -98,7 +98,7 @@ func adminTable() []adminCommand {
 		{"deadletter retry", "HANDLE | all FUNCTION", permAdmin, "queues dead letters again", adminDeadLetterRetry},
 		{"deadletter purge", "FUNCTION", permAdmin, "deletes a function's dead letters", adminDeadLetterPurge},
 		{"result", "HANDLE | unique:UNIQUE", permRead, "a finished job's retained result", adminResult},
-		{"jobs", "[function=FUNCTION] [state=STATE] [limit=N] [cursor=CURSOR]", permRead, "job records, newest first: live jobs, then ended ones", adminJobs},
+		{"jobs", "[function=FUNCTION] [state=STATE] [batch=ID] [limit=N] [cursor=CURSOR]", permRead, "job records, newest first: live jobs, then ended ones (of one batch: batch=ID)", adminJobs},
 		{"job", "HANDLE", permRead, "one job's record: state, outcome, error and attempts", adminJob},
 		{"retry job", "HANDLE", permAdmin, "runs a failed, exception or dead job again; answers the handle of the job that runs", adminRetryJob},
 		// Batches (docs/batches.md).

@@ -331,6 +331,13 @@ func adminJobs(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 			q.State = v
 		case ok && k == "cursor":
 			q.Cursor = v
+		case ok && k == "batch":
+			id, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || id == 0 {
+				sb.WriteString(errInvalid(fmt.Sprintf("batch %q: use a batch id", v)))
+				return
+			}
+			q.Batch = id
 		case ok && k == "limit":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > broker.MaxJobPage {
@@ -339,7 +346,7 @@ func adminJobs(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 			}
 			q.Limit = n
 		default:
-			sb.WriteString(errInvalid(fmt.Sprintf("%q: use function=, state=, limit= or cursor=", arg)))
+			sb.WriteString(errInvalid(fmt.Sprintf("%q: use function=, state=, batch=, limit= or cursor=", arg)))
 			return
 		}
 	}

@@ -242,6 +242,20 @@ func (s *Server) handleGetBatch(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handleListBatchJobs serves GET /v1/batches/{id}/jobs?state=&function=&limit=&cursor=:
+// the jobs of a batch as GET /v1/jobs lists them, the live ones and the
+// records kept of the ended ones.
+func (s *Server) handleListBatchJobs(w http.ResponseWriter, r *http.Request) error {
+	id, err := s.batchParam(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.b.Batch(r.Context(), id); err != nil {
+		return err
+	}
+	return s.listJobs(w, r, id)
+}
+
 // handleCloseBatch serves POST /v1/batches/{id}/close.
 func (s *Server) handleCloseBatch(w http.ResponseWriter, r *http.Request) error {
 	id, err := s.batchParam(r)

@@ -70,6 +70,8 @@ type jobJSON struct {
 	// RetryOf is the handle of the ended job that this one runs again
 	// (POST /v1/jobs/{handle}/retry).
 	RetryOf string `json:"retry_of,omitempty"`
+	// Batch is the id of the batch the job belongs to.
+	Batch string `json:"batch,omitempty"`
 }
 
 // attemptJSON is one attempt of a job.
@@ -134,6 +136,9 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 	j.Finished = utcOrNil(snap.Finished)
 	if snap.RetryOf != 0 {
 		j.RetryOf = s.b.Handle(snap.RetryOf)
+	}
+	if snap.Batch != 0 {
+		j.Batch = strconv.FormatUint(snap.Batch, 10)
 	}
 	for _, a := range snap.History {
 		j.History = append(j.History, attemptJSON{Worker: a.Worker, Started: timeOf(a.Start), Ended: timeOf(a.End),
@@ -769,6 +774,12 @@ type jobListJSON struct {
 
 // handleListJobs serves GET /v1/jobs?function=&state=&limit=&cursor=.
 func (s *Server) handleListJobs(w http.ResponseWriter, r *http.Request) error {
+	return s.listJobs(w, r, 0)
+}
+
+// listJobs answers a page of the job records of ListJobs, of batch when
+// it is not 0.
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, batch uint64) error {
 	q := r.URL.Query()
 	limit := 0
 	if v := q.Get("limit"); v != "" {
@@ -778,7 +789,8 @@ func (s *Server) handleListJobs(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
-	page, err := s.b.ListJobs(broker.JobQuery{Function: q.Get("function"), State: q.Get("state"), Limit: limit, Cursor: q.Get("cursor")})
+	page, err := s.b.ListJobs(broker.JobQuery{Function: q.Get("function"), State: q.Get("state"), Batch: batch,
+		Limit: limit, Cursor: q.Get("cursor")})
 	if errors.Is(err, broker.ErrBadQuery) {
 		return errorf(http.StatusBadRequest, "invalid-option", "%s", err)
 	}

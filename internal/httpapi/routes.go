@@ -38,6 +38,7 @@ func (s *Server) routeTable() []route {
 		{"GET", "/v1/batches", ScopeRead, s.handleListBatches},
 		{"GET", "/v1/batches/{id}", ScopeRead, s.handleGetBatch},
 		{"POST", "/v1/batches/{id}/jobs", ScopeSubmit, s.handleBatch},
+		{"GET", "/v1/batches/{id}/jobs", ScopeRead, s.handleListBatchJobs},
 		{"POST", "/v1/batches/{id}/close", ScopeSubmit, s.handleCloseBatch},
 		{"GET", "/v1/jobs/{handle}", ScopeRead, s.handleGetJob},
 		{"DELETE", "/v1/jobs/{handle}", ScopeAdmin, s.handleCancel},

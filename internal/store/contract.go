@@ -240,7 +240,22 @@ type Record struct {
 	State string
 	// Finished is the Unix time in nanoseconds at which the job ended.
 	Finished int64
-	Data     []byte
+	// Batch is the batch the job belonged to (0: none). Data holds it
+	// too; a BatchRecordStore keeps it apart to select by it.
+	Batch uint64
+	Data  []byte
+}
+
+// BatchRecordStore is an optional capability of a RecordStore, found by
+// type assertion: listing the records of the jobs of one batch (by
+// Record.Batch) without reading the others. A broker whose record store
+// lacks it reads the records of q.State newest first and keeps those of
+// the batch.
+type BatchRecordStore interface {
+	// BatchRecords lists the records of batch ("" q.Function for every
+	// function, "" q.State for any), the most recently ended first,
+	// after q.After when it is set; at most q.Limit of them.
+	BatchRecords(ctx context.Context, batch uint64, q RecordQuery) ([]Record, error)
 }
 
 // RecordQuery selects records for RecordStore.Records.

@@ -154,6 +154,12 @@ CREATE TABLE gearwork_batches (
 	completed        bigint NOT NULL DEFAULT 0
 );
 `},
+	{9, "records of jobs of batches", `
+-- The batch an ended job belonged to (0: none), so that a batch's
+-- records are listed, newest first, without reading the others.
+ALTER TABLE gearwork_records ADD COLUMN batch bigint NOT NULL DEFAULT 0;
+CREATE INDEX gearwork_records_batch ON gearwork_records (batch, finished DESC, seq DESC) WHERE batch <> 0;
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

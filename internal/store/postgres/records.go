@@ -13,14 +13,17 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-var _ store.RecordStore = (*Store)(nil)
+var (
+	_ store.RecordStore      = (*Store)(nil)
+	_ store.BatchRecordStore = (*Store)(nil)
+)
 
 // recordsSQL writes records of ended jobs (a record replaces one of the
 // same seq).
-const recordsSQL = `INSERT INTO gearwork_records (seq, function, state, finished, data)
-	SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[])
+const recordsSQL = `INSERT INTO gearwork_records (seq, function, state, finished, data, batch)
+	SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
 	ON CONFLICT (seq) DO UPDATE SET function = EXCLUDED.function, state = EXCLUDED.state,
-		finished = EXCLUDED.finished, data = EXCLUDED.data`
+		finished = EXCLUDED.finished, data = EXCLUDED.data, batch = EXCLUDED.batch`
 
 func recordArgs(recs []store.Record) []any {
 	seqs := make([]int64, len(recs))
@@ -28,13 +31,15 @@ func recordArgs(recs []store.Record) []any {
 	states := make([]string, len(recs))
 	fins := make([]int64, len(recs))
 	data := make([][]byte, len(recs))
+	batches := make([]int64, len(recs))
 	for i, r := range recs {
 		seqs[i], fns[i], states[i], fins[i], data[i] = seqArg(r.Seq), []byte(r.Function), r.State, r.Finished, r.Data
+		batches[i] = seqArg(r.Batch)
 		if data[i] == nil {
 			data[i] = []byte{}
 		}
 	}
-	return []any{seqs, fns, states, fins, data}
+	return []any{seqs, fns, states, fins, data, batches}
 }
 
 // EndJobs deletes dels, forgets and writes records in one transaction
@@ -51,20 +56,32 @@ func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
 	}
 	r := store.Record{Seq: seq}
 	var fn []byte
-	err := s.pool.QueryRow(ctx, `SELECT function, state, finished, data FROM gearwork_records WHERE seq = $1`,
-		seqArg(seq)).Scan(&fn, &r.State, &r.Finished, &r.Data)
+	var batch int64
+	err := s.pool.QueryRow(ctx, `SELECT function, state, finished, data, batch FROM gearwork_records WHERE seq = $1`,
+		seqArg(seq)).Scan(&fn, &r.State, &r.Finished, &r.Data, &batch)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return store.Record{}, fmt.Errorf("postgres: job record %d: %w", seq, store.ErrNotFound)
 	case err != nil:
 		return store.Record{}, fmt.Errorf("postgres: reading job record %d: %w", seq, err)
 	}
-	r.Function = string(fn)
+	r.Function, r.Batch = string(fn), uint64(batch)
 	return r, nil
 }
 
 // Records lists records newest first, by keyset on (finished, seq).
 func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Record, error) {
+	return s.records(ctx, 0, q)
+}
+
+// BatchRecords lists the records of batch newest first, by keyset on
+// (finished, seq), through the records' batch index.
+func (s *Store) BatchRecords(ctx context.Context, batch uint64, q store.RecordQuery) ([]store.Record, error) {
+	return s.records(ctx, batch, q)
+}
+
+// records lists the records of q, of batch when it is not 0.
+func (s *Store) records(ctx context.Context, batch uint64, q store.RecordQuery) ([]store.Record, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -83,10 +100,13 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 	if q.State != "" {
 		where = append(where, "state = "+arg(q.State))
 	}
+	if batch != 0 {
+		where = append(where, "batch = "+arg(seqArg(batch)))
+	}
 	if q.After != (store.RecordPos{}) {
 		where = append(where, "(finished, seq) < ("+arg(q.After.Finished)+", "+arg(seqArg(q.After.Seq))+")")
 	}
-	sql := `SELECT seq, function, state, finished, data FROM gearwork_records`
+	sql := `SELECT seq, function, state, finished, data, batch FROM gearwork_records`
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -98,13 +118,13 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 	var out []store.Record
 	for rows.Next() {
 		var r store.Record
-		var seq int64
+		var seq, b int64
 		var fn []byte
-		if err := rows.Scan(&seq, &fn, &r.State, &r.Finished, &r.Data); err != nil {
+		if err := rows.Scan(&seq, &fn, &r.State, &r.Finished, &r.Data, &b); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("postgres: listing job records: %w", err)
 		}
-		r.Seq, r.Function = uint64(seq), string(fn)
+		r.Seq, r.Function, r.Batch = uint64(seq), string(fn), uint64(b)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
