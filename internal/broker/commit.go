@@ -79,10 +79,13 @@ type commitBuffers struct {
 	// recs are the job records the batch writes (recPtrs their memory
 	// copies, recSeqs their jobs), forget the records it forgets.
 	recs    []store.Record
+	recData []byte
 	snaps   []JobSnapshot
-	recPtrs []*histRec
-	recSeqs []uint64
-	forget  []uint64
+	// attempts holds the History of snaps.
+	attempts []store.Attempt
+	recPtrs  []*histRec
+	recSeqs  []uint64
+	forget   []uint64
 	// atomic is set when the batch changes batches of jobs: it is written
 	// in one write (writeAtomic).
 	atomic bool

@@ -450,7 +450,16 @@ func tick(ctx context.Context, interval time.Duration, f func()) {
 
 // snapshot returns the record as a JobSnapshot.
 func (r *histRec) snapshot() JobSnapshot {
-	s := JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state.String(),
+	var s JobSnapshot
+	r.snapshotInto(&s, nil)
+	return s
+}
+
+// snapshotInto sets *s to the record. Its History is appended to
+// attempts, which it returns (nil: s gets History of its own); the
+// committer passes a buffer it reuses from batch to batch.
+func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store.Attempt {
+	*s = JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state.String(),
 		Final: true, Background: true, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,
 		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: int(r.payloadLen),
 		Finished: time.Unix(0, r.finished), payloadOnDisk: r.payloadOnDisk}
@@ -461,16 +470,19 @@ func (r *histRec) snapshot() JobSnapshot {
 	if r.hasResult {
 		s.Result = r.result
 	}
+	at := len(attempts)
 	if x := r.x; x != nil {
 		s.Background = !x.foreground
-		s.History = slices.Clone(x.attempts)
+		if len(x.attempts) > 0 {
+			attempts = append(attempts, x.attempts...)
+		}
 		s.MaxAttempts, s.OrderingKey, s.CancelledBy = int(x.maxAttempts), x.orderKey, x.cancelledBy
 		s.RetryOf, s.Batch = x.retryOf, x.batch
 		if x.cancelledAt != 0 {
 			s.CancelledAt = time.Unix(0, x.cancelledAt)
 		}
 	}
-	if len(s.History) == 0 && r.ran {
+	if len(attempts) == at && r.ran {
 		a := store.Attempt{Start: r.started, End: r.finished, Outcome: runOutcome(r.state), Worker: r.worker}
 		if r.x != nil && r.x.outcome != "" {
 			a.Outcome = r.x.outcome
@@ -478,7 +490,12 @@ func (r *histRec) snapshot() JobSnapshot {
 		if r.state != finalComplete {
 			a.Error = r.lastErr
 		}
-		s.History = []store.Attempt{a}
+		attempts = append(attempts, a)
+	}
+	if len(attempts) > at {
+		// Capped, so that a later append to attempts never writes into
+		// s.History (an earlier snapshot's stays valid as attempts grows).
+		s.History = attempts[at:len(attempts):len(attempts)]
 	}
 	if r.submitted != 0 {
 		s.Submitted = time.Unix(0, r.submitted)
@@ -486,7 +503,7 @@ func (r *histRec) snapshot() JobSnapshot {
 	if r.started != 0 {
 		s.Started = time.Unix(0, r.started)
 	}
-	return s
+	return attempts
 }
 
 // historyLocked returns the record of a job that ended, if kept.

@@ -33,7 +33,11 @@ const (
 var errRecordCodec = errors.New("job record: damaged or of an unknown version")
 
 func encodeSnapshot(s *JobSnapshot) []byte {
-	b := make([]byte, 0, 64+len(s.Unique)+len(s.Result)+len(s.PayloadPreview)+len(s.LastError))
+	return appendSnapshot(make([]byte, 0, 64+len(s.Unique)+len(s.Result)+len(s.PayloadPreview)+len(s.LastError)), s)
+}
+
+// appendSnapshot appends the stored form of s to b.
+func appendSnapshot(b []byte, s *JobSnapshot) []byte {
 	version := byte(recordCodecV1)
 	switch {
 	case s.Batch != 0:

@@ -70,13 +70,15 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	buf.recPtrs = buf.recPtrs[:0]
 	buf.recSeqs = buf.recSeqs[:0]
 	buf.snaps = buf.snaps[:0]
+	buf.attempts = buf.attempts[:0]
 	n := min(len(b.pendingRecs), b.cfg.CommitBatch)
 	for _, r := range b.pendingRecs[:n] {
 		if r.fn == nil || b.hist.bySeq[r.seq] != r {
 			continue // dropped before it was written
 		}
 		r.writing = true
-		buf.snaps = append(buf.snaps, r.snapshot())
+		buf.snaps = append(buf.snaps, JobSnapshot{})
+		buf.attempts = r.snapshotInto(&buf.snaps[len(buf.snaps)-1], buf.attempts)
 		buf.recPtrs = append(buf.recPtrs, r)
 		buf.recSeqs = append(buf.recSeqs, r.seq)
 	}
@@ -88,13 +90,18 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	return rest > 0
 }
 
-// encodeRecords encodes the records taken into buf.recs.
+// encodeRecords encodes the records taken into buf.recs, their data one
+// after another in buf.recData, which the next batch reuses (the store
+// keeps nothing of a write's records once it returns).
 func (b *Broker) encodeRecords(buf *commitBuffers) {
+	buf.recData = buf.recData[:0]
 	for i := range buf.snaps {
 		s := &buf.snaps[i]
-		data := encodeSnapshot(s)
+		start := len(buf.recData)
+		buf.recData = appendSnapshot(buf.recData, s)
+		end := len(buf.recData)
 		buf.recs = append(buf.recs, store.Record{Seq: s.Seq, Function: s.Function, State: s.State,
-			Finished: s.Finished.UnixNano(), Batch: s.Batch, Data: data})
+			Finished: s.Finished.UnixNano(), Batch: s.Batch, Data: buf.recData[start:end:end]})
 	}
 	clear(buf.snaps)
 }

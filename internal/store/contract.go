@@ -212,6 +212,7 @@ type RecordStore interface {
 	// none), as durable as Delete. recs must be of jobs without a kept
 	// record: a job that lives again has its record forgotten (in forget,
 	// here or in an earlier call) before its next record is written.
+	// It keeps nothing of recs (their Data included) once it returns.
 	EndJobs(ctx context.Context, dels []uint64, recs []Record, forget []uint64) error
 	// Record returns the record of job seq, or an error wrapping
 	// ErrNotFound.

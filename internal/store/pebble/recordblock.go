@@ -59,14 +59,21 @@ func parseBlockKey(k []byte) (string, uint64, bool) {
 // reads a bounded block.
 const blockMax = 512
 
-// splitBlocks cuts recs, sorted by Seq, into blocks of at most blockMax
-// whose Seqs lie within maxBack of their first (recEntry's back).
+// splitBlocks cuts recs, in any order (a write's records come in the
+// order their jobs ended), into runs of at most blockMax records whose
+// Seqs lie within maxBack of the smallest (recEntry's back). A block keeps
+// its records in the order given.
 func splitBlocks(recs []blockRec) [][]blockRec {
 	var out [][]blockRec
 	for len(recs) > 0 {
+		lo, hi := recs[0].seq, recs[0].seq
 		n := 1
-		for n < len(recs) && n < blockMax && recs[n].seq-recs[0].seq <= maxBack {
-			n++
+		for ; n < len(recs) && n < blockMax; n++ {
+			q := recs[n].seq
+			if max(hi, q)-min(lo, q) > maxBack {
+				break
+			}
+			lo, hi = min(lo, q), max(hi, q)
 		}
 		out = append(out, recs[:n])
 		recs = recs[n:]
@@ -74,18 +81,27 @@ func splitBlocks(recs []blockRec) [][]blockRec {
 	return out
 }
 
-// encodeBlock returns the header and data values of recs, sorted by Seq.
-// The header is
+// blockFirst returns the smallest Seq of a block's records: its key.
+func blockFirst(blk []blockRec) uint64 {
+	first := blk[0].seq
+	for _, r := range blk[1:] {
+		first = min(first, r.seq)
+	}
+	return first
+}
+
+// encodeBlock returns the header and data values of recs, a block of
+// splitBlocks, in their order. The header is
 //
 //	version 1 byte, uvarint count of states, each state (uvarint length,
 //	bytes), uvarint count of records, and per record: uvarint Seq less the
-//	first, varint finish time less the previous record's, state (1 byte,
+//	first (the smallest), varint finish time less the previous record's, state (1 byte,
 //	its position among the states)
 //
 // and the data is the version byte, then per record uvarint Seq less the
 // first, uvarint length, data.
 func encodeBlock(recs []blockRec) (hdr, data []byte) {
-	first := recs[0].seq
+	first := blockFirst(recs)
 	var states []string
 	for _, r := range recs {
 		if !slices.Contains(states, r.state) {

@@ -99,17 +99,27 @@ func (f *fnIndex) count(state uint8, n int) {
 }
 
 // add puts e in its place: most records end after those kept, so the
-// place is usually the end.
+// place is usually the end, or a few entries before it (records that
+// ended in the same tick, written out of Seq order).
 func (f *fnIndex) add(e recEntry) {
 	f.push(e)
 	n := len(f.entries) - 1
-	if n == f.head || cmpEntry(f.entries[n-1], e) < 0 {
+	i := n
+	for ; i > f.head && n-i < addScan && cmpEntry(f.entries[i-1], e) > 0; i-- {
+	}
+	if i > f.head && n-i == addScan && cmpEntry(f.entries[i-1], e) > 0 {
+		j, _ := slices.BinarySearchFunc(f.entries[f.head:i], e, cmpEntry)
+		i = f.head + j
+	}
+	if i == n {
 		return
 	}
-	i, _ := slices.BinarySearchFunc(f.entries[f.head:n], e, cmpEntry)
-	copy(f.entries[f.head+i+1:], f.entries[f.head+i:n])
-	f.entries[f.head+i] = e
+	copy(f.entries[i+1:], f.entries[i:n])
+	f.entries[i] = e
 }
+
+// addScan is how many entries add steps back before it searches.
+const addScan = 16
 
 // push puts e last, in or out of order (see sort).
 func (f *fnIndex) push(e recEntry) {

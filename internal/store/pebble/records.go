@@ -63,12 +63,12 @@ func (s *Store) loadIndexLocked() error {
 				recs = append(recs, blockRec{seq: seq, fin: fin, state: state})
 				return nil
 			})
-			if err == nil && len(recs) > 0 && recs[len(recs)-1].seq-first > maxBack {
+			if err == nil && slices.ContainsFunc(recs, func(r blockRec) bool { return r.seq-first > maxBack }) {
 				wide = append(wide, blockID{fn, first})
 				continue
 			}
 			if err == nil {
-				err = x.indexBlock(fn, recs)
+				err = x.indexBlock(fn, first, recs)
 			}
 			if err != nil {
 				_ = it.Close()
@@ -91,16 +91,16 @@ func (s *Store) loadIndexLocked() error {
 	return nil
 }
 
-// indexBlock adds the records of a block of fn, sorted by Seq, to the
-// index (unsorted: see fnIndex.sort).
-func (x *recordIndex) indexBlock(fn string, recs []blockRec) error {
+// indexBlock adds the records of the block of fn that starts at first to
+// the index (unsorted: see fnIndex.sort).
+func (x *recordIndex) indexBlock(fn string, first uint64, recs []blockRec) error {
 	f := x.fn(fn)
 	for _, r := range recs {
 		st, err := x.state(r.state)
 		if err != nil {
 			return err
 		}
-		f.push(mkEntry(r.seq, r.fin, uint32(r.seq-recs[0].seq), st))
+		f.push(mkEntry(r.seq, r.fin, uint32(r.seq-first), st))
 	}
 	return nil
 }
@@ -120,7 +120,7 @@ func (s *Store) splitWide(ids []blockID) error {
 		}
 		for _, blk := range splitBlocks(recs) {
 			if err == nil {
-				err = s.idx.indexBlock(id.fn, blk)
+				err = s.idx.indexBlock(id.fn, blockFirst(blk), blk)
 			}
 		}
 		if err != nil {
@@ -188,14 +188,15 @@ func (s *Store) readData(id blockID, want func(seq uint64) bool, each func(seq u
 	})
 }
 
-// putBlocks adds the blocks of recs (sorted by Seq) of fn to b.
+// putBlocks adds the blocks of recs of fn to b (splitBlocks).
 func putBlocks(b *pebbledb.Batch, fn string, recs []blockRec) error {
 	for _, blk := range splitBlocks(recs) {
 		hdr, data := encodeBlock(blk)
-		if err := b.Set(blockKey(blockHdrPrefix, fn, blk[0].seq), hdr, nil); err != nil {
+		first := blockFirst(blk)
+		if err := b.Set(blockKey(blockHdrPrefix, fn, first), hdr, nil); err != nil {
 			return err
 		}
-		if err := b.Set(blockKey(blockDataPrefix, fn, blk[0].seq), data, nil); err != nil {
+		if err := b.Set(blockKey(blockDataPrefix, fn, first), data, nil); err != nil {
 			return err
 		}
 	}
@@ -271,9 +272,10 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 		}
 	}
 	for _, blk := range splitBlocks(sh.keep) {
+		first := blockFirst(blk)
 		for _, r := range blk {
 			if i, ok := f.find(r.fin, r.seq); ok {
-				f.entries[f.head+i] = f.entries[f.head+i].withBack(uint32(r.seq - blk[0].seq))
+				f.entries[f.head+i] = f.entries[f.head+i].withBack(uint32(r.seq - first))
 			}
 		}
 	}
@@ -324,16 +326,14 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 			return fmt.Errorf("pebble store %s: forgetting job records: %w", s.dir, err)
 		}
 	}
-	// The new records, by function and then Seq.
+	// The new records, by function, in the order given (the order their
+	// jobs ended, so that the index mostly appends).
 	byFn := make(map[string][]blockRec)
 	for _, r := range recs {
 		if _, err := x.state(r.State); err != nil {
 			return fmt.Errorf("pebble store %s: %w", s.dir, err)
 		}
 		byFn[r.Function] = append(byFn[r.Function], blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
-	}
-	for _, rs := range byFn {
-		slices.SortFunc(rs, func(a, b blockRec) int { return cmp.Compare(a.seq, b.seq) })
 	}
 	// Removals alone are never waited for (see Delete); a write that
 	// carries records is as durable as Save, so that a record that was
@@ -379,9 +379,10 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	for fn, rs := range byFn {
 		f := x.fn(fn)
 		for _, blk := range splitBlocks(rs) {
+			first := blockFirst(blk)
 			for _, r := range blk {
 				st := x.stateOf[r.state]
-				f.add(mkEntry(r.seq, r.fin, uint32(r.seq-blk[0].seq), st))
+				f.add(mkEntry(r.seq, r.fin, uint32(r.seq-first), st))
 			}
 		}
 	}

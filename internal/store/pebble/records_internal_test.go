@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -134,4 +135,60 @@ func TestRecordsWideSeqsSplit(t *testing.T) {
 		require.Equal(t, map[string]map[string]int{"f": {"complete": 3}, "g": {"failed": 2}}, counts)
 		require.NoError(t, st.Close())
 	}
+}
+
+// The records of one write come in the order their jobs ended, not by
+// Seq: a block keeps that order under its smallest Seq, and every record
+// reads back, in listing order, after a restart (the index rebuilt from
+// the headers), after one is forgotten (its block written again) and
+// after expiry of the oldest.
+func TestRecordsOutOfSeqOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fs := vfs.NewMem()
+	open := func() *Store {
+		st, err := Open(ctx, "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		return st
+	}
+	rec := func(seq uint64, fin int64) store.Record {
+		return store.Record{Seq: seq, Function: "f", State: "complete", Finished: fin, Data: []byte(fmt.Sprint(seq))}
+	}
+	// Ended in this order; 4 and 2 in the same tick.
+	ended := []store.Record{rec(7, 10), rec(3, 20), rec(9, 30), rec(4, 40), rec(2, 40), rec(8, 50)}
+	st := open()
+	require.NoError(t, st.EndJobs(ctx, nil, ended[:3], nil))
+	require.NoError(t, st.EndJobs(ctx, nil, ended[3:], nil))
+	newestFirst := func(st *Store) []uint64 {
+		recs, err := st.Records(ctx, store.RecordQuery{Limit: 10})
+		require.NoError(t, err)
+		var seqs []uint64
+		for _, r := range recs {
+			require.Equal(t, fmt.Sprint(r.Seq), string(r.Data))
+			seqs = append(seqs, r.Seq)
+		}
+		return seqs
+	}
+	require.Equal(t, []uint64{8, 4, 2, 9, 3, 7}, newestFirst(st))
+	require.NoError(t, st.Close())
+
+	st = open()
+	defer st.Close()
+	require.Equal(t, []uint64{8, 4, 2, 9, 3, 7}, newestFirst(st))
+	for _, r := range ended {
+		got, err := st.Record(ctx, r.Seq)
+		require.NoError(t, err)
+		require.Equal(t, r, got)
+	}
+	require.NoError(t, st.EndJobs(ctx, nil, nil, []uint64{2})) // the smallest of its block
+	require.Equal(t, []uint64{8, 4, 9, 3, 7}, newestFirst(st))
+	_, err := st.Record(ctx, 2)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	n, err := st.ExpireRecords(ctx, 45, func(string) (time.Duration, int) { return 10, 100 })
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	require.Equal(t, []uint64{8, 4}, newestFirst(st))
+	got, err := st.Record(ctx, 4)
+	require.NoError(t, err)
+	require.Equal(t, rec(4, 40), got)
 }
