@@ -101,12 +101,7 @@ func TestRecordIndexOrderAndMoves(t *testing.T) {
 func TestRecordsWideSeqsSplit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	fs := vfs.NewMem()
-	open := func() *Store {
-		st, err := Open(ctx, "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		return st
-	}
+	open := reopener(t, vfs.NewMem())
 	st := open()
 	rec := func(seq uint64) store.Record {
 		return store.Record{Seq: seq, Function: "f", State: "complete", Finished: int64(seq % 1000), Data: []byte(fmt.Sprint(seq))}
@@ -145,12 +140,7 @@ func TestRecordsWideSeqsSplit(t *testing.T) {
 func TestRecordsOutOfSeqOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	fs := vfs.NewMem()
-	open := func() *Store {
-		st, err := Open(ctx, "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		return st
-	}
+	open := reopener(t, vfs.NewMem())
 	rec := func(seq uint64, fin int64) store.Record {
 		return store.Record{Seq: seq, Function: "f", State: "complete", Finished: fin, Data: []byte(fmt.Sprint(seq))}
 	}
@@ -191,4 +181,14 @@ func TestRecordsOutOfSeqOrder(t *testing.T) {
 	got, err := st.Record(ctx, 4)
 	require.NoError(t, err)
 	require.Equal(t, rec(4, 40), got)
+}
+
+// reopener returns a function that opens the store in "data" on fs.
+func reopener(t *testing.T, fs vfs.FS) func() *Store {
+	return func() *Store {
+		t.Helper()
+		st, err := Open(context.Background(), "data", Options{FS: fs, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		return st
+	}
 }
