@@ -92,6 +92,17 @@ type SharedStore interface {
 	// job, the sequence number it got or the one it coalesced with, and
 	// whether this server now holds it, and returns p.Reserve sequence
 	// numbers no server will get again. Durable when it returns, as Save.
+	//
+	// A new job with After waits in the store, unclaimable, until every
+	// job it names has completed: Commit refuses it (Inserted.Refused)
+	// when one of them is neither live nor recorded, or ended without
+	// success and the job is not AfterAnyway; jobs that completed count
+	// as done. p.DepEnds release the jobs that waited for them (runnable
+	// once none is left), or, for an end other than "complete", cancel
+	// them unless AfterAnyway: they are deleted with a record in state
+	// "cancelled", and so on down their own waiting jobs. This happens in
+	// the transaction of the round that writes the end, whichever server
+	// ends the job.
 	Commit(ctx context.Context, p CommitParams) (Committed, error)
 	// Join registers this server with a lease and starts calling wake
 	// (without blocking, from another goroutine) with the name of a
@@ -189,8 +200,9 @@ type SharedLifecycle interface {
 	// Counts returns, per function, the jobs no server holds and the
 	// dead letters.
 	Counts(ctx context.Context) ([]FunctionCount, error)
-	// CancelQueued deletes queued job seq if no live server holds it and
-	// reports whether it did.
+	// CancelQueued deletes queued or waiting job seq if no live server
+	// holds it and reports whether it did; the jobs waiting for it are
+	// cancelled as Commit's DepEnds do.
 	CancelQueued(ctx context.Context, seq uint64) (bool, error)
 	// Signal tells every server (through Join's meta callback) of key,
 	// without storing anything.

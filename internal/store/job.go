@@ -99,11 +99,16 @@ const (
 	StateDead JobState = 2
 	// StateDone: completed; Result is kept until the retention ends.
 	StateDone JobState = 3
+	// StateWaiting: waiting in a shared store until the jobs of After
+	// complete; no server claims it meanwhile.
+	StateWaiting JobState = 4
 )
 
-// String returns "queued", "retry-wait", "dead" or "done".
+// String returns "queued", "retry-wait", "dead", "done" or "waiting".
 func (s JobState) String() string {
 	switch s {
+	case StateWaiting:
+		return "waiting"
 	case StateRetryWait:
 		return "retry-wait"
 	case StateDead:

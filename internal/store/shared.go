@@ -32,6 +32,18 @@ type Inserted struct {
 	// with. A coalesced job this server held already is reported
 	// unclaimed (the server has it, or gets it through its own claim).
 	Claimed bool
+	// Refused, when not nil, says why a new job that waits for others
+	// (Job.After) was not stored: a job it names is unknown or ended
+	// without success. Seq is 0 then.
+	Refused *DependencyRefused
+}
+
+// DependencyRefused is why a shared store refused a job that waits for
+// others: job Dep is not live and has no record (Unknown), or it ended
+// without success and the job did not ask to run anyway.
+type DependencyRefused struct {
+	Dep     uint64
+	Unknown bool
 }
 
 // ClaimRequest asks a shared store for up to Max runnable jobs of
@@ -100,6 +112,19 @@ type CommitParams struct {
 	// the same transaction as Delete and the rest of the round; see
 	// BatchStore for when a batch completes.
 	BatchEnds []BatchEnd
+	// DepEnds are the ends of background jobs, for the jobs that wait for
+	// them (see SharedStore.Commit), handled in the same transaction as
+	// Delete.
+	DepEnds []DepEnd
+}
+
+// DepEnd is the end of job Seq in final state State ("complete",
+// "failed", "cancelled", ...); Handle names it in the reason a job that
+// waited for it is cancelled with.
+type DepEnd struct {
+	Seq    uint64
+	State  string
+	Handle string
 }
 
 // BatchOutcome is how a job of a batch ended.

@@ -300,9 +300,9 @@ func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Fo
 	const cols = `SELECT seq, owner IS NOT NULL, CASE WHEN owner IS NULL THEN 0 ELSE progress_num END,
 		CASE WHEN owner IS NULL THEN 0 ELSE progress_den END FROM gearwork_jobs `
 	if unique != "" {
-		row = s.pool.QueryRow(ctx, cols+`WHERE uniq = $1 AND state IN (0, 1) ORDER BY seq LIMIT 1`, []byte(unique))
+		row = s.pool.QueryRow(ctx, cols+`WHERE uniq = $1 AND state IN (0, 1, 4) ORDER BY seq LIMIT 1`, []byte(unique))
 	} else {
-		row = s.pool.QueryRow(ctx, cols+`WHERE seq = $1 AND state IN (0, 1)`, seqArg(seq))
+		row = s.pool.QueryRow(ctx, cols+`WHERE seq = $1 AND state IN (0, 1, 4)`, seqArg(seq))
 	}
 	switch err := row.Scan(&q, &claimed, &num, &den); {
 	case errors.Is(err, pgx.ErrNoRows):

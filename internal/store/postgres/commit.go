@@ -82,8 +82,11 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 	out := store.Committed{Inserted: make([]store.Inserted, len(p.Insert.Jobs))}
 	if len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
 		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve <= 0 && len(p.Progress) == 0 &&
-		len(p.Records) == 0 && len(p.ForgetRecords) == 0 && len(p.BatchEnds) == 0 {
+		len(p.Records) == 0 && len(p.ForgetRecords) == 0 && len(p.BatchEnds) == 0 && len(p.DepEnds) == 0 {
 		return out, nil
+	}
+	if err := s.numberWaiting(ctx, &p.Insert); err != nil {
+		return store.Committed{}, fmt.Errorf("postgres: commit: number waiting jobs: %w", err)
 	}
 	id, _ := s.member()
 	for attempt := 0; ; attempt++ {
@@ -127,6 +130,15 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	add := func(read func(pgx.BatchResults) error, sql string, args ...any) {
 		steps = append(steps, batchStep{sql: sql, args: args, read: read})
 	}
+	// The dependency lock (depsLock): exclusive to link new waiting
+	// jobs, shared to end jobs others may wait for.
+	linking := len(waiting(p.Jobs)) > 0
+	switch {
+	case linking:
+		add(nil, depLockSQL, s.depsLock())
+	case len(cp.DepEnds) > 0:
+		add(nil, depLockSharedSQL, s.depsLock())
+	}
 	if batches := roundBatches(cp); len(batches) > 0 {
 		add(nil, batchLockSQL, batches)
 	}
@@ -149,6 +161,9 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	if len(cp.Update) > 0 {
 		add(nil, updateSQL, updateArgs(cp.Update)...)
 	}
+	if len(cp.DepEnds) > 0 {
+		s.queueDepEnds(func(sql string, args ...any) { add(nil, sql, args...) }, cp.DepEnds)
+	}
 	base := 0
 	for _, part := range plan.parts() {
 		rows := plan.sent[base : base+len(part)]
@@ -162,6 +177,10 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			return err
 		}, insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
 		base += len(part)
+	}
+	refused := make(map[uint64]store.DependencyRefused)
+	if linking {
+		add(func(br pgx.BatchResults) error { return readRefused(br, refused) }, depLinkSQL, depLinkArgs(p.Jobs)...)
 	}
 	if len(cp.BatchEnds) > 0 {
 		add(nil, batchEndSQL, endArgs...)
@@ -230,9 +249,10 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 		out[i] = r
 	}
+	markRefused(p.Jobs, out, refused)
 	for i, f := range plan.dupOf {
 		if f >= 0 {
-			out[i] = store.Inserted{Seq: out[f].Seq}
+			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused}
 		}
 	}
 	return nil
@@ -352,6 +372,12 @@ func readReserved(br pgx.BatchResults, dst []uint64) ([]uint64, error) {
 	if err != nil {
 		return dst, err
 	}
+	return readReservedRows(rows, dst)
+}
+
+// readReservedRows appends the sequence numbers rows returns to dst and
+// closes rows.
+func readReservedRows(rows pgx.Rows, dst []uint64) ([]uint64, error) {
 	defer rows.Close()
 	for rows.Next() {
 		var seq int64
@@ -384,11 +410,20 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 		// Finished and deleted in the meantime: a new job after all. One
 		// numbered by this server is held here, as it was asked to be;
 		// one numbered by the store goes to whichever server claims it.
+		// A job that waits for others is never held by the server that
+		// inserts it; it is checked against them as Commit does.
+		linking := len(j.After) > 0
 		b := &pgx.Batch{}
+		if linking {
+			b.Queue(depLockSQL, s.depsLock())
+		}
 		if j.Batch != 0 {
 			b.Queue(batchLockSQL, []int64{seqArg(j.Batch)})
 		}
-		b.Queue(insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0}, p.HandlePrefix, id)...)
+		b.Queue(insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0 && !linking}, p.HandlePrefix, id)...)
+		if linking {
+			b.Queue(depLinkSQL, depLinkArgs([]store.Job{j})...)
+		}
 		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
 		br := s.pool.SendBatch(ctx, b)
 		var (
@@ -398,14 +433,24 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 			insertedOwner *int64
 		)
 		err = nil
-		if j.Batch != 0 {
+		if linking {
+			_, err = br.Exec()
+		}
+		if err == nil && j.Batch != 0 {
 			_, err = br.Exec()
 		}
 		if err == nil {
 			err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
 		}
+		refused := make(map[uint64]store.DependencyRefused)
+		if err == nil && linking {
+			err = readRefused(br, refused)
+		}
 		cerr := br.Close()
 		if err == nil && cerr == nil {
+			if r, ok := refused[uint64(seq)]; ok {
+				return store.Inserted{Refused: &r}, nil
+			}
 			return store.Inserted{Seq: uint64(seq), Created: true,
 				Claimed: insertedOwner != nil && *insertedOwner == id && id != 0}, nil
 		}
@@ -423,6 +468,9 @@ func insertArgs(jobs []store.Job, claim []bool, prefix string, id int64) []any {
 	for _, j := range jobs {
 		c.addFields(j)
 		c.seq = append(c.seq, seqArg(j.Seq))
+		if len(j.After) > 0 {
+			c.state[len(c.state)-1] = stateUnlinked // until depLinkSQL
+		}
 	}
 	args := append([]any{c.function, c.uniq, c.reducer, c.payload, c.priority, c.runAt, c.retries, claim,
 		[]byte(prefix), id}, c.stateArgs()...)

@@ -218,16 +218,16 @@ func (s *Store) Expire(ctx context.Context, p store.ExpireParams) (int, error) {
 }
 
 // countsSQL counts, per function, the jobs no server holds (runnable now
-// by priority, and not yet runnable) and the dead letters, in one
+// by priority, and not yet runnable or waiting for other jobs) and the dead letters, in one
 // statement over the claiming and dead-letter indexes.
 const countsSQL = `
 SELECT function, priority,
-	count(*) FILTER (WHERE run_at <= extract(epoch FROM now())::bigint
+	count(*) FILTER (WHERE state <> 4 AND run_at <= extract(epoch FROM now())::bigint
 		AND not_before <= (extract(epoch FROM now()) * 1e9)::bigint),
-	count(*) FILTER (WHERE run_at > extract(epoch FROM now())::bigint
+	count(*) FILTER (WHERE state = 4 OR run_at > extract(epoch FROM now())::bigint
 		OR not_before > (extract(epoch FROM now()) * 1e9)::bigint),
 	0::bigint
-FROM gearwork_jobs WHERE owner IS NULL AND state IN (0, 1) GROUP BY function, priority
+FROM gearwork_jobs WHERE owner IS NULL AND state IN (0, 1, 4) GROUP BY function, priority
 UNION ALL
 SELECT function, 0::smallint, 0::bigint, 0::bigint, count(*) FROM gearwork_jobs WHERE state = 2 GROUP BY function`
 
@@ -274,13 +274,14 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 	return out, nil
 }
 
-// CancelQueued deletes the queued (or retry-waiting) job seq when no live
-// server holds it: nobody claimed it, or the server that did has let its
-// lease expire. It reports whether it deleted the job. A job some live
-// server holds is left alone: that server must cancel it. A job of a
-// batch counts as failed in its batch, in the same transaction, which
-// completes the batch when it was the last (batchFireSQL; the callbacks
-// get the handle prefix of the cancelled job).
+// CancelQueued deletes the queued (or retry-waiting, or waiting) job seq
+// when no live server holds it: nobody claimed it, or the server that did
+// has let its lease expire. It reports whether it deleted the job. A job
+// some live server holds is left alone: that server must cancel it. A job
+// of a batch counts as failed in its batch, in the same transaction,
+// which completes the batch when it was the last (batchFireSQL; the
+// callbacks get the handle prefix of the cancelled job). The jobs that
+// waited for it are cancelled in the same transaction (depEndSQL).
 func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
@@ -291,6 +292,10 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 			batch  int64
 			handle []byte
 		)
+		// The dependency lock first, as a commit round takes it.
+		if _, err := tx.Exec(ctx, depLockSharedSQL, s.depsLock()); err != nil {
+			return err
+		}
 		// The batch row is locked before the job's (batchLockSQL); a
 		// job's batch never changes.
 		err := tx.QueryRow(ctx, `SELECT batch FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)).Scan(&batch)
@@ -305,7 +310,7 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 				return err
 			}
 		}
-		err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1)
+		err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1, 4)
 			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
 			FOR UPDATE`, seqArg(seq)).Scan(&batch, &handle)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -324,8 +329,14 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 			return err
 		}
 		deleted = true
-		if batch == 0 {
-			return nil
+		var depErr error
+		s.queueDepEnds(func(sql string, args ...any) {
+			if depErr == nil {
+				_, depErr = tx.Exec(ctx, sql, args...)
+			}
+		}, []store.DepEnd{{Seq: seq, State: "cancelled", Handle: string(handle)}})
+		if depErr != nil || batch == 0 {
+			return depErr
 		}
 		prefix := strings.TrimSuffix(string(handle), strconv.FormatUint(seq, 10))
 		_, err = tx.Exec(ctx, batchFireSQL, []int64{batch}, []byte(prefix), s.channel)

@@ -160,6 +160,16 @@ CREATE TABLE gearwork_batches (
 ALTER TABLE gearwork_records ADD COLUMN batch bigint NOT NULL DEFAULT 0;
 CREATE INDEX gearwork_records_batch ON gearwork_records (batch, finished DESC, seq DESC) WHERE batch <> 0;
 `},
+	{10, "jobs that wait for other jobs", `
+-- A waiting job (state 4) names the jobs it still waits for, and whether
+-- it runs even when one of them ends without success. State 5 marks a new
+-- waiting job whose dependencies the inserting transaction has not
+-- checked yet: no committed row has it.
+ALTER TABLE gearwork_jobs ADD COLUMN after_seqs bigint[] NOT NULL DEFAULT '{}',
+	ADD COLUMN after_anyway boolean NOT NULL DEFAULT false;
+-- The waiting jobs that name a job that ended.
+CREATE INDEX gearwork_jobs_after ON gearwork_jobs USING gin (after_seqs) WHERE state = 4;
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.
