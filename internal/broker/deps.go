@@ -35,9 +35,10 @@ const (
 
 // readDependencies reads, without the broker's lock, the stored records of
 // the jobs seqs (a store.RecordStore keeps them on disk), for submitLocked
-// to judge those that are not live any more.
+// to judge those that are not live any more. In shared mode the store
+// judges them as it inserts the job.
 func (b *Broker) readDependencies(seqs []uint64) map[uint64]string {
-	if len(seqs) == 0 || b.records == nil {
+	if _, shared := b.mode.(*sharedMode); len(seqs) == 0 || b.records == nil || shared {
 		return nil
 	}
 	out := make(map[uint64]string, len(seqs))
@@ -76,7 +77,8 @@ func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, de
 }
 
 // submitAfterLocked checks a submit's dependencies and returns the live
-// jobs the new job must wait for.
+// jobs the new job must wait for. In shared mode it returns none: the
+// store checks them as it inserts the job (sharedMode.waitInStoreLocked).
 func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 	if len(p.After) == 0 {
 		return nil, nil
@@ -85,7 +87,10 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 		return nil, fmt.Errorf("%w: only background jobs can wait for others", ErrDependency)
 	}
 	if _, ok := b.mode.(localMode); !ok {
-		return nil, fmt.Errorf("%w: dependencies are not supported in shared mode", ErrDependency)
+		if p.Batch != 0 {
+			return nil, fmt.Errorf("%w: in shared mode a job of a batch cannot wait for others", ErrDependency)
+		}
+		return nil, nil
 	}
 	var wait []*job
 	for _, q := range p.After {
@@ -96,12 +101,21 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 				wait = append(wait, d)
 			}
 		case outcome == depUnknown:
-			return nil, fmt.Errorf("%w: no job %s (it never existed, or its record is no longer kept)", ErrDependency, b.Handle(q))
+			return nil, b.dependencyErr(q, true)
 		case outcome == depFailed && !p.AfterAnyway:
-			return nil, fmt.Errorf("%w: job %s ended without success", ErrDependency, b.Handle(q))
+			return nil, b.dependencyErr(q, false)
 		}
 	}
 	return wait, nil
+}
+
+// dependencyErr is why a submit naming job q is refused: q is unknown, or
+// it ended without success.
+func (b *Broker) dependencyErr(q uint64, unknown bool) error {
+	if unknown {
+		return fmt.Errorf("%w: no job %s (it never existed, or its record is no longer kept)", ErrDependency, b.Handle(q))
+	}
+	return fmt.Errorf("%w: job %s ended without success", ErrDependency, b.Handle(q))
 }
 
 // waitForLocked makes new job j wait for the live jobs deps. It must run

@@ -221,6 +221,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if b.dependents != nil {
 		b.dependencyEndedLocked(j, e.state)
 	}
+	if c, ok := b.mode.(*sharedMode); ok && j.background {
+		c.dependencyEndedLocked(j, e.state)
+	}
 	age, max := b.policyOf(j.fn.name).historyLimits()
 	if age <= 0 || max <= 0 {
 		return

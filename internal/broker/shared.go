@@ -40,8 +40,11 @@ const (
 // guarded by Broker.mu.
 type sharedMode struct {
 	b *Broker
-	// batchEnds (mu) are the ends of jobs of batches for the next round.
+	// batchEnds (mu) are the ends of jobs of batches for the next round,
+	// and depEnds those of background jobs, for the jobs that wait for
+	// them (shared_deps.go).
 	batchEnds  []store.BatchEnd
+	depEnds    []store.DepEnd
 	store      store.SharedStore
 	renewEvery time.Duration
 	// wake makes the claim loop look for work.
@@ -210,7 +213,9 @@ func (c *sharedMode) submitLocked(j *job) bool {
 	// counts it in its batch as it inserts it, and a job that ended
 	// before would be counted nowhere while the batch could complete
 	// without it.
-	if (j.x == nil || j.x.batch == nil) && c.holdEarlyLocked(j) {
+	// Nor is a job that waits for others: the store decides, as it
+	// inserts it, whether it waits.
+	if (j.x == nil || (j.x.batch == nil && len(j.x.after) == 0)) && c.holdEarlyLocked(j) {
 		return true
 	}
 	j.state = statePending

@@ -221,7 +221,7 @@ func (r *sharedRound) empty() bool {
 	p := &r.params
 	return len(p.Insert.Jobs) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && len(p.Meta) == 0 &&
 		len(p.Release) == 0 && len(p.Notify) == 0 && p.Reserve == 0 && len(p.Progress) == 0 &&
-		len(p.Records) == 0 && len(p.ForgetRecords) == 0 && len(p.BatchEnds) == 0
+		len(p.Records) == 0 && len(p.ForgetRecords) == 0 && len(p.BatchEnds) == 0 && len(p.DepEnds) == 0
 }
 
 // takeRound takes what waits for the committer: at most CommitBatch new
@@ -278,8 +278,8 @@ func (c *sharedMode) takeRound(all bool) *sharedRound {
 	release, notify := c.takeNotifyLocked()
 	r.params = store.CommitParams{Insert: p, Update: retries, Delete: deletes, Meta: meta,
 		Release: release, Notify: notify, Reserve: reserve, Progress: c.takeProgressLocked(),
-		BatchEnds: c.batchEnds}
-	c.batchEnds = nil
+		BatchEnds: c.batchEnds, DepEnds: c.depEnds}
+	c.batchEnds, c.depEnds = nil, nil
 	var moreRecs bool
 	if b.records != nil {
 		r.recs, moreRecs = b.takeSharedRecordsLocked(&r.params)
@@ -296,6 +296,7 @@ func (c *sharedMode) putBackLocked(p store.CommitParams) {
 	b.pendingDeletes = append(p.Delete, b.pendingDeletes...)
 	b.life.pendingMeta = append(p.Meta, b.life.pendingMeta...)
 	c.batchEnds = append(p.BatchEnds, c.batchEnds...)
+	c.depEnds = append(p.DepEnds, c.depEnds...)
 	c.meta.release = append(p.Release, c.meta.release...)
 	c.progressFailedLocked(p.Progress)
 	for _, f := range p.Notify {
@@ -351,7 +352,7 @@ func (c *sharedMode) claimBudgetLocked(f *function, budget map[*function]int) bo
 // whether another server holds a job of its key, the function's slots
 // and its tokens.
 func claimOnInsert(j *job) bool {
-	if j.x != nil && j.x.life != nil && j.x.life.orderKey != "" {
+	if j.x != nil && (len(j.x.after) > 0 || (j.x.life != nil && j.x.life.orderKey != "")) {
 		return false
 	}
 	return !sharedLimits(j.fn)
@@ -376,6 +377,14 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		c.forgetLocked(j)
 		for _, w := range waiters {
 			w(0, false, &StoreError{err})
+		}
+		return
+	}
+	if r.Refused != nil {
+		c.forgetLocked(j)
+		err := b.dependencyErr(r.Refused.Dep, r.Refused.Unknown)
+		for _, w := range waiters {
+			w(0, false, err)
 		}
 		return
 	}

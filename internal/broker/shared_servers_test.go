@@ -637,3 +637,92 @@ func TestSharedBatchCallbacksOnceWhenServersFinishTogether(t *testing.T) {
 		require.Equal(t, rounds, batches, "%s: one callback per batch", fn)
 	}
 }
+
+// afterJob is a background job of fn that waits for deps.
+func afterJob(fn string, anyway bool, deps ...uint64) broker.SubmitParams {
+	p := bgJob(fn, "", fn)
+	p.After, p.AfterAnyway = deps, anyway
+	return p
+}
+
+// waitRecord polls b until job seq has a record, and returns it.
+func waitRecord(t *testing.T, b *broker.Broker, seq uint64) broker.JobSnapshot {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if rec, ok := b.Job(seq); ok && rec.Final {
+			return rec
+		}
+		require.True(t, time.Now().Before(deadline), "job %d never ended", seq)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Jobs submitted on one server wait for jobs that run and end on the
+// other: a chain and a fan-in run once their jobs completed; a failure
+// there cancels the jobs waiting here, with the reason, except one that
+// runs anyway; unknown and failed jobs are refused at submit.
+func TestSharedDependenciesAcrossServers(t *testing.T) {
+	t.Parallel()
+	_, a, b := openPair(t)
+	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
+	d1, d2 := submit(t, a, ca, bgJob("dep", "", "1")), submit(t, a, ca, bgJob("dep", "", "2"))
+	require.NoError(t, d1.err)
+	require.NoError(t, d2.err)
+	fanin := submit(t, b, cb, afterJob("fanin", false, d1.seq, d2.seq))
+	require.NoError(t, fanin.err)
+	chain := submit(t, b, cb, afterJob("chain", false, fanin.seq))
+	require.NoError(t, chain.err)
+
+	wb, outB := newWorker(b, "wb", "fanin", "chain")
+	_, ok := b.Grab(wb)
+	require.False(t, ok, "nothing is runnable before its dependencies completed")
+	wa, outA := newWorker(a, "wa", "dep")
+	require.ElementsMatch(t, []string{"1", "2"}, drain(t, a, wa, outA, 2), "the dependencies run on a")
+	got := grab(t, b, wb, outB)
+	require.Equal(t, fanin.seq, got.Seq, "the fan-in runs on b once both ended on a")
+	_, ok = b.Grab(wb)
+	require.False(t, ok, "the chain waits for the fan-in")
+	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+	got = grab(t, b, wb, outB)
+	require.Equal(t, chain.seq, got.Seq)
+	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+
+	// A failure on a cancels what waits for it on b, down the chain.
+	f := submit(t, a, ca, bgJob("dep", "", "fails"))
+	require.NoError(t, f.err)
+	g := submit(t, b, cb, afterJob("g", false, f.seq))
+	h := submit(t, b, cb, afterJob("h", false, g.seq))
+	anyway := submit(t, b, cb, afterJob("anyway", true, f.seq))
+	for _, r := range []submitResult{g, h, anyway} {
+		require.NoError(t, r.err)
+	}
+	wb2, outB2 := newWorker(b, "wb2", "g", "h", "anyway")
+	fa := grab(t, a, wa, outA)
+	require.Equal(t, f.seq, fa.Seq)
+	require.NoError(t, a.Finish(wa, fa.Seq, broker.Fail, nil))
+	got = grab(t, b, wb2, outB2)
+	require.Equal(t, anyway.seq, got.Seq, "a job that runs anyway runs")
+	require.NoError(t, b.Finish(wb2, got.Seq, broker.Complete, nil))
+	rec := waitRecord(t, b, g.seq)
+	require.Equal(t, broker.FinalCancelled, rec.State)
+	require.Equal(t, "dependency H:a:"+fmt.Sprint(f.seq)+" dead", rec.CancelledBy, "a failed job with one attempt is a dead letter")
+	rec = waitRecord(t, a, h.seq)
+	require.Equal(t, broker.FinalCancelled, rec.State)
+	require.Equal(t, "dependency H:b:"+fmt.Sprint(g.seq)+" cancelled", rec.CancelledBy, "read on the other server")
+	require.Equal(t, "h", string(rec.PayloadPreview))
+
+	// Refused at submit, on either server: a job that failed, one that
+	// never existed; one that completed counts as done.
+	r := submit(t, a, ca, afterJob("late", false, f.seq))
+	require.ErrorIs(t, r.err, broker.ErrDependency)
+	require.ErrorContains(t, r.err, "ended without success")
+	r = submit(t, b, cb, afterJob("late", false, d1.seq, 1<<40))
+	require.ErrorIs(t, r.err, broker.ErrDependency)
+	require.ErrorContains(t, r.err, "no job H:b:"+fmt.Sprint(uint64(1<<40)))
+	r = submit(t, b, cb, afterJob("chain", false, d1.seq))
+	require.NoError(t, r.err)
+	got = grab(t, b, wb, outB)
+	require.Equal(t, r.seq, got.Seq, "a job after one that completed runs at once")
+	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+}

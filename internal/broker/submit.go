@@ -177,6 +177,8 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	if len(deps) > 0 {
 		b.waitForLocked(j, deps, p.AfterAnyway)
+	} else if c, ok := b.mode.(*sharedMode); ok && len(p.After) > 0 {
+		c.waitInStoreLocked(j, p.After, p.AfterAnyway)
 	}
 	b.statSubmittedLocked(j)
 	if !p.Background {

@@ -1,0 +1,32 @@
+package broker
+
+import (
+	"slices"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
+
+// In shared mode a job that waits for others (SubmitParams.After) lives
+// in the shared store only: it is inserted with the jobs it names, never
+// held by the server that submits it, and the store checks them in the
+// insert's transaction (refusing an unknown or failed one, with the
+// error submitAfterLocked gives in local mode). Every server reports
+// the ends of its background jobs in the commit round that writes them
+// (CommitParams.DepEnds), and the store releases or cancels the jobs
+// that wait for them in that transaction; a released job is claimed like
+// any other.
+
+// waitInStoreLocked makes new job j wait, in the store, for the jobs
+// deps.
+func (c *sharedMode) waitInStoreLocked(j *job, deps []uint64, anyway bool) {
+	x := j.extra()
+	x.after = slices.Compact(slices.Sorted(slices.Values(deps)))
+	x.anyway = anyway
+}
+
+// dependencyEndedLocked reports the end of background job j, in final
+// state state, to the store's next round.
+func (c *sharedMode) dependencyEndedLocked(j *job, state string) {
+	c.depEnds = append(c.depEnds, store.DepEnd{Seq: j.seq, State: state, Handle: c.b.Handle(j.seq)})
+	c.b.kickCommitter()
+}
