@@ -45,9 +45,16 @@ func adminCall(t *testing.T, addr, cmd string, list bool) []string {
 // submitBg submits a background job to addr and returns its handle.
 func submitBg(t *testing.T, addr, fn, payload string) string {
 	t.Helper()
+	return submitBgUnique(t, addr, fn, "", payload)
+}
+
+// submitBgUnique submits a background job with a unique to addr and
+// returns its handle.
+func submitBgUnique(t *testing.T, addr, fn, unique, payload string) string {
+	t.Helper()
 	c := wire.Dial(t, addr)
 	defer c.NC.Close()
-	c.Send(gearman.SubmitJobBg, fn, "", payload)
+	c.Send(gearman.SubmitJobBg, fn, unique, payload)
 	return c.ExpectCmd(gearman.JobCreated)[0]
 }
 
