@@ -161,8 +161,9 @@ const expireBatchesMax = 1024
 
 // ExpireBatches forgets the completed batches whose retention has ended
 // (Config.BatchRetention) and whose callbacks were all submitted, at most
-// expireBatchesMax of them, and returns how many. The broker's history
-// goroutine calls it every second.
+// expireBatchesMax of them, and returns how many: in this server's memory
+// and store, or in shared mode in the shared store (whichever server
+// completed them). The broker's history goroutine calls it every second.
 func (b *Broker) ExpireBatches() int {
 	ret := b.cfg.BatchRetention
 	if ret == 0 {
@@ -172,11 +173,19 @@ func (b *Broker) ExpireBatches() int {
 		return 0
 	}
 	b.mu.Lock()
+	now := b.nowNanos()
+	b.mu.Unlock()
+	return b.mode.expireBatches(now - int64(ret))
+}
+
+func (m localMode) expireBatches(completedBefore int64) int {
+	b := m.b
+	b.mu.Lock()
 	defer b.mu.Unlock()
-	now, n := b.nowNanos(), 0
+	n := 0
 	for n < expireBatchesMax && len(b.batches.done) > 0 {
 		bt := b.batches.done[0]
-		if bt.Completed+int64(ret) > now {
+		if bt.Completed > completedBefore {
 			break
 		}
 		b.batches.done[0] = nil
@@ -363,10 +372,14 @@ func (b *Broker) joinBatchLocked(j *job, bt *batch) {
 	b.batchChangedLocked(bt)
 }
 
-// batchStartedLocked counts a job of a batch that a worker took.
-func batchStartedLocked(x *jobExtra) {
-	if x.batch != nil {
-		x.batch.running++
+// batchStartedLocked counts a job of a batch that a worker took; in
+// shared mode the store counts it, as the job's progress says
+// (sharedMode.progressLocked; batchStoppedLocked's job has its progress
+// reset).
+func (b *Broker) batchStartedLocked(j *job) {
+	if bt := j.x.batch; bt != nil {
+		bt.running++
+		b.mode.progressLocked(j)
 	}
 }
 

@@ -78,6 +78,10 @@ type batchKeeper interface {
 	// batchEndedLocked counts the end of j, a job of a batch, whose final
 	// state is state.
 	batchEndedLocked(j *job, state string)
+	// expireBatches forgets at most expireBatchesMax batches that
+	// completed before completedBefore (Unix nanoseconds) and whose
+	// callbacks were all submitted, and returns how many.
+	expireBatches(completedBefore int64) int
 }
 
 // records is where dead letters and retained results live and how a job

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -120,8 +121,9 @@ func (c *sharedMode) batches(ctx context.Context, limit int) ([]BatchStatus, err
 	return out, nil
 }
 
-// statusOfStored describes a stored batch. The store does not know which
-// of its jobs run: Pending counts them too, and Running is 0.
+// statusOfStored describes a stored batch. Its running jobs are those
+// the servers holding them wrote as taken by a worker, in the commit
+// round after the worker took them (progressLocked).
 func statusOfStored(bt store.Batch) BatchStatus {
 	s := BatchStatus{ID: bt.ID, Closed: bt.Closed, Complete: bt.Completed != 0, Total: bt.Total,
 		Succeeded: bt.Succeeded, Failed: bt.Failed, Dead: bt.Dead,
@@ -129,7 +131,8 @@ func statusOfStored(bt store.Batch) BatchStatus {
 		SuccessFired: bt.SuccessFired, CompleteFired: bt.CompleteFired,
 		Failures: bt.Failures, Created: time.Unix(0, bt.Created)}
 	if fin := bt.Succeeded + bt.Failed + bt.Dead; bt.Total > fin {
-		s.Pending = bt.Total - fin
+		s.Running = min(bt.Running, bt.Total-fin)
+		s.Pending = bt.Total - fin - s.Running
 	}
 	if bt.Completed != 0 {
 		s.Completed = time.Unix(0, bt.Completed)
@@ -170,4 +173,21 @@ func (c *sharedMode) batchEndedLocked(j *job, state string) {
 	}
 	c.batchEnds = append(c.batchEnds, store.BatchEnd{Seq: j.seq, Batch: j.x.batch.id, Outcome: o})
 	c.b.kickCommitter()
+}
+
+// expireBatchesTimeout bounds one expiry of batches in the shared store.
+const expireBatchesTimeout = 10 * time.Second
+
+func (c *sharedMode) expireBatches(completedBefore int64) int {
+	bs, err := c.batchStore()
+	if err != nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), expireBatchesTimeout)
+	defer cancel()
+	n, err := bs.ExpireBatches(ctx, completedBefore, expireBatchesMax)
+	if err != nil {
+		c.b.log.Warn("broker: expiring batches failed", slog.String("error", err.Error()))
+	}
+	return n
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/store/storetest"
@@ -725,4 +726,64 @@ func TestSharedDependenciesAcrossServers(t *testing.T) {
 	got = grab(t, b, wb, outB)
 	require.Equal(t, r.seq, got.Seq, "a job after one that completed runs at once")
 	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+}
+
+// In shared mode a batch's status counts the jobs that a worker runs,
+// whichever server is asked, and a completed batch is forgotten once its
+// retention has passed (by the broker's clock), on every server.
+func TestSharedBatchRunningAndRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	clock := clocktest.New(time.Now())
+	a, _ := startShared(t, url, "a", broker.Config{Clock: clock, BatchRetention: 24 * time.Hour})
+	b, _ := startShared(t, url, "b", broker.Config{Clock: clock, BatchRetention: 24 * time.Hour})
+	ca := a.NewSession("ca", newOutbox())
+	id, err := a.CreateBatch(ctx, broker.BatchParams{OnComplete: broker.Callback{Function: "done"}})
+	require.NoError(t, err)
+	for range 2 {
+		require.NoError(t, submit(t, a, ca, batchJob("row", id)).err)
+	}
+	require.NoError(t, a.CloseBatch(ctx, id))
+	open, err := a.CreateBatch(ctx, broker.BatchParams{})
+	require.NoError(t, err)
+
+	running := func(want uint64) broker.BatchStatus {
+		t.Helper()
+		var st broker.BatchStatus
+		testwait.Until(t, fmt.Sprintf("%d running, as the server that does not run them says", want), func() bool {
+			var err error
+			st, err = a.Batch(ctx, id)
+			require.NoError(t, err)
+			return st.Running == want
+		})
+		return st
+	}
+	// Server b holds both jobs for its worker, which runs one.
+	w, out := newWorker(b, "w", "row")
+	grab(t, b, w, out)
+	st := running(1)
+	require.Equal(t, []uint64{2, 1}, []uint64{st.Total, st.Pending})
+	b.CloseSession(w) // the job goes back to the queue
+	running(0)
+	w, out = newWorker(b, "w2", "row")
+	first := grab(t, b, w, out)
+	running(1)
+	require.NoError(t, b.Finish(w, first.Seq, broker.Complete, nil))
+	second := grab(t, b, w, out)
+	require.NoError(t, b.Finish(w, second.Seq, broker.Complete, nil))
+	st = waitBatch(t, a, id)
+	require.Equal(t, []uint64{0, 0, 2}, []uint64{st.Running, st.Pending, st.Succeeded})
+
+	clock.Add(23 * time.Hour)
+	a.ExpireBatches()
+	_, err = b.Batch(ctx, id)
+	require.NoError(t, err, "kept for its retention")
+	clock.Add(2 * time.Hour)
+	b.ExpireBatches()
+	_, err = a.Batch(ctx, id)
+	require.ErrorIs(t, err, broker.ErrBatchNotFound, "forgotten on every server")
+	require.ErrorIs(t, submit(t, a, ca, batchJob("row", id)).err, broker.ErrBatchNotFound)
+	_, err = b.Batch(ctx, open)
+	require.NoError(t, err, "an open batch is kept")
 }

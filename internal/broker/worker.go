@@ -179,7 +179,7 @@ func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 	s.running = append(s.running, j)
 	j.fn.running++
 	b.running++
-	batchStartedLocked(x)
+	b.batchStartedLocked(j)
 	timeout := a.timeout
 	if x.life != nil || j.fn.life != nil {
 		timeout = b.startAttemptLocked(j, timeout)

@@ -166,6 +166,12 @@ type BatchStore interface {
 	// Batches lists the batches, the newest first, at most limit (≤ 0:
 	// all).
 	Batches(ctx context.Context, limit int) ([]Batch, error)
+	// ExpireBatches deletes at most max batches that completed before
+	// completedBefore (Unix nanoseconds) and returns how many; their
+	// jobs that are still stored (dead letters, retained results) stay,
+	// and count in no batch any more. Idempotent, so every server may run
+	// it.
+	ExpireBatches(ctx context.Context, completedBefore int64, max int) (int, error)
 }
 
 // SharedLifecycle is the part of a SharedStore that holds the lifecycle

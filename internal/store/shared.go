@@ -73,10 +73,12 @@ type Found struct {
 	Numerator, Denominator uint32
 }
 
-// Progress is the last WORK_STATUS of a job a server runs.
+// Progress is the last WORK_STATUS of a job a server holds, and whether
+// a worker runs it (a worker took it, or let it go).
 type Progress struct {
 	Seq                    uint64
 	Numerator, Denominator uint32
+	Running                bool
 }
 
 // CommitParams is one round of the group committer for a shared store,
@@ -174,6 +176,9 @@ type Batch struct {
 	// Created and Completed are Unix times in nanoseconds; Completed is
 	// 0 until the batch completed.
 	Created, Completed int64
+	// Running counts the jobs of the batch that a worker runs, as the
+	// servers holding them wrote (Progress.Running).
+	Running uint64
 }
 
 // Committed is the outcome of one commit round.

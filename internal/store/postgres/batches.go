@@ -181,19 +181,24 @@ func (s *Store) CloseBatch(ctx context.Context, id uint64, handlePrefix string) 
 	return nil
 }
 
+// batchColumns reads batches, with the jobs of each open one that a
+// worker of the server holding it runs (gearwork_jobs_batch_held).
 const batchColumns = `SELECT id, success_fn, success_payload, complete_fn, complete_payload, closed,
-	total, succeeded, failed, dead, fired, failures, truncated, created, completed FROM gearwork_batches`
+	total, succeeded, failed, dead, fired, failures, truncated, created, completed,
+	CASE WHEN completed <> 0 THEN 0 ELSE (SELECT count(*) FROM gearwork_jobs g WHERE g.batch = gearwork_batches.id
+		AND g.owner IS NOT NULL AND g.running AND g.state IN (0, 1) AND NOT g.batch_done) END
+	FROM gearwork_batches`
 
 func scanBatch(row pgx.Row) (store.Batch, error) {
 	var (
 		bt                            store.Batch
 		id, total, succ, failed, dead int64
-		created, completed            int64
+		created, completed, running   int64
 		fired                         int16
 		sfn, spl, cfn, cpl            []byte
 	)
 	err := row.Scan(&id, &sfn, &spl, &cfn, &cpl, &bt.Closed, &total, &succ, &failed, &dead, &fired,
-		&bt.Failures, &bt.Truncated, &created, &completed)
+		&bt.Failures, &bt.Truncated, &created, &completed, &running)
 	if err != nil {
 		return bt, err
 	}
@@ -201,7 +206,7 @@ func scanBatch(row pgx.Row) (store.Batch, error) {
 	bt.OnSuccess = store.BatchCallback{Function: string(sfn), PayloadJSON: spl}
 	bt.OnComplete = store.BatchCallback{Function: string(cfn), PayloadJSON: cpl}
 	bt.SuccessFired, bt.CompleteFired = fired&1 != 0, fired&2 != 0
-	bt.Created, bt.Completed = created, completed
+	bt.Created, bt.Completed, bt.Running = created, completed, uint64(running)
 	return bt, nil
 }
 
@@ -245,4 +250,18 @@ func (s *Store) Batches(ctx context.Context, limit int) ([]store.Batch, error) {
 		out = append(out, bt)
 	}
 	return out, rows.Err()
+}
+
+// ExpireBatches deletes at most max batches that completed before
+// completedBefore, the oldest first.
+func (s *Store) ExpireBatches(ctx context.Context, completedBefore int64, max int) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM gearwork_batches WHERE id IN (SELECT id FROM gearwork_batches
+		WHERE completed <> 0 AND completed < $1 ORDER BY completed LIMIT $2)`, completedBefore, max)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: expire batches: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }

@@ -35,7 +35,7 @@ WITH want AS (
 		LIMIT want.n
 		FOR UPDATE SKIP LOCKED) j
 )
-UPDATE gearwork_jobs g SET owner = $3, progress_num = 0, progress_den = 0
+UPDATE gearwork_jobs g SET owner = $3, progress_num = 0, progress_den = 0, running = false
 FROM picked WHERE g.seq = picked.seq
 RETURNING ` + returning
 
@@ -110,7 +110,7 @@ WITH want AS (
 	WHERE k.rn <= k.n AND g.owner IS NULL
 	FOR UPDATE OF g SKIP LOCKED
 ), claimed AS (
-	UPDATE gearwork_jobs g SET owner = $7, progress_num = 0, progress_den = 0
+	UPDATE gearwork_jobs g SET owner = $7, progress_num = 0, progress_den = 0, running = false
 	FROM picked WHERE g.seq = picked.seq
 	RETURNING ` + returning + `
 ), spent AS (

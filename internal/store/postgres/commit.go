@@ -30,7 +30,7 @@ WITH input AS (
 		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM input i JOIN numbered n USING (ord)
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
-	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0
+	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0, running = false
 		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
 			AND g.run_at <= extract(epoch FROM now())::bigint
 			AND g.not_before <= (extract(epoch FROM now()) * 1e9)::bigint
@@ -111,11 +111,12 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 // a number is never given out twice, even after a crash.
 const reserveSQL = `SELECT nextval('gearwork_job_seq') FROM generate_series(1, $1::integer)`
 
-// progressSQL writes the progress of running jobs this server ($4) holds;
-// rows gone or held by another server meanwhile are skipped.
-const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_den = u.den
-	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(seq, num, den)
-	WHERE g.seq = u.seq AND g.owner = $4`
+// progressSQL writes the progress of jobs this server ($5) holds, and
+// whether a worker runs them; rows gone or held by another server
+// meanwhile are skipped.
+const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_den = u.den, running = u.running
+	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS u(seq, num, den, running)
+	WHERE g.seq = u.seq AND g.owner = $5`
 
 func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
 	p := cp.Insert
@@ -190,10 +191,11 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		seqs := make([]int64, len(cp.Progress))
 		nums := make([]int64, len(cp.Progress))
 		dens := make([]int64, len(cp.Progress))
+		running := make([]bool, len(cp.Progress))
 		for i, pr := range cp.Progress {
-			seqs[i], nums[i], dens[i] = seqArg(pr.Seq), int64(pr.Numerator), int64(pr.Denominator)
+			seqs[i], nums[i], dens[i], running[i] = seqArg(pr.Seq), int64(pr.Numerator), int64(pr.Denominator), pr.Running
 		}
-		add(nil, progressSQL, seqs, nums, dens, id)
+		add(nil, progressSQL, seqs, nums, dens, running, id)
 	}
 	if cp.Reserve > 0 {
 		add(func(br pgx.BatchResults) error {

@@ -170,6 +170,15 @@ ALTER TABLE gearwork_jobs ADD COLUMN after_seqs bigint[] NOT NULL DEFAULT '{}',
 -- The waiting jobs that name a job that ended.
 CREATE INDEX gearwork_jobs_after ON gearwork_jobs USING gin (after_seqs) WHERE state = 4;
 `},
+	{11, "running jobs and expiry of batches", `
+-- Whether a worker of the server that holds the job runs it (written
+-- with its progress), for the running count of its batch.
+ALTER TABLE gearwork_jobs ADD COLUMN running boolean NOT NULL DEFAULT false;
+-- The jobs of each batch that a server holds.
+CREATE INDEX gearwork_jobs_batch_held ON gearwork_jobs (batch) WHERE batch <> 0 AND owner IS NOT NULL;
+-- Completed batches in the order they completed, for their retention.
+CREATE INDEX gearwork_batches_completed ON gearwork_batches (completed) WHERE completed <> 0;
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.
