@@ -37,7 +37,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokensFile, "http-tokens", "", "`file` of bearer tokens, one \"<name> <scopes> <secret or sha256:hex>\" a line (scopes: read,submit,work,admin,metrics); without it (and without mutual TLS) only loopback clients may use the HTTP API")
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
 	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses, localhost and its TLS certificate's names (e.g. the name of a proxy in front; \"*.example.com\" for one label more; \"*\" for any, which gives up the protection against DNS rebinding)")
-	fs.IntVar(&f.maxConns, "http-max-connections", 1000, "most open HTTP connections; more wait to be accepted; 0 means no limit (either way at most a quarter of the open file limit less a reserve for the store)")
+	fs.IntVar(&f.maxConns, "http-max-connections", 1000, "most open HTTP connections; more wait to be accepted; at most half of them may be event streams, waiting submits and long polls; 0 means no limit (either way at most a quarter of the open file limit less a reserve for the store)")
 	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
 	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
 	fs.StringVar(&f.tls.clientCA, "http-tls-client-ca", "", "PEM `file` with the CAs whose client certificates the HTTP port requires (default: --tls-client-ca's); \"off\" requires none, so that bearer tokens alone authenticate")
@@ -168,6 +168,10 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 	if setup.maxConns > 0 {
 		// Under TLS, so that the HTTP server still sees *tls.Conn.
 		ln = newLimitListener(ln, setup.maxConns)
+		// Requests that stay open take at most half the connections, so
+		// event streams cannot keep the other requests (/healthz among
+		// them) waiting at accept.
+		cfg.MaxLongRequests = max(1, setup.maxConns/2)
 	}
 	if setup.tls != nil {
 		ln = tls.NewListener(ln, setup.tls)

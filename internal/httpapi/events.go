@@ -14,7 +14,19 @@ import (
 // legitimately lasts (an event stream, a long poll, a waiting submit): d is
 // how long it may still write, or 0 for no limit. The body has been read by
 // then; the read deadline would otherwise end the request's context.
-func longRequest(w http.ResponseWriter, d time.Duration) {
+//
+// Such requests hold their connection for long, so at most
+// Config.MaxLongRequests of them run at once: ok is false when that many
+// are open, and the request must then answer without lasting. release
+// gives the place back; call it when ok.
+func (s *Server) longRequest(w http.ResponseWriter, d time.Duration) (release func(), ok bool) {
+	if s.long != nil {
+		select {
+		case s.long <- struct{}{}:
+		default:
+			return nil, false
+		}
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	if d > 0 {
@@ -22,20 +34,32 @@ func longRequest(w http.ResponseWriter, d time.Duration) {
 	} else {
 		_ = rc.SetWriteDeadline(time.Time{})
 	}
+	if s.long == nil {
+		return func() {}, true
+	}
+	return func() { <-s.long }, true
 }
 
 // startEventStream answers 200 with a text/event-stream that may stay open
 // without a write deadline, tells EventSource to reconnect after
-// retryMillis, and returns the controller that flushes the stream.
-func startEventStream(w http.ResponseWriter, retryMillis int) *http.ResponseController {
-	longRequest(w, 0)
+// retryMillis, and returns the controller that flushes the stream and the
+// release of its place among the long requests. While MaxLongRequests
+// requests are open it answers nothing and returns a 503 too-many-streams
+// error instead.
+func (s *Server) startEventStream(w http.ResponseWriter, retryMillis int) (*http.ResponseController, func(), error) {
+	release, ok := s.longRequest(w, 0)
+	if !ok {
+		w.Header().Set("Retry-After", "5")
+		return nil, nil, errorf(http.StatusServiceUnavailable, "too-many-streams",
+			"the server has %d event streams and waiting requests open, its limit; try again later", cap(s.long))
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, "retry: %d\n\n", retryMillis)
-	return http.NewResponseController(w)
+	return http.NewResponseController(w), release, nil
 }
 
 // eventData is the JSON in an SSE event's data field.
@@ -122,7 +146,11 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.hub.addReader(f, 1)
 	defer s.hub.addReader(f, -1)
-	rc := startEventStream(w, 1000)
+	rc, release, err := s.startEventStream(w, 1000)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if len(evs) > 0 && evs[0].id > after+1 {
 		fmt.Fprintf(w, ": %d earlier events are no longer kept\n\n", evs[0].id-after-1)
 	}
@@ -195,7 +223,11 @@ func (s *Server) overview(ctx context.Context) overview {
 // handleStream serves GET /v1/stream: an "overview" event (functions,
 // counters, workers) every OverviewInterval, for the dashboard.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
-	rc := startEventStream(w, 2000)
+	rc, release, err := s.startEventStream(w, 2000)
+	if err != nil {
+		return err
+	}
+	defer release()
 	t := time.NewTicker(s.cfg.OverviewInterval)
 	defer t.Stop()
 	for {

@@ -430,7 +430,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 		res.State = snap.State
 	}
 	if o.wait > 0 && out.feed != nil {
-		longRequest(w, o.wait)
+		// With too many requests waiting, the submit answers at once.
+		release, ok := s.longRequest(w, o.wait)
+		if !ok {
+			writeJSON(w, http.StatusAccepted, res)
+			return nil
+		}
+		defer release()
 		if e, finished, ok := s.waitFinal(r.Context(), out.feed, o.wait); ok {
 			fj := s.finalJSON(out.seq, e, finished)
 			if snap, ok := s.b.Job(out.seq); ok && snap.Final {

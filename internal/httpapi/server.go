@@ -96,6 +96,13 @@ type Config struct {
 	MaxBody int64
 	// MaxBatch is the most jobs in one batch submit. Default 10000.
 	MaxBatch int
+	// MaxLongRequests is the most requests that may stay open at once:
+	// event streams, waiting submits and long polls. Past it, an event
+	// stream is refused (503 too-many-streams), a waiting submit answers at
+	// once (202) and a poll looks once (204 when there is no job), so that
+	// such requests cannot hold every connection the server takes (see
+	// serve --http-max-connections). 0 means no limit.
+	MaxLongRequests int
 	// MaxWait caps ?wait= on submits and long polls. Default 5 minutes.
 	MaxWait time.Duration
 	// DefaultLease is an HTTP worker's lease when the grab names none.
@@ -142,6 +149,9 @@ type Server struct {
 
 	// conns counts open HTTP connections.
 	conns atomic.Int64
+	// long holds a token for each open long request (longRequest); nil
+	// when Config.MaxLongRequests is 0.
+	long chan struct{}
 	// stop is closed by Shutdown: streams and long polls end.
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -178,6 +188,9 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, b: cfg.Broker, life: cfg.Lifecycle.provided(), log: cmp.Or(cfg.Logger, slog.Default()),
 		stop: make(chan struct{})}
+	if cfg.MaxLongRequests > 0 {
+		s.long = make(chan struct{}, cfg.MaxLongRequests)
+	}
 	s.hub = newHub(s.b, cfg.EventLog, cfg.MaxFeeds, cfg.ResultRetention)
 	s.leases = newLeases(s.b)
 	s.metrics = newMetrics(s)

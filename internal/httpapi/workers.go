@@ -89,7 +89,12 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 		}
 		leaseFor = min(d, s.cfg.MaxLease)
 	}
-	longRequest(w, wait)
+	// With too many requests waiting, the poll looks once and answers.
+	if release, ok := s.longRequest(w, wait); ok {
+		defer release()
+	} else {
+		wait = 0
+	}
 	wake := make(broker.NoopSignal, 1)
 	sess := s.b.NewSession(r.RemoteAddr, wake)
 	s.b.SetClientID(sess, "http-worker")
