@@ -286,6 +286,11 @@ func (g *Grant) Allow(a Action, name string) bool {
 	return g.allow[a].match(name) && !g.deny[a].match(name)
 }
 
+// Some reports whether the grant allows action a on some name.
+func (g *Grant) Some(a Action) bool {
+	return a < numActions && len(g.allow[a]) > 0
+}
+
 // Any reports whether the grant allows anything at all. Connections whose
 // grant allows nothing are treated as unauthenticated (see the front end's
 // smaller packet limit).

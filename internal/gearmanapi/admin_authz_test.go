@@ -16,6 +16,7 @@ import (
 	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
+	"github.com/gearwork/gearwork/internal/httpapi"
 )
 
 // dialFrom connects from a chosen loopback source address, so that one
@@ -124,6 +125,48 @@ func deniedLine(who, name string) string {
 	return "ERR PERMISSION_DENIED " + strings.ReplaceAll("addr="+who+" may not run "+name, " ", "+") + "\r\n"
 }
 
+// deniedSubmit is the answer to a command that would submit to function
+// fn for one who may not.
+func deniedSubmit(who, fn string) string {
+	return "ERR PERMISSION_DENIED " + strings.ReplaceAll("addr="+who+" may not submit to "+fn, " ", "+") + "\r\n"
+}
+
+// adminHTTPTwins names, for each admin command that the HTTP API also
+// offers, the route that does the same.
+var adminHTTPTwins = map[string]string{
+	"status":           "GET /v1/functions",
+	"workers":          "GET /v1/workers",
+	"cancel job":       "DELETE /v1/jobs/{handle}",
+	"pause":            "POST /v1/functions/{fn}/pause",
+	"resume":           "POST /v1/functions/{fn}/resume",
+	"deadletters":      "GET /v1/dead-letters",
+	"deadletter retry": "POST /v1/dead-letters/{handle}/retry",
+	"deadletter purge": "DELETE /v1/dead-letters",
+	"jobs":             "GET /v1/jobs",
+	"job":              "GET /v1/jobs/{handle}",
+	"retry job":        "POST /v1/jobs/{handle}/retry",
+	"batch":            "GET /v1/batches/{id}",
+	"batch create":     "POST /v1/batches",
+	"batch close":      "POST /v1/batches/{id}/close",
+}
+
+// TestAdminTableAgreesWithHTTPRoutes: an admin command and the HTTP route
+// that does the same need the same permission (reads, which are open or
+// read on the Gearman port, need the read scope over HTTP).
+func TestAdminTableAgreesWithHTTPRoutes(t *testing.T) {
+	t.Parallel()
+	want := map[adminPerm]httpapi.Scope{permOpen: httpapi.ScopeRead, permRead: httpapi.ScopeRead,
+		permAdmin: httpapi.ScopeAdmin, permSubmit: httpapi.ScopeSubmit}
+	for name, route := range adminHTTPTwins {
+		cmd := adminIndex[name]
+		require.NotNil(t, cmd, "no admin command %q", name)
+		method, pattern, _ := strings.Cut(route, " ")
+		scope, ok := httpapi.RouteScope(method, pattern)
+		require.True(t, ok, "no route %s", route)
+		require.Equal(t, want[cmd.perm], scope, "%q needs %s on the Gearman port, %s needs the %s scope", name, cmd.perm, route, scope)
+	}
+}
+
 // A connection the rules grant only submit can change no server state
 // through admin commands, and reads no payload, result or error.
 func TestSubmitOnlyConnectionCannotUseAdminCommands(t *testing.T) {
@@ -230,6 +273,13 @@ func TestAdminTable(t *testing.T) {
 		switch cmd.perm {
 		case permAdmin:
 			require.Equal(t, deniedLine(submitterAddr, cmd.name), got, line(cmd))
+		case permSubmit:
+			// Part of submitting work: a submitter may; it changes state.
+			require.True(t, strings.HasPrefix(got, "OK"), "%s: %q", line(cmd), got)
+			after := tb.state(t)
+			require.NotEqual(t, before, after, "%s changed nothing: give it arguments in adminExamples that do", line(cmd))
+			before = after
+			continue
 		case permRead:
 			if got != ".\n" { // a list leaves out what may not be read
 				require.Equal(t, deniedRead, got, line(cmd))
@@ -256,9 +306,14 @@ func TestAdminTable(t *testing.T) {
 			}
 			require.NotZero(t, shown, "%s shows no private data: give it arguments in adminExamples that do", line(cmd))
 		}
-		if cmd.perm != permAdmin {
+		if cmd.perm == permSubmit {
+			// One not allowed to submit to the callbacks' function may not.
+			require.Equal(t, deniedSubmit(readerAddr, "victim"), tb.oneShot(t, readerAddr, line(cmd)), line(cmd))
+			require.Equal(t, before, tb.state(t), "%s changed state for a connection that may not submit", line(cmd))
+		}
+		if cmd.perm != permAdmin && cmd.perm != permSubmit {
 			require.NotContains(t, tb.oneShot(t, operatorAddr, line(cmd)), "PERMISSION_DENIED", line(cmd))
-			require.Equal(t, before, tb.state(t), "%s changes state but is not marked admin", line(cmd))
+			require.Equal(t, before, tb.state(t), "%s changes state but is not marked admin or submit", line(cmd))
 		}
 	}
 	for i, cmd := range adminCommands {

@@ -25,6 +25,13 @@ const (
 	// permAdmin: the command changes state. It runs only if the grant
 	// allows auth.ActionAdmin on the command's name.
 	permAdmin
+	// permSubmit: the command is part of submitting work: it submits
+	// jobs, or groups the jobs a client submits (batch create, batch
+	// close, whose callbacks are jobs submitted for the client). The
+	// handler runs it only if the grant allows auth.ActionSubmit on the
+	// functions it submits to (see conn.checkSubmit), as SUBMIT_JOB would;
+	// over HTTP the same routes need the submit scope.
+	permSubmit
 )
 
 // String returns the name used in the help answer and docs/protocol.md.
@@ -36,6 +43,8 @@ func (p adminPerm) String() string {
 		return "read"
 	case permAdmin:
 		return "admin"
+	case permSubmit:
+		return "submit"
 	}
 	return fmt.Sprintf("adminPerm(%d)", p)
 }
@@ -103,8 +112,8 @@ func adminTable() []adminCommand {
 		{"retry job", "HANDLE", permAdmin, "runs a failed, exception or dead job again; answers the handle of the job that runs", adminRetryJob},
 		// Batches (docs/batches.md).
 		{"batch", "ID", permOpen, "a batch's counts, callbacks and first failed jobs", adminBatch},
-		{"batch create", "[on_success=FUNCTION] [on_complete=FUNCTION]", permAdmin, "creates an open batch and answers its id", adminBatchCreate},
-		{"batch close", "ID", permAdmin, "closes a batch: it completes once its jobs have finished", adminBatchClose},
+		{"batch create", "[on_success=FUNCTION] [on_complete=FUNCTION]", permSubmit, "creates an open batch and answers its id", adminBatchCreate},
+		{"batch close", "ID", permSubmit, "closes a batch: it completes once its jobs have finished", adminBatchClose},
 		{"help", "", permOpen, "this list: command, arguments, permission, what it does", adminHelp},
 	}
 }
@@ -125,7 +134,7 @@ func init() {
 			panic("gearmanapi: admin command name " + fmt.Sprintf("%q", cmd.name) + " is not lower-case words")
 		case adminIndex[cmd.name] != nil:
 			panic("gearmanapi: admin command " + cmd.name + " is listed twice")
-		case cmd.perm < permOpen || cmd.perm > permAdmin:
+		case cmd.perm < permOpen || cmd.perm > permSubmit:
 			panic("gearmanapi: admin command " + cmd.name + " names no permission")
 		case cmd.help == "" || cmd.run == nil:
 			panic("gearmanapi: admin command " + cmd.name + " lacks help or a handler")
@@ -188,6 +197,26 @@ func (c *conn) mayRead(function string) bool {
 	return c.grant == nil || c.grant.Allow(auth.ActionRead, function)
 }
 
+// checkSubmit reports whether the connection may submit to every function
+// of fns, or, when fns is empty, to some function (a permSubmit command
+// that submits to none, such as a batch without callbacks); a denial is
+// logged and answered.
+func (c *conn) checkSubmit(fns []string, a *adminAnswer) bool {
+	if len(fns) == 0 {
+		if c.grant == nil || c.grant.Some(auth.ActionSubmit) {
+			return true
+		}
+		fns = []string{"any function"}
+	}
+	for _, fn := range fns {
+		if !c.allowed(auth.ActionSubmit, fn) {
+			a.WriteString(c.deniedLine(auth.ActionSubmit, fn))
+			return false
+		}
+	}
+	return true
+}
+
 // checkRead is mayRead for a single job: a denial is logged and answered.
 func (c *conn) checkRead(function string, a *adminAnswer) bool {
 	if c.allowed(auth.ActionRead, function) {
@@ -216,6 +245,8 @@ func adminDocTable() string {
 			need = "`admin: [\"" + cmd.name + "\"]`"
 		case permRead:
 			need = "`read` on the job's function"
+		case permSubmit:
+			need = "`submit` on the callbacks' functions"
 		}
 		fmt.Fprintf(&sb, "| `%s` | %s | %s |\n", strings.ReplaceAll(strings.TrimSpace(cmd.name+" "+cmd.args), "|", `\|`),
 			need, cmd.help)

@@ -97,6 +97,9 @@ func adminBatchCreate(ctx context.Context, c *conn, args []string, a *adminAnswe
 			return
 		}
 	}
+	if !c.checkSubmit(callbackFunctions(p.OnSuccess, p.OnComplete), a) {
+		return
+	}
 	id, err := c.srv.b.CreateBatch(ctx, p)
 	if err != nil {
 		a.WriteString(batchErrText(err))
@@ -123,6 +126,15 @@ func parseBatchArg(cmd string, args []string, a *adminAnswer) (uint64, bool) {
 func adminBatchClose(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	id, ok := parseBatchArg("batch+close", args, a)
 	if !ok {
+		return
+	}
+	// Closing may submit the callbacks: the closer must be allowed to.
+	s, err := c.srv.b.Batch(ctx, id)
+	if err != nil {
+		a.WriteString(batchErrText(err))
+		return
+	}
+	if !c.checkSubmit(callbackFunctions(s.OnSuccess, s.OnComplete), a) {
 		return
 	}
 	if err := c.srv.b.CloseBatch(ctx, id); err != nil {
@@ -157,6 +169,17 @@ func adminBatch(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 		fmt.Fprintf(a, "failure\t%s\n", h)
 	}
 	a.WriteString(".\n")
+}
+
+// callbackFunctions returns the functions of the callbacks that are set.
+func callbackFunctions(cbs ...broker.Callback) []string {
+	var fns []string
+	for _, cb := range cbs {
+		if cb.Function != "" {
+			fns = append(fns, cb.Function)
+		}
+	}
+	return fns
 }
 
 func firedWord(fired bool) string {

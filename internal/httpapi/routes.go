@@ -68,6 +68,19 @@ func (s *Server) routeTable() []route {
 	}
 }
 
+// RouteScope returns the scope the route method pattern needs, as the
+// route table has it, for what must agree with it (the Gearman port's
+// admin commands that do the same); ok is false for a route the table
+// does not have.
+func RouteScope(method, pattern string) (scope Scope, ok bool) {
+	for _, rt := range (&Server{}).routeTable() {
+		if rt.method == method && rt.pattern == pattern {
+			return rt.scope, true
+		}
+	}
+	return 0, false
+}
+
 func (s *Server) buildHandler() http.Handler {
 	mux := http.NewServeMux()
 	s.mux = mux
