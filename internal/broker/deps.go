@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+
+	"github.com/gearwork/gearwork/internal/store"
 )
 
 // This file keeps dependencies between jobs (docs/batches.md,
@@ -80,7 +82,7 @@ func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, de
 // jobs the new job must wait for. In shared mode it returns none: the
 // store checks them as it inserts the job (sharedMode.waitInStoreLocked).
 func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
-	if len(p.After) == 0 {
+	if len(p.After) == 0 && len(p.AfterUnique) == 0 {
 		return nil, nil
 	}
 	if !p.Background {
@@ -90,9 +92,20 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 		if p.Batch != 0 {
 			return nil, fmt.Errorf("%w: in shared mode a job of a batch cannot wait for others", ErrDependency)
 		}
-		return nil, nil
+		return nil, p.afterErr
 	}
 	var wait []*job
+	for _, u := range p.AfterUnique {
+		d, done := b.uniqueDependencyLocked(u)
+		switch {
+		case d != nil:
+			if !slices.Contains(wait, d) {
+				wait = append(wait, d)
+			}
+		case !done:
+			return nil, uniqueDependencyErr(u)
+		}
+	}
 	for _, q := range p.After {
 		d, outcome := b.dependencyLocked(q, p.known)
 		switch {
@@ -257,4 +270,59 @@ func (b *Broker) finishAfterReplayLocked() {
 		}
 	}
 	b.cancelAfterReplay = nil
+}
+
+// UniqueDep names a job by its function and unique
+// (SubmitParams.AfterUnique).
+type UniqueDep struct {
+	Function, Unique string
+}
+
+// uniqueDependencyLocked returns the live job of u, or reports that u
+// names a retained result (done): a job that completed.
+func (b *Broker) uniqueDependencyLocked(u UniqueDep) (d *job, done bool) {
+	f := b.functions[u.Function]
+	if f == nil || u.Unique == "" {
+		return nil, false
+	}
+	if j := f.uniques[u.Unique]; j != nil && j.state != stateGone {
+		return j, false
+	}
+	return nil, f.life != nil && f.life.done[u.Unique] != nil
+}
+
+func uniqueDependencyErr(u UniqueDep) error {
+	return fmt.Errorf("%w: no live job of %q has the unique %q (nor a retained result)", ErrDependency, u.Function, u.Unique)
+}
+
+// resolveAfterUnique turns, in shared mode, the jobs a submit names by
+// unique into sequence numbers (added to p.After) before the broker's
+// lock, reading the store: a live job, or a retained result (dropped: it
+// completed). In local mode submitAfterLocked finds them in memory.
+func (b *Broker) resolveAfterUnique(p *SubmitParams) {
+	c, shared := b.mode.(*sharedMode)
+	if !shared || len(p.AfterUnique) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedStatusTimeout)
+	defer cancel()
+	after := slices.Clone(p.After)
+	for _, u := range p.AfterUnique {
+		seq, ok, err := c.store.FindUnique(ctx, u.Function, u.Unique)
+		if err == nil && !ok {
+			_, err = c.store.DoneByUnique(ctx, u.Function, u.Unique)
+			if errors.Is(err, store.ErrNotFound) {
+				p.afterErr = uniqueDependencyErr(u)
+				return
+			}
+		}
+		if err != nil {
+			p.afterErr = &StoreError{err}
+			return
+		}
+		if ok {
+			after = append(after, seq)
+		}
+	}
+	p.After = after
 }

@@ -48,6 +48,15 @@ type SubmitParams struct {
 	// failed, fails the submit with an error wrapping ErrDependency.
 	After       []uint64
 	AfterAnyway bool
+	// AfterUnique names more jobs to wait for, each by its function and
+	// unique: the live job with that unique (queued, scheduled, running or
+	// waiting itself). A function's retained result with that unique
+	// counts as a job that completed; with neither, the submit fails with
+	// an error wrapping ErrDependency.
+	AfterUnique []UniqueDep
+	// afterErr is why AfterUnique cannot be waited for, as read from a
+	// shared store before the broker's lock (resolveAfterUnique).
+	afterErr error
 	// known holds the stored records of After's jobs, read before the
 	// lock (readDependencies).
 	known map[uint64]string
@@ -88,6 +97,7 @@ type DoneFunc func(seq uint64, created bool, err error)
 // the job has started, but a foreground submitter attaching to it is
 // answered at once, before any event of the job.
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
+	b.resolveAfterUnique(&p)
 	p.known = b.readDependencies(p.After)
 	p.batchErr = b.mode.checkBatch(p.Batch)
 	b.mu.Lock()

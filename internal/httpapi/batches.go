@@ -313,6 +313,29 @@ func (s *Server) parseAfter(handles []string) ([]uint64, error) {
 	return out, nil
 }
 
+// parseAfterUnique turns the uniques of a submit's dependencies into the
+// jobs they name: "FUNCTION/UNIQUE" (split at the first '/') names the
+// job of FUNCTION with that unique, and an entry without '/' a job of fn,
+// the submitted job's own function.
+func parseAfterUnique(fn string, entries []string) ([]broker.UniqueDep, error) {
+	var out []broker.UniqueDep
+	for _, e := range entries {
+		d := broker.UniqueDep{Function: fn, Unique: e}
+		if f, u, ok := strings.Cut(e, "/"); ok {
+			d = broker.UniqueDep{Function: f, Unique: u}
+		}
+		if d.Function == "" || d.Unique == "" {
+			return nil, errorf(http.StatusBadRequest, "invalid-dependency",
+				"after_unique: %q names no unique (use UNIQUE or FUNCTION/UNIQUE)", e)
+		}
+		if err := checkText("after_unique", e); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
 // parseBool parses an option that is true or false ("" is false).
 func parseBool(name, v string) (bool, error) {
 	switch strings.ToLower(v) {

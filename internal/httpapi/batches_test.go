@@ -149,3 +149,43 @@ func TestAfterOverHTTP(t *testing.T) {
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after-anyway=maybe", strings.NewReader("x")),
 		http.StatusBadRequest, "after-anyway")
 }
+
+// A submit names the jobs it waits for by their uniques: of another
+// function (FUNCTION/UNIQUE) or of its own, in the query, the header or
+// a batch line; a unique no live job has is refused.
+func TestAfterUniqueOverHTTP(t *testing.T) {
+	t.Parallel()
+	tb := setupPebble(t)
+	submit := func(path, body string, hdr ...string) jobJSON {
+		t.Helper()
+		resp := tb.do(t, "POST", path, strings.NewReader(body), hdr...)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		return decode[jobJSON](t, resp)
+	}
+	order := submit("/v1/functions/order/jobs?unique=order-1", "o")
+	ship := submit("/v1/functions/ship/jobs?after-unique="+url.QueryEscape("order/order-1"), "s")
+	require.Equal(t, "waiting", ship.State)
+	byHeader := submit("/v1/functions/ship/jobs", "h", "Gearwork-After-Unique", "order/order-1")
+	require.Equal(t, "waiting", byHeader.State)
+	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(
+		`{"function":"order","payload":"p","after_unique":["order-1"]}`+"\n"))
+	paid := decode[batchResult](t, resp)
+	require.Nil(t, paid.Error)
+
+	wo, ws := newTestWorker(t, tb.b, "order"), newTestWorker(t, tb.b, "ship")
+	got := wo.grab(t)
+	require.Equal(t, order.Handle, tb.b.Handle(got.Seq), "the others wait for it")
+	require.NoError(t, tb.b.Finish(wo.sess, got.Seq, broker.Complete, nil))
+	got = wo.grab(t)
+	require.Equal(t, paid.Handle, tb.b.Handle(got.Seq))
+	require.NoError(t, tb.b.Finish(wo.sess, got.Seq, broker.Complete, nil))
+	for _, want := range []string{ship.Handle, byHeader.Handle} {
+		got := ws.grab(t)
+		require.Equal(t, want, tb.b.Handle(got.Seq))
+		require.NoError(t, tb.b.Finish(ws.sess, got.Seq, broker.Complete, nil))
+	}
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/ship/jobs?after-unique=order/order-9", strings.NewReader("x")),
+		http.StatusBadRequest, `no live job of "order" has the unique "order-9"`)
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/ship/jobs?after-unique=order/", strings.NewReader("x")),
+		http.StatusBadRequest, "names no unique")
+}

@@ -203,6 +203,8 @@ type submitOptions struct {
 	// when one of them fails.
 	after       []uint64
 	afterAnyway bool
+	// afterUnique names more jobs to wait for by their uniques.
+	afterUnique []broker.UniqueDep
 }
 
 func parseAttempts(v string) (int, error) {
@@ -242,6 +244,16 @@ func checkText(name, v string) error {
 		return errorf(http.StatusBadRequest, "invalid-option", "%s: not UTF-8 text (%q)", name, v)
 	}
 	return nil
+}
+
+// options returns every value of a submit option that may be repeated:
+// those of the query (name) if there are any, else those of the header
+// Gearwork-<Name>.
+func options(r *http.Request, name string) []string {
+	if v := r.URL.Query()[strings.ToLower(name)]; len(v) > 0 {
+		return v
+	}
+	return r.Header.Values("Gearwork-" + name)
 }
 
 // option returns a submit option from the query (name) or the header
@@ -323,6 +335,9 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	if o.afterAnyway, err = parseBool("after-anyway", option(r, "After-Anyway")); err != nil {
 		return o, err
 	}
+	if o.afterUnique, err = parseAfterUnique(r.PathValue("fn"), options(r, "After-Unique")); err != nil {
+		return o, err
+	}
 	return o, checkOrderingKey(o.orderingKey)
 }
 
@@ -341,7 +356,7 @@ type submitted struct {
 func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan submitted {
 	p := broker.SubmitParams{Function: []byte(fn), Payload: payload, Priority: o.priority, Background: true, RunAt: o.runAt,
 		Attempts: o.attempts, Timeout: o.timeout, OrderingKey: o.orderingKey, Batch: o.batch,
-		After: o.after, AfterAnyway: o.afterAnyway}
+		After: o.after, AfterAnyway: o.afterAnyway, AfterUnique: o.afterUnique}
 	if o.unique != "" {
 		p.Unique = []byte(o.unique)
 	}
@@ -502,6 +517,8 @@ type batchLine struct {
 	// runs the job even when one of them fails.
 	After       []string `json:"after,omitempty"`
 	AfterAnyway bool     `json:"after_anyway,omitempty"`
+	// AfterUnique names more jobs by their uniques (parseAfterUnique).
+	AfterUnique []string `json:"after_unique,omitempty"`
 }
 
 // batchResult is one line of a batch submit's answer.
@@ -640,6 +657,9 @@ func (s *Server) batchOne(text []byte, batch uint64, pl *pendingLine) error {
 	o := submitOptions{batch: batch, afterAnyway: l.AfterAnyway}
 	var err error
 	if o.after, err = s.parseAfter(l.After); err != nil {
+		return err
+	}
+	if o.afterUnique, err = parseAfterUnique(l.Function, l.AfterUnique); err != nil {
 		return err
 	}
 	if l.Attempts != nil {

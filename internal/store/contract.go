@@ -134,6 +134,10 @@ type SharedStore interface {
 	// Find looks a live job up by unique (any function) when unique is
 	// not empty, else by sequence number.
 	Find(ctx context.Context, seq uint64, unique string) (Found, bool, error)
+	// FindUnique returns the sequence number of the live job (queued,
+	// running or waiting) of function with unique; ok is false when there
+	// is none.
+	FindUnique(ctx context.Context, function, unique string) (seq uint64, ok bool, err error)
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
 }

@@ -285,6 +285,23 @@ func scanJobs(rows pgx.Rows, out []store.Job, submitted bool) ([]store.Job, erro
 	return out, rows.Err()
 }
 
+// FindUnique returns the live job of function with unique.
+func (s *Store) FindUnique(ctx context.Context, function, unique string) (uint64, bool, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, false, err
+	}
+	var seq int64
+	err := s.pool.QueryRow(ctx, `SELECT seq FROM gearwork_jobs WHERE uniq = $1 AND function = $2 AND state IN (0, 1, 4)`,
+		[]byte(unique), []byte(function)).Scan(&seq)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("postgres: find job by unique: %w", err)
+	}
+	return uint64(seq), true, nil
+}
+
 // Find looks a live job up by unique (of any function) when unique is not
 // empty, else by sequence number. ok is false when there is none.
 func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Found, ok bool, err error) {
