@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/gearwork/gearwork/gearman"
 )
 
 // Batches (docs/batches.md) are a Gearwork extension: a group of
@@ -131,6 +133,30 @@ func AfterUnique(handles []string, anyway bool, unique string) (string, error) {
 	}
 	if unique != "" {
 		u += ":" + unique
+	}
+	return u, nil
+}
+
+// AfterJobUnique returns the unique id that makes a background job wait on
+// a Gearwork server for the live job of function that has unique
+// (docs/batches.md, "Dependencies"): "after-unique:FUNCTION/UNIQUE"
+// ("after-unique-anyway:" when anyway: it runs whatever that job's
+// outcome). The job that waits has no unique of its own. A retained
+// result with that unique counts as a job that completed; with neither,
+// the server refuses the submit. The whole must fit in a unique's 63
+// bytes, and function must not contain '/' (name such jobs over HTTP,
+// ?after-unique).
+func AfterJobUnique(function, unique string, anyway bool) (string, error) {
+	if function == "" || unique == "" || strings.Contains(function, "/") {
+		return "", fmt.Errorf("%w: name the job as FUNCTION/UNIQUE, with a function without '/' (got %q, %q)",
+			ErrInvalidRequest, function, unique)
+	}
+	u := "after-unique:" + function + "/" + unique
+	if anyway {
+		u = "after-unique-anyway:" + function + "/" + unique
+	}
+	if len(u) > gearman.MaxUniqueSize {
+		return "", fmt.Errorf("%w: %q is longer than a unique's %d bytes", ErrInvalidRequest, u, gearman.MaxUniqueSize)
 	}
 	return u, nil
 }

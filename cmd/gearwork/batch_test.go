@@ -157,6 +157,44 @@ func TestSubmitAfter(t *testing.T) {
 	require.Contains(t, errOut, "cannot go together")
 }
 
+// TestSubmitAfterUnique makes a job wait for one named by its function
+// and unique; a unique no live job has is refused by the server.
+func TestSubmitAfterUnique(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir())
+	s := "--servers=" + srv.Addr
+	order := strings.TrimSpace(gwOK(t, "submit", s, "--background", "--unique", "order-1", "s_order", "o"))
+	ship := strings.TrimSpace(gwOK(t, "submit", s, "--after-unique", "s_order/order-1", "s_ship", "s"))
+	require.NotEqual(t, order, ship)
+	var mu sync.Mutex
+	var ran []string
+	record := func(_ context.Context, j *worker.Job) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		ran = append(ran, string(j.Payload))
+		return nil, nil
+	}
+	cliWorker(t, srv.Addr, "after-unique-worker", map[string]worker.HandlerFunc{"s_order": record, "s_ship": record})
+	testwait.Until(t, "the job after the order", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ran) == 2
+	})
+	mu.Lock()
+	require.Equal(t, []string{"o", "s"}, ran, "the ship job ran after the order job")
+	mu.Unlock()
+
+	_, errOut, code := gw(t, "submit", s, "--after-unique", "s_order/order-2", "s_ship")
+	require.NotZero(t, code)
+	require.Contains(t, errOut, `no live job of "s_order" has the unique "order-2"`)
+	_, errOut, code = gw(t, "submit", s, "--after-unique", "nonsense", "s_ship")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "FUNCTION/UNIQUE")
+	_, errOut, code = gw(t, "submit", s, "--after-unique", "s_order/order-1", "--unique", "mine", "s_ship")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "cannot go together")
+}
+
 // TestBatchFailedJobsListing lists a batch's failed jobs (dead letters,
 // under the default policy), all of them, a page at a time, over HTTP
 // (GET /v1/batches/{id}/jobs?state=dead) and with "gearwork admin batch

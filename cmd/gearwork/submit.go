@@ -33,6 +33,7 @@ type submitConfig struct {
 	unique     string
 	batch      string
 	after      string
+	afterUniq  string
 	anyway     bool
 	at         string
 	wait       bool
@@ -49,7 +50,8 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&cfg.unique, "unique", "", "unique `id`: a submit matching a live job attaches to it (\"-\": the server hashes the payload)")
 	fs.StringVar(&cfg.batch, "batch", "", "add the job to the open batch with this `id` (gearwork admin batch create; implies --background; see docs/batches.md)")
 	fs.StringVar(&cfg.after, "after", "", "comma-separated job `handles`: the job waits until they completed successfully, and is cancelled if one fails (implies --background; see docs/batches.md)")
-	fs.BoolVar(&cfg.anyway, "after-anyway", false, "with --after: run the job once those jobs have ended, whatever their outcome")
+	fs.StringVar(&cfg.afterUniq, "after-unique", "", "`FUNCTION/UNIQUE`: the job waits for the live job of FUNCTION with that unique, as --after does (a retained result with it counts as completed); the job then has no unique of its own (implies --background)")
+	fs.BoolVar(&cfg.anyway, "after-anyway", false, "with --after or --after-unique: run the job once those jobs have ended, whatever their outcome")
 	fs.StringVar(&cfg.at, "at", "", "run the job at this `time`, RFC 3339 or Unix seconds (SUBMIT_JOB_EPOCH; implies --background, normal priority)")
 	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until it ends, then report its outcome from its record (a failed, dead, cancelled or excepted job exits non-zero)")
 	fs.DurationVar(&cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
@@ -76,15 +78,21 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		cfg.background = true
 	}
 	switch {
-	case cfg.after != "" && cfg.batch != "":
-		return usageError(stderr, errors.New("--after and --batch cannot go together (each uses the job's unique id)"))
+	case cfg.after != "" && cfg.batch != "", cfg.afterUniq != "" && (cfg.batch != "" || cfg.after != "" || cfg.unique != ""):
+		return usageError(stderr, errors.New("--after, --after-unique, --batch and --unique cannot go together, except --after with --unique (each uses the job's unique id)"))
+	case cfg.afterUniq != "":
+		fn, unique, _ := strings.Cut(cfg.afterUniq, "/")
+		if req.Unique, err = client.AfterJobUnique(fn, unique, cfg.anyway); err != nil {
+			return usageError(stderr, fmt.Errorf("--after-unique: %w", err))
+		}
+		cfg.background = true
 	case cfg.after != "":
 		if req.Unique, err = client.AfterUnique(strings.Split(cfg.after, ","), cfg.anyway, cfg.unique); err != nil {
 			return usageError(stderr, fmt.Errorf("--after: %w", err))
 		}
 		cfg.background = true
 	case cfg.anyway:
-		return usageError(stderr, errors.New("--after-anyway goes with --after"))
+		return usageError(stderr, errors.New("--after-anyway goes with --after or --after-unique"))
 	}
 	if cfg.at != "" {
 		if req.RunAt, err = parseAt(cfg.at); err != nil {

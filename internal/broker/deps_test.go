@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -201,4 +202,29 @@ func TestDropFunctionDropsWaitingJobs(t *testing.T) {
 		require.NotContains(t, []uint64{b, c}, j.Seq, "a dropped job stays stored")
 		return nil
 	}))
+}
+
+// A job names the jobs it waits for by function and unique: the live job
+// with the unique, or a retained result with it, which counts as
+// completed; a unique neither has is refused.
+func TestAfterUnique(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{store: memory.New(), can: []string{"fn"},
+		cfg: Config{Policies: policies("fn", Policy{ResultRetention: time.Hour})}})
+	kept := tb.submit(t, lcBG("fn", "kept", "k"))
+	tb.finishNext(t, kept, Complete)
+	live := tb.submit(t, lcBG("fn", "live", "l"))
+	p := lcBG("fn", "", "w")
+	p.AfterUnique = []UniqueDep{{Function: "fn", Unique: "live"}, {Function: "fn", Unique: "kept"}}
+	w := tb.submit(t, p)
+	require.Equal(t, "waiting", tb.state(t, w), "it waits for the live one only")
+	tb.finishNext(t, live, Complete)
+	tb.finishNext(t, w, Complete)
+
+	for _, u := range []UniqueDep{{Function: "fn", Unique: "gone"}, {Function: "nofn", Unique: "live"}} {
+		p.AfterUnique = []UniqueDep{u}
+		_, err := tb.trySubmit(t, p)
+		require.ErrorIs(t, err, ErrDependency)
+		require.ErrorContains(t, err, "no live job of")
+	}
 }

@@ -726,6 +726,24 @@ func TestSharedDependenciesAcrossServers(t *testing.T) {
 	got = grab(t, b, wb, outB)
 	require.Equal(t, r.seq, got.Seq, "a job after one that completed runs at once")
 	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+
+	// By unique: the live job of a function with it, on either server.
+	u := submit(t, a, ca, bgJob("dep", "order-1", "u"))
+	require.NoError(t, u.err)
+	p := bgJob("chain", "", "by unique")
+	p.AfterUnique = []broker.UniqueDep{{Function: "dep", Unique: "order-1"}}
+	r = submit(t, b, cb, p)
+	require.NoError(t, r.err)
+	_, ok = b.Grab(wb)
+	require.False(t, ok, "it waits for the job with the unique")
+	require.Equal(t, []string{"u"}, drain(t, a, wa, outA, 1))
+	got = grab(t, b, wb, outB)
+	require.Equal(t, r.seq, got.Seq)
+	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+	p.AfterUnique[0].Unique = "order-2"
+	r = submit(t, b, cb, p)
+	require.ErrorIs(t, r.err, broker.ErrDependency)
+	require.ErrorContains(t, r.err, `no live job of "dep" has the unique "order-2"`)
 }
 
 // In shared mode a batch's status counts the jobs that a worker runs,

@@ -17,7 +17,9 @@ import (
 // "batch:ID" (the job has no unique) or "batch:ID:UNIQUE". Likewise a
 // background job waits for others with the unique "after:SEQ,SEQ" (the
 // numbers that end their handles; "after-anyway:" to run whatever their
-// outcome), or "after:SEQ,SEQ:UNIQUE". Workers see ordinary jobs; the
+// outcome), or "after:SEQ,SEQ:UNIQUE"; and for one job named by its
+// unique, "after-unique:FUNCTION/UNIQUE" ("after-unique-anyway:..."), the
+// job then having no unique of its own. Workers see ordinary jobs; the
 // unique they are handed is the part after the prefix.
 
 // batchUniquePrefix starts the unique id of a submit that joins a batch.
@@ -68,6 +70,26 @@ func afterOfUnique(u []byte) (after []uint64, anyway bool, rest []byte, ok bool)
 		rest = nil
 	}
 	return after, anyway, rest, true
+}
+
+// afterUniqueOfUnique reads a unique "after-unique:FUNCTION/UNIQUE" (or
+// "after-unique-anyway:...") as the job a submit waits for. ok is false
+// for any other unique, also for one with the prefix but without a
+// function and a unique around a '/' ("after-unique:lunch"): that is an
+// ordinary unique.
+func afterUniqueOfUnique(u []byte) (dep broker.UniqueDep, anyway bool, ok bool) {
+	ref, found := bytes.CutPrefix(u, []byte("after-unique:"))
+	if !found {
+		if ref, found = bytes.CutPrefix(u, []byte("after-unique-anyway:")); !found {
+			return dep, false, false
+		}
+		anyway = true
+	}
+	fn, unique, found := bytes.Cut(ref, []byte("/"))
+	if !found || len(fn) == 0 || len(unique) == 0 {
+		return dep, false, false
+	}
+	return broker.UniqueDep{Function: string(fn), Unique: string(unique)}, anyway, true
 }
 
 // batchErrText is the admin answer for a batch operation's error.

@@ -132,3 +132,35 @@ func TestAfterOverTheGearmanPort(t *testing.T) {
 		require.Contains(t, got, "dependency "+handle(1)+" dead")
 	}
 }
+
+// A Gearman client makes a job wait for one named by its function and
+// unique, "after-unique:FUNCTION/UNIQUE"; a unique no live job has is
+// refused, and one without the FUNCTION/ part is an ordinary unique.
+func TestAfterUniqueOverTheGearmanPort(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{Store: memory.New()}, Config{})
+	c := tb.dial(t)
+	c.Send(gearman.SubmitJobBg, "order", "order-7", "a")
+	c.Expect(gearman.JobCreated, handle(0))
+	c.Send(gearman.SubmitJobBg, "ship", "after-unique:order/order-7", "b")
+	c.Expect(gearman.JobCreated, handle(1))
+	c.Send(gearman.SubmitJobBg, "ship", "after-unique-anyway:order/order-7", "c")
+	c.Expect(gearman.JobCreated, handle(2))
+	ordinaryUnique(t, c, "after-unique:lunch")
+	submitRefused(t, c, gearman.SubmitJobBg, "after-unique:order/order-8", "QUEUE_ERROR", `no live job of "order" has the unique "order-8"`)
+
+	w := tb.dial(t)
+	w.Send(gearman.CanDo, "order")
+	w.Send(gearman.CanDo, "ship")
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(0), "order", "order-7", "a")
+	w.Send(gearman.WorkFail, handle(0))
+	w.Send(gearman.GrabJobUniq)
+	w.Expect(gearman.JobAssignUniq, handle(2), "ship", "", "c")
+	w.Send(gearman.WorkComplete, handle(2), "")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
+	got := c.admin("job "+handle(1), true)
+	require.Contains(t, got, "state\tcancelled\n")
+	require.Contains(t, got, "dependency "+handle(0)+" dead")
+}

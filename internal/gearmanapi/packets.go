@@ -226,6 +226,8 @@ func (c *conn) submit(p *gearman.Packet) {
 		params.Batch, params.Unique = id, unique
 	} else if after, anyway, unique, ok := afterOfUnique(params.Unique); ok {
 		params.After, params.AfterAnyway, params.Unique = after, anyway, unique
+	} else if dep, anyway, ok := afterUniqueOfUnique(params.Unique); ok {
+		params.AfterUnique, params.AfterAnyway, params.Unique = []broker.UniqueDep{dep}, anyway, nil
 	}
 	switch {
 	case len(params.Function) == 0 || len(params.Function) > gearman.MaxFunctionSize:

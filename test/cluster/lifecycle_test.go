@@ -332,7 +332,8 @@ func rowState(t *testing.T, url, handle string) int {
 // server a run (a fan-in, then a chain after it), and a failure there
 // cancels, with the reason, the jobs waiting on b down a chain, except
 // one that runs anyway; a job naming one that failed, or one that never
-// existed, is refused with an ERROR packet.
+// existed, is refused with an ERROR packet; a job names one submitted to
+// the other server by its unique.
 func TestClusterDependencies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and two servers")
@@ -387,4 +388,12 @@ func TestClusterDependencies(t *testing.T) {
 	late := submitBgUnique(t, a.addr, "late", "after:"+seqOf(d1), "x")
 	require.Equal(t, seqOf(late), seqOf(workOne(t, b.addr, "late", gearman.WorkComplete, "")),
 		"a job after one that completed runs at once")
+
+	// By unique: a job of server b waits for the job with a unique
+	// submitted to server a.
+	order := submitBgUnique(t, a.addr, "dep", "order-1", "o")
+	ship := submitBgUnique(t, b.addr, "ship", "after-unique:dep/order-1", "s")
+	require.Equal(t, 4, rowState(t, url, ship))
+	require.Equal(t, order, workOne(t, a.addr, "dep", gearman.WorkComplete, ""))
+	require.Equal(t, seqOf(ship), seqOf(workOne(t, b.addr, "ship", gearman.WorkComplete, "")))
 }
