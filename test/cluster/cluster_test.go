@@ -96,6 +96,32 @@ func (s *server) logText() string {
 	return string(b)
 }
 
+// startCluster starts n servers on store, with their logs in a temporary
+// directory; they are stopped when the test ends, and their logs shown if
+// it failed.
+func startCluster(t *testing.T, store string, n int) []*server {
+	t.Helper()
+	dir := t.TempDir()
+	bin := buildGearwork(t, dir)
+	servers := make([]*server, n)
+	for i := range servers {
+		servers[i] = &server{t: t, bin: bin, store: store, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			log: filepath.Join(dir, fmt.Sprintf("server%d.log", i))}
+		servers[i].start()
+	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.stop()
+		}
+		if t.Failed() {
+			for i, s := range servers {
+				t.Logf("server %d log:\n%s", i, s.logText())
+			}
+		}
+	})
+	return servers
+}
+
 // kill sends SIGKILL and waits for the process to be gone.
 func (s *server) kill() {
 	s.mu.Lock()
@@ -237,29 +263,12 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 		t.Skip("starts PostgreSQL and three servers")
 	}
 	url := pgtest.Schema(t)
-	dir := t.TempDir()
-	bin := buildGearwork(t, dir)
-	storeURL := url + "&lease_ttl=2s"
-
 	const nServers, perClient, workersPerServer, victim = 3, 1500, 2, 1
-	servers := make([]*server, nServers)
+	servers := startCluster(t, url+"&lease_ttl=2s", nServers)
 	gens := make([]*atomic.Int64, nServers)
-	for i := range servers {
-		servers[i] = &server{t: t, bin: bin, store: storeURL,
-			addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, fmt.Sprintf("server%d.log", i))}
+	for i := range gens {
 		gens[i] = &atomic.Int64{}
-		servers[i].start()
 	}
-	defer func() {
-		for _, s := range servers {
-			s.stop()
-		}
-		if t.Failed() {
-			for i, s := range servers {
-				t.Logf("server %d log:\n%s", i, s.logText())
-			}
-		}
-	}()
 
 	l := &ledger{acked: map[string]bool{}, runs: map[string][]execution{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -1,13 +1,14 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,20 +101,8 @@ func pollAdmin(t *testing.T, addr, cmd, what string, cond func([]string) bool) [
 func startPair(t *testing.T) (url string, a, b *server) {
 	t.Helper()
 	url = pgtest.Schema(t)
-	dir := t.TempDir()
-	bin := buildGearwork(t, dir)
-	a = &server{t: t, bin: bin, store: url, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "a.log")}
-	b = &server{t: t, bin: bin, store: url, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "b.log")}
-	a.start()
-	b.start()
-	t.Cleanup(func() {
-		a.stop()
-		b.stop()
-		if t.Failed() {
-			t.Logf("server a log:\n%s\nserver b log:\n%s", a.logText(), b.logText())
-		}
-	})
-	return url, a, b
+	s := startCluster(t, url, 2)
+	return url, s[0], s[1]
 }
 
 // TestClusterLifecycleAcrossServers runs two servers on one PostgreSQL:
@@ -198,32 +187,145 @@ func TestClusterLifecycleAcrossServers(t *testing.T) {
 	require.Zero(t, rows, "only the retained result is left")
 }
 
-// callbackLedger counts the callback jobs workers ran, by batch and kind.
+// callbackLedger records the jobs workers ran: each callback job by batch
+// and kind, with its handle and where it ran; the other jobs (rows) by
+// payload.
 type callbackLedger struct {
-	mu   sync.Mutex
-	runs map[string]int
-	rows int
+	mu sync.Mutex
+	// execs are the runs of each callback ("BATCH on_success"), handles
+	// the distinct jobs that were run for it.
+	execs   map[string][]execution
+	handles map[string]map[string]bool
+	rows    map[string]int
 }
 
-func (l *callbackLedger) run(payload []byte) {
+func newCallbackLedger() *callbackLedger {
+	return &callbackLedger{execs: map[string][]execution{}, handles: map[string]map[string]bool{}, rows: map[string]int{}}
+}
+
+func (l *callbackLedger) run(handle, payload []byte, e execution) {
 	var p struct{ Batch, Callback string }
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if json.Unmarshal(payload, &p) == nil && p.Callback != "" {
-		l.runs[p.Batch+" "+p.Callback]++
+	if json.Unmarshal(payload, &p) != nil || p.Callback == "" {
+		l.rows[string(payload)]++
 		return
 	}
-	l.rows++
+	k := p.Batch + " " + p.Callback
+	l.execs[k] = append(l.execs[k], e)
+	if l.handles[k] == nil {
+		l.handles[k] = map[string]bool{}
+	}
+	l.handles[k][string(handle)] = true
 }
 
-func (l *callbackLedger) snapshot() (map[string]int, int) {
+// counts returns how many callbacks and distinct rows ran.
+func (l *callbackLedger) counts() (callbacks, rows int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[string]int, len(l.runs))
-	for k, v := range l.runs {
-		out[k] = v
+	return len(l.execs), len(l.rows)
+}
+
+// runBatchWorkers starts two workers on each server that run the row,
+// report and notify jobs into l until ctx ends, reconnecting when their
+// server goes away; a row takes rowTime. gens[i] counts server i's
+// restarts (nil: none).
+func runBatchWorkers(ctx context.Context, wg *sync.WaitGroup, servers []*server, gens []*atomic.Int64, rowTime time.Duration, l *callbackLedger) {
+	for i, s := range servers {
+		for range 2 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					c, err := wire.DialStream(s.addr)
+					if err != nil {
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					stop := context.AfterFunc(ctx, func() { c.Close() })
+					for _, fn := range []string{"row", "report", "notify"} {
+						_ = c.Send(gearman.CanDo, fn)
+					}
+					_ = c.WorkHandles(func(h, p []byte) []byte {
+						e := execution{server: i}
+						if gens != nil {
+							e.gen = gens[i].Load()
+						}
+						if rowTime > 0 && !bytes.HasPrefix(p, []byte("{")) {
+							time.Sleep(rowTime)
+						}
+						l.run(h, p, e)
+						return nil
+					})
+					stop()
+					c.Close()
+				}
+			})
+		}
 	}
-	return out, l.rows
+}
+
+// fillBatches creates n batches over the Gearman port, in turn on each
+// server, adds perServer row jobs to each through every server, and
+// closes each through the next server; it returns their ids.
+func fillBatches(t *testing.T, servers []*server, n, perServer int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		created := adminCall(t, servers[i%len(servers)].addr, "batch create on_success=report on_complete=notify", false)
+		require.Len(t, created, 1)
+		id, ok := strings.CutPrefix(created[0], "OK ")
+		require.True(t, ok, "%q", created)
+		ids = append(ids, id)
+		for _, s := range servers {
+			c := wire.Dial(t, s.addr)
+			for k := range perServer {
+				c.Send(gearman.SubmitJobBg, "row", "batch:"+id, fmt.Sprintf("%s-%s-%d", id, s.addr, k))
+				c.ExpectCmd(gearman.JobCreated)
+			}
+			c.NC.Close()
+		}
+		require.Equal(t, []string{"OK"}, adminCall(t, servers[(i+1)%len(servers)].addr, "batch close "+id, false))
+	}
+	return ids
+}
+
+// waitBatchesDone waits until every callback of ids and rows distinct
+// row jobs ran and no job is left in the database.
+func waitBatchesDone(t *testing.T, url string, ids []string, rows int, l *callbackLedger) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		callbacks, ran := l.counts()
+		var left int
+		pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs`, &left)
+		if callbacks == 2*len(ids) && ran >= rows && left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("callbacks run: %d of %d; row jobs run: %d of %d; jobs left: %d", callbacks, 2*len(ids), ran, rows, left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// requireCallbacksOnce checks that each callback of each batch was
+// submitted as one job (one handle) that ran, and ran again only where
+// again is true of one of its runs (a server that ran it was killed).
+func requireCallbacksOnce(t *testing.T, ids []string, l *callbackLedger, again func(execution) bool) (reruns int) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Len(t, l.execs, 2*len(ids))
+	for _, id := range ids {
+		for _, cb := range []string{"on_success", "on_complete"} {
+			k := id + " " + cb
+			require.Len(t, l.handles[k], 1, "batch %s %s is one job", id, cb)
+			if n := len(l.execs[k]); n > 1 {
+				require.True(t, slices.ContainsFunc(l.execs[k], again), "batch %s %s ran %d times: %v", id, cb, n, l.execs[k])
+				reruns++
+			}
+		}
+	}
+	return reruns
 }
 
 // TestClusterBatchCallbacksOnce runs two servers on one PostgreSQL with
@@ -236,84 +338,71 @@ func TestClusterBatchCallbacksOnce(t *testing.T) {
 	}
 	url, a, b := startPair(t)
 	servers := []*server{a, b}
-	l := &callbackLedger{runs: make(map[string]int)}
+	l := newCallbackLedger()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
-	for _, s := range servers {
-		for range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for ctx.Err() == nil {
-					c, err := wire.DialStream(s.addr)
-					if err != nil {
-						time.Sleep(50 * time.Millisecond)
-						continue
-					}
-					stop := context.AfterFunc(ctx, func() { c.Close() })
-					for _, fn := range []string{"row", "report", "notify"} {
-						_ = c.Send(gearman.CanDo, fn)
-					}
-					_ = c.Work(func(p []byte) []byte { l.run(p); return nil })
-					stop()
-					c.Close()
-				}
-			}()
-		}
-	}
+	runBatchWorkers(ctx, &wg, servers, nil, 0, l)
 
 	const batches, perServer = 15, 3
-	var ids []string
-	for i := range batches {
-		created := adminCall(t, servers[i%2].addr, "batch create on_success=report on_complete=notify", false)
-		require.Len(t, created, 1)
-		id, ok := strings.CutPrefix(created[0], "OK ")
-		require.True(t, ok, "%q", created)
-		ids = append(ids, id)
-		for _, s := range servers {
-			c := wire.Dial(t, s.addr)
-			for k := range perServer {
-				c.Send(gearman.SubmitJobBg, "row", "batch:"+id, fmt.Sprintf("%s-%d", id, k))
-				c.ExpectCmd(gearman.JobCreated)
-			}
-			c.NC.Close()
-		}
-		require.Equal(t, []string{"OK"}, adminCall(t, servers[(i+1)%2].addr, "batch close "+id, false))
-	}
-
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		runs, rows := l.snapshot()
-		if len(runs) == 2*batches && rows >= batches*2*perServer {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("callbacks run: %v; row jobs run: %d", runs, rows)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// Nothing is left to run a callback again.
-	pollAdmin(t, servers[0].addr, "status", "every job ran", func(lines []string) bool {
-		var n int
-		pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs`, &n)
-		return n == 0
-	})
-	runs, rows := l.snapshot()
+	ids := fillBatches(t, servers, batches, perServer)
+	waitBatchesDone(t, url, ids, batches*2*perServer, l)
 	// Jobs run at least once (a server whose lease lapses under load
 	// gives its jobs to the other); each callback is one job.
-	require.GreaterOrEqual(t, rows, batches*2*perServer, "each job of a batch ran")
-	for _, id := range ids {
-		require.Equal(t, 1, runs[id+" on_success"], "batch %s on_success", id)
-		require.Equal(t, 1, runs[id+" on_complete"], "batch %s on_complete", id)
-	}
-	require.Len(t, runs, 2*batches)
+	requireCallbacksOnce(t, ids, l, func(execution) bool { return true })
 	status := adminCall(t, servers[1].addr, "batch "+ids[0], true)
 	require.Contains(t, status, "complete\ttrue")
 	require.Contains(t, status, fmt.Sprintf("succeeded\t%d", 2*perServer))
+}
+
+// TestClusterBatchCallbacksOnceAcrossSIGKILL runs two servers on one
+// PostgreSQL (leases of 2 s) and closed batches whose jobs are spread over
+// both; while workers on both complete them, server a is killed with
+// SIGKILL and started again. Every batch must complete with each of its
+// jobs counted once, and each callback must be one job that ran (again
+// only if a worker of the killed server had it when it died).
+func TestClusterBatchCallbacksOnceAcrossSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and two servers")
+	}
+	url := pgtest.Schema(t)
+	servers := startCluster(t, url+"&lease_ttl=2s", 2)
+	const batches, perServer = 12, 5
+	ids := fillBatches(t, servers, batches, perServer)
+	rows := batches * 2 * perServer
+
+	l := newCallbackLedger()
+	gens := []*atomic.Int64{{}, {}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	runBatchWorkers(ctx, &wg, servers, gens, 5*time.Millisecond, l)
+	deadline := time.Now().Add(time.Minute)
+	for _, ran := l.counts(); ran < rows/3; _, ran = l.counts() {
+		require.True(t, time.Now().Before(deadline), "the workers ran %d row jobs in a minute", ran)
+		time.Sleep(5 * time.Millisecond)
+	}
+	servers[0].kill()
+	killed := gens[0].Add(1) - 1
+	callbacks, ran := l.counts()
+	t.Logf("killed server a after %d of %d row jobs and %d callbacks", ran, rows, callbacks)
+	servers[0].start()
+	waitBatchesDone(t, url, ids, rows, l)
+
+	reruns := requireCallbacksOnce(t, ids, l, func(e execution) bool { return e.server == 0 && e.gen == killed })
+	t.Logf("%d callbacks ran again after the kill", reruns)
+	for _, id := range ids {
+		status := adminCall(t, servers[1].addr, "batch "+id, true)
+		require.Contains(t, status, "complete\ttrue", id)
+		require.Contains(t, status, fmt.Sprintf("total\t%d", 2*perServer), id)
+		require.Contains(t, status, fmt.Sprintf("succeeded\t%d", 2*perServer), "batch %s counts each job once", id)
+	}
 }
 
 // seqOf returns the number that ends a handle.

@@ -99,12 +99,17 @@ func (s *Stream) nextJob(before []byte) (gearman.Packet, error) {
 // result back to the server in a WORK_COMPLETE, sent with the next
 // GRAB_JOB.
 func (s *Stream) Work(run func(payload []byte) (result []byte)) error {
+	return s.WorkHandles(func(_, payload []byte) []byte { return run(payload) })
+}
+
+// WorkHandles is Work whose run is also given each job's handle.
+func (s *Stream) WorkHandles(run func(handle, payload []byte) (result []byte)) error {
 	var done []byte
 	for {
 		job, err := s.nextJob(done)
 		if err != nil {
 			return err
 		}
-		done = gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, job.Args[0], run(job.Args[2]))
+		done = gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, job.Args[0], run(job.Args[0], job.Args[2]))
 	}
 }
