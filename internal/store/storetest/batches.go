@@ -255,3 +255,62 @@ func testBatchRoundsInOppositeOrders(t *testing.T, open OpenSharedFunc) {
 		require.Equal(t, []uint64{2 * rounds, rounds}, []uint64{bt.Total, bt.Succeeded})
 	}
 }
+
+// A batch counts as running the jobs its servers wrote as taken by a
+// worker (Progress.Running), and a completed batch is deleted by
+// ExpireBatches once it completed before the time given, whichever
+// server expires it.
+func testBatchRunningAndExpiry(t *testing.T, open OpenSharedFunc) {
+	ctx := context.Background()
+	a, b := joined(t, open, "a"), openShared(t, open, "b")
+	bs := a.(store.BatchStore)
+	id, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1})
+	require.NoError(t, err)
+	jobs := []store.Job{sharedJob("f", "", "1"), sharedJob("f", "", "2")}
+	for i := range jobs {
+		jobs[i].Batch = id
+	}
+	res := insert(t, a, jobs, true, true)
+	require.True(t, res[0].Claimed && res[1].Claimed)
+	running := func(want uint64) {
+		t.Helper()
+		bt, err := b.(store.BatchStore).Batch(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, want, bt.Running)
+	}
+	running(0) // held, not taken by a worker
+	progress := func(seq uint64, run bool) {
+		t.Helper()
+		_, err := a.Commit(ctx, store.CommitParams{Progress: []store.Progress{{Seq: seq, Running: run}}})
+		require.NoError(t, err)
+	}
+	progress(res[0].Seq, true)
+	running(1)
+	progress(res[0].Seq, false)
+	running(0)
+	progress(res[1].Seq, true)
+	running(1)
+	require.NoError(t, endJob(a, "H:a:", id, res[1].Seq, store.BatchSucceeded))
+	require.NoError(t, endJob(a, "H:a:", id, res[0].Seq, store.BatchSucceeded))
+	running(0)
+
+	require.NoError(t, bs.CloseBatch(ctx, id, "H:a:"))
+	bt, err := bs.Batch(ctx, id)
+	require.NoError(t, err)
+	require.NotZero(t, bt.Completed)
+	open2, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1})
+	require.NoError(t, err)
+	n, err := b.(store.BatchStore).ExpireBatches(ctx, bt.Completed, 10)
+	require.NoError(t, err)
+	require.Zero(t, n, "completed at that time, not before it")
+	n, err = b.(store.BatchStore).ExpireBatches(ctx, bt.Completed+1, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = bs.Batch(ctx, id)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = bs.Batch(ctx, open2)
+	require.NoError(t, err, "an open batch stays")
+	n, err = bs.ExpireBatches(ctx, bt.Completed+1, 10)
+	require.NoError(t, err)
+	require.Zero(t, n, "idempotent")
+}

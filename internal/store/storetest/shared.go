@@ -39,6 +39,7 @@ func RunShared(t *testing.T, open OpenSharedFunc) {
 		{name: "BatchEndedOnTwoServersAtOnce", fn: testBatchEndedOnTwoServersAtOnce, needs: has[store.BatchStore]},
 		{name: "BatchCancelledJobEnds", fn: testBatchCancelledJobEnds, needs: has[store.BatchStore]},
 		{name: "BatchRoundsInOppositeOrders", fn: testBatchRoundsInOppositeOrders, needs: has[store.BatchStore]},
+		{name: "BatchRunningAndExpiry", fn: testBatchRunningAndExpiry, needs: has[store.BatchStore]},
 		{name: "Dependencies", fn: testDependencies, needs: has[store.RecordStore]},
 		{name: "DependenciesEndedOnTwoServersAtOnce", fn: testDependenciesEndedOnTwoServersAtOnce, needs: has[store.RecordStore]},
 	}
