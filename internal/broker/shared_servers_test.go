@@ -80,7 +80,7 @@ func openShared(t *testing.T, url, name string, ttl time.Duration) (*broker.Brok
 
 // openSharedConfig is openShared with cfg, whose Shared, HandlePrefix
 // ("H:name:") and Logger it sets. Stopping twice is harmless.
-func openSharedConfig(t *testing.T, url, name string, ttl time.Duration, cfg broker.Config) (*broker.Broker, *postgres.Store) {
+func openSharedConfig(t testing.TB, url, name string, ttl time.Duration, cfg broker.Config) (*broker.Broker, *postgres.Store) {
 	t.Helper()
 	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
