@@ -27,6 +27,6 @@ func (c *sharedMode) waitInStoreLocked(j *job, deps []uint64, anyway bool) {
 // dependencyEndedLocked reports the end of background job j, in final
 // state state, to the store's next round.
 func (c *sharedMode) dependencyEndedLocked(j *job, state string) {
-	c.depEnds = append(c.depEnds, store.DepEnd{Seq: j.seq, State: state, Handle: c.b.Handle(j.seq)})
+	c.depEnds = append(c.depEnds, store.DepEnd{Seq: j.seq, State: state})
 	c.b.kickCommitter()
 }

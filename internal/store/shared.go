@@ -121,12 +121,12 @@ type CommitParams struct {
 }
 
 // DepEnd is the end of job Seq in final state State ("complete",
-// "failed", "cancelled", ...); Handle names it in the reason a job that
-// waited for it is cancelled with.
+// "failed", "cancelled", ...). The reason a job that waited for it is
+// cancelled with names it by the round's handle prefix
+// (InsertParams.HandlePrefix) and Seq.
 type DepEnd struct {
-	Seq    uint64
-	State  string
-	Handle string
+	Seq   uint64
+	State string
 }
 
 // BatchOutcome is how a job of a batch ended.

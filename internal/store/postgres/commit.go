@@ -163,7 +163,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, updateSQL, updateArgs(cp.Update)...)
 	}
 	if len(cp.DepEnds) > 0 {
-		s.queueDepEnds(func(sql string, args ...any) { add(nil, sql, args...) }, cp.DepEnds)
+		s.queueDepEnds(func(sql string, args ...any) { add(nil, sql, args...) }, cp.DepEnds, p.HandlePrefix)
 	}
 	base := 0
 	for _, part := range plan.parts() {

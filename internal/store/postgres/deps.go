@@ -53,15 +53,19 @@ const (
 	depLockSQL       = `SELECT pg_advisory_xact_lock($1)`
 )
 
-// depClosure finds, for the ended jobs $1 (final states $2, handles $3),
-// the waiting jobs to cancel with their reasons: those that wait for a
-// job that ended without success, unless they run anyway, and then those
-// that wait for one cancelled so, and so on.
+// depClosure finds, for the ended jobs $1 (final states $2, handles $3
+// followed by the number), the waiting jobs to cancel with their reasons:
+// those that wait for a job that ended without success, unless they run
+// anyway, and then those that wait for one cancelled so, and so on. When
+// no job waits at all (one probe of gearwork_jobs_waiting), it looks no
+// further: the statements built on it cost a round that ends jobs next
+// to nothing then.
 const depClosure = `
 WITH RECURSIVE e AS (
-	SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS e(seq, state, handle)
+	SELECT * FROM unnest($1::bigint[], $2::text[]) AS e(seq, state)
+	WHERE EXISTS (SELECT 1 FROM gearwork_jobs w WHERE w.state = 4)
 ), doomed(seq, reason) AS (
-	SELECT g.seq, 'dependency ' || e.handle || ' ' || e.state
+	SELECT g.seq, 'dependency ' || $3::text || e.seq || ' ' || e.state
 	FROM e JOIN gearwork_jobs g ON g.state = 4 AND g.after_seqs @> ARRAY[e.seq] AND NOT g.after_anyway
 	WHERE e.state <> 'complete'
 	UNION
@@ -150,21 +154,22 @@ WITH x AS (
 )
 SELECT seq, coalesce(unknown, failed), unknown IS NOT NULL FROM v WHERE unknown IS NOT NULL OR failed IS NOT NULL`
 
-// depEndArgs returns the arguments of depClosure for ends.
-func depEndArgs(ends []store.DepEnd) []any {
+// depEndArgs returns the arguments of depClosure for ends of jobs with
+// handles of prefix.
+func depEndArgs(ends []store.DepEnd, prefix string) []any {
 	seqs := make([]int64, len(ends))
 	states := make([]string, len(ends))
-	handles := make([]string, len(ends))
 	for i, e := range ends {
-		seqs[i], states[i], handles[i] = seqArg(e.Seq), e.State, e.Handle
+		seqs[i], states[i] = seqArg(e.Seq), e.State
 	}
-	return []any{seqs, states, handles}
+	return []any{seqs, states, prefix}
 }
 
 // queueDepEnds queues the statements that handle the jobs waiting for
-// ends into a round that holds the shared dependency lock.
-func (s *Store) queueDepEnds(add func(sql string, args ...any), ends []store.DepEnd) {
-	args := depEndArgs(ends)
+// ends (of jobs with handles of prefix) into a round that holds the
+// shared dependency lock.
+func (s *Store) queueDepEnds(add func(sql string, args ...any), ends []store.DepEnd, prefix string) {
+	args := depEndArgs(ends, prefix)
 	add(depLockRowsSQL, args...)
 	add(depEndSQL, append(args, s.channel)...)
 }

@@ -329,16 +329,16 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 			return err
 		}
 		deleted = true
+		prefix := strings.TrimSuffix(string(handle), strconv.FormatUint(seq, 10))
 		var depErr error
 		s.queueDepEnds(func(sql string, args ...any) {
 			if depErr == nil {
 				_, depErr = tx.Exec(ctx, sql, args...)
 			}
-		}, []store.DepEnd{{Seq: seq, State: "cancelled", Handle: string(handle)}})
+		}, []store.DepEnd{{Seq: seq, State: "cancelled"}}, prefix)
 		if depErr != nil || batch == 0 {
 			return depErr
 		}
-		prefix := strings.TrimSuffix(string(handle), strconv.FormatUint(seq, 10))
 		_, err = tx.Exec(ctx, batchFireSQL, []int64{batch}, []byte(prefix), s.channel)
 		return err
 	})

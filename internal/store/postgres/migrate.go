@@ -179,6 +179,10 @@ CREATE INDEX gearwork_jobs_batch_held ON gearwork_jobs (batch) WHERE batch <> 0 
 -- Completed batches in the order they completed, for their retention.
 CREATE INDEX gearwork_batches_completed ON gearwork_batches (completed) WHERE completed <> 0;
 `},
+	{12, "whether any job waits for others", `
+-- Lets a round that ends jobs see in one probe that no job waits at all.
+CREATE INDEX gearwork_jobs_waiting ON gearwork_jobs (seq) WHERE state = 4;
+`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.

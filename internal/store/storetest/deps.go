@@ -25,10 +25,10 @@ func after(fn string, anyway bool, deps ...uint64) store.Job {
 // endAs writes the end of job seq in state as server st's commit round
 // does: the job's row is deleted and its record written.
 func endAs(st store.SharedStore, seq uint64, state string) error {
-	_, err := st.Commit(context.Background(), store.CommitParams{
+	_, err := st.Commit(context.Background(), store.CommitParams{Insert: store.InsertParams{HandlePrefix: "H:t:"},
 		Delete:  []uint64{seq},
 		Records: []store.Record{{Seq: seq, Function: "f", State: state, Finished: 1, Data: []byte("{}")}},
-		DepEnds: []store.DepEnd{{Seq: seq, State: state, Handle: "H:t:" + itoa(seq)}}})
+		DepEnds: []store.DepEnd{{Seq: seq, State: state}}})
 	return err
 }
 
