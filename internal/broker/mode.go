@@ -108,8 +108,8 @@ type records interface {
 	// storedResult returns a retained result that is not in memory here:
 	// by unique when unique is not "", else by seq.
 	storedResult(ctx context.Context, seq uint64, function, unique string) (Result, bool, error)
-	// storedJob returns a snapshot of job seq, a dead letter or a retained
-	// result that is not in memory here.
+	// storedJob returns a snapshot of job seq, a dead letter, a retained
+	// result or a job waiting for others, that is not in memory here.
 	storedJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error)
 	// liveElsewhere reports whether job seq, which this server does not
 	// hold, is live (queued or running) at another server.

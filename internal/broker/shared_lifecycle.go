@@ -346,11 +346,12 @@ func (c *sharedMode) liveElsewhere(ctx context.Context, seq uint64) (bool, error
 	return ok, nil
 }
 
-// storedJob reads job seq from the store when it is a dead letter or a
-// retained result, whichever server stored it.
+// storedJob reads job seq from the store when it is a dead letter, a
+// retained result or a job that waits for others, whichever server stored
+// it.
 func (c *sharedMode) storedJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
 	sl := c.store
-	for _, state := range []store.JobState{store.StateDead, store.StateDone} {
+	for _, state := range []store.JobState{store.StateDead, store.StateDone, store.StateWaiting} {
 		r, err := sl.StoredJob(ctx, seq, state)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
@@ -362,12 +363,15 @@ func (c *sharedMode) storedJob(ctx context.Context, seq uint64) (JobSnapshot, bo
 			Priority: Priority(min(r.Priority, 2)), State: "dead", Background: true, Retries: r.Retries,
 			RunAt: r.RunAt, Attempts: r.Attempts, MaxAttempts: int(r.MaxAttempts), LastError: r.LastError,
 			OrderingKey: r.OrderingKey, Finished: time.Unix(0, r.FinishedAt), Final: true, History: r.History}
-		if state == store.StateDone {
+		switch state {
+		case store.StateDone:
 			res, ok := c.resultOfStored(r)
 			if !ok {
 				return JobSnapshot{}, false, nil
 			}
 			snap.State, snap.Result, snap.Final = FinalComplete, res.Data, true
+		case store.StateWaiting:
+			snap.State, snap.Final, snap.Finished = "waiting", false, time.Time{}
 		}
 		return snap, true, nil
 	}
