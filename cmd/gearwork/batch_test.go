@@ -158,41 +158,72 @@ func TestSubmitAfter(t *testing.T) {
 }
 
 // TestSubmitAfterUnique makes a job wait for one named by its function
-// and unique; a unique no live job has is refused by the server.
+// and unique, with gearwork submit and over HTTP, on each store (in
+// shared mode the waiting job is in PostgreSQL only, and reads back as
+// waiting); a unique no live job has is refused by the server.
 func TestSubmitAfterUnique(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir())
-	s := "--servers=" + srv.Addr
-	order := strings.TrimSpace(gwOK(t, "submit", s, "--background", "--unique", "order-1", "s_order", "o"))
-	ship := strings.TrimSpace(gwOK(t, "submit", s, "--after-unique", "s_order/order-1", "s_ship", "s"))
-	require.NotEqual(t, order, ship)
-	var mu sync.Mutex
-	var ran []string
-	record := func(_ context.Context, j *worker.Job) ([]byte, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		ran = append(ran, string(j.Payload))
-		return nil, nil
-	}
-	cliWorker(t, srv.Addr, "after-unique-worker", map[string]worker.HandlerFunc{"s_order": record, "s_ship": record})
-	testwait.Until(t, "the job after the order", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(ran) == 2
-	})
-	mu.Lock()
-	require.Equal(t, []string{"o", "s"}, ran, "the ship job ran after the order job")
-	mu.Unlock()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			srv := testserver.Start(t, "--store", kind.store(t), "--http", "127.0.0.1:0")
+			s := "--servers=" + srv.Addr
+			base := "http://" + srv.HTTPAddr(t)
+			gwOK(t, "submit", s, "--background", "--unique", "order-1", "s_order", "o")
+			gwOK(t, "submit", s, "--after-unique", "s_order/order-1", "s_ship", "s")
+			resp, err := http.Post(base+"/v1/functions/s_ship/jobs?after-unique="+url.QueryEscape("s_order/order-1"),
+				"text/plain", strings.NewReader("h"))
+			require.NoError(t, err)
+			var job struct{ Handle, State string }
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+			resp.Body.Close()
+			require.Equal(t, http.StatusAccepted, resp.StatusCode)
+			resp, err = http.Get(base + "/v1/jobs/" + url.PathEscape(job.Handle))
+			require.NoError(t, err)
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+			resp.Body.Close()
+			require.Equal(t, "waiting", job.State)
 
-	_, errOut, code := gw(t, "submit", s, "--after-unique", "s_order/order-2", "s_ship")
-	require.NotZero(t, code)
-	require.Contains(t, errOut, `no live job of "s_order" has the unique "order-2"`)
-	_, errOut, code = gw(t, "submit", s, "--after-unique", "nonsense", "s_ship")
-	require.Equal(t, exitUsage, code)
-	require.Contains(t, errOut, "FUNCTION/UNIQUE")
-	_, errOut, code = gw(t, "submit", s, "--after-unique", "s_order/order-1", "--unique", "mine", "s_ship")
-	require.Equal(t, exitUsage, code)
-	require.Contains(t, errOut, "cannot go together")
+			var mu sync.Mutex
+			var ran []string
+			record := func(_ context.Context, j *worker.Job) ([]byte, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				ran = append(ran, string(j.Payload))
+				return nil, nil
+			}
+			cliWorker(t, srv.Addr, "after-unique-worker", map[string]worker.HandlerFunc{"s_order": record, "s_ship": record})
+			testwait.Until(t, "the jobs after the order", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(ran) == 3
+			})
+			mu.Lock()
+			require.Equal(t, "o", ran[0], "the others ran after the order job")
+			mu.Unlock()
+
+			_, errOut, code := gw(t, "submit", s, "--after-unique", "s_order/order-2", "s_ship")
+			require.NotZero(t, code)
+			require.Contains(t, errOut, `no live job of "s_order" has the unique "order-2"`)
+			_, errOut, code = gw(t, "submit", s, "--after-unique", "nonsense", "s_ship")
+			require.Equal(t, exitUsage, code)
+			require.Contains(t, errOut, "FUNCTION/UNIQUE")
+			_, errOut, code = gw(t, "submit", s, "--after-unique", "s_order/order-1", "--unique", "mine", "s_ship")
+			require.Equal(t, exitUsage, code)
+			require.Contains(t, errOut, "cannot go together")
+		})
+	}
+}
+
+// storeKinds are the stores a test runs a real server on, each giving
+// the --store value for a test.
+var storeKinds = []struct {
+	name  string
+	store func(t *testing.T) string
+}{
+	{"memory", func(*testing.T) string { return "memory:" }},
+	{"pebble", func(t *testing.T) string { return "pebble:" + t.TempDir() }},
+	{"postgres", func(t *testing.T) string { return pgtest.Schema(t) }},
 }
 
 // TestBatchFailedJobsListing lists a batch's failed jobs (dead letters,
@@ -202,14 +233,7 @@ func TestSubmitAfterUnique(t *testing.T) {
 // records of ended jobs carry their batch.
 func TestBatchFailedJobsListing(t *testing.T) {
 	t.Parallel()
-	for _, kind := range []struct {
-		name  string
-		store func(t *testing.T) string
-	}{
-		{"memory", func(*testing.T) string { return "memory:" }},
-		{"pebble", func(t *testing.T) string { return "pebble:" + t.TempDir() }},
-		{"postgres", func(t *testing.T) string { return pgtest.Schema(t) }},
-	} {
+	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
 			srv := testserver.Start(t, "--store", kind.store(t), "--http", "127.0.0.1:0")

@@ -97,14 +97,21 @@ type DoneFunc func(seq uint64, created bool, err error)
 // the job has started, but a foreground submitter attaching to it is
 // answered at once, before any event of the job.
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
-	b.resolveAfterUnique(&p)
-	p.known = b.readDependencies(p.After)
-	p.batchErr = b.mode.checkBatch(p.Batch)
+	b.prepareSubmit(&p)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.enterBurstLocked(s)
 	b.submitLocked(s, p, done)
 	b.leaveBurstLocked(s)
+}
+
+// prepareSubmit reads, before the broker's lock, what a submit needs from
+// the store: the jobs it names by unique (shared mode), the records of
+// those it waits for, and whether its batch can be joined.
+func (b *Broker) prepareSubmit(p *SubmitParams) {
+	b.resolveAfterUnique(p)
+	p.known = b.readDependencies(p.After)
+	p.batchErr = b.mode.checkBatch(p.Batch)
 }
 
 func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
