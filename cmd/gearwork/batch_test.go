@@ -163,54 +163,62 @@ func TestSubmitAfter(t *testing.T) {
 // waiting); a unique no live job has is refused by the server.
 func TestSubmitAfterUnique(t *testing.T) {
 	t.Parallel()
+	onEachStore(t, func(t *testing.T, srv *testserver.Server, s, base string) {
+		gwOK(t, "submit", s, "--background", "--unique", "order-1", "s_order", "o")
+		gwOK(t, "submit", s, "--after-unique", "s_order/order-1", "s_ship", "s")
+		resp, err := http.Post(base+"/v1/functions/s_ship/jobs?after-unique="+url.QueryEscape("s_order/order-1"),
+			"text/plain", strings.NewReader("h"))
+		require.NoError(t, err)
+		var job struct{ Handle, State string }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+		resp.Body.Close()
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		resp, err = http.Get(base + "/v1/jobs/" + url.PathEscape(job.Handle))
+		require.NoError(t, err)
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+		resp.Body.Close()
+		require.Equal(t, "waiting", job.State)
+
+		var mu sync.Mutex
+		var ran []string
+		record := func(_ context.Context, j *worker.Job) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			ran = append(ran, string(j.Payload))
+			return nil, nil
+		}
+		cliWorker(t, srv.Addr, "after-unique-worker", map[string]worker.HandlerFunc{"s_order": record, "s_ship": record})
+		testwait.Until(t, "the jobs after the order", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(ran) == 3
+		})
+		mu.Lock()
+		require.Equal(t, "o", ran[0], "the others ran after the order job")
+		mu.Unlock()
+
+		_, errOut, code := gw(t, "submit", s, "--after-unique", "s_order/order-2", "s_ship")
+		require.NotZero(t, code)
+		require.Contains(t, errOut, `no live job of "s_order" has the unique "order-2"`)
+		_, errOut, code = gw(t, "submit", s, "--after-unique", "nonsense", "s_ship")
+		require.Equal(t, exitUsage, code)
+		require.Contains(t, errOut, "FUNCTION/UNIQUE")
+		_, errOut, code = gw(t, "submit", s, "--after-unique", "s_order/order-1", "--unique", "mine", "s_ship")
+		require.Equal(t, exitUsage, code)
+		require.Contains(t, errOut, "cannot go together")
+	})
+}
+
+// onEachStore runs fn in a parallel subtest per store kind, against a
+// real "gearwork serve" on that store with its HTTP API on; s is the
+// --servers flag and base the HTTP base URL.
+func onEachStore(t *testing.T, fn func(t *testing.T, srv *testserver.Server, s, base string)) {
+	t.Helper()
 	for _, kind := range storeKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
 			srv := testserver.Start(t, "--store", kind.store(t), "--http", "127.0.0.1:0")
-			s := "--servers=" + srv.Addr
-			base := "http://" + srv.HTTPAddr(t)
-			gwOK(t, "submit", s, "--background", "--unique", "order-1", "s_order", "o")
-			gwOK(t, "submit", s, "--after-unique", "s_order/order-1", "s_ship", "s")
-			resp, err := http.Post(base+"/v1/functions/s_ship/jobs?after-unique="+url.QueryEscape("s_order/order-1"),
-				"text/plain", strings.NewReader("h"))
-			require.NoError(t, err)
-			var job struct{ Handle, State string }
-			require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
-			resp.Body.Close()
-			require.Equal(t, http.StatusAccepted, resp.StatusCode)
-			resp, err = http.Get(base + "/v1/jobs/" + url.PathEscape(job.Handle))
-			require.NoError(t, err)
-			require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
-			resp.Body.Close()
-			require.Equal(t, "waiting", job.State)
-
-			var mu sync.Mutex
-			var ran []string
-			record := func(_ context.Context, j *worker.Job) ([]byte, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				ran = append(ran, string(j.Payload))
-				return nil, nil
-			}
-			cliWorker(t, srv.Addr, "after-unique-worker", map[string]worker.HandlerFunc{"s_order": record, "s_ship": record})
-			testwait.Until(t, "the jobs after the order", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return len(ran) == 3
-			})
-			mu.Lock()
-			require.Equal(t, "o", ran[0], "the others ran after the order job")
-			mu.Unlock()
-
-			_, errOut, code := gw(t, "submit", s, "--after-unique", "s_order/order-2", "s_ship")
-			require.NotZero(t, code)
-			require.Contains(t, errOut, `no live job of "s_order" has the unique "order-2"`)
-			_, errOut, code = gw(t, "submit", s, "--after-unique", "nonsense", "s_ship")
-			require.Equal(t, exitUsage, code)
-			require.Contains(t, errOut, "FUNCTION/UNIQUE")
-			_, errOut, code = gw(t, "submit", s, "--after-unique", "s_order/order-1", "--unique", "mine", "s_ship")
-			require.Equal(t, exitUsage, code)
-			require.Contains(t, errOut, "cannot go together")
+			fn(t, srv, "--servers="+srv.Addr, "http://"+srv.HTTPAddr(t))
 		})
 	}
 }
@@ -233,91 +241,85 @@ var storeKinds = []struct {
 // records of ended jobs carry their batch.
 func TestBatchFailedJobsListing(t *testing.T) {
 	t.Parallel()
-	for _, kind := range storeKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			t.Parallel()
-			srv := testserver.Start(t, "--store", kind.store(t), "--http", "127.0.0.1:0")
-			s := "--servers=" + srv.Addr
-			base := "http://" + srv.HTTPAddr(t)
-			var mu sync.Mutex
-			var done []string
-			cliWorker(t, srv.Addr, "listing-worker", map[string]worker.HandlerFunc{
-				"bl_row": func(_ context.Context, j *worker.Job) ([]byte, error) {
-					if strings.HasPrefix(string(j.Payload), "bad") {
-						return nil, errors.New("bad row")
-					}
-					return nil, nil
-				},
-				"bl_done": func(_ context.Context, j *worker.Job) ([]byte, error) {
-					mu.Lock()
-					defer mu.Unlock()
-					done = append(done, string(j.Payload))
-					return nil, nil
-				},
-			})
-			id := strings.TrimSpace(strings.TrimPrefix(gwOK(t, "admin", s, "batch", "create", "on_complete=bl_done"), "batch "))
-			var bad []string
-			for i := range 7 {
-				p := fmt.Sprintf("good %d", i)
-				if i%3 != 0 {
-					p = fmt.Sprintf("bad %d", i)
+	onEachStore(t, func(t *testing.T, srv *testserver.Server, s, base string) {
+		var mu sync.Mutex
+		var done []string
+		cliWorker(t, srv.Addr, "listing-worker", map[string]worker.HandlerFunc{
+			"bl_row": func(_ context.Context, j *worker.Job) ([]byte, error) {
+				if strings.HasPrefix(string(j.Payload), "bad") {
+					return nil, errors.New("bad row")
 				}
-				h := strings.TrimSpace(gwOK(t, "submit", s, "--batch", id, "bl_row", p))
-				if strings.HasPrefix(p, "bad") {
-					bad = append(bad, h)
-				}
-			}
-			outside := strings.TrimSpace(gwOK(t, "submit", s, "--background", "bl_row", "bad, outside the batch"))
-			gwOK(t, "admin", s, "batch", "close", id)
-			testwait.Until(t, "the on_complete callback", func() bool {
+				return nil, nil
+			},
+			"bl_done": func(_ context.Context, j *worker.Job) ([]byte, error) {
 				mu.Lock()
 				defer mu.Unlock()
-				return len(done) > 0
-			})
-			mu.Lock()
-			require.Contains(t, done[0], `"dead":4`)
-			mu.Unlock()
-
-			// Over HTTP, two at a time.
-			var listed []string
-			cursor := ""
-			for range 10 {
-				resp, err := http.Get(base + "/v1/batches/" + id + "/jobs?state=dead&limit=2&cursor=" + url.QueryEscape(cursor))
-				require.NoError(t, err)
-				require.Equal(t, http.StatusOK, resp.StatusCode)
-				var page struct {
-					Jobs []struct {
-						Handle, State, Batch string
-					}
-					Next string `json:"next_cursor"`
-				}
-				require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
-				resp.Body.Close()
-				for _, j := range page.Jobs {
-					require.Equal(t, []string{"dead", id}, []string{j.State, j.Batch}, j.Handle)
-					listed = append(listed, j.Handle)
-				}
-				if cursor = page.Next; cursor == "" {
-					break
-				}
-			}
-			require.ElementsMatch(t, bad, listed)
-			require.NotContains(t, listed, outside)
-			resp, err := http.Get(base + "/v1/batches/999/jobs?state=dead")
-			require.NoError(t, err)
-			resp.Body.Close()
-			require.Equal(t, http.StatusNotFound, resp.StatusCode)
-
-			// With gearwork admin (the admin command "jobs batch=ID").
-			var rows []map[string]any
-			require.NoError(t, json.Unmarshal([]byte(gwOK(t, "admin", s, "batch", id, "--state", "dead", "--json")), &rows))
-			var handles []string
-			for _, r := range rows {
-				handles = append(handles, r["handle"].(string))
-			}
-			require.ElementsMatch(t, bad, handles)
-			out := gwOK(t, "admin", s, "jobs", "--batch", id, "--state", "complete")
-			require.Equal(t, 3, strings.Count(out, "bl_row"), out)
+				done = append(done, string(j.Payload))
+				return nil, nil
+			},
 		})
-	}
+		id := strings.TrimSpace(strings.TrimPrefix(gwOK(t, "admin", s, "batch", "create", "on_complete=bl_done"), "batch "))
+		var bad []string
+		for i := range 7 {
+			p := fmt.Sprintf("good %d", i)
+			if i%3 != 0 {
+				p = fmt.Sprintf("bad %d", i)
+			}
+			h := strings.TrimSpace(gwOK(t, "submit", s, "--batch", id, "bl_row", p))
+			if strings.HasPrefix(p, "bad") {
+				bad = append(bad, h)
+			}
+		}
+		outside := strings.TrimSpace(gwOK(t, "submit", s, "--background", "bl_row", "bad, outside the batch"))
+		gwOK(t, "admin", s, "batch", "close", id)
+		testwait.Until(t, "the on_complete callback", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(done) > 0
+		})
+		mu.Lock()
+		require.Contains(t, done[0], `"dead":4`)
+		mu.Unlock()
+
+		// Over HTTP, two at a time.
+		var listed []string
+		cursor := ""
+		for range 10 {
+			resp, err := http.Get(base + "/v1/batches/" + id + "/jobs?state=dead&limit=2&cursor=" + url.QueryEscape(cursor))
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			var page struct {
+				Jobs []struct {
+					Handle, State, Batch string
+				}
+				Next string `json:"next_cursor"`
+			}
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+			resp.Body.Close()
+			for _, j := range page.Jobs {
+				require.Equal(t, []string{"dead", id}, []string{j.State, j.Batch}, j.Handle)
+				listed = append(listed, j.Handle)
+			}
+			if cursor = page.Next; cursor == "" {
+				break
+			}
+		}
+		require.ElementsMatch(t, bad, listed)
+		require.NotContains(t, listed, outside)
+		resp, err := http.Get(base + "/v1/batches/999/jobs?state=dead")
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusNotFound, resp.StatusCode)
+
+		// With gearwork admin (the admin command "jobs batch=ID").
+		var rows []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(gwOK(t, "admin", s, "batch", id, "--state", "dead", "--json")), &rows))
+		var handles []string
+		for _, r := range rows {
+			handles = append(handles, r["handle"].(string))
+		}
+		require.ElementsMatch(t, bad, handles)
+		out := gwOK(t, "admin", s, "jobs", "--batch", id, "--state", "complete")
+		require.Equal(t, 3, strings.Count(out, "bl_row"), out)
+	})
 }
