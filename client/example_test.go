@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearwork/gearwork/client"
@@ -164,6 +165,49 @@ func ExampleClient_CreateBatch() {
 	fmt.Printf("report: %d of %d rows imported\n", p.Succeeded, p.Total)
 	// Output:
 	// report: 3 of 3 rows imported
+}
+
+// Submit a background job that runs only once another one, named by its
+// function and unique, has completed (a Gearwork extension,
+// docs/batches.md, "Dependencies").
+func ExampleAfterJobUnique() {
+	addr, stop := exampleServer()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(client.Config{Servers: []string{addr}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	pay := client.Request{Function: "pay", Unique: "order-42", Payload: []byte("order 42")}
+	if _, err := c.SubmitBackground(ctx, pay); err != nil {
+		log.Fatal(err)
+	}
+	after, err := client.AfterJobUnique("pay", "order-42", false)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ship := client.Request{Function: "ship", Unique: after, Payload: []byte("order 42")}
+	if _, err := c.SubmitBackground(ctx, ship); err != nil {
+		log.Fatal(err)
+	}
+
+	var paid atomic.Bool
+	done := make(chan bool, 1)
+	shipper := exampleWorker(addr, "ship", func(context.Context, *worker.Job) ([]byte, error) {
+		done <- paid.Load()
+		return nil, nil
+	})
+	defer shipper.Stop()
+	payer := exampleWorker(addr, "pay", func(context.Context, *worker.Job) ([]byte, error) {
+		paid.Store(true)
+		return nil, nil
+	})
+	defer payer.Stop()
+	fmt.Println("shipped after the payment:", <-done)
+	// Output:
+	// shipped after the payment: true
 }
 
 // exampleServer starts an in-process Gearwork server on a free loopback
