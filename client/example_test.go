@@ -173,13 +173,10 @@ func ExampleClient_CreateBatch() {
 func ExampleAfterJobUnique() {
 	addr, stop := exampleServer()
 	defer stop()
+	c := exampleClient(addr) // client.New(client.Config{Servers: ...})
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.New(client.Config{Servers: []string{addr}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
 	pay := client.Request{Function: "pay", Unique: "order-42", Payload: []byte("order 42")}
 	if _, err := c.SubmitBackground(ctx, pay); err != nil {
 		log.Fatal(err)
@@ -218,6 +215,15 @@ func exampleServer() (addr string, stop func()) {
 		log.Fatal(err)
 	}
 	return srv.Addr(), srv.Close
+}
+
+// exampleClient returns a client of the server at addr.
+func exampleClient(addr string) *client.Client {
+	c, err := client.New(client.Config{Servers: []string{addr}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return c
 }
 
 // exampleWorker starts a worker serving one function.
