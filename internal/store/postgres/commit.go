@@ -309,8 +309,11 @@ func planInsert(p store.InsertParams, id int64) *insertPlan {
 	return pl
 }
 
-// claim reports whether job i is to be inserted claimed by this server.
-func (pl *insertPlan) claim(i int) bool { return pl.id != 0 && pl.p.Claim != nil && pl.p.Claim[i] }
+// claim reports whether job i is to be inserted claimed by this server;
+// a job that waits for others never is.
+func (pl *insertPlan) claim(i int) bool {
+	return pl.id != 0 && pl.p.Claim != nil && pl.p.Claim[i] && len(pl.p.Jobs[i].After) == 0
+}
 
 // parts splits the jobs sent into the insert statements' chunks.
 func (pl *insertPlan) parts() [][]store.Job {

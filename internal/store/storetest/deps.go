@@ -70,7 +70,7 @@ func testDependencies(t *testing.T, open OpenSharedFunc) {
 	a, b := joined(t, open, "a"), joined(t, open, "b")
 	d := insert(t, a, []store.Job{sharedJob("d", "", "1"), sharedJob("d", "", "2"), sharedJob("d", "", "3")})
 	d1, d2, d3 := d[0].Seq, d[1].Seq, d[2].Seq
-	w := insert(t, b, []store.Job{after("fanin", false, d1, d2)})
+	w := insert(t, b, []store.Job{after("fanin", false, d1, d2)}, true)
 	require.NotZero(t, w[0].Seq)
 	require.Nil(t, w[0].Refused)
 	c := insert(t, b, []store.Job{after("chain", false, w[0].Seq)})
@@ -79,7 +79,7 @@ func testDependencies(t *testing.T, open OpenSharedFunc) {
 	f, found, err := a.Find(ctx, w[0].Seq, "")
 	require.NoError(t, err)
 	require.True(t, found, "a waiting job is live")
-	require.False(t, f.Claimed)
+	require.False(t, f.Claimed, "no server holds a waiting job, also when its insert asked to claim it")
 
 	require.NoError(t, endAs(a, d1, "complete"))
 	require.Empty(t, claimedFunctions(t, a, "fanin", "chain"), "one of two is not enough")
