@@ -173,6 +173,8 @@ func TestSubmitAfterUnique(t *testing.T) {
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
 		resp.Body.Close()
 		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.Equal(t, "waiting", job.State, "the answer to the submit")
+		job.State = ""
 		resp, err = http.Get(base + "/v1/jobs/" + url.PathEscape(job.Handle))
 		require.NoError(t, err)
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))

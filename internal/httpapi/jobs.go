@@ -443,6 +443,11 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: "queued", Created: &created}
 	if snap, ok := s.b.Job(out.seq); ok {
 		res.State = snap.State
+	} else if len(o.after) > 0 || len(o.afterUnique) > 0 {
+		// In shared mode a job that waits for others is in the store only.
+		if snap, ok, err := s.b.StoredJob(r.Context(), out.seq); err == nil && ok {
+			res.State = snap.State
+		}
 	}
 	if o.wait > 0 && out.feed != nil {
 		// With too many requests waiting, the submit answers at once.
