@@ -81,6 +81,13 @@ type Config struct {
 	Logger *slog.Logger
 	// CommitBatch is the most jobs written in one store batch. Default 4096.
 	CommitBatch int
+	// RecordPace is the least time between the starts of two commit
+	// rounds that write job records to a store that keeps them, when a
+	// round carries nothing else that someone waits for (records, forgets
+	// and removals of ended jobs only): a steady stream of ending jobs
+	// then costs one synced write per RecordPace instead of one fsync
+	// after another. 0 means 2ms; negative means no pacing.
+	RecordPace time.Duration
 	// EarlyInsertDelay is, in shared mode, how long a new background job
 	// of a function that this server's workers finish fast waits for its
 	// insert (up to five times as long while it is expected to queue
@@ -185,11 +192,14 @@ type Broker struct {
 	mode mode
 
 	commitWake chan struct{}
-	timerWake  chan struct{}
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	startOnce  sync.Once
-	stopOnce   sync.Once
+	// commitUrgent is signalled with commitWake by every write that
+	// someone waits for; it ends a wait of paceRecords.
+	commitUrgent chan struct{}
+	timerWake    chan struct{}
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	startOnce    sync.Once
+	stopOnce     sync.Once
 }
 
 // New returns a Broker configured by cfg. It panics when cfg sets both
@@ -199,17 +209,18 @@ func New(cfg Config) *Broker {
 		panic("broker: Config.Store and Config.Shared are exclusive")
 	}
 	b := &Broker{
-		cfg:        cfg,
-		clock:      cmp.Or[Clock](cfg.Clock, systemClock{}),
-		log:        cmp.Or(cfg.Logger, slog.Default()),
-		store:      cfg.Store,
-		prefix:     cmp.Or(cfg.HandlePrefix, "H:gearwork:"),
-		functions:  make(map[string]*function),
-		jobs:       newJobIndex(),
-		nextSeq:    1,
-		sessions:   make(map[uint64]*Session),
-		commitWake: make(chan struct{}, 1),
-		timerWake:  make(chan struct{}, 1),
+		cfg:          cfg,
+		clock:        cmp.Or[Clock](cfg.Clock, systemClock{}),
+		log:          cmp.Or(cfg.Logger, slog.Default()),
+		store:        cfg.Store,
+		prefix:       cmp.Or(cfg.HandlePrefix, "H:gearwork:"),
+		functions:    make(map[string]*function),
+		jobs:         newJobIndex(),
+		nextSeq:      1,
+		sessions:     make(map[uint64]*Session),
+		commitWake:   make(chan struct{}, 1),
+		commitUrgent: make(chan struct{}, 1),
+		timerWake:    make(chan struct{}, 1),
 	}
 	b.mode = localMode{b}
 	if cfg.Shared != nil {
@@ -217,6 +228,7 @@ func New(cfg Config) *Broker {
 	}
 	b.records = recordStoreOf(cfg, b.store)
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
+	b.cfg.RecordPace = cmp.Or(cfg.RecordPace, 2*time.Millisecond)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.initLife()
 	b.initTiering()

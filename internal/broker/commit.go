@@ -8,11 +8,67 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
+// kickCommitter wakes the committer for a write that someone waits for.
 func (b *Broker) kickCommitter() {
+	select {
+	case b.commitUrgent <- struct{}{}:
+	default:
+	}
+	b.kickCommitterLater()
+}
+
+// kickCommitterLater wakes the committer for a write that nobody waits
+// for: a record, a forget, the removal of an ended job. Such a round may
+// be held back briefly (paceRecords).
+func (b *Broker) kickCommitterLater() {
 	select {
 	case b.commitWake <- struct{}{}:
 	default:
 	}
+}
+
+// paceRecords holds back a round that would only write job records and
+// the removals of ended jobs, which nobody waits for, until
+// Config.RecordPace has passed since the last round with records began,
+// so that one synced write carries the records of a steady stream of
+// ending jobs instead of one fsync following another. Anything someone
+// waits for (a submit, a barrier, metadata, a retry) ends the wait at
+// once, as does ctx. last is when the last round with records began
+// (zero: none yet).
+func (b *Broker) paceRecords(ctx context.Context, last time.Time) {
+	if b.records == nil || last.IsZero() || b.cfg.RecordPace < 0 {
+		return
+	}
+	wait := b.cfg.RecordPace - time.Since(last)
+	if wait <= 0 {
+		return
+	}
+	select {
+	case <-b.commitUrgent: // stale: what it was for is written or pending
+	default:
+	}
+	b.mu.Lock()
+	ends := b.onlyEndsPendingLocked()
+	b.mu.Unlock()
+	if !ends {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.commitUrgent:
+	case <-ctx.Done():
+	}
+}
+
+// onlyEndsPendingLocked reports whether all the committer has to write
+// is job records, forgets and removals of ended jobs, fewer records than
+// one round takes.
+func (b *Broker) onlyEndsPendingLocked() bool {
+	return len(b.pendingSaves) == 0 && len(b.pendingRetries) == 0 && len(b.barriers) == 0 &&
+		len(b.life.pendingMeta) == 0 && len(b.batches.dirty) == 0 && !b.mode.pendingLocked() &&
+		len(b.pendingRecs) < b.cfg.CommitBatch
 }
 
 // commitLoop is the group committer: it writes every job waiting at that
@@ -57,6 +113,7 @@ func (b *Broker) commitLoop(ctx context.Context) {
 			return
 		case <-b.commitWake:
 		}
+		b.paceRecords(ctx, buf.recsBegan)
 		g.wait(ctx, b)
 		for b.commitOnce(wctx, &buf, &g) {
 		}
@@ -80,7 +137,10 @@ type commitBuffers struct {
 	// copies, recSeqs their jobs), forget the records it forgets.
 	recs    []store.Record
 	recData []byte
-	snaps   []JobSnapshot
+	// recsBegan is when the last round that wrote records began
+	// (paceRecords).
+	recsBegan time.Time
+	snaps     []JobSnapshot
 	// attempts holds the History of snaps.
 	attempts []store.Attempt
 	recPtrs  []*histRec
@@ -112,6 +172,9 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 		return more
 	}
 	began := time.Now()
+	if len(buf.snaps) > 0 {
+		buf.recsBegan = began
+	}
 	b.tierFillRecords(ctx, buf.snaps)
 	err := b.writeBatch(ctx, buf)
 	defer func() {

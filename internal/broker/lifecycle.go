@@ -363,7 +363,7 @@ func (b *Broker) deleteStoredLocked(j *job) {
 		return
 	}
 	b.pendingDeletes = append(b.pendingDeletes, j.seq)
-	b.kickCommitter()
+	b.kickCommitterLater()
 }
 
 // unlinkLifeLocked releases what a job leaving the live indexes held.

@@ -40,7 +40,7 @@ func recordStoreOf(cfg Config, s store.Store) store.RecordStore {
 func (b *Broker) queueRecordLocked(r *histRec) {
 	b.pendingRecs = append(b.pendingRecs, r)
 	if len(b.pendingRecs) == 1 {
-		b.kickCommitter()
+		b.kickCommitterLater()
 	}
 }
 
@@ -57,7 +57,7 @@ func (b *Broker) forgetStoredLocked(seq uint64) {
 	}
 	b.pendingForget = append(b.pendingForget, seq)
 	if len(b.pendingForget) == 1 {
-		b.kickCommitter()
+		b.kickCommitterLater()
 	}
 }
 

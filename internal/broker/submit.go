@@ -311,7 +311,7 @@ func (b *Broker) removeLocked(j *job) {
 	if stored && j.background && b.store != nil {
 		b.pendingDeletes = append(b.pendingDeletes, j.seq)
 		if len(b.pendingDeletes) == 1 {
-			b.kickCommitter()
+			b.kickCommitterLater()
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,4 +321,84 @@ func TestRecordOfRetriedDeadLetterReplaced(t *testing.T) {
 	counts, err = st.RecordCounts(ctx)
 	require.NoError(t, err)
 	require.Equal(t, map[string]map[string]int{"f": {broker.FinalComplete: 1}}, counts)
+}
+
+// roundCounter counts the store writes that carry job records.
+type roundCounter struct {
+	*pebble.Store
+	rounds atomic.Int64
+}
+
+func (c *roundCounter) EndJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64) error {
+	if len(recs) > 0 {
+		c.rounds.Add(1)
+	}
+	return c.Store.EndJobs(ctx, dels, recs, forget)
+}
+
+// pacedBroker runs a broker with RecordPace pace on a Pebble store in
+// memory whose rounds with records are counted, with a client and a
+// worker of "f".
+func pacedBroker(t *testing.T, pace time.Duration) (*broker.Broker, *roundCounter, *broker.Session, *broker.Session) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := pebble.Open(ctx, "data", pebble.Options{FS: vfs.NewMem(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	counted := &roundCounter{Store: st}
+	b := broker.New(broker.Config{Store: counted, Logger: slog.New(slog.DiscardHandler), RecordPace: pace})
+	require.NoError(t, b.Start(ctx))
+	t.Cleanup(b.Stop)
+	c := b.NewSession("c", dropEvents{})
+	w := b.NewSession("w", dropEvents{})
+	b.CanDo(w, []byte("f"), 0)
+	return b, counted, c, w
+}
+
+// finishNext grabs the next job of w and completes it.
+func finishNext(t *testing.T, b *broker.Broker, w *broker.Session) uint64 {
+	t.Helper()
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+	return a.Seq
+}
+
+// Rounds that write only records and removals of ended jobs, which
+// nobody waits for, begin at least RecordPace apart, however fast jobs
+// end; every record still reaches the store.
+func TestRecordRoundsPaced(t *testing.T) {
+	t.Parallel()
+	const jobs, pace = 200, 20 * time.Millisecond
+	b, counted, c, w := pacedBroker(t, pace)
+	seqs := make([]uint64, jobs)
+	for i := range seqs {
+		seqs[i] = submitBG(t, b, c, "f", "p")
+	}
+	began := time.Now()
+	for range jobs {
+		finishNext(t, b, w)
+	}
+	for _, seq := range seqs {
+		waitStored(t, counted.Store, seq)
+	}
+	took := time.Since(began)
+	rounds := counted.rounds.Load()
+	require.LessOrEqual(t, rounds, 1+int64(took/pace), "%d rounds with records in %v", rounds, took)
+}
+
+// A write someone waits for is not held back by the pace: a submit's
+// round goes at once and carries the records waiting then.
+func TestRecordPaceYieldsToSubmits(t *testing.T) {
+	t.Parallel()
+	b, counted, c, w := pacedBroker(t, time.Hour)
+	submitBG(t, b, c, "f", "first")
+	submitBG(t, b, c, "f", "second")
+	first := finishNext(t, b, w)
+	waitStored(t, counted.Store, first) // nothing to pace after
+	second := finishNext(t, b, w)       // paced: its record waits
+	submitBG(t, b, c, "g", "urgent")    // acknowledged well within the hour
+	_, err := counted.Record(context.Background(), second)
+	require.NoError(t, err, "the submit's round wrote the waiting record")
+	require.Equal(t, int64(2), counted.rounds.Load())
 }
