@@ -528,7 +528,7 @@ func storedJob(f *function, r store.Job) *job {
 // in the memory budget and in the function's total. Its unique is left to
 // the caller (function.setUnique or function.claimUnique).
 func (b *Broker) addLiveLocked(j *job) {
-	b.jobs.put(j)
+	b.jobs.put(j.seq, j)
 	b.liveBytes += j.size()
 	j.fn.total++
 }

@@ -208,7 +208,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 	}
 	if b.records != nil {
 		b.forgetStoredLocked(j.seq)
-	} else if r := b.hist.bySeq[j.seq]; r != nil {
+	} else if r := b.hist.bySeq.get(j.seq); r != nil {
 		b.dropRecordLocked(r)
 	}
 	b.addLiveLocked(j)

@@ -66,7 +66,7 @@ func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, de
 		return nil, depFailed
 	}
 	state, ok := known[seq]
-	if r := b.hist.bySeq[seq]; r != nil {
+	if r := b.hist.bySeq.get(seq); r != nil {
 		state, ok = r.state.String(), true
 	}
 	switch {

@@ -166,7 +166,10 @@ func (fh *fnHistory) newRec() *histRec {
 
 // historyState is the broker's job history. Guarded by Broker.mu.
 type historyState struct {
-	bySeq map[uint64]*histRec
+	// bySeq finds a kept record by its job (a record of a store that
+	// keeps records until it is written). Records are made in about the
+	// order of their Seqs, so its pages stay dense (seqIndex).
+	bySeq seqIndex[histRec]
 	fns   map[string]*fnHistory
 	order uint64
 }
@@ -230,8 +233,8 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	now := b.holdNow()
 	h := &b.hist
-	if h.bySeq == nil {
-		h.bySeq = make(map[uint64]*histRec)
+	if h.fns == nil {
+		h.bySeq = newSeqIndex[histRec]()
 		h.fns = make(map[string]*fnHistory)
 	}
 	fh := h.fns[j.fn.name]
@@ -296,7 +299,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 			r.ext().outcome = e.outcome
 		}
 	}
-	h.bySeq[j.seq] = r
+	h.bySeq.put(j.seq, r)
 	fh.recs = append(fh.recs, r)
 	fh.counts[r.state]++
 	if b.records != nil {
@@ -343,8 +346,8 @@ func (b *Broker) popOldestLocked(fh *fnHistory) {
 	r := fh.recs[fh.head]
 	fh.recs[fh.head] = nil
 	fh.head++
-	if r != nil && b.hist.bySeq[r.seq] == r {
-		delete(b.hist.bySeq, r.seq)
+	if r != nil && b.hist.bySeq.get(r.seq) == r {
+		b.hist.bySeq.delete(r.seq)
 	}
 	if r != nil {
 		fh.counts[r.state]--
@@ -367,7 +370,7 @@ func (fh *fnHistory) compact() {
 // dropRecordLocked forgets one record out of order (its dead letter was
 // queued again, or ForgetRecord): it is taken out of its function's list.
 func (b *Broker) dropRecordLocked(r *histRec) {
-	delete(b.hist.bySeq, r.seq)
+	b.hist.bySeq.delete(r.seq)
 	fh := r.fn
 	i, ok := slices.BinarySearchFunc(fh.recs[fh.head:], r.order, func(x *histRec, o uint64) int {
 		return cmp.Compare(x.order, o)
@@ -511,7 +514,7 @@ func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store
 
 // historyLocked returns the record of a job that ended, if kept.
 func (b *Broker) historyLocked(seq uint64) (JobSnapshot, bool) {
-	r := b.hist.bySeq[seq]
+	r := b.hist.bySeq.get(seq)
 	if r == nil {
 		return JobSnapshot{}, false
 	}
@@ -542,7 +545,7 @@ func nonNilBytes(b []byte) []byte {
 func (b *Broker) ForgetRecord(seq uint64) bool {
 	if b.records != nil {
 		b.mu.Lock()
-		r := b.hist.bySeq[seq]
+		r := b.hist.bySeq.get(seq)
 		if r != nil {
 			b.forgetStoredLocked(seq)
 		}
@@ -563,7 +566,7 @@ func (b *Broker) ForgetRecord(seq uint64) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	r := b.hist.bySeq[seq]
+	r := b.hist.bySeq.get(seq)
 	if r == nil {
 		return false
 	}

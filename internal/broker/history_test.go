@@ -84,13 +84,13 @@ func TestHistoryExpiresInBatches(t *testing.T) {
 		tb.completeOne(t, client, worker, "f")
 	}
 	tb.b.mu.Lock()
-	require.Len(t, tb.b.hist.bySeq, n)
+	require.Equal(t, n, tb.b.hist.bySeq.len())
 	tb.b.mu.Unlock()
 	tb.clock.Add(DefaultHistory)
 	tb.b.ExpireHistory()
 	tb.b.mu.Lock()
 	defer tb.b.mu.Unlock()
-	require.Empty(t, tb.b.hist.bySeq)
+	require.Zero(t, tb.b.hist.bySeq.len())
 }
 
 // A result longer than HistoryResultCap is cut and marked.

@@ -2,7 +2,8 @@ package broker
 
 import "iter"
 
-// jobIndex finds the live jobs by sequence number. Sequence numbers are
+// seqIndex finds values by job sequence number: the live jobs (jobIndex)
+// and the kept job records (historyState.bySeq). Sequence numbers are
 // handed out in order and jobs mostly end in about the order they came, so
 // the index keeps them in pages of jobPageSize consecutive numbers, found
 // through a map with one entry per page: with a deep queue that map is
@@ -16,12 +17,12 @@ import "iter"
 // 20 to 40 for a map entry; a job whose neighbours all ended keeps a page
 // (144 bytes) to itself. One freed page is kept for reuse, and the page
 // new numbers go to stays while empty. Guarded by Broker.mu.
-type jobIndex struct {
-	pages map[uint64]*jobPage // by seq >> jobPageShift
+type seqIndex[T any] struct {
+	pages map[uint64]*seqPage[T] // by seq >> jobPageShift
 	n     int
 	// lastKey and last are the page of the latest access (nil: none).
 	lastKey uint64
-	last    *jobPage
+	last    *seqPage[T]
 	// hotKey is the page of the latest put. It stays when its jobs have
 	// all ended, as new numbers go there: a queue that is mostly empty does
 	// not add and remove a page for every job.
@@ -29,25 +30,30 @@ type jobIndex struct {
 	// spare is the last page freed, empty, for the next page needed: a
 	// queue that ends jobs at its front as it takes them at its back
 	// allocates no pages.
-	spare *jobPage
+	spare *seqPage[T]
 }
+
+// jobIndex finds the live jobs by sequence number.
+type jobIndex = seqIndex[job]
 
 const (
 	jobPageShift = 4
 	jobPageSize  = 1 << jobPageShift
 )
 
-type jobPage struct {
-	jobs [jobPageSize]*job
+type seqPage[T any] struct {
+	jobs [jobPageSize]*T
 	n    int
 }
 
-func newJobIndex() jobIndex {
-	return jobIndex{pages: make(map[uint64]*jobPage)}
+func newSeqIndex[T any]() seqIndex[T] {
+	return seqIndex[T]{pages: make(map[uint64]*seqPage[T])}
 }
 
+func newJobIndex() jobIndex { return newSeqIndex[job]() }
+
 // page returns the page holding seq, nil when it has none.
-func (x *jobIndex) page(seq uint64) *jobPage {
+func (x *seqIndex[T]) page(seq uint64) *seqPage[T] {
 	key := seq >> jobPageShift
 	if x.last != nil && x.lastKey == key {
 		return x.last
@@ -59,43 +65,43 @@ func (x *jobIndex) page(seq uint64) *jobPage {
 	return p
 }
 
-// get returns the live job seq, nil when there is none.
-func (x *jobIndex) get(seq uint64) *job {
+// get returns the value of seq, nil when there is none.
+func (x *seqIndex[T]) get(seq uint64) *T {
 	if p := x.page(seq); p != nil {
 		return p.jobs[seq&(jobPageSize-1)]
 	}
 	return nil
 }
 
-// put makes j the live job j.seq, replacing any other.
-func (x *jobIndex) put(j *job) {
-	key := j.seq >> jobPageShift
+// put makes v the value of seq, replacing any other.
+func (x *seqIndex[T]) put(seq uint64, v *T) {
+	key := seq >> jobPageShift
 	if key != x.hotKey {
 		if old := x.pages[x.hotKey]; old != nil && old.n == 0 {
 			x.free(x.hotKey, old)
 		}
 		x.hotKey = key
 	}
-	p := x.page(j.seq)
+	p := x.page(seq)
 	if p == nil {
 		p = x.spare
 		x.spare = nil
 		if p == nil {
-			p = new(jobPage)
+			p = new(seqPage[T])
 		}
 		x.pages[key] = p
 		x.lastKey, x.last = key, p
 	}
-	slot := &p.jobs[j.seq&(jobPageSize-1)]
+	slot := &p.jobs[seq&(jobPageSize-1)]
 	if *slot == nil {
 		p.n++
 		x.n++
 	}
-	*slot = j
+	*slot = v
 }
 
-// delete forgets the live job seq, if any.
-func (x *jobIndex) delete(seq uint64) {
+// delete forgets the value of seq, if any.
+func (x *seqIndex[T]) delete(seq uint64) {
 	p := x.page(seq)
 	if p == nil {
 		return
@@ -113,7 +119,7 @@ func (x *jobIndex) delete(seq uint64) {
 }
 
 // free forgets the empty page p of key, keeping it as the spare.
-func (x *jobIndex) free(key uint64, p *jobPage) {
+func (x *seqIndex[T]) free(key uint64, p *seqPage[T]) {
 	delete(x.pages, key)
 	if x.lastKey == key {
 		x.last = nil
@@ -121,14 +127,14 @@ func (x *jobIndex) free(key uint64, p *jobPage) {
 	x.spare = p
 }
 
-// len returns the number of live jobs.
-func (x *jobIndex) len() int { return x.n }
+// len returns the number of values.
+func (x *seqIndex[T]) len() int { return x.n }
 
 // all yields every live job with its sequence number, in no particular
 // order. The loop may delete jobs (and add them: an added one may or may not
 // be yielded, as for a map).
-func (x *jobIndex) all() iter.Seq2[uint64, *job] {
-	return func(yield func(uint64, *job) bool) {
+func (x *seqIndex[T]) all() iter.Seq2[uint64, *T] {
+	return func(yield func(uint64, *T) bool) {
 		for key, p := range x.pages {
 			for i := range p.jobs {
 				j := p.jobs[i]

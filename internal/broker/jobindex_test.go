@@ -46,7 +46,7 @@ func TestJobIndexMatchesAMap(t *testing.T) {
 		switch op := rng.IntN(10); {
 		case op < 5:
 			j := &job{seq: seq}
-			x.put(j)
+			x.put(seq, j)
 			model[seq] = j
 		case op < 9:
 			x.delete(seq)
@@ -77,7 +77,7 @@ func TestJobIndexMatchesAMap(t *testing.T) {
 		x.delete(seq)
 		delete(model, seq)
 		nj := &job{seq: far}
-		x.put(nj)
+		x.put(far, nj)
 		model[far] = nj
 		far += jobPageSize
 	}

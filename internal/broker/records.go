@@ -48,7 +48,7 @@ func (b *Broker) queueRecordLocked(r *histRec) {
 // (if any): its job lives again, or an operator deleted it. A record still
 // in memory and not yet taken by the committer is simply dropped.
 func (b *Broker) forgetStoredLocked(seq uint64) {
-	if r := b.hist.bySeq[seq]; r != nil {
+	if r := b.hist.bySeq.get(seq); r != nil {
 		writing := r.writing
 		b.dropRecordLocked(r)
 		if !writing {
@@ -73,7 +73,7 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	buf.attempts = buf.attempts[:0]
 	n := min(len(b.pendingRecs), b.cfg.CommitBatch)
 	for _, r := range b.pendingRecs[:n] {
-		if r.fn == nil || b.hist.bySeq[r.seq] != r {
+		if r.fn == nil || b.hist.bySeq.get(r.seq) != r {
 			continue // dropped before it was written
 		}
 		r.writing = true
@@ -122,7 +122,7 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 	if err != nil {
 		var again []*histRec
 		for _, r := range ptrs {
-			if r.fn != nil && b.hist.bySeq[r.seq] == r {
+			if r.fn != nil && b.hist.bySeq.get(r.seq) == r {
 				r.writing = false
 				again = append(again, r)
 			}
@@ -132,7 +132,7 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 		return
 	}
 	for _, r := range ptrs {
-		if r.fn != nil && b.hist.bySeq[r.seq] == r {
+		if r.fn != nil && b.hist.bySeq.get(r.seq) == r {
 			r.writing = false
 			b.dropRecordLocked(r)
 		}
@@ -143,7 +143,7 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 // go; after a failed write they stay in memory.
 func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 	for i, r := range buf.recPtrs {
-		if b.hist.bySeq[buf.recSeqs[i]] != r {
+		if b.hist.bySeq.get(buf.recSeqs[i]) != r {
 			continue
 		}
 		r.writing = false

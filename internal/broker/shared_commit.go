@@ -410,7 +410,7 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 	}
 	b.jobs.delete(j.seq)
 	j.seq = r.Seq
-	b.jobs.put(j)
+	b.jobs.put(j.seq, j)
 	for i, w := range waiters {
 		w(r.Seq, r.Created && i == 0, nil)
 	}

@@ -50,7 +50,7 @@ func (c *sharedMode) holdEarlyLocked(j *job) bool {
 	}
 	b.jobs.delete(j.seq)
 	j.seq = seq
-	b.jobs.put(j)
+	b.jobs.put(j.seq, j)
 	hold, ok := c.holdLocked(j.fn)
 	if !ok {
 		b.queueSaveLocked(j) // inserted in the next round

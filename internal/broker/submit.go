@@ -183,7 +183,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		x.reducer = string(p.Reducer)
 		x.retryOf = p.retryOf
 	}
-	b.jobs.put(j)
+	b.jobs.put(j.seq, j)
 	b.liveBytes += j.size()
 	f.total++
 	if f.life != nil || p.OrderingKey != "" || p.Attempts != 0 || p.Timeout != 0 || p.schedule != "" {
