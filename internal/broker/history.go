@@ -243,7 +243,15 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		h.fns[j.fn.name] = fh
 	}
 	h.order++
-	r := fh.newRec()
+	var r *histRec
+	if b.records == nil && fh.len() >= max {
+		// At its count: the oldest goes, and the new record takes its
+		// place in memory (nothing else holds a record kept in memory).
+		r = b.popOldestLocked(fh)
+	}
+	if r == nil {
+		r = fh.newRec()
+	}
 	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(j.payloadSize(), 1<<32-1)),
 		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority,
 		state: parseFinal(e.state), lastErr: e.errText, payloadOnDisk: j.payloadOnDisk()}
@@ -341,8 +349,9 @@ func runOutcome(f finalState) string {
 
 func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
 
-// popOldestLocked forgets the oldest record of fh.
-func (b *Broker) popOldestLocked(fh *fnHistory) {
+// popOldestLocked forgets the oldest record of fh and returns it, zeroed
+// (nil if none is kept: the slot of a record dropped out of order).
+func (b *Broker) popOldestLocked(fh *fnHistory) *histRec {
 	r := fh.recs[fh.head]
 	fh.recs[fh.head] = nil
 	fh.head++
@@ -354,6 +363,7 @@ func (b *Broker) popOldestLocked(fh *fnHistory) {
 		*r = histRec{} // its slab may outlive it: let go of what it holds
 	}
 	fh.compact()
+	return r
 }
 
 // compact gives the slots of forgotten records back once they are half of
