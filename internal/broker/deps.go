@@ -89,9 +89,6 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 		return nil, fmt.Errorf("%w: only background jobs can wait for others", ErrDependency)
 	}
 	if _, ok := b.mode.(localMode); !ok {
-		if p.Batch != 0 {
-			return nil, fmt.Errorf("%w: in shared mode a job of a batch cannot wait for others", ErrDependency)
-		}
 		return nil, p.afterErr
 	}
 	var wait []*job

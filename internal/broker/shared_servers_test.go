@@ -810,3 +810,81 @@ func TestSharedBatchRunningAndRetention(t *testing.T) {
 	_, err = b.Batch(ctx, open)
 	require.NoError(t, err, "an open batch is kept")
 }
+
+// Jobs of a batch wait for others across servers: a chain and a fan-in
+// of one batch submitted on b run once the jobs they wait for completed
+// on a, and the batch completes with its last job; in another batch, a
+// job that dies on a cancels the jobs waiting for it on b, which count as
+// failed, and the batch submits its callback once.
+func TestSharedBatchJobsWaitAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, a, b := openPair(t)
+	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
+	inBatch := func(p broker.SubmitParams, id uint64) broker.SubmitParams {
+		p.Batch = id
+		return p
+	}
+	newBatch := func() uint64 {
+		id, err := a.CreateBatch(ctx, broker.BatchParams{OnSuccess: broker.Callback{Function: "report"},
+			OnComplete: broker.Callback{Function: "done"}})
+		require.NoError(t, err)
+		return id
+	}
+	wa, outA := newWorker(a, "wa", "dep")
+	wb, outB := newWorker(b, "wb", "chain", "fanin")
+
+	ok := newBatch()
+	d := submit(t, a, ca, inBatch(bgJob("dep", "", "1"), ok))
+	require.NoError(t, d.err)
+	chain := submit(t, b, cb, inBatch(afterJob("chain", false, d.seq), ok))
+	require.NoError(t, chain.err)
+	fanin := submit(t, b, cb, inBatch(afterJob("fanin", false, d.seq, chain.seq), ok))
+	require.NoError(t, fanin.err)
+	require.NoError(t, b.CloseBatch(ctx, ok))
+	st, err := a.Batch(ctx, ok)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{3, 3}, []uint64{st.Total, st.Pending}, "the waiting jobs count as pending")
+	require.Equal(t, []string{"1"}, drain(t, a, wa, outA, 1))
+	got := grab(t, b, wb, outB)
+	require.Equal(t, chain.seq, got.Seq)
+	st, err = b.Batch(ctx, ok)
+	require.NoError(t, err)
+	require.False(t, st.Complete, "its waiting jobs have not run")
+	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+	got = grab(t, b, wb, outB)
+	require.Equal(t, fanin.seq, got.Seq)
+	require.NoError(t, b.Finish(wb, got.Seq, broker.Complete, nil))
+	st = waitBatch(t, a, ok)
+	require.Equal(t, []uint64{3, 3, 0, 0}, []uint64{st.Total, st.Succeeded, st.Failed, st.Dead})
+	require.True(t, st.SuccessFired && st.CompleteFired)
+
+	bad := newBatch()
+	f := submit(t, a, ca, inBatch(bgJob("dep", "", "fails"), bad))
+	require.NoError(t, f.err)
+	g := submit(t, b, cb, inBatch(afterJob("chain", false, f.seq), bad))
+	require.NoError(t, g.err)
+	h := submit(t, b, cb, inBatch(afterJob("fanin", false, f.seq, g.seq), bad))
+	require.NoError(t, h.err)
+	r := submit(t, b, cb, inBatch(afterJob("chain", false, 1<<40), bad))
+	require.ErrorIs(t, r.err, broker.ErrDependency)
+	require.NoError(t, a.CloseBatch(ctx, bad))
+	fa := grab(t, a, wa, outA)
+	require.Equal(t, f.seq, fa.Seq)
+	require.NoError(t, a.Finish(wa, fa.Seq, broker.Fail, nil))
+	st = waitBatch(t, b, bad)
+	require.Equal(t, []uint64{3, 0, 2, 1}, []uint64{st.Total, st.Succeeded, st.Failed, st.Dead},
+		"the refused job is not counted; the cancelled ones count as failed")
+	require.Equal(t, []string{a.Handle(f.seq), b.Handle(g.seq), b.Handle(h.seq)}, st.Failures)
+	require.True(t, st.CompleteFired)
+	require.False(t, st.SuccessFired)
+	for _, q := range []uint64{g.seq, h.seq} {
+		rec := waitRecord(t, a, q)
+		require.Equal(t, broker.FinalCancelled, rec.State)
+		require.Equal(t, bad, rec.Batch)
+	}
+	rows, batches := callbackRows(t, url, "done")
+	require.Equal(t, []int{2, 2}, []int{rows, batches}, "one on_complete per batch")
+	rows, _ = callbackRows(t, url, "report")
+	require.Equal(t, 1, rows)
+}

@@ -24,7 +24,7 @@ const maxBatchFailures = 100
 // that ended before their first write); the mark makes the second run,
 // and a round written again, count nothing twice. The transaction locks
 // the batch rows first (batchLockSQL).
-var batchEndSQL = fmt.Sprintf(`
+var batchEndSQL = `
 WITH e AS (SELECT * FROM unnest($1::bigint[], $2::smallint[]) AS e(seq, outcome)),
 ended AS (
 	UPDATE gearwork_jobs g SET batch_done = true FROM e
@@ -36,7 +36,13 @@ ended AS (
 		coalesce(array_agg(handle ORDER BY seq) FILTER (WHERE outcome <> 0), '{}') AS h
 	FROM ended GROUP BY batch
 )
-UPDATE gearwork_batches b SET succeeded = b.succeeded + c.s, failed = b.failed + c.f, dead = b.dead + c.d,
+` + batchCountSQL
+
+// batchCountSQL adds the ends counted in c (per batch: s succeeded, f
+// failed, d dead, h the handles of the failed and dead jobs) to their
+// batches.
+var batchCountSQL = fmt.Sprintf(`UPDATE gearwork_batches b SET succeeded = b.succeeded + c.s,
+	failed = b.failed + c.f, dead = b.dead + c.d,
 	failures = (b.failures || c.h)[1:%[1]d],
 	truncated = b.truncated OR cardinality(b.failures) + cardinality(c.h) > %[1]d
 FROM c WHERE b.id = c.batch`, maxBatchFailures)
@@ -49,6 +55,44 @@ FROM c WHERE b.id = c.batch`, maxBatchFailures)
 // cannot deadlock on them (a round that ended a job of batch A and added
 // one to batch B, beside one that did the opposite, did).
 const batchLockSQL = `SELECT id FROM gearwork_batches WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+
+// depBatchesSetting names the transaction's setting that holds the
+// batches of the waiting jobs its ends may cancel (depBatchLockSQL), for
+// batchFireSQL: depEndSQL counts those jobs in their batches, which may
+// complete.
+const depBatchesSetting = "gearwork.dep_batches"
+
+// depBatchLockSQL is batchLockSQL ($4 the batches) for a transaction that
+// also ends jobs others may wait for (depClosure's $1–$3): it locks, in
+// the same id order, the batches of the waiting jobs those ends may
+// cancel, and keeps their ids in depBatchesSetting until the transaction
+// ends. It runs under the dependency lock, which no transaction that
+// links new waiting jobs holds meanwhile: the jobs depEndSQL cancels
+// later in the transaction are among those it found (lists of waiting
+// jobs only shrink under the shared lock).
+var depBatchLockSQL = depClosure + `, lb AS (
+	SELECT id FROM gearwork_batches WHERE id IN (
+		SELECT unnest($4::bigint[])
+		UNION SELECT g.batch FROM doomed d JOIN gearwork_jobs g ON g.seq = d.seq WHERE g.batch <> 0)
+	ORDER BY id FOR UPDATE
+)
+SELECT set_config('` + depBatchesSetting + `', coalesce((SELECT array_agg(id)::text FROM lb), '{}'), true)`
+
+// firedBatches is the batches batchFireSQL looks at: $1 and the batches
+// of depBatchesSetting.
+const firedBatches = `$1::bigint[] || coalesce(nullif(current_setting('` + depBatchesSetting + `', true), ''), '{}')::bigint[]`
+
+// lockRoundBatches queues the lock of the batch rows a transaction
+// changes (batchLockSQL), or depBatchLockSQL for one that ends jobs
+// others may wait for (ends, of jobs with handles of prefix).
+func lockRoundBatches(add func(sql string, args ...any), batches []int64, ends []store.DepEnd, prefix string) {
+	switch {
+	case len(ends) > 0:
+		add(depBatchLockSQL, append(depEndArgs(ends, prefix), batches)...)
+	case len(batches) > 0:
+		add(batchLockSQL, batches)
+	}
+}
 
 // roundBatches returns the batches a commit round changes, in id order:
 // those of its new jobs (insertSQL counts them) and of its ended jobs.
@@ -71,7 +115,8 @@ func roundBatches(cp store.CommitParams) []int64 {
 const batchDue = `(CASE WHEN b.success_fn IS NOT NULL AND b.failed = 0 AND b.dead = 0 THEN 1 ELSE 0 END |
 	CASE WHEN b.complete_fn IS NOT NULL THEN 2 ELSE 0 END)`
 
-// batchFireSQL completes the batches $1 that are closed and whose jobs
+// batchFireSQL completes the batches $1 (and those of
+// depBatchesSetting) that are closed and whose jobs
 // have all ended: it marks them complete and their due callbacks
 // submitted, and inserts those callbacks ($2 the handle prefix) and wakes
 // the servers ($3 the channel). The callbacks submitted are those due and
@@ -85,7 +130,7 @@ WITH f AS (
 		fired = b.fired | ` + batchDue + `,
 		completed = CASE WHEN b.completed = 0 THEN (extract(epoch FROM clock_timestamp()) * 1e9)::bigint
 			ELSE b.completed END
-	WHERE b.id = ANY($1) AND b.closed AND b.succeeded + b.failed + b.dead >= b.total
+	WHERE b.id = ANY(` + firedBatches + `) AND b.closed AND b.succeeded + b.failed + b.dead >= b.total
 		AND (b.completed = 0 OR ` + batchDue + ` & ~b.fired <> 0)
 	RETURNING b.*
 ), cb AS MATERIALIZED (
@@ -264,4 +309,12 @@ func (s *Store) ExpireBatches(ctx context.Context, completedBefore int64, max in
 		return 0, fmt.Errorf("postgres: expire batches: %w", err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// batchIDs returns batch as a list of batches: none when it is 0.
+func batchIDs(batch int64) []int64 {
+	if batch == 0 {
+		return []int64{}
+	}
+	return []int64{batch}
 }

@@ -140,9 +140,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	case len(cp.DepEnds) > 0:
 		add(nil, depLockSharedSQL, s.depsLock())
 	}
-	if batches := roundBatches(cp); len(batches) > 0 {
-		add(nil, batchLockSQL, batches)
-	}
+	lockRoundBatches(func(sql string, args ...any) { add(nil, sql, args...) }, roundBatches(cp), cp.DepEnds, p.HandlePrefix)
 	var endArgs []any
 	var endBatches []int64
 	if len(cp.BatchEnds) > 0 {
@@ -185,6 +183,9 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	}
 	if len(cp.BatchEnds) > 0 {
 		add(nil, batchEndSQL, endArgs...)
+	}
+	if len(cp.BatchEnds) > 0 || len(cp.DepEnds) > 0 {
+		// Also the batches of waiting jobs depEndSQL cancelled.
 		add(nil, batchFireSQL, endBatches, []byte(p.HandlePrefix), s.channel)
 	}
 	if len(cp.Progress) > 0 && id != 0 {

@@ -87,17 +87,25 @@ ORDER BY g.seq FOR UPDATE OF g`
 // record in state "cancelled" with the reason, and takes every ended job
 // out of the lists of the others; those left waiting for nothing become
 // runnable, and the servers are woken for their functions ($4 the
-// channel). The record is JSON (the broker reads records written as JSON
+// channel). A cancelled job of a batch counts as failed in its batch,
+// whose row the transaction locked first (depBatchLockSQL); batchFireSQL
+// completes the batch afterwards when it was its last job. The record is JSON (the broker reads records written as JSON
 // as well as its own encoding); a unique that is not ASCII keeps its
 // bytes as octal escapes.
 var depEndSQL = depClosure + `, why AS (
 	SELECT DISTINCT ON (seq) seq, reason FROM doomed ORDER BY seq, reason
 ), del AS (
 	DELETE FROM gearwork_jobs g USING why WHERE g.seq = why.seq AND g.state = 4
-	RETURNING g.seq, g.function, g.uniq, g.payload, g.priority, g.retries, g.created_at, why.reason
+	RETURNING g.seq, g.function, g.uniq, g.payload, g.priority, g.retries, g.created_at, why.reason,
+		g.batch, g.batch_done, encode(g.handle, 'escape') AS handle
+), c AS (
+	SELECT batch, 0 AS s, count(*) AS f, 0 AS d, array_agg(handle ORDER BY seq) AS h
+	FROM del WHERE batch <> 0 AND NOT batch_done GROUP BY batch
+), counted AS (
+	` + batchCountSQL + `
 ), rec AS (
-	INSERT INTO gearwork_records (seq, function, state, finished, data)
-	SELECT seq, function, 'cancelled', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint,
+	INSERT INTO gearwork_records (seq, function, state, finished, batch, data)
+	SELECT seq, function, 'cancelled', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint, batch,
 		convert_to(jsonb_build_object(
 			'Unique', CASE WHEN uniq IS NULL THEN ''
 				WHEN substring(uniq FROM 1 FOR 2) = '\x002d'::bytea THEN '-'
@@ -105,7 +113,7 @@ var depEndSQL = depClosure + `, why AS (
 			'Priority', priority, 'Background', true, 'Retries', retries,
 			'PayloadPreview', translate(encode(substring(payload FROM 1 FOR ` + strconv.Itoa(recordPreviewCap) + `), 'base64'), E'\n', ''),
 			'PayloadSize', length(payload), 'Submitted', created_at,
-			'CancelledBy', reason, 'CancelledAt', clock_timestamp())::text, 'UTF8')
+			'CancelledBy', reason, 'CancelledAt', clock_timestamp(), 'Batch', batch)::text, 'UTF8')
 	FROM del
 	ON CONFLICT (seq) DO NOTHING
 ), rel AS (
@@ -125,7 +133,8 @@ FROM (SELECT DISTINCT function FROM rel WHERE state = 0) r`
 // live stays in the list; one that completed (a retained result, or a
 // record in state "complete") is done with; one that is neither live nor
 // recorded, or that ended without success while the new job does not run
-// anyway, refuses the new job, which is deleted again. The others wait
+// anyway, refuses the new job, which is deleted again (and taken out of
+// its batch's total, which insertSQL counted it in). The others wait
 // (state 4), or are runnable at once when nothing is left to wait for.
 // It returns the refused jobs, the job that refused each, and whether
 // that one is unknown.
@@ -147,6 +156,10 @@ WITH x AS (
 	FROM d GROUP BY seq
 ), del AS (
 	DELETE FROM gearwork_jobs g USING v WHERE g.seq = v.seq AND (v.unknown IS NOT NULL OR v.failed IS NOT NULL)
+	RETURNING g.batch
+), uncounted AS (
+	UPDATE gearwork_batches b SET total = b.total - c.n
+	FROM (SELECT batch, count(*) AS n FROM del WHERE batch <> 0 GROUP BY batch) c WHERE b.id = c.batch
 ), upd AS (
 	UPDATE gearwork_jobs g SET after_seqs = v.live, after_anyway = v.anyway,
 		state = CASE WHEN cardinality(v.live) = 0 THEN 0 ELSE 4 END

@@ -281,7 +281,8 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 // of a batch counts as failed in its batch, in the same transaction,
 // which completes the batch when it was the last (batchFireSQL; the
 // callbacks get the handle prefix of the cancelled job). The jobs that
-// waited for it are cancelled in the same transaction (depEndSQL).
+// waited for it are cancelled in the same transaction (depEndSQL), and
+// counted so in their batches.
 func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
@@ -296,8 +297,9 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 		if _, err := tx.Exec(ctx, depLockSharedSQL, s.depsLock()); err != nil {
 			return err
 		}
-		// The batch row is locked before the job's (batchLockSQL); a
-		// job's batch never changes.
+		// The batch rows are locked before the job's (batchLockSQL): its
+		// batch (a job's batch never changes) and those of the jobs
+		// waiting for it, which its cancel may cancel in turn.
 		err := tx.QueryRow(ctx, `SELECT batch FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)).Scan(&batch)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -305,10 +307,12 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 		if err != nil {
 			return err
 		}
-		if batch != 0 {
-			if _, err := tx.Exec(ctx, batchLockSQL, []int64{batch}); err != nil {
-				return err
-			}
+		var lockErr error
+		lockRoundBatches(func(sql string, args ...any) {
+			_, lockErr = tx.Exec(ctx, sql, args...)
+		}, batchIDs(batch), []store.DepEnd{{Seq: seq, State: "cancelled"}}, "")
+		if lockErr != nil {
+			return lockErr
 		}
 		err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1, 4)
 			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
@@ -336,10 +340,11 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 				_, depErr = tx.Exec(ctx, sql, args...)
 			}
 		}, []store.DepEnd{{Seq: seq, State: "cancelled"}}, prefix)
-		if depErr != nil || batch == 0 {
+		if depErr != nil {
 			return depErr
 		}
-		_, err = tx.Exec(ctx, batchFireSQL, []int64{batch}, []byte(prefix), s.channel)
+		// Its batch, and those of the jobs that waited for it.
+		_, err = tx.Exec(ctx, batchFireSQL, batchIDs(batch), []byte(prefix), s.channel)
 		return err
 	})
 	if err != nil {

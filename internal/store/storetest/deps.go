@@ -181,3 +181,143 @@ func testDependenciesEndedOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) 
 		require.Zero(t, n.Waiting, "no job is left waiting for a job that is gone (%s)", n.Function)
 	}
 }
+
+// endInBatch writes the end of job seq of batch id in state as server
+// st's commit round does: deleted, recorded, counted in its batch, and
+// reported to the jobs that wait for it.
+func endInBatch(st store.SharedStore, id, seq uint64, state string, o store.BatchOutcome) error {
+	_, err := st.Commit(context.Background(), store.CommitParams{Insert: store.InsertParams{HandlePrefix: "H:t:"},
+		Delete:    []uint64{seq},
+		Records:   []store.Record{{Seq: seq, Function: "f", State: state, Finished: 1, Batch: id, Data: []byte("{}")}},
+		BatchEnds: []store.BatchEnd{{Seq: seq, Batch: id, Outcome: o}},
+		DepEnds:   []store.DepEnd{{Seq: seq, State: state}}})
+	return err
+}
+
+// inBatch puts job j in batch id.
+func inBatch(j store.Job, id uint64) store.Job {
+	j.Batch = id
+	return j
+}
+
+// Jobs of a batch wait for others like any job: a waiting job counts in
+// its batch's total when it is inserted (not when it is refused), a
+// chain of them completes the batch once its last job ended, and a job
+// cancelled because a job it waited for failed counts as failed in its
+// batch in the transaction that cancels it (on the server that ended
+// that job, or the one that cancelled it where nobody held it), which
+// completes the batch and submits its callbacks once.
+func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
+	ctx := context.Background()
+	a, b := joined(t, open, "a"), joined(t, open, "b")
+	bs := a.(store.BatchStore)
+	newBatch := func() uint64 {
+		t.Helper()
+		id, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1,
+			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
+		require.NoError(t, err)
+		return id
+	}
+	counts := func(id uint64) []uint64 {
+		t.Helper()
+		bt, err := b.(store.BatchStore).Batch(ctx, id)
+		require.NoError(t, err)
+		return []uint64{bt.Total, bt.Succeeded, bt.Failed, bt.Dead}
+	}
+
+	// A chain of a batch: the batch completes with its last job.
+	ok := newBatch()
+	d := insert(t, a, []store.Job{inBatch(sharedJob("d", "", "1"), ok)})
+	w := insert(t, b, []store.Job{inBatch(after("w", false, d[0].Seq), ok),
+		inBatch(after("refused", false, 1<<40), ok)})
+	require.Nil(t, w[0].Refused)
+	require.NotNil(t, w[1].Refused)
+	require.Equal(t, []uint64{2, 0, 0, 0}, counts(ok), "a waiting job counts in total, a refused one does not")
+	require.NoError(t, bs.CloseBatch(ctx, ok, "H:t:"))
+	require.NoError(t, endInBatch(a, ok, d[0].Seq, "complete", store.BatchSucceeded))
+	require.Equal(t, []uint64{2, 1, 0, 0}, counts(ok))
+	require.Empty(t, callbackJobs(t, a, "report"), "the batch waits for its waiting job")
+	require.Equal(t, []string{"w"}, claimedFunctions(t, b, "w"))
+	require.NoError(t, endInBatch(b, ok, w[0].Seq, "complete", store.BatchSucceeded))
+	require.Equal(t, []uint64{2, 2, 0, 0}, counts(ok))
+	require.Len(t, callbackJobs(t, a, "report"), 1)
+	require.Len(t, callbackJobs(t, a, "done"), 1)
+
+	// A failure cancels a chain and a fan-in of the batch; they count as
+	// failed, and the batch completes in that round.
+	bad := newBatch()
+	d = insert(t, a, []store.Job{inBatch(sharedJob("d", "", "2"), bad), inBatch(sharedJob("d", "", "3"), bad)})
+	x := insert(t, b, []store.Job{inBatch(after("x", false, d[0].Seq), bad)})
+	y := insert(t, b, []store.Job{inBatch(after("y", false, x[0].Seq, d[1].Seq), bad)})
+	require.NoError(t, bs.CloseBatch(ctx, bad, "H:t:"))
+	require.NoError(t, endInBatch(a, bad, d[1].Seq, "complete", store.BatchSucceeded))
+	require.NoError(t, endInBatch(a, bad, d[0].Seq, "dead", store.BatchDead))
+	require.Equal(t, []uint64{4, 1, 2, 1}, counts(bad))
+	bt, err := bs.Batch(ctx, bad)
+	require.NoError(t, err)
+	require.NotZero(t, bt.Completed)
+	require.Equal(t, []string{"H:t:" + itoa(d[0].Seq), "H:t:" + itoa(x[0].Seq), "H:t:" + itoa(y[0].Seq)}, bt.Failures)
+	require.Len(t, callbackJobs(t, a, "done"), 2)
+	require.Len(t, callbackJobs(t, a, "report"), 1, "no on_success for a batch with failures")
+	recs, err := a.(store.BatchRecordStore).BatchRecords(ctx, bad, store.RecordQuery{State: "cancelled", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, recs, 2, "the records of the cancelled jobs name their batch")
+	state, _ := cancelReason(t, a, y[0].Seq)
+	require.Equal(t, "cancelled", state)
+
+	// Cancelled where nobody holds it: the jobs waiting for it, in
+	// another batch, count there, and that batch completes.
+	other := newBatch()
+	d = insert(t, a, []store.Job{sharedJob("d", "", "4")})
+	q := insert(t, a, []store.Job{after("q", false, d[0].Seq)})
+	r := insert(t, b, []store.Job{inBatch(after("r", false, q[0].Seq), other)})
+	require.Nil(t, r[0].Refused)
+	require.NoError(t, bs.CloseBatch(ctx, other, "H:t:"))
+	cancelled, err := b.CancelQueued(ctx, q[0].Seq)
+	require.NoError(t, err)
+	require.True(t, cancelled)
+	require.Equal(t, []uint64{1, 0, 1, 0}, counts(other))
+	require.Len(t, callbackJobs(t, a, "done"), 3)
+	cancelled, err = a.CancelQueued(ctx, r[0].Seq)
+	require.NoError(t, err)
+	require.False(t, cancelled, "gone with its dependency")
+	require.Equal(t, []uint64{1, 0, 1, 0}, counts(other), "counted once")
+
+	// A job outside any batch fails in a commit round: the job of a batch
+	// that waited for it counts there, and that batch completes.
+	last := newBatch()
+	d = insert(t, a, []store.Job{sharedJob("d", "", "5")})
+	s := insert(t, b, []store.Job{inBatch(after("s", false, d[0].Seq), last)})
+	require.NoError(t, bs.CloseBatch(ctx, last, "H:t:"))
+	require.NoError(t, endAs(a, d[0].Seq, "failed"))
+	require.Equal(t, []uint64{1, 0, 1, 0}, counts(last))
+	bt, err = bs.Batch(ctx, last)
+	require.NoError(t, err)
+	require.Equal(t, []string{"H:t:" + itoa(s[0].Seq)}, bt.Failures)
+	require.Len(t, callbackJobs(t, a, "done"), 4)
+}
+
+// Two servers fail the two jobs a fan-in of a batch waits for at the
+// same moment, many times: the fan-in is cancelled and counted once, and
+// its batch submits its callback once.
+func testBatchJobsCancelledOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) {
+	ctx := context.Background()
+	a, b := joined(t, open, "a"), joined(t, open, "b")
+	const rounds = 20
+	for range rounds {
+		id, err := a.(store.BatchStore).CreateBatch(ctx, store.NewBatch{Created: 1,
+			OnComplete: store.BatchCallback{Function: "done"}})
+		require.NoError(t, err)
+		d := insert(t, a, []store.Job{inBatch(sharedJob("d", "", "1"), id), sharedJob("d", "", "2")})
+		insert(t, b, []store.Job{inBatch(after("w", false, d[0].Seq, d[1].Seq), id)})
+		require.NoError(t, a.(store.BatchStore).CloseBatch(ctx, id, "H:t:"))
+		AtOnce(t,
+			func() error { return endInBatch(a, id, d[0].Seq, "failed", store.BatchFailed) },
+			func() error { return endAs(b, d[1].Seq, "failed") })
+		bt, err := b.(store.BatchStore).Batch(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, []uint64{2, 2}, []uint64{bt.Total, bt.Failed})
+		require.True(t, bt.CompleteFired)
+	}
+	require.Len(t, callbackJobs(t, a, "done"), rounds)
+}

@@ -42,6 +42,8 @@ func RunShared(t *testing.T, open OpenSharedFunc) {
 		{name: "BatchRunningAndExpiry", fn: testBatchRunningAndExpiry, needs: has[store.BatchStore]},
 		{name: "Dependencies", fn: testDependencies, needs: has[store.RecordStore]},
 		{name: "DependenciesEndedOnTwoServersAtOnce", fn: testDependenciesEndedOnTwoServersAtOnce, needs: has[store.RecordStore]},
+		{name: "BatchJobsWait", fn: testBatchJobsWait, needs: has[store.BatchRecordStore]},
+		{name: "BatchJobsCancelledOnTwoServersAtOnce", fn: testBatchJobsCancelledOnTwoServersAtOnce, needs: has[store.BatchRecordStore]},
 	}
 	runCases(t, open, openShared(t, open, "probe"), cases)
 }
