@@ -831,16 +831,23 @@ func TestSharedBatchJobsWaitAcrossServers(t *testing.T) {
 		require.NoError(t, err)
 		return id
 	}
+	// jobs submits, in batch id, a job of dep on a and, on b, a chain
+	// after it and a fan-in after both.
+	jobs := func(id uint64, payload string) (d, chain, fanin submitResult) {
+		t.Helper()
+		d = submit(t, a, ca, inBatch(bgJob("dep", "", payload), id))
+		require.NoError(t, d.err)
+		chain = submit(t, b, cb, inBatch(afterJob("chain", false, d.seq), id))
+		require.NoError(t, chain.err)
+		fanin = submit(t, b, cb, inBatch(afterJob("fanin", false, d.seq, chain.seq), id))
+		require.NoError(t, fanin.err)
+		return d, chain, fanin
+	}
 	wa, outA := newWorker(a, "wa", "dep")
 	wb, outB := newWorker(b, "wb", "chain", "fanin")
 
 	ok := newBatch()
-	d := submit(t, a, ca, inBatch(bgJob("dep", "", "1"), ok))
-	require.NoError(t, d.err)
-	chain := submit(t, b, cb, inBatch(afterJob("chain", false, d.seq), ok))
-	require.NoError(t, chain.err)
-	fanin := submit(t, b, cb, inBatch(afterJob("fanin", false, d.seq, chain.seq), ok))
-	require.NoError(t, fanin.err)
+	_, chain, fanin := jobs(ok, "1")
 	require.NoError(t, b.CloseBatch(ctx, ok))
 	st, err := a.Batch(ctx, ok)
 	require.NoError(t, err)
@@ -860,12 +867,7 @@ func TestSharedBatchJobsWaitAcrossServers(t *testing.T) {
 	require.True(t, st.SuccessFired && st.CompleteFired)
 
 	bad := newBatch()
-	f := submit(t, a, ca, inBatch(bgJob("dep", "", "fails"), bad))
-	require.NoError(t, f.err)
-	g := submit(t, b, cb, inBatch(afterJob("chain", false, f.seq), bad))
-	require.NoError(t, g.err)
-	h := submit(t, b, cb, inBatch(afterJob("fanin", false, f.seq, g.seq), bad))
-	require.NoError(t, h.err)
+	f, g, h := jobs(bad, "fails")
 	r := submit(t, b, cb, inBatch(afterJob("chain", false, 1<<40), bad))
 	require.ErrorIs(t, r.err, broker.ErrDependency)
 	require.NoError(t, a.CloseBatch(ctx, bad))

@@ -37,6 +37,16 @@ func callbackJobs(t *testing.T, st store.SharedStore, fn string) []store.Job {
 	return out
 }
 
+// newBatch creates an open batch in st with callbacks of the functions
+// success and complete ("": none).
+func newBatch(t *testing.T, st store.SharedStore, success, complete string) uint64 {
+	t.Helper()
+	id, err := st.(store.BatchStore).CreateBatch(context.Background(), store.NewBatch{Created: 1,
+		OnSuccess: store.BatchCallback{Function: success}, OnComplete: store.BatchCallback{Function: complete}})
+	require.NoError(t, err)
+	return id
+}
+
 // batchJobs inserts n jobs of batch id and returns their numbers.
 func batchJobs(t *testing.T, st store.SharedStore, id uint64, n int) []uint64 {
 	t.Helper()
@@ -149,9 +159,7 @@ func testBatchEndedOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) {
 	a, b := openShared(t, open, "a"), openShared(t, open, "b")
 	const rounds = 40
 	for range rounds {
-		id, err := a.(store.BatchStore).CreateBatch(ctx, store.NewBatch{Created: 1,
-			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
-		require.NoError(t, err)
+		id := newBatch(t, a, "report", "done")
 		seqs := batchJobs(t, a, id, 2)
 		var calls []func() error
 		for i, st := range []store.SharedStore{a, b} {

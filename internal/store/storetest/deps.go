@@ -211,13 +211,6 @@ func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
 	ctx := context.Background()
 	a, b := joined(t, open, "a"), joined(t, open, "b")
 	bs := a.(store.BatchStore)
-	newBatch := func() uint64 {
-		t.Helper()
-		id, err := bs.CreateBatch(ctx, store.NewBatch{Created: 1,
-			OnSuccess: store.BatchCallback{Function: "report"}, OnComplete: store.BatchCallback{Function: "done"}})
-		require.NoError(t, err)
-		return id
-	}
 	counts := func(id uint64) []uint64 {
 		t.Helper()
 		bt, err := b.(store.BatchStore).Batch(ctx, id)
@@ -226,7 +219,7 @@ func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
 	}
 
 	// A chain of a batch: the batch completes with its last job.
-	ok := newBatch()
+	ok := newBatch(t, a, "report", "done")
 	d := insert(t, a, []store.Job{inBatch(sharedJob("d", "", "1"), ok)})
 	w := insert(t, b, []store.Job{inBatch(after("w", false, d[0].Seq), ok),
 		inBatch(after("refused", false, 1<<40), ok)})
@@ -245,7 +238,7 @@ func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
 
 	// A failure cancels a chain and a fan-in of the batch; they count as
 	// failed, and the batch completes in that round.
-	bad := newBatch()
+	bad := newBatch(t, a, "report", "done")
 	d = insert(t, a, []store.Job{inBatch(sharedJob("d", "", "2"), bad), inBatch(sharedJob("d", "", "3"), bad)})
 	x := insert(t, b, []store.Job{inBatch(after("x", false, d[0].Seq), bad)})
 	y := insert(t, b, []store.Job{inBatch(after("y", false, x[0].Seq, d[1].Seq), bad)})
@@ -267,7 +260,7 @@ func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
 
 	// Cancelled where nobody holds it: the jobs waiting for it, in
 	// another batch, count there, and that batch completes.
-	other := newBatch()
+	other := newBatch(t, a, "report", "done")
 	d = insert(t, a, []store.Job{sharedJob("d", "", "4")})
 	q := insert(t, a, []store.Job{after("q", false, d[0].Seq)})
 	r := insert(t, b, []store.Job{inBatch(after("r", false, q[0].Seq), other)})
@@ -285,7 +278,7 @@ func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
 
 	// A job outside any batch fails in a commit round: the job of a batch
 	// that waited for it counts there, and that batch completes.
-	last := newBatch()
+	last := newBatch(t, a, "report", "done")
 	d = insert(t, a, []store.Job{sharedJob("d", "", "5")})
 	s := insert(t, b, []store.Job{inBatch(after("s", false, d[0].Seq), last)})
 	require.NoError(t, bs.CloseBatch(ctx, last, "H:t:"))
@@ -301,20 +294,17 @@ func testBatchJobsWait(t *testing.T, open OpenSharedFunc) {
 // same moment, many times: the fan-in is cancelled and counted once, and
 // its batch submits its callback once.
 func testBatchJobsCancelledOnTwoServersAtOnce(t *testing.T, open OpenSharedFunc) {
-	ctx := context.Background()
 	a, b := joined(t, open, "a"), joined(t, open, "b")
 	const rounds = 20
 	for range rounds {
-		id, err := a.(store.BatchStore).CreateBatch(ctx, store.NewBatch{Created: 1,
-			OnComplete: store.BatchCallback{Function: "done"}})
-		require.NoError(t, err)
+		id := newBatch(t, a, "", "done")
 		d := insert(t, a, []store.Job{inBatch(sharedJob("d", "", "1"), id), sharedJob("d", "", "2")})
 		insert(t, b, []store.Job{inBatch(after("w", false, d[0].Seq, d[1].Seq), id)})
-		require.NoError(t, a.(store.BatchStore).CloseBatch(ctx, id, "H:t:"))
+		require.NoError(t, a.(store.BatchStore).CloseBatch(context.Background(), id, "H:t:"))
 		AtOnce(t,
 			func() error { return endInBatch(a, id, d[0].Seq, "failed", store.BatchFailed) },
 			func() error { return endAs(b, d[1].Seq, "failed") })
-		bt, err := b.(store.BatchStore).Batch(ctx, id)
+		bt, err := b.(store.BatchStore).Batch(context.Background(), id)
 		require.NoError(t, err)
 		require.Equal(t, []uint64{2, 2}, []uint64{bt.Total, bt.Failed})
 		require.True(t, bt.CompleteFired)
