@@ -26,6 +26,7 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Load and time bounds of the test.
@@ -115,7 +116,7 @@ func TestCrashRecovery(t *testing.T) {
 			// records are forgotten.)
 			require.Empty(t, r.recordedTwice, "jobs recorded done that were also queued and ran again")
 			if r.records < 10000 {
-				require.Equal(t, r.completed+r.completedUnacked, r.records, "completed jobs and their records")
+				require.Equal(t, r.completed+r.completedUnacked, r.records, "completed jobs and their records; without one: %v", r.unrecorded)
 			}
 			if tc.sync == "always" {
 				require.Zero(t, r.lost, "acknowledged jobs never completed, e.g. %v", r.lostSample)
@@ -182,7 +183,7 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 		} else {
 			h.holdUntilAcked(holdAcksLossy)
 		}
-		queued, running := h.status()
+		queued, running, _ := h.status()
 		pending := h.kill()
 		t.Logf("crash %d/%d after %v: %d acknowledged so far, %d of them not completed; about %d queued and %d running at the kill",
 			i+1, kills, uptime.Round(time.Millisecond), h.ackedCount(), pending, queued, running)
@@ -206,7 +207,7 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 			break
 		}
 		if syncMode != "always" {
-			if queued, running := h.status(); queued == 0 && running == 0 {
+			if queued, running, _ := h.status(); queued == 0 && running == 0 {
 				break
 			}
 		}
@@ -214,6 +215,7 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 	stopWork()
 	h.closeConns()
 	waitWorkers()
+	h.waitWorkersGone(t)
 	records := h.endedRecords(t)
 	h.stopServer()
 
@@ -224,6 +226,18 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 			r.recordedTwice = append(r.recordedTwice, handle)
 		}
 	}
+	h.mu.Lock()
+	for handle, c := range h.done {
+		if records[handle] > 0 {
+			continue
+		}
+		when := "in the last lifetime"
+		if c.gen <= len(h.kills) {
+			when = fmt.Sprintf("%v before kill %d", h.kills[c.gen-1].Sub(c.at).Round(time.Microsecond), c.gen)
+		}
+		r.unrecorded = append(r.unrecorded, handle+" completed "+when)
+	}
+	h.mu.Unlock()
 	t.Logf("crash test --sync %s: kills=%d acknowledged=%d completed=%d lost=%d duplicated=%d (across a crash: %d, within one run: %d) "+
 		"refused=%d unanswered=%d completed-unacknowledged=%d completed-in-a-later-lifetime=%d records=%d recorded-twice=%d",
 		syncMode, kills, r.acked, r.completed, r.lost, r.dupes, r.dupesAcrossCrash, r.dupesWithinRun, r.refused, r.unanswered,
@@ -281,7 +295,10 @@ type harness struct {
 	hold bool
 	// runs: for each unique, the server lifetimes in which a worker
 	// completed it.
-	runs       map[string][]int
+	runs map[string][]int
+	// done: for each handle a worker completed, the server lifetime and
+	// time of its last completion.
+	done       map[string]completion
 	refused    int
 	unanswered int
 	conns      map[net.Conn]bool
@@ -291,7 +308,7 @@ type harness struct {
 func newHarness(t *testing.T, bin, dir string) *harness {
 	h := &harness{t: t, bin: bin, dir: dir, failed: make(chan struct{}),
 		acked: map[string]bool{}, ackGen: map[string]int{}, ackTime: map[string]time.Time{},
-		runs: map[string][]int{}, conns: map[net.Conn]bool{}}
+		runs: map[string][]int{}, done: map[string]completion{}, conns: map[net.Conn]bool{}}
 	h.cond = sync.NewCond(&h.mu)
 	return h
 }
@@ -550,8 +567,16 @@ func (h *harness) ranJob(job gearman.Packet, gen int) {
 	unique := string(job.Args[2])
 	h.mu.Lock()
 	h.runs[unique] = append(h.runs[unique], gen)
+	h.done[string(job.Args[0])] = completion{gen: gen, at: time.Now()}
 	h.cond.Broadcast()
 	h.mu.Unlock()
+}
+
+// completion is when a worker completed a job: the server lifetime and
+// the time.
+type completion struct {
+	gen int
+	at  time.Time
 }
 
 func (h *harness) work(ctx context.Context, nc net.Conn, gen int, fns []string, ran func(gearman.Packet, int)) {
@@ -613,31 +638,48 @@ func (h *harness) work(ctx context.Context, nc net.Conn, gen int, fns []string, 
 	}
 }
 
-// status returns the total and running jobs of the test's function from
-// the "status" admin command (-1 if it cannot be read).
-func (h *harness) status() (total, running int) {
+// status returns the total and running jobs of the test's function and
+// its workers from the "status" admin command (-1 if it cannot be read).
+func (h *harness) status() (total, running, workers int) {
 	h.mu.Lock()
 	addr := h.addr
 	h.mu.Unlock()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return -1, -1
+		return -1, -1, -1
 	}
 	defer nc.Close()
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := nc.Write([]byte("status\n")); err != nil {
-		return -1, -1
+		return -1, -1, -1
 	}
-	total, running = -1, -1
+	total, running, workers = -1, -1, 0
 	sc := bufio.NewScanner(nc)
 	for sc.Scan() && sc.Text() != "." {
 		f := strings.Split(sc.Text(), "\t")
-		if len(f) >= 3 && f[0] == function {
+		if len(f) >= 4 && f[0] == function {
 			total, _ = strconv.Atoi(f[1])
 			running, _ = strconv.Atoi(f[2])
+			workers, _ = strconv.Atoi(f[3])
 		}
 	}
-	return total, running
+	if sc.Err() != nil {
+		return -1, -1, -1
+	}
+	return total, running, workers
+}
+
+// waitWorkersGone waits until the server has seen every worker connection
+// of the test's function close: it has then handled every packet the
+// workers sent before, their last WORK_COMPLETE included (a packet on one
+// connection is not ordered with those on another, such as the admin
+// command that lists the records).
+func (h *harness) waitWorkersGone(t *testing.T) {
+	t.Helper()
+	testwait.Until(t, "the server to see the workers leave", func() bool {
+		_, _, workers := h.status()
+		return workers == 0
+	})
 }
 
 // endedRecords pages through the job records of the function's ended
@@ -714,6 +756,9 @@ type report struct {
 	// that was done and queued at once ran again after its record).
 	records       int
 	recordedTwice []string
+	// unrecorded: completed handles without a record, and when they
+	// completed.
+	unrecorded []string
 }
 
 func (h *harness) report() report {
