@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -222,26 +223,20 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
 	}
 
-	b := &pgx.Batch{}
-	for _, st := range steps {
-		b.Queue(st.sql, st.args...)
-	}
-	s.queueMeta(b, cp.Meta) // read by Close
-	br := s.pool.SendBatch(ctx, b)
-	for _, st := range steps {
-		var err error
-		if st.read == nil {
-			_, err = br.Exec()
-		} else {
-			err = st.read(br)
+	for attempt := 1; ; attempt++ {
+		// What the reads of an aborted attempt gathered is read again.
+		missing = missing[:0]
+		clear(refused)
+		res.Reserved = res.Reserved[:0]
+		err := s.sendRound(ctx, steps, cp.Meta)
+		if err == nil {
+			break
 		}
-		if err != nil {
-			_ = br.Close()
+		if attempt >= maxRoundAttempts || !abortedByConflict(err) {
 			return err
 		}
-	}
-	if err := br.Close(); err != nil {
-		return err
+		s.log.Warn("postgres: a commit round was aborted by a conflict with another transaction; writing it again",
+			slog.Int("attempt", attempt), slog.String("error", err.Error()))
 	}
 	// Jobs that coalesced with a job some server holds (the conditional
 	// update did not fire, so the statement did not return the row).
@@ -259,6 +254,46 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 	}
 	return nil
+}
+
+// maxRoundAttempts bounds how often a commit round aborted by a conflict
+// with another transaction (abortedByConflict) is written.
+const maxRoundAttempts = 5
+
+// abortedByConflict reports whether err is PostgreSQL aborting a
+// transaction to resolve a conflict with another one: a deadlock (two
+// servers' rounds can wait for each other's rows, e.g. one that holds a
+// waiting job's row and inserts the unique of a job the other has just
+// deleted, while the other waits for that row) or a serialization
+// failure. Nothing of the transaction was written, and writing it again
+// succeeds once the other has ended.
+func abortedByConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// sendRound sends steps, and the metadata entries meta, as one batch (one
+// implicit transaction) and reads each step's results in turn.
+func (s *Store) sendRound(ctx context.Context, steps []batchStep, meta []store.Meta) error {
+	b := &pgx.Batch{}
+	for _, st := range steps {
+		b.Queue(st.sql, st.args...)
+	}
+	s.queueMeta(b, meta) // read by Close
+	br := s.pool.SendBatch(ctx, b)
+	for _, st := range steps {
+		var err error
+		if st.read == nil {
+			_, err = br.Exec()
+		} else {
+			err = st.read(br)
+		}
+		if err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	return br.Close()
 }
 
 // batchStep is one statement of a commit round: queued into the batch and
