@@ -83,12 +83,14 @@ type server struct {
 	kind string
 	// memory is set for a gearwork server on the in-memory store.
 	memory bool
-	addr   string
-	host   string
-	port   string
-	cmd    *exec.Cmd
-	log    *testlog.Buffer
-	done   chan struct{}
+	// args are a gearwork server's command-line arguments.
+	args []string
+	addr string
+	host string
+	port string
+	cmd  *exec.Cmd
+	log  *testlog.Buffer
+	done chan struct{}
 }
 
 func (s *server) isGearwork() bool { return s.kind == "gearwork" }
@@ -97,9 +99,12 @@ func (s *server) isGearwork() bool { return s.kind == "gearwork" }
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
 // exited reports whether the server process has ended.
-func (s *server) exited() bool {
+func (s *server) exited() bool { return isClosed(s.done) }
+
+// isClosed reports whether done is closed.
+func isClosed(done <-chan struct{}) bool {
 	select {
-	case <-s.done:
+	case <-done:
 		return true
 	default:
 		return false
@@ -143,8 +148,22 @@ var listeningRE = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
 // stopped when the test ends.
 func startGearwork(t *testing.T, args ...string) *server {
 	t.Helper()
-	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--store", "pebble:" + filepath.Join(t.TempDir(), "data"),
-		"--http", "off", "--handle-prefix", handlePrefix, "--log-level", "info"}, args...)
+	return launchGearwork(t, append([]string{"serve", "--listen", "127.0.0.1:0", "--store", "pebble:" + filepath.Join(t.TempDir(), "data"),
+		"--http", "off", "--handle-prefix", handlePrefix, "--log-level", "info"}, args...))
+}
+
+// restartGearwork stops a gearwork server and starts it again with the
+// same arguments (so the same store) on the same address.
+func restartGearwork(t *testing.T, s *server) *server {
+	t.Helper()
+	s.stop(t)
+	return launchGearwork(t, append(slices.Clone(s.args), "--listen", s.addr))
+}
+
+// launchGearwork runs the gearwork binary with args (the last --listen
+// wins) and returns once it accepts connections.
+func launchGearwork(t *testing.T, args []string) *server {
+	t.Helper()
 	cmd := exec.Command(gearworkBin, args...)
 	cmd.Env = testserver.Env()
 	pr, pw := io.Pipe()
@@ -153,7 +172,7 @@ func startGearwork(t *testing.T, args ...string) *server {
 	cmd.Stderr = io.MultiWriter(logBuf, pw)
 	require.NoError(t, cmd.Start())
 	s := &server{kind: "gearwork", cmd: cmd, log: logBuf, done: make(chan struct{}),
-		memory: slices.Contains(args, "memory:")}
+		memory: slices.Contains(args, "memory:"), args: args}
 	go func() {
 		_ = cmd.Wait()
 		pw.Close()
@@ -436,6 +455,9 @@ func (p *proc) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool { return isClosed(p.done) }
 
 // wait waits for the process to exit and returns its stdout and exit error.
 func (p *proc) wait(t *testing.T) (string, error) {

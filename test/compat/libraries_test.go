@@ -8,10 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/testwait"
@@ -274,4 +276,103 @@ func startProcIn(t *testing.T, dir string, env []string, name string, args ...st
 		cmd.Env = append(os.Environ(), env...)
 	}, name, args...)
 	return p
+}
+
+// buildScenario builds the Go program testdata/golib/gearman-go-worker/main.go
+// (a worker scenario) with the module of testdata/golib/<dir>, with
+// gearman-go's worker package replaced by workerPkg, in a temporary
+// directory and returns the binary's path. A library missing from the
+// module cache fails the test (skips it with GEARWORK_ALLOW_SKIP=1).
+func buildScenario(t *testing.T, dir, workerPkg string) string {
+	t.Helper()
+	goBin := need(t, "go")
+	src := t.TempDir()
+	require.NoError(t, os.CopyFS(src, os.DirFS(testdata("golib", dir))))
+	main, err := os.ReadFile(testdata("golib", "gearman-go-worker", "main.go"))
+	require.NoError(t, err)
+	const gearmanGoWorker = `"github.com/mikespook/gearman-go/worker"`
+	require.Contains(t, string(main), gearmanGoWorker)
+	main = []byte(strings.Replace(string(main), gearmanGoWorker, strconv.Quote(workerPkg), 1))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "main.go"), main, 0o644))
+	env := []string{"GOFLAGS=-mod=mod", "GOWORK=off", "GOPROXY=off"}
+	bin := filepath.Join(t.TempDir(), dir)
+	p := startProcIn(t, src, env, goBin, "build", "-o", bin, ".")
+	if _, err := p.wait(t); err != nil {
+		if strings.Contains(p.stderr.String(), "GOPROXY=off") {
+			needPath(t, "", "the modules of testdata/golib/"+dir+" in the module cache ("+p.stderr.String()+")")
+		}
+		require.NoError(t, err, "building testdata/golib/%s:\n%s", dir, p.stderr.String())
+	}
+	return bin
+}
+
+// TestGearmanGoWorker runs a scenario (testdata/golib/gearman-go-worker)
+// on the worker package of github.com/mikespook/gearman-go, whose own
+// tests never talk to a server; see workerScenario.
+func TestGearmanGoWorker(t *testing.T) {
+	t.Parallel()
+	workerScenario(t, buildScenario(t, "gearman-go-worker", "github.com/mikespook/gearman-go/worker"))
+}
+
+// TestG2Worker runs the same scenario on the worker package of
+// github.com/appscode/g2 (a fork of gearman-go's), whose own tests do
+// not compile.
+func TestG2Worker(t *testing.T) {
+	t.Parallel()
+	workerScenario(t, buildScenario(t, "g2-worker", "github.com/appscode/g2/worker"))
+}
+
+// workerScenario runs a worker scenario binary: one worker on two servers
+// (gearwork on Pebble and on memory), woken by NOOP from PRE_SLEEP, runs
+// jobs that complete, stream WORK_DATA/WORK_WARNING/WORK_STATUS, fail,
+// raise an exception (WORK_EXCEPTION; gearman-go's client sends no
+// OPTION_REQ, so it sees WORK_FAIL), read their unique id
+// (JOB_ASSIGN_UNIQ) and run in the background; its clients also use ECHO
+// and GET_STATUS. Then the first server restarts on its address, the
+// worker reconnects as the library offers (WorkerDisconnectError.Reconnect)
+// and runs a new job.
+func workerScenario(t *testing.T, bin string) {
+	t.Helper()
+	s1 := startGearwork(t)
+	s2 := startGearwork(t, "--store", "memory:")
+	// The scenario reads a line from stdin once the first server is
+	// back: an *os.File, so that no goroutine copies it.
+	stdin, restarted, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { restarted.Close() })
+	p := startProc(t, stdin, bin, s1.addr, s2.addr)
+	stdin.Close()
+	testwait.Until(t, "the scenario to ask for the restart", func() bool {
+		return strings.Contains(p.stderr.String(), "restart\n") || p.exited()
+	})
+	restartGearwork(t, s1)
+	_, err = restarted.Write([]byte("restarted\n"))
+	require.NoError(t, err, "scenario stderr:\n%s", p.stderr.String())
+	out, err := p.wait(t)
+	require.NoError(t, err, "scenario stderr:\n%s", p.stderr.String())
+	type serverResult struct {
+		Echo       string              `json:"echo"`
+		Jobs       map[string][]string `json:"jobs"`
+		Background string              `json:"background"`
+	}
+	var got struct {
+		S1, S2       serverResult
+		AfterRestart []string `json:"afterRestart"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
+	for _, tag := range []string{"s1", "s2"} {
+		want := serverResult{Echo: "ping " + tag, Background: tag, Jobs: map[string][]string{
+			"upper":     {"complete:HELLO " + strings.ToUpper(tag)},
+			"progress":  {"data:part-" + tag, "status:1/2", "warning:careful", "status:2/2", "complete:done"},
+			"fail":      {"fail"},
+			"exception": {"fail"},
+			"uniq":      {"complete:uniq/id-" + tag + "/" + tag},
+		}}
+		r := got.S1
+		if tag == "s2" {
+			r = got.S2
+		}
+		require.Empty(t, cmp.Diff(want, r), "server %s (-want +got)", tag)
+	}
+	require.Equal(t, []string{"complete:AGAIN"}, got.AfterRestart)
 }
