@@ -3,6 +3,7 @@ package compat
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -265,6 +266,61 @@ func TestAbraxasWorkerThrows(t *testing.T) {
 	require.NotNil(t, got.Up)
 	require.Equal(t, "NEXT JOB", *got.Up)
 	require.Equal(t, []string{"ab_throw", "ab_up"}, got.Jobs)
+}
+
+// TestGearmanodeScenario: the npm package gearmanode 0.9.2, client and
+// worker (testdata/node/gearmanode.js; its own tests are not in its npm
+// package), on two servers (gearwork on Pebble and on memory) with
+// round-robin load balancing: ECHO to each server, foreground jobs of
+// every priority with WORK_DATA/WORK_STATUS/WORK_WARNING, WORK_FAIL,
+// WORK_EXCEPTION (sent without OPTION_REQ, so the client sees a failure),
+// JOB_ASSIGN_UNIQ, six jobs at once (the worker answers each job with
+// PRE_SLEEP and waits for a NOOP before it grabs the next), and
+// background jobs polled with GET_STATUS until they end.
+//
+// gearmand 1.1.20 breaks this client: its WORK_FAIL for a client without
+// exceptions has a NUL after the handle (item 9 of "Differences from
+// gearmand"), and gearmanode takes "handle\0" for an unknown job.
+func TestGearmanodeScenario(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	needPath(t, filepath.Join(mods, "gearmanode", "package.json"), "gearmanode (testdata/node/package.json)")
+	s1 := startGearwork(t)
+	s2 := startGearwork(t, "--store", "memory:")
+	p := startProcIn(t, "", []string{"NODE_PATH=" + mods}, need(t, "node"), testdata("node", "gearmanode.js"), s1.addr, s2.addr)
+	out, err := p.wait(t)
+	require.NoError(t, err, "gearmanode.js: %s", p.stderr.String())
+	var got struct {
+		Jobs    map[string][]string `json:"jobs"`
+		Echo    []string            `json:"echo"`
+		Servers map[string]string   `json:"servers"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
+	require.Equal(t, []string{"ping " + s1.addr, "ping " + s2.addr}, got.Echo)
+	want := map[string][]string{
+		"upper":     {"complete:HELLO"},
+		"progress":  {"data:part", "status:1/2", "warning:careful", "status:2/2", "complete:done"},
+		"fail":      {"failed"},
+		"exception": {"failed"},
+		"uniq":      {"complete:u-1/payload"},
+		"low":       {"complete:LOW"},
+	}
+	for i := 1; i <= 6; i++ {
+		want[fmt.Sprint("burst", i)] = []string{fmt.Sprint("complete:B", i)}
+	}
+	for _, key := range []string{"bg1", "bg2"} {
+		// How often the poll sees each state depends on timing; what it
+		// sees, in order, does not.
+		seen := got.Jobs[key]
+		require.NotEmpty(t, seen, key)
+		require.Contains(t, seen, "known running 1/3", key)
+		require.Equal(t, "unknown 0/0", seen[len(seen)-1], key)
+		delete(got.Jobs, key)
+	}
+	require.Empty(t, cmp.Diff(want, got.Jobs), "(-want +got)")
+	// Round robin: the foreground jobs alternate between the servers.
+	require.NotEqual(t, got.Servers["upper"], got.Servers["progress"])
+	require.ElementsMatch(t, []string{s1.addr, s2.addr}, []string{got.Servers["burst1"], got.Servers["burst2"]})
 }
 
 // startProcIn is startProc with a working directory ("" for the test's)
