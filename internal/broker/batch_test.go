@@ -368,3 +368,56 @@ func TestBatchForgottenAfterItsRetention(t *testing.T) {
 	mustBatch(t, tb.b, open)
 	tb.noCallback(t)
 }
+
+// A dead letter of a batch queued again counts as pending again, and its
+// new end is counted: in a batch not yet complete, the batch then
+// completes as if the job had not died; in a completed batch, which stays
+// complete, a callback not yet submitted whose condition now holds
+// (on_success, once no job failed or died) is submitted then, and
+// on_complete is not submitted again.
+func TestBatchDeadLetterQueuedAgainCountsAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setupLC(t, batchOpts(Config{Policies: policies("fn", Policy{MaxAttempts: 1})}))
+	counts := func(id uint64) [5]uint64 {
+		s := mustBatch(t, tb.b, id)
+		return [5]uint64{s.Total, s.Pending, s.Succeeded, s.Failed, s.Dead}
+	}
+
+	open := createBatch(t, tb.b)
+	bad := tb.submit(t, inBatch(open, "bad"))
+	tb.finishNext(t, bad, Exception)
+	require.Equal(t, [5]uint64{1, 0, 0, 0, 1}, counts(open))
+	require.NoError(t, tb.b.RetryDeadLetter(ctx, []byte(tb.b.Handle(bad))))
+	require.Equal(t, [5]uint64{1, 1, 0, 0, 0}, counts(open), "pending again")
+	require.NoError(t, tb.b.CloseBatch(ctx, open))
+	require.False(t, mustBatch(t, tb.b, open).Complete, "it waits for its job queued again")
+	tb.finishNext(t, bad, Complete)
+	require.Equal(t, [5]uint64{1, 0, 1, 0, 0}, counts(open), "its new end counts")
+	for _, fn := range []string{"ok", "done"} {
+		cb, p := tb.grabCallback(t)
+		require.Equal(t, fn, cb.Function)
+		require.Equal(t, []uint64{1, 1, 0}, []uint64{p.Total, p.Succeeded, p.Dead})
+		require.NoError(t, tb.b.Finish(tb.worker, cb.Seq, Complete, nil))
+	}
+
+	done := createBatch(t, tb.b)
+	bad = tb.submit(t, inBatch(done, "bad"))
+	require.NoError(t, tb.b.CloseBatch(ctx, done))
+	tb.finishNext(t, bad, Exception)
+	cb, p := tb.grabCallback(t)
+	require.Equal(t, "done", cb.Function)
+	require.Equal(t, uint64(1), p.Dead)
+	require.NoError(t, tb.b.Finish(tb.worker, cb.Seq, Complete, nil))
+	require.NoError(t, tb.b.RetryDeadLetter(ctx, []byte(tb.b.Handle(bad))))
+	s := mustBatch(t, tb.b, done)
+	require.True(t, s.Complete, "a completed batch stays complete")
+	require.Equal(t, [5]uint64{1, 1, 0, 0, 0}, counts(done))
+	tb.finishNext(t, bad, Complete)
+	require.Equal(t, [5]uint64{1, 0, 1, 0, 0}, counts(done))
+	cb, p = tb.grabCallback(t)
+	require.Equal(t, "ok", cb.Function, "on_success, now that every job succeeded")
+	require.Equal(t, []uint64{1, 1, 0}, []uint64{p.Total, p.Succeeded, p.Dead})
+	require.NoError(t, tb.b.Finish(tb.worker, cb.Seq, Complete, nil))
+	tb.noCallback(t)
+}

@@ -890,3 +890,63 @@ func TestSharedBatchJobsWaitAcrossServers(t *testing.T) {
 	rows, _ = callbackRows(t, url, "report")
 	require.Equal(t, 1, rows)
 }
+
+// A dead letter of a batch queued again on the other server counts as
+// pending again in its batch, and its new end there counts: a batch not
+// yet complete completes as if it had not died; a completed batch stays
+// complete and submits its on_success once its jobs all succeeded, and
+// not its on_complete again, as on a single server.
+func TestSharedBatchDeadLetterQueuedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, a, b := openPair(t)
+	ca := a.NewSession("ca", newOutbox())
+	wa, outA := newWorker(a, "wa", "row")
+	wb, _ := newWorker(b, "wb", "row")
+	status := func(id uint64) broker.BatchStatus {
+		st, err := b.Batch(ctx, id)
+		require.NoError(t, err)
+		return st
+	}
+	for _, closeFirst := range []bool{false, true} {
+		id, err := a.CreateBatch(ctx, broker.BatchParams{OnSuccess: broker.Callback{Function: "report"},
+			OnComplete: broker.Callback{Function: "done"}})
+		require.NoError(t, err)
+		j := submit(t, a, ca, batchJob("row", id))
+		require.NoError(t, j.err)
+		if closeFirst {
+			require.NoError(t, b.CloseBatch(ctx, id))
+		}
+		got := grab(t, a, wa, outA)
+		require.NoError(t, a.Finish(wa, got.Seq, broker.Fail, nil))
+		testwait.Until(t, "the job dead in its batch", func() bool { return status(id).Dead == 1 })
+		require.Equal(t, closeFirst, status(id).Complete)
+
+		require.NoError(t, b.RetryDeadLetter(ctx, []byte(b.Handle(j.seq))))
+		st := status(id)
+		require.Equal(t, []uint64{1, 1, 0}, []uint64{st.Total, st.Pending, st.Dead}, "pending again")
+		require.Equal(t, closeFirst, st.Complete, "a completed batch stays complete")
+		require.NoError(t, a.CloseBatch(ctx, id))
+		// Whichever server claims it.
+		testwait.Until(t, "the job queued again handed to a worker", func() bool {
+			for _, w := range []struct {
+				b *broker.Broker
+				s *broker.Session
+			}{{a, wa}, {b, wb}} {
+				if got, ok := w.b.Grab(w.s); ok {
+					require.Equal(t, j.seq, got.Seq)
+					require.NoError(t, w.b.Finish(w.s, got.Seq, broker.Complete, nil))
+					return true
+				}
+			}
+			return false
+		})
+		testwait.Until(t, "its new end counted", func() bool { st = status(id); return st.Succeeded == 1 && st.SuccessFired })
+		require.Equal(t, []uint64{1, 0, 0, 0}, []uint64{st.Total, st.Pending, st.Failed, st.Dead})
+		require.True(t, st.Complete && st.CompleteFired)
+	}
+	rows, batches := callbackRows(t, url, "report")
+	require.Equal(t, []int{2, 2}, []int{rows, batches}, "one on_success per batch")
+	rows, batches = callbackRows(t, url, "done")
+	require.Equal(t, []int{2, 2}, []int{rows, batches}, "one on_complete per batch")
+}

@@ -101,12 +101,23 @@ func (s *Store) DoneByUnique(ctx context.Context, function, unique string) (stor
 // deletes their job records (they live again, and get new ones when they
 // end) and wakes the servers. A dead letter whose unique is taken
 // meanwhile by a live job or a retained result (or by another dead letter
-// retried with it) loses its unique: it runs without coalescing.
+// retried with it) loses its unique: it runs without coalescing. A dead
+// letter of a batch is no longer counted dead there (its end is to be
+// counted again, batch_done): the transaction locked the rows of those
+// batches first (deadBatchesSQL, batchLockSQL), and takes only the dead
+// letters of the batches it locked ($2), so that one of a batch that
+// died meanwhile waits for the next retry.
 const retryDeadSQL = `
 WITH picked AS (
-	SELECT seq, function, uniq FROM gearwork_jobs WHERE %s ORDER BY seq FOR UPDATE
+	SELECT seq, function, uniq, batch, batch_done FROM gearwork_jobs WHERE %s AND (batch = 0 OR batch = ANY(%s))
+	ORDER BY seq FOR UPDATE
+), revived AS (
+	UPDATE gearwork_batches b SET dead = greatest(b.dead - c.n, 0)
+	FROM (SELECT batch, count(*) AS n FROM picked WHERE batch <> 0 AND batch_done GROUP BY batch) c
+	WHERE b.id = c.batch
 ), upd AS (
 	UPDATE gearwork_jobs g SET state = 0, attempts = 0, finished_at = 0, not_before = 0, owner = NULL,
+		batch_done = false,
 		uniq = CASE WHEN g.uniq IS NOT NULL AND (
 			EXISTS (SELECT 1 FROM gearwork_jobs o WHERE o.uniq = g.uniq AND o.function = g.function AND o.state <> 2)
 			OR EXISTS (SELECT 1 FROM picked p WHERE p.uniq = g.uniq AND p.function = g.function AND p.seq < g.seq))
@@ -123,17 +134,34 @@ SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM woken)`
 
 // RetryDead queues the dead letters sel names again, for whichever server
 // has workers for them, and returns how many. Idempotent: a job that is no
-// longer a dead letter is left alone.
+// longer a dead letter is left alone. A dead letter of a batch counts as
+// pending in its batch again, and its next end is counted.
 func (s *Store) RetryDead(ctx context.Context, sel store.DeadSelector) (int, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
 	where, args := deadWhere(sel)
-	q := fmt.Sprintf(retryDeadSQL, where, fmt.Sprintf("$%d::text", len(args)+1))
-	args = append(args, s.channel)
+	q := fmt.Sprintf(retryDeadSQL, where, fmt.Sprintf("$%d::bigint[]", len(args)+1), fmt.Sprintf("$%d::text", len(args)+2))
 	for attempt := 0; ; attempt++ {
-		var n, woken int64
-		err := s.pool.QueryRow(ctx, q, args...).Scan(&n, &woken)
+		var n int64
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			// The batch rows before the jobs' (batchLockSQL).
+			rows, err := tx.Query(ctx, `SELECT DISTINCT batch FROM gearwork_jobs WHERE `+where+` AND batch <> 0`, args...)
+			if err != nil {
+				return err
+			}
+			batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				return err
+			}
+			if len(batches) > 0 {
+				if _, err := tx.Exec(ctx, batchLockSQL, batches); err != nil {
+					return err
+				}
+			}
+			var woken int64
+			return tx.QueryRow(ctx, q, append(slices.Clone(args), batches, s.channel)...).Scan(&n, &woken)
+		})
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && attempt < 5 {
 			// unique_violation: a job with the same unique was inserted

@@ -322,3 +322,84 @@ func testBatchRunningAndExpiry(t *testing.T, open OpenSharedFunc) {
 	require.NoError(t, err)
 	require.Zero(t, n, "idempotent")
 }
+
+// dieInBatch saves job seq of batch id as a dead letter, counted dead in
+// its batch, as a commit round does.
+func dieInBatch(t *testing.T, s store.SharedStore, j store.Job, seq uint64) {
+	t.Helper()
+	dieCounted(t, s, j, seq, []store.BatchEnd{{Seq: seq, Batch: j.Batch, Outcome: store.BatchDead}})
+}
+
+// A dead letter of a batch queued again counts as pending again and its
+// new end is counted, as on a single server: a batch not yet complete
+// then completes as if the job had not died; a completed batch stays
+// complete, submits on_success once every job succeeded (it had not),
+// and does not submit on_complete again.
+func testBatchDeadLetterQueuedAgain(t *testing.T, open OpenSharedFunc) {
+	ctx := context.Background()
+	a, b := joined(t, open, "a"), joined(t, open, "b")
+	counts := func(id uint64) []uint64 {
+		t.Helper()
+		bt, err := b.(store.BatchStore).Batch(ctx, id)
+		require.NoError(t, err)
+		return []uint64{bt.Total, bt.Succeeded, bt.Failed, bt.Dead}
+	}
+	// runs dies job j of batch id on a, queues it again (by retry),
+	// and returns it as server b claims it.
+	runs := func(id uint64, fn string, retry store.DeadSelector) store.Job {
+		t.Helper()
+		j := sharedJob(fn, "", "x")
+		j.Batch = id
+		res := insert(t, a, []store.Job{j}, true)
+		dieInBatch(t, a, j, res[0].Seq)
+		require.Equal(t, []uint64{1, 0, 0, 1}, counts(id))
+		if retry.Seq == 0 && retry.Function == "" {
+			retry.Seq = res[0].Seq
+		}
+		n, err := b.RetryDead(ctx, retry)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.Equal(t, []uint64{1, 0, 0, 0}, counts(id), "pending again")
+		got := claimAll(t, b, fn)
+		require.Len(t, got, 1)
+		require.Equal(t, id, got[0].Batch)
+		return got[0]
+	}
+
+	first := newBatch(t, a, "report", "done")
+	j := runs(first, "f", store.DeadSelector{})
+	require.NoError(t, a.(store.BatchStore).CloseBatch(ctx, first, "H:a:"))
+	require.Empty(t, callbackJobs(t, a, "done"), "it waits for its job queued again")
+	require.NoError(t, endJob(b, "H:b:", first, j.Seq, store.BatchSucceeded))
+	require.Equal(t, []uint64{1, 1, 0, 0}, counts(first), "its new end counts")
+	require.Len(t, callbackJobs(t, a, "report"), 1)
+	require.Len(t, callbackJobs(t, a, "done"), 1)
+
+	done := newBatch(t, a, "report", "done")
+	k := sharedJob("g", "", "x")
+	k.Batch = done
+	res := insert(t, a, []store.Job{k}, true)
+	require.NoError(t, a.(store.BatchStore).CloseBatch(ctx, done, "H:a:"))
+	dieInBatch(t, a, k, res[0].Seq)
+	bt, err := a.(store.BatchStore).Batch(ctx, done)
+	require.NoError(t, err)
+	require.NotZero(t, bt.Completed)
+	require.Len(t, callbackJobs(t, a, "done"), 2)
+	n, err := b.RetryDead(ctx, store.DeadSelector{Function: "g"})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, []uint64{1, 0, 0, 0}, counts(done))
+	bt, err = a.(store.BatchStore).Batch(ctx, done)
+	require.NoError(t, err)
+	require.NotZero(t, bt.Completed, "a completed batch stays complete")
+	got := claimAll(t, b, "g")
+	require.Len(t, got, 1)
+	require.NoError(t, endJob(b, "H:b:", done, got[0].Seq, store.BatchSucceeded))
+	require.Equal(t, []uint64{1, 1, 0, 0}, counts(done))
+	require.Len(t, callbackJobs(t, a, "report"), 2, "on_success, now that every job succeeded")
+	require.Len(t, callbackJobs(t, a, "done"), 2, "on_complete is not submitted again")
+	n, err = a.RetryDead(ctx, store.DeadSelector{Seq: got[0].Seq})
+	require.NoError(t, err)
+	require.Zero(t, n, "no longer a dead letter")
+	require.Equal(t, []uint64{1, 1, 0, 0}, counts(done))
+}

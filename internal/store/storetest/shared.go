@@ -42,6 +42,7 @@ func RunShared(t *testing.T, open OpenSharedFunc) {
 		{name: "BatchRunningAndExpiry", fn: testBatchRunningAndExpiry, needs: has[store.BatchStore]},
 		{name: "Dependencies", fn: testDependencies, needs: has[store.RecordStore]},
 		{name: "DependenciesEndedOnTwoServersAtOnce", fn: testDependenciesEndedOnTwoServersAtOnce, needs: has[store.RecordStore]},
+		{name: "BatchDeadLetterQueuedAgain", fn: testBatchDeadLetterQueuedAgain, needs: has[store.BatchStore]},
 		{name: "BatchJobsWait", fn: testBatchJobsWait, needs: has[store.BatchRecordStore]},
 		{name: "BatchJobsCancelledOnTwoServersAtOnce", fn: testBatchJobsCancelledOnTwoServersAtOnce, needs: has[store.BatchRecordStore]},
 	}
@@ -258,8 +259,15 @@ func testSharedMeta(t *testing.T, open OpenSharedFunc) {
 // die turns job seq into a dead letter, as the committer writes it.
 func die(t *testing.T, s store.SharedStore, j store.Job, seq uint64) {
 	t.Helper()
+	dieCounted(t, s, j, seq, nil)
+}
+
+// dieCounted saves job seq as a dead letter in a commit round that counts
+// ends (of jobs of batches).
+func dieCounted(t *testing.T, s store.SharedStore, j store.Job, seq uint64, ends []store.BatchEnd) {
+	t.Helper()
 	j.Seq, j.State, j.Attempts, j.LastError, j.FinishedAt = seq, store.StateDead, 1, "failed", time.Now().UnixNano()
-	_, err := s.Commit(context.Background(), store.CommitParams{Update: []store.Job{j}, Release: []uint64{seq}})
+	_, err := s.Commit(context.Background(), store.CommitParams{Update: []store.Job{j}, Release: []uint64{seq}, BatchEnds: ends})
 	require.NoError(t, err)
 }
 
