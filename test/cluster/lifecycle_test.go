@@ -410,6 +410,14 @@ func TestClusterBatchCallbacksOnceAcrossSIGKILL(t *testing.T) {
 	}
 }
 
+// diesOnFirstFailure creates function fn with one attempt for its jobs:
+// a job that fails is a dead letter.
+func diesOnFirstFailure(t *testing.T, addr, fn string) {
+	t.Helper()
+	require.Equal(t, []string{"OK"}, adminCall(t, addr, "create function "+fn, false))
+	require.Equal(t, []string{"OK"}, adminCall(t, addr, "policy "+fn+" max_attempts=1", false))
+}
+
 // seqOf returns the number that ends a handle.
 func seqOf(handle string) string { return handle[strings.LastIndexByte(handle, ':')+1:] }
 
@@ -433,8 +441,7 @@ func TestClusterDependencies(t *testing.T) {
 		t.Skip("starts PostgreSQL and two servers")
 	}
 	url, a, b := startPair(t)
-	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "create function fails", false))
-	require.Equal(t, []string{"OK"}, adminCall(t, a.addr, "policy fails max_attempts=1", false))
+	diesOnFirstFailure(t, a.addr, "fails")
 	d1, d2 := submitBg(t, a.addr, "dep", "1"), submitBg(t, a.addr, "dep", "2")
 	fanin := submitBgUnique(t, b.addr, "fanin", "after:"+seqOf(d1)+","+seqOf(d2), "w")
 	chain := submitBgUnique(t, b.addr, "chain", "after:"+seqOf(fanin), "c")
@@ -490,4 +497,42 @@ func TestClusterDependencies(t *testing.T) {
 	require.Equal(t, 4, rowState(t, url, ship))
 	require.Equal(t, order, workOne(t, a.addr, "dep", gearman.WorkComplete, ""))
 	require.Equal(t, seqOf(ship), seqOf(workOne(t, b.addr, "ship", gearman.WorkComplete, "")))
+}
+
+// TestClusterBatchDeadLetterQueuedAgain runs two servers on one
+// PostgreSQL: the only job of a closed batch dies on server a, which
+// completes the batch (its on_complete runs); queued again with
+// "deadletter retry" on server b, it counts as pending again, and once it
+// completes there the batch counts it as succeeded and submits its
+// on_success, once, and not its on_complete again.
+func TestClusterBatchDeadLetterQueuedAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and two servers")
+	}
+	url, a, b := startPair(t)
+	diesOnFirstFailure(t, a.addr, "fails")
+	created := adminCall(t, a.addr, "batch create on_success=report on_complete=notify", false)
+	id, ok := strings.CutPrefix(created[0], "OK ")
+	require.True(t, ok, "%q", created)
+	h := submitBgUnique(t, b.addr, "fails", "batch:"+id, "x")
+	require.Equal(t, []string{"OK"}, adminCall(t, b.addr, "batch close "+id, false))
+	require.Equal(t, seqOf(h), seqOf(workOne(t, a.addr, "fails", gearman.WorkFail, "")))
+	pollAdmin(t, b.addr, "batch "+id, "the batch completes with its dead job", func(l []string) bool {
+		return slices.Contains(l, "complete\ttrue") && slices.Contains(l, "dead\t1")
+	})
+	workOne(t, a.addr, "notify", gearman.WorkComplete, "")
+
+	require.Equal(t, []string{"OK 1"}, adminCall(t, b.addr, "deadletter retry "+h, false))
+	status := adminCall(t, a.addr, "batch "+id, true)
+	require.Subset(t, status, []string{"complete\ttrue", "pending\t1", "dead\t0"}, "pending again")
+	require.Equal(t, seqOf(h), seqOf(workOne(t, b.addr, "fails", gearman.WorkComplete, "")))
+	status = pollAdmin(t, a.addr, "batch "+id, "its new end counted", func(l []string) bool {
+		return slices.Contains(l, "succeeded\t1") && slices.Contains(l, "on_success\treport\tfired")
+	})
+	require.Subset(t, status, []string{"total\t1", "pending\t0", "failed\t0", "dead\t0", "on_complete\tnotify\tfired"})
+	report := workOne(t, a.addr, "report", gearman.WorkComplete, "")
+	var more int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE function IN ('report', 'notify')
+		AND seq <> `+seqOf(report), &more)
+	require.Zero(t, more, "one on_success, no second on_complete")
 }
