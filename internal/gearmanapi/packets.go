@@ -64,11 +64,11 @@ func (c *conn) packet(f *gearman.Frame) {
 		}
 		var timeout time.Duration
 		if p.Command == gearman.CanDoTimeout {
-			ms, err := strconv.ParseInt(string(trimNUL(bytes.TrimSpace(p.Args[1]))), 10, 64)
-			if err != nil || ms < 0 {
-				c.errorPacket("INVALID_PACKET", "CAN_DO_TIMEOUT needs a timeout in milliseconds")
-				return
-			}
+			// Read like gearmand's atoi: the leading decimal digits
+			// count. A timeout without them (a negative one, or a binary
+			// number, which npm's gearman 2.1.0 sends) is 0, none: the
+			// function is registered all the same, so its worker gets jobs.
+			ms, _ := parseUint32(bytes.TrimPrefix(bytes.TrimLeft(p.Args[1], " \t\n\v\f\r"), []byte("+")))
 			if ms > 0 {
 				// gearmand clamps the timeout to at least one second.
 				timeout = time.Duration(max(ms, 1000)) * time.Millisecond

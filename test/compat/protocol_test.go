@@ -148,6 +148,31 @@ func TestRawCanDoTimeout(t *testing.T) {
 	stuck.Expect(gearman.NoJob)
 }
 
+// TestRawCanDoTimeoutNotANumber: a CAN_DO_TIMEOUT whose timeout is not a
+// decimal number registers the function without a timeout, as gearmand's
+// atoi reads it. The npm package gearman 2.1.0 sends the timeout as a
+// 32-bit big-endian binary number; a worker on it must still get its jobs.
+func TestRawCanDoTimeoutNotANumber(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := dialRaw(t, s)
+		w.Send(gearman.CanDoTimeout, "bin", "\x00\x00\x00\x05")
+		w.Send(gearman.CanDoTimeout, "word", "soon")
+		w.Send(gearman.EchoReq, "registered")
+		w.Expect(gearman.EchoRes, "registered")
+		waitStatus(t, s, "bin", funcStatus{Workers: 1})
+		waitStatus(t, s, "word", funcStatus{Workers: 1})
+		client := dialRaw(t, s)
+		for _, fn := range []string{"bin", "word"} {
+			h := client.submit(gearman.SubmitJob, fn, "", "run me")
+			got, gotFn, _, payload := w.grab()
+			require.Equal(t, []string{h, fn, "run me"}, []string{got, gotFn, payload})
+			w.Send(gearman.WorkComplete, h, "ran")
+			client.Expect(gearman.WorkComplete, h, "ran")
+		}
+	})
+}
+
 // TestRawEpoch: a SUBMIT_JOB_EPOCH job is not handed out before its time;
 // gearwork wakes a sleeping worker when it is due.
 func TestRawEpoch(t *testing.T) {
