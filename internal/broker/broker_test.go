@@ -412,4 +412,13 @@ func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
 	p.When = &never
 	require.ErrorIs(t, tb.submit(t, c, p).err, ErrNoMatchingTime)
 	require.Zero(t, tb.b.JobCount())
+
+	// SUBMIT_JOB_EPOCH takes any 64-bit time; past the year 9999 no
+	// record could say when the job runs.
+	p = bg("f", "", "far", Normal)
+	p.RunAt = MaxRunAt + 1
+	require.ErrorIs(t, tb.submit(t, c, p).err, ErrRunAtOutOfRange)
+	require.Zero(t, tb.b.JobCount())
+	p.RunAt = MaxRunAt
+	require.NoError(t, tb.submit(t, c, p).err, "the last second of 9999 is taken")
 }

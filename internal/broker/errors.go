@@ -33,6 +33,10 @@ var (
 	// SubmitParams.When matches no time within five years (such as the
 	// 31st of February).
 	ErrNoMatchingTime = errors.New("no time within five years matches the schedule")
+	// ErrRunAtOutOfRange is wrapped by Submit's error for a job whose
+	// SubmitParams.RunAt is after MaxRunAt: no record of it could say when
+	// it runs (RFC 3339 ends with the year 9999).
+	ErrRunAtOutOfRange = errors.New("the run time is after 9999-12-31T23:59:59Z")
 	// ErrJobLive is returned by RetryJob for a job that has not ended.
 	ErrJobLive = errors.New("the job has not ended")
 	// ErrNotRetryable is wrapped by RetryJob's error for a job that ended

@@ -114,6 +114,10 @@ func (b *Broker) prepareSubmit(p *SubmitParams) {
 	p.batchErr = b.mode.checkBatch(p.Batch)
 }
 
+// MaxRunAt is the latest SubmitParams.RunAt a submit takes:
+// 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+const MaxRunAt = 253402300799
+
 func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if b.stopped {
 		done(0, false, ErrStopped)
@@ -130,6 +134,10 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 			return
 		}
 		p.RunAt = next.Unix()
+	}
+	if p.RunAt > MaxRunAt {
+		done(0, false, fmt.Errorf("%w: %d", ErrRunAtOutOfRange, p.RunAt))
+		return
 	}
 	bt, err := b.submitBatchLocked(&p)
 	if err != nil {

@@ -517,6 +517,8 @@ func TestProblems(t *testing.T) {
 		http.StatusRequestEntityTooLarge, "limit of 16 bytes")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?priority=urgent", nil), http.StatusBadRequest, "urgent")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?run-at=tomorrow", nil), http.StatusBadRequest, "RFC 3339")
+	// A record could not say when such a job runs.
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?run-at=700000000000", nil), http.StatusBadRequest, "9999")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?wait=forever", nil), http.StatusBadRequest, "duration")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Gearwork-Attempts", "many"), http.StatusBadRequest, "attempts")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?timeout=-1s", nil), http.StatusBadRequest, "timeout")

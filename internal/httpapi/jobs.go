@@ -282,14 +282,18 @@ func parseRunAt(v string) (int64, error) {
 	if v == "" {
 		return 0, nil
 	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
-		return n, nil
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		t, terr := time.Parse(time.RFC3339, v)
+		if terr != nil {
+			return 0, errorf(http.StatusBadRequest, "invalid-option", "run-at %q: use RFC 3339 (2026-01-02T15:04:05Z) or Unix seconds", v)
+		}
+		n = t.Unix()
 	}
-	t, err := time.Parse(time.RFC3339, v)
-	if err != nil {
-		return 0, errorf(http.StatusBadRequest, "invalid-option", "run-at %q: use RFC 3339 (2026-01-02T15:04:05Z) or Unix seconds", v)
+	if n > broker.MaxRunAt {
+		return 0, errorf(http.StatusBadRequest, "invalid-option", "run-at %q: after 9999-12-31T23:59:59Z, the last time RFC 3339 can write", v)
 	}
-	return t.Unix(), nil
+	return n, nil
 }
 
 func (s *Server) parseWait(v string) (time.Duration, error) {

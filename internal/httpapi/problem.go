@@ -63,6 +63,9 @@ func toProblem(err error) problem {
 	case errors.As(err, &se):
 		return problem{Type: problemTypeBase + "store-failed", Title: http.StatusText(http.StatusServiceUnavailable),
 			Status: http.StatusServiceUnavailable, Detail: se.Error() + "; the job was not accepted"}
+	case errors.Is(err, broker.ErrRunAtOutOfRange):
+		return problem{Type: problemTypeBase + "invalid-option", Title: http.StatusText(http.StatusBadRequest),
+			Status: http.StatusBadRequest, Detail: err.Error()}
 	case errors.Is(err, broker.ErrJobNotFound):
 		return problem{Type: problemTypeBase + "job-not-found", Title: http.StatusText(http.StatusNotFound),
 			Status: http.StatusNotFound, Detail: "no live job has this handle"}
