@@ -206,6 +206,12 @@ func TestRawEpoch(t *testing.T) {
 		require.Equal(t, h, got)
 		require.Equal(t, "later", payload)
 		w.Send(gearman.WorkComplete, h, "")
+		if s.isGearwork() {
+			// After the year 9999 no job record could write the time
+			// (gearmand takes any 64-bit epoch).
+			c.Send(gearman.SubmitJobEpoch, "ep", "", "253402300800", "too late")
+			c.Expect(gearman.Error, "QUEUE_ERROR", "the run time is after 9999-12-31T23:59:59Z: 253402300800")
+		}
 	})
 }
 
