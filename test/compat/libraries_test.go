@@ -378,7 +378,8 @@ func TestG2Worker(t *testing.T) {
 	workerScenario(t, buildScenario(t, "g2-worker", "github.com/appscode/g2/worker"))
 }
 
-// workerScenario runs a worker scenario binary: one worker on two servers
+// workerScenario runs a worker scenario binary: one worker (one job at a
+// time; see main.go) on two servers
 // (gearwork on Pebble and on memory), woken by NOOP from PRE_SLEEP, runs
 // jobs that complete, stream WORK_DATA/WORK_WARNING/WORK_STATUS, fail,
 // raise an exception (WORK_EXCEPTION; gearman-go's client sends no

@@ -149,7 +149,12 @@ func mainErr(addrs []string) error {
 	if len(addrs) != 2 {
 		return errors.New("usage: gearman-go-worker ADDR1 ADDR2")
 	}
-	w := worker.New(worker.Unlimited)
+	// One job at a time: with worker.Unlimited the library writes a
+	// job's WORK_DATA, WORK_WARNING and WORK_STATUS without its
+	// connection's lock while its main loop writes GRAB_JOB_UNIQ or
+	// PRE_SLEEP, and now and then corrupts the stream (against any
+	// server). With OneByOne the main loop waits for the job to end.
+	w := worker.New(worker.OneByOne)
 	defer w.Close()
 	reconnected := make(chan error, 1)
 	w.ErrorHandler = func(err error) {
