@@ -83,11 +83,11 @@ SELECT set_config('` + depBatchesSetting + `', coalesce((SELECT array_agg(id)::t
 const firedBatches = `$1::bigint[] || coalesce(nullif(current_setting('` + depBatchesSetting + `', true), ''), '{}')::bigint[]`
 
 // lockRoundBatches queues the lock of the batch rows a transaction
-// changes (batchLockSQL), or depBatchLockSQL for one that ends jobs
-// others may wait for (ends, of jobs with handles of prefix).
+// changes (batchLockSQL), or depBatchLockSQL for one whose ends (of jobs
+// with handles of prefix) may cancel jobs waiting for them.
 func lockRoundBatches(add func(sql string, args ...any), batches []int64, ends []store.DepEnd, prefix string) {
 	switch {
-	case len(ends) > 0:
+	case cancelling(ends):
 		add(depBatchLockSQL, append(depEndArgs(ends, prefix), batches)...)
 	case len(batches) > 0:
 		add(batchLockSQL, batches)
@@ -317,4 +317,15 @@ func batchIDs(batch int64) []int64 {
 		return []int64{}
 	}
 	return []int64{batch}
+}
+
+// cancelling reports whether ends may cancel jobs waiting for them: one
+// of them is not a success (depClosure).
+func cancelling(ends []store.DepEnd) bool {
+	for _, e := range ends {
+		if e.State != "complete" {
+			return true
+		}
+	}
+	return false
 }

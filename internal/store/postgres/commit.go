@@ -185,7 +185,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	if len(cp.BatchEnds) > 0 {
 		add(nil, batchEndSQL, endArgs...)
 	}
-	if len(cp.BatchEnds) > 0 || len(cp.DepEnds) > 0 {
+	if len(cp.BatchEnds) > 0 || cancelling(cp.DepEnds) {
 		// Also the batches of waiting jobs depEndSQL cancelled.
 		add(nil, batchFireSQL, endBatches, []byte(p.HandlePrefix), s.channel)
 	}
