@@ -323,6 +323,39 @@ func TestGearmanodeScenario(t *testing.T) {
 	require.ElementsMatch(t, []string{s1.addr, s2.addr}, []string{got.Servers["burst1"], got.Servers["burst2"]})
 }
 
+// TestNpmGearmanScenario: the npm package gearman 2.1.0, client and
+// worker (testdata/node/gearman.js; its own tests only encode and decode
+// packets), side by side with gearmand: ECHO, foreground jobs with a
+// unique and each priority, WORK_DATA/WORK_STATUS/WORK_WARNING,
+// OPTION_REQ exceptions then WORK_EXCEPTION, a background job,
+// GET_STATUS and GET_STATUS_UNIQUE, SET_CLIENT_ID. Its worker registers
+// "upper" with CAN_DO_TIMEOUT, whose timeout this library sends as a
+// binary number (see TestRawCanDoTimeoutNotANumber).
+func TestNpmGearmanScenario(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	needPath(t, filepath.Join(mods, "gearman", "package.json"), "gearman (testdata/node/package.json)")
+	eachServer(t, func(t *testing.T, s *server) {
+		p := startProcIn(t, "", []string{"NODE_PATH=" + mods}, need(t, "node"), testdata("node", "gearman.js"), s.addr)
+		out, err := p.wait(t)
+		require.NoError(t, err, "gearman.js: %s", p.stderr.String())
+		var got struct {
+			Events []string `json:"events"`
+			Worker []string `json:"worker"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
+		require.Equal(t, []string{"echo ping", "created", "complete HELLO",
+			"created", "data part", "status 1/2", "warning careful", "complete done",
+			"option exceptions", "created", "exception exploded",
+			"created", "status_res known=1 running=0", "status_res_unique bg-1 known=1"}, got.Events)
+		// The library makes up a unique for a job that has none.
+		require.Len(t, got.Worker, 3)
+		require.Equal(t, "upper u-1 hello", got.Worker[0])
+		require.Regexp(t, `^stream [0-9a-z]+ go$`, got.Worker[1])
+		require.Regexp(t, `^stream [0-9a-z]+ explode$`, got.Worker[2])
+	})
+}
+
 // startProcIn is startProc with a working directory ("" for the test's)
 // and extra environment variables.
 func startProcIn(t *testing.T, dir string, env []string, name string, args ...string) *proc {
