@@ -274,9 +274,9 @@ func TestAbraxasWorkerThrows(t *testing.T) {
 // round-robin load balancing: ECHO to each server, foreground jobs of
 // every priority with WORK_DATA/WORK_STATUS/WORK_WARNING, WORK_FAIL,
 // WORK_EXCEPTION (sent without OPTION_REQ, so the client sees a failure),
-// JOB_ASSIGN_UNIQ, six jobs at once (the worker answers each job with
-// PRE_SLEEP and waits for a NOOP before it grabs the next), and
-// background jobs polled with GET_STATUS until they end.
+// JOB_ASSIGN_UNIQ, 3 MiB both ways, six jobs at once (the worker answers
+// each job with PRE_SLEEP and waits for a NOOP before it grabs the next),
+// and background jobs polled with GET_STATUS until they end.
 //
 // gearmand 1.1.20 breaks this client: its WORK_FAIL for a client without
 // exceptions has a NUL after the handle (item 9 of "Differences from
@@ -304,6 +304,7 @@ func TestGearmanodeScenario(t *testing.T) {
 		"exception": {"failed"},
 		"uniq":      {"complete:u-1/payload"},
 		"low":       {"complete:LOW"},
+		"big":       {"complete:3 MiB upper"},
 	}
 	for i := 1; i <= 6; i++ {
 		want[fmt.Sprint("burst", i)] = []string{fmt.Sprint("complete:B", i)}
@@ -412,15 +413,15 @@ func TestG2Worker(t *testing.T) {
 }
 
 // workerScenario runs a worker scenario binary: one worker (one job at a
-// time; see main.go) on two servers
-// (gearwork on Pebble and on memory), woken by NOOP from PRE_SLEEP, runs
-// jobs that complete, stream WORK_DATA/WORK_WARNING/WORK_STATUS, fail,
-// raise an exception (WORK_EXCEPTION; gearman-go's client sends no
-// OPTION_REQ, so it sees WORK_FAIL), read their unique id
-// (JOB_ASSIGN_UNIQ) and run in the background; its clients also use ECHO
-// and GET_STATUS. Then the first server restarts on its address, the
-// worker reconnects as the library offers (WorkerDisconnectError.Reconnect)
-// and runs a new job.
+// time; see main.go) on two servers (gearwork on Pebble and on memory),
+// woken by NOOP from PRE_SLEEP, runs jobs that complete, stream
+// WORK_DATA/WORK_WARNING/WORK_STATUS, fail, raise an exception
+// (WORK_EXCEPTION; gearman-go's client sends no OPTION_REQ, so it sees
+// WORK_FAIL), read their unique id (JOB_ASSIGN_UNIQ), carry over 1 MiB both
+// ways and run in the background; its clients also use ECHO and
+// GET_STATUS. Then the first server restarts on its address, the worker
+// reconnects as the library offers (WorkerDisconnectError.Reconnect) and
+// runs a new job.
 func workerScenario(t *testing.T, bin string) {
 	t.Helper()
 	s1 := startGearwork(t)
@@ -457,6 +458,7 @@ func workerScenario(t *testing.T, bin string) {
 			"fail":      {"fail"},
 			"exception": {"fail"},
 			"uniq":      {"complete:uniq/id-" + tag + "/" + tag},
+			"big":       {"complete:1 MiB upper"},
 		}}
 		r := got.S1
 		if tag == "s2" {

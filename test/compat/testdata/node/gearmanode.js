@@ -95,6 +95,12 @@ function echo(js) {
   await run('exception', 'exception', 'x');
   await run('uniq', 'uniq', 'payload', { unique: 'u-1', priority: 'HIGH' });
   await run('low', 'upper', 'low', { priority: 'LOW' });
+  // 3 MiB both ways, in many reads of the library's socket.
+  const big = 'gearwork'.repeat((3 << 20) / 8);
+  await run('big', 'upper', big);
+  if (out.jobs.big.length === 1 && out.jobs.big[0] === 'complete:' + big.toUpperCase()) {
+    out.jobs.big = ['complete:3 MiB upper'];
+  }
   // Several jobs at once: the worker answers each with PRE_SLEEP and
   // waits for a NOOP before its next GRAB_JOB.
   await Promise.all([1, 2, 3, 4, 5, 6].map(i => run('burst' + i, 'upper', 'b' + i)));

@@ -112,6 +112,15 @@ func exercise(addr, tag string, bgDone <-chan string) (serverResult, error) {
 	res.Jobs["fail"] = run(c, "fail", tag, "")
 	res.Jobs["exception"] = run(c, "exception", tag, "")
 	res.Jobs["uniq"] = run(c, "uniq", tag, "id-"+tag)
+	// Over 1 MiB both ways, many reads of either library (which copies
+	// what it has read at each read: a longer payload takes seconds).
+	big := strings.Repeat("gearwork", 1<<20/8+1)
+	res.Jobs["big"] = run(c, "upper", big, "")
+	for i, e := range res.Jobs["big"] {
+		if e == "complete:"+strings.ToUpper(big) {
+			res.Jobs["big"][i] = "complete:1 MiB upper"
+		}
+	}
 	h, err := c.DoBg("bg", []byte(tag), client.JobLow)
 	if err != nil {
 		return res, err
