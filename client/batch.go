@@ -99,7 +99,7 @@ func (c *Client) adminLine(ctx context.Context, line string) (string, error) {
 // BatchUnique returns the unique id that adds a background job to the
 // batch with id batch on a Gearwork server (docs/batches.md): "batch:ID",
 // or "batch:ID:UNIQUE" when the job has a unique of its own (the worker is
-// handed UNIQUE; the whole must fit in a unique's 63 bytes). A foreground
+// handed UNIQUE; the whole must fit in a unique's 64 bytes). A foreground
 // submit, an unknown batch or one that has completed is refused with an
 // error.
 func BatchUnique(batch, unique string) string {
@@ -114,7 +114,7 @@ func BatchUnique(batch, unique string) string {
 // "Dependencies"): "after:SEQ,SEQ" with the numbers that end the handles
 // ("after-anyway:" when anyway: it runs whatever their outcome), followed
 // by ":UNIQUE" when the job has a unique of its own. The whole must fit in
-// a unique's 63 bytes. The jobs must be on the server the job goes to.
+// a unique's 64 bytes. The jobs must be on the server the job goes to.
 func AfterUnique(handles []string, anyway bool, unique string) (string, error) {
 	if len(handles) == 0 {
 		return "", fmt.Errorf("%w: no job to wait for", ErrInvalidRequest)
@@ -143,7 +143,7 @@ func AfterUnique(handles []string, anyway bool, unique string) (string, error) {
 // ("after-unique-anyway:" when anyway: it runs whatever that job's
 // outcome). The job that waits has no unique of its own. A retained
 // result with that unique counts as a job that completed; with neither,
-// the server refuses the submit. The whole must fit in a unique's 63
+// the server refuses the submit. The whole must fit in a unique's 64
 // bytes, and function must not contain '/' (name such jobs over HTTP,
 // ?after-unique).
 func AfterJobUnique(function, unique string, anyway bool) (string, error) {

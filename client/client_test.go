@@ -181,7 +181,7 @@ func TestInvalidRequests(t *testing.T) {
 	for name, req := range map[string]client.Request{
 		"no function":    {},
 		"long function":  {Function: string(make([]byte, 512))},
-		"long unique":    {Function: "f", Unique: string(make([]byte, 64))},
+		"long unique":    {Function: "f", Unique: string(make([]byte, 65))},
 		"epoch priority": {Function: "f", RunAt: time.Now(), Priority: client.PriorityHigh},
 	} {
 		_, err := c.SubmitBackground(ctx, req)

@@ -56,7 +56,7 @@ type Request struct {
 	// Unique, if set, coalesces jobs: a submit whose function and unique
 	// match a job the server still holds attaches to that job instead of
 	// creating another, and every foreground submitter gets its result.
-	// "-" asks the server to use a hash of the payload. At most 63 bytes.
+	// "-" asks the server to use a hash of the payload. At most 64 bytes.
 	// With several servers, the unique also picks the server, so equal
 	// uniques meet on the same one.
 	Unique string

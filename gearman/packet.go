@@ -25,9 +25,12 @@ var (
 )
 
 // Protocol limits, as in gearmand (each size excludes the terminating NUL).
+// gearmand takes a unique of up to 64 bytes (GEARMAN_MAX_UNIQUE_SIZE), a
+// SHA-256 digest in hex among them, and keeps 63 of them; Gearwork keeps
+// all 64.
 const (
 	MaxHandleSize   = 63
-	MaxUniqueSize   = 63
+	MaxUniqueSize   = 64
 	MaxFunctionSize = 511
 )
 

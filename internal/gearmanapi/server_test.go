@@ -173,7 +173,7 @@ func TestErrors(t *testing.T) {
 	c.Expect(gearman.Error, "JOB_NOT_FOUND", "Job given in work result not found")
 	c.Send(gearman.OptionReq, "nonsense")
 	c.Expect(gearman.Error, "UNKNOWN_OPTION", "Server does not recognize given option")
-	c.Send(gearman.SubmitJobBg, "f", "0123456789012345678901234567890123456789012345678901234567890123", "x")
+	c.Send(gearman.SubmitJobBg, "f", "01234567890123456789012345678901234567890123456789012345678901234", "x")
 	c.Expect(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large")
 	// The connection still works after all of that.
 	c.echo("still here")

@@ -382,7 +382,7 @@ func TestRawBadInput(t *testing.T) {
 			wire.Response(gearman.Error, "INVALID_MAGIC", "Request magic expected"), false},
 		{"too few arguments", wire.Request(gearman.SubmitJob, "only-function"),
 			wire.Response(gearman.Error, "INVALID_PACKET", "SUBMIT_JOB needs 3 NUL-separated arguments"), false},
-		{"unique too long", wire.Request(gearman.SubmitJob, "f", strings.Repeat("u", 64), ""),
+		{"unique too long", wire.Request(gearman.SubmitJob, "f", strings.Repeat("u", 65), ""),
 			wire.Response(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large"), false},
 		{"empty function", wire.Request(gearman.SubmitJobBg, "", "", "x"),
 			wire.Response(gearman.Error, "INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes"), false},

@@ -1,6 +1,8 @@
 package compat
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"syscall"
@@ -98,4 +100,28 @@ func (c *rawConn) getStatus(handle string) []string {
 	a := c.ExpectCmd(gearman.StatusRes)
 	require.Equal(c.T, handle, a[0])
 	return a[1:]
+}
+
+// TestRawUniqueOf64Bytes: a unique of 64 bytes (a SHA-256 digest in hex,
+// as clients that hash their payloads send) is taken by gearmand and by
+// gearwork, which keeps all 64 (a second submit joins the job, and
+// GET_STATUS_UNIQUE finds it); 65 bytes are refused by both.
+func TestRawUniqueOf64Bytes(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		sum := sha256.Sum256([]byte("payload"))
+		unique := hex.EncodeToString(sum[:])
+		c := dialRaw(t, s)
+		h := c.submit(gearman.SubmitJobBg, "u64", unique, "payload")
+		again := c.submit(gearman.SubmitJobBg, "u64", unique, "payload")
+		if s.isGearwork() {
+			// gearmand keeps 63 of the 64 bytes, so the same unique
+			// again makes a second job there.
+			require.Equal(t, h, again, "the same unique joins the job")
+			c.Send(gearman.GetStatusUnique, unique)
+			require.Equal(t, []string{unique, "1", "0", "0", "0", "0"}, c.ExpectCmd(gearman.StatusResUnique))
+		}
+		c.Send(gearman.SubmitJobBg, "u64", unique+"x", "payload")
+		c.Expect(gearman.Error, "ARGUMENT_TOO_LARGE", "Unique value too large")
+	})
 }
