@@ -190,7 +190,7 @@ var transcripts = []transcript{
 		sendP("C", gearman.JobCreated, "H:x:1"), recv("C"),
 		{who: "C", send: gearman.AppendPacket(nil, gearman.MagicReq, 99)}, recv("C"),
 		sendP("C", gearman.SubmitJob, "f"), recv("C"),
-		sendP("C", gearman.SubmitJob, "f", strings.Repeat("u", 64), "x"), recv("C"),
+		sendP("C", gearman.SubmitJob, "f", strings.Repeat("u", 65), "x"), recv("C"),
 		sendP("C", gearman.EchoReq, "still connected"), recv("C"),
 	}},
 	{name: "oversize", single: true, gearmand: []int{17}, steps: []step{
