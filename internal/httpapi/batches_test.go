@@ -117,6 +117,15 @@ func TestBatchOpenNDJSONAddAndClose(t *testing.T) {
 		http.StatusNotFound, "batch not found")
 }
 
+// submitAccepted POSTs body to path (a submit), requires 202 and returns
+// the job.
+func (tb *testBundle) submitAccepted(t *testing.T, path, body string, hdr ...string) jobJSON {
+	t.Helper()
+	resp := tb.do(t, "POST", path, strings.NewReader(body), hdr...)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	return decode[jobJSON](t, resp)
+}
+
 // A job submitted over HTTP after others waits for them; an unknown or
 // failed dependency is refused with invalid-dependency.
 func TestAfterOverHTTP(t *testing.T) {
@@ -124,9 +133,7 @@ func TestAfterOverHTTP(t *testing.T) {
 	tb := setupPebble(t)
 	submit := func(path string, hdr ...string) jobJSON {
 		t.Helper()
-		resp := tb.do(t, "POST", path, strings.NewReader("x"), hdr...)
-		require.Equal(t, http.StatusAccepted, resp.StatusCode)
-		return decode[jobJSON](t, resp)
+		return tb.submitAccepted(t, path, "x", hdr...)
 	}
 	a := submit("/v1/functions/fn/jobs")
 	b := submit("/v1/functions/fn/jobs?after=" + url.QueryEscape(a.Handle))
@@ -158,9 +165,7 @@ func TestAfterUniqueOverHTTP(t *testing.T) {
 	tb := setupPebble(t)
 	submit := func(path, body string, hdr ...string) jobJSON {
 		t.Helper()
-		resp := tb.do(t, "POST", path, strings.NewReader(body), hdr...)
-		require.Equal(t, http.StatusAccepted, resp.StatusCode)
-		return decode[jobJSON](t, resp)
+		return tb.submitAccepted(t, path, body, hdr...)
 	}
 	order := submit("/v1/functions/order/jobs?unique=order-1", "o")
 	ship := submit("/v1/functions/ship/jobs?after-unique="+url.QueryEscape("order/order-1"), "s")
