@@ -115,6 +115,11 @@ func TestAfterOverTheGearmanPort(t *testing.T) {
 	c.Expect(gearman.JobCreated, handle(3))
 	ordinaryUnique(t, c, "after:lunch")
 	submitRefused(t, c, gearman.SubmitJobBg, "after:99", "QUEUE_ERROR", "no job H:test:99")
+	// The unique's limit holds for the whole unique, its prefix included.
+	long := "after:" + seq(0) + strings.Repeat(","+seq(0), 40)
+	require.Greater(t, len(long), gearman.MaxUniqueSize)
+	submitRefused(t, c, gearman.SubmitJobBg, long, "ARGUMENT_TOO_LARGE", "Unique value too large")
+	submitRefused(t, c, gearman.SubmitJobBg, "after-unique:fn/"+strings.Repeat("u", 60), "ARGUMENT_TOO_LARGE", "Unique value too large")
 
 	w := tb.dial(t)
 	w.Send(gearman.CanDo, "fn")

@@ -222,6 +222,13 @@ func (c *conn) submit(p *gearman.Packet) {
 	default:
 		params.Payload = p.Args[2]
 	}
+	// The limit holds for the whole unique, a batch's or dependencies'
+	// prefix included, as gearmand's does.
+	if len(params.Unique) > gearman.MaxUniqueSize {
+		c.waitAcks()
+		c.errorPacket("ARGUMENT_TOO_LARGE", "Unique value too large")
+		return
+	}
 	if id, unique, ok := batchOfUnique(params.Unique); ok {
 		params.Batch, params.Unique = id, unique
 	} else if after, anyway, unique, ok := afterOfUnique(params.Unique); ok {
@@ -233,10 +240,6 @@ func (c *conn) submit(p *gearman.Packet) {
 	case len(params.Function) == 0 || len(params.Function) > gearman.MaxFunctionSize:
 		c.waitAcks()
 		c.errorPacket("INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
-		return
-	case len(params.Unique) > gearman.MaxUniqueSize:
-		c.waitAcks()
-		c.errorPacket("ARGUMENT_TOO_LARGE", "Unique value too large")
 		return
 	case c.grant != nil && !c.allowed(auth.ActionSubmit, string(params.Function)):
 		c.waitAcks()

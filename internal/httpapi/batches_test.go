@@ -155,6 +155,22 @@ func TestAfterOverHTTP(t *testing.T) {
 		http.StatusBadRequest, "not a job handle")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after-anyway=maybe", strings.NewReader("x")),
 		http.StatusBadRequest, "after-anyway")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after-anyway=true", strings.NewReader("x")),
+		http.StatusBadRequest, "after-anyway goes with after")
+
+	// after repeated: the job waits for every job named.
+	d := submit("/v1/functions/fn/jobs")
+	e := submit("/v1/functions/fn/jobs")
+	f := submit("/v1/functions/fn/jobs?after=" + url.QueryEscape(d.Handle) + "&after=" + url.QueryEscape(e.Handle))
+	require.Equal(t, "waiting", f.State)
+	got := w.grab(t)
+	require.Equal(t, d.Handle, tb.b.Handle(got.Seq))
+	require.NoError(t, tb.b.Finish(w.sess, got.Seq, broker.Complete, nil))
+	got = w.grab(t)
+	require.Equal(t, e.Handle, tb.b.Handle(got.Seq), "f waits for e too")
+	require.NoError(t, tb.b.Finish(w.sess, got.Seq, broker.Complete, nil))
+	got = w.grab(t)
+	require.Equal(t, f.Handle, tb.b.Handle(got.Seq))
 }
 
 // A submit names the jobs it waits for by their uniques: of another

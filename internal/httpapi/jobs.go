@@ -333,7 +333,8 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	if o.batch, err = parseBatchID(option(r, "Batch")); err != nil {
 		return o, err
 	}
-	if o.after, err = s.parseAfter(strings.Split(option(r, "After"), ",")); err != nil {
+	// after may be repeated, each a comma-separated list of handles.
+	if o.after, err = s.parseAfter(strings.Split(strings.Join(options(r, "After"), ","), ",")); err != nil {
 		return o, err
 	}
 	if o.afterAnyway, err = parseBool("after-anyway", option(r, "After-Anyway")); err != nil {
@@ -341,6 +342,9 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	}
 	if o.afterUnique, err = parseAfterUnique(r.PathValue("fn"), options(r, "After-Unique")); err != nil {
 		return o, err
+	}
+	if o.afterAnyway && len(o.after) == 0 && len(o.afterUnique) == 0 {
+		return o, errorf(http.StatusBadRequest, "invalid-option", "after-anyway goes with after or after-unique")
 	}
 	return o, checkOrderingKey(o.orderingKey)
 }
