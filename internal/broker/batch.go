@@ -183,6 +183,9 @@ func (m localMode) expireBatches(completedBefore int64) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
+	// kept are the batches due to go whose callback was refused: they stay
+	// (until a restart submits it), in front, in their order.
+	var kept []*batch
 	for n < expireBatchesMax && len(b.batches.done) > 0 {
 		bt := b.batches.done[0]
 		if bt.Completed > completedBefore {
@@ -191,14 +194,16 @@ func (m localMode) expireBatches(completedBefore int64) int {
 		b.batches.done[0] = nil
 		b.batches.done = b.batches.done[1:]
 		if bt.callbacksDue() {
-			// A refused callback: kept until a restart submits it.
-			b.batches.done = append(b.batches.done, bt)
+			kept = append(kept, bt)
 			continue
 		}
 		delete(b.batches.byID, bt.id)
 		bt.forgotten = true
 		b.batchChangedLocked(bt)
 		n++
+	}
+	if len(kept) > 0 {
+		b.batches.done = append(kept, b.batches.done...)
 	}
 	return n
 }

@@ -369,6 +369,45 @@ func TestBatchForgottenAfterItsRetention(t *testing.T) {
 	tb.noCallback(t)
 }
 
+// A completed batch whose callback was refused (its function's queue was
+// full) stays past its retention, and ExpireBatches returns: it used to
+// put such a batch back at the end of the list it was walking, holding the
+// broker's lock, for ever.
+func TestBatchWithARefusedCallbackOutlivesItsRetention(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, batchOpts(Config{BatchRetention: time.Hour}))
+	var limits [numPriorities]int
+	for i := range limits {
+		limits[i] = 1
+	}
+	tb.b.SetMaxQueue("done", limits)
+	c := tb.b.NewSession("c", benchOutbox{})
+	p := lcBG("done", "", "fills the queue")
+	var created sync.WaitGroup
+	created.Add(1)
+	tb.b.Submit(c, p, func(_ uint64, _ bool, err error) {
+		require.NoError(t, err)
+		created.Done()
+	})
+	created.Wait()
+	id, err := tb.b.CreateBatch(context.Background(), BatchParams{OnComplete: Callback{Function: "done"}})
+	require.NoError(t, err)
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	bt := mustBatch(t, tb.b, id)
+	require.True(t, bt.Complete)
+
+	tb.clock.Add(2 * time.Hour)
+	expired := make(chan int, 1)
+	go func() { expired <- tb.b.ExpireBatches() }()
+	select {
+	case n := <-expired:
+		require.Zero(t, n)
+	case <-time.After(time.Minute):
+		t.Fatal("ExpireBatches did not return")
+	}
+	mustBatch(t, tb.b, id)
+}
+
 // A dead letter of a batch queued again counts as pending again, and its
 // new end is counted: in a batch not yet complete, the batch then
 // completes as if the job had not died; in a completed batch, which stays
