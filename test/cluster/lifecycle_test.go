@@ -467,12 +467,11 @@ func TestClusterDependencies(t *testing.T) {
 		{h, "dependency " + g + " cancelled"},
 	} {
 		var state, by string
-		deadline := time.Now().Add(time.Minute)
-		for state == "" {
+		testwait.Until(t, c.handle+"'s record", func() bool {
 			pgtest.QueryRow(t, url, `SELECT coalesce((SELECT state || ' ' || (convert_from(data, 'UTF8')::jsonb->>'CancelledBy')
 				FROM gearwork_records WHERE seq = `+seqOf(c.handle)+`), '')`, &state)
-			require.True(t, time.Now().Before(deadline), "%s has no record", c.handle)
-		}
+			return state != ""
+		})
 		state, by, _ = strings.Cut(state, " ")
 		require.Equal(t, "cancelled", state, c.handle)
 		require.Equal(t, c.reason, by, c.handle)

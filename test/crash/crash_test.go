@@ -697,6 +697,7 @@ func (h *harness) endedRecords(t *testing.T) map[string]int {
 	cursor := ""
 	for {
 		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+		before := cursor
 		line := "jobs function=" + function + " state=complete limit=1000"
 		if cursor != "" {
 			line += " cursor=" + cursor
@@ -715,6 +716,7 @@ func (h *harness) endedRecords(t *testing.T) map[string]int {
 		if n < 1000 {
 			return counts
 		}
+		require.NotEqual(t, before, cursor, "the page after cursor %q starts over", before)
 	}
 }
 
