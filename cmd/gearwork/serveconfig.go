@@ -31,6 +31,9 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	if cfg.maxPacket <= 0 {
 		return bad(fmt.Errorf("invalid --max-packet %d: must be positive", cfg.maxPacket))
 	}
+	if cfg.batchRetention < 0 {
+		return bad(fmt.Errorf("invalid --batch-retention %s: must be 0 (forever) or more", cfg.batchRetention))
+	}
 	addrs := []struct{ flag, value string }{{"--listen", cfg.listen}}
 	if cfg.http.addr != "off" && cfg.http.addr != "" {
 		addrs = append(addrs, struct{ flag, value string }{"--http", cfg.http.addr})

@@ -320,7 +320,7 @@ func dash(s string) string {
 // one line per job record, HANDLE FUNCTION STATE ATTEMPTS SUBMITTED
 // FINISHED "LAST-ERROR" CURSOR, newest first; a CURSOR continues the list
 // after its line. Jobs of functions the grant may not read are left out.
-func adminJobs(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+func adminJobs(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	var q broker.JobQuery
 	for _, arg := range args {
 		k, v, ok := strings.Cut(arg, "=")
@@ -352,6 +352,13 @@ func adminJobs(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 	}
 	if q.Function != "" && !c.checkRead(q.Function, sb) {
 		return
+	}
+	if q.Batch != 0 {
+		// An unknown batch is an error, as over HTTP, not an empty list.
+		if _, err := c.srv.b.Batch(ctx, q.Batch); err != nil {
+			sb.WriteString(batchErrText(err))
+			return
+		}
 	}
 	page, err := c.srv.b.ListJobs(q)
 	if err != nil {

@@ -108,14 +108,14 @@ func adminBatchCreate(ctx context.Context, c *conn, args []string, a *adminAnswe
 		k, v, ok := strings.Cut(arg, "=")
 		switch {
 		case !ok || v == "":
-			a.WriteString(errArgs("batch+create"))
+			a.WriteString(errArgs("batch create"))
 			return
 		case k == "on_success":
 			p.OnSuccess.Function = v
 		case k == "on_complete":
 			p.OnComplete.Function = v
 		default:
-			a.WriteString(errArgs("batch+create"))
+			a.WriteString(errArgs("batch create"))
 			return
 		}
 	}

@@ -94,6 +94,7 @@ func TestBatchOverTheGearmanPort(t *testing.T) {
 		require.Contains(t, status, line)
 	}
 	require.Equal(t, "ERR UNKNOWN_BATCH No+such+batch\r\n", c.admin("batch 99", true))
+	require.Equal(t, "ERR UNKNOWN_BATCH No+such+batch\r\n", c.admin("jobs batch=99", true))
 	require.Equal(t, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+batch+create\r\n",
 		c.admin("batch create on_success", false))
 }
