@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -349,22 +348,7 @@ func (b *Broker) submitBatchLocked(p *SubmitParams) (*batch, error) {
 	if !p.Background {
 		return nil, ErrBatchForeground
 	}
-	if _, ok := b.mode.(localMode); !ok {
-		// Shared mode: the batch was read from the store before the
-		// lock (sharedMode.checkBatch); the job carries its id.
-		if p.batchErr != nil {
-			return nil, p.batchErr
-		}
-		return &batch{id: p.Batch, shared: true}, nil
-	}
-	bt := b.batches.byID[p.Batch]
-	switch {
-	case bt == nil:
-		return nil, fmt.Errorf("%w: %d", ErrBatchNotFound, p.Batch)
-	case bt.Completed != 0:
-		return nil, fmt.Errorf("%w: %d", ErrBatchComplete, p.Batch)
-	}
-	return bt, nil
+	return b.mode.joinableBatchLocked(p.Batch)
 }
 
 // joinBatchLocked adds a new job to its batch.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 )
 
 // mode is what a broker does differently when it shares its jobs with
@@ -71,10 +72,10 @@ type batchKeeper interface {
 	closeBatch(ctx context.Context, id uint64) error
 	batch(ctx context.Context, id uint64) (BatchStatus, error)
 	batches(ctx context.Context, limit int) ([]BatchStatus, error)
-	// checkBatch is called before the broker's lock by a submit that
-	// names batch id (0: none); it returns why the job cannot join it
-	// when that is known only to the store.
-	checkBatch(id uint64) error
+	// joinableBatchLocked returns batch id, which a new background job
+	// asks to join, or why it cannot. In shared mode the store decides
+	// as it inserts the job (store.Inserted.BatchRefused).
+	joinableBatchLocked(id uint64) (*batch, error)
 	// batchEndedLocked counts the end of j, a job of a batch, whose final
 	// state is state.
 	batchEndedLocked(j *job, state string)
@@ -161,7 +162,16 @@ func (localMode) storedJob(context.Context, uint64) (JobSnapshot, bool, error) {
 	return JobSnapshot{}, false, nil
 }
 
-func (localMode) checkBatch(uint64) error { return nil }
+func (m localMode) joinableBatchLocked(id uint64) (*batch, error) {
+	bt := m.b.batches.byID[id]
+	switch {
+	case bt == nil:
+		return nil, fmt.Errorf("%w: %d", ErrBatchNotFound, id)
+	case bt.Completed != 0:
+		return nil, fmt.Errorf("%w: %d", ErrBatchComplete, id)
+	}
+	return bt, nil
+}
 
 func (m localMode) batchEndedLocked(j *job, state string) { m.b.batchEndLocked(j, state) }
 

@@ -140,27 +140,23 @@ func statusOfStored(bt store.Batch) BatchStatus {
 	return s
 }
 
-// checkBatchTimeout bounds the read of a batch by a submit.
-const checkBatchTimeout = 5 * time.Second
+// joinableBatchLocked: the store decides whether the job joins its
+// batch, under the batch's row lock in the round that inserts it, and
+// counts it there.
+func (c *sharedMode) joinableBatchLocked(id uint64) (*batch, error) {
+	if _, err := c.batchStore(); err != nil {
+		return nil, err
+	}
+	return &batch{id: id, shared: true}, nil
+}
 
-func (c *sharedMode) checkBatch(id uint64) error {
-	if id == 0 {
-		return nil
+// batchRefusedErr is the error of a submit whose job the store refused to
+// add to its batch.
+func batchRefusedErr(r *store.BatchRefused) error {
+	if r.Unknown {
+		return fmt.Errorf("%w: %d", ErrBatchNotFound, r.Batch)
 	}
-	bs, err := c.batchStore()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), checkBatchTimeout)
-	defer cancel()
-	bt, err := bs.Batch(ctx, id)
-	switch {
-	case err != nil:
-		return batchErr(id, err)
-	case bt.Completed != 0:
-		return fmt.Errorf("%w: %d", ErrBatchComplete, id)
-	}
-	return nil
+	return fmt.Errorf("%w: %d", ErrBatchComplete, r.Batch)
 }
 
 func (c *sharedMode) batchEndedLocked(j *job, state string) {

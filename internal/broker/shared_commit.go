@@ -380,9 +380,14 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		}
 		return
 	}
-	if r.Refused != nil {
+	if r.Refused != nil || r.BatchRefused != nil {
 		c.forgetLocked(j)
-		err := b.dependencyErr(r.Refused.Dep, r.Refused.Unknown)
+		var err error
+		if r.Refused != nil {
+			err = b.dependencyErr(r.Refused.Dep, r.Refused.Unknown)
+		} else {
+			err = batchRefusedErr(r.BatchRefused)
+		}
 		for _, w := range waiters {
 			w(0, false, err)
 		}

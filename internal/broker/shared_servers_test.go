@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -949,4 +950,58 @@ func TestSharedBatchDeadLetterQueuedAgain(t *testing.T) {
 	require.Equal(t, []int{2, 2}, []int{rows, batches}, "one on_success per batch")
 	rows, batches = callbackRows(t, url, "done")
 	require.Equal(t, []int{2, 2}, []int{rows, batches}, "one on_complete per batch")
+}
+
+// A server joins a job to a batch that another server completes at the
+// same moment: the batch's row lock orders the two transactions, and a
+// job that comes after the completion is refused (ErrBatchComplete), as
+// on a server alone, instead of joining a batch whose callback was
+// submitted already. The test holds the batch's row lock until both
+// servers wait for it, in that order (PostgreSQL grants a row lock to its
+// waiters in turn).
+func TestSharedBatchLateJoinRacingCompletion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, a, b := openPair(t)
+	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
+	id, err := a.CreateBatch(ctx, broker.BatchParams{OnComplete: broker.Callback{Function: "done"}})
+	require.NoError(t, err)
+	require.NoError(t, submit(t, a, ca, batchJob("row", id)).err)
+	require.NoError(t, a.CloseBatch(ctx, id))
+	wa, outA := newWorker(a, "wa", "row")
+	last := grab(t, a, wa, outA)
+
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background()) //nolint:errcheck // committed below
+	_, err = tx.Exec(ctx, `SELECT id FROM gearwork_batches WHERE id = $1 FOR UPDATE`, int64(id))
+	require.NoError(t, err)
+	var holder int32
+	require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&holder))
+	// waiting counts the connections that wait for the test's lock or for
+	// a connection that waits for it.
+	waiting := func() int {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx, `WITH RECURSIVE w(pid) AS (SELECT $1::integer
+			UNION SELECT a.pid FROM pg_stat_activity a, w WHERE w.pid = ANY(pg_blocking_pids(a.pid)))
+			SELECT count(*) - 1 FROM w`, holder).Scan(&n))
+		return n
+	}
+
+	require.NoError(t, a.Finish(wa, last.Seq, broker.Complete, nil))
+	testwait.Until(t, "the completing round to wait for the batch's row", func() bool { return waiting() == 1 })
+	late := submitAsync(b, cb, batchJob("row", id))
+	testwait.Until(t, "the late join to wait for the batch's row", func() bool { return waiting() == 2 })
+	require.NoError(t, tx.Commit(ctx))
+
+	r := answer(t, late)
+	st := waitBatch(t, a, id)
+	require.ErrorIs(t, r.err, broker.ErrBatchComplete, "the job came after the batch completed")
+	require.Equal(t, []uint64{1, 1}, []uint64{st.Total, st.Succeeded}, "the completed batch counts no later job")
+	var rows int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE batch = %d`, id), &rows)
+	require.Zero(t, rows, "no job of the completed batch is stored")
 }

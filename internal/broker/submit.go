@@ -60,9 +60,6 @@ type SubmitParams struct {
 	// known holds the stored records of After's jobs, read before the
 	// lock (readDependencies).
 	known map[uint64]string
-	// batchErr is why Batch cannot be joined, as read from a shared
-	// store before the broker's lock (sharedMode.checkBatch).
-	batchErr error
 
 	// Batch adds the job to the batch with this id (CreateBatch); 0 for
 	// none. Only a background job can join a batch, and only one that has
@@ -107,11 +104,10 @@ func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 
 // prepareSubmit reads, before the broker's lock, what a submit needs from
 // the store: the jobs it names by unique (shared mode), the records of
-// those it waits for, and whether its batch can be joined.
+// those it waits for.
 func (b *Broker) prepareSubmit(p *SubmitParams) {
 	b.resolveAfterUnique(p)
 	p.known = b.readDependencies(p.After)
-	p.batchErr = b.mode.checkBatch(p.Batch)
 }
 
 // MaxRunAt is the latest SubmitParams.RunAt a submit takes:

@@ -146,7 +146,10 @@ type SharedStore interface {
 // (groups of background jobs with callbacks) for every server sharing it.
 // A batch is one row with its counters; each job of it names it
 // (Job.Batch). A new job of a batch that Commit inserts counts in its
-// total; a coalesced one does not. The ends of its jobs (CommitParams.
+// total; a coalesced one does not. Commit refuses a new job whose batch
+// is unknown or has completed (Inserted.BatchRefused), deciding under the
+// batch's row lock, so that no job joins a batch whose callbacks were
+// submitted. The ends of its jobs (CommitParams.
 // BatchEnds) count once each, however often a round is written again.
 // A batch completes when it is closed and its ended jobs reach its
 // total: the transaction that completes it (Commit or CloseBatch)

@@ -36,6 +36,18 @@ type Inserted struct {
 	// (Job.After) was not stored: a job it names is unknown or ended
 	// without success. Seq is 0 then.
 	Refused *DependencyRefused
+	// BatchRefused, when not nil, says why a new job of a batch
+	// (Job.Batch) was not stored: its batch is unknown or has completed,
+	// as read under the batch's row lock in the transaction that would
+	// have added the job to it. Seq is 0 then.
+	BatchRefused *BatchRefused
+}
+
+// BatchRefused is why a shared store refused a job of a batch: batch
+// Batch is not stored (Unknown), or it has completed.
+type BatchRefused struct {
+	Batch   uint64
+	Unknown bool
 }
 
 // DependencyRefused is why a shared store refused a job that waits for

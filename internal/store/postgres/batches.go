@@ -56,6 +56,63 @@ FROM c WHERE b.id = c.batch`, maxBatchFailures)
 // one to batch B, beside one that did the opposite, did).
 const batchLockSQL = `SELECT id FROM gearwork_batches WHERE id = ANY($1) ORDER BY id FOR UPDATE`
 
+// batchStateSQL reads which of the batches $1 are stored and whether
+// each has completed. A commit round runs it after it locked them
+// (lockRoundBatches), so what it reads holds until the round ends:
+// insertSQL takes no job of a batch that is not stored or has completed
+// (openBatchJob), and batchRefusal says why.
+const batchStateSQL = `SELECT id, completed <> 0 FROM gearwork_batches WHERE id = ANY($1)`
+
+// openBatchJob is insertSQL's condition on a new job i: it names no
+// batch, or one that is stored and has not completed.
+const openBatchJob = `(i.batch = 0 OR EXISTS (SELECT FROM gearwork_batches b WHERE b.id = i.batch AND b.completed = 0))`
+
+// readBatchStates reads batchStateSQL's rows into states: per stored
+// batch, whether it has completed.
+func readBatchStates(br pgx.BatchResults, states map[uint64]bool) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id        int64
+			completed bool
+		)
+		if err := rows.Scan(&id, &completed); err != nil {
+			return err
+		}
+		states[uint64(id)] = completed
+	}
+	return rows.Err()
+}
+
+// batchRefusal returns why j cannot join its batch, given the states
+// batchStateSQL read, or nil.
+func batchRefusal(j store.Job, states map[uint64]bool) *store.BatchRefused {
+	if j.Batch == 0 {
+		return nil
+	}
+	completed, ok := states[j.Batch]
+	if ok && !completed {
+		return nil
+	}
+	return &store.BatchRefused{Batch: j.Batch, Unknown: !ok}
+}
+
+// jobBatches returns the batches jobs name, in id order.
+func jobBatches(jobs []store.Job) []int64 {
+	var ids []int64
+	for _, j := range jobs {
+		if j.Batch != 0 {
+			ids = append(ids, seqArg(j.Batch))
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
 // depBatchesSetting names the transaction's setting that holds the
 // batches of the waiting jobs its ends may cancel (depBatchLockSQL), for
 // batchFireSQL: depEndSQL counts those jobs in their batches, which may
@@ -97,12 +154,7 @@ func lockRoundBatches(add func(sql string, args ...any), batches []int64, ends [
 // roundBatches returns the batches a commit round changes, in id order:
 // those of its new jobs (insertSQL counts them) and of its ended jobs.
 func roundBatches(cp store.CommitParams) []int64 {
-	var ids []int64
-	for _, j := range cp.Insert.Jobs {
-		if j.Batch != 0 {
-			ids = append(ids, seqArg(j.Batch))
-		}
-	}
+	ids := jobBatches(cp.Insert.Jobs)
 	for _, e := range cp.BatchEnds {
 		ids = append(ids, seqArg(e.Batch))
 	}

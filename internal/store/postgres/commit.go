@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +29,7 @@ WITH input AS (
 	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
 		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM input i JOIN numbered n USING (ord)
+	WHERE ` + openBatchJob + `
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
 	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0, running = false
 		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
@@ -142,6 +142,10 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, depLockSharedSQL, s.depsLock())
 	}
 	lockRoundBatches(func(sql string, args ...any) { add(nil, sql, args...) }, roundBatches(cp), cp.DepEnds, p.HandlePrefix)
+	batchStates := make(map[uint64]bool)
+	if joined := jobBatches(p.Jobs); len(joined) > 0 {
+		add(func(br pgx.BatchResults) error { return readBatchStates(br, batchStates) }, batchStateSQL, joined)
+	}
 	var endArgs []any
 	var endBatches []int64
 	if len(cp.BatchEnds) > 0 {
@@ -227,6 +231,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		// What the reads of an aborted attempt gathered is read again.
 		missing = missing[:0]
 		clear(refused)
+		clear(batchStates)
 		res.Reserved = res.Reserved[:0]
 		err := s.sendRound(ctx, steps, cp.Meta)
 		if err == nil {
@@ -240,7 +245,12 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	}
 	// Jobs that coalesced with a job some server holds (the conditional
 	// update did not fire, so the statement did not return the row).
+	// Jobs of a batch that is unknown or has completed were not inserted.
 	for _, i := range missing {
+		if r := batchRefusal(p.Jobs[i], batchStates); r != nil {
+			out[i] = store.Inserted{BatchRefused: r}
+			continue
+		}
 		r, err := s.resolveCoalesced(ctx, p, p.Jobs[i], id)
 		if err != nil {
 			return err
@@ -250,7 +260,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	markRefused(p.Jobs, out, refused)
 	for i, f := range plan.dupOf {
 		if f >= 0 {
-			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused}
+			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused, BatchRefused: out[f].BatchRefused}
 		}
 	}
 	return nil
@@ -448,58 +458,64 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return store.Inserted{}, err
 		}
-		// Finished and deleted in the meantime: a new job after all. One
-		// numbered by this server is held here, as it was asked to be;
-		// one numbered by the store goes to whichever server claims it.
-		// A job that waits for others is never held by the server that
-		// inserts it; it is checked against them as Commit does.
-		linking := len(j.After) > 0
-		b := &pgx.Batch{}
-		if linking {
-			b.Queue(depLockSQL, s.depsLock())
+		// Finished and deleted in the meantime: a new job after all.
+		r, inserted, err := s.insertAfterAll(ctx, p, j, id)
+		if err != nil || inserted {
+			return r, err
 		}
-		if j.Batch != 0 {
-			b.Queue(batchLockSQL, []int64{seqArg(j.Batch)})
-		}
-		b.Queue(insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0 && !linking}, p.HandlePrefix, id)...)
-		if linking {
-			b.Queue(depLinkSQL, depLinkArgs([]store.Job{j})...)
-		}
-		b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
-		br := s.pool.SendBatch(ctx, b)
-		var (
-			ord           *int64
-			f, u          []byte
-			created       bool
-			insertedOwner *int64
-		)
-		err = nil
-		if linking {
-			_, err = br.Exec()
-		}
-		if err == nil && j.Batch != 0 {
-			_, err = br.Exec()
-		}
-		if err == nil {
-			err = br.QueryRow().Scan(&ord, &seq, &f, &u, &created, &insertedOwner)
-		}
-		refused := make(map[uint64]store.DependencyRefused)
-		if err == nil && linking {
-			err = readRefused(br, refused)
-		}
-		cerr := br.Close()
-		if err == nil && cerr == nil {
-			if r, ok := refused[uint64(seq)]; ok {
-				return store.Inserted{Refused: &r}, nil
-			}
-			return store.Inserted{Seq: uint64(seq), Created: true,
-				Claimed: insertedOwner != nil && *insertedOwner == id && id != 0}, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) || attempt > 5 {
-			return store.Inserted{}, cmp.Or(err, cerr)
+		if attempt >= 5 {
+			return store.Inserted{}, fmt.Errorf("job %q of %q coalesced with a job that could not be found", j.Unique, j.Function)
 		}
 		// Another server inserted it first: look again.
 	}
+}
+
+// insertAfterAll inserts j, which coalesced with a job that has finished
+// meanwhile, in a transaction of its own; inserted is false when it
+// coalesced again. One numbered by this server is held here, as it was
+// asked to be; one numbered by the store goes to whichever server claims
+// it. A job that waits for others is never held by the server that
+// inserts it; it is checked against them, and a job of a batch against
+// its batch, as Commit does.
+func (s *Store) insertAfterAll(ctx context.Context, p store.InsertParams, j store.Job, id int64) (r store.Inserted, inserted bool, err error) {
+	var steps []batchStep
+	add := func(read func(pgx.BatchResults) error, sql string, args ...any) {
+		steps = append(steps, batchStep{sql: sql, args: args, read: read})
+	}
+	linking := len(j.After) > 0
+	if linking {
+		add(nil, depLockSQL, s.depsLock())
+	}
+	batchStates := make(map[uint64]bool)
+	if j.Batch != 0 {
+		add(nil, batchLockSQL, []int64{seqArg(j.Batch)})
+		add(func(br pgx.BatchResults) error { return readBatchStates(br, batchStates) }, batchStateSQL, []int64{seqArg(j.Batch)})
+	}
+	out := make([]store.Inserted, 1)
+	var missing []int
+	add(func(br pgx.BatchResults) error {
+		var err error
+		missing, err = readInserted(br, []int{0}, map[uniqKey]int{{j.Function, j.Unique}: 0}, out, id)
+		return err
+	}, insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0 && !linking}, p.HandlePrefix, id)...)
+	refused := make(map[uint64]store.DependencyRefused)
+	if linking {
+		add(func(br pgx.BatchResults) error { return readRefused(br, refused) }, depLinkSQL, depLinkArgs([]store.Job{j})...)
+	}
+	add(nil, `SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
+	if err := s.sendRound(ctx, steps, nil); err != nil {
+		return store.Inserted{}, false, err
+	}
+	if br := batchRefusal(j, batchStates); br != nil {
+		return store.Inserted{BatchRefused: br}, true, nil
+	}
+	if len(missing) > 0 {
+		return store.Inserted{}, false, nil
+	}
+	if rf, ok := refused[out[0].Seq]; ok {
+		return store.Inserted{Refused: &rf}, true, nil
+	}
+	return out[0], true, nil
 }
 
 // insertArgs returns the arguments of insertSQL for jobs, claimed by the
