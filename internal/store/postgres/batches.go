@@ -70,22 +70,15 @@ const openBatchJob = `(i.batch = 0 OR EXISTS (SELECT FROM gearwork_batches b WHE
 // readBatchStates reads batchStateSQL's rows into states: per stored
 // batch, whether it has completed.
 func readBatchStates(br pgx.BatchResults, states map[uint64]bool) error {
-	rows, err := br.Query()
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	return eachRow(br, func(rows pgx.Rows) error {
 		var (
 			id        int64
 			completed bool
 		)
-		if err := rows.Scan(&id, &completed); err != nil {
-			return err
-		}
+		err := rows.Scan(&id, &completed)
 		states[uint64(id)] = completed
-	}
-	return rows.Err()
+		return err
+	})
 }
 
 // batchRefusal returns why j cannot join its batch, given the states

@@ -253,20 +253,29 @@ func depLinkArgs(jobs []store.Job) []any {
 
 // readRefused reads depLinkSQL's rows: the refused jobs by seq.
 func readRefused(br pgx.BatchResults, into map[uint64]store.DependencyRefused) error {
+	return eachRow(br, func(rows pgx.Rows) error {
+		var (
+			seq, dep int64
+			unknown  bool
+		)
+		err := rows.Scan(&seq, &dep, &unknown)
+		into[uint64(seq)] = store.DependencyRefused{Dep: uint64(dep), Unknown: unknown}
+		return err
+	})
+}
+
+// eachRow reads the rows of the next statement of br with scan, which
+// is called once per row and stops the reading with an error.
+func eachRow(br pgx.BatchResults, scan func(pgx.Rows) error) error {
 	rows, err := br.Query()
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var (
-			seq, dep int64
-			unknown  bool
-		)
-		if err := rows.Scan(&seq, &dep, &unknown); err != nil {
+		if err := scan(rows); err != nil {
 			return err
 		}
-		into[uint64(seq)] = store.DependencyRefused{Dep: uint64(dep), Unknown: unknown}
 	}
 	return rows.Err()
 }
