@@ -227,21 +227,16 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
 	}
 
-	for attempt := 1; ; attempt++ {
+	err := s.againOnConflict(ctx, "a commit round", func() error {
 		// What the reads of an aborted attempt gathered is read again.
 		missing = missing[:0]
 		clear(refused)
 		clear(batchStates)
 		res.Reserved = res.Reserved[:0]
-		err := s.sendRound(ctx, steps, cp.Meta)
-		if err == nil {
-			break
-		}
-		if attempt >= maxRoundAttempts || !abortedByConflict(err) {
-			return err
-		}
-		s.log.Warn("postgres: a commit round was aborted by a conflict with another transaction; writing it again",
-			slog.Int("attempt", attempt), slog.String("error", err.Error()))
+		return s.sendRound(ctx, steps, cp.Meta)
+	})
+	if err != nil {
+		return err
 	}
 	// Jobs that coalesced with a job some server holds (the conditional
 	// update did not fire, so the statement did not return the row).
@@ -266,9 +261,25 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	return nil
 }
 
-// maxRoundAttempts bounds how often a commit round aborted by a conflict
-// with another transaction (abortedByConflict) is written.
-const maxRoundAttempts = 5
+// maxConflictAttempts bounds how often a transaction aborted by a
+// conflict with another transaction (abortedByConflict) is written.
+const maxConflictAttempts = 5
+
+// againOnConflict runs tx, which writes one transaction, and runs it
+// again when PostgreSQL aborted it to resolve a conflict with another
+// transaction, at most maxConflictAttempts times in all. what names the
+// transaction in the log. tx must start from scratch each time: what the
+// aborted attempt read is not to be kept.
+func (s *Store) againOnConflict(ctx context.Context, what string, tx func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := tx()
+		if err == nil || attempt >= maxConflictAttempts || !abortedByConflict(err) || ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn("postgres: "+what+" was aborted by a conflict with another transaction; writing it again",
+			slog.Int("attempt", attempt), slog.String("error", err.Error()))
+	}
+}
 
 // abortedByConflict reports whether err is PostgreSQL aborting a
 // transaction to resolve a conflict with another one: a deadlock (two
@@ -503,7 +514,13 @@ func (s *Store) insertAfterAll(ctx context.Context, p store.InsertParams, j stor
 		add(func(br pgx.BatchResults) error { return readRefused(br, refused) }, depLinkSQL, depLinkArgs([]store.Job{j})...)
 	}
 	add(nil, `SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))
-	if err := s.sendRound(ctx, steps, nil); err != nil {
+	err = s.againOnConflict(ctx, "an insert of a job whose coalesced job finished", func() error {
+		missing = nil
+		clear(batchStates)
+		clear(refused)
+		return s.sendRound(ctx, steps, nil)
+	})
+	if err != nil {
 		return store.Inserted{}, false, err
 	}
 	if br := batchRefusal(j, batchStates); br != nil {

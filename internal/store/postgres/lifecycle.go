@@ -144,23 +144,25 @@ func (s *Store) RetryDead(ctx context.Context, sel store.DeadSelector) (int, err
 	q := fmt.Sprintf(retryDeadSQL, where, fmt.Sprintf("$%d::bigint[]", len(args)+1), fmt.Sprintf("$%d::text", len(args)+2))
 	for attempt := 0; ; attempt++ {
 		var n int64
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			// The batch rows before the jobs' (batchLockSQL).
-			rows, err := tx.Query(ctx, `SELECT DISTINCT batch FROM gearwork_jobs WHERE `+where+` AND batch <> 0`, args...)
-			if err != nil {
-				return err
-			}
-			batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-			if err != nil {
-				return err
-			}
-			if len(batches) > 0 {
-				if _, err := tx.Exec(ctx, batchLockSQL, batches); err != nil {
+		err := s.againOnConflict(ctx, "a retry of dead letters", func() error {
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				// The batch rows before the jobs' (batchLockSQL).
+				rows, err := tx.Query(ctx, `SELECT DISTINCT batch FROM gearwork_jobs WHERE `+where+` AND batch <> 0`, args...)
+				if err != nil {
 					return err
 				}
-			}
-			var woken int64
-			return tx.QueryRow(ctx, q, append(slices.Clone(args), batches, s.channel)...).Scan(&n, &woken)
+				batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+				if err != nil {
+					return err
+				}
+				if len(batches) > 0 {
+					if _, err := tx.Exec(ctx, batchLockSQL, batches); err != nil {
+						return err
+					}
+				}
+				var woken int64
+				return tx.QueryRow(ctx, q, append(slices.Clone(args), batches, s.channel)...).Scan(&n, &woken)
+			})
 		})
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && attempt < 5 {
@@ -315,65 +317,68 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
-	deleted := false
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var (
-			batch  int64
-			handle []byte
-		)
-		// The dependency lock first, as a commit round takes it.
-		if _, err := tx.Exec(ctx, depLockSharedSQL, s.depsLock()); err != nil {
-			return err
-		}
-		// The batch rows are locked before the job's (batchLockSQL): its
-		// batch (a job's batch never changes) and those of the jobs
-		// waiting for it, which its cancel may cancel in turn.
-		err := tx.QueryRow(ctx, `SELECT batch FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)).Scan(&batch)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var lockErr error
-		lockRoundBatches(func(sql string, args ...any) {
-			_, lockErr = tx.Exec(ctx, sql, args...)
-		}, batchIDs(batch), []store.DepEnd{{Seq: seq, State: "cancelled"}}, "")
-		if lockErr != nil {
-			return lockErr
-		}
-		err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1, 4)
-			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
-			FOR UPDATE`, seqArg(seq)).Scan(&batch, &handle)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if batch != 0 {
-			args, _ := batchEndArgs([]store.BatchEnd{{Seq: seq, Batch: uint64(batch), Outcome: store.BatchFailed}})
-			if _, err := tx.Exec(ctx, batchEndSQL, args...); err != nil {
+	var deleted bool
+	err := s.againOnConflict(ctx, "a cancel", func() error {
+		deleted = false
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var (
+				batch  int64
+				handle []byte
+			)
+			// The dependency lock first, as a commit round takes it.
+			if _, err := tx.Exec(ctx, depLockSharedSQL, s.depsLock()); err != nil {
 				return err
 			}
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)); err != nil {
-			return err
-		}
-		deleted = true
-		prefix := strings.TrimSuffix(string(handle), strconv.FormatUint(seq, 10))
-		var depErr error
-		s.queueDepEnds(func(sql string, args ...any) {
-			if depErr == nil {
-				_, depErr = tx.Exec(ctx, sql, args...)
+			// The batch rows are locked before the job's (batchLockSQL): its
+			// batch (a job's batch never changes) and those of the jobs
+			// waiting for it, which its cancel may cancel in turn.
+			err := tx.QueryRow(ctx, `SELECT batch FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)).Scan(&batch)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
 			}
-		}, []store.DepEnd{{Seq: seq, State: "cancelled"}}, prefix)
-		if depErr != nil {
-			return depErr
-		}
-		// Its batch, and those of the jobs that waited for it.
-		_, err = tx.Exec(ctx, batchFireSQL, batchIDs(batch), []byte(prefix), s.channel)
-		return err
+			if err != nil {
+				return err
+			}
+			var lockErr error
+			lockRoundBatches(func(sql string, args ...any) {
+				_, lockErr = tx.Exec(ctx, sql, args...)
+			}, batchIDs(batch), []store.DepEnd{{Seq: seq, State: "cancelled"}}, "")
+			if lockErr != nil {
+				return lockErr
+			}
+			err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1, 4)
+			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
+			FOR UPDATE`, seqArg(seq)).Scan(&batch, &handle)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if batch != 0 {
+				args, _ := batchEndArgs([]store.BatchEnd{{Seq: seq, Batch: uint64(batch), Outcome: store.BatchFailed}})
+				if _, err := tx.Exec(ctx, batchEndSQL, args...); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM gearwork_jobs WHERE seq = $1`, seqArg(seq)); err != nil {
+				return err
+			}
+			deleted = true
+			prefix := strings.TrimSuffix(string(handle), strconv.FormatUint(seq, 10))
+			var depErr error
+			s.queueDepEnds(func(sql string, args ...any) {
+				if depErr == nil {
+					_, depErr = tx.Exec(ctx, sql, args...)
+				}
+			}, []store.DepEnd{{Seq: seq, State: "cancelled"}}, prefix)
+			if depErr != nil {
+				return depErr
+			}
+			// Its batch, and those of the jobs that waited for it.
+			_, err = tx.Exec(ctx, batchFireSQL, batchIDs(batch), []byte(prefix), s.channel)
+			return err
+		})
 	})
 	if err != nil {
 		return false, fmt.Errorf("postgres: cancel job %d: %w", seq, err)

@@ -392,3 +392,119 @@ func TestCommitReservesNumbersForJobsTheServerNumbers(t *testing.T) {
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT convert_from(handle, 'UTF8') FROM gearwork_jobs WHERE seq = %d`, ra.Reserved[2]), &handle)
 	require.Equal(t, fmt.Sprintf("H:a:%d", ra.Reserved[2]), handle)
 }
+
+// abortOnce makes PostgreSQL abort, once, the first transaction that
+// does event (INSERT, UPDATE or DELETE) to a row r of gearwork_jobs for
+// which the SQL condition when holds, with SQLSTATE 40P01, as it aborts
+// one of two transactions that deadlock. Transactions writing the same
+// rows again are left alone.
+func abortOnce(t *testing.T, url, event, when string) {
+	t.Helper()
+	pgtest.Exec(t, url, fmt.Sprintf(`CREATE SEQUENCE abort_once;
+		CREATE FUNCTION abort_once() RETURNS trigger LANGUAGE plpgsql AS $$
+		DECLARE r record;
+		BEGIN
+			IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+			IF %s THEN
+				IF nextval('abort_once') = 1 THEN
+					RAISE EXCEPTION 'deadlock detected (injected)' USING ERRCODE = '40P01';
+				END IF;
+			END IF;
+			RETURN r;
+		END $$;
+		CREATE TRIGGER abort_once BEFORE %s ON gearwork_jobs FOR EACH ROW EXECUTE FUNCTION abort_once();`, when, event))
+}
+
+// aborted reports whether abortOnce's trigger aborted a transaction.
+func aborted(t *testing.T, url string) bool {
+	t.Helper()
+	var called bool
+	pgtest.QueryRow(t, url, `SELECT is_called FROM abort_once`, &called)
+	return called
+}
+
+// Every transaction of the store that PostgreSQL may abort to resolve a
+// conflict with another is written again, as a commit round is: a cancel,
+// a retry of dead letters and the insert of a job whose coalesced job
+// finished meanwhile succeed instead of failing with "deadlock detected".
+func TestConflictAbortedTransactionsAreWrittenAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	victim := `convert_from(r.function, 'UTF8') = 'victim'`
+
+	t.Run("CancelQueued", func(t *testing.T) {
+		t.Parallel()
+		url := pgtest.Schema(t)
+		st := openStore(t, url, "a")
+		res, err := st.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{newJob("victim", "", "x")}})
+		require.NoError(t, err)
+		abortOnce(t, url, "DELETE", victim)
+		ok, err := st.CancelQueued(ctx, res[0].Seq)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.True(t, aborted(t, url), "the first attempt was aborted")
+		require.Zero(t, countJobs(t, url, "victim"))
+	})
+
+	t.Run("RetryDead", func(t *testing.T) {
+		t.Parallel()
+		url := pgtest.Schema(t)
+		st := openStore(t, url, "a")
+		j := newJob("victim", "", "x")
+		res, err := st.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{j}})
+		require.NoError(t, err)
+		j.Seq, j.State, j.Attempts, j.LastError, j.FinishedAt = res[0].Seq, store.StateDead, 1, "failed", time.Now().UnixNano()
+		require.NoError(t, st.Update(ctx, []store.Job{j}))
+		abortOnce(t, url, "UPDATE", victim)
+		n, err := st.RetryDead(ctx, store.DeadSelector{Seq: res[0].Seq})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.True(t, aborted(t, url), "the first attempt was aborted")
+		_, err = st.StoredJob(ctx, res[0].Seq, store.StateQueued)
+		require.NoError(t, err, "queued again")
+	})
+
+	t.Run("CoalescedJobFinishedMeanwhile", func(t *testing.T) {
+		t.Parallel()
+		url := pgtest.Schema(t)
+		a, b := joinedStore(t, url, "a"), joinedStore(t, url, "b")
+		held, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:",
+			Jobs: []store.Job{newJob("victim", "u", "a")}, Claim: []bool{true}})
+		require.NoError(t, err)
+		require.True(t, held[0].Claimed)
+		// b's round coalesces with the job a holds, and a's job is
+		// deleted as that round commits (a deferred trigger on a job of
+		// function "zap" in the same round): b finds no live job of the
+		// unique, and inserts its job after all, in a transaction that is
+		// aborted once.
+		pgtest.Exec(t, url, `CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN DELETE FROM gearwork_jobs WHERE function = 'victim'::bytea; RETURN NULL; END $$;
+			CREATE CONSTRAINT TRIGGER zap AFTER INSERT ON gearwork_jobs DEFERRABLE INITIALLY DEFERRED
+				FOR EACH ROW WHEN (NEW.function = 'zap'::bytea) EXECUTE FUNCTION zap();`)
+		abortOnce(t, url, "INSERT", victim+` AND NOT EXISTS (SELECT FROM gearwork_jobs g WHERE g.function = r.function AND g.state <> 2)`)
+		res, err := b.Insert(ctx, store.InsertParams{HandlePrefix: "H:b:",
+			Jobs: []store.Job{newJob("victim", "u", "b"), newJob("zap", "", "")}, Claim: []bool{true, false}})
+		require.NoError(t, err)
+		require.True(t, aborted(t, url), "the insert after all was aborted once")
+		require.True(t, res[0].Created)
+		require.NotEqual(t, held[0].Seq, res[0].Seq)
+		require.Equal(t, 1, countJobs(t, url, "victim"))
+	})
+}
+
+// joinedStore opens a store that has joined the servers sharing url.
+func joinedStore(t *testing.T, url, name string) *postgres.Store {
+	t.Helper()
+	st := openStore(t, url, name)
+	_, err := st.Join(context.Background(), func(string) {}, nil, nil)
+	require.NoError(t, err)
+	return st
+}
+
+// countJobs counts the stored jobs of function fn.
+func countJobs(t *testing.T, url, fn string) int {
+	t.Helper()
+	var n int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE function = '%s'::bytea`, fn), &n)
+	return n
+}
