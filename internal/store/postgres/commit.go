@@ -91,11 +91,12 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 	}
 	id, _ := s.member()
 	for attempt := 0; ; attempt++ {
-		err := s.commit(ctx, p, &out, id)
-		var pgErr *pgconn.PgError
-		if attempt == 0 && errors.As(err, &pgErr) && pgErr.Code == "23503" && id != 0 {
-			// foreign_key_violation: this server's row is gone (its lease
-			// was lost); insert without claiming. Renew registers it again.
+		written, err := s.commit(ctx, p, &out, id)
+		if attempt == 0 && !written && id != 0 && leaseLost(err) {
+			// This server's row is gone (its lease was lost): write the
+			// round, which PostgreSQL refused whole, again without
+			// claiming. Renew registers the server again. A round that
+			// was written is never sent again.
 			id = 0
 			continue
 		}
@@ -105,6 +106,14 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 		}
 		return out, nil
 	}
+}
+
+// leaseLost reports whether err is PostgreSQL refusing a job claimed by
+// this server because the server's row is gone (a foreign_key_violation
+// on the owner): its lease was lost.
+func leaseLost(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23503"
 }
 
 // reserveSQL takes sequence numbers for jobs a server numbers itself. The
@@ -119,7 +128,10 @@ const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_d
 	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS u(seq, num, den, running)
 	WHERE g.seq = u.seq AND g.owner = $5`
 
-func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
+// commit writes one round; written reports that its transaction was
+// committed (what follows it, the jobs that coalesced with a job the round
+// could not return, may still have failed).
+func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) (written bool, err error) {
 	p := cp.Insert
 	out := res.Inserted
 	res.Reserved = res.Reserved[:0]
@@ -227,7 +239,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
 	}
 
-	err := s.againOnConflict(ctx, "a commit round", func() error {
+	err = s.againOnConflict(ctx, "a commit round", func() error {
 		// What the reads of an aborted attempt gathered is read again.
 		missing = missing[:0]
 		clear(refused)
@@ -236,7 +248,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		return s.sendRound(ctx, steps, cp.Meta)
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Jobs that coalesced with a job some server holds (the conditional
 	// update did not fire, so the statement did not return the row).
@@ -248,7 +260,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 		r, err := s.resolveCoalesced(ctx, p, p.Jobs[i], id)
 		if err != nil {
-			return err
+			return true, err
 		}
 		out[i] = r
 	}
@@ -258,7 +270,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused, BatchRefused: out[f].BatchRefused}
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // maxConflictAttempts bounds how often a transaction aborted by a
@@ -471,6 +483,12 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 		}
 		// Finished and deleted in the meantime: a new job after all.
 		r, inserted, err := s.insertAfterAll(ctx, p, j, id)
+		if id != 0 && leaseLost(err) {
+			// This server's lease was lost since the round: the job is
+			// inserted unclaimed, as Commit inserts a round.
+			id = 0
+			continue
+		}
 		if err != nil || inserted {
 			return r, err
 		}
@@ -508,7 +526,7 @@ func (s *Store) insertAfterAll(ctx context.Context, p store.InsertParams, j stor
 		var err error
 		missing, err = readInserted(br, []int{0}, map[uniqKey]int{{j.Function, j.Unique}: 0}, out, id)
 		return err
-	}, insertSQL, insertArgs([]store.Job{j}, []bool{j.Seq != 0 && !linking}, p.HandlePrefix, id)...)
+	}, insertSQL, insertArgs([]store.Job{j}, []bool{id != 0 && j.Seq != 0 && !linking}, p.HandlePrefix, id)...)
 	refused := make(map[uint64]store.DependencyRefused)
 	if linking {
 		add(func(br pgx.BatchResults) error { return readRefused(br, refused) }, depLinkSQL, depLinkArgs([]store.Job{j})...)

@@ -466,28 +466,20 @@ func TestConflictAbortedTransactionsAreWrittenAgain(t *testing.T) {
 
 	t.Run("CoalescedJobFinishedMeanwhile", func(t *testing.T) {
 		t.Parallel()
-		url := pgtest.Schema(t)
-		a, b := joinedStore(t, url, "a"), joinedStore(t, url, "b")
-		held, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:",
-			Jobs: []store.Job{newJob("victim", "u", "a")}, Claim: []bool{true}})
-		require.NoError(t, err)
-		require.True(t, held[0].Claimed)
+		url, held, b := victimHeldByA(t)
 		// b's round coalesces with the job a holds, and a's job is
 		// deleted as that round commits (a deferred trigger on a job of
 		// function "zap" in the same round): b finds no live job of the
 		// unique, and inserts its job after all, in a transaction that is
 		// aborted once.
-		pgtest.Exec(t, url, `CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$
-			BEGIN DELETE FROM gearwork_jobs WHERE function = 'victim'::bytea; RETURN NULL; END $$;
-			CREATE CONSTRAINT TRIGGER zap AFTER INSERT ON gearwork_jobs DEFERRABLE INITIALLY DEFERRED
-				FOR EACH ROW WHEN (NEW.function = 'zap'::bytea) EXECUTE FUNCTION zap();`)
+		zapOnCommit(t, url, `DELETE FROM gearwork_jobs WHERE function = 'victim'::bytea`)
 		abortOnce(t, url, "INSERT", victim+` AND NOT EXISTS (SELECT FROM gearwork_jobs g WHERE g.function = r.function AND g.state <> 2)`)
 		res, err := b.Insert(ctx, store.InsertParams{HandlePrefix: "H:b:",
 			Jobs: []store.Job{newJob("victim", "u", "b"), newJob("zap", "", "")}, Claim: []bool{true, false}})
 		require.NoError(t, err)
 		require.True(t, aborted(t, url), "the insert after all was aborted once")
 		require.True(t, res[0].Created)
-		require.NotEqual(t, held[0].Seq, res[0].Seq)
+		require.NotEqual(t, held.Seq, res[0].Seq)
 		require.Equal(t, 1, countJobs(t, url, "victim"))
 	})
 }
@@ -507,4 +499,55 @@ func countJobs(t *testing.T, url, fn string) int {
 	var n int
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE function = '%s'::bytea`, fn), &n)
 	return n
+}
+
+// victimHeldByA opens servers a and b on a schema of their own, and has
+// a hold a job of function "victim" with unique "u"; it returns the
+// schema's URL, the job and b.
+func victimHeldByA(t *testing.T) (url string, held store.Inserted, b *postgres.Store) {
+	t.Helper()
+	url = pgtest.Schema(t)
+	a := joinedStore(t, url, "a")
+	b = joinedStore(t, url, "b")
+	res, err := a.Insert(context.Background(), store.InsertParams{HandlePrefix: "H:a:",
+		Jobs: []store.Job{newJob("victim", "u", "a")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.True(t, res[0].Claimed)
+	return url, res[0], b
+}
+
+// zapOnCommit makes a commit round that inserts a job of function "zap"
+// run del (SQL) as it commits, in its transaction: what another server
+// does between the round and the store's next statement.
+func zapOnCommit(t *testing.T, url, del string) {
+	t.Helper()
+	pgtest.Exec(t, url, `CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN `+del+`; RETURN NULL; END $$;
+		CREATE CONSTRAINT TRIGGER zap AFTER INSERT ON gearwork_jobs DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW WHEN (NEW.function = 'zap'::bytea) EXECUTE FUNCTION zap();`)
+}
+
+// A round is written once, also when this server's lease is lost (its
+// server row deleted) after the round and before the insert of a job
+// whose coalesced job finished meanwhile: that insert, refused by the
+// foreign key, is written again unclaimed, and the round is not sent a
+// second time (which inserted its other jobs twice).
+func TestCommitLostLeaseAfterTheRoundWritesTheRoundOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, _, b := victimHeldByA(t)
+	r, err := b.Commit(ctx, store.CommitParams{Reserve: 1})
+	require.NoError(t, err)
+	// As b's round commits, a's job finishes and b's lease is lost.
+	zapOnCommit(t, url, `DELETE FROM gearwork_jobs WHERE function = 'victim'::bytea;
+		DELETE FROM gearwork_servers WHERE name = 'b'`)
+	mine := newJob("victim", "u", "b")
+	mine.Seq = r.Reserved[0]
+	res, err := b.Insert(ctx, store.InsertParams{HandlePrefix: "H:b:",
+		Jobs: []store.Job{mine, newJob("zap", "", "")}, Claim: []bool{true, false}})
+	require.NoError(t, err)
+	require.Equal(t, store.Inserted{Seq: mine.Seq, Created: true}, res[0], "inserted after all, unclaimed")
+	require.True(t, res[1].Created)
+	require.Equal(t, 1, countJobs(t, url, "zap"), "the round's other job is stored once")
+	require.Equal(t, 1, countJobs(t, url, "victim"))
 }
