@@ -130,36 +130,36 @@ func adminBatchCreate(ctx context.Context, c *conn, args []string, a *adminAnswe
 	fmt.Fprintf(a, "OK %d\n", id)
 }
 
-func parseBatchArg(cmd string, args []string, a *adminAnswer) (uint64, bool) {
+// batchOfArg returns the batch whose id is cmd's one argument. It answers
+// the error itself, and returns false, for a bad argument or a batch the
+// broker cannot give.
+func batchOfArg(ctx context.Context, c *conn, cmd string, args []string, a *adminAnswer) (broker.BatchStatus, bool) {
 	if len(args) != 1 {
 		a.WriteString(errArgs(cmd))
-		return 0, false
+		return broker.BatchStatus{}, false
 	}
 	id, err := strconv.ParseUint(args[0], 10, 64)
 	if err != nil {
 		a.WriteString(errArgs(cmd))
-		return 0, false
+		return broker.BatchStatus{}, false
 	}
-	return id, true
+	s, err := c.srv.b.Batch(ctx, id)
+	if err != nil {
+		a.WriteString(batchErrText(err))
+		return broker.BatchStatus{}, false
+	}
+	return s, true
 }
 
 // adminBatchClose answers "batch close ID" with "OK" once the close is
 // stored.
 func adminBatchClose(ctx context.Context, c *conn, args []string, a *adminAnswer) {
-	id, ok := parseBatchArg("batch+close", args, a)
-	if !ok {
-		return
-	}
+	s, ok := batchOfArg(ctx, c, "batch+close", args, a)
 	// Closing may submit the callbacks: the closer must be allowed to.
-	s, err := c.srv.b.Batch(ctx, id)
-	if err != nil {
-		a.WriteString(batchErrText(err))
+	if !ok || !c.checkSubmit(callbackFunctions(s.OnSuccess, s.OnComplete), a) {
 		return
 	}
-	if !c.checkSubmit(callbackFunctions(s.OnSuccess, s.OnComplete), a) {
-		return
-	}
-	if err := c.srv.b.CloseBatch(ctx, id); err != nil {
+	if err := c.srv.b.CloseBatch(ctx, s.ID); err != nil {
 		a.WriteString(batchErrText(err))
 		return
 	}
@@ -169,13 +169,8 @@ func adminBatchClose(ctx context.Context, c *conn, args []string, a *adminAnswer
 // adminBatch answers "batch ID" with the batch's counts, one "key\tvalue"
 // line each, the callbacks and the handles of its first failed jobs.
 func adminBatch(ctx context.Context, c *conn, args []string, a *adminAnswer) {
-	id, ok := parseBatchArg("batch", args, a)
+	s, ok := batchOfArg(ctx, c, "batch", args, a)
 	if !ok {
-		return
-	}
-	s, err := c.srv.b.Batch(ctx, id)
-	if err != nil {
-		a.WriteString(batchErrText(err))
 		return
 	}
 	fmt.Fprintf(a, "batch\t%d\nclosed\t%t\ncomplete\t%t\ntotal\t%d\npending\t%d\nrunning\t%d\nsucceeded\t%d\nfailed\t%d\ndead\t%d\n",

@@ -65,7 +65,7 @@ func TestHostileConnectionsStayOutOfTheBroker(t *testing.T) {
 			_, err := c.NC.Write([]byte{a.send[i]})
 			require.NoError(t, err)
 		}
-		c.expectClosed(a.answer)
+		c.ExpectClosed(a.answer)
 	}
 	last := tb.dial(t)
 	last.echo("last")
@@ -95,7 +95,7 @@ func TestMaxConnectionsPerAddress(t *testing.T) {
 	for _, c := range []*client{a, b} {
 		c.echo("in")
 	}
-	dialFrom("127.0.0.2").expectClosed("")
+	dialFrom("127.0.0.2").ExpectClosed("")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 	for range 2 {
 		other := dialFrom("127.0.0.3")

@@ -2,8 +2,6 @@ package gearmanapi
 
 import (
 	"crypto/tls"
-	"errors"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -45,19 +43,6 @@ func policy(t *testing.T, rules ...auth.RuleConfig) *auth.Policy {
 	p, err := auth.New(auth.Config{Rules: rules})
 	require.NoError(t, err)
 	return p
-}
-
-// expectClosed reads until the server closes the connection, failing if
-// it sends anything but want first.
-func (c *client) expectClosed(want string) {
-	c.T.Helper()
-	require.NoError(c.T, c.NC.SetReadDeadline(time.Now().Add(time.Minute)))
-	got, err := io.ReadAll(c.R)
-	if err != nil {
-		var ne net.Error
-		require.False(c.T, errors.As(err, &ne) && ne.Timeout(), "server did not close the connection")
-	}
-	require.Equal(c.T, want, string(got))
 }
 
 var submitCommands = []gearman.Command{gearman.SubmitJob, gearman.SubmitJobBg, gearman.SubmitJobHigh,
@@ -179,7 +164,7 @@ func TestUnauthenticatedPacketLimit(t *testing.T) {
 	c.Send(gearman.EchoReq, strings.Repeat("a", 1024))
 	c.Expect(gearman.EchoRes, strings.Repeat("a", 1024))
 	c.Send(gearman.EchoReq, strings.Repeat("a", 1025))
-	c.expectClosed(string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error, []byte("ARGUMENT_TOO_LARGE"),
+	c.ExpectClosed(string(gearman.AppendPacket(nil, gearman.MagicRes, gearman.Error, []byte("ARGUMENT_TOO_LARGE"),
 		[]byte("packet body of 1025 bytes exceeds the limit of 1024 bytes"))))
 
 	g := dialWithSubmitters("127.0.0.1")
@@ -200,7 +185,7 @@ func TestReadTimeoutDropsSlowClients(t *testing.T) {
 	partialLine := tb.dial(t)
 	partialLine.NC.Write([]byte("stat"))
 	for _, c := range []*client{partialHeader, partialBody, partialLine} {
-		c.expectClosed("")
+		c.ExpectClosed("")
 	}
 	require.Equal(t, int64(3), tb.srv.LimitStats().ReadTimeouts)
 	// The idle connection was idle longer than the timeout, but between
@@ -252,7 +237,7 @@ func TestMaxConnections(t *testing.T) {
 	for _, c := range []*client{a, b} {
 		c.echo("in")
 	}
-	tb.dial(t).expectClosed("")
+	tb.dial(t).ExpectClosed("")
 	require.Equal(t, int64(1), tb.srv.LimitStats().Rejected)
 	a.NC.Close()
 	require.Eventually(t, func() bool { return tb.srv.Connections() == 1 }, time.Minute, time.Millisecond)
@@ -281,7 +266,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
 	tb, _ := setupTLS(t, Config{HandshakeTimeout: 100 * time.Millisecond})
 	silent := tb.dial(t)
-	silent.expectClosed("")
+	silent.ExpectClosed("")
 	// The handshake's context closes the socket before the handshake
 	// returns and is counted.
 	require.Eventually(t, func() bool { return tb.srv.LimitStats().HandshakeFailures == 1 }, time.Minute, time.Millisecond)

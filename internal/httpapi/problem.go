@@ -37,6 +37,12 @@ func errorf(status int, kind, format string, args ...any) error {
 // each one under the same anchor name.
 const problemTypeBase = "https://gearwork.dev/problems/"
 
+// newProblem is the problem of status, of the type named kind (the last
+// part of its URI, e.g. "not-found"), with detail.
+func newProblem(status int, kind, detail string) problem {
+	return problem{Type: problemTypeBase + kind, Title: http.StatusText(status), Status: status, Detail: detail}
+}
+
 // toProblem turns any error into problem details. It is the one place where
 // broker errors become HTTP status codes.
 func toProblem(err error) problem {
@@ -46,41 +52,32 @@ func toProblem(err error) problem {
 	var be *bodyError
 	switch {
 	case errors.As(err, &he):
-		return problem{Type: problemTypeBase + he.kind, Title: http.StatusText(he.status), Status: he.status, Detail: he.detail}
+		return newProblem(he.status, he.kind, he.detail)
 	case errors.As(err, &mbe):
-		return problem{Type: problemTypeBase + "body-too-large", Title: http.StatusText(http.StatusRequestEntityTooLarge),
-			Status: http.StatusRequestEntityTooLarge,
-			Detail: fmt.Sprintf("the request body is larger than the limit of %d bytes", mbe.Limit)}
+		return newProblem(http.StatusRequestEntityTooLarge, "body-too-large",
+			fmt.Sprintf("the request body is larger than the limit of %d bytes", mbe.Limit))
 	case errors.As(err, &be):
-		return problem{Type: problemTypeBase + "invalid-body", Title: http.StatusText(http.StatusBadRequest),
-			Status: http.StatusBadRequest, Detail: be.Error()}
+		return newProblem(http.StatusBadRequest, "invalid-body", be.Error())
 	case errors.Is(err, broker.ErrQueueFull):
-		return problem{Type: problemTypeBase + "queue-full", Title: http.StatusText(http.StatusTooManyRequests),
-			Status: http.StatusTooManyRequests, Detail: "the function's queue is at its maxqueue limit for this priority; try later"}
+		return newProblem(http.StatusTooManyRequests, "queue-full",
+			"the function's queue is at its maxqueue limit for this priority; try later")
 	case errors.Is(err, broker.ErrStopped):
-		return problem{Type: problemTypeBase + "shutting-down", Title: http.StatusText(http.StatusServiceUnavailable),
-			Status: http.StatusServiceUnavailable, Detail: "the server is shutting down and accepts no jobs"}
+		return newProblem(http.StatusServiceUnavailable, "shutting-down", "the server is shutting down and accepts no jobs")
 	case errors.As(err, &se):
-		return problem{Type: problemTypeBase + "store-failed", Title: http.StatusText(http.StatusServiceUnavailable),
-			Status: http.StatusServiceUnavailable, Detail: se.Error() + "; the job was not accepted"}
+		return newProblem(http.StatusServiceUnavailable, "store-failed", se.Error()+"; the job was not accepted")
 	case errors.Is(err, broker.ErrRunAtOutOfRange):
-		return problem{Type: problemTypeBase + "invalid-option", Title: http.StatusText(http.StatusBadRequest),
-			Status: http.StatusBadRequest, Detail: err.Error()}
+		return newProblem(http.StatusBadRequest, "invalid-option", err.Error())
 	case errors.Is(err, broker.ErrJobNotFound):
-		return problem{Type: problemTypeBase + "job-not-found", Title: http.StatusText(http.StatusNotFound),
-			Status: http.StatusNotFound, Detail: "no live job has this handle"}
+		return newProblem(http.StatusNotFound, "job-not-found", "no live job has this handle")
 	case errors.Is(err, broker.ErrFunctionNotFound):
-		return problem{Type: problemTypeBase + "function-not-found", Title: http.StatusText(http.StatusNotFound),
-			Status: http.StatusNotFound, Detail: err.Error()}
+		return newProblem(http.StatusNotFound, "function-not-found", err.Error())
 	case errors.Is(err, broker.ErrBatchNotFound), errors.Is(err, broker.ErrBatchComplete), errors.Is(err, broker.ErrBatchForeground),
 		errors.Is(err, broker.ErrDependency):
 		return batchProblem(err)
 	case errors.Is(err, broker.ErrBatchUnsupported), errors.Is(err, errNotImplemented):
-		return problem{Type: problemTypeBase + "not-implemented", Title: http.StatusText(http.StatusNotImplemented),
-			Status: http.StatusNotImplemented, Detail: err.Error()}
+		return newProblem(http.StatusNotImplemented, "not-implemented", err.Error())
 	}
-	return problem{Type: problemTypeBase + "internal", Title: http.StatusText(http.StatusInternalServerError),
-		Status: http.StatusInternalServerError, Detail: err.Error()}
+	return newProblem(http.StatusInternalServerError, "internal", err.Error())
 }
 
 // writeProblem answers with an application/problem+json body.

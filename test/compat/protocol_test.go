@@ -400,8 +400,7 @@ func TestRawBadInput(t *testing.T) {
 			_, raw := c.Next()
 			require.Equal(t, wire.Readable(tc.want), wire.Readable(raw))
 			if tc.close {
-				_, _, err := c.NextWithin(ioTimeout)
-				requireClosed(t, err)
+				c.ExpectClosed("")
 				return
 			}
 			c.Send(gearman.EchoReq, "ok")
@@ -412,9 +411,7 @@ func TestRawBadInput(t *testing.T) {
 		c := dialRaw(t, s)
 		c.Write([]byte(strings.Repeat("x", 8193) + "\n"))
 		require.Equal(t, "ERR LINE_TOO_LONG Admin+line+exceeds+8192+bytes\r\n", c.Line())
-		_ = c.NC.SetReadDeadline(time.Now().Add(ioTimeout))
-		_, err := c.R.ReadByte()
-		requireClosed(t, err)
+		c.ExpectClosed("")
 	})
 	bystander.Send(gearman.EchoReq, "unaffected")
 	bystander.Expect(gearman.EchoRes, "unaffected")

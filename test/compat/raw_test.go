@@ -3,9 +3,6 @@ package compat
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"io"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,16 +30,6 @@ const lenientWait = 2 * time.Second
 func dialRaw(t *testing.T, s *server) *rawConn {
 	t.Helper()
 	return &rawConn{Conn: wire.Dial(t, s.addr)}
-}
-
-// requireClosed fails unless err says the server closed the connection
-// (end of stream or a reset): a read that timed out is not a close.
-func requireClosed(t *testing.T, err error) {
-	t.Helper()
-	require.Error(t, err, "the connection is closed")
-	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("want the connection closed by the server (EOF or reset), got: %v", err)
-	}
 }
 
 // rawWorker registers fns, optionally with a CAN_DO_TIMEOUT in ms.

@@ -12,10 +12,12 @@ package wire
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,6 +227,19 @@ func (c *Conn) Line() string {
 	s, err := c.R.ReadString('\n')
 	require.NoError(c.T, err)
 	return s
+}
+
+// ExpectClosed reads until the server closes the connection (end of stream
+// or a reset) and checks that it sent exactly before first ("" for
+// nothing). A read that times out is not a close: it fails the test.
+func (c *Conn) ExpectClosed(before string) {
+	c.T.Helper()
+	require.NoError(c.T, c.NC.SetReadDeadline(time.Now().Add(Deadline)))
+	got, err := io.ReadAll(c.R)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		c.T.Fatalf("want the connection closed by the server (end of stream or reset), got: %v", err)
+	}
+	require.Equal(c.T, before, string(got), "what the server sent before it closed the connection")
 }
 
 // NextJob asks for a job with GRAB_JOB until it gets one, sleeping with
