@@ -175,6 +175,18 @@ func (s *Server) Stop() {
 	}
 }
 
+// Done is closed when the process exits.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err returns how the process exited (nil for exit status 0) once it has
+// exited, and nil while it runs.
+func (s *Server) Err() error {
+	if s.Alive() {
+		return nil
+	}
+	return s.err
+}
+
 // Kill kills the process and waits for it.
 func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()

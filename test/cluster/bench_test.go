@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // The PostgreSQL benchmark: durable no-op jobs through 1 and 3 Gearwork
@@ -180,8 +180,7 @@ var shapes = []struct {
 func BenchmarkPostgres(b *testing.B) {
 	pg := durablePG(b)
 	jobs := benchJobs()
-	dir := b.TempDir()
-	bin := buildGearworkB(b, dir)
+	bin := testserver.PlainBinary(b)
 	for _, sh := range shapes {
 		for _, n := range []int{1, 3} {
 			b.Run(fmt.Sprintf("gearwork/servers=%d/%s", n, sh.name), func(b *testing.B) {
@@ -275,15 +274,6 @@ func runRiver(url string, jobs, clients, batch, workers int) (riverResult, error
 	}
 	err := json.Unmarshal(out.Bytes(), &res)
 	return res, err
-}
-
-func buildGearworkB(b *testing.B, dir string) string {
-	bin := filepath.Join(dir, "gearwork")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/gearwork/gearwork/cmd/gearwork").CombinedOutput()
-	if err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func waitListening(b *testing.B, addr string) {

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,17 +19,7 @@ import (
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
-// buildGearwork builds the gearwork binary into dir.
-func buildGearwork(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "gearwork")
-	cmd := testserver.BuildCommand(bin)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
-}
+func TestMain(m *testing.M) { testserver.Main(m, pgtest.Cleanup) }
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) int {
@@ -46,73 +33,44 @@ func freePort(t testing.TB) int {
 // server is one "gearwork serve" process; restarting keeps its port.
 type server struct {
 	t     *testing.T
-	bin   string
 	store string
 	addr  string
-	log   string
 	mu    sync.Mutex
-	cmd   *exec.Cmd
-	done  chan struct{}
+	srv   *testserver.Server // the running (or last) process
+	// earlier holds the logs of the processes before srv.
+	earlier strings.Builder
 }
 
+// start starts a new process on the server's port; it is stopped when the
+// test ends.
 func (s *server) start() {
 	s.t.Helper()
-	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	require.NoError(s.t, err)
-	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--http", "off", "--store", s.store, "--log-level", "info")
-	cmd.Env = testserver.Env()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(s.t, cmd.Start())
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		_ = logf.Close()
-		close(done)
-	}()
+	srv := testserver.Start(s.t, "--listen", s.addr, "--store", s.store, "--log-level", "info")
 	s.mu.Lock()
-	s.cmd, s.done = cmd, done
-	s.mu.Unlock()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		c, err := net.Dial("tcp", s.addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-done:
-			s.t.Fatalf("server %s exited during start-up; log:\n%s", s.addr, s.logText())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("server %s did not listen within a minute; log:\n%s", s.addr, s.logText())
-		}
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		s.earlier.WriteString(s.srv.Log())
 	}
+	s.srv = srv
 }
 
+// logText returns what the server's processes logged so far.
 func (s *server) logText() string {
-	b, _ := os.ReadFile(s.log)
-	return string(b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.earlier.String() + s.srv.Log()
 }
 
-// startCluster starts n servers on store, with their logs in a temporary
-// directory; they are stopped when the test ends, and their logs shown if
-// it failed.
+// startCluster starts n servers on store; they are stopped when the test
+// ends, and their logs shown if it failed.
 func startCluster(t *testing.T, store string, n int) []*server {
 	t.Helper()
-	dir := t.TempDir()
-	bin := buildGearwork(t, dir)
 	servers := make([]*server, n)
 	for i := range servers {
-		servers[i] = &server{t: t, bin: bin, store: store, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			log: filepath.Join(dir, fmt.Sprintf("server%d.log", i))}
+		servers[i] = &server{t: t, store: store, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 		servers[i].start()
 	}
 	t.Cleanup(func() {
-		for _, s := range servers {
-			s.stop()
-		}
 		if t.Failed() {
 			for i, s := range servers {
 				t.Logf("server %d log:\n%s", i, s.logText())
@@ -125,27 +83,17 @@ func startCluster(t *testing.T, store string, n int) []*server {
 // kill sends SIGKILL and waits for the process to be gone.
 func (s *server) kill() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
+	srv := s.srv
 	s.mu.Unlock()
-	_ = cmd.Process.Kill()
-	<-done
+	srv.Kill()
 }
 
 // stop asks for a normal stop (SIGTERM) and waits.
 func (s *server) stop() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
+	srv := s.srv
 	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	srv.Stop()
 }
 
 // execution is one delivery of a job to a worker.

@@ -6,18 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +25,8 @@ import (
 	"github.com/gearwork/gearwork/internal/testwait"
 )
 
+func TestMain(m *testing.M) { testserver.Main(m) }
+
 // Load and time bounds of the test.
 const (
 	submitters   = 4
@@ -39,7 +37,6 @@ const (
 	workPeriod   = 3 * time.Millisecond
 	minUptime    = 200 * time.Millisecond
 	maxUptime    = 1200 * time.Millisecond
-	startTimeout = 60 * time.Second
 	drainTimeout = 2 * time.Minute
 	function     = "crash"
 	// holdAcks is how many jobs are acknowledged while the workers hold
@@ -83,7 +80,6 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	k := envInt(t, "CRASH_K", 3)
 	lossyK := envInt(t, "CRASH_K_LOSSY", 2)
-	bin := buildServer(t)
 	for _, tc := range []struct {
 		sync  string
 		kills int
@@ -99,7 +95,7 @@ func TestCrashRecovery(t *testing.T) {
 			if tc.kills == 0 {
 				t.Skip("CRASH_K_LOSSY=0")
 			}
-			r := crashRun(t, bin, tc.sync, tc.kills)
+			r := crashRun(t, tc.sync, tc.kills)
 			require.Positive(t, r.acked, "no job was acknowledged")
 			if tc.sync == "always" {
 				require.Zero(t, r.refused, "submits answered with ERROR")
@@ -153,8 +149,8 @@ func envInt(t *testing.T, name string, def int) int {
 
 // crashRun runs the load against a server with --sync syncMode, kills and
 // restarts it kills times, drains, and reports what the ledger shows.
-func crashRun(t *testing.T, bin, syncMode string, kills int) report {
-	h := newHarness(t, bin, filepath.Join(t.TempDir(), "data"))
+func crashRun(t *testing.T, syncMode string, kills int) report {
+	h := newHarness(t, filepath.Join(t.TempDir(), "data"))
 	h.sync = syncMode
 	// CRASH_MEMORY_BUDGET passes --memory-budget, e.g. 0 to keep every
 	// payload on disk and read it back when the job is handed out.
@@ -172,8 +168,8 @@ func crashRun(t *testing.T, bin, syncMode string, kills int) report {
 		uptime := minUptime + time.Duration(rng.Int64N(int64(maxUptime-minUptime)))
 		select {
 		case <-time.After(uptime):
-		case <-h.failed:
-			t.Fatalf("server failed: %s", h.tail())
+		case <-h.exited():
+			t.Fatalf("server exited before the kill: %s", h.srv.Log())
 		}
 		// Workers stop grabbing until more jobs are acknowledged, so
 		// that acknowledged jobs are queued at the kill however fast the
@@ -255,33 +251,19 @@ func group(n int, fn func(i int)) (wait func()) {
 	return wg.Wait
 }
 
-// buildServer builds the gearwork binary into a temporary directory.
-func buildServer(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gearwork")
-	cmd := testserver.BuildCommand(bin)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
-}
-
 // harness runs the server and records what clients and workers saw.
 type harness struct {
 	t      *testing.T
-	bin    string
 	dir    string
 	sync   string // --sync
 	budget string // --memory-budget, if set
 
-	failed chan struct{} // closed if a server start fails
-
 	// mu guards everything below; cond is signalled on every change.
 	mu   sync.Mutex
 	cond *sync.Cond
-	cmd  *exec.Cmd
+	srv  *testserver.Server // nil between a kill and the next start
 	addr string
 	gen  int // server lifetime, 1 for the first start
-	logs []string
 	// acked: uniques acknowledged with JOB_CREATED, with the server
 	// lifetime that acknowledged them and when.
 	acked   map[string]bool
@@ -305,70 +287,34 @@ type harness struct {
 	stopped    bool
 }
 
-func newHarness(t *testing.T, bin, dir string) *harness {
-	h := &harness{t: t, bin: bin, dir: dir, failed: make(chan struct{}),
+func newHarness(t *testing.T, dir string) *harness {
+	h := &harness{t: t, dir: dir,
 		acked: map[string]bool{}, ackGen: map[string]int{}, ackTime: map[string]time.Time{},
 		runs: map[string][]int{}, done: map[string]completion{}, conns: map[net.Conn]bool{}}
 	h.cond = sync.NewCond(&h.mu)
 	return h
 }
 
-var listeningRE = regexp.MustCompile(`msg="serve: listening" addr=(\S+)`)
-
-// start starts the server and waits until it listens.
+// start starts the server (a new lifetime) and waits until it listens.
 func (h *harness) start() {
 	h.t.Helper()
-	args := []string{"serve", "--listen", "127.0.0.1:0", "--store", "pebble:" + h.dir,
-		"--handle-prefix", "H:crash:", "--sync", h.sync, "--http", "off"}
+	args := []string{"--store", "pebble:" + h.dir, "--handle-prefix", "H:crash:", "--sync", h.sync}
 	if h.budget != "" {
 		args = append(args, "--memory-budget", h.budget)
 	}
-	cmd := exec.Command(h.bin, args...)
-	cmd.Env = testserver.Env()
-	stderr, err := cmd.StderrPipe()
-	require.NoError(h.t, err)
-	require.NoError(h.t, cmd.Start())
-	addrCh := make(chan string, 1)
-	go h.readLog(stderr, addrCh)
-	select {
-	case addr := <-addrCh:
-		h.mu.Lock()
-		h.cmd, h.addr = cmd, addr
-		h.gen++
-		h.cond.Broadcast()
-		h.mu.Unlock()
-	case <-time.After(startTimeout):
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		close(h.failed)
-		h.t.Fatalf("server did not start listening within %v: %s", startTimeout, h.tail())
-	}
+	srv := testserver.Start(h.t, args...)
+	h.mu.Lock()
+	h.srv, h.addr = srv, srv.Addr
+	h.gen++
+	h.cond.Broadcast()
+	h.mu.Unlock()
 }
 
-// readLog keeps the server's log and reports the listening address.
-func (h *harness) readLog(r io.Reader, addrCh chan<- string) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	sent := false
-	for sc.Scan() {
-		line := sc.Text()
-		h.mu.Lock()
-		h.logs = append(h.logs, line)
-		if len(h.logs) > 200 {
-			h.logs = h.logs[len(h.logs)-200:]
-		}
-		h.mu.Unlock()
-		if m := listeningRE.FindStringSubmatch(line); m != nil && !sent {
-			addrCh <- m[1]
-			sent = true
-		}
-	}
-}
-
-func (h *harness) tail() string {
+// exited is closed when the running server exits.
+func (h *harness) exited() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return strings.Join(h.logs, "\n")
+	return h.srv.Done()
 }
 
 // kill ends the server with SIGKILL, waits for it to exit, records the
@@ -376,12 +322,11 @@ func (h *harness) tail() string {
 // jobs were not completed at the kill.
 func (h *harness) kill() int {
 	h.mu.Lock()
-	cmd := h.cmd
-	h.cmd = nil
+	srv := h.srv
+	h.srv = nil
 	h.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+	if srv != nil {
+		srv.Kill()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -425,22 +370,13 @@ func (h *harness) waitHold(ctx context.Context) bool {
 // not exit in time.
 func (h *harness) stopServer() {
 	h.mu.Lock()
-	cmd := h.cmd
-	h.cmd = nil
+	srv := h.srv
+	h.srv = nil
 	h.stopped = true
 	h.cond.Broadcast()
 	h.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if srv != nil {
+		srv.Stop()
 	}
 }
 
@@ -461,7 +397,7 @@ func (h *harness) waitLocked(deadline time.Time) {
 func (h *harness) connect(ctx context.Context, after int) (net.Conn, int, bool) {
 	for {
 		h.mu.Lock()
-		for (h.gen <= after || h.cmd == nil) && !h.stopped && ctx.Err() == nil {
+		for (h.gen <= after || h.srv == nil) && !h.stopped && ctx.Err() == nil {
 			h.waitLocked(time.Now().Add(100 * time.Millisecond))
 		}
 		addr, gen, stopped := h.addr, h.gen, h.stopped
@@ -857,7 +793,7 @@ func TestCrashBatchCallbacksOnce(t *testing.T) {
 		t.Skip("crash test skipped in -short mode")
 	}
 	kills := envInt(t, "CRASH_K", 3)
-	h := newHarness(t, buildServer(t), filepath.Join(t.TempDir(), "data"))
+	h := newHarness(t, filepath.Join(t.TempDir(), "data"))
 	h.sync = "always"
 	l := &batchLedger{closed: map[string]int{}, callbacks: map[string]map[string][]callbackRun{
 		onSuccessFn: {}, onCompleteFn: {}}}
@@ -876,8 +812,8 @@ func TestCrashBatchCallbacksOnce(t *testing.T) {
 	for i := range kills {
 		select {
 		case <-time.After(minUptime + time.Duration(rng.Int64N(int64(maxUptime-minUptime)))):
-		case <-h.failed:
-			t.Fatalf("server failed: %s", h.tail())
+		case <-h.exited():
+			t.Fatalf("server exited before the kill: %s", h.srv.Log())
 		}
 		h.mu.Lock()
 		armed := make(chan struct{})

@@ -103,7 +103,7 @@ func TestOtherOriginsCannotDriveTheAPIInChromium(t *testing.T) {
 		require.NoError(t, err, page)
 		require.Equal(t, "sent opaque, sent opaque, form posted", got, "the browser sent the requests from %s", page)
 	}
-	require.Eventually(t, func() bool { return strings.Count(s.logs.String(), "refused a cross-origin request") == 6 },
+	require.Eventually(t, func() bool { return strings.Count(s.Log(), "refused a cross-origin request") == 6 },
 		30*time.Second, 10*time.Millisecond, "the server refuses each of the six requests as cross-origin")
 
 	// DNS rebinding: the page's origin is the server's address under a
