@@ -325,9 +325,7 @@ func (h *harness) kill() int {
 	srv := h.srv
 	h.srv = nil
 	h.mu.Unlock()
-	if srv != nil {
-		srv.Kill()
-	}
+	srv.Kill()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	pending := h.missingLocked()
