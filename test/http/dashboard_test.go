@@ -337,16 +337,24 @@ func TestDashboardActionsNeedTheAPIsScopes(t *testing.T) {
 	useToken("v-secret")
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(live.Handle)), chromedp.Reload()))
 	poll(t, ctx, "the live job's record", `document.querySelector('#detail-state').textContent === 'queued'`)
+	// freshState reloads the page, which reads the job's record from the
+	// server again, and returns the state it shows.
+	freshState := func() string {
+		t.Helper()
+		require.NoError(t, chromedp.Do(ctx, chromedp.Reload()))
+		poll(t, ctx, "the record read again", `!['', '…'].includes(document.querySelector('#detail-state').textContent)`)
+		return text(t, ctx, "#detail-state")
+	}
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-cancel")))
 	poll(t, ctx, "the refusal", `document.querySelector('#detail-error').textContent.includes('do not include admin')`)
-	require.Equal(t, "queued", text(t, ctx, "#detail-state"), "a refused cancel changes nothing")
+	require.Equal(t, "queued", freshState(), "a refused cancel changes nothing")
 
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(g.Handle))))
 	poll(t, ctx, "the dead job's record", `document.querySelector('#detail-state').textContent === 'dead' &&
 		!document.querySelector('#detail-retry').hidden`)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
 	poll(t, ctx, "the refusal", `document.querySelector('#detail-error').textContent.includes('do not include admin')`)
-	require.Equal(t, "dead", text(t, ctx, "#detail-state"))
+	require.Equal(t, "dead", freshState(), "a refused retry changes nothing")
 
 	useToken("o-secret")
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-retry")))
