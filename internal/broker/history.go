@@ -174,6 +174,18 @@ type historyState struct {
 	order uint64
 }
 
+// historyLimitsOf returns the history limits (Policy.historyLimits) of the
+// function name. Every job that ends asks: it reads them without copying
+// the policy, as policyOf would.
+func (b *Broker) historyLimitsOf(name string) (time.Duration, int) {
+	if len(b.life.policies) > 0 {
+		if p, ok := b.life.policies[name]; ok {
+			return p.historyLimits()
+		}
+	}
+	return b.life.defaultPol.historyLimits()
+}
+
 // historyLimits returns how long and how many records the function keeps;
 // a zero age or count keeps none.
 func (p Policy) historyLimits() (time.Duration, int) {
@@ -227,7 +239,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if c, ok := b.mode.(*sharedMode); ok && j.background {
 		c.dependencyEndedLocked(j, e.state)
 	}
-	age, max := b.policyOf(j.fn.name).historyLimits()
+	age, max := b.historyLimitsOf(j.fn.name)
 	if age <= 0 || max <= 0 {
 		return
 	}
@@ -246,8 +258,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	var r *histRec
 	if b.records == nil && fh.len() >= max {
 		// At its count: the oldest goes, and the new record takes its
-		// place in memory (nothing else holds a record kept in memory).
-		r = b.popOldestLocked(fh)
+		// place in memory (nothing else holds a record kept in memory;
+		// it is overwritten whole below).
+		r = b.takeOldestLocked(fh)
 	}
 	if r == nil {
 		r = fh.newRec()
@@ -349,18 +362,25 @@ func runOutcome(f finalState) string {
 
 func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
 
-// popOldestLocked forgets the oldest record of fh and returns it, zeroed
-// (nil if none is kept: the slot of a record dropped out of order).
-func (b *Broker) popOldestLocked(fh *fnHistory) *histRec {
+// popOldestLocked forgets the oldest record of fh, if any.
+func (b *Broker) popOldestLocked(fh *fnHistory) {
+	if r := b.takeOldestLocked(fh); r != nil {
+		*r = histRec{} // its slab may outlive it: let go of what it holds
+	}
+}
+
+// takeOldestLocked forgets the oldest record of fh and returns it as it
+// was, for the caller to overwrite (nil if none is kept: the slot of a
+// record dropped out of order).
+func (b *Broker) takeOldestLocked(fh *fnHistory) *histRec {
 	r := fh.recs[fh.head]
 	fh.recs[fh.head] = nil
 	fh.head++
-	if r != nil && b.hist.bySeq.get(r.seq) == r {
-		b.hist.bySeq.delete(r.seq)
-	}
 	if r != nil {
+		if b.hist.bySeq.get(r.seq) == r {
+			b.hist.bySeq.delete(r.seq)
+		}
 		fh.counts[r.state]--
-		*r = histRec{} // its slab may outlive it: let go of what it holds
 	}
 	fh.compact()
 	return r
@@ -422,7 +442,7 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 	defer b.mu.Unlock()
 	now := b.nowNanos()
 	for name, fh := range b.hist.fns {
-		age, max := b.policyOf(name).historyLimits()
+		age, max := b.historyLimitsOf(name)
 		for fh.len() > 0 {
 			r := fh.recs[fh.head]
 			if fh.len() <= max && r.finished > now-int64(age) {

@@ -11,7 +11,10 @@ import "iter"
 // per job misses it on nearly every submit, lookup and delete. A page goes
 // once its last job does (unless new numbers still go to it). The page of
 // the last access is kept at hand, so a run of submits (or of ends) in
-// order does not consult the map at all.
+// order does not consult the map at all; the page of the latest put is
+// kept apart from it, so that submits at the back of a queue interleaved
+// with ends at its front (or new job records with the oldest going) do
+// not take turns evicting each other.
 //
 // Memory: about 9 bytes per job while the live numbers are dense, against
 // 20 to 40 for a map entry; a job whose neighbours all ended keeps a page
@@ -20,13 +23,17 @@ import "iter"
 type seqIndex[T any] struct {
 	pages map[uint64]*seqPage[T] // by seq >> jobPageShift
 	n     int
-	// lastKey and last are the page of the latest access (nil: none).
+	// lastKey and last are the page of the latest get or delete (nil:
+	// none).
 	lastKey uint64
 	last    *seqPage[T]
-	// hotKey is the page of the latest put. It stays when its jobs have
-	// all ended, as new numbers go there: a queue that is mostly empty does
-	// not add and remove a page for every job.
+	// hotKey and hot are the page of the latest put (hot nil: no put
+	// yet). It stays when its jobs have all ended, as new numbers go
+	// there: a queue that is mostly empty does not add and remove a page
+	// for every job. hot is pages[hotKey]: only a page that stopped being
+	// hot is freed.
 	hotKey uint64
+	hot    *seqPage[T]
 	// spare is the last page freed, empty, for the next page needed: a
 	// queue that ends jobs at its front as it takes them at its back
 	// allocates no pages.
@@ -58,6 +65,9 @@ func (x *seqIndex[T]) page(seq uint64) *seqPage[T] {
 	if x.last != nil && x.lastKey == key {
 		return x.last
 	}
+	if x.hot != nil && x.hotKey == key {
+		return x.hot
+	}
 	p := x.pages[key]
 	if p != nil {
 		x.lastKey, x.last = key, p
@@ -76,21 +86,21 @@ func (x *seqIndex[T]) get(seq uint64) *T {
 // put makes v the value of seq, replacing any other.
 func (x *seqIndex[T]) put(seq uint64, v *T) {
 	key := seq >> jobPageShift
-	if key != x.hotKey {
-		if old := x.pages[x.hotKey]; old != nil && old.n == 0 {
-			x.free(x.hotKey, old)
+	p := x.hot
+	if p == nil || key != x.hotKey {
+		if p != nil && p.n == 0 {
+			x.free(x.hotKey, p)
 		}
 		x.hotKey = key
-	}
-	p := x.page(seq)
-	if p == nil {
-		p = x.spare
-		x.spare = nil
-		if p == nil {
-			p = new(seqPage[T])
+		if p = x.pages[key]; p == nil {
+			p = x.spare
+			x.spare = nil
+			if p == nil {
+				p = new(seqPage[T])
+			}
+			x.pages[key] = p
 		}
-		x.pages[key] = p
-		x.lastKey, x.last = key, p
+		x.hot = p
 	}
 	slot := &p.jobs[seq&(jobPageSize-1)]
 	if *slot == nil {

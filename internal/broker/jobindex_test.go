@@ -17,8 +17,19 @@ func TestJobIndexMatchesAMap(t *testing.T) {
 	x := newJobIndex()
 	model := map[uint64]*job{}
 	next := uint64(1_000_000)
+	// The pages kept at hand are the index's own, after every operation.
+	checkAtHand := func() {
+		t.Helper()
+		if x.hot != nil {
+			require.Same(t, x.pages[x.hotKey], x.hot, "the page of the latest put")
+		}
+		if x.last != nil {
+			require.Same(t, x.pages[x.lastKey], x.last, "the page of the latest get or delete")
+		}
+	}
 	check := func() {
 		t.Helper()
+		checkAtHand()
 		require.Equal(t, len(model), x.len())
 		seen := 0
 		for seq, j := range x.all() {
@@ -54,6 +65,7 @@ func TestJobIndexMatchesAMap(t *testing.T) {
 		default:
 			require.Equal(t, model[seq], x.get(seq))
 		}
+		checkAtHand()
 		if i%2000 == 0 {
 			check()
 		}
