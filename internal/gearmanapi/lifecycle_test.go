@@ -1,11 +1,9 @@
 package gearmanapi
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -85,22 +83,6 @@ func (c *client) adminEmpty(lines ...string) {
 	}
 }
 
-// gearmanCLI runs Debian's gearman client (libgearman) against the server.
-func (tb *lcBundle) gearmanCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	bin := testserver.NeedCommand(t, "gearman")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", tb.port}, args...)...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), &exec.ExitError{ProcessState: cmd.ProcessState, Stderr: errOut.Bytes()}
-	}
-	return out.String(), nil
-}
-
 // A background job submitted by libgearman's client fails twice under a
 // retry policy, becomes a dead letter, is retried by an admin command,
 // completes, and its retained result answers a foreground re-submit of the
@@ -115,8 +97,8 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 		"max_queue=0 overflow=reject result_retention=1h0m0s age_after=0s max_dead_letters=0 history=24h0m0s history_max=10000\n.\n",
 		adm.admin("show policy lcfn", true))
 
-	_, err := tb.gearmanCLI(t, "-b", "-f", "lcfn", "-u", "order-1", "hello")
-	require.NoError(t, err)
+	out, err := testserver.GearmanCLI(t, tb.port, "-b", "-f", "lcfn", "-u", "order-1", "hello")
+	require.NoError(t, err, out)
 
 	w := tb.dial(t)
 	w.Send(gearman.CanDo, "lcfn")
@@ -161,8 +143,8 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	require.Equal(t, "ERR UNKNOWN_JOB\r\n", adm.admin("result unique:nope", false))
 
 	// libgearman's foreground client gets the retained result; nothing runs.
-	out, err := tb.gearmanCLI(t, "-f", "lcfn", "-u", "order-1", "hello")
-	require.NoError(t, err)
+	out, err = testserver.GearmanCLI(t, tb.port, "-f", "lcfn", "-u", "order-1", "hello")
+	require.NoError(t, err, out)
 	require.Equal(t, "done!", strings.TrimSpace(out))
 	adm.adminEmpty("show jobs", "deadletters")
 }

@@ -116,21 +116,3 @@ func Run(ctx context.Context, t testing.TB, args ...string) (string, int) {
 	}
 	return string(out), cmd.ProcessState.ExitCode()
 }
-
-// NeedCommand returns the path of a program the tests need (a Debian tool
-// such as gearman, curl, openssl or chromium, or an absolute path such as
-// /usr/sbin/gearmand). scripts/deps.sh installs them all, so a missing one
-// fails the test; GEARWORK_ALLOW_SKIP=1 turns that into a skip for
-// developers who run a part of the suite without them.
-func NeedCommand(t testing.TB, program string) string {
-	t.Helper()
-	path, err := exec.LookPath(program)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
-		t.Skipf("%s is not installed (run scripts/deps.sh); skipped because GEARWORK_ALLOW_SKIP=1", program)
-	}
-	t.Fatalf("%s is not installed: run scripts/deps.sh (or set GEARWORK_ALLOW_SKIP=1 to skip)", program)
-	return ""
-}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/testlog"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 type jobJSON struct {
@@ -27,20 +28,13 @@ type grabbed struct {
 	Lease       string `json:"lease"`
 }
 
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s is not installed: run scripts/deps.sh", name)
-	}
-}
-
 // curlServer starts a server for a test that drives it with curl and the
 // other tools named, which must be installed, and returns it with the
 // test's context.
 func curlServer(t *testing.T, tools ...string) (*server, context.Context) {
 	t.Helper()
 	for _, name := range append(tools, "curl") {
-		requireTool(t, name)
+		testserver.NeedCommand(t, name)
 	}
 	return startServer(t), testContext(t)
 }
@@ -173,7 +167,7 @@ func TestMetricsHealthAndProblems(t *testing.T) {
 
 func TestTokens(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "curl")
+	testserver.NeedCommand(t, "curl")
 	dir := t.TempDir()
 	tokens := dir + "/tokens"
 	require.NoError(t, os.WriteFile(tokens, []byte("ci submit,read s3cret\n"), 0o600))

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -50,17 +49,12 @@ func (s *server) gearmanHostPort() (string, string) {
 }
 
 // curl runs curl with args and returns its output (headers included when
-// -i is given). It fails the test if curl itself fails.
+// -i is given). It fails the test if curl fails.
 func curl(t *testing.T, ctx context.Context, args ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "curl", append([]string{"-sS", "--max-time", "60"}, args...)...)
-	out, err := cmd.Output()
-	var stderr string
-	if ee, ok := err.(*exec.ExitError); ok {
-		stderr = string(ee.Stderr)
-	}
-	require.NoError(t, err, "curl %v: %s", args, stderr)
-	return string(out)
+	out, code := testserver.Curl(ctx, t, args...)
+	require.Zero(t, code, "curl %v: %s", args, out)
+	return out
 }
 
 // curlJSON runs curl and decodes its JSON body.

@@ -4,11 +4,9 @@
 package lifecycle
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -119,14 +117,12 @@ func (c *conn) admin(line string) []string {
 	}
 }
 
+// gearmanCLI runs Debian's gearman tool against s and returns its output.
 func gearmanCLI(t *testing.T, s *server, args ...string) string {
 	t.Helper()
-	bin := testserver.NeedCommand(t, "gearman")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", s.port}, args...)...).CombinedOutput()
+	out, err := testserver.GearmanCLI(t, s.port, args...)
 	require.NoError(t, err, "gearman %v: %s", args, out)
-	return string(out)
+	return out
 }
 
 // The config file's retry policy applies to a job from libgearman's client:

@@ -1,12 +1,10 @@
 package security_test
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -15,26 +13,6 @@ import (
 
 	"github.com/gearwork/gearwork/internal/testserver"
 )
-
-// curl runs curl with args and returns its stdout and exit code (0 when
-// it succeeded; curl's own code otherwise, e.g. 35 or 56 for a refused
-// handshake).
-func curl(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	testserver.NeedCommand(t, "curl")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "curl", append([]string{"-sS", "--max-time", "30"}, args...)...)
-	out, err := cmd.Output()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return string(out) + string(ee.Stderr), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("curl %v: %v", args, err)
-	}
-	return string(out), 0
-}
 
 // TestHTTPOverTLS serves the HTTP API with the --tls-* files of the Gearman
 // port and talks to it with curl, trusting only the throwaway CA.
@@ -46,11 +24,11 @@ func TestHTTPOverTLS(t *testing.T) {
 	base := "https://" + addr
 	require.Regexp(t, `msg="serve: HTTP API listening" addr=\S+ tokens=0 tls=true certificate="CN=gearwork test server \(expires [-0-9]+\)" mutual=false`, srv.Log())
 
-	out, code := curl(t, "--cacert", p.serverCAFile, base+"/healthz")
+	out, code := testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, base+"/healthz")
 	require.Equal(t, 0, code, out)
 
 	// A job submitted over HTTPS is seen on the Gearman port (also TLS).
-	out, code = curl(t, "--cacert", p.serverCAFile, "-X", "POST", "--data-binary", "over https",
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "-X", "POST", "--data-binary", "over https",
 		base+"/v1/functions/tls_fn/jobs")
 	require.Equal(t, 0, code, out)
 	var job struct{ Handle, State string }
@@ -65,10 +43,10 @@ func TestHTTPOverTLS(t *testing.T) {
 	require.Equal(t, "tls_fn\t1\t0\t0\n", line)
 
 	// curl's own trust store does not know the throwaway CA.
-	out, code = curl(t, base+"/healthz")
+	out, code = testserver.Curl(t.Context(), t, base+"/healthz")
 	require.NotEqual(t, 0, code, out)
 	// Plain HTTP to the TLS port is answered with 400 by net/http.
-	out, code = curl(t, "-w", "%{http_code}", "http://"+addr+"/healthz")
+	out, code = testserver.Curl(t.Context(), t, "-w", "%{http_code}", "http://"+addr+"/healthz")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "400")
 
@@ -97,23 +75,23 @@ func TestHTTPMutualTLS(t *testing.T) {
 	require.Contains(t, srv.Log(), "mutual=true")
 	certFile, keyFile := p.clientFiles["web-1"][0], p.clientFiles["web-1"][1]
 
-	out, code := curl(t, "--cacert", p.serverCAFile, "--cert", certFile, "--key", keyFile, base+"/v1/functions")
+	out, code := testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "--cert", certFile, "--key", keyFile, base+"/v1/functions")
 	require.Equal(t, 0, code, out)
 	require.True(t, json.Valid([]byte(out)), out)
 
-	out, code = curl(t, "--cacert", p.serverCAFile, base+"/v1/functions")
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, base+"/v1/functions")
 	require.NotEqual(t, 0, code, "no client certificate: the handshake fails: %s", out)
 	require.NotContains(t, out, "[")
 
 	// A certificate from another CA (here the server CA's own server
 	// certificate, valid but not a client CA's) is refused too.
-	out, code = curl(t, "--cacert", p.serverCAFile, "--cert", p.certFile, "--key", p.keyFile, base+"/v1/functions")
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "--cert", p.certFile, "--key", p.keyFile, base+"/v1/functions")
 	require.NotEqual(t, 0, code, out)
 
 	// The Gearman port keeps requiring certificates; the HTTP port
 	// does not with --http-tls-client-ca off (loopback, no tokens).
 	open := testserver.Start(t, append(p.serverArgs(true), "--http", "127.0.0.1:0", "--http-tls-client-ca", "off")...)
-	out, code = curl(t, "--cacert", p.serverCAFile, "https://"+open.HTTPAddr(t)+"/v1/functions")
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "https://"+open.HTTPAddr(t)+"/v1/functions")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, open.Log(), "mutual=false")
 	anon, err := p.dial(t, open.Addr, "")
