@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,4 +218,341 @@ esac`
 		require.Equal(t, fmt.Sprintf("finished slow%d", i+1), string(res))
 	}
 	require.NoError(t, <-exited, "gearwork work exits 0 after a graceful stop")
+}
+
+// lifecycleConfig gives each function of TestAdminLifecycleCommands the
+// policy it needs.
+const lifecycleConfig = `
+functions:
+  lc_fail:
+    max_attempts: 2
+    backoff: 1ms
+    backoff_jitter: -1
+  lc_done:
+    result_retention: 1h
+  lc_ordered:
+    ordering: unique-prefix
+schedules:
+  - name: lc-nightly
+    function: lc_report
+    cron: "0 3 * * *"
+`
+
+// TestAdminLifecycleCommands runs the lifecycle subcommands of the gearwork
+// binary against a real "gearwork serve" whose state is made by Gearman
+// clients and workers: dead letters from a failing worker, retained
+// results, ordering keys, a cron schedule, policies and pauses.
+func TestAdminLifecycleCommands(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(lifecycleConfig), 0o600))
+	srv := testserver.Start(t, "--config", cfg, "--handle-prefix", "H:lc:")
+	s := "--servers=" + srv.Addr
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	admin := func(args ...string) (string, string, int) {
+		t.Helper()
+		return gw(t, append([]string{"admin", s}, args...)...)
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := admin(args...)
+		require.Equal(t, 0, code, "%v: %s", args, errOut)
+		require.Empty(t, errOut, args)
+		return out
+	}
+	// fails runs admin with args and requires exit code 1 with want in
+	// the error output.
+	fails := func(want string, args ...string) {
+		t.Helper()
+		_, errOut, code := admin(args...)
+		require.Equal(t, 1, code, "%v: %s", args, errOut)
+		require.Contains(t, errOut, want, args)
+	}
+	// misused runs admin with args and requires the usage exit code; it
+	// returns the error output.
+	misused := func(args ...string) string {
+		t.Helper()
+		_, errOut, code := admin(args...)
+		require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
+		return errOut
+	}
+	type row = map[string]any
+	// deadHistory is the number of attempts in the dead letter's history,
+	// or 0 while it is not a dead letter (a retried job runs again).
+	deadHistory := func(handle string) int {
+		t.Helper()
+		out, _, code := admin("deadletter", "show", handle, "--json")
+		if code != 0 {
+			return 0
+		}
+		var rows []row
+		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
+		require.Len(t, rows, 1)
+		return len(rows[0]["history"].([]any))
+	}
+	jsonRows := func(args ...string) []row {
+		t.Helper()
+		var rows []row
+		out := ok(append(args, "--json")...)
+		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
+		return rows
+	}
+
+	c := gearmantest.NewClient(t, srv.Addr)
+	cliWorker(t, srv.Addr, "lc-worker", map[string]worker.HandlerFunc{
+		"lc_fail": func(context.Context, *worker.Job) ([]byte, error) {
+			return nil, &worker.Exception{Data: []byte("disk\tfull")}
+		},
+		"lc_done": func(_ context.Context, j *worker.Job) ([]byte, error) {
+			if string(j.Payload) == "binary" {
+				return []byte{0xff, 0x00, 'x'}, nil
+			}
+			return []byte("done!\nsecond line"), nil
+		},
+	})
+
+	t.Run("policy", func(t *testing.T) {
+		out := ok("policy")
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Regexp(t, `^FUNCTION +SOURCE +STATE +SETTINGS$`, lines[0])
+		require.Contains(t, lines, "*           default   -       -")
+		require.Contains(t, lines, "lc_fail     explicit  active  max_attempts=2 backoff=1ms backoff_jitter=-1")
+		require.Contains(t, lines, "lc_ordered  explicit  active  ordering=unique-prefix")
+
+		rows := jsonRows("policy", "lc_fail")
+		require.Len(t, rows, 1)
+		require.Equal(t, "lc_fail", rows[0]["function"])
+		require.Equal(t, "explicit", rows[0]["source"])
+		require.Equal(t, "active", rows[0]["state"])
+		settings := rows[0]["settings"].(map[string]any)
+		require.Equal(t, "2", settings["max_attempts"])
+		require.Equal(t, "1ms", settings["backoff"])
+		require.Equal(t, "reject", settings["overflow"], "JSON has every key")
+		require.Nil(t, jsonRows("policy")[0]["state"], "the default policy has no state")
+
+		// A function the server does not know is refused, and not created.
+		for _, args := range [][]string{{"policy", "lc_tuned", "max_attempts=5"}, {"pause", "lc_tuned"}, {"resume", "lc_tuned"}} {
+			out, errOut, code := admin(args...)
+			require.Equal(t, exitFailed, code, args)
+			require.Empty(t, out)
+			require.Equal(t, "gearwork admin: "+srv.Addr+": UNKNOWN_FUNCTION: unknown function lc_tuned\n", errOut)
+		}
+		require.NotContains(t, ok("status"), "lc_tuned")
+		require.Equal(t, "OK\n", ok("create", "lc_tuned"))
+		require.Equal(t, "OK\n", ok("policy", "lc_tuned", "max_attempts=5", "timeout=30s"))
+		require.Equal(t, "lc_tuned  explicit  active  max_attempts=5 timeout=30s\n",
+			strings.SplitN(ok("policy", "lc_tuned"), "\n", 2)[1])
+		require.Equal(t, "OK\n", ok("policy", "lc_tuned", "reset"))
+		require.Equal(t, "default", jsonRows("policy", "lc_tuned")[0]["source"])
+
+		fails(`INVALID_ARGUMENTS: invalid policy: unknown key "speed"`, "policy", "lc_tuned", "speed=9")
+		fails("max_attempts", "policy", "lc_tuned", "max_attempts=many")
+		require.Contains(t, misused("policy", "lc_tuned", "fast"), `policy settings are KEY=VALUE, not "fast"`)
+	})
+
+	t.Run("pause", func(t *testing.T) {
+		state := func() any { return jsonRows("policy", "lc_paused")[0]["state"] }
+		require.Equal(t, "OK\n", ok("create", "lc_paused"))
+		require.Equal(t, "OK\n", ok("pause", "lc_paused"))
+		require.Equal(t, "paused", state())
+		require.Equal(t, "OK\n", ok("pause", "lc_paused", "until", "30m"))
+		require.Regexp(t, `^paused-until=\d{4}-`, state())
+		require.Equal(t, "OK\n", ok("pause", "lc_paused", "until", "2099-01-02T03:04:05Z"))
+		require.Equal(t, "paused-until=2099-01-02T03:04:05Z", state())
+		require.Equal(t, "OK\n", ok("resume", "lc_paused"))
+		require.Equal(t, "active", state())
+
+		for _, args := range [][]string{{"pause", "lc_paused", "until", "tomorrow"}, {"pause", "lc_paused", "-5m"},
+			{"pause"}, {"pause", "a", "b", "c"}, {"resume"}} {
+			misused(args...)
+		}
+	})
+
+	t.Run("deadletters", func(t *testing.T) {
+		job, err := c.SubmitBackground(ctx, client.Request{Function: "lc_fail", Unique: "img-7", Payload: []byte("/uploads/7.png")})
+		require.NoError(t, err)
+		dead := func() []row {
+			var rows []row
+			testwait.Until(t, "the job to die", func() bool {
+				rows = jsonRows("deadletters", "lc_fail")
+				return len(rows) == 1
+			})
+			return rows
+		}
+		rows := dead()
+		require.Equal(t, job.Handle, rows[0]["handle"])
+		require.Equal(t, "lc_fail", rows[0]["function"])
+		require.Equal(t, "img-7", rows[0]["unique"])
+		require.Equal(t, 2.0, rows[0]["attempts"])
+		require.Equal(t, "disk\tfull", rows[0]["error"], "JSON has the error as sent")
+		require.Regexp(t, `^\d{4}-\d\d-\d\dT`, rows[0]["died"])
+
+		out := ok("deadletters")
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Len(t, lines, 2, out)
+		require.Regexp(t, `^HANDLE +FUNCTION +UNIQUE +ATTEMPTS +DIED +ERROR$`, lines[0])
+		require.Regexp(t, `^H:lc:\d+ +lc_fail +img-7 +2 +\S+ +"disk\\tfull"$`, lines[1], "a tab in a cell is quoted")
+
+		out = ok("deadletter", "show", job.Handle)
+		require.Contains(t, out, "HANDLE    "+job.Handle+"\n")
+		require.Contains(t, out, "FUNCTION  lc_fail\n")
+		require.Contains(t, out, "PRIORITY  normal\n")
+		require.Contains(t, out, "ATTEMPTS  2\n")
+		require.Contains(t, out, "PAYLOAD   /uploads/7.png\n")
+		require.Regexp(t, `\n\nATTEMPT +START +END +OUTCOME +ERROR\n1 +\S+ +\S+ +exception +"disk\\tfull"\n2 `, out)
+
+		recs := jsonRows("deadletter", "show", job.Handle)
+		require.Len(t, recs, 1)
+		require.Equal(t, "/uploads/7.png", recs[0]["payload"])
+		require.Equal(t, "img-7", recs[0]["unique"])
+		hist := recs[0]["history"].([]any)
+		require.Len(t, hist, 2)
+		require.Equal(t, 1.0, hist[0].(row)["attempt"])
+		require.Equal(t, "exception", hist[0].(row)["outcome"])
+		require.Equal(t, "disk\tfull", hist[0].(row)["error"])
+
+		// Retried, the job runs and dies again: its history grows.
+		require.Equal(t, "1 dead letter queued again\n", ok("deadletter", "retry", job.Handle))
+		testwait.Until(t, "the retried job to die again", func() bool {
+			return deadHistory(job.Handle) == 4
+		})
+		require.Equal(t, "1 dead letter queued again\n", ok("deadletter", "retry", "all", "lc_fail"))
+		testwait.Until(t, "the job to die a third time", func() bool {
+			return deadHistory(job.Handle) == 6
+		})
+		require.Equal(t, "1 dead letter purged\n", ok("deadletter", "purge", "lc_fail"))
+		require.Empty(t, jsonRows("deadletters", "lc_fail"))
+		require.Equal(t, "0 dead letters purged\n", ok("deadletter", "purge", "lc_fail"))
+
+		fails("UNKNOWN_JOB: no dead letter "+job.Handle, "deadletter", "show", job.Handle)
+		fails("UNKNOWN_JOB", "deadletter", "retry", "H:lc:999999")
+		misused("deadletter", "frob", "x")
+	})
+
+	t.Run("jobs", func(t *testing.T) {
+		job, err := c.SubmitBackground(ctx, client.Request{Function: "lc_fail", Unique: "img-10", Payload: []byte("/uploads/10.png")})
+		require.NoError(t, err)
+		var rec []row
+		testwait.Until(t, "the job's record to say dead", func() bool {
+			rec = jsonRows("job", job.Handle)
+			return len(rec) == 1 && rec[0]["state"] == "dead"
+		})
+		require.Equal(t, "lc_fail", rec[0]["function"])
+		require.Equal(t, true, rec[0]["background"])
+		require.Equal(t, 2.0, rec[0]["attempts"])
+		require.Equal(t, "disk\tfull", rec[0]["error"])
+		require.Equal(t, "/uploads/10.png", rec[0]["payload"])
+		hist := rec[0]["history"].([]any)
+		require.Len(t, hist, 2)
+		require.Equal(t, "exception", hist[1].(row)["outcome"])
+		require.Equal(t, "lc-worker", hist[1].(row)["worker"])
+
+		out := ok("job", job.Handle)
+		require.Contains(t, out, "STATE         dead\n")
+		require.Regexp(t, `\n\nATTEMPT +START +END +OUTCOME +WORKER +ERROR\n1 +\S+ +\S+ +exception +lc-worker +"disk\\tfull"\n`, out)
+
+		rows := jsonRows("jobs", "--function", "lc_fail", "--state", "dead")
+		require.NotEmpty(t, rows)
+		require.Equal(t, job.Handle, rows[0]["handle"], "newest first")
+		require.Equal(t, "disk\tfull", rows[0]["error"])
+		next := ok("jobs", "--function", "lc_fail", "--limit", "1", "--cursor", rows[0]["cursor"].(string))
+		require.NotContains(t, next, job.Handle, "the cursor goes on after its row")
+		require.Regexp(t, `^HANDLE +FUNCTION +STATE +ATTEMPTS +SUBMITTED +FINISHED +ERROR +CURSOR\n`, next)
+
+		fails("UNKNOWN_JOB: no job H:lc:1", "job", "H:lc:1")
+		fails("unknown state", "jobs", "--state", "sleeping")
+		misused("status", "--state", "dead")
+
+		// retry: a dead letter runs again under its handle; a failed
+		// foreground job as a new job whose record names it.
+		require.Equal(t, "dead letter "+job.Handle+" queued again\n", ok("retry", job.Handle))
+		task, err := c.Submit(ctx, client.Request{Function: "lc_fail", Unique: "img-11", Payload: []byte("/uploads/11.png")})
+		require.NoError(t, err)
+		_, err = task.Wait(ctx)
+		require.Error(t, err)
+		fg := task.Job().Handle
+		testwait.Until(t, "the foreground job's record to say exception", func() bool {
+			rec = jsonRows("job", fg)
+			return len(rec) == 1 && rec[0]["state"] == "exception"
+		})
+		out = ok("retry", fg)
+		m := regexp.MustCompile(`^job ` + regexp.QuoteMeta(fg) + ` runs again as (H:lc:\d+)\n$`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		rec = jsonRows("job", m[1])
+		require.Len(t, rec, 1)
+		require.Equal(t, fg, rec[0]["retry_of"])
+		require.Equal(t, "img-11", rec[0]["unique"])
+		require.Equal(t, true, rec[0]["background"])
+		fails("UNKNOWN_JOB: no record of job H:lc:1 is kept", "retry", "H:lc:1")
+		misused("retry")
+	})
+
+	t.Run("result", func(t *testing.T) {
+		text, err := c.SubmitBackground(ctx, client.Request{Function: "lc_done", Unique: "img-8", Payload: []byte("text")})
+		require.NoError(t, err)
+		bin2, err := c.SubmitBackground(ctx, client.Request{Function: "lc_done", Unique: "img-9", Payload: []byte("binary")})
+		require.NoError(t, err)
+		var out, errOut string
+		var code int
+		testwait.Until(t, "the result to be retained", func() bool {
+			out, errOut, code = admin("result", text.Handle)
+			return code == 0
+		})
+		require.Empty(t, errOut)
+		require.Equal(t, "done!\nsecond line", out, "the data exactly as the worker sent it")
+		require.Equal(t, "done!\nsecond line", ok("result", "unique:img-8"))
+		require.Equal(t, []row{{"server": srv.Addr, "length": 17.0, "data": "done!\nsecond line"}},
+			jsonRows("result", "unique:img-8"))
+
+		testwait.Until(t, "the binary result to be retained", func() bool {
+			_, _, code = admin("result", bin2.Handle)
+			return code == 0
+		})
+		require.Equal(t, "\xff\x00x", ok("result", bin2.Handle))
+		require.Equal(t, []row{{"server": srv.Addr, "length": 3.0, "data_base64": "/wB4"}}, jsonRows("result", bin2.Handle))
+
+		fails("UNKNOWN_JOB: no retained result for unique:nosuch", "result", "unique:nosuch")
+		misused("result")
+	})
+
+	t.Run("schedules", func(t *testing.T) {
+		rows := jsonRows("schedules")
+		require.Len(t, rows, 1)
+		require.Equal(t, "lc-nightly", rows[0]["name"])
+		require.Equal(t, "lc_report", rows[0]["function"])
+		require.Equal(t, "0 3 * * *", rows[0]["spec"])
+		next, err := time.Parse(time.RFC3339Nano, rows[0]["next"].(string))
+		require.NoError(t, err)
+		require.Equal(t, 3, next.Hour())
+		out := ok("schedules")
+		require.Regexp(t, `^NAME +FUNCTION +SPEC +LAST +NEXT\nlc-nightly +lc_report +0 3 \* \* \* +\S+ +\S+T03:00:00Z\n$`, out)
+	})
+
+	t.Run("ordering", func(t *testing.T) {
+		first, err := c.SubmitBackground(ctx, client.Request{Function: "lc_ordered", Unique: "acct-42:1"})
+		require.NoError(t, err)
+		_, err = c.SubmitBackground(ctx, client.Request{Function: "lc_ordered", Unique: "acct-42:2"})
+		require.NoError(t, err)
+		_, err = c.SubmitBackground(ctx, client.Request{Function: "lc_ordered", Unique: "acct-42:3"})
+		require.NoError(t, err)
+		require.Equal(t, []row{{"server": srv.Addr, "function": "lc_ordered", "key": "acct-42", "head": first.Handle,
+			"head_state": "queued", "waiting": 2.0}}, jsonRows("ordering", "lc_ordered"))
+		require.Regexp(t, `^FUNCTION +KEY +HEAD +HEAD_STATE +WAITING\nlc_ordered +acct-42 +`+first.Handle+` +queued +2\n$`, ok("ordering"))
+		misused("ordering", "a", "b")
+	})
+}
+
+// TestAdminLifecycleCommandsOnGearmand checks that a server without the
+// lifecycle commands (gearmand) gives a clear error and exit status 1.
+func TestAdminLifecycleCommandsOnGearmand(t *testing.T) {
+	t.Parallel()
+	g := gearmantest.StartGearmand(t)
+	for _, args := range [][]string{{"deadletters"}, {"policy"}, {"pause", "f"}, {"result", "H:x:1"}} {
+		out, errOut, code := gw(t, append([]string{"admin", "--servers=" + g.Addr}, args...)...)
+		require.Equal(t, 1, code, "%v: %s", args, errOut)
+		require.Empty(t, out)
+		require.Contains(t, errOut, "gearwork admin: "+g.Addr+": ", args)
+	}
 }

@@ -35,7 +35,7 @@ func setupTLS(t *testing.T, cfg Config) (*secBundle, *tls.Config) {
 	ca := testcert.NewCA(t, "ca")
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLS}}
 	tb := setupListener(t, cfg, func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
-	return tb, &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
+	return tb, ca.ClientTLS()
 }
 
 func policy(t *testing.T, rules ...auth.RuleConfig) *auth.Policy {
@@ -107,7 +107,7 @@ func TestAuthorizationByClientCertificate(t *testing.T) {
 	)}, func(ln net.Listener) net.Listener { return tls.NewListener(ln, tlsCfg) })
 
 	dial := func(cert *testcert.Pair) *client {
-		cfg := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "127.0.0.1"}
+		cfg := serverCA.ClientTLS()
 		if cert != nil {
 			cfg.Certificates = []tls.Certificate{cert.TLS}
 		}

@@ -68,6 +68,12 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
+// ClientTLS returns a client's TLS configuration that trusts the CA, for
+// a server on 127.0.0.1 with a certificate from Server.
+func (ca *CA) ClientTLS() *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
+}
+
 // Server issues a server certificate for 127.0.0.1, ::1 and localhost.
 func (ca *CA) Server(t testing.TB) *Pair {
 	t.Helper()

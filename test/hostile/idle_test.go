@@ -134,7 +134,7 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 	before, err := srv.Status("VmRSS")
 	require.NoError(t, err)
 
-	cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
+	cfg := ca.ClientTLS()
 	open := make([]net.Conn, conns)
 	defer func() {
 		for _, nc := range open {

@@ -9,11 +9,15 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,12 +74,26 @@ func (p *pki) serverArgs(mutual bool) []string {
 	return args
 }
 
+// requireOldTLSRefused checks that the TLS port at addr refuses TLS 1.1 and
+// older.
+func (p *pki) requireOldTLSRefused(t *testing.T, addr string) {
+	t.Helper()
+	cfg := p.serverCA.ClientTLS()
+	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	old, err := tls.Dial("tcp", addr, cfg)
+	if err == nil {
+		old.Close()
+	}
+	require.Error(t, err, "TLS 1.1 and older are refused")
+}
+
 // conn is a raw Gearman connection.
 type conn struct{ *wire.Conn }
 
 func (p *pki) dial(t *testing.T, addr, cn string) (*conn, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	cfg := p.serverCA.ClientTLS()
+	cfg.MinVersion = tls.VersionTLS12
 	if cn != "" {
 		cfg.Certificates = []tls.Certificate{p.clients[cn].TLS}
 	}
@@ -100,13 +118,7 @@ func TestTLSWithGoClient(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, gearman.JobCreated, gearman.Command(binary.BigEndian.Uint32(got[4:8])))
 
-	// TLS 1.1 and older are refused.
-	old, err := tls.Dial("tcp", srv.Addr, &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1",
-		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
-	if err == nil {
-		old.Close()
-	}
-	require.Error(t, err)
+	p.requireOldTLSRefused(t, srv.Addr)
 	// A plaintext Gearman client gets no answer and is disconnected.
 	plain, err := net.Dial("tcp", srv.Addr)
 	require.NoError(t, err)
@@ -384,4 +396,205 @@ func serveRefused(t *testing.T, args ...string) string {
 	out, code := testserver.Run(ctx, t, append([]string{"serve"}, args...)...)
 	require.Equal(t, 2, code, out)
 	return out
+}
+
+// TestHTTPOverTLS serves the HTTP API with the --tls-* files of the Gearman
+// port and talks to it with curl, trusting only the throwaway CA.
+func TestHTTPOverTLS(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	srv := testserver.Start(t, append(p.serverArgs(false), "--http", "127.0.0.1:0")...)
+	addr := srv.HTTPAddr(t)
+	base := "https://" + addr
+	require.Regexp(t, `msg="serve: HTTP API listening" addr=\S+ tokens=0 tls=true certificate="CN=gearwork test server \(expires [-0-9]+\)" mutual=false`, srv.Log())
+
+	out, code := testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, base+"/healthz")
+	require.Equal(t, 0, code, out)
+
+	// A job submitted over HTTPS is seen on the Gearman port (also TLS).
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "-X", "POST", "--data-binary", "over https",
+		base+"/v1/functions/tls_fn/jobs")
+	require.Equal(t, 0, code, out)
+	var job struct{ Handle, State string }
+	require.NoError(t, json.Unmarshal([]byte(out), &job), out)
+	require.NotEmpty(t, job.Handle)
+	c, err := p.dial(t, srv.Addr, "")
+	require.NoError(t, err)
+	_, err = c.NC.Write([]byte("status\n"))
+	require.NoError(t, err)
+	line, err := c.R.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "tls_fn\t1\t0\t0\n", line)
+
+	// curl's own trust store does not know the throwaway CA.
+	out, code = testserver.Curl(t.Context(), t, base+"/healthz")
+	require.NotEqual(t, 0, code, out)
+	// Plain HTTP to the TLS port is answered with 400 by net/http.
+	out, code = testserver.Curl(t.Context(), t, "-w", "%{http_code}", "http://"+addr+"/healthz")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "400")
+
+	p.requireOldTLSRefused(t, addr)
+	cfg := p.serverCA.ClientTLS()
+	cfg.MinVersion, cfg.MaxVersion, cfg.NextProtos = tls.VersionTLS12, tls.VersionTLS12, []string{"h2", "http/1.1"}
+	ok, err := tls.Dial("tcp", addr, cfg)
+	require.NoError(t, err, "TLS 1.2 is accepted")
+	require.Equal(t, "http/1.1", ok.ConnectionState().NegotiatedProtocol, "HTTP/1.1 only")
+	ok.Close()
+}
+
+// TestHTTPMutualTLS: with --tls-client-ca the HTTP port requires a client
+// certificate signed by that CA; --http-tls-client-ca off lifts that for
+// the HTTP port alone.
+func TestHTTPMutualTLS(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "web-1")
+	srv := testserver.Start(t, append(p.serverArgs(true), "--http", "127.0.0.1:0")...)
+	base := "https://" + srv.HTTPAddr(t)
+	require.Contains(t, srv.Log(), "mutual=true")
+	certFile, keyFile := p.clientFiles["web-1"][0], p.clientFiles["web-1"][1]
+
+	out, code := testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "--cert", certFile, "--key", keyFile, base+"/v1/functions")
+	require.Equal(t, 0, code, out)
+	require.True(t, json.Valid([]byte(out)), out)
+
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, base+"/v1/functions")
+	require.NotEqual(t, 0, code, "no client certificate: the handshake fails: %s", out)
+	require.NotContains(t, out, "[")
+
+	// A certificate from another CA (here the server CA's own server
+	// certificate, valid but not a client CA's) is refused too.
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "--cert", p.certFile, "--key", p.keyFile, base+"/v1/functions")
+	require.NotEqual(t, 0, code, out)
+
+	// The Gearman port keeps requiring certificates; the HTTP port
+	// does not with --http-tls-client-ca off (loopback, no tokens).
+	open := testserver.Start(t, append(p.serverArgs(true), "--http", "127.0.0.1:0", "--http-tls-client-ca", "off")...)
+	out, code = testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "https://"+open.HTTPAddr(t)+"/v1/functions")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, open.Log(), "mutual=false")
+	anon, err := p.dial(t, open.Addr, "")
+	if err == nil {
+		_, err = anon.NC.Write([]byte("status\n"))
+		if err == nil {
+			_, err = anon.R.ReadString('\n')
+		}
+	}
+	require.Error(t, err, "the Gearman port still requires a client certificate")
+}
+
+// TestHTTPTLSHandshakeTimeout: a client that connects to the HTTPS port
+// and never starts the handshake is disconnected by the handshake
+// deadline (--tls-handshake-timeout), which the server logs.
+func TestHTTPTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	srv := testserver.Start(t, append(p.serverArgs(false), "--http", "127.0.0.1:0",
+		"--tls-handshake-timeout", "200ms", "--log-level", "debug")...)
+	nc, err := net.Dial("tcp", srv.HTTPAddr(t))
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(time.Minute)))
+	n, err := nc.Read(make([]byte, 1))
+	require.Equal(t, 0, n)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server, not the client's own deadline, ends the connection: %v", err)
+	local := nc.LocalAddr().String()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(srv.Log(), "TLS handshake error from "+local) {
+		require.True(t, time.Now().Before(deadline), "no handshake error logged for %s:\n%s", local, srv.Log())
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, l := range strings.Split(srv.Log(), "\n") {
+		if strings.Contains(l, "TLS handshake error from "+local) {
+			require.Contains(t, l, "i/o timeout")
+		}
+	}
+}
+
+// secretFragments returns pieces of a PEM private key that must never be
+// logged: its type line and every line of its base64 body.
+func secretFragments(t *testing.T, keyPEM []byte) []string {
+	t.Helper()
+	block, _ := pem.Decode(keyPEM)
+	require.NotNil(t, block)
+	frags := []string{"PRIVATE KEY"}
+	for _, line := range strings.Split(string(keyPEM), "\n") {
+		if len(line) >= 16 && !strings.HasPrefix(line, "-----") {
+			frags = append(frags, line)
+		}
+	}
+	return frags
+}
+
+// TestNoSecretsInLogs runs the server at debug level with mutual TLS and
+// rules, provokes every kind of failure it logs (failed handshakes,
+// plaintext on the TLS port, a foreign client certificate, denied
+// requests, bad frames), and checks that no key material appears in its
+// log, nor in the errors of a start-up with broken key files.
+func TestNoSecretsInLogs(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "web-1")
+	cfg := filepath.Join(p.dir, "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("auth:\n  rules:\n    - match: {cn: [web-*]}\n      allow: {submit: [ok]}\n"), 0o600))
+	srv := testserver.Start(t, append(p.serverArgs(true), "--config", cfg, "--log-level", "debug")...)
+
+	// Plaintext and garbage on the TLS port.
+	for _, junk := range []string{"status\r\n", "\x00REQ\x00\x00\x00\x10\x00\x00\x00\x00", "\x16\x03\x01\x00\x05hello"} {
+		nc, err := net.Dial("tcp", srv.Addr)
+		require.NoError(t, err)
+		require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+		_, _ = nc.Write([]byte(junk))
+		_, _ = io.ReadAll(nc)
+		nc.Close()
+	}
+	// A client certificate from another CA.
+	foreign := testcert.NewCA(t, "foreign").Client(t, "web-1")
+	fc, err := tls.Dial("tcp", srv.Addr, &tls.Config{RootCAs: p.serverCA.Pool(), ServerName: "127.0.0.1",
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign.TLS, nil }})
+	if err == nil {
+		require.NoError(t, fc.SetDeadline(time.Now().Add(time.Minute)))
+		_, _ = fc.Read(make([]byte, 1))
+		fc.Close()
+	}
+	// Denied requests and a bad frame from a verified client.
+	c, err := p.dial(t, srv.Addr, "web-1")
+	require.NoError(t, err)
+	c.Send(gearman.SubmitJob, "forbidden", "", "x")
+	c.Expect(gearman.Error, "PERMISSION_DENIED", "cn=web-1 addr=127.0.0.1 may not submit to forbidden")
+	_, err = c.NC.Write([]byte("\x00XXX\x00\x00\x00\x01\x00\x00\x00\x00"))
+	require.NoError(t, err)
+	_, _ = io.ReadAll(c.R)
+
+	srv.Stop()
+	log := srv.Log()
+	// The log must show the failures, or the test proves nothing.
+	require.Contains(t, log, "TLS handshake failed")
+	require.Contains(t, log, "permission denied")
+	require.Contains(t, log, "bad header")
+	secrets := secretFragments(t, p.serverKeyPEM)
+	for _, k := range p.clientKeyPEMs {
+		secrets = append(secrets, secretFragments(t, k)...)
+	}
+	secrets = append(secrets, secretFragments(t, foreign.KeyPEM)...)
+	for _, s := range secrets {
+		require.NotContains(t, log, s)
+	}
+
+	// Start-up errors with broken key files name the files only.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, args := range [][]string{
+		{"--tls-cert", p.keyFile, "--tls-key", p.certFile},
+		{"--tls-cert", p.certFile, "--tls-key", p.certFile},
+		{"--tls-cert", p.keyFile, "--tls-key", p.keyFile},
+		{"--tls-cert", p.certFile, "--tls-key", p.keyFile, "--tls-client-ca", p.keyFile},
+	} {
+		out, code := testserver.Run(ctx, t, append([]string{"serve", "--listen", "127.0.0.1:0", "--http", "off"}, args...)...)
+		require.NotEqual(t, 0, code, out)
+		require.Contains(t, out, "gearwork:")
+		for _, s := range secretFragments(t, p.serverKeyPEM) {
+			require.NotContains(t, out, s, "args %v", args)
+		}
+	}
 }
