@@ -1,9 +1,6 @@
 package gearmanapi
 
 import (
-	"context"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -19,25 +16,15 @@ import (
 type lcBundle struct {
 	*testBundle
 	clock *clocktest.Clock
-	port  string
 }
 
 // setupLifecycle starts a server on a broker with a test clock, and dials
 // a connection to use for admin lines.
 func setupLifecycle(t *testing.T) (tb *lcBundle, adm *client) {
 	t.Helper()
-	var bcfg broker.Config
 	clock := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	bcfg.HandlePrefix = "H:test:"
-	bcfg.Clock = clock
-	bcfg.Logger = slog.New(slog.DiscardHandler)
-	bcfg.RandFunc = func() float64 { return 0 }
-	b := broker.New(bcfg)
-	require.NoError(t, b.Start(context.Background()))
-	_, addr := startServer(t, Config{Broker: b}, nil)
-	_, port, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	tb = &lcBundle{testBundle: &testBundle{addr: addr, b: b}, clock: clock, port: port}
+	sb := setupServer(t, broker.Config{Clock: clock, RandFunc: func() float64 { return 0 }}, Config{}, nil)
+	tb = &lcBundle{testBundle: sb.testBundle, clock: clock}
 	return tb, tb.dial(t)
 }
 
@@ -97,7 +84,7 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 		"max_queue=0 overflow=reject result_retention=1h0m0s age_after=0s max_dead_letters=0 history=24h0m0s history_max=10000\n.\n",
 		adm.admin("show policy lcfn", true))
 
-	out, err := testserver.GearmanCLI(t, tb.port, "-b", "-f", "lcfn", "-u", "order-1", "hello")
+	out, err := testserver.GearmanCLI(t, tb.addr, "-b", "-f", "lcfn", "-u", "order-1", "hello")
 	require.NoError(t, err, out)
 
 	w := tb.dial(t)
@@ -143,7 +130,7 @@ func TestLifecycleWithGearmanClient(t *testing.T) {
 	require.Equal(t, "ERR UNKNOWN_JOB\r\n", adm.admin("result unique:nope", false))
 
 	// libgearman's foreground client gets the retained result; nothing runs.
-	out, err = testserver.GearmanCLI(t, tb.port, "-f", "lcfn", "-u", "order-1", "hello")
+	out, err = testserver.GearmanCLI(t, tb.addr, "-f", "lcfn", "-u", "order-1", "hello")
 	require.NoError(t, err, out)
 	require.Equal(t, "done!", strings.TrimSpace(out))
 	adm.adminEmpty("show jobs", "deadletters")

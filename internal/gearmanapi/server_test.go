@@ -38,7 +38,9 @@ func setup(t *testing.T, bcfg broker.Config, cfg Config) *testBundle {
 func setupServer(t *testing.T, bcfg broker.Config, cfg Config, wrap func(net.Listener) net.Listener) *secBundle {
 	t.Helper()
 	bcfg.HandlePrefix = "H:test:"
-	bcfg.Clock = fixedClock{}
+	if bcfg.Clock == nil {
+		bcfg.Clock = fixedClock{}
+	}
 	bcfg.Logger = slog.New(slog.DiscardHandler)
 	b := broker.New(bcfg)
 	require.NoError(t, b.Start(context.Background()))

@@ -3,6 +3,7 @@ package testserver
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -46,13 +47,18 @@ func Curl(ctx context.Context, t testing.TB, args ...string) (string, int) {
 }
 
 // GearmanCLI runs Debian's gearman tool (libgearman's client, or its
-// worker with -w) against 127.0.0.1:port with args, for at most a minute,
-// and returns what it wrote to stdout and stderr; err tells how it failed.
-func GearmanCLI(t testing.TB, port string, args ...string) (string, error) {
+// worker with -w) against the server at addr (host:port) with args, for at
+// most a minute, and returns what it wrote to stdout and stderr; err tells
+// how it failed.
+func GearmanCLI(t testing.TB, addr string, args ...string) (string, error) {
 	t.Helper()
 	bin := NeedCommand(t, "gearman")
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, append([]string{"-h", "127.0.0.1", "-p", port}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
 	return string(out), err
 }

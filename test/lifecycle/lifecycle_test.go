@@ -5,7 +5,6 @@ package lifecycle
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +36,6 @@ schedules:
 
 type server struct {
 	addr string
-	port string
 }
 
 // writeConfig writes yaml to a configuration file and returns its path.
@@ -59,9 +57,7 @@ func serve(t *testing.T, cfg string, args ...string) (*testserver.Server, *serve
 			t.Logf("server log:\n%s", srv.Log())
 		}
 	})
-	_, port, err := net.SplitHostPort(srv.Addr)
-	require.NoError(t, err)
-	return srv, &server{addr: srv.Addr, port: port}
+	return srv, &server{addr: srv.Addr}
 }
 
 // start serves configYAML.
@@ -120,7 +116,7 @@ func (c *conn) admin(line string) []string {
 // gearmanCLI runs Debian's gearman tool against s and returns its output.
 func gearmanCLI(t *testing.T, s *server, args ...string) string {
 	t.Helper()
-	out, err := testserver.GearmanCLI(t, s.port, args...)
+	out, err := testserver.GearmanCLI(t, s.addr, args...)
 	require.NoError(t, err, "gearman %v: %s", args, out)
 	return out
 }
