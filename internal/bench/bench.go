@@ -121,6 +121,11 @@ type Config struct {
 	// Progress receives a progress bar (carriage-return updates); nil
 	// means none. Pass a terminal, not a file.
 	Progress io.Writer
+	// BeginFunc, when set, is called right before the clock of a
+	// scenario's measured part starts, after any untimed loading (so a
+	// caller can reset counters of its own, such as the database's
+	// statement statistics). nil means nothing is called.
+	BeginFunc func()
 }
 
 func (c Config) withDefaults() Config {
@@ -438,6 +443,9 @@ func (r *run) beginPhase(phase string, total int) error {
 
 // begin starts the clock (and the server CPU reading) of the measured part.
 func (r *run) begin() error {
+	if r.cfg.BeginFunc != nil {
+		r.cfg.BeginFunc()
+	}
 	if r.cfg.PID != 0 {
 		cpu, err := readCPU(r.cfg.PID)
 		if err != nil {

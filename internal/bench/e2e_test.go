@@ -144,3 +144,24 @@ func TestScenariosAgainstGearmand(t *testing.T) {
 		})
 	}
 }
+
+// TestBeginFuncAfterLoading checks that BeginFunc runs once per measured
+// part, after drain1's untimed loading: the whole backlog is queued then.
+func TestBeginFuncAfterLoading(t *testing.T) {
+	t.Parallel()
+	addr, b := startGearwork(t)
+	cfg := tinyConfig(addr, 0)
+	var calls int
+	var queued int
+	cfg.BeginFunc = func() {
+		calls++
+		for _, f := range b.Status(t.Context()) {
+			queued += f.Total
+		}
+	}
+	res, err := Run(t.Context(), cfg, "drain1")
+	require.NoError(t, err)
+	checkResult(t, cfg, res)
+	require.Equal(t, 1, calls)
+	require.Equal(t, cfg.Jobs, queued)
+}

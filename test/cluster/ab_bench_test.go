@@ -1,17 +1,27 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gearwork/gearwork/internal/bench"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // BenchmarkPostgresAB compares Gearwork builds on one durable PostgreSQL in
@@ -95,16 +105,10 @@ func cmpOr(a, b string) string {
 // postmasterPID returns the process id of the PostgreSQL server behind url
 // (the parent of a backend).
 func postmasterPID(b *testing.B, url string) int {
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var backend int
-	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
-		b.Fatal(err)
-	}
+	withConn(b, url, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend)
+	})
 	return parentPID(backend)
 }
 
@@ -150,4 +154,306 @@ func cpuTicks(match func(pid int) bool) int64 {
 		sum += u + s
 	}
 	return sum
+}
+
+// BenchmarkPostgresBacklog measures deep queues on one durable PostgreSQL
+// (with pg_stat_statements), Gearwork builds and River in one run:
+//
+//   - submit: N durable background submits, no worker connected; Gearwork
+//     with "gearwork bench"'s submit scenario (4 connections × 64
+//     submits in flight), River with InsertManyFast (COPY) in batches of
+//     1,000 from 4 goroutines;
+//   - drain: a queue pre-filled with N jobs (untimed), worked by 8 workers;
+//     Gearwork with "gearwork bench"'s drain1 (8 worker connections, one
+//     GRAB_JOB_UNIQ in flight each), River with a client started on the
+//     filled queue (MaxWorkers 1000, FetchCooldown 1 ms), timed from
+//     Start to the last job run.
+//
+// Run it with
+//
+//	GEARWORK_BENCH_BINS="/tmp/gw-before /tmp/gw-after" GEARWORK_BENCH_REPS=3 \
+//	GEARWORK_BENCH_BACKLOG=100000 GEARWORK_BENCH_STATEMENTS=8 \
+//	go test -run '^$' -bench PostgresBacklog -benchtime 1x -timeout 60m ./test/cluster/
+//
+// GEARWORK_BENCH_BINS defaults to a build of this checkout; the systems
+// take turns in a rotating order, each on a fresh schema and with a fresh
+// server. It prints every run (rate, and the CPU time per job of the
+// server process, Gearwork's or River's, and of PostgreSQL), the medians
+// and each build's ratio to River, and, with GEARWORK_BENCH_STATEMENTS=K,
+// the K statements on which PostgreSQL spent the most time in each
+// measured part of the first round (pg_stat_statements, reset when the
+// part begins). With GEARWORK_BENCH_PROFILE=DIR it saves a 2-second CPU
+// profile of each Gearwork server from the start of each measured part
+// into DIR. River is skipped when test/cluster/riverbench cannot be
+// built.
+func BenchmarkPostgresBacklog(b *testing.B) {
+	dir := b.TempDir()
+	bins := strings.Fields(os.Getenv("GEARWORK_BENCH_BINS"))
+	if len(bins) == 0 {
+		bins = []string{testserver.PlainBinary(b)}
+	}
+	reps := max(envInt("GEARWORK_BENCH_REPS"), 1)
+	jobs := envInt("GEARWORK_BENCH_BACKLOG")
+	if jobs <= 0 {
+		jobs = 100000
+	}
+	top := envInt("GEARWORK_BENCH_STATEMENTS")
+	pg, err := pgtest.Start(context.Background(), pgtest.Options{Durable: true,
+		Settings: []string{"shared_preload_libraries=pg_stat_statements"}})
+	if err != nil {
+		b.Skip(err.Error())
+	}
+	b.Cleanup(pg.Stop)
+	execSQL(b, pg.URL, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+	postmaster := postmasterPID(b, pg.URL)
+	pgCPU := func() int64 { return postgresTicks(postmaster) }
+
+	systems := slices.Clone(bins)
+	river := filepath.Join(dir, "riverbench")
+	cmd := exec.Command("go", "build", "-o", river, ".")
+	cmd.Dir = "riverbench"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Logf("River skipped: cannot build riverbench: %v\n%s", err, out)
+	} else {
+		systems = append(systems, river)
+	}
+
+	type key struct{ phase, system string }
+	rates, cpus := map[key][]float64{}, map[key][]float64{}
+	record := func(rep int, k key, m measured) {
+		rate := float64(jobs) / m.elapsed.Seconds()
+		rates[k] = append(rates[k], rate)
+		cpu := float64(m.serverTicks+m.pgTicks) * 1e4 / float64(jobs) // ticks are 10 ms
+		cpus[k] = append(cpus[k], cpu)
+		b.Logf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f)", rep, k.phase, k.system,
+			rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs))
+		if rep == 0 && top > 0 {
+			fmt.Printf("pg_stat_statements, %s, %s (%d jobs):\n%s", k.phase, k.system, jobs, m.statements)
+		}
+	}
+	for rep := range reps {
+		for i := range systems {
+			sys := systems[(i+rep)%len(systems)]
+			name := filepath.Base(sys)
+			for _, phase := range []string{"submit", "drain"} {
+				var m measured
+				if sys == river {
+					m = riverBacklog(b, river, pg.URL, phase, jobs, top, pgCPU)
+				} else {
+					m = gearworkBacklog(b, sys, pg.URL, phase, jobs, top, pgCPU)
+				}
+				record(rep, key{phase, name}, m)
+			}
+		}
+	}
+	median := func(x []float64) float64 {
+		y := slices.Clone(x)
+		slices.Sort(y)
+		return y[len(y)/2]
+	}
+	for _, phase := range []string{"submit", "drain"} {
+		riverRate := median(rates[key{phase, "riverbench"}])
+		for _, sys := range systems {
+			k := key{phase, filepath.Base(sys)}
+			line := fmt.Sprintf("%s %s: median %.0f jobs/s, %.1f µs CPU/job", phase, k.system, median(rates[k]), median(cpus[k]))
+			if sys != river && riverRate > 0 {
+				line += fmt.Sprintf(", %.2f× River", median(rates[k])/riverRate)
+			}
+			fmt.Println(line)
+		}
+	}
+}
+
+// measured is one measured part of BenchmarkPostgresBacklog.
+type measured struct {
+	elapsed              time.Duration
+	serverTicks, pgTicks int64
+	statements           string
+}
+
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
+}
+
+// gearworkBacklog runs "gearwork bench"'s submit (phase "submit") or
+// drain1 ("drain") against a fresh Gearwork server bin on a fresh schema.
+func gearworkBacklog(b *testing.B, bin, url, phase string, jobs, top int, pgCPU func() int64) measured {
+	b.Helper()
+	var extra []string
+	profile := os.Getenv("GEARWORK_BENCH_PROFILE")
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	if profile != "" {
+		extra = []string{"--pprof", pprofAddr}
+	}
+	addrs, procs := startServers(b, bin, freshSchema(b, url, "gearwork_bench"), 1, extra...)
+	defer stopServers(procs)
+	var profiled sync.WaitGroup
+	defer profiled.Wait()
+	server := procs[0].Process.Pid
+	isServer := func(pid int) bool { return pid == server }
+	var pg0, gw0 int64
+	scenario := map[string]string{"submit": "submit", "drain": "drain1"}[phase]
+	res, err := bench.Run(context.Background(), bench.Config{Addr: addrs[0], Jobs: jobs, Connections: 4, Inflight: 64,
+		Workers: 8, Timeout: 10 * time.Minute, NoCleanup: true,
+		BeginFunc: func() {
+			resetStatements(b, url)
+			pg0, gw0 = pgCPU(), cpuTicks(isServer)
+			if profile != "" {
+				profiled.Go(func() {
+					saveProfile(b, pprofAddr, filepath.Join(profile, fmt.Sprintf("%s-%s-%d.pprof", filepath.Base(bin), phase, time.Now().Unix())))
+				})
+			}
+		}}, scenario)
+	if err != nil {
+		b.Fatalf("gearwork bench %s: %v", scenario, err)
+	}
+	m := measured{elapsed: res.Elapsed, pgTicks: pgCPU() - pg0, serverTicks: cpuTicks(isServer) - gw0}
+	if top > 0 {
+		m.statements = topStatements(b, url, top, jobs)
+	}
+	return m
+}
+
+// riverBacklog runs riverbench: for "submit" an insert run (InsertManyFast
+// in batches of 1,000 from 4 goroutines) into a schema an empty insert run
+// created; for "drain" an untimed insert run and then a work run on what
+// it queued.
+func riverBacklog(b *testing.B, river, url, phase string, jobs, top int, pgCPU func() int64) measured {
+	b.Helper()
+	insert := []string{"-mode", "insert", "-clients", "4", "-batch", "1000"}
+	var m measured
+	if phase == "drain" {
+		runRiverMode(b, river, url, jobs, insert, nil)
+		resetStatements(b, url)
+		m = runRiverMode(b, river, url, jobs, []string{"-mode", "work", "-workers", "1000"}, pgCPU)
+	} else {
+		// The schema and River's migrations first, outside the statistics.
+		runRiverMode(b, river, url, 0, insert, nil)
+		resetStatements(b, url)
+		m = runRiverMode(b, river, url, jobs, append(insert, "-keep"), pgCPU)
+	}
+	if top > 0 {
+		m.statements = topStatements(b, url, top, jobs)
+	}
+	return m
+}
+
+// runRiverMode runs the riverbench binary river with args and returns the
+// time it measured (its insert time when it has one, else its total) and,
+// when pgCPU is set, the CPU time of its process and of PostgreSQL.
+func runRiverMode(b *testing.B, river, url string, jobs int, args []string, pgCPU func() int64) measured {
+	b.Helper()
+	cmd := exec.Command(river, append([]string{"-url", url, "-jobs", strconv.Itoa(jobs)}, args...)...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	var pg0 int64
+	if pgCPU != nil {
+		pg0 = pgCPU()
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("riverbench %v: %v", args, err)
+	}
+	var m measured
+	if pgCPU != nil {
+		m.pgTicks = pgCPU() - pg0
+		m.serverTicks = ticksOf(cmd.ProcessState)
+	}
+	var res riverResult
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		b.Fatalf("riverbench output %q: %v", out.String(), err)
+	}
+	m.elapsed = time.Duration(cmp.Or(res.InsertSecs, res.TotalSecs) * float64(time.Second))
+	return m
+}
+
+// saveProfile saves a 2-second CPU profile of the server whose --pprof
+// listens on addr into path.
+func saveProfile(b *testing.B, addr, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=2")
+	if err != nil {
+		b.Logf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Logf("profile: %v", err)
+	}
+}
+
+// ticksOf is the CPU time (user + system) of an ended process in clock
+// ticks of 10 ms, as cpuTicks counts.
+func ticksOf(ps *os.ProcessState) int64 {
+	return int64((ps.UserTime() + ps.SystemTime()) / (10 * time.Millisecond))
+}
+
+// postgresTicks is the CPU time (user + system, clock ticks of 10 ms) of
+// the PostgreSQL server whose postmaster is pid: its running processes and
+// the backends that have exited (the postmaster's children's times).
+func postgresTicks(postmaster int) int64 {
+	ticks := cpuTicks(func(pid int) bool { return pid == postmaster || parentPID(pid) == postmaster })
+	if f := procStat(postmaster); len(f) >= 15 {
+		cu, _ := strconv.ParseInt(f[13], 10, 64)
+		cs, _ := strconv.ParseInt(f[14], 10, 64)
+		ticks += cu + cs
+	}
+	return ticks
+}
+
+// resetStatements clears PostgreSQL's statement statistics.
+func resetStatements(b *testing.B, url string) {
+	b.Helper()
+	execSQL(b, url, "SELECT pg_stat_statements_reset()")
+}
+
+// topStatements lists the top statements by execution time since the
+// last reset, and their sum, per job of jobs.
+func topStatements(b *testing.B, url string, top, jobs int) string {
+	b.Helper()
+	var sb strings.Builder
+	withConn(b, url, func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, rows, wal_records, wal_bytes::bigint,
+				regexp_replace(left(query, 400), '\s+', ' ', 'g')
+			FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+			ORDER BY total_exec_time DESC`)
+		if err != nil {
+			return err
+		}
+		var sumMS float64
+		var sumCalls, sumRecs, sumWAL int64
+		n := 0
+		for rows.Next() {
+			var calls, rs, recs, wal int64
+			var ms float64
+			var q string
+			if err := rows.Scan(&calls, &ms, &rs, &recs, &wal, &q); err != nil {
+				return err
+			}
+			sumMS += ms
+			sumCalls += calls
+			sumRecs += recs
+			sumWAL += wal
+			if n < top {
+				fmt.Fprintf(&sb, "  %8.1f ms %7d calls %8d rows %8d WAL records %10d WAL bytes  %.110s\n", ms, calls, rs, recs, wal, q)
+			}
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		per := func(x float64) float64 { return x / float64(jobs) }
+		fmt.Fprintf(&sb, "  all %d statements: %.1f ms (%.2f µs/job), %d calls (%.3f/job), %d WAL records (%.2f/job), %d WAL bytes (%.0f/job)\n",
+			n, sumMS, per(sumMS*1e3), sumCalls, per(float64(sumCalls)), sumRecs, per(float64(sumRecs)), sumWAL, per(float64(sumWAL)))
+		return nil
+	})
+	return sb.String()
 }

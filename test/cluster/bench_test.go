@@ -62,13 +62,23 @@ func freshSchema(b *testing.B, url, name string) string {
 // execSQL runs sql on the database at url.
 func execSQL(b *testing.B, url, sql string) {
 	b.Helper()
+	withConn(b, url, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql)
+		return err
+	})
+}
+
+// withConn runs f on a connection to the database at url; the benchmark
+// fails if it cannot connect or f fails.
+func withConn(b *testing.B, url string, f func(ctx context.Context, conn *pgx.Conn) error) {
+	b.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
+	if err := f(ctx, conn); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -228,14 +238,15 @@ func BenchmarkPostgres(b *testing.B) {
 }
 
 // startServers starts n Gearwork servers (bin) on the store url, each on
-// a free loopback port, killed when the benchmark ends if still running.
-func startServers(b *testing.B, bin, url string, n int) ([]string, []*exec.Cmd) {
+// a free loopback port and with the extra arguments of serve, killed when
+// the benchmark ends if still running.
+func startServers(b *testing.B, bin, url string, n int, extra ...string) ([]string, []*exec.Cmd) {
 	b.Helper()
 	var addrs []string
 	var procs []*exec.Cmd
 	for range n {
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-		cmd := exec.Command(bin, "serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn")
+		cmd := exec.Command(bin, append([]string{"serve", "--listen", addr, "--http", "off", "--store", url, "--log-level", "warn"}, extra...)...)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
