@@ -21,7 +21,11 @@ var returning = prefixed("g.", "seq, handle, function, uniq, reducer, payload, p
 
 // claimSQL is the plain claim: runnable jobs without an ordering key of
 // functions without a concurrency limit, any number of servers at once
-// (SKIP LOCKED).
+// (SKIP LOCKED). The rows picked are updated through the primary key
+// (seq = ANY of their array): joined with the table instead, the planner,
+// which cannot know how many rows the LIMIT of each function takes,
+// hashed the whole table for every claim, a cost that grew with the
+// queue.
 var claimSQL = `
 WITH want AS (
 	SELECT * FROM unnest($1::bytea[], $2::integer[]) AS w(function, n)
@@ -36,7 +40,7 @@ WITH want AS (
 		FOR UPDATE SKIP LOCKED) j
 )
 UPDATE gearwork_jobs g SET owner = $3, progress_num = 0, progress_den = 0, running = false
-FROM picked WHERE g.seq = picked.seq
+WHERE g.seq = ANY (ARRAY(SELECT seq FROM picked))
 RETURNING ` + returning
 
 // orderedProbeSQL names the functions of $1 that have runnable jobs with
@@ -111,7 +115,7 @@ WITH want AS (
 	FOR UPDATE OF g SKIP LOCKED
 ), claimed AS (
 	UPDATE gearwork_jobs g SET owner = $7, progress_num = 0, progress_den = 0, running = false
-	FROM picked WHERE g.seq = picked.seq
+	WHERE g.seq = ANY (ARRAY(SELECT seq FROM picked))
 	RETURNING ` + returning + `
 ), spent AS (
 	INSERT INTO gearwork_rates AS r (function, tokens, at)

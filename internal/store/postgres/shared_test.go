@@ -551,3 +551,18 @@ func TestCommitLostLeaseAfterTheRoundWritesTheRoundOnce(t *testing.T) {
 	require.Equal(t, 1, countJobs(t, url, "zap"), "the round's other job is stored once")
 	require.Equal(t, 1, countJobs(t, url, "victim"))
 }
+
+// TestConnectionsDoNotCompileStatements checks that the store's
+// connections run with PostgreSQL's JIT compilation off (compiling a
+// round's statements over a deep queue cost far more than running them),
+// unless the URL sets jit itself.
+func TestConnectionsDoNotCompileStatements(t *testing.T) {
+	t.Parallel()
+	u := pgtest.Schema(t)
+	for _, c := range []struct{ url, want string }{{u, "off"}, {u + "&jit=on", "on"}} {
+		s := openStore(t, c.url, "s")
+		rounds, claims, err := s.SettingForTest(context.Background(), "jit")
+		require.NoError(t, err)
+		require.Equal(t, []string{c.want, c.want}, []string{rounds, claims}, c.url)
+	}
+}

@@ -87,6 +87,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	pcfg.MaxConns = cfg.MaxConns
+	if _, set := pcfg.ConnConfig.RuntimeParams["jit"]; !set {
+		// Compiling a statement costs far more than running one of the
+		// store's: a round's statements over a deep queue are estimated
+		// costly enough for PostgreSQL to compile them (a second and
+		// more, for a statement that runs in a millisecond) every time.
+		pcfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
