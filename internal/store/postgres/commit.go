@@ -16,6 +16,18 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
+// insertRowsSQL inserts the rows of insertSQL's input (numbered), those
+// that its WHERE clause, which follows, selects.
+var insertRowsSQL = `INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
+	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
+	FROM input i JOIN numbered n USING (ord)`
+
+// insertSQL inserts new jobs, numbering those without a number. Jobs
+// without a unique are inserted plainly, since an INSERT … ON CONFLICT
+// writes each row speculatively (an extra WAL record and index probes per
+// row, even for rows outside the unique index); jobs with a unique
+// coalesce with the live job of their function and unique.
 var insertSQL = `
 WITH input AS (
 	SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::smallint[],
@@ -24,18 +36,21 @@ WITH input AS (
 ), numbered AS MATERIALIZED (
 	SELECT CASE WHEN given <> 0 THEN given ELSE nextval('gearwork_job_seq') END AS seq, ord
 	FROM (SELECT given, ord FROM input ORDER BY ord) o
-), ins AS (
-	INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
-	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
-		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
-	FROM input i JOIN numbered n USING (ord)
-	WHERE ` + openBatchJob + `
+), plain AS (
+	` + insertRowsSQL + `
+	WHERE i.uniq IS NULL AND ` + openBatchJob + `
+	RETURNING g.seq, g.function, g.uniq, true AS created, g.owner, g.batch
+), coalesced AS (
+	` + insertRowsSQL + `
+	WHERE i.uniq IS NOT NULL AND ` + openBatchJob + `
 	ON CONFLICT (uniq, function) WHERE uniq IS NOT NULL AND state <> 2
 	DO UPDATE SET owner = EXCLUDED.owner, progress_num = 0, progress_den = 0, running = false
 		WHERE g.owner IS NULL AND EXCLUDED.owner IS NOT NULL AND g.state IN (0, 1) AND g.ordering_key = ''
 			AND g.run_at <= extract(epoch FROM now())::bigint
 			AND g.not_before <= (extract(epoch FROM now()) * 1e9)::bigint
 	RETURNING g.seq, g.function, g.uniq, (g.xmax = 0) AS created, g.owner, g.batch
+), ins AS (
+	SELECT * FROM plain UNION ALL SELECT * FROM coalesced
 ), counted AS (
 	-- A new job of a batch counts in its total (a coalesced one does not);
 	-- the round locked the batch rows first (batchLockSQL).
