@@ -131,17 +131,24 @@ started() {
 
 # run_matrix ROWS SERVERS runs every row against every server, RUNS times.
 # Runs are interleaved (every server for one row, then the next row) so
-# that a change in the machine's load hits all servers alike. For each it
+# that a change in the machine's load hits all servers alike, and every
+# other round takes the servers in reverse order, so that none always runs
+# first or right after the same other one (whose exit may still cost the
+# machine: a Pebble server's files going, say). For each it
 # starts the server (start_server NAME PORT, from the sourcing script), runs
 # "$GW bench" with the arguments "bench_args ROW SERVER" prints, appends the
 # result line to RESULTS, logs its rate and stops the server (stop_server).
 # It sets failures to the number of measurements that failed.
 run_matrix() {
-	local rows=$1 servers=$2 run row server port line
+	local rows=$1 servers=$2 run row server port line order
 	failures=0
 	for ((run = 1; run <= RUNS; run++)); do
+		order=$servers
+		if ((run % 2 == 0)); then
+			order=$(tr ' ' '\n' <<<"$servers" | tac | tr '\n' ' ')
+		fi
 		for row in $rows; do
-			for server in $servers; do
+			for server in $order; do
 				port=$(free_port)
 				start_server "$server" "$port"
 				# shellcheck disable=SC2046 # word splitting of the arguments is wanted
