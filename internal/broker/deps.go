@@ -35,26 +35,26 @@ const (
 	depFailed
 )
 
-// readDependencies reads, without the broker's lock, the stored records of
-// the jobs seqs (a store.RecordStore keeps them on disk), for submitLocked
-// to judge those that are not live any more. In shared mode the store
-// judges them as it inserts the job.
-func (b *Broker) readDependencies(seqs []uint64) map[uint64]string {
-	if _, shared := b.mode.(*sharedMode); len(seqs) == 0 || b.records == nil || shared {
-		return nil
+// prepareAfter reads, without the broker's lock, the stored records of
+// the jobs after names (a store.RecordStore keeps them on disk), for
+// afterLocked to judge those that are not live any more.
+func (m localMode) prepareAfter(after []uint64, _ []UniqueDep) afterRead {
+	b := m.b
+	if len(after) == 0 || b.records == nil {
+		return afterRead{after: after}
 	}
-	out := make(map[uint64]string, len(seqs))
-	for _, q := range seqs {
+	known := make(map[uint64]string, len(after))
+	for _, q := range after {
 		if r, err := b.records.Record(context.Background(), q); err == nil {
-			out[q] = r.State
+			known[q] = r.State
 		}
 	}
-	return out
+	return afterRead{after: after, known: known}
 }
 
 // dependencyLocked judges dependency seq: the live job it waits for, or the
 // outcome of one that ended. known holds the stored records read before
-// the lock (readDependencies).
+// the lock (localMode.prepareAfter).
 func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, depOutcome) {
 	if j := b.jobs.get(seq); j != nil && j.state != stateGone {
 		return j, depUnknown
@@ -79,8 +79,7 @@ func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, de
 }
 
 // submitAfterLocked checks a submit's dependencies and returns the live
-// jobs the new job must wait for. In shared mode it returns none: the
-// store checks them as it inserts the job (sharedMode.waitInStoreLocked).
+// jobs the new job must wait for here (dependencies.afterLocked).
 func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 	if len(p.After) == 0 && len(p.AfterUnique) == 0 {
 		return nil, nil
@@ -88,9 +87,13 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 	if !p.Background {
 		return nil, fmt.Errorf("%w: only background jobs can wait for others", ErrDependency)
 	}
-	if _, ok := b.mode.(localMode); !ok {
-		return nil, p.afterErr
-	}
+	return b.mode.afterLocked(*p)
+}
+
+// afterLocked judges the jobs p names in memory: live ones to wait for,
+// ended ones by their records (read by prepareAfter).
+func (m localMode) afterLocked(p SubmitParams) ([]*job, error) {
+	b := m.b
 	var wait []*job
 	for _, u := range p.AfterUnique {
 		d, done := b.uniqueDependencyLocked(u)
@@ -118,6 +121,17 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 	}
 	return wait, nil
 }
+
+// waitLocked makes j wait in memory for the live jobs deps.
+func (m localMode) waitLocked(j *job, deps []*job, _ []uint64, anyway bool) {
+	if len(deps) > 0 {
+		m.b.waitForLocked(j, deps, anyway)
+	}
+}
+
+// dependencyEndedLocked: the jobs waiting here were released or cancelled
+// (Broker.dependencyEndedLocked); no other server waits.
+func (localMode) dependencyEndedLocked(*job, string) {}
 
 // dependencyErr is why a submit naming job q is refused: q is unknown, or
 // it ended without success.
@@ -292,34 +306,31 @@ func uniqueDependencyErr(u UniqueDep) error {
 	return fmt.Errorf("%w: no live job of %q has the unique %q (nor a retained result)", ErrDependency, u.Function, u.Unique)
 }
 
-// resolveAfterUnique turns, in shared mode, the jobs a submit names by
-// unique into sequence numbers (added to p.After) before the broker's
-// lock, reading the store: a live job, or a retained result (dropped: it
-// completed). In local mode submitAfterLocked finds them in memory.
-func (b *Broker) resolveAfterUnique(p *SubmitParams) {
-	c, shared := b.mode.(*sharedMode)
-	if !shared || len(p.AfterUnique) == 0 {
-		return
+// prepareAfter turns the jobs a submit names by unique into sequence
+// numbers (added to p.After) before the broker's lock, reading the store:
+// a live job, or a retained result (dropped: it completed). The store
+// judges the others as it inserts the job.
+func (c *sharedMode) prepareAfter(after []uint64, unique []UniqueDep) afterRead {
+	if len(unique) == 0 {
+		return afterRead{after: after}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedStatusTimeout)
 	defer cancel()
-	after := slices.Clone(p.After)
-	for _, u := range p.AfterUnique {
+	out := afterRead{after: slices.Clone(after)}
+	for _, u := range unique {
 		seq, ok, err := c.store.FindUnique(ctx, u.Function, u.Unique)
 		if err == nil && !ok {
 			_, err = c.store.DoneByUnique(ctx, u.Function, u.Unique)
 			if errors.Is(err, store.ErrNotFound) {
-				p.afterErr = uniqueDependencyErr(u)
-				return
+				return afterRead{after: after, err: uniqueDependencyErr(u)}
 			}
 		}
 		if err != nil {
-			p.afterErr = &StoreError{err}
-			return
+			return afterRead{after: after, err: &StoreError{err}}
 		}
 		if ok {
-			after = append(after, seq)
+			out.after = append(out.after, seq)
 		}
 	}
-	p.After = after
+	return out
 }

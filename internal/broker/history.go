@@ -236,9 +236,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if b.dependents != nil {
 		b.dependencyEndedLocked(j, e.state)
 	}
-	if c, ok := b.mode.(*sharedMode); ok && j.background {
-		c.dependencyEndedLocked(j, e.state)
-	}
+	b.mode.dependencyEndedLocked(j, e.state)
 	age, max := b.historyLimitsOf(j.fn.name)
 	if age <= 0 || max <= 0 {
 		return

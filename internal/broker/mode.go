@@ -62,6 +62,38 @@ type mode interface {
 
 	records
 	batchKeeper
+	dependencies
+}
+
+// dependencies is where jobs wait for others (SubmitParams.After): in this
+// server's memory, written to its store (localMode), or in the shared
+// store's rows, which checks, releases and cancels them (sharedMode).
+type dependencies interface {
+	// prepareAfter reads, before the broker's lock, what a submit that
+	// names jobs to wait for (after, and by unique) needs from the
+	// store.
+	prepareAfter(after []uint64, unique []UniqueDep) afterRead
+	// afterLocked checks the dependencies of p, a background submit that
+	// names some, and returns the live jobs the new job must wait for
+	// here (none when the store keeps them).
+	afterLocked(p SubmitParams) ([]*job, error)
+	// waitLocked makes new job j wait for deps (afterLocked's answer) or
+	// for the jobs after (anyway: AfterAnyway).
+	waitLocked(j *job, deps []*job, after []uint64, anyway bool)
+	// dependencyEndedLocked is called when job j, which other jobs may
+	// wait for, ended in state (a final state of its record), after the
+	// jobs waiting for it here were released or cancelled.
+	dependencyEndedLocked(j *job, state string)
+}
+
+// afterRead is what prepareAfter read for a submit: the jobs it waits for
+// by number (SubmitParams.After and, in shared mode, those it names by
+// unique), the stored records of those that are not live (local mode),
+// and why it cannot wait (shared mode).
+type afterRead struct {
+	after []uint64
+	known map[uint64]string
+	err   error
 }
 
 // batchKeeper is where batches live: in this server's memory, written to

@@ -16,17 +16,26 @@ import (
 // that wait for them in that transaction; a released job is claimed like
 // any other.
 
-// waitInStoreLocked makes new job j wait, in the store, for the jobs
-// deps.
-func (c *sharedMode) waitInStoreLocked(j *job, deps []uint64, anyway bool) {
+// afterLocked: the store checks the jobs a submit names as it inserts
+// the job; only what prepareAfter found wrong is known before.
+func (c *sharedMode) afterLocked(p SubmitParams) ([]*job, error) { return nil, p.afterErr }
+
+// waitLocked makes new job j wait, in the store, for the jobs after.
+func (c *sharedMode) waitLocked(j *job, _ []*job, after []uint64, anyway bool) {
+	if len(after) == 0 {
+		return
+	}
 	x := j.extra()
-	x.after = slices.Compact(slices.Sorted(slices.Values(deps)))
+	x.after = slices.Compact(slices.Sorted(slices.Values(after)))
 	x.anyway = anyway
 }
 
 // dependencyEndedLocked reports the end of background job j, in final
 // state state, to the store's next round.
 func (c *sharedMode) dependencyEndedLocked(j *job, state string) {
+	if !j.background {
+		return
+	}
 	c.depEnds = append(c.depEnds, store.DepEnd{Seq: j.seq, State: state})
 	c.b.kickCommitter()
 }

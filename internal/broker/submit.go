@@ -55,10 +55,10 @@ type SubmitParams struct {
 	// an error wrapping ErrDependency.
 	AfterUnique []UniqueDep
 	// afterErr is why AfterUnique cannot be waited for, as read from a
-	// shared store before the broker's lock (resolveAfterUnique).
+	// shared store before the broker's lock (sharedMode.prepareAfter).
 	afterErr error
 	// known holds the stored records of After's jobs, read before the
-	// lock (readDependencies).
+	// lock (localMode.prepareAfter).
 	known map[uint64]string
 
 	// Batch adds the job to the batch with this id (CreateBatch); 0 for
@@ -106,8 +106,10 @@ func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 // the store: the jobs it names by unique (shared mode), the records of
 // those it waits for.
 func (b *Broker) prepareSubmit(p *SubmitParams) {
-	b.resolveAfterUnique(p)
-	p.known = b.readDependencies(p.After)
+	if len(p.After) > 0 || len(p.AfterUnique) > 0 {
+		r := b.mode.prepareAfter(p.After, p.AfterUnique)
+		p.After, p.known, p.afterErr = r.after, r.known, r.err
+	}
 }
 
 // MaxRunAt is the latest SubmitParams.RunAt a submit takes:
@@ -196,10 +198,8 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	if bt != nil {
 		b.joinBatchLocked(j, bt)
 	}
-	if len(deps) > 0 {
-		b.waitForLocked(j, deps, p.AfterAnyway)
-	} else if c, ok := b.mode.(*sharedMode); ok && len(p.After) > 0 {
-		c.waitInStoreLocked(j, p.After, p.AfterAnyway)
+	if len(deps) > 0 || len(p.After) > 0 {
+		b.mode.waitLocked(j, deps, p.After, p.AfterAnyway)
 	}
 	b.statSubmittedLocked(j)
 	if !p.Background {
