@@ -58,25 +58,38 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		require.NoError(t, echoRoundTrip(nc))
 	}
 
-	var rss int64
-	deadline := time.Now().Add(2 * time.Minute)
+	st := settledMemory(t, srv, ceiling, 2*time.Minute)
+	rss := st["VmRSS"]
+	t.Logf("RSS: %d kB at start, %d kB peak while connecting, %d kB with %d idle connections (%d bytes each); "+
+		"of it anonymous (heap, stacks): %d kB at start, %d kB idle",
+		before["VmRSS"], st["VmHWM"], rss, conns, (rss-before["VmRSS"])*1024/conns,
+		before["RssAnon"], st["RssAnon"])
+	require.LessOrEqual(t, rss, int64(ceiling), "10k idle connections must fit in 128 MiB of RSS")
+	requireSampleAnswers(t, open)
+}
+
+// settledMemory polls srv's memory (VmRSS, VmHWM, RssAnon and RssFile, in
+// kB) until VmRSS is at most kB or within has passed, and returns the last
+// reading: the memory freed by idle connections is returned to the system
+// only once releases settle.
+func settledMemory(t *testing.T, srv *testserver.Server, kB int64, within time.Duration) map[string]int64 {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
-		st, err := srv.Status("VmRSS", "VmHWM", "RssAnon")
+		st, err := srv.Status("VmRSS", "VmHWM", "RssAnon", "RssFile")
 		require.NoError(t, err)
-		rss = st["VmRSS"]
-		if rss <= ceiling || time.Now().After(deadline) {
-			t.Logf("RSS: %d kB at start, %d kB peak while connecting, %d kB with %d idle connections (%d bytes each); "+
-				"of it anonymous (heap, stacks): %d kB at start, %d kB idle",
-				before["VmRSS"], st["VmHWM"], rss, conns, (rss-before["VmRSS"])*1024/conns,
-				before["RssAnon"], st["RssAnon"])
-			break
+		if st["VmRSS"] <= kB || time.Now().After(deadline) {
+			return st
 		}
 		time.Sleep(100 * time.Millisecond) // polling the process's memory; nothing to signal on
 	}
-	require.LessOrEqual(t, rss, int64(ceiling), "10k idle connections must fit in 128 MiB of RSS")
+}
 
-	// They are idle, not dead: a sample still answers.
-	for i := 0; i < conns; i += conns / 10 {
+// requireSampleAnswers checks that idle connections are idle, not dead: a
+// sample of one in ten still answers an ECHO.
+func requireSampleAnswers(t *testing.T, open []net.Conn) {
+	t.Helper()
+	for i := 0; i < len(open); i += len(open) / 10 {
 		require.NoError(t, echoRoundTrip(open[i]))
 	}
 }
@@ -179,24 +192,11 @@ func TestTenThousandIdleTLSConnections(t *testing.T) {
 	}
 	// The memory freed by parking is returned once releases settle (the
 	// last of it at most 10 s later).
-	var st map[string]int64
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		st, err = srv.Status("VmRSS", "VmHWM", "RssAnon", "RssFile")
-		require.NoError(t, err)
-		if st["VmRSS"] <= goal || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond) // polling the process's memory; nothing to signal on
-	}
+	st := settledMemory(t, srv, goal, 20*time.Second)
 	t.Logf("10,000 idle TLS connections (connected in %s): %d goroutines; RSS %d kB at start, %d kB peak, %d kB idle "+
 		"(%d kB anonymous, %d kB file-backed), %d bytes per connection",
 		connected.Round(time.Millisecond), n, before["VmRSS"], st["VmHWM"], st["VmRSS"], st["RssAnon"], st["RssFile"],
 		(st["VmRSS"]-before["VmRSS"])*1024/conns)
 	require.LessOrEqual(t, st["VmRSS"], int64(ceiling), "10k idle TLS connections must stay far below %d kB of RSS", ceiling)
-
-	// They are idle, not dead: a sample still answers.
-	for i := 0; i < conns; i += conns / 10 {
-		require.NoError(t, echoRoundTrip(open[i]))
-	}
+	requireSampleAnswers(t, open)
 }
