@@ -36,7 +36,7 @@ func TestForegroundUpdatesAndResult(t *testing.T) {
 		var got []client.Update
 		for _, prio := range []client.Priority{client.PriorityNormal, client.PriorityHigh, client.PriorityLow} {
 			got = got[:0]
-			res, err := c.Do(testCtx(t), client.Request{Function: "upper", Payload: []byte("hello " + prio.String()),
+			res, err := c.Do(testwait.Context(t), client.Request{Function: "upper", Payload: []byte("hello " + prio.String()),
 				Priority: prio, UpdateFunc: func(u client.Update) { got = append(got, u) }})
 			require.NoError(t, err)
 			require.Equal(t, strings.ToUpper("hello "+prio.String()), string(res))
@@ -62,16 +62,16 @@ func TestFailAndException(t *testing.T) {
 			fn("panic", func(context.Context, *worker.Job) ([]byte, error) { panic("oops") }))
 		c := gearmantest.NewClient(t, addr)
 
-		_, err := c.Do(testCtx(t), client.Request{Function: "fail"})
+		_, err := c.Do(testwait.Context(t), client.Request{Function: "fail"})
 		require.ErrorIs(t, err, client.ErrJobFailed)
 
-		_, err = c.Do(testCtx(t), client.Request{Function: "throw", Payload: []byte("x")})
+		_, err = c.Do(testwait.Context(t), client.Request{Function: "throw", Payload: []byte("x")})
 		var exc *client.ExceptionError
 		require.ErrorAs(t, err, &exc)
 		require.Equal(t, "bad input: x", string(exc.Data))
 		require.NotEmpty(t, exc.Handle)
 
-		_, err = c.Do(testCtx(t), client.Request{Function: "panic"})
+		_, err = c.Do(testwait.Context(t), client.Request{Function: "panic"})
 		require.ErrorIs(t, err, client.ErrJobFailed)
 	})
 }
@@ -81,7 +81,7 @@ func TestBackgroundStatus(t *testing.T) {
 	forEachServer(t, func(t *testing.T, addr string) {
 		release := make(chan struct{})
 		c := gearmantest.NewClient(t, addr)
-		ctx := testCtx(t)
+		ctx := testwait.Context(t)
 		job, err := c.SubmitBackground(ctx, client.Request{Function: "slow", Unique: "slow-1", Payload: []byte("p")})
 		require.NoError(t, err)
 		require.Equal(t, addr, job.Server)
@@ -130,7 +130,7 @@ func TestPriorityOrder(t *testing.T) {
 	t.Parallel()
 	forEachServer(t, func(t *testing.T, addr string) {
 		c := gearmantest.NewClient(t, addr)
-		ctx := testCtx(t)
+		ctx := testwait.Context(t)
 		for _, p := range []client.Priority{client.PriorityLow, client.PriorityNormal, client.PriorityHigh} {
 			_, err := c.SubmitBackground(ctx, client.Request{Function: "order", Payload: []byte(p.String()), Priority: p})
 			require.NoError(t, err)
@@ -152,7 +152,7 @@ func TestEpoch(t *testing.T) {
 	t.Parallel()
 	forEachServer(t, func(t *testing.T, addr string) {
 		c := gearmantest.NewClient(t, addr)
-		ctx := testCtx(t)
+		ctx := testwait.Context(t)
 		ran := make(chan string, 2)
 		gearmantest.StartWorker(t, worker.Config{Servers: []string{addr}}, fn("later", func(_ context.Context, j *worker.Job) ([]byte, error) {
 			ran <- string(j.Payload)
@@ -177,7 +177,7 @@ func TestEpoch(t *testing.T) {
 func TestInvalidRequests(t *testing.T) {
 	t.Parallel()
 	c := gearmantest.NewClient(t, "127.0.0.1:1")
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	for name, req := range map[string]client.Request{
 		"no function":    {},
 		"long function":  {Function: string(make([]byte, 512))},
@@ -197,7 +197,7 @@ func TestCoalescedForeground(t *testing.T) {
 	t.Parallel()
 	forEachServer(t, func(t *testing.T, addr string) {
 		c := gearmantest.NewClient(t, addr)
-		ctx := testCtx(t)
+		ctx := testwait.Context(t)
 		var updates [2][]string
 		submit := func(i int) *client.Task {
 			task, err := c.Submit(ctx, client.Request{Function: "once", Unique: "same", Payload: []byte("x"),
@@ -237,7 +237,7 @@ func TestConcurrentRequests(t *testing.T) {
 			return append([]byte("re:"), j.Payload...), nil
 		}))
 	c := gearmantest.NewClient(t, srv.Addr())
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	var wg sync.WaitGroup
 	for g := range 16 {
 		wg.Go(func() {
@@ -284,7 +284,7 @@ func assertEq(t *testing.T, want, got string) bool {
 func startWithClient(t *testing.T) (*gearmantest.Server, *client.Client, context.Context) {
 	t.Helper()
 	srv := gearmantest.Start(t)
-	return srv, gearmantest.NewClient(t, srv.Addr()), testCtx(t)
+	return srv, gearmantest.NewClient(t, srv.Addr()), testwait.Context(t)
 }
 
 // requireEcho checks that the client's connection still pairs a request
@@ -333,7 +333,7 @@ func TestFailoverAndSpread(t *testing.T) {
 	t.Parallel()
 	a, b := gearmantest.Start(t), gearmantest.Start(t)
 	c := gearmantest.NewClient(t, a.Addr(), b.Addr())
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	where := map[string]string{}
 	for i := range 40 {
 		u := "u" + strconv.Itoa(i)
@@ -396,10 +396,10 @@ func TestNoServer(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	c := gearmantest.NewClient(t, addr)
-	_, err = c.SubmitBackground(testCtx(t), client.Request{Function: "f"})
+	_, err = c.SubmitBackground(testwait.Context(t), client.Request{Function: "f"})
 	require.ErrorIs(t, err, client.ErrNoServer)
 	// In backoff the server is skipped without dialing.
-	_, err = c.SubmitBackground(testCtx(t), client.Request{Function: "f"})
+	_, err = c.SubmitBackground(testwait.Context(t), client.Request{Function: "f"})
 	require.ErrorIs(t, err, client.ErrNoServer)
 }
 
@@ -455,10 +455,10 @@ func TestBatchErrors(t *testing.T) {
 		c, err := client.New(client.Config{Servers: []string{addr}})
 		require.NoError(t, err)
 		defer c.Close()
-		err = c.CloseBatch(testCtx(t), "12345")
+		err = c.CloseBatch(testwait.Context(t), "12345")
 		require.ErrorIs(t, err, client.ErrBatch)
-		_, err = c.CreateBatch(testCtx(t), client.BatchOptions{OnSuccess: "a b"})
+		_, err = c.CreateBatch(testwait.Context(t), client.BatchOptions{OnSuccess: "a b"})
 		require.ErrorIs(t, err, client.ErrInvalidRequest)
-		require.ErrorIs(t, c.CloseBatch(testCtx(t), ""), client.ErrInvalidRequest)
+		require.ErrorIs(t, c.CloseBatch(testwait.Context(t), ""), client.ErrInvalidRequest)
 	})
 }

@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -41,10 +40,4 @@ func forEachServer(t *testing.T, test func(t *testing.T, addr string)) {
 
 func fn(name string, f func(ctx context.Context, j *worker.Job) ([]byte, error)) worker.Function {
 	return worker.Function{Name: name, Handler: worker.HandlerFunc(f)}
-}
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }

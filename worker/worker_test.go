@@ -24,12 +24,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // status returns the server's view of one function.
 func status(b *broker.Broker, fn string) broker.FunctionStatus {
 	for _, f := range b.Status(context.Background()) {
@@ -44,7 +38,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
 	c := gearmantest.NewClient(t, srv.Addr())
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	for i := range 12 {
 		_, err := c.SubmitBackground(ctx, client.Request{Function: "limited", Payload: []byte(strconv.Itoa(i))})
 		require.NoError(t, err)
@@ -81,7 +75,7 @@ func TestGracefulShutdownFinishesRunningJobs(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
 	c := gearmantest.NewClient(t, srv.Addr())
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	started := make(chan struct{}, 2)
 	release := make(chan struct{})
 	var cancelled atomic.Bool
@@ -132,7 +126,7 @@ func TestShutdownDeadlineCancelsJobs(t *testing.T) {
 	t.Parallel()
 	srv := gearmantest.Start(t)
 	c := gearmantest.NewClient(t, srv.Addr())
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	started := make(chan struct{})
 	causes := make(chan error, 1)
 	w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}})
@@ -191,7 +185,7 @@ func TestTimeoutFails(t *testing.T) {
 				})})
 			require.NoError(t, w.Start(context.Background()))
 			c := gearmantest.NewClient(t, addr)
-			res, err := c.Do(testCtx(t), client.Request{Function: "slow"})
+			res, err := c.Do(testwait.Context(t), client.Request{Function: "slow"})
 			require.ErrorIs(t, <-causes, worker.ErrTimeout)
 			if kind.retried {
 				require.NoError(t, err)
@@ -218,7 +212,7 @@ func TestSeveralServersAndReconnect(t *testing.T) {
 		return []byte(j.Server), nil
 	})
 	require.NoError(t, w.Start(context.Background()))
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	for _, s := range []*gearmantest.Server{a, b} {
 		res, err := gearmantest.NewClient(t, s.Addr()).Do(ctx, client.Request{Function: "where", Payload: []byte(s.Addr())})
 		require.NoError(t, err)
@@ -253,7 +247,7 @@ func TestWorkerAgainstGearmand(t *testing.T) {
 	})
 	require.NoError(t, w.Start(context.Background()))
 	c := gearmantest.NewClient(t, g.Addr)
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	for i := range 50 {
 		_, err := c.SubmitBackground(ctx, client.Request{Function: "count", Payload: []byte(strconv.Itoa(i))})
 		require.NoError(t, err)
@@ -281,7 +275,7 @@ func TestSendAfterEnd(t *testing.T) {
 		return nil, nil
 	})
 	require.NoError(t, w.Start(context.Background()))
-	_, err := gearmantest.NewClient(t, srv.Addr()).Do(testCtx(t), client.Request{Function: "keep"})
+	_, err := gearmantest.NewClient(t, srv.Addr()).Do(testwait.Context(t), client.Request{Function: "keep"})
 	require.NoError(t, err)
 	j := <-kept
 	require.ErrorIs(t, j.SendData([]byte("late")), worker.ErrJobEnded)
@@ -297,7 +291,7 @@ func TestLifecycle(t *testing.T) {
 
 	// Start and stop repeatedly while jobs flow.
 	c := gearmantest.NewClient(t, srv.Addr())
-	ctx := testCtx(t)
+	ctx := testwait.Context(t)
 	for i := range 10 {
 		w := gearmantest.NewWorker(t, worker.Config{Servers: []string{srv.Addr()}, Concurrency: 2})
 		w.HandleFunc("cycle", func(_ context.Context, j *worker.Job) ([]byte, error) { return j.Payload, nil })
@@ -334,7 +328,7 @@ func TestRegisterAfterStart(t *testing.T) {
 	w.HandleFunc("second", func(context.Context, *worker.Job) ([]byte, error) {
 		return nil, &worker.Exception{Data: []byte("nope")}
 	})
-	_, err := gearmantest.NewClient(t, srv.Addr()).Do(testCtx(t), client.Request{Function: "second"})
+	_, err := gearmantest.NewClient(t, srv.Addr()).Do(testwait.Context(t), client.Request{Function: "second"})
 	var exc *client.ExceptionError
 	require.True(t, errors.As(err, &exc), "got %v", err)
 	require.Equal(t, "nope", string(exc.Data))

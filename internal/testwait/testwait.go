@@ -4,6 +4,7 @@
 package testwait
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -11,6 +12,15 @@ import (
 // Timeout bounds every wait: generous, since it only catches a condition
 // that never comes.
 const Timeout = time.Minute
+
+// Context returns a context that ends after Timeout or when the test
+// ends, for calls that take one: it only catches a call that never
+// returns.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // Until polls cond every few milliseconds until it holds, and fails t
 // (naming what it waited for) when Timeout passes first. cond runs on the
