@@ -43,7 +43,7 @@ func BenchmarkListBatchJobs(b *testing.B) {
 			runJobs(b, br, "row", id, 100)
 			runJobs(b, br, "other", 0, listBenchOthers)
 			want := func() bool {
-				page, err := br.ListJobs(broker.JobQuery{Batch: id, State: broker.FinalComplete, Limit: 100})
+				page, err := br.ListJobs(context.Background(), broker.JobQuery{Batch: id, State: broker.FinalComplete, Limit: 100})
 				require.NoError(b, err)
 				return len(page.Jobs) == 100
 			}

@@ -384,7 +384,7 @@ func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
 	j := tb.submit(t, c, p)
 	require.NoError(t, j.err)
 	due := time.Date(2023, 11, 14, 23, 30, 0, 0, time.UTC)
-	snap, ok := tb.b.Job(j.seq)
+	snap, ok := tb.b.Job(context.Background(), j.seq)
 	require.True(t, ok)
 	require.Equal(t, due.Unix(), snap.RunAt, "the job's record shows when it runs")
 	_, ok = tb.b.Grab(w)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestBurstSharesOneClockReading(t *testing.T) {
 	}
 	submitted := func(seq uint64) time.Time {
 		t.Helper()
-		snap, ok := b.Job(seq)
+		snap, ok := b.Job(context.Background(), seq)
 		require.True(t, ok)
 		return snap.Submitted
 	}
@@ -55,8 +56,8 @@ func TestBurstSharesOneClockReading(t *testing.T) {
 	a2, ok := b.Grab(worker)
 	require.True(t, ok)
 	worker.EndBurst()
-	s1, _ := b.Job(a.Seq)
-	s2, _ := b.Job(a2.Seq)
+	s1, _ := b.Job(context.Background(), a.Seq)
+	s2, _ := b.Job(context.Background(), a2.Seq)
 	require.Equal(t, start.Add(2*time.Second), s1.Started)
 	require.Equal(t, start.Add(2*time.Second), s2.Started, "same burst, same reading")
 }

@@ -19,7 +19,7 @@ func after(payload string, anyway bool, deps ...uint64) SubmitParams {
 
 func (tb *lcBundle) state(t *testing.T, seq uint64) string {
 	t.Helper()
-	s, ok := tb.b.Job(seq)
+	s, ok := tb.b.Job(context.Background(), seq)
 	require.True(t, ok, "job %d", seq)
 	return s.State
 }
@@ -41,7 +41,7 @@ func TestAfterChainAndFanIn(t *testing.T) {
 	c := tb.submit(t, after("c", false, b))
 	d := tb.submit(t, after("d", false, a, c))
 	require.Equal(t, "waiting", tb.state(t, b))
-	page, err := tb.b.ListJobs(JobQuery{State: "waiting"})
+	page, err := tb.b.ListJobs(context.Background(), JobQuery{State: "waiting"})
 	require.NoError(t, err)
 	var listed []uint64
 	for _, s := range page.Jobs {
@@ -68,7 +68,7 @@ func TestAfterCancelledWhenADependencyDies(t *testing.T) {
 	anyway := tb.submit(t, after("anyway", true, a))
 	tb.finishNext(t, a, Exception)
 	for _, q := range []uint64{b, c} {
-		s, ok := tb.b.Job(q)
+		s, ok := tb.b.Job(context.Background(), q)
 		require.True(t, ok)
 		require.Equal(t, FinalCancelled, s.State)
 		require.Contains(t, s.CancelledBy, "dependency ")
@@ -162,7 +162,7 @@ func TestAfterChainAfterACrashAtAnyWrite(t *testing.T) {
 			require.NoError(t, r.b.Finish(r.worker, got.Seq, Complete, nil))
 		}
 		for _, q := range []uint64{a, b, c} {
-			if s, ok := r.b.Job(q); ok {
+			if s, ok := r.b.Job(context.Background(), q); ok {
 				require.NotEqual(t, "waiting", s.State, "job %d still waits after a crash at write %d", q, i)
 			}
 		}
@@ -185,11 +185,11 @@ func TestDropFunctionDropsWaitingJobs(t *testing.T) {
 	require.Equal(t, "waiting", tb.state(t, b))
 
 	require.NoError(t, tb.b.DropFunction("other"))
-	s, ok := tb.b.Job(b)
+	s, ok := tb.b.Job(context.Background(), b)
 	require.True(t, ok)
 	require.Equal(t, FinalCancelled, s.State)
 	require.Equal(t, "function dropped", s.CancelledBy)
-	s, ok = tb.b.Job(c)
+	s, ok = tb.b.Job(context.Background(), c)
 	require.True(t, ok)
 	require.Equal(t, FinalCancelled, s.State)
 	require.Contains(t, s.CancelledBy, "dependency ")

@@ -570,7 +570,7 @@ func nonNilBytes(b []byte) []byte {
 // false when none is kept (the job lives, never existed, or its record
 // expired). A dead letter or retained result of the job stays: purge
 // those on their own. Safe for concurrent use.
-func (b *Broker) ForgetRecord(seq uint64) bool {
+func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 	if b.records != nil {
 		b.mu.Lock()
 		r := b.hist.bySeq.get(seq)
@@ -583,10 +583,10 @@ func (b *Broker) ForgetRecord(seq uint64) bool {
 		}
 		// Only in the store: forget it there now, so that a lookup
 		// right after does not find it.
-		if _, err := b.records.Record(context.Background(), seq); err != nil {
+		if _, err := b.records.Record(ctx, seq); err != nil {
 			return false
 		}
-		if err := b.records.EndJobs(context.Background(), nil, nil, []uint64{seq}); err != nil {
+		if err := b.records.EndJobs(ctx, nil, nil, []uint64{seq}); err != nil {
 			b.log.Warn("broker: cannot forget a job record", "seq", seq, "error", err.Error())
 			return false
 		}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -42,24 +43,24 @@ func TestHistoryRetention(t *testing.T) {
 	}
 	n1 := tb.completeOne(t, client, worker, "none")
 
-	rec, ok := tb.b.Job(s1)
+	rec, ok := tb.b.Job(context.Background(), s1)
 	require.True(t, ok)
 	require.True(t, rec.Final)
 	require.Equal(t, FinalComplete, rec.State)
 	require.Equal(t, []byte("r"), rec.Result)
-	_, ok = tb.b.Job(n1)
+	_, ok = tb.b.Job(context.Background(), n1)
 	require.False(t, ok, "history 0 keeps none")
-	_, ok = tb.b.Job(fewSeqs[0])
+	_, ok = tb.b.Job(context.Background(), fewSeqs[0])
 	require.False(t, ok, "history_max 2: the oldest went")
 	// The newest took the oldest's place in memory; both kept read as
 	// themselves.
 	for _, seq := range fewSeqs[1:] {
-		rec, ok := tb.b.Job(seq)
+		rec, ok := tb.b.Job(context.Background(), seq)
 		require.True(t, ok)
 		require.Equal(t, seq, rec.Seq)
 		require.Equal(t, "few", rec.Function)
 	}
-	page, err := tb.b.ListJobs(JobQuery{Function: "few"})
+	page, err := tb.b.ListJobs(context.Background(), JobQuery{Function: "few"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 2)
 	require.Equal(t, []uint64{fewSeqs[2], fewSeqs[1]}, []uint64{page.Jobs[0].Seq, page.Jobs[1].Seq})
@@ -68,18 +69,18 @@ func TestHistoryRetention(t *testing.T) {
 	// time, reading the same clock): what matters is what is left.
 	tb.clock.Add(time.Hour)
 	tb.b.ExpireHistory()
-	_, ok = tb.b.Job(s1)
+	_, ok = tb.b.Job(context.Background(), s1)
 	require.False(t, ok, "older than its function's history")
-	_, ok = tb.b.Job(d1)
+	_, ok = tb.b.Job(context.Background(), d1)
 	require.True(t, ok, "the default keeps 24h")
 
 	tb.clock.Add(23 * time.Hour)
 	tb.b.ExpireHistory() // dflt and both of few
 	for _, seq := range fewSeqs[1:] {
-		_, ok = tb.b.Job(seq)
+		_, ok = tb.b.Job(context.Background(), seq)
 		require.False(t, ok)
 	}
-	_, ok = tb.b.Job(d1)
+	_, ok = tb.b.Job(context.Background(), d1)
 	require.False(t, ok)
 }
 
@@ -112,7 +113,7 @@ func TestHistoryResultTruncated(t *testing.T) {
 	tb.grab(t, worker)
 	big := make([]byte, HistoryResultCap+1)
 	require.NoError(t, tb.b.Finish(worker, seq, Complete, big))
-	rec, ok := tb.b.Job(seq)
+	rec, ok := tb.b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.Len(t, rec.Result, HistoryResultCap)
 	require.True(t, rec.ResultTruncated)
@@ -157,7 +158,7 @@ func TestHistoryRecordsTimeout(t *testing.T) {
 	tb.grab(t, worker)
 	tb.clock.Add(time.Second)
 	tb.b.RunTimers()
-	rec, ok := tb.b.Job(seq)
+	rec, ok := tb.b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.True(t, rec.Final)
 	require.Equal(t, FinalDead, rec.State)
@@ -166,6 +167,6 @@ func TestHistoryRecordsTimeout(t *testing.T) {
 	require.Equal(t, outcomeTimeout, rec.History[0].Outcome)
 	require.Equal(t, "slow-worker", rec.History[0].Worker)
 	require.ErrorIs(t, tb.b.Finish(worker, seq, Complete, nil), ErrJobNotFound, "the late result is refused")
-	rec, _ = tb.b.Job(seq)
+	rec, _ = tb.b.Job(context.Background(), seq)
 	require.Equal(t, FinalDead, rec.State, "the state never flips after the end")
 }

@@ -65,7 +65,7 @@ var ErrBadQuery = errors.New("invalid job query")
 // are found by a scan of this server's live jobs; ended ones from their
 // function's history, so a page costs about Limit records there, however
 // many are kept. Safe for concurrent use.
-func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
+func (b *Broker) ListJobs(ctx context.Context, q JobQuery) (JobPage, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultJobPage
@@ -102,7 +102,7 @@ func (b *Broker) ListJobs(q JobQuery) (JobPage, error) {
 		}
 	}
 	if b.records != nil {
-		return b.listStored(q, limit, live, final, liveBelow, after)
+		return b.listStored(ctx, q, limit, live, final, liveBelow, after)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -268,8 +268,8 @@ type JobCounts struct {
 // kept records, sorted by name. It costs one pass over the jobs waiting
 // in timers (scheduled, retry-wait) and in ordered queues, not over every
 // live job.
-func (b *Broker) CountJobs() []JobCounts {
-	stored := b.storedCounts()
+func (b *Broker) CountJobs(ctx context.Context) []JobCounts {
+	stored := b.storedCounts(ctx)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	by := make(map[string]*JobCounts)
@@ -385,7 +385,7 @@ func (b *Broker) livePageLocked(q JobQuery, liveBelow uint64, limit int) (page J
 
 // listStored is ListJobs with the records of ended jobs in the store: the
 // live jobs under the lock, then the records without it.
-func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow uint64, after store.RecordPos) (JobPage, error) {
+func (b *Broker) listStored(ctx context.Context, q JobQuery, limit int, live, final bool, liveBelow uint64, after store.RecordPos) (JobPage, error) {
 	var page JobPage
 	if live {
 		var full bool
@@ -403,7 +403,7 @@ func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow u
 	if want == 0 {
 		// The live jobs filled the page exactly: the ended ones start
 		// the next, if there are any.
-		recs, err := b.endedFromStore(q, after, 1)
+		recs, err := b.endedFromStore(ctx, q, after, 1)
 		if err != nil {
 			return JobPage{}, err
 		}
@@ -412,7 +412,7 @@ func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow u
 		}
 		return page, nil
 	}
-	recs, err := b.endedFromStore(q, after, want+1)
+	recs, err := b.endedFromStore(ctx, q, after, want+1)
 	if err != nil {
 		return JobPage{}, err
 	}
@@ -428,12 +428,15 @@ func (b *Broker) listStored(q JobQuery, limit int, live, final bool, liveBelow u
 
 // storedCounts returns the counts of the records in the store per
 // function and state, or nil.
-func (b *Broker) storedCounts() map[string]map[string]int {
+func (b *Broker) storedCounts(ctx context.Context) map[string]map[string]int {
 	if b.records == nil {
 		return nil
 	}
-	m, err := b.records.RecordCounts(context.Background())
+	m, err := b.records.RecordCounts(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		b.log.Warn("broker: cannot count job records", "error", err.Error())
 		return nil
 	}

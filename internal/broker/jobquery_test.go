@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -31,7 +32,7 @@ func TestListJobsCursorPaging(t *testing.T) {
 	cursor := ""
 	for pages := 0; ; pages++ {
 		require.Less(t, pages, 20)
-		page, err := tb.b.ListJobs(JobQuery{Function: "f", Limit: 5, Cursor: cursor})
+		page, err := tb.b.ListJobs(context.Background(), JobQuery{Function: "f", Limit: 5, Cursor: cursor})
 		require.NoError(t, err)
 		require.LessOrEqual(t, len(page.Jobs), 5)
 		for _, j := range page.Jobs {
@@ -54,17 +55,17 @@ func TestListJobsCursorPaging(t *testing.T) {
 	require.Equal(t, "queued", states[0])
 	require.Equal(t, FinalComplete, states[len(states)-1])
 
-	page, err := tb.b.ListJobs(JobQuery{State: "queued"})
+	page, err := tb.b.ListJobs(context.Background(), JobQuery{State: "queued"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 8, "every function")
-	page, err = tb.b.ListJobs(JobQuery{Function: "f", State: FinalComplete, Limit: 1000})
+	page, err = tb.b.ListJobs(context.Background(), JobQuery{Function: "f", State: FinalComplete, Limit: 1000})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 23)
 	require.Empty(t, page.Next)
 
-	_, err = tb.b.ListJobs(JobQuery{State: "sleeping"})
+	_, err = tb.b.ListJobs(context.Background(), JobQuery{State: "sleeping"})
 	require.ErrorIs(t, err, ErrBadQuery)
-	_, err = tb.b.ListJobs(JobQuery{Cursor: "X12"})
+	_, err = tb.b.ListJobs(context.Background(), JobQuery{Cursor: "X12"})
 	require.ErrorIs(t, err, ErrBadQuery)
 }
 
@@ -87,7 +88,7 @@ func TestCountJobs(t *testing.T) {
 	tb.submit(t, client, bg("f", "", "d", Normal))
 	tb.submit(t, client, bg("f", "", "e", Low))
 
-	counts := tb.b.CountJobs()
+	counts := tb.b.CountJobs(context.Background())
 	require.Len(t, counts, 1)
 	c := counts[0]
 	require.Equal(t, map[string]int{"queued": 2, "running": 1, "scheduled": 1, "retry-wait": 1}, c.Live)
@@ -126,11 +127,11 @@ func BenchmarkListJobs(b *testing.B) {
 			heap := float64(ms.HeapAlloc) / float64(1<<20)
 			b.ResetTimer()
 			for b.Loop() {
-				page, err := br.ListJobs(JobQuery{Function: "fn", State: FinalComplete, Limit: 50})
+				page, err := br.ListJobs(context.Background(), JobQuery{Function: "fn", State: FinalComplete, Limit: 50})
 				if err != nil || len(page.Jobs) != 50 {
 					b.Fatalf("%d jobs, %v", len(page.Jobs), err)
 				}
-				page, err = br.ListJobs(JobQuery{Function: "fn", State: FinalComplete, Limit: 50, Cursor: page.Next})
+				page, err = br.ListJobs(context.Background(), JobQuery{Function: "fn", State: FinalComplete, Limit: 50, Cursor: page.Next})
 				if err != nil || len(page.Jobs) != 50 {
 					b.Fatalf("%d jobs, %v", len(page.Jobs), err)
 				}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -98,8 +99,9 @@ type JobSnapshot struct {
 // final record of a job that ended (Final is set) while its function's
 // history keeps it, or a dead letter or retained result (state "dead" or
 // "complete"). It reports false if there is none (it never existed, or
-// its record expired). Safe for concurrent use.
-func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
+// its record expired, or ctx ended before the store answered). Safe for
+// concurrent use.
+func (b *Broker) Job(ctx context.Context, seq uint64) (JobSnapshot, bool) {
 	// A live job answers itself; one that ended answers its record, the
 	// same wherever it is read (ListJobs too). A dead letter or retained
 	// result answers only when no record is kept. A record leaves memory
@@ -108,7 +110,7 @@ func (b *Broker) Job(seq uint64) (JobSnapshot, bool) {
 	if live || b.records == nil {
 		return snap, ok
 	}
-	if rec, found := b.storedRecord(seq); found {
+	if rec, found := b.storedRecord(ctx, seq); found {
 		return rec, true
 	}
 	return snap, ok

@@ -166,10 +166,10 @@ func decodeRecord(r store.Record) (JobSnapshot, error) {
 }
 
 // storedRecord reads the record of job seq from the store.
-func (b *Broker) storedRecord(seq uint64) (JobSnapshot, bool) {
-	r, err := b.records.Record(context.Background(), seq)
+func (b *Broker) storedRecord(ctx context.Context, seq uint64) (JobSnapshot, bool) {
+	r, err := b.records.Record(ctx, seq)
 	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
+		if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
 			b.log.Warn("broker: cannot read a job record", slog.Uint64("seq", seq), slog.String("error", err.Error()))
 		}
 		return JobSnapshot{}, false
@@ -203,7 +203,7 @@ func parseRecordCursor(c string) (store.RecordPos, bool) {
 // endedFromStore returns up to n records of ended jobs of q after pos
 // (zero: from the newest), newest first: those in the store merged with
 // those still waiting in memory for the committer.
-func (b *Broker) endedFromStore(q JobQuery, after store.RecordPos, n int) ([]JobSnapshot, error) {
+func (b *Broker) endedFromStore(ctx context.Context, q JobQuery, after store.RecordPos, n int) ([]JobSnapshot, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -223,7 +223,7 @@ func (b *Broker) endedFromStore(q JobQuery, after store.RecordPos, n int) ([]Job
 		}
 	}
 	b.mu.Unlock()
-	stored, err := b.storedRecords(q, after, n)
+	stored, err := b.storedRecords(ctx, q, after, n)
 	if err != nil {
 		return nil, err
 	}
@@ -254,8 +254,7 @@ const batchScanPage = 256
 // function and state, read a page at a time until n of them are of the
 // batch: such a listing reads the records kept, newest first, down to the
 // batch's.
-func (b *Broker) storedRecords(q JobQuery, after store.RecordPos, n int) ([]JobSnapshot, error) {
-	ctx := context.Background()
+func (b *Broker) storedRecords(ctx context.Context, q JobQuery, after store.RecordPos, n int) ([]JobSnapshot, error) {
 	rq := store.RecordQuery{Function: q.Function, State: q.State, After: after, Limit: n}
 	var recs []store.Record
 	var err error

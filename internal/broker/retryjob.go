@@ -44,7 +44,7 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 		// Another retry (or purge) took the dead letter first: the job
 		// answers as it is now.
 	}
-	rec, ok := b.Job(old)
+	rec, ok := b.Job(ctx, old)
 	if !ok {
 		if rec, ok, err = b.StoredJob(ctx, old); err != nil {
 			return 0, false, err

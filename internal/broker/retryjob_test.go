@@ -40,7 +40,7 @@ func TestRetryJob(t *testing.T) {
 	p := fg("f", "order-7", "the payload")
 	p.Priority = High
 	failed := run(p, Fail, "")
-	rec, ok := tb.b.Job(failed)
+	rec, ok := tb.b.Job(context.Background(), failed)
 	require.True(t, ok)
 	require.Equal(t, FinalFailed, rec.State)
 	require.Equal(t, []byte("the payload"), rec.Payload, "a failed job's record keeps its payload")
@@ -49,7 +49,7 @@ func TestRetryJob(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, created)
 	require.NotEqual(t, failed, seq)
-	again, ok := tb.b.Job(seq)
+	again, ok := tb.b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.Equal(t, "queued", again.State)
 	require.True(t, again.Background)
@@ -61,11 +61,11 @@ func TestRetryJob(t *testing.T) {
 	require.Equal(t, seq, a.Seq)
 	require.Equal(t, []byte("the payload"), a.Payload)
 	require.NoError(t, tb.b.Finish(worker, seq, Complete, []byte("ok")))
-	done, ok := tb.b.Job(seq)
+	done, ok := tb.b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.Equal(t, FinalComplete, done.State)
 	require.Equal(t, failed, done.RetryOf, "the record names the job it ran again")
-	old, _ := tb.b.Job(failed)
+	old, _ := tb.b.Job(context.Background(), failed)
 	require.Equal(t, FinalFailed, old.State, "the old record does not change")
 
 	// An exception ends a job too.
@@ -81,7 +81,7 @@ func TestRetryJob(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, created)
 	require.Equal(t, dead, seq)
-	live, _ := tb.b.Job(dead)
+	live, _ := tb.b.Job(context.Background(), dead)
 	require.Equal(t, "queued", live.State)
 	_, _, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(dead)), "test")
 	require.ErrorIs(t, err, ErrJobLive)
@@ -90,7 +90,7 @@ func TestRetryJob(t *testing.T) {
 	// A dead job whose function keeps no dead letters runs again from
 	// its record.
 	gone := run(bg("gone", "", "g", Low), Fail, "")
-	rec, _ = tb.b.Job(gone)
+	rec, _ = tb.b.Job(context.Background(), gone)
 	require.Equal(t, FinalDead, rec.State)
 	seq, created, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(gone)), "test")
 	require.NoError(t, err)
@@ -103,7 +103,7 @@ func TestRetryJob(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotRetryable)
 
 	big := run(fg("f", "", strings.Repeat("x", RetryPayloadCap+1)), Fail, "")
-	rec, _ = tb.b.Job(big)
+	rec, _ = tb.b.Job(context.Background(), big)
 	require.Nil(t, rec.Payload)
 	require.Len(t, rec.PayloadPreview, PayloadPreviewCap)
 	_, _, err = tb.b.RetryJob(ctx, []byte(tb.b.Handle(big)), "test")

@@ -213,7 +213,7 @@ func TestSharedRetryJobOfRetriedDeadLetter(t *testing.T) {
 	b, _ := startShared(t, url, "b", oneDeadCfg)
 	handle := []byte(a.Handle(seq))
 	testwait.Until(t, "b reads the dead job's record", func() bool {
-		rec, ok := b.Job(seq)
+		rec, ok := b.Job(context.Background(), seq)
 		return ok && rec.State == broker.FinalDead
 	})
 
@@ -222,7 +222,7 @@ func TestSharedRetryJobOfRetriedDeadLetter(t *testing.T) {
 	require.False(t, created)
 	require.Equal(t, seq, again, "the dead letter runs again under its handle")
 	for _, srv := range []*broker.Broker{b, a} {
-		rec, ok := srv.Job(seq)
+		rec, ok := srv.Job(context.Background(), seq)
 		require.False(t, ok && rec.Final, "the job is live again, not %s", rec.State)
 		again, created, err = srv.RetryJob(ctx, handle, "test")
 		require.ErrorIs(t, err, broker.ErrJobLive, "a second retry made job %d (created %v)", again, created)

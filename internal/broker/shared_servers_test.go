@@ -472,7 +472,7 @@ func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
 	require.Zero(t, countRows(t, url), "the job's row is gone with the record written")
 	b1.Stop()
 
-	rec, ok := b2.Job(r.seq)
+	rec, ok := b2.Job(context.Background(), r.seq)
 	require.True(t, ok, "the other server sees the record")
 	require.True(t, rec.Final)
 	require.Equal(t, broker.FinalComplete, rec.State)
@@ -480,17 +480,17 @@ func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
 	require.Equal(t, "u1", rec.Unique)
 	require.False(t, rec.Submitted.IsZero(), "the record says when the job was submitted")
 	require.False(t, rec.Submitted.After(rec.Finished), "submitted %v, finished %v", rec.Submitted, rec.Finished)
-	page, err := b2.ListJobs(broker.JobQuery{Function: "recfn"})
+	page, err := b2.ListJobs(context.Background(), broker.JobQuery{Function: "recfn"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1)
 	require.Equal(t, r.seq, page.Jobs[0].Seq)
-	counts := b2.CountJobs()
+	counts := b2.CountJobs(context.Background())
 	require.Len(t, counts, 1)
 	require.Equal(t, map[string]int{broker.FinalComplete: 1}, counts[0].Ended)
 
 	// Expiry runs on any server; an operator's delete on any server too.
-	require.True(t, b2.ForgetRecord(r.seq))
-	_, ok = b2.Job(r.seq)
+	require.True(t, b2.ForgetRecord(context.Background(), r.seq))
+	_, ok = b2.Job(context.Background(), r.seq)
 	require.False(t, ok)
 }
 
@@ -652,7 +652,7 @@ func waitRecord(t *testing.T, b *broker.Broker, seq uint64) broker.JobSnapshot {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if rec, ok := b.Job(seq); ok && rec.Final {
+		if rec, ok := b.Job(context.Background(), seq); ok && rec.Final {
 			return rec
 		}
 		require.True(t, time.Now().Before(deadline), "job %d never ended", seq)
@@ -1004,4 +1004,40 @@ func TestSharedBatchLateJoinRacingCompletion(t *testing.T) {
 	var rows int
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE batch = %d`, id), &rows)
 	require.Zero(t, rows, "no job of the completed batch is stored")
+}
+
+// The reads of stored job records take the caller's context: a caller
+// that is gone (an HTTP client that hung up, an admin connection that
+// closed) ends the PostgreSQL lookup instead of waiting for it.
+func TestSharedRecordReadsTakeTheCallersContext(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	b1, _ := openShared(t, url, "rec1", 0)
+	b2, st2 := openShared(t, url, "rec2", 0)
+	c := b1.NewSession("c", newOutbox())
+	r := submit(t, b1, c, bgJob("recfn", "", "payload"))
+	require.NoError(t, r.err)
+	w, out := newWorker(b1, "w", "recfn")
+	require.NoError(t, b1.Finish(w, grab(t, b1, w, out).Seq, broker.Complete, nil))
+	testwait.Until(t, "the record in the shared store", func() bool {
+		_, err := st2.Record(context.Background(), r.seq)
+		return err == nil
+	})
+
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, ok := b2.Job(gone, r.seq)
+	require.False(t, ok, "a cancelled lookup finds nothing")
+	_, err := b2.ListJobs(gone, broker.JobQuery{Function: "recfn"})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, b2.CountJobs(gone), "the stored counts were not read")
+	require.False(t, b2.ForgetRecord(gone, r.seq))
+
+	ctx := context.Background()
+	_, ok = b2.Job(ctx, r.seq)
+	require.True(t, ok, "the record is still there")
+	page, err := b2.ListJobs(ctx, broker.JobQuery{Function: "recfn"})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 1)
+	require.Len(t, b2.CountJobs(ctx), 1)
 }

@@ -242,7 +242,7 @@ func TestTieringFailedJobRecordKeepsPayloadSize(t *testing.T) {
 	require.NoError(t, b.Finish(w, a.Seq, broker.Fail, nil))
 	requireTiering(t, b, 0, 0)
 
-	rec, ok := b.Job(seq)
+	rec, ok := b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.Equal(t, broker.FinalDead, rec.State)
 	require.Equal(t, len("the payload"), rec.PayloadSize)

@@ -360,7 +360,7 @@ func adminJobs(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 			return
 		}
 	}
-	page, err := c.srv.b.ListJobs(q)
+	page, err := c.srv.b.ListJobs(ctx, q)
 	if err != nil {
 		sb.WriteString(errInvalid(err.Error()))
 		return
@@ -377,7 +377,7 @@ func adminJobs(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 
 // adminJob answers "job HANDLE": KEY VALUE lines of the job's record,
 // then "attempt N START END OUTCOME WORKER "ERROR"" for each attempt.
-func adminJob(_ context.Context, c *conn, args []string, sb *adminAnswer) {
+func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	if len(args) != 1 {
 		sb.WriteString(errArgs("job"))
 		return
@@ -386,7 +386,7 @@ func adminJob(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 	seq, ok := b.ParseHandle([]byte(args[0]))
 	var j broker.JobSnapshot
 	if ok {
-		j, ok = b.Job(seq)
+		j, ok = b.Job(ctx, seq)
 	}
 	if !ok {
 		sb.WriteString(textUnknownJob)

@@ -62,7 +62,7 @@ func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
 
 // handleFunctions serves GET /v1/functions.
 func (s *Server) handleFunctions(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats(r.Context()), s.b.CountJobs())})
+	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats(r.Context()), s.b.CountJobs(r.Context()))})
 	return nil
 }
 

@@ -78,7 +78,7 @@ type eventData struct {
 	Job *jobJSON `json:"job,omitempty"`
 }
 
-func (s *Server) eventJSON(seq uint64, e feedEvent) eventData {
+func (s *Server) eventJSON(ctx context.Context, seq uint64, e feedEvent) eventData {
 	d := eventData{Handle: s.b.Handle(seq)}
 	switch e.kind {
 	case "state":
@@ -104,7 +104,7 @@ func (s *Server) eventJSON(seq uint64, e feedEvent) eventData {
 		// attempts), read from the record, not kept with the event. (A
 		// completion says all in its data: the common stream is spared
 		// the lookup.)
-		if snap, ok := s.b.Job(seq); ok && snap.Final {
+		if snap, ok := s.b.Job(ctx, seq); ok && snap.Final {
 			j := s.snapshotJSON(snap)
 			d.Job = &j
 		}
@@ -158,7 +158,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 	defer keep.Stop()
 	for {
 		for _, e := range evs {
-			data, _ := json.Marshal(s.eventJSON(seq, e))
+			data, _ := json.Marshal(s.eventJSON(r.Context(), seq, e))
 			fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.id, e.kind, data)
 			after = e.id
 		}
@@ -202,7 +202,7 @@ type overview struct {
 
 func (s *Server) overview(ctx context.Context) overview {
 	st := s.b.Stats(ctx)
-	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st, s.b.CountJobs()), Sessions: st.Sessions, Running: st.Running,
+	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st, s.b.CountJobs(ctx)), Sessions: st.Sessions, Running: st.Running,
 		Capabilities: map[string]bool{"dead_letters": s.cfg.Lifecycle.DeadLetters != nil, "pause": s.cfg.Lifecycle.Pauser != nil}}
 	ws := s.b.Workers()
 	for _, w := range ws {

@@ -449,7 +449,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Location", s.jobLocation(out.seq))
 	created := out.created
 	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: "queued", Created: &created}
-	if snap, ok := s.b.Job(out.seq); ok {
+	if snap, ok := s.b.Job(r.Context(), out.seq); ok {
 		res.State = snap.State
 	} else if len(o.after) > 0 || len(o.afterUnique) > 0 {
 		// In shared mode a job that waits for others is in the store only.
@@ -467,7 +467,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 		defer release()
 		if e, finished, ok := s.waitFinal(r.Context(), out.feed, o.wait); ok {
 			fj := s.finalJSON(out.seq, e, finished)
-			if snap, ok := s.b.Job(out.seq); ok && snap.Final {
+			if snap, ok := s.b.Job(r.Context(), out.seq); ok && snap.Final {
 				// The job's record: its outcome, attempts and last error.
 				fj = s.snapshotJSON(snap)
 			}
@@ -475,7 +475,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 			writeJSON(w, http.StatusOK, fj)
 			return nil
 		}
-		if snap, ok := s.b.Job(out.seq); ok {
+		if snap, ok := s.b.Job(r.Context(), out.seq); ok {
 			res.State = snap.State
 		}
 	}
@@ -746,7 +746,7 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if snap, ok := s.b.Job(seq); ok {
+	if snap, ok := s.b.Job(r.Context(), seq); ok {
 		writeJSON(w, http.StatusOK, s.snapshotJSON(snap))
 		return nil
 	}
@@ -828,7 +828,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, batch uint64) 
 		}
 		limit = n
 	}
-	page, err := s.b.ListJobs(broker.JobQuery{Function: q.Get("function"), State: q.Get("state"), Batch: batch,
+	page, err := s.b.ListJobs(r.Context(), broker.JobQuery{Function: q.Get("function"), State: q.Get("state"), Batch: batch,
 		Limit: limit, Cursor: q.Get("cursor")})
 	if errors.Is(err, broker.ErrBadQuery) {
 		return errorf(http.StatusBadRequest, "invalid-option", "%s", err)
@@ -851,7 +851,7 @@ func (s *Server) handleForgetRecord(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if !s.b.ForgetRecord(seq) {
+	if !s.b.ForgetRecord(r.Context(), seq) {
 		return errorf(http.StatusNotFound, "job-not-found", "no record of an ended job %s is kept (a live job is cancelled with DELETE /v1/jobs/{handle})", handle)
 	}
 	return noContent(w)
@@ -877,7 +877,7 @@ func (s *Server) handleRetryJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", s.jobLocation(seq))
 	res := jobJSON{Handle: s.b.Handle(seq), State: "queued", Created: &created}
-	if snap, ok := s.b.Job(seq); ok {
+	if snap, ok := s.b.Job(r.Context(), seq); ok {
 		res = s.snapshotJSON(snap)
 		res.Created = &created
 	}

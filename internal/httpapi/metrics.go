@@ -159,7 +159,7 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- constHistogram(descCommit, st.Commit)
 	counter(descCommitN, st.CommitJobs)
 	now := time.Now()
-	for _, jc := range c.s.b.CountJobs() {
+	for _, jc := range c.s.b.CountJobs(ctx) {
 		for state, n := range jc.Live {
 			gauge(descByState, n, jc.Function, state)
 		}

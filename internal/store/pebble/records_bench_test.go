@@ -92,11 +92,11 @@ func benchRecordsKept(b *testing.B, kept int) {
 	}
 	if kept > 0 {
 		stored(last)
-		if page, err := br.ListJobs(broker.JobQuery{Function: "fn", Limit: 1}); err != nil || len(page.Jobs) != 1 {
+		if page, err := br.ListJobs(context.Background(), broker.JobQuery{Function: "fn", Limit: 1}); err != nil || len(page.Jobs) != 1 {
 			b.Fatalf("%v %v", page, err)
 		}
 		br.ExpireHistory() // what the history goroutine does every second
-		counts := br.CountJobs()
+		counts := br.CountJobs(context.Background())
 		if len(counts) != 1 || counts[0].Ended[broker.FinalComplete] != kept {
 			b.Fatalf("counts %+v, want %d complete", counts, kept)
 		}
@@ -110,11 +110,11 @@ func benchRecordsKept(b *testing.B, kept int) {
 		if kept == 0 {
 			continue // nothing to list
 		}
-		page, err := br.ListJobs(broker.JobQuery{Function: "fn", State: broker.FinalComplete, Limit: 50})
+		page, err := br.ListJobs(context.Background(), broker.JobQuery{Function: "fn", State: broker.FinalComplete, Limit: 50})
 		if err != nil || len(page.Jobs) != 50 {
 			b.Fatalf("%d jobs, %v", len(page.Jobs), err)
 		}
-		page, err = br.ListJobs(broker.JobQuery{Function: "fn", State: broker.FinalComplete, Limit: 50, Cursor: page.Next})
+		page, err = br.ListJobs(context.Background(), broker.JobQuery{Function: "fn", State: broker.FinalComplete, Limit: 50, Cursor: page.Next})
 		if err != nil || len(page.Jobs) != 50 {
 			b.Fatalf("%d jobs, %v", len(page.Jobs), err)
 		}
@@ -123,7 +123,7 @@ func benchRecordsKept(b *testing.B, kept int) {
 		// A lookup by handle of the oldest record kept: the index is
 		// searched by Seq from the newest.
 		t0 := time.Now()
-		if rec, ok := br.Job(oldest); !ok || rec.Seq != oldest {
+		if rec, ok := br.Job(context.Background(), oldest); !ok || rec.Seq != oldest {
 			b.Fatalf("the record of job %d: %v %v", oldest, rec, ok)
 		}
 		b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "lookup-oldest-ms")

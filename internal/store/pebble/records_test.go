@@ -85,7 +85,7 @@ func TestRecordSurvivesCrash(t *testing.T) {
 	waitStored(t, st, seq)
 	// The memory copy goes once the record is written: the broker's
 	// answer now comes from the store.
-	rec, ok := b.Job(seq)
+	rec, ok := b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.Equal(t, broker.FinalComplete, rec.State)
 
@@ -97,7 +97,7 @@ func TestRecordSurvivesCrash(t *testing.T) {
 	defer st2.Close()
 	defer b2.Stop()
 	require.Equal(t, 0, b2.JobCount(), "the completed job must not be queued again")
-	rec, ok = b2.Job(seq)
+	rec, ok = b2.Job(context.Background(), seq)
 	require.True(t, ok, "the record is on disk")
 	require.True(t, rec.Final)
 	require.Equal(t, broker.FinalComplete, rec.State)
@@ -105,17 +105,17 @@ func TestRecordSurvivesCrash(t *testing.T) {
 	require.Equal(t, []byte("the result"), rec.Result)
 	require.Equal(t, []byte("payload"), rec.PayloadPreview)
 	require.True(t, rec.Background)
-	page, err := b2.ListJobs(broker.JobQuery{Function: "f"})
+	page, err := b2.ListJobs(context.Background(), broker.JobQuery{Function: "f"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1)
 	require.Equal(t, seq, page.Jobs[0].Seq)
-	require.Equal(t, map[string]int{broker.FinalComplete: 1}, b2.CountJobs()[0].Ended)
+	require.Equal(t, map[string]int{broker.FinalComplete: 1}, b2.CountJobs(context.Background())[0].Ended)
 
 	// An operator's delete forgets it in the store at once.
-	require.True(t, b2.ForgetRecord(seq))
-	_, ok = b2.Job(seq)
+	require.True(t, b2.ForgetRecord(context.Background(), seq))
+	_, ok = b2.Job(context.Background(), seq)
 	require.False(t, ok)
-	require.False(t, b2.ForgetRecord(seq))
+	require.False(t, b2.ForgetRecord(context.Background(), seq))
 }
 
 // Listing pages through stored records newest first with cursors, by

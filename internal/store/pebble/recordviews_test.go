@@ -46,9 +46,9 @@ func TestDeadJobAnswersItsRecord(t *testing.T) {
 	_, ok, err := b.DeadLetterByHandle(context.Background(), []byte(b.Handle(seq)))
 	require.NoError(t, err)
 	require.True(t, ok, "the dead letter is kept")
-	got, ok := b.Job(seq)
+	got, ok := b.Job(context.Background(), seq)
 	require.True(t, ok)
-	page, err := b.ListJobs(broker.JobQuery{Function: "f"})
+	page, err := b.ListJobs(context.Background(), broker.JobQuery{Function: "f"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1)
 	listed := page.Jobs[0]

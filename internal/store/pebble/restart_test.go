@@ -98,7 +98,7 @@ func TestReplayedJobKeepsSubmitTime(t *testing.T) {
 		After: []uint64{first}})
 	want := map[uint64]time.Time{}
 	for _, seq := range []uint64{first, second} {
-		snap, ok := b.Job(seq)
+		snap, ok := b.Job(context.Background(), seq)
 		require.True(t, ok)
 		require.False(t, snap.Submitted.IsZero())
 		want[seq] = snap.Submitted
@@ -110,7 +110,7 @@ func TestReplayedJobKeepsSubmitTime(t *testing.T) {
 	defer st.Close()
 	defer b.Stop()
 	for seq, at := range want {
-		snap, ok := b.Job(seq)
+		snap, ok := b.Job(context.Background(), seq)
 		require.True(t, ok, "job %d replayed", seq)
 		require.True(t, at.Equal(snap.Submitted), "job %d: submitted %v, replayed as %v", seq, at, snap.Submitted)
 	}
@@ -137,7 +137,7 @@ func TestTieredFailedJobRecordKeepsPayload(t *testing.T) {
 	require.NoError(t, b.Finish(w, a.Seq, broker.Fail, nil))
 	waitStored(t, st, seq)
 
-	rec, ok := b.Job(seq)
+	rec, ok := b.Job(context.Background(), seq)
 	require.True(t, ok)
 	require.Equal(t, broker.FinalDead, rec.State)
 	require.Equal(t, len("the payload"), rec.PayloadSize)
@@ -159,7 +159,7 @@ func TestTieredFailedJobRecordKeepsPayload(t *testing.T) {
 	waitStored(t, st, again)
 	waitStored(t, st, cancelled)
 	for q, want := range map[uint64]string{again: "", cancelled: "never ran"} {
-		rec, ok := b.Job(q)
+		rec, ok := b.Job(context.Background(), q)
 		require.True(t, ok)
 		if want == "" { // completed: the size, read when it ran
 			require.Equal(t, broker.FinalComplete, rec.State)
