@@ -445,34 +445,38 @@ func TestSharedServerThatLostItsLeaseClaimsBackTheRowOfAJobItStillRuns(t *testin
 	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 0 })
 }
 
+// recordOnOneServer opens servers b1 and b2 on a schema of their own
+// (url), and has a worker of b1 run a job of function "recfn" with unique
+// and complete it with result; it returns once the job's record is in the
+// shared store.
+func recordOnOneServer(t *testing.T, unique string, result []byte) (url string, b1, b2 *broker.Broker, seq uint64) {
+	t.Helper()
+	url = pgtest.Schema(t)
+	b1, _ = openShared(t, url, "rec1", 0)
+	b2, st2 := openShared(t, url, "rec2", 0)
+	r := submit(t, b1, b1.NewSession("c", newOutbox()), bgJob("recfn", unique, "payload"))
+	require.NoError(t, r.err)
+	w, out := newWorker(b1, "w", "recfn")
+	a := grab(t, b1, w, out)
+	require.Equal(t, r.seq, a.Seq)
+	require.NoError(t, b1.Finish(w, a.Seq, broker.Complete, result))
+	testwait.Until(t, "the record in the shared store", func() bool {
+		_, err := st2.Record(context.Background(), r.seq)
+		return err == nil
+	})
+	return url, b1, b2, r.seq
+}
+
 // A job that one server ran and completed leaves its record in the shared
 // store, written with the deletion of its row: another server answers it
 // (by handle and in its listing), also after the first one stopped.
 func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	b1, _ := openShared(t, url, "rec1", 0)
-	b2, st2 := openShared(t, url, "rec2", 0)
-	c := b1.NewSession("c", newOutbox())
-	r := submit(t, b1, c, bgJob("recfn", "u1", "payload"))
-	require.NoError(t, r.err)
-	w, out := newWorker(b1, "w", "recfn")
-	a := grab(t, b1, w, out)
-	require.Equal(t, r.seq, a.Seq)
-	require.NoError(t, b1.Finish(w, a.Seq, broker.Complete, []byte("the result")))
-
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if _, err := st2.Record(context.Background(), r.seq); err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the record never reached the shared store")
-		time.Sleep(5 * time.Millisecond)
-	}
+	url, b1, b2, seq := recordOnOneServer(t, "u1", []byte("the result"))
 	require.Zero(t, countRows(t, url), "the job's row is gone with the record written")
 	b1.Stop()
 
-	rec, ok := b2.Job(context.Background(), r.seq)
+	rec, ok := b2.Job(context.Background(), seq)
 	require.True(t, ok, "the other server sees the record")
 	require.True(t, rec.Final)
 	require.Equal(t, broker.FinalComplete, rec.State)
@@ -483,14 +487,14 @@ func TestSharedRecordsAreSeenByEveryServer(t *testing.T) {
 	page, err := b2.ListJobs(context.Background(), broker.JobQuery{Function: "recfn"})
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1)
-	require.Equal(t, r.seq, page.Jobs[0].Seq)
+	require.Equal(t, seq, page.Jobs[0].Seq)
 	counts := b2.CountJobs(context.Background())
 	require.Len(t, counts, 1)
 	require.Equal(t, map[string]int{broker.FinalComplete: 1}, counts[0].Ended)
 
 	// Expiry runs on any server; an operator's delete on any server too.
-	require.True(t, b2.ForgetRecord(context.Background(), r.seq))
-	_, ok = b2.Job(context.Background(), r.seq)
+	require.True(t, b2.ForgetRecord(context.Background(), seq))
+	_, ok = b2.Job(context.Background(), seq)
 	require.False(t, ok)
 }
 
@@ -1011,30 +1015,19 @@ func TestSharedBatchLateJoinRacingCompletion(t *testing.T) {
 // closed) ends the PostgreSQL lookup instead of waiting for it.
 func TestSharedRecordReadsTakeTheCallersContext(t *testing.T) {
 	t.Parallel()
-	url := pgtest.Schema(t)
-	b1, _ := openShared(t, url, "rec1", 0)
-	b2, st2 := openShared(t, url, "rec2", 0)
-	c := b1.NewSession("c", newOutbox())
-	r := submit(t, b1, c, bgJob("recfn", "", "payload"))
-	require.NoError(t, r.err)
-	w, out := newWorker(b1, "w", "recfn")
-	require.NoError(t, b1.Finish(w, grab(t, b1, w, out).Seq, broker.Complete, nil))
-	testwait.Until(t, "the record in the shared store", func() bool {
-		_, err := st2.Record(context.Background(), r.seq)
-		return err == nil
-	})
+	_, _, b2, seq := recordOnOneServer(t, "", nil)
 
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, ok := b2.Job(gone, r.seq)
+	_, ok := b2.Job(gone, seq)
 	require.False(t, ok, "a cancelled lookup finds nothing")
 	_, err := b2.ListJobs(gone, broker.JobQuery{Function: "recfn"})
 	require.ErrorIs(t, err, context.Canceled)
 	require.Empty(t, b2.CountJobs(gone), "the stored counts were not read")
-	require.False(t, b2.ForgetRecord(gone, r.seq))
+	require.False(t, b2.ForgetRecord(gone, seq))
 
 	ctx := context.Background()
-	_, ok = b2.Job(ctx, r.seq)
+	_, ok = b2.Job(ctx, seq)
 	require.True(t, ok, "the record is still there")
 	page, err := b2.ListJobs(ctx, broker.JobQuery{Function: "recfn"})
 	require.NoError(t, err)
