@@ -36,15 +36,27 @@ const (
 )
 
 // prepareAfter reads, without the broker's lock, the stored records of
-// the jobs after names (a store.RecordStore keeps them on disk), for
-// afterLocked to judge those that are not live any more.
+// the jobs after names that are neither live nor ended in memory (a
+// store.RecordStore keeps them on disk), for afterLocked to judge. A live
+// job costs no read of the store.
 func (m localMode) prepareAfter(after []uint64, _ []UniqueDep) afterRead {
 	b := m.b
 	if len(after) == 0 || b.records == nil {
 		return afterRead{after: after}
 	}
-	known := make(map[uint64]string, len(after))
+	var look []uint64
+	b.mu.Lock()
 	for _, q := range after {
+		if d, outcome := b.dependencyLocked(q, nil); d == nil && outcome == depUnknown {
+			look = append(look, q)
+		}
+	}
+	b.mu.Unlock()
+	if len(look) == 0 {
+		return afterRead{after: after}
+	}
+	known := make(map[uint64]string, len(look))
+	for _, q := range look {
 		if r, err := b.records.Record(context.Background(), q); err == nil {
 			known[q] = r.State
 		}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
+	"github.com/gearwork/gearwork/internal/store/pebble"
 )
 
 func after(payload string, anyway bool, deps ...uint64) SubmitParams {
@@ -227,4 +229,35 @@ func TestAfterUnique(t *testing.T) {
 		require.ErrorIs(t, err, ErrDependency)
 		require.ErrorContains(t, err, "no live job of")
 	}
+}
+
+// recordReads is a Pebble store that counts the lookups of job records.
+type recordReads struct {
+	*pebble.Store
+	n atomic.Int64
+}
+
+func (s *recordReads) Record(ctx context.Context, seq uint64) (store.Record, error) {
+	s.n.Add(1)
+	return s.Store.Record(ctx, seq)
+}
+
+// A submit that waits for live jobs reads no stored record (a lookup in
+// the store's index and a block read each); only a job that is not live,
+// nor ended in memory, is looked up in the store.
+func TestAfterLiveJobsReadNoStoredRecord(t *testing.T) {
+	t.Parallel()
+	ps, err := pebble.Open(context.Background(), t.TempDir(), pebble.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ps.Close() }) // after the broker's stop
+	st := &recordReads{Store: ps}
+	tb := setupLC(t, lcOpts{cfg: Config{Store: st}, can: []string{"fn"}})
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, after("b", false, a))
+	tb.submit(t, after("c", false, a, b))
+	require.Zero(t, st.n.Load(), "stored records read for live dependencies")
+
+	_, err = tb.trySubmit(t, after("d", false, a, 1<<40))
+	require.ErrorIs(t, err, ErrDependency)
+	require.Equal(t, int64(1), st.n.Load(), "the unknown job is looked up in the store")
 }
