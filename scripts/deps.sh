@@ -40,19 +40,25 @@ if ! (cd tools/openapi && npm ls --silent >/dev/null 2>&1); then
 fi
 
 # The Node Gearman libraries that test/compat runs against Gearwork, pinned
-# in test/compat/testdata/node/package.json, go into a cache directory
-# outside the repository ($GEARWORK_NODE_CACHE, by default
-# ~/.cache/gearwork/node); installed again only when that file changed.
+# with all their dependencies in test/compat/testdata/node/package.json and
+# package-lock.json, go into a cache directory outside the repository
+# ($GEARWORK_NODE_CACHE, by default ~/.cache/gearwork/node) with npm ci, so
+# that every checkout tests against the same packages; installed again
+# only when one of those files changed.
 root="$(pwd)"
+node_src="$root/test/compat/testdata/node"
 node_dir="${GEARWORK_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gearwork/node}"
-if ! cmp -s "$root/test/compat/testdata/node/package.json" "$node_dir/package.json" || [ ! -d "$node_dir/node_modules" ]; then
+if ! cmp -s "$node_src/package.json" "$node_dir/package.json" ||
+	! cmp -s "$node_src/package-lock.json" "$node_dir/package-lock.json" || [ ! -d "$node_dir/node_modules" ]; then
 	echo "deps: installing Node packages into $node_dir"
 	command -v npm >/dev/null || { echo "deps: npm is not installed (Node.js and npm are needed by test/compat)"; exit 1; }
 	mkdir -p "$node_dir"
-	rm -f "$node_dir/package.json"
-	cp "$root/test/compat/testdata/node/package.json" "$node_dir/package.json.new"
+	rm -f "$node_dir/package.json" "$node_dir/package-lock.json"
+	cp "$node_src/package-lock.json" "$node_dir/package-lock.json"
+	cp "$node_src/package.json" "$node_dir/package.json.new"
+	# A failed install leaves no package.json: the next run installs again.
 	(cd "$node_dir" && mv package.json.new package.json &&
-		npm install --no-audit --no-fund --ignore-scripts --no-package-lock --loglevel=error) ||
+		npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
 		{ rm -f "$node_dir/package.json"; exit 1; }
 fi
 

@@ -23,8 +23,8 @@ import (
 // Tests that run Gearman client libraries written elsewhere against
 // gearwork: each library's own test suite where its package ships one,
 // pointed at a gearwork server, and a scenario script otherwise.
-// scripts/deps.sh installs the Node packages (testdata/node/package.json)
-// into a cache directory and downloads the Go modules
+// scripts/deps.sh installs the Node packages (testdata/node/package.json
+// and package-lock.json, with npm ci) into a cache directory and downloads the Go modules
 // (testdata/golib/*/go.mod) into the module cache.
 
 // sourceRE finds the "// source: MODULE@VERSION" line of a go.mod under
