@@ -16,12 +16,14 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// insertRowsSQL inserts the rows of insertSQL's input (numbered), those
-// that its WHERE clause, which follows, selects.
+// insertRowsSQL inserts the rows of insertSQL's input, numbered, that its
+// WHERE clause, which follows, selects. The numbers travel with the rows:
+// joined by ordinal, the planner, which guesses that a condition such as
+// "uniq IS NULL" keeps one row, joined each row with every other.
 var insertRowsSQL = `INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
-	SELECT n.seq, $9::bytea || convert_to(n.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
+	SELECT i.seq, $9::bytea || convert_to(i.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
 		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
-	FROM input i JOIN numbered n USING (ord)`
+	FROM numbered i`
 
 // insertSQL inserts new jobs, numbering those without a number. Jobs
 // without a unique are inserted plainly, since an INSERT … ON CONFLICT
@@ -34,8 +36,8 @@ WITH input AS (
 		$6::bigint[], $7::bigint[], $8::boolean[], ` + params(stateTypes, 11) + `, $` + strconv.Itoa(11+strings.Count(stateTypes, "%d")) + `::bigint[])
 		WITH ORDINALITY AS i(function, uniq, reducer, payload, priority, run_at, retries, claim, ` + stateNames + `, given, ord)
 ), numbered AS MATERIALIZED (
-	SELECT CASE WHEN given <> 0 THEN given ELSE nextval('gearwork_job_seq') END AS seq, ord
-	FROM (SELECT given, ord FROM input ORDER BY ord) o
+	SELECT o.*, CASE WHEN given <> 0 THEN given ELSE nextval('gearwork_job_seq') END AS seq
+	FROM (SELECT * FROM input ORDER BY ord) o
 ), plain AS (
 	` + insertRowsSQL + `
 	WHERE i.uniq IS NULL AND ` + openBatchJob + `
