@@ -175,11 +175,14 @@ func cpuTicks(match func(pid int) bool) int64 {
 //	GEARWORK_BENCH_BACKLOG=100000 GEARWORK_BENCH_STATEMENTS=8 \
 //	go test -run '^$' -bench PostgresBacklog -benchtime 1x -timeout 60m ./test/cluster/
 //
+// GEARWORK_BENCH_PHASES="drain" (or "submit") measures one part only.
 // GEARWORK_BENCH_BINS defaults to a build of this checkout; the systems
 // take turns in a rotating order, each on a fresh schema and with a fresh
-// server. It prints every run (rate, and the CPU time per job of the
-// server process, Gearwork's or River's, and of PostgreSQL), the medians
-// and each build's ratio to River, and, with GEARWORK_BENCH_STATEMENTS=K,
+// server. It prints every run (rate; the CPU time per job of the server
+// process, Gearwork's or River's, and of all of PostgreSQL's processes,
+// autovacuum of earlier runs' tables included; the execution time of the
+// statements per job, from pg_stat_statements), the medians and each
+// build's ratio to River, and, with GEARWORK_BENCH_STATEMENTS=K,
 // the K statements on which PostgreSQL spent the most time in each
 // measured part of the first round (pg_stat_statements, reset when the
 // part begins). With GEARWORK_BENCH_PROFILE=DIR it saves a 2-second CPU
@@ -198,6 +201,7 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 		jobs = 100000
 	}
 	top := envInt("GEARWORK_BENCH_STATEMENTS")
+	phases := strings.Fields(cmpOr(os.Getenv("GEARWORK_BENCH_PHASES"), "submit drain"))
 	pg, err := pgtest.Start(context.Background(), pgtest.Options{Durable: true,
 		Settings: []string{"shared_preload_libraries=pg_stat_statements"}})
 	if err != nil {
@@ -219,14 +223,16 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 	}
 
 	type key struct{ phase, system string }
-	rates, cpus := map[key][]float64{}, map[key][]float64{}
+	rates, cpus, dbs := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
 	record := func(rep int, k key, m measured) {
 		rate := float64(jobs) / m.elapsed.Seconds()
 		rates[k] = append(rates[k], rate)
 		cpu := float64(m.serverTicks+m.pgTicks) * 1e4 / float64(jobs) // ticks are 10 ms
 		cpus[k] = append(cpus[k], cpu)
-		b.Logf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f)", rep, k.phase, k.system,
-			rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs))
+		db := m.dbMS * 1e3 / float64(jobs)
+		dbs[k] = append(dbs[k], db)
+		fmt.Printf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f), statements %.1f µs/job\n",
+			rep, k.phase, k.system, rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs), db)
 		if rep == 0 && top > 0 {
 			fmt.Printf("pg_stat_statements, %s, %s (%d jobs):\n%s", k.phase, k.system, jobs, m.statements)
 		}
@@ -235,7 +241,7 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 		for i := range systems {
 			sys := systems[(i+rep)%len(systems)]
 			name := filepath.Base(sys)
-			for _, phase := range []string{"submit", "drain"} {
+			for _, phase := range phases {
 				var m measured
 				if sys == river {
 					m = riverBacklog(b, river, pg.URL, phase, jobs, top, pgCPU)
@@ -251,11 +257,12 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 		slices.Sort(y)
 		return y[len(y)/2]
 	}
-	for _, phase := range []string{"submit", "drain"} {
+	for _, phase := range phases {
 		riverRate := median(rates[key{phase, "riverbench"}])
 		for _, sys := range systems {
 			k := key{phase, filepath.Base(sys)}
-			line := fmt.Sprintf("%s %s: median %.0f jobs/s, %.1f µs CPU/job", phase, k.system, median(rates[k]), median(cpus[k]))
+			line := fmt.Sprintf("%s %s: median %.0f jobs/s, %.1f µs CPU/job, statements %.1f µs/job", phase, k.system,
+				median(rates[k]), median(cpus[k]), median(dbs[k]))
 			if sys != river && riverRate > 0 {
 				line += fmt.Sprintf(", %.2f× River", median(rates[k])/riverRate)
 			}
@@ -268,7 +275,10 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 type measured struct {
 	elapsed              time.Duration
 	serverTicks, pgTicks int64
-	statements           string
+	// statements lists the top statements (topStatements) and dbMS is
+	// the execution time of all of them.
+	statements string
+	dbMS       float64
 }
 
 func envInt(name string) int {
@@ -309,9 +319,7 @@ func gearworkBacklog(b *testing.B, bin, url, phase string, jobs, top int, pgCPU 
 		b.Fatalf("gearwork bench %s: %v", scenario, err)
 	}
 	m := measured{elapsed: res.Elapsed, pgTicks: pgCPU() - pg0, serverTicks: cpuTicks(isServer) - gw0}
-	if top > 0 {
-		m.statements = topStatements(b, url, top, jobs)
-	}
+	m.statements, m.dbMS = topStatements(b, url, top, jobs)
 	return m
 }
 
@@ -333,9 +341,7 @@ func riverBacklog(b *testing.B, river, url, phase string, jobs, top int, pgCPU f
 		resetStatements(b, url)
 		m = runRiverMode(b, river, url, jobs, append(insert, "-keep"), pgCPU)
 	}
-	if top > 0 {
-		m.statements = topStatements(b, url, top, jobs)
-	}
+	m.statements, m.dbMS = topStatements(b, url, top, jobs)
 	return m
 }
 
@@ -416,10 +422,12 @@ func resetStatements(b *testing.B, url string) {
 }
 
 // topStatements lists the top statements by execution time since the
-// last reset, and their sum, per job of jobs.
-func topStatements(b *testing.B, url string, top, jobs int) string {
+// last reset, and their sum, per job of jobs, and returns the sum of
+// their execution times in milliseconds.
+func topStatements(b *testing.B, url string, top, jobs int) (string, float64) {
 	b.Helper()
 	var sb strings.Builder
+	var sumMS float64
 	withConn(b, url, func(ctx context.Context, conn *pgx.Conn) error {
 		rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, rows, wal_records, wal_bytes::bigint,
 				regexp_replace(left(query, 400), '\s+', ' ', 'g')
@@ -428,7 +436,6 @@ func topStatements(b *testing.B, url string, top, jobs int) string {
 		if err != nil {
 			return err
 		}
-		var sumMS float64
 		var sumCalls, sumRecs, sumWAL int64
 		n := 0
 		for rows.Next() {
@@ -455,5 +462,5 @@ func topStatements(b *testing.B, url string, top, jobs int) string {
 			n, sumMS, per(sumMS*1e3), sumCalls, per(float64(sumCalls)), sumRecs, per(float64(sumRecs)), sumWAL, per(float64(sumWAL)))
 		return nil
 	})
-	return sb.String()
+	return sb.String(), sumMS
 }
