@@ -35,39 +35,51 @@ const (
 	depFailed
 )
 
-// prepareAfter reads, without the broker's lock, the stored records of
-// the jobs after names that are neither live nor ended in memory (a
-// store.RecordStore keeps them on disk), for afterLocked to judge. A live
-// job costs no read of the store.
-func (m localMode) prepareAfter(after []uint64, _ []UniqueDep) afterRead {
+// prepareAfter: the jobs a submit names are judged under the broker's
+// lock; the records of those only the store knows are read by
+// Broker.lockSubmit (unreadAfterLocked).
+func (localMode) prepareAfter(after []uint64, _ []UniqueDep) afterRead {
+	return afterRead{after: after}
+}
+
+// unreadAfterLocked returns the jobs of after that are neither live
+// nor ended in memory, and whose stored records (a store.RecordStore
+// keeps them on disk) known lacks. A live job costs no read of the
+// store.
+func (m localMode) unreadAfterLocked(after []uint64, known map[uint64]depOutcome) []uint64 {
 	b := m.b
-	if len(after) == 0 || b.records == nil {
-		return afterRead{after: after}
+	if b.records == nil {
+		return nil
 	}
 	var look []uint64
-	b.mu.Lock()
 	for _, q := range after {
-		if d, outcome := b.dependencyLocked(q, nil); d == nil && outcome == depUnknown {
+		if _, read := known[q]; read {
+			continue
+		}
+		if d, outcome := b.dependencyLocked(q, nil); d == nil && outcome == depUnknown && !slices.Contains(look, q) {
 			look = append(look, q)
 		}
 	}
-	b.mu.Unlock()
-	if len(look) == 0 {
-		return afterRead{after: after}
+	return look
+}
+
+// storedOutcome reads the stored record of job seq, without the broker's
+// lock: depUnknown when there is none.
+func (b *Broker) storedOutcome(seq uint64) depOutcome {
+	r, err := b.records.Record(context.Background(), seq)
+	switch {
+	case err != nil:
+		return depUnknown
+	case r.State == FinalComplete:
+		return depSucceeded
 	}
-	known := make(map[uint64]string, len(look))
-	for _, q := range look {
-		if r, err := b.records.Record(context.Background(), q); err == nil {
-			known[q] = r.State
-		}
-	}
-	return afterRead{after: after, known: known}
+	return depFailed
 }
 
 // dependencyLocked judges dependency seq: the live job it waits for, or the
-// outcome of one that ended. known holds the stored records read before
-// the lock (localMode.prepareAfter).
-func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, depOutcome) {
+// outcome of one that ended. known holds the outcomes read from the store
+// without the lock (Broker.lockSubmit).
+func (b *Broker) dependencyLocked(seq uint64, known map[uint64]depOutcome) (*job, depOutcome) {
 	if j := b.jobs.get(seq); j != nil && j.state != stateGone {
 		return j, depUnknown
 	}
@@ -77,17 +89,13 @@ func (b *Broker) dependencyLocked(seq uint64, known map[uint64]string) (*job, de
 	if j := b.life.dead[seq]; j != nil {
 		return nil, depFailed
 	}
-	state, ok := known[seq]
 	if r := b.hist.bySeq.get(seq); r != nil {
-		state, ok = r.state.String(), true
+		if r.state.String() == FinalComplete {
+			return nil, depSucceeded
+		}
+		return nil, depFailed
 	}
-	switch {
-	case !ok:
-		return nil, depUnknown
-	case state == FinalComplete:
-		return nil, depSucceeded
-	}
-	return nil, depFailed
+	return nil, known[seq]
 }
 
 // submitAfterLocked checks a submit's dependencies and returns the live
@@ -103,7 +111,7 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 }
 
 // afterLocked judges the jobs p names in memory: live ones to wait for,
-// ended ones by their records (read by prepareAfter).
+// ended ones by their records (read by Broker.lockSubmit).
 func (m localMode) afterLocked(p SubmitParams) ([]*job, error) {
 	b := m.b
 	var wait []*job
@@ -252,12 +260,7 @@ func (b *Broker) replayAfterLocked(seq uint64) {
 	for _, q := range slices.Clone(x.after) {
 		d, outcome := b.dependencyLocked(q, nil)
 		if d == nil && outcome == depUnknown && b.records != nil {
-			if rec, err := b.records.Record(context.Background(), q); err == nil {
-				outcome = depSucceeded
-				if rec.State != FinalComplete {
-					outcome = depFailed
-				}
-			}
+			outcome = b.storedOutcome(q)
 		}
 		switch {
 		case d != nil:

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -231,15 +232,29 @@ func TestAfterUnique(t *testing.T) {
 	}
 }
 
-// recordReads is a Pebble store that counts the lookups of job records.
+// recordReads is a Pebble store that counts the lookups of job records
+// and, when set, runs onRead before each.
 type recordReads struct {
 	*pebble.Store
-	n atomic.Int64
+	n      atomic.Int64
+	onRead func(seq uint64)
 }
 
 func (s *recordReads) Record(ctx context.Context, seq uint64) (store.Record, error) {
 	s.n.Add(1)
+	if s.onRead != nil {
+		s.onRead(seq)
+	}
 	return s.Store.Record(ctx, seq)
+}
+
+func setupRecordReads(t *testing.T) (*lcBundle, *recordReads) {
+	t.Helper()
+	ps, err := pebble.Open(context.Background(), t.TempDir(), pebble.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ps.Close() }) // after the broker's stop
+	st := &recordReads{Store: ps}
+	return setupLC(t, lcOpts{cfg: Config{Store: st}, can: []string{"fn"}}), st
 }
 
 // A submit that waits for live jobs reads no stored record (a lookup in
@@ -247,17 +262,45 @@ func (s *recordReads) Record(ctx context.Context, seq uint64) (store.Record, err
 // nor ended in memory, is looked up in the store.
 func TestAfterLiveJobsReadNoStoredRecord(t *testing.T) {
 	t.Parallel()
-	ps, err := pebble.Open(context.Background(), t.TempDir(), pebble.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ps.Close() }) // after the broker's stop
-	st := &recordReads{Store: ps}
-	tb := setupLC(t, lcOpts{cfg: Config{Store: st}, can: []string{"fn"}})
+	tb, st := setupRecordReads(t)
 	a := tb.submit(t, lcBG("fn", "", "a"))
 	b := tb.submit(t, after("b", false, a))
 	tb.submit(t, after("c", false, a, b))
 	require.Zero(t, st.n.Load(), "stored records read for live dependencies")
 
-	_, err = tb.trySubmit(t, after("d", false, a, 1<<40))
+	_, err := tb.trySubmit(t, after("d", false, a, 1<<40))
 	require.ErrorIs(t, err, ErrDependency)
 	require.Equal(t, int64(1), st.n.Load(), "the unknown job is looked up in the store")
+}
+
+// A dependency that is live when a submit first looks, and completes and
+// leaves the broker's memory for the store while the submit reads the
+// record of another dependency, counts as completed: the submit reads its
+// record too instead of refusing it as unknown.
+func TestAfterDependencyStoredDuringTheSubmit(t *testing.T) {
+	t.Parallel()
+	tb, st := setupRecordReads(t)
+	ended := tb.submit(t, lcBG("fn", "", "ended"))
+	tb.finishNext(t, ended, Complete)
+	require.NoError(t, tb.b.Durable(context.Background()))
+	live := tb.submit(t, lcBG("fn", "", "live"))
+
+	var once sync.Once
+	st.onRead = func(seq uint64) {
+		once.Do(func() {
+			// The submit reads ended's record, without the broker's lock,
+			// after it saw live live: live completes and is written now.
+			require.Equal(t, ended, seq, "the first record read")
+			tb.finishNext(t, live, Complete)
+			require.NoError(t, tb.b.Durable(context.Background()))
+			tb.b.mu.Lock()
+			inMemory := tb.b.hist.bySeq.get(live) != nil
+			tb.b.mu.Unlock()
+			require.False(t, inMemory, "the record of live left the broker's memory")
+		})
+	}
+	w, err := tb.trySubmit(t, after("w", false, live, ended))
+	require.NoError(t, err, "both dependencies completed")
+	tb.finishNext(t, w, Complete)
+	tb.noJob(t)
 }

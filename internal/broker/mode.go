@@ -73,6 +73,10 @@ type dependencies interface {
 	// names jobs to wait for (after, and by unique) needs from the
 	// store.
 	prepareAfter(after []uint64, unique []UniqueDep) afterRead
+	// unreadAfterLocked returns the jobs of after (a submit's) whose
+	// outcome only the store's records know and that known lacks:
+	// Broker.lockSubmit reads them without the lock and looks again.
+	unreadAfterLocked(after []uint64, known map[uint64]depOutcome) []uint64
 	// afterLocked checks the dependencies of p, a background submit that
 	// names some, and returns the live jobs the new job must wait for
 	// here (none when the store keeps them).
@@ -88,11 +92,9 @@ type dependencies interface {
 
 // afterRead is what prepareAfter read for a submit: the jobs it waits for
 // by number (SubmitParams.After and, in shared mode, those it names by
-// unique), the stored records of those that are not live (local mode),
-// and why it cannot wait (shared mode).
+// unique), and why it cannot wait (shared mode).
 type afterRead struct {
 	after []uint64
-	known map[uint64]string
 	err   error
 }
 

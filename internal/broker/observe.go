@@ -226,8 +226,7 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 // local store a job runs while it is written, and done waits for the
 // write.
 func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
-	b.prepareSubmit(&p)
-	b.mu.Lock()
+	b.lockSubmit(&p)
 	defer b.mu.Unlock()
 	watched, seen := false, uint64(0)
 	p.watch = func(j *job, created bool) {

@@ -20,6 +20,9 @@ import (
 // the job; only what prepareAfter found wrong is known before.
 func (c *sharedMode) afterLocked(p SubmitParams) ([]*job, error) { return nil, p.afterErr }
 
+// unreadAfterLocked: the store judges the jobs a submit waits for.
+func (c *sharedMode) unreadAfterLocked([]uint64, map[uint64]depOutcome) []uint64 { return nil }
+
 // waitLocked makes new job j wait, in the store, for the jobs after.
 func (c *sharedMode) waitLocked(j *job, _ []*job, after []uint64, anyway bool) {
 	if len(after) == 0 {

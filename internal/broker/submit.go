@@ -57,9 +57,10 @@ type SubmitParams struct {
 	// afterErr is why AfterUnique cannot be waited for, as read from a
 	// shared store before the broker's lock (sharedMode.prepareAfter).
 	afterErr error
-	// known holds the stored records of After's jobs, read before the
-	// lock (localMode.prepareAfter).
-	known map[uint64]string
+	// known holds the outcomes of After's jobs read from the store
+	// without the broker's lock (depUnknown: no stored record), by
+	// Broker.lockSubmit.
+	known map[uint64]depOutcome
 
 	// Batch adds the job to the batch with this id (CreateBatch); 0 for
 	// none. Only a background job can join a batch, and only one that has
@@ -94,21 +95,40 @@ type DoneFunc func(seq uint64, created bool, err error)
 // the job has started, but a foreground submitter attaching to it is
 // answered at once, before any event of the job.
 func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
-	b.prepareSubmit(&p)
-	b.mu.Lock()
+	b.lockSubmit(&p)
 	defer b.mu.Unlock()
 	b.enterBurstLocked(s)
 	b.submitLocked(s, p, done)
 	b.leaveBurstLocked(s)
 }
 
-// prepareSubmit reads, before the broker's lock, what a submit needs from
-// the store: the jobs it names by unique (shared mode), the records of
-// those it waits for.
-func (b *Broker) prepareSubmit(p *SubmitParams) {
+// lockSubmit reads what submit p needs from the store and takes the
+// broker's lock. The jobs it names by unique are read first (shared
+// mode). Then, under the lock, the jobs it waits for that only the store
+// knows (unreadAfterLocked) have their records read without the lock, and
+// the lock is taken again to look once more: a job seen live may have
+// ended, and its record left memory for the store, meanwhile, and counts
+// as ended, not unknown. Each pass reads jobs not read before, so it
+// takes at most len(p.After) of them.
+func (b *Broker) lockSubmit(p *SubmitParams) {
 	if len(p.After) > 0 || len(p.AfterUnique) > 0 {
 		r := b.mode.prepareAfter(p.After, p.AfterUnique)
-		p.After, p.known, p.afterErr = r.after, r.known, r.err
+		p.After, p.afterErr = r.after, r.err
+	}
+	b.mu.Lock()
+	for range len(p.After) {
+		look := b.mode.unreadAfterLocked(p.After, p.known)
+		if len(look) == 0 {
+			return
+		}
+		b.mu.Unlock()
+		if p.known == nil {
+			p.known = make(map[uint64]depOutcome, len(look))
+		}
+		for _, q := range look {
+			p.known[q] = b.storedOutcome(q)
+		}
+		b.mu.Lock()
 	}
 }
 
