@@ -299,6 +299,15 @@ const maxConflictAttempts = 5
 // transaction, at most maxConflictAttempts times in all. what names the
 // transaction in the log. tx must start from scratch each time: what the
 // aborted attempt read is not to be kept.
+//
+// Two transactions need no such retry, as they cannot close a cycle of
+// waits (and the store runs them at PostgreSQL's default READ COMMITTED,
+// which has no serialization failures). A claim (Claim) skips the job
+// rows others lock, takes its claim locks in key order before any row,
+// and otherwise waits only for its server's row (the owner's foreign
+// key), whose deleter waits only for rows that server already owns. A
+// batch's close (CloseBatch) waits only for the batch's row, before it
+// holds anything.
 func (s *Store) againOnConflict(ctx context.Context, what string, tx func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := tx()

@@ -178,17 +178,24 @@ func (s *Store) RetryDead(ctx context.Context, sel store.DeadSelector) (int, err
 }
 
 // PurgeDead deletes the dead letters sel names and returns how many.
-// Idempotent.
+// Idempotent. Its delete locks the rows in the order it finds them, which
+// a concurrent retry of dead letters, expiry or purge may lock in another:
+// when PostgreSQL aborts it to resolve that deadlock, it is run again.
 func (s *Store) PurgeDead(ctx context.Context, sel store.DeadSelector) (int, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
 	where, args := deadWhere(sel)
-	tag, err := s.pool.Exec(ctx, `DELETE FROM gearwork_jobs WHERE `+where, args...)
+	var n int64
+	err := s.againOnConflict(ctx, "a purge of dead letters", func() error {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM gearwork_jobs WHERE `+where, args...)
+		n = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: purge dead letters: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(n), nil
 }
 
 const (

@@ -425,8 +425,9 @@ func aborted(t *testing.T, url string) bool {
 
 // Every transaction of the store that PostgreSQL may abort to resolve a
 // conflict with another is written again, as a commit round is: a cancel,
-// a retry of dead letters and the insert of a job whose coalesced job
-// finished meanwhile succeed instead of failing with "deadlock detected".
+// a retry or a purge of dead letters and the insert of a job whose
+// coalesced job finished meanwhile succeed instead of failing with
+// "deadlock detected".
 func TestConflictAbortedTransactionsAreWrittenAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -446,8 +447,10 @@ func TestConflictAbortedTransactionsAreWrittenAgain(t *testing.T) {
 		require.Zero(t, countJobs(t, url, "victim"))
 	})
 
-	t.Run("RetryDead", func(t *testing.T) {
-		t.Parallel()
+	// deadVictim stores a dead letter of function "victim" on a schema of
+	// its own and returns the schema's URL, the store and the job.
+	deadVictim := func(t *testing.T) (string, *postgres.Store, uint64) {
+		t.Helper()
 		url := pgtest.Schema(t)
 		st := openStore(t, url, "a")
 		j := newJob("victim", "", "x")
@@ -455,13 +458,30 @@ func TestConflictAbortedTransactionsAreWrittenAgain(t *testing.T) {
 		require.NoError(t, err)
 		j.Seq, j.State, j.Attempts, j.LastError, j.FinishedAt = res[0].Seq, store.StateDead, 1, "failed", time.Now().UnixNano()
 		require.NoError(t, st.Update(ctx, []store.Job{j}))
+		return url, st, j.Seq
+	}
+
+	t.Run("RetryDead", func(t *testing.T) {
+		t.Parallel()
+		url, st, seq := deadVictim(t)
 		abortOnce(t, url, "UPDATE", victim)
-		n, err := st.RetryDead(ctx, store.DeadSelector{Seq: res[0].Seq})
+		n, err := st.RetryDead(ctx, store.DeadSelector{Seq: seq})
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		require.True(t, aborted(t, url), "the first attempt was aborted")
-		_, err = st.StoredJob(ctx, res[0].Seq, store.StateQueued)
+		_, err = st.StoredJob(ctx, seq, store.StateQueued)
 		require.NoError(t, err, "queued again")
+	})
+
+	t.Run("PurgeDead", func(t *testing.T) {
+		t.Parallel()
+		url, st, _ := deadVictim(t)
+		abortOnce(t, url, "DELETE", victim)
+		n, err := st.PurgeDead(ctx, store.DeadSelector{Function: "victim"})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.True(t, aborted(t, url), "the first attempt was aborted")
+		require.Zero(t, countJobs(t, url, "victim"))
 	})
 
 	t.Run("CoalescedJobFinishedMeanwhile", func(t *testing.T) {
