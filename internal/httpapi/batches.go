@@ -90,7 +90,7 @@ func batchProblem(err error) problem {
 	case errors.Is(err, broker.ErrBatchComplete):
 		status, kind = http.StatusConflict, "batch-complete"
 	}
-	return problem{Type: problemTypeBase + kind, Title: http.StatusText(status), Status: status, Detail: err.Error()}
+	return newProblem(status, kind, err.Error())
 }
 
 // parseBatchID parses a batch id ("" is 0, no batch).
