@@ -311,7 +311,9 @@ func TestSharedRateLimitHoldsAcrossServers(t *testing.T) {
 	wg.Wait()
 	last := slices.MaxFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
 	first := slices.MinFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
-	least := time.Duration(jobs-burst-1) * time.Second / time.Duration(rate)
+	// One token of slack: a start is timed when the worker sees its job,
+	// so a first job delivered late on a busy machine shortens the span.
+	least := time.Duration(jobs-burst-2) * time.Second / time.Duration(rate)
 	require.GreaterOrEqual(t, last.Sub(first), least,
 		"%d jobs started within %v of each other: a bucket of %v/s and burst %d needs at least %v", jobs, last.Sub(first), rate, burst, least)
 	allowed := burst + rate*last.Sub(begin).Seconds()
