@@ -348,6 +348,9 @@ func (b *Broker) submitBatchLocked(p *SubmitParams) (*batch, error) {
 	if !p.Background {
 		return nil, ErrBatchForeground
 	}
+	if p.batchErr != nil {
+		return nil, p.batchErr
+	}
 	return b.mode.joinableBatchLocked(p.Batch)
 }
 

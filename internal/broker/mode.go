@@ -110,6 +110,11 @@ type batchKeeper interface {
 	// asks to join, or why it cannot. In shared mode the store decides
 	// as it inserts the job (store.Inserted.BatchRefused).
 	joinableBatchLocked(id uint64) (*batch, error)
+	// prepareBatch reads, before the broker's lock, whether batch id may
+	// be joined by a submit with a unique, which may coalesce in memory
+	// with a job of no batch or another one instead of being inserted: nil
+	// when it may, or when joinableBatchLocked decides.
+	prepareBatch(id uint64) error
 	// batchEndedLocked counts the end of j, a job of a batch, whose final
 	// state is state.
 	batchEndedLocked(j *job, state string)
@@ -206,6 +211,8 @@ func (m localMode) joinableBatchLocked(id uint64) (*batch, error) {
 	}
 	return bt, nil
 }
+
+func (localMode) prepareBatch(uint64) error { return nil }
 
 func (m localMode) batchEndedLocked(j *job, state string) { m.b.batchEndLocked(j, state) }
 

@@ -150,6 +150,51 @@ func (c *sharedMode) joinableBatchLocked(id uint64) (*batch, error) {
 	return &batch{id: id, shared: true}, nil
 }
 
+// prepareBatchTimeout bounds prepareBatch's read.
+const prepareBatchTimeout = 10 * time.Second
+
+// prepareBatch: the store checks the batch of a new job as it inserts it,
+// but a submit with a unique may instead attach to the job of its unique
+// held here, or to a retained result, without an insert. Its batch is
+// read first, so that such a submit is refused as on a server alone. A
+// batch that completes after the read may take it still: a submit that
+// coalesces is not counted in its batch.
+func (c *sharedMode) prepareBatch(id uint64) error {
+	bs, err := c.batchStore()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), prepareBatchTimeout)
+	defer cancel()
+	bt, err := bs.Batch(ctx, id)
+	switch {
+	case err != nil:
+		return batchErr(id, err)
+	case bt.Completed != 0:
+		return fmt.Errorf("%w: %d", ErrBatchComplete, id)
+	}
+	return nil
+}
+
+// ownBatchDone returns the DoneFunc of submit p, which attaches to job j
+// of its function and unique. When j waits for its insert and names
+// another batch than p (or p none), the store may refuse j for its batch:
+// then j never was, and p is submitted again rather than refused for a
+// batch it did not name, as on a server alone, which refuses j's submit
+// before p comes.
+func (b *Broker) ownBatchDone(s *Session, j *job, p SubmitParams, done DoneFunc) DoneFunc {
+	if j.state != statePending || j.x == nil || j.x.batch == nil || !j.x.batch.shared || j.x.batch.id == p.Batch {
+		return done
+	}
+	return func(seq uint64, created bool, err error) {
+		if (errors.Is(err, ErrBatchNotFound) || errors.Is(err, ErrBatchComplete)) && (p.Background || !s.closed) {
+			b.submitLocked(s, p, done)
+			return
+		}
+		done(seq, created, err)
+	}
+}
+
 // batchRefusedErr is the error of a submit whose job the store refused to
 // add to its batch.
 func batchRefusedErr(r *store.BatchRefused) error {

@@ -966,40 +966,12 @@ func TestSharedBatchDeadLetterQueuedAgain(t *testing.T) {
 func TestSharedBatchLateJoinRacingCompletion(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url, a, b := openPair(t)
-	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
-	id, err := a.CreateBatch(ctx, broker.BatchParams{OnComplete: broker.Callback{Function: "done"}})
-	require.NoError(t, err)
-	require.NoError(t, submit(t, a, ca, batchJob("row", id)).err)
-	require.NoError(t, a.CloseBatch(ctx, id))
-	wa, outA := newWorker(a, "wa", "row")
-	last := grab(t, a, wa, outA)
-
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	tx, err := conn.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(context.Background()) //nolint:errcheck // committed below
-	_, err = tx.Exec(ctx, `SELECT id FROM gearwork_batches WHERE id = $1 FOR UPDATE`, int64(id))
-	require.NoError(t, err)
-	var holder int32
-	require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&holder))
-	// waiting counts the connections that wait for the test's lock or for
-	// a connection that waits for it.
-	waiting := func() int {
-		var n int
-		require.NoError(t, conn.QueryRow(ctx, `WITH RECURSIVE w(pid) AS (SELECT $1::integer
-			UNION SELECT a.pid FROM pg_stat_activity a, w WHERE w.pid = ANY(pg_blocking_pids(a.pid)))
-			SELECT count(*) - 1 FROM w`, holder).Scan(&n))
-		return n
-	}
-
-	require.NoError(t, a.Finish(wa, last.Seq, broker.Complete, nil))
-	testwait.Until(t, "the completing round to wait for the batch's row", func() bool { return waiting() == 1 })
+	lb := completeBatchUnderLock(t, broker.Callback{Function: "done"})
+	url, a, b, id := lb.url, lb.a, lb.b, lb.id
+	cb := b.NewSession("cb", newOutbox())
 	late := submitAsync(b, cb, batchJob("row", id))
-	testwait.Until(t, "the late join to wait for the batch's row", func() bool { return waiting() == 2 })
-	require.NoError(t, tx.Commit(ctx))
+	testwait.Until(t, "the late join to wait for the batch's row", func() bool { return lb.waiting() == 2 })
+	require.NoError(t, lb.tx.Commit(ctx))
 
 	r := answer(t, late)
 	st := waitBatch(t, a, id)
@@ -1008,6 +980,66 @@ func TestSharedBatchLateJoinRacingCompletion(t *testing.T) {
 	var rows int
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE batch = %d`, id), &rows)
 	require.Zero(t, rows, "no job of the completed batch is stored")
+}
+
+// lockedBatch is a batch whose completion waits for the test's lock on
+// its row (completeBatchUnderLock).
+type lockedBatch struct {
+	url  string
+	a, b *broker.Broker
+	id   uint64
+	// tx holds the lock; committing it lets the completion through.
+	tx pgx.Tx
+	// waiting counts the connections that wait for the lock (lockWaiters).
+	waiting func() int
+}
+
+// completeBatchUnderLock opens servers a and b, creates a batch on a with
+// callback onComplete and one job, closes it, and has a worker on a run
+// and finish the job while the test holds the batch's row lock: it returns
+// once the round that completes the batch waits for that lock.
+func completeBatchUnderLock(t *testing.T, onComplete broker.Callback) lockedBatch {
+	t.Helper()
+	ctx := context.Background()
+	url, a, b := openPair(t)
+	ca := a.NewSession("ca", newOutbox())
+	id, err := a.CreateBatch(ctx, broker.BatchParams{OnComplete: onComplete})
+	require.NoError(t, err)
+	require.NoError(t, submit(t, a, ca, batchJob("row", id)).err)
+	require.NoError(t, a.CloseBatch(ctx, id))
+	wa, outA := newWorker(a, "wa", "row")
+	last := grab(t, a, wa, outA)
+
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // a no-op once committed
+	_, err = tx.Exec(ctx, `SELECT id FROM gearwork_batches WHERE id = $1 FOR UPDATE`, int64(id))
+	require.NoError(t, err)
+	waiting := lockWaiters(t, conn, tx)
+
+	require.NoError(t, a.Finish(wa, last.Seq, broker.Complete, nil))
+	testwait.Until(t, "the completing round to wait for the batch's row", func() bool { return waiting() == 1 })
+	return lockedBatch{url: url, a: a, b: b, id: id, tx: tx, waiting: waiting}
+}
+
+// lockWaiters returns a function that counts the connections that wait
+// for a lock tx holds, or for a connection that waits for it; conn is
+// another connection to ask on.
+func lockWaiters(t *testing.T, conn *pgx.Conn, tx pgx.Tx) func() int {
+	t.Helper()
+	ctx := context.Background()
+	var holder int32
+	require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&holder))
+	return func() int {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx, `WITH RECURSIVE w(pid) AS (SELECT $1::integer
+			UNION SELECT a.pid FROM pg_stat_activity a, w WHERE w.pid = ANY(pg_blocking_pids(a.pid)))
+			SELECT count(*) - 1 FROM w`, holder).Scan(&n))
+		return n
+	}
 }
 
 // The reads of stored job records take the caller's context: a caller
@@ -1033,4 +1065,68 @@ func TestSharedRecordReadsTakeTheCallersContext(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, page.Jobs, 1)
 	require.Len(t, b2.CountJobs(ctx), 1)
+}
+
+// A submit that names a batch and finds the job of its unique held in
+// memory (or waiting for its insert with no batch or another one) joins
+// that job only when its own batch may be joined, as on a server alone:
+// an unknown or completed batch refuses it, an open one lets it attach
+// without counting it.
+func TestSharedCoalescedSubmitChecksItsBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, a, _ := openPair(t)
+	newWorker(a, "w", "f") // a holds the job
+	c := a.NewSession("c", newOutbox())
+	first := submit(t, a, c, bgJob("f", "u", "x"))
+	require.NoError(t, first.err)
+
+	p := bgJob("f", "u", "x")
+	p.Batch = 987654321
+	require.ErrorIs(t, submit(t, a, c, p).err, broker.ErrBatchNotFound)
+
+	done, err := a.CreateBatch(ctx, broker.BatchParams{})
+	require.NoError(t, err)
+	require.NoError(t, a.CloseBatch(ctx, done)) // empty: completes at once
+	p.Batch = done
+	require.ErrorIs(t, submit(t, a, c, p).err, broker.ErrBatchComplete)
+
+	open, err := a.CreateBatch(ctx, broker.BatchParams{})
+	require.NoError(t, err)
+	p.Batch = open
+	r := submit(t, a, c, p)
+	require.NoError(t, r.err)
+	require.Equal(t, first.seq, r.seq, "it coalesced")
+	require.False(t, r.created)
+	st, err := a.Batch(ctx, open)
+	require.NoError(t, err)
+	require.Zero(t, st.Total, "a coalesced submit does not count in its batch")
+	require.Equal(t, 1, countRows(t, url))
+}
+
+// A submit without a batch that attaches to a job waiting for its insert
+// is not refused because that job's batch is: the batch completed before
+// the insert, so that job never was, and the submit makes its own job, as
+// on a server alone, where the first submit would have been refused
+// before the second came. The test holds the batch's row lock while the
+// round that completes the batch, then the insert, wait for it.
+func TestSharedCoalescedSubmitIsNotRefusedForAnotherBatch(t *testing.T) {
+	t.Parallel()
+	lb := completeBatchUnderLock(t, broker.Callback{})
+	url, b, id := lb.url, lb.b, lb.id
+	cb := b.NewSession("cb", newOutbox())
+	p := bgJob("row", "u", "x")
+	p.Batch = id
+	late := submitAsync(b, cb, p)
+	testwait.Until(t, "the late job's insert to wait for the batch's row", func() bool { return lb.waiting() == 2 })
+	alone := submitAsync(b, cb, bgJob("row", "u", "x"))
+	require.NoError(t, lb.tx.Commit(context.Background()))
+
+	require.ErrorIs(t, answer(t, late).err, broker.ErrBatchComplete)
+	r := answer(t, alone)
+	require.NoError(t, r.err, "its submit named no batch")
+	require.True(t, r.created)
+	var batch int64
+	pgtest.QueryRow(t, url, `SELECT batch FROM gearwork_jobs WHERE uniq = 'u'`, &batch)
+	require.Zero(t, batch, "the job stored is its own, of no batch")
 }

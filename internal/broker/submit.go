@@ -66,6 +66,9 @@ type SubmitParams struct {
 	// none. Only a background job can join a batch, and only one that has
 	// not completed.
 	Batch uint64
+	// batchErr is why Batch cannot be joined, as read from a shared store
+	// before the broker's lock (sharedMode.prepareBatch).
+	batchErr error
 
 	// hold keeps a new background job out of the queues until its first
 	// store write is done (a batch's callback, holdLocked).
@@ -109,8 +112,13 @@ func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 // the lock is taken again to look once more: a job seen live may have
 // ended, and its record left memory for the store, meanwhile, and counts
 // as ended, not unknown. Each pass reads jobs not read before, so it
-// takes at most len(p.After) of them.
+// takes at most len(p.After) of them. In shared mode the batch of a submit
+// with a unique, which may coalesce with a job in memory, is read first
+// too (prepareBatch).
 func (b *Broker) lockSubmit(p *SubmitParams) {
+	if p.Batch != 0 && len(p.Unique) > 0 && p.Background {
+		p.batchErr = b.mode.prepareBatch(p.Batch)
+	}
 	if len(p.After) > 0 || len(p.AfterUnique) > 0 {
 		r := b.mode.prepareAfter(p.After, p.AfterUnique)
 		p.After, p.afterErr = r.after, r.err
@@ -177,7 +185,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 				// watched once it has, see SubmitWatched.)
 				p.watch(j, false)
 			}
-			b.attachLocked(s, j, p.Background, done)
+			b.attachLocked(s, j, p.Background, b.ownBatchDone(s, j, p, done))
 			return
 		}
 		if f.life != nil && b.attachDoneLocked(s, f, key, p.Background, done) {
