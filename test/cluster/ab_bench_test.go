@@ -42,6 +42,9 @@ func BenchmarkPostgresAB(b *testing.B) {
 	if len(bins) == 0 {
 		b.Skip("GEARWORK_BENCH_BINS is not set")
 	}
+	if err := distinctNames(bins); err != nil {
+		b.Fatalf("GEARWORK_BENCH_BINS: %v", err)
+	}
 	shapes := strings.Fields(cmpOr(os.Getenv("GEARWORK_BENCH_SHAPES"), "16x1 64x1 4x100"))
 	reps, _ := strconv.Atoi(os.Getenv("GEARWORK_BENCH_REPS"))
 	reps = max(reps, 1)
@@ -81,11 +84,6 @@ func BenchmarkPostgresAB(b *testing.B) {
 			}
 		}
 	}
-	median := func(x []float64) float64 {
-		y := slices.Clone(x)
-		slices.Sort(y)
-		return y[len(y)/2]
-	}
 	for _, shape := range shapes {
 		for _, bin := range bins {
 			k := key{shape, filepath.Base(bin)}
@@ -93,6 +91,31 @@ func BenchmarkPostgresAB(b *testing.B) {
 				servers, shape, k.bin, median(rates[k]), median(cpus[k]))
 		}
 	}
+}
+
+// median returns the median of x: its middle value, the upper one of an
+// even count; 0 when x is empty (a system that did not run).
+func median(x []float64) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	y := slices.Clone(x)
+	slices.Sort(y)
+	return y[len(y)/2]
+}
+
+// distinctNames checks that paths, the systems a benchmark compares, have
+// distinct base names: their results are printed, and kept, by name.
+func distinctNames(paths []string) error {
+	seen := make(map[string]string, len(paths))
+	for _, p := range paths {
+		name := filepath.Base(p)
+		if first, ok := seen[name]; ok {
+			return fmt.Errorf("%q and %q are both named %q: the results are kept by name, so copy one to another name", first, p, name)
+		}
+		seen[name] = p
+	}
+	return nil
 }
 
 func cmpOr(a, b string) string {
@@ -187,13 +210,17 @@ func cpuTicks(match func(pid int) bool) int64 {
 // measured part of the first round (pg_stat_statements, reset when the
 // part begins). With GEARWORK_BENCH_PROFILE=DIR it saves a 2-second CPU
 // profile of each Gearwork server from the start of each measured part
-// into DIR. River is skipped when test/cluster/riverbench cannot be
-// built.
+// into DIR. River is skipped, and so is each build's ratio to it, when
+// test/cluster/riverbench cannot be built. The builds must have distinct
+// base names (the results are kept by name).
 func BenchmarkPostgresBacklog(b *testing.B) {
 	dir := b.TempDir()
 	bins := strings.Fields(os.Getenv("GEARWORK_BENCH_BINS"))
 	if len(bins) == 0 {
 		bins = []string{testserver.PlainBinary(b)}
+	}
+	if err := distinctNames(append(slices.Clone(bins), "riverbench")); err != nil {
+		b.Fatalf("GEARWORK_BENCH_BINS: %v", err)
 	}
 	reps := max(envInt("GEARWORK_BENCH_REPS"), 1)
 	jobs := envInt("GEARWORK_BENCH_BACKLOG")
@@ -251,11 +278,6 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 				record(rep, key{phase, name}, m)
 			}
 		}
-	}
-	median := func(x []float64) float64 {
-		y := slices.Clone(x)
-		slices.Sort(y)
-		return y[len(y)/2]
 	}
 	for _, phase := range phases {
 		riverRate := median(rates[key{phase, "riverbench"}])
