@@ -2,14 +2,11 @@ package compat
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -24,15 +21,12 @@ import (
 // line endings included.
 func (c *rawConn) adminExact(command string) string {
 	c.T.Helper()
-	_ = c.NC.SetDeadline(time.Now().Add(ioTimeout))
-	_, err := io.WriteString(c.NC, command+"\r\n")
-	require.NoError(c.T, err)
+	c.Write([]byte(command + "\r\n"))
 	var sb strings.Builder
-	for n := 0; ; n++ {
-		line, err := c.R.ReadString('\n')
-		require.NoError(c.T, err, "answer to %q so far: %q", command, sb.String())
+	for first := true; ; first = false {
+		line := c.Line()
 		sb.WriteString(line)
-		if !isListCommand(command) || strings.HasPrefix(line, "ERR ") && n == 0 || line == ".\n" {
+		if adminAnswerEnds(command, line, first) {
 			return sb.String()
 		}
 	}
@@ -212,14 +206,7 @@ func TestAdminShutdownGraceful(t *testing.T) {
 
 	a := dialRaw(t, s)
 	require.Equal(t, "OK\r\n", a.adminExact("shutdown graceful"))
-	testwait.Until(t, "the listener to close", func() bool {
-		c, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err != nil {
-			return true
-		}
-		c.Close()
-		return false
-	})
+	testwait.Until(t, "the listener to close", func() bool { return !s.accepts() })
 	require.False(t, s.exited(), "a job is still running")
 	// No new work is handed out while draining.
 	w.Send(gearman.GrabJobUniq)

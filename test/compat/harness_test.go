@@ -276,9 +276,7 @@ func waitAcceptingOrExit(s *server) bool {
 		if s.exited() {
 			return false
 		}
-		c, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err == nil {
-			c.Close()
+		if s.accepts() {
 			return true
 		}
 		select {
@@ -288,6 +286,16 @@ func waitAcceptingOrExit(s *server) bool {
 		}
 	}
 	return false
+}
+
+// accepts reports whether the server accepts a connection now.
+func (s *server) accepts() bool {
+	c, err := net.DialTimeout("tcp", s.addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // eachServer runs f as a subtest against gearwork on its default store
@@ -351,6 +359,14 @@ func isListCommand(command string) bool {
 	return false
 }
 
+// adminAnswerEnds reports whether line, as read (line ending included),
+// is the last of the answer to an admin command: the only line of a
+// command that is not a list, an ERR line in place of a list, or the "."
+// that closes a list.
+func adminAnswerEnds(command, line string, first bool) bool {
+	return !isListCommand(command) || strings.HasPrefix(line, "ERR ") && first || strings.TrimRight(line, "\r\n") == "."
+}
+
 func readAdminAnswer(br *bufio.Reader, command string) ([]string, error) {
 	var lines []string
 	for {
@@ -358,14 +374,15 @@ func readAdminAnswer(br *bufio.Reader, command string) ([]string, error) {
 		if err != nil {
 			return lines, fmt.Errorf("reading answer to %q after %q: %w", command, lines, err)
 		}
+		end := adminAnswerEnds(command, line, len(lines) == 0)
 		line = strings.TrimRight(line, "\r\n")
-		if !isListCommand(command) || strings.HasPrefix(line, "ERR ") && len(lines) == 0 {
-			return append(lines, line), nil
-		}
-		if line == "." {
+		if end && isListCommand(command) && line == "." {
 			return lines, nil
 		}
 		lines = append(lines, line)
+		if end {
+			return lines, nil
+		}
 	}
 }
 

@@ -439,7 +439,7 @@ func runScript(t *testing.T, tr transcript, s *server) string {
 					require.NoError(t, err)
 					fmt.Fprintf(&out, "%s%s\n", prefix, escapeLine(string(data)))
 				}
-				if !isListCommand(cmd) || strings.HasPrefix(line, "ERR ") && n == 0 || line == ".\n" {
+				if adminAnswerEnds(cmd, line, n == 0) {
 					break
 				}
 			}
