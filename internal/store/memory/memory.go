@@ -88,31 +88,12 @@ func (s *Store) locked(ctx context.Context, fn func(d *data) error) error {
 
 // Save stores copies of jobs, replacing any with the same Seq.
 func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
-	return s.locked(ctx, func(d *data) error {
-		d.save(jobs)
-		return nil
-	})
-}
-
-// save stores copies of jobs. Caller holds d.mu.
-func (d *data) save(jobs []store.Job) {
-	for _, j := range jobs {
-		j.Payload = slices.Clone(j.Payload)
-		j.Result = slices.Clone(j.Result)
-		j.History = slices.Clone(j.History)
-		j.After = slices.Clone(j.After)
-		d.jobs[j.Seq] = j
-	}
+	return s.Write(ctx, store.Write{Save: jobs})
 }
 
 // Delete removes the jobs; unknown ones are ignored.
 func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
-	return s.locked(ctx, func(d *data) error {
-		for _, q := range seqs {
-			delete(d.jobs, q)
-		}
-		return nil
-	})
+	return s.Write(ctx, store.Write{Delete: seqs})
 }
 
 // Load calls each for every job in ascending Seq order, from a snapshot
@@ -164,21 +145,7 @@ func (s *Store) Close() error {
 
 // PutMeta writes metadata entries in order; a nil Value deletes the key.
 func (s *Store) PutMeta(ctx context.Context, entries []store.Meta) error {
-	return s.locked(ctx, func(d *data) error {
-		d.putMeta(entries)
-		return nil
-	})
-}
-
-// putMeta writes metadata entries. Caller holds d.mu.
-func (d *data) putMeta(entries []store.Meta) {
-	for _, e := range entries {
-		if e.Value == nil {
-			delete(d.meta, e.Key)
-		} else {
-			d.meta[e.Key] = slices.Clone(e.Value)
-		}
-	}
+	return s.Write(ctx, store.Write{Meta: entries})
 }
 
 // Write applies w under one hold of the lock, so that a Snapshot sees all
@@ -186,8 +153,20 @@ func (d *data) putMeta(entries []store.Meta) {
 // ignored.
 func (s *Store) Write(ctx context.Context, w store.Write) error {
 	return s.locked(ctx, func(d *data) error {
-		d.save(w.Save)
-		d.putMeta(w.Meta)
+		for _, j := range w.Save {
+			j.Payload = slices.Clone(j.Payload)
+			j.Result = slices.Clone(j.Result)
+			j.History = slices.Clone(j.History)
+			j.After = slices.Clone(j.After)
+			d.jobs[j.Seq] = j
+		}
+		for _, e := range w.Meta {
+			if e.Value == nil {
+				delete(d.meta, e.Key)
+			} else {
+				d.meta[e.Key] = slices.Clone(e.Value)
+			}
+		}
 		for _, q := range w.Delete {
 			delete(d.jobs, q)
 		}
