@@ -26,8 +26,10 @@ type Frame struct {
 	Line []byte
 	// Packet is the binary packet when Text is false. Its Args alias Body.
 	Packet Packet
-	// Body is the freshly allocated packet body; it is never reused by the
-	// Reader, so callers may keep slices of it.
+	// Body is the packet body. It is freshly allocated and never reused
+	// by the Reader, so callers may keep slices of it, unless its command
+	// is borrowed (Reader.Borrow): then it is valid only until the next
+	// call to Next.
 	Body []byte
 	// ArgsOK is false when the body had fewer arguments than the command
 	// requires (or the command is unknown).
@@ -43,6 +45,27 @@ type Reader struct {
 	hdr     [HeaderSize]byte
 	args    [8][]byte
 	line    []byte
+	// borrow has bit c set for each borrowed command c (Borrow); scratch
+	// holds their bodies.
+	borrow  uint64
+	scratch []byte
+}
+
+// maxBorrowed is the largest body read into the Reader's reusable buffer;
+// a larger one is allocated as if its command were not borrowed, so the
+// buffer stays small.
+const maxBorrowed = 1 << 10
+
+// Borrow makes the bodies of cmds (numbered below 64) borrowed: Next reads
+// a body of at most 1 KiB into a buffer it reuses, valid until its next
+// call, instead of allocating it. It is for a caller that keeps no slice
+// of those bodies, and saves an allocation per such packet.
+func (r *Reader) Borrow(cmds ...Command) {
+	for _, c := range cmds {
+		if c < 64 {
+			r.borrow |= 1 << c
+		}
+	}
 }
 
 // NewReader returns a Reader over r with the given read buffer size.
@@ -90,7 +113,16 @@ func (r *Reader) Next(f *Frame) error {
 	if err != nil {
 		return err
 	}
-	body, err := r.readBody(size)
+	var body []byte
+	if c < 64 && r.borrow&(1<<c) != 0 && size > 0 && size <= maxBorrowed {
+		if cap(r.scratch) < size {
+			r.scratch = make([]byte, maxBorrowed)
+		}
+		body = r.scratch[:size:size]
+		_, err = io.ReadFull(r.br, body)
+	} else {
+		body, err = r.readBody(size)
+	}
 	if err != nil {
 		return noEOF(err)
 	}

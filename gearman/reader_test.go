@@ -242,3 +242,40 @@ func TestReaderCapturedClients(t *testing.T) {
 		})
 	}
 }
+
+// TestBorrowedBodies reads borrowed commands into one reused buffer
+// without allocating, and every other body, and any borrowed body over
+// 1 KiB, into a fresh one that later frames leave alone.
+func TestBorrowedBodies(t *testing.T) {
+	large := strings.Repeat("x", 2000)
+	var in []byte
+	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.WorkComplete, []byte("H:1"), []byte("one"))
+	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.SubmitJobBg, []byte("f"), nil, []byte("kept"))
+	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.WorkComplete, []byte("H:2"), []byte(large))
+	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.WorkComplete, []byte("H:3"), []byte("two"))
+	r := gearman.NewReader(bytes.NewReader(in), 4096)
+	r.Borrow(gearman.WorkComplete, gearman.WorkFail)
+	var frames [4]gearman.Frame
+	for i := range frames {
+		require.NoError(t, r.Next(&frames[i]))
+		require.True(t, frames[i].ArgsOK)
+	}
+	// (Args are the Reader's, so earlier frames' bodies are compared.)
+	require.Equal(t, "H:3\x00two", string(frames[0].Body), "the first borrowed body is reused by the last")
+	require.Equal(t, "f\x00\x00kept", string(frames[1].Body), "a body that is not borrowed is not reused")
+	require.Equal(t, "H:2\x00"+large, string(frames[2].Body), "a large body is not reused")
+
+	// Reading a borrowed command allocates nothing.
+	one := gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, []byte("H:1"), []byte("result"))
+	var src bytes.Reader
+	r = gearman.NewReader(&src, 4096)
+	r.Borrow(gearman.WorkComplete)
+	var f gearman.Frame
+	allocs := testing.AllocsPerRun(100, func() {
+		src.Reset(one)
+		if err := r.Next(&f); err != nil || string(f.Packet.Args[1]) != "result" {
+			t.Fatalf("Next: %v, %q", err, f.Packet.Args)
+		}
+	})
+	require.Zero(t, allocs)
+}

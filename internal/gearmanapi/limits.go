@@ -97,6 +97,11 @@ func (c *conn) acquireReader(pre []byte) {
 	pr.src.c = c
 	pr.src.pre = pre
 	pr.r.MaxBody = c.maxBody
+	// Work results are handled before the next frame is read and keep
+	// only their data, which packet copies: their bodies need no
+	// allocation of their own.
+	pr.r.Borrow(gearman.WorkComplete, gearman.WorkException, gearman.WorkFail,
+		gearman.WorkStatus, gearman.WorkData, gearman.WorkWarning)
 	c.rd = pr
 }
 

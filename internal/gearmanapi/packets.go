@@ -90,13 +90,15 @@ func (c *conn) packet(f *gearman.Frame) {
 		c.workResult(ok, func() error { return b.WorkStatus(c.sess, seq, num, den) })
 	case gearman.WorkData, gearman.WorkWarning:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.WorkData(c.sess, seq, p.Args[1], p.Command == gearman.WorkWarning) })
+		c.workResult(ok, func() error {
+			return b.WorkData(c.sess, seq, ownData(p.Args[1]), p.Command == gearman.WorkWarning)
+		})
 	case gearman.WorkComplete:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, p.Args[1]) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, ownData(p.Args[1])) })
 	case gearman.WorkException:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, p.Args[1]) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, ownData(p.Args[1])) })
 	case gearman.WorkFail:
 		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
 		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Fail, nil) })
@@ -311,6 +313,22 @@ func parseUint32(b []byte) (uint32, bool) {
 		i++
 	}
 	return uint32(n), i > 0
+}
+
+// noData is the empty result: no room to grow into, nothing shared.
+var noData = []byte{}
+
+// ownData returns a copy of a work result's data, whose packet body the
+// reader reuses (the broker may keep the data): nil for nil, and noData
+// for empty data, which needs no copy.
+func ownData(b []byte) []byte {
+	switch {
+	case b == nil:
+		return nil
+	case len(b) == 0:
+		return noData
+	}
+	return bytes.Clone(b)
 }
 
 // padWorkArgs accepts a work update that lacks its trailing arguments, as

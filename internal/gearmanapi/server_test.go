@@ -475,3 +475,32 @@ func TestRejectedPacketsKeepAnswerOrder(t *testing.T) {
 	c.Expect(gearman.EchoRes, "after")
 	c.Expect(gearman.EchoRes, "sync")
 }
+
+// TestResultsOfOneWriteStayApart sends two WORK_COMPLETEs in one write:
+// the reader reuses one buffer for work result bodies, so the first
+// job's retained result must not be overwritten by the second's.
+func TestResultsOfOneWriteStayApart(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{Policies: map[string]broker.Policy{"f": {ResultRetention: time.Hour}}}, Config{})
+	c := tb.dial(t)
+	c.submitBg("f", "a", "b")
+	c.expectCreated(0, 1)
+	w := tb.dial(t)
+	w.Send(gearman.CanDo, "f")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.JobAssign, handle(0), "f", "a")
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.JobAssign, handle(1), "f", "b")
+	var out []byte
+	out = gearman.AppendPacket(out, gearman.MagicReq, gearman.WorkComplete, []byte(handle(0)), []byte("first"))
+	out = gearman.AppendPacket(out, gearman.MagicReq, gearman.WorkComplete, []byte(handle(1)), []byte("again"))
+	w.Write(out)
+	w.Send(gearman.GrabJob)
+	w.Expect(gearman.NoJob)
+	for n, want := range []string{"first", "again"} {
+		r, ok, err := tb.b.Result(context.Background(), []byte(handle(n)))
+		require.NoError(t, err)
+		require.True(t, ok, "result of job %d", n)
+		require.Equal(t, want, string(r.Data), "result of job %d", n)
+	}
+}
