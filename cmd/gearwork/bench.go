@@ -32,6 +32,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&cfg.Inflight, "inflight", 64, "requests (`P`) each client connection keeps in flight")
 	fs.IntVar(&cfg.Workers, "workers", 8, "worker connections (`W`) of drain1, drain8 and steady")
 	fs.IntVar(&cfg.Grabs, "grabs", 1, "GRAB_JOB_UNIQ (`G`) each steady worker keeps in flight; at most W×G jobs wait between submit and start")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "steady's submit `rate` in jobs per second over all connections (0: as fast as possible); a paced rate measures what a job costs at moderate load")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "`jobs` submit queues before it measures (the rate with a deep queue)")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", 10000, "connections the idle scenario holds open")
 	fs.DurationVar(&cfg.IdleSettle, "idle-settle", 10*time.Second, "how long idle lets its connections idle before it reads the server's memory")

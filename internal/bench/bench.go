@@ -59,6 +59,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -88,6 +89,10 @@ type Config struct {
 	// Grabs is how many GRAB_JOB_UNIQ each steady worker keeps in flight.
 	// Default 1.
 	Grabs int
+	// Rate, when positive, paces steady's submitters to that many jobs
+	// per second in all (each connection its share, on a fixed schedule).
+	// Default 0: as fast as the server and the workers allow.
+	Rate float64
 	// Backlog is how many jobs submit queues (untimed) before it measures.
 	// Default 0.
 	Backlog int
@@ -171,6 +176,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench: payload must be 8 to %d bytes, not %d", maxPayload, c.Payload)
 	case c.Backlog < 0:
 		return fmt.Errorf("bench: backlog must not be negative, not %d", c.Backlog)
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
+		return fmt.Errorf("bench: rate must be a non-negative number of jobs per second, not %v", c.Rate)
 	case c.PID < 0:
 		return fmt.Errorf("bench: invalid pid %d", c.PID)
 	case c.Timeout <= 0:

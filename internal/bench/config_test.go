@@ -24,6 +24,7 @@ func TestValidate(t *testing.T) {
 		"workers":        {func(c *Config) { c.Workers = -1 }, "workers must be at least 1"},
 		"grabs":          {func(c *Config) { c.Grabs = -1 }, "grabs must be at least 1"},
 		"backlog":        {func(c *Config) { c.Backlog = -1 }, "backlog must not be negative"},
+		"rate":           {func(c *Config) { c.Rate = -5 }, "rate must be a non-negative number"},
 		"idle":           {func(c *Config) { c.IdleConns = -1 }, "idle connections must be at least 1"},
 		"pid":            {func(c *Config) { c.PID = -1 }, "invalid pid"},
 		"timeout":        {func(c *Config) { c.Timeout = -time.Second }, "timeout must be positive"},

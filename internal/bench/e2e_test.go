@@ -98,15 +98,24 @@ func TestScenariosAgainstGearwork(t *testing.T) {
 // flight complete every job once, and the result says how they worked.
 func TestSteadyWithPipelinedGrabs(t *testing.T) {
 	t.Parallel()
+	res := runSteadyWith(t, func(cfg *Config) { cfg.Workers, cfg.Grabs = 3, 4 })
+	require.Equal(t, 3, res.Workers)
+	require.Equal(t, 4, res.Grabs)
+}
+
+// runSteadyWith runs steady, its tiny configuration changed by mod,
+// against a fresh server, checks the result and that no job is left, and
+// returns the result.
+func runSteadyWith(t *testing.T, mod func(*Config)) Result {
+	t.Helper()
 	addr, b := startGearwork(t)
 	cfg := tinyConfig(addr, 0)
-	cfg.Workers, cfg.Grabs = 3, 4
+	mod(&cfg)
 	res, err := Run(t.Context(), cfg, "steady")
 	require.NoError(t, err)
 	checkResult(t, cfg, res)
-	require.Equal(t, 3, res.Workers)
-	require.Equal(t, 4, res.Grabs)
 	require.Equal(t, 0, b.JobCount())
+	return res
 }
 
 func TestBacklogAndNoCleanup(t *testing.T) {
@@ -164,4 +173,15 @@ func TestBeginFuncAfterLoading(t *testing.T) {
 	checkResult(t, cfg, res)
 	require.Equal(t, 1, calls)
 	require.Equal(t, cfg.Jobs, queued)
+}
+
+// TestPacedSteady paces steady's submitters: 200 jobs over 2 connections
+// at 1,000 jobs per second are due over at least 0.199 s, so the run
+// cannot be shorter, and the result says which rate it was paced to.
+func TestPacedSteady(t *testing.T) {
+	t.Parallel()
+	res := runSteadyWith(t, func(cfg *Config) { cfg.Jobs, cfg.Rate = 200, 1000 })
+	require.GreaterOrEqual(t, res.Elapsed, 199*time.Millisecond)
+	require.Equal(t, 1000.0, res.Paced)
+	require.Contains(t, res.Line(), " paced=1000.0 ")
 }

@@ -28,6 +28,9 @@ type Result struct {
 	// Elapsed is the measured time and Rate is Jobs per second of it.
 	Elapsed time.Duration
 	Rate    float64
+	// Paced is the rate steady's submitters were paced to (Config.Rate);
+	// 0 when they were not.
+	Paced float64
 	// LatencyOf says what P50 and P99 measure, such as "submit→start";
 	// empty when the scenario measures no latency.
 	LatencyOf string
@@ -90,6 +93,7 @@ func (r Result) fields() []field {
 		{"backlog", r.Backlog, 0, true},
 		{"seconds", r.Elapsed.Seconds(), 6, true},
 		{"rate", r.Rate, 1, true},
+		{"paced", r.Paced, 1, r.Paced > 0},
 		{"p50_us", us(r.P50), 1, hasLat},
 		{"p99_us", us(r.P99), 1, hasLat},
 		{"rss_bytes", r.RSS, 0, hasProc},
@@ -103,7 +107,8 @@ func (r Result) fields() []field {
 
 // Line returns the result as one line of space-separated key=value pairs,
 // in a fixed order: scenario server jobs payload connections inflight
-// workers grabs backlog seconds rate, then p50_us p99_us when the scenario
+// workers grabs backlog seconds rate, then paced when steady was paced
+// (Config.Rate), p50_us p99_us when the scenario
 // measures latency, rss_bytes cpu_ns_per_job when the server's pid was
 // given, rss_before_bytes rss_bytes_per_job for memory and idle, and
 // settle_seconds rss_file_bytes for idle. Values

@@ -206,9 +206,16 @@ func runSteady(ctx context.Context, r *run) error {
 		}
 	}
 	var submitters []func() error
+	// With a rate, each connection submits its share on a schedule: its
+	// k-th job is due k intervals after the start.
+	var interval time.Duration
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(len(cs)) * float64(time.Second) / cfg.Rate)
+		r.res.Paced = cfg.Rate
+	}
 	for i, c := range cs {
 		n := share(cfg.Jobs, len(cs), i)
-		submitters = append(submitters, func() error { return r.steadySubmit(ctx, c, n, tokens) })
+		submitters = append(submitters, func() error { return r.steadySubmit(ctx, c, n, tokens, interval) })
 	}
 	r.prog.start("steady", cfg.Jobs)
 	err = r.drainQueue(ctx, drainParams{workers: cfg.Workers, grabs: cfg.Grabs, total: cfg.Jobs, measure: true,
@@ -228,13 +235,32 @@ func runSteady(ctx context.Context, r *run) error {
 }
 
 // steadySubmit submits n background jobs carrying their submit time,
-// taking a token for each and keeping at most Inflight unanswered.
-func (r *run) steadySubmit(ctx context.Context, c *conn, n int, tokens chan struct{}) error {
+// taking a token for each and keeping at most Inflight unanswered. With
+// interval > 0 the k-th job is not submitted before k intervals from the
+// start.
+func (r *run) steadySubmit(ctx context.Context, c *conn, n int, tokens chan struct{}, interval time.Duration) error {
 	payload := bytes.Repeat([]byte{'x'}, r.cfg.Payload)
 	timer := time.NewTimer(time.Until(r.deadline))
 	defer timer.Stop()
+	start := time.Now()
 	sent, recv := 0, 0
 	for recv < n {
+		if wait := time.Until(start.Add(time.Duration(sent) * interval)); interval > 0 && sent < n && wait > 0 {
+			if sent > recv {
+				// Read an answer while the next job is not due yet.
+				if _, err := c.expect(gearman.JobCreated); err != nil {
+					return err
+				}
+				recv++
+				continue
+			}
+			if err := c.flush(); err != nil {
+				return err
+			}
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
+		}
 		if sent < n && sent-recv < r.cfg.Inflight {
 			got := false
 			if sent == recv {
@@ -270,6 +296,18 @@ func (r *run) steadySubmit(ctx context.Context, c *conn, n int, tokens chan stru
 		recv++
 	}
 	return nil
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func runForeground(ctx context.Context, r *run, concurrency int) error {
