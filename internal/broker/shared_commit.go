@@ -373,6 +373,9 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 	}
 	waiters := j.x.waiters
 	j.x.waiters = nil
+	if err == nil {
+		err = r.Err // the round was written, this job was not
+	}
 	if err != nil {
 		c.forgetLocked(j)
 		for _, w := range waiters {

@@ -194,6 +194,9 @@ func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		// (deadSharedLocked).
 		j.state = stateGone
 	}
+	if err == nil {
+		err = r.Err // the round was written, this job was not
+	}
 	if err != nil {
 		c.failEarlyLocked(j, err)
 		return

@@ -1010,6 +1010,19 @@ func completeBatchUnderLock(t *testing.T, onComplete broker.Callback) lockedBatc
 	wa, outA := newWorker(a, "wa", "row")
 	last := grab(t, a, wa, outA)
 
+	tx, waiting := lockBatchRow(t, url, id)
+
+	require.NoError(t, a.Finish(wa, last.Seq, broker.Complete, nil))
+	testwait.Until(t, "the completing round to wait for the batch's row", func() bool { return waiting() == 1 })
+	return lockedBatch{url: url, a: a, b: b, id: id, tx: tx, waiting: waiting}
+}
+
+// lockBatchRow locks the row of batch id in a transaction of the test,
+// rolled back when the test ends unless committed, and returns it with
+// the count of the connections that wait for the lock (lockWaiters).
+func lockBatchRow(t *testing.T, url string, id uint64) (pgx.Tx, func() int) {
+	t.Helper()
+	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close(context.Background()) })
@@ -1018,11 +1031,7 @@ func completeBatchUnderLock(t *testing.T, onComplete broker.Callback) lockedBatc
 	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // a no-op once committed
 	_, err = tx.Exec(ctx, `SELECT id FROM gearwork_batches WHERE id = $1 FOR UPDATE`, int64(id))
 	require.NoError(t, err)
-	waiting := lockWaiters(t, conn, tx)
-
-	require.NoError(t, a.Finish(wa, last.Seq, broker.Complete, nil))
-	testwait.Until(t, "the completing round to wait for the batch's row", func() bool { return waiting() == 1 })
-	return lockedBatch{url: url, a: a, b: b, id: id, tx: tx, waiting: waiting}
+	return tx, lockWaiters(t, conn, tx)
 }
 
 // lockWaiters returns a function that counts the connections that wait
@@ -1129,4 +1138,63 @@ func TestSharedCoalescedSubmitIsNotRefusedForAnotherBatch(t *testing.T) {
 	var batch int64
 	pgtest.QueryRow(t, url, `SELECT batch FROM gearwork_jobs WHERE uniq = 'u'`, &batch)
 	require.Zero(t, batch, "the job stored is its own, of no batch")
+}
+
+// A round is written although a job in it that coalesced with another
+// server's job cannot be resolved afterwards (the job it coalesced with
+// finishes as the round commits, and its insert after all fails): only
+// that job's submitter is told the store failed, and every other
+// submitter of the round gets the job its row holds. The round is held
+// back, by the test's lock on a batch's row that an earlier round waits
+// for, until both jobs wait for it.
+func TestSharedRoundWithAnUnresolvedCoalescedJob(t *testing.T) {
+	t.Parallel()
+	url, a, b := openPair(t)
+	wa, outA := newWorker(a, "wa", "victim")
+	require.NoError(t, submit(t, a, a.NewSession("ca", newOutbox()), bgJob("victim", "u", "a")).err)
+	grab(t, a, wa, outA) // a holds it
+	pgtest.Exec(t, url, `CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN DELETE FROM gearwork_jobs WHERE function = 'victim'::bytea; RETURN NULL; END $$;
+		CREATE CONSTRAINT TRIGGER zap AFTER INSERT ON gearwork_jobs DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW WHEN (NEW.function = 'zap'::bytea) EXECUTE FUNCTION zap();
+		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NOT EXISTS (SELECT FROM gearwork_jobs WHERE function = NEW.function) THEN
+				RAISE EXCEPTION 'refused';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON gearwork_jobs
+			FOR EACH ROW WHEN (NEW.function = 'victim'::bytea) EXECUTE FUNCTION refuse();`)
+
+	ctx := context.Background()
+	cb := b.NewSession("cb", newOutbox())
+	id, err := b.CreateBatch(ctx, broker.BatchParams{})
+	require.NoError(t, err)
+	tx, waiting := lockBatchRow(t, url, id)
+	first := submitAsync(b, cb, batchJob("first", id))
+	testwait.Until(t, "b's first round to wait for the batch's row", func() bool { return waiting() == 1 })
+	victim := submitAsync(b, cb, bgJob("victim", "u", "b"))
+	zap := submitAsync(b, cb, bgJob("zap", "", "b"))
+	require.NoError(t, tx.Commit(ctx))
+
+	require.NoError(t, answer(t, first).err)
+	var se *broker.StoreError
+	require.ErrorAs(t, answer(t, victim).err, &se)
+	require.Zero(t, countRowsOf(t, url, "victim"), "the job was not stored")
+	r := answer(t, zap)
+	require.NoError(t, r.err, "the round was written")
+	require.True(t, r.created)
+	var seq uint64
+	pgtest.QueryRow(t, url, `SELECT seq FROM gearwork_jobs WHERE function = 'zap'::bytea`, &seq)
+	require.Equal(t, r.seq, seq, "the submitter has the stored job")
+	require.NoError(t, submit(t, b, cb, bgJob("after", "", "b")).err, "the store is not thought lost")
+}
+
+// countRowsOf counts the stored jobs of function fn.
+func countRowsOf(t *testing.T, url, fn string) int {
+	t.Helper()
+	var n int
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE function = '%s'::bytea`, fn), &n)
+	return n
 }

@@ -92,6 +92,8 @@ type SharedStore interface {
 	// job, the sequence number it got or the one it coalesced with, and
 	// whether this server now holds it, and returns p.Reserve sequence
 	// numbers no server will get again. Durable when it returns, as Save.
+	// An error means nothing was written; a new job that could not be
+	// resolved once the round was written has Inserted.Err instead.
 	//
 	// A new job with After waits in the store, unclaimable, until every
 	// job it names has completed: Commit refuses it (Inserted.Refused)

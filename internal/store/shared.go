@@ -41,6 +41,12 @@ type Inserted struct {
 	// as read under the batch's row lock in the transaction that would
 	// have added the job to it. Seq is 0 then.
 	BatchRefused *BatchRefused
+	// Err, when not nil, says that the job coalesced with a live job
+	// that the round could not return, and that the store, after the
+	// round was written, could neither find that job nor insert this one
+	// (it gave up, or the context ended): the job is not stored. The
+	// round's other jobs are. Seq is 0 then.
+	Err error
 }
 
 // BatchRefused is why a shared store refused a job of a batch: batch

@@ -146,8 +146,8 @@ const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_d
 	WHERE g.seq = u.seq AND g.owner = $5`
 
 // commit writes one round; written reports that its transaction was
-// committed (what follows it, the jobs that coalesced with a job the round
-// could not return, may still have failed).
+// committed. A job that coalesced with a job the round could not return,
+// and that then could not be resolved, has its Inserted.Err set.
 func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) (written bool, err error) {
 	p := cp.Insert
 	out := res.Inserted
@@ -277,14 +277,17 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 		r, err := s.resolveCoalesced(ctx, p, p.Jobs[i], id)
 		if err != nil {
-			return true, err
+			// The round is written: this job alone is not stored.
+			s.log.Warn("postgres: a job that coalesced with a job the round could not return was not stored",
+				slog.String("function", p.Jobs[i].Function), slog.String("error", err.Error()))
+			r = store.Inserted{Err: fmt.Errorf("job %q of %q coalesced with a live job: %w", p.Jobs[i].Unique, p.Jobs[i].Function, err)}
 		}
 		out[i] = r
 	}
 	markRefused(p.Jobs, out, refused)
 	for i, f := range plan.dupOf {
 		if f >= 0 {
-			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused, BatchRefused: out[f].BatchRefused}
+			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused, BatchRefused: out[f].BatchRefused, Err: out[f].Err}
 		}
 	}
 	return true, nil
