@@ -241,16 +241,7 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 		return b.writeAtomic(ctx, w, buf)
 	}
 	var err error
-	forget := buf.forget
-	if b.records != nil && len(forget) > 0 && len(buf.records) > 0 {
-		// A record forgotten because its job lives again (a dead letter
-		// queued again) is forgotten before the job is saved: a store
-		// that finds a job and its record after a crash may keep the
-		// record and drop the job, which had ended.
-		err = b.records.EndJobs(ctx, nil, nil, forget)
-		forget = nil
-	}
-	if err == nil && len(buf.records) > 0 {
+	if len(buf.records) > 0 {
 		buf.records, err = b.tierFillRetries(ctx, buf.records)
 	}
 	if err == nil && len(buf.records) > 0 {
@@ -264,9 +255,9 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	}
 	switch {
 	case err != nil:
-	case b.records != nil && (len(buf.deletes) > 0 || len(buf.recs) > 0 || len(forget) > 0):
+	case b.records != nil && (len(buf.deletes) > 0 || len(buf.recs) > 0 || len(buf.forget) > 0):
 		// A finished job's record and its removal are one write.
-		err = b.records.EndJobs(ctx, buf.deletes, buf.recs, forget)
+		err = b.records.EndJobs(ctx, buf.deletes, buf.recs, buf.forget)
 	case len(buf.deletes) > 0:
 		err = b.store.Delete(ctx, buf.deletes)
 	}

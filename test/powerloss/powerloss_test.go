@@ -119,32 +119,12 @@ type ledger struct {
 	// cut is set just before a power cut: no client hears an answer of
 	// the lifetime after it.
 	cut bool
-	// stored: the jobs a recovery found stored, as the last one found
-	// them.
-	stored map[uint64]storedJob
-}
-
-// storedJob is a job as a recovery found it stored.
-type storedJob struct {
-	unique string
-	// live: queued or waiting for a retry (not a dead letter nor a
-	// retained result).
-	live bool
 }
 
 func newLedger() *ledger {
 	return &ledger{acked: map[string]string{}, completed: map[string]bool{}, failed: map[string]uint64{},
 		retried: map[string]bool{}, purged: map[string]bool{}, purgeAsked: map[string]bool{},
-		toHandle: map[string]map[string]uint64{fnFlaky: {}, fnDoomed: {}}, stored: map[uint64]storedJob{}}
-}
-
-// noteStored adds the jobs a recovery found to stored.
-func (l *ledger) noteStored(jobs []store.Job) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, j := range jobs {
-		l.stored[j.Seq] = storedJob{unique: j.Unique, live: j.State == store.StateQueued || j.State == store.StateRetryWait}
-	}
+		toHandle: map[string]map[string]uint64{fnFlaky: {}, fnDoomed: {}}}
 }
 
 func (l *ledger) askPurge(unique string) {
@@ -238,8 +218,7 @@ func (l *ledger) recovered() recovered {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return recovered{acked: maps.Clone(l.acked), completed: maps.Clone(l.completed),
-		retried: maps.Clone(l.retried), purged: maps.Clone(l.purged), purgeAsked: maps.Clone(l.purgeAsked),
-		stored: maps.Clone(l.stored)}
+		retried: maps.Clone(l.retried), purged: maps.Clone(l.purged), purgeAsked: maps.Clone(l.purgeAsked)}
 }
 
 // recovered is what a reopened store holds, with the ledger it is checked
@@ -258,8 +237,6 @@ type recovered struct {
 	jobs []store.Job
 	// ended: the records of ended jobs in the reopened store.
 	ended []store.Record
-	// stored: the jobs an earlier recovery found stored.
-	stored map[uint64]storedJob
 }
 
 // ledgerCheck returns the violations it finds in one recovery.
@@ -332,25 +309,6 @@ var ledgerChecks = []ledgerCheck{
 		}
 		return out
 	}},
-	// A dead letter or a retained result is written before its record,
-	// in the same round; a crash between the two leaves it without one.
-	{"a job once stored as queued is still stored or has its record: never neither", func(r recovered) []string {
-		have := map[uint64]bool{}
-		for _, j := range r.jobs {
-			have[j.Seq] = true
-		}
-		for _, e := range r.ended {
-			have[e.Seq] = true
-		}
-		var out []string
-		for q, j := range r.stored {
-			if j.live && !have[q] && !r.purgeAsked[j.unique] {
-				out = append(out, fmt.Sprintf("job %s (seq %d) was stored as queued and is now neither stored nor recorded", j.unique, q))
-			}
-		}
-		slices.Sort(out)
-		return out
-	}},
 	{"an acknowledged retry of a dead letter is never taken back", func(r recovered) []string {
 		var out []string
 		for _, j := range r.jobs {
@@ -421,7 +379,6 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 				}
 			}
 		}
-		led.noteStored(rec.jobs)
 		fs = runLifetime(t, st, fs, led, cut, rng)
 		res.cuts++
 	}

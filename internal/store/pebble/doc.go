@@ -9,13 +9,8 @@
 // binary record (see putRecord); the payload is its tail. A marker key
 // records the layout version of the directory, and a store refuses a
 // directory or a record whose version it does not know. The records of
-// jobs that ended are not in Pebble: they are blocks (encodeBlock), one per
-// function and write, appended to segment files in DIR/records
-// (recordseg.go) and found through an index in memory (recordIndex). A
-// record's block is on disk (fdatasynced in SyncAlways mode) before the
-// Pebble write that removes its job; a store that opens to find both keeps
-// the record and removes the job. Records of the earlier layouts (Pebble
-// keys) are moved into a segment when a store opens.
+// jobs that ended are blocks of two keys per function and write
+// (encodeBlock), found through an index in memory (recordIndex).
 //
 // # Durability
 //
@@ -47,9 +42,7 @@
 // store.ErrCorrupt when the data is recognisably damaged. Pebble checksums
 // its log records and blocks; a torn write at the very end of the log (a
 // crash in the middle of a write) is not damage, and the jobs it held were
-// never acknowledged. Each frame of a record segment carries a CRC-32C; a
-// segment is read up to its first frame that is cut short or fails its
-// checksum (a crash in the middle of an append, logged).
+// never acknowledged.
 //
 // API is not stable: this package is internal to Gearwork.
 package pebble

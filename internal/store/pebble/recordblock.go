@@ -10,17 +10,17 @@ import (
 )
 
 // Job records (store.RecordStore) are kept in blocks: the records of one
-// function that one write ends (EndJobs) are one block, a header (each
-// record's Seq, finish time and state: what the memory index,
-// recordIndex, is rebuilt from) and the data (each record's Seq and
-// data), named by the smallest Seq in it. Blocks are frames of the
-// segment files (recordseg.go). An earlier version kept each block as two
-// Pebble keys,
+// function that one write ends (EndJobs) are one block of two keys,
 //
 //	blockHdrPrefix,  uint16 length of the function, function, first Seq (8 bytes)
 //	blockDataPrefix, the same
 //
-// which a store moves into a segment when it opens (migrateBlocks).
+// the header (each record's Seq, finish time and state: what the memory
+// index, recordIndex, is rebuilt from) and the data (each record's Seq
+// and data). A block's key is the smallest Seq in it; a block that loses
+// some of its records is written again under its new smallest Seq. A
+// write of a few dozen records thus costs Pebble two keys, not two per
+// record.
 const (
 	blockHdrPrefix  = 'r'
 	blockDataPrefix = 's'
@@ -55,17 +55,13 @@ func parseBlockKey(k []byte) (string, uint64, bool) {
 	return string(k[3 : 3+n]), binary.BigEndian.Uint64(k[3+n:]), true
 }
 
-// maxBack bounds how far a block's Seqs lie from its first (the index of
-// an earlier version kept the difference in 24 bits; blocks stay within it).
-const maxBack = 1<<24 - 1
-
 // blockMax is the most records in a block, so that reading one record
 // reads a bounded block.
 const blockMax = 512
 
 // splitBlocks cuts recs, in any order (a write's records come in the
 // order their jobs ended), into runs of at most blockMax records whose
-// Seqs lie within maxBack of the smallest. A block keeps
+// Seqs lie within maxBack of the smallest (recEntry's back). A block keeps
 // its records in the order given.
 func splitBlocks(recs []blockRec) [][]blockRec {
 	var out [][]blockRec
@@ -105,52 +101,38 @@ func blockFirst(blk []blockRec) uint64 {
 // and the data is the version byte, then per record uvarint Seq less the
 // first, uvarint length, data.
 func encodeBlock(recs []blockRec) (hdr, data []byte) {
-	return appendHeader(nil, recs), appendData(nil, recs)
-}
-
-// appendHeader appends the header of the block recs to dst.
-func appendHeader(dst []byte, recs []blockRec) []byte {
 	first := blockFirst(recs)
-	var room [4]string
-	states := room[:0]
+	var states []string
 	for _, r := range recs {
 		if !slices.Contains(states, r.state) {
 			states = append(states, r.state)
 		}
 	}
-	dst = slices.Grow(dst, 8+12*len(states)+6*len(recs))
-	dst = append(dst, blockVersion)
-	dst = binary.AppendUvarint(dst, uint64(len(states)))
+	hdr = make([]byte, 0, 8+12*len(states)+6*len(recs))
+	hdr = append(hdr, blockVersion)
+	hdr = binary.AppendUvarint(hdr, uint64(len(states)))
 	for _, s := range states {
-		dst = binary.AppendUvarint(dst, uint64(len(s)))
-		dst = append(dst, s...)
+		hdr = binary.AppendUvarint(hdr, uint64(len(s)))
+		hdr = append(hdr, s...)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(recs)))
-	prev := int64(0)
-	for _, r := range recs {
-		dst = binary.AppendUvarint(dst, r.seq-first)
-		dst = binary.AppendVarint(dst, r.fin-prev)
-		prev = r.fin
-		dst = append(dst, byte(slices.Index(states, r.state)))
-	}
-	return dst
-}
-
-// appendData appends the data of the block recs to dst.
-func appendData(dst []byte, recs []blockRec) []byte {
-	first := blockFirst(recs)
+	hdr = binary.AppendUvarint(hdr, uint64(len(recs)))
 	size := 1
 	for _, r := range recs {
 		size += 8 + len(r.data)
 	}
-	dst = slices.Grow(dst, size)
-	dst = append(dst, blockVersion)
+	data = make([]byte, 0, size)
+	data = append(data, blockVersion)
+	prev := int64(0)
 	for _, r := range recs {
-		dst = binary.AppendUvarint(dst, r.seq-first)
-		dst = binary.AppendUvarint(dst, uint64(len(r.data)))
-		dst = append(dst, r.data...)
+		hdr = binary.AppendUvarint(hdr, r.seq-first)
+		hdr = binary.AppendVarint(hdr, r.fin-prev)
+		prev = r.fin
+		hdr = append(hdr, byte(slices.Index(states, r.state)))
+		data = binary.AppendUvarint(data, r.seq-first)
+		data = binary.AppendUvarint(data, uint64(len(r.data)))
+		data = append(data, r.data...)
 	}
-	return dst
+	return hdr, data
 }
 
 // decodeHeader calls each with every record of the header of the block

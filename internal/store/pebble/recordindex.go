@@ -9,10 +9,9 @@ import (
 
 // recordIndex is the memory side of the job records (Store.EndJobs): per
 // function, where each kept record is (its block) and its place in the
-// listing order, 24 bytes a record outside Go's heap (allocEntries), so
-// that a listing and a lookup read only the blocks they need. It is built at
-// open from the blocks' headers in the segments and kept in step by every
-// write; expiry forgets entries only.
+// listing order, 20 bytes a record outside Go's heap (allocEntries), so
+// that a listing, a lookup and expiry read only the blocks they need. It is built on the first use
+// from the blocks' headers on disk and kept in step by every write.
 type recordIndex struct {
 	// mu guards everything below. It is held across a write of records
 	// and its update of the index, so the index is always what is on
@@ -26,44 +25,30 @@ type recordIndex struct {
 	stateOf map[string]uint8
 }
 
-// recEntry is one kept record in memory, in 24 bytes: its Seq and finish
+// recEntry is one kept record in memory, in 20 bytes: its Seq and finish
 // time as halves (so that the entry aligns on 4 bytes, not 8, and needs
-// no padding), in sb its state (the top 8 bits) and the segment of its
-// block (the low 24), and in off the offset of its block's frame in that
-// segment (recordseg.go).
+// no padding), and in sb its state (the top 8 bits) and its back: Seq
+// minus the first Seq of its block (the block's key), below maxBack.
 type recEntry struct {
-	seqLo, seqHi, finLo, finHi, sb, off uint32
+	seqLo, seqHi, finLo, finHi, sb uint32
 }
 
-// recLoc is where a block is: its segment (the high 32 bits, at most
-// maxSeg) and the offset of its frame (the low 32).
-type recLoc uint64
+// maxBack bounds a record's back (splitBlocks).
+const maxBack = 1<<24 - 1
 
-func mkLoc(seg, off uint32) recLoc { return recLoc(uint64(seg)<<32 | uint64(off)) }
-
-func (l recLoc) seg() uint32 { return uint32(l >> 32) }
-func (l recLoc) off() uint32 { return uint32(l) }
-
-// maxSeg bounds a segment's number.
-const maxSeg = 1<<24 - 1
-
-func mkEntry(seq uint64, fin int64, loc recLoc, state uint8) recEntry {
+func mkEntry(seq uint64, fin int64, back uint32, state uint8) recEntry {
 	return recEntry{seqLo: uint32(seq), seqHi: uint32(seq >> 32), finLo: uint32(fin), finHi: uint32(uint64(fin) >> 32),
-		sb: uint32(state)<<24 | loc.seg()&maxSeg, off: loc.off()}
+		sb: uint32(state)<<24 | back&maxBack}
 }
 
-func (e recEntry) seq() uint64  { return uint64(e.seqHi)<<32 | uint64(e.seqLo) }
-func (e recEntry) fin() int64   { return int64(uint64(e.finHi)<<32 | uint64(e.finLo)) }
-func (e recEntry) state() uint8 { return uint8(e.sb >> 24) }
-func (e recEntry) loc() recLoc  { return mkLoc(e.sb&maxSeg, e.off) }
-func (e recEntry) seg() uint32  { return e.sb & maxSeg }
+func (e recEntry) seq() uint64   { return uint64(e.seqHi)<<32 | uint64(e.seqLo) }
+func (e recEntry) fin() int64    { return int64(uint64(e.finHi)<<32 | uint64(e.finLo)) }
+func (e recEntry) back() uint32  { return e.sb & maxBack }
+func (e recEntry) state() uint8  { return uint8(e.sb >> 24) }
+func (e recEntry) block() uint64 { return e.seq() - uint64(e.back()) }
 
-// withLoc returns e with another place.
-func (e recEntry) withLoc(l recLoc) recEntry {
-	e.sb = e.sb&^maxSeg | l.seg()&maxSeg
-	e.off = l.off()
-	return e
-}
+// withBack returns e with another back.
+func (e recEntry) withBack(back uint32) recEntry { e.sb = e.sb&^maxBack | back&maxBack; return e }
 
 // cmpEntry orders entries by (finished, seq), oldest first.
 func cmpEntry(a, b recEntry) int {
@@ -161,21 +146,6 @@ func (f *fnIndex) move(size int) {
 func (f *fnIndex) release() {
 	freeEntries(f.entries)
 	f.entries, f.head = nil, 0
-}
-
-// keep forgets the entries for which ok is false.
-func (f *fnIndex) keep(ok func(recEntry) bool) {
-	live := f.live()
-	n := 0
-	for _, e := range live {
-		if ok(e) {
-			live[n] = e
-			n++
-		} else {
-			f.count(e.state(), -1)
-		}
-	}
-	f.entries = f.entries[:f.head+n]
 }
 
 // find returns the position in live() of the entry at (fin, seq).

@@ -121,8 +121,6 @@ type Store struct {
 	openFailed chan error
 	// idx finds the kept job records (recordIndex).
 	idx recordIndex
-	// segs holds the blocks of the job records (guarded by idx.mu).
-	segs *segments
 }
 
 // Open opens (creating if needed) the store in dir. It fails with a
@@ -196,15 +194,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
 	if err := s.checkFormat(); err != nil {
-		_ = guard(db.Close)
-		return nil, err
-	}
-	s.segs = newSegments(po.FS, dir)
-	s.idx.mu.Lock()
-	err = s.loadIndexLocked()
-	s.idx.mu.Unlock()
-	if err != nil {
-		_ = s.segs.close()
 		_ = guard(db.Close)
 		return nil, err
 	}
@@ -317,19 +306,16 @@ func fillSave(b *pebbledb.Batch, jobs []store.Job) error {
 // run again, which the at-least-once contract allows, and the next synced
 // write makes it durable anyway.
 func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
-	return s.write(ctx, "deleting %d jobs", len(seqs), false, func(b *pebbledb.Batch) error { return fillDelete(b, seqs) })
-}
-
-// fillDelete adds the deletes of the jobs seqs to b.
-func fillDelete(b *pebbledb.Batch, seqs []uint64) error {
-	for _, q := range seqs {
-		op := b.DeleteDeferred(jobKeyLen)
-		putJobKey(op.Key, q)
-		if err := op.Finish(); err != nil {
-			return err
+	return s.write(ctx, "deleting %d jobs", len(seqs), false, func(b *pebbledb.Batch) error {
+		for _, q := range seqs {
+			op := b.DeleteDeferred(jobKeyLen)
+			putJobKey(op.Key, q)
+			if err := op.Finish(); err != nil {
+				return err
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // write is the frame of Save, Delete and PutMeta: it begins a write (see
@@ -518,9 +504,7 @@ func (s *Store) syncLoop() {
 		if err := s.begin(context.Background(), true); err != nil {
 			continue
 		}
-		if s.syncSegments() == nil {
-			_ = s.syncWAL()
-		}
+		_ = s.syncWAL()
 		s.mu.RUnlock()
 	}
 }
@@ -544,19 +528,6 @@ func (s *Store) Sync(ctx context.Context) error {
 	return nil
 }
 
-// syncSegments fsyncs the job records appended so far: before the log, so
-// that no removal of a job reaches the disk before its record. The caller
-// holds mu shared.
-func (s *Store) syncSegments() error {
-	s.idx.mu.Lock()
-	err := s.segs.sync()
-	s.idx.mu.Unlock()
-	if err != nil {
-		s.fail(err)
-	}
-	return err
-}
-
 // syncWAL fsyncs everything written so far. The caller holds mu shared.
 func (s *Store) syncWAL() error {
 	err := guard(func() error { return s.db.LogData(nil, pebbledb.Sync) })
@@ -578,16 +549,11 @@ func (s *Store) Close() error {
 		close(s.stopSync)
 		s.syncerWG.Wait()
 		if s.mode != SyncAlways && s.failed.Load() == nil {
-			if err = s.syncSegments(); err == nil {
-				err = s.syncWAL()
-			}
+			err = s.syncWAL()
 		}
 		cerr := guard(s.db.Close)
 		s.idx.mu.Lock()
 		s.idx.reset() // its memory is not the collector's
-		if serr := s.segs.close(); serr != nil && s.failed.Load() == nil {
-			cerr = errors.Join(cerr, serr)
-		}
 		s.idx.mu.Unlock()
 		if cerr != nil && s.failed.Load() == nil {
 			err = errors.Join(err, cerr)
