@@ -5,9 +5,12 @@
 // Gearman::Client and Gearman::Worker, the Node libraries abraxas and
 // node-gearman, and the client tests of the Go libraries
 // github.com/appscode/g2 and github.com/mikespook/gearman-go
-// (TestG2ClientSuite and the suites beside it). Where it makes sense the same
-// checks also run against Debian's C gearmand, so that every difference
-// between the two servers is visible in the test output and written down in
+// (TestG2ClientSuite and the suites beside it). Gearwork's own lifecycle
+// features (a configuration file's retry policies and cron schedule, dead
+// letters, retained results, ordering) are driven the same way, and checked
+// to survive a SIGKILL. Where it makes sense the same checks also run
+// against Debian's C gearmand, so that every difference between the two
+// servers is visible in the test output and written down in
 // docs/protocol.md.
 //
 // # Requirements

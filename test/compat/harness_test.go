@@ -349,7 +349,7 @@ func isListCommand(command string) bool {
 		return false
 	}
 	switch f[0] {
-	case "status", "prioritystatus", "workers", "deadletters":
+	case "status", "prioritystatus", "workers", "deadletters", "job":
 		return true
 	case "show":
 		return true

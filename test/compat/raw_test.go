@@ -55,20 +55,42 @@ func (c *rawConn) grab() (handle, fn, unique, payload string) {
 func (c *rawConn) grabWhenReady() (handle, fn, unique, payload string) {
 	c.T.Helper()
 	deadline := time.Now().Add(waitTimeout)
+	a := c.grabUntil(func() {
+		if time.Now().After(deadline) {
+			c.T.Fatal("no job became available")
+		}
+		time.Sleep(5 * time.Millisecond)
+	})
+	return a[0], a[1], a[2], a[3]
+}
+
+// grabAfterSleep sends GRAB_JOB_UNIQ until a job is assigned and returns
+// its handle, function, unique and payload; while there is none it sleeps
+// (PRE_SLEEP) until the server wakes it with NOOP, so a job that becomes
+// runnable later must wake the worker.
+func (c *rawConn) grabAfterSleep() []string {
+	c.T.Helper()
+	return c.grabUntil(func() {
+		c.Send(gearman.PreSleep)
+		c.Expect(gearman.Noop)
+	})
+}
+
+// grabUntil sends GRAB_JOB_UNIQ, calling wait after each NO_JOB, until a
+// JOB_ASSIGN_UNIQ comes, whose arguments it returns.
+func (c *rawConn) grabUntil(wait func()) []string {
+	c.T.Helper()
 	for {
 		c.Send(gearman.GrabJobUniq)
 		p, raw := c.Next()
 		switch p.Command {
 		case gearman.JobAssignUniq:
-			return string(p.Args[0]), string(p.Args[1]), string(p.Args[2]), string(p.Args[3])
+			return []string{string(p.Args[0]), string(p.Args[1]), string(p.Args[2]), string(p.Args[3])}
 		case gearman.NoJob:
 		default:
 			c.T.Fatalf("unexpected answer to GRAB_JOB_UNIQ: %s", wire.Readable(raw))
 		}
-		if time.Now().After(deadline) {
-			c.T.Fatal("no job became available")
-		}
-		time.Sleep(5 * time.Millisecond)
+		wait()
 	}
 }
 
