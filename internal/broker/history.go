@@ -569,7 +569,9 @@ func nonNilBytes(b []byte) []byte {
 // ForgetRecord forgets the kept record of job seq, which ended. It reports
 // false when none is kept (the job lives, never existed, or its record
 // expired). A dead letter or retained result of the job stays: purge
-// those on their own. Safe for concurrent use.
+// those on their own. A record only the store holds is read with ctx,
+// and deleted with a context that ctx's end does not cancel. Safe for
+// concurrent use.
 func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 	if b.records != nil {
 		b.mu.Lock()
@@ -586,7 +588,9 @@ func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 		if _, err := b.records.Record(ctx, seq); err != nil {
 			return false
 		}
-		if err := b.records.EndJobs(ctx, nil, nil, []uint64{seq}); err != nil {
+		// The delete goes on if the caller goes away (an HTTP client
+		// that hangs up): the record was found and is being forgotten.
+		if err := b.records.EndJobs(context.WithoutCancel(ctx), nil, nil, []uint64{seq}); err != nil {
 			b.log.Warn("broker: cannot forget a job record", "seq", seq, "error", err.Error())
 			return false
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/clocktest"
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/store/storetest"
@@ -1197,4 +1198,40 @@ func countRowsOf(t *testing.T, url, fn string) int {
 	var n int
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_jobs WHERE function = '%s'::bytea`, fn), &n)
 	return n
+}
+
+// hangUpAfterRead is a shared store whose record reads end the caller's
+// context once they have read: a client that hangs up after the lookup.
+type hangUpAfterRead struct {
+	*postgres.Store
+	cancel context.CancelFunc
+}
+
+func (h hangUpAfterRead) Record(ctx context.Context, seq uint64) (store.Record, error) {
+	r, err := h.Store.Record(ctx, seq)
+	h.cancel()
+	return r, err
+}
+
+// A record that only the store holds, forgotten by a caller that goes
+// away once it was found (an HTTP client that hangs up), is deleted all
+// the same: the delete does not take the caller's context.
+func TestSharedForgetRecordOutlivesItsCaller(t *testing.T) {
+	t.Parallel()
+	url, _, _, seq := recordOnOneServer(t, "", nil)
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "forget", Logger: quiet})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := broker.New(broker.Config{Shared: hangUpAfterRead{st, cancel}, HandlePrefix: "H:forget:", Logger: quiet})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(func() {
+		b.Stop()
+		_ = st.Close()
+	})
+
+	require.True(t, b.ForgetRecord(ctx, seq))
+	require.Error(t, ctx.Err(), "the caller went away")
+	_, err = st.Record(context.Background(), seq)
+	require.ErrorIs(t, err, store.ErrNotFound, "the record is gone")
 }
