@@ -24,10 +24,7 @@ type Syncer interface {
 // committed before the call returns), it returns at once. After Stop it
 // returns ErrStopped.
 func (b *Broker) Durable(ctx context.Context) error {
-	if b.store == nil {
-		return nil
-	}
-	if _, ok := b.mode.(localMode); !ok {
+	if b.store == nil || b.mode.committedAtOnce() {
 		return nil
 	}
 	done := make(chan error, 1)
