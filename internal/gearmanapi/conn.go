@@ -160,7 +160,7 @@ func (c *conn) run(ctx context.Context) {
 // stack starts small) or ends.
 func (c *conn) wake(ctx context.Context) {
 	for {
-		n, err := c.nc.Read(c.small[:])
+		n, err := c.read(c.small[:])
 		if n > 0 {
 			c.frameBegins()
 			if c.small[0] == 0 {
@@ -399,7 +399,7 @@ func (c *conn) flushLocked() bool {
 		c.spare = nil
 		c.mu.Unlock()
 		c.writeStart.Store(max(c.srv.now.Load(), 1))
-		_, err := c.nc.Write(buf)
+		err := c.writeAll(buf)
 		c.writeStart.Store(0)
 		c.mu.Lock()
 		if cap(buf) <= 1<<20 {
@@ -414,6 +414,21 @@ func (c *conn) flushLocked() bool {
 	c.flushing = false
 	c.flushed.Broadcast()
 	return !c.dead
+}
+
+// writeAll writes b, waiting while the socket buffer is full: on a plain
+// socket first with one attempt through sysWrite, which writes it all
+// unless the peer is slow to read.
+func (c *conn) writeAll(b []byte) error {
+	if c.raw != nil {
+		n, err := c.tryWrite(b)
+		if err != nil || n == len(b) {
+			return err
+		}
+		b = b[n:]
+	}
+	_, err := c.nc.Write(b)
+	return err
 }
 
 // flushAndClose writes what is still queued for the peer (waiting for a

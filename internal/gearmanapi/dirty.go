@@ -1,7 +1,8 @@
 package gearmanapi
 
 import (
-	"errors"
+	"io"
+	"os"
 	"syscall"
 )
 
@@ -85,20 +86,48 @@ func (c *conn) flushNow() {
 func (c *conn) tryWrite(b []byte) (int, error) {
 	var (
 		n    int
-		werr error
+		werr syscall.Errno
 	)
 	err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), b)
+		n, werr = sysWrite(fd, b)
 		return true
 	})
 	if err != nil {
 		return 0, err
 	}
-	if n < 0 {
-		n = 0
+	if werr != 0 && werr != syscall.EAGAIN && werr != syscall.EINTR {
+		return n, os.NewSyscallError("write", werr)
 	}
-	if werr != nil && !errors.Is(werr, syscall.EAGAIN) && !errors.Is(werr, syscall.EINTR) {
-		return n, werr
+	return n, nil
+}
+
+// read reads from the connection like its Read, but on a plain socket
+// through sysRead: the read is tried first, and only when it finds
+// nothing does the goroutine wait for the socket to become readable (or
+// its read deadline to pass).
+func (c *conn) read(p []byte) (int, error) {
+	if c.raw == nil {
+		return c.nc.Read(p)
+	}
+	var (
+		n    int
+		rerr syscall.Errno
+	)
+	err := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = sysRead(fd, p)
+			if rerr != syscall.EINTR {
+				return rerr != syscall.EAGAIN
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr != 0:
+		return 0, os.NewSyscallError("read", rerr)
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
 	}
 	return n, nil
 }

@@ -76,7 +76,7 @@ func (s *connSource) Read(p []byte) (int, error) {
 // readConn reads from the network for the frame reader. Called by the
 // reader goroutine only.
 func (c *conn) readConn(p []byte) (int, error) {
-	n, err := c.nc.Read(p)
+	n, err := c.read(p)
 	if c.waiting {
 		if n > 0 {
 			c.frameBegins()
