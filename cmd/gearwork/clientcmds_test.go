@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -134,25 +133,7 @@ esac`
 	cmd := exec.Command(bin, "work", "--servers="+srv.Addr(), "--concurrency=2", "--client-id=cli-worker",
 		"shout", "--", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "DIR="+dir)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	logLines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			select {
-			case logLines <- sc.Text():
-			default:
-			}
-		}
-		close(logLines)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-	})
+	logLines, exited := startLogged(t, cmd)
 
 	c := gearmantest.NewClient(t, srv.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

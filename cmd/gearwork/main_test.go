@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -84,4 +85,30 @@ func cliWorker(t *testing.T, addr, clientID string, fns map[string]worker.Handle
 		w.Handle(name, f)
 	}
 	require.NoError(t, w.Start(context.Background()))
+}
+
+// startLogged starts cmd and sends each line it writes to stderr to lines,
+// which holds up to 256 unread ones (more are dropped) and is closed when
+// the process closes its stderr; exited then receives cmd.Wait's result.
+// The process is killed (by its pid) when the test ends.
+func startLogged(t *testing.T, cmd *exec.Cmd) (lines <-chan string, exited <-chan error) {
+	t.Helper()
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	out := make(chan string, 256)
+	done := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case out <- sc.Text():
+			default:
+			}
+		}
+		close(out)
+		done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return out, done
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"net"
 	"os"
@@ -60,18 +59,7 @@ func TestServiceManagerNotifyAndReload(t *testing.T) {
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--store", "memory:",
 		"--tls-cert", certFile, "--tls-key", keyFile)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines, exited := startLogged(t, cmd)
 
 	ready := next("READY")
 	require.True(t, strings.HasPrefix(ready, "READY=1\nSTATUS=serving 127.0.0.1:"), ready)
@@ -108,7 +96,7 @@ func TestServiceManagerNotifyAndReload(t *testing.T) {
 	for l := range lines {
 		log.WriteString(l + "\n")
 	}
-	require.NoError(t, cmd.Wait())
+	require.NoError(t, <-exited)
 	require.Contains(t, log.String(), `msg="serve: SIGHUP: certificate reloaded" port=gearman`)
 	require.Contains(t, log.String(), `msg="serve: SIGHUP: certificate reloaded" port=http`)
 }
