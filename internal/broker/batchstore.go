@@ -50,8 +50,8 @@ func (b *Broker) writeAtomic(ctx context.Context, w store.Writer, buf *commitBuf
 			return err
 		}
 	}
-	if len(buf.snaps) > 0 {
-		b.encodeRecords(buf)
+	if len(buf.recPtrs) > 0 {
+		b.encodeRecords(ctx, buf, true)
 	}
 	err = w.Write(ctx, store.Write{Save: buf.records, Meta: buf.meta, Delete: buf.deletes,
 		ForgetRecords: buf.forget, Records: buf.recs})

@@ -140,12 +140,9 @@ type commitBuffers struct {
 	// recsBegan is when the last round that wrote records began
 	// (paceRecords).
 	recsBegan time.Time
-	snaps     []JobSnapshot
-	// attempts holds the History of snaps.
-	attempts []store.Attempt
-	recPtrs  []*histRec
-	recSeqs  []uint64
-	forget   []uint64
+	recPtrs   []*histRec
+	recSeqs   []uint64
+	forget    []uint64
 	// atomic is set when the batch changes batches of jobs: it is written
 	// in one write (writeAtomic).
 	atomic bool
@@ -156,7 +153,7 @@ type commitBuffers struct {
 }
 
 func (c *commitBuffers) empty() bool {
-	return len(c.records) == 0 && len(c.deletes) == 0 && len(c.meta) == 0 && len(c.snaps) == 0 && len(c.forget) == 0
+	return len(c.records) == 0 && len(c.deletes) == 0 && len(c.meta) == 0 && len(c.recPtrs) == 0 && len(c.forget) == 0
 }
 
 // commitOnce writes one batch. It reports whether more work is waiting.
@@ -172,10 +169,9 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 		return more
 	}
 	began := time.Now()
-	if len(buf.snaps) > 0 {
+	if len(buf.recPtrs) > 0 {
 		buf.recsBegan = began
 	}
-	b.tierFillRecords(ctx, buf.snaps)
 	err := b.writeBatch(ctx, buf)
 	defer func() {
 		answerBarriers(buf.barriers, err)
@@ -250,8 +246,8 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 	if err == nil && len(buf.meta) > 0 {
 		err = b.putMeta(ctx, buf.meta)
 	}
-	if len(buf.snaps) > 0 {
-		b.encodeRecords(buf)
+	if len(buf.recPtrs) > 0 {
+		b.encodeRecords(ctx, buf, true)
 	}
 	switch {
 	case err != nil:

@@ -82,7 +82,7 @@ type histRec struct {
 	// payloadWhole: payload is the whole payload (retryable records).
 	payloadWhole bool
 	// payloadOnDisk: the job's payload was on disk only (tiering) when it
-	// ended; the committer reads it back for the record (tierFillRecords).
+	// ended; the committer reads it back for the record (tierFillRecord).
 	payloadOnDisk bool
 	// writing: the committer is writing the record to the store.
 	writing bool
@@ -172,6 +172,22 @@ type historyState struct {
 	bySeq seqIndex[histRec]
 	fns   map[string]*fnHistory
 	order uint64
+	// free are records the committer wrote, cleared, for new records to
+	// reuse (reuseRec): with a store that keeps records, a record lives
+	// only until its round is written.
+	free []*histRec
+}
+
+// reuseRec returns a cleared record to reuse, or nil.
+func (h *historyState) reuseRec() *histRec {
+	n := len(h.free)
+	if n == 0 {
+		return nil
+	}
+	r := h.free[n-1]
+	h.free[n-1] = nil
+	h.free = h.free[:n-1]
+	return r
 }
 
 // historyLimitsOf returns the history limits (Policy.historyLimits) of the
@@ -261,6 +277,9 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		r = b.takeOldestLocked(fh)
 	}
 	if r == nil {
+		r = h.reuseRec()
+	}
+	if r == nil {
 		r = fh.newRec()
 	}
 	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(j.payloadSize(), 1<<32-1)),
@@ -274,7 +293,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		// Kept whole, so that RetryJob can submit it again. (A payload
 		// on disk only, tiered out, is read back by the committer when
 		// it writes the record to a store that keeps records,
-		// tierFillRecords; until then, or without such a store, the
+		// tierFillRecord; until then, or without such a store, the
 		// record says only its size, and RetryJob refuses it.)
 		r.payload, r.payloadWhole = j.payload, true
 	}
@@ -362,7 +381,7 @@ func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
 
 // popOldestLocked forgets the oldest record of fh, if any.
 func (b *Broker) popOldestLocked(fh *fnHistory) {
-	if r := b.takeOldestLocked(fh); r != nil {
+	if r := b.takeOldestLocked(fh); r != nil && !r.writing {
 		*r = histRec{} // its slab may outlive it: let go of what it holds
 	}
 }
@@ -414,7 +433,11 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 		fh.recs = slices.Delete(fh.recs, fh.head+i, fh.head+i+1)
 	}
 	fh.counts[r.state]--
-	*r = histRec{}
+	if !r.writing {
+		// (The committer reads a record it writes without the lock:
+		// settleRecordsLocked clears that one.)
+		*r = histRec{}
+	}
 }
 
 // ExpireHistory forgets the job records older than their function's
@@ -517,14 +540,7 @@ func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store
 		}
 	}
 	if len(attempts) == at && r.ran {
-		a := store.Attempt{Start: r.started, End: r.finished, Outcome: runOutcome(r.state), Worker: r.worker}
-		if r.x != nil && r.x.outcome != "" {
-			a.Outcome = r.x.outcome
-		}
-		if r.state != finalComplete {
-			a.Error = r.lastErr
-		}
-		attempts = append(attempts, a)
+		attempts = append(attempts, r.madeUpAttempt())
 	}
 	if len(attempts) > at {
 		// Capped, so that a later append to attempts never writes into
@@ -538,6 +554,52 @@ func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store
 		s.Started = time.Unix(0, r.started)
 	}
 	return attempts
+}
+
+// appendRecord appends the stored form of the record to b, as
+// appendSnapshot of its snapshot would, without making the snapshot.
+func (r *histRec) appendRecord(b []byte) []byte {
+	f := recordFields{unique: r.unique, lastErr: r.lastErr, payload: r.payload, background: true,
+		truncated: r.truncated, whole: r.payloadWhole, priority: r.priority, retries: r.retries,
+		attempts: r.nAttempts, payloadSize: int(r.payloadLen), submitted: r.submitted, started: r.started}
+	if r.payloadWhole {
+		f.payload = nonNilBytes(r.payload)
+	}
+	if r.hasResult {
+		f.result = r.result
+	}
+	var made [1]store.Attempt
+	if x := r.x; x != nil {
+		f.background, f.history = !x.foreground, x.attempts
+		f.maxAttempts, f.orderKey, f.cancelledBy, f.cancelledAt = int(x.maxAttempts), x.orderKey, x.cancelledBy, x.cancelledAt
+		f.retryOf, f.batch = x.retryOf, x.batch
+	}
+	if len(f.history) == 0 && r.ran {
+		made[0] = r.madeUpAttempt()
+		f.history = made[:]
+	}
+	return appendRecordFields(b, &f)
+}
+
+// madeUpAttempt is the attempt of a record that ran once without
+// lifecycle state (ran).
+func (r *histRec) madeUpAttempt() store.Attempt {
+	a := store.Attempt{Start: r.started, End: r.finished, Outcome: runOutcome(r.state), Worker: r.worker}
+	if r.x != nil && r.x.outcome != "" {
+		a.Outcome = r.x.outcome
+	}
+	if r.state != finalComplete {
+		a.Error = r.lastErr
+	}
+	return a
+}
+
+// batchOf is the batch of the record's job (0: none).
+func (r *histRec) batchOf() uint64 {
+	if r.x == nil {
+		return 0
+	}
+	return r.x.batch
 }
 
 // historyLocked returns the record of a job that ended, if kept.

@@ -38,11 +38,50 @@ func encodeSnapshot(s *JobSnapshot) []byte {
 
 // appendSnapshot appends the stored form of s to b.
 func appendSnapshot(b []byte, s *JobSnapshot) []byte {
+	payload := s.PayloadPreview
+	if s.Payload != nil {
+		payload = s.Payload
+	}
+	return appendRecordFields(b, &recordFields{unique: s.Unique, lastErr: s.LastError, orderKey: s.OrderingKey,
+		cancelledBy: s.CancelledBy, result: s.Result, payload: payload, history: s.History,
+		background: s.Background, truncated: s.ResultTruncated, whole: s.Payload != nil,
+		priority: s.Priority, retries: s.Retries, attempts: s.Attempts, maxAttempts: s.MaxAttempts,
+		payloadSize: s.PayloadSize, cancelledAt: unixNanos(s.CancelledAt), submitted: unixNanos(s.Submitted),
+		started: unixNanos(s.Started), retryOf: s.RetryOf, batch: s.Batch})
+}
+
+// unixNanos is t in nanoseconds since the epoch, 0 for the zero time.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// recordFields are the fields of the stored form of a record, read from a
+// JobSnapshot (appendSnapshot) or straight from a histRec (appendRecord)
+// without copying what they point to.
+type recordFields struct {
+	unique, lastErr, orderKey, cancelledBy string
+	// result is nil when the record has none; payload is the whole
+	// payload when whole, its preview otherwise.
+	result, payload                 []byte
+	history                         []store.Attempt
+	background, truncated, whole    bool
+	priority                        Priority
+	retries, attempts               uint32
+	maxAttempts, payloadSize        int
+	cancelledAt, submitted, started int64
+	retryOf, batch                  uint64
+}
+
+// appendRecordFields appends the stored form of f to b.
+func appendRecordFields(b []byte, f *recordFields) []byte {
 	version := byte(recordCodecV1)
 	switch {
-	case s.Batch != 0:
+	case f.batch != 0:
 		version = recordCodecV3
-	case s.RetryOf != 0:
+	case f.retryOf != 0:
 		version = recordCodecV2
 	}
 	b = append(b, version)
@@ -55,43 +94,33 @@ func appendSnapshot(b []byte, s *JobSnapshot) []byte {
 		b = binary.AppendUvarint(b, uint64(len(v))+1)
 		b = append(b, v...)
 	}
-	tm := func(t time.Time) {
-		if t.IsZero() {
-			b = binary.AppendVarint(b, 0)
-			return
-		}
-		b = binary.AppendVarint(b, t.UnixNano())
-	}
 	var flags uint64
-	for _, f := range []struct {
-		set  bool
-		flag uint64
-	}{{s.Background, recordBackground}, {s.ResultTruncated, recordResultTruncated}, {s.Payload != nil, recordPayloadWhole}} {
-		if f.set {
-			flags |= f.flag
-		}
+	if f.background {
+		flags |= recordBackground
+	}
+	if f.truncated {
+		flags |= recordResultTruncated
+	}
+	if f.whole {
+		flags |= recordPayloadWhole
 	}
 	b = binary.AppendUvarint(b, flags)
-	str(s.Unique)
-	b = binary.AppendUvarint(b, uint64(s.Priority))
-	b = binary.AppendUvarint(b, uint64(s.Retries))
-	b = binary.AppendUvarint(b, uint64(s.Attempts))
-	b = binary.AppendVarint(b, int64(s.MaxAttempts))
-	str(s.LastError)
-	str(s.OrderingKey)
-	byt(s.Result)
-	if s.Payload != nil {
-		byt(s.Payload)
-	} else {
-		byt(s.PayloadPreview)
-	}
-	b = binary.AppendUvarint(b, uint64(s.PayloadSize))
-	str(s.CancelledBy)
-	tm(s.CancelledAt)
-	tm(s.Submitted)
-	tm(s.Started)
-	b = binary.AppendUvarint(b, uint64(len(s.History)))
-	for _, a := range s.History {
+	str(f.unique)
+	b = binary.AppendUvarint(b, uint64(f.priority))
+	b = binary.AppendUvarint(b, uint64(f.retries))
+	b = binary.AppendUvarint(b, uint64(f.attempts))
+	b = binary.AppendVarint(b, int64(f.maxAttempts))
+	str(f.lastErr)
+	str(f.orderKey)
+	byt(f.result)
+	byt(f.payload)
+	b = binary.AppendUvarint(b, uint64(f.payloadSize))
+	str(f.cancelledBy)
+	b = binary.AppendVarint(b, f.cancelledAt)
+	b = binary.AppendVarint(b, f.submitted)
+	b = binary.AppendVarint(b, f.started)
+	b = binary.AppendUvarint(b, uint64(len(f.history)))
+	for _, a := range f.history {
 		b = binary.AppendVarint(b, a.Start)
 		b = binary.AppendVarint(b, a.End)
 		str(a.Outcome)
@@ -99,10 +128,10 @@ func appendSnapshot(b []byte, s *JobSnapshot) []byte {
 		str(a.Worker)
 	}
 	if version >= recordCodecV2 {
-		b = binary.AppendUvarint(b, s.RetryOf)
+		b = binary.AppendUvarint(b, f.retryOf)
 	}
 	if version >= recordCodecV3 {
-		b = binary.AppendUvarint(b, s.Batch)
+		b = binary.AppendUvarint(b, f.batch)
 	}
 	return b
 }

@@ -62,3 +62,28 @@ func TestRecordCodecRoundTrip(t *testing.T) {
 	require.NoError(t, decodeSnapshot(js, &got))
 	require.Equal(t, full.LastError, got.LastError)
 }
+
+// A record encoded straight from its memory copy (appendRecord, as the
+// committer writes it) is byte for byte the encoding of its snapshot.
+func TestRecordEncodedAsItsSnapshot(t *testing.T) {
+	t.Parallel()
+	fh := &fnHistory{name: "fn"}
+	attempts := []store.Attempt{{Start: 1, End: 2, Outcome: "failed", Error: "e", Worker: "w"}, {Start: 3, End: 4, Outcome: "complete"}}
+	recs := []histRec{
+		{seq: 1, fn: fh, finished: 10},
+		{seq: 2, fn: fh, unique: "u", payload: []byte("p"), payloadLen: 300, submitted: 5, started: 6, finished: 7,
+			retries: 1, nAttempts: 2, priority: High, state: finalComplete, ran: true, worker: "w1", hasResult: true, result: []byte{}},
+		{seq: 3, fn: fh, state: finalFailed, lastErr: "boom", ran: true, worker: "w2", started: 8, finished: 9,
+			payloadWhole: true, x: &histExtra{outcome: "takeback", foreground: true}},
+		{seq: 4, fn: fh, state: finalDead, payloadWhole: true, payload: []byte("whole"), hasResult: true,
+			result: []byte("r"), truncated: true, x: &histExtra{attempts: attempts, maxAttempts: -1, orderKey: "k", retryOf: 2}},
+		{seq: 5, fn: fh, state: finalCancelled, x: &histExtra{cancelledBy: "admin", cancelledAt: 11, batch: 9, retryOf: 3}},
+		{seq: 6, fn: fh, state: finalException, ran: true, lastErr: "x", x: &histExtra{batch: 1}},
+	}
+	for i := range recs {
+		r := &recs[i]
+		s := r.snapshot()
+		require.Equal(t, appendSnapshot(nil, &s), r.appendRecord(nil), "record %d", r.seq)
+		require.Equal(t, s.Batch, r.batchOf(), "record %d", r.seq)
+	}
+}

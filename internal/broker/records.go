@@ -64,21 +64,18 @@ func (b *Broker) forgetStoredLocked(seq uint64) {
 // takeRecordsLocked moves at most CommitBatch of the records waiting for
 // the committer, and the forgets, into buf, and reports whether more
 // records wait. The records are encoded later, without the lock
-// (encodeRecords).
+// (encodeRecords): a record being written does not change until
+// settleRecordsLocked (one dropped meanwhile is cleared there).
 func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	buf.recs = buf.recs[:0]
 	buf.recPtrs = buf.recPtrs[:0]
 	buf.recSeqs = buf.recSeqs[:0]
-	buf.snaps = buf.snaps[:0]
-	buf.attempts = buf.attempts[:0]
 	n := min(len(b.pendingRecs), b.cfg.CommitBatch)
 	for _, r := range b.pendingRecs[:n] {
 		if r.fn == nil || b.hist.bySeq.get(r.seq) != r {
 			continue // dropped before it was written
 		}
 		r.writing = true
-		buf.snaps = append(buf.snaps, JobSnapshot{})
-		buf.attempts = r.snapshotInto(&buf.snaps[len(buf.snaps)-1], buf.attempts)
 		buf.recPtrs = append(buf.recPtrs, r)
 		buf.recSeqs = append(buf.recSeqs, r.seq)
 	}
@@ -90,20 +87,27 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	return rest > 0
 }
 
-// encodeRecords encodes the records taken into buf.recs, their data one
-// after another in buf.recData, which the next batch reuses (the store
-// keeps nothing of a write's records once it returns).
-func (b *Broker) encodeRecords(buf *commitBuffers) {
+// encodeRecords encodes the records taken (buf.recPtrs) into buf.recs,
+// their data one after another in buf.recData, which the next batch
+// reuses (the store keeps nothing of a write's records once it returns).
+// Each is encoded straight from its memory copy, except that, with fill,
+// the record of a job whose payload was on disk only gets it read back
+// first (tierFillRecord).
+func (b *Broker) encodeRecords(ctx context.Context, buf *commitBuffers, fill bool) {
 	buf.recData = buf.recData[:0]
-	for i := range buf.snaps {
-		s := &buf.snaps[i]
+	for _, r := range buf.recPtrs {
 		start := len(buf.recData)
-		buf.recData = appendSnapshot(buf.recData, s)
+		if fill && r.payloadOnDisk && b.tier.reader != nil {
+			s := r.snapshot()
+			b.tierFillRecord(ctx, &s)
+			buf.recData = appendSnapshot(buf.recData, &s)
+		} else {
+			buf.recData = r.appendRecord(buf.recData)
+		}
 		end := len(buf.recData)
-		buf.recs = append(buf.recs, store.Record{Seq: s.Seq, Function: s.Function, State: s.State,
-			Finished: s.Finished.UnixNano(), Batch: s.Batch, Data: buf.recData[start:end:end]})
+		buf.recs = append(buf.recs, store.Record{Seq: r.seq, Function: r.fn.name, State: r.state.String(),
+			Finished: r.finished, Batch: r.batchOf(), Data: buf.recData[start:end:end]})
 	}
-	clear(buf.snaps)
 }
 
 // takeSharedRecordsLocked is takeRecordsLocked for the shared committer,
@@ -111,7 +115,7 @@ func (b *Broker) encodeRecords(buf *commitBuffers) {
 func (b *Broker) takeSharedRecordsLocked(p *store.CommitParams) (ptrs []*histRec, more bool) {
 	var buf commitBuffers
 	more = b.takeRecordsLocked(&buf)
-	b.encodeRecords(&buf)
+	b.encodeRecords(context.Background(), &buf, false)
 	p.Records, p.ForgetRecords = buf.recs, buf.forget
 	return buf.recPtrs, more
 }
@@ -122,20 +126,19 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 	if err != nil {
 		var again []*histRec
 		for _, r := range ptrs {
-			if r.fn != nil && b.hist.bySeq.get(r.seq) == r {
-				r.writing = false
-				again = append(again, r)
+			if b.hist.bySeq.get(r.seq) != r {
+				*r = histRec{} // dropped while it was written
+				continue
 			}
+			r.writing = false
+			again = append(again, r)
 		}
 		b.pendingRecs = append(again, b.pendingRecs...)
 		b.pendingForget = append(p.ForgetRecords, b.pendingForget...)
 		return
 	}
 	for _, r := range ptrs {
-		if r.fn != nil && b.hist.bySeq.get(r.seq) == r {
-			r.writing = false
-			b.dropRecordLocked(r)
-		}
+		b.settleWrittenLocked(r, r.seq)
 	}
 }
 
@@ -143,15 +146,31 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 // go; after a failed write they stay in memory.
 func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 	for i, r := range buf.recPtrs {
+		if err == nil {
+			b.settleWrittenLocked(r, buf.recSeqs[i])
+			continue
+		}
 		if b.hist.bySeq.get(buf.recSeqs[i]) != r {
+			*r = histRec{} // dropped while it was written
 			continue
 		}
 		r.writing = false
-		if err == nil {
-			b.dropRecordLocked(r)
-		}
 	}
 	clear(buf.recPtrs)
+}
+
+// settleWrittenLocked lets the memory copy r of the record of job seq go
+// once the store has it: nothing else refers to it then, and the next
+// record to wait for the committer reuses it (reuseRec).
+func (b *Broker) settleWrittenLocked(r *histRec, seq uint64) {
+	if b.hist.bySeq.get(seq) == r {
+		r.writing = false
+		b.dropRecordLocked(r)
+	}
+	*r = histRec{}
+	if len(b.hist.free) < b.cfg.CommitBatch {
+		b.hist.free = append(b.hist.free, r)
+	}
 }
 
 // decodeRecord turns a stored record back into a snapshot.

@@ -189,7 +189,7 @@ func (j *job) payloadOnDisk() bool {
 // payloadSize returns the length of j's payload; for one on disk only, the
 // length read when the job was last handed out (grabTiered), or 0 when it
 // was not (a job has no room to keep it while queued: the committer reads
-// it back for the record, tierFillRecords).
+// it back for the record, tierFillRecord).
 func (j *job) payloadSize() int {
 	if j.payload == nil && j.x != nil {
 		return int(j.x.payloadLen)
@@ -213,32 +213,27 @@ func (b *Broker) tierFillDeadLetters(list []DeadLetter) []DeadLetter {
 	return list
 }
 
-// tierFillRecords reads back the payloads of jobs that were on disk only
-// when they ended, for their records: the records of failed, exception
-// and dead jobs get the preview, and the whole payload when a record keeps
-// it (RetryPayloadCap), so that RetryJob can run the job again; any record
+// tierFillRecord reads back the payload of a job that was on disk only
+// when it ended, for its record s: the record of a failed, exception or
+// dead job gets the preview, and the whole payload when a record keeps it
+// (RetryPayloadCap), so that RetryJob can run the job again; a record
 // whose payload size is not known (a job cancelled before it ran) gets its
-// size and preview. The committer calls it before the write that removes
-// the job from the store; a payload no longer stored is left out. The
-// record of a job that completed knows its size and is left as it is, so
-// that the common end of a job costs no read. It runs without the lock.
-func (b *Broker) tierFillRecords(ctx context.Context, snaps []JobSnapshot) {
-	if b.tier.reader == nil {
+// size and preview. The committer calls it (encodeRecords) before the
+// write that removes the job from the store; a payload no longer stored is
+// left out. The record of a job that completed knows its size and is left
+// as it is, so that the common end of a job costs no read. It runs
+// without the lock.
+func (b *Broker) tierFillRecord(ctx context.Context, s *JobSnapshot) {
+	if b.tier.reader == nil || !s.payloadOnDisk || !retryable(s.State) && s.PayloadSize != 0 {
 		return
 	}
-	for i := range snaps {
-		s := &snaps[i]
-		if !s.payloadOnDisk || !retryable(s.State) && s.PayloadSize != 0 {
-			continue
-		}
-		p, err := b.tier.reader.ReadPayload(ctx, s.Seq)
-		if err != nil {
-			continue
-		}
-		s.PayloadSize = len(p)
-		s.PayloadPreview = capped(p, PayloadPreviewCap)
-		if retryable(s.State) && len(p) <= RetryPayloadCap {
-			s.Payload = p
-		}
+	p, err := b.tier.reader.ReadPayload(ctx, s.Seq)
+	if err != nil {
+		return
+	}
+	s.PayloadSize = len(p)
+	s.PayloadPreview = capped(p, PayloadPreviewCap)
+	if retryable(s.State) && len(p) <= RetryPayloadCap {
+		s.Payload = p
 	}
 }
