@@ -513,8 +513,7 @@ func (r *histRec) snapshot() JobSnapshot {
 }
 
 // snapshotInto sets *s to the record. Its History is appended to
-// attempts, which it returns (nil: s gets History of its own); the
-// committer passes a buffer it reuses from batch to batch.
+// attempts, which it returns (nil: s gets History of its own).
 func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store.Attempt {
 	*s = JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state.String(),
 		Final: true, Background: true, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,

@@ -402,3 +402,68 @@ func TestRecordPaceYieldsToSubmits(t *testing.T) {
 	require.NoError(t, err, "the submit's round wrote the waiting record")
 	require.Equal(t, int64(2), counted.rounds.Load())
 }
+
+// Records forgotten while the committer writes them (it encodes them
+// without the broker's lock) are gone from the store once the rounds are
+// written, and every other record is there with its own data; under
+// -race, this also shows that a forgotten record is not cleared while the
+// committer reads it.
+func TestRecordsForgottenWhileWritten(t *testing.T) {
+	t.Parallel()
+	const jobs = 400
+	b, st := recordBroker(t, vfs.NewMem(), broker.Config{})
+	defer func() {
+		b.Stop()
+		require.NoError(t, st.Close())
+	}()
+	c := b.NewSession("c", dropEvents{})
+	w := b.NewSession("w", dropEvents{})
+	b.CanDo(w, []byte("f"), 0)
+	payloads := make(map[uint64]string, jobs)
+	for i := range jobs {
+		p := fmt.Sprintf("p%d", i)
+		payloads[submitBG(t, b, c, "f", p)] = p
+	}
+	ended := make(chan uint64, jobs)
+	forgot := make(chan []uint64, 1)
+	go func() {
+		var seqs []uint64
+		for seq := range ended {
+			if seq%2 == 0 && b.ForgetRecord(context.Background(), seq) {
+				seqs = append(seqs, seq)
+			}
+		}
+		forgot <- seqs
+	}()
+	var kept []uint64
+	for range jobs {
+		seq := finishNext(t, b, w)
+		ended <- seq
+		if seq%2 == 1 {
+			kept = append(kept, seq)
+		}
+	}
+	close(ended)
+	gone := <-forgot
+	require.NotEmpty(t, gone)
+	for _, seq := range kept {
+		waitStored(t, st, seq)
+		s, ok := b.Job(context.Background(), seq)
+		require.True(t, ok, "job %d", seq)
+		require.Equal(t, broker.FinalComplete, s.State)
+		require.Equal(t, seq, s.Seq)
+		require.Equal(t, payloads[seq], string(s.PayloadPreview), "job %d", seq)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for _, seq := range gone {
+		for {
+			_, err := st.Record(context.Background(), seq)
+			if err != nil {
+				require.ErrorIs(t, err, store.ErrNotFound)
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "forgotten record %d still stored", seq)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
