@@ -110,6 +110,9 @@ type conn struct {
 	// flushed is signalled whenever a flush ends (flushing became false).
 	flushed sync.Cond
 	scratch [96]byte
+	// rio is the reader goroutine's raw read, wio the raw write of
+	// whichever goroutine writes (see read and tryWrite).
+	rio, wio rawCall
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -117,6 +120,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw, c.poll = raw, raw
+			c.newRawCalls()
 		}
 	} else if tc, ok := nc.(*tls.Conn); ok {
 		c.tls = true

@@ -82,16 +82,13 @@ func (c *conn) flushNow() {
 }
 
 // tryWrite makes one non-blocking write attempt. A full socket buffer is
-// not an error: it reports how much was written.
+// not an error: it reports how much was written. Writers take turns
+// (c.flushing), so they share c.wio.
 func (c *conn) tryWrite(b []byte) (int, error) {
-	var (
-		n    int
-		werr syscall.Errno
-	)
-	err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = sysWrite(fd, b)
-		return true
-	})
+	c.wio.b = b
+	err := c.raw.Write(c.wio.write)
+	n, werr := c.wio.n, c.wio.err
+	c.wio = rawCall{write: c.wio.write}
 	if err != nil {
 		return 0, err
 	}
@@ -104,23 +101,15 @@ func (c *conn) tryWrite(b []byte) (int, error) {
 // read reads from the connection like its Read, but on a plain socket
 // through sysRead: the read is tried first, and only when it finds
 // nothing does the goroutine wait for the socket to become readable (or
-// its read deadline to pass).
+// its read deadline to pass). Called by the reader goroutine only.
 func (c *conn) read(p []byte) (int, error) {
 	if c.raw == nil {
 		return c.nc.Read(p)
 	}
-	var (
-		n    int
-		rerr syscall.Errno
-	)
-	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = sysRead(fd, p)
-			if rerr != syscall.EINTR {
-				return rerr != syscall.EAGAIN
-			}
-		}
-	})
+	c.rio.b = p
+	err := c.raw.Read(c.rio.read)
+	n, rerr := c.rio.n, c.rio.err
+	c.rio = rawCall{read: c.rio.read}
 	switch {
 	case err != nil:
 		return 0, err
@@ -130,4 +119,31 @@ func (c *conn) read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// rawCall is one raw read or write: its buffer and its outcome. Its
+// callbacks for syscall.RawConn are made once per connection
+// (newRawCalls), so that a call allocates nothing.
+type rawCall struct {
+	b           []byte
+	n           int
+	err         syscall.Errno
+	read, write func(fd uintptr) bool
+}
+
+// newRawCalls sets up c's raw read and write.
+func (c *conn) newRawCalls() {
+	r, w := &c.rio, &c.wio
+	r.read = func(fd uintptr) bool {
+		for {
+			r.n, r.err = sysRead(fd, r.b)
+			if r.err != syscall.EINTR {
+				return r.err != syscall.EAGAIN
+			}
+		}
+	}
+	w.write = func(fd uintptr) bool {
+		w.n, w.err = sysWrite(fd, w.b)
+		return true
+	}
 }

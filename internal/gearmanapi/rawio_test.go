@@ -1,0 +1,54 @@
+package gearmanapi
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRawReadWriteAllocateNothing: a connection's raw write and read, made
+// for every burst of requests, allocate nothing.
+func TestRawReadWriteAllocateNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer peer.Close()
+	nc, err := ln.Accept()
+	require.NoError(t, err)
+	defer nc.Close()
+	raw, err := nc.(syscall.Conn).SyscallConn()
+	require.NoError(t, err)
+	c := &conn{nc: nc, raw: raw}
+	c.newRawCalls()
+	msg, got, buf := []byte("ping"), make([]byte, 4), make([]byte, 16)
+	allocs := testing.AllocsPerRun(100, func() {
+		if n, err := c.tryWrite(msg); err != nil || n != len(msg) {
+			t.Fatalf("tryWrite: %d, %v", n, err)
+		}
+		if _, err := io.ReadFull(peer, got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for read := 0; read < len(msg); {
+			n, err := c.read(buf[read:])
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			read += n
+		}
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, "ping", string(buf[:4]))
+
+	// The peer's close is the end of the stream.
+	require.NoError(t, peer.Close())
+	_, err = c.read(buf)
+	require.ErrorIs(t, err, io.EOF)
+}
