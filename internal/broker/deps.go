@@ -44,21 +44,34 @@ func (localMode) prepareAfter(after []uint64, _ []UniqueDep) afterRead {
 
 // unreadAfterLocked returns the jobs of after that are neither live
 // nor ended in memory, and whose stored records (a store.RecordStore
-// keeps them on disk) known lacks. A live job costs no read of the
-// store.
+// keeps them on disk) known lacks, each once, in after's order. A live
+// job costs no read of the store. It stops at a job known to have no
+// record: the submit is refused there or before (afterLocked judges in
+// the same order), so what follows needs no read.
 func (m localMode) unreadAfterLocked(after []uint64, known map[uint64]depOutcome) []uint64 {
 	b := m.b
 	if b.records == nil {
 		return nil
 	}
-	var look []uint64
+	var (
+		look []uint64
+		seen map[uint64]bool
+	)
 	for _, q := range after {
-		if _, read := known[q]; read {
+		if d, outcome := b.dependencyLocked(q, nil); d != nil || outcome != depUnknown || seen[q] {
 			continue
 		}
-		if d, outcome := b.dependencyLocked(q, nil); d == nil && outcome == depUnknown && !slices.Contains(look, q) {
-			look = append(look, q)
+		if outcome, read := known[q]; read {
+			if outcome == depUnknown {
+				break
+			}
+			continue
 		}
+		if seen == nil {
+			seen = make(map[uint64]bool)
+		}
+		seen[q] = true
+		look = append(look, q)
 	}
 	return look
 }
@@ -119,9 +132,7 @@ func (m localMode) afterLocked(p SubmitParams) ([]*job, error) {
 		d, done := b.uniqueDependencyLocked(u)
 		switch {
 		case d != nil:
-			if !slices.Contains(wait, d) {
-				wait = append(wait, d)
-			}
+			wait = append(wait, d)
 		case !done:
 			return nil, uniqueDependencyErr(u)
 		}
@@ -130,16 +141,16 @@ func (m localMode) afterLocked(p SubmitParams) ([]*job, error) {
 		d, outcome := b.dependencyLocked(q, p.known)
 		switch {
 		case d != nil:
-			if !slices.Contains(wait, d) {
-				wait = append(wait, d)
-			}
+			wait = append(wait, d)
 		case outcome == depUnknown:
 			return nil, b.dependencyErr(q, true)
 		case outcome == depFailed && !p.AfterAnyway:
 			return nil, b.dependencyErr(q, false)
 		}
 	}
-	return wait, nil
+	// Each job once, in linear time however many a submit names.
+	slices.SortFunc(wait, func(x, y *job) int { return cmp.Compare(x.seq, y.seq) })
+	return slices.Compact(wait), nil
 }
 
 // waitLocked makes j wait in memory for the live jobs deps.

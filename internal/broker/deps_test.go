@@ -273,6 +273,31 @@ func TestAfterLiveJobsReadNoStoredRecord(t *testing.T) {
 	require.Equal(t, int64(1), st.n.Load(), "the unknown job is looked up in the store")
 }
 
+// A submit that names many jobs nobody knows reads the store until the
+// first of them (it is refused there), and a job named twice is read once:
+// a long list of made-up handles costs one read, not one per handle.
+func TestAfterUnknownJobsStopTheReads(t *testing.T) {
+	t.Parallel()
+	tb, st := setupRecordReads(t)
+	ended := tb.submit(t, lcBG("fn", "", "ended"))
+	tb.finishNext(t, ended, Complete)
+	require.NoError(t, tb.b.Durable(context.Background()))
+
+	w := tb.submit(t, after("w", false, ended, ended, ended))
+	require.Equal(t, int64(1), st.n.Load(), "a job named three times is read once")
+	tb.finishNext(t, w, Complete)
+
+	made := []uint64{ended}
+	for i := range 1000 {
+		made = append(made, 1<<40+uint64(i))
+	}
+	before := st.n.Load()
+	_, err := tb.trySubmit(t, after("x", false, made...))
+	require.ErrorIs(t, err, ErrDependency)
+	require.ErrorContains(t, err, tb.b.Handle(1<<40), "refused for the first unknown job")
+	require.LessOrEqual(t, st.n.Load()-before, int64(2), "reads for one refused submit")
+}
+
 // A dependency that is live when a submit first looks, and completes and
 // leaves the broker's memory for the store while the submit reads the
 // record of another dependency, counts as completed: the submit reads its

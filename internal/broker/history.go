@@ -651,7 +651,10 @@ func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 		}
 		// The delete goes on if the caller goes away (an HTTP client
 		// that hangs up): the record was found and is being forgotten.
-		if err := b.records.EndJobs(context.WithoutCancel(ctx), nil, nil, []uint64{seq}); err != nil {
+		// It is bounded as the shared store's other writes are.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedWriteTimeout)
+		defer cancel()
+		if err := b.records.EndJobs(wctx, nil, nil, []uint64{seq}); err != nil {
 			b.log.Warn("broker: cannot forget a job record", "seq", seq, "error", err.Error())
 			return false
 		}

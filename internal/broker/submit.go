@@ -135,6 +135,9 @@ func (b *Broker) lockSubmit(p *SubmitParams) {
 		}
 		for _, q := range look {
 			p.known[q] = b.storedOutcome(q)
+			if p.known[q] == depUnknown {
+				break // the submit is refused here at the latest
+			}
 		}
 		b.mu.Lock()
 	}

@@ -79,7 +79,7 @@ func start(t testing.TB, bin string, wrapper, args []string) (*Server, error) {
 	argv := append(append(wrapper[:len(wrapper):len(wrapper)], bin, "serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "memory:"), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = Env()
-	dieWithTests(cmd)
+	DieWithTests(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

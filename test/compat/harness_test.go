@@ -166,6 +166,7 @@ func launchGearwork(t *testing.T, args []string) *server {
 	t.Helper()
 	cmd := exec.Command(gearworkBin, args...)
 	cmd.Env = testserver.Env()
+	testserver.DieWithTests(cmd)
 	pr, pw := io.Pipe()
 	logBuf := &testlog.Buffer{}
 	cmd.Stdout = logBuf
