@@ -273,15 +273,23 @@ func TestAfterLiveJobsReadNoStoredRecord(t *testing.T) {
 	require.Equal(t, int64(1), st.n.Load(), "the unknown job is looked up in the store")
 }
 
+// storedEnded submits a job named name, completes it and waits until its
+// record is written to the store.
+func storedEnded(t *testing.T, tb *lcBundle, name string) uint64 {
+	t.Helper()
+	seq := tb.submit(t, lcBG("fn", "", name))
+	tb.finishNext(t, seq, Complete)
+	require.NoError(t, tb.b.Durable(context.Background()))
+	return seq
+}
+
 // A submit that names many jobs nobody knows reads the store until the
 // first of them (it is refused there), and a job named twice is read once:
 // a long list of made-up handles costs one read, not one per handle.
 func TestAfterUnknownJobsStopTheReads(t *testing.T) {
 	t.Parallel()
 	tb, st := setupRecordReads(t)
-	ended := tb.submit(t, lcBG("fn", "", "ended"))
-	tb.finishNext(t, ended, Complete)
-	require.NoError(t, tb.b.Durable(context.Background()))
+	ended := storedEnded(t, tb, "ended")
 
 	w := tb.submit(t, after("w", false, ended, ended, ended))
 	require.Equal(t, int64(1), st.n.Load(), "a job named three times is read once")
@@ -305,9 +313,7 @@ func TestAfterUnknownJobsStopTheReads(t *testing.T) {
 func TestAfterDependencyStoredDuringTheSubmit(t *testing.T) {
 	t.Parallel()
 	tb, st := setupRecordReads(t)
-	ended := tb.submit(t, lcBG("fn", "", "ended"))
-	tb.finishNext(t, ended, Complete)
-	require.NoError(t, tb.b.Durable(context.Background()))
+	ended := storedEnded(t, tb, "ended")
 	live := tb.submit(t, lcBG("fn", "", "live"))
 
 	var once sync.Once
