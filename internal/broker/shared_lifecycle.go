@@ -333,7 +333,7 @@ func (c *sharedMode) cancelSignalled(key string) {
 		return
 	}
 	b.log.Info("broker: cancelling a job at another server's request", slog.String("handle", b.Handle(seq)))
-	b.cancelLocked(j, "another server of the cluster")
+	b.cancelLocked(j, "another server sharing the store")
 }
 
 // liveElsewhere reports whether the store holds job seq as a live job
