@@ -42,7 +42,7 @@ type sharedMode struct {
 	b *Broker
 	// batchEnds (mu) are the ends of jobs of batches for the next round,
 	// and depEnds those of background jobs, for the jobs that wait for
-	// them (shared_deps.go).
+	// them (sharedMode.dependencyEndedLocked).
 	batchEnds  []store.BatchEnd
 	depEnds    []store.DepEnd
 	store      store.SharedStore
