@@ -31,6 +31,9 @@ type Frame struct {
 	// is borrowed (Reader.Borrow): then it is valid only until the next
 	// call to Next.
 	Body []byte
+	// Borrowed is true when Body is borrowed (Reader.Borrow): valid only
+	// until the next call to Next.
+	Borrowed bool
 	// ArgsOK is false when the body had fewer arguments than the command
 	// requires (or the command is unknown).
 	ArgsOK bool
@@ -114,7 +117,8 @@ func (r *Reader) Next(f *Frame) error {
 		return err
 	}
 	var body []byte
-	if c < 64 && r.borrow&(1<<c) != 0 && size > 0 && size <= maxBorrowed {
+	f.Borrowed = c < 64 && r.borrow&(1<<c) != 0 && size > 0 && size <= maxBorrowed
+	if f.Borrowed {
 		if cap(r.scratch) < size {
 			r.scratch = make([]byte, maxBorrowed)
 		}

@@ -264,6 +264,8 @@ func TestBorrowedBodies(t *testing.T) {
 	require.Equal(t, "H:3\x00two", string(frames[0].Body), "the first borrowed body is reused by the last")
 	require.Equal(t, "f\x00\x00kept", string(frames[1].Body), "a body that is not borrowed is not reused")
 	require.Equal(t, "H:2\x00"+large, string(frames[2].Body), "a large body is not reused")
+	require.Equal(t, []bool{true, false, false, true},
+		[]bool{frames[0].Borrowed, frames[1].Borrowed, frames[2].Borrowed, frames[3].Borrowed}, "which bodies are borrowed")
 
 	// Reading a borrowed command allocates nothing.
 	one := gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, []byte("H:1"), []byte("result"))

@@ -150,6 +150,9 @@ func (c Config) withDefaults() Config {
 // maxPayload keeps payloads well inside every server's packet limit.
 const maxPayload = 16 << 20
 
+// minRate is the slowest pace (Config.Rate) taken: a job every 100 s.
+const minRate = 0.01
+
 // Validate reports the first invalid field, after defaults are applied.
 func (c Config) Validate() error {
 	c = c.withDefaults()
@@ -176,8 +179,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench: payload must be 8 to %d bytes, not %d", maxPayload, c.Payload)
 	case c.Backlog < 0:
 		return fmt.Errorf("bench: backlog must not be negative, not %d", c.Backlog)
-	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
-		return fmt.Errorf("bench: rate must be a non-negative number of jobs per second, not %v", c.Rate)
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || (c.Rate > 0 && c.Rate < minRate):
+		return fmt.Errorf("bench: rate must be 0 (not paced) or from %v to a finite number of jobs per second, not %v", minRate, c.Rate)
 	case c.PID < 0:
 		return fmt.Errorf("bench: invalid pid %d", c.PID)
 	case c.Timeout <= 0:

@@ -207,7 +207,9 @@ func runSteady(ctx context.Context, r *run) error {
 	}
 	var submitters []func() error
 	// With a rate, each connection submits its share on a schedule: its
-	// k-th job is due k intervals after the start.
+	// k-th job is due k intervals after its start, and connection i
+	// starts i/len(cs) of an interval after the first, so that the jobs
+	// arrive one by one rather than a burst of one per connection.
 	var interval time.Duration
 	if cfg.Rate > 0 {
 		interval = time.Duration(float64(len(cs)) * float64(time.Second) / cfg.Rate)
@@ -215,7 +217,8 @@ func runSteady(ctx context.Context, r *run) error {
 	}
 	for i, c := range cs {
 		n := share(cfg.Jobs, len(cs), i)
-		submitters = append(submitters, func() error { return r.steadySubmit(ctx, c, n, tokens, interval) })
+		offset := interval * time.Duration(i) / time.Duration(len(cs))
+		submitters = append(submitters, func() error { return r.steadySubmit(ctx, c, n, tokens, interval, offset) })
 	}
 	r.prog.start("steady", cfg.Jobs)
 	err = r.drainQueue(ctx, drainParams{workers: cfg.Workers, grabs: cfg.Grabs, total: cfg.Jobs, measure: true,
@@ -236,13 +239,13 @@ func runSteady(ctx context.Context, r *run) error {
 
 // steadySubmit submits n background jobs carrying their submit time,
 // taking a token for each and keeping at most Inflight unanswered. With
-// interval > 0 the k-th job is not submitted before k intervals from the
-// start.
-func (r *run) steadySubmit(ctx context.Context, c *conn, n int, tokens chan struct{}, interval time.Duration) error {
+// interval > 0 the k-th job is not submitted before offset plus k
+// intervals from the start.
+func (r *run) steadySubmit(ctx context.Context, c *conn, n int, tokens chan struct{}, interval, offset time.Duration) error {
 	payload := bytes.Repeat([]byte{'x'}, r.cfg.Payload)
 	timer := time.NewTimer(time.Until(r.deadline))
 	defer timer.Stop()
-	start := time.Now()
+	start := time.Now().Add(offset)
 	sent, recv := 0, 0
 	for recv < n {
 		if wait := time.Until(start.Add(time.Duration(sent) * interval)); interval > 0 && sent < n && wait > 0 {

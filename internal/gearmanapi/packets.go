@@ -91,14 +91,14 @@ func (c *conn) packet(f *gearman.Frame) {
 	case gearman.WorkData, gearman.WorkWarning:
 		seq, ok := b.ParseHandle(p.Args[0])
 		c.workResult(ok, func() error {
-			return b.WorkData(c.sess, seq, ownData(p.Args[1]), p.Command == gearman.WorkWarning)
+			return b.WorkData(c.sess, seq, ownData(f, p.Args[1]), p.Command == gearman.WorkWarning)
 		})
 	case gearman.WorkComplete:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, ownData(p.Args[1])) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, ownData(f, p.Args[1])) })
 	case gearman.WorkException:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, ownData(p.Args[1])) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, ownData(f, p.Args[1])) })
 	case gearman.WorkFail:
 		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
 		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Fail, nil) })
@@ -318,17 +318,20 @@ func parseUint32(b []byte) (uint32, bool) {
 // noData is the empty result: no room to grow into, nothing shared.
 var noData = []byte{}
 
-// ownData returns a copy of a work result's data, whose packet body the
-// reader reuses (the broker may keep the data): nil for nil, and noData
-// for empty data, which needs no copy.
-func ownData(b []byte) []byte {
+// ownData returns a work result's data b, of frame f, for the broker to
+// keep: a copy when f's body is borrowed (the reader reuses it), else b
+// itself (a body that is not borrowed is never reused, and a large result
+// is not copied twice); nil for nil, and noData for empty data.
+func ownData(f *gearman.Frame, b []byte) []byte {
 	switch {
 	case b == nil:
 		return nil
 	case len(b) == 0:
 		return noData
+	case f.Borrowed:
+		return bytes.Clone(b)
 	}
-	return bytes.Clone(b)
+	return b
 }
 
 // padWorkArgs accepts a work update that lacks its trailing arguments, as

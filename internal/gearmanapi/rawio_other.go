@@ -1,13 +1,12 @@
-//go:build !linux
+//go:build !linux || race
 
 package gearmanapi
 
-import (
-	"errors"
-	"syscall"
-)
+import "syscall"
 
-// sysRead and sysWrite make one read or write on a non-blocking socket.
+// sysRead and sysWrite make one read or write on a non-blocking socket;
+// through package syscall, whose calls the race detector sees (it orders a
+// write to a socket before the read that gets its bytes).
 func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	n, err := syscall.Read(int(fd), p)
 	return max(n, 0), errno(err)
@@ -19,9 +18,11 @@ func sysWrite(fd uintptr, b []byte) (int, syscall.Errno) {
 }
 
 func errno(err error) syscall.Errno {
-	var e syscall.Errno
-	if err != nil && !errors.As(err, &e) {
-		return syscall.EIO
+	if err == nil {
+		return 0
 	}
-	return e
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	return syscall.EIO
 }

@@ -504,3 +504,18 @@ func TestResultsOfOneWriteStayApart(t *testing.T) {
 		require.Equal(t, want, string(r.Data), "result of job %d", n)
 	}
 }
+
+// TestOwnDataCopiesOnlyBorrowedBodies: a work result read into the
+// reader's reused buffer is copied for the broker, and one in a body of
+// its own (over 1 KiB, or a command that is not borrowed) is kept as it
+// is, so that a large result is not copied twice.
+func TestOwnDataCopiesOnlyBorrowedBodies(t *testing.T) {
+	data := []byte("result")
+	borrowed := ownData(&gearman.Frame{Borrowed: true}, data)
+	require.Equal(t, data, borrowed)
+	require.NotSame(t, &data[0], &borrowed[0], "a borrowed body's data is copied")
+	own := ownData(&gearman.Frame{}, data)
+	require.Same(t, &data[0], &own[0], "a body of its own is kept, not copied")
+	require.Nil(t, ownData(&gearman.Frame{Borrowed: true}, nil))
+	require.NotNil(t, ownData(&gearman.Frame{}, []byte{}), "empty data stays empty, not nil")
+}
