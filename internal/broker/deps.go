@@ -77,16 +77,18 @@ func (m localMode) unreadAfterLocked(after []uint64, known map[uint64]depOutcome
 }
 
 // storedOutcome reads the stored record of job seq, without the broker's
-// lock: depUnknown when there is none.
-func (b *Broker) storedOutcome(seq uint64) depOutcome {
+// lock: depUnknown when there is none, an error when it cannot be read.
+func (b *Broker) storedOutcome(seq uint64) (depOutcome, error) {
 	r, err := b.records.Record(context.Background(), seq)
 	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return depUnknown, nil
 	case err != nil:
-		return depUnknown
+		return depUnknown, &StoreError{fmt.Errorf("reading the record of dependency %s: %w", b.Handle(seq), err)}
 	case r.State == FinalComplete:
-		return depSucceeded
+		return depSucceeded, nil
 	}
-	return depFailed
+	return depFailed, nil
 }
 
 // dependencyLocked judges dependency seq: the live job it waits for, or the
@@ -126,6 +128,9 @@ func (b *Broker) submitAfterLocked(p *SubmitParams) ([]*job, error) {
 // afterLocked judges the jobs p names in memory: live ones to wait for,
 // ended ones by their records (read by Broker.lockSubmit).
 func (m localMode) afterLocked(p SubmitParams) ([]*job, error) {
+	if p.afterErr != nil {
+		return nil, p.afterErr // a stored record could not be read
+	}
 	b := m.b
 	var wait []*job
 	for _, u := range p.AfterUnique {
@@ -271,7 +276,11 @@ func (b *Broker) replayAfterLocked(seq uint64) {
 	for _, q := range slices.Clone(x.after) {
 		d, outcome := b.dependencyLocked(q, nil)
 		if d == nil && outcome == depUnknown && b.records != nil {
-			outcome = b.storedOutcome(q)
+			var err error
+			if outcome, err = b.storedOutcome(q); err != nil {
+				// As without a record: it counts as done.
+				b.log.Warn("broker: cannot read a dependency's record at replay", slog.String("error", err.Error()))
+			}
 		}
 		switch {
 		case d != nil:

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -238,12 +239,16 @@ type recordReads struct {
 	*pebble.Store
 	n      atomic.Int64
 	onRead func(seq uint64)
+	fail   error // when set, every read fails with it
 }
 
 func (s *recordReads) Record(ctx context.Context, seq uint64) (store.Record, error) {
 	s.n.Add(1)
 	if s.onRead != nil {
 		s.onRead(seq)
+	}
+	if s.fail != nil {
+		return store.Record{}, s.fail
 	}
 	return s.Store.Record(ctx, seq)
 }
@@ -281,6 +286,21 @@ func storedEnded(t *testing.T, tb *lcBundle, name string) uint64 {
 	tb.finishNext(t, seq, Complete)
 	require.NoError(t, tb.b.Durable(context.Background()))
 	return seq
+}
+
+// A submit whose dependency's record cannot be read fails with the store's
+// error, not as if the job were unknown: the dependency may well have
+// completed, and the client may try again.
+func TestAfterRecordReadErrorIsAStoreError(t *testing.T) {
+	t.Parallel()
+	tb, st := setupRecordReads(t)
+	ended := storedEnded(t, tb, "ended")
+	st.fail = errors.New("disk on fire")
+	_, err := tb.trySubmit(t, after("w", false, ended))
+	var se *StoreError
+	require.ErrorAs(t, err, &se, "%v", err)
+	require.ErrorContains(t, err, "disk on fire")
+	require.NotErrorIs(t, err, ErrDependency)
 }
 
 // A submit that names many jobs nobody knows reads the store until the

@@ -55,7 +55,8 @@ type SubmitParams struct {
 	// an error wrapping ErrDependency.
 	AfterUnique []UniqueDep
 	// afterErr is why AfterUnique cannot be waited for, as read from a
-	// shared store before the broker's lock (sharedMode.prepareAfter).
+	// shared store before the broker's lock (sharedMode.prepareAfter), or
+	// the store's error reading a record of After (Broker.lockSubmit).
 	afterErr error
 	// known holds the outcomes of After's jobs read from the store
 	// without the broker's lock (depUnknown: no stored record), by
@@ -134,8 +135,14 @@ func (b *Broker) lockSubmit(p *SubmitParams) {
 			p.known = make(map[uint64]depOutcome, len(look))
 		}
 		for _, q := range look {
-			p.known[q] = b.storedOutcome(q)
-			if p.known[q] == depUnknown {
+			outcome, err := b.storedOutcome(q)
+			if err != nil {
+				p.afterErr = err
+				b.mu.Lock()
+				return
+			}
+			p.known[q] = outcome
+			if outcome == depUnknown {
 				break // the submit is refused here at the latest
 			}
 		}
