@@ -81,11 +81,16 @@ func (c *conn) flushNow() {
 	go c.flushLoop()
 }
 
-// tryWrite makes one non-blocking write attempt. A full socket buffer is
-// not an error: it reports how much was written. Writers take turns
-// (c.flushing), so they share c.wio.
+// maxRawWrite bounds one raw write attempt: the kernel copies it while the
+// goroutine keeps its processor (sysWrite), so a large backlog is left to
+// the writer that waits for the socket instead.
+const maxRawWrite = 64 << 10
+
+// tryWrite makes one non-blocking write attempt of at most maxRawWrite
+// bytes. A full socket buffer is not an error: it reports how much was
+// written. Writers take turns (c.flushing), so they share c.wio.
 func (c *conn) tryWrite(b []byte) (int, error) {
-	c.wio.b = b
+	c.wio.b = b[:min(len(b), maxRawWrite)]
 	err := c.raw.Write(c.wio.write)
 	n, werr := c.wio.n, c.wio.err
 	c.wio = rawCall{write: c.wio.write}

@@ -52,3 +52,27 @@ func TestRawReadWriteAllocateNothing(t *testing.T) {
 	_, err = c.read(buf)
 	require.ErrorIs(t, err, io.EOF)
 }
+
+// TestRawWriteIsBounded: one raw write attempt copies at most
+// maxRawWrite bytes, however much is pending and however much room the
+// socket has; the caller writes the rest.
+func TestRawWriteIsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer peer.Close()
+	nc, err := ln.Accept()
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.(*net.TCPConn).SetWriteBuffer(4<<20))
+	raw, err := nc.(syscall.Conn).SyscallConn()
+	require.NoError(t, err)
+	c := &conn{nc: nc, raw: raw}
+	c.newRawCalls()
+	n, err := c.tryWrite(make([]byte, 1<<20))
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.LessOrEqual(t, n, maxRawWrite)
+}
