@@ -12,19 +12,7 @@ import (
 // TestRawReadWriteAllocateNothing: a connection's raw write and read, made
 // for every burst of requests, allocate nothing.
 func TestRawReadWriteAllocateNothing(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer peer.Close()
-	nc, err := ln.Accept()
-	require.NoError(t, err)
-	defer nc.Close()
-	raw, err := nc.(syscall.Conn).SyscallConn()
-	require.NoError(t, err)
-	c := &conn{nc: nc, raw: raw}
-	c.newRawCalls()
+	c, peer := rawConnPair(t)
 	msg, got, buf := []byte("ping"), make([]byte, 4), make([]byte, 16)
 	allocs := testing.AllocsPerRun(100, func() {
 		if n, err := c.tryWrite(msg); err != nil || n != len(msg) {
@@ -49,7 +37,7 @@ func TestRawReadWriteAllocateNothing(t *testing.T) {
 
 	// The peer's close is the end of the stream.
 	require.NoError(t, peer.Close())
-	_, err = c.read(buf)
+	_, err := c.read(buf)
 	require.ErrorIs(t, err, io.EOF)
 }
 
@@ -57,22 +45,30 @@ func TestRawReadWriteAllocateNothing(t *testing.T) {
 // maxRawWrite bytes, however much is pending and however much room the
 // socket has; the caller writes the rest.
 func TestRawWriteIsBounded(t *testing.T) {
+	c, _ := rawConnPair(t)
+	require.NoError(t, c.nc.(*net.TCPConn).SetWriteBuffer(4<<20))
+	n, err := c.tryWrite(make([]byte, 1<<20))
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.LessOrEqual(t, n, maxRawWrite)
+}
+
+// rawConnPair returns a server-side conn with its raw calls over a
+// loopback TCP connection, and the peer's end; both close with the test.
+func rawConnPair(t *testing.T) (*conn, net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
 	peer, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
-	defer peer.Close()
+	t.Cleanup(func() { peer.Close() })
 	nc, err := ln.Accept()
 	require.NoError(t, err)
-	defer nc.Close()
-	require.NoError(t, nc.(*net.TCPConn).SetWriteBuffer(4<<20))
+	t.Cleanup(func() { nc.Close() })
 	raw, err := nc.(syscall.Conn).SyscallConn()
 	require.NoError(t, err)
 	c := &conn{nc: nc, raw: raw}
 	c.newRawCalls()
-	n, err := c.tryWrite(make([]byte, 1<<20))
-	require.NoError(t, err)
-	require.Positive(t, n)
-	require.LessOrEqual(t, n, maxRawWrite)
+	return c, peer
 }
