@@ -1032,7 +1032,13 @@ func lockBatchRow(t *testing.T, url string, id uint64) (pgx.Tx, func() int) {
 	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // a no-op once committed
 	_, err = tx.Exec(ctx, `SELECT id FROM gearwork_batches WHERE id = $1 FOR UPDATE`, int64(id))
 	require.NoError(t, err)
-	return tx, lockWaiters(t, conn, tx)
+	// Asked on a connection of its own: inside tx, pg_stat_activity would
+	// answer from the snapshot its first reading took for the whole
+	// transaction, and never see a waiter that came later.
+	ask, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { ask.Close(context.Background()) })
+	return tx, lockWaiters(t, ask, tx)
 }
 
 // lockWaiters returns a function that counts the connections that wait
