@@ -62,7 +62,9 @@ const maxBorrowed = 1 << 10
 // Borrow makes the bodies of cmds (numbered below 64) borrowed: Next reads
 // a body of at most 1 KiB into a buffer it reuses, valid until its next
 // call, instead of allocating it. It is for a caller that keeps no slice
-// of those bodies, and saves an allocation per such packet.
+// of those bodies, and saves an allocation per such packet (a caller that
+// copies part of a body, as a server keeps a result's data, saves the
+// allocation of the rest).
 func (r *Reader) Borrow(cmds ...Command) {
 	for _, c := range cmds {
 		if c < 64 {

@@ -35,6 +35,12 @@ go build -o "${TMPDIR:-/tmp}/gearwork-testsummary.$$" ./scripts/testsummary
 trap 'rm -f "${TMPDIR:-/tmp}/gearwork-testsummary.$$" "$summary"' EXIT
 go test -race -count=1 -timeout 15m -json ./... | "${TMPDIR:-/tmp}/gearwork-testsummary.$$" -summary "$summary"
 
+echo "== go test (without the race detector): the Gearman port's raw socket calls"
+# With -race, sockets are read and written through package syscall
+# (internal/gearmanapi/rawio_other.go), which the detector sees; the raw
+# system calls a server makes otherwise (rawio_linux.go) are tested here.
+go test -count=1 ./internal/gearmanapi/
+
 echo "== fuzz (${FUZZTIME:=20s} each)"
 # Every Fuzz target of every package, briefly. A longer run of one target:
 #   go test -run '^$' -fuzz '^FuzzPolicy$' -fuzztime 30m ./internal/auth/

@@ -153,7 +153,8 @@ func (m localMode) afterLocked(p SubmitParams) ([]*job, error) {
 			return nil, b.dependencyErr(q, false)
 		}
 	}
-	// Each job once, in linear time however many a submit names.
+	// Each job once: sorted and compacted, O(n log n) however many a
+	// submit names (a Contains per job was quadratic).
 	slices.SortFunc(wait, func(x, y *job) int { return cmp.Compare(x.seq, y.seq) })
 	return slices.Compact(wait), nil
 }

@@ -190,18 +190,6 @@ func (h *historyState) reuseRec() *histRec {
 	return r
 }
 
-// historyLimitsOf returns the history limits (Policy.historyLimits) of the
-// function name. Every job that ends asks: it reads them without copying
-// the policy, as policyOf would.
-func (b *Broker) historyLimitsOf(name string) (time.Duration, int) {
-	if len(b.life.policies) > 0 {
-		if p, ok := b.life.policies[name]; ok {
-			return p.historyLimits()
-		}
-	}
-	return b.life.defaultPol.historyLimits()
-}
-
 // historyLimits returns how long and how many records the function keeps;
 // a zero age or count keeps none.
 func (p Policy) historyLimits() (time.Duration, int) {
@@ -253,7 +241,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		b.dependencyEndedLocked(j, e.state)
 	}
 	b.mode.dependencyEndedLocked(j, e.state)
-	age, max := b.historyLimitsOf(j.fn.name)
+	age, max := b.policyOf(j.fn.name).historyLimits()
 	if age <= 0 || max <= 0 {
 		return
 	}
@@ -463,7 +451,7 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 	defer b.mu.Unlock()
 	now := b.nowNanos()
 	for name, fh := range b.hist.fns {
-		age, max := b.historyLimitsOf(name)
+		age, max := b.policyOf(name).historyLimits()
 		for fh.len() > 0 {
 			r := fh.recs[fh.head]
 			if fh.len() <= max && r.finished > now-int64(age) {

@@ -334,7 +334,7 @@ func (b *Broker) expireStoredRecords() int {
 	n, err := b.records.ExpireRecords(context.Background(), b.nowNanos(), func(fn string) (time.Duration, int) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return b.historyLimitsOf(fn)
+		return b.policyOf(fn).historyLimits()
 	})
 	if err != nil {
 		b.log.Warn("broker: expiring job records failed", slog.String("error", err.Error()))

@@ -117,7 +117,13 @@ func (b *Broker) Submit(s *Session, p SubmitParams, done DoneFunc) {
 // with a unique, which may coalesce with a job in memory, is read first
 // too (prepareBatch).
 func (b *Broker) lockSubmit(p *SubmitParams) {
-	if p.Batch != 0 && len(p.Unique) > 0 && p.Background {
+	if !p.Background {
+		// Only background jobs join batches or wait for others: nothing
+		// to read first (submitLocked refuses the rest).
+		b.mu.Lock()
+		return
+	}
+	if p.Batch != 0 && len(p.Unique) > 0 {
 		p.batchErr = b.mode.prepareBatch(p.Batch)
 	}
 	if len(p.After) > 0 || len(p.AfterUnique) > 0 {

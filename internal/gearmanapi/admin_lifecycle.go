@@ -316,7 +316,7 @@ func dash(s string) string {
 	return s
 }
 
-// adminJobs answers "jobs [function=F] [state=S] [limit=N] [cursor=C]":
+// adminJobs answers "jobs [function=F] [state=S] [batch=B] [limit=N] [cursor=C]":
 // one line per job record, HANDLE FUNCTION STATE ATTEMPTS SUBMITTED
 // FINISHED "LAST-ERROR" CURSOR, newest first; a CURSOR continues the list
 // after its line. Jobs of functions the grant may not read are left out.

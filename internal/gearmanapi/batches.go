@@ -154,7 +154,7 @@ func batchOfArg(ctx context.Context, c *conn, cmd string, args []string, a *admi
 // adminBatchClose answers "batch close ID" with "OK" once the close is
 // stored.
 func adminBatchClose(ctx context.Context, c *conn, args []string, a *adminAnswer) {
-	s, ok := batchOfArg(ctx, c, "batch+close", args, a)
+	s, ok := batchOfArg(ctx, c, "batch close", args, a)
 	// Closing may submit the callbacks: the closer must be allowed to.
 	if !ok || !c.checkSubmit(callbackFunctions(s.OnSuccess, s.OnComplete), a) {
 		return

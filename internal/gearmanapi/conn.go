@@ -421,8 +421,8 @@ func (c *conn) flushLocked() bool {
 }
 
 // writeAll writes b, waiting while the socket buffer is full: on a plain
-// socket first with one attempt through sysWrite, which writes it all
-// unless the peer is slow to read.
+// socket first up to maxRawWrite bytes in one attempt through sysWrite,
+// the rest through the connection's Write.
 func (c *conn) writeAll(b []byte) error {
 	if c.raw != nil {
 		n, err := c.tryWrite(b)

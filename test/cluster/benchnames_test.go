@@ -7,7 +7,9 @@ import (
 )
 
 // The summaries of the A/B benchmarks key each system's runs by its base
-// name, and River's ratio column is left out when River did not run.
+// name, so two builds may not share one; and a system that did not run
+// (River, when it cannot be built) has a median of 0, which the summary
+// takes as no ratio, instead of a panic.
 func TestBenchSummaries(t *testing.T) {
 	t.Parallel()
 	require.NoError(t, distinctNames([]string{"/tmp/before/gearwork", "/tmp/after", "riverbench"}))
