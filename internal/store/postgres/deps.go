@@ -89,9 +89,9 @@ ORDER BY g.seq FOR UPDATE OF g`
 // runnable, and the servers are woken for their functions ($4 the
 // channel). A cancelled job of a batch counts as failed in its batch,
 // whose row the transaction locked first (depBatchLockSQL); batchFireSQL
-// completes the batch afterwards when it was its last job. The record is JSON (the broker reads records written as JSON
-// as well as its own encoding); a unique that is not ASCII keeps its
-// bytes as octal escapes.
+// completes the batch afterwards when it was its last job. The record is
+// JSON (the broker reads records written as JSON as well as its own
+// encoding); a unique that is not ASCII keeps its bytes as octal escapes.
 var depEndSQL = depClosure + `, why AS (
 	SELECT DISTINCT ON (seq) seq, reason FROM doomed ORDER BY seq, reason
 ), del AS (
