@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -18,6 +19,21 @@ import (
 // (store.Job.Submitted; scanJob with submitted).
 var returning = prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames) +
 	", (extract(epoch FROM g.created_at) * 1e9)::bigint AS submitted_ns"
+
+// memberLockSQL locks this server's row ($1) until the end of the
+// transaction, so that it is not deleted (which releases the server's
+// jobs) while the transaction takes jobs for it, and tells whether the row
+// is there. Every statement that sets a job's owner checks the row too
+// (memberExists): a server whose row is gone takes nothing.
+const memberLockSQL = `SELECT EXISTS (SELECT FROM gearwork_servers WHERE id = $1 FOR KEY SHARE)`
+
+// memberExists is the condition, on the server id parameter $N, that a
+// statement which sets jobs' owner to that server checks once (a
+// one-time filter): its row is there, locked until the end of the
+// transaction.
+func memberExists(n int) string {
+	return `EXISTS (SELECT FROM gearwork_servers WHERE id = $` + strconv.Itoa(n) + ` FOR KEY SHARE)`
+}
 
 // claimSQL is the plain claim: runnable jobs without an ordering key of
 // functions without a concurrency limit, any number of servers at once
@@ -38,6 +54,7 @@ WITH want AS (
 		ORDER BY priority, seq
 		LIMIT want.n
 		FOR UPDATE SKIP LOCKED) j
+	WHERE ` + memberExists(3) + `
 )
 UPDATE gearwork_jobs g SET owner = $3, progress_num = 0, progress_den = 0, running = false
 WHERE g.seq = ANY (ARRAY(SELECT seq FROM picked))
@@ -111,7 +128,7 @@ WITH want AS (
 	FROM cand c JOIN quota q ON q.function = c.function
 ), picked AS (
 	SELECT g.seq FROM gearwork_jobs g JOIN ranked k ON g.seq = k.seq
-	WHERE k.rn <= k.n AND g.owner IS NULL
+	WHERE k.rn <= k.n AND g.owner IS NULL AND ` + memberExists(7) + `
 	FOR UPDATE OF g SKIP LOCKED
 ), claimed AS (
 	UPDATE gearwork_jobs g SET owner = $7, progress_num = 0, progress_den = 0, running = false
@@ -145,7 +162,8 @@ func (s *Store) claimLock(function string) int64 {
 // every server, and a function with a Rate only as its token bucket
 // allows: those claims hold a per-function lock, taken only for
 // functions that have such jobs or a limit, so the common claim never
-// waits for another server's.
+// waits for another server's. When this server's row is gone (its lease
+// was lost) it takes nothing and returns ErrLeaseLost.
 func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Job, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -173,10 +191,15 @@ func (s *Store) Claim(ctx context.Context, req []store.ClaimRequest) ([]store.Jo
 	var ordered []string
 	if len(fns) > 0 {
 		b := &pgx.Batch{}
+		b.Queue(memberLockSQL, id)
 		b.Queue(claimSQL, fns, ns, id)
 		b.Queue(orderedProbeSQL, fns)
 		br := s.apool.SendBatch(ctx, b)
-		rows, err := br.Query()
+		err := readMember(br)
+		var rows pgx.Rows
+		if err == nil {
+			rows, err = br.Query()
+		}
 		if err == nil {
 			out, err = scanJobs(rows, out, true)
 		}
@@ -254,10 +277,14 @@ func (s *Store) claimSerial(ctx context.Context, req []store.ClaimRequest, id in
 		plain[i] = r.Limit > 0 || r.Rate > 0
 	}
 	b := &pgx.Batch{}
+	b.Queue(memberLockSQL, id)
 	b.Queue(claimLockSQL, keys)
 	b.Queue(serialClaimSQL, fns, ns, lims, rates, bursts, plain, id)
 	br := s.apool.SendBatch(ctx, b)
-	_, err := br.Exec()
+	err := readMember(br)
+	if err == nil {
+		_, err = br.Exec()
+	}
 	var out []store.Job
 	if err == nil {
 		var rows pgx.Rows
@@ -273,6 +300,19 @@ func (s *Store) claimSerial(ctx context.Context, req []store.ClaimRequest, id in
 		return nil, fmt.Errorf("postgres: claim ordered or limited jobs: %w", err)
 	}
 	return out, nil
+}
+
+// readMember reads memberLockSQL's answer: ErrLeaseLost when this
+// server's row is gone.
+func readMember(br pgx.BatchResults) error {
+	var ok bool
+	if err := br.QueryRow().Scan(&ok); err != nil {
+		return err
+	}
+	if !ok {
+		return ErrLeaseLost
+	}
+	return nil
 }
 
 // scanJobs appends the jobs rows returns to out and closes rows; with

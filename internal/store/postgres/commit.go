@@ -19,10 +19,12 @@ import (
 // insertRowsSQL inserts the rows of insertSQL's input, numbered, that its
 // WHERE clause, which follows, selects. The numbers travel with the rows:
 // joined by ordinal, the planner, which guesses that a condition such as
-// "uniq IS NULL" keeps one row, joined each row with every other.
+// "uniq IS NULL" keeps one row, joined each row with every other. A job
+// asked to be claimed is held by the server $10 only while that server's
+// row is there (memberExists); otherwise it is inserted unclaimed.
 var insertRowsSQL = `INSERT INTO gearwork_jobs AS g (seq, handle, function, uniq, reducer, payload, priority, run_at, retries, owner, ` + stateNames + `)
 	SELECT i.seq, $9::bytea || convert_to(i.seq::text, 'UTF8'), i.function, i.uniq, i.reducer, i.payload,
-		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
+		i.priority, i.run_at, i.retries, CASE WHEN i.claim AND i.ordering_key = '' AND ` + memberExists(10) + ` THEN $10::bigint END, ` + prefixed("i.", stateNames) + `
 	FROM numbered i`
 
 // insertSQL inserts new jobs, numbering those without a number. Jobs
@@ -107,30 +109,11 @@ func (s *Store) Commit(ctx context.Context, p store.CommitParams) (store.Committ
 		return store.Committed{}, fmt.Errorf("postgres: commit: number waiting jobs: %w", err)
 	}
 	id, _ := s.member()
-	for attempt := 0; ; attempt++ {
-		written, err := s.commit(ctx, p, &out, id)
-		if attempt == 0 && !written && id != 0 && leaseLost(err) {
-			// This server's row is gone (its lease was lost): write the
-			// round, which PostgreSQL refused whole, again without
-			// claiming. Renew registers the server again. A round that
-			// was written is never sent again.
-			id = 0
-			continue
-		}
-		if err != nil {
-			return store.Committed{}, fmt.Errorf("postgres: commit %d new, %d updated, %d finished jobs: %w",
-				len(p.Insert.Jobs), len(p.Update), len(p.Delete), err)
-		}
-		return out, nil
+	if err := s.commit(ctx, p, &out, id); err != nil {
+		return store.Committed{}, fmt.Errorf("postgres: commit %d new, %d updated, %d finished jobs: %w",
+			len(p.Insert.Jobs), len(p.Update), len(p.Delete), err)
 	}
-}
-
-// leaseLost reports whether err is PostgreSQL refusing a job claimed by
-// this server because the server's row is gone (a foreign_key_violation
-// on the owner): its lease was lost.
-func leaseLost(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23503"
+	return out, nil
 }
 
 // reserveSQL takes sequence numbers for jobs a server numbers itself. The
@@ -145,10 +128,10 @@ const progressSQL = `UPDATE gearwork_jobs g SET progress_num = u.num, progress_d
 	FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) AS u(seq, num, den, running)
 	WHERE g.seq = u.seq AND g.owner = $5`
 
-// commit writes one round; written reports that its transaction was
-// committed. A job that coalesced with a job the round could not return,
-// and that then could not be resolved, has its Inserted.Err set.
-func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) (written bool, err error) {
+// commit writes one round. A job that coalesced with a job the round
+// could not return, and that then could not be resolved, has its
+// Inserted.Err set.
+func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Committed, id int64) error {
 	p := cp.Insert
 	out := res.Inserted
 	res.Reserved = res.Reserved[:0]
@@ -256,7 +239,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
 	}
 
-	err = s.againOnConflict(ctx, "a commit round", func() error {
+	err := s.againOnConflict(ctx, "a commit round", func() error {
 		// What the reads of an aborted attempt gathered is read again.
 		missing = missing[:0]
 		clear(refused)
@@ -265,7 +248,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		return s.sendRound(ctx, steps, cp.Meta)
 	})
 	if err != nil {
-		return false, err
+		return err
 	}
 	// Jobs that coalesced with a job some server holds (the conditional
 	// update did not fire, so the statement did not return the row).
@@ -290,7 +273,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			out[i] = store.Inserted{Seq: out[f].Seq, Refused: out[f].Refused, BatchRefused: out[f].BatchRefused, Err: out[f].Err}
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // maxConflictAttempts bounds how often a transaction aborted by a
@@ -306,9 +289,10 @@ const maxConflictAttempts = 5
 // Two transactions need no such retry, as they cannot close a cycle of
 // waits (and the store runs them at PostgreSQL's default READ COMMITTED,
 // which has no serialization failures). A claim (Claim) skips the job
-// rows others lock, takes its claim locks in key order before any row,
-// and otherwise waits only for its server's row (the owner's foreign
-// key), whose deleter waits only for rows that server already owns. A
+// rows others lock, takes its server's row (memberLockSQL) and then its
+// claim locks in key order before any job row, and otherwise waits for
+// nothing; a deleter of a server's row waits only for rows that server
+// already owns (the release trigger of migration 13). A
 // batch's close (CloseBatch) waits only for the batch's row, before it
 // holds anything.
 func (s *Store) againOnConflict(ctx context.Context, what string, tx func() error) error {
@@ -511,13 +495,9 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 			return store.Inserted{}, err
 		}
 		// Finished and deleted in the meantime: a new job after all.
+		// Unclaimed when this server's lease was lost since the round
+		// (insertRowsSQL).
 		r, inserted, err := s.insertAfterAll(ctx, p, j, id)
-		if id != 0 && leaseLost(err) {
-			// This server's lease was lost since the round: the job is
-			// inserted unclaimed, as Commit inserts a round.
-			id = 0
-			continue
-		}
 		if err != nil || inserted {
 			return r, err
 		}

@@ -14,6 +14,23 @@ import (
 	"github.com/gearwork/gearwork/internal/testwait"
 )
 
+// blockedBy returns a condition for testwait.Until: at least n sessions
+// wait, directly or through others, for the session pid. It asks on a
+// connection of its own: inside a transaction pg_stat_activity answers
+// from the snapshot of its first reading.
+func blockedBy(t *testing.T, url string, pid int) func(n int) func() bool {
+	return func(n int) func() bool {
+		return func() bool {
+			var got int
+			pgtest.QueryRow(t, url, `WITH RECURSIVE b(pid) AS (
+				SELECT pid FROM pg_stat_activity WHERE `+strconv.Itoa(pid)+` = ANY(pg_blocking_pids(pid))
+				UNION SELECT s.pid FROM pg_stat_activity s JOIN b ON b.pid = ANY(pg_blocking_pids(s.pid)))
+				SELECT count(*) FROM b`, &got)
+			return got >= n
+		}
+	}
+}
+
 // endRound is a commit round of a server that ends job seq (its row
 // deleted, its record written, the jobs waiting for it told) and inserts
 // jobs.
@@ -63,16 +80,7 @@ func TestEndingRoundsThatDeadlockAreWrittenAgain(t *testing.T) {
 	require.NoError(t, err)
 	var pid int
 	require.NoError(t, holder.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-	blocked := func(n int) func() bool {
-		return func() bool {
-			var got int
-			pgtest.QueryRow(t, url, `WITH RECURSIVE b(pid) AS (
-				SELECT pid FROM pg_stat_activity WHERE `+strconv.Itoa(pid)+` = ANY(pg_blocking_pids(pid))
-				UNION SELECT s.pid FROM pg_stat_activity s JOIN b ON b.pid = ANY(pg_blocking_pids(s.pid)))
-				SELECT count(*) FROM b`, &got)
-			return got >= n
-		}
-	}
+	blocked := blockedBy(t, url, pid)
 	errs := make(chan error, 2)
 	go func() {
 		_, err := a.Commit(ctx, endRound(x, newJob("y", "u", "again")))

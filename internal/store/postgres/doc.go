@@ -15,9 +15,10 @@
 // (unique, function) with ON CONFLICT). A server registers itself with a
 // lease (Join, Renew) and claims batches of runnable jobs for the functions
 // its workers serve (Claim: FOR UPDATE SKIP LOCKED), marking them with its
-// id. When a server's lease expires, any other server's Renew deletes its
-// registration, which releases its jobs (ON DELETE SET NULL) for the
-// others to claim. Jobs with an ordering key and functions with a
+// id; a statement that marks jobs locks the server's row once (FOR KEY
+// SHARE) and marks nothing when the row is gone. When a server's lease
+// expires, any other server's Renew deletes its registration, which
+// releases its jobs (a trigger on the deletion) for the others to claim. Jobs with an ordering key and functions with a
 // concurrency or rate limit are claimed under a per-function advisory lock,
 // so that only the head of each key runs and the limits hold across
 // servers (rate limits as a token bucket per function in gearwork_rates).

@@ -16,6 +16,11 @@ import (
 // before Join or after Leave.
 var ErrNotJoined = errors.New("postgres: this server has not joined the shared store")
 
+// ErrLeaseLost is returned (wrapped) by Claim when this server's row in
+// gearwork_servers is gone: its lease expired and another server released
+// its jobs. The next Renew registers it again.
+var ErrLeaseLost = errors.New("postgres: this server's lease was lost")
+
 // member returns this server's id in gearwork_servers.
 func (s *Store) member() (int64, error) {
 	s.mu.Lock()

@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/postgres"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/store/storetest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 func openStore(t *testing.T, url, name string) *postgres.Store {
@@ -247,7 +249,7 @@ func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {
 	require.NoError(t, err, "the insert is retried unclaimed")
 	require.False(t, res[0].Claimed)
 	_, err = a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
-	require.Error(t, err, "a server without a registration cannot claim")
+	require.ErrorIs(t, err, postgres.ErrLeaseLost, "a server without a registration cannot claim")
 	var n int
 	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL`, &n)
 	require.Zero(t, n, "no job names the reaped server")
@@ -292,11 +294,7 @@ func TestClaimTakesOnlyTheHeadOfEachOrderingKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.Schema(t)
-	a, b := openStore(t, url, "a"), openStore(t, url, "b")
-	for _, st := range []*postgres.Store{a, b} {
-		_, err := st.Join(ctx, func(string) {}, nil, nil)
-		require.NoError(t, err)
-	}
+	a, b := joinedStore(t, url, "a"), joinedStore(t, url, "b")
 	var jobs []store.Job
 	for i := range 3 {
 		for _, key := range []string{"x", "y"} {
@@ -537,6 +535,67 @@ func victimHeldByA(t *testing.T) (url string, held store.Inserted, b *postgres.S
 }
 
 // zapOnCommit makes a commit round that inserts a job of function "zap"
+// A server's row deleted while its claim is under way (the claim holds
+// the row's lock and has not committed) waits for the claim, and then
+// releases the jobs that claim took: no job is left held by a server
+// that is gone.
+func TestDeletingAServerReleasesWhatItsClaimUnderWayTook(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := joinedStore(t, url, "a"), joinedStore(t, url, "b")
+	_, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2"), newJob("f", "", "3")}})
+	require.NoError(t, err)
+
+	// The claim's transaction, as it commits, waits for a lock the test
+	// holds: the claim is taken but not committed until the test lets go.
+	gate, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer gate.Close(ctx)
+	_, err = gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`)
+	require.NoError(t, err)
+	var gatePID int
+	require.NoError(t, gate.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&gatePID))
+	pgtest.Exec(t, url, `CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$;
+		CREATE CONSTRAINT TRIGGER hold AFTER UPDATE ON gearwork_jobs DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW WHEN (OLD.owner IS NULL AND NEW.owner IS NOT NULL) EXECUTE FUNCTION hold();`)
+	waiting := blockedBy(t, url, gatePID)
+	type claimed struct {
+		jobs []store.Job
+		err  error
+	}
+	claims := make(chan claimed, 1)
+	go func() {
+		jobs, err := a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+		claims <- claimed{jobs, err}
+	}()
+	testwait.Until(t, "a's claim to wait as it commits", waiting(1))
+	deleted := make(chan error, 1)
+	go func() {
+		conn, err := pgx.Connect(ctx, url)
+		if err == nil {
+			_, err = conn.Exec(ctx, `DELETE FROM gearwork_servers WHERE name = 'a'`)
+			conn.Close(ctx)
+		}
+		deleted <- err
+	}()
+	testwait.Until(t, "the deletion of a's row to wait for the claim", waiting(2))
+	_, err = gate.Exec(ctx, `SELECT pg_advisory_unlock(4242)`)
+	require.NoError(t, err)
+	c := <-claims
+	require.NoError(t, c.err)
+	require.Len(t, c.jobs, 3, "the claim took every job")
+	require.NoError(t, <-deleted)
+
+	var n int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs WHERE owner IS NOT NULL`, &n)
+	require.Zero(t, n, "the deletion released the jobs the claim took")
+	require.Len(t, claimF(t, b), 3, "another server can claim them")
+	_, err = a.Claim(ctx, []store.ClaimRequest{{Function: "f", Max: 10}})
+	require.ErrorIs(t, err, postgres.ErrLeaseLost)
+}
+
 // run del (SQL) as it commits, in its transaction: what another server
 // does between the round and the store's next statement.
 func zapOnCommit(t *testing.T, url, del string) {
