@@ -91,13 +91,14 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 // their data one after another in buf.recData, which the next batch
 // reuses (the store keeps nothing of a write's records once it returns).
 // Each is encoded straight from its memory copy, except that, with fill,
-// the record of a job whose payload was on disk only gets it read back
-// first (tierFillRecord).
+// the record of a job whose payload was on disk only and that needs it
+// (recordReadsPayload: not one that completed) gets it read back first
+// (tierFillRecord).
 func (b *Broker) encodeRecords(ctx context.Context, buf *commitBuffers, fill bool) {
 	buf.recData = buf.recData[:0]
 	for _, r := range buf.recPtrs {
 		start := len(buf.recData)
-		if fill && r.payloadOnDisk && b.tier.reader != nil {
+		if fill && r.payloadOnDisk && b.tier.reader != nil && recordReadsPayload(r.state.String(), int(r.payloadLen)) {
 			s := r.snapshot()
 			b.tierFillRecord(ctx, &s)
 			buf.recData = appendSnapshot(buf.recData, &s)

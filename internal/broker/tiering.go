@@ -213,6 +213,13 @@ func (b *Broker) tierFillDeadLetters(list []DeadLetter) []DeadLetter {
 	return list
 }
 
+// recordReadsPayload reports whether the record of a job in state whose
+// payload (of size bytes, 0: not known) was on disk only reads the payload
+// back (tierFillRecord).
+func recordReadsPayload(state string, size int) bool {
+	return retryable(state) || size == 0
+}
+
 // tierFillRecord reads back the payload of a job that was on disk only
 // when it ended, for its record s: the record of a failed, exception or
 // dead job gets the preview, and the whole payload when a record keeps it
@@ -224,7 +231,7 @@ func (b *Broker) tierFillDeadLetters(list []DeadLetter) []DeadLetter {
 // as it is, so that the common end of a job costs no read. It runs
 // without the lock.
 func (b *Broker) tierFillRecord(ctx context.Context, s *JobSnapshot) {
-	if b.tier.reader == nil || !s.payloadOnDisk || !retryable(s.State) && s.PayloadSize != 0 {
+	if b.tier.reader == nil || !s.payloadOnDisk || !recordReadsPayload(s.State, s.PayloadSize) {
 		return
 	}
 	p, err := b.tier.reader.ReadPayload(ctx, s.Seq)
