@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -118,6 +119,10 @@ type batch struct {
 	// forgotten: its retention ended (ExpireBatches); its entry is deleted
 	// from the store.
 	forgotten bool
+	// held: its retention ended while a callback was refused; it is out
+	// of batchState.done, so that expiry passes do not walk it again,
+	// until the callback is submitted (fireCallbackLocked) or a restart.
+	held bool
 	// shared: only the id of a batch kept by the shared store
 	// (sharedMode), which counts its jobs; nothing else is used.
 	shared bool
@@ -147,7 +152,7 @@ type batchState struct {
 	byID  map[uint64]*batch
 	dirty []*batch
 	// done holds the completed batches in the order they completed, for
-	// ExpireBatches.
+	// ExpireBatches, except those held (batch.held).
 	done []*batch
 }
 
@@ -182,9 +187,6 @@ func (m localMode) expireBatches(completedBefore int64) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
-	// kept are the batches due to go whose callback was refused: they stay
-	// (until a restart submits it), in front, in their order.
-	var kept []*batch
 	for n < expireBatchesMax && len(b.batches.done) > 0 {
 		bt := b.batches.done[0]
 		if bt.Completed > completedBefore {
@@ -193,7 +195,10 @@ func (m localMode) expireBatches(completedBefore int64) int {
 		b.batches.done[0] = nil
 		b.batches.done = b.batches.done[1:]
 		if bt.callbacksDue() {
-			kept = append(kept, bt)
+			// Its callback was refused: it stays, held out of the
+			// list, until the callback is submitted (at the latest by
+			// the replay after a restart).
+			bt.held = true
 			continue
 		}
 		delete(b.batches.byID, bt.id)
@@ -201,10 +206,18 @@ func (m localMode) expireBatches(completedBefore int64) int {
 		b.batchChangedLocked(bt)
 		n++
 	}
-	if len(kept) > 0 {
-		b.batches.done = append(kept, b.batches.done...)
-	}
 	return n
+}
+
+// unholdBatchLocked puts a held batch whose callbacks were all submitted
+// back in the list of completed batches, in its place, for the next pass.
+func (b *Broker) unholdBatchLocked(bt *batch) {
+	if !bt.held || bt.callbacksDue() {
+		return
+	}
+	bt.held = false
+	i, _ := slices.BinarySearchFunc(b.batches.done, bt.Completed, func(x *batch, c int64) int { return cmp.Compare(x.Completed, c) })
+	b.batches.done = slices.Insert(b.batches.done, i, bt)
 }
 
 // callbacksDue reports whether a callback of the completed batch is still
@@ -473,6 +486,7 @@ func (b *Broker) fireCallbackLocked(bt *batch, cb *Callback, kind string, bit ui
 	}
 	bt.Fired |= bit
 	b.batchChangedLocked(bt)
+	b.unholdBatchLocked(bt)
 }
 
 func nonNilStrings(s []string) []string {

@@ -408,6 +408,57 @@ func TestBatchWithARefusedCallbackOutlivesItsRetention(t *testing.T) {
 	mustBatch(t, tb.b, id)
 }
 
+// The expiry pass walks a completed batch whose callback was refused once:
+// it then leaves its list of completed batches (a pass used to put it back
+// in front and walk it again every second). Should its callback be
+// submitted later (a job of it queued again ends), it is back in the list
+// and goes once its retention has passed.
+func TestBatchExpiryLeavesARefusedCallbackBehind(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tb := setupLC(t, lcOpts{cfg: Config{BatchRetention: time.Hour, Policies: policies("fn", Policy{MaxAttempts: 1})},
+		store: memory.New(), can: []string{"fn"}})
+	var limits [numPriorities]int
+	for i := range limits {
+		limits[i] = 1
+	}
+	tb.b.SetMaxQueue("done", limits)
+	filler := tb.submit(t, lcBG("done", "", "fills the queue"))
+	id, err := tb.b.CreateBatch(ctx, BatchParams{OnComplete: Callback{Function: "done"}})
+	require.NoError(t, err)
+	bad := tb.submit(t, inBatch(id, "bad"))
+	require.NoError(t, tb.b.CloseBatch(ctx, id))
+	tb.finishNext(t, bad, Exception)
+	require.True(t, mustBatch(t, tb.b, id).Complete)
+	require.False(t, mustBatch(t, tb.b, id).CompleteFired, "on_complete was refused")
+	inPass := func() bool {
+		tb.b.mu.Lock()
+		defer tb.b.mu.Unlock()
+		return slices.Contains(tb.b.batches.done, tb.b.batches.byID[id])
+	}
+	require.True(t, inPass())
+
+	tb.clock.Add(2 * time.Hour)
+	require.Zero(t, tb.b.ExpireBatches())
+	require.False(t, inPass(), "the next passes do not walk it again")
+	require.Zero(t, tb.b.ExpireBatches())
+	mustBatch(t, tb.b, id)
+
+	w := tb.b.NewSession("w2", benchOutbox{})
+	tb.b.CanDo(w, []byte("done"), 0)
+	a, ok := tb.b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, filler, a.Seq)
+	require.NoError(t, tb.b.Finish(w, a.Seq, Complete, nil))
+	require.NoError(t, tb.b.RetryDeadLetter(ctx, []byte(tb.b.Handle(bad))))
+	tb.finishNext(t, bad, Complete)
+	require.True(t, mustBatch(t, tb.b, id).CompleteFired, "on_complete submitted now")
+	require.True(t, inPass())
+	require.Equal(t, 1, tb.b.ExpireBatches())
+	_, err = tb.b.Batch(ctx, id)
+	require.ErrorIs(t, err, ErrBatchNotFound)
+}
+
 // A dead letter of a batch queued again counts as pending again, and its
 // new end is counted: in a batch not yet complete, the batch then
 // completes as if the job had not died; in a completed batch, which stays
