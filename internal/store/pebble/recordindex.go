@@ -9,7 +9,8 @@ import (
 
 // recordIndex is the memory side of the job records (Store.EndJobs): per
 // function, where each kept record is (its block) and its place in the
-// listing order, 20 bytes a record outside Go's heap (allocEntries), so
+// listing order, 20 bytes a record outside Go's heap (allocEntries), and
+// a quarter of a byte a record more to find a record by Seq (seqSpans), so
 // that a listing, a lookup and expiry read only the blocks they need. It is built on the first use
 // from the blocks' headers on disk and kept in step by every write.
 type recordIndex struct {
@@ -62,6 +63,9 @@ type fnIndex struct {
 	head    int
 	// counts counts the records per state position.
 	counts []int
+	// bySeq finds an entry by its Seq; every change of entries tells it
+	// from where they changed (dirty).
+	bySeq seqSpans
 }
 
 func (f *fnIndex) live() []recEntry { return f.entries[f.head:] }
@@ -114,6 +118,7 @@ func (f *fnIndex) add(e recEntry) {
 	if i == n {
 		return
 	}
+	f.bySeq.dirty(i)
 	copy(f.entries[i+1:], f.entries[i:n])
 	f.entries[i] = e
 }
@@ -127,11 +132,15 @@ func (f *fnIndex) push(e recEntry) {
 	if len(f.entries) == cap(f.entries) {
 		f.move(max(1024, 2*f.len()+1))
 	}
+	f.bySeq.dirty(len(f.entries))
 	f.entries = append(f.entries, e)
 }
 
 // sort puts the entries in order after push.
-func (f *fnIndex) sort() { slices.SortFunc(f.live(), cmpEntry) }
+func (f *fnIndex) sort() {
+	slices.SortFunc(f.live(), cmpEntry)
+	f.bySeq.dirty(0)
+}
 
 // move puts the live entries into new room for size of them (see
 // allocEntries) and gives the old room back.
@@ -140,12 +149,14 @@ func (f *fnIndex) move(size int) {
 	to = append(to, f.live()...)
 	freeEntries(f.entries)
 	f.entries, f.head = to, 0
+	f.bySeq.dirty(0)
 }
 
 // release gives the entries' room back; f is empty afterwards.
 func (f *fnIndex) release() {
 	freeEntries(f.entries)
 	f.entries, f.head = nil, 0
+	f.bySeq = seqSpans{}
 }
 
 // find returns the position in live() of the entry at (fin, seq).
@@ -161,6 +172,7 @@ func (f *fnIndex) remove(i int) {
 		f.dropOldest(1)
 		return
 	}
+	f.bySeq.dirty(f.head + i)
 	f.entries = slices.Delete(f.entries, f.head+i, f.head+i+1)
 }
 
@@ -190,17 +202,12 @@ func (x *recordIndex) reset() {
 	x.loaded = false
 }
 
-// lookup returns the function and entry of the record of job seq. It
-// looks through every function's entries: lookups by Seq are rare (one
-// job's page), and an index by Seq would double the memory per record.
+// lookup returns the function and entry of the record of job seq: each
+// function's entries are searched by their spans of Seqs (seqSpans).
 func (x *recordIndex) lookup(seq uint64) (string, *fnIndex, int, bool) {
-	lo, hi := uint32(seq), uint32(seq>>32)
 	for name, f := range x.fns {
-		live := f.live()
-		for i := len(live) - 1; i >= 0; i-- { // the newest are asked for most
-			if e := &live[i]; e.seqLo == lo && e.seqHi == hi {
-				return name, f, i, true
-			}
+		if i := f.bySeq.find(f.entries, f.head, seq); i >= 0 {
+			return name, f, i - f.head, true
 		}
 	}
 	return "", nil, 0, false

@@ -1,0 +1,121 @@
+package pebble
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+)
+
+// ordinaryEnds returns n entries as a server's jobs end: Seqs in the
+// order they were submitted, finishing out of that order by up to a few
+// dozen jobs (several workers), with one in a thousand running long and
+// ending far later than its neighbours.
+func ordinaryEnds(n int, r *rand.Rand) []recEntry {
+	out := make([]recEntry, n)
+	for i := range out {
+		fin := int64(i)*1000 + r.Int64N(32_000)
+		if r.IntN(1000) == 0 {
+			fin += r.Int64N(int64(n) * 1000)
+		}
+		out[i] = mkEntry(uint64(i+1), fin, 0, 0)
+	}
+	return out
+}
+
+// A lookup by Seq finds every record kept, and none of those gone,
+// through the index's changes: records added in and out of order, the
+// oldest expired (which moves the entries to new room), single records
+// forgotten.
+func TestRecordIndexLookupBySeq(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(3, 4))
+	x := &recordIndex{fns: make(map[string]*fnIndex), stateOf: make(map[string]uint8)}
+	defer x.reset()
+	a, b := x.fn("a"), x.fn("b")
+	ends := ordinaryEnds(20_000, r)
+	kept := make(map[uint64]string)
+	check := func() {
+		t.Helper()
+		for seq, fn := range kept {
+			name, f, i, ok := x.lookup(seq)
+			require.True(t, ok, "record %d", seq)
+			require.Equal(t, fn, name, "record %d", seq)
+			require.Equal(t, seq, f.live()[i].seq())
+		}
+		for range 200 {
+			seq := uint64(r.IntN(len(ends) + 100))
+			if _, ok := kept[seq]; !ok {
+				_, _, _, ok := x.lookup(seq)
+				require.False(t, ok, "record %d is gone", seq)
+			}
+		}
+	}
+	for step, e := range ends {
+		f, name := a, "a"
+		if e.seq()%3 == 0 {
+			f, name = b, "b"
+		}
+		f.add(e)
+		kept[e.seq()] = name
+		switch {
+		case step%5000 == 4999:
+			for _, e := range a.live()[:a.len()/2] {
+				delete(kept, e.seq())
+				a.count(e.state(), -1)
+			}
+			a.dropOldest(a.len() / 2)
+			check()
+		case step%997 == 996:
+			i := r.IntN(b.len())
+			delete(kept, b.live()[i].seq())
+			b.remove(i)
+			check()
+		}
+	}
+	check()
+}
+
+// BenchmarkRecordIndexLookup times a lookup by Seq (a job's page by its
+// handle) in an index of a million records of one function, of the
+// oldest record, of the one in the middle and of the newest, and reports the index's bytes per
+// record.
+func BenchmarkRecordIndexLookup(b *testing.B) {
+	const n = 1_000_000
+	x := &recordIndex{fns: make(map[string]*fnIndex), stateOf: make(map[string]uint8)}
+	defer x.reset()
+	f := x.fn("fn")
+	for _, e := range ordinaryEnds(n, rand.New(rand.NewPCG(1, 2))) {
+		f.add(e)
+	}
+	live := f.live()
+	for _, c := range []struct {
+		name string
+		seq  uint64
+	}{{"oldest", live[0].seq()}, {"middle", live[n/2].seq()}, {"newest", live[n-1].seq()}} {
+		b.Run(fmt.Sprintf("%s-of-%d", c.name, n), func(b *testing.B) {
+			x.lookup(c.seq) // the first lookup after a change of many entries is slower
+			for b.Loop() {
+				if _, _, i, ok := x.lookup(c.seq); !ok || f.live()[i].seq() != c.seq {
+					b.Fatalf("lookup of %d: %d %v", c.seq, i, ok)
+				}
+			}
+			b.ReportMetric(float64(f.memBytes())/float64(f.len()), "index-B/record")
+		})
+	}
+	// The first lookup after the entries moved (loading, growing, expiry
+	// of half of them) makes all the spans again.
+	b.Run(fmt.Sprintf("first-after-move-of-%d", n), func(b *testing.B) {
+		for b.Loop() {
+			f.bySeq.dirty(0)
+			x.lookup(live[0].seq())
+		}
+	})
+}
+
+// memBytes is the room the function's index takes.
+func (f *fnIndex) memBytes() int {
+	return cap(f.entries)*int(unsafe.Sizeof(recEntry{})) + f.bySeq.memBytes()
+}
