@@ -154,8 +154,10 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		add(nil, depLockSharedSQL, s.depsLock())
 	}
 	lockRoundBatches(func(sql string, args ...any) { add(nil, sql, args...) }, roundBatches(cp), cp.DepEnds, p.HandlePrefix)
-	batchStates := make(map[uint64]bool)
+	// batchStates and refused are made only by rounds that read them.
+	var batchStates map[uint64]bool
 	if joined := jobBatches(p.Jobs); len(joined) > 0 {
+		batchStates = make(map[uint64]bool, len(joined))
 		add(func(br pgx.BatchResults) error { return readBatchStates(br, batchStates) }, batchStateSQL, joined)
 	}
 	var endArgs []any
@@ -194,8 +196,9 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}, insertSQL, insertArgs(part, cl, p.HandlePrefix, id)...)
 		base += len(part)
 	}
-	refused := make(map[uint64]store.DependencyRefused)
+	var refused map[uint64]store.DependencyRefused
 	if linking {
+		refused = make(map[uint64]store.DependencyRefused)
 		add(func(br pgx.BatchResults) error { return readRefused(br, refused) }, depLinkSQL, depLinkArgs(p.Jobs)...)
 	}
 	if len(cp.BatchEnds) > 0 {
@@ -524,8 +527,9 @@ func (s *Store) insertAfterAll(ctx context.Context, p store.InsertParams, j stor
 	if linking {
 		add(nil, depLockSQL, s.depsLock())
 	}
-	batchStates := make(map[uint64]bool)
+	var batchStates map[uint64]bool
 	if j.Batch != 0 {
+		batchStates = make(map[uint64]bool, 1)
 		add(nil, batchLockSQL, []int64{seqArg(j.Batch)})
 		add(func(br pgx.BatchResults) error { return readBatchStates(br, batchStates) }, batchStateSQL, []int64{seqArg(j.Batch)})
 	}
@@ -536,8 +540,9 @@ func (s *Store) insertAfterAll(ctx context.Context, p store.InsertParams, j stor
 		missing, err = readInserted(br, []int{0}, map[uniqKey]int{{j.Function, j.Unique}: 0}, out, id)
 		return err
 	}, insertSQL, insertArgs([]store.Job{j}, []bool{id != 0 && j.Seq != 0 && !linking}, p.HandlePrefix, id)...)
-	refused := make(map[uint64]store.DependencyRefused)
+	var refused map[uint64]store.DependencyRefused
 	if linking {
+		refused = make(map[uint64]store.DependencyRefused)
 		add(func(br pgx.BatchResults) error { return readRefused(br, refused) }, depLinkSQL, depLinkArgs([]store.Job{j})...)
 	}
 	add(nil, `SELECT pg_notify($1, $2)`, s.channel, notifyPayload(j.Function))

@@ -47,3 +47,28 @@ func BenchmarkCommitInsert(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitRoundAllocs reports the allocations of a small commit
+// round that names no batch and no job to wait for (the ends of eight
+// jobs: their deletes and records), the common round of a working server.
+func BenchmarkCommitRoundAllocs(b *testing.B) {
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, postgres.Config{URL: pgtest.Schema(b), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p := store.CommitParams{Delete: make([]uint64, 8), Records: make([]store.Record, 8)}
+	seq := uint64(1 << 40)
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range p.Delete {
+			seq++
+			p.Delete[i] = seq
+			p.Records[i] = store.Record{Seq: seq, Function: "f", State: "complete", Finished: int64(seq), Data: []byte("r")}
+		}
+		if _, err := s.Commit(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
