@@ -45,13 +45,25 @@ func endRound(seq uint64, jobs ...store.Job) store.CommitParams {
 // submits again the unique of the job the other ends: the first round
 // holds the fan-in's row and waits to insert that unique until the other
 // round, which deleted its job, ends, and that round waits for the
-// fan-in's row. PostgreSQL breaks the deadlock by failing one of them;
-// the store writes that round again, and both succeed (the unique is a
-// new job or coalesces with the job ended, by which round went first).
+// fan-in's row. PostgreSQL breaks the deadlock by failing one of them
+// (its count of deadlocks grows: the test has a database of its own, so
+// no other test's deadlock counts); the store writes that round again,
+// and both succeed (the unique is a new job or coalesces with the job
+// ended, by which round went first).
 func TestEndingRoundsThatDeadlockAreWrittenAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.Schema(t)
+	url := pgtest.Database(t)
+	// The deadlocks are read on a connection of the test's own.
+	stats, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer stats.Close(ctx)
+	deadlocks := func() int64 {
+		var n int64
+		require.NoError(t, stats.QueryRow(ctx, `SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`).Scan(&n))
+		return n
+	}
+	before := deadlocks()
 	a, c := openStore(t, url, "a"), openStore(t, url, "c")
 	for _, st := range []interface {
 		Join(context.Context, func(string), func(string), func(error)) (time.Duration, error)
@@ -105,4 +117,7 @@ func TestEndingRoundsThatDeadlockAreWrittenAgain(t *testing.T) {
 	for _, n := range counts {
 		require.Zero(t, n.Waiting, "no job waits for a job that ended (%s)", n.Function)
 	}
+	// A backend reports its statistics when it goes idle (at most once a
+	// second) or exits, so the count may lag: wait for it.
+	testwait.Until(t, "PostgreSQL to count the deadlock it broke", func() bool { return deadlocks() > before })
 }

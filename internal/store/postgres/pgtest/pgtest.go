@@ -283,11 +283,7 @@ var unsafeChars = regexp.MustCompile(`[^a-z0-9_]+`)
 func Schema(t testing.TB) string {
 	t.Helper()
 	base := URL(t)
-	name := unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "_")
-	if len(name) > 40 {
-		name = name[len(name)-40:]
-	}
-	name = fmt.Sprintf("t%d_%s", schemaN.Add(1), strings.Trim(name, "_"))
+	name := uniqueName(t, "t")
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, base)
 	if err != nil {
@@ -310,6 +306,36 @@ func Schema(t testing.TB) string {
 		}
 	})
 	return WithSchema(base, name)
+}
+
+// uniqueName returns a name for a schema or database of t, unique in the
+// process: prefix, a number, the test's name.
+func uniqueName(t testing.TB, prefix string) string {
+	name := unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "_")
+	if len(name) > 40 {
+		name = name[len(name)-40:]
+	}
+	return fmt.Sprintf("%s%d_%s", prefix, schemaN.Add(1), strings.Trim(name, "_"))
+}
+
+// Database creates a new, empty database for t in the package-wide server
+// and returns a URL that connects to it; the database is dropped when t
+// ends. A test that reads its database's statistics (pg_stat_database)
+// needs one: the schemas of Schema share one database with every other
+// test. It skips or fails t when PostgreSQL is not installed.
+func Database(t testing.TB) string {
+	t.Helper()
+	base := URL(t)
+	p, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	name := uniqueName(t, "d")
+	ident := pgx.Identifier{name}.Sanitize()
+	Exec(t, base, "CREATE DATABASE "+ident)
+	t.Cleanup(func() { Exec(t, base, "DROP DATABASE "+ident+" WITH (FORCE)") })
+	p.Path = "/" + name
+	return p.String()
 }
 
 // WithSchema returns u with its connections' search_path set to schema.
