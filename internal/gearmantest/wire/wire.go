@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,14 +231,20 @@ func (c *Conn) Line() string {
 
 // ExpectClosed reads until the server closes the connection (end of stream,
 // or a reset) and checks that it sent exactly before first ("" for
-// nothing). A read that times out is not a close: it fails the test.
+// nothing). Any other end of the read fails the test: a timeout, or an
+// error that does not say the server closed (a TLS error, say, or this
+// end closed).
 func (c *Conn) ExpectClosed(before string) {
 	c.T.Helper()
 	require.NoError(c.T, c.NC.SetReadDeadline(time.Now().Add(Deadline)))
 	got, err := io.ReadAll(c.R)
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	switch {
+	case err == nil || errors.Is(err, syscall.ECONNRESET): // io.ReadAll ends at io.EOF without an error
+	case errors.As(err, &ne) && ne.Timeout():
 		c.T.Fatalf("the server did not close the connection within %v", Deadline)
+	default:
+		c.T.Fatalf("reading until the server closes the connection: %v: not a close", err)
 	}
 	require.Equal(c.T, before, string(got), "what the server sent before it closed the connection")
 }
