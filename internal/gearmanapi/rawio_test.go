@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 )
 
 // TestRawReadWriteAllocateNothing: a connection's raw write and read, made
@@ -57,15 +59,7 @@ func TestRawWriteIsBounded(t *testing.T) {
 // loopback TCP connection, and the peer's end; both close with the test.
 func rawConnPair(t *testing.T) (*conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	t.Cleanup(func() { peer.Close() })
-	nc, err := ln.Accept()
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
+	peer, nc := wire.Pair(t)
 	raw, err := nc.(syscall.Conn).SyscallConn()
 	require.NoError(t, err)
 	c := &conn{nc: nc, raw: raw}

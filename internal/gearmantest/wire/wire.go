@@ -56,6 +56,22 @@ func New(t testing.TB, nc net.Conn) *Conn {
 	return &Conn{T: t, NC: nc, R: bufio.NewReader(nc)}
 }
 
+// Pair returns the two ends of a loopback TCP connection, the one that
+// dialed first; both close when the test ends.
+func Pair(t testing.TB) (dialed, accepted net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	dialed, err = net.DialTimeout("tcp", ln.Addr().String(), Deadline)
+	require.NoError(t, err)
+	t.Cleanup(func() { dialed.Close() })
+	accepted, err = ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { accepted.Close() })
+	return dialed, accepted
+}
+
 // Packet encodes one packet with string arguments.
 func Packet(m gearman.Magic, cmd gearman.Command, args ...string) []byte {
 	bs := make([][]byte, len(args))

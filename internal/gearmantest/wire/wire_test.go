@@ -45,15 +45,7 @@ func (r *recordingTB) FailNow() {
 // wraps it, after server had its end, and returns its failure ("": none).
 func expectClosed(t *testing.T, before string, server func(*net.TCPConn), client func(net.Conn) net.Conn) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer nc.Close()
-	sc, err := ln.Accept()
-	require.NoError(t, err)
-	defer sc.Close()
+	nc, sc := wire.Pair(t)
 	server(sc.(*net.TCPConn))
 	nc = client(nc)
 	rec := &recordingTB{}
