@@ -173,6 +173,15 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 	po.FS = logGuardFS{FS: po.FS, failFunc: func(err error) { s.fail(err) }}
 	s.fs = po.FS
+	// The store is written far more than it is read: jobs are read back
+	// only at a restart, job records only when someone looks. Letting
+	// more flushed tables gather in level 0 before they are compacted,
+	// and not compacting a table early because it holds many deletions
+	// (the ends of jobs), spares compactions that copy the same queued
+	// jobs and records again and again; reads merge a few more tables.
+	// Writes stall only well beyond that.
+	po.L0CompactionThreshold, po.L0StopWritesThreshold = 8, 32
+	po.Experimental.TombstoneDenseCompactionThreshold = -1
 	po.EnsureDefaults()
 	if err := checkManifests(po.FS, dir); err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
