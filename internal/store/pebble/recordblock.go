@@ -101,27 +101,39 @@ func blockFirst(blk []blockRec) uint64 {
 // and the data is the version byte, then per record uvarint Seq less the
 // first, uvarint length, data.
 func encodeBlock(recs []blockRec) (hdr, data []byte) {
+	var bb blockBufs
+	return bb.encode(recs)
+}
+
+// blockBufs are the buffers a block is encoded into, reused from block to
+// block (a batch copies the values it is given).
+type blockBufs struct {
+	hdr, data []byte
+	states    []string
+}
+
+// encode is encodeBlock into bb's buffers: hdr and data are valid until
+// the next encode.
+func (bb *blockBufs) encode(recs []blockRec) (hdr, data []byte) {
+	if cap(bb.data) > 1<<20 {
+		bb.hdr, bb.data = nil, nil // do not keep a rare large block's buffer
+	}
 	first := blockFirst(recs)
-	var states []string
+	states := bb.states[:0]
 	for _, r := range recs {
 		if !slices.Contains(states, r.state) {
 			states = append(states, r.state)
 		}
 	}
-	hdr = make([]byte, 0, 8+12*len(states)+6*len(recs))
-	hdr = append(hdr, blockVersion)
+	bb.states = states
+	hdr = append(bb.hdr[:0], blockVersion)
 	hdr = binary.AppendUvarint(hdr, uint64(len(states)))
 	for _, s := range states {
 		hdr = binary.AppendUvarint(hdr, uint64(len(s)))
 		hdr = append(hdr, s...)
 	}
 	hdr = binary.AppendUvarint(hdr, uint64(len(recs)))
-	size := 1
-	for _, r := range recs {
-		size += 8 + len(r.data)
-	}
-	data = make([]byte, 0, size)
-	data = append(data, blockVersion)
+	data = append(bb.data[:0], blockVersion)
 	prev := int64(0)
 	for _, r := range recs {
 		hdr = binary.AppendUvarint(hdr, r.seq-first)
@@ -132,15 +144,22 @@ func encodeBlock(recs []blockRec) (hdr, data []byte) {
 		data = binary.AppendUvarint(data, uint64(len(r.data)))
 		data = append(data, r.data...)
 	}
+	bb.hdr, bb.data = hdr, data
 	return hdr, data
+}
+
+// blockDamaged returns the error for a damaged part (header or data) of
+// the block that starts at first.
+func blockDamaged(first uint64, part string) error {
+	return fmt.Errorf("job record block %d: %s: %w", first, part, store.ErrCorrupt)
 }
 
 // decodeHeader calls each with every record of the header of the block
 // that starts at first.
 func decodeHeader(v []byte, first uint64, each func(seq uint64, fin int64, state string) error) error {
-	bad := fmt.Errorf("job record block %d: header: %w", first, store.ErrCorrupt)
+	bad := func() error { return blockDamaged(first, "header") } // made only when returned
 	if len(v) == 0 || v[0] != blockVersion {
-		return bad
+		return bad()
 	}
 	d := v[1:]
 	uv := func() (uint64, bool) {
@@ -153,29 +172,29 @@ func decodeHeader(v []byte, first uint64, each func(seq uint64, fin int64, state
 	}
 	ns, ok := uv()
 	if !ok || ns > 256 {
-		return bad
+		return bad()
 	}
 	states := make([]string, ns)
 	for i := range states {
 		l, ok := uv()
 		if !ok || l > uint64(len(d)) {
-			return bad
+			return bad()
 		}
 		states[i], d = string(d[:l]), d[l:]
 	}
 	count, ok := uv()
 	if !ok {
-		return bad
+		return bad()
 	}
 	fin := int64(0)
 	for range count {
 		back, ok := uv()
 		if !ok || back > math.MaxUint32 {
-			return bad
+			return bad()
 		}
 		delta, n := binary.Varint(d)
 		if n <= 0 || len(d) < n+1 || int(d[n]) >= len(states) {
-			return bad
+			return bad()
 		}
 		fin += delta
 		st := states[d[n]]
@@ -185,7 +204,7 @@ func decodeHeader(v []byte, first uint64, each func(seq uint64, fin int64, state
 		}
 	}
 	if len(d) != 0 {
-		return bad
+		return bad()
 	}
 	return nil
 }
@@ -194,20 +213,20 @@ func decodeHeader(v []byte, first uint64, each func(seq uint64, fin int64, state
 // is) of the data of the block that starts at first, until each returns
 // false.
 func decodeData(v []byte, first uint64, each func(seq uint64, data []byte) bool) error {
-	bad := fmt.Errorf("job record block %d: data: %w", first, store.ErrCorrupt)
+	bad := func() error { return blockDamaged(first, "data") }
 	if len(v) == 0 || v[0] != blockVersion {
-		return bad
+		return bad()
 	}
 	d := v[1:]
 	for len(d) > 0 {
 		back, n := binary.Uvarint(d)
 		if n <= 0 {
-			return bad
+			return bad()
 		}
 		d = d[n:]
 		l, n := binary.Uvarint(d)
 		if n <= 0 || l > uint64(len(d)-n) {
-			return bad
+			return bad()
 		}
 		data := d[n : n+int(l)]
 		d = d[n+int(l):]

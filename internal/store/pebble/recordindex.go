@@ -24,6 +24,8 @@ type recordIndex struct {
 	// position here); stateOf finds a name's position.
 	states  []string
 	stateOf map[string]uint8
+	// bufs are where writes encode blocks.
+	bufs blockBufs
 }
 
 // recEntry is one kept record in memory, in 20 bytes: its Seq and finish

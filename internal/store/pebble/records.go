@@ -115,7 +115,7 @@ func (s *Store) splitWide(ids []blockID) error {
 		}
 		if err == nil {
 			err = s.commit(func(b *pebbledb.Batch) error {
-				return errors.Join(deleteBlock(b, id), putBlocks(b, id.fn, recs))
+				return errors.Join(deleteBlock(b, id), putBlocks(b, &s.idx.bufs, id.fn, recs))
 			}, s.saveOpts)
 		}
 		for _, blk := range splitBlocks(recs) {
@@ -188,10 +188,11 @@ func (s *Store) readData(id blockID, want func(seq uint64) bool, each func(seq u
 	})
 }
 
-// putBlocks adds the blocks of recs of fn to b (splitBlocks).
-func putBlocks(b *pebbledb.Batch, fn string, recs []blockRec) error {
+// putBlocks adds the blocks of recs of fn to b (splitBlocks), encoded in
+// bb.
+func putBlocks(b *pebbledb.Batch, bb *blockBufs, fn string, recs []blockRec) error {
 	for _, blk := range splitBlocks(recs) {
-		hdr, data := encodeBlock(blk)
+		hdr, data := bb.encode(blk)
 		first := blockFirst(blk)
 		if err := b.Set(blockKey(blockHdrPrefix, fn, first), hdr, nil); err != nil {
 			return err
@@ -218,10 +219,21 @@ type shrink struct {
 
 // shrinkBlocks reads the blocks of ids and splits each one's records into
 // those for which doomed is true and the others. The data of a block is
-// read only if some of its records stay.
-func (s *Store) shrinkBlocks(ids map[blockID]bool, doomed func(uint64) bool) ([]shrink, error) {
+// read only if some of its records stay; the records of a block that goes
+// as a whole are listed (gone) only if listGone.
+func (s *Store) shrinkBlocks(ids map[blockID]bool, doomed func(uint64) bool, listGone bool) ([]shrink, error) {
 	out := make([]shrink, 0, len(ids))
 	for id := range ids {
+		if !listGone {
+			whole, err := s.doomedWhole(id, doomed)
+			if err != nil {
+				return nil, err
+			}
+			if whole {
+				out = append(out, shrink{id: id})
+				continue
+			}
+		}
 		recs, err := s.readHeader(id)
 		if err != nil {
 			return nil, err
@@ -246,14 +258,27 @@ func (s *Store) shrinkBlocks(ids map[blockID]bool, doomed func(uint64) bool) ([]
 	return out, nil
 }
 
-func (sh shrink) write(b *pebbledb.Batch) error {
+// doomedWhole reports whether doomed is true for every record of block
+// id (or it is not there), reading its header without copying it.
+func (s *Store) doomedWhole(id blockID, doomed func(uint64) bool) (bool, error) {
+	whole := true
+	err := s.readKey(blockHdrPrefix, id, func(v []byte) error {
+		return decodeHeader(v, id.first, func(seq uint64, _ int64, _ string) error {
+			whole = whole && doomed(seq)
+			return nil
+		})
+	})
+	return whole, err
+}
+
+func (sh shrink) write(b *pebbledb.Batch, bb *blockBufs) error {
 	if err := deleteBlock(b, sh.id); err != nil {
 		return err
 	}
 	if len(sh.keep) == 0 {
 		return nil
 	}
-	return putBlocks(b, sh.id.fn, sh.keep)
+	return putBlocks(b, bb, sh.id.fn, sh.keep)
 }
 
 // applyShrinkLocked updates the index after the shrink was written; the
@@ -322,7 +347,7 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 			ids[blockID{fn, f.live()[i].block()}] = true
 		}
 		var err error
-		if shrinks, err = s.shrinkBlocks(ids, func(q uint64) bool { return doomed[q] }); err != nil {
+		if shrinks, err = s.shrinkBlocks(ids, func(q uint64) bool { return doomed[q] }, true); err != nil {
 			return fmt.Errorf("pebble store %s: forgetting job records: %w", s.dir, err)
 		}
 	}
@@ -356,12 +381,12 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 			}
 		}
 		for _, sh := range shrinks {
-			if err := sh.write(b); err != nil {
+			if err := sh.write(b, &x.bufs); err != nil {
 				return err
 			}
 		}
 		for fn, rs := range byFn {
-			if err := putBlocks(b, fn, rs); err != nil {
+			if err := putBlocks(b, &x.bufs, fn, rs); err != nil {
 				return err
 			}
 		}
@@ -568,11 +593,11 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 		gone[e.seq()] = true
 		ids[blockID{fn, e.block()}] = true
 	}
-	shrinks, err := s.shrinkBlocks(ids, func(q uint64) bool { return gone[q] })
+	shrinks, err := s.shrinkBlocks(ids, func(q uint64) bool { return gone[q] }, false)
 	if err == nil {
 		err = s.commit(func(b *pebbledb.Batch) error {
 			for _, sh := range shrinks {
-				if err := sh.write(b); err != nil {
+				if err := sh.write(b, &x.bufs); err != nil {
 					return err
 				}
 			}
@@ -637,7 +662,7 @@ func (s *Store) convertOldRecords() error {
 	return s.commit(func(b *pebbledb.Batch) error {
 		for fn, rs := range byFn {
 			slices.SortFunc(rs, func(a, b blockRec) int { return cmp.Compare(a.seq, b.seq) })
-			if err := putBlocks(b, fn, rs); err != nil {
+			if err := putBlocks(b, &s.idx.bufs, fn, rs); err != nil {
 				return err
 			}
 		}
