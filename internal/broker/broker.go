@@ -476,6 +476,7 @@ func (b *Broker) replay(ctx context.Context) error {
 		j.fn.setUnique(j)
 		b.tierAdmitLocked(j, false)
 		b.makeRunnableLocked(j, false)
+		b.freezeLocked(j)
 		n++
 		return nil
 	}

@@ -308,6 +308,7 @@ func (b *Broker) settleBatchLocked(saves []*job, err error) {
 		b.releaseHeldLocked(j)
 		b.tierAdmitLocked(j, true)
 		j.releaseExtra() // the waiters were all a queued job's extra held, usually
+		b.freezeLocked(j)
 	}
 }
 

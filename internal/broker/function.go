@@ -3,7 +3,7 @@ package broker
 // function is the state of one function name. Guarded by Broker.mu.
 type function struct {
 	name   string
-	queues [numPriorities]jobList
+	queues [numPriorities]jobQueue
 	// total counts the function's live jobs in every state (gearmand's
 	// job_total: the TOTAL column of "status").
 	total   int
@@ -50,7 +50,7 @@ func (f *function) claimUnique(j *job) {
 }
 
 func (f *function) queued() int {
-	return f.queues[0].n + f.queues[1].n + f.queues[2].n
+	return f.queues[0].len() + f.queues[1].len() + f.queues[2].len()
 }
 
 // wakeOne sends NOOP to one sleeping worker of f, if any. It reports whether

@@ -40,8 +40,15 @@ type seqIndex[T any] struct {
 	spare *seqPage[T]
 }
 
-// jobIndex finds the live jobs by sequence number.
-type jobIndex = seqIndex[job]
+// jobIndex finds the live jobs by sequence number: the jobs in its pages
+// and the frozen cold entries of the queues (jobQueue), which get thaws.
+type jobIndex struct {
+	seqIndex[job]
+	// frozen counts the frozen cold entries of all queues.
+	frozen int
+	// cold are the queues that have had cold entries.
+	cold []*jobQueue
+}
 
 const (
 	jobPageShift = 4
@@ -57,7 +64,49 @@ func newSeqIndex[T any]() seqIndex[T] {
 	return seqIndex[T]{pages: make(map[uint64]*seqPage[T])}
 }
 
-func newJobIndex() jobIndex { return newSeqIndex[job]() }
+func newJobIndex() jobIndex { return jobIndex{seqIndex: newSeqIndex[job]()} }
+
+// get returns the live job of seq, thawing it when it is frozen; nil when
+// there is none.
+func (x *jobIndex) get(seq uint64) *job {
+	if j := x.seqIndex.get(seq); j != nil || x.frozen == 0 {
+		return j
+	}
+	for _, q := range x.cold {
+		if e := q.cold.find(seq); e != nil && e.kind == coldFrozen {
+			j := q.thaw(*e)
+			e.kind = coldWarm
+			j.prev = coldMark
+			q.cold.frozen--
+			x.frozen--
+			return j
+		}
+	}
+	return nil
+}
+
+// len returns the number of live jobs, frozen ones included.
+func (x *jobIndex) len() int { return x.seqIndex.len() + x.frozen }
+
+// all yields every live job with its sequence number, in no particular
+// order: those in the pages as seqIndex.all does, then a copy of each
+// frozen one (not to be changed or kept), which the loop must not remove.
+func (x *jobIndex) all() iter.Seq2[uint64, *job] {
+	return func(yield func(uint64, *job) bool) {
+		for seq, j := range x.seqIndex.all() {
+			if !yield(seq, j) {
+				return
+			}
+		}
+		for _, q := range x.cold {
+			for i := range q.cold.n {
+				if e := q.cold.at(i); e.kind == coldFrozen && !yield(e.seq, q.view(*e)) {
+					return
+				}
+			}
+		}
+	}
+}
 
 // page returns the page holding seq, nil when it has none.
 func (x *seqIndex[T]) page(seq uint64) *seqPage[T] {

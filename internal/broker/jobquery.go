@@ -289,8 +289,8 @@ func (b *Broker) CountJobs(ctx context.Context) []JobCounts {
 		queued := 0
 		var oldest int64
 		for p := range numPriorities {
-			queued += f.queues[p].n
-			if j := f.queues[p].head; j != nil {
+			queued += f.queues[p].len()
+			if j := f.queues[p].front(); j != nil {
 				at := max(j.submitted, j.runAt()*1e9)
 				if l := j.x; l != nil && l.life != nil && l.life.queuedAt != 0 {
 					at = l.life.queuedAt

@@ -74,11 +74,11 @@ func (b *Broker) popLifeLocked(f *function, p Priority) *job {
 func (b *Broker) candidateLocked(f *function, p Priority, now int64) *job {
 	age := f.life.pol.AgeAfter
 	if age <= 0 {
-		return f.queues[p].head
+		return f.queues[p].front()
 	}
 	var best *job
 	for q := p; q < numPriorities; q++ {
-		h := f.queues[q].head
+		h := f.queues[q].front()
 		if h == nil {
 			continue
 		}
@@ -143,7 +143,7 @@ func (b *Broker) overflowLocked(f *function, p Priority) bool {
 		return false
 	}
 	for q := Priority(numPriorities - 1); q >= p && q < numPriorities; q-- {
-		j := f.queues[q].head
+		j := f.queues[q].front()
 		if j == nil {
 			continue
 		}

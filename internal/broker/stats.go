@@ -95,7 +95,7 @@ func (b *Broker) Stats(ctx context.Context) Stats {
 		fs := FunctionStats{FunctionStatus: FunctionStatus{Name: f.name, Total: f.total, Running: f.running,
 			Workers: f.workers, MaxQueue: f.maxQueue}, FunctionCounters: f.counters}
 		for p := range numPriorities {
-			fs.Queued[p] = f.queues[p].n
+			fs.Queued[p] = f.queues[p].len()
 		}
 		if l := f.life; l != nil && l.paused {
 			fs.Paused = true

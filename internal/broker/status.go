@@ -240,7 +240,7 @@ func (b *Broker) DropFunction(name string) error {
 	b.dropWaitingLocked(f)
 	b.dropFunctionLifeLocked(f)
 	for p := range numPriorities {
-		for j := f.queues[p].head; j != nil; j = f.queues[p].head {
+		for j := f.queues[p].front(); j != nil; j = f.queues[p].front() {
 			j.failClients()
 			b.dropLocked(j, "function dropped")
 		}

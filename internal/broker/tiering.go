@@ -29,6 +29,9 @@ type tiering struct {
 	// payloads of the jobs it admits are the store's, copied only when kept
 	// in memory. Guarded by Broker.mu.
 	lending bool
+	// freeze says that queued jobs whose payload is on disk are kept as
+	// frozen cold entries of their queue (jobQueue): with a local store.
+	freeze bool
 }
 
 var emptyPayload = []byte{}
@@ -37,12 +40,14 @@ var emptyPayload = []byte{}
 // budget is set.
 func (b *Broker) initTiering() {
 	if pr, ok := b.store.(store.PayloadReader); ok && b.cfg.MemoryBudget != 0 {
-		b.tier = tiering{reader: pr, budget: b.cfg.MemoryBudget}
+		b.tier = tiering{reader: pr, budget: b.cfg.MemoryBudget, freeze: b.cfg.Shared == nil}
 	}
 }
 
 // tierAdmitLocked decides, for a background job that has just been stored
-// (or replayed), whether its payload stays in memory. aliased says the
+// (or replayed), whether its payload stays in memory: while the budget
+// allows, unless the job is queued behind jobs whose payload is on disk
+// (a cold entry of its queue), which run before it. aliased says the
 // job's unique may share memory with the submitted packet, which must be
 // released together with the payload. While replay lends payloads
 // (tiering.lending), every replayed job comes here, and a payload kept in
@@ -53,7 +58,7 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 		return
 	}
 	j.flags |= jobTiered
-	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget {
+	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget && j.prev != coldMark {
 		switch {
 		case j.payload == nil:
 			j.payload = emptyPayload

@@ -1,0 +1,286 @@
+package broker
+
+import "sort"
+
+// jobQueue is one priority queue of a function: a FIFO of queued jobs.
+//
+// With payload tiering a deep queue is mostly jobs whose payload is on
+// disk only, which need nothing in memory but their sequence number,
+// submit time and retry count. Such a job is kept frozen: a 24-byte entry
+// without pointers in the queue's cold part (coldJob), no job struct and
+// no slot in the index by sequence number, so that the collector neither
+// scans it nor lets the heap grow twice its size for it. It is thawed
+// (made a job again) when it reaches the front of its queue or is looked
+// up by sequence number (jobIndex.get); all other code sees only jobs.
+//
+// The queue is, in order: a list of jobs (head to tail), the cold
+// entries, and a second list of jobs (back) that could not join the cold
+// entries because their sequence numbers are not above the last one's
+// (a job queued at the back again). The cold entries' sequence numbers
+// ascend, so that one is found by binary search; a job queued behind
+// them joins them as a warm entry (a job, its entry pointing at it
+// through the index), frozen once it qualifies (freezeLocked). back is
+// empty while there are no cold entries. Guarded by Broker.mu.
+type jobQueue struct {
+	jobList
+	cold coldJobs
+	back jobList
+	// fn and prio are the queue's function and priority, which frozen
+	// entries do not keep; idx is the broker's index, where thawed jobs
+	// go. Set when the queue first takes a cold entry.
+	fn   *function
+	prio Priority
+	idx  *jobIndex
+}
+
+// coldKind says what a cold entry is.
+type coldKind uint32
+
+const (
+	// coldFrozen: the job exists only as this entry.
+	coldFrozen coldKind = iota
+	// coldWarm: the job is in the index; the entry keeps its place.
+	coldWarm
+	// coldRemoved: the job left the queue.
+	coldRemoved
+)
+
+// coldJob is a cold entry of a queue: what a queued background job whose
+// payload is on disk only consists of.
+type coldJob struct {
+	seq       uint64
+	submitted int64
+	retries   uint32
+	kind      coldKind
+}
+
+// coldChunk is the number of entries of one chunk of coldJobs.
+const coldChunk = 4096
+
+// coldJobs is a FIFO of cold entries in chunks of coldChunk: at most one
+// chunk of slack, and no copying as it grows.
+type coldJobs struct {
+	chunks [][]coldJob // each of length coldChunk
+	off    int         // index of the first entry in chunks[0]
+	n      int         // entries, removed ones included
+	live   int         // entries that are not removed
+	frozen int         // frozen entries
+}
+
+// at returns the i-th entry.
+func (c *coldJobs) at(i int) *coldJob {
+	i += c.off
+	return &c.chunks[i/coldChunk][i%coldChunk]
+}
+
+func (c *coldJobs) last() *coldJob { return c.at(c.n - 1) }
+
+func (c *coldJobs) push(e coldJob) {
+	if (c.off+c.n)%coldChunk == 0 && (c.off+c.n)/coldChunk == len(c.chunks) {
+		c.chunks = append(c.chunks, make([]coldJob, coldChunk))
+	}
+	*c.at(c.n) = e
+	c.n++
+	c.live++
+	if e.kind == coldFrozen {
+		c.frozen++
+	}
+}
+
+// pop removes the first entry.
+func (c *coldJobs) pop() coldJob {
+	e := *c.at(0)
+	c.off++
+	c.n--
+	if c.off == coldChunk {
+		c.chunks[0] = nil
+		c.chunks = c.chunks[1:]
+		c.off = 0
+	}
+	if c.n == 0 {
+		c.chunks, c.off = nil, 0
+	}
+	return e
+}
+
+// find returns the entry of seq, nil when there is none.
+func (c *coldJobs) find(seq uint64) *coldJob {
+	if c.n == 0 || seq < c.at(0).seq || seq > c.last().seq {
+		return nil
+	}
+	i := sort.Search(c.n, func(i int) bool { return c.at(i).seq >= seq })
+	if i == c.n {
+		return nil
+	}
+	if e := c.at(i); e.seq == seq && e.kind != coldRemoved {
+		return e
+	}
+	return nil
+}
+
+// coldMark is the prev of a job that is a warm cold entry of its queue.
+var coldMark = new(job)
+
+// len returns the number of jobs in the queue.
+func (q *jobQueue) len() int { return q.n + q.cold.live + q.back.n }
+
+// front returns the first job, thawing it if it is frozen; nil when the
+// queue is empty.
+func (q *jobQueue) front() *job {
+	if q.head == nil && q.cold.live > 0 {
+		q.thawFront()
+	}
+	return q.head
+}
+
+func (q *jobQueue) popFront() *job {
+	j := q.front()
+	if j != nil {
+		q.jobList.remove(j)
+	}
+	return j
+}
+
+// pushBack queues j last: as a warm cold entry when the queue has cold
+// entries and j's sequence number comes after theirs.
+func (q *jobQueue) pushBack(j *job) {
+	switch {
+	case q.cold.live == 0:
+		q.jobList.pushBack(j)
+	case q.back.n == 0 && j.seq > q.cold.last().seq:
+		j.prev, j.next = coldMark, nil
+		q.cold.push(coldJob{seq: j.seq, kind: coldWarm})
+	default:
+		q.back.pushBack(j)
+	}
+}
+
+// remove takes j, a job of q, out of it.
+func (q *jobQueue) remove(j *job) {
+	switch {
+	case j.prev == coldMark:
+		e := q.cold.find(j.seq)
+		e.kind = coldRemoved
+		j.prev = nil
+		q.cold.live--
+		q.settleCold()
+	case q.inBack(j):
+		q.back.remove(j)
+	default:
+		q.jobList.remove(j)
+	}
+}
+
+// inBack reports whether j, a job of q in one of its lists, is in back.
+func (q *jobQueue) inBack(j *job) bool {
+	if q.back.n == 0 {
+		return false
+	}
+	for ; j.prev != nil; j = j.prev {
+	}
+	return j == q.back.head
+}
+
+// settleCold drops the cold entries once none is left, and moves the
+// jobs of back behind the list.
+func (q *jobQueue) settleCold() {
+	if q.cold.live > 0 {
+		return
+	}
+	if q.cold.n > 0 {
+		q.cold = coldJobs{}
+	}
+	for j := q.back.popFront(); j != nil; j = q.back.popFront() {
+		q.jobList.pushBack(j)
+	}
+}
+
+// thawFront moves the first live cold entry to the list, thawing it.
+func (q *jobQueue) thawFront() {
+	for q.cold.n > 0 {
+		e := q.cold.pop()
+		var j *job
+		switch e.kind {
+		case coldRemoved:
+			continue
+		case coldWarm:
+			j = q.idx.seqIndex.get(e.seq)
+		case coldFrozen:
+			j = q.thaw(e)
+			q.idx.frozen--
+			q.cold.frozen--
+		}
+		q.cold.live--
+		j.prev, j.next = nil, nil
+		q.jobList.pushBack(j)
+		break
+	}
+	q.settleCold()
+}
+
+// thaw returns the job of a frozen entry, put in the index.
+func (q *jobQueue) thaw(e coldJob) *job {
+	j := q.view(e)
+	q.idx.seqIndex.put(j.seq, j)
+	return j
+}
+
+// view returns the job of a frozen entry without putting it anywhere.
+func (q *jobQueue) view(e coldJob) *job {
+	return &job{seq: e.seq, fn: q.fn, submitted: e.submitted, retries: e.retries, priority: q.prio,
+		state: stateQueued, background: true, flags: jobTiered}
+}
+
+// frozenQualifies reports whether j can be frozen: a queued background job
+// whose payload is on disk only, with nothing else in memory (no unique,
+// no extra, no flag but jobTiered).
+func frozenQualifies(j *job) bool {
+	return j.state == stateQueued && j.background && j.payload == nil && j.flags == jobTiered &&
+		j.unique == "" && j.x == nil
+}
+
+// freezeLocked freezes j when it qualifies. It is called when j's
+// payload went to disk and whenever j may have come to qualify since.
+func (b *Broker) freezeLocked(j *job) {
+	if !b.tier.freeze || !frozenQualifies(j) {
+		return
+	}
+	q := &j.fn.queues[j.priority]
+	if q.idx == nil {
+		q.fn, q.prio, q.idx = j.fn, j.priority, &b.jobs
+		b.jobs.cold = append(b.jobs.cold, q)
+	}
+	switch {
+	case j.prev == coldMark:
+		q.freezeWarm(j)
+	case q.cold.live == 0:
+		// j is in the list, and back is empty: j and the jobs behind it
+		// become cold entries, as far as their sequence numbers ascend,
+		// and the rest goes to back.
+		for k := j; k != nil; {
+			next := k.next
+			q.jobList.remove(k)
+			if q.cold.n == 0 || k.seq > q.cold.last().seq && q.back.n == 0 {
+				k.prev, k.next = coldMark, nil
+				q.cold.push(coldJob{seq: k.seq, kind: coldWarm})
+				q.freezeWarm(k)
+			} else {
+				q.back.pushBack(k)
+			}
+			k = next
+		}
+	}
+}
+
+// freezeWarm freezes j, a warm cold entry, when it qualifies.
+func (q *jobQueue) freezeWarm(j *job) {
+	if !frozenQualifies(j) {
+		return
+	}
+	e := q.cold.find(j.seq)
+	*e = coldJob{seq: j.seq, submitted: j.submitted, retries: j.retries, kind: coldFrozen}
+	q.cold.frozen++
+	q.idx.frozen++
+	q.idx.seqIndex.delete(j.seq)
+	j.prev = nil
+}

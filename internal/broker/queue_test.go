@@ -1,0 +1,195 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/memory"
+)
+
+// TestColdJobSize guards the size of a frozen job: a queue of ten million
+// of them costs ten million entries.
+func TestColdJobSize(t *testing.T) {
+	t.Parallel()
+	require.LessOrEqual(t, unsafe.Sizeof(coldJob{}), uintptr(24))
+}
+
+// startTiered starts a broker on st with payload tiering.
+func startTiered(t *testing.T, st store.Store, budget int64) *Broker {
+	t.Helper()
+	b := New(Config{Store: st, MemoryBudget: budget})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// submitTiered submits n background jobs of f whose payloads are
+// "p<index>" and returns their sequence numbers in order.
+func submitTiered(t *testing.T, b *Broker, f string, n int) []uint64 {
+	t.Helper()
+	s := b.NewSession("client", &recorder{})
+	seqs := make([]uint64, n)
+	for i := range n {
+		r := submitAndWait(t, b, s, bg(f, "", fmt.Sprintf("p%d", i), Normal))
+		require.NoError(t, r.err)
+		seqs[i] = r.seq
+	}
+	return seqs
+}
+
+// drainOrder grabs and completes the jobs of f until none is left and
+// returns their sequence numbers and payloads in the order handed out.
+func drainOrder(t *testing.T, b *Broker, f string) (seqs []uint64, payloads []string) {
+	t.Helper()
+	w := b.NewSession("worker", &recorder{})
+	defer b.CloseSession(w)
+	b.CanDo(w, []byte(f), 0)
+	for {
+		a, ok := b.Grab(w)
+		if !ok {
+			return seqs, payloads
+		}
+		seqs = append(seqs, a.Seq)
+		payloads = append(payloads, string(a.Payload))
+		require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	}
+}
+
+// frozenCounts returns the number of frozen jobs and of jobs in the index
+// pages.
+func frozenCounts(b *Broker) (frozen, inPages int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.jobs.frozen, b.jobs.seqIndex.len()
+}
+
+func TestQueuedJobsWithPayloadOnDiskAreFrozen(t *testing.T) {
+	t.Parallel()
+	b := startTiered(t, memory.New(), -1)
+	seqs := submitTiered(t, b, "f", 20)
+
+	frozen, inPages := frozenCounts(b)
+	require.Equal(t, 20, frozen, "every acknowledged job whose payload is on disk is frozen")
+	require.Equal(t, 0, inPages, "a frozen job has no job struct in the index")
+	require.Equal(t, 20, b.JobCount())
+	require.Equal(t, 20, b.Status(context.Background())[0].Queued[Normal])
+	require.Len(t, b.Jobs(0), 20, "listing sees frozen jobs")
+	frozen, _ = frozenCounts(b)
+	require.Equal(t, 20, frozen, "listing does not thaw")
+
+	// A lookup by handle thaws the job in its place; a cancel takes one
+	// out of the middle.
+	st := b.GetStatus([]byte(b.Handle(seqs[5])))
+	require.True(t, st.Known)
+	require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(seqs[9]))))
+	frozen, inPages = frozenCounts(b)
+	require.Equal(t, 18, frozen)
+	require.Equal(t, 1, inPages)
+	require.False(t, b.GetStatus([]byte(b.Handle(seqs[9]))).Known)
+
+	got, payloads := drainOrder(t, b, "f")
+	want := append(append([]uint64{}, seqs[:9]...), seqs[10:]...)
+	require.Equal(t, want, got, "frozen jobs run in the order they were queued")
+	for i, seq := range got {
+		k := i
+		if seq > seqs[9] {
+			k++
+		}
+		require.Equal(t, fmt.Sprintf("p%d", k), payloads[i])
+	}
+	frozen, inPages = frozenCounts(b)
+	require.Zero(t, frozen)
+	require.Zero(t, inPages)
+	inMem, onDisk := b.TieringStats()
+	require.Zero(t, inMem)
+	require.Zero(t, onDisk)
+}
+
+func TestFrozenJobsAfterJobsKeptInMemory(t *testing.T) {
+	t.Parallel()
+	// Payloads are 2 bytes ("p0" ...): a budget of 6 keeps three.
+	b := startTiered(t, memory.New(), 6)
+	seqs := submitTiered(t, b, "f", 8)
+	frozen, inPages := frozenCounts(b)
+	require.Equal(t, 5, frozen)
+	require.Equal(t, 3, inPages)
+
+	// Taking the first job frees budget, but a new job is queued behind
+	// jobs whose payload is on disk: its payload goes to disk as well.
+	w := b.NewSession("worker", &recorder{})
+	b.CanDo(w, []byte("f"), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.Equal(t, seqs[0], a.Seq)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	b.CloseSession(w)
+	seqs = append(seqs[1:], submitTiered(t, b, "f", 1)...)
+	inMem, onDisk := b.TieringStats()
+	require.Equal(t, int64(4), inMem)
+	require.Equal(t, 6, onDisk)
+	frozen, _ = frozenCounts(b)
+	require.Equal(t, 6, frozen)
+
+	got, payloads := drainOrder(t, b, "f")
+	require.Equal(t, seqs, got)
+	require.Equal(t, []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p0"}, payloads)
+
+	// With the queue empty, new payloads are kept in memory again.
+	submitTiered(t, b, "f", 2)
+	inMem, onDisk = b.TieringStats()
+	require.Equal(t, int64(4), inMem)
+	require.Zero(t, onDisk)
+}
+
+func TestReplayFreezesQueuedJobs(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := startTiered(t, st, -1)
+	seqs := submitTiered(t, b, "f", 10)
+	b.Stop()
+
+	// A stored job's retry count and submit time survive freezing.
+	var stored []store.Job
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		stored = append(stored, j)
+		return nil
+	}))
+	stored[3].Retries = 2
+	require.NoError(t, st.Save(context.Background(), stored[3:4]))
+
+	b2 := startTiered(t, st.Reopen(), -1)
+	frozen, inPages := frozenCounts(b2)
+	require.Equal(t, 10, frozen)
+	require.Zero(t, inPages)
+	for _, info := range b2.Jobs(0) {
+		if info.Seq == stored[3].Seq {
+			require.Equal(t, uint32(2), info.Retries)
+		}
+	}
+	snap, ok := b2.Job(context.Background(), stored[5].Seq)
+	require.True(t, ok)
+	require.Equal(t, stored[5].Submitted, snap.Submitted.UnixNano())
+	require.Equal(t, "queued", snap.State)
+
+	got, payloads := drainOrder(t, b2, "f")
+	require.Equal(t, seqs, got)
+	for i := range payloads {
+		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
+	}
+}
+
+func TestDropFunctionWithFrozenJobs(t *testing.T) {
+	t.Parallel()
+	b := startTiered(t, memory.New(), -1)
+	submitTiered(t, b, "f", 5)
+	require.NoError(t, b.DropFunction("f"))
+	frozen, inPages := frozenCounts(b)
+	require.Zero(t, frozen)
+	require.Zero(t, inPages)
+	require.Zero(t, b.JobCount())
+}
