@@ -471,6 +471,10 @@ func (b *Broker) replay(ctx context.Context) error {
 			}
 			return nil
 		}
+		if b.replayFrozenLocked(r) {
+			n++
+			return nil
+		}
 		j := storedJob(b.function(r.Function), r)
 		b.addLiveLocked(j)
 		j.fn.setUnique(j)

@@ -73,9 +73,9 @@ func (x *jobIndex) get(seq uint64) *job {
 		return j
 	}
 	for _, q := range x.cold {
-		if e := q.cold.find(seq); e != nil && e.kind == coldFrozen {
+		if e := q.cold.find(seq); e != nil && e.frozen() {
 			j := q.thaw(*e)
-			e.kind = coldWarm
+			e.submitted = coldWarm
 			j.prev = coldMark
 			q.cold.frozen--
 			x.frozen--
@@ -100,7 +100,7 @@ func (x *jobIndex) all() iter.Seq2[uint64, *job] {
 		}
 		for _, q := range x.cold {
 			for i := range q.cold.n {
-				if e := q.cold.at(i); e.kind == coldFrozen && !yield(e.seq, q.view(*e)) {
+				if e := q.cold.at(i); e.frozen() && !yield(e.seq, q.view(*e)) {
 					return
 				}
 			}

@@ -1,12 +1,17 @@
 package broker
 
-import "sort"
+import (
+	"math"
+	"sort"
+
+	"github.com/gearwork/gearwork/internal/store"
+)
 
 // jobQueue is one priority queue of a function: a FIFO of queued jobs.
 //
 // With payload tiering a deep queue is mostly jobs whose payload is on
-// disk only, which need nothing in memory but their sequence number,
-// submit time and retry count. Such a job is kept frozen: a 24-byte entry
+// disk only, which need nothing in memory but their sequence number and
+// submit time. Such a job is kept frozen: a 16-byte entry
 // without pointers in the queue's cold part (coldJob), no job struct and
 // no slot in the index by sequence number, so that the collector neither
 // scans it nor lets the heap grow twice its size for it. It is thawed
@@ -33,26 +38,24 @@ type jobQueue struct {
 	idx  *jobIndex
 }
 
-// coldKind says what a cold entry is.
-type coldKind uint32
+// coldJob is a cold entry of a queue: what a queued background job whose
+// payload is on disk only consists of (frozen), or the place of a job
+// that is in the index (coldWarm) or has left the queue (coldRemoved).
+type coldJob struct {
+	seq uint64
+	// submitted is the frozen job's job.submitted, or coldWarm or
+	// coldRemoved.
+	submitted int64
+}
 
+// The submitted of cold entries that are not frozen jobs (no submit time
+// is negative).
 const (
-	// coldFrozen: the job exists only as this entry.
-	coldFrozen coldKind = iota
-	// coldWarm: the job is in the index; the entry keeps its place.
-	coldWarm
-	// coldRemoved: the job left the queue.
-	coldRemoved
+	coldWarm    = math.MinInt64
+	coldRemoved = math.MinInt64 + 1
 )
 
-// coldJob is a cold entry of a queue: what a queued background job whose
-// payload is on disk only consists of.
-type coldJob struct {
-	seq       uint64
-	submitted int64
-	retries   uint32
-	kind      coldKind
-}
+func (e *coldJob) frozen() bool { return e.submitted > coldRemoved }
 
 // coldChunk is the number of entries of one chunk of coldJobs.
 const coldChunk = 4096
@@ -82,7 +85,7 @@ func (c *coldJobs) push(e coldJob) {
 	*c.at(c.n) = e
 	c.n++
 	c.live++
-	if e.kind == coldFrozen {
+	if e.frozen() {
 		c.frozen++
 	}
 }
@@ -112,7 +115,7 @@ func (c *coldJobs) find(seq uint64) *coldJob {
 	if i == c.n {
 		return nil
 	}
-	if e := c.at(i); e.seq == seq && e.kind != coldRemoved {
+	if e := c.at(i); e.seq == seq && e.submitted != coldRemoved {
 		return e
 	}
 	return nil
@@ -149,7 +152,7 @@ func (q *jobQueue) pushBack(j *job) {
 		q.jobList.pushBack(j)
 	case q.back.n == 0 && j.seq > q.cold.last().seq:
 		j.prev, j.next = coldMark, nil
-		q.cold.push(coldJob{seq: j.seq, kind: coldWarm})
+		q.cold.push(coldJob{seq: j.seq, submitted: coldWarm})
 	default:
 		q.back.pushBack(j)
 	}
@@ -160,7 +163,7 @@ func (q *jobQueue) remove(j *job) {
 	switch {
 	case j.prev == coldMark:
 		e := q.cold.find(j.seq)
-		e.kind = coldRemoved
+		e.submitted = coldRemoved
 		j.prev = nil
 		q.cold.live--
 		q.settleCold()
@@ -200,12 +203,12 @@ func (q *jobQueue) thawFront() {
 	for q.cold.n > 0 {
 		e := q.cold.pop()
 		var j *job
-		switch e.kind {
+		switch e.submitted {
 		case coldRemoved:
 			continue
 		case coldWarm:
 			j = q.idx.seqIndex.get(e.seq)
-		case coldFrozen:
+		default:
 			j = q.thaw(e)
 			q.idx.frozen--
 			q.cold.frozen--
@@ -227,16 +230,16 @@ func (q *jobQueue) thaw(e coldJob) *job {
 
 // view returns the job of a frozen entry without putting it anywhere.
 func (q *jobQueue) view(e coldJob) *job {
-	return &job{seq: e.seq, fn: q.fn, submitted: e.submitted, retries: e.retries, priority: q.prio,
+	return &job{seq: e.seq, fn: q.fn, submitted: e.submitted, priority: q.prio,
 		state: stateQueued, background: true, flags: jobTiered}
 }
 
 // frozenQualifies reports whether j can be frozen: a queued background job
 // whose payload is on disk only, with nothing else in memory (no unique,
-// no extra, no flag but jobTiered).
+// no extra, no flag but jobTiered, never retried).
 func frozenQualifies(j *job) bool {
 	return j.state == stateQueued && j.background && j.payload == nil && j.flags == jobTiered &&
-		j.unique == "" && j.x == nil
+		j.unique == "" && j.x == nil && j.retries == 0 && j.submitted >= 0
 }
 
 // freezeLocked freezes j when it qualifies. It is called when j's
@@ -262,7 +265,7 @@ func (b *Broker) freezeLocked(j *job) {
 			q.jobList.remove(k)
 			if q.cold.n == 0 || k.seq > q.cold.last().seq && q.back.n == 0 {
 				k.prev, k.next = coldMark, nil
-				q.cold.push(coldJob{seq: k.seq, kind: coldWarm})
+				q.cold.push(coldJob{seq: k.seq, submitted: coldWarm})
 				q.freezeWarm(k)
 			} else {
 				q.back.pushBack(k)
@@ -278,9 +281,35 @@ func (q *jobQueue) freezeWarm(j *job) {
 		return
 	}
 	e := q.cold.find(j.seq)
-	*e = coldJob{seq: j.seq, submitted: j.submitted, retries: j.retries, kind: coldFrozen}
+	e.submitted = j.submitted
 	q.cold.frozen++
 	q.idx.frozen++
 	q.idx.seqIndex.delete(j.seq)
 	j.prev = nil
+}
+
+// replayFrozenLocked queues the stored job r, which replayLifeLocked found
+// plain, as a frozen entry of its queue when it would be frozen anyway
+// (tierAdmitLocked, makeRunnableLocked, freezeLocked) and its queue has
+// cold entries already, without making it a job first. It reports whether
+// it did.
+func (b *Broker) replayFrozenLocked(r store.Job) bool {
+	t := &b.tier
+	if !t.freeze || r.Unique != "" || r.Reducer != "" || r.RunAt != 0 || len(r.After) > 0 || r.Batch != 0 ||
+		r.Retries != 0 || r.Submitted < 0 || t.budget > 0 && t.inMemory+int64(len(r.Payload)) <= t.budget {
+		return false
+	}
+	f := b.functions[r.Function]
+	if f == nil {
+		return false
+	}
+	q := &f.queues[min(r.Priority, numPriorities-1)]
+	if q.cold.live == 0 || q.back.n > 0 || r.Seq <= q.cold.last().seq {
+		return false
+	}
+	q.cold.push(coldJob{seq: r.Seq, submitted: r.Submitted})
+	b.jobs.frozen++
+	f.total++
+	t.onDisk++
+	return true
 }

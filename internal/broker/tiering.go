@@ -50,8 +50,12 @@ func (b *Broker) initTiering() {
 // (a cold entry of its queue), which run before it. aliased says the
 // job's unique may share memory with the submitted packet, which must be
 // released together with the payload. While replay lends payloads
-// (tiering.lending), every replayed job comes here, and a payload kept in
-// memory is copied.
+// (tiering.lending), every replayed job comes here. A payload kept in
+// memory is copied when it is lent, or when it is part of the packet body
+// (aliased): that body holds the function name and unique as well and is
+// rounded up to an allocator size class (1152 bytes for a 1 KiB payload),
+// or grown in doubling steps for a large one, so a copy of its own takes
+// less memory for as long as the job is queued.
 func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	t := &b.tier
 	if t.reader == nil || !j.background || j.has(jobTiered) {
@@ -64,6 +68,9 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 			j.payload = emptyPayload
 		case t.lending:
 			j.payload = bytes.Clone(j.payload)
+		case aliased:
+			j.payload = bytes.Clone(j.payload)
+			ownUnique(j)
 		}
 		t.inMemory += int64(len(j.payload))
 		return
@@ -73,17 +80,24 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	}
 	j.payload = nil
 	t.onDisk++
-	if aliased && j.unique != "" {
-		// The unique is a view of the packet body that also holds the
-		// payload: copy it so that the body can be freed.
-		f := j.fn
-		owned := strings.Clone(j.unique)
-		if f.uniques[j.unique] == j {
-			delete(f.uniques, j.unique)
-			f.uniques[owned] = j
-		}
-		j.unique = owned
+	if aliased {
+		ownUnique(j)
 	}
+}
+
+// ownUnique gives j a unique of its own: the one it has may be a view of
+// the packet body that also holds the payload, which is to be freed.
+func ownUnique(j *job) {
+	if j.unique == "" {
+		return
+	}
+	f := j.fn
+	owned := strings.Clone(j.unique)
+	if f.uniques[j.unique] == j {
+		delete(f.uniques, j.unique)
+		f.uniques[owned] = j
+	}
+	j.unique = owned
 }
 
 // tierLoadLocked is how replay reads the store: lending payloads
