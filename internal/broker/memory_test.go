@@ -13,6 +13,8 @@ import (
 func TestJobSize(t *testing.T) {
 	t.Parallel()
 	require.LessOrEqual(t, unsafe.Sizeof(job{}), uintptr(96))
+	// A frozen job (jobQueue) is an entry of 16 bytes.
+	require.LessOrEqual(t, unsafe.Sizeof(coldJob{}), uintptr(16))
 }
 
 func TestQueuedBackgroundJobReleasesItsExtra(t *testing.T) {

@@ -4,20 +4,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
 )
-
-// TestColdJobSize guards the size of a frozen job: a queue of ten million
-// of them costs ten million entries.
-func TestColdJobSize(t *testing.T) {
-	t.Parallel()
-	require.LessOrEqual(t, unsafe.Sizeof(coldJob{}), uintptr(16))
-}
 
 // startTiered starts a broker on st with payload tiering.
 func startTiered(t *testing.T, st store.Store, budget int64) *Broker {
