@@ -14,9 +14,9 @@ import (
 	"github.com/gearwork/gearwork/internal/store"
 )
 
-// returning is the column list a claim returns (scanJob's order).
+// returning is the column list a claim returns (jobScanner's order).
 // The last column is when the row was created, in Unix nanoseconds
-// (store.Job.Submitted; scanJob with submitted).
+// (store.Job.Submitted; jobScanner with submitted).
 var returning = prefixed("g.", "seq, handle, function, uniq, reducer, payload, priority, run_at, retries, "+stateNames) +
 	", (extract(epoch FROM g.created_at) * 1e9)::bigint AS submitted_ns"
 
@@ -316,11 +316,12 @@ func readMember(br pgx.BatchResults) error {
 }
 
 // scanJobs appends the jobs rows returns to out and closes rows; with
-// submitted the rows end with a claim's submitted_ns (scanJob).
+// submitted the rows end with a claim's submitted_ns (jobScanner).
 func scanJobs(rows pgx.Rows, out []store.Job, submitted bool) ([]store.Job, error) {
 	defer rows.Close()
+	sc := newJobScanner(submitted)
 	for rows.Next() {
-		j, err := scanJob(rows, submitted)
+		j, err := sc.scan(rows)
 		if err != nil {
 			return nil, err
 		}

@@ -173,7 +173,9 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	if len(cp.ForgetRecords) > 0 {
 		add(nil, `DELETE FROM gearwork_records WHERE seq = ANY($1)`, seqArgs(cp.ForgetRecords))
 	}
+	records := -1 // the step that writes cp.Records
 	if len(cp.Records) > 0 {
+		records = len(steps)
 		add(nil, recordsSQL, recordArgs(cp.Records)...)
 	}
 	if len(cp.Update) > 0 {
@@ -243,12 +245,21 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	}
 
 	err := s.againOnConflict(ctx, "a commit round", func() error {
-		// What the reads of an aborted attempt gathered is read again.
-		missing = missing[:0]
-		clear(refused)
-		clear(batchStates)
-		res.Reserved = res.Reserved[:0]
-		return s.sendRound(ctx, steps, cp.Meta)
+		for {
+			// What the reads of an aborted attempt gathered is read again.
+			missing = missing[:0]
+			clear(refused)
+			clear(batchStates)
+			res.Reserved = res.Reserved[:0]
+			err := s.sendRound(ctx, steps, cp.Meta)
+			if records >= 0 && steps[records].sql == recordsSQL && recordStored(err) {
+				// Refused whole: written again, its records replacing
+				// those stored.
+				steps[records].sql = recordsReplaceSQL
+				continue
+			}
+			return err
+		}
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -18,12 +19,28 @@ var (
 	_ store.BatchRecordStore = (*Store)(nil)
 )
 
-// recordsSQL writes records of ended jobs (a record replaces one of the
-// same seq).
+// recordsSQL writes records of ended jobs. A job's record is written
+// once (store.RecordStore.EndJobs), so a round inserts them plainly: an
+// INSERT … ON CONFLICT writes every row speculatively, a WAL record and
+// a quarter of the statement's time more per record.
 const recordsSQL = `INSERT INTO gearwork_records (seq, function, state, finished, data, batch)
-	SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
+	SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])`
+
+// recordsReplaceSQL writes records of ended jobs, a record replacing one
+// of the same seq: for a round refused because a record of one of its
+// jobs is stored already (recordStored), as after a round whose commit
+// was not acknowledged was written again, or when two servers ended the
+// same job (one that ran again after its server lost its lease).
+const recordsReplaceSQL = recordsSQL + `
 	ON CONFLICT (seq) DO UPDATE SET function = EXCLUDED.function, state = EXCLUDED.state,
 		finished = EXCLUDED.finished, data = EXCLUDED.data, batch = EXCLUDED.batch`
+
+// recordStored reports whether err is PostgreSQL refusing a record
+// because the record of one of its jobs is stored already.
+func recordStored(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "gearwork_records_pkey"
+}
 
 func recordArgs(recs []store.Record) []any {
 	seqs := make([]int64, len(recs))
@@ -195,9 +212,12 @@ func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string
 			}
 			tag = ct.RowsAffected()
 			if n-int(tag) > max {
-				ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE seq IN (
-					SELECT seq FROM gearwork_records WHERE function = $1
-					ORDER BY finished DESC, seq DESC OFFSET $2)`, []byte(fn), max)
+				// Everything from the newest record beyond the count on:
+				// one range of the function's index, where a semi-join
+				// with the records to keep hashed them all.
+				ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND (finished, seq) <= (
+					SELECT finished, seq FROM gearwork_records WHERE function = $1
+					ORDER BY finished DESC, seq DESC OFFSET $2 LIMIT 1)`, []byte(fn), max)
 				if err != nil {
 					return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
 				}

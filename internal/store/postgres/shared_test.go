@@ -645,3 +645,63 @@ func TestConnectionsDoNotCompileStatements(t *testing.T) {
 		require.Equal(t, []string{c.want, c.want}, []string{rounds, claims}, c.url)
 	}
 }
+
+// A round whose record of an ended job is stored already (a round written
+// again after its commit went unacknowledged, or a job that two servers
+// ended) is written whole once, its record replacing the stored one: the
+// rest of the round is neither lost nor written twice.
+func TestCommitReplacesARecordStoredAlready(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	s := openStore(t, url, "a")
+	ins, err := s.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{newJob("f", "", "1")}})
+	require.NoError(t, err)
+	seq := ins[0].Seq
+	end := func(state, data string, jobs ...store.Job) store.CommitParams {
+		return store.CommitParams{Insert: store.InsertParams{HandlePrefix: "H:a:", Jobs: jobs},
+			Delete:  []uint64{seq},
+			Records: []store.Record{{Seq: seq, Function: "f", State: state, Finished: 1, Data: []byte(data)}}}
+	}
+	_, err = s.Commit(ctx, end("failed", `{"first":true}`))
+	require.NoError(t, err)
+
+	res, err := s.Commit(ctx, end("complete", `{"second":true}`, newJob("g", "", "2")))
+	require.NoError(t, err, "the round is written although the job's record is stored")
+	require.True(t, res.Inserted[0].Created)
+	require.Equal(t, 1, countJobs(t, url, "g"), "the round's new job is stored once")
+	r, err := s.Record(ctx, seq)
+	require.NoError(t, err)
+	require.Equal(t, "complete", r.State)
+	require.JSONEq(t, `{"second":true}`, string(r.Data), "the record written last replaces the stored one")
+}
+
+// ExpireRecords keeps a function's newest records up to its count, newest
+// by when they ended and then by sequence number, and trims each function
+// on its own.
+func TestExpireRecordsKeepsTheNewestOfEachFunction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, pgtest.Schema(t), "a")
+	var recs []store.Record
+	for i, fin := range []int64{5, 5, 5, 6, 6, 7, 8, 8, 9, 10} {
+		recs = append(recs, store.Record{Seq: uint64(i + 1), Function: "f", State: "complete", Finished: fin, Data: []byte("{}")})
+	}
+	for i := range 3 {
+		recs = append(recs, store.Record{Seq: uint64(100 + i), Function: "g", State: "complete", Finished: 1, Data: []byte("{}")})
+	}
+	require.NoError(t, s.EndJobs(ctx, nil, recs, nil))
+
+	n, err := s.ExpireRecords(ctx, 11, func(string) (time.Duration, int) { return time.Hour, 4 })
+	require.NoError(t, err)
+	require.Equal(t, 6, n)
+	var kept []uint64
+	for _, fn := range []string{"f", "g"} {
+		got, err := s.Records(ctx, store.RecordQuery{Function: fn, Limit: 100})
+		require.NoError(t, err)
+		for _, r := range got {
+			kept = append(kept, r.Seq)
+		}
+	}
+	require.Equal(t, []uint64{10, 9, 8, 7, 102, 101, 100}, kept)
+}

@@ -415,8 +415,9 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 		if err != nil {
 			return fmt.Errorf("postgres: load: %w", err)
 		}
+		sc := newJobScanner(false)
 		for rows.Next() {
-			j, err := scanJob(rows, false)
+			j, err := sc.scan(rows)
 			if err != nil {
 				rows.Close()
 				return fmt.Errorf("postgres: load: %w", err)
@@ -434,54 +435,66 @@ func (s *Store) Load(ctx context.Context, each func(store.Job) error) error {
 	return nil
 }
 
-// scanJob reads a row of jobSelect's columns, and with submitted one more:
-// a claim's submitted_ns (store.Job.Submitted).
-func scanJob(row pgx.Row, submitted bool) (store.Job, error) {
-	var (
-		j                                                 store.Job
-		seq, runAt, retries, attempts, notBefore          int64
-		finishedAt, timeout, tick, created, batch         int64
-		handle, fn, uniq, reducer, pay                    []byte
-		lastError, history, result, orderingKey, schedule []byte
-		priority, state                                   int16
-		maxAttempts                                       int32
-	)
-	dest := []any{&seq, &handle, &fn, &uniq, &reducer, &pay, &priority, &runAt, &retries,
-		&state, &attempts, &notBefore, &lastError, &history, &result, &finishedAt,
-		&orderingKey, &maxAttempts, &timeout, &schedule, &tick, &batch}
+// jobScanner reads rows of jobSelect's columns, and with submitted one
+// more: a claim's submitted_ns (store.Job.Submitted). It scans every row
+// into the same variables, so that a claim of many rows does not
+// allocate them again for each; the byte slices a job keeps (payload,
+// result) are new for every row, as pgx allocates each it scans. Not for
+// concurrent use.
+type jobScanner struct {
+	seq, runAt, retries, attempts, notBefore          int64
+	finishedAt, timeout, tick, created, batch         int64
+	handle, fn, uniq, reducer, pay                    []byte
+	lastError, history, result, orderingKey, schedule []byte
+	priority, state                                   int16
+	maxAttempts                                       int32
+	dest                                              []any
+}
+
+func newJobScanner(submitted bool) *jobScanner {
+	s := &jobScanner{}
+	s.dest = []any{&s.seq, &s.handle, &s.fn, &s.uniq, &s.reducer, &s.pay, &s.priority, &s.runAt, &s.retries,
+		&s.state, &s.attempts, &s.notBefore, &s.lastError, &s.history, &s.result, &s.finishedAt,
+		&s.orderingKey, &s.maxAttempts, &s.timeout, &s.schedule, &s.tick, &s.batch}
 	if submitted {
-		dest = append(dest, &created)
+		s.dest = append(s.dest, &s.created)
 	}
-	if err := row.Scan(dest...); err != nil {
+	return s
+}
+
+// scan reads the job of row.
+func (s *jobScanner) scan(row pgx.Row) (store.Job, error) {
+	var j store.Job
+	if err := row.Scan(s.dest...); err != nil {
 		return j, err
 	}
-	j.Seq = uint64(seq)
-	j.Handle = string(handle)
-	j.Function = string(fn)
-	j.Unique = string(uniq)
-	j.Reducer = string(reducer)
-	j.Payload = pay
-	j.Priority = uint8(priority)
-	j.RunAt = runAt
-	j.Retries = uint32(retries)
-	j.State = store.JobState(state)
-	j.Attempts = uint32(attempts)
-	j.NotBefore = notBefore
-	j.LastError = string(lastError)
-	if len(history) > 0 {
-		if err := json.Unmarshal(history, &j.History); err != nil {
+	j.Seq = uint64(s.seq)
+	j.Handle = string(s.handle)
+	j.Function = string(s.fn)
+	j.Unique = string(s.uniq)
+	j.Reducer = string(s.reducer)
+	j.Payload = s.pay
+	j.Priority = uint8(s.priority)
+	j.RunAt = s.runAt
+	j.Retries = uint32(s.retries)
+	j.State = store.JobState(s.state)
+	j.Attempts = uint32(s.attempts)
+	j.NotBefore = s.notBefore
+	j.LastError = string(s.lastError)
+	if len(s.history) > 0 {
+		if err := json.Unmarshal(s.history, &j.History); err != nil {
 			return j, fmt.Errorf("job %d: history: %w", j.Seq, err)
 		}
 	}
-	j.Result = result
-	j.FinishedAt = finishedAt
-	j.OrderingKey = string(orderingKey)
-	j.MaxAttempts = maxAttempts
-	j.Timeout = timeout
-	j.Schedule = string(schedule)
-	j.Tick = tick
-	j.Batch = uint64(batch)
-	j.Submitted = created
+	j.Result = s.result
+	j.FinishedAt = s.finishedAt
+	j.OrderingKey = string(s.orderingKey)
+	j.MaxAttempts = s.maxAttempts
+	j.Timeout = s.timeout
+	j.Schedule = string(s.schedule)
+	j.Tick = s.tick
+	j.Batch = uint64(s.batch)
+	j.Submitted = s.created
 	return j, nil
 }
 
