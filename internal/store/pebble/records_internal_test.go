@@ -192,3 +192,40 @@ func reopener(t *testing.T, fs vfs.FS) func() *Store {
 		return st
 	}
 }
+
+// A block's data is written packed (blockDataPacked) and takes much less
+// room than its records; data written unpacked by earlier versions reads
+// the same; damaged packed data is an error, not a panic.
+func TestRecordBlockDataPacked(t *testing.T) {
+	t.Parallel()
+	var recs []blockRec
+	for i := range 300 {
+		recs = append(recs, blockRec{seq: uint64(1000 + i), fin: int64(i), state: "complete",
+			data: fmt.Appendf(nil, `{"worker":"127.0.0.1:45360","outcome":"complete","payload":"%064d"}`, i)})
+	}
+	var bb blockBufs
+	_, packed := bb.encode(recs)
+	raw := bb.data
+	require.Equal(t, byte(blockDataPacked), packed[0])
+	require.Equal(t, byte(blockVersion), raw[0])
+	require.Less(t, len(packed), len(raw)/2, "packed data should be well under half of the records")
+	read := func(v []byte) []blockRec {
+		var got []blockRec
+		require.NoError(t, decodeData(v, 1000, func(seq uint64, data []byte) bool {
+			got = append(got, blockRec{seq: seq, data: slices.Clone(data)})
+			return true
+		}))
+		return got
+	}
+	want := read(raw)
+	require.Len(t, want, len(recs))
+	for i, r := range want {
+		require.Equal(t, recs[i].seq, r.seq)
+		require.Equal(t, recs[i].data, r.data)
+	}
+	require.Equal(t, want, read(packed))
+	for _, cut := range []int{1, len(packed) / 2, len(packed) - 1} {
+		err := decodeData(packed[:cut], 1000, func(uint64, []byte) bool { return true })
+		require.ErrorIs(t, err, store.ErrCorrupt, "cut at %d", cut)
+	}
+}
