@@ -137,19 +137,26 @@ func (q *jobQueue) front() *job {
 }
 
 func (q *jobQueue) popFront() *job {
-	j := q.front()
-	if j != nil {
-		q.jobList.remove(j)
+	if q.head == nil && q.cold.live > 0 {
+		q.thawFront()
 	}
-	return j
+	return q.jobList.popFront()
 }
 
-// pushBack queues j last: as a warm cold entry when the queue has cold
-// entries and j's sequence number comes after theirs.
+// pushBack queues j last. It is small enough to be inlined: a queue
+// without cold entries costs the hot path one comparison.
 func (q *jobQueue) pushBack(j *job) {
-	switch {
-	case q.cold.live == 0:
+	if q.cold.live == 0 {
 		q.jobList.pushBack(j)
+		return
+	}
+	q.pushBehindCold(j)
+}
+
+// pushBehindCold queues j behind the cold entries: as a warm cold entry
+// when its sequence number comes after theirs, otherwise in back.
+func (q *jobQueue) pushBehindCold(j *job) {
+	switch {
 	case q.back.n == 0 && j.seq > q.cold.last().seq:
 		j.prev, j.next = coldMark, nil
 		q.cold.push(coldJob{seq: j.seq, submitted: coldWarm})
