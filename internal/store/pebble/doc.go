@@ -10,7 +10,8 @@
 // records the layout version of the directory, and a store refuses a
 // directory or a record whose version it does not know. The records of
 // jobs that ended are blocks of two keys per function and write
-// (encodeBlock), found through an index in memory (recordIndex).
+// (encodeBlock; the records' data packed with MinLZ), found through an
+// index in memory (recordIndex).
 //
 // # Durability
 //
