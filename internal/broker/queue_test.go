@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/clocktest"
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
 )
@@ -185,4 +188,73 @@ func TestDropFunctionWithFrozenJobs(t *testing.T) {
 	require.Zero(t, frozen)
 	require.Zero(t, inPages)
 	require.Zero(t, b.JobCount())
+}
+
+func TestJobQueuedBehindFrozenOnesOutOfOrder(t *testing.T) {
+	t.Parallel()
+	clock := clocktest.New(testStart)
+	b := New(Config{Store: memory.New(), MemoryBudget: -1, Clock: clock})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	s := b.NewSession("client", &recorder{})
+	later := bg("f", "", "later", Normal)
+	later.RunAt = clock.Now().Add(time.Minute).Unix()
+	r := submitAndWait(t, b, s, later)
+	require.NoError(t, r.err)
+	seqs := submitTiered(t, b, "f", 5)
+	frozen, _ := frozenCounts(b)
+	require.Equal(t, 5, frozen)
+
+	// The scheduled job comes due after the frozen jobs were queued: its
+	// sequence number is below theirs, so it waits behind them apart
+	// (jobQueue.back), and so do the jobs queued after it.
+	clock.Add(time.Minute)
+	b.RunTimers()
+	after := submitTiered(t, b, "f", 2)
+	b.mu.Lock()
+	require.Equal(t, 3, b.functions["f"].queues[Normal].back.n)
+	b.mu.Unlock()
+	require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(after[0]))))
+	require.Equal(t, 7, b.Status(context.Background())[0].Queued[Normal])
+
+	got, payloads := drainOrder(t, b, "f")
+	require.Equal(t, append(append(seqs, r.seq), after[1]), got)
+	require.Equal(t, []string{"p0", "p1", "p2", "p3", "p4", "later", "p1"}, payloads)
+	frozen, inPages := frozenCounts(b)
+	require.Zero(t, frozen)
+	require.Zero(t, inPages)
+}
+
+func TestJobsQueuedBeforeTheirWriteAreFrozenInOrder(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	st.gate = make(chan struct{})
+	b := startTiered(t, st, -1)
+	s := b.NewSession("client", &recorder{})
+	// All twenty are queued (dispatch before durable) before the first
+	// write is done: the first job to be frozen takes the ones behind it
+	// along as warm entries, frozen as their writes are done.
+	acks := make(chan result, 20)
+	for i := range 20 {
+		b.Submit(s, bg("f", "", fmt.Sprintf("p%d", i), Normal), func(seq uint64, created bool, err error) {
+			acks <- result{seq, created, err}
+		})
+	}
+	close(st.gate)
+	seqs := make([]uint64, 0, 20)
+	for range 20 {
+		r := <-acks
+		require.NoError(t, r.err)
+		seqs = append(seqs, r.seq)
+	}
+	slices.Sort(seqs)
+	frozen, inPages := frozenCounts(b)
+	require.Equal(t, 20, frozen)
+	require.Zero(t, inPages)
+
+	got, payloads := drainOrder(t, b, "f")
+	require.Equal(t, seqs, got)
+	for i := range payloads {
+		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
+	}
 }
