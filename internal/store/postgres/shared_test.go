@@ -608,9 +608,9 @@ func zapOnCommit(t *testing.T, url, del string) {
 
 // A round is written once, also when this server's lease is lost (its
 // server row deleted) after the round and before the insert of a job
-// whose coalesced job finished meanwhile: that insert, refused by the
-// foreign key, is written again unclaimed, and the round is not sent a
-// second time (which inserted its other jobs twice).
+// whose coalesced job finished meanwhile: that insert, which finds the
+// server's row gone, stores the job unclaimed, and the round is not sent
+// a second time (which inserted its other jobs twice).
 func TestCommitLostLeaseAfterTheRoundWritesTheRoundOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
