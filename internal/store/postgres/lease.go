@@ -77,7 +77,9 @@ func (s *Store) register(ctx context.Context) (int64, error) {
 }
 
 // Renew extends this server's lease and releases the jobs of servers
-// whose lease has expired (waking the others to claim them). lost reports
+// whose lease has expired, and any job still held under the id of a
+// server whose row is gone (releaseOrphansSQL), waking the others to
+// claim them. lost reports
 // that this server's own lease had expired and another server released
 // its jobs: the server has been registered again under a new id, and the
 // jobs it held before must be considered taken from it.
@@ -115,7 +117,11 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 	if err != nil {
 		return lost, fmt.Errorf("postgres: release expired leases: %w", err)
 	}
-	if reaped > 0 {
+	tag, err = s.pool.Exec(ctx, releaseOrphansSQL)
+	if err != nil {
+		return lost, fmt.Errorf("postgres: release jobs of servers that are gone: %w", err)
+	}
+	if reaped > 0 || tag.RowsAffected() > 0 {
 		s.log.Info("postgres: released the jobs of servers whose lease expired", slog.Int("servers", reaped))
 		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, '')`, s.channel); err != nil {
 			return lost, fmt.Errorf("postgres: notify: %w", err)
@@ -123,6 +129,18 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 	}
 	return lost, nil
 }
+
+// releaseOrphansSQL releases the jobs held under the id of a server whose
+// row is gone, which no statement of this version leaves behind (the
+// deletion's trigger releases them, and a claim or insert takes nothing
+// for a server whose row is gone) but a server of a version before
+// migration 13 still running beside it could, claiming under an id its
+// lost lease took from it. Ids are never given out again, so an id found
+// gone stays gone: the jobs are matched by the ids found, not by looking
+// for their servers again.
+const releaseOrphansSQL = `UPDATE gearwork_jobs SET owner = NULL WHERE owner = ANY (ARRAY(
+	SELECT DISTINCT j.owner FROM gearwork_jobs j
+	WHERE j.owner IS NOT NULL AND NOT EXISTS (SELECT FROM gearwork_servers s WHERE s.id = j.owner)))`
 
 // Leave unregisters this server, which releases every job it holds to the
 // other servers (and wakes them), and stops listening. Idempotent.

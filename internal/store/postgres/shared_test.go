@@ -596,6 +596,33 @@ func TestDeletingAServerReleasesWhatItsClaimUnderWayTook(t *testing.T) {
 	require.ErrorIs(t, err, postgres.ErrLeaseLost)
 }
 
+// A job held under the id of a server whose row is gone (as a server of
+// a version that claimed through a foreign key could leave behind, still
+// running when the key was dropped) is released by the next renewal of
+// any server.
+func TestRenewReleasesJobsHeldByServersThatAreGone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a, b := joinedStore(t, url, "a"), joinedStore(t, url, "b")
+	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2")}, Claim: []bool{true, false}})
+	require.NoError(t, err)
+	require.True(t, held[0].Claimed)
+	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_jobs SET owner = (SELECT max(id) + 1000 FROM gearwork_servers) WHERE seq = %d`, held[1].Seq))
+
+	lost, err := b.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+	var owners []int64
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(array_agg(coalesce(owner, 0) ORDER BY seq), '{}') FROM gearwork_jobs WHERE seq IN (%d, %d)`, held[0].Seq, held[1].Seq), &owners)
+	require.Len(t, owners, 2)
+	require.NotZero(t, owners[0], "a job held by a live server stays held")
+	require.Zero(t, owners[1], "the job of a server that is gone is released")
+	got := claimF(t, b)
+	require.Len(t, got, 1)
+	require.Equal(t, held[1].Seq, got[0].Seq)
+}
+
 // run del (SQL) as it commits, in its transaction: what another server
 // does between the round and the store's next statement.
 func zapOnCommit(t *testing.T, url, del string) {
