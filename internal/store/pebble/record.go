@@ -21,8 +21,12 @@ const (
 )
 
 var (
-	formatKey   = []byte("\x00gearwork-format")
-	formatValue = []byte("gearwork/pebble 1")
+	formatKey = []byte("\x00gearwork-format")
+	// formatValue is the layout this version writes: 2 since job record
+	// blocks keep their data packed (blockDataPacked), which a server of
+	// layout 1 cannot read. A store of layout 1 is marked 2 when it opens.
+	formatValue   = []byte("gearwork/pebble 2")
+	formatValueV1 = []byte("gearwork/pebble 1")
 	// jobLower and jobUpper bound every job key.
 	jobLower = []byte{jobPrefix}
 	jobUpper = []byte{jobPrefix + 1}

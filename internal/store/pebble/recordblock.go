@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -64,25 +65,31 @@ func parseBlockKey(k []byte) (string, uint64, bool) {
 	return string(k[3 : 3+n]), binary.BigEndian.Uint64(k[3+n:]), true
 }
 
-// blockMax is the most records in a block, so that reading one record
-// reads a bounded block.
-const blockMax = 512
+// blockMax is the most records in a block and blockBytes the most bytes
+// of data (a single larger record is a block of its own), so that
+// reading one record reads and unpacks a bounded block.
+const (
+	blockMax   = 512
+	blockBytes = 64 << 10
+)
 
 // splitBlocks cuts recs, in any order (a write's records come in the
-// order their jobs ended), into runs of at most blockMax records whose
-// Seqs lie within maxBack of the smallest (recEntry's back). A block keeps
-// its records in the order given.
+// order their jobs ended), into runs of at most blockMax records and
+// blockBytes of data whose Seqs lie within maxBack of the smallest
+// (recEntry's back). A block keeps its records in the order given.
 func splitBlocks(recs []blockRec) [][]blockRec {
 	var out [][]blockRec
 	for len(recs) > 0 {
 		lo, hi := recs[0].seq, recs[0].seq
+		size := len(recs[0].data)
 		n := 1
 		for ; n < len(recs) && n < blockMax; n++ {
 			q := recs[n].seq
-			if max(hi, q)-min(lo, q) > maxBack {
+			if max(hi, q)-min(lo, q) > maxBack || size+len(recs[n].data) > blockBytes {
 				break
 			}
 			lo, hi = min(lo, q), max(hi, q)
+			size += len(recs[n].data)
 		}
 		out = append(out, recs[:n])
 		recs = recs[n:]
@@ -108,7 +115,9 @@ func blockFirst(blk []blockRec) uint64 {
 //	its position among the states)
 //
 // and the data is the version byte, then per record uvarint Seq less the
-// first, uvarint length, data.
+// first, uvarint length, data; written packed (blockDataPacked: that
+// version byte, then all that followed the version byte as one MinLZ
+// block), or as it is if MinLZ cannot take it.
 func encodeBlock(recs []blockRec) (hdr, data []byte) {
 	var bb blockBufs
 	return bb.encode(recs)
@@ -229,8 +238,8 @@ func decodeHeader(v []byte, first uint64, each func(seq uint64, fin int64, state
 	return nil
 }
 
-// decodeData calls each with every record's Seq and data (valid while v
-// is) of the data of the block that starts at first, until each returns
+// decodeData calls each with every record's Seq and data (valid during
+// the call) of the data of the block that starts at first, until each returns
 // false.
 func decodeData(v []byte, first uint64, each func(seq uint64, data []byte) bool) error {
 	bad := func() error { return blockDamaged(first, "data") }
@@ -239,8 +248,16 @@ func decodeData(v []byte, first uint64, each func(seq uint64, data []byte) bool)
 	}
 	d := v[1:]
 	if v[0] == blockDataPacked {
-		var err error
-		if d, err = minlz.Decode(nil, d); err != nil {
+		// Only MinLZ blocks are written, and none larger than MinLZ's
+		// own limit: anything else is damage, not a size to allocate.
+		ok, size, err := minlz.IsMinLZ(d)
+		if err == nil && (!ok || size > minlz.MaxBlockSize) {
+			err = errors.New("not a MinLZ block of a possible size")
+		}
+		if err == nil {
+			d, err = minlz.Decode(nil, d)
+		}
+		if err != nil {
 			return fmt.Errorf("%w: %w", bad(), err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -110,7 +111,10 @@ func TestRecordsWideSeqsSplit(t *testing.T) {
 	require.NoError(t, st.EndJobs(ctx, nil, []store.Record{rec(5), rec(5 + far), rec(6)}, nil))
 	// A wide block as the earlier version wrote it.
 	wide := []blockRec{{seq: 100, fin: 1, state: "failed", data: []byte("100")}, {seq: 100 + 2*far, fin: 2, state: "failed", data: []byte("wide")}}
-	hdr, data := encodeBlock(wide)
+	var bb blockBufs
+	hdr, _ := bb.encode(wide)
+	data := bb.data // unpacked, as the earlier version wrote it
+	require.Equal(t, byte(blockVersion), data[0])
 	require.NoError(t, st.commit(func(b *pebbledb.Batch) error {
 		return errors.Join(b.Set(blockKey(blockHdrPrefix, "g", 100), hdr, nil), b.Set(blockKey(blockDataPrefix, "g", 100), data, nil))
 	}, pebbledb.Sync))
@@ -228,4 +232,60 @@ func TestRecordBlockDataPacked(t *testing.T) {
 		err := decodeData(packed[:cut], 1000, func(uint64, []byte) bool { return true })
 		require.ErrorIs(t, err, store.ErrCorrupt, "cut at %d", cut)
 	}
+}
+
+// Packed data that claims more than MinLZ's largest block, or is not a
+// MinLZ block at all, is damage: nothing of the claimed size is
+// allocated.
+func TestRecordBlockDataClaimingTooMuch(t *testing.T) {
+	t.Parallel()
+	for name, v := range map[string][]byte{
+		"minlz 1 GiB":  append([]byte{blockDataPacked, 0}, binary.AppendUvarint(nil, 1<<30)...),
+		"snappy 1 GiB": binary.AppendUvarint([]byte{blockDataPacked}, 1<<30),
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err := decodeData(v, 1, func(uint64, []byte) bool { return true })
+		runtime.ReadMemStats(&after)
+		require.ErrorIs(t, err, store.ErrCorrupt, name)
+		require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), name)
+	}
+}
+
+// A block holds at most blockBytes of data (a larger record alone), so
+// that reading one record unpacks a bounded block.
+func TestRecordBlocksBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	var recs []blockRec
+	for i := range 40 {
+		recs = append(recs, blockRec{seq: uint64(i + 1), data: make([]byte, 21<<10)})
+	}
+	recs = append(recs, blockRec{seq: 41, data: make([]byte, blockBytes+1)}, blockRec{seq: 42, data: []byte("x")})
+	n := 0
+	for _, blk := range splitBlocks(recs) {
+		size := 0
+		for _, r := range blk {
+			size += len(r.data)
+		}
+		require.True(t, size <= blockBytes || len(blk) == 1, "a block of %d records and %d bytes", len(blk), size)
+		n += len(blk)
+	}
+	require.Equal(t, len(recs), n)
+}
+
+// A store of layout 1 (record data unpacked) opens and is marked with
+// the current layout, so that a server of layout 1 refuses it afterwards
+// instead of reading packed record blocks as damage.
+func TestLayoutOneMarkedCurrent(t *testing.T) {
+	t.Parallel()
+	open := reopener(t, vfs.NewMem())
+	st := open()
+	require.NoError(t, st.commit(func(b *pebbledb.Batch) error { return b.Set(formatKey, formatValueV1, nil) }, pebbledb.Sync))
+	require.NoError(t, st.Close())
+	st = open()
+	defer st.Close()
+	v, closer, err := st.db.Get(formatKey)
+	require.NoError(t, err)
+	require.Equal(t, string(formatValue), string(v))
+	require.NoError(t, closer.Close())
 }

@@ -173,13 +173,16 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 	po.FS = logGuardFS{FS: po.FS, failFunc: func(err error) { s.fail(err) }}
 	s.fs = po.FS
-	// The store is written far more than it is read: jobs are read back
-	// only at a restart, job records only when someone looks. Letting
-	// more flushed tables gather in level 0 before they are compacted,
-	// and not compacting a table early because it holds many deletions
-	// (the ends of jobs), spares compactions that copy the same queued
-	// jobs and records again and again; reads merge a few more tables.
-	// Writes stall only well beyond that.
+	// The store is written far more than it is read: the queue is read
+	// as a whole only at a restart, a payload only when its job was kept
+	// on disk alone (--memory-budget) and is dispatched, a job record
+	// when someone looks. Letting more flushed tables gather in level 0
+	// before they are compacted, and not compacting a table early
+	// because it holds many deletions (the ends of jobs), spares
+	// compactions that copy the same queued jobs and records again and
+	// again while a queue drains; a read looks through up to 8 tables of
+	// level 0 instead of 4 (see BENCHMARKS.md, "Job records"). Writes
+	// stall only well beyond that.
 	po.L0CompactionThreshold, po.L0StopWritesThreshold = 8, 32
 	po.Experimental.TombstoneDenseCompactionThreshold = -1
 	po.EnsureDefaults()
@@ -240,6 +243,10 @@ func (s *Store) checkFormat() error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("pebble store %s: cannot read the format marker: %w", s.dir, err)
+	case string(v) == string(formatValueV1):
+		if err := s.commit(func(b *pebbledb.Batch) error { return b.Set(formatKey, formatValue, nil) }, pebbledb.Sync); err != nil {
+			return fmt.Errorf("pebble store %s: cannot mark the layout %q: %w", s.dir, formatValue, err)
+		}
 	case string(v) != string(formatValue):
 		return fmt.Errorf("pebble store %s: unknown format %q (this server writes %q): %w", s.dir, v, formatValue, store.ErrCorrupt)
 	}
