@@ -223,18 +223,23 @@ func TestNodeGearmanSuite(t *testing.T) {
 	// whatever the server. The same happens when a NOOP for the next test's
 	// job reaches the previous test's connection after the suite closed it:
 	// the library reconnects it and calls that test's setUp callback again.
-	// The suite gets five tries; every test must pass in one of them.
+	// "Timeout set but does not occur" gives its worker's 300 ms job a
+	// 400 ms timeout: on a busy machine the 100 ms to spare can run out,
+	// whatever the server. The suite gets five tries; every test must
+	// pass in one of them.
 	node := need(t, "node")
 	var got string
 	for try := 1; try <= 5; try++ {
 		p := startProcIn(t, pkg, []string{"NODE_PATH=" + mods}, node, "run_tests.js")
 		var err error
 		got, err = p.wait(t)
-		if err == nil || !strings.Contains(p.stderr.String(), "reading 'value'") {
+		crashed := err != nil && strings.Contains(p.stderr.String(), "reading 'value'")
+		late := err == nil && strings.Count(got, "✖") == 1 && strings.Contains(got, "✖ Job timeout - Timeout set but does not occur")
+		if !crashed && !late {
 			require.NoError(t, err, "node-gearman's tests failed:\n%s\n%s", got, p.stderr.String())
 			break
 		}
-		t.Logf("try %d: nodeunit crashed on the suite's own timer race:\n%s", try, got)
+		t.Logf("try %d: the suite's own timing failed it (nodeunit crashed on its timer race, or the 300 ms job missed its 400 ms timeout):\n%s", try, got)
 	}
 	require.Contains(t, got, "OK: ")
 	require.NotContains(t, got, "FAILURES")
