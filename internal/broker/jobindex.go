@@ -73,14 +73,21 @@ func (x *jobIndex) get(seq uint64) *job {
 		return j
 	}
 	for _, q := range x.cold {
-		if e := q.cold.find(seq); e != nil && e.frozen() {
-			j := q.thaw(*e)
-			e.submitted = coldWarm
-			j.prev = coldMark
-			q.cold.frozen--
-			x.frozen--
-			return j
+		i := q.cold.find(seq)
+		if i < 0 || !q.cold.at(i).frozen() {
+			continue
 		}
+		e := q.cold.at(i)
+		p := q.cold.takePayload(i)
+		j := q.thaw(*e, p)
+		e.submitted = coldWarm
+		j.prev = coldMark
+		q.cold.frozen--
+		if p == nil {
+			q.cold.onDisk--
+		}
+		x.frozen--
+		return j
 	}
 	return nil
 }
@@ -100,7 +107,15 @@ func (x *jobIndex) all() iter.Seq2[uint64, *job] {
 		}
 		for _, q := range x.cold {
 			for i := range q.cold.n {
-				if e := q.cold.at(i); e.frozen() && !yield(e.seq, q.view(*e)) {
+				e := q.cold.at(i)
+				if !e.frozen() {
+					continue
+				}
+				var p []byte
+				if pp := q.cold.payload(i); pp != nil {
+					p = *pp
+				}
+				if !yield(e.seq, q.view(*e, p)) {
 					return
 				}
 			}

@@ -9,14 +9,18 @@ import (
 
 // jobQueue is one priority queue of a function: a FIFO of queued jobs.
 //
-// With payload tiering a deep queue is mostly jobs whose payload is on
-// disk only, which need nothing in memory but their sequence number and
-// submit time. Such a job is kept frozen: a 16-byte entry
-// without pointers in the queue's cold part (coldJob), no job struct and
-// no slot in the index by sequence number, so that the collector neither
-// scans it nor lets the heap grow twice its size for it. It is thawed
-// (made a job again) when it reaches the front of its queue or is looked
-// up by sequence number (jobIndex.get); all other code sees only jobs.
+// A deep queue (payload tiering) is mostly stored background jobs that
+// need nothing in memory but their sequence number, submit time and
+// payload, and the payload only while it is kept within the budget. Such
+// a job is kept frozen: a 16-byte entry without pointers in the queue's
+// cold part (coldJob), with its payload, when kept in memory, beside it
+// (coldJobs.payloads); no job struct and no slot in the index by sequence
+// number, so that the collector need not scan it nor let the heap grow
+// twice its size for it. A job with its payload on disk is frozen once it
+// is stored; one with its payload in memory only behind the first
+// coldDepth jobs of its queue. A frozen job is thawed (made a job again)
+// when it reaches the front of its queue or is looked up by sequence
+// number (jobIndex.get); all other code sees only jobs.
 //
 // The queue is, in order: a list of jobs (head to tail), the cold
 // entries, and a second list of jobs (back) that could not join the cold
@@ -64,10 +68,55 @@ const coldChunk = 4096
 // chunk of slack, and no copying as it grows.
 type coldJobs struct {
 	chunks [][]coldJob // each of length coldChunk
-	off    int         // index of the first entry in chunks[0]
-	n      int         // entries, removed ones included
-	live   int         // entries that are not removed
-	frozen int         // frozen entries
+	// payloads are the payloads kept in memory of frozen entries, in
+	// chunks like the entries' (a nil chunk: none); a frozen entry
+	// without one has its payload on disk.
+	payloads [][][]byte
+	off      int // index of the first entry in chunks[0]
+	n        int // entries, removed ones included
+	live     int // entries that are not removed
+	frozen   int // frozen entries
+	onDisk   int // frozen entries whose payload is on disk
+}
+
+// coldDepth is how many jobs a queue keeps as jobs before it freezes
+// those whose payload is in memory: a queue that is not deep does not
+// make a job of each one twice.
+const coldDepth = 1024
+
+// payload returns the place of the i-th entry's payload kept in memory;
+// nil when its chunk has none.
+func (c *coldJobs) payload(i int) *[]byte {
+	i += c.off
+	if k := i / coldChunk; k < len(c.payloads) && c.payloads[k] != nil {
+		return &c.payloads[k][i%coldChunk]
+	}
+	return nil
+}
+
+// setPayload keeps p as the payload of the i-th entry.
+func (c *coldJobs) setPayload(i int, p []byte) {
+	i += c.off
+	k := i / coldChunk
+	for len(c.payloads) <= k {
+		c.payloads = append(c.payloads, nil)
+	}
+	if c.payloads[k] == nil {
+		c.payloads[k] = make([][]byte, coldChunk)
+	}
+	c.payloads[k][i%coldChunk] = p
+}
+
+// takePayload returns the payload kept in memory of the i-th entry (nil
+// when it is on disk) and forgets it.
+func (c *coldJobs) takePayload(i int) []byte {
+	p := c.payload(i)
+	if p == nil {
+		return nil
+	}
+	v := *p
+	*p = nil
+	return v
 }
 
 // at returns the i-th entry.
@@ -90,35 +139,39 @@ func (c *coldJobs) push(e coldJob) {
 	}
 }
 
-// pop removes the first entry.
-func (c *coldJobs) pop() coldJob {
-	e := *c.at(0)
+// pop removes the first entry and returns it with its payload kept in
+// memory, if any.
+func (c *coldJobs) pop() (coldJob, []byte) {
+	e, p := *c.at(0), c.takePayload(0)
 	c.off++
 	c.n--
 	if c.off == coldChunk {
 		c.chunks[0] = nil
 		c.chunks = c.chunks[1:]
+		if len(c.payloads) > 0 {
+			c.payloads[0] = nil
+			c.payloads = c.payloads[1:]
+		}
 		c.off = 0
 	}
 	if c.n == 0 {
-		c.chunks, c.off = nil, 0
+		c.chunks, c.payloads, c.off = nil, nil, 0
 	}
-	return e
+	return e, p
 }
 
-// find returns the entry of seq, nil when there is none.
-func (c *coldJobs) find(seq uint64) *coldJob {
+// find returns the index of the entry of seq, -1 when there is none.
+func (c *coldJobs) find(seq uint64) int {
 	if c.n == 0 || seq < c.at(0).seq || seq > c.last().seq {
-		return nil
+		return -1
 	}
 	i := sort.Search(c.n, func(i int) bool { return c.at(i).seq >= seq })
-	if i == c.n {
-		return nil
+	if i < c.n {
+		if e := c.at(i); e.seq == seq && e.submitted != coldRemoved {
+			return i
+		}
 	}
-	if e := c.at(i); e.seq == seq && e.submitted != coldRemoved {
-		return e
-	}
-	return nil
+	return -1
 }
 
 // coldMark is the prev of a job that is a warm cold entry of its queue.
@@ -169,7 +222,7 @@ func (q *jobQueue) pushBehindCold(j *job) {
 func (q *jobQueue) remove(j *job) {
 	switch {
 	case j.prev == coldMark:
-		e := q.cold.find(j.seq)
+		e := q.cold.at(q.cold.find(j.seq))
 		e.submitted = coldRemoved
 		j.prev = nil
 		q.cold.live--
@@ -208,7 +261,7 @@ func (q *jobQueue) settleCold() {
 // thawFront moves the first live cold entry to the list, thawing it.
 func (q *jobQueue) thawFront() {
 	for q.cold.n > 0 {
-		e := q.cold.pop()
+		e, p := q.cold.pop()
 		var j *job
 		switch e.submitted {
 		case coldRemoved:
@@ -216,9 +269,12 @@ func (q *jobQueue) thawFront() {
 		case coldWarm:
 			j = q.idx.seqIndex.get(e.seq)
 		default:
-			j = q.thaw(e)
+			j = q.thaw(e, p)
 			q.idx.frozen--
 			q.cold.frozen--
+			if p == nil {
+				q.cold.onDisk--
+			}
 		}
 		q.cold.live--
 		j.prev, j.next = nil, nil
@@ -228,29 +284,36 @@ func (q *jobQueue) thawFront() {
 	q.settleCold()
 }
 
-// thaw returns the job of a frozen entry, put in the index.
-func (q *jobQueue) thaw(e coldJob) *job {
-	j := q.view(e)
+// thaw returns the job of a frozen entry with its payload kept in memory
+// (nil: on disk), put in the index.
+func (q *jobQueue) thaw(e coldJob, payload []byte) *job {
+	j := q.view(e, payload)
 	q.idx.seqIndex.put(j.seq, j)
 	return j
 }
 
 // view returns the job of a frozen entry without putting it anywhere.
-func (q *jobQueue) view(e coldJob) *job {
-	return &job{seq: e.seq, fn: q.fn, submitted: e.submitted, priority: q.prio,
+func (q *jobQueue) view(e coldJob, payload []byte) *job {
+	return &job{seq: e.seq, fn: q.fn, submitted: e.submitted, payload: payload, priority: q.prio,
 		state: stateQueued, background: true, flags: jobTiered}
 }
 
-// frozenQualifies reports whether j can be frozen: a queued background job
-// whose payload is on disk only, with nothing else in memory (no unique,
-// no extra, no flag but jobTiered, never retried).
+// frozenQualifies reports whether j can be frozen: a stored, queued
+// background job with nothing in memory but its payload (no unique, no
+// extra, no flag but jobTiered, never retried).
 func frozenQualifies(j *job) bool {
-	return j.state == stateQueued && j.background && j.payload == nil && j.flags == jobTiered &&
+	return j.state == stateQueued && j.background && j.flags == jobTiered &&
 		j.unique == "" && j.x == nil && j.retries == 0 && j.submitted >= 0
 }
 
-// freezeLocked freezes j when it qualifies. It is called when j's
-// payload went to disk and whenever j may have come to qualify since.
+// diskAhead reports whether j, a job of q, is queued behind frozen jobs
+// whose payload is on disk.
+func (q *jobQueue) diskAhead(j *job) bool {
+	return j.prev == coldMark && q.cold.onDisk > 0
+}
+
+// freezeLocked freezes j when it qualifies. It is called once j is stored
+// and tiering has decided where its payload stays (tierAdmitLocked).
 func (b *Broker) freezeLocked(j *job) {
 	if !b.tier.freeze || !frozenQualifies(j) {
 		return
@@ -266,7 +329,11 @@ func (b *Broker) freezeLocked(j *job) {
 	case q.cold.live == 0:
 		// j is in the list, and back is empty: j and the jobs behind it
 		// become cold entries, as far as their sequence numbers ascend,
-		// and the rest goes to back.
+		// and the rest goes to back. A payload in memory waits until the
+		// queue is deep.
+		if j.payload != nil && q.n <= coldDepth {
+			return
+		}
 		for k := j; k != nil; {
 			next := k.next
 			q.jobList.remove(k)
@@ -287,8 +354,13 @@ func (q *jobQueue) freezeWarm(j *job) {
 	if !frozenQualifies(j) {
 		return
 	}
-	e := q.cold.find(j.seq)
-	e.submitted = j.submitted
+	i := q.cold.find(j.seq)
+	q.cold.at(i).submitted = j.submitted
+	if j.payload != nil {
+		q.cold.setPayload(i, j.payload)
+	} else {
+		q.cold.onDisk++
+	}
 	q.cold.frozen++
 	q.idx.frozen++
 	q.idx.seqIndex.delete(j.seq)
@@ -315,6 +387,7 @@ func (b *Broker) replayFrozenLocked(r store.Job) bool {
 		return false
 	}
 	q.cold.push(coldJob{seq: r.Seq, submitted: r.Submitted})
+	q.cold.onDisk++
 	b.jobs.frozen++
 	f.total++
 	t.onDisk++

@@ -258,3 +258,56 @@ func TestJobsQueuedBeforeTheirWriteAreFrozenInOrder(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
 	}
 }
+
+func TestDeepQueueFreezesPayloadsKeptInMemory(t *testing.T) {
+	t.Parallel()
+	st := newMapStore()
+	st.gate = make(chan struct{})
+	b := startTiered(t, st, 1<<20)
+	s := b.NewSession("client", &recorder{})
+	n := coldDepth + 100
+	acks := make(chan result, n)
+	size := int64(0)
+	for i := range n {
+		p := fmt.Sprintf("p%d", i)
+		size += int64(len(p))
+		b.Submit(s, bg("f", "", p, Normal), func(seq uint64, created bool, err error) {
+			acks <- result{seq, created, err}
+		})
+	}
+	close(st.gate)
+	seqs := make([]uint64, 0, n)
+	for range n {
+		r := <-acks
+		require.NoError(t, r.err)
+		seqs = append(seqs, r.seq)
+	}
+	slices.Sort(seqs)
+	frozen, inPages := frozenCounts(b)
+	require.Greater(t, frozen, n-coldDepth-1, "the jobs beyond the queue's depth are frozen with their payload")
+	require.Equal(t, n, frozen+inPages)
+	inMem, onDisk := b.TieringStats()
+	require.Equal(t, size, inMem, "every payload is in memory: the budget allows")
+	require.Zero(t, onDisk)
+
+	// A lookup thaws one with its payload; a cancel gives its payload's
+	// bytes back to the budget.
+	last := seqs[n-1]
+	snap, ok := b.Job(context.Background(), seqs[n-2])
+	require.True(t, ok)
+	require.Equal(t, "queued", snap.State)
+	frozen, _ = frozenCounts(b)
+	require.Equal(t, n-1-inPages, frozen)
+	require.NoError(t, b.CancelJob(context.Background(), []byte(b.Handle(last))))
+	inMem, _ = b.TieringStats()
+	require.Equal(t, size-int64(len(fmt.Sprintf("p%d", n-1))), inMem)
+
+	got, payloads := drainOrder(t, b, "f")
+	require.Equal(t, seqs[:n-1], got)
+	for i := range payloads {
+		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
+	}
+	inMem, onDisk = b.TieringStats()
+	require.Zero(t, inMem)
+	require.Zero(t, onDisk)
+}

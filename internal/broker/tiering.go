@@ -46,8 +46,8 @@ func (b *Broker) initTiering() {
 
 // tierAdmitLocked decides, for a background job that has just been stored
 // (or replayed), whether its payload stays in memory: while the budget
-// allows, unless the job is queued behind jobs whose payload is on disk
-// (a cold entry of its queue), which run before it. aliased says the
+// allows, unless the job is queued behind frozen jobs whose payload is on
+// disk (jobQueue.diskAhead), which run before it. aliased says the
 // job's unique may share memory with the submitted packet, which must be
 // released together with the payload. While replay lends payloads
 // (tiering.lending), every replayed job comes here. A payload kept in
@@ -62,7 +62,7 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 		return
 	}
 	j.flags |= jobTiered
-	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget && j.prev != coldMark {
+	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget && !j.fn.queues[j.priority].diskAhead(j) {
 		switch {
 		case j.payload == nil:
 			j.payload = emptyPayload
