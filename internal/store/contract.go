@@ -242,7 +242,9 @@ type RecordStore interface {
 	// It keeps nothing of recs (their Data included) once it returns.
 	EndJobs(ctx context.Context, dels []uint64, recs []Record, forget []uint64) error
 	// Record returns the record of job seq, or an error wrapping
-	// ErrNotFound.
+	// ErrNotFound. Record, Records and RecordCounts answer only what is
+	// as durable as Save makes a job: a store that wrote records without
+	// waiting makes them so first.
 	Record(ctx context.Context, seq uint64) (Record, error)
 	// Records lists the records of q.Function ("" for every function) in
 	// q.State ("" for any), the most recently ended first, after q.After

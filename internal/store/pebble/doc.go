@@ -20,9 +20,12 @@
 // puts all submits waiting at that moment into one Save, so one fsync
 // covers many jobs. SyncInterval writes without waiting and fsyncs the log
 // every interval; SyncNone leaves it to the operating system. Deletes of
-// finished jobs are never waited for: a delete lost in a crash only runs a
-// finished job again (at-least-once), and the next synced write carries it
-// to disk anyway, because the log is written in order.
+// finished jobs, and the job records written with them, are never waited
+// for: a delete lost in a crash only runs a finished job again
+// (at-least-once), and the next synced write carries it to disk anyway,
+// because the log is written in order. In SyncAlways mode a read of job
+// records fsyncs the log first when records were written since the last
+// fsync, so that a record once read survives a crash.
 //
 // # Failures
 //

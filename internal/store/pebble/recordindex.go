@@ -26,6 +26,9 @@ type recordIndex struct {
 	stateOf map[string]uint8
 	// bufs are where writes encode blocks.
 	bufs blockBufs
+	// unsynced: records were written since the last fsync of the
+	// write-ahead log (syncRecordsLocked).
+	unsynced bool
 }
 
 // recEntry is one kept record in memory, in 20 bytes: its Seq and finish

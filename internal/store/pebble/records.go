@@ -310,9 +310,10 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 }
 
 // EndJobs deletes dels, forgets the records forget and writes recs in one
-// batch, so that a crash leaves either a job or its record. A batch with
-// records is synced as Save is; one without waits for no fsync, as Delete.
-// recs must not be of jobs whose records are kept (forget those first).
+// batch, so that a crash leaves either a job or its record. It waits for
+// no fsync, as Delete; the records are made durable before they are read
+// (syncRecordsLocked). recs must not be of jobs whose records are kept
+// (forget those first).
 func (s *Store) EndJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64) error {
 	return s.endJobs(ctx, dels, recs, forget, nil)
 }
@@ -360,11 +361,12 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 		}
 		byFn[r.Function] = append(byFn[r.Function], blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
 	}
-	// Removals alone are never waited for (see Delete); a write that
-	// carries records is as durable as Save, so that a record that was
-	// written is on disk in SyncAlways mode.
+	// Removals and records are not waited for (see Delete): a record is
+	// made durable before anyone reads it (syncRecordsLocked) or by the
+	// next synced write, whichever comes first; a crash before that runs
+	// its job again. A write with saves or metadata is synced as Save is.
 	wo := pebbledb.NoSync
-	if len(recs) > 0 || first != nil {
+	if first != nil {
 		wo = s.saveOpts
 	}
 	err := s.commit(func(b *pebbledb.Batch) error {
@@ -398,6 +400,12 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	if s.mode == SyncInterval {
 		s.dirty.Store(true)
 	}
+	switch {
+	case wo == pebbledb.Sync:
+		x.unsynced = false // this fsync covered every earlier write
+	case len(recs) > 0 && s.mode == SyncAlways:
+		x.unsynced = true
+	}
 	for _, sh := range shrinks {
 		x.applyShrinkLocked(sh, true)
 	}
@@ -414,6 +422,21 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	return nil
 }
 
+// syncRecordsLocked fsyncs the write-ahead log if records were written
+// since the last fsync (SyncAlways mode), so that a record a lookup,
+// listing or count answers survives a crash. Caller holds s.idx.mu and
+// s.mu (shared).
+func (s *Store) syncRecordsLocked() error {
+	if !s.idx.unsynced {
+		return nil
+	}
+	if err := s.syncWAL(); err != nil {
+		return fmt.Errorf("pebble store %s: making job records durable: %w", s.dir, err)
+	}
+	s.idx.unsynced = false
+	return nil
+}
+
 // Record returns the record of job seq, read from disk (or Pebble's
 // cache).
 func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
@@ -425,6 +448,9 @@ func (s *Store) Record(ctx context.Context, seq uint64) (store.Record, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := s.loadIndexLocked(); err != nil {
+		return store.Record{}, err
+	}
+	if err := s.syncRecordsLocked(); err != nil {
 		return store.Record{}, err
 	}
 	fn, f, i, ok := x.lookup(seq)
@@ -460,6 +486,9 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := s.loadIndexLocked(); err != nil {
+		return nil, err
+	}
+	if err := s.syncRecordsLocked(); err != nil {
 		return nil, err
 	}
 	type pick struct {
@@ -510,6 +539,12 @@ func (s *Store) Records(ctx context.Context, q store.RecordQuery) ([]store.Recor
 
 // RecordCounts returns the kept records per function and state.
 func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, error) {
+	return s.recordCounts(ctx, true)
+}
+
+// recordCounts is RecordCounts; expiry, which answers nobody with them,
+// counts records without making them durable first (synced false).
+func (s *Store) recordCounts(ctx context.Context, synced bool) (map[string]map[string]int, error) {
 	if err := s.begin(ctx, false); err != nil {
 		return nil, err
 	}
@@ -519,6 +554,11 @@ func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, er
 	defer x.mu.Unlock()
 	if err := s.loadIndexLocked(); err != nil {
 		return nil, err
+	}
+	if synced {
+		if err := s.syncRecordsLocked(); err != nil {
+			return nil, err
+		}
 	}
 	out := make(map[string]map[string]int, len(x.fns))
 	for fn, f := range x.fns {
@@ -537,7 +577,7 @@ func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, er
 // its age limit or lie beyond its count, the oldest first, at most
 // expireChunk of them per write.
 func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string) (time.Duration, int)) (int, error) {
-	counts, err := s.RecordCounts(ctx)
+	counts, err := s.recordCounts(ctx, false)
 	if err != nil {
 		return 0, err
 	}

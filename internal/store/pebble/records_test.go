@@ -467,3 +467,56 @@ func TestRecordsForgottenWhileWritten(t *testing.T) {
 		}
 	}
 }
+
+// A write of records and removals waits for no fsync, but what a lookup,
+// listing or count answers is durable: a power cut (only synced data
+// survives) after a record was read keeps the record and not its job;
+// a power cut before any read leaves the job or its record, never both
+// and never neither.
+func TestRecordDurableOnceRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	reads := map[string]func(*pebble.Store) error{
+		"lookup": func(st *pebble.Store) error { _, err := st.Record(ctx, 1); return err },
+		"listing": func(st *pebble.Store) error {
+			_, err := st.Records(ctx, store.RecordQuery{Function: "f", Limit: 10})
+			return err
+		},
+		"counts": func(st *pebble.Store) error { _, err := st.RecordCounts(ctx); return err },
+	}
+	for name, read := range reads {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fs := vfs.NewCrashableMem()
+			st, err := pebble.Open(ctx, "data", pebble.Options{FS: fs, Logger: quiet})
+			require.NoError(t, err)
+			defer st.Close()
+			require.NoError(t, st.Save(ctx, []store.Job{{Seq: 1, Handle: "H:t:1", Function: "f", Payload: []byte("p")}}))
+			rec := store.Record{Seq: 1, Function: "f", State: "complete", Finished: 10, Data: []byte("record of 1")}
+			require.NoError(t, st.EndJobs(ctx, []uint64{1}, []store.Record{rec}, nil))
+
+			jobAndRecord := func(fs vfs.FS) (job, record bool) {
+				st, err := pebble.Open(ctx, "data", pebble.Options{FS: fs, Logger: quiet})
+				require.NoError(t, err)
+				defer st.Close()
+				require.NoError(t, st.Load(ctx, func(j store.Job) error { job = job || j.Seq == 1; return nil }))
+				got, err := st.Record(ctx, 1)
+				if err == nil {
+					require.Equal(t, rec, got)
+					record = true
+				} else {
+					require.ErrorIs(t, err, store.ErrNotFound)
+				}
+				return job, record
+			}
+			job, record := jobAndRecord(fs.CrashClone(vfs.CrashCloneCfg{}))
+			require.NotEqual(t, job, record, "before a read: the job or its record (job %v, record %v)", job, record)
+
+			require.NoError(t, read(st))
+			job, record = jobAndRecord(fs.CrashClone(vfs.CrashCloneCfg{}))
+			require.False(t, job, "the job ended before its record was read")
+			require.True(t, record, "a record that was read survives a power cut")
+		})
+	}
+}
