@@ -85,8 +85,9 @@ type Config struct {
 	// rounds that write job records to a store that keeps them, when a
 	// round carries nothing else that someone waits for (records, forgets
 	// and removals of ended jobs only): a steady stream of ending jobs
-	// then costs one synced write per RecordPace instead of one fsync
-	// after another. 0 means 2ms; negative means no pacing.
+	// then costs one write per RecordPace instead of one after another
+	// (one transaction per RecordPace in shared mode). 0 means 2ms;
+	// negative means no pacing.
 	RecordPace time.Duration
 	// EarlyInsertDelay is, in shared mode, how long a new background job
 	// of a function that this server's workers finish fast waits for its

@@ -30,8 +30,8 @@ func (b *Broker) kickCommitterLater() {
 // paceRecords holds back a round that would only write job records and
 // the removals of ended jobs, which nobody waits for, until
 // Config.RecordPace has passed since the last round with records began,
-// so that one synced write carries the records of a steady stream of
-// ending jobs instead of one fsync following another. Anything someone
+// so that one write carries the records of a steady stream of ending
+// jobs instead of one write following another. Anything someone
 // waits for (a submit, a barrier, metadata, a retry) ends the wait at
 // once, as does ctx. last is when the last round with records began
 // (zero: none yet).

@@ -12,9 +12,10 @@ import "context"
 type Writer interface {
 	// Write applies w in one atomic write, in this order: Save, Meta,
 	// Delete, ForgetRecords, Records (a job saved and deleted in the same
-	// write ends up deleted). It is as durable as Save when w saves jobs,
-	// metadata or records; a write of removals alone is as durable as
-	// Delete.
+	// write ends up deleted). It is as durable as Save when w saves jobs
+	// or metadata; a write of removals and records alone is as durable as
+	// Delete, its records made durable before they are read (see
+	// RecordStore).
 	Write(ctx context.Context, w Write) error
 }
 

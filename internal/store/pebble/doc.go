@@ -24,15 +24,17 @@
 // for: a delete lost in a crash only runs a finished job again
 // (at-least-once), and the next synced write carries it to disk anyway,
 // because the log is written in order. In SyncAlways mode a read of job
-// records fsyncs the log first when records were written since the last
-// fsync, so that a record once read survives a crash.
+// records fsyncs the log first when records were written without one
+// since, so that a record once read survives a crash.
 //
 // # Failures
 //
 // A failed write or fsync is never retried: after an fsync error the
 // kernel may have dropped the dirty pages, so a retry that succeeds proves
 // nothing ("fsyncgate"). The first failure is logged and every later write
-// returns an error wrapping store.ErrFailed; reads go on working. Recovery
+// returns an error wrapping store.ErrFailed; reads go on working, except
+// reads of job records while some were written without an fsync (they may
+// not be on disk), which return that error too. Recovery
 // is a restart, which replays what is really on disk. Pebble reacts to some
 // I/O errors by panicking or calling its logger's Fatalf; the store turns
 // those into errors when they happen inside one of its calls. A fatal error

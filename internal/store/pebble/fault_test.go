@@ -289,3 +289,58 @@ func waitReleased(t *testing.T, dir string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// After a failed write, reads of job records go on working for records
+// that were fsynced; while records were written without an fsync, reads
+// of records answer ErrFailed (they may not be on disk) instead of
+// writing to the broken log: no read hangs, and Close returns.
+func TestRecordReadsAfterFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	job := func(q uint64) store.Job {
+		return store.Job{Seq: q, Handle: fmt.Sprintf("H:x:%d", q), Function: "f", Payload: []byte("p")}
+	}
+	rec := func(q uint64) store.Record {
+		return store.Record{Seq: q, Function: "f", State: "complete", Finished: int64(q), Data: []byte("r")}
+	}
+	for _, unsynced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unsynced=%v", unsynced), func(t *testing.T) {
+			t.Parallel()
+			s, fs, _ := openFaulty(t, ctx, filepath.Join(t.TempDir(), "data"), pebble.Options{})
+			require.NoError(t, s.Save(ctx, []store.Job{job(1), job(2)}))
+			require.NoError(t, s.EndJobs(ctx, []uint64{1}, []store.Record{rec(1)}, nil))
+			_, err := s.Record(ctx, 1) // fsyncs record 1
+			require.NoError(t, err)
+			if unsynced {
+				require.NoError(t, s.EndJobs(ctx, []uint64{2}, []store.Record{rec(2)}, nil))
+			}
+			fs.failSync.Store(true)
+			require.Error(t, s.Save(ctx, []store.Job{job(3)}))
+			fs.failSync.Store(false)
+			for range 3000 { // more than a block of the log holds of empty syncs
+				_, err = s.Record(ctx, 1)
+				if unsynced {
+					require.ErrorIs(t, err, store.ErrFailed)
+				} else {
+					require.NoError(t, err)
+				}
+			}
+			_, err = s.Record(ctx, 99)
+			_, err2 := s.RecordCounts(ctx)
+			if unsynced {
+				require.ErrorIs(t, err, store.ErrFailed)
+				require.ErrorIs(t, err2, store.ErrFailed)
+			} else {
+				require.ErrorIs(t, err, store.ErrNotFound)
+				require.NoError(t, err2)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- s.Close() }()
+			select {
+			case <-closed:
+			case <-time.After(time.Minute):
+				t.Fatal("Close hangs after the failure")
+			}
+		})
+	}
+}

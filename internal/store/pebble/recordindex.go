@@ -26,8 +26,9 @@ type recordIndex struct {
 	stateOf map[string]uint8
 	// bufs are where writes encode blocks.
 	bufs blockBufs
-	// unsynced: records were written since the last fsync of the
-	// write-ahead log (syncRecordsLocked).
+	// unsynced: records were written without an fsync of the
+	// write-ahead log since the last read of records
+	// (syncRecordsLocked) or write of records that was fsynced.
 	unsynced bool
 }
 

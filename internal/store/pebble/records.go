@@ -423,12 +423,18 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 }
 
 // syncRecordsLocked fsyncs the write-ahead log if records were written
-// since the last fsync (SyncAlways mode), so that a record a lookup,
-// listing or count answers survives a crash. Caller holds s.idx.mu and
-// s.mu (shared).
+// without an fsync since the last read of records (SyncAlways mode), so
+// that a record a lookup, listing or count answers survives a crash.
+// After a failed write nothing is written any more (Pebble's commit
+// pipeline may be broken): records that may not be on disk are then not
+// answered at all. Caller holds s.idx.mu and s.mu (shared).
 func (s *Store) syncRecordsLocked() error {
 	if !s.idx.unsynced {
 		return nil
+	}
+	if p := s.failed.Load(); p != nil {
+		return fmt.Errorf("pebble store %s: job records written since the last fsync may not be on disk: %w (first failure: %v)",
+			s.dir, store.ErrFailed, *p)
 	}
 	if err := s.syncWAL(); err != nil {
 		return fmt.Errorf("pebble store %s: making job records durable: %w", s.dir, err)
