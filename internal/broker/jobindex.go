@@ -92,6 +92,12 @@ func (x *jobIndex) get(seq uint64) *job {
 	return nil
 }
 
+// holds reports whether j is the live job of its Seq. A job struct is
+// never frozen (a frozen job thaws into a new one), so this looks only at
+// the index of jobs in memory: it neither walks the queues with frozen
+// entries nor thaws one.
+func (x *jobIndex) holds(j *job) bool { return x.seqIndex.get(j.seq) == j }
+
 // len returns the number of live jobs, frozen ones included.
 func (x *jobIndex) len() int { return x.seqIndex.len() + x.frozen }
 

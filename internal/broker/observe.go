@@ -354,7 +354,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	ws := b.watchers[j.seq]
 	delete(b.watchers, j.seq)
 	end()
-	if b.jobs.get(j.seq) != j {
+	if !b.jobs.holds(j) {
 		// It ended (a dead job was recorded as such already).
 		e := jobEnd{worker: worker, started: started}
 		switch o {
@@ -370,7 +370,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	if len(ws) == 0 {
 		return
 	}
-	if b.jobs.get(j.seq) == j && j.state != stateGone {
+	if b.jobs.holds(j) && j.state != stateGone {
 		// Still live: the failed attempt will be retried.
 		j.flags &^= jobFinished
 		b.watchers[j.seq] = ws

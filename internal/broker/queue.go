@@ -2,6 +2,7 @@ package broker
 
 import (
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -40,6 +41,9 @@ type jobQueue struct {
 	fn   *function
 	prio Priority
 	idx  *jobIndex
+	// listed: the queue is in idx.cold, the queues a lookup of a frozen
+	// job walks; it leaves it when its last cold entry goes.
+	listed bool
 }
 
 // coldJob is a cold entry of a queue: what a queued background job whose
@@ -253,6 +257,10 @@ func (q *jobQueue) settleCold() {
 	if q.cold.n > 0 {
 		q.cold = coldJobs{}
 	}
+	if q.listed {
+		q.idx.cold = slices.DeleteFunc(q.idx.cold, func(o *jobQueue) bool { return o == q })
+		q.listed = false
+	}
 	for j := q.back.popFront(); j != nil; j = q.back.popFront() {
 		q.jobList.pushBack(j)
 	}
@@ -321,6 +329,9 @@ func (b *Broker) freezeLocked(j *job) {
 	q := &j.fn.queues[j.priority]
 	if q.idx == nil {
 		q.fn, q.prio, q.idx = j.fn, j.priority, &b.jobs
+	}
+	if !q.listed {
+		q.listed = true
 		b.jobs.cold = append(b.jobs.cold, q)
 	}
 	switch {

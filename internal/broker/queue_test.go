@@ -311,3 +311,31 @@ func TestDeepQueueFreezesPayloadsKeptInMemory(t *testing.T) {
 	require.Zero(t, inMem)
 	require.Zero(t, onDisk)
 }
+
+// A queue leaves the list of queues with frozen entries once its last
+// one is gone (drained or dropped), so that a lookup of a job that is not
+// live does not walk queues that hold none; ending a job looks only at the
+// index of jobs in memory and thaws nothing.
+func TestQueuesWithoutFrozenJobsAreNotWalked(t *testing.T) {
+	t.Parallel()
+	b := startTiered(t, memory.New(), -1)
+	submitTiered(t, b, "a", 5)
+	submitTiered(t, b, "b", 5)
+	submitTiered(t, b, "c", 5)
+	listed := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.jobs.cold)
+	}
+	require.Equal(t, 3, listed())
+	drainOrder(t, b, "a")
+	require.Equal(t, 2, listed(), "a's queue holds no frozen job any more")
+	require.NoError(t, b.DropFunction("b"))
+	require.Equal(t, 1, listed(), "b's queue was dropped")
+	frozen, _ := frozenCounts(b)
+	require.Equal(t, 5, frozen, "c's jobs stay frozen")
+	drainOrder(t, b, "c")
+	require.Zero(t, listed())
+	submitTiered(t, b, "a", 3)
+	require.Equal(t, 1, listed(), "a's queue is listed again with new frozen jobs")
+}

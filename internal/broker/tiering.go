@@ -75,7 +75,7 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 		t.inMemory += int64(len(j.payload))
 		return
 	}
-	if b.jobs.get(j.seq) == j {
+	if b.jobs.holds(j) {
 		b.liveBytes -= int64(len(j.payload)) // Config.MaxQueuedBytes counts memory
 	}
 	j.payload = nil
