@@ -37,6 +37,17 @@ func submitTiered(t *testing.T, b *Broker, f string, n int) []uint64 {
 	return seqs
 }
 
+// requireDrained drains f (drainOrder) and requires the jobs want, in
+// that order, with the payloads submitTiered gave them ("p0", "p1", ...).
+func requireDrained(t *testing.T, b *Broker, f string, want []uint64) {
+	t.Helper()
+	got, payloads := drainOrder(t, b, f)
+	require.Equal(t, want, got)
+	for i := range payloads {
+		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
+	}
+}
+
 // drainOrder grabs and completes the jobs of f until none is left and
 // returns their sequence numbers and payloads in the order handed out.
 func drainOrder(t *testing.T, b *Broker, f string) (seqs []uint64, payloads []string) {
@@ -172,11 +183,7 @@ func TestReplayFreezesQueuedJobs(t *testing.T) {
 	require.Equal(t, stored[5].Submitted, snap.Submitted.UnixNano())
 	require.Equal(t, "queued", snap.State)
 
-	got, payloads := drainOrder(t, b2, "f")
-	require.Equal(t, seqs, got)
-	for i := range payloads {
-		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
-	}
+	requireDrained(t, b2, "f", seqs)
 }
 
 func TestDropFunctionWithFrozenJobs(t *testing.T) {
@@ -252,11 +259,7 @@ func TestJobsQueuedBeforeTheirWriteAreFrozenInOrder(t *testing.T) {
 	require.Equal(t, 20, frozen)
 	require.Zero(t, inPages)
 
-	got, payloads := drainOrder(t, b, "f")
-	require.Equal(t, seqs, got)
-	for i := range payloads {
-		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
-	}
+	requireDrained(t, b, "f", seqs)
 }
 
 func TestDeepQueueFreezesPayloadsKeptInMemory(t *testing.T) {
@@ -302,11 +305,7 @@ func TestDeepQueueFreezesPayloadsKeptInMemory(t *testing.T) {
 	inMem, _ = b.TieringStats()
 	require.Equal(t, size-int64(len(fmt.Sprintf("p%d", n-1))), inMem)
 
-	got, payloads := drainOrder(t, b, "f")
-	require.Equal(t, seqs[:n-1], got)
-	for i := range payloads {
-		require.Equal(t, fmt.Sprintf("p%d", i), payloads[i])
-	}
+	requireDrained(t, b, "f", seqs[:n-1])
 	inMem, onDisk = b.TieringStats()
 	require.Zero(t, inMem)
 	require.Zero(t, onDisk)
