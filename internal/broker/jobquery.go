@@ -149,21 +149,54 @@ func (b *Broker) newestLiveLocked(q JobQuery, below uint64, n int) []*job {
 	}
 	state := q.State
 	// Keep the n newest in a min-heap by seq: one pass over the live
-	// jobs.
+	// jobs in memory, then over the frozen ones.
 	h := make([]*job, 0, n)
-	for seq, j := range b.jobs.all() {
+	// take offers the job of seq to the heap, made by mk only if it goes
+	// in; it reports whether it went in.
+	take := func(seq uint64, mk func() *job) bool {
+		switch {
+		case len(h) < n:
+			h = append(h, mk())
+			siftUp(h, len(h)-1)
+		case seq > h[0].seq:
+			h[0] = mk()
+			siftDown(h, 0)
+		default:
+			return false
+		}
+		return true
+	}
+	for seq, j := range b.jobs.seqIndex.all() {
 		if seq >= below || (f != nil && j.fn != f) || j.state == stateGone || (state != "" && j.state.String() != state) ||
 			(q.Batch != 0 && (j.x == nil || j.x.batch == nil || j.x.batch.id != q.Batch)) {
 			continue
 		}
-		if len(h) < n {
-			h = append(h, j)
-			siftUp(h, len(h)-1)
-			continue
-		}
-		if seq > h[0].seq {
-			h[0] = j
-			siftDown(h, 0)
+		take(seq, func() *job { return j })
+	}
+	if (state == "" || state == stateQueued.String()) && q.Batch == 0 {
+		// A frozen job is a queued background job of no batch. A queue's
+		// cold entries ascend by seq: walked from the newest, a queue is
+		// done at the first that the heap does not take, and a job is
+		// made (a copy, q.view) only for one that goes in.
+		for _, cq := range b.jobs.cold {
+			if f != nil && cq.fn != f {
+				continue
+			}
+			for i := cq.cold.n - 1; i >= 0; i-- {
+				e := cq.cold.at(i)
+				if !e.frozen() || e.seq >= below {
+					continue
+				}
+				if !take(e.seq, func() *job {
+					var p []byte
+					if pp := cq.cold.payload(i); pp != nil {
+						p = *pp
+					}
+					return cq.view(*e, p)
+				}) {
+					break
+				}
+			}
 		}
 	}
 	slices.SortFunc(h, func(a, c *job) int { return cmp.Compare(c.seq, a.seq) }) // newest first

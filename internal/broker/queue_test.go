@@ -338,3 +338,42 @@ func TestQueuesWithoutFrozenJobsAreNotWalked(t *testing.T) {
 	submitTiered(t, b, "a", 3)
 	require.Equal(t, 1, listed(), "a's queue is listed again with new frozen jobs")
 }
+
+// A listing of live jobs reads frozen jobs without making a job of each:
+// only those of the page are made, newest first, and the next page goes
+// on where the cursor says.
+func TestListingFrozenJobsMakesOnlyThePage(t *testing.T) { // not parallel: AllocsPerRun
+	b := startTiered(t, memory.New(), -1)
+	seqs := submitTiered(t, b, "f", 600)
+	other := submitTiered(t, b, "g", 10)
+	frozen, _ := frozenCounts(b)
+	require.Equal(t, 610, frozen)
+	ctx := context.Background()
+	page, err := b.ListJobs(ctx, JobQuery{Function: "f", Limit: 10})
+	require.NoError(t, err)
+	var got []uint64
+	for _, j := range page.Jobs {
+		got = append(got, j.Seq)
+		require.Equal(t, "queued", j.State)
+	}
+	want := slices.Clone(seqs[590:])
+	slices.Reverse(want)
+	require.Equal(t, want, got)
+	next, err := b.ListJobs(ctx, JobQuery{Function: "f", Limit: 10, Cursor: page.Next})
+	require.NoError(t, err)
+	require.Equal(t, seqs[589], next.Jobs[0].Seq)
+	all, err := b.ListJobs(ctx, JobQuery{Limit: 5})
+	require.NoError(t, err)
+	require.Equal(t, other[9], all.Jobs[0].Seq, "the newest of every function first")
+	none, err := b.ListJobs(ctx, JobQuery{Function: "f", State: "running"})
+	require.NoError(t, err)
+	require.Empty(t, none.Jobs)
+	allocs := testing.AllocsPerRun(5, func() {
+		if _, err := b.ListJobs(ctx, JobQuery{Function: "f", Limit: 10}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Less(t, allocs, 200.0, "a page of 10 must not make a job of each of 600 frozen ones")
+	frozen, _ = frozenCounts(b)
+	require.Equal(t, 610, frozen, "listing thaws nothing")
+}
