@@ -1,5 +1,7 @@
 package broker
 
+import "time"
+
 // function is the state of one function name. Guarded by Broker.mu.
 type function struct {
 	name   string
@@ -22,6 +24,12 @@ type function struct {
 	life *fnLife
 	// counters feed metrics (Stats).
 	counters FunctionCounters
+	// histAge and histMax are the function's history limits
+	// (Policy.historyLimits), kept by applyPolicyLocked; hist is its
+	// history while it has one (nil: look it up in b.hist.fns).
+	histAge time.Duration
+	histMax int
+	hist    *fnHistory
 }
 
 type sleeper struct {

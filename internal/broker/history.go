@@ -241,7 +241,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		b.dependencyEndedLocked(j, e.state)
 	}
 	b.mode.dependencyEndedLocked(j, e.state)
-	age, max := b.policyOf(j.fn.name).historyLimits()
+	age, max := j.fn.histAge, j.fn.histMax
 	if age <= 0 || max <= 0 {
 		return
 	}
@@ -251,10 +251,13 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		h.bySeq = newSeqIndex[histRec]()
 		h.fns = make(map[string]*fnHistory)
 	}
-	fh := h.fns[j.fn.name]
+	fh := j.fn.hist
 	if fh == nil {
-		fh = &fnHistory{name: j.fn.name}
-		h.fns[j.fn.name] = fh
+		if fh = h.fns[j.fn.name]; fh == nil {
+			fh = &fnHistory{name: j.fn.name}
+			h.fns[j.fn.name] = fh
+		}
+		j.fn.hist = fh
 	}
 	h.order++
 	var r *histRec
@@ -465,6 +468,9 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 		}
 		if fh.len() == 0 {
 			delete(b.hist.fns, name)
+			if f := b.functions[name]; f != nil && f.hist == fh {
+				f.hist = nil
+			}
 		}
 	}
 	return n, false

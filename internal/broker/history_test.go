@@ -170,3 +170,37 @@ func TestHistoryRecordsTimeout(t *testing.T) {
 	rec, _ = tb.b.Job(context.Background(), seq)
 	require.Equal(t, FinalDead, rec.State, "the state never flips after the end")
 }
+
+// A function's history limits follow its policy as it changes, and its
+// history is found again after expiry emptied and forgot it.
+func TestHistoryFollowsPolicyChanges(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	kept := func(seq uint64) bool { _, ok := tb.b.Job(context.Background(), seq); return ok }
+
+	s1 := tb.completeOne(t, client, worker, "f")
+	require.True(t, kept(s1))
+	var none Policy
+	require.NoError(t, none.Set("history", "0"))
+	tb.b.SetPolicy("f", none)
+	s2 := tb.completeOne(t, client, worker, "f")
+	require.False(t, kept(s2), "history 0 set afterwards keeps none")
+	var one Policy
+	require.NoError(t, one.Set("history", "1m"))
+	tb.b.SetPolicy("f", one)
+	s3 := tb.completeOne(t, client, worker, "f")
+	require.True(t, kept(s3))
+	tb.clock.Add(2 * time.Minute)
+	tb.b.ExpireHistory() // empties f's history, which is forgotten
+	require.False(t, kept(s3))
+	tb.b.ResetPolicy("f")
+	s4 := tb.completeOne(t, client, worker, "f")
+	require.True(t, kept(s4), "a history made again after expiry keeps records")
+	page, err := tb.b.ListJobs(context.Background(), JobQuery{Function: "f", State: FinalComplete})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 1, "s4 only: s1 went with s3 under the 1m limit")
+	require.Equal(t, s4, page.Jobs[0].Seq)
+}

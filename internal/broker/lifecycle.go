@@ -145,6 +145,7 @@ func (b *Broker) policyOf(name string) Policy {
 func (b *Broker) applyPolicyLocked(f *function) {
 	p := b.policyOf(f.name)
 	f.maxQueue = p.MaxQueue
+	f.histAge, f.histMax = p.historyLimits()
 	if !p.needsLife() && f.life == nil {
 		return
 	}

@@ -166,9 +166,10 @@ func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 func (b *Broker) settleWrittenLocked(r *histRec, seq uint64) {
 	if b.hist.bySeq.get(seq) == r {
 		r.writing = false
-		b.dropRecordLocked(r)
+		b.dropRecordLocked(r) // clears it
+	} else {
+		*r = histRec{}
 	}
-	*r = histRec{}
 	if len(b.hist.free) < b.cfg.CommitBatch {
 		b.hist.free = append(b.hist.free, r)
 	}
