@@ -57,12 +57,34 @@ func submitAcked(t *testing.T, b *broker.Broker, c *broker.Session, p broker.Sub
 // waitStored polls until job seq's record is in the store.
 func waitStored(t *testing.T, st *pebble.Store, seq uint64) {
 	t.Helper()
+	waitRecord(t, st, seq, true)
+}
+
+// waitForgotten polls until job seq's record is gone from the store.
+func waitForgotten(t *testing.T, st *pebble.Store, seq uint64) {
+	t.Helper()
+	waitRecord(t, st, seq, false)
+}
+
+// waitRecord polls until job seq's record is in the store (stored) or
+// not found in it (!stored); any other error fails the test.
+func waitRecord(t *testing.T, st *pebble.Store, seq uint64, stored bool) {
+	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if _, err := st.Record(context.Background(), seq); err == nil {
+		_, err := st.Record(context.Background(), seq)
+		if err != nil && !stored {
+			require.ErrorIs(t, err, store.ErrNotFound)
 			return
 		}
-		require.True(t, time.Now().Before(deadline), "record %d never reached the store", seq)
+		if err == nil && stored {
+			return
+		}
+		if stored {
+			require.True(t, time.Now().Before(deadline), "record %d never reached the store", seq)
+		} else {
+			require.True(t, time.Now().Before(deadline), "forgotten record %d still stored", seq)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
@@ -454,17 +476,8 @@ func TestRecordsForgottenWhileWritten(t *testing.T) {
 		require.Equal(t, seq, s.Seq)
 		require.Equal(t, payloads[seq], string(s.PayloadPreview), "job %d", seq)
 	}
-	deadline := time.Now().Add(time.Minute)
 	for _, seq := range gone {
-		for {
-			_, err := st.Record(context.Background(), seq)
-			if err != nil {
-				require.ErrorIs(t, err, store.ErrNotFound)
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "forgotten record %d still stored", seq)
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitForgotten(t, st, seq)
 	}
 }
 
