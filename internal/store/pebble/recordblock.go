@@ -46,7 +46,12 @@ type blockRec struct {
 }
 
 func blockKey(prefix byte, fn string, first uint64) []byte {
-	k := make([]byte, 0, 11+len(fn))
+	return appendBlockKey(make([]byte, 0, blockKeyLen(fn)), prefix, fn, first)
+}
+
+func blockKeyLen(fn string) int { return 11 + len(fn) }
+
+func appendBlockKey(k []byte, prefix byte, fn string, first uint64) []byte {
 	k = append(k, prefix)
 	k = binary.BigEndian.AppendUint16(k, uint16(len(fn)))
 	k = append(k, fn...)

@@ -26,6 +26,8 @@ type recordIndex struct {
 	stateOf map[string]uint8
 	// bufs are where writes encode blocks.
 	bufs blockBufs
+	// expiring is where expiry lists blocks (expiryBlocks).
+	expiring []uint64
 	// unsynced: records were written without an fsync of the
 	// write-ahead log since the last read of records
 	// (syncRecordsLocked) or write of records that was fsynced.
@@ -108,6 +110,17 @@ func (f *fnIndex) count(state uint8, n int) {
 	f.counts[state] += n
 }
 
+// uncount takes entries off the counts.
+func (f *fnIndex) uncount(entries []recEntry) {
+	var n [256]int
+	for i := range entries {
+		n[entries[i].state()]++
+	}
+	for st := range f.counts {
+		f.counts[st] -= n[st]
+	}
+}
+
 // add puts e in its place: most records end after those kept, so the
 // place is usually the end, or a few entries before it (records that
 // ended in the same tick, written out of Seq order).
@@ -168,6 +181,16 @@ func (f *fnIndex) release() {
 // find returns the position in live() of the entry at (fin, seq).
 func (f *fnIndex) find(fin int64, seq uint64) (int, bool) {
 	return slices.BinarySearchFunc(f.live(), mkEntry(seq, fin, 0, 0), cmpEntry)
+}
+
+// findAfter is find, which looks at position prev+1 first.
+func (f *fnIndex) findAfter(fin int64, seq uint64, prev int) (int, bool) {
+	if i := prev + 1; i >= 0 && i < f.len() {
+		if e := &f.entries[f.head+i]; e.seq() == seq && e.fin() == fin {
+			return i, true
+		}
+	}
+	return f.find(fin, seq)
 }
 
 // remove forgets the live entry at i.

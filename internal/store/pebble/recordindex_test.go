@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"unsafe"
@@ -118,4 +119,39 @@ func BenchmarkRecordIndexLookup(b *testing.B) {
 // memBytes is the room the function's index takes.
 func (f *fnIndex) memBytes() int {
 	return cap(f.entries)*int(unsafe.Sizeof(recEntry{})) + f.bySeq.memBytes()
+}
+
+// The smallest block after a position, found through the spans, is the
+// one a reading of every entry after it finds, through the index's
+// changes (entries added in and out of order, the oldest dropped, single
+// ones removed).
+func TestRecordIndexMinBlockFrom(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(7, 8))
+	f := &fnIndex{}
+	defer f.release()
+	check := func() {
+		t.Helper()
+		for range 20 {
+			from := f.head + r.IntN(f.len()+1)
+			want := uint64(math.MaxUint64)
+			for _, e := range f.entries[from:] {
+				want = min(want, e.block())
+			}
+			require.Equal(t, want, f.bySeq.minBlockFrom(f.entries, from), "from %d of %d", from, len(f.entries))
+		}
+	}
+	for i, e := range ordinaryEnds(100_000, r) { // spans on two levels
+		f.add(e.withBack(uint32(r.IntN(1000)) % uint32(e.seq())))
+		switch {
+		case i%20_000 == 19_999:
+			f.uncount(f.live()[:f.len()/3])
+			f.dropOldest(f.len() / 3)
+			check()
+		case i%4_999 == 4_998:
+			f.remove(r.IntN(f.len()))
+			check()
+		}
+	}
+	check()
 }

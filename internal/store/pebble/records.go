@@ -160,19 +160,31 @@ func (s *Store) readHeader(id blockID) ([]blockRec, error) {
 }
 
 // readDataInto fills in the data of recs, the records of block id in
-// their order.
+// their order, copied into one new buffer.
 func (s *Store) readDataInto(id blockID, recs []blockRec) error {
-	i := 0
+	var all []byte
+	ends := make([]int, 0, len(recs))
 	err := s.readData(id, func(uint64) bool { return true }, func(seq uint64, data []byte) {
-		if i < len(recs) && recs[i].seq == seq {
-			recs[i].data = slices.Clone(data)
-			i++
+		if i := len(ends); i < len(recs) && recs[i].seq == seq {
+			if all == nil { // room for as many more of about this size
+				all = make([]byte, 0, len(data)*(len(recs)+1))
+			}
+			all = append(all, data...)
+			ends = append(ends, len(all))
 		}
 	})
-	if err == nil && i != len(recs) {
+	if err == nil && len(ends) != len(recs) {
 		err = fmt.Errorf("job record block %d: header and data differ: %w", id.first, store.ErrCorrupt)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	start := 0
+	for i, end := range ends {
+		recs[i].data = all[start:end:end]
+		start = end
+	}
+	return nil
 }
 
 // readData calls each with the data of the wanted Seqs of a block (valid
@@ -204,9 +216,17 @@ func putBlocks(b *pebbledb.Batch, bb *blockBufs, fn string, recs []blockRec) err
 	return nil
 }
 
+// deleteBlock adds the deletion of block id's keys to b (their room
+// in b, without allocating).
 func deleteBlock(b *pebbledb.Batch, id blockID) error {
-	return errors.Join(b.Delete(blockKey(blockHdrPrefix, id.fn, id.first), nil),
-		b.Delete(blockKey(blockDataPrefix, id.fn, id.first), nil))
+	for _, prefix := range [...]byte{blockHdrPrefix, blockDataPrefix} {
+		op := b.DeleteDeferred(blockKeyLen(id.fn))
+		appendBlockKey(op.Key[:0], prefix, id.fn, id.first)
+		if err := op.Finish(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // shrink is a block that loses some of its records: it is deleted and
@@ -218,53 +238,61 @@ type shrink struct {
 }
 
 // shrinkBlocks reads the blocks of ids and splits each one's records into
-// those for which doomed is true and the others. The data of a block is
-// read only if some of its records stay; the records of a block that goes
-// as a whole are listed (gone) only if listGone.
-func (s *Store) shrinkBlocks(ids map[blockID]bool, doomed func(uint64) bool, listGone bool) ([]shrink, error) {
+// those for which doomed is true and the others (shrinkBlock).
+func (s *Store) shrinkBlocks(ids map[blockID]bool, doomed func(seq uint64, fin int64) bool, listGone bool) ([]shrink, error) {
 	out := make([]shrink, 0, len(ids))
 	for id := range ids {
-		if !listGone {
-			whole, err := s.doomedWhole(id, doomed)
-			if err != nil {
-				return nil, err
-			}
-			if whole {
-				out = append(out, shrink{id: id})
-				continue
-			}
-		}
-		recs, err := s.readHeader(id)
+		sh, err := s.shrinkBlock(id, doomed, listGone)
 		if err != nil {
 			return nil, err
-		}
-		if !slices.ContainsFunc(recs, func(r blockRec) bool { return !doomed(r.seq) }) {
-			out = append(out, shrink{id: id, gone: recs})
-			continue
-		}
-		if err := s.readDataInto(id, recs); err != nil {
-			return nil, err
-		}
-		sh := shrink{id: id}
-		for _, r := range recs {
-			if doomed(r.seq) {
-				sh.gone = append(sh.gone, r)
-			} else {
-				sh.keep = append(sh.keep, r)
-			}
 		}
 		out = append(out, sh)
 	}
 	return out, nil
 }
 
+// shrinkBlock reads block id's header and splits its records into those
+// for which doomed is true (gone) and the others (keep). The data is read
+// only if some records stay; the records of a block that goes as a whole
+// are listed (gone) only if listGone.
+func (s *Store) shrinkBlock(id blockID, doomed func(seq uint64, fin int64) bool, listGone bool) (shrink, error) {
+	if !listGone {
+		whole, err := s.doomedWhole(id, doomed)
+		if err != nil {
+			return shrink{}, err
+		}
+		if whole {
+			return shrink{id: id}, nil
+		}
+	}
+	recs, err := s.readHeader(id)
+	if err != nil {
+		return shrink{}, err
+	}
+	if !slices.ContainsFunc(recs, func(r blockRec) bool { return !doomed(r.seq, r.fin) }) {
+		return shrink{id: id, gone: recs}, nil
+	}
+	if err := s.readDataInto(id, recs); err != nil {
+		return shrink{}, err
+	}
+	sh := shrink{id: id}
+	for _, r := range recs {
+		if doomed(r.seq, r.fin) {
+			sh.gone = append(sh.gone, r)
+		} else {
+			sh.keep = append(sh.keep, r)
+		}
+	}
+	return sh, nil
+}
+
 // doomedWhole reports whether doomed is true for every record of block
 // id (or it is not there), reading its header without copying it.
-func (s *Store) doomedWhole(id blockID, doomed func(uint64) bool) (bool, error) {
+func (s *Store) doomedWhole(id blockID, doomed func(seq uint64, fin int64) bool) (bool, error) {
 	whole := true
 	err := s.readKey(blockHdrPrefix, id, func(v []byte) error {
-		return decodeHeader(v, id.first, func(seq uint64, _ int64, _ string) error {
-			whole = whole && doomed(seq)
+		return decodeHeader(v, id.first, func(seq uint64, fin int64, _ string) error {
+			whole = whole && doomed(seq, fin)
 			return nil
 		})
 	})
@@ -296,10 +324,17 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 			f.remove(i)
 		}
 	}
+	// A block's records are mostly in their entries' order, one after
+	// the other: each is looked for first after the one before. They move
+	// to blocks that start at one of them, never before the block they
+	// leave, so the spans' smallest blocks stay at most the true ones
+	// (seqSpan) without being made again.
+	i := -1
 	for _, blk := range splitBlocks(sh.keep) {
 		first := blockFirst(blk)
 		for _, r := range blk {
-			if i, ok := f.find(r.fin, r.seq); ok {
+			var ok bool
+			if i, ok = f.findAfter(r.fin, r.seq, i); ok {
 				f.entries[f.head+i] = f.entries[f.head+i].withBack(uint32(r.seq - first))
 			}
 		}
@@ -348,7 +383,7 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 			ids[blockID{fn, f.live()[i].block()}] = true
 		}
 		var err error
-		if shrinks, err = s.shrinkBlocks(ids, func(q uint64) bool { return doomed[q] }, true); err != nil {
+		if shrinks, err = s.shrinkBlocks(ids, func(q uint64, _ int64) bool { return doomed[q] }, true); err != nil {
 			return fmt.Errorf("pebble store %s: forgetting job records: %w", s.dir, err)
 		}
 	}
@@ -604,15 +639,21 @@ func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string
 	return total, nil
 }
 
-// expireChunk forgets at most expireChunk expired records of fn: the
-// blocks that hold only expired records are deleted, the others written
-// again without them.
+// expireChunk forgets at most expireChunk expired records of fn, its n
+// oldest entries: the blocks that hold only expired records are deleted,
+// the others written again without them.
+//
+// Which blocks go as a whole is decided from the index (expiryBlocks),
+// which holds every record on disk and no other: x.mu is held from that
+// choice through the write to the update of the index, so that no EndJobs
+// or forgetting (the only other writers of records, both under x.mu) adds
+// a record to a block or writes one again in between. Only a block that
+// may also hold records after the cut has its header read.
 func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.Duration, most int) (int, bool, error) {
 	if err := s.begin(ctx, true); err != nil {
 		return 0, false, err
 	}
 	defer s.mu.RUnlock()
-	// Holding the index's lock keeps EndJobs out until the chunk is gone.
 	x := &s.idx
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -620,12 +661,13 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 	if f == nil {
 		return 0, false, nil
 	}
-	doomed := f.len() // age <= 0 or max <= 0: every record goes
+	live := f.live()
+	doomed := len(live) // age <= 0 or max <= 0: every record goes
 	if age > 0 && most > 0 {
-		doomed = f.len() - most // the oldest beyond the count
+		doomed = len(live) - most // the oldest beyond the count
 		if cut := now - int64(age); cut > 0 {
 			// and every one that ended before cut
-			i, _ := slices.BinarySearchFunc(f.live(), mkEntry(0, cut, 0, 0), cmpEntry)
+			i, _ := slices.BinarySearchFunc(live, mkEntry(0, cut, 0, 0), cmpEntry)
 			doomed = max(doomed, i)
 		}
 	}
@@ -633,15 +675,25 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 		return 0, false, nil
 	}
 	n := min(doomed, expireChunk)
-	gone := make(map[uint64]bool, n)
-	ids := make(map[blockID]bool)
-	for _, e := range f.live()[:n] {
-		gone[e.seq()] = true
-		ids[blockID{fn, e.block()}] = true
+	// A record is gone if it comes before the first entry kept.
+	gone := func(seq uint64, fin int64) bool {
+		return n == len(live) || cmpEntry(mkEntry(seq, fin, 0, 0), live[n]) < 0
 	}
-	shrinks, err := s.shrinkBlocks(ids, func(q uint64) bool { return gone[q] }, false)
+	whole, mixed := x.expiryBlocks(f, n)
+	shrinks := make([]shrink, 0, len(mixed))
+	var err error
+	for _, first := range mixed {
+		var sh shrink
+		if sh, err = s.shrinkBlock(blockID{fn, first}, gone, false); err != nil {
+			break
+		}
+		shrinks = append(shrinks, sh)
+	}
 	if err == nil {
 		err = s.commit(func(b *pebbledb.Batch) error {
+			if err := deleteBlocks(b, fn, whole); err != nil {
+				return err
+			}
 			for _, sh := range shrinks {
 				if err := sh.write(b, &x.bufs); err != nil {
 					return err
@@ -653,10 +705,7 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 	if err != nil {
 		return 0, false, fmt.Errorf("pebble store %s: expiring job records of %q: %w", s.dir, fn, err)
 	}
-	// The records gone are the n oldest.
-	for _, e := range f.live()[:n] {
-		f.count(e.state(), -1)
-	}
+	f.uncount(live[:n])
 	f.dropOldest(n)
 	for _, sh := range shrinks {
 		x.applyShrinkLocked(sh, false)
@@ -665,6 +714,37 @@ func (s *Store) expireChunk(ctx context.Context, fn string, now int64, age time.
 		x.drop(fn)
 	}
 	return n, doomed > n, nil
+}
+
+// expiryBlocks returns the blocks of the n oldest entries of f, each
+// once, in order: those that hold no other record (whole) and those that
+// may (mixed). A block before every block of the entries after the n
+// oldest (seqSpans.minBlockFrom) has no record among them, and so, as the
+// index holds every record on disk, none but its expired ones. The slices
+// are valid until the next call. Caller holds x.mu.
+func (x *recordIndex) expiryBlocks(f *fnIndex, n int) (whole, mixed []uint64) {
+	ids := x.expiring[:0]
+	gone := f.live()[:n]
+	for i := range gone {
+		if b := gone[i].block(); i == 0 || b != ids[len(ids)-1] {
+			ids = append(ids, b)
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	x.expiring = ids
+	k, _ := slices.BinarySearch(ids, f.bySeq.minBlockFrom(f.entries, f.head+n))
+	return ids[:k], ids[k:]
+}
+
+// deleteBlocks adds the deletion of fn's blocks firsts to b.
+func deleteBlocks(b *pebbledb.Batch, fn string, firsts []uint64) error {
+	for _, first := range firsts {
+		if err := deleteBlock(b, blockID{fn, first}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // The earlier layout kept each record as two keys: oldRecPrefix, uint16

@@ -1,11 +1,13 @@
 package pebble
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"testing"
@@ -288,4 +290,139 @@ func TestLayoutOneMarkedCurrent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, string(formatValue), string(v))
 	require.NoError(t, closer.Close())
+}
+
+// Expiry forgets exactly the oldest records beyond the count and the age,
+// whatever blocks they share with records kept: blocks whose records end
+// out of order with other blocks' (so that a block may hold both records
+// expired and records kept, on either side of the cut, and a block that
+// starts early may be kept long), blocks split by the chunks of one
+// expiry, blocks written again when a record is forgotten. After each
+// expiry every record kept reads back with its data, every one expired is
+// gone, and the index built again from disk after a restart is the one in
+// memory.
+func TestExpiryKeepsRecordsOfSplitBlocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	open := reopener(t, vfs.NewMem())
+	st := open()
+	defer func() { st.Close() }()
+	r := rand.New(rand.NewPCG(5, 6))
+	model := make(map[uint64]store.Record) // the records that should be kept
+	next, now := uint64(1), int64(1_000_000)
+	var late []uint64 // Seqs of jobs that run long: they end in a later round
+	write := func(n int) {
+		var recs []store.Record
+		for range n {
+			seq := next
+			next++
+			if r.IntN(20) == 0 {
+				late = append(late, seq)
+				continue
+			}
+			if len(late) > 0 && r.IntN(10) == 0 {
+				seq, late = late[0], late[1:]
+				next--
+			}
+			// Up to 50 ticks early: before records of earlier rounds.
+			fin := now - r.Int64N(50)
+			now++
+			fn := "f"
+			if seq%7 == 0 {
+				fn = "g"
+			}
+			rec := store.Record{Seq: seq, Function: fn, State: []string{"complete", "failed"}[r.IntN(2)],
+				Finished: fin, Data: fmt.Appendf(nil, "record %d", seq)}
+			recs = append(recs, rec)
+			model[seq] = rec
+		}
+		require.NoError(t, st.EndJobs(ctx, nil, recs, nil))
+	}
+	// kept returns the model's records of fn, oldest first.
+	kept := func(fn string) []store.Record {
+		var out []store.Record
+		for _, rec := range model {
+			if rec.Function == fn {
+				out = append(out, rec)
+			}
+		}
+		slices.SortFunc(out, func(a, b store.Record) int {
+			return cmp.Or(cmp.Compare(a.Finished, b.Finished), cmp.Compare(a.Seq, b.Seq))
+		})
+		return out
+	}
+	expire := func(age time.Duration, most int) {
+		t.Helper()
+		want := 0
+		for _, fn := range []string{"f", "g"} {
+			recs := kept(fn)
+			n := len(recs) - most
+			for n < len(recs) && recs[max(n, 0)].Finished < now-int64(age) {
+				n++
+			}
+			for _, rec := range recs[:max(n, 0)] {
+				delete(model, rec.Seq)
+				want++
+			}
+		}
+		got, err := st.ExpireRecords(ctx, now, func(string) (time.Duration, int) { return age, most })
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+		all, err := st.Records(ctx, store.RecordQuery{Limit: 1 << 20})
+		require.NoError(t, err)
+		require.Len(t, all, len(model))
+		for _, rec := range all {
+			require.Equal(t, model[rec.Seq], rec)
+		}
+	}
+	// sameAfterRestart checks that the index built from disk is the one
+	// in memory: the same entries (blocks included) and counts.
+	type entry struct {
+		seq, block uint64
+		fin        int64
+		state      string
+	}
+	index := func() map[string][]entry {
+		_, err := st.RecordCounts(ctx) // builds the index if it is not
+		require.NoError(t, err)
+		out := make(map[string][]entry)
+		for fn, f := range st.idx.fns {
+			for _, e := range f.live() {
+				out[fn] = append(out[fn], entry{e.seq(), e.block(), e.fin(), st.idx.states[e.state()]})
+			}
+		}
+		return out
+	}
+	sameAfterRestart := func() {
+		t.Helper()
+		before := index()
+		require.NoError(t, st.Close())
+		st = open()
+		require.Equal(t, before, index())
+	}
+	for round := range 300 {
+		write(1 + r.IntN(60))
+		if round%25 == 24 && len(model) > 0 {
+			// Forget one record: its block is written again.
+			for seq := range model {
+				require.NoError(t, st.EndJobs(ctx, nil, nil, []uint64{seq}))
+				delete(model, seq)
+				break
+			}
+		}
+		if round%10 == 9 {
+			expire(40, 150+r.IntN(100))
+		}
+		if round%100 == 99 {
+			sameAfterRestart()
+		}
+	}
+	// More than a chunk at once: expiry's chunks cut blocks too.
+	for range 200 {
+		write(60)
+	}
+	expire(1<<40, 300)
+	sameAfterRestart()
+	expire(1<<40, 0)
+	require.Empty(t, st.idx.fns)
 }

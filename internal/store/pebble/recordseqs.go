@@ -1,5 +1,10 @@
 package pebble
 
+import (
+	"math"
+	"unsafe"
+)
+
 // seqSpans finds a function's record by its Seq (a job's page by its
 // handle) without a second index per record. The entries, in their
 // (finished, Seq) order, are mostly in Seq order as well: jobs end about
@@ -11,8 +16,10 @@ package pebble
 // order, so a lookup reads a few hundred entries and spans among a
 // million records. A job that ran long widens its own span, which a
 // lookup of a Seq inside it then also reads; at worst (no order at all)
-// a lookup reads every entry. The spans take 16 bytes per spanWidth
-// entries, a quarter of a byte a record.
+// a lookup reads every entry. Each span also keeps the smallest block
+// (recEntry.block) of its entries, so that expiry learns which blocks
+// keep records after its cut without reading them (minBlockFrom). The
+// spans take 24 bytes per spanWidth entries, under half a byte a record.
 type seqSpans struct {
 	// levels[0][c] spans the entries from c*spanWidth (positions in
 	// fnIndex.entries, those before its head included: they only make a
@@ -24,8 +31,10 @@ type seqSpans struct {
 	clean int
 }
 
-// seqSpan is the smallest and largest Seq of a run.
-type seqSpan struct{ lo, hi uint64 }
+// seqSpan is the smallest and largest Seq of a run, and at most its
+// smallest block: a block written again (applyShrinkLocked) starts later
+// than before, and its entries' spans are not made again for that.
+type seqSpan struct{ lo, hi, block uint64 }
 
 // spanWidth is how many entries (or spans) a span covers.
 const spanWidth = 64
@@ -45,12 +54,13 @@ func (s *seqSpans) refresh(entries []recEntry) {
 	s.levels[0] = resizeSpans(s.levels[0], (len(entries)+spanWidth-1)/spanWidth)
 	for c := from; c < len(s.levels[0]); c++ {
 		run := entries[c*spanWidth : min((c+1)*spanWidth, len(entries))]
-		sp := seqSpan{lo: run[0].seq(), hi: run[0].seq()}
-		for _, e := range run[1:] {
-			q := e.seq()
-			sp.lo, sp.hi = min(sp.lo, q), max(sp.hi, q)
+		lo, hi, blk := uint64(math.MaxUint64), uint64(0), uint64(math.MaxUint64)
+		for i := range run {
+			e := &run[i] // not a copy: this loop reads every entry
+			q := uint64(e.seqHi)<<32 | uint64(e.seqLo)
+			lo, hi, blk = min(lo, q), max(hi, q), min(blk, q-uint64(e.sb&maxBack))
 		}
-		s.levels[0][c] = sp
+		s.levels[0][c] = seqSpan{lo: lo, hi: hi, block: blk}
 	}
 	l := 0
 	for ; len(s.levels[l]) > spanWidth; l++ {
@@ -64,7 +74,7 @@ func (s *seqSpans) refresh(entries []recEntry) {
 			run := below[c*spanWidth : min((c+1)*spanWidth, len(below))]
 			sp := run[0]
 			for _, r := range run[1:] {
-				sp.lo, sp.hi = min(sp.lo, r.lo), max(sp.hi, r.hi)
+				sp.lo, sp.hi, sp.block = min(sp.lo, r.lo), max(sp.hi, r.hi), min(sp.block, r.block)
 			}
 			up[c] = sp
 		}
@@ -115,11 +125,43 @@ func (s *seqSpans) down(entries []recEntry, head int, seq uint64, l, from, to in
 	return -1
 }
 
+// minBlockFrom returns at most the smallest block (recEntry.block) of
+// entries[from:] (see seqSpan), or math.MaxUint64 if there are none. It
+// reads the entries up to the end of from's span, then on each level the
+// spans up to the end of the span above: a few hundred entries and spans
+// among a million.
+func (s *seqSpans) minBlockFrom(entries []recEntry, from int) uint64 {
+	m := uint64(math.MaxUint64)
+	end := min((from+spanWidth-1)/spanWidth*spanWidth, len(entries))
+	for i := from; i < end; i++ {
+		m = min(m, entries[i].block())
+	}
+	if end == len(entries) {
+		return m
+	}
+	s.refresh(entries)
+	c := end / spanWidth // the first span of level l wholly after from
+	for l, spans := range s.levels {
+		up := len(spans)
+		if l < len(s.levels)-1 {
+			up = min((c+spanWidth-1)/spanWidth*spanWidth, len(spans))
+		}
+		for _, sp := range spans[c:up] {
+			m = min(m, sp.block)
+		}
+		if up == len(spans) {
+			break
+		}
+		c = up / spanWidth
+	}
+	return m
+}
+
 // memBytes is the room the spans take.
 func (s *seqSpans) memBytes() int {
 	n := 0
 	for _, l := range s.levels {
-		n += cap(l) * 16
+		n += cap(l) * int(unsafe.Sizeof(seqSpan{}))
 	}
 	return n
 }
