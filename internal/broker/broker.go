@@ -159,12 +159,11 @@ type Broker struct {
 	spareExtras []*jobExtra
 	// barriers are the waiters of Durable.
 	barriers []chan error
-	// records, when set, keeps the records of ended jobs (queueRecordLocked);
-	// pendingRecs and pendingForget wait for the committer to write them.
-	records       store.RecordStore
-	pendingRecs   []*histRec
-	pendingForget []uint64
-	storeErr      error
+	// records, when set, keeps the records of ended jobs; recq holds
+	// those on their way there.
+	records  store.RecordStore
+	recq     recordQueue
+	storeErr error
 	// life is the lifecycle state: policies, dead letters, retained
 	// results, function timers and cron schedules.
 	life lifeState

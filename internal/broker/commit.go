@@ -68,7 +68,7 @@ func (b *Broker) paceRecords(ctx context.Context, last time.Time) {
 func (b *Broker) onlyEndsPendingLocked() bool {
 	return len(b.pendingSaves) == 0 && len(b.pendingRetries) == 0 && len(b.barriers) == 0 &&
 		len(b.life.pendingMeta) == 0 && len(b.batches.dirty) == 0 && !b.mode.pendingLocked() &&
-		len(b.pendingRecs) < b.cfg.CommitBatch
+		len(b.recq.pending) < b.cfg.CommitBatch
 }
 
 // commitLoop is the group committer: it writes every job waiting at that
@@ -134,15 +134,16 @@ type commitBuffers struct {
 	// barriers are the waiters of Durable that this batch answers.
 	barriers []chan error
 	// recs are the job records the batch writes (recPtrs their memory
-	// copies, recSeqs their jobs), forget the records it forgets.
+	// copies), forget the records it forgets.
 	recs    []store.Record
 	recData []byte
 	// recsBegan is when the last round that wrote records began
 	// (paceRecords).
 	recsBegan time.Time
 	recPtrs   []*histRec
-	recSeqs   []uint64
-	forget    []uint64
+	// spare are the records of the last batch, cleared for reuse.
+	spare  []*histRec
+	forget []uint64
 	// atomic is set when the batch changes batches of jobs: it is written
 	// in one write (writeAtomic).
 	atomic bool
@@ -177,6 +178,13 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 		answerBarriers(buf.barriers, err)
 		clear(buf.barriers)
 	}()
+	b.settleBatch(buf, began, g, err)
+	b.recycleRecords(buf)
+	return more
+}
+
+// settleBatch takes in what writing batch buf did (err: it failed).
+func (b *Broker) settleBatch(buf *commitBuffers, began time.Time, g *gatherer, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	took := time.Since(began)
@@ -190,7 +198,6 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 	b.settleBatchLocked(buf.saves, err)
 	b.settleRecordsLocked(buf, err)
 	clear(buf.saves)
-	return more
 }
 
 // takeBatch moves what waits for the committer into buf, at most

@@ -104,7 +104,7 @@ func (b *Broker) dependencyLocked(seq uint64, known map[uint64]depOutcome) (*job
 	if j := b.life.dead[seq]; j != nil {
 		return nil, depFailed
 	}
-	if r := b.hist.bySeq.get(seq); r != nil {
+	if r := b.keptRecordLocked(seq); r != nil {
 		if r.state.String() == FinalComplete {
 			return nil, depSucceeded
 		}

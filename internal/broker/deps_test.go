@@ -345,7 +345,7 @@ func TestAfterDependencyStoredDuringTheSubmit(t *testing.T) {
 			tb.finishNext(t, live, Complete)
 			require.NoError(t, tb.b.Durable(context.Background()))
 			tb.b.mu.Lock()
-			inMemory := tb.b.hist.bySeq.get(live) != nil
+			inMemory := tb.b.keptRecordLocked(live) != nil
 			tb.b.mu.Unlock()
 			require.False(t, inMemory, "the record of live left the broker's memory")
 		})

@@ -84,8 +84,6 @@ type histRec struct {
 	// payloadOnDisk: the job's payload was on disk only (tiering) when it
 	// ended; the committer reads it back for the record (tierFillRecord).
 	payloadOnDisk bool
-	// writing: the committer is writing the record to the store.
-	writing bool
 }
 
 // histExtra is what only some records have.
@@ -164,30 +162,15 @@ func (fh *fnHistory) newRec() *histRec {
 	return r
 }
 
-// historyState is the broker's job history. Guarded by Broker.mu.
+// historyState is the broker's job history. Guarded by Broker.mu. With
+// a store that keeps records (Broker.records), the records live there and
+// in recordQueue until written; fns then only names the functions.
 type historyState struct {
-	// bySeq finds a kept record by its job (a record of a store that
-	// keeps records until it is written). Records are made in about the
-	// order of their Seqs, so its pages stay dense (seqIndex).
+	// bySeq finds a kept record by its job. Records are made in about
+	// the order of their Seqs, so its pages stay dense (seqIndex).
 	bySeq seqIndex[histRec]
 	fns   map[string]*fnHistory
 	order uint64
-	// free are records the committer wrote, cleared, for new records to
-	// reuse (reuseRec): with a store that keeps records, a record lives
-	// only until its round is written.
-	free []*histRec
-}
-
-// reuseRec returns a cleared record to reuse, or nil.
-func (h *historyState) reuseRec() *histRec {
-	n := len(h.free)
-	if n == 0 {
-		return nil
-	}
-	r := h.free[n-1]
-	h.free[n-1] = nil
-	h.free = h.free[:n-1]
-	return r
 }
 
 // historyLimits returns how long and how many records the function keeps;
@@ -261,14 +244,14 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	h.order++
 	var r *histRec
-	if b.records == nil && fh.len() >= max {
+	switch {
+	case b.records != nil:
+		r = b.recq.reuse()
+	case fh.len() >= max:
 		// At its count: the oldest goes, and the new record takes its
 		// place in memory (nothing else holds a record kept in memory;
 		// it is overwritten whole below).
 		r = b.takeOldestLocked(fh)
-	}
-	if r == nil {
-		r = h.reuseRec()
 	}
 	if r == nil {
 		r = fh.newRec()
@@ -328,14 +311,15 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 			r.ext().outcome = e.outcome
 		}
 	}
-	h.bySeq.put(j.seq, r)
-	fh.recs = append(fh.recs, r)
-	fh.counts[r.state]++
 	if b.records != nil {
 		// The committer writes it and lets it go; the store bounds
 		// the records kept.
 		b.queueRecordLocked(r)
+		return
 	}
+	h.bySeq.put(j.seq, r)
+	fh.recs = append(fh.recs, r)
+	fh.counts[r.state]++
 	for fh.len() > max {
 		b.popOldestLocked(fh)
 	}
@@ -372,7 +356,7 @@ func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
 
 // popOldestLocked forgets the oldest record of fh, if any.
 func (b *Broker) popOldestLocked(fh *fnHistory) {
-	if r := b.takeOldestLocked(fh); r != nil && !r.writing {
+	if r := b.takeOldestLocked(fh); r != nil {
 		*r = histRec{} // its slab may outlive it: let go of what it holds
 	}
 }
@@ -415,8 +399,7 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 	})
 	switch {
 	case ok && i == 0:
-		// The oldest (the committer writes records in the order they
-		// were made): no move of the others.
+		// The oldest: no move of the others.
 		fh.recs[fh.head] = nil
 		fh.head++
 		fh.compact()
@@ -424,11 +407,7 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 		fh.recs = slices.Delete(fh.recs, fh.head+i, fh.head+i+1)
 	}
 	fh.counts[r.state]--
-	if !r.writing {
-		// (The committer reads a record it writes without the lock:
-		// settleRecordsLocked clears that one.)
-		*r = histRec{}
-	}
+	*r = histRec{}
 }
 
 // ExpireHistory forgets the job records older than their function's
@@ -597,7 +576,7 @@ func (r *histRec) batchOf() uint64 {
 
 // historyLocked returns the record of a job that ended, if kept.
 func (b *Broker) historyLocked(seq uint64) (JobSnapshot, bool) {
-	r := b.hist.bySeq.get(seq)
+	r := b.keptRecordLocked(seq)
 	if r == nil {
 		return JobSnapshot{}, false
 	}
@@ -630,7 +609,7 @@ func nonNilBytes(b []byte) []byte {
 func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 	if b.records != nil {
 		b.mu.Lock()
-		r := b.hist.bySeq.get(seq)
+		r := b.recq.find(seq)
 		if r != nil {
 			b.forgetStoredLocked(seq)
 		}

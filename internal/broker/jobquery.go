@@ -368,6 +368,7 @@ func (b *Broker) CountJobs(ctx context.Context) []JobCounts {
 			add(c.Ended, finalState(st).String(), n)
 		}
 	}
+	b.recq.each(func(r *histRec) { add(get(r.fn.name).Ended, r.state.String(), 1) })
 	for name, m := range stored {
 		c := get(name)
 		for st, n := range m {

@@ -46,7 +46,7 @@ func (b *Broker) hasPendingWrites() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.pendingSaves) > 0 || len(b.pendingRetries) > 0 || len(b.pendingDeletes) > 0 || len(b.barriers) > 0 ||
-		len(b.pendingRecs) > 0 || len(b.pendingForget) > 0 ||
+		len(b.recq.pending) > 0 || len(b.recq.forget) > 0 ||
 		len(b.life.pendingMeta) > 0 || len(b.batches.dirty) > 0 || b.mode.pendingLocked()
 }
 

@@ -36,54 +36,148 @@ func recordStoreOf(cfg Config, s store.Store) store.RecordStore {
 	return rs
 }
 
+// recordQueue holds the records of ended jobs on their way to a store
+// that keeps records (Broker.records). It is the broker's only copy of
+// such a record: made when its job ends (recordEndLocked), found here by
+// lookups, listings and counts until the store has it, then let go. A
+// record here never changes; the few that are forgotten before the store
+// has them are taken out (forgetStoredLocked). Guarded by Broker.mu.
+type recordQueue struct {
+	// pending wait for the committer, in the order their jobs ended.
+	pending []*histRec
+	// writing are the records the committer is writing (it reads them
+	// without the lock), gone the Seqs of those among them forgotten
+	// meanwhile, which the committer then forgets in the store.
+	writing []*histRec
+	gone    []uint64
+	// failed are records whose write failed: the store refuses writes
+	// from then on (Broker.storeErr), so they stay here, still read.
+	failed []*histRec
+	// forget are the Seqs whose stored records the committer forgets.
+	forget []uint64
+	// free are cleared records for new ones (reuse); the committer
+	// clears the records it wrote without the lock (recycleRecords).
+	free []*histRec
+}
+
+// reuse returns a cleared record to reuse, or nil.
+func (q *recordQueue) reuse() *histRec {
+	n := len(q.free)
+	if n == 0 {
+		return nil
+	}
+	r := q.free[n-1]
+	q.free[n-1] = nil
+	q.free = q.free[:n-1]
+	return r
+}
+
+// find returns the record of job seq, or nil. A job that ended, ran
+// again and ended again has its latest record first: pending is
+// searched from its newest.
+func (q *recordQueue) find(seq uint64) *histRec {
+	for i := len(q.pending) - 1; i >= 0; i-- {
+		if q.pending[i].seq == seq {
+			return q.pending[i]
+		}
+	}
+	if !slices.Contains(q.gone, seq) {
+		for _, r := range q.writing {
+			if r.seq == seq {
+				return r
+			}
+		}
+	}
+	for _, r := range q.failed {
+		if r.seq == seq {
+			return r
+		}
+	}
+	return nil
+}
+
+// each calls f for every record the queue holds that no store has yet.
+func (q *recordQueue) each(f func(*histRec)) {
+	for _, r := range q.pending {
+		f(r)
+	}
+	for _, r := range q.writing {
+		if !slices.Contains(q.gone, r.seq) {
+			f(r)
+		}
+	}
+	for _, r := range q.failed {
+		f(r)
+	}
+}
+
+// keptRecordLocked returns the record of job seq kept in memory: with a
+// store that keeps records, one not yet written (recordQueue); without,
+// any the history keeps.
+func (b *Broker) keptRecordLocked(seq uint64) *histRec {
+	if b.records != nil {
+		return b.recq.find(seq)
+	}
+	return b.hist.bySeq.get(seq)
+}
+
 // queueRecordLocked hands a new record to the committer.
 func (b *Broker) queueRecordLocked(r *histRec) {
-	b.pendingRecs = append(b.pendingRecs, r)
-	if len(b.pendingRecs) == 1 {
+	q := &b.recq
+	q.pending = append(q.pending, r)
+	if len(q.pending) == 1 {
 		b.kickCommitterLater()
 	}
 }
 
 // forgetStoredLocked makes the committer forget the stored record of seq
 // (if any): its job lives again, or an operator deleted it. A record still
-// in memory and not yet taken by the committer is simply dropped.
+// waiting for the committer is simply dropped.
 func (b *Broker) forgetStoredLocked(seq uint64) {
-	if r := b.hist.bySeq.get(seq); r != nil {
-		writing := r.writing
-		b.dropRecordLocked(r)
-		if !writing {
+	q := &b.recq
+	for i := len(q.pending) - 1; i >= 0; i-- {
+		if q.pending[i].seq == seq {
+			r := q.pending[i]
+			q.pending = slices.Delete(q.pending, i, i+1)
+			*r = histRec{}
+			q.free = append(q.free, r)
 			return
 		}
 	}
-	b.pendingForget = append(b.pendingForget, seq)
-	if len(b.pendingForget) == 1 {
+	if i := slices.IndexFunc(q.failed, func(r *histRec) bool { return r.seq == seq }); i >= 0 {
+		q.failed = slices.Delete(q.failed, i, i+1)
+	}
+	if slices.ContainsFunc(q.writing, func(r *histRec) bool { return r.seq == seq }) {
+		q.gone = append(q.gone, seq)
+	}
+	q.forget = append(q.forget, seq)
+	if len(q.forget) == 1 {
 		b.kickCommitterLater()
 	}
 }
 
 // takeRecordsLocked moves at most CommitBatch of the records waiting for
-// the committer, and the forgets, into buf, and reports whether more
-// records wait. The records are encoded later, without the lock
-// (encodeRecords): a record being written does not change until
-// settleRecordsLocked (one dropped meanwhile is cleared there).
+// the committer into buf.recPtrs, and the forgets, and reports whether
+// more records wait. The records are encoded later, without the lock
+// (encodeRecords); they stay readable here until settleRecordsLocked.
+// The records the committer cleared after its last round (buf.spare) are
+// given back for reuse.
 func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
-	buf.recs = buf.recs[:0]
-	buf.recPtrs = buf.recPtrs[:0]
-	buf.recSeqs = buf.recSeqs[:0]
-	n := min(len(b.pendingRecs), b.cfg.CommitBatch)
-	for _, r := range b.pendingRecs[:n] {
-		if r.fn == nil || b.hist.bySeq.get(r.seq) != r {
-			continue // dropped before it was written
-		}
-		r.writing = true
-		buf.recPtrs = append(buf.recPtrs, r)
-		buf.recSeqs = append(buf.recSeqs, r.seq)
+	q := &b.recq
+	if room := b.cfg.CommitBatch - len(q.free); room > 0 {
+		q.free = append(q.free, buf.spare[:min(room, len(buf.spare))]...)
 	}
-	rest := copy(b.pendingRecs, b.pendingRecs[n:])
-	clear(b.pendingRecs[rest:])
-	b.pendingRecs = b.pendingRecs[:rest]
-	buf.forget = append(buf.forget[:0], b.pendingForget...)
-	b.pendingForget = b.pendingForget[:0]
+	clear(buf.spare)
+	buf.spare = buf.spare[:0]
+	buf.recs = buf.recs[:0]
+	n := min(len(q.pending), b.cfg.CommitBatch)
+	buf.recPtrs = append(buf.recPtrs[:0], q.pending[:n]...)
+	rest := copy(q.pending, q.pending[n:])
+	clear(q.pending[rest:])
+	q.pending = q.pending[:rest]
+	q.writing = buf.recPtrs
+	buf.forget = append(buf.forget[:0], q.forget...)
+	q.forget = q.forget[:0]
 	return rest > 0
 }
 
@@ -124,54 +218,61 @@ func (b *Broker) takeSharedRecordsLocked(p *store.CommitParams) (ptrs []*histRec
 // settleSharedRecordsLocked lets the memory copies of the records a
 // shared round wrote go, or queues them again after a failed round.
 func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams, err error) {
+	q := &b.recq
 	if err != nil {
 		var again []*histRec
 		for _, r := range ptrs {
-			if b.hist.bySeq.get(r.seq) != r {
-				*r = histRec{} // dropped while it was written
-				continue
+			if !slices.Contains(q.gone, r.seq) {
+				again = append(again, r)
 			}
-			r.writing = false
-			again = append(again, r)
 		}
-		b.pendingRecs = append(again, b.pendingRecs...)
-		b.pendingForget = append(p.ForgetRecords, b.pendingForget...)
-		return
-	}
-	for _, r := range ptrs {
-		b.settleWrittenLocked(r, r.seq)
-	}
-}
-
-// settleRecordsLocked lets the memory copies of the records a batch wrote
-// go; after a failed write they stay in memory.
-func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
-	for i, r := range buf.recPtrs {
-		if err == nil {
-			b.settleWrittenLocked(r, buf.recSeqs[i])
-			continue
-		}
-		if b.hist.bySeq.get(buf.recSeqs[i]) != r {
-			*r = histRec{} // dropped while it was written
-			continue
-		}
-		r.writing = false
-	}
-	clear(buf.recPtrs)
-}
-
-// settleWrittenLocked lets the memory copy r of the record of job seq go
-// once the store has it: nothing else refers to it then, and the next
-// record to wait for the committer reuses it (reuseRec).
-func (b *Broker) settleWrittenLocked(r *histRec, seq uint64) {
-	if b.hist.bySeq.get(seq) == r {
-		r.writing = false
-		b.dropRecordLocked(r) // clears it
+		q.pending = append(again, q.pending...)
+		// Forgotten while written: forgotten in the store by p's
+		// forgets, or the ones queued since (forgetStoredLocked).
+		q.forget = append(p.ForgetRecords, q.forget...)
 	} else {
-		*r = histRec{}
+		b.recycleRecordsLocked(ptrs)
 	}
-	if len(b.hist.free) < b.cfg.CommitBatch {
-		b.hist.free = append(b.hist.free, r)
+	q.writing, q.gone = nil, q.gone[:0]
+}
+
+// settleRecordsLocked lets the records a batch wrote go: lookups read them
+// from the store from now on, and the committer clears them for reuse
+// once it let go of the lock (recycleRecords). After a failed write they
+// stay readable here (recordQueue.failed).
+func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
+	q := &b.recq
+	if err != nil {
+		for _, r := range buf.recPtrs {
+			if !slices.Contains(q.gone, r.seq) {
+				q.failed = append(q.failed, r)
+			}
+		}
+		buf.recPtrs = buf.recPtrs[:0]
+	}
+	q.writing, q.gone = nil, q.gone[:0]
+}
+
+// recycleRecords clears the records the last batch wrote, which nothing
+// refers to any more (settleRecordsLocked), without the lock; the next
+// batch gives them back for reuse (takeRecordsLocked).
+func (b *Broker) recycleRecords(buf *commitBuffers) {
+	for i, r := range buf.recPtrs {
+		*r = histRec{}
+		buf.recPtrs[i] = nil
+		buf.spare = append(buf.spare, r)
+	}
+	buf.recPtrs = buf.recPtrs[:0]
+}
+
+// recycleRecordsLocked clears records a shared round wrote for reuse.
+func (b *Broker) recycleRecordsLocked(ptrs []*histRec) {
+	q := &b.recq
+	for _, r := range ptrs {
+		*r = histRec{}
+		if len(q.free) < b.cfg.CommitBatch {
+			q.free = append(q.free, r)
+		}
 	}
 }
 
@@ -231,18 +332,12 @@ func (b *Broker) endedFromStore(ctx context.Context, q JobQuery, after store.Rec
 	below := func(p store.RecordPos) bool { return after == (store.RecordPos{}) || p.Before(after) }
 	b.mu.Lock()
 	var out []JobSnapshot
-	for name, fh := range b.hist.fns {
-		if q.Function != "" && name != q.Function {
-			continue
-		}
-		for _, r := range fh.recs[fh.head:] {
-			if r == nil || r.fn == nil || !q.matchesRecord(r) ||
-				!below(store.RecordPos{Finished: r.finished, Seq: r.seq}) {
-				continue
-			}
+	b.recq.each(func(r *histRec) {
+		if (q.Function == "" || r.fn.name == q.Function) && q.matchesRecord(r) &&
+			below(store.RecordPos{Finished: r.finished, Seq: r.seq}) {
 			out = append(out, r.snapshot())
 		}
-	}
+	})
 	b.mu.Unlock()
 	stored, err := b.storedRecords(ctx, q, after, n)
 	if err != nil {
