@@ -41,8 +41,9 @@ func (b *Broker) takeBatchesLocked(meta []store.Meta) ([]store.Meta, bool) {
 	return meta, true
 }
 
-// writeAtomic writes a committer round that changes batches in one write
-// of w (see the file comment); it does what writeBatch does otherwise.
+// writeAtomic writes a committer round in one write of w: a round that
+// changes batches (see the file comment), or one that both saves and ends
+// jobs (writeBatch); it does what writeBatch does otherwise.
 func (b *Broker) writeAtomic(ctx context.Context, w store.Writer, buf *commitBuffers) error {
 	var err error
 	if len(buf.records) > 0 {

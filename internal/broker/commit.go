@@ -238,9 +238,16 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 }
 
 // writeBatch writes buf to the store: saves, then metadata, then deletes
-// (synced when a barrier waits for them).
+// (synced when a barrier waits for them). A store that writes atomically
+// (store.Writer) gets a round that changes batches, or that both saves
+// and ends jobs, as one write: one commit, and with --sync always one
+// fsync, carries the round's submits together with the removals and
+// records of the jobs that ended since the last round, instead of a
+// synced write followed by an unsynced one.
 func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
-	if w, ok := b.store.(store.Writer); ok && buf.atomic {
+	saves := len(buf.records) > 0 || len(buf.meta) > 0
+	ends := len(buf.deletes) > 0 || len(buf.recPtrs) > 0 || len(buf.forget) > 0
+	if w, ok := b.store.(store.Writer); ok && (buf.atomic || saves && ends) {
 		return b.writeAtomic(ctx, w, buf)
 	}
 	var err error

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -121,4 +122,89 @@ func TestStopDoesNotCancelWrites(t *testing.T) {
 	for _, ctx := range st.ctxs {
 		require.NoError(t, ctx.Err(), "a store write was given a context that Stop cancels")
 	}
+}
+
+// callStore records the writes the committer makes, one string per call,
+// and can hold the next Save or Write until gate is closed.
+type callStore struct {
+	*memory.Store
+	mu      sync.Mutex
+	calls   []string
+	gate    chan struct{} // nil: no gate
+	entered chan struct{}
+}
+
+func (c *callStore) note(call string) {
+	c.mu.Lock()
+	c.calls = append(c.calls, call)
+	c.mu.Unlock()
+}
+
+func (c *callStore) Save(ctx context.Context, jobs []store.Job) error {
+	c.note(fmt.Sprintf("Save %d", len(jobs)))
+	c.hold()
+	return c.Store.Save(ctx, jobs)
+}
+
+func (c *callStore) Delete(ctx context.Context, seqs []uint64) error {
+	c.note(fmt.Sprintf("Delete %d", len(seqs)))
+	return c.Store.Delete(ctx, seqs)
+}
+
+func (c *callStore) Write(ctx context.Context, w store.Write) error {
+	c.note(fmt.Sprintf("Write save %d delete %d", len(w.Save), len(w.Delete)))
+	c.hold()
+	return c.Store.Write(ctx, w)
+}
+
+// hold waits for the gate once, if there is one.
+func (c *callStore) hold() {
+	c.mu.Lock()
+	gate := c.gate
+	c.gate = nil
+	c.mu.Unlock()
+	if gate != nil {
+		close(c.entered)
+		<-gate
+	}
+}
+
+// TestRoundIsOneWrite: a commit round that carries a submit and the
+// removal of a job that ended is one store write (with --sync always one
+// fsync), not a save followed by a delete.
+func TestRoundIsOneWrite(t *testing.T) {
+	t.Parallel()
+	st := &callStore{Store: memory.New(), gate: make(chan struct{}), entered: make(chan struct{})}
+	gate, entered := st.gate, st.entered
+	b := broker.New(broker.Config{Store: st})
+	require.NoError(t, b.Start(context.Background()))
+	defer b.Stop()
+	client := b.NewSession("client", discard{})
+
+	// The first job's write is held; meanwhile a worker runs it to its
+	// end (dispatch before durable), so its removal waits for the next
+	// round, and a second job is submitted.
+	first := make(chan error, 1)
+	b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: []byte("a"), Background: true},
+		func(_ uint64, _ bool, err error) { first <- err })
+	<-entered
+	w := b.NewSession("w", discard{})
+	b.CanDo(w, []byte("f"), 0)
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, a.Seq, broker.Complete, nil))
+	second := make(chan error, 1)
+	b.Submit(client, broker.SubmitParams{Function: []byte("g"), Payload: []byte("b"), Background: true},
+		func(_ uint64, _ bool, err error) { second <- err })
+	st.mu.Lock()
+	st.calls = nil // the held round
+	st.mu.Unlock()
+
+	close(gate)
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+	require.NoError(t, b.Durable(context.Background()))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	require.Equal(t, []string{"Write save 1 delete 1"}, st.calls)
 }

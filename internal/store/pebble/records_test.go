@@ -358,6 +358,14 @@ func (c *roundCounter) EndJobs(ctx context.Context, dels []uint64, recs []store.
 	return c.Store.EndJobs(ctx, dels, recs, forget)
 }
 
+// Write counts a round that saves jobs and writes records in one write.
+func (c *roundCounter) Write(ctx context.Context, w store.Write) error {
+	if len(w.Records) > 0 {
+		c.rounds.Add(1)
+	}
+	return c.Store.Write(ctx, w)
+}
+
 // pacedBroker runs a broker with RecordPace pace on a Pebble store in
 // memory whose rounds with records are counted, with a client and a
 // worker of "f".
