@@ -18,7 +18,7 @@ type discard struct{}
 
 func (discard) Send(broker.Event) {}
 
-// gatedStore holds the next Save until release is closed.
+// gatedStore holds the next Save until gate is closed.
 type gatedStore struct {
 	*memory.Store
 	mu      sync.Mutex
@@ -27,6 +27,12 @@ type gatedStore struct {
 }
 
 func (g *gatedStore) Save(ctx context.Context, jobs []store.Job) error {
+	g.hold()
+	return g.Store.Save(ctx, jobs)
+}
+
+// hold waits for the gate once, if there is one, after closing entered.
+func (g *gatedStore) hold() {
 	g.mu.Lock()
 	gate := g.gate
 	g.gate = nil
@@ -35,7 +41,6 @@ func (g *gatedStore) Save(ctx context.Context, jobs []store.Job) error {
 		close(g.entered)
 		<-gate
 	}
-	return g.Store.Save(ctx, jobs)
 }
 
 // submitBg submits a background job of "f" and waits for its
@@ -125,25 +130,22 @@ func TestStopDoesNotCancelWrites(t *testing.T) {
 }
 
 // callStore records the writes the committer makes, one string per call,
-// and can hold the next Save or Write until gate is closed.
+// and holds the next Save or Write until gate is closed.
 type callStore struct {
-	*memory.Store
-	mu      sync.Mutex
+	*gatedStore
+	callsMu sync.Mutex
 	calls   []string
-	gate    chan struct{} // nil: no gate
-	entered chan struct{}
 }
 
 func (c *callStore) note(call string) {
-	c.mu.Lock()
+	c.callsMu.Lock()
 	c.calls = append(c.calls, call)
-	c.mu.Unlock()
+	c.callsMu.Unlock()
 }
 
 func (c *callStore) Save(ctx context.Context, jobs []store.Job) error {
 	c.note(fmt.Sprintf("Save %d", len(jobs)))
-	c.hold()
-	return c.Store.Save(ctx, jobs)
+	return c.gatedStore.Save(ctx, jobs)
 }
 
 func (c *callStore) Delete(ctx context.Context, seqs []uint64) error {
@@ -157,24 +159,12 @@ func (c *callStore) Write(ctx context.Context, w store.Write) error {
 	return c.Store.Write(ctx, w)
 }
 
-// hold waits for the gate once, if there is one.
-func (c *callStore) hold() {
-	c.mu.Lock()
-	gate := c.gate
-	c.gate = nil
-	c.mu.Unlock()
-	if gate != nil {
-		close(c.entered)
-		<-gate
-	}
-}
-
 // TestRoundIsOneWrite: a commit round that carries a submit and the
 // removal of a job that ended is one store write (with --sync always one
 // fsync), not a save followed by a delete.
 func TestRoundIsOneWrite(t *testing.T) {
 	t.Parallel()
-	st := &callStore{Store: memory.New(), gate: make(chan struct{}), entered: make(chan struct{})}
+	st := &callStore{gatedStore: &gatedStore{Store: memory.New(), gate: make(chan struct{}), entered: make(chan struct{})}}
 	gate, entered := st.gate, st.entered
 	b := broker.New(broker.Config{Store: st})
 	require.NoError(t, b.Start(context.Background()))
@@ -196,15 +186,15 @@ func TestRoundIsOneWrite(t *testing.T) {
 	second := make(chan error, 1)
 	b.Submit(client, broker.SubmitParams{Function: []byte("g"), Payload: []byte("b"), Background: true},
 		func(_ uint64, _ bool, err error) { second <- err })
-	st.mu.Lock()
+	st.callsMu.Lock()
 	st.calls = nil // the held round
-	st.mu.Unlock()
+	st.callsMu.Unlock()
 
 	close(gate)
 	require.NoError(t, <-first)
 	require.NoError(t, <-second)
 	require.NoError(t, b.Durable(context.Background()))
-	st.mu.Lock()
-	defer st.mu.Unlock()
+	st.callsMu.Lock()
+	defer st.callsMu.Unlock()
 	require.Equal(t, []string{"Write save 1 delete 1"}, st.calls)
 }
