@@ -175,7 +175,8 @@ type Broker struct {
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
-	// hist keeps the records of jobs that ended (historyState).
+	// hist keeps the records of jobs that ended without a store that
+	// keeps records (historyState); recq those on their way to one.
 	hist historyState
 	// batches are the batches of jobs (batchState).
 	batches batchState

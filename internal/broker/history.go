@@ -84,6 +84,10 @@ type histRec struct {
 	// payloadOnDisk: the job's payload was on disk only (tiering) when it
 	// ended; the committer reads it back for the record (tierFillRecord).
 	payloadOnDisk bool
+	// stage is where a record on its way to the store is (recordQueue);
+	// dropped marks one forgotten while it waited for the committer.
+	stage   uint8
+	dropped bool
 }
 
 // histExtra is what only some records have.
@@ -164,7 +168,8 @@ func (fh *fnHistory) newRec() *histRec {
 
 // historyState is the broker's job history. Guarded by Broker.mu. With
 // a store that keeps records (Broker.records), the records live there and
-// in recordQueue until written; fns then only names the functions.
+// in recordQueue until written; fns then only gives each function's
+// records their name (and slab), and expiry lets an empty one go.
 type historyState struct {
 	// bySeq finds a kept record by its job. Records are made in about
 	// the order of their Seqs, so its pages stay dense (seqIndex).
@@ -312,8 +317,8 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		}
 	}
 	if b.records != nil {
-		// The committer writes it and lets it go; the store bounds
-		// the records kept.
+		// The committer writes it and lets it go; the store applies
+		// the history limits to the records it keeps.
 		b.queueRecordLocked(r)
 		return
 	}
@@ -432,6 +437,7 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.nowNanos()
+	n = b.expireFailedRecordsLocked(now)
 	for name, fh := range b.hist.fns {
 		age, max := b.policyOf(name).historyLimits()
 		for fh.len() > 0 {
@@ -439,7 +445,7 @@ func (b *Broker) expireHistoryBatch() (n int, more bool) {
 			if fh.len() <= max && r.finished > now-int64(age) {
 				break
 			}
-			if n == expireBatch {
+			if n >= expireBatch {
 				return n, true
 			}
 			b.popOldestLocked(fh)
@@ -609,7 +615,7 @@ func nonNilBytes(b []byte) []byte {
 func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 	if b.records != nil {
 		b.mu.Lock()
-		r := b.recq.find(seq)
+		r := b.keptRecordLocked(seq)
 		if r != nil {
 			b.forgetStoredLocked(seq)
 		}

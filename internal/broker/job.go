@@ -126,7 +126,7 @@ const (
 	// jobProgress: in shared mode, progress of the job was written to the
 	// store (sharedMode.progressLocked).
 	jobProgress jobFlags = 1 << 5
-	// jobRecorded: the job's final record is in the history (historyState);
+	// jobRecorded: the job's final record is made (recordEndLocked);
 	// a later end of the same job (a worker's result after a cancel)
 	// changes nothing.
 	jobRecorded jobFlags = 1 << 6

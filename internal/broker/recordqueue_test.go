@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -13,8 +14,8 @@ import (
 )
 
 // heldRecordWrites is a Pebble store whose first write of job records
-// waits until release is closed (entered is closed when it starts), and
-// then fails with fail when set.
+// waits until release is closed (entered is closed when it starts); with
+// fail set, every write of records fails with it.
 type heldRecordWrites struct {
 	*pebble.Store
 	entered, release chan struct{}
@@ -31,20 +32,21 @@ func (s *heldRecordWrites) EndJobs(ctx context.Context, dels []uint64, recs []st
 		s.held = true // only the committer writes records
 		close(s.entered)
 		<-s.release
-		if s.fail != nil {
-			return s.fail
-		}
+	}
+	if len(recs) > 0 && s.fail != nil {
+		return s.fail
 	}
 	return s.Store.EndJobs(ctx, dels, recs, forget)
 }
 
-func setupHeldRecordWrites(t *testing.T, fail error) (*lcBundle, *heldRecordWrites) {
+func setupHeldRecordWrites(t *testing.T, fail error, cfg Config) (*lcBundle, *heldRecordWrites) {
 	t.Helper()
 	ps, err := pebble.Open(context.Background(), t.TempDir(), pebble.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ps.Close() }) // after the broker's stop
 	st := &heldRecordWrites{Store: ps, entered: make(chan struct{}), release: make(chan struct{}), fail: fail}
-	tb := setupLC(t, lcOpts{cfg: Config{Store: st}, can: []string{"fn"}})
+	cfg.Store = st
+	tb := setupLC(t, lcOpts{cfg: cfg, can: []string{"fn"}})
 	t.Cleanup(st.let) // before the broker's stop, should the test fail first
 	return tb, st
 }
@@ -77,7 +79,7 @@ func listed(t *testing.T, tb *lcBundle) []uint64 {
 // once; one forgotten while it is written is gone from the store after.
 func TestRecordReadableWhileWritten(t *testing.T) {
 	t.Parallel()
-	tb, st := setupHeldRecordWrites(t, nil)
+	tb, st := setupHeldRecordWrites(t, nil, Config{})
 	ctx := context.Background()
 	a := tb.submit(t, lcBG("fn", "", "a"))
 	b := tb.submit(t, lcBG("fn", "", "b"))
@@ -125,7 +127,7 @@ func TestRecordReadableWhileWritten(t *testing.T) {
 // store refuses writes from then on), each once.
 func TestRecordsReadableAfterFailedWrite(t *testing.T) {
 	t.Parallel()
-	tb, st := setupHeldRecordWrites(t, errors.New("disk gone"))
+	tb, st := setupHeldRecordWrites(t, errors.New("disk gone"), Config{})
 	ctx := context.Background()
 	a := tb.submit(t, lcBG("fn", "", "a"))
 	tb.finishNext(t, a, Complete)
@@ -136,4 +138,73 @@ func TestRecordsReadableAfterFailedWrite(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, FinalComplete, s.State)
 	require.Equal(t, 1, endedCount(tb, "fn", FinalComplete))
+}
+
+// The records kept after a failed write expire as the store's would: by
+// their function's age limit and count.
+func TestRecordsOfAFailedWriteExpire(t *testing.T) {
+	t.Parallel()
+	tb, st := setupHeldRecordWrites(t, errors.New("disk gone"), Config{})
+	ctx := context.Background()
+	tb.b.SetPolicy("fn", Policy{History: time.Minute, HistoryMax: 2})
+	seqs := []uint64{tb.submit(t, lcBG("fn", "", "a")), tb.submit(t, lcBG("fn", "", "b")), tb.submit(t, lcBG("fn", "", "c"))}
+	tb.finishNext(t, seqs[0], Complete)
+	<-st.entered // a's record is being written
+	tb.finishNext(t, seqs[1], Complete)
+	tb.finishNext(t, seqs[2], Complete)
+	st.let()
+	_ = tb.b.Durable(ctx) // a's write failed
+	_ = tb.b.Durable(ctx) // and so did b's and c's
+	require.Equal(t, 3, endedCount(tb, "fn", FinalComplete))
+
+	tb.b.ExpireHistory()
+	_, ok := tb.b.Job(ctx, seqs[0])
+	require.False(t, ok, "the oldest, beyond the count of 2, expired")
+	require.Equal(t, 2, endedCount(tb, "fn", FinalComplete))
+
+	tb.clock.Add(time.Hour)
+	tb.b.ExpireHistory()
+	for _, seq := range seqs {
+		_, ok := tb.b.Job(ctx, seq)
+		require.False(t, ok, "job %d's record expired by age", seq)
+	}
+	require.Zero(t, endedCount(tb, "fn", FinalComplete))
+}
+
+// While the store does not keep up, at most queuedRounds rounds of
+// records wait for it: the oldest go unwritten, the newest stay.
+func TestRecordsWaitingAreBounded(t *testing.T) {
+	t.Parallel()
+	const batch = 4
+	tb, st := setupHeldRecordWrites(t, nil, Config{CommitBatch: batch})
+	ctx := context.Background()
+	most := queuedRounds * batch
+	seqs := make([]uint64, most+batch+10)
+	for i := range seqs {
+		seqs[i] = tb.submit(t, lcBG("fn", "", "p"))
+	}
+	tb.finishNext(t, seqs[0], Complete)
+	<-st.entered // the first round is being written: seqs[0]'s record
+	for _, seq := range seqs[1:] {
+		tb.finishNext(t, seq, Complete)
+	}
+	tb.b.mu.Lock()
+	waiting := len(tb.b.recq.pending)
+	tb.b.mu.Unlock()
+	require.Equal(t, most, waiting)
+	require.Equal(t, most+1, endedCount(tb, "fn", FinalComplete), "the one being written and the newest waiting")
+	_, ok := tb.b.Job(ctx, seqs[0])
+	require.True(t, ok, "being written")
+	_, ok = tb.b.Job(ctx, seqs[1])
+	require.False(t, ok, "the oldest waiting went unwritten")
+	_, ok = tb.b.Job(ctx, seqs[len(seqs)-most])
+	require.True(t, ok, "the oldest of the newest kept")
+
+	st.let()
+	require.NoError(t, tb.b.Durable(ctx))
+	require.Equal(t, most+1, endedCount(tb, "fn", FinalComplete), "all written now")
+	_, err := st.Record(ctx, seqs[1])
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = st.Record(ctx, seqs[len(seqs)-1])
+	require.NoError(t, err)
 }

@@ -39,26 +39,44 @@ func recordStoreOf(cfg Config, s store.Store) store.RecordStore {
 // recordQueue holds the records of ended jobs on their way to a store
 // that keeps records (Broker.records). It is the broker's only copy of
 // such a record: made when its job ends (recordEndLocked), found here by
-// lookups, listings and counts until the store has it, then let go. A
-// record here never changes; the few that are forgotten before the store
-// has them are taken out (forgetStoredLocked). Guarded by Broker.mu.
+// lookups, listings and counts until the store has it, then let go.
+// Guarded by Broker.mu.
 type recordQueue struct {
-	// pending wait for the committer, in the order their jobs ended.
+	// bySeq finds the record of a job while it is here (the latest, for
+	// a job that ended again after a retry).
+	bySeq seqIndex[histRec]
+	// pending wait for the committer, in the order their jobs ended;
+	// those forgotten meanwhile (dropped) stay until taken.
 	pending []*histRec
-	// writing are the records the committer is writing (it reads them
-	// without the lock), gone the Seqs of those among them forgotten
-	// meanwhile, which the committer then forgets in the store.
+	// writing are the records the committer is writing: it reads them
+	// without the lock, so nothing changes them until they are settled
+	// (a record forgotten meanwhile only leaves bySeq).
 	writing []*histRec
-	gone    []uint64
-	// failed are records whose write failed: the store refuses writes
-	// from then on (Broker.storeErr), so they stay here, still read.
+	// failed are records whose write failed; they stay here, readable,
+	// until they expire (expireFailedRecordsLocked) or are forgotten.
 	failed []*histRec
 	// forget are the Seqs whose stored records the committer forgets.
 	forget []uint64
 	// free are cleared records for new ones (reuse); the committer
 	// clears the records it wrote without the lock (recycleRecords).
 	free []*histRec
+	// dropped counts the records dropped unwritten because too many
+	// waited (queuedRounds: the store did not keep up).
+	dropped uint64
 }
+
+// The stages of a record in the queue (histRec.stage).
+const (
+	recPending uint8 = iota + 1
+	recWriting
+	recFailed
+)
+
+// queuedRounds bounds the records waiting for the committer to this many
+// rounds' worth (CommitBatch each): past it the oldest is dropped
+// unwritten, so that a store that stalls while workers finish jobs fast
+// does not fill the memory with records.
+const queuedRounds = 16
 
 // reuse returns a cleared record to reuse, or nil.
 func (q *recordQueue) reuse() *histRec {
@@ -72,42 +90,20 @@ func (q *recordQueue) reuse() *histRec {
 	return r
 }
 
-// find returns the record of job seq, or nil. A job that ended, ran
-// again and ended again has its latest record first: pending is
-// searched from its newest.
-func (q *recordQueue) find(seq uint64) *histRec {
-	for i := len(q.pending) - 1; i >= 0; i-- {
-		if q.pending[i].seq == seq {
-			return q.pending[i]
-		}
-	}
-	if !slices.Contains(q.gone, seq) {
-		for _, r := range q.writing {
-			if r.seq == seq {
-				return r
-			}
-		}
-	}
-	for _, r := range q.failed {
-		if r.seq == seq {
-			return r
-		}
-	}
-	return nil
+// held reports whether r is the record bySeq finds for its job: not
+// forgotten.
+func (q *recordQueue) held(r *histRec) bool {
+	return !r.dropped && q.bySeq.get(r.seq) == r
 }
 
 // each calls f for every record the queue holds that no store has yet.
 func (q *recordQueue) each(f func(*histRec)) {
-	for _, r := range q.pending {
-		f(r)
-	}
-	for _, r := range q.writing {
-		if !slices.Contains(q.gone, r.seq) {
-			f(r)
+	for _, rs := range [...][]*histRec{q.pending, q.writing, q.failed} {
+		for _, r := range rs {
+			if q.held(r) {
+				f(r)
+			}
 		}
-	}
-	for _, r := range q.failed {
-		f(r)
 	}
 }
 
@@ -116,7 +112,10 @@ func (q *recordQueue) each(f func(*histRec)) {
 // any the history keeps.
 func (b *Broker) keptRecordLocked(seq uint64) *histRec {
 	if b.records != nil {
-		return b.recq.find(seq)
+		if b.recq.bySeq.n == 0 {
+			return nil
+		}
+		return b.recq.bySeq.get(seq)
 	}
 	return b.hist.bySeq.get(seq)
 }
@@ -124,6 +123,25 @@ func (b *Broker) keptRecordLocked(seq uint64) *histRec {
 // queueRecordLocked hands a new record to the committer.
 func (b *Broker) queueRecordLocked(r *histRec) {
 	q := &b.recq
+	if q.bySeq.pages == nil {
+		q.bySeq = newSeqIndex[histRec]()
+	}
+	if most := queuedRounds * b.cfg.CommitBatch; len(q.pending) >= most {
+		old := q.pending[0]
+		q.pending[0] = nil
+		q.pending = q.pending[1:]
+		if q.held(old) {
+			q.bySeq.delete(old.seq)
+			if q.dropped == 0 {
+				b.log.Warn("broker: the store does not keep up with the job records; dropping the oldest unwritten ones",
+					slog.Int("waiting", most))
+			}
+			q.dropped++
+		}
+		*old = histRec{}
+	}
+	r.stage = recPending
+	q.bySeq.put(r.seq, r)
 	q.pending = append(q.pending, r)
 	if len(q.pending) == 1 {
 		b.kickCommitterLater()
@@ -135,20 +153,19 @@ func (b *Broker) queueRecordLocked(r *histRec) {
 // waiting for the committer is simply dropped.
 func (b *Broker) forgetStoredLocked(seq uint64) {
 	q := &b.recq
-	for i := len(q.pending) - 1; i >= 0; i-- {
-		if q.pending[i].seq == seq {
-			r := q.pending[i]
-			q.pending = slices.Delete(q.pending, i, i+1)
-			*r = histRec{}
-			q.free = append(q.free, r)
+	if r := b.keptRecordLocked(seq); r != nil {
+		q.bySeq.delete(seq)
+		switch r.stage {
+		case recPending:
+			r.dropped = true // takeRecordsLocked lets it go
 			return
+		case recFailed:
+			i := slices.Index(q.failed, r)
+			q.failed = slices.Delete(q.failed, i, i+1)
+			*r = histRec{}
 		}
-	}
-	if i := slices.IndexFunc(q.failed, func(r *histRec) bool { return r.seq == seq }); i >= 0 {
-		q.failed = slices.Delete(q.failed, i, i+1)
-	}
-	if slices.ContainsFunc(q.writing, func(r *histRec) bool { return r.seq == seq }) {
-		q.gone = append(q.gone, seq)
+		// Being written (or its write failed): forgotten in the store
+		// after the write.
 	}
 	q.forget = append(q.forget, seq)
 	if len(q.forget) == 1 {
@@ -170,8 +187,17 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	clear(buf.spare)
 	buf.spare = buf.spare[:0]
 	buf.recs = buf.recs[:0]
+	buf.recPtrs = buf.recPtrs[:0]
 	n := min(len(q.pending), b.cfg.CommitBatch)
-	buf.recPtrs = append(buf.recPtrs[:0], q.pending[:n]...)
+	for _, r := range q.pending[:n] {
+		if r.dropped {
+			*r = histRec{}
+			buf.spare = append(buf.spare, r)
+			continue
+		}
+		r.stage = recWriting
+		buf.recPtrs = append(buf.recPtrs, r)
+	}
 	rest := copy(q.pending, q.pending[n:])
 	clear(q.pending[rest:])
 	q.pending = q.pending[:rest]
@@ -219,10 +245,12 @@ func (b *Broker) takeSharedRecordsLocked(p *store.CommitParams) (ptrs []*histRec
 // shared round wrote go, or queues them again after a failed round.
 func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams, err error) {
 	q := &b.recq
+	q.writing = nil
 	if err != nil {
 		var again []*histRec
 		for _, r := range ptrs {
-			if !slices.Contains(q.gone, r.seq) {
+			if q.held(r) {
+				r.stage = recPending
 				again = append(again, r)
 			}
 		}
@@ -230,10 +258,17 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 		// Forgotten while written: forgotten in the store by p's
 		// forgets, or the ones queued since (forgetStoredLocked).
 		q.forget = append(p.ForgetRecords, q.forget...)
-	} else {
-		b.recycleRecordsLocked(ptrs)
+		return
 	}
-	q.writing, q.gone = nil, q.gone[:0]
+	for _, r := range ptrs {
+		if q.held(r) {
+			q.bySeq.delete(r.seq)
+		}
+		*r = histRec{}
+		if len(q.free) < b.cfg.CommitBatch {
+			q.free = append(q.free, r)
+		}
+	}
 }
 
 // settleRecordsLocked lets the records a batch wrote go: lookups read them
@@ -242,15 +277,22 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 // stay readable here (recordQueue.failed).
 func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 	q := &b.recq
-	if err != nil {
-		for _, r := range buf.recPtrs {
-			if !slices.Contains(q.gone, r.seq) {
-				q.failed = append(q.failed, r)
-			}
+	q.writing = nil
+	keep := buf.recPtrs[:0]
+	for _, r := range buf.recPtrs {
+		switch {
+		case !q.held(r):
+			keep = append(keep, r) // forgotten while written
+		case err != nil:
+			r.stage = recFailed
+			q.failed = append(q.failed, r)
+		default:
+			q.bySeq.delete(r.seq)
+			keep = append(keep, r)
 		}
-		buf.recPtrs = buf.recPtrs[:0]
 	}
-	q.writing, q.gone = nil, q.gone[:0]
+	clear(buf.recPtrs[len(keep):])
+	buf.recPtrs = keep
 }
 
 // recycleRecords clears the records the last batch wrote, which nothing
@@ -265,15 +307,33 @@ func (b *Broker) recycleRecords(buf *commitBuffers) {
 	buf.recPtrs = buf.recPtrs[:0]
 }
 
-// recycleRecordsLocked clears records a shared round wrote for reuse.
-func (b *Broker) recycleRecordsLocked(ptrs []*histRec) {
+// expireFailedRecordsLocked applies the history limits to the records
+// kept after a failed write (recordQueue.failed), as the store would
+// have: those that ended before their function's age limit, or lie
+// beyond its count, the oldest first, go. It returns how many went.
+func (b *Broker) expireFailedRecordsLocked(now int64) int {
 	q := &b.recq
-	for _, r := range ptrs {
-		*r = histRec{}
-		if len(q.free) < b.cfg.CommitBatch {
-			q.free = append(q.free, r)
-		}
+	if len(q.failed) == 0 {
+		return 0
 	}
+	kept := make(map[*fnHistory]int)
+	out := make([]*histRec, 0, len(q.failed))
+	gone := 0
+	for i := len(q.failed) - 1; i >= 0; i-- { // newest first
+		r := q.failed[i]
+		age, max := b.policyOf(r.fn.name).historyLimits()
+		if kept[r.fn] >= max || r.finished <= now-int64(age) {
+			q.bySeq.delete(r.seq)
+			*r = histRec{}
+			gone++
+			continue
+		}
+		kept[r.fn]++
+		out = append(out, r)
+	}
+	slices.Reverse(out)
+	q.failed = out
+	return gone
 }
 
 // decodeRecord turns a stored record back into a snapshot.
@@ -331,13 +391,21 @@ func (b *Broker) endedFromStore(ctx context.Context, q JobQuery, after store.Rec
 	}
 	below := func(p store.RecordPos) bool { return after == (store.RecordPos{}) || p.Before(after) }
 	b.mu.Lock()
-	var out []JobSnapshot
+	var waiting []*histRec
 	b.recq.each(func(r *histRec) {
 		if (q.Function == "" || r.fn.name == q.Function) && q.matchesRecord(r) &&
 			below(store.RecordPos{Finished: r.finished, Seq: r.seq}) {
-			out = append(out, r.snapshot())
+			waiting = append(waiting, r)
 		}
 	})
+	// The newest n of them (few wait: about a round's worth).
+	slices.SortFunc(waiting, func(a, c *histRec) int {
+		return store.RecordPos{Finished: c.finished, Seq: c.seq}.Compare(store.RecordPos{Finished: a.finished, Seq: a.seq})
+	})
+	out := make([]JobSnapshot, 0, min(len(waiting), n))
+	for _, r := range waiting[:min(len(waiting), n)] {
+		out = append(out, r.snapshot())
+	}
 	b.mu.Unlock()
 	stored, err := b.storedRecords(ctx, q, after, n)
 	if err != nil {
