@@ -196,11 +196,19 @@ type Broker struct {
 	// commitUrgent is signalled with commitWake by every write that
 	// someone waits for; it ends a wait of paceRecords.
 	commitUrgent chan struct{}
-	timerWake    chan struct{}
-	cancel       context.CancelFunc
-	wg           sync.WaitGroup
-	startOnce    sync.Once
-	stopOnce     sync.Once
+	// gatherAt, when above zero, is the number of waiting first writes
+	// (pendingSaves) at which queueSaveLocked signals gatherFull, ending
+	// the committer's gathering wait (gatherer.wait); with gatherRunning
+	// set, settleEndedLocked signals it once no job waiting for its first
+	// write is held by a worker. Both are guarded by mu.
+	gatherAt      int
+	gatherRunning bool
+	gatherFull    chan struct{}
+	timerWake     chan struct{}
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	startOnce     sync.Once
+	stopOnce      sync.Once
 }
 
 // New returns a Broker configured by cfg. It panics when cfg sets both
@@ -221,6 +229,7 @@ func New(cfg Config) *Broker {
 		sessions:     make(map[uint64]*Session),
 		commitWake:   make(chan struct{}, 1),
 		commitUrgent: make(chan struct{}, 1),
+		gatherFull:   make(chan struct{}, 1),
 		timerWake:    make(chan struct{}, 1),
 	}
 	b.mode = localMode{b}

@@ -99,10 +99,8 @@ func (b *Broker) commitLoop(ctx context.Context) {
 	// ends the loop. A write cut short by Stop would otherwise count as a
 	// store failure and answer its submitters with an ERROR.
 	wctx := context.WithoutCancel(ctx)
-	var (
-		buf commitBuffers
-		g   gatherer
-	)
+	var buf commitBuffers
+	g := gatherer{early: true}
 	for {
 		select {
 		case <-ctx.Done():
@@ -345,6 +343,9 @@ func (b *Broker) settleEndedLocked(j *job) {
 	j.x.waiters = nil
 	for i, w := range waiters {
 		w(j.seq, i == 0, nil)
+	}
+	if b.gatherRunning && !b.runningUnsavedLocked() {
+		b.endGatherLocked()
 	}
 }
 

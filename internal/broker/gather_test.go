@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
 func TestGathererRecordsOnlyRoundsWithSubmits(t *testing.T) {
@@ -83,4 +85,41 @@ func TestGathererWaitEnds(t *testing.T) {
 	cancel()
 	timed(cctx, &gatherer{last: 3, took: time.Hour})
 	jobs(0)
+}
+
+// TestGathererWaitsForJobsAboutToEnd: a round waits while a job it would
+// write is about to be taken by a worker, and ends its wait as the job
+// ends (its submitter answered then, without a write).
+func TestGathererWaitsForJobsAboutToEnd(t *testing.T) {
+	t.Parallel()
+	b := New(Config{Store: memory.New()}) // not started: the test is the committer
+	c := b.NewSession("client", discardOutbox{})
+	w := b.NewSession("worker", discardOutbox{})
+	b.CanDo(w, []byte("f"), 0)
+	answered := make(chan error, 1)
+	b.Submit(c, SubmitParams{Function: []byte("f"), Payload: []byte("p"), Background: true},
+		func(_ uint64, _ bool, err error) { answered <- err })
+
+	g := &gatherer{early: true, last: 1, took: time.Hour, bound: time.Hour}
+	done := make(chan struct{})
+	go func() { g.wait(context.Background(), b); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("the round did not wait for a job that a worker is about to take")
+	case <-time.After(50 * time.Millisecond):
+	}
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	select {
+	case err := <-answered:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the submitter was not answered as the job ended")
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait went on after the job ended")
+	}
 }

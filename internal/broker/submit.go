@@ -277,11 +277,15 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	b.makeRunnableLocked(j, true)
 }
 
-// queueSaveLocked hands a new job's first write to the committer.
+// queueSaveLocked hands a new job's first write to the committer, and
+// ends the committer's gathering wait once as many wait as it waits for.
 func (b *Broker) queueSaveLocked(j *job) {
 	b.pendingSaves = append(b.pendingSaves, j)
 	if len(b.pendingSaves) == 1 {
 		b.kickCommitter()
+	}
+	if b.gatherAt > 0 && len(b.pendingSaves) >= b.gatherAt {
+		b.endGatherLocked()
 	}
 }
 
