@@ -85,7 +85,9 @@ type histRec struct {
 	// ended; the committer reads it back for the record (tierFillRecord).
 	payloadOnDisk bool
 	// stage is where a record on its way to the store is (recordQueue);
-	// dropped marks one forgotten while it waited for the committer.
+	// dropped marks one that lookups no longer find there (forgotten, or
+	// the store has it). The committer writes a record without reading
+	// dropped, which may be set meanwhile.
 	stage   uint8
 	dropped bool
 }

@@ -28,6 +28,22 @@ type heldRecordWrites struct {
 func (s *heldRecordWrites) let() { s.releaseOnce.Do(func() { close(s.release) }) }
 
 func (s *heldRecordWrites) EndJobs(ctx context.Context, dels []uint64, recs []store.Record, forget []uint64) error {
+	if err := s.hold(recs); err != nil {
+		return err
+	}
+	return s.Store.EndJobs(ctx, dels, recs, forget)
+}
+
+// Write is the committer's write of a round that also saves jobs.
+func (s *heldRecordWrites) Write(ctx context.Context, w store.Write) error {
+	if err := s.hold(w.Records); err != nil {
+		return err
+	}
+	return s.Store.Write(ctx, w)
+}
+
+// hold holds the first write of records and fails every one with s.fail.
+func (s *heldRecordWrites) hold(recs []store.Record) error {
 	if len(recs) > 0 && !s.held {
 		s.held = true // only the committer writes records
 		close(s.entered)
@@ -36,7 +52,7 @@ func (s *heldRecordWrites) EndJobs(ctx context.Context, dels []uint64, recs []st
 	if len(recs) > 0 && s.fail != nil {
 		return s.fail
 	}
-	return s.Store.EndJobs(ctx, dels, recs, forget)
+	return nil
 }
 
 func setupHeldRecordWrites(t *testing.T, fail error, cfg Config) (*lcBundle, *heldRecordWrites) {
@@ -207,4 +223,42 @@ func TestRecordsWaitingAreBounded(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 	_, err = st.Record(ctx, seqs[len(seqs)-1])
 	require.NoError(t, err)
+}
+
+// A dead letter queued again while its record is being written, which
+// then completes: its job has one record, the new one, in memory and
+// then in the store.
+func TestDeadLetterRetriedWhileItsRecordIsWritten(t *testing.T) {
+	t.Parallel()
+	tb, st := setupHeldRecordWrites(t, nil, Config{Policies: policies("fn", Policy{MaxAttempts: 1})})
+	ctx := context.Background()
+	seq := tb.submit(t, lcBG("fn", "", "a"))
+	tb.finishNext(t, seq, Fail) // dead: its record is written
+	<-st.entered
+	retried := make(chan error, 1)
+	go func() { retried <- tb.b.RetryDeadLetter(ctx, []byte(tb.b.Handle(seq))) }()
+	// It runs again (before its new write, which waits behind the held
+	// one) and completes.
+	var a Assignment
+	require.Eventually(t, func() bool {
+		var ok bool
+		a, ok = tb.b.Grab(tb.worker)
+		return ok
+	}, 10*time.Second, time.Millisecond)
+	require.Equal(t, seq, a.Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, nil))
+	s, ok := tb.b.Job(ctx, seq)
+	require.True(t, ok)
+	require.Equal(t, FinalComplete, s.State, "the new record, not the dead one being written")
+	require.Equal(t, 1, endedCount(tb, "fn", FinalComplete))
+	require.Zero(t, endedCount(tb, "fn", FinalDead))
+
+	st.let()
+	require.NoError(t, <-retried)
+	require.NoError(t, tb.b.Durable(ctx))
+	r, err := st.Record(ctx, seq)
+	require.NoError(t, err)
+	require.Equal(t, FinalComplete, r.State)
+	require.Equal(t, 1, endedCount(tb, "fn", FinalComplete))
+	require.Zero(t, endedCount(tb, "fn", FinalDead))
 }

@@ -42,15 +42,16 @@ func recordStoreOf(cfg Config, s store.Store) store.RecordStore {
 // lookups, listings and counts until the store has it, then let go.
 // Guarded by Broker.mu.
 type recordQueue struct {
-	// bySeq finds the record of a job while it is here (the latest, for
-	// a job that ended again after a retry).
-	bySeq seqIndex[histRec]
+	// held counts the records here that are not dropped by their Seq
+	// modulo its length, so that a lookup of a job whose record is not
+	// here (most are: in the store already) costs no search.
+	held [1 << 12]uint32
 	// pending wait for the committer, in the order their jobs ended;
-	// those forgotten meanwhile (dropped) stay until taken.
+	// those forgotten meanwhile (histRec.dropped) stay until taken.
 	pending []*histRec
 	// writing are the records the committer is writing: it reads them
 	// without the lock, so nothing changes them until they are settled
-	// (a record forgotten meanwhile only leaves bySeq).
+	// but their dropped mark, which it does not read.
 	writing []*histRec
 	// failed are records whose write failed; they stay here, readable,
 	// until they expire (expireFailedRecordsLocked) or are forgotten.
@@ -90,17 +91,36 @@ func (q *recordQueue) reuse() *histRec {
 	return r
 }
 
-// held reports whether r is the record bySeq finds for its job: not
-// forgotten.
-func (q *recordQueue) held(r *histRec) bool {
-	return !r.dropped && q.bySeq.get(r.seq) == r
+// slot is where held counts the records of job seq.
+func (q *recordQueue) slot(seq uint64) *uint32 { return &q.held[seq%uint64(len(q.held))] }
+
+// drop marks r, held until now, dropped: a lookup no longer finds it.
+func (q *recordQueue) drop(r *histRec) {
+	r.dropped = true
+	*q.slot(r.seq)--
 }
 
-// each calls f for every record the queue holds that no store has yet.
+// find returns the record of job seq held here, or nil. A job has at
+// most one (a record is forgotten before its job runs again).
+func (q *recordQueue) find(seq uint64) *histRec {
+	if *q.slot(seq) == 0 {
+		return nil
+	}
+	for _, rs := range [...][]*histRec{q.pending, q.writing, q.failed} {
+		for _, r := range rs {
+			if r.seq == seq && !r.dropped {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// each calls f for every record held here (no store has it yet).
 func (q *recordQueue) each(f func(*histRec)) {
 	for _, rs := range [...][]*histRec{q.pending, q.writing, q.failed} {
 		for _, r := range rs {
-			if q.held(r) {
+			if !r.dropped {
 				f(r)
 			}
 		}
@@ -112,10 +132,7 @@ func (q *recordQueue) each(f func(*histRec)) {
 // any the history keeps.
 func (b *Broker) keptRecordLocked(seq uint64) *histRec {
 	if b.records != nil {
-		if b.recq.bySeq.n == 0 {
-			return nil
-		}
-		return b.recq.bySeq.get(seq)
+		return b.recq.find(seq)
 	}
 	return b.hist.bySeq.get(seq)
 }
@@ -123,15 +140,12 @@ func (b *Broker) keptRecordLocked(seq uint64) *histRec {
 // queueRecordLocked hands a new record to the committer.
 func (b *Broker) queueRecordLocked(r *histRec) {
 	q := &b.recq
-	if q.bySeq.pages == nil {
-		q.bySeq = newSeqIndex[histRec]()
-	}
 	if most := queuedRounds * b.cfg.CommitBatch; len(q.pending) >= most {
 		old := q.pending[0]
 		q.pending[0] = nil
 		q.pending = q.pending[1:]
-		if q.held(old) {
-			q.bySeq.delete(old.seq)
+		if !old.dropped {
+			q.drop(old)
 			if q.dropped == 0 {
 				b.log.Warn("broker: the store does not keep up with the job records; dropping the oldest unwritten ones",
 					slog.Int("waiting", most))
@@ -141,7 +155,7 @@ func (b *Broker) queueRecordLocked(r *histRec) {
 		*old = histRec{}
 	}
 	r.stage = recPending
-	q.bySeq.put(r.seq, r)
+	*q.slot(r.seq)++
 	q.pending = append(q.pending, r)
 	if len(q.pending) == 1 {
 		b.kickCommitterLater()
@@ -153,8 +167,8 @@ func (b *Broker) queueRecordLocked(r *histRec) {
 // waiting for the committer is simply dropped.
 func (b *Broker) forgetStoredLocked(seq uint64) {
 	q := &b.recq
-	if r := b.keptRecordLocked(seq); r != nil {
-		q.bySeq.delete(seq)
+	if r := q.find(seq); r != nil {
+		q.drop(r)
 		switch r.stage {
 		case recPending:
 			r.dropped = true // takeRecordsLocked lets it go
@@ -249,7 +263,7 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 	if err != nil {
 		var again []*histRec
 		for _, r := range ptrs {
-			if q.held(r) {
+			if !r.dropped {
 				r.stage = recPending
 				again = append(again, r)
 			}
@@ -261,8 +275,8 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 		return
 	}
 	for _, r := range ptrs {
-		if q.held(r) {
-			q.bySeq.delete(r.seq)
+		if !r.dropped {
+			q.drop(r)
 		}
 		*r = histRec{}
 		if len(q.free) < b.cfg.CommitBatch {
@@ -281,13 +295,13 @@ func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 	keep := buf.recPtrs[:0]
 	for _, r := range buf.recPtrs {
 		switch {
-		case !q.held(r):
+		case r.dropped:
 			keep = append(keep, r) // forgotten while written
 		case err != nil:
 			r.stage = recFailed
 			q.failed = append(q.failed, r)
 		default:
-			q.bySeq.delete(r.seq)
+			q.drop(r) // the store has it
 			keep = append(keep, r)
 		}
 	}
@@ -323,7 +337,7 @@ func (b *Broker) expireFailedRecordsLocked(now int64) int {
 		r := q.failed[i]
 		age, max := b.policyOf(r.fn.name).historyLimits()
 		if kept[r.fn] >= max || r.finished <= now-int64(age) {
-			q.bySeq.delete(r.seq)
+			q.drop(r)
 			*r = histRec{}
 			gone++
 			continue
