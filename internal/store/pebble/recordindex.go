@@ -149,7 +149,11 @@ const addScan = 16
 func (f *fnIndex) push(e recEntry) {
 	f.count(e.state(), 1)
 	if len(f.entries) == cap(f.entries) {
-		f.move(max(1024, 2*f.len()+1))
+		if f.head >= cap(f.entries)/4 {
+			f.slide()
+		} else {
+			f.move(max(1024, 2*f.len()+1))
+		}
 	}
 	f.bySeq.dirty(len(f.entries))
 	f.entries = append(f.entries, e)
@@ -168,6 +172,16 @@ func (f *fnIndex) move(size int) {
 	to = append(to, f.live()...)
 	freeEntries(f.entries)
 	f.entries, f.head = to, 0
+	f.bySeq.dirty(0)
+}
+
+// slide puts the live entries at the start of their room, in place: no
+// new room, whose pages the kernel would have to fault in, and no old
+// room to unmap (a function at its history_max, whose oldest records
+// expire as new ones come, slides its entries rather than moving them).
+func (f *fnIndex) slide() {
+	n := copy(f.entries, f.entries[f.head:])
+	f.entries, f.head = f.entries[:n], 0
 	f.bySeq.dirty(0)
 }
 
@@ -209,9 +223,14 @@ func (f *fnIndex) remove(i int) {
 // counts.
 func (f *fnIndex) dropOldest(n int) {
 	f.head += n
-	// Give the room of the forgotten entries back once they are half.
+	// Once the forgotten entries are half, their room is used again:
+	// given back if most of the room is then empty, else slid over.
 	if f.head >= 1024 && f.head >= len(f.entries)/2 {
-		f.move(max(1024, f.len()+f.len()/4))
+		if live := f.len(); cap(f.entries) > 4*max(1024, live) {
+			f.move(max(1024, live+live/4))
+		} else {
+			f.slide()
+		}
 	}
 }
 

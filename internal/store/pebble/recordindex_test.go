@@ -155,3 +155,49 @@ func TestRecordIndexMinBlockFrom(t *testing.T) {
 	}
 	check()
 }
+
+// A function at its count, whose oldest entry goes as each new one comes,
+// keeps its entries in the same room once it has grown: it slides them
+// to the start instead of moving them to new room (whose pages would
+// fault in, and whose old room would be unmapped), and keeps them in
+// order; room mostly empty is given back.
+func TestIndexAtItsCountReusesItsRoom(t *testing.T) {
+	var f fnIndex
+	defer f.release()
+	seq := uint64(0)
+	add := func() {
+		seq++
+		f.add(mkEntry(seq, int64(seq), 0, 0))
+	}
+	const kept = 10_000
+	for range kept {
+		add()
+	}
+	room, moves := unsafe.SliceData(f.entries[:1]), 0
+	for i := range 100_000 {
+		add()
+		f.count(0, -1)
+		f.dropOldest(1)
+		// A move takes new room before it gives the old back: the
+		// room's address changes.
+		if r := unsafe.SliceData(f.entries[:1]); r != room {
+			room = r
+			if i > 50_000 {
+				moves++
+			}
+		}
+	}
+	require.Zero(t, moves, "entries moved to new room once grown")
+	require.Equal(t, kept, f.len())
+	for i, e := range f.live() {
+		require.Equal(t, seq-kept+1+uint64(i), e.seq())
+	}
+	require.Equal(t, kept, f.counts[0])
+
+	// Most of the room empty: given back.
+	f.count(0, -(kept - 10))
+	f.dropOldest(kept - 10)
+	require.Equal(t, 10, f.len())
+	require.LessOrEqual(t, cap(f.entries), 4*1024)
+	require.Equal(t, seq-9, f.live()[0].seq())
+}
