@@ -389,12 +389,27 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	}
 	// The new records, by function, in the order given (the order their
 	// jobs ended, so that the index mostly appends).
+	// (A round's records are mostly of one function and state: each
+	// name is looked up when it changes.)
 	byFn := make(map[string][]blockRec)
-	for _, r := range recs {
-		if _, err := x.state(r.State); err != nil {
-			return fmt.Errorf("pebble store %s: %w", s.dir, err)
+	var fn, state string
+	var fnRecs []blockRec
+	for i, r := range recs {
+		if i == 0 || r.State != state {
+			if _, err := x.state(r.State); err != nil {
+				return fmt.Errorf("pebble store %s: %w", s.dir, err)
+			}
+			state = r.State
 		}
-		byFn[r.Function] = append(byFn[r.Function], blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
+		if i > 0 && r.Function != fn {
+			byFn[fn] = fnRecs
+			fnRecs = byFn[r.Function]
+		}
+		fn = r.Function
+		fnRecs = append(fnRecs, blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
+	}
+	if len(recs) > 0 {
+		byFn[fn] = fnRecs
 	}
 	// Removals and records are not waited for (see Delete): a record is
 	// made durable before anyone reads it (syncRecordsLocked) or by the
@@ -446,10 +461,13 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	}
 	for fn, rs := range byFn {
 		f := x.fn(fn)
+		state, st := rs[0].state, x.stateOf[rs[0].state]
 		for _, blk := range splitBlocks(rs) {
 			first := blockFirst(blk)
 			for _, r := range blk {
-				st := x.stateOf[r.state]
+				if r.state != state {
+					state, st = r.state, x.stateOf[r.state]
+				}
 				f.add(mkEntry(r.seq, r.fin, uint32(r.seq-first), st))
 			}
 		}
