@@ -178,6 +178,8 @@ type historyState struct {
 	bySeq seqIndex[histRec]
 	fns   map[string]*fnHistory
 	order uint64
+	// lastEnd is the end time of the latest record made (recordEndLocked).
+	lastEnd int64
 }
 
 // historyLimits returns how long and how many records the function keeps;
@@ -235,8 +237,16 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	if age <= 0 || max <= 0 {
 		return
 	}
-	now := b.holdNow()
 	h := &b.hist
+	// Records end in the order they are made, each after the one before
+	// (the clock a connection reads once per burst may lag another
+	// connection's): a store's index, ordered by end time, then takes
+	// each round's records in order.
+	now := b.holdNow()
+	if now <= h.lastEnd {
+		now = h.lastEnd + 1
+	}
+	h.lastEnd = now
 	if h.fns == nil {
 		h.bySeq = newSeqIndex[histRec]()
 		h.fns = make(map[string]*fnHistory)

@@ -74,7 +74,9 @@ func TestHistoryRetention(t *testing.T) {
 	_, ok = tb.b.Job(context.Background(), d1)
 	require.True(t, ok, "the default keeps 24h")
 
-	tb.clock.Add(23 * time.Hour)
+	// (Records made at one instant of the fake clock end a nanosecond
+	// apart, in the order they were made: TestRecordsEndInOrder.)
+	tb.clock.Add(23*time.Hour + time.Second)
 	tb.b.ExpireHistory() // dflt and both of few
 	for _, seq := range fewSeqs[1:] {
 		_, ok = tb.b.Job(context.Background(), seq)
@@ -97,11 +99,35 @@ func TestHistoryExpiresInBatches(t *testing.T) {
 	tb.b.mu.Lock()
 	require.Equal(t, n, tb.b.hist.bySeq.len())
 	tb.b.mu.Unlock()
-	tb.clock.Add(DefaultHistory)
+	tb.clock.Add(DefaultHistory + time.Second)
 	tb.b.ExpireHistory()
 	tb.b.mu.Lock()
 	defer tb.b.mu.Unlock()
 	require.Zero(t, tb.b.hist.bySeq.len())
+}
+
+// Records end in the order they are made: those made at one instant of
+// the clock (or by a connection whose burst clock lags another's) end a
+// nanosecond after the one before, so that listings and a store's index,
+// ordered by end time, see them in the order their jobs ended.
+func TestRecordsEndInOrder(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, worker := tb.clientAndWorker("f")
+	var seqs []uint64
+	for range 5 {
+		seqs = append(seqs, tb.completeOne(t, client, worker, "f"))
+	}
+	var last time.Time
+	for i, seq := range seqs {
+		rec, ok := tb.b.Job(context.Background(), seq)
+		require.True(t, ok)
+		if i > 0 {
+			require.Equal(t, time.Nanosecond, rec.Finished.Sub(last), "record %d", i)
+		}
+		last = rec.Finished
+	}
+	require.WithinDuration(t, tb.clock.Now(), last, time.Microsecond)
 }
 
 // A result longer than HistoryResultCap is cut and marked.
