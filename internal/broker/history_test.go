@@ -19,6 +19,18 @@ func (tb *testBundle) completeOne(t *testing.T, client, worker *Session, fn stri
 	return seq
 }
 
+// setupEnded starts a broker whose worker can do "f" and completes n jobs
+// of it; it returns the client and worker sessions and the jobs.
+func setupEnded(t *testing.T, n int) (tb *testBundle, client, worker *Session, seqs []uint64) {
+	t.Helper()
+	tb = setup(t, Config{})
+	client, worker = tb.clientAndWorker("f")
+	for range n {
+		seqs = append(seqs, tb.completeOne(t, client, worker, "f"))
+	}
+	return tb, client, worker, seqs
+}
+
 // Records of ended jobs are kept for the function's history time and at
 // most history_max of them; ExpireHistory forgets the old ones with the
 // clock; "0" keeps none.
@@ -112,12 +124,7 @@ func TestHistoryExpiresInBatches(t *testing.T) {
 // ordered by end time, see them in the order their jobs ended.
 func TestRecordsEndInOrder(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{})
-	client, worker := tb.clientAndWorker("f")
-	var seqs []uint64
-	for range 5 {
-		seqs = append(seqs, tb.completeOne(t, client, worker, "f"))
-	}
+	tb, _, _, seqs := setupEnded(t, 5)
 	var last time.Time
 	for i, seq := range seqs {
 		rec, ok := tb.b.Job(context.Background(), seq)

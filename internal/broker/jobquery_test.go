@@ -15,12 +15,7 @@ import (
 // jobs, then the ended ones.
 func TestListJobsCursorPaging(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{})
-	client, worker := tb.clientAndWorker("f")
-	var ended []uint64
-	for range 23 {
-		ended = append(ended, tb.completeOne(t, client, worker, "f"))
-	}
+	tb, client, _, ended := setupEnded(t, 23)
 	var live []uint64
 	for range 7 {
 		live = append(live, tb.submit(t, client, bg("f", "", "x", Normal)).seq)
