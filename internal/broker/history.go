@@ -238,10 +238,11 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 		return
 	}
 	h := &b.hist
-	// Records end in the order they are made, each after the one before
-	// (the clock a connection reads once per burst may lag another
+	// A record made as its job ends ends after the record made before
+	// it (the clock a connection reads once per burst may lag another
 	// connection's): a store's index, ordered by end time, then takes
-	// each round's records in order.
+	// each round's records in order. (A job with lifecycle state keeps
+	// its last attempt's end, below.)
 	now := b.holdNow()
 	if now <= h.lastEnd {
 		now = h.lastEnd + 1

@@ -262,3 +262,35 @@ func TestDeadLetterRetriedWhileItsRecordIsWritten(t *testing.T) {
 	require.Equal(t, 1, endedCount(tb, "fn", FinalComplete))
 	require.Zero(t, endedCount(tb, "fn", FinalDead))
 }
+
+// The count limit applies to all the records of a failed write of one
+// function, also those made after an expiry pass let the function's
+// (empty) history go.
+func TestRecordsOfFailedWritesCountedTogether(t *testing.T) {
+	t.Parallel()
+	tb, st := setupHeldRecordWrites(t, errors.New("disk gone"), Config{})
+	ctx := context.Background()
+	tb.b.SetPolicy("fn", Policy{History: time.Minute, HistoryMax: 2})
+	var seqs []uint64
+	for range 4 {
+		seqs = append(seqs, tb.submit(t, lcBG("fn", "", "p")))
+	}
+	tb.finishNext(t, seqs[0], Complete)
+	<-st.entered
+	st.let()
+	tb.finishNext(t, seqs[1], Complete)
+	_ = tb.b.Durable(ctx)
+	_ = tb.b.Durable(ctx)
+	tb.b.ExpireHistory()
+	require.Equal(t, 2, endedCount(tb, "fn", FinalComplete))
+	tb.finishNext(t, seqs[2], Complete)
+	tb.finishNext(t, seqs[3], Complete)
+	_ = tb.b.Durable(ctx)
+	_ = tb.b.Durable(ctx)
+	tb.b.ExpireHistory()
+	require.Equal(t, 2, endedCount(tb, "fn", FinalComplete), "history_max 2 over all of them")
+	for _, seq := range seqs[2:] {
+		_, ok := tb.b.Job(ctx, seq)
+		require.True(t, ok, "the newest kept")
+	}
+}

@@ -330,19 +330,19 @@ func (b *Broker) expireFailedRecordsLocked(now int64) int {
 	if len(q.failed) == 0 {
 		return 0
 	}
-	kept := make(map[*fnHistory]int)
+	kept := make(map[string]int) // by name: a function's fnHistory may be made again
 	out := make([]*histRec, 0, len(q.failed))
 	gone := 0
 	for i := len(q.failed) - 1; i >= 0; i-- { // newest first
 		r := q.failed[i]
 		age, max := b.policyOf(r.fn.name).historyLimits()
-		if kept[r.fn] >= max || r.finished <= now-int64(age) {
+		if kept[r.fn.name] >= max || r.finished <= now-int64(age) {
 			q.drop(r)
 			*r = histRec{}
 			gone++
 			continue
 		}
-		kept[r.fn]++
+		kept[r.fn.name]++
 		out = append(out, r)
 	}
 	slices.Reverse(out)

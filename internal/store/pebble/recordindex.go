@@ -149,7 +149,7 @@ const addScan = 16
 func (f *fnIndex) push(e recEntry) {
 	f.count(e.state(), 1)
 	if len(f.entries) == cap(f.entries) {
-		if f.head >= cap(f.entries)/4 {
+		if f.head > 0 && f.head >= cap(f.entries)/4 {
 			f.slide()
 		} else {
 			f.move(max(1024, 2*f.len()+1))
