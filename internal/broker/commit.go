@@ -177,7 +177,7 @@ func (b *Broker) commitOnce(ctx context.Context, buf *commitBuffers, g *gatherer
 		clear(buf.barriers)
 	}()
 	b.settleBatch(buf, began, g, err)
-	b.recycleRecords(buf)
+	buf.recycleRecords()
 	return more
 }
 

@@ -59,7 +59,8 @@ type recordQueue struct {
 	// forget are the Seqs whose stored records the committer forgets.
 	forget []uint64
 	// free are cleared records for new ones (reuse); the committer
-	// clears the records it wrote without the lock (recycleRecords).
+	// clears the records it wrote without the lock
+	// (commitBuffers.recycleRecords).
 	free []*histRec
 	// dropped counts the records dropped unwritten because too many
 	// waited (queuedRounds: the store did not keep up).
@@ -171,8 +172,7 @@ func (b *Broker) forgetStoredLocked(seq uint64) {
 		q.drop(r)
 		switch r.stage {
 		case recPending:
-			r.dropped = true // takeRecordsLocked lets it go
-			return
+			return // takeRecordsLocked lets it go
 		case recFailed:
 			i := slices.Index(q.failed, r)
 			q.failed = slices.Delete(q.failed, i, i+1)
@@ -287,8 +287,8 @@ func (b *Broker) settleSharedRecordsLocked(ptrs []*histRec, p store.CommitParams
 
 // settleRecordsLocked lets the records a batch wrote go: lookups read them
 // from the store from now on, and the committer clears them for reuse
-// once it let go of the lock (recycleRecords). After a failed write they
-// stay readable here (recordQueue.failed).
+// once it let go of the lock (commitBuffers.recycleRecords). After a
+// failed write they stay readable here (recordQueue.failed).
 func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 	q := &b.recq
 	q.writing = nil
@@ -312,7 +312,7 @@ func (b *Broker) settleRecordsLocked(buf *commitBuffers, err error) {
 // recycleRecords clears the records the last batch wrote, which nothing
 // refers to any more (settleRecordsLocked), without the lock; the next
 // batch gives them back for reuse (takeRecordsLocked).
-func (b *Broker) recycleRecords(buf *commitBuffers) {
+func (buf *commitBuffers) recycleRecords() {
 	for i, r := range buf.recPtrs {
 		*r = histRec{}
 		buf.recPtrs[i] = nil
