@@ -154,6 +154,9 @@ type Broker struct {
 	pendingSaves   []*job
 	pendingRetries []store.Job
 	pendingDeletes []uint64
+	// unsaved counts the jobs of pendingSaves held by workers or about to
+	// be (runningUnsavedLocked).
+	unsaved unsavedCounts
 	// spareExtras are extras of finished jobs, for jobs that start
 	// (newExtraLocked).
 	spareExtras []*jobExtra

@@ -212,7 +212,7 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 		}
 		// The record is the job as it is now (it may have run, failed
 		// and be waiting for a retry): nothing else of it was queued.
-		j.setSave(saveWriting)
+		b.setSaveLocked(j, saveWriting)
 		buf.saves = append(buf.saves, j)
 		buf.records = append(buf.records, b.record(j))
 	}
@@ -302,7 +302,7 @@ func (b *Broker) settleBatchLocked(saves []*job, err error) {
 			// and its delete queued behind this write.
 			continue
 		}
-		j.setSave(saveNone)
+		b.setSaveLocked(j, saveNone)
 		waiters := j.x.waiters
 		j.x.waiters = nil
 		if err != nil {
@@ -338,7 +338,7 @@ func (b *Broker) settleEndedLocked(j *job) {
 	if j.saveState() == saveNone {
 		return
 	}
-	j.setSave(saveNone)
+	b.setSaveLocked(j, saveNone)
 	waiters := j.x.waiters
 	j.x.waiters = nil
 	for i, w := range waiters {

@@ -29,7 +29,7 @@ func (b *Broker) deadLocked(j *job, now int64) {
 		// A foreground job out of attempts failed for its client.
 		b.recordEndLocked(j, jobEnd{state: FinalFailed})
 	}
-	j.state = stateGone
+	b.setStateLocked(j, stateGone)
 	b.unlinkLocked(j)
 	if !j.background || b.policyOf(j.fn.name).maxDeadLetters() == 0 {
 		b.log.Warn("broker: dropped failed job", slog.String("handle", b.Handle(j.seq)),
@@ -46,7 +46,7 @@ func (b *Broker) deadLocked(j *job, now int64) {
 // addDeadLocked indexes a dead letter, purging the function's oldest ones
 // beyond its limit.
 func (b *Broker) addDeadLocked(j *job) {
-	j.state = stateDead
+	b.setStateLocked(j, stateDead)
 	b.life.dead[j.seq] = j
 	name := j.fn.name
 	list := b.life.deadLists[name]
@@ -59,7 +59,7 @@ func (b *Broker) addDeadLocked(j *job) {
 	for list.n > limit {
 		old := list.popFront()
 		delete(b.life.dead, old.seq)
-		old.state = stateGone
+		b.setStateLocked(old, stateGone)
 		b.deleteStoredLocked(old)
 	}
 	if list.n == 0 {
@@ -75,7 +75,7 @@ func (b *Broker) removeDeadLocked(j *job) {
 			delete(b.life.deadLists, j.fn.name)
 		}
 	}
-	j.state = stateGone
+	b.setStateLocked(j, stateGone)
 }
 
 // DeadLetter is a job that ran out of attempts.

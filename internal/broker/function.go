@@ -12,6 +12,11 @@ type function struct {
 	running int
 	// workers counts sessions that registered the function.
 	workers int
+	// unsavedQueued counts the function's queued jobs waiting for their
+	// first write, and unsavedAt is its place in Broker.unsaved.fns plus
+	// one while that is above zero (countUnsavedLocked).
+	unsavedQueued int
+	unsavedAt     int
 	// sleepers are sessions that may be asleep waiting for this function's
 	// jobs; entries whose generation no longer matches are stale.
 	sleepers []sleeper

@@ -115,17 +115,72 @@ func (g *gatherer) wait(ctx context.Context, b *Broker) {
 
 // runningUnsavedLocked reports whether a job waiting for its first write
 // is held by a worker, or queued while its function has a worker for each
-// of its live jobs (one of them is about to take it).
+// of its live jobs (one of them is about to take it). It reads the counts
+// that setStateLocked and setSaveLocked keep, so that the check at every
+// job's end during a gathering wait does not look through the round's
+// jobs: it costs one comparison per function with such queued jobs.
 func (b *Broker) runningUnsavedLocked() bool {
-	for _, j := range b.pendingSaves {
-		if j.saveState() != saveQueued {
-			continue
-		}
-		if j.state == stateRunning || j.state == stateQueued && j.fn.total <= j.fn.workers {
+	if b.unsaved.held > 0 {
+		return true
+	}
+	for _, f := range b.unsaved.fns {
+		if f.total <= f.workers {
 			return true
 		}
 	}
 	return false
+}
+
+// unsavedCounts counts the jobs waiting for their first write (saveQueued)
+// that runningUnsavedLocked looks for. Guarded by Broker.mu.
+type unsavedCounts struct {
+	// held counts those held by a worker (stateRunning).
+	held int
+	// fns are the functions with such jobs in a queue (stateQueued), each
+	// at its function.unsavedAt-1; function.unsavedQueued counts them.
+	fns []*function
+}
+
+// setStateLocked moves j to state s, keeping the counts of unsavedCounts.
+// Every change of a live job's state goes through it.
+func (b *Broker) setStateLocked(j *job, s jobState) {
+	b.countUnsavedLocked(j, -1)
+	j.state = s
+	b.countUnsavedLocked(j, 1)
+}
+
+// setSaveLocked sets the state of j's first store write, keeping the
+// counts of unsavedCounts. Every change of it goes through here.
+func (b *Broker) setSaveLocked(j *job, s saveState) {
+	b.countUnsavedLocked(j, -1)
+	j.setSave(s)
+	b.countUnsavedLocked(j, 1)
+}
+
+// countUnsavedLocked adds d to the count j belongs to as it is now, if
+// any.
+func (b *Broker) countUnsavedLocked(j *job, d int) {
+	if j.saveState() != saveQueued {
+		return
+	}
+	switch j.state {
+	case stateRunning:
+		b.unsaved.held += d
+	case stateQueued:
+		f := j.fn
+		f.unsavedQueued += d
+		switch {
+		case f.unsavedQueued == 1 && d > 0:
+			b.unsaved.fns = append(b.unsaved.fns, f)
+			f.unsavedAt = len(b.unsaved.fns)
+		case f.unsavedQueued == 0:
+			fns := b.unsaved.fns
+			last := fns[len(fns)-1]
+			fns[f.unsavedAt-1], last.unsavedAt = last, f.unsavedAt
+			fns[len(fns)-1] = nil
+			b.unsaved.fns, f.unsavedAt = fns[:len(fns)-1], 0
+		}
+	}
 }
 
 // endGatherLocked wakes the committer's gathering wait.

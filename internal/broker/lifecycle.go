@@ -444,7 +444,7 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 	}
 	if r.State == store.StateRetryWait && r.NotBefore > now {
 		l.notBefore = r.NotBefore
-		j.state = stateRetryWait
+		b.setStateLocked(j, stateRetryWait)
 		b.addTimerLocked(j, l.notBefore)
 		if l.orderKey != "" {
 			b.claimLineLocked(j)
@@ -453,7 +453,7 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 	}
 	if l.orderKey != "" {
 		// Placed once every retry-waiting head has claimed its line.
-		j.state = stateGone
+		b.setStateLocked(j, stateGone)
 		b.life.replayOrdered = append(b.life.replayOrdered, j)
 		return true
 	}

@@ -39,7 +39,7 @@ func (b *Broker) admitLocked(j *job) bool {
 		line.head = j
 		return true
 	}
-	j.state = stateBlocked
+	b.setStateLocked(j, stateBlocked)
 	line.waiting = append(line.waiting, j)
 	return false
 }

@@ -20,7 +20,7 @@ func (b *Broker) retainLocked(j *job, data []byte, now int64) {
 
 // addResultLocked indexes a done job until expiry (Unix ns).
 func (b *Broker) addResultLocked(j *job, expiry int64) {
-	j.state = stateDone
+	b.setStateLocked(j, stateDone)
 	b.life.done[j.seq] = j
 	if j.unique != "" {
 		fl := b.fnLifeLocked(j.fn)
@@ -38,7 +38,7 @@ func (b *Broker) expireResultLocked(j *job) {
 	if fl := j.fn.life; fl != nil && j.unique != "" && fl.done[j.unique] == j {
 		delete(fl.done, j.unique)
 	}
-	j.state = stateGone
+	b.setStateLocked(j, stateGone)
 	b.deleteStoredLocked(j)
 }
 

@@ -129,7 +129,7 @@ func (b *Broker) releaseWorkerLocked(j *job) {
 	b.running--
 	b.checkIdleLocked()
 	b.resetProgressLocked(j)
-	j.state = stateGone
+	b.setStateLocked(j, stateGone)
 	if j.fn.life != nil {
 		b.slotFreedLocked(j.fn)
 	}
@@ -159,11 +159,11 @@ func (b *Broker) takebackLifeLocked(j *job, why string) bool {
 		}
 		j.failClients()
 		b.recordEndLocked(j, jobEnd{state: FinalFailed})
-		j.state = stateGone
+		b.setStateLocked(j, stateGone)
 		b.removeLocked(j)
 		return true
 	}
-	j.state = stateGone
+	b.setStateLocked(j, stateGone)
 	if out {
 		j.failClients()
 	}
@@ -190,7 +190,7 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 	}
 	d := pol.Backoff.delay(l.attempts, b.life.rand())
 	l.notBefore = now + int64(d)
-	j.state = stateRetryWait
+	b.setStateLocked(j, stateRetryWait)
 	j.fn.counters.Retried++
 	b.addTimerLocked(j, l.notBefore)
 	b.saveLocked(j)
@@ -239,7 +239,7 @@ func (b *Broker) timeoutLocked(j *job) {
 		}
 		b.log.Info("broker: job timed out, will be retried", slog.String("handle", b.Handle(j.seq)),
 			slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)))
-		j.state = stateQueued
+		b.setStateLocked(j, stateQueued)
 		j.fn.queues[j.priority].pushFront(j)
 		j.fn.counters.Retried++
 		j.fn.wakeOne()

@@ -218,7 +218,7 @@ func (c *sharedMode) submitLocked(j *job) bool {
 	if (j.x == nil || (j.x.batch == nil && len(j.x.after) == 0)) && c.holdEarlyLocked(j) {
 		return true
 	}
-	j.state = statePending
+	c.b.setStateLocked(j, statePending)
 	c.b.queueSaveLocked(j)
 	return false
 }

@@ -248,7 +248,7 @@ func (c *sharedMode) takeRound(all bool) *sharedRound {
 			p.Claim = append(p.Claim, claimOnInsert(j) &&
 				(len(j.x.clients) > 0 || (j.runAt() <= now && c.claimBudgetLocked(j.fn, budget))))
 		case j.saveState() == saveQueued:
-			j.setSave(saveWriting)
+			c.b.setSaveLocked(j, saveWriting)
 			held = append(held, j)
 		}
 		// Anything else was dropped, ended before it was written, or

@@ -99,7 +99,7 @@ func (c *sharedMode) takeEarlyLocked(all bool, max int) []*job {
 	n := 0
 	for n < len(c.early) && len(out) < max && (all || !c.early[n].due.After(now)) {
 		if j := c.early[n].j; j.saveState() == saveQueued {
-			j.setSave(saveWriting)
+			c.b.setSaveLocked(j, saveWriting)
 			out = append(out, j)
 		}
 		n++
@@ -192,7 +192,7 @@ func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
 	if j.state == stateDead {
 		// A dead letter in shared mode lives in the store only
 		// (deadSharedLocked).
-		j.state = stateGone
+		c.b.setStateLocked(j, stateGone)
 	}
 	if err == nil {
 		err = r.Err // the round was written, this job was not
@@ -201,7 +201,7 @@ func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
 		c.failEarlyLocked(j, err)
 		return
 	}
-	j.setSave(saveNone)
+	c.b.setSaveLocked(j, saveNone)
 	waiters := j.x.waiters
 	j.x.waiters = nil
 	answer := func(seq uint64, created bool) {
@@ -256,7 +256,7 @@ func (c *sharedMode) settleEarlyLocked(j *job, r store.Inserted, err error) {
 // committer does (refuseLocked).
 func (c *sharedMode) failEarlyLocked(j *job, err error) {
 	b := c.b
-	j.setSave(saveNone)
+	c.b.setSaveLocked(j, saveNone)
 	waiters := j.x.waiters
 	j.x.waiters = nil
 	for _, w := range waiters {
@@ -264,7 +264,7 @@ func (c *sharedMode) failEarlyLocked(j *job, err error) {
 	}
 	switch j.state {
 	case stateDead:
-		j.state = stateGone // its dead letter is lost with the write
+		c.b.setStateLocked(j, stateGone) // its dead letter is lost with the write
 	case stateDone, stateGone:
 	default:
 		b.refuseLocked(j)

@@ -143,10 +143,10 @@ func (c *sharedMode) expireShared(ctx context.Context) {
 // outside every index.
 func (c *sharedMode) deadLocked(j *job) {
 	b := c.b
-	j.state = stateDead
+	c.b.setStateLocked(j, stateDead)
 	b.saveLocked(j)
 	if j.saveState() != saveQueued {
-		j.state = stateGone
+		c.b.setStateLocked(j, stateGone)
 	} // else its first write, not taken yet, stores it dead (settleEarlyLocked)
 	c.trimDead[j.fn.name] = true
 }

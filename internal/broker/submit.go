@@ -259,7 +259,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		}
 		// Dispatch before durable: the job runs while it is written; only
 		// the answer to its submitter waits for the store (commitLoop).
-		j.setSave(saveQueued)
+		b.setSaveLocked(j, saveQueued)
 		if p.hold {
 			b.holdLocked(j)
 			return
@@ -327,11 +327,11 @@ func uniqueKey(u, payload []byte) string {
 // sleeping worker) or a future one into the timer heap.
 func (b *Broker) makeRunnableLocked(j *job, wake bool) {
 	if j.x != nil && len(j.x.after) > 0 {
-		j.state = stateWaiting // released by dependencyEndedLocked
+		b.setStateLocked(j, stateWaiting) // released by dependencyEndedLocked
 		return
 	}
 	if at := j.runAt(); at != 0 && at > b.clock.Now().Unix() {
-		j.state = stateScheduled
+		b.setStateLocked(j, stateScheduled)
 		b.addTimerLocked(j, at*1e9)
 		return
 	}
@@ -344,7 +344,7 @@ func (b *Broker) queueLocked(j *job, wake bool) {
 	if j.x != nil && j.x.life != nil && !b.admitLocked(j) {
 		return
 	}
-	j.state = stateQueued
+	b.setStateLocked(j, stateQueued)
 	j.fn.queues[j.priority].pushBack(j)
 	if wake && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
 		j.fn.wakeOne()
@@ -406,7 +406,7 @@ func (b *Broker) unlinkLocked(j *job) {
 			b.slotFreedLocked(f)
 		}
 	}
-	j.state = stateGone
+	b.setStateLocked(j, stateGone)
 	if !j.has(jobFinished) {
 		f.counters.Dropped++
 	}

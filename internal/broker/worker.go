@@ -172,7 +172,7 @@ func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 		j.x = b.newExtraLocked()
 	}
 	x := j.x
-	j.state = stateRunning
+	b.setStateLocked(j, stateRunning)
 	x.worker = s
 	x.warning = ""
 	b.resetProgressLocked(j)
@@ -371,7 +371,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 	j.retries++
 	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
 		b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: "every client left"})
-		j.state = stateQueued // for removeLocked's bookkeeping
+		b.setStateLocked(j, stateQueued) // for removeLocked's bookkeeping
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)
 		return
@@ -390,14 +390,14 @@ func (b *Broker) requeueLocked(j *job, why string) {
 			return
 		}
 		b.recordEndLocked(j, jobEnd{state: FinalFailed, errText: why, worker: w.name(), started: x.started, outcome: why})
-		j.state = stateQueued
+		b.setStateLocked(j, stateQueued)
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)
 		return
 	}
 	b.log.Info("broker: job taken back", slog.String("handle", b.Handle(j.seq)),
 		slog.String("reason", why), slog.Int("retries", int(j.retries)))
-	j.state = stateQueued
+	b.setStateLocked(j, stateQueued)
 	j.fn.queues[j.priority].pushFront(j)
 	j.fn.counters.Retried++
 	j.fn.wakeOne()
