@@ -9,6 +9,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/gearwork/gearwork/internal/gcpace"
 )
 
 const memoryLimitHelp = "soft limit on the Go heap, like 1536MiB: the garbage collector works harder as the heap nears it, " +
@@ -60,6 +62,18 @@ func applyMemoryLimit(flag string, log *slog.Logger) (int64, error) {
 		log.Info("serve: soft memory limit", slog.Int64("bytes", inForce), slog.String("source", source))
 	}
 	return inForce, nil
+}
+
+// newPacer returns what sets the collector's target after each collection
+// so that the payloads kept within --memory-budget get no room of their
+// own above them (gcpace), or nil when GOGC is set: the runtime has
+// applied it, and it is left as it is.
+func newPacer(log *slog.Logger) *gcpace.Pacer {
+	if v := os.Getenv("GOGC"); v != "" {
+		log.Info("serve: the collector's target is GOGC's", slog.String("GOGC", v))
+		return nil
+	}
+	return gcpace.New(gcpace.Config{})
 }
 
 // availableMemory returns the memory available to the process: MemTotal,

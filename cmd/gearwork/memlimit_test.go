@@ -1,15 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math"
+	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/gearmantest"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 func TestMemoryLimitFlag(t *testing.T) {
@@ -78,4 +86,69 @@ func TestServeKeepsGOMEMLIMIT(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "300MiB")
 	srv := testserver.Start(t)
 	require.Contains(t, srv.Log(), `msg="serve: soft memory limit" bytes=314572800 source=GOMEMLIMIT`)
+}
+
+// gcTarget makes srv collect garbage (through the heap profile of its
+// --pprof endpoints, which collects first when asked with gc=1) and returns
+// the collector's target that its /metrics report afterwards.
+func gcTarget(t *testing.T, srv *testserver.Server) int {
+	t.Helper()
+	m := regexp.MustCompile(`msg="serve: profiling endpoints" addr=(\S+)`).FindStringSubmatch(srv.Log())
+	require.NotNil(t, m, "started with --pprof")
+	get := func(url string) string {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, url)
+		return string(body)
+	}
+	get("http://" + m[1] + "/debug/pprof/heap?gc=1")
+	g := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`).FindStringSubmatch(get("http://" + srv.HTTPAddr(t) + "/metrics"))
+	require.NotNil(t, g, "go_gc_gogc_percent in /metrics")
+	n, err := strconv.Atoi(g[1])
+	require.NoError(t, err)
+	return n
+}
+
+// fillBudget queues n background jobs of 8 MiB on srv, whose payloads stay
+// within its --memory-budget.
+func fillBudget(t *testing.T, srv *testserver.Server, n int) {
+	t.Helper()
+	c := gearmantest.NewClient(t, srv.Addr)
+	for i := range n {
+		_, err := c.SubmitBackground(testwait.Context(t), client.Request{Function: "big", Payload: bytes.Repeat([]byte{byte(i)}, 8<<20)})
+		require.NoError(t, err)
+	}
+}
+
+// The payloads kept within --memory-budget get no room of their own above
+// the live heap: with 72 MiB of them and little else, the collector's
+// target falls below Go's default of 100 (the heap may then grow by about
+// 64 MiB before the next collection instead of by all it holds).
+func TestServeGCTargetLeavesOutBudgetPayloads(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir(), "--memory-budget", "80MiB",
+		"--http", "127.0.0.1:0", "--pprof", "127.0.0.1:0")
+	require.Equal(t, 100, gcTarget(t, srv), "nothing queued: Go's default")
+	fillBudget(t, srv, 9)
+	var got int
+	testwait.Until(t, "a target below 100", func() bool {
+		got = gcTarget(t, srv)
+		return got < 100
+	})
+	require.GreaterOrEqual(t, got, 10, "at least gcpace.DefaultMinPercent")
+}
+
+// Not parallel: it sets GOGC, which the server process inherits and whose
+// target it keeps, budget or not.
+func TestServeKeepsGOGC(t *testing.T) {
+	t.Setenv("GOGC", "150")
+	srv := testserver.Start(t, "--store", "pebble:"+t.TempDir(), "--memory-budget", "80MiB",
+		"--http", "127.0.0.1:0", "--pprof", "127.0.0.1:0")
+	require.Contains(t, srv.Log(), `msg="serve: the collector's target is GOGC's" GOGC=150`)
+	fillBudget(t, srv, 9)
+	require.Equal(t, 150, gcTarget(t, srv))
+	require.Equal(t, 150, gcTarget(t, srv), "after a collection with the budget full")
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gcpace"
 	"github.com/gearwork/gearwork/internal/gearmanapi"
 )
 
@@ -87,7 +88,9 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 			log.Error("serve: closing store", slog.String("error", err.Error()))
 		}
 	}()
-	b, err := startBroker(ctx, cfg, setup, st, log)
+	pacer := newPacer(log)
+	defer pacer.Stop()
+	b, err := startBroker(ctx, cfg, setup, st, log, pacer)
 	if err != nil {
 		return err
 	}
@@ -153,8 +156,9 @@ func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serv
 }
 
 // startBroker configures the broker on the store and starts it (replaying
-// or joining the store). The caller stops it.
-func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st openedStore, log *slog.Logger) (*broker.Broker, error) {
+// or joining the store), and starts pacer (which may be nil) on the
+// broker's payloads kept in memory. The caller stops both.
+func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st openedStore, log *slog.Logger, pacer *gcpace.Pacer) (*broker.Broker, error) {
 	prefix := cfg.handlePrefix
 	if prefix == "" {
 		host, _ := os.Hostname()
@@ -174,6 +178,7 @@ func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st ope
 	}
 	st.configure(&bcfg)
 	b := broker.New(bcfg)
+	pacer.Start(ctx, b.PayloadBytesInMemory) // replay fills the budget already
 	setup.startedAt = time.Now()
 	if err := b.Start(ctx); err != nil {
 		return nil, explainStoreError(err)

@@ -386,7 +386,7 @@ func (q *jobQueue) freezeWarm(j *job) {
 func (b *Broker) replayFrozenLocked(r store.Job) bool {
 	t := &b.tier
 	if !t.freeze || r.Unique != "" || r.Reducer != "" || r.RunAt != 0 || len(r.After) > 0 || r.Batch != 0 ||
-		r.Retries != 0 || r.Submitted < 0 || t.budget > 0 && t.inMemory+int64(len(r.Payload)) <= t.budget {
+		r.Retries != 0 || r.Submitted < 0 || t.budget > 0 && t.inMemory.Load()+int64(len(r.Payload)) <= t.budget {
 		return false
 	}
 	f := b.functions[r.Function]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -20,8 +21,9 @@ type tiering struct {
 	// budget is the most payload bytes kept in memory; negative keeps none.
 	budget int64
 	// inMemory counts the payload bytes of stored background jobs kept in
-	// memory. Guarded by Broker.mu.
-	inMemory int64
+	// memory. Written under Broker.mu; read without it by
+	// PayloadBytesInMemory.
+	inMemory atomic.Int64
 	// onDisk counts stored background jobs whose payload is on disk only.
 	// Guarded by Broker.mu.
 	onDisk int
@@ -62,7 +64,7 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 		return
 	}
 	j.flags |= jobTiered
-	if t.budget > 0 && t.inMemory+int64(len(j.payload)) <= t.budget && !j.fn.queues[j.priority].diskAhead(j) {
+	if t.budget > 0 && t.inMemory.Load()+int64(len(j.payload)) <= t.budget && !j.fn.queues[j.priority].diskAhead(j) {
 		switch {
 		case j.payload == nil:
 			j.payload = emptyPayload
@@ -72,7 +74,7 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 			j.payload = bytes.Clone(j.payload)
 			ownUnique(j)
 		}
-		t.inMemory += int64(len(j.payload))
+		t.inMemory.Add(int64(len(j.payload)))
 		return
 	}
 	if b.jobs.holds(j) {
@@ -125,7 +127,7 @@ func (b *Broker) tierForgetLocked(j *job) {
 		t.onDisk--
 		return
 	}
-	t.inMemory -= int64(len(j.payload))
+	t.inMemory.Add(-int64(len(j.payload)))
 }
 
 // grabTiered completes a Grab whose job's payload is on disk: it reads the
@@ -196,7 +198,14 @@ func (b *Broker) tierFillRetries(ctx context.Context, records []store.Job) ([]st
 func (b *Broker) TieringStats() (inMemory int64, onDisk int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.tier.inMemory, b.tier.onDisk
+	return b.tier.inMemory.Load(), b.tier.onDisk
+}
+
+// PayloadBytesInMemory returns the payload bytes of stored jobs kept in
+// memory (the first figure of TieringStats) without taking the broker's
+// lock, so that it answers during replay too. Safe for concurrent use.
+func (b *Broker) PayloadBytesInMemory() int64 {
+	return b.tier.inMemory.Load()
 }
 
 // payloadOnDisk reports whether j's payload is on disk only, or was
