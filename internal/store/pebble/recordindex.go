@@ -60,8 +60,13 @@ func (e recEntry) block() uint64 { return e.seq() - uint64(e.back()) }
 func (e recEntry) withBack(back uint32) recEntry { e.sb = e.sb&^maxBack | back&maxBack; return e }
 
 // cmpEntry orders entries by (finished, seq), oldest first.
+// (It reads the fields itself: through the methods, each call copied the
+// entries, which cost more than the comparison.)
 func cmpEntry(a, b recEntry) int {
-	return cmp.Or(cmp.Compare(a.fin(), b.fin()), cmp.Compare(a.seq(), b.seq()))
+	if a.finHi != b.finHi || a.finLo != b.finLo {
+		return cmp.Compare(int64(uint64(a.finHi)<<32|uint64(a.finLo)), int64(uint64(b.finHi)<<32|uint64(b.finLo)))
+	}
+	return cmp.Compare(uint64(a.seqHi)<<32|uint64(a.seqLo), uint64(b.seqHi)<<32|uint64(b.seqLo))
 }
 
 // fnIndex holds the records of one function.
@@ -147,7 +152,7 @@ const addScan = 16
 
 // push puts e last, in or out of order (see sort).
 func (f *fnIndex) push(e recEntry) {
-	f.count(e.state(), 1)
+	f.count(uint8(e.sb>>24), 1) // e.state(), without copying e
 	if len(f.entries) == cap(f.entries) {
 		if f.head > 0 && f.head >= cap(f.entries)/4 {
 			f.slide()

@@ -201,3 +201,22 @@ func TestIndexAtItsCountReusesItsRoom(t *testing.T) {
 	require.LessOrEqual(t, cap(f.entries), 4*1024)
 	require.Equal(t, seq-9, f.live()[0].seq())
 }
+
+// BenchmarkRecordIndexAdd times adding the entry of a record that ended
+// after all before it, what every written record costs the index (the
+// committer writes records in the order their jobs ended).
+func BenchmarkRecordIndexAdd(b *testing.B) {
+	x := &recordIndex{fns: make(map[string]*fnIndex), stateOf: make(map[string]uint8)}
+	defer x.reset()
+	f := x.fn("fn")
+	seq, fin := uint64(1), int64(1796624774464587630)
+	for b.Loop() {
+		f.add(mkEntry(seq, fin, 0, 0))
+		seq, fin = seq+1, fin+1000
+		if f.len() == 1<<20 {
+			b.StopTimer()
+			f.dropOldest(1 << 19)
+			b.StartTimer()
+		}
+	}
+}
