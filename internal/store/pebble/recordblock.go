@@ -81,9 +81,9 @@ const (
 // splitBlocks cuts recs, in any order (a write's records come in the
 // order their jobs ended), into runs of at most blockMax records and
 // blockBytes of data whose Seqs lie within maxBack of the smallest
-// (recEntry's back). A block keeps its records in the order given.
-func splitBlocks(recs []blockRec) [][]blockRec {
-	var out [][]blockRec
+// (recEntry's back). A block keeps its records in the order given. The
+// blocks are appended to out.
+func splitBlocks(out [][]blockRec, recs []blockRec) [][]blockRec {
 	for len(recs) > 0 {
 		lo, hi := recs[0].seq, recs[0].seq
 		size := len(recs[0].data)
@@ -131,8 +131,101 @@ func encodeBlock(recs []blockRec) (hdr, data []byte) {
 // blockBufs are the buffers a block is encoded into, reused from block to
 // block (a batch copies the values it is given).
 type blockBufs struct {
-	hdr, data, packed []byte
-	states            []string
+	hdr, data, packed, key []byte
+	states                 []string
+	// blocks are where putBlocks splits records (splitBlocks).
+	blocks [][]blockRec
+	// all, sorted and groups are where group puts a write's new records
+	// (EndJobs), kept from one write to the next.
+	all, sorted []blockRec
+	groups      []fnRecs
+	// groupOf finds a function's group in a write of records of many
+	// functions (more than fewGroups).
+	groupOf map[string]int
+}
+
+// fewGroups is how many functions group looks through one by one.
+const fewGroups = 8
+
+// fnRecs are the new records of one function.
+type fnRecs struct {
+	fn   string
+	recs []blockRec
+	n    int // while grouping: how many
+}
+
+// group returns recs by function, each function's in the order given,
+// in bb's buffers (valid until the next group): most writes are of one
+// function, and none allocates once the buffers have grown to the
+// largest write.
+func (bb *blockBufs) group(recs []store.Record) []fnRecs {
+	if cap(bb.all) > 1<<16 {
+		bb.all, bb.sorted = nil, nil // do not keep a rare large write's room
+	}
+	clear(bb.groups[:cap(bb.groups)])
+	clear(bb.groupOf)
+	groups := bb.groups[:0]
+	all := bb.all[:0]
+	g := -1 // the group of the record before
+	for _, r := range recs {
+		if g < 0 || groups[g].fn != r.Function {
+			g = bb.find(groups, r.Function)
+			if g < 0 {
+				g = len(groups)
+				groups = append(groups, fnRecs{fn: r.Function})
+				if len(groups) > fewGroups {
+					bb.groupOf[r.Function] = g
+				}
+			}
+		}
+		groups[g].n++
+		all = append(all, blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
+	}
+	bb.all, bb.groups = all, groups
+	if len(groups) <= 1 {
+		if len(groups) == 1 {
+			groups[0].recs = all
+		}
+		return groups
+	}
+	// Several functions: the records go to their function's run of
+	// sorted, in their order.
+	sorted := slices.Grow(bb.sorted[:0], len(all))[:len(all)]
+	at := 0
+	for i := range groups {
+		groups[i].recs = sorted[at : at : at+groups[i].n]
+		at += groups[i].n
+	}
+	g = -1
+	for i, r := range all {
+		if g < 0 || groups[g].fn != recs[i].Function {
+			g = bb.find(groups, recs[i].Function)
+		}
+		groups[g].recs = append(groups[g].recs, r)
+	}
+	bb.sorted = sorted
+	return groups
+}
+
+// find returns the position of fn's group in groups, or -1.
+func (bb *blockBufs) find(groups []fnRecs, fn string) int {
+	if len(groups) <= fewGroups {
+		if g := slices.IndexFunc(groups, func(x fnRecs) bool { return x.fn == fn }); g >= 0 || len(groups) < fewGroups {
+			return g
+		}
+		// At fewGroups: from now on groupOf knows them all.
+		if bb.groupOf == nil {
+			bb.groupOf = make(map[string]int)
+		}
+		for i, x := range groups {
+			bb.groupOf[x.fn] = i
+		}
+		return -1
+	}
+	if g, ok := bb.groupOf[fn]; ok {
+		return g
+	}
+	return -1
 }
 
 // encode is encodeBlock into bb's buffers: hdr and data are valid until

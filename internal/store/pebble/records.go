@@ -118,7 +118,7 @@ func (s *Store) splitWide(ids []blockID) error {
 				return errors.Join(deleteBlock(b, id), putBlocks(b, &s.idx.bufs, id.fn, recs))
 			}, s.saveOpts)
 		}
-		for _, blk := range splitBlocks(recs) {
+		for _, blk := range splitBlocks(nil, recs) {
 			if err == nil {
 				err = s.idx.indexBlock(id.fn, blockFirst(blk), blk)
 			}
@@ -203,16 +203,20 @@ func (s *Store) readData(id blockID, want func(seq uint64) bool, each func(seq u
 // putBlocks adds the blocks of recs of fn to b (splitBlocks), encoded in
 // bb.
 func putBlocks(b *pebbledb.Batch, bb *blockBufs, fn string, recs []blockRec) error {
-	for _, blk := range splitBlocks(recs) {
+	bb.blocks = splitBlocks(bb.blocks[:0], recs)
+	for _, blk := range bb.blocks {
 		hdr, data := bb.encode(blk)
 		first := blockFirst(blk)
-		if err := b.Set(blockKey(blockHdrPrefix, fn, first), hdr, nil); err != nil {
+		bb.key = appendBlockKey(bb.key[:0], blockHdrPrefix, fn, first)
+		if err := b.Set(bb.key, hdr, nil); err != nil {
 			return err
 		}
-		if err := b.Set(blockKey(blockDataPrefix, fn, first), data, nil); err != nil {
+		bb.key = appendBlockKey(bb.key[:0], blockDataPrefix, fn, first)
+		if err := b.Set(bb.key, data, nil); err != nil {
 			return err
 		}
 	}
+	clear(bb.blocks)
 	return nil
 }
 
@@ -330,7 +334,7 @@ func (x *recordIndex) applyShrinkLocked(sh shrink, takeGone bool) {
 	// leave, so the spans' smallest blocks stay at most the true ones
 	// (seqSpan) without being made again.
 	i := -1
-	for _, blk := range splitBlocks(sh.keep) {
+	for _, blk := range splitBlocks(nil, sh.keep) {
 		first := blockFirst(blk)
 		for _, r := range blk {
 			var ok bool
@@ -387,13 +391,11 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 			return fmt.Errorf("pebble store %s: forgetting job records: %w", s.dir, err)
 		}
 	}
-	// The new records, by function, in the order given (the order their
-	// jobs ended, so that the index mostly appends).
-	// (A round's records are mostly of one function and state: each
-	// name is looked up when it changes.)
-	byFn := make(map[string][]blockRec)
-	var fn, state string
-	var fnRecs []blockRec
+	// The new records, by function, each function's in the order given
+	// (the order their jobs ended, so that the index mostly appends).
+	// (A round's records are mostly of one state: each name is looked
+	// up when it changes.)
+	var state string
 	for i, r := range recs {
 		if i == 0 || r.State != state {
 			if _, err := x.state(r.State); err != nil {
@@ -401,16 +403,8 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 			}
 			state = r.State
 		}
-		if i > 0 && r.Function != fn {
-			byFn[fn] = fnRecs
-			fnRecs = byFn[r.Function]
-		}
-		fn = r.Function
-		fnRecs = append(fnRecs, blockRec{seq: r.Seq, fin: r.Finished, state: r.State, data: r.Data})
 	}
-	if len(recs) > 0 {
-		byFn[fn] = fnRecs
-	}
+	byFn := x.bufs.group(recs)
 	// Removals and records are not waited for (see Delete): a record is
 	// made durable before anyone reads it (syncRecordsLocked) or by the
 	// next synced write, whichever comes first; a crash before that runs
@@ -437,8 +431,8 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 				return err
 			}
 		}
-		for fn, rs := range byFn {
-			if err := putBlocks(b, &x.bufs, fn, rs); err != nil {
+		for _, g := range byFn {
+			if err := putBlocks(b, &x.bufs, g.fn, g.recs); err != nil {
 				return err
 			}
 		}
@@ -459,10 +453,12 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 	for _, sh := range shrinks {
 		x.applyShrinkLocked(sh, true)
 	}
-	for fn, rs := range byFn {
-		f := x.fn(fn)
+	for _, g := range byFn {
+		rs := g.recs
+		f := x.fn(g.fn)
 		state, st := rs[0].state, x.stateOf[rs[0].state]
-		for _, blk := range splitBlocks(rs) {
+		x.bufs.blocks = splitBlocks(x.bufs.blocks[:0], rs)
+		for _, blk := range x.bufs.blocks {
 			first := blockFirst(blk)
 			for _, r := range blk {
 				if r.state != state {

@@ -264,7 +264,7 @@ func TestRecordBlocksBoundedInBytes(t *testing.T) {
 	}
 	recs = append(recs, blockRec{seq: 41, data: make([]byte, blockBytes+1)}, blockRec{seq: 42, data: []byte("x")})
 	n := 0
-	for _, blk := range splitBlocks(recs) {
+	for _, blk := range splitBlocks(nil, recs) {
 		size := 0
 		for _, r := range blk {
 			size += len(r.data)
@@ -425,4 +425,32 @@ func TestExpiryKeepsRecordsOfSplitBlocks(t *testing.T) {
 	sameAfterRestart()
 	expire(1<<40, 0)
 	require.Empty(t, st.idx.fns)
+}
+
+// A write's records are grouped by function, each function's in the
+// order given, whether of one function, of a few or of more than
+// fewGroups interleaved, and the buffers reused by the next write
+// (of fewer functions) hold nothing of it.
+func TestGroupRecordsByFunction(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	var bb blockBufs
+	for _, nfn := range []int{1, 3, fewGroups, fewGroups + 1, 40, 2, 1} {
+		var recs []store.Record
+		want := make(map[string][]uint64)
+		for seq := uint64(1); seq <= 500; seq++ {
+			fn := fmt.Sprint("fn", r.IntN(nfn))
+			recs = append(recs, store.Record{Seq: seq, Function: fn, State: "complete", Finished: int64(seq)})
+			want[fn] = append(want[fn], seq)
+		}
+		got := make(map[string][]uint64)
+		for _, g := range bb.group(recs) {
+			require.NotContains(t, got, g.fn, "one group per function")
+			for _, rec := range g.recs {
+				got[g.fn] = append(got[g.fn], rec.seq)
+			}
+		}
+		require.Equal(t, want, got, "%d functions", nfn)
+	}
+	require.Empty(t, bb.group(nil))
 }
