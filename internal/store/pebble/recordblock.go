@@ -133,6 +133,7 @@ func encodeBlock(recs []blockRec) (hdr, data []byte) {
 type blockBufs struct {
 	hdr, data, packed, key []byte
 	states                 []string
+	pos                    []byte // each record's state's position in states
 	// blocks are where putBlocks splits records (splitBlocks).
 	blocks [][]blockRec
 	// all, sorted and groups are where group puts a write's new records
@@ -235,13 +236,22 @@ func (bb *blockBufs) encode(recs []blockRec) (hdr, data []byte) {
 		bb.hdr, bb.data, bb.packed = nil, nil, nil // do not keep a rare large block's buffer
 	}
 	first := blockFirst(recs)
+	// The states, in the order they first come; pos[i] is the position of
+	// record i's (most records of a block are in the state of the one
+	// before).
 	states := bb.states[:0]
-	for _, r := range recs {
-		if !slices.Contains(states, r.state) {
-			states = append(states, r.state)
+	pos := slices.Grow(bb.pos[:0], len(recs))[:len(recs)]
+	at := -1
+	for i, r := range recs {
+		if at < 0 || r.state != states[at] {
+			if at = slices.Index(states, r.state); at < 0 {
+				at = len(states)
+				states = append(states, r.state)
+			}
 		}
+		pos[i] = byte(at)
 	}
-	bb.states = states
+	bb.states, bb.pos = states, pos
 	hdr = append(bb.hdr[:0], blockVersion)
 	hdr = binary.AppendUvarint(hdr, uint64(len(states)))
 	for _, s := range states {
@@ -251,11 +261,11 @@ func (bb *blockBufs) encode(recs []blockRec) (hdr, data []byte) {
 	hdr = binary.AppendUvarint(hdr, uint64(len(recs)))
 	data = append(bb.data[:0], blockVersion)
 	prev := int64(0)
-	for _, r := range recs {
+	for i, r := range recs {
 		hdr = binary.AppendUvarint(hdr, r.seq-first)
 		hdr = binary.AppendVarint(hdr, r.fin-prev)
 		prev = r.fin
-		hdr = append(hdr, byte(slices.Index(states, r.state)))
+		hdr = append(hdr, pos[i])
 		data = binary.AppendUvarint(data, r.seq-first)
 		data = binary.AppendUvarint(data, uint64(len(r.data)))
 		data = append(data, r.data...)
