@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
@@ -272,4 +273,117 @@ func BenchmarkJobEndsDuringGather(bb *testing.B) {
 			bb.ReportMetric(float64(bb.Elapsed().Nanoseconds())/float64(bb.N*n), "ns/end")
 		})
 	}
+}
+
+// kicked reports, and takes, a wake-up of the committer.
+func kicked(b *Broker) bool {
+	select {
+	case <-b.commitWake:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestCommitterSleepsThroughJobsAboutToEnd: a job that a worker is about
+// to take does not wake the committer; once it ends before its deadline
+// nothing is left to write and the committer never woke. A job that no
+// worker is about to take wakes it at once, and a job still running at its
+// deadline wakes it then, for a round that does not wait again.
+func TestCommitterSleepsThroughJobsAboutToEnd(t *testing.T) {
+	t.Parallel()
+	b := New(Config{Store: memory.New()}) // not started: the test is the committer
+	b.mu.Lock()
+	b.due.on, b.due.wait = true, time.Hour
+	b.mu.Unlock()
+	c := b.NewSession("client", discardOutbox{})
+	w := b.NewSession("worker", discardOutbox{})
+	b.CanDo(w, []byte("f"), 0)
+	answered := make(chan error, 1)
+	submit := func(fn string) {
+		b.Submit(c, SubmitParams{Function: []byte(fn), Payload: []byte("p"), Background: true},
+			func(_ uint64, _ bool, err error) { answered <- err })
+	}
+
+	submit("f")
+	require.False(t, kicked(b), "a job a worker is about to take woke the committer")
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, a.Seq, Complete, nil))
+	require.NoError(t, <-answered, "the job's end answers its submitter")
+	require.False(t, kicked(b), "the committer woke for a job that ended before its write")
+	b.mu.Lock()
+	require.Empty(t, b.pendingSaves, "an ended job left for the committer")
+	require.False(t, b.due.armed, "the deadline outlived the jobs it waited for")
+	b.mu.Unlock()
+
+	submit("nobody-works-this")
+	require.True(t, kicked(b), "a job no worker is about to take must be written at once")
+	var buf commitBuffers
+	b.takeBatch(&buf)
+	require.Len(t, buf.saves, 1)
+	b.mu.Lock()
+	b.settleBatchLocked(buf.saves, nil)
+	b.due.wait = 10 * time.Millisecond
+	b.mu.Unlock()
+	require.NoError(t, <-answered)
+
+	submit("f")
+	require.False(t, kicked(b))
+	_, ok = b.Grab(w) // held past its deadline
+	require.True(t, ok)
+	deadline := time.Now().Add(10 * time.Second)
+	for !kicked(b) {
+		require.True(t, time.Now().Before(deadline), "the committer was not woken at the job's deadline")
+		time.Sleep(time.Millisecond)
+	}
+	g := &gatherer{early: true, last: 1, took: time.Hour, bound: time.Hour}
+	done := make(chan struct{})
+	go func() { g.wait(context.Background(), b); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the round after the deadline waited again for the running job")
+	}
+	b.takeBatch(&buf)
+	require.Len(t, buf.saves, 1, "the running job is written at its deadline")
+}
+
+// TestJobRunningPastItsDeadlineIsWritten: with the committer running, a
+// job held by a worker for longer than the committer waits for it is
+// written, and its submitter answered, while it runs.
+func TestJobRunningPastItsDeadlineIsWritten(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	b := New(Config{Store: st})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	c := b.NewSession("client", discardOutbox{})
+	answered := make(chan error, 1)
+	submit := func() {
+		b.Submit(c, SubmitParams{Function: []byte("f"), Payload: []byte("p"), Background: true},
+			func(_ uint64, _ bool, err error) { answered <- err })
+	}
+	submit() // no worker yet: written at once, which sets the deadlines' length
+	require.NoError(t, <-answered)
+	w := b.NewSession("worker", discardOutbox{})
+	b.CanDo(w, []byte("f"), 0)
+	first, ok := b.Grab(w)
+	require.True(t, ok)
+	require.NoError(t, b.Finish(w, first.Seq, Complete, nil))
+	submit() // a worker for it: its write waits for its deadline
+	a, ok := b.Grab(w)
+	require.True(t, ok)
+	select {
+	case err := <-answered:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the submitter of a running job was not answered")
+	}
+	var stored bool
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		stored = stored || j.Seq == a.Seq
+		return nil
+	}))
+	require.True(t, stored, "a job acknowledged while it runs is in the store")
 }
