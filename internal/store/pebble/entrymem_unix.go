@@ -3,32 +3,43 @@
 package pebble
 
 import (
-	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // allocEntries returns room for n entries (length 0, capacity n) outside
 // Go's heap: an anonymous mapping whose pages count only once they are
 // written, and that the garbage collector neither scans nor counts
 // towards its goal. A million records then cost their 24 MB, not twice
-// that. freeEntries gives it back.
+// that. freeEntries gives it back; resizeEntries changes its size.
 func allocEntries(n int) []recEntry {
-	size := n * int(unsafe.Sizeof(recEntry{}))
-	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	mem, err := unix.Mmap(-1, 0, n*int(unsafe.Sizeof(recEntry{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
 		// Out of address space: the heap is the fallback.
 		return make([]recEntry, 0, n)
 	}
-	return unsafe.Slice((*recEntry)(unsafe.Pointer(unsafe.SliceData(mem))), n)[:0]
+	return entriesOf(mem)[:0]
 }
 
-// freeEntries gives back what allocEntries returned.
+// freeEntries gives back what allocEntries or resizeEntries returned.
 func freeEntries(s []recEntry) {
 	if cap(s) == 0 {
 		return
 	}
-	mem := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s[:1]))), cap(s)*int(unsafe.Sizeof(recEntry{})))
-	// A slice from the heap fallback is not a mapping: munmap fails on it
-	// (EINVAL) and the collector takes it.
-	_ = syscall.Munmap(mem)
+	// unix.Munmap refuses (EINVAL) a slice it did not map: one from the
+	// heap fallback, which the collector takes.
+	_ = unix.Munmap(mappedBytes(s))
+}
+
+// mappedBytes returns the whole room of s, a mapping of allocEntries, as
+// the bytes that were mapped.
+func mappedBytes(s []recEntry) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s[:1]))), cap(s)*int(unsafe.Sizeof(recEntry{})))
+}
+
+// entriesOf returns mapped bytes as entries (length and capacity all of
+// them).
+func entriesOf(mem []byte) []recEntry {
+	return unsafe.Slice((*recEntry)(unsafe.Pointer(unsafe.SliceData(mem))), len(mem)/int(unsafe.Sizeof(recEntry{})))
 }

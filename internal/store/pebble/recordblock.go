@@ -208,6 +208,15 @@ func (bb *blockBufs) group(recs []store.Record) []fnRecs {
 	return groups
 }
 
+// letGo drops what the buffers refer to of the last write's records
+// (group, putBlocks): nothing of them is kept once the write returns.
+func (bb *blockBufs) letGo() {
+	clear(bb.all)
+	clear(bb.sorted)
+	clear(bb.groups)
+	clear(bb.blocks)
+}
+
 // find returns the position of fn's group in groups, or -1.
 func (bb *blockBufs) find(groups []fnRecs, fn string) int {
 	if len(groups) <= fewGroups {

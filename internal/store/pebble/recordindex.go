@@ -170,14 +170,22 @@ func (f *fnIndex) sort() {
 	f.bySeq.dirty(0)
 }
 
-// move puts the live entries into new room for size of them (see
-// allocEntries) and gives the old room back.
+// move puts the live entries at the start of room for size of them
+// (resizeEntries).
 func (f *fnIndex) move(size int) {
-	to := allocEntries(size)
-	to = append(to, f.live()...)
-	freeEntries(f.entries)
-	f.entries, f.head = to, 0
+	if f.head > 0 {
+		f.slide()
+	}
+	f.entries = resizeEntries(f.entries, size)
 	f.bySeq.dirty(0)
+}
+
+// copyEntries returns the first min(len, n) entries of s copied into new
+// room for n (allocEntries), and gives the room of s back.
+func copyEntries(s []recEntry, n int) []recEntry {
+	to := append(allocEntries(n), s[:min(len(s), n)]...)
+	freeEntries(s)
+	return to
 }
 
 // slide puts the live entries at the start of their room, in place: no

@@ -178,8 +178,8 @@ func TestIndexAtItsCountReusesItsRoom(t *testing.T) {
 		add()
 		f.count(0, -1)
 		f.dropOldest(1)
-		// A move takes new room before it gives the old back: the
-		// room's address changes.
+		// A move to new room changes the room's address (a resize of
+		// a mapping may keep it, but none should happen).
 		if r := unsafe.SliceData(f.entries[:1]); r != room {
 			room = r
 			if i > 50_000 {
@@ -218,5 +218,33 @@ func BenchmarkRecordIndexAdd(b *testing.B) {
 			f.dropOldest(1 << 19)
 			b.StartTimer()
 		}
+	}
+}
+
+// Room for entries grows and shrinks keeping the entries it holds (the
+// first n when it shrinks to n), whether it is mapped or of the heap.
+func TestResizeEntriesKeepsEntries(t *testing.T) {
+	t.Parallel()
+	for _, room := range []struct {
+		name string
+		s    []recEntry
+	}{{"mapped", allocEntries(1024)}, {"heap", make([]recEntry, 0, 1024)}} {
+		s := room.s
+		for i := range 1000 {
+			s = append(s, mkEntry(uint64(i+1), int64(i), 0, 0))
+		}
+		s = resizeEntries(s, 1<<16)
+		require.Equal(t, 1000, len(s), room.name)
+		require.Equal(t, 1<<16, cap(s), room.name)
+		for len(s) < cap(s) { // no further than the room: append would move it to the heap
+			s = append(s, mkEntry(uint64(len(s)+1), int64(len(s)), 0, 0))
+		}
+		s = resizeEntries(s, 2048)
+		require.Equal(t, 2048, len(s), room.name)
+		require.Equal(t, 2048, cap(s), room.name)
+		for i, e := range s {
+			require.Equal(t, uint64(i+1), e.seq(), room.name)
+		}
+		freeEntries(s)
 	}
 }

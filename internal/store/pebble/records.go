@@ -405,6 +405,7 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 		}
 	}
 	byFn := x.bufs.group(recs)
+	defer x.bufs.letGo() // the caller reuses the records' data
 	// Removals and records are not waited for (see Delete): a record is
 	// made durable before anyone reads it (syncRecordsLocked) or by the
 	// next synced write, whichever comes first; a crash before that runs
