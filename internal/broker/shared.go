@@ -279,7 +279,7 @@ func (c *sharedMode) start(ctx context.Context) error {
 	b.nextSeq |= localSeqBit
 	// A server in shared mode holds only the few jobs it claims for its
 	// workers: payload tiering has nothing to do.
-	b.tier = tiering{}
+	b.tier.off()
 	b.mu.Unlock()
 	every, err := sh.Join(ctx, func(fn string) {
 		b.mu.Lock()

@@ -1241,3 +1241,34 @@ func TestSharedForgetRecordOutlivesItsCaller(t *testing.T) {
 	_, err = st.Record(context.Background(), seq)
 	require.ErrorIs(t, err, store.ErrNotFound, "the record is gone")
 }
+
+// The payload bytes a server keeps in memory (read by the collector's
+// pacer from its own goroutine) can be read while a server starts in
+// shared mode, which turns payload tiering off (run with -race).
+func TestPayloadBytesReadableWhileSharedModeStarts(t *testing.T) {
+	t.Parallel()
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: pgtest.Schema(t), Name: "tier", Logger: quiet})
+	require.NoError(t, err)
+	b := broker.New(broker.Config{Shared: st, HandlePrefix: "H:tier:", Logger: quiet, MemoryBudget: 1 << 20})
+	t.Cleanup(func() {
+		b.Stop()
+		_ = st.Close()
+	})
+	done := make(chan struct{})
+	read := make(chan int64)
+	go func() {
+		var n int64
+		for {
+			select {
+			case <-done:
+				read <- n
+				return
+			default:
+				n += b.PayloadBytesInMemory()
+			}
+		}
+	}()
+	require.NoError(t, b.Start(context.Background()))
+	close(done)
+	require.Zero(t, <-read, "a server in shared mode keeps no payloads for tiering")
+}

@@ -36,6 +36,13 @@ type tiering struct {
 	freeze bool
 }
 
+// off turns tiering off, field by field: inMemory may be read meanwhile
+// (PayloadBytesInMemory). Caller holds Broker.mu.
+func (t *tiering) off() {
+	t.reader, t.budget, t.onDisk, t.lending, t.freeze = nil, 0, 0, false, false
+	t.inMemory.Store(0)
+}
+
 var emptyPayload = []byte{}
 
 // initTiering turns tiering on when the store can read payloads back and a
