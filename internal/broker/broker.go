@@ -157,8 +157,6 @@ type Broker struct {
 	// unsaved counts the jobs of pendingSaves held by workers or about to
 	// be (runningUnsavedLocked).
 	unsaved unsavedCounts
-	// due holds back the committer's wake-ups for jobs about to end.
-	due saveDue
 	// spareExtras are extras of finished jobs, for jobs that start
 	// (newExtraLocked).
 	spareExtras []*jobExtra

@@ -106,10 +106,6 @@ func (b *Broker) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			// Final flush so that acknowledged work is not held back,
 			// including what the last batch's acknowledgements queued.
-			b.mu.Lock()
-			b.due.on = false
-			b.dropDueLocked()
-			b.mu.Unlock()
 			for b.commitOnce(wctx, &buf, &g) || b.hasPendingWrites() {
 			}
 			return
@@ -191,7 +187,6 @@ func (b *Broker) settleBatch(buf *commitBuffers, began time.Time, g *gatherer, e
 	defer b.mu.Unlock()
 	took := time.Since(began)
 	g.done(len(buf.saves), took)
-	b.due.wait = g.runningLimit()
 	b.statCommitLocked(took, len(buf.records))
 	if err != nil && b.storeErr == nil {
 		b.storeErr = err
@@ -224,10 +219,6 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
 	b.pendingSaves = b.pendingSaves[:rest]
-	if rest == 0 {
-		b.due.kicked = false
-		b.dropDueLocked()
-	}
 	buf.records = append(buf.records, b.pendingRetries...)
 	clear(b.pendingRetries)
 	b.pendingRetries = b.pendingRetries[:0]
@@ -353,7 +344,6 @@ func (b *Broker) settleEndedLocked(j *job) {
 	for i, w := range waiters {
 		w(j.seq, i == 0, nil)
 	}
-	b.dueEndedLocked()
 	if b.gatherRunning && !b.runningUnsavedLocked() {
 		b.endGatherLocked()
 	}

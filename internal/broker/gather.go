@@ -82,12 +82,6 @@ func (g *gatherer) runningLimit() time.Duration {
 // as the type's comment says.
 func (g *gatherer) wait(ctx context.Context, b *Broker) {
 	b.mu.Lock()
-	if b.due.fired {
-		// Its jobs waited for their deadline (saveDue) already.
-		b.due.fired = false
-		b.mu.Unlock()
-		return
-	}
 	n := len(b.pendingSaves)
 	limit, target := g.limit(), g.last
 	if g.early && b.runningUnsavedLocked() {
@@ -116,7 +110,6 @@ func (g *gatherer) wait(ctx context.Context, b *Broker) {
 	g.timer.Stop()
 	b.mu.Lock()
 	b.gatherAt, b.gatherRunning = 0, false
-	b.due.fired = false
 	b.mu.Unlock()
 }
 
@@ -141,8 +134,6 @@ func (b *Broker) runningUnsavedLocked() bool {
 // unsavedCounts counts the jobs waiting for their first write (saveQueued)
 // that runningUnsavedLocked looks for. Guarded by Broker.mu.
 type unsavedCounts struct {
-	// pending counts them all.
-	pending int
 	// held counts those held by a worker (stateRunning).
 	held int
 	// fns are the functions with such jobs in a queue (stateQueued), each
@@ -172,7 +163,6 @@ func (b *Broker) countUnsavedLocked(j *job, d int) {
 	if j.saveState() != saveQueued {
 		return
 	}
-	b.unsaved.pending += d
 	switch j.state {
 	case stateRunning:
 		b.unsaved.held += d
@@ -199,100 +189,5 @@ func (b *Broker) endGatherLocked() {
 	select {
 	case b.gatherFull <- struct{}{}:
 	default:
-	}
-}
-
-// saveDue lets the local committer sleep through a job's first write when
-// the job is about to end: submitLocked wakes the committer only for a job
-// no worker holds or is about to take (as runningUnsavedLocked defines
-// it), and otherwise sets a deadline, the longest the committer's
-// gathering wait would wait for it (gatherer.runningLimit). A job that
-// ends before the deadline is answered as it ends (settleEndedLocked) and
-// the committer never wakes for it; when every such job has ended the
-// deadline is dropped. Once it passes, or once no job waiting for its
-// write is held by a worker or about to be while some still wait, the
-// committer is woken and writes at once. Under a steady moderate load
-// most jobs end within a few hundred microseconds, and the committer's
-// two wake-ups per job (the submit, then the job's end) cost more than the
-// rest of its work. Guarded by Broker.mu.
-type saveDue struct {
-	// on is set while the local committer runs.
-	on bool
-	// kicked is set once the committer was woken for the first writes
-	// waiting (pendingSaves), until it has taken them all.
-	kicked bool
-	// armed is set while timer runs for a deadline; fired once one
-	// passed, until the committer's next gathering wait.
-	armed, fired bool
-	// wait is how long a job about to end may wait for its write; zero
-	// until a round with first writes was written, and then the
-	// committer's runningLimit.
-	wait  time.Duration
-	timer *time.Timer
-}
-
-// scheduleSaveLocked wakes the committer for the first write of j, a job
-// just submitted, or sets the deadline for it (saveDue).
-func (b *Broker) scheduleSaveLocked(j *job) {
-	if !b.due.on || b.due.kicked || j.saveState() != saveQueued {
-		return
-	}
-	if b.due.wait > 0 && (j.state == stateRunning || j.state == stateQueued && j.fn.total <= j.fn.workers) {
-		if !b.due.armed {
-			b.due.armed = true
-			if b.due.timer == nil {
-				b.due.timer = time.AfterFunc(b.due.wait, b.saveDeadline)
-			} else {
-				b.due.timer.Reset(b.due.wait)
-			}
-		}
-		return
-	}
-	b.due.kicked = true
-	b.kickCommitter()
-}
-
-// saveDeadline is the deadline's timer: the jobs it waited for are
-// written now.
-func (b *Broker) saveDeadline() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.due.armed {
-		b.writeDueLocked()
-	}
-}
-
-// writeDueLocked drops the deadline and wakes the committer to write at
-// once.
-func (b *Broker) writeDueLocked() {
-	b.dropDueLocked()
-	b.due.fired, b.due.kicked = true, true
-	b.endGatherLocked()
-	b.kickCommitter()
-}
-
-// dropDueLocked stops the deadline's timer, if it runs.
-func (b *Broker) dropDueLocked() {
-	if b.due.armed {
-		b.due.armed = false
-		b.due.timer.Stop()
-	}
-}
-
-// dueEndedLocked follows a job that ended before its first write: with
-// none waiting any more, the deadline goes and so do the ended jobs'
-// entries (nothing is written for them); with some waiting but none held
-// by a worker or about to be, they are written now.
-func (b *Broker) dueEndedLocked() {
-	switch {
-	case !b.due.on:
-	case b.unsaved.pending == 0:
-		b.dropDueLocked()
-		if !b.due.kicked {
-			clear(b.pendingSaves)
-			b.pendingSaves = b.pendingSaves[:0]
-		}
-	case b.due.armed && !b.runningUnsavedLocked():
-		b.writeDueLocked()
 	}
 }

@@ -177,9 +177,6 @@ func (m localMode) run(ctx context.Context) {
 	if m.b.store == nil {
 		return
 	}
-	m.b.mu.Lock()
-	m.b.due.on = true
-	m.b.mu.Unlock()
 	m.b.wg.Add(1)
 	go m.b.commitLoop(ctx)
 }

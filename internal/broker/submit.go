@@ -262,14 +262,12 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		b.setSaveLocked(j, saveQueued)
 		if p.hold {
 			b.holdLocked(j)
-			b.scheduleSaveLocked(j)
 			return
 		}
 		if p.watch != nil {
 			p.watch(j, true)
 		}
 		b.makeRunnableLocked(j, true)
-		b.scheduleSaveLocked(j)
 		return
 	}
 	if p.watch != nil {
@@ -283,8 +281,8 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 // ends the committer's gathering wait once as many wait as it waits for.
 func (b *Broker) queueSaveLocked(j *job) {
 	b.pendingSaves = append(b.pendingSaves, j)
-	if len(b.pendingSaves) == 1 && !b.due.on {
-		b.kickCommitter() // else scheduleSaveLocked, once j is placed
+	if len(b.pendingSaves) == 1 {
+		b.kickCommitter()
 	}
 	if b.gatherAt > 0 && len(b.pendingSaves) >= b.gatherAt {
 		b.endGatherLocked()
