@@ -86,7 +86,7 @@ type Config struct {
 	// round carries nothing else that someone waits for (records, forgets
 	// and removals of ended jobs only): a steady stream of ending jobs
 	// then costs one write per RecordPace instead of one after another
-	// (one transaction per RecordPace in shared mode). 0 means 10ms;
+	// (one transaction per RecordPace in shared mode). 0 means 2ms;
 	// negative means no pacing.
 	RecordPace time.Duration
 	// EarlyInsertDelay is, in shared mode, how long a new background job
@@ -241,7 +241,7 @@ func New(cfg Config) *Broker {
 	}
 	b.records = recordStoreOf(cfg, b.store)
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
-	b.cfg.RecordPace = cmp.Or(cfg.RecordPace, 10*time.Millisecond)
+	b.cfg.RecordPace = cmp.Or(cfg.RecordPace, 2*time.Millisecond)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.initLife()
 	b.initTiering()
