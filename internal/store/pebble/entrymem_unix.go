@@ -11,7 +11,7 @@ import (
 // allocEntries returns room for n entries (length 0, capacity n) outside
 // Go's heap: an anonymous mapping whose pages count only once they are
 // written, and that the garbage collector neither scans nor counts
-// towards its goal. A million records then cost their 24 MB, not twice
+// towards its goal. A million records then cost their 20 MB, not twice
 // that. freeEntries gives it back; resizeEntries changes its size.
 func allocEntries(n int) []recEntry {
 	mem, err := unix.Mmap(-1, 0, n*int(unsafe.Sizeof(recEntry{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)

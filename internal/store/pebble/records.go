@@ -468,6 +468,7 @@ func (s *Store) endJobs(ctx context.Context, dels []uint64, recs []store.Record,
 				f.add(mkEntry(r.seq, r.fin, uint32(r.seq-first), st))
 			}
 		}
+		clear(x.bufs.blocks) // another function's may be fewer
 	}
 	return nil
 }

@@ -87,7 +87,7 @@ func TestRecordIndexOrderAndMoves(t *testing.T) {
 	for _, e := range oldest {
 		f.count(e.state(), -1)
 	}
-	f.dropOldest(3000) // moves the 2000 left to new room
+	f.dropOldest(3000) // puts the 2000 left into smaller room
 	require.Equal(t, rest, f.live())
 	i, ok := f.find(rest[10].fin(), rest[10].seq())
 	require.True(t, ok)
