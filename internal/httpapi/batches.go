@@ -186,7 +186,7 @@ func (s *Server) readBatchCreate(r *http.Request) (batchCreateJSON, error) {
 		if err != nil {
 			return req, fmt.Errorf("reading the batch: %w", err)
 		}
-		if len(bytes.TrimSpace(body)) == 0 {
+		if len(trimJSONSpace(body)) == 0 {
 			return req, nil
 		}
 		return req, decodeStrict(body, &req)
@@ -195,7 +195,7 @@ func (s *Server) readBatchCreate(r *http.Request) (batchCreateJSON, error) {
 	sc.Buffer(make([]byte, 0, 64<<10), int(s.cfg.MaxBody))
 	first := true
 	for sc.Scan() {
-		text := bytes.TrimSpace(sc.Bytes())
+		text := trimJSONSpace(sc.Bytes())
 		if len(text) == 0 {
 			continue
 		}

@@ -582,7 +582,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) error {
 	}
 	for sc.Scan() {
 		line++
-		text := bytes.TrimSpace(sc.Bytes())
+		text := trimJSONSpace(sc.Bytes())
 		if len(text) == 0 {
 			continue
 		}
@@ -722,6 +722,15 @@ func (s *Server) batchOne(text []byte, batch uint64, pl *pendingLine) error {
 	pl.ch = s.startSubmit(l.Function, payload, o)
 	pl.runAt = o.runAt
 	return nil
+}
+
+// trimJSONSpace returns line without the whitespace JSON allows around a
+// value (space, tab, CR, LF): an NDJSON line is one JSON text, and a
+// line that is one only once other spaces are cut (a form feed, a
+// no-break space) is refused as invalid JSON, as the same object sent
+// alone would be.
+func trimJSONSpace(line []byte) []byte {
+	return bytes.Trim(line, " \t\r\n")
 }
 
 // decodeStrict decodes one JSON value, rejecting unknown fields and
