@@ -95,21 +95,31 @@ func gcTarget(t *testing.T, srv *testserver.Server) int {
 	t.Helper()
 	m := regexp.MustCompile(`msg="serve: profiling endpoints" addr=(\S+)`).FindStringSubmatch(srv.Log())
 	require.NotNil(t, m, "started with --pprof")
-	get := func(url string) string {
-		resp, err := http.Get(url)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, url)
-		return string(body)
-	}
-	get("http://" + m[1] + "/debug/pprof/heap?gc=1")
-	g := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\d+)$`).FindStringSubmatch(get("http://" + srv.HTTPAddr(t) + "/metrics"))
-	require.NotNil(t, g, "go_gc_gogc_percent in /metrics")
+	httpGet(t, "http://"+m[1]+"/debug/pprof/heap?gc=1")
+	return runtimeGauge(t, srv, "go_gc_gogc_percent")
+}
+
+// runtimeGauge returns the whole-number value of the gauge name in srv's
+// /metrics.
+func runtimeGauge(t *testing.T, srv *testserver.Server, name string) int {
+	t.Helper()
+	g := regexp.MustCompile(`(?m)^` + name + ` (\d+)$`).FindStringSubmatch(httpGet(t, "http://"+srv.HTTPAddr(t)+"/metrics"))
+	require.NotNil(t, g, "%s in /metrics", name)
 	n, err := strconv.Atoi(g[1])
 	require.NoError(t, err)
 	return n
+}
+
+// httpGet returns the body of a successful GET of url.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, url)
+	return string(body)
 }
 
 // fillBudget queues n background jobs of 8 MiB on srv, whose payloads stay

@@ -90,6 +90,7 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	}()
 	pacer := newPacer(log)
 	defer pacer.Stop()
+	procs := newProcPacer(log)
 	b, err := startBroker(ctx, cfg, setup, st, log, pacer)
 	if err != nil {
 		return err
@@ -100,6 +101,8 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		return err
 	}
 	defer fe.stopPprof()
+	procs.Start(ctx)
+	defer procs.Stop()
 	return fe.runUntilStopped(ctx, cfg, b, log)
 }
 
