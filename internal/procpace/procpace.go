@@ -27,6 +27,7 @@
 package procpace
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"runtime"
@@ -42,7 +43,8 @@ const (
 	DefaultLowerAfter = 40
 )
 
-// Config configures a Pacer. Zero fields take their defaults.
+// Config configures a Pacer. Zero fields take their defaults; none may be
+// negative.
 type Config struct {
 	// Max is the count while the process is busy; 0 means the runtime's
 	// count when the Pacer is made.
@@ -59,21 +61,11 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Max <= 0 {
-		c.Max = runtime.GOMAXPROCS(0)
-	}
-	if c.Interval <= 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.Raise <= 0 {
-		c.Raise = DefaultRaise
-	}
-	if c.Lower <= 0 {
-		c.Lower = DefaultLower
-	}
-	if c.LowerAfter <= 0 {
-		c.LowerAfter = DefaultLowerAfter
-	}
+	c.Max = cmp.Or(c.Max, runtime.GOMAXPROCS(0))
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.Raise = cmp.Or(c.Raise, DefaultRaise)
+	c.Lower = cmp.Or(c.Lower, DefaultLower)
+	c.LowerAfter = cmp.Or(c.LowerAfter, DefaultLowerAfter)
 	return c
 }
 
