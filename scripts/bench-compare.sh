@@ -11,6 +11,7 @@
 #   FG1_JOBS [20000]    jobs of fg1 (one round trip at a time is slow)
 #   FG64_JOBS [50000]   jobs of fg64
 #   STEADY_JOBS [JOBS]  jobs of steady
+#   PACED_JOBS [50000]  jobs of steady@5k (10 s at 5,000 jobs/s)
 #   IDLE_CONNS [10000]  connections held by idle
 #   ROWS [all]          space-separated subset of the rows below
 #   SERVERS [gearwork gearmand gearmand-tuned]
@@ -20,9 +21,10 @@
 #   GEARWORK_STORE [memory:]   --store of the "gearwork" server
 #   OUT [a new temporary directory]
 #
-# Rows: submit submit@10k submit@1M drain1 drain8 steady fg1 fg64 echo
-# memory idle. submit@10k and submit@1M measure JOBS submits with 10,000 or
-# 1,000,000 jobs already queued.
+# Rows: submit submit@10k submit@1M drain1 drain8 steady steady@5k fg1 fg64
+# echo memory idle. submit@10k and submit@1M measure JOBS submits with 10,000
+# or 1,000,000 jobs already queued; steady@5k is steady paced to 5,000 jobs/s,
+# a moderate load where wake-ups rather than throughput decide the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,10 +33,11 @@ JOBS=${JOBS:-200000}
 FG1_JOBS=${FG1_JOBS:-20000}
 FG64_JOBS=${FG64_JOBS:-50000}
 STEADY_JOBS=${STEADY_JOBS:-$JOBS}
+PACED_JOBS=${PACED_JOBS:-50000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 GEARMAND=${GEARMAND:-/usr/sbin/gearmand}
 GEARWORK_STORE=${GEARWORK_STORE:-memory:}
-ALL_ROWS="submit submit@10k submit@1M drain1 drain8 steady fg1 fg64 echo memory idle"
+ALL_ROWS="submit submit@10k submit@1M drain1 drain8 steady steady@5k fg1 fg64 echo memory idle"
 ALL_SERVERS="gearwork gearmand gearmand-tuned"
 ROWS=${ROWS:-$ALL_ROWS}
 SERVERS=${SERVERS:-$ALL_SERVERS}
@@ -91,6 +94,7 @@ bench_args() {
 	submit@1M) echo "--scenario submit --jobs $JOBS --backlog 1000000 --timeout 5m" ;;
 	drain1 | drain8 | echo | memory) echo "--scenario $1 --jobs $JOBS" ;;
 	steady) echo "--scenario steady --jobs $STEADY_JOBS" ;;
+	steady@5k) echo "--scenario steady --jobs $PACED_JOBS --rate 5000" ;;
 	fg1) echo "--scenario fg1 --jobs $FG1_JOBS" ;;
 	fg64) echo "--scenario fg64 --jobs $FG64_JOBS" ;;
 	idle) echo "--scenario idle --idle-conns $IDLE_CONNS" ;;
@@ -108,7 +112,7 @@ ratio() {
 
 metrics_of() {
 	case "$1" in
-	fg1 | fg64 | steady) echo "rate p50_us p99_us cpu_ns_per_job" ;;
+	fg1 | fg64 | steady | steady@5k) echo "rate p50_us p99_us cpu_ns_per_job" ;;
 	memory) echo "rss_bytes_per_job rate" ;;
 	idle) echo "rss_bytes rss_bytes_per_job" ;;
 	*) echo "rate cpu_ns_per_job" ;;
@@ -137,7 +141,7 @@ metric_name() {
 	echo "- gearmand: $("$GEARMAND" --version 2>&1 | grep -m1 gearmand | sed "s/ - .*//")"
 	echo "- gearwork: $(gearwork_version); \"gearwork\" runs with --store $GEARWORK_STORE, \"gearwork-default\" with its default store"
 	load_and_date "$RUNS runs in ${elapsed}s"
-	echo "- Settings: RUNS=$RUNS JOBS=$JOBS FG1_JOBS=$FG1_JOBS FG64_JOBS=$FG64_JOBS STEADY_JOBS=$STEADY_JOBS IDLE_CONNS=$IDLE_CONNS"
+	echo "- Settings: RUNS=$RUNS JOBS=$JOBS FG1_JOBS=$FG1_JOBS FG64_JOBS=$FG64_JOBS STEADY_JOBS=$STEADY_JOBS PACED_JOBS=$PACED_JOBS IDLE_CONNS=$IDLE_CONNS"
 	echo
 	echo "## Medians of $RUNS runs"
 	echo
