@@ -39,7 +39,7 @@ import (
 const (
 	DefaultInterval   = 25 * time.Millisecond
 	DefaultRaise      = 0.8
-	DefaultLower      = 0.4
+	DefaultLower      = 0.5
 	DefaultLowerAfter = 40
 )
 
