@@ -98,10 +98,11 @@ func (c *conn) acquireReader(pre []byte) {
 	pr.src.pre = pre
 	pr.r.MaxBody = c.maxBody
 	// Work results are handled before the next frame is read and keep
-	// only their data, which packet copies: their bodies need no
-	// allocation of their own.
+	// only their data, which packet copies, and an echo's answer is
+	// encoded from its request at once: their bodies need no allocation
+	// of their own.
 	pr.r.Borrow(gearman.WorkComplete, gearman.WorkException, gearman.WorkFail,
-		gearman.WorkStatus, gearman.WorkData, gearman.WorkWarning)
+		gearman.WorkStatus, gearman.WorkData, gearman.WorkWarning, gearman.EchoReq)
 	c.rd = pr
 }
 

@@ -505,6 +505,26 @@ func TestResultsOfOneWriteStayApart(t *testing.T) {
 	}
 }
 
+// TestEchoesOfOneWriteStayApart sends echoes in one write, with a
+// background submit among them: each echo's body is read into the
+// reader's reused buffer, so each answer must be encoded before the next
+// request overwrites it.
+func TestEchoesOfOneWriteStayApart(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{}, Config{})
+	c := tb.dial(t)
+	var out []byte
+	out = gearman.AppendPacket(out, gearman.MagicReq, gearman.EchoReq, []byte("first"))
+	out = gearman.AppendPacket(out, gearman.MagicReq, gearman.SubmitJobBg, []byte("f"), nil, []byte("x"))
+	out = gearman.AppendPacket(out, gearman.MagicReq, gearman.EchoReq, []byte("second, longer"))
+	out = gearman.AppendPacket(out, gearman.MagicReq, gearman.EchoReq, []byte("3"))
+	c.Write(out)
+	c.Expect(gearman.EchoRes, "first")
+	c.expectCreated(0)
+	c.Expect(gearman.EchoRes, "second, longer")
+	c.Expect(gearman.EchoRes, "3")
+}
+
 // TestOwnDataCopiesOnlyBorrowedBodies: a work result read into the
 // reader's reused buffer is copied for the broker, and one in a body of
 // its own (over 1 KiB, or a command that is not borrowed) is kept as it
