@@ -732,3 +732,57 @@ func TestExpireRecordsKeepsTheNewestOfEachFunction(t *testing.T) {
 	}
 	require.Equal(t, []uint64{10, 9, 8, 7, 102, 101, 100}, kept)
 }
+
+// TestRoundOfPlainAndOtherJobsKeepsEachJobAndTheOrder commits one round
+// mixing jobs that set only their function, payload, priority and run-at
+// time (written by a lean statement) with jobs that set more, one of
+// them numbered by the server: each is stored as given, claimed where
+// asked, and the store numbers the others in the round's order.
+func TestRoundOfPlainAndOtherJobsKeepsEachJobAndTheOrder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	later := time.Now().Add(time.Hour).Unix()
+	a := joinedStore(t, pgtest.Schema(t), "a")
+	reserved, err := a.Commit(ctx, store.CommitParams{Reserve: 1})
+	require.NoError(t, err)
+	jobs := []store.Job{
+		{Function: "f", Payload: []byte("plain"), Priority: 0},
+		{Function: "f", Payload: []byte("plain, claimed"), Priority: 2},
+		{Function: "f", Unique: "u", Payload: []byte("unique"), Priority: 1},
+		{Function: "g", Payload: []byte("plain, later"), Priority: 1, RunAt: later},
+		{Function: "f", Payload: []byte("policy"), Priority: 1, MaxAttempts: 3, Timeout: int64(time.Second)},
+		{Function: "f", Seq: reserved.Reserved[0], Payload: []byte("own number"), Priority: 1},
+		{Function: "f", Reducer: "r", Payload: []byte("reducer"), Priority: 1, Retries: 2},
+		{Function: "f", Payload: nil, Priority: 1, Schedule: "s", Tick: 7},
+		{Function: "f", Payload: []byte("plain, last"), Priority: 1},
+	}
+	claim := []bool{false, true, false, false, true, true, false, false, false}
+	res, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: jobs, Claim: claim})
+	require.NoError(t, err)
+	require.Len(t, res, len(jobs))
+	var last uint64
+	for i, r := range res {
+		require.True(t, r.Created, "job %d", i)
+		require.Equal(t, claim[i], r.Claimed, "job %d", i)
+		if jobs[i].Seq != 0 {
+			require.Equal(t, jobs[i].Seq, r.Seq, "a job the server numbered keeps its number")
+			continue
+		}
+		require.Greater(t, r.Seq, last, "job %d: the store numbers the round's jobs in order", i)
+		last = r.Seq
+	}
+
+	stored := map[uint64]store.Job{}
+	require.NoError(t, a.Load(ctx, func(j store.Job) error { stored[j.Seq] = j; return nil }))
+	require.Len(t, stored, len(jobs))
+	for i, want := range jobs {
+		got := stored[res[i].Seq]
+		want.Seq = res[i].Seq
+		want.Handle = fmt.Sprintf("H:a:%d", res[i].Seq)
+		if want.Payload == nil {
+			want.Payload = []byte{}
+		}
+		got.Submitted = 0
+		require.Equal(t, want, got, "job %d", i)
+	}
+}

@@ -274,16 +274,27 @@ func nonNil(b []byte) []byte {
 // chunks splits jobs into statement-sized pieces.
 func chunks(jobs []store.Job) [][]store.Job {
 	var out [][]store.Job
-	start, size := 0, 0
-	for i, j := range jobs {
-		if i > start && (size+len(j.Payload) > maxStatementBytes || i-start >= maxStatementRows) {
-			out = append(out, jobs[start:i])
-			start, size = i, 0
-		}
-		size += len(j.Payload)
+	for _, n := range chunkSizes(len(jobs), func(i int) int { return len(jobs[i].Payload) }) {
+		out = append(out, jobs[:n])
+		jobs = jobs[n:]
 	}
-	if start < len(jobs) {
-		out = append(out, jobs[start:])
+	return out
+}
+
+// chunkSizes splits n rows, the payload of row i being size(i) bytes,
+// into statement-sized pieces, and returns their lengths in order.
+func chunkSizes(n int, size func(i int) int) []int {
+	var out []int
+	start, bytes := 0, 0
+	for i := range n {
+		if i > start && (bytes+size(i) > maxStatementBytes || i-start >= maxStatementRows) {
+			out = append(out, i-start)
+			start, bytes = i, 0
+		}
+		bytes += size(i)
+	}
+	if start < n {
+		out = append(out, n-start)
 	}
 	return out
 }
