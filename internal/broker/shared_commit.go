@@ -234,7 +234,10 @@ func (c *sharedMode) takeRound(all bool) *sharedRound {
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
 	held := c.takeEarlyLocked(all, b.cfg.CommitBatch-n)
 	r := &sharedRound{live: make([]*job, 0, n+len(held)), early: make([]bool, 0, n+len(held))}
-	p := store.InsertParams{HandlePrefix: b.prefix}
+	// Sized for the whole round: a job record is some 250 bytes, and
+	// growing the slice by appends copied each round's records again.
+	p := store.InsertParams{HandlePrefix: b.prefix, Jobs: make([]store.Job, 0, n+len(held)),
+		Claim: make([]bool, 0, n+len(held))}
 	budget := make(map[*function]int)
 	now := b.clock.Now().Unix()
 	for _, j := range b.pendingSaves[:n] {

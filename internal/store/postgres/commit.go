@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -503,20 +504,21 @@ func readInserted(br pgx.BatchResults, rows []int, first map[uniqKey]int, out []
 	}
 	defer res.Close()
 	seen := make([]bool, len(rows))
+	// One set of variables for every row: scanning into pointers
+	// allocated two integers a row.
+	var (
+		ord, owner pgtype.Int8
+		seq        int64
+		f, u       []byte
+		created    bool
+	)
 	for res.Next() {
-		var (
-			ord      *int64
-			seq      int64
-			f, u     []byte
-			created  bool
-			owner    *int64
-			rowIndex = -1
-		)
 		if err := res.Scan(&ord, &seq, &f, &u, &created, &owner); err != nil {
 			return nil, err
 		}
-		if ord != nil {
-			rowIndex = int(*ord) - 1
+		rowIndex := -1
+		if ord.Valid {
+			rowIndex = int(ord.Int64) - 1
 		} else if i, ok := first[uniqKey{string(f), string(u)}]; ok {
 			rowIndex = slices.Index(rows, i)
 		}
@@ -525,7 +527,7 @@ func readInserted(br pgx.BatchResults, rows []int, first map[uniqKey]int, out []
 		}
 		seen[rowIndex] = true
 		out[rows[rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
-			Claimed: owner != nil && *owner == id && id != 0}
+			Claimed: owner.Valid && owner.Int64 == id && id != 0}
 	}
 	res.Close()
 	if err := res.Err(); err != nil {
