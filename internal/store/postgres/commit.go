@@ -183,6 +183,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	out := res.Inserted
 	res.Reserved = res.Reserved[:0]
 	plan := planInsert(p, id)
+	pool := s.planPool(p.Jobs, plan.sent)
 	var missing []int // rows that coalesced with a job the statement did not return
 
 	// One batch: one implicit transaction, one round trip. Each step is
@@ -231,6 +232,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	if len(cp.DepEnds) > 0 {
 		s.queueDepEnds(func(sql string, args ...any) { add(nil, sql, args...) }, cp.DepEnds, p.HandlePrefix)
 	}
+	numbered := 0 // the jobs numbered from pool.seqs so far
 	for _, part := range plan.parts() {
 		rows := part.rows
 		cl := make([]bool, len(rows))
@@ -241,6 +243,18 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			m, err := readInserted(br, rows, plan.first, out, id)
 			missing = append(missing, m...)
 			return err
+		}
+		if part.plain && pool.seqs != nil {
+			seqs := pool.seqs[numbered : numbered+len(rows)]
+			numbered += len(rows)
+			args := plainInsertArgs(p.Jobs, rows, cl, p.HandlePrefix, id)
+			copy(args[5].([]int64), seqs)
+			add(func(br pgx.BatchResults) error {
+				m, err := readNumberedInserted(br, rows, seqs, out, id)
+				missing = append(missing, m...)
+				return err
+			}, plainNumberedInsertSQL, args...)
+			continue
 		}
 		if part.plain {
 			add(read, plainInsertSQL, plainInsertArgs(p.Jobs, rows, cl, p.HandlePrefix, id)...)
@@ -274,12 +288,12 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 		add(nil, progressSQL, seqs, nums, dens, running, id)
 	}
+	if pool.reserve > 0 {
+		// After the inserts: the numbers are above every one they took.
+		add(readReservedInto(&pool.reserved), reserveSQL, pool.reserve)
+	}
 	if cp.Reserve > 0 {
-		add(func(br pgx.BatchResults) error {
-			var err error
-			res.Reserved, err = readReserved(br, res.Reserved)
-			return err
-		}, reserveSQL, cp.Reserve)
+		add(readReservedInto(&res.Reserved), reserveSQL, cp.Reserve)
 	}
 	notify := plan.notify
 	if len(cp.Release) > 0 && id != 0 {
@@ -305,6 +319,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			clear(refused)
 			clear(batchStates)
 			res.Reserved = res.Reserved[:0]
+			pool.reserved = pool.reserved[:0]
 			err := s.sendRound(ctx, steps, cp.Meta)
 			if records >= 0 && steps[records].sql == recordsSQL && recordStored(err) {
 				// Refused whole: written again, its records replacing
@@ -318,6 +333,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	if err != nil {
 		return err
 	}
+	s.settlePool(pool, pool.seqs == nil && len(plan.sent) > 0)
 	// Jobs that coalesced with a job some server holds (the conditional
 	// update did not fire, so the statement did not return the row).
 	// Jobs of a batch that is unknown or has completed were not inserted.
@@ -498,12 +514,6 @@ func (pl *insertPlan) parts() []insertPart {
 // job; rows maps the statement's row order to jobs) and returns the jobs
 // that coalesced with a job the statement did not return.
 func readInserted(br pgx.BatchResults, rows []int, first map[uniqKey]int, out []store.Inserted, id int64) ([]int, error) {
-	res, err := br.Query()
-	if err != nil {
-		return nil, err
-	}
-	defer res.Close()
-	seen := make([]bool, len(rows))
 	// One set of variables for every row: scanning into pointers
 	// allocated two integers a row.
 	var (
@@ -512,9 +522,9 @@ func readInserted(br pgx.BatchResults, rows []int, first map[uniqKey]int, out []
 		f, u       []byte
 		created    bool
 	)
-	for res.Next() {
+	return eachInserted(br, rows, func(res pgx.Rows) (int, error) {
 		if err := res.Scan(&ord, &seq, &f, &u, &created, &owner); err != nil {
-			return nil, err
+			return -1, err
 		}
 		rowIndex := -1
 		if ord.Valid {
@@ -522,24 +532,59 @@ func readInserted(br pgx.BatchResults, rows []int, first map[uniqKey]int, out []
 		} else if i, ok := first[uniqKey{string(f), string(u)}]; ok {
 			rowIndex = slices.Index(rows, i)
 		}
-		if rowIndex < 0 || rowIndex >= len(rows) {
-			continue
+		if rowIndex >= 0 && rowIndex < len(rows) {
+			out[rows[rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
+				Claimed: owner.Valid && owner.Int64 == id && id != 0}
 		}
-		seen[rowIndex] = true
-		out[rows[rowIndex]] = store.Inserted{Seq: uint64(seq), Created: created,
-			Claimed: owner.Valid && owner.Int64 == id && id != 0}
+		return rowIndex, nil
+	})
+}
+
+// eachInserted reads one insert statement's rows with row, which scans
+// one and returns its place in rows (out of range: none), and returns the
+// jobs of rows that no row was read for.
+func eachInserted(br pgx.BatchResults, rows []int, row func(pgx.Rows) (int, error)) ([]int, error) {
+	res, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	seen := make([]bool, len(rows))
+	for res.Next() {
+		k, err := row(res)
+		if err != nil {
+			return nil, err
+		}
+		if k >= 0 && k < len(rows) {
+			seen[k] = true
+		}
 	}
 	res.Close()
 	if err := res.Err(); err != nil {
 		return nil, err
 	}
+	return unseen(seen, rows), nil
+}
+
+// unseen returns the jobs rows[k] whose seen[k] is false.
+func unseen(seen []bool, rows []int) []int {
 	var missing []int
 	for k, ok := range seen {
 		if !ok {
 			missing = append(missing, rows[k])
 		}
 	}
-	return missing, nil
+	return missing
+}
+
+// readReservedInto returns a step's read that appends the reserved
+// sequence numbers to *dst.
+func readReservedInto(dst *[]uint64) func(pgx.BatchResults) error {
+	return func(br pgx.BatchResults) error {
+		var err error
+		*dst, err = readReserved(br, *dst)
+		return err
+	}
 }
 
 // readReserved appends the reserved sequence numbers to dst.
@@ -605,6 +650,7 @@ func (s *Store) resolveCoalesced(ctx context.Context, p store.InsertParams, j st
 // inserts it; it is checked against them, and a job of a batch against
 // its batch, as Commit does.
 func (s *Store) insertAfterAll(ctx context.Context, p store.InsertParams, j store.Job, id int64) (r store.Inserted, inserted bool, err error) {
+	s.numbers.reset() // numbered now, above the pool's numbers
 	var steps []batchStep
 	add := func(read func(pgx.BatchResults) error, sql string, args ...any) {
 		steps = append(steps, batchStep{sql: sql, args: args, read: read})

@@ -786,3 +786,65 @@ func TestRoundOfPlainAndOtherJobsKeepsEachJobAndTheOrder(t *testing.T) {
 		require.Equal(t, want, got, "job %d", i)
 	}
 }
+
+// TestRoundsOfPlainJobsTakeReservedNumbersInOrder commits rounds of plain
+// new jobs, which after the first take numbers the rounds before them
+// reserved, with a round that numbers its jobs in the statement between
+// them: every job is stored with its own payload under the number it was
+// answered, numbers follow the rounds' order, and a round that takes
+// reserved numbers takes none from the sequence.
+func TestRoundsOfPlainJobsTakeReservedNumbersInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.Schema(t)
+	a := joinedStore(t, url, "a")
+	lastValue := func() int64 {
+		var v int64
+		pgtest.QueryRow(t, url, `SELECT last_value FROM gearwork_job_seq`, &v)
+		return v
+	}
+	var submitted []store.Job
+	var answered []store.Inserted
+	round := func(jobs []store.Job, claim []bool) []store.Inserted {
+		res, err := a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: jobs, Claim: claim})
+		require.NoError(t, err)
+		require.Len(t, res, len(jobs))
+		submitted, answered = append(submitted, jobs...), append(answered, res...)
+		return res
+	}
+	plain := func(n int, tag string) []store.Job {
+		jobs := make([]store.Job, n)
+		for i := range jobs {
+			jobs[i] = store.Job{Function: "f", Payload: fmt.Appendf(nil, "%s %d", tag, i), Priority: 1}
+		}
+		return jobs
+	}
+
+	round(plain(100, "first"), nil)
+	before := lastValue()
+	claim := make([]bool, 100)
+	claim[7] = true
+	second := round(plain(100, "second"), claim)
+	require.Equal(t, before, lastValue(), "the second round takes the numbers the first reserved")
+	require.True(t, second[7].Claimed)
+	require.False(t, second[8].Claimed)
+	round([]store.Job{newJob("f", "", "mixed 0"), newJob("f", "u", "mixed 1"), newJob("f", "", "mixed 2")}, nil)
+	round(plain(100, "fourth"), nil)
+	round(plain(100, "fifth"), nil)
+
+	stored := map[uint64]store.Job{}
+	require.NoError(t, a.Load(ctx, func(j store.Job) error { stored[j.Seq] = j; return nil }))
+	require.Len(t, stored, len(submitted))
+	for i, r := range answered {
+		require.True(t, r.Created, "job %d", i)
+		if i > 0 {
+			require.Greater(t, r.Seq, answered[i-1].Seq, "job %d: numbers follow the rounds' order", i)
+		}
+		got := stored[r.Seq]
+		require.Equal(t, string(submitted[i].Payload), string(got.Payload), "job %d is stored under its number", i)
+		require.Equal(t, fmt.Sprintf("H:a:%d", r.Seq), got.Handle)
+	}
+	var owner *int64
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner FROM gearwork_jobs WHERE seq = %d`, second[7].Seq), &owner)
+	require.NotNil(t, owner, "the job asked to be claimed is held")
+}

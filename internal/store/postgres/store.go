@@ -60,6 +60,10 @@ type Store struct {
 	channel string
 	closed  atomic.Bool
 
+	// numbers holds sequence numbers reserved for rounds of plain new
+	// jobs (numberPool).
+	numbers numberPool
+
 	// mu guards the membership fields below.
 	mu       sync.Mutex
 	serverID int64 // 0 until Join
