@@ -101,6 +101,8 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 		return err
 	}
 	defer fe.stopPprof()
+	// From here on the processor count may be one: whatever sizes itself
+	// by it (Pebble's caches, pgx's pool) was opened above.
 	procs.Start(ctx)
 	defer procs.Stop()
 	return fe.runUntilStopped(ctx, cfg, b, log)
