@@ -90,13 +90,14 @@ func serve(ctx context.Context, cfg serveConfig, level slog.Level, log *slog.Log
 	}()
 	pacer := newPacer(log)
 	defer pacer.Stop()
-	procs := newProcPacer(log)
+	var fe *frontEnds
+	procs := newProcPacer(log, func() uint64 { return fe.srv.Requests() }) // started once fe is
 	b, err := startBroker(ctx, cfg, setup, st, log, pacer)
 	if err != nil {
 		return err
 	}
 	defer b.Stop()
-	fe, err := startFrontEnds(ctx, cfg, setup, b, level, log)
+	fe, err = startFrontEnds(ctx, cfg, setup, b, level, log)
 	if err != nil {
 		return err
 	}

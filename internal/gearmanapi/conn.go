@@ -315,6 +315,7 @@ const maxBurstFrames = 64
 func (c *conn) endBurst() {
 	if c.burstN > 0 {
 		c.sess.EndBurst()
+		c.srv.requests.Add(uint64(c.burstN))
 		c.burstN = 0
 	}
 }

@@ -109,6 +109,8 @@ type Server struct {
 	stop        chan struct{}
 	stopOnce    sync.Once
 	stats       limitStats
+	// requests counts the requests served, by bursts (see Requests).
+	requests atomic.Uint64
 	// limited rate-limits warnings caused by peers.
 	limited logLimiter
 
@@ -300,6 +302,10 @@ func (s *Server) Close() {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.janitorWG.Wait()
 }
+
+// Requests returns how many requests (packets and admin lines) the server
+// has served since it started; a burst of them is counted when it ends.
+func (s *Server) Requests() uint64 { return s.requests.Load() }
 
 // Connections returns the number of open connections.
 func (s *Server) Connections() int {

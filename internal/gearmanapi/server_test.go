@@ -19,6 +19,7 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -523,6 +524,25 @@ func TestEchoesOfOneWriteStayApart(t *testing.T) {
 	c.expectCreated(0)
 	c.Expect(gearman.EchoRes, "second, longer")
 	c.Expect(gearman.EchoRes, "3")
+}
+
+// TestRequestsCountsPacketsAndAdminLines: what the processor pacer
+// counts as work.
+func TestRequestsCountsPacketsAndAdminLines(t *testing.T) {
+	t.Parallel()
+	sb := setupServer(t, broker.Config{}, Config{}, nil)
+	require.Zero(t, sb.srv.Requests())
+	c := sb.dial(t)
+	var out []byte
+	for range 3 {
+		out = gearman.AppendPacket(out, gearman.MagicReq, gearman.EchoReq, []byte("e"))
+	}
+	c.Write(out)
+	for range 3 {
+		c.Expect(gearman.EchoRes, "e")
+	}
+	require.Contains(t, c.admin("version", false), "gearwork")
+	testwait.Until(t, "four requests", func() bool { return sb.srv.Requests() == 4 })
 }
 
 // TestOwnDataCopiesOnlyBorrowedBodies: a work result read into the

@@ -12,7 +12,12 @@
 // processor after the process used less than Config.Lower of a core for
 // Config.LowerAfter intervals in a row, and gives the runtime its default
 // back as soon as one interval at one processor used Config.Raise of a
-// core or more.
+// core or more. Not every calm load is cheaper on one processor (one
+// request at a time back and forth can cost more there), so when it can
+// count the work done the Pacer keeps one processor only if a window of
+// LowerAfter intervals there cost no more CPU per unit of work than the
+// window at the default count before it, and compares again after
+// Config.Hold.
 //
 // # Guarantees and caveats
 //
@@ -45,9 +50,11 @@ const (
 	DefaultInterval   = 25 * time.Millisecond
 	DefaultRaise      = 0.8
 	DefaultLower      = 0.5
-	DefaultLowerAfter = 40
+	DefaultLowerAfter = 20
 	DefaultIdle       = 0.02
 	DefaultIdleEvery  = 200 * time.Millisecond
+	DefaultHold       = 30 * time.Second
+	DefaultMinWork    = 500
 )
 
 // Config configures a Pacer. Fields that are not positive take their
@@ -62,11 +69,19 @@ type Config struct {
 	// LowerAfter intervals in a row before the count falls to one.
 	Lower      float64
 	LowerAfter int
-	// While the count is one and an interval used less than Idle of a
-	// core, the next reading comes after IdleEvery instead of Interval,
-	// so that an idle server wakes up seldom.
+	// After an interval that used less than Idle of a core the next
+	// reading comes after IdleEvery instead of Interval, so that an idle
+	// server wakes up seldom.
 	Idle      float64
 	IdleEvery time.Duration
+	// Hold is how long the count stays as a comparison of the CPU per
+	// unit of work at one processor and at the default chose (see New),
+	// and MinWork the least work a window must count for such a
+	// comparison.
+	Hold    time.Duration
+	MinWork uint64
+	// compare is set when the work done is counted (New).
+	compare bool
 }
 
 func (c Config) withDefaults() Config {
@@ -76,33 +91,108 @@ func (c Config) withDefaults() Config {
 	c.LowerAfter = orDefault(c.LowerAfter, DefaultLowerAfter)
 	c.Idle = orDefault(c.Idle, DefaultIdle)
 	c.IdleEvery = orDefault(c.IdleEvery, DefaultIdleEvery)
+	c.Hold = orDefault(c.Hold, DefaultHold)
+	c.MinWork = orDefault(c.MinWork, DefaultMinWork)
 	return c
 }
 
 // orDefault returns v if it is positive, else d.
-func orDefault[T int | float64 | time.Duration](v, d T) T {
+func orDefault[T int | uint64 | float64 | time.Duration](v, d T) T {
 	if v > 0 {
 		return v
 	}
 	return d
 }
 
-// next reports whether to change the count after an interval in which the
-// process used used cores (CPU time over wall time), one telling whether
-// the count is one, and how many calm intervals in a row there have been,
-// given calm before it.
-func (c Config) next(one bool, used float64, calm int) (bool, int) {
-	if one {
-		return used >= c.Raise, 0
+// Changes step asks for.
+const (
+	keep = iota
+	lower
+	raise
+)
+
+// state is what a Pacer decides by between readings.
+type state struct {
+	// one is set while the count is one.
+	one bool
+	// calm counts the calm intervals in a row of the current window, and
+	// cpu and work sum their CPU time and work.
+	calm int
+	cpu  time.Duration
+	work uint64
+	// costDefault is the CPU per unit of work of the last window at the
+	// default count, which a window at one (probing) is compared with.
+	costDefault float64
+	probing     bool
+	// Until holdUntil the count stays as the last comparison chose.
+	holdUntil time.Time
+}
+
+func (s *state) add(cpu time.Duration, work uint64) {
+	s.calm++
+	s.cpu += cpu
+	s.work += work
+}
+
+func (s *state) newWindow() { s.calm, s.cpu, s.work = 0, 0, 0 }
+
+// cost returns the window's CPU per unit of work, false when too little
+// work was done for it to mean anything.
+func (c Config) cost(s *state) (float64, bool) {
+	if s.work < c.MinWork {
+		return 0, false
+	}
+	return float64(s.cpu) / float64(s.work), true
+}
+
+// step takes one interval's reading (cores used, CPU time and work done)
+// at time now and returns the change to make: keep, lower or raise.
+func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, work uint64) int {
+	if s.one {
+		if used >= c.Raise {
+			*s = state{} // busy: the default count, nothing held
+			return raise
+		}
+		s.add(cpu, work)
+		if s.calm < c.LowerAfter {
+			return keep
+		}
+		cost, ok := c.cost(s)
+		s.newWindow()
+		switch {
+		case s.probing:
+			s.probing = false
+			s.holdUntil = now.Add(c.Hold)
+			if ok && cost > s.costDefault {
+				s.one = false
+				return raise
+			}
+		case ok && !now.Before(s.holdUntil):
+			// Time to compare again: a window at the default count first.
+			s.one = false
+			return raise
+		}
+		return keep
 	}
 	if used >= c.Lower {
-		return false, 0
+		s.newWindow()
+		return keep
 	}
-	calm++
-	if calm >= c.LowerAfter {
-		return true, 0
+	s.add(cpu, work)
+	if s.calm < c.LowerAfter {
+		return keep
 	}
-	return false, calm
+	cost, ok := c.cost(s)
+	s.newWindow()
+	if now.Before(s.holdUntil) {
+		return keep // the default count was the cheaper one lately
+	}
+	if c.compare && !ok {
+		return keep // idle: nothing to compare, and nothing gained
+	}
+	s.one = true
+	s.costDefault, s.probing = cost, ok
+	return lower
 }
 
 // A Pacer sets the runtime's processor count from the CPU the process
@@ -116,6 +206,7 @@ type Pacer struct {
 	// sets one processor and raiseFunc gives the runtime its default
 	// back. Tests replace them.
 	cpuFunc   func() (time.Duration, bool)
+	workFunc  func() uint64
 	nowFunc   func() time.Time
 	countFunc func() int
 	lowerFunc func()
@@ -127,17 +218,27 @@ type Pacer struct {
 }
 
 // New returns a Pacer, or nil when the runtime has one processor to begin
-// with or the process's CPU time cannot be read on this system.
-func New(cfg Config, log *slog.Logger) *Pacer {
+// with or the process's CPU time cannot be read on this system. work, if
+// not nil, counts the work the process has done (requests served, say):
+// with it the Pacer compares the CPU per unit of work at one processor
+// with the default's before it keeps one, and compares again after
+// Config.Hold; without it a calm process stays at one.
+func New(cfg Config, work func() uint64, log *slog.Logger) *Pacer {
 	if runtime.GOMAXPROCS(0) <= 1 {
 		return nil
 	}
 	if _, ok := processCPU(); !ok {
 		return nil
 	}
+	cfg = cfg.withDefaults()
+	cfg.compare = work != nil
+	if work == nil {
+		work = func() uint64 { return 0 }
+	}
 	return &Pacer{
-		cfg: cfg.withDefaults(), log: log,
+		cfg: cfg, log: log,
 		cpuFunc:   processCPU,
+		workFunc:  work,
 		nowFunc:   time.Now,
 		countFunc: func() int { return runtime.GOMAXPROCS(0) },
 		lowerFunc: func() { runtime.GOMAXPROCS(1) },
@@ -170,17 +271,17 @@ func (p *Pacer) Stop() {
 
 func (p *Pacer) run(ctx context.Context) {
 	defer close(p.done)
-	one := false
+	var st state
 	defer func() {
-		if one {
+		if st.one {
 			p.raiseFunc()
 		}
 	}()
 	t := time.NewTimer(p.cfg.Interval)
 	defer t.Stop()
 	lastCPU, known := p.cpuFunc()
+	lastWork := p.workFunc()
 	lastWall := p.nowFunc()
-	calm := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,34 +290,35 @@ func (p *Pacer) run(ctx context.Context) {
 		}
 		t.Reset(p.cfg.Interval)
 		cpu, ok := p.cpuFunc()
+		work := p.workFunc()
 		wall := p.nowFunc()
 		elapsed := wall.Sub(lastWall)
 		if !ok || elapsed <= 0 {
 			continue
 		}
 		if !known { // the first reading failed: start from this one
-			lastCPU, lastWall, known = cpu, wall, true
+			lastCPU, lastWork, lastWall, known = cpu, work, wall, true
 			continue
 		}
 		used := float64(cpu-lastCPU) / float64(elapsed)
-		lastCPU, lastWall = cpu, wall
-		if one && used < p.cfg.Idle {
+		change := p.cfg.step(&st, wall, used, cpu-lastCPU, work-lastWork)
+		lastCPU, lastWork, lastWall = cpu, work, wall
+		if used < p.cfg.Idle {
 			t.Reset(p.cfg.IdleEvery)
 		}
-		var change bool
-		change, calm = p.cfg.next(one, used, calm)
-		if !change {
+		from := p.countFunc()
+		switch {
+		case change == raise:
+			p.raiseFunc()
+		case change == lower && from > 1:
+			p.lowerFunc()
+		case change == lower:
+			st = state{holdUntil: wall.Add(p.cfg.Hold)} // the default is one processor already
+			continue
+		default:
 			continue
 		}
-		from := p.countFunc()
-		if one {
-			p.raiseFunc()
-		} else if from > 1 {
-			p.lowerFunc()
-		} else {
-			continue // the default is one processor already
-		}
-		one = !one
-		p.log.Debug("procpace: processors", slog.Int("from", from), slog.Int("to", p.countFunc()), slog.Float64("cores_used", used))
+		p.log.Debug("procpace: processors", slog.Int("from", from), slog.Int("to", p.countFunc()),
+			slog.Float64("cores_used", used), slog.Bool("comparing", st.probing))
 	}
 }

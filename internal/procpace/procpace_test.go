@@ -20,44 +20,90 @@ import (
 // TestMain checks that no Pacer's goroutine outlives the tests.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestNext(t *testing.T) {
-	c := Config{Raise: 0.6, Lower: 0.5, LowerAfter: 3}
-	type step struct {
-		used   float64
-		change bool
-		calm   int
+// reading is one interval's reading for step.
+type reading struct {
+	used float64
+	work uint64
+	want int
+}
+
+// steps feeds readings one interval (10 ms) apart from at on and checks
+// each change; it returns the time after the last.
+func steps(t *testing.T, c Config, s *state, at time.Time, rs ...reading) time.Time {
+	t.Helper()
+	for i, r := range rs {
+		cpu := time.Duration(r.used * float64(10*time.Millisecond))
+		require.Equal(t, r.want, c.step(s, at, r.used, cpu, r.work), "reading %d", i)
+		at = at.Add(10 * time.Millisecond)
 	}
-	for _, tc := range []struct {
-		name  string
-		one   bool
-		steps []step
-	}{
-		{"calm intervals lower the count after LowerAfter", false, []step{{0.1, false, 1}, {0.49, false, 2}, {0, true, 0}}},
-		{"a busy interval starts the calm count again", false, []step{{0.1, false, 1}, {0.1, false, 2}, {0.5, false, 0}, {0.1, false, 1}}},
-		{"one processor stays below Raise", true, []step{{0.59, false, 0}, {0, false, 0}}},
-		{"one busy interval raises the count", true, []step{{0.6, true, 0}}},
-		{"more than a core counts as busy", true, []step{{1.7, true, 0}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			calm := 0
-			for i, s := range tc.steps {
-				var change bool
-				change, calm = c.next(tc.one, s.used, calm)
-				require.Equal(t, s.change, change, "step %d", i)
-				require.Equal(t, s.calm, calm, "step %d", i)
-			}
-		})
-	}
+	return at
+}
+
+func TestStepWithoutWork(t *testing.T) {
+	c := Config{Raise: 0.6, Lower: 0.5, LowerAfter: 3, Hold: time.Second, MinWork: 10}.withDefaults()
+	var s state
+	at := time.Unix(0, 0)
+	at = steps(t, c, &s, at, reading{0.1, 0, keep}, reading{0.49, 0, keep}, reading{0.5, 0, keep}) // busy: calm again
+	at = steps(t, c, &s, at, reading{0.1, 0, keep}, reading{0.1, 0, keep}, reading{0, 0, lower})
+	require.True(t, s.one)
+	require.False(t, s.probing, "no work to compare")
+	at = steps(t, c, &s, at, reading{0.59, 0, keep}, reading{0.3, 0, keep}, reading{0.3, 0, keep}, reading{0.3, 0, keep})
+	at = steps(t, c, &s, at.Add(time.Hour), reading{0.1, 0, keep}, reading{0.1, 0, keep}, reading{0.1, 0, keep})
+	steps(t, c, &s, at, reading{1.7, 0, raise})
+	require.Equal(t, state{}, s, "busy: the default, nothing held")
+}
+
+func TestStepKeepsOneWhereItIsCheaper(t *testing.T) {
+	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
+	var s state
+	at := time.Unix(0, 0)
+	// At the default: 0.4 of a core for 100 units of work an interval.
+	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
+	require.True(t, s.probing)
+	// At one: 0.3 of a core for the same work: kept, and held.
+	at = steps(t, c, &s, at, reading{0.3, 100, keep}, reading{0.3, 100, keep})
+	require.True(t, s.one)
+	require.False(t, s.probing)
+	at = steps(t, c, &s, at, reading{0.3, 100, keep}, reading{0.3, 100, keep})
+	// After Hold, the default is measured again.
+	at = steps(t, c, &s, at.Add(time.Second), reading{0.3, 100, keep}, reading{0.3, 100, raise})
+	require.False(t, s.one)
+	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
+	require.True(t, s.probing)
+	// Idle windows at one compare nothing and stay.
+	steps(t, c, &s, at.Add(time.Hour), reading{0, 0, keep}, reading{0, 0, keep}, reading{0, 0, keep}, reading{0, 0, keep})
+	require.True(t, s.one)
+}
+
+func TestStepReturnsToTheDefaultWhereItIsCheaper(t *testing.T) {
+	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
+	var s state
+	at := time.Unix(0, 0)
+	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
+	// At one: more CPU for the same work.
+	at = steps(t, c, &s, at, reading{0.45, 100, keep}, reading{0.45, 100, raise})
+	require.False(t, s.one)
+	// Held at the default: calm windows do not lower it.
+	require.True(t, s.holdUntil.After(at))
+	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, keep}, reading{0.4, 100, keep}, reading{0.4, 100, keep})
+	// After Hold, compared again.
+	at = steps(t, c, &s, at.Add(time.Second), reading{0.4, 100, keep}, reading{0.4, 100, lower})
+	require.True(t, s.probing)
+	// Busy: the default, then idle windows there are not compared and
+	// stay.
+	at = steps(t, c, &s, at, reading{0.9, 100, raise})
+	steps(t, c, &s, at, reading{0.01, 1, keep}, reading{0.01, 1, keep}, reading{0.01, 1, keep}, reading{0.01, 1, keep})
+	require.False(t, s.one)
 }
 
 func TestConfigDefaults(t *testing.T) {
 	got := Config{Interval: -time.Second, Raise: 0.9, Lower: -1}.withDefaults()
 	require.Equal(t, Config{Interval: DefaultInterval, Raise: 0.9, Lower: DefaultLower, LowerAfter: DefaultLowerAfter,
-		Idle: DefaultIdle, IdleEvery: DefaultIdleEvery}, got)
+		Idle: DefaultIdle, IdleEvery: DefaultIdleEvery, Hold: DefaultHold, MinWork: DefaultMinWork}, got)
 }
 
 func TestStartAndStopAnyOrder(t *testing.T) {
-	p := New(Config{}, slog.New(slog.DiscardHandler))
+	p := New(Config{}, nil, slog.New(slog.DiscardHandler))
 	require.NotNil(t, p, "this system's CPU time is readable and the tests run on more than one processor")
 	p.Stop() // before Start: nothing to do
 	p.Start(testwait.Context(t))
@@ -78,18 +124,33 @@ type fakeRuntime struct {
 	procs   int
 	def     int
 	changes []int
-	// load is the share of a core used per interval of wall time.
-	load float64
+	// load is the share of a core used per interval of wall time, or
+	// loadAt's for the count in force if set; every reading does work
+	// units of work.
+	load   float64
+	loadAt map[int]float64
+	work   uint64
+	done   uint64
 }
 
 func (f *fakeRuntime) pacer(cfg Config) *Pacer {
-	p := New(cfg, slog.New(slog.DiscardHandler))
+	p := New(cfg, nil, slog.New(slog.DiscardHandler))
 	p.cpuFunc = func() (time.Duration, bool) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.wall = f.wall.Add(p.cfg.Interval) // every reading is one interval on
-		f.cpu += time.Duration(f.load * float64(p.cfg.Interval))
+		load := f.load
+		if l, ok := f.loadAt[f.procs]; ok {
+			load = l
+		}
+		f.cpu += time.Duration(load * float64(p.cfg.Interval))
+		f.done += f.work
 		return f.cpu, true
+	}
+	p.workFunc = func() uint64 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.done
 	}
 	p.nowFunc = func() time.Time {
 		f.mu.Lock()
@@ -152,9 +213,33 @@ func TestPacerFollowsLoad(t *testing.T) {
 	require.Equal(t, []int{1, 3, 1, 4}, changes, "no change but those")
 }
 
+// Where one processor costs more CPU for the same work, the Pacer goes
+// back to the default after comparing and stays there for Hold.
+func TestPacerComparesCostPerWork(t *testing.T) {
+	f := &fakeRuntime{procs: 2, def: 2, wall: time.Unix(0, 0), work: 100, loadAt: map[int]float64{1: 0.45, 2: 0.4}}
+	p := f.pacer(Config{Interval: time.Millisecond, LowerAfter: 5, MinWork: 10, Hold: time.Hour})
+	p.Start(testwait.Context(t))
+	testwait.Until(t, "a comparison", func() bool {
+		_, changes := f.get()
+		return len(changes) >= 2
+	})
+	f.mu.Lock()
+	f.loadAt = map[int]float64{1: 0.3, 2: 0.4} // cheaper at one now, but the comparison holds
+	f.mu.Unlock()
+	testwait.Until(t, "many intervals", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.done > 100*100
+	})
+	p.Stop()
+	n, changes := f.get()
+	require.Equal(t, 2, n)
+	require.Equal(t, []int{1, 2}, changes, "lowered to compare, raised back, held")
+}
+
 func TestPacerLeavesADefaultOfOne(t *testing.T) {
 	f := &fakeRuntime{procs: 1, def: 1, wall: time.Unix(0, 0)}
-	p := f.pacer(Config{Interval: time.Millisecond, LowerAfter: 2})
+	p := f.pacer(Config{Interval: time.Millisecond, IdleEvery: time.Millisecond, LowerAfter: 2})
 	p.Start(testwait.Context(t))
 	testwait.Until(t, "some intervals", func() bool {
 		f.mu.Lock()
@@ -172,10 +257,10 @@ func TestPacerLeavesADefaultOfOne(t *testing.T) {
 	require.Empty(t, changes, "a runtime on one processor is not lowered, so not raised either")
 }
 
-// At one processor and idle, the readings come IdleEvery apart.
+// While idle, the readings come IdleEvery apart.
 func TestIdleReadsSeldom(t *testing.T) {
 	f := &fakeRuntime{procs: 2, def: 2, wall: time.Unix(0, 0)}
-	p := f.pacer(Config{Interval: time.Millisecond, LowerAfter: 2, IdleEvery: time.Hour})
+	p := f.pacer(Config{Interval: time.Millisecond, IdleEvery: time.Hour})
 	var readings atomic.Int64
 	cpu := p.cpuFunc
 	p.cpuFunc = func() (time.Duration, bool) {
@@ -184,10 +269,9 @@ func TestIdleReadsSeldom(t *testing.T) {
 	}
 	p.Start(testwait.Context(t))
 	defer p.Stop()
-	f.waitFor(t, "one processor while idle", 1)
-	n := readings.Load()
+	testwait.Until(t, "a reading after the first", func() bool { return readings.Load() >= 2 })
 	time.Sleep(50 * time.Millisecond) // fifty intervals
-	require.LessOrEqual(t, readings.Load(), n+1, "at most the reading after the change, then an hour's wait")
+	require.Equal(t, int64(2), readings.Load(), "the first, one an interval later, then an hour's wait")
 }
 
 // Not parallel: it changes the test process's own count. With the real
@@ -200,7 +284,7 @@ func TestPacerWithTheRuntime(t *testing.T) {
 	}
 	maxProcs := runtime.GOMAXPROCS(0)
 	var logs testlog.Buffer
-	p := New(Config{Interval: 10 * time.Millisecond, Raise: 0.2, Lower: 0.1, LowerAfter: 3},
+	p := New(Config{Interval: 10 * time.Millisecond, Raise: 0.2, Lower: 0.1, LowerAfter: 3}, nil,
 		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	require.NotNil(t, p)
 	if forced { // the default is one processor here
