@@ -128,22 +128,25 @@ type state struct {
 	holdUntil time.Time
 }
 
-func (s *state) add(cpu time.Duration, work uint64) {
+// add counts one calm interval into the window. Once the window has
+// LowerAfter of them it reports its CPU per unit of work (ok false when
+// too little work was done for it to mean anything) and starts a new one;
+// full is false until then.
+func (c Config) add(s *state, cpu time.Duration, work uint64) (cost float64, ok, full bool) {
 	s.calm++
 	s.cpu += cpu
 	s.work += work
+	if s.calm < c.LowerAfter {
+		return 0, false, false
+	}
+	if s.work >= c.MinWork {
+		cost, ok = float64(s.cpu)/float64(s.work), true
+	}
+	s.newWindow()
+	return cost, ok, true
 }
 
 func (s *state) newWindow() { s.calm, s.cpu, s.work = 0, 0, 0 }
-
-// cost returns the window's CPU per unit of work, false when too little
-// work was done for it to mean anything.
-func (c Config) cost(s *state) (float64, bool) {
-	if s.work < c.MinWork {
-		return 0, false
-	}
-	return float64(s.cpu) / float64(s.work), true
-}
 
 // step takes one interval's reading (cores used, CPU time and work done)
 // at time now and returns the change to make: keep, lower or raise.
@@ -153,12 +156,10 @@ func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, w
 			*s = state{} // busy: the default count, nothing held
 			return raise
 		}
-		s.add(cpu, work)
-		if s.calm < c.LowerAfter {
+		cost, ok, full := c.add(s, cpu, work)
+		if !full {
 			return keep
 		}
-		cost, ok := c.cost(s)
-		s.newWindow()
 		switch {
 		case s.probing:
 			s.probing = false
@@ -178,12 +179,10 @@ func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, w
 		s.newWindow()
 		return keep
 	}
-	s.add(cpu, work)
-	if s.calm < c.LowerAfter {
+	cost, ok, full := c.add(s, cpu, work)
+	if !full {
 		return keep
 	}
-	cost, ok := c.cost(s)
-	s.newWindow()
 	if now.Before(s.holdUntil) {
 		return keep // the default count was the cheaper one lately
 	}
