@@ -6,10 +6,12 @@ import (
 	"regexp"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gearwork/gearwork/internal/gearmantest"
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/internal/testwait"
 )
@@ -21,13 +23,36 @@ func TestServeComparesOneProcessorUnderLightLoad(t *testing.T) {
 	require.Greater(t, runtime.NumCPU(), 1, "the server needs more than one processor to lower its count")
 	t.Setenv("GOMAXPROCS", "")
 	srv := testserver.Start(t, "--store", "memory:", "--http", "127.0.0.1:0", "--log-level", "debug")
-	c := gearmantest.NewClient(t, srv.Addr)
+	s, err := wire.DialStream(srv.Addr)
+	require.NoError(t, err)
+	defer s.Close()
 	ctx, cancel := context.WithCancel(testwait.Context(t))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for ctx.Err() == nil { // one echo at a time: a light load, bounded by the test's deadline
-			_, _ = c.Echo(ctx, []byte("light"))
+		// 20 echoes in one write every 10 ms: about 2,000 requests a
+		// second (the pacer compares from 500 in half a second) at a few
+		// hundredths of a core; bounded by the test's deadline.
+		var burst []byte
+		for range 20 {
+			burst = append(burst, wire.Request(gearman.EchoReq, "light")...)
+		}
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if s.Write(burst) != nil {
+				return
+			}
+			for range 20 {
+				if _, err := s.Next(); err != nil {
+					return
+				}
+			}
 		}
 	}()
 	defer func() { cancel(); <-done }()

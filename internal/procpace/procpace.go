@@ -29,9 +29,10 @@
 //     process was idle before it) before the count is raised, longer
 //     while a garbage collection is under way: a change of the count
 //     waits for it to end.
-//   - Changing the count stops the world for a moment. The thresholds are
-//     apart (a load costs no less CPU on more processors), so a steady
-//     load does not make the count flap.
+//   - Changing the count stops the world for a moment. A comparison's
+//     choice, and the default count after a busy interval at one
+//     processor, are held for Config.Hold, so a load with bursts does not
+//     make the count flap.
 //   - Set GOMAXPROCS in the environment to fix the count instead (the
 //     server then starts no Pacer).
 package procpace
@@ -41,7 +42,6 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -153,7 +153,9 @@ func (s *state) newWindow() { s.calm, s.cpu, s.work = 0, 0, 0 }
 func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, work uint64) int {
 	if s.one {
 		if used >= c.Raise {
-			*s = state{} // busy: the default count, nothing held
+			// Busy: the default count, held so that a load with bursts
+			// does not go back and forth.
+			*s = state{holdUntil: now.Add(c.Hold)}
 			return raise
 		}
 		cost, ok, full := c.add(s, cpu, work)
@@ -210,10 +212,11 @@ type Pacer struct {
 	countFunc func() int
 	lowerFunc func()
 	raiseFunc func()
-	started   atomic.Bool
-	cancel    context.CancelFunc
-	done      chan struct{}
-	once      sync.Once
+	// mu guards started, cancel and done.
+	mu      sync.Mutex
+	started bool
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // New returns a Pacer, or nil when the runtime has one processor to begin
@@ -248,24 +251,35 @@ func New(cfg Config, work func() uint64, log *slog.Logger) *Pacer {
 // Start begins reading the CPU used every interval and setting the count.
 // Only its first call does anything.
 func (p *Pacer) Start(ctx context.Context) {
-	if p == nil || !p.started.CompareAndSwap(false, true) {
+	if p == nil {
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return
+	}
+	p.started = true
 	ctx, p.cancel = context.WithCancel(ctx)
 	p.done = make(chan struct{})
 	go p.run(ctx)
 }
 
 // Stop ends the Pacer and gives the runtime its default count back. It may
-// be called more than once, and before Start.
+// be called more than once, and before Start (which then does nothing).
 func (p *Pacer) Stop() {
-	if p == nil || !p.started.Load() {
+	if p == nil {
 		return
 	}
-	p.once.Do(func() {
-		p.cancel()
-		<-p.done
-	})
+	p.mu.Lock()
+	p.started = true // a later Start does nothing
+	cancel, done := p.cancel, p.done
+	p.cancel = nil
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
 }
 
 func (p *Pacer) run(ctx context.Context) {

@@ -49,8 +49,29 @@ func TestStepWithoutWork(t *testing.T) {
 	require.False(t, s.probing, "no work to compare")
 	at = steps(t, c, &s, at, reading{0.59, 0, keep}, reading{0.3, 0, keep}, reading{0.3, 0, keep}, reading{0.3, 0, keep})
 	at = steps(t, c, &s, at.Add(time.Hour), reading{0.1, 0, keep}, reading{0.1, 0, keep}, reading{0.1, 0, keep})
-	steps(t, c, &s, at, reading{1.7, 0, raise})
-	require.Equal(t, state{}, s, "busy: the default, nothing held")
+	at = steps(t, c, &s, at, reading{1.7, 0, raise})
+	require.Equal(t, state{holdUntil: at.Add(c.Hold - 10*time.Millisecond)}, s, "busy: the default, held")
+}
+
+// A load calm at the default count but with bursts at one processor
+// changes the count once a Hold, not at every burst.
+func TestStepHoldsTheDefaultAfterABurst(t *testing.T) {
+	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
+	var s state
+	at := time.Unix(0, 0)
+	changes := 0
+	for range 1000 { // ten seconds of 10 ms readings
+		used := 0.45
+		if s.one {
+			used = 0.9 // a burst
+		}
+		if c.step(&s, at, used, time.Duration(used*float64(10*time.Millisecond)), 100) != keep {
+			changes++
+		}
+		at = at.Add(10 * time.Millisecond)
+	}
+	require.LessOrEqual(t, changes, 2*10, "a lowering and a raise a second at most")
+	require.GreaterOrEqual(t, changes, 2, "it did compare")
 }
 
 func TestStepKeepsOneWhereItIsCheaper(t *testing.T) {
@@ -92,7 +113,7 @@ func TestStepReturnsToTheDefaultWhereItIsCheaper(t *testing.T) {
 	// Busy: the default, then idle windows there are not compared and
 	// stay.
 	at = steps(t, c, &s, at, reading{0.9, 100, raise})
-	steps(t, c, &s, at, reading{0.01, 1, keep}, reading{0.01, 1, keep}, reading{0.01, 1, keep}, reading{0.01, 1, keep})
+	steps(t, c, &s, at.Add(time.Second), reading{0.01, 1, keep}, reading{0.01, 1, keep}, reading{0.01, 1, keep}, reading{0.01, 1, keep})
 	require.False(t, s.one)
 }
 
@@ -196,7 +217,7 @@ func (f *fakeRuntime) waitFor(t *testing.T, what string, procs int) {
 
 func TestPacerFollowsLoad(t *testing.T) {
 	f := &fakeRuntime{procs: 3, def: 3, wall: time.Unix(0, 0)}
-	p := f.pacer(Config{Interval: time.Millisecond, LowerAfter: 5})
+	p := f.pacer(Config{Interval: time.Millisecond, LowerAfter: 5, Hold: 5 * time.Millisecond})
 	f.setLoad(0.2)
 	p.Start(testwait.Context(t))
 	f.waitFor(t, "one processor while calm", 1)
