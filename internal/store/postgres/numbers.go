@@ -32,7 +32,7 @@ import (
 type numberPool struct {
 	mu   sync.Mutex
 	seqs []int64   // ascending
-	at   time.Time // when seqs were reserved
+	at   time.Time // when the oldest of seqs were reserved
 }
 
 const (
@@ -85,10 +85,12 @@ func (p *numberPool) add(seqs []uint64, drop bool, now time.Time) {
 		p.seqs = nil
 	}
 	if len(seqs) > 0 {
+		if len(p.seqs) == 0 {
+			p.at = now // else the kept numbers are the oldest
+		}
 		for _, q := range seqs {
 			p.seqs = append(p.seqs, seqArg(q))
 		}
-		p.at = now
 	}
 }
 
