@@ -174,18 +174,22 @@ func TestLifecycleSurvivesSIGKILL(t *testing.T) {
 	w.Send(gearman.WorkComplete, plainH, "plain result")
 	w.echoSync()
 	require.Equal(t, []string{"OK"}, admin(t, s, "policy kept max_attempts=7"))
-	// State changes after a result are written by the group committer in
-	// submission order: once a later background submit is acknowledged
-	// (stored), the results above are stored too. Without this barrier a
-	// kill may land between a WORK_COMPLETE and its record, and the job
-	// would rightly run again after the restart (at-least-once).
-	c.submit(gearman.SubmitJobBg, "barrier", "", "")
-
 	require.Len(t, admin(t, s, "deadletters once"), 1)
 	// The heartbeat's function has no worker: a job of it shows that the
 	// schedule fired. (The schedule's "last tick" is no sign: a new
-	// schedule shows the time it started.)
-	testwait.Until(t, "the heartbeat schedule to tick", func() bool { return status(t, s)["ping"].Total > 0 })
+	// schedule shows the time it started.) The tick is recorded once its
+	// job is stored, which the server logs.
+	testwait.Until(t, "the heartbeat's job to be stored", func() bool {
+		return status(t, s)["ping"].Total > 0 && strings.Contains(s.log.String(), `msg="broker: cron tick submitted" schedule=heartbeat`)
+	})
+	// State changes are written by the group committer in submission
+	// order: once a later background submit is acknowledged (stored), the
+	// results above and the recorded tick are stored too. Without this
+	// barrier a kill may land between a WORK_COMPLETE and its record (the
+	// job would rightly run again after the restart: at-least-once), or
+	// before the tick's record (the new server would then start the
+	// schedule afresh instead of catching up).
+	c.submit(gearman.SubmitJobBg, "barrier", "", "")
 
 	require.NoError(t, s.cmd.Process.Kill()) // SIGKILL: no flush, no goodbye
 	s.waitExit(t)
