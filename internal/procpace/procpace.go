@@ -16,8 +16,10 @@
 // request at a time back and forth can cost more there), so when it can
 // count the work done the Pacer keeps one processor only if a window of
 // LowerAfter intervals there cost no more CPU per unit of work than the
-// window at the default count before it, and compares again after
-// Config.Hold.
+// window at the default count before it and did about as much work per
+// second (a load that waits on its answers, such as clients with a fixed
+// number of requests in flight, gets fewer done where each waits longer),
+// and compares again after Config.Hold.
 //
 // # Guarantees and caveats
 //
@@ -55,6 +57,7 @@ const (
 	DefaultIdleEvery  = 200 * time.Millisecond
 	DefaultHold       = 30 * time.Second
 	DefaultMinWork    = 500
+	DefaultSlowdown   = 0.05
 )
 
 // Config configures a Pacer. Fields that are not positive take their
@@ -80,6 +83,10 @@ type Config struct {
 	// comparison.
 	Hold    time.Duration
 	MinWork uint64
+	// Slowdown is the share by which the work done per second at one
+	// processor may fall short of the default count's before the default
+	// is kept.
+	Slowdown float64
 	// compare is set when the work done is counted (New).
 	compare bool
 }
@@ -93,6 +100,7 @@ func (c Config) withDefaults() Config {
 	c.IdleEvery = orDefault(c.IdleEvery, DefaultIdleEvery)
 	c.Hold = orDefault(c.Hold, DefaultHold)
 	c.MinWork = orDefault(c.MinWork, DefaultMinWork)
+	c.Slowdown = orDefault(c.Slowdown, DefaultSlowdown)
 	return c
 }
 
@@ -120,37 +128,53 @@ type state struct {
 	calm int
 	cpu  time.Duration
 	work uint64
-	// costDefault is the CPU per unit of work of the last window at the
-	// default count, which a window at one (probing) is compared with.
-	costDefault float64
-	probing     bool
+	// wall is the window's wall time so far.
+	wall time.Duration
+	// def is what the last window at the default count measured, which a
+	// window at one (probing) is compared with.
+	def     measure
+	probing bool
 	// Until holdUntil the count stays as the last comparison chose.
 	holdUntil time.Time
 }
 
-// add counts one calm interval into the window. Once the window has
-// LowerAfter of them it reports its CPU per unit of work (ok false when
-// too little work was done for it to mean anything) and starts a new one;
-// full is false until then.
-func (c Config) add(s *state, cpu time.Duration, work uint64) (cost float64, ok, full bool) {
+// measure is what a window measured: CPU per unit of work, and work per
+// second.
+type measure struct{ cost, rate float64 }
+
+// add counts one calm interval (CPU time, wall time and work) into the
+// window. Once the window has LowerAfter of them it reports what it
+// measured (ok false when too little work was done for it to mean
+// anything) and starts a new one; full is false until then.
+func (c Config) add(s *state, cpu, wall time.Duration, work uint64) (m measure, ok, full bool) {
 	s.calm++
 	s.cpu += cpu
+	s.wall += wall
 	s.work += work
 	if s.calm < c.LowerAfter {
-		return 0, false, false
+		return measure{}, false, false
 	}
-	if s.work >= c.MinWork {
-		cost, ok = float64(s.cpu)/float64(s.work), true
+	if s.work >= c.MinWork && s.wall > 0 {
+		m, ok = measure{cost: float64(s.cpu) / float64(s.work), rate: float64(s.work) / s.wall.Seconds()}, true
 	}
 	s.newWindow()
-	return cost, ok, true
+	return m, ok, true
 }
 
-func (s *state) newWindow() { s.calm, s.cpu, s.work = 0, 0, 0 }
+// worse reports whether m, measured at one processor, is worse than the
+// default count's d: dearer per unit of work, or slower by more than
+// Config.Slowdown (a load that waits on its answers gets fewer of them
+// done where each waits longer).
+func (c Config) worse(m, d measure) bool {
+	return m.cost > d.cost || m.rate < d.rate*(1-c.Slowdown)
+}
 
-// step takes one interval's reading (cores used, CPU time and work done)
-// at time now and returns the change to make: keep, lower or raise.
-func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, work uint64) int {
+func (s *state) newWindow() { s.calm, s.cpu, s.wall, s.work = 0, 0, 0, 0 }
+
+// step takes one interval's reading (cores used, CPU time, wall time and
+// work done) at time now and returns the change to make: keep, lower or
+// raise.
+func (c Config) step(s *state, now time.Time, used float64, cpu, wall time.Duration, work uint64) int {
 	if s.one {
 		if used >= c.Raise {
 			// Busy: the default count, held so that a load with bursts
@@ -158,7 +182,7 @@ func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, w
 			*s = state{holdUntil: now.Add(c.Hold)}
 			return raise
 		}
-		cost, ok, full := c.add(s, cpu, work)
+		m, ok, full := c.add(s, cpu, wall, work)
 		if !full {
 			return keep
 		}
@@ -166,7 +190,7 @@ func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, w
 		case s.probing:
 			s.probing = false
 			s.holdUntil = now.Add(c.Hold)
-			if ok && cost > s.costDefault {
+			if ok && c.worse(m, s.def) {
 				s.one = false
 				return raise
 			}
@@ -181,7 +205,7 @@ func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, w
 		s.newWindow()
 		return keep
 	}
-	cost, ok, full := c.add(s, cpu, work)
+	m, ok, full := c.add(s, cpu, wall, work)
 	if !full {
 		return keep
 	}
@@ -192,7 +216,7 @@ func (c Config) step(s *state, now time.Time, used float64, cpu time.Duration, w
 		return keep // idle: nothing to compare, and nothing gained
 	}
 	s.one = true
-	s.costDefault, s.probing = cost, ok
+	s.def, s.probing = m, ok
 	return lower
 }
 
@@ -314,7 +338,7 @@ func (p *Pacer) run(ctx context.Context) {
 			continue
 		}
 		used := float64(cpu-lastCPU) / float64(elapsed)
-		change := p.cfg.step(&st, wall, used, cpu-lastCPU, work-lastWork)
+		change := p.cfg.step(&st, wall, used, cpu-lastCPU, elapsed, work-lastWork)
 		lastCPU, lastWork, lastWall = cpu, work, wall
 		if used < p.cfg.Idle {
 			t.Reset(p.cfg.IdleEvery)

@@ -33,7 +33,7 @@ func steps(t *testing.T, c Config, s *state, at time.Time, rs ...reading) time.T
 	t.Helper()
 	for i, r := range rs {
 		cpu := time.Duration(r.used * float64(10*time.Millisecond))
-		require.Equal(t, r.want, c.step(s, at, r.used, cpu, r.work), "reading %d", i)
+		require.Equal(t, r.want, c.step(s, at, r.used, cpu, 10*time.Millisecond, r.work), "reading %d", i)
 		at = at.Add(10 * time.Millisecond)
 	}
 	return at
@@ -65,7 +65,7 @@ func TestStepHoldsTheDefaultAfterABurst(t *testing.T) {
 		if s.one {
 			used = 0.9 // a burst
 		}
-		if c.step(&s, at, used, time.Duration(used*float64(10*time.Millisecond)), 100) != keep {
+		if c.step(&s, at, used, time.Duration(used*float64(10*time.Millisecond)), 10*time.Millisecond, 100) != keep {
 			changes++
 		}
 		at = at.Add(10 * time.Millisecond)
@@ -96,6 +96,20 @@ func TestStepKeepsOneWhereItIsCheaper(t *testing.T) {
 	require.True(t, s.one)
 }
 
+// Cheaper per unit of work at one processor but slower (a load that waits
+// on its answers): the default is kept.
+func TestStepReturnsToTheDefaultWhereOneIsSlower(t *testing.T) {
+	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
+	var s state
+	at := time.Unix(0, 0)
+	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
+	at = steps(t, c, &s, at, reading{0.3, 94, keep}, reading{0.3, 94, raise}) // 6% slower
+	require.False(t, s.one)
+	at = steps(t, c, &s, at.Add(time.Second), reading{0.4, 100, keep}, reading{0.4, 100, lower})
+	steps(t, c, &s, at, reading{0.3, 96, keep}, reading{0.3, 96, keep}) // 4% slower, and cheaper
+	require.True(t, s.one)
+}
+
 func TestStepReturnsToTheDefaultWhereItIsCheaper(t *testing.T) {
 	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
 	var s state
@@ -120,7 +134,7 @@ func TestStepReturnsToTheDefaultWhereItIsCheaper(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	got := Config{Interval: -time.Second, Raise: 0.9, Lower: -1}.withDefaults()
 	require.Equal(t, Config{Interval: DefaultInterval, Raise: 0.9, Lower: DefaultLower, LowerAfter: DefaultLowerAfter,
-		Idle: DefaultIdle, IdleEvery: DefaultIdleEvery, Hold: DefaultHold, MinWork: DefaultMinWork}, got)
+		Idle: DefaultIdle, IdleEvery: DefaultIdleEvery, Hold: DefaultHold, MinWork: DefaultMinWork, Slowdown: DefaultSlowdown}, got)
 }
 
 func TestStartAndStopAnyOrder(t *testing.T) {
