@@ -20,6 +20,13 @@ import (
 // TestMain checks that no Pacer's goroutine outlives the tests.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// comparing returns the configuration of the step tests that count work,
+// a fresh state and a start time.
+func comparing() (Config, state, time.Time) {
+	return Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults(),
+		state{}, time.Unix(0, 0)
+}
+
 // reading is one interval's reading for step.
 type reading struct {
 	used float64
@@ -56,9 +63,7 @@ func TestStepWithoutWork(t *testing.T) {
 // A load calm at the default count but with bursts at one processor
 // changes the count once a Hold, not at every burst.
 func TestStepHoldsTheDefaultAfterABurst(t *testing.T) {
-	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
-	var s state
-	at := time.Unix(0, 0)
+	c, s, at := comparing()
 	changes := 0
 	for range 1000 { // ten seconds of 10 ms readings
 		used := 0.45
@@ -75,9 +80,7 @@ func TestStepHoldsTheDefaultAfterABurst(t *testing.T) {
 }
 
 func TestStepKeepsOneWhereItIsCheaper(t *testing.T) {
-	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
-	var s state
-	at := time.Unix(0, 0)
+	c, s, at := comparing()
 	// At the default: 0.4 of a core for 100 units of work an interval.
 	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
 	require.True(t, s.probing)
@@ -99,9 +102,7 @@ func TestStepKeepsOneWhereItIsCheaper(t *testing.T) {
 // Cheaper per unit of work at one processor but slower (a load that waits
 // on its answers): the default is kept.
 func TestStepReturnsToTheDefaultWhereOneIsSlower(t *testing.T) {
-	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
-	var s state
-	at := time.Unix(0, 0)
+	c, s, at := comparing()
 	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
 	at = steps(t, c, &s, at, reading{0.3, 94, keep}, reading{0.3, 94, raise}) // 6% slower
 	require.False(t, s.one)
@@ -111,9 +112,7 @@ func TestStepReturnsToTheDefaultWhereOneIsSlower(t *testing.T) {
 }
 
 func TestStepReturnsToTheDefaultWhereItIsCheaper(t *testing.T) {
-	c := Config{Raise: 0.8, Lower: 0.5, LowerAfter: 2, Hold: time.Second, MinWork: 10, compare: true}.withDefaults()
-	var s state
-	at := time.Unix(0, 0)
+	c, s, at := comparing()
 	at = steps(t, c, &s, at, reading{0.4, 100, keep}, reading{0.4, 100, lower})
 	// At one: more CPU for the same work.
 	at = steps(t, c, &s, at, reading{0.45, 100, keep}, reading{0.45, 100, raise})
