@@ -171,10 +171,14 @@ func (c Config) worse(m, d measure) bool {
 
 func (s *state) newWindow() { s.calm, s.cpu, s.wall, s.work = 0, 0, 0, 0 }
 
-// step takes one interval's reading (cores used, CPU time, wall time and
-// work done) at time now and returns the change to make: keep, lower or
-// raise.
-func (c Config) step(s *state, now time.Time, used float64, cpu, wall time.Duration, work uint64) int {
+// cores returns the cores that cpu of CPU time over wall time used.
+func cores(cpu, wall time.Duration) float64 { return float64(cpu) / float64(wall) }
+
+// step takes one interval's reading (CPU time, wall time, which is
+// positive, and work done) at time now and returns the change to make:
+// keep, lower or raise.
+func (c Config) step(s *state, now time.Time, cpu, wall time.Duration, work uint64) int {
+	used := cores(cpu, wall)
 	if s.one {
 		if used >= c.Raise {
 			// Busy: the default count, held so that a load with bursts
@@ -337,8 +341,8 @@ func (p *Pacer) run(ctx context.Context) {
 			lastCPU, lastWork, lastWall, known = cpu, work, wall, true
 			continue
 		}
-		used := float64(cpu-lastCPU) / float64(elapsed)
-		change := p.cfg.step(&st, wall, used, cpu-lastCPU, elapsed, work-lastWork)
+		used := cores(cpu-lastCPU, elapsed)
+		change := p.cfg.step(&st, wall, cpu-lastCPU, elapsed, work-lastWork)
 		lastCPU, lastWork, lastWall = cpu, work, wall
 		if used < p.cfg.Idle {
 			t.Reset(p.cfg.IdleEvery)

@@ -40,7 +40,7 @@ func steps(t *testing.T, c Config, s *state, at time.Time, rs ...reading) time.T
 	t.Helper()
 	for i, r := range rs {
 		cpu := time.Duration(r.used * float64(10*time.Millisecond))
-		require.Equal(t, r.want, c.step(s, at, r.used, cpu, 10*time.Millisecond, r.work), "reading %d", i)
+		require.Equal(t, r.want, c.step(s, at, cpu, 10*time.Millisecond, r.work), "reading %d", i)
 		at = at.Add(10 * time.Millisecond)
 	}
 	return at
@@ -70,7 +70,7 @@ func TestStepHoldsTheDefaultAfterABurst(t *testing.T) {
 		if s.one {
 			used = 0.9 // a burst
 		}
-		if c.step(&s, at, used, time.Duration(used*float64(10*time.Millisecond)), 10*time.Millisecond, 100) != keep {
+		if c.step(&s, at, time.Duration(used*float64(10*time.Millisecond)), 10*time.Millisecond, 100) != keep {
 			changes++
 		}
 		at = at.Add(10 * time.Millisecond)
