@@ -157,8 +157,8 @@ type Broker struct {
 	// unsaved counts the jobs of pendingSaves held by workers or about to
 	// be (runningUnsavedLocked).
 	unsaved unsavedCounts
-	// spareExtras are extras of finished jobs, for jobs that start
-	// (newExtraLocked).
+	// spareExtras are extras of finished jobs, for jobs that start and
+	// foreground jobs (extraLocked).
 	spareExtras []*jobExtra
 	// barriers are the waiters of Durable.
 	barriers []chan error

@@ -84,6 +84,9 @@ type histRec struct {
 	// payloadOnDisk: the job's payload was on disk only (tiering) when it
 	// ended; the committer reads it back for the record (tierFillRecord).
 	payloadOnDisk bool
+	// foreground: the job was submitted in the foreground (a flag here
+	// rather than in x: it costs the record no room).
+	foreground bool
 	// stage is where a record on its way to the store is (recordQueue);
 	// dropped marks one that lookups no longer find there (forgotten, or
 	// the store has it). The committer writes a record without reading
@@ -103,9 +106,6 @@ type histExtra struct {
 	// outcome is the made-up attempt's outcome when it is not the
 	// record's state (a takeback's reason).
 	outcome string
-	// background is kept here, inverted, for foreground jobs: most
-	// records are of background jobs.
-	foreground bool
 	// retryOf is the job that this one runs again (RetryJob).
 	retryOf uint64
 	// batch is the batch the job belonged to.
@@ -276,10 +276,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	}
 	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(j.payloadSize(), 1<<32-1)),
 		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority,
-		state: parseFinal(e.state), lastErr: e.errText, payloadOnDisk: j.payloadOnDisk()}
-	if !j.background {
-		r.ext().foreground = true
-	}
+		state: parseFinal(e.state), lastErr: e.errText, payloadOnDisk: j.payloadOnDisk(), foreground: !j.background}
 	r.payload = capped(j.payload, PayloadPreviewCap)
 	if retryable(e.state) && len(j.payload) <= RetryPayloadCap && (j.payload != nil || !j.has(jobTiered)) {
 		// Kept whole, so that RetryJob can submit it again. (A payload
@@ -508,7 +505,7 @@ func (r *histRec) snapshot() JobSnapshot {
 // attempts, which it returns (nil: s gets History of its own).
 func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store.Attempt {
 	*s = JobSnapshot{Seq: r.seq, Function: r.fn.name, Unique: r.unique, Priority: r.priority, State: r.state.String(),
-		Final: true, Background: true, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,
+		Final: true, Background: !r.foreground, Retries: r.retries, Attempts: r.nAttempts, LastError: r.lastErr,
 		ResultTruncated: r.truncated, PayloadPreview: r.payload, PayloadSize: int(r.payloadLen),
 		Finished: time.Unix(0, r.finished), payloadOnDisk: r.payloadOnDisk}
 	if r.payloadWhole {
@@ -520,7 +517,6 @@ func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store
 	}
 	at := len(attempts)
 	if x := r.x; x != nil {
-		s.Background = !x.foreground
 		if len(x.attempts) > 0 {
 			attempts = append(attempts, x.attempts...)
 		}
@@ -550,7 +546,7 @@ func (r *histRec) snapshotInto(s *JobSnapshot, attempts []store.Attempt) []store
 // appendRecord appends the stored form of the record to b, as
 // appendSnapshot of its snapshot would, without making the snapshot.
 func (r *histRec) appendRecord(b []byte) []byte {
-	f := recordFields{unique: r.unique, lastErr: r.lastErr, payload: r.payload, background: true,
+	f := recordFields{unique: r.unique, lastErr: r.lastErr, payload: r.payload, background: !r.foreground,
 		truncated: r.truncated, whole: r.payloadWhole, priority: r.priority, retries: r.retries,
 		attempts: r.nAttempts, payloadSize: int(r.payloadLen), submitted: r.submitted, started: r.started}
 	if r.payloadWhole {
@@ -561,7 +557,7 @@ func (r *histRec) appendRecord(b []byte) []byte {
 	}
 	var made [1]store.Attempt
 	if x := r.x; x != nil {
-		f.background, f.history = !x.foreground, x.attempts
+		f.history = x.attempts
 		f.maxAttempts, f.orderKey, f.cancelledBy, f.cancelledAt = int(x.maxAttempts), x.orderKey, x.cancelledBy, x.cancelledAt
 		f.retryOf, f.batch = x.retryOf, x.batch
 	}

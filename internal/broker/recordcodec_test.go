@@ -74,11 +74,12 @@ func TestRecordEncodedAsItsSnapshot(t *testing.T) {
 		{seq: 2, fn: fh, unique: "u", payload: []byte("p"), payloadLen: 300, submitted: 5, started: 6, finished: 7,
 			retries: 1, nAttempts: 2, priority: High, state: finalComplete, ran: true, worker: "w1", hasResult: true, result: []byte{}},
 		{seq: 3, fn: fh, state: finalFailed, lastErr: "boom", ran: true, worker: "w2", started: 8, finished: 9,
-			payloadWhole: true, x: &histExtra{outcome: "takeback", foreground: true}},
+			payloadWhole: true, foreground: true, x: &histExtra{outcome: "takeback"}},
 		{seq: 4, fn: fh, state: finalDead, payloadWhole: true, payload: []byte("whole"), hasResult: true,
 			result: []byte("r"), truncated: true, x: &histExtra{attempts: attempts, maxAttempts: -1, orderKey: "k", retryOf: 2}},
 		{seq: 5, fn: fh, state: finalCancelled, x: &histExtra{cancelledBy: "admin", cancelledAt: 11, batch: 9, retryOf: 3}},
 		{seq: 6, fn: fh, state: finalException, ran: true, lastErr: "x", x: &histExtra{batch: 1}},
+		{seq: 7, fn: fh, foreground: true, ran: true, worker: "w3", started: 1, finished: 2},
 	}
 	for i := range recs {
 		r := &recs[i]

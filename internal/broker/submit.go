@@ -228,7 +228,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		f.uniques[key] = j
 	}
 	if p.RunAt != 0 || len(p.Reducer) > 0 || p.retryOf != 0 {
-		x := j.extra()
+		x := b.extraLocked(j)
 		x.runAt = p.RunAt
 		x.reducer = string(p.Reducer)
 		x.retryOf = p.retryOf
@@ -247,7 +247,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	b.statSubmittedLocked(j)
 	if !p.Background {
-		x := j.extra()
+		x := b.extraLocked(j)
 		x.clients = append(x.clients, s)
 		s.waiting = append(s.waiting, j)
 	}

@@ -168,10 +168,7 @@ func (b *Broker) resetProgressLocked(j *job) {
 }
 
 func (b *Broker) assignLocked(s *Session, j *job, a ability) {
-	if j.x == nil {
-		j.x = b.newExtraLocked()
-	}
-	x := j.x
+	x := b.extraLocked(j)
 	b.setStateLocked(j, stateRunning)
 	x.worker = s
 	x.warning = ""
@@ -313,6 +310,7 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 		}
 	}
 	removed := false
+	clients := j.x.clients // unlinkLocked lets go of them; the extra's reuse keeps their room
 	b.enterBurstLocked(s)
 	defer b.leaveBurstLocked(s)
 	b.finishObservedLocked(j, o, Event{Kind: kind, Seq: seq, Data: data}, func() {
@@ -324,7 +322,7 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 		b.finishLifeLocked(j, o, data)
 	})
 	if removed {
-		b.recycleExtraLocked(j)
+		b.recycleExtraLocked(j, clients)
 	}
 	return nil
 }
@@ -333,24 +331,36 @@ func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 // about as many as jobs run at once on a busy server.
 const maxSpareExtras = 256
 
-// newExtraLocked returns an empty extra for a job that starts to run,
-// reusing one a finished job left (recycleExtraLocked).
-func (b *Broker) newExtraLocked() *jobExtra {
+// maxSpareClients bounds the room for clients that a kept extra keeps
+// (recycleExtraLocked): a foreground job mostly has one.
+const maxSpareClients = 4
+
+// extraLocked returns j's extra, giving j one that a finished job left
+// (recycleExtraLocked) when it has none: a job that starts to run, or a
+// foreground job as it is submitted.
+func (b *Broker) extraLocked(j *job) *jobExtra {
+	if j.x != nil {
+		return j.x
+	}
 	if n := len(b.spareExtras); n > 0 {
-		x := b.spareExtras[n-1]
+		j.x = b.spareExtras[n-1]
 		b.spareExtras[n-1] = nil
 		b.spareExtras = b.spareExtras[:n-1]
-		return x
+		return j.x
 	}
-	return newExtra()
+	return j.extra()
 }
 
 // recycleExtraLocked keeps the extra of j, a job its worker completed and
-// removeLocked took out of every index, for the next job that starts, so
-// that running a job allocates nothing but the job. Only without a store:
-// then nothing but the caller still holds j (with a store, a write queued
-// before the job ended may still read it; in shared mode a round may).
-func (b *Broker) recycleExtraLocked(j *job) {
+// removeLocked took out of every index, for the next job that starts or
+// foreground job submitted, so that running a job allocates nothing but
+// the job. clients are the job's clients as they were before removeLocked
+// let go of them: nothing else holds that slice, and the extra keeps its
+// room (at most maxSpareClients) for the next job's clients. Only without
+// a store: then nothing but the caller still holds j (with a store, a
+// write queued before the job ended may still read it; in shared mode a
+// round may).
+func (b *Broker) recycleExtraLocked(j *job, clients []*Session) {
 	x := j.x
 	if x == nil || b.store != nil || j.state != stateGone || x.life != nil ||
 		len(b.spareExtras) >= maxSpareExtras {
@@ -358,6 +368,10 @@ func (b *Broker) recycleExtraLocked(j *job) {
 	}
 	j.x = nil
 	*x = *newExtra()
+	if cap(clients) <= maxSpareClients {
+		clear(clients)
+		x.clients = clients[:0]
+	}
 	b.spareExtras = append(b.spareExtras, x)
 }
 
