@@ -111,6 +111,10 @@ func plainInsertArgs(jobs []store.Job, rows []int, claim []bool, prefix string, 
 	return []any{function, payload, priority, runAt, claim, given, []byte(prefix), id}
 }
 
+// notifySQL notifies the servers listening on channel $1 with each
+// payload of $2.
+const notifySQL = `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`
+
 // prefixed turns "a, b" into "p.a, p.b".
 func prefixed(p, names string) string {
 	var parts []string
@@ -247,6 +251,10 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		if part.plain && pool.seqs != nil {
 			seqs := pool.seqs[numbered : numbered+len(rows)]
 			numbered += len(rows)
+			if !slices.Contains(cl, true) {
+				steps = append(steps, unclaimedInsertStep(p.Jobs, rows, seqs, p.HandlePrefix, out))
+				continue
+			}
 			args := plainInsertArgs(p.Jobs, rows, cl, p.HandlePrefix, id)
 			copy(args[5].([]int64), seqs)
 			add(func(br pgx.BatchResults) error {
@@ -309,7 +317,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 		}
 	}
 	if len(notify) > 0 {
-		add(nil, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, notify)
+		add(nil, notifySQL, s.channel, notify)
 	}
 
 	err := s.againOnConflict(ctx, "a commit round", func() error {

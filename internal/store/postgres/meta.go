@@ -91,5 +91,5 @@ func (s *Store) queueMeta(b *pgx.Batch, entries []store.Meta) {
 		b.Queue(`INSERT INTO gearwork_meta (key, value) VALUES ($1, $2)
 			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(m.Key), m.Value)
 	}
-	b.Queue(`SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, s.channel, keys)
+	b.Queue(notifySQL, s.channel, keys)
 }

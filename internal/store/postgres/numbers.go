@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -161,4 +162,43 @@ func (s *Store) planPool(jobs []store.Job, sent []int) *poolRound {
 // empties it when the round numbered jobs otherwise.
 func (s *Store) settlePool(r *poolRound, numberedOtherwise bool) {
 	s.numbers.add(r.reserved, numberedOtherwise, time.Now())
+}
+
+// unclaimedNumberedInsertSQL inserts plain new jobs that nobody claims
+// with the numbers given ($5), as plainNumberedInsertSQL does, without
+// returning rows: the numbers are known, nobody holds the jobs, and every
+// row is inserted or the statement fails.
+const unclaimedNumberedInsertSQL = `
+	INSERT INTO gearwork_jobs (seq, handle, function, payload, priority, run_at)
+	SELECT i.seq, $6::bytea || convert_to(i.seq::text, 'UTF8'), i.function, i.payload, i.priority, i.run_at
+	FROM unnest($1::bytea[], $2::bytea[], $3::smallint[], $4::bigint[], $5::bigint[])
+		AS i(function, payload, priority, run_at, seq)`
+
+// unclaimedInsertStep returns the step that inserts the jobs rows of
+// jobs, nobody claiming them, with the numbers seqs (in rows' order), and
+// answers them in out.
+func unclaimedInsertStep(jobs []store.Job, rows []int, seqs []int64, prefix string, out []store.Inserted) batchStep {
+	function := make([][]byte, len(rows))
+	payload := make([][]byte, len(rows))
+	priority := make([]int16, len(rows))
+	runAt := make([]int64, len(rows))
+	for k, i := range rows {
+		j := &jobs[i]
+		function[k], payload[k] = nonNil([]byte(j.Function)), nonNil(j.Payload)
+		priority[k], runAt[k] = int16(j.Priority), j.RunAt
+	}
+	return batchStep{sql: unclaimedNumberedInsertSQL, args: []any{function, payload, priority, runAt, seqs, []byte(prefix)},
+		read: func(br pgx.BatchResults) error {
+			tag, err := br.Exec()
+			if err != nil {
+				return err
+			}
+			if n := tag.RowsAffected(); n != int64(len(rows)) {
+				return fmt.Errorf("inserted %d of %d jobs", n, len(rows))
+			}
+			for k, i := range rows {
+				out[i] = store.Inserted{Seq: uint64(seqs[k]), Created: true}
+			}
+			return nil
+		}}
 }
