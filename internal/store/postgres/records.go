@@ -181,50 +181,69 @@ func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, er
 	return out, nil
 }
 
+// recordFunctionsSQL lists the functions that have records, one probe
+// of the records' function index per function: counting the records
+// instead (RecordCounts) read the whole table at every expiry.
+const recordFunctionsSQL = `WITH RECURSIVE f AS (
+	(SELECT function FROM gearwork_records ORDER BY function LIMIT 1)
+	UNION ALL
+	SELECT (SELECT r.function FROM gearwork_records r WHERE r.function > f.function ORDER BY r.function LIMIT 1)
+	FROM f WHERE f.function IS NOT NULL
+)
+SELECT function FROM f WHERE function IS NOT NULL`
+
 // ExpireRecords deletes, per function, the records older than its age
 // limit and those beyond its count, whichever server wrote them;
 // idempotent, so every server may run it.
 func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string) (time.Duration, int)) (int, error) {
-	counts, err := s.RecordCounts(ctx)
-	if err != nil {
+	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
+	rows, err := s.pool.Query(ctx, recordFunctionsSQL)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: listing the functions of job records: %w", err)
+	}
+	fns, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return 0, fmt.Errorf("postgres: listing the functions of job records: %w", err)
+	}
 	total := 0
-	for fn, m := range counts {
-		n := 0
-		for _, c := range m {
-			n += c
-		}
-		age, max := limits(fn)
-		var tag int64
-		switch {
-		case age <= 0 || max <= 0:
-			ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE function = $1`, []byte(fn))
+	for _, fn := range fns {
+		age, max := limits(string(fn))
+		if age <= 0 || max <= 0 {
+			n, err := s.expireRecords(ctx, `DELETE FROM gearwork_records WHERE function = $1`, fn)
+			total += n
 			if err != nil {
-				return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
+				return total, err
 			}
-			tag = ct.RowsAffected()
-		default:
-			ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND finished < $2`,
-				[]byte(fn), now-int64(age))
-			if err != nil {
-				return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
-			}
-			tag = ct.RowsAffected()
-			if n-int(tag) > max {
-				// Everything from the newest record beyond the count on:
-				// one range of the function's index, where a semi-join
-				// with the records to keep hashed them all.
-				ct, err := s.pool.Exec(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND (finished, seq) <= (
-					SELECT finished, seq FROM gearwork_records WHERE function = $1
-					ORDER BY finished DESC, seq DESC OFFSET $2 LIMIT 1)`, []byte(fn), max)
-				if err != nil {
-					return total, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
-				}
-				tag += ct.RowsAffected()
-			}
+			continue
 		}
-		total += int(tag)
+		n, err := s.expireRecords(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND finished < $2`, fn, now-int64(age))
+		total += n
+		if err != nil {
+			return total, err
+		}
+		// Everything from the newest record beyond the count on: one
+		// range of the function's index, where a semi-join with the
+		// records to keep hashed them all. The walk to it stops at the
+		// function's oldest record when it has fewer.
+		n, err = s.expireRecords(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND (finished, seq) <= (
+			SELECT finished, seq FROM gearwork_records WHERE function = $1
+			ORDER BY finished DESC, seq DESC OFFSET $2 LIMIT 1)`, fn, max)
+		total += n
+		if err != nil {
+			return total, err
+		}
 	}
 	return total, nil
+}
+
+// expireRecords runs one of ExpireRecords' deletes of the records of fn
+// ($1) and returns how many it deleted.
+func (s *Store) expireRecords(ctx context.Context, sql string, fn []byte, args ...any) (int, error) {
+	ct, err := s.pool.Exec(ctx, sql, append([]any{fn}, args...)...)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: expiring job records of %q: %w", fn, err)
+	}
+	return int(ct.RowsAffected()), nil
 }
