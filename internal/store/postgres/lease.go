@@ -137,10 +137,19 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 // migration 13 still running beside it could, claiming under an id its
 // lost lease took from it. Ids are never given out again, so an id found
 // gone stays gone: the jobs are matched by the ids found, not by looking
-// for their servers again.
-const releaseOrphansSQL = `UPDATE gearwork_jobs SET owner = NULL WHERE owner = ANY (ARRAY(
-	SELECT DISTINCT j.owner FROM gearwork_jobs j
-	WHERE j.owner IS NOT NULL AND NOT EXISTS (SELECT FROM gearwork_servers s WHERE s.id = j.owner)))`
+// for their servers again. The holders are found by one probe of the
+// owner index each (a recursive skip from one holder to the next): a
+// DISTINCT over the index read an entry for every held job, and every
+// claimed job's old versions until vacuum, at every renewal.
+const releaseOrphansSQL = `WITH RECURSIVE o AS (
+	(SELECT owner FROM gearwork_jobs WHERE owner IS NOT NULL ORDER BY owner LIMIT 1)
+	UNION ALL
+	SELECT (SELECT j.owner FROM gearwork_jobs j WHERE j.owner > o.owner ORDER BY j.owner LIMIT 1)
+	FROM o WHERE o.owner IS NOT NULL
+)
+UPDATE gearwork_jobs SET owner = NULL WHERE owner = ANY (ARRAY(
+	SELECT o.owner FROM o
+	WHERE o.owner IS NOT NULL AND NOT EXISTS (SELECT FROM gearwork_servers s WHERE s.id = o.owner)))`
 
 // Leave unregisters this server, which releases every job it holds to the
 // other servers (and wakes them), and stops listening. Idempotent.

@@ -605,22 +605,27 @@ func TestRenewReleasesJobsHeldByServersThatAreGone(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	a, b := joinedStore(t, url, "a"), joinedStore(t, url, "b")
-	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2")}, Claim: []bool{true, false}})
+	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1"), newJob("f", "", "2"), newJob("f", "", "3")},
+		Claim: []bool{true, false, false}})
 	require.NoError(t, err)
 	require.True(t, held[0].Claimed)
+	// Held under ids above and below the live servers' ids.
 	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_jobs SET owner = (SELECT max(id) + 1000 FROM gearwork_servers) WHERE seq = %d`, held[1].Seq))
+	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_jobs SET owner = -7 WHERE seq = %d`, held[2].Seq))
 
 	lost, err := b.Renew(ctx)
 	require.NoError(t, err)
 	require.False(t, lost)
 	var owners []int64
-	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(array_agg(coalesce(owner, 0) ORDER BY seq), '{}') FROM gearwork_jobs WHERE seq IN (%d, %d)`, held[0].Seq, held[1].Seq), &owners)
-	require.Len(t, owners, 2)
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT coalesce(array_agg(coalesce(owner, 0) ORDER BY seq), '{}') FROM gearwork_jobs WHERE seq IN (%d, %d, %d)`,
+		held[0].Seq, held[1].Seq, held[2].Seq), &owners)
+	require.Len(t, owners, 3)
 	require.NotZero(t, owners[0], "a job held by a live server stays held")
 	require.Zero(t, owners[1], "the job of a server that is gone is released")
+	require.Zero(t, owners[2], "so is that of another one")
 	got := claimF(t, b)
-	require.Len(t, got, 1)
-	require.Equal(t, held[1].Seq, got[0].Seq)
+	require.Len(t, got, 2)
+	require.Equal(t, []uint64{held[1].Seq, held[2].Seq}, []uint64{got[0].Seq, got[1].Seq})
 }
 
 // run del (SQL) as it commits, in its transaction: what another server
