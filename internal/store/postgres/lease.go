@@ -140,11 +140,14 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 // for their servers again. The holders are found by one probe of the
 // owner index each (a recursive skip from one holder to the next): a
 // DISTINCT over the index read an entry for every held job, and every
-// claimed job's old versions until vacuum, at every renewal.
+// claimed job's old versions until vacuum, at every renewal. The skip
+// goes from the highest id down, so that each probe lands on the entries
+// of a holder's latest rows: the entries of the rows it ended and
+// deleted, which stay until vacuum, lie at the other end of its range.
 const releaseOrphansSQL = `WITH RECURSIVE o AS (
-	(SELECT owner FROM gearwork_jobs WHERE owner IS NOT NULL ORDER BY owner LIMIT 1)
+	(SELECT owner FROM gearwork_jobs WHERE owner IS NOT NULL ORDER BY owner DESC LIMIT 1)
 	UNION ALL
-	SELECT (SELECT j.owner FROM gearwork_jobs j WHERE j.owner > o.owner ORDER BY j.owner LIMIT 1)
+	SELECT (SELECT j.owner FROM gearwork_jobs j WHERE j.owner < o.owner ORDER BY j.owner DESC LIMIT 1)
 	FROM o WHERE o.owner IS NOT NULL
 )
 UPDATE gearwork_jobs SET owner = NULL WHERE owner = ANY (ARRAY(
