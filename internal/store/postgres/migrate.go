@@ -201,17 +201,6 @@ CREATE TRIGGER gearwork_servers_release AFTER DELETE ON gearwork_servers
 	FOR EACH ROW EXECUTE FUNCTION gearwork_release_jobs();
 ALTER TABLE gearwork_jobs DROP CONSTRAINT gearwork_jobs_owner_fkey;
 `},
-	{14, "records indexed in the order they are written", `
--- Records were indexed newest first, so each record went to the far left
--- of its range, where every insert descended the tree and every full page
--- split in half. In ascending order each goes to the right end, which
--- PostgreSQL fills without a descent and splits unevenly; listings
--- newest first read the same indexes backwards.
-DROP INDEX gearwork_records_function, gearwork_records_finished, gearwork_records_batch;
-CREATE INDEX gearwork_records_function ON gearwork_records (function, finished, seq);
-CREATE INDEX gearwork_records_finished ON gearwork_records (finished, seq);
-CREATE INDEX gearwork_records_batch ON gearwork_records (batch, finished, seq) WHERE batch <> 0;
-`},
 }
 
 // LatestVersion is the schema version this build of Gearwork migrates to.
