@@ -11,3 +11,6 @@ func (s *Store) SettingForTest(ctx context.Context, name string) (rounds, claims
 	}
 	return rounds, claims, err
 }
+
+// TrimsForTest reports how many trims by count ExpireRecords has run.
+func (s *Store) TrimsForTest() int64 { return s.trims.Load() }

@@ -211,6 +211,7 @@ func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string
 	if err != nil {
 		return 0, fmt.Errorf("postgres: listing the functions of job records: %w", err)
 	}
+	s.forgetTrimsExcept(fns)
 	total := 0
 	for _, fn := range fns {
 		age, max := limits(string(fn))
@@ -227,19 +228,82 @@ func (s *Store) ExpireRecords(ctx context.Context, now int64, limits func(string
 		if err != nil {
 			return total, err
 		}
-		// Everything from the newest record beyond the count on: one
-		// range of the function's index, where a semi-join with the
-		// records to keep hashed them all. The walk to it stops at the
-		// function's oldest record when it has fewer.
-		n, err = s.expireRecords(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND (finished, seq) <= (
-			SELECT finished, seq FROM gearwork_records WHERE function = $1
-			ORDER BY finished DESC, seq DESC OFFSET $2 LIMIT 1)`, fn, max)
+		n, err = s.trimRecords(ctx, fn, max)
 		total += n
 		if err != nil {
 			return total, err
 		}
 	}
 	return total, nil
+}
+
+// trimMark is a function's newest record and its count limit when its
+// records were last trimmed by count.
+type trimMark struct {
+	finished int64
+	seq      int64
+	max      int
+}
+
+// forgetTrimsExcept drops what the last trims saw of functions that no
+// longer have records.
+func (s *Store) forgetTrimsExcept(fns [][]byte) {
+	s.trimmedMu.Lock()
+	defer s.trimmedMu.Unlock()
+	if len(s.trimmed) <= len(fns) {
+		return
+	}
+	keep := make(map[string]trimMark, len(fns))
+	for _, fn := range fns {
+		if m, ok := s.trimmed[string(fn)]; ok {
+			keep[string(fn)] = m
+		}
+	}
+	s.trimmed = keep
+}
+
+// trimRecords deletes the records of fn beyond the newest max and
+// returns how many it deleted. The trim walks max index entries (and
+// those of records deleted since the last vacuum), so it is skipped
+// while the function's newest record and its limit are what the last
+// trim saw: nothing was recorded since, and what that trim kept is
+// within the limit. A record another server wrote with an older finish
+// time than the newest is trimmed with the next new one.
+func (s *Store) trimRecords(ctx context.Context, fn []byte, max int) (int, error) {
+	var mark trimMark
+	err := s.pool.QueryRow(ctx, `SELECT finished, seq FROM gearwork_records WHERE function = $1
+		ORDER BY finished DESC, seq DESC LIMIT 1`, fn).Scan(&mark.finished, &mark.seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("postgres: reading the newest job record of %q: %w", fn, err)
+	}
+	mark.max = max
+	s.trimmedMu.Lock()
+	last, seen := s.trimmed[string(fn)]
+	s.trimmedMu.Unlock()
+	if seen && last == mark {
+		return 0, nil
+	}
+	s.trims.Add(1)
+	// Everything from the newest record beyond the count on: one range
+	// of the function's index, where a semi-join with the records to
+	// keep hashed them all. The walk to it stops at the function's
+	// oldest record when it has fewer.
+	n, err := s.expireRecords(ctx, `DELETE FROM gearwork_records WHERE function = $1 AND (finished, seq) <= (
+		SELECT finished, seq FROM gearwork_records WHERE function = $1
+		ORDER BY finished DESC, seq DESC OFFSET $2 LIMIT 1)`, fn, max)
+	if err != nil {
+		return n, err
+	}
+	s.trimmedMu.Lock()
+	if s.trimmed == nil {
+		s.trimmed = make(map[string]trimMark)
+	}
+	s.trimmed[string(fn)] = mark
+	s.trimmedMu.Unlock()
+	return n, nil
 }
 
 // expireRecords runs one of ExpireRecords' deletes of the records of fn

@@ -738,6 +738,55 @@ func TestExpireRecordsKeepsTheNewestOfEachFunction(t *testing.T) {
 	require.Equal(t, []uint64{10, 9, 8, 7, 102, 101, 100}, kept)
 }
 
+// TestExpireRecordsTrimsOnlyAfterNewRecordsOrANewLimit checks that the
+// sweep trims a function's records by count again only once it has a new
+// newest record or a new limit: the trim walks the records it keeps.
+func TestExpireRecordsTrimsOnlyAfterNewRecordsOrANewLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, pgtest.Schema(t), "a")
+	record := func(seq uint64, fin int64) store.Record {
+		return store.Record{Seq: seq, Function: "f", State: "complete", Finished: fin, Data: []byte("{}")}
+	}
+	var recs []store.Record
+	for i := range 10 {
+		recs = append(recs, record(uint64(i+1), int64(i+1)))
+	}
+	require.NoError(t, s.EndJobs(ctx, nil, recs, nil))
+	limit := 4
+	expire := func() int {
+		n, err := s.ExpireRecords(ctx, 100, func(string) (time.Duration, int) { return time.Hour, limit })
+		require.NoError(t, err)
+		return n
+	}
+	kept := func() []uint64 {
+		got, err := s.Records(ctx, store.RecordQuery{Function: "f", Limit: 100})
+		require.NoError(t, err)
+		var seqs []uint64
+		for _, r := range got {
+			seqs = append(seqs, r.Seq)
+		}
+		return seqs
+	}
+
+	require.Equal(t, 6, expire())
+	require.Equal(t, []uint64{10, 9, 8, 7}, kept())
+	require.EqualValues(t, 1, s.TrimsForTest())
+
+	require.Equal(t, 0, expire(), "nothing new")
+	require.EqualValues(t, 1, s.TrimsForTest(), "no new record, same limit: no trim")
+
+	limit = 2
+	require.Equal(t, 2, expire(), "a lower limit trims at once")
+	require.Equal(t, []uint64{10, 9}, kept())
+	require.EqualValues(t, 2, s.TrimsForTest())
+
+	require.NoError(t, s.EndJobs(ctx, nil, []store.Record{record(11, 11)}, nil))
+	require.Equal(t, 1, expire(), "a new record trims the oldest kept")
+	require.Equal(t, []uint64{11, 10}, kept())
+	require.EqualValues(t, 3, s.TrimsForTest())
+}
+
 // TestRoundOfPlainAndOtherJobsKeepsEachJobAndTheOrder commits one round
 // mixing jobs that set only their function, payload, priority and run-at
 // time (written by a lean statement) with jobs that set more, one of

@@ -64,6 +64,13 @@ type Store struct {
 	// jobs (numberPool).
 	numbers numberPool
 
+	// trimmed is what the last trim by count of each function's records
+	// saw (ExpireRecords); only the expiry sweep uses it.
+	trimmedMu sync.Mutex
+	trimmed   map[string]trimMark
+	// trims counts the trims by count run, for tests.
+	trims atomic.Int64
+
 	// mu guards the membership fields below.
 	mu       sync.Mutex
 	serverID int64 // 0 until Join
