@@ -183,15 +183,15 @@ func (s *Store) RecordCounts(ctx context.Context) (map[string]map[string]int, er
 
 // recordFunctionsSQL lists the functions that have records, one probe
 // of the records' function index per function: counting the records
-// instead (RecordCounts) read the whole table at every expiry. It goes
-// from the last function to the first, so that each probe lands on a
-// function's newest records: its oldest, at the other end of its range,
-// are those the last trim deleted, whose index entries stay until vacuum
-// and would be walked over one by one.
+// instead (RecordCounts) read the whole table at every expiry. The index
+// keeps each function's records newest first, so a skip from the first
+// function up lands on a function's newest records: its oldest, at the
+// other end of its range, are those the last trim deleted, whose index
+// entries stay until vacuum and would be walked over one by one.
 const recordFunctionsSQL = `WITH RECURSIVE f AS (
-	(SELECT function FROM gearwork_records ORDER BY function DESC LIMIT 1)
+	(SELECT function FROM gearwork_records ORDER BY function LIMIT 1)
 	UNION ALL
-	SELECT (SELECT r.function FROM gearwork_records r WHERE r.function < f.function ORDER BY r.function DESC LIMIT 1)
+	SELECT (SELECT r.function FROM gearwork_records r WHERE r.function > f.function ORDER BY r.function LIMIT 1)
 	FROM f WHERE f.function IS NOT NULL
 )
 SELECT function FROM f WHERE function IS NOT NULL`
