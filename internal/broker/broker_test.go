@@ -422,3 +422,32 @@ func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
 	p.RunAt = MaxRunAt
 	require.NoError(t, tb.submit(t, c, p).err, "the last second of 9999 is taken")
 }
+
+func TestForegroundJobWakesTwoSleepers(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	var outs []*recorder
+	for range 4 {
+		w, out := tb.worker("f")
+		tb.b.PreSleep(w)
+		outs = append(outs, out)
+	}
+	woken := func() int {
+		n := 0
+		for _, o := range outs {
+			ev := o.take()
+			require.LessOrEqual(t, len(ev), 1, "a worker is woken once")
+			n += len(ev)
+		}
+		return n
+	}
+	c, _ := tb.session()
+	tb.submit(t, c, fg("f", "", "1"))
+	require.Equal(t, 2, woken(), "a client waits on a foreground job: two sleepers are woken for it")
+	tb.submit(t, c, bg("f", "", "2", Normal))
+	require.Equal(t, 1, woken(), "a background job wakes one")
+	tb.submit(t, c, fg("f", "", "3"))
+	require.Equal(t, 1, woken(), "only one sleeper was left")
+	tb.submit(t, c, fg("f", "", "4"))
+	require.Equal(t, 0, woken(), "no sleeper was left")
+}

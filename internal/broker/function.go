@@ -85,6 +85,29 @@ func (f *function) wakeOne() bool {
 	return false
 }
 
+// foregroundWakers is how many sleeping workers a queued foreground job
+// wakes; a background job wakes one. The job goes to whichever asks first,
+// so a client waiting on its job does not wait for one worker that is slow
+// to answer its NOOP (its process not scheduled) while another sleeps; the
+// one that asks second finds the next job or sleeps again. A background job
+// has no one waiting on it, and a second wake costs a GRAB_JOB, a NO_JOB
+// and a PRE_SLEEP more: BENCHMARKS.md, "The tail of fg64".
+const foregroundWakers = 2
+
+// wakeFor wakes sleeping workers of f for j, which was just queued: one,
+// or foregroundWakers for a foreground job.
+func (f *function) wakeFor(j *job) {
+	n := 1
+	if !j.background {
+		n = foregroundWakers
+	}
+	for range n {
+		if !f.wakeOne() {
+			return
+		}
+	}
+}
+
 // addSleeper records s as asleep for f, dropping stale entries when the
 // list has grown well beyond the number of workers.
 func (f *function) addSleeper(s *Session) {

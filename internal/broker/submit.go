@@ -339,7 +339,8 @@ func (b *Broker) makeRunnableLocked(j *job, wake bool) {
 }
 
 // queueLocked puts a job at the back of its priority queue (or behind the
-// head of its ordering key) and optionally wakes one sleeping worker.
+// head of its ordering key) and optionally wakes sleeping workers for it
+// (function.wakeFor).
 func (b *Broker) queueLocked(j *job, wake bool) {
 	if j.x != nil && j.x.life != nil && !b.admitLocked(j) {
 		return
@@ -347,7 +348,7 @@ func (b *Broker) queueLocked(j *job, wake bool) {
 	b.setStateLocked(j, stateQueued)
 	j.fn.queues[j.priority].pushBack(j)
 	if wake && (j.fn.life == nil || b.hasWorkLocked(j.fn)) {
-		j.fn.wakeOne()
+		j.fn.wakeFor(j)
 	}
 }
 
