@@ -172,22 +172,35 @@ func TestClientDisconnectWhileRunningDiscardsResult(t *testing.T) {
 func TestWakeOnlyAsManySleepersAsJobs(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	var outs []*recorder
-	for range 5 {
-		w, out := tb.worker("f")
-		tb.b.PreSleep(w)
-		outs = append(outs, out)
-	}
+	outs := tb.sleepers("f", 5)
 	c, _ := tb.session()
 	tb.submit(t, c, bg("f", "", "1", Normal))
 	tb.submit(t, c, bg("f", "", "2", Normal))
-	woken := 0
+	require.Equal(t, 2, woken(t, outs))
+}
+
+// sleepers returns the recorders of n workers of fn that sent PRE_SLEEP.
+func (tb *testBundle) sleepers(fn string, n int) []*recorder {
+	var outs []*recorder
+	for range n {
+		w, out := tb.worker(fn)
+		tb.b.PreSleep(w)
+		outs = append(outs, out)
+	}
+	return outs
+}
+
+// woken counts the workers among outs sent NOOP since the last call, each
+// at most once.
+func woken(t *testing.T, outs []*recorder) int {
+	t.Helper()
+	n := 0
 	for _, o := range outs {
 		ev := o.take()
-		require.LessOrEqual(t, len(ev), 1)
-		woken += len(ev)
+		require.LessOrEqual(t, len(ev), 1, "a worker is woken once")
+		n += len(ev)
 	}
-	require.Equal(t, 2, woken)
+	return n
 }
 
 func TestEpochJobWaitsForItsTime(t *testing.T) {
@@ -426,28 +439,14 @@ func TestSubmitWhenRunsOnceAtNextMatch(t *testing.T) {
 func TestForegroundJobWakesTwoSleepers(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, Config{})
-	var outs []*recorder
-	for range 4 {
-		w, out := tb.worker("f")
-		tb.b.PreSleep(w)
-		outs = append(outs, out)
-	}
-	woken := func() int {
-		n := 0
-		for _, o := range outs {
-			ev := o.take()
-			require.LessOrEqual(t, len(ev), 1, "a worker is woken once")
-			n += len(ev)
-		}
-		return n
-	}
+	outs := tb.sleepers("f", 4)
 	c, _ := tb.session()
 	tb.submit(t, c, fg("f", "", "1"))
-	require.Equal(t, 2, woken(), "a client waits on a foreground job: two sleepers are woken for it")
+	require.Equal(t, 2, woken(t, outs), "a client waits on a foreground job: two sleepers are woken for it")
 	tb.submit(t, c, bg("f", "", "2", Normal))
-	require.Equal(t, 1, woken(), "a background job wakes one")
+	require.Equal(t, 1, woken(t, outs), "a background job wakes one")
 	tb.submit(t, c, fg("f", "", "3"))
-	require.Equal(t, 1, woken(), "only one sleeper was left")
+	require.Equal(t, 1, woken(t, outs), "only one sleeper was left")
 	tb.submit(t, c, fg("f", "", "4"))
-	require.Equal(t, 0, woken(), "no sleeper was left")
+	require.Equal(t, 0, woken(t, outs), "no sleeper was left")
 }
