@@ -276,7 +276,11 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 		}
 		c.mu.Lock()
 		c.inBurst = true
+		over := len(c.out) > c.srv.cfg.MaxOutput/2
 		c.mu.Unlock()
+		if over && !c.waitOutput() {
+			return false
+		}
 		if c.burstN == 0 {
 			c.sess.BeginBurst()
 		}
@@ -303,6 +307,38 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 			c.frameStart.Store(c.srv.now.Load())
 		}
 	}
+}
+
+// waitOutput writes the connection's pending output before its next
+// request is served, after any flush under way: the answers to requests
+// read in one go (admin commands especially) can be far larger than the
+// requests, and a peer that sends them faster than it reads their
+// answers is served at the pace it reads, so that what waits for it stays
+// near half of MaxOutput instead of growing with every request (the
+// write timeout drops a peer that never reads). It reports false once the
+// connection is dead. Called by the reader goroutine, which serveFrames
+// has marked in a burst.
+func (c *conn) waitOutput() bool {
+	c.srv.stats.outputWaits.Add(1)
+	// The wait may be long: later requests read the clock again.
+	c.endBurst()
+	c.frameStart.Store(0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.flushing && !c.dead {
+		c.flushed.Wait()
+	}
+	if c.dead {
+		return false
+	}
+	c.inBurst = true
+	if len(c.out) == 0 {
+		return true
+	}
+	c.flushing = true
+	ok := c.flushLocked()
+	c.inBurst = ok
+	return ok
 }
 
 // maxBurstFrames is the most requests that share one clock reading

@@ -285,6 +285,7 @@ func (c *conn) abort(counter *atomic.Int64, reason string) {
 // limitStats counts connections closed by limits; see Server.LimitStats.
 type limitStats struct {
 	readTimeouts, writeTimeouts, rejected, badFrames, handshakeFailures atomic.Int64
+	outputWaits                                                         atomic.Int64
 }
 
 // LimitStats counts the connections a Server closed because they broke a
@@ -303,6 +304,10 @@ type LimitStats struct {
 	// HandshakeFailures are TLS connections whose handshake failed or
 	// timed out.
 	HandshakeFailures int64
+	// OutputWaits counts the times a connection's next request waited for
+	// the peer to read earlier answers: more than half of MaxOutput was
+	// waiting for it (see conn.waitOutput).
+	OutputWaits int64
 }
 
 // LimitStats returns the counts so far. Safe for concurrent use.
@@ -313,6 +318,7 @@ func (s *Server) LimitStats() LimitStats {
 		Rejected:          s.stats.rejected.Load(),
 		BadFrames:         s.stats.badFrames.Load(),
 		HandshakeFailures: s.stats.handshakeFailures.Load(),
+		OutputWaits:       s.stats.outputWaits.Load(),
 	}
 }
 
