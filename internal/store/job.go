@@ -133,8 +133,7 @@ type Attempt struct {
 	// Error is the WORK_EXCEPTION data (or empty).
 	Error string
 	// Worker names the worker that ran the attempt (its client id, or its
-	// address). The Pebble store does not keep it: attempts read back
-	// from Pebble have none.
+	// address).
 	Worker string `json:",omitempty"`
 }
 

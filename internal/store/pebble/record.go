@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -63,6 +64,9 @@ const (
 	// recordVersionSubmitted: a job that knows when it was submitted
 	// (version 3, whose dependencies may be none, then the time).
 	recordVersionSubmitted = 4
+	// recordVersionWorkers: a job whose attempts name their workers
+	// (version 4, then the workers).
+	recordVersionWorkers = 5
 )
 
 // A version 1 record is:
@@ -103,6 +107,11 @@ const (
 //
 //	submitted varint (Submitted, Unix nanoseconds)
 //
+// and a version 5 record, after the submit time, one entry per attempt of
+// the history, in its order:
+//
+//	worker    uvarint length, bytes (Attempt.Worker)
+//
 // The Seq is the key. Pebble checksums its WAL records and blocks, so the
 // record carries no checksum of its own.
 
@@ -129,6 +138,11 @@ func recordLen(j *store.Job) int {
 		}
 		if v >= recordVersionSubmitted {
 			n += uvarintLen(zigzag(j.Submitted))
+		}
+		if v >= recordVersionWorkers {
+			for _, a := range j.History {
+				n += uvarintLen(uint64(len(a.Worker))) + len(a.Worker)
+			}
 		}
 	}
 	return n + len(j.Payload)
@@ -184,6 +198,11 @@ func putRecord(dst []byte, j *store.Job) {
 		if v >= recordVersionSubmitted {
 			n += binary.PutVarint(dst[n:], j.Submitted)
 		}
+		if v >= recordVersionWorkers {
+			for _, a := range j.History {
+				str(a.Worker)
+			}
+		}
 	}
 	copy(dst[n:], j.Payload)
 }
@@ -191,6 +210,8 @@ func putRecord(dst []byte, j *store.Job) {
 // versionOf returns the record version j needs: the oldest that holds it.
 func versionOf(j *store.Job) byte {
 	switch {
+	case slices.ContainsFunc(j.History, func(a store.Attempt) bool { return a.Worker != "" }):
+		return recordVersionWorkers
 	case j.Submitted != 0:
 		return recordVersionSubmitted
 	case len(j.After) > 0:
@@ -202,7 +223,7 @@ func versionOf(j *store.Job) byte {
 }
 
 // knownVersion reports whether a store reads records of version v.
-func knownVersion(v byte) bool { return v >= recordVersion && v <= recordVersionSubmitted }
+func knownVersion(v byte) bool { return v >= recordVersion && v <= recordVersionWorkers }
 
 // recordDecoder decodes records, sharing the strings of repeated function
 // names between jobs.
@@ -281,6 +302,11 @@ func (d *recordDecoder) decode(seq uint64, v []byte, lend bool) (store.Job, erro
 	if version >= recordVersionSubmitted {
 		j.Submitted = r.varint()
 	}
+	if version >= recordVersionWorkers {
+		for i := range j.History {
+			j.History[i].Worker = string(r.bytes())
+		}
+	}
 	if r.err != nil {
 		return store.Job{}, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)
 	}
@@ -311,7 +337,8 @@ func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	r.uvarint()
 	r.varint()
 	r.bytes()
-	for nh := r.uvarint(); nh > 0 && r.err == nil; nh-- {
+	nh := r.uvarint()
+	for i := uint64(0); i < nh && r.err == nil; i++ {
 		r.varint()
 		r.varint()
 		r.bytes()
@@ -335,6 +362,12 @@ func recordPayload(seq uint64, v []byte) ([]byte, error) {
 	}
 	if version >= recordVersionSubmitted {
 		r.varint()
+	}
+	if version >= recordVersionWorkers {
+		for nh > 0 && r.err == nil {
+			r.bytes()
+			nh--
+		}
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("job record %d is cut short or garbled (%d bytes): %w", seq, len(v), store.ErrCorrupt)

@@ -25,6 +25,10 @@ func TestJobRecordVersions(t *testing.T) {
 		{"after", recordVersionAfter, func(j *store.Job) { j.Batch, j.After, j.AfterAnyway = 3, []uint64{1, 2}, true }},
 		{"submitted", recordVersionSubmitted, func(j *store.Job) { j.Submitted = 1_796_583_218_221_590_000 }},
 		{"submitted after", recordVersionSubmitted, func(j *store.Job) { j.After, j.Submitted = []uint64{5}, 42 }},
+		{"workers", recordVersionWorkers, func(j *store.Job) {
+			j.History = []store.Attempt{{Start: 1, End: 2, Outcome: "failed", Worker: "127.0.0.1:4730"}, {Start: 3, End: 4, Outcome: "timeout"}}
+		}},
+		{"no workers", recordVersion, func(j *store.Job) { j.History = []store.Attempt{{Start: 1, End: 2, Outcome: "failed"}} }},
 	}
 	for _, c := range cases {
 		j := base

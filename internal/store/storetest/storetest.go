@@ -168,7 +168,7 @@ func job(seq uint64) store.Job {
 		NotBefore: 1700000000e9 + int64(seq),
 		LastError: fmt.Sprintf("error %d", seq),
 		History: []store.Attempt{
-			{Start: int64(seq), End: int64(seq) + 5, Outcome: "failed", Error: "boom"},
+			{Start: int64(seq), End: int64(seq) + 5, Outcome: "failed", Error: "boom", Worker: "127.0.0.1:4730"},
 			{Start: int64(seq) + 10, End: int64(seq) + 20, Outcome: "timeout"},
 		},
 		Result:      fmt.Appendf(nil, "result %d", seq),
