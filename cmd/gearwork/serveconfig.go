@@ -31,6 +31,9 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	if cfg.maxPacket <= 0 {
 		return bad(fmt.Errorf("invalid --max-packet %d: must be positive", cfg.maxPacket))
 	}
+	if cfg.jobRetries < 0 {
+		return bad(fmt.Errorf("invalid --job-retries %d: must be 0 (no limit) or more", cfg.jobRetries))
+	}
 	if cfg.batchRetention < 0 {
 		return bad(fmt.Errorf("invalid --batch-retention %s: must be 0 (forever) or more", cfg.batchRetention))
 	}
