@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/broker"
 )
 
 const adminHelp = `
@@ -143,7 +145,12 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *graceful {
 		words = append(words, "--graceful")
 	}
-	listing := *function != "" || *state != "" || *cursor != "" || *limit != 0
+	limitSet := false
+	fs.Visit(func(f *flag.Flag) { limitSet = limitSet || f.Name == "limit" })
+	if limitSet && (*limit < 1 || *limit > broker.MaxJobPage) {
+		return helpError(stderr, "admin", fmt.Sprintf("invalid --limit %d: use 1 to %d", *limit, broker.MaxJobPage))
+	}
+	listing := *function != "" || *state != "" || *cursor != "" || limitSet
 	if len(words) == 2 && words[0] == "batch" && isBatchID(words[1]) && listing {
 		// "batch ID --state failed": the batch's jobs, as jobs lists them.
 		words, *batch = []string{"jobs"}, words[1]

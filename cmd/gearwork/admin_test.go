@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -152,4 +153,31 @@ func testAdminShutdown(t *testing.T, bin string) {
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "OK\n", out)
 	require.NoError(t, <-exited)
+}
+
+// TestAdminJobsLimitChecked: a --limit outside 1-1000 is a usage error
+// (exit 2, the message names the range) and nothing is sent to the server.
+func TestAdminJobsLimitChecked(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	for _, limit := range []string{"0", "-3", "1001", "5000"} {
+		out, errOut, code := gw(t, "admin", "--servers", ln.Addr().String(), "--timeout", "2s", "jobs", "--limit", limit)
+		require.Equal(t, exitUsage, code, "--limit %s: %s", limit, errOut)
+		require.Empty(t, out)
+		require.Contains(t, errOut, "gearwork admin: invalid --limit "+limit+": use 1 to 1000", limit)
+	}
+	require.Zero(t, accepted.Load(), "nothing is sent for an invalid --limit")
 }
