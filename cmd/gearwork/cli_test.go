@@ -309,3 +309,15 @@ func TestHealthCommand(t *testing.T) {
 	_, _, code = gw(t, "health", "--url", "http://127.0.0.1:1/readyz")
 	require.Equal(t, exitUnreachable, code)
 }
+
+// TestServeStoreInUse: a second server on a data directory in use says
+// that another process holds the store's lock, and exits 1.
+func TestServeStoreInUse(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	testserver.Start(t, "--store", "pebble:"+dir)
+	out, errOut, code := gw(t, "serve", "--listen", "127.0.0.1:0", "--http", "off", "--store", "pebble:"+dir)
+	require.Equal(t, 1, code, errOut)
+	require.Empty(t, out)
+	require.Contains(t, errOut, "gearwork: pebble store "+dir+" is in use by another process (its lock file "+filepath.Join(dir, "LOCK")+" is held)")
+}

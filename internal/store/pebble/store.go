@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -206,6 +207,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
 	db, err := s.openDB(ctx, po)
+	if errors.Is(err, syscall.EAGAIN) {
+		// The lock file is locked (fcntl) by another process.
+		return nil, fmt.Errorf("pebble store %s is in use by another process (its lock file %s is held): %w",
+			dir, po.FS.PathJoin(dir, "LOCK"), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
