@@ -168,16 +168,6 @@ func (b *Broker) fnLifeLocked(f *function) *fnLife {
 	return f.life
 }
 
-// noteMaxQueueLocked records a "maxqueue" change in the function's policy.
-func (b *Broker) noteMaxQueueLocked(name string, limits [numPriorities]int) {
-	p := b.policyOf(name)
-	p.MaxQueue = limits
-	b.life.policies[name] = p
-	if f := b.functions[name]; f != nil && f.life != nil {
-		f.life.pol.MaxQueue = limits
-	}
-}
-
 // SetPolicy replaces the policy of the function name at once: jobs queued
 // or running keep their attempts and ordering keys, new limits apply to
 // the next job handed out. With a store that keeps metadata the change is
@@ -187,6 +177,10 @@ func (b *Broker) noteMaxQueueLocked(name string, limits [numPriorities]int) {
 func (b *Broker) SetPolicy(name string, p Policy) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.setPolicyLocked(name, p)
+}
+
+func (b *Broker) setPolicyLocked(name string, p Policy) {
 	b.life.policies[name] = p
 	if f := b.functions[name]; f != nil {
 		b.applyPolicyLocked(f)

@@ -271,3 +271,20 @@ func TestCrashKeepsStoredLifecycleState(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, []byte("R"), r.Data)
 }
+
+// A queue limit set with gearmand's "maxqueue" is stored like any other
+// policy change: after a restart it is the function's policy and still
+// limits its queue.
+func TestRestartKeepsMaxQueue(t *testing.T) {
+	t.Parallel()
+	opts := lcOpts{store: memory.New()}
+	tb := setupLC(t, opts)
+	tb.b.SetMaxQueue("mq", [3]int{1, 1, 1})
+	require.NoError(t, tb.b.Durable(context.Background()))
+
+	tb = tb.restart(t, opts)
+	require.Equal(t, [3]int{1, 1, 1}, tb.b.Policy("mq").MaxQueue)
+	tb.submit(t, lcBG("mq", "", "a"))
+	_, err := tb.trySubmit(t, lcBG("mq", "", "b"))
+	require.ErrorIs(t, err, ErrQueueFull)
+}

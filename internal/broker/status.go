@@ -202,12 +202,16 @@ func (b *Broker) cancelLocked(j *job, by string) {
 }
 
 // SetMaxQueue sets a function's queue limit per priority (0: unlimited),
-// creating the function if needed.
+// creating the function if needed: gearmand's "maxqueue", a change of the
+// max_queue key of its policy, stored like SetPolicy (call Durable before
+// acknowledging it).
 func (b *Broker) SetMaxQueue(name string, limits [numPriorities]int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.function(name).maxQueue = limits
-	b.noteMaxQueueLocked(name, limits)
+	b.function(name)
+	p := b.policyOf(name)
+	p.MaxQueue = limits
+	b.setPolicyLocked(name, p)
 }
 
 // CreateFunction makes a function known (it shows in "status").

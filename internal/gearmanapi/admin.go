@@ -128,7 +128,7 @@ func adminDropFunction(_ context.Context, c *conn, args []string, a *adminAnswer
 	}
 }
 
-func adminMaxQueue(_ context.Context, c *conn, args []string, a *adminAnswer) {
+func adminMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	if len(args) == 0 {
 		a.WriteString(errArgs("maxqueue"))
 		return
@@ -146,7 +146,7 @@ func adminMaxQueue(_ context.Context, c *conn, args []string, a *adminAnswer) {
 		limits[1], limits[2] = limits[0], limits[0]
 	}
 	c.srv.b.SetMaxQueue(args[0], limits)
-	a.WriteString(textOK)
+	answerDurable(ctx, c, a)
 }
 
 func adminGetPID(_ context.Context, _ *conn, _ []string, a *adminAnswer) {
