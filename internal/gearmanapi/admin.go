@@ -82,12 +82,15 @@ func adminShowUniqueJobs(_ context.Context, c *conn, _ []string, a *adminAnswer)
 	a.WriteString(".\n")
 }
 
-func adminShowMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) {
-	for _, f := range c.srv.b.Status(ctx) {
+// adminShowMaxQueue lists the max_queue limits of the functions "show
+// policy" lists, known or with a policy of their own.
+func adminShowMaxQueue(_ context.Context, c *conn, args []string, a *adminAnswer) {
+	for _, f := range c.srv.b.Policies() {
 		if len(args) > 0 && args[0] != f.Name {
 			continue
 		}
-		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", f.Name, f.MaxQueue[0], f.MaxQueue[1], f.MaxQueue[2])
+		q := f.Policy.MaxQueue
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", f.Name, q[0], q[1], q[2])
 	}
 	a.WriteString(".\n")
 }

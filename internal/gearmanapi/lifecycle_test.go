@@ -262,3 +262,17 @@ func TestAdminJobRecords(t *testing.T) {
 	require.Contains(t, show, "cancelled_by\t\"admin 127.0.0.1:")
 	require.Contains(t, adm.admin("jobs state=sleeping", true), "ERR INVALID_ARGUMENTS")
 }
+
+// "show maxqueue" reads the limits "show policy" reads: a function with a
+// max_queue policy of its own is listed before any job or worker of it
+// made the server use it (as after a restart).
+func TestShowMaxQueueReadsPolicies(t *testing.T) {
+	t.Parallel()
+	pol := map[string]broker.Policy{"capped": {MaxQueue: [3]int{3, 2, 1}}}
+	sb := setupServer(t, broker.Config{Policies: pol}, Config{}, nil)
+	adm := sb.dial(t)
+	adm.adminOK("create function used")
+	require.Equal(t, "capped\t3\t2\t1\nused\t0\t0\t0\n.\n", adm.admin("show maxqueue", true))
+	require.Equal(t, "capped\t3\t2\t1\n.\n", adm.admin("show maxqueue capped", true))
+	require.Contains(t, adm.admin("show policy capped", true), "max_queue=3,2,1")
+}
