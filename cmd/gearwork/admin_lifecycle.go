@@ -76,8 +76,8 @@ func parsePauseArgs(rest []string) (adminCommand, error) {
 		return okCommand("pause "+rest[0], nil), nil
 	case len(rest) == 2 || len(rest) == 3 && rest[1] == "until":
 		until := rest[len(rest)-1]
-		if !validPauseEnd(until) {
-			return adminCommand{}, fmt.Errorf("pause until %q: want an RFC 3339 time (2026-12-01T08:00:00Z) or a positive duration (30m)", until)
+		if err := checkPauseEnd(until); err != nil {
+			return adminCommand{}, fmt.Errorf("pause until %q: %w", until, err)
 		}
 		return okCommand("pause "+rest[0]+" until "+until, nil), nil
 	}
@@ -199,14 +199,20 @@ func parseOrderingArgs(rest []string) (adminCommand, error) {
 		}), nil
 }
 
-// validPauseEnd reports whether the server will accept s as the end of a
-// pause: a positive Go duration or an RFC 3339 time.
-func validPauseEnd(s string) bool {
-	if d, err := time.ParseDuration(s); err == nil {
-		return d > 0
+// checkPauseEnd refuses what the server refuses as the end of a pause:
+// anything but a positive Go duration or an RFC 3339 time not yet passed.
+func checkPauseEnd(s string) error {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return nil
 	}
-	_, err := time.Parse(time.RFC3339, s)
-	return err == nil
+	at, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return errors.New("want an RFC 3339 time (2026-12-01T08:00:00Z) or a positive duration (30m)")
+	}
+	if !at.After(time.Now()) {
+		return errors.New("that time has passed; give a time in the future or a duration (30m)")
+	}
+	return nil
 }
 
 // countText describes an "OK <n>" answer: "3 dead letters purged".

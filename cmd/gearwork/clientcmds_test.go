@@ -342,6 +342,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Regexp(t, `^paused-until=\d{4}-`, state())
 		require.Equal(t, "OK\n", ok("pause", "lc_paused", "until", "2099-01-02T03:04:05Z"))
 		require.Equal(t, "paused-until=2099-01-02T03:04:05Z", state())
+		require.Contains(t, misused("pause", "lc_paused", "until", "2020-01-01T00:00:00Z"),
+			`pause until "2020-01-01T00:00:00Z": that time has passed`)
+		require.Equal(t, "paused-until=2099-01-02T03:04:05Z", state(), "a refused pause leaves the pause")
 		require.Equal(t, "OK\n", ok("resume", "lc_paused"))
 		require.Equal(t, "active", state())
 

@@ -37,6 +37,9 @@ var (
 	// SubmitParams.RunAt is after MaxRunAt: no record of it could say when
 	// it runs (RFC 3339 ends with the year 9999).
 	ErrRunAtOutOfRange = errors.New("the run time is after 9999-12-31T23:59:59Z")
+	// ErrPauseEnded is returned by Pause for an end that is not after the
+	// broker's clock: such a pause would be over at once.
+	ErrPauseEnded = errors.New("the end of the pause has passed")
 	// ErrJobLive is returned by RetryJob for a job that has not ended.
 	ErrJobLive = errors.New("the job has not ended")
 	// ErrNotRetryable is wrapped by RetryJob's error for a job that ended

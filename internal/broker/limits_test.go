@@ -224,3 +224,29 @@ func splitFormat(s string) [][2]string {
 	}
 	return out
 }
+
+// A pause whose end has passed is refused and leaves the current pause
+// as it was.
+func TestPauseEndInPastRefused(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{})
+	until := tb.clock.Now().Add(time.Hour)
+	require.NoError(t, tb.b.Pause("p", until))
+	for _, end := range []time.Time{tb.clock.Now().Add(-time.Second), tb.clock.Now()} {
+		require.ErrorIs(t, tb.b.Pause("p", end), ErrPauseEnded)
+	}
+	fp := policyLine(t, tb.b, "p")
+	require.True(t, fp.Paused)
+	require.True(t, until.Equal(fp.PausedUntil), "pause ends at %v, want %v", fp.PausedUntil, until)
+}
+
+func policyLine(t *testing.T, b *Broker, name string) FunctionPolicy {
+	t.Helper()
+	for _, fp := range b.Policies() {
+		if fp.Name == name {
+			return fp
+		}
+	}
+	t.Fatalf("no policy line for %s", name)
+	return FunctionPolicy{}
+}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -10,16 +11,22 @@ import (
 // until is not zero, until that time. Submits are still accepted and jobs
 // wait in their queues; running jobs finish. The pause is stored (when the
 // store keeps metadata) and survives a restart. Pausing a paused function
-// replaces its end time. The function is created if unknown. It returns
-// before the pause is on disk: call Durable before acknowledging it.
-func (b *Broker) Pause(name string, until time.Time) {
+// replaces its end time. The function is created if unknown. An until
+// that is not after the broker's clock is refused with ErrPauseEnded, and
+// leaves the function as it was. It returns before the pause is on disk:
+// call Durable before acknowledging it.
+func (b *Broker) Pause(name string, until time.Time) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var at int64
 	if !until.IsZero() {
+		if !until.After(b.clock.Now()) {
+			return fmt.Errorf("%w: %s", ErrPauseEnded, until.UTC().Format(time.RFC3339Nano))
+		}
 		at = until.UnixNano()
 	}
 	b.pauseLocked(b.function(name), at, true)
+	return nil
 }
 
 // PauseFor pauses the function name for d by the broker's clock.

@@ -182,7 +182,7 @@ func adminPause(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	}
 	switch len(rest) {
 	case 0:
-		b.Pause(name, time.Time{})
+		_ = b.Pause(name, time.Time{}) // refuses only an end that has passed
 	case 1:
 		if d, err := time.ParseDuration(rest[0]); err == nil && d > 0 {
 			b.PauseFor(name, d)
@@ -193,7 +193,10 @@ func adminPause(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 			sb.WriteString(errInvalid("pause until needs an RFC 3339 time or a positive duration"))
 			return
 		}
-		b.Pause(name, at)
+		if err := b.Pause(name, at); errors.Is(err, broker.ErrPauseEnded) {
+			sb.WriteString(errInvalid("pause until needs a time in the future, not " + rest[0]))
+			return
+		}
 	default:
 		sb.WriteString(errArgs("pause"))
 		return

@@ -276,3 +276,17 @@ func TestShowMaxQueueReadsPolicies(t *testing.T) {
 	require.Equal(t, "capped\t3\t2\t1\n.\n", adm.admin("show maxqueue capped", true))
 	require.Contains(t, adm.admin("show policy capped", true), "max_queue=3,2,1")
 }
+
+// A pause that would end at a time already passed is refused like a
+// negative duration, and the function stays paused as it was.
+func TestPauseUntilPastRefused(t *testing.T) {
+	t.Parallel()
+	_, adm := setupLifecycle(t)
+	adm.adminOK("create function p", "pause p until 2026-03-01T13:00:00Z")
+	for _, end := range []string{"2020-01-01T00:00:00Z", "2026-03-01T12:00:00Z"} {
+		require.Equal(t, "ERR INVALID_ARGUMENTS pause+until+needs+a+time+in+the+future,+not+"+end+"\r\n",
+			adm.admin("pause p until "+end, false))
+	}
+	fields := strings.Split(adm.admin("show policy p", true), "\t")
+	require.Equal(t, []string{"p", "default", "paused-until=2026-03-01T13:00:00Z"}, fields[:3])
+}

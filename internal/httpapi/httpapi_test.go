@@ -1031,6 +1031,12 @@ func TestPauseAndResume(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/functions/mail/pause?until="+until.Format(time.RFC3339), nil).StatusCode)
 	fns = decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
 	require.Equal(t, until, *fns.Functions[0].PausedUntil)
+	// An end that has passed is refused, and the pause stays as it was.
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/mail/pause?until=2020-01-01T00:00:00Z", nil),
+		http.StatusBadRequest, "has passed")
+	fns = decode[struct{ Functions []functionJSON }](t, tb.do(t, "GET", "/v1/functions", nil))
+	require.True(t, fns.Functions[0].Paused)
+	require.Equal(t, until, *fns.Functions[0].PausedUntil)
 	body, err := io.ReadAll(tb.do(t, "GET", "/metrics", nil).Body)
 	require.NoError(t, err)
 	require.Contains(t, string(body), `gearwork_function_paused{function="mail"} 1`)

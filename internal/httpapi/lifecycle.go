@@ -154,7 +154,9 @@ func (l brokerLifecycle) Pause(ctx context.Context, fn string, until time.Time) 
 	if !l.b.KnownFunction(fn) {
 		return unknownFunction(fn)
 	}
-	l.b.Pause(fn, until)
+	if err := l.b.Pause(fn, until); err != nil {
+		return err
+	}
 	return l.b.Durable(ctx)
 }
 

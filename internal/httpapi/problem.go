@@ -65,6 +65,8 @@ func toProblem(err error) problem {
 		return newProblem(http.StatusServiceUnavailable, "shutting-down", "the server is shutting down and accepts no jobs")
 	case errors.As(err, &se):
 		return newProblem(http.StatusServiceUnavailable, "store-failed", se.Error()+"; the job was not accepted")
+	case errors.Is(err, broker.ErrPauseEnded):
+		return newProblem(http.StatusBadRequest, "invalid-option", err.Error()+"; use a time in the future or a positive duration")
 	case errors.Is(err, broker.ErrRunAtOutOfRange):
 		return newProblem(http.StatusBadRequest, "invalid-option", err.Error())
 	case errors.Is(err, broker.ErrJobNotFound):
