@@ -137,15 +137,23 @@ func adminMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) 
 		return
 	}
 	// As gearmand: one number applies to every priority; three set
-	// high, normal, low; none (or zero, or negative) means unlimited.
-	var limits [3]int
-	for i := range 3 {
-		if len(args) > i+1 {
-			n, _ := strconv.Atoi(args[i+1])
-			limits[i] = max(n, 0)
-		}
+	// high, normal, low; none (or zero) means unlimited. Unlike gearmand,
+	// which reads junk as 0, anything else is refused.
+	counts := args[1:]
+	if len(counts) > 1 && len(counts) != 3 {
+		a.WriteString(errInvalid("maxqueue takes FUNCTION [N | HIGH NORMAL LOW]"))
+		return
 	}
-	if len(args) <= 2 {
+	var limits [3]int
+	for i, s := range counts {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			a.WriteString(errInvalid("maxqueue limit " + s + " is not a whole number of 0 or more"))
+			return
+		}
+		limits[i] = n
+	}
+	if len(counts) == 1 {
 		limits[1], limits[2] = limits[0], limits[0]
 	}
 	c.srv.b.SetMaxQueue(args[0], limits)

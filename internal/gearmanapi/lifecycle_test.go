@@ -290,3 +290,27 @@ func TestPauseUntilPastRefused(t *testing.T) {
 	fields := strings.Split(adm.admin("show policy p", true), "\t")
 	require.Equal(t, []string{"p", "default", "paused-until=2026-03-01T13:00:00Z"}, fields[:3])
 }
+
+// maxqueue takes gearmand's forms, FUNCTION [N | HIGH NORMAL LOW], and
+// refuses anything else without changing the limit.
+func TestMaxQueueRefusesBadCounts(t *testing.T) {
+	t.Parallel()
+	_, adm := setupLifecycle(t)
+	adm.adminOK("maxqueue q 5")
+	for line, want := range map[string]string{
+		"maxqueue q abc":                  "maxqueue limit abc is not a whole number of 0 or more",
+		"maxqueue q -1":                   "maxqueue limit -1 is not a whole number of 0 or more",
+		"maxqueue q 3 abc":                "maxqueue takes FUNCTION [N | HIGH NORMAL LOW]",
+		"maxqueue q 1 2 3 4":              "maxqueue takes FUNCTION [N | HIGH NORMAL LOW]",
+		"maxqueue q 1 2":                  "maxqueue takes FUNCTION [N | HIGH NORMAL LOW]",
+		"maxqueue q 1 2 -3":               "maxqueue limit -3 is not a whole number of 0 or more",
+		"maxqueue q 99999999999999999999": "maxqueue limit 99999999999999999999 is not a whole number of 0 or more",
+	} {
+		require.Equal(t, "ERR INVALID_ARGUMENTS "+strings.ReplaceAll(want, " ", "+")+"\r\n", adm.admin(line, false), line)
+	}
+	require.Equal(t, "q\t5\t5\t5\n.\n", adm.admin("show maxqueue q", true))
+	adm.adminOK("maxqueue q 0", "maxqueue q 10 5 0")
+	require.Equal(t, "q\t10\t5\t0\n.\n", adm.admin("show maxqueue q", true))
+	adm.adminOK("maxqueue q")
+	require.Equal(t, "q\t0\t0\t0\n.\n", adm.admin("show maxqueue q", true))
+}
