@@ -22,17 +22,11 @@ import (
 // parked reports whether the server's connection from the client c is
 // parked (waiting without a goroutine).
 func (tb *secBundle) parked(c *client) bool {
-	tb.srv.mu.Lock()
-	defer tb.srv.mu.Unlock()
-	for sc := range tb.srv.conns {
-		if sc.remote != c.NC.LocalAddr().String() {
-			continue
-		}
+	return tb.serverSide(c, func(sc *conn) bool {
 		tb.srv.parker.mu.Lock()
 		defer tb.srv.parker.mu.Unlock()
 		return sc.parkSlot >= 0
-	}
-	return false
+	})
 }
 
 // waitParked waits until the server's connections from cs are parked.
