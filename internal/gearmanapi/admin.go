@@ -137,8 +137,8 @@ func adminMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) 
 		return
 	}
 	// As gearmand: one number applies to every priority; three set
-	// high, normal, low; none (or zero) means unlimited. Unlike gearmand,
-	// which reads junk as 0, anything else is refused.
+	// high, normal, low; none (or zero, or negative) means unlimited.
+	// Unlike gearmand, which reads junk as 0, anything else is refused.
 	counts := args[1:]
 	if len(counts) > 1 && len(counts) != 3 {
 		a.WriteString(errInvalid("maxqueue takes FUNCTION [N | HIGH NORMAL LOW]"))
@@ -147,11 +147,11 @@ func adminMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) 
 	var limits [3]int
 	for i, s := range counts {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			a.WriteString(errInvalid("maxqueue limit " + s + " is not a whole number of 0 or more"))
+		if err != nil {
+			a.WriteString(errInvalid("maxqueue limit " + s + " is not a whole number"))
 			return
 		}
-		limits[i] = n
+		limits[i] = max(n, 0)
 	}
 	if len(counts) == 1 {
 		limits[1], limits[2] = limits[0], limits[0]

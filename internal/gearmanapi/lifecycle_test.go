@@ -298,13 +298,12 @@ func TestMaxQueueRefusesBadCounts(t *testing.T) {
 	_, adm := setupLifecycle(t)
 	adm.adminOK("maxqueue q 5")
 	for line, want := range map[string]string{
-		"maxqueue q abc":                  "maxqueue limit abc is not a whole number of 0 or more",
-		"maxqueue q -1":                   "maxqueue limit -1 is not a whole number of 0 or more",
+		"maxqueue q abc":                  "maxqueue limit abc is not a whole number",
 		"maxqueue q 3 abc":                "maxqueue takes FUNCTION [N | HIGH NORMAL LOW]",
 		"maxqueue q 1 2 3 4":              "maxqueue takes FUNCTION [N | HIGH NORMAL LOW]",
 		"maxqueue q 1 2":                  "maxqueue takes FUNCTION [N | HIGH NORMAL LOW]",
-		"maxqueue q 1 2 -3":               "maxqueue limit -3 is not a whole number of 0 or more",
-		"maxqueue q 99999999999999999999": "maxqueue limit 99999999999999999999 is not a whole number of 0 or more",
+		"maxqueue q 1 2 x3":               "maxqueue limit x3 is not a whole number",
+		"maxqueue q 99999999999999999999": "maxqueue limit 99999999999999999999 is not a whole number",
 	} {
 		require.Equal(t, "ERR INVALID_ARGUMENTS "+strings.ReplaceAll(want, " ", "+")+"\r\n", adm.admin(line, false), line)
 	}
@@ -312,5 +311,8 @@ func TestMaxQueueRefusesBadCounts(t *testing.T) {
 	adm.adminOK("maxqueue q 0", "maxqueue q 10 5 0")
 	require.Equal(t, "q\t10\t5\t0\n.\n", adm.admin("show maxqueue q", true))
 	adm.adminOK("maxqueue q")
+	require.Equal(t, "q\t0\t0\t0\n.\n", adm.admin("show maxqueue q", true))
+	// As gearmand, a negative number means no limit.
+	adm.adminOK("maxqueue q 5", "maxqueue q -1")
 	require.Equal(t, "q\t0\t0\t0\n.\n", adm.admin("show maxqueue q", true))
 }
