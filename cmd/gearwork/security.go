@@ -49,7 +49,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.writeTimeout, "write-timeout", 60*time.Second, "close a connection that does not read its answers for this `duration`; 0 disables")
 	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
 	sc.maxQueuedBytes = 1 << 30
-	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for live jobs (payload, unique and function name bytes plus 256 bytes each); submits beyond it get \"Job queue is full\"; 0 means no budget")
+	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
 }
 
 // security is what securityConfig resolves to at start.

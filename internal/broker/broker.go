@@ -107,9 +107,8 @@ type Config struct {
 	// Default math/rand/v2.Float64.
 	RandFunc func() float64
 	// MaxQueuedBytes is a memory budget for live jobs: a submit that would
-	// take what all live jobs count beyond it fails with ErrQueueFull. A
-	// job counts its payload (unless kept on disk only), unique and
-	// function name bytes and a fixed 256 bytes for its bookkeeping. Jobs replayed from the store count but are never
+	// take the payload and unique bytes of all live jobs beyond it fails
+	// with ErrQueueFull. Jobs replayed from the store count but are never
 	// refused; dead letters and retained results do not count (their own
 	// retention bounds them). 0 means no budget.
 	MaxQueuedBytes int64
@@ -176,8 +175,7 @@ type Broker struct {
 	watchers   map[uint64][]*Session
 	commitHist Histogram
 	commitJobs uint64
-	// liveBytes is what the jobs in b.jobs count against
-	// Config.MaxQueuedBytes (job.size).
+	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering
 	// hist keeps the records of jobs that ended without a store that

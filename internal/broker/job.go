@@ -185,20 +185,8 @@ type jobExtra struct {
 // attempt's error text (its end).
 const maxWarningText = 4 << 10
 
-// jobOverhead is what a live job counts against Config.MaxQueuedBytes
-// besides its bytes: its own bookkeeping in memory (the job, 96 bytes, its
-// entries in the indexes and queues), rounded up.
-const jobOverhead = 256
-
-// size is what the job counts against Config.MaxQueuedBytes (queuedSize).
-func (j *job) size() int64 { return queuedSize(j.fn.name, j.payload, j.unique) }
-
-// queuedSize is what a live job of function fn with payload and unique
-// counts against Config.MaxQueuedBytes: jobOverhead and the three lengths.
-// A payload kept on disk only (tiering) no longer counts.
-func queuedSize(fn string, payload []byte, unique string) int64 {
-	return jobOverhead + int64(len(fn)+len(payload)+len(unique))
-}
+// size is what the job counts against Config.MaxQueuedBytes.
+func (j *job) size() int64 { return int64(len(j.payload) + len(j.unique)) }
 
 func (j *job) extra() *jobExtra {
 	if j.x == nil {

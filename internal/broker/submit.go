@@ -214,7 +214,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 			return
 		}
 	}
-	if budget := b.cfg.MaxQueuedBytes; budget > 0 && b.liveBytes+queuedSize(f.name, p.Payload, key) > budget {
+	if budget := b.cfg.MaxQueuedBytes; budget > 0 && b.liveBytes+int64(len(p.Payload)+len(key)) > budget {
 		done(0, false, ErrQueueFull)
 		return
 	}
