@@ -107,7 +107,8 @@ type conn struct {
 	ackHead, ackTail *ackSlot
 	ackFree          *ackSlot
 	ackCond          sync.Cond
-	// flushed is signalled whenever a flush ends (flushing became false).
+	// flushed is signalled whenever a flush ends (flushing became false)
+	// or takes the output to write it.
 	flushed sync.Cond
 	scratch [96]byte
 	// rio is the reader goroutine's raw read, wio the raw write of
@@ -325,14 +326,16 @@ func (c *conn) waitOutput() bool {
 	c.frameStart.Store(0)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for c.flushing && !c.dead {
+	// A flush under way takes the output as it goes: wait only until what
+	// is left for it is back under the mark.
+	for c.flushing && !c.dead && len(c.out) > c.srv.cfg.MaxOutput/2 {
 		c.flushed.Wait()
 	}
 	if c.dead {
 		return false
 	}
 	c.inBurst = true
-	if len(c.out) == 0 {
+	if c.flushing || len(c.out) == 0 {
 		return true
 	}
 	c.flushing = true
@@ -438,6 +441,8 @@ func (c *conn) flushLocked() bool {
 		buf := c.out
 		c.out = c.spare[:0]
 		c.spare = nil
+		// A reader waiting for the output to shrink (waitOutput) may go on.
+		c.flushed.Broadcast()
 		c.mu.Unlock()
 		c.writeStart.Store(max(c.srv.now.Load(), 1))
 		err := c.writeAll(buf)
