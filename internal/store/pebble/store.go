@@ -208,7 +208,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 	db, err := s.openDB(ctx, po)
 	if errors.Is(err, syscall.EAGAIN) {
-		// The lock file is locked (fcntl) by another process.
+		// The lock file is locked (fcntl) by another process. EACCES,
+		// which some systems return for a held lock too, is not taken for
+		// one: it also means files of the directory may not be opened.
 		return nil, fmt.Errorf("pebble store %s is in use by another process (its lock file %s is held): %w",
 			dir, po.FS.PathJoin(dir, "LOCK"), err)
 	}
