@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gearwork/gearwork/internal/auth"
+	"github.com/gearwork/gearwork/internal/broker"
 )
 
 // securityConfig holds the serve flags for transport security,
@@ -33,6 +34,8 @@ type securityConfig struct {
 	writeTimeout    time.Duration
 	maxOutput       int
 	maxQueuedBytes  int64
+	maxFunctions    int
+	maxWorkerFns    int
 }
 
 func (sc *securityConfig) register(fs *flag.FlagSet) {
@@ -50,6 +53,8 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
 	sc.maxQueuedBytes = 1 << 30
 	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
+	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); a submit, CAN_DO or admin command naming a new one beyond it gets TOO_MANY_FUNCTIONS; 0 means no limit")
+	fs.IntVar(&sc.maxWorkerFns, "max-worker-functions", broker.DefaultMaxWorkerFunctions, "most functions one connection may register with CAN_DO; more get TOO_MANY_FUNCTIONS; 0 means no limit")
 }
 
 // security is what securityConfig resolves to at start.
@@ -72,6 +77,8 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 		return nil, fmt.Errorf("invalid --max-packet-unauthenticated %d: must be positive", sc.maxPacketUnauth)
 	case sc.maxOutput < 0 || sc.maxQueuedBytes < 0:
 		return nil, errors.New("--max-output and --max-queued-bytes must be 0 or more")
+	case sc.maxFunctions < 0 || sc.maxWorkerFns < 0:
+		return nil, errors.New("--max-functions and --max-worker-functions must be 0 or more")
 	case sc.readTimeout < 0 || sc.writeTimeout < 0 || sc.handshakeTimeout <= 0:
 		return nil, errors.New("--read-timeout and --write-timeout must be 0 or more, --tls-handshake-timeout positive")
 	}

@@ -179,6 +179,7 @@ func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st ope
 	if cfg.insertDelay <= 0 {
 		bcfg.EarlyInsertDelay = -1 // none
 	}
+	bcfg.MaxFunctions, bcfg.MaxWorkerFunctions = noLimit(cfg.sec.maxFunctions), noLimit(cfg.sec.maxWorkerFns)
 	if err := applyConfigFile(&bcfg, cfg.configFile, setup.sec.rules(), log); err != nil {
 		return nil, err
 	}
@@ -340,4 +341,13 @@ func orDisabled(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// noLimit turns a flag's 0, no limit, into the broker's negative one (its
+// 0 is the default).
+func noLimit(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -122,7 +122,30 @@ type Config struct {
 	// read back from the store when their job is handed out. 0 means no
 	// limit (every payload stays in memory); negative keeps none.
 	MemoryBudget int64
+	// MaxFunctions bounds the function names the broker knows: a submit,
+	// CanDo, CreateFunction or SetMaxQueue naming a new function while it
+	// knows this many fails with ErrTooManyFunctions. Each name costs
+	// about a kilobyte of memory and is kept until "drop function", so
+	// without a bound one peer could name functions until memory runs
+	// out. Functions replayed from the store, read from the
+	// configuration or learnt from servers sharing the store count but
+	// are never refused. 0 means DefaultMaxFunctions; negative means no
+	// limit.
+	MaxFunctions int
+	// MaxWorkerFunctions bounds the functions one session may register
+	// (CanDo): a worker of more fails with ErrTooManyWorkerFunctions.
+	// Handing a worker a job, and putting it to sleep, look through
+	// every function it registered while holding the broker's lock, so
+	// without a bound one connection could make every other request
+	// wait. 0 means DefaultMaxWorkerFunctions; negative means no limit.
+	MaxWorkerFunctions int
 }
+
+// The defaults of Config.MaxFunctions and Config.MaxWorkerFunctions.
+const (
+	DefaultMaxFunctions       = 100_000
+	DefaultMaxWorkerFunctions = 1024
+)
 
 // Broker is the job server's core. Create it with New, call Start before
 // use and Stop when done.
@@ -243,6 +266,8 @@ func New(cfg Config) *Broker {
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
 	b.cfg.RecordPace = cmp.Or(cfg.RecordPace, 2*time.Millisecond)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
+	b.cfg.MaxFunctions = cmp.Or(cfg.MaxFunctions, DefaultMaxFunctions)
+	b.cfg.MaxWorkerFunctions = cmp.Or(cfg.MaxWorkerFunctions, DefaultMaxWorkerFunctions)
 	b.initLife()
 	b.initTiering()
 	if cfg.Shared != nil {
@@ -405,13 +430,20 @@ func (b *Broker) function(name string) *function {
 	return f
 }
 
-// functionBytes finds or creates a function without allocating when it
-// exists.
-func (b *Broker) functionBytes(name []byte) *function {
+// admitFunctionLocked finds a function without allocating when it exists,
+// or creates it unless the broker knows Config.MaxFunctions functions
+// already. Requests of peers (submits, CAN_DO, admin commands) create
+// functions through it; what is already accepted (the store's jobs, the
+// configuration) uses function.
+func (b *Broker) admitFunctionLocked(name []byte) (*function, error) {
 	if f := b.functions[string(name)]; f != nil {
-		return f
+		return f, nil
 	}
-	return b.function(string(name))
+	if limit := b.cfg.MaxFunctions; limit > 0 && len(b.functions) >= limit {
+		return nil, fmt.Errorf("%w: the server knows %d functions, its limit (--max-functions); drop unused ones with \"drop function\"",
+			ErrTooManyFunctions, limit)
+	}
+	return b.function(string(name)), nil
 }
 
 // Drain stops handing out jobs (graceful shutdown). The returned channel is

@@ -21,6 +21,13 @@ var (
 	// ErrFunctionBusy is returned by DropFunction while workers are
 	// registered or jobs are running.
 	ErrFunctionBusy = errors.New("there are still connected workers or executing clients")
+	// ErrTooManyFunctions is wrapped by the errors of Submit, CanDo,
+	// CreateFunction and SetMaxQueue for a new function name while the
+	// broker knows Config.MaxFunctions functions.
+	ErrTooManyFunctions = errors.New("too many functions")
+	// ErrTooManyWorkerFunctions is wrapped by CanDo's error for a session
+	// that has registered Config.MaxWorkerFunctions functions already.
+	ErrTooManyWorkerFunctions = errors.New("too many functions for one worker")
 	// ErrFunctionNotFound is returned by DropFunction for an unknown name.
 	ErrFunctionNotFound = errors.New("function not found")
 	// ErrJobHeldElsewhere is returned by CancelJob in shared mode for a

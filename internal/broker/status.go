@@ -205,20 +205,28 @@ func (b *Broker) cancelLocked(j *job, by string) {
 // creating the function if needed: gearmand's "maxqueue", a change of the
 // max_queue key of its policy, stored like SetPolicy (call Durable before
 // acknowledging it).
-func (b *Broker) SetMaxQueue(name string, limits [numPriorities]int) {
+//
+// It fails, changing nothing, for a new function beyond
+// Config.MaxFunctions (ErrTooManyFunctions).
+func (b *Broker) SetMaxQueue(name string, limits [numPriorities]int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.function(name)
+	if _, err := b.admitFunctionLocked([]byte(name)); err != nil {
+		return err
+	}
 	p := b.policyOf(name)
 	p.MaxQueue = limits
 	b.setPolicyLocked(name, p)
+	return nil
 }
 
-// CreateFunction makes a function known (it shows in "status").
-func (b *Broker) CreateFunction(name string) {
+// CreateFunction makes a function known (it shows in "status"). It fails
+// for a new function beyond Config.MaxFunctions (ErrTooManyFunctions).
+func (b *Broker) CreateFunction(name string) error {
 	b.mu.Lock()
-	b.function(name)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	_, err := b.admitFunctionLocked([]byte(name))
+	return err
 }
 
 // DropFunction forgets a function that has no workers and no running

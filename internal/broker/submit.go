@@ -191,7 +191,11 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		done(0, false, err)
 		return
 	}
-	f := b.functionBytes(p.Function)
+	f, err := b.admitFunctionLocked(p.Function)
+	if err != nil {
+		done(0, false, err)
+		return
+	}
 	var key string
 	if len(p.Unique) > 0 {
 		key = uniqueKey(p.Unique, p.Payload)

@@ -1,36 +1,49 @@
 package broker
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 )
 
 // CanDo registers the session as a worker for a function. timeout > 0 (from
 // CAN_DO_TIMEOUT) fails a job the worker holds longer than that, as the
-// protocol says (see timeoutLocked).
-func (b *Broker) CanDo(s *Session, name []byte, timeout time.Duration) {
-	b.canDo(s, name, timeout, false)
+// protocol says (see timeoutLocked). It fails, registering nothing, for a
+// session that has registered Config.MaxWorkerFunctions functions
+// (ErrTooManyWorkerFunctions) or a new function beyond
+// Config.MaxFunctions (ErrTooManyFunctions).
+func (b *Broker) CanDo(s *Session, name []byte, timeout time.Duration) error {
+	return b.canDo(s, name, timeout, false)
 }
 
 // CanDoLease registers the session as a worker for a function that holds
 // each job under a lease (an HTTP worker): a worker that holds a job longer
 // than lease is taken as gone, and the job goes back to the front of its
 // queue, counted against Config.JobRetries, as for a worker that
-// disconnected.
-func (b *Broker) CanDoLease(s *Session, name []byte, lease time.Duration) {
-	b.canDo(s, name, lease, true)
+// disconnected. It fails as CanDo does.
+func (b *Broker) CanDoLease(s *Session, name []byte, lease time.Duration) error {
+	return b.canDo(s, name, lease, true)
 }
 
-func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease bool) {
+func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	f := b.functionBytes(name)
-	for i := range s.abilities {
-		if s.abilities[i].fn == f {
-			s.abilities[i].timeout = timeout
-			s.abilities[i].lease = lease
-			return
+	if f := b.functions[string(name)]; f != nil {
+		for i := range s.abilities {
+			if s.abilities[i].fn == f {
+				s.abilities[i].timeout = timeout
+				s.abilities[i].lease = lease
+				return nil
+			}
 		}
+	}
+	if limit := b.cfg.MaxWorkerFunctions; limit > 0 && len(s.abilities) >= limit {
+		return fmt.Errorf("%w: a connection may register %d functions (--max-worker-functions)",
+			ErrTooManyWorkerFunctions, limit)
+	}
+	f, err := b.admitFunctionLocked(name)
+	if err != nil {
+		return err
 	}
 	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout, lease: lease})
 	f.workers++
@@ -41,6 +54,7 @@ func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease boo
 			f.wakeOne()
 		}
 	}
+	return nil
 }
 
 // CantDo unregisters one function.

@@ -29,6 +29,8 @@ func errText(err error) string {
 		return textUnknownJob
 	case errors.Is(err, broker.ErrJobHeldElsewhere):
 		return "ERR JOB_HELD_ELSEWHERE The+server+holding+the+job+did+not+drop+it;+cancel+it+there\r\n"
+	case errors.Is(err, broker.ErrTooManyFunctions):
+		return "ERR TOO_MANY_FUNCTIONS " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
 	default:
 		return "ERR STORE_ERROR " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
 	}
@@ -112,7 +114,10 @@ func adminCreateFunction(_ context.Context, c *conn, args []string, a *adminAnsw
 		a.WriteString(errArgs("create"))
 		return
 	}
-	c.srv.b.CreateFunction(args[0])
+	if err := c.srv.b.CreateFunction(args[0]); err != nil {
+		a.WriteString(errText(err))
+		return
+	}
 	a.WriteString(textOK)
 }
 
@@ -156,7 +161,10 @@ func adminMaxQueue(ctx context.Context, c *conn, args []string, a *adminAnswer) 
 	if len(counts) == 1 {
 		limits[1], limits[2] = limits[0], limits[0]
 	}
-	c.srv.b.SetMaxQueue(args[0], limits)
+	if err := c.srv.b.SetMaxQueue(args[0], limits); err != nil {
+		a.WriteString(errText(err))
+		return
+	}
 	answerDurable(ctx, c, a)
 }
 

@@ -74,7 +74,12 @@ func (c *conn) packet(f *gearman.Frame) {
 				timeout = time.Duration(max(ms, 1000)) * time.Millisecond
 			}
 		}
-		b.CanDo(c.sess, name, timeout)
+		if err := b.CanDo(c.sess, name, timeout); err != nil {
+			// CAN_DO has no answer; a refused one gets an ERROR, as a
+			// denied one does, and the worker is not given its jobs.
+			c.errorPacket("TOO_MANY_FUNCTIONS", err.Error())
+			return
+		}
 	case gearman.CantDo:
 		b.CantDo(c.sess, trimNUL(p.Args[0]))
 	case gearman.ResetAbilities:

@@ -98,7 +98,10 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 	wake := make(broker.NoopSignal, 1)
 	sess := s.b.NewSession(r.RemoteAddr, wake)
 	s.b.SetClientID(sess, "http-worker")
-	s.b.CanDoLease(sess, []byte(fn), leaseFor)
+	if err := s.b.CanDoLease(sess, []byte(fn), leaseFor); err != nil {
+		s.b.CloseSession(sess)
+		return err
+	}
 	s.leases.mu.Lock()
 	s.leases.polls++
 	s.leases.mu.Unlock()

@@ -1,0 +1,148 @@
+package hostile_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
+	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
+)
+
+// canDoMany registers names on c in one write, then sends ECHO_REQ, and
+// returns the ERROR packets' codes and texts received before ECHO_RES.
+func canDoMany(t *testing.T, c *wire.Conn, names []string) (codes, texts []string) {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, n := range names {
+		buf.Write(wire.Request(gearman.CanDo, n))
+	}
+	buf.Write(wire.Request(gearman.EchoReq, "end"))
+	c.Write(buf.Bytes())
+	for {
+		p, raw := c.Next()
+		switch p.Command {
+		case gearman.EchoRes:
+			return codes, texts
+		case gearman.Error:
+			codes = append(codes, string(p.Arg(0)))
+			texts = append(texts, string(p.Arg(1)))
+		default:
+			t.Fatalf("unexpected %s", wire.Readable(raw))
+		}
+	}
+}
+
+// adminLines sends an admin command and returns its answer's lines up to
+// the closing ".".
+func adminLines(t *testing.T, c *wire.Conn, cmd string) []string {
+	t.Helper()
+	c.Write([]byte(cmd + "\n"))
+	var lines []string
+	for {
+		l := c.Line()
+		if l == ".\n" {
+			return lines
+		}
+		lines = append(lines, strings.TrimSuffix(l, "\n"))
+	}
+}
+
+// TestFunctionFloodIsBounded names functions the way a hostile peer
+// would, with the default limits: every distinct name a worker registers
+// or a client submits to is kept (about a kilobyte each) until "drop
+// function", and a worker's every GRAB_JOB and PRE_SLEEP looks through all
+// of its functions under the broker's lock. One connection registering a
+// hundred thousand names made other clients' submits take 20 ms instead
+// of 0.03 ms while it sent GRAB_JOB, and a few hundred thousand names
+// took hundreds of megabytes that stayed after the peers left.
+func TestFunctionFloodIsBounded(t *testing.T) {
+	srv := testserver.Start(t, "--http", "127.0.0.1:0")
+	httpBase := "http://" + srv.HTTPAddr(t)
+
+	// One connection may register DefaultMaxWorkerFunctions functions;
+	// the next gets an ERROR and is not registered.
+	w := wire.Dial(t, srv.Addr)
+	names := make([]string, broker.DefaultMaxWorkerFunctions+1)
+	for i := range names {
+		names[i] = fmt.Sprintf("w-%05d", i)
+	}
+	codes, texts := canDoMany(t, w, names)
+	require.Equal(t, []string{"TOO_MANY_FUNCTIONS"}, codes)
+	require.Contains(t, texts[0], "--max-worker-functions")
+	// Registering a function it has already is no new function.
+	codes, _ = canDoMany(t, w, names[:1])
+	require.Empty(t, codes)
+	adm := wire.Dial(t, srv.Addr)
+	var registered []string
+	for _, l := range adminLines(t, adm, "workers") {
+		if _, fns, ok := strings.Cut(l, " : "); ok && fns != "" {
+			registered = strings.Fields(fns)
+		}
+	}
+	require.Len(t, registered, broker.DefaultMaxWorkerFunctions)
+	require.NotContains(t, registered, names[len(names)-1])
+
+	// Many connections together may name DefaultMaxFunctions functions;
+	// beyond that every new name is refused, on every path that would
+	// create one, while known functions keep working.
+	known := broker.DefaultMaxWorkerFunctions // the first worker's
+	const perConn = 1000
+	refused := 0
+	for c := 0; known+perConn*c < broker.DefaultMaxFunctions+perConn; c++ {
+		conn := wire.Dial(t, srv.Addr)
+		batch := make([]string, perConn)
+		for i := range batch {
+			batch[i] = fmt.Sprintf("c%03d-%04d", c, i)
+		}
+		codes, texts := canDoMany(t, conn, batch)
+		for i, code := range codes {
+			require.Equal(t, "TOO_MANY_FUNCTIONS", code)
+			require.Contains(t, texts[i], "--max-functions")
+		}
+		refused += len(codes)
+		require.NoError(t, conn.NC.Close())
+	}
+	require.Positive(t, refused)
+	require.Len(t, adminLines(t, adm, "status"), broker.DefaultMaxFunctions)
+
+	cl := wire.Dial(t, srv.Addr)
+	cmd, args := cl.Call(gearman.SubmitJobBg, "brand-new", "", "x")
+	require.Equal(t, gearman.Error, cmd, "%q", args)
+	require.Contains(t, args[1], "too many functions")
+	cmd, _ = cl.Call(gearman.SubmitJobBg, "w-00001", "", "x")
+	require.Equal(t, gearman.JobCreated, cmd, "a known function takes jobs")
+	cl.Write([]byte("create function brand-new\n"))
+	require.True(t, strings.HasPrefix(cl.Line(), "ERR TOO_MANY_FUNCTIONS "))
+	cl.Write([]byte("maxqueue brand-new 5\n"))
+	require.True(t, strings.HasPrefix(cl.Line(), "ERR TOO_MANY_FUNCTIONS "))
+
+	for _, path := range []string{"/v1/functions/brand-new/jobs", "/v1/functions/brand-new/grab?wait=0s"} {
+		resp, err := http.Post(httpBase+path, "application/octet-stream", strings.NewReader("x"))
+		require.NoError(t, err)
+		var problem struct{ Type, Detail string }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&problem))
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s: %+v", path, problem)
+		require.Contains(t, problem.Type, "too-many-functions", path)
+	}
+
+	// "drop function" makes room for a new one.
+	// (Its worker's connection is closed; the server may take a moment
+	// to see it.)
+	testwait.Until(t, "c000-0000 can be dropped", func() bool {
+		cl.Write([]byte("drop function c000-0000\n"))
+		return cl.Line() == "OK\r\n"
+	})
+	cmd, args = cl.Call(gearman.SubmitJobBg, "brand-new", "", "x")
+	require.Equal(t, gearman.JobCreated, cmd, "%q", args)
+	require.True(t, srv.Alive())
+}
