@@ -13,8 +13,10 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # nodejs (and npm) install tools/openapi (below); podman builds and runs
 # the Dockerfile's image in scripts/check-deploy.sh, with runc where its
 # default runtime (crun) cannot run, and busybox-static's /bin/sh in the
-# stand-in Go image it makes when docker.io cannot be reached.
-packages=(file nodejs gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl curl chromium wrk openssl postgresql podman runc busybox-static systemd)
+# stand-in Go image it makes when docker.io cannot be reached. gcc, libc6-dev
+# and libgearman-dev build test/compat's libgearman client and worker
+# (testdata/c/gwlib.c).
+packages=(file nodejs gearman-tools gearman-job-server php-cli php-gearman libgearman-client-perl gcc libc6-dev libgearman-dev curl chromium wrk openssl postgresql podman runc busybox-static systemd)
 missing=()
 for p in "${packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,7 +1,8 @@
 // Package compat holds Gearwork's end-to-end compatibility suite. Its tests
 // build the gearwork binary, start "gearwork serve" on a free loopback port
 // and drive it with Gearman clients and workers written elsewhere: Debian's
-// gearman and gearadmin tools (libgearman), PHP's gearman extension, Perl's
+// gearman and gearadmin tools (libgearman), a C client and worker built
+// against libgearman itself (testdata/c), PHP's gearman extension, Perl's
 // Gearman::Client and Gearman::Worker, the Node libraries abraxas and
 // node-gearman, and the client tests of the Go libraries
 // github.com/appscode/g2 and github.com/mikespook/gearman-go
