@@ -285,12 +285,14 @@ func (b *Broker) Start(ctx context.Context) error {
 		// handles are not reused after a restart even when the store is
 		// empty or absent; replay raises it past every stored job.
 		b.nextSeq = max(b.nextSeq, uint64(max(b.clock.Now().UnixMicro(), 1)))
+		var life storedLife
+		if life, err = b.loadLife(ctx); err != nil {
+			return
+		}
 		if err = b.mode.start(ctx); err != nil {
 			return
 		}
-		if err = b.startLife(ctx); err != nil {
-			return
-		}
+		b.startLife(life)
 		runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		b.cancel = cancel
 		b.wg.Add(2)

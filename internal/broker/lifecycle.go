@@ -462,15 +462,26 @@ func (b *Broker) finishReplayLocked() {
 	b.life.replayOrdered = nil
 }
 
-// startLife loads stored metadata (pauses, cron ticks) and arms the cron
-// schedules. Start calls it after the replay.
-func (b *Broker) startLife(ctx context.Context) error {
-	ticks := make(map[string]int64)
-	type pause struct {
-		name  string
-		until int64
-	}
-	var pauses []pause
+// storedLife is the metadata loadLife read for startLife: the cron
+// schedules' last ticks and the pauses.
+type storedLife struct {
+	ticks  map[string]int64
+	pauses []storedPause
+}
+
+type storedPause struct {
+	name  string
+	until int64
+}
+
+// loadLife loads stored metadata: it applies the policies set at run time
+// (policy, maxqueue) at once, and returns the cron ticks and pauses for
+// startLife. Start calls it before the replay, which judges each stored
+// job by its function's policy: a retained result replayed under the
+// policy of the configuration alone would be taken for expired, and
+// deleted, when result_retention was set at run time.
+func (b *Broker) loadLife(ctx context.Context) (storedLife, error) {
+	l := storedLife{ticks: make(map[string]int64)}
 	if b.life.meta != nil {
 		err := b.life.meta.LoadMeta(ctx, func(m store.Meta) error {
 			if name, ok := strings.CutPrefix(m.Key, metaPolicy+"/"); ok {
@@ -484,18 +495,25 @@ func (b *Broker) startLife(ctx context.Context) error {
 			case !ok:
 				b.log.Warn("broker: ignoring unknown stored metadata", slog.String("key", m.Key))
 			case kind == metaCron:
-				ticks[name] = value
+				l.ticks[name] = value
 			case kind == metaPause:
-				pauses = append(pauses, pause{name, value})
+				l.pauses = append(l.pauses, storedPause{name, value})
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("broker: load metadata: %w", err)
+			return storedLife{}, fmt.Errorf("broker: load metadata: %w", err)
 		}
 	} else if b.store != nil && (len(b.life.schedules) > 0) {
 		b.log.Warn("broker: the store keeps no metadata; cron ticks are recovered from stored jobs only")
 	}
+	return l, nil
+}
+
+// startLife applies the pauses loadLife read and arms the cron schedules.
+// Start calls it after the replay.
+func (b *Broker) startLife(l storedLife) {
+	ticks, pauses := l.ticks, l.pauses
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.nowNanos()
@@ -511,5 +529,4 @@ func (b *Broker) startLife(ctx context.Context) error {
 		b.startScheduleLocked(s, last, now)
 	}
 	b.life.replayTicks = nil
-	return nil
 }
