@@ -230,7 +230,7 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 	top := envInt("GEARWORK_BENCH_STATEMENTS")
 	phases := strings.Fields(cmpOr(os.Getenv("GEARWORK_BENCH_PHASES"), "submit drain"))
 	pg, err := pgtest.Start(context.Background(), pgtest.Options{Durable: true,
-		Settings: []string{"shared_preload_libraries=pg_stat_statements"}})
+		Settings: []string{"shared_preload_libraries=pg_stat_statements", "track_wal_io_timing=on"}})
 	if err != nil {
 		b.Skip(err.Error())
 	}
@@ -258,8 +258,8 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 		cpus[k] = append(cpus[k], cpu)
 		db := m.dbMS * 1e3 / float64(jobs)
 		dbs[k] = append(dbs[k], db)
-		fmt.Printf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f), statements %.1f µs/job\n",
-			rep, k.phase, k.system, rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs), db)
+		fmt.Printf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f), statements %.1f µs/job, %s\n",
+			rep, k.phase, k.system, rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs), db, m.wal)
 		if rep == 0 && top > 0 {
 			fmt.Printf("pg_stat_statements, %s, %s (%d jobs):\n%s", k.phase, k.system, jobs, m.statements)
 		}
@@ -301,6 +301,8 @@ type measured struct {
 	// the execution time of all of them.
 	statements string
 	dbMS       float64
+	// wal sums up pg_stat_wal over the part (walStats).
+	wal string
 }
 
 func envInt(name string) int {
@@ -342,6 +344,9 @@ func gearworkBacklog(b *testing.B, bin, url, phase string, jobs, top int, pgCPU 
 	}
 	m := measured{elapsed: res.Elapsed, pgTicks: pgCPU() - pg0, serverTicks: cpuTicks(isServer) - gw0}
 	m.statements, m.dbMS = topStatements(b, url, top, jobs)
+	// The backends report their WAL counts when they end.
+	stopServers(procs)
+	m.wal = walStats(b, url, jobs, res.Elapsed.Seconds())
 	return m
 }
 
@@ -364,6 +369,7 @@ func riverBacklog(b *testing.B, river, url, phase string, jobs, top int, pgCPU f
 		m = runRiverMode(b, river, url, jobs, append(insert, "-keep"), pgCPU)
 	}
 	m.statements, m.dbMS = topStatements(b, url, top, jobs)
+	m.wal = walStats(b, url, jobs, m.elapsed.Seconds())
 	return m
 }
 
@@ -437,10 +443,49 @@ func postgresTicks(postmaster int) int64 {
 	return ticks
 }
 
-// resetStatements clears PostgreSQL's statement statistics.
+// resetStatements clears PostgreSQL's statement and WAL statistics.
 func resetStatements(b *testing.B, url string) {
 	b.Helper()
-	execSQL(b, url, "SELECT pg_stat_statements_reset()")
+	execSQL(b, url, "SELECT pg_stat_statements_reset(), pg_stat_reset_shared('wal')")
+}
+
+// walStats sums up pg_stat_wal since the last reset, once no other
+// client is connected (a backend reports its counts when it ends, or at
+// most once a second): the WAL records and bytes per job, and the WAL
+// flushes (fsyncs of the WAL, each one a wait for every commit behind
+// it), their count per second of the part and their mean time (the
+// database runs with track_wal_io_timing on).
+func walStats(b *testing.B, url string, jobs int, secs float64) string {
+	b.Helper()
+	var out string
+	withConn(b, url, func(ctx context.Context, conn *pgx.Conn) error {
+		for range 50 {
+			var others int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&others); err != nil {
+				return err
+			}
+			if others == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		var recs, fpi, bytes, syncs int64
+		var syncMS float64
+		if err := conn.QueryRow(ctx, `SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_sync, wal_sync_time
+			FROM pg_stat_wal`).Scan(&recs, &fpi, &bytes, &syncs, &syncMS); err != nil {
+			return err
+		}
+		per := float64(jobs)
+		mean := 0.0
+		if syncs > 0 {
+			mean = syncMS / float64(syncs)
+		}
+		out = fmt.Sprintf("WAL %.2f records (%.3f FPI) and %.0f bytes a job, %d flushes (%.0f/s, %.2f ms each)",
+			float64(recs)/per, float64(fpi)/per, float64(bytes)/per, syncs, float64(syncs)/secs, mean)
+		return nil
+	})
+	return out
 }
 
 // topStatements lists the top statements by execution time since the
