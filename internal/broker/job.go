@@ -167,7 +167,7 @@ type jobExtra struct {
 	// payloadLen is the length of a payload on disk only (tiering), as
 	// read when the job was last handed out; 0 when not known.
 	payloadLen uint32
-	// warning is the end (at most maxWarningText bytes) of the last
+	// warning is the end (errorText) of the last
 	// WORK_WARNING of the current run: a WORK_FAIL that follows carries no
 	// data, so the warning is the failed attempt's error text.
 	warning string
@@ -181,9 +181,18 @@ type jobExtra struct {
 	anyway bool
 }
 
-// maxWarningText is the most bytes of a WORK_WARNING kept as a failed
-// attempt's error text (its end).
-const maxWarningText = 4 << 10
+// maxErrorText is the most bytes of a WORK_WARNING or WORK_EXCEPTION
+// kept as an attempt's error text (their end). The text is kept several
+// times over (the attempt, the job's record, its dead letter, each
+// written to the store), for as long as they are kept: without a cap a
+// worker could make each failed job hold many megabytes.
+const maxErrorText = 4 << 10
+
+// errorText returns the end of a warning's or an exception's data, at
+// most maxErrorText bytes, as an error text to keep.
+func errorText(data []byte) string {
+	return string(data[max(len(data)-maxErrorText, 0):])
+}
 
 // size is what the job counts against Config.MaxQueuedBytes.
 func (j *job) size() int64 { return int64(len(j.payload) + len(j.unique)) }

@@ -361,7 +361,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 		case Complete:
 			e.state, e.outcome, e.result = FinalComplete, outcomeComplete, nonNilBytes(ev.Data)
 		case Exception:
-			e.state, e.outcome, e.errText, e.result = FinalException, outcomeException, string(ev.Data), nonNilBytes(ev.Data)
+			e.state, e.outcome, e.errText, e.result = FinalException, outcomeException, errorText(ev.Data), nonNilBytes(ev.Data)
 		default:
 			e.state, e.outcome, e.errText = FinalFailed, outcomeFailed, warning
 		}

@@ -105,7 +105,7 @@ func (b *Broker) finishLifeLocked(j *job, o Outcome, data []byte) {
 	// A WORK_FAIL carries no data: the run's last warning says why.
 	outcome, errText := outcomeFailed, j.x.warning
 	if o == Exception {
-		outcome, errText = outcomeException, string(data)
+		outcome, errText = outcomeException, errorText(data)
 	}
 	b.endAttemptLocked(j, outcome, errText, now)
 	// Attached clients were told of the failure; they are done.

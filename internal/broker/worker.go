@@ -268,7 +268,7 @@ func (b *Broker) WorkData(s *Session, seq uint64, data []byte, warning bool) err
 	kind := EventData
 	if warning {
 		kind = EventWarning
-		j.x.warning = string(data[max(len(data)-maxWarningText, 0):])
+		j.x.warning = errorText(data)
 	}
 	b.forwardLocked(j, Event{Kind: kind, Seq: seq, Data: data})
 	return nil
