@@ -3,8 +3,9 @@
 // and drive it with Gearman clients and workers written elsewhere: Debian's
 // gearman and gearadmin tools (libgearman), a C client and worker built
 // against libgearman itself (testdata/c), PHP's gearman extension, Perl's
-// Gearman::Client and Gearman::Worker, the Node libraries abraxas and
-// node-gearman, and the client tests of the Go libraries
+// Gearman::Client and Gearman::Worker, the Node libraries abraxas,
+// gearman, gearmanode, gearman-node and node-gearman (with the test suites
+// of the last two), and the client tests of the Go libraries
 // github.com/appscode/g2 and github.com/mikespook/gearman-go
 // (TestG2ClientSuite and the suites beside it). Gearwork's own lifecycle
 // features (a configuration file's retry policies and cron schedule, dead

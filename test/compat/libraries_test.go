@@ -246,6 +246,82 @@ func TestNodeGearmanSuite(t *testing.T) {
 	require.Equal(t, 9, strings.Count(got, "✔"), "every test of the suite passed:\n%s", got)
 }
 
+// TestGearmanNodeSuite runs the mocha tests of the npm package gearman-node
+// 2.0.13 (Clever's; test-worker-client and test-raceconditions: binary and
+// JSON payloads, WORK_FAIL with and without a warning, WORK_DATA and
+// WORK_STATUS before the complete, a worker that shuts down after its job
+// while a second takes the next, and 100 jobs over 25 workers, half of them
+// failing) against gearwork and gearmand, with coffee-script 1.6.3 and
+// mocha 1.6.0 as its package asks for. The suite connects to
+// localhost:4730; that is rewritten to the test server's address. Its
+// test-reconnect talks to mock servers of its own and is left out.
+func TestGearmanNodeSuite(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	needPath(t, filepath.Join(mods, "gearman-node", "package.json"), "gearman-node (testdata/node/package.json)")
+	needPath(t, filepath.Join(mods, "mocha", "bin", "_mocha"), "mocha (testdata/node/package.json)")
+	eachServer(t, func(t *testing.T, s *server) {
+		pkg := t.TempDir()
+		require.NoError(t, os.CopyFS(pkg, os.DirFS(filepath.Join(mods, "gearman-node"))))
+		tests := []string{filepath.Join("test", "test-worker-client.coffee"), filepath.Join("test", "test-raceconditions.coffee")}
+		for _, f := range tests {
+			path := filepath.Join(pkg, f)
+			data, err := os.ReadFile(path)
+			require.NoError(t, err)
+			patched := strings.Replace(string(data), "  host: 'localhost'\n  port: 4730\n", "  host: '"+s.host+"'\n  port: "+s.port+"\n", 1)
+			require.NotEqual(t, string(data), patched, "%s's options point at the test server", f)
+			require.NoError(t, os.WriteFile(path, []byte(patched), 0o644))
+		}
+		// mocha 1.6's bin/mocha runs bin/_mocha in a child process and
+		// hides its exit status; _mocha is run directly.
+		args := append([]string{filepath.Join(mods, "mocha", "bin", "_mocha"), "-R", "spec", "--timeout", "60000",
+			"--compilers", "coffee:coffee-script"}, tests...)
+		p := startProcIn(t, pkg, []string{"NODE_PATH=" + mods, "NODE_ENV=test"}, need(t, "node"), args...)
+		got, err := p.wait(t)
+		require.NoError(t, err, "gearman-node's tests failed:\n%s\n%s", got, p.stderr.String())
+		require.Contains(t, got, "18 tests complete", "every test of the suite ran:\n%s", got)
+		require.Equal(t, 18, strings.Count(got, "✓"), "every test of the suite passed:\n%s", got)
+	})
+}
+
+// TestGearmanNodeScenario: gearman-node 2.0.13's client and workers
+// (testdata/node/gearman-node.js): a job completes; a worker registered
+// with a 1000 ms timeout (CAN_DO_TIMEOUT) takes three seconds, and its
+// client sees WORK_FAIL at the timeout (the test in gearman-node's suite
+// that expects this is commented out; gearmand 1.1.20 hands the job to
+// the next worker instead, item 22 of "Differences from gearmand"); then
+// the server restarts on its address, the library reconnects the client
+// and the workers (RESET_ABILITIES, CAN_DO, GRAB_JOB again) and a new job
+// completes.
+func TestGearmanNodeScenario(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	needPath(t, filepath.Join(mods, "gearman-node", "package.json"), "gearman-node (testdata/node/package.json)")
+	s := startGearwork(t)
+	// The scenario reads a line from stdin once the server is back: an
+	// *os.File, so that no goroutine copies it.
+	stdin, restarted, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { restarted.Close() })
+	p := startProcWith(t, func(cmd *exec.Cmd) {
+		cmd.Stdin = stdin
+		cmd.Env = append(os.Environ(), "NODE_PATH="+mods)
+	}, need(t, "node"), testdata("node", "gearman-node.js"), s.host, s.port)
+	stdin.Close()
+	testwait.Until(t, "the scenario to ask for the restart", func() bool {
+		return strings.Contains(p.stderr.String(), "restart\n") || p.exited()
+	})
+	require.Equal(t, funcStatus{Workers: 1}, status(t, s)["gn_slow"], "the timed-out job is not run again")
+	restartGearwork(t, s)
+	_, err = restarted.Write([]byte("restarted\n"))
+	require.NoError(t, err, "scenario stderr:\n%s", p.stderr.String())
+	out, err := p.wait(t)
+	require.NoError(t, err, "scenario stderr:\n%s", p.stderr.String())
+	var got struct{ Events []string }
+	require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
+	require.Equal(t, []string{"gn_up complete HELLO", "gn_slow fail", "restart", "gn_up complete AGAIN"}, got.Events)
+}
+
 // TestAbraxasWorkerThrows: a Node worker on abraxas 2.1.10 whose function
 // throws. abraxas sends WORK_EXCEPTION and then WORK_FAIL for the job;
 // the client gets one error and the same worker runs the next job.
