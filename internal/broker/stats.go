@@ -103,8 +103,13 @@ type Stats struct {
 // concurrent use; it holds the broker's lock for a time proportional to the
 // number of functions. In shared mode the queue counts and DeadLetters
 // also count what the store holds beyond this server's jobs, as Status
-// does.
+// does. A function known only from its dead letters (replayed from the
+// store, they do not make it known to Status) is listed with their count.
 func (b *Broker) Stats(ctx context.Context) Stats {
+	return b.stats(ctx, true)
+}
+
+func (b *Broker) stats(ctx context.Context, deadOnly bool) Stats {
 	b.mu.Lock()
 	st := Stats{Functions: make([]FunctionStats, 0, len(b.functions)), Sessions: len(b.sessions),
 		Running: b.running, Commit: b.commitHist, CommitJobs: b.commitJobs}
@@ -124,6 +129,11 @@ func (b *Broker) Stats(ctx context.Context) Stats {
 			fs.DeadLetters = list.n
 		}
 		st.Functions = append(st.Functions, fs)
+	}
+	for name, list := range b.life.deadLists {
+		if deadOnly && b.functions[name] == nil {
+			st.Functions = append(st.Functions, FunctionStats{FunctionStatus: FunctionStatus{Name: name}, DeadLetters: list.n})
+		}
 	}
 	b.mu.Unlock()
 	st.Functions = b.mode.addCounts(ctx, st.Functions)

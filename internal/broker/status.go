@@ -81,7 +81,7 @@ type FunctionStatus struct {
 // be read, it shows this server's jobs only (and logs why). It is the
 // FunctionStatus part of Stats.
 func (b *Broker) Status(ctx context.Context) []FunctionStatus {
-	fns := b.Stats(ctx).Functions
+	fns := b.stats(ctx, false).Functions
 	out := make([]FunctionStatus, len(fns))
 	for i, f := range fns {
 		out[i] = f.FunctionStatus

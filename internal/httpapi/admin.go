@@ -3,7 +3,9 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -40,8 +42,25 @@ func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
 	for _, c := range counts {
 		byName[c.Function] = c
 	}
-	out := make([]functionJSON, 0, len(st.Functions))
-	for _, f := range st.Functions {
+	fns := st.Functions
+	// A function known only from the records of its ended jobs (one
+	// without live jobs or workers since the server started) is listed
+	// with their counts, as the metrics and the job list show them.
+	known := make(map[string]bool, len(fns))
+	for _, f := range fns {
+		known[f.Name] = true
+	}
+	n := len(fns)
+	for _, c := range counts {
+		if !known[c.Function] {
+			fns = append(fns, broker.FunctionStats{FunctionStatus: broker.FunctionStatus{Name: c.Function}})
+		}
+	}
+	if len(fns) > n {
+		slices.SortFunc(fns, func(a, b broker.FunctionStats) int { return strings.Compare(a.Name, b.Name) })
+	}
+	out := make([]functionJSON, 0, len(fns))
+	for _, f := range fns {
 		jobs := map[string]int{}
 		c := byName[f.Name]
 		for k, v := range c.Live {

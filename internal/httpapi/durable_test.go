@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -148,4 +149,57 @@ func TestReplayedJobShowsSubmitTime(t *testing.T) {
 	require.Equal(t, "queued", after.State, "replayed")
 	require.NotNil(t, after.Submitted, "a replayed job says when it was submitted")
 	require.True(t, before.Submitted.Equal(*after.Submitted))
+}
+
+// After a restart, the functions a server knows only from what its store
+// kept (a dead letter, the records of ended jobs) are listed with those
+// counts by GET /v1/functions and /metrics, as the dead letters and the
+// job list show them: an alert on gearwork_dead_letters must not miss a
+// dead letter because its function has had no job since the restart.
+func TestReplayedDeadLettersAndRecordsAreCounted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	openStore := func() *pebble.Store {
+		st, err := pebble.Open(context.Background(), dir, pebble.Options{CacheSize: 1 << 20, MemTableSize: 1 << 20})
+		require.NoError(t, err)
+		return st
+	}
+	st := openStore()
+	tb := setupBroker(t, broker.Config{Store: st})
+	type deadLettersJSON struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
+	run := func(fn, query, outcome, body string) {
+		decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/"+fn+"/jobs"+query, strings.NewReader("p")))
+		g := decode[grabbedJSON](t, tb.do(t, "POST", "/v1/functions/"+fn+"/grab?wait=10s", nil))
+		resp := tb.do(t, "POST", "/v1/jobs/"+g.Handle+"/"+outcome+"?lease="+g.Lease, strings.NewReader(body))
+		require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	}
+	run("gone", "?attempts=1", "fail", "disk full")
+	run("done", "", "complete", "ok")
+	require.Len(t, decode[deadLettersJSON](t, tb.do(t, "GET", "/v1/dead-letters", nil)).DeadLetters, 1)
+	tb.b.Stop()
+	require.NoError(t, st.Close())
+
+	st = openStore()
+	t.Cleanup(func() { require.NoError(t, st.Close()) }) // after the broker stops
+	tb = setupBroker(t, broker.Config{Store: st})
+	require.Len(t, decode[deadLettersJSON](t, tb.do(t, "GET", "/v1/dead-letters", nil)).DeadLetters, 1, "replayed")
+	fns := map[string]functionJSON{}
+	for _, f := range decode[struct {
+		Functions []functionJSON `json:"functions"`
+	}](t, tb.do(t, "GET", "/v1/functions", nil)).Functions {
+		fns[f.Name] = f
+	}
+	require.Contains(t, fns, "gone", "a function with a dead letter is listed")
+	require.Equal(t, 1, fns["gone"].DeadLetters)
+	require.Equal(t, map[string]int{"dead": 1}, fns["gone"].Jobs)
+	require.Contains(t, fns, "done", "a function with kept records is listed")
+	require.Equal(t, map[string]int{"complete": 1}, fns["done"].Jobs)
+	require.Zero(t, fns["done"].Submitted, "counters count since the start")
+
+	resp := tb.do(t, "GET", "/metrics", nil)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(body), "\ngearwork_dead_letters{function=\"gone\"} 1\n")
 }
