@@ -52,6 +52,9 @@ func TestAfterChainAndFanIn(t *testing.T) {
 		listed = append(listed, s.Seq)
 	}
 	require.ElementsMatch(t, []uint64{b, c, d}, listed, "the waiting jobs, listed by their state")
+	counts := tb.b.CountJobs(context.Background())
+	require.Len(t, counts, 1)
+	require.Equal(t, map[string]int{"queued": 1, "waiting": 3}, counts[0].Live, "counted by the same state (d waits for two jobs)")
 	tb.finishNext(t, a, Complete)
 	require.Equal(t, "waiting", tb.state(t, d), "d still waits for c")
 	tb.finishNext(t, b, Complete)

@@ -362,6 +362,24 @@ func (b *Broker) CountJobs(ctx context.Context) []JobCounts {
 			add(c.Live, "pending", -1)
 		}
 	}
+	// Jobs waiting for others (After) are in no queue or timer: they are
+	// found through the jobs they wait for, once each.
+	var seen map[uint64]bool
+	for _, waiting := range b.dependents {
+		for _, j := range waiting {
+			if j.state != stateWaiting || seen[j.seq] {
+				continue
+			}
+			if seen == nil {
+				seen = make(map[uint64]bool)
+			}
+			seen[j.seq] = true
+			if c := by[j.fn.name]; c != nil {
+				add(c.Live, "waiting", 1)
+				add(c.Live, "pending", -1)
+			}
+		}
+	}
 	for name, fh := range b.hist.fns {
 		c := get(name)
 		for st, n := range fh.counts {

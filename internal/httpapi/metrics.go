@@ -75,7 +75,7 @@ var (
 	descCommit      = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
 	descCommitN     = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer, since the server started.", nil, nil)
 	descByState     = prometheus.NewDesc("gearwork_jobs_by_state",
-		"Jobs by function and state: live ones (pending, scheduled, queued, running, retry-wait, blocked) now, and ended ones (complete, failed, exception, cancelled, dead) whose records the history keeps.",
+		"Jobs by function and state: live ones (pending, scheduled, queued, running, retry-wait, blocked, waiting) now, and ended ones (complete, failed, exception, cancelled, dead) whose records the history keeps.",
 		[]string{"function", "state"}, nil)
 	descOldest = prometheus.NewDesc("gearwork_oldest_queued_job_age_seconds",
 		"How long the job that has waited longest in the function's queue has been runnable; 0 when none is queued.", fnLabel, nil)

@@ -364,3 +364,31 @@ func TestDashboardActionsNeedTheAPIsScopes(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-cancel")))
 	poll(t, ctx, "the job cancelled", `document.querySelector('#detail-state').textContent === 'cancelled'`)
 }
+
+// The job browser counts and lists jobs in every live state, among them a
+// job waiting for another (after) to complete.
+func TestDashboardCountsWaitingJobs(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	var first struct{ Handle string }
+	resp, err := http.Post(s.base+"/v1/functions/stage1/jobs", "text/plain", strings.NewReader("a"))
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&first))
+	resp.Body.Close()
+	var waiting struct{ Handle, State string }
+	resp, err = http.Post(s.base+"/v1/functions/stage2/jobs?after="+url.QueryEscape(first.Handle), "text/plain", strings.NewReader("b"))
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&waiting))
+	resp.Body.Close()
+	require.Equal(t, "waiting", waiting.State)
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	counts := `#job-counts tr[data-function="stage2"]`
+	poll(t, ctx, "the waiting job's count", `(() => { const r = document.querySelector(`+jsString(counts)+`);
+		const td = r && r.querySelector('td[data-state="waiting"]');
+		return td !== null && td.textContent === '1'; })()`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(counts+` td[data-state="waiting"] a`)))
+	poll(t, ctx, "the list of waiting jobs", `document.querySelector('#jobs-state').value === 'waiting' &&
+		document.querySelectorAll('#jobs tbody tr').length === 1 &&
+		document.querySelector('#jobs tbody').textContent.includes(`+jsString(waiting.Handle)+`)`)
+}

@@ -119,7 +119,7 @@ function render(o) {
 
 // ---- job browser: counts by state, a paged list, one job's record ----
 
-const countStates = ["queued", "scheduled", "retry-wait", "running", "blocked", "complete", "failed", "exception", "cancelled", "dead"];
+const countStates = ["pending", "queued", "scheduled", "retry-wait", "running", "blocked", "waiting", "complete", "failed", "exception", "cancelled", "dead"];
 
 function renderCounts(functions) {
   const tbody = $("#job-counts tbody");
