@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -320,4 +321,39 @@ func TestServeStoreInUse(t *testing.T) {
 	require.Equal(t, 1, code, errOut)
 	require.Empty(t, out)
 	require.Contains(t, errOut, "gearwork: pebble store "+dir+" is in use by another process (its lock file "+filepath.Join(dir, "LOCK")+" is held)")
+}
+
+// TestBadDurationsAndCounts: a duration or count that the flag cannot mean
+// (a negative timeout, a poll interval of zero) is refused as a usage
+// error naming the flag, before anything is sent or started, on the
+// command line and in GEARWORK_* variables alike.
+func TestBadDurationsAndCounts(t *testing.T) {
+	t.Parallel()
+	nowhere := "127.0.0.1:1"
+	serve := []string{"serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--http", "off"}
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{[]string{"submit", "--servers", nowhere, "--timeout", "-1s", "fn", "x"}, "", `invalid value "-1s" for --timeout: must not be negative`},
+		{[]string{"submit", "--servers", nowhere, "--background", "--wait", "--poll", "0", "fn", "x"}, "", `invalid value "0" for --poll: must be positive`},
+		{[]string{"submit", "--servers", nowhere, "fn", "x"}, "GEARWORK_POLL=-5ms", `invalid GEARWORK_POLL="-5ms": must be positive`},
+		{[]string{"admin", "--servers", nowhere, "--timeout", "0", "status"}, "", `invalid value "0" for --timeout: must be positive`},
+		{[]string{"health", "--url", "http://" + nowhere + "/readyz", "--timeout", "-1s"}, "", `invalid value "-1s" for --timeout: must be positive`},
+		{[]string{"work", "--servers", nowhere, "--timeout", "-1s", "fn", "--", "cat"}, "", `invalid value "-1s" for --timeout: must not be negative`},
+		{[]string{"work", "--servers", nowhere, "--shutdown-timeout", "-1s", "fn", "--", "cat"}, "", `invalid value "-1s" for --shutdown-timeout: must not be negative`},
+		{append(slices.Clone(serve), "--shutdown-timeout", "-1s"), "", `invalid value "-1s" for --shutdown-timeout: must not be negative`},
+		{append(slices.Clone(serve), "--insert-delay", "-20ms"), "", `invalid value "-20ms" for --insert-delay: must not be negative`},
+		{[]string{"serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-max-connections", "-1"}, "", `invalid --http-max-connections -1: must be 0 or more`},
+	} {
+		var env []string
+		if tc.env != "" {
+			env = []string{tc.env}
+		}
+		out, errOut, code := gwInput(t, "", env, tc.args...)
+		require.Equal(t, exitUsage, code, "%q %s: %s", tc.args, tc.env, errOut)
+		require.Empty(t, out, tc.args)
+		require.Contains(t, errOut, tc.want, tc.args)
+	}
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // newFlagSet returns a FlagSet whose usage explains the command: the
@@ -42,6 +44,9 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		var b strings.Builder
 		fmt.Fprintf(&b, "  --%s", f.Name)
 		name, usage := flag.UnquoteUsage(f)
+		if _, ok := f.Value.(durationValue); ok && name == "value" {
+			name = "duration"
+		}
 		if name != "" {
 			b.WriteString(" " + name)
 		}
@@ -131,3 +136,46 @@ func flagError(err error) string {
 
 // errHelp is returned when --help was asked for; it exits 0.
 var errHelp = exitError{code: exitOK}
+
+// durationValue is a duration flag that refuses values its flag cannot
+// mean: negative ones, and zero too when positive is set.
+type durationValue struct {
+	d        *time.Duration
+	positive bool
+}
+
+// durationVar defines a duration flag that must not be negative.
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(durationValue{d: p}, name, usage)
+}
+
+// positiveDurationVar defines a duration flag that must be positive.
+func positiveDurationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(durationValue{d: p, positive: true}, name, usage)
+}
+
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("want a duration such as 30s, 500ms or 1m30s")
+	}
+	switch {
+	case v.positive && d <= 0:
+		return errors.New("must be positive")
+	case d < 0:
+		return errors.New("must not be negative")
+	}
+	*v.d = d
+	return nil
+}
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return "0s"
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Get() any { return *v.d }

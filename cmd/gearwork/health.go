@@ -16,7 +16,8 @@ import (
 func runHealth(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("health", "health [flags]", stderr)
 	url := fs.String("url", "http://127.0.0.1:4780/readyz", "`URL` to GET: /readyz (ready to take and hand out jobs) or /healthz (the process serves HTTP)")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this `duration`")
+	timeout := new(time.Duration)
+	positiveDurationVar(fs, timeout, "timeout", 3*time.Second, "give up after this `duration`")
 	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
 	}

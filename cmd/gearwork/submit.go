@@ -54,8 +54,8 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.BoolVar(&cfg.anyway, "after-anyway", false, "with --after or --after-unique: run the job once those jobs have ended, whatever their outcome")
 	fs.StringVar(&cfg.at, "at", "", "run the job at this `time`, RFC 3339 or Unix seconds (SUBMIT_JOB_EPOCH; implies --background, normal priority)")
 	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until it ends, then report its outcome from its record (a failed, dead, cancelled or excepted job exits non-zero)")
-	fs.DurationVar(&cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
-	fs.DurationVar(&cfg.timeout, "timeout", 0, "give up waiting after this `duration` (0: wait as long as it takes)")
+	positiveDurationVar(fs, &cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
+	durationVar(fs, &cfg.timeout, "timeout", 0, "give up waiting after this `duration` (0: wait as long as it takes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

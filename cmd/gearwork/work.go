@@ -45,9 +45,9 @@ func runWork(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	fs := newFlagSetHelp("work", "work [flags] FUNCTION -- COMMAND [ARGS...]", workHelp, stderr)
 	fs.StringVar(&cfg.servers, "servers", worker.DefaultServer, "comma-separated `host:port` list of job servers to take jobs from")
 	fs.IntVar(&cfg.concurrency, "concurrency", 1, "run up to this many `jobs` (commands) at once")
-	fs.DurationVar(&cfg.timeout, "timeout", 0, "kill a command running longer than this `duration`; the server hands the job out again (CAN_DO_TIMEOUT). 0: no limit")
+	durationVar(fs, &cfg.timeout, "timeout", 0, "kill a command running longer than this `duration` (CAN_DO_TIMEOUT: Gearwork fails the job, or runs it again when its function's max_attempts allows; gearmand hands it out again). 0: no limit")
 	fs.StringVar(&cfg.clientID, "client-id", "", "`id` shown by the server's \"workers\" admin command")
-	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running commands may take to finish before they are killed")
+	durationVar(fs, &cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long running commands may take to finish before they are killed")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
