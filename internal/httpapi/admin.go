@@ -97,7 +97,13 @@ type workerJSON struct {
 // least one function (Gearman workers and polling HTTP workers), or with
 // ?all=true every session.
 func (s *Server) handleWorkers(w http.ResponseWriter, r *http.Request) error {
-	all, _ := strconv.ParseBool(r.URL.Query().Get("all"))
+	all := false
+	if v := r.URL.Query().Get("all"); v != "" {
+		var err error
+		if all, err = strconv.ParseBool(v); err != nil {
+			return errorf(http.StatusBadRequest, "invalid-option", "all %q: use true or false", v)
+		}
+	}
 	out := []workerJSON{}
 	for _, wi := range s.b.Workers() {
 		if len(wi.Functions) == 0 && !all {

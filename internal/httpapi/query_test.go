@@ -32,6 +32,8 @@ func TestUnknownQueryParameter(t *testing.T) {
 	require.Zero(t, tb.b.JobCount(), "the refused submit queued nothing")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/resume?until=1h", nil), http.StatusBadRequest, "takes none")
 	requireProblem(t, tb.do(t, "GET", "/v1/workers?al=true", nil), http.StatusBadRequest, `"al"`)
+	p = requireProblem(t, tb.do(t, "GET", "/v1/workers?all=maybe", nil), http.StatusBadRequest, `all "maybe": use true or false`)
+	require.Equal(t, problemTypeBase+"invalid-option", p.Type)
 	requireProblem(t, tb.do(t, "GET", "/v1/dead-letters?fn=x", nil), http.StatusBadRequest, "function, limit")
 
 	// Documented parameters pass, in the query as the docs spell them.
