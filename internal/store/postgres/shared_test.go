@@ -678,6 +678,25 @@ func TestConnectionsDoNotCompileStatements(t *testing.T) {
 	}
 }
 
+// TestClaimsUseGenericPlans checks that the connections that claim jobs
+// make one generic plan per statement (PostgreSQL planned a claim anew on
+// every call: its arrays made a custom plan look cheaper) and that the
+// commit rounds' keep PostgreSQL's choice, unless the URL sets
+// plan_cache_mode itself.
+func TestClaimsUseGenericPlans(t *testing.T) {
+	t.Parallel()
+	u := pgtest.Schema(t)
+	for _, c := range []struct{ url, rounds, claims string }{
+		{u, "auto", "force_generic_plan"},
+		{u + "&plan_cache_mode=force_custom_plan", "force_custom_plan", "force_custom_plan"},
+	} {
+		s := openStore(t, c.url, "s")
+		rounds, claims, err := s.SettingForTest(context.Background(), "plan_cache_mode")
+		require.NoError(t, err)
+		require.Equal(t, []string{c.rounds, c.claims}, []string{rounds, claims}, c.url)
+	}
+}
+
 // A round whose record of an ended job is stored already (a round written
 // again after its commit went unacknowledged, or a job that two servers
 // ended) is written whole once, its record replacing the stored one: the
