@@ -54,9 +54,72 @@ type Server struct {
 	URL string
 
 	dir  string
+	argv []string // postgres and its arguments
+	cred *syscall.Credential
 	cmd  *exec.Cmd
-	done chan struct{}
+	done chan struct{} // closed when cmd has exited
 	once sync.Once
+}
+
+// launch starts postgres on the server's data directory, appending to its
+// log.
+func (s *Server) launch() error {
+	logf, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("pgtest: %w", err)
+	}
+	cmd := exec.Command(s.argv[0], s.argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("pgtest: starting postgres: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		_ = logf.Close()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
+	return nil
+}
+
+// Restart stops the server and starts it again on the same data, for tests
+// of what clients do while the database is away: with crash, every process
+// of the server gets SIGKILL (PostgreSQL then recovers from its
+// write-ahead log as after a crash; run it with synchronous_commit=on so
+// that no committed transaction is lost); without it, a fast shutdown.
+// down is how long it stays stopped.
+func (s *Server) Restart(ctx context.Context, crash bool, down time.Duration) error {
+	if crash {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	} else {
+		_ = s.cmd.Process.Signal(syscall.SIGINT)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+	if crash {
+		// The backends are in the postmaster's process group; wait until
+		// they are gone too, or the new postmaster finds them attached
+		// to the shared memory.
+		for syscall.Kill(-s.cmd.Process.Pid, 0) == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := s.launch(); err != nil {
+		return err
+	}
+	return s.waitReady(ctx)
 }
 
 // ErrNotInstalled is returned by Start when no PostgreSQL binaries are found.
@@ -94,7 +157,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	s := &Server{dir: dir, done: make(chan struct{})}
+	s := &Server{dir: dir}
 	cred, err := credential(dir)
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -116,24 +179,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	for _, kv := range opts.Settings {
 		args = append(args, "-c", kv)
 	}
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
+	s.argv = append([]string{filepath.Join(bin, "postgres")}, args...)
+	s.cred = cred
+	if err := s.launch(); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return nil, err
 	}
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		_ = logf.Close()
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: starting postgres: %w", err)
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		_ = logf.Close()
-		close(s.done)
-	}()
 	s.URL = "postgres://postgres@/postgres?host=" + url.QueryEscape(dir) + "&sslmode=disable"
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
