@@ -181,3 +181,58 @@ func TestPerlWorkerSubDies(t *testing.T) {
 	require.NoError(t, err, "the worker process ran both jobs")
 	require.Equal(t, "pl_die 1\npl_after 8\n", w.stdout.String())
 }
+
+// TestPerlPrefixPrioritiesUniq: a Gearman::Client and a Gearman::Worker
+// made with prefix => "tenant" meet on "tenant\tpl_up"; do_task with
+// priority low; dispatch_background with uniq "-" (the payload is the
+// unique) coalesces the same payload onto the queued job and not another.
+func TestPerlPrefixPrioritiesUniq(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := perlClient(t, s)
+		var bg [3]struct{ Handle string }
+		for i, payload := range []string{"same", "same", "other"} {
+			c.call(map[string]any{"op": "bg", "fn": "pl_up", "payload": payload, "uniq": "-", "prefix": "tenant"}, &bg[i])
+			require.NotEmpty(t, bg[i].Handle)
+		}
+		require.Equal(t, bg[0].Handle, bg[1].Handle, "the same payload is the same job")
+		require.NotEqual(t, bg[0].Handle, bg[2].Handle)
+		require.Equal(t, []string{"tenant\tpl_up\t2\t0\t0"}, admin(t, s, "status"))
+
+		w := perlWorker(t, s, 3, "prefix=tenant", "pl_up=upper")
+		var got perlDo
+		c.call(map[string]any{"op": "do", "fn": "pl_up", "payload": "low one", "priority": "low", "prefix": "tenant"}, &got)
+		require.NotNil(t, got.Result)
+		require.Equal(t, "LOW ONE", *got.Result)
+		_, err := w.wait(t)
+		require.NoError(t, err)
+		// The background jobs came first.
+		require.Equal(t, "tenant\tpl_up 4\ntenant\tpl_up 5\ntenant\tpl_up 7\n", w.stdout.String())
+	})
+}
+
+// TestPerlRetry: a Gearman::Client task with retry_count (a client
+// without exceptions) whose worker sub dies twice: the client's on_retry
+// runs for each failure and it submits the job again, and the third run
+// completes; with retry_count 1 the second failure reaches on_fail.
+// Gearwork only: gearmand 1.1.20 answers the WORK_FAIL that
+// Gearman::Worker sends after its WORK_EXCEPTION with ERROR JOB_NOT_FOUND
+// and forwards WORK_FAIL with a NUL after the handle (items 9 and 23 of
+// "Differences from gearmand"), on which Gearman::Client dies ("Got
+// work_fail for unknown handle").
+func TestPerlRetry(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := perlWorker(t, s, 5, "pl_flaky=flaky")
+	c := perlClient(t, s)
+	type events struct{ Events [][]string }
+	var got events
+	c.call(map[string]any{"op": "retry", "fn": "pl_flaky", "payload": "a", "retries": 3, "exceptions": 0}, &got)
+	require.Equal(t, [][]string{{"retry", "1"}, {"retry", "2"}, {"complete", "ok after 3 runs"}}, got.Events)
+	got = events{}
+	c.call(map[string]any{"op": "retry", "fn": "pl_flaky", "payload": "b", "retries": 1, "exceptions": 0}, &got)
+	require.Equal(t, [][]string{{"retry", "1"}, {"fail", ""}}, got.Events)
+	_, err := w.wait(t)
+	require.NoError(t, err)
+	require.Equal(t, strings.Repeat("pl_flaky 1\n", 5), w.stdout.String())
+}

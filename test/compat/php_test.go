@@ -3,6 +3,7 @@ package compat
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // Tests driving the server with PHP's gearman extension (pecl gearman on
@@ -221,4 +223,98 @@ func TestPHPWorkerTimeoutFailsJob(t *testing.T) {
 	require.Equal(t, "php_slow 1\n", w.stdout.String())
 	waitStatus(t, s, "php_slow", funcStatus{})
 	require.Empty(t, admin(t, s, "show jobs"))
+}
+
+// TestPHPClientAndWorkerFeatures: GearmanClient::ping; a worker with
+// setId (SET_CLIENT_ID, shown by "workers") and addOptions
+// GEARMAN_WORKER_GRAB_UNIQ reads each job's unique; doBackground and
+// doJobHandle; jobStatus, jobStatusByUniqueKey and addTaskStatus (with a
+// context) on a running job with a status and on an unknown handle; 200
+// tasks at once by turns addTask, addTaskHigh, addTaskLow and
+// addTaskBackground, each with its context; setTimeout on a client whose
+// function has no worker; GearmanWorker::setTimeout ending an idle worker.
+func TestPHPClientAndWorkerFeatures(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := phpClient(t, s)
+		var ping struct{ OK bool }
+		c.call(map[string]any{"op": "ping", "payload": "hello"}, &ping)
+		require.True(t, ping.OK)
+
+		const many = 200
+		w := phpWorker(t, s, 2+many, "uniq", "id=php-worker-7", "php_uniq=uniq", "php_hold=hold", "php_many=echo")
+		waitStatus(t, s, "php_uniq", funcStatus{Workers: 1})
+		var do phpDo
+		c.call(map[string]any{"op": "do", "fn": "php_uniq", "payload": "abc", "unique": "uq1"}, &do)
+		require.Equal(t, 0, do.RC)
+		require.NotNil(t, do.Result)
+		require.Equal(t, "uq1/abc", *do.Result)
+
+		release := filepath.Join(t.TempDir(), "release")
+		var bg struct {
+			Handle, JobHandle string
+			RC                int
+		}
+		c.call(map[string]any{"op": "bg", "fn": "php_hold", "payload": release, "unique": "bguniq"}, &bg)
+		require.Equal(t, 0, bg.RC)
+		require.Equal(t, bg.Handle, bg.JobHandle, "doJobHandle")
+		running := []any{true, true, 2.0, 5.0}
+		testwait.Until(t, "the job to run with its status", func() bool { return slices.Equal(c.status(bg.Handle), running) })
+		var st struct{ Status []any }
+		// A client of its own: after jobStatusByUniqueKey the extension's
+		// next runTasks waits until its timeout (GEARMAN_TIMEOUT), against
+		// either server.
+		phpClient(t, s).call(map[string]any{"op": "ustatus", "unique": "bguniq"}, &st)
+		require.Equal(t, running, st.Status)
+		unknown := pick(s, handlePrefix, "H:gearmand:") + "999"
+		var ts struct {
+			Events [][]any
+			OK     bool
+		}
+		c.call(map[string]any{"op": "taskstatus", "handles": []string{bg.Handle, unknown}}, &ts)
+		require.True(t, ts.OK)
+		// libgearman runs the tasks last added first.
+		require.ElementsMatch(t, [][]any{{bg.Handle, true, true, 2.0, 5.0}, {unknown, false, false, 0.0, 0.0}}, ts.Events)
+		var fns []string
+		for _, l := range admin(t, s, "workers") {
+			if id, list, ok := strings.Cut(l, " : "); ok && strings.HasSuffix(id, " php-worker-7") {
+				fns = strings.Fields(list)
+			}
+		}
+		require.ElementsMatch(t, []string{"php_uniq", "php_hold", "php_many"}, fns, "workers: %q", admin(t, s, "workers"))
+		require.NoError(t, os.WriteFile(release, nil, 0o644))
+		testwait.Until(t, "the held job to end", func() bool {
+			return slices.Equal(c.status(bg.Handle), []any{false, false, 0.0, 0.0})
+		})
+
+		var got struct {
+			Complete map[string]string
+			Created  int
+			OK       bool
+		}
+		c.call(map[string]any{"op": "many", "fn": "php_many", "n": many}, &got)
+		require.True(t, got.OK)
+		require.Equal(t, many, got.Created)
+		want := map[string]string{}
+		for i := range many {
+			if i%4 != 3 { // addTaskBackground's tasks do not complete for the client
+				want[fmt.Sprint("t", i)] = fmt.Sprint("t", i)
+			}
+		}
+		require.Equal(t, want, got.Complete)
+		_, err := w.wait(t)
+		require.NoError(t, err, "the worker ran every job, the background tasks too")
+		waitStatus(t, s, "php_many", funcStatus{})
+
+		// Last: a task that timed out stays among the client's tasks, and
+		// its next runTasks would wait for it.
+		var timeout struct{ RC int }
+		c.call(map[string]any{"op": "timeout", "fn": "php_nobody", "ms": 300}, &timeout)
+		require.Equal(t, 47, timeout.RC, "GEARMAN_TIMEOUT")
+
+		idle := phpWorker(t, s, 1, "timeout=300", "php_idle=echo")
+		out, err := idle.wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "timeout\n", out)
+	})
 }

@@ -4,18 +4,30 @@
 # It reads one JSON request per line on stdin and answers each with one
 # JSON line on stdout.
 #   {"op":"do","fn":F,"payload":P,"uniq":U,"high":1} -> {"result":R|null}
+#       ("priority":"low" or "high" in place of "high":1)
 #   {"op":"bg","fn":F,"payload":P,"uniq":U}         -> {"handle":H}
 #   {"op":"status","handle":H}   -> {"status":[known,running,num,den]}
 #   {"op":"tasks","fn":F,"payload":P} -> {"events":[[kind,data],...]}
 #   {"op":"size","fn":F,"size":N}
 #       -> {"len":L,"same":0|1}: the result of echoing N bytes
+#   {"op":"retry","fn":F,"payload":P,"retries":N}
+#       -> {"events":[[kind,data],...]}: a task with retry_count N
+# A request with "prefix":X goes through a client made with prefix => X,
+# one with "exceptions":0 through a client made without exceptions => 1.
 use strict;
 use warnings;
 use Gearman::Client;
 use JSON::PP;
 
 my $server = shift @ARGV or die "usage: client.pl HOST:PORT\n";
-my $client = Gearman::Client->new(job_servers => [$server], exceptions => 1);
+my %clients;
+sub client_for {
+    my ($prefix, $exceptions) = @_;
+    $prefix //= '';
+    $exceptions //= 1;
+    return $clients{"$exceptions/$prefix"} //= Gearman::Client->new(job_servers => [$server],
+        exceptions => $exceptions, ($prefix ne '' ? (prefix => $prefix) : ()));
+}
 my $json   = JSON::PP->new->canonical;
 $| = 1;
 
@@ -30,6 +42,8 @@ while (my $line = <STDIN>) {
     my %opts;
     $opts{uniq} = $req->{uniq} if defined $req->{uniq};
     $opts{priority} = 'high' if $req->{high};
+    $opts{priority} = $req->{priority} if defined $req->{priority};
+    my $client = client_for($req->{prefix}, $req->{exceptions});
     my $out;
     if ($req->{op} eq 'do') {
         my $res = $client->do_task($req->{fn}, $req->{payload}, \%opts);
@@ -50,6 +64,20 @@ while (my $line = <STDIN>) {
             on_data      => sub { push @events, ['data', ${ $_[0] }] },
             on_warning   => sub { push @events, ['warning', ${ $_[0] }] },
             on_status    => sub { push @events, ['status', "$_[0]/$_[1]"] },
+            on_complete  => sub { push @events, ['complete', ${ $_[0] }] },
+            on_fail      => sub { push @events, ['fail', ''] },
+            on_exception => sub { push @events, ['exception', ref $_[0] ? ${ $_[0] } : $_[0]] },
+        });
+        $ts->wait(timeout => 120);
+        $out = { events => \@events };
+    }
+    elsif ($req->{op} eq 'retry') {
+        my @events;
+        my $ts = $client->new_task_set;
+        $ts->add_task($req->{fn}, $req->{payload}, {
+            %opts,
+            retry_count  => $req->{retries},
+            on_retry     => sub { push @events, ['retry', "$_[0]"] },
             on_complete  => sub { push @events, ['complete', ${ $_[0] }] },
             on_fail      => sub { push @events, ['fail', ''] },
             on_exception => sub { push @events, ['exception', ref $_[0] ? ${ $_[0] } : $_[0]] },

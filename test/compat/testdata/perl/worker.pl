@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # A Gearman worker for the compat tests, on Perl's Gearman::Worker.
-# Usage: perl worker.pl HOST:PORT JOBS NAME=BEHAVIOUR[:TIMEOUT_MS]...
+# Usage: perl worker.pl HOST:PORT JOBS [prefix=PREFIX] NAME=BEHAVIOUR[:TIMEOUT_MS]...
 # It runs JOBS jobs, then exits. Behaviours:
 #   echo      returns the workload
 #   upper     returns the workload in upper case
@@ -12,13 +12,21 @@
 #             and WORK_FAIL for the job
 #   hang      prints "holding HANDLE" and never answers (the test kills
 #             the process)
+#   flaky     dies with "not yet" on the first two runs of each workload,
+#             returns "ok after N runs" on the third
 # Each job's function and workload length are printed to stdout.
 use strict;
 use warnings;
 use Gearman::Worker;
 
 my ($server, $jobs, @specs) = @ARGV;
-my $worker = Gearman::Worker->new(job_servers => [$server]);
+my @prefix;
+if (@specs && $specs[0] =~ /^prefix=(.*)$/) {
+    @prefix = (prefix => $1);
+    shift @specs;
+}
+my $worker = Gearman::Worker->new(job_servers => [$server], @prefix);
+my %runs;
 $| = 1;
 
 my %behaviours = (
@@ -35,6 +43,7 @@ my %behaviours = (
     fail      => sub { $worker->send_work_fail($_[0]); return undef },
     exception => sub { $worker->send_work_exception($_[0], 'boom'); return undef },
     die       => sub { die "boom\n" },
+    flaky     => sub { my $n = ++$runs{ $_[0]->arg }; die "not yet\n" if $n < 3; return "ok after $n runs" },
     hang      => sub { print "holding ", $_[0]->handle, "\n"; sleep 3600; return undef },
 );
 

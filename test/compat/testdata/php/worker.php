@@ -11,6 +11,12 @@
 //   sleep4    sleeps four seconds, then returns "slept"
 //   record    appends "function:workload\n" to the file named by
 //             $GEARWORK_RECORD and returns the workload
+//   uniq      returns "UNIQUE/WORKLOAD"
+//   hold      sends status 2/5, then waits until the file named by the
+//             workload exists, and returns "held"
+// Options among the specs: id=ID (setId), uniq (addOptions
+// GEARMAN_WORKER_GRAB_UNIQ), timeout=MS (setTimeout; reaching it ends the
+// worker with "timeout" on stdout).
 // Each job's function and workload are also written to stdout.
 [$host, $port, $jobs] = [$argv[1], (int)$argv[2], (int)$argv[3]];
 
@@ -38,6 +44,14 @@ $behaviours = [
         sleep(4);
         return 'slept';
     },
+    'uniq' => function (GearmanJob $job) { return $job->unique() . '/' . $job->workload(); },
+    'hold' => function (GearmanJob $job) {
+        $job->sendStatus(2, 5);
+        while (!file_exists($job->workload())) {
+            usleep(20000);
+        }
+        return 'held';
+    },
     'record' => function (GearmanJob $job) {
         file_put_contents(getenv('GEARWORK_RECORD'), $job->functionName() . ':' . $job->workload() . "\n", FILE_APPEND);
         return $job->workload();
@@ -48,7 +62,19 @@ $worker = new GearmanWorker();
 $worker->addServer($host, $port);
 $worker->setTimeout(120000);
 foreach (array_slice($argv, 4) as $spec) {
+    if ($spec === 'uniq') {
+        $worker->addOptions(GEARMAN_WORKER_GRAB_UNIQ);
+        continue;
+    }
     [$name, $rest] = explode('=', $spec, 2);
+    if ($name === 'id') {
+        $worker->setId($rest);
+        continue;
+    }
+    if ($name === 'timeout') {
+        $worker->setTimeout((int)$rest);
+        continue;
+    }
     $parts = explode(':', $rest);
     $fn = $behaviours[$parts[0]];
     $timeout = (int)($parts[1] ?? 0);
@@ -60,7 +86,14 @@ foreach (array_slice($argv, 4) as $spec) {
 for ($i = 0; $i < $jobs; $i++) {
     // work() reports false for a job that failed; only other codes are
     // errors of the worker itself.
-    if (!$worker->work() && !in_array($worker->returnCode(), [GEARMAN_WORK_FAIL, GEARMAN_WORK_EXCEPTION], true)) {
+    if (@$worker->work()) {
+        continue;
+    }
+    if ($worker->returnCode() === GEARMAN_TIMEOUT) {
+        echo "timeout\n";
+        exit(0);
+    }
+    if (!in_array($worker->returnCode(), [GEARMAN_WORK_FAIL, GEARMAN_WORK_EXCEPTION], true)) {
         fwrite(STDERR, "work failed: " . $worker->error() . " (" . $worker->returnCode() . ")\n");
         exit(1);
     }
