@@ -349,6 +349,51 @@ func TestAbraxasWorkerThrows(t *testing.T) {
 	require.Equal(t, []string{"ab_throw", "ab_up"}, got.Jobs)
 }
 
+// TestAbraxasScenario: abraxas 2.1.10's client and worker
+// (testdata/node/abraxas-features.js), side by side with gearmand: echo;
+// submitJob at each priority; status and warn events; task.error; a worker
+// with maxJobs 3 holding three jobs at once on one connection (six
+// submitted at once); submitJobBg with a unique polled with getStatus
+// until it is gone; and the admin commands status and workers, which
+// abraxas sends as text on its client connection, between binary packets.
+func TestAbraxasScenario(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	eachServer(t, func(t *testing.T, s *server) {
+		p := startProcIn(t, "", []string{"NODE_PATH=" + mods}, need(t, "node"), testdata("node", "abraxas-features.js"), s.addr)
+		out, err := p.wait(t)
+		require.NoError(t, err, "abraxas-features.js: %s", p.stderr.String())
+		var got struct {
+			Echo       string
+			Priorities []string
+			Progress   []string
+			Fail       string
+			Concurrent struct {
+				Results   []string
+				MaxActive int
+			}
+			Background []string
+			Status     map[string][]int
+			Workers    []string
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
+		require.Equal(t, "ping", got.Echo)
+		require.Equal(t, []string{"VIA HIGH", "VIA NORMAL", "VIA LOW"}, got.Priorities)
+		require.Equal(t, []string{"status 0.5", "warn careful", "complete done"}, got.Progress)
+		require.Equal(t, "error", got.Fail)
+		require.Equal(t, []string{"j0", "j1", "j2", "j3", "j4", "j5"}, got.Concurrent.Results)
+		require.Equal(t, 3, got.Concurrent.MaxActive, "three jobs at once on one connection")
+		// How often the poll sees each state depends on timing; the order
+		// does not.
+		require.NotEmpty(t, got.Background)
+		require.Equal(t, "known=0 running=0", got.Background[len(got.Background)-1])
+		require.Subset(t, []string{"known=1 running=0", "known=1 running=1", "known=0 running=0"}, got.Background)
+		require.Equal(t, map[string][]int{"abx_bg": {0, 0, 1}, "abx_fail": {0, 0, 1}, "abx_progress": {0, 0, 1},
+			"abx_slow": {0, 0, 1}, "abx_up": {0, 0, 1}}, got.Status)
+		require.Equal(t, []string{"abx_bg abx_fail abx_progress abx_slow abx_up"}, got.Workers)
+	})
+}
+
 // TestGearmanodeScenario: the npm package gearmanode 0.9.2, client and
 // worker (testdata/node/gearmanode.js; its own tests are not in its npm
 // package), on two servers (gearwork on Pebble and on memory) with
