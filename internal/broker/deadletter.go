@@ -47,6 +47,7 @@ func (b *Broker) deadLocked(j *job, now int64) {
 // beyond its limit.
 func (b *Broker) addDeadLocked(j *job) {
 	b.setStateLocked(j, stateDead)
+	b.tierDeadLocked(j)
 	b.life.dead[j.seq] = j
 	name := j.fn.name
 	list := b.life.deadLists[name]
@@ -201,6 +202,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 	l.attempts = 0
 	l.finishedAt = 0
 	l.startedAt = 0
+	b.tierReviveLocked(j)
 	// It lives again: its record goes, and it will end with a new one.
 	j.flags &^= jobRecorded
 	if j.x.batch != nil {

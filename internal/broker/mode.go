@@ -242,6 +242,9 @@ func (m localMode) deadLetters(_ context.Context, function string, limit int) ([
 
 func (m localMode) deadLetter(_ context.Context, seq uint64) (dl DeadLetter, ok bool, err error) {
 	ok = m.b.withDeadLetter(seq, func(j *job) { dl = deadLetterOf(j, m.b.Handle(j.seq)) })
+	if ok {
+		dl = m.b.tierFillDeadLetters([]DeadLetter{dl})[0]
+	}
 	return dl, ok, nil
 }
 

@@ -137,6 +137,35 @@ func (b *Broker) tierForgetLocked(j *job) {
 	t.inMemory.Add(-int64(len(j.payload)))
 }
 
+// tierDeadLocked lets a job that has just become a dead letter keep its
+// payload on disk only, when tiering is on and the payload is stored: dead
+// letters are read rarely (listed, shown, retried: tierFillDeadLetters,
+// tierReviveLocked), and a function keeps thousands of them, whose
+// payloads no budget counts (Config.MaxQueuedBytes counts live jobs,
+// Config.MemoryBudget queued ones). A dead letter whose first write is
+// still under way keeps its payload until the write settles
+// (tierAdmitLocked counts it then), as does one without tiering.
+func (b *Broker) tierDeadLocked(j *job) {
+	b.tierForgetLocked(j)
+	if b.tier.reader == nil || j.payload == nil || j.saveState() != saveNone {
+		return
+	}
+	j.extra().payloadLen = uint32(min(len(j.payload), 1<<32-1))
+	j.payload = nil
+}
+
+// tierReviveLocked makes a dead letter that is queued again, whose
+// payload is on disk only (tierDeadLocked, or tierForgetLocked as it
+// died), a tiered job again, so that Grab reads its payload back instead
+// of handing out an empty one.
+func (b *Broker) tierReviveLocked(j *job) {
+	if b.tier.reader == nil || j.payload != nil || j.has(jobTiered) {
+		return
+	}
+	j.flags |= jobTiered
+	b.tier.onDisk++
+}
+
 // grabTiered completes a Grab whose job's payload is on disk: it reads the
 // payload without holding the lock, and notes its length for the job's
 // record (payloadSize). A job whose payload cannot be read is

@@ -1,0 +1,90 @@
+package hostile_test
+
+import (
+	"bufio"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/gearmantest/wire"
+	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
+)
+
+// TestDeadLettersKeepTheirPayloadsOnDisk fails forty background jobs of
+// 8 MiB each. A function keeps up to 10,000 dead letters, and no budget
+// counts their payloads (--max-queued-bytes counts live jobs,
+// --memory-budget queued ones), so with the default store they stay on
+// disk: kept in memory, these forty took the server past 1 GiB. A dead
+// letter queued again is handed out with its whole payload.
+func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
+	const (
+		jobs     = 40
+		size     = 8 << 20
+		ceiling  = 160 << 20 // bytes of Go heap
+		function = "doomed"
+	)
+	// Memory is measured: no race detector. The default store, on disk.
+	srv := testserver.StartPlain(t, "--store", "pebble:"+filepath.Join(t.TempDir(), "data"), "--sync", "none",
+		"--http", "127.0.0.1:0")
+	metrics := "http://" + srv.HTTPAddr(t) + "/metrics"
+	c := wire.Dial(t, srv.Addr)
+	w := wire.Dial(t, srv.Addr)
+	w.Send(gearman.CanDo, function)
+	payload := func(i int) string { return strings.Repeat(string(rune('a'+i%26)), size) }
+	var handles []string
+	for i := range jobs {
+		c.Send(gearman.SubmitJobBg, function, "", payload(i))
+		h := c.ExpectCmd(gearman.JobCreated)[0]
+		w.Send(gearman.GrabJob)
+		assigned := w.ExpectCmd(gearman.JobAssign)
+		require.Equal(t, h, assigned[0])
+		w.Send(gearman.WorkFail, h)
+		handles = append(handles, h)
+	}
+	require.Len(t, adminLines(t, c, "deadletters "+function), jobs)
+
+	// The Go heap, not the RSS: the store's memtables (outside the heap,
+	// bounded by the store) take a few hundred MiB of RSS of their own
+	// after such writes.
+	var heap float64
+	testwait.Until(t, "the heap to shrink", func() bool {
+		heap = goHeapBytes(t, metrics)
+		return heap <= ceiling
+	})
+	t.Logf("Go heap %.0f MiB with %d dead letters of %d MiB", heap/(1<<20), jobs, size>>20)
+
+	last := len(handles) - 1
+	c.Write([]byte("deadletter retry " + handles[last] + "\n"))
+	require.Equal(t, "OK 1\n", c.Line())
+	w.Send(gearman.GrabJob)
+	assigned := w.ExpectCmd(gearman.JobAssign)
+	require.Equal(t, handles[last], assigned[0])
+	require.Len(t, assigned[2], size)
+	require.True(t, assigned[2] == payload(last), "the retried job's payload")
+}
+
+// goHeapBytes reads go_memstats_heap_alloc_bytes from the server's
+// /metrics.
+func goHeapBytes(t *testing.T, url string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_alloc_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	require.NoError(t, sc.Err())
+	t.Fatal("no go_memstats_heap_alloc_bytes in /metrics")
+	return 0
+}
