@@ -292,7 +292,7 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 				return false
 			}
 		} else {
-			c.packet(&f)
+			c.packet(ctx, &f)
 		}
 		if !c.rd.r.HasFrame() || c.burstN >= maxBurstFrames {
 			c.endBurst()

@@ -2,6 +2,7 @@ package gearmanapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,7 +21,7 @@ var (
 )
 
 // packet handles one binary request.
-func (c *conn) packet(f *gearman.Frame) {
+func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 	p := &f.Packet
 	// A refused packet's ERROR takes its place among the answers, after
 	// those of earlier submits.
@@ -44,7 +45,7 @@ func (c *conn) packet(f *gearman.Frame) {
 	case gearman.SubmitJob, gearman.SubmitJobBg, gearman.SubmitJobHigh, gearman.SubmitJobHighBg,
 		gearman.SubmitJobLow, gearman.SubmitJobLowBg, gearman.SubmitJobEpoch, gearman.SubmitJobSched,
 		gearman.SubmitReduceJob, gearman.SubmitReduceJobBg:
-		c.submit(p)
+		c.submit(ctx, p)
 		return
 	}
 	c.waitAcks()
@@ -191,7 +192,7 @@ func appendHeader(dst []byte, cmd gearman.Command, size int) []byte {
 	return binary.BigEndian.AppendUint32(dst, uint32(size))
 }
 
-func (c *conn) submit(p *gearman.Packet) {
+func (c *conn) submit(ctx context.Context, p *gearman.Packet) {
 	params := broker.SubmitParams{Function: p.Args[0], Unique: p.Args[1], Priority: broker.Normal}
 	switch p.Command {
 	case gearman.SubmitJobHigh, gearman.SubmitJobHighBg:
@@ -252,6 +253,13 @@ func (c *conn) submit(p *gearman.Packet) {
 		c.waitAcks()
 		c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, string(params.Function)))
 		return
+	case c.grant != nil && params.Batch != 0:
+		if denied := c.batchCallbackDenied(ctx, params.Batch); denied != "" {
+			c.waitAcks()
+			c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, denied)+
+				" (a callback of batch "+strconv.FormatUint(params.Batch, 10)+")")
+			return
+		}
 	}
 	if !params.Background {
 		// A foreground job's events may follow its JOB_CREATED at once, so
@@ -263,6 +271,26 @@ func (c *conn) submit(p *gearman.Packet) {
 	done := c.newAckLocked()
 	c.mu.Unlock()
 	c.srv.b.Submit(c.sess, params, done)
+}
+
+// batchCallbackDenied returns the function of a callback of batch id
+// that the connection may not submit to, or "" when it may submit to all
+// of them (or the batch is unknown: the submit is refused for that). A job
+// that joins a batch decides with the batch's other jobs whether and when
+// its callbacks are submitted, so it needs what closing the batch needs
+// (adminBatchClose): otherwise a peer allowed to submit to any function
+// could keep another's batch from succeeding, or from ever completing.
+func (c *conn) batchCallbackDenied(ctx context.Context, id uint64) string {
+	s, err := c.srv.b.Batch(ctx, id)
+	if err != nil {
+		return ""
+	}
+	for _, fn := range callbackFunctions(s.OnSuccess, s.OnComplete) {
+		if !c.allowed(auth.ActionSubmit, fn) {
+			return fn
+		}
+	}
+	return ""
 }
 
 // schedFields reads the five time fields of a SUBMIT_JOB_SCHED (minute,

@@ -598,3 +598,60 @@ func TestNoSecretsInLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchOfAnotherTenantCannotBeJoined: a job joins a batch by the
+// unique "batch:ID", and the batch's jobs decide whether and when its
+// callbacks are submitted. A peer allowed to submit only its own
+// functions must not add jobs to a batch whose callbacks it may not
+// submit: a job of its that fails (or never runs) would keep the other
+// tenant's on_success callback from ever firing.
+func TestBatchOfAnotherTenantCannotBeJoined(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "billing-1", "web-1")
+	cfg := filepath.Join(p.dir, "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`
+auth:
+  rules:
+    - match: {cn: ["billing-*"]}
+      allow: {submit: ["billing.*"]}
+    - match: {cn: ["web-*"]}
+      allow: {submit: ["email.*"]}
+`), 0o600))
+	srv := testserver.Start(t, append(p.serverArgs(true), "--config", cfg)...)
+	billing, err := p.dial(t, srv.Addr, "billing-1")
+	require.NoError(t, err)
+	web, err := p.dial(t, srv.Addr, "web-1")
+	require.NoError(t, err)
+	create := func(c *conn, args string) string {
+		t.Helper()
+		c.Write([]byte("batch create " + args + "\r\n"))
+		line := c.Line()
+		id, ok := strings.CutPrefix(line, "OK ")
+		require.True(t, ok, "batch create %s: %q", args, line)
+		return strings.TrimSpace(id)
+	}
+
+	theirs := create(billing, "on_success=billing.report")
+	web.Send(gearman.SubmitJobBg, "email.send", "batch:"+theirs, "x")
+	web.Expect(gearman.Error, "PERMISSION_DENIED",
+		"cn=web-1 addr=127.0.0.1 may not submit to billing.report (a callback of batch "+theirs+")")
+	web.Send(gearman.SubmitJobBg, "email.send", "batch:"+theirs+":u1", "x")
+	web.ExpectCmd(gearman.Error)
+	billing.Write([]byte("batch " + theirs + "\r\n"))
+	var status []string
+	for l := billing.Line(); l != ".\n"; l = billing.Line() {
+		status = append(status, l)
+	}
+	require.Contains(t, status, "total\t0\n", "the refused jobs joined nothing")
+
+	// Its own batches, and batches without callbacks, it may join.
+	mine := create(web, "on_complete=email.report")
+	web.Send(gearman.SubmitJobBg, "email.send", "batch:"+mine, "x")
+	web.ExpectCmd(gearman.JobCreated)
+	plain := create(billing, "")
+	web.Send(gearman.SubmitJobBg, "email.send", "batch:"+plain, "x")
+	web.ExpectCmd(gearman.JobCreated)
+	// The batch's owner joins it as before.
+	billing.Send(gearman.SubmitJobBg, "billing.invoice", "batch:"+theirs, "x")
+	billing.ExpectCmd(gearman.JobCreated)
+}
