@@ -325,3 +325,34 @@ func TestBatchFailedJobsListing(t *testing.T) {
 		require.Equal(t, 3, strings.Count(out, "bl_row"), out)
 	})
 }
+
+// Two servers on one PostgreSQL store: a queued job that no server has
+// claimed is looked up by its handle on either, through the admin command
+// and the HTTP API alike (not "no job": GET_STATUS knows it).
+func TestSharedQueuedJobIsLookedUpOnEveryServer(t *testing.T) {
+	t.Parallel()
+	store := pgtest.Schema(t)
+	a := testserver.Start(t, "--store", store, "--handle-prefix", "H:a:", "--http", "127.0.0.1:0")
+	b := testserver.Start(t, "--store", store, "--handle-prefix", "H:b:", "--http", "127.0.0.1:0")
+	out, errOut, code := gw(t, "submit", "--servers="+a.Addr, "--background", "--priority", "high", "nobody-yet", "p")
+	require.Zero(t, code, errOut)
+	handle := strings.TrimSpace(out)
+	for _, srv := range []*testserver.Server{a, b} {
+		out, errOut, code = gw(t, "admin", "--servers="+srv.Addr, "--json", "job", handle)
+		require.Zero(t, code, "%s: %s", srv.Addr, errOut)
+		var rows []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
+		require.Len(t, rows, 1)
+		require.Equal(t, "queued", rows[0]["state"], out)
+		require.Equal(t, "high", rows[0]["priority"], out)
+
+		resp, err := http.Get("http://" + srv.HTTPAddr(t) + "/v1/jobs/" + handle)
+		require.NoError(t, err)
+		var job struct{ State, Function string }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, "queued", job.State)
+		require.Equal(t, "nobody-yet", job.Function)
+	}
+}

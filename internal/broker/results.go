@@ -127,10 +127,11 @@ func (b *Broker) ResultByUnique(ctx context.Context, function, unique string) (R
 }
 
 // StoredJob returns, in shared mode, a snapshot of job seq when the store
-// holds it as a dead letter, a retained result or a job that waits for
-// others, whichever server stored it (Job only sees this server's
-// memory). It reports false otherwise,
-// and always outside shared mode.
+// holds it as a dead letter, a retained result, a job that waits for
+// others, or a live job this server does not hold (queued, scheduled or
+// waiting for its retry, or running on another server), whichever server
+// stored it (Job only sees this server's memory). It reports false
+// otherwise, and always outside shared mode.
 func (b *Broker) StoredJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
 	return b.mode.storedJob(ctx, seq)
 }

@@ -375,5 +375,41 @@ func (c *sharedMode) storedJob(ctx context.Context, seq uint64) (JobSnapshot, bo
 		}
 		return snap, true, nil
 	}
+	return c.storedLiveJob(ctx, seq)
+}
+
+// storedLiveJob answers a live job this server does not hold from its row:
+// one no server claimed yet, or one another server holds (running, as
+// GET_STATUS says of a claimed row, with the progress that server wrote).
+func (c *sharedMode) storedLiveJob(ctx context.Context, seq uint64) (JobSnapshot, bool, error) {
+	for _, state := range []store.JobState{store.StateQueued, store.StateRetryWait} {
+		r, err := c.store.StoredJob(ctx, seq, state)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return JobSnapshot{}, false, fmt.Errorf("broker: read job %d: %w", seq, err)
+		}
+		snap := JobSnapshot{Seq: r.Seq, Function: r.Function, Unique: displayUnique(r.Unique),
+			Priority: Priority(min(r.Priority, 2)), State: "queued", Background: true, Retries: r.Retries,
+			RunAt: r.RunAt, Attempts: r.Attempts, MaxAttempts: int(r.MaxAttempts), LastError: r.LastError,
+			OrderingKey: r.OrderingKey, History: r.History}
+		f, found, err := c.store.Find(ctx, seq, "")
+		if err != nil {
+			return JobSnapshot{}, false, fmt.Errorf("broker: read job %d: %w", seq, err)
+		}
+		now := c.b.nowNanos()
+		switch {
+		case !found:
+			return JobSnapshot{}, false, nil // it ended meanwhile
+		case f.Claimed:
+			snap.State, snap.Numerator, snap.Denominator = "running", f.Numerator, f.Denominator
+		case state == store.StateRetryWait && r.NotBefore > now:
+			snap.State, snap.RetryAt = "retry-wait", time.Unix(0, r.NotBefore)
+		case r.RunAt > now/1e9:
+			snap.State = "scheduled"
+		}
+		return snap, true, nil
+	}
 	return JobSnapshot{}, false, nil
 }

@@ -380,3 +380,42 @@ func TestSharedCancelJobOnAnyServer(t *testing.T) {
 	require.False(t, ok, "nothing runs again")
 	require.Zero(t, countRows(t, url))
 }
+
+// A live job that this server does not hold (a row no server claimed yet,
+// or one another server holds) is answered from the shared store by
+// StoredJob, as GET_STATUS answers it: its submitter's GET /v1/jobs/{handle}
+// must not say that it never existed.
+func TestSharedStoredJobAnswersLiveRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, a, b := openPair(t)
+	client := a.NewSession("client", newOutbox())
+	queued := submit(t, a, client, bgJob("look", "u-look", "p")).seq
+	later := bgJob("look", "", "later")
+	later.RunAt = time.Now().Add(time.Hour).Unix()
+	scheduled := submit(t, a, client, later).seq
+
+	for _, srv := range []*broker.Broker{a, b} {
+		snap, ok, err := srv.StoredJob(ctx, queued)
+		require.NoError(t, err)
+		require.True(t, ok, "the unclaimed row is found")
+		require.Equal(t, "queued", snap.State)
+		require.False(t, snap.Final)
+		require.Equal(t, "look", snap.Function)
+		require.Equal(t, "u-look", snap.Unique)
+		require.True(t, snap.Background)
+		snap, ok, err = srv.StoredJob(ctx, scheduled)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, "scheduled", snap.State)
+	}
+
+	// b's worker takes the job: a, which does not hold it, says it runs.
+	w, out := newWorker(b, "w", "look")
+	require.Equal(t, queued, grab(t, b, w, out).Seq)
+	testwait.Until(t, "a sees the job run on b", func() bool {
+		snap, ok, err := a.StoredJob(ctx, queued)
+		require.NoError(t, err)
+		return ok && snap.State == "running"
+	})
+}

@@ -391,6 +391,15 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	if ok {
 		j, ok = b.Job(ctx, seq)
 	}
+	if !ok && seq != 0 {
+		// In shared mode: a job this server does not hold, or a dead letter
+		// or retained result another server stored, as GET /v1/jobs reads it.
+		var err error
+		if j, ok, err = b.StoredJob(ctx, seq); err != nil {
+			sb.WriteString(errText(err))
+			return
+		}
+	}
 	if !ok {
 		sb.WriteString(textUnknownJob)
 		return
