@@ -293,3 +293,25 @@ func TestCNamespace(t *testing.T) {
 		require.Equal(t, []string{"tenant1:c_ns 5"}, lines(t, w))
 	})
 }
+
+// TestCTwoServers: one libgearman worker connected to two servers
+// (gearman_worker_add_servers: gearwork on Pebble and on memory) serves
+// the clients of both; a client given a dead address before a live one
+// (gearman_client_add_servers) reaches the live server.
+func TestCTwoServers(t *testing.T) {
+	t.Parallel()
+	s1 := startGearwork(t)
+	s2 := startGearwork(t, "--store", "memory:")
+	both := &server{addr: s1.addr + "," + s2.addr}
+	w := cWorker(t, both, 0, "c_multi=upper")
+	waitStatus(t, s1, "c_multi", funcStatus{Workers: 1})
+	waitStatus(t, s2, "c_multi", funcStatus{Workers: 1})
+	for _, s := range []*server{s1, s2} {
+		require.Equal(t, []string{ok, "result TO " + strings.ToUpper(s.addr)}, cClient(t, s, "do", "c_multi", "normal", "to "+s.addr))
+		require.Equal(t, []string{ok, "ok 50"}, cClient(t, s, "tasks", "c_multi", "50"))
+	}
+	dead := &server{addr: "127.0.0.1:" + freePort(t) + "," + s2.addr}
+	require.Equal(t, []string{ok, "result FAILED OVER"}, cClient(t, dead, "do", "c_multi", "normal", "failed over"))
+	w.kill()
+	require.Equal(t, 103, strings.Count(w.stdout.String(), "c_multi "), "one line per job:\n%s", w.stdout.String())
+}

@@ -4,6 +4,7 @@
  * and many other clients wrap. Built by the tests with
  *   cc -o gwlib gwlib.c -lgearman
  *
+ * ADDR is HOST:PORT, or several of them separated by commas.
  * Client operations, one per run; each prints its results on stdout, one
  * line each:
  *   gwlib echo ADDR TEXT
@@ -66,21 +67,11 @@ static void die(const char *what, const char *err) {
   exit(1);
 }
 
-static void split_addr(const char *addr, char *host, size_t hostsz, in_port_t *port) {
-  const char *colon = strrchr(addr, ':');
-  if (colon == NULL || (size_t)(colon - addr) >= hostsz) die("address", addr);
-  memcpy(host, addr, (size_t)(colon - addr));
-  host[colon - addr] = '\0';
-  *port = (in_port_t)atoi(colon + 1);
-}
-
+/* client_for makes a client of the servers in addr, HOST:PORT[,HOST:PORT...]. */
 static gearman_client_st *client_for(const char *addr) {
-  char host[256];
-  in_port_t port;
-  split_addr(addr, host, sizeof host, &port);
   gearman_client_st *c = gearman_client_create(NULL);
   if (c == NULL) die("gearman_client_create", "NULL");
-  if (gearman_failed(gearman_client_add_server(c, host, port))) die("add_server", gearman_client_error(c));
+  if (gearman_failed(gearman_client_add_servers(c, addr))) die("add_servers", gearman_client_error(c));
   gearman_client_set_timeout(c, 60000);
   return c;
 }
@@ -246,13 +237,10 @@ static gearman_return_t sum_aggregate(gearman_aggregator_st *agg, gearman_task_s
 
 static int worker_main(int argc, char **argv) {
   if (argc < 4) die("usage", "gwlib worker ADDR JOBS [OPTION...] NAME=BEHAVIOUR...");
-  char host[256];
-  in_port_t port;
-  split_addr(argv[2], host, sizeof host, &port);
   long jobs = atol(argv[3]);
   gearman_worker_st *w = gearman_worker_create(NULL);
   if (w == NULL) die("gearman_worker_create", "NULL");
-  if (gearman_failed(gearman_worker_add_server(w, host, port))) die("add_server", gearman_worker_error(w));
+  if (gearman_failed(gearman_worker_add_servers(w, argv[2]))) die("add_servers", gearman_worker_error(w));
   int reconnect = 0, has_timeout = 0, show_unique = 0;
   for (int i = 4; i < argc; i++) {
     char *a = argv[i];
