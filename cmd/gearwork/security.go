@@ -36,6 +36,7 @@ type securityConfig struct {
 	maxQueuedBytes  int64
 	maxFunctions    int
 	maxWorkerFns    int
+	maxOpenBatches  int
 }
 
 func (sc *securityConfig) register(fs *flag.FlagSet) {
@@ -54,6 +55,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	sc.maxQueuedBytes = 1 << 30
 	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
 	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); a submit, CAN_DO or admin command naming a new one beyond it gets TOO_MANY_FUNCTIONS; 0 means no limit")
+	fs.IntVar(&sc.maxOpenBatches, "max-open-batches", broker.DefaultMaxOpenBatches, "most batches that have not completed (open, or closed with jobs to finish); creating one more gets a too-many-batches error; 0 means no limit")
 	fs.IntVar(&sc.maxWorkerFns, "max-worker-functions", broker.DefaultMaxWorkerFunctions, "most functions one connection may register with CAN_DO; more get TOO_MANY_FUNCTIONS; 0 means no limit")
 }
 
@@ -77,8 +79,8 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 		return nil, fmt.Errorf("invalid --max-packet-unauthenticated %d: must be positive", sc.maxPacketUnauth)
 	case sc.maxOutput < 0 || sc.maxQueuedBytes < 0:
 		return nil, errors.New("--max-output and --max-queued-bytes must be 0 or more")
-	case sc.maxFunctions < 0 || sc.maxWorkerFns < 0:
-		return nil, errors.New("--max-functions and --max-worker-functions must be 0 or more")
+	case sc.maxFunctions < 0 || sc.maxWorkerFns < 0 || sc.maxOpenBatches < 0:
+		return nil, errors.New("--max-functions, --max-worker-functions and --max-open-batches must be 0 or more")
 	case sc.readTimeout < 0 || sc.writeTimeout < 0 || sc.handshakeTimeout <= 0:
 		return nil, errors.New("--read-timeout and --write-timeout must be 0 or more, --tls-handshake-timeout positive")
 	}

@@ -180,6 +180,7 @@ func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st ope
 		bcfg.EarlyInsertDelay = -1 // none
 	}
 	bcfg.MaxFunctions, bcfg.MaxWorkerFunctions = noLimit(cfg.sec.maxFunctions), noLimit(cfg.sec.maxWorkerFns)
+	bcfg.MaxOpenBatches = noLimit(cfg.sec.maxOpenBatches)
 	if err := applyConfigFile(&bcfg, cfg.configFile, setup.sec.rules(), log); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -149,8 +150,11 @@ func (bt *batch) finished() uint64 { return bt.Succeeded + bt.Failed + bt.Dead }
 
 // batchState is the broker's batches. Guarded by Broker.mu.
 type batchState struct {
-	byID  map[uint64]*batch
-	dirty []*batch
+	byID map[uint64]*batch
+	// incomplete counts the batches of byID that have not completed (open,
+	// or closed with jobs to finish), for Config.MaxOpenBatches.
+	incomplete int
+	dirty      []*batch
 	// done holds the completed batches in the order they completed, for
 	// ExpireBatches, except those held (batch.held).
 	done []*batch
@@ -258,6 +262,11 @@ func (m localMode) createBatch(ctx context.Context, p BatchParams) (uint64, erro
 		b.mu.Unlock()
 		return 0, ErrStopped
 	}
+	if limit := b.cfg.MaxOpenBatches; limit > 0 && b.batches.incomplete >= limit {
+		b.mu.Unlock()
+		return 0, fmt.Errorf("%w: %d batches have not completed, the limit (--max-open-batches); close them", ErrTooManyBatches, limit)
+	}
+	b.batches.incomplete++
 	bt := &batch{id: b.nextSeq}
 	b.nextSeq++
 	bt.Created = b.nowNanos()
@@ -447,6 +456,7 @@ func (b *Broker) checkBatchLocked(bt *batch) {
 	}
 	if bt.Completed == 0 {
 		bt.Completed = b.nowNanos()
+		b.batches.incomplete--
 		b.batches.done = append(b.batches.done, bt)
 		b.batchChangedLocked(bt)
 		b.log.Info("broker: batch complete", slog.Uint64("batch", bt.id), slog.Uint64("total", bt.Total),

@@ -136,6 +136,8 @@ func (b *Broker) finishBatchReplayLocked() {
 		bt.live = 0
 		if bt.Completed != 0 {
 			b.batches.done = append(b.batches.done, bt)
+		} else {
+			b.batches.incomplete++ // checkBatchLocked counts it out if it completes
 		}
 		b.checkBatchLocked(bt)
 	}

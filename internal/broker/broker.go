@@ -139,12 +139,23 @@ type Config struct {
 	// without a bound one connection could make every other request
 	// wait. 0 means DefaultMaxWorkerFunctions; negative means no limit.
 	MaxWorkerFunctions int
+	// MaxOpenBatches bounds the batches that have not completed (open, or
+	// closed with jobs still to finish): CreateBatch fails with
+	// ErrTooManyBatches beyond it. A batch is kept until it completes and
+	// then for BatchRetention, so without a bound a client that creates
+	// batches and never closes them would fill memory and the store.
+	// Batches replayed from the store count but are never refused; in
+	// shared mode the store keeps the batches and this bound does not
+	// apply. 0 means DefaultMaxOpenBatches; negative means no limit.
+	MaxOpenBatches int
 }
 
-// The defaults of Config.MaxFunctions and Config.MaxWorkerFunctions.
+// The defaults of Config.MaxFunctions, Config.MaxWorkerFunctions and
+// Config.MaxOpenBatches.
 const (
 	DefaultMaxFunctions       = 100_000
 	DefaultMaxWorkerFunctions = 1024
+	DefaultMaxOpenBatches     = 100_000
 )
 
 // Broker is the job server's core. Create it with New, call Start before
@@ -268,6 +279,7 @@ func New(cfg Config) *Broker {
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.cfg.MaxFunctions = cmp.Or(cfg.MaxFunctions, DefaultMaxFunctions)
 	b.cfg.MaxWorkerFunctions = cmp.Or(cfg.MaxWorkerFunctions, DefaultMaxWorkerFunctions)
+	b.cfg.MaxOpenBatches = cmp.Or(cfg.MaxOpenBatches, DefaultMaxOpenBatches)
 	b.initLife()
 	b.initTiering()
 	if cfg.Shared != nil {

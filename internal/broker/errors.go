@@ -25,6 +25,9 @@ var (
 	// CreateFunction and SetMaxQueue for a new function name while the
 	// broker knows Config.MaxFunctions functions.
 	ErrTooManyFunctions = errors.New("too many functions")
+	// ErrTooManyBatches is wrapped by CreateBatch's error while
+	// Config.MaxOpenBatches batches have not completed.
+	ErrTooManyBatches = errors.New("too many open batches")
 	// ErrTooManyWorkerFunctions is wrapped by CanDo's error for a session
 	// that has registered Config.MaxWorkerFunctions functions already.
 	ErrTooManyWorkerFunctions = errors.New("too many functions for one worker")
