@@ -315,3 +315,44 @@ func TestCTwoServers(t *testing.T) {
 	w.kill()
 	require.Equal(t, 103, strings.Count(w.stdout.String(), "c_multi "), "one line per job:\n%s", w.stdout.String())
 }
+
+// TestCBackgroundJobsSurviveSIGKILL: background jobs a libgearman client
+// submitted (each priority, with uniques, and one at an epoch a minute
+// away) are acknowledged after their fsync (--sync always); gearwork is
+// killed with SIGKILL and started again on its store and address, where a
+// libgearman worker that kept trying to reconnect runs them, high before
+// normal before low, each with its unique; the epoch job is still waiting.
+func TestCBackgroundJobsSurviveSIGKILL(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	var want []string
+	for _, prio := range []string{"low", "normal", "high"} {
+		for i := range 3 {
+			unique := fmt.Sprintf("%s-%d", prio, i)
+			got := cClient(t, s, "bg", "c_durable", prio, "payload-"+unique, unique)
+			require.Equal(t, ok, got[0])
+		}
+	}
+	for _, prio := range []string{"high", "normal", "low"} {
+		for i := range 3 {
+			unique := fmt.Sprintf("%s-%d", prio, i)
+			want = append(want, fmt.Sprintf("c_durable %d %s", len("payload-"+unique), unique))
+		}
+	}
+	got := cClient(t, s, "epoch", "c_durable", "60", "later")
+	require.Equal(t, ok, got[0])
+	require.Equal(t, funcStatus{Total: 10}, status(t, s)["c_durable"])
+
+	require.NoError(t, s.cmd.Process.Kill()) // SIGKILL: no flush, no goodbye
+	s.waitExit(t)
+	w := cWorker(t, s, len(want), "reconnect", "uniq", "timeout=1000", "c_durable=echo")
+	s = launchGearwork(t, append(slices.Clone(s.args), "--listen", s.addr))
+	var ran []string
+	for _, l := range lines(t, w) {
+		if strings.HasPrefix(l, "c_durable ") {
+			ran = append(ran, l)
+		}
+	}
+	require.Equal(t, want, ran)
+	waitStatus(t, s, "c_durable", funcStatus{Total: 1})
+}
