@@ -237,3 +237,32 @@ func TestHistoryFollowsPolicyChanges(t *testing.T) {
 	require.Len(t, page.Jobs, 1, "s4 only: s1 went with s3 under the 1m limit")
 	require.Equal(t, s4, page.Jobs[0].Seq)
 }
+
+// A job cancelled while a worker ran it keeps that run in its record: an
+// attempt with the outcome "cancelled", by the worker that held it.
+func TestHistoryRecordsCancelledRun(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, worker := tb.clientAndWorker("f")
+	tb.b.SetClientID(worker, "busy-worker")
+	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
+	tb.grab(t, worker)
+	require.NoError(t, tb.b.CancelJobBy(context.Background(), []byte(tb.b.Handle(seq)), "admin 127.0.0.1:9"))
+	rec, ok := tb.b.Job(context.Background(), seq)
+	require.True(t, ok)
+	require.Equal(t, FinalCancelled, rec.State)
+	require.Equal(t, uint32(1), rec.Attempts, "the run counts as an attempt")
+	require.Len(t, rec.History, 1)
+	require.Equal(t, "cancelled", rec.History[0].Outcome)
+	require.Equal(t, "busy-worker", rec.History[0].Worker)
+	require.NotZero(t, rec.History[0].End)
+	require.Empty(t, rec.LastError, "a cancel is no error: cancelled_by says who")
+
+	// A job cancelled before it ran has no attempt.
+	seq = tb.submit(t, client, bg("f", "", "y", Normal)).seq
+	require.NoError(t, tb.b.CancelJobBy(context.Background(), []byte(tb.b.Handle(seq)), "admin 127.0.0.1:9"))
+	rec, _ = tb.b.Job(context.Background(), seq)
+	require.Equal(t, FinalCancelled, rec.State)
+	require.Zero(t, rec.Attempts)
+	require.Empty(t, rec.History)
+}

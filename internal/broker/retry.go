@@ -70,6 +70,7 @@ const (
 	outcomeException = "exception"
 	outcomeTimeout   = "timeout"
 	outcomeVanished  = "worker vanished"
+	outcomeCancelled = "cancelled"
 )
 
 // maxAttemptsOf returns the job's attempt limit: 0 for gearmand's rules.

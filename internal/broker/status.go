@@ -190,6 +190,15 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 // worker's next work update for it gets ErrJobCancelled.
 func (b *Broker) cancelLocked(j *job, by string) {
 	j.failClients()
+	if j.state == stateRunning {
+		// The run ends here: its record keeps it as an attempt. A cancel
+		// is no error (the record says who cancelled the job).
+		lastErr := ""
+		if j.x.life != nil {
+			lastErr = j.x.life.lastErr
+		}
+		b.endAttemptLocked(j, outcomeCancelled, "", b.nowNanos()).lastErr = lastErr
+	}
 	b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: by})
 	if j.state == stateRunning {
 		w := j.x.worker
