@@ -244,3 +244,36 @@ func TestGearmanCLIZeroBytePayload(t *testing.T) {
 		require.Equal(t, "0", strings.TrimSpace(string(n)))
 	})
 }
+
+// TestGearmanCLILineModes: the gearman tool's line modes and less used
+// options, side by side with gearmand: a client with -n (a job per input
+// line) and -N (the same without the newline), -P (output prefixed with
+// the function name, for the worker's WORK_DATA and its WORK_COMPLETE
+// alike), several -f (the same payload to each function), and -t (a
+// timeout in milliseconds on a function nobody serves); a worker with -n
+// (WORK_DATA for each line of its command's output) serving two functions.
+func TestGearmanCLILineModes(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		worker := gearmanCLI(t, s, "", "-w", "-f", "cli_a", "-f", "cli_b", "-n", "-c", "6", "--", "tr", "a-z", "A-Z")
+		waitWorkers(t, s, "cli_b", 1)
+		out, err := gearmanCLI(t, s, "one\ntwo\n", "-f", "cli_a", "-n", "-P").wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "cli_a: ONE\ncli_a: cli_a: TWO\ncli_a: ", out)
+		out, err = gearmanCLI(t, s, "three\nfour\n", "-f", "cli_b", "-N", "-P").wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "cli_b: THREEcli_b: cli_b: FOURcli_b: ", out)
+		out, err = gearmanCLI(t, s, "x\n", "-f", "cli_a", "-f", "cli_b").wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "X\nX\n", out)
+		_, err = worker.wait(t)
+		require.NoError(t, err, "the worker ran its six jobs")
+
+		// The tool reports the timeout but exits 0, against either server.
+		p := gearmanCLI(t, s, "", "-t", "300", "-f", "cli_nobody", "-s")
+		out, err = p.wait(t)
+		require.NoError(t, err)
+		require.Empty(t, out)
+		require.Contains(t, p.stderr.String(), "GEARMAN_TIMEOUT")
+	})
+}
