@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gearwork/gearwork/internal/broker"
 )
 
 // longRequest lifts the server's read and write timeouts for a request that
@@ -135,8 +137,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	f, ok := s.hub.feedFor(seq)
 	if !ok {
-		return errorf(http.StatusNotFound, "job-not-found",
-			"no job %s: it never existed, or it finished more than %s ago", handle, s.cfg.ResultRetention)
+		return s.recordEvents(w, r, seq, handle, after)
 	}
 	evs, done, changed := s.hub.read(f, after)
 	if done && len(evs) == 0 {
@@ -179,6 +180,64 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		evs, done, changed = s.hub.read(f, after)
 	}
+}
+
+// recordEvents answers the event stream of a job without an event log
+// (it ended before any stream watched it, or it ended more than
+// Config.ResultRetention ago) from its record, as a stream that watched it
+// ends: event 1, state, and event 2, the final complete, exception or fail
+// carrying the record. A client that saw event 2 gets 204.
+func (s *Server) recordEvents(w http.ResponseWriter, r *http.Request, seq uint64, handle string, after uint64) error {
+	snap, ok := s.b.Job(r.Context(), seq)
+	if !ok {
+		var err error
+		if snap, ok, err = s.b.StoredJob(r.Context(), seq); err != nil {
+			return err
+		}
+	}
+	switch {
+	case !ok:
+		return errorf(http.StatusNotFound, "job-not-found",
+			"no job %s: it never existed, or its record is no longer kept (see the policy keys history and history_max)", handle)
+	case !snap.Final:
+		// In shared mode: a job that another server holds.
+		return errorf(http.StatusNotFound, "job-not-found",
+			"job %s is %s on another server sharing the store: follow its events there (GET /v1/jobs/{handle} answers its state here)",
+			handle, snap.State)
+	case after >= 2:
+		return noContent(w)
+	}
+	rec := s.snapshotJSON(snap)
+	final := eventData{Handle: handle, Job: &rec}
+	kind := "fail"
+	last := ""
+	if n := len(snap.History); n > 0 {
+		last = snap.History[n-1].Outcome
+	}
+	switch {
+	case snap.State == broker.FinalComplete:
+		kind, final.Data = "complete", nonNil(snap.Result)
+	case snap.State == broker.FinalException:
+		kind, final.Data = "exception", nonNil(snap.Result)
+	case snap.State == broker.FinalDead && last == "exception":
+		kind, final.Data = "exception", []byte(snap.LastError)
+	}
+	if final.Data != nil {
+		final.Text = textOf(final.Data)
+	}
+	rc, release, err := s.startEventStream(w, 1000)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if after < 1 {
+		data, _ := json.Marshal(eventData{Handle: handle, Job: &rec})
+		fmt.Fprintf(w, "id: 1\nevent: state\ndata: %s\n\n", data)
+	}
+	data, _ := json.Marshal(final)
+	fmt.Fprintf(w, "id: 2\nevent: %s\ndata: %s\n\n", kind, data)
+	_ = rc.Flush()
+	return nil
 }
 
 func cmpOr(a, b string) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmanapi"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // recBundle is a broker with both front ends: Gearman and HTTP.
@@ -494,4 +495,39 @@ func TestCountersSaySinceStart(t *testing.T) {
 		require.Contains(t, help, "since the server started", name)
 	}
 	require.GreaterOrEqual(t, counters, 3, "%s", body)
+}
+
+// A job that ended before any event stream watched it (submitted over the
+// Gearman port) has no event log, but its record: the stream answers it as
+// a state event and the final event, carrying the record, and a client
+// that saw them gets 204. A job without a record is not found.
+func TestEventsOfAJobThatEndedUnwatched(t *testing.T) {
+	t.Parallel()
+	tb := setupRecords(t, broker.Config{})
+	c := tb.dial(t)
+	done := c.submitBG("unwatched", "p1")
+	failed := c.submitBG("unwatched", "p2")
+	wc := tb.dial(t)
+	require.Equal(t, done, wc.grab("unwatched"))
+	wc.Send(gearman.WorkComplete, done, "the result")
+	require.Equal(t, failed, wc.grab("unwatched"))
+	wc.Send(gearman.WorkException, failed, "it broke")
+	testwait.Until(t, "both records", func() bool {
+		code, j := tb.getJob(t, failed)
+		return code == http.StatusOK && j.Final
+	})
+
+	evs := readEvents(t, tb.do(t, "GET", "/v1/jobs/"+done+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:complete"}, kinds(evs))
+	require.Equal(t, "complete", evs[0].data.Job.State)
+	require.Equal(t, "the result", *evs[1].data.Text)
+	evs = readEvents(t, tb.do(t, "GET", "/v1/jobs/"+failed+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:exception"}, kinds(evs))
+	require.Equal(t, "it broke", *evs[1].data.Text)
+	require.NotNil(t, evs[1].data.Job)
+	require.Equal(t, "dead", evs[1].data.Job.State)
+	resp := tb.do(t, "GET", "/v1/jobs/"+done+"/events", nil, "Last-Event-ID", "2")
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+
+	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:999999/events", nil), http.StatusNotFound, "its record is no longer kept")
 }
