@@ -3,6 +3,7 @@ package gearman
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -33,6 +34,30 @@ const (
 	MaxUniqueSize   = 64
 	MaxFunctionSize = 511
 )
+
+// The errors of CheckFunctionName.
+var (
+	ErrFunctionNameSize    = errors.New("function name must be 1 to 511 bytes")
+	ErrFunctionNameControl = errors.New("function name must not contain control characters")
+)
+
+// CheckFunctionName returns an error unless name is 1 to MaxFunctionSize
+// bytes (ErrFunctionNameSize) without control characters (bytes below
+// 0x20, and 0x7f: ErrFunctionNameControl). gearmand takes any bytes but NUL; the text admin protocol
+// separates fields with tabs and lines with newlines, so a name holding
+// them could forge lines of "status" or "workers", or end their answer
+// early, and no admin command could name it.
+func CheckFunctionName[S string | []byte](name S) error {
+	if len(name) == 0 || len(name) > MaxFunctionSize {
+		return ErrFunctionNameSize
+	}
+	for i := range len(name) {
+		if name[i] < 0x20 || name[i] == 0x7f {
+			return ErrFunctionNameControl
+		}
+	}
+	return nil
+}
 
 // Packet is one binary Gearman packet. Args alias the body they were decoded
 // from; callers that keep an argument beyond the next read must copy it.

@@ -36,6 +36,33 @@ func errText(err error) string {
 	}
 }
 
+// adminText returns s, a text a peer chose (a unique, a client id, an
+// ordering key), for a line of an admin answer: its control characters
+// (bytes below 0x20, and 0x7f) as \xNN, so that it cannot end the line or
+// the answer early, or add fields to it. Function names need none: they
+// hold no control characters (gearman.CheckFunctionName).
+func adminText(s string) string {
+	clean := true
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var sb strings.Builder
+	for i := range len(s) {
+		if ch := s[i]; ch < 0x20 || ch == 0x7f {
+			fmt.Fprintf(&sb, `\x%02x`, ch)
+		} else {
+			sb.WriteByte(ch)
+		}
+	}
+	return sb.String()
+}
+
 // errArgs is the answer to a command sent without the arguments it needs;
 // the words of cmd are joined with '+', as the text of an error line has
 // no spaces.
@@ -79,7 +106,7 @@ func adminShowJobs(_ context.Context, c *conn, _ []string, a *adminAnswer) {
 
 func adminShowUniqueJobs(_ context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, u := range c.srv.b.Uniques() {
-		a.WriteString(u + "\n")
+		a.WriteString(adminText(u) + "\n")
 	}
 	a.WriteString(".\n")
 }

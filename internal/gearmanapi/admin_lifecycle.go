@@ -35,7 +35,7 @@ func adminShowOrdering(_ context.Context, c *conn, args []string, a *adminAnswer
 		if o.Head != 0 {
 			head = b.Handle(o.Head)
 		}
-		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%d\n", o.Function, o.Key, head, dash(o.HeadState), o.Waiting)
+		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%d\n", o.Function, adminText(o.Key), head, dash(o.HeadState), o.Waiting)
 	}
 	a.WriteString(".\n")
 }
@@ -82,7 +82,7 @@ func adminDeadLetters(ctx context.Context, c *conn, args []string, a *adminAnswe
 		if !c.mayRead(d.Function) {
 			continue
 		}
-		fmt.Fprintf(a, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, d.Function, dash(d.Unique),
+		fmt.Fprintf(a, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, d.Function, adminText(dash(d.Unique)),
 			d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
 	}
 	a.WriteString(".\n")

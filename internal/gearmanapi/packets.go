@@ -55,8 +55,8 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 		c.packetOut(gearman.EchoRes, p.Args[0])
 	case gearman.CanDo, gearman.CanDoTimeout:
 		name := trimNUL(p.Args[0])
-		if len(name) > gearman.MaxFunctionSize || len(name) == 0 {
-			c.errorPacket("INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+		if err := gearman.CheckFunctionName(name); err != nil {
+			c.errorPacket("INVALID_FUNCTION_NAME", err.Error())
 			return
 		}
 		if !c.allowed(auth.ActionServe, string(name)) {
@@ -130,7 +130,7 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 		b.SetExceptions(c.sess)
 		c.packetOut(gearman.OptionRes, opt)
 	case gearman.SetClientID:
-		b.SetClientID(c.sess, string(trimNUL(p.Args[0])))
+		b.SetClientID(c.sess, adminText(string(trimNUL(p.Args[0]))))
 	case gearman.AllYours:
 		// A worker's promise to use only this server; nothing to do.
 	default:
@@ -245,9 +245,9 @@ func (c *conn) submit(ctx context.Context, p *gearman.Packet) {
 		params.AfterUnique, params.AfterAnyway, params.Unique = []broker.UniqueDep{dep}, anyway, nil
 	}
 	switch {
-	case len(params.Function) == 0 || len(params.Function) > gearman.MaxFunctionSize:
+	case gearman.CheckFunctionName(params.Function) != nil:
 		c.waitAcks()
-		c.errorPacket("INVALID_FUNCTION_NAME", "function name must be 1 to 511 bytes")
+		c.errorPacket("INVALID_FUNCTION_NAME", gearman.CheckFunctionName(params.Function).Error())
 		return
 	case c.grant != nil && !c.allowed(auth.ActionSubmit, string(params.Function)):
 		c.waitAcks()

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
@@ -506,9 +507,9 @@ func (s *Server) waitFinal(ctx context.Context, f *feed, d time.Duration) (feedE
 }
 
 func checkFunction(fn string) error {
-	if fn == "" || len(fn) > 512 || strings.ContainsAny(fn, "\x00\n\r ") {
+	if gearman.CheckFunctionName(fn) != nil || strings.Contains(fn, " ") {
 		return errorf(http.StatusBadRequest, "invalid-function",
-			"function name %q: must be 1 to 512 bytes without spaces, NUL or line breaks", fn)
+			"function name %q: must be 1 to %d bytes without spaces or control characters", fn, gearman.MaxFunctionSize)
 	}
 	return nil
 }
