@@ -59,7 +59,7 @@ var (
 		"Jobs to run again: taken back from a worker that vanished or whose lease ran out, or failed or timed out with attempts left (every retry, whoever watches the job), since the server started.", fnLabel, nil)
 	descDropped = prometheus.NewDesc("gearwork_jobs_dropped_total",
 		"Jobs that left without a worker's result: cancelled, abandoned, or dropped with their function, since the server started.", fnLabel, nil)
-	descDead        = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts, since the server started.", fnLabel, nil)
+	descDead        = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts (background: dead letters; foreground: failed for their clients), since the server started.", fnLabel, nil)
 	descDeadLetters = prometheus.NewDesc("gearwork_dead_letters", "Dead letters kept now.", fnLabel, nil)
 	descPaused      = prometheus.NewDesc("gearwork_function_paused", "1 while the function is paused.", fnLabel, nil)
 	descQueued      = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
