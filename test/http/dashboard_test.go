@@ -392,3 +392,30 @@ func TestDashboardCountsWaitingJobs(t *testing.T) {
 		document.querySelectorAll('#jobs tbody tr').length === 1 &&
 		document.querySelector('#jobs tbody').textContent.includes(`+jsString(waiting.Handle)+`)`)
 }
+
+// Following a job by its handle shows how a job that ended unwatched
+// (submitted and run over the Gearman port) ended, and says so of a
+// handle the server does not know instead of waiting forever.
+func TestDashboardFollowsAnEndedJob(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	gc := wire.Dial(t, s.gearman)
+	gc.Send(gearman.SubmitJobBg, "ended", "", "p")
+	cmd, args := gc.Read()
+	require.Equal(t, gearman.JobCreated, cmd)
+	handle := args[0]
+	var g grabbed
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/ended/grab?wait=30s", "", &g))
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(handle)+"/complete?lease="+g.Lease, "all done", nil))
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on"),
+		chromedp.SendKeys("#lookup-handle", handle), chromedp.Click("#lookup-btn")))
+	poll(t, ctx, "the ended job's outcome", `document.querySelector('#job-state').textContent === 'complete' &&
+		document.querySelector('#job-result').textContent === 'all done'`)
+
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[any](`(() => { document.querySelector('#lookup-handle').value = ''; return null; })()`))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.SendKeys("#lookup-handle", "H:e2e:999999"), chromedp.Click("#lookup-btn")))
+	poll(t, ctx, "an unknown job", `document.querySelector('#job-handle').textContent === 'H:e2e:999999' &&
+		document.querySelector('#job-state').textContent === 'unknown'`)
+}

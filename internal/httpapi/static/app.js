@@ -375,8 +375,12 @@ function follow(handle) {
     });
   }
   src.addEventListener("error", () => {
-    if (src.readyState === EventSource.CLOSED) return;
-    // EventSource reconnects by itself with Last-Event-ID.
+    // EventSource reconnects by itself with Last-Event-ID, unless the
+    // server refused the stream (an unknown job, a missing token): say why.
+    if (src.readyState !== EventSource.CLOSED || jobSource !== src) return;
+    api("GET", "/v1/jobs/" + encodeURIComponent(handle)).then(
+      (j) => { if (jobSource === src) setJobState(j.state); },
+      (err) => { if (jobSource === src) { setJobState("unknown"); log("error", err.message); } });
   });
 }
 
