@@ -152,12 +152,14 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer release()
-	if len(evs) > 0 && evs[0].id > after+1 {
-		fmt.Fprintf(w, ": %d earlier events are no longer kept\n\n", evs[0].id-after-1)
-	}
 	keep := time.NewTicker(s.cfg.KeepAlive)
 	defer keep.Stop()
 	for {
+		// Events let go before this stream read them (the log's limits,
+		// hub.trimLocked) are missing, at resume and while live.
+		if len(evs) > 0 && evs[0].id > after+1 {
+			fmt.Fprintf(w, ": %d earlier events are no longer kept\n\n", evs[0].id-after-1)
+		}
 		for _, e := range evs {
 			data, _ := json.Marshal(s.eventJSON(r.Context(), seq, e))
 			fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.id, e.kind, data)

@@ -23,6 +23,8 @@ type hub struct {
 	// mu guards everything below.
 	mu    sync.Mutex
 	feeds map[uint64]*feed
+	// bytes counts the data bytes the feeds' events hold (feed.bytes).
+	bytes int64
 	// finished lists feeds with a final event, oldest first, for eviction.
 	finished *list.List
 	closed   bool
@@ -50,6 +52,9 @@ type feed struct {
 	elem       *list.Element
 	// changed is closed and replaced whenever an event is added.
 	changed chan struct{}
+	// bytes counts the data bytes of events, and of the final event, that
+	// the feed holds.
+	bytes int64
 	// readers counts open event streams; lastRead is when the last ended.
 	readers  int
 	lastRead time.Time
@@ -98,23 +103,70 @@ func (h *hub) Send(ev broker.Event) {
 	h.appendLocked(f, feedEvent{kind: kind, ev: ev, final: final})
 }
 
+// The data bytes that event logs keep: a worker may send WORK_DATA of up
+// to --max-packet bytes each, and every job watched over HTTP keeps the
+// last EventLog of its events, so without a bound in bytes one job could
+// hold gigabytes. Beyond maxFeedBytes a job's log lets its oldest events
+// go (keeping its newest); beyond maxHubBytes for all jobs together, the
+// logs of finished jobs nobody reads are forgotten first, then the job
+// whose event came keeps none but its final event. A stream that
+// resumes after events that were let go is told so (a comment).
+const (
+	maxFeedBytes = 16 << 20
+	maxHubBytes  = 256 << 20
+)
+
 func (h *hub) appendLocked(f *feed, e feedEvent) {
 	f.nextID++
 	e.id = f.nextID
 	if len(f.events) >= h.logSize {
-		n := copy(f.events, f.events[len(f.events)-h.logSize+1:])
-		clear(f.events[n:])
-		f.events = f.events[:n]
+		h.dropOldestLocked(f, len(f.events)-h.logSize+1)
 	}
 	f.events = append(f.events, e)
+	n := int64(len(e.ev.Data))
+	f.bytes += n
+	h.bytes += n
 	if e.final {
 		fe := e
 		f.final = &fe
 		f.finishedAt = time.Now()
 		f.elem = h.finished.PushBack(f)
 	}
+	h.trimLocked(f)
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+// dropOldestLocked lets the n oldest events of f's log go. The final
+// event stays counted: f.final keeps it.
+func (h *hub) dropOldestLocked(f *feed, n int) {
+	for _, old := range f.events[:n] {
+		if !old.final {
+			f.bytes -= int64(len(old.ev.Data))
+			h.bytes -= int64(len(old.ev.Data))
+		}
+	}
+	m := copy(f.events, f.events[n:])
+	clear(f.events[m:])
+	f.events = f.events[:m]
+}
+
+// trimLocked keeps the logs within maxFeedBytes and maxHubBytes after an
+// event of f (see there).
+func (h *hub) trimLocked(f *feed) {
+	for len(f.events) > 1 && f.bytes > maxFeedBytes && !f.events[0].final {
+		h.dropOldestLocked(f, 1)
+	}
+	for e := h.finished.Front(); h.bytes > maxHubBytes && e != nil; {
+		next := e.Next()
+		if old := e.Value.(*feed); old != f && old.readers == 0 {
+			h.forgetLocked(old)
+		}
+		e = next
+	}
+	for len(f.events) > 0 && h.bytes > maxHubBytes && !f.events[0].final {
+		h.dropOldestLocked(f, 1)
+	}
 }
 
 // track starts the feed of a job just submitted with
@@ -176,7 +228,10 @@ func (h *hub) forgetLocked(f *feed) {
 		h.finished.Remove(f.elem)
 		f.elem = nil
 	}
-	delete(h.feeds, f.seq)
+	if h.feeds[f.seq] == f {
+		delete(h.feeds, f.seq)
+		h.bytes -= f.bytes
+	}
 }
 
 // restart forgets the finished feed of seq, for a job that lives again (a
@@ -309,7 +364,7 @@ func (h *hub) sweep(now time.Time) {
 	}
 	for seq, f := range h.feeds {
 		if f.final == nil && f.readers == 0 && now.Sub(f.lastRead) > h.retention && len(h.feeds) > h.maxFeeds/2 {
-			delete(h.feeds, seq)
+			h.forgetLocked(f)
 			unwatch = append(unwatch, seq)
 		}
 	}
