@@ -132,9 +132,7 @@ func TestClusterKeepsFeatureStateAcrossSIGKILL(t *testing.T) {
 		require.Equal(t, []string{"OK 10", "the result"}, adminCall(t, addr, "result unique:k", false))
 		require.Equal(t, kept, submitBgUnique(t, addr, "kept", "k", "x"))
 		require.Equal(t, "cancelled", jobField(t, addr, cancelled, "state"))
-		// The live jobs another server stored are known by GET_STATUS
-		// (the admin command job answers from this server's memory, the
-		// records of ended jobs, dead letters and retained results).
+		// The live jobs another server stored are known to every server.
 		for _, h := range []string{epoch, waiting, retries, paused, inBatch} {
 			require.True(t, known(t, addr, h), "job %s is known to %s", h, addr)
 		}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -97,6 +98,35 @@ const (
 
 var functions = []string{fnPlain, fnKept, fnFlaky, fnDoomed}
 
+// fnMeta has no jobs: an administrator changes its policy and pause.
+const fnMeta = "meta"
+
+// pauseBase is the end of fnMeta's first pause (Unix nanoseconds, in
+// 2096); each pause ends a little later than the one before.
+const pauseBase = int64(4e18)
+
+// loadMeta returns the metadata in st.
+func loadMeta(t *testing.T, st *pebble.Store) map[string]string {
+	t.Helper()
+	meta := map[string]string{}
+	require.NoError(t, st.LoadMeta(context.Background(), func(m store.Meta) error {
+		meta[m.Key] = string(m.Value)
+		return nil
+	}), "the metadata does not load after a power cut")
+	return meta
+}
+
+// keptResults returns the uniques of the retained results among jobs.
+func keptResults(jobs []store.Job) map[string]bool {
+	kept := map[string]bool{}
+	for _, j := range jobs {
+		if j.State == store.StateDone {
+			kept[j.Unique] = true
+		}
+	}
+	return kept
+}
+
 // ledger is what the clients of all lifetimes were told.
 type ledger struct {
 	mu sync.Mutex
@@ -116,9 +146,49 @@ type ledger struct {
 	// toHandle: failed jobs no retry or purge has been answered for yet,
 	// by function.
 	toHandle map[string]map[string]uint64
+	// policySent and policyOK: the highest max_queue of fnMeta's policy
+	// sent and answered (Durable) so far; pauseSent and pauseOK the same
+	// for the end of fnMeta's pause, in Unix nanoseconds. Each change is
+	// larger than the last, so the stored value must lie between them.
+	policySent, policyOK, pauseSent, pauseOK int64
+	// metaN counts the changes to fnMeta.
+	metaN int64
 	// cut is set just before a power cut: no client hears an answer of
 	// the lifetime after it.
 	cut bool
+}
+
+// nextMeta returns the next value of fnMeta's changes.
+func (l *ledger) nextMeta() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.metaN++
+	return l.metaN
+}
+
+// metaSent records that a policy (or pause) change to v is under way.
+func (l *ledger) metaSent(pause bool, v int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pause {
+		l.pauseSent = v
+	} else {
+		l.policySent = v
+	}
+}
+
+// metaOK records that a policy (or pause) change to v was answered.
+func (l *ledger) metaOK(pause bool, v int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cut {
+		return
+	}
+	if pause {
+		l.pauseOK = v
+	} else {
+		l.policyOK = v
+	}
 }
 
 func newLedger() *ledger {
@@ -218,7 +288,8 @@ func (l *ledger) recovered() recovered {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return recovered{acked: maps.Clone(l.acked), completed: maps.Clone(l.completed),
-		retried: maps.Clone(l.retried), purged: maps.Clone(l.purged), purgeAsked: maps.Clone(l.purgeAsked)}
+		retried: maps.Clone(l.retried), purged: maps.Clone(l.purged), purgeAsked: maps.Clone(l.purgeAsked),
+		policySent: l.policySent, policyOK: l.policyOK, pauseSent: l.pauseSent, pauseOK: l.pauseOK}
 }
 
 // recovered is what a reopened store holds, with the ledger it is checked
@@ -237,6 +308,14 @@ type recovered struct {
 	jobs []store.Job
 	// ended: the records of ended jobs in the reopened store.
 	ended []store.Record
+	// policySent, policyOK, pauseSent, pauseOK: as in ledger.
+	policySent, policyOK, pauseSent, pauseOK int64
+	// meta: the metadata in the reopened store.
+	meta map[string]string
+	// keptBefore: the retained results the previous recovery found.
+	// Their retention (an hour, set at run time) outlasts the test, so
+	// each must still be there, stored as a retained result.
+	keptBefore map[string]bool
 }
 
 // ledgerCheck returns the violations it finds in one recovery.
@@ -327,6 +406,46 @@ var ledgerChecks = []ledgerCheck{
 		}
 		return out
 	}},
+	{"a retained result stays until its retention ends", func(r recovered) []string {
+		kept := map[string]bool{}
+		for _, j := range r.jobs {
+			if j.State == store.StateDone {
+				kept[j.Unique] = true
+			}
+		}
+		var out []string
+		for u := range r.keptBefore {
+			if !kept[u] {
+				out = append(out, fmt.Sprintf("the retained result of job %s is gone before its retention ended", u))
+			}
+		}
+		slices.Sort(out)
+		return out
+	}},
+	{"an acknowledged policy or pause is never taken back", func(r recovered) []string {
+		var out []string
+		for _, m := range []struct {
+			key      string
+			re       *regexp.Regexp
+			ok, sent int64
+		}{
+			{"policy/" + fnMeta, regexp.MustCompile(`(?:^| )max_queue=(\d+)`), r.policyOK, r.policySent},
+			{"pause/" + fnMeta, regexp.MustCompile(`^(\d+)$`), r.pauseOK, r.pauseSent},
+		} {
+			v, stored := r.meta[m.key]
+			var got int64
+			if match := m.re.FindStringSubmatch(v); match != nil {
+				got, _ = strconv.ParseInt(match[1], 10, 64)
+			}
+			switch {
+			case !stored && m.ok > 0:
+				out = append(out, fmt.Sprintf("%s is not stored, but %d was answered", m.key, m.ok))
+			case stored && (got < m.ok || got > m.sent):
+				out = append(out, fmt.Sprintf("%s is %q: %d was answered, at most %d sent", m.key, v, m.ok, m.sent))
+			}
+		}
+		return out
+	}},
 	{"only acknowledged or unanswered submits are stored", func(r recovered) []string {
 		var out []string
 		for _, j := range r.jobs {
@@ -359,6 +478,7 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 	const dir = "/data"
 	led := newLedger()
 	var res result
+	var keptBefore map[string]bool
 	for cut := range cuts {
 		// Reopen what the last cut left: the store must open every time.
 		st, err := pebble.Open(context.Background(), dir, pebble.Options{FS: fs, Sync: mode, Interval: time.Hour,
@@ -371,6 +491,9 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 		}), "cut %d: the store does not load after a power cut", cut)
 		rec.ended, err = st.Records(context.Background(), store.RecordQuery{Limit: 1 << 30})
 		require.NoError(t, err, "cut %d: the job records do not read after a power cut", cut)
+		rec.meta = loadMeta(t, st)
+		rec.keptBefore = keptBefore
+		keptBefore = keptResults(rec.jobs)
 		res.recovered = len(rec.jobs)
 		for _, c := range ledgerChecks {
 			for _, v := range c.check(rec) {
@@ -392,6 +515,8 @@ func runCuts(t *testing.T, mode pebble.SyncMode, cuts int, seed uint64) result {
 	}))
 	rec.ended, err = st.Records(context.Background(), store.RecordQuery{Limit: 1 << 30})
 	require.NoError(t, err)
+	rec.meta = loadMeta(t, st)
+	rec.keptBefore = keptBefore
 	require.NoError(t, st.Close())
 	for _, c := range ledgerChecks {
 		for _, v := range c.check(rec) {
@@ -420,12 +545,17 @@ func runLifetime(t *testing.T, st *pebble.Store, fs *vfs.MemFS, led *ledger, cut
 		Store:        st,
 		Logger:       slog.New(slog.DiscardHandler),
 		Policies: map[string]broker.Policy{
-			fnKept:   {ResultRetention: time.Second},
 			fnFlaky:  {MaxAttempts: 1},
 			fnDoomed: {MaxAttempts: 1},
 		},
 	})
 	require.NoError(t, b.Start(context.Background()), "cut %d: the broker does not start on the recovered store", cut)
+	if cut == 0 {
+		// Kept results are kept by a policy set at run time, which each
+		// restart must apply before it replays them.
+		b.SetPolicy(fnKept, broker.Policy{ResultRetention: time.Hour})
+		require.NoError(t, b.Durable(context.Background()))
+	}
 	led.setCut(false)
 
 	stop := make(chan struct{})
@@ -535,6 +665,35 @@ func runLifetime(t *testing.T, st *pebble.Store, fs *vfs.MemFS, led *ledger, cut
 			case <-stop:
 				return
 			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+
+	// Another administrator changes fnMeta's policy and pause, each time
+	// to a larger value, recording what was sent and what answered.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			pause := i%2 == 1
+			v := led.nextMeta()
+			if pause {
+				v += pauseBase
+				led.metaSent(true, v)
+				if b.Pause(fnMeta, time.Unix(0, v)) != nil {
+					continue
+				}
+			} else {
+				led.metaSent(false, v)
+				b.SetPolicy(fnMeta, broker.Policy{MaxQueue: [3]int{int(v), int(v), int(v)}})
+			}
+			if b.Durable(context.Background()) == nil {
+				led.metaOK(pause, v)
 			}
 		}
 	}()
