@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 )
 
@@ -35,8 +36,12 @@ func (s Settings) WithDefaults(who string) (Settings, error) {
 	}
 	seen := map[string]bool{}
 	for _, a := range s.Servers {
-		if _, _, err := net.SplitHostPort(a); err != nil {
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
 			return Settings{}, fmt.Errorf("%s: server address %q: %w", who, a, err)
+		}
+		if !validPort(port) {
+			return Settings{}, fmt.Errorf("%s: server address %q: port %q: use 1 to 65535 (or a service name)", who, a, port)
 		}
 		if seen[a] {
 			return Settings{}, fmt.Errorf("%s: server %q listed twice", who, a)
@@ -53,4 +58,18 @@ func (s Settings) WithDefaults(who string) (Settings, error) {
 		s.DialFunc = d.DialContext
 	}
 	return s, nil
+}
+
+// validPort reports whether port is a TCP port number from 1 to 65535, or
+// a service name for the resolver to look up.
+func validPort(port string) bool {
+	if port == "" {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		c := port[0] | 0x20 // a service name starts with a letter
+		return c >= 'a' && c <= 'z'
+	}
+	return n >= 1 && n <= 65535
 }

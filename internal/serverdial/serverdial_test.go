@@ -39,4 +39,10 @@ func TestWithDefaultsRefusesBadServers(t *testing.T) {
 	require.ErrorContains(t, err, `worker: server address "no-port"`)
 	_, err = serverdial.Settings{Servers: []string{"a:1", "a:1"}}.WithDefaults("client")
 	require.EqualError(t, err, `client: server "a:1" listed twice`)
+	for _, bad := range []string{"a:99999", "a:0", "a:-1", "a:"} {
+		_, err = serverdial.Settings{Servers: []string{bad}}.WithDefaults("client")
+		require.ErrorContains(t, err, `client: server address "`+bad+`": port`, bad)
+	}
+	_, err = serverdial.Settings{Servers: []string{"a:gearman", "[::1]:4730"}}.WithDefaults("client")
+	require.NoError(t, err, "a service name is a port too")
 }
