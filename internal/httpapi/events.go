@@ -202,10 +202,10 @@ func (s *Server) recordEvents(w http.ResponseWriter, r *http.Request, seq uint64
 		return errorf(http.StatusNotFound, "job-not-found",
 			"no job %s: it never existed, or its record is no longer kept (see the policy keys history and history_max)", handle)
 	case !snap.Final:
-		// In shared mode: a job that another server holds.
+		// In shared mode: a job that this server does not hold.
 		return errorf(http.StatusNotFound, "job-not-found",
-			"job %s is %s on another server sharing the store: follow its events there (GET /v1/jobs/{handle} answers its state here)",
-			handle, snap.State)
+			"job %s is %s in the shared store and this server does not hold it: its events are followed on the server "+
+				"that holds it (GET /v1/jobs/{handle} answers its state here)", handle, snap.State)
 	case after >= 2:
 		return noContent(w)
 	}
