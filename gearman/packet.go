@@ -33,6 +33,9 @@ const (
 	MaxHandleSize   = 63
 	MaxUniqueSize   = 64
 	MaxFunctionSize = 511
+	// MaxClientIDSize is the most bytes of a SET_CLIENT_ID kept (the
+	// rest is dropped), as gearmand keeps.
+	MaxClientIDSize = 127
 )
 
 // The errors of CheckFunctionName.

@@ -130,7 +130,10 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 		b.SetExceptions(c.sess)
 		c.packetOut(gearman.OptionRes, opt)
 	case gearman.SetClientID:
-		b.SetClientID(c.sess, adminText(string(trimNUL(p.Args[0]))))
+		// Cut as gearmand cuts it: a connection keeps its id for as long
+		// as it is open, and the packet may be as large as --max-packet.
+		id := trimNUL(p.Args[0])
+		b.SetClientID(c.sess, adminText(string(id[:min(len(id), gearman.MaxClientIDSize)])))
 	case gearman.AllYours:
 		// A worker's promise to use only this server; nothing to do.
 	default:
