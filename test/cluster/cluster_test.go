@@ -35,6 +35,8 @@ type server struct {
 	t     *testing.T
 	store string
 	addr  string
+	// extra are more arguments of gearwork serve.
+	extra []string
 	mu    sync.Mutex
 	srv   *testserver.Server // the running (or last) process
 	// earlier holds the logs of the processes before srv.
@@ -45,7 +47,7 @@ type server struct {
 // test ends.
 func (s *server) start() {
 	s.t.Helper()
-	srv := testserver.Start(s.t, "--listen", s.addr, "--store", s.store, "--log-level", "info")
+	srv := testserver.Start(s.t, append([]string{"--listen", s.addr, "--store", s.store, "--log-level", "info"}, s.extra...)...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.srv != nil {
