@@ -522,6 +522,10 @@ func TestProblems(t *testing.T) {
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?wait=forever", nil), http.StatusBadRequest, "duration")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs", nil, "Gearwork-Attempts", "many"), http.StatusBadRequest, "attempts")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?timeout=-1s", nil), http.StatusBadRequest, "timeout")
+	// 0 runs cannot be meant: leaving attempts out is how the function's
+	// policy decides.
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?attempts=0", nil), http.StatusBadRequest, `attempts "0"`)
+	require.Zero(t, tb.b.JobCount(), "the refused submits queued nothing")
 	// JSON answers cannot carry bytes that are not UTF-8: such a unique or
 	// ordering key would read back altered, so it is refused at submit.
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?unique=u%FF", nil), http.StatusBadRequest, "unique: not UTF-8")

@@ -213,8 +213,9 @@ func parseAttempts(v string) (int, error) {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < -1 || n > 1_000_000 {
-		return 0, errorf(http.StatusBadRequest, "invalid-option", "attempts %q: use a whole number of runs (1 or more; -1 for unlimited)", v)
+	if err != nil || n < -1 || n == 0 || n > 1_000_000 {
+		return 0, errorf(http.StatusBadRequest, "invalid-option",
+			"attempts %q: use a whole number of runs (1 or more; -1 for unlimited), or leave it out for the function's policy", v)
 	}
 	return n, nil
 }
