@@ -252,6 +252,12 @@ func (c *conn) submit(ctx context.Context, p *gearman.Packet) {
 		c.waitAcks()
 		c.errorPacket("INVALID_FUNCTION_NAME", gearman.CheckFunctionName(params.Function).Error())
 		return
+	case len(params.Reducer) > 0 && gearman.CheckFunctionName(params.Reducer) != nil:
+		// The reducer is a function name that the job keeps (and stores)
+		// beside its payload; --max-queued-bytes does not count it.
+		c.waitAcks()
+		c.errorPacket("INVALID_FUNCTION_NAME", "reducer: "+gearman.CheckFunctionName(params.Reducer).Error())
+		return
 	case c.grant != nil && !c.allowed(auth.ActionSubmit, string(params.Function)):
 		c.waitAcks()
 		c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, string(params.Function)))
