@@ -28,6 +28,7 @@ import (
 // leaves no record and torn tails are accepted again.
 const (
 	cleanStopFile   = "GEARWORK-CLEAN-STOP"
+	cleanStopTemp   = cleanStopFile + ".tmp" // written, then renamed
 	cleanStopHeader = "gearwork clean stop 1"
 )
 
@@ -50,8 +51,12 @@ func writeCleanStop(fs vfs.FS, dir string) error {
 		}
 		fmt.Fprintf(&b, "%s %d %08x\n", name, size, sum)
 	}
-	path := fs.PathJoin(dir, cleanStopFile)
-	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	// Written aside and renamed into place, so that a crash while it is
+	// written (a SIGKILL after a stop timed out, a power cut) leaves no
+	// record, or a whole one, never one cut short that the next start
+	// would take for a damaged directory.
+	tmp := fs.PathJoin(dir, cleanStopTemp)
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
@@ -62,12 +67,19 @@ func writeCleanStop(fs vfs.FS, dir string) error {
 	if err := errors.Join(f.Sync(), f.Close()); err != nil {
 		return err
 	}
+	if err := fs.Rename(tmp, fs.PathJoin(dir, cleanStopFile)); err != nil {
+		return err
+	}
 	return syncDir(fs, dir)
 }
 
 // checkCleanStop compares the logs in dir with the record of the last
 // clean stop, if there is one, and then removes the record.
 func checkCleanStop(fs vfs.FS, dir string) error {
+	// A record a crash cut short before it was renamed into place.
+	if err := fs.Remove(fs.PathJoin(dir, cleanStopTemp)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", cleanStopTemp, err)
+	}
 	path := fs.PathJoin(dir, cleanStopFile)
 	data, err := readFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) {
