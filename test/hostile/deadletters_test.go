@@ -47,6 +47,8 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 		w.Send(gearman.WorkFail, h)
 		handles = append(handles, h)
 	}
+	w.Send(gearman.EchoReq, "sync") // the last WORK_FAIL is handled
+	w.Expect(gearman.EchoRes, "sync")
 	require.Len(t, adminLines(t, c, "deadletters "+function), jobs)
 
 	// The Go heap, not the RSS: the store's memtables (outside the heap,
