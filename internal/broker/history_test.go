@@ -266,3 +266,48 @@ func TestHistoryRecordsCancelledRun(t *testing.T) {
 	require.Zero(t, rec.Attempts)
 	require.Empty(t, rec.History)
 }
+
+// Under gearmand's rules (no policy), a run whose worker vanished is an
+// attempt in the job's record, whether the job then completes elsewhere
+// or --job-retries ends it (a background job as a dead letter).
+func TestHistoryRecordsVanishedWorkers(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{JobRetries: 2})
+	client, _ := tb.session()
+	run := func(name string) *Session {
+		w, _ := tb.session()
+		tb.b.SetClientID(w, name)
+		tb.b.CanDo(w, []byte("f"), 0)
+		return w
+	}
+	seq := tb.submit(t, client, bg("f", "", "x", Normal)).seq
+	w1 := run("w1")
+	tb.grab(t, w1)
+	tb.b.CloseSession(w1)
+	w2 := run("w2")
+	require.Equal(t, seq, tb.grab(t, w2).Seq)
+	require.NoError(t, tb.b.Finish(w2, seq, Complete, []byte("r")))
+	rec, ok := tb.b.Job(context.Background(), seq)
+	require.True(t, ok)
+	require.Equal(t, FinalComplete, rec.State)
+	require.Equal(t, uint32(2), rec.Attempts)
+	require.Len(t, rec.History, 2, "both runs")
+	require.Equal(t, outcomeVanished, rec.History[0].Outcome)
+	require.Equal(t, "w1", rec.History[0].Worker)
+	require.Equal(t, outcomeComplete, rec.History[1].Outcome)
+
+	seq = tb.submit(t, client, bg("f", "", "y", Normal)).seq
+	for _, name := range []string{"w3", "w4"} {
+		w := run(name)
+		require.Equal(t, seq, tb.grab(t, w).Seq)
+		tb.b.CloseSession(w)
+	}
+	rec, ok = tb.b.Job(context.Background(), seq)
+	require.True(t, ok)
+	require.Equal(t, FinalDead, rec.State, "out of --job-retries")
+	require.Equal(t, uint32(2), rec.Attempts)
+	require.Len(t, rec.History, 2)
+	require.Equal(t, "w4", rec.History[1].Worker)
+	require.Equal(t, outcomeVanished, rec.History[1].Outcome)
+	require.Equal(t, outcomeVanished, rec.LastError)
+}

@@ -137,16 +137,18 @@ func (b *Broker) releaseWorkerLocked(j *job) {
 }
 
 // takebackLifeLocked handles a job taken back from a vanished or silent
-// worker under a policy with MaxAttempts. It reports false to let gearmand's
-// rules (requeue at the front, Config.JobRetries) apply.
-func (b *Broker) takebackLifeLocked(j *job, why string) bool {
+// worker (named worker) under a policy with MaxAttempts. It reports false
+// to let gearmand's rules (requeue at the front, Config.JobRetries) apply.
+// Either way the run is an attempt in the job's history.
+func (b *Broker) takebackLifeLocked(j *job, why, worker string) bool {
 	max := b.maxAttemptsOf(j)
-	if max == 0 && j.x.life == nil {
-		return false
-	}
 	outcome := outcomeVanished
 	if why == "worker timeout" {
 		outcome = outcomeTimeout
+	}
+	if x := j.x; x.life == nil {
+		// A job under gearmand's rules had no lifecycle state while it ran.
+		x.life = &jobLife{attempts: j.retries - 1, startedAt: x.started, worker: worker}
 	}
 	now := b.nowNanos()
 	l := b.endAttemptLocked(j, outcome, "", now)

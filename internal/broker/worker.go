@@ -404,7 +404,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 		b.removeLocked(j)
 		return
 	}
-	if b.takebackLifeLocked(j, why) {
+	if b.takebackLifeLocked(j, why, w.name()) {
 		return
 	}
 	if limit := b.cfg.JobRetries; limit > 0 && int(j.retries) >= limit {
