@@ -175,7 +175,10 @@ func TestCrashKeepsFeatureState(t *testing.T) {
 	}
 	waitRecord(dies, "dead")
 	waitRecord(retries, "retry-wait")
-	require.Equal(t, "OK 10\nthe result", c.result("unique:k"), "the retained result before the kill")
+	// (The worker's WORK_COMPLETE and this connection's reads are not
+	// ordered: wait until the result answers.)
+	require.Eventually(t, func() bool { return c.result("unique:k") == "OK 10\nthe result" },
+		time.Minute, 10*time.Millisecond, "the retained result before the kill")
 	// A job waiting for its retry is not acknowledged to anyone: a later
 	// acknowledged submit, written after it, makes it durable.
 	fence := c.submit(gearman.SubmitJobBg, "paused", "fence", "x")
