@@ -222,9 +222,13 @@ const errTimedOut = "timed out"
 // function's retry policy (max_attempts) allows another attempt does it
 // run again: a background job after its backoff, a foreground one from
 // the front of its queue, its clients still waiting. Either way the worker
-// has lost the job, so its late result is refused.
+// has lost the job: its late updates and result are accepted and change
+// nothing (Session.endedRecently).
 func (b *Broker) timeoutLocked(j *job) {
 	x := j.x
+	if !j.has(jobCancelled) {
+		x.worker.noteEnded(j.seq, timedOut)
+	}
 	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
 		// Nobody waits for its outcome: drop it as a takeback does.
 		b.requeueLocked(j, "worker timeout")

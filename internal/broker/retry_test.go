@@ -101,8 +101,8 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 }
 
 // A job whose worker stays silent past the policy timeout is taken back;
-// the late WORK_COMPLETE from that worker is refused and resurrects
-// nothing.
+// the late WORK_STATUS and WORK_COMPLETE from that worker are accepted and
+// change nothing (Perl's Gearman::Worker dies on an ERROR in answer).
 func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Timeout: 5 * time.Second, Backoff: noJitter(time.Second)}
@@ -117,8 +117,13 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	require.Equal(t, "retry-wait", tb.b.Jobs(0)[0].State)
 
 	// The silent worker finally answers: too late.
-	require.ErrorIs(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("late")), ErrJobNotFound)
-	require.ErrorIs(t, tb.b.WorkStatus(tb.worker, a.Seq, 1, 2), ErrJobNotFound)
+	require.NoError(t, tb.b.WorkStatus(tb.worker, a.Seq, 1, 2))
+	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("late")))
+	require.Equal(t, "retry-wait", tb.b.Jobs(0)[0].State, "the late result changes nothing")
+	require.Empty(t, tb.cout.take())
+	// A session that never held the job is still refused.
+	stranger := tb.b.NewSession("127.0.0.1:1003", &recorder{})
+	require.ErrorIs(t, tb.b.Finish(stranger, a.Seq, Complete, []byte("x")), ErrJobNotFound)
 
 	tb.advance(time.Second)
 	a2, ok := tb.b.Grab(other)
@@ -126,8 +131,9 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	require.Equal(t, seq, a2.Seq)
 	require.NoError(t, tb.b.Finish(other, seq, Complete, []byte("ok")))
 	require.Zero(t, tb.b.JobCount())
-	// And after it completed, the first worker's answer is still refused.
-	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")), ErrJobNotFound)
+	// And after it completed, the first worker's answer still changes
+	// nothing.
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")))
 	require.Zero(t, tb.b.JobCount())
 	require.Empty(t, mustDeadLetters(t, tb.b, ""))
 }
@@ -218,7 +224,8 @@ func TestPerJobOverrides(t *testing.T) {
 
 // A job held past its worker's CAN_DO_TIMEOUT fails, as the protocol
 // says: the waiting client gets WORK_FAIL at once, the job is not run
-// again, and the worker's late result is refused.
+// again, and the worker's late data and result are accepted and change
+// nothing.
 func TestCanDoTimeoutFailsForegroundJob(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{})
@@ -232,8 +239,10 @@ func TestCanDoTimeoutFailsForegroundJob(t *testing.T) {
 	tb.advance(time.Millisecond)
 	require.Equal(t, []Event{{Kind: EventFail, Seq: seq}}, tb.cout.take())
 	require.Zero(t, tb.b.JobCount(), "failed, not queued again")
-	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")), ErrJobNotFound)
-	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Fail, nil), ErrJobNotFound, "the worker did not end it")
+	require.NoError(t, tb.b.WorkData(tb.worker, seq, []byte("late"), false))
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")))
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Fail, nil))
+	require.Zero(t, tb.b.JobCount(), "nothing comes back")
 	tb.noJob(t)
 	require.Empty(t, tb.cout.take())
 }

@@ -82,8 +82,9 @@ type Session struct {
 	closed     bool
 	// watching holds the seqs of jobs the session watches (Watch).
 	watching map[uint64]struct{}
-	// ended remembers the last jobs this session ended itself, so that a
-	// repeated final packet for one of them is accepted (see endedRecently).
+	// ended remembers the last jobs this session ended itself, or lost to
+	// their timeout, so that a repeated final packet for one of them, or
+	// the late updates of a lost one, are accepted (see endedRecently).
 	ended     [endedMemory]endedJob
 	endedNext uint8
 	// cancelled holds the seqs of jobs cancelled while the session ran
@@ -124,15 +125,34 @@ func (s *Session) noteEnded(seq uint64, o Outcome) {
 	s.endedNext = (s.endedNext + 1) % endedMemory
 }
 
+// timedOut is the outcome noted for a job the session lost to its timeout
+// (CAN_DO_TIMEOUT or a policy's): the worker still runs it and sends its
+// updates and its result late.
+const timedOut Outcome = 0xff
+
 // endedRecently reports whether a final packet with outcome o for job seq
 // repeats how this session recently ended that job: WORK_FAIL after any
 // end (Perl's Gearman::Worker and Node's abraxas send it after
 // WORK_EXCEPTION), or the same final packet again. A different result (a
 // WORK_COMPLETE after a failure) contradicts the first and is not a repeat.
+// Any final packet for a job the session lost to its timeout is the late
+// end of that run (Perl's Gearman::Worker dies on an ERROR in answer).
 func (s *Session) endedRecently(seq uint64, o Outcome) bool {
 	for _, e := range s.ended {
 		if e.seq == seq && seq != 0 {
-			return o == Fail || o == e.outcome
+			return o == Fail || o == e.outcome || e.outcome == timedOut
+		}
+	}
+	return false
+}
+
+// timedOutRecently reports whether the session recently lost job seq to
+// its timeout: its late WORK_DATA, WORK_WARNING and WORK_STATUS are
+// accepted and dropped.
+func (s *Session) timedOutRecently(seq uint64) bool {
+	for _, e := range s.ended {
+		if e.seq == seq && seq != 0 {
+			return e.outcome == timedOut
 		}
 	}
 	return false

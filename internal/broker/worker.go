@@ -249,6 +249,9 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
+		if s.timedOutRecently(seq) {
+			return nil
+		}
 		return s.notHeld(seq, false)
 	}
 	j.x.num, j.x.den = num, den
@@ -263,6 +266,9 @@ func (b *Broker) WorkData(s *Session, seq uint64, data []byte, warning bool) err
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
+		if s.timedOutRecently(seq) {
+			return nil
+		}
 		return s.notHeld(seq, false)
 	}
 	kind := EventData
@@ -286,9 +292,10 @@ const (
 
 // Finish ends a job the session holds, forwarding the result to every
 // waiting client, and forgets the job. A final packet that repeats how the
-// session itself just ended the job (Session.endedRecently) is accepted and
-// changes nothing; any other packet for a job the session does not hold
-// returns ErrJobNotFound.
+// session itself just ended the job, or ends the run of a job the session
+// lost to its timeout (Session.endedRecently), is accepted and changes
+// nothing; any other packet for a job the session does not hold returns
+// ErrJobNotFound.
 func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

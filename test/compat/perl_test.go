@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -235,4 +236,33 @@ func TestPerlRetry(t *testing.T) {
 	_, err := w.wait(t)
 	require.NoError(t, err)
 	require.Equal(t, strings.Repeat("pl_flaky 1\n", 5), w.stdout.String())
+}
+
+// TestPerlWorkerTimeout: a Gearman::Worker registers with
+// register_function($name, $timeout, ...) (CAN_DO_TIMEOUT; 1, read as
+// milliseconds and raised to the one-second floor) and takes three
+// seconds over the job. Gearwork fails the job at the timeout (item 22 of
+// "Differences from gearmand"): the Perl client's on_fail runs, the
+// worker's late WORK_COMPLETE changes nothing, and the same worker process
+// runs the next job. Gearwork only: gearmand 1.1.20 hands the job to the
+// next worker, as Gearman::Worker's documentation describes.
+func TestPerlWorkerTimeout(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := perlWorker(t, s, 2, "pl_slow=sleep3:1", "pl_next=upper")
+	c := perlClient(t, s)
+	type events struct{ Events [][]string }
+	var got events
+	start := time.Now()
+	c.call(map[string]any{"op": "tasks", "fn": "pl_slow", "payload": "x"}, &got)
+	require.Equal(t, [][]string{{"fail", ""}}, got.Events)
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "not before the timeout")
+	var next perlDo
+	c.call(map[string]any{"op": "do", "fn": "pl_next", "payload": "next"}, &next)
+	require.NotNil(t, next.Result)
+	require.Equal(t, "NEXT", *next.Result)
+	_, err := w.wait(t)
+	require.NoError(t, err)
+	require.Equal(t, "pl_slow 1\npl_next 4\n", w.stdout.String())
+	require.Empty(t, admin(t, s, "show jobs"))
 }

@@ -217,7 +217,7 @@ func TestPHPWorkerTimeoutFailsJob(t *testing.T) {
 	require.GreaterOrEqual(t, took, time.Second, "not before the timeout")
 	require.Less(t, took, 3*time.Second, "well before the four-second job would have finished")
 
-	// The worker finishes after four seconds; its result is refused and
+	// The worker finishes after four seconds; its result is accepted and
 	// the job is not run again.
 	_, _ = w.wait(t)
 	require.Equal(t, "php_slow 1\n", w.stdout.String())

@@ -165,7 +165,7 @@ var transcripts = []transcript{
 		sendP("C", gearman.SubmitJob, "slow", "", "x"), recv("C"),
 		sendP("W", gearman.GrabJob), recv("W"),
 		recv("C"),
-		sendP("W", gearman.WorkComplete, handlePrefix+"1", "too late"), recv("W"),
+		sendP("W", gearman.WorkComplete, handlePrefix+"1", "too late"),
 		sendP("W", gearman.GrabJob), recv("W"),
 	}},
 	{name: "epoch", gearmand: []int{4}, steps: []step{

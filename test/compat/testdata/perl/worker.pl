@@ -12,6 +12,7 @@
 #             and WORK_FAIL for the job
 #   hang      prints "holding HANDLE" and never answers (the test kills
 #             the process)
+#   sleep3    sleeps three seconds, then returns "slept"
 #   flaky     dies with "not yet" on the first two runs of each workload,
 #             returns "ok after N runs" on the third
 # Each job's function and workload length are printed to stdout.
@@ -43,6 +44,7 @@ my %behaviours = (
     fail      => sub { $worker->send_work_fail($_[0]); return undef },
     exception => sub { $worker->send_work_exception($_[0], 'boom'); return undef },
     die       => sub { die "boom\n" },
+    sleep3    => sub { sleep 3; return "slept" },
     flaky     => sub { my $n = ++$runs{ $_[0]->arg }; die "not yet\n" if $n < 3; return "ok after $n runs" },
     hang      => sub { print "holding ", $_[0]->handle, "\n"; sleep 3600; return undef },
 );
