@@ -233,8 +233,19 @@ func (bt *batch) callbacksDue() bool {
 
 // CreateBatch creates an open batch and returns its id once it is stored.
 func (b *Broker) CreateBatch(ctx context.Context, p BatchParams) (uint64, error) {
+	for _, cb := range []Callback{p.OnSuccess, p.OnComplete} {
+		if len(cb.Payload) > MaxCallbackPayload {
+			return 0, fmt.Errorf("%w: %d bytes for %s, at most %d", ErrCallbackTooLarge, len(cb.Payload), cb.Function,
+				MaxCallbackPayload)
+		}
+	}
 	return b.mode.createBatch(ctx, p)
 }
+
+// MaxCallbackPayload is the most bytes of a batch callback's payload. A
+// batch keeps its callbacks until it is forgotten, and stores them anew
+// with every change of its counts, outside Config.MaxQueuedBytes.
+const MaxCallbackPayload = 64 << 10
 
 // CloseBatch closes a batch: once every job of it has finished, it
 // completes and submits its callbacks; an empty batch completes at once.

@@ -35,3 +35,16 @@ func TestMaxOpenBatches(t *testing.T) {
 	_, err = b.CreateBatch(ctx, broker.BatchParams{})
 	require.ErrorIs(t, err, broker.ErrTooManyBatches)
 }
+
+// TestCallbackPayloadIsBounded: a batch keeps its callbacks and stores
+// them with every change of its counts, so their payloads are bounded.
+func TestCallbackPayloadIsBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := startBroker(t, broker.Config{Store: memory.New()})
+	big := make([]byte, broker.MaxCallbackPayload+1)
+	_, err := b.CreateBatch(ctx, broker.BatchParams{OnComplete: broker.Callback{Function: "done", Payload: big}})
+	require.ErrorIs(t, err, broker.ErrCallbackTooLarge)
+	_, err = b.CreateBatch(ctx, broker.BatchParams{OnSuccess: broker.Callback{Function: "done", Payload: big[:broker.MaxCallbackPayload]}})
+	require.NoError(t, err)
+}

@@ -28,6 +28,9 @@ var (
 	// ErrTooManyBatches is wrapped by CreateBatch's error while
 	// Config.MaxOpenBatches batches have not completed.
 	ErrTooManyBatches = errors.New("too many open batches")
+	// ErrCallbackTooLarge is wrapped by CreateBatch's error for a callback
+	// whose payload is over MaxCallbackPayload bytes.
+	ErrCallbackTooLarge = errors.New("batch callback payload too large")
 	// ErrTooManyWorkerFunctions is wrapped by CanDo's error for a session
 	// that has registered Config.MaxWorkerFunctions functions already.
 	ErrTooManyWorkerFunctions = errors.New("too many functions for one worker")

@@ -61,6 +61,8 @@ func toProblem(err error) problem {
 	case errors.Is(err, broker.ErrQueueFull):
 		return newProblem(http.StatusTooManyRequests, "queue-full",
 			"the function's queue is at its maxqueue limit for this priority; try later")
+	case errors.Is(err, broker.ErrCallbackTooLarge):
+		return newProblem(http.StatusRequestEntityTooLarge, "callback-too-large", err.Error())
 	case errors.Is(err, broker.ErrTooManyBatches):
 		return newProblem(http.StatusServiceUnavailable, "too-many-batches", err.Error())
 	case errors.Is(err, broker.ErrTooManyFunctions):

@@ -41,14 +41,25 @@ func TestOpenBatchesAreBounded(t *testing.T) {
 	require.True(t, strings.HasPrefix(l, "ERR BATCH_ERROR too+many+open+batches"), "%q", l)
 	require.Contains(t, l, "--max-open-batches")
 
-	resp, err := http.Post("http://"+srv.HTTPAddr(t)+"/v1/batches", "application/json",
-		strings.NewReader(`{"on_success": {"function": "report", "payload": "`+strings.Repeat("x", 1<<20)+`"}, "open": true}`))
-	require.NoError(t, err)
-	var problem struct{ Type, Detail string }
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&problem))
-	require.NoError(t, resp.Body.Close())
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%+v", problem)
-	require.Contains(t, problem.Type, "too-many-batches")
+	for _, tc := range []struct {
+		payload int
+		status  int
+		kind    string
+	}{
+		{1 << 10, http.StatusServiceUnavailable, "too-many-batches"},
+		// A callback's payload is kept with its batch, and stored anew
+		// with every change of its counts: it is bounded too.
+		{broker.MaxCallbackPayload + 1, http.StatusRequestEntityTooLarge, "callback-too-large"},
+	} {
+		resp, err := http.Post("http://"+srv.HTTPAddr(t)+"/v1/batches", "application/json",
+			strings.NewReader(`{"on_success": {"function": "report", "payload": "`+strings.Repeat("x", tc.payload)+`"}, "open": true}`))
+		require.NoError(t, err)
+		var problem struct{ Type, Detail string }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&problem))
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, tc.status, resp.StatusCode, "%+v", problem)
+		require.Contains(t, problem.Type, tc.kind)
+	}
 
 	// An empty batch completes as it is closed, which makes room.
 	c.Write([]byte("batch close " + first + "\n"))
