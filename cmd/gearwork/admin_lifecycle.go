@@ -144,7 +144,8 @@ func parseJobArgs(rest []string) (adminCommand, error) {
 	}
 	return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
 		columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "BACKGROUND", "STATE", "ATTEMPTS",
-			"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RETRY_OF", "RESULT", "PAYLOAD", "HISTORY"},
+			"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RETRY_OF", "RESULT", "RESULT_TRUNCATED",
+			"PAYLOAD", "PAYLOAD_SIZE", "HISTORY"},
 		record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, nil
 }
 
@@ -393,17 +394,23 @@ func parseJobRecord(lines []string) ([]any, error) {
 		}
 		return unquote(v)
 	}
-	var result, payload any
+	// An ended job's record keeps the first 256 bytes of its payload
+	// (payload_size says how long it was) and up to 4 KiB of its result.
+	var result, truncated, payload, size any
 	if v, ok := fields["result"]; ok {
 		result = blob(unquote(v))
+		truncated = fields["result_truncated"] == "true"
 	}
 	if v, ok := fields["payload"]; ok {
 		payload = blob(unquote(v))
 	}
+	if v, ok := fields["payload_size"]; ok {
+		size = intOrText(v)
+	}
 	times := unset([]any{fields["submitted"], fields["started"], fields["finished"]})
 	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
 		fields["background"] == "true", fields["state"], intOrText(fields["attempts"]), times[0], times[1], times[2],
-		unquote(fields["error"]), opt("cancelled_by"), opt("retry_of"), result, payload, jobHistory(h)}, nil
+		unquote(fields["error"]), opt("cancelled_by"), opt("retry_of"), result, truncated, payload, size, jobHistory(h)}, nil
 }
 
 // parseRecordLines splits the answer to "deadletter show" or "job": one

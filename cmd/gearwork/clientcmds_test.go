@@ -290,6 +290,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 			if string(j.Payload) == "binary" {
 				return []byte{0xff, 0x00, 'x'}, nil
 			}
+			if strings.HasPrefix(string(j.Payload), "big") {
+				return []byte(strings.Repeat("r", 5000)), nil
+			}
 			return []byte("done!\nsecond line"), nil
 		},
 	})
@@ -434,7 +437,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, "lc-worker", hist[1].(row)["worker"])
 
 		out := ok("job", job.Handle)
-		require.Contains(t, out, "STATE         dead\n")
+		require.Contains(t, out, "STATE             dead\n")
 		require.Regexp(t, `\n\nATTEMPT +START +END +OUTCOME +WORKER +ERROR\n1 +\S+ +\S+ +exception +lc-worker +"disk\\tfull"\n`, out)
 
 		rows := jsonRows("jobs", "--function", "lc_fail", "--state", "dead")
@@ -444,6 +447,22 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		next := ok("jobs", "--function", "lc_fail", "--limit", "1", "--cursor", rows[0]["cursor"].(string))
 		require.NotContains(t, next, job.Handle, "the cursor goes on after its row")
 		require.Regexp(t, `^HANDLE +FUNCTION +STATE +ATTEMPTS +SUBMITTED +FINISHED +ERROR +CURSOR\n`, next)
+
+		// A record keeps the first 256 bytes of the payload and 4 KiB of
+		// the result: the command says so, as the HTTP API does.
+		big, err := c.SubmitBackground(ctx, client.Request{Function: "lc_done", Payload: []byte("big" + strings.Repeat("p", 297))})
+		require.NoError(t, err)
+		testwait.Until(t, "the big job's record to say complete", func() bool {
+			rec = jsonRows("job", big.Handle)
+			return len(rec) == 1 && rec[0]["state"] == "complete"
+		})
+		require.Equal(t, 300.0, rec[0]["payload_size"])
+		require.Len(t, rec[0]["payload"], 256)
+		require.Equal(t, true, rec[0]["result_truncated"])
+		require.Len(t, rec[0]["result"], 4096)
+		out = ok("job", big.Handle)
+		require.Contains(t, out, "\nPAYLOAD_SIZE      300\n")
+		require.Contains(t, out, "\nRESULT_TRUNCATED  true\n")
 
 		fails("UNKNOWN_JOB: no job H:lc:1", "job", "H:lc:1")
 		fails("unknown state", "jobs", "--state", "sleeping")
