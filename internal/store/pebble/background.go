@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"syscall"
@@ -57,8 +58,10 @@ func (s *Store) backgroundOK(err error) {
 }
 
 // openDB opens the Pebble database, giving up when ctx ends or the
-// background work keeps failing while it opens.
-func (s *Store) openDB(ctx context.Context, po *pebbledb.Options) (*pebbledb.DB, error) {
+// background work keeps failing while it opens. When it fails it releases
+// lock, the directory's lock that po holds: at once, or, when it gives up
+// on an open under way, once that open ended and its database is closed.
+func (s *Store) openDB(ctx context.Context, po *pebbledb.Options, lock io.Closer) (*pebbledb.DB, error) {
 	type opened struct {
 		db  *pebbledb.DB
 		err error
@@ -78,11 +81,15 @@ func (s *Store) openDB(ctx context.Context, po *pebbledb.Options) (*pebbledb.DB,
 			if r := <-done; r.db != nil {
 				_ = guard(r.db.Close)
 			}
+			_ = lock.Close() // once nothing uses the directory
 		}()
 		return nil, err
 	}
 	select {
 	case r := <-done:
+		if r.err != nil {
+			_ = lock.Close()
+		}
 		return r.db, r.err
 	case <-ctx.Done():
 		return abandon(fmt.Errorf("gave up opening: %w", ctx.Err()))

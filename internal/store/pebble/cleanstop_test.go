@@ -77,3 +77,62 @@ func TestKilledWhileRecordingACleanStop(t *testing.T) {
 	require.NoError(t, err, "the start after a clean stop")
 	require.NoError(t, s.Close())
 }
+
+// hookOnCleanStopFS calls hook once, when the record of a clean stop is
+// about to be written.
+type hookOnCleanStopFS struct {
+	vfs.FS
+	hook func()
+}
+
+func (fs *hookOnCleanStopFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if h := fs.hook; h != nil && strings.Contains(name, pebble.CleanStopFile) {
+		fs.hook = nil
+		h()
+	}
+	return fs.FS.Create(name, category)
+}
+
+// TestSecondStoreWhileTheFirstStops opens a second store on the directory
+// while the first one closes, just before it records its clean stop. The
+// second must not open then: it would take over (and recycle) the logs
+// the record is about, and once it died without a clean stop of its own
+// the next start would find the recorded logs changed and refuse the
+// directory as damaged. Whenever the second store opens, a start after it
+// died must succeed and find its jobs.
+func TestSecondStoreWhileTheFirstStops(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	mem := vfs.NewCrashableMem()
+	const dir = "/data"
+	fs := &hookOnCleanStopFS{FS: mem}
+	a, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Logger: quiet})
+	require.NoError(t, err)
+	require.NoError(t, a.Save(ctx, []store.Job{{Seq: 1, Function: "f", Payload: []byte("one"), Priority: 1}}))
+
+	var b *pebble.Store
+	var bErr error
+	fs.hook = func() { b, bErr = pebble.Open(ctx, dir, pebble.Options{FS: mem, Logger: quiet}) }
+	require.NoError(t, a.Close())
+	if bErr != nil {
+		require.Nil(t, b)
+		t.Logf("the second store, opened while the first was closing: %v", bErr)
+		b, err = pebble.Open(ctx, dir, pebble.Options{FS: mem, Logger: quiet})
+		require.NoError(t, err, "the second store, once the first closed")
+	}
+	require.NoError(t, b.Save(ctx, []store.Job{{Seq: 2, Function: "f", Payload: []byte("two"), Priority: 1}}))
+	// The second store dies (SIGKILL: everything written stays).
+	killed := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(3, 4))}) //nolint:gosec // test randomness
+	require.NoError(t, b.Close())
+
+	c, err := pebble.Open(ctx, dir, pebble.Options{FS: killed, Logger: quiet})
+	require.NoError(t, err, "the start after the second store died")
+	var payloads []string
+	require.NoError(t, c.Load(ctx, func(j store.Job) error {
+		payloads = append(payloads, string(j.Payload))
+		return nil
+	}))
+	require.NoError(t, c.Close())
+	require.Equal(t, []string{"one", "two"}, payloads)
+}

@@ -114,6 +114,9 @@ type Store struct {
 	dirty atomic.Bool
 	// fs is the file system the database is on.
 	fs vfs.FS
+	// lock is the directory's lock, held from before the database opens
+	// until after Close recorded the clean stop.
+	lock *pebbledb.Lock
 	// limiter bounds the log lines about storage problems.
 	limiter logLimiter
 	// bgFailures counts consecutive failures of Pebble's background work.
@@ -203,10 +206,15 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err := checkSpace(po.FS, dir); err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
-	if err := checkCleanStop(po.FS, dir); err != nil {
+	// The store takes Pebble's lock of the directory itself, before it
+	// reads the record of a clean stop, and releases it only after Close
+	// wrote the next one: another process never opens the directory
+	// between Pebble's close and that record, which would then describe
+	// logs the other process goes on to change.
+	if err := po.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
-	db, err := s.openDB(ctx, po)
+	lock, err := pebbledb.LockDirectory(dir, po.FS)
 	if errors.Is(err, syscall.EAGAIN) {
 		// The lock file is locked (fcntl) by another process. EACCES,
 		// which some systems return for a held lock too, is not taken for
@@ -217,14 +225,23 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
-	s.db = db
+	po.Lock = lock
+	if err := checkCleanStop(po.FS, dir); err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
+	}
+	db, err := s.openDB(ctx, po, lock)
+	if err != nil {
+		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
+	}
+	s.db, s.lock = db, lock
 	if err := s.Err(); err != nil {
 		// Opening created a write-ahead log that it could not write.
-		_ = guard(db.Close)
+		s.closeDB()
 		return nil, fmt.Errorf("pebble store %s: cannot open: %w", dir, err)
 	}
 	if err := s.checkFormat(); err != nil {
-		_ = guard(db.Close)
+		s.closeDB()
 		return nil, err
 	}
 	if s.mode == SyncInterval {
@@ -586,6 +603,7 @@ func (s *Store) Close() error {
 			err = s.syncWAL()
 		}
 		cerr := guard(s.db.Close)
+		defer s.lock.Close() // after the record of the clean stop
 		s.idx.mu.Lock()
 		s.idx.reset() // its memory is not the collector's
 		s.idx.mu.Unlock()
@@ -600,6 +618,13 @@ func (s *Store) Close() error {
 		}
 	})
 	return err
+}
+
+// closeDB closes the database and releases the directory's lock, for an
+// Open that fails once the database is open.
+func (s *Store) closeDB() {
+	_ = guard(s.db.Close)
+	_ = s.lock.Close()
 }
 
 // guard runs fn and turns a panic into an error: Pebble panics (or calls
