@@ -20,7 +20,7 @@ import (
 // 8 MiB each. A function keeps up to 10,000 dead letters, and no budget
 // counts their payloads (--max-queued-bytes counts live jobs,
 // --memory-budget queued ones), so with the default store they stay on
-// disk: kept in memory, these forty took the server past 1 GiB. A dead
+// disk: kept in memory, forty of 10 MB took the server past 1 GB. A dead
 // letter queued again is handed out with its whole payload.
 func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 	const (

@@ -19,7 +19,7 @@ import (
 // attempt's error text, which the attempt, the job's record and its dead
 // letter each keep (in memory and in the store) for as long as they are
 // kept, and the log line about the dead letter repeats: uncapped, twenty
-// such answers took the server from 26 MiB to 1.2 GiB of memory. Like a
+// exceptions of 10 MB took the server from 26 MiB to 1.2 GB. Like a
 // warning's, only the data's last 4 KiB are kept as the error text.
 func TestHugeExceptionsKeepFourKiBOfErrorText(t *testing.T) {
 	const (

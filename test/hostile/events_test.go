@@ -16,10 +16,10 @@ import (
 
 // TestEventLogsAreBoundedInBytes: a job watched over HTTP keeps its last
 // 1024 events for streams that resume, and a worker may send WORK_DATA of
-// up to --max-packet bytes each. Forty-eight events of 8 MiB for one job,
-// which a stream watched without reading, took the server's heap past
-// 400 MiB. The logs now keep at most 16 MiB of data per job (256 MiB for
-// all), and a stream that falls behind is told what it missed.
+// up to --max-packet bytes each: forty-eight events of 8 MiB for one
+// job, which a stream watched without reading, were all kept (384 MiB).
+// The logs now keep at most 16 MiB of data per job (256 MiB for all), and
+// a stream that falls behind is told what it missed.
 func TestEventLogsAreBoundedInBytes(t *testing.T) {
 	const (
 		events  = 48
