@@ -60,6 +60,9 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 		})
 	}
 	total := int64(nServers * perClient)
+	// Each outage (a second) is shorter than lease_ttl: a longer one lets
+	// the servers' leases expire, and a job a server ran meanwhile can run
+	// again on the other (docs/postgres.md, "Leases").
 	for k, crash := range []bool{true, false} {
 		for progress.Load() < total*int64(k+1)/4 && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
