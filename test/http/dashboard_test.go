@@ -419,3 +419,29 @@ func TestDashboardFollowsAnEndedJob(t *testing.T) {
 	poll(t, ctx, "an unknown job", `document.querySelector('#job-handle').textContent === 'H:e2e:999999' &&
 		document.querySelector('#job-state').textContent === 'unknown'`)
 }
+
+// A job's page shows its whole payload as it is, non-ASCII text included,
+// and marks only a payload longer than the record keeps as cut.
+func TestDashboardJobPayloadIsShownWhole(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	var job struct{ Handle string }
+	resp, err := http.Post(s.base+"/v1/functions/text/jobs", "text/plain", strings.NewReader("grüße, 世界"))
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, doDelete(t, s.base+"/v1/jobs/"+url.PathEscape(job.Handle)))
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(job.Handle))))
+	poll(t, ctx, "the cancelled job's payload, whole", `document.querySelector('#detail-state').textContent === 'cancelled' &&
+		document.querySelector('#detail-payload').textContent === 'grüße, 世界'`)
+}
+
+func doDelete(t *testing.T, u string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodDelete, u, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}

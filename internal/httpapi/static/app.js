@@ -228,7 +228,9 @@ async function showJob(handle) {
     dl.lastChild.append(a);
   }
   const pv = j.payload_preview_text !== undefined ? j.payload_preview_text : (j.payload_preview ? "(binary, base64) " + j.payload_preview : "");
-  $("#detail-payload").textContent = pv + (j.payload_size > (j.payload_preview_text || "").length ? " … (" + j.payload_size + " bytes)" : "");
+  // payload_size counts bytes: compare it with the bytes of the preview.
+  const shown = j.payload_preview ? atob(j.payload_preview).length : 0;
+  $("#detail-payload").textContent = pv + (j.payload_size > shown ? " … (" + j.payload_size + " bytes)" : "");
   $("#detail-result").textContent = j.result_text !== undefined ? j.result_text + (j.result_truncated ? " … (truncated)" : "") :
     (j.result ? "(binary, base64) " + j.result : "");
   const tbody = $("#detail-attempts tbody");
