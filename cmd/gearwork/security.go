@@ -54,7 +54,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
 	sc.maxQueuedBytes = 1 << 30
 	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
-	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); a submit, CAN_DO or admin command naming a new one beyond it gets TOO_MANY_FUNCTIONS; 0 means no limit")
+	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); at the limit a new name makes it forget the function that has held nothing longest (no jobs, workers, pause or policy), and a submit, CAN_DO or admin command naming a new one gets TOO_MANY_FUNCTIONS only when every one holds something; 0 means no limit")
 	fs.IntVar(&sc.maxOpenBatches, "max-open-batches", broker.DefaultMaxOpenBatches, "most batches that have not completed (open, or closed with jobs to finish); creating one more gets a too-many-batches error; 0 means no limit")
 	fs.IntVar(&sc.maxWorkerFns, "max-worker-functions", broker.DefaultMaxWorkerFunctions, "most functions one connection may register with CAN_DO; more get TOO_MANY_FUNCTIONS; 0 means no limit")
 }

@@ -122,15 +122,16 @@ type Config struct {
 	// read back from the store when their job is handed out. 0 means no
 	// limit (every payload stays in memory); negative keeps none.
 	MemoryBudget int64
-	// MaxFunctions bounds the function names the broker knows: a submit,
-	// CanDo, CreateFunction or SetMaxQueue naming a new function while it
-	// knows this many fails with ErrTooManyFunctions. Each name costs
-	// about a kilobyte of memory and is kept until "drop function", so
-	// without a bound one peer could name functions until memory runs
-	// out. Functions replayed from the store, read from the
-	// configuration or learnt from servers sharing the store count but
-	// are never refused. 0 means DefaultMaxFunctions; negative means no
-	// limit.
+	// MaxFunctions bounds the function names the broker knows. Each name
+	// costs about a kilobyte of memory and is kept until "drop function",
+	// so without a bound one peer could name functions until memory runs
+	// out. A submit, CanDo, CreateFunction or SetMaxQueue naming a new
+	// function while the broker knows this many makes it forget functions
+	// that hold nothing (forget.go), and fails with ErrTooManyFunctions
+	// only when every one holds something. Functions replayed from the
+	// store, read from the configuration or learnt from servers sharing
+	// the store count but are never refused. 0 means DefaultMaxFunctions;
+	// negative means no limit.
 	MaxFunctions int
 	// MaxWorkerFunctions bounds the functions one session may register
 	// (CanDo): a worker of more fails with ErrTooManyWorkerFunctions.
@@ -170,15 +171,18 @@ type Broker struct {
 	// mu guards everything below it.
 	mu        hookedMutex
 	functions map[string]*function
-	jobs      jobIndex
-	nextSeq   uint64
-	nextSess  uint64
-	sessions  map[uint64]*Session
-	timers    timerHeap[*job]
-	draining  bool
-	stopped   bool
-	idle      chan struct{} // closed when draining and nothing runs
-	running   int
+	// idleFns are the functions that may hold nothing, for
+	// Config.MaxFunctions (forget.go).
+	idleFns  fnList
+	jobs     jobIndex
+	nextSeq  uint64
+	nextSess uint64
+	sessions map[uint64]*Session
+	timers   timerHeap[*job]
+	draining bool
+	stopped  bool
+	idle     chan struct{} // closed when draining and nothing runs
+	running  int
 
 	// closeReason, when set (Stopping), is the reason logged for jobs
 	// taken back from sessions closed from then on.
@@ -395,7 +399,9 @@ func (b *Broker) CloseSession(s *Session) {
 		b.requeueLocked(j, why)
 	}
 	for _, a := range s.abilities {
-		a.fn.workers--
+		if a.fn.workers--; a.fn.workers == 0 {
+			b.mayIdleLocked(a.fn)
+		}
 	}
 	s.abilities = nil
 	for _, j := range s.waiting {
@@ -438,24 +444,26 @@ func (b *Broker) function(name string) *function {
 	if f := b.functions[name]; f != nil {
 		return f
 	}
-	f := &function{name: name}
+	f := &function{name: name, known: true}
 	b.functions[name] = f
 	b.applyPolicyLocked(f)
+	b.mayIdleLocked(f)
 	return f
 }
 
 // admitFunctionLocked finds a function without allocating when it exists,
-// or creates it unless the broker knows Config.MaxFunctions functions
-// already. Requests of peers (submits, CAN_DO, admin commands) create
+// or creates it, forgetting functions that hold nothing while the broker
+// knows Config.MaxFunctions functions (forget.go), unless every one holds
+// something. Requests of peers (submits, CAN_DO, admin commands) create
 // functions through it; what is already accepted (the store's jobs, the
 // configuration) uses function.
 func (b *Broker) admitFunctionLocked(name []byte) (*function, error) {
 	if f := b.functions[string(name)]; f != nil {
 		return f, nil
 	}
-	if limit := b.cfg.MaxFunctions; limit > 0 && len(b.functions) >= limit {
-		return nil, fmt.Errorf("%w: the server knows %d functions, its limit (--max-functions); drop unused ones with \"drop function\"",
-			ErrTooManyFunctions, limit)
+	if limit := b.cfg.MaxFunctions; limit > 0 && len(b.functions) >= limit && !b.makeRoomLocked(limit) {
+		return nil, fmt.Errorf("%w: the server knows %d functions, its limit (--max-functions), and each has jobs, workers, a pause or a policy of its own",
+			ErrTooManyFunctions, len(b.functions))
 	}
 	return b.function(string(name)), nil
 }

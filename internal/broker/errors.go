@@ -23,7 +23,8 @@ var (
 	ErrFunctionBusy = errors.New("there are still connected workers or executing clients")
 	// ErrTooManyFunctions is wrapped by the errors of Submit, CanDo,
 	// CreateFunction and SetMaxQueue for a new function name while the
-	// broker knows Config.MaxFunctions functions.
+	// broker knows Config.MaxFunctions functions and each holds something
+	// (forget.go).
 	ErrTooManyFunctions = errors.New("too many functions")
 	// ErrTooManyBatches is wrapped by CreateBatch's error while
 	// Config.MaxOpenBatches batches have not completed.

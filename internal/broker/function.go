@@ -35,6 +35,12 @@ type function struct {
 	histAge time.Duration
 	histMax int
 	hist    *fnHistory
+	// known is set while the function is in Broker.functions; inIdle
+	// while it is in Broker.idleFns, linked through idlePrev and idleNext
+	// (forget.go).
+	known              bool
+	inIdle             bool
+	idlePrev, idleNext *function
 }
 
 type sleeper struct {

@@ -16,8 +16,10 @@ import (
 // lifeState is the broker's lifecycle state. Guarded by Broker.mu.
 type lifeState struct {
 	// policies are explicit per-function policies; other functions use
-	// defaultPol.
+	// defaultPol. configured names the functions of the configuration
+	// (Config.Policies, Config.Schedules), which are never forgotten.
 	policies   map[string]Policy
+	configured map[string]bool
 	defaultPol Policy
 	rand       func() float64
 	// dead holds dead letters by sequence number; deadLists orders them per
@@ -80,8 +82,13 @@ type jobLife struct {
 func (b *Broker) initLife() {
 	l := &b.life
 	l.policies = make(map[string]Policy, len(b.cfg.Policies))
+	l.configured = make(map[string]bool, len(b.cfg.Policies)+len(b.cfg.Schedules))
 	for name, p := range b.cfg.Policies {
 		l.policies[name] = p
+		l.configured[name] = true
+	}
+	for _, s := range b.cfg.Schedules {
+		l.configured[s.Function] = true
 	}
 	l.defaultPol = b.cfg.DefaultPolicy
 	l.rand = b.cfg.RandFunc
@@ -196,6 +203,7 @@ func (b *Broker) ResetPolicy(name string) {
 	delete(b.life.policies, name)
 	if f := b.functions[name]; f != nil {
 		b.applyPolicyLocked(f)
+		b.mayIdleLocked(f)
 	}
 	b.queueMetaLocked(metaKey(metaPolicy, name), []byte(policyReset))
 }
@@ -218,6 +226,7 @@ func (b *Broker) applyStoredPolicyLocked(name, value string) {
 		delete(b.life.policies, name)
 		if f := b.functions[name]; f != nil {
 			b.applyPolicyLocked(f)
+			b.mayIdleLocked(f)
 		}
 		return
 	}

@@ -48,6 +48,9 @@ type mode interface {
 	// slotFreedLocked is called when a background job of f freed a
 	// concurrency slot or the head of an ordering key.
 	slotFreedLocked(f *function)
+	// functionGoneLocked is called when the broker forgets f ("drop
+	// function", or an idle function forgotten at Config.MaxFunctions).
+	functionGoneLocked(f *function)
 	// retryDueLocked is called when a background job's backoff ended; it
 	// reports whether it took the job (shared limits: back to the store).
 	retryDueLocked(j *job) bool
@@ -195,6 +198,7 @@ func (localMode) wantWorkLocked(*Session)                                       
 func (localMode) progressLocked(*job)                                              {}
 func (localMode) progressResetLocked(*job)                                         {}
 func (localMode) slotFreedLocked(*function)                                        {}
+func (localMode) functionGoneLocked(*function)                                     {}
 func (localMode) retryDueLocked(*job) bool                                         { return false }
 func (localMode) metaWrittenLocked(string)                                         {}
 func (localMode) pendingLocked() bool                                              { return false }

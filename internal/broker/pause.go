@@ -86,6 +86,7 @@ func (b *Broker) resumeLocked(f *function, persist bool) {
 	}
 	b.log.Info("broker: function resumed", slog.String("function", f.name))
 	b.wakeReadyLocked(f)
+	b.mayIdleLocked(f)
 }
 
 // KnownFunction reports whether name is a function the broker knows: one

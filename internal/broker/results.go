@@ -36,7 +36,9 @@ func (b *Broker) addResultLocked(j *job, expiry int64) {
 func (b *Broker) expireResultLocked(j *job) {
 	delete(b.life.done, j.seq)
 	if fl := j.fn.life; fl != nil && j.unique != "" && fl.done[j.unique] == j {
-		delete(fl.done, j.unique)
+		if delete(fl.done, j.unique); len(fl.done) == 0 {
+			b.mayIdleLocked(j.fn)
+		}
 	}
 	b.setStateLocked(j, stateGone)
 	b.deleteStoredLocked(j)

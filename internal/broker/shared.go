@@ -239,6 +239,16 @@ func (c *sharedMode) savePendingInsertLocked(j *job) { c.b.queueSaveLocked(j) }
 // state is written.
 func (c *sharedMode) slotFreedLocked(f *function) { c.notifyLocked(f) }
 
+// functionGoneLocked forgets what the claim loop keeps about f: the store
+// keeps its jobs by name, and a function of that name made again starts
+// afresh.
+func (c *sharedMode) functionGoneLocked(f *function) {
+	delete(c.empty, f)
+	delete(c.idleSince, f)
+	delete(c.rateMisses, f)
+	delete(c.rates, f)
+}
+
 // retryDueLocked: under limits shared by every server, the retry takes a
 // slot and a token like any job: it goes back to the store to be claimed.
 func (c *sharedMode) retryDueLocked(j *job) bool {

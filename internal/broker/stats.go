@@ -50,7 +50,8 @@ func (h *Histogram) observe(d time.Duration) {
 }
 
 // FunctionCounters are a function's totals since the broker started (or
-// since the function was last dropped).
+// since the function was last dropped, or forgotten at
+// Config.MaxFunctions).
 type FunctionCounters struct {
 	// Submitted counts jobs created (not submits that attached to a live
 	// job).

@@ -271,7 +271,7 @@ func (b *Broker) DropFunction(name string) error {
 			defer b.dropIfScheduled(j)
 		}
 	}
-	delete(b.functions, f.name)
+	b.unknowFunctionLocked(f)
 	return nil
 }
 

@@ -191,8 +191,11 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		done(0, false, err)
 		return
 	}
-	f, err := b.admitFunctionLocked(p.Function)
-	if err != nil {
+	var f *function
+	if p.schedule != "" {
+		// A tick of a schedule of the configuration, never refused.
+		f = b.function(string(p.Function))
+	} else if f, err = b.admitFunctionLocked(p.Function); err != nil {
 		done(0, false, err)
 		return
 	}
@@ -421,7 +424,9 @@ func (b *Broker) unlinkLocked(j *job) {
 	}
 	b.jobs.delete(j.seq)
 	b.liveBytes -= j.size()
-	f.total--
+	if f.total--; f.total == 0 {
+		b.mayIdleLocked(f)
+	}
 	if j.x != nil {
 		for _, c := range j.x.clients {
 			c.waiting = removeUnordered(c.waiting, j)

@@ -68,7 +68,9 @@ func (b *Broker) CantDo(s *Session, name []byte) {
 	for i, a := range s.abilities {
 		if a.fn == f {
 			s.abilities = append(s.abilities[:i], s.abilities[i+1:]...)
-			f.workers--
+			if f.workers--; f.workers == 0 {
+				b.mayIdleLocked(f)
+			}
 			return
 		}
 	}
@@ -79,7 +81,9 @@ func (b *Broker) ResetAbilities(s *Session) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, a := range s.abilities {
-		a.fn.workers--
+		if a.fn.workers--; a.fn.workers == 0 {
+			b.mayIdleLocked(a.fn)
+		}
 	}
 	s.abilities = s.abilities[:0]
 }

@@ -91,14 +91,17 @@ func TestFunctionFloodIsBounded(t *testing.T) {
 	require.Len(t, registered, broker.DefaultMaxWorkerFunctions)
 	require.NotContains(t, registered, names[len(names)-1])
 
-	// Many connections together may name DefaultMaxFunctions functions;
-	// beyond that every new name is refused, on every path that would
+	// Many connections together may hold DefaultMaxFunctions functions
+	// with their workers; beyond that, while every known function holds
+	// something, every new name is refused, on every path that would
 	// create one, while known functions keep working.
 	known := broker.DefaultMaxWorkerFunctions // the first worker's
 	const perConn = 1000
 	refused := 0
+	var holders []*wire.Conn
 	for c := 0; known+perConn*c < broker.DefaultMaxFunctions+perConn; c++ {
 		conn := wire.Dial(t, srv.Addr)
+		holders = append(holders, conn)
 		batch := make([]string, perConn)
 		for i := range batch {
 			batch[i] = fmt.Sprintf("c%03d-%04d", c, i)
@@ -109,7 +112,6 @@ func TestFunctionFloodIsBounded(t *testing.T) {
 			require.Contains(t, texts[i], "--max-functions")
 		}
 		refused += len(codes)
-		require.NoError(t, conn.NC.Close())
 	}
 	require.Positive(t, refused)
 	require.Len(t, adminLines(t, adm, "status"), broker.DefaultMaxFunctions)
@@ -135,14 +137,99 @@ func TestFunctionFloodIsBounded(t *testing.T) {
 		require.Contains(t, problem.Type, "too-many-functions", path)
 	}
 
-	// "drop function" makes room for a new one.
-	// (Its worker's connection is closed; the server may take a moment
-	// to see it.)
-	testwait.Until(t, "c000-0000 can be dropped", func() bool {
-		cl.Write([]byte("drop function c000-0000\n"))
-		return cl.Line() == "OK\r\n"
+	// Once a worker leaves, the functions only it held hold nothing: a
+	// new name makes the server forget the one idle longest, without
+	// "drop function". (The server may take a moment to see the
+	// connection close.)
+	require.NoError(t, holders[0].NC.Close())
+	testwait.Until(t, "brand-new is accepted", func() bool {
+		cmd, _ := cl.Call(gearman.SubmitJobBg, "brand-new", "", "x")
+		return cmd == gearman.JobCreated
 	})
-	cmd, args = cl.Call(gearman.SubmitJobBg, "brand-new", "", "x")
+	status := adminLines(t, adm, "status")
+	require.Len(t, status, broker.DefaultMaxFunctions)
+	listed := make(map[string]bool, len(status))
+	for _, l := range status {
+		listed[strings.Fields(l)[0]] = true
+	}
+	require.True(t, listed["brand-new"])
+	require.False(t, listed["c000-0000"], "the function idle longest is forgotten")
+	require.True(t, listed["c000-0001"], "one is forgotten per new name")
+	require.True(t, listed["c001-0000"], "a function a worker holds is kept")
+	require.True(t, srv.Alive())
+}
+
+// TestJunkFunctionNamesDoNotLockOutNewOnes names functions by every path a
+// peer has (CAN_DO, submits whose clients leave, "create function") until
+// the server knows --max-functions of them, then leaves: the names hold
+// nothing, and a new name is still accepted, the server forgetting idle
+// ones to make room, where it used to refuse every new name from then on.
+func TestJunkFunctionNamesDoNotLockOutNewOnes(t *testing.T) {
+	const limit = 3000
+	srv := testserver.Start(t, "--http", "off", "--max-functions", fmt.Sprint(limit))
+	junk := func(prefix string, i int) string { return fmt.Sprintf("%s-%05d", prefix, i) }
+
+	// A worker registers names and leaves.
+	for c := range limit / 3 / broker.DefaultMaxWorkerFunctions {
+		w := wire.Dial(t, srv.Addr)
+		names := make([]string, broker.DefaultMaxWorkerFunctions)
+		for i := range names {
+			names[i] = junk(fmt.Sprintf("worker%d", c), i)
+		}
+		codes, _ := canDoMany(t, w, names)
+		require.Empty(t, codes)
+		require.NoError(t, w.NC.Close())
+	}
+	// A client submits foreground jobs to names and leaves: its jobs go
+	// with it.
+	cl := wire.Dial(t, srv.Addr)
+	var buf bytes.Buffer
+	for i := range limit / 3 {
+		buf.Write(wire.Request(gearman.SubmitJob, junk("submit", i), "", "x"))
+	}
+	cl.Write(buf.Bytes())
+	for range limit / 3 {
+		p, raw := cl.Next()
+		require.Equal(t, gearman.JobCreated, p.Command, wire.Readable(raw))
+	}
+	require.NoError(t, cl.NC.Close())
+	// An admin creates functions until the server knows its limit.
+	adm := wire.Dial(t, srv.Addr)
+	buf.Reset()
+	for i := range limit {
+		buf.WriteString("create function " + junk("create", i) + "\n")
+	}
+	adm.Write(buf.Bytes())
+	for range limit {
+		require.Equal(t, "OK\r\n", adm.Line())
+	}
+
+	// New names are accepted, on every path, and their jobs run.
+	testwait.Until(t, "the server knows its limit of functions", func() bool {
+		return len(adminLines(t, adm, "status")) == limit
+	})
+	c := wire.Dial(t, srv.Addr)
+	for i := range 10 {
+		cmd, args := c.Call(gearman.SubmitJobBg, junk("legit", i), "", "x")
+		require.Equal(t, gearman.JobCreated, cmd, "%q", args)
+	}
+	w := wire.Dial(t, srv.Addr)
+	codes, _ := canDoMany(t, w, []string{"legit-worker"})
+	require.Empty(t, codes)
+	cmd, args := c.Call(gearman.SubmitJobBg, "legit-worker", "", "x")
 	require.Equal(t, gearman.JobCreated, cmd, "%q", args)
+	cmd, args = w.Call(gearman.GrabJob)
+	require.Equal(t, gearman.JobAssign, cmd, "%q", args)
+	require.Equal(t, "legit-worker", args[1])
+	status := adminLines(t, adm, "status")
+	require.Len(t, status, limit)
+	// The functions of the queued jobs are kept.
+	legit := 0
+	for _, l := range status {
+		if strings.HasPrefix(l, "legit-") {
+			legit++
+		}
+	}
+	require.Equal(t, 11, legit)
 	require.True(t, srv.Alive())
 }
