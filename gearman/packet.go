@@ -41,21 +41,23 @@ const (
 // The errors of CheckFunctionName.
 var (
 	ErrFunctionNameSize    = errors.New("function name must be 1 to 511 bytes")
-	ErrFunctionNameControl = errors.New("function name must not contain control characters")
+	ErrFunctionNameControl = errors.New("function name must not contain control characters but tab")
 )
 
 // CheckFunctionName returns an error unless name is 1 to MaxFunctionSize
-// bytes (ErrFunctionNameSize) without control characters (bytes below
-// 0x20, and 0x7f: ErrFunctionNameControl). gearmand takes any bytes but NUL; the text admin protocol
-// separates fields with tabs and lines with newlines, so a name holding
-// them could forge lines of "status" or "workers", or end their answer
-// early, and no admin command could name it.
+// bytes (ErrFunctionNameSize) without control characters other than tab
+// (bytes below 0x20, and 0x7f: ErrFunctionNameControl). gearmand takes
+// any bytes but NUL; the text admin protocol ends lines with a newline
+// and lists with a line ".", so a name holding a line break could forge
+// lines of "status" or "workers", or end their answer early. A tab is
+// taken: Perl's Gearman::Client joins its prefix to function names with
+// one.
 func CheckFunctionName[S string | []byte](name S) error {
 	if len(name) == 0 || len(name) > MaxFunctionSize {
 		return ErrFunctionNameSize
 	}
 	for i := range len(name) {
-		if name[i] < 0x20 || name[i] == 0x7f {
+		if ch := name[i]; (ch < 0x20 && ch != '\t') || ch == 0x7f {
 			return ErrFunctionNameControl
 		}
 	}

@@ -510,7 +510,7 @@ func (s *Server) waitFinal(ctx context.Context, f *feed, d time.Duration) (feedE
 func checkFunction(fn string) error {
 	if gearman.CheckFunctionName(fn) != nil || strings.Contains(fn, " ") {
 		return errorf(http.StatusBadRequest, "invalid-function",
-			"function name %q: must be 1 to %d bytes without spaces or control characters", fn, gearman.MaxFunctionSize)
+			"function name %q: must be 1 to %d bytes without spaces or control characters but tab", fn, gearman.MaxFunctionSize)
 	}
 	return nil
 }
