@@ -101,13 +101,13 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 		})
 	case gearman.WorkComplete:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, ownData(f, p.Args[1])) })
+		c.workResult(ok, func() error { return finalResult(b.Finish(c.sess, seq, broker.Complete, ownData(f, p.Args[1]))) })
 	case gearman.WorkException:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, ownData(f, p.Args[1])) })
+		c.workResult(ok, func() error { return finalResult(b.Finish(c.sess, seq, broker.Exception, ownData(f, p.Args[1]))) })
 	case gearman.WorkFail:
 		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
-		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Fail, nil) })
+		c.workResult(ok, func() error { return finalResult(b.Finish(c.sess, seq, broker.Fail, nil)) })
 	case gearman.GetStatus:
 		h := trimNUL(p.Args[0])
 		st := b.GetStatus(h)
@@ -139,6 +139,19 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 	default:
 		c.errorPacket("INVALID_COMMAND", "Command not expected")
 	}
+}
+
+// finalResult drops the error of a worker's final packet (WORK_COMPLETE,
+// WORK_FAIL, WORK_EXCEPTION) for a job cancelled while it ran: the job
+// stays cancelled, and an ERROR in answer would tell the worker nothing it
+// can still act on, while Perl's Gearman::Worker dies on it. Its updates
+// before the end (WORK_DATA, WORK_STATUS, ...) still get ERROR
+// JOB_NOT_FOUND, which tells it to stop.
+func finalResult(err error) error {
+	if errors.Is(err, broker.ErrJobCancelled) {
+		return nil
+	}
+	return err
 }
 
 func (c *conn) workResult(handleOK bool, call func() error) {

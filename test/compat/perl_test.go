@@ -266,3 +266,30 @@ func TestPerlWorkerTimeout(t *testing.T) {
 	require.Equal(t, "pl_slow 1\npl_next 4\n", w.stdout.String())
 	require.Empty(t, admin(t, s, "show jobs"))
 }
+
+// TestPerlWorkerJobCancelled: "cancel job" takes a running job from its
+// Perl worker (item 8 of "Differences from gearmand"); the worker's late
+// WORK_COMPLETE is accepted without an answer, the job stays cancelled,
+// and the same worker process runs the next job (Gearman::Worker dies on
+// an ERROR in answer). Gearwork only: gearmand has no cancel of a running
+// job.
+func TestPerlWorkerJobCancelled(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := perlWorker(t, s, 2, "pl_cancel=sleep3", "pl_after=upper")
+	c := perlClient(t, s)
+	handle := c.background("pl_cancel", "x")
+	h := handle[strings.LastIndex(handle, "/")+1:]
+	testwait.Until(t, "the worker to run the job", func() bool {
+		return strings.Contains(w.stdout.String(), "pl_cancel 1\n")
+	})
+	require.Equal(t, []string{"OK"}, admin(t, s, "cancel job "+h))
+	var after perlDo
+	c.call(map[string]any{"op": "do", "fn": "pl_after", "payload": "after"}, &after)
+	require.NotNil(t, after.Result, "the worker survived its cancelled job")
+	require.Equal(t, "AFTER", *after.Result)
+	_, err := w.wait(t)
+	require.NoError(t, err)
+	require.Equal(t, "pl_cancel 1\npl_after 5\n", w.stdout.String())
+	require.Equal(t, []any{0.0, 0.0, 0.0, 0.0}, c.status(handle))
+}
