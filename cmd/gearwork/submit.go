@@ -111,8 +111,12 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	default:
 		req.Payload = []byte(p)
 	}
+	servers := splitServers(cfg.servers)
+	if len(servers) == 0 {
+		return usageError(stderr, errors.New("--servers is empty"))
+	}
 	c, err := client.New(client.Config{
-		Servers: splitServers(cfg.servers),
+		Servers: servers,
 		Logger:  slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

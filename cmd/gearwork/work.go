@@ -73,9 +73,13 @@ func runWork(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 	if _, err := exec.LookPath(command[0]); err != nil {
 		return usageError(stderr, fmt.Errorf("command %q: %w", command[0], err))
 	}
+	servers := splitServers(cfg.servers)
+	if len(servers) == 0 {
+		return usageError(stderr, errors.New("--servers is empty"))
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	w, err := worker.New(worker.Config{
-		Servers:     splitServers(cfg.servers),
+		Servers:     servers,
 		Concurrency: cfg.concurrency,
 		ClientID:    cfg.clientID,
 		Logger:      log,
