@@ -73,7 +73,7 @@ Batches (Gearwork only; see docs/batches.md):
                               the batch's jobs in state S (failed, dead,
                               complete, ...), as jobs --batch ID lists them
   batch create [on_success=FN] [on_complete=FN]
-                              create an open batch; prints its id
+                              create an open batch; prints "batch ID"
   batch close ID              close a batch: it completes, and submits its
                               callbacks, once its jobs have finished
 
