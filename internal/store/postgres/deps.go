@@ -89,33 +89,20 @@ ORDER BY g.seq FOR UPDATE OF g`
 // runnable, and the servers are woken for their functions ($4 the
 // channel). A cancelled job of a batch counts as failed in its batch,
 // whose row the transaction locked first (depBatchLockSQL); batchFireSQL
-// completes the batch afterwards when it was its last job. The record is
-// JSON (the broker reads records written as JSON as well as its own
-// encoding); a unique that is not ASCII keeps its bytes as octal escapes.
+// completes the batch afterwards when it was its last job. The records
+// are cancelledRecordsSQL's.
 var depEndSQL = depClosure + `, why AS (
 	SELECT DISTINCT ON (seq) seq, reason FROM doomed ORDER BY seq, reason
 ), del AS (
 	DELETE FROM gearwork_jobs g USING why WHERE g.seq = why.seq AND g.state = 4
-	RETURNING g.seq, g.function, g.uniq, g.payload, g.priority, g.retries, g.created_at, why.reason,
-		g.batch, g.batch_done, encode(g.handle, 'escape') AS handle
+	RETURNING g.*, why.reason, encode(g.handle, 'escape') AS handle_text
 ), c AS (
-	SELECT batch, 0 AS s, count(*) AS f, 0 AS d, array_agg(handle ORDER BY seq) AS h
+	SELECT batch, 0 AS s, count(*) AS f, 0 AS d, array_agg(handle_text ORDER BY seq) AS h
 	FROM del WHERE batch <> 0 AND NOT batch_done GROUP BY batch
 ), counted AS (
 	` + batchCountSQL + `
 ), rec AS (
-	INSERT INTO gearwork_records (seq, function, state, finished, batch, data)
-	SELECT seq, function, 'cancelled', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint, batch,
-		convert_to(jsonb_build_object(
-			'Unique', CASE WHEN uniq IS NULL THEN ''
-				WHEN substring(uniq FROM 1 FOR 2) = '\x002d'::bytea THEN '-'
-				ELSE encode(uniq, 'escape') END,
-			'Priority', priority, 'Background', true, 'Retries', retries,
-			'PayloadPreview', translate(encode(substring(payload FROM 1 FOR ` + strconv.Itoa(recordPreviewCap) + `), 'base64'), E'\n', ''),
-			'PayloadSize', length(payload), 'Submitted', created_at,
-			'CancelledBy', reason, 'CancelledAt', clock_timestamp(), 'Batch', batch)::text, 'UTF8')
-	FROM del
-	ON CONFLICT (seq) DO NOTHING
+	` + cancelledRecordsSQL("reason") + `
 ), rel AS (
 	UPDATE gearwork_jobs g SET
 		after_seqs = array(SELECT a FROM unnest(g.after_seqs) a WHERE a <> ALL(gone.seqs) ORDER BY a),

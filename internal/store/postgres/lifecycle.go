@@ -312,25 +312,13 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 }
 
 // cancelQueuedSQL deletes job $1 and writes its record in state
-// "cancelled", as depEndSQL does for the jobs it cancels (without a
-// reason), so that the job's record answers after its cancel, as it does
-// for a job cancelled on the server that holds it.
+// "cancelled" (cancelledRecordsSQL, as depEndSQL does for the jobs it
+// cancels, without a reason), so that the job's record answers after its
+// cancel, as it does for a job cancelled on the server that holds it.
 var cancelQueuedSQL = `WITH del AS (
-	DELETE FROM gearwork_jobs WHERE seq = $1
-	RETURNING seq, function, uniq, payload, priority, retries, created_at, batch
+	DELETE FROM gearwork_jobs WHERE seq = $1 RETURNING *
 )
-INSERT INTO gearwork_records (seq, function, state, finished, batch, data)
-SELECT seq, function, 'cancelled', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint, batch,
-	convert_to(jsonb_build_object(
-		'Unique', CASE WHEN uniq IS NULL THEN ''
-			WHEN substring(uniq FROM 1 FOR 2) = '\x002d'::bytea THEN '-'
-			ELSE encode(uniq, 'escape') END,
-		'Priority', priority, 'Background', true, 'Retries', retries,
-		'PayloadPreview', translate(encode(substring(payload FROM 1 FOR ` + strconv.Itoa(recordPreviewCap) + `), 'base64'), E'\n', ''),
-		'PayloadSize', length(payload), 'Submitted', created_at,
-		'CancelledAt', clock_timestamp(), 'Batch', batch)::text, 'UTF8')
-FROM del
-ON CONFLICT (seq) DO NOTHING`
+` + cancelledRecordsSQL("")
 
 // CancelQueued deletes the queued (or retry-waiting, or waiting) job seq
 // when no live server holds it: nobody claimed it, or the server that did
