@@ -74,7 +74,7 @@ func startBenchBroker(b *testing.B, cfg broker.Config) *broker.Broker {
 // completes them with one worker.
 func runJobs(b *testing.B, br *broker.Broker, fn string, batch uint64, n int) {
 	c := br.NewSession("client", newOutbox())
-	w, out := newWorker(br, "worker", fn)
+	w, out := newWorker(b, br, "worker", fn)
 	var acked sync.WaitGroup
 	acked.Add(n)
 	for range n {

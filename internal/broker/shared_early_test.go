@@ -68,7 +68,7 @@ func noAnswer(t *testing.T, ch <-chan submitResult, why string) {
 // inserted, and its insert waits for the delay.
 func warmWorker(t *testing.T, b *broker.Broker, fns ...string) (*broker.Session, *outbox) {
 	t.Helper()
-	w, out := newWorker(b, "w", fns...)
+	w, out := newWorker(t, b, "w", fns...)
 	c := b.NewSession("warm-up", newOutbox())
 	for _, fn := range fns {
 		ch := submitAsync(b, c, bgJob(fn, "", "warm-up"))
@@ -179,7 +179,7 @@ func TestSharedEarlyJobCoalescesWithAJobAnotherServerRuns(t *testing.T) {
 	a, c := startEarlyAndPeer(t, url, -1, "c")
 
 	// c runs the job with unique "order-9".
-	wc, outC := newWorker(c, "wc", "mail")
+	wc, outC := newWorker(t, c, "wc", "mail")
 	first := submit(t, c, c.NewSession("cc", newOutbox()), bgJob("mail", "order-9", "first"))
 	require.NoError(t, first.err)
 	running := grab(t, c, wc, outC)
@@ -212,7 +212,7 @@ func TestSharedEarlyJobAlreadyRunningWhenItCoalescesRunsOn(t *testing.T) {
 	copyOnA := grab(t, a, wa, outA)
 	require.Equal(t, "on a", string(copyOnA.Payload))
 	// ...while c stores and runs a job with the same unique.
-	wc, outC := newWorker(c, "wc", "mail")
+	wc, outC := newWorker(t, c, "wc", "mail")
 	onC := submit(t, c, c.NewSession("cc", newOutbox()), bgJob("mail", "order-10", "on c"))
 	require.NoError(t, onC.err)
 	require.True(t, onC.created)
@@ -391,7 +391,7 @@ func TestSharedSubmitCoalescingWithAScheduledJobDoesNotRunItEarly(t *testing.T) 
 func TestSharedEarlyJobCoalescingWithAJobNobodyHoldsRunsThatJob(t *testing.T) {
 	t.Parallel()
 	url, a, b := openPair(t)
-	wa, out := newWorker(a, "wa", "f")
+	wa, out := newWorker(t, a, "wa", "f")
 	client := a.NewSession("client", newOutbox())
 	// a holds enough queued jobs not to claim more, but fewer than it
 	// wants: a new job there is handed out before its insert.

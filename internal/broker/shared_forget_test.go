@@ -26,7 +26,7 @@ func TestSharedForgottenFunctionKeepsItsStoredJobs(t *testing.T) {
 	// A worker ran jobs of "kept" here and left (the claim loop measured
 	// how fast it finished them).
 	client := a.NewSession("client", newOutbox())
-	w, out := newWorker(a, "w1", "kept")
+	w, out := newWorker(t, a, "w1", "kept")
 	for i := range 3 {
 		require.NoError(t, submit(t, a, client, bgJob("kept", "", fmt.Sprint("early-", i))).err)
 	}
@@ -52,7 +52,7 @@ func TestSharedForgottenFunctionKeepsItsStoredJobs(t *testing.T) {
 	})
 
 	// A worker registering it again ("x" is forgotten) gets its jobs.
-	w2, out2 := newWorker(a, "w2", "kept")
+	w2, out2 := newWorker(t, a, "w2", "kept")
 	require.Len(t, drain(t, a, w2, out2, n), n)
 	testwait.Until(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
 }

@@ -75,7 +75,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 	for i := range 2 {
 		require.NoError(t, submit(t, a, client, bgJob("bounded", "", fmt.Sprint("b", i))).err)
 	}
-	wa, out := newWorker(a, "wa", "f")
+	wa, out := newWorker(t, a, "wa", "f")
 	a.CanDo(wa, []byte("bounded"), 0)
 	died := failAll(t, a, wa, out, 5)
 
@@ -145,7 +145,7 @@ func TestSharedDeadLettersAcrossServers(t *testing.T) {
 		"a retried job is no dead letter any more")
 	require.Len(t, deadOn(t, b, "f"), 2)
 
-	wb, outB := newWorker(b, "wb", "f")
+	wb, outB := newWorker(t, b, "wb", "f")
 	got := drain(t, b, wb, outB, 2)
 	require.ElementsMatch(t, []string{string(withUnique.Payload), "live"}, got,
 		"the retried job runs on b, whose worker claims it")
@@ -172,7 +172,7 @@ var oneDeadCfg = broker.Config{Policies: map[string]broker.Policy{"f": {MaxAttem
 func deadLetterOn(t *testing.T, url, name string) (*broker.Broker, *postgres.Store, uint64) {
 	t.Helper()
 	a, st := startShared(t, url, name, oneDeadCfg)
-	wa, out := newWorker(a, "w"+name, "f")
+	wa, out := newWorker(t, a, "w"+name, "f")
 	require.NoError(t, submit(t, a, wa, bgJob("f", "", "once more")).err)
 	seq := failAll(t, a, wa, out, 1)[0].Seq
 	testwait.Until(t, "the dead letter is stored", func() bool { return rowsIn(t, url, int(store.StateDead)) == 1 })
@@ -196,7 +196,7 @@ func TestSharedDeadLetterOfKilledServerRetriedElsewhere(t *testing.T) {
 	n, err := b.RetryDeadLetters(ctx, "f")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	wb, outB := newWorker(b, "wb", "f")
+	wb, outB := newWorker(t, b, "wb", "f")
 	require.Equal(t, []string{"once more"}, drain(t, b, wb, outB, 1))
 	testwait.Until(t, "the completed job is deleted", func() bool { return countRows(t, url) == 0 })
 }
@@ -239,7 +239,7 @@ func TestSharedResultsReadAndExpiredByAnotherServer(t *testing.T) {
 	clock := clocktest.New(time.Now())
 	b, _ := startShared(t, url, "b", broker.Config{Policies: policies, Clock: clock})
 
-	wa, _ := newWorker(a, "wa", "report")
+	wa, _ := newWorker(t, a, "wa", "report")
 	first := submit(t, a, wa, bgJob("report", "rep-1", "x"))
 	require.NoError(t, first.err)
 	second := submit(t, a, wa, bgJob("report", "rep-2", "y"))
@@ -329,7 +329,7 @@ func TestSharedStatusCountsJobsNobodyHolds(t *testing.T) {
 		"runnable jobs by priority; the scheduled one only in the total")
 
 	// Jobs b holds count from its memory, those nobody holds from the store.
-	w, out := newWorker(b, "w", "count")
+	w, out := newWorker(t, b, "w", "count")
 	grab(t, b, w, out)
 	// The counts read from the store may be a second old.
 	want := broker.FunctionStatus{Name: "count", Total: 6, Running: 1, Workers: 1, Queued: [3]int{1, 3, 0}}
@@ -359,7 +359,7 @@ func TestSharedCancelJobOnAnyServer(t *testing.T) {
 
 	// a holds a queued job (its worker is busy with another): b asks a to
 	// drop it.
-	wa, out := newWorker(a, "wa", "c")
+	wa, out := newWorker(t, a, "wa", "c")
 	first := submit(t, a, client, bgJob("c", "", "a runs me"))
 	require.NoError(t, first.err)
 	running := grab(t, a, wa, out)
@@ -411,7 +411,7 @@ func TestSharedStoredJobAnswersLiveRows(t *testing.T) {
 	}
 
 	// b's worker takes the job: a, which does not hold it, says it runs.
-	w, out := newWorker(b, "w", "look")
+	w, out := newWorker(t, b, "w", "look")
 	require.Equal(t, queued, grab(t, b, w, out).Seq)
 	testwait.Until(t, "a sees the job run on b", func() bool {
 		snap, ok, err := a.StoredJob(ctx, queued)

@@ -33,7 +33,11 @@ func runWorker(ctx context.Context, t *testing.T, b *broker.Broker, name, fn str
 	out := newOutbox()
 	w := b.NewSession(name, out)
 	defer b.CloseSession(w)
-	b.CanDo(w, []byte(fn), 0)
+	if err := b.CanDo(w, []byte(fn), 0); err != nil {
+		// Run in goroutines of its own: the test fails, the worker stops.
+		t.Errorf("%s: CAN_DO %s: %v", name, fn, err)
+		return
+	}
 	for ctx.Err() == nil {
 		a, ok := b.Grab(w)
 		if ok {
@@ -67,7 +71,7 @@ func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 
 	// b's worker registers but does not grab: b claims the jobs and holds
 	// them queued.
-	w, out := newWorker(b, "wb", "f")
+	w, out := newWorker(t, b, "wb", "f")
 	client := c.NewSession("client", newOutbox())
 	const n = 5
 	for i := range n {
@@ -86,7 +90,7 @@ func TestSharedPauseOnOneServerStopsTheOthers(t *testing.T) {
 	// job alone.
 	require.NoError(t, submit(t, c, client, bgJob("f", "", "late")).err)
 	wg := b.NewSession("wg", newOutbox())
-	b.CanDo(wg, []byte("g"), 0)
+	require.NoError(t, b.CanDo(wg, []byte("g"), 0))
 	require.NoError(t, submit(t, c, client, bgJob("g", "", "marker")).err)
 	testwait.Until(t, "b claims g's job", func() bool { return b.JobCount() == n+1 })
 	_, ok = b.Grab(w)
@@ -239,7 +243,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	const ttl = 600 * time.Millisecond
 	pol := map[string]broker.Policy{"f": {Concurrency: 1, Ordering: broker.OrderingUniquePrefix}}
 	a, stA := openSharedPolicy(t, url, "a", ttl, pol)
-	wa, outA := newWorker(a, "wa", "f")
+	wa, outA := newWorker(t, a, "wa", "f")
 	const n = 4
 	for i := range n {
 		require.NoError(t, submit(t, a, wa, bgJob("f", fmt.Sprintf("k:%d", i), fmt.Sprint(i))).err)
@@ -251,7 +255,7 @@ func TestSharedDeadServerFreesItsSlotAndKey(t *testing.T) {
 	require.Equal(t, 1, held, "a holds only the job it runs")
 
 	b, _ := openSharedPolicy(t, url, "b", 0, pol) // b stays up: the default lease, which no stall loses
-	wb, outB := newWorker(b, "wb", "f")
+	wb, outB := newWorker(t, b, "wb", "f")
 
 	// a dies: no renewal, no release.
 	require.NoError(t, stA.Close())

@@ -121,7 +121,7 @@ func TestSharedServerRefusesSubmitsWhileTheDatabaseIsAwayAndRecovers(t *testing.
 		return after.err == nil
 	})
 
-	w, out := newWorker(a, "w", "f")
+	w, out := newWorker(t, a, "w", "f")
 	got := drain(t, a, w, out, 3)
 	require.ElementsMatch(t, []string{"before", "fg", "after"}, got,
 		"every acknowledged job runs; refused ones do not")

@@ -97,11 +97,12 @@ func openSharedConfig(t testing.TB, url, name string, ttl time.Duration, cfg bro
 }
 
 // newWorker registers a worker for fns on b.
-func newWorker(b *broker.Broker, name string, fns ...string) (*broker.Session, *outbox) {
+func newWorker(t testing.TB, b *broker.Broker, name string, fns ...string) (*broker.Session, *outbox) {
+	t.Helper()
 	out := newOutbox()
 	w := b.NewSession(name, out)
 	for _, fn := range fns {
-		b.CanDo(w, []byte(fn), 0)
+		require.NoError(t, b.CanDo(w, []byte(fn), 0), "%s: CAN_DO %s", name, fn)
 	}
 	return w, out
 }
@@ -170,7 +171,7 @@ func jobRunOnA(t *testing.T, url string) (a, b *broker.Broker, wa *broker.Sessio
 	b, _ = openShared(t, url, "b", 0)
 	r := submit(t, b, b.NewSession("cb", newOutbox()), bgJob("f", "", "x"))
 	require.NoError(t, r.err)
-	wa, outA := newWorker(a, "wa", "f")
+	wa, outA := newWorker(t, a, "wa", "f")
 	onA = grab(t, a, wa, outA)
 	require.Equal(t, r.seq, onA.Seq)
 	return a, b, wa, onA
@@ -199,7 +200,7 @@ func TestSharedJobsGoToTheServerWithWorkers(t *testing.T) {
 		break
 	}
 
-	w, out := newWorker(b, "worker", "resize")
+	w, out := newWorker(t, b, "worker", "resize")
 	got := drain(t, b, w, out, n)
 	require.Len(t, got, n)
 	testwait.Until(t, "finished jobs are deleted", func() bool { return countRows(t, url) == 0 })
@@ -228,7 +229,7 @@ func TestSharedUniqueCoalescesAcrossServers(t *testing.T) {
 	require.Equal(t, 2, countRows(t, url))
 
 	// Once done, the unique is free again.
-	w, out := newWorker(a, "w", "mail")
+	w, out := newWorker(t, a, "w", "mail")
 	require.Equal(t, []string{"x"}, drain(t, a, w, out, 1))
 	testwait.Until(t, "the job is deleted", func() bool { return countRows(t, url) == 1 })
 	again := submit(t, b, cb, bgJob("mail", "order-7", "later"))
@@ -258,7 +259,7 @@ func TestSharedLeaseExpiryHandsJobsToAnotherServer(t *testing.T) {
 	require.Equal(t, n, countRows(t, url), "nothing was lost or finished")
 
 	b, _ := openShared(t, url, "b", 0) // b stays up: the default lease, which no stall loses
-	w, out := newWorker(b, "wb", "f")
+	w, out := newWorker(t, b, "wb", "f")
 	got := drain(t, b, w, out, n)
 	require.Contains(t, got, string(as.Payload), "the job running at the crash runs again")
 	require.Len(t, got, n)
@@ -293,7 +294,7 @@ func TestSharedRetryContinuesOnAnotherServer(t *testing.T) {
 	a.Stop()
 
 	b, _ := openShared(t, url, "b", 0) // b stays up: the default lease, which no stall loses
-	w, out := newWorker(b, "wb", "flaky")
+	w, out := newWorker(t, b, "wb", "flaky")
 	again := grab(t, b, w, out) // b runs the retry
 	require.Equal(t, as.Seq, again.Seq, "the same job, by its handle")
 	var attempts int
@@ -333,7 +334,7 @@ func TestSharedProgressIsVisibleFromAnotherServer(t *testing.T) {
 	r := submit(t, b, b.NewSession("client", newOutbox()), bgJob("encode", "", "film"))
 	require.NoError(t, r.err)
 	handle := fmt.Appendf(nil, "H:b:%d", r.seq)
-	w, out := newWorker(a, "w", "encode")
+	w, out := newWorker(t, a, "w", "encode")
 	got := grab(t, a, w, out)
 	require.Equal(t, r.seq, got.Seq)
 
@@ -408,7 +409,7 @@ func TestSharedStaleRunDoesNotWriteProgressIntoAnotherServersRow(t *testing.T) {
 	// (TestSharedServerThatLostItsLeaseClaimsBackTheRowOfAJobItStillRuns).
 	a.ResetAbilities(wa)
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
-	wb, outB := newWorker(b, "wb", "f")
+	wb, outB := newWorker(t, b, "wb", "f")
 	onB := grab(t, b, wb, outB)
 	require.Equal(t, onA.Seq, onB.Seq)
 	require.NoError(t, b.WorkStatus(wb, onB.Seq, 1, 10))
@@ -457,7 +458,7 @@ func recordOnOneServer(t *testing.T, unique string, result []byte) (url string, 
 	b2, st2 := openShared(t, url, "rec2", 0)
 	r := submit(t, b1, b1.NewSession("c", newOutbox()), bgJob("recfn", unique, "payload"))
 	require.NoError(t, r.err)
-	w, out := newWorker(b1, "w", "recfn")
+	w, out := newWorker(t, b1, "w", "recfn")
 	a := grab(t, b1, w, out)
 	require.Equal(t, r.seq, a.Seq)
 	require.NoError(t, b1.Finish(w, a.Seq, broker.Complete, result))
@@ -563,8 +564,8 @@ func TestSharedBatchAcrossServers(t *testing.T) {
 	require.NoError(t, b.CloseBatch(ctx, id))
 
 	// Whichever server holds them: two complete, the last fails and is kept as a dead letter.
-	wa, _ := newWorker(a, "wa", "row")
-	wb, _ := newWorker(b, "wb", "row")
+	wa, _ := newWorker(t, a, "wa", "row")
+	wb, _ := newWorker(t, b, "wb", "row")
 	var lastSeq uint64
 	for n := 0; n < 3; {
 		for _, w := range []struct {
@@ -601,7 +602,7 @@ func TestSharedBatchAcrossServers(t *testing.T) {
 	require.Len(t, list, 1)
 	require.Equal(t, id, list[0].ID)
 
-	wd, outD := newWorker(a, "wd", "done")
+	wd, outD := newWorker(t, a, "wd", "done")
 	got := drain(t, a, wd, outD, 1)
 	require.JSONEq(t, fmt.Sprintf(`{"batch":"%d","callback":"on_complete","total":3,"succeeded":2,"failed":0,"dead":1,
 		"failures":[%q]}`, id, st.Failures[0]), got[0])
@@ -616,8 +617,8 @@ func TestSharedBatchCallbacksOnceWhenServersFinishTogether(t *testing.T) {
 	ctx := context.Background()
 	url, a, b := openPair(t)
 	ca, cb := a.NewSession("ca", newOutbox()), b.NewSession("cb", newOutbox())
-	wa, outA := newWorker(a, "wa", "row")
-	wb, outB := newWorker(b, "wb", "row")
+	wa, outA := newWorker(t, a, "wa", "row")
+	wb, outB := newWorker(t, b, "wb", "row")
 	const rounds = 25
 	ids := make([]uint64, rounds)
 	for i := range rounds {
@@ -681,7 +682,7 @@ func TestSharedDependenciesAcrossServers(t *testing.T) {
 	chain := submit(t, b, cb, afterJob("chain", false, fanin.seq))
 	require.NoError(t, chain.err)
 
-	wb, outB := newWorker(b, "wb", "fanin", "chain")
+	wb, outB := newWorker(t, b, "wb", "fanin", "chain")
 	_, ok := b.Grab(wb)
 	require.False(t, ok, "nothing is runnable before its dependencies completed")
 	snap, ok, err := a.StoredJob(context.Background(), chain.seq)
@@ -689,7 +690,7 @@ func TestSharedDependenciesAcrossServers(t *testing.T) {
 	require.True(t, ok, "any server reads a waiting job")
 	require.Equal(t, "waiting", snap.State)
 	require.Equal(t, "chain", snap.Function)
-	wa, outA := newWorker(a, "wa", "dep")
+	wa, outA := newWorker(t, a, "wa", "dep")
 	require.ElementsMatch(t, []string{"1", "2"}, drain(t, a, wa, outA, 2), "the dependencies run on a")
 	got := grab(t, b, wb, outB)
 	require.Equal(t, fanin.seq, got.Seq, "the fan-in runs on b once both ended on a")
@@ -709,7 +710,7 @@ func TestSharedDependenciesAcrossServers(t *testing.T) {
 	for _, r := range []submitResult{g, h, anyway} {
 		require.NoError(t, r.err)
 	}
-	wb2, outB2 := newWorker(b, "wb2", "g", "h", "anyway")
+	wb2, outB2 := newWorker(t, b, "wb2", "g", "h", "anyway")
 	fa := grab(t, a, wa, outA)
 	require.Equal(t, f.seq, fa.Seq)
 	require.NoError(t, a.Finish(wa, fa.Seq, broker.Fail, nil))
@@ -789,13 +790,13 @@ func TestSharedBatchRunningAndRetention(t *testing.T) {
 		return st
 	}
 	// Server b holds both jobs for its worker, which runs one.
-	w, out := newWorker(b, "w", "row")
+	w, out := newWorker(t, b, "w", "row")
 	grab(t, b, w, out)
 	st := running(1)
 	require.Equal(t, []uint64{2, 1}, []uint64{st.Total, st.Pending})
 	b.CloseSession(w) // the job goes back to the queue
 	running(0)
-	w, out = newWorker(b, "w2", "row")
+	w, out = newWorker(t, b, "w2", "row")
 	first := grab(t, b, w, out)
 	running(1)
 	require.NoError(t, b.Finish(w, first.Seq, broker.Complete, nil))
@@ -849,8 +850,8 @@ func TestSharedBatchJobsWaitAcrossServers(t *testing.T) {
 		require.NoError(t, fanin.err)
 		return d, chain, fanin
 	}
-	wa, outA := newWorker(a, "wa", "dep")
-	wb, outB := newWorker(b, "wb", "chain", "fanin")
+	wa, outA := newWorker(t, a, "wa", "dep")
+	wb, outB := newWorker(t, b, "wb", "chain", "fanin")
 
 	ok := newBatch()
 	_, chain, fanin := jobs(ok, "1")
@@ -907,8 +908,8 @@ func TestSharedBatchDeadLetterQueuedAgain(t *testing.T) {
 	ctx := context.Background()
 	url, a, b := openPair(t)
 	ca := a.NewSession("ca", newOutbox())
-	wa, outA := newWorker(a, "wa", "row")
-	wb, _ := newWorker(b, "wb", "row")
+	wa, outA := newWorker(t, a, "wa", "row")
+	wb, _ := newWorker(t, b, "wb", "row")
 	status := func(id uint64) broker.BatchStatus {
 		st, err := b.Batch(ctx, id)
 		require.NoError(t, err)
@@ -1008,7 +1009,7 @@ func completeBatchUnderLock(t *testing.T, onComplete broker.Callback) lockedBatc
 	require.NoError(t, err)
 	require.NoError(t, submit(t, a, ca, batchJob("row", id)).err)
 	require.NoError(t, a.CloseBatch(ctx, id))
-	wa, outA := newWorker(a, "wa", "row")
+	wa, outA := newWorker(t, a, "wa", "row")
 	last := grab(t, a, wa, outA)
 
 	tx, waiting := lockBatchRow(t, url, id)
@@ -1092,7 +1093,7 @@ func TestSharedCoalescedSubmitChecksItsBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url, a, _ := openPair(t)
-	newWorker(a, "w", "f") // a holds the job
+	newWorker(t, a, "w", "f") // a holds the job
 	c := a.NewSession("c", newOutbox())
 	first := submit(t, a, c, bgJob("f", "u", "x"))
 	require.NoError(t, first.err)
@@ -1157,7 +1158,7 @@ func TestSharedCoalescedSubmitIsNotRefusedForAnotherBatch(t *testing.T) {
 func TestSharedRoundWithAnUnresolvedCoalescedJob(t *testing.T) {
 	t.Parallel()
 	url, a, b := openPair(t)
-	wa, outA := newWorker(a, "wa", "victim")
+	wa, outA := newWorker(t, a, "wa", "victim")
 	require.NoError(t, submit(t, a, a.NewSession("ca", newOutbox()), bgJob("victim", "u", "a")).err)
 	grab(t, a, wa, outA) // a holds it
 	pgtest.Exec(t, url, `CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$
