@@ -95,14 +95,11 @@ type workerJSON struct {
 
 // handleWorkers serves GET /v1/workers: every session that registered at
 // least one function (Gearman workers and polling HTTP workers), or with
-// ?all=true every session.
+// ?all=true (or ?all) every session.
 func (s *Server) handleWorkers(w http.ResponseWriter, r *http.Request) error {
-	all := false
-	if v := r.URL.Query().Get("all"); v != "" {
-		var err error
-		if all, err = strconv.ParseBool(v); err != nil {
-			return errorf(http.StatusBadRequest, "invalid-option", "all %q: use true or false", v)
-		}
+	all, _, err := queryBool(r, "all")
+	if err != nil {
+		return err
 	}
 	out := []workerJSON{}
 	for _, wi := range s.b.Workers() {

@@ -336,7 +336,9 @@ func parseAfterUnique(fn string, entries []string) ([]broker.UniqueDep, error) {
 	return out, nil
 }
 
-// parseBool parses an option that is true or false ("" is false).
+// parseBool parses a boolean option: true or 1, false or 0 (any case);
+// "" is false. Every boolean of the API reads through it (queryBool,
+// boolOption).
 func parseBool(name, v string) (bool, error) {
 	switch strings.ToLower(v) {
 	case "", "false", "0":

@@ -339,7 +339,7 @@ func (s *Server) parseSubmitOptions(r *http.Request) (submitOptions, error) {
 	if o.after, err = s.parseAfter(strings.Split(strings.Join(options(r, "After"), ","), ",")); err != nil {
 		return o, err
 	}
-	if o.afterAnyway, err = parseBool("after-anyway", option(r, "After-Anyway")); err != nil {
+	if o.afterAnyway, err = boolOption(r, "After-Anyway"); err != nil {
 		return o, err
 	}
 	if o.afterUnique, err = parseAfterUnique(r.PathValue("fn"), options(r, "After-Unique")); err != nil {

@@ -74,3 +74,28 @@ func checkQuery(rt route, r *http.Request) error {
 	}
 	return nil
 }
+
+// queryBool reads the boolean query parameter name (parseBool): a
+// parameter given without a value (?all) is true; given reports whether
+// the query has it at all.
+func queryBool(r *http.Request, name string) (v, given bool, err error) {
+	vs, ok := r.URL.Query()[name]
+	if !ok {
+		return false, false, nil
+	}
+	if vs[0] == "" {
+		return true, true, nil
+	}
+	v, err = parseBool(name, vs[0])
+	return v, true, err
+}
+
+// boolOption reads a boolean submit option from the query (name in lower
+// case, queryBool) or else the header Gearwork-<Name> (parseBool).
+func boolOption(r *http.Request, name string) (bool, error) {
+	q := strings.ToLower(name)
+	if v, given, err := queryBool(r, q); given || err != nil {
+		return v, err
+	}
+	return parseBool("Gearwork-"+name, r.Header.Get("Gearwork-"+name))
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/testlog"
 )
 
@@ -196,4 +197,51 @@ func TestSubmitsRefusedWhileDraining(t *testing.T) {
 	requireProblem(t, tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(`{"function":"f"}`+"\n")), http.StatusServiceUnavailable, "shutting down")
 	require.Zero(t, tb.b.JobCount())
 	require.Equal(t, http.StatusOK, tb.do(t, "GET", "/v1/functions", nil).StatusCode)
+}
+
+// TestBooleanOptions: every boolean option of the API reads the same way:
+// true or 1, false or 0, in any case; a query parameter without a value
+// is true; anything else is refused with invalid-option.
+func TestBooleanOptions(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	client := tb.b.NewSession("client", make(broker.NoopSignal, 1))
+	t.Cleanup(func() { tb.b.CloseSession(client) })
+	workers := func(query string) int {
+		t.Helper()
+		return len(decode[struct{ Workers []workerJSON }](t, tb.do(t, "GET", "/v1/workers"+query, nil)).Workers)
+	}
+	some, all := workers(""), workers("?all=true")
+	require.Greater(t, all, some, "?all=true lists the client too")
+	for query, want := range map[string]int{"?all=false": some, "?all=0": some, "?all=FALSE": some,
+		"?all": all, "?all=": all, "?all=1": all, "?all=True": all} {
+		require.Equal(t, want, workers(query), "GET /v1/workers%s", query)
+	}
+	for _, v := range []string{"t", "f", "yes", "2"} {
+		p := requireProblem(t, tb.do(t, "GET", "/v1/workers?all="+v, nil), http.StatusBadRequest, `all "`+v+`": use true or false`)
+		require.Equal(t, problemTypeBase+"invalid-option", p.Type)
+	}
+
+	// after-anyway, in the query or its header: a bare one is true (and
+	// so refused without after).
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after-anyway", strings.NewReader("x")),
+		http.StatusBadRequest, "after-anyway goes with after")
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs?after-anyway=t", strings.NewReader("x")),
+		http.StatusBadRequest, `after-anyway "t": use true or false`)
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/fn/jobs", strings.NewReader("x"), "Gearwork-After-Anyway", "T"),
+		http.StatusBadRequest, `Gearwork-After-Anyway "T": use true or false`)
+	require.Zero(t, tb.b.JobCount(), "the refused submits queued nothing")
+
+	// warning, on an HTTP worker's data.
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/mail/jobs", strings.NewReader("x")))
+	g := decode[grabbedJSON](t, tb.do(t, "POST", "/v1/functions/mail/grab?wait=10s", nil))
+	require.Equal(t, job.Handle, g.Handle)
+	base := "/v1/jobs/" + g.Handle
+	requireProblem(t, tb.do(t, "POST", base+"/data?lease="+g.Lease+"&warning=t", strings.NewReader("w")),
+		http.StatusBadRequest, `warning "t": use true or false`)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", base+"/data?lease="+g.Lease+"&warning", strings.NewReader("w")).StatusCode)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", base+"/data?lease="+g.Lease+"&warning=0", strings.NewReader("d")).StatusCode)
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", base+"/complete?lease="+g.Lease, nil).StatusCode)
+	evs := readEvents(t, tb.do(t, "GET", base+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:warning", "3:data", "4:complete"}, kinds(evs))
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -294,18 +293,17 @@ func (s *Server) handleWorkStatus(w http.ResponseWriter, r *http.Request) error 
 	return noContent(w)
 }
 
-// handleWorkData serves POST /v1/jobs/{handle}/data (?warning=true for a
-// warning): the body is forwarded to the job's clients and event streams.
+// handleWorkData serves POST /v1/jobs/{handle}/data (?warning=true, or
+// ?warning, for a warning): the body is forwarded to the job's clients
+// and event streams.
 func (s *Server) handleWorkData(w http.ResponseWriter, r *http.Request) error {
 	le, data, err := s.workUpdate(r)
 	if err != nil {
 		return err
 	}
-	warning := false
-	if v := r.URL.Query().Get("warning"); v != "" {
-		if warning, err = strconv.ParseBool(v); err != nil {
-			return errorf(http.StatusBadRequest, "invalid-option", "warning %q: use true or false", v)
-		}
+	warning, _, err := queryBool(r, "warning")
+	if err != nil {
+		return err
 	}
 	if err := s.b.WorkData(le.sess, le.seq, data, warning); err != nil {
 		return leaseError(err)
