@@ -74,6 +74,10 @@ type eventData struct {
 	// base64; Text repeats it when it is valid UTF-8.
 	Data []byte  `json:"data,omitempty"`
 	Text *string `json:"text,omitempty"`
+	// Truncated is set on a final event answered from a job's record
+	// (recordEvents) whose Data is the record's result, cut to its first
+	// broker.HistoryResultCap bytes, because no whole result is retained.
+	Truncated bool `json:"truncated,omitempty"`
 	// Job is the job's state when the stream began watching it (state
 	// events), or the job's record (the final fail and exception
 	// events, while the record is kept).
@@ -188,24 +192,35 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 // (it ended before any stream watched it, or it ended more than
 // Config.ResultRetention ago) from its record, as a stream that watched it
 // ends: event 1, state, and event 2, the final complete, exception or fail
-// carrying the record. A client that saw event 2 gets 204.
+// carrying the record. A client that saw event 2 gets 204. A complete
+// event carries the job's whole result while it is retained (the result
+// retention), else the record's, which may be cut (Truncated).
 func (s *Server) recordEvents(w http.ResponseWriter, r *http.Request, seq uint64, handle string, after uint64) error {
 	snap, ok := s.b.Job(r.Context(), seq)
+	stored := false // snap is of a job in the shared store (StoredJob)
 	if !ok {
 		var err error
 		if snap, ok, err = s.b.StoredJob(r.Context(), seq); err != nil {
 			return err
 		}
+		stored = ok
 	}
 	switch {
 	case !ok:
 		return errorf(http.StatusNotFound, "job-not-found",
 			"no job %s: it never existed, or its record is no longer kept (see the policy keys history and history_max)", handle)
-	case !snap.Final:
+	case !snap.Final && stored:
 		// In shared mode: a job that this server does not hold.
 		return errorf(http.StatusNotFound, "job-not-found",
 			"job %s is %s in the shared store and this server does not hold it: its events are followed on the server "+
 				"that holds it (GET /v1/jobs/{handle} answers its state here)", handle, snap.State)
+	case !snap.Final:
+		// A live job of this server's (a server alone has no other) that
+		// the hub no longer watches: the hub has closed, the server is
+		// shutting down.
+		return errorf(http.StatusServiceUnavailable, "shutting-down",
+			"the server is shutting down and follows the events of no job; job %s is %s (GET /v1/jobs/{handle} answers its state)",
+			handle, snap.State)
 	case after >= 2:
 		return noContent(w)
 	}
@@ -218,9 +233,18 @@ func (s *Server) recordEvents(w http.ResponseWriter, r *http.Request, seq uint64
 	}
 	switch {
 	case snap.State == broker.FinalComplete:
-		kind, final.Data = "complete", nonNil(snap.Result)
+		kind, final.Data, final.Truncated = "complete", nonNil(snap.Result), snap.ResultTruncated
+		if snap.ResultTruncated && s.life.Results != nil {
+			res, ok, err := s.life.Results.Result(r.Context(), handle)
+			if err != nil {
+				return err
+			}
+			if ok && res.State == broker.FinalComplete {
+				final.Data, final.Truncated = nonNil(res.Data), false
+			}
+		}
 	case snap.State == broker.FinalException:
-		kind, final.Data = "exception", nonNil(snap.Result)
+		kind, final.Data, final.Truncated = "exception", nonNil(snap.Result), snap.ResultTruncated
 	case snap.State == broker.FinalDead && last == "exception":
 		kind, final.Data = "exception", []byte(snap.LastError)
 	}

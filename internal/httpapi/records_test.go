@@ -532,3 +532,49 @@ func TestEventsOfAJobThatEndedUnwatched(t *testing.T) {
 
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:999999/events", nil), http.StatusNotFound, "its record is no longer kept")
 }
+
+// The event stream answered from a job's record carries the job's whole
+// result while it is retained, as a stream that watched the job does;
+// else the record's, cut to broker.HistoryResultCap bytes, and says so.
+func TestEventsFromARecordCarryTheRetainedResult(t *testing.T) {
+	t.Parallel()
+	tb := setupRecords(t, broker.Config{Policies: map[string]broker.Policy{"retained": {ResultRetention: time.Hour}}})
+	result := strings.Repeat("0123456789abcdef", 3*broker.HistoryResultCap/16) // longer than a record keeps
+	c := tb.dial(t)
+	retained := c.submitBG("retained", "p1")
+	capped := c.submitBG("capped", "p2")
+	wc := tb.dial(t)
+	require.Equal(t, retained, wc.grab("retained"))
+	wc.Send(gearman.WorkComplete, retained, result)
+	require.Equal(t, capped, wc.grab("capped"))
+	wc.Send(gearman.WorkComplete, capped, result)
+	for _, h := range []string{retained, capped} {
+		testwait.Until(t, "the record of "+h, func() bool {
+			code, j := tb.getJob(t, h)
+			return code == http.StatusOK && j.Final
+		})
+	}
+
+	evs := readEvents(t, tb.do(t, "GET", "/v1/jobs/"+retained+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:complete"}, kinds(evs))
+	require.Equal(t, result, *evs[1].data.Text, "the retained result, whole")
+	require.False(t, evs[1].data.Truncated)
+	require.True(t, evs[1].data.Job.ResultTruncated, "the record itself keeps the start")
+
+	evs = readEvents(t, tb.do(t, "GET", "/v1/jobs/"+capped+"/events", nil).Body)
+	require.Equal(t, []string{"1:state", "2:complete"}, kinds(evs))
+	require.Equal(t, result[:broker.HistoryResultCap], *evs[1].data.Text, "no result retained: the record's")
+	require.True(t, evs[1].data.Truncated)
+}
+
+// A server alone that no longer follows events (it is shutting down) says
+// so of a live job's event stream, and nothing of a shared store.
+func TestEventsOfALiveJobWhileStopping(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/f/jobs", strings.NewReader("x")))
+	tb.srv.hub.close()
+	p := requireProblem(t, tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil), http.StatusServiceUnavailable, "shutting down")
+	require.NotContains(t, p.Detail, "shared")
+	require.Contains(t, p.Detail, "queued")
+}
