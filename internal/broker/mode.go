@@ -161,8 +161,9 @@ type records interface {
 	// liveElsewhere reports whether job seq, which this server does not
 	// hold, is live (queued or running) at another server.
 	liveElsewhere(ctx context.Context, seq uint64) (bool, error)
-	// cancelElsewhere cancels job seq, which this server does not hold.
-	cancelElsewhere(ctx context.Context, seq uint64) error
+	// cancelElsewhere cancels job seq, which this server does not hold,
+	// on behalf of by.
+	cancelElsewhere(ctx context.Context, seq uint64, by string) error
 }
 
 // localMode is a broker alone: its jobs, dead letters and retained results
@@ -203,7 +204,7 @@ func (localMode) retryDueLocked(*job) bool                                      
 func (localMode) metaWrittenLocked(string)                                         {}
 func (localMode) pendingLocked() bool                                              { return false }
 func (localMode) status(uint64, string) JobStatus                                  { return JobStatus{} }
-func (localMode) cancelElsewhere(context.Context, uint64) error                    { return ErrJobNotFound }
+func (localMode) cancelElsewhere(context.Context, uint64, string) error            { return ErrJobNotFound }
 func (localMode) addCounts(_ context.Context, out []FunctionStats) []FunctionStats { return out }
 
 func (localMode) storedJob(context.Context, uint64) (JobSnapshot, bool, error) {

@@ -251,14 +251,14 @@ func (c *sharedMode) storedResult(ctx context.Context, seq uint64, function, uni
 }
 
 // cancelElsewhere cancels a queued job that this server does not hold: it
-// deletes the row when no live server holds it, and asks the live server
-// that holds it otherwise.
-func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64) error {
+// deletes the row when no live server holds it (its record says by
+// cancelled it), and asks the live server that holds it otherwise.
+func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64, by string) error {
 	if seq&localSeqBit != 0 {
 		return ErrJobNotFound // a job numbered here that is gone
 	}
 	b, sl := c.b, c.store
-	ok, err := sl.CancelQueued(ctx, seq)
+	ok, err := sl.CancelQueued(ctx, seq, by)
 	if err != nil {
 		return fmt.Errorf("broker: cancel job in the store: %w", err)
 	}
@@ -300,7 +300,7 @@ func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64) error {
 		if err == nil && !f.Claimed {
 			// Given back meanwhile (its server stopped or lost its
 			// lease): nobody holds it, so it is deleted here.
-			if ok, err := sl.CancelQueued(wctx, seq); err == nil && ok {
+			if ok, err := sl.CancelQueued(wctx, seq, by); err == nil && ok {
 				b.log.Info("broker: cancelled a job nobody held", slog.String("handle", b.Handle(seq)))
 				return nil
 			}

@@ -178,7 +178,7 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 	j := b.jobs.get(seq)
 	if j == nil {
 		b.mu.Unlock()
-		return b.mode.cancelElsewhere(ctx, seq)
+		return b.mode.cancelElsewhere(ctx, seq, by)
 	}
 	b.cancelLocked(j, by)
 	b.mu.Unlock()

@@ -216,9 +216,10 @@ type SharedLifecycle interface {
 	// dead letters.
 	Counts(ctx context.Context) ([]FunctionCount, error)
 	// CancelQueued deletes queued or waiting job seq if no live server
-	// holds it and reports whether it did; the jobs waiting for it are
+	// holds it, writes its record in state "cancelled" (cancelled by by,
+	// who asked), and reports whether it did; the jobs waiting for it are
 	// cancelled as Commit's DepEnds do.
-	CancelQueued(ctx context.Context, seq uint64) (bool, error)
+	CancelQueued(ctx context.Context, seq uint64, by string) (bool, error)
 	// Signal tells every server (through Join's meta callback) of key,
 	// without storing anything.
 	Signal(ctx context.Context, key string) error

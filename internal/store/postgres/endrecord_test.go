@@ -47,7 +47,7 @@ func TestCancelledRecordKeepsTheJobsLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	seq := res[0].Seq
 
-	ok, err := b.CancelQueued(ctx, seq)
+	ok, err := b.CancelQueued(ctx, seq, "test")
 	require.NoError(t, err)
 	require.True(t, ok)
 	snap := readRecord(t, b, seq)
@@ -59,7 +59,7 @@ func TestCancelledRecordKeepsTheJobsLifecycle(t *testing.T) {
 	require.Equal(t, "u\\1 é", snap.Unique)
 	require.Equal(t, 1, snap.PayloadSize)
 	require.Equal(t, "p", string(snap.PayloadPreview))
-	require.Empty(t, snap.CancelledBy)
+	require.Equal(t, "test", snap.CancelledBy, "who asked")
 
 	// A waiting job, with an attempt behind it (it was queued again to
 	// wait), cancelled because the job it waits for was cancelled.
@@ -73,7 +73,7 @@ func TestCancelledRecordKeepsTheJobsLifecycle(t *testing.T) {
 	require.Nil(t, res[0].Refused)
 	second := res[0].Seq
 
-	ok, err = b.CancelQueued(ctx, first)
+	ok, err = b.CancelQueued(ctx, first, "test")
 	require.NoError(t, err)
 	require.True(t, ok)
 	snap = readRecord(t, a, second)
@@ -89,7 +89,7 @@ func TestCancelledRecordKeepsTheJobsLifecycle(t *testing.T) {
 	odd := store.Job{Function: "f", Payload: []byte("x"), Priority: 1, LastError: "a\xffb"}
 	res, err = a.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{odd}})
 	require.NoError(t, err)
-	ok, err = b.CancelQueued(ctx, res[0].Seq)
+	ok, err = b.CancelQueued(ctx, res[0].Seq, "test")
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, `a\377b`, readRecord(t, b, res[0].Seq).LastError)

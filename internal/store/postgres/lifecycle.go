@@ -312,17 +312,18 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 }
 
 // cancelQueuedSQL deletes job $1 and writes its record in state
-// "cancelled" (cancelledRecordsSQL, as depEndSQL does for the jobs it
-// cancels, without a reason), so that the job's record answers after its
-// cancel, as it does for a job cancelled on the server that holds it.
+// "cancelled" by $2 (cancelledRecordsSQL, as depEndSQL does for the jobs
+// it cancels), so that the job's record answers after its cancel, as it
+// does for a job cancelled on the server that holds it.
 var cancelQueuedSQL = `WITH del AS (
 	DELETE FROM gearwork_jobs WHERE seq = $1 RETURNING *
 )
-` + cancelledRecordsSQL("")
+` + cancelledRecordsSQL("$2::text")
 
 // CancelQueued deletes the queued (or retry-waiting, or waiting) job seq
 // when no live server holds it: nobody claimed it, or the server that did
-// has let its lease expire, and writes its record (cancelQueuedSQL). It
+// has let its lease expire, and writes its record, cancelled by by
+// (cancelQueuedSQL). It
 // reports whether it deleted the job. A job
 // some live server holds is left alone: that server must cancel it. A job
 // of a batch counts as failed in its batch, in the same transaction,
@@ -330,7 +331,7 @@ var cancelQueuedSQL = `WITH del AS (
 // callbacks get the handle prefix of the cancelled job). The jobs that
 // waited for it are cancelled in the same transaction (depEndSQL), and
 // counted so in their batches.
-func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
+func (s *Store) CancelQueued(ctx context.Context, seq uint64, by string) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
@@ -378,7 +379,7 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64) (bool, error) {
 					return err
 				}
 			}
-			if _, err := tx.Exec(ctx, cancelQueuedSQL, seqArg(seq)); err != nil {
+			if _, err := tx.Exec(ctx, cancelQueuedSQL, seqArg(seq), by); err != nil {
 				return err
 			}
 			deleted = true

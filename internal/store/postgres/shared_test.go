@@ -438,7 +438,7 @@ func TestConflictAbortedTransactionsAreWrittenAgain(t *testing.T) {
 		res, err := st.Insert(ctx, store.InsertParams{HandlePrefix: "H:a:", Jobs: []store.Job{newJob("victim", "", "x")}})
 		require.NoError(t, err)
 		abortOnce(t, url, "DELETE", victim)
-		ok, err := st.CancelQueued(ctx, res[0].Seq)
+		ok, err := st.CancelQueued(ctx, res[0].Seq, "test")
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.True(t, aborted(t, url), "the first attempt was aborted")
