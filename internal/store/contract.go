@@ -118,7 +118,9 @@ type SharedStore interface {
 	// stored.
 	GetMeta(ctx context.Context, key string) (value []byte, ok bool, err error)
 	// Renew extends the lease and releases the jobs of servers whose lease
-	// expired. lost reports that this server's own lease had expired: the
+	// expired (once this server has itself been in touch with the store
+	// for a lease without a break: an outage of the store lets every
+	// lease expire). lost reports that this server's own lease had expired: the
 	// jobs it held were released to others.
 	Renew(ctx context.Context) (lost bool, err error)
 	// Claim takes runnable jobs that no server holds, up to Max per

@@ -26,6 +26,24 @@ import (
 // worker, or stored, before the refusal) and the client submitted it
 // again.
 func TestClusterSurvivesPostgresRestart(t *testing.T) {
+	// Each outage (a second) is shorter than lease_ttl.
+	survivePostgresRestarts(t, []bool{true, false}, time.Second, 3000)
+}
+
+// TestClusterSurvivesPostgresOutageLongerThanTheLease is
+// TestClusterSurvivesPostgresRestart with one outage of more than twice
+// lease_ttl: every server's lease has expired when the database comes
+// back, but no server may take that for the others' death, release their
+// jobs and run them again (docs/postgres.md, "Leases").
+func TestClusterSurvivesPostgresOutageLongerThanTheLease(t *testing.T) {
+	survivePostgresRestarts(t, []bool{true}, 5*time.Second, 1500)
+}
+
+// survivePostgresRestarts runs the test of TestClusterSurvivesPostgresRestart
+// with lease_ttl=2s: a restart of PostgreSQL for each of crashes (a crash
+// when true, else a fast shutdown), each down for downtime, and perClient
+// jobs submitted by each client.
+func survivePostgresRestarts(t *testing.T, crashes []bool, downtime time.Duration, perClient int) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and two servers")
 	}
@@ -36,7 +54,7 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 	pg, err := pgtest.Start(ctx, pgtest.Options{Settings: []string{"synchronous_commit=on"}})
 	require.NoError(t, err)
 	defer pg.Stop()
-	const nServers, perClient, workersPerServer = 2, 3000, 2
+	const nServers, workersPerServer = 2, 2
 	servers := startCluster(t, pg.URL+"&lease_ttl=2s", nServers)
 	gens := make([]*atomic.Int64, nServers)
 	for i := range gens {
@@ -60,16 +78,20 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 		})
 	}
 	total := int64(nServers * perClient)
-	// Each outage (a second) is shorter than lease_ttl: a longer one lets
-	// the servers' leases expire, and a job a server ran meanwhile can run
-	// again on the other (docs/postgres.md, "Leases").
-	for k, crash := range []bool{true, false} {
-		for progress.Load() < total*int64(k+1)/4 && ctx.Err() == nil {
+	// The servers' registrations before the restarts: no server may take
+	// another, which kept renewing once the database was back, for dead.
+	var registered []int64
+	for k, crash := range crashes {
+		for progress.Load() < total*int64(k+1)/int64(2*len(crashes)) && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
 		}
 		require.NoError(t, ctx.Err(), "clients stalled before restart %d", k+1)
+		if k == 0 {
+			pgtest.QueryRow(t, pg.URL, `SELECT array_agg(id ORDER BY id) FROM gearwork_servers`, &registered)
+			require.Len(t, registered, nServers, "the servers registered")
+		}
 		at := progress.Load()
-		require.NoError(t, pg.Restart(ctx, crash, time.Second), "restarting PostgreSQL")
+		require.NoError(t, pg.Restart(ctx, crash, downtime), "restarting PostgreSQL")
 		t.Logf("PostgreSQL restarted (crash %v) after %d acknowledged jobs; %d acknowledged since", crash, at, progress.Load()-at)
 	}
 	clients.Wait()
@@ -98,6 +120,9 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 	for _, s := range servers {
 		require.True(t, s.srv.Alive(), "a server exited:\n%s", s.logText())
 	}
+	var still []int64
+	pgtest.QueryRow(t, pg.URL, `SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM gearwork_servers`, &still)
+	require.Equal(t, registered, still, "no server lost its lease to another while both were up")
 
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -18,7 +18,9 @@
 // id; a statement that marks jobs locks the server's row once (FOR KEY
 // SHARE) and marks nothing when the row is gone. When a server's lease
 // expires, any other server's Renew deletes its registration, which
-// releases its jobs (a trigger on the deletion) for the others to claim. Jobs with an ordering key and functions with a
+// releases its jobs (a trigger on the deletion) for the others to claim,
+// once that other server has been in touch with the database for a lease
+// without a break (an outage lets every lease expire). Jobs with an ordering key and functions with a
 // concurrency or rate limit are claimed under a per-function advisory lock,
 // so that only the head of each key runs and the limits hold across
 // servers (rate limits as a token bucket per function in gearwork_rates).

@@ -43,6 +43,7 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
+	began := time.Now()
 	id, err := s.register(ctx)
 	if err != nil {
 		return 0, err
@@ -56,6 +57,7 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 	l := newListener(s.cfg.URL, s.channel, wake, meta, lost, s.log)
 	s.mu.Lock()
 	s.serverID = id
+	s.contact = contact{}
 	old := s.listener
 	s.listener = l
 	s.mu.Unlock()
@@ -63,7 +65,52 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 		old.stop()
 	}
 	l.start()
+	s.steadyContact(began, time.Now())
 	return s.cfg.LeaseTTL / 4, nil
+}
+
+// contact follows this server's contact with the database: since is when
+// the current stretch without a break began (zero: broken, or never
+// begun), last when the last successful renewal (or registration) began.
+type contact struct {
+	since, last time.Time
+}
+
+// steadyContact records a renewal (or registration) that began at began
+// and was answered at done, and reports whether this server has been in
+// touch with the database without a break for at least a lease: only
+// then may it judge another server's expired lease to be that server's
+// death, for every live server has had the time to renew its lease since
+// the database came back (three renewals). Until then an expired lease
+// may be an outage's doing: the database was away from every server
+// alike, or this one was away from it (a partition, a stall of this
+// process), and a lease that expired meanwhile tells nothing.
+//
+// The stretch breaks when a renewal fails (contactLost) and when more
+// than half a lease passed between the start of one successful renewal
+// and the answer to the next (the database, or this server, may have
+// been away all that time: a statement that hung, a process that was
+// stopped). It then begins again at done, when the database is known to
+// answer. A server that has just joined has no stretch behind it either:
+// it releases the leases of dead servers a lease after it joined at the
+// earliest, whatever it finds expired.
+func (s *Store) steadyContact(began, done time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &s.contact
+	if c.since.IsZero() || done.Sub(c.last) > s.cfg.LeaseTTL/2 {
+		c.since = done
+	}
+	c.last = began
+	return done.Sub(c.since) >= s.cfg.LeaseTTL
+}
+
+// contactLost breaks this server's stretch of contact with the database
+// (see steadyContact).
+func (s *Store) contactLost() {
+	s.mu.Lock()
+	s.contact = contact{}
+	s.mu.Unlock()
 }
 
 func (s *Store) register(ctx context.Context) (int64, error) {
@@ -77,9 +124,10 @@ func (s *Store) register(ctx context.Context) (int64, error) {
 }
 
 // Renew extends this server's lease and releases the jobs of servers
-// whose lease has expired, and any job still held under the id of a
-// server whose row is gone (releaseOrphansSQL), waking the others to
-// claim them. lost reports
+// whose lease has expired, once this server has been in touch with the
+// database for a lease without a break (steadyContact), and any job
+// still held under the id of a server whose row is gone
+// (releaseOrphansSQL), waking the others to claim them. lost reports
 // that this server's own lease had expired and another server released
 // its jobs: the server has been registered again under a new id, and the
 // jobs it held before must be considered taken from it.
@@ -91,14 +139,18 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	began := time.Now()
 	tag, err := s.pool.Exec(ctx, `UPDATE gearwork_servers SET lease_until = now() + $2::interval WHERE id = $1`,
 		id, s.cfg.LeaseTTL)
 	if err != nil {
+		s.contactLost()
 		return false, fmt.Errorf("postgres: renew lease: %w", err)
 	}
+	steady := s.steadyContact(began, time.Now())
 	if tag.RowsAffected() == 0 {
 		nid, err := s.register(ctx)
 		if err != nil {
+			s.contactLost()
 			return false, err
 		}
 		s.mu.Lock()
@@ -111,14 +163,18 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 		lost = true
 	}
 	var reaped int
-	err = s.pool.QueryRow(ctx, `WITH dead AS (
-			DELETE FROM gearwork_servers WHERE lease_until < now() RETURNING id)
-		SELECT count(*) FROM dead`).Scan(&reaped)
-	if err != nil {
-		return lost, fmt.Errorf("postgres: release expired leases: %w", err)
+	if steady {
+		err = s.pool.QueryRow(ctx, `WITH dead AS (
+				DELETE FROM gearwork_servers WHERE lease_until < now() RETURNING id)
+			SELECT count(*) FROM dead`).Scan(&reaped)
+		if err != nil {
+			s.contactLost()
+			return lost, fmt.Errorf("postgres: release expired leases: %w", err)
+		}
 	}
 	tag, err = s.pool.Exec(ctx, releaseOrphansSQL)
 	if err != nil {
+		s.contactLost()
 		return lost, fmt.Errorf("postgres: release jobs of servers that are gone: %w", err)
 	}
 	if reaped > 0 || tag.RowsAffected() > 0 {

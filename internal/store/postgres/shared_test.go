@@ -19,10 +19,37 @@ import (
 
 func openStore(t *testing.T, url, name string) *postgres.Store {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, Logger: quiet})
+	return openStoreTTL(t, url, name, 0)
+}
+
+// openStoreTTL is openStore with a lease of ttl (0: the default).
+func openStoreTTL(t *testing.T, url, name string, ttl time.Duration) *postgres.Store {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: name, LeaseTTL: ttl, Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	return st
+}
+
+// renewUntilGone renews s's lease every 50 ms, as a server does, until
+// the registration of the server named name is gone, and returns when
+// that renewal had begun.
+func renewUntilGone(t *testing.T, s *postgres.Store, url, name string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		began := time.Now()
+		lost, err := s.Renew(context.Background())
+		require.NoError(t, err)
+		require.False(t, lost, "a server that keeps renewing keeps its lease")
+		var n int
+		pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT count(*) FROM gearwork_servers WHERE name = '%s'`, name), &n)
+		if n == 0 {
+			return began
+		}
+		require.True(t, time.Now().Before(deadline), "%s's expired lease was never released", name)
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func newJob(fn, unique, payload string) store.Job {
@@ -185,7 +212,7 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	got := claimF(t, a)
 	require.Len(t, got, 2)
 
-	b := openStore(t, url, "b")
+	b := openStoreTTL(t, url, "b", 500*time.Millisecond)
 	_, err = b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	none := claimF(t, b)
@@ -195,15 +222,14 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	one := claimF(t, b)
 	require.Equal(t, []uint64{got[0].Seq}, []uint64{one[0].Seq}, "a released job can be claimed")
 
-	// a's lease runs out: b's renewal releases a's job, and a learns it lost it.
+	// a's lease runs out: b's renewals release a's job (once b has been
+	// in touch with the database for a lease), and a learns it lost it.
 	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
-	lost, err := b.Renew(ctx)
-	require.NoError(t, err)
-	require.False(t, lost)
+	renewUntilGone(t, b, url, "a")
 	other := claimF(t, b)
 	require.Len(t, other, 1)
 	require.Equal(t, got[1].Seq, other[0].Seq)
-	lost, err = a.Renew(ctx)
+	lost, err := a.Renew(ctx)
 	require.NoError(t, err)
 	require.True(t, lost)
 
@@ -221,6 +247,41 @@ func TestLeaseLossAndRelease(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.False(t, f.Claimed)
+}
+
+// A server judges another's expired lease to be that server's death only
+// once it has itself been in touch with the database, renewing its own
+// lease, for a lease without a break: an expired lease may be the doing
+// of an outage that kept every server from renewing. A fresh server waits
+// a lease; so does one whose renewals paused for more than half a lease
+// (as while the database is away, or a statement hangs).
+func TestRenewReleasesExpiredLeasesOnlyAfterALeaseInTouch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const ttl = 2 * time.Second
+	a := joinedStore(t, url, "a")
+	_, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
+
+	b := openStoreTTL(t, url, "b", ttl)
+	joined := time.Now()
+	_, err = b.Join(ctx, func(string) {}, nil, nil)
+	require.NoError(t, err)
+	released := renewUntilGone(t, b, url, "a")
+	require.GreaterOrEqual(t, released.Sub(joined), ttl, "released a lease after joining")
+	require.Len(t, claimF(t, b), 1, "a's job was released")
+
+	lost, err := a.Renew(ctx)
+	require.NoError(t, err)
+	require.True(t, lost, "a learns that its lease was lost, and registers again")
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
+	// b's renewals pause for more than half a lease.
+	time.Sleep(ttl/2 + 200*time.Millisecond)
+	resumed := time.Now()
+	released = renewUntilGone(t, b, url, "a")
+	require.GreaterOrEqual(t, released.Sub(resumed), ttl, "released a lease after its renewals paused")
 }
 
 func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {

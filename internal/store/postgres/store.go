@@ -30,8 +30,10 @@ type Config struct {
 	// "<hostname>:<pid>".
 	Name string
 	// LeaseTTL is how long the jobs a server holds stay its own without
-	// a renewal; a server that dies loses them after this long. Renewals
-	// happen every LeaseTTL/4. Default 10s.
+	// a renewal; a server that dies loses them after this long (or this
+	// long after the server releasing them regained the database, or
+	// started: see Store.Renew). Renewals happen every LeaseTTL/4.
+	// Default 10s.
 	LeaseTTL time.Duration
 	// MaxConns bounds the connection pool. Default 8.
 	MaxConns int32
@@ -75,6 +77,10 @@ type Store struct {
 	mu       sync.Mutex
 	serverID int64 // 0 until Join
 	listener *listener
+	// contact is how long this server has been in touch with the
+	// database without a break, as its registration and renewals see it
+	// (see steadyContact).
+	contact contact
 }
 
 // maxStatementBytes bounds the payload bytes sent in one statement; larger
