@@ -34,6 +34,7 @@ type securityConfig struct {
 	writeTimeout    time.Duration
 	maxOutput       int
 	maxQueuedBytes  int64
+	maxRecordBytes  int64
 	maxFunctions    int
 	maxWorkerFns    int
 	maxOpenBatches  int
@@ -54,6 +55,8 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
 	sc.maxQueuedBytes = 1 << 30
 	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
+	sc.maxRecordBytes = broker.DefaultMaxRecordBytes
+	fs.Var(sizeValue[int64]{&sc.maxRecordBytes}, "max-record-bytes", "memory (a `size` such as 256MiB) for the records of ended jobs the server keeps in memory (all of them with --store memory:, those not yet written otherwise), across functions; beyond it the records of the jobs that ended first are forgotten first, whatever history and history_max allow; 0 means no bound, else at least 1MiB")
 	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); at the limit a new name makes it forget the function that has held nothing longest (no jobs, workers, pause or policy), and a submit, CAN_DO or admin command naming a new one gets TOO_MANY_FUNCTIONS only when every one holds something; 0 means no limit")
 	fs.IntVar(&sc.maxOpenBatches, "max-open-batches", broker.DefaultMaxOpenBatches, "most batches that have not completed (open, or closed with jobs to finish); creating one more gets a too-many-batches error; 0 means no limit")
 	fs.IntVar(&sc.maxWorkerFns, "max-worker-functions", broker.DefaultMaxWorkerFunctions, "most functions one connection may register with CAN_DO; more get TOO_MANY_FUNCTIONS; 0 means no limit")
@@ -79,6 +82,8 @@ func (sc *securityConfig) load(configFile string) (*security, error) {
 		return nil, fmt.Errorf("invalid --max-packet-unauthenticated %d: must be positive", sc.maxPacketUnauth)
 	case sc.maxOutput < 0 || sc.maxQueuedBytes < 0:
 		return nil, errors.New("--max-output and --max-queued-bytes must be 0 or more")
+	case sc.maxRecordBytes != 0 && sc.maxRecordBytes < 1<<20:
+		return nil, fmt.Errorf("invalid --max-record-bytes %s: must be 0 (no bound) or at least 1MiB", formatSize(sc.maxRecordBytes))
 	case sc.maxFunctions < 0 || sc.maxWorkerFns < 0 || sc.maxOpenBatches < 0:
 		return nil, errors.New("--max-functions, --max-worker-functions and --max-open-batches must be 0 or more")
 	case sc.readTimeout < 0 || sc.writeTimeout < 0 || sc.handshakeTimeout <= 0:

@@ -181,6 +181,9 @@ func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st ope
 	}
 	bcfg.MaxFunctions, bcfg.MaxWorkerFunctions = noLimit(cfg.sec.maxFunctions), noLimit(cfg.sec.maxWorkerFns)
 	bcfg.MaxOpenBatches = noLimit(cfg.sec.maxOpenBatches)
+	if bcfg.MaxRecordBytes = cfg.sec.maxRecordBytes; bcfg.MaxRecordBytes == 0 {
+		bcfg.MaxRecordBytes = -1 // no bound
+	}
 	if err := applyConfigFile(&bcfg, cfg.configFile, setup.sec.rules(), log); err != nil {
 		return nil, err
 	}

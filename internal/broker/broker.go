@@ -149,6 +149,16 @@ type Config struct {
 	// shared mode the store keeps the batches and this bound does not
 	// apply. 0 means DefaultMaxOpenBatches; negative means no limit.
 	MaxOpenBatches int
+	// MaxRecordBytes bounds the memory the records of ended jobs take in
+	// the broker, whatever their functions' history limits (Policy.History,
+	// Policy.HistoryMax) allow: counted from what each record holds
+	// (payload, result, error, attempts and the record itself), beyond it
+	// the records of the jobs that ended first are forgotten first, across
+	// functions. Without a store that keeps records that is every kept
+	// record; with one, the records not yet written to it. Without a
+	// bound, records of many functions could fill memory. 0 means
+	// DefaultMaxRecordBytes; negative means no bound.
+	MaxRecordBytes int64
 }
 
 // The defaults of Config.MaxFunctions, Config.MaxWorkerFunctions and
@@ -157,6 +167,8 @@ const (
 	DefaultMaxFunctions       = 100_000
 	DefaultMaxWorkerFunctions = 1024
 	DefaultMaxOpenBatches     = 100_000
+	// DefaultMaxRecordBytes is the default of Config.MaxRecordBytes.
+	DefaultMaxRecordBytes = 256 << 20
 )
 
 // Broker is the job server's core. Create it with New, call Start before
@@ -284,6 +296,7 @@ func New(cfg Config) *Broker {
 	b.cfg.MaxFunctions = cmp.Or(cfg.MaxFunctions, DefaultMaxFunctions)
 	b.cfg.MaxWorkerFunctions = cmp.Or(cfg.MaxWorkerFunctions, DefaultMaxWorkerFunctions)
 	b.cfg.MaxOpenBatches = cmp.Or(cfg.MaxOpenBatches, DefaultMaxOpenBatches)
+	b.cfg.MaxRecordBytes = cmp.Or(cfg.MaxRecordBytes, DefaultMaxRecordBytes)
 	b.initLife()
 	b.initTiering()
 	if cfg.Shared != nil {

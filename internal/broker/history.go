@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -17,7 +18,10 @@ import (
 // happens as records are added; expiry by age runs from ExpireHistory,
 // which the history goroutine calls every second and which holds the
 // broker's lock for a bounded batch at a time, so dispatch never waits
-// long for it.
+// long for it. Across functions the memory the kept records take is
+// bounded too (Config.MaxRecordBytes): every kept record is also on one
+// list in the order the jobs ended, and past the bound the oldest on it
+// goes (boundRecordsLocked), whatever its function.
 
 // The final states of a job record.
 const (
@@ -93,6 +97,35 @@ type histRec struct {
 	// dropped, which may be set meanwhile.
 	stage   uint8
 	dropped bool
+	// size is what the record counts against Config.MaxRecordBytes
+	// (recordSize), set when it is kept.
+	size uint32
+	// prev and next link the records kept in memory in the order their
+	// jobs ended, across functions (historyState.oldest).
+	prev, next *histRec
+	// slab is the block the record was taken from (nil: allocated alone).
+	slab *recSlab
+}
+
+// recSlab counts the slots of a block of records (historyState.slab) that
+// are in use or not yet handed out: the block's memory counts against
+// Config.MaxRecordBytes until none is, as it is held until then.
+type recSlab struct{ used int }
+
+// slabBytes is the memory of one block of records.
+const slabBytes = slabSize * int64(unsafe.Sizeof(histRec{}))
+
+// recordSize is the memory record r holds beyond its struct: its
+// payload, result, texts and extra, and its slots in the indexes.
+func recordSize(r *histRec) int64 {
+	n := int64(cap(r.payload)+cap(r.result)+len(r.unique)+len(r.lastErr)+len(r.worker)) + 2*int64(unsafe.Sizeof(r))
+	if x := r.x; x != nil {
+		n += int64(unsafe.Sizeof(*x)) + int64(len(x.cancelledBy)+len(x.orderKey)+len(x.outcome))
+		for _, a := range x.attempts {
+			n += int64(unsafe.Sizeof(a)) + int64(len(a.Outcome)+len(a.Error)+len(a.Worker))
+		}
+	}
+	return n
 }
 
 // histExtra is what only some records have.
@@ -150,22 +183,42 @@ type fnHistory struct {
 	head int
 	// counts counts the kept records by state.
 	counts [finalDead + 1]int
-	// slab is the block new records are taken from: one allocation per
-	// slabSize records keeps recording off the allocator's hot path.
-	slab []histRec
 }
 
 // slabSize is how many records are allocated at once.
 const slabSize = 128
 
-// newRec returns a zero record from the function's slab.
-func (fh *fnHistory) newRec() *histRec {
-	if len(fh.slab) == 0 {
-		fh.slab = make([]histRec, slabSize)
+// newRecLocked returns a zero record for a history kept in memory, from
+// the current block of records: one allocation per slabSize records keeps
+// recording off the allocator's hot path. The block is one for every
+// function, so that a function with few records does not hold a block of
+// its own, and records taken in the order jobs end are mostly forgotten
+// in that order too, letting whole blocks go.
+func (h *historyState) newRecLocked() *histRec {
+	if len(h.slab) == 0 {
+		h.slab = make([]histRec, slabSize)
+		h.slabOf = &recSlab{used: slabSize}
+		h.bytes += slabBytes
 	}
-	r := &fh.slab[0]
-	fh.slab = fh.slab[1:]
+	r := &h.slab[0]
+	r.slab = h.slabOf
+	if len(h.slab) == 1 {
+		h.slab, h.slabOf = nil, nil
+	} else {
+		h.slab = h.slab[1:]
+	}
 	return r
+}
+
+// freeRecLocked clears r, a record no longer kept nor reused, and lets
+// its slot go.
+func (h *historyState) freeRecLocked(r *histRec) {
+	if s := r.slab; s != nil {
+		if s.used--; s.used == 0 {
+			h.bytes -= slabBytes
+		}
+	}
+	*r = histRec{}
 }
 
 // historyState is the broker's job history. Guarded by Broker.mu. With
@@ -180,6 +233,46 @@ type historyState struct {
 	order uint64
 	// lastEnd is the end time of the latest record made (recordEndLocked).
 	lastEnd int64
+	// oldest and newest are the ends of the list of the records kept in
+	// memory (histRec.prev, next), in the order their jobs ended.
+	oldest, newest *histRec
+	// bytes is the memory the records take (Config.MaxRecordBytes): the
+	// size of each kept record and the blocks holding them.
+	bytes int64
+	// evicted counts the records forgotten for Config.MaxRecordBytes.
+	evicted uint64
+	// slab is what is left of the current block of records, slabOf its
+	// count (newRecLocked).
+	slab   []histRec
+	slabOf *recSlab
+}
+
+// link adds r, just kept, to the newest end of the list of kept records.
+func (h *historyState) link(r *histRec) {
+	r.prev, r.next = h.newest, nil
+	if h.newest != nil {
+		h.newest.next = r
+	} else {
+		h.oldest = r
+	}
+	h.newest = r
+	h.bytes += int64(r.size)
+}
+
+// unlink takes r, no longer kept, off the list of kept records.
+func (h *historyState) unlink(r *histRec) {
+	if r.prev != nil {
+		r.prev.next = r.next
+	} else {
+		h.oldest = r.next
+	}
+	if r.next != nil {
+		r.next.prev = r.prev
+	} else {
+		h.newest = r.prev
+	}
+	r.prev, r.next = nil, nil
+	h.bytes -= int64(r.size)
 }
 
 // historyLimits returns how long and how many records the function keeps;
@@ -264,17 +357,20 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	var r *histRec
 	switch {
 	case b.records != nil:
-		r = b.recq.reuse()
+		if r = b.recq.reuse(); r == nil {
+			r = new(histRec)
+		}
 	case fh.len() >= max:
 		// At its count: the oldest goes, and the new record takes its
 		// place in memory (nothing else holds a record kept in memory;
-		// it is overwritten whole below).
+		// it is overwritten whole below, but for its block).
 		r = b.takeOldestLocked(fh)
 	}
 	if r == nil {
-		r = fh.newRec()
+		r = h.newRecLocked()
 	}
-	*r = histRec{seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(j.payloadSize(), 1<<32-1)),
+	slab := r.slab
+	*r = histRec{slab: slab, seq: j.seq, order: h.order, fn: fh, unique: j.displayUnique(), payloadLen: uint32(min(j.payloadSize(), 1<<32-1)),
 		submitted: j.submitted, finished: now, retries: j.retries, priority: j.priority,
 		state: parseFinal(e.state), lastErr: e.errText, payloadOnDisk: j.payloadOnDisk(), foreground: !j.background}
 	r.payload = capped(j.payload, PayloadPreviewCap)
@@ -326,6 +422,7 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 			r.ext().outcome = e.outcome
 		}
 	}
+	r.size = uint32(min(recordSize(r), 1<<32-1))
 	if b.records != nil {
 		// The committer writes it and lets it go; the store applies
 		// the history limits to the records it keeps.
@@ -335,8 +432,27 @@ func (b *Broker) recordEndLocked(j *job, e jobEnd) {
 	h.bySeq.put(j.seq, r)
 	fh.recs = append(fh.recs, r)
 	fh.counts[r.state]++
+	h.link(r)
 	for fh.len() > max {
 		b.popOldestLocked(fh)
+	}
+	b.boundRecordsLocked()
+}
+
+// boundRecordsLocked forgets the kept records that ended first, whatever
+// their function, while their memory is above Config.MaxRecordBytes.
+// Each costs O(1): the oldest kept record is the oldest of its function's.
+func (b *Broker) boundRecordsLocked() {
+	h := &b.hist
+	most := b.cfg.MaxRecordBytes
+	for most > 0 && h.bytes > most && h.oldest != nil {
+		r := h.oldest
+		if fh := r.fn; fh.len() > 0 && fh.recs[fh.head] == r {
+			b.popOldestLocked(fh)
+		} else {
+			b.dropRecordLocked(r)
+		}
+		h.evicted++
 	}
 }
 
@@ -372,7 +488,7 @@ func (fh *fnHistory) len() int { return len(fh.recs) - fh.head }
 // popOldestLocked forgets the oldest record of fh, if any.
 func (b *Broker) popOldestLocked(fh *fnHistory) {
 	if r := b.takeOldestLocked(fh); r != nil {
-		*r = histRec{} // its slab may outlive it: let go of what it holds
+		b.hist.freeRecLocked(r) // its slab may outlive it: let go of what it holds
 	}
 }
 
@@ -388,6 +504,7 @@ func (b *Broker) takeOldestLocked(fh *fnHistory) *histRec {
 			b.hist.bySeq.delete(r.seq)
 		}
 		fh.counts[r.state]--
+		b.hist.unlink(r)
 	}
 	fh.compact()
 	return r
@@ -422,7 +539,8 @@ func (b *Broker) dropRecordLocked(r *histRec) {
 		fh.recs = slices.Delete(fh.recs, fh.head+i, fh.head+i+1)
 	}
 	fh.counts[r.state]--
-	*r = histRec{}
+	b.hist.unlink(r)
+	b.hist.freeRecLocked(r)
 }
 
 // ExpireHistory forgets the job records older than their function's

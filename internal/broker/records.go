@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/gearwork/gearwork/internal/store"
 )
@@ -65,7 +66,15 @@ type recordQueue struct {
 	// dropped counts the records dropped unwritten because too many
 	// waited (queuedRounds: the store did not keep up).
 	dropped uint64
+	// bytes is the memory the records held here take (heldSize), for
+	// Config.MaxRecordBytes; evicted counts those forgotten for it.
+	bytes   int64
+	evicted uint64
 }
+
+// heldSize is the memory a record held in the queue takes: it is
+// allocated alone (recordEndLocked).
+func heldSize(r *histRec) int64 { return int64(unsafe.Sizeof(*r)) + int64(r.size) }
 
 // The stages of a record in the queue (histRec.stage).
 const (
@@ -99,6 +108,7 @@ func (q *recordQueue) slot(seq uint64) *uint32 { return &q.held[seq%uint64(len(q
 func (q *recordQueue) drop(r *histRec) {
 	r.dropped = true
 	*q.slot(r.seq)--
+	q.bytes -= heldSize(r)
 }
 
 // find returns the record of job seq held here, or nil. A job has at
@@ -142,25 +152,55 @@ func (b *Broker) keptRecordLocked(seq uint64) *histRec {
 func (b *Broker) queueRecordLocked(r *histRec) {
 	q := &b.recq
 	if most := queuedRounds * b.cfg.CommitBatch; len(q.pending) >= most {
-		old := q.pending[0]
-		q.pending[0] = nil
-		q.pending = q.pending[1:]
-		if !old.dropped {
-			q.drop(old)
+		if q.popPending() {
 			if q.dropped == 0 {
 				b.log.Warn("broker: the store does not keep up with the job records; dropping the oldest unwritten ones",
 					slog.Int("waiting", most))
 			}
 			q.dropped++
 		}
-		*old = histRec{}
 	}
 	r.stage = recPending
 	*q.slot(r.seq)++
+	q.bytes += heldSize(r)
 	q.pending = append(q.pending, r)
 	if len(q.pending) == 1 {
 		b.kickCommitterLater()
 	}
+	// Past Config.MaxRecordBytes the oldest unwritten records go: those
+	// whose write failed, then those waiting (the ones being written
+	// are the committer's until it is done with them).
+	for most := b.cfg.MaxRecordBytes; most > 0 && q.bytes > most; {
+		switch {
+		case len(q.failed) > 0:
+			old := q.failed[0]
+			q.failed[0] = nil
+			q.failed = q.failed[1:]
+			q.drop(old)
+			*old = histRec{}
+			q.evicted++
+		case len(q.pending) > 0:
+			if q.popPending() {
+				q.evicted++
+			}
+		default:
+			return
+		}
+	}
+}
+
+// popPending lets the oldest waiting record go unwritten, and reports
+// whether it was held (not forgotten already).
+func (q *recordQueue) popPending() bool {
+	old := q.pending[0]
+	q.pending[0] = nil
+	q.pending = q.pending[1:]
+	held := !old.dropped
+	if held {
+		q.drop(old)
+	}
+	*old = histRec{}
+	return held
 }
 
 // forgetStoredLocked makes the committer forget the stored record of seq

@@ -98,6 +98,11 @@ type Stats struct {
 	Commit Histogram
 	// CommitJobs counts jobs written by the committer.
 	CommitJobs uint64
+	// RecordBytes is the memory the records of ended jobs take in the
+	// broker (Config.MaxRecordBytes); RecordsEvicted counts the records
+	// forgotten to keep it within that bound.
+	RecordBytes    int64
+	RecordsEvicted uint64
 }
 
 // Stats returns a snapshot of every function's counters. Safe for
@@ -113,7 +118,8 @@ func (b *Broker) Stats(ctx context.Context) Stats {
 func (b *Broker) stats(ctx context.Context, deadOnly bool) Stats {
 	b.mu.Lock()
 	st := Stats{Functions: make([]FunctionStats, 0, len(b.functions)), Sessions: len(b.sessions),
-		Running: b.running, Commit: b.commitHist, CommitJobs: b.commitJobs}
+		Running: b.running, Commit: b.commitHist, CommitJobs: b.commitJobs,
+		RecordBytes: b.hist.bytes + b.recq.bytes, RecordsEvicted: b.hist.evicted + b.recq.evicted}
 	for _, f := range b.functions {
 		fs := FunctionStats{FunctionStatus: FunctionStatus{Name: f.name, Total: f.total, Running: f.running,
 			Workers: f.workers, MaxQueue: f.maxQueue}, FunctionCounters: f.counters}

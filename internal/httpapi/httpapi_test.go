@@ -706,6 +706,8 @@ func TestFunctionsWorkersAndMetrics(t *testing.T) {
 		`gearwork_jobs_by_state{function="thumb",state="queued"} 2`,
 		`gearwork_jobs_by_state{function="thumb",state="complete"} 1`,
 		`gearwork_oldest_queued_job_age_seconds{function="thumb"} `,
+		`gearwork_job_records_memory_bytes `,
+		`gearwork_job_records_evicted_total 0`,
 		`gearwork_build_info{commit="unknown",goversion="go`,
 	} {
 		require.Contains(t, text, want)

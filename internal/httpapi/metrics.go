@@ -77,6 +77,10 @@ var (
 	descByState     = prometheus.NewDesc("gearwork_jobs_by_state",
 		"Jobs by function and state: live ones (pending, scheduled, queued, running, retry-wait, blocked, waiting) now, and ended ones (complete, failed, exception, cancelled, dead) whose records the history keeps.",
 		[]string{"function", "state"}, nil)
+	descRecordBytes = prometheus.NewDesc("gearwork_job_records_memory_bytes",
+		"Memory the records of ended jobs take in the server (all kept records with --store memory:, those not yet written otherwise), bounded by --max-record-bytes.", nil, nil)
+	descRecordsEvicted = prometheus.NewDesc("gearwork_job_records_evicted_total",
+		"Records of ended jobs forgotten, the oldest first, to keep their memory within --max-record-bytes, since the server started.", nil, nil)
 	descOldest = prometheus.NewDesc("gearwork_oldest_queued_job_age_seconds",
 		"How long the job that has waited longest in the function's queue has been runnable; 0 when none is queued.", fnLabel, nil)
 	descSchedLast = prometheus.NewDesc("gearwork_schedule_last_tick_timestamp_seconds",
@@ -94,7 +98,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descDead,
 		descDeadLetters, descPaused, descQueued,
 		descTotal, descRunning, descWorkers, descWait, descRun, descSessions, descConns, descLeases, descPolls,
-		descCommit, descCommitN, descByState, descOldest, descSchedLast, descSchedNext, descBuild} {
+		descCommit, descCommitN, descByState, descRecordBytes, descRecordsEvicted, descOldest, descSchedLast, descSchedNext, descBuild} {
 		ch <- d
 	}
 }
@@ -158,6 +162,8 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- constHistogram(descCommit, st.Commit)
 	counter(descCommitN, st.CommitJobs)
+	ch <- prometheus.MustNewConstMetric(descRecordBytes, prometheus.GaugeValue, float64(st.RecordBytes))
+	counter(descRecordsEvicted, st.RecordsEvicted)
 	now := time.Now()
 	for _, jc := range c.s.b.CountJobs(ctx) {
 		for state, n := range jc.Live {
