@@ -53,7 +53,7 @@ const (
 )
 
 // histRec is the final record of a job that ended. It never changes once
-// added. It is kept small (about 170 bytes): every ended job has one, and
+// added. It is kept small (about 210 bytes): every ended job has one, and
 // what only some records need lives in x. Guarded by Broker.mu.
 type histRec struct {
 	seq uint64
