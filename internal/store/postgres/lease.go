@@ -105,6 +105,18 @@ func (s *Store) steadyContact(began, done time.Time) bool {
 	return done.Sub(c.since) >= s.cfg.LeaseTTL
 }
 
+// judgesLeases reports whether this server may now take an expired lease
+// for its server's death, as its last renewal found (steadyContact): it
+// has been in touch with the database for a lease, and its last renewal
+// began no more than half a lease ago.
+func (s *Store) judgesLeases() bool {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.contact
+	return !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) <= s.cfg.LeaseTTL/2
+}
+
 // contactLost breaks this server's stretch of contact with the database
 // (see steadyContact).
 func (s *Store) contactLost() {

@@ -364,9 +364,11 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64, by string) (bool, 
 			if lockErr != nil {
 				return lockErr
 			}
+			// A job held under an expired lease is nobody's only when this
+			// server may judge leases (judgesLeases).
 			err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1, 4)
-			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now()))
-			FOR UPDATE`, seqArg(seq)).Scan(&batch, &handle)
+			AND (owner IS NULL OR ($2 AND owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now())))
+			FOR UPDATE`, seqArg(seq), s.judgesLeases()).Scan(&batch, &handle)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}

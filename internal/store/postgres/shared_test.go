@@ -284,6 +284,45 @@ func TestRenewReleasesExpiredLeasesOnlyAfterALeaseInTouch(t *testing.T) {
 	require.GreaterOrEqual(t, released.Sub(resumed), ttl, "released a lease after its renewals paused")
 }
 
+// A cancel deletes a job held under an expired lease, as a job nobody
+// holds, only when the cancelling server may judge leases: when it has
+// been in touch with the database for a lease (see
+// TestRenewReleasesExpiredLeasesOnlyAfterALeaseInTouch).
+func TestCancelTakesAnExpiredLeaseForDeathOnlyAfterALeaseInTouch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	a := joinedStore(t, url, "a")
+	joinedStore(t, url, "c")
+	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	expire := func(name string) {
+		pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = '%s'`, name))
+	}
+	expire("a")
+
+	b := openStoreTTL(t, url, "b", 2*time.Second)
+	_, err = b.Join(ctx, func(string) {}, nil, nil)
+	require.NoError(t, err)
+	ok, err := b.CancelQueued(ctx, held[0].Seq, "test")
+	require.NoError(t, err)
+	require.False(t, ok, "a server that has just joined does not take an expired lease for its server's death")
+	require.Equal(t, 1, countJobs(t, url, "f"))
+
+	// b renews until it releases c's expired lease; a's lease lasts meanwhile.
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() + interval '1 hour' WHERE name = 'a'`)
+	expire("c")
+	renewUntilGone(t, b, url, "c")
+	expire("a")
+	for !ok {
+		_, err := b.Renew(ctx)
+		require.NoError(t, err)
+		ok, err = b.CancelQueued(ctx, held[0].Seq, "test")
+		require.NoError(t, err)
+	}
+	require.Zero(t, countJobs(t, url, "f"), "the job held under a's expired lease is cancelled")
+}
+
 func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
