@@ -492,7 +492,7 @@ func (b *Broker) fireCallbackLocked(bt *batch, cb *Callback, kind string, bit ui
 	}
 	var refused error
 	b.submitLocked(nil, SubmitParams{Function: []byte(cb.Function), Payload: payload, Priority: Normal,
-		Background: true, hold: true}, func(_ uint64, _ bool, err error) {
+		Background: true, hold: true, own: true}, func(_ uint64, _ bool, err error) {
 		if err != nil {
 			refused = err
 		}

@@ -511,3 +511,19 @@ func TestBatchDeadLetterQueuedAgainCountsAgain(t *testing.T) {
 	require.NoError(t, tb.b.Finish(tb.worker, cb.Seq, Complete, nil))
 	tb.noCallback(t)
 }
+
+// A batch's callbacks are the server's own submits: --max-functions never
+// refuses them, also when their functions are not known yet.
+func TestBatchCallbacksAreNotRefusedForTheFunctionLimit(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{cfg: Config{MaxFunctions: 1}, store: memory.New(), can: []string{"fn"}})
+	id := createBatch(t, tb.b)
+	tb.submit(t, inBatch(id, "a"))
+	require.NoError(t, tb.b.CloseBatch(context.Background(), id))
+	require.NoError(t, tb.b.Finish(tb.worker, tb.grab(t).Seq, Complete, nil))
+	require.NoError(t, tb.b.Durable(context.Background()))
+	s := mustBatch(t, tb.b, id)
+	require.True(t, s.Complete)
+	require.True(t, s.SuccessFired, "on_success was submitted")
+	require.True(t, s.CompleteFired, "on_complete was submitted")
+}

@@ -1,11 +1,14 @@
 package broker
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
 func TestCronNext(t *testing.T) {
@@ -82,3 +85,37 @@ func TestCronSubmitsPerTick(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// A schedule's function is not known until its first tick, and the tick
+// is the server's own submit: --max-functions never refuses it, also when
+// peers have named as many functions as the server knows.
+func TestCronTickIsNotRefusedForTheFunctionLimit(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{cfg: Config{MaxFunctions: 1, Schedules: []Schedule{everyMinute(t, "min", "fn", MissedAll)}},
+		store: memory.New()})
+	tb.submit(t, lcBG("other", "", "x"))
+	_, err := tb.trySubmit(t, lcBG("third", "", "x"))
+	require.ErrorIs(t, err, ErrTooManyFunctions, "the server knows its limit of functions")
+	tb.advance(time.Minute)
+	require.NoError(t, tb.b.Durable(context.Background()))
+	require.Contains(t, tb.b.Uniques(), "min:"+itoa(tb.clock.Now().Unix()))
+}
+
+// A tick whose submit failed is not recorded as submitted: the next start
+// submits it as a missed tick.
+func TestCronTickThatFailedIsNotRecorded(t *testing.T) {
+	t.Parallel()
+	full := Config{Schedules: []Schedule{everyMinute(t, "min", "fn", MissedAll)},
+		Policies: policies("fn", Policy{MaxQueue: [numPriorities]int{1, 1, 1}})}
+	tb := setupLC(t, lcOpts{cfg: full, store: memory.New()})
+	tb.advance(time.Minute) // recorded; its job fills the queue
+	require.NoError(t, tb.b.Durable(context.Background()))
+	tb.advance(time.Minute) // refused: the queue is full
+	tick := "min:" + itoa(tb.clock.Now().Unix())
+	require.NoError(t, tb.b.Durable(context.Background()))
+	require.NotContains(t, tb.b.Uniques(), tick)
+	tb = tb.restart(t, lcOpts{cfg: Config{Schedules: full.Schedules}})
+	tb.b.RunTimers()
+	require.NoError(t, tb.b.Durable(context.Background()))
+	require.Contains(t, tb.b.Uniques(), tick)
+}

@@ -75,7 +75,7 @@ func (b *Broker) RetryJob(ctx context.Context, handle []byte, by string) (seq ui
 			rec.PayloadSize, RetryPayloadCap)
 	}
 	p := SubmitParams{Function: []byte(rec.Function), Payload: rec.Payload, Priority: rec.Priority, Background: true,
-		OrderingKey: rec.OrderingKey, Attempts: rec.MaxAttempts, retryOf: old}
+		OrderingKey: rec.OrderingKey, Attempts: rec.MaxAttempts, retryOf: old, own: true}
 	if rec.Unique != "" {
 		p.Unique = []byte(rec.Unique)
 	}

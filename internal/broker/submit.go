@@ -79,6 +79,10 @@ type SubmitParams struct {
 	tick     int64
 	// retryOf is the ended job that the job runs again (RetryJob).
 	retryOf uint64
+	// own marks a submit the server makes itself (a cron tick, a batch's
+	// callback, a stored job run again): it was accepted earlier, or
+	// configured, so Config.MaxFunctions never refuses it.
+	own bool
 	// watch, when set, is called with the live job the submit created or
 	// attached to, before the job can be handed out (SubmitWatched).
 	watch func(j *job, created bool)
@@ -192,8 +196,10 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		return
 	}
 	var f *function
-	if p.schedule != "" {
-		// A tick of a schedule of the configuration, never refused.
+	if p.own {
+		// The server's own submit (a tick of a schedule of the
+		// configuration, a batch's callback, a stored job run again),
+		// never refused.
 		f = b.function(string(p.Function))
 	} else if f, err = b.admitFunctionLocked(p.Function); err != nil {
 		done(0, false, err)
