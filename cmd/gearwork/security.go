@@ -57,9 +57,9 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
 	sc.maxRecordBytes = broker.DefaultMaxRecordBytes
 	fs.Var(sizeValue[int64]{&sc.maxRecordBytes}, "max-record-bytes", "memory (a `size` such as 256MiB) for the records of ended jobs the server keeps in memory (all of them with --store memory:, those not yet written otherwise), across functions; beyond it the records of the jobs that ended first are forgotten first, whatever history and history_max allow; 0 means no bound, else at least 1MiB")
-	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); at the limit a new name makes it forget the function that has held nothing longest (no jobs, workers, pause or policy), and a submit, CAN_DO or admin command naming a new one gets TOO_MANY_FUNCTIONS only when every one holds something; 0 means no limit")
+	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); at the limit a new name makes it forget the function that has held nothing longest (no jobs, workers, pause or policy), and a submit or admin command naming a new one gets TOO_MANY_FUNCTIONS only when every one holds something (a CAN_DO is then ignored); 0 means no limit")
 	fs.IntVar(&sc.maxOpenBatches, "max-open-batches", broker.DefaultMaxOpenBatches, "most batches that have not completed (open, or closed with jobs to finish); creating one more gets a too-many-batches error; 0 means no limit")
-	fs.IntVar(&sc.maxWorkerFns, "max-worker-functions", broker.DefaultMaxWorkerFunctions, "most functions one connection may register with CAN_DO; more get TOO_MANY_FUNCTIONS; 0 means no limit")
+	fs.IntVar(&sc.maxWorkerFns, "max-worker-functions", broker.DefaultMaxWorkerFunctions, "most functions one connection may register with CAN_DO; more are ignored (CAN_DO has no answer), logged and counted in gearwork_worker_functions_refused_total; 0 means no limit")
 }
 
 // security is what securityConfig resolves to at start.

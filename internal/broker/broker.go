@@ -165,7 +165,7 @@ type Config struct {
 // Config.MaxOpenBatches.
 const (
 	DefaultMaxFunctions       = 100_000
-	DefaultMaxWorkerFunctions = 1024
+	DefaultMaxWorkerFunctions = 10_000
 	DefaultMaxOpenBatches     = 100_000
 	// DefaultMaxRecordBytes is the default of Config.MaxRecordBytes.
 	DefaultMaxRecordBytes = 256 << 20
@@ -225,6 +225,8 @@ type Broker struct {
 	watchers   map[uint64][]*Session
 	commitHist Histogram
 	commitJobs uint64
+	// canDoRefused counts refused registrations (Stats.CanDoRefused).
+	canDoRefused uint64
 	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
 	liveBytes int64
 	tier      tiering

@@ -103,6 +103,10 @@ type Stats struct {
 	// forgotten to keep it within that bound.
 	RecordBytes    int64
 	RecordsEvicted uint64
+	// CanDoRefused counts the functions workers could not register
+	// (CanDo, CanDoLease) for Config.MaxWorkerFunctions or
+	// Config.MaxFunctions.
+	CanDoRefused uint64
 }
 
 // Stats returns a snapshot of every function's counters. Safe for
@@ -119,7 +123,8 @@ func (b *Broker) stats(ctx context.Context, deadOnly bool) Stats {
 	b.mu.Lock()
 	st := Stats{Functions: make([]FunctionStats, 0, len(b.functions)), Sessions: len(b.sessions),
 		Running: b.running, Commit: b.commitHist, CommitJobs: b.commitJobs,
-		RecordBytes: b.hist.bytes + b.recq.bytes, RecordsEvicted: b.hist.evicted + b.recq.evicted}
+		RecordBytes: b.hist.bytes + b.recq.bytes, RecordsEvicted: b.hist.evicted + b.recq.evicted,
+		CanDoRefused: b.canDoRefused}
 	for _, f := range b.functions {
 		fs := FunctionStats{FunctionStatus: FunctionStatus{Name: f.name, Total: f.total, Running: f.running,
 			Workers: f.workers, MaxQueue: f.maxQueue}, FunctionCounters: f.counters}

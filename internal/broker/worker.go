@@ -38,11 +38,13 @@ func (b *Broker) canDo(s *Session, name []byte, timeout time.Duration, lease boo
 		}
 	}
 	if limit := b.cfg.MaxWorkerFunctions; limit > 0 && len(s.abilities) >= limit {
+		b.canDoRefused++
 		return fmt.Errorf("%w: a connection may register %d functions (--max-worker-functions)",
 			ErrTooManyWorkerFunctions, limit)
 	}
 	f, err := b.admitFunctionLocked(name)
 	if err != nil {
+		b.canDoRefused++
 		return err
 	}
 	s.abilities = append(s.abilities, ability{fn: f, timeout: timeout, lease: lease})

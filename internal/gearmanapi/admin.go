@@ -30,21 +30,33 @@ func errText(err error) string {
 	case errors.Is(err, broker.ErrJobHeldElsewhere):
 		return "ERR JOB_HELD_ELSEWHERE The+server+holding+the+job+did+not+drop+it;+cancel+it+there\r\n"
 	case errors.Is(err, broker.ErrTooManyFunctions):
-		return "ERR TOO_MANY_FUNCTIONS " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
+		return "ERR TOO_MANY_FUNCTIONS " + strings.ReplaceAll(adminText(err.Error()), " ", "+") + "\r\n"
 	default:
-		return "ERR STORE_ERROR " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
+		return "ERR STORE_ERROR " + strings.ReplaceAll(adminText(err.Error()), " ", "+") + "\r\n"
 	}
 }
 
-// adminText returns s, a text a peer chose (a unique, a client id, an
-// ordering key), for a line of an admin answer: its control characters
-// (bytes below 0x20, and 0x7f) as \xNN, so that it cannot end the line or
-// the answer early, or add fields to it. Function names need none: they
-// hold no control characters (gearman.CheckFunctionName).
+// adminText returns s, a text a peer chose (a function name, a unique, a
+// client id, an ordering key), for a line of an admin answer: its control
+// characters (bytes below 0x20, and 0x7f) as \xNN, so that it cannot end
+// the line or the answer early, or add fields to it. Function names may
+// hold any bytes, as in gearmand (gearman.CheckFunctionName), so every
+// answer that shows one shows it through adminText (or adminWord).
 func adminText(s string) string {
+	return escapeAdmin(s, false)
+}
+
+// adminWord is adminText for a field that ends at a space (the functions
+// of a "workers" line): spaces are shown as \x20 too.
+func adminWord(s string) string {
+	return escapeAdmin(s, true)
+}
+
+func escapeAdmin(s string, space bool) string {
+	escape := func(ch byte) bool { return ch < 0x20 || ch == 0x7f || space && ch == ' ' }
 	clean := true
 	for i := range len(s) {
-		if s[i] < 0x20 || s[i] == 0x7f {
+		if escape(s[i]) {
 			clean = false
 			break
 		}
@@ -54,7 +66,7 @@ func adminText(s string) string {
 	}
 	var sb strings.Builder
 	for i := range len(s) {
-		if ch := s[i]; ch < 0x20 || ch == 0x7f {
+		if ch := s[i]; escape(ch) {
 			fmt.Fprintf(&sb, `\x%02x`, ch)
 		} else {
 			sb.WriteByte(ch)
@@ -73,14 +85,14 @@ func errArgs(cmd string) string {
 
 func adminStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, f := range c.srv.b.Status(ctx) {
-		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", f.Name, f.Total, f.Running, f.Workers)
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", adminText(f.Name), f.Total, f.Running, f.Workers)
 	}
 	a.WriteString(".\n")
 }
 
 func adminPriorityStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, f := range c.srv.b.Status(ctx) {
-		fmt.Fprintf(a, "%s\t%d\t%d\t%d\t%d\n", f.Name, f.Queued[0], f.Queued[1], f.Queued[2], f.Workers)
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\t%d\n", adminText(f.Name), f.Queued[0], f.Queued[1], f.Queued[2], f.Workers)
 	}
 	a.WriteString(".\n")
 }
@@ -89,7 +101,7 @@ func adminWorkers(_ context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, w := range c.srv.b.Workers() {
 		fmt.Fprintf(a, "%d %s %s :", w.ID, hostOf(w.Addr), w.ClientID)
 		for _, f := range w.Functions {
-			a.WriteString(" " + f)
+			a.WriteString(" " + adminWord(f))
 		}
 		a.WriteString("\n")
 	}
@@ -119,7 +131,7 @@ func adminShowMaxQueue(_ context.Context, c *conn, args []string, a *adminAnswer
 			continue
 		}
 		q := f.Policy.MaxQueue
-		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", f.Name, q[0], q[1], q[2])
+		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", adminText(f.Name), q[0], q[1], q[2])
 	}
 	a.WriteString(".\n")
 }

@@ -19,7 +19,7 @@ import (
 
 func adminShowSchedules(_ context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, s := range c.srv.b.Schedules() {
-		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Function, s.Spec, fmtTime(s.Last), fmtTime(s.Next))
+		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%s\n", adminText(s.Name), adminText(s.Function), s.Spec, fmtTime(s.Last), fmtTime(s.Next))
 	}
 	a.WriteString(".\n")
 }
@@ -35,7 +35,7 @@ func adminShowOrdering(_ context.Context, c *conn, args []string, a *adminAnswer
 		if o.Head != 0 {
 			head = b.Handle(o.Head)
 		}
-		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%d\n", o.Function, adminText(o.Key), head, dash(o.HeadState), o.Waiting)
+		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%d\n", adminText(o.Function), adminText(o.Key), head, dash(o.HeadState), o.Waiting)
 	}
 	a.WriteString(".\n")
 }
@@ -82,7 +82,7 @@ func adminDeadLetters(ctx context.Context, c *conn, args []string, a *adminAnswe
 		if !c.mayRead(d.Function) {
 			continue
 		}
-		fmt.Fprintf(a, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, d.Function, adminText(dash(d.Unique)),
+		fmt.Fprintf(a, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, adminText(d.Function), adminText(dash(d.Unique)),
 			d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
 	}
 	a.WriteString(".\n")
@@ -103,7 +103,7 @@ func errInvalid(msg string) string {
 func adminShowPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer) {
 	b := c.srv.b
 	line := func(name, source, state string, p broker.Policy) {
-		fmt.Fprintf(sb, "%s\t%s\t%s\t%s\n", name, source, state, p.Format())
+		fmt.Fprintf(sb, "%s\t%s\t%s\t%s\n", adminText(name), source, state, p.Format())
 	}
 	if len(args) == 0 {
 		line("*", "default", "-", b.DefaultPolicy())
@@ -229,7 +229,7 @@ func adminDeadLetterShow(ctx context.Context, c *conn, args []string, sb *adminA
 		return
 	}
 	fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nattempts\t%d\ndied\t%s\nerror\t%s\npayload\t%s\n",
-		d.Handle, d.Function, strconv.Quote(d.Unique), d.Priority, d.Attempts,
+		d.Handle, adminText(d.Function), strconv.Quote(d.Unique), d.Priority, d.Attempts,
 		fmtTime(d.DiedAt), strconv.Quote(d.LastError), strconv.Quote(string(d.Payload)))
 	for i, at := range d.History {
 		fmt.Fprintf(sb, "attempt\t%d\t%s\t%s\t%s\t%s\n", i+1, fmtNanos(at.Start), fmtNanos(at.End),
@@ -372,7 +372,7 @@ func adminJobs(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 		if !c.mayRead(j.Function) {
 			continue
 		}
-		fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.srv.b.Handle(j.Seq), j.Function, j.State, j.Attempts,
+		fmt.Fprintf(sb, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.srv.b.Handle(j.Seq), adminText(j.Function), j.State, j.Attempts,
 			fmtTime(j.Submitted), fmtTime(j.Finished), strconv.Quote(j.LastError), j.Cursor)
 	}
 	sb.WriteString(".\n")
@@ -408,7 +408,7 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 		return
 	}
 	fmt.Fprintf(sb, "handle\t%s\nfunction\t%s\nunique\t%s\npriority\t%s\nbackground\t%t\nstate\t%s\nfinal\t%t\n",
-		b.Handle(j.Seq), j.Function, strconv.Quote(j.Unique), j.Priority, j.Background, j.State, j.Final)
+		b.Handle(j.Seq), adminText(j.Function), strconv.Quote(j.Unique), j.Priority, j.Background, j.State, j.Final)
 	fmt.Fprintf(sb, "attempts\t%d\nsubmitted\t%s\nstarted\t%s\nfinished\t%s\nerror\t%s\n",
 		j.Attempts, fmtTime(j.Submitted), fmtTime(j.Started), fmtTime(j.Finished), strconv.Quote(j.LastError))
 	if j.RetryOf != 0 {
@@ -425,7 +425,7 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	}
 	for i, at := range j.History {
 		fmt.Fprintf(sb, "attempt\t%d\t%s\t%s\t%s\t%s\t%s\n", i+1, fmtNanos(at.Start), fmtNanos(at.End),
-			at.Outcome, dash(at.Worker), strconv.Quote(at.Error))
+			at.Outcome, adminText(dash(at.Worker)), strconv.Quote(at.Error))
 	}
 	sb.WriteString(".\n")
 }

@@ -84,5 +84,5 @@ func (c *conn) deniedText(action auth.Action, name string) string {
 
 // deniedLine is the admin text answer to a denied command or read.
 func (c *conn) deniedLine(action auth.Action, name string) string {
-	return "ERR PERMISSION_DENIED " + strings.ReplaceAll(c.deniedText(action, name), " ", "+") + "\r\n"
+	return "ERR PERMISSION_DENIED " + strings.ReplaceAll(adminText(c.deniedText(action, name)), " ", "+") + "\r\n"
 }

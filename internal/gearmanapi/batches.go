@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
 )
 
@@ -97,7 +98,7 @@ func batchErrText(err error) string {
 	if errors.Is(err, broker.ErrBatchNotFound) {
 		return "ERR UNKNOWN_BATCH No+such+batch\r\n"
 	}
-	return "ERR BATCH_ERROR " + strings.ReplaceAll(err.Error(), " ", "+") + "\r\n"
+	return "ERR BATCH_ERROR " + strings.ReplaceAll(adminText(err.Error()), " ", "+") + "\r\n"
 }
 
 // adminBatchCreate answers "batch create [on_success=FUNCTION]
@@ -116,6 +117,14 @@ func adminBatchCreate(ctx context.Context, c *conn, args []string, a *adminAnswe
 			p.OnComplete.Function = v
 		default:
 			a.WriteString(errArgs("batch create"))
+			return
+		}
+	}
+	for _, fn := range callbackFunctions(p.OnSuccess, p.OnComplete) {
+		// A callback is a submit the server makes later: its function
+		// follows the rule of a submit's.
+		if err := gearman.CheckFunctionName(fn); err != nil {
+			a.WriteString(errInvalid("callback " + err.Error()))
 			return
 		}
 	}
@@ -176,10 +185,10 @@ func adminBatch(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	fmt.Fprintf(a, "batch\t%d\nclosed\t%t\ncomplete\t%t\ntotal\t%d\npending\t%d\nrunning\t%d\nsucceeded\t%d\nfailed\t%d\ndead\t%d\n",
 		s.ID, s.Closed, s.Complete, s.Total, s.Pending, s.Running, s.Succeeded, s.Failed, s.Dead)
 	if s.OnSuccess.Function != "" {
-		fmt.Fprintf(a, "on_success\t%s\t%s\n", s.OnSuccess.Function, firedWord(s.SuccessFired))
+		fmt.Fprintf(a, "on_success\t%s\t%s\n", adminText(s.OnSuccess.Function), firedWord(s.SuccessFired))
 	}
 	if s.OnComplete.Function != "" {
-		fmt.Fprintf(a, "on_complete\t%s\t%s\n", s.OnComplete.Function, firedWord(s.CompleteFired))
+		fmt.Fprintf(a, "on_complete\t%s\t%s\n", adminText(s.OnComplete.Function), firedWord(s.CompleteFired))
 	}
 	fmt.Fprintf(a, "created\t%s\ncompleted\t%s\n", fmtTime(s.Created), fmtTime(s.Completed))
 	for _, h := range s.Failures {

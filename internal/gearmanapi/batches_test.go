@@ -97,6 +97,10 @@ func TestBatchOverTheGearmanPort(t *testing.T) {
 	require.Equal(t, "ERR UNKNOWN_BATCH No+such+batch\r\n", c.admin("jobs batch=99", true))
 	require.Equal(t, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+batch+create\r\n",
 		c.admin("batch create on_success", false))
+	// A callback's function follows the rule of a submit's.
+	require.Equal(t, "ERR INVALID_ARGUMENTS callback+function+name+must+be+1+to+511+bytes\r\n",
+		c.admin("batch create on_complete="+strings.Repeat("f", gearman.MaxFunctionSize+1), false))
+	require.Regexp(t, `^OK \d+\n$`, c.admin("batch create on_complete="+strings.Repeat("f", gearman.MaxFunctionSize), false))
 }
 
 // A Gearman client makes a job wait for others by the unique

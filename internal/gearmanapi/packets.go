@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -76,10 +77,14 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 			}
 		}
 		if err := b.CanDo(c.sess, name, timeout); err != nil {
-			// CAN_DO has no answer; a refused one gets an ERROR, as a
-			// denied one does, and the worker is not given its jobs.
-			c.errorPacket("TOO_MANY_FUNCTIONS", err.Error())
-			return
+			// CAN_DO has no answer, and libgearman's worker exits on an
+			// ERROR it did not ask for, so that it would stop serving the
+			// functions it did register: a refused one is ignored (the
+			// broker counts it) and logged, and the worker goes on with
+			// the functions it has.
+			c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: CAN_DO ignored",
+				slog.String("remote", c.remote), slog.String("function", string(name)),
+				slog.String("error", err.Error()))
 		}
 	case gearman.CantDo:
 		b.CantDo(c.sess, trimNUL(p.Args[0]))
@@ -276,7 +281,14 @@ func (c *conn) submit(ctx context.Context, p *gearman.Packet) {
 		c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, string(params.Function)))
 		return
 	case c.grant != nil && params.Batch != 0:
-		if denied := c.batchCallbackDenied(ctx, params.Batch); denied != "" {
+		denied, err := c.batchCallbackDenied(ctx, params.Batch)
+		switch {
+		case err != nil:
+			c.waitAcks()
+			c.errorPacket("QUEUE_ERROR", "batch "+strconv.FormatUint(params.Batch, 10)+
+				": its callbacks could not be read to check the submit's permission: "+err.Error())
+			return
+		case denied != "":
 			c.waitAcks()
 			c.errorPacket("PERMISSION_DENIED", c.deniedText(auth.ActionSubmit, denied)+
 				" (a callback of batch "+strconv.FormatUint(params.Batch, 10)+")")
@@ -302,17 +314,22 @@ func (c *conn) submit(ctx context.Context, p *gearman.Packet) {
 // its callbacks are submitted, so it needs what closing the batch needs
 // (adminBatchClose): otherwise a peer allowed to submit to any function
 // could keep another's batch from succeeding, or from ever completing.
-func (c *conn) batchCallbackDenied(ctx context.Context, id uint64) string {
+// It fails closed: an error reading the batch (a shared store that is
+// down) is returned, and the submit refused.
+func (c *conn) batchCallbackDenied(ctx context.Context, id uint64) (string, error) {
 	s, err := c.srv.b.Batch(ctx, id)
-	if err != nil {
-		return ""
+	switch {
+	case errors.Is(err, broker.ErrBatchNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
 	}
 	for _, fn := range callbackFunctions(s.OnSuccess, s.OnComplete) {
 		if !c.allowed(auth.ActionSubmit, fn) {
-			return fn
+			return fn, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // schedFields reads the five time fields of a SUBMIT_JOB_SCHED (minute,

@@ -507,8 +507,15 @@ func (s *Server) waitFinal(ctx context.Context, f *feed, d time.Duration) (feedE
 	}
 }
 
+// checkFunction applies the rule of function names over HTTP: the
+// Gearman port's (gearman.CheckFunctionName), and no spaces or control
+// characters but tab (bytes below 0x20, and 0x7f), as names in paths and
+// query strings are typed and read by people; JSON would carry them, but
+// no client of the HTTP API needs them. A tab is taken: Perl's
+// Gearman::Client puts one between its prefix and a function name.
 func checkFunction(fn string) error {
-	if gearman.CheckFunctionName(fn) != nil || strings.Contains(fn, " ") {
+	if gearman.CheckFunctionName(fn) != nil ||
+		strings.ContainsFunc(fn, func(r rune) bool { return (r <= ' ' && r != '\t') || r == 0x7f }) {
 		return errorf(http.StatusBadRequest, "invalid-function",
 			"function name %q: must be 1 to %d bytes without spaces or control characters but tab", fn, gearman.MaxFunctionSize)
 	}

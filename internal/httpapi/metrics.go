@@ -59,22 +59,24 @@ var (
 		"Jobs to run again: taken back from a worker that vanished or whose lease ran out, or failed or timed out with attempts left (every retry, whoever watches the job), since the server started.", fnLabel, nil)
 	descDropped = prometheus.NewDesc("gearwork_jobs_dropped_total",
 		"Jobs that left without a worker's result: cancelled, abandoned, or dropped with their function, since the server started.", fnLabel, nil)
-	descDead        = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts (background: dead letters; foreground: failed for their clients), since the server started.", fnLabel, nil)
-	descDeadLetters = prometheus.NewDesc("gearwork_dead_letters", "Dead letters kept now.", fnLabel, nil)
-	descPaused      = prometheus.NewDesc("gearwork_function_paused", "1 while the function is paused.", fnLabel, nil)
-	descQueued      = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
-	descTotal       = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (queued, scheduled, running), by function.", fnLabel, nil)
-	descRunning     = prometheus.NewDesc("gearwork_jobs_running", "Jobs held by workers, by function.", fnLabel, nil)
-	descWorkers     = prometheus.NewDesc("gearwork_workers", "Workers registered for the function.", fnLabel, nil)
-	descWait        = prometheus.NewDesc("gearwork_job_wait_seconds", "Time from submit (or run-at) to a worker taking the job.", fnLabel, nil)
-	descRun         = prometheus.NewDesc("gearwork_job_run_seconds", "Time from a worker taking the job to its result.", fnLabel, nil)
-	descSessions    = prometheus.NewDesc("gearwork_sessions", "Open broker sessions (Gearman connections, HTTP watchers and HTTP workers).", nil, nil)
-	descConns       = prometheus.NewDesc("gearwork_connections", "Open connections by front end.", []string{"frontend"}, nil)
-	descLeases      = prometheus.NewDesc("gearwork_http_worker_leases", "Jobs held by HTTP workers under a lease.", nil, nil)
-	descPolls       = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
-	descCommit      = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
-	descCommitN     = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer, since the server started.", nil, nil)
-	descByState     = prometheus.NewDesc("gearwork_jobs_by_state",
+	descDead         = prometheus.NewDesc("gearwork_jobs_dead_total", "Jobs that ran out of attempts (background: dead letters; foreground: failed for their clients), since the server started.", fnLabel, nil)
+	descDeadLetters  = prometheus.NewDesc("gearwork_dead_letters", "Dead letters kept now.", fnLabel, nil)
+	descPaused       = prometheus.NewDesc("gearwork_function_paused", "1 while the function is paused.", fnLabel, nil)
+	descQueued       = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
+	descTotal        = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (queued, scheduled, running), by function.", fnLabel, nil)
+	descRunning      = prometheus.NewDesc("gearwork_jobs_running", "Jobs held by workers, by function.", fnLabel, nil)
+	descWorkers      = prometheus.NewDesc("gearwork_workers", "Workers registered for the function.", fnLabel, nil)
+	descWait         = prometheus.NewDesc("gearwork_job_wait_seconds", "Time from submit (or run-at) to a worker taking the job.", fnLabel, nil)
+	descRun          = prometheus.NewDesc("gearwork_job_run_seconds", "Time from a worker taking the job to its result.", fnLabel, nil)
+	descSessions     = prometheus.NewDesc("gearwork_sessions", "Open broker sessions (Gearman connections, HTTP watchers and HTTP workers).", nil, nil)
+	descConns        = prometheus.NewDesc("gearwork_connections", "Open connections by front end.", []string{"frontend"}, nil)
+	descLeases       = prometheus.NewDesc("gearwork_http_worker_leases", "Jobs held by HTTP workers under a lease.", nil, nil)
+	descPolls        = prometheus.NewDesc("gearwork_http_worker_polls", "HTTP workers waiting in a long poll.", nil, nil)
+	descCommit       = prometheus.NewDesc("gearwork_store_commit_seconds", "Latency of one group-commit batch write to the store.", nil, nil)
+	descCommitN      = prometheus.NewDesc("gearwork_store_committed_jobs_total", "Jobs written to the store by the group committer, since the server started.", nil, nil)
+	descCanDoRefused = prometheus.NewDesc("gearwork_worker_functions_refused_total",
+		"Functions workers could not register (CAN_DO, CAN_DO_TIMEOUT, an HTTP grab) because of --max-worker-functions or --max-functions, since the server started.", nil, nil)
+	descByState = prometheus.NewDesc("gearwork_jobs_by_state",
 		"Jobs by function and state: live ones (pending, scheduled, queued, running, retry-wait, blocked, waiting) now, and ended ones (complete, failed, exception, cancelled, dead) whose records the history keeps.",
 		[]string{"function", "state"}, nil)
 	descRecordBytes = prometheus.NewDesc("gearwork_job_records_memory_bytes",
@@ -98,7 +100,7 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descDead,
 		descDeadLetters, descPaused, descQueued,
 		descTotal, descRunning, descWorkers, descWait, descRun, descSessions, descConns, descLeases, descPolls,
-		descCommit, descCommitN, descByState, descRecordBytes, descRecordsEvicted, descOldest, descSchedLast, descSchedNext, descBuild} {
+		descCommit, descCommitN, descCanDoRefused, descByState, descRecordBytes, descRecordsEvicted, descOldest, descSchedLast, descSchedNext, descBuild} {
 		ch <- d
 	}
 }
@@ -164,6 +166,7 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCommitN, st.CommitJobs)
 	ch <- prometheus.MustNewConstMetric(descRecordBytes, prometheus.GaugeValue, float64(st.RecordBytes))
 	counter(descRecordsEvicted, st.RecordsEvicted)
+	counter(descCanDoRefused, st.CanDoRefused)
 	now := time.Now()
 	for _, jc := range c.s.b.CountJobs(ctx) {
 		for state, n := range jc.Live {

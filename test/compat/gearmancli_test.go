@@ -277,3 +277,50 @@ func TestGearmanCLILineModes(t *testing.T) {
 		require.Contains(t, p.stderr.String(), "GEARMAN_TIMEOUT")
 	})
 }
+
+// TestGearmanCLIWorkerBeyondFunctionLimit: a libgearman worker that names
+// more functions than --max-worker-functions keeps serving those it
+// registered. CAN_DO has no answer, and libgearman exits on an ERROR it
+// did not ask for, so the CAN_DO beyond the limit is ignored.
+func TestGearmanCLIWorkerBeyondFunctionLimit(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t, "--max-worker-functions", "3")
+	worker := gearmanCLI(t, s, "", "-w", "-f", "f1", "-f", "f2", "-f", "f3", "-f", "f4", "-c", "1", "--", "cat")
+	// (libgearman sends its CAN_DOs in no set order.)
+	var served []string
+	testwait.Until(t, "the worker to register three functions", func() bool {
+		served = served[:0]
+		for fn, st := range status(t, s) {
+			if st.Workers == 1 {
+				served = append(served, fn)
+			}
+		}
+		return len(served) == 3
+	})
+	require.Contains(t, s.log.String(), "CAN_DO ignored")
+	out, err := gearmanCLI(t, s, "hello", "-f", served[0]).wait(t)
+	require.NoError(t, err)
+	require.Equal(t, "hello", out)
+	_, err = worker.wait(t)
+	require.NoError(t, err, "the worker exits after -c 1 job, not before")
+}
+
+// TestGearmanCLIControlCharactersInFunctionName: function names take any
+// bytes, as gearmand takes them, so a libgearman worker of a name with a
+// tab serves it; Gearwork's admin answers show the tab as \x09, where
+// gearmand's show it raw and so a made-up field.
+func TestGearmanCLIControlCharactersInFunctionName(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		const fn = "tab\there"
+		worker := gearmanCLI(t, s, "", "-w", "-f", fn, "-c", "1", "--", "cat")
+		out, err := gearmanCLI(t, s, "hello", "-f", fn).wait(t)
+		require.NoError(t, err)
+		require.Equal(t, "hello", out)
+		_, err = worker.wait(t)
+		require.NoError(t, err, "the worker exits after -c 1 job, not before")
+		if s.isGearwork() {
+			require.Contains(t, status(t, s), `tab\x09here`)
+		}
+	})
+}
