@@ -16,6 +16,13 @@ var (
 	// job that was cancelled while it ran it. It matches ErrJobNotFound:
 	// the job is gone for the worker.
 	ErrJobCancelled = fmt.Errorf("%w: the job was cancelled", ErrJobNotFound)
+	// ErrJobTimedOut is wrapped by the errors of the work updates of a
+	// worker for a job it lost to its timeout (CAN_DO_TIMEOUT or a
+	// policy's timeout; a lease that runs out is a takeback) and still
+	// runs: the job failed or runs again, and the late update changes
+	// nothing.
+	// It matches ErrJobNotFound: the job is gone for the worker.
+	ErrJobTimedOut = fmt.Errorf("%w: the job was lost to its timeout", ErrJobNotFound)
 	// ErrStopped is returned by Submit after Stop.
 	ErrStopped = errStopped
 	// ErrFunctionBusy is returned by DropFunction while workers are

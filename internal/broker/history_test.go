@@ -199,7 +199,7 @@ func TestHistoryRecordsTimeout(t *testing.T) {
 	require.Len(t, rec.History, 1)
 	require.Equal(t, outcomeTimeout, rec.History[0].Outcome)
 	require.Equal(t, "slow-worker", rec.History[0].Worker)
-	require.NoError(t, tb.b.Finish(worker, seq, Complete, nil), "the late result of the timed-out run is accepted")
+	require.ErrorIs(t, tb.b.Finish(worker, seq, Complete, nil), ErrJobTimedOut, "the late result of the timed-out run")
 	rec, _ = tb.b.Job(context.Background(), seq)
 	require.Equal(t, FinalDead, rec.State, "the state never flips after the end")
 }

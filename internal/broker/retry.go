@@ -222,8 +222,8 @@ const errTimedOut = "timed out"
 // function's retry policy (max_attempts) allows another attempt does it
 // run again: a background job after its backoff, a foreground one from
 // the front of its queue, its clients still waiting. Either way the worker
-// has lost the job: its late updates and result are accepted and change
-// nothing (Session.endedRecently).
+// has lost the job: its late updates and result change nothing and get
+// ErrJobTimedOut (notHeldLocked).
 func (b *Broker) timeoutLocked(j *job) {
 	x := j.x
 	if !j.has(jobCancelled) {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -101,8 +102,9 @@ func TestRetryWithBackoffThenDeadLetter(t *testing.T) {
 }
 
 // A job whose worker stays silent past the policy timeout is taken back;
-// the late WORK_STATUS and WORK_COMPLETE from that worker are accepted and
-// change nothing (Perl's Gearman::Worker dies on an ERROR in answer).
+// the late WORK_STATUS and WORK_COMPLETE from that worker change nothing
+// and get ErrJobTimedOut (which the Gearman port accepts without an
+// answer, the HTTP API answers 409 timed-out).
 func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	t.Parallel()
 	pol := Policy{MaxAttempts: 2, Timeout: 5 * time.Second, Backoff: noJitter(time.Second)}
@@ -117,13 +119,13 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	require.Equal(t, "retry-wait", tb.b.Jobs(0)[0].State)
 
 	// The silent worker finally answers: too late.
-	require.NoError(t, tb.b.WorkStatus(tb.worker, a.Seq, 1, 2))
-	require.NoError(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("late")))
+	require.ErrorIs(t, tb.b.WorkStatus(tb.worker, a.Seq, 1, 2), ErrJobTimedOut)
+	require.ErrorIs(t, tb.b.Finish(tb.worker, a.Seq, Complete, []byte("late")), ErrJobTimedOut)
 	require.Equal(t, "retry-wait", tb.b.Jobs(0)[0].State, "the late result changes nothing")
 	require.Empty(t, tb.cout.take())
-	// A session that never held the job is still refused.
+	// A session that never held the job is refused: it did not lose it.
 	stranger := tb.b.NewSession("127.0.0.1:1003", &recorder{})
-	require.ErrorIs(t, tb.b.Finish(stranger, a.Seq, Complete, []byte("x")), ErrJobNotFound)
+	require.Equal(t, ErrJobNotFound, tb.b.Finish(stranger, a.Seq, Complete, []byte("x")))
 
 	tb.advance(time.Second)
 	a2, ok := tb.b.Grab(other)
@@ -133,7 +135,7 @@ func TestTimeoutTakesBackAndLateCompleteIsIgnored(t *testing.T) {
 	require.Zero(t, tb.b.JobCount())
 	// And after it completed, the first worker's answer still changes
 	// nothing.
-	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")))
+	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")), ErrJobTimedOut)
 	require.Zero(t, tb.b.JobCount())
 	require.Empty(t, mustDeadLetters(t, tb.b, ""))
 }
@@ -224,8 +226,8 @@ func TestPerJobOverrides(t *testing.T) {
 
 // A job held past its worker's CAN_DO_TIMEOUT fails, as the protocol
 // says: the waiting client gets WORK_FAIL at once, the job is not run
-// again, and the worker's late data and result are accepted and change
-// nothing.
+// again, and the worker's late data and result change nothing and get
+// ErrJobTimedOut.
 func TestCanDoTimeoutFailsForegroundJob(t *testing.T) {
 	t.Parallel()
 	tb := setupLC(t, lcOpts{})
@@ -239,12 +241,54 @@ func TestCanDoTimeoutFailsForegroundJob(t *testing.T) {
 	tb.advance(time.Millisecond)
 	require.Equal(t, []Event{{Kind: EventFail, Seq: seq}}, tb.cout.take())
 	require.Zero(t, tb.b.JobCount(), "failed, not queued again")
-	require.NoError(t, tb.b.WorkData(tb.worker, seq, []byte("late"), false))
-	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")))
-	require.NoError(t, tb.b.Finish(tb.worker, seq, Fail, nil))
+	require.ErrorIs(t, tb.b.WorkData(tb.worker, seq, []byte("late"), false), ErrJobTimedOut)
+	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("late")), ErrJobTimedOut)
+	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Fail, nil), ErrJobTimedOut)
 	require.Zero(t, tb.b.JobCount(), "nothing comes back")
 	tb.noJob(t)
 	require.Empty(t, tb.cout.take())
+}
+
+// A job lost to its timeout and given again to the same worker is answered
+// for its new run: cancelled while it runs again, its updates get
+// ErrJobCancelled (not the ErrJobTimedOut of the first run) and its final
+// packet ends the cancelled entry; completed in its new run, a contradicting
+// WORK_EXCEPTION is refused as for any job, not taken for a late packet of
+// the first run.
+func TestTimedOutJobGivenAgainToTheSameWorker(t *testing.T) {
+	t.Parallel()
+	pol := Policy{MaxAttempts: 3, Timeout: 5 * time.Second, Backoff: noJitter(time.Second)}
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", pol)}, can: []string{"fn"}})
+	handle := func(seq uint64) []byte { return []byte(tb.b.Handle(seq)) }
+
+	// Cancelled in its second run.
+	seq := tb.submit(t, lcBG("fn", "", "p"))
+	require.Equal(t, seq, tb.grab(t).Seq)
+	tb.advance(5 * time.Second)
+	require.ErrorIs(t, tb.b.WorkData(tb.worker, seq, []byte("late"), false), ErrJobTimedOut)
+	tb.advance(time.Second)
+	require.Equal(t, seq, tb.grab(t).Seq, "the same worker runs it again")
+	require.NoError(t, tb.b.WorkStatus(tb.worker, seq, 1, 2), "it holds the job again")
+	require.NoError(t, tb.b.CancelJob(context.Background(), handle(seq)))
+	require.ErrorIs(t, tb.b.WorkData(tb.worker, seq, []byte("d"), false), ErrJobCancelled)
+	require.ErrorIs(t, tb.b.WorkStatus(tb.worker, seq, 2, 2), ErrJobCancelled)
+	require.ErrorIs(t, tb.b.Finish(tb.worker, seq, Complete, []byte("r")), ErrJobCancelled)
+	tb.b.mu.Lock()
+	left := len(tb.worker.cancelled)
+	tb.b.mu.Unlock()
+	require.Zero(t, left, "the final packet ends the cancelled entry")
+	require.Equal(t, ErrJobNotFound, tb.b.Finish(tb.worker, seq, Complete, []byte("r")), "and only once")
+
+	// Completed in its second run.
+	seq = tb.submit(t, lcBG("fn", "", "p"))
+	require.Equal(t, seq, tb.grab(t).Seq)
+	tb.advance(5 * time.Second)
+	tb.advance(time.Second)
+	require.Equal(t, seq, tb.grab(t).Seq)
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, []byte("r")))
+	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, []byte("r")), "a repeat")
+	require.Equal(t, ErrJobNotFound, tb.b.Finish(tb.worker, seq, Exception, []byte("e")), "a contradiction")
+	require.Equal(t, ErrJobNotFound, tb.b.WorkData(tb.worker, seq, []byte("d"), false))
 }
 
 // A background job that times out without a retry policy is kept as a

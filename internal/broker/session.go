@@ -83,13 +83,14 @@ type Session struct {
 	// watching holds the seqs of jobs the session watches (Watch).
 	watching map[uint64]struct{}
 	// ended remembers the last jobs this session ended itself, or lost to
-	// their timeout, so that a repeated final packet for one of them, or
-	// the late updates of a lost one, are accepted (see endedRecently).
+	// their timeout, so that a repeated final packet for one of them is
+	// accepted and the late packets of a lost one get ErrJobTimedOut (see
+	// Broker.notHeldLocked).
 	ended     [endedMemory]endedJob
 	endedNext uint8
 	// cancelled holds the seqs of jobs cancelled while the session ran
-	// them: the worker's next work update of one gets ErrJobCancelled,
-	// its final one ends the entry.
+	// them: the worker's work updates of one get ErrJobCancelled, its
+	// final one ends the entry.
 	cancelled map[uint64]struct{}
 	// burst is the clock reading of the session's current burst of input
 	// (BeginBurst), in Unix nanoseconds: 0 outside a burst, -1 in one that
@@ -130,32 +131,31 @@ func (s *Session) noteEnded(seq uint64, o Outcome) {
 // updates and its result late.
 const timedOut Outcome = 0xff
 
-// endedRecently reports whether a final packet with outcome o for job seq
-// repeats how this session recently ended that job: WORK_FAIL after any
-// end (Perl's Gearman::Worker and Node's abraxas send it after
-// WORK_EXCEPTION), or the same final packet again. A different result (a
-// WORK_COMPLETE after a failure) contradicts the first and is not a repeat.
-// Any final packet for a job the session lost to its timeout is the late
-// end of that run (Perl's Gearman::Worker dies on an ERROR in answer).
-func (s *Session) endedRecently(seq uint64, o Outcome) bool {
+// endedLast returns how the session last ended job seq (or lost it to its
+// timeout), if it remembers. A session remembers at most one end of a job:
+// forgetEnded drops it when the job is given to the session again.
+func (s *Session) endedLast(seq uint64) (Outcome, bool) {
+	if seq == 0 {
+		return 0, false
+	}
 	for _, e := range s.ended {
-		if e.seq == seq && seq != 0 {
-			return o == Fail || o == e.outcome || e.outcome == timedOut
+		if e.seq == seq {
+			return e.outcome, true
 		}
 	}
-	return false
+	return 0, false
 }
 
-// timedOutRecently reports whether the session recently lost job seq to
-// its timeout: its late WORK_DATA, WORK_WARNING and WORK_STATUS are
-// accepted and dropped.
-func (s *Session) timedOutRecently(seq uint64) bool {
-	for _, e := range s.ended {
-		if e.seq == seq && seq != 0 {
-			return e.outcome == timedOut
+// forgetEnded forgets how the session ended an earlier run of job seq, as
+// the job is given to it again: the packets of the new run are answered
+// for the new run (a job lost to its timeout runs again, and may be
+// cancelled or end otherwise this time).
+func (s *Session) forgetEnded(seq uint64) {
+	for i := range s.ended {
+		if s.ended[i].seq == seq {
+			s.ended[i] = endedJob{}
 		}
 	}
-	return false
 }
 
 // name identifies the session's worker in job records: its client id, or

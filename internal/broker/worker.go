@@ -192,6 +192,7 @@ func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 	b.setStateLocked(j, stateRunning)
 	x.worker = s
 	x.warning = ""
+	s.forgetEnded(j.seq)
 	b.resetProgressLocked(j)
 	s.running = append(s.running, j)
 	j.fn.running++
@@ -223,15 +224,35 @@ func (b *Broker) heldBy(s *Session, seq uint64) *job {
 	return nil
 }
 
-// notHeld returns the error of a work update for a job s does not hold:
-// ErrJobCancelled when the job was cancelled while s ran it (final ends
-// that), ErrJobNotFound otherwise.
-func (s *Session) notHeld(seq uint64, final bool) error {
+// notHeldLocked returns the error of a work packet for job seq that s
+// does not hold; o is the outcome of a final packet, 0 for an update
+// (WORK_STATUS, WORK_DATA, WORK_WARNING):
+//   - ErrJobCancelled when the job was cancelled while s ran it (a final
+//     packet ends that);
+//   - an error wrapping ErrJobTimedOut when s lost the job to its timeout
+//     and still runs it: its late packets change nothing;
+//   - nil for a final packet that repeats how s itself just ended the
+//     job: WORK_FAIL after any end (Perl's Gearman::Worker and Node's
+//     abraxas send it after WORK_EXCEPTION), or the same final packet
+//     again. A different result (a WORK_COMPLETE after a failure)
+//     contradicts the first and is not a repeat;
+//   - ErrJobNotFound otherwise.
+//
+// Each of these errors matches ErrJobNotFound.
+func (b *Broker) notHeldLocked(s *Session, seq uint64, o Outcome) error {
 	if _, ok := s.cancelled[seq]; ok {
-		if final {
+		if o != 0 {
 			delete(s.cancelled, seq)
 		}
 		return ErrJobCancelled
+	}
+	if ended, ok := s.endedLast(seq); ok {
+		switch {
+		case ended == timedOut:
+			return fmt.Errorf("job %s: %w", b.Handle(seq), ErrJobTimedOut)
+		case o != 0 && (o == Fail || o == ended):
+			return nil
+		}
 	}
 	return ErrJobNotFound
 }
@@ -249,16 +270,14 @@ func (b *Broker) forwardLocked(j *job, ev Event) {
 	}
 }
 
-// WorkStatus records and forwards a WORK_STATUS.
+// WorkStatus records and forwards a WORK_STATUS. For a job the session
+// does not hold it returns the error of notHeldLocked.
 func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
-		if s.timedOutRecently(seq) {
-			return nil
-		}
-		return s.notHeld(seq, false)
+		return b.notHeldLocked(s, seq, 0)
 	}
 	j.x.num, j.x.den = num, den
 	b.mode.progressLocked(j)
@@ -266,16 +285,14 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 	return nil
 }
 
-// WorkData forwards a WORK_DATA (warning=false) or WORK_WARNING.
+// WorkData forwards a WORK_DATA (warning=false) or WORK_WARNING. For a job
+// the session does not hold it returns the error of notHeldLocked.
 func (b *Broker) WorkData(s *Session, seq uint64, data []byte, warning bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
-		if s.timedOutRecently(seq) {
-			return nil
-		}
-		return s.notHeld(seq, false)
+		return b.notHeldLocked(s, seq, 0)
 	}
 	kind := EventData
 	if warning {
@@ -298,19 +315,15 @@ const (
 
 // Finish ends a job the session holds, forwarding the result to every
 // waiting client, and forgets the job. A final packet that repeats how the
-// session itself just ended the job, or ends the run of a job the session
-// lost to its timeout (Session.endedRecently), is accepted and changes
-// nothing; any other packet for a job the session does not hold returns
-// ErrJobNotFound.
+// session itself just ended the job is accepted and changes nothing; one
+// for a job the session does not hold gets the error of notHeldLocked
+// (ErrJobCancelled, ErrJobTimedOut or ErrJobNotFound).
 func (b *Broker) Finish(s *Session, seq uint64, o Outcome, data []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
 	if j == nil {
-		if s.endedRecently(seq, o) {
-			return nil
-		}
-		return s.notHeld(seq, true)
+		return b.notHeldLocked(s, seq, o)
 	}
 	if !j.has(jobCancelled) {
 		s.noteEnded(seq, o)

@@ -106,13 +106,13 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 		})
 	case gearman.WorkComplete:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return finalResult(b.Finish(c.sess, seq, broker.Complete, ownData(f, p.Args[1]))) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Complete, ownData(f, p.Args[1])) })
 	case gearman.WorkException:
 		seq, ok := b.ParseHandle(p.Args[0])
-		c.workResult(ok, func() error { return finalResult(b.Finish(c.sess, seq, broker.Exception, ownData(f, p.Args[1]))) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Exception, ownData(f, p.Args[1])) })
 	case gearman.WorkFail:
 		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
-		c.workResult(ok, func() error { return finalResult(b.Finish(c.sess, seq, broker.Fail, nil)) })
+		c.workResult(ok, func() error { return b.Finish(c.sess, seq, broker.Fail, nil) })
 	case gearman.GetStatus:
 		h := trimNUL(p.Args[0])
 		st := b.GetStatus(h)
@@ -146,29 +146,26 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 	}
 }
 
-// finalResult drops the error of a worker's final packet (WORK_COMPLETE,
-// WORK_FAIL, WORK_EXCEPTION) for a job cancelled while it ran: the job
-// stays cancelled, and an ERROR in answer would tell the worker nothing it
-// can still act on, while Perl's Gearman::Worker dies on it. Its updates
-// before the end (WORK_DATA, WORK_STATUS, ...) still get ERROR
-// JOB_NOT_FOUND, which tells it to stop.
-func finalResult(err error) error {
-	if errors.Is(err, broker.ErrJobCancelled) {
-		return nil
-	}
-	return err
-}
-
+// workResult runs a worker's WORK_* packet and answers its error:
+//   - none for a job the worker lost to its timeout (broker.ErrJobTimedOut)
+//     or that was cancelled while it ran it (broker.ErrJobCancelled): the
+//     packet changes nothing, and an ERROR in answer would kill Perl's
+//     Gearman::Worker, which dies on any ERROR it reads while it waits for
+//     its next job (the HTTP API answers these 409, internal/httpapi's
+//     leaseError);
+//   - ERROR JOB_NOT_FOUND for any other job the connection does not hold;
+//   - ERROR UNKNOWN_ERROR otherwise.
 func (c *conn) workResult(handleOK bool, call func() error) {
 	if !handleOK {
 		c.errorPacket("JOB_NOT_FOUND", "Job given in work result not found")
 		return
 	}
-	if err := call(); err != nil {
-		if errors.Is(err, broker.ErrJobNotFound) {
-			c.errorPacket("JOB_NOT_FOUND", "Job given in work result not found")
-			return
-		}
+	err := call()
+	switch {
+	case err == nil, errors.Is(err, broker.ErrJobTimedOut), errors.Is(err, broker.ErrJobCancelled):
+	case errors.Is(err, broker.ErrJobNotFound):
+		c.errorPacket("JOB_NOT_FOUND", "Job given in work result not found")
+	default:
 		c.errorPacket("UNKNOWN_ERROR", err.Error())
 	}
 }

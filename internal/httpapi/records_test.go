@@ -88,8 +88,8 @@ func (tb *recBundle) getJob(t *testing.T, handle string) (int, jobJSON) {
 
 // A job submitted over Gearman has one record from submit to its end,
 // read over HTTP: completed, failed, exception, dead and cancelled, with
-// its attempts; a cancelled job stays cancelled and background, its
-// worker's WORK_STATUS gets ERROR JOB_NOT_FOUND and its WORK_COMPLETE is
+// its attempts; a cancelled job stays cancelled and background, and its
+// worker's WORK_STATUS, WORK_DATA, WORK_WARNING and WORK_COMPLETE are
 // accepted without an answer.
 func TestJobRecordsOfGearmanJobs(t *testing.T) {
 	t.Parallel()
@@ -179,12 +179,11 @@ func TestJobRecordsOfGearmanJobs(t *testing.T) {
 	require.NotNil(t, rec.CancelledAt)
 
 	worker.Send(gearman.WorkStatus, h, "1", "2")
-	cmd, args := worker.Read()
-	require.Equal(t, gearman.Error, cmd)
-	require.Equal(t, "JOB_NOT_FOUND", args[0])
+	worker.Send(gearman.WorkData, h, "d")
+	worker.Send(gearman.WorkWarning, h, "w")
 	worker.Send(gearman.WorkComplete, h, "late")
 	worker.Send(gearman.EchoReq, "sync")
-	cmd, args = worker.Read()
+	cmd, args := worker.Read()
 	require.Equal(t, gearman.EchoRes, cmd, "no ERROR before it: %q", args)
 	_, rec = tb.getJob(t, h)
 	require.Equal(t, "cancelled", rec.State, "the state never flips after the end")
@@ -221,6 +220,39 @@ func TestHTTPWorkerOfCancelledJobGetsConflict(t *testing.T) {
 	var p problem
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
 	require.Equal(t, problemTypeBase+"job-cancelled", p.Type)
+}
+
+// An HTTP worker whose lease outlasts the job's timeout, reporting after
+// the timeout has fired, gets 409 with the timed-out problem type for its
+// status update and its result: the job failed (it is dead) and the
+// result is dropped, which the worker must learn.
+func TestHTTPWorkerOfTimedOutJobGetsConflict(t *testing.T) {
+	t.Parallel()
+	tb := setupRecords(t, broker.Config{Policies: map[string]broker.Policy{
+		"slow": {Timeout: 50 * time.Millisecond, MaxAttempts: 1},
+	}})
+	resp := tb.do(t, http.MethodPost, "/v1/functions/slow/jobs", strings.NewReader("x"))
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	resp = tb.do(t, http.MethodPost, "/v1/functions/slow/grab?wait=5s&lease=5m", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	g := decode[grabbedJSON](t, resp)
+	require.Eventually(t, func() bool {
+		_, rec := tb.getJob(t, g.Handle)
+		return rec.State == "dead"
+	}, time.Minute, 10*time.Millisecond, "the job's timeout fires")
+
+	for _, u := range []struct{ path, body string }{
+		{"/status", `{"numerator":1,"denominator":2}`},
+		{"/data", "d"},
+		{"/complete", "result"},
+	} {
+		resp = tb.do(t, http.MethodPost, "/v1/jobs/"+url.PathEscape(g.Handle)+u.path+"?lease="+g.Lease, strings.NewReader(u.body))
+		p := requireProblem(t, resp, http.StatusConflict, "timeout")
+		require.Equal(t, problemTypeBase+"timed-out", p.Type, u.path)
+	}
+	_, rec := tb.getJob(t, g.Handle)
+	require.Equal(t, "dead", rec.State, "the late result changes nothing")
 }
 
 // GET /v1/jobs pages through job records with its cursor, newest first,

@@ -238,12 +238,19 @@ func (s *Server) workUpdate(r *http.Request) (*lease, []byte, error) {
 	return le, body, nil
 }
 
-// leaseError turns the broker's "not held" into the lease having run out.
+// leaseError turns the broker's "not held" into why the worker lost the
+// job, a 409 whose problem type says which: the job was cancelled, it
+// timed out (a policy's timeout shorter than the lease: the job failed
+// or runs again, and the update changed nothing), or the lease ran out.
+// A Gearman worker's packet is accepted without an answer in the first
+// two cases (internal/gearmanapi's workResult); an HTTP worker is told.
 func leaseError(err error) error {
-	if errors.Is(err, broker.ErrJobCancelled) {
+	switch {
+	case errors.Is(err, broker.ErrJobCancelled):
 		return errorf(http.StatusConflict, "job-cancelled", "the job was cancelled while this worker held it; drop it")
-	}
-	if errors.Is(err, broker.ErrJobNotFound) {
+	case errors.Is(err, broker.ErrJobTimedOut):
+		return errorf(http.StatusConflict, "timed-out", "the job's timeout ran out while this worker held it: the job failed or runs again, and this update changed nothing; drop it")
+	case errors.Is(err, broker.ErrJobNotFound):
 		return errorf(http.StatusConflict, "no-lease", "the lease ran out and the job was taken back")
 	}
 	return err

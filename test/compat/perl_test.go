@@ -2,6 +2,8 @@ package compat
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -273,28 +275,32 @@ func TestPerlWorkerTimeout(t *testing.T) {
 }
 
 // TestPerlWorkerJobCancelled: "cancel job" takes a running job from its
-// Perl worker (item 8 of "Differences from gearmand"); the worker's late
-// WORK_COMPLETE is accepted without an answer, the job stays cancelled,
+// Perl worker (item 8 of "Differences from gearmand"); the worker's
+// WORK_STATUS, WORK_DATA and WORK_WARNING sent after the cancel and its
+// WORK_COMPLETE are accepted without an answer, the job stays cancelled,
 // and the same worker process runs the next job (Gearman::Worker dies on
-// an ERROR in answer). Gearwork only: gearmand has no cancel of a running
-// job.
+// an ERROR in answer). The worker sends its updates only once the cancel
+// is done (it waits for a file the test creates then), however slow the
+// machine. Gearwork only: gearmand has no cancel of a running job.
 func TestPerlWorkerJobCancelled(t *testing.T) {
 	t.Parallel()
 	s := startGearwork(t)
-	w := perlWorker(t, s, 2, "pl_cancel=sleep3", "pl_after=upper")
+	w := perlWorker(t, s, 2, "pl_cancel=gate", "pl_after=upper")
 	c := perlClient(t, s)
-	handle := c.background("pl_cancel", "x")
+	gate := filepath.Join(t.TempDir(), "cancelled")
+	handle := c.background("pl_cancel", gate)
 	h := handle[strings.LastIndex(handle, "/")+1:]
 	testwait.Until(t, "the worker to run the job", func() bool {
-		return strings.Contains(w.stdout.String(), "pl_cancel 1\n")
+		return strings.Contains(w.stdout.String(), fmt.Sprintf("pl_cancel %d\n", len(gate)))
 	})
 	require.Equal(t, []string{"OK"}, admin(t, s, "cancel job "+h))
+	require.NoError(t, os.WriteFile(gate, nil, 0o600))
 	var after perlDo
 	c.call(map[string]any{"op": "do", "fn": "pl_after", "payload": "after"}, &after)
 	require.NotNil(t, after.Result, "the worker survived its cancelled job")
 	require.Equal(t, "AFTER", *after.Result)
 	_, err := w.wait(t)
 	require.NoError(t, err)
-	require.Equal(t, "pl_cancel 1\npl_after 5\n", w.stdout.String())
+	require.Equal(t, fmt.Sprintf("pl_cancel %d\npl_after 5\n", len(gate)), w.stdout.String())
 	require.Equal(t, []any{0.0, 0.0, 0.0, 0.0}, c.status(handle))
 }

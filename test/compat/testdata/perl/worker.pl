@@ -13,6 +13,8 @@
 #   hang      prints "holding HANDLE" and never answers (the test kills
 #             the process)
 #   sleep3    sleeps three seconds, then returns "slept"
+#   gate      waits until the file the workload names exists, then sends
+#             status 1/2, data "d1" and warning "w1", and returns "gated"
 #   flaky     dies with "not yet" on the first two runs of each workload,
 #             returns "ok after N runs" on the third
 # Each job's function and workload length are printed to stdout.
@@ -45,6 +47,14 @@ my %behaviours = (
     exception => sub { $worker->send_work_exception($_[0], 'boom'); return undef },
     die       => sub { die "boom\n" },
     sleep3    => sub { sleep 3; return "slept" },
+    gate      => sub {
+        my ($job) = @_;
+        select undef, undef, undef, 0.05 until -e $job->arg;
+        $worker->send_work_status($job, 1, 2);
+        $worker->send_work_data($job, 'd1');
+        $worker->send_work_warning($job, 'w1');
+        return 'gated';
+    },
     flaky     => sub { my $n = ++$runs{ $_[0]->arg }; die "not yet\n" if $n < 3; return "ok after $n runs" },
     hang      => sub { print "holding ", $_[0]->handle, "\n"; sleep 3600; return undef },
 );
