@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/client"
+	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest"
 	"github.com/gearwork/gearwork/internal/testserver"
 	"github.com/gearwork/gearwork/internal/testwait"
@@ -68,4 +70,21 @@ func TestServeBoundsTheMemoryOfRecords(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, "the first job's record was forgotten")
+}
+
+// --max-record-bytes 0 is no bound; the default is the broker's.
+func TestRecordBytesFlag(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, int64(-1), recordBytesBound(0))
+	require.Equal(t, int64(5<<20), recordBytesBound(5<<20))
+	var sc securityConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	sc.register(fs)
+	require.Equal(t, int64(broker.DefaultMaxRecordBytes), sc.maxRecordBytes)
+	require.NoError(t, fs.Parse([]string{"--max-record-bytes", "0"}))
+	_, err := sc.load("")
+	require.NoError(t, err, "0 is accepted")
+	require.NoError(t, fs.Parse([]string{"--max-record-bytes", "512KiB"}))
+	_, err = sc.load("")
+	require.ErrorContains(t, err, "invalid --max-record-bytes 512KiB: must be 0 (no bound) or at least 1MiB")
 }
