@@ -177,3 +177,30 @@ func TestRetryJobTwice(t *testing.T) {
 	require.True(t, created, "the first retry ended: the job runs again")
 	require.NotEqual(t, first, third)
 }
+
+// Running an ended job again is the server's own submit of a job it
+// accepted before: --max-functions never refuses it, also when its
+// function was dropped since and every known function holds something.
+func TestRetryJobIsNotRefusedForTheFunctionLimit(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{HandlePrefix: "H:t:", MaxFunctions: 2})
+	client, worker := tb.clientAndWorker("f")
+	seq := tb.submit(t, client, fg("f", "", "the payload")).seq
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
+	tb.b.CantDo(worker, []byte("f"))
+	require.NoError(t, tb.b.DropFunction("f"))
+	for _, fn := range []string{"a", "b"} {
+		require.NoError(t, tb.b.CanDo(worker, []byte(fn), 0))
+	}
+	require.ErrorIs(t, tb.b.CanDo(worker, []byte("c"), 0), ErrTooManyFunctions, "every known function holds a worker")
+
+	again, created, err := tb.b.RetryJob(context.Background(), []byte(tb.b.Handle(seq)), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	rec, ok := tb.b.Job(context.Background(), again)
+	require.True(t, ok)
+	require.Equal(t, "f", rec.Function)
+	require.Equal(t, "queued", rec.State)
+}
