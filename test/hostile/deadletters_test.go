@@ -1,10 +1,7 @@
 package hostile_test
 
 import (
-	"bufio"
-	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -75,18 +72,5 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 // /metrics.
 func goHeapBytes(t *testing.T, url string) float64 {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_alloc_bytes "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
-	require.NoError(t, sc.Err())
-	t.Fatal("no go_memstats_heap_alloc_bytes in /metrics")
-	return 0
+	return metricValue(t, url, "go_memstats_heap_alloc_bytes")
 }
