@@ -75,8 +75,8 @@ func TestServeBoundsTheMemoryOfRecords(t *testing.T) {
 // --max-record-bytes 0 is no bound; the default is the broker's.
 func TestRecordBytesFlag(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, int64(-1), recordBytesBound(0))
-	require.Equal(t, int64(5<<20), recordBytesBound(5<<20))
+	require.Equal(t, int64(-1), noLimit(int64(0)))
+	require.Equal(t, int64(5<<20), noLimit(int64(5<<20)))
 	var sc securityConfig
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	sc.register(fs)

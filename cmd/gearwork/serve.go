@@ -181,7 +181,7 @@ func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st ope
 	}
 	bcfg.MaxFunctions, bcfg.MaxWorkerFunctions = noLimit(cfg.sec.maxFunctions), noLimit(cfg.sec.maxWorkerFns)
 	bcfg.MaxOpenBatches = noLimit(cfg.sec.maxOpenBatches)
-	bcfg.MaxRecordBytes = recordBytesBound(cfg.sec.maxRecordBytes)
+	bcfg.MaxRecordBytes = noLimit(cfg.sec.maxRecordBytes)
 	if err := applyConfigFile(&bcfg, cfg.configFile, setup.sec.rules(), log); err != nil {
 		return nil, err
 	}
@@ -346,17 +346,9 @@ func orDisabled(d time.Duration) time.Duration {
 }
 
 // noLimit turns a flag's 0, no limit, into the broker's negative one (its
-// 0 is the default).
-// recordBytesBound is broker.Config.MaxRecordBytes for --max-record-bytes,
-// whose 0 means no bound.
-func recordBytesBound(flag int64) int64 {
-	if flag == 0 {
-		return -1
-	}
-	return flag
-}
-
-func noLimit(n int) int {
+// 0 is the default): --max-functions, --max-worker-functions,
+// --max-open-batches, --max-record-bytes.
+func noLimit[N int | int64](n N) N {
 	if n == 0 {
 		return -1
 	}
