@@ -483,6 +483,22 @@ func (b *Broker) admitFunctionLocked(name []byte) (*function, error) {
 	return b.function(string(name)), nil
 }
 
+// ownFunctionLocked finds or creates a function for what the server
+// submits itself (a schedule's tick, a batch's callback, a stored job run
+// again): never refused, but at Config.MaxFunctions it first forgets
+// functions that hold nothing, as admitFunctionLocked does, so that such
+// submits take the broker past the limit only while every function holds
+// something.
+func (b *Broker) ownFunctionLocked(name []byte) *function {
+	if f := b.functions[string(name)]; f != nil {
+		return f
+	}
+	if limit := b.cfg.MaxFunctions; limit > 0 && len(b.functions) >= limit {
+		b.makeRoomLocked(limit)
+	}
+	return b.function(string(name))
+}
+
 // Drain stops handing out jobs (graceful shutdown). The returned channel is
 // closed once no job is running.
 func (b *Broker) Drain() <-chan struct{} {

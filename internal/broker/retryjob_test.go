@@ -204,3 +204,29 @@ func TestRetryJobIsNotRefusedForTheFunctionLimit(t *testing.T) {
 	require.Equal(t, "f", rec.Function)
 	require.Equal(t, "queued", rec.State)
 }
+
+// The server's own submit is never refused, but it does not take the
+// broker past --max-functions while a function holding nothing can be
+// forgotten: a peer allowed to retry stored jobs cannot grow the
+// functions beyond the limit through them.
+func TestRetryJobMakesRoomAtTheFunctionLimit(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{HandlePrefix: "H:t:", MaxFunctions: 2})
+	client, worker := tb.clientAndWorker("f")
+	seq := tb.submit(t, client, fg("f", "", "the payload")).seq
+	a, ok := tb.b.Grab(worker)
+	require.True(t, ok)
+	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
+	tb.b.CantDo(worker, []byte("f"))
+	require.NoError(t, tb.b.DropFunction("f"))
+	require.NoError(t, tb.b.CanDo(worker, []byte("busy"), 0))
+	require.NoError(t, tb.b.CreateFunction("idle"))
+
+	again, created, err := tb.b.RetryJob(context.Background(), []byte(tb.b.Handle(seq)), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	rec, ok := tb.b.Job(context.Background(), again)
+	require.True(t, ok)
+	require.Equal(t, "queued", rec.State)
+	require.Equal(t, []string{"busy", "f"}, statusNames(tb.b), "the idle function made room for the retried job's")
+}

@@ -200,7 +200,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 		// The server's own submit (a tick of a schedule of the
 		// configuration, a batch's callback, a stored job run again),
 		// never refused.
-		f = b.function(string(p.Function))
+		f = b.ownFunctionLocked(p.Function)
 	} else if f, err = b.admitFunctionLocked(p.Function); err != nil {
 		done(0, false, err)
 		return
