@@ -346,6 +346,7 @@ func TestBadDurationsAndCounts(t *testing.T) {
 		{append(slices.Clone(serve), "--shutdown-timeout", "-1s"), "", `invalid value "-1s" for --shutdown-timeout: must not be negative`},
 		{append(slices.Clone(serve), "--insert-delay", "-20ms"), "", `invalid value "-20ms" for --insert-delay: must not be negative`},
 		{[]string{"serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-max-connections", "-1"}, "", `invalid --http-max-connections -1: must be 0 or more`},
+		{[]string{"serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--metrics-max-functions", "-1"}, "", `invalid --metrics-max-functions -1: must be 0 or more`},
 		{append(slices.Clone(serve), "--max-record-bytes", "100KiB"), "", `invalid --max-record-bytes 100KiB: must be 0 (no bound) or at least 1MiB`},
 		{append(slices.Clone(serve), "--max-record-bytes", "-1"), "", `invalid value "-1" for --max-record-bytes`},
 		{append(slices.Clone(serve), "--max-record-bytes", "lots"), "", `invalid value "lots" for --max-record-bytes`},

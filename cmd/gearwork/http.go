@@ -27,6 +27,8 @@ type httpFlags struct {
 	allowedHosts string
 	// maxConns is --http-max-connections.
 	maxConns int
+	// metricsMaxFunctions is --metrics-max-functions.
+	metricsMaxFunctions int
 	// tls holds --http-tls-*: "" means the matching --tls-* flag's file;
 	// cert "off" means plain HTTP, clientCA "off" no client certificates.
 	tls tlsFiles
@@ -38,6 +40,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
 	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses, localhost and its TLS certificate's names (e.g. the name of a proxy in front; \"*.example.com\" for one label more; \"*\" for any, which gives up the protection against DNS rebinding)")
 	fs.IntVar(&f.maxConns, "http-max-connections", 1000, "most open HTTP connections; more wait to be accepted; at most half of them may be event streams, waiting submits and long polls; 0 means no limit (either way at most a quarter of the open file limit less a reserve for the store)")
+	fs.IntVar(&f.metricsMaxFunctions, "metrics-max-functions", httpapi.DefaultMetricsMaxFunctions, "most functions /metrics exports series for: those holding jobs, workers, dead letters or a pause first, then those with the most jobs submitted; gearwork_metrics_functions_omitted counts the others; 0 means no limit")
 	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
 	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
 	fs.StringVar(&f.tls.clientCA, "http-tls-client-ca", "", "PEM `file` with the CAs whose client certificates the HTTP port requires (default: --tls-client-ca's); \"off\" requires none, so that bearer tokens alone authenticate")
@@ -55,6 +58,15 @@ type httpSetup struct {
 	// maxConns is the most open HTTP connections (see shareFiles); 0
 	// means no limit.
 	maxConns int
+}
+
+// metricsBound is httpapi.Config.MetricsMaxFunctions for
+// --metrics-max-functions, whose 0 means no limit.
+func metricsBound(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // tlsFiles returns the TLS files of the HTTP port: its own flags, else
@@ -87,8 +99,12 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 	if f.maxConns < 0 {
 		return nil, fmt.Errorf("invalid --http-max-connections %d: must be 0 or more", f.maxConns)
 	}
+	if f.metricsMaxFunctions < 0 {
+		return nil, fmt.Errorf("invalid --metrics-max-functions %d: must be 0 or more", f.metricsMaxFunctions)
+	}
 	v := buildVersion()
-	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure, Version: v.Version, Commit: v.Commit}}
+	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure, Version: v.Version, Commit: v.Commit,
+		MetricsMaxFunctions: metricsBound(f.metricsMaxFunctions)}}
 	if f.tokensFile != "" {
 		file, err := os.Open(f.tokensFile)
 		if err != nil {

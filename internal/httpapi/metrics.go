@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -89,6 +91,8 @@ var (
 		"Unix time of the last tick a cron schedule submitted a job for (absent before its first).", []string{"schedule", "function"}, nil)
 	descSchedNext = prometheus.NewDesc("gearwork_schedule_next_tick_timestamp_seconds",
 		"Unix time of a cron schedule's next tick.", []string{"schedule", "function"}, nil)
+	descOmitted = prometheus.NewDesc("gearwork_metrics_functions_omitted",
+		"Functions whose per-function series this scrape left out to stay within --metrics-max-functions.", nil, nil)
 	descBuild = prometheus.NewDesc("gearwork_build_info", "Always 1; the labels say which build runs.",
 		[]string{"version", "commit", "goversion"}, nil)
 )
@@ -100,9 +104,62 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSubmitted, descCompleted, descFailed, descRetried, descDropped, descDead,
 		descDeadLetters, descPaused, descQueued,
 		descTotal, descRunning, descWorkers, descWait, descRun, descSessions, descConns, descLeases, descPolls,
-		descCommit, descCommitN, descCanDoRefused, descByState, descRecordBytes, descRecordsEvicted, descOldest, descSchedLast, descSchedNext, descBuild} {
+		descCommit, descCommitN, descCanDoRefused, descByState, descRecordBytes, descRecordsEvicted, descOldest, descSchedLast, descSchedNext, descOmitted, descBuild} {
 		ch <- d
 	}
+}
+
+// DefaultMetricsMaxFunctions is Config.MetricsMaxFunctions's default.
+const DefaultMetricsMaxFunctions = 1000
+
+// exportedFunctions picks the functions whose series a scrape exports, so
+// that a server knowing many functions (up to --max-functions) cannot make
+// every scrape large: at most limit of them (limit < 0: all), those holding
+// something first (live jobs, running jobs, workers, dead letters, a
+// pause), then those with the most jobs submitted, then by name. counts
+// adds the functions known only from their kept records. It returns the
+// names kept and how many were left out.
+func exportedFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, limit int) (map[string]bool, int) {
+	type candidate struct {
+		name      string
+		busy      bool
+		submitted uint64
+	}
+	at := make(map[string]int, len(fns))
+	all := make([]candidate, 0, len(fns))
+	for _, f := range fns {
+		at[f.Name] = len(all)
+		all = append(all, candidate{name: f.Name, submitted: f.Submitted,
+			busy: f.Total > 0 || f.Running > 0 || f.Workers > 0 || f.DeadLetters > 0 || f.Paused})
+	}
+	for _, jc := range counts {
+		i, ok := at[jc.Function]
+		if !ok {
+			i = len(all)
+			at[jc.Function] = i
+			all = append(all, candidate{name: jc.Function})
+		}
+		if len(jc.Live) > 0 {
+			all[i].busy = true
+		}
+	}
+	if limit >= 0 && len(all) > limit {
+		slices.SortFunc(all, func(a, b candidate) int {
+			if a.busy != b.busy {
+				if a.busy {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Or(cmp.Compare(b.submitted, a.submitted), cmp.Compare(a.name, b.name))
+		})
+		all = all[:limit]
+	}
+	keep := make(map[string]bool, len(all))
+	for _, c := range all {
+		keep[c.name] = true
+	}
+	return keep, len(at) - len(keep)
 }
 
 func constHistogram(desc *prometheus.Desc, h broker.Histogram, labels ...string) prometheus.Metric {
@@ -129,7 +186,13 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v int, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 	}
+	counts := c.s.b.CountJobs(ctx)
+	keep, omitted := exportedFunctions(st.Functions, counts, c.s.cfg.MetricsMaxFunctions)
+	gauge(descOmitted, omitted)
 	for _, f := range st.Functions {
+		if !keep[f.Name] {
+			continue
+		}
 		counter(descSubmitted, f.Submitted, f.Name)
 		counter(descCompleted, f.Completed, f.Name)
 		counter(descFailed, f.Failed, f.Name, "fail")
@@ -149,8 +212,15 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descTotal, f.Total, f.Name)
 		gauge(descRunning, f.Running, f.Name)
 		gauge(descWorkers, f.Workers, f.Name)
-		ch <- constHistogram(descWait, f.Wait, f.Name)
-		ch <- constHistogram(descRun, f.Run, f.Name)
+		// A function's histograms appear with their first observation
+		// (a histogram without any may be absent), not 21 series each for
+		// every function that never ran a job.
+		if f.Wait.Count > 0 {
+			ch <- constHistogram(descWait, f.Wait, f.Name)
+		}
+		if f.Run.Count > 0 {
+			ch <- constHistogram(descRun, f.Run, f.Name)
+		}
 	}
 	gauge(descSessions, st.Sessions)
 	held, polls := c.s.leases.count()
@@ -168,7 +238,10 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRecordsEvicted, st.RecordsEvicted)
 	counter(descCanDoRefused, st.CanDoRefused)
 	now := time.Now()
-	for _, jc := range c.s.b.CountJobs(ctx) {
+	for _, jc := range counts {
+		if !keep[jc.Function] {
+			continue
+		}
 		for state, n := range jc.Live {
 			gauge(descByState, n, jc.Function, state)
 		}

@@ -127,6 +127,11 @@ type Config struct {
 	// ConnectionsFunc, if set, reports open connections of the other front
 	// ends by name (for metrics), e.g. {"gearman": 3}.
 	ConnectionsFunc func() map[string]int
+	// MetricsMaxFunctions is the most functions /metrics exports series
+	// for (exportedFunctions says which); gearwork_metrics_functions_omitted
+	// counts the others. 0 means DefaultMetricsMaxFunctions; below 0, no
+	// bound.
+	MetricsMaxFunctions int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -174,6 +179,7 @@ func New(cfg Config) *Server {
 	}
 	cfg.MaxBody = cmp.Or(cfg.MaxBody, 16<<20)
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 10000)
+	cfg.MetricsMaxFunctions = cmp.Or(cfg.MetricsMaxFunctions, DefaultMetricsMaxFunctions)
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, 5*time.Minute)
 	cfg.DefaultLease = cmp.Or(cfg.DefaultLease, 5*time.Minute)
 	cfg.MaxLease = cmp.Or(cfg.MaxLease, 24*time.Hour)
