@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -117,8 +118,11 @@ const DefaultMetricsMaxFunctions = 1000
 // every scrape large: at most limit of them (limit < 0: all), those holding
 // something first (live jobs, running jobs, workers, dead letters, a
 // pause), then those with the most jobs submitted, then by name. counts
-// adds the functions known only from their kept records. It returns the
-// names kept and how many were left out.
+// adds the functions known only from their kept records. A function whose
+// name is not UTF-8 (a Gearman function name may hold any bytes) is left
+// out: a Prometheus label value is UTF-8, and escaping the name could give
+// two functions one label. It returns the names kept and how many were
+// left out.
 func exportedFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, limit int) (map[string]bool, int) {
 	type candidate struct {
 		name      string
@@ -128,12 +132,22 @@ func exportedFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, li
 	at := make(map[string]int, len(fns))
 	all := make([]candidate, 0, len(fns))
 	for _, f := range fns {
-		at[f.Name] = len(all)
-		all = append(all, candidate{name: f.Name, submitted: f.Submitted,
-			busy: f.Total > 0 || f.Running > 0 || f.Workers > 0 || f.DeadLetters > 0 || f.Paused})
+		at[f.Name] = -1
+		if utf8.ValidString(f.Name) {
+			at[f.Name] = len(all)
+			all = append(all, candidate{name: f.Name, submitted: f.Submitted,
+				busy: f.Total > 0 || f.Running > 0 || f.Workers > 0 || f.DeadLetters > 0 || f.Paused})
+		}
 	}
 	for _, jc := range counts {
 		i, ok := at[jc.Function]
+		if !ok && !utf8.ValidString(jc.Function) {
+			at[jc.Function] = -1
+			continue
+		}
+		if i < 0 {
+			continue
+		}
 		if !ok {
 			i = len(all)
 			at[jc.Function] = i
@@ -255,6 +269,9 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age, jc.Function)
 	}
 	for _, sc := range c.s.b.Schedules() {
+		if !utf8.ValidString(sc.Name) || !utf8.ValidString(sc.Function) {
+			continue // a label value is UTF-8 (exportedFunctions)
+		}
 		if !sc.Last.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descSchedLast, prometheus.GaugeValue, float64(sc.Last.Unix()), sc.Name, sc.Function)
 		}

@@ -82,3 +82,19 @@ func TestMetricsUnboundFunctions(t *testing.T) {
 	require.Len(t, fns, 20)
 	require.True(t, strings.Contains(text, "\ngearwork_metrics_functions_omitted 0\n"), "no gearwork_metrics_functions_omitted 0")
 }
+
+// A function name may hold any bytes (as in gearmand), but a Prometheus
+// label value is UTF-8: a function whose name is not has no series of its
+// own (it counts as omitted) instead of costing the scrape every other
+// series.
+func TestMetricsOfAFunctionNamedInAnyBytes(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.MetricsMaxFunctions = -1 })
+	newTestWorker(t, tb.b, "good")
+	newTestWorker(t, tb.b, "bad\xff")
+	text, fns := scrape(t, tb)
+	require.True(t, fns["good"], "functions exported: %v", fns)
+	require.Len(t, fns, 1, "functions exported: %v", fns)
+	require.Contains(t, text, `gearwork_workers{function="good"} 1`)
+	require.True(t, strings.Contains(text, "\ngearwork_metrics_functions_omitted 1\n"), "no gearwork_metrics_functions_omitted 1")
+}
