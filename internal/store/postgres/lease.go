@@ -43,7 +43,6 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
-	began := time.Now()
 	id, err := s.register(ctx)
 	if err != nil {
 		return 0, err
@@ -57,7 +56,7 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 	l := newListener(s.cfg.URL, s.channel, wake, meta, lost, s.log)
 	s.mu.Lock()
 	s.serverID = id
-	s.contact = contact{}
+	s.contact = contact{warned: s.contact.warned}
 	old := s.listener
 	s.listener = l
 	s.mu.Unlock()
@@ -65,63 +64,85 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 		old.stop()
 	}
 	l.start()
-	s.steadyContact(began, time.Now())
+	s.steadyContact(time.Now())
 	return s.cfg.LeaseTTL / 4, nil
 }
 
 // contact follows this server's contact with the database: since is when
 // the current stretch without a break began (zero: broken, or never
-// begun), last when the last successful renewal (or registration) began.
+// begun), last when the last successful renewal (or registration) was
+// answered, and warned when a slow renewal was last logged.
 type contact struct {
 	since, last time.Time
+	warned      time.Time
 }
 
-// steadyContact records a renewal (or registration) that began at began
-// and was answered at done, and reports whether this server has been in
-// touch with the database without a break for at least a lease: only
-// then may it judge another server's expired lease to be that server's
-// death, for every live server has had the time to renew its lease since
-// the database came back (three renewals). Until then an expired lease
-// may be an outage's doing: the database was away from every server
-// alike, or this one was away from it (a partition, a stall of this
-// process), and a lease that expired meanwhile tells nothing.
+// slowRenewalWarnEvery bounds how often a renewal answered more than half
+// a lease after the previous one is logged.
+const slowRenewalWarnEvery = time.Minute
+
+// steadyContact records a renewal (or registration) answered at done, and
+// reports whether this server has been in touch with the database without
+// a break for at least a lease: only then may it judge another server's
+// expired lease to be that server's death, for every live server has had
+// the time to renew its lease since the database came back. Until then an
+// expired lease may be an outage's doing: the database was away from
+// every server alike, or this one was away from it (a partition, a stall
+// of this process), and a lease that expired meanwhile tells nothing.
 //
-// The stretch breaks when a renewal fails (contactLost) and when more
-// than half a lease passed between the start of one successful renewal
-// and the answer to the next (the database, or this server, may have
-// been away all that time: a statement that hung, a process that was
-// stopped). It then begins again at done, when the database is known to
-// answer. A server that has just joined has no stretch behind it either:
-// it releases the leases of dead servers a lease after it joined at the
-// earliest, whatever it finds expired.
-func (s *Store) steadyContact(began, done time.Time) bool {
+// The stretch breaks when a renewal fails (contactLost) and when a lease
+// or more passed between the answers to two successive renewals: the
+// database, or this server, may have been away all that time (a
+// statement that hung, a process that was stopped, renewals that did not
+// run), long enough for leases to expire. It then begins again at done,
+// when the database is known to answer. Answers less than a lease apart
+// keep it, however late the renewals ran: this server saw the database
+// at least once in every lease, so an outage that let leases expire
+// would have made one of its renewals fail or wait a lease. A server that
+// has just joined has no stretch behind it either: it releases the leases
+// of dead servers a lease after it joined at the earliest, whatever it
+// finds expired.
+func (s *Store) steadyContact(done time.Time) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	c := &s.contact
-	if c.since.IsZero() || done.Sub(c.last) > s.cfg.LeaseTTL/2 {
+	var gap time.Duration
+	if !c.last.IsZero() {
+		gap = done.Sub(c.last)
+	}
+	if c.since.IsZero() || gap >= s.cfg.LeaseTTL {
 		c.since = done
 	}
-	c.last = began
-	return done.Sub(c.since) >= s.cfg.LeaseTTL
+	c.last = done
+	steady := done.Sub(c.since) >= s.cfg.LeaseTTL
+	warn := gap > s.cfg.LeaseTTL/2 && done.Sub(c.warned) >= slowRenewalWarnEvery
+	if warn {
+		c.warned = done
+	}
+	s.mu.Unlock()
+	if warn {
+		s.log.Warn("postgres: a lease renewal was answered more than half a lease after the previous one",
+			slog.Duration("gap", gap), slog.Duration("lease_ttl", s.cfg.LeaseTTL))
+	}
+	return steady
 }
 
 // judgesLeases reports whether this server may now take an expired lease
 // for its server's death, as its last renewal found (steadyContact): it
 // has been in touch with the database for a lease, and its last renewal
-// began no more than half a lease ago.
+// was answered less than a lease ago.
 func (s *Store) judgesLeases() bool {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.contact
-	return !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) <= s.cfg.LeaseTTL/2
+	return !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) < s.cfg.LeaseTTL
 }
 
 // contactLost breaks this server's stretch of contact with the database
 // (see steadyContact).
 func (s *Store) contactLost() {
 	s.mu.Lock()
-	s.contact = contact{}
+	s.contact = contact{warned: s.contact.warned}
 	s.mu.Unlock()
 }
 
@@ -151,14 +172,13 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	began := time.Now()
 	tag, err := s.pool.Exec(ctx, `UPDATE gearwork_servers SET lease_until = now() + $2::interval WHERE id = $1`,
 		id, s.cfg.LeaseTTL)
 	if err != nil {
 		s.contactLost()
 		return false, fmt.Errorf("postgres: renew lease: %w", err)
 	}
-	steady := s.steadyContact(began, time.Now())
+	steady := s.steadyContact(time.Now())
 	if tag.RowsAffected() == 0 {
 		nid, err := s.register(ctx)
 		if err != nil {
