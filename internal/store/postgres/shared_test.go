@@ -1,8 +1,11 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -1053,4 +1056,46 @@ func TestRoundsOfPlainJobsTakeReservedNumbersInOrder(t *testing.T) {
 	var owner *int64
 	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner FROM gearwork_jobs WHERE seq = %d`, second[7].Seq), &owner)
 	require.NotNil(t, owner, "the job asked to be claimed is held")
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
+// A renewal answered more than half a lease after the previous one is
+// logged, so that renewals running late are seen before they cost the
+// lease; at most once a minute.
+func TestLateRenewalIsLoggedAtMostOnceAMinute(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const ttl = 400 * time.Millisecond
+	var logs lockedBuffer
+	s, err := postgres.Open(ctx, postgres.Config{URL: url, Name: "a", LeaseTTL: ttl,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	_, err = s.Join(ctx, func(string) {}, nil, nil)
+	require.NoError(t, err)
+	const late = "more than half a lease after the previous one"
+	for range 2 {
+		time.Sleep(ttl/2 + 50*time.Millisecond)
+		_, err = s.Renew(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, logs.count(late), "the first late renewal is logged, the next within a minute is not")
+	}
 }
