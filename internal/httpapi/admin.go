@@ -37,7 +37,9 @@ type functionJSON struct {
 	Jobs map[string]int `json:"jobs_by_state"`
 }
 
-func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
+// functionsJSON lists the functions of st and counts (by name) that keep
+// holds, or all of them if keep is nil.
+func functionsJSON(st broker.Stats, counts []broker.JobCounts, keep map[string]bool) []functionJSON {
 	byName := make(map[string]broker.JobCounts, len(counts))
 	for _, c := range counts {
 		byName[c.Function] = c
@@ -59,8 +61,14 @@ func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
 	if len(fns) > n {
 		slices.SortFunc(fns, func(a, b broker.FunctionStats) int { return strings.Compare(a.Name, b.Name) })
 	}
-	out := make([]functionJSON, 0, len(fns))
+	out := make([]functionJSON, 0, min(len(fns), len(keep)))
+	if keep == nil {
+		out = make([]functionJSON, 0, len(fns))
+	}
 	for _, f := range fns {
+		if keep != nil && !keep[f.Name] {
+			continue
+		}
 		jobs := map[string]int{}
 		c := byName[f.Name]
 		for k, v := range c.Live {
@@ -79,9 +87,37 @@ func functionsJSON(st broker.Stats, counts []broker.JobCounts) []functionJSON {
 	return out
 }
 
-// handleFunctions serves GET /v1/functions.
+// Bounds of GET /v1/functions?limit=.
+const (
+	defaultFunctionPage = 1000
+	maxFunctionPage     = 10000
+)
+
+// handleFunctions serves GET /v1/functions?limit=&function=: at most limit
+// functions (selectFunctions says which) and how many were left out, or
+// with function= (repeatable) just those named.
 func (s *Server) handleFunctions(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(s.b.Stats(r.Context()), s.b.CountJobs(r.Context()))})
+	q := r.URL.Query()
+	limit := defaultFunctionPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxFunctionPage {
+			return errorf(http.StatusBadRequest, "invalid-option", "limit %q: use a whole number from 1 to %d", v, maxFunctionPage)
+		}
+		limit = n
+	}
+	st, counts := s.b.Stats(r.Context()), s.b.CountJobs(r.Context())
+	var keep map[string]bool
+	omitted := 0
+	if named := q["function"]; len(named) > 0 {
+		keep = make(map[string]bool, len(named))
+		for _, fn := range named {
+			keep[fn] = true
+		}
+	} else {
+		keep, omitted = selectFunctions(st.Functions, counts, limit, nil)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(st, counts, keep), "functions_omitted": omitted})
 	return nil
 }
 

@@ -277,17 +277,22 @@ func cmpOr(a, b string) string {
 type overview struct {
 	Time      time.Time      `json:"time"`
 	Functions []functionJSON `json:"functions"`
-	Workers   []workerJSON   `json:"workers"`
-	Sessions  int            `json:"sessions"`
-	Running   int            `json:"running"`
+	// FunctionsOmitted counts the functions left out of Functions
+	// (Config.OverviewMaxFunctions).
+	FunctionsOmitted int          `json:"functions_omitted"`
+	Workers          []workerJSON `json:"workers"`
+	Sessions         int          `json:"sessions"`
+	Running          int          `json:"running"`
 	// Capabilities says which optional routes work (dead letters,
 	// pause/resume).
 	Capabilities map[string]bool `json:"capabilities"`
 }
 
 func (s *Server) overview(ctx context.Context) overview {
-	st := s.b.Stats(ctx)
-	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st, s.b.CountJobs(ctx)), Sessions: st.Sessions, Running: st.Running,
+	st, counts := s.b.Stats(ctx), s.b.CountJobs(ctx)
+	keep, omitted := selectFunctions(st.Functions, counts, s.cfg.OverviewMaxFunctions, nil)
+	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st, counts, keep), FunctionsOmitted: omitted,
+		Sessions: st.Sessions, Running: st.Running,
 		Capabilities: map[string]bool{"dead_letters": s.cfg.Lifecycle.DeadLetters != nil, "pause": s.cfg.Lifecycle.Pauser != nil}}
 	ws := s.b.Workers()
 	for _, w := range ws {

@@ -1,11 +1,9 @@
 package httpapi
 
 import (
-	"cmp"
 	"context"
 	"net/http"
 	"runtime"
-	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -113,69 +111,6 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 // DefaultMetricsMaxFunctions is Config.MetricsMaxFunctions's default.
 const DefaultMetricsMaxFunctions = 1000
 
-// exportedFunctions picks the functions whose series a scrape exports, so
-// that a server knowing many functions (up to --max-functions) cannot make
-// every scrape large: at most limit of them (limit < 0: all), those holding
-// something first (live jobs, running jobs, workers, dead letters, a
-// pause), then those with the most jobs submitted, then by name. counts
-// adds the functions known only from their kept records. A function whose
-// name is not UTF-8 (a Gearman function name may hold any bytes) is left
-// out: a Prometheus label value is UTF-8, and escaping the name could give
-// two functions one label. It returns the names kept and how many were
-// left out.
-func exportedFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, limit int) (map[string]bool, int) {
-	type candidate struct {
-		name      string
-		busy      bool
-		submitted uint64
-	}
-	at := make(map[string]int, len(fns))
-	all := make([]candidate, 0, len(fns))
-	for _, f := range fns {
-		at[f.Name] = -1
-		if utf8.ValidString(f.Name) {
-			at[f.Name] = len(all)
-			all = append(all, candidate{name: f.Name, submitted: f.Submitted,
-				busy: f.Total > 0 || f.Running > 0 || f.Workers > 0 || f.DeadLetters > 0 || f.Paused})
-		}
-	}
-	for _, jc := range counts {
-		i, ok := at[jc.Function]
-		if !ok && !utf8.ValidString(jc.Function) {
-			at[jc.Function] = -1
-			continue
-		}
-		if i < 0 {
-			continue
-		}
-		if !ok {
-			i = len(all)
-			at[jc.Function] = i
-			all = append(all, candidate{name: jc.Function})
-		}
-		if len(jc.Live) > 0 {
-			all[i].busy = true
-		}
-	}
-	if limit >= 0 && len(all) > limit {
-		slices.SortFunc(all, func(a, b candidate) int {
-			if a.busy != b.busy {
-				if a.busy {
-					return -1
-				}
-				return 1
-			}
-			return cmp.Or(cmp.Compare(b.submitted, a.submitted), cmp.Compare(a.name, b.name))
-		})
-		all = all[:limit]
-	}
-	keep := make(map[string]bool, len(all))
-	for _, c := range all {
-		keep[c.name] = true
-	}
-	return keep, len(at) - len(keep)
-}
-
 func constHistogram(desc *prometheus.Desc, h broker.Histogram, labels ...string) prometheus.Metric {
 	buckets := make(map[float64]uint64, len(broker.HistogramBounds))
 	var cum uint64
@@ -201,7 +136,10 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 	}
 	counts := c.s.b.CountJobs(ctx)
-	keep, omitted := exportedFunctions(st.Functions, counts, c.s.cfg.MetricsMaxFunctions)
+	// A function whose name is not UTF-8 (a Gearman function name may hold
+	// any bytes) has no series of its own: a label value is UTF-8, and
+	// escaping the name could give two functions one label.
+	keep, omitted := selectFunctions(st.Functions, counts, c.s.cfg.MetricsMaxFunctions, utf8.ValidString)
 	gauge(descOmitted, omitted)
 	for _, f := range st.Functions {
 		if !keep[f.Name] {
@@ -270,7 +208,7 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, sc := range c.s.b.Schedules() {
 		if !utf8.ValidString(sc.Name) || !utf8.ValidString(sc.Function) {
-			continue // a label value is UTF-8 (exportedFunctions)
+			continue // a label value is UTF-8 (as for functions)
 		}
 		if !sc.Last.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descSchedLast, prometheus.GaugeValue, float64(sc.Last.Unix()), sc.Name, sc.Function)

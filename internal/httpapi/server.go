@@ -128,10 +128,15 @@ type Config struct {
 	// ends by name (for metrics), e.g. {"gearman": 3}.
 	ConnectionsFunc func() map[string]int
 	// MetricsMaxFunctions is the most functions /metrics exports series
-	// for (exportedFunctions says which); gearwork_metrics_functions_omitted
+	// for (selectFunctions says which; a function whose name is not UTF-8 is left out); gearwork_metrics_functions_omitted
 	// counts the others. 0 means DefaultMetricsMaxFunctions; below 0, no
 	// bound.
 	MetricsMaxFunctions int
+	// OverviewMaxFunctions is the most functions the dashboard stream's
+	// overview carries (selectFunctions says which); its
+	// functions_omitted counts the others. 0 means
+	// DefaultOverviewMaxFunctions; below 0, no bound.
+	OverviewMaxFunctions int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -180,6 +185,7 @@ func New(cfg Config) *Server {
 	cfg.MaxBody = cmp.Or(cfg.MaxBody, 16<<20)
 	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 10000)
 	cfg.MetricsMaxFunctions = cmp.Or(cfg.MetricsMaxFunctions, DefaultMetricsMaxFunctions)
+	cfg.OverviewMaxFunctions = cmp.Or(cfg.OverviewMaxFunctions, DefaultOverviewMaxFunctions)
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, 5*time.Minute)
 	cfg.DefaultLease = cmp.Or(cfg.DefaultLease, 5*time.Minute)
 	cfg.MaxLease = cmp.Or(cfg.MaxLease, 24*time.Hour)
@@ -270,3 +276,7 @@ func (s *Server) janitor() {
 		}
 	}
 }
+
+// DefaultOverviewMaxFunctions is Config.OverviewMaxFunctions's default:
+// as many rows as the dashboard's table usefully shows every second.
+const DefaultOverviewMaxFunctions = 200

@@ -445,3 +445,21 @@ func doDelete(t *testing.T, u string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// A server knowing more functions than the overview carries (200) shows
+// those it carries and says how many more there are.
+func TestDashboardSaysHowManyFunctionsItLeavesOut(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	for i := range 205 {
+		resp, err := http.Post(fmt.Sprintf("%s/v1/functions/fn%03d/jobs", s.base, i), "text/plain", strings.NewReader("x"))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	}
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	poll(t, ctx, "the note on functions left out", `(() => { const p = document.querySelector('#functions-omitted');
+		return !p.hidden && p.textContent.startsWith('5 more functions not shown'); })()`)
+	poll(t, ctx, "200 function rows", `document.querySelectorAll('#functions tbody tr').length === 200`)
+	require.Contains(t, text(t, ctx, "#summary"), "205 functions")
+}

@@ -94,8 +94,13 @@ function render(o) {
     tr.append(td);
     tbody.append(tr);
   }
-  $("#no-functions").hidden = o.functions.length > 0;
-  $("#summary").textContent = o.functions.length + " functions, " + o.running + " running, " + o.sessions + " sessions";
+  // The overview carries a bounded number of functions (those holding
+  // jobs, workers, dead letters or a pause first, then the most submitted).
+  const omitted = o.functions_omitted || 0;
+  $("#no-functions").hidden = o.functions.length > 0 || omitted > 0;
+  $("#functions-omitted").hidden = omitted === 0;
+  $("#functions-omitted").textContent = omitted + " more functions not shown (GET /v1/functions?function=NAME shows any).";
+  $("#summary").textContent = (o.functions.length + omitted) + " functions, " + o.running + " running, " + o.sessions + " sessions";
 
   const wbody = $("#workers tbody");
   wbody.replaceChildren();

@@ -1,0 +1,71 @@
+package httpapi
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/gearwork/gearwork/internal/broker"
+)
+
+// selectFunctions picks the functions that /metrics, the dashboard's
+// overview and GET /v1/functions report, so that a server knowing many
+// functions (up to --max-functions, and any peer allowed to submit or
+// register can add them) cannot make every answer large: at most limit of
+// them (limit < 0: all), those holding something first (live jobs, running
+// jobs, workers, dead letters, a pause), then those with the most jobs
+// submitted, then by name. counts adds the functions known only from their
+// kept records. A function for which include (if not nil) is false is left
+// out whatever the limit. It returns the names kept and how many were left
+// out.
+func selectFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, limit int, include func(name string) bool) (map[string]bool, int) {
+	type candidate struct {
+		name      string
+		busy      bool
+		submitted uint64
+	}
+	at := make(map[string]int, len(fns))
+	all := make([]candidate, 0, len(fns))
+	for _, f := range fns {
+		at[f.Name] = -1
+		if include == nil || include(f.Name) {
+			at[f.Name] = len(all)
+			all = append(all, candidate{name: f.Name, submitted: f.Submitted,
+				busy: f.Total > 0 || f.Running > 0 || f.Workers > 0 || f.DeadLetters > 0 || f.Paused})
+		}
+	}
+	for _, jc := range counts {
+		i, ok := at[jc.Function]
+		if !ok && include != nil && !include(jc.Function) {
+			at[jc.Function] = -1
+			continue
+		}
+		if i < 0 {
+			continue
+		}
+		if !ok {
+			i = len(all)
+			at[jc.Function] = i
+			all = append(all, candidate{name: jc.Function})
+		}
+		if len(jc.Live) > 0 {
+			all[i].busy = true
+		}
+	}
+	if limit >= 0 && len(all) > limit {
+		slices.SortFunc(all, func(a, b candidate) int {
+			if a.busy != b.busy {
+				if a.busy {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Or(cmp.Compare(b.submitted, a.submitted), cmp.Compare(a.name, b.name))
+		})
+		all = all[:limit]
+	}
+	keep := make(map[string]bool, len(all))
+	for _, c := range all {
+		keep[c.name] = true
+	}
+	return keep, len(at) - len(keep)
+}
