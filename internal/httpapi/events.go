@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -288,7 +289,7 @@ type overview struct {
 	Capabilities map[string]bool `json:"capabilities"`
 }
 
-func (s *Server) overview(ctx context.Context) overview {
+func (s *Server) buildOverview(ctx context.Context) overview {
 	st, counts := s.b.Stats(ctx), s.b.CountJobs(ctx)
 	keep, omitted := selectFunctions(st.Functions, counts, s.cfg.OverviewMaxFunctions, nil)
 	o := overview{Time: time.Now().UTC(), Functions: functionsJSON(st, counts, keep), FunctionsOmitted: omitted,
@@ -310,6 +311,32 @@ func (s *Server) overview(ctx context.Context) overview {
 	return o
 }
 
+// overviewCache holds the last overview event's data.
+type overviewCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	data []byte
+}
+
+// overviewEvent returns an overview's JSON, shared by every stream that
+// asks within half an OverviewInterval of its making: an overview reads
+// every function's counters, and its cost is then one per interval (at
+// most two) however many dashboards are open. Streams asking while it is
+// made wait for it.
+func (s *Server) overviewEvent(ctx context.Context) []byte {
+	c := &s.lastOverview
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.data != nil && time.Since(c.at) < s.cfg.OverviewInterval/2 {
+		return c.data
+	}
+	data, _ := json.Marshal(s.buildOverview(ctx))
+	if ctx.Err() == nil { // an overview cut short by its stream's end is not shared
+		c.at, c.data = time.Now(), data
+	}
+	return data
+}
+
 // handleStream serves GET /v1/stream: an "overview" event (functions,
 // counters, workers) every OverviewInterval, for the dashboard.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
@@ -321,8 +348,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
 	t := time.NewTicker(s.cfg.OverviewInterval)
 	defer t.Stop()
 	for {
-		data, _ := json.Marshal(s.overview(r.Context()))
-		fmt.Fprintf(w, "event: overview\ndata: %s\n\n", data)
+		fmt.Fprintf(w, "event: overview\ndata: %s\n\n", s.overviewEvent(r.Context()))
 		if err := rc.Flush(); err != nil {
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -102,5 +103,31 @@ func TestListFunctionsBounded(t *testing.T) {
 
 	for _, v := range []string{"0", "-1", "10001", "x"} {
 		requireProblem(t, tb.do(t, "GET", "/v1/functions?limit="+v, nil), http.StatusBadRequest, "limit")
+	}
+}
+
+// Dashboards open together share one overview (it reads every function's
+// counters): their first events are the same one, made once.
+func TestOverviewIsSharedByStreams(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.OverviewInterval = time.Hour })
+	busyFunctions(t, tb)
+	var first string
+	for i := range 5 {
+		resp := tb.do(t, "GET", "/v1/stream", nil, "Accept", "text/event-stream")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		br := bufio.NewReader(resp.Body)
+		for {
+			line, err := br.ReadString('\n')
+			require.NoError(t, err)
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				if i == 0 {
+					first = data
+				}
+				require.Equal(t, first, data, "stream %d got an overview of its own", i)
+				break
+			}
+		}
+		resp.Body.Close()
 	}
 }

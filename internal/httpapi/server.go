@@ -166,6 +166,9 @@ type Server struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+	// overview is the last overview event, shared by the dashboard's
+	// streams (overviewEvent).
+	lastOverview overviewCache
 }
 
 // requestTimeout bounds reading a whole request and writing its answer
