@@ -178,11 +178,11 @@ func TestRetryJobTwice(t *testing.T) {
 	require.NotEqual(t, first, third)
 }
 
-// Running an ended job again is the server's own submit of a job it
-// accepted before: --max-functions never refuses it, also when its
-// function was dropped since and every known function holds something.
-func TestRetryJobIsNotRefusedForTheFunctionLimit(t *testing.T) {
-	t.Parallel()
+// failedJobOfDroppedFunction gives a broker of at most two functions, the
+// sequence number of a job of "f" that failed, "f" dropped since, and a
+// worker session that registers nothing.
+func failedJobOfDroppedFunction(t *testing.T) (*testBundle, *Session, uint64) {
+	t.Helper()
 	tb := setup(t, Config{HandlePrefix: "H:t:", MaxFunctions: 2})
 	client, worker := tb.clientAndWorker("f")
 	seq := tb.submit(t, client, fg("f", "", "the payload")).seq
@@ -191,6 +191,15 @@ func TestRetryJobIsNotRefusedForTheFunctionLimit(t *testing.T) {
 	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
 	tb.b.CantDo(worker, []byte("f"))
 	require.NoError(t, tb.b.DropFunction("f"))
+	return tb, worker, seq
+}
+
+// Running an ended job again is the server's own submit of a job it
+// accepted before: --max-functions never refuses it, also when its
+// function was dropped since and every known function holds something.
+func TestRetryJobIsNotRefusedForTheFunctionLimit(t *testing.T) {
+	t.Parallel()
+	tb, worker, seq := failedJobOfDroppedFunction(t)
 	for _, fn := range []string{"a", "b"} {
 		require.NoError(t, tb.b.CanDo(worker, []byte(fn), 0))
 	}
@@ -211,14 +220,7 @@ func TestRetryJobIsNotRefusedForTheFunctionLimit(t *testing.T) {
 // functions beyond the limit through them.
 func TestRetryJobMakesRoomAtTheFunctionLimit(t *testing.T) {
 	t.Parallel()
-	tb := setup(t, Config{HandlePrefix: "H:t:", MaxFunctions: 2})
-	client, worker := tb.clientAndWorker("f")
-	seq := tb.submit(t, client, fg("f", "", "the payload")).seq
-	a, ok := tb.b.Grab(worker)
-	require.True(t, ok)
-	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
-	tb.b.CantDo(worker, []byte("f"))
-	require.NoError(t, tb.b.DropFunction("f"))
+	tb, worker, seq := failedJobOfDroppedFunction(t)
 	require.NoError(t, tb.b.CanDo(worker, []byte("busy"), 0))
 	require.NoError(t, tb.b.CreateFunction("idle"))
 
