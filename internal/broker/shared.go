@@ -613,7 +613,9 @@ func (c *sharedMode) status(seq uint64, unique string) JobStatus {
 	if !ok {
 		return JobStatus{}
 	}
-	return JobStatus{Seq: f.Seq, Known: true, Running: f.Claimed, Numerator: f.Numerator, Denominator: f.Denominator}
+	// A job its server holds until its retry is due is not running.
+	running := f.Claimed && f.RetryAt <= b.nowNanos()
+	return JobStatus{Seq: f.Seq, Known: true, Running: running, Numerator: f.Numerator, Denominator: f.Denominator}
 }
 
 // parseSeqSuffix parses the number after the last ':' of a handle, so

@@ -394,6 +394,9 @@ func (c *sharedMode) storedLiveJob(ctx context.Context, seq uint64) (JobSnapshot
 			Priority: Priority(min(r.Priority, 2)), State: "queued", Background: true, Retries: r.Retries,
 			RunAt: r.RunAt, Attempts: r.Attempts, MaxAttempts: int(r.MaxAttempts), LastError: r.LastError,
 			OrderingKey: r.OrderingKey, History: r.History}
+		if r.Submitted > 0 {
+			snap.Submitted = time.Unix(0, r.Submitted)
+		}
 		f, found, err := c.store.Find(ctx, seq, "")
 		if err != nil {
 			return JobSnapshot{}, false, fmt.Errorf("broker: read job %d: %w", seq, err)
@@ -402,10 +405,11 @@ func (c *sharedMode) storedLiveJob(ctx context.Context, seq uint64) (JobSnapshot
 		switch {
 		case !found:
 			return JobSnapshot{}, false, nil // it ended meanwhile
+		case state == store.StateRetryWait && r.NotBefore > now:
+			// Held or not, it waits for its retry: no worker runs it.
+			snap.State, snap.RetryAt = "retry-wait", time.Unix(0, r.NotBefore)
 		case f.Claimed:
 			snap.State, snap.Numerator, snap.Denominator = "running", f.Numerator, f.Denominator
-		case state == store.StateRetryWait && r.NotBefore > now:
-			snap.State, snap.RetryAt = "retry-wait", time.Unix(0, r.NotBefore)
 		case r.RunAt > now/1e9:
 			snap.State = "scheduled"
 		}

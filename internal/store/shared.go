@@ -89,6 +89,10 @@ type Found struct {
 	// Numerator and Denominator are the last progress the server running
 	// the job wrote (Progress).
 	Numerator, Denominator uint32
+	// RetryAt is, for a job waiting for its retry (StateRetryWait), when
+	// it may run again (Unix ns; Job.NotBefore); 0 for any other job. A
+	// claimed job waiting for a retry still in the future is not running.
+	RetryAt int64
 }
 
 // Progress is the last WORK_STATUS of a job a server holds, and whether

@@ -358,19 +358,22 @@ func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Fo
 		q        int64
 		claimed  bool
 		num, den int64
+		retryAt  int64
 	)
 	const cols = `SELECT seq, owner IS NOT NULL, CASE WHEN owner IS NULL THEN 0 ELSE progress_num END,
-		CASE WHEN owner IS NULL THEN 0 ELSE progress_den END FROM gearwork_jobs `
+		CASE WHEN owner IS NULL THEN 0 ELSE progress_den END, CASE WHEN state = 1 THEN not_before ELSE 0 END
+		FROM gearwork_jobs `
 	if unique != "" {
 		row = s.pool.QueryRow(ctx, cols+`WHERE uniq = $1 AND state IN (0, 1, 4) ORDER BY seq LIMIT 1`, []byte(unique))
 	} else {
 		row = s.pool.QueryRow(ctx, cols+`WHERE seq = $1 AND state IN (0, 1, 4)`, seqArg(seq))
 	}
-	switch err := row.Scan(&q, &claimed, &num, &den); {
+	switch err := row.Scan(&q, &claimed, &num, &den, &retryAt); {
 	case errors.Is(err, pgx.ErrNoRows):
 		return f, false, nil
 	case err != nil:
 		return f, false, fmt.Errorf("postgres: find job: %w", err)
 	}
-	return store.Found{Seq: uint64(q), Claimed: claimed, Numerator: uint32(num), Denominator: uint32(den)}, true, nil
+	return store.Found{Seq: uint64(q), Claimed: claimed, Numerator: uint32(num), Denominator: uint32(den),
+		RetryAt: retryAt}, true, nil
 }

@@ -59,13 +59,22 @@ func (s *Store) queryJobs(ctx context.Context, q string, args ...any) ([]store.J
 	return scanJobs(rows, nil, false)
 }
 
-// StoredJob returns the stored job seq if it is in the given state, or an
-// error wrapping store.ErrNotFound.
+// storedJobSQL reads job $1 in state $2 with when it was submitted
+// (jobScanner with submitted).
+var storedJobSQL = `SELECT seq, handle, function, uniq, reducer, payload, priority, run_at, retries, ` + stateNames +
+	`, (extract(epoch FROM created_at) * 1e9)::bigint FROM gearwork_jobs WHERE seq = $1 AND state = $2`
+
+// StoredJob returns the stored job seq if it is in the given state (with
+// Submitted), or an error wrapping store.ErrNotFound.
 func (s *Store) StoredJob(ctx context.Context, seq uint64, state store.JobState) (store.Job, error) {
 	if err := s.check(ctx); err != nil {
 		return store.Job{}, err
 	}
-	jobs, err := s.queryJobs(ctx, jobSelect+` WHERE seq = $1 AND state = $2`, seqArg(seq), int16(state))
+	rows, err := s.pool.Query(ctx, storedJobSQL, seqArg(seq), int16(state))
+	var jobs []store.Job
+	if err == nil {
+		jobs, err = scanJobs(rows, nil, true)
+	}
 	if err != nil {
 		return store.Job{}, fmt.Errorf("postgres: read job %d: %w", seq, err)
 	}
