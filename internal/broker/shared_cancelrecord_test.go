@@ -46,3 +46,27 @@ func TestSharedCancelledRecordKeepsTheAttempts(t *testing.T) {
 	require.Equal(t, "boom", snap.LastError)
 	require.Equal(t, "operator", snap.CancelledBy)
 }
+
+// A job another live server holds, cancelled on this one, is cancelled
+// there as if asked directly: its record names who asked (the admin
+// connection or HTTP client), on both servers, not merely that some server
+// did.
+func TestSharedCancelOfAJobHeldElsewhereNamesWhoAsked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, a, b := openPair(t)
+	client := a.NewSession("client", newOutbox())
+	job := submit(t, a, client, bgJob("held", "", "p"))
+	require.NoError(t, job.err)
+	w, out := newWorker(t, a, "w", "held")
+	require.Equal(t, job.seq, grab(t, a, w, out).Seq)
+	testwait.Until(t, "the row is stored", func() bool { return countRows(t, url) == 1 })
+
+	const by = "admin 192.0.2.7:4242/x"
+	require.NoError(t, b.CancelJobBy(ctx, []byte(fmt.Sprintf("H:a:%d", job.seq)), by))
+	for _, srv := range []*broker.Broker{a, b} {
+		rec := waitRecord(t, srv, job.seq)
+		require.Equal(t, broker.FinalCancelled, rec.State)
+		require.Equal(t, by, rec.CancelledBy)
+	}
+}

@@ -275,7 +275,7 @@ func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64, by string)
 	}
 	// Another live server holds it: ask that one to cancel it, and wait
 	// until its commit round has deleted the row.
-	if err := sl.Signal(ctx, cancelKey(seq)); err != nil {
+	if err := sl.Signal(ctx, cancelKey(seq, by)); err != nil {
 		return fmt.Errorf("broker: cancel job on the server holding it: %w", err)
 	}
 	wctx, stop := context.WithTimeout(ctx, remoteCancelWait)
@@ -316,15 +316,29 @@ const remoteCancelWait = 5 * time.Second
 // it (cancelKey); it is never stored.
 const cancelPrefix = "cancel/"
 
-func cancelKey(seq uint64) string { return cancelPrefix + strconv.FormatUint(seq, 10) }
+// maxCancelledBy bounds the "cancelled by" a cancel signal carries.
+const maxCancelledBy = 256
+
+// cancelKey is the signal asking the server holding job seq to cancel it
+// on behalf of by: "cancel/SEQ/BY" (BY cut to maxCancelledBy bytes).
+func cancelKey(seq uint64, by string) string {
+	if len(by) > maxCancelledBy {
+		by = by[:maxCancelledBy]
+	}
+	return cancelPrefix + strconv.FormatUint(seq, 10) + "/" + by
+}
 
 // cancelSignalled cancels a job held here that another server was asked
-// to cancel (cancelElsewhere).
+// to cancel (cancelElsewhere), on behalf of whom that server names.
 func (c *sharedMode) cancelSignalled(key string) {
 	b := c.b
-	seq, err := strconv.ParseUint(strings.TrimPrefix(key, cancelPrefix), 10, 64)
+	num, by, named := strings.Cut(strings.TrimPrefix(key, cancelPrefix), "/")
+	seq, err := strconv.ParseUint(num, 10, 64)
 	if err != nil {
 		return
+	}
+	if !named || by == "" {
+		by = "another server sharing the store"
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -333,7 +347,7 @@ func (c *sharedMode) cancelSignalled(key string) {
 		return
 	}
 	b.log.Info("broker: cancelling a job at another server's request", slog.String("handle", b.Handle(seq)))
-	b.cancelLocked(j, "another server sharing the store")
+	b.cancelLocked(j, by)
 }
 
 // liveElsewhere reports whether the store holds job seq as a live job
