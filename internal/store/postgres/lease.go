@@ -77,9 +77,14 @@ type contact struct {
 	warned      time.Time
 }
 
-// slowRenewalWarnEvery bounds how often a renewal answered more than half
-// a lease after the previous one is logged.
+// slowRenewalWarnEvery bounds how often a renewal answered half a lease
+// or more after the previous one is logged.
 const slowRenewalWarnEvery = time.Minute
+
+// contactGap is the longest pause between the answers to two successive
+// renewals that keeps this server's stretch of contact with the database
+// (steadyContact): half a lease.
+func (s *Store) contactGap() time.Duration { return s.cfg.LeaseTTL / 2 }
 
 // steadyContact records a renewal (or registration) answered at done, and
 // reports whether this server has been in touch with the database without
@@ -90,18 +95,18 @@ const slowRenewalWarnEvery = time.Minute
 // every server alike, or this one was away from it (a partition, a stall
 // of this process), and a lease that expired meanwhile tells nothing.
 //
-// The stretch breaks when a renewal fails (contactLost) and when a lease
-// or more passed between the answers to two successive renewals: the
-// database, or this server, may have been away all that time (a
-// statement that hung, a process that was stopped, renewals that did not
-// run), long enough for leases to expire. It then begins again at done,
-// when the database is known to answer. Answers less than a lease apart
-// keep it, however late the renewals ran: this server saw the database
-// at least once in every lease, so an outage that let leases expire
-// would have made one of its renewals fail or wait a lease. A server that
-// has just joined has no stretch behind it either: it releases the leases
-// of dead servers a lease after it joined at the earliest, whatever it
-// finds expired.
+// The stretch breaks when a renewal fails (contactLost; a renewal that
+// hangs fails at its deadline, renewTimeout) and when half a lease or
+// more passed between the answers to two successive renewals. It then
+// begins again at done, when the database is known to answer. Why half a
+// lease: a live server renews less than half a lease apart (every
+// lease_ttl/4, late by less than as much again), so its lease expires only
+// in a stall of more than half a lease, which no statement of this
+// server's gets through: one sent before it is answered after it, and
+// the answers around the stall come more than half a lease apart. A
+// server that has just joined has no stretch behind it either: it
+// releases the leases of dead servers a lease after it joined at the
+// earliest, whatever it finds expired.
 func (s *Store) steadyContact(done time.Time) bool {
 	s.mu.Lock()
 	c := &s.contact
@@ -109,18 +114,20 @@ func (s *Store) steadyContact(done time.Time) bool {
 	if !c.last.IsZero() {
 		gap = done.Sub(c.last)
 	}
-	if c.since.IsZero() || gap >= s.cfg.LeaseTTL {
+	late := gap >= s.contactGap()
+	if c.since.IsZero() || late {
 		c.since = done
 	}
 	c.last = done
 	steady := done.Sub(c.since) >= s.cfg.LeaseTTL
-	warn := gap > s.cfg.LeaseTTL/2 && done.Sub(c.warned) >= slowRenewalWarnEvery
+	warn := late && done.Sub(c.warned) >= slowRenewalWarnEvery
 	if warn {
 		c.warned = done
 	}
 	s.mu.Unlock()
 	if warn {
-		s.log.Warn("postgres: a lease renewal was answered more than half a lease after the previous one",
+		s.log.Warn("postgres: a lease renewal was answered half a lease or more after the previous one; "+
+			"this server releases no expired lease until it has been in touch with the database for a lease again",
 			slog.Duration("gap", gap), slog.Duration("lease_ttl", s.cfg.LeaseTTL))
 	}
 	return steady
@@ -129,13 +136,13 @@ func (s *Store) steadyContact(done time.Time) bool {
 // judgesLeases reports whether this server may now take an expired lease
 // for its server's death, as its last renewal found (steadyContact): it
 // has been in touch with the database for a lease, and its last renewal
-// was answered less than a lease ago.
+// was answered less than half a lease ago.
 func (s *Store) judgesLeases() bool {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.contact
-	return !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) < s.cfg.LeaseTTL
+	return !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) < s.contactGap()
 }
 
 // contactLost breaks this server's stretch of contact with the database
@@ -145,6 +152,11 @@ func (s *Store) contactLost() {
 	s.contact = contact{warned: s.contact.warned}
 	s.mu.Unlock()
 }
+
+// renewTimeout bounds a renewal's statement: one that hangs fails, which
+// breaks this server's stretch of contact (steadyContact), well before
+// half a lease goes by.
+func (s *Store) renewTimeout() time.Duration { return s.cfg.LeaseTTL / 4 }
 
 func (s *Store) register(ctx context.Context) (int64, error) {
 	var id int64
@@ -158,7 +170,8 @@ func (s *Store) register(ctx context.Context) (int64, error) {
 
 // Renew extends this server's lease and releases the jobs of servers
 // whose lease has expired, once this server has been in touch with the
-// database for a lease without a break (steadyContact), and any job
+// database for a lease without a break (steadyContact; the renewal's
+// statement fails after renewTimeout rather than hang), and any job
 // still held under the id of a server whose row is gone
 // (releaseOrphansSQL), waking the others to claim them. lost reports
 // that this server's own lease had expired and another server released
@@ -172,14 +185,25 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE gearwork_servers SET lease_until = now() + $2::interval WHERE id = $1`,
-		id, s.cfg.LeaseTTL)
+	// at is the database's time when it renewed the lease: only leases
+	// expired by then are released below, so that a stall of the database
+	// after the renewal's answer (one the steadiness found below has not
+	// seen) expires no live server's lease in time to be released.
+	var at time.Time
+	rctx, cancel := context.WithTimeout(ctx, s.renewTimeout())
+	err = s.pool.QueryRow(rctx, `UPDATE gearwork_servers SET lease_until = now() + $2::interval WHERE id = $1
+		RETURNING now()`, id, s.cfg.LeaseTTL).Scan(&at)
+	cancel()
+	renewed := err == nil
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = nil
+	}
 	if err != nil {
 		s.contactLost()
 		return false, fmt.Errorf("postgres: renew lease: %w", err)
 	}
 	steady := s.steadyContact(time.Now())
-	if tag.RowsAffected() == 0 {
+	if !renewed {
 		nid, err := s.register(ctx)
 		if err != nil {
 			s.contactLost()
@@ -195,16 +219,16 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 		lost = true
 	}
 	var reaped int
-	if steady {
+	if steady && renewed {
 		err = s.pool.QueryRow(ctx, `WITH dead AS (
-				DELETE FROM gearwork_servers WHERE lease_until < now() RETURNING id)
-			SELECT count(*) FROM dead`).Scan(&reaped)
+				DELETE FROM gearwork_servers WHERE lease_until < $1 RETURNING id)
+			SELECT count(*) FROM dead`, at).Scan(&reaped)
 		if err != nil {
 			s.contactLost()
 			return lost, fmt.Errorf("postgres: release expired leases: %w", err)
 		}
 	}
-	tag, err = s.pool.Exec(ctx, releaseOrphansSQL)
+	tag, err := s.pool.Exec(ctx, releaseOrphansSQL)
 	if err != nil {
 		s.contactLost()
 		return lost, fmt.Errorf("postgres: release jobs of servers that are gone: %w", err)

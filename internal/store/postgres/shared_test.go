@@ -265,7 +265,7 @@ func TestLeaseLossAndRelease(t *testing.T) {
 // once it has itself been in touch with the database, renewing its own
 // lease, for a lease without a break: an expired lease may be the doing
 // of an outage that kept every server from renewing. A fresh server waits
-// a lease; so does one whose renewals paused for a lease or more (as
+// a lease; so does one whose renewals paused for half a lease or more (as
 // while the database is away, or a statement hangs). The stretch begins
 // at the answer to a registration or renewal, so the renewal that
 // releases returns a lease or more after the pause ended.
@@ -291,16 +291,16 @@ func TestRenewReleasesExpiredLeasesOnlyAfterALeaseInTouch(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, lost, "a learns that its lease was lost, and registers again")
 	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
-	// b's renewals pause for a lease.
-	time.Sleep(ttl)
+	// b's renewals pause for half a lease.
+	time.Sleep(ttl / 2)
 	resumed := time.Now()
 	released = renewUntilGone(t, b, url, "a")
 	require.GreaterOrEqual(t, released.Sub(resumed), ttl, "released a lease after its renewals paused")
 }
 
-// A server whose renewals run late, every 0.55 of a lease (as when its
+// A server whose renewals run late, every 0.4 of a lease (as when its
 // claim loop is busy or the machine loaded), still releases a dead
-// server's expired lease: answers less than a lease apart keep its
+// server's expired lease: answers less than half a lease apart keep its
 // stretch of contact with the database.
 func TestRenewReleasesExpiredLeasesWhenRenewalsRunLate(t *testing.T) {
 	t.Parallel()
@@ -315,8 +315,99 @@ func TestRenewReleasesExpiredLeasesWhenRenewalsRunLate(t *testing.T) {
 	b := openStoreTTL(t, url, "b", ttl)
 	_, err = b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
-	renewEveryUntilGone(t, b, url, "a", ttl*55/100)
+	renewEveryUntilGone(t, b, url, "a", ttl*40/100)
 	require.Len(t, claimF(t, b), 1, "a's job was released")
+}
+
+// A stall of the database shorter than a lease can expire the lease of a
+// live server that renews on time (its last renewal may have come a
+// quarter of a lease before the stall): a server whose renewals were
+// answered before and after such a stall, 0.85 of a lease apart, has not
+// been in steady contact across it and does not release that lease.
+func TestRenewDoesNotReleaseALeaseThatExpiredInAStallShorterThanALease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const ttl = 2 * time.Second
+	x := joinedStore(t, url, "x")
+	dead := joinedStore(t, url, "dead")
+	require.NoError(t, dead.Close())
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'dead'`)
+
+	// b is in steady contact: it has released a dead server's lease.
+	b := openStoreTTL(t, url, "b", ttl)
+	_, err := b.Join(ctx, func(string) {}, nil, nil)
+	require.NoError(t, err)
+	renewUntilGone(t, b, url, "dead")
+
+	// The database stalls: b's next renewal is answered 0.85 of a lease
+	// after its previous one, and x's lease expired meanwhile.
+	time.Sleep(ttl * 85 / 100)
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 millisecond' WHERE name = 'x'`)
+	lost, err := b.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+	var n int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_servers WHERE name = 'x'`, &n)
+	require.Equal(t, 1, n, "the lease x lost in the stall is not released")
+	lost, err = x.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost, "x keeps its lease")
+}
+
+// A renewal whose statement hangs (here: waits for a lock on its row)
+// fails at its deadline, well before half a lease, instead of being
+// answered after the hang as if nothing had happened; the server keeps
+// its lease, and its stretch of contact begins again.
+func TestHungRenewalFailsAndKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const ttl = 2 * time.Second
+	x := joinedStore(t, url, "x")
+	dead := joinedStore(t, url, "dead")
+	require.NoError(t, dead.Close())
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'dead'`)
+	// b is in steady contact: it has released a dead server's lease.
+	b := openStoreTTL(t, url, "b", ttl)
+	_, err := b.Join(ctx, func(string) {}, nil, nil)
+	require.NoError(t, err)
+	renewUntilGone(t, b, url, "dead")
+
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT FROM gearwork_servers WHERE name = 'b' FOR UPDATE`)
+	require.NoError(t, err)
+	hung := make(chan error, 1)
+	go func() {
+		_, err := b.Renew(ctx)
+		hung <- err
+	}()
+	var renewErr error
+	select {
+	case renewErr = <-hung:
+	case <-time.After(ttl * 85 / 100):
+	}
+	// x's lease expires while b's renewal hangs.
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 millisecond' WHERE name = 'x'`)
+	require.NoError(t, tx.Rollback(ctx))
+	if renewErr == nil {
+		renewErr = <-hung
+	}
+	require.Error(t, renewErr, "a renewal that hangs fails")
+
+	lost, err := b.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost, "a renewal that timed out did not cost the lease")
+	var n int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_servers WHERE name = 'x'`, &n)
+	require.Equal(t, 1, n, "the lease x lost while b's renewal hung is not released")
+	lost, err = x.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost, "x keeps its lease")
 }
 
 // A cancel deletes a job held under an expired lease, as a job nobody
@@ -1076,7 +1167,8 @@ func (b *lockedBuffer) count(s string) int {
 	return strings.Count(b.buf.String(), s)
 }
 
-// A renewal answered more than half a lease after the previous one is
+// A renewal answered half a lease or more after the previous one, which
+// begins the server's stretch of contact with the database again, is
 // logged, so that renewals running late are seen before they cost the
 // lease; at most once a minute.
 func TestLateRenewalIsLoggedAtMostOnceAMinute(t *testing.T) {
@@ -1091,7 +1183,7 @@ func TestLateRenewalIsLoggedAtMostOnceAMinute(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close() })
 	_, err = s.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
-	const late = "more than half a lease after the previous one"
+	const late = "half a lease or more after the previous one"
 	for range 2 {
 		time.Sleep(ttl/2 + 50*time.Millisecond)
 		_, err = s.Renew(ctx)
