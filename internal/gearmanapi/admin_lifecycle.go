@@ -432,7 +432,7 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 
 // adminRetryJob runs an ended job that did not succeed again
 // (broker.RetryJob) and answers "OK <handle>" with the handle of the job
-// that runs: a new one, or the dead letter queued again.
+// that runs: a new one, or the dead letter queued again (as asked).
 func adminRetryJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	if len(args) != 1 {
 		sb.WriteString(errArgs("retry job"))
@@ -447,6 +447,12 @@ func adminRetryJob(ctx context.Context, c *conn, args []string, sb *adminAnswer)
 	case err != nil:
 		sb.WriteString(errText(err))
 	default:
-		fmt.Fprintf(sb, "OK %s\n", c.srv.b.Handle(seq))
+		h := c.srv.b.Handle(seq)
+		if old, ok := c.srv.b.ParseHandle([]byte(args[0])); ok && old == seq {
+			// The dead letter queued again: named as asked, which in
+			// shared mode may be another server's handle of the job.
+			h = args[0]
+		}
+		fmt.Fprintf(sb, "OK %s\n", h)
 	}
 }
