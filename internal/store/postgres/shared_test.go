@@ -319,6 +319,34 @@ func TestRenewReleasesExpiredLeasesWhenRenewalsRunLate(t *testing.T) {
 	require.Len(t, claimF(t, b), 1, "a's job was released")
 }
 
+// steadyBeside gives a server x, and a server b with a lease of ttl that
+// is in steady contact with the database: it has released the lease of a
+// dead server.
+func steadyBeside(t *testing.T, url string, ttl time.Duration) (x, b *postgres.Store) {
+	t.Helper()
+	x = joinedStore(t, url, "x")
+	dead := joinedStore(t, url, "dead")
+	require.NoError(t, dead.Close())
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'dead'`)
+	b = openStoreTTL(t, url, "b", ttl)
+	_, err := b.Join(context.Background(), func(string) {}, nil, nil)
+	require.NoError(t, err)
+	renewUntilGone(t, b, url, "dead")
+	return x, b
+}
+
+// requireLeaseKept checks that x's row is still there and that its next
+// renewal finds its lease its own.
+func requireLeaseKept(t *testing.T, url string, x *postgres.Store, msg string) {
+	t.Helper()
+	var n int
+	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_servers WHERE name = 'x'`, &n)
+	require.Equal(t, 1, n, msg)
+	lost, err := x.Renew(context.Background())
+	require.NoError(t, err)
+	require.False(t, lost, "x keeps its lease")
+}
+
 // A stall of the database shorter than a lease can expire the lease of a
 // live server that renews on time (its last renewal may have come a
 // quarter of a lease before the stall): a server whose renewals were
@@ -329,16 +357,7 @@ func TestRenewDoesNotReleaseALeaseThatExpiredInAStallShorterThanALease(t *testin
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	const ttl = 2 * time.Second
-	x := joinedStore(t, url, "x")
-	dead := joinedStore(t, url, "dead")
-	require.NoError(t, dead.Close())
-	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'dead'`)
-
-	// b is in steady contact: it has released a dead server's lease.
-	b := openStoreTTL(t, url, "b", ttl)
-	_, err := b.Join(ctx, func(string) {}, nil, nil)
-	require.NoError(t, err)
-	renewUntilGone(t, b, url, "dead")
+	x, b := steadyBeside(t, url, ttl)
 
 	// The database stalls: b's next renewal is answered 0.85 of a lease
 	// after its previous one, and x's lease expired meanwhile.
@@ -347,12 +366,7 @@ func TestRenewDoesNotReleaseALeaseThatExpiredInAStallShorterThanALease(t *testin
 	lost, err := b.Renew(ctx)
 	require.NoError(t, err)
 	require.False(t, lost)
-	var n int
-	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_servers WHERE name = 'x'`, &n)
-	require.Equal(t, 1, n, "the lease x lost in the stall is not released")
-	lost, err = x.Renew(ctx)
-	require.NoError(t, err)
-	require.False(t, lost, "x keeps its lease")
+	requireLeaseKept(t, url, x, "the lease x lost in the stall is not released")
 }
 
 // A renewal whose statement hangs (here: waits for a lock on its row)
@@ -364,15 +378,7 @@ func TestHungRenewalFailsAndKeepsTheLease(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	const ttl = 2 * time.Second
-	x := joinedStore(t, url, "x")
-	dead := joinedStore(t, url, "dead")
-	require.NoError(t, dead.Close())
-	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'dead'`)
-	// b is in steady contact: it has released a dead server's lease.
-	b := openStoreTTL(t, url, "b", ttl)
-	_, err := b.Join(ctx, func(string) {}, nil, nil)
-	require.NoError(t, err)
-	renewUntilGone(t, b, url, "dead")
+	x, b := steadyBeside(t, url, ttl)
 
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
@@ -402,12 +408,7 @@ func TestHungRenewalFailsAndKeepsTheLease(t *testing.T) {
 	lost, err := b.Renew(ctx)
 	require.NoError(t, err)
 	require.False(t, lost, "a renewal that timed out did not cost the lease")
-	var n int
-	pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_servers WHERE name = 'x'`, &n)
-	require.Equal(t, 1, n, "the lease x lost while b's renewal hung is not released")
-	lost, err = x.Renew(ctx)
-	require.NoError(t, err)
-	require.False(t, lost, "x keeps its lease")
+	requireLeaseKept(t, url, x, "the lease x lost while b's renewal hung is not released")
 }
 
 // A cancel deletes a job held under an expired lease, as a job nobody
