@@ -257,26 +257,11 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 
 	// Every acknowledged job must run; wait for the last ones (the killed
 	// server's jobs come back when its lease expires).
-	for ctx.Err() == nil {
-		l.mu.Lock()
-		n, want := l.finished.Load(), int64(len(l.acked))
-		l.mu.Unlock()
-		if n == want {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	l.waitFinished(ctx)
 	// Submits whose answer was lost with the killed server may be stored
 	// too: keep working until the database is empty, so that every stored
 	// job has run and been deleted.
-	var rows int
-	for ctx.Err() == nil {
-		pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs`, &rows)
-		if rows == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rows := waitNoJobRows(ctx, t, url)
 	stopWorkers()
 	workers.Wait()
 	require.Zero(t, rows, "every stored job ran and was deleted")
@@ -309,4 +294,32 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	require.Empty(t, missing, "acknowledged jobs that never ran")
 	require.Empty(t, badDups, "jobs that ran twice without having been in flight on the killed server")
 	require.Greater(t, len(l.acked), int(total/2), "most submits are acknowledged")
+}
+
+// waitFinished waits until every acknowledged job has run, or ctx ends.
+func (l *ledger) waitFinished(ctx context.Context) {
+	for ctx.Err() == nil {
+		l.mu.Lock()
+		n, want := l.finished.Load(), int64(len(l.acked))
+		l.mu.Unlock()
+		if n == want {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitNoJobRows waits until gearwork_jobs is empty, or ctx ends, and
+// returns the rows it last counted.
+func waitNoJobRows(ctx context.Context, t *testing.T, url string) int {
+	t.Helper()
+	var rows int
+	for ctx.Err() == nil {
+		pgtest.QueryRow(t, url, `SELECT count(*) FROM gearwork_jobs`, &rows)
+		if rows == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return rows
 }

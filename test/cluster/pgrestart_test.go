@@ -98,23 +98,8 @@ func survivePostgresRestarts(t *testing.T, crashes []bool, downtime time.Duratio
 	t.Logf("refused %v, unanswered %v", refused, unanswered)
 	require.Equal(t, []int{0, 0}, unanswered, "submits without an answer within %v", answerTimeout)
 
-	for ctx.Err() == nil {
-		l.mu.Lock()
-		n, want := l.finished.Load(), int64(len(l.acked))
-		l.mu.Unlock()
-		if n == want {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	var rows int
-	for ctx.Err() == nil {
-		pgtest.QueryRow(t, pg.URL, `SELECT count(*) FROM gearwork_jobs`, &rows)
-		if rows == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	l.waitFinished(ctx)
+	rows := waitNoJobRows(ctx, t, pg.URL)
 	stopWorkers()
 	workers.Wait()
 	for _, s := range servers {
