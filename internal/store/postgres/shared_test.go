@@ -274,14 +274,11 @@ func TestRenewReleasesExpiredLeasesOnlyAfterALeaseInTouch(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	const ttl = 2 * time.Second
-	a := joinedStore(t, url, "a")
-	_, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
-	require.NoError(t, err)
-	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
+	a := holderOfAnExpiredLease(t, url)
 
 	b := openStoreTTL(t, url, "b", ttl)
 	joined := time.Now()
-	_, err = b.Join(ctx, func(string) {}, nil, nil)
+	_, err := b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	released := renewUntilGone(t, b, url, "a")
 	require.GreaterOrEqual(t, released.Sub(joined), ttl, "released a lease after joining")
@@ -307,16 +304,24 @@ func TestRenewReleasesExpiredLeasesWhenRenewalsRunLate(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Schema(t)
 	const ttl = 2 * time.Second
-	a := joinedStore(t, url, "a")
-	_, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
-	require.NoError(t, err)
-	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
+	holderOfAnExpiredLease(t, url)
 
 	b := openStoreTTL(t, url, "b", ttl)
-	_, err = b.Join(ctx, func(string) {}, nil, nil)
+	_, err := b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
 	renewEveryUntilGone(t, b, url, "a", ttl*40/100)
 	require.Len(t, claimF(t, b), 1, "a's job was released")
+}
+
+// holderOfAnExpiredLease gives a server "a" that holds one claimed job of
+// "f" under a lease that has expired.
+func holderOfAnExpiredLease(t *testing.T, url string) *postgres.Store {
+	t.Helper()
+	a := joinedStore(t, url, "a")
+	_, err := a.Insert(context.Background(), store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	pgtest.Exec(t, url, `UPDATE gearwork_servers SET lease_until = now() - interval '1 second' WHERE name = 'a'`)
+	return a
 }
 
 // steadyBeside gives a server x, and a server b with a lease of ttl that
