@@ -30,9 +30,15 @@ worker.addFunction('progress', job => {
 worker.addFunction('fail', job => job.reportError());
 worker.addFunction('exception', job => job.reportException('broken'));
 worker.addFunction('uniq', job => job.workComplete(job.unique + '/' + job.payload));
+// seenRunning holds the background jobs whose client has seen them
+// running at 1/3: the worker ends a job only then, so that what the poll
+// sees does not depend on how fast this process runs.
+const seenRunning = new Set();
 worker.addFunction('bg', job => setTimeout(() => {
   job.reportStatus(1, 3);
-  setTimeout(() => job.workComplete(''), 200);
+  const key = String(job.payload);
+  const done = () => seenRunning.has(key) ? job.workComplete('') : setTimeout(done, 20);
+  done();
 }, 200));
 
 const client = gearmanode.client({ servers: servers, loadBalancing: 'RoundRobin' });
@@ -70,6 +76,7 @@ function background(key) {
     job.on('status', s => {
       const st = (s.known ? 'known' : 'unknown') + (s.running ? ' running ' : ' ') + s.percent_done_num + '/' + s.percent_done_den;
       if (seen[seen.length - 1] !== st) { seen.push(st); }
+      if (st === 'known running 1/3') { seenRunning.add(key); }
       if (!s.known) {
         out.jobs[key] = seen;
         resolve();
