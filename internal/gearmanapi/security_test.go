@@ -437,6 +437,25 @@ func (tb *secBundle) writing(c *client) bool {
 	return tb.serverSide(c, func(sc *conn) bool { return sc.writeStart.Load() != 0 })
 }
 
+// smallSendBuffer sets the send buffer of the server's side of client c
+// small, which also stops the kernel from growing it: with the client's
+// small window (dialSmallWindow) the sockets then take a few hundred
+// kilobytes whatever the machine's buffer tuning, so a test's larger output
+// surely waits in the server.
+func (tb *secBundle) smallSendBuffer(t *testing.T, c *client) {
+	t.Helper()
+	var err error
+	found := tb.serverSide(c, func(sc *conn) bool {
+		tc, ok := sc.nc.(*net.TCPConn)
+		if ok {
+			err = tc.SetWriteBuffer(64 << 10)
+		}
+		return ok
+	})
+	require.True(t, found, "the server holds the client's TCP connection")
+	require.NoError(t, err)
+}
+
 // queued returns how many jobs of function fn the broker holds.
 func (tb *secBundle) queued(fn string) int {
 	for _, f := range tb.b.Status(context.Background()) {
@@ -520,11 +539,12 @@ func TestRequestsWaitForARunningFlush(t *testing.T) {
 	c := tb.dialSmallWindow(t)
 	c.Send(gearman.SubmitJob, "f", "", "job")
 	c.ExpectCmd(gearman.JobCreated)
+	tb.smallSendBuffer(t, c)
 	w.Send(gearman.GrabJob)
 	job := w.ExpectCmd(gearman.JobAssign)
 	data := strings.Repeat("d", 64<<10)
-	// Event output below MaxOutput in all, more than the socket takes:
-	// the flusher waits.
+	// Event output below MaxOutput in all, far more than the two small
+	// socket buffers take: the flusher waits.
 	const chunks = 64 // 4 MiB
 	for range chunks {
 		w.Send(gearman.WorkData, job[0], data)
