@@ -7,15 +7,13 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gearwork/gearwork/internal/procstat"
 	"github.com/gearwork/gearwork/internal/testlog"
 )
 
@@ -195,23 +193,7 @@ func (s *Server) Kill() {
 }
 
 // Status returns the named fields of /proc/<pid>/status in kB, such as
-// "VmRSS" and "VmHWM".
+// "VmRSS" and "VmHWM" (see procstat.Status).
 func (s *Server) Status(fields ...string) (map[string]int64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid()) + "/status")
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]int64{}
-	for _, line := range strings.Split(string(data), "\n") {
-		for _, f := range fields {
-			if rest, ok := strings.CutPrefix(line, f+":"); ok {
-				n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				if err != nil {
-					return nil, fmt.Errorf("parse %s: %w", line, err)
-				}
-				out[f] = n
-			}
-		}
-	}
-	return out, nil
+	return procstat.Status(s.Pid(), fields...)
 }

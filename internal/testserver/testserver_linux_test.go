@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gearwork/gearwork/internal/procstat"
 	"github.com/gearwork/gearwork/internal/testwait"
 )
 
@@ -57,12 +58,6 @@ func TestServerDiesWithItsTestBinary(t *testing.T) {
 
 // running reports whether process pid exists and is not a zombie.
 func running(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+	st, err := procstat.ReadStat(pid)
+	return err == nil && st.State != 'Z'
 }

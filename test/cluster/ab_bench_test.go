@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gearwork/gearwork/internal/bench"
+	"github.com/gearwork/gearwork/internal/procstat"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
@@ -135,27 +136,13 @@ func postmasterPID(b *testing.B, url string) int {
 	return parentPID(backend)
 }
 
-// procStat returns the fields of /proc/PID/stat after the command name.
-func procStat(pid int) []string {
-	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return nil
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 > len(s) {
-		return nil
-	}
-	return strings.Fields(s[i+2:])
-}
-
+// parentPID returns the process id of process pid's parent, or -1.
 func parentPID(pid int) int {
-	f := procStat(pid)
-	if len(f) < 2 {
+	st, err := procstat.ReadStat(pid)
+	if err != nil {
 		return -1
 	}
-	p, _ := strconv.Atoi(f[1])
-	return p
+	return st.PPID
 }
 
 // cpuTicks sums the user and system CPU time, in clock ticks, of the
@@ -168,13 +155,9 @@ func cpuTicks(match func(pid int) bool) int64 {
 		if err != nil || !match(pid) {
 			continue
 		}
-		f := procStat(pid)
-		if len(f) < 13 {
-			continue
+		if st, err := procstat.ReadStat(pid); err == nil {
+			sum += ticks(st.CPU)
 		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		sum += u + s
 	}
 	return sum
 }
@@ -427,20 +410,21 @@ func saveProfile(b *testing.B, addr, path string) {
 // ticksOf is the CPU time (user + system) of an ended process in clock
 // ticks of 10 ms, as cpuTicks counts.
 func ticksOf(ps *os.ProcessState) int64 {
-	return int64((ps.UserTime() + ps.SystemTime()) / (10 * time.Millisecond))
+	return ticks(ps.UserTime() + ps.SystemTime())
 }
+
+// ticks is d in clock ticks of 10 ms.
+func ticks(d time.Duration) int64 { return int64(d / (10 * time.Millisecond)) }
 
 // postgresTicks is the CPU time (user + system, clock ticks of 10 ms) of
 // the PostgreSQL server whose postmaster is pid: its running processes and
 // the backends that have exited (the postmaster's children's times).
 func postgresTicks(postmaster int) int64 {
-	ticks := cpuTicks(func(pid int) bool { return pid == postmaster || parentPID(pid) == postmaster })
-	if f := procStat(postmaster); len(f) >= 15 {
-		cu, _ := strconv.ParseInt(f[13], 10, 64)
-		cs, _ := strconv.ParseInt(f[14], 10, 64)
-		ticks += cu + cs
+	n := cpuTicks(func(pid int) bool { return pid == postmaster || parentPID(pid) == postmaster })
+	if st, err := procstat.ReadStat(postmaster); err == nil {
+		n += ticks(st.ChildrenCPU)
 	}
-	return ticks
+	return n
 }
 
 // resetStatements clears PostgreSQL's statement and WAL statistics.

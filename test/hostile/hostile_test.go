@@ -32,6 +32,7 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
+	"github.com/gearwork/gearwork/internal/procstat"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
 
@@ -478,22 +479,12 @@ func measureCPU(t *testing.T, pid, attackers int, f func()) phaseCPU {
 	return phaseCPU{wall: wall, server: procCPU(pid) - s0, clients: selfCPU(t) - c0, attackers: procCPU(attackers) - a0}
 }
 
-// serverCPU returns the user and system time of process pid, from
-// /proc/PID/stat (in clock ticks of 10 ms).
+// serverCPU returns the user and system time of process pid.
 func serverCPU(t *testing.T, pid int) time.Duration {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := procstat.CPU(pid)
 	require.NoError(t, err)
-	// Fields after the command name, which ends at the last ')': state is
-	// field 3, utime and stime are fields 14 and 15.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		require.NoError(t, err)
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return cpu
 }
 
 // selfCPU returns this process's user and system time.

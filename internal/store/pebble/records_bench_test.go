@@ -7,12 +7,12 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/procstat"
 	"github.com/gearwork/gearwork/internal/store/pebble"
 )
 
@@ -137,17 +137,11 @@ func benchRecordsKept(b *testing.B, kept int) {
 
 // rssMiB returns the process's resident set in MiB (Linux), or 0.
 func rssMiB() float64 {
-	data, err := os.ReadFile("/proc/self/status")
+	st, err := procstat.Status(os.Getpid(), "VmRSS")
 	if err != nil {
 		return 0
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	return float64(st["VmRSS"]) / 1024
 }
 
 // BenchmarkDrainRecords drains 100,000 background jobs queued on a Pebble
