@@ -7,8 +7,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net/http"
 	"os/exec"
 	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -142,6 +145,33 @@ func (s *Server) HTTPAddr(t testing.TB) string {
 		t.Fatalf("gearwork serve's HTTP API did not listen within a minute:\n%s", s.log.String())
 	}
 	return ""
+}
+
+// Metric returns the value of the unlabelled metric name (such as
+// "go_memstats_heap_alloc_bytes") in the /metrics of the server's HTTP API
+// (see HTTPAddr). It fails the test if the metric is not there.
+func (s *Server) Metric(t testing.TB, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HTTPAddr(t) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }
 
 // Pid returns the server's process id.

@@ -41,11 +41,11 @@ func TestAdminAnswersCannotBeForged(t *testing.T) {
 
 	adm := wire.Dial(t, srv.Addr)
 	require.ElementsMatch(t, []string{"ok\t1\t0\t2", `real\x0999\x0999\x0999\x0afake` + "\t0\t0\t1",
-		"two words\t0\t0\t1", `x\x0ay` + "\t1\t0\t0"}, adminLines(t, adm, "status"))
-	for _, l := range adminLines(t, adm, "prioritystatus") {
+		"two words\t0\t0\t1", `x\x0ay` + "\t1\t0\t0"}, adm.AdminList("status"))
+	for _, l := range adm.AdminList("prioritystatus") {
 		require.Len(t, strings.Split(l, "\t"), 5, "%q", l)
 	}
-	workers := adminLines(t, adm, "workers")
+	workers := adm.AdminList("workers")
 	require.Contains(t, strings.Join(workers, "\n"), ` evil\x0a.\x0a : `)
 	require.Contains(t, strings.Join(workers, "\n"), ` real\x0999\x0999\x0999\x0afake`)
 	require.Contains(t, strings.Join(workers, "\n"), ` two\x20words`)
@@ -53,11 +53,11 @@ func TestAdminAnswersCannotBeForged(t *testing.T) {
 	for _, l := range workers {
 		require.Regexp(t, `^\d+ \S+ \S+ :( |$)`, l, "every line of workers is a worker")
 	}
-	require.Equal(t, []string{`u\x0a.\x0a`}, adminLines(t, adm, "show unique jobs"))
-	for _, l := range adminLines(t, adm, "show maxqueue") {
+	require.Equal(t, []string{`u\x0a.\x0a`}, adm.AdminList("show unique jobs"))
+	for _, l := range adm.AdminList("show maxqueue") {
 		require.Len(t, strings.Split(l, "\t"), 4, "%q", l)
 	}
-	for _, l := range adminLines(t, adm, "show policy") {
+	for _, l := range adm.AdminList("show policy") {
 		require.Len(t, strings.Split(l, "\t"), 4, "%q", l)
 	}
 

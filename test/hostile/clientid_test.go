@@ -9,7 +9,6 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
-	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // TestClientIDsAreCut: a connection keeps its SET_CLIENT_ID for as long
@@ -30,16 +29,12 @@ func TestClientIDsAreCut(t *testing.T) {
 		c.Send(gearman.EchoReq, "sync")
 		c.Expect(gearman.EchoRes, "sync")
 	}
-	var heap float64
-	testwait.Until(t, "the heap to shrink", func() bool {
-		heap = goHeapBytes(t, "http://"+srv.HTTPAddr(t)+"/metrics")
-		return heap <= ceiling
-	})
+	heap := waitHeapAtMost(t, srv, ceiling)
 	t.Logf("Go heap %.0f MiB with %d connections that sent ids of %d MiB", heap/(1<<20), conns, size>>20)
 
 	adm := wire.Dial(t, srv.Addr)
 	kept := 0
-	for _, l := range adminLines(t, adm, "workers") {
+	for _, l := range adm.AdminList("workers") {
 		if f := strings.Fields(l); len(f) >= 3 && strings.HasPrefix(f[2], "iii") {
 			require.Len(t, f[2], gearman.MaxClientIDSize)
 			kept++

@@ -29,7 +29,6 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 	// Memory is measured: no race detector. The default store, on disk.
 	srv := testserver.StartPlain(t, "--store", "pebble:"+filepath.Join(t.TempDir(), "data"), "--sync", "none",
 		"--http", "127.0.0.1:0")
-	metrics := "http://" + srv.HTTPAddr(t) + "/metrics"
 	c := wire.Dial(t, srv.Addr)
 	w := wire.Dial(t, srv.Addr)
 	w.Send(gearman.CanDo, function)
@@ -46,16 +45,12 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 	}
 	w.Send(gearman.EchoReq, "sync") // the last WORK_FAIL is handled
 	w.Expect(gearman.EchoRes, "sync")
-	require.Len(t, adminLines(t, c, "deadletters "+function), jobs)
+	require.Len(t, c.AdminList("deadletters "+function), jobs)
 
 	// The Go heap, not the RSS: the store's memtables (outside the heap,
 	// bounded by the store) take a few hundred MiB of RSS of their own
 	// after such writes.
-	var heap float64
-	testwait.Until(t, "the heap to shrink", func() bool {
-		heap = goHeapBytes(t, metrics)
-		return heap <= ceiling
-	})
+	heap := waitHeapAtMost(t, srv, ceiling)
 	t.Logf("Go heap %.0f MiB with %d dead letters of %d MiB", heap/(1<<20), jobs, size>>20)
 
 	last := len(handles) - 1
@@ -68,9 +63,15 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 	require.True(t, assigned[2] == payload(last), "the retried job's payload")
 }
 
-// goHeapBytes reads go_memstats_heap_alloc_bytes from the server's
-// /metrics.
-func goHeapBytes(t *testing.T, url string) float64 {
+// waitHeapAtMost waits until the Go heap that srv reports in its /metrics
+// (go_memstats_heap_alloc_bytes) is at most ceiling bytes, as the server
+// frees memory in its own time, and returns it.
+func waitHeapAtMost(t *testing.T, srv *testserver.Server, ceiling float64) float64 {
 	t.Helper()
-	return metricValue(t, url, "go_memstats_heap_alloc_bytes")
+	var heap float64
+	testwait.Until(t, "the heap to shrink", func() bool {
+		heap = srv.Metric(t, "go_memstats_heap_alloc_bytes")
+		return heap <= ceiling
+	})
+	return heap
 }

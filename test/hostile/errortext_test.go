@@ -51,7 +51,7 @@ func TestHugeExceptionsKeepFourKiBOfErrorText(t *testing.T) {
 	want := strconv.Quote(data[len(data)-kept:])
 	for _, h := range handles {
 		fields := map[string]string{}
-		for _, l := range adminLines(t, c, "job "+h) {
+		for _, l := range c.AdminList("job " + h) {
 			k, v, _ := strings.Cut(l, "\t")
 			if _, dup := fields[k]; !dup {
 				fields[k] = v
@@ -60,7 +60,7 @@ func TestHugeExceptionsKeepFourKiBOfErrorText(t *testing.T) {
 		require.Equal(t, "dead", fields["state"], h)
 		require.LessOrEqual(t, len(fields["error"]), len(want), "job %s keeps at most 4 KiB of its exception", h)
 		require.Equal(t, want, fields["error"], "job %s keeps the last 4 KiB of its exception", h)
-		dl := adminLines(t, c, "deadletter show "+h)
+		dl := c.AdminList("deadletter show " + h)
 		require.Contains(t, dl, "error\t"+want, "dead letter %s", h)
 	}
 	st := settledMemory(t, srv, ceiling, time.Minute)

@@ -11,7 +11,6 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
-	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // TestEventLogsAreBoundedInBytes: a job watched over HTTP keeps its last
@@ -57,11 +56,7 @@ func TestEventLogsAreBoundedInBytes(t *testing.T) {
 	w.Send(gearman.EchoReq, "sync")
 	w.Expect(gearman.EchoRes, "sync")
 
-	var heap float64
-	testwait.Until(t, "the heap to shrink", func() bool {
-		heap = goHeapBytes(t, base+"/metrics")
-		return heap <= ceiling
-	})
+	heap := waitHeapAtMost(t, srv, ceiling)
 	t.Logf("Go heap %.0f MiB after %d events of %d MiB", heap/(1<<20), events, size>>20)
 
 	// A stream resuming after the state event is told that the events

@@ -1,12 +1,10 @@
 package hostile_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -43,21 +41,6 @@ func canDoMany(t *testing.T, c *wire.Conn, names []string) (codes, texts []strin
 	}
 }
 
-// adminLines sends an admin command and returns its answer's lines up to
-// the closing ".".
-func adminLines(t *testing.T, c *wire.Conn, cmd string) []string {
-	t.Helper()
-	c.Write([]byte(cmd + "\n"))
-	var lines []string
-	for {
-		l := c.Line()
-		if l == ".\n" {
-			return lines
-		}
-		lines = append(lines, strings.TrimSuffix(l, "\n"))
-	}
-}
-
 // TestFunctionFloodIsBounded names functions the way a hostile peer
 // would, with the default limits: every distinct name a worker registers
 // or a client submits to is kept (about a kilobyte each) until "drop
@@ -80,14 +63,14 @@ func TestFunctionFloodIsBounded(t *testing.T) {
 	}
 	codes, _ := canDoMany(t, w, names)
 	require.Empty(t, codes)
-	require.Equal(t, 1.0, metricValue(t, httpBase+"/metrics", "gearwork_worker_functions_refused_total"))
+	require.Equal(t, 1.0, srv.Metric(t, "gearwork_worker_functions_refused_total"))
 	// Registering a function it has already is no new function.
 	codes, _ = canDoMany(t, w, names[:1])
 	require.Empty(t, codes)
-	require.Equal(t, 1.0, metricValue(t, httpBase+"/metrics", "gearwork_worker_functions_refused_total"))
+	require.Equal(t, 1.0, srv.Metric(t, "gearwork_worker_functions_refused_total"))
 	adm := wire.Dial(t, srv.Addr)
 	var registered []string
-	for _, l := range adminLines(t, adm, "workers") {
+	for _, l := range adm.AdminList("workers") {
 		if _, fns, ok := strings.Cut(l, " : "); ok && fns != "" {
 			registered = strings.Fields(fns)
 		}
@@ -112,7 +95,7 @@ func TestFunctionFloodIsBounded(t *testing.T) {
 		codes, _ := canDoMany(t, conn, batch)
 		require.Empty(t, codes, "a CAN_DO beyond the limit is ignored")
 	}
-	require.Len(t, adminLines(t, adm, "status"), broker.DefaultMaxFunctions)
+	require.Len(t, adm.AdminList("status"), broker.DefaultMaxFunctions)
 
 	cl := wire.Dial(t, srv.Addr)
 	cmd, args := cl.Call(gearman.SubmitJobBg, "brand-new", "", "x")
@@ -144,7 +127,7 @@ func TestFunctionFloodIsBounded(t *testing.T) {
 		cmd, _ := cl.Call(gearman.SubmitJobBg, "brand-new", "", "x")
 		return cmd == gearman.JobCreated
 	})
-	status := adminLines(t, adm, "status")
+	status := adm.AdminList("status")
 	require.Len(t, status, broker.DefaultMaxFunctions)
 	listed := make(map[string]bool, len(status))
 	for _, l := range status {
@@ -204,7 +187,7 @@ func TestJunkFunctionNamesDoNotLockOutNewOnes(t *testing.T) {
 
 	// New names are accepted, on every path, and their jobs run.
 	testwait.Until(t, "the server knows its limit of functions", func() bool {
-		return len(adminLines(t, adm, "status")) == limit
+		return len(adm.AdminList("status")) == limit
 	})
 	c := wire.Dial(t, srv.Addr)
 	for i := range 10 {
@@ -219,7 +202,7 @@ func TestJunkFunctionNamesDoNotLockOutNewOnes(t *testing.T) {
 	cmd, args = w.Call(gearman.GrabJob)
 	require.Equal(t, gearman.JobAssign, cmd, "%q", args)
 	require.Equal(t, "legit-worker", args[1])
-	status := adminLines(t, adm, "status")
+	status := adm.AdminList("status")
 	require.Len(t, status, limit)
 	// The functions of the queued jobs are kept.
 	legit := 0
@@ -230,24 +213,4 @@ func TestJunkFunctionNamesDoNotLockOutNewOnes(t *testing.T) {
 	}
 	require.Equal(t, 11, legit)
 	require.True(t, srv.Alive())
-}
-
-// metricValue reads the value of an unlabelled metric from the server's
-// /metrics.
-func metricValue(t *testing.T, url, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
-	require.NoError(t, sc.Err())
-	t.Fatalf("no %s in /metrics", name)
-	return 0
 }

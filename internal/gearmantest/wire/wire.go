@@ -245,6 +245,37 @@ func (c *Conn) Line() string {
 	return s
 }
 
+// Admin sends the admin text command cmd (a line ending is added) and
+// returns the first line of its answer without the line ending.
+func (c *Conn) Admin(cmd string) string {
+	c.T.Helper()
+	c.Write([]byte(cmd + "\n"))
+	return strings.TrimRight(c.Line(), "\r\n")
+}
+
+// AdminList sends the admin text command cmd (a line ending is added) and
+// returns the lines of its list answer (see ReadList).
+func (c *Conn) AdminList(cmd string) []string {
+	c.T.Helper()
+	c.Write([]byte(cmd + "\n"))
+	return c.ReadList()
+}
+
+// ReadList reads the lines of an admin list answer up to the closing
+// ".\n" and returns them without their "\n"; anything else on a line (a
+// "\r", say) is kept for the test to see.
+func (c *Conn) ReadList() []string {
+	c.T.Helper()
+	var lines []string
+	for {
+		l := c.Line()
+		if l == ".\n" {
+			return lines
+		}
+		lines = append(lines, strings.TrimSuffix(l, "\n"))
+	}
+}
+
 // ExpectClosed reads until the server closes the connection (end of stream,
 // or a reset) and checks that it sent exactly before first ("" for
 // nothing). Any other end of the read fails the test: a timeout, or an

@@ -88,3 +88,30 @@ func TestExpectClosedAcceptsOnlyAClose(t *testing.T) {
 	require.Contains(t, expectClosed(t, "", sends("HTTP/1.0 400 Bad Request\r\n\r\n", false), overTLS), "not a close",
 		"a TLS error")
 }
+
+// Admin returns an answer's first line without its ending; AdminList
+// returns a list's lines up to ".\n", keeping a "\r" that a line has.
+func TestAdminAnswers(t *testing.T) {
+	t.Parallel()
+	dialed, accepted := wire.Pair(t)
+	c := wire.New(t, dialed)
+	got := make(chan string, 2)
+	go func() {
+		defer close(got)
+		r := bufio.NewReader(accepted)
+		for _, answer := range []string{"OK\r\n", "a\tb\n\r\n.\n"} {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			got <- l
+			if _, err := accepted.Write([]byte(answer)); err != nil {
+				return
+			}
+		}
+	}()
+	require.Equal(t, "OK", c.Admin("version"))
+	require.Equal(t, []string{"a\tb", "\r"}, c.AdminList("status"))
+	require.Equal(t, "version\n", <-got)
+	require.Equal(t, "status\n", <-got)
+}
