@@ -185,7 +185,9 @@ type Broker struct {
 	functions map[string]*function
 	// idleFns are the functions that may hold nothing, for
 	// Config.MaxFunctions (forget.go).
-	idleFns  fnList
+	idleFns fnList
+	// uniques finds live jobs by unique across functions (uniques.go).
+	uniques  uniqueIndex
 	jobs     jobIndex
 	nextSeq  uint64
 	nextSess uint64
@@ -575,7 +577,7 @@ func (b *Broker) replay(ctx context.Context) error {
 		}
 		j := storedJob(b.function(r.Function), r)
 		b.addLiveLocked(j)
-		j.fn.setUnique(j)
+		b.setUniqueLocked(j)
 		b.tierAdmitLocked(j, false)
 		b.makeRunnableLocked(j, false)
 		b.freezeLocked(j)
@@ -629,7 +631,7 @@ func storedJob(f *function, r store.Job) *job {
 
 // addLiveLocked makes j a live job of j.fn: findable by seq, and counted
 // in the memory budget and in the function's total. Its unique is left to
-// the caller (function.setUnique or function.claimUnique).
+// the caller (setUniqueLocked or claimUniqueLocked).
 func (b *Broker) addLiveLocked(j *job) {
 	b.jobs.put(j.seq, j)
 	b.liveBytes += j.size()

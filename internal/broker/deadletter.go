@@ -214,7 +214,7 @@ func (b *Broker) retryDeadLocked(j *job) {
 		b.dropRecordLocked(r)
 	}
 	b.addLiveLocked(j)
-	f.claimUnique(j)
+	b.claimUniqueLocked(j)
 	b.queueLocked(j, true)
 	b.saveLocked(j)
 	b.log.Info("broker: dead letter queued again", slog.String("handle", b.Handle(j.seq)),

@@ -48,26 +48,6 @@ type sleeper struct {
 	gen uint32
 }
 
-// setUnique makes j, a live job of f, the job its unique attaches to,
-// replacing any other.
-func (f *function) setUnique(j *job) {
-	if j.unique == "" {
-		return
-	}
-	if f.uniques == nil {
-		f.uniques = make(map[string]*job)
-	}
-	f.uniques[j.unique] = j
-}
-
-// claimUnique makes j, a live job of f, the job its unique attaches to,
-// unless another live job holds that unique already.
-func (f *function) claimUnique(j *job) {
-	if j.unique != "" && f.uniques[j.unique] == nil {
-		f.setUnique(j)
-	}
-}
-
 func (f *function) queued() int {
 	return f.queues[0].len() + f.queues[1].len() + f.queues[2].len()
 }

@@ -441,7 +441,7 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 		return true
 	}
 	b.addLiveLocked(j)
-	f.setUnique(j)
+	b.setUniqueLocked(j)
 	if l.orderKey != "" {
 		b.fnLifeLocked(f)
 	}

@@ -504,7 +504,7 @@ func (c *sharedMode) admitClaimedLocked(r store.Job) {
 		j.extra().batch = &batch{id: r.Batch, shared: true}
 	}
 	b.addLiveLocked(j)
-	j.fn.claimUnique(j)
+	b.claimUniqueLocked(j)
 	b.makeRunnableLocked(j, true)
 }
 

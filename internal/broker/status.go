@@ -48,11 +48,9 @@ func (b *Broker) GetStatusUnique(unique []byte) JobStatus {
 		return JobStatus{}
 	}
 	b.mu.Lock()
-	for _, f := range b.functions {
-		if j := f.uniques[string(unique)]; j != nil {
-			defer b.mu.Unlock()
-			return statusOf(j)
-		}
+	if j := b.uniques.get(string(unique)); j != nil {
+		defer b.mu.Unlock()
+		return statusOf(j)
 	}
 	b.mu.Unlock()
 	return b.mode.status(0, string(unique))
@@ -148,11 +146,7 @@ func (b *Broker) Jobs(limit int) []JobInfo {
 func (b *Broker) Uniques() []string {
 	b.mu.Lock()
 	var out []string
-	for _, f := range b.functions {
-		for _, j := range f.uniques {
-			out = append(out, j.displayUnique())
-		}
-	}
+	b.uniques.all(func(j *job) { out = append(out, j.displayUnique()) })
 	b.mu.Unlock()
 	sort.Strings(out)
 	return out

@@ -235,10 +235,7 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	b.nextSeq++
 	if key != "" {
 		j.unique = key
-		if f.uniques == nil {
-			f.uniques = make(map[string]*job)
-		}
-		f.uniques[key] = j
+		b.setUniqueLocked(j)
 	}
 	if p.RunAt != 0 || len(p.Reducer) > 0 || p.retryOf != 0 {
 		x := b.extraLocked(j)
@@ -425,9 +422,7 @@ func (b *Broker) unlinkLocked(j *job) {
 		f.counters.Dropped++
 	}
 	b.endWatchLocked(j)
-	if j.unique != "" && f.uniques[j.unique] == j {
-		delete(f.uniques, j.unique)
-	}
+	b.dropUniqueLocked(j)
 	b.jobs.delete(j.seq)
 	b.liveBytes -= j.size()
 	if f.total--; f.total == 0 {

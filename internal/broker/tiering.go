@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -79,7 +78,7 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 			j.payload = bytes.Clone(j.payload)
 		case aliased:
 			j.payload = bytes.Clone(j.payload)
-			ownUnique(j)
+			b.ownUniqueLocked(j)
 		}
 		t.inMemory.Add(int64(len(j.payload)))
 		return
@@ -90,23 +89,8 @@ func (b *Broker) tierAdmitLocked(j *job, aliased bool) {
 	j.payload = nil
 	t.onDisk++
 	if aliased {
-		ownUnique(j)
+		b.ownUniqueLocked(j)
 	}
-}
-
-// ownUnique gives j a unique of its own: the one it has may be a view of
-// the packet body that also holds the payload, which is to be freed.
-func ownUnique(j *job) {
-	if j.unique == "" {
-		return
-	}
-	f := j.fn
-	owned := strings.Clone(j.unique)
-	if f.uniques[j.unique] == j {
-		delete(f.uniques, j.unique)
-		f.uniques[owned] = j
-	}
-	j.unique = owned
 }
 
 // tierLoadLocked is how replay reads the store: lending payloads
