@@ -433,11 +433,11 @@ func (b *Broker) replayLifeLocked(r store.Job) bool {
 		return true
 	case store.StateDone:
 		ret := b.policyOf(r.Function).ResultRetention
-		if ret <= 0 || r.FinishedAt+int64(ret) <= now {
+		if ret <= 0 || nanosAfter(r.FinishedAt, ret) <= now {
 			b.deleteStoredLocked(j)
 			return true
 		}
-		b.addResultLocked(j, r.FinishedAt+int64(ret))
+		b.addResultLocked(j, nanosAfter(r.FinishedAt, ret))
 		return true
 	}
 	b.addLiveLocked(j)

@@ -23,7 +23,7 @@ func (b *Broker) Pause(name string, until time.Time) error {
 		if !until.After(b.clock.Now()) {
 			return fmt.Errorf("%w: %s", ErrPauseEnded, until.UTC().Format(time.RFC3339Nano))
 		}
-		at = until.UnixNano()
+		at = timeNanos(until)
 	}
 	b.pauseLocked(b.function(name), at, true)
 	return nil
@@ -33,7 +33,7 @@ func (b *Broker) Pause(name string, until time.Time) error {
 func (b *Broker) PauseFor(name string, d time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.pauseLocked(b.function(name), b.clock.Now().Add(d).UnixNano(), true)
+	b.pauseLocked(b.function(name), nanosAfter(b.clock.Now().UnixNano(), d), true)
 }
 
 func (b *Broker) pauseLocked(f *function, until int64, persist bool) {

@@ -166,6 +166,10 @@ func (bo Backoff) delay(n uint32, r float64) time.Duration {
 	if jitter > 0 {
 		d -= d * min(jitter, 1) * r
 	}
+	if d >= math.MaxInt64 {
+		// float64(math.MaxInt64) is 2^63, which time.Duration cannot hold.
+		return math.MaxInt64
+	}
 	return time.Duration(d)
 }
 

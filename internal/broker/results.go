@@ -14,7 +14,7 @@ func (b *Broker) retainLocked(j *job, data []byte, now int64) {
 	l.finishedAt = now
 	b.releaseWorkerLocked(j)
 	b.unlinkLocked(j)
-	b.addResultLocked(j, now+int64(j.fn.life.pol.ResultRetention))
+	b.addResultLocked(j, nanosAfter(now, j.fn.life.pol.ResultRetention))
 	b.saveLocked(j)
 }
 

@@ -192,7 +192,7 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 		pol = j.fn.life.pol
 	}
 	d := pol.Backoff.delay(l.attempts, b.life.rand())
-	l.notBefore = now + int64(d)
+	l.notBefore = nanosAfter(now, d)
 	b.setStateLocked(j, stateRetryWait)
 	j.fn.counters.Retried++
 	b.addTimerLocked(j, l.notBefore)

@@ -216,7 +216,7 @@ func (c *sharedMode) resultOfStored(r store.Job) (Result, bool) {
 	exp := r.NotBefore
 	b.mu.Lock()
 	if exp == 0 {
-		exp = r.FinishedAt + int64(b.policyOf(r.Function).ResultRetention)
+		exp = nanosAfter(r.FinishedAt, b.policyOf(r.Function).ResultRetention)
 	}
 	now := b.nowNanos()
 	b.mu.Unlock()

@@ -342,7 +342,7 @@ func (b *Broker) makeRunnableLocked(j *job, wake bool) {
 	}
 	if at := j.runAt(); at != 0 && at > b.clock.Now().Unix() {
 		b.setStateLocked(j, stateScheduled)
-		b.addTimerLocked(j, at*1e9)
+		b.addTimerLocked(j, secondsToNanos(at))
 		return
 	}
 	b.queueLocked(j, wake)

@@ -3,8 +3,42 @@ package broker
 import (
 	"container/heap"
 	"context"
+	"math"
 	"time"
 )
+
+// Timers are Unix nanoseconds, which reach only to 2262-04-11. Durations
+// from policies and requests may be as long as time.Duration allows (292
+// years) and run-at times as late as MaxRunAt, so every deadline is made
+// with these, which stop at that last nanosecond (a timer that never fires)
+// instead of wrapping around into the past, where it would fire at once.
+
+// nanosAfter returns the Unix nanoseconds d after now (Unix nanoseconds),
+// at most math.MaxInt64.
+func nanosAfter(now int64, d time.Duration) int64 {
+	if d > 0 && now > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return now + int64(d)
+}
+
+// secondsToNanos returns Unix seconds sec as Unix nanoseconds, at most
+// math.MaxInt64.
+func secondsToNanos(sec int64) int64 {
+	if sec > math.MaxInt64/int64(time.Second) {
+		return math.MaxInt64
+	}
+	return sec * int64(time.Second)
+}
+
+// timeNanos returns t as Unix nanoseconds, at most math.MaxInt64 (t.UnixNano
+// is undefined past 2262).
+func timeNanos(t time.Time) int64 {
+	if sec := t.Unix(); sec >= math.MaxInt64/int64(time.Second) {
+		return secondsToNanos(sec)
+	}
+	return t.UnixNano()
+}
 
 // timerSlot is where a timer sits in its timerHeap: its time (Unix
 // nanoseconds) and its index in the heap, -1 when it is not in it.

@@ -205,7 +205,7 @@ func (b *Broker) assignLocked(s *Session, j *job, a ability) {
 	x.leaseTimer = a.lease && timeout == a.timeout
 	b.statStartedLocked(j)
 	if timeout > 0 {
-		b.addTimerLocked(j, b.clock.Now().Add(timeout).UnixNano())
+		b.addTimerLocked(j, nanosAfter(b.clock.Now().UnixNano(), timeout))
 	}
 }
 
