@@ -58,6 +58,12 @@ var (
 	// SubmitParams.RunAt is after MaxRunAt: no record of it could say when
 	// it runs (RFC 3339 ends with the year 9999).
 	ErrRunAtOutOfRange = errors.New("the run time is after 9999-12-31T23:59:59Z")
+	// ErrUniqueTooLong is wrapped by Submit's error for a job whose unique
+	// is longer than gearman.MaxUniqueSize (64 bytes), the limit of the
+	// Gearman protocol: a store indexes live jobs by their unique, and
+	// PostgreSQL refuses an index entry beyond a few kilobytes, failing
+	// the whole write of every job submitted with it.
+	ErrUniqueTooLong = errors.New("the unique is longer than 64 bytes")
 	// ErrPauseEnded is returned by Pause for an end that is not after the
 	// broker's clock: such a pause would be over at once.
 	ErrPauseEnded = errors.New("the end of the pause has passed")

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/store"
 )
 
@@ -183,6 +184,10 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	if p.RunAt > MaxRunAt {
 		done(0, false, fmt.Errorf("%w: %d", ErrRunAtOutOfRange, p.RunAt))
+		return
+	}
+	if len(p.Unique) > gearman.MaxUniqueSize {
+		done(0, false, fmt.Errorf("%w: %d bytes", ErrUniqueTooLong, len(p.Unique)))
 		return
 	}
 	bt, err := b.submitBatchLocked(&p)

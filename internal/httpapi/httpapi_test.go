@@ -530,6 +530,11 @@ func TestProblems(t *testing.T) {
 	// ordering key would read back altered, so it is refused at submit.
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?unique=u%FF", nil), http.StatusBadRequest, "unique: not UTF-8")
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?ordering-key=k%C3", nil), http.StatusBadRequest, "ordering key: not UTF-8")
+	// A unique is at most 64 bytes, as on the Gearman port: PostgreSQL
+	// could not index a longer one (TestLongUniqueDoesNotFailOtherSubmits).
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?unique="+strings.Repeat("u", 65), nil),
+		http.StatusBadRequest, "longer than 64 bytes")
+	require.Zero(t, tb.b.JobCount(), "the refused submits queued nothing")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/nothandle", nil), http.StatusNotFound, "not a job handle")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:77", nil), http.StatusNotFound, "no job H:test:77")
 	requireProblem(t, tb.do(t, "POST", "/v1/dead-letters/H:test:1/retry", nil), http.StatusNotFound, "no dead job")
