@@ -16,7 +16,7 @@ import (
 )
 
 // featureConn is a connection that speaks both the binary protocol and
-// the admin text lines.
+// the admin text lines (wire.Conn's Admin and AdminList).
 type featureConn struct {
 	t *testing.T
 	*wire.Conn
@@ -27,17 +27,10 @@ func dialFeatures(t *testing.T, srv *testserver.Server) *featureConn {
 	return &featureConn{t: t, Conn: wire.Dial(t, srv.Addr)}
 }
 
-// admin sends an admin line and returns its one-line answer.
-func (c *featureConn) admin(line string) string {
-	c.t.Helper()
-	c.Write([]byte(line + "\n"))
-	return strings.TrimRight(c.Line(), "\r\n")
-}
-
 // ok sends an admin line whose answer must start with OK.
 func (c *featureConn) ok(line string) string {
 	c.t.Helper()
-	answer := c.admin(line)
+	answer := c.Admin(line)
 	require.True(c.t, strings.HasPrefix(answer, "OK"), "%s: %s", line, answer)
 	return answer
 }
@@ -46,32 +39,18 @@ func (c *featureConn) ok(line string) string {
 // "OK <length>" and the data on a line of its own, or the error.
 func (c *featureConn) result(which string) string {
 	c.t.Helper()
-	answer := c.admin("result " + which)
+	answer := c.Admin("result " + which)
 	if strings.HasPrefix(answer, "OK") {
 		answer += "\n" + strings.TrimRight(c.Line(), "\n")
 	}
 	return answer
 }
 
-// list sends an admin line and returns the lines of its list answer.
-func (c *featureConn) list(line string) []string {
-	c.t.Helper()
-	c.Write([]byte(line + "\n"))
-	var out []string
-	for {
-		l := strings.TrimRight(c.Line(), "\r\n")
-		if l == "." {
-			return out
-		}
-		out = append(out, l)
-	}
-}
-
 // record returns the fields of the admin "job HANDLE" answer.
 func (c *featureConn) record(handle string) map[string]string {
 	c.t.Helper()
 	fields := map[string]string{}
-	for _, l := range c.list("job " + handle) {
+	for _, l := range c.AdminList("job " + handle) {
 		k, v, _ := strings.Cut(l, "\t")
 		if k != "attempt" {
 			fields[k] = v
@@ -191,14 +170,14 @@ func TestCrashKeepsFeatureState(t *testing.T) {
 	// Policies and pauses.
 	got, answer = c.Call(gearman.SubmitJobBg, "limited", "l3", "x")
 	require.Equal(t, gearman.Error, got, "max_queue=3 after the restart: %q", answer)
-	require.Contains(t, c.list("show maxqueue maxq"), "maxq\t2\t2\t2")
-	policies := strings.Join(c.list("show policy"), "\n")
+	require.Contains(t, c.AdminList("show maxqueue maxq"), "maxq\t2\t2\t2")
+	policies := strings.Join(c.AdminList("show policy"), "\n")
 	require.Regexp(t, `(?m)^paused\t\w+\tpaused\t`, policies)
 	require.Regexp(t, `(?m)^pausedfor\t\w+\tpaused-until=`, policies)
 	require.Regexp(t, `(?m)^retries\texplicit\tactive\tmax_attempts=3 backoff=1h0m0s `, policies)
 
 	// The dead letter, the job waiting for its retry, the retained result.
-	dead := c.list("deadletters dies")
+	dead := c.AdminList("deadletters dies")
 	require.Len(t, dead, 1)
 	require.True(t, strings.HasPrefix(dead[0], dies+"\t"), "%q", dead)
 	require.Equal(t, "retry-wait", c.record(retries)["state"])
@@ -210,7 +189,7 @@ func TestCrashKeepsFeatureState(t *testing.T) {
 	require.Equal(t, "scheduled", c.record(sched)["state"])
 	require.Equal(t, "waiting", c.record(waiting)["state"])
 	require.Equal(t, normal, c.submit(gearman.SubmitJobBg, "prio", "normal", "again"), "a submit with a live job's unique")
-	require.Contains(t, c.list("batch "+batch), "pending\t1")
+	require.Contains(t, c.AdminList("batch "+batch), "pending\t1")
 
 	// What a worker gets now: the jobs of prio by priority, then the job
 	// that waited for the high one, the batch's job and its callback;
