@@ -331,7 +331,11 @@ func (c *sharedMode) wantWorkLocked(s *Session) {
 }
 
 // claimLoop claims jobs for local workers when they run short, renews the
-// lease, and releases jobs of functions that lost their workers.
+// lease, and releases jobs of functions that lost their workers. The
+// renewal shares the goroutine with the claims, so that a lease found
+// lost is dealt with (renewLease) before anything is claimed under the
+// new registration; a renewal due during a burst of claims runs between
+// two of them.
 func (c *sharedMode) claimLoop(ctx context.Context) {
 	b := c.b
 	defer b.wg.Done()
@@ -374,6 +378,15 @@ func (c *sharedMode) claimLoop(ctx context.Context) {
 		}
 		c.syncMeta(ctx)
 		for ctx.Err() == nil && c.claimOnce(ctx) {
+			// A burst of claims (a deep queue drained by fast workers)
+			// may last longer than a lease: the renewal that falls due
+			// meanwhile goes between two claims, late by one claim at
+			// most (docs/postgres.md, "Leases").
+			select {
+			case <-renew.C:
+				c.renewLease(ctx)
+			default:
+			}
 		}
 		b.mu.Lock()
 		if d := c.retryIn; d > 0 && d < sharedPoll {
