@@ -71,9 +71,13 @@ func (s *Store) Join(ctx context.Context, wake, meta func(name string), lost fun
 // contact follows this server's contact with the database: since is when
 // the current stretch without a break began (zero: broken, or never
 // begun), last when the last successful renewal (or registration) was
-// answered, and warned when a slow renewal was last logged.
+// answered, renewedAt the database's time (its now()) when it last
+// renewed this server's lease, and warned when a slow renewal was last
+// logged. since and last are this process's clock; renewedAt is the
+// database's, the clock of the leases.
 type contact struct {
 	since, last time.Time
+	renewedAt   time.Time
 	warned      time.Time
 }
 
@@ -133,16 +137,22 @@ func (s *Store) steadyContact(done time.Time) bool {
 	return steady
 }
 
-// judgesLeases reports whether this server may now take an expired lease
-// for its server's death, as its last renewal found (steadyContact): it
-// has been in touch with the database for a lease, and its last renewal
-// was answered less than half a lease ago.
-func (s *Store) judgesLeases() bool {
+// expiredBefore returns the database time before which an expired lease
+// is its server's death for this server, or false when it may take no
+// expired lease for that: it must have been in touch with the database for
+// a lease (steadyContact), its last renewal answered less than half a
+// lease ago. The time is the database's when it last renewed this
+// server's lease, as Renew releases only the leases expired by then: a
+// lease that expired later may have expired in a stall of the database
+// that this server's renewals have not seen yet.
+func (s *Store) expiredBefore() (time.Time, bool) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.contact
-	return !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) < s.contactGap()
+	ok := !c.since.IsZero() && now.Sub(c.since) >= s.cfg.LeaseTTL && now.Sub(c.last) < s.contactGap() &&
+		!c.renewedAt.IsZero()
+	return c.renewedAt, ok
 }
 
 // contactLost breaks this server's stretch of contact with the database
@@ -203,6 +213,11 @@ func (s *Store) Renew(ctx context.Context) (lost bool, err error) {
 		return false, fmt.Errorf("postgres: renew lease: %w", err)
 	}
 	steady := s.steadyContact(time.Now())
+	if renewed {
+		s.mu.Lock()
+		s.contact.renewedAt = at
+		s.mu.Unlock()
+	}
 	if !renewed {
 		nid, err := s.register(ctx)
 		if err != nil {

@@ -331,7 +331,8 @@ var cancelQueuedSQL = `WITH del AS (
 
 // CancelQueued deletes the queued (or retry-waiting, or waiting) job seq
 // when no live server holds it: nobody claimed it, or the server that did
-// has let its lease expire, and writes its record, cancelled by by
+// let its lease expire before this server's last renewal (expiredBefore),
+// and writes its record, cancelled by by
 // (cancelQueuedSQL). It
 // reports whether it deleted the job. A job
 // some live server holds is left alone: that server must cancel it. A job
@@ -374,10 +375,16 @@ func (s *Store) CancelQueued(ctx context.Context, seq uint64, by string) (bool, 
 				return lockErr
 			}
 			// A job held under an expired lease is nobody's only when this
-			// server may judge leases (judgesLeases).
+			// server may judge leases, and only when the lease had expired
+			// by the database's time at this server's last renewal
+			// (expiredBefore; NULL: none), as Renew releases them.
+			var before any
+			if at, ok := s.expiredBefore(); ok {
+				before = at
+			}
 			err = tx.QueryRow(ctx, `SELECT batch, handle FROM gearwork_jobs WHERE seq = $1 AND state IN (0, 1, 4)
-			AND (owner IS NULL OR ($2 AND owner IN (SELECT id FROM gearwork_servers WHERE lease_until < now())))
-			FOR UPDATE`, seqArg(seq), s.judgesLeases()).Scan(&batch, &handle)
+			AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < $2::timestamptz))
+			FOR UPDATE`, seqArg(seq), before).Scan(&batch, &handle)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}

@@ -456,6 +456,45 @@ func TestCancelTakesAnExpiredLeaseForDeathOnlyAfterALeaseInTouch(t *testing.T) {
 	require.Zero(t, countJobs(t, url, "f"), "the job held under a's expired lease is cancelled")
 }
 
+// A cancel takes an expired lease for its server's death only when it had
+// expired by the database's time at the cancelling server's last renewal,
+// as the renewal's release does (TestRenewDoesNotReleaseALeaseThatExpiredInAStallShorterThanALease):
+// a lease that expired since may have expired in a stall of the database
+// that the server's renewals have not seen yet.
+func TestCancelTakesOnlyALeaseExpiredByTheLastRenewal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const ttl = 4 * time.Second
+	x, b := steadyBeside(t, url, ttl)
+	held, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.True(t, held[0].Claimed)
+
+	lost, err := b.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+	// x's lease expires a microsecond after the database renewed b's: its
+	// time then is b's lease_until less a lease.
+	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_servers
+		SET lease_until = (SELECT lease_until FROM gearwork_servers WHERE name = 'b') - interval '%d milliseconds' + interval '1 microsecond'
+		WHERE name = 'x'`, ttl.Milliseconds()))
+	ok, err := b.CancelQueued(ctx, held[0].Seq, "test")
+	require.NoError(t, err)
+	require.False(t, ok, "a lease that expired after the last renewal is not taken for its server's death")
+	require.Equal(t, 1, countJobs(t, url, "f"))
+
+	// The next renewal finds it expired.
+	testwait.Until(t, "the job held under x's expired lease to be cancelled", func() bool {
+		_, err := b.Renew(ctx)
+		require.NoError(t, err)
+		ok, err = b.CancelQueued(ctx, held[0].Seq, "test")
+		require.NoError(t, err)
+		return ok
+	})
+	require.Zero(t, countJobs(t, url, "f"))
+}
+
 func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
