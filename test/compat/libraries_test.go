@@ -252,17 +252,37 @@ func TestNodeGearmanSuite(t *testing.T) {
 // WORK_STATUS before the complete, a worker that shuts down after its job
 // while a second takes the next, and 100 jobs over 25 workers, half of them
 // failing) against gearwork and gearmand, with coffee-script 1.6.3 and
-// mocha 1.6.0 as its package asks for. The suite connects to
-// localhost:4730; that is rewritten to the test server's address. Its
-// test-reconnect talks to mock servers of its own and is left out.
+// mocha 1.6.0 as its package asks for. Its test-reconnect talks to mock
+// servers of its own and is left out.
 func TestGearmanNodeSuite(t *testing.T) {
 	t.Parallel()
+	cleverSuite(t, "gearman-node", 18)
+}
+
+// TestGearmanCoffeeSuite runs the same mocha tests of the npm package
+// gearman-coffee 2.0.2, gearman-node's forerunner (Clever's), whose
+// receive splits a packet's arguments itself, one packet a chunk with the
+// rest kept for the next, and reads WORK_WARNING's data as a string. Its
+// suite lacks gearman-node's two tests that parse packets without a
+// server. Its package asks for mocha 1.2; mocha 1.6.0 runs it.
+func TestGearmanCoffeeSuite(t *testing.T) {
+	t.Parallel()
+	cleverSuite(t, "gearman-coffee", 16)
+}
+
+// cleverSuite runs test-worker-client and test-raceconditions of one of
+// Clever's CoffeeScript packages (gearman-node, gearman-coffee) against
+// gearwork and gearmand and requires all want tests to pass. The suite
+// connects to localhost:4730; that is rewritten to the test server's
+// address, and its debug output (every packet) is turned off.
+func cleverSuite(t *testing.T, pkgName string, want int) {
+	t.Helper()
 	mods := nodeModules(t)
-	needPath(t, filepath.Join(mods, "gearman-node", "package.json"), "gearman-node (testdata/node/package.json)")
+	needPath(t, filepath.Join(mods, pkgName, "package.json"), pkgName+" (testdata/node/package.json)")
 	needPath(t, filepath.Join(mods, "mocha", "bin", "_mocha"), "mocha (testdata/node/package.json)")
 	eachServer(t, func(t *testing.T, s *server) {
 		pkg := t.TempDir()
-		require.NoError(t, os.CopyFS(pkg, os.DirFS(filepath.Join(mods, "gearman-node"))))
+		require.NoError(t, os.CopyFS(pkg, os.DirFS(filepath.Join(mods, pkgName))))
 		tests := []string{filepath.Join("test", "test-worker-client.coffee"), filepath.Join("test", "test-raceconditions.coffee")}
 		for _, f := range tests {
 			path := filepath.Join(pkg, f)
@@ -270,6 +290,7 @@ func TestGearmanNodeSuite(t *testing.T) {
 			require.NoError(t, err)
 			patched := strings.Replace(string(data), "  host: 'localhost'\n  port: 4730\n", "  host: '"+s.host+"'\n  port: "+s.port+"\n", 1)
 			require.NotEqual(t, string(data), patched, "%s's options point at the test server", f)
+			patched = strings.Replace(patched, "  debug: true\n", "  debug: false\n", 1)
 			require.NoError(t, os.WriteFile(path, []byte(patched), 0o644))
 		}
 		// mocha 1.6's bin/mocha runs bin/_mocha in a child process and
@@ -278,9 +299,9 @@ func TestGearmanNodeSuite(t *testing.T) {
 			"--compilers", "coffee:coffee-script"}, tests...)
 		p := startProcIn(t, pkg, []string{"NODE_PATH=" + mods, "NODE_ENV=test"}, need(t, "node"), args...)
 		got, err := p.wait(t)
-		require.NoError(t, err, "gearman-node's tests failed:\n%s\n%s", got, p.stderr.String())
-		require.Contains(t, got, "18 tests complete", "every test of the suite ran:\n%s", got)
-		require.Equal(t, 18, strings.Count(got, "✓"), "every test of the suite passed:\n%s", got)
+		require.NoError(t, err, "%s's tests failed:\n%s\n%s", pkgName, got, p.stderr.String())
+		require.Contains(t, got, fmt.Sprintf("%d tests complete", want), "every test of the suite ran:\n%s", got)
+		require.Equal(t, want, strings.Count(got, "✓"), "every test of the suite passed:\n%s", got)
 	})
 }
 
@@ -593,4 +614,91 @@ func workerScenario(t *testing.T, bin string) {
 		require.Empty(t, cmp.Diff(want, r), "server %s (-want +got)", tag)
 	}
 	require.Equal(t, []string{"complete:AGAIN"}, got.AfterRestart)
+}
+
+// TestGearmanNodeBdaScenario: the npm package gearman-node-bda 0.10.1, a
+// fork of gearmanode whose worker grabs only when told to
+// (testdata/node/gearman-node-bda.js), side by side with gearmand: its
+// grabJob(3) sends three GRAB_JOBs at once and so holds three background
+// jobs (submitted LOW, NORMAL, HIGH before it registered) at once, handed
+// out HIGH first; after each job it sends GRAB_JOB again, and PRE_SLEEP
+// after each NO_JOB. Then WORK_DATA/STATUS/WARNING, WORK_FAIL and
+// WORK_EXCEPTION (without OPTION_REQ: the client sees a failure), 3 MiB
+// both ways, twenty jobs at once on one client connection, two clients
+// coalesced on one unique, and RESET_ABILITIES while the worker holds a
+// job.
+//
+// gearmand 1.1.20 differs twice: its WORK_FAIL for a client without
+// exceptions has a NUL after the handle (item 9 of "Differences from
+// gearmand"), which this library takes for an unknown job, so the jobs
+// that fail are left out there; and it takes a job back when its worker
+// sends RESET_ABILITIES (item 28), answering the worker's WORK_COMPLETE
+// with ERROR JOB_NOT_FOUND, so that the job stays queued for a worker that
+// can do it.
+func TestGearmanNodeBdaScenario(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	needPath(t, filepath.Join(mods, "gearman-node-bda", "package.json"), "gearman-node-bda (testdata/node/package.json)")
+	eachServer(t, func(t *testing.T, s *server) {
+		args := []string{testdata("node", "gearman-node-bda.js"), s.addr}
+		if !s.isGearwork() {
+			args = append(args, "nofail")
+		}
+		p := startProcIn(t, "", []string{"NODE_PATH=" + mods}, need(t, "node"), args...)
+		out, err := p.wait(t)
+		require.NoError(t, err, "gearman-node-bda.js: %s", p.stderr.String())
+		// The library's logger writes to stdout too; the result is the
+		// last line.
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		var got struct {
+			Held         []string
+			MaxHeld      int
+			Jobs         map[string][]string
+			Runs         map[string]int
+			Echo         string
+			Background   []string
+			Keep         string
+			AfterReset   string
+			WorkerErrors []string
+		}
+		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &got), "output %q", out)
+		require.Equal(t, "ping", got.Echo)
+		require.Equal(t, []string{"high", "normal", "low"}, got.Held, "three GRAB_JOBs at once get the jobs by priority")
+		require.Equal(t, 3, got.MaxHeld, "three jobs at once on one worker connection")
+		// How often the poll sees each state depends on timing; what it
+		// sees, in order, does not.
+		require.NotEmpty(t, got.Background)
+		require.Equal(t, "known", got.Background[0])
+		require.Equal(t, "unknown", got.Background[len(got.Background)-1])
+		require.Subset(t, []string{"known", "known running", "unknown"}, got.Background)
+		many := make([]string, 20)
+		for i := range many {
+			many[i] = fmt.Sprint("complete:M", i)
+		}
+		want := map[string][]string{
+			"upper":    {"complete:HELLO"},
+			"progress": {"data:part", "status:1/2", "warning:careful", "status:2/2", "complete:done"},
+			"high":     {"complete:HIGH"},
+			"big":      {"complete:3 MiB upper"},
+			"many":     many,
+			"coalesce": {"complete:once", "complete:once"},
+			"after":    {"complete:after reset"},
+		}
+		runs := map[string]int{"held": 3, "upper": 23, "progress": 1, "coalesce": 1, "keep": 1, "after": 1}
+		if s.isGearwork() {
+			want["fail"] = []string{"failed"}
+			want["exception"] = []string{"failed"}
+			runs["fail"], runs["exception"] = 1, 1
+		}
+		require.Empty(t, cmp.Diff(want, got.Jobs), "(-want +got)")
+		require.Equal(t, runs, got.Runs, "each job ran once, the coalesced one too")
+		require.Equal(t, "known", got.AfterReset, "a job of a function the worker reset waits")
+		if s.isGearwork() {
+			require.Equal(t, "unknown", got.Keep, "the job held across RESET_ABILITIES completed")
+			require.Empty(t, got.WorkerErrors)
+		} else {
+			require.Equal(t, "known", got.Keep, "gearmand took the job back")
+			require.Equal(t, []string{"JOB_NOT_FOUND"}, got.WorkerErrors)
+		}
+	})
 }
