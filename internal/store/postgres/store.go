@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,6 +246,26 @@ func (c *jobColumns) addFields(j store.Job) {
 	c.addState(j)
 }
 
+// historyJSON encodes a job's attempts for the jsonb column history.
+// JSON carries only UTF-8 (encoding/json writes U+FFFD for other bytes),
+// and jsonb refuses U+0000, which a worker's exception text may hold: it
+// failed the whole write, and every retry of it. NUL bytes are written as
+// U+FFFD too. The job's last error (a bytea) keeps every byte.
+func historyJSON(h []store.Attempt) []byte {
+	noNUL := func(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
+	for i, a := range h {
+		if strings.Contains(a.Outcome, "\x00") || strings.Contains(a.Error, "\x00") || strings.Contains(a.Worker, "\x00") {
+			h = slices.Clone(h) // the caller's attempts stay as they are
+			for k := i; k < len(h); k++ {
+				h[k].Outcome, h[k].Error, h[k].Worker = noNUL(h[k].Outcome), noNUL(h[k].Error), noNUL(h[k].Worker)
+			}
+			break
+		}
+	}
+	b, _ := json.Marshal(h)
+	return b
+}
+
 // addState adds the lifecycle columns.
 func (c *jobColumns) addState(j store.Job) {
 	c.state = append(c.state, int16(j.State))
@@ -253,7 +274,7 @@ func (c *jobColumns) addState(j store.Job) {
 	c.lastError = append(c.lastError, nonNil([]byte(j.LastError)))
 	var h []byte // NULL: no history
 	if len(j.History) > 0 {
-		h, _ = json.Marshal(j.History)
+		h = historyJSON(j.History)
 	}
 	c.history = append(c.history, h)
 	c.result = append(c.result, j.Result)
