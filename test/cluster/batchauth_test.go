@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,8 +26,7 @@ func TestBatchJoinFailsClosed(t *testing.T) {
       allow: {submit: ["*"]}
 `), 0o600))
 	url := pgtest.Schema(t)
-	s := &server{t: t, store: url, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), extra: []string{"--config", cfg}}
-	s.start()
+	s := startCluster(t, url, 1, "--config", cfg)[0]
 	c := wire.Dial(t, s.addr)
 	c.Write([]byte("batch create on_success=report\r\n"))
 	line := c.Line()

@@ -63,13 +63,14 @@ func (s *server) logText() string {
 	return s.earlier.String() + s.srv.Log()
 }
 
-// startCluster starts n servers on store; they are stopped when the test
-// ends, and their logs shown if it failed.
-func startCluster(t *testing.T, store string, n int) []*server {
+// startCluster starts n servers on store, each with the extra arguments of
+// gearwork serve; they are stopped when the test ends, and their logs
+// shown if it failed.
+func startCluster(t *testing.T, store string, n int, extra ...string) []*server {
 	t.Helper()
 	servers := make([]*server, n)
 	for i := range servers {
-		servers[i] = &server{t: t, store: store, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		servers[i] = &server{t: t, store: store, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), extra: extra}
 		servers[i].start()
 	}
 	t.Cleanup(func() {

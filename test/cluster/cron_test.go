@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,19 +42,7 @@ schedules:
     missed: all
 `), 0o600))
 	url := pgtest.Schema(t)
-	servers := make([]*server, 2)
-	for i := range servers {
-		servers[i] = &server{t: t, store: url + "&lease_ttl=2s", addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			extra: []string{"--config", cfg}}
-		servers[i].start()
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for i, s := range servers {
-				t.Logf("server %d log:\n%s", i, s.logText())
-			}
-		}
-	})
+	servers := startCluster(t, url+"&lease_ttl=2s", 2, "--config", cfg)
 
 	var mu sync.Mutex
 	runs := map[string][]string{} // unique (every:TICK) -> handles run

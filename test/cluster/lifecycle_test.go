@@ -28,20 +28,14 @@ func adminCall(t *testing.T, addr, cmd string, list bool) []string {
 	c := wire.Dial(t, addr)
 	defer c.NC.Close()
 	c.Write([]byte(cmd + "\r\n"))
-	var lines []string
-	for {
-		line := strings.TrimRight(c.Line(), "\r\n")
-		if list && line == "." {
-			return lines
-		}
-		lines = append(lines, line)
-		if !list {
-			if strings.HasPrefix(cmd, "result ") && strings.HasPrefix(line, "OK ") {
-				lines = append(lines, strings.TrimSuffix(c.Line(), "\n"))
-			}
-			return lines
-		}
+	if list {
+		return c.ReadList()
 	}
+	lines := []string{strings.TrimRight(c.Line(), "\r\n")}
+	if strings.HasPrefix(cmd, "result ") && strings.HasPrefix(lines[0], "OK ") {
+		lines = append(lines, strings.TrimSuffix(c.Line(), "\n"))
+	}
+	return lines
 }
 
 // submitBg submits a background job to addr and returns its handle.
