@@ -93,9 +93,11 @@ const (
 	maxFunctionPage     = 10000
 )
 
-// handleFunctions serves GET /v1/functions?limit=&function=: at most limit
-// functions (selectFunctions says which) and how many were left out, or
-// with function= (repeatable) just those named.
+// handleFunctions serves GET /v1/functions?limit=&function=&after=: at
+// most limit functions (selectFunctions says which) and how many were left
+// out; with after= the next limit functions by name (pageFunctions) and
+// the name to continue after; with function= (repeatable) just those
+// named.
 func (s *Server) handleFunctions(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	limit := defaultFunctionPage
@@ -106,18 +108,29 @@ func (s *Server) handleFunctions(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
+	named, paged := q["function"], q.Has("after")
+	if len(named) > 0 && paged {
+		return errorf(http.StatusBadRequest, "invalid-option", "function and after: use one or the other")
+	}
 	st, counts := s.b.Stats(r.Context()), s.b.CountJobs(r.Context())
 	var keep map[string]bool
-	omitted := 0
-	if named := q["function"]; len(named) > 0 {
+	omitted, next := 0, ""
+	switch {
+	case len(named) > 0:
 		keep = make(map[string]bool, len(named))
 		for _, fn := range named {
 			keep[fn] = true
 		}
-	} else {
+	case paged:
+		keep, omitted, next = pageFunctions(st.Functions, counts, q.Get("after"), limit)
+	default:
 		keep, omitted = selectFunctions(st.Functions, counts, limit, nil)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"functions": functionsJSON(st, counts, keep), "functions_omitted": omitted})
+	out := map[string]any{"functions": functionsJSON(st, counts, keep), "functions_omitted": omitted}
+	if next != "" {
+		out["next_after"] = next
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

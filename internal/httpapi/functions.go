@@ -69,3 +69,42 @@ func selectFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, limi
 	}
 	return keep, len(at) - len(keep)
 }
+
+// pageFunctions picks one page of GET /v1/functions?after=: the functions
+// (of fns, and those counts knows only from their kept records) whose
+// names follow after in byte order, at most limit of them. It returns the
+// names kept, how many were left out (before and after the page), and the
+// name to continue after, "" on the last page. Names are the cursor, so a
+// page never repeats or skips a function that exists throughout, however
+// the functions' counts change between pages.
+func pageFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, after string, limit int) (map[string]bool, int, string) {
+	seen := make(map[string]bool, len(fns))
+	names := make([]string, 0, len(fns))
+	for _, f := range fns {
+		if !seen[f.Name] {
+			seen[f.Name] = true
+			names = append(names, f.Name)
+		}
+	}
+	for _, jc := range counts {
+		if !seen[jc.Function] {
+			seen[jc.Function] = true
+			names = append(names, jc.Function)
+		}
+	}
+	slices.Sort(names)
+	from, found := slices.BinarySearch(names, after)
+	if found {
+		from++
+	}
+	page := names[from:min(len(names), from+limit)]
+	keep := make(map[string]bool, len(page))
+	for _, n := range page {
+		keep[n] = true
+	}
+	next := ""
+	if from+len(page) < len(names) {
+		next = page[len(page)-1]
+	}
+	return keep, len(names) - len(page), next
+}

@@ -37,6 +37,7 @@ func names(fns []functionJSON) map[string]bool {
 type functionsPage struct {
 	Functions []functionJSON `json:"functions"`
 	Omitted   *int           `json:"functions_omitted"`
+	NextAfter *string        `json:"next_after"`
 }
 
 // The dashboard's overview carries at most OverviewMaxFunctions functions,
@@ -104,6 +105,61 @@ func TestListFunctionsBounded(t *testing.T) {
 	for _, v := range []string{"0", "-1", "10001", "x"} {
 		requireProblem(t, tb.do(t, "GET", "/v1/functions?limit="+v, nil), http.StatusBadRequest, "limit")
 	}
+}
+
+// GET /v1/functions?after= pages through every function by name, those
+// the bounded list leaves out too: each page names where the next one
+// starts, and a function created meanwhile shows up if it sorts after the
+// pages read, without any function repeated or skipped.
+func TestListFunctionsPagesByName(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	busyFunctions(t, tb)
+
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 10, "paging does not end: %v", got)
+		page := decode[functionsPage](t, tb.do(t, "GET", "/v1/functions?limit=6&after="+after, nil))
+		require.LessOrEqual(t, len(page.Functions), 6)
+		require.NotNil(t, page.Omitted)
+		for _, f := range page.Functions {
+			got = append(got, f.Name)
+		}
+		if pages == 0 {
+			require.Equal(t, []string{"fn00", "fn01", "fn02", "fn03", "fn04", "fn05"}, got)
+			require.Equal(t, 14, *page.Omitted, "the functions not on the page")
+			// One sorts among the names read already, one after them.
+			require.NoError(t, tb.b.CreateFunction("fn04a"))
+			require.NoError(t, tb.b.CreateFunction("fn15a"))
+		}
+		if page.NextAfter == nil {
+			require.Equal(t, 22-len(page.Functions), *page.Omitted, "20 functions and the two created")
+			break
+		}
+		require.Equal(t, page.Functions[len(page.Functions)-1].Name, *page.NextAfter)
+		after = *page.NextAfter
+	}
+	want := []string{"fn00", "fn01", "fn02", "fn03", "fn04", "fn05"}
+	for i := 6; i < 20; i++ {
+		want = append(want, fmt.Sprintf("fn%02d", i))
+		if i == 15 {
+			want = append(want, "fn15a")
+		}
+	}
+	require.Equal(t, want, got)
+
+	page := decode[functionsPage](t, tb.do(t, "GET", "/v1/functions?after=fn19", nil))
+	require.Empty(t, page.Functions)
+	require.Nil(t, page.NextAfter)
+	require.Equal(t, 22, *page.Omitted)
+	page = decode[functionsPage](t, tb.do(t, "GET", "/v1/functions?after=fn1&limit=2", nil))
+	require.Equal(t, map[string]bool{"fn10": true, "fn11": true}, names(page.Functions))
+	require.Equal(t, "fn11", *page.NextAfter)
+	page = decode[functionsPage](t, tb.do(t, "GET", "/v1/functions?limit=3", nil))
+	require.Nil(t, page.NextAfter, "the bounded list is no page")
+
+	requireProblem(t, tb.do(t, "GET", "/v1/functions?after=fn01&function=fn17", nil), http.StatusBadRequest, "after")
 }
 
 // Dashboards open together share one overview (it reads every function's
