@@ -6,7 +6,6 @@ package security_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
@@ -28,6 +27,7 @@ import (
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testcert"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 func TestMain(m *testing.M) { testserver.Main(m) }
@@ -239,8 +239,7 @@ func TestOpenSSLClient(t *testing.T) {
 	openssl := testserver.NeedCommand(t, "openssl")
 	p := newPKI(t, "cli")
 	srv := testserver.Start(t, p.serverArgs(true)...)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t)
 	files := p.clientFiles["cli"]
 	cmd := exec.CommandContext(ctx, openssl, "s_client", "-connect", srv.Addr, "-quiet",
 		"-CAfile", p.serverCAFile, "-verify_return_error", "-cert", files[0], "-key", files[1])
@@ -282,8 +281,7 @@ func TestGearmanCLIThroughOpenSSL(t *testing.T) {
 	host, port, err := net.SplitHostPort(tlsTunnel(t, openssl, srv.Addr,
 		"-CAfile", p.serverCAFile, "-verify_return_error", "-cert", files[0], "-key", files[1]))
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t)
 	worker := exec.CommandContext(ctx, cli, "-h", host, "-p", port, "-w", "-f", "tls_fn", "-c", "1", "--", "tr", "a-z", "A-Z")
 	var wout bytes.Buffer
 	worker.Stdout, worker.Stderr = &wout, &wout
@@ -391,8 +389,7 @@ func TestRefusesExposedAddressWithoutAuthentication(t *testing.T) {
 // (exit code 2), and returns what it wrote.
 func serveRefused(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t)
 	out, code := testserver.Run(ctx, t, append([]string{"serve"}, args...)...)
 	require.Equal(t, 2, code, out)
 	return out
@@ -582,8 +579,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	}
 
 	// Start-up errors with broken key files name the files only.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t)
 	for _, args := range [][]string{
 		{"--tls-cert", p.keyFile, "--tls-key", p.certFile},
 		{"--tls-cert", p.certFile, "--tls-key", p.certFile},
