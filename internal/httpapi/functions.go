@@ -3,6 +3,8 @@ package httpapi
 import (
 	"cmp"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/gearwork/gearwork/internal/broker"
 )
@@ -72,39 +74,64 @@ func selectFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, limi
 
 // pageFunctions picks one page of GET /v1/functions?after=: the functions
 // (of fns, and those counts knows only from their kept records) whose
-// names follow after in byte order, at most limit of them. It returns the
-// names kept, how many were left out (before and after the page), and the
-// name to continue after, "" on the last page. Names are the cursor, so a
-// page never repeats or skips a function that exists throughout, however
-// the functions' counts change between pages.
+// names follow after, at most limit of them. It returns the names kept,
+// how many were left out (before and after the page), and where the next
+// page starts, "" after the last. Names are the cursor, so a page never
+// repeats or skips a function that exists throughout, however the
+// functions' counts change between pages. A name that is not UTF-8 (a
+// Gearman peer may use any bytes) cannot come back as JSON: names are
+// ordered and compared as JSON shows them (pageKey), and a page takes all
+// the names that show alike, beyond limit if need be, so that the cursor
+// is one JSON carries and paging never goes round in circles.
 func pageFunctions(fns []broker.FunctionStats, counts []broker.JobCounts, after string, limit int) (map[string]bool, int, string) {
+	type entry struct{ key, name string }
 	seen := make(map[string]bool, len(fns))
-	names := make([]string, 0, len(fns))
+	all := make([]entry, 0, len(fns))
 	for _, f := range fns {
 		if !seen[f.Name] {
 			seen[f.Name] = true
-			names = append(names, f.Name)
+			all = append(all, entry{pageKey(f.Name), f.Name})
 		}
 	}
 	for _, jc := range counts {
 		if !seen[jc.Function] {
 			seen[jc.Function] = true
-			names = append(names, jc.Function)
+			all = append(all, entry{pageKey(jc.Function), jc.Function})
 		}
 	}
-	slices.Sort(names)
-	from, found := slices.BinarySearch(names, after)
-	if found {
-		from++
+	slices.SortFunc(all, func(a, b entry) int { return cmp.Or(strings.Compare(a.key, b.key), strings.Compare(a.name, b.name)) })
+	from, _ := slices.BinarySearchFunc(all, after, func(e entry, k string) int {
+		if e.key <= k {
+			return -1
+		}
+		return 1
+	})
+	end := min(len(all), from+limit)
+	for end > from && end < len(all) && all[end].key == all[end-1].key {
+		end++
 	}
-	page := names[from:min(len(names), from+limit)]
-	keep := make(map[string]bool, len(page))
-	for _, n := range page {
-		keep[n] = true
+	keep := make(map[string]bool, end-from)
+	for _, e := range all[from:end] {
+		keep[e.name] = true
 	}
 	next := ""
-	if from+len(page) < len(names) {
-		next = page[len(page)-1]
+	if end < len(all) {
+		next = all[end-1].key
 	}
-	return keep, len(names) - len(page), next
+	return keep, len(all) - len(keep), next
+}
+
+// pageKey is name as JSON shows it: each byte that is not part of UTF-8
+// as U+FFFD.
+func pageKey(name string) string {
+	if utf8.ValidString(name) {
+		return name
+	}
+	var sb strings.Builder
+	for i := 0; i < len(name); {
+		r, n := utf8.DecodeRuneInString(name[i:])
+		sb.WriteRune(r) // utf8.RuneError for a byte that is not UTF-8
+		i += n
+	}
+	return sb.String()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,34 @@ func TestListFunctionsPagesByName(t *testing.T) {
 	require.Nil(t, page.NextAfter, "the bounded list is no page")
 
 	requireProblem(t, tb.do(t, "GET", "/v1/functions?after=fn01&function=fn17", nil), http.StatusBadRequest, "after")
+}
+
+// Names that are not UTF-8 (a Gearman peer may use any bytes) show in JSON
+// with U+FFFD for each such byte, so the cursor is a name as shown: the
+// names that show alike come on one page, and paging ends, each function
+// listed once, even one at a time.
+func TestListFunctionsPagesNamesThatAreNotUTF8(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	for _, fn := range []string{"a", "\xf0x", "\xf1x", "\xffx", "\ufffdx", "zz"} {
+		require.NoError(t, tb.b.CreateFunction(fn))
+	}
+	var got [][]string
+	after := ""
+	for {
+		require.Less(t, len(got), 10, "paging does not end: %q", got)
+		page := decode[functionsPage](t, tb.do(t, "GET", "/v1/functions?limit=1&after="+url.QueryEscape(after), nil))
+		var names []string
+		for _, f := range page.Functions {
+			names = append(names, f.Name)
+		}
+		got = append(got, names)
+		if page.NextAfter == nil {
+			break
+		}
+		after = *page.NextAfter
+	}
+	require.Equal(t, [][]string{{"a"}, {"zz"}, {"\ufffdx", "\ufffdx", "\ufffdx", "\ufffdx"}}, got)
 }
 
 // Dashboards open together share one overview (it reads every function's
