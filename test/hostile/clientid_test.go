@@ -8,7 +8,6 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
-	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // TestClientIDsAreCut: a connection keeps its SET_CLIENT_ID for as long
@@ -21,7 +20,7 @@ func TestClientIDsAreCut(t *testing.T) {
 		size    = 8 << 20
 		ceiling = 96 << 20 // bytes of Go heap
 	)
-	srv := testserver.StartPlain(t, "--http", "127.0.0.1:0") // memory is measured: no race detector
+	srv := startHeapMeasured(t)
 	id := strings.Repeat("i", size)
 	for range conns {
 		c := wire.Dial(t, srv.Addr)

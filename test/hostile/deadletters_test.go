@@ -26,9 +26,8 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 		ceiling  = 160 << 20 // bytes of Go heap
 		function = "doomed"
 	)
-	// Memory is measured: no race detector. The default store, on disk.
-	srv := testserver.StartPlain(t, "--store", "pebble:"+filepath.Join(t.TempDir(), "data"), "--sync", "none",
-		"--http", "127.0.0.1:0")
+	// The default store, on disk.
+	srv := startHeapMeasured(t, "--store", "pebble:"+filepath.Join(t.TempDir(), "data"), "--sync", "none")
 	c := wire.Dial(t, srv.Addr)
 	w := wire.Dial(t, srv.Addr)
 	w.Send(gearman.CanDo, function)
@@ -61,6 +60,14 @@ func TestDeadLettersKeepTheirPayloadsOnDisk(t *testing.T) {
 	require.Equal(t, handles[last], assigned[0])
 	require.Len(t, assigned[2], size)
 	require.True(t, assigned[2] == payload(last), "the retried job's payload")
+}
+
+// startHeapMeasured starts a server (with args) whose Go heap the test
+// reads with waitHeapAtMost: without the race detector, which multiplies
+// its memory, and with the HTTP API, which serves /metrics.
+func startHeapMeasured(t *testing.T, args ...string) *testserver.Server {
+	t.Helper()
+	return testserver.StartPlain(t, append(args, "--http", "127.0.0.1:0")...)
 }
 
 // waitHeapAtMost waits until the Go heap that srv reports in its /metrics

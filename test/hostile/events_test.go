@@ -10,7 +10,6 @@ import (
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
-	"github.com/gearwork/gearwork/internal/testserver"
 )
 
 // TestEventLogsAreBoundedInBytes: a job watched over HTTP keeps its last
@@ -25,7 +24,7 @@ func TestEventLogsAreBoundedInBytes(t *testing.T) {
 		size    = 8 << 20
 		ceiling = 160 << 20 // bytes of Go heap
 	)
-	srv := testserver.StartPlain(t, "--http", "127.0.0.1:0") // memory is measured: no race detector
+	srv := startHeapMeasured(t)
 	base := "http://" + srv.HTTPAddr(t)
 	c := wire.Dial(t, srv.Addr)
 	c.Send(gearman.SubmitJobBg, "watched", "", "p")
