@@ -118,3 +118,17 @@ func liveStates(b *Broker) []string {
 	}
 	return out
 }
+
+// A rate so small that the wait for the next token is beyond int64
+// nanoseconds armed a timer due at once, which fired and was armed again
+// for ever: the broker spun, taking its lock, at most of a core.
+func TestTinyRateWaitsInsteadOfSpinning(t *testing.T) {
+	t.Parallel()
+	tb := setupLC(t, lcOpts{cfg: Config{Policies: policies("fn", Policy{Rate: 1e-10})}, can: []string{"fn"}})
+	tb.submit(t, lcBG("fn", "", "1"))
+	tb.submit(t, lcBG("fn", "", "2"))
+	tb.grab(t)
+	tb.noJob(t)
+	next := tb.b.RunTimers()
+	require.True(t, next.After(tb.clock.Now().Add(100*365*24*time.Hour)), "the next timer is due %s", next)
+}

@@ -3,6 +3,7 @@ package broker
 import (
 	"log/slog"
 	"math"
+	"time"
 )
 
 // hasWorkLocked reports whether a worker of f could be handed a job now.
@@ -38,9 +39,15 @@ func (b *Broker) canStartLocked(f *function, now int64, take bool) bool {
 			l.tokensAt = now
 		}
 		if l.tokens < 1 {
-			wait := int64(math.Ceil((1 - l.tokens) / l.pol.Rate * 1e9))
+			// With a tiny rate the wait is beyond int64 nanoseconds, whose
+			// conversion gave math.MinInt64: a timer due at once, re-armed
+			// as it fired, for ever.
+			at := int64(math.MaxInt64)
+			if wait := math.Ceil((1 - l.tokens) / l.pol.Rate * 1e9); wait < math.MaxInt64 {
+				at = nanosAfter(now, time.Duration(max(wait, 1)))
+			}
 			if l.rateTimer.idx < 0 {
-				b.armLifeTimerLocked(&l.rateTimer, now+max(wait, 1), func(int64) { b.wakeReadyLocked(f) })
+				b.armLifeTimerLocked(&l.rateTimer, at, func(int64) { b.wakeReadyLocked(f) })
 			}
 			return false
 		}
