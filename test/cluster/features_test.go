@@ -12,6 +12,7 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // jobField returns one field of the admin "job HANDLE" answer at addr,
@@ -107,16 +108,14 @@ func TestClusterKeepsFeatureStateAcrossSIGKILL(t *testing.T) {
 	workOne(t, a.addr, "retries", gearman.WorkFail, "")
 	workOne(t, a.addr, "kept", gearman.WorkComplete, "the result")
 	pollAdmin(t, a.addr, "deadletters dies", "the dead letter is stored", func(l []string) bool { return len(l) == 1 })
-	require.Eventually(t, func() bool { return jobField(t, a.addr, retries, "state") == "retry-wait" },
-		time.Minute, 10*time.Millisecond)
+	testwait.Until(t, "the failed job to wait for its retry", func() bool { return jobField(t, a.addr, retries, "state") == "retry-wait" })
 	require.Equal(t, []string{"OK 10", "the result"}, adminCall(t, a.addr, "result unique:k", false))
-	require.Eventually(t, func() bool {
+	testwait.Until(t, "b to answer the retained result", func() bool {
 		return slices.Equal([]string{"OK 10", "the result"}, adminCall(t, b.addr, "result unique:k", false))
-	}, 20*time.Second, 20*time.Millisecond, "b answers the retained result: %q", adminCall(t, b.addr, "result unique:k", false))
+	})
 	// The record of the cancelled job (which nobody held: it was
 	// deleted from the database) is read by any server.
-	require.Eventually(t, func() bool { return jobField(t, b.addr, cancelled, "state") == "cancelled" },
-		20*time.Second, 20*time.Millisecond, "b answers the record of the cancelled job: %q", jobField(t, b.addr, cancelled, "state"))
+	testwait.Until(t, "b to answer the record of the cancelled job", func() bool { return jobField(t, b.addr, cancelled, "state") == "cancelled" })
 	require.Equal(t, "cancelled", jobField(t, a.addr, cancelled, "state"))
 	c.NC.Close()
 	a.kill()

@@ -13,6 +13,7 @@ import (
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/gearmantest/wire"
 	"github.com/gearwork/gearwork/internal/testserver"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // featureConn is a connection that speaks both the binary protocol and
@@ -149,15 +150,13 @@ func TestCrashKeepsFeatureState(t *testing.T) {
 	// The outcomes are stored once a client can read them: wait for each.
 	waitRecord := func(handle, state string) {
 		t.Helper()
-		require.Eventually(t, func() bool { return c.record(handle)["state"] == state },
-			time.Minute, 10*time.Millisecond, "%s to be %s", handle, state)
+		testwait.Until(t, handle+" to be "+state, func() bool { return c.record(handle)["state"] == state })
 	}
 	waitRecord(dies, "dead")
 	waitRecord(retries, "retry-wait")
 	// (The worker's WORK_COMPLETE and this connection's reads are not
 	// ordered: wait until the result answers.)
-	require.Eventually(t, func() bool { return c.result("unique:k") == "OK 10\nthe result" },
-		time.Minute, 10*time.Millisecond, "the retained result before the kill")
+	testwait.Until(t, "the retained result before the kill", func() bool { return c.result("unique:k") == "OK 10\nthe result" })
 	// A job waiting for its retry is not acknowledged to anyone: a later
 	// acknowledged submit, written after it, makes it durable.
 	fence := c.submit(gearman.SubmitJobBg, "paused", "fence", "x")
@@ -210,8 +209,8 @@ func TestCrashKeepsFeatureState(t *testing.T) {
 		}
 		w.Send(gearman.WorkComplete, handle, "")
 		if handle == high {
-			require.Eventually(t, func() bool { return c.record(waiting)["state"] != "waiting" },
-				time.Minute, 10*time.Millisecond, "the job waiting for %s to be released once it completed", high)
+			testwait.Until(t, "the job waiting for "+high+" to be released once it completed",
+				func() bool { return c.record(waiting)["state"] != "waiting" })
 		}
 	}
 	require.Equal(t, []string{high, normal, low}, prio, "jobs of prio handed out after the restart")

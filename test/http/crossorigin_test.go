@@ -8,10 +8,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // attackPage is what a hostile site serves: attack(target) tries to
@@ -103,8 +104,8 @@ func TestOtherOriginsCannotDriveTheAPIInChromium(t *testing.T) {
 		require.NoError(t, err, page)
 		require.Equal(t, "sent opaque, sent opaque, form posted", got, "the browser sent the requests from %s", page)
 	}
-	require.Eventually(t, func() bool { return strings.Count(s.Log(), "refused a cross-origin request") == 6 },
-		30*time.Second, 10*time.Millisecond, "the server refuses each of the six requests as cross-origin")
+	testwait.Until(t, "the server to refuse each of the six requests as cross-origin",
+		func() bool { return strings.Count(s.Log(), "refused a cross-origin request") == 6 })
 
 	// DNS rebinding: the page's origin is the server's address under a
 	// hostile name, so the browser lets it read and send what it likes.
