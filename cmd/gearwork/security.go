@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,10 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/gearwork/gearwork/internal/auth"
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/config"
 )
 
 // securityConfig holds the serve flags for transport security,
@@ -237,27 +235,7 @@ func exposed(ctx context.Context, listen string) bool {
 }
 
 // parseAuthConfig returns the auth: section of a YAML configuration file,
-// or nil if it has none. Other top-level keys are left to their own
-// readers; inside auth: unknown keys are errors, so that a misspelt rule
-// cannot silently grant or deny less than intended.
+// or nil if it has none (see config.ParseAuth).
 func parseAuthConfig(data []byte) (*auth.Config, error) {
-	var top map[string]yaml.Node
-	if err := yaml.Unmarshal(data, &top); err != nil {
-		return nil, fmt.Errorf("invalid YAML: %w", err)
-	}
-	node, ok := top["auth"]
-	if !ok {
-		return nil, nil
-	}
-	raw, err := yaml.Marshal(&node)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	var cfg auth.Config
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	return &cfg, nil
+	return config.ParseAuth(data)
 }

@@ -43,7 +43,9 @@ auth:
 	require.Nil(t, none)
 
 	_, err = parseAuthConfig([]byte("auth:\n  rules:\n    - match: {any: true}\n      alow: {submit: ['*']}\n"))
-	require.ErrorContains(t, err, "field alow not found", "a misspelt key must not be ignored")
+	require.EqualError(t, err, `auth: line 4: unknown key "alow"`, "a misspelt key must not be ignored, and the error names its line in the file")
+	_, err = parseAuthConfig([]byte("functions: {}\nauth:\n  rules:\n    - match: {cn: web}\n"))
+	require.EqualError(t, err, `auth: line 4: want a list, not "web"`)
 	_, err = parseAuthConfig([]byte("auth: [\n"))
 	require.ErrorContains(t, err, "invalid YAML")
 }

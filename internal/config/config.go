@@ -22,9 +22,9 @@
 //	    missed: all
 //
 // Policy keys are those of broker.Policy.Set (see docs/lifecycle.md).
-// Unknown keys are errors, reported with their line. The auth: section
-// (authorization rules, docs/security.md) is read by cmd/gearwork and
-// skipped here.
+// Unknown keys, keys given twice and a second YAML document are errors,
+// reported with their line. The auth: section (authorization rules,
+// docs/security.md) is read by ParseAuth and skipped by Parse.
 package config
 
 import (
@@ -88,7 +88,22 @@ func Parse(data []byte) (Lifecycle, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return Lifecycle{}, fmt.Errorf("%w", err)
+		return Lifecycle{}, yamlError(err)
+	}
+	// The server reads one document; what follows a "---" would be
+	// ignored, however wrong. An empty one (a trailing "---") is harmless.
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return Lifecycle{}, fmt.Errorf("%w", err)
+		}
+		if len(next.Content) > 0 && (next.Content[0].Kind != yaml.ScalarNode || next.Content[0].Tag != "!!null") {
+			return Lifecycle{}, fmt.Errorf("line %d: a second YAML document (after \"---\"): put everything in one", next.Line)
+		}
 	}
 	var lc Lifecycle
 	var err error
@@ -128,8 +143,15 @@ func policy(base broker.Policy, n *yaml.Node, where string) (broker.Policy, erro
 	if n.Kind != yaml.MappingNode {
 		return p, fmt.Errorf("line %d: %s: want a mapping of policy keys", n.Line, where)
 	}
+	seen := make(map[string]int, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		// The mapping is read as it is, so YAML's own check for keys
+		// given twice does not apply: one value would silently win.
+		if line, ok := seen[k.Value]; ok {
+			return p, fmt.Errorf("line %d: %s: key %q already given at line %d", k.Line, where, k.Value, line)
+		}
+		seen[k.Value] = k.Line
 		var value string
 		switch v.Kind {
 		case yaml.ScalarNode:

@@ -49,12 +49,19 @@ func TestParseErrors(t *testing.T) {
 		{"functions:\n  f:\n    max_attempt: 3\n", `line 3: functions.f: invalid policy: unknown key "max_attempt"`},
 		{"functions:\n  f:\n    timeout: soon\n", `line 3: functions.f: invalid policy: timeout="soon"`},
 		{"functions:\n  f: 3\n", "line 2: functions.f: want a mapping of policy keys"},
-		{"function:\n  f: {}\n", "field function not found"},
+		{"function:\n  f: {}\n", `line 1: unknown key "function"`},
+		{"functions:\n  - f\n", "line 2: want a mapping of keys, not a list"},
+		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    timezon: UTC\n", `line 5: unknown key "timezon"`},
 		{"schedules:\n  - name: a\n    function: f\n    cron: '* * *'\n", "schedules[0]: cron"},
 		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n  - name: a\n    function: g\n    cron: '@daily'\n", `duplicate name "a"`},
 		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    missed: some\n", `missed "some"`},
 		{"schedules:\n  - name: a/b\n    function: f\n    cron: '@hourly'\n", "must not contain"},
 		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    timezone: Mars/Olympus\n", "timezone"},
+		// A key given twice is a mistake whichever value was meant.
+		{"functions:\n  f:\n    max_attempts: 5\n    max_attempts: 7\n", `line 4: functions.f: key "max_attempts" already given at line 3`},
+		{"defaults:\n  backoff: 1s\n  timeout: 5s\n  backoff: 2s\n", `line 4: defaults: key "backoff" already given at line 2`},
+		// Only one document: a second one would be ignored.
+		{"functions:\n  a:\n    max_attempts: 2\n---\nfunctions:\n  b:\n    max_attempts: 3\n", "line 4: a second YAML document"},
 	} {
 		_, err := Parse([]byte(tc.yaml))
 		require.Error(t, err, tc.yaml)
