@@ -309,6 +309,13 @@ func TestHealthCommand(t *testing.T) {
 	require.Equal(t, exitFailed, code)
 	_, _, code = gw(t, "health", "--url", "http://127.0.0.1:1/readyz")
 	require.Equal(t, exitUnreachable, code)
+	// A URL that names no server is a usage error, not an unreachable one.
+	for _, bad := range []string{"nonsense", "127.0.0.1:4780/readyz", "ftp://127.0.0.1/readyz", "http:///readyz"} {
+		out, errOut, code = gw(t, "health", "--url", bad)
+		require.Equal(t, exitUsage, code, bad)
+		require.Empty(t, out)
+		require.Contains(t, errOut, `invalid --url "`+bad+`"`)
+	}
 }
 
 // TestServeStoreInUse: a second server on a data directory in use says

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"time"
 )
@@ -20,6 +21,11 @@ func runHealth(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	positiveDurationVar(fs, timeout, "timeout", 3*time.Second, "give up after this `duration`")
 	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
+	}
+	// A URL that cannot reach a server is a mistake in the command, not
+	// an unreachable server.
+	if u, err := neturl.Parse(*url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageError(stderr, fmt.Errorf("invalid --url %q: want http://HOST:PORT/readyz (or https://)", *url))
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
