@@ -418,11 +418,19 @@ func (b *Broker) recycleExtraLocked(j *job, clients []*Session) {
 // requeueLocked takes a running job back from its worker (disconnect or
 // timeout). It goes to the front of its queue, or fails when it has used up
 // its retries.
+//
+// A run that the server ends as it stops (Stopping: its sessions close)
+// is no failure of its worker: as after a crash, the job runs again after
+// a restart, and the interrupted run uses neither an attempt of its policy
+// nor a retry of --job-retries.
 func (b *Broker) requeueLocked(j *job, why string) {
 	x := j.x
 	w := x.worker
 	b.releaseWorkerLocked(j)
-	j.retries++
+	stopping := b.closeReason != "" && why == b.closeReason
+	if !stopping {
+		j.retries++
+	}
 	if j.has(jobCancelled) || (!j.background && len(x.clients) == 0) {
 		b.recordEndLocked(j, jobEnd{state: FinalCancelled, cancelledBy: "every client left"})
 		b.setStateLocked(j, stateQueued) // for removeLocked's bookkeeping
@@ -430,10 +438,10 @@ func (b *Broker) requeueLocked(j *job, why string) {
 		b.removeLocked(j)
 		return
 	}
-	if b.takebackLifeLocked(j, why, w.name()) {
+	if !stopping && b.takebackLifeLocked(j, why, w.name()) {
 		return
 	}
-	if limit := b.cfg.JobRetries; limit > 0 && int(j.retries) >= limit {
+	if limit := b.cfg.JobRetries; !stopping && limit > 0 && int(j.retries) >= limit {
 		b.log.Warn("broker: dropped job after too many retries",
 			slog.String("handle", b.Handle(j.seq)), slog.String("function", j.fn.name),
 			slog.Int("retries", int(j.retries)), slog.String("reason", why))
