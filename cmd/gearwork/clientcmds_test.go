@@ -229,7 +229,9 @@ func TestAdminLifecycleCommands(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfg, []byte(lifecycleConfig), 0o600))
 	srv := testserver.Start(t, "--config", cfg, "--handle-prefix", "H:lc:")
 	s := "--servers=" + srv.Addr
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// The context outlives every subtest, each of which runs the CLI many
+	// times: on a loaded machine they took more than a minute together.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
 	admin := func(args ...string) (string, string, int) {
