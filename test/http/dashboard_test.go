@@ -455,3 +455,64 @@ func TestDashboardSaysHowManyFunctionsItLeavesOut(t *testing.T) {
 	poll(t, ctx, "200 function rows", `document.querySelectorAll('#functions tbody tr').length === 200`)
 	require.Contains(t, text(t, ctx, "#summary"), "205 functions")
 }
+
+// The followed job's state uses the names of every other view: retry-wait
+// between attempts (not "retry"). Purge all asks first: dismissing the
+// question keeps every dead letter.
+func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	follow := func(handle string) {
+		t.Helper()
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[any](`(() => { document.querySelector('#lookup-handle').value = `+
+			jsString(handle)+`; return null; })()`))
+		require.NoError(t, err)
+		require.NoError(t, chromedp.Do(ctx, chromedp.Click("#lookup-btn")))
+		poll(t, ctx, "the job to be followed", `document.querySelector('#job-handle').textContent === `+jsString(handle)+
+			` && document.querySelector('#job-state').textContent === 'queued'`)
+	}
+	var job struct{ Handle string }
+	var g grabbed
+	fail := func(fn, why string) {
+		t.Helper()
+		require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/"+fn+"/grab?wait=30s", "", &g))
+		require.Equal(t, job.Handle, g.Handle)
+		require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/fail?lease="+g.Lease, why, nil))
+	}
+	submit := func(u string) {
+		t.Helper()
+		resp, err := http.Post(u, "text/plain", strings.NewReader("x"))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
+	}
+
+	submit(s.base + "/v1/functions/wobbly/jobs?attempts=2")
+	follow(job.Handle)
+	fail("wobbly", "first try")
+	poll(t, ctx, "the job waiting for its retry", `document.querySelector('#job-state').textContent === 'retry-wait'`)
+	fail("wobbly", "second try")
+	poll(t, ctx, "the job to end dead", `document.querySelector('#job-state').textContent === 'dead'`)
+
+	// Purge all, dismissed, then confirmed.
+	deadRows := `document.querySelectorAll('#dead tbody tr[data-handle]').length`
+	poll(t, ctx, "the dead letter row", deadRows+` === 1`)
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[any](`(() => { window.asked = ''; window.confirm = (q) => { window.asked = q; return false; }; return null; })()`))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#dead-purge-all")))
+	poll(t, ctx, "the question", `window.asked.includes('dead letter')`)
+	resp, err := http.Get(s.base + "/v1/dead-letters")
+	require.NoError(t, err)
+	var dl struct {
+		DeadLetters []struct{ Handle string } `json:"dead_letters"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&dl))
+	resp.Body.Close()
+	require.Len(t, dl.DeadLetters, 1, "a dismissed purge purges nothing")
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[any](`(() => { window.confirm = () => true; return null; })()`))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#dead-purge-all")))
+	poll(t, ctx, "the dead letters to go", deadRows+` === 0`)
+}

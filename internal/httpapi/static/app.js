@@ -367,7 +367,7 @@ function follow(handle) {
   }
   src.addEventListener("retry", (e) => {
     const d = JSON.parse(e.data);
-    setJobState("retry");
+    setJobState("retry-wait");
     log("retry", d.text || "");
   });
   for (const kind of ["complete", "fail", "exception"]) {
@@ -511,6 +511,8 @@ document.addEventListener("DOMContentLoaded", () => {
   routeHash();
   listJobs(false);
   $("#dead-purge-all").addEventListener("click", async () => {
+    // Every function's dead letters go, and cannot be retried afterwards.
+    if (!confirm("Purge every dead letter of every function? They cannot be retried afterwards.")) return;
     try { await api("DELETE", "/v1/dead-letters"); loadDead(); } catch (err) { alert(err.message); }
   });
   startOverview();
