@@ -131,6 +131,13 @@ func (b *Broker) lockSubmit(p *SubmitParams) {
 	if p.Batch != 0 && len(p.Unique) > 0 {
 		p.batchErr = b.mode.prepareBatch(p.Batch)
 	}
+	if n := len(p.After) + len(p.AfterUnique); n > MaxDependencies {
+		// Refused before anything is read for them (submitAfterLocked
+		// answers p.afterErr).
+		p.afterErr = fmt.Errorf("%w: %d jobs named; a job waits for at most %d", ErrDependency, n, MaxDependencies)
+		b.mu.Lock()
+		return
+	}
 	if len(p.After) > 0 || len(p.AfterUnique) > 0 {
 		r := b.mode.prepareAfter(p.After, p.AfterUnique)
 		p.After, p.afterErr = r.after, r.err
@@ -160,6 +167,12 @@ func (b *Broker) lockSubmit(p *SubmitParams) {
 		b.mu.Lock()
 	}
 }
+
+// MaxDependencies is the most jobs one submit may name to wait for
+// (SubmitParams.After and AfterUnique together; a job named twice counts
+// twice): each costs memory (and in shared mode an entry of the job's row)
+// that Config.MaxQueuedBytes does not count.
+const MaxDependencies = 1024
 
 // MaxRunAt is the latest SubmitParams.RunAt a submit takes:
 // 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
