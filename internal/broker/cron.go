@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gearwork/gearwork/gearman"
 )
 
 // Cron is a parsed schedule: five cron fields (minute hour day-of-month
@@ -201,7 +203,8 @@ const MaxCatchUp = 1000
 
 // Schedule submits a background job at every tick of Cron.
 type Schedule struct {
-	// Name identifies the schedule; its last tick is stored under it.
+	// Name identifies the schedule; its last tick is stored under it. It
+	// is at most MaxScheduleName bytes.
 	Name     string
 	Function string
 	Cron     Cron
@@ -219,6 +222,13 @@ type schedule struct {
 	next  time.Time
 	timer lifeTimer
 }
+
+// MaxScheduleName is the longest Schedule.Name: a tick's job has the
+// unique NAME:TICK (cronUnique), which, as every unique, is at most
+// gearman.MaxUniqueSize bytes, and a tick has up to 12 digits (Unix
+// seconds up to MaxRunAt, the year 9999). A longer name would have every
+// tick's submit refused.
+const MaxScheduleName = gearman.MaxUniqueSize - len(":") - len("253402300799")
 
 // cronUnique is the unique id of the job a schedule submits for a tick:
 // a tick's job coalesces with itself if submitted twice, and the ordering

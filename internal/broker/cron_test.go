@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/gearman"
 
 	"github.com/gearwork/gearwork/internal/store/memory"
 )
@@ -55,6 +58,18 @@ func everyMinute(t *testing.T, name, fn string, missed Missed) Schedule {
 	c, err := ParseCron("* * * * *", nil)
 	require.NoError(t, err)
 	return Schedule{Name: name, Function: fn, Cron: c, Payload: []byte("tick"), Priority: Normal, Missed: missed}
+}
+
+// The longest schedule name a configuration takes (MaxScheduleName) makes
+// uniques a submit takes, up to the last tick of the year 9999: its ticks
+// are submitted.
+func TestCronTickOfTheLongestName(t *testing.T) {
+	t.Parallel()
+	name := strings.Repeat("n", MaxScheduleName)
+	require.Len(t, cronUnique(name, MaxRunAt), gearman.MaxUniqueSize)
+	tb := setupLC(t, lcOpts{cfg: Config{Schedules: []Schedule{everyMinute(t, name, "fn", MissedAll)}}, can: []string{"fn"}})
+	tb.advance(time.Minute)
+	require.Equal(t, cronUnique(name, tb.clock.Now().Unix()), tb.grab(t).Unique)
 }
 
 // A schedule submits one job per tick.

@@ -182,6 +182,10 @@ func schedule(s scheduleEntry) (broker.Schedule, error) {
 	if strings.ContainsAny(s.Name, " \t\r\n/") {
 		return broker.Schedule{}, fmt.Errorf("name %q must not contain spaces or '/'", s.Name)
 	}
+	if len(s.Name) > broker.MaxScheduleName {
+		return broker.Schedule{}, fmt.Errorf("name %q is %d bytes; at most %d (a tick's job has the unique NAME:TICK, at most 64 bytes)",
+			s.Name, len(s.Name), broker.MaxScheduleName)
+	}
 	loc := time.UTC
 	if s.Timezone != "" {
 		var err error
