@@ -31,7 +31,8 @@ Commands (sent as the text admin protocol, so they work with gearmand too):
   maxqueue                    the queue limits (Gearwork only)
   maxqueue FN [N | H N L]     limit FN's queue (one limit, or per priority;
                               none or 0 removes the limit)
-  cancel HANDLE               remove a queued job
+  cancel HANDLE               cancel a queued job (Gearwork: any live job,
+                              running too; its record says by whom)
   create FN                   create a function
   drop FN                     drop a function without workers or jobs
   version | getpid | verbose  one value of the server
@@ -43,7 +44,8 @@ Job lifecycle commands (Gearwork only; see docs/lifecycle.md):
                               differ from the defaults (--json: every key)
   policy FN KEY=VALUE...      change keys of FN's policy (stored: the change
                               survives a restart and overrides --config)
-  policy FN reset             FN follows the default policy again (stored)
+  policy FN reset             FN follows its --config policy (or the
+                              default policy) again (stored)
   pause FN [until TIME|DUR]   stop handing out FN's jobs (until an RFC 3339
                               time or for a duration such as 30m)
   resume FN                   hand out FN's jobs again

@@ -195,21 +195,41 @@ func (b *Broker) setPolicyLocked(name string, p Policy) {
 	b.queueMetaLocked(metaKey(metaPolicy, name), []byte(p.Format()))
 }
 
-// ResetPolicy makes the function name follow the default policy again
-// (stored like SetPolicy).
+// ResetPolicy ends a change made by SetPolicy: the function name follows
+// its policy of the config file (Config.Policies) again, or the default
+// policy if the file has none for it. The reset is stored like SetPolicy,
+// so that the file's policy applies after a restart too.
 func (b *Broker) ResetPolicy(name string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.life.policies, name)
+	b.resetPolicyLocked(name)
+	b.queueMetaLocked(metaKey(metaPolicy, name), []byte(policyReset))
+}
+
+// policyReset is the stored value of a policy reset to the config file's.
+const policyReset = "default"
+
+// resetPolicyLocked makes the function name follow its policy of the
+// config file, or the default policy.
+func (b *Broker) resetPolicyLocked(name string) {
+	if p, ok := b.cfg.Policies[name]; ok {
+		b.life.policies[name] = p
+	} else {
+		delete(b.life.policies, name)
+	}
 	if f := b.functions[name]; f != nil {
 		b.applyPolicyLocked(f)
 		b.mayIdleLocked(f)
 	}
-	b.queueMetaLocked(metaKey(metaPolicy, name), []byte(policyReset))
 }
 
-// policyReset is the stored value of a policy reset to the default.
-const policyReset = "default"
+// isResetLocked reports whether the function name follows the policy a
+// reset gives it (the config file's, or the default).
+func (b *Broker) isResetLocked(name string) bool {
+	cur, ok := b.life.policies[name]
+	want, configured := b.cfg.Policies[name]
+	return ok == configured && cur == want
+}
 
 // loadStoredPolicy applies a policy changed at runtime before a restart.
 // It runs at start, before the broker is used.
@@ -223,11 +243,7 @@ func (b *Broker) loadStoredPolicy(name, value string) {
 // policy without storing it again.
 func (b *Broker) applyStoredPolicyLocked(name, value string) {
 	if value == policyReset {
-		delete(b.life.policies, name)
-		if f := b.functions[name]; f != nil {
-			b.applyPolicyLocked(f)
-			b.mayIdleLocked(f)
-		}
+		b.resetPolicyLocked(name)
 		return
 	}
 	p := b.life.defaultPol

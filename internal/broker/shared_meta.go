@@ -193,7 +193,7 @@ func (c *sharedMode) applySharedMetaLocked(key string, v []byte) {
 		if p, ok := b.life.policies[name]; ok && p.Format() == string(v) {
 			return
 		}
-		if _, ok := b.life.policies[name]; !ok && string(v) == policyReset {
+		if string(v) == policyReset && b.isResetLocked(name) {
 			return
 		}
 		b.applyStoredPolicyLocked(name, string(v))
