@@ -83,7 +83,8 @@ type server struct {
 	kind string
 	// memory is set for a gearwork server on the in-memory store.
 	memory bool
-	// args are a gearwork server's command-line arguments.
+	// args are the server's command-line arguments (gearmand's beyond
+	// those every test gives it).
 	args []string
 	addr string
 	host string
@@ -219,6 +220,45 @@ func launchGearwork(t *testing.T, args []string) *server {
 // startGearmand starts Debian's C gearmand (1.1.20) on a free loopback port.
 func startGearmand(t *testing.T, args ...string) *server {
 	t.Helper()
+	for attempt := 0; ; attempt++ {
+		s, out := launchGearmand(t, freePort(t), args)
+		if s != nil {
+			return s
+		}
+		// The port was taken between freePort and gearmand's bind.
+		if attempt == 4 {
+			t.Fatalf("gearmand did not start:\n%s", out)
+		}
+	}
+}
+
+// restartServer stops a server and starts it again on the same address:
+// gearwork with the same arguments (so the same store), gearmand afresh
+// (its queue is in memory).
+func restartServer(t *testing.T, s *server) *server {
+	t.Helper()
+	if s.isGearwork() {
+		return restartGearwork(t, s)
+	}
+	s.stop(t)
+	var out string
+	// The port was just given up; another process may take it meanwhile,
+	// which fails the test.
+	for attempt := 0; attempt < 5; attempt++ {
+		var next *server
+		if next, out = launchGearmand(t, s.port, s.args); next != nil {
+			return next
+		}
+	}
+	t.Fatalf("gearmand did not start again on port %s:\n%s", s.port, out)
+	return nil
+}
+
+// launchGearmand runs gearmand on port and returns it once it accepts
+// connections, or nil and its output when it exited or did not start
+// accepting in time. It is stopped when the test ends.
+func launchGearmand(t *testing.T, port string, args []string) (*server, string) {
+	t.Helper()
 	bin := "/usr/sbin/gearmand"
 	if _, err := os.Stat(bin); err != nil {
 		if os.Getenv("GEARWORK_ALLOW_SKIP") == "1" {
@@ -226,36 +266,33 @@ func startGearmand(t *testing.T, args ...string) *server {
 		}
 		t.Fatalf("%s is not installed: run scripts/deps.sh", bin)
 	}
-	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		port := freePort(t)
-		all := append([]string{"-p", port, "-L", "127.0.0.1", "--log-file", "none",
-			"--pid-file", filepath.Join(dir, "gearmand.pid"), "-t", "2",
-			"--job-handle-prefix", "H:gearmand"}, args...)
-		cmd := exec.Command(bin, all...)
-		logBuf := &testlog.Buffer{}
-		cmd.Stdout, cmd.Stderr = logBuf, logBuf
-		require.NoError(t, cmd.Start())
-		s := &server{kind: "gearmand", cmd: cmd, log: logBuf, done: make(chan struct{}),
-			host: "127.0.0.1", port: port, addr: net.JoinHostPort("127.0.0.1", port)}
-		go func() {
-			_ = cmd.Wait()
-			close(s.done)
-		}()
-		if waitAcceptingOrExit(s) {
-			t.Cleanup(func() {
-				s.stop(t)
-				if t.Failed() {
-					t.Logf("gearmand output:\n%s", s.log.String())
-				}
-			})
-			return s
-		}
-		// The port was taken between freePort and gearmand's bind.
-		if attempt == 4 {
-			t.Fatalf("gearmand did not start:\n%s", logBuf.String())
-		}
+	all := []string{"-p", port, "-L", "127.0.0.1", "--log-file", "none",
+		"--pid-file", filepath.Join(t.TempDir(), "gearmand.pid"), "-t", "2"}
+	if !slices.Contains(args, "--job-handle-prefix") {
+		all = append(all, "--job-handle-prefix", "H:gearmand")
 	}
+	all = append(all, args...)
+	cmd := exec.Command(bin, all...)
+	logBuf := &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = logBuf, logBuf
+	require.NoError(t, cmd.Start())
+	s := &server{kind: "gearmand", cmd: cmd, log: logBuf, done: make(chan struct{}), args: args,
+		host: "127.0.0.1", port: port, addr: net.JoinHostPort("127.0.0.1", port)}
+	go func() {
+		_ = cmd.Wait()
+		close(s.done)
+	}()
+	if !waitAcceptingOrExit(s) {
+		s.stop(t)
+		return nil, logBuf.String()
+	}
+	t.Cleanup(func() {
+		s.stop(t)
+		if t.Failed() {
+			t.Logf("gearmand output:\n%s", s.log.String())
+		}
+	})
+	return s, ""
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -317,6 +354,24 @@ func eachServer(t *testing.T, f func(t *testing.T, s *server)) {
 		t.Parallel()
 		f(t, startGearmand(t))
 	})
+}
+
+// startLike starts another server of the kind of s: gearwork on the same
+// store kind (a store of its own) and with the same handle prefix, or
+// gearmand with the handle prefix H:gearmand2. (gearmand's handles are its
+// prefix and a count from 1, so two gearmands with the same prefix, as two
+// on one host have by default, give out the same handles; gearwork's
+// count starts at its start time in microseconds.)
+func startLike(t *testing.T, s *server) *server {
+	t.Helper()
+	switch {
+	case !s.isGearwork():
+		return startGearmand(t, "--job-handle-prefix", "H:gearmand2")
+	case s.memory:
+		return startGearwork(t, "--store", "memory:")
+	default:
+		return startGearwork(t)
+	}
 }
 
 // admin sends one text admin command on a new connection and returns the

@@ -304,3 +304,55 @@ func TestPerlWorkerJobCancelled(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("pl_cancel %d\npl_after 5\n", len(gate)), w.stdout.String())
 	require.Equal(t, []any{0.0, 0.0, 0.0, 0.0}, c.status(handle))
 }
+
+// TestPerlTwoServers: a Gearman::Worker and a Gearman::Client, each on two
+// servers of a kind. A task set of 20 tasks with uniques, which the client
+// spreads over the servers by unique, all complete. Then the first server
+// is stopped: a new client's 20 tasks without uniques go to the second,
+// and all complete. (Whatever the server, Gearman::Client 2.004 does not
+// fail over otherwise: the first client keeps its connections and dies,
+// "reading response packet failed: eof", when it sends a task on one
+// whose server went away, and a task whose unique hashes to a server that
+// is down fails, as Gearman::Taskset tries only the first server of its
+// list.) Gearman::Taskset files the tasks it waits for by their handle
+// alone: two servers that give out the same handle would get their
+// results crossed, as two gearmands with the same handle prefix do (see
+// startLike); the two gearwork servers here have the same prefix.
+// The first server comes back on its address: the worker connects to it
+// again (Gearman::Worker retries a server that went down, after it waited
+// a while, and sends CAN_DO and PRE_SLEEP on the new connection), and a
+// client on that server alone gets its job done.
+func TestPerlTwoServers(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s1 *server) {
+		s2 := startLike(t, s1)
+		both := s1.addr + "," + s2.addr
+		perl := need(t, "perl")
+		w := startProc(t, nil, perl, testdata("perl", "worker.pl"), both, "1000", "pl_two=upper")
+		for _, s := range []*server{s1, s2} {
+			waitStatus(t, s, "pl_two", funcStatus{Workers: 1})
+		}
+		c := startREPL(t, perl, testdata("perl", "client.pl"), both)
+		want := make([]string, 20)
+		for i := range want {
+			want[i] = fmt.Sprint("P", i)
+		}
+		var got struct{ Results []string }
+		c.call(map[string]any{"op": "many", "fn": "pl_two", "n": 20, "uniques": 1}, &got)
+		require.Equal(t, want, got.Results, "the tasks spread over both servers")
+
+		s1.stop(t)
+		got.Results = nil
+		c = startREPL(t, perl, testdata("perl", "client.pl"), both)
+		c.call(map[string]any{"op": "many", "fn": "pl_two", "n": 20, "uniques": 0}, &got)
+		require.Equal(t, want, got.Results, "the tasks went to the server that is up")
+
+		s1 = restartServer(t, s1)
+		waitStatus(t, s1, "pl_two", funcStatus{Workers: 1})
+		var one perlDo
+		perlClient(t, s1).call(map[string]any{"op": "do", "fn": "pl_two", "payload": "back again"}, &one)
+		require.NotNil(t, one.Result)
+		require.Equal(t, "BACK AGAIN", *one.Result)
+		require.False(t, w.exited(), "worker stderr:\n%s", w.stderr.String())
+	})
+}

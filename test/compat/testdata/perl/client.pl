@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # An interactive Gearman client for the compat tests, on Perl's
-# Gearman::Client. Usage: perl client.pl HOST:PORT
+# Gearman::Client. Usage: perl client.pl HOST:PORT[,HOST:PORT...]
 # It reads one JSON request per line on stdin and answers each with one
 # JSON line on stdout.
 #   {"op":"do","fn":F,"payload":P,"uniq":U,"high":1} -> {"result":R|null}
@@ -12,6 +12,11 @@
 #       -> {"len":L,"same":0|1}: the result of echoing N bytes
 #   {"op":"retry","fn":F,"payload":P,"retries":N}
 #       -> {"events":[[kind,data],...]}: a task with retry_count N
+#   {"op":"many","fn":F,"n":N,"uniques":0|1}
+#       -> {"results":[R|"fail",...]}: one task set of N tasks with
+#          payloads "p0".."pN-1"; with "uniques":1 these are their uniques
+#          too, by which the client spreads them over its servers, and
+#          without, all go to one server the client could connect to
 # A request with "prefix":X goes through a client made with prefix => X,
 # one with "exceptions":0 through a client made without exceptions => 1.
 use strict;
@@ -19,13 +24,14 @@ use warnings;
 use Gearman::Client;
 use JSON::PP;
 
-my $server = shift @ARGV or die "usage: client.pl HOST:PORT\n";
+my $server = shift @ARGV or die "usage: client.pl HOST:PORT[,HOST:PORT...]\n";
+my @servers = split /,/, $server;
 my %clients;
 sub client_for {
     my ($prefix, $exceptions) = @_;
     $prefix //= '';
     $exceptions //= 1;
-    return $clients{"$exceptions/$prefix"} //= Gearman::Client->new(job_servers => [$server],
+    return $clients{"$exceptions/$prefix"} //= Gearman::Client->new(job_servers => [@servers],
         exceptions => $exceptions, ($prefix ne '' ? (prefix => $prefix) : ()));
 }
 my $json   = JSON::PP->new->canonical;
@@ -84,6 +90,20 @@ while (my $line = <STDIN>) {
         });
         $ts->wait(timeout => 120);
         $out = { events => \@events };
+    }
+    elsif ($req->{op} eq 'many') {
+        my @results = ('none') x $req->{n};
+        my $ts = $client->new_task_set;
+        for my $i (0 .. $req->{n} - 1) {
+            $ts->add_task($req->{fn}, "p$i", {
+                %opts,
+                ($req->{uniques} ? (uniq => "p$i") : ()),
+                on_complete => sub { $results[$i] = ${ $_[0] } },
+                on_fail     => sub { $results[$i] = 'fail' },
+            });
+        }
+        $ts->wait(timeout => 120);
+        $out = { results => \@results };
     }
     elsif ($req->{op} eq 'size') {
         my $payload = pattern($req->{size});

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # A Gearman worker for the compat tests, on Perl's Gearman::Worker.
-# Usage: perl worker.pl HOST:PORT JOBS [prefix=PREFIX] NAME=BEHAVIOUR[:TIMEOUT_MS]...
+# Usage: perl worker.pl HOST:PORT[,HOST:PORT...] JOBS [prefix=PREFIX] NAME=BEHAVIOUR[:TIMEOUT_MS]...
 # It runs JOBS jobs, then exits. Behaviours:
 #   echo      returns the workload
 #   upper     returns the workload in upper case
@@ -28,7 +28,7 @@ if (@specs && $specs[0] =~ /^prefix=(.*)$/) {
     @prefix = (prefix => $1);
     shift @specs;
 }
-my $worker = Gearman::Worker->new(job_servers => [$server], @prefix);
+my $worker = Gearman::Worker->new(job_servers => [split /,/, $server], @prefix);
 my %runs;
 $| = 1;
 
