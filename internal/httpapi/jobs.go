@@ -41,7 +41,7 @@ type jobJSON struct {
 	Submitted  *time.Time    `json:"submitted_at,omitempty"`
 	Started    *time.Time    `json:"started_at,omitempty"`
 	Finished   *time.Time    `json:"finished_at,omitempty"`
-	// Attempts counts finished runs under a lifecycle policy; MaxAttempts
+	// Attempts counts the job's runs that ended so far; MaxAttempts
 	// is the job's own limit (-1: unlimited), absent when the function's
 	// policy decides.
 	Attempts    *uint32    `json:"attempts,omitempty"`

@@ -64,7 +64,7 @@ var (
 	descDeadLetters  = prometheus.NewDesc("gearwork_dead_letters", "Dead letters kept now.", fnLabel, nil)
 	descPaused       = prometheus.NewDesc("gearwork_function_paused", "1 while the function is paused.", fnLabel, nil)
 	descQueued       = prometheus.NewDesc("gearwork_queue_depth", "Runnable jobs waiting, by function and priority.", []string{"function", "priority"}, nil)
-	descTotal        = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (queued, scheduled, running), by function.", fnLabel, nil)
+	descTotal        = prometheus.NewDesc("gearwork_jobs", "Live jobs in every state (pending, scheduled, queued, running, retry-wait, blocked, waiting), by function.", fnLabel, nil)
 	descRunning      = prometheus.NewDesc("gearwork_jobs_running", "Jobs held by workers, by function.", fnLabel, nil)
 	descWorkers      = prometheus.NewDesc("gearwork_workers", "Workers registered for the function.", fnLabel, nil)
 	descWait         = prometheus.NewDesc("gearwork_job_wait_seconds", "Time from submit (or run-at) to a worker taking the job.", fnLabel, nil)
