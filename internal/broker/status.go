@@ -235,7 +235,8 @@ func (b *Broker) CreateFunction(name string) error {
 // DropFunction forgets a function that has no workers and no running
 // jobs; its queued jobs are dropped, as gearmand does, and so are its jobs
 // that wait for others (SubmitParams.After), cancelling the jobs that wait
-// for those.
+// for those. A pause of the function ends, in the store too. It returns
+// before the removals are on disk: call Durable before acknowledging it.
 func (b *Broker) DropFunction(name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -253,6 +254,9 @@ func (b *Broker) DropFunction(name string) error {
 		return ErrFunctionBusy
 	}
 	b.dropWaitingLocked(f)
+	if f.life != nil && f.life.paused {
+		b.queueMetaLocked(metaKey(metaPause, f.name), nil)
+	}
 	b.dropFunctionLifeLocked(f)
 	for p := range numPriorities {
 		for j := f.queues[p].front(); j != nil; j = f.queues[p].front() {

@@ -160,14 +160,15 @@ func adminCreateFunction(_ context.Context, c *conn, args []string, a *adminAnsw
 	a.WriteString(textOK)
 }
 
-func adminDropFunction(_ context.Context, c *conn, args []string, a *adminAnswer) {
+func adminDropFunction(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	if len(args) != 1 {
 		a.WriteString(errArgs("drop"))
 		return
 	}
 	switch err := c.srv.b.DropFunction(args[0]); {
 	case err == nil:
-		a.WriteString(textOK)
+		// The dropped jobs and pause must not come back after a crash.
+		answerDurable(ctx, c, a)
 	case errors.Is(err, broker.ErrFunctionBusy):
 		a.WriteString("ERR there are still connected workers or executing clients\r\n")
 	default:
