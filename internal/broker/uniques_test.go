@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -13,8 +16,8 @@ import (
 )
 
 // requireUniqueIndex checks the broker's index of uniques against the
-// functions' own: the same jobs, each under a key that is its own unique
-// (not a view of memory the job has let go).
+// functions' own: the same jobs, live ones, each under a key that is its
+// own unique (not a view of memory the job has let go).
 func requireUniqueIndex(t *testing.T, b *Broker) {
 	t.Helper()
 	b.mu.Lock()
@@ -22,7 +25,8 @@ func requireUniqueIndex(t *testing.T, b *Broker) {
 	want := map[*job]bool{}
 	for _, f := range b.functions {
 		for u, j := range f.uniques {
-			require.Equal(t, u, j.unique)
+			require.Same(t, unsafe.StringData(j.unique), unsafe.StringData(u), "the key of %q of %q is the job's own unique", u, f.name)
+			require.Same(t, f, j.fn)
 			want[j] = true
 			require.NotNil(t, b.uniques.get(u), "unique %q of %q", u, f.name)
 		}
@@ -31,6 +35,8 @@ func requireUniqueIndex(t *testing.T, b *Broker) {
 	b.uniques.all(func(j *job) {
 		require.False(t, got[j], "a job indexed twice")
 		got[j] = true
+		require.NotContains(t, []jobState{stateGone, stateDead}, j.state, "an indexed job has ended")
+		require.Same(t, j, b.jobs.get(j.seq), "an indexed job is live")
 	})
 	require.Equal(t, want, got)
 	for k, j := range b.uniques.first {
@@ -39,7 +45,12 @@ func requireUniqueIndex(t *testing.T, b *Broker) {
 	for k, js := range b.uniques.more {
 		require.NotEmpty(t, js)
 		require.NotNil(t, b.uniques.first[k])
-		require.Same(t, unsafe.StringData(js[0].unique), unsafe.StringData(k), "the key of %q is a job's own unique", k)
+		own := false
+		for _, j := range js {
+			require.Equal(t, k, j.unique)
+			own = own || unsafe.StringData(j.unique) == unsafe.StringData(k)
+		}
+		require.True(t, own, "the key of %q is the unique of one of its jobs", k)
 	}
 }
 
@@ -107,4 +118,81 @@ func TestUniqueIndexFollowsTieredUniques(t *testing.T) {
 	requireUniqueIndex(t, b2)
 	require.Equal(t, []string{"u0", "u1"}, b2.Uniques())
 	require.True(t, b2.GetStatusUnique([]byte("u0")).Known)
+}
+
+// The index stays exact through every way a job with a unique comes and
+// goes: submits that coalesce or not (the same unique in several
+// functions, "-" for the payload's hash, views of the packet), foreground
+// and scheduled jobs, results kept, retries and dead letters queued
+// again, jobs run again, cancels, a function dropped, tiering and
+// restarts.
+func TestUniqueIndexStaysExact(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(40) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		pol := Policy{MaxAttempts: 2, ResultRetention: time.Minute, Backoff: Backoff{Initial: time.Second, Jitter: -1},
+			Ordering: OrderingUniquePrefix}
+		opts := lcOpts{cfg: Config{MemoryBudget: 20, Policies: map[string]Policy{"a": pol, "b": {MaxAttempts: 2}}},
+			store: memory.New(), can: []string{"a", "b", "c"}}
+		tb := setupLC(t, opts)
+		ctx := context.Background()
+		var handles [][]byte
+		var held []Assignment
+		for range 300 {
+			switch r.IntN(9) {
+			case 0, 1, 2: // "d" has no worker, so that it can be dropped
+				fn := []string{"a", "b", "c", "d"}[r.IntN(4)]
+				u := fmt.Sprintf("u%d:x", r.IntN(4))
+				if r.IntN(5) == 0 {
+					u = "-"
+				}
+				body := []byte(fn + "\x00" + u + "\x00" + fmt.Sprint("p", r.IntN(3)))
+				p := SubmitParams{Function: body[:len(fn)], Unique: body[len(fn)+1 : len(fn)+1+len(u)],
+					Payload: body[len(fn)+len(u)+2:], Background: r.IntN(4) != 0, Priority: Normal}
+				if r.IntN(6) == 0 {
+					p.RunAt = tb.clock.Now().Unix() + 5
+				}
+				if p.Background {
+					handles = append(handles, []byte(tb.b.Handle(tb.submit(t, p))))
+				} else {
+					tb.b.Submit(tb.client, p, func(uint64, bool, error) {})
+				}
+			case 3, 4:
+				if a, ok := tb.b.Grab(tb.worker); ok {
+					held = append(held, a)
+				}
+			case 5:
+				if len(held) > 0 {
+					i := r.IntN(len(held))
+					_ = tb.b.Finish(tb.worker, held[i].Seq, []Outcome{Complete, Fail, Exception}[r.IntN(3)], []byte("r"))
+					held = slices.Delete(held, i, i+1)
+				}
+			case 6:
+				if len(handles) > 0 {
+					h := handles[r.IntN(len(handles))]
+					switch r.IntN(3) {
+					case 0:
+						_ = tb.b.CancelJob(ctx, h)
+					case 1:
+						_ = tb.b.RetryDeadLetter(ctx, h)
+					case 2:
+						_, _, _ = tb.b.RetryJob(ctx, h, "test")
+					}
+				}
+			case 7:
+				tb.advance(time.Duration(r.IntN(4)) * time.Second)
+			case 8:
+				switch r.IntN(4) {
+				case 0:
+					held = nil
+					tb = tb.restart(t, opts)
+				case 1:
+					_ = tb.b.DropFunction("d")
+				default:
+					_, _ = tb.b.RetryDeadLetters(ctx, []string{"a", "b", "c"}[r.IntN(3)])
+				}
+			}
+			requireUniqueIndex(t, tb.b)
+		}
+	}
 }
