@@ -52,7 +52,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.writeTimeout, "write-timeout", 60*time.Second, "close a connection that does not read its answers for this `duration`; 0 disables")
 	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
 	sc.maxQueuedBytes = 1 << 30
-	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs; submits beyond it get \"Job queue is full\"; 0 means no budget")
+	fs.Var(sizeValue[int64]{&sc.maxQueuedBytes}, "max-queued-bytes", "memory budget (a `size` such as 1GiB) for the payloads of live jobs and batch callbacks; submits beyond it get \"Job queue is full\"; 0 means no budget")
 	sc.maxRecordBytes = broker.DefaultMaxRecordBytes
 	fs.Var(sizeValue[int64]{&sc.maxRecordBytes}, "max-record-bytes", "memory (a `size` such as 256MiB) for the records of ended jobs the server keeps in memory (all of them with --store memory:, those not yet written otherwise), across functions; beyond it the records of the jobs that ended first are forgotten first, whatever history and history_max allow; 0 means no bound, else at least 1MiB")
 	fs.IntVar(&sc.maxFunctions, "max-functions", broker.DefaultMaxFunctions, "most function names the server knows (each costs about a kilobyte until \"drop function\"); at the limit a new name makes it forget the function that has held nothing longest (no jobs, workers, pause or policy), and a submit or admin command naming a new one gets TOO_MANY_FUNCTIONS only when every one holds something (a CAN_DO is then ignored); 0 means no limit")

@@ -206,6 +206,7 @@ func (m localMode) expireBatches(completedBefore int64) int {
 			continue
 		}
 		delete(b.batches.byID, bt.id)
+		b.liveBytes -= bt.callbackBytes()
 		bt.forgotten = true
 		b.batchChangedLocked(bt)
 		n++
@@ -277,16 +278,24 @@ func (m localMode) createBatch(ctx context.Context, p BatchParams) (uint64, erro
 		b.mu.Unlock()
 		return 0, fmt.Errorf("%w: %d batches have not completed, the limit (--max-open-batches); close them", ErrTooManyBatches, limit)
 	}
-	b.batches.incomplete++
-	bt := &batch{id: b.nextSeq}
-	b.nextSeq++
-	bt.Created = b.nowNanos()
+	bt := &batch{}
 	if p.OnSuccess.Function != "" {
 		bt.OnSuccess = &Callback{Function: p.OnSuccess.Function, Payload: slices.Clone(p.OnSuccess.Payload)}
 	}
 	if p.OnComplete.Function != "" {
 		bt.OnComplete = &Callback{Function: p.OnComplete.Function, Payload: slices.Clone(p.OnComplete.Payload)}
 	}
+	// The callbacks' payloads are kept in memory until the batch is
+	// forgotten: they count against the budget of live jobs.
+	if budget := b.cfg.MaxQueuedBytes; budget > 0 && b.liveBytes+bt.callbackBytes() > budget {
+		b.mu.Unlock()
+		return 0, fmt.Errorf("%w: no room for the callbacks' payloads (--max-queued-bytes)", ErrQueueFull)
+	}
+	b.liveBytes += bt.callbackBytes()
+	b.batches.incomplete++
+	bt.id = b.nextSeq
+	b.nextSeq++
+	bt.Created = b.nowNanos()
 	if b.batches.byID == nil {
 		b.batches.byID = make(map[uint64]*batch)
 	}
@@ -491,12 +500,17 @@ func (b *Broker) fireCallbackLocked(bt *batch, cb *Callback, kind string, bit ui
 		panic(err) // plain data always marshals
 	}
 	var refused error
+	// The budget of live jobs counts the callback's payload with its batch
+	// (callbackBytes): the callback's job may have that room, so that a
+	// batch never keeps its own callback from being submitted.
+	b.liveBytes -= int64(len(cb.Payload))
 	b.submitLocked(nil, SubmitParams{Function: []byte(cb.Function), Payload: payload, Priority: Normal,
 		Background: true, hold: true, own: true}, func(_ uint64, _ bool, err error) {
 		if err != nil {
 			refused = err
 		}
 	})
+	b.liveBytes += int64(len(cb.Payload))
 	if refused != nil {
 		// Not marked: the next completion check (at the latest the
 		// replay after a restart) tries again.
@@ -508,6 +522,19 @@ func (b *Broker) fireCallbackLocked(bt *batch, cb *Callback, kind string, bit ui
 	bt.Fired |= bit
 	b.batchChangedLocked(bt)
 	b.unholdBatchLocked(bt)
+}
+
+// callbackBytes returns the payload bytes of bt's callbacks, which count
+// in Broker.liveBytes while bt is in memory.
+func (bt *batch) callbackBytes() int64 {
+	var n int
+	if cb := bt.OnSuccess; cb != nil {
+		n += len(cb.Payload)
+	}
+	if cb := bt.OnComplete; cb != nil {
+		n += len(cb.Payload)
+	}
+	return int64(n)
 }
 
 func nonNilStrings(s []string) []string {

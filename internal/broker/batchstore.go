@@ -90,6 +90,7 @@ func (b *Broker) loadBatchesLocked(ctx context.Context) error {
 		if b.batches.byID == nil {
 			b.batches.byID = make(map[uint64]*batch)
 		}
+		b.liveBytes += bt.callbackBytes() // --max-queued-bytes counts it
 		b.batches.byID[id] = bt
 		b.nextSeq = max(b.nextSeq, id+1)
 		return nil

@@ -229,7 +229,9 @@ type Broker struct {
 	commitJobs uint64
 	// canDoRefused counts refused registrations (Stats.CanDoRefused).
 	canDoRefused uint64
-	// liveBytes is the payload and unique bytes of the jobs in b.jobs.
+	// liveBytes is the payload and unique bytes of the jobs in b.jobs, and
+	// the payloads of the callbacks of the batches in memory
+	// (batch.callbackBytes).
 	liveBytes int64
 	tier      tiering
 	// hist keeps the records of jobs that ended without a store that
