@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,9 @@ type serveConfig struct {
 	memoryLimit     string
 	insertDelay     time.Duration
 	batchRetention  time.Duration
+	// set holds the flags given on the command line or in GEARWORK_*
+	// variables, as opposed to left at their defaults.
+	set map[string]bool
 }
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -61,6 +65,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := parseFlagsNoArgs(fs, args); err != nil {
 		return err
 	}
+	cfg.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
 	if err := checkServeConfig(ctx, &cfg); err != nil {
 		return err
 	}
@@ -256,8 +262,16 @@ func startFrontEnds(ctx context.Context, cfg serveConfig, setup *serveSetup, b *
 	}
 	fe.srv = gearmanapi.New(gcfg)
 	go func() { fe.serveErr <- fe.srv.Serve(ctx, ln) }()
-	log.Info("serve: listening", slog.String("addr", ln.Addr().String()), slog.String("store", cfg.store.url), slog.String("sync", cfg.store.sync),
-		slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(setup.startedAt)))
+	// A PostgreSQL URL without its password; --sync only where it applies.
+	storeURL := cfg.store.url
+	if !strings.HasPrefix(storeURL, "pebble:") && !strings.HasPrefix(storeURL, "memory") {
+		storeURL = redactURL(storeURL)
+	}
+	attrs := []any{slog.String("addr", ln.Addr().String()), slog.String("store", storeURL)}
+	if strings.HasPrefix(cfg.store.url, "pebble:") {
+		attrs = append(attrs, slog.String("sync", cfg.store.sync))
+	}
+	log.Info("serve: listening", append(attrs, slog.Int("jobs", b.JobCount()), slog.Duration("startup", time.Since(setup.startedAt)))...)
 	if inMemory, onDisk := b.TieringStats(); onDisk > 0 {
 		log.Info("serve: payloads beyond --memory-budget stay on disk", slog.Int64("budget", setup.budget),
 			slog.Int64("payload_bytes_in_memory", inMemory), slog.Int("jobs_with_payload_on_disk", onDisk))

@@ -55,13 +55,16 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	if _, _, err := parseSync(cfg.store.sync); err != nil {
 		return bad(err)
 	}
+	if _, err := parseMemoryBudget(cfg.store.memoryBudget); err != nil {
+		return bad(err)
+	}
+	if err := checkStoreFlags(cfg.store.url, cfg.set); err != nil {
+		return bad(err)
+	}
 	if _, err := cfg.sec.load(cfg.configFile); err != nil {
 		return bad(err)
 	}
 	if _, err := cfg.http.load(cfg.sec.tls, cfg.sec.handshakeTimeout, cfg.sec.insecure); err != nil {
-		return bad(err)
-	}
-	if _, err := parseMemoryBudget(cfg.store.memoryBudget); err != nil {
 		return bad(err)
 	}
 	if _, _, err := memoryLimit(cfg.memoryLimit, os.Getenv("GOMEMLIMIT"), availableMemory()); err != nil {

@@ -75,6 +75,36 @@ func checkStoreURL(url string) error {
 	return fmt.Errorf("--store %q: unknown store; use %s", url, storeHelp)
 }
 
+// storeFlags are the serve flags that only one kind of store reads: the
+// kind (the prefix of its --store URL) and why the others do not.
+var storeFlags = []struct{ flag, store, name, others string }{
+	{"sync", "pebble:", "Pebble", "memory: writes nothing to disk, and PostgreSQL commits as the database is configured"},
+	{"memory-budget", "pebble:", "Pebble", "memory: keeps every payload in memory, and PostgreSQL reads jobs from their rows"},
+	{"insert-delay", "postgres://", "PostgreSQL", "only a store shared by several servers delays its inserts"},
+}
+
+// checkStoreFlags refuses a store flag given (on the command line or in
+// its GEARWORK_* variable) for a store that would ignore it: a --sync or
+// --memory-budget meant for Pebble with --store memory: or postgres://
+// would otherwise change nothing, without a word.
+func checkStoreFlags(url string, set map[string]bool) error {
+	kind := url
+	switch {
+	case url == "memory" || url == "memory:":
+		kind = "memory:"
+	case strings.HasPrefix(url, "pebble:"):
+		kind = "pebble:"
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		kind = "postgres://"
+	}
+	for _, f := range storeFlags {
+		if set[f.flag] && kind != f.store {
+			return fmt.Errorf("--%s applies to the %s store only, not to --store %s (%s): leave it out", f.flag, f.name, kind, f.others)
+		}
+	}
+	return nil
+}
+
 // openStore opens the store named by a --store URL.
 func openStore(ctx context.Context, cfg storeConfig, log *slog.Logger) (openedStore, error) {
 	mode, interval, err := parseSync(cfg.sync)
