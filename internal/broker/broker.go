@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -179,6 +180,10 @@ type Broker struct {
 	log    *slog.Logger
 	store  store.Store
 	prefix string
+	// forgotUnsynced is set when ForgetRecord deleted a record from the
+	// store itself, outside the committer, and no sync has covered that
+	// delete yet: the committer's next barrier (Durable) syncs it.
+	forgotUnsynced atomic.Bool
 
 	// mu guards everything below it.
 	mu        hookedMutex

@@ -280,13 +280,17 @@ func (b *Broker) writeBatch(ctx context.Context, buf *commitBuffers) error {
 
 // syncDeletes makes the deletes written since the last sync durable, for
 // the barriers that wait (the store does not wait for the disk when it
-// deletes).
+// deletes), with the records ForgetRecord deleted from the store itself.
 func (b *Broker) syncDeletes(ctx context.Context, buf *commitBuffers) error {
 	sy, ok := b.store.(Syncer)
-	if !ok || !buf.unsyncedDeletes {
+	forgot := b.forgotUnsynced.Swap(false)
+	if !ok || !buf.unsyncedDeletes && !forgot {
 		return nil
 	}
 	if err := sy.Sync(ctx); err != nil {
+		if forgot {
+			b.forgotUnsynced.Store(true)
+		}
 		return err
 	}
 	buf.unsyncedDeletes = false

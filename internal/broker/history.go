@@ -737,8 +737,9 @@ func nonNilBytes(b []byte) []byte {
 // false when none is kept (the job lives, never existed, or its record
 // expired). A dead letter or retained result of the job stays: purge
 // those on their own. A record only the store holds is read with ctx,
-// and deleted with a context that ctx's end does not cancel. Safe for
-// concurrent use.
+// and deleted with a context that ctx's end does not cancel. It returns
+// before the delete is on disk: call Durable before acknowledging it.
+// Safe for concurrent use.
 func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 	if b.records != nil {
 		b.mu.Lock()
@@ -764,6 +765,7 @@ func (b *Broker) ForgetRecord(ctx context.Context, seq uint64) bool {
 			b.log.Warn("broker: cannot forget a job record", "seq", seq, "error", err.Error())
 			return false
 		}
+		b.forgotUnsynced.Store(true)
 		return true
 	}
 	b.mu.Lock()

@@ -872,6 +872,10 @@ func (s *Server) handleForgetRecord(w http.ResponseWriter, r *http.Request) erro
 	if !s.b.ForgetRecord(r.Context(), seq) {
 		return errorf(http.StatusNotFound, "job-not-found", "no record of an ended job %s is kept (a live job is cancelled with DELETE /v1/jobs/{handle})", handle)
 	}
+	// A crash after the 204 must not bring the record back.
+	if err := s.b.Durable(r.Context()); err != nil {
+		return err
+	}
 	return noContent(w)
 }
 
