@@ -87,11 +87,17 @@ func testSubmitCommand(t *testing.T, kind cliServerKind) {
 		_, errOut, code = gw(t, "submit", s, "--background", "--wait", "--poll=10ms", "throw", "bg")
 		require.Equal(t, exitFailed, code, "a failed background job is a dead letter: %s", errOut)
 		require.Contains(t, errOut, "status: dead\n")
-		require.Contains(t, errOut, "dead after 1 attempts: bad bg")
+		require.Contains(t, errOut, "dead after 1 attempt: bad bg\n")
 	} else {
 		require.Regexp(t, `^H:\S+\n$`, out)
 		require.True(t, strings.HasSuffix(errOut, "status: done\n"), errOut)
 	}
+
+	// A job that no worker takes is reported queued, without a progress
+	// its worker never reported, until --timeout.
+	_, errOut, code = gw(t, "submit", s, "--background", "--wait", "--poll=10ms", "--timeout=1s", "nobody_works_this", "x")
+	require.Equal(t, exitUnreachable, code, errOut)
+	require.True(t, strings.HasPrefix(errOut, "status: queued\n"), errOut)
 
 	// A scheduled job is held by the server until its time.
 	out, errOut, code = gw(t, "submit", s, "--at", "2099-01-02T03:04:05Z", "--unique", "sched-1", "later", "x")

@@ -176,7 +176,12 @@ func submitBackground(ctx context.Context, c *client.Client, req client.Request,
 			if st.Running {
 				state = "running"
 			}
-			fmt.Fprintf(stderr, "status: %s %d/%d\n", state, st.Numerator, st.Denominator)
+			// Progress only once the worker has reported some.
+			if st.Denominator > 0 {
+				fmt.Fprintf(stderr, "status: %s %d/%d\n", state, st.Numerator, st.Denominator)
+			} else {
+				fmt.Fprintf(stderr, "status: %s\n", state)
+			}
 			last = st
 		}
 		t := time.NewTimer(cfg.poll)
@@ -318,5 +323,11 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 		by, _ := field("CANCELLED_BY").(string)
 		return exitError{code: exitFailed, msg: fmt.Sprintf("job %s was cancelled (by %s)", job.Handle, by)}
 	}
-	return exitError{code: exitJobFailed, msg: fmt.Sprintf("job %s %s after %v attempts: %s", job.Handle, state, attempts, lastErr)}
+	runs := "attempts"
+	if fmt.Sprint(attempts) == "1" {
+		runs = "attempt"
+	}
+	// The error as the worker sent it, less the newline that ends a
+	// command's stderr.
+	return exitError{code: exitJobFailed, msg: fmt.Sprintf("job %s %s after %v %s: %s", job.Handle, state, attempts, runs, strings.TrimRight(lastErr, "\r\n"))}
 }
