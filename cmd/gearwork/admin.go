@@ -146,6 +146,9 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		rest = rest[1:]
 	}
 	if *graceful {
+		if len(words) == 0 || words[0] != "shutdown" {
+			return helpError(stderr, "admin", "--graceful goes with shutdown")
+		}
 		words = append(words, "--graceful")
 	}
 	limitSet := false

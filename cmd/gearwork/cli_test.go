@@ -372,3 +372,22 @@ func TestBadDurationsAndCounts(t *testing.T) {
 		require.Contains(t, errOut, tc.want, tc.args)
 	}
 }
+
+// TestAdminFlagsOfOtherCommands: a flag of one admin command given with
+// another is a usage error that names the flag, before anything is sent.
+func TestAdminFlagsOfOtherCommands(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--graceful", "status"}, "--graceful goes with shutdown"},
+		{[]string{"status", "--graceful"}, "--graceful goes with shutdown"},
+		{[]string{"--function", "f", "workers"}, "--function, --state, --batch, --limit and --cursor go with jobs"},
+	} {
+		out, errOut, code := gw(t, append([]string{"admin", "--servers", "127.0.0.1:1"}, tc.args...)...)
+		require.Equal(t, exitUsage, code, "%v: %s", tc.args, errOut)
+		require.Empty(t, out)
+		require.Contains(t, errOut, tc.want, tc.args)
+	}
+}
