@@ -64,6 +64,11 @@ var (
 	// PostgreSQL refuses an index entry beyond a few kilobytes, failing
 	// the whole write of every job submitted with it.
 	ErrUniqueTooLong = errors.New("the unique is longer than 64 bytes")
+	// ErrUniqueNUL is wrapped by Submit's error for a job whose unique
+	// holds a NUL byte: the Gearman protocol ends a unique with one, so a
+	// worker given the job (JOB_ASSIGN_UNIQ) would read the unique cut
+	// there and the rest of it as the start of the payload.
+	ErrUniqueNUL = errors.New("the unique holds a NUL byte")
 	// ErrPauseEnded is returned by Pause for an end that is not after the
 	// broker's clock: such a pause would be over at once.
 	ErrPauseEnded = errors.New("the end of the pause has passed")

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"slices"
@@ -201,6 +202,10 @@ func (b *Broker) submitLocked(s *Session, p SubmitParams, done DoneFunc) {
 	}
 	if len(p.Unique) > gearman.MaxUniqueSize {
 		done(0, false, fmt.Errorf("%w: %d bytes", ErrUniqueTooLong, len(p.Unique)))
+		return
+	}
+	if bytes.IndexByte(p.Unique, 0) >= 0 {
+		done(0, false, fmt.Errorf("%w: %q", ErrUniqueNUL, p.Unique))
 		return
 	}
 	bt, err := b.submitBatchLocked(&p)

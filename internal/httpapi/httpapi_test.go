@@ -534,6 +534,9 @@ func TestProblems(t *testing.T) {
 	// could not index a longer one (TestLongUniqueDoesNotFailOtherSubmits).
 	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?unique="+strings.Repeat("u", 65), nil),
 		http.StatusBadRequest, "longer than 64 bytes")
+	// Nor does it hold a NUL byte: a Gearman worker would read the unique
+	// cut there, and the rest of it as the start of the payload.
+	requireProblem(t, tb.do(t, "POST", "/v1/functions/f/jobs?unique=a%00b", nil), http.StatusBadRequest, "NUL")
 	require.Zero(t, tb.b.JobCount(), "the refused submits queued nothing")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/nothandle", nil), http.StatusNotFound, "not a job handle")
 	requireProblem(t, tb.do(t, "GET", "/v1/jobs/H:test:77", nil), http.StatusNotFound, "no job H:test:77")

@@ -73,7 +73,7 @@ func toProblem(err error) problem {
 		return newProblem(http.StatusServiceUnavailable, "store-failed", se.Error()+"; the job was not accepted")
 	case errors.Is(err, broker.ErrPauseEnded):
 		return newProblem(http.StatusBadRequest, "invalid-option", err.Error()+"; use a time in the future or a positive duration")
-	case errors.Is(err, broker.ErrRunAtOutOfRange), errors.Is(err, broker.ErrUniqueTooLong):
+	case errors.Is(err, broker.ErrRunAtOutOfRange), errors.Is(err, broker.ErrUniqueTooLong), errors.Is(err, broker.ErrUniqueNUL):
 		return newProblem(http.StatusBadRequest, "invalid-option", err.Error())
 	case errors.Is(err, broker.ErrJobNotFound):
 		return newProblem(http.StatusNotFound, "job-not-found", "no live job has this handle")
