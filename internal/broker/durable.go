@@ -20,11 +20,12 @@ type Syncer interface {
 // is on disk as durably as a JOB_CREATED, and returns the store's error
 // when writing it failed. Front ends call it before they answer an action
 // that changed stored state, so that an OK is never taken back by a
-// crash. Without a store, and in shared mode (where such changes are
-// committed before the call returns), it returns at once. After Stop it
-// returns ErrStopped.
+// crash. In shared mode it waits for the commit round that carries them
+// (the removal and record of a cancelled or dropped job this server
+// holds, say), as the transactions written at once need no wait. Without
+// a store it returns at once. After Stop it returns ErrStopped.
 func (b *Broker) Durable(ctx context.Context) error {
-	if b.store == nil || b.mode.committedAtOnce() {
+	if b.store == nil {
 		return nil
 	}
 	done := make(chan error, 1)

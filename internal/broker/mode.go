@@ -31,10 +31,6 @@ type mode interface {
 	// watchesAfterInsert reports whether a watched submit is watched
 	// again once the store's answer says which job it became.
 	watchesAfterInsert() bool
-	// committedAtOnce reports whether a change to stored state is
-	// committed before the call that made it returns (shared mode), so
-	// that Durable has nothing to wait for.
-	committedAtOnce() bool
 	// savePendingInsertLocked is called when a job whose first write the
 	// committer has not taken yet changes state.
 	savePendingInsertLocked(j *job)
@@ -193,7 +189,6 @@ func (m localMode) submitLocked(j *job) bool {
 }
 
 func (localMode) watchesAfterInsert() bool                                         { return false }
-func (localMode) committedAtOnce() bool                                            { return false }
 func (localMode) savePendingInsertLocked(*job)                                     {}
 func (localMode) wantWorkLocked(*Session)                                          {}
 func (localMode) progressLocked(*job)                                              {}

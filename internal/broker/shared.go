@@ -227,8 +227,6 @@ func (c *sharedMode) submitLocked(j *job) bool {
 // from it, and one handed out before may become another job there.
 func (c *sharedMode) watchesAfterInsert() bool { return true }
 
-func (c *sharedMode) committedAtOnce() bool { return true }
-
 // savePendingInsertLocked: a job handed out before its insert, which may
 // be held back (holdEarlyLocked), has what must be stored now inserted in
 // the next round.

@@ -167,6 +167,7 @@ func (c *sharedMode) sharedCommitOnce(ctx context.Context, g *gatherer, all bool
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	answerBarriers(r.barriers, err)
 	b.settleSharedRecordsLocked(r.recs, r.params, err)
 	if err != nil {
 		c.putBackLocked(r.params)
@@ -215,6 +216,9 @@ type sharedRound struct {
 	more bool
 	// recs are the memory copies of params.Records.
 	recs []*histRec
+	// barriers are the waiters of Durable that this round answers: it
+	// took every write pending when they came.
+	barriers []chan error
 }
 
 func (r *sharedRound) empty() bool {
@@ -288,6 +292,12 @@ func (c *sharedMode) takeRound(all bool) *sharedRound {
 		r.recs, moreRecs = b.takeSharedRecordsLocked(&r.params)
 	}
 	r.more = len(b.pendingSaves) > 0 || (all && len(c.early) > 0) || moreRecs
+	if len(b.pendingSaves) == 0 && !moreRecs {
+		// Nothing written before a barrier is left behind this round
+		// (jobs handed out before their insert are submits, which no
+		// barrier waits for).
+		r.barriers = b.takeBarriersLocked()
+	}
 	return r
 }
 
