@@ -702,3 +702,76 @@ func TestGearmanNodeBdaScenario(t *testing.T) {
 		}
 	})
 }
+
+// TestAbraxasTwoServers: abraxas 2.1.10 on two servers of a kind
+// (testdata/node/abraxas-servers.js): a worker connection to both with
+// maxJobs 2, woken by NOOP, grabs two jobs at once; "maxqueue abs_q 2"
+// as a text command on each of its binary connections; 30 jobs at once
+// from a client on both servers; three background jobs of abs_q on the
+// first server, the third refused as the queue is full (gearmand 1.1.20
+// answered OK to maxqueue for a function it did not know yet, and kept no
+// limit: item 29 of "Differences from gearmand"). Then the first
+// server stops: the client and the worker see it go, and ten jobs go to
+// the second server. It starts again on its address: the worker connects
+// again (its CAN_DO and PRE_SLEEP once more), and a client on that server
+// alone gets a job done.
+func TestAbraxasTwoServers(t *testing.T) {
+	t.Parallel()
+	mods := nodeModules(t)
+	eachServer(t, func(t *testing.T, s1 *server) {
+		s2 := startLike(t, s1)
+		// The scenario reads a line from stdin after each stop and start:
+		// an *os.File, so that no goroutine copies it.
+		stdin, next, err := os.Pipe()
+		require.NoError(t, err)
+		t.Cleanup(func() { next.Close() })
+		p := startProcWith(t, func(cmd *exec.Cmd) {
+			cmd.Stdin = stdin
+			cmd.Env = append(os.Environ(), "NODE_PATH="+mods)
+		}, need(t, "node"), testdata("node", "abraxas-servers.js"), s1.addr, s2.addr)
+		stdin.Close()
+		asked := func(what string) {
+			testwait.Until(t, "the scenario to ask for "+what, func() bool {
+				return strings.Contains(p.stderr.String(), what+"\n") || p.exited()
+			})
+			require.False(t, p.exited(), "abraxas-servers.js exited: %s", p.stderr.String())
+		}
+		asked("stop")
+		s1.stop(t)
+		_, err = next.Write([]byte("stopped\n"))
+		require.NoError(t, err)
+		asked("restart")
+		restartServer(t, s1)
+		_, err = next.Write([]byte("started\n"))
+		require.NoError(t, err)
+		out, err := p.wait(t)
+		require.NoError(t, err, "abraxas-servers.js: %s", p.stderr.String())
+		var got struct {
+			MaxActive   int
+			MaxqueueSet []string
+			Many        []string
+			Maxqueue    []string
+			Failover    []string
+			Again       string
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
+		many := make([]string, 30)
+		for i := range many {
+			many[i] = fmt.Sprint("JOB ", i)
+		}
+		failover := make([]string, 10)
+		for i := range failover {
+			failover[i] = fmt.Sprint("AFTER ", i)
+		}
+		require.Equal(t, 2, got.MaxActive, "two jobs at once on the worker")
+		require.Equal(t, []string{"ok", "ok"}, got.MaxqueueSet, "OK to maxqueue on each connection")
+		require.Equal(t, many, got.Many)
+		if s1.isGearwork() {
+			require.Equal(t, []string{"created", "created", "error Job queue is full"}, got.Maxqueue)
+		} else {
+			require.Equal(t, []string{"created", "created", "created"}, got.Maxqueue, "gearmand kept no limit")
+		}
+		require.Equal(t, failover, got.Failover)
+		require.Equal(t, "BACK AGAIN", got.Again)
+	})
+}
