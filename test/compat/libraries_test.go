@@ -623,7 +623,8 @@ func workerScenario(t *testing.T, bin string) {
 // jobs (submitted LOW, NORMAL, HIGH before it registered) at once, handed
 // out HIGH first; after each job it sends GRAB_JOB again, and PRE_SLEEP
 // after each NO_JOB. Then WORK_DATA/STATUS/WARNING, WORK_FAIL and
-// WORK_EXCEPTION (without OPTION_REQ: the client sees a failure), 3 MiB
+// WORK_EXCEPTION (without OPTION_REQ: the client sees a failure; with
+// OPTION_REQ "exceptions", the exception), 3 MiB
 // both ways, twenty jobs at once on one client connection, two clients
 // coalesced on one unique, and RESET_ABILITIES while the worker holds a
 // job.
@@ -651,6 +652,7 @@ func TestGearmanNodeBdaScenario(t *testing.T) {
 		// last line.
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		var got struct {
+			Option       string
 			Held         []string
 			MaxHeld      int
 			Jobs         map[string][]string
@@ -663,6 +665,7 @@ func TestGearmanNodeBdaScenario(t *testing.T) {
 		}
 		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &got), "output %q", out)
 		require.Equal(t, "ping", got.Echo)
+		require.Equal(t, "exceptions", got.Option)
 		require.Equal(t, []string{"high", "normal", "low"}, got.Held, "three GRAB_JOBs at once get the jobs by priority")
 		require.Equal(t, 3, got.MaxHeld, "three jobs at once on one worker connection")
 		// How often the poll sees each state depends on timing; what it
@@ -683,12 +686,14 @@ func TestGearmanNodeBdaScenario(t *testing.T) {
 			"many":     many,
 			"coalesce": {"complete:once", "complete:once"},
 			"after":    {"complete:after reset"},
+			// A client with OPTION_REQ "exceptions".
+			"optexception": {"exception:broken"},
 		}
-		runs := map[string]int{"held": 3, "upper": 23, "progress": 1, "coalesce": 1, "keep": 1, "after": 1}
+		runs := map[string]int{"held": 3, "upper": 23, "progress": 1, "coalesce": 1, "keep": 1, "after": 1, "exception": 1}
 		if s.isGearwork() {
 			want["fail"] = []string{"failed"}
 			want["exception"] = []string{"failed"}
-			runs["fail"], runs["exception"] = 1, 1
+			runs["fail"], runs["exception"] = 1, 2
 		}
 		require.Empty(t, cmp.Diff(want, got.Jobs), "(-want +got)")
 		require.Equal(t, runs, got.Runs, "each job ran once, the coalesced one too")

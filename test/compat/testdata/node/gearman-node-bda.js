@@ -12,7 +12,7 @@ const gearmanode = require('gearman-node-bda');
 const arg = process.argv[2];
 const server = { host: arg.slice(0, arg.lastIndexOf(':')), port: Number(arg.slice(arg.lastIndexOf(':') + 1)) };
 const withFail = process.argv[3] !== 'nofail';
-const out = { held: [], maxHeld: 0, jobs: {}, runs: {}, echo: '', background: [], keep: '', afterReset: '', workerErrors: [] };
+const out = { option: '', held: [], maxHeld: 0, jobs: {}, runs: {}, echo: '', background: [], keep: '', afterReset: '', workerErrors: [] };
 const fail = (why) => {
   process.stderr.write('gearman-node-bda.js: ' + why + '\n' + JSON.stringify(out) + '\n');
   process.exit(1);
@@ -155,6 +155,16 @@ function echo() {
     out.jobs.exception = await submit(client, 'exception', 'x');
   }
   out.jobs.high = await submit(client, 'upper', 'high', { priority: 'HIGH', unique: 'u-high' });
+  // A client that sent OPTION_REQ "exceptions" gets the WORK_EXCEPTION.
+  const withExceptions = gearmanode.client({ servers: [server] });
+  withExceptions.on('error', e => fail('exceptions client error: ' + e));
+  out.option = await new Promise(resolve => {
+    const js = withExceptions.jobServers[0];
+    js.once('option', o => resolve(String(o)));
+    js.setOption('exceptions');
+  });
+  out.jobs.optexception = await submit(withExceptions, 'exception', 'x');
+  withExceptions.close();
   // 3 MiB both ways, in many reads of the library's sockets.
   const big = 'gearwork'.repeat((3 << 20) / 8);
   const bigEv = await submit(client, 'upper', big);
