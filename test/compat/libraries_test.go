@@ -75,9 +75,18 @@ type goLibrary struct {
 	args []string
 }
 
+// clientTimeout is the 1 s that the clients of gearman-go and g2 wait for
+// each answer (JOB_CREATED, ECHO_RES, STATUS_RES) before they give up with
+// ErrLostConn, and what prepare makes of it: on a loaded machine a
+// background submit's fsync (--sync always) alone can take longer, and
+// none of the tests run waits for that timeout to pass.
+var clientTimeout = strings.NewReplacer("DefaultTimeout time.Duration = time.Second",
+	"DefaultTimeout time.Duration = 60 * time.Second")
+
 // prepare copies the library's directories (with the module file from
 // testdata) into a temporary directory, with 127.0.0.1:4730 in its files
-// replaced by addr, and returns that directory.
+// replaced by addr and its client's answer timeout raised (clientTimeout),
+// and returns that directory.
 func (l goLibrary) prepare(t *testing.T, addr string) string {
 	t.Helper()
 	goBin := need(t, "go")
@@ -110,6 +119,7 @@ func (l goLibrary) prepare(t *testing.T, addr string) string {
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(src, f), data, 0o644))
 	}
+	raised := false
 	require.NoError(t, filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -118,11 +128,14 @@ func (l goLibrary) prepare(t *testing.T, addr string) string {
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(string(data), "127.0.0.1:4730") {
+		patched := clientTimeout.Replace(strings.ReplaceAll(string(data), "127.0.0.1:4730", addr))
+		if patched == string(data) {
 			return nil
 		}
-		return os.WriteFile(path, []byte(strings.ReplaceAll(string(data), "127.0.0.1:4730", addr)), 0o644)
+		raised = raised || strings.Contains(patched, "DefaultTimeout time.Duration = 60 * time.Second")
+		return os.WriteFile(path, []byte(patched), 0o644)
 	}))
+	require.True(t, raised, "the client's answer timeout of %s is raised", l.dir)
 	return src
 }
 
