@@ -286,12 +286,12 @@ func TestDropFunction(t *testing.T) {
 	c, _ := tb.session()
 	tb.submit(t, c, bg("f", "", "x", Normal))
 	w, _ := tb.worker("f")
-	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionBusy)
+	require.ErrorIs(t, tb.b.DropFunction(context.Background(), "f"), ErrFunctionBusy)
 	tb.b.CloseSession(w)
-	require.NoError(t, tb.b.DropFunction("f"))
+	require.NoError(t, tb.b.DropFunction(context.Background(), "f"))
 	require.Empty(t, tb.b.Status(context.Background()))
 	require.Equal(t, 0, tb.b.JobCount())
-	require.ErrorIs(t, tb.b.DropFunction("f"), ErrFunctionNotFound)
+	require.ErrorIs(t, tb.b.DropFunction(context.Background(), "f"), ErrFunctionNotFound)
 }
 
 func TestDrainStopsHandingOutJobs(t *testing.T) {

@@ -191,7 +191,7 @@ func TestDropFunctionDropsWaitingJobs(t *testing.T) {
 	c := tb.submit(t, after("c", false, b))
 	require.Equal(t, "waiting", tb.state(t, b))
 
-	require.NoError(t, tb.b.DropFunction("other"))
+	require.NoError(t, tb.b.DropFunction(context.Background(), "other"))
 	s, ok := tb.b.Job(context.Background(), b)
 	require.True(t, ok)
 	require.Equal(t, FinalCancelled, s.State)

@@ -160,6 +160,9 @@ type records interface {
 	// cancelElsewhere cancels job seq, which this server does not hold,
 	// on behalf of by.
 	cancelElsewhere(ctx context.Context, seq uint64, by string) error
+	// dropUnheld cancels the stored jobs of the dropped function that no
+	// server holds, and returns how many.
+	dropUnheld(ctx context.Context, function string) (int, error)
 }
 
 // localMode is a broker alone: its jobs, dead letters and retained results
@@ -200,6 +203,7 @@ func (localMode) metaWrittenLocked(string)                                      
 func (localMode) pendingLocked() bool                                              { return false }
 func (localMode) status(uint64, string) JobStatus                                  { return JobStatus{} }
 func (localMode) cancelElsewhere(context.Context, uint64, string) error            { return ErrJobNotFound }
+func (localMode) dropUnheld(context.Context, string) (int, error)                  { return 0, nil }
 func (localMode) addCounts(_ context.Context, out []FunctionStats) []FunctionStats { return out }
 
 func (localMode) storedJob(context.Context, uint64) (JobSnapshot, bool, error) {

@@ -101,7 +101,7 @@ func TestDropFunctionWithOrderedJobs(t *testing.T) {
 	hi.Priority = High
 	tb.submit(t, hi)
 	require.Equal(t, 2, tb.b.JobCount())
-	require.NoError(t, tb.b.DropFunction("fn"))
+	require.NoError(t, tb.b.DropFunction(context.Background(), "fn"))
 	require.Zero(t, tb.b.JobCount())
 	require.Empty(t, tb.b.Orderings(""))
 }

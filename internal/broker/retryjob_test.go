@@ -190,7 +190,7 @@ func failedJobOfDroppedFunction(t *testing.T) (*testBundle, *Session, uint64) {
 	require.True(t, ok)
 	require.NoError(t, tb.b.Finish(worker, a.Seq, Fail, nil))
 	tb.b.CantDo(worker, []byte("f"))
-	require.NoError(t, tb.b.DropFunction("f"))
+	require.NoError(t, tb.b.DropFunction(context.Background(), "f"))
 	return tb, worker, seq
 }
 

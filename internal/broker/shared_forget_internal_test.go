@@ -60,6 +60,6 @@ func TestSharedModeForgetsWhatItKeptOfAGoneFunction(t *testing.T) {
 	require.False(t, holds(forgotten))
 
 	dropped := used("dropped")
-	require.NoError(t, b.DropFunction("dropped"))
+	require.NoError(t, b.DropFunction(context.Background(), "dropped"))
 	require.False(t, holds(dropped))
 }

@@ -308,6 +308,39 @@ func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64, by string)
 	}
 }
 
+// dropUnheld cancels, one by one as cancelElsewhere does, the jobs of
+// function that no server holds, so that "drop function" drops the rows
+// nobody claimed as well as the jobs this server held; each gets its
+// record, cancelled by "function dropped".
+func (c *sharedMode) dropUnheld(ctx context.Context, function string) (int, error) {
+	const page = 1000
+	var after uint64
+	n := 0
+	for {
+		seqs, err := c.store.UnheldJobs(ctx, function, after, page)
+		if err != nil {
+			return n, fmt.Errorf("broker: drop the stored jobs of %s: %w", function, err)
+		}
+		for _, seq := range seqs {
+			ok, err := c.store.CancelQueued(ctx, seq, "function dropped")
+			if err != nil {
+				return n, fmt.Errorf("broker: drop the stored jobs of %s: %w", function, err)
+			}
+			if ok {
+				n++
+			}
+		}
+		if len(seqs) < page {
+			break
+		}
+		after = seqs[len(seqs)-1]
+	}
+	if n > 0 {
+		c.b.log.Info("broker: dropped the stored jobs nobody held", slog.String("function", function), slog.Int("jobs", n))
+	}
+	return n, nil
+}
+
 // remoteCancelWait bounds how long a cancel waits for the server holding
 // the job to drop it.
 const remoteCancelWait = 5 * time.Second

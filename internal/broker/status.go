@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strings"
 )
@@ -235,9 +236,31 @@ func (b *Broker) CreateFunction(name string) error {
 // DropFunction forgets a function that has no workers and no running
 // jobs; its queued jobs are dropped, as gearmand does, and so are its jobs
 // that wait for others (SubmitParams.After), cancelling the jobs that wait
-// for those. A pause of the function ends, in the store too. It returns
-// before the removals are on disk: call Durable before acknowledging it.
-func (b *Broker) DropFunction(name string) error {
+// for those. A pause of the function ends, in the store too. In shared
+// mode the jobs of the function that no server holds are cancelled in the
+// store as well (those other live servers hold stay theirs), also when
+// this server does not know the function, which is then not found only if
+// the store had none of its jobs either. It returns
+// before the removals of the jobs this server held are on disk: call
+// Durable before acknowledging it.
+func (b *Broker) DropFunction(ctx context.Context, name string) error {
+	dropped, err := b.dropFunction(name)
+	switch {
+	case errors.Is(err, ErrFunctionNotFound):
+		if n, serr := b.mode.dropUnheld(ctx, name); serr != nil || n > 0 {
+			return serr
+		}
+		return err
+	case err != nil:
+		return err
+	}
+	_, err = b.mode.dropUnheld(ctx, dropped)
+	return err
+}
+
+// dropFunction is DropFunction's part in memory; it returns the name of
+// the function it dropped.
+func (b *Broker) dropFunction(name string) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var f *function
@@ -248,10 +271,10 @@ func (b *Broker) DropFunction(name string) error {
 		}
 	}
 	if f == nil {
-		return ErrFunctionNotFound
+		return "", ErrFunctionNotFound
 	}
 	if f.workers > 0 || f.running > 0 {
-		return ErrFunctionBusy
+		return "", ErrFunctionBusy
 	}
 	b.dropWaitingLocked(f)
 	if f.life != nil && f.life.paused {
@@ -270,7 +293,7 @@ func (b *Broker) DropFunction(name string) error {
 		}
 	}
 	b.unknowFunctionLocked(f)
-	return nil
+	return f.name, nil
 }
 
 func (b *Broker) dropIfScheduled(j *job) {

@@ -187,7 +187,7 @@ func TestUniqueIndexStaysExact(t *testing.T) {
 					held = nil
 					tb = tb.restart(t, opts)
 				case 1:
-					_ = tb.b.DropFunction("d")
+					_ = tb.b.DropFunction(context.Background(), "d")
 				default:
 					_, _ = tb.b.RetryDeadLetters(ctx, []string{"a", "b", "c"}[r.IntN(3)])
 				}

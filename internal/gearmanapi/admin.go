@@ -165,14 +165,16 @@ func adminDropFunction(ctx context.Context, c *conn, args []string, a *adminAnsw
 		a.WriteString(errArgs("drop"))
 		return
 	}
-	switch err := c.srv.b.DropFunction(args[0]); {
+	switch err := c.srv.b.DropFunction(ctx, args[0]); {
 	case err == nil:
 		// The dropped jobs and pause must not come back after a crash.
 		answerDurable(ctx, c, a)
 	case errors.Is(err, broker.ErrFunctionBusy):
 		a.WriteString("ERR there are still connected workers or executing clients\r\n")
-	default:
+	case errors.Is(err, broker.ErrFunctionNotFound):
 		a.WriteString(textFuncNotFound)
+	default:
+		a.WriteString(errText(err))
 	}
 }
 

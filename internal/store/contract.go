@@ -222,6 +222,12 @@ type SharedLifecycle interface {
 	// who asked), and reports whether it did; the jobs waiting for it are
 	// cancelled as Commit's DepEnds do.
 	CancelQueued(ctx context.Context, seq uint64, by string) (bool, error)
+	// UnheldJobs returns the sequence numbers of function's live jobs
+	// (queued, scheduled, waiting for a retry or for other jobs) that no
+	// server holds, greater than after, in order, at most limit of them:
+	// the jobs "drop function" cancels (CancelQueued) besides those the
+	// server holds.
+	UnheldJobs(ctx context.Context, function string, after uint64, limit int) ([]uint64, error)
 	// Signal tells every server (through Join's meta callback) of key,
 	// without storing anything.
 	Signal(ctx context.Context, key string) error

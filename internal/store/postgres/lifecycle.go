@@ -320,6 +320,29 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 	return out, nil
 }
 
+// UnheldJobs returns up to limit sequence numbers, greater than after, of
+// function's live jobs that no server holds (state queued, retry-wait or
+// waiting), in order.
+func (s *Store) UnheldJobs(ctx context.Context, function string, after uint64, limit int) ([]uint64, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT seq FROM gearwork_jobs WHERE function = $1 AND seq > $2
+		AND state IN (0, 1, 4) AND owner IS NULL ORDER BY seq LIMIT $3`, function, seqArg(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list the unheld jobs of %s: %w", function, err)
+	}
+	seqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (uint64, error) {
+		var seq int64
+		err := r.Scan(&seq)
+		return uint64(seq), err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list the unheld jobs of %s: %w", function, err)
+	}
+	return seqs, nil
+}
+
 // cancelQueuedSQL deletes job $1 and writes its record in state
 // "cancelled" by $2 (cancelledRecordsSQL, as depEndSQL does for the jobs
 // it cancels), so that the job's record answers after its cancel, as it
