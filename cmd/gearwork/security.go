@@ -45,7 +45,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.handshakeTimeout, "tls-handshake-timeout", 10*time.Second, "close connections whose TLS handshake takes longer than this `duration`; on the HTTP port with TLS it also bounds reading each request's header")
 	fs.BoolVar(&sc.insecure, "insecure", false, "allow listening on a non-loopback address without authentication (anyone who can connect may submit, serve and run admin commands; without --http-tokens the HTTP API then serves every client)")
 	fs.IntVar(&sc.maxConnections, "max-connections", 10000, "most open Gearman connections; more are closed at accept; 0 means no limit (either way at most the open file limit less a reserve for the store)")
-	fs.IntVar(&sc.maxPerAddress, "max-connections-per-address", 0, "most open Gearman connections from one source IP address, so one host cannot take them all; more are closed at accept; 0 means no limit")
+	fs.IntVar(&sc.maxPerAddress, "max-connections-per-address", 0, "most open Gearman connections from one source IPv4 address or IPv6 /64 network (a host may use any address of its /64), so one host cannot take them all; more are closed at accept; 0 means no limit")
 	sc.maxPacketUnauth = 16 << 10
 	fs.Var(sizeValue[int]{&sc.maxPacketUnauth}, "max-packet-unauthenticated", "largest packet body (a `size` such as 16KiB) from a connection the auth rules grant nothing")
 	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte (idle time between packets is not limited); 0 disables")

@@ -64,8 +64,10 @@ type Config struct {
 	// beyond it is closed at once. 0 means no limit.
 	MaxConnections int
 	// MaxConnectionsPerAddress limits the open connections from one source
-	// IP address, so that one host cannot take all of MaxConnections; a
-	// connection accepted beyond it is closed at once. 0 means no limit.
+	// IPv4 address or IPv6 /64 network (a host's usual share, any address
+	// of which it may use), so that one host cannot take all of
+	// MaxConnections; a connection accepted beyond it is closed at once. 0
+	// means no limit.
 	MaxConnectionsPerAddress int
 	// MaxPacketUnauthenticated is the largest packet body accepted from a
 	// connection to which the Authorizer grants nothing (so it can only
@@ -251,13 +253,24 @@ func (s *Server) connDone(c *conn) {
 	s.wg.Done()
 }
 
-// sourceAddr returns the IP address a TCP connection (plain or TLS) comes
-// from, or the zero Addr for other connections.
+// sourceAddr returns the source a TCP connection (plain or TLS) counts
+// against MaxConnectionsPerAddress: its IPv4 address, or the /64 network
+// of its IPv6 address; the zero Addr for other connections.
 func sourceAddr(nc net.Conn) netip.Addr {
-	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
+	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	a := ta.AddrPort().Addr().Unmap()
+	if a.Is6() {
+		// An IPv6 host is given a whole /64 and may use any address
+		// in it: the network is the source.
+		p, err := a.WithZone("").Prefix(64)
+		if err == nil {
+			return p.Addr()
+		}
+	}
+	return a
 }
 
 // CloseListeners stops accepting new connections; existing ones stay.
