@@ -179,8 +179,9 @@ func schedule(s scheduleEntry) (broker.Schedule, error) {
 	if s.Name == "" || s.Function == "" || s.Cron == "" {
 		return broker.Schedule{}, errors.New("name, function and cron are required")
 	}
-	if strings.ContainsAny(s.Name, " \t\r\n/") {
-		return broker.Schedule{}, fmt.Errorf("name %q must not contain spaces or '/'", s.Name)
+	if strings.ContainsAny(s.Name, " \t\r\n/\x00") {
+		// (A tick's job has the unique NAME:TICK, which holds no NUL.)
+		return broker.Schedule{}, fmt.Errorf("name %q must not contain spaces, NUL bytes or '/'", s.Name)
 	}
 	if len(s.Name) > broker.MaxScheduleName {
 		return broker.Schedule{}, fmt.Errorf("name %q is %d bytes; at most %d (a tick's job has the unique NAME:TICK, at most 64 bytes)",

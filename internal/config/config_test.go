@@ -57,6 +57,8 @@ func TestParseErrors(t *testing.T) {
 		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n  - name: a\n    function: g\n    cron: '@daily'\n", `duplicate name "a"`},
 		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    missed: some\n", `missed "some"`},
 		{"schedules:\n  - name: a/b\n    function: f\n    cron: '@hourly'\n", "must not contain"},
+		// The name is part of each tick's unique, which holds no NUL.
+		{"schedules:\n  - name: \"a\\0b\"\n    function: f\n    cron: '@hourly'\n", "must not contain"},
 		{"schedules:\n  - name: " + strings.Repeat("n", broker.MaxScheduleName+1) + "\n    function: f\n    cron: '@hourly'\n", "at most 51"},
 		{"schedules:\n  - name: a\n    function: f\n    cron: '@hourly'\n    timezone: Mars/Olympus\n", "timezone"},
 		// A key given twice is a mistake whichever value was meant.
