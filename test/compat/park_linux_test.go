@@ -81,3 +81,39 @@ func TestGearmanCLIWorkerWakesFromPark(t *testing.T) {
 	require.NoError(t, err)
 	waitStatus(t, s, "idlecat", funcStatus{Workers: 1})
 }
+
+// TestPerlClientWaitsWhileParked: a Perl client waits, silent, for a job
+// whose Perl worker holds it (silent too) until the test lets it go; both
+// connections park meanwhile. The worker's status, data and warning and
+// its result still reach the client, and the worker, parked again in its
+// PRE_SLEEP after the job, is woken for the next one, whose client is the
+// same parked connection.
+func TestPerlClientWaitsWhileParked(t *testing.T) {
+	t.Parallel()
+	s := startGearwork(t)
+	w := perlWorker(t, s, 2, "pl_gate=gate", "pl_short=upper")
+	waitStatus(t, s, "pl_gate", funcStatus{Workers: 1})
+	c := perlClient(t, s)
+	gate := filepath.Join(t.TempDir(), "gate")
+	c.callAsync(map[string]any{"op": "tasks", "fn": "pl_gate", "payload": gate})
+	waitStatus(t, s, "pl_gate", funcStatus{Total: 1, Running: 1, Workers: 1})
+	testwait.Until(t, "the waiting client's and the busy worker's connections to park", func() bool {
+		return parkedSockets(t, s.pid()) >= 2
+	})
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	var got struct{ Events [][]string }
+	c.receive(&got)
+	// Gearman::Worker 2.004 sends WORK_STATUS without its denominator
+	// (see TestPerlStreamingFailException).
+	require.Equal(t, [][]string{{"status", "1/0"}, {"data", "d1"}, {"warning", "w1"}, {"complete", "gated"}}, got.Events)
+
+	testwait.Until(t, "the idle client's and worker's connections to park", func() bool {
+		return parkedSockets(t, s.pid()) >= 2
+	})
+	var short perlDo
+	c.call(map[string]any{"op": "do", "fn": "pl_short", "payload": "woken"}, &short)
+	require.NotNil(t, short.Result)
+	require.Equal(t, "WOKEN", *short.Result)
+	_, err := w.wait(t)
+	require.NoError(t, err)
+}
