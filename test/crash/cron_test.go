@@ -40,7 +40,7 @@ func TestCrashCronOncePerTick(t *testing.T) {
 	args := []string{"--store", "pebble:" + dir, "--handle-prefix", "H:cron:", "--config", cfg}
 
 	var mu sync.Mutex
-	runs := map[string][]string{} // unique (every:TICK) -> handles run
+	runs := map[string][]string{}       // unique (every:TICK) -> handles run
 	completed := make(chan string, 100) // the uniques completed
 	var srv *testserver.Server
 	addr := make(chan string, 1)
