@@ -158,8 +158,10 @@ func (s *security) authenticated() bool {
 type listenPort struct {
 	// addr is the address as configured; flag is its flag ("--listen").
 	addr, flag string
-	// loopback is the flag with a loopback address: the default.
-	loopback string
+	// loopback is the flag with a loopback address; loopbackDefault says
+	// it is the default.
+	loopback        string
+	loopbackDefault bool
 	// risk says what anyone who can connect could do.
 	risk string
 	// remedies are the ways to authenticate clients on this port.
@@ -168,7 +170,7 @@ type listenPort struct {
 
 // gearmanPort describes the Gearman port listening on addr.
 func gearmanPort(addr string) listenPort {
-	return listenPort{addr: addr, flag: "--listen", loopback: "--listen 127.0.0.1:4730",
+	return listenPort{addr: addr, flag: "--listen", loopback: "--listen 127.0.0.1:4730", loopbackDefault: true,
 		risk: `Anyone who can reach this address could submit jobs, register as a worker and
 run admin commands such as "cancel job", "drop function" and "shutdown".`,
 		remedies: []string{
@@ -179,13 +181,21 @@ run admin commands such as "cancel job", "drop function" and "shutdown".`,
 
 // httpPort describes the HTTP API listening on addr.
 func httpPort(addr string) listenPort {
-	return listenPort{addr: addr, flag: "--http", loopback: "--http 127.0.0.1:4780",
+	return listenPort{addr: addr, flag: "--http", loopback: "--http 127.0.0.1:4780", loopbackDefault: true,
 		risk: `Anyone who can reach this address could submit, cancel and take jobs, retry and
 purge dead letters and pause functions through the HTTP API.`,
 		remedies: []string{
 			"require bearer tokens: --http-tokens FILE;",
 			"require client certificates: --tls-cert, --tls-key and --tls-client-ca\n    (or the --http-tls-* flags for this port alone);",
 		}}
+}
+
+// pprofPort describes the profiling port (--pprof) listening on addr. It
+// has no authentication of its own.
+func pprofPort(addr string) listenPort {
+	return listenPort{addr: addr, flag: "--pprof", loopback: "--pprof 127.0.0.1:6060",
+		risk: `Anyone who can reach this address could read the server's command line (with a
+--store URL's password), its goroutines and profiles, and make it profile itself.`}
 }
 
 // checkExposure refuses to serve port on a non-loopback address when
@@ -203,7 +213,11 @@ func checkExposure(ctx context.Context, port listenPort, authenticated, insecure
 	}
 	var msg strings.Builder
 	fmt.Fprintf(&msg, "refusing to listen on %s (%s) without authentication.\n%s\nDo one of:\n", port.addr, port.flag, port.risk)
-	fmt.Fprintf(&msg, "  - listen on a loopback address (%s), the default;\n", port.loopback)
+	if port.loopbackDefault {
+		fmt.Fprintf(&msg, "  - listen on a loopback address (%s), the default;\n", port.loopback)
+	} else {
+		fmt.Fprintf(&msg, "  - listen on a loopback address (%s);\n", port.loopback)
+	}
 	for _, r := range port.remedies {
 		fmt.Fprintf(&msg, "  - %s\n", r)
 	}

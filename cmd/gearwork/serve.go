@@ -146,6 +146,11 @@ func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serv
 			return nil, err
 		}
 	}
+	if cfg.pprof != "" {
+		if err := checkExposure(ctx, pprofPort(cfg.pprof), false, cfg.sec.insecure, log); err != nil {
+			return nil, err
+		}
+	}
 	budget, err := parseMemoryBudget(cfg.store.memoryBudget)
 	if err != nil {
 		return nil, err
