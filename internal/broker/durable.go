@@ -23,7 +23,9 @@ type Syncer interface {
 // crash. In shared mode it waits for the commit round that carries them
 // (the removal and record of a cancelled or dropped job this server
 // holds, say), as the transactions written at once need no wait. Without
-// a store it returns at once. After Stop it returns ErrStopped.
+// a store it returns at once. After Stop it returns ErrStopped; while the
+// store refuses writes, or in shared mode cannot be reached, it returns
+// that error at once.
 func (b *Broker) Durable(ctx context.Context) error {
 	if b.store == nil {
 		return nil
@@ -33,6 +35,13 @@ func (b *Broker) Durable(ctx context.Context) error {
 	if b.stopped {
 		b.mu.Unlock()
 		return ErrStopped
+	}
+	if err := b.storeErr; err != nil {
+		// The store refuses writes (a failed fsync), or is out of reach
+		// (shared mode, until it answers again): the change is kept, but
+		// nobody may be told it is stored.
+		b.mu.Unlock()
+		return fmt.Errorf("broker: the change may not be on disk: %w", err)
 	}
 	// Every change made before this point is in the pending writes or
 	// was taken by a commit round that has finished or is under way; the

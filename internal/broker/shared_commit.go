@@ -321,7 +321,7 @@ func (c *sharedMode) putBackLocked(p store.CommitParams) {
 }
 
 // refusePendingLocked answers every new job still waiting for its insert
-// with err, and drops it.
+// with err, and drops it, and answers the waiters of Durable with err.
 func (c *sharedMode) refusePendingLocked(err error) {
 	b := c.b
 	for _, j := range b.pendingSaves {
@@ -337,6 +337,9 @@ func (c *sharedMode) refusePendingLocked(err error) {
 	}
 	clear(b.pendingSaves)
 	b.pendingSaves = b.pendingSaves[:0]
+	// The changes Durable waits for stay pending, to be written once the
+	// store answers; until then nobody may be told they are stored.
+	answerBarriers(b.takeBarriersLocked(), err)
 }
 
 // claimBudgetLocked reports whether a new job of f should be claimed by

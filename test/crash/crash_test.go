@@ -902,11 +902,17 @@ func (h *harness) ranBatchJob(t *testing.T, l *batchLedger, job gearman.Packet, 
 	}
 	var p struct {
 		Batch     string `json:"batch"`
+		Total     int    `json:"total"`
 		Succeeded int    `json:"succeeded"`
+		Failed    int    `json:"failed"`
+		Dead      int    `json:"dead"`
 	}
 	if err := json.Unmarshal(job.Args[3], &p); err != nil {
 		t.Errorf("callback %s has a payload that is not JSON: %q", job.Args[0], job.Args[3])
 		return
+	}
+	if p.Failed != 0 || p.Dead != 0 || p.Succeeded != p.Total || p.Total < batchJobs {
+		t.Errorf("callback %s of batch %s, whose jobs all succeeded, counts %s", job.Args[0], p.Batch, job.Args[3])
 	}
 	h.mu.Lock()
 	l.callbacks[fn][p.Batch] = append(l.callbacks[fn][p.Batch], callbackRun{handle: string(job.Args[0]), gen: gen})
