@@ -391,3 +391,31 @@ func TestAdminFlagsOfOtherCommands(t *testing.T) {
 		require.Contains(t, errOut, tc.want, tc.args)
 	}
 }
+
+// TestSubmitRequestsTheClientRefuses: a job the client cannot send as
+// asked (--at with a priority, a unique over 64 bytes, no function name)
+// is a usage error, exit 2, not "no server could be reached".
+func TestSubmitRequestsTheClientRefuses(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--at", "2099-01-01T00:00:00Z", "--priority", "high", "fn", "x"}, "--at submits with normal priority"},
+		{[]string{"--unique", strings.Repeat("u", 65), "fn", "x"}, "unique must be at most 64 bytes"},
+		{[]string{"--background", "", "x"}, "function name must be 1 to"},
+	} {
+		out, errOut, code := gw(t, append([]string{"submit", "--servers", "127.0.0.1:1"}, tc.args...)...)
+		require.Equal(t, exitUsage, code, "%v: %s", tc.args, errOut)
+		require.Empty(t, out)
+		require.Contains(t, errOut, tc.want, tc.args)
+	}
+	// gearwork work with such a function name says so (it panicked).
+	for _, fn := range []string{"", strings.Repeat("f", 512)} {
+		out, errOut, code := gw(t, "work", "--servers", "127.0.0.1:1", fn, "--", "cat")
+		require.Equal(t, exitUsage, code, errOut)
+		require.Empty(t, out)
+		require.Contains(t, errOut, "a function name is 1 to 511 bytes")
+		require.NotContains(t, errOut, "panic")
+	}
+}

@@ -98,6 +98,9 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		if req.RunAt, err = parseAt(cfg.at); err != nil {
 			return usageError(stderr, err)
 		}
+		if prio != client.PriorityNormal {
+			return usageError(stderr, errors.New("--at submits with normal priority (SUBMIT_JOB_EPOCH has none): leave out --priority"))
+		}
 		cfg.background = true
 	}
 	if cfg.wait && !cfg.background {
@@ -206,6 +209,9 @@ func submitError(ctx context.Context, err error, stderr io.Writer) error {
 		return exitError{code: exitJobFailed, msg: strings.TrimPrefix(err.Error(), "client: ")}
 	case errors.As(err, &se):
 		return exitError{code: exitRefused, msg: "server refused the job: " + se.Code + ": " + se.Text}
+	case errors.Is(err, client.ErrInvalidRequest):
+		// The client checks a request before it sends anything.
+		return exitError{code: exitUsage, msg: strings.TrimPrefix(err.Error(), "client: ")}
 	case errors.Is(err, context.DeadlineExceeded):
 		return exitError{code: exitUnreachable, msg: "timed out"}
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:

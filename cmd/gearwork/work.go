@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/worker"
 )
 
@@ -63,6 +64,9 @@ func runWork(ctx context.Context, args []string, _ io.Reader, _, stderr io.Write
 		return helpError(stderr, "work", "missing the COMMAND to run for each job of "+rest[0]+" (gearwork work [flags] FUNCTION -- COMMAND [ARGS...])")
 	}
 	function, command := rest[0], rest[1:]
+	if function == "" || len(function) > gearman.MaxFunctionSize {
+		return usageError(stderr, fmt.Errorf("invalid FUNCTION %q: a function name is 1 to %d bytes", function, gearman.MaxFunctionSize))
+	}
 	if cfg.concurrency < 1 {
 		return usageError(stderr, fmt.Errorf("invalid --concurrency %d: must be at least 1", cfg.concurrency))
 	}
