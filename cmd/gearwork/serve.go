@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gcpace"
 	"github.com/gearwork/gearwork/internal/gearmanapi"
@@ -58,7 +59,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text (key=value) or json (one object a line)")
 	durationVar(fs, &cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop (SIGUSR1 or \"shutdown graceful\") waits for running jobs")
 	fs.StringVar(&cfg.configFile, "config", "", "YAML `file` with per-function lifecycle policies and cron schedules (docs/lifecycle.md)")
-	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles (default \"H:<hostname>:\")")
+	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles, at most 43 bytes, so that a handle fits the 63 bytes libgearman keeps (default \"H:<hostname>:\", with the host name up to its first dot when the whole is longer)")
 	cfg.http.register(fs)
 	cfg.sec.register(fs)
 	fs.StringVar(&cfg.pprof, "pprof", "", "debugging: serve Go profiles (/debug/pprof/) on this `address`; off when empty")
@@ -172,6 +173,30 @@ func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serv
 	return &serveSetup{sec: sec, http: httpSetup, budget: budget, maxConns: files.conns, storeFiles: files.storeFiles}, nil
 }
 
+// maxHandlePrefix is the longest handle prefix: libgearman (the C library
+// under PHP's extension and the gearman tool) keeps a job handle in 64
+// bytes with its NUL, and its clients and workers never see the end of a
+// job whose handle is longer, so a prefix leaves room for the job's number
+// in up to 20 digits within gearman.MaxHandleSize.
+const maxHandlePrefix = gearman.MaxHandleSize - 20
+
+// defaultHandlePrefix is "H:<host>:" for the host name host (a ':' in it
+// taken for '_'), with the host name up to its first dot when the whole
+// would be longer than maxHandlePrefix (a cloud machine's name such as
+// ip-172-31-45-123.ap-southeast-2.compute.internal), cut to fit if still
+// too long.
+func defaultHandlePrefix(host string) string {
+	host = strings.ReplaceAll(host, ":", "_")
+	const room = maxHandlePrefix - len("H::")
+	if len(host) > room {
+		if label, _, ok := strings.Cut(host, "."); ok && label != "" {
+			host = label
+		}
+		host = host[:min(len(host), room)]
+	}
+	return "H:" + host + ":"
+}
+
 // startBroker configures the broker on the store and starts it (replaying
 // or joining the store), and starts pacer (which may be nil) on the
 // broker's payloads kept in memory. The caller stops both.
@@ -179,7 +204,7 @@ func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st ope
 	prefix := cfg.handlePrefix
 	if prefix == "" {
 		host, _ := os.Hostname()
-		prefix = "H:" + strings.ReplaceAll(host, ":", "_") + ":"
+		prefix = defaultHandlePrefix(host)
 	}
 	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log,
 		MaxQueuedBytes: cfg.sec.maxQueuedBytes, MemoryBudget: setup.budget, EarlyInsertDelay: cfg.insertDelay,

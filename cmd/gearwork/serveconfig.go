@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/internal/config"
 )
 
@@ -33,6 +34,10 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	}
 	if cfg.jobRetries < 0 {
 		return bad(fmt.Errorf("invalid --job-retries %d: must be 0 (no limit) or more", cfg.jobRetries))
+	}
+	if len(cfg.handlePrefix) > maxHandlePrefix {
+		return bad(fmt.Errorf("invalid --handle-prefix %q: %d bytes, at most %d: with a job's number of up to 20 digits a handle must fit the %d bytes libgearman's clients and workers keep, or they never see their jobs end",
+			cfg.handlePrefix, len(cfg.handlePrefix), maxHandlePrefix, gearman.MaxHandleSize))
 	}
 	if cfg.batchRetention < 0 {
 		return bad(fmt.Errorf("invalid --batch-retention %s: must be 0 (forever) or more", cfg.batchRetention))

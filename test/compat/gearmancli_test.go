@@ -324,3 +324,35 @@ func TestGearmanCLIControlCharactersInFunctionName(t *testing.T) {
 		}
 	})
 }
+
+// TestLongestHandlePrefix: libgearman keeps a job handle in 64 bytes with
+// its NUL; its clients and workers never see the end of a job whose handle
+// is longer (the gearman tool's client waits for ever, its worker runs
+// nothing). The longest --handle-prefix gearwork takes (43 bytes, room for
+// a number of 20 digits) works with the gearman tool and PHP's extension;
+// one byte more is refused at start, and so is a default prefix from a
+// long host name kept short (cmd/gearwork's TestDefaultHandlePrefix).
+func TestLongestHandlePrefix(t *testing.T) {
+	t.Parallel()
+	prefix := "H:" + strings.Repeat("h", 40) + ":"
+	s := launchGearwork(t, []string{"serve", "--listen", "127.0.0.1:0", "--store", "memory:",
+		"--http", "off", "--handle-prefix", prefix})
+	worker := gearmanCLI(t, s, "", "-w", "-f", "long_upper", "-c", "2", "--", "tr", "a-z", "A-Z")
+	waitWorkers(t, s, "long_upper", 1)
+	out, err := gearmanCLI(t, s, "long handle", "-f", "long_upper").wait(t)
+	require.NoError(t, err)
+	require.Equal(t, "LONG HANDLE", out)
+	c := phpClient(t, s)
+	handle := c.background("long_upper", "in the background")
+	require.True(t, strings.HasPrefix(handle, prefix), handle)
+	require.LessOrEqual(t, len(handle), 63, handle)
+	_, err = worker.wait(t)
+	require.NoError(t, err, "the worker ran both jobs")
+	require.Equal(t, []any{false, false, 0.0, 0.0}, c.status(handle))
+
+	p := startProc(t, nil, gearworkBin, "serve", "--listen", "127.0.0.1:0", "--store", "memory:",
+		"--http", "off", "--handle-prefix", prefix+"x")
+	_, err = p.wait(t)
+	require.Error(t, err)
+	require.Contains(t, p.stderr.String(), "invalid --handle-prefix")
+}
