@@ -173,6 +173,14 @@ func runAdmin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	} else if listing || *batch != "" {
 		return helpError(stderr, "admin", "--function, --state, --batch, --limit and --cursor go with jobs (and --state, --limit and --cursor with batch ID)")
 	}
+	// The text admin protocol separates words by spaces: an empty word, or
+	// one with white space, would reach the server as other words ("maxqueue
+	// '' 5" limited a function named "5").
+	for _, w := range words {
+		if w == "" || strings.ContainsAny(w, " \t\r\n\v\f") {
+			return helpError(stderr, "admin", fmt.Sprintf("%q: the admin protocol takes no empty argument and none with white space (function names and handles have none)", w))
+		}
+	}
 	cmd, err := parseAdminArgs(words)
 	if err != nil {
 		return helpError(stderr, "admin", err.Error())

@@ -385,6 +385,10 @@ func TestAdminFlagsOfOtherCommands(t *testing.T) {
 		{[]string{"--graceful", "status"}, "--graceful goes with shutdown"},
 		{[]string{"status", "--graceful"}, "--graceful goes with shutdown"},
 		{[]string{"--function", "f", "workers"}, "--function, --state, --batch, --limit and --cursor go with jobs"},
+		// Words the text protocol cannot carry as they are.
+		{[]string{"maxqueue", "", "5"}, `"": the admin protocol takes no empty argument`},
+		{[]string{"cancel", "H:a b"}, `"H:a b": the admin protocol takes no empty argument and none with white space`},
+		{[]string{"jobs", "--function", "a b"}, `"function=a b"`},
 	} {
 		out, errOut, code := gw(t, append([]string{"admin", "--servers", "127.0.0.1:1"}, tc.args...)...)
 		require.Equal(t, exitUsage, code, "%v: %s", tc.args, errOut)
