@@ -54,6 +54,14 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 			return bad(err)
 		}
 	}
+	if cfg.http.addr == "off" || cfg.http.addr == "" {
+		// Settings of an HTTP API that does not run would change nothing.
+		for _, f := range httpOnlyFlags {
+			if cfg.set[f] {
+				return bad(fmt.Errorf("--%s configures the HTTP API, which --http off disables: leave it out, or give --http an address", f))
+			}
+		}
+	}
 	if err := checkStoreURL(cfg.store.url); err != nil {
 		return bad(err)
 	}
@@ -82,6 +90,10 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	}
 	return nil
 }
+
+// httpOnlyFlags are the serve flags that only the HTTP API reads.
+var httpOnlyFlags = []string{"http-tokens", "http-cors", "http-allowed-hosts", "http-max-connections",
+	"metrics-max-functions", "http-tls-cert", "http-tls-key", "http-tls-client-ca"}
 
 // checkListenAddr checks a listen address given to flag: host:port with
 // a port from 0 to 65535 and a host that is empty (every interface), an

@@ -14,7 +14,8 @@ import (
 
 // TestStoreFlagsOfAnotherStore: a flag that only one kind of store reads,
 // given for another (on the command line or in its variable), is a usage
-// error rather than a setting that silently changes nothing.
+// error rather than a setting that silently changes nothing; so is a flag
+// of the HTTP API with --http off.
 func TestStoreFlagsOfAnotherStore(t *testing.T) {
 	t.Parallel()
 	serve := func(store string, more ...string) []string {
@@ -31,6 +32,9 @@ func TestStoreFlagsOfAnotherStore(t *testing.T) {
 		{serve("memory:", "--memory-budget", "1GiB"), "", "--memory-budget applies to the Pebble store only"},
 		{serve("postgres://gw@db.invalid/gw", "--sync", "always"), "", "--sync applies to the Pebble store only, not to --store postgres://"},
 		{serve(pebble, "--insert-delay", "5ms"), "", "--insert-delay applies to the PostgreSQL store only, not to --store pebble:"},
+		// The HTTP API's settings with the HTTP API off.
+		{serve("memory:", "--http-tokens", "tokens.txt"), "", "--http-tokens configures the HTTP API, which --http off disables"},
+		{serve("memory:"), "GEARWORK_HTTP_CORS=*", "--http-cors configures the HTTP API, which --http off disables"},
 	} {
 		var env []string
 		if tc.env != "" {
