@@ -468,6 +468,11 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 		}
 		defer release()
 		if e, finished, ok := s.waitFinal(r.Context(), out.feed, o.wait); ok {
+			// The job's end is on disk before the client hears of it, so
+			// that a crash does not run again a job it was told had ended.
+			if err := s.b.Durable(r.Context()); err != nil {
+				return err
+			}
 			fj := s.finalJSON(out.seq, e, finished)
 			if snap, ok := s.b.Job(r.Context(), out.seq); ok && snap.Final {
 				// The job's record: its outcome, attempts and last error.

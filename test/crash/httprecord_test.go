@@ -2,6 +2,7 @@ package crash
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -93,4 +94,58 @@ func TestCrashAfterForgettingARecord(t *testing.T) {
 	for _, h := range kept {
 		require.Equal(t, "complete", httpJSON(t, "GET", base+"/v1/jobs/"+h, "", http.StatusOK)["state"], "record %s", h)
 	}
+}
+
+// TestCrashAfterAWaitedResult submits jobs with ?wait= while an HTTP
+// worker completes them, and kills the server with SIGKILL as soon as a
+// submit is answered 200 with the job's record: the restarted server must
+// tell the same (complete, with the result), not run the job again.
+func TestCrashAfterAWaitedResult(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	args := []string{"--store", "pebble:" + dir, "--handle-prefix", "H:waited:", "--http", "127.0.0.1:0"}
+	for round := range 3 {
+		srv := testserver.Start(t, args...)
+		base := "http://" + srv.HTTPAddr(t)
+		worked := make(chan error, 1)
+		go func() { worked <- completeOne(base, "w", "result") }()
+		rec := httpJSON(t, "POST", base+"/v1/functions/w/jobs?wait=30s", "x", http.StatusOK)
+		srv.Kill()
+		require.NoError(t, <-worked)
+		require.Equal(t, "complete", rec["state"], "round %d: the waited submit's answer", round)
+		h := rec["handle"].(string)
+
+		srv = testserver.Start(t, args...)
+		base = "http://" + srv.HTTPAddr(t)
+		after := httpJSON(t, "GET", base+"/v1/jobs/"+h, "", http.StatusOK)
+		require.Equal(t, "complete", after["state"], "round %d: job %s, answered complete before the kill, after the restart", round, h)
+		require.Equal(t, "result", after["result_text"], "round %d: job %s", round, h)
+		srv.Kill()
+	}
+}
+
+// completeOne grabs a job of fn as an HTTP worker and completes it with
+// result (a goroutine's worker: it returns what went wrong).
+func completeOne(base, fn, result string) error {
+	resp, err := http.Post(base+"/v1/functions/"+fn+"/grab?wait=30s", "", nil)
+	if err != nil {
+		return err
+	}
+	var job struct{ Handle, Lease string }
+	err = json.NewDecoder(resp.Body).Decode(&job)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("grab: %d %v", resp.StatusCode, err)
+	}
+	resp, err = http.Post(base+"/v1/jobs/"+job.Handle+"/complete?lease="+job.Lease, "", strings.NewReader(result))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("complete: %d", resp.StatusCode)
+	}
+	return nil
 }
