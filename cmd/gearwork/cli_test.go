@@ -424,3 +424,23 @@ func TestSubmitRequestsTheClientRefuses(t *testing.T) {
 		require.NotContains(t, errOut, "panic")
 	}
 }
+
+// TestJobEnvironmentIsNotReadAsFlags: a gearwork command run by a command
+// of gearwork work (which describes the job in GEARWORK_FUNCTION,
+// GEARWORK_HANDLE and GEARWORK_UNIQUE) does not take those for its own
+// --function or --unique: an admin query still works, and a follow-up job
+// is not submitted under the running job's unique (it would have joined
+// any live job with that unique).
+func TestJobEnvironmentIsNotReadAsFlags(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t)
+	env := []string{"GEARWORK_FUNCTION=resize", "GEARWORK_HANDLE=H:parent:1", "GEARWORK_UNIQUE=parent-unique", "GEARWORK_SERVERS=" + srv.Addr}
+	_, errOut, code := gwInput(t, "", env, "admin", "status")
+	require.Equal(t, 0, code, errOut)
+	out, errOut, code := gwInput(t, "", env, "submit", "--background", "follow_up", "x")
+	require.Equal(t, 0, code, errOut)
+	handle := strings.TrimSpace(out)
+	out, errOut, code = gwInput(t, "", env, "admin", "--json", "job", handle)
+	require.Equal(t, 0, code, errOut)
+	require.NotContains(t, out, "parent-unique", "the follow-up job has no unique of its own")
+}

@@ -34,6 +34,19 @@ func newFlagSetHelp(name, synopsis, more string, out io.Writer) *flag.FlagSet {
 // show: "command flag".
 var hiddenFlags = map[string]bool{"bench server": true}
 
+// jobEnvironment are the variables that gearwork work sets for its
+// commands, describing their job. They are never read as flags, so that a
+// gearwork command such a command runs (a submit of a follow-up job, an
+// admin query) does not take the job's unique for its --unique or the
+// job's function for its --function.
+var jobEnvironment = map[string]bool{"GEARWORK_FUNCTION": true, "GEARWORK_HANDLE": true,
+	"GEARWORK_UNIQUE": true, "GEARWORK_PROGRESS_FD": true}
+
+// envName is the variable that sets the flag name.
+func envName(name string) string {
+	return "GEARWORK_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
 // printFlags writes fs's flags like flag.PrintDefaults, but with two
 // dashes and without the hidden aliases.
 func printFlags(w io.Writer, fs *flag.FlagSet) {
@@ -52,6 +65,9 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		b.WriteString("\n    \t")
 		b.WriteString(strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if env := envName(f.Name); jobEnvironment[env] {
+			fmt.Fprintf(&b, " (not read from %s, which gearwork work sets for its commands)", env)
+		}
 		switch f.DefValue {
 		case "", "0", "false", "0s":
 		default:
@@ -104,7 +120,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		if set[f.Name] || err != nil || hiddenFlags[fs.Name()+" "+f.Name] {
 			return
 		}
-		env := "GEARWORK_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
+		if jobEnvironment[env] {
+			return
+		}
 		if v, ok := os.LookupEnv(env); ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("invalid %s=%q: %w", env, v, e)

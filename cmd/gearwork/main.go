@@ -108,6 +108,8 @@ Commands:`)
 	fmt.Fprintln(w, `
 Run "gearwork <command> --help" for the flags of a command. Every flag can
 also be set by an environment variable: GEARWORK_ followed by the flag name
-in upper case with dashes as underscores (--max-packet: GEARWORK_MAX_PACKET).
+in upper case with dashes as underscores (--max-packet: GEARWORK_MAX_PACKET),
+except --function and --unique: GEARWORK_FUNCTION and GEARWORK_UNIQUE are
+the job's, which "gearwork work" sets for its commands.
 "gearwork --version" (or -v) prints the version, commit and Go version.`+exitTable)
 }
