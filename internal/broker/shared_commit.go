@@ -438,6 +438,15 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 	for i, w := range waiters {
 		w(r.Seq, r.Created && i == 0, nil)
 	}
+	if !j.fn.known {
+		// Its function was dropped (drop function) while the insert ran:
+		// the job goes as the function's queued jobs went. Queued in the
+		// function dropped, no worker here would ever take it, and no
+		// other server either, this one holding it.
+		j.failClients()
+		b.dropLocked(j, "function dropped")
+		return
+	}
 	b.makeRunnableLocked(j, true)
 }
 

@@ -1,0 +1,71 @@
+package broker_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store"
+	"github.com/gearwork/gearwork/internal/store/postgres"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
+)
+
+// gatedCommitStore holds the first commit round that inserts jobs until
+// gate is closed, after closing entered.
+type gatedCommitStore struct {
+	*postgres.Store
+	once          sync.Once
+	entered, gate chan struct{}
+}
+
+func (s *gatedCommitStore) Commit(ctx context.Context, p store.CommitParams) (store.Committed, error) {
+	if len(p.Insert.Jobs) > 0 {
+		s.once.Do(func() {
+			close(s.entered)
+			<-s.gate
+		})
+	}
+	return s.Store.Commit(ctx, p)
+}
+
+// A job whose insert claimed it for this server's workers while its
+// function was dropped (its last worker gone, then "drop function") is
+// dropped with the function's other jobs. It was queued in the function
+// dropped, where no worker here ever took it, and held by this server, so
+// that no other server ran it either, until this one stopped.
+func TestSharedDropFunctionDuringTheInsertOfItsJob(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	st, err := postgres.Open(context.Background(), postgres.Config{URL: url, Name: "a", Logger: quiet})
+	require.NoError(t, err)
+	gs := &gatedCommitStore{Store: st, entered: make(chan struct{}), gate: make(chan struct{})}
+	b := broker.New(broker.Config{Shared: gs, HandlePrefix: "H:a:", Logger: quiet})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(func() {
+		b.Stop()
+		_ = st.Close()
+	})
+
+	w1, _ := newWorker(t, b, "w1", "f") // the insert claims the job for it
+	ch := submitAsync(b, b.NewSession("client", newOutbox()), bgJob("f", "u", "p"))
+	<-gs.entered
+	b.CloseSession(w1)
+	require.NoError(t, b.DropFunction(context.Background(), "f"))
+	close(gs.gate)
+	r := answer(t, ch)
+	require.NoError(t, r.err)
+	require.True(t, r.created)
+
+	require.Zero(t, b.JobCount(), "the job is not held")
+	testwait.Until(t, "the job's row is deleted", func() bool { return countRows(t, url) == 0 })
+	require.False(t, b.GetStatusUnique([]byte("u")).Known)
+	rec, ok := b.Job(context.Background(), r.seq)
+	require.True(t, ok)
+	require.True(t, rec.Final)
+	require.Equal(t, "cancelled", rec.State)
+	require.Equal(t, "function dropped", rec.CancelledBy)
+}
