@@ -30,7 +30,9 @@ type Event struct {
 	Kind EventKind
 	// Seq identifies the job; format it with Broker.AppendHandle.
 	Seq uint64
-	// Data is the payload of data, warning, complete and exception events.
+	// Data is the payload of data, warning, complete and exception events,
+	// and for EventStatus the worker's own text of its two numbers
+	// ("numerator\x00denominator", as WorkStatusText was given it) or nil.
 	// It may be shared by several sessions and must not be modified.
 	Data []byte
 	// Numerator and Denominator are set for EventStatus.

@@ -273,6 +273,15 @@ func (b *Broker) forwardLocked(j *job, ev Event) {
 // WorkStatus records and forwards a WORK_STATUS. For a job the session
 // does not hold it returns the error of notHeldLocked.
 func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
+	return b.WorkStatusText(s, seq, num, den, nil)
+}
+
+// WorkStatusText is WorkStatus with the text the worker sent for the two
+// numbers ("numerator\x00denominator"), which the job's Gearman clients
+// get as it is (as from gearmand, so that a fraction such as "33.3"/"100"
+// reaches them whole), or nil when num and den say it all. The job keeps
+// num and den for GET_STATUS.
+func (b *Broker) WorkStatusText(s *Session, seq uint64, num, den uint32, text []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	j := b.heldBy(s, seq)
@@ -281,7 +290,7 @@ func (b *Broker) WorkStatus(s *Session, seq uint64, num, den uint32) error {
 	}
 	j.x.num, j.x.den = num, den
 	b.mode.progressLocked(j)
-	b.forwardLocked(j, Event{Kind: EventStatus, Seq: seq, Numerator: num, Denominator: den})
+	b.forwardLocked(j, Event{Kind: EventStatus, Seq: seq, Numerator: num, Denominator: den, Data: text})
 	return nil
 }
 

@@ -404,6 +404,11 @@ func (c *conn) Send(ev broker.Event) {
 	case broker.EventFail:
 		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkFail, h)
 	case broker.EventStatus:
+		if ev.Data != nil {
+			// The worker's own text of the numbers (statusText).
+			c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkStatus, h, ev.Data)
+			break
+		}
 		var nb, db [10]byte
 		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkStatus, h,
 			strconv.AppendUint(nb[:0], uint64(ev.Numerator), 10),

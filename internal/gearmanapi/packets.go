@@ -96,9 +96,10 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 		c.grab(p.Command)
 	case gearman.WorkStatus:
 		seq, ok := b.ParseHandle(trimNUL(p.Args[0]))
-		num, _ := parseUint32(p.Args[1])
-		den, _ := parseUint32(p.Args[2])
-		c.workResult(ok, func() error { return b.WorkStatus(c.sess, seq, num, den) })
+		num, _ := parseUint32(bytes.TrimLeft(p.Args[1], " \t\n\v\f\r+"))
+		den, _ := parseUint32(bytes.TrimLeft(p.Args[2], " \t\n\v\f\r+"))
+		text := statusText(p.Args[1], p.Args[2], num, den)
+		c.workResult(ok, func() error { return b.WorkStatusText(c.sess, seq, num, den, text) })
 	case gearman.WorkData, gearman.WorkWarning:
 		seq, ok := b.ParseHandle(p.Args[0])
 		c.workResult(ok, func() error {
@@ -382,6 +383,30 @@ func parseUint32(b []byte) (uint32, bool) {
 		i++
 	}
 	return uint32(n), i > 0
+}
+
+// statusText returns a WORK_STATUS's numerator and denominator as the
+// worker sent them ("numerator\x00denominator", a copy), for its clients
+// to get as they are, as from gearmand: a worker may send a fraction
+// ("33.3" of "100", "0.5" of "1"; abraxas sends a percentage times 100),
+// which the job's num and den (leading digits, for GET_STATUS) would
+// lose. A number left out (Perl's Gearman::Worker sends no denominator)
+// is sent as 0. nil when num and den, in decimal, are the text.
+func statusText(numArg, denArg []byte, num, den uint32) []byte {
+	var nb, db [10]byte
+	numText := strconv.AppendUint(nb[:0], uint64(num), 10)
+	denText := strconv.AppendUint(db[:0], uint64(den), 10)
+	if len(numArg) == 0 {
+		numArg = numText
+	}
+	if len(denArg) == 0 {
+		denArg = denText
+	}
+	if bytes.Equal(numArg, numText) && bytes.Equal(denArg, denText) {
+		return nil
+	}
+	text := make([]byte, 0, len(numArg)+1+len(denArg))
+	return append(append(append(text, numArg...), 0), denArg...)
 }
 
 // noData is the empty result: no room to grow into, nothing shared.

@@ -413,7 +413,9 @@ func TestAbraxasScenario(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(out), &got), "output %q", out)
 		require.Equal(t, "ping", got.Echo)
 		require.Equal(t, []string{"VIA HIGH", "VIA NORMAL", "VIA LOW"}, got.Priorities)
-		require.Equal(t, []string{"status 0.5", "warn careful", "complete done"}, got.Progress)
+		// The status's numbers reach the client as the worker wrote them,
+		// fractions too.
+		require.Equal(t, []string{"status 0.5", "status 0.33333333333333326", "warn careful", "complete done"}, got.Progress)
 		require.Equal(t, "error", got.Fail)
 		require.Equal(t, []string{"j0", "j1", "j2", "j3", "j4", "j5"}, got.Concurrent.Results)
 		require.Equal(t, 3, got.Concurrent.MaxActive, "three jobs at once on one connection")

@@ -507,3 +507,31 @@ func TestRawJobRetries(t *testing.T) {
 		})
 	}
 }
+
+// TestRawWorkStatusText: a WORK_STATUS reaches the job's client with its
+// numbers as the worker wrote them, a fraction ("0.5" of "1", as Python's
+// and abraxas's workers send), a decimal point or spaces too, as gearmand
+// forwards them; GET_STATUS answers their leading digits on both servers.
+func TestRawWorkStatusText(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		w := rawWorker(t, s, "frac")
+		c := dialRaw(t, s)
+		h := c.submit(gearman.SubmitJob, "frac", "", "x")
+		w.grab()
+		for _, tc := range []struct{ num, den, getNum, getDen string }{
+			{"0.5", "1", "0", "1"},
+			{"33.3", "100", "33", "100"},
+			{"2", "4.0", "2", "4"},
+			{" 7", "9 ", "7", "9"},
+			{"3", "10", "3", "10"},
+		} {
+			w.Send(gearman.WorkStatus, h, tc.num, tc.den)
+			c.Expect(gearman.WorkStatus, h, tc.num, tc.den)
+			c.Send(gearman.GetStatus, h)
+			c.Expect(gearman.StatusRes, h, "1", "1", tc.getNum, tc.getDen)
+		}
+		w.Send(gearman.WorkComplete, h, "done")
+		c.Expect(gearman.WorkComplete, h, "done")
+	})
+}

@@ -2,7 +2,8 @@
 // Usage: node abraxas-features.js HOST:PORT
 // The worker connection (client id "abx-worker", maxJobs 3: up to three
 // jobs at once on one connection) serves abx_up (upper case), abx_progress
-// (status 0.5, a warning, then "done"), abx_fail (task.error) and abx_slow
+// (status 0.5 and 1/3, sent as "50"/"100" and "33.33333333333333"/"100", a
+// warning, then "done"), abx_fail (task.error) and abx_slow
 // (returns its payload after 300 ms). The client runs, one after the
 // other: echo; abx_up at each priority; abx_progress with its events;
 // abx_fail; six abx_slow jobs at once; a background job with a unique
@@ -21,6 +22,7 @@ worker.setClientId('abx-worker');
 worker.registerWorker('abx_up', function (task) { return task.payload.toUpperCase(); });
 worker.registerWorker('abx_progress', function (task) {
   task.status(0.5);
+  task.status(1 / 3);
   task.warn('careful');
   return 'done';
 });
