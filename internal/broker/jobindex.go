@@ -1,6 +1,9 @@
 package broker
 
-import "iter"
+import (
+	"iter"
+	"sort"
+)
 
 // seqIndex finds values by job sequence number: the live jobs (jobIndex)
 // and the kept job records (historyState.bySeq). Sequence numbers are
@@ -232,4 +235,62 @@ func (x *seqIndex[T]) all() iter.Seq2[uint64, *T] {
 			}
 		}
 	}
+}
+
+// pageKeys returns the keys of the pages (seq >> jobPageShift), in no
+// particular order: one entry per page, a sixteenth of the live jobs while
+// their numbers are dense.
+func (x *seqIndex[T]) pageKeys() []uint64 {
+	keys := make([]uint64, 0, len(x.pages))
+	for k := range x.pages {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// pageRange calls each for the values of the page of key whose sequence
+// numbers are in [lo, hi), in order. each must not change the index.
+func (x *seqIndex[T]) pageRange(key, lo, hi uint64, each func(*T)) {
+	p := x.pages[key]
+	if p == nil {
+		return
+	}
+	for i, v := range p.jobs {
+		if seq := key<<jobPageShift | uint64(i); v != nil && seq >= lo && seq < hi {
+			each(v)
+		}
+	}
+}
+
+// frozenRange calls each with a view (not to be changed or kept, without
+// its payload) of each frozen job whose sequence number is in [lo, hi),
+// queue by queue, and returns hi, lowered when a queue had more than limit
+// of them: to the number of the first it left out, after which the
+// listing goes on; the views of numbers from there on, which earlier
+// queues gave, are the caller's to ignore. It neither thaws a job nor
+// changes the index.
+func (x *jobIndex) frozenRange(lo, hi uint64, limit int, each func(*job)) uint64 {
+	for _, q := range x.cold {
+		c := &q.cold
+		if c.n == 0 || c.last().seq < lo || c.at(0).seq >= hi {
+			continue
+		}
+		n := 0
+		for i := sort.Search(c.n, func(i int) bool { return c.at(i).seq >= lo }); i < c.n; i++ {
+			e := c.at(i)
+			if e.seq >= hi {
+				break
+			}
+			if !e.frozen() {
+				continue
+			}
+			if n == limit {
+				hi = e.seq
+				break
+			}
+			n++
+			each(q.view(*e, nil))
+		}
+	}
+	return hi
 }

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"sort"
 	"strings"
 )
 
@@ -96,22 +95,6 @@ type WorkerInfo struct {
 	Functions []string
 }
 
-// Workers lists every session (clients too, as gearmand does), by id.
-func (b *Broker) Workers() []WorkerInfo {
-	b.mu.Lock()
-	out := make([]WorkerInfo, 0, len(b.sessions))
-	for _, s := range b.sessions {
-		wi := WorkerInfo{ID: s.id, Addr: s.addr, ClientID: s.clientID}
-		for _, a := range s.abilities {
-			wi.Functions = append(wi.Functions, a.fn.name)
-		}
-		out = append(out, wi)
-	}
-	b.mu.Unlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
-	return out
-}
-
 // JobInfo is one line of the "show jobs" admin command.
 type JobInfo struct {
 	Seq      uint64
@@ -124,33 +107,6 @@ type JobInfo struct {
 	Queued   bool
 	State    string
 	Priority Priority
-}
-
-// Jobs lists live jobs in handle order, at most limit of them (0: all).
-func (b *Broker) Jobs(limit int) []JobInfo {
-	b.mu.Lock()
-	out := make([]JobInfo, 0, min(b.jobs.len(), max(limit, 1024)))
-	for _, j := range b.jobs.all() {
-		out = append(out, JobInfo{Seq: j.seq, Function: j.fn.name, Unique: j.displayUnique(),
-			Retries: j.retries, Ignored: j.has(jobCancelled), Queued: j.background && b.store != nil,
-			State: j.state.String(), Priority: j.priority})
-	}
-	b.mu.Unlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].Seq < out[k].Seq })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out
-}
-
-// Uniques lists the uniques of live jobs ("show unique jobs").
-func (b *Broker) Uniques() []string {
-	b.mu.Lock()
-	var out []string
-	b.uniques.all(func(j *job) { out = append(out, j.displayUnique()) })
-	b.mu.Unlock()
-	sort.Strings(out)
-	return out
 }
 
 // CancelJob is CancelJobBy for an unnamed canceller ("admin").

@@ -98,28 +98,42 @@ func adminPriorityStatus(ctx context.Context, c *conn, _ []string, a *adminAnswe
 }
 
 func adminWorkers(_ context.Context, c *conn, _ []string, a *adminAnswer) {
-	for _, w := range c.srv.b.Workers() {
-		fmt.Fprintf(a, "%d %s %s :", w.ID, hostOf(w.Addr), w.ClientID)
-		for _, f := range w.Functions {
-			a.WriteString(" " + adminWord(f))
+	c.srv.b.EachWorker(func(ws []broker.WorkerInfo) bool {
+		for _, w := range ws {
+			fmt.Fprintf(a, "%d %s %s :", w.ID, hostOf(w.Addr), w.ClientID)
+			for _, f := range w.Functions {
+				a.WriteString(" " + adminWord(f))
+			}
+			a.WriteString("\n")
 		}
-		a.WriteString("\n")
-	}
+		return a.spill()
+	})
 	a.WriteString(".\n")
 }
 
+// adminShowJobs lists the live jobs in handle order, written as they are
+// gathered (broker.EachJob).
 func adminShowJobs(_ context.Context, c *conn, _ []string, a *adminAnswer) {
 	b := c.srv.b
-	for _, j := range b.Jobs(0) {
-		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", b.Handle(j.Seq), j.Retries, b2i(j.Ignored), b2i(j.Queued))
-	}
+	b.EachJob(func(js []broker.JobInfo) bool {
+		for _, j := range js {
+			fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", b.Handle(j.Seq), j.Retries, b2i(j.Ignored), b2i(j.Queued))
+		}
+		return a.spill()
+	})
 	a.WriteString(".\n")
 }
 
+// adminShowUniqueJobs lists the uniques of live jobs in the handle order of
+// their jobs (gearmand lists them in no order), written as they are
+// gathered.
 func adminShowUniqueJobs(_ context.Context, c *conn, _ []string, a *adminAnswer) {
-	for _, u := range c.srv.b.Uniques() {
-		a.WriteString(adminText(u) + "\n")
-	}
+	c.srv.b.EachUnique(func(us []string) bool {
+		for _, u := range us {
+			a.WriteString(adminText(u) + "\n")
+		}
+		return a.spill()
+	})
 	a.WriteString(".\n")
 }
 

@@ -55,6 +55,29 @@ type adminAnswer struct {
 	// close is set by a command after which the connection closes
 	// (shutdown).
 	close bool
+	// c is the connection the answer goes to (spill).
+	c *conn
+}
+
+// adminSpillBytes is how much of a long answer (a listing) is gathered
+// before it is passed on to the connection's output.
+const adminSpillBytes = 32 << 10
+
+// spill passes the answer gathered so far on to the connection's output
+// once it holds adminSpillBytes, waiting while the output is over half of
+// MaxOutput for the peer to read (waitOutput), so that a listing of any
+// length is written as it is gathered, at the pace the peer reads. It
+// reports false once the connection is dead: the listing may stop.
+func (a *adminAnswer) spill() bool {
+	if a.Len() < adminSpillBytes || a.c == nil {
+		return true
+	}
+	a.c.write([]byte(a.String()))
+	a.Reset()
+	a.c.mu.Lock()
+	over := len(a.c.out) > a.c.srv.cfg.MaxOutput/2
+	a.c.mu.Unlock()
+	return !over || a.c.waitOutput()
 }
 
 // adminCommand is one entry of the admin command table.
@@ -182,7 +205,7 @@ func (c *conn) admin(ctx context.Context, line []byte) bool {
 		c.write([]byte(c.deniedLine(auth.ActionAdmin, cmd.name)))
 		return true
 	}
-	var a adminAnswer
+	a := adminAnswer{c: c}
 	cmd.run(ctx, c, args, &a)
 	if a.Len() > 0 {
 		c.write([]byte(a.String()))

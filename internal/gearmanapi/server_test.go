@@ -2,11 +2,13 @@ package gearmanapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -558,4 +560,31 @@ func TestOwnDataCopiesOnlyBorrowedBodies(t *testing.T) {
 	require.Same(t, &data[0], &own[0], "a body of its own is kept, not copied")
 	require.Nil(t, ownData(&gearman.Frame{Borrowed: true}, nil))
 	require.NotNil(t, ownData(&gearman.Frame{}, []byte{}), "empty data stays empty, not nil")
+}
+
+// TestAdminLongListing: a listing many times MaxOutput is written as it is
+// gathered, at the pace the peer reads, and arrives whole, in handle order.
+func TestAdminLongListing(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, broker.Config{}, Config{MaxOutput: 16 << 10})
+	c := tb.dial(t)
+	const n = 5000
+	for i := range n {
+		c.Send(gearman.SubmitJobBg, "f", fmt.Sprint("u", i), "")
+		c.expectCreated(i)
+	}
+	a := tb.dial(t)
+	var want, wantU strings.Builder
+	for i := range n {
+		fmt.Fprintf(&want, "%s\t0\t0\t0\n", handle(i))
+	}
+	want.WriteString(".\n")
+	got := a.admin("show jobs", true)
+	require.Greater(t, len(got), 4*(16<<10))
+	require.Equal(t, want.String(), got)
+	for i := range n {
+		fmt.Fprintf(&wantU, "u%d\n", i)
+	}
+	wantU.WriteString(".\n")
+	require.Equal(t, wantU.String(), a.admin("show unique jobs", true), "uniques in the handle order of their jobs")
 }
