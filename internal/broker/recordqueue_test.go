@@ -11,6 +11,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/store"
 	"github.com/gearwork/gearwork/internal/store/pebble"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // heldRecordWrites is a Pebble store whose first write of job records
@@ -65,6 +66,23 @@ func setupHeldRecordWrites(t *testing.T, fail error, cfg Config) (*lcBundle, *he
 	tb := setupLC(t, lcOpts{cfg: cfg, can: []string{"fn"}})
 	t.Cleanup(st.let) // before the broker's stop, should the test fail first
 	return tb, st
+}
+
+// roundDone waits for the committer to finish a round begun after the
+// call, as Durable does, but also while the store refuses writes, when
+// Durable answers at once.
+func roundDone(t *testing.T, b *Broker) {
+	t.Helper()
+	done := make(chan error, 1)
+	b.mu.Lock()
+	b.barriers = append(b.barriers, done)
+	b.mu.Unlock()
+	b.kickCommitter()
+	select {
+	case <-done:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("no commit round")
+	}
 }
 
 // endedCount returns how many records of fn CountJobs counts in state.
@@ -149,7 +167,7 @@ func TestRecordsReadableAfterFailedWrite(t *testing.T) {
 	tb.finishNext(t, a, Complete)
 	<-st.entered
 	st.let()
-	_ = tb.b.Durable(ctx) // after the failed write
+	roundDone(t, tb.b) // after the failed write
 	s, ok := tb.b.Job(ctx, a)
 	require.True(t, ok)
 	require.Equal(t, FinalComplete, s.State)
@@ -169,8 +187,8 @@ func TestRecordsOfAFailedWriteExpire(t *testing.T) {
 	tb.finishNext(t, seqs[1], Complete)
 	tb.finishNext(t, seqs[2], Complete)
 	st.let()
-	_ = tb.b.Durable(ctx) // a's write failed
-	_ = tb.b.Durable(ctx) // and so did b's and c's
+	roundDone(t, tb.b) // a's write failed
+	roundDone(t, tb.b) // and so did b's and c's
 	require.Equal(t, 3, endedCount(tb, "fn", FinalComplete))
 
 	tb.b.ExpireHistory()
@@ -279,14 +297,14 @@ func TestRecordsOfFailedWritesCountedTogether(t *testing.T) {
 	<-st.entered
 	st.let()
 	tb.finishNext(t, seqs[1], Complete)
-	_ = tb.b.Durable(ctx)
-	_ = tb.b.Durable(ctx)
+	roundDone(t, tb.b)
+	roundDone(t, tb.b)
 	tb.b.ExpireHistory()
 	require.Equal(t, 2, endedCount(tb, "fn", FinalComplete))
 	tb.finishNext(t, seqs[2], Complete)
 	tb.finishNext(t, seqs[3], Complete)
-	_ = tb.b.Durable(ctx)
-	_ = tb.b.Durable(ctx)
+	roundDone(t, tb.b)
+	roundDone(t, tb.b)
 	tb.b.ExpireHistory()
 	require.Equal(t, 2, endedCount(tb, "fn", FinalComplete), "history_max 2 over all of them")
 	for _, seq := range seqs[2:] {
