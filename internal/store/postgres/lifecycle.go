@@ -210,11 +210,16 @@ func (s *Store) PurgeDead(ctx context.Context, sel store.DeadSelector) (int, err
 const (
 	expireDoneSQL = `DELETE FROM gearwork_jobs WHERE state = 3 AND not_before > 0 AND not_before <= $1`
 	// expireUntimedSQL expires retained results stored without their
-	// expiry time, by the retention of their function.
+	// expiry time, by the retention of their function: finished_at +
+	// retention <= now, written as retention <= now - finished_at, which
+	// cannot leave bigint (both are Unix nanoseconds, not negative). An
+	// expiry past the last Unix nanosecond (2262) is never, as the
+	// broker's deadlines (nanosAfter); the sum overflowed into an error at
+	// every pass.
 	expireUntimedSQL = `DELETE FROM gearwork_jobs g WHERE g.state = 3 AND g.not_before = 0
-		AND g.finished_at + coalesce(
+		AND g.finished_at <= $1 AND coalesce(
 			(SELECT r.retention FROM unnest($2::bytea[], $3::bigint[]) AS r(function, retention) WHERE r.function = g.function),
-			$4) <= $1`
+			$4) <= $1 - g.finished_at`
 	trimDeadSQL = `DELETE FROM gearwork_jobs WHERE seq IN (
 		SELECT seq FROM (
 			SELECT g.seq, k.keep, row_number() OVER (PARTITION BY g.function ORDER BY g.finished_at DESC, g.seq DESC) AS rn
