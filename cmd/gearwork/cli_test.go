@@ -153,6 +153,9 @@ func TestServeRejectsBadAddresses(t *testing.T) {
 		{[]string{"--max-packet", "64 parsecs"}, `gearwork serve: invalid value "64 parsecs" for --max-packet`},
 		{[]string{"--store", "bogus:x"}, `gearwork: --store "bogus:x": unknown store`},
 		{[]string{"--store", "pebble:"}, `gearwork: --store "pebble:": name a directory`},
+		// Checked before anything starts, and without the password.
+		{[]string{"--store", "postgres://gw:hunter2@db:abc/gw"}, `gearwork: --store: invalid PostgreSQL URL: invalid port ":abc" after host` + "\n"},
+		{[]string{"--store", "postgres://gw:hunter2@db/gw?lease_ttl=0s"}, `gearwork: --store postgres://gw:xxxxx@db/gw?lease_ttl=0s: invalid lease_ttl "0s"`},
 		{[]string{"--sync", "sometimes"}, `gearwork: invalid --sync "sometimes"`},
 		{[]string{"--batch-retention", "-5s"}, `gearwork: invalid --batch-retention -5s: must be 0 (forever) or more`},
 		{[]string{"--job-retries", "-1"}, `gearwork: invalid --job-retries -1: must be 0 (no limit) or more`},

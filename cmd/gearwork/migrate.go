@@ -25,7 +25,7 @@ func runMigrate(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 	cfg, err := postgresConfig(*storeURL)
 	if err != nil {
-		return err
+		return exitError{code: exitUsage, msg: err.Error()}
 	}
 	applied, err := postgres.Migrate(ctx, cfg.URL)
 	if err != nil {

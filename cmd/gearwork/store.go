@@ -64,8 +64,11 @@ func (o openedStore) Close() error {
 // checkStoreURL checks the form of a --store URL without opening it.
 func checkStoreURL(url string) error {
 	switch {
-	case url == "memory:" || url == "memory", strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+	case url == "memory:" || url == "memory":
 		return nil
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		_, err := postgresConfig(url)
+		return err
 	case strings.HasPrefix(url, "pebble:"):
 		if strings.TrimPrefix(url, "pebble:") == "" {
 			return fmt.Errorf("--store %q: name a directory, as in pebble:./gearwork-data", url)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -33,6 +34,11 @@ func postgresConfig(raw string) (postgres.Config, error) {
 	var cfg postgres.Config
 	u, err := url.Parse(raw)
 	if err != nil {
+		// url.Error repeats the URL, password and all: keep only why.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return cfg, fmt.Errorf("--store: invalid PostgreSQL URL: %w", err)
 	}
 	q := u.Query()
