@@ -226,7 +226,7 @@ func (c *conn) submit(ctx context.Context, p *gearman.Packet) {
 	}
 	switch p.Command {
 	case gearman.SubmitJobEpoch:
-		at, err := strconv.ParseInt(string(bytes.TrimSpace(p.Args[2])), 10, 64)
+		at, err := parseEpoch(p.Args[2])
 		if err != nil || at < 0 {
 			c.waitAcks()
 			c.errorPacket("INVALID_PACKET", "SUBMIT_JOB_EPOCH needs a Unix time in seconds")
@@ -383,6 +383,19 @@ func parseUint32(b []byte) (uint32, bool) {
 		i++
 	}
 	return uint32(n), i > 0
+}
+
+// parseEpoch reads SUBMIT_JOB_EPOCH's Unix time: whole seconds, with
+// spaces around them, a '+' before them, or a fraction after them (a
+// client that sends a time such as Python's time.time() gives, which
+// gearmand reads as its whole seconds) taken off.
+func parseEpoch(b []byte) (int64, error) {
+	b = bytes.TrimSpace(b)
+	if whole, frac, ok := bytes.Cut(b, []byte(".")); ok && len(whole) > 0 &&
+		len(bytes.TrimLeft(frac, "0123456789")) == 0 {
+		b = whole
+	}
+	return strconv.ParseInt(string(b), 10, 64)
 }
 
 // statusText returns a WORK_STATUS's numerator and denominator as the

@@ -535,3 +535,20 @@ func TestRawWorkStatusText(t *testing.T) {
 		c.Expect(gearman.WorkComplete, h, "done")
 	})
 }
+
+// TestRawEpochFraction: a SUBMIT_JOB_EPOCH time with a fraction of a
+// second (as a client computing it from Python's time.time() may send)
+// is read as its whole seconds, as gearmand reads it: the job is created
+// and waits for its time.
+func TestRawEpochFraction(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		c := dialRaw(t, s)
+		at := time.Now().Unix() + 3600
+		h := c.submit(gearman.SubmitJobEpoch, "epf", "", strconv.FormatInt(at, 10)+".75\x00later")
+		require.Equal(t, []string{"1", "0", "0", "0"}, c.getStatus(h))
+		w := rawWorker(t, s, "epf")
+		w.Send(gearman.GrabJob)
+		w.Expect(gearman.NoJob)
+	})
+}
