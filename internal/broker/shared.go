@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/store"
@@ -471,7 +472,7 @@ func (c *sharedMode) claimOnce(ctx context.Context) bool {
 			} else {
 				c.rateMisses[f] = min(c.rateMisses[f]+1, 8)
 			}
-			d := max(time.Duration(float64(time.Second)/r.Rate), 10*time.Millisecond) << c.rateMisses[f]
+			d := tokenRetryIn(r.Rate, c.rateMisses[f])
 			if n < r.Max && (c.retryIn == 0 || d < c.retryIn) {
 				c.retryIn = d
 			}
@@ -483,6 +484,19 @@ func (c *sharedMode) claimOnce(ctx context.Context) bool {
 		}
 	}
 	return again
+}
+
+// tokenRetryIn is how soon to claim again for a function limited to rate
+// jobs a second that came back short misses times in a row: when its next
+// token is due (at least 10 ms), doubled for each miss, at most
+// math.MaxInt64 (a time.Duration of a second over a rate below about 1e-9,
+// or doubled past 292 years, wrapped into 10 ms polling).
+func tokenRetryIn(rate float64, misses int) time.Duration {
+	d := max(durationOfNanos(float64(time.Second)/rate), 10*time.Millisecond)
+	if d > math.MaxInt64>>misses {
+		return math.MaxInt64
+	}
+	return d << misses
 }
 
 // admitClaimedLocked makes a claimed job runnable here, restoring its

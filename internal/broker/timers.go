@@ -22,6 +22,16 @@ func nanosAfter(now int64, d time.Duration) int64 {
 	return now + int64(d)
 }
 
+// durationOfNanos returns ns nanoseconds as a time.Duration, at most
+// math.MaxInt64 (the conversion of a larger float is undefined: on amd64
+// it gives math.MinInt64).
+func durationOfNanos(ns float64) time.Duration {
+	if ns < math.MaxInt64 {
+		return time.Duration(ns)
+	}
+	return math.MaxInt64
+}
+
 // secondsToNanos returns Unix seconds sec as Unix nanoseconds, at most
 // math.MaxInt64.
 func secondsToNanos(sec int64) int64 {
