@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -140,16 +141,36 @@ func (p Policy) limited() bool {
 	return p.Concurrency > 0 || p.Rate > 0 || p.AgeAfter > 0
 }
 
+// The waits of Backoff when its keys are not given.
+const (
+	DefaultBackoff    = time.Second
+	DefaultBackoffMax = 10 * time.Minute
+)
+
+// Validate reports a policy whose keys contradict each other, an error
+// wrapping ErrPolicy: a backoff longer than its backoff_max (which caps
+// every wait, the first one too, so the backoff would never be waited).
+// Each key on its own was checked by Set; the config file and the
+// "policy" admin command both call Validate once all keys are set.
+func (p Policy) Validate() error {
+	first, limit := cmp.Or(p.Backoff.Initial, DefaultBackoff), cmp.Or(p.Backoff.Max, DefaultBackoffMax)
+	if first > limit {
+		return fmt.Errorf("%w: backoff %s is longer than backoff_max %s, which caps every wait: raise backoff_max or lower backoff",
+			ErrPolicy, first, limit)
+	}
+	return nil
+}
+
 // delay returns the backoff before retry n (n ≥ 1); r is a random number
 // in [0, 1).
 func (bo Backoff) delay(n uint32, r float64) time.Duration {
 	initial := float64(bo.Initial)
 	if initial <= 0 {
-		initial = float64(time.Second)
+		initial = float64(DefaultBackoff)
 	}
 	limit := float64(bo.Max)
 	if limit <= 0 {
-		limit = float64(10 * time.Minute)
+		limit = float64(DefaultBackoffMax)
 	}
 	mult := bo.Multiplier
 	if mult <= 0 {

@@ -29,7 +29,6 @@ package config
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -175,19 +174,11 @@ func policy(base broker.Policy, n *yaml.Node, where string) (broker.Policy, erro
 	}
 	// backoff_max caps every wait, the first one too: a longer backoff
 	// (say 1h, with the default cap of 10m) would never be waited.
-	first, limit := cmp.Or(p.Backoff.Initial, defaultBackoff), cmp.Or(p.Backoff.Max, defaultBackoffMax)
-	if first > limit {
-		return p, fmt.Errorf("line %d: %s: backoff %s is longer than backoff_max %s, which caps every wait: raise backoff_max or lower backoff",
-			n.Line, where, first, limit)
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("line %d: %s: %w", n.Line, where, err)
 	}
 	return p, nil
 }
-
-// The waits of broker.Backoff when its keys are not given.
-const (
-	defaultBackoff    = time.Second
-	defaultBackoffMax = 10 * time.Minute
-)
 
 func schedule(s scheduleEntry) (broker.Schedule, error) {
 	if s.Name == "" || s.Function == "" || s.Cron == "" {

@@ -65,8 +65,8 @@ func TestParseErrors(t *testing.T) {
 		{"functions:\n  f:\n    max_attempts: 5\n    max_attempts: 7\n", `line 4: functions.f: key "max_attempts" already given at line 3`},
 		{"defaults:\n  backoff: 1s\n  timeout: 5s\n  backoff: 2s\n", `line 4: defaults: key "backoff" already given at line 2`},
 		// A backoff longer than its cap (the default 10m here) would not be waited.
-		{"functions:\n  f:\n    max_attempts: 3\n    backoff: 1h\n", "line 3: functions.f: backoff 1h0m0s is longer than backoff_max 10m0s"},
-		{"defaults:\n  backoff: 1m\n  backoff_max: 30s\n", "line 2: defaults: backoff 1m0s is longer than backoff_max 30s"},
+		{"functions:\n  f:\n    max_attempts: 3\n    backoff: 1h\n", "line 3: functions.f: invalid policy: backoff 1h0m0s is longer than backoff_max 10m0s"},
+		{"defaults:\n  backoff: 1m\n  backoff_max: 30s\n", "line 2: defaults: invalid policy: backoff 1m0s is longer than backoff_max 30s"},
 		// Only one document: a second one would be ignored.
 		{"functions:\n  a:\n    max_attempts: 2\n---\nfunctions:\n  b:\n    max_attempts: 3\n", "line 4: a second YAML document"},
 	} {

@@ -162,6 +162,10 @@ func adminPolicy(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 			return
 		}
 	}
+	if err := p.Validate(); err != nil {
+		sb.WriteString(errInvalid(err.Error()))
+		return
+	}
 	b.SetPolicy(name, p)
 	answerDurable(ctx, c, sb)
 }
