@@ -159,7 +159,7 @@ func TestServeRejectsBadAddresses(t *testing.T) {
 		{[]string{"--sync", "sometimes"}, `gearwork: invalid --sync "sometimes"`},
 		{[]string{"--batch-retention", "-5s"}, `gearwork: invalid --batch-retention -5s: must be 0 (forever) or more`},
 		{[]string{"--job-retries", "-1"}, `gearwork: invalid --job-retries -1: must be 0 (no limit) or more`},
-		{[]string{"--handle-prefix", "H:" + strings.Repeat("x", 41) + ":"}, `gearwork: invalid --handle-prefix "H:` + strings.Repeat("x", 41) + `:": 44 bytes, at most 43`},
+		{[]string{"--handle-prefix", "H:" + strings.Repeat("x", 44) + ":"}, `gearwork: invalid --handle-prefix "H:` + strings.Repeat("x", 44) + `:": 47 bytes, at most 46`},
 	} {
 		out, errOut, code := gw(t, append(append([]string{}, base...), tc.args...)...)
 		checkConfigError(t, tc.args, tc.want, out, errOut, code)

@@ -59,7 +59,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text (key=value) or json (one object a line)")
 	durationVar(fs, &cfg.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful stop (SIGUSR1 or \"shutdown graceful\") waits for running jobs")
 	fs.StringVar(&cfg.configFile, "config", "", "YAML `file` with per-function lifecycle policies and cron schedules (docs/lifecycle.md)")
-	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles, at most 43 bytes, so that a handle fits the 63 bytes libgearman keeps (default \"H:<hostname>:\", with the host name up to its first dot when the whole is longer)")
+	fs.StringVar(&cfg.handlePrefix, "handle-prefix", "", "`prefix` of job handles, at most 46 bytes, so that a handle fits the 63 bytes libgearman keeps (default \"H:<hostname>:\", with the host name up to its first dot when the whole is longer)")
 	cfg.http.register(fs)
 	cfg.sec.register(fs)
 	fs.StringVar(&cfg.pprof, "pprof", "", "debugging: serve Go profiles (/debug/pprof/) on this `address`; off when empty")
@@ -177,8 +177,11 @@ func prepareServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (*serv
 // under PHP's extension and the gearman tool) keeps a job handle in 64
 // bytes with its NUL, and its clients and workers never see the end of a
 // job whose handle is longer, so a prefix leaves room for the job's number
-// in up to 20 digits within gearman.MaxHandleSize.
-const maxHandlePrefix = gearman.MaxHandleSize - 20
+// in up to 17 digits within gearman.MaxHandleSize. Numbers start at the
+// server's start time in microseconds (16 digits until the year 2286) and
+// in shared mode at 1, so a prefix of up to 46 bytes, which worked before
+// there was a limit, still does.
+const maxHandlePrefix = gearman.MaxHandleSize - 17
 
 // defaultHandlePrefix is "H:<host>:" for the host name host (a ':' in it
 // taken for '_'), with the host name up to its first dot when the whole

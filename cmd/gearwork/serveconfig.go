@@ -36,7 +36,7 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 		return bad(fmt.Errorf("invalid --job-retries %d: must be 0 (no limit) or more", cfg.jobRetries))
 	}
 	if len(cfg.handlePrefix) > maxHandlePrefix {
-		return bad(fmt.Errorf("invalid --handle-prefix %q: %d bytes, at most %d: with a job's number of up to 20 digits a handle must fit the %d bytes libgearman's clients and workers keep, or they never see their jobs end",
+		return bad(fmt.Errorf("invalid --handle-prefix %q: %d bytes, at most %d: with a job's number of up to 17 digits a handle must fit the %d bytes libgearman's clients and workers keep, or they never see their jobs end",
 			cfg.handlePrefix, len(cfg.handlePrefix), maxHandlePrefix, gearman.MaxHandleSize))
 	}
 	if cfg.batchRetention < 0 {

@@ -328,13 +328,13 @@ func TestGearmanCLIControlCharactersInFunctionName(t *testing.T) {
 // TestLongestHandlePrefix: libgearman keeps a job handle in 64 bytes with
 // its NUL; its clients and workers never see the end of a job whose handle
 // is longer (the gearman tool's client waits for ever, its worker runs
-// nothing). The longest --handle-prefix gearwork takes (43 bytes, room for
-// a number of 20 digits) works with the gearman tool and PHP's extension;
+// nothing). The longest --handle-prefix gearwork takes (46 bytes, room for
+// a number of 17 digits) works with the gearman tool and PHP's extension;
 // one byte more is refused at start, and so is a default prefix from a
 // long host name kept short (cmd/gearwork's TestDefaultHandlePrefix).
 func TestLongestHandlePrefix(t *testing.T) {
 	t.Parallel()
-	prefix := "H:" + strings.Repeat("h", 40) + ":"
+	prefix := "H:" + strings.Repeat("h", 43) + ":"
 	s := launchGearwork(t, []string{"serve", "--listen", "127.0.0.1:0", "--store", "memory:",
 		"--http", "off", "--handle-prefix", prefix})
 	worker := gearmanCLI(t, s, "", "-w", "-f", "long_upper", "-c", "2", "--", "tr", "a-z", "A-Z")
