@@ -187,6 +187,7 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	out := res.Inserted
 	res.Reserved = res.Reserved[:0]
 	plan := planInsert(p, id)
+	plan.limit = s.stmtBytes
 	pool := s.planPool(p.Jobs, plan.sent)
 	var missing []int // rows that coalesced with a job the statement did not return
 
@@ -225,13 +226,20 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 	if len(cp.ForgetRecords) > 0 {
 		add(nil, `DELETE FROM gearwork_records WHERE seq = ANY($1)`, seqArgs(cp.ForgetRecords))
 	}
-	records := -1 // the step that writes cp.Records
-	if len(cp.Records) > 0 {
-		records = len(steps)
-		add(nil, recordsSQL, recordArgs(cp.Records)...)
+	// Every statement, of records and of updates too, holds at most
+	// s.stmtBytes (maxStatementBytes): a round of retained results would
+	// otherwise pass PostgreSQL's limit of 1 GB for one message.
+	var records []int // the steps that write cp.Records
+	recs := cp.Records
+	for _, n := range chunkSizes(len(recs), s.stmtBytes, func(i int) int { return 64 + len(recs[i].Function) + len(recs[i].Data) }) {
+		records = append(records, len(steps))
+		add(nil, recordsSQL, recordArgs(recs[:n])...)
+		recs = recs[n:]
 	}
 	if len(cp.Update) > 0 {
-		add(nil, updateSQL, updateArgs(cp.Update)...)
+		for _, part := range chunks(lastPerSeq(cp.Update), s.stmtBytes) {
+			add(nil, updateSQL, updateArgs(part)...)
+		}
 	}
 	if len(cp.DepEnds) > 0 {
 		s.queueDepEnds(func(sql string, args ...any) { add(nil, sql, args...) }, cp.DepEnds, p.HandlePrefix)
@@ -329,10 +337,12 @@ func (s *Store) commit(ctx context.Context, cp store.CommitParams, res *store.Co
 			res.Reserved = res.Reserved[:0]
 			pool.reserved = pool.reserved[:0]
 			err := s.sendRound(ctx, steps, cp.Meta)
-			if records >= 0 && steps[records].sql == recordsSQL && recordStored(err) {
+			if len(records) > 0 && steps[records[0]].sql == recordsSQL && recordStored(err) {
 				// Refused whole: written again, its records replacing
 				// those stored.
-				steps[records].sql = recordsReplaceSQL
+				for _, k := range records {
+					steps[k].sql = recordsReplaceSQL
+				}
 				continue
 			}
 			return err
@@ -458,6 +468,8 @@ type insertPlan struct {
 	// jobs other servers may claim now (notified, by function).
 	notify   []string
 	notified map[string]bool
+	// limit bounds the bytes of one insert statement (chunkSizes).
+	limit int
 }
 
 func planInsert(p store.InsertParams, id int64) *insertPlan {
@@ -509,7 +521,7 @@ func (pl *insertPlan) parts() []insertPart {
 			end++
 		}
 		run := pl.sent[start:end]
-		for _, n := range chunkSizes(len(run), func(k int) int { return len(pl.p.Jobs[run[k]].Payload) }) {
+		for _, n := range chunkSizes(len(run), pl.limit, func(k int) int { return jobBytes(&pl.p.Jobs[run[k]]) }) {
 			out = append(out, insertPart{rows: run[:n], plain: plain})
 			run = run[n:]
 		}
@@ -771,7 +783,16 @@ func (s *Store) Update(ctx context.Context, jobs []store.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	if _, err := s.pool.Exec(ctx, updateSQL, updateArgs(jobs)...); err != nil {
+	parts := chunks(lastPerSeq(jobs), s.stmtBytes)
+	err := s.inTx(ctx, len(parts), func(q querier) error {
+		for _, part := range parts {
+			if _, err := q.Exec(ctx, updateSQL, updateArgs(part)...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("postgres: update %d jobs: %w", len(jobs), err)
 	}
 	return nil

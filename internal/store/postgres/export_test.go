@@ -14,3 +14,6 @@ func (s *Store) SettingForTest(ctx context.Context, name string) (rounds, claims
 
 // TrimsForTest reports how many trims by count ExpireRecords has run.
 func (s *Store) TrimsForTest() int64 { return s.trims.Load() }
+
+// SetStatementBytesForTest bounds the bytes of one statement (maxStatementBytes).
+func (s *Store) SetStatementBytesForTest(n int) { s.stmtBytes = n }

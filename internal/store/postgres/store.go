@@ -82,10 +82,16 @@ type Store struct {
 	// database without a break, as its registration and renewals see it
 	// (see steadyContact).
 	contact contact
+	// stmtBytes is maxStatementBytes, but for tests (export_test.go).
+	stmtBytes int
 }
 
-// maxStatementBytes bounds the payload bytes sent in one statement; larger
-// batches are split over several statements in one transaction.
+// maxStatementBytes bounds the bytes of jobs (payloads, results, errors
+// and the other texts, jobBytes) or records sent in one statement; larger
+// batches and commit rounds are split over several statements in one
+// transaction. PostgreSQL refuses a message or an array over 1 GB, which a
+// round of many retained results (up to 64 MiB each) would reach: a round
+// that can never be written, tried again and again.
 const maxStatementBytes = 32 << 20
 
 // maxStatementRows bounds the rows sent in one statement.
@@ -133,7 +139,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), pool: pool, apool: apool}
+	s := &Store{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), pool: pool, apool: apool, stmtBytes: maxStatementBytes}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		pool.Close()
@@ -318,23 +324,35 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// chunks splits jobs into statement-sized pieces.
-func chunks(jobs []store.Job) [][]store.Job {
+// chunks splits jobs into statement-sized pieces of at most limit bytes
+// (jobBytes) each, but for a job larger alone.
+func chunks(jobs []store.Job, limit int) [][]store.Job {
 	var out [][]store.Job
-	for _, n := range chunkSizes(len(jobs), func(i int) int { return len(jobs[i].Payload) }) {
+	for _, n := range chunkSizes(len(jobs), limit, func(i int) int { return jobBytes(&jobs[i]) }) {
 		out = append(out, jobs[:n])
 		jobs = jobs[n:]
 	}
 	return out
 }
 
-// chunkSizes splits n rows, the payload of row i being size(i) bytes,
-// into statement-sized pieces, and returns their lengths in order.
-func chunkSizes(n int, size func(i int) int) []int {
+// jobBytes is about how many bytes j takes in a statement's arguments.
+func jobBytes(j *store.Job) int {
+	n := 64 + len(j.Payload) + len(j.Result) + len(j.LastError) + len(j.Function) + len(j.Unique) +
+		len(j.Handle) + len(j.Reducer) + len(j.OrderingKey) + len(j.Schedule)
+	for _, a := range j.History {
+		n += 96 + len(a.Outcome) + 6*len(a.Error) + len(a.Worker) // JSON may escape each byte as \u00XX
+	}
+	return n
+}
+
+// chunkSizes splits n rows, row i being size(i) bytes, into
+// statement-sized pieces (at most limit bytes and maxStatementRows rows,
+// but for a row larger alone), and returns their lengths in order.
+func chunkSizes(n, limit int, size func(i int) int) []int {
 	var out []int
 	start, bytes := 0, 0
 	for i := range n {
-		if i > start && (bytes+size(i) > maxStatementBytes || i-start >= maxStatementRows) {
+		if i > start && (bytes+size(i) > limit || i-start >= maxStatementRows) {
 			out = append(out, i-start)
 			start, bytes = i, 0
 		}
@@ -393,7 +411,7 @@ func (s *Store) Save(ctx context.Context, jobs []store.Job) error {
 		return nil
 	}
 	jobs = lastPerSeq(jobs)
-	parts := chunks(jobs)
+	parts := chunks(jobs, s.stmtBytes)
 	err := s.inTx(ctx, len(parts), func(q querier) error {
 		for _, part := range parts {
 			var c jobColumns
