@@ -177,6 +177,17 @@ esac`
 	require.Equal(t, bg.Handle, dls[0].Handle)
 	require.Equal(t, "bad thing\n", dls[0].LastError)
 	require.Equal(t, "bad thing\n", dls[0].History[0].Error)
+	// The worker's log line of a failure says why: the exit status and
+	// the end of stderr, on the one line.
+	failed := ""
+	for l := range logLines {
+		if strings.Contains(l, "worker: job failed") {
+			failed = l
+			break
+		}
+	}
+	require.Contains(t, failed, "exit status 3")
+	require.Contains(t, failed, `stderr ends \"bad thing\"`)
 
 	// Two slow jobs run at once (--concurrency=2); SIGTERM lets them finish.
 	var tasks []*client.Task
@@ -566,4 +577,14 @@ func TestAdminLifecycleCommandsOnGearmand(t *testing.T) {
 		require.Empty(t, out)
 		require.Contains(t, errOut, "gearwork admin: "+g.Addr+": ", args)
 	}
+}
+
+// A failure's log line carries the end of a long stderr, bounded, from
+// the start of a character and without the newline that ends it.
+func TestStderrEnd(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "", stderrEnd(nil, 8))
+	require.Equal(t, "bad thing", stderrEnd([]byte("bad thing\n"), 512))
+	require.Equal(t, "the end", stderrEnd([]byte(strings.Repeat("x", 5000)+"\nthe end\n"), 7))
+	require.Equal(t, "éé", stderrEnd([]byte("ééé\n"), 5), "no half of a character")
 }

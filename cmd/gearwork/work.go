@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gearwork/gearwork/gearman"
 	"github.com/gearwork/gearwork/worker"
@@ -33,7 +34,8 @@ For each job, COMMAND runs with the job's payload on stdin; its stdout is
 the job's result (WORK_COMPLETE). If it exits non-zero the job fails
 (WORK_FAIL): the last 4 KiB of its stderr go first as a warning, which the
 server keeps as the failed attempt's error (in the job's record and its
-dead letter). The command's environment has GEARWORK_FUNCTION,
+dead letter); the worker's "job failed" log line has the exit status and
+the last 512 bytes of stderr. The command's environment has GEARWORK_FUNCTION,
 GEARWORK_HANDLE, GEARWORK_UNIQUE and GEARWORK_PROGRESS_FD=3: lines written
 to file descriptor 3 report while it runs: "status N D" (WORK_STATUS, N of
 D done), "data TEXT" (WORK_DATA) and "warning TEXT" (WORK_WARNING), e.g.
@@ -153,15 +155,38 @@ func (h *commandHandler) ServeJob(ctx context.Context, j *worker.Job) ([]byte, e
 		why = []byte(fmt.Sprintf("%s: %v", h.argv[0], err))
 	}
 	_ = j.SendWarning(why)
+	// The worker logs the error as the job's failure line: with the end
+	// of stderr, the operator sees why without the job's record.
+	said := ""
+	if tail := stderrEnd(stderr.buf, stderrLogTail); tail != "" {
+		said = fmt.Sprintf(" (stderr ends %q)", tail)
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return nil, fmt.Errorf("command %s: %w", h.argv[0], err)
+		return nil, fmt.Errorf("command %s: %w%s", h.argv[0], err, said)
 	}
-	return nil, fmt.Errorf("running %s: %w", h.argv[0], err)
+	return nil, fmt.Errorf("running %s: %w%s", h.argv[0], err, said)
 }
 
 // stderrTail is how much of a command's stderr is kept: its end.
 const stderrTail = 4 << 10
+
+// stderrLogTail is how much of the end of a failed command's stderr its
+// failure's log line carries (the job's record keeps stderrTail).
+const stderrLogTail = 512
+
+// stderrEnd is the last n bytes of b (from the start of a UTF-8
+// character), without the white space at its end.
+func stderrEnd(b []byte, n int) string {
+	b = bytes.TrimRight(b, " \t\r\n")
+	if len(b) > n {
+		b = b[len(b)-n:]
+		for len(b) > 0 && !utf8.RuneStart(b[0]) {
+			b = b[1:]
+		}
+	}
+	return string(b)
+}
 
 // tailWriter keeps the last max bytes written to it.
 type tailWriter struct {
