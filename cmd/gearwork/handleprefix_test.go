@@ -10,6 +10,7 @@ import (
 
 	"github.com/gearwork/gearwork/client"
 	"github.com/gearwork/gearwork/gearman"
+	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/gearmantest"
 	"github.com/gearwork/gearwork/internal/testserver"
 )
@@ -17,7 +18,8 @@ import (
 // TestDefaultHandlePrefix: the default handle prefix is "H:<hostname>:"
 // while a handle with a number of 17 digits fits the 63 bytes libgearman
 // keeps; a longer host name is taken up to its first dot, and cut if that
-// is still too long.
+// is still too long. Handles with the prefix of the whole name, which the
+// server gave out before, still name its jobs.
 func TestDefaultHandlePrefix(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ host, want string }{
@@ -32,10 +34,25 @@ func TestDefaultHandlePrefix(t *testing.T) {
 		{strings.Repeat("c", 64), "H:" + strings.Repeat("c", 43) + ":"},
 		{".leading-dot-" + strings.Repeat("d", 40), "H:.leading-dot-" + strings.Repeat("d", 30) + ":"},
 	} {
-		got := defaultHandlePrefix(tc.host)
+		got, earlier := defaultHandlePrefix(tc.host)
 		require.Equal(t, tc.want, got, tc.host)
 		require.LessOrEqual(t, len(got)+17, gearman.MaxHandleSize, tc.host)
+		whole := "H:" + strings.ReplaceAll(tc.host, ":", "_") + ":"
+		if got == whole {
+			require.Empty(t, earlier, tc.host)
+			continue
+		}
+		require.Equal(t, whole, earlier, tc.host)
+		prefix, aliases := handlePrefixes("", tc.host)
+		require.Equal(t, got, prefix)
+		b := broker.New(broker.Config{HandlePrefix: prefix, HandlePrefixAliases: aliases})
+		seq, ok := b.ParseHandle([]byte(whole + "1796578622934206"))
+		require.True(t, ok, "a handle given out before the prefix was kept short: %s", tc.host)
+		require.Equal(t, uint64(1796578622934206), seq)
 	}
+	prefix, aliases := handlePrefixes("H:given:", "ip-172-31-45-123.ap-southeast-2.compute.internal")
+	require.Equal(t, "H:given:", prefix)
+	require.Empty(t, aliases, "--handle-prefix names every handle")
 }
 
 // TestLongHandlePrefixTaken: a --handle-prefix of 46 bytes, whose handles

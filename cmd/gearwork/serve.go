@@ -187,29 +187,44 @@ const maxHandlePrefix = gearman.MaxHandleSize - 17
 // taken for '_'), with the host name up to its first dot when the whole
 // would be longer than maxHandlePrefix (a cloud machine's name such as
 // ip-172-31-45-123.ap-southeast-2.compute.internal), cut to fit if still
-// too long.
-func defaultHandlePrefix(host string) string {
+// too long. earlier is then the prefix with the whole name, which the
+// server's handles had before they were kept short: those handles still
+// name their jobs (broker.Config.HandlePrefixAliases).
+func defaultHandlePrefix(host string) (prefix, earlier string) {
 	host = strings.ReplaceAll(host, ":", "_")
 	const room = maxHandlePrefix - len("H::")
-	if len(host) > room {
-		if label, _, ok := strings.Cut(host, "."); ok && label != "" {
-			host = label
-		}
-		host = host[:min(len(host), room)]
+	if len(host) <= room {
+		return "H:" + host + ":", ""
 	}
-	return "H:" + host + ":"
+	short := host
+	if label, _, ok := strings.Cut(host, "."); ok && label != "" {
+		short = label
+	}
+	short = short[:min(len(short), room)]
+	return "H:" + short + ":", "H:" + host + ":"
+}
+
+// handlePrefixes returns the prefix of job handles, given (--handle-prefix)
+// or the default for the host name host, and the prefixes that handles
+// given out before may have instead (broker.Config.HandlePrefixAliases).
+func handlePrefixes(given, host string) (string, []string) {
+	if given != "" {
+		return given, nil
+	}
+	prefix, earlier := defaultHandlePrefix(host)
+	if earlier == "" {
+		return prefix, nil
+	}
+	return prefix, []string{earlier}
 }
 
 // startBroker configures the broker on the store and starts it (replaying
 // or joining the store), and starts pacer (which may be nil) on the
 // broker's payloads kept in memory. The caller stops both.
 func startBroker(ctx context.Context, cfg serveConfig, setup *serveSetup, st openedStore, log *slog.Logger, pacer *gcpace.Pacer) (*broker.Broker, error) {
-	prefix := cfg.handlePrefix
-	if prefix == "" {
-		host, _ := os.Hostname()
-		prefix = defaultHandlePrefix(host)
-	}
-	bcfg := broker.Config{HandlePrefix: prefix, JobRetries: cfg.jobRetries, Logger: log,
+	host, _ := os.Hostname()
+	prefix, aliases := handlePrefixes(cfg.handlePrefix, host)
+	bcfg := broker.Config{HandlePrefix: prefix, HandlePrefixAliases: aliases, JobRetries: cfg.jobRetries, Logger: log,
 		MaxQueuedBytes: cfg.sec.maxQueuedBytes, MemoryBudget: setup.budget, EarlyInsertDelay: cfg.insertDelay,
 		BatchRetention: cfg.batchRetention}
 	if cfg.batchRetention == 0 {

@@ -63,6 +63,12 @@ type Config struct {
 	// HandlePrefix starts every job handle; a handle is the prefix followed
 	// by the job's sequence number. Default "H:gearwork:".
 	HandlePrefix string
+	// HandlePrefixAliases are prefixes that the handles this broker gave
+	// out before may have instead of HandlePrefix (a default prefix made
+	// from a host name that is now kept shorter): such a handle names the
+	// job with the same number, without a store shared with other servers
+	// (which reads any prefix). Handles are given out with HandlePrefix.
+	HandlePrefixAliases []string
 	// JobRetries limits how often a job is taken back from a worker that
 	// disconnected or timed out, as gearmand 1.1's --job-retries: 0 (or
 	// negative) means no limit; N>0 fails the job (WORK_FAIL to its
@@ -376,13 +382,27 @@ func (b *Broker) ParseHandle(h []byte) (uint64, bool) {
 	return b.mode.parseHandle(h)
 }
 
-// parseOwnHandle parses a handle that this broker gave out.
+// parseOwnHandle parses a handle that this broker gave out, with its
+// prefix or one of Config.HandlePrefixAliases.
 func (b *Broker) parseOwnHandle(h []byte) (uint64, bool) {
-	if len(h) <= len(b.prefix) || string(h[:len(b.prefix)]) != b.prefix {
+	if n, ok := parseHandleOf(h, b.prefix); ok {
+		return n, true
+	}
+	for _, p := range b.cfg.HandlePrefixAliases {
+		if n, ok := parseHandleOf(h, p); ok {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// parseHandleOf parses h as prefix followed by a job's number.
+func parseHandleOf(h []byte, prefix string) (uint64, bool) {
+	if prefix == "" || len(h) <= len(prefix) || string(h[:len(prefix)]) != prefix {
 		return 0, false
 	}
 	var n uint64
-	for _, c := range h[len(b.prefix):] {
+	for _, c := range h[len(prefix):] {
 		if c < '0' || c > '9' || n > (1<<63)/10 {
 			return 0, false
 		}

@@ -326,6 +326,27 @@ func TestParseHandle(t *testing.T) {
 	}
 }
 
+// TestParseHandleOfEarlierPrefix: a handle with one of
+// Config.HandlePrefixAliases, the prefix the server's handles had before
+// (a default prefix from a host name since kept shorter), names the same
+// job as the handle with the prefix; handles are still given out with the
+// prefix.
+func TestParseHandleOfEarlierPrefix(t *testing.T) {
+	t.Parallel()
+	long := "H:ip-172-31-45-123.ap-southeast-2.compute.internal:"
+	b := New(Config{HandlePrefix: "H:ip-172-31-45-123:", HandlePrefixAliases: []string{long}})
+	for _, h := range []string{"H:ip-172-31-45-123:42", long + "42"} {
+		seq, ok := b.ParseHandle([]byte(h))
+		require.True(t, ok, h)
+		require.Equal(t, uint64(42), seq, h)
+	}
+	require.Equal(t, "H:ip-172-31-45-123:42", b.Handle(42))
+	for _, bad := range []string{long, "H:ip-172-31-45-123.ap-southeast-2:42", long + "4x"} {
+		_, ok := b.ParseHandle([]byte(bad))
+		require.False(t, ok, bad)
+	}
+}
+
 // TestRepeatedFinalPacketAccepted: a worker that ends a job with
 // WORK_EXCEPTION and then sends WORK_FAIL for it (Perl's Gearman::Worker
 // does) has the second packet accepted without effect; a repeat of the
