@@ -109,6 +109,7 @@ functions:
   flaky:
     max_attempts: 3
     backoff: 1h
+    backoff_max: 1h
     backoff_jitter: -1
   once:
     max_attempts: 1
