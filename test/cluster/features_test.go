@@ -77,7 +77,7 @@ func TestClusterKeepsFeatureStateAcrossSIGKILL(t *testing.T) {
 	adminOK(t, a.addr, "policy limited max_queue=3")
 	adminOK(t, a.addr, "pause paused")
 	adminOK(t, a.addr, "policy dies max_attempts=1")
-	adminOK(t, a.addr, "policy retries max_attempts=3 backoff=1h backoff_jitter=-1")
+	adminOK(t, a.addr, "policy retries max_attempts=3 backoff=1h backoff_max=1h backoff_jitter=-1")
 	adminOK(t, a.addr, "policy kept result_retention=1h")
 
 	c := wire.Dial(t, a.addr)

@@ -105,7 +105,7 @@ func TestCrashKeepsFeatureState(t *testing.T) {
 	c.ok("pause paused")
 	c.ok("pause pausedfor until 1h")
 	c.ok("policy dies max_attempts=1")
-	c.ok("policy retries max_attempts=3 backoff=1h backoff_jitter=-1")
+	c.ok("policy retries max_attempts=3 backoff=1h backoff_max=1h backoff_jitter=-1")
 	c.ok("policy kept result_retention=1h")
 
 	limited := map[string]bool{}
