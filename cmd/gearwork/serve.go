@@ -37,8 +37,8 @@ type serveConfig struct {
 	memoryLimit     string
 	insertDelay     time.Duration
 	batchRetention  time.Duration
-	// set holds the flags given on the command line or in GEARWORK_*
-	// variables, as opposed to left at their defaults.
+	// set holds the flags given a value other than their default, on the
+	// command line or in GEARWORK_* variables.
 	set map[string]bool
 }
 
@@ -67,7 +67,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	cfg.set = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
+	fs.Visit(func(f *flag.Flag) {
+		// A flag given its default value (an empty variable left by an
+		// environment template, a script's --sync always) changes
+		// nothing: only another value is refused where it would be
+		// ignored.
+		if f.Value.String() != f.DefValue {
+			cfg.set[f.Name] = true
+		}
+	})
 	if err := checkServeConfig(ctx, &cfg); err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // TestStoreFlagsOfAnotherStore: a flag that only one kind of store reads,
-// given for another (on the command line or in its variable), is a usage
+// given a value other than its default for another (on the command line or in its variable), is a usage
 // error rather than a setting that silently changes nothing; so is a flag
 // of the HTTP API with --http off.
 func TestStoreFlagsOfAnotherStore(t *testing.T) {
@@ -30,7 +30,7 @@ func TestStoreFlagsOfAnotherStore(t *testing.T) {
 		{serve("memory:", "--sync", "none"), "", "--sync applies to the Pebble store only, not to --store memory:"},
 		{serve("memory:"), "GEARWORK_SYNC=interval:50ms", "--sync applies to the Pebble store only, not to --store memory:"},
 		{serve("memory:", "--memory-budget", "1GiB"), "", "--memory-budget applies to the Pebble store only"},
-		{serve("postgres://gw@db.invalid/gw", "--sync", "always"), "", "--sync applies to the Pebble store only, not to --store postgres://"},
+		{serve("postgres://gw@db.invalid/gw", "--sync", "interval:50ms"), "", "--sync applies to the Pebble store only, not to --store postgres://"},
 		{serve(pebble, "--insert-delay", "5ms"), "", "--insert-delay applies to the PostgreSQL store only, not to --store pebble:"},
 		// The HTTP API's settings with the HTTP API off.
 		{serve("memory:", "--http-tokens", "tokens.txt"), "", "--http-tokens configures the HTTP API, which --http off disables"},
@@ -68,4 +68,18 @@ func TestServeLogsNoStorePassword(t *testing.T) {
 	srv := testserver.Start(t, "--store", u.String())
 	require.Regexp(t, regexp.MustCompile(`msg="serve: listening" addr=\S+ store="postgres://\S+:xxxxx@`), srv.Log())
 	require.NotContains(t, srv.Log(), password)
+}
+
+// TestStoreFlagsAtTheirDefaults: a flag of another store, or of the HTTP
+// API with --http off, given its default value changes nothing and is
+// taken, as before such flags were refused: an empty variable
+// (GEARWORK_HTTP_TOKENS= from an environment template whose value is
+// unset) or a script's --sync always whatever its --store. Not parallel:
+// it sets variables the server inherits.
+func TestStoreFlagsAtTheirDefaults(t *testing.T) {
+	t.Setenv("GEARWORK_HTTP_TOKENS", "")
+	t.Setenv("GEARWORK_MEMORY_BUDGET", "")
+	t.Setenv("GEARWORK_INSERT_DELAY", "20ms")
+	srv := testserver.Start(t, "--sync", "always")
+	require.Regexp(t, `msg="serve: listening" addr=\S+ store=memory: jobs=0 `, srv.Log())
 }
