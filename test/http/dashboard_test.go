@@ -253,6 +253,8 @@ func TestDashboardJobBrowser(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(g.Handle))))
 	poll(t, ctx, "the complete job's record", `document.querySelector('#detail-state').textContent === 'complete' &&
 		!document.querySelector('#detail-delete').hidden`)
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[any](`(() => { window.confirm = () => true; return null; })()`))
+	require.NoError(t, err)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-delete")))
 	poll(t, ctx, "the record to be gone", `document.querySelector('#detail-state').textContent === 'unknown'`)
 
@@ -515,4 +517,74 @@ func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#dead-purge-all")))
 	poll(t, ctx, "the dead letters to go", deadRows+` === 0`)
+}
+
+// A dead letter's Purge and a dead job's Delete ask first, naming the job:
+// dismissing the question keeps the dead letter (and the record), which
+// can still be retried; confirming removes it.
+func TestDashboardAsksBeforePurgeAndDelete(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	var dead []string
+	for range 2 {
+		var job struct{ Handle string }
+		require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/doomed/jobs?attempts=1", "x", &job))
+		var g grabbed
+		require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/doomed/grab?wait=30s", "", &g))
+		require.Equal(t, job.Handle, g.Handle)
+		require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/fail?lease="+g.Lease, "no", nil))
+		dead = append(dead, job.Handle)
+	}
+	deadLetters := func() []string {
+		t.Helper()
+		resp, err := http.Get(s.base + "/v1/dead-letters")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var dl struct {
+			DeadLetters []struct{ Handle string } `json:"dead_letters"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&dl))
+		var hs []string
+		for _, d := range dl.DeadLetters {
+			hs = append(hs, d.Handle)
+		}
+		return hs
+	}
+	require.ElementsMatch(t, dead, deadLetters())
+	answer := func(yes bool) {
+		t.Helper()
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[any](fmt.Sprintf(
+			`(() => { window.asked = ''; window.confirm = (q) => { window.asked = q; return %t; }; return null; })()`, yes)))
+		require.NoError(t, err)
+	}
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	deadRows := `document.querySelectorAll('#dead tbody tr[data-handle]').length`
+	poll(t, ctx, "both dead letter rows", deadRows+` === 2`)
+	purge := `#dead tbody tr[data-handle=` + jsString(dead[0]) + `] button.purge`
+	answer(false)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(purge)))
+	poll(t, ctx, "the question naming the dead letter", `window.asked.includes(`+jsString(dead[0])+`)`)
+	require.ElementsMatch(t, dead, deadLetters(), "a dismissed Purge purges nothing")
+	answer(true)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(purge)))
+	poll(t, ctx, "the purged row to go", deadRows+` === 1`)
+	require.Equal(t, dead[1:], deadLetters())
+
+	// Delete of the other dead job, from its page.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(dead[1]))))
+	poll(t, ctx, "the dead job's record", `document.querySelector('#detail-state').textContent === 'dead' &&
+		!document.querySelector('#detail-delete').hidden`)
+	answer(false)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-delete")))
+	poll(t, ctx, "the question naming the job", `window.asked.includes(`+jsString(dead[1])+`) && window.asked.includes('dead letter')`)
+	require.Equal(t, dead[1:], deadLetters(), "a dismissed Delete keeps the dead letter")
+	resp, err := http.Get(s.base + "/v1/jobs/" + url.PathEscape(dead[1]))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "a dismissed Delete keeps the record")
+	answer(true)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#detail-delete")))
+	poll(t, ctx, "the record to be gone", `document.querySelector('#detail-state').textContent === 'unknown'`)
+	require.Empty(t, deadLetters())
 }

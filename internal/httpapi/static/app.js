@@ -275,6 +275,12 @@ async function showJob(handle) {
   const del = $("#detail-delete");
   del.hidden = !j.final;
   del.onclick = async () => {
+    // The record goes for good (and a dead job's dead letter: it cannot
+    // be retried afterwards).
+    const what = j.state === "dead" && caps.dead_letters
+      ? "Delete the record and the dead letter of " + handle + "? It cannot be retried afterwards."
+      : "Delete the record of " + handle + "? Its state and result will no longer be shown.";
+    if (!confirm(what)) return;
     $("#detail-error").textContent = "";
     try {
       if (j.state === "dead" && caps.dead_letters) await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(handle));
@@ -433,6 +439,8 @@ async function loadDead() {
     };
     const purge = el("button", "Purge", "purge");
     purge.onclick = async () => {
+      // A purged dead letter cannot be retried afterwards.
+      if (!confirm("Purge the dead letter " + d.handle + " of " + d.function + "? It cannot be retried afterwards.")) return;
       try { await api("DELETE", "/v1/dead-letters/" + encodeURIComponent(d.handle)); loadDead(); }
       catch (err) { alert(err.message); }
     };
