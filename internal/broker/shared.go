@@ -44,9 +44,12 @@ type sharedMode struct {
 	// batchEnds (mu) are the ends of jobs of batches for the next round,
 	// and depEnds those of background jobs, for the jobs that wait for
 	// them (sharedMode.dependencyEndedLocked).
-	batchEnds  []store.BatchEnd
-	depEnds    []store.DepEnd
-	store      store.SharedStore
+	batchEnds []store.BatchEnd
+	depEnds   []store.DepEnd
+	store     store.SharedStore
+	// lookups gathers status lookups into one query at a time, when the
+	// store can (store.ManyFinder); nil: one Find each.
+	lookups    *statusLookups
 	renewEvery time.Duration
 	// wake makes the claim loop look for work.
 	wake chan struct{}
@@ -264,7 +267,12 @@ func (c *sharedMode) pendingLocked() bool { return len(c.early) > 0 }
 
 // newSharedMode returns the shared-mode state of b on sh.
 func newSharedMode(b *Broker, sh store.SharedStore) *sharedMode {
+	var lookups *statusLookups
+	if mf, ok := sh.(store.ManyFinder); ok {
+		lookups = &statusLookups{find: mf, log: b.log}
+	}
 	return &sharedMode{
+		lookups:    lookups,
 		b:          b,
 		store:      sh,
 		wake:       make(chan struct{}, 1),
@@ -628,12 +636,18 @@ func (c *sharedMode) renewLease(ctx context.Context) {
 // from the shared store.
 func (c *sharedMode) status(seq uint64, unique string) JobStatus {
 	b := c.b
-	ctx, cancel := context.WithTimeout(context.Background(), sharedStatusTimeout)
-	defer cancel()
-	f, ok, err := c.store.Find(ctx, seq, unique)
-	if err != nil {
-		b.log.Warn("broker: looking a job up in the store failed", slog.String("error", err.Error()))
-		return JobStatus{}
+	var f store.Found
+	var ok bool
+	if c.lookups != nil {
+		f, ok = c.lookups.lookup(seq, unique)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), sharedStatusTimeout)
+		defer cancel()
+		var err error
+		if f, ok, err = c.store.Find(ctx, seq, unique); err != nil {
+			b.log.Warn("broker: looking a job up in the store failed", slog.String("error", err.Error()))
+			return JobStatus{}
+		}
 	}
 	if !ok {
 		return JobStatus{}

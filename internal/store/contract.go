@@ -325,3 +325,14 @@ func (p RecordPos) Before(q RecordPos) bool {
 func (p RecordPos) Compare(q RecordPos) int {
 	return cmp.Or(cmp.Compare(p.Finished, q.Finished), cmp.Compare(p.Seq, q.Seq))
 }
+
+// ManyFinder is an optional capability of a SharedStore, found by type
+// assertion: Find of many jobs in one round trip, for a server that
+// gathers the status lookups of its clients while one is under way.
+type ManyFinder interface {
+	// FindMany looks live jobs up as Find does: by sequence number, each
+	// of seqs, and by unique (of any function; the lowest number when
+	// several), each of uniques. A job not found is not in the maps.
+	// Safe for concurrent use.
+	FindMany(ctx context.Context, seqs []uint64, uniques []string) (bySeq map[uint64]Found, byUnique map[string]Found, err error)
+}

@@ -347,6 +347,61 @@ func (s *Store) FindUnique(ctx context.Context, function, unique string) (uint64
 	return uint64(seq), true, nil
 }
 
+var _ store.ManyFinder = (*Store)(nil)
+
+// findCols are the columns of store.Found, after seq.
+const findCols = `owner IS NOT NULL, CASE WHEN owner IS NULL THEN 0 ELSE progress_num END,
+		CASE WHEN owner IS NULL THEN 0 ELSE progress_den END, CASE WHEN state = 1 THEN not_before ELSE 0 END`
+
+// FindMany is Find of many jobs, in one round trip: one statement by
+// number, one by unique.
+func (s *Store) FindMany(ctx context.Context, seqs []uint64, uniques []string) (map[uint64]store.Found, map[string]store.Found, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, nil, err
+	}
+	bySeq := make(map[uint64]store.Found, len(seqs))
+	byUnique := make(map[string]store.Found, len(uniques))
+	b := &pgx.Batch{}
+	var (
+		q, num, den, retryAt int64
+		claimed              bool
+		u                    []byte
+	)
+	found := func() store.Found {
+		return store.Found{Seq: uint64(q), Claimed: claimed, Numerator: uint32(num), Denominator: uint32(den), RetryAt: retryAt}
+	}
+	if len(seqs) > 0 {
+		b.Queue(`SELECT seq, `+findCols+` FROM gearwork_jobs WHERE seq = ANY($1) AND state IN (0, 1, 4)`,
+			seqArgs(seqs)).Query(func(rows pgx.Rows) error {
+			_, err := pgx.ForEachRow(rows, []any{&q, &claimed, &num, &den, &retryAt}, func() error {
+				bySeq[uint64(q)] = found()
+				return nil
+			})
+			return err
+		})
+	}
+	if len(uniques) > 0 {
+		us := make([][]byte, len(uniques))
+		for i, x := range uniques {
+			us[i] = []byte(x)
+		}
+		b.Queue(`SELECT DISTINCT ON (uniq) uniq, seq, `+findCols+` FROM gearwork_jobs
+			WHERE uniq = ANY($1) AND state IN (0, 1, 4) ORDER BY uniq, seq`, us).Query(func(rows pgx.Rows) error {
+			_, err := pgx.ForEachRow(rows, []any{&u, &q, &claimed, &num, &den, &retryAt}, func() error {
+				byUnique[string(u)] = found()
+				return nil
+			})
+			return err
+		})
+	}
+	if b.Len() > 0 {
+		if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+			return nil, nil, fmt.Errorf("postgres: find %d jobs: %w", len(seqs)+len(uniques), err)
+		}
+	}
+	return bySeq, byUnique, nil
+}
+
 // Find looks a live job up by unique (of any function) when unique is not
 // empty, else by sequence number. ok is false when there is none.
 func (s *Store) Find(ctx context.Context, seq uint64, unique string) (f store.Found, ok bool, err error) {
