@@ -148,12 +148,14 @@ const (
 )
 
 // Validate reports a policy whose keys contradict each other, an error
-// wrapping ErrPolicy: a backoff longer than its backoff_max (which caps
-// every wait, the first one too, so the backoff would never be waited).
-// Each key on its own was checked by Set; the config file and the
-// "policy" admin command both call Validate once all keys are set.
+// wrapping ErrPolicy: a backoff given longer than its backoff_max (which
+// caps every wait, the first one too, so the backoff would never be
+// waited). A backoff_max below the default backoff, with no backoff
+// given, is a cap on every wait and no contradiction. Each key on its own
+// was checked by Set; the config file and the "policy" admin command both
+// call Validate once all keys are set.
 func (p Policy) Validate() error {
-	first, limit := cmp.Or(p.Backoff.Initial, DefaultBackoff), cmp.Or(p.Backoff.Max, DefaultBackoffMax)
+	first, limit := p.Backoff.Initial, cmp.Or(p.Backoff.Max, DefaultBackoffMax)
 	if first > limit {
 		return fmt.Errorf("%w: backoff %s is longer than backoff_max %s, which caps every wait: raise backoff_max or lower backoff",
 			ErrPolicy, first, limit)

@@ -44,6 +44,24 @@ func TestParseEmpty(t *testing.T) {
 	require.Empty(t, lc.Schedules)
 }
 
+// TestParseBackoffMaxAlone: a backoff_max shorter than the default backoff
+// (1s), with no backoff given, is a cap on every wait, taken as it was
+// before a backoff longer than its cap was refused: the policy asks for
+// retries at most 500 ms apart and gets them.
+func TestParseBackoffMaxAlone(t *testing.T) {
+	t.Parallel()
+	lc, err := Parse([]byte("functions:\n  fast:\n    max_attempts: 5\n    backoff_max: 500ms\n"))
+	require.NoError(t, err)
+	require.Equal(t, 500*time.Millisecond, lc.Policies["fast"].Backoff.Max)
+	// Inherited from defaults too.
+	_, err = Parse([]byte("defaults:\n  backoff_max: 200ms\nfunctions:\n  fast:\n    max_attempts: 5\n"))
+	require.NoError(t, err)
+	// A backoff given, by the function or its defaults, still may not
+	// exceed the cap.
+	_, err = Parse([]byte("defaults:\n  backoff: 2s\nfunctions:\n  fast:\n    backoff_max: 500ms\n"))
+	require.ErrorContains(t, err, "backoff 2s is longer than backoff_max 500ms")
+}
+
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ yaml, want string }{
