@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -148,19 +147,28 @@ const (
 )
 
 // Validate reports a policy whose keys contradict each other, an error
-// wrapping ErrPolicy: a backoff given longer than its backoff_max (which
-// caps every wait, the first one too, so the backoff would never be
-// waited). A backoff_max below the default backoff, with no backoff
-// given, is a cap on every wait and no contradiction. Each key on its own
-// was checked by Set; the config file and the "policy" admin command both
-// call Validate once all keys are set.
+// wrapping ErrPolicy: a backoff given longer than the backoff_max given
+// (which caps every wait, the first one too, so the backoff would never
+// be waited). Without a backoff_max the cap is DefaultBackoffMax or the
+// backoff, whichever is longer (limit), so a long backoff alone is taken
+// as written. Each key on its own was checked by Set; the config file and
+// the "policy" admin command both call Validate once all keys are set.
 func (p Policy) Validate() error {
-	first, limit := p.Backoff.Initial, cmp.Or(p.Backoff.Max, DefaultBackoffMax)
-	if first > limit {
+	if first, limit := p.Backoff.Initial, p.Backoff.Max; limit > 0 && first > limit {
 		return fmt.Errorf("%w: backoff %s is longer than backoff_max %s, which caps every wait: raise backoff_max or lower backoff",
 			ErrPolicy, first, limit)
 	}
 	return nil
+}
+
+// limit returns the cap of every wait: backoff_max when given, otherwise
+// DefaultBackoffMax, or the backoff when that is longer (a backoff of an
+// hour with no backoff_max waits an hour, not the default cap).
+func (bo Backoff) limit() time.Duration {
+	if bo.Max > 0 {
+		return bo.Max
+	}
+	return max(DefaultBackoffMax, bo.Initial)
 }
 
 // delay returns the backoff before retry n (n ≥ 1); r is a random number
@@ -170,10 +178,7 @@ func (bo Backoff) delay(n uint32, r float64) time.Duration {
 	if initial <= 0 {
 		initial = float64(DefaultBackoff)
 	}
-	limit := float64(bo.Max)
-	if limit <= 0 {
-		limit = float64(DefaultBackoffMax)
-	}
+	limit := float64(bo.limit())
 	mult := bo.Multiplier
 	if mult <= 0 {
 		mult = 2

@@ -29,6 +29,15 @@ func TestBackoffDelay(t *testing.T) {
 	require.Equal(t, time.Second, def.delay(1, 0))
 	require.Equal(t, 800*time.Millisecond, def.delay(1, 1))
 	require.Equal(t, 10*time.Minute, def.delay(40, 0))
+
+	// A backoff longer than the default cap, with no backoff_max, is
+	// waited as written: the cap is the backoff then, not 10m.
+	long := Backoff{Initial: time.Hour, Jitter: -1}
+	require.Equal(t, time.Hour, long.delay(1, 0))
+	require.Equal(t, time.Hour, long.delay(5, 0))
+	require.NoError(t, Policy{MaxAttempts: 3, Backoff: long}.Validate())
+	long.Max = 10 * time.Minute
+	require.ErrorIs(t, Policy{MaxAttempts: 3, Backoff: long}.Validate(), ErrPolicy)
 }
 
 // With no policy a background WORK_FAIL is final, as in gearmand: the job

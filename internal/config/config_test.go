@@ -62,6 +62,17 @@ func TestParseBackoffMaxAlone(t *testing.T) {
 	require.ErrorContains(t, err, "backoff 2s is longer than backoff_max 500ms")
 }
 
+// A backoff longer than the default cap, with no backoff_max, is taken as
+// written (its waits are capped by the backoff itself, not by the default
+// 10m): a configuration with "backoff: 1h" alone starts.
+func TestParseLongBackoffAlone(t *testing.T) {
+	t.Parallel()
+	lc, err := Parse([]byte("functions:\n  slow:\n    max_attempts: 3\n    backoff: 1h\n"))
+	require.NoError(t, err)
+	require.Equal(t, time.Hour, lc.Policies["slow"].Backoff.Initial)
+	require.Zero(t, lc.Policies["slow"].Backoff.Max)
+}
+
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ yaml, want string }{
@@ -83,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 		{"functions:\n  f:\n    max_attempts: 5\n    max_attempts: 7\n", `line 4: functions.f: key "max_attempts" already given at line 3`},
 		{"defaults:\n  backoff: 1s\n  timeout: 5s\n  backoff: 2s\n", `line 4: defaults: key "backoff" already given at line 2`},
 		// A backoff longer than its cap (the default 10m here) would not be waited.
-		{"functions:\n  f:\n    max_attempts: 3\n    backoff: 1h\n", "line 3: functions.f: invalid policy: backoff 1h0m0s is longer than backoff_max 10m0s"},
+		{"functions:\n  f:\n    max_attempts: 3\n    backoff: 1h\n    backoff_max: 10m\n", "line 3: functions.f: invalid policy: backoff 1h0m0s is longer than backoff_max 10m0s"},
 		{"defaults:\n  backoff: 1m\n  backoff_max: 30s\n", "line 2: defaults: invalid policy: backoff 1m0s is longer than backoff_max 30s"},
 		// Only one document: a second one would be ignored.
 		{"functions:\n  a:\n    max_attempts: 2\n---\nfunctions:\n  b:\n    max_attempts: 3\n", "line 4: a second YAML document"},

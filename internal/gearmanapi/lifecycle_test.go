@@ -205,10 +205,11 @@ func TestLifecycleTimeoutQueueFullPause(t *testing.T) {
 		"concurrency,+rate,+burst,+max_queue,+overflow,+result_retention,+age_after,+max_dead_letters,+history,+history_max)\r\n",
 		adm.admin("policy t speed=9", false))
 	// backoff_max caps every wait, the first one too, as the config file
-	// says: a longer backoff is refused and the policy stays as it was.
+	// says: a backoff longer than the backoff_max given is refused and the
+	// policy stays as it was.
 	before := adm.admin("show policy t", true)
 	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+backoff+1h0m0s+is+longer+than+backoff_max+10m0s,+"+
-		"which+caps+every+wait:+raise+backoff_max+or+lower+backoff\r\n", adm.admin("policy t max_attempts=3 backoff=1h", false))
+		"which+caps+every+wait:+raise+backoff_max+or+lower+backoff\r\n", adm.admin("policy t max_attempts=3 backoff=1h backoff_max=10m", false))
 	require.Equal(t, "ERR INVALID_ARGUMENTS invalid+policy:+backoff+1m0s+is+longer+than+backoff_max+30s,+"+
 		"which+caps+every+wait:+raise+backoff_max+or+lower+backoff\r\n", adm.admin("policy t backoff=1m backoff_max=30s", false))
 	require.Equal(t, before, adm.admin("show policy t", true))
