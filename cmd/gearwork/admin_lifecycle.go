@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,7 +134,7 @@ func parseJobsArgs(rest []string) (adminCommand, error) {
 		}
 	}
 	return listCommand(strings.Join(append([]string{"jobs"}, rest...), " "),
-		[]string{"HANDLE", "FUNCTION", "STATE", "ATTEMPTS", "SUBMITTED", "FINISHED", "ERROR", "CURSOR"},
+		[]string{"HANDLE", "FUNCTION", "STATE", "ATTEMPTS", "SUBMITTED_AT", "FINISHED_AT", "LAST_ERROR", "CURSOR"},
 		func(l string) []any { return parseJobLine(l, 8, 6) }), nil
 }
 
@@ -142,11 +143,12 @@ func parseJobArgs(rest []string) (adminCommand, error) {
 	if len(rest) != 1 {
 		return adminCommand{}, errors.New("job needs a job handle")
 	}
+	columns := make([]string, len(jobFields))
+	for i, f := range jobFields {
+		columns[i] = strings.ToUpper(f.name)
+	}
 	return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
-		columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "BACKGROUND", "STATE", "ATTEMPTS",
-			"SUBMITTED", "STARTED", "FINISHED", "ERROR", "CANCELLED_BY", "RETRY_OF", "RESULT", "RESULT_TRUNCATED",
-			"PAYLOAD", "PAYLOAD_SIZE", "HISTORY"},
-		record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, nil
+		columns: columns, record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, nil
 }
 
 // parseRetryArgs parses the arguments of retry.
@@ -311,7 +313,10 @@ func parseJobLine(l string, n, errField int) []any {
 		f[3] = n
 	}
 	if e, ok := f[errField].(string); ok {
-		f[errField] = unquote(e)
+		// No error is "-" as every absent value, not a blank cell.
+		if f[errField] = unquote(e); f[errField] == "" {
+			f[errField] = nil
+		}
 	}
 	return f
 }
@@ -363,7 +368,7 @@ func parseDeadLetterRecord(lines []string) ([]any, error) {
 		return nil, err
 	}
 	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
-		intOrText(fields["attempts"]), unset([]any{fields["died"]})[0], unquote(fields["error"]), blob(unquote(fields["payload"])), history(h)}, nil
+		intOrText(fields["attempts"]), unset([]any{fields["died"]})[0], textField("error")(fields, nil), blob(unquote(fields["payload"])), history(h)}, nil
 }
 
 // jobHistory is a job record's attempts, with the worker of each.
@@ -381,36 +386,128 @@ func (h jobHistory) tableRows() [][]string {
 	return rows
 }
 
-// parseJobRecord reads the answer of "job HANDLE" as one row.
+// jobField is one field of a job's record as "gearwork admin job" shows
+// it: name is the field's name in GET /v1/jobs/{handle} (a column in
+// capitals, a key in --json), value reads it from the lines of the admin
+// "job" answer. A field the job does not have is nil: "-" in a table,
+// null in JSON.
+type jobField struct {
+	name  string
+	value func(fields map[string]string, h []attempt) any
+}
+
+// jobFields are the fields of a job's record in the order of GET
+// /v1/jobs/{handle}, the one list the view's columns and values come
+// from. The HTTP API's result_text and payload_preview_text have no
+// column: a blob is shown as text when it is UTF-8 (JSON: key_base64
+// otherwise).
+var jobFields = []jobField{
+	{"handle", textField("handle")},
+	{"function", textField("function")},
+	{"state", textField("state")},
+	{"unique", textField("unique")},
+	{"priority", textField("priority")},
+	{"background", boolField("background")},
+	{"run_at", textField("run_at")},
+	{"progress", textField("progress")},
+	{"retries", numberField("retries")},
+	{"waiting_clients", numberField("waiting_clients")},
+	{"submitted_at", textField("submitted")},
+	{"started_at", textField("started")},
+	{"finished_at", textField("finished")},
+	{"attempts", numberField("attempts")},
+	{"max_attempts", numberField("max_attempts")},
+	{"last_error", textField("error")},
+	{"ordering_key", textField("ordering_key")},
+	{"retry_at", textField("retry_at")},
+	{"result", blobField("result")},
+	{"result_truncated", boolField("result_truncated")},
+	{"final", boolField("final")},
+	{"payload_preview", blobField("payload")},
+	{"payload_size", numberField("payload_size")},
+	{"cancelled_by", textField("cancelled_by")},
+	{"cancelled_at", textField("cancelled_at")},
+	{"retry_of", textField("retry_of")},
+	{"batch", textField("batch")},
+	{"history", func(_ map[string]string, h []attempt) any {
+		if len(h) == 0 {
+			return nil // no attempt yet
+		}
+		return jobHistory(h)
+	}},
+}
+
+// jobFieldOf is the value of the field name (a jobFields name) in a row
+// of parseJobRecord.
+func jobFieldOf(row []any, name string) any {
+	i := slices.IndexFunc(jobFields, func(f jobField) bool { return f.name == name })
+	if i < 0 {
+		panic("no job field " + name) // a programmer's error
+	}
+	return row[i]
+}
+
+// textField reads the line key as text (unquoted where the server quotes
+// it): nil when the line is missing, "-" or empty.
+func textField(key string) func(map[string]string, []attempt) any {
+	return func(fields map[string]string, _ []attempt) any {
+		v, ok := fields[key]
+		if !ok || v == "-" {
+			return nil
+		}
+		if v = unquote(v); v == "" {
+			return nil
+		}
+		return v
+	}
+}
+
+// numberField reads the line key as a number (its text if it is not one).
+func numberField(key string) func(map[string]string, []attempt) any {
+	return func(fields map[string]string, _ []attempt) any {
+		v, ok := fields[key]
+		if !ok || v == "-" {
+			return nil
+		}
+		return intOrText(v)
+	}
+}
+
+// boolField reads the line key as true or false.
+func boolField(key string) func(map[string]string, []attempt) any {
+	return func(fields map[string]string, _ []attempt) any {
+		v, ok := fields[key]
+		if !ok {
+			return nil
+		}
+		return v == "true"
+	}
+}
+
+// blobField reads the quoted bytes of the line key (an empty one is
+// there: a result may be empty).
+func blobField(key string) func(map[string]string, []attempt) any {
+	return func(fields map[string]string, _ []attempt) any {
+		v, ok := fields[key]
+		if !ok {
+			return nil
+		}
+		return blob(unquote(v))
+	}
+}
+
+// parseJobRecord reads the answer of "job HANDLE" as one row, the values
+// of jobFields.
 func parseJobRecord(lines []string) ([]any, error) {
 	fields, h, err := parseRecordLines(lines, true, "handle", "function", "state")
 	if err != nil {
 		return nil, err
 	}
-	opt := func(k string) any {
-		v, ok := fields[k]
-		if !ok {
-			return nil
-		}
-		return unquote(v)
+	row := make([]any, len(jobFields))
+	for i, f := range jobFields {
+		row[i] = f.value(fields, h)
 	}
-	// An ended job's record keeps the first 256 bytes of its payload
-	// (payload_size says how long it was) and up to 4 KiB of its result.
-	var result, truncated, payload, size any
-	if v, ok := fields["result"]; ok {
-		result = blob(unquote(v))
-		truncated = fields["result_truncated"] == "true"
-	}
-	if v, ok := fields["payload"]; ok {
-		payload = blob(unquote(v))
-	}
-	if v, ok := fields["payload_size"]; ok {
-		size = intOrText(v)
-	}
-	times := unset([]any{fields["submitted"], fields["started"], fields["finished"]})
-	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
-		fields["background"] == "true", fields["state"], intOrText(fields["attempts"]), times[0], times[1], times[2],
-		unquote(fields["error"]), opt("cancelled_by"), opt("retry_of"), result, truncated, payload, size, jobHistory(h)}, nil
+	return row, nil
 }
 
 // parseRecordLines splits the answer to "deadletter show" or "job": one

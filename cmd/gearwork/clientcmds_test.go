@@ -448,8 +448,8 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, "lc_fail", rec[0]["function"])
 		require.Equal(t, true, rec[0]["background"])
 		require.Equal(t, 2.0, rec[0]["attempts"])
-		require.Equal(t, "disk\tfull", rec[0]["error"])
-		require.Equal(t, "/uploads/10.png", rec[0]["payload"])
+		require.Equal(t, "disk\tfull", rec[0]["last_error"])
+		require.Equal(t, "/uploads/10.png", rec[0]["payload_preview"])
 		hist := rec[0]["history"].([]any)
 		require.Len(t, hist, 2)
 		require.Equal(t, "exception", hist[1].(row)["outcome"])
@@ -462,10 +462,10 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		rows := jsonRows("jobs", "--function", "lc_fail", "--state", "dead")
 		require.NotEmpty(t, rows)
 		require.Equal(t, job.Handle, rows[0]["handle"], "newest first")
-		require.Equal(t, "disk\tfull", rows[0]["error"])
+		require.Equal(t, "disk\tfull", rows[0]["last_error"])
 		next := ok("jobs", "--function", "lc_fail", "--limit", "1", "--cursor", rows[0]["cursor"].(string))
 		require.NotContains(t, next, job.Handle, "the cursor goes on after its row")
-		require.Regexp(t, `^HANDLE +FUNCTION +STATE +ATTEMPTS +SUBMITTED +FINISHED +ERROR +CURSOR\n`, next)
+		require.Regexp(t, `^HANDLE +FUNCTION +STATE +ATTEMPTS +SUBMITTED_AT +FINISHED_AT +LAST_ERROR +CURSOR\n`, next)
 
 		// A record keeps the first 256 bytes of the payload and 4 KiB of
 		// the result: the command says so, as the HTTP API does.
@@ -476,7 +476,7 @@ func TestAdminLifecycleCommands(t *testing.T) {
 			return len(rec) == 1 && rec[0]["state"] == "complete"
 		})
 		require.Equal(t, 300.0, rec[0]["payload_size"])
-		require.Len(t, rec[0]["payload"], 256)
+		require.Len(t, rec[0]["payload_preview"], 256)
 		require.Equal(t, true, rec[0]["result_truncated"])
 		require.Len(t, rec[0]["result"], 4096)
 		out = ok("job", big.Handle)

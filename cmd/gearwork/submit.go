@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -310,15 +309,14 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 		return submitError(ctx, err, stderr)
 	}
 	row := a.rows[0]
-	// field is the row's value in the column name.
-	field := func(name string) any { return row[slices.Index(cmd.columns, name)] }
-	state, _ := field("STATE").(string)
-	attempts := field("ATTEMPTS")
-	lastErr, _ := field("ERROR").(string)
+	field := func(name string) any { return jobFieldOf(row, name) }
+	state, _ := field("state").(string)
+	attempts := field("attempts")
+	lastErr, _ := field("last_error").(string)
 	fmt.Fprintf(stderr, "status: %s\n", state)
 	switch state {
 	case broker.FinalComplete:
-		if r, ok := field("RESULT").(blob); ok {
+		if r, ok := field("result").(blob); ok {
 			_, _ = stdout.Write(r)
 		}
 		return nil
@@ -326,7 +324,7 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "exception: %s\n", lastErr)
 		return exitError{code: exitException, msg: "job " + job.Handle + " threw an exception"}
 	case broker.FinalCancelled:
-		by, _ := field("CANCELLED_BY").(string)
+		by, _ := field("cancelled_by").(string)
 		return exitError{code: exitFailed, msg: fmt.Sprintf("job %s was cancelled (by %s)", job.Handle, by)}
 	}
 	runs := "attempts"

@@ -415,6 +415,30 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 		b.Handle(j.Seq), adminText(j.Function), strconv.Quote(j.Unique), j.Priority, j.Background, j.State, j.Final)
 	fmt.Fprintf(sb, "attempts\t%d\nsubmitted\t%s\nstarted\t%s\nfinished\t%s\nerror\t%s\n",
 		j.Attempts, fmtTime(j.Submitted), fmtTime(j.Started), fmtTime(j.Finished), strconv.Quote(j.LastError))
+	// The fields GET /v1/jobs/{handle} shows besides, under its names,
+	// where the job has them.
+	if j.RunAt != 0 {
+		fmt.Fprintf(sb, "run_at\t%s\n", fmtTime(time.Unix(j.RunAt, 0)))
+	}
+	if j.State == "running" {
+		fmt.Fprintf(sb, "progress\t%d/%d\n", j.Numerator, j.Denominator)
+	}
+	fmt.Fprintf(sb, "retries\t%d\n", j.Retries)
+	if !j.Final {
+		fmt.Fprintf(sb, "waiting_clients\t%d\n", j.Waiting)
+	}
+	if j.MaxAttempts != 0 {
+		fmt.Fprintf(sb, "max_attempts\t%d\n", j.MaxAttempts)
+	}
+	if j.OrderingKey != "" {
+		fmt.Fprintf(sb, "ordering_key\t%s\n", strconv.Quote(j.OrderingKey))
+	}
+	if !j.RetryAt.IsZero() {
+		fmt.Fprintf(sb, "retry_at\t%s\n", fmtTime(j.RetryAt))
+	}
+	if j.Batch != 0 {
+		fmt.Fprintf(sb, "batch\t%d\n", j.Batch)
+	}
 	if j.RetryOf != 0 {
 		fmt.Fprintf(sb, "retry_of\t%s\n", b.Handle(j.RetryOf))
 	}
