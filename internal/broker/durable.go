@@ -24,8 +24,8 @@ type Syncer interface {
 // (the removal and record of a cancelled or dropped job this server
 // holds, say), as the transactions written at once need no wait. Without
 // a store it returns at once. After Stop it returns ErrStopped; while the
-// store refuses writes, or in shared mode cannot be reached, it returns
-// that error at once.
+// store refuses writes, or in shared mode does not answer a probe, it
+// returns that error at once.
 func (b *Broker) Durable(ctx context.Context) error {
 	if b.store == nil {
 		return nil
@@ -37,11 +37,22 @@ func (b *Broker) Durable(ctx context.Context) error {
 		return ErrStopped
 	}
 	if err := b.storeErr; err != nil {
-		// The store refuses writes (a failed fsync), or is out of reach
-		// (shared mode, until it answers again): the change is kept, but
-		// nobody may be told it is stored.
+		// The store refuses writes (a failed fsync), or was out of reach
+		// (shared mode): the change is kept, but nobody may be told it is
+		// stored unless the store answers now, when the commit round
+		// below writes it. The error may be older than the last probe
+		// of the committer, which waits up to 5 s between probes, while
+		// a transaction written at once (a dead letter's retry, the
+		// cancel of a row nobody holds) has already committed.
 		b.mu.Unlock()
-		return fmt.Errorf("broker: the change may not be on disk: %w", err)
+		if !b.mode.storeAnswers(ctx) {
+			return fmt.Errorf("broker: the change may not be on disk: %w", err)
+		}
+		b.mu.Lock()
+		if b.stopped {
+			b.mu.Unlock()
+			return ErrStopped
+		}
 	}
 	// Every change made before this point is in the pending writes or
 	// was taken by a commit round that has finished or is under way; the

@@ -163,6 +163,10 @@ type records interface {
 	// dropUnheld cancels the stored jobs of the dropped function that no
 	// server holds, and returns how many.
 	dropUnheld(ctx context.Context, function string) (int, error)
+	// storeAnswers reports, while the store's error is set, whether the
+	// store answers again (and then clears the error); a store that
+	// refused a write for good (a failed fsync) never does.
+	storeAnswers(ctx context.Context) bool
 }
 
 // localMode is a broker alone: its jobs, dead letters and retained results
@@ -204,6 +208,7 @@ func (localMode) pendingLocked() bool                                           
 func (localMode) status(uint64, string) JobStatus                                  { return JobStatus{} }
 func (localMode) cancelElsewhere(context.Context, uint64, string) error            { return ErrJobNotFound }
 func (localMode) dropUnheld(context.Context, string) (int, error)                  { return 0, nil }
+func (localMode) storeAnswers(context.Context) bool                                { return false }
 func (localMode) addCounts(_ context.Context, out []FunctionStats) []FunctionStats { return out }
 
 func (localMode) storedJob(context.Context, uint64) (JobSnapshot, bool, error) {

@@ -75,25 +75,64 @@ func (c *sharedMode) sharedCommitLoop(ctx context.Context) {
 func (c *sharedMode) awaitStore(ctx context.Context, backoff *time.Duration) {
 	b := c.b
 	for ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(*backoff):
+		wait := time.NewTimer(*backoff)
+	sleep:
+		for {
+			select {
+			case <-ctx.Done():
+				break sleep
+			case <-wait.C:
+				break sleep
+			case <-b.commitWake:
+				// Durable found that the store answers: write now.
+				b.mu.Lock()
+				back := !c.failing
+				b.mu.Unlock()
+				if back {
+					wait.Stop()
+					return
+				}
+			}
 		}
+		wait.Stop()
 		*backoff = min(2**backoff, 5*time.Second)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		perr := c.store.Ping(pctx)
 		cancel()
 		if perr == nil {
-			b.mu.Lock()
-			c.failing = false
-			c.answeredAt = c.now()
-			b.storeErr = nil
-			b.mu.Unlock()
-			b.log.Info("broker: the store answers again; accepting background submits")
-			c.kick()
+			c.answered()
 			return
 		}
 	}
+}
+
+// answered records that the store answers again: background submits are
+// accepted again.
+func (c *sharedMode) answered() {
+	b := c.b
+	b.mu.Lock()
+	was := c.failing
+	c.failing = false
+	c.answeredAt = c.now()
+	b.storeErr = nil
+	b.mu.Unlock()
+	if was {
+		b.log.Info("broker: the store answers again; accepting background submits")
+	}
+	c.kick()
+}
+
+// storeAnswers probes the store, as storeLost does, and records that it
+// answers again when it does.
+func (c *sharedMode) storeAnswers(ctx context.Context) bool {
+	pctx, cancel := context.WithTimeout(ctx, storeLostProbe)
+	perr := c.store.Ping(pctx)
+	cancel()
+	if perr != nil {
+		return false
+	}
+	c.answered()
+	return true
 }
 
 // storeLostProbe bounds the probe of storeLost.

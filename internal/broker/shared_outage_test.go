@@ -188,3 +188,39 @@ func TestSharedServerKeepsAcceptingWhenOnlyItsNotificationConnectionBreaks(t *te
 	}
 	testwait.Until(t, "the server listens again", func() bool { return listening() == 1 })
 }
+
+// A change written at once by its own transaction (here the cancel of a
+// row nobody holds) just after the database came back is durable, and
+// Durable says so: the server's error from the outage, which its
+// committer clears only at its next probe (up to 5 s later), describes
+// writes that no longer fail.
+func TestSharedDurableAfterTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	px, via := startProxy(t, url)
+	a, _ := openShared(t, via, "a", 0)
+	other, _ := openShared(t, url, "other", 0)
+	queued := submit(t, other, other.NewSession("client", newOutbox()), bgJob("g", "", "nobody runs it"))
+	require.NoError(t, queued.err)
+
+	client := a.NewSession("client", newOutbox())
+	px.setDown(true)
+	var se *broker.StoreError
+	testwait.Until(t, "submits fail while the database is away", func() bool {
+		return errors.As(submit(t, a, client, bgJob("f", "", "during")).err, &se)
+	})
+	// Long enough for the committer's probes to back off past a second.
+	time.Sleep(3 * time.Second)
+	ctx := context.Background()
+	require.Error(t, a.Durable(ctx), "nothing is stored while the database is away")
+	px.setDown(false)
+	ready, _ := a.Health()
+	require.False(t, ready, "the committer has not probed again yet")
+
+	require.NoError(t, a.CancelJob(ctx, []byte(other.Handle(queued.seq))))
+	require.NoError(t, a.Durable(ctx), "the cancel is stored")
+	require.Zero(t, countRows(t, url))
+	ready, reason := a.Health()
+	require.True(t, ready, reason)
+	require.NoError(t, submit(t, a, client, bgJob("f", "", "after")).err)
+}
