@@ -588,3 +588,48 @@ func TestDashboardAsksBeforePurgeAndDelete(t *testing.T) {
 	poll(t, ctx, "the record to be gone", `document.querySelector('#detail-state').textContent === 'unknown'`)
 	require.Empty(t, deadLetters())
 }
+
+// A job's page lists every field GET /v1/jobs/{handle} gives (but those
+// it shows apart: state, payload, result, history), under the same names:
+// a job waiting for its retry and a cancelled one.
+func TestDashboardJobShowsEveryField(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	var retrying, cancelled struct{ Handle string }
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/fields/jobs?attempts=3&unique=u-1&ordering-key=k", "x", &retrying))
+	var g grabbed
+	require.Equal(t, http.StatusOK, httpPost(t, s.base+"/v1/functions/fields/grab?wait=30s", "", &g))
+	require.Equal(t, retrying.Handle, g.Handle)
+	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/jobs/"+url.PathEscape(g.Handle)+"/fail?lease="+g.Lease, "disk full", nil))
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/fields/jobs?run-at=2100-01-01T00:00:00Z", "y", &cancelled))
+	req, err := http.NewRequest("DELETE", s.base+"/v1/jobs/"+url.PathEscape(cancelled.Handle), nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Less(t, resp.StatusCode, 300)
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	for _, h := range []string{retrying.Handle, cancelled.Handle} {
+		resp, err := http.Get(s.base + "/v1/jobs/" + url.PathEscape(h))
+		require.NoError(t, err)
+		var rec map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&rec))
+		resp.Body.Close()
+		require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/#job="+url.QueryEscape(h))))
+		poll(t, ctx, "the job's record", `document.querySelector('#detail-state').textContent === `+jsString(rec["state"].(string)))
+		names, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
+			`[...document.querySelectorAll('#detail-fields dt')].map((dt) => dt.textContent)`))
+		require.NoError(t, err)
+		var want []string
+		for k := range rec {
+			switch k {
+			case "handle", "state", "history", "result", "result_text", "result_truncated",
+				"payload_preview", "payload_preview_text", "payload_size":
+				continue
+			}
+			want = append(want, strings.ReplaceAll(k, "_", " "))
+		}
+		require.ElementsMatch(t, want, names, "%s: %v", h, rec)
+	}
+}

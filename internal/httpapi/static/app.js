@@ -185,6 +185,17 @@ function fmtTime(t) { return t ? new Date(t).toLocaleString() : "–"; }
 // detailFor is the job whose record the detail shows or is loading.
 let detailFor = "";
 
+// jobFields are the fields of a job's record the dashboard lists, in the
+// order of GET /v1/jobs/{handle}, each with how to show its value.
+const yesNo = (v) => (v ? "yes" : "no");
+const jobFields = [
+  ["function"], ["unique"], ["priority"], ["background", yesNo], ["run_at", fmtTime],
+  ["progress", (p) => p.numerator + "/" + p.denominator], ["retries"], ["waiting_clients"],
+  ["submitted_at", fmtTime], ["started_at", fmtTime], ["finished_at", fmtTime],
+  ["attempts"], ["max_attempts"], ["last_error"], ["ordering_key"], ["retry_at", fmtTime],
+  ["final", yesNo], ["cancelled_by"], ["cancelled_at", fmtTime], ["retry_of"], ["batch"],
+];
+
 // showJob shows one job's record; location.hash "#job=HANDLE" links to it.
 // Until the record has come, the detail shows no state and no actions (they
 // would act on the job shown before), and an answer for a job shown before
@@ -214,23 +225,22 @@ async function showJob(handle) {
   $("#detail-state").className = "pill " + j.state;
   const dl = $("#detail-fields");
   dl.replaceChildren();
-  const field = (k, v) => { if (v === undefined || v === null || v === "") return; dl.append(el("dt", k), el("dd", v)); };
-  field("function", j.function);
-  field("unique", j.unique);
-  field("priority", j.priority);
-  field("background", j.background ? "yes" : "no");
-  field("attempts", j.attempts !== undefined ? j.attempts + (j.max_attempts ? " of " + j.max_attempts : "") : "");
-  field("last error", j.last_error);
-  field("submitted", j.submitted_at && fmtTime(j.submitted_at));
-  field("started", j.started_at && fmtTime(j.started_at));
-  field("finished", j.finished_at && fmtTime(j.finished_at));
-  field("retry at", j.retry_at && fmtTime(j.retry_at));
-  field("cancelled by", j.cancelled_by && j.cancelled_by + " at " + fmtTime(j.cancelled_at));
-  if (j.retry_of) {
-    const a = el("a", j.retry_of);
-    a.href = "#job=" + encodeURIComponent(j.retry_of);
-    dl.append(el("dt", "retry of"), el("dd"));
-    dl.lastChild.append(a);
+  // Every field of GET /v1/jobs/{handle} but those shown below (payload,
+  // result, history) and the state above, under its name (with spaces),
+  // as "gearwork admin job" shows them; a field the job does not have is
+  // left out.
+  for (const [k, show] of jobFields) {
+    const v = j[k];
+    if (v === undefined || v === null || v === "") continue;
+    const dd = el("dd");
+    if (k === "retry_of") {
+      const a = el("a", v);
+      a.href = "#job=" + encodeURIComponent(v);
+      dd.append(a);
+    } else {
+      dd.textContent = show ? show(v) : String(v);
+    }
+    dl.append(el("dt", k.replaceAll("_", " ")), dd);
   }
   const pv = j.payload_preview_text !== undefined ? j.payload_preview_text : (j.payload_preview ? "(binary, base64) " + j.payload_preview : "");
   // payload_size counts bytes: compare it with the bytes of the preview.
