@@ -99,7 +99,7 @@ func parseDeadlettersArgs(rest []string) (adminCommand, error) {
 		return adminCommand{}, errors.New("deadletters takes at most a function name")
 	}
 	return listCommand(strings.Join(append([]string{"deadletters"}, rest...), " "),
-		[]string{"HANDLE", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED", "ERROR"}, parseDeadLetterLine), nil
+		[]string{"HANDLE", "FUNCTION", "UNIQUE", "ATTEMPTS", "DIED_AT", "ERROR"}, parseDeadLetterLine), nil
 }
 
 // parseDeadletterArgs parses the arguments of deadletter.
@@ -111,7 +111,7 @@ func parseDeadletterArgs(rest []string) (adminCommand, error) {
 	switch {
 	case sub == "show" && len(rest) == 2:
 		return adminCommand{kind: answerList, line: "deadletter show " + rest[1], vertical: true,
-			columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "ATTEMPTS", "DIED", "ERROR", "PAYLOAD", "HISTORY"},
+			columns: []string{"HANDLE", "FUNCTION", "UNIQUE", "PRIORITY", "ATTEMPTS", "DIED_AT", "ERROR", "PAYLOAD", "HISTORY"},
 			record:  parseDeadLetterRecord, unknownJob: "no dead letter " + rest[1]}, nil
 	case sub == "retry" && len(rest) == 3 && rest[1] == "all":
 		return okCommand("deadletter retry all "+rest[2], countText("dead letter", "queued again")), nil

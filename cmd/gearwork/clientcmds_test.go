@@ -393,12 +393,12 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Equal(t, "img-7", rows[0]["unique"])
 		require.Equal(t, 2.0, rows[0]["attempts"])
 		require.Equal(t, "disk\tfull", rows[0]["error"], "JSON has the error as sent")
-		require.Regexp(t, `^\d{4}-\d\d-\d\dT`, rows[0]["died"])
+		require.Regexp(t, `^\d{4}-\d\d-\d\dT`, rows[0]["died_at"], "named as in GET /v1/dead-letters")
 
 		out := ok("deadletters")
 		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 		require.Len(t, lines, 2, out)
-		require.Regexp(t, `^HANDLE +FUNCTION +UNIQUE +ATTEMPTS +DIED +ERROR$`, lines[0])
+		require.Regexp(t, `^HANDLE +FUNCTION +UNIQUE +ATTEMPTS +DIED_AT +ERROR$`, lines[0])
 		require.Regexp(t, `^H:lc:\d+ +lc_fail +img-7 +2 +\S+ +"disk\\tfull"$`, lines[1], "a tab in a cell is quoted")
 
 		out = ok("deadletter", "show", job.Handle)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -123,4 +124,22 @@ func TestAdminJobShowsWhatHTTPShows(t *testing.T) {
 			require.Regexp(t, `^[A-Z_]+ +\S`, line, "%s: a row with no value", tc.handle)
 		}
 	}
+
+	// The list too: the names of GET /v1/jobs, and no error is null (a
+	// "-" in the table), not an empty text.
+	out := gwOK(t, "admin", "--servers="+srv.Addr, "--json", "jobs", "--function", "view")
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rows), out)
+	found := false
+	for _, r := range rows {
+		if r["handle"] == complete {
+			found = true
+			require.Contains(t, r, "last_error", out)
+			require.Nil(t, r["last_error"], out)
+			require.Contains(t, r, "submitted_at", out)
+		}
+	}
+	require.True(t, found, out)
+	require.Regexp(t, `(?m)^`+regexp.QuoteMeta(complete)+` +view +complete +\d+ +\S+ +\S+ +- +\S+$`,
+		gwOK(t, "admin", "--servers="+srv.Addr, "jobs", "--function", "view"))
 }
