@@ -34,7 +34,8 @@ Commands (sent as the text admin protocol, so they work with gearmand too):
   cancel HANDLE               cancel a queued job (Gearwork: any live job,
                               running too; its record says by whom)
   create FN                   create a function
-  drop FN                     drop a function without workers or jobs
+  drop FN                     drop a function without workers or running
+                              jobs, and its queued jobs (cancelled)
   version | getpid | verbose  one value of the server
   shutdown [--graceful]       stop the server (Gearwork; gearmand 1.1.15+
                               uses signals instead)
