@@ -69,3 +69,42 @@ func TestSharedDropFunctionDuringTheInsertOfItsJob(t *testing.T) {
 	require.Equal(t, "cancelled", rec.State)
 	require.Equal(t, "function dropped", rec.CancelledBy)
 }
+
+// "drop function" matches the function's name regardless of the case of
+// ASCII letters, as gearmand does, in the store as in memory: a server
+// that does not know the function drops the rows nobody holds.
+func TestSharedDropFunctionMatchesNamesRegardlessOfCase(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	a, _ := openShared(t, url, "a", 0)
+	other, _ := openShared(t, url, "other", 0)
+	client := other.NewSession("client", newOutbox())
+	for _, fn := range []string{"Fn", "fN"} {
+		require.NoError(t, submit(t, other, client, bgJob(fn, "", "nobody runs it")).err)
+	}
+	require.NoError(t, submit(t, other, client, bgJob("Fn2", "", "another function")).err)
+	require.NoError(t, submit(t, other, client, bgJob("fé", "", "not ASCII")).err)
+
+	require.NoError(t, a.DropFunction(context.Background(), "FN"))
+	require.NoError(t, a.Durable(context.Background()))
+	require.Equal(t, 2, countRows(t, url), "the other functions' jobs stay")
+	require.ErrorIs(t, a.DropFunction(context.Background(), "fn"), broker.ErrFunctionNotFound)
+	require.ErrorIs(t, a.DropFunction(context.Background(), "FÉ"), broker.ErrFunctionNotFound,
+		"only ASCII letters are matched regardless of case")
+}
+
+// In memory too, only ASCII letters are matched regardless of case, as
+// the store matches them.
+func TestDropFunctionFoldsOnlyASCIICase(t *testing.T) {
+	t.Parallel()
+	b := broker.New(broker.Config{Logger: quiet})
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	client := b.NewSession("client", newOutbox())
+	for _, fn := range []string{"fé", "Fn"} {
+		require.NoError(t, submit(t, b, client, bgJob(fn, "", "p")).err)
+	}
+	require.ErrorIs(t, b.DropFunction(context.Background(), "FÉ"), broker.ErrFunctionNotFound)
+	require.NoError(t, b.DropFunction(context.Background(), "fN"))
+	require.Equal(t, 1, b.JobCount())
+}

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"strings"
 )
 
 // JobStatus answers GET_STATUS and GET_STATUS_UNIQUE.
@@ -196,11 +195,13 @@ func (b *Broker) CreateFunction(name string) error {
 // mode the jobs of the function that no server holds are cancelled in the
 // store as well (those other live servers hold stay theirs), also when
 // this server does not know the function, which is then not found only if
-// the store had none of its jobs either. It returns
+// the store had none of its jobs either. The name is matched regardless
+// of the case of ASCII letters, in memory and in the store, as gearmand
+// matches it (sameFunctionName). It returns
 // before the removals of the jobs this server held are on disk: call
 // Durable before acknowledging it.
 func (b *Broker) DropFunction(ctx context.Context, name string) error {
-	dropped, err := b.dropFunction(name)
+	_, err := b.dropFunction(name)
 	switch {
 	case errors.Is(err, ErrFunctionNotFound):
 		if n, serr := b.mode.dropUnheld(ctx, name); serr != nil || n > 0 {
@@ -210,7 +211,9 @@ func (b *Broker) DropFunction(ctx context.Context, name string) error {
 	case err != nil:
 		return err
 	}
-	_, err = b.mode.dropUnheld(ctx, dropped)
+	// The name as asked: the store matches it regardless of case, as
+	// dropFunction does.
+	_, err = b.mode.dropUnheld(ctx, name)
 	return err
 }
 
@@ -221,7 +224,7 @@ func (b *Broker) dropFunction(name string) (string, error) {
 	defer b.mu.Unlock()
 	var f *function
 	for n, x := range b.functions {
-		if strings.EqualFold(n, name) {
+		if sameFunctionName(n, name) {
 			f = x
 			break
 		}
@@ -250,6 +253,29 @@ func (b *Broker) dropFunction(name string) (string, error) {
 	}
 	b.unknowFunctionLocked(f)
 	return f.name, nil
+}
+
+// sameFunctionName reports whether a and b name the same function for
+// "drop function": equal but for the case of ASCII letters, as gearmand
+// compares them (strcasecmp), and as the shared store, which holds names
+// as bytes, does (UnheldJobs).
+func sameFunctionName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		if asciiLower(a[i]) != asciiLower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiLower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + ('a' - 'A')
+	}
+	return c
 }
 
 func (b *Broker) dropIfScheduled(j *job) {

@@ -223,8 +223,10 @@ type SharedLifecycle interface {
 	// cancelled as Commit's DepEnds do.
 	CancelQueued(ctx context.Context, seq uint64, by string) (bool, error)
 	// UnheldJobs returns the sequence numbers of function's live jobs
-	// (queued, scheduled, waiting for a retry or for other jobs) that no
-	// server holds, greater than after, in order, at most limit of them:
+	// (queued, scheduled, waiting for a retry or for other jobs; the
+	// function's name matched regardless of case) that no live server
+	// holds as CancelQueued judges it, greater than after, in order, at
+	// most limit of them:
 	// the jobs "drop function" cancels (CancelQueued) besides those the
 	// server holds.
 	UnheldJobs(ctx context.Context, function string, after uint64, limit int) ([]uint64, error)

@@ -1236,3 +1236,60 @@ func TestLateRenewalIsLoggedAtMostOnceAMinute(t *testing.T) {
 		require.Equal(t, 1, logs.count(late), "the first late renewal is logged, the next within a minute is not")
 	}
 }
+
+// The jobs "drop function" cancels (UnheldJobs) are those CancelQueued
+// takes as nobody's: unclaimed, or held under a lease that expired by
+// the database's time at this server's last renewal (not one that expired
+// since, nor one a live server holds); and the function's name is matched
+// regardless of case, as "drop function" matches it in memory.
+func TestUnheldJobsAreThoseNoLiveServerHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const ttl = 4 * time.Second
+	x, b := steadyBeside(t, url, ttl)
+	held, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("Fn", "", "1")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.True(t, held[0].Claimed)
+	free, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("fN", "", "2")}})
+	require.NoError(t, err)
+	_, err = x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("other", "", "3")}})
+	require.NoError(t, err)
+	ownHeld, err := b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("fn", "", "4")}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.True(t, ownHeld[0].Claimed)
+
+	unheld := func() []uint64 {
+		seqs, err := b.UnheldJobs(ctx, "FN", 0, 10)
+		require.NoError(t, err)
+		return seqs
+	}
+	require.Equal(t, []uint64{free[0].Seq}, unheld(), "x's lease is live: only the unclaimed row")
+
+	lost, err := b.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+	// x's lease expires a microsecond after the database renewed b's.
+	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_servers
+		SET lease_until = (SELECT lease_until FROM gearwork_servers WHERE name = 'b') - interval '%d milliseconds' + interval '1 microsecond'
+		WHERE name = 'x'`, ttl.Milliseconds()))
+	require.Equal(t, []uint64{free[0].Seq}, unheld(), "a lease that expired after the last renewal is not its server's death")
+
+	// Expired a microsecond before the database renewed b's lease, and
+	// not yet released by a renewal: the row is nobody's already.
+	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_servers
+		SET lease_until = (SELECT lease_until FROM gearwork_servers WHERE name = 'b') - interval '%d milliseconds' - interval '1 microsecond'
+		WHERE name = 'x'`, ttl.Milliseconds()))
+	var owner *int64
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner FROM gearwork_jobs WHERE seq = %d`, held[0].Seq), &owner)
+	require.NotNil(t, owner, "the row is still x's")
+	seqs := unheld()
+	require.ElementsMatch(t, []uint64{held[0].Seq, free[0].Seq}, seqs)
+	for _, seq := range seqs {
+		ok, err := b.CancelQueued(ctx, seq, "function dropped")
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	require.Equal(t, 1, countJobs(t, url, "fn"), "the row b holds stays")
+	require.Equal(t, 1, countJobs(t, url, "other"))
+}
