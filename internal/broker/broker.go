@@ -190,6 +190,9 @@ type Broker struct {
 	// store itself, outside the committer, and no sync has covered that
 	// delete yet: the committer's next barrier (Durable) syncs it.
 	forgotUnsynced atomic.Bool
+	// listHeld, when set (by tests), is told after each hold of the lock
+	// that ListJobs takes for live jobs how many of them it looked at.
+	listHeld func(looked int)
 
 	// mu guards everything below it.
 	mu        hookedMutex

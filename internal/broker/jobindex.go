@@ -294,3 +294,54 @@ func (x *jobIndex) frozenRange(lo, hi uint64, limit int, each func(*job)) uint64
 	}
 	return hi
 }
+
+// frozenRangeDown is frozenRange walking down, and for the cold entries
+// of thawed jobs too, in the queues of the functions fnOK takes: queue by
+// queue, each queue's from the newest, it calls each with a view of each
+// frozen job whose sequence number is in [lo, hi) (made only when frozenOK:
+// the query lists frozen jobs) and with the job of each thawed entry there
+// (a job of the index's pages, which a walk of the pages that were there
+// before the thaw would miss: the caller may see it twice); each reports
+// whether it took the job. It returns lo, raised when a queue had more
+// than limit entries there, or need that each took: to just above the
+// last it looked at, down to which the walk has gone (the jobs of numbers
+// below it, which earlier queues gave, are the caller's to ignore), and
+// the number of entries it looked at. It neither thaws a job nor changes
+// the index.
+func (x *jobIndex) frozenRangeDown(lo, hi uint64, limit, need int, fnOK func(*function) bool, frozenOK bool,
+	each func(*job) bool) (uint64, int) {
+	looked := 0
+	for _, q := range x.cold {
+		c := &q.cold
+		if c.n == 0 || c.last().seq < lo || c.at(0).seq >= hi || !fnOK(q.fn) {
+			continue
+		}
+		n, took := 0, 0
+		for i := sort.Search(c.n, func(i int) bool { return c.at(i).seq >= hi }) - 1; i >= 0; i-- {
+			e := c.at(i)
+			if e.seq < lo {
+				break
+			}
+			if !e.frozen() && e.submitted != coldWarm {
+				continue
+			}
+			if n == limit || took == need {
+				lo = e.seq + 1
+				break
+			}
+			n++
+			var j *job
+			switch {
+			case !e.frozen():
+				j = x.seqIndex.get(e.seq)
+			case frozenOK:
+				j = q.view(*e, nil)
+			}
+			if j != nil && each(j) {
+				took++
+			}
+		}
+		looked += n
+	}
+	return lo, looked
+}

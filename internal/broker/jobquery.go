@@ -61,10 +61,15 @@ var ErrBadQuery = errors.New("invalid job query")
 // ListJobs returns a page of job records, newest first: live jobs first,
 // the most recently submitted first, then the records of ended jobs, the
 // most recently ended first. Paging with Next sees each record at most
-// once (a job that ends while the list is paged may be missed). Live jobs
-// are found by a scan of this server's live jobs; ended ones from their
-// function's history, so a page costs about Limit records there, however
-// many are kept. Safe for concurrent use.
+// once (a job that ends while the list is paged may be missed). Ended
+// ones are found from their function's history, so a page costs about
+// Limit records there, however many are kept. Safe for concurrent use.
+//
+// Live jobs are found by a walk down the index from the cursor, in chunks
+// under short holds of the lock (livePage): a page looks at about as many
+// as it holds, and at most liveLooked when the query matches few. A page
+// may then hold fewer than Limit records, or none, with a Next that goes
+// on: the list ends where Next is "".
 func (b *Broker) ListJobs(ctx context.Context, q JobQuery) (JobPage, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -104,18 +109,18 @@ func (b *Broker) ListJobs(ctx context.Context, q JobQuery) (JobPage, error) {
 	if b.records != nil {
 		return b.listStored(ctx, q, limit, live, final, liveBelow, after)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var page JobPage
 	if live {
 		var full bool
-		if page, full = b.livePageLocked(q, liveBelow, limit); full {
+		if page, full = b.livePage(q, liveBelow, limit); full {
 			return page, nil
 		}
 	}
 	if !final {
 		return page, nil
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	want := limit - len(page.Jobs)
 	recs := b.newestEndedLocked(q, finalBelow, want+1)
 	for _, r := range recs[:min(len(recs), want)] {
@@ -133,103 +138,6 @@ func (b *Broker) ListJobs(ctx context.Context, q JobQuery) (JobPage, error) {
 		}
 	}
 	return page, nil
-}
-
-// newestLiveLocked returns up to n live jobs of q's function, state and
-// batch with a seq below below, newest first.
-func (b *Broker) newestLiveLocked(q JobQuery, below uint64, n int) []*job {
-	if n <= 0 {
-		return nil
-	}
-	var f *function
-	if q.Function != "" {
-		if f = b.functions[q.Function]; f == nil {
-			return nil
-		}
-	}
-	state := q.State
-	// Keep the n newest in a min-heap by seq: one pass over the live
-	// jobs in memory, then over the frozen ones.
-	h := make([]*job, 0, n)
-	// take offers the job of seq to the heap, made by mk only if it goes
-	// in; it reports whether it went in.
-	take := func(seq uint64, mk func() *job) bool {
-		switch {
-		case len(h) < n:
-			h = append(h, mk())
-			siftUp(h, len(h)-1)
-		case seq > h[0].seq:
-			h[0] = mk()
-			siftDown(h, 0)
-		default:
-			return false
-		}
-		return true
-	}
-	for seq, j := range b.jobs.seqIndex.all() {
-		if seq >= below || (f != nil && j.fn != f) || j.state == stateGone || (state != "" && j.state.String() != state) ||
-			(q.Batch != 0 && (j.x == nil || j.x.batch == nil || j.x.batch.id != q.Batch)) {
-			continue
-		}
-		take(seq, func() *job { return j })
-	}
-	if (state == "" || state == stateQueued.String()) && q.Batch == 0 {
-		// A frozen job is a queued background job of no batch. A queue's
-		// cold entries ascend by seq: walked from the newest, a queue is
-		// done at the first that the heap does not take, and a job is
-		// made (a copy, q.view) only for one that goes in.
-		for _, cq := range b.jobs.cold {
-			if f != nil && cq.fn != f {
-				continue
-			}
-			for i := cq.cold.n - 1; i >= 0; i-- {
-				e := cq.cold.at(i)
-				if !e.frozen() || e.seq >= below {
-					continue
-				}
-				if !take(e.seq, func() *job {
-					var p []byte
-					if pp := cq.cold.payload(i); pp != nil {
-						p = *pp
-					}
-					return cq.view(*e, p)
-				}) {
-					break
-				}
-			}
-		}
-	}
-	slices.SortFunc(h, func(a, c *job) int { return cmp.Compare(c.seq, a.seq) }) // newest first
-	return h
-}
-
-func siftUp(h []*job, i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if h[p].seq <= h[i].seq {
-			return
-		}
-		h[p], h[i] = h[i], h[p]
-		i = p
-	}
-}
-
-func siftDown(h []*job, i int) {
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			return
-		}
-		m := l
-		if r := l + 1; r < len(h) && h[r].seq < h[l].seq {
-			m = r
-		}
-		if h[i].seq <= h[m].seq {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
 }
 
 // newestEndedLocked returns up to n records of ended jobs of q's
@@ -417,22 +325,95 @@ func add(m map[string]int, k string, n int) {
 	}
 }
 
-// livePageLocked starts a page of ListJobs with the newest live jobs of q
-// below liveBelow, limit at the most. It reports whether they fill the
-// page: more live jobs follow, and the page's Next points at them. b.mu
-// must be held.
-func (b *Broker) livePageLocked(q JobQuery, liveBelow uint64, limit int) (page JobPage, full bool) {
-	jobs := b.newestLiveLocked(q, liveBelow, limit+1)
-	for _, j := range jobs[:min(len(jobs), limit)] {
-		snap := b.snapshotLocked(j)
-		snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
-		page.Jobs = append(page.Jobs, snap)
+// liveLooked bounds the live jobs one page of ListJobs looks at: a
+// filter that matches few of them (or none) ends the page there, shorter
+// than its limit (empty, even), with a Next that goes on from where it
+// stopped.
+const liveLooked = 64 * listChunk
+
+// livePage starts a page of ListJobs with the newest live jobs of q below
+// liveBelow, limit at the most. It reports whether the page ends there:
+// more live jobs follow (or may: it looked at liveLooked of them), and the
+// page's Next points at them. It walks down the index from liveBelow in
+// chunks of about listChunk jobs, each under one hold of the lock, so that
+// a page costs about what it holds (and a filter that matches few jobs at
+// most liveLooked), however many jobs are live, and no hold stalls the
+// other clients and workers for long. b.mu must not be held.
+func (b *Broker) livePage(q JobQuery, liveBelow uint64, limit int) (page JobPage, full bool) {
+	if liveBelow == 0 {
+		return page, false
 	}
-	if len(jobs) > limit {
-		page.Next = "L" + strconv.FormatUint(jobs[limit-1].seq, 10)
-		return page, true
+	b.mu.Lock()
+	keys := b.jobs.pageKeys()
+	b.mu.Unlock()
+	top := (liveBelow - 1) >> jobPageShift // the page of the newest job to look at
+	keys = slices.DeleteFunc(keys, func(k uint64) bool { return k > top })
+	slices.Sort(keys)
+	const chunkPages = listChunk >> jobPageShift
+	state := q.State
+	match := func(j *job) bool {
+		return (q.Function == "" || j.fn.name == q.Function) && j.state != stateGone &&
+			(state == "" || j.state.String() == state) &&
+			(q.Batch == 0 || (j.x != nil && j.x.batch != nil && j.x.batch.id == q.Batch))
 	}
-	return page, false
+	fnOK := func(f *function) bool { return q.Function == "" || f.name == q.Function }
+	frozenOK := (state == "" || state == stateQueued.String()) && q.Batch == 0 // a frozen job is a queued background job of no batch
+	var cands []*job
+	each := func(j *job) bool {
+		if !match(j) {
+			return false
+		}
+		cands = append(cands, j)
+		return true
+	}
+	seqs := make([]uint64, 0, limit+1)
+	looked := 0
+	for hi := liveBelow; ; {
+		// The chunk is [lo, hi): chunkPages pages of the index, or fewer
+		// when a queue's frozen entries there are many.
+		lo := uint64(0)
+		if len(keys) > chunkPages {
+			lo = keys[len(keys)-chunkPages] << jobPageShift
+		}
+		cands = cands[:0]
+		b.mu.Lock()
+		lo, n := b.jobs.frozenRangeDown(lo, hi, listChunk, limit+1-len(seqs), fnOK, frozenOK, each)
+		for i := len(keys) - 1; i >= 0 && (keys[i]+1)<<jobPageShift > lo; i-- {
+			b.jobs.pageRange(keys[i], lo, hi, func(j *job) { n++; each(j) })
+		}
+		cands = slices.DeleteFunc(cands, func(j *job) bool { return j.seq < lo })
+		slices.SortFunc(cands, func(x, y *job) int { return cmpSeq(y.seq, x.seq) }) // newest first
+		// A thawed job may come from its page and its queue's entry.
+		cands = slices.CompactFunc(cands, func(x, y *job) bool { return x.seq == y.seq })
+		for _, j := range cands[:min(len(cands), limit+1-len(seqs))] {
+			if len(seqs) < limit {
+				snap := b.snapshotLocked(j)
+				snap.Cursor = "L" + strconv.FormatUint(j.seq, 10)
+				page.Jobs = append(page.Jobs, snap)
+			}
+			seqs = append(seqs, j.seq)
+		}
+		held := b.listHeld
+		b.mu.Unlock()
+		if held != nil {
+			held(n)
+		}
+		looked += n
+		for len(keys) > 0 && keys[len(keys)-1]<<jobPageShift >= lo {
+			keys = keys[:len(keys)-1]
+		}
+		hi = lo
+		switch {
+		case len(seqs) > limit:
+			page.Next = "L" + strconv.FormatUint(seqs[limit-1], 10)
+			return page, true
+		case hi == 0:
+			return page, false
+		case looked >= liveLooked:
+			page.Next = "L" + strconv.FormatUint(hi, 10)
+			return page, true
+		}
+	}
 }
 
 // listStored is ListJobs with the records of ended jobs in the store: the
@@ -441,10 +422,7 @@ func (b *Broker) listStored(ctx context.Context, q JobQuery, limit int, live, fi
 	var page JobPage
 	if live {
 		var full bool
-		b.mu.Lock()
-		page, full = b.livePageLocked(q, liveBelow, limit)
-		b.mu.Unlock()
-		if full {
+		if page, full = b.livePage(q, liveBelow, limit); full {
 			return page, nil
 		}
 	}

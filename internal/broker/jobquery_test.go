@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
 // Paging with the cursor visits every record once, newest first: the live
@@ -134,4 +136,123 @@ func BenchmarkListJobs(b *testing.B) {
 			b.ReportMetric(heap, "heap-MiB")
 		})
 	}
+}
+
+// A page of live jobs looks at a bounded number of them under each hold of
+// the lock, however many there are, and releases it between holds; a
+// filter that matches few jobs still finds them, page after page, in
+// order.
+func TestListJobsLiveInShortHolds(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	const n = 6 * listChunk
+	var rare []uint64 // of function "rare": the oldest three and one in the middle
+	for i := range n {
+		fn := "f"
+		if i < 3 || i == n/2 {
+			fn = "rare"
+		}
+		r := tb.submit(t, c, bg(fn, "", "p", Normal))
+		require.NoError(t, r.err)
+		if fn == "rare" {
+			rare = append([]uint64{r.seq}, rare...)
+		}
+	}
+	var holds, most int
+	tb.b.listHeld = func(looked int) {
+		holds++
+		most = max(most, looked)
+	}
+	page, err := tb.b.ListJobs(context.Background(), JobQuery{Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 10)
+	require.NotEmpty(t, page.Next)
+	require.LessOrEqual(t, most, 2*listChunk, "the first page looks at a bounded number of jobs")
+
+	holds, most = 0, 0
+	var got []uint64
+	cursor := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 10)
+		page, err := tb.b.ListJobs(context.Background(), JobQuery{Function: "rare", Limit: 2, Cursor: cursor})
+		require.NoError(t, err)
+		for _, j := range page.Jobs {
+			got = append(got, j.Seq)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	require.Equal(t, rare, got, "every job of the filter once, newest first")
+	require.LessOrEqual(t, most, 2*listChunk, "each hold of the lock looks at a bounded number of jobs")
+	require.Greater(t, holds, 3, "the walk over all jobs took several holds")
+}
+
+// Frozen jobs are listed with the others, newest first, also those thawed
+// (a lookup by handle) while the page is gathered.
+func TestListJobsFrozenInShortHolds(t *testing.T) {
+	t.Parallel()
+	b := startTiered(t, memory.New(), -1)
+	s := b.NewSession("client", &recorder{})
+	const n = 3 * listChunk
+	// The oldest three of function "rare" and jobsPageSize more of "f",
+	// frozen, then jobs of "f" with a unique (never frozen: they are in
+	// the index's pages).
+	var seqs, rare []uint64 // newest first
+	frozenN := 0
+	for i := range n {
+		fn, unique := "f", ""
+		switch {
+		case i < 3:
+			fn = "rare"
+		case i >= 3+jobPageSize:
+			unique = fmt.Sprint("u", i)
+		}
+		r := submitAndWait(t, b, s, bg(fn, unique, "p", Normal))
+		require.NoError(t, r.err)
+		seqs = append([]uint64{r.seq}, seqs...)
+		if fn == "rare" {
+			rare = append([]uint64{r.seq}, rare...)
+		}
+		if unique == "" {
+			frozenN++
+		}
+	}
+	frozen, _ := frozenCounts(b)
+	require.Equal(t, frozenN, frozen)
+	holds := 0
+	b.listHeld = func(looked int) {
+		require.LessOrEqual(t, looked, 2*listChunk)
+		if holds++; holds == 1 {
+			// Between holds, a lookup by handle thaws a job ahead.
+			require.True(t, b.GetStatus([]byte(b.Handle(rare[1]))).Known)
+		}
+	}
+	page, err := b.ListJobs(context.Background(), JobQuery{Function: "rare", Limit: 10})
+	require.NoError(t, err)
+	var got []uint64
+	for _, j := range page.Jobs {
+		got = append(got, j.Seq)
+		require.Equal(t, "queued", j.State)
+	}
+	require.Equal(t, rare, got, "every job once, frozen or thawed meanwhile, newest first")
+	require.Greater(t, holds, 2)
+	frozen, _ = frozenCounts(b)
+	require.Equal(t, frozenN-1, frozen)
+
+	b.listHeld = nil
+	got = got[:0]
+	for cursor := ""; ; {
+		page, err := b.ListJobs(context.Background(), JobQuery{Limit: 700, Cursor: cursor})
+		require.NoError(t, err)
+		for _, j := range page.Jobs {
+			got = append(got, j.Seq)
+		}
+		if cursor = page.Next; cursor == "" {
+			break
+		}
+	}
+	require.Equal(t, seqs, got, "paging lists every job once, newest first")
 }

@@ -367,12 +367,27 @@ func adminJobs(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 			return
 		}
 	}
-	page, err := c.srv.b.ListJobs(ctx, q)
-	if err != nil {
-		sb.WriteString(errInvalid(err.Error()))
-		return
+	// A page of ListJobs may stop short with more to come (a query that
+	// matches few of many live jobs); this answer has no place for its
+	// cursor, so it goes on until it has limit records or the list ends.
+	limit := q.Limit
+	if limit == 0 {
+		limit = broker.DefaultJobPage
 	}
-	for _, j := range page.Jobs {
+	var jobs []broker.JobSnapshot
+	for {
+		page, err := c.srv.b.ListJobs(ctx, q)
+		if err != nil {
+			sb.WriteString(errInvalid(err.Error()))
+			return
+		}
+		jobs = append(jobs, page.Jobs...)
+		if page.Next == "" || len(jobs) >= limit || ctx.Err() != nil {
+			break
+		}
+		q.Cursor, q.Limit = page.Next, limit-len(jobs)
+	}
+	for _, j := range jobs {
 		if !c.mayRead(j.Function) {
 			continue
 		}

@@ -1,6 +1,7 @@
 package gearmanapi
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -326,4 +327,36 @@ func TestMaxQueueRefusesBadCounts(t *testing.T) {
 	// As gearmand, a negative number means no limit.
 	adm.adminOK("maxqueue q 5", "maxqueue q -1")
 	require.Equal(t, "q\t0\t0\t0\n.\n", adm.admin("show maxqueue q", true))
+}
+
+// "jobs" answers limit records when there are that many, also for a query
+// that matches few of many live jobs: a page of the job list may stop
+// short after a bounded walk, and "jobs" goes on from there.
+func TestAdminJobsFewAmongMany(t *testing.T) {
+	t.Parallel()
+	tb, adm := setupLifecycle(t)
+	s := tb.b.NewSession("client", make(broker.NoopSignal, 1))
+	submit := func(fn string) uint64 {
+		var seq uint64
+		tb.b.Submit(s, broker.SubmitParams{Function: []byte(fn), Payload: []byte("p"), Background: true},
+			func(q uint64, _ bool, err error) { require.NoError(t, err); seq = q })
+		return seq
+	}
+	var rare []string // newest first
+	for range 2 {
+		rare = append([]string{tb.b.Handle(submit("rare"))}, rare...)
+	}
+	for range 70_000 { // more than one page of the job list looks at
+		submit("f")
+	}
+	page, err := tb.b.ListJobs(context.Background(), broker.JobQuery{Function: "rare", Limit: 2})
+	require.NoError(t, err)
+	require.Empty(t, page.Jobs, "the page stopped short")
+	require.NotEmpty(t, page.Next)
+
+	var got []string
+	for _, l := range strings.Split(strings.TrimSuffix(adm.admin("jobs function=rare limit=2", true), "\n.\n"), "\n") {
+		got = append(got, strings.Split(l, "\t")[0])
+	}
+	require.Equal(t, rare, got)
 }
