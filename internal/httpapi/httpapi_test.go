@@ -22,10 +22,20 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gearwork/gearwork/internal/broker"
+	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+// TestMain checks for leaked goroutines once the tests have run and the
+// PostgreSQL server of the shared-mode tests (pgtest) has stopped.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(stopPostgresAfter{m}) }
+
+// stopPostgresAfter runs the tests, then stops the PostgreSQL server of
+// the shared-mode tests.
+type stopPostgresAfter struct{ m *testing.M }
+
+func (s stopPostgresAfter) Run() int {
+	defer pgtest.Cleanup()
+	return s.m.Run()
 }
 
 type testBundle struct {

@@ -470,8 +470,17 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 		if e, finished, ok := s.waitFinal(r.Context(), out.feed, o.wait); ok {
 			// The job's end is on disk before the client hears of it, so
 			// that a crash does not run again a job it was told had ended.
+			// When it cannot be written (the store refuses writes, or in
+			// shared mode does not answer), the job is stored all the
+			// same: the answer is 202 as when the wait ends first, with
+			// the state it had then, not an error that a client would
+			// take for a submit to send again.
 			if err := s.b.Durable(r.Context()); err != nil {
-				return err
+				if r.Context().Err() != nil {
+					return err
+				}
+				writeJSON(w, http.StatusAccepted, res)
+				return nil
 			}
 			fj := s.finalJSON(out.seq, e, finished)
 			if snap, ok := s.b.Job(r.Context(), out.seq); ok && snap.Final {
