@@ -51,6 +51,12 @@ type jobIndex struct {
 	frozen int
 	// cold are the queues that have had cold entries.
 	cold []*jobQueue
+	// listings counts the listings under way (Broker.EachJob); while
+	// there are some, added logs the key of each page a thaw makes, so
+	// that a listing also walks the pages made after it took the keys: a
+	// job frozen then and thawed since lives in one.
+	listings int
+	added    []uint64
 }
 
 const (

@@ -26,10 +26,24 @@ const listChunk = 1024
 func (b *Broker) EachJob(each func([]JobInfo) bool) {
 	b.mu.Lock()
 	keys := b.jobs.pageKeys()
+	// The jobs live now have numbers below nextSeq: pages made later
+	// beyond them hold only jobs added meanwhile, which need not appear
+	// (and a listing that followed them might never end).
+	endKey := (b.nextSeq - 1) >> jobPageShift
+	b.jobs.listings++
+	from := len(b.jobs.added)
 	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if b.jobs.listings--; b.jobs.listings == 0 {
+			b.jobs.added = nil
+		}
+		b.mu.Unlock()
+	}()
 	slices.Sort(keys)
 	const chunkPages = listChunk >> jobPageShift
 	buf := make([]JobInfo, 0, listChunk)
+	var added []uint64
 	for lo, last := uint64(0), false; !last; {
 		// Skip the pages wholly before lo; the chunk ends after
 		// chunkPages more of them, or with the frozen entries' limit.
@@ -49,13 +63,30 @@ func (b *Broker) EachJob(each func([]JobInfo) bool) {
 			}
 			b.jobs.pageRange(k, lo, hi, func(j *job) { buf = append(buf, b.jobInfoLocked(j)) })
 		}
+		// The pages thaws made since the keys were taken: those of this chunk are walked
+		// now, the others join the keys of later chunks.
+		added = append(added[:0], b.jobs.added[from:]...)
+		from = len(b.jobs.added)
+		for _, k := range added {
+			if k <= endKey && k<<jobPageShift < hi && (k+1)<<jobPageShift > lo {
+				b.jobs.pageRange(k, lo, hi, func(j *job) { buf = append(buf, b.jobInfoLocked(j)) })
+			}
+		}
 		b.mu.Unlock()
 		// The frozen entries of queues walked before frozenRange lowered hi
 		// belong to later chunks.
 		buf = slices.DeleteFunc(buf, func(ji JobInfo) bool { return ji.Seq >= hi })
 		slices.SortFunc(buf, func(x, y JobInfo) int { return cmpSeq(x.Seq, y.Seq) })
+		// A page both among the keys and made again is walked twice.
+		buf = slices.CompactFunc(buf, func(x, y JobInfo) bool { return x.Seq == y.Seq })
 		last = hi == math.MaxUint64
 		lo = hi
+		added = slices.DeleteFunc(added, func(k uint64) bool { return k > endKey || k < lo>>jobPageShift })
+		if len(added) > 0 {
+			keys = append(keys, added...)
+			slices.Sort(keys)
+			keys = slices.Compact(keys)
+		}
 		if len(buf) > 0 && !each(buf) {
 			return
 		}

@@ -93,3 +93,25 @@ func TestEachJobListsFrozenJobsInChunks(t *testing.T) {
 	frozen, _ = frozenCounts(b)
 	require.Less(t, frozen, n, "jobs were thawed during the listing")
 }
+
+func TestEachJobListsJobThawedIntoANewPage(t *testing.T) {
+	t.Parallel()
+	b := startTiered(t, memory.New(), -1)
+	s := b.NewSession("client", &recorder{})
+	const n = 3 * listChunk
+	var seqs []uint64
+	for i := range n {
+		r := submitAndWait(t, b, s, bg(fmt.Sprint("f", i%2), "", "p", Normal))
+		require.NoError(t, r.err)
+		seqs = append(seqs, r.seq)
+	}
+	listed := listAll(t, b, 2*listChunk, func(chunk int, _ uint64) {
+		// A job ahead, frozen when the listing began, thaws into a page
+		// of the index that did not exist then.
+		if chunk == 0 {
+			require.True(t, b.GetStatus([]byte(b.Handle(seqs[n-200]))).Known)
+		}
+	})
+	require.Len(t, listed, n, "every job once, the thawed one too")
+	require.Equal(t, seqs, listed)
+}

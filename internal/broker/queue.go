@@ -296,6 +296,9 @@ func (q *jobQueue) thawFront() {
 // (nil: on disk), put in the index.
 func (q *jobQueue) thaw(e coldJob, payload []byte) *job {
 	j := q.view(e, payload)
+	if x := q.idx; x.listings > 0 && x.pages[j.seq>>jobPageShift] == nil {
+		x.added = append(x.added, j.seq>>jobPageShift)
+	}
 	q.idx.seqIndex.put(j.seq, j)
 	return j
 }
