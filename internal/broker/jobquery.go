@@ -343,13 +343,24 @@ func (b *Broker) livePage(q JobQuery, liveBelow uint64, limit int) (page JobPage
 	if liveBelow == 0 {
 		return page, false
 	}
-	b.mu.Lock()
-	keys := b.jobs.pageKeys()
-	b.mu.Unlock()
-	top := (liveBelow - 1) >> jobPageShift // the page of the newest job to look at
-	keys = slices.DeleteFunc(keys, func(k uint64) bool { return k > top })
-	slices.Sort(keys)
+	// The pages of the index are found by probing their keys down from
+	// the cursor, while they are dense (the jobs' numbers are, while most
+	// are live); where a chunk's probes find them sparse, the rest of the
+	// walk takes the keys of the pages below from a snapshot of them all
+	// (one per page, taken under one hold).
+	var keys []uint64
+	probing := true
+	snapshot := func(below uint64) {
+		b.mu.Lock()
+		keys = b.jobs.pageKeys()
+		b.mu.Unlock()
+		top := (below - 1) >> jobPageShift // the page of the newest job to look at
+		keys = slices.DeleteFunc(keys, func(k uint64) bool { return k > top })
+		slices.Sort(keys)
+		probing = false
+	}
 	const chunkPages = listChunk >> jobPageShift
+	const probes = 4 * chunkPages
 	state := q.State
 	match := func(j *job) bool {
 		return (q.Function == "" || j.fn.name == q.Function) && j.state != stateGone &&
@@ -372,11 +383,26 @@ func (b *Broker) livePage(q JobQuery, liveBelow uint64, limit int) (page JobPage
 		// The chunk is [lo, hi): chunkPages pages of the index, or fewer
 		// when a queue's frozen entries there are many.
 		lo := uint64(0)
-		if len(keys) > chunkPages {
+		cands = cands[:0]
+		probed := 0
+		b.mu.Lock()
+		hi = min(hi, b.nextSeq) // no live job's number is above
+		if probing {
+			keys = keys[:0]
+			for k := (hi - 1) >> jobPageShift; ; k-- {
+				probed++
+				if b.jobs.pages[k] != nil {
+					keys = append(keys, k)
+				}
+				if len(keys) == chunkPages || probed == probes || k == 0 {
+					lo = k << jobPageShift
+					break
+				}
+			}
+			slices.Reverse(keys)
+		} else if len(keys) > chunkPages {
 			lo = keys[len(keys)-chunkPages] << jobPageShift
 		}
-		cands = cands[:0]
-		b.mu.Lock()
 		lo, n := b.jobs.frozenRangeDown(lo, hi, listChunk, limit+1-len(seqs), fnOK, frozenOK, each)
 		for i := len(keys) - 1; i >= 0 && (keys[i]+1)<<jobPageShift > lo; i-- {
 			b.jobs.pageRange(keys[i], lo, hi, func(j *job) { n++; each(j) })
@@ -398,9 +424,13 @@ func (b *Broker) livePage(q JobQuery, liveBelow uint64, limit int) (page JobPage
 		if held != nil {
 			held(n)
 		}
-		looked += n
+		looked += n + probed
+		found := len(keys)
 		for len(keys) > 0 && keys[len(keys)-1]<<jobPageShift >= lo {
 			keys = keys[:len(keys)-1]
+		}
+		if probing && probed == probes && found < chunkPages/4 && lo > 0 {
+			snapshot(lo)
 		}
 		hi = lo
 		switch {

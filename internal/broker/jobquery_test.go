@@ -256,3 +256,36 @@ func TestListJobsFrozenInShortHolds(t *testing.T) {
 	}
 	require.Equal(t, seqs, got, "paging lists every job once, newest first")
 }
+
+// Paging finds the live jobs below a wide gap of ended ones, and ends.
+func TestListJobsAcrossAGap(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	c, _ := tb.session()
+	var want []uint64 // newest first
+	submit := func(keep bool) {
+		r := tb.submit(t, c, bg("f", "", "p", Normal))
+		require.NoError(t, r.err)
+		if keep {
+			want = append([]uint64{r.seq}, want...)
+		} else {
+			require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(r.seq))))
+		}
+	}
+	for i := range 3*listChunk + 10*listChunk + 3*listChunk {
+		submit(i < 3*listChunk || i >= 13*listChunk)
+	}
+	var got []uint64
+	for cursor, pages := "", 0; ; pages++ {
+		require.Less(t, pages, 100)
+		page, err := tb.b.ListJobs(context.Background(), JobQuery{Limit: 700, Cursor: cursor, State: "queued"})
+		require.NoError(t, err)
+		for _, j := range page.Jobs {
+			got = append(got, j.Seq)
+		}
+		if cursor = page.Next; cursor == "" {
+			break
+		}
+	}
+	require.Equal(t, want, got)
+}
