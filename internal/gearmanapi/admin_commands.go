@@ -72,7 +72,7 @@ func (a *adminAnswer) spill() bool {
 	if a.Len() < adminSpillBytes || a.c == nil {
 		return true
 	}
-	a.c.write([]byte(a.String()))
+	a.c.writePart([]byte(a.String()))
 	a.Reset()
 	a.c.mu.Lock()
 	over := len(a.c.out) > a.c.srv.cfg.MaxOutput/2
@@ -207,9 +207,7 @@ func (c *conn) admin(ctx context.Context, line []byte) bool {
 	}
 	a := adminAnswer{c: c}
 	cmd.run(ctx, c, args, &a)
-	if a.Len() > 0 {
-		c.write([]byte(a.String()))
-	}
+	c.endAnswer([]byte(a.String()))
 	return !a.close
 }
 

@@ -90,6 +90,12 @@ type conn struct {
 	// out holds encoded output not yet written.
 	out   []byte
 	spare []byte
+	// holding is set while an admin answer is passed on in parts (a long
+	// listing, adminAnswer.spill): events for the connection's jobs
+	// wait in held until the answer is whole, so that no packet lands
+	// inside its text.
+	holding bool
+	held    []byte
 	// flushing is set while a goroutine is writing out.
 	flushing bool
 	// inBurst is set while the reader processes input it already has; it
@@ -390,27 +396,31 @@ func (c *conn) Send(ev broker.Event) {
 		return
 	}
 	h := c.srv.b.AppendHandle(c.scratch[:0], ev.Seq)
+	o := &c.out
+	if c.holding {
+		o = &c.held
+	}
 	switch ev.Kind {
 	case broker.EventNoop:
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.Noop)
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.Noop)
 	case broker.EventData:
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkData, h, ev.Data)
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkData, h, ev.Data)
 	case broker.EventWarning:
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkWarning, h, ev.Data)
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkWarning, h, ev.Data)
 	case broker.EventComplete:
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkComplete, h, ev.Data)
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkComplete, h, ev.Data)
 	case broker.EventException:
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkException, h, ev.Data)
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkException, h, ev.Data)
 	case broker.EventFail:
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkFail, h)
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkFail, h)
 	case broker.EventStatus:
 		if ev.Data != nil {
 			// The worker's own text of the numbers (statusText).
-			c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkStatus, h, ev.Data)
+			*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkStatus, h, ev.Data)
 			break
 		}
 		var nb, db [10]byte
-		c.out = gearman.AppendPacket(c.out, gearman.MagicRes, gearman.WorkStatus, h,
+		*o = gearman.AppendPacket(*o, gearman.MagicRes, gearman.WorkStatus, h,
 			strconv.AppendUint(nb[:0], uint64(ev.Numerator), 10),
 			strconv.AppendUint(db[:0], uint64(ev.Denominator), 10))
 	}
@@ -420,9 +430,9 @@ func (c *conn) Send(ev broker.Event) {
 // afterAppendLocked enforces the output cap and starts a flusher if none
 // runs.
 func (c *conn) afterAppendLocked() {
-	if len(c.out) > c.srv.cfg.MaxOutput {
+	if len(c.out)+len(c.held) > c.srv.cfg.MaxOutput {
 		c.markDeadLocked()
-		c.out = nil
+		c.out, c.held = nil, nil
 		c.closeNet()
 		c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: dropped slow reader",
 			slog.String("remote", c.remote), slog.Int("max_output", c.srv.cfg.MaxOutput))
@@ -528,6 +538,27 @@ func (c *conn) flush() bool {
 func (c *conn) write(b []byte) {
 	c.mu.Lock()
 	c.out = append(c.out, b...)
+	c.mu.Unlock()
+}
+
+// writePart queues part of an admin answer from the reader goroutine; the
+// events for the connection's jobs wait until endAnswer.
+func (c *conn) writePart(b []byte) {
+	c.mu.Lock()
+	c.out = append(c.out, b...)
+	c.holding = true
+	c.mu.Unlock()
+}
+
+// endAnswer queues the last part of an admin answer, then the events that
+// waited for it (writePart).
+func (c *conn) endAnswer(b []byte) {
+	c.mu.Lock()
+	c.out = append(c.out, b...)
+	if c.holding {
+		c.out = append(c.out, c.held...)
+		c.held, c.holding = nil, false
+	}
 	c.mu.Unlock()
 }
 
