@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -594,7 +595,12 @@ func TestDashboardAsksBeforePurgeAndDelete(t *testing.T) {
 // a job waiting for its retry and a cancelled one.
 func TestDashboardJobShowsEveryField(t *testing.T) {
 	ctx := browser(t)
-	s := startServer(t)
+	// The failed job waits an hour for its retry, so that the page shows
+	// it in retry-wait however long the browser takes (the default backoff
+	// of a second ran out before it under load).
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  fields:\n    backoff: 1h\n"), 0o600))
+	s := startServer(t, "--config", cfg)
 	var retrying, cancelled struct{ Handle string }
 	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/fields/jobs?attempts=3&unique=u-1&ordering-key=k", "x", &retrying))
 	var g grabbed
