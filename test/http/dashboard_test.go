@@ -464,7 +464,12 @@ func TestDashboardSaysHowManyFunctionsItLeavesOut(t *testing.T) {
 // question keeps every dead letter.
 func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
 	ctx := browser(t)
-	s := startServer(t)
+	// The failed job waits at least 4 s for its retry (not the default
+	// second), so that a loaded machine's page still sees it in retry-wait
+	// before it is queued again; the second grab waits up to 30 s for it.
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  wobbly:\n    backoff: 5s\n"), 0o600))
+	s := startServer(t, "--config", cfg)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
 	follow := func(handle string) {
 		t.Helper()
