@@ -68,6 +68,16 @@ func newJob(fn, unique, payload string) store.Job {
 	return store.Job{Function: fn, Unique: unique, Payload: []byte(payload), Priority: 1}
 }
 
+// insertHeld inserts one job of function fn asking s to claim it, and
+// returns it once s holds it.
+func insertHeld(t *testing.T, s *postgres.Store, fn, payload string) store.Inserted {
+	t.Helper()
+	res, err := s.Insert(context.Background(), store.InsertParams{Jobs: []store.Job{newJob(fn, "", payload)}, Claim: []bool{true}})
+	require.NoError(t, err)
+	require.True(t, res[0].Claimed, "the job is held by the server that inserted it")
+	return res[0]
+}
+
 // claimF claims up to 10 jobs of function f on s.
 func claimF(t *testing.T, s *postgres.Store) []store.Job {
 	t.Helper()
@@ -467,9 +477,7 @@ func TestCancelTakesOnlyALeaseExpiredByTheLastRenewal(t *testing.T) {
 	url := pgtest.Schema(t)
 	const ttl = 4 * time.Second
 	x, b := steadyBeside(t, url, ttl)
-	held, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
-	require.NoError(t, err)
-	require.True(t, held[0].Claimed)
+	held := insertHeld(t, x, "f", "1")
 
 	lost, err := b.Renew(ctx)
 	require.NoError(t, err)
@@ -479,7 +487,7 @@ func TestCancelTakesOnlyALeaseExpiredByTheLastRenewal(t *testing.T) {
 	pgtest.Exec(t, url, fmt.Sprintf(`UPDATE gearwork_servers
 		SET lease_until = (SELECT lease_until FROM gearwork_servers WHERE name = 'b') - interval '%d milliseconds' + interval '1 microsecond'
 		WHERE name = 'x'`, ttl.Milliseconds()))
-	ok, err := b.CancelQueued(ctx, held[0].Seq, "test")
+	ok, err := b.CancelQueued(ctx, held.Seq, "test")
 	require.NoError(t, err)
 	require.False(t, ok, "a lease that expired after the last renewal is not taken for its server's death")
 	require.Equal(t, 1, countJobs(t, url, "f"))
@@ -488,7 +496,7 @@ func TestCancelTakesOnlyALeaseExpiredByTheLastRenewal(t *testing.T) {
 	testwait.Until(t, "the job held under x's expired lease to be cancelled", func() bool {
 		_, err := b.Renew(ctx)
 		require.NoError(t, err)
-		ok, err = b.CancelQueued(ctx, held[0].Seq, "test")
+		ok, err = b.CancelQueued(ctx, held.Seq, "test")
 		require.NoError(t, err)
 		return ok
 	})
@@ -504,15 +512,13 @@ func TestServerWhoseRegistrationIsGoneHoldsNothing(t *testing.T) {
 	require.NoError(t, err)
 	_, err = b.Join(ctx, func(string) {}, nil, nil)
 	require.NoError(t, err)
-	held, err := a.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "1")}, Claim: []bool{true}})
-	require.NoError(t, err)
-	require.True(t, held[0].Claimed)
+	held := insertHeld(t, a, "f", "1")
 	_, err = b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("f", "", "2")}})
 	require.NoError(t, err)
 
 	// Another server reaped a's registration (its lease expired).
 	pgtest.Exec(t, url, `DELETE FROM gearwork_servers WHERE name = 'a'`)
-	f, ok, err := b.Find(ctx, held[0].Seq, "")
+	f, ok, err := b.Find(ctx, held.Seq, "")
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.False(t, f.Claimed, "deleting a registration releases that server's jobs")
@@ -1248,16 +1254,12 @@ func TestUnheldJobsAreThoseNoLiveServerHolds(t *testing.T) {
 	url := pgtest.Schema(t)
 	const ttl = 4 * time.Second
 	x, b := steadyBeside(t, url, ttl)
-	held, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("Fn", "", "1")}, Claim: []bool{true}})
-	require.NoError(t, err)
-	require.True(t, held[0].Claimed)
+	held := insertHeld(t, x, "Fn", "1")
 	free, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("fN", "", "2")}})
 	require.NoError(t, err)
 	_, err = x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("other", "", "3")}})
 	require.NoError(t, err)
-	ownHeld, err := b.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("fn", "", "4")}, Claim: []bool{true}})
-	require.NoError(t, err)
-	require.True(t, ownHeld[0].Claimed)
+	insertHeld(t, b, "fn", "4")
 
 	unheld := func() []uint64 {
 		seqs, err := b.UnheldJobs(ctx, "FN", 0, 10)
@@ -1281,10 +1283,10 @@ func TestUnheldJobsAreThoseNoLiveServerHolds(t *testing.T) {
 		SET lease_until = (SELECT lease_until FROM gearwork_servers WHERE name = 'b') - interval '%d milliseconds' - interval '1 microsecond'
 		WHERE name = 'x'`, ttl.Milliseconds()))
 	var owner *int64
-	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner FROM gearwork_jobs WHERE seq = %d`, held[0].Seq), &owner)
+	pgtest.QueryRow(t, url, fmt.Sprintf(`SELECT owner FROM gearwork_jobs WHERE seq = %d`, held.Seq), &owner)
 	require.NotNil(t, owner, "the row is still x's")
 	seqs := unheld()
-	require.ElementsMatch(t, []uint64{held[0].Seq, free[0].Seq}, seqs)
+	require.ElementsMatch(t, []uint64{held.Seq, free[0].Seq}, seqs)
 	for _, seq := range seqs {
 		ok, err := b.CancelQueued(ctx, seq, "function dropped")
 		require.NoError(t, err)
