@@ -14,6 +14,21 @@ import (
 // as a submit would, and reports how long that goroutine waited for it:
 // the longest wait and the 99th percentile, and the listing's time.
 func BenchmarkListingLockHold(b *testing.B) {
+	br := queuedBroker(b)
+	report := watchLockWaits(br)
+	b.ResetTimer()
+	for range b.N {
+		if n := len(br.Jobs(0)); n != 500_000 {
+			b.Fatalf("listed %d jobs", n)
+		}
+	}
+	b.StopTimer()
+	report(b)
+}
+
+// queuedBroker returns a started broker holding 500,000 queued background
+// jobs of 8 functions.
+func queuedBroker(b *testing.B) *Broker {
 	br := New(Config{})
 	if err := br.Start(context.Background()); err != nil {
 		b.Fatal(err)
@@ -23,32 +38,38 @@ func BenchmarkListingLockHold(b *testing.B) {
 	for i := range 500_000 {
 		br.Submit(c, bg(fmt.Sprint("f", i%8), "", "payload", Normal), func(uint64, bool, error) {})
 	}
+	return br
+}
+
+// watchLockWaits starts a goroutine that takes br's lock every 100 µs, as
+// a submit would, and records how long it waited each time. The function
+// it returns stops it and reports the longest wait and the 99th
+// percentile.
+func watchLockWaits(br *Broker) func(*testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var waits []time.Duration
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for ctx.Err() == nil {
+		for { // one wait at least
 			t0 := time.Now()
 			br.mu.Lock()
 			waits = append(waits, time.Since(t0))
 			br.mu.Unlock()
+			if ctx.Err() != nil {
+				return
+			}
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
-	b.ResetTimer()
-	for range b.N {
-		if n := len(br.Jobs(0)); n != 500_000 {
-			b.Fatalf("listed %d jobs", n)
-		}
+	return func(b *testing.B) {
+		cancel()
+		wg.Wait()
+		slices.Sort(waits)
+		b.ReportMetric(float64(waits[len(waits)-1].Microseconds()), "max-wait-µs")
+		b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds()), "p99-wait-µs")
 	}
-	b.StopTimer()
-	cancel()
-	wg.Wait()
-	slices.Sort(waits)
-	b.ReportMetric(float64(waits[len(waits)-1].Microseconds()), "max-wait-µs")
-	b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds()), "p99-wait-µs")
 }
 
 // BenchmarkEachJobChunk lists 500,000 queued jobs with EachJob and reports
@@ -57,15 +78,7 @@ func BenchmarkListingLockHold(b *testing.B) {
 // time to the first chunk (the snapshot of the index's page keys, one
 // hold, and its sort).
 func BenchmarkEachJobChunk(b *testing.B) {
-	br := New(Config{})
-	if err := br.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(br.Stop)
-	c := br.NewSession("client", &recorder{})
-	for i := range 500_000 {
-		br.Submit(c, bg(fmt.Sprint("f", i%8), "", "payload", Normal), func(uint64, bool, error) {})
-	}
+	br := queuedBroker(b)
 	var gaps, firsts []time.Duration
 	b.ResetTimer()
 	for range b.N {
@@ -102,49 +115,21 @@ func BenchmarkEachJobChunk(b *testing.B) {
 // pages: of all jobs, of one function, and of a state no job is in
 // (state=running).
 func BenchmarkListJobsLockHold(b *testing.B) {
-	br := New(Config{})
-	if err := br.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(br.Stop)
-	c := br.NewSession("client", &recorder{})
-	for i := range 500_000 {
-		br.Submit(c, bg(fmt.Sprint("f", i%8), "", "payload", Normal), func(uint64, bool, error) {})
-	}
+	br := queuedBroker(b)
 	for _, bq := range []struct {
 		name string
 		q    JobQuery
 	}{{"all", JobQuery{}}, {"function", JobQuery{Function: "f3"}}, {"none", JobQuery{State: "running"}}} {
 		b.Run(bq.name, func(b *testing.B) {
-			ctx, cancel := context.WithCancel(context.Background())
-			var waits []time.Duration
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for { // one wait at least
-					t0 := time.Now()
-					br.mu.Lock()
-					waits = append(waits, time.Since(t0))
-					br.mu.Unlock()
-					if ctx.Err() != nil {
-						return
-					}
-					time.Sleep(100 * time.Microsecond)
-				}
-			}()
+			report := watchLockWaits(br)
 			b.ResetTimer()
 			for range b.N {
-				if _, err := br.ListJobs(ctx, bq.q); err != nil {
+				if _, err := br.ListJobs(context.Background(), bq.q); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.StopTimer()
-			cancel()
-			wg.Wait()
-			slices.Sort(waits)
-			b.ReportMetric(float64(waits[len(waits)-1].Microseconds()), "max-wait-µs")
-			b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds()), "p99-wait-µs")
+			report(b)
 		})
 	}
 }
