@@ -71,18 +71,26 @@ func TestEachJobListsInChunksWhileJobsComeAndGo(t *testing.T) {
 	require.Equal(t, n-len(gone)+chunks, uniques, "every live job's unique")
 }
 
-func TestEachJobListsFrozenJobsInChunks(t *testing.T) {
-	t.Parallel()
+// frozenQueues starts a broker that freezes every queued job and submits
+// n background jobs to it, to two queues with their numbers interleaved;
+// it returns the jobs' numbers in order.
+func frozenQueues(t *testing.T, n int) (*Broker, []uint64) {
+	t.Helper()
 	b := startTiered(t, memory.New(), -1)
 	s := b.NewSession("client", &recorder{})
-	const n = 3 * listChunk
-	var seqs []uint64
+	seqs := make([]uint64, 0, n)
 	for i := range n {
-		// Two queues, their numbers interleaved.
 		r := submitAndWait(t, b, s, bg(fmt.Sprint("f", i%2), "", "p", Normal))
 		require.NoError(t, r.err)
 		seqs = append(seqs, r.seq)
 	}
+	return b, seqs
+}
+
+func TestEachJobListsFrozenJobsInChunks(t *testing.T) {
+	t.Parallel()
+	const n = 3 * listChunk
+	b, seqs := frozenQueues(t, n)
 	frozen, _ := frozenCounts(b)
 	require.Equal(t, n, frozen)
 	listed := listAll(t, b, 2*listChunk, func(chunk int, _ uint64) {
@@ -96,15 +104,8 @@ func TestEachJobListsFrozenJobsInChunks(t *testing.T) {
 
 func TestEachJobListsJobThawedIntoANewPage(t *testing.T) {
 	t.Parallel()
-	b := startTiered(t, memory.New(), -1)
-	s := b.NewSession("client", &recorder{})
 	const n = 3 * listChunk
-	var seqs []uint64
-	for i := range n {
-		r := submitAndWait(t, b, s, bg(fmt.Sprint("f", i%2), "", "p", Normal))
-		require.NoError(t, r.err)
-		seqs = append(seqs, r.seq)
-	}
+	b, seqs := frozenQueues(t, n)
 	listed := listAll(t, b, 2*listChunk, func(chunk int, _ uint64) {
 		// A job ahead, frozen when the listing began, thaws into a page
 		// of the index that did not exist then.
