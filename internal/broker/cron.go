@@ -295,9 +295,8 @@ func (b *Broker) armScheduleLocked(s *schedule) {
 }
 
 // fireLocked submits the job of one tick. The tick is recorded in the
-// store once the job is (the job itself carries the tick, so a crash in
-// between does not submit it twice); a tick whose submit failed is not,
-// so that the next start submits it again as a missed tick (unless a
+// store with the job (the job itself carries the tick too); a tick whose
+// submit was refused is not, so that the next start submits it again as a missed tick (unless a
 // later tick was recorded by then). The function limit never refuses a
 // tick (SubmitParams.own): the schedule is configured.
 func (b *Broker) fireLocked(s *schedule, tick int64) {
@@ -305,16 +304,24 @@ func (b *Broker) fireLocked(s *schedule, tick int64) {
 	name := s.cfg.Name
 	p := SubmitParams{Function: []byte(s.cfg.Function), Unique: []byte(cronUnique(name, tick)),
 		Payload: s.cfg.Payload, Priority: s.cfg.Priority, Background: true, schedule: name, tick: tick, own: true}
+	refused := false
 	b.submitLocked(nil, p, func(seq uint64, created bool, err error) {
 		if err != nil {
+			refused = true
 			b.log.Error("broker: cron submit failed; the tick is not recorded", slog.String("schedule", name),
 				slog.Int64("tick", tick), slog.String("error", err.Error()))
 			return
 		}
 		b.log.Info("broker: cron tick submitted", slog.String("schedule", name),
 			slog.Int64("tick", tick), slog.String("handle", b.Handle(seq)), slog.Bool("created", created))
-		b.queueMetaLocked(metaKey(metaCron, name), strconv.AppendInt(nil, tick, 10))
 	})
+	if !refused {
+		// Recorded with the job, in the same commit round: a job its
+		// worker ends before that round is never written, and a tick
+		// recorded only once the submit was answered could be lost with
+		// it to a crash, and submitted again at the next start.
+		b.queueMetaLocked(metaKey(metaCron, name), strconv.AppendInt(nil, tick, 10))
+	}
 }
 
 // ScheduleInfo describes a cron schedule ("show schedules").
