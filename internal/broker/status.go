@@ -195,13 +195,14 @@ func (b *Broker) CreateFunction(name string) error {
 // mode the jobs of the function that no server holds are cancelled in the
 // store as well (those other live servers hold stay theirs), also when
 // this server does not know the function, which is then not found only if
-// the store had none of its jobs either. The name is matched regardless
-// of the case of ASCII letters, in memory and in the store, as gearmand
-// matches it (sameFunctionName). It returns
-// before the removals of the jobs this server held are on disk: call
-// Durable before acknowledging it.
+// the store had none of its jobs either. The name is matched exactly, as
+// every other command matches a function's name: "resize" and "Resize"
+// are two functions, and dropping one must not drop the other's jobs
+// (gearmand matches it regardless of case and drops every function so
+// named). It returns before the removals of the jobs this server held are
+// on disk: call Durable before acknowledging it.
 func (b *Broker) DropFunction(ctx context.Context, name string) error {
-	_, err := b.dropFunction(name)
+	err := b.dropFunction(name)
 	switch {
 	case errors.Is(err, ErrFunctionNotFound):
 		if n, serr := b.mode.dropUnheld(ctx, name); serr != nil || n > 0 {
@@ -211,29 +212,20 @@ func (b *Broker) DropFunction(ctx context.Context, name string) error {
 	case err != nil:
 		return err
 	}
-	// The name as asked: the store matches it regardless of case, as
-	// dropFunction does.
 	_, err = b.mode.dropUnheld(ctx, name)
 	return err
 }
 
-// dropFunction is DropFunction's part in memory; it returns the name of
-// the function it dropped.
-func (b *Broker) dropFunction(name string) (string, error) {
+// dropFunction is DropFunction's part in memory.
+func (b *Broker) dropFunction(name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var f *function
-	for n, x := range b.functions {
-		if sameFunctionName(n, name) {
-			f = x
-			break
-		}
-	}
+	f := b.functions[name]
 	if f == nil {
-		return "", ErrFunctionNotFound
+		return ErrFunctionNotFound
 	}
 	if f.workers > 0 || f.running > 0 {
-		return "", ErrFunctionBusy
+		return ErrFunctionBusy
 	}
 	b.dropWaitingLocked(f)
 	if f.life != nil && f.life.paused {
@@ -252,30 +244,7 @@ func (b *Broker) dropFunction(name string) (string, error) {
 		}
 	}
 	b.unknowFunctionLocked(f)
-	return f.name, nil
-}
-
-// sameFunctionName reports whether a and b name the same function for
-// "drop function": equal but for the case of ASCII letters, as gearmand
-// compares them (strcasecmp), and as the shared store, which holds names
-// as bytes, does (UnheldJobs).
-func sameFunctionName(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		if asciiLower(a[i]) != asciiLower(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func asciiLower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + ('a' - 'A')
-	}
-	return c
+	return nil
 }
 
 func (b *Broker) dropIfScheduled(j *job) {

@@ -224,7 +224,7 @@ type SharedLifecycle interface {
 	CancelQueued(ctx context.Context, seq uint64, by string) (bool, error)
 	// UnheldJobs returns the sequence numbers of function's live jobs
 	// (queued, scheduled, waiting for a retry or for other jobs; the
-	// function's name matched regardless of case) that no live server
+	// function's name matched exactly) that no live server
 	// holds as CancelQueued judges it, greater than after, in order, at
 	// most limit of them:
 	// the jobs "drop function" cancels (CancelQueued) besides those the

@@ -229,3 +229,34 @@ func TestAdminLines(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("OK %d\n", s.pid()), a.Line())
 	})
 }
+
+// Function names are bytes, case included: "Resize", "resize" and
+// "RESIZE" are three functions (status lists three, a worker of one never
+// gets the jobs of another). "drop function" names one of them exactly,
+// as every other command does; gearmand matches it regardless of case
+// and drops every function so named, answering OK for each, which loses
+// the queued jobs of functions nobody named.
+func TestAdminDropFunctionNamesOneFunction(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		cl := dialRaw(t, s)
+		for _, fn := range []string{"Resize", "resize", "RESIZE"} {
+			cl.submit(gearman.SubmitJobBg, fn, "", "x")
+		}
+		a := dialRaw(t, s)
+		require.Equal(t, "RESIZE\t1\t0\t0\nResize\t1\t0\t0\nresize\t1\t0\t0\n.\n", sortedList(a.adminExact("status")))
+		if !s.isGearwork() {
+			require.Equal(t, "OK\r\nOK\r\nOK\r\n", a.adminExact("drop function resize")+a.Line()+a.Line())
+			require.Equal(t, ".\n", a.adminExact("status"))
+			return
+		}
+		require.Equal(t, "OK\r\n", a.adminExact("drop function resize"))
+		require.Equal(t, "RESIZE\t1\t0\t0\nResize\t1\t0\t0\n.\n", sortedList(a.adminExact("status")))
+		require.Equal(t, "ERR function not found\r\n", a.adminExact("drop function resize"))
+		require.Equal(t, "ERR function not found\r\n", a.adminExact("drop function rESIZE"),
+			"a name that only differs in case names no function")
+		require.Equal(t, "RESIZE\t1\t0\t0\nResize\t1\t0\t0\n.\n", sortedList(a.adminExact("status")))
+		require.Equal(t, "OK\r\n", a.adminExact("drop function Resize"))
+		require.Equal(t, "RESIZE\t1\t0\t0\n.\n", a.adminExact("status"))
+	})
+}

@@ -326,12 +326,10 @@ func (s *Store) Counts(ctx context.Context) ([]store.FunctionCount, error) {
 }
 
 // UnheldJobs returns up to limit sequence numbers, greater than after, of
-// function's live jobs (its name matched regardless of the case of ASCII
-// letters, as "drop function" matches names) that no live server holds (state queued,
-// retry-wait or waiting), in order: unclaimed, or held under a lease that
-// CancelQueued takes for its server's death (expiredBefore). The name is
-// matched by lower(), which no index serves: the table is read in seq
-// order.
+// function's live jobs (its name matched exactly, as "drop function"
+// matches names) that no live server holds (state queued, retry-wait or
+// waiting), in order: unclaimed, or held under a lease that CancelQueued
+// takes for its server's death (expiredBefore).
 func (s *Store) UnheldJobs(ctx context.Context, function string, after uint64, limit int) ([]uint64, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -341,10 +339,8 @@ func (s *Store) UnheldJobs(ctx context.Context, function string, after uint64, l
 	if at, ok := s.expiredBefore(); ok {
 		before = at
 	}
-	// encode(…, 'escape') keeps ASCII as it is and writes other bytes
-	// as escapes, so lower() folds the case of ASCII letters alone.
 	rows, err := s.pool.Query(ctx, `SELECT seq FROM gearwork_jobs
-		WHERE lower(encode(function, 'escape')) = lower(encode($1::bytea, 'escape')) AND seq > $2
+		WHERE function = $1::bytea AND seq > $2
 		AND state IN (0, 1, 4)
 		AND (owner IS NULL OR owner IN (SELECT id FROM gearwork_servers WHERE lease_until < $4::timestamptz))
 		ORDER BY seq LIMIT $3`, []byte(function), seqArg(after), limit, before)

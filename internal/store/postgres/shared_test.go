@@ -1247,7 +1247,7 @@ func TestLateRenewalIsLoggedAtMostOnceAMinute(t *testing.T) {
 // takes as nobody's: unclaimed, or held under a lease that expired by
 // the database's time at this server's last renewal (not one that expired
 // since, nor one a live server holds); and the function's name is matched
-// regardless of case, as "drop function" matches it in memory.
+// exactly, as "drop function" matches it in memory.
 func TestUnheldJobsAreThoseNoLiveServerHolds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -1255,14 +1255,14 @@ func TestUnheldJobsAreThoseNoLiveServerHolds(t *testing.T) {
 	const ttl = 4 * time.Second
 	x, b := steadyBeside(t, url, ttl)
 	held := insertHeld(t, x, "Fn", "1")
-	free, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("fN", "", "2")}})
+	free, err := x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("Fn", "", "2")}})
 	require.NoError(t, err)
-	_, err = x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("other", "", "3")}})
+	_, err = x.Insert(ctx, store.InsertParams{Jobs: []store.Job{newJob("fN", "", "3")}})
 	require.NoError(t, err)
-	insertHeld(t, b, "fn", "4")
+	insertHeld(t, b, "Fn", "4")
 
 	unheld := func() []uint64 {
-		seqs, err := b.UnheldJobs(ctx, "FN", 0, 10)
+		seqs, err := b.UnheldJobs(ctx, "Fn", 0, 10)
 		require.NoError(t, err)
 		return seqs
 	}
@@ -1292,6 +1292,6 @@ func TestUnheldJobsAreThoseNoLiveServerHolds(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
-	require.Equal(t, 1, countJobs(t, url, "fn"), "the row b holds stays")
-	require.Equal(t, 1, countJobs(t, url, "other"))
+	require.Equal(t, 1, countJobs(t, url, "Fn"), "the row b holds stays")
+	require.Equal(t, 1, countJobs(t, url, "fN"), "a function whose name differs only in case is another")
 }
