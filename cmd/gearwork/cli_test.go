@@ -151,6 +151,10 @@ func TestServeRejectsBadAddresses(t *testing.T) {
 		{[]string{"--pprof", "localhost"}, `gearwork: invalid --pprof "localhost": want host:port`},
 		{[]string{"--log-format", "xml"}, `gearwork: invalid --log-format "xml": use text or json`},
 		{[]string{"--max-packet", "64 parsecs"}, `gearwork serve: invalid value "64 parsecs" for --max-packet`},
+		// A job's payload and result are written together: PostgreSQL
+		// refuses a message or value over 1 GB, Pebble a batch of 4 GiB.
+		{[]string{"--max-packet", "1025MiB"}, `gearwork: invalid --max-packet 1025MiB: at most 1GiB`},
+		{[]string{"--max-packet", "300MiB", "--store", "postgres://gw@127.0.0.1:1/gw"}, `gearwork: invalid --max-packet 300MiB: at most 256MiB with --store postgres://`},
 		{[]string{"--store", "bogus:x"}, `gearwork: --store "bogus:x": unknown store`},
 		{[]string{"--store", "pebble:"}, `gearwork: --store "pebble:": name a directory`},
 		// Checked before anything starts, and without the password.

@@ -53,7 +53,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	durationVar(fs, &cfg.insertDelay, "insert-delay", 20*time.Millisecond, "PostgreSQL store: how long a new short background job that this server's workers run waits for its insert (up to 5 times as long while it is expected to queue longer); one that ends sooner is never written, and its submitter is answered when it ends (0: insert at once)")
 	fs.DurationVar(&cfg.batchRetention, "batch-retention", broker.DefaultBatchRetention, "how long a completed batch is kept (its status answered) after its callbacks were submitted; 0 keeps them forever; negative is refused (docs/batches.md)")
 	cfg.maxPacket = 64 << 20
-	fs.Var(sizeValue[int]{&cfg.maxPacket}, "max-packet", "largest packet body, a `size` such as 64MiB (or 67108864); a larger packet gets an ERROR and the connection is closed")
+	fs.Var(sizeValue[int]{&cfg.maxPacket}, "max-packet", "largest packet body, a `size` such as 64MiB (or 67108864), at most 1GiB (256MiB with a PostgreSQL store); a larger packet gets an ERROR and the connection is closed")
 	fs.IntVar(&cfg.jobRetries, "job-retries", 0, "fail a job (WORK_FAIL) when it has been taken back from a vanished or timed-out worker this many `times`; 0 means no limit (gearmand 1.1 semantics)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log `format`: text (key=value) or json (one object a line)")

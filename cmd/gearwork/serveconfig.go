@@ -65,6 +65,9 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	if err := checkStoreURL(cfg.store.url); err != nil {
 		return bad(err)
 	}
+	if limit, why := maxPacketLimit(cfg.store.url); cfg.maxPacket > limit {
+		return bad(fmt.Errorf("invalid --max-packet %s: at most %s%s", formatSize(int64(cfg.maxPacket)), formatSize(int64(limit)), why))
+	}
 	if _, _, err := parseSync(cfg.store.sync); err != nil {
 		return bad(err)
 	}
@@ -149,4 +152,19 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("invalid --log-format %q: use text or json", format)
+}
+
+// maxPacketLimit is the largest --max-packet the store named by url can
+// take, and why. A job's payload and its result (each up to --max-packet)
+// are stored together: in one row of PostgreSQL, which refuses a message
+// or a value over 1 GB, so that a larger job would make a commit round
+// that can never succeed and is tried again forever; in one record of a
+// Pebble batch, which Pebble bounds at 4 GiB (larger, it panics); and
+// every store keeps them in memory, with up to 4 × --max-packet of unread
+// output per connection.
+func maxPacketLimit(url string) (int, string) {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return 256 << 20, " with --store postgres://: a job's row holds its payload and its result, and PostgreSQL refuses a message or a value over 1 GB"
+	}
+	return 1 << 30, ": a job's payload and its result are kept in memory and stored together (Pebble refuses a write of 4 GiB, PostgreSQL a row of 1 GB)"
 }
