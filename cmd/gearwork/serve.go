@@ -332,6 +332,11 @@ func startFrontEnds(ctx context.Context, cfg serveConfig, setup *serveSetup, b *
 		log.Info("serve: payloads beyond --memory-budget stay on disk", slog.Int64("budget", setup.budget),
 			slog.Int64("payload_bytes_in_memory", inMemory), slog.Int("jobs_with_payload_on_disk", onDisk))
 	}
+	if setup.http != nil && sec.policy != nil {
+		// The rules decide for HTTP clients with a verified certificate
+		// too, when no token is configured.
+		setup.http.cfg.Rules = sec.policy
+	}
 	fe.http, err = startHTTP(ctx, setup.http, b, func() map[string]int { return map[string]int{"gearman": fe.srv.Connections()} }, log)
 	if err != nil {
 		fe.srv.Close()

@@ -291,6 +291,23 @@ func (g *Grant) Some(a Action) bool {
 	return a < numActions && len(g.allow[a]) > 0
 }
 
+// Every reports whether the grant allows action a on every name: an allow
+// pattern matches any name ("*") and no deny pattern limits it. A front
+// end whose request reaches functions it cannot name beforehand (a list
+// of every function's jobs, a batch of jobs for several functions) needs
+// it from an identity that the rules decide for.
+func (g *Grant) Every(a Action) bool {
+	if a >= numActions || len(g.deny[a]) > 0 {
+		return false
+	}
+	for _, p := range g.allow[a] {
+		if p.any {
+			return true
+		}
+	}
+	return false
+}
+
 // Any reports whether the grant allows anything at all. Connections whose
 // grant allows nothing are treated as unauthenticated (see the front end's
 // smaller packet limit).

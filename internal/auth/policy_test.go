@@ -211,3 +211,22 @@ func TestReadIsItsOwnGrant(t *testing.T) {
 	require.True(t, p.Grant(verified("auditor")).Any())
 	require.Equal(t, "read", ActionRead.String())
 }
+
+func TestGrantEvery(t *testing.T) {
+	t.Parallel()
+	p := mustPolicy(t, Config{Rules: []RuleConfig{
+		{Match: MatchConfig{CommonName: []string{"ops-*"}}, Allow: Permissions{Read: []string{"*"}, Submit: []string{"**"}}},
+		{Match: MatchConfig{CommonName: []string{"ops-2"}}, Deny: Permissions{Read: []string{"billing"}}},
+		{Match: MatchConfig{CommonName: []string{"web-*"}}, Allow: Permissions{Submit: []string{"email.*", "*x"}, Read: []string{"email.*"}}},
+	}})
+	ops := p.Grant(verified("ops-1"))
+	require.True(t, ops.Every(ActionRead))
+	require.True(t, ops.Every(ActionSubmit), "** matches every name")
+	require.False(t, ops.Every(ActionAdmin))
+	require.False(t, p.Grant(verified("ops-2")).Every(ActionRead), "a deny leaves some name out")
+	web := p.Grant(verified("web-1"))
+	require.False(t, web.Every(ActionSubmit), "patterns that match many names are not every name")
+	require.False(t, web.Every(ActionRead))
+	require.False(t, (&Grant{}).Every(ActionRead))
+	require.False(t, ops.Every(numActions))
+}

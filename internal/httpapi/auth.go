@@ -131,9 +131,15 @@ func ParseTokens(r io.Reader) ([]Token, error) {
 	return out, nil
 }
 
-// authorize checks that the request may use a route that needs scope.
-func (s *Server) authorize(r *http.Request, need Scope) error {
+// authorize checks that the request may use the route rt: with tokens, a
+// token with its scope; without, a client the server serves, and for a
+// client with a verified certificate what the rules grant (Config.Rules).
+func (s *Server) authorize(r *http.Request, rt route) error {
+	need := rt.scope
 	if len(s.cfg.Tokens) == 0 {
+		if verifiedClient(r) && s.cfg.Rules != nil {
+			return s.authorizeByRules(r, rt)
+		}
 		if !isLoopback(r.RemoteAddr) && !verifiedClient(r) && !s.cfg.AllowRemote {
 			return errorf(http.StatusForbidden, "forbidden",
 				"no API token is configured, so only loopback clients (and clients with a verified certificate) may connect; configure tokens to serve %s", r.RemoteAddr)

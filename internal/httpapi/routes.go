@@ -125,7 +125,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			}
 			s.metrics.request(label, sw.status)
 		}()
-		if err := s.authorize(r, rt.scope); err != nil {
+		if err := s.authorize(r, rt); err != nil {
 			fail(err)
 			return
 		}

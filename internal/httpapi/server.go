@@ -71,6 +71,12 @@ type Config struct {
 	// Tokens are the accepted bearer tokens. Empty: no token is needed, but
 	// only loopback clients may connect.
 	Tokens []Token
+	// Rules are the authorization rules of the Gearman port (nil: none).
+	// When no token is configured they decide what a client with a
+	// verified certificate may do, route by route (routeRules), as for
+	// the same identity on the Gearman port; without rules such a client
+	// may use every route.
+	Rules Authorizer
 	// AllowRemote serves clients on other hosts when no token is
 	// configured, without a verified client certificate (serve --insecure).
 	// False: only loopback clients and clients with a verified certificate.

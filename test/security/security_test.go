@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -650,4 +651,77 @@ auth:
 	// The batch's owner joins it as before.
 	billing.Send(gearman.SubmitJobBg, "billing.invoice", "batch:"+theirs, "x")
 	billing.ExpectCmd(gearman.JobCreated)
+}
+
+// TestHTTPFollowsAuthRulesForCertificates: with authorization rules and
+// mutual TLS but no tokens, a client certificate may do over HTTP what the
+// rules let it do on the Gearman port, and no more. A certificate the rules
+// limit to submitting e-mail jobs could submit to any function, pause it,
+// read every job and take jobs of any function over HTTP.
+func TestHTTPFollowsAuthRulesForCertificates(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t, "web-1", "ops-alice")
+	cfg := filepath.Join(p.dir, "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`
+auth:
+  rules:
+    - name: web front ends
+      match: {cn: ["web-*"]}
+      allow: {submit: ["email.*"]}
+    - name: operators
+      match: {cn: ["ops-*"]}
+      allow: {admin: ["*"], serve: ["*"], read: ["*"], submit: ["*"]}
+`), 0o600))
+	srv := testserver.Start(t, append(p.serverArgs(true), "--config", cfg, "--http", "127.0.0.1:0")...)
+	base := "https://" + srv.HTTPAddr(t)
+	// call sends a request as cn and returns the status and body.
+	call := func(cn, method, path, body string) (int, string) {
+		t.Helper()
+		out, code := testserver.Curl(t.Context(), t, "--cacert", p.serverCAFile, "--cert", p.clientFiles[cn][0],
+			"--key", p.clientFiles[cn][1], "-X", method, "--data-binary", body, "-w", "\n%{http_code}", base+path)
+		require.Equal(t, 0, code, out)
+		i := strings.LastIndexByte(out, '\n')
+		require.GreaterOrEqual(t, i, 0, out)
+		status, err := strconv.Atoi(out[i+1:])
+		require.NoError(t, err, out)
+		return status, out[:i]
+	}
+
+	status, body := call("ops-alice", "POST", "/v1/functions/billing/jobs", "invoice for alice")
+	require.Equal(t, 202, status, body)
+	var billing struct{ Handle string }
+	require.NoError(t, json.Unmarshal([]byte(body), &billing))
+
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/v1/functions/billing/jobs", "forged"},
+		{"POST", "/v1/functions/billing/pause", ""},
+		{"DELETE", "/v1/jobs/" + billing.Handle, ""},
+		{"GET", "/v1/jobs", ""},
+		{"GET", "/v1/jobs/" + billing.Handle, ""},
+		{"POST", "/v1/functions/billing/grab", ""},
+		{"POST", "/v1/jobs:batch", `{"function":"billing","payload":"forged"}`},
+		{"DELETE", "/v1/dead-letters?function=billing", ""},
+	} {
+		status, body := call("web-1", tc.method, tc.path, tc.body)
+		require.Equal(t, 403, status, "%s %s: %s", tc.method, tc.path, body)
+		require.Contains(t, body, "cn=web-1 addr=127.0.0.1 may not", "%s %s", tc.method, tc.path)
+		require.NotContains(t, body, "invoice", "%s %s", tc.method, tc.path)
+	}
+	// What the rules allow, and what the Gearman port shows everyone.
+	status, body = call("web-1", "POST", "/v1/functions/email.send/jobs", "hello")
+	require.Equal(t, 202, status, body)
+	status, body = call("web-1", "GET", "/v1/functions", "")
+	require.Equal(t, 200, status, body)
+
+	// Nothing of billing changed: its job is queued, alone, not paused.
+	status, body = call("ops-alice", "GET", "/v1/jobs?function=billing", "")
+	require.Equal(t, 200, status, body)
+	require.Equal(t, 1, strings.Count(body, `"handle"`), body)
+	require.Contains(t, body, `"state":"queued"`)
+	status, body = call("ops-alice", "GET", "/v1/functions?function=billing", "")
+	require.Equal(t, 200, status, body)
+	require.NotContains(t, body, `"paused":true`)
+	status, body = call("ops-alice", "POST", "/v1/functions/billing/grab", "")
+	require.Equal(t, 200, status, body)
+	require.Contains(t, body, billing.Handle, "the operator's rules let it serve billing")
 }
