@@ -374,9 +374,7 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 		// Still live: the failed attempt will be retried.
 		j.flags &^= jobFinished
 		b.watchers[j.seq] = ws
-		for _, w := range ws {
-			w.out.Send(Event{Kind: EventRetry, Seq: j.seq, Data: ev.Data})
-		}
+		b.retryWatchersLocked(j, ev.Data)
 		return
 	}
 	if cancelled {
@@ -385,6 +383,41 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 	for _, w := range ws {
 		w.out.Send(ev)
 		delete(w.watching, j.seq)
+	}
+}
+
+// RetryOutbox is an optional capability of a watcher's Outbox (Watch):
+// its SendRetry is given the EventRetry of a job whose run ended without
+// a result (a failure, an exception, a timeout, a worker that vanished)
+// and that will run again, with the job as it is then: its state
+// (retry-wait, or queued when it runs again at once), attempts, last
+// error, when it runs again and its history, which say why the run ended
+// and what comes next. Like Send, it runs with the broker's lock held.
+type RetryOutbox interface {
+	SendRetry(ev Event, job JobSnapshot)
+}
+
+// retryWatchersLocked tells the watchers of j, which will run again after
+// a run that ended without a result, that it will: EventRetry, with the
+// exception data if any.
+func (b *Broker) retryWatchersLocked(j *job, data []byte) {
+	ws := b.watchers[j.seq]
+	if len(ws) == 0 {
+		return
+	}
+	ev := Event{Kind: EventRetry, Seq: j.seq, Data: data}
+	var snap *JobSnapshot
+	for _, w := range ws {
+		r, ok := w.out.(RetryOutbox)
+		if !ok {
+			w.out.Send(ev)
+			continue
+		}
+		if snap == nil {
+			s := b.snapshotLocked(j)
+			snap = &s
+		}
+		r.SendRetry(ev, *snap)
 	}
 }
 

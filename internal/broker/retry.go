@@ -197,6 +197,7 @@ func (b *Broker) retryWaitLocked(j *job, now int64) {
 	j.fn.counters.Retried++
 	b.addTimerLocked(j, l.notBefore)
 	b.saveLocked(j)
+	b.retryWatchersLocked(j, nil)
 	b.log.Info("broker: job will be retried", slog.String("handle", b.Handle(j.seq)),
 		slog.String("function", j.fn.name), slog.Int("attempts", int(l.attempts)),
 		slog.Duration("backoff", d), slog.String("error", l.lastErr))
@@ -250,6 +251,7 @@ func (b *Broker) timeoutLocked(j *job) {
 		j.fn.queues[j.priority].pushFront(j)
 		j.fn.counters.Retried++
 		j.fn.wakeOne()
+		b.retryWatchersLocked(j, nil)
 		return
 	}
 	b.log.Info("broker: job timed out", slog.String("handle", b.Handle(j.seq)),

@@ -19,9 +19,11 @@ const (
 	EventComplete
 	EventFail
 	EventException
-	// EventRetry is sent to watchers only (see Broker.Watch): the job
-	// failed an attempt and will run again; Data is the exception data,
-	// if any.
+	// EventRetry is sent to watchers only (see Broker.Watch): a run of
+	// the job ended without a result (a failure, an exception, a timeout,
+	// a worker that vanished) and the job will run again; Data is the
+	// exception data, if any. An Outbox that is a RetryOutbox is given
+	// the job as it then is too.
 	EventRetry
 )
 

@@ -476,4 +476,7 @@ func (b *Broker) requeueLocked(j *job, why string) {
 		b.pendingRetries = append(b.pendingRetries, b.record(j))
 		b.kickCommitter()
 	}
+	if !stopping {
+		b.retryWatchersLocked(j, nil)
+	}
 }

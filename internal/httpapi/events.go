@@ -80,8 +80,9 @@ type eventData struct {
 	// broker.HistoryResultCap bytes, because no whole result is retained.
 	Truncated bool `json:"truncated,omitempty"`
 	// Job is the job's state when the stream began watching it (state
-	// events), or the job's record (the final fail and exception
-	// events, while the record is kept).
+	// events), the job when a run ended and it will run again (retry
+	// events: why the run ended, when it runs again), or the job's record
+	// (the final fail and exception events, while the record is kept).
 	Job *jobJSON `json:"job,omitempty"`
 }
 
@@ -99,6 +100,15 @@ func (s *Server) eventJSON(ctx context.Context, seq uint64, e feedEvent) eventDa
 		n, dn := e.ev.Numerator, e.ev.Denominator
 		d.Numerator, d.Denominator = &n, &dn
 	case "fail":
+	case "retry":
+		if e.hasSnap {
+			j := s.snapshotJSON(e.snap)
+			d.Job = &j
+		}
+		if len(e.ev.Data) > 0 {
+			// The exception data of the run, if it threw one.
+			d.Data, d.Text = e.ev.Data, textOf(e.ev.Data)
+		}
 	default:
 		d.Data = e.ev.Data
 		if d.Data == nil {

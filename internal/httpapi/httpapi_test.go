@@ -1039,6 +1039,48 @@ func TestRetryEventAndJobOptions(t *testing.T) {
 	require.Equal(t, uint64(1), fns.Functions[0].Exceptions)
 }
 
+// Every run that ends without a result while the job will run again is a
+// "retry" event, whatever ended it (WORK_FAIL, a worker that vanished, a
+// timeout), and the event says why and what comes next: job, the job as
+// it was when the run ended (its state, attempts, last error, when it
+// runs again, the history).
+func TestRetryEventSaysWhyTheRunEnded(t *testing.T) {
+	t.Parallel()
+	tb := setupBroker(t, broker.Config{DefaultPolicy: broker.Policy{Backoff: broker.Backoff{Initial: time.Millisecond, Max: time.Millisecond}}})
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/flaky/jobs", strings.NewReader("x"),
+		"Gearwork-Attempts", "4", "Gearwork-Timeout", "300ms"))
+	stream := tb.do(t, "GET", "/v1/jobs/"+job.Handle+"/events", nil)
+	w := newTestWorker(t, tb.b, "flaky")
+	a := w.grab(t)
+	require.NoError(t, tb.b.WorkData(w.sess, a.Seq, []byte("disk full"), true))
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Fail, nil))
+	gone := newTestWorker(t, tb.b, "flaky")
+	w.b.CloseSession(w.sess)
+	a = gone.grab(t)
+	tb.b.CloseSession(gone.sess) // the worker vanished
+	w = newTestWorker(t, tb.b, "flaky")
+	a = w.grab(t) // and holds it past its timeout
+	a = w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("ok")))
+
+	evs := readEvents(t, stream.Body)
+	require.Equal(t, []string{"1:state", "2:warning", "3:retry", "4:retry", "5:retry", "6:complete"}, kinds(evs))
+	for i, want := range []struct {
+		outcome, lastError string
+	}{{"failed", "disk full"}, {"worker vanished", "worker vanished"}, {"timeout", "timed out"}} {
+		e := evs[2+i]
+		require.NotNil(t, e.data.Job, "retry event %d says why", i+1)
+		j := e.data.Job
+		require.Equal(t, "retry-wait", j.State, "retry event %d", i+1)
+		require.Equal(t, uint32(i+1), *j.Attempts)
+		require.Equal(t, want.lastError, j.LastError)
+		require.NotNil(t, j.RetryAt)
+		require.Len(t, j.History, i+1)
+		require.Equal(t, want.outcome, j.History[i].Outcome)
+		require.Nil(t, e.data.Text, "no exception data")
+	}
+}
+
 func TestPauseAndResume(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)

@@ -35,8 +35,11 @@ type feedEvent struct {
 	id    uint64
 	kind  string
 	ev    broker.Event
-	snap  broker.JobSnapshot // for kind "state"
+	snap  broker.JobSnapshot // for kinds "state" and "retry" (hasSnap)
 	final bool
+	// hasSnap is set on a retry event that carries the job as it was
+	// when its run ended (SendRetry).
+	hasSnap bool
 }
 
 // feed is the event log of one job. Its fields are guarded by hub.mu.
@@ -101,6 +104,19 @@ func (h *hub) Send(ev broker.Event) {
 		return
 	}
 	h.appendLocked(f, feedEvent{kind: kind, ev: ev, final: final})
+}
+
+// SendRetry implements broker.RetryOutbox: a retry event that keeps the
+// job as it was when its run ended, which says why and when it runs
+// again. It runs with the broker's lock held.
+func (h *hub) SendRetry(ev broker.Event, job broker.JobSnapshot) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := h.feeds[ev.Seq]
+	if f == nil || f.final != nil {
+		return
+	}
+	h.appendLocked(f, feedEvent{kind: "retry", ev: ev, snap: job, hasSnap: true})
 }
 
 // The data bytes that event logs keep: a worker may send WORK_DATA of up

@@ -460,7 +460,8 @@ func TestDashboardSaysHowManyFunctionsItLeavesOut(t *testing.T) {
 }
 
 // The followed job's state uses the names of every other view: retry-wait
-// between attempts (not "retry"). Purge all asks first: dismissing the
+// between attempts (not "retry"), and its event log says why each run
+// ended and when the job runs again. Purge all asks first: dismissing the
 // question keeps every dead letter.
 func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
 	ctx := browser(t)
@@ -468,7 +469,7 @@ func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
 	// second), so that a loaded machine's page still sees it in retry-wait
 	// before it is queued again; the second grab waits up to 30 s for it.
 	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  wobbly:\n    backoff: 5s\n"), 0o600))
+	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  wobbly:\n    backoff: 5s\n  shaky:\n    backoff: 1h\n"), 0o600))
 	s := startServer(t, "--config", cfg)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
 	follow := func(handle string) {
@@ -497,10 +498,21 @@ func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&job))
 	}
 
+	// The event log says why a run ended (a WORK_FAIL carries no data:
+	// its reason is the record's "failed") and when the job runs again.
+	submit(s.base + "/v1/functions/shaky/jobs?attempts=2")
+	follow(job.Handle)
+	fail("shaky", "")
+	poll(t, ctx, "the reason of the retry", `document.querySelector('#job-state').textContent === 'retry-wait' &&
+		[...document.querySelectorAll('#job-events li')].some((li) =>
+			li.textContent.startsWith('retry: failed; attempt 1 of 2; runs again at '))`)
+
 	submit(s.base + "/v1/functions/wobbly/jobs?attempts=2")
 	follow(job.Handle)
 	fail("wobbly", "first try")
 	poll(t, ctx, "the job waiting for its retry", `document.querySelector('#job-state').textContent === 'retry-wait'`)
+	poll(t, ctx, "the exception of the retry", `[...document.querySelectorAll('#job-events li')].some((li) =>
+		li.textContent.startsWith('retry: first try; attempt 1 of 2; runs again at '))`)
 	fail("wobbly", "second try")
 	poll(t, ctx, "the job to end dead", `document.querySelector('#job-state').textContent === 'dead'`)
 

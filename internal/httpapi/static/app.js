@@ -382,9 +382,15 @@ function follow(handle) {
     });
   }
   src.addEventListener("retry", (e) => {
+    // A run ended without a result and the job runs again: job says why
+    // (its last error) and when (retry_at; queued: at once).
     const d = JSON.parse(e.data);
-    setJobState("retry-wait");
-    log("retry", d.text || "");
+    const j = d.job || {};
+    setJobState(j.state || "retry-wait");
+    const why = [d.text !== undefined ? d.text : j.last_error];
+    if (j.attempts !== undefined) why.push("attempt " + j.attempts + (j.max_attempts > 0 ? " of " + j.max_attempts : ""));
+    why.push(j.retry_at ? "runs again at " + fmtTime(j.retry_at) : "runs again");
+    log("retry", why.filter(Boolean).join("; "));
   });
   for (const kind of ["complete", "fail", "exception"]) {
     src.addEventListener(kind, (e) => {
