@@ -224,18 +224,26 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 // not called when the submit fails before there is a job, or attaches to a
 // retained result. done is called as for Submit, possibly later: with a
 // local store a job runs while it is written, and done waits for the
-// write.
+// write. When the submit created the job, an Outbox of s that is a
+// PlacedOutbox is then given the job as it was placed (queued, blocked,
+// scheduled, waiting...), before any update of it.
 func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
 	b.lockSubmit(&p)
 	defer b.mu.Unlock()
-	watched, seen := false, uint64(0)
+	watched, seen, made := false, uint64(0), false
 	p.watch = func(j *job, created bool) {
-		watched, seen = true, j.seq
+		watched, seen, made = true, j.seq, created
 		if !s.closed {
 			b.watchLocked(s, j)
 		}
 		watching(j.seq, created)
 	}
+	defer func() {
+		// The job was placed by the submit, under this hold of the lock.
+		if made {
+			b.placedLocked(s, seen)
+		}
+	}()
 	if b.mode.watchesAfterInsert() {
 		// In shared mode a job that waits for its insert gets its handle
 		// from it, and is handed out only after done: watch it then. A job
@@ -247,6 +255,9 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 				if j := b.jobs.get(seq); j != nil && j.state != stateGone {
 					b.watchLocked(s, j)
 					watching(seq, created)
+					if created {
+						b.placedLocked(s, seq)
+					}
 				}
 			}
 			done(seq, created, err)
@@ -254,6 +265,25 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 		return
 	}
 	b.submitLocked(s, p, done)
+}
+
+// PlacedOutbox is an optional capability of the Outbox of a session that
+// submits with SubmitWatched: Placed is given the job the submit created
+// as the submit placed it, before any update of it. Like Send, it runs
+// with the broker's lock held.
+type PlacedOutbox interface {
+	Placed(job JobSnapshot)
+}
+
+// placedLocked gives s's PlacedOutbox, if it has one, job seq as it is.
+func (b *Broker) placedLocked(s *Session, seq uint64) {
+	o, ok := s.out.(PlacedOutbox)
+	if !ok || s.closed {
+		return
+	}
+	if j := b.jobs.get(seq); j != nil && j.state != stateGone {
+		o.Placed(b.snapshotLocked(j))
+	}
 }
 
 // moveWatchersLocked hands the watchers of job from to job to (a job

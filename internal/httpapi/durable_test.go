@@ -203,3 +203,13 @@ func TestReplayedDeadLettersAndRecordsAreCounted(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(body), "\ngearwork_dead_letters{function=\"gone\"} 1\n")
 }
+
+// With a durable store, a job runs while it is written: the first event of
+// its stream says the state it was placed in all the same.
+func TestFirstStateEventOfADurableSubmit(t *testing.T) {
+	t.Parallel()
+	st, err := pebble.Open(context.Background(), t.TempDir(), pebble.Options{CacheSize: 1 << 20, MemTableSize: 1 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) }) // after the broker stops
+	firstStateEvents(t, setupBroker(t, broker.Config{Store: st}))
+}

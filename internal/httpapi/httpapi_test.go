@@ -359,6 +359,29 @@ func readEvents(t *testing.T, body io.Reader) []sseEvent {
 	return out
 }
 
+// readEvent parses the next event of a stream that goes on.
+func readEvent(t *testing.T, br *bufio.Reader) sseEvent {
+	t.Helper()
+	var cur sseEvent
+	for {
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if cur.event != "" {
+				return cur
+			}
+		case strings.HasPrefix(line, "id: "):
+			cur.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			cur.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			require.NoError(t, json.Unmarshal([]byte(line[6:]), &cur.data))
+		}
+	}
+}
+
 func kinds(evs []sseEvent) []string {
 	var out []string
 	for _, e := range evs {
@@ -1078,6 +1101,41 @@ func TestRetryEventSaysWhyTheRunEnded(t *testing.T) {
 		require.Len(t, j.History, i+1)
 		require.Equal(t, want.outcome, j.History[i].Outcome)
 		require.Nil(t, e.data.Text, "no exception data")
+	}
+}
+
+// The first event of a job submitted over HTTP, state, says the state the
+// job was placed in, as GET /v1/jobs/{handle} and the submit's answer
+// say: waiting for the jobs of after, blocked behind its ordering key,
+// scheduled; not "queued" for all of them.
+func TestFirstStateEventOfASubmitIsTheJobsState(t *testing.T) {
+	t.Parallel()
+	firstStateEvents(t, setup(t))
+}
+
+func firstStateEvents(t *testing.T, tb *testBundle) {
+	first := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/step/jobs?ordering-key=k", strings.NewReader("1")))
+	for _, c := range []struct{ query, state string }{
+		{"ordering-key=k", "blocked"},
+		{"after=" + url.QueryEscape(first.Handle), "waiting"},
+		{"run-at=2099-01-01T00:00:00Z", "scheduled"},
+		{"ordering-key=other", "queued"},
+	} {
+		job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/step/jobs?"+c.query, strings.NewReader("2")))
+		require.Equal(t, c.state, job.State, c.query)
+		got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+		require.Equal(t, c.state, got.State, c.query)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, "GET", tb.ts.URL+"/v1/jobs/"+job.Handle+"/events", nil)
+		require.NoError(t, err)
+		resp, err := tb.ts.Client().Do(req)
+		require.NoError(t, err)
+		ev := readEvent(t, bufio.NewReader(resp.Body))
+		cancel()
+		resp.Body.Close()
+		require.Equal(t, "state", ev.event)
+		require.Equal(t, c.state, ev.data.Job.State, "the state event of a job submitted with %s", c.query)
+		require.Equal(t, got.Submitted, ev.data.Job.Submitted, c.query)
 	}
 }
 

@@ -106,6 +106,22 @@ func (h *hub) Send(ev broker.Event) {
 	h.appendLocked(f, feedEvent{kind: kind, ev: ev, final: final})
 }
 
+// Placed implements broker.PlacedOutbox: the job a submit watched from
+// its creation (track) as the broker placed it. The feed's first event,
+// state, made before the job was placed, then says the job's state
+// (blocked behind its ordering key, waiting for others, ...) and its
+// times, as GET /v1/jobs/{handle} does. It runs with the broker's lock
+// held, before any update of the job.
+func (h *hub) Placed(job broker.JobSnapshot) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := h.feeds[job.Seq]
+	if f == nil || f.nextID != 1 || len(f.events) != 1 || f.events[0].kind != "state" {
+		return
+	}
+	f.events[0].snap = job
+}
+
 // SendRetry implements broker.RetryOutbox: a retry event that keeps the
 // job as it was when its run ended, which says why and when it runs
 // again. It runs with the broker's lock held.
