@@ -88,6 +88,12 @@ type Config struct {
 	Logger *slog.Logger
 	// CommitBatch is the most jobs written in one store batch. Default 4096.
 	CommitBatch int
+	// CommitBytes bounds the payload bytes of the new jobs written in one
+	// store batch (a job larger alone is written alone); the others wait
+	// for the next round, as past CommitBatch. Default 1 GiB, which the
+	// default MaxQueuedBytes never passes: Pebble panics on a batch of
+	// 4 GiB, which a round of many large submits could reach.
+	CommitBytes int64
 	// RecordPace is the least time between the starts of two commit
 	// rounds that write job records to a store that keeps them, when a
 	// round carries nothing else that someone waits for (records, forgets
@@ -311,6 +317,7 @@ func New(cfg Config) *Broker {
 	}
 	b.records = recordStoreOf(cfg, b.store)
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
+	b.cfg.CommitBytes = cmp.Or(cfg.CommitBytes, 1<<30)
 	b.cfg.RecordPace = cmp.Or(cfg.RecordPace, 2*time.Millisecond)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.cfg.MaxFunctions = cmp.Or(cfg.MaxFunctions, DefaultMaxFunctions)

@@ -199,16 +199,22 @@ func (b *Broker) settleBatch(buf *commitBuffers, began time.Time, g *gatherer, e
 }
 
 // takeBatch moves what waits for the committer into buf, at most
-// CommitBatch first writes, and reports whether more of them wait.
+// CommitBatch first writes and CommitBytes of their payloads (but one),
+// and reports whether more of them wait.
 func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
 	buf.saves = buf.saves[:0]
 	buf.records = buf.records[:0]
-	for _, j := range b.pendingSaves[:n] {
+	var bytes int64
+	for i, j := range b.pendingSaves[:n] {
 		if j.saveState() != saveQueued {
 			continue // ended before it was written (settleEndedLocked)
+		}
+		if bytes += j.size(); len(buf.saves) > 0 && bytes > b.cfg.CommitBytes {
+			n = i // the next round takes it
+			break
 		}
 		// The record is the job as it is now (it may have run, failed
 		// and be waiting for a retry): nothing else of it was queued.
