@@ -23,6 +23,9 @@ empty payload. Streamed data (WORK_DATA) and the result go to stdout,
 warnings and progress to stderr. When stdout is a terminal, output that does
 not end with a newline gets one, so that the prompt starts on its own line;
 otherwise the result's bytes are written exactly as the worker sent them.
+A job that fails (WORK_FAIL) exits 1; a Gearwork server's record of the job
+then says why: after how many attempts and with which last error (the
+worker's last warning, "timed out", "worker vanished"), or who cancelled it.
 `
 
 type submitConfig struct {
@@ -144,7 +147,15 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			fmt.Fprintf(stderr, "status: %d/%d\n", u.Numerator, u.Denominator)
 		}
 	}
-	result, err := c.Do(ctx, req)
+	t, err := c.Submit(ctx, req)
+	if err != nil {
+		return submitError(ctx, err, stderr)
+	}
+	result, err := t.Wait(ctx)
+	if errors.Is(err, client.ErrJobFailed) {
+		// WORK_FAIL says nothing of why: the job's record does.
+		return failedOutcome(ctx, t.Job(), err, stderr)
+	}
 	if err != nil {
 		return submitError(ctx, err, stderr)
 	}
@@ -285,17 +296,45 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// jobRecord reads the record of job ("job HANDLE" on the admin port) and
+// returns a reader of its fields.
+func jobRecord(ctx context.Context, job client.Job) (func(name string) any, error) {
+	cmd, err := parseJobArgs([]string{job.Handle})
+	if err != nil {
+		return nil, err
+	}
+	a, err := adminRoundTrip(ctx, job.Server, cmd, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	row := a.rows[0]
+	return func(name string) any { return jobFieldOf(row, name) }, nil
+}
+
+// failedOutcome explains the WORK_FAIL of a foreground job from its record
+// (Gearwork): after how many attempts and with which last error (the
+// worker's last warning, "timed out", "worker vanished"), or who cancelled
+// it. A server that keeps no such record (gearmand) leaves failed, the
+// client's error, as it is.
+func failedOutcome(ctx context.Context, job client.Job, failed error, stderr io.Writer) error {
+	field, err := jobRecord(ctx, job)
+	if err != nil {
+		return submitError(ctx, failed, stderr)
+	}
+	state, _ := field("state").(string)
+	if state != broker.FinalFailed && state != broker.FinalCancelled {
+		return submitError(ctx, failed, stderr)
+	}
+	return endedError(job.Handle, field)
+}
+
 // reportOutcome reports how a background job that the server no longer
 // holds ended, from its record ("job HANDLE" on the admin port): a
 // completed job's result goes to stdout, anything else is an error with
 // its exit code. A server that keeps no job records (gearmand) only says
 // the job is done.
 func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer) error {
-	cmd, err := parseJobArgs([]string{job.Handle})
-	if err != nil {
-		return err
-	}
-	a, err := adminRoundTrip(ctx, job.Server, cmd, 10*time.Second)
+	field, err := jobRecord(ctx, job)
 	var ae *adminErr
 	switch {
 	case errors.As(err, &ae) && ae.code == "UNKNOWN_JOB":
@@ -308,10 +347,7 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 	case err != nil:
 		return submitError(ctx, err, stderr)
 	}
-	row := a.rows[0]
-	field := func(name string) any { return jobFieldOf(row, name) }
 	state, _ := field("state").(string)
-	attempts := field("attempts")
 	lastErr, _ := field("last_error").(string)
 	fmt.Fprintf(stderr, "status: %s\n", state)
 	switch state {
@@ -323,15 +359,29 @@ func reportOutcome(ctx context.Context, job client.Job, stdout, stderr io.Writer
 	case broker.FinalException:
 		fmt.Fprintf(stderr, "exception: %s\n", lastErr)
 		return exitError{code: exitException, msg: "job " + job.Handle + " threw an exception"}
-	case broker.FinalCancelled:
-		by, _ := field("cancelled_by").(string)
-		return exitError{code: exitFailed, msg: fmt.Sprintf("job %s was cancelled (by %s)", job.Handle, by)}
 	}
+	return endedError(job.Handle, field)
+}
+
+// endedError is the error of a job whose record says it ended failed,
+// dead or cancelled: who cancelled it, or after how many attempts it
+// ended and with which last error.
+func endedError(handle string, field func(name string) any) error {
+	state, _ := field("state").(string)
+	if state == broker.FinalCancelled {
+		by, _ := field("cancelled_by").(string)
+		return exitError{code: exitFailed, msg: fmt.Sprintf("job %s was cancelled (by %s)", handle, by)}
+	}
+	attempts := field("attempts")
 	runs := "attempts"
 	if fmt.Sprint(attempts) == "1" {
 		runs = "attempt"
 	}
+	msg := fmt.Sprintf("job %s %s after %v %s", handle, state, attempts, runs)
 	// The error as the worker sent it, less the newline that ends a
 	// command's stderr.
-	return exitError{code: exitJobFailed, msg: fmt.Sprintf("job %s %s after %v %s: %s", job.Handle, state, attempts, runs, strings.TrimRight(lastErr, "\r\n"))}
+	if lastErr, _ := field("last_error").(string); lastErr != "" {
+		msg += ": " + strings.TrimRight(lastErr, "\r\n")
+	}
+	return exitError{code: exitJobFailed, msg: msg}
 }
