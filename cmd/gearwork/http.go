@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/broker"
@@ -27,6 +28,8 @@ type httpFlags struct {
 	allowedHosts string
 	// maxConns is --http-max-connections.
 	maxConns int
+	// maxPerAddress is --http-max-connections-per-address.
+	maxPerAddress int
 	// metricsMaxFunctions is --metrics-max-functions.
 	metricsMaxFunctions int
 	// tls holds --http-tls-*: "" means the matching --tls-* flag's file;
@@ -40,6 +43,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cors, "http-cors", "", "comma-separated `origins` allowed to call the HTTP API from a browser (\"*\" for any)")
 	fs.StringVar(&f.allowedHosts, "http-allowed-hosts", "", "comma-separated host `names` the HTTP API answers to besides its IP addresses, localhost and its TLS certificate's names (e.g. the name of a proxy in front; \"*.example.com\" for one label more; \"*\" for any, which gives up the protection against DNS rebinding)")
 	fs.IntVar(&f.maxConns, "http-max-connections", 1000, "most open HTTP connections; more wait to be accepted; at most half of them may be event streams, waiting submits and long polls; 0 means no limit (either way at most a quarter of the open file limit less a reserve for the store)")
+	fs.IntVar(&f.maxPerAddress, "http-max-connections-per-address", 0, "most open HTTP connections from one source IPv4 address or IPv6 /64 network, so one host cannot take every connection of --http-max-connections and keep the other clients waiting; more are closed at accept; 0 means no limit")
 	fs.IntVar(&f.metricsMaxFunctions, "metrics-max-functions", httpapi.DefaultMetricsMaxFunctions, "most functions /metrics exports series for: those holding jobs, workers, dead letters or a pause first, then those with the most jobs submitted; gearwork_metrics_functions_omitted counts the others; 0 means no limit")
 	fs.StringVar(&f.tls.cert, "http-tls-cert", "", "PEM `file` with the HTTP port's certificate (default: --tls-cert's); \"off\" serves plain HTTP even with --tls-cert")
 	fs.StringVar(&f.tls.key, "http-tls-key", "", "PEM `file` with the private key of --http-tls-cert (default: --tls-key's)")
@@ -58,6 +62,9 @@ type httpSetup struct {
 	// maxConns is the most open HTTP connections (see shareFiles); 0
 	// means no limit.
 	maxConns int
+	// maxPerAddress is the most open HTTP connections from one source;
+	// 0 means no limit.
+	maxPerAddress int
 }
 
 // metricsBound is httpapi.Config.MetricsMaxFunctions for
@@ -99,11 +106,14 @@ func (f httpFlags) load(shared tlsFiles, handshakeTimeout time.Duration, insecur
 	if f.maxConns < 0 {
 		return nil, fmt.Errorf("invalid --http-max-connections %d: must be 0 or more", f.maxConns)
 	}
+	if f.maxPerAddress < 0 {
+		return nil, fmt.Errorf("invalid --http-max-connections-per-address %d: must be 0 or more", f.maxPerAddress)
+	}
 	if f.metricsMaxFunctions < 0 {
 		return nil, fmt.Errorf("invalid --metrics-max-functions %d: must be 0 or more", f.metricsMaxFunctions)
 	}
 	v := buildVersion()
-	h := &httpSetup{addr: f.addr, cfg: httpapi.Config{AllowRemote: insecure, Version: v.Version, Commit: v.Commit,
+	h := &httpSetup{addr: f.addr, maxPerAddress: f.maxPerAddress, cfg: httpapi.Config{AllowRemote: insecure, Version: v.Version, Commit: v.Commit,
 		MetricsMaxFunctions: metricsBound(f.metricsMaxFunctions)}}
 	if f.tokensFile != "" {
 		file, err := os.Open(f.tokensFile)
@@ -181,9 +191,11 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 		return nil, fmt.Errorf("cannot listen on %s (--http): %w", setup.addr, err)
 	}
 	attrs := []any{slog.Int("tokens", len(cfg.Tokens))}
-	if setup.maxConns > 0 {
+	if setup.maxConns > 0 || setup.maxPerAddress > 0 {
 		// Under TLS, so that the HTTP server still sees *tls.Conn.
-		ln = newLimitListener(ln, setup.maxConns)
+		ln = newLimitListener(ln, setup.maxConns, setup.maxPerAddress, refusedLogger(log, setup.maxPerAddress))
+	}
+	if setup.maxConns > 0 {
 		// Requests that stay open take at most half the connections, so
 		// event streams cannot keep the other requests (/healthz among
 		// them) waiting at accept.
@@ -197,10 +209,28 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 	if setup.maxConns > 0 {
 		attrs = append(attrs, slog.Int("max_connections", setup.maxConns))
 	}
+	if setup.maxPerAddress > 0 {
+		attrs = append(attrs, slog.Int("max_connections_per_address", setup.maxPerAddress))
+	}
 	h := &httpFrontEnd{srv: httpapi.New(cfg), ln: ln, done: make(chan error, 1)}
 	go func() { h.done <- h.srv.Serve(ctx, ln) }()
 	log.Info("serve: HTTP API listening", append([]any{slog.String("addr", ln.Addr().String())}, attrs...)...)
 	return h, nil
+}
+
+// refusedLogger returns what logs the HTTP connections closed for the
+// limit per address: a warning at most once a second, as the peer decides
+// how many there are.
+func refusedLogger(log *slog.Logger, perAddress int) func(net.Addr) {
+	var last atomic.Int64
+	return func(remote net.Addr) {
+		now := time.Now().UnixNano()
+		if prev := last.Load(); now-prev < int64(time.Second) || !last.CompareAndSwap(prev, now) {
+			return
+		}
+		log.Warn("serve: too many HTTP connections from one address; closing a new one",
+			slog.String("remote", remote.String()), slog.Int("max_connections_per_address", perAddress))
+	}
 }
 
 // stop shuts the HTTP API down, giving requests up to timeout. Safe on nil.

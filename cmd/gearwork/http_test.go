@@ -47,7 +47,7 @@ func TestLimitListener(t *testing.T) {
 	t.Parallel()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ln := newLimitListener(raw, 2)
+	ln := newLimitListener(raw, 2, 0, nil)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 4)
 	acceptErr := make(chan error, 1)
@@ -88,4 +88,56 @@ func TestLimitListener(t *testing.T) {
 	}
 	require.NoError(t, ln.Close())
 	require.True(t, errors.Is(<-acceptErr, net.ErrClosed), "Close ends an Accept that waits for a slot")
+}
+
+// TestLimitListenerPerAddress: a source with perAddress connections open
+// has its next one closed at accept (and reported), while other sources
+// are accepted; closing one makes room for its source again.
+func TestLimitListenerPerAddress(t *testing.T) {
+	t.Parallel()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := make(chan net.Addr, 4)
+	ln := newLimitListener(raw, 0, 2, func(a net.Addr) { refused <- a })
+	defer ln.Close()
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: time.Minute}
+		c, err := d.Dial("tcp", raw.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial("127.0.0.2")
+	dial("127.0.0.2")
+	first, second := <-accepted, <-accepted
+	third := dial("127.0.0.2")
+	a := <-refused
+	require.Equal(t, third.LocalAddr().String(), a.String())
+	require.NoError(t, third.SetReadDeadline(time.Now().Add(time.Minute)))
+	_, err = third.Read(make([]byte, 1))
+	require.Error(t, err, "the third connection from one address is closed")
+
+	dial("127.0.0.3")
+	other := <-accepted
+	require.Equal(t, "127.0.0.3", other.RemoteAddr().(*net.TCPAddr).IP.String(), "another address has room")
+
+	require.NoError(t, first.Close())
+	_ = first.Close()
+	fourth := dial("127.0.0.2")
+	got := <-accepted
+	require.Equal(t, fourth.LocalAddr().String(), got.RemoteAddr().String(), "closing one makes room")
+	dial("127.0.0.2")
+	<-refused
+	_ = second
 }

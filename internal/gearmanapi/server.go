@@ -206,7 +206,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		var from netip.Addr
 		if s.cfg.MaxConnectionsPerAddress > 0 {
-			from = sourceAddr(nc)
+			from = SourceAddr(nc)
 			if from.IsValid() && s.perAddr[from] >= s.cfg.MaxConnectionsPerAddress {
 				s.mu.Unlock()
 				s.refuse(nc, "too many connections from one address",
@@ -253,10 +253,11 @@ func (s *Server) connDone(c *conn) {
 	s.wg.Done()
 }
 
-// sourceAddr returns the source a TCP connection (plain or TLS) counts
+// SourceAddr returns the source a TCP connection (plain or TLS) counts
 // against MaxConnectionsPerAddress: its IPv4 address, or the /64 network
-// of its IPv6 address; the zero Addr for other connections.
-func sourceAddr(nc net.Conn) netip.Addr {
+// of its IPv6 address; the zero Addr for other connections. The HTTP
+// port's limit per address counts the same way.
+func SourceAddr(nc net.Conn) netip.Addr {
 	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		return netip.Addr{}
