@@ -87,6 +87,55 @@ func TestBatchCommands(t *testing.T) {
 	require.Contains(t, errOut, "UNKNOWN_BATCH")
 }
 
+// A batch with a job cancelled will never submit its on_success: every
+// view says so (skipped), not that it waits; its on_complete was
+// submitted (fired). While a job still runs, both wait.
+func TestBatchCallbackStates(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, "--store", "memory:", "--http", "127.0.0.1:0")
+	s := "--servers=" + srv.Addr
+	base := "http://" + srv.HTTPAddr(t)
+	id := strings.TrimSpace(strings.TrimPrefix(gwOK(t, "admin", s, "batch", "create", "on_success=cs_ok", "on_complete=cs_done"), "batch "))
+	first := strings.TrimSpace(gwOK(t, "submit", s, "--batch", id, "cs_row", "1"))
+	second := strings.TrimSpace(gwOK(t, "submit", s, "--batch", id, "cs_row", "2"))
+	gwOK(t, "admin", s, "batch", "close", id)
+
+	type callback struct{ Function, State string }
+	views := func() (string, string, callback, callback) {
+		t.Helper()
+		var rows []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(gwOK(t, "admin", s, "batch", id, "--json")), &rows))
+		resp, err := http.Get(base + "/v1/batches/" + id)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var b struct {
+			OnSuccess  callback `json:"on_success"`
+			OnComplete callback `json:"on_complete"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&b))
+		return rows[0]["on_success"].(string), rows[0]["on_complete"].(string), b.OnSuccess, b.OnComplete
+	}
+	ok, done, okHTTP, doneHTTP := views()
+	require.Equal(t, "cs_ok (waiting)", ok)
+	require.Equal(t, "cs_done (waiting)", done)
+	require.Equal(t, callback{"cs_ok", "waiting"}, okHTTP)
+	require.Equal(t, callback{"cs_done", "waiting"}, doneHTTP)
+
+	gwOK(t, "admin", s, "cancel", first)
+	ok, done, okHTTP, doneHTTP = views()
+	require.Equal(t, "cs_ok (skipped)", ok, "a cancelled job: on_success never comes")
+	require.Equal(t, "cs_done (waiting)", done, "a job is still to end")
+	require.Equal(t, callback{"cs_ok", "skipped"}, okHTTP)
+	require.Equal(t, callback{"cs_done", "waiting"}, doneHTTP)
+
+	gwOK(t, "admin", s, "cancel", second)
+	ok, done, okHTTP, doneHTTP = views()
+	require.Equal(t, "cs_ok (skipped)", ok)
+	require.Equal(t, "cs_done (fired)", done)
+	require.Equal(t, callback{"cs_ok", "skipped"}, okHTTP)
+	require.Equal(t, callback{"cs_done", "fired"}, doneHTTP)
+}
+
 // --batch-retention: a completed batch is forgotten once it has passed.
 func TestBatchRetentionFlag(t *testing.T) {
 	t.Parallel()

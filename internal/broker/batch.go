@@ -76,6 +76,40 @@ type BatchStatus struct {
 	Completed time.Time
 }
 
+// What became of a batch's callback, as every view names it
+// (BatchStatus.SuccessState, CompleteState).
+const (
+	// CallbackFired: the callback job was submitted.
+	CallbackFired = "fired"
+	// CallbackWaiting: it will be once the batch's jobs have ended (for
+	// on_success, ended well; a dead letter retried may still succeed).
+	CallbackWaiting = "waiting"
+	// CallbackSkipped: an on_success that never will be, as a job of the
+	// batch ended without success and not as a dead letter (cancelled,
+	// dropped).
+	CallbackSkipped = "skipped"
+)
+
+// SuccessState says what became of OnSuccess (CallbackFired, ...).
+func (s BatchStatus) SuccessState() string {
+	switch {
+	case s.SuccessFired:
+		return CallbackFired
+	case s.Failed > 0:
+		return CallbackSkipped
+	}
+	return CallbackWaiting
+}
+
+// CompleteState says what became of OnComplete (CallbackFired or
+// CallbackWaiting).
+func (s BatchStatus) CompleteState() string {
+	if s.CompleteFired {
+		return CallbackFired
+	}
+	return CallbackWaiting
+}
+
 // CallbackPayload is the JSON payload of a callback job.
 type CallbackPayload struct {
 	Batch string `json:"batch"`

@@ -185,10 +185,10 @@ func adminBatch(ctx context.Context, c *conn, args []string, a *adminAnswer) {
 	fmt.Fprintf(a, "batch\t%d\nclosed\t%t\ncomplete\t%t\ntotal\t%d\npending\t%d\nrunning\t%d\nsucceeded\t%d\nfailed\t%d\ndead\t%d\n",
 		s.ID, s.Closed, s.Complete, s.Total, s.Pending, s.Running, s.Succeeded, s.Failed, s.Dead)
 	if s.OnSuccess.Function != "" {
-		fmt.Fprintf(a, "on_success\t%s\t%s\n", adminText(s.OnSuccess.Function), firedWord(s.SuccessFired))
+		fmt.Fprintf(a, "on_success\t%s\t%s\n", adminText(s.OnSuccess.Function), s.SuccessState())
 	}
 	if s.OnComplete.Function != "" {
-		fmt.Fprintf(a, "on_complete\t%s\t%s\n", adminText(s.OnComplete.Function), firedWord(s.CompleteFired))
+		fmt.Fprintf(a, "on_complete\t%s\t%s\n", adminText(s.OnComplete.Function), s.CompleteState())
 	}
 	fmt.Fprintf(a, "created\t%s\ncompleted\t%s\n", fmtTime(s.Created), fmtTime(s.Completed))
 	for _, h := range s.Failures {
@@ -206,11 +206,4 @@ func callbackFunctions(cbs ...broker.Callback) []string {
 		}
 	}
 	return fns
-}
-
-func firedWord(fired bool) string {
-	if fired {
-		return "fired"
-	}
-	return "waiting"
 }

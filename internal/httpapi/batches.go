@@ -27,8 +27,7 @@ type batchJSON struct {
 	Succeeded uint64 `json:"succeeded"`
 	Failed    uint64 `json:"failed"`
 	Dead      uint64 `json:"dead"`
-	// OnSuccess and OnComplete are the callbacks; Fired says whether the
-	// callback job was submitted.
+	// OnSuccess and OnComplete are the callbacks.
 	OnSuccess  *callbackJSON `json:"on_success,omitempty"`
 	OnComplete *callbackJSON `json:"on_complete,omitempty"`
 	// Failures are the handles of the first failed or dead jobs.
@@ -37,11 +36,15 @@ type batchJSON struct {
 	Completed *time.Time `json:"completed_at,omitempty"`
 }
 
-// callbackJSON is a batch's callback. Payload is text.
+// callbackJSON is a batch's callback. Payload is text. Fired and State
+// say what became of it (read-only: a creator's are ignored): Fired
+// whether the callback job was submitted, State fired, waiting or
+// skipped (an on_success that never will be: broker.CallbackSkipped).
 type callbackJSON struct {
 	Function string `json:"function"`
 	Payload  string `json:"payload,omitempty"`
 	Fired    bool   `json:"fired"`
+	State    string `json:"state,omitempty"`
 }
 
 // batchCreateJSON is the body of POST /v1/batches (as JSON), or the first
@@ -70,10 +73,12 @@ func batchStatusJSON(st broker.BatchStatus) batchJSON {
 		j.Failures = []string{}
 	}
 	if st.OnSuccess.Function != "" {
-		j.OnSuccess = &callbackJSON{Function: st.OnSuccess.Function, Payload: string(st.OnSuccess.Payload), Fired: st.SuccessFired}
+		j.OnSuccess = &callbackJSON{Function: st.OnSuccess.Function, Payload: string(st.OnSuccess.Payload),
+			Fired: st.SuccessFired, State: st.SuccessState()}
 	}
 	if st.OnComplete.Function != "" {
-		j.OnComplete = &callbackJSON{Function: st.OnComplete.Function, Payload: string(st.OnComplete.Payload), Fired: st.CompleteFired}
+		j.OnComplete = &callbackJSON{Function: st.OnComplete.Function, Payload: string(st.OnComplete.Payload),
+			Fired: st.CompleteFired, State: st.CompleteState()}
 	}
 	return j
 }

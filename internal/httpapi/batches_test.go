@@ -67,8 +67,8 @@ func TestBatchCreateRunAndCallbacksOverHTTP(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	b = decode[batchJSON](t, resp)
 	require.True(t, b.Complete)
-	require.Equal(t, &callbackJSON{Function: "ok", Payload: "report 7", Fired: true}, b.OnSuccess)
-	require.Equal(t, &callbackJSON{Function: "done", Fired: true}, b.OnComplete)
+	require.Equal(t, &callbackJSON{Function: "ok", Payload: "report 7", Fired: true, State: "fired"}, b.OnSuccess)
+	require.Equal(t, &callbackJSON{Function: "done", Fired: true, State: "fired"}, b.OnComplete)
 
 	// A completed batch takes no more jobs.
 	resp = tb.do(t, "POST", "/v1/batches/"+b.ID+"/jobs", strings.NewReader(`{"function":"fn"}`+"\n"))

@@ -491,7 +491,7 @@ async function loadBatches() {
       tr.append(st);
       const cbs = [];
       for (const [name, cb] of [["on_success", b.on_success], ["on_complete", b.on_complete]]) {
-        if (cb) cbs.push(name + " " + cb.function + (cb.fired ? " (submitted)" : ""));
+        if (cb) cbs.push(name + " " + cb.function + " (" + (cb.state || (cb.fired ? "fired" : "waiting")) + ")");
       }
       tr.append(el("td", cbs.join(", ")));
       return tr;
