@@ -429,6 +429,7 @@ var jobFields = []jobField{
 	{"cancelled_at", textField("cancelled_at")},
 	{"retry_of", textField("retry_of")},
 	{"batch", textField("batch")},
+	{"after", listField("after")},
 	{"history", func(_ map[string]string, h []attempt) any {
 		if len(h) == 0 {
 			return nil // no attempt yet
@@ -470,6 +471,17 @@ func numberField(key string) func(map[string]string, []attempt) any {
 			return nil
 		}
 		return intOrText(v)
+	}
+}
+
+// listField reads the line key as a list of words (handles).
+func listField(key string) func(map[string]string, []attempt) any {
+	return func(fields map[string]string, _ []attempt) any {
+		v, ok := fields[key]
+		if !ok || v == "-" || v == "" {
+			return nil
+		}
+		return strings.Fields(v)
 	}
 }
 

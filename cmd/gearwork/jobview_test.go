@@ -17,8 +17,9 @@ import (
 // under the same names and with the same values and state words, and a
 // field the job does not have as "-" (null in JSON), never as a blank:
 // a job waiting for its retry (retries, max_attempts, last_error,
-// retry_at), a scheduled one (run_at), a cancelled one (cancelled_by, cancelled_at) and a complete
-// one (result, payload_preview).
+// retry_at), a scheduled one (run_at), a cancelled one (cancelled_by, cancelled_at), a complete
+// one (result, payload_preview) and one waiting for others (after: the
+// jobs it still waits for).
 func TestAdminJobShowsWhatHTTPShows(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--handle-prefix", "H:view:")
@@ -66,10 +67,13 @@ func TestAdminJobShowsWhatHTTPShows(t *testing.T) {
 	require.Equal(t, complete, g.Handle)
 	require.Equal(t, http.StatusNoContent, post("/v1/jobs/"+url.PathEscape(g.Handle)+"/complete?lease="+g.Lease, "done", nil))
 
+	waiting := submit("/jobs?after=" + url.QueryEscape(scheduled) + "&after=" + url.QueryEscape(retrying))
+
 	for _, tc := range []struct {
 		handle string
 		want   []string // fields the job must have in both views
 	}{
+		{waiting, []string{"state", "after", "submitted_at"}},
 		{retrying, []string{"state", "retries", "attempts", "max_attempts", "last_error", "retry_at", "unique", "waiting_clients"}},
 		{scheduled, []string{"state", "run_at", "priority", "retries", "submitted_at"}},
 		{cancelled, []string{"state", "cancelled_by", "cancelled_at", "final", "payload_preview", "payload_size"}},
@@ -124,6 +128,10 @@ func TestAdminJobShowsWhatHTTPShows(t *testing.T) {
 			require.Regexp(t, `^[A-Z_]+ +\S`, line, "%s: a row with no value", tc.handle)
 		}
 	}
+
+	one, other := regexp.QuoteMeta(scheduled), regexp.QuoteMeta(retrying)
+	require.Regexp(t, `(?m)^AFTER +(`+one+` `+other+`|`+other+` `+one+`)$`,
+		gwOK(t, "admin", "--servers="+srv.Addr, "job", waiting), "the jobs it waits for")
 
 	// The list too: the names of GET /v1/jobs, and no error is null (a
 	// "-" in the table), not an empty text.

@@ -87,6 +87,9 @@ type JobSnapshot struct {
 	RetryOf uint64
 	// Batch is the batch the job belongs to (0: none).
 	Batch uint64
+	// After lists the jobs a waiting job still waits for (SubmitParams.After
+	// less those that ended), as this server holds it.
+	After []uint64
 	// CancelledBy says who cancelled a cancelled job, CancelledAt when.
 	CancelledBy string
 	CancelledAt time.Time
@@ -166,6 +169,9 @@ func (b *Broker) snapshotLocked(j *job) JobSnapshot {
 		snap.Waiting = len(x.clients)
 		if x.batch != nil {
 			snap.Batch = x.batch.id
+		}
+		if len(x.after) > 0 {
+			snap.After = slices.Clone(x.after)
 		}
 		if j.state == stateRunning && x.started != 0 {
 			snap.Started = time.Unix(0, x.started)

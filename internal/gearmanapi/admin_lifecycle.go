@@ -457,6 +457,17 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	if j.RetryOf != 0 {
 		fmt.Fprintf(sb, "retry_of\t%s\n", b.Handle(j.RetryOf))
 	}
+	if len(j.After) > 0 {
+		// The jobs it still waits for, handles separated by spaces.
+		sb.WriteString("after\t")
+		for i, seq := range j.After {
+			if i > 0 {
+				sb.WriteByte(' ')
+			}
+			sb.WriteString(b.Handle(seq))
+		}
+		sb.WriteByte('\n')
+	}
 	if j.CancelledBy != "" {
 		fmt.Fprintf(sb, "cancelled_by\t%s\ncancelled_at\t%s\n", strconv.Quote(j.CancelledBy), fmtTime(j.CancelledAt))
 	}

@@ -1139,6 +1139,34 @@ func firstStateEvents(t *testing.T, tb *testBundle) {
 	}
 }
 
+// A job waiting for others says which: after lists the jobs it still
+// waits for, fewer as they complete, and none once it runs.
+func TestWaitingJobSaysWhatItWaitsFor(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	a := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/first/jobs", strings.NewReader("a")))
+	b := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/second/jobs", strings.NewReader("b")))
+	c := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/last/jobs?after="+url.QueryEscape(a.Handle)+"&after="+url.QueryEscape(b.Handle), nil))
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+c.Handle, nil))
+	require.Equal(t, "waiting", got.State)
+	require.Equal(t, []string{a.Handle, b.Handle}, got.After)
+	list := decode[struct{ Jobs []jobJSON }](t, tb.do(t, "GET", "/v1/jobs?state=waiting", nil))
+	require.Len(t, list.Jobs, 1)
+	require.Equal(t, []string{a.Handle, b.Handle}, list.Jobs[0].After, "the list shows it too")
+
+	w := newTestWorker(t, tb.b, "first")
+	require.NoError(t, tb.b.Finish(w.sess, w.grab(t).Seq, broker.Complete, nil))
+	got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+c.Handle, nil))
+	require.Equal(t, "waiting", got.State)
+	require.Equal(t, []string{b.Handle}, got.After, "a completed dependency is no longer waited for")
+
+	w = newTestWorker(t, tb.b, "second")
+	require.NoError(t, tb.b.Finish(w.sess, w.grab(t).Seq, broker.Complete, nil))
+	got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+c.Handle, nil))
+	require.Equal(t, "queued", got.State)
+	require.Empty(t, got.After)
+}
+
 func TestPauseAndResume(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)

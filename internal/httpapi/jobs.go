@@ -73,6 +73,9 @@ type jobJSON struct {
 	RetryOf string `json:"retry_of,omitempty"`
 	// Batch is the id of the batch the job belongs to.
 	Batch string `json:"batch,omitempty"`
+	// After lists the jobs a waiting job still waits for (its after,
+	// less those that ended).
+	After []string `json:"after,omitempty"`
 }
 
 // attemptJSON is one attempt of a job.
@@ -137,6 +140,9 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 	j.Finished = utcOrNil(snap.Finished)
 	if snap.RetryOf != 0 {
 		j.RetryOf = s.b.Handle(snap.RetryOf)
+	}
+	for _, seq := range snap.After {
+		j.After = append(j.After, s.b.Handle(seq))
 	}
 	if snap.Batch != 0 {
 		j.Batch = strconv.FormatUint(snap.Batch, 10)

@@ -638,8 +638,11 @@ func TestDashboardJobShowsEveryField(t *testing.T) {
 	resp.Body.Close()
 	require.Less(t, resp.StatusCode, 300)
 
+	var waiting struct{ Handle string }
+	require.Equal(t, http.StatusAccepted, httpPost(t, s.base+"/v1/functions/fields/jobs?after="+url.QueryEscape(retrying.Handle), "z", &waiting))
+
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
-	for _, h := range []string{retrying.Handle, cancelled.Handle} {
+	for _, h := range []string{retrying.Handle, cancelled.Handle, waiting.Handle} {
 		resp, err := http.Get(s.base + "/v1/jobs/" + url.PathEscape(h))
 		require.NoError(t, err)
 		var rec map[string]any
@@ -661,4 +664,7 @@ func TestDashboardJobShowsEveryField(t *testing.T) {
 		}
 		require.ElementsMatch(t, want, names, "%s: %v", h, rec)
 	}
+	// The jobs a waiting job waits for are links to their records.
+	poll(t, ctx, "the link to the job waited for", `[...document.querySelectorAll('#detail-fields dd a')].some((a) =>
+		a.textContent === `+jsString(retrying.Handle)+` && a.getAttribute('href') === `+jsString("#job="+url.QueryEscape(retrying.Handle))+`)`)
 }

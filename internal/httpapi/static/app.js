@@ -193,7 +193,7 @@ const jobFields = [
   ["progress", (p) => p.numerator + "/" + p.denominator], ["retries"], ["waiting_clients"],
   ["submitted_at", fmtTime], ["started_at", fmtTime], ["finished_at", fmtTime],
   ["attempts"], ["max_attempts"], ["last_error"], ["ordering_key"], ["retry_at", fmtTime],
-  ["final", yesNo], ["cancelled_by"], ["cancelled_at", fmtTime], ["retry_of"], ["batch"],
+  ["final", yesNo], ["cancelled_by"], ["cancelled_at", fmtTime], ["retry_of"], ["batch"], ["after"],
 ];
 
 // showJob shows one job's record; location.hash "#job=HANDLE" links to it.
@@ -233,10 +233,14 @@ async function showJob(handle) {
     const v = j[k];
     if (v === undefined || v === null || v === "") continue;
     const dd = el("dd");
-    if (k === "retry_of") {
-      const a = el("a", v);
-      a.href = "#job=" + encodeURIComponent(v);
-      dd.append(a);
+    if (k === "retry_of" || k === "after") {
+      // Links to the jobs named: the one run again, those waited for.
+      for (const h of [].concat(v)) {
+        if (dd.childNodes.length) dd.append(" ");
+        const a = el("a", h);
+        a.href = "#job=" + encodeURIComponent(h);
+        dd.append(a);
+      }
     } else {
       dd.textContent = show ? show(v) : String(v);
     }
