@@ -142,16 +142,19 @@ func (b *Broker) releaseWorkerLocked(j *job) {
 // Either way the run is an attempt in the job's history.
 func (b *Broker) takebackLifeLocked(j *job, why, worker string) bool {
 	max := b.maxAttemptsOf(j)
-	outcome := outcomeVanished
-	if why == "worker timeout" {
+	outcome, errText := outcomeVanished, ""
+	switch why {
+	case "worker timeout":
 		outcome = outcomeTimeout
+	case whyLeaseRanOut:
+		outcome, errText = outcomeTimeout, whyLeaseRanOut
 	}
 	if x := j.x; x.life == nil {
 		// A job under gearmand's rules had no lifecycle state while it ran.
 		x.life = &jobLife{attempts: j.retries - 1, startedAt: x.started, worker: worker}
 	}
 	now := b.nowNanos()
-	l := b.endAttemptLocked(j, outcome, "", now)
+	l := b.endAttemptLocked(j, outcome, errText, now)
 	if max == 0 {
 		return false
 	}
@@ -215,6 +218,12 @@ func (b *Broker) retryDueLocked(j *job) {
 // errTimedOut is the error kept in the history of an attempt that ran past
 // its timeout.
 const errTimedOut = "timed out"
+
+// whyLeaseRanOut is why a job is taken back from an HTTP worker whose
+// lease ran out (CanDoLease), and the error kept in the history of that
+// attempt (outcome timeout): it is told apart from a run past its
+// timeout and from a worker that vanished.
+const whyLeaseRanOut = "lease ran out"
 
 // timeoutLocked ends the run of a job its worker held past its timeout
 // (CAN_DO_TIMEOUT or the policy's timeout). As the protocol says, the job

@@ -130,7 +130,7 @@ func (b *Broker) RunTimers() time.Time {
 			b.queueLocked(j, true)
 		case stateRunning:
 			if j.x.leaseTimer {
-				b.requeueLocked(j, "worker timeout")
+				b.requeueLocked(j, whyLeaseRanOut)
 			} else {
 				b.timeoutLocked(j)
 			}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gearwork/gearwork/internal/broker"
 	"github.com/gearwork/gearwork/internal/store/postgres/pgtest"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 // TestMain checks for leaked goroutines once the tests have run and the
@@ -1165,6 +1166,27 @@ func TestWaitingJobSaysWhatItWaitsFor(t *testing.T) {
 	got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+c.Handle, nil))
 	require.Equal(t, "queued", got.State)
 	require.Empty(t, got.After)
+}
+
+// A job taken back because its HTTP worker's lease ran out says so in its
+// record, apart from a run that ran past its timeout and from a worker
+// that vanished: the attempt's outcome is timeout, its error (and the
+// job's last error) "lease ran out".
+func TestLeaseRunOutIsTheRecordedReason(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(c *Config) { c.DefaultLease = 100 * time.Millisecond })
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/leased/jobs", strings.NewReader("x")))
+	resp := tb.do(t, "POST", "/v1/functions/leased/grab?wait=10s", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var got jobJSON
+	testwait.Until(t, "the job taken back", func() bool {
+		got = decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+		return got.State == "queued"
+	})
+	require.Len(t, got.History, 1)
+	require.Equal(t, "timeout", got.History[0].Outcome)
+	require.Equal(t, "lease ran out", got.History[0].Error)
+	require.Equal(t, "lease ran out", got.LastError)
 }
 
 func TestPauseAndResume(t *testing.T) {
