@@ -86,6 +86,9 @@ func errArgs(cmd string) string {
 func adminStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, f := range c.srv.b.Status(ctx) {
 		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", adminText(f.Name), f.Total, f.Running, f.Workers)
+		if !a.spill() {
+			break
+		}
 	}
 	a.WriteString(".\n")
 }
@@ -93,6 +96,9 @@ func adminStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
 func adminPriorityStatus(ctx context.Context, c *conn, _ []string, a *adminAnswer) {
 	for _, f := range c.srv.b.Status(ctx) {
 		fmt.Fprintf(a, "%s\t%d\t%d\t%d\t%d\n", adminText(f.Name), f.Queued[0], f.Queued[1], f.Queued[2], f.Workers)
+		if !a.spill() {
+			break
+		}
 	}
 	a.WriteString(".\n")
 }
@@ -146,6 +152,9 @@ func adminShowMaxQueue(_ context.Context, c *conn, args []string, a *adminAnswer
 		}
 		q := f.Policy.MaxQueue
 		fmt.Fprintf(a, "%s\t%d\t%d\t%d\n", adminText(f.Name), q[0], q[1], q[2])
+		if !a.spill() {
+			break
+		}
 	}
 	a.WriteString(".\n")
 }

@@ -63,10 +63,21 @@ type adminAnswer struct {
 // before it is passed on to the connection's output.
 const adminSpillBytes = 32 << 10
 
+// adminOutputMark is the most output that may wait for the peer when an
+// admin command runs or a long answer goes on: beyond it the command (or
+// the answer's next part) waits until the peer has read the rest
+// (waitOutput). An admin answer can be thousands of times its request
+// ("help", "status" with many functions), so a peer that sent commands
+// without reading their answers had each connection hold up to half of
+// --max-output (30 MB per connection measured with 10,000 functions, a
+// gigabyte for 40 connections), on any connection, even one the rules
+// grant nothing.
+const adminOutputMark = 64 << 10
+
 // spill passes the answer gathered so far on to the connection's output
-// once it holds adminSpillBytes, waiting while the output is over half of
-// MaxOutput for the peer to read (waitOutput), so that a listing of any
-// length is written as it is gathered, at the pace the peer reads. It
+// once it holds adminSpillBytes, waiting while the output is over
+// adminOutputMark for the peer to read (waitOutput), so that a listing of
+// any length is written as it is gathered, at the pace the peer reads. It
 // reports false once the connection is dead: the listing may stop.
 func (a *adminAnswer) spill() bool {
 	if a.Len() < adminSpillBytes || a.c == nil {
@@ -75,9 +86,9 @@ func (a *adminAnswer) spill() bool {
 	a.c.writePart([]byte(a.String()))
 	a.Reset()
 	a.c.mu.Lock()
-	over := len(a.c.out) > a.c.srv.cfg.MaxOutput/2
+	over := len(a.c.out) > adminOutputMark
 	a.c.mu.Unlock()
-	return !over || a.c.waitOutput()
+	return !over || a.c.waitOutput(adminOutputMark)
 }
 
 // adminCommand is one entry of the admin command table.
@@ -182,6 +193,13 @@ func lookupAdmin(words []string) (*adminCommand, []string) {
 // should close afterwards (shutdown).
 func (c *conn) admin(ctx context.Context, line []byte) bool {
 	c.waitAcks()
+	// Answers wait for the peer to read the earlier ones (adminOutputMark).
+	c.mu.Lock()
+	over := len(c.out) > adminOutputMark
+	c.mu.Unlock()
+	if over && !c.waitOutput(adminOutputMark) {
+		return false
+	}
 	parsed, err := gearman.ParseAdmin(line)
 	if err != nil {
 		c.write([]byte("ERR UNKNOWN_COMMAND Unknown+server+command\r\n"))

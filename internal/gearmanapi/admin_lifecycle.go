@@ -36,6 +36,9 @@ func adminShowOrdering(_ context.Context, c *conn, args []string, a *adminAnswer
 			head = b.Handle(o.Head)
 		}
 		fmt.Fprintf(a, "%s\t%s\t%s\t%s\t%d\n", adminText(o.Function), adminText(o.Key), head, dash(o.HeadState), o.Waiting)
+		if !a.spill() {
+			break
+		}
 	}
 	a.WriteString(".\n")
 }
@@ -84,6 +87,9 @@ func adminDeadLetters(ctx context.Context, c *conn, args []string, a *adminAnswe
 		}
 		fmt.Fprintf(a, "%s\t%s\t%s\t%d\t%s\t%s\n", d.Handle, adminText(d.Function), adminText(dash(d.Unique)),
 			d.Attempts, fmtTime(d.DiedAt), strconv.Quote(d.LastError))
+		if !a.spill() {
+			break
+		}
 	}
 	a.WriteString(".\n")
 }
@@ -126,6 +132,9 @@ func adminShowPolicy(_ context.Context, c *conn, args []string, sb *adminAnswer)
 			state = "paused-until=" + fmtTime(fp.PausedUntil)
 		}
 		line(fp.Name, source, state, fp.Policy)
+		if !sb.spill() {
+			break
+		}
 	}
 	if len(args) > 0 && !found {
 		// Unknown function: it would follow the default policy.

@@ -285,7 +285,7 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 		c.inBurst = true
 		over := len(c.out) > c.srv.cfg.MaxOutput/2
 		c.mu.Unlock()
-		if over && !c.waitOutput() {
+		if over && !c.waitOutput(c.srv.cfg.MaxOutput/2) {
 			return false
 		}
 		if c.burstN == 0 {
@@ -325,7 +325,7 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 // write timeout drops a peer that never reads). It reports false once the
 // connection is dead. Called by the reader goroutine, which serveFrames
 // has marked in a burst.
-func (c *conn) waitOutput() bool {
+func (c *conn) waitOutput(mark int) bool {
 	c.srv.stats.outputWaits.Add(1)
 	// The wait may be long: later requests read the clock again.
 	c.endBurst()
@@ -334,7 +334,7 @@ func (c *conn) waitOutput() bool {
 	defer c.mu.Unlock()
 	// A flush under way takes the output as it goes: wait only until what
 	// is left for it is back under the mark.
-	for c.flushing && !c.dead && len(c.out) > c.srv.cfg.MaxOutput/2 {
+	for c.flushing && !c.dead && len(c.out) > mark {
 		c.flushed.Wait()
 	}
 	if c.dead {
