@@ -242,9 +242,9 @@ func (b *Broker) unlinkWaitingLocked(j *job) {
 }
 
 // dropWaitingLocked drops the jobs of f that wait for others (DropFunction),
-// oldest first; the jobs that wait for those are cancelled in turn
-// (dependencyEndedLocked).
-func (b *Broker) dropWaitingLocked(f *function) {
+// oldest first, each cancelled by why; the jobs that wait for those are
+// cancelled in turn (dependencyEndedLocked).
+func (b *Broker) dropWaitingLocked(f *function, why string) {
 	var drop []*job
 	for _, list := range b.dependents {
 		for _, w := range list {
@@ -256,7 +256,7 @@ func (b *Broker) dropWaitingLocked(f *function) {
 	slices.SortFunc(drop, func(x, y *job) int { return cmp.Compare(x.seq, y.seq) })
 	for _, w := range drop {
 		if w.state == stateWaiting { // not cancelled by an earlier drop
-			b.dropLocked(w, "function dropped")
+			b.dropLocked(w, why)
 		}
 	}
 }

@@ -396,15 +396,15 @@ func (b *Broker) unlinkLifeLocked(j *job) {
 // dropFunctionLifeLocked forgets the lifecycle state of a dropped
 // function, before its queues are emptied: blocked jobs are dropped with
 // it, retained results expire. Dead letters stay (they are listed by
-// name).
-func (b *Broker) dropFunctionLifeLocked(f *function) {
+// name). The dropped jobs are cancelled by why.
+func (b *Broker) dropFunctionLifeLocked(f *function, why string) {
 	if f.life == nil {
 		return
 	}
 	for _, line := range f.life.lines {
 		for _, j := range slices.Clone(line.waiting) {
 			j.failClients()
-			b.dropLocked(j, "function dropped")
+			b.dropLocked(j, why)
 		}
 	}
 	for _, j := range f.life.done {

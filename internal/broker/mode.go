@@ -161,8 +161,8 @@ type records interface {
 	// on behalf of by.
 	cancelElsewhere(ctx context.Context, seq uint64, by string) error
 	// dropUnheld cancels the stored jobs of the dropped function that no
-	// server holds, and returns how many.
-	dropUnheld(ctx context.Context, function string) (int, error)
+	// server holds, each cancelled by why, and returns how many.
+	dropUnheld(ctx context.Context, function, why string) (int, error)
 	// storeAnswers reports, while the store's error is set, whether the
 	// store answers again (and then clears the error); a store that
 	// refused a write for good (a failed fsync) never does.
@@ -207,7 +207,7 @@ func (localMode) metaWrittenLocked(string)                                      
 func (localMode) pendingLocked() bool                                              { return false }
 func (localMode) status(uint64, string) JobStatus                                  { return JobStatus{} }
 func (localMode) cancelElsewhere(context.Context, uint64, string) error            { return ErrJobNotFound }
-func (localMode) dropUnheld(context.Context, string) (int, error)                  { return 0, nil }
+func (localMode) dropUnheld(context.Context, string, string) (int, error)          { return 0, nil }
 func (localMode) storeAnswers(context.Context) bool                                { return false }
 func (localMode) addCounts(_ context.Context, out []FunctionStats) []FunctionStats { return out }
 

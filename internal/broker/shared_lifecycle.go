@@ -311,8 +311,8 @@ func (c *sharedMode) cancelElsewhere(ctx context.Context, seq uint64, by string)
 // dropUnheld cancels, one by one as cancelElsewhere does, the jobs of
 // function that no server holds, so that "drop function" drops the rows
 // nobody claimed as well as the jobs this server held; each gets its
-// record, cancelled by "function dropped".
-func (c *sharedMode) dropUnheld(ctx context.Context, function string) (int, error) {
+// record, cancelled by why ("function dropped", and by whom).
+func (c *sharedMode) dropUnheld(ctx context.Context, function, why string) (int, error) {
 	const page = 1000
 	var after uint64
 	n := 0
@@ -322,7 +322,7 @@ func (c *sharedMode) dropUnheld(ctx context.Context, function string) (int, erro
 			return n, fmt.Errorf("broker: drop the stored jobs of %s: %w", function, err)
 		}
 		for _, seq := range seqs {
-			ok, err := c.store.CancelQueued(ctx, seq, "function dropped")
+			ok, err := c.store.CancelQueued(ctx, seq, why)
 			if err != nil {
 				return n, fmt.Errorf("broker: drop the stored jobs of %s: %w", function, err)
 			}

@@ -200,24 +200,37 @@ func (b *Broker) CreateFunction(name string) error {
 // are two functions, and dropping one must not drop the other's jobs
 // (gearmand matches it regardless of case and drops every function so
 // named). It returns before the removals of the jobs this server held are
-// on disk: call Durable before acknowledging it.
+// on disk: call Durable before acknowledging it. The records of the
+// dropped jobs say cancelled by "function dropped".
 func (b *Broker) DropFunction(ctx context.Context, name string) error {
-	err := b.dropFunction(name)
+	return b.DropFunctionBy(ctx, name, "")
+}
+
+// DropFunctionBy is DropFunction on behalf of by, who asked (such as
+// "admin 127.0.0.1:40000", as CancelJobBy takes it): the records of the
+// jobs it drops say cancelled by "function dropped by " and by.
+func (b *Broker) DropFunctionBy(ctx context.Context, name, by string) error {
+	why := "function dropped"
+	if by != "" {
+		why += " by " + by
+	}
+	err := b.dropFunction(name, why)
 	switch {
 	case errors.Is(err, ErrFunctionNotFound):
-		if n, serr := b.mode.dropUnheld(ctx, name); serr != nil || n > 0 {
+		if n, serr := b.mode.dropUnheld(ctx, name, why); serr != nil || n > 0 {
 			return serr
 		}
 		return err
 	case err != nil:
 		return err
 	}
-	_, err = b.mode.dropUnheld(ctx, name)
+	_, err = b.mode.dropUnheld(ctx, name, why)
 	return err
 }
 
-// dropFunction is DropFunction's part in memory.
-func (b *Broker) dropFunction(name string) error {
+// dropFunction is DropFunction's part in memory; the jobs it drops are
+// cancelled by why.
+func (b *Broker) dropFunction(name, why string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f := b.functions[name]
@@ -227,29 +240,29 @@ func (b *Broker) dropFunction(name string) error {
 	if f.workers > 0 || f.running > 0 {
 		return ErrFunctionBusy
 	}
-	b.dropWaitingLocked(f)
+	b.dropWaitingLocked(f, why)
 	if f.life != nil && f.life.paused {
 		b.queueMetaLocked(metaKey(metaPause, f.name), nil)
 	}
-	b.dropFunctionLifeLocked(f)
+	b.dropFunctionLifeLocked(f, why)
 	for p := range numPriorities {
 		for j := f.queues[p].front(); j != nil; j = f.queues[p].front() {
 			j.failClients()
-			b.dropLocked(j, "function dropped")
+			b.dropLocked(j, why)
 		}
 	}
 	for _, j := range b.timers {
 		if j.fn == f {
-			defer b.dropIfScheduled(j)
+			defer b.dropIfScheduled(j, why)
 		}
 	}
 	b.unknowFunctionLocked(f)
 	return nil
 }
 
-func (b *Broker) dropIfScheduled(j *job) {
+func (b *Broker) dropIfScheduled(j *job, why string) {
 	if j.state == stateScheduled || j.state == stateRetryWait {
-		b.dropLocked(j, "function dropped")
+		b.dropLocked(j, why)
 	}
 }
 

@@ -188,7 +188,7 @@ func adminDropFunction(ctx context.Context, c *conn, args []string, a *adminAnsw
 		a.WriteString(errArgs("drop"))
 		return
 	}
-	switch err := c.srv.b.DropFunction(ctx, args[0]); {
+	switch err := c.srv.b.DropFunctionBy(ctx, args[0], "admin "+c.remote); {
 	case err == nil:
 		// The dropped jobs and pause must not come back after a crash.
 		answerDurable(ctx, c, a)

@@ -240,8 +240,9 @@ func TestAdminDropFunctionNamesOneFunction(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, s *server) {
 		cl := dialRaw(t, s)
+		handles := map[string]string{}
 		for _, fn := range []string{"Resize", "resize", "RESIZE"} {
-			cl.submit(gearman.SubmitJobBg, fn, "", "x")
+			handles[fn] = cl.submit(gearman.SubmitJobBg, fn, "", "x")
 		}
 		a := dialRaw(t, s)
 		require.Equal(t, "RESIZE\t1\t0\t0\nResize\t1\t0\t0\nresize\t1\t0\t0\n.\n", sortedList(a.adminExact("status")))
@@ -252,6 +253,8 @@ func TestAdminDropFunctionNamesOneFunction(t *testing.T) {
 		}
 		require.Equal(t, "OK\r\n", a.adminExact("drop function resize"))
 		require.Equal(t, "RESIZE\t1\t0\t0\nResize\t1\t0\t0\n.\n", sortedList(a.adminExact("status")))
+		// The dropped job's record says who dropped its function.
+		require.Regexp(t, `(?m)^cancelled_by\t"function dropped by admin 127\.0\.0\.1:\d+"$`, a.adminExact("job "+handles["resize"]))
 		require.Equal(t, "ERR function not found\r\n", a.adminExact("drop function resize"))
 		require.Equal(t, "ERR function not found\r\n", a.adminExact("drop function rESIZE"),
 			"a name that only differs in case names no function")
