@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,12 +187,15 @@ func cpuTicks(match func(pid int) bool) int64 {
 // take turns in a rotating order, each on a fresh schema and with a fresh
 // server. It prints every run (rate; the CPU time per job of the server
 // process, Gearwork's or River's, and of all of PostgreSQL's processes,
-// autovacuum of earlier runs' tables included; the execution time of the
-// statements per job, from pg_stat_statements), the medians and each
-// build's ratio to River, and, with GEARWORK_BENCH_STATEMENTS=K,
-// the K statements on which PostgreSQL spent the most time in each
-// measured part of the first round (pg_stat_statements, reset when the
-// part begins). With GEARWORK_BENCH_PROFILE=DIR it saves a 2-second CPU
+// autovacuum of earlier runs' tables included, and that sum with the
+// load generator's CPU time, which for Gearwork is "gearwork bench"'s
+// clients and workers in this process and for River runs inside
+// riverbench; the execution time of the statements per job, from
+// pg_stat_statements), the medians and each build's ratio to River, and,
+// with GEARWORK_BENCH_STATEMENTS=K, the K statements on which PostgreSQL
+// spent the most time in each measured part of the first round
+// (pg_stat_statements, reset when the part begins; execution and
+// planning time). With GEARWORK_BENCH_PROFILE=DIR it saves a 2-second CPU
 // profile of each Gearwork server from the start of each measured part
 // into DIR. River is skipped, and so is each build's ratio to it, when
 // test/cluster/riverbench cannot be built. The builds must have distinct
@@ -213,7 +217,8 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 	top := envInt("GEARWORK_BENCH_STATEMENTS")
 	phases := strings.Fields(cmpOr(os.Getenv("GEARWORK_BENCH_PHASES"), "submit drain"))
 	pg, err := pgtest.Start(context.Background(), pgtest.Options{Durable: true,
-		Settings: []string{"shared_preload_libraries=pg_stat_statements", "track_wal_io_timing=on"}})
+		Settings: []string{"shared_preload_libraries=pg_stat_statements", "track_wal_io_timing=on",
+			"pg_stat_statements.track_planning=on"}})
 	if err != nil {
 		b.Skip(err.Error())
 	}
@@ -233,7 +238,7 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 	}
 
 	type key struct{ phase, system string }
-	rates, cpus, dbs := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
+	rates, cpus, alls, dbs := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
 	record := func(rep int, k key, m measured) {
 		rate := float64(jobs) / m.elapsed.Seconds()
 		rates[k] = append(rates[k], rate)
@@ -241,8 +246,10 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 		cpus[k] = append(cpus[k], cpu)
 		db := m.dbMS * 1e3 / float64(jobs)
 		dbs[k] = append(dbs[k], db)
-		fmt.Printf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f), statements %.1f µs/job, %s\n",
-			rep, k.phase, k.system, rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs), db, m.wal)
+		all := cpu + float64(m.clientNS)/1e3/float64(jobs)
+		alls[k] = append(alls[k], all)
+		fmt.Printf("run %d %s %s: %.0f jobs/s, %.1f µs CPU/job (server %.1f, PostgreSQL %.1f; with the load generator %.1f), statements %.1f µs/job, %s\n",
+			rep, k.phase, k.system, rate, cpu, float64(m.serverTicks)*1e4/float64(jobs), float64(m.pgTicks)*1e4/float64(jobs), all, db, m.wal)
 		if rep == 0 && top > 0 {
 			fmt.Printf("pg_stat_statements, %s, %s (%d jobs):\n%s", k.phase, k.system, jobs, m.statements)
 		}
@@ -266,8 +273,8 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 		riverRate := median(rates[key{phase, "riverbench"}])
 		for _, sys := range systems {
 			k := key{phase, filepath.Base(sys)}
-			line := fmt.Sprintf("%s %s: median %.0f jobs/s, %.1f µs CPU/job, statements %.1f µs/job", phase, k.system,
-				median(rates[k]), median(cpus[k]), median(dbs[k]))
+			line := fmt.Sprintf("%s %s: median %.0f jobs/s, %.1f µs CPU/job (%.1f with the load generator), statements %.1f µs/job", phase, k.system,
+				median(rates[k]), median(cpus[k]), median(alls[k]), median(dbs[k]))
 			if sys != river && riverRate > 0 {
 				line += fmt.Sprintf(", %.2f× River", median(rates[k])/riverRate)
 			}
@@ -280,6 +287,10 @@ func BenchmarkPostgresBacklog(b *testing.B) {
 type measured struct {
 	elapsed              time.Duration
 	serverTicks, pgTicks int64
+	// clientNS is the CPU time of the load generator when it is not the
+	// server process: "gearwork bench"'s clients and workers, which run
+	// in this process (River's run inside riverbench, the server).
+	clientNS int64
 	// statements lists the top statements (topStatements) and dbMS is
 	// the execution time of all of them.
 	statements string
@@ -309,13 +320,14 @@ func gearworkBacklog(b *testing.B, bin, url, phase string, jobs, top int, pgCPU 
 	defer profiled.Wait()
 	server := procs[0].Process.Pid
 	isServer := func(pid int) bool { return pid == server }
-	var pg0, gw0 int64
+	var pg0, gw0, self0 int64
 	scenario := map[string]string{"submit": "submit", "drain": "drain1"}[phase]
 	res, err := bench.Run(context.Background(), bench.Config{Addr: addrs[0], Jobs: jobs, Connections: 4, Inflight: 64,
 		Workers: 8, Timeout: 10 * time.Minute, NoCleanup: true,
 		BeginFunc: func() {
+			settle(b, url)
 			resetStatements(b, url)
-			pg0, gw0 = pgCPU(), cpuTicks(isServer)
+			pg0, gw0, self0 = pgCPU(), cpuTicks(isServer), selfCPU(b)
 			if profile != "" {
 				profiled.Go(func() {
 					saveProfile(b, pprofAddr, filepath.Join(profile, fmt.Sprintf("%s-%s-%d.pprof", filepath.Base(bin), phase, time.Now().Unix())))
@@ -325,11 +337,12 @@ func gearworkBacklog(b *testing.B, bin, url, phase string, jobs, top int, pgCPU 
 	if err != nil {
 		b.Fatalf("gearwork bench %s: %v", scenario, err)
 	}
-	m := measured{elapsed: res.Elapsed, pgTicks: pgCPU() - pg0, serverTicks: cpuTicks(isServer) - gw0}
+	m := measured{elapsed: res.Elapsed, pgTicks: pgCPU() - pg0, serverTicks: cpuTicks(isServer) - gw0, clientNS: selfCPU(b) - self0}
 	m.statements, m.dbMS = topStatements(b, url, top, jobs)
 	// The backends report their WAL counts when they end.
 	stopServers(procs)
 	m.wal = walStats(b, url, jobs, res.Elapsed.Seconds())
+	execSQL(b, url, "DROP SCHEMA gearwork_bench CASCADE")
 	return m
 }
 
@@ -343,17 +356,30 @@ func riverBacklog(b *testing.B, river, url, phase string, jobs, top int, pgCPU f
 	var m measured
 	if phase == "drain" {
 		runRiverMode(b, river, url, jobs, insert, nil)
+		settle(b, url)
 		resetStatements(b, url)
 		m = runRiverMode(b, river, url, jobs, []string{"-mode", "work", "-workers", "1000"}, pgCPU)
 	} else {
 		// The schema and River's migrations first, outside the statistics.
 		runRiverMode(b, river, url, 0, insert, nil)
+		settle(b, url)
 		resetStatements(b, url)
 		m = runRiverMode(b, river, url, jobs, append(insert, "-keep"), pgCPU)
 	}
 	m.statements, m.dbMS = topStatements(b, url, top, jobs)
 	m.wal = walStats(b, url, jobs, m.elapsed.Seconds())
+	execSQL(b, url, "DROP SCHEMA river_bench CASCADE")
 	return m
+}
+
+// settle gives every measured part the same start: a checkpoint, so that
+// no part pays for writing the pages an earlier one left dirty. Each
+// part also drops its schema when it ends, so that autovacuum does not
+// clean up after one system in the time of the next (both drains leave
+// some 200,000 dead row versions behind).
+func settle(b *testing.B, url string) {
+	b.Helper()
+	execSQL(b, url, "CHECKPOINT")
 }
 
 // runRiverMode runs the riverbench binary river with args and returns the
@@ -405,6 +431,16 @@ func saveProfile(b *testing.B, addr, path string) {
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		b.Logf("profile: %v", err)
 	}
+}
+
+// selfCPU is the CPU time (user + system) of this process in
+// nanoseconds.
+func selfCPU(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // ticksOf is the CPU time (user + system) of an ended process in clock
@@ -480,7 +516,7 @@ func topStatements(b *testing.B, url string, top, jobs int) (string, float64) {
 	var sb strings.Builder
 	var sumMS float64
 	withConn(b, url, func(ctx context.Context, conn *pgx.Conn) error {
-		rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, rows, wal_records, wal_bytes::bigint,
+		rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, total_plan_time, rows, wal_records, wal_bytes::bigint,
 				regexp_replace(left(query, 400), '\s+', ' ', 'g')
 			FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
 			ORDER BY total_exec_time DESC`)
@@ -488,20 +524,22 @@ func topStatements(b *testing.B, url string, top, jobs int) (string, float64) {
 			return err
 		}
 		var sumCalls, sumRecs, sumWAL int64
+		var sumPlan float64
 		n := 0
 		for rows.Next() {
 			var calls, rs, recs, wal int64
-			var ms float64
+			var ms, plan float64
 			var q string
-			if err := rows.Scan(&calls, &ms, &rs, &recs, &wal, &q); err != nil {
+			if err := rows.Scan(&calls, &ms, &plan, &rs, &recs, &wal, &q); err != nil {
 				return err
 			}
 			sumMS += ms
+			sumPlan += plan
 			sumCalls += calls
 			sumRecs += recs
 			sumWAL += wal
 			if n < top {
-				fmt.Fprintf(&sb, "  %8.1f ms %7d calls %8d rows %8d WAL records %10d WAL bytes  %.110s\n", ms, calls, rs, recs, wal, q)
+				fmt.Fprintf(&sb, "  %8.1f ms (planning %6.1f ms) %7d calls %8d rows %8d WAL records %10d WAL bytes  %.110s\n", ms, plan, calls, rs, recs, wal, q)
 			}
 			n++
 		}
@@ -509,8 +547,8 @@ func topStatements(b *testing.B, url string, top, jobs int) (string, float64) {
 			return err
 		}
 		per := func(x float64) float64 { return x / float64(jobs) }
-		fmt.Fprintf(&sb, "  all %d statements: %.1f ms (%.2f µs/job), %d calls (%.3f/job), %d WAL records (%.2f/job), %d WAL bytes (%.0f/job)\n",
-			n, sumMS, per(sumMS*1e3), sumCalls, per(float64(sumCalls)), sumRecs, per(float64(sumRecs)), sumWAL, per(float64(sumWAL)))
+		fmt.Fprintf(&sb, "  all %d statements: %.1f ms (%.2f µs/job; planning %.1f ms more), %d calls (%.3f/job), %d WAL records (%.2f/job), %d WAL bytes (%.0f/job)\n",
+			n, sumMS, per(sumMS*1e3), sumPlan, sumCalls, per(float64(sumCalls)), sumRecs, per(float64(sumRecs)), sumWAL, per(float64(sumWAL)))
 		return nil
 	})
 	return sb.String(), sumMS
