@@ -19,7 +19,7 @@ func TestClaimTargetFollowsTheFinishRate(t *testing.T) {
 	f.counters.Completed += 16
 	require.Equal(t, 128, c.claimTargetLocked(f))
 
-	// Fast jobs: a quarter of a second of work, at most 1024.
+	// Fast jobs: a quarter of a second of work, at most claimMax.
 	clock.Add(rateWindow)
 	f.counters.Completed += 400 // 4000 jobs/s: the rate becomes (16+4000)/2
 	require.Equal(t, int(2008*claimHorizon.Seconds()), c.claimTargetLocked(f))
@@ -27,7 +27,7 @@ func TestClaimTargetFollowsTheFinishRate(t *testing.T) {
 	f.counters.Failed += 10000
 	require.Equal(t, int(2008*claimHorizon.Seconds()), c.claimTargetLocked(f), "measured again only after a window")
 	clock.Add(rateWindow / 2)
-	require.Equal(t, 1024, c.claimTargetLocked(f))
+	require.Equal(t, claimMax, c.claimTargetLocked(f))
 
 	// Idle for a while: the rate starts again.
 	clock.Add(time.Minute)
