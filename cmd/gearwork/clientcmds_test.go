@@ -103,6 +103,15 @@ func testSubmitCommand(t *testing.T, kind cliServerKind) {
 	_, errOut, code = gw(t, "submit", s, "--background", "--wait", "--poll=10ms", "--timeout=1s", "nobody_works_this", "x")
 	require.Equal(t, exitUnreachable, code, errOut)
 	require.True(t, strings.HasPrefix(errOut, "status: queued\n"), errOut)
+	// One that waits for its time is reported as its record says
+	// (gearmand's GET_STATUS cannot tell it from a queued one).
+	_, errOut, code = gw(t, "submit", s, "--at", "2099-01-02T03:04:05Z", "--wait", "--poll=10ms", "--timeout=1s", "later", "w")
+	require.Equal(t, exitUnreachable, code, errOut)
+	want := "status: queued\n"
+	if srv.ours != nil {
+		want = "status: scheduled\n"
+	}
+	require.True(t, strings.HasPrefix(errOut, want), errOut)
 
 	// A scheduled job is held by the server until its time.
 	out, errOut, code = gw(t, "submit", s, "--at", "2099-01-02T03:04:05Z", "--unique", "sched-1", "later", "x")

@@ -55,7 +55,7 @@ func runSubmit(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&cfg.afterUniq, "after-unique", "", "`FUNCTION/UNIQUE`: the job waits for the live job of FUNCTION with that unique, as --after does (a retained result with it counts as completed); the job then has no unique of its own (implies --background)")
 	fs.BoolVar(&cfg.anyway, "after-anyway", false, "with --after or --after-unique: run the job once those jobs have ended, whatever their outcome")
 	fs.StringVar(&cfg.at, "at", "", "run the job at this `time`, RFC 3339 or Unix seconds (SUBMIT_JOB_EPOCH; implies --background, normal priority)")
-	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's status (printed to stderr) until it ends, then report its outcome from its record (a failed, dead, cancelled or excepted job exits non-zero)")
+	fs.BoolVar(&cfg.wait, "wait", false, "with --background: poll the job's state (printed to stderr: its record's, such as scheduled or retry-wait, from a Gearwork server; queued or running from gearmand) until it ends, then report its outcome from its record (a failed, dead, cancelled or excepted job exits non-zero)")
 	positiveDurationVar(fs, &cfg.poll, "poll", 500*time.Millisecond, "status poll `interval` for --wait")
 	durationVar(fs, &cfg.timeout, "timeout", 0, "give up waiting after this `duration` (0: wait as long as it takes)")
 	if err := parseFlags(fs, args); err != nil {
@@ -175,27 +175,48 @@ func submitBackground(ctx context.Context, c *client.Client, req client.Request,
 	if !cfg.wait {
 		return nil
 	}
-	var last client.Status
+	// A Gearwork server's record of the job says its state (scheduled,
+	// retry-wait, waiting, blocked...); gearmand's GET_STATUS says only
+	// whether the job is known and running.
+	records := true
+	var last string
 	for first := true; ; first = false {
-		st, err := c.Status(ctx, job)
-		if err != nil {
-			return submitError(ctx, err, stderr)
+		var line string
+		if records {
+			field, err := jobRecord(ctx, job)
+			var ae *adminErr
+			switch {
+			case err == nil:
+				if final, _ := field("final").(bool); final {
+					return reportOutcome(ctx, job, stdout, stderr)
+				}
+				state, _ := field("state").(string)
+				line = statusLine(state, field("progress"))
+			case errors.As(err, &ae) && ae.code == "UNKNOWN_JOB":
+				return reportOutcome(ctx, job, stdout, stderr)
+			case errors.As(err, &ae):
+				records = false // a server without job records
+			default:
+				return submitError(ctx, err, stderr)
+			}
 		}
-		if !st.Known {
-			return reportOutcome(ctx, job, stdout, stderr)
-		}
-		if first || st != last {
+		if !records {
+			st, err := c.Status(ctx, job)
+			if err != nil {
+				return submitError(ctx, err, stderr)
+			}
+			if !st.Known {
+				return reportOutcome(ctx, job, stdout, stderr)
+			}
 			state := "queued"
 			if st.Running {
 				state = "running"
 			}
-			// Progress only once the worker has reported some.
-			if st.Denominator > 0 {
-				fmt.Fprintf(stderr, "status: %s %d/%d\n", state, st.Numerator, st.Denominator)
-			} else {
-				fmt.Fprintf(stderr, "status: %s\n", state)
-			}
-			last = st
+			line = statusLine(state, fmt.Sprintf("%d/%d", st.Numerator, st.Denominator))
+		}
+		if first || line != last {
+			fmt.Fprintln(stderr, line)
+			last = line
 		}
 		t := time.NewTimer(cfg.poll)
 		select {
@@ -205,6 +226,16 @@ func submitBackground(ctx context.Context, c *client.Client, req client.Request,
 			return submitError(ctx, ctx.Err(), stderr)
 		}
 	}
+}
+
+// statusLine is what --wait prints of a live job: its state, and its
+// progress ("N/D") once the worker has reported some.
+func statusLine(state string, progress any) string {
+	p, _ := progress.(string)
+	if _, d, ok := strings.Cut(p, "/"); ok && d != "0" {
+		return "status: " + state + " " + p
+	}
+	return "status: " + state
 }
 
 // submitError turns a client error into an exit code and a message.
