@@ -43,6 +43,8 @@ type Frame struct {
 // use.
 type Reader struct {
 	br *bufio.Reader
+	// src is what br reads from (Grow makes a new br over it).
+	src io.Reader
 	// MaxBody is the largest packet body accepted; 0 means no limit.
 	MaxBody int
 	hdr     [HeaderSize]byte
@@ -75,7 +77,47 @@ func (r *Reader) Borrow(cmds ...Command) {
 
 // NewReader returns a Reader over r with the given read buffer size.
 func NewReader(r io.Reader, bufSize int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, bufSize)}
+	return &Reader{br: bufio.NewReaderSize(r, bufSize), src: r}
+}
+
+// Size returns the size of the read buffer.
+func (r *Reader) Size() int { return r.br.Size() }
+
+// Grow gives the Reader a read buffer of size bytes if its buffer is
+// smaller, with what the old one held still buffered. Frames read before
+// stay valid: the old buffer is dropped, not reused. A server grows the
+// buffer of a connection whose reads fill it, a peer that pipelines more
+// than it holds, so that one read takes in a whole burst of requests and
+// one write answers it.
+func (r *Reader) Grow(size int) {
+	if r.br.Size() >= size {
+		return
+	}
+	n := r.br.Buffered()
+	old, _ := r.br.Peek(n)
+	p := &prefixReader{pre: old, r: r.src}
+	r.br = bufio.NewReaderSize(p, size)
+	if n > 0 {
+		// Moves the old bytes over (the new buffer holds them all), with
+		// no read from src.
+		_, _ = r.br.Peek(n)
+	}
+	p.pre = nil
+}
+
+// prefixReader reads pre, then r.
+type prefixReader struct {
+	pre []byte
+	r   io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
 }
 
 // Buffered returns the number of bytes that can be read without blocking.

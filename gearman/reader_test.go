@@ -281,3 +281,66 @@ func TestBorrowedBodies(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// TestReaderGrow grows the buffer between frames, with part of the next
+// frame (and whole frames after it) buffered: every frame still decodes,
+// and nothing is read from the source to move the buffered bytes.
+func TestReaderGrow(t *testing.T) {
+	t.Parallel()
+	var in []byte
+	var want []frame
+	for i := range 40 {
+		p := strings.Repeat(string(rune('a'+i%26)), 1+i*7%50)
+		in = gearman.AppendPacket(in, gearman.MagicReq, gearman.EchoReq, []byte(p))
+		want = append(want, reqFrame(gearman.EchoReq, p))
+		if i == 20 {
+			in = append(in, "status\n"...)
+			want = append(want, frame{text: "status"})
+		}
+	}
+	for _, at := range []int{0, 1, 2, 5, 20} {
+		src := &countingReader{r: bytes.NewReader(in)}
+		r := gearman.NewReader(src, 64)
+		r.Borrow(gearman.EchoReq)
+		require.Equal(t, 64, r.Size())
+		var got []frame
+		for i := 0; ; i++ {
+			if i == at {
+				before, buffered := src.reads, r.Buffered()
+				r.Grow(1024)
+				require.Equal(t, 1024, r.Size())
+				require.Equal(t, buffered, r.Buffered(), "what was buffered stays buffered")
+				require.Equal(t, before, src.reads, "growing reads nothing")
+				r.Grow(512)
+				require.Equal(t, 1024, r.Size(), "Grow never shrinks")
+			}
+			var f gearman.Frame
+			err := r.Next(&f)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			if f.Text {
+				got = append(got, frame{text: string(f.Line)})
+				continue
+			}
+			fr := frame{magic: f.Packet.Magic, cmd: f.Packet.Command, ok: f.ArgsOK}
+			for _, a := range f.Packet.Args {
+				fr.args = append(fr.args, string(a))
+			}
+			got = append(got, fr)
+		}
+		require.Equal(t, want, got, "grown before frame %d", at)
+	}
+}
+
+// countingReader counts the reads made of r.
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}

@@ -77,6 +77,11 @@ func (s *connSource) Read(p []byte) (int, error) {
 // reader goroutine only.
 func (c *conn) readConn(p []byte) (int, error) {
 	n, err := c.read(p)
+	if n == len(p) && 2*n >= c.rd.r.Size() {
+		// The read took all the frame reader asked for, half its buffer
+		// or more: the peer pipelines faster than one read takes in.
+		c.growRead = true
+	}
 	if c.waiting {
 		if n > 0 {
 			c.frameBegins()
@@ -109,6 +114,7 @@ func (c *conn) acquireReader(pre []byte) {
 // releaseReader drops the reader, which must hold no buffered input, and
 // the output buffers kept for reuse; the next burst reallocates them.
 func (c *conn) releaseReader() {
+	size := c.rd.r.Size()
 	c.rd = nil
 	c.rmu.Lock()
 	c.released = true
@@ -121,7 +127,7 @@ func (c *conn) releaseReader() {
 		}
 	}
 	c.mu.Unlock()
-	c.srv.releasedBytes.Add(int64(c.srv.cfg.ReadBuffer) + releasedStackGuess)
+	c.srv.releasedBytes.Add(int64(size) + releasedStackGuess)
 }
 
 // releasedStackGuess estimates the stack memory a released connection

@@ -36,7 +36,9 @@ type Config struct {
 	ShutdownFunc func(graceful bool)
 	Logger       *slog.Logger
 	// ReadBuffer is the size of a connection's read buffer. Default 4096.
-	// Idle connections drop theirs (see IdleRelease).
+	// A connection whose reads fill half of it or more (a client that
+	// pipelines) gets 16 KiB if that is larger. Idle connections drop
+	// theirs (see IdleRelease).
 	ReadBuffer int
 
 	// Authorizer decides what each connection may do (see Authorizer);

@@ -588,3 +588,42 @@ func TestAdminLongListing(t *testing.T) {
 	wantU.WriteString(".\n")
 	require.Equal(t, wantU.String(), a.admin("show unique jobs", true), "uniques in the handle order of their jobs")
 }
+
+// TestPipelinedRequestsGrowTheReadBuffer sends bursts of echoes larger
+// than the read buffer in one write each: the connection's reads fill
+// its buffer, so it grows to grownReadBuffer (one read then takes in
+// what a client pipelines), and every answer still comes back whole and
+// in order, including those of requests that straddled the growth.
+func TestPipelinedRequestsGrowTheReadBuffer(t *testing.T) {
+	t.Parallel()
+	sb := setupServer(t, broker.Config{}, Config{IdleRelease: time.Hour}, nil)
+	c := sb.dial(t)
+	c.echo("first") // the connection has its reader
+	var out []byte
+	var want []string
+	for i := range 300 {
+		p := strings.Repeat(strconv.Itoa(i%10), 1+i*13%97)
+		out = gearman.AppendPacket(out, gearman.MagicReq, gearman.EchoReq, []byte(p))
+		want = append(want, p)
+	}
+	require.Greater(t, len(out), 4*4096)
+	for range 3 {
+		c.Write(out)
+		for _, p := range want {
+			c.Expect(gearman.EchoRes, p)
+		}
+	}
+	sb.srv.mu.Lock()
+	var sc *conn
+	for k := range sb.srv.conns {
+		sc = k
+	}
+	sb.srv.mu.Unlock()
+	require.NotNil(t, sc)
+	// The reader grew the buffer before the flush that wrote the last
+	// answers, which took c.mu.
+	sc.mu.Lock()
+	size := sc.rd.r.Size()
+	sc.mu.Unlock()
+	require.Equal(t, grownReadBuffer, size)
+}
