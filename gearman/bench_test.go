@@ -53,3 +53,24 @@ func BenchmarkReaderNextPipelinedSubmits(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkReaderNextPipelinedEchoes(b *testing.B) {
+	_, _, payload := submitArgs()
+	var stream []byte
+	for range 1024 {
+		stream = AppendPacket(stream, MagicReq, EchoReq, payload)
+	}
+	r := NewReader(&loopReader{data: stream}, 16<<10)
+	r.Borrow(EchoReq)
+	var f Frame
+	b.ReportAllocs()
+	b.SetBytes(int64(len(stream) / 1024))
+	for b.Loop() {
+		if err := r.Next(&f); err != nil {
+			b.Fatal(err)
+		}
+		if !f.ArgsOK || f.Packet.Command != EchoReq || len(f.Packet.Args[0]) != len(payload) {
+			b.Fatalf("decoded %+v", f.Packet)
+		}
+	}
+}

@@ -55,6 +55,8 @@ type decoded struct {
 func decodeAll(t *testing.T, r io.Reader, limit int) []decoded {
 	rd := gearman.NewReader(r, 16)
 	rd.MaxBody = fuzzMaxBody
+	// Borrowed bodies are decoded alike, where they are buffered or not.
+	rd.Borrow(gearman.EchoReq, gearman.WorkComplete)
 	var out []decoded
 	for range limit {
 		var f gearman.Frame

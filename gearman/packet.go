@@ -25,6 +25,12 @@ var (
 	magicRes = [4]byte{0, 'R', 'E', 'S'}
 )
 
+// The magics as big-endian words, as ParseHeader compares them.
+const (
+	magicReqWord = 'R'<<16 | 'E'<<8 | 'Q'
+	magicResWord = 'R'<<16 | 'E'<<8 | 'S'
+)
+
 // Protocol limits, as in gearmand (each size excludes the terminating NUL).
 // gearmand takes a unique of up to 64 bytes (GEARMAN_MAX_UNIQUE_SIZE), a
 // SHA-256 digest in hex among them, and keeps 63 of them; Gearwork keeps
@@ -113,10 +119,10 @@ func ParseHeader(h []byte, maxBody int) (Magic, Command, int, error) {
 		return 0, 0, 0, &HeaderError{"INVALID_PACKET", "short header"}
 	}
 	var m Magic
-	switch {
-	case bytes.Equal(h[:4], magicReq[:]):
+	switch binary.BigEndian.Uint32(h[:4]) {
+	case magicReqWord:
 		m = MagicReq
-	case bytes.Equal(h[:4], magicRes[:]):
+	case magicResWord:
 		m = MagicRes
 	default:
 		return 0, 0, 0, &HeaderError{"INVALID_MAGIC", fmt.Sprintf("bad packet magic %q", h[:4])}

@@ -61,12 +61,12 @@ type Reader struct {
 // buffer stays small.
 const maxBorrowed = 1 << 10
 
-// Borrow makes the bodies of cmds (numbered below 64) borrowed: Next reads
-// a body of at most 1 KiB into a buffer it reuses, valid until its next
-// call, instead of allocating it. It is for a caller that keeps no slice
-// of those bodies, and saves an allocation per such packet (a caller that
-// copies part of a body, as a server keeps a result's data, saves the
-// allocation of the rest).
+// Borrow makes the bodies of cmds (numbered below 64) borrowed: Next
+// returns a body of at most 1 KiB where it is buffered, or reads it into
+// a buffer it reuses, valid until its next call, instead of allocating
+// it. It is for a caller that keeps no slice of those bodies, and saves
+// an allocation per such packet (a caller that copies part of a body, as
+// a server keeps a result's data, saves the allocation of the rest).
 func (r *Reader) Borrow(cmds ...Command) {
 	for _, c := range cmds {
 		if c < 64 {
@@ -146,29 +146,50 @@ func (r *Reader) HasFrame() bool {
 // the caller should report the error and close the connection.
 func (r *Reader) Next(f *Frame) error {
 	*f = Frame{}
-	first, err := r.br.Peek(1)
-	if err != nil {
-		return err
+	// Most packets of a busy connection are buffered whole: they are
+	// decoded where they are, with one look at the buffer (Peek does not
+	// read when enough is buffered, and what it returns stays in place
+	// until the buffer is next filled, after the body is taken).
+	var hdr, rest []byte
+	if n := r.br.Buffered(); n >= HeaderSize {
+		if b, _ := r.br.Peek(n); b[0] == 0 {
+			hdr, rest = b[:HeaderSize], b[HeaderSize:]
+			_, _ = r.br.Discard(HeaderSize)
+		}
 	}
-	if first[0] != 0 {
-		return r.readLine(f)
+	if hdr == nil {
+		first, err := r.br.Peek(1)
+		if err != nil {
+			return err
+		}
+		if first[0] != 0 {
+			return r.readLine(f)
+		}
+		if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+			return noEOF(err)
+		}
+		hdr = r.hdr[:]
 	}
-	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
-		return noEOF(err)
-	}
-	m, c, size, err := ParseHeader(r.hdr[:], r.MaxBody)
+	m, c, size, err := ParseHeader(hdr, r.MaxBody)
 	if err != nil {
 		return err
 	}
 	var body []byte
 	f.Borrowed = c < 64 && r.borrow&(1<<c) != 0 && size > 0 && size <= maxBorrowed
-	if f.Borrowed {
+	switch {
+	case f.Borrowed && size <= len(rest):
+		body = rest[:size:size]
+		_, _ = r.br.Discard(size)
+	case f.Borrowed:
 		if cap(r.scratch) < size {
 			r.scratch = make([]byte, maxBorrowed)
 		}
 		body = r.scratch[:size:size]
 		_, err = io.ReadFull(r.br, body)
-	} else {
+	case size > 0 && size <= len(rest):
+		body = make([]byte, size)
+		_, _ = r.br.Read(body) // a copy of what is buffered, no read
+	default:
 		body, err = r.readBody(size)
 	}
 	if err != nil {

@@ -243,9 +243,10 @@ func TestReaderCapturedClients(t *testing.T) {
 	}
 }
 
-// TestBorrowedBodies reads borrowed commands into one reused buffer
-// without allocating, and every other body, and any borrowed body over
-// 1 KiB, into a fresh one that later frames leave alone.
+// TestBorrowedBodies reads borrowed commands without allocating, where
+// they are buffered whole or else into one reused buffer, each valid
+// until the next frame is read, and every other body, and any borrowed
+// body over 1 KiB, into a fresh one that later frames leave alone.
 func TestBorrowedBodies(t *testing.T) {
 	large := strings.Repeat("x", 2000)
 	var in []byte
@@ -253,33 +254,50 @@ func TestBorrowedBodies(t *testing.T) {
 	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.SubmitJobBg, []byte("f"), nil, []byte("kept"))
 	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.WorkComplete, []byte("H:2"), []byte(large))
 	in = gearman.AppendPacket(in, gearman.MagicReq, gearman.WorkComplete, []byte("H:3"), []byte("two"))
-	r := gearman.NewReader(bytes.NewReader(in), 4096)
-	r.Borrow(gearman.WorkComplete, gearman.WorkFail)
-	var frames [4]gearman.Frame
-	for i := range frames {
-		require.NoError(t, r.Next(&frames[i]))
-		require.True(t, frames[i].ArgsOK)
+	for _, split := range []bool{false, true} {
+		var src io.Reader = bytes.NewReader(in)
+		if split {
+			// Every body arrives in parts: borrowed ones go to the
+			// reused buffer.
+			src = iotest.OneByteReader(src)
+		}
+		r := gearman.NewReader(src, 4096)
+		r.Borrow(gearman.WorkComplete, gearman.WorkFail)
+		var frames [4]gearman.Frame
+		var bodies [4]string
+		for i := range frames {
+			require.NoError(t, r.Next(&frames[i]))
+			require.True(t, frames[i].ArgsOK)
+			bodies[i] = string(frames[i].Body)
+		}
+		require.Equal(t, [4]string{"H:1\x00one", "f\x00\x00kept", "H:2\x00" + large, "H:3\x00two"}, bodies, "split %v", split)
+		// (Args are the Reader's, so earlier frames' bodies are compared.)
+		require.Equal(t, "f\x00\x00kept", string(frames[1].Body), "a body that is not borrowed is not reused")
+		require.Equal(t, "H:2\x00"+large, string(frames[2].Body), "a large body is not reused")
+		require.Equal(t, []bool{true, false, false, true},
+			[]bool{frames[0].Borrowed, frames[1].Borrowed, frames[2].Borrowed, frames[3].Borrowed}, "which bodies are borrowed")
 	}
-	// (Args are the Reader's, so earlier frames' bodies are compared.)
-	require.Equal(t, "H:3\x00two", string(frames[0].Body), "the first borrowed body is reused by the last")
-	require.Equal(t, "f\x00\x00kept", string(frames[1].Body), "a body that is not borrowed is not reused")
-	require.Equal(t, "H:2\x00"+large, string(frames[2].Body), "a large body is not reused")
-	require.Equal(t, []bool{true, false, false, true},
-		[]bool{frames[0].Borrowed, frames[1].Borrowed, frames[2].Borrowed, frames[3].Borrowed}, "which bodies are borrowed")
 
-	// Reading a borrowed command allocates nothing.
+	// Reading a borrowed command allocates nothing, whether its body is
+	// buffered whole or arrives in parts.
 	one := gearman.AppendPacket(nil, gearman.MagicReq, gearman.WorkComplete, []byte("H:1"), []byte("result"))
 	var src bytes.Reader
-	r = gearman.NewReader(&src, 4096)
-	r.Borrow(gearman.WorkComplete)
-	var f gearman.Frame
-	allocs := testing.AllocsPerRun(100, func() {
-		src.Reset(one)
-		if err := r.Next(&f); err != nil || string(f.Packet.Args[1]) != "result" {
-			t.Fatalf("Next: %v, %q", err, f.Packet.Args)
+	for _, split := range []bool{false, true} {
+		var rd io.Reader = &src
+		if split {
+			rd = iotest.OneByteReader(rd)
 		}
-	})
-	require.Zero(t, allocs)
+		r := gearman.NewReader(rd, 4096)
+		r.Borrow(gearman.WorkComplete)
+		var f gearman.Frame
+		allocs := testing.AllocsPerRun(100, func() {
+			src.Reset(one)
+			if err := r.Next(&f); err != nil || string(f.Packet.Args[1]) != "result" {
+				t.Fatalf("Next: %v, %q", err, f.Packet.Args)
+			}
+		})
+		require.Zero(t, allocs, "split %v", split)
+	}
 }
 
 // TestReaderGrow grows the buffer between frames, with part of the next
