@@ -53,6 +53,11 @@ type conn struct {
 	// growRead is set when a read filled the frame reader's buffer (see
 	// readConn): serveFrames then grows it to grownReadBuffer.
 	growRead bool
+	// noAcks is set when no submit awaits its answer (acks is 0), as seen
+	// at the start of the current frame, so that a request that must wait
+	// for earlier answers (waitAcks) need not take mu to find none: only
+	// the reader adds submits (newAckLocked clears it).
+	noAcks bool
 	// burstN counts the requests of the session's current burst
 	// (Session.BeginBurst); 0 outside one.
 	burstN int
@@ -287,6 +292,7 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 		c.mu.Lock()
 		c.inBurst = true
 		over := len(c.out) > c.srv.cfg.MaxOutput/2
+		c.noAcks = c.acks == 0
 		c.mu.Unlock()
 		if over && !c.waitOutput(c.srv.cfg.MaxOutput/2) {
 			return false
@@ -307,10 +313,11 @@ func (c *conn) serveFrames(ctx context.Context) bool {
 			c.growRead = false
 			c.rd.r.Grow(grownReadBuffer)
 		}
-		if !c.rd.r.HasFrame() || c.burstN >= maxBurstFrames {
+		more := c.rd.r.HasFrame()
+		if !more || c.burstN >= maxBurstFrames {
 			c.endBurst()
 		}
-		if !c.rd.r.HasFrame() {
+		if !more {
 			if !c.flush() {
 				return false
 			}
@@ -591,6 +598,9 @@ func (c *conn) errorPacket(code, text string) {
 // to arrive: it does not count towards the read timeout, however long the
 // store takes (serveFrames sets frameStart again after the request).
 func (c *conn) waitAcks() {
+	if c.noAcks {
+		return
+	}
 	c.mu.Lock()
 	if c.acks > 0 && !c.dead {
 		// The store may take long: later requests read the clock again.
@@ -632,6 +642,7 @@ func (c *conn) newAckLocked() broker.DoneFunc {
 	}
 	c.ackTail = s
 	c.acks++
+	c.noAcks = false
 	return s.done
 }
 
