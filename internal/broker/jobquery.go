@@ -33,6 +33,10 @@ type JobQuery struct {
 	// Cursor continues the list after the page that returned it; "" starts
 	// at the newest.
 	Cursor string
+	// now answers the records that wait for their write from memory,
+	// without making them durable first (the tests of the record queue,
+	// whose writes they hold).
+	now bool
 }
 
 // DefaultJobPage and MaxJobPage bound a page of ListJobs.

@@ -104,12 +104,39 @@ type JobSnapshot struct {
 // "complete"). It reports false if there is none (it never existed, or
 // its record expired, or ctx ended before the store answered). Safe for
 // concurrent use.
+//
+// A record that still waits for its write (or is being written) is made
+// durable first: it says the job ended for good, which a crash must not
+// take back by queueing the job again. While the store refuses writes it
+// is answered from memory.
 func (b *Broker) Job(ctx context.Context, seq uint64) (JobSnapshot, bool) {
+	return b.job(ctx, seq, true)
+}
+
+// JobNow is Job for an answer that shows a job's state in passing, as the
+// answer to a submit does: a record that waits for its write is answered
+// from memory, without waiting for the write.
+func (b *Broker) JobNow(ctx context.Context, seq uint64) (JobSnapshot, bool) {
+	return b.job(ctx, seq, false)
+}
+
+// job is Job, which makes a record durable before it answers it when
+// durable is set.
+func (b *Broker) job(ctx context.Context, seq uint64, durable bool) (JobSnapshot, bool) {
 	// A live job answers itself; one that ended answers its record, the
 	// same wherever it is read (ListJobs too). A dead letter or retained
 	// result answers only when no record is kept. A record leaves memory
 	// only once it is in the store: look there second.
 	snap, live, ok := b.jobInMemory(seq)
+	if durable && live && snap.Final && b.records != nil && b.recordUnwritten(seq) {
+		if b.Durable(ctx) == nil {
+			if s, l, o := b.jobInMemory(seq); l || o {
+				snap, live, ok = s, l, o
+			} else {
+				live = false // written: read from the store below
+			}
+		}
+	}
 	if live || b.records == nil {
 		return snap, ok
 	}

@@ -95,10 +95,12 @@ func endedCount(tb *lcBundle, fn, state string) int {
 	return 0
 }
 
-// listed returns the Seqs of the ended jobs ListJobs lists, newest first.
+// listed returns the Seqs of the ended jobs ListJobs lists, newest first,
+// those waiting for their write from memory (JobQuery.now: the tests hold
+// those writes).
 func listed(t *testing.T, tb *lcBundle) []uint64 {
 	t.Helper()
-	page, err := tb.b.ListJobs(context.Background(), JobQuery{Function: "fn", State: FinalComplete})
+	page, err := tb.b.ListJobs(context.Background(), JobQuery{Function: "fn", State: FinalComplete, now: true})
 	require.NoError(t, err)
 	var seqs []uint64
 	for _, s := range page.Jobs {
@@ -111,6 +113,9 @@ func listed(t *testing.T, tb *lcBundle) []uint64 {
 // from the store after: while the committer writes it, and while the next
 // waits for the committer, lookups, listings and counts see each record
 // once; one forgotten while it is written is gone from the store after.
+// (The lookups and listings here answer from memory without waiting for
+// the write, JobNow and JobQuery.now, as the write is held; Job and
+// ListJobs wait for it: TestPowerLossAfterReadingAJobRecord.)
 func TestRecordReadableWhileWritten(t *testing.T) {
 	t.Parallel()
 	tb, st := setupHeldRecordWrites(t, nil, Config{})
@@ -123,7 +128,7 @@ func TestRecordReadableWhileWritten(t *testing.T) {
 	tb.finishNext(t, b, Complete) // b's record waits for the committer
 	tb.finishNext(t, c, Complete)
 	for _, seq := range []uint64{a, b, c} {
-		s, ok := tb.b.Job(ctx, seq)
+		s, ok := tb.b.JobNow(ctx, seq)
 		require.True(t, ok, "job %d", seq)
 		require.True(t, s.Final)
 		require.Equal(t, FinalComplete, s.State)
@@ -133,7 +138,7 @@ func TestRecordReadableWhileWritten(t *testing.T) {
 
 	require.True(t, tb.b.ForgetRecord(ctx, a), "a's record, being written")
 	require.True(t, tb.b.ForgetRecord(ctx, c), "c's record, waiting")
-	_, ok := tb.b.Job(ctx, a)
+	_, ok := tb.b.JobNow(ctx, a)
 	require.False(t, ok, "a forgotten")
 	require.Equal(t, 1, endedCount(tb, "fn", FinalComplete))
 	require.Equal(t, []uint64{b}, listed(t, tb))
@@ -227,11 +232,11 @@ func TestRecordsWaitingAreBounded(t *testing.T) {
 	tb.b.mu.Unlock()
 	require.Equal(t, most, waiting)
 	require.Equal(t, most+1, endedCount(tb, "fn", FinalComplete), "the one being written and the newest waiting")
-	_, ok := tb.b.Job(ctx, seqs[0])
+	_, ok := tb.b.JobNow(ctx, seqs[0])
 	require.True(t, ok, "being written")
-	_, ok = tb.b.Job(ctx, seqs[1])
+	_, ok = tb.b.JobNow(ctx, seqs[1])
 	require.False(t, ok, "the oldest waiting went unwritten")
-	_, ok = tb.b.Job(ctx, seqs[len(seqs)-most])
+	_, ok = tb.b.JobNow(ctx, seqs[len(seqs)-most])
 	require.True(t, ok, "the oldest of the newest kept")
 
 	st.let()
@@ -265,7 +270,7 @@ func TestDeadLetterRetriedWhileItsRecordIsWritten(t *testing.T) {
 	}, 10*time.Second, time.Millisecond)
 	require.Equal(t, seq, a.Seq)
 	require.NoError(t, tb.b.Finish(tb.worker, seq, Complete, nil))
-	s, ok := tb.b.Job(ctx, seq)
+	s, ok := tb.b.JobNow(ctx, seq)
 	require.True(t, ok)
 	require.Equal(t, FinalComplete, s.State, "the new record, not the dead one being written")
 	require.Equal(t, 1, endedCount(tb, "fn", FinalComplete))

@@ -127,6 +127,28 @@ func (q *recordQueue) find(seq uint64) *histRec {
 	return nil
 }
 
+// unwritten reports whether a record that match accepts waits for its
+// write or is being written: it is not on disk yet.
+func (q *recordQueue) unwritten(match func(*histRec) bool) bool {
+	for _, rs := range [...][]*histRec{q.pending, q.writing} {
+		for _, r := range rs {
+			if !r.dropped && match(r) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// recordUnwritten reports whether the record of job seq waits in the
+// queue for its write or is being written.
+func (b *Broker) recordUnwritten(seq uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.recq.find(seq)
+	return r != nil && r.stage != recFailed
+}
+
 // each calls f for every record held here (no store has it yet).
 func (q *recordQueue) each(f func(*histRec)) {
 	for _, rs := range [...][]*histRec{q.pending, q.writing, q.failed} {
@@ -444,11 +466,23 @@ func (b *Broker) endedFromStore(ctx context.Context, q JobQuery, after store.Rec
 		return nil, nil
 	}
 	below := func(p store.RecordPos) bool { return after == (store.RecordPos{}) || p.Before(after) }
+	match := func(r *histRec) bool {
+		return (q.Function == "" || r.fn.name == q.Function) && q.matchesRecord(r) &&
+			below(store.RecordPos{Finished: r.finished, Seq: r.seq})
+	}
+	b.mu.Lock()
+	unwritten := !q.now && b.recq.unwritten(match)
+	b.mu.Unlock()
+	if unwritten {
+		// Records the listing would answer that still wait for their
+		// write are made durable first, as for a lookup (Job); while the
+		// store refuses writes they are answered from memory.
+		_ = b.Durable(ctx)
+	}
 	b.mu.Lock()
 	var waiting []*histRec
 	b.recq.each(func(r *histRec) {
-		if (q.Function == "" || r.fn.name == q.Function) && q.matchesRecord(r) &&
-			below(store.RecordPos{Finished: r.finished, Seq: r.seq}) {
+		if match(r) {
 			waiting = append(waiting, r)
 		}
 	})

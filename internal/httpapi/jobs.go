@@ -457,7 +457,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Location", s.jobLocation(out.seq))
 	created := out.created
 	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: "queued", Created: &created}
-	if snap, ok := s.b.Job(r.Context(), out.seq); ok {
+	if snap, ok := s.b.JobNow(r.Context(), out.seq); ok {
 		res.State = snap.State
 	} else if len(o.after) > 0 || len(o.afterUnique) > 0 {
 		// In shared mode a job that waits for others is in the store only.
