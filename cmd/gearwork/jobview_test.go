@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,7 +24,11 @@ import (
 // jobs it still waits for).
 func TestAdminJobShowsWhatHTTPShows(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--handle-prefix", "H:view:")
+	// The failed job waits an hour for its retry, so that it is in
+	// retry-wait however long the machine takes to read both views.
+	cfg := filepath.Join(t.TempDir(), "gearwork.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("functions:\n  view:\n    backoff: 1h\n"), 0o600))
+	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--handle-prefix", "H:view:", "--config", cfg)
 	base := "http://" + srv.HTTPAddr(t)
 	post := func(path, body string, v any) int {
 		t.Helper()
