@@ -193,7 +193,9 @@ func startHTTP(ctx context.Context, setup *httpSetup, b *broker.Broker, connecti
 	attrs := []any{slog.Int("tokens", len(cfg.Tokens))}
 	if setup.maxConns > 0 || setup.maxPerAddress > 0 {
 		// Under TLS, so that the HTTP server still sees *tls.Conn.
-		ln = newLimitListener(ln, setup.maxConns, setup.maxPerAddress, refusedLogger(log, setup.maxPerAddress))
+		ll := newLimitListener(ln, setup.maxConns, setup.maxPerAddress, refusedLogger(log, setup.maxPerAddress))
+		cfg.ConnState = ll.ConnState
+		ln = ll
 	}
 	if setup.maxConns > 0 {
 		// Requests that stay open take at most half the connections, so

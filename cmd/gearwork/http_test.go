@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -140,4 +141,47 @@ func TestLimitListenerPerAddress(t *testing.T) {
 	dial("127.0.0.2")
 	<-refused
 	_ = second
+}
+
+// TestLimitListenerClosesIdleConnections: with every slot taken, a new
+// connection closes the one idle for the longest time instead of waiting
+// for it; a connection busy with a request is not closed.
+func TestLimitListenerClosesIdleConnections(t *testing.T) {
+	t.Parallel()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := newLimitListener(raw, 2, 0, nil)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", raw.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial()
+	older := <-accepted
+	dial()
+	newer := <-accepted
+	ln.ConnState(newer, http.StateIdle)
+	ln.ConnState(older, http.StateIdle)
+	ln.ConnState(older, http.StateActive)
+	// A third: the idle one (newer) is closed for it, the busy one kept.
+	dial()
+	third := <-accepted
+	require.NotNil(t, third)
+	_, err = newer.Write([]byte("x"))
+	require.ErrorIs(t, err, net.ErrClosed, "the idle connection was closed")
+	_, err = older.Write([]byte("x"))
+	require.NoError(t, err, "the busy connection is kept")
 }

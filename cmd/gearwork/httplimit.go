@@ -1,18 +1,26 @@
 package main
 
 import (
+	"crypto/tls"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/gearwork/gearwork/internal/gearmanapi"
 )
 
 // limitListener accepts at most cap(slots) connections at once: while that
-// many are open, Accept waits for one to close (new connections wait in the
-// kernel's listen backlog meanwhile, holding no descriptor of the
-// server's). It keeps a flood of HTTP connections from taking the
-// descriptors the store needs. With a limit per address, a connection from
+// many are open, Accept waits for one to close (further connections wait in
+// the kernel's listen backlog meanwhile, holding no descriptor of the
+// server's; the one Accept took waits with it). It keeps a flood of HTTP
+// connections from taking the descriptors the store needs. A connection
+// kept alive between requests holds its slot for up to the server's idle
+// timeout (two minutes), so a new connection that finds every slot taken
+// closes the one idle for the longest time (told by ConnState), as it
+// would otherwise wait for it: one client that kept every connection alive
+// with a cheap request had all others wait. With a limit per address, a connection from
 // a source (an IPv4 address or IPv6 /64 network, gearmanapi.SourceAddr)
 // that already has that many open is closed at once, so that one host
 // cannot take every slot and keep the others waiting.
@@ -31,6 +39,9 @@ type limitListener struct {
 	mu      sync.Mutex
 	// open counts the open connections per source, when perAddress > 0.
 	open map[netip.Addr]int
+	// idle are the connections waiting between requests, with the time
+	// they began to (ConnState).
+	idle map[*limitedConn]time.Time
 }
 
 // newLimitListener limits ln to n open connections (0: no limit) and to
@@ -38,39 +49,95 @@ type limitListener struct {
 // of each connection closed for the latter.
 func newLimitListener(ln net.Listener, n, perAddress int, refused func(net.Addr)) *limitListener {
 	l := &limitListener{Listener: ln, done: make(chan struct{}), perAddress: perAddress, refused: refused,
-		open: map[netip.Addr]int{}}
+		open: map[netip.Addr]int{}, idle: map[*limitedConn]time.Time{}}
 	if n > 0 {
 		l.slots = make(chan struct{}, n)
 	}
 	return l
 }
 
-// Accept waits for a free slot, then for a connection from a source with
-// room.
+// Accept waits for a connection from a source with room, then for a free
+// slot, closing the connection idle for the longest time if there is none.
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
-		if l.slots != nil {
-			select {
-			case l.slots <- struct{}{}:
-			case <-l.done:
-				return nil, net.ErrClosed
-			}
-		}
 		c, err := l.Listener.Accept()
 		if err != nil {
-			l.freeSlot()
 			return nil, err
 		}
 		from, ok := l.admit(c)
 		if !ok {
 			c.Close()
-			l.freeSlot()
 			if l.refused != nil {
 				l.refused(c.RemoteAddr())
 			}
 			continue
 		}
-		return &limitedConn{Conn: c, release: func() { l.release(from) }}, nil
+		if !l.takeSlot() {
+			c.Close()
+			l.release(from)
+			return nil, net.ErrClosed
+		}
+		lc := &limitedConn{Conn: c}
+		lc.release = func() { l.closed(lc, from) }
+		return lc, nil
+	}
+}
+
+// takeSlot takes a free slot; when there is none, it closes the connection
+// idle for the longest time, if any, and waits for a slot. It reports
+// false when the listener is closed first.
+func (l *limitListener) takeSlot() bool {
+	if l.slots == nil {
+		return true
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if oldest := l.oldestIdle(); oldest != nil {
+		oldest.Close()
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// oldestIdle returns the connection idle for the longest time, taken out
+// of the idle ones; nil when none is idle.
+func (l *limitListener) oldestIdle() *limitedConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var oldest *limitedConn
+	var since time.Time
+	for c, t := range l.idle {
+		if oldest == nil || t.Before(since) {
+			oldest, since = c, t
+		}
+	}
+	delete(l.idle, oldest)
+	return oldest
+}
+
+// ConnState follows the connections' states (http.Server.ConnState): an
+// idle one may be closed to make room for a new one.
+func (l *limitListener) ConnState(nc net.Conn, st http.ConnState) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, ok := nc.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st == http.StateIdle {
+		l.idle[c] = time.Now()
+	} else {
+		delete(l.idle, c)
 	}
 }
 
@@ -93,19 +160,24 @@ func (l *limitListener) admit(c net.Conn) (from netip.Addr, ok bool) {
 	return from, true
 }
 
-// release gives back a closed connection's slot and its count at from.
+// release takes a connection's count at from back (the zero Addr: none).
 func (l *limitListener) release(from netip.Addr) {
-	if from.IsValid() {
-		l.mu.Lock()
-		if l.open[from]--; l.open[from] <= 0 {
-			delete(l.open, from)
-		}
-		l.mu.Unlock()
+	if !from.IsValid() {
+		return
 	}
-	l.freeSlot()
+	l.mu.Lock()
+	if l.open[from]--; l.open[from] <= 0 {
+		delete(l.open, from)
+	}
+	l.mu.Unlock()
 }
 
-func (l *limitListener) freeSlot() {
+// closed gives back a closed connection's slot and count.
+func (l *limitListener) closed(c *limitedConn, from netip.Addr) {
+	l.mu.Lock()
+	delete(l.idle, c)
+	l.mu.Unlock()
+	l.release(from)
 	if l.slots != nil {
 		<-l.slots
 	}

@@ -130,6 +130,10 @@ type Config struct {
 	// OverviewInterval is how often the dashboard stream sends an overview.
 	// Default 1s.
 	OverviewInterval time.Duration
+	// ConnState, if set, is told of each change of a connection's state,
+	// as http.Server.ConnState (the listener's connection limit takes
+	// back idle connections with it).
+	ConnState func(net.Conn, http.ConnState)
 	// ConnectionsFunc, if set, reports open connections of the other front
 	// ends by name (for metrics), e.g. {"gearman": 3}.
 	ConnectionsFunc func() map[string]int
@@ -226,7 +230,10 @@ func New(cfg Config) *Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if cfg.ConnState != nil {
+				cfg.ConnState(c, st)
+			}
 			switch st {
 			case http.StateNew:
 				s.conns.Add(1)

@@ -62,3 +62,44 @@ func TestOneHostCannotTakeEveryHTTPConnection(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+// TestIdleHTTPConnectionsMakeRoom: with every HTTP connection the server
+// takes (--http-max-connections) kept alive by one client between
+// requests, a new client no longer waits for their idle timeout (two
+// minutes): the connection idle for the longest time is closed to make
+// room, without any limit per address.
+func TestIdleHTTPConnectionsMakeRoom(t *testing.T) {
+	t.Parallel()
+	const max = 20
+	srv := testserver.Start(t, "--http", "127.0.0.1:0", "--http-max-connections", fmt.Sprint(max))
+	httpAddr := srv.HTTPAddr(t)
+
+	var held []net.Conn
+	for range max {
+		c, err := net.DialTimeout("tcp", httpAddr, time.Minute)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(time.Minute)))
+		_, err = fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", httpAddr)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		held = append(held, c)
+	}
+
+	// Well within the idle timeout of the connections held.
+	hc := &http.Client{Timeout: time.Minute}
+	for range 3 {
+		resp, err := hc.Get("http://" + httpAddr + "/healthz")
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		hc.CloseIdleConnections()
+	}
+	// The first connections held were closed for them.
+	require.NoError(t, held[0].SetReadDeadline(time.Now().Add(time.Minute)))
+	_, err := held[0].Read(make([]byte, 1))
+	require.Error(t, err, "the connection idle for the longest time is closed")
+}
