@@ -15,11 +15,10 @@ import (
 
 // TestOneHostCannotTakeEveryHTTPConnection: the HTTP port serves at most
 // --http-max-connections connections and keeps the others waiting at
-// accept, and a connection kept alive between requests holds its place for
-// two minutes. One host that asked for /healthz (no token needed) on as
-// many connections and kept them open had every other client wait, for as
-// long as it liked. With --http-max-connections-per-address its
-// connections beyond the limit are closed at accept, and others are served.
+// accept. With --http-max-connections-per-address one host's connections
+// beyond the limit are closed at accept, so that it cannot hold them all
+// (idle ones make room, TestIdleHTTPConnectionsMakeRoom, but not those
+// whose requests are under way), and others are served.
 func TestOneHostCannotTakeEveryHTTPConnection(t *testing.T) {
 	t.Parallel()
 	const (
