@@ -241,17 +241,21 @@ func (m localMode) deadLocked(j *job) {
 	m.b.saveLocked(j)
 }
 
-func (m localMode) deadLetters(_ context.Context, function string, limit int) ([]DeadLetter, error) {
+func (m localMode) deadLetters(ctx context.Context, function string, limit int) ([]DeadLetter, error) {
 	out := m.b.deadLetters(function)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
+	if len(out) > 0 {
+		m.b.resultDurable(ctx) // as a retained result: a dead letter read stays
+	}
 	return m.b.tierFillDeadLetters(out), nil
 }
 
-func (m localMode) deadLetter(_ context.Context, seq uint64) (dl DeadLetter, ok bool, err error) {
+func (m localMode) deadLetter(ctx context.Context, seq uint64) (dl DeadLetter, ok bool, err error) {
 	ok = m.b.withDeadLetter(seq, func(j *job) { dl = deadLetterOf(j, m.b.Handle(j.seq)) })
 	if ok {
+		m.b.resultDurable(ctx)
 		dl = m.b.tierFillDeadLetters([]DeadLetter{dl})[0]
 	}
 	return dl, ok, nil

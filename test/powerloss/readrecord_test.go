@@ -1,7 +1,9 @@
 package powerloss
 
 import (
+	"context"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,4 +89,137 @@ func TestPowerLossAfterReadingAJobRecord(t *testing.T) {
 		require.NoError(t, err, "the record of job %d, read before the power cut", seq)
 		require.Equal(t, "complete", r.State)
 	}
+}
+
+// gatedWrites is a Pebble store whose atomic writes (store.Writer) wait,
+// once armed, until open is closed.
+type gatedWrites struct {
+	*pebble.Store
+	armed atomic.Bool
+	open  chan struct{}
+}
+
+func (g *gatedWrites) Write(ctx context.Context, w store.Write) error {
+	if g.armed.Load() {
+		<-g.open
+	}
+	return g.Store.Write(ctx, w)
+}
+
+// TestPowerLossAfterReadingARetainedResult reads a retained result (the
+// admin command result) and dead letters (deadletters, deadletter show)
+// while the write that stores them is held, and cuts the power as soon
+// as they are answered: they must be on disk, not the job queued to run
+// again. Before, both were answered from memory as soon as the worker's
+// WORK_COMPLETE or WORK_FAIL came, before their write; here the answer
+// came while the write was held, and the cut found the job queued.
+func TestPowerLossAfterReadingARetainedResult(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		policy broker.Policy
+		end    broker.Outcome
+		want   store.JobState
+		read   func(ctx context.Context, b *broker.Broker, seq uint64) (string, error)
+	}{
+		{"result", broker.Policy{ResultRetention: time.Hour}, broker.Complete, store.StateDone,
+			func(ctx context.Context, b *broker.Broker, seq uint64) (string, error) {
+				r, _, err := b.Result(ctx, []byte(b.Handle(seq)))
+				return string(r.Data), err
+			}},
+		{"result by unique", broker.Policy{ResultRetention: time.Hour}, broker.Complete, store.StateDone,
+			func(ctx context.Context, b *broker.Broker, _ uint64) (string, error) {
+				r, _, err := b.ResultByUnique(ctx, "f", "k")
+				return string(r.Data), err
+			}},
+		{"dead letters", broker.Policy{MaxAttempts: 1}, broker.Fail, store.StateDead,
+			func(ctx context.Context, b *broker.Broker, _ uint64) (string, error) {
+				dls, err := b.DeadLetters(ctx, "f", 0)
+				if len(dls) != 1 {
+					return "", err
+				}
+				return dls[0].Handle, err
+			}},
+		{"dead letter", broker.Policy{MaxAttempts: 1}, broker.Fail, store.StateDead,
+			func(ctx context.Context, b *broker.Broker, seq uint64) (string, error) {
+				dl, _, err := b.DeadLetterByHandle(ctx, []byte(b.Handle(seq)))
+				return dl.Handle, err
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			readDuringHeldWrite(t, tc.policy, tc.end, tc.want, tc.read)
+		})
+	}
+}
+
+// readDuringHeldWrite runs a job of a function with policy, ends it with
+// end while the store's writes are held, reads it with read, and cuts the
+// power as soon as read answers (or, if read waits for the write, once
+// the write was let go and read answered): the job must be stored in
+// state want.
+func readDuringHeldWrite(t *testing.T, policy broker.Policy, end broker.Outcome, want store.JobState,
+	read func(ctx context.Context, b *broker.Broker, seq uint64) (string, error)) {
+	ctx := testwait.Context(t)
+	fs := vfs.NewCrashableMem()
+	const dir = "/data"
+	open := func(fs *vfs.MemFS) *pebble.Store {
+		st, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Sync: pebble.SyncAlways, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		return st
+	}
+	st := &gatedWrites{Store: open(fs), open: make(chan struct{})}
+	b := broker.New(broker.Config{HandlePrefix: "H:k:", Store: st, Logger: slog.New(slog.DiscardHandler),
+		Policies: map[string]broker.Policy{"f": policy}})
+	require.NoError(t, b.Start(ctx))
+	client := b.NewSession("client", nopOutbox{})
+	worker := b.NewSession("worker", nopOutbox{})
+	b.CanDo(worker, []byte("f"), 0)
+	done := make(chan error, 1)
+	var seq uint64
+	b.Submit(client, broker.SubmitParams{Function: []byte("f"), Unique: []byte("k"), Payload: []byte("x"), Background: true},
+		func(s uint64, _ bool, err error) { seq = s; done <- err })
+	require.NoError(t, <-done)
+	a, ok := b.Grab(worker)
+	require.True(t, ok)
+
+	st.armed.Store(true)
+	require.NoError(t, b.Finish(worker, a.Seq, end, []byte("the result")))
+	type answer struct {
+		got string
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		got, err := read(ctx, b, seq)
+		answered <- answer{got, err}
+	}()
+	var got answer
+	var clone *vfs.MemFS
+	select {
+	case got = <-answered:
+		// Answered while the write is held: the cut comes now.
+		clone = fs.CrashClone(vfs.CrashCloneCfg{})
+		close(st.open)
+	case <-time.After(100 * time.Millisecond):
+		// The answer waits for the write, as it should: let it go.
+		close(st.open)
+		got = <-answered
+		clone = fs.CrashClone(vfs.CrashCloneCfg{})
+	}
+	require.NoError(t, got.err)
+	require.NotEmpty(t, got.got, "the read found nothing")
+	b.Stop()
+	require.NoError(t, st.Close())
+
+	rst := open(clone)
+	defer rst.Close()
+	var state store.JobState
+	require.NoError(t, rst.Load(ctx, func(j store.Job) error {
+		if j.Seq == seq {
+			state = j.State
+		}
+		return nil
+	}))
+	require.Equal(t, want, state, "job %d, read as %s before the power cut, is stored %s", seq, want, state)
 }
