@@ -257,23 +257,25 @@ func (b *Broker) Unwatch(s *Session, seq uint64) {
 // not called when the submit fails before there is a job, or attaches to a
 // retained result. done is called as for Submit, possibly later: with a
 // local store a job runs while it is written, and done waits for the
-// write. When the submit created the job, an Outbox of s that is a
-// PlacedOutbox is then given the job as it was placed (queued, blocked,
-// scheduled, waiting...), before any update of it.
+// write. An Outbox of s that is a PlacedOutbox is then given the job as
+// the submit left it (the job it created as it was placed: queued,
+// blocked, scheduled, waiting...; or the live job it joined as it is),
+// before any update of it.
 func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uint64, created bool), done DoneFunc) {
 	b.lockSubmit(&p)
 	defer b.mu.Unlock()
-	watched, seen, made := false, uint64(0), false
+	watched, seen := false, uint64(0)
 	p.watch = func(j *job, created bool) {
-		watched, seen, made = true, j.seq, created
+		watched, seen = true, j.seq
 		if !s.closed {
 			b.watchLocked(s, j)
 		}
 		watching(j.seq, created)
 	}
 	defer func() {
-		// The job was placed by the submit, under this hold of the lock.
-		if made {
+		// The job was placed (or joined) by the submit, under this hold
+		// of the lock.
+		if watched {
 			b.placedLocked(s, seen)
 		}
 	}()
@@ -288,9 +290,7 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 				if j := b.jobs.get(seq); j != nil && j.state != stateGone {
 					b.watchLocked(s, j)
 					watching(seq, created)
-					if created {
-						b.placedLocked(s, seq)
-					}
+					b.placedLocked(s, seq)
 				}
 			}
 			done(seq, created, err)
@@ -301,8 +301,8 @@ func (b *Broker) SubmitWatched(s *Session, p SubmitParams, watching func(seq uin
 }
 
 // PlacedOutbox is an optional capability of the Outbox of a session that
-// submits with SubmitWatched: Placed is given the job the submit created
-// as the submit placed it, before any update of it. Like Send, it runs
+// submits with SubmitWatched: Placed is given the job as the submit left
+// it (created and placed, or joined), before any update of it. Like Send, it runs
 // with the broker's lock held.
 type PlacedOutbox interface {
 	Placed(job JobSnapshot)

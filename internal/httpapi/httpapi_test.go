@@ -360,6 +360,21 @@ func readEvents(t *testing.T, body io.Reader) []sseEvent {
 	return out
 }
 
+// firstEvent reads the first event of the job's stream, state.
+func firstEvent(t *testing.T, tb *testBundle, handle string) sseEvent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", tb.ts.URL+"/v1/jobs/"+handle+"/events", nil)
+	require.NoError(t, err)
+	resp, err := tb.ts.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	ev := readEvent(t, bufio.NewReader(resp.Body))
+	require.Equal(t, "state", ev.event)
+	return ev
+}
+
 // readEvent parses the next event of a stream that goes on.
 func readEvent(t *testing.T, br *bufio.Reader) sseEvent {
 	t.Helper()
@@ -1115,6 +1130,24 @@ func TestFirstStateEventOfASubmitIsTheJobsState(t *testing.T) {
 }
 
 func firstStateEvents(t *testing.T, tb *testBundle) {
+	// A submit that joins a job a Gearman client submitted: the job as it
+	// is, not a guess ("attached", normal priority).
+	client := tb.b.NewSession("gearman-client", make(broker.NoopSignal, 1))
+	t.Cleanup(func() { tb.b.CloseSession(client) })
+	created := make(chan uint64, 1)
+	tb.b.Submit(client, broker.SubmitParams{Function: []byte("step"), Unique: []byte("joined"),
+		Payload: []byte("0"), Priority: broker.High, Background: true}, func(seq uint64, _ bool, err error) {
+		require.NoError(t, err)
+		created <- seq
+	})
+	seq := <-created // once stored, with a durable store
+	joined := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/step/jobs?unique=joined", strings.NewReader("0")))
+	require.Equal(t, tb.b.Handle(seq), joined.Handle)
+	require.False(t, *joined.Created)
+	ev := firstEvent(t, tb, joined.Handle)
+	require.Equal(t, "queued", ev.data.Job.State)
+	require.Equal(t, "high", ev.data.Job.Priority)
+
 	first := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/step/jobs?ordering-key=k", strings.NewReader("1")))
 	for _, c := range []struct{ query, state string }{
 		{"ordering-key=k", "blocked"},
@@ -1126,18 +1159,39 @@ func firstStateEvents(t *testing.T, tb *testBundle) {
 		require.Equal(t, c.state, job.State, c.query)
 		got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
 		require.Equal(t, c.state, got.State, c.query)
-		ctx, cancel := context.WithCancel(context.Background())
-		req, err := http.NewRequestWithContext(ctx, "GET", tb.ts.URL+"/v1/jobs/"+job.Handle+"/events", nil)
-		require.NoError(t, err)
-		resp, err := tb.ts.Client().Do(req)
-		require.NoError(t, err)
-		ev := readEvent(t, bufio.NewReader(resp.Body))
-		cancel()
-		resp.Body.Close()
-		require.Equal(t, "state", ev.event)
+		ev := firstEvent(t, tb, job.Handle)
 		require.Equal(t, c.state, ev.data.Job.State, "the state event of a job submitted with %s", c.query)
 		require.Equal(t, got.Submitted, ev.data.Job.Submitted, c.query)
 	}
+}
+
+// Each line of POST /v1/jobs:batch answers the state its job is in, as a
+// single submit and GET /v1/jobs/{handle} do: waiting for the jobs of
+// after, blocked behind its ordering key, and the state of the job a line
+// joined; not queued (or "attached") for each.
+func TestBatchLinesSayTheJobsState(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	first := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/b/jobs?unique=u1&run-at=2099-01-01T00:00:00Z", strings.NewReader("a")))
+	body := strings.Join([]string{
+		`{"function":"b2","after":["` + first.Handle + `"]}`,
+		`{"function":"b3","ordering_key":"k"}`,
+		`{"function":"b3","ordering_key":"k"}`,
+		`{"function":"b","unique":"u1"}`,
+		`{"function":"b4","run_at":"2099-01-01T00:00:00Z"}`,
+	}, "\n") + "\n"
+	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(body), "Content-Type", "application/x-ndjson")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var states []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var l struct{ Handle, State string }
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &l))
+		got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+l.Handle, nil))
+		require.Equal(t, got.State, l.State, "line %d says what GET says", len(states)+1)
+		states = append(states, l.State)
+	}
+	require.Equal(t, []string{"waiting", "queued", "blocked", "scheduled", "scheduled"}, states)
 }
 
 // A job waiting for others says which: after lists the jobs it still

@@ -106,12 +106,14 @@ func (h *hub) Send(ev broker.Event) {
 	h.appendLocked(f, feedEvent{kind: kind, ev: ev, final: final})
 }
 
-// Placed implements broker.PlacedOutbox: the job a submit watched from
-// its creation (track) as the broker placed it. The feed's first event,
-// state, made before the job was placed, then says the job's state
-// (blocked behind its ordering key, waiting for others, ...) and its
-// times, as GET /v1/jobs/{handle} does. It runs with the broker's lock
-// held, before any update of the job.
+// Placed implements broker.PlacedOutbox: the job a submit watched (track)
+// as the broker placed it, or as it is when the submit joined it. The
+// feed's first event, state, made before that, then says the job's state
+// (blocked behind its ordering key, waiting for others, ...; not
+// "attached" for a job joined), priority and times, as GET
+// /v1/jobs/{handle} does. A feed that has more events than that is left
+// as it is. It runs with the broker's lock held, before any update of
+// the job.
 func (h *hub) Placed(job broker.JobSnapshot) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -418,6 +418,26 @@ func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan 
 	return ch
 }
 
+// submittedState is the state the answer to a submit (single, or a
+// batch's line) gives its job: the live job's as it is now (queued,
+// scheduled, blocked, waiting, running...; for a submit that joined a job,
+// that job's), as GET /v1/jobs/{handle} would say; in shared mode a job
+// that waits for others is read from the store, where alone it is.
+func (s *Server) submittedState(ctx context.Context, seq uint64, o submitOptions) string {
+	if snap, ok := s.b.JobNow(ctx, seq); ok {
+		return snap.State
+	}
+	if len(o.after) > 0 || len(o.afterUnique) > 0 {
+		if snap, ok, err := s.b.StoredJob(ctx, seq); err == nil && ok {
+			return snap.State
+		}
+	}
+	if o.runAt > time.Now().Unix() {
+		return "scheduled"
+	}
+	return "queued"
+}
+
 // awaitSubmit waits for a submit's outcome.
 func awaitSubmit(ctx context.Context, ch <-chan submitted) submitted {
 	select {
@@ -456,15 +476,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", s.jobLocation(out.seq))
 	created := out.created
-	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: "queued", Created: &created}
-	if snap, ok := s.b.JobNow(r.Context(), out.seq); ok {
-		res.State = snap.State
-	} else if len(o.after) > 0 || len(o.afterUnique) > 0 {
-		// In shared mode a job that waits for others is in the store only.
-		if snap, ok, err := s.b.StoredJob(r.Context(), out.seq); err == nil && ok {
-			res.State = snap.State
-		}
-	}
+	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: s.submittedState(r.Context(), out.seq, o), Created: &created}
 	if o.wait > 0 && out.feed != nil {
 		// With too many requests waiting, the submit answers at once.
 		release, ok := s.longRequest(w, o.wait)
@@ -578,9 +590,9 @@ const batchWindow = 256
 
 // pendingLine is a batch line whose submit may still be waiting.
 type pendingLine struct {
-	res   batchResult
-	ch    <-chan submitted
-	runAt int64
+	res batchResult
+	ch  <-chan submitted
+	o   submitOptions
 }
 
 // handleBatch serves POST /v1/jobs:batch: NDJSON in, NDJSON out, one
@@ -673,13 +685,7 @@ func (s *Server) settleLine(ctx context.Context, p *pendingLine) batchResult {
 	}
 	p.res.Handle = s.b.Handle(out.seq)
 	p.res.Created = &out.created
-	p.res.State = "queued"
-	if p.runAt > time.Now().Unix() {
-		p.res.State = "scheduled"
-	}
-	if !out.created {
-		p.res.State = "attached"
-	}
+	p.res.State = s.submittedState(ctx, out.seq, p.o)
 	return p.res
 }
 
@@ -749,7 +755,7 @@ func (s *Server) batchOne(text []byte, batch uint64, pl *pendingLine) error {
 		payload = []byte{}
 	}
 	pl.ch = s.startSubmit(l.Function, payload, o)
-	pl.runAt = o.runAt
+	pl.o = o
 	return nil
 }
 
