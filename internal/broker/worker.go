@@ -460,7 +460,9 @@ func (b *Broker) requeueLocked(j *job, why string) {
 			b.deadLocked(j, b.clock.Now().UnixNano())
 			return
 		}
-		b.recordEndLocked(j, jobEnd{state: FinalFailed, errText: why, worker: w.name(), started: x.started, outcome: why})
+		// Its run is in its history already (takebackLifeLocked), with
+		// the outcome and error every view names it by.
+		b.recordEndLocked(j, jobEnd{state: FinalFailed, worker: w.name(), started: x.started})
 		b.setStateLocked(j, stateQueued)
 		j.fn.queues[j.priority].pushFront(j)
 		b.removeLocked(j)

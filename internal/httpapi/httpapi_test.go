@@ -1194,6 +1194,31 @@ func TestBatchLinesSayTheJobsState(t *testing.T) {
 	require.Equal(t, []string{"waiting", "queued", "blocked", "scheduled", "scheduled"}, states)
 }
 
+// A foreground job failed for its client after --job-retries takebacks
+// names the reason as its attempts do, "worker vanished", in every view
+// (it said "worker disconnected" as its last error, and "worker vanished"
+// in its history).
+func TestJobRetriesFailureNamesTheReasonOnce(t *testing.T) {
+	t.Parallel()
+	tb := setupBroker(t, broker.Config{JobRetries: 1})
+	client := tb.b.NewSession("gearman-client", make(broker.NoopSignal, 1))
+	t.Cleanup(func() { tb.b.CloseSession(client) })
+	created := make(chan uint64, 1)
+	tb.b.Submit(client, broker.SubmitParams{Function: []byte("flaky"), Payload: []byte("x")}, func(seq uint64, _ bool, err error) {
+		require.NoError(t, err)
+		created <- seq
+	})
+	seq := <-created
+	w := newTestWorker(t, tb.b, "flaky")
+	require.Equal(t, seq, w.grab(t).Seq)
+	tb.b.CloseSession(w.sess) // the worker vanished: its one takeback
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+tb.b.Handle(seq), nil))
+	require.Equal(t, "failed", got.State)
+	require.Len(t, got.History, 1)
+	require.Equal(t, "worker vanished", got.History[0].Outcome)
+	require.Equal(t, "worker vanished", got.LastError)
+}
+
 // A job waiting for others says which: after lists the jobs it still
 // waits for, fewer as they complete, and none once it runs.
 func TestWaitingJobSaysWhatItWaitsFor(t *testing.T) {
