@@ -45,8 +45,9 @@ type JobSnapshot struct {
 	Started time.Time
 	// Attempts counts finished runs under a lifecycle policy (0 without
 	// one); MaxAttempts is the job's own limit (0: the function's policy,
-	// -1: unlimited). LastError is the last failure ("failed", "timeout",
-	// "worker vanished" or exception data).
+	// -1: unlimited). LastError is the last failure ("failed" or the
+	// run's last warning, "timed out", "worker vanished", "lease ran out",
+	// or exception data).
 	Attempts    uint32
 	MaxAttempts int
 	LastError   string
