@@ -359,18 +359,23 @@ func (m localMode) closeBatch(ctx context.Context, id uint64) error {
 	return b.Durable(ctx)
 }
 
-func (m localMode) batch(_ context.Context, id uint64) (BatchStatus, error) {
+// batch and batches answer what they read once it is on disk
+// (readDurable): a batch read complete, its callback submitted, stays so.
+func (m localMode) batch(ctx context.Context, id uint64) (BatchStatus, error) {
 	b := m.b
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	bt := b.batches.byID[id]
 	if bt == nil {
+		b.mu.Unlock()
 		return BatchStatus{}, ErrBatchNotFound
 	}
-	return bt.status(), nil
+	s := bt.status()
+	b.mu.Unlock()
+	b.readDurable(ctx)
+	return s, nil
 }
 
-func (m localMode) batches(_ context.Context, limit int) ([]BatchStatus, error) {
+func (m localMode) batches(ctx context.Context, limit int) ([]BatchStatus, error) {
 	b := m.b
 	b.mu.Lock()
 	out := make([]BatchStatus, 0, len(b.batches.byID))
@@ -378,6 +383,9 @@ func (m localMode) batches(_ context.Context, limit int) ([]BatchStatus, error) 
 		out = append(out, bt.status())
 	}
 	b.mu.Unlock()
+	if len(out) > 0 {
+		b.readDurable(ctx)
+	}
 	slices.SortFunc(out, func(a, c BatchStatus) int { return -cmpUint(a.ID, c.ID) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]

@@ -247,7 +247,7 @@ func (m localMode) deadLetters(ctx context.Context, function string, limit int) 
 		out = out[:limit]
 	}
 	if len(out) > 0 {
-		m.b.resultDurable(ctx) // as a retained result: a dead letter read stays
+		m.b.readDurable(ctx) // as a retained result: a dead letter read stays
 	}
 	return m.b.tierFillDeadLetters(out), nil
 }
@@ -255,7 +255,7 @@ func (m localMode) deadLetters(ctx context.Context, function string, limit int) 
 func (m localMode) deadLetter(ctx context.Context, seq uint64) (dl DeadLetter, ok bool, err error) {
 	ok = m.b.withDeadLetter(seq, func(j *job) { dl = deadLetterOf(j, m.b.Handle(j.seq)) })
 	if ok {
-		m.b.resultDurable(ctx)
+		m.b.readDurable(ctx)
 		dl = m.b.tierFillDeadLetters([]DeadLetter{dl})[0]
 	}
 	return dl, ok, nil

@@ -86,7 +86,7 @@ func (b *Broker) resultOf(j *job) Result {
 // Result returns the retained result of the job with the given handle;
 // ok is false when none is kept. In shared mode a result that another
 // server sharing the store stored is read from the store. A result kept
-// in memory is made durable before it is answered (resultDurable).
+// in memory is made durable before it is answered (readDurable).
 func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, err error) {
 	seq, ok := b.ParseHandle(handle)
 	if !ok {
@@ -96,20 +96,21 @@ func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, 
 	if j := b.life.done[seq]; j != nil {
 		r = b.resultOf(j)
 		b.mu.Unlock()
-		b.resultDurable(ctx)
+		b.readDurable(ctx)
 		return r, true, nil
 	}
 	b.mu.Unlock()
 	return b.mode.storedResult(ctx, seq, "", "")
 }
 
-// resultDurable waits until a retained result or dead letter found in
-// memory is on disk (Durable), so that a crash does not take back what was
-// read: a worker's WORK_COMPLETE or WORK_FAIL makes it readable at once,
-// before the commit round that stores it, and a crash before that round
-// queues the job again. While the store refuses writes it is answered all
-// the same, as it is kept in memory.
-func (b *Broker) resultDurable(ctx context.Context) {
+// readDurable waits until what a read is about to answer from memory (a
+// retained result, a dead letter, a batch's state) is on disk (Durable),
+// so that a crash does not take back what was read: a worker's
+// WORK_COMPLETE or WORK_FAIL makes it readable at once, before the commit
+// round that stores it, and a crash before that round queues the job
+// again (and the batch it ended is open again). While the store refuses
+// writes it is answered all the same, as it is kept in memory.
+func (b *Broker) readDurable(ctx context.Context) {
 	if b.store != nil {
 		_ = b.Durable(ctx)
 	}
@@ -133,7 +134,7 @@ func (b *Broker) ResultByUnique(ctx context.Context, function, unique string) (R
 	if found != nil {
 		r := b.resultOf(found)
 		b.mu.Unlock()
-		b.resultDurable(ctx)
+		b.readDurable(ctx)
 		return r, true, nil
 	}
 	b.mu.Unlock()

@@ -223,3 +223,72 @@ func readDuringHeldWrite(t *testing.T, policy broker.Policy, end broker.Outcome,
 	}))
 	require.Equal(t, want, state, "job %d, read as %s before the power cut, is stored %s", seq, want, state)
 }
+
+// TestPowerLossAfterReadingABatch reads a batch's status (GET
+// /v1/batches/{id}, the admin command batch) right after its last job
+// completed, while the write that stores the batch's end is held, and
+// cuts the power as soon as it is answered: the restarted broker must
+// tell the same, the batch complete and its callback submitted.
+func TestPowerLossAfterReadingABatch(t *testing.T) {
+	t.Parallel()
+	ctx := testwait.Context(t)
+	fs := vfs.NewCrashableMem()
+	const dir = "/data"
+	open := func(fs *vfs.MemFS) *pebble.Store {
+		st, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Sync: pebble.SyncAlways, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		return st
+	}
+	st := &gatedWrites{Store: open(fs), open: make(chan struct{})}
+	b := broker.New(broker.Config{HandlePrefix: "H:b:", Store: st, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, b.Start(ctx))
+	id, err := b.CreateBatch(ctx, broker.BatchParams{OnComplete: broker.Callback{Function: "cb", Payload: []byte("done")}})
+	require.NoError(t, err)
+	client := b.NewSession("client", nopOutbox{})
+	done := make(chan error, 1)
+	b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: []byte("x"), Background: true, Batch: id},
+		func(_ uint64, _ bool, err error) { done <- err })
+	require.NoError(t, <-done)
+	require.NoError(t, b.CloseBatch(ctx, id))
+	worker := b.NewSession("worker", nopOutbox{})
+	b.CanDo(worker, []byte("f"), 0)
+	a, ok := b.Grab(worker)
+	require.True(t, ok)
+
+	st.armed.Store(true)
+	require.NoError(t, b.Finish(worker, a.Seq, broker.Complete, nil))
+	type answer struct {
+		s   broker.BatchStatus
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		s, err := b.Batch(ctx, id)
+		answered <- answer{s, err}
+	}()
+	var got answer
+	var clone *vfs.MemFS
+	select {
+	case got = <-answered:
+		clone = fs.CrashClone(vfs.CrashCloneCfg{})
+		close(st.open)
+	case <-time.After(100 * time.Millisecond):
+		close(st.open)
+		got = <-answered
+		clone = fs.CrashClone(vfs.CrashCloneCfg{})
+	}
+	require.NoError(t, got.err)
+	require.True(t, got.s.Complete, "the batch, read after its last job completed")
+	b.Stop()
+	require.NoError(t, st.Close())
+
+	rst := open(clone)
+	defer rst.Close()
+	rb := broker.New(broker.Config{HandlePrefix: "H:b:", Store: rst, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, rb.Start(ctx))
+	defer rb.Stop()
+	after, err := rb.Batch(ctx, id)
+	require.NoError(t, err)
+	require.True(t, after.Complete, "batch %d, read complete before the power cut", id)
+	require.True(t, after.CompleteFired, "batch %d's callback, submitted before the power cut", id)
+}
