@@ -423,6 +423,7 @@ var jobFields = []jobField{
 	{"result", blobField("result")},
 	{"result_truncated", boolField("result_truncated")},
 	{"final", boolField("final")},
+	{"not_stored", boolField("not_stored")},
 	{"payload_preview", blobField("payload")},
 	{"payload_size", numberField("payload_size")},
 	{"cancelled_by", textField("cancelled_by")},

@@ -102,6 +102,12 @@ type Config struct {
 	// (one transaction per RecordPace in shared mode). 0 means 2ms;
 	// negative means no pacing.
 	RecordPace time.Duration
+	// RecordReadWait is the longest a lookup or listing (Job, ListJobs)
+	// waits for the commit round of a record it would answer that is not
+	// on disk yet. Past it (a disk or database that hangs), or while the
+	// store refuses writes, the record is answered from memory, marked
+	// JobSnapshot.Unstored. 0 means 5s.
+	RecordReadWait time.Duration
 	// EarlyInsertDelay is, in shared mode, how long a new background job
 	// of a function that this server's workers finish fast waits for its
 	// insert (up to five times as long while it is expected to queue
@@ -319,6 +325,7 @@ func New(cfg Config) *Broker {
 	b.cfg.CommitBatch = cmp.Or(cfg.CommitBatch, 4096)
 	b.cfg.CommitBytes = cmp.Or(cfg.CommitBytes, 1<<30)
 	b.cfg.RecordPace = cmp.Or(cfg.RecordPace, 2*time.Millisecond)
+	b.cfg.RecordReadWait = cmp.Or(cfg.RecordReadWait, 5*time.Second)
 	b.cfg.EarlyInsertDelay = max(cmp.Or(cfg.EarlyInsertDelay, defaultEarlyInsertDelay), 0)
 	b.cfg.MaxFunctions = cmp.Or(cfg.MaxFunctions, DefaultMaxFunctions)
 	b.cfg.MaxWorkerFunctions = cmp.Or(cfg.MaxWorkerFunctions, DefaultMaxWorkerFunctions)

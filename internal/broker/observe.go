@@ -97,6 +97,12 @@ type JobSnapshot struct {
 	// Cursor continues a ListJobs listing after this record; empty
 	// outside one.
 	Cursor string
+	// Unstored is set on the record of a job that ended (Final) answered
+	// from memory before it was on disk: its write failed, or did not
+	// finish within Config.RecordReadWait (JobNow and the tests' listings
+	// do not wait at all). A crash may still take it back and run the job
+	// again.
+	Unstored bool
 }
 
 // Job returns the record of job seq: a live job as it is now, or the
@@ -108,8 +114,9 @@ type JobSnapshot struct {
 //
 // A record that still waits for its write (or is being written) is made
 // durable first: it says the job ended for good, which a crash must not
-// take back by queueing the job again. While the store refuses writes it
-// is answered from memory.
+// take back by queueing the job again. While the store refuses writes, or
+// when the write does not finish within Config.RecordReadWait, it is
+// answered from memory, marked Unstored.
 func (b *Broker) Job(ctx context.Context, seq uint64) (JobSnapshot, bool) {
 	return b.job(ctx, seq, true)
 }
@@ -121,6 +128,16 @@ func (b *Broker) JobNow(ctx context.Context, seq uint64) (JobSnapshot, bool) {
 	return b.job(ctx, seq, false)
 }
 
+// recordsDurable waits, at most Config.RecordReadWait, until the records
+// waiting for their write are on disk (Durable), for a lookup or listing
+// that would answer one: a read must not hang while the store does. It
+// reports whether they are.
+func (b *Broker) recordsDurable(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.RecordReadWait)
+	defer cancel()
+	return b.Durable(ctx) == nil
+}
+
 // job is Job, which makes a record durable before it answers it when
 // durable is set.
 func (b *Broker) job(ctx context.Context, seq uint64, durable bool) (JobSnapshot, bool) {
@@ -129,16 +146,18 @@ func (b *Broker) job(ctx context.Context, seq uint64, durable bool) (JobSnapshot
 	// result answers only when no record is kept. A record leaves memory
 	// only once it is in the store: look there second.
 	snap, live, ok := b.jobInMemory(seq)
-	if durable && live && snap.Final && b.records != nil && b.recordUnwritten(seq) {
-		if b.Durable(ctx) == nil {
-			if s, l, o := b.jobInMemory(seq); l || o {
-				snap, live, ok = s, l, o
-			} else {
-				live = false // written: read from the store below
-			}
+	if durable && live && snap.Final && b.records != nil && b.recordUnwritten(seq) && b.recordsDurable(ctx) {
+		if s, l, o := b.jobInMemory(seq); l || o {
+			snap, live, ok = s, l, o
+		} else {
+			live = false // written: read from the store below
 		}
 	}
 	if live || b.records == nil {
+		if live && snap.Final && b.records != nil {
+			// Still in memory: the record is not on disk yet.
+			snap.Unstored = true
+		}
 		return snap, ok
 	}
 	if rec, found := b.storedRecord(ctx, seq); found {

@@ -317,3 +317,64 @@ func TestRecordsOfFailedWritesCountedTogether(t *testing.T) {
 		require.True(t, ok, "the newest kept")
 	}
 }
+
+// A lookup or listing of a record whose write does not finish (a disk
+// that hangs, a database that stopped answering mid-round) answers
+// within Config.RecordReadWait from memory, marked Unstored, instead of
+// waiting for the write for as long as it takes: an admin connection or
+// an HTTP request must not hang on a store outage. Once the write is done
+// the record is answered from the store, unmarked.
+func TestRecordReadDoesNotWaitForAHungWrite(t *testing.T) {
+	t.Parallel()
+	tb, st := setupHeldRecordWrites(t, nil, Config{RecordReadWait: 10 * time.Millisecond})
+	ctx := context.Background()
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	b := tb.submit(t, lcBG("fn", "", "b"))
+	tb.finishNext(t, a, Complete)
+	<-st.entered                  // a's write hangs
+	tb.finishNext(t, b, Complete) // b's record waits behind it
+
+	type answer struct {
+		snaps []JobSnapshot
+		err   error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		var out answer
+		for _, seq := range []uint64{a, b} {
+			s, ok := tb.b.Job(ctx, seq)
+			if !ok {
+				out.err = errors.New("no record")
+			}
+			out.snaps = append(out.snaps, s)
+		}
+		page, err := tb.b.ListJobs(ctx, JobQuery{Function: "fn", State: FinalComplete})
+		out.snaps = append(out.snaps, page.Jobs...)
+		out.err = errors.Join(out.err, err)
+		done <- out
+	}()
+	var got answer
+	select {
+	case got = <-done:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("a lookup of a record waits for a write that hangs")
+	}
+	require.NoError(t, got.err)
+	require.Len(t, got.snaps, 4)
+	for i, s := range got.snaps {
+		require.Equal(t, FinalComplete, s.State, "answer %d", i)
+		require.True(t, s.Unstored, "answer %d (job %d) is not on disk", i, s.Seq)
+	}
+
+	st.let()
+	require.NoError(t, tb.b.Durable(ctx))
+	s, ok := tb.b.Job(ctx, a)
+	require.True(t, ok)
+	require.False(t, s.Unstored, "written")
+	page, err := tb.b.ListJobs(ctx, JobQuery{Function: "fn", State: FinalComplete})
+	require.NoError(t, err)
+	require.Len(t, page.Jobs, 2)
+	for _, s := range page.Jobs {
+		require.False(t, s.Unstored, "job %d written", s.Seq)
+	}
+}

@@ -476,8 +476,9 @@ func (b *Broker) endedFromStore(ctx context.Context, q JobQuery, after store.Rec
 	if unwritten {
 		// Records the listing would answer that still wait for their
 		// write are made durable first, as for a lookup (Job); while the
-		// store refuses writes they are answered from memory.
-		_ = b.Durable(ctx)
+		// store refuses writes, or past Config.RecordReadWait, they are
+		// answered from memory, marked Unstored.
+		b.recordsDurable(ctx)
 	}
 	b.mu.Lock()
 	var waiting []*histRec
@@ -492,7 +493,9 @@ func (b *Broker) endedFromStore(ctx context.Context, q JobQuery, after store.Rec
 	})
 	out := make([]JobSnapshot, 0, min(len(waiting), n))
 	for _, r := range waiting[:min(len(waiting), n)] {
-		out = append(out, r.snapshot())
+		s := r.snapshot()
+		s.Unstored = true // in memory until the store has it
+		out = append(out, s)
 	}
 	b.mu.Unlock()
 	stored, err := b.storedRecords(ctx, q, after, n)

@@ -483,6 +483,10 @@ func adminJob(ctx context.Context, c *conn, args []string, sb *adminAnswer) {
 	if j.Final && (j.State == broker.FinalComplete || j.State == broker.FinalException) {
 		fmt.Fprintf(sb, "result\t%s\nresult_truncated\t%t\n", strconv.Quote(string(j.Result)), j.ResultTruncated)
 	}
+	if j.Unstored {
+		// Answered before the record was on disk (broker.Config.RecordReadWait).
+		sb.WriteString("not_stored\ttrue\n")
+	}
 	if j.Final {
 		fmt.Fprintf(sb, "payload\t%s\npayload_size\t%d\n", strconv.Quote(string(j.PayloadPreview)), j.PayloadSize)
 	}

@@ -56,6 +56,9 @@ type jobJSON struct {
 	// ResultTruncated is set when the record kept only the first
 	// broker.HistoryResultCap bytes of the result.
 	ResultTruncated bool `json:"result_truncated,omitempty"`
+	// NotStored is set on the record of an ended job answered from
+	// memory before it was on disk (broker.JobSnapshot.Unstored).
+	NotStored bool `json:"not_stored,omitempty"`
 	// Final is set once the job ended.
 	Final bool `json:"final,omitempty"`
 	// History lists the job's attempts, oldest first.
@@ -138,6 +141,7 @@ func (s *Server) snapshotJSON(snap broker.JobSnapshot) jobJSON {
 	j.MaxAttempts, j.LastError, j.OrderingKey = snap.MaxAttempts, snap.LastError, snap.OrderingKey
 	j.RetryAt = utcOrNil(snap.RetryAt)
 	j.Finished = utcOrNil(snap.Finished)
+	j.NotStored = snap.Unstored
 	if snap.RetryOf != 0 {
 		j.RetryOf = s.b.Handle(snap.RetryOf)
 	}
