@@ -297,7 +297,11 @@ func TestGearmanCLIWorkerBeyondFunctionLimit(t *testing.T) {
 		}
 		return len(served) == 3
 	})
-	require.Contains(t, s.log.String(), "CAN_DO ignored")
+	// The refused CAN_DO is the fourth the server reads, so the status can
+	// show the three it took before the fourth is read and logged.
+	testwait.Until(t, "the fourth CAN_DO to be refused and logged", func() bool {
+		return strings.Contains(s.log.String(), "CAN_DO ignored")
+	})
 	out, err := gearmanCLI(t, s, "hello", "-f", served[0]).wait(t)
 	require.NoError(t, err)
 	require.Equal(t, "hello", out)
