@@ -512,6 +512,10 @@ func TestDashboardStateNamesAndPurgeAll(t *testing.T) {
 	poll(t, ctx, "the reason of the retry", `document.querySelector('#job-state').textContent === 'retry-wait' &&
 		[...document.querySelectorAll('#job-events li')].some((li) =>
 			li.textContent.startsWith('retry: failed; attempt 1 of 2; runs again at '))`)
+	// Its end says who cancelled it.
+	require.Equal(t, http.StatusNoContent, doDelete(t, s.base+"/v1/jobs/"+url.PathEscape(job.Handle)))
+	poll(t, ctx, "who cancelled it", `document.querySelector('#job-state').textContent === 'cancelled' &&
+		[...document.querySelectorAll('#job-events li')].some((li) => /^fail: cancelled by http 127\.0\.0\.1:\d+$/.test(li.textContent))`)
 
 	submit(s.base + "/v1/functions/wobbly/jobs?attempts=2")
 	follow(job.Handle)

@@ -403,7 +403,7 @@ function follow(handle) {
       setJobState(d.job ? d.job.state : kind);
       if (kind === "complete") showProgress(1, 1);
       $("#job-result").textContent = d.text !== undefined ? d.text : (d.data ? "(binary, base64) " + d.data : "");
-      log(kind, d.text || "");
+      log(kind, endedWhy(d));
       src.close(); // the stream ends after the final event
     });
   }
@@ -415,6 +415,19 @@ function follow(handle) {
       (j) => { if (jobSource === src) setJobState(j.state); },
       (err) => { if (jobSource === src) { setJobState("unknown"); log("error", err.message); } });
   });
+}
+
+// endedWhy says why a followed job ended as its final event and record
+// say: who cancelled it, or after how many attempts it failed and with
+// which last error (a WORK_FAIL carries no data of its own).
+function endedWhy(d) {
+  const j = d.job;
+  if (j && j.state === "cancelled") return "cancelled" + (j.cancelled_by ? " by " + j.cancelled_by : "");
+  if (j && (j.state === "failed" || j.state === "dead") && d.text === undefined) {
+    const n = j.attempts || 0;
+    return j.state + " after " + n + (n === 1 ? " attempt" : " attempts") + (j.last_error ? ": " + j.last_error : "");
+  }
+  return d.text || "";
 }
 
 function setJobState(s) {
