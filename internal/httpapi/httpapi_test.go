@@ -1219,6 +1219,22 @@ func TestJobRetriesFailureNamesTheReasonOnce(t *testing.T) {
 	require.Equal(t, "worker vanished", got.LastError)
 }
 
+// The attempts of a job an HTTP worker ran name that worker as those of a
+// Gearman worker do: by its address, not only as "an HTTP worker".
+func TestHTTPWorkerIsNamedInTheHistory(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	job := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/named/jobs", strings.NewReader("x")))
+	var g struct{ Handle, Lease string }
+	resp := tb.do(t, "POST", "/v1/functions/named/grab?wait=10s", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&g))
+	require.Equal(t, http.StatusNoContent, tb.do(t, "POST", "/v1/jobs/"+g.Handle+"/complete?lease="+g.Lease, nil).StatusCode)
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+job.Handle, nil))
+	require.Len(t, got.History, 1)
+	require.Regexp(t, `^http-worker@127\.0\.0\.1:\d+$`, got.History[0].Worker)
+}
+
 // A job waiting for others says which: after lists the jobs it still
 // waits for, fewer as they complete, and none once it runs.
 func TestWaitingJobSaysWhatItWaitsFor(t *testing.T) {

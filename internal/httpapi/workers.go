@@ -96,7 +96,10 @@ func (s *Server) handleGrab(w http.ResponseWriter, r *http.Request) error {
 	}
 	wake := make(broker.NoopSignal, 1)
 	sess := s.b.NewSession(r.RemoteAddr, wake)
-	s.b.SetClientID(sess, "http-worker")
+	// The client id names the worker in the attempts of the jobs it runs
+	// (as a Gearman worker's address does) and in the workers listing,
+	// whose fields are separated by spaces: an address has none.
+	s.b.SetClientID(sess, "http-worker@"+r.RemoteAddr)
 	if err := s.b.CanDoLease(sess, []byte(fn), leaseFor); err != nil {
 		s.b.CloseSession(sess)
 		return err
