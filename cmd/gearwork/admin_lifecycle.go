@@ -148,7 +148,7 @@ func parseJobArgs(rest []string) (adminCommand, error) {
 		columns[i] = strings.ToUpper(f.name)
 	}
 	return adminCommand{kind: answerList, line: "job " + rest[0], vertical: true,
-		columns: columns, record: parseJobRecord, unknownJob: "no job " + rest[0] + " (its record may have expired)"}, nil
+		columns: columns, record: parseJobRecord, unknownJob: "no job " + rest[0] + ": it never existed, or its record is no longer kept (see the policy keys history and history_max)"}, nil
 }
 
 // parseRetryArgs parses the arguments of retry.

@@ -497,7 +497,10 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		require.Contains(t, out, "\nPAYLOAD_SIZE      300\n")
 		require.Contains(t, out, "\nRESULT_TRUNCATED  true\n")
 
-		fails("UNKNOWN_JOB: no job H:lc:1", "job", "H:lc:1")
+		// As GET /v1/jobs/{handle} says it: the job may never have
+		// existed (a mistyped handle), not only have expired.
+		fails("UNKNOWN_JOB: no job H:lc:1: it never existed, or its record is no longer kept (see the policy keys history and history_max)\n",
+			"job", "H:lc:1")
 		fails("unknown state", "jobs", "--state", "sleeping")
 		misused("status", "--state", "dead")
 
