@@ -102,11 +102,12 @@ type Config struct {
 	// (one transaction per RecordPace in shared mode). 0 means 2ms;
 	// negative means no pacing.
 	RecordPace time.Duration
-	// RecordReadWait is the longest a lookup or listing (Job, ListJobs)
-	// waits for the commit round of a record it would answer that is not
-	// on disk yet. Past it (a disk or database that hangs), or while the
-	// store refuses writes, the record is answered from memory, marked
-	// JobSnapshot.Unstored. 0 means 5s.
+	// RecordReadWait is the longest a lookup or listing (Job, ListJobs,
+	// a retained result, a dead letter, a batch's state) waits for the
+	// commit round of what it would answer that is not on disk yet. Past
+	// it (a disk or database that hangs), or while the store refuses
+	// writes, that is answered from memory (a job's record marked
+	// JobSnapshot.Unstored). 0 means 5s.
 	RecordReadWait time.Duration
 	// EarlyInsertDelay is, in shared mode, how long a new background job
 	// of a function that this server's workers finish fast waits for its

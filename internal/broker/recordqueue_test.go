@@ -378,3 +378,33 @@ func TestRecordReadDoesNotWaitForAHungWrite(t *testing.T) {
 		require.False(t, s.Unstored, "job %d written", s.Seq)
 	}
 }
+
+// A batch's state read from memory waits for the commit round of what it
+// answers (readDurable) at most Config.RecordReadWait, as a job's record
+// does: with the round's write hung, GET /v1/batches/{id} and admin batch
+// answered only once the write was done, however long that took.
+func TestBatchReadDoesNotWaitForAHungWrite(t *testing.T) {
+	t.Parallel()
+	tb, st := setupHeldRecordWrites(t, nil, Config{RecordReadWait: 10 * time.Millisecond})
+	ctx := context.Background()
+	id, err := tb.b.CreateBatch(ctx, BatchParams{})
+	require.NoError(t, err)
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	tb.finishNext(t, a, Complete)
+	<-st.entered // a's write hangs
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := tb.b.Batch(ctx, id)
+		if err == nil {
+			_, err = tb.b.Batches(ctx, 10)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(testwait.Timeout):
+		t.Fatal("a read of a batch waits for a write that hangs")
+	}
+}

@@ -109,10 +109,12 @@ func (b *Broker) Result(ctx context.Context, handle []byte) (r Result, ok bool, 
 // WORK_COMPLETE or WORK_FAIL makes it readable at once, before the commit
 // round that stores it, and a crash before that round queues the job
 // again (and the batch it ended is open again). While the store refuses
-// writes it is answered all the same, as it is kept in memory.
+// writes, or when the round does not end within Config.RecordReadWait (a
+// disk or database that hangs), it is answered all the same, as it is
+// kept in memory: a read must not hang while the store does.
 func (b *Broker) readDurable(ctx context.Context) {
 	if b.store != nil {
-		_ = b.Durable(ctx)
+		b.recordsDurable(ctx)
 	}
 }
 
