@@ -16,6 +16,12 @@ import (
 	"github.com/gearwork/gearwork/internal/testwait"
 )
 
+// readWait is how long the reads here wait for the commit round of what
+// they answer (broker.Config.RecordReadWait): past it they would answer
+// from memory, which a machine slow enough would make look like the
+// defect these tests look for.
+const readWait = testwait.Timeout
+
 // TestPowerLossAfterReadingAJobRecord reads the record of a job that just
 // completed through the broker, as GET /v1/jobs/{handle}, the admin
 // command job and the listings do, while the record still waits in memory
@@ -36,7 +42,7 @@ func TestPowerLossAfterReadingAJobRecord(t *testing.T) {
 		return st
 	}
 	st := open(fs)
-	b := broker.New(broker.Config{HandlePrefix: "H:r:", Store: st, RecordPace: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	b := broker.New(broker.Config{HandlePrefix: "H:r:", Store: st, RecordPace: time.Hour, RecordReadWait: readWait, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, b.Start(ctx))
 	client := b.NewSession("client", nopOutbox{})
 	worker := b.NewSession("worker", nopOutbox{})
@@ -169,7 +175,7 @@ func readDuringHeldWrite(t *testing.T, policy broker.Policy, end broker.Outcome,
 		return st
 	}
 	st := &gatedWrites{Store: open(fs), open: make(chan struct{})}
-	b := broker.New(broker.Config{HandlePrefix: "H:k:", Store: st, Logger: slog.New(slog.DiscardHandler),
+	b := broker.New(broker.Config{HandlePrefix: "H:k:", Store: st, RecordReadWait: readWait, Logger: slog.New(slog.DiscardHandler),
 		Policies: map[string]broker.Policy{"f": policy}})
 	require.NoError(t, b.Start(ctx))
 	client := b.NewSession("client", nopOutbox{})
@@ -240,7 +246,7 @@ func TestPowerLossAfterReadingABatch(t *testing.T) {
 		return st
 	}
 	st := &gatedWrites{Store: open(fs), open: make(chan struct{})}
-	b := broker.New(broker.Config{HandlePrefix: "H:b:", Store: st, Logger: slog.New(slog.DiscardHandler)})
+	b := broker.New(broker.Config{HandlePrefix: "H:b:", Store: st, RecordReadWait: readWait, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, b.Start(ctx))
 	id, err := b.CreateBatch(ctx, broker.BatchParams{OnComplete: broker.Callback{Function: "cb", Payload: []byte("done")}})
 	require.NoError(t, err)
