@@ -143,11 +143,14 @@ func TestDashboardInChromium(t *testing.T) {
 	// Pause and resume a function from its row.
 	fnRow := `tr[data-function="dash"]`
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(fnRow+" button.pause")))
-	poll(t, ctx, "the function to show paused", `document.querySelector('`+fnRow+` td.paused') !== null`)
+	poll(t, ctx, "the function to show paused", `document.querySelector('`+fnRow+` td.paused')?.textContent === 'paused'`)
 	require.Equal(t, http.StatusNoContent, httpPost(t, s.base+"/v1/functions/dash/grab?wait=1ms", "", nil))
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(fnRow+" button.resume")))
+	// Not paused, it is "active", the word of gearwork admin policy (not
+	// "running", a job's state, which the function's jobs may not be in).
 	poll(t, ctx, "the function to run again", `(() => { const r = document.querySelector('`+fnRow+`');
-		return r && r.querySelector('td.paused') === null && r.querySelector('button.pause') !== null; })()`)
+		return r && r.querySelector('td.paused') === null && r.querySelector('button.pause') !== null &&
+			[...r.children].some((td) => td.textContent === 'active'); })()`)
 
 	if path := os.Getenv("GEARWORK_SCREENSHOT"); path != "" {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

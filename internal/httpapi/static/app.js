@@ -78,7 +78,7 @@ function render(o) {
     const tr = el("tr");
     tr.dataset.function = f.name;
     deadTotal += f.dead_letters || 0;
-    const state = f.paused ? (f.paused_until ? "paused until " + new Date(f.paused_until).toLocaleTimeString() : "paused") : "running";
+    const state = f.paused ? (f.paused_until ? "paused until " + new Date(f.paused_until).toLocaleTimeString() : "paused") : "active";
     for (const v of [f.name, f.queued.high, f.queued.normal, f.queued.low, f.running, f.workers,
                      f.submitted, f.completed, f.failed + f.exceptions, f.retried, rate, f.dead_letters || 0]) {
       tr.append(el("td", v));
