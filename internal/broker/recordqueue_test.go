@@ -408,3 +408,34 @@ func TestBatchReadDoesNotWaitForAHungWrite(t *testing.T) {
 		t.Fatal("a read of a batch waits for a write that hangs")
 	}
 }
+
+// A retained result, dead letters and batches read while the write that
+// would store what they answer hangs are answered within RecordReadWait,
+// from memory, as a record is (TestRecordReadDoesNotWaitForAHungWrite):
+// a read must not hang while the store does.
+func TestResultReadDoesNotWaitForAHungWrite(t *testing.T) {
+	t.Parallel()
+	tb, st := setupHeldRecordWrites(t, nil, Config{RecordReadWait: 10 * time.Millisecond,
+		Policies: policies("fn", Policy{ResultRetention: time.Hour})})
+	ctx := context.Background()
+	a := tb.submit(t, lcBG("fn", "", "a"))
+	tb.finishNext(t, a, Complete)
+	<-st.entered // the write of a's result and record hangs
+
+	done := make(chan error, 1)
+	go func() {
+		r, ok, err := tb.b.Result(ctx, []byte(tb.b.Handle(a)))
+		if err == nil && (!ok || r.Seq != a) {
+			err = errors.New("no result")
+		}
+		_, derr := tb.b.DeadLetters(ctx, "", 0)
+		_, berr := tb.b.Batches(ctx, 0)
+		done <- errors.Join(err, derr, berr)
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(testwait.Timeout):
+		t.Fatal("a read of a retained result waits for a write that hangs")
+	}
+}
