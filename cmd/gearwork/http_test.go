@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/internal/testcert"
+	"github.com/gearwork/gearwork/internal/testwait"
 )
 
 func TestHTTPAllowedHostsFromFlagAndEnvironment(t *testing.T) {
@@ -184,4 +185,47 @@ func TestLimitListenerClosesIdleConnections(t *testing.T) {
 	require.ErrorIs(t, err, net.ErrClosed, "the idle connection was closed")
 	_, err = older.Write([]byte("x"))
 	require.NoError(t, err, "the busy connection is kept")
+}
+
+// TestLimitListenerClosesAConnectionThatGoesIdleLater: a new connection
+// that found every slot busy with a request, none idle, takes the slot of
+// the first connection that goes idle after, instead of waiting for that
+// one's idle timeout (two minutes): a client whose connections were all
+// busy at that moment, then kept alive, had the others wait as long.
+func TestLimitListenerClosesAConnectionThatGoesIdleLater(t *testing.T) {
+	t.Parallel()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := newLimitListener(raw, 1, 0, nil)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() {
+		t.Helper()
+		c, err := net.Dial("tcp", raw.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+	}
+	dial()
+	busy := <-accepted
+	ln.ConnState(busy, http.StateActive)
+	dial()
+	testwait.Until(t, "the second connection waits for a slot", func() bool { return ln.waiting.Load() == 1 })
+	ln.ConnState(busy, http.StateIdle) // its request answered, kept alive
+	select {
+	case second := <-accepted:
+		require.NotNil(t, second)
+	case <-time.After(testwait.Timeout):
+		t.Fatal("the second connection waits for the idle one's timeout")
+	}
+	_, err = busy.Write([]byte("x"))
+	require.ErrorIs(t, err, net.ErrClosed, "the connection that went idle was closed")
 }

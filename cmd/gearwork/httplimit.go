@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gearwork/gearwork/internal/gearmanapi"
@@ -42,6 +43,12 @@ type limitListener struct {
 	// idle are the connections waiting between requests, with the time
 	// they began to (ConnState).
 	idle map[*limitedConn]time.Time
+	// idled is told (without blocking) when a connection goes idle, so
+	// that an Accept waiting for a slot closes it.
+	idled chan struct{}
+	// waiting counts the connections Accept holds while it waits for a
+	// slot (0 or 1).
+	waiting atomic.Int32
 }
 
 // newLimitListener limits ln to n open connections (0: no limit) and to
@@ -49,7 +56,8 @@ type limitListener struct {
 // of each connection closed for the latter.
 func newLimitListener(ln net.Listener, n, perAddress int, refused func(net.Addr)) *limitListener {
 	l := &limitListener{Listener: ln, done: make(chan struct{}), perAddress: perAddress, refused: refused,
-		open: map[netip.Addr]int{}, idle: map[*limitedConn]time.Time{}}
+		open: map[netip.Addr]int{}, idle: map[*limitedConn]time.Time{},
+		idled: make(chan struct{}, 1)}
 	if n > 0 {
 		l.slots = make(chan struct{}, n)
 	}
@@ -84,8 +92,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 // takeSlot takes a free slot; when there is none, it closes the connection
-// idle for the longest time, if any, and waits for a slot. It reports
-// false when the listener is closed first.
+// idle for the longest time, if any, and waits for a slot, closing the
+// first connection that goes idle meanwhile (all may be busy with a
+// request now, then kept alive for their idle timeout). It reports false
+// when the listener is closed first.
 func (l *limitListener) takeSlot() bool {
 	if l.slots == nil {
 		return true
@@ -95,14 +105,21 @@ func (l *limitListener) takeSlot() bool {
 		return true
 	default:
 	}
-	if oldest := l.oldestIdle(); oldest != nil {
-		oldest.Close()
-	}
-	select {
-	case l.slots <- struct{}{}:
-		return true
-	case <-l.done:
-		return false
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
+	for {
+		idled := l.idled
+		if oldest := l.oldestIdle(); oldest != nil {
+			oldest.Close() // gives its slot back
+			idled = nil
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return true
+		case <-idled:
+		case <-l.done:
+			return false
+		}
 	}
 }
 
@@ -136,6 +153,10 @@ func (l *limitListener) ConnState(nc net.Conn, st http.ConnState) {
 	defer l.mu.Unlock()
 	if st == http.StateIdle {
 		l.idle[c] = time.Now()
+		select {
+		case l.idled <- struct{}{}:
+		default:
+		}
 	} else {
 		delete(l.idle, c)
 	}
