@@ -199,8 +199,9 @@ func (b *Broker) settleBatch(buf *commitBuffers, began time.Time, g *gatherer, e
 }
 
 // takeBatch moves what waits for the committer into buf, at most
-// CommitBatch first writes and CommitBytes of their payloads (but one),
-// and reports whether more of them wait.
+// CommitBatch first writes and CommitBytes of the payloads of those and
+// of the jobs written again (but one), and reports whether more of them
+// wait.
 func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -225,15 +226,37 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
 	b.pendingSaves = b.pendingSaves[:rest]
-	buf.records = append(buf.records, b.pendingRetries...)
-	clear(b.pendingRetries)
-	b.pendingRetries = b.pendingRetries[:0]
+	// Jobs written again (a retry, a job taken back) carry their payloads
+	// too: the same bound holds for them.
+	took := 0
+	for _, r := range b.pendingRetries {
+		if bytes += int64(len(r.Payload) + len(r.Unique)); len(buf.records) > 0 && bytes > b.cfg.CommitBytes {
+			break
+		}
+		buf.records = append(buf.records, r)
+		took++
+	}
+	rest = copy(b.pendingRetries, b.pendingRetries[took:])
+	clear(b.pendingRetries[rest:])
+	b.pendingRetries = b.pendingRetries[:rest]
+	buf.barriers = buf.barriers[:0]
+	if rest > 0 {
+		// The removals, records and metadata of jobs that ended wait
+		// for the jobs written again before them, for the next round: a
+		// job taken back and then ended, removed before its retry is
+		// written, would be brought back by that write.
+		buf.deletes = buf.deletes[:0]
+		buf.meta, buf.atomic = buf.meta[:0], false
+		if b.records != nil {
+			b.takeRecordsLocked(buf, 0)
+		}
+		return true
+	}
 	buf.deletes = append(buf.deletes[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
 	buf.meta, buf.atomic = b.takeBatchesLocked(b.takePendingMetaLocked())
-	moreRecs := b.records != nil && b.takeRecordsLocked(buf)
+	moreRecs := b.records != nil && b.takeRecordsLocked(buf, b.cfg.CommitBatch)
 	more := len(b.pendingSaves) > 0
-	buf.barriers = buf.barriers[:0]
 	if !more && !moreRecs {
 		// Nothing written before a barrier is left behind this batch.
 		buf.barriers = append(buf.barriers, b.takeBarriersLocked()...)

@@ -73,3 +73,100 @@ func TestCommitRoundBoundedByBytes(t *testing.T) {
 	}
 	require.Equal(t, 5+n*size, total, "every job written: %v", st.rounds)
 }
+
+// The jobs a vanished worker held are written again (their retry, with
+// their payloads) in rounds bounded by CommitBytes as new jobs are: a
+// worker that took many large jobs and vanished had them all written in
+// one round, which a few of 1 GiB took past the 4 GiB on which Pebble
+// panics.
+func TestCommitRoundOfRetriesBoundedByBytes(t *testing.T) {
+	t.Parallel()
+	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
+	const bound, size, n = 256 << 10, 100 << 10, 8
+	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
+	require.NoError(t, b.Start(context.Background()))
+	defer b.Stop()
+	client := b.NewSession("client", discard{})
+	acked := make(chan error, n)
+	for range n {
+		b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: make([]byte, size), Background: true},
+			func(_ uint64, _ bool, err error) { acked <- err })
+	}
+	for range n {
+		require.NoError(t, <-acked)
+	}
+	worker := b.NewSession("worker", discard{})
+	b.CanDo(worker, []byte("f"), 0)
+	for range n {
+		_, ok := b.Grab(worker)
+		require.True(t, ok)
+	}
+	st.mu.Lock()
+	first := len(st.rounds)
+	st.mu.Unlock()
+	b.CloseSession(worker) // every job taken back at once
+	require.NoError(t, b.Durable(context.Background()))
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	total := 0
+	for i, r := range st.rounds[first:] {
+		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.rounds[first:])
+		total += r
+	}
+	require.Equal(t, n*size, total, "every job written again: %v", st.rounds[first:])
+}
+
+// Jobs taken back and then run to their end while their writes wait are
+// not brought back by those writes when the writes of the jobs taken back
+// take more than one round: what ended is removed only after them.
+func TestJobsTakenBackThenEndedStayRemoved(t *testing.T) {
+	t.Parallel()
+	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
+	const bound, size, n = 256 << 10, 100 << 10, 8
+	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
+	require.NoError(t, b.Start(context.Background()))
+	defer b.Stop()
+	client := b.NewSession("client", discard{})
+	acked := make(chan error, n+1)
+	answer := func(_ uint64, _ bool, err error) { acked <- err }
+	for range n {
+		b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: make([]byte, size), Background: true}, answer)
+	}
+	for range n {
+		require.NoError(t, <-acked)
+	}
+	worker := b.NewSession("worker", discard{})
+	b.CanDo(worker, []byte("f"), 0)
+	for range n {
+		_, ok := b.Grab(worker)
+		require.True(t, ok)
+	}
+	// Hold the committer inside the Save of another job while every job
+	// is taken back, then run to its end.
+	gate := make(chan struct{})
+	st.mu.Lock()
+	st.gate, st.entered = gate, make(chan struct{})
+	entered := st.entered
+	st.mu.Unlock()
+	b.Submit(client, broker.SubmitParams{Function: []byte("other"), Payload: []byte("x"), Background: true}, answer)
+	<-entered
+	b.CloseSession(worker)
+	second := b.NewSession("second", discard{})
+	b.CanDo(second, []byte("f"), 0)
+	for range n {
+		a, ok := b.Grab(second)
+		require.True(t, ok)
+		require.NoError(t, b.Finish(second, a.Seq, broker.Complete, nil))
+	}
+	close(gate)
+	require.NoError(t, <-acked)
+	require.NoError(t, b.Durable(context.Background()))
+
+	var left []string
+	require.NoError(t, st.Load(context.Background(), func(j store.Job) error {
+		left = append(left, j.Function)
+		return nil
+	}))
+	require.Equal(t, []string{"other"}, left, "the jobs of f ended; none is stored")
+}

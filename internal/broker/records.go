@@ -249,13 +249,14 @@ func (b *Broker) forgetStoredLocked(seq uint64) {
 	}
 }
 
-// takeRecordsLocked moves at most CommitBatch of the records waiting for
-// the committer into buf.recPtrs, and the forgets, and reports whether
+// takeRecordsLocked moves at most most of the records waiting for the
+// committer into buf.recPtrs, and the forgets (none when most is 0: they
+// wait too), and reports whether
 // more records wait. The records are encoded later, without the lock
 // (encodeRecords); they stay readable here until settleRecordsLocked.
 // The records the committer cleared after its last round (buf.spare) are
 // given back for reuse.
-func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
+func (b *Broker) takeRecordsLocked(buf *commitBuffers, most int) bool {
 	q := &b.recq
 	if room := b.cfg.CommitBatch - len(q.free); room > 0 {
 		q.free = append(q.free, buf.spare[:min(room, len(buf.spare))]...)
@@ -264,7 +265,7 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	buf.spare = buf.spare[:0]
 	buf.recs = buf.recs[:0]
 	buf.recPtrs = buf.recPtrs[:0]
-	n := min(len(q.pending), b.cfg.CommitBatch)
+	n := min(len(q.pending), most)
 	for _, r := range q.pending[:n] {
 		if r.dropped {
 			*r = histRec{}
@@ -278,8 +279,11 @@ func (b *Broker) takeRecordsLocked(buf *commitBuffers) bool {
 	clear(q.pending[rest:])
 	q.pending = q.pending[:rest]
 	q.writing = buf.recPtrs
-	buf.forget = append(buf.forget[:0], q.forget...)
-	q.forget = q.forget[:0]
+	buf.forget = buf.forget[:0]
+	if most > 0 {
+		buf.forget = append(buf.forget, q.forget...)
+		q.forget = q.forget[:0]
+	}
 	return rest > 0
 }
 
@@ -311,7 +315,7 @@ func (b *Broker) encodeRecords(ctx context.Context, buf *commitBuffers, fill boo
 // which encodes under the lock; it returns the records' memory copies.
 func (b *Broker) takeSharedRecordsLocked(p *store.CommitParams) (ptrs []*histRec, more bool) {
 	var buf commitBuffers
-	more = b.takeRecordsLocked(&buf)
+	more = b.takeRecordsLocked(&buf, b.cfg.CommitBatch)
 	b.encodeRecords(context.Background(), &buf, false)
 	p.Records, p.ForgetRecords = buf.recs, buf.forget
 	return buf.recPtrs, more
