@@ -88,9 +88,10 @@ type Config struct {
 	Logger *slog.Logger
 	// CommitBatch is the most jobs written in one store batch. Default 4096.
 	CommitBatch int
-	// CommitBytes bounds the payload bytes of the new jobs written in one
-	// store batch (a job larger alone is written alone); the others wait
-	// for the next round, as past CommitBatch. Default 1 GiB, which the
+	// CommitBytes bounds the payload bytes of the new jobs and of the
+	// jobs written again (retries, jobs taken back) in one store batch (a
+	// job larger alone is written alone); the others wait for the next
+	// round, as past CommitBatch. Default 1 GiB, which the
 	// default MaxQueuedBytes never passes: Pebble panics on a batch of
 	// 4 GiB, which a round of many large submits could reach.
 	CommitBytes int64
