@@ -57,7 +57,12 @@ func (c *conn) packet(ctx context.Context, f *gearman.Frame) {
 	case gearman.CanDo, gearman.CanDoTimeout:
 		name := trimNUL(p.Args[0])
 		if err := gearman.CheckFunctionName(name); err != nil {
-			c.errorPacket("INVALID_FUNCTION_NAME", err.Error())
+			// No ERROR, as for a CAN_DO the broker refuses (below):
+			// Perl's Gearman::Worker, which checks no name, would die on
+			// it and stop serving the functions it did register.
+			c.srv.limited.log(c.srv.log, slog.LevelWarn, "gearmanapi: CAN_DO ignored",
+				slog.String("remote", c.remote), slog.Int("function_bytes", len(name)),
+				slog.String("error", err.Error()))
 			return
 		}
 		if !c.allowed(auth.ActionServe, string(name)) {

@@ -356,3 +356,29 @@ func TestPerlTwoServers(t *testing.T) {
 		require.False(t, w.exited(), "worker stderr:\n%s", w.stderr.String())
 	})
 }
+
+// TestPerlWorkerFunctionNameRefused: a Perl worker that registers a
+// function whose name the server does not take (longer than 511 bytes, or
+// empty: Gearman::Worker checks neither) goes on to serve the functions it
+// registered besides. CAN_DO has no answer, and Gearman::Worker dies on an
+// ERROR it reads while it waits for its next job, so the server ignores
+// the refused CAN_DO and logs it; gearmand takes any name.
+func TestPerlWorkerFunctionNameRefused(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, s *server) {
+		long := strings.Repeat("l", 600)
+		w := perlWorker(t, s, 1, long+"=echo", "=echo", "pl_named=upper")
+		waitStatus(t, s, "pl_named", funcStatus{Workers: 1})
+		var got perlDo
+		perlClient(t, s).call(map[string]any{"op": "do", "fn": "pl_named", "payload": "still served"}, &got)
+		require.NotNil(t, got.Result)
+		require.Equal(t, "STILL SERVED", *got.Result)
+		_, err := w.wait(t)
+		require.NoError(t, err, "the worker ran its job")
+		require.Equal(t, "pl_named 12\n", w.stdout.String())
+		if s.isGearwork() {
+			require.Contains(t, s.log.String(), "CAN_DO ignored")
+			require.NotContains(t, status(t, s), long)
+		}
+	})
+}
