@@ -627,3 +627,54 @@ func TestPipelinedRequestsGrowTheReadBuffer(t *testing.T) {
 	sc.mu.Unlock()
 	require.Equal(t, grownReadBuffer, size)
 }
+
+// A connection whose read buffer grew for a burst gives it back when it
+// idles, as every idle connection gives its reader back, and reads its
+// next request into a buffer of the configured size: the memory of idle
+// connections does not keep the size of their last burst.
+func TestGrownReadBufferIsReleasedWhenIdle(t *testing.T) {
+	t.Parallel()
+	sb := setupServer(t, broker.Config{}, Config{IdleRelease: 50 * time.Millisecond}, nil)
+	c := sb.dial(t)
+	c.echo("first")
+	var out []byte
+	var want []string
+	for i := range 300 {
+		p := strings.Repeat(strconv.Itoa(i%10), 1+i*13%97)
+		out = gearman.AppendPacket(out, gearman.MagicReq, gearman.EchoReq, []byte(p))
+		want = append(want, p)
+	}
+	sb.srv.mu.Lock()
+	var sc *conn
+	for k := range sb.srv.conns {
+		sc = k
+	}
+	sb.srv.mu.Unlock()
+	require.NotNil(t, sc)
+	size := func() int {
+		// The reader set rd before it wrote the answer just read, under mu.
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.rd.r.Size()
+	}
+	grown := false
+	for range 100 {
+		c.Write(out)
+		for _, p := range want {
+			c.Expect(gearman.EchoRes, p)
+		}
+		c.echo("after the burst")
+		if size() == grownReadBuffer {
+			grown = true
+			break
+		}
+	}
+	require.True(t, grown, "the buffer grew for the bursts")
+	testwait.Until(t, "the idle connection releases its reader", func() bool {
+		sc.rmu.Lock()
+		defer sc.rmu.Unlock()
+		return sc.released
+	})
+	c.echo("after idling")
+	require.Equal(t, 4096, size(), "the next request is read into the configured buffer")
+}
