@@ -367,7 +367,7 @@ func parseDeadLetterRecord(lines []string) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{fields["handle"], fields["function"], unquote(fields["unique"]), fields["priority"],
+	return []any{fields["handle"], fields["function"], textField("unique")(fields, nil), fields["priority"],
 		intOrText(fields["attempts"]), unset([]any{fields["died"]})[0], textField("error")(fields, nil), blob(unquote(fields["payload"])), history(h)}, nil
 }
 

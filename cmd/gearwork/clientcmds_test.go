@@ -449,6 +449,19 @@ func TestAdminLifecycleCommands(t *testing.T) {
 		fails("UNKNOWN_JOB: no dead letter "+job.Handle, "deadletter", "show", job.Handle)
 		fails("UNKNOWN_JOB", "deadletter", "retry", "H:lc:999999")
 		misused("deadletter", "frob", "x")
+
+		// A job without a unique has none in either view: "-" in a
+		// table, null in JSON.
+		anon, err := c.SubmitBackground(ctx, client.Request{Function: "lc_fail", Payload: []byte("/uploads/8.png")})
+		require.NoError(t, err)
+		rows = dead()
+		require.Nil(t, rows[0]["unique"])
+		require.Regexp(t, `\n\S+ +lc_fail +- +2 `, ok("deadletters", "lc_fail"))
+		out = ok("deadletter", "show", anon.Handle)
+		require.Contains(t, out, "UNIQUE    -\n")
+		recs = jsonRows("deadletter", "show", anon.Handle)
+		require.Nil(t, recs[0]["unique"])
+		require.Equal(t, "1 dead letter purged\n", ok("deadletter", "purge", "lc_fail"))
 	})
 
 	t.Run("jobs", func(t *testing.T) {

@@ -410,8 +410,9 @@ func endedError(handle string, field func(name string) any) error {
 	}
 	msg := fmt.Sprintf("job %s %s after %v %s", handle, state, attempts, runs)
 	// The error as the worker sent it, less the newline that ends a
-	// command's stderr.
-	if lastErr, _ := field("last_error").(string); lastErr != "" {
+	// command's stderr. A failed job whose last error is only "failed"
+	// (a WORK_FAIL without a warning) says it once.
+	if lastErr, _ := field("last_error").(string); lastErr != "" && lastErr != state {
 		msg += ": " + strings.TrimRight(lastErr, "\r\n")
 	}
 	return exitError{code: exitJobFailed, msg: msg}

@@ -693,7 +693,9 @@ func (r *histRec) madeUpAttempt() store.Attempt {
 	if r.x != nil && r.x.outcome != "" {
 		a.Outcome = r.x.outcome
 	}
-	if r.state != finalComplete {
+	if r.state != finalComplete && r.lastErr != a.Outcome {
+		// A last error that is only the outcome's name was not sent by
+		// the run (finishObservedLocked), as in endAttemptLocked.
 		a.Error = r.lastErr
 	}
 	return a

@@ -311,3 +311,36 @@ func TestHistoryRecordsVanishedWorkers(t *testing.T) {
 	require.Equal(t, outcomeVanished, rec.History[1].Outcome)
 	require.Equal(t, outcomeVanished, rec.LastError)
 }
+
+// A run that ends without a result and says nothing of why (a WORK_FAIL
+// with no warning before it, an exception without data) is named by its
+// outcome in the job's last error, whether the job ran in the foreground
+// or in the background: one word for one event in every view.
+func TestHistoryLastErrorOfASilentEnd(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, Config{})
+	client, _ := tb.session()
+	worker, _ := tb.session()
+	tb.b.CanDo(worker, []byte("f"), 0)
+	for _, c := range []struct {
+		p       SubmitParams
+		o       Outcome
+		state   string
+		lastErr string
+	}{
+		{fg("f", "", "a"), Fail, FinalFailed, outcomeFailed},
+		{bg("f", "", "b", Normal), Fail, FinalDead, outcomeFailed},
+		{fg("f", "", "c"), Exception, FinalException, outcomeException},
+		{bg("f", "", "d", Normal), Exception, FinalDead, outcomeException},
+	} {
+		seq := tb.submit(t, client, c.p).seq
+		require.Equal(t, seq, tb.grab(t, worker).Seq)
+		require.NoError(t, tb.b.Finish(worker, seq, c.o, nil))
+		rec, ok := tb.b.Job(context.Background(), seq)
+		require.True(t, ok)
+		require.Equal(t, c.state, rec.State, "background %t", c.p.Background)
+		require.Equal(t, c.lastErr, rec.LastError, "%s, background %t", c.state, c.p.Background)
+		require.Len(t, rec.History, 1)
+		require.Empty(t, rec.History[0].Error, "the attempt itself sent no error")
+	}
+}

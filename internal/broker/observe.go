@@ -448,6 +448,13 @@ func (b *Broker) finishObservedLocked(j *job, o Outcome, ev Event, end func()) {
 		default:
 			e.state, e.outcome, e.errText = FinalFailed, outcomeFailed, warning
 		}
+		if e.errText == "" && o != Complete {
+			// A run that said nothing of why it ended is named by its
+			// outcome, as an attempt under a lifecycle policy is
+			// (endAttemptLocked): a foreground WORK_FAIL is "failed"
+			// as a background job's is.
+			e.errText = e.outcome
+		}
 		b.recordEndLocked(j, e)
 	}
 	if len(ws) == 0 {
