@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,7 +57,7 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	}
 	if cfg.http.addr == "off" || cfg.http.addr == "" {
 		// Settings of an HTTP API that does not run would change nothing.
-		for _, f := range httpOnlyFlags {
+		for _, f := range httpOnlyFlags() {
 			if cfg.set[f] {
 				return bad(fmt.Errorf("--%s configures the HTTP API, which --http off disables: leave it out, or give --http an address", f))
 			}
@@ -94,9 +95,20 @@ func checkServeConfig(ctx context.Context, cfg *serveConfig) error {
 	return nil
 }
 
-// httpOnlyFlags are the serve flags that only the HTTP API reads.
-var httpOnlyFlags = []string{"http-tokens", "http-cors", "http-allowed-hosts", "http-max-connections",
-	"metrics-max-functions", "http-tls-cert", "http-tls-key", "http-tls-client-ca"}
+// httpOnlyFlags are the serve flags that only the HTTP API reads: every
+// flag of httpFlags but --http itself, so that a flag added there is
+// refused with --http off without a second list to keep in step.
+func httpOnlyFlags() []string {
+	fs := flag.NewFlagSet("http", flag.ContinueOnError)
+	new(httpFlags).register(fs)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "http" {
+			names = append(names, f.Name)
+		}
+	})
+	return names
+}
 
 // checkListenAddr checks a listen address given to flag: host:port with
 // a port from 0 to 65535 and a host that is empty (every interface), an

@@ -35,6 +35,7 @@ func TestStoreFlagsOfAnotherStore(t *testing.T) {
 		// The HTTP API's settings with the HTTP API off.
 		{serve("memory:", "--http-tokens", "tokens.txt"), "", "--http-tokens configures the HTTP API, which --http off disables"},
 		{serve("memory:"), "GEARWORK_HTTP_CORS=*", "--http-cors configures the HTTP API, which --http off disables"},
+		{serve("memory:", "--http-max-connections-per-address", "8"), "", "--http-max-connections-per-address configures the HTTP API, which --http off disables"},
 	} {
 		var env []string
 		if tc.env != "" {
