@@ -92,8 +92,9 @@ type DeadLetter struct {
 	// Payload must not be modified.
 	Payload  []byte
 	Attempts uint32
-	// LastError is the last WORK_EXCEPTION data, or "failed", "timeout",
-	// "worker vanished".
+	// LastError is the last WORK_EXCEPTION data, a failed run's last
+	// warning, or "failed", "exception", "timed out", "worker vanished",
+	// "lease ran out".
 	LastError string
 	// History lists the most recent attempts, oldest first.
 	History []store.Attempt
