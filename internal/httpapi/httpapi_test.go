@@ -1363,3 +1363,24 @@ func TestMalformedChunkedBody(t *testing.T) {
 	require.Contains(t, string(body), `gearwork_http_requests_total{code="400",route="POST /v1/functions/{fn}/jobs"} 1`)
 	require.NotContains(t, string(body), `code="500"`)
 }
+
+// A submit that joined a job that already ended (its retained result)
+// answers the job's final state with final set, as GET /v1/jobs/{handle}
+// does: a state such as complete is never that of a live job.
+func TestSubmitJoiningAnEndedJobSaysFinal(t *testing.T) {
+	t.Parallel()
+	tb := setupBroker(t, broker.Config{Policies: map[string]broker.Policy{"render": {ResultRetention: time.Hour}}})
+	w := newTestWorker(t, tb.b, "render")
+	first := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/render/jobs?unique=u1", strings.NewReader("a")))
+	require.False(t, first.Final)
+	a := w.grab(t)
+	require.NoError(t, tb.b.Finish(w.sess, a.Seq, broker.Complete, []byte("a.png")))
+	again := decode[jobJSON](t, tb.do(t, "POST", "/v1/functions/render/jobs?unique=u1", strings.NewReader("a")))
+	require.Equal(t, first.Handle, again.Handle)
+	require.False(t, *again.Created)
+	require.Equal(t, "complete", again.State)
+	require.True(t, again.Final, "complete is an end")
+	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+again.Handle, nil))
+	require.Equal(t, got.State, again.State)
+	require.Equal(t, got.Final, again.Final)
+}

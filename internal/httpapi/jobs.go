@@ -426,20 +426,22 @@ func (s *Server) startSubmit(fn string, payload []byte, o submitOptions) <-chan 
 // batch's line) gives its job: the live job's as it is now (queued,
 // scheduled, blocked, waiting, running...; for a submit that joined a job,
 // that job's), as GET /v1/jobs/{handle} would say; in shared mode a job
-// that waits for others is read from the store, where alone it is.
-func (s *Server) submittedState(ctx context.Context, seq uint64, o submitOptions) string {
+// that waits for others is read from the store, where alone it is. final
+// is set when the job already ended (a retained result the submit joined,
+// a job its worker ended at once): its state is then its outcome.
+func (s *Server) submittedState(ctx context.Context, seq uint64, o submitOptions) (state string, final bool) {
 	if snap, ok := s.b.JobNow(ctx, seq); ok {
-		return snap.State
+		return snap.State, snap.Final
 	}
 	if len(o.after) > 0 || len(o.afterUnique) > 0 {
 		if snap, ok, err := s.b.StoredJob(ctx, seq); err == nil && ok {
-			return snap.State
+			return snap.State, snap.Final
 		}
 	}
 	if o.runAt > time.Now().Unix() {
-		return "scheduled"
+		return "scheduled", false
 	}
-	return "queued"
+	return "queued", false
 }
 
 // awaitSubmit waits for a submit's outcome.
@@ -480,7 +482,8 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", s.jobLocation(out.seq))
 	created := out.created
-	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, State: s.submittedState(r.Context(), out.seq, o), Created: &created}
+	res := jobJSON{Handle: s.b.Handle(out.seq), Function: fn, Created: &created}
+	res.State, res.Final = s.submittedState(r.Context(), out.seq, o)
 	if o.wait > 0 && out.feed != nil {
 		// With too many requests waiting, the submit answers at once.
 		release, ok := s.longRequest(w, o.wait)
@@ -514,7 +517,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		if snap, ok := s.b.Job(r.Context(), out.seq); ok {
-			res.State = snap.State
+			res.State, res.Final = snap.State, snap.Final
 		}
 	}
 	writeJSON(w, http.StatusAccepted, res)
@@ -689,7 +692,7 @@ func (s *Server) settleLine(ctx context.Context, p *pendingLine) batchResult {
 	}
 	p.res.Handle = s.b.Handle(out.seq)
 	p.res.Created = &out.created
-	p.res.State = s.submittedState(ctx, out.seq, p.o)
+	p.res.State, _ = s.submittedState(ctx, out.seq, p.o)
 	return p.res
 }
 
