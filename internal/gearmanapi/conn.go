@@ -498,9 +498,15 @@ func (c *conn) flushLocked() bool {
 	return !c.dead
 }
 
+// writeProgress is how much of a long write must reach the socket for the
+// write timeout to count again from there: the timeout drops a peer that
+// does not read, not one that reads a large answer over a slow link. (The
+// socket takes more once its buffer is half free.)
+const writeProgress = 256 << 10
+
 // writeAll writes b, waiting while the socket buffer is full: on a plain
 // socket first up to maxRawWrite bytes in one attempt through sysWrite,
-// the rest through the connection's Write.
+// the rest through the connection's Write, in parts of writeProgress.
 func (c *conn) writeAll(b []byte) error {
 	if c.raw != nil {
 		n, err := c.tryWrite(b)
@@ -508,6 +514,13 @@ func (c *conn) writeAll(b []byte) error {
 			return err
 		}
 		b = b[n:]
+	}
+	for len(b) > writeProgress {
+		if _, err := c.nc.Write(b[:writeProgress]); err != nil {
+			return err
+		}
+		b = b[writeProgress:]
+		c.writeStart.Store(max(c.srv.now.Load(), 1))
 	}
 	_, err := c.nc.Write(b)
 	return err
