@@ -38,8 +38,12 @@ type function struct {
 	// known is set while the function is in Broker.functions; inIdle
 	// while it is in Broker.idleFns, linked through idlePrev and idleNext
 	// (forget.go).
-	known              bool
-	inIdle             bool
+	known  bool
+	inIdle bool
+	// droppedBy is why the function was dropped ("function dropped by
+	// ..."; DropFunctionBy), for a job whose insert ends after the drop
+	// (shared mode), which goes as the function's other jobs went.
+	droppedBy          string
 	idlePrev, idleNext *function
 }
 

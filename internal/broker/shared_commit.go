@@ -482,8 +482,12 @@ func (c *sharedMode) settleInsertedLocked(j *job, r store.Inserted, err error) {
 		// the job goes as the function's queued jobs went. Queued in the
 		// function dropped, no worker here would ever take it, and no
 		// other server either, this one holding it.
+		why := j.fn.droppedBy
+		if why == "" {
+			why = "function dropped"
+		}
 		j.failClients()
-		b.dropLocked(j, "function dropped")
+		b.dropLocked(j, why)
 		return
 	}
 	b.makeRunnableLocked(j, true)

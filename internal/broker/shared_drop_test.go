@@ -34,7 +34,8 @@ func (s *gatedCommitStore) Commit(ctx context.Context, p store.CommitParams) (st
 
 // A job whose insert claimed it for this server's workers while its
 // function was dropped (its last worker gone, then "drop function") is
-// dropped with the function's other jobs. It was queued in the function
+// dropped with the function's other jobs, and its record says who dropped
+// it as theirs do. It was queued in the function
 // dropped, where no worker here ever took it, and held by this server, so
 // that no other server ran it either, until this one stopped.
 func TestSharedDropFunctionDuringTheInsertOfItsJob(t *testing.T) {
@@ -54,7 +55,7 @@ func TestSharedDropFunctionDuringTheInsertOfItsJob(t *testing.T) {
 	ch := submitAsync(b, b.NewSession("client", newOutbox()), bgJob("f", "u", "p"))
 	<-gs.entered
 	b.CloseSession(w1)
-	require.NoError(t, b.DropFunction(context.Background(), "f"))
+	require.NoError(t, b.DropFunctionBy(context.Background(), "f", "admin 127.0.0.1:40000"))
 	close(gs.gate)
 	r := answer(t, ch)
 	require.NoError(t, r.err)
@@ -67,7 +68,8 @@ func TestSharedDropFunctionDuringTheInsertOfItsJob(t *testing.T) {
 	require.True(t, ok)
 	require.True(t, rec.Final)
 	require.Equal(t, "cancelled", rec.State)
-	require.Equal(t, "function dropped", rec.CancelledBy)
+	require.Equal(t, "function dropped by admin 127.0.0.1:40000", rec.CancelledBy,
+		"who dropped it, as for the function's other jobs")
 }
 
 // "drop function" matches the function's name exactly, in the store as in

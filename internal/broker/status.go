@@ -256,6 +256,7 @@ func (b *Broker) dropFunction(name, why string) error {
 			defer b.dropIfScheduled(j, why)
 		}
 	}
+	f.droppedBy = why
 	b.unknowFunctionLocked(f)
 	return nil
 }
