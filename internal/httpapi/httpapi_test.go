@@ -1383,4 +1383,18 @@ func TestSubmitJoiningAnEndedJobSaysFinal(t *testing.T) {
 	got := decode[jobJSON](t, tb.do(t, "GET", "/v1/jobs/"+again.Handle, nil))
 	require.Equal(t, got.State, again.State)
 	require.Equal(t, got.Final, again.Final)
+
+	// So does a batch's line.
+	resp := tb.do(t, "POST", "/v1/jobs:batch", strings.NewReader(`{"function":"render","unique":"u1"}`+"\n"),
+		"Content-Type", "application/x-ndjson")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var line struct {
+		Handle, State string
+		Final         bool
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&line))
+	resp.Body.Close()
+	require.Equal(t, first.Handle, line.Handle)
+	require.Equal(t, "complete", line.State)
+	require.True(t, line.Final, "complete is an end")
 }

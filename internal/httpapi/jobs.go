@@ -584,11 +584,14 @@ type batchLine struct {
 
 // batchResult is one line of a batch submit's answer.
 type batchResult struct {
-	Line    int      `json:"line"`
-	Handle  string   `json:"handle,omitempty"`
-	State   string   `json:"state,omitempty"`
-	Created *bool    `json:"created,omitempty"`
-	Error   *problem `json:"error,omitempty"`
+	Line    int    `json:"line"`
+	Handle  string `json:"handle,omitempty"`
+	State   string `json:"state,omitempty"`
+	Created *bool  `json:"created,omitempty"`
+	// Final is set when the job already ended (a retained result the
+	// line joined): State is then its outcome, as for a single submit.
+	Final bool     `json:"final,omitempty"`
+	Error *problem `json:"error,omitempty"`
 }
 
 // batchWindow is how many batch lines may wait for the store at once: their
@@ -692,7 +695,7 @@ func (s *Server) settleLine(ctx context.Context, p *pendingLine) batchResult {
 	}
 	p.res.Handle = s.b.Handle(out.seq)
 	p.res.Created = &out.created
-	p.res.State, _ = s.submittedState(ctx, out.seq, p.o)
+	p.res.State, p.res.Final = s.submittedState(ctx, out.seq, p.o)
 	return p.res
 }
 
