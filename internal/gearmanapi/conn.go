@@ -90,6 +90,9 @@ type conn struct {
 	// wait for the next frame began, and the current write began; 0 when
 	// none is in progress.
 	frameStart, waitStart, writeStart atomic.Int64
+	// frameRead counts the bytes read since frameStart was last set
+	// (readConn). Used by the reader goroutine only.
+	frameRead int
 	// aborted is set when a limit closed the connection.
 	aborted atomic.Bool
 

@@ -18,8 +18,10 @@ import (
 //
 //   - Read timeout. Once the first byte of a frame (a packet or an admin
 //     line) has arrived, the rest must arrive within Config.ReadTimeout, or
-//     the connection is closed: this drops slowloris clients. Time between
-//     frames is not limited, since Gearman workers sleep for hours.
+//     the connection is closed: this drops slowloris clients. Each
+//     readProgress bytes of a large frame count it again, so that a large
+//     packet over a slow link gets in. Time between frames is not limited,
+//     since Gearman workers sleep for hours.
 //   - Write timeout. A write that cannot make progress for
 //     Config.WriteTimeout (a peer that does not read) closes the
 //     connection, so that its output buffer is freed.
@@ -88,9 +90,22 @@ func (c *conn) readConn(p []byte) (int, error) {
 		} else if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.takeKick() {
 			return 0, errIdle
 		}
+	} else if c.frameRead += n; c.frameRead >= readProgress {
+		// A large frame that keeps arriving is not a slowloris: its
+		// time counts again from here.
+		c.frameRead = 0
+		if c.frameStart.Load() != 0 {
+			c.frameStart.Store(c.srv.now.Load())
+		}
 	}
 	return n, err
 }
+
+// readProgress is how much of a frame must arrive for the read timeout to
+// count again from there, so that a large packet sent over a slow link is
+// not cut off while a peer that trickles bytes still is (admin lines and
+// the packets of connections the auth rules grant nothing are smaller).
+const readProgress = 256 << 10
 
 // acquireReader gives the connection a reader, primed with the bytes in
 // pre (which must stay untouched until they are read). Readers are not
@@ -179,6 +194,7 @@ func (c *conn) frameBegins() {
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
 	c.rmu.Unlock()
+	c.frameRead = 0
 	c.frameStart.Store(c.srv.now.Load())
 }
 
