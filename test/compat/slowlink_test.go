@@ -87,19 +87,26 @@ func slowProxy(t *testing.T, addr string, rate int) string {
 }
 
 // pass copies from src to dst at about rate bytes a second, in parts of
-// chunk, and closes both when either side ends.
+// chunk, and closes both when either side ends. It keeps to the rate on
+// average: a sleep that overran (on a loaded machine) is made up by the
+// next ones, and a pause longer than a second is not made up.
 func pass(wg *sync.WaitGroup, src, dst net.Conn, rate, chunk int) {
 	defer wg.Done()
 	defer src.Close()
 	defer dst.Close()
 	buf := make([]byte, chunk)
+	next := time.Now()
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return
 			}
-			time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
+			if floor := time.Now().Add(-time.Second); next.Before(floor) {
+				next = floor
+			}
+			next = next.Add(time.Duration(n) * time.Second / time.Duration(rate))
+			time.Sleep(time.Until(next))
 		}
 		if err != nil {
 			return
