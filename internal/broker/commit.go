@@ -199,13 +199,14 @@ func (b *Broker) settleBatch(buf *commitBuffers, began time.Time, g *gatherer, e
 }
 
 // takeBatch moves what waits for the committer into buf, at most
-// CommitBatch first writes and CommitBytes of the payloads of those and
+// CommitBatch first writes (all of them while a Durable waits) and CommitBytes of the payloads of those and
 // of the jobs written again (but one), and reports whether more of them
 // wait.
 func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
+	most := b.roundMostLocked()
+	n := min(len(b.pendingSaves), most)
 	buf.saves = buf.saves[:0]
 	buf.records = buf.records[:0]
 	var bytes int64
@@ -255,7 +256,7 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	buf.deletes = append(buf.deletes[:0], b.pendingDeletes...)
 	b.pendingDeletes = b.pendingDeletes[:0]
 	buf.meta, buf.atomic = b.takeBatchesLocked(b.takePendingMetaLocked())
-	moreRecs := b.records != nil && b.takeRecordsLocked(buf, b.cfg.CommitBatch)
+	moreRecs := b.records != nil && b.takeRecordsLocked(buf, most)
 	more := len(b.pendingSaves) > 0
 	if !more && !moreRecs {
 		// Nothing written before a barrier is left behind this batch.

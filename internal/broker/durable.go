@@ -72,6 +72,21 @@ func (b *Broker) Durable(ctx context.Context) error {
 	}
 }
 
+// roundMostLocked is the most new jobs, and the most job records, that a
+// commit round takes: CommitBatch, or all that wait while a Durable
+// waits. A waiter is answered only by a round that leaves nothing
+// behind, and under a load that queues more than CommitBatch between two
+// rounds, rounds of CommitBatch never did: a lookup of a job record
+// (Job, ListJobs) or a retained result then waited its whole
+// RecordReadWait and was answered as not stored, and an admin change
+// waited for the load to end. CommitBytes still bounds the round.
+func (b *Broker) roundMostLocked() int {
+	if len(b.barriers) == 0 {
+		return b.cfg.CommitBatch
+	}
+	return max(b.cfg.CommitBatch, len(b.pendingSaves), len(b.recq.pending))
+}
+
 // takeBarriersLocked takes the waiters of Durable.
 func (b *Broker) takeBarriersLocked() []chan error {
 	if len(b.barriers) == 0 {

@@ -315,7 +315,7 @@ func (b *Broker) encodeRecords(ctx context.Context, buf *commitBuffers, fill boo
 // which encodes under the lock; it returns the records' memory copies.
 func (b *Broker) takeSharedRecordsLocked(p *store.CommitParams) (ptrs []*histRec, more bool) {
 	var buf commitBuffers
-	more = b.takeRecordsLocked(&buf, b.cfg.CommitBatch)
+	more = b.takeRecordsLocked(&buf, b.roundMostLocked())
 	b.encodeRecords(context.Background(), &buf, false)
 	p.Records, p.ForgetRecords = buf.recs, buf.forget
 	return buf.recPtrs, more

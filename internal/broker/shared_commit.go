@@ -268,14 +268,15 @@ func (r *sharedRound) empty() bool {
 }
 
 // takeRound takes what waits for the committer: at most CommitBatch new
-// jobs (those waiting for their insert first, then those handed out
-// before it, all of them when all is set) and every other write.
+// jobs (those waiting for their insert first, all of them while a
+// Durable waits, then those handed out before it, all of them when all
+// is set) and every other write.
 func (c *sharedMode) takeRound(all bool) *sharedRound {
 	b := c.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := min(len(b.pendingSaves), b.cfg.CommitBatch)
-	held := c.takeEarlyLocked(all, b.cfg.CommitBatch-n)
+	n := min(len(b.pendingSaves), b.roundMostLocked())
+	held := c.takeEarlyLocked(all, max(b.cfg.CommitBatch-n, 0))
 	r := &sharedRound{live: make([]*job, 0, n+len(held)), early: make([]bool, 0, n+len(held))}
 	// Sized for the whole round: a job record is some 250 bytes, and
 	// growing the slice by appends copied each round's records again.
