@@ -30,8 +30,14 @@ func (b *Broker) startAttemptLocked(j *job, timeout time.Duration) time.Duration
 	return timeout
 }
 
-// endAttemptLocked notes the end of a run in the job's history.
+// endAttemptLocked notes the end of a run in the job's history. A run
+// the server ended without a result (timeout, worker vanished) is counted
+// as failed here; a worker's result is counted as it arrives
+// (statFinishedLocked), for foreground jobs too.
 func (b *Broker) endAttemptLocked(j *job, outcome, errText string, now int64) *jobLife {
+	if outcome == outcomeTimeout || outcome == outcomeVanished {
+		b.statRunFailedLocked(j, outcome)
+	}
 	x := j.extra()
 	if x.life == nil {
 		x.life = &jobLife{attempts: j.retries}

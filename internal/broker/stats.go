@@ -59,6 +59,14 @@ type FunctionCounters struct {
 	// Completed, Failed and Exceptions count results reported by workers
 	// (WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION).
 	Completed, Failed, Exceptions uint64
+	// TimedOut and Vanished count the runs the server ended without a
+	// result (statRunFailedLocked), by the outcome their history records:
+	// TimedOut ("timeout") a run past its timeout (error "timed out") or
+	// whose HTTP worker's lease ran out ("lease ran out"), Vanished
+	// ("worker vanished") a run whose worker disconnected. A run the
+	// server ends as it stops, or of a job cancelled or abandoned by its
+	// clients (Dropped), is neither.
+	TimedOut, Vanished uint64
 	// Retried counts jobs taken back from a worker that vanished or timed
 	// out and queued again, and failed attempts that will run again.
 	Retried uint64
@@ -195,14 +203,31 @@ func (b *Broker) statFinishedLocked(j *job, o Outcome) {
 	case Complete:
 		c.Completed++
 	case Exception:
-		c.Exceptions++
+		b.statRunFailedLocked(j, outcomeException)
 	default:
-		c.Failed++
+		b.statRunFailedLocked(j, outcomeFailed)
 	}
 	if j.x != nil && j.x.started != 0 {
 		if now := b.holdNow(); now >= j.x.started {
 			c.Run.observe(time.Duration(now - j.x.started))
 		}
+	}
+}
+
+// statRunFailedLocked counts a run that ended without a result, by the
+// outcome kept in its history: a worker's WORK_FAIL (statFinishedLocked)
+// or WORK_EXCEPTION, or a run the server ended (endAttemptLocked).
+func (b *Broker) statRunFailedLocked(j *job, outcome string) {
+	c := &j.fn.counters
+	switch outcome {
+	case outcomeFailed:
+		c.Failed++
+	case outcomeException:
+		c.Exceptions++
+	case outcomeTimeout:
+		c.TimedOut++
+	case outcomeVanished:
+		c.Vanished++
 	}
 }
 

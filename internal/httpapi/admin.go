@@ -25,9 +25,13 @@ type functionJSON struct {
 	Completed  uint64         `json:"completed"`
 	Failed     uint64         `json:"failed"`
 	Exceptions uint64         `json:"exceptions"`
-	Retried    uint64         `json:"retried"`
-	Dead       uint64         `json:"dead"`
-	Dropped    uint64         `json:"dropped"`
+	// TimedOut and Vanished count runs the server ended without a
+	// result: past their timeout (or lease), or their worker gone.
+	TimedOut uint64 `json:"timed_out"`
+	Vanished uint64 `json:"vanished"`
+	Retried  uint64 `json:"retried"`
+	Dead     uint64 `json:"dead"`
+	Dropped  uint64 `json:"dropped"`
 	// DeadLetters counts the dead letters kept now.
 	DeadLetters int        `json:"dead_letters"`
 	Paused      bool       `json:"paused"`
@@ -81,6 +85,7 @@ func functionsJSON(st broker.Stats, counts []broker.JobCounts, keep map[string]b
 			Queued:    map[string]int{"high": f.Queued[broker.High], "normal": f.Queued[broker.Normal], "low": f.Queued[broker.Low]},
 			MaxQueue:  map[string]int{"high": f.MaxQueue[broker.High], "normal": f.MaxQueue[broker.Normal], "low": f.MaxQueue[broker.Low]},
 			Submitted: f.Submitted, Completed: f.Completed, Failed: f.Failed, Exceptions: f.Exceptions,
+			TimedOut: f.TimedOut, Vanished: f.Vanished,
 			Retried: f.Retried, Dead: f.Dead, Dropped: f.Dropped, DeadLetters: f.DeadLetters, Paused: f.Paused, Jobs: jobs})
 		out[len(out)-1].PausedUntil = utcOrNil(f.PausedUntil)
 	}

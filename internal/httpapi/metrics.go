@@ -55,7 +55,7 @@ var (
 	descSubmitted = prometheus.NewDesc("gearwork_jobs_submitted_total", "Jobs created, by function, since the server started.", fnLabel, nil)
 	descCompleted = prometheus.NewDesc("gearwork_jobs_completed_total", "Jobs a worker completed (WORK_COMPLETE), since the server started.", fnLabel, nil)
 	descFailed    = prometheus.NewDesc("gearwork_jobs_failed_total",
-		"Jobs a worker failed, by kind: fail (WORK_FAIL) or exception (WORK_EXCEPTION), since the server started.", []string{"function", "kind"}, nil)
+		"Runs that ended without a result, by kind: fail (WORK_FAIL), exception (WORK_EXCEPTION), timeout (past its timeout, or an HTTP worker's lease ran out) or vanished (its worker disconnected), since the server started.", []string{"function", "kind"}, nil)
 	descRetried = prometheus.NewDesc("gearwork_jobs_retried_total",
 		"Jobs to run again: taken back from a worker that vanished or whose lease ran out, or failed or timed out with attempts left (every retry, whoever watches the job), since the server started.", fnLabel, nil)
 	descDropped = prometheus.NewDesc("gearwork_jobs_dropped_total",
@@ -149,6 +149,8 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCompleted, f.Completed, f.Name)
 		counter(descFailed, f.Failed, f.Name, "fail")
 		counter(descFailed, f.Exceptions, f.Name, "exception")
+		counter(descFailed, f.TimedOut, f.Name, "timeout")
+		counter(descFailed, f.Vanished, f.Name, "vanished")
 		counter(descRetried, f.Retried, f.Name)
 		counter(descDropped, f.Dropped, f.Name)
 		counter(descDead, f.Dead, f.Name)

@@ -70,7 +70,9 @@ function render(o) {
   const tbody = $("#functions tbody");
   tbody.replaceChildren();
   for (const f of o.functions) {
-    sub += f.submitted; comp += f.completed; fail += f.failed + f.exceptions;
+    // Failed counts every run that ended without a result, of each kind.
+    const failed = f.failed + f.exceptions + (f.timed_out || 0) + (f.vanished || 0);
+    sub += f.submitted; comp += f.completed; fail += failed;
     const prev = lastTotals.get(f.name);
     let rate = "";
     if (prev && t > prev.t) rate = ((f.completed - prev.completed) / (t - prev.t)).toFixed(1);
@@ -80,7 +82,7 @@ function render(o) {
     deadTotal += f.dead_letters || 0;
     const state = f.paused ? (f.paused_until ? "paused until " + new Date(f.paused_until).toLocaleTimeString() : "paused") : "active";
     for (const v of [f.name, f.queued.high, f.queued.normal, f.queued.low, f.running, f.workers,
-                     f.submitted, f.completed, f.failed + f.exceptions, f.retried, rate, f.dead_letters || 0]) {
+                     f.submitted, f.completed, failed, f.retried, rate, f.dead_letters || 0]) {
       tr.append(el("td", v));
     }
     tr.append(el("td", state, f.paused ? "paused" : ""));
