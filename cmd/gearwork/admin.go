@@ -461,7 +461,9 @@ func parseAdminArgs(args []string) (adminCommand, error) {
 		}
 		return adminCommand{}, errors.New("maxqueue takes FN, FN N, or FN HIGH NORMAL LOW")
 	case "cancel":
-		return single("cancel job " + strings.Join(rest, " ")), want(1, "a job handle")
+		cmd := single("cancel job " + strings.Join(rest, " "))
+		cmd.unknownJob = "no job " + strings.Join(rest, " ") + ": it never existed, or its record is no longer kept"
+		return cmd, want(1, "a job handle")
 	case "create", "drop":
 		return single(name + " function " + strings.Join(rest, " ")), want(1, "a function name")
 	case "version", "getpid", "verbose":

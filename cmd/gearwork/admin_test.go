@@ -89,9 +89,11 @@ func testAdminCommand(t *testing.T, kind cliServerKind) {
 		st2, err := c.Status(ctx, j1)
 		require.NoError(t, err)
 		require.False(t, st2.Known, "the cancelled job is gone")
+		// Its record is kept: the job is there, and it has ended.
 		_, errOut, code := gw(t, "admin", s, "cancel", j1.Handle)
 		require.Equal(t, 1, code)
-		require.Contains(t, errOut, "UNKNOWN_JOB")
+		require.Contains(t, errOut, "JOB_ENDED")
+		require.Contains(t, errOut, "already ended (cancelled)")
 	} else {
 		// gearmand keeps a cancelled job, marked ignored, until a worker
 		// would have taken it.

@@ -72,6 +72,9 @@ var (
 	// ErrPauseEnded is returned by Pause for an end that is not after the
 	// broker's clock: such a pause would be over at once.
 	ErrPauseEnded = errors.New("the end of the pause has passed")
+	// ErrJobEnded is wrapped by CancelJob's error for a job that has
+	// ended: its record (Job) says how. It does not match ErrJobNotFound.
+	ErrJobEnded = errors.New("the job has already ended")
 	// ErrJobLive is returned by RetryJob for a job that has not ended.
 	ErrJobLive = errors.New("the job has not ended")
 	// ErrNotRetryable is wrapped by RetryJob's error for a job that ended

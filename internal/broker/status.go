@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // JobStatus answers GET_STATUS and GET_STATUS_UNIQUE.
@@ -128,11 +129,35 @@ func (b *Broker) CancelJobBy(ctx context.Context, handle []byte, by string) erro
 	j := b.jobs.get(seq)
 	if j == nil {
 		b.mu.Unlock()
-		return b.mode.cancelElsewhere(ctx, seq, by)
+		err := b.mode.cancelElsewhere(ctx, seq, by)
+		if errors.Is(err, ErrJobNotFound) {
+			if state, ended := b.endedState(ctx, seq); ended {
+				return fmt.Errorf("%w (%s)", ErrJobEnded, state)
+			}
+		}
+		return err
 	}
 	b.cancelLocked(j, by)
 	b.mu.Unlock()
 	return b.Durable(ctx)
+}
+
+// endedState returns the final state of job seq if it has ended and its
+// record (or dead letter, or retained result) is kept, as Job and
+// StoredJob read it.
+func (b *Broker) endedState(ctx context.Context, seq uint64) (string, bool) {
+	snap, ok := b.Job(ctx, seq)
+	if !ok {
+		var err error
+		if snap, ok, err = b.StoredJob(ctx, seq); err != nil {
+			return "", false
+		}
+	}
+	switch snap.State {
+	case FinalComplete, FinalFailed, FinalException, FinalCancelled, FinalDead:
+		return snap.State, ok
+	}
+	return "", false
 }
 
 // cancelLocked fails a live job for its clients, records it as cancelled

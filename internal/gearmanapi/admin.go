@@ -21,12 +21,14 @@ const (
 )
 
 // errText is the answer to an admin command that failed with err:
-// gearmand's ERR UNKNOWN_JOB for a job that is not there, Gearwork's own
-// codes otherwise.
+// gearmand's ERR UNKNOWN_JOB for a job that is not there (no record of
+// it either: one that ended is JOB_ENDED), Gearwork's own codes otherwise.
 func errText(err error) string {
 	switch {
 	case errors.Is(err, broker.ErrJobNotFound):
 		return textUnknownJob
+	case errors.Is(err, broker.ErrJobEnded):
+		return "ERR JOB_ENDED " + strings.ReplaceAll(adminText(err.Error()), " ", "+") + ";+its+record+says+how+(job+HANDLE)\r\n"
 	case errors.Is(err, broker.ErrJobHeldElsewhere):
 		return "ERR JOB_HELD_ELSEWHERE The+server+holding+the+job+did+not+drop+it;+cancel+it+there\r\n"
 	case errors.Is(err, broker.ErrTooManyFunctions):

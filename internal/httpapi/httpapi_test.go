@@ -267,7 +267,13 @@ func TestCancel(t *testing.T) {
 	require.Equal(t, "cancelled", got.State, "a cancelled job's record says so")
 	require.True(t, *got.Background, "background never changes")
 	require.Contains(t, got.CancelledBy, "http ")
-	requireProblem(t, tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil), http.StatusNotFound, "no live job")
+	// The job has ended, and its record says so: a second cancel is a
+	// conflict with that record, not a job that is not there.
+	p := requireProblem(t, tb.do(t, "DELETE", "/v1/jobs/"+job.Handle, nil), http.StatusConflict, "already ended (cancelled)")
+	require.Equal(t, problemTypeBase+"job-ended", p.Type)
+	// A handle of this server with no job and no record is not found.
+	p = requireProblem(t, tb.do(t, "DELETE", "/v1/jobs/"+tb.b.HandlePrefix()+"999999", nil), http.StatusNotFound, "no job")
+	require.Equal(t, problemTypeBase+"job-not-found", p.Type)
 }
 
 func TestBatch(t *testing.T) {

@@ -835,8 +835,13 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := s.b.CancelJobBy(r.Context(), []byte(handle), "http "+r.RemoteAddr); err != nil {
+		if errors.Is(err, broker.ErrJobEnded) {
+			return errorf(http.StatusConflict, "job-ended",
+				"job %s %s: only a live job is cancelled; GET /v1/jobs/{handle} shows its record", handle, strings.TrimPrefix(err.Error(), "the job "))
+		}
 		if errors.Is(err, broker.ErrJobNotFound) {
-			return errorf(http.StatusNotFound, "job-not-found", "no live job %s to cancel", handle)
+			return errorf(http.StatusNotFound, "job-not-found",
+				"no job %s: it never existed, or its record is no longer kept (see the policy keys history and history_max)", handle)
 		}
 		if errors.Is(err, broker.ErrJobHeldElsewhere) {
 			return errorf(http.StatusConflict, "job-held-elsewhere",
