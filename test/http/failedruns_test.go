@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gearwork/gearwork/gearman"
@@ -25,26 +26,7 @@ import (
 func TestRunsEndedWithoutAResultCountAsFailed(t *testing.T) {
 	s := startServer(t)
 	ctx := testwait.Context(t)
-	c := wire.Dial(t, s.gearman)
-
-	// A run past its timeout (1 s): the background job becomes a dead
-	// letter whose error is "timed out".
-	slow := wire.Dial(t, s.gearman)
-	slow.Send(gearman.CanDoTimeout, "fr_slow", "1")
-	c.Send(gearman.SubmitJobBg, "fr_slow", "", "x")
-	c.ExpectCmd(gearman.JobCreated)
-	slow.Send(gearman.GrabJob)
-	slow.ExpectCmd(gearman.JobAssign)
-
-	// A worker that disconnects mid-job: the job is taken back and
-	// queued again.
-	gone := wire.Dial(t, s.gearman)
-	gone.Send(gearman.CanDo, "fr_gone")
-	c.Send(gearman.SubmitJobBg, "fr_gone", "", "x")
-	c.ExpectCmd(gearman.JobCreated)
-	gone.Send(gearman.GrabJob)
-	gone.ExpectCmd(gearman.JobAssign)
-	require.NoError(t, gone.NC.Close())
+	endRunsWithoutAResult(t, s)
 
 	timeout := `gearwork_jobs_failed_total{function="fr_slow",kind="timeout"}`
 	vanished := `gearwork_jobs_failed_total{function="fr_gone",kind="vanished"}`
@@ -74,6 +56,49 @@ func TestRunsEndedWithoutAResultCountAsFailed(t *testing.T) {
 		got[f.Name] = [4]uint64{f.Failed, f.Exceptions, f.TimedOut, f.Vanished}
 	}
 	require.Equal(t, map[string][4]uint64{"fr_slow": {0, 0, 1, 0}, "fr_gone": {0, 0, 0, 1}}, got)
+}
+
+// TestDashboardFailedColumnCountsEveryKind shows the runs of
+// endRunsWithoutAResult in the dashboard's Failed column: a run past its
+// timeout and one whose worker vanished are failed runs, as WORK_FAIL is.
+func TestDashboardFailedColumnCountsEveryKind(t *testing.T) {
+	ctx := browser(t)
+	s := startServer(t)
+	endRunsWithoutAResult(t, s)
+	testwait.Until(t, "both failed runs counted", func() bool {
+		m := metrics(t, testwait.Context(t), s.base)
+		return m[`gearwork_jobs_failed_total{function="fr_slow",kind="timeout"}`] == 1 &&
+			m[`gearwork_jobs_failed_total{function="fr_gone",kind="vanished"}`] == 1
+	})
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s.base+"/"), chromedp.WaitVisible("#conn.on")))
+	require.Equal(t, "Failed", text(t, ctx, "#functions thead th:nth-child(9)"))
+	for _, fn := range []string{"fr_slow", "fr_gone"} {
+		poll(t, ctx, fn+"'s failed run", `(() => { const r = document.querySelector('tr[data-function="`+fn+`"]');
+			return r && r.children[8].textContent === '1'; })()`)
+	}
+}
+
+// endRunsWithoutAResult runs a background job of fr_slow past its
+// CAN_DO_TIMEOUT (1 s: it becomes a dead letter whose error is "timed
+// out") and one of fr_gone whose worker disconnects while it holds it
+// (it is taken back and queued again).
+func endRunsWithoutAResult(t *testing.T, s *server) {
+	t.Helper()
+	c := wire.Dial(t, s.gearman)
+	slow := wire.Dial(t, s.gearman)
+	slow.Send(gearman.CanDoTimeout, "fr_slow", "1")
+	c.Send(gearman.SubmitJobBg, "fr_slow", "", "x")
+	c.ExpectCmd(gearman.JobCreated)
+	slow.Send(gearman.GrabJob)
+	slow.ExpectCmd(gearman.JobAssign)
+
+	gone := wire.Dial(t, s.gearman)
+	gone.Send(gearman.CanDo, "fr_gone")
+	c.Send(gearman.SubmitJobBg, "fr_gone", "", "x")
+	c.ExpectCmd(gearman.JobCreated)
+	gone.Send(gearman.GrabJob)
+	gone.ExpectCmd(gearman.JobAssign)
+	require.NoError(t, gone.NC.Close())
 }
 
 // metrics reads every sample of the server's /metrics, by name with its
