@@ -277,7 +277,12 @@ func TestCancelJob(t *testing.T) {
 	require.NoError(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j.seq))))
 	require.Equal(t, []Event{{Kind: EventFail, Seq: j.seq}}, cout.take())
 	require.Equal(t, 0, tb.b.JobCount())
-	require.ErrorIs(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j.seq))), ErrJobNotFound)
+	// Its record is kept: the job has ended, which is no unknown job.
+	err := tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j.seq)))
+	require.ErrorIs(t, err, ErrJobEnded)
+	require.NotErrorIs(t, err, ErrJobNotFound)
+	require.ErrorContains(t, err, "(cancelled)")
+	require.ErrorIs(t, tb.b.CancelJob(context.Background(), []byte(tb.b.Handle(j.seq+1000))), ErrJobNotFound)
 }
 
 func TestDropFunction(t *testing.T) {

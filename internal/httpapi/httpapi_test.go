@@ -1288,6 +1288,13 @@ func TestLeaseRunOutIsTheRecordedReason(t *testing.T) {
 	require.Equal(t, "timeout", got.History[0].Outcome)
 	require.Equal(t, "lease ran out", got.History[0].Error)
 	require.Equal(t, "lease ran out", got.LastError)
+	// The run ended without a result: a failed run of kind timeout, as
+	// its outcome says.
+	resp = tb.do(t, "GET", "/metrics", nil)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(body), `gearwork_jobs_failed_total{function="leased",kind="timeout"} 1`)
 }
 
 func TestPauseAndResume(t *testing.T) {
