@@ -199,9 +199,10 @@ func (b *Broker) settleBatch(buf *commitBuffers, began time.Time, g *gatherer, e
 }
 
 // takeBatch moves what waits for the committer into buf, at most
-// CommitBatch first writes (all of them while a Durable waits) and CommitBytes of the payloads of those and
-// of the jobs written again (but one), and reports whether more of them
-// wait.
+// CommitBatch first writes (all of them while a Durable waits) and
+// CommitBytes of the payloads of the jobs written again and of those (but
+// one, written alone), the jobs written again first, and reports whether
+// more of them wait.
 func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -210,11 +211,27 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	buf.saves = buf.saves[:0]
 	buf.records = buf.records[:0]
 	var bytes int64
+	// Jobs written again (a retry, a job taken back) carry their payloads
+	// too: the same bound holds for them. They go first: the removals,
+	// records and metadata of ended jobs wait while some are left over
+	// (below), and new jobs taken first would leave them over for as long
+	// as new jobs fill rounds.
+	took := 0
+	for _, r := range b.pendingRetries {
+		if bytes += int64(len(r.Payload) + len(r.Unique)); took > 0 && bytes > b.cfg.CommitBytes {
+			break
+		}
+		buf.records = append(buf.records, r)
+		took++
+	}
+	retriesLeft := copy(b.pendingRetries, b.pendingRetries[took:])
+	clear(b.pendingRetries[retriesLeft:])
+	b.pendingRetries = b.pendingRetries[:retriesLeft]
 	for i, j := range b.pendingSaves[:n] {
 		if j.saveState() != saveQueued {
 			continue // ended before it was written (settleEndedLocked)
 		}
-		if bytes += j.size(); len(buf.saves) > 0 && bytes > b.cfg.CommitBytes {
+		if bytes += j.size(); len(buf.records) > 0 && bytes > b.cfg.CommitBytes {
 			n = i // the next round takes it
 			break
 		}
@@ -227,21 +244,8 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	rest := copy(b.pendingSaves, b.pendingSaves[n:])
 	clear(b.pendingSaves[rest:])
 	b.pendingSaves = b.pendingSaves[:rest]
-	// Jobs written again (a retry, a job taken back) carry their payloads
-	// too: the same bound holds for them.
-	took := 0
-	for _, r := range b.pendingRetries {
-		if bytes += int64(len(r.Payload) + len(r.Unique)); len(buf.records) > 0 && bytes > b.cfg.CommitBytes {
-			break
-		}
-		buf.records = append(buf.records, r)
-		took++
-	}
-	rest = copy(b.pendingRetries, b.pendingRetries[took:])
-	clear(b.pendingRetries[rest:])
-	b.pendingRetries = b.pendingRetries[:rest]
 	buf.barriers = buf.barriers[:0]
-	if rest > 0 {
+	if retriesLeft > 0 {
 		// The removals, records and metadata of jobs that ended wait
 		// for the jobs written again before them, for the next round: a
 		// job taken back and then ended, removed before its retry is

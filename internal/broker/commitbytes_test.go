@@ -170,3 +170,110 @@ func TestJobsTakenBackThenEndedStayRemoved(t *testing.T) {
 	}))
 	require.Equal(t, []string{"other"}, left, "the jobs of f ended; none is stored")
 }
+
+// roundsStore is a gatedStore that records, for each write, the payload
+// bytes it saves and whether it removes jobs.
+type roundsStore struct {
+	gatedStore
+	mu     sync.Mutex
+	saved  []int
+	remove []bool
+}
+
+func (s *roundsStore) note(jobs []store.Job, deletes int) {
+	n := 0
+	for _, j := range jobs {
+		n += len(j.Payload)
+	}
+	s.mu.Lock()
+	s.saved = append(s.saved, n)
+	s.remove = append(s.remove, deletes > 0)
+	s.mu.Unlock()
+}
+
+func (s *roundsStore) Save(ctx context.Context, jobs []store.Job) error {
+	s.hold()
+	s.note(jobs, 0)
+	return s.Store.Save(ctx, jobs)
+}
+
+func (s *roundsStore) Delete(ctx context.Context, seqs []uint64) error {
+	s.note(nil, len(seqs))
+	return s.Store.Delete(ctx, seqs)
+}
+
+func (s *roundsStore) Write(ctx context.Context, w store.Write) error {
+	s.hold()
+	s.note(w.Save, len(w.Delete))
+	return s.Store.Write(ctx, w)
+}
+
+// While new jobs fill commit rounds up to CommitBytes, a job written
+// again (taken back from a vanished worker) still goes out in the next
+// round, and with it the removals of ended jobs: the removals wait for
+// the jobs written again, and new jobs taken first left a job written
+// again over, so that under a steady flood of large submits no ended job
+// was removed (and no Durable answered) until the flood stopped.
+func TestEndsNotHeldBackByNewJobsFillingRounds(t *testing.T) {
+	t.Parallel()
+	st := &roundsStore{gatedStore: gatedStore{Store: memory.New()}}
+	const bound, size, n = 256 << 10, 200 << 10, 6
+	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
+	require.NoError(t, b.Start(context.Background()))
+	defer b.Stop()
+	client := b.NewSession("client", discard{})
+	acked := make(chan error, n+2)
+	answer := func(_ uint64, _ bool, err error) { acked <- err }
+	b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: []byte("taken back"), Background: true}, answer)
+	b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: []byte("ends"), Background: true}, answer)
+	for range 2 {
+		require.NoError(t, <-acked)
+	}
+	w1 := b.NewSession("w1", discard{})
+	b.CanDo(w1, []byte("f"), 0)
+	_, ok := b.Grab(w1)
+	require.True(t, ok)
+	w2 := b.NewSession("w2", discard{})
+	b.CanDo(w2, []byte("f"), 0)
+	ends, ok := b.Grab(w2)
+	require.True(t, ok)
+
+	// Hold the committer inside the Save of another job while the first
+	// job is taken back, the second ends, and large new jobs queue.
+	gate := make(chan struct{})
+	st.mu.Lock()
+	st.gate, st.entered = gate, make(chan struct{})
+	entered := st.entered
+	st.mu.Unlock()
+	b.Submit(client, broker.SubmitParams{Function: []byte("g"), Payload: []byte("x"), Background: true}, answer)
+	<-entered
+	st.mu.Lock()
+	first := len(st.saved)
+	st.mu.Unlock()
+	b.CloseSession(w1)
+	require.NoError(t, b.Finish(w2, ends.Seq, broker.Complete, nil))
+	for range n {
+		b.Submit(client, broker.SubmitParams{Function: []byte("h"), Payload: make([]byte, size), Background: true}, answer)
+	}
+	close(gate)
+	for range n + 1 {
+		require.NoError(t, <-acked)
+	}
+	require.NoError(t, b.Durable(context.Background()))
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	saved, remove := st.saved[first:], st.remove[first:]
+	removedIn, total := -1, 0
+	for i := range saved {
+		total += saved[i]
+		if remove[i] && removedIn < 0 {
+			removedIn = i
+		}
+	}
+	require.Equal(t, 1+len("taken back")+n*size, total, "every job written: %v", saved)
+	require.GreaterOrEqual(t, removedIn, 0, "the ended job removed: %v %v", saved, remove)
+	// The gated round, then the first round after it: the job taken back
+	// and the removal go there, while most of the new jobs still wait.
+	require.LessOrEqual(t, removedIn, 1, "removal in round %d of %v", removedIn, saved)
+}
