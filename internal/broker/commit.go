@@ -218,7 +218,7 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 	// as new jobs fill rounds.
 	took := 0
 	for _, r := range b.pendingRetries {
-		if bytes += int64(len(r.Payload) + len(r.Unique)); took > 0 && bytes > b.cfg.CommitBytes {
+		if bytes += b.retryBytesLocked(&r); took > 0 && bytes > b.cfg.CommitBytes {
 			break
 		}
 		buf.records = append(buf.records, r)
@@ -267,6 +267,21 @@ func (b *Broker) takeBatch(buf *commitBuffers) bool {
 		buf.barriers = append(buf.barriers, b.takeBarriersLocked()...)
 	}
 	return more || moreRecs
+}
+
+// retryBytesLocked is what a job written again counts against
+// CommitBytes: its unique and its payload, which tierFillRetries reads
+// back from disk for the write when tiering left it there (its length was
+// noted when the job was handed out; a job frozen in its queue since is
+// counted without it).
+func (b *Broker) retryBytesLocked(r *store.Job) int64 {
+	n := len(r.Payload)
+	if r.Payload == nil && b.tier.reader != nil {
+		if j := b.jobs.seqIndex.get(r.Seq); j != nil {
+			n = j.payloadSize()
+		}
+	}
+	return int64(n + len(r.Unique))
 }
 
 // writeBatch writes buf to the store: saves, then metadata, then deletes

@@ -277,3 +277,48 @@ func TestEndsNotHeldBackByNewJobsFillingRounds(t *testing.T) {
 	// and the removal go there, while most of the new jobs still wait.
 	require.LessOrEqual(t, removedIn, 1, "removal in round %d of %v", removedIn, saved)
 }
+
+// With payload tiering, the jobs written again have their payloads on
+// disk only and read back for the write (tierFillRetries): the bound
+// counts them at their real size, not as empty, which let a vanished
+// worker's many large jobs go out in one round.
+func TestCommitRoundOfTieredRetriesBoundedByBytes(t *testing.T) {
+	t.Parallel()
+	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
+	const bound, size, n = 256 << 10, 100 << 10, 8
+	b := broker.New(broker.Config{Store: st, CommitBytes: bound, MemoryBudget: -1})
+	require.NoError(t, b.Start(context.Background()))
+	defer b.Stop()
+	client := b.NewSession("client", discard{})
+	acked := make(chan error, n)
+	for range n {
+		b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: make([]byte, size), Background: true},
+			func(_ uint64, _ bool, err error) { acked <- err })
+	}
+	for range n {
+		require.NoError(t, <-acked)
+	}
+	_, onDisk := b.TieringStats()
+	require.Equal(t, n, onDisk)
+	worker := b.NewSession("worker", discard{})
+	b.CanDo(worker, []byte("f"), 0)
+	for range n {
+		a, ok := b.Grab(worker)
+		require.True(t, ok)
+		require.Len(t, a.Payload, size)
+	}
+	st.mu.Lock()
+	first := len(st.rounds)
+	st.mu.Unlock()
+	b.CloseSession(worker) // every job taken back at once
+	require.NoError(t, b.Durable(context.Background()))
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	total := 0
+	for i, r := range st.rounds[first:] {
+		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.rounds[first:])
+		total += r
+	}
+	require.Equal(t, n*size, total, "every job written again: %v", st.rounds[first:])
+}
