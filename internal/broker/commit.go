@@ -122,8 +122,8 @@ func (b *Broker) commitLoop(ctx context.Context) {
 // from batch to batch.
 type commitBuffers struct {
 	// saves are the jobs whose first write this batch is; records are
-	// what the batch saves (their records, then the retries and other
-	// state changes queued); deletes what it deletes; meta the metadata
+	// what the batch saves (the retries and other state changes queued,
+	// then the records of saves); deletes what it deletes; meta the metadata
 	// entries it writes.
 	saves   []*job
 	records []store.Job
