@@ -28,7 +28,9 @@ func errText(err error) string {
 	case errors.Is(err, broker.ErrJobNotFound):
 		return textUnknownJob
 	case errors.Is(err, broker.ErrJobEnded):
-		return "ERR JOB_ENDED " + strings.ReplaceAll(adminText(err.Error()), " ", "+") + ";+its+record+says+how+(job+HANDLE)\r\n"
+		// "The job has already ended (cancelled)".
+		text := strings.ToUpper(err.Error()[:1]) + err.Error()[1:]
+		return "ERR JOB_ENDED " + strings.ReplaceAll(adminText(text), " ", "+") + ";+job+HANDLE+shows+its+record\r\n"
 	case errors.Is(err, broker.ErrJobHeldElsewhere):
 		return "ERR JOB_HELD_ELSEWHERE The+server+holding+the+job+did+not+drop+it;+cancel+it+there\r\n"
 	case errors.Is(err, broker.ErrTooManyFunctions):

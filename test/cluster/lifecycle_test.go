@@ -176,7 +176,8 @@ func TestClusterLifecycleAcrossServers(t *testing.T) {
 
 	require.Equal(t, []string{"OK"}, adminCall(t, b.addr, "cancel job "+waiting, false),
 		"b cancels a job nobody holds")
-	require.Equal(t, []string{"ERR UNKNOWN_JOB"}, adminCall(t, b.addr, "cancel job "+waiting, false))
+	require.Equal(t, []string{"ERR JOB_ENDED The+job+has+already+ended+(cancelled);+job+HANDLE+shows+its+record"},
+		adminCall(t, b.addr, "cancel job "+waiting, false), "its record says it was cancelled")
 	// A record reads complete as soon as the job ended in b's memory; its
 	// row goes with b's next commit round.
 	testwait.Until(t, "only the retained result left in the database", func() bool {

@@ -101,7 +101,7 @@ func TestAdminCommands(t *testing.T) {
 		require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.adminExact("cancel job "+prefix+"999"))
 		if s.isGearwork() {
 			// The job is gone at once.
-			require.Equal(t, "ERR UNKNOWN_JOB\r\n", a.adminExact("cancel job "+h1))
+			require.Equal(t, "ERR JOB_ENDED The+job+has+already+ended+(cancelled);+job+HANDLE+shows+its+record\r\n", a.adminExact("cancel job "+h1))
 			require.Equal(t, "adm\t1\t0\t1\n"+"other\t0\t0\t1\n.\n", sortedList(a.adminExact("status")))
 		} else {
 			// gearmand only marks it ignored; it still counts until a
