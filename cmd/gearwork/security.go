@@ -48,7 +48,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&sc.maxPerAddress, "max-connections-per-address", 0, "most open Gearman connections from one source IPv4 address or IPv6 /64 network (a host may use any address of its /64), so one host cannot take them all; more are closed at accept; 0 means no limit")
 	sc.maxPacketUnauth = 16 << 10
 	fs.Var(sizeValue[int]{&sc.maxPacketUnauth}, "max-packet-unauthenticated", "largest packet body (a `size` such as 16KiB) from a connection the auth rules grant nothing")
-	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte, or of its last 256 KiB (idle time between packets is not limited); 0 disables")
+	fs.DurationVar(&sc.readTimeout, "read-timeout", 30*time.Second, "close a connection whose packet or admin line does not complete within this `duration` of its first byte, or of its last 256 KiB for at most 16 connections at a time (idle time between packets is not limited); 0 disables")
 	fs.DurationVar(&sc.writeTimeout, "write-timeout", 60*time.Second, "close a connection that does not read its answers for this `duration`; 0 disables")
 	fs.Var(sizeValue[int]{&sc.maxOutput}, "max-output", "unread output (a `size` such as 256MiB) one connection may accumulate before it is dropped as a slow reader (default max(4 × max-packet, 64MiB))")
 	sc.maxQueuedBytes = 1 << 30

@@ -93,6 +93,9 @@ type conn struct {
 	// frameRead counts the bytes read since frameStart was last set
 	// (readConn). Used by the reader goroutine only.
 	frameRead int
+	// slow is set while the frame in progress holds one of the server's
+	// maxSlowFrames places (readConn).
+	slow atomic.Bool
 	// aborted is set when a limit closed the connection.
 	aborted atomic.Bool
 
@@ -269,6 +272,7 @@ func (c *conn) finish() {
 	c.ackCond.Broadcast()
 	c.mu.Unlock()
 	c.nc.Close()
+	c.releaseSlowFrame()
 	c.srv.connDone(c)
 }
 

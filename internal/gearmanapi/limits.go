@@ -92,13 +92,45 @@ func (c *conn) readConn(p []byte) (int, error) {
 		}
 	} else if c.frameRead += n; c.frameRead >= readProgress {
 		// A large frame that keeps arriving is not a slowloris: its
-		// time counts again from here.
+		// time counts again from here, while it holds one of the
+		// server's places for slow frames.
 		c.frameRead = 0
-		if c.frameStart.Load() != 0 {
+		if c.frameStart.Load() != 0 && c.holdSlowFrame() {
 			c.frameStart.Store(c.srv.now.Load())
 		}
 	}
 	return n, err
+}
+
+// maxSlowFrames is the most connections whose frame in progress may have
+// its read timeout counted again at once. The frames of the others must
+// arrive within the read timeout, so that partial frames hold at most
+// maxSlowFrames × --max-packet beside what peers send within
+// --read-timeout: without the bound, peers each sending readProgress
+// bytes per read timeout could keep --max-connections frames growing for
+// hours.
+const maxSlowFrames = 16
+
+// holdSlowFrame takes one of the server's places for slow frames for the
+// frame in progress, or reports that none is free.
+func (c *conn) holdSlowFrame() bool {
+	if c.slow.Load() {
+		return true
+	}
+	if c.srv.slowFrames.Add(1) > maxSlowFrames {
+		c.srv.slowFrames.Add(-1)
+		return false
+	}
+	c.slow.Store(true)
+	return true
+}
+
+// releaseSlowFrame gives back the place of a slow frame that ended, or of
+// a connection that ended.
+func (c *conn) releaseSlowFrame() {
+	if c.slow.Swap(false) {
+		c.srv.slowFrames.Add(-1)
+	}
 }
 
 // readProgress is how much of a frame must arrive for the read timeout to
@@ -195,6 +227,7 @@ func (c *conn) frameBegins() {
 	}
 	c.rmu.Unlock()
 	c.frameRead = 0
+	c.releaseSlowFrame()
 	c.frameStart.Store(c.srv.now.Load())
 }
 
@@ -202,6 +235,7 @@ func (c *conn) frameBegins() {
 // nothing buffered. Called by the reader goroutine.
 func (c *conn) frameEnds() {
 	now := c.srv.now.Load()
+	c.releaseSlowFrame()
 	c.frameStart.Store(0)
 	c.waitStart.Store(now)
 	c.rmu.Lock()

@@ -104,8 +104,11 @@ type Server struct {
 	// the janitor last returned memory to the system at lastReturn;
 	// lastReturn and lastReleased are owned by the janitor.
 	releasedBytes atomic.Int64
-	lastReturn    int64
-	lastReleased  int64
+	// slowFrames counts the connections whose frame in progress has had
+	// its read timeout counted again (readConn), at most maxSlowFrames.
+	slowFrames   atomic.Int64
+	lastReturn   int64
+	lastReleased int64
 	// now is a coarse clock in Unix nanoseconds, advanced by the janitor.
 	now         atomic.Int64
 	janitorOnce sync.Once
