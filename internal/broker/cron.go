@@ -295,15 +295,20 @@ func (b *Broker) armScheduleLocked(s *schedule) {
 }
 
 // fireLocked submits the job of one tick. The tick is recorded in the
-// store with the job (the job itself carries the tick too); a tick whose
-// submit was refused is not, so that the next start submits it again as a missed tick (unless a
-// later tick was recorded by then). The function limit never refuses a
+// store with the job (the job itself carries the tick too), and the job
+// runs only once that write is done (SubmitParams.hold): handed out
+// before, its worker could end it before any write, and a crash then lost
+// the job and the tick together, which the next start submitted again as
+// a second job. A tick whose submit was refused is not recorded, so that
+// the next start submits it again as a missed tick (unless a later tick
+// was recorded by then). The function limit never refuses a
 // tick (SubmitParams.own): the schedule is configured.
 func (b *Broker) fireLocked(s *schedule, tick int64) {
 	s.last = tick
 	name := s.cfg.Name
 	p := SubmitParams{Function: []byte(s.cfg.Function), Unique: []byte(cronUnique(name, tick)),
-		Payload: s.cfg.Payload, Priority: s.cfg.Priority, Background: true, schedule: name, tick: tick, own: true}
+		Payload: s.cfg.Payload, Priority: s.cfg.Priority, Background: true, schedule: name, tick: tick, own: true,
+		hold: true}
 	refused := false
 	b.submitLocked(nil, p, func(seq uint64, created bool, err error) {
 		if err != nil {

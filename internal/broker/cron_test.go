@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,4 +134,25 @@ func TestCronTickThatFailedIsNotRecorded(t *testing.T) {
 	tb.b.RunTimers()
 	require.NoError(t, tb.b.Durable(context.Background()))
 	require.Contains(t, tb.b.Uniques(), tick)
+}
+
+// A tick's job is handed out only once it is written, with the tick's
+// record: handed out before, its worker could end it before any write,
+// and a SIGKILL then lost the job and the tick together, which the next
+// start submitted again as a second job (TestCrashCronOncePerTick).
+func TestCronTickRunsOnceWritten(t *testing.T) {
+	t.Parallel()
+	st := &countedSaves{Store: memory.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	tb := setupLC(t, lcOpts{cfg: Config{Store: st, Schedules: []Schedule{everyMinute(t, "min", "fn", MissedAll)}},
+		can: []string{"fn"}})
+	var once sync.Once
+	let := func() { once.Do(func() { close(st.release) }) }
+	t.Cleanup(let)
+	tb.advance(time.Minute)
+	<-st.entered // the write of the tick's job is held
+	tb.noJob(t)
+	let()
+	require.NoError(t, tb.b.Durable(context.Background()))
+	a := tb.grab(t)
+	require.Equal(t, "min:"+itoa(tb.clock.Now().Unix()), a.Unique)
 }
