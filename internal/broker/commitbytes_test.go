@@ -12,24 +12,53 @@ import (
 	"github.com/gearwork/gearwork/internal/store/memory"
 )
 
-// roundBytesStore is a gatedStore that records the payload bytes of each
-// Save.
-type roundBytesStore struct {
+// roundsStore is a gatedStore that records, for each write, the payload
+// bytes it saves and whether it removes jobs.
+type roundsStore struct {
 	gatedStore
 	mu     sync.Mutex
-	rounds []int
+	saved  []int
+	remove []bool
 }
 
-func (s *roundBytesStore) Save(ctx context.Context, jobs []store.Job) error {
-	s.hold()
+func (s *roundsStore) note(jobs []store.Job, deletes int) {
 	n := 0
 	for _, j := range jobs {
 		n += len(j.Payload)
 	}
 	s.mu.Lock()
-	s.rounds = append(s.rounds, n)
+	s.saved = append(s.saved, n)
+	s.remove = append(s.remove, deletes > 0)
 	s.mu.Unlock()
+}
+
+func (s *roundsStore) Save(ctx context.Context, jobs []store.Job) error {
+	s.hold()
+	s.note(jobs, 0)
 	return s.Store.Save(ctx, jobs)
+}
+
+func (s *roundsStore) Delete(ctx context.Context, seqs []uint64) error {
+	s.note(nil, len(seqs))
+	return s.Store.Delete(ctx, seqs)
+}
+
+func (s *roundsStore) Write(ctx context.Context, w store.Write) error {
+	s.hold()
+	s.note(w.Save, len(w.Delete))
+	return s.Store.Write(ctx, w)
+}
+
+// startRounds starts a broker with cfg on a roundsStore over a memory
+// store, stopped when the test ends, and a client session.
+func startRounds(t *testing.T, cfg broker.Config) (*broker.Broker, *roundsStore, *broker.Session) {
+	t.Helper()
+	st := &roundsStore{gatedStore: gatedStore{Store: memory.New()}}
+	cfg.Store = st
+	b := broker.New(cfg)
+	require.NoError(t, b.Start(context.Background()))
+	t.Cleanup(b.Stop)
+	return b, st, b.NewSession("client", discard{})
 }
 
 // A commit round takes new jobs up to Config.CommitBytes of payload (one
@@ -41,12 +70,8 @@ func (s *roundBytesStore) Save(ctx context.Context, jobs []store.Job) error {
 // same jobs again.
 func TestCommitRoundBoundedByBytes(t *testing.T) {
 	t.Parallel()
-	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
 	const bound, size, n = 256 << 10, 100 << 10, 8
-	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
-	require.NoError(t, b.Start(context.Background()))
-	defer b.Stop()
-	client := b.NewSession("client", discard{})
+	b, st, client := startRounds(t, broker.Config{CommitBytes: bound})
 
 	// Hold the committer inside the Save of a first job, so that the
 	// others all wait for the next round.
@@ -67,11 +92,11 @@ func TestCommitRoundBoundedByBytes(t *testing.T) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	total := 0
-	for i, r := range st.rounds {
-		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.rounds)
+	for i, r := range st.saved {
+		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.saved)
 		total += r
 	}
-	require.Equal(t, 5+n*size, total, "every job written: %v", st.rounds)
+	require.Equal(t, 5+n*size, total, "every job written: %v", st.saved)
 }
 
 // The jobs a vanished worker held are written again (their retry, with
@@ -81,12 +106,8 @@ func TestCommitRoundBoundedByBytes(t *testing.T) {
 // panics.
 func TestCommitRoundOfRetriesBoundedByBytes(t *testing.T) {
 	t.Parallel()
-	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
 	const bound, size, n = 256 << 10, 100 << 10, 8
-	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
-	require.NoError(t, b.Start(context.Background()))
-	defer b.Stop()
-	client := b.NewSession("client", discard{})
+	b, st, client := startRounds(t, broker.Config{CommitBytes: bound})
 	acked := make(chan error, n)
 	for range n {
 		b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: make([]byte, size), Background: true},
@@ -102,7 +123,7 @@ func TestCommitRoundOfRetriesBoundedByBytes(t *testing.T) {
 		require.True(t, ok)
 	}
 	st.mu.Lock()
-	first := len(st.rounds)
+	first := len(st.saved)
 	st.mu.Unlock()
 	b.CloseSession(worker) // every job taken back at once
 	require.NoError(t, b.Durable(context.Background()))
@@ -110,11 +131,11 @@ func TestCommitRoundOfRetriesBoundedByBytes(t *testing.T) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	total := 0
-	for i, r := range st.rounds[first:] {
-		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.rounds[first:])
+	for i, r := range st.saved[first:] {
+		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.saved[first:])
 		total += r
 	}
-	require.Equal(t, n*size, total, "every job written again: %v", st.rounds[first:])
+	require.Equal(t, n*size, total, "every job written again: %v", st.saved[first:])
 }
 
 // Jobs taken back and then run to their end while their writes wait are
@@ -122,12 +143,8 @@ func TestCommitRoundOfRetriesBoundedByBytes(t *testing.T) {
 // take more than one round: what ended is removed only after them.
 func TestJobsTakenBackThenEndedStayRemoved(t *testing.T) {
 	t.Parallel()
-	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
 	const bound, size, n = 256 << 10, 100 << 10, 8
-	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
-	require.NoError(t, b.Start(context.Background()))
-	defer b.Stop()
-	client := b.NewSession("client", discard{})
+	b, st, client := startRounds(t, broker.Config{CommitBytes: bound})
 	acked := make(chan error, n+1)
 	answer := func(_ uint64, _ bool, err error) { acked <- err }
 	for range n {
@@ -171,43 +188,6 @@ func TestJobsTakenBackThenEndedStayRemoved(t *testing.T) {
 	require.Equal(t, []string{"other"}, left, "the jobs of f ended; none is stored")
 }
 
-// roundsStore is a gatedStore that records, for each write, the payload
-// bytes it saves and whether it removes jobs.
-type roundsStore struct {
-	gatedStore
-	mu     sync.Mutex
-	saved  []int
-	remove []bool
-}
-
-func (s *roundsStore) note(jobs []store.Job, deletes int) {
-	n := 0
-	for _, j := range jobs {
-		n += len(j.Payload)
-	}
-	s.mu.Lock()
-	s.saved = append(s.saved, n)
-	s.remove = append(s.remove, deletes > 0)
-	s.mu.Unlock()
-}
-
-func (s *roundsStore) Save(ctx context.Context, jobs []store.Job) error {
-	s.hold()
-	s.note(jobs, 0)
-	return s.Store.Save(ctx, jobs)
-}
-
-func (s *roundsStore) Delete(ctx context.Context, seqs []uint64) error {
-	s.note(nil, len(seqs))
-	return s.Store.Delete(ctx, seqs)
-}
-
-func (s *roundsStore) Write(ctx context.Context, w store.Write) error {
-	s.hold()
-	s.note(w.Save, len(w.Delete))
-	return s.Store.Write(ctx, w)
-}
-
 // While new jobs fill commit rounds up to CommitBytes, a job written
 // again (taken back from a vanished worker) still goes out in the next
 // round, and with it the removals of ended jobs: the removals wait for
@@ -216,12 +196,8 @@ func (s *roundsStore) Write(ctx context.Context, w store.Write) error {
 // was removed (and no Durable answered) until the flood stopped.
 func TestEndsNotHeldBackByNewJobsFillingRounds(t *testing.T) {
 	t.Parallel()
-	st := &roundsStore{gatedStore: gatedStore{Store: memory.New()}}
 	const bound, size, n = 256 << 10, 200 << 10, 6
-	b := broker.New(broker.Config{Store: st, CommitBytes: bound})
-	require.NoError(t, b.Start(context.Background()))
-	defer b.Stop()
-	client := b.NewSession("client", discard{})
+	b, st, client := startRounds(t, broker.Config{CommitBytes: bound})
 	acked := make(chan error, n+2)
 	answer := func(_ uint64, _ bool, err error) { acked <- err }
 	b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: []byte("taken back"), Background: true}, answer)
@@ -284,12 +260,8 @@ func TestEndsNotHeldBackByNewJobsFillingRounds(t *testing.T) {
 // worker's many large jobs go out in one round.
 func TestCommitRoundOfTieredRetriesBoundedByBytes(t *testing.T) {
 	t.Parallel()
-	st := &roundBytesStore{gatedStore: gatedStore{Store: memory.New()}}
 	const bound, size, n = 256 << 10, 100 << 10, 8
-	b := broker.New(broker.Config{Store: st, CommitBytes: bound, MemoryBudget: -1})
-	require.NoError(t, b.Start(context.Background()))
-	defer b.Stop()
-	client := b.NewSession("client", discard{})
+	b, st, client := startRounds(t, broker.Config{CommitBytes: bound, MemoryBudget: -1})
 	acked := make(chan error, n)
 	for range n {
 		b.Submit(client, broker.SubmitParams{Function: []byte("f"), Payload: make([]byte, size), Background: true},
@@ -308,7 +280,7 @@ func TestCommitRoundOfTieredRetriesBoundedByBytes(t *testing.T) {
 		require.Len(t, a.Payload, size)
 	}
 	st.mu.Lock()
-	first := len(st.rounds)
+	first := len(st.saved)
 	st.mu.Unlock()
 	b.CloseSession(worker) // every job taken back at once
 	require.NoError(t, b.Durable(context.Background()))
@@ -316,9 +288,9 @@ func TestCommitRoundOfTieredRetriesBoundedByBytes(t *testing.T) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	total := 0
-	for i, r := range st.rounds[first:] {
-		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.rounds[first:])
+	for i, r := range st.saved[first:] {
+		require.LessOrEqual(t, r, bound, "round %d of %v", i, st.saved[first:])
 		total += r
 	}
-	require.Equal(t, n*size, total, "every job written again: %v", st.rounds[first:])
+	require.Equal(t, n*size, total, "every job written again: %v", st.saved[first:])
 }

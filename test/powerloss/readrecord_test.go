@@ -35,12 +35,7 @@ func TestPowerLossAfterReadingAJobRecord(t *testing.T) {
 	t.Parallel()
 	ctx := testwait.Context(t)
 	fs := vfs.NewCrashableMem()
-	const dir = "/data"
-	open := func(fs *vfs.MemFS) *pebble.Store {
-		st, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Sync: pebble.SyncAlways, Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		return st
-	}
+	open := func(fs *vfs.MemFS) *pebble.Store { return openSynced(ctx, t, fs) }
 	st := open(fs)
 	b := broker.New(broker.Config{HandlePrefix: "H:r:", Store: st, RecordPace: time.Hour, RecordReadWait: readWait, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, b.Start(ctx))
@@ -168,12 +163,7 @@ func readDuringHeldWrite(t *testing.T, policy broker.Policy, end broker.Outcome,
 	read func(ctx context.Context, b *broker.Broker, seq uint64) (string, error)) {
 	ctx := testwait.Context(t)
 	fs := vfs.NewCrashableMem()
-	const dir = "/data"
-	open := func(fs *vfs.MemFS) *pebble.Store {
-		st, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Sync: pebble.SyncAlways, Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		return st
-	}
+	open := func(fs *vfs.MemFS) *pebble.Store { return openSynced(ctx, t, fs) }
 	st := &gatedWrites{Store: open(fs), open: make(chan struct{})}
 	b := broker.New(broker.Config{HandlePrefix: "H:k:", Store: st, RecordReadWait: readWait, Logger: slog.New(slog.DiscardHandler),
 		Policies: map[string]broker.Policy{"f": policy}})
@@ -191,30 +181,9 @@ func readDuringHeldWrite(t *testing.T, policy broker.Policy, end broker.Outcome,
 
 	st.armed.Store(true)
 	require.NoError(t, b.Finish(worker, a.Seq, end, []byte("the result")))
-	type answer struct {
-		got string
-		err error
-	}
-	answered := make(chan answer, 1)
-	go func() {
-		got, err := read(ctx, b, seq)
-		answered <- answer{got, err}
-	}()
-	var got answer
-	var clone *vfs.MemFS
-	select {
-	case got = <-answered:
-		// Answered while the write is held: the cut comes now.
-		clone = fs.CrashClone(vfs.CrashCloneCfg{})
-		close(st.open)
-	case <-time.After(100 * time.Millisecond):
-		// The answer waits for the write, as it should: let it go.
-		close(st.open)
-		got = <-answered
-		clone = fs.CrashClone(vfs.CrashCloneCfg{})
-	}
-	require.NoError(t, got.err)
-	require.NotEmpty(t, got.got, "the read found nothing")
+	got, clone, err := readThenCut(fs, st, func() (string, error) { return read(ctx, b, seq) })
+	require.NoError(t, err)
+	require.NotEmpty(t, got, "the read found nothing")
 	b.Stop()
 	require.NoError(t, st.Close())
 
@@ -239,12 +208,7 @@ func TestPowerLossAfterReadingABatch(t *testing.T) {
 	t.Parallel()
 	ctx := testwait.Context(t)
 	fs := vfs.NewCrashableMem()
-	const dir = "/data"
-	open := func(fs *vfs.MemFS) *pebble.Store {
-		st, err := pebble.Open(ctx, dir, pebble.Options{FS: fs, Sync: pebble.SyncAlways, Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		return st
-	}
+	open := func(fs *vfs.MemFS) *pebble.Store { return openSynced(ctx, t, fs) }
 	st := &gatedWrites{Store: open(fs), open: make(chan struct{})}
 	b := broker.New(broker.Config{HandlePrefix: "H:b:", Store: st, RecordReadWait: readWait, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, b.Start(ctx))
@@ -263,28 +227,9 @@ func TestPowerLossAfterReadingABatch(t *testing.T) {
 
 	st.armed.Store(true)
 	require.NoError(t, b.Finish(worker, a.Seq, broker.Complete, nil))
-	type answer struct {
-		s   broker.BatchStatus
-		err error
-	}
-	answered := make(chan answer, 1)
-	go func() {
-		s, err := b.Batch(ctx, id)
-		answered <- answer{s, err}
-	}()
-	var got answer
-	var clone *vfs.MemFS
-	select {
-	case got = <-answered:
-		clone = fs.CrashClone(vfs.CrashCloneCfg{})
-		close(st.open)
-	case <-time.After(100 * time.Millisecond):
-		close(st.open)
-		got = <-answered
-		clone = fs.CrashClone(vfs.CrashCloneCfg{})
-	}
-	require.NoError(t, got.err)
-	require.True(t, got.s.Complete, "the batch, read after its last job completed")
+	got, clone, err := readThenCut(fs, st, func() (broker.BatchStatus, error) { return b.Batch(ctx, id) })
+	require.NoError(t, err)
+	require.True(t, got.Complete, "the batch, read after its last job completed")
 	b.Stop()
 	require.NoError(t, st.Close())
 
@@ -297,4 +242,43 @@ func TestPowerLossAfterReadingABatch(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, after.Complete, "batch %d, read complete before the power cut", id)
 	require.True(t, after.CompleteFired, "batch %d's callback, submitted before the power cut", id)
+}
+
+// openSynced opens the Pebble store of the tests in /data on fs, syncing
+// every write.
+func openSynced(ctx context.Context, t *testing.T, fs *vfs.MemFS) *pebble.Store {
+	t.Helper()
+	st, err := pebble.Open(ctx, "/data", pebble.Options{FS: fs, Sync: pebble.SyncAlways, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	return st
+}
+
+// readThenCut runs read while st holds its writes and takes what a power
+// cut leaves of fs as soon as read answers: at once when it answers while
+// the write is held, or, when it waits for the write (as it should), once
+// the write was let go and it answered.
+func readThenCut[T any](fs *vfs.MemFS, st *gatedWrites, read func() (T, error)) (T, *vfs.MemFS, error) {
+	type answer struct {
+		got T
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		got, err := read()
+		answered <- answer{got, err}
+	}()
+	var got answer
+	var clone *vfs.MemFS
+	select {
+	case got = <-answered:
+		// Answered while the write is held: the cut comes now.
+		clone = fs.CrashClone(vfs.CrashCloneCfg{})
+		close(st.open)
+	case <-time.After(100 * time.Millisecond):
+		// The answer waits for the write: let it go.
+		close(st.open)
+		got = <-answered
+		clone = fs.CrashClone(vfs.CrashCloneCfg{})
+	}
+	return got.got, clone, got.err
 }
