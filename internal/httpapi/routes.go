@@ -25,46 +25,49 @@ type route struct {
 	method  string
 	pattern string
 	scope   Scope
+	// rule is what the route needs from the authorization rules of a
+	// client they decide for (authorizeByRules); nil refuses it to them.
+	rule    ruleNeed
 	handler handlerFunc
 }
 
 // routeTable lists every route the server answers.
 func (s *Server) routeTable() []route {
 	return []route{
-		{"POST", "/v1/functions/{fn}/jobs", ScopeSubmit, s.handleSubmit},
-		{"POST", "/v1/jobs:batch", ScopeSubmit, s.handleBatch},
-		{"GET", "/v1/jobs", ScopeRead, s.handleListJobs},
-		{"POST", "/v1/batches", ScopeSubmit, s.handleCreateBatch},
-		{"GET", "/v1/batches", ScopeRead, s.handleListBatches},
-		{"GET", "/v1/batches/{id}", ScopeRead, s.handleGetBatch},
-		{"POST", "/v1/batches/{id}/jobs", ScopeSubmit, s.handleBatch},
-		{"GET", "/v1/batches/{id}/jobs", ScopeRead, s.handleListBatchJobs},
-		{"POST", "/v1/batches/{id}/close", ScopeSubmit, s.handleCloseBatch},
-		{"GET", "/v1/jobs/{handle}", ScopeRead, s.handleGetJob},
-		{"DELETE", "/v1/jobs/{handle}", ScopeAdmin, s.handleCancel},
-		{"GET", "/v1/jobs/{handle}/events", ScopeRead, s.handleJobEvents},
-		{"DELETE", "/v1/jobs/{handle}/record", ScopeAdmin, s.handleForgetRecord},
-		{"POST", "/v1/jobs/{handle}/retry", ScopeAdmin, s.handleRetryJob},
-		{"GET", "/v1/functions", ScopeRead, s.handleFunctions},
-		{"POST", "/v1/functions/{fn}/pause", ScopeAdmin, s.handlePause},
-		{"POST", "/v1/functions/{fn}/resume", ScopeAdmin, s.handleResume},
-		{"GET", "/v1/workers", ScopeRead, s.handleWorkers},
-		{"GET", "/v1/stream", ScopeRead, s.handleStream},
-		{"GET", "/v1/dead-letters", ScopeRead, s.handleListDead},
-		{"DELETE", "/v1/dead-letters", ScopeAdmin, s.handlePurgeDead},
-		{"POST", "/v1/dead-letters/{handle}/retry", ScopeAdmin, s.handleRetryDead},
-		{"DELETE", "/v1/dead-letters/{handle}", ScopeAdmin, s.handlePurgeDead},
-		{"POST", "/v1/functions/{fn}/grab", ScopeWork, s.handleGrab},
-		{"POST", "/v1/jobs/{handle}/complete", ScopeWork, s.handleFinish(broker.Complete)},
-		{"POST", "/v1/jobs/{handle}/fail", ScopeWork, s.handleFinish(broker.Fail)},
-		{"POST", "/v1/jobs/{handle}/status", ScopeWork, s.handleWorkStatus},
-		{"POST", "/v1/jobs/{handle}/data", ScopeWork, s.handleWorkData},
-		{"GET", "/metrics", ScopeMetrics, s.handleMetrics},
-		{"GET", "/healthz", scopeNone, s.handleHealthz},
-		{"GET", "/readyz", scopeNone, s.handleReadyz},
-		{"GET", "/openapi.json", scopeNone, s.handleOpenAPI},
-		{"GET", "/{$}", scopeNone, s.handleDashboard},
-		{"GET", "/assets/{file}", scopeNone, s.handleAsset},
+		{"POST", "/v1/functions/{fn}/jobs", ScopeSubmit, ruleSubmitFunction, s.handleSubmit},
+		{"POST", "/v1/jobs:batch", ScopeSubmit, ruleSubmitEvery, s.handleBatch},
+		{"GET", "/v1/jobs", ScopeRead, ruleReadEvery, s.handleListJobs},
+		{"POST", "/v1/batches", ScopeSubmit, ruleSubmitEvery, s.handleCreateBatch},
+		{"GET", "/v1/batches", ScopeRead, ruleReadEvery, s.handleListBatches},
+		{"GET", "/v1/batches/{id}", ScopeRead, ruleReadEvery, s.handleGetBatch},
+		{"POST", "/v1/batches/{id}/jobs", ScopeSubmit, ruleSubmitEvery, s.handleBatch},
+		{"GET", "/v1/batches/{id}/jobs", ScopeRead, ruleReadEvery, s.handleListBatchJobs},
+		{"POST", "/v1/batches/{id}/close", ScopeSubmit, ruleSubmitEvery, s.handleCloseBatch},
+		{"GET", "/v1/jobs/{handle}", ScopeRead, ruleReadEvery, s.handleGetJob},
+		{"DELETE", "/v1/jobs/{handle}", ScopeAdmin, ruleAdmin("cancel job"), s.handleCancel},
+		{"GET", "/v1/jobs/{handle}/events", ScopeRead, ruleReadEvery, s.handleJobEvents},
+		{"DELETE", "/v1/jobs/{handle}/record", ScopeAdmin, ruleAdminEvery, s.handleForgetRecord},
+		{"POST", "/v1/jobs/{handle}/retry", ScopeAdmin, ruleAdmin("retry job"), s.handleRetryJob},
+		{"GET", "/v1/functions", ScopeRead, ruleOpen, s.handleFunctions},
+		{"POST", "/v1/functions/{fn}/pause", ScopeAdmin, ruleAdmin("pause"), s.handlePause},
+		{"POST", "/v1/functions/{fn}/resume", ScopeAdmin, ruleAdmin("resume"), s.handleResume},
+		{"GET", "/v1/workers", ScopeRead, ruleOpen, s.handleWorkers},
+		{"GET", "/v1/stream", ScopeRead, ruleReadEvery, s.handleStream},
+		{"GET", "/v1/dead-letters", ScopeRead, ruleReadEvery, s.handleListDead},
+		{"DELETE", "/v1/dead-letters", ScopeAdmin, ruleAdmin("deadletter purge"), s.handlePurgeDead},
+		{"POST", "/v1/dead-letters/{handle}/retry", ScopeAdmin, ruleAdmin("deadletter retry"), s.handleRetryDead},
+		{"DELETE", "/v1/dead-letters/{handle}", ScopeAdmin, ruleAdmin("deadletter purge"), s.handlePurgeDead},
+		{"POST", "/v1/functions/{fn}/grab", ScopeWork, ruleServeFunction, s.handleGrab},
+		{"POST", "/v1/jobs/{handle}/complete", ScopeWork, ruleServeSome, s.handleFinish(broker.Complete)},
+		{"POST", "/v1/jobs/{handle}/fail", ScopeWork, ruleServeSome, s.handleFinish(broker.Fail)},
+		{"POST", "/v1/jobs/{handle}/status", ScopeWork, ruleServeSome, s.handleWorkStatus},
+		{"POST", "/v1/jobs/{handle}/data", ScopeWork, ruleServeSome, s.handleWorkData},
+		{"GET", "/metrics", ScopeMetrics, ruleOpen, s.handleMetrics},
+		{"GET", "/healthz", scopeNone, ruleOpen, s.handleHealthz},
+		{"GET", "/readyz", scopeNone, ruleOpen, s.handleReadyz},
+		{"GET", "/openapi.json", scopeNone, ruleOpen, s.handleOpenAPI},
+		{"GET", "/{$}", scopeNone, ruleOpen, s.handleDashboard},
+		{"GET", "/assets/{file}", scopeNone, ruleOpen, s.handleAsset},
 	}
 }
 

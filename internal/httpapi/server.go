@@ -73,7 +73,7 @@ type Config struct {
 	Tokens []Token
 	// Rules are the authorization rules of the Gearman port (nil: none).
 	// When no token is configured they decide what a client with a
-	// verified certificate may do, route by route (routeRules), as for
+	// verified certificate may do, route by route (route.rule), as for
 	// the same identity on the Gearman port; without rules such a client
 	// may use every route.
 	Rules Authorizer
